@@ -1,0 +1,282 @@
+"""RFC 6962 / RFC 9162 Merkle tree hashing, proofs and their verification.
+
+The audit log's entry hashes are the leaves of this tree (DESIGN section 5), so a
+signed checkpoint (size, root) commits to the whole log, and anyone holding an
+older checkpoint can check that the log only grew since (a consistency proof)
+or that one entry is in it (an inclusion proof) with their own RFC 9162 code.
+
+Functions that take ``leaves`` take *leaf hashes* (the output of
+:func:`leaf_hash`), never raw entries. Builders (:func:`inclusion_proof`,
+:func:`consistency_proof`) are called by us on our own data and raise
+``ValueError`` on impossible arguments; verifiers are fed third-party input and
+return ``False`` on anything malformed, never raise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "EMPTY_ROOT",
+    "HASH_SIZE",
+    "Frontier",
+    "consistency_proof",
+    "inclusion_proof",
+    "leaf_hash",
+    "node_hash",
+    "root_of",
+    "verify_consistency",
+    "verify_inclusion",
+]
+
+_sha256 = hashlib.sha256
+
+#: Size in bytes of every hash in the tree (SHA-256).
+HASH_SIZE = 32
+
+#: MTH of the empty tree: SHA-256 of the empty string (RFC 9162 2.1.1).
+EMPTY_ROOT: bytes = _sha256(b"").digest()
+
+# Domain-separation prefixes of RFC 6962: a leaf can never be mistaken for an
+# interior node, which is what makes second-preimage attacks on the tree fail.
+_LEAF = b"\x00"
+_NODE = b"\x01"
+
+
+def leaf_hash(entry: bytes) -> bytes:
+    """Return the RFC 6962 leaf hash ``SHA-256(0x00 || entry)``."""
+    return _sha256(_LEAF + entry).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """Return the RFC 6962 interior node hash ``SHA-256(0x01 || left || right)``."""
+    return _sha256(_NODE + left + right).digest()
+
+
+class Frontier:
+    """Streaming Merkle tree: append leaf hashes one by one in O(log n) memory; root() at any time.
+
+    The state is the list of roots of the perfect subtrees that make up the
+    tree so far, largest (leftmost) first; their sizes are the set bits of
+    ``size``, so no heights need storing. ``audit verify`` streams a million
+    entries through :meth:`append`, hence the tight loop.
+    """
+
+    __slots__ = ("_hashes", "_size")
+
+    def __init__(self) -> None:
+        """Start an empty tree."""
+        self._hashes: list[bytes] = []
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        """Number of leaves appended so far."""
+        return self._size
+
+    def append(self, leaf: bytes) -> None:
+        """Append one leaf hash (32 bytes, as returned by :func:`leaf_hash`)."""
+        if len(leaf) != HASH_SIZE:
+            raise ValueError("a Merkle leaf hash must be 32 bytes")
+        hashes = self._hashes
+        n = self._size
+        # Binary-counter carry: every trailing 1 bit of the old size is a
+        # perfect subtree of the same height as the one being carried, so merge.
+        while n & 1:
+            leaf = _sha256(_NODE + hashes.pop() + leaf).digest()
+            n >>= 1
+        hashes.append(leaf)
+        self._size += 1
+
+    def extend(self, leaves: Iterable[bytes]) -> None:
+        """Append every leaf hash of ``leaves`` in order."""
+        append = self.append
+        for leaf in leaves:
+            append(leaf)
+
+    def root(self) -> bytes:
+        """Return MTH of all leaves appended so far (:data:`EMPTY_ROOT` for none)."""
+        hashes = self._hashes
+        if not hashes:
+            return EMPTY_ROOT
+        # RFC 9162 splits at the largest power of two below n, so the right
+        # spine is folded first: the smallest subtrees combine before larger ones.
+        root = hashes[-1]
+        for h in reversed(hashes[:-1]):
+            root = _sha256(_NODE + h + root).digest()
+        return root
+
+    def copy(self) -> Frontier:
+        """Return an independent copy (appending to one does not change the other)."""
+        other = Frontier()
+        other._hashes = list(self._hashes)
+        other._size = self._size
+        return other
+
+    def __repr__(self) -> str:
+        return f"Frontier(size={self._size})"
+
+
+def root_of(leaves: Sequence[bytes]) -> bytes:
+    """Return MTH(D[0:n]) over the leaf hashes ``leaves`` (RFC 9162 2.1.1)."""
+    frontier = Frontier()
+    frontier.extend(leaves)
+    return frontier.root()
+
+
+def _split(n: int) -> int:
+    """Largest power of two strictly smaller than ``n`` (``n`` >= 2)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def _mth(leaves: Sequence[bytes], lo: int, hi: int) -> bytes:
+    return root_of(leaves[lo:hi])
+
+
+def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
+    """Return the RFC 9162 2.1.3 inclusion proof PATH(index, D[0:n]), n = ``len(leaves)``.
+
+    The proof lists sibling subtree roots from the leaf upwards. Raises
+    ``ValueError`` if ``index`` is not a leaf of the tree.
+    """
+    n = len(leaves)
+    if not 0 <= index < n:
+        raise ValueError("inclusion proof index is outside the tree")
+    proof: list[bytes] = []
+    lo, hi, m = 0, n, index
+    # Walk down from the root; each step records the sibling that the
+    # recursive definition appends *after* the deeper path, hence the reverse.
+    while hi - lo > 1:
+        k = _split(hi - lo)
+        if m < k:
+            proof.append(_mth(leaves, lo + k, hi))
+            hi = lo + k
+        else:
+            proof.append(_mth(leaves, lo, lo + k))
+            lo, m = lo + k, m - k
+    proof.reverse()
+    return proof
+
+
+def consistency_proof(old_size: int, leaves: Sequence[bytes]) -> list[bytes]:
+    """Return the RFC 9162 2.1.4 consistency proof PROOF(old_size, D[0:n]), n = ``len(leaves)``.
+
+    Empty when ``old_size`` is 0 or n (nothing to prove). Raises ``ValueError``
+    if ``old_size`` is negative or larger than the tree.
+    """
+    n = len(leaves)
+    if not 0 <= old_size <= n:
+        raise ValueError("consistency proof old size is outside the tree")
+    if old_size in (0, n):
+        return []
+    proof: list[bytes] = []
+    lo, hi, m, complete = 0, n, old_size, True
+    # Iterative SUBPROOF(m, D[lo:hi], complete); like PATH, the recursion
+    # appends the sibling after the deeper part, so collect then reverse.
+    while m != hi - lo:
+        k = _split(hi - lo)
+        if m <= k:
+            proof.append(_mth(leaves, lo + k, hi))
+            hi = lo + k
+        else:
+            proof.append(_mth(leaves, lo, lo + k))
+            lo, m, complete = lo + k, m - k, False
+    if not complete:
+        proof.append(_mth(leaves, lo, hi))
+    proof.reverse()
+    return proof
+
+
+def _is_hash(value: object) -> bool:
+    return isinstance(value, bytes) and len(value) == HASH_SIZE
+
+
+def _is_proof(proof: object) -> bool:
+    # A tree of at most 2**64 leaves has paths of at most 64 hashes; the
+    # bound also stops a hostile proof from costing unbounded hashing.
+    if isinstance(proof, (str, bytes, bytearray)) or not isinstance(proof, Sequence):
+        return False
+    return len(proof) <= 130 and all(_is_hash(p) for p in proof)
+
+
+def _is_size(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 64
+
+
+def verify_inclusion(
+    leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
+) -> bool:
+    """Check an RFC 9162 2.1.3.2 inclusion proof: is ``leaf`` at ``index`` in the tree ``root``?
+
+    ``root`` must be the root of the tree of ``size`` leaves taken from a
+    verified checkpoint: the proof binds the leaf to the root, the checkpoint
+    binds the root to the size. Returns ``False`` (never raises) on any
+    malformed input.
+    """
+    if not (_is_hash(leaf) and _is_hash(root) and _is_proof(proof)):
+        return False
+    if not (_is_size(index) and _is_size(size)) or index >= size:
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            # A right edge node with no sibling at some levels: skip the
+            # levels where it is promoted unchanged.
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def verify_consistency(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
+) -> bool:
+    """Check an RFC 9162 2.1.4.2 consistency proof: is tree ``old_root`` a prefix of ``new_root``?
+
+    Equal sizes need equal roots and an empty proof; an old size of 0 needs
+    ``old_root`` to be :data:`EMPTY_ROOT` and an empty proof (stricter than
+    RFC 9162, which ignores the root: a size-0 checkpoint with another root is
+    corrupt). Returns ``False`` (never raises) on any malformed input.
+    """
+    if not (_is_hash(old_root) and _is_hash(new_root) and _is_proof(proof)):
+        return False
+    if not (_is_size(old_size) and _is_size(new_size)) or old_size > new_size:
+        return False
+    if old_size == new_size:
+        return len(proof) == 0 and old_root == new_root
+    if old_size == 0:
+        return len(proof) == 0 and old_root == EMPTY_ROOT
+    if len(proof) == 0:
+        return False
+    path = list(proof)
+    # When the old tree is a perfect subtree its root is omitted from the
+    # proof (the verifier already has it), so put it back as the seed.
+    if old_size & (old_size - 1) == 0:
+        path.insert(0, old_root)
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and fr == old_root and sr == new_root
