@@ -198,10 +198,10 @@ class LocalProvider:
         released: dict[str, dict[str, list[Any]]] = {}
         for sel in selections:
             keys = self.open(sel.record)
-            missing = [f for f in sel.fields if f not in keys]
-            if missing:
-                raise DecryptionFailed(f"record has no key for fields {missing}")
-            released[sel.record.record_id] = _keys_to_json({f: keys[f] for f in sel.fields})
+            # An optional field the record does not have has no key: nothing to release.
+            released[sel.record.record_id] = _keys_to_json(
+                {f: keys[f] for f in sel.fields if f in keys}
+            )
         inner = json.dumps(
             {"v": 1, "vault": self._vault_id, "grant": grant_id, "keys": released},
             separators=(",", ":"),

@@ -1,0 +1,168 @@
+"""Shared fixtures.
+
+Identity files use Argon2id MODERATE (about a second per unlock), so the
+session builds one template home with five users once, keeps their unlocked
+identities, and every test gets a fresh copy of that home. Time is a
+:class:`FakeClock` injected into the vault: expiry and retention are tested by
+moving it, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from keys import Identity
+from vault import Consent, NewRecordInput, Vault
+
+PASSPHRASES = {
+    "admin": "admin-passphrase-1",
+    "officer1": "officer1-passphrase",
+    "officer2": "officer2-passphrase",
+    "worker1": "worker1-passphrase",
+    "worker2": "worker2-passphrase",
+}
+ROLES = {
+    "officer1": ("officer",),
+    "officer2": ("officer",),
+    "worker1": ("staff",),
+    "worker2": ("staff",),
+}
+START = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    """A settable clock for the ``clock=`` injection point."""
+
+    def __init__(self, start: datetime = START) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+@dataclass
+class World:
+    """A vault home with five users, their unlocked identities and a clock."""
+
+    home: Path
+    ids: dict[str, Identity]
+    clock: FakeClock = field(default_factory=FakeClock)
+
+    def open(self, who: str) -> Vault:
+        return Vault.open(self.home, identity=self.ids[who], clock=self.clock)
+
+    @property
+    def witness(self) -> Path:
+        return self.home.parent / f"{self.home.name}.witness.jsonl"
+
+
+def consent(
+    purposes: tuple[str, ...] = ("case_management",),
+    *,
+    by: str = "guardian",
+    retain_until: date = date(2032, 1, 1),
+    consented_at: date = date(2026, 11, 1),
+    notice_version: str = "2026-1",
+    guardian_informed: bool = False,
+) -> Consent:
+    return Consent(
+        by=by,
+        consented_at=consented_at,
+        notice_version=notice_version,
+        purposes=purposes,
+        retain_until=retain_until,
+        guardian_informed=guardian_informed,
+    )
+
+
+def child_values(i: int = 0, **overrides: str) -> dict[str, str]:
+    """Valid values for a ten-year-old, varied by ``i``."""
+    from vault._validators import make_id_number
+
+    dob = date(2016, 3, 1) + timedelta(days=i % 300)
+    values = {
+        "name": f"测试儿童{i}",
+        "sex": "male" if i % 2 else "female",  # matches the id number's sex digit
+        "date_of_birth": dob.isoformat(),
+        "id_number": make_id_number("110105", dob, 100 + (i % 400) * 2 + (i % 2)),
+        "address": f"北京市朝阳区测试街道{i}号",
+        "school": "测试小学",
+        "guardian_name": f"测试监护人{i}",
+        "guardian_phone": f"138{i:08d}"[:11],
+        "difficulty_category": "poverty",
+        "health": "良好",
+        "case_notes": f"测试个案记录 {i}",
+    }
+    values.update(overrides)
+    return values
+
+
+def add_children(
+    v: Vault, n: int, *, purposes: tuple[str, ...] = ("case_management",)
+) -> list[str]:
+    """Add ``n`` valid child records; return their ids."""
+    return v.add_records(
+        [NewRecordInput("child", child_values(i), consent(purposes)) for i in range(n)]
+    )
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Identity]]:
+    base = tmp_path_factory.mktemp("template")
+    home = base / "home"
+    clock = FakeClock()
+    with Vault.init(
+        home,
+        institution="测试福利院",
+        admin="admin",
+        admin_passphrase=PASSPHRASES["admin"],
+        clock=clock,
+    ) as v:
+        for name, roles in ROLES.items():
+            v.add_user(name, roles, PASSPHRASES[name])
+    ids = {
+        name: Identity.load(home / "identities" / f"{name}.id", secret)
+        for name, secret in PASSPHRASES.items()
+    }
+    with Vault.open(home, identity=ids["officer1"], clock=clock) as v:
+        v.share_custodian("officer2")
+    return home, ids
+
+
+@pytest.fixture
+def world(template: tuple[Path, dict[str, Identity]], tmp_path: Path) -> Iterator[World]:
+    src, ids = template
+    home = tmp_path / "home"
+    shutil.copytree(src, home)
+    witness = src.parent / f"{src.name}.witness.jsonl"
+    if witness.exists():
+        shutil.copy(witness, tmp_path / "home.witness.jsonl")
+    yield World(home, ids)
+
+
+def raw_db(world: World, who: str = "worker1"):  # type: ignore[no-untyped-def]
+    """A raw SQLCipher connection to the world's database, opened with its real key.
+
+    This is what an insider holding a database key can do; tests use it to
+    tamper with rows and to scan tables for plaintext.
+    """
+    import json as _json
+
+    import sqlcipher3
+
+    from keys import KeySlots
+
+    vault_id = _json.loads((world.home / "config.json").read_text())["vault_id"]
+    key = KeySlots(world.home / "keyslots.json").open(world.ids[who], vault_id)["db"]
+    conn = sqlcipher3.connect(str(world.home / "vault.db"), isolation_level=None)
+    conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+    return conn

@@ -1,0 +1,167 @@
+"""The audit log: verification passes untouched and names the first bad entry
+after edits, deletions, reordering, truncation and replacement done directly on
+the database with its key."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import rfc8785
+
+from keys import AccessDenied, IntegrityError
+from tests.conftest import World, add_children, raw_db
+from vault._merkle import leaf_hash
+
+
+def _populated(world: World) -> None:
+    with world.open("worker1") as v:
+        add_children(v, 5)
+
+
+def _verify(world: World) -> None:
+    with world.open("worker2") as v:
+        v.verify_audit()
+
+
+def test_untouched_log_verifies(world: World) -> None:
+    _populated(world)
+    with world.open("worker2") as v:
+        report = v.verify_audit()
+    assert report.entries >= 12  # init + users + custodian + share + 5 records
+
+
+def test_every_write_appends_an_entry_in_its_transaction(world: World) -> None:
+    with world.open("worker1") as v:
+        before = v.verify_audit().entries
+        ids = add_children(v, 3)
+        assert v.verify_audit().entries == before + 3
+    with world.open("officer1") as v:
+        entries = [e["entry"] for e in v.audit_entries(record=ids[0])]
+    assert [e["action"] for e in entries] == ["record.create"]
+    assert entries[0]["actor"] == "worker1"
+
+
+def test_entries_are_canonical_json_with_prev_chain(world: World) -> None:
+    _populated(world)
+    conn = raw_db(world)
+    rows = conn.execute("SELECT seq, entry, hash FROM audit ORDER BY seq").fetchall()
+    prev = None
+    for seq, entry, digest in rows:
+        obj = json.loads(entry)
+        assert rfc8785.dumps(obj) == bytes(entry)
+        assert obj["seq"] == seq and obj["prev"] == prev
+        assert leaf_hash(bytes(entry)) == bytes(digest)
+        prev = bytes(digest).hex()
+
+
+def _edit(world: World, seq: int) -> None:
+    conn = raw_db(world)
+    (entry,) = conn.execute("SELECT entry FROM audit WHERE seq = ?", (seq,)).fetchone()
+    changed = bytes(entry).replace(b'"worker1"', b'"worker2"')
+    assert changed != bytes(entry)
+    conn.execute("UPDATE audit SET entry = ? WHERE seq = ?", (changed, seq))
+
+
+def test_edited_entry_is_named(world: World) -> None:
+    _populated(world)
+    _edit(world, 8)
+    with pytest.raises(IntegrityError, match=r"entry 8 was modified") as info:
+        _verify(world)
+    assert info.value.exit_code == 4
+
+
+def test_edited_entry_with_recomputed_hash_breaks_the_next_link(world: World) -> None:
+    _populated(world)
+    conn = raw_db(world)
+    (entry,) = conn.execute("SELECT entry FROM audit WHERE seq = 8").fetchone()
+    changed = bytes(entry).replace(b'"worker1"', b'"worker2"')
+    conn.execute(
+        "UPDATE audit SET entry = ?, hash = ? WHERE seq = 8", (changed, leaf_hash(changed))
+    )
+    with pytest.raises(IntegrityError, match=r"entry 9 does not link to entry 8"):
+        _verify(world)
+
+
+def test_deleted_entry_is_named(world: World) -> None:
+    _populated(world)
+    raw_db(world).execute("DELETE FROM audit WHERE seq = 7")
+    with pytest.raises(IntegrityError, match=r"entry 7 is missing"):
+        _verify(world)
+
+
+def test_swapped_entries_are_detected(world: World) -> None:
+    _populated(world)
+    conn = raw_db(world)
+    a = conn.execute("SELECT entry, hash FROM audit WHERE seq = 8").fetchone()
+    b = conn.execute("SELECT entry, hash FROM audit WHERE seq = 9").fetchone()
+    conn.execute("UPDATE audit SET entry = ?, hash = ? WHERE seq = 8", b)
+    conn.execute("UPDATE audit SET entry = ?, hash = ? WHERE seq = 9", a)
+    with pytest.raises(IntegrityError, match=r"entry 8 carries sequence number 9"):
+        _verify(world)
+
+
+def test_truncation_is_detected_against_the_witness(world: World) -> None:
+    _populated(world)
+    with world.open("officer1") as v:
+        v.checkpoint()
+    size = json.loads(world.witness.read_text().splitlines()[-1])["note"].split("\n")[1]
+    conn = raw_db(world)
+    conn.execute("DELETE FROM audit WHERE seq >= ?", (int(size) - 3,))
+    conn.execute("DELETE FROM checkpoints")  # the insider also removes the stored copies
+    with pytest.raises(IntegrityError, match="truncated"):
+        _verify(world)
+
+
+def test_replaced_log_of_equal_length_is_detected(world: World) -> None:
+    """Rewrite every entry consistently (a valid chain) after a checkpoint."""
+    _populated(world)
+    with world.open("officer1") as v:
+        v.checkpoint()
+    conn = raw_db(world)
+    rows = conn.execute("SELECT seq, entry FROM audit ORDER BY seq").fetchall()
+    prev = None
+    conn.execute("DELETE FROM checkpoints")
+    for seq, entry in rows:
+        obj = json.loads(entry)
+        obj["actor"] = "someone-else"
+        obj["prev"] = prev
+        new = rfc8785.dumps(obj)
+        digest = leaf_hash(new)
+        conn.execute("UPDATE audit SET entry = ?, hash = ? WHERE seq = ?", (new, digest, seq))
+        prev = digest.hex()
+    with pytest.raises(IntegrityError, match="diverged"):
+        _verify(world)
+
+
+def test_forged_checkpoint_signature_fails(world: World) -> None:
+    _populated(world)
+    with world.open("officer1") as v:
+        note = v.checkpoint()
+    lines = world.witness.read_text().splitlines()
+    forged = note.replace(note.split("\n")[1], str(int(note.split("\n")[1]) + 5), 1)
+    lines.append(json.dumps({"note": forged}))
+    world.witness.write_text("\n".join(lines) + "\n")
+    with pytest.raises(IntegrityError, match="witness checkpoint"):
+        _verify(world)
+
+
+def test_damaged_witness_line_is_reported(world: World) -> None:
+    _populated(world)
+    with world.open("officer1") as v:
+        v.checkpoint()
+    with world.witness.open("a") as fh:
+        fh.write('{"note": "half a line')
+    with pytest.raises(IntegrityError, match="line 2 is damaged"):
+        _verify(world)
+
+
+def test_staff_cannot_read_the_log_or_sign_and_is_logged(world: World) -> None:
+    with world.open("worker1") as v:
+        with pytest.raises(AccessDenied):
+            list(v.audit_entries())
+        with pytest.raises(AccessDenied):
+            v.checkpoint()
+    with world.open("admin") as v:
+        denied = [e["entry"] for e in v.audit_entries() if e["entry"]["outcome"] == "denied"]
+    assert [e["action"] for e in denied] == ["audit.read", "audit.checkpoint"]

@@ -1,0 +1,63 @@
+"""childvault: an encrypted vault for the personal records of children in welfare care.
+
+The public API is what this module exports. Start with :class:`Vault`::
+
+    from vault import Vault
+    with Vault.open(home, "worker1", passphrase) as v:
+        request_id = v.request_access([record_id], ["name"], "case_management", "home visit")
+
+Every error is a :class:`ChildVaultError`; each subclass carries the CLI exit code.
+"""
+
+from __future__ import annotations
+
+from keys import (
+    AccessDenied,
+    ApprovalInvalid,
+    ChildVaultError,
+    ConfigError,
+    DecryptionFailed,
+    Identity,
+    ImportFailed,
+    IntegrityError,
+    NotFound,
+    ProviderUnavailable,
+    StorageError,
+    UsageError,
+    ValidationError,
+    WrongPassphrase,
+)
+from vault._audit import VerifyReport
+from vault._consent import Consent
+from vault._schema import FieldSpec, RecordType, Schema
+from vault._types import Approval, ImportReport, RecordInfo, RequestInfo, UserInfo
+from vault._vault import NewRecordInput, Vault
+
+__all__ = [
+    "AccessDenied",
+    "Approval",
+    "ApprovalInvalid",
+    "ChildVaultError",
+    "ConfigError",
+    "Consent",
+    "DecryptionFailed",
+    "FieldSpec",
+    "Identity",
+    "ImportFailed",
+    "ImportReport",
+    "IntegrityError",
+    "NewRecordInput",
+    "NotFound",
+    "ProviderUnavailable",
+    "RecordInfo",
+    "RecordType",
+    "RequestInfo",
+    "Schema",
+    "StorageError",
+    "UsageError",
+    "UserInfo",
+    "ValidationError",
+    "Vault",
+    "VerifyReport",
+    "WrongPassphrase",
+]

@@ -1,0 +1,280 @@
+"""The tamper-evident audit log (DESIGN section 5).
+
+Each entry is the RFC 8785 canonical JSON of
+``{seq, ts, actor, action, outcome, records, fields, purpose, request, grant,
+detail, prev}``, stored as the exact bytes that were hashed. ``prev`` is the
+hex hash of the previous entry (``null`` for the first), and the entry hash
+``SHA-256(0x00 || entry)`` is also the RFC 6962 leaf hash, so signed
+checkpoints commit to the whole log through a Merkle root.
+
+No child's data goes into an entry: record ids are random, fields are names,
+and ``detail`` carries only bookkeeping chosen by the library.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+
+from keys import IntegrityError
+from vault._merkle import Frontier, leaf_hash
+from vault._note import Checkpoint, verify_note
+from vault._store import Store
+from vault._time import iso
+
+#: Every action the library logs; anything else is a programming error.
+ACTIONS = frozenset(
+    {
+        "vault.init",
+        "user.add",
+        "custodian.create",
+        "custodian.share",
+        "record.create",
+        "record.list",
+        "record.find",
+        "record.correct",
+        "record.delete",
+        "request.create",
+        "request.list",
+        "request.approve",
+        "request.deny",
+        "grant.read",
+        "grant.revoke",
+        "audit.checkpoint",
+        "audit.read",
+        "consent.withdraw",
+        "consent.add_purpose",
+        "consent.renew",
+        "retention.sweep",
+        "export.anonymized",
+        "report.subject",
+        "report.incident",
+        "keys.rotate",
+        "vault.decommission",
+    }
+)
+OUTCOMES = frozenset({"ok", "denied", "error"})
+
+DetailValue = str | int | bool | None | list[str]
+
+
+@dataclass(frozen=True)
+class Event:
+    """What happened, before it is given a sequence number, time and chain link."""
+
+    actor: str
+    action: str
+    outcome: str = "ok"
+    records: Sequence[str] = ()
+    fields: Sequence[str] = ()
+    purpose: str | None = None
+    request: str | None = None
+    grant: str | None = None
+    detail: Mapping[str, DetailValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown audit action {self.action!r}")
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"unknown audit outcome {self.outcome!r}")
+
+
+def encode_entry(seq: int, ts: str, event: Event, prev: bytes | None) -> bytes:
+    """The canonical bytes of one entry (what is stored and hashed)."""
+    obj: dict[str, Any] = {
+        "seq": seq,
+        "ts": ts,
+        "actor": event.actor,
+        "action": event.action,
+        "outcome": event.outcome,
+        "records": list(event.records),
+        "fields": list(event.fields),
+        "purpose": event.purpose,
+        "request": event.request,
+        "grant": event.grant,
+        "detail": dict(event.detail),
+        "prev": None if prev is None else prev.hex(),
+    }
+    return bytes(rfc8785.dumps(obj))
+
+
+def append(store: Store, events: Sequence[Event], now: datetime) -> list[int]:
+    """Append entries for ``events``; must run inside ``store.write()``.
+
+    Reads the head under the write lock, so concurrent processes extend one
+    linear chain. Returns the sequence numbers given.
+    """
+    seq, prev = store.audit_head()
+    ts = iso(now)
+    rows: list[tuple[int, bytes, bytes]] = []
+    for event in events:
+        entry = encode_entry(seq, ts, event, prev)
+        digest = leaf_hash(entry)
+        rows.append((seq, entry, digest))
+        prev = digest
+        seq += 1
+    store.append_audit(rows)
+    return [r[0] for r in rows]
+
+
+@dataclass
+class VerifyReport:
+    """The result of a successful verification."""
+
+    entries: int
+    root: bytes
+    checkpoints: int
+    witnessed: int
+    signers: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-friendly summary."""
+        return {
+            "ok": True,
+            "entries": self.entries,
+            "root": self.root.hex(),
+            "checkpoints_verified": self.checkpoints,
+            "witness_checkpoints_verified": self.witnessed,
+            "signers": self.signers,
+        }
+
+
+def _bad(message: str) -> IntegrityError:
+    return IntegrityError(f"audit log integrity failure: {message}")
+
+
+@dataclass(frozen=True)
+class _Expected:
+    size: int
+    root: bytes
+    source: str
+
+
+def read_witness(path: Path) -> list[str]:
+    """The checkpoint notes in a witness file (JSON Lines, one ``{"note": ...}`` per line)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise IntegrityError(f"cannot read the witness file {path}: {exc.strerror}") from exc
+    notes: list[str] = []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+            note = doc["note"]
+            if not isinstance(note, str):
+                raise TypeError("note")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(
+                f"witness file {path} line {number} is damaged (tampering or a partial write)"
+            ) from exc
+        notes.append(note)
+    return notes
+
+
+def verify(
+    store: Store,
+    *,
+    origin: str,
+    signers: Mapping[str, bytes],
+    witness_notes: Iterable[str] = (),
+    progress: Callable[[int], None] | None = None,
+) -> VerifyReport:
+    """Check the whole log; raise :class:`IntegrityError` naming the first bad entry.
+
+    Streams the entries: re-hashes each, checks the stored hash, the sequence
+    and the ``prev`` link, folds the leaf into a Merkle frontier and compares
+    the root with every stored and witnessed checkpoint of that size. A
+    checkpoint larger than the log means the log was truncated; a root
+    mismatch means it diverged (was replaced or rewritten).
+    """
+    expected: dict[int, list[_Expected]] = {}
+    used_signers: set[str] = set()
+
+    def add(note: str, source: str) -> Checkpoint:
+        cp, names = verify_note(note, signers)
+        if cp.origin != origin:
+            raise _bad(f"{source} is for another log ({cp.origin!r})")
+        used_signers.update(names)
+        expected.setdefault(cp.size, []).append(_Expected(cp.size, cp.root, source))
+        return cp
+
+    stored = store.list_checkpoints()
+    for row in stored:
+        try:
+            cp = add(row.note, f"stored checkpoint {row.id}")
+        except IntegrityError as exc:
+            raise _bad(f"stored checkpoint {row.id} does not verify: {exc}") from exc
+        if (cp.size, cp.root) != (row.size, row.root):
+            raise _bad(f"stored checkpoint {row.id}: its size or root column differs from its note")
+    witnessed = 0
+    for number, note in enumerate(witness_notes, start=1):
+        try:
+            add(note, f"witness checkpoint {number}")
+        except IntegrityError as exc:
+            raise _bad(f"witness checkpoint {number} does not verify: {exc}") from exc
+        witnessed += 1
+
+    frontier = Frontier()
+    prev_hex: str | None = None
+    index = 0
+    for seq, entry, digest in store.iter_audit():
+        if seq != index:
+            raise _bad(
+                f"entry {index} is missing (next stored entry is {seq}): entries were deleted"
+            )
+        computed = leaf_hash(entry)
+        if computed != digest:
+            raise _bad(f"entry {seq} was modified (its bytes do not match its hash)")
+        try:
+            obj = json.loads(entry)
+            entry_seq, entry_prev = obj["seq"], obj["prev"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _bad(f"entry {seq} is not a valid log entry") from exc
+        if entry_seq != seq:
+            raise _bad(f"entry {seq} carries sequence number {entry_seq}: entries were reordered")
+        if entry_prev != prev_hex:
+            raise _bad(
+                f"entry {seq} does not link to entry {seq - 1} "
+                "(an entry before it was changed, removed, inserted or reordered)"
+            )
+        prev_hex = computed.hex()
+        frontier.append(computed)
+        index += 1
+        for exp in expected.get(index, ()):
+            if frontier.root() != exp.root:
+                raise _bad(
+                    f"diverged: the first {index} entries do not match {exp.source} "
+                    "(the log was rewritten or replaced)"
+                )
+        if progress is not None and index % 10000 == 0:
+            progress(index)
+    if index == 0 and expected.get(0):
+        for exp in expected[0]:
+            if frontier.root() != exp.root:
+                raise _bad(f"diverged: the empty log does not match {exp.source}")
+    longer = [e for sizes in expected.values() for e in sizes if e.size > index]
+    if longer:
+        worst = max(longer, key=lambda e: e.size)
+        raise _bad(
+            f"truncated: the log has {index} entries but {worst.source} covers {worst.size} "
+            f"(entries {index} to {worst.size - 1} were removed)"
+        )
+    return VerifyReport(index, frontier.root(), len(stored), witnessed, sorted(used_signers))
+
+
+def decode_entry(entry: bytes) -> dict[str, Any]:
+    """Parse a stored entry (for display and reports)."""
+    obj = json.loads(entry)
+    if not isinstance(obj, dict):
+        raise IntegrityError("a log entry is not an object")
+    return obj

@@ -1,0 +1,1439 @@
+"""The :class:`Vault` facade: the one entry point of the library.
+
+It ties the schema, the store, field encryption, the key provider, approvals
+and the audit log together. Every operation that touches records appends its
+audit entries in the same database transaction; an operation whose entry cannot
+be written does not happen. Denied attempts are logged before the error is
+raised.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+
+from keys import (
+    AccessDenied,
+    ApprovalInvalid,
+    ChildVaultError,
+    ConfigError,
+    CustodianSecret,
+    DecryptionFailed,
+    FieldKey,
+    Identity,
+    ImportFailed,
+    KeyProvider,
+    KeySlots,
+    LocalProvider,
+    NotFound,
+    PublicIdentity,
+    RecordKeys,
+    ReleasedKeys,
+    Selection,
+    StorageError,
+    UsageError,
+    ValidationError,
+    WrappedRecord,
+    check_user_name,
+)
+from vault import _audit, _merkle, _note, _tokens
+from vault._audit import Event, VerifyReport
+from vault._config import Config, Home, make_home
+from vault._consent import Consent, check_consent, parse_consent_columns
+from vault._fieldcrypto import open_field, seal_field
+from vault._importer import BadRow, file_digest, iter_rows
+from vault._schema import Schema
+from vault._store import GrantRow, NewRecord, RecordRow, RequestRow, Store, UserRow
+from vault._time import Clock, iso, system_clock, today
+from vault._types import ROLES, Approval, ImportReport, RecordInfo, RequestInfo, UserInfo
+
+#: Columns of an import row that describe consent rather than fields.
+CONSENT_COLUMNS = frozenset(
+    {
+        "consent_by",
+        "consented_at",
+        "notice_version",
+        "purposes",
+        "retain_until",
+        "guardian_informed",
+        "guardian_also",
+    }
+)
+_IMPORT_BATCH = 500
+_DEFAULTS = {
+    "max_ttl_s": str(8 * 3600),
+    "default_ttl_s": str(3600),
+    "max_records": "50",
+    "max_uses": "10",
+    "notice_version": "2026-1",
+}
+_WRITERS = ("staff", "officer")
+
+
+def _new_id() -> str:
+    return secrets.token_hex(16)
+
+
+def _check_id(value: str, what: str) -> str:
+    if len(value) != 32 or any(c not in "0123456789abcdef" for c in value):
+        raise NotFound(f"no {what} {value!r}: ids are 32 lowercase hex characters")
+    return value
+
+
+def signer_name(vault_id: str, user: str) -> str:
+    """The signed-note signer name of ``user`` in vault ``vault_id``."""
+    return f"childvault/{vault_id}/{user}"
+
+
+def log_origin(vault_id: str) -> str:
+    """The checkpoint origin line of a vault's log."""
+    return f"childvault/{vault_id}"
+
+
+@dataclass(frozen=True)
+class NewRecordInput:
+    """One record to add: its type, field values (text) and consent."""
+
+    type: str
+    values: Mapping[str, str]
+    consent: Consent
+
+
+class Vault:
+    """An open vault, acting as one unlocked user.
+
+    Create one with :meth:`Vault.init` (a new vault) or :meth:`Vault.open`.
+    Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        home: Home,
+        config: Config,
+        identity: Identity,
+        store: Store,
+        secrets_: Mapping[str, bytes],
+        schema: Schema,
+        clock: Clock,
+        provider_options: Mapping[str, Any],
+    ) -> None:
+        self._home = home
+        self._config = config
+        self._me = identity
+        self._store = store
+        self._secrets = dict(secrets_)
+        self._schema = schema
+        self._clock = clock
+        self._provider_options = dict(provider_options)
+        self._writer: KeyProvider | None = None
+        self._officer: KeyProvider | None = None
+        user = store.get_user(identity.name)
+        if user is None:
+            raise AccessDenied(f"user {identity.name!r} is not registered in this vault")
+        if (user.enc_key, user.sign_key) != (
+            identity.public.encryption_key,
+            identity.public.signing_key,
+        ):
+            raise AccessDenied(
+                f"the identity file of {identity.name!r} does not match the registered keys"
+            )
+        self._roles = frozenset(user.roles)
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def init(
+        cls,
+        home: Path | str,
+        *,
+        institution: str,
+        admin: str,
+        admin_passphrase: str,
+        provider: str = "local",
+        schema: Path | None = None,
+        witness: Path | None = None,
+        vault_settings: Mapping[str, Any] | None = None,
+        clock: Clock = system_clock,
+    ) -> Vault:
+        """Create a new vault in an empty ``home`` with its first admin; return it opened."""
+        check_user_name(admin)
+        if provider not in {"local", "vault"}:
+            raise UsageError(f"unknown provider {provider!r}: use local or vault")
+        if provider == "vault" and not vault_settings:
+            raise UsageError("the vault provider needs its settings (address, mounts, key)")
+        if not institution.strip() or len(institution) > 200:
+            raise UsageError("--institution must be a non-empty name of at most 200 characters")
+        loaded = Schema.load(Path(schema)) if schema else Schema.default()
+        h = make_home(Path(home))
+        try:
+            now = clock()
+            vault_id = _new_id()
+            (h.schema).write_bytes(loaded.source)
+            ident = Identity.generate(admin)
+            ident.save(h.identity(admin), admin_passphrase)
+            secrets_ = {"db": secrets.token_bytes(32), "index": secrets.token_bytes(32)}
+            slots = KeySlots(h.keyslots)
+            slots.create(vault_id)
+            slots.add(ident.public, vault_id, secrets_)
+            config = Config(
+                vault_id=vault_id,
+                institution=institution.strip(),
+                provider=provider,
+                witness=str(Path(witness).resolve()) if witness else None,
+                vault_settings=dict(vault_settings) if vault_settings else None,
+            )
+            store = Store(h.database, secrets_["db"], create=True)
+            with store.write():
+                for key, value in {
+                    **_DEFAULTS,
+                    "vault_id": vault_id,
+                    "institution": config.institution,
+                    "provider": provider,
+                    "schema_digest": loaded.digest,
+                    "created_at": iso(now),
+                    "accepting_records": "1",
+                }.items():
+                    store.set_meta(key, value)
+                store.add_user(
+                    UserRow(
+                        admin,
+                        ("admin",),
+                        ident.public.encryption_key,
+                        ident.public.signing_key,
+                        iso(now),
+                        admin,
+                    )
+                )
+                _audit.append(
+                    store,
+                    [
+                        Event(admin, "vault.init", detail={"provider": provider}),
+                        Event(admin, "user.add", detail={"user": admin, "roles": ["admin"]}),
+                    ],
+                    now,
+                )
+            config.save(h)
+        except BaseException:
+            # A half-made home would confuse the next `init`: remove what we made.
+            _remove_tree(h.path)
+            raise
+        return cls(h, config, ident, store, secrets_, loaded, clock, {})
+
+    @classmethod
+    def open(
+        cls,
+        home: Path | str,
+        user: str | None = None,
+        passphrase: str | None = None,
+        *,
+        identity: Identity | None = None,
+        clock: Clock = system_clock,
+        vault_token: str | None = None,
+        approle: tuple[str, str] | None = None,
+    ) -> Vault:
+        """Open the vault in ``home`` as ``user`` (unlocking with ``passphrase``).
+
+        Pass ``identity=`` instead of user and passphrase to reuse an unlocked
+        identity (embedding applications, tests). ``vault_token`` / ``approle``
+        are the Vault/OpenBao credentials of the acting user (Vault provider).
+        """
+        h = Home(Path(home))
+        config = Config.load(h)
+        if identity is None:
+            if user is None or passphrase is None:
+                raise UsageError("give the acting user and passphrase (or an unlocked identity)")
+            check_user_name(user)
+            path = h.identity(user)
+            if not path.exists():
+                raise NotFound(
+                    f"unknown user {user!r} in {h.path}: check --as / CHILDVAULT_USER, "
+                    "or ask an admin to run `childvault user add`"
+                )
+            identity = Identity.load(path, passphrase)
+        secrets_ = KeySlots(h.keyslots).open(identity, config.vault_id)
+        store = Store(h.database, secrets_["db"])
+        try:
+            if store.get_meta("vault_id") != config.vault_id:
+                raise ConfigError(f"{h.config} does not belong to the database {h.database}")
+            if store.get_meta("provider") != config.provider:
+                raise ConfigError(f"{h.config} names another key provider than the database")
+            schema = Schema.load(h.schema)
+            if schema.digest != store.get_meta("schema_digest"):
+                raise ConfigError(f"{h.schema} differs from the schema this vault was created with")
+            options: dict[str, Any] = {"vault_token": vault_token, "approle": approle}
+            return cls(h, config, identity, store, secrets_, schema, clock, options)
+        except BaseException:
+            store.close()
+            raise
+
+    def close(self) -> None:
+        """Close the database."""
+        self._store.close()
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- properties
+
+    @property
+    def vault_id(self) -> str:
+        """This vault's random id."""
+        return self._config.vault_id
+
+    @property
+    def user(self) -> str:
+        """The acting user."""
+        return self._me.name
+
+    @property
+    def roles(self) -> frozenset[str]:
+        """The acting user's roles."""
+        return self._roles
+
+    @property
+    def schema(self) -> Schema:
+        """The vault's schema."""
+        return self._schema
+
+    @property
+    def home(self) -> Path:
+        """The home directory."""
+        return self._home.path
+
+    @property
+    def witness_path(self) -> Path:
+        """Where checkpoints are witnessed."""
+        return self._config.witness_path(self._home)
+
+    @property
+    def provider_kind(self) -> str:
+        """``"local"`` or ``"vault"``."""
+        return self._config.provider
+
+    def now(self) -> datetime:
+        """The vault's clock (injectable for tests)."""
+        return self._clock()
+
+    def setting(self, key: str) -> str:
+        """A vault-wide setting (limits, notice version)."""
+        value = self._store.get_meta(key)
+        if value is None:
+            raise ConfigError(f"vault setting {key!r} is missing from the database")
+        return value
+
+    # --------------------------------------------------------------- internals
+
+    def _now(self, now: datetime | None) -> datetime:
+        return now if now is not None else self._clock()
+
+    def _log(self, events: Sequence[Event], now: datetime) -> None:
+        with self._store.write():
+            _audit.append(self._store, events, now)
+
+    def _deny(self, event: Event, message: str, now: datetime) -> NoReturn:
+        """Log a denied attempt, then raise AccessDenied. Fail closed if logging fails."""
+        self._log([event], now)
+        raise AccessDenied(message)
+
+    def _require(self, roles: Sequence[str], action: str, now: datetime, what: str) -> None:
+        if self._roles.isdisjoint(roles):
+            self._deny(
+                Event(self.user, action, "denied", detail={"reason": "role"}),
+                f"{what} needs the role {' or '.join(roles)}; {self.user!r} has "
+                f"{', '.join(sorted(self._roles))}",
+                now,
+            )
+
+    def _vault_provider(self) -> KeyProvider:
+        from keys import VaultProvider, VaultSettings
+
+        settings = VaultSettings.from_json(self._config.vault_settings or {})
+        provider: KeyProvider = VaultProvider(
+            settings,
+            self.vault_id,
+            token=self._provider_options.get("vault_token"),
+            approle=self._provider_options.get("approle"),
+        )
+        return provider
+
+    def _writer_provider(self) -> KeyProvider:
+        if self._writer is None:
+            if self._config.provider == "vault":
+                self._writer = self._vault_provider()
+            else:
+                current = [c for c in self._store.custodians() if c[2] == "current"]
+                if not current:
+                    raise ConfigError(
+                        "no officer exists yet, so records cannot be sealed: an admin must first "
+                        "run `childvault user add NAME --role officer`"
+                    )
+                generation, public, _ = current[0]
+                self._writer = LocalProvider(self.vault_id, generation, public)
+        return self._writer
+
+    def _officer_provider(self) -> KeyProvider:
+        """The provider with the officer's powers (custodian key or officer token)."""
+        if self._officer is None:
+            if self._config.provider == "vault":
+                self._officer = self._vault_provider()
+            else:
+                self._officer = self._local_officer()
+        return self._officer
+
+    def _local_officer(self) -> LocalProvider:
+        unlocked: list[CustodianSecret] = []
+        current: tuple[int, bytes] | None = None
+        for generation, public, state in self._store.custodians():
+            if state == "current":
+                current = (generation, public)
+            slot = self._store.custodian_slot(generation, self.user)
+            if slot is not None:
+                unlocked.append(
+                    CustodianSecret.open_slot(slot, self._me, self.vault_id, generation)
+                )
+        if current is None:
+            raise ConfigError("no custodian key exists yet: add an officer first")
+        if not any(c.generation == current[0] for c in unlocked):
+            raise AccessDenied(
+                f"{self.user!r} does not hold the custodian key yet: an existing officer must "
+                f"run `childvault --as OFFICER keys share {self.user}`"
+            )
+        return LocalProvider(self.vault_id, current[0], current[1], unlocked)
+
+    def _public(self, name: str) -> PublicIdentity:
+        row = self._store.get_user(name)
+        if row is None:
+            raise NotFound(f"unknown user {name!r}")
+        return PublicIdentity(row.name, row.enc_key, row.sign_key)
+
+    def _signers(self) -> dict[str, bytes]:
+        """Signed-note names and keys of everyone allowed to sign checkpoints."""
+        return {
+            signer_name(self.vault_id, u.name): u.sign_key
+            for u in self._store.list_users()
+            if {"officer", "admin"} & set(u.roles)
+        }
+
+    # ------------------------------------------------------------------- users
+
+    def add_user(
+        self, name: str, roles: Sequence[str], passphrase: str, *, now: datetime | None = None
+    ) -> UserInfo:
+        """Admin: enrol a user with ``roles``, writing their identity file.
+
+        The first officer receives the newly created custodian key; later
+        officers receive it when an existing officer runs :meth:`share_custodian`.
+        """
+        moment = self._now(now)
+        self._require(("admin",), "user.add", moment, "adding users")
+        check_user_name(name)
+        role_set = tuple(sorted(set(roles)))
+        if not role_set or any(r not in ROLES for r in role_set):
+            raise UsageError(f"roles must be among {', '.join(ROLES)}")
+        if self._store.get_user(name) is not None or self._home.identity(name).exists():
+            raise UsageError(f"user {name!r} already exists")
+        ident = Identity.generate(name)
+        path = self._home.identity(name)
+        ident.save(path, passphrase)
+        slots = KeySlots(self._home.keyslots)
+        try:
+            slots.add(ident.public, self.vault_id, self._secrets)
+            events = [Event(self.user, "user.add", detail={"user": name, "roles": list(role_set)})]
+            with self._store.write():
+                self._store.add_user(
+                    UserRow(
+                        name,
+                        role_set,
+                        ident.public.encryption_key,
+                        ident.public.signing_key,
+                        iso(moment),
+                        self.user,
+                    )
+                )
+                if "officer" in role_set and not self._store.custodians():
+                    # The first officer: create the custodian key and seal it to them only.
+                    custodian = CustodianSecret.generate(1)
+                    self._store.add_custodian(1, custodian.public, "current", iso(moment))
+                    self._store.put_custodian_slot(
+                        1, name, custodian.seal_to(ident.public, self.vault_id)
+                    )
+                    del custodian
+                    events.append(
+                        Event(self.user, "custodian.create", detail={"generation": 1, "to": name})
+                    )
+                _audit.append(self._store, events, moment)
+        except BaseException:
+            with contextlib.suppress(ChildVaultError, OSError):
+                slots.remove(name)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
+        return self._user_info(name)
+
+    def share_custodian(self, name: str, *, now: datetime | None = None) -> None:
+        """Officer: give officer ``name`` the custodian key so they can approve."""
+        moment = self._now(now)
+        self._require(("officer",), "custodian.share", moment, "sharing the custodian key")
+        target = self._store.get_user(name)
+        if target is None or "officer" not in target.roles:
+            raise UsageError(f"{name!r} is not a registered officer")
+        provider = self._local_officer() if self._config.provider == "local" else None
+        if provider is None:
+            raise UsageError("the Vault provider has no custodian key: officers use Vault policy")
+        pub = PublicIdentity(target.name, target.enc_key, target.sign_key)
+        with self._store.write():
+            for generation, _, _ in self._store.custodians():
+                slot = self._store.custodian_slot(generation, self.user)
+                if slot is None:
+                    continue
+                secret = CustodianSecret.open_slot(slot, self._me, self.vault_id, generation)
+                self._store.put_custodian_slot(generation, name, secret.seal_to(pub, self.vault_id))
+            _audit.append(
+                self._store, [Event(self.user, "custodian.share", detail={"to": name})], moment
+            )
+
+    def _user_info(self, name: str) -> UserInfo:
+        row = self._store.get_user(name)
+        if row is None:
+            raise NotFound(f"unknown user {name!r}")
+        return self._info(row)
+
+    def _info(self, row: UserRow) -> UserInfo:
+        current = [g for g, _, s in self._store.custodians() if s == "current"]
+        if self._config.provider == "local":
+            can = (
+                "officer" in row.roles
+                and bool(current)
+                and self._store.custodian_slot(current[0], row.name) is not None
+            )
+        else:
+            can = "officer" in row.roles
+        signs = {"officer", "admin"} & set(row.roles)
+        return UserInfo(
+            row.name,
+            row.roles,
+            row.created_at,
+            _note.vkey(signer_name(self.vault_id, row.name), row.sign_key) if signs else None,
+            can,
+        )
+
+    def users(self) -> list[UserInfo]:
+        """Every registered user with roles and (for signers) their verifier key."""
+        return [self._info(r) for r in self._store.list_users()]
+
+    # ----------------------------------------------------------------- records
+
+    def add_record(
+        self,
+        type_name: str,
+        values: Mapping[str, str],
+        consent: Consent,
+        *,
+        now: datetime | None = None,
+    ) -> str:
+        """Staff: validate, encrypt and store one record; return its id."""
+        return self.add_records([NewRecordInput(type_name, values, consent)], now=now)[0]
+
+    def add_records(
+        self, items: Sequence[NewRecordInput], *, now: datetime | None = None
+    ) -> list[str]:
+        """Staff: add several records in one transaction (all or nothing)."""
+        moment = self._now(now)
+        self._require(_WRITERS, "record.create", moment, "writing records")
+        self._check_accepting()
+        prepared = [self._prepare(item, moment) for item in items]
+        return self._store_new(prepared, moment)
+
+    def _check_accepting(self) -> None:
+        if self._store.get_meta("accepting_records") != "1":
+            raise AccessDenied("this vault is decommissioned: it no longer accepts records")
+
+    def _prepare(
+        self, item: NewRecordInput, moment: datetime
+    ) -> tuple[RecordKeys, NewRecord, Event]:
+        values = self._schema.validate_record(item.type, item.values)
+        dob_text = values.get("date_of_birth")
+        dob = datetime.fromisoformat(dob_text).date() if dob_text else None
+        consent = check_consent(
+            item.consent, date_of_birth=dob, schema=self._schema, today=today(moment)
+        )
+        rtype = self._schema.record_type(item.type)
+        record_id = _new_id()
+        sealed: list[tuple[str, int, bytes]] = []
+        keys: dict[str, FieldKey] = {}
+        metadata: dict[str, str] = {}
+        for name, value in values.items():
+            if rtype.fields[name].metadata:
+                metadata[name] = value
+                continue
+            ct, key = seal_field(
+                _field_bytes(value),
+                vault_id=self.vault_id,
+                record_id=record_id,
+                field=name,
+                version=1,
+            )
+            sealed.append((name, 1, ct))
+            keys[name] = key
+        stamp = iso(moment)
+        row = RecordRow(
+            record_id,
+            item.type,
+            1,
+            stamp,
+            self.user,
+            stamp,
+            consent.to_json(),
+            consent.retain_until.isoformat(),
+            metadata,
+        )
+        event = Event(
+            self.user,
+            "record.create",
+            records=[record_id],
+            fields=[n for n, _, _ in sealed],
+            detail={"type": item.type},
+        )
+        return RecordKeys(record_id, 1, keys, new=True), NewRecord(row, sealed, b""), event
+
+    def _store_new(
+        self,
+        prepared: Sequence[tuple[RecordKeys, NewRecord, Event]],
+        moment: datetime,
+        *,
+        source: str | None = None,
+        rows: Sequence[int] = (),
+        progress_to: int | None = None,
+    ) -> list[str]:
+        blobs = self._writer_provider().wrap([p[0] for p in prepared])
+        records = [
+            NewRecord(
+                p[1].row,
+                p[1].fields,
+                blob,
+                source,
+                rows[i] if rows else None,
+            )
+            for i, (p, blob) in enumerate(zip(prepared, blobs, strict=True))
+        ]
+        with self._store.write():
+            if records:
+                self._store.insert_records(records)
+            events = [
+                p[2]
+                if source is None
+                else Event(
+                    p[2].actor,
+                    p[2].action,
+                    records=p[2].records,
+                    fields=p[2].fields,
+                    detail={**p[2].detail, "source": source[:16], "row": rows[i]},
+                )
+                for i, p in enumerate(prepared)
+            ]
+            if events:
+                _audit.append(self._store, events, moment)
+            if source is not None and progress_to is not None:
+                self._store.set_import_progress(source, progress_to, at=iso(moment))
+        return [r.row.id for r in records]
+
+    def import_file(
+        self,
+        path: Path | str,
+        *,
+        type_name: str | None = None,
+        skip_invalid: bool = False,
+        fmt: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        now: datetime | None = None,
+    ) -> ImportReport:
+        """Staff: import a CSV or JSON Lines file, streaming, in batches; resumable.
+
+        First every row is validated; if any is invalid and ``skip_invalid`` is
+        false nothing is written and :class:`ImportFailed` lists the bad rows.
+        Rows are then written in batches, each batch in one transaction with its
+        log entries and the import's progress, so an interrupted import resumes
+        where it stopped and never duplicates a row.
+        """
+        moment = self._now(now)
+        self._require(_WRITERS, "record.create", moment, "importing records")
+        self._check_accepting()
+        path = Path(path)
+        type_name = type_name or next(iter(self._schema.types))
+        self._schema.record_type(type_name)
+        source = file_digest(path)
+        done, finished = self._store.import_progress(source)
+        errors: list[tuple[int, str]] = []
+        n_errors = 0
+        total = 0
+        for number, row in iter_rows(path, fmt):
+            total = number
+            problem = self._check_row(type_name, row, moment)
+            if problem is not None:
+                n_errors += 1
+                if len(errors) < 1000:
+                    errors.append((number, problem))
+        if n_errors and not skip_invalid:
+            shown = "; ".join(f"row {r}: {m}" for r, m in errors[:20])
+            more = f" (and {n_errors - 20} more)" if n_errors > 20 else ""
+            raise ImportFailed(
+                f"{n_errors} invalid row(s) in {path.name}, nothing was imported: {shown}{more}. "
+                "Fix them, or pass --skip-invalid to import the valid rows"
+            )
+        if finished:
+            return ImportReport(source, total, 0, n_errors, total, tuple(errors))
+        imported: list[str] = []
+        count = 0
+        batch: list[tuple[RecordKeys, NewRecord, Event]] = []
+        batch_rows: list[int] = []
+        last = done
+        for number, row in iter_rows(path, fmt):
+            if number <= done:
+                continue
+            last = number
+            if not isinstance(row, BadRow) and self._check_row(type_name, row, moment) is None:
+                batch.append(self._prepare(self._row_input(type_name, row, moment), moment))
+                batch_rows.append(number)
+            if len(batch) >= _IMPORT_BATCH:
+                ids = self._store_new(
+                    batch, moment, source=source, rows=batch_rows, progress_to=number
+                )
+                count += len(ids)
+                if len(imported) < 1000:
+                    imported.extend(ids[: 1000 - len(imported)])
+                batch, batch_rows = [], []
+                if progress is not None:
+                    progress(number, total)
+        ids = self._store_new(batch, moment, source=source, rows=batch_rows, progress_to=last)
+        count += len(ids)
+        if len(imported) < 1000:
+            imported.extend(ids[: 1000 - len(imported)])
+        with self._store.write():
+            self._store.set_import_progress(source, total, at=iso(moment), finished=True)
+        if progress is not None:
+            progress(total, total)
+        return ImportReport(source, total, count, n_errors, done, tuple(errors), tuple(imported))
+
+    def _row_input(
+        self, type_name: str, row: Mapping[str, str], moment: datetime
+    ) -> NewRecordInput:
+        values = {k: v for k, v in row.items() if k not in CONSENT_COLUMNS}
+        consent_cols = {k: v for k, v in row.items() if k in CONSENT_COLUMNS}
+        consent = parse_consent_columns(
+            consent_cols, default_notice=self.setting("notice_version"), today=today(moment)
+        )
+        return NewRecordInput(type_name, values, consent)
+
+    def _check_row(
+        self, type_name: str, row: Mapping[str, str] | BadRow, moment: datetime
+    ) -> str | None:
+        if isinstance(row, BadRow):
+            return row.reason
+        try:
+            item = self._row_input(type_name, row, moment)
+            values = self._schema.validate_record(item.type, item.values)
+            dob_text = values.get("date_of_birth")
+            dob = datetime.fromisoformat(dob_text).date() if dob_text else None
+            check_consent(item.consent, date_of_birth=dob, schema=self._schema, today=today(moment))
+        except (ValidationError, UsageError) as exc:
+            return str(exc)
+        return None
+
+    def list_records(self, *, now: datetime | None = None) -> Iterator[RecordInfo]:
+        """Bookkeeping of every record (never a value); the listing is logged."""
+        moment = self._now(now)
+        self._require(ROLES, "record.list", moment, "listing records")
+        self._log(
+            [Event(self.user, "record.list", detail={"count": self._store.count_records()})], moment
+        )
+        after = ""
+        while True:
+            page = self._store.iter_records(after=after)
+            if not page:
+                return
+            for row in page:
+                yield self._record_info(row)
+            after = page[-1].id
+
+    def record_info(self, record_id: str) -> RecordInfo:
+        """Bookkeeping of one record."""
+        row = self._store.get_record(_check_id(record_id, "record"))
+        if row is None:
+            if self._store.tombstone(record_id):
+                raise NotFound(f"record {record_id} was deleted")
+            raise NotFound(f"no record {record_id}")
+        return self._record_info(row)
+
+    def _record_info(self, row: RecordRow) -> RecordInfo:
+        consent = row.consent
+        return RecordInfo(
+            row.id,
+            row.type,
+            row.version,
+            row.created_at,
+            row.created_by,
+            row.updated_at,
+            tuple(consent.get("purposes", ())),
+            row.retain_until,
+            str(consent.get("by", "")),
+            str(consent.get("notice_version", "")),
+            tuple(self._store.field_names(row.id)),
+            row.metadata,
+        )
+
+    # ---------------------------------------------------------------- requests
+
+    def request_access(
+        self,
+        records: Sequence[str],
+        fields: Sequence[str],
+        purpose: str,
+        reason: str,
+        *,
+        now: datetime | None = None,
+    ) -> str:
+        """File an access request for named records, fields and purpose; return its id."""
+        moment = self._now(now)
+        self._require(_WRITERS, "request.create", moment, "requesting access")
+        recs = tuple(dict.fromkeys(_check_id(r, "record") for r in records))
+        flds = tuple(dict.fromkeys(fields))
+        if not recs or not flds:
+            raise UsageError("a request names at least one record and one field")
+        self._schema.check_purpose(purpose)
+        reason = reason.strip()
+        if not reason or len(reason) > 1000:
+            raise UsageError("--reason must say why, in at most 1000 characters")
+        cap = int(self.setting("max_records"))
+        if len(recs) > cap:
+            raise UsageError(
+                f"a request may name at most {cap} records (to prevent bulk copying); "
+                "split it and explain each"
+            )
+        for rid in recs:
+            row = self._store.get_record(rid)
+            if row is None:
+                raise NotFound(
+                    f"no record {rid}" + (" (deleted)" if self._store.tombstone(rid) else "")
+                )
+            declared = self._schema.record_type(row.type).fields
+            for f in flds:
+                if f not in declared:
+                    raise UsageError(
+                        f"field {f!r} is not in the {row.type} schema: choose from "
+                        + ", ".join(declared)
+                    )
+        request_id = _new_id()
+        with self._store.write():
+            self._store.add_request(
+                RequestRow(
+                    request_id,
+                    self.user,
+                    recs,
+                    flds,
+                    purpose,
+                    reason,
+                    iso(moment),
+                    "pending",
+                    None,
+                    None,
+                    None,
+                )
+            )
+            _audit.append(
+                self._store,
+                [
+                    Event(
+                        self.user,
+                        "request.create",
+                        records=recs,
+                        fields=flds,
+                        purpose=purpose,
+                        request=request_id,
+                    )
+                ],
+                moment,
+            )
+        return request_id
+
+    def requests(self, status: str | None = "pending") -> list[RequestInfo]:
+        """Officer: access requests with ``status`` (``None`` for all)."""
+        moment = self._now(None)
+        self._require(("officer", "admin"), "request.list", moment, "listing requests")
+        return [
+            RequestInfo(
+                r.id,
+                r.requester,
+                r.records,
+                r.fields,
+                r.purpose,
+                r.reason,
+                r.created_at,
+                r.status,
+                r.decided_by,
+                r.decision_reason,
+            )
+            for r in self._store.list_requests(status)
+        ]
+
+    def approve(
+        self,
+        request_id: str,
+        *,
+        ttl: timedelta | None = None,
+        uses: int = 1,
+        now: datetime | None = None,
+    ) -> Approval:
+        """Officer: approve a pending request and issue its approval token.
+
+        Refuses (logged): the officer's own request, a purpose a record did not
+        consent to, a record past retention or deleted, more records than the
+        cap, a TTL above the maximum. The approval and a signed checkpoint are
+        committed together; the checkpoint is then appended to the witness file.
+        """
+        moment = self._now(now)
+        self._require(("officer",), "request.approve", moment, "approving requests")
+        req = self._store.get_request(_check_id(request_id, "request"))
+        if req is None:
+            raise NotFound(f"no request {request_id}")
+        max_ttl = timedelta(seconds=int(self.setting("max_ttl_s")))
+        ttl = ttl if ttl is not None else timedelta(seconds=int(self.setting("default_ttl_s")))
+        base = Event(
+            self.user,
+            "request.approve",
+            "denied",
+            records=req.records,
+            fields=req.fields,
+            purpose=req.purpose,
+            request=req.id,
+        )
+
+        def refuse(reason: str, message: str) -> NoReturn:
+            self._deny(
+                Event(
+                    base.actor,
+                    base.action,
+                    "denied",
+                    records=base.records,
+                    fields=base.fields,
+                    purpose=base.purpose,
+                    request=base.request,
+                    detail={"reason": reason},
+                ),
+                message,
+                moment,
+            )
+
+        if req.status != "pending":
+            raise UsageError(f"request {req.id} is already {req.status}")
+        if req.requester == self.user:
+            refuse(
+                "own request", "an officer cannot approve their own request; ask another officer"
+            )
+        if ttl <= timedelta(0) or ttl > max_ttl:
+            refuse("ttl", f"the TTL must be positive and at most {max_ttl}")
+        max_uses = int(self.setting("max_uses"))
+        if not 1 <= uses <= max_uses:
+            refuse("uses", f"uses must be between 1 and {max_uses}")
+        if len(req.records) > int(self.setting("max_records")):
+            refuse("cap", f"more than {self.setting('max_records')} records in one approval")
+        day = today(moment).isoformat()
+        selections: list[Selection] = []
+        for rid in req.records:
+            row = self._store.get_record(rid)
+            blob = self._store.get_keyblob(rid)
+            if row is None or blob is None:
+                refuse("deleted", f"record {rid} was deleted")
+            if row.retain_until < day:
+                refuse("retention", f"record {rid} is past its retention date ({row.retain_until})")
+            if req.purpose not in row.consent.get("purposes", ()):
+                refuse(
+                    "purpose",
+                    f"record {rid} has no consent for the purpose {req.purpose!r} "
+                    "(record a new consent first)",
+                )
+            if row.consent.get("notice_version") != self.setting("notice_version"):
+                refuse(
+                    "notice",
+                    f"record {rid} consented to notice {row.consent.get('notice_version')!r}, "
+                    f"but the current notice is {self.setting('notice_version')!r}: "
+                    "renew the consent first",
+                )
+            selections.append(Selection(WrappedRecord(rid, blob[0], blob[1]), req.fields))
+        requester = self._public(req.requester)
+        grant_id = _new_id()
+        material = self._officer_provider().release(selections, requester, grant_id)
+        claims = _tokens.GrantClaims(
+            jti=grant_id,
+            req=req.id,
+            iss=self.user,
+            sub=req.requester,
+            vault=self.vault_id,
+            rec=req.records,
+            fld=req.fields,
+            pur=req.purpose,
+            iat=moment,
+            nbf=moment,
+            exp=moment + ttl,
+            uses=uses,
+            keys=material,
+        )
+        token = _tokens.issue(self._me, claims)
+        with self._store.write():
+            if not self._store.decide_request(
+                req.id, status="approved", by=self.user, at=iso(moment), reason=None
+            ):
+                raise UsageError(f"request {req.id} was decided meanwhile")
+            self._store.add_grant(
+                GrantRow(
+                    grant_id,
+                    req.id,
+                    self.user,
+                    req.requester,
+                    iso(moment),
+                    iso(moment + ttl),
+                    uses,
+                    0,
+                    None,
+                    None,
+                    None,
+                )
+            )
+            _audit.append(
+                self._store,
+                [
+                    Event(
+                        self.user,
+                        "request.approve",
+                        records=req.records,
+                        fields=req.fields,
+                        purpose=req.purpose,
+                        request=req.id,
+                        grant=grant_id,
+                        detail={"expires": iso(moment + ttl), "uses": uses},
+                    )
+                ],
+                moment,
+            )
+            note = self._sign_checkpoint(moment)
+        try:
+            self._witness(note)
+        except ChildVaultError:
+            # Fail closed: an approval whose checkpoint is not witnessed is withdrawn.
+            with contextlib.suppress(ChildVaultError):
+                self.revoke(grant_id, now=moment)
+            raise
+        return Approval(grant_id, req.id, req.requester, token, iso(moment + ttl), uses, note)
+
+    def deny(self, request_id: str, reason: str, *, now: datetime | None = None) -> None:
+        """Officer: deny a pending request with a reason."""
+        moment = self._now(now)
+        self._require(("officer",), "request.deny", moment, "denying requests")
+        req = self._store.get_request(_check_id(request_id, "request"))
+        if req is None:
+            raise NotFound(f"no request {request_id}")
+        reason = reason.strip()
+        if not reason or len(reason) > 1000:
+            raise UsageError("--reason must say why, in at most 1000 characters")
+        with self._store.write():
+            if not self._store.decide_request(
+                req.id, status="denied", by=self.user, at=iso(moment), reason=reason
+            ):
+                raise UsageError(f"request {req.id} is already {req.status}")
+            _audit.append(
+                self._store,
+                [
+                    Event(
+                        self.user,
+                        "request.deny",
+                        records=req.records,
+                        fields=req.fields,
+                        purpose=req.purpose,
+                        request=req.id,
+                    )
+                ],
+                moment,
+            )
+
+    def revoke(self, grant_id: str, *, now: datetime | None = None) -> None:
+        """Officer: revoke a grant; later reads with its token are denied."""
+        moment = self._now(now)
+        self._require(("officer",), "grant.revoke", moment, "revoking grants")
+        grant = self._store.get_grant(_check_id(grant_id, "grant"))
+        if grant is None:
+            raise NotFound(f"no grant {grant_id}")
+        with self._store.write():
+            if not self._store.revoke_grant(grant.id, at=iso(moment), by=self.user):
+                raise UsageError(f"grant {grant.id} is already revoked")
+            _audit.append(
+                self._store,
+                [Event(self.user, "grant.revoke", request=grant.request_id, grant=grant.id)],
+                moment,
+            )
+
+    # ------------------------------------------------------------------ reading
+
+    def read_with_grant(
+        self,
+        token: str,
+        records: Sequence[str] | None = None,
+        fields: Sequence[str] | None = None,
+        *,
+        now: datetime | None = None,
+    ) -> dict[str, dict[str, str]]:
+        """Read approved fields with an approval token.
+
+        Verifies the token (signature by a registered officer, vault, requester,
+        time window, uses, revocation, scope), appends and commits the log entry,
+        then decrypts. Any failure raises the opaque :class:`ApprovalInvalid`
+        after logging a denied attempt with the reason.
+        """
+        moment = self._now(now)
+        claims = self._check_grant(token, records, fields, moment)
+        want_recs = tuple(records) if records else claims.rec
+        want_flds = tuple(fields) if fields else claims.fld
+        with self._store.write():
+            if not self._store.use_grant(claims.jti):
+                self._store_denied_in_tx(
+                    claims, want_recs, want_flds, "uses exhausted or revoked", moment
+                )
+                denied = True
+            else:
+                _audit.append(
+                    self._store,
+                    [
+                        Event(
+                            self.user,
+                            "grant.read",
+                            records=want_recs,
+                            fields=want_flds,
+                            purpose=claims.pur,
+                            request=claims.req,
+                            grant=claims.jti,
+                        )
+                    ],
+                    moment,
+                )
+                denied = False
+        if denied:
+            raise ApprovalInvalid("uses exhausted or revoked")
+        try:
+            keys = self._redeem(claims)
+            return self._decrypt(keys, want_recs, want_flds)
+        except (ApprovalInvalid, DecryptionFailed) as exc:
+            self._log(
+                [
+                    Event(
+                        self.user,
+                        "grant.read",
+                        "error",
+                        records=want_recs,
+                        fields=want_flds,
+                        purpose=claims.pur,
+                        request=claims.req,
+                        grant=claims.jti,
+                        detail={"reason": (exc.detail or "failed")[:200]},
+                    )
+                ],
+                moment,
+            )
+            raise
+
+    def _store_denied_in_tx(
+        self,
+        claims: _tokens.GrantClaims,
+        recs: Sequence[str],
+        flds: Sequence[str],
+        reason: str,
+        moment: datetime,
+    ) -> None:
+        _audit.append(
+            self._store,
+            [
+                Event(
+                    self.user,
+                    "grant.read",
+                    "denied",
+                    records=recs,
+                    fields=flds,
+                    purpose=claims.pur,
+                    request=claims.req,
+                    grant=claims.jti,
+                    detail={"reason": reason},
+                )
+            ],
+            moment,
+        )
+
+    def _check_grant(
+        self,
+        token: str,
+        records: Sequence[str] | None,
+        fields: Sequence[str] | None,
+        moment: datetime,
+    ) -> _tokens.GrantClaims:
+        claims: _tokens.GrantClaims | None = None
+
+        def fail(reason: str) -> NoReturn:
+            recs = [r for r in (records or (claims.rec if claims else ())) if _is_id(r)][:100]
+            flds = [f for f in (fields or (claims.fld if claims else ())) if f.isidentifier()][:100]
+            self._log(
+                [
+                    Event(
+                        self.user,
+                        "grant.read",
+                        "denied",
+                        records=recs,
+                        fields=flds,
+                        purpose=claims.pur if claims else None,
+                        request=claims.req if claims else None,
+                        grant=claims.jti if claims else None,
+                        detail={"reason": reason},
+                    )
+                ],
+                moment,
+            )
+            raise ApprovalInvalid(reason)
+
+        try:
+            kid = _tokens.key_id(token)
+        except ApprovalInvalid as exc:
+            fail(exc.detail or "malformed token")
+        signer: UserRow | None = None
+        for user in self._store.list_users():
+            if _tokens.paserk_pid(user.sign_key) == kid:
+                signer = user
+                break
+        if signer is None:
+            fail("signed by a key not registered in this vault")
+        try:
+            claims = _tokens.verify(token, signer.sign_key)
+        except ApprovalInvalid as exc:
+            fail(exc.detail or "invalid token")
+        if "officer" not in signer.roles:
+            fail(f"signed by {signer.name}, who is not an officer")
+        if claims.iss != signer.name:
+            fail("issuer claim does not match the signing key")
+        if claims.vault != self.vault_id:
+            fail("token from another vault")
+        if claims.sub != self.user:
+            fail(f"token issued to {claims.sub}, not {self.user}")
+        if moment < claims.nbf or claims.iat > moment + timedelta(minutes=5):
+            fail("token not yet valid")
+        if moment >= claims.exp:
+            fail("token expired")
+        if records and not set(records) <= set(claims.rec):
+            fail("record outside the grant's scope")
+        if fields and not set(fields) <= set(claims.fld):
+            fail("field outside the grant's scope")
+        grant = self._store.get_grant(claims.jti)
+        if grant is None:
+            fail("grant unknown to this vault")
+        if (grant.request_id, grant.officer, grant.requester) != (
+            claims.req,
+            claims.iss,
+            claims.sub,
+        ):
+            fail("token does not match the recorded grant")
+        if grant.revoked_at is not None:
+            fail("grant revoked")
+        if grant.uses >= grant.max_uses or claims.uses != grant.max_uses:
+            fail("uses exhausted")
+        req = self._store.get_request(claims.req)
+        if (
+            req is None
+            or req.status != "approved"
+            or (req.records, req.fields, req.purpose) != (claims.rec, claims.fld, claims.pur)
+        ):
+            fail("token does not match the approved request")
+        for rid in records or claims.rec:
+            if self._store.get_keyblob(rid) is None:
+                fail(f"record {rid} was deleted")
+        return claims
+
+    def _redeem(self, claims: _tokens.GrantClaims) -> ReleasedKeys:
+        grant = self._store.get_grant(claims.jti)
+        if grant is not None and grant.cache is not None:
+            return _keys_from_cache(self._me.unseal(grant.cache), claims.jti)
+        keys = self._writer_provider().redeem(claims.keys, self._me, claims.jti)
+        if self._config.provider == "vault" and claims.uses > 1:
+            # Vault wrapping tokens unwrap once: keep the keys, sealed to the requester only.
+            with self._store.write():
+                self._store.set_grant_cache(
+                    claims.jti, self._me.public.seal(_keys_to_cache(keys, claims.jti))
+                )
+        return keys
+
+    def _decrypt(
+        self, keys: ReleasedKeys, records: Sequence[str], fields: Sequence[str]
+    ) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        for rid in records:
+            rkeys = keys.get(rid)
+            if rkeys is None:
+                raise ApprovalInvalid("grant material lacks a record in scope")
+            stored = self._store.get_fields(rid, list(fields))
+            values: dict[str, str] = {}
+            for name in fields:
+                if name not in stored:
+                    continue  # an optional field this record does not have
+                version, sealed = stored[name]
+                key = rkeys.get(name)
+                if key is None:
+                    raise ApprovalInvalid("grant material lacks a field in scope")
+                plain = open_field(
+                    sealed, key, vault_id=self.vault_id, record_id=rid, field=name, version=version
+                )
+                values[name] = plain.decode("utf-8")
+            out[rid] = values
+        return out
+
+    def health(self) -> list[tuple[str, str, str]]:
+        """(check, ok|warn|fail, message) about users, keys and the provider, for doctor."""
+        out: list[tuple[str, str, str]] = []
+        users = self._store.list_users()
+        officers = [u for u in users if "officer" in u.roles]
+        out.append(
+            (
+                "users",
+                "ok" if officers else "warn",
+                f"{len(users)} user(s), {len(officers)} officer(s)"
+                + ("" if officers else ": add an officer before writing records"),
+            )
+        )
+        out.append(("records", "ok", f"{self._store.count_records()} record(s)"))
+        pending = self._store.pending_shreds()
+        if pending:
+            out.append(
+                (
+                    "shredding",
+                    "warn",
+                    f"{len(pending)} deleted record(s) whose key material is not yet "
+                    "destroyed in the provider: run `childvault retention sweep`",
+                )
+            )
+        if self._config.provider == "local":
+            gens = self._store.custodians()
+            states = ", ".join(f"generation {g} {s}" for g, _, s in gens) or "none"
+            status = "ok" if any(s == "current" for _, _, s in gens) else "warn"
+            if any(s == "pending" for _, _, s in gens):
+                status = "warn"
+                states += ": a key rotation was interrupted; run `childvault keys rotate` again"
+            out.append(("custodian", status, states))
+        else:
+            diag = getattr(self._vault_provider(), "diagnose")()  # noqa: B009
+            ok = bool(diag.get("reachable")) and not diag.get("sealed")
+            out.append(("vault", "ok" if ok else "fail", json.dumps(diag, sort_keys=True)))
+        return out
+
+    # -------------------------------------------------------------------- audit
+
+    def _sign_checkpoint(self, moment: datetime) -> str:
+        """Sign the current log root as the acting user; store it (inside a write)."""
+        frontier = _merkle.Frontier()
+        for _, _, digest in self._store.iter_audit():
+            frontier.append(digest)
+        cp = _note.Checkpoint(log_origin(self.vault_id), frontier.size, frontier.root())
+        note = _note.sign_note(
+            cp.body(),
+            signer_name(self.vault_id, self.user),
+            self._me.sign,
+            self._me.public.signing_key,
+        )
+        self._store.add_checkpoint(cp.size, cp.root, note, self.user, iso(moment))
+        return note
+
+    def _witness(self, note: str) -> None:
+        path = self.witness_path
+        line = json.dumps({"note": note}, ensure_ascii=False) + "\n"
+        try:
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise StorageError(
+                f"could not append the checkpoint to the witness file {path}: {exc.strerror}"
+            ) from exc
+
+    def checkpoint(self, *, now: datetime | None = None) -> str:
+        """Officer or admin: sign a checkpoint of the whole log and witness it."""
+        moment = self._now(now)
+        self._require(("officer", "admin"), "audit.checkpoint", moment, "signing checkpoints")
+        with self._store.write():
+            _audit.append(self._store, [Event(self.user, "audit.checkpoint")], moment)
+            note = self._sign_checkpoint(moment)
+        self._witness(note)
+        return note
+
+    def verify_audit(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        """Verify the whole log against its stored and witnessed checkpoints."""
+        return _audit.verify(
+            self._store,
+            origin=log_origin(self.vault_id),
+            signers=self._signers(),
+            witness_notes=_audit.read_witness(self.witness_path),
+            progress=progress,
+        )
+
+    def audit_entries(self, *, record: str | None = None) -> Iterator[dict[str, Any]]:
+        """Officer or admin: the log entries (optionally about one record), with hashes."""
+        self._require(("officer", "admin"), "audit.read", self._now(None), "reading the audit log")
+        for _, entry, digest in self._store.iter_audit():
+            obj = _audit.decode_entry(entry)
+            if record is not None and record not in obj.get("records", ()):
+                continue
+            yield {"entry": obj, "hash": digest.hex()}
+
+    def signer_vkeys(self) -> list[str]:
+        """Verifier keys (signed-note vkey form) of every checkpoint signer."""
+        return [_note.vkey(name, key) for name, key in sorted(self._signers().items())]
+
+
+def _field_bytes(value: str) -> bytes:
+    return value.encode("utf-8")
+
+
+def _is_id(value: str) -> bool:
+    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
+
+
+def _keys_to_cache(keys: ReleasedKeys, grant_id: str) -> bytes:
+    return json.dumps(
+        {
+            "grant": grant_id,
+            "keys": {
+                rid: {f: [k.version, base64.b64encode(k.key).decode()] for f, k in fields.items()}
+                for rid, fields in keys.items()
+            },
+        }
+    ).encode()
+
+
+def _keys_from_cache(raw: bytes, grant_id: str) -> ReleasedKeys:
+    try:
+        doc = json.loads(raw)
+        if doc["grant"] != grant_id:
+            raise ApprovalInvalid("cached keys belong to another grant")
+        return {
+            rid: {f: FieldKey(int(v), base64.b64decode(k)) for f, (v, k) in fields.items()}
+            for rid, fields in doc["keys"].items()
+        }
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ApprovalInvalid("cached grant keys are malformed") from exc
+
+
+def _remove_tree(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        shutil.rmtree(path)
