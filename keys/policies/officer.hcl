@@ -1,0 +1,65 @@
+# childvault-officer: approve disclosures, correct and shred records.
+# Placeholders ({transit}, {kv}, {key}, {max_wrapping_ttl}) are filled by
+# `childvault vault setup`.
+
+# Decrypt only as a response-wrapped answer: the officer's client receives a
+# single-use wrapping token that it seals to the requester, never a DEK.
+# max_wrapping_ttl bounds how long released keys can wait to be redeemed.
+path "{transit}/decrypt/{key}" {
+  capabilities     = ["update"]
+  min_wrapping_ttl = "1s"
+  max_wrapping_ttl = "{max_wrapping_ttl}"
+}
+
+# Wrap the new data keys of corrected fields (and of records an officer adds).
+path "{transit}/encrypt/{key}" {
+  capabilities = ["update"]
+}
+
+# Blind-index values for searchable fields.
+path "{transit}/hmac/{key}-index" {
+  capabilities = ["update"]
+}
+
+# Key descriptions for `childvault doctor`; no key material.
+path "{transit}/keys/{key}" {
+  capabilities = ["read"]
+}
+path "{transit}/keys/{key}-index" {
+  capabilities = ["read"]
+}
+
+# Record salts: read (to release), create (new records), update (a correction
+# writes fresh salts for the corrected fields, with check-and-set).
+path "{kv}/data/records/*" {
+  capabilities = ["create", "read", "update"]
+}
+
+# A correction destroys the salt versions it replaced; a deletion request
+# destroys the whole salt document (crypto-shredding).
+path "{kv}/destroy/records/*" {
+  capabilities = ["update"]
+}
+path "{kv}/metadata/records/*" {
+  capabilities = ["delete"]
+}
+
+# An officer may also be a requester of another officer's approval.
+path "sys/wrapping/lookup" {
+  capabilities = ["update"]
+}
+path "sys/wrapping/unwrap" {
+  capabilities = ["update"]
+}
+
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
+path "sys/capabilities-self" {
+  capabilities = ["update"]
+}
+
+# Deliberately absent: rewrap, key rotation and configuration.

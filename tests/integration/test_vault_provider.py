@@ -1,0 +1,958 @@
+"""VaultProvider against a real OpenBao server (no mock of Vault anywhere here).
+
+What is shown: the three policies enforce the role split on the server itself
+(direct API calls, not only our code); grants are single-use, bound and
+checked for their origin; blobs are bound to their place; shredding and
+corrections destroy key material also for old copies; rotation retires old
+key versions; everything is batched; failures name what failed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import hvac
+import pytest
+import requests
+
+from keys import (
+    AccessDenied,
+    ApprovalInvalid,
+    ConfigError,
+    DecryptionFailed,
+    FieldKey,
+    Identity,
+    KeyProvider,
+    ProviderUnavailable,
+    RecordKeys,
+    Selection,
+    UsageError,
+    WrappedRecord,
+)
+from keys._vault import VaultProvider, VaultSettings, _context, render_policies, setup
+
+from .conftest import BaoServer, free_port
+
+pytestmark = pytest.mark.vault
+
+STAFF = ["childvault-staff"]
+OFFICER = ["childvault-officer"]
+ADMIN = ["childvault-admin"]
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def new_id() -> str:
+    return "rec-" + secrets.token_hex(8)
+
+
+def record(fields: tuple[str, ...] = ("name", "health", "address"), version: int = 1) -> RecordKeys:
+    return RecordKeys(
+        new_id(), version, {f: FieldKey(1, secrets.token_bytes(32)) for f in fields}, new=True
+    )
+
+
+def wrapped(rec: RecordKeys, blob: bytes) -> WrappedRecord:
+    return WrappedRecord(rec.record_id, rec.version, blob)
+
+
+@pytest.fixture(scope="module")
+def vault_id() -> str:
+    return "vault-" + secrets.token_hex(6)
+
+
+@pytest.fixture(scope="module")
+def tokens(openbao: BaoServer) -> dict[str, str]:
+    return {
+        "staff": openbao.token(STAFF),
+        "officer": openbao.token(OFFICER),
+        "admin": openbao.token(ADMIN),
+    }
+
+
+@pytest.fixture
+def make(
+    openbao: BaoServer, vault_id: str, tokens: dict[str, str]
+) -> Iterator[Callable[..., VaultProvider]]:
+    made: list[VaultProvider] = []
+
+    def factory(role: str, server: BaoServer | None = None, **kwargs: Any) -> VaultProvider:
+        srv = server or openbao
+        token = tokens[role] if server is None else srv.token([f"childvault-{role}"])
+        p = VaultProvider(srv.settings, vault_id, token=token, **kwargs)
+        made.append(p)
+        return p
+
+    yield factory
+    for p in made:
+        p.close()
+
+
+@pytest.fixture(scope="module")
+def alice() -> Identity:
+    return Identity.generate("alice")
+
+
+@pytest.fixture(scope="module")
+def bob() -> Identity:
+    return Identity.generate("bob")
+
+
+class RequestCounter:
+    """Counts the HTTP requests that go through a provider's one session."""
+
+    def __init__(self, session: requests.Session) -> None:
+        self.calls: list[tuple[str, str]] = []
+        original = session.request
+
+        def counting(*args: Any, **kwargs: Any) -> requests.Response:
+            method = kwargs.get("method", args[0] if args else "?")
+            url = kwargs.get("url", args[1] if len(args) > 1 else "?")
+            self.calls.append((str(method).upper(), str(url).split("/v1/", 1)[-1]))
+            return original(*args, **kwargs)
+
+        session.request = counting  # type: ignore[method-assign]
+
+    def reset(self) -> None:
+        self.calls.clear()
+
+    def paths(self, fragment: str) -> list[str]:
+        return [p for _m, p in self.calls if fragment in p]
+
+
+def salt_doc(server: BaoServer, record_id: str) -> dict[str, Any]:
+    resp = server.api("GET", f"childvault-kv/data/records/{record_id}")
+    resp.raise_for_status()
+    return dict(resp.json()["data"]["data"])
+
+
+def context_of(server: BaoServer, record_id: str, field: str, field_version: int = 1) -> str:
+    doc = salt_doc(server, record_id)
+    salt_b64 = doc.get("fields", {}).get(field, doc["salt"])
+    return _context(record_id, field, field_version, base64.b64decode(salt_b64))
+
+
+def ciphertext_of(blob: bytes, field: str) -> str:
+    return str(json.loads(blob)["f"][field][1])
+
+
+def forge_material(requester: Identity, vault_id: str, grant: str, token: str, items: Any) -> bytes:
+    doc = {"v": 1, "vault": vault_id, "grant": grant, "wraps": [{"token": token, "items": items}]}
+    return requester.public.seal(json.dumps(doc).encode())
+
+
+# -- the contract ----------------------------------------------------------------
+
+
+def test_provider_satisfies_the_protocol(openbao: BaoServer, vault_id: str) -> None:
+    provider = VaultProvider(openbao.settings, vault_id, token="unused")
+    assert isinstance(provider, KeyProvider)
+    assert provider.kind == "vault"
+    assert "unused" not in repr(provider)
+
+
+def test_round_trip_releases_exactly_the_selected_keys(
+    make: Callable[..., VaultProvider], alice: Identity
+) -> None:
+    staff, officer = make("staff"), make("officer")
+    recs = [record(), record(), record()]
+    blobs = staff.wrap(recs)
+    assert len(blobs) == 3
+    doc = json.loads(blobs[0])
+    assert doc["v"] == 1 and doc["rec"] == recs[0].record_id and doc["ver"] == 1
+    assert set(doc["f"]) == {"name", "health", "address"}
+    assert all(ct.startswith("vault:v1:") for _fv, ct in doc["f"].values())
+    # No DEK appears in the blob.
+    for fk in recs[0].fields.values():
+        assert base64.b64encode(fk.key) not in blobs[0] and fk.key not in blobs[0]
+
+    selections = [
+        Selection(wrapped(recs[0], blobs[0]), ["name"]),
+        Selection(wrapped(recs[2], blobs[2]), ["health", "address"]),
+    ]
+    material = officer.release(selections, alice.public, "grant-1")
+    for rec in recs:
+        for fk in rec.fields.values():
+            assert fk.key not in material
+    released = staff.redeem(material, alice, "grant-1")
+    assert released == {
+        recs[0].record_id: {"name": recs[0].fields["name"]},
+        recs[2].record_id: {
+            "health": recs[2].fields["health"],
+            "address": recs[2].fields["address"],
+        },
+    }
+
+
+def test_material_is_bound_to_requester_grant_and_vault(
+    make: Callable[..., VaultProvider], alice: Identity, bob: Identity, openbao: BaoServer
+) -> None:
+    staff, officer = make("staff"), make("officer")
+    rec = record()
+    (blob,) = staff.wrap([rec])
+    material = officer.release([Selection(wrapped(rec, blob), ["name"])], alice.public, "g-b")
+    with pytest.raises(ApprovalInvalid):
+        staff.redeem(material, bob, "g-b")
+    with pytest.raises(ApprovalInvalid):
+        staff.redeem(material, alice, "another-grant")
+    other_vault = VaultProvider(openbao.settings, "other-vault", token=openbao.token(STAFF))
+    with pytest.raises(ApprovalInvalid):
+        other_vault.redeem(material, alice, "g-b")
+    other_vault.close()
+    # None of the refusals consumed the wrapping token.
+    assert staff.redeem(material, alice, "g-b") == {rec.record_id: {"name": rec.fields["name"]}}
+
+
+# -- the policies, enforced by the server --------------------------------------------
+
+
+def test_staff_policy_cannot_decrypt_directly(
+    make: Callable[..., VaultProvider], openbao: BaoServer, tokens: dict[str, str]
+) -> None:
+    staff = make("staff")
+    rec = record()
+    (blob,) = staff.wrap([rec])
+    ctx = context_of(openbao, rec.record_id, "name")
+    client = hvac.Client(url=openbao.addr, token=tokens["staff"])
+    with pytest.raises(hvac.exceptions.Forbidden):
+        client.secrets.transit.decrypt_data(
+            "childvault-dek",
+            ciphertext_of(blob, "name"),
+            context=ctx,
+            mount_point="childvault-transit",
+        )
+    # Not even response-wrapped.
+    with pytest.raises(hvac.exceptions.Forbidden):
+        client.adapter.post(
+            "/v1/childvault-transit/decrypt/childvault-dek",
+            json={"ciphertext": ciphertext_of(blob, "name"), "context": ctx},
+            wrap_ttl="60s",
+        )
+    # Salts are written once: staff cannot overwrite one.
+    resp = openbao.api(
+        "POST",
+        f"childvault-kv/data/records/{rec.record_id}",
+        token=tokens["staff"],
+        json={"options": {"cas": 1}, "data": {"salt": base64.b64encode(b"x" * 32).decode()}},
+    )
+    assert resp.status_code == 403
+    # Nor shred.
+    with pytest.raises(AccessDenied, match="childvault-officer or childvault-admin"):
+        staff.shred([rec.record_id])
+    # Nor release, with a message naming path and policy.
+    with pytest.raises(AccessDenied) as info:
+        staff.release([Selection(wrapped(rec, blob), ["name"])], Identity.generate("x").public, "g")
+    assert "childvault-transit/decrypt/childvault-dek" in str(info.value)
+    assert "childvault-officer" in str(info.value)
+
+
+def test_officer_policy_decrypts_only_response_wrapped(
+    make: Callable[..., VaultProvider], openbao: BaoServer, tokens: dict[str, str]
+) -> None:
+    staff = make("staff")
+    rec = record()
+    (blob,) = staff.wrap([rec])
+    ctx = context_of(openbao, rec.record_id, "name")
+    client = hvac.Client(url=openbao.addr, token=tokens["officer"])
+    with pytest.raises(hvac.exceptions.Forbidden):
+        client.secrets.transit.decrypt_data(
+            "childvault-dek",
+            ciphertext_of(blob, "name"),
+            context=ctx,
+            mount_point="childvault-transit",
+        )
+    answer = client.adapter.post(
+        "/v1/childvault-transit/decrypt/childvault-dek",
+        json={"ciphertext": ciphertext_of(blob, "name"), "context": ctx},
+        wrap_ttl="60s",
+    )
+    assert answer["data"] is None
+    assert answer["wrap_info"]["creation_path"] == "childvault-transit/decrypt/childvault-dek"
+    # The wrapped answer holds the DEK (whoever unwraps it gets it, once).
+    unwrapped = openbao.api(
+        "POST", "sys/wrapping/unwrap", json={"token": answer["wrap_info"]["token"]}
+    ).json()
+    assert base64.b64decode(unwrapped["data"]["plaintext"]) == rec.fields["name"].key
+    # A grant lifetime beyond the policy's max_wrapping_ttl (24h) is refused.
+    with pytest.raises(hvac.exceptions.Forbidden):
+        client.adapter.post(
+            "/v1/childvault-transit/decrypt/childvault-dek",
+            json={"ciphertext": ciphertext_of(blob, "name"), "context": ctx},
+            wrap_ttl="48h",
+        )
+    officer = make("officer")
+    with pytest.raises(AccessDenied, match="max_wrapping_ttl"):
+        officer.release(
+            [Selection(wrapped(rec, blob), ["name"])],
+            Identity.generate("x").public,
+            "g",
+            wrap_ttl="48h",
+        )
+
+
+def test_admin_policy_cannot_decrypt_or_weaken_the_key(
+    make: Callable[..., VaultProvider],
+    openbao: BaoServer,
+    tokens: dict[str, str],
+    alice: Identity,
+) -> None:
+    staff = make("staff")
+    rec = record()
+    (blob,) = staff.wrap([rec])
+    ctx = context_of(openbao, rec.record_id, "name")
+    client = hvac.Client(url=openbao.addr, token=tokens["admin"])
+    for wrap_ttl in (None, "60s"):
+        with pytest.raises(hvac.exceptions.Forbidden):
+            client.adapter.post(
+                "/v1/childvault-transit/decrypt/childvault-dek",
+                json={"ciphertext": ciphertext_of(blob, "name"), "context": ctx},
+                wrap_ttl=wrap_ttl,
+            )
+    # The config capability is limited to the version floors.
+    for body in (
+        {"exportable": True},
+        {"deletion_allowed": True},
+        {"allow_plaintext_backup": True},
+    ):
+        resp = openbao.api(
+            "POST",
+            "childvault-transit/keys/childvault-dek/config",
+            token=tokens["admin"],
+            json=body,
+        )
+        assert resp.status_code == 403, body
+    with pytest.raises(AccessDenied, match="childvault-officer"):
+        make("admin").release([Selection(wrapped(rec, blob), ["name"])], alice.public, "g")
+
+
+def test_policy_templates_are_filled_for_custom_names() -> None:
+    settings = VaultSettings(
+        addr="http://127.0.0.1:1", transit_mount="t2", kv_mount="kv2", key_name="k2"
+    )
+    policies = render_policies(settings)
+    assert set(policies) == {"childvault-staff", "childvault-officer", "childvault-admin"}
+    for text in policies.values():
+        assert "{" + "transit}" not in text and "{kv}" not in text and "{key}" not in text
+    assert 'path "t2/encrypt/k2"' in policies["childvault-staff"]
+    assert 'path "t2/decrypt/k2"' not in policies["childvault-staff"]
+    assert 'path "t2/decrypt/k2"' in policies["childvault-officer"]
+    assert 'min_wrapping_ttl = "1s"' in policies["childvault-officer"]
+    assert 'path "t2/decrypt/k2"' not in policies["childvault-admin"]
+    assert 'path "kv2/data/records/*"' in policies["childvault-admin"]
+
+
+# -- grants -----------------------------------------------------------------------
+
+
+def test_wrapping_token_is_usable_once(make: Callable[..., VaultProvider], alice: Identity) -> None:
+    staff, officer = make("staff"), make("officer")
+    rec = record()
+    (blob,) = staff.wrap([rec])
+    material = officer.release([Selection(wrapped(rec, blob), ["health"])], alice.public, "g-once")
+    assert staff.redeem(material, alice, "g-once")[rec.record_id]["health"] == rec.fields["health"]
+    with pytest.raises(ApprovalInvalid) as info:
+        staff.redeem(material, alice, "g-once")
+    assert info.value.detail and "used" in info.value.detail
+
+
+def test_expired_wrapping_token_is_refused(
+    make: Callable[..., VaultProvider], alice: Identity
+) -> None:
+    staff, officer = make("staff"), make("officer")
+    rec = record()
+    (blob,) = staff.wrap([rec])
+    material = officer.release(
+        [Selection(wrapped(rec, blob), ["name"])], alice.public, "g-exp", wrap_ttl=1
+    )
+    time.sleep(2.2)
+    with pytest.raises(ApprovalInvalid):
+        staff.redeem(material, alice, "g-exp")
+
+
+def test_substituted_wrapping_tokens_are_rejected_by_creation_path(
+    make: Callable[..., VaultProvider], openbao: BaoServer, alice: Identity, vault_id: str
+) -> None:
+    staff = make("staff")
+    rec = record()
+    staff.wrap([rec])
+    items = [[rec.record_id, "name", 1]]
+    attacker_key = base64.b64encode(b"\x01" * 32).decode()
+    # (a) a wrapped KV read; (b) a wrapped sys/wrapping/wrap of attacker-chosen
+    # "batch_results" that would otherwise pass every later check.
+    kv_wrap = openbao.api(
+        "GET", f"childvault-kv/data/records/{rec.record_id}", wrap_ttl="60s"
+    ).json()["wrap_info"]
+    fake_wrap = openbao.api(
+        "POST",
+        "sys/wrapping/wrap",
+        json={"batch_results": [{"plaintext": attacker_key}]},
+        wrap_ttl="60s",
+    ).json()["wrap_info"]
+    assert kv_wrap["creation_path"] != fake_wrap["creation_path"]
+    for info in (kv_wrap, fake_wrap):
+        material = forge_material(alice, vault_id, "g-sub", info["token"], items)
+        with pytest.raises(ApprovalInvalid) as exc:
+            staff.redeem(material, alice, "g-sub")
+        assert "created on" in (exc.value.detail or "")
+        # Refused before unwrapping: the token is still unused.
+        assert openbao.api("POST", "sys/wrapping/lookup", json={"token": info["token"]}).ok
+    # A genuine decrypt wrap of a different key (wrong path) is refused too.
+    other = openbao.api("POST", "childvault-transit/keys/other-key", json={"derived": True})
+    assert other.ok
+    ct = openbao.api(
+        "POST",
+        "childvault-transit/encrypt/other-key",
+        json={"plaintext": attacker_key, "context": base64.b64encode(b"c").decode()},
+    ).json()["data"]["ciphertext"]
+    wrong_key = openbao.api(
+        "POST",
+        "childvault-transit/decrypt/other-key",
+        json={"batch_input": [{"ciphertext": ct, "context": base64.b64encode(b"c").decode()}]},
+        wrap_ttl="60s",
+    ).json()["wrap_info"]
+    material = forge_material(alice, vault_id, "g-sub", wrong_key["token"], items)
+    with pytest.raises(ApprovalInvalid):
+        staff.redeem(material, alice, "g-sub")
+
+
+def test_blob_moved_or_edited_fails(make: Callable[..., VaultProvider], alice: Identity) -> None:
+    staff, officer = make("staff"), make("officer")
+    a, b = record(), record()
+    blob_a, _blob_b = staff.wrap([a, b])
+    # Presented as another record, or another version: refused at once.
+    for moved in (
+        WrappedRecord(b.record_id, 1, blob_a),
+        WrappedRecord(a.record_id, 2, blob_a),
+    ):
+        with pytest.raises(DecryptionFailed):
+            officer.release([Selection(moved, ["name"])], alice.public, "g-m")
+    # Edited to claim the other record: Transit refuses (the context differs).
+    doc = json.loads(blob_a)
+    doc["rec"] = b.record_id
+    edited = WrappedRecord(b.record_id, 1, json.dumps(doc).encode())
+    material = officer.release([Selection(edited, ["name"])], alice.public, "g-e")
+    with pytest.raises(DecryptionFailed):
+        staff.redeem(material, alice, "g-e")
+    # Field ciphertexts swapped inside one blob, or a field version edited.
+    for mutate in ("swap", "version"):
+        doc = json.loads(blob_a)
+        if mutate == "swap":
+            doc["f"]["name"], doc["f"]["health"] = doc["f"]["health"], doc["f"]["name"]
+        else:
+            doc["f"]["name"][0] = 2
+        edited = WrappedRecord(a.record_id, 1, json.dumps(doc).encode())
+        material = officer.release([Selection(edited, ["name"])], alice.public, f"g-{mutate}")
+        with pytest.raises(DecryptionFailed):
+            staff.redeem(material, alice, f"g-{mutate}")
+    # A field the blob does not hold, and garbage.
+    with pytest.raises(DecryptionFailed):
+        officer.release([Selection(wrapped(a, blob_a), ["photo"])], alice.public, "g")
+    with pytest.raises(DecryptionFailed):
+        officer.release(
+            [Selection(WrappedRecord(a.record_id, 1, b"\xff"), ["name"])], alice.public, "g"
+        )
+
+
+# -- shredding and corrections ----------------------------------------------------------
+
+
+def test_shred_makes_old_blobs_unreleasable(
+    make: Callable[..., VaultProvider], openbao: BaoServer, alice: Identity
+) -> None:
+    staff, officer, admin = make("staff"), make("officer"), make("admin")
+    rec, other = record(), record()
+    blob, other_blob = staff.wrap([rec, other])
+    officer.shred([rec.record_id])
+    assert openbao.api("GET", f"childvault-kv/metadata/records/{rec.record_id}").status_code == 404
+    with pytest.raises(DecryptionFailed) as info:
+        officer.release([Selection(wrapped(rec, blob), ["name"])], alice.public, "g-s")
+    assert "does not exist" in (info.value.detail or "")
+    # Idempotent, for officers and admins; other records are untouched.
+    officer.shred([rec.record_id])
+    admin.shred([rec.record_id, other.record_id])
+    with pytest.raises(DecryptionFailed):
+        officer.release([Selection(wrapped(other, other_blob), ["name"])], alice.public, "g-s")
+    # A new salt written at the same path (e.g. by staff) does not revive it.
+    staff.wrap([RecordKeys(rec.record_id, 1, {"x": FieldKey(1, secrets.token_bytes(32))})])
+    material = officer.release([Selection(wrapped(rec, blob), ["name"])], alice.public, "g-s2")
+    with pytest.raises(DecryptionFailed):
+        staff.redeem(material, alice, "g-s2")
+
+
+def test_replace_destroys_the_old_version_also_in_backups(
+    make: Callable[..., VaultProvider], openbao: BaoServer, alice: Identity
+) -> None:
+    staff, officer = make("staff"), make("officer")
+    rec = record()
+    (backup_blob,) = staff.wrap([rec])
+    old = wrapped(rec, backup_blob)
+    new_name = FieldKey(2, secrets.token_bytes(32))
+    new_blob = officer.replace(old, 2, {"name": new_name})
+    assert json.loads(new_blob)["ver"] == 2
+
+    # The current blob works, with the new key and the unchanged ones.
+    material = officer.release(
+        [Selection(WrappedRecord(rec.record_id, 2, new_blob), ["name", "health"])],
+        alice.public,
+        "g-new",
+    )
+    assert staff.redeem(material, alice, "g-new") == {
+        rec.record_id: {"name": new_name, "health": rec.fields["health"]}
+    }
+    # The backup copy of version 1 no longer yields the old name key.
+    material = officer.release([Selection(old, ["name"])], alice.public, "g-old")
+    with pytest.raises(DecryptionFailed):
+        staff.redeem(material, alice, "g-old")
+    # Every older salt version is destroyed in Vault, not just superseded.
+    meta = openbao.api("GET", f"childvault-kv/metadata/records/{rec.record_id}").json()["data"]
+    assert meta["current_version"] == 2
+    assert meta["versions"]["1"]["destroyed"] is True
+    old_version = openbao.api("GET", f"childvault-kv/data/records/{rec.record_id}?version=1")
+    assert old_version.status_code == 404
+    # A second correction (from the current blob) works and destroys version 2.
+    newer = FieldKey(3, secrets.token_bytes(32))
+    blob3 = officer.replace(WrappedRecord(rec.record_id, 2, new_blob), 3, {"name": newer})
+    material = officer.release(
+        [Selection(WrappedRecord(rec.record_id, 3, blob3), ["name"])], alice.public, "g-3"
+    )
+    assert staff.redeem(material, alice, "g-3")[rec.record_id]["name"] == newer
+    meta = openbao.api("GET", f"childvault-kv/metadata/records/{rec.record_id}").json()["data"]
+    assert meta["versions"]["2"]["destroyed"] is True
+    # Staff cannot correct: it needs update on the salt document.
+    with pytest.raises(AccessDenied):
+        staff.replace(WrappedRecord(rec.record_id, 3, blob3), 4, {"name": newer})
+    with pytest.raises(UsageError):
+        officer.replace(WrappedRecord(rec.record_id, 3, blob3), 3, {"name": newer})
+
+
+def test_interrupted_wrap_can_be_repeated(
+    make: Callable[..., VaultProvider], openbao: BaoServer, alice: Identity
+) -> None:
+    # A token that may create salts but not encrypt: the salt gets written,
+    # then Transit refuses, as if the server had failed half-way.
+    openbao.api(
+        "PUT",
+        "sys/policies/acl/test-kv-only",
+        json={
+            "policy": 'path "childvault-kv/data/records/*" { capabilities = ["create", "read"] }'
+        },
+    ).raise_for_status()
+    half = VaultProvider(openbao.settings, "v", token=openbao.token(["test-kv-only"]))
+    staff, officer = make("staff"), make("officer")
+    rec = record()
+    with pytest.raises(AccessDenied, match="encrypt"):
+        half.wrap([rec])
+    half.close()
+    assert salt_doc(openbao, rec.record_id)  # the salt exists
+    # Staff (create only: a 403 on the existing path) and an officer (update: a
+    # check-and-set conflict) both pick up the existing salt.
+    (blob,) = staff.wrap([rec])
+    (blob2,) = officer.wrap([rec])
+    meta = openbao.api("GET", f"childvault-kv/metadata/records/{rec.record_id}").json()["data"]
+    assert meta["current_version"] == 1
+    for i, b in enumerate((blob, blob2)):
+        material = officer.release([Selection(wrapped(rec, b), ["name"])], alice.public, f"g{i}")
+        assert staff.redeem(material, alice, f"g{i}")[rec.record_id]["name"] == rec.fields["name"]
+
+
+def test_existing_record_wrap_reads_its_salts(
+    make: Callable[..., VaultProvider], alice: Identity
+) -> None:
+    staff, officer = make("staff"), make("officer")
+    rec = record(("name",))
+    staff.wrap([rec])
+    later = RecordKeys(
+        rec.record_id,
+        2,
+        {"name": rec.fields["name"], "school": FieldKey(1, secrets.token_bytes(32))},
+        new=False,
+    )
+    (blob,) = staff.wrap([later])
+    material = officer.release(
+        [Selection(wrapped(later, blob), ["name", "school"])], alice.public, "g-l"
+    )
+    assert staff.redeem(material, alice, "g-l") == {rec.record_id: dict(later.fields)}
+    with pytest.raises(DecryptionFailed):
+        staff.wrap([RecordKeys(new_id(), 1, dict(later.fields), new=False)])
+
+
+# -- rotation ---------------------------------------------------------------------------------
+
+
+def test_rotate_rekey_finish(
+    make: Callable[..., VaultProvider], spare_openbao: BaoServer, alice: Identity
+) -> None:
+    staff = make("staff", spare_openbao)
+    officer = make("officer", spare_openbao)
+    admin = make("admin", spare_openbao)
+    recs = [record(), record(), record()]
+    blobs = staff.wrap(recs)
+    assert {VaultProvider.blob_key_version(b) for b in blobs} == {1}
+    assert admin.rotate_key() == 2
+    live = [wrapped(r, b) for r, b in zip(recs[:2], blobs[:2], strict=True)]
+    counter = RequestCounter(admin.session)
+    rekeyed = admin.rekey(live)
+    assert len(counter.paths("/rewrap/")) == 1
+    assert all(VaultProvider.blob_key_version(b) == 2 for b in rekeyed)
+    # Resumable: rekeying again (already current) is harmless.
+    again = admin.rekey([wrapped(r, b) for r, b in zip(recs[:2], rekeyed, strict=True)])
+    assert all(VaultProvider.blob_key_version(b) == 2 for b in again)
+    assert admin.finish_rotation() == 2
+    info = admin.key_info()
+    assert info["min_decryption_version"] == 2
+    for rec, blob in zip(recs[:2], again, strict=True):
+        material = officer.release(
+            [Selection(wrapped(rec, blob), list(rec.fields))], alice.public, "g-r"
+        )
+        assert staff.redeem(material, alice, "g-r") == {rec.record_id: dict(rec.fields)}
+    # The record left behind (like an old backup) no longer opens.
+    material = officer.release(
+        [Selection(wrapped(recs[2], blobs[2]), ["name"])], alice.public, "g-old"
+    )
+    with pytest.raises(DecryptionFailed):
+        staff.redeem(material, alice, "g-old")
+    with pytest.raises(DecryptionFailed):
+        admin.rekey([wrapped(recs[2], blobs[2])])
+    # Trim deletes the retired versions for good.
+    assert admin.finish_rotation(trim=True) == 2
+    assert admin.key_info()["min_available_version"] == 2
+    # Rotation is admin-only.
+    with pytest.raises(AccessDenied, match="childvault-admin"):
+        officer.rotate_key()
+    with pytest.raises(AccessDenied, match="childvault-admin"):
+        officer.rekey(live)
+
+
+# -- batching ---------------------------------------------------------------------------------
+
+
+def test_wrap_and_release_450_fields_are_batched(
+    make: Callable[..., VaultProvider], alice: Identity
+) -> None:
+    staff, officer = make("staff"), make("officer")
+    names = tuple(f"f{i:02d}" for i in range(90))
+    recs = [record(names) for _ in range(5)]  # 450 fields
+    staff_counter = RequestCounter(staff.session)
+    blobs = staff.wrap(recs)
+    # One salt write per record (KV has no batch API) + ceil(450 / 200) Transit calls.
+    assert len(staff_counter.paths("/encrypt/")) == 3
+    assert len(staff_counter.paths("childvault-kv/data/records/")) == 5
+    assert len(staff_counter.calls) == 8
+
+    officer_counter = RequestCounter(officer.session)
+    selections = [Selection(wrapped(r, b), list(names)) for r, b in zip(recs, blobs, strict=True)]
+    material = officer.release(selections, alice.public, "g-450")
+    assert len(officer_counter.paths("/decrypt/")) == 3
+    assert len(officer_counter.paths("childvault-kv/data/records/")) == 5
+    assert len(officer_counter.calls) == 8
+
+    staff_counter.reset()
+    released = staff.redeem(material, alice, "g-450")
+    assert staff_counter.paths("sys/wrapping/lookup") == ["sys/wrapping/lookup"] * 3
+    assert staff_counter.paths("sys/wrapping/unwrap") == ["sys/wrapping/unwrap"] * 3
+    assert len(staff_counter.calls) == 6
+    assert released == {r.record_id: dict(r.fields) for r in recs}
+
+
+# -- blind index --------------------------------------------------------------------------------
+
+
+def test_hmac_is_batched_bound_and_pinned(
+    make: Callable[..., VaultProvider], openbao: BaoServer, vault_id: str
+) -> None:
+    staff, officer = make("staff"), make("officer")
+    values = [f"11010519491231{i:04d}".encode() for i in range(450)]
+    counter = RequestCounter(staff.session)
+    macs = staff.hmac("id_number", values)
+    assert len(counter.paths("/hmac/")) == 3
+    assert len(macs) == 450 and all(len(m) == 32 for m in macs)
+    assert len(set(macs)) == 450
+    assert officer.hmac("id_number", values[:3]) == macs[:3]
+    assert staff.hmac("guardian_phone", values[:1]) != macs[:1]
+    other_vault = VaultProvider(openbao.settings, vault_id + "-x", token=openbao.token(STAFF))
+    assert other_vault.hmac("id_number", values[:1]) != macs[:1]
+    other_vault.close()
+    # Rotating the index key does not change index values: the version is pinned.
+    openbao.api("POST", "childvault-transit/keys/childvault-dek-index/rotate").raise_for_status()
+    assert staff.hmac("id_number", values[:5]) == macs[:5]
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+
+def test_server_down_names_the_address(vault_id: str) -> None:
+    port = free_port()
+    settings = VaultSettings(addr=f"http://127.0.0.1:{port}", timeout=2)
+    provider = VaultProvider(settings, vault_id, token="hvs.secret-token-value")
+    with pytest.raises(ProviderUnavailable) as info:
+        provider.wrap([record()])
+    message = str(info.value)
+    assert f"127.0.0.1:{port}" in message
+    assert "is the server running? check VAULT_ADDR" in message
+    assert "secret-token-value" not in message
+    assert info.value.exit_code == 5
+
+
+def test_stopped_and_sealed_server(
+    make: Callable[..., VaultProvider], spare_openbao: BaoServer, alice: Identity
+) -> None:
+    staff = make("staff", spare_openbao)
+    officer = make("officer", spare_openbao)
+    rec = record()
+    (blob,) = staff.wrap([rec])
+
+    spare_openbao.seal()
+    with pytest.raises(ProviderUnavailable, match=r"sealed.*unseal it"):
+        staff.wrap([record()])
+    with pytest.raises(ProviderUnavailable, match="sealed"):
+        officer.release([Selection(wrapped(rec, blob), ["name"])], alice.public, "g")
+    report = staff.diagnose()
+    assert report["reachable"] is True and report["sealed"] is True and report["ok"] is False
+    spare_openbao.unseal()
+    material = officer.release([Selection(wrapped(rec, blob), ["name"])], alice.public, "g")
+
+    spare_openbao.stop()
+    with pytest.raises(ProviderUnavailable) as info:
+        staff.redeem(material, alice, "g")
+    assert spare_openbao.addr in str(info.value)
+    report = staff.diagnose()
+    assert report["reachable"] is False and report["ok"] is False
+    assert spare_openbao.addr in report["problems"][0]
+
+
+def test_server_that_never_answers_times_out(vault_id: str) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        addr = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        provider = VaultProvider(VaultSettings(addr=addr, timeout=0.5), vault_id, token="t")
+        with pytest.raises(ProviderUnavailable, match=r"did not answer within 0\.5 s"):
+            provider.hmac("f", [b"x"])
+
+
+def test_tls_to_a_plain_server_names_cacert(openbao: BaoServer, vault_id: str) -> None:
+    addr = openbao.addr.replace("http://", "https://")
+    provider = VaultProvider(VaultSettings(addr=addr), vault_id, token="t")
+    with pytest.raises(ProviderUnavailable, match="VAULT_CACERT"):
+        provider.hmac("f", [b"x"])
+
+
+def test_invalid_or_expired_token_says_log_in_again(openbao: BaoServer, vault_id: str) -> None:
+    bogus = "hvs.NotARealTokenButSecretLooking"
+    provider = VaultProvider(openbao.settings, vault_id, token=bogus)
+    with pytest.raises(ProviderUnavailable, match="log in again") as info:
+        provider.wrap([record()])
+    assert bogus not in str(info.value) and bogus not in str(info.value.detail)
+    short = openbao.token(STAFF, ttl="1s")
+    provider = VaultProvider(openbao.settings, vault_id, token=short)
+    time.sleep(1.5)
+    with pytest.raises(ProviderUnavailable, match="renew VAULT_TOKEN"):
+        provider.hmac("f", [b"x"])
+    missing = VaultProvider(openbao.settings, vault_id, token="")
+    with pytest.raises(ProviderUnavailable, match="set VAULT_TOKEN"):
+        missing.hmac("f", [b"x"])
+
+
+def test_token_from_environment(
+    openbao: BaoServer, vault_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VAULT_TOKEN", openbao.token(STAFF))
+    provider = VaultProvider(openbao.settings, vault_id)
+    assert len(provider.hmac("f", [b"x"])) == 1
+
+
+def test_approle_login_and_relogin(openbao: BaoServer, vault_id: str, alice: Identity) -> None:
+    if "approle/" not in openbao.api("GET", "sys/auth").json()["data"]:
+        openbao.api("POST", "sys/auth/approle", json={"type": "approle"}).raise_for_status()
+    openbao.api(
+        "POST",
+        "auth/approle/role/cv-staff",
+        json={"token_policies": STAFF, "token_ttl": "2s", "token_max_ttl": "2s"},
+    ).raise_for_status()
+    role_id = openbao.api("GET", "auth/approle/role/cv-staff/role-id").json()["data"]["role_id"]
+    secret_id = openbao.api("POST", "auth/approle/role/cv-staff/secret-id").json()["data"][
+        "secret_id"
+    ]
+    provider = VaultProvider(openbao.settings, vault_id, approle=(role_id, secret_id))
+    first = provider.hmac("f", [b"x"])
+    time.sleep(2.5)  # the AppRole token expires; the provider logs in again
+    assert provider.hmac("f", [b"x"]) == first
+    wrong = VaultProvider(openbao.settings, vault_id, approle=(role_id, "not-the-secret"))
+    with pytest.raises(ProviderUnavailable, match="AppRole login") as info:
+        wrong.hmac("f", [b"x"])
+    assert "not-the-secret" not in str(info.value)
+
+
+# -- setup and doctor ---------------------------------------------------------------------------
+
+
+def test_setup_is_idempotent(openbao: BaoServer) -> None:
+    lines = setup(openbao.settings, openbao.root_token)
+    assert lines[-1] == "nothing to change: the server was already set up"
+    assert any("already enabled at childvault-transit/" in line for line in lines)
+    assert any("policy childvault-officer: already up to date" in line for line in lines)
+
+
+def test_setup_needs_root_and_refuses_conflicting_mounts(spare_openbao: BaoServer) -> None:
+    with pytest.raises(AccessDenied, match="root or bootstrap token"):
+        setup(spare_openbao.settings, spare_openbao.token(ADMIN))
+    spare_openbao.api(
+        "POST", "sys/mounts/wrong-kv", json={"type": "kv", "options": {"version": "1"}}
+    ).raise_for_status()
+    with pytest.raises(ConfigError, match="wrong-kv"):
+        setup(VaultSettings(addr=spare_openbao.addr, kv_mount="wrong-kv"), spare_openbao.root_token)
+    # On OpenBao audit devices are declared in the server configuration.
+    with pytest.raises(ConfigError, match='audit "file" "childvault"'):
+        spare_openbao.setup(audit_file=str(spare_openbao.workdir / "audit.log"))
+
+
+def test_setup_finds_a_declared_audit_device_and_the_log_holds_no_key(
+    bao_binary: str, tmp_path: Path, alice: Identity
+) -> None:
+    audit_log = tmp_path / "audit.log"
+    server = BaoServer(
+        bao_binary,
+        tmp_path,
+        config_hcl=(
+            f'audit "file" "childvault" {{\n  options {{\n    file_path = "{audit_log}"\n  }}\n}}\n'
+        ),
+    )
+    server.start()
+    try:
+        first = server.setup(audit_file=str(audit_log))
+        assert any("audit device: already writing to" in line for line in first)
+        assert server.setup(audit_file=str(audit_log))[-1].startswith("nothing to change")
+        staff = VaultProvider(server.settings, "v", token=server.token(STAFF))
+        officer = VaultProvider(server.settings, "v", token=server.token(OFFICER))
+        rec = record()
+        (blob,) = staff.wrap([rec])
+        material = officer.release([Selection(wrapped(rec, blob), ["name"])], alice.public, "g")
+        staff.redeem(material, alice, "g")
+        staff.close()
+        officer.close()
+        text = audit_log.read_text()
+        assert "sys/wrapping/unwrap" in text and "childvault-transit/decrypt" in text
+        # The audit device HMACs values: no DEK or salt appears in clear.
+        assert base64.b64encode(rec.fields["name"].key).decode() not in text
+        assert salt_doc(server, rec.record_id)["salt"] not in text
+    finally:
+        server.close()
+
+
+def test_diagnose_live_server_reports_roles(make: Callable[..., VaultProvider]) -> None:
+    staff_report = make("staff").diagnose()
+    assert staff_report["ok"] is True, staff_report["problems"]
+    assert staff_report["reachable"] and staff_report["sealed"] is False
+    assert staff_report["version"]
+    assert staff_report["mounts"]["transit"]["present"] is True
+    assert staff_report["mounts"]["kv"]["options"]["version"] == "2"
+    assert staff_report["keys"]["dek"]["derived"] is True
+    assert staff_report["keys"]["dek"]["exportable"] is False
+    assert staff_report["capabilities"]["decrypt"]["capabilities"] == ["deny"]
+    assert staff_report["roles"] == ["staff"]
+    assert "childvault-staff" in staff_report["token"]["policies"]
+    assert make("officer").diagnose()["roles"] == ["staff", "officer"]
+    admin_report = make("admin").diagnose()
+    assert admin_report["roles"] == ["admin"]
+    assert admin_report["capabilities"]["decrypt"]["capabilities"] == ["deny"]
+    json.dumps(staff_report)  # printable with --json
+
+
+def test_diagnose_dead_server_does_not_raise(vault_id: str) -> None:
+    settings = VaultSettings(addr=f"http://127.0.0.1:{free_port()}", timeout=1)
+    report = VaultProvider(settings, vault_id, token="t").diagnose()
+    assert report["reachable"] is False and report["ok"] is False
+    assert settings.addr in report["problems"][0]
+    assert report["sealed"] is None
+
+
+def test_diagnose_with_a_bad_token(openbao: BaoServer, vault_id: str) -> None:
+    report = VaultProvider(openbao.settings, vault_id, token="hvs.bad").diagnose()
+    assert report["reachable"] is True and report["token"] == {"valid": False}
+    assert report["ok"] is False and "log in again" in report["problems"][0]
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+def test_settings_from_env_and_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "https://vault.example.org:8200/")
+    monkeypatch.setenv("VAULT_NAMESPACE", "welfare/east")
+    monkeypatch.setenv("VAULT_CACERT", "/etc/ssl/vault-ca.pem")
+    monkeypatch.setenv("VAULT_TOKEN", "hvs.must-not-be-stored")
+    settings = VaultSettings.from_env(key_name="dek2")
+    assert settings.addr == "https://vault.example.org:8200"
+    assert settings.namespace == "welfare/east"
+    assert settings.cacert == "/etc/ssl/vault-ca.pem"
+    assert settings.key_name == "dek2" and settings.index_key_name == "dek2-index"
+    text = settings.to_json()
+    assert "must-not-be-stored" not in text and "token" not in text.lower()
+    assert VaultSettings.from_json(text) == settings
+    assert VaultSettings.from_json(json.loads(text)) == settings
+    assert VaultSettings.from_env(addr="http://127.0.0.1:8200").addr == "http://127.0.0.1:8200"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"addr": "vault.example.org"},
+        {"addr": "http://x", "transit_mount": "../sys"},
+        {"addr": "http://x", "key_name": "a/b"},
+        {"addr": "http://x", "timeout": 0},
+        {"addr": "http://x", "index_key_version": 0},
+        {"addr": "http://x", "wrap_ttl": "forever"},
+    ],
+)
+def test_settings_reject_bad_values(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        VaultSettings(**kwargs)
+
+
+def test_settings_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VAULT_ADDR", raising=False)
+    with pytest.raises(ConfigError, match="VAULT_ADDR"):
+        VaultSettings.from_env()
+    with pytest.raises(ConfigError, match="unknown"):
+        VaultSettings.from_env(addr="http://x", token="no")
+    with pytest.raises(ConfigError, match="unknown"):
+        VaultSettings.from_json('{"addr": "http://x", "token": "no"}')
+    with pytest.raises(ConfigError):
+        VaultSettings.from_json("not json")
+
+
+def test_record_ids_cannot_escape_the_salt_path(
+    make: Callable[..., VaultProvider],
+) -> None:
+    staff = make("staff")
+    for bad in ("../../sys/policies/acl/x", "a/b", "", "x?y"):
+        with pytest.raises(UsageError):
+            staff.wrap([RecordKeys(bad, 1, {"n": FieldKey(1, os.urandom(32))})])
+
+
+def test_rate_limit_and_missing_mounts_are_named(spare_openbao: BaoServer, vault_id: str) -> None:
+    # Real conditions, produced on a real server: a rate-limit quota, wrong mount names.
+    spare_openbao.api(
+        "POST",
+        "sys/quotas/rate-limit/childvault-test",
+        json={"path": "childvault-transit/", "rate": 1, "interval": "60s"},
+    ).raise_for_status()
+    provider = VaultProvider(spare_openbao.settings, vault_id, token=spare_openbao.root_token)
+    with pytest.raises(ProviderUnavailable, match="rate-limiting"):
+        for _ in range(3):
+            provider.hmac("f", [b"x"])
+    for settings in (
+        VaultSettings(addr=spare_openbao.addr, transit_mount="no-transit"),
+        VaultSettings(addr=spare_openbao.addr, kv_mount="no-kv"),
+    ):
+        wrong = VaultProvider(settings, vault_id, token=spare_openbao.root_token)
+        with pytest.raises(ConfigError, match="childvault vault setup"):
+            wrong.wrap([record()])
