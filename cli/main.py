@@ -138,9 +138,11 @@ def init(
 
         if not vault_addr:
             raise click.UsageError("--provider vault needs --vault-addr or VAULT_ADDR")
-        settings = VaultSettings.from_env(
-            addr=vault_addr, transit_mount=transit_mount, kv_mount=kv_mount, key_name=key_name
-        ).to_json()
+        settings = json.loads(
+            VaultSettings.from_env(
+                addr=vault_addr, transit_mount=transit_mount, kv_mount=kv_mount, key_name=key_name
+            ).to_json()
+        )
     passphrase = new_passphrase(passphrase_file, admin)
     with Vault.init(
         home,
@@ -501,6 +503,235 @@ def read(c: Ctx, record_ids: tuple[str, ...], grant: str, fields: tuple[str, ...
     c.emit({"ok": True, "records": values}, human)
 
 
+@cli.command()
+@click.option(
+    "--field",
+    "assignment",
+    required=True,
+    metavar="NAME=VALUE",
+    help="A searchable field (e.g. id_number) and the value to look for.",
+)
+@click.option("--type", "type_name", help="Record type (default: the schema's first).")
+@pass_ctx
+def find(c: Ctx, assignment: str, type_name: str | None) -> None:
+    """Find candidate records by a searchable field (blind index; logged).
+
+    The index is truncated on purpose, so some candidates may not match: request
+    access to the candidates and read to tell them apart.
+    """
+    ((name, value),) = _parse_assignments((assignment,)).items()
+    ids = c.open().find(name, value, type_name=type_name)
+
+    def human() -> None:
+        for rid in ids:
+            click.echo(rid)
+        click.echo(f"{len(ids)} candidate(s); confirm with an approved read.")
+
+    c.emit({"ok": True, "field": name, "candidates": ids}, human)
+
+
+# ----------------------------------------------------------------- lifecycle
+
+
+@cli.command()
+@click.argument("record_id")
+@click.option("--field", "assignment", required=True, metavar="NAME=VALUE")
+@pass_ctx
+def correct(c: Ctx, record_id: str, assignment: str) -> None:
+    """Correct one field of RECORD_ID (officers; the old value's key is destroyed)."""
+    ((name, value),) = _parse_assignments((assignment,)).items()
+    version = c.open().correct(record_id, name, value)
+    c.emit(
+        {"ok": True, "record_id": record_id, "field": name, "field_version": version},
+        f"Corrected {name} of {record_id} (now version {version}); the old value is shredded.",
+    )
+
+
+@cli.command()
+@click.argument("record_id")
+@click.option("--reason", required=True, help="Why (kept in the tombstone, not in the log).")
+@pass_ctx
+def delete(c: Ctx, record_id: str, reason: str) -> None:
+    """Crypto-shred RECORD_ID, leaving a tombstone (officers and admins)."""
+    c.open().delete(record_id, reason)
+    c.emit(
+        {"ok": True, "record_id": record_id, "deleted": True},
+        f"Deleted {record_id}: its keys are destroyed; a tombstone remains.",
+    )
+
+
+@cli.group()
+def consent() -> None:
+    """Consent changes: withdraw, add a purpose, renew for a new notice."""
+
+
+def _consent_options(fn: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--consent-by", type=click.Choice(["guardian", "child"]), required=True),
+            click.option("--consented-at", help="Date of consent (default today)."),
+            click.option("--notice-version", help="Notice version shown (default: current)."),
+            click.option("--guardian-informed", is_flag=True),
+            click.option("--guardian-also", is_flag=True),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _new_consent(
+    v: Any,
+    record_id: str,
+    purposes: list[str],
+    retain_until: str | None,
+    consent_by: str,
+    consented_at: str | None,
+    notice_version: str | None,
+    guardian_informed: bool,
+    guardian_also: bool,
+) -> Any:
+    from vault._consent import parse_consent_columns
+    from vault._time import today
+
+    current = v.consent_of(record_id)
+    columns = {
+        "consent_by": consent_by,
+        "purposes": ";".join(purposes),
+        "retain_until": retain_until or current.retain_until.isoformat(),
+        "guardian_informed": "yes" if guardian_informed else "no",
+        "guardian_also": "yes" if guardian_also else "no",
+    }
+    if consented_at:
+        columns["consented_at"] = consented_at
+    if notice_version:
+        columns["notice_version"] = notice_version
+    return parse_consent_columns(
+        columns, default_notice=v.setting("notice_version"), today=today(v.now())
+    )
+
+
+@consent.command("withdraw")
+@click.argument("record_id")
+@click.option("--reason", default="consent withdrawn", show_default=True)
+@pass_ctx
+def consent_withdraw(c: Ctx, record_id: str, reason: str) -> None:
+    """Consent withdrawn: crypto-shred RECORD_ID (officers and admins)."""
+    c.open().withdraw_consent(record_id, reason=reason)
+    c.emit(
+        {"ok": True, "record_id": record_id, "deleted": True},
+        f"Consent withdrawn: {record_id} is shredded; a tombstone remains.",
+    )
+
+
+@consent.command("add-purpose")
+@click.argument("record_id")
+@click.option("--purpose", "purposes", multiple=True, required=True, help="Repeatable.")
+@_consent_options
+@pass_ctx
+def consent_add_purpose(c: Ctx, record_id: str, purposes: tuple[str, ...], **basis: Any) -> None:
+    """Record a new consent adding PURPOSE(s) to RECORD_ID (officers)."""
+    v = c.open()
+    merged = list(dict.fromkeys([*v.consent_of(record_id).purposes, *purposes]))
+    v.update_consent(record_id, _new_consent(v, record_id, merged, None, **basis))
+    c.emit(
+        {"ok": True, "record_id": record_id, "purposes": merged},
+        f"Recorded consent for {', '.join(merged)} on {record_id}.",
+    )
+
+
+@consent.command("renew")
+@click.argument("record_id")
+@click.option("--retain-until", help="New retention date (default: unchanged).")
+@_consent_options
+@pass_ctx
+def consent_renew(c: Ctx, record_id: str, retain_until: str | None, **basis: Any) -> None:
+    """Record fresh consent for RECORD_ID under the current notice (officers)."""
+    v = c.open()
+    purposes = list(v.consent_of(record_id).purposes)
+    v.update_consent(record_id, _new_consent(v, record_id, purposes, retain_until, **basis))
+    c.emit({"ok": True, "record_id": record_id}, f"Renewed consent of {record_id}.")
+
+
+@cli.group()
+def retention() -> None:
+    """Retention (P-12)."""
+
+
+@retention.command("sweep")
+@click.option("--dry-run", is_flag=True, help="Only list what would be shredded.")
+@pass_ctx
+def retention_sweep(c: Ctx, dry_run: bool) -> None:
+    """Crypto-shred every record past its retention date (admins, officers)."""
+    report = c.open().retention_sweep(dry_run=dry_run)
+    verb = "would shred" if dry_run else "shredded"
+    c.emit(report, f"Retention sweep ({report['day']}): {verb} {report['due']} record(s).")
+
+
+@cli.command()
+@click.option("--confirm", is_flag=True, help="Required: this destroys every record.")
+@pass_ctx
+def decommission(c: Ctx, confirm: bool) -> None:
+    """Stop collection, shred every record and sign a final checkpoint (admins)."""
+    report = c.open().decommission(confirm=confirm)
+    c.emit(
+        report,
+        f"Decommissioned: {report['records_shredded']} record(s) shredded. "
+        f"Report: decommission-report.json in the home.",
+    )
+
+
+@keys.command("rotate")
+@pass_ctx
+def keys_rotate(c: Ctx) -> None:
+    """Rotate the key wrapping every record's keys; resumable (local: officer; Vault: admin)."""
+    v = c.open()
+    show_bar = sys.stderr.isatty() and not c.as_json
+    bar: Any = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if not show_bar:
+            return
+        if bar is None:
+            bar = click.progressbar(length=max(total, 1), label="Rewrapping", file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        report = v.rotate_keys(progress=progress)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    c.emit(
+        report,
+        f"Rotated to key generation {report['generation']}: "
+        f"{report['resealed']} record(s) rewrapped; older keys destroyed.",
+    )
+
+
+@cli.group("vault")
+def vault_group() -> None:
+    """HashiCorp Vault / OpenBao administration."""
+
+
+@vault_group.command("setup")
+@click.option("--audit-file", help="Enable a file audit device at this path on the server.")
+@pass_ctx
+def vault_setup(c: Ctx, audit_file: str | None) -> None:
+    """Prepare the Vault server: mounts, keys, policies (needs a root/bootstrap VAULT_TOKEN)."""
+    from keys._vault import VaultSettings, setup
+    from vault._config import Config, Home
+
+    config = Config.load(Home(c.require_home()))
+    if config.provider != "vault" or not config.vault_settings:
+        raise click.UsageError("this vault uses the local key provider; nothing to set up")
+    token = os.environ.get("VAULT_TOKEN")
+    if not token:
+        raise click.UsageError("set VAULT_TOKEN to a root or bootstrap token for setup")
+    lines = setup(VaultSettings.from_json(config.vault_settings), token, audit_file=audit_file)
+    c.emit({"ok": True, "actions": lines}, "\n".join(lines))
+
+
 # ---------------------------------------------------------------------- audit
 
 
@@ -592,6 +823,10 @@ def demo(c: Ctx, keep: bool) -> None:
     from cli._demo import run_demo
 
     run_demo(keep=keep, as_json=c.as_json)
+
+
+# Command groups defined in their own modules register themselves on `cli`.
+from cli import _reports  # noqa: E402, F401
 
 
 def main() -> None:

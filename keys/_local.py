@@ -71,39 +71,17 @@ class CustodianSecret:
         """A fresh random custodian key pair."""
         return cls(generation, PrivateKey.generate())
 
-    def seal_to(self, officer: PublicIdentity, vault_id: str) -> bytes:
-        """A custodian slot: this secret sealed to ``officer``, bound to vault and generation."""
-        inner = json.dumps(
-            {
-                "v": 1,
-                "vault": vault_id,
-                "gen": self.generation,
-                "officer": officer.name,
-                "secret": _b64(bytes(self._secret)),
-            }
-        ).encode()
-        return officer.seal(inner)
+    def secret_bytes(self) -> bytes:
+        """The raw secret, for sealing into officers' key slots. Never store it in clear."""
+        return bytes(self._secret)
 
     @classmethod
-    def open_slot(
-        cls, slot: bytes, officer: Identity, vault_id: str, generation: int
-    ) -> CustodianSecret:
-        """Open a custodian slot with the officer's identity; checks every binding."""
-        inner = officer.unseal(slot)
+    def from_bytes(cls, generation: int, secret: bytes) -> CustodianSecret:
+        """Rebuild a custodian key pair from a key-slot entry."""
         try:
-            doc = json.loads(inner)
-            ok = (
-                doc["v"] == 1
-                and doc["vault"] == vault_id
-                and doc["gen"] == generation
-                and doc["officer"] == officer.name
-            )
-            secret = PrivateKey(base64.b64decode(doc["secret"], validate=True))
-        except (ValueError, KeyError, TypeError, nacl.exceptions.CryptoError) as exc:
-            raise DecryptionFailed("custodian slot is malformed") from exc
-        if not ok:
-            raise DecryptionFailed("custodian slot bound to another vault, generation or officer")
-        return cls(generation, secret)
+            return cls(generation, PrivateKey(secret))
+        except (ValueError, TypeError, nacl.exceptions.CryptoError) as exc:
+            raise DecryptionFailed("custodian key-slot entry is malformed") from exc
 
     def open(self, sealed: bytes) -> bytes:
         """Open a sealed box addressed to this custodian key."""
@@ -139,6 +117,14 @@ class LocalProvider:
     def generation(self) -> int:
         """The custodian generation new blobs are sealed to."""
         return self._generation
+
+    def holds(self, generation: int) -> bool:
+        """Whether the custodian secret of ``generation`` is unlocked here."""
+        return generation in self._secrets
+
+    def retarget(self, generation: int, public_key: bytes) -> LocalProvider:
+        """The same unlocked custodians, sealing new blobs to ``generation`` (rotation)."""
+        return LocalProvider(self._vault_id, generation, public_key, list(self._secrets.values()))
 
     # -- writing (anyone with the database) --------------------------------
 
@@ -192,9 +178,17 @@ class LocalProvider:
         return keys
 
     def release(
-        self, selections: Sequence[Selection], requester: PublicIdentity, grant_id: str
+        self,
+        selections: Sequence[Selection],
+        requester: PublicIdentity,
+        grant_id: str,
+        *,
+        wrap_ttl: int | str | None = None,
     ) -> bytes:
-        """Open each selected record and seal exactly the selected keys to the requester."""
+        """Open each selected record and seal exactly the selected keys to the requester.
+
+        ``wrap_ttl`` is ignored: the token's own expiry bounds the grant.
+        """
         released: dict[str, dict[str, list[Any]]] = {}
         for sel in selections:
             keys = self.open(sel.record)

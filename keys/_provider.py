@@ -75,9 +75,18 @@ class KeyProvider(Protocol):
         ...
 
     def release(
-        self, selections: Sequence[Selection], requester: PublicIdentity, grant_id: str
+        self,
+        selections: Sequence[Selection],
+        requester: PublicIdentity,
+        grant_id: str,
+        *,
+        wrap_ttl: int | str | None = None,
     ) -> bytes:
-        """Officer only: key material for exactly ``selections``, sealed to ``requester``."""
+        """Officer only: key material for exactly ``selections``, sealed to ``requester``.
+
+        ``wrap_ttl`` (seconds) is how long the material stays redeemable where
+        the provider can enforce it (Vault response wrapping); others ignore it.
+        """
         ...
 
     def redeem(self, material: bytes, requester: Identity, grant_id: str) -> ReleasedKeys:

@@ -330,31 +330,42 @@ def test_every_approval_signs_and_witnesses_a_checkpoint(flow: tuple[World, list
 
 
 def test_without_the_officer_there_is_no_way_to_plaintext(flow: tuple[World, list[str]]) -> None:
-    """An insider with the database key and a staff identity holds every blob but
-    cannot open any: the custodian secret is sealed only to officers."""
+    """An insider with the database key and a staff identity holds every blob and
+    every key slot, but cannot open any box: the custodian secret is in the
+    officers' key slots only (sealed to their identity keys), never in the
+    database. Cryptographic, not a permission check."""
+    import base64 as b64
+
+    from nacl.public import PrivateKey
+
     from keys import CustodianSecret, DecryptionFailed, KeySlots
     from tests.conftest import raw_db
 
     world, _ids = flow
     conn = raw_db(world, "worker1")
     blobs = [bytes(b) for (b,) in conn.execute("SELECT blob FROM keyblobs")]
-    slots = [(g, o, bytes(s)) for g, o, s in conn.execute("SELECT * FROM custodian_slots")]
-    assert blobs and slots
+    assert blobs
     worker = world.ids["worker1"]
-    for generation, _, slot in slots:
+    vault_id = json.loads((world.home / "config.json").read_text())["vault_id"]
+    slots = KeySlots(world.home / "keyslots.json")
+    mine = slots.open(worker, vault_id)
+    assert set(mine) == {"db", "index"}  # no custodian entry for staff
+    doc = json.loads((world.home / "keyslots.json").read_text())
+    for name in ("officer1", "officer2"):
         with pytest.raises(DecryptionFailed):
-            CustodianSecret.open_slot(slot, worker, "x", generation)
+            worker.unseal(b64.b64decode(doc["slots"][name]))
     for blob in blobs:
         with pytest.raises(DecryptionFailed):
             worker.unseal(blob[8:])
-    # The database and index keys the worker does hold are not the custodian.
-    vault_id = json.loads((world.home / "config.json").read_text())["vault_id"]
-    for secret in KeySlots(world.home / "keyslots.json").open(worker, vault_id).values():
-        fake = CustodianSecret(
-            1, __import__("nacl.public", fromlist=["PrivateKey"]).PrivateKey(secret)
-        )
-        with pytest.raises(DecryptionFailed):
-            fake.open(blobs[0][8:])
+        for secret in mine.values():
+            with pytest.raises(DecryptionFailed):
+                CustodianSecret(1, PrivateKey(secret)).open(blob[8:])
+    # Nothing in any table is the custodian secret (officer1's, read legitimately).
+    custodian = KeySlots(world.home / "keyslots.json").open(world.ids["officer1"], vault_id)
+    secret = custodian["custodian/1"]
+    for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'"):
+        for row in conn.execute(f'SELECT * FROM "{table}"'):  # noqa: S608
+            assert not any(isinstance(c, bytes) and secret in c for c in row)
 
 
 def test_hostile_tokens_raise_only_our_error(flow: tuple[World, list[str]]) -> None:

@@ -44,10 +44,9 @@ _MIGRATIONS: list[str] = [
         state TEXT NOT NULL CHECK (state IN ('current', 'pending', 'retired')),
         created_at TEXT NOT NULL
     );
-    CREATE TABLE custodian_slots (
+    CREATE TABLE custodian_holders (
         generation INTEGER NOT NULL REFERENCES custodians(generation) ON DELETE CASCADE,
         officer TEXT NOT NULL REFERENCES users(name),
-        slot BLOB NOT NULL,
         PRIMARY KEY (generation, officer)
     );
     CREATE TABLE records (
@@ -364,6 +363,10 @@ class Store:
         """Set a value in the vault's settings table."""
         self._q("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
+    def delete_meta(self, key: str) -> None:
+        """Remove a value from the vault's settings table."""
+        self._q("DELETE FROM meta WHERE key = ?", (key,))
+
     # -- users --------------------------------------------------------------
 
     def add_user(self, user: UserRow) -> None:
@@ -418,24 +421,28 @@ class Store:
         ).fetchall()
         return [(int(g), _blob(p), str(s)) for g, p, s in rows]
 
-    def put_custodian_slot(self, generation: int, officer: str, slot: bytes) -> None:
-        """Store the custodian secret sealed to an officer."""
+    def add_custodian_holder(self, generation: int, officer: str) -> None:
+        """Note that ``officer``'s key slot holds the custodian secret of ``generation``.
+
+        Bookkeeping only: the secret itself lives in the key-slot file, outside
+        the database, so a copy of the database alone never holds it.
+        """
         self._q(
-            "INSERT OR REPLACE INTO custodian_slots (generation, officer, slot) VALUES (?, ?, ?)",
-            (generation, officer, slot),
+            "INSERT OR IGNORE INTO custodian_holders (generation, officer) VALUES (?, ?)",
+            (generation, officer),
         )
 
-    def custodian_slot(self, generation: int, officer: str) -> bytes | None:
-        """The officer's slot for a generation, or None."""
-        row = self._q(
-            "SELECT slot FROM custodian_slots WHERE generation = ? AND officer = ?",
-            (generation, officer),
-        ).fetchone()
-        return None if row is None else _blob(row[0])
+    def custodian_holders(self, generation: int) -> list[str]:
+        """Officers holding the custodian secret of ``generation``."""
+        rows = self._q(
+            "SELECT officer FROM custodian_holders WHERE generation = ? ORDER BY officer",
+            (generation,),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
 
     def delete_custodian(self, generation: int) -> None:
-        """Destroy a custodian generation and every slot holding its secret."""
-        self._q("DELETE FROM custodian_slots WHERE generation = ?", (generation,))
+        """Forget a custodian generation (its secret is removed from the key slots)."""
+        self._q("DELETE FROM custodian_holders WHERE generation = ?", (generation,))
         self._q("DELETE FROM custodians WHERE generation = ?", (generation,))
 
     # -- records --------------------------------------------------------------
@@ -574,6 +581,19 @@ class Store:
             "INSERT OR REPLACE INTO keyblobs (record_id, version, blob) VALUES (?, ?, ?)",
             (record_id, version, blob),
         )
+
+    def put_keyblob_if_version(self, record_id: str, version: int, blob: bytes) -> bool:
+        """Replace a blob only if the record is still at ``version`` (rotation vs correction)."""
+        cur = self._q(
+            "UPDATE keyblobs SET blob = ? WHERE record_id = ? AND version = ?",
+            (blob, record_id, version),
+        )
+        return bool(cur.rowcount == 1)
+
+    def compact_wal(self) -> None:
+        """Checkpoint and truncate the WAL so deleted pages do not linger in it."""
+        with contextlib.suppress(sqlcipher3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def iter_keyblobs(self, *, after: str = "", limit: int = 500) -> list[tuple[str, int, bytes]]:
         """A page of (record id, version, blob) ordered by id."""

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from keys import (
     AccessDenied,
@@ -48,27 +48,22 @@ from keys import (
 from vault import _audit, _merkle, _note, _tokens
 from vault._audit import Event, VerifyReport
 from vault._config import Config, Home, make_home
-from vault._consent import Consent, check_consent, parse_consent_columns
+from vault._consent import CONSENT_COLUMNS, Consent, check_consent, parse_consent_columns
 from vault._fieldcrypto import open_field, seal_field
 from vault._importer import BadRow, file_digest, iter_rows
+from vault._lifecycle import LifecycleMixin
+from vault._reports import ReportsMixin
 from vault._schema import Schema
 from vault._store import GrantRow, NewRecord, RecordRow, RequestRow, Store, UserRow
 from vault._time import Clock, iso, system_clock, today
 from vault._types import ROLES, Approval, ImportReport, RecordInfo, RequestInfo, UserInfo
 
-#: Columns of an import row that describe consent rather than fields.
-CONSENT_COLUMNS = frozenset(
-    {
-        "consent_by",
-        "consented_at",
-        "notice_version",
-        "purposes",
-        "retain_until",
-        "guardian_informed",
-        "guardian_also",
-    }
-)
+if TYPE_CHECKING:
+    from keys._vault import VaultProvider
+
 _IMPORT_BATCH = 500
+#: Key-slot entries holding a custodian secret are named ``custodian/<generation>``.
+_CUSTODIAN = "custodian/"
 _DEFAULTS = {
     "max_ttl_s": str(8 * 3600),
     "default_ttl_s": str(3600),
@@ -100,6 +95,16 @@ def log_origin(vault_id: str) -> str:
 
 
 @dataclass(frozen=True)
+class _Prepared:
+    """A validated, encrypted record not yet stored."""
+
+    keys: RecordKeys
+    record: NewRecord
+    event: Event
+    index: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
 class NewRecordInput:
     """One record to add: its type, field values (text) and consent."""
 
@@ -108,7 +113,7 @@ class NewRecordInput:
     consent: Consent
 
 
-class Vault:
+class Vault(LifecycleMixin, ReportsMixin):
     """An open vault, acting as one unlocked user.
 
     Create one with :meth:`Vault.init` (a new vault) or :meth:`Vault.open`.
@@ -134,8 +139,9 @@ class Vault:
         self._schema = schema
         self._clock = clock
         self._provider_options = dict(provider_options)
-        self._writer: KeyProvider | None = None
-        self._officer: KeyProvider | None = None
+        self._writer: LocalProvider | None = None
+        self._officer: LocalProvider | None = None
+        self._remote: VaultProvider | None = None
         user = store.get_user(identity.name)
         if user is None:
             raise AccessDenied(f"user {identity.name!r} is not registered in this vault")
@@ -276,7 +282,9 @@ class Vault:
             raise
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database (and the Vault session, if one was opened)."""
+        if self._remote is not None:
+            self._remote.close()
         self._store.close()
 
     def __enter__(self) -> Vault:
@@ -356,61 +364,70 @@ class Vault:
                 now,
             )
 
-    def _vault_provider(self) -> KeyProvider:
-        from keys import VaultProvider, VaultSettings
+    def _vault_provider(self) -> VaultProvider:
+        """The one VaultProvider of this session (one HTTP session, reused)."""
+        if self._remote is None:
+            from keys import VaultProvider, VaultSettings
 
-        settings = VaultSettings.from_json(self._config.vault_settings or {})
-        provider: KeyProvider = VaultProvider(
-            settings,
-            self.vault_id,
-            token=self._provider_options.get("vault_token"),
-            approle=self._provider_options.get("approle"),
-        )
-        return provider
+            if self._config.provider != "vault":
+                raise UsageError("this vault uses the local key provider, not Vault")
+            self._remote = VaultProvider(
+                VaultSettings.from_json(self._config.vault_settings or {}),
+                self.vault_id,
+                token=self._provider_options.get("vault_token"),
+                approle=self._provider_options.get("approle"),
+            )
+        return self._remote
 
     def _writer_provider(self) -> KeyProvider:
+        """The provider as a writer: seals new keys (staff and up)."""
+        if self._config.provider == "vault":
+            return self._vault_provider()
         if self._writer is None:
-            if self._config.provider == "vault":
-                self._writer = self._vault_provider()
-            else:
-                current = [c for c in self._store.custodians() if c[2] == "current"]
-                if not current:
-                    raise ConfigError(
-                        "no officer exists yet, so records cannot be sealed: an admin must first "
-                        "run `childvault user add NAME --role officer`"
-                    )
-                generation, public, _ = current[0]
-                self._writer = LocalProvider(self.vault_id, generation, public)
+            current = [c for c in self._store.custodians() if c[2] == "current"]
+            if not current:
+                raise ConfigError(
+                    "no officer exists yet, so records cannot be sealed: an admin must first "
+                    "run `childvault user add NAME --role officer`"
+                )
+            generation, public, _ = current[0]
+            self._writer = LocalProvider(self.vault_id, generation, public)
         return self._writer
 
     def _officer_provider(self) -> KeyProvider:
         """The provider with the officer's powers (custodian key or officer token)."""
+        if self._config.provider == "vault":
+            return self._vault_provider()
         if self._officer is None:
-            if self._config.provider == "vault":
-                self._officer = self._vault_provider()
-            else:
-                self._officer = self._local_officer()
+            self._officer = self._local_officer()
         return self._officer
 
+    def _custodian_secrets(self) -> dict[str, bytes]:
+        """The acting user's custodian entries from their key slot (officers only)."""
+        return {k: v for k, v in self._secrets.items() if k.startswith(_CUSTODIAN)}
+
+    def _base_secrets(self) -> dict[str, bytes]:
+        """The secrets every user's key slot holds (database and index keys)."""
+        return {k: self._secrets[k] for k in ("db", "index")}
+
     def _local_officer(self) -> LocalProvider:
-        unlocked: list[CustodianSecret] = []
-        current: tuple[int, bytes] | None = None
-        for generation, public, state in self._store.custodians():
-            if state == "current":
-                current = (generation, public)
-            slot = self._store.custodian_slot(generation, self.user)
-            if slot is not None:
-                unlocked.append(
-                    CustodianSecret.open_slot(slot, self._me, self.vault_id, generation)
-                )
-        if current is None:
+        unlocked = [
+            CustodianSecret.from_bytes(int(k[len(_CUSTODIAN) :]), v)
+            for k, v in self._custodian_secrets().items()
+        ]
+        current = [(g, p) for g, p, state in self._store.custodians() if state == "current"]
+        if not current:
             raise ConfigError("no custodian key exists yet: add an officer first")
-        if not any(c.generation == current[0] for c in unlocked):
+        generation, public = current[0]
+        mine = [c for c in unlocked if c.generation == generation]
+        if not mine:
             raise AccessDenied(
                 f"{self.user!r} does not hold the custodian key yet: an existing officer must "
                 f"run `childvault --as OFFICER keys share {self.user}`"
             )
-        return LocalProvider(self.vault_id, current[0], current[1], unlocked)
+        if mine[0].public != public:
+            raise DecryptionFailed("the custodian key in the key slot does not match the database")
+        return LocalProvider(self.vault_id, generation, public, unlocked)
 
     def _public(self, name: str) -> PublicIdentity:
         row = self._store.get_user(name)
@@ -448,8 +465,14 @@ class Vault:
         path = self._home.identity(name)
         ident.save(path, passphrase)
         slots = KeySlots(self._home.keyslots)
+        secrets_ = self._base_secrets()
+        first_officer = "officer" in role_set and not self._store.custodians()
+        custodian = CustodianSecret.generate(1) if first_officer else None
+        if custodian is not None:
+            # The first officer: the custodian key is created and given to them only.
+            secrets_[f"{_CUSTODIAN}1"] = custodian.secret_bytes()
         try:
-            slots.add(ident.public, self.vault_id, self._secrets)
+            slots.add(ident.public, self.vault_id, secrets_)
             events = [Event(self.user, "user.add", detail={"user": name, "roles": list(role_set)})]
             with self._store.write():
                 self._store.add_user(
@@ -462,14 +485,9 @@ class Vault:
                         self.user,
                     )
                 )
-                if "officer" in role_set and not self._store.custodians():
-                    # The first officer: create the custodian key and seal it to them only.
-                    custodian = CustodianSecret.generate(1)
+                if custodian is not None:
                     self._store.add_custodian(1, custodian.public, "current", iso(moment))
-                    self._store.put_custodian_slot(
-                        1, name, custodian.seal_to(ident.public, self.vault_id)
-                    )
-                    del custodian
+                    self._store.add_custodian_holder(1, name)
                     events.append(
                         Event(self.user, "custodian.create", detail={"generation": 1, "to": name})
                     )
@@ -480,26 +498,30 @@ class Vault:
             with contextlib.suppress(OSError):
                 path.unlink()
             raise
+        finally:
+            del custodian, secrets_
         return self._user_info(name)
 
     def share_custodian(self, name: str, *, now: datetime | None = None) -> None:
-        """Officer: give officer ``name`` the custodian key so they can approve."""
+        """Officer: give officer ``name`` the custodian key so they can approve.
+
+        Rewrites ``name``'s key slot with the database and index keys plus every
+        custodian generation the acting officer holds.
+        """
         moment = self._now(now)
         self._require(("officer",), "custodian.share", moment, "sharing the custodian key")
+        if self._config.provider != "local":
+            raise UsageError("the Vault provider has no custodian key: officers use Vault policy")
         target = self._store.get_user(name)
         if target is None or "officer" not in target.roles:
             raise UsageError(f"{name!r} is not a registered officer")
-        provider = self._local_officer() if self._config.provider == "local" else None
-        if provider is None:
-            raise UsageError("the Vault provider has no custodian key: officers use Vault policy")
+        self._local_officer()  # fails clearly unless the acting officer holds the current key
         pub = PublicIdentity(target.name, target.enc_key, target.sign_key)
+        mine = self._custodian_secrets()
+        KeySlots(self._home.keyslots).add(pub, self.vault_id, {**self._base_secrets(), **mine})
         with self._store.write():
-            for generation, _, _ in self._store.custodians():
-                slot = self._store.custodian_slot(generation, self.user)
-                if slot is None:
-                    continue
-                secret = CustodianSecret.open_slot(slot, self._me, self.vault_id, generation)
-                self._store.put_custodian_slot(generation, name, secret.seal_to(pub, self.vault_id))
+            for key in mine:
+                self._store.add_custodian_holder(int(key[len(_CUSTODIAN) :]), name)
             _audit.append(
                 self._store, [Event(self.user, "custodian.share", detail={"to": name})], moment
             )
@@ -516,7 +538,7 @@ class Vault:
             can = (
                 "officer" in row.roles
                 and bool(current)
-                and self._store.custodian_slot(current[0], row.name) is not None
+                and row.name in self._store.custodian_holders(current[0])
             )
         else:
             can = "officer" in row.roles
@@ -560,9 +582,7 @@ class Vault:
         if self._store.get_meta("accepting_records") != "1":
             raise AccessDenied("this vault is decommissioned: it no longer accepts records")
 
-    def _prepare(
-        self, item: NewRecordInput, moment: datetime
-    ) -> tuple[RecordKeys, NewRecord, Event]:
+    def _prepare(self, item: NewRecordInput, moment: datetime) -> _Prepared:
         values = self._schema.validate_record(item.type, item.values)
         dob_text = values.get("date_of_birth")
         dob = datetime.fromisoformat(dob_text).date() if dob_text else None
@@ -606,40 +626,48 @@ class Vault:
             fields=[n for n, _, _ in sealed],
             detail={"type": item.type},
         )
-        return RecordKeys(record_id, 1, keys, new=True), NewRecord(row, sealed, b""), event
+        index = [(n, v) for n, v in values.items() if rtype.fields[n].searchable]
+        return _Prepared(
+            RecordKeys(record_id, 1, keys, new=True), NewRecord(row, sealed, b""), event, index
+        )
 
     def _store_new(
         self,
-        prepared: Sequence[tuple[RecordKeys, NewRecord, Event]],
+        prepared: Sequence[_Prepared],
         moment: datetime,
         *,
         source: str | None = None,
         rows: Sequence[int] = (),
         progress_to: int | None = None,
     ) -> list[str]:
-        blobs = self._writer_provider().wrap([p[0] for p in prepared])
+        blobs = self._writer_provider().wrap([p.keys for p in prepared])
         records = [
-            NewRecord(
-                p[1].row,
-                p[1].fields,
-                blob,
-                source,
-                rows[i] if rows else None,
-            )
+            NewRecord(p.record.row, p.record.fields, blob, source, rows[i] if rows else None)
             for i, (p, blob) in enumerate(zip(prepared, blobs, strict=True))
         ]
+        # Blind-index tags, computed per field in one batch (one Transit call in Vault mode).
+        by_field: dict[str, list[tuple[str, str]]] = {}
+        for p in prepared:
+            for name, value in p.index:
+                by_field.setdefault(name, []).append((p.record.row.id, value))
+        tags: list[tuple[str, bytes, str]] = []
+        for name, pairs in by_field.items():
+            macs = self.index_tags(name, [v for _, v in pairs])
+            tags.extend((name, mac, rid) for (rid, _), mac in zip(pairs, macs, strict=True))
         with self._store.write():
             if records:
                 self._store.insert_records(records)
+            if tags:
+                self._store.add_index_tags(tags)
             events = [
-                p[2]
+                p.event
                 if source is None
                 else Event(
-                    p[2].actor,
-                    p[2].action,
-                    records=p[2].records,
-                    fields=p[2].fields,
-                    detail={**p[2].detail, "source": source[:16], "row": rows[i]},
+                    p.event.actor,
+                    p.event.action,
+                    records=p.event.records,
+                    fields=p.event.fields,
+                    detail={**p.event.detail, "source": source[:16], "row": rows[i]},
                 )
                 for i, p in enumerate(prepared)
             ]
@@ -696,7 +724,7 @@ class Vault:
             return ImportReport(source, total, 0, n_errors, total, tuple(errors))
         imported: list[str] = []
         count = 0
-        batch: list[tuple[RecordKeys, NewRecord, Event]] = []
+        batch: list[_Prepared] = []
         batch_rows: list[int] = []
         last = done
         for number, row in iter_rows(path, fmt):
@@ -973,7 +1001,9 @@ class Vault:
             selections.append(Selection(WrappedRecord(rid, blob[0], blob[1]), req.fields))
         requester = self._public(req.requester)
         grant_id = _new_id()
-        material = self._officer_provider().release(selections, requester, grant_id)
+        material = self._officer_provider().release(
+            selections, requester, grant_id, wrap_ttl=int(ttl.total_seconds())
+        )
         claims = _tokens.GrantClaims(
             jti=grant_id,
             req=req.id,
@@ -1332,7 +1362,7 @@ class Vault:
                 states += ": a key rotation was interrupted; run `childvault keys rotate` again"
             out.append(("custodian", status, states))
         else:
-            diag = getattr(self._vault_provider(), "diagnose")()  # noqa: B009
+            diag = self._vault_provider().diagnose()
             ok = bool(diag.get("reachable")) and not diag.get("sealed")
             out.append(("vault", "ok" if ok else "fail", json.dumps(diag, sort_keys=True)))
         return out
