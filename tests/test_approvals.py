@@ -275,8 +275,9 @@ def test_ttl_above_maximum_is_refused(flow: tuple[World, list[str]]) -> None:
     world, ids = flow
     with world.open("worker1") as v:
         req = v.request_access(ids[:1], ["name"], "case_management", "核对")
-    with world.open("officer1") as v, pytest.raises(AccessDenied, match="TTL"):
+    with world.open("officer1") as v, pytest.raises(UsageError, match="TTL"):
         v.approve(req, ttl=timedelta(hours=9))
+    assert _approve_denied_entries(world)[-1]["detail"] == {"reason": "ttl"}
 
 
 def test_request_over_the_record_cap_is_refused(world: World) -> None:

@@ -517,8 +517,13 @@ class LifecycleMixin:
         gens = self._store.custodians()
         current = next(g for g, _, s in gens if s == "current")
         pending = [g for g, _, s in gens if s == "pending"]
+        retired = [g for g, _, s in gens if s == "retired"]
         self._local_officer()  # the acting officer must hold the current key
-        if pending:
+        if not pending and retired:
+            # Interrupted after the switch: finish resealing to the current key.
+            target = current
+            resumed = True
+        elif pending:
             target = pending[0]
             resumed = True
             if f"custodian/{target}" not in self._secrets:

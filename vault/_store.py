@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,6 +242,11 @@ def _translate(exc: Exception, path: Path) -> Exception:
             f"the database {path} cannot be read with its key: it is damaged or the key slot "
             "does not belong to it; restore from backup"
         )
+    if "thread" in msg:
+        return StorageError(
+            "a Vault object was used from another thread than the one that opened it: "
+            "open one Vault per thread"
+        )
     if "readonly" in msg or "unable to open" in msg:
         return StorageError(f"cannot write the database {path}: check permissions and space")
     return StorageError(f"database error on {path}: {exc.__class__.__name__}")
@@ -259,6 +265,10 @@ class Store:
             raise _translate(exc, self.path) from exc
         self._conn: Any = conn
         try:
+            if create:
+                # Private before the first write; SQLite gives the WAL the same mode.
+                self.path.touch(mode=0o600, exist_ok=True)
+                os.chmod(self.path, 0o600)
             # The key is raw 32 bytes, so SQLCipher skips its own KDF.
             conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
             conn.execute("PRAGMA cipher_memory_security = ON")

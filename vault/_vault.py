@@ -45,6 +45,7 @@ from keys import (
     WrappedRecord,
     check_user_name,
 )
+from keys._files import atomic_write
 from vault import _audit, _merkle, _note, _tokens
 from vault._audit import Event, VerifyReport
 from vault._config import Config, Home, make_home
@@ -183,7 +184,7 @@ class Vault(LifecycleMixin, ReportsMixin):
         try:
             now = clock()
             vault_id = _new_id()
-            (h.schema).write_bytes(loaded.source)
+            atomic_write(h.schema, loaded.source, mode=0o600)
             ident = Identity.generate(admin)
             ident.save(h.identity(admin), admin_passphrase)
             secrets_ = {"db": secrets.token_bytes(32), "index": secrets.token_bytes(32)}
@@ -896,9 +897,17 @@ class Vault(LifecycleMixin, ReportsMixin):
         return request_id
 
     def requests(self, status: str | None = "pending") -> list[RequestInfo]:
-        """Officer: access requests with ``status`` (``None`` for all)."""
+        """Access requests with ``status`` (``None`` for all); logged.
+
+        Officers and admins see every request; staff see their own, with the
+        decision and the officer's reason, so they learn why one was denied.
+        """
         moment = self._now(None)
-        self._require(("officer", "admin"), "request.list", moment, "listing requests")
+        self._require(ROLES, "request.list", moment, "listing requests")
+        rows = self._store.list_requests(status)
+        if self._roles.isdisjoint(("officer", "admin")):
+            rows = [r for r in rows if r.requester == self.user]
+        self._log([Event(self.user, "request.list", detail={"count": len(rows)})], moment)
         return [
             RequestInfo(
                 r.id,
@@ -912,7 +921,7 @@ class Vault(LifecycleMixin, ReportsMixin):
                 r.decided_by,
                 r.decision_reason,
             )
-            for r in self._store.list_requests(status)
+            for r in rows
         ]
 
     def approve(
@@ -947,7 +956,25 @@ class Vault(LifecycleMixin, ReportsMixin):
             request=req.id,
         )
 
-        def refuse(reason: str, message: str) -> NoReturn:
+        def refuse(reason: str, message: str, usage: bool = False) -> NoReturn:
+            if usage:
+                # Logged like every refusal, but reported as a usage error (exit 2).
+                self._log(
+                    [
+                        Event(
+                            base.actor,
+                            base.action,
+                            "denied",
+                            records=base.records,
+                            fields=base.fields,
+                            purpose=base.purpose,
+                            request=base.request,
+                            detail={"reason": reason},
+                        )
+                    ],
+                    moment,
+                )
+                raise UsageError(message)
             self._deny(
                 Event(
                     base.actor,
@@ -970,10 +997,10 @@ class Vault(LifecycleMixin, ReportsMixin):
                 "own request", "an officer cannot approve their own request; ask another officer"
             )
         if ttl <= timedelta(0) or ttl > max_ttl:
-            refuse("ttl", f"the TTL must be positive and at most {max_ttl}")
+            refuse("ttl", f"the TTL must be positive and at most {max_ttl}", usage=True)
         max_uses = int(self.setting("max_uses"))
         if not 1 <= uses <= max_uses:
-            refuse("uses", f"uses must be between 1 and {max_uses}")
+            refuse("uses", f"uses must be between 1 and {max_uses}", usage=True)
         if len(req.records) > int(self.setting("max_records")):
             refuse("cap", f"more than {self.setting('max_records')} records in one approval")
         day = today(moment).isoformat()
@@ -1000,8 +1027,12 @@ class Vault(LifecycleMixin, ReportsMixin):
                 )
             selections.append(Selection(WrappedRecord(rid, blob[0], blob[1]), req.fields))
         requester = self._public(req.requester)
+        try:
+            provider = self._officer_provider()
+        except AccessDenied as exc:
+            refuse("no custodian key", str(exc))
         grant_id = _new_id()
-        material = self._officer_provider().release(
+        material = provider.release(
             selections, requester, grant_id, wrap_ttl=int(ttl.total_seconds())
         )
         claims = _tokens.GrantClaims(

@@ -1,0 +1,231 @@
+"""Lifecycle on the local provider: correction, deletion, consent, retention,
+decommissioning and custodian-key rotation (P-12, P-19, P-20, P-23, M-12)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from keys import AccessDenied, ChildVaultError, KeySlots, NotFound, UsageError, ValidationError
+from tests.conftest import World, add_children, child_values, consent, raw_db
+from vault import Consent, NewRecordInput
+
+
+def _vault_id(world: World) -> str:
+    return str(json.loads((world.home / "config.json").read_text())["vault_id"])
+
+
+def _approve_read(world: World, ids: list[str], fields: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    with world.open("worker1") as v:
+        req = v.request_access(ids, fields, "case_management", "核对")
+    with world.open("officer1") as v:
+        token = v.approve(req).token
+    with world.open("worker1") as v:
+        return v.read_with_grant(token)
+
+
+@pytest.mark.parametrize("how", ["delete", "withdraw", "sweep", "correct"])
+def test_shredded_data_is_gone_from_a_database_copy_after_rotate(
+    world: World, tmp_path: Path, how: str
+) -> None:
+    """A copy of vault.db taken before the shred, restored after `keys rotate`,
+    yields nothing: the custodian key it needs no longer exists anywhere."""
+    with world.open("worker1") as v:
+        ids = v.add_records(
+            [NewRecordInput("child", child_values(0), consent(retain_until=date(2026, 12, 1))),
+             NewRecordInput("child", child_values(1), consent())]
+        )
+    old_db = tmp_path / "vault.db.bak"
+    with world.open("worker1"):
+        pass  # closing checkpoints the WAL into vault.db
+    shutil.copy(world.home / "vault.db", old_db)
+    with world.open("officer1") as v:
+        if how == "delete":
+            v.delete(ids[0], "监护人申请")
+        elif how == "withdraw":
+            v.withdraw_consent(ids[0])
+        elif how == "correct":
+            v.correct(ids[0], "name", "更正后的名字")
+    if how == "sweep":
+        world.clock.advance(days=30)
+        with world.open("admin") as v:
+            assert v.retention_sweep()["records"] == [ids[0]]
+    with world.open("officer1") as v:
+        v.rotate_keys()
+    # The old secret is gone from every key slot.
+    for officer in ("officer1", "officer2"):
+        entries = KeySlots(world.home / "keyslots.json").open(world.ids[officer], _vault_id(world))
+        assert sorted(entries) == ["custodian/2", "db", "index"]
+    # Restore the old database into the home: nothing opens.
+    (world.home / "vault.db-wal").unlink(missing_ok=True)
+    (world.home / "vault.db-shm").unlink(missing_ok=True)
+    shutil.copy(old_db, world.home / "vault.db")
+    with world.open("worker1") as v:
+        req = v.request_access([ids[0]], ["name"], "case_management", "from backup")
+    with world.open("officer1") as v, pytest.raises(ChildVaultError):
+        v.approve(req)
+
+
+def test_a_database_copy_before_rotation_is_still_readable(world: World, tmp_path: Path) -> None:
+    """The honest limit (SECURITY.md): until `keys rotate`, a copied database is
+    as readable as the live one for an officer."""
+    with world.open("worker1") as v:
+        ids = add_children(v, 1)
+    shutil.copytree(world.home, tmp_path / "copy")
+    with world.open("officer1") as v:
+        v.delete(ids[0], "申请删除")
+    copy = World(tmp_path / "copy", world.ids, world.clock)
+    assert _approve_read(copy, ids, ("name",)) == {ids[0]: {"name": child_values(0)["name"]}}
+
+
+def test_correction_replaces_value_key_and_index(world: World) -> None:
+    with world.open("worker1") as v:
+        ids = add_children(v, 2)
+    new_id = child_values(1)["id_number"]  # a valid number, different from record 0's
+    with world.open("officer1") as v:
+        assert v.correct(ids[0], "id_number", new_id) == 2
+        assert v.correct(ids[0], "id_number", child_values(0)["id_number"]) == 3
+    with world.open("worker1") as v:
+        assert v.find("id_number", child_values(0)["id_number"]) == [ids[0]]
+    assert _approve_read(world, ids[:1], ("id_number",)) == {
+        ids[0]: {"id_number": child_values(0)["id_number"]}
+    }
+
+
+def test_correction_is_validated_and_needs_an_officer(world: World) -> None:
+    with world.open("worker1") as v:
+        (rid,) = add_children(v, 1)
+        with pytest.raises(AccessDenied):
+            v.correct(rid, "name", "x")
+    with world.open("officer1") as v:
+        with pytest.raises(ValidationError, match="sex"):
+            v.correct(rid, "sex", "unknown")
+        with pytest.raises(UsageError, match="religion"):
+            v.correct(rid, "religion", "x")
+
+
+def test_delete_leaves_a_tombstone_and_logs_no_reason_text(world: World) -> None:
+    with world.open("worker1") as v:
+        (rid,) = add_children(v, 1)
+    with world.open("officer1") as v:
+        v.delete(rid, "张三的监护人申请删除")
+        with pytest.raises(NotFound, match="already deleted"):
+            v.delete(rid, "again")
+    conn = raw_db(world)
+    stone = conn.execute("SELECT reason, key_destroyed FROM tombstones").fetchone()
+    assert stone == ("张三的监护人申请删除", 1)
+    for table in ("records", "fields", "keyblobs", "blind_index"):
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0  # noqa: S608
+    log = b"".join(bytes(e) for (e,) in conn.execute("SELECT entry FROM audit"))
+    assert "张三".encode() not in log and b'"category":"request"' in log
+
+
+def test_consent_age_rule_at_13_years_364_days_and_at_14(world: World) -> None:
+    """Consent basis is checked against the date of birth when recorded (M-12)."""
+    dob = date(2012, 11, 25)  # 14 on 2026-11-25
+    values = child_values(0, date_of_birth=dob.isoformat())
+    from vault._validators import make_id_number
+
+    values["id_number"] = make_id_number("110105", dob, 102)
+    values["sex"] = "female"
+    child_at_13 = consent(by="child", guardian_informed=True, consented_at=date(2026, 11, 24))
+    child_at_14 = consent(by="child", guardian_informed=True, consented_at=date(2026, 11, 25))
+    with world.open("worker1") as v:
+        with pytest.raises(ValidationError):
+            v.add_record("child", values, child_at_13)
+    world.clock.advance(days=1)
+    with world.open("worker1") as v:
+        rid = v.add_record("child", values, child_at_14)
+    assert rid
+
+
+def test_add_purpose_and_notice_renewal(world: World) -> None:
+    with world.open("worker1") as v:
+        (rid,) = add_children(v, 1)
+        req = v.request_access([rid], ["name"], "education_support", "助学")
+    with world.open("officer1") as v:
+        with pytest.raises(AccessDenied, match="no consent"):
+            v.approve(req)
+        old = v.consent_of(rid)
+        v.update_consent(
+            rid,
+            Consent(by="guardian", consented_at=date(2026, 11, 24), notice_version="2026-1",
+                    purposes=(*old.purposes, "education_support"), retain_until=old.retain_until),
+        )
+    with world.open("worker1") as v:
+        req = v.request_access([rid], ["name"], "education_support", "助学")
+    with world.open("officer1") as v:
+        assert v.approve(req).grant_id
+    # A new notice version requires fresh consent before further use.
+    conn = raw_db(world)
+    conn.execute("UPDATE meta SET value = '2027-1' WHERE key = 'notice_version'")
+    with world.open("worker1") as v:
+        req = v.request_access([rid], ["name"], "education_support", "助学")
+    with world.open("officer1") as v:
+        with pytest.raises(AccessDenied, match="renew the consent"):
+            v.approve(req)
+        old = v.consent_of(rid)
+        v.update_consent(
+            rid,
+            Consent(by="guardian", consented_at=date(2026, 11, 24), notice_version="2027-1",
+                    purposes=old.purposes, retain_until=old.retain_until),
+        )
+        assert v.approve(req).grant_id
+
+
+def test_decommission(world: World) -> None:
+    with world.open("worker1") as v:
+        add_children(v, 3)
+    with world.open("admin") as v:
+        with pytest.raises(UsageError, match="--confirm"):
+            v.decommission(confirm=False)
+        report = v.decommission(confirm=True)
+    assert report["records_shredded"] == 3 and report["records_remaining"] == 0
+    assert json.loads((world.home / "decommission-report.json").read_text())["ok"]
+    with world.open("worker1") as v:
+        with pytest.raises(AccessDenied, match="decommissioned"):
+            add_children(v, 1)
+        assert v.verify_audit().witnessed >= 1
+
+
+def test_rotation_is_resumable(world: World) -> None:
+    """A rotation interrupted after its start completes when run again."""
+    with world.open("worker1") as v:
+        ids = add_children(v, 3)
+
+    class Stop(Exception):
+        pass
+
+    def stop(done: int, total: int) -> None:
+        raise Stop
+
+    with world.open("officer1") as v:
+        with pytest.raises(Stop):
+            v.rotate_keys(progress=stop)
+    with world.open("officer2") as v:
+        report = v.rotate_keys()
+    assert report["resumed"] and report["generation"] == 2
+    assert set(_approve_read(world, ids, ("name",))) == set(ids)
+
+
+def test_keys_share_gives_a_later_officer_the_custodian(tmp_path: Path) -> None:
+    from tests.conftest import PASSPHRASES
+    from vault import Vault
+
+    with Vault.init(tmp_path / "h", institution="x", admin="admin",
+                    admin_passphrase=PASSPHRASES["admin"]) as v:
+        v.add_user("first", ["officer"], "first-passphrase")
+        info = v.add_user("second", ["officer"], "second-passphrase")
+        assert not info.can_approve
+    from keys import Identity
+
+    first = Identity.load(tmp_path / "h/identities/first.id", "first-passphrase")
+    with Vault.open(tmp_path / "h", identity=first) as v:
+        v.share_custodian("second")
+        assert {u.name: u.can_approve for u in v.users()} == {
+            "admin": False, "first": True, "second": True
+        }
