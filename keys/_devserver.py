@@ -65,13 +65,27 @@ def free_port() -> int:
 
 
 class DevServer:
-    """One ``bao server -dev`` process (in-memory storage, one unseal key)."""
+    """One throw-away ``bao server`` process with one unseal key.
 
-    def __init__(self, binary: str, workdir: Path, *, config_hcl: str | None = None) -> None:
+    By default a ``-dev`` server (in-memory: a restart loses everything). With
+    ``persistent=True`` a real server with file storage under ``workdir``,
+    initialised on first start and unsealed on every start, so it can be
+    stopped and restarted mid-run (fault tests).
+    """
+
+    def __init__(
+        self,
+        binary: str,
+        workdir: Path,
+        *,
+        config_hcl: str | None = None,
+        persistent: bool = False,
+    ) -> None:
         """``config_hcl``: extra server configuration (e.g. a declarative audit device)."""
         self.binary = binary
         self.workdir = workdir
         self.config_hcl = config_hcl
+        self.persistent = persistent
         self.root_token = "root-" + secrets.token_hex(12)
         self.port: int | None = None
         self.unseal_key: str | None = None
@@ -102,8 +116,8 @@ class DevServer:
     def start(self, *, same_port: bool = False) -> None:
         """Start the server and wait until ``sys/health`` answers.
 
-        ``same_port=True`` restarts on the previous address (state is lost:
-        dev mode keeps everything in memory).
+        ``same_port=True`` restarts on the previous address (a ``-dev`` server
+        loses its state; a persistent one keeps it and is unsealed again).
         """
         last_error = ""
         for _attempt in range(3):
@@ -117,14 +131,29 @@ class DevServer:
                 if not k.startswith(("VAULT_", "BAO_")) and k != "HOME"
             }
             env["HOME"] = str(home)
-            args = [
-                self.binary,
-                "server",
-                "-dev",
-                f"-dev-root-token-id={self.root_token}",
-                f"-dev-listen-address=127.0.0.1:{self.port}",
-                "-dev-no-store-token",
-            ]
+            if self.persistent:
+                config = self.workdir / "server.hcl"
+                data = self.workdir / "data"
+                data.mkdir(exist_ok=True)
+                # Integrated (Raft) storage: OpenBao's supported persistent backend.
+                config.write_text(
+                    f'storage "raft" {{\n  path = "{data}"\n  node_id = "node1"\n}}\n'
+                    f'listener "tcp" {{\n  address = "127.0.0.1:{self.port}"\n'
+                    f'  cluster_address = "127.0.0.1:{self.port + 1}"\n'
+                    "  tls_disable = true\n}\n"
+                    f'api_addr = "http://127.0.0.1:{self.port}"\n'
+                    f'cluster_addr = "http://127.0.0.1:{self.port + 1}"\n'
+                )
+                args = [self.binary, "server", f"-config={config}"]
+            else:
+                args = [
+                    self.binary,
+                    "server",
+                    "-dev",
+                    f"-dev-root-token-id={self.root_token}",
+                    f"-dev-listen-address=127.0.0.1:{self.port}",
+                    "-dev-no-store-token",
+                ]
             if self.config_hcl is not None:
                 config = self.workdir / "extra.hcl"
                 config.write_text(self.config_hcl)
@@ -140,7 +169,11 @@ class DevServer:
             )
             log.close()
             try:
-                self._wait_healthy()
+                if self.persistent:
+                    self._wait_listening()
+                    self._init_and_unseal()
+                else:
+                    self._wait_healthy()
                 return
             except _StartFailed as exc:
                 last_error = str(exc)
@@ -148,6 +181,35 @@ class DevServer:
                 if same_port:
                     time.sleep(0.5)
         raise DevServerError(f"OpenBao dev server did not start: {last_error}")
+
+    def _wait_listening(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise _StartFailed(
+                    f"bao exited with {self._proc.returncode}; output:\n{self.output()}"
+                )
+            try:
+                self._http.get(f"{self.addr}/v1/sys/health", timeout=2)
+                return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise _StartFailed(f"no answer within {_START_TIMEOUT:g} s; output:\n{self.output()}")
+
+    def _init_and_unseal(self) -> None:
+        status = self._http.get(f"{self.addr}/v1/sys/init", timeout=5).json()
+        if not status.get("initialized"):
+            reply = self._http.put(
+                f"{self.addr}/v1/sys/init",
+                json={"secret_shares": 1, "secret_threshold": 1},
+                timeout=30,
+            )
+            reply.raise_for_status()
+            doc = reply.json()
+            self.unseal_key = str(doc["keys_base64"][0])
+            self.root_token = str(doc["root_token"])
+        self.unseal()
 
     def _wait_healthy(self) -> None:
         assert self._proc is not None

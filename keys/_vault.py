@@ -49,6 +49,7 @@ import json
 import os
 import re
 import secrets
+import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
@@ -1371,6 +1372,24 @@ def _audit_stanza(path: str) -> str:
     return f'audit "file" "childvault" {{\n  options {{\n    file_path = "{path}"\n  }}\n}}'
 
 
+def _kv_config_when_ready(conn: _Connection, mount: str, root: str) -> dict[str, Any]:
+    """Read a KV v2 mount's config, waiting out the upgrade a fresh mount goes through.
+
+    On a server with persistent storage a new KV v2 mount answers 400 ("upgrading
+    from non-versioned to versioned data") for a moment; a dev server does not.
+    """
+    deadline = time.monotonic() + 30.0
+    while True:
+        reply = conn.call("GET", f"{mount}/config", ok=(200, 400), need=("read", root))
+        if reply.status == 200:
+            return reply.data
+        if time.monotonic() > deadline:
+            raise ProviderUnavailable(
+                f"the KV mount {mount}/ at {conn.addr} did not become ready within 30 s"
+            )
+        time.sleep(0.2)
+
+
 def setup(settings: VaultSettings, token: str, *, audit_file: str | None = None) -> list[str]:
     """Prepare a Vault/OpenBao server for childvault; return what was done, line by line.
 
@@ -1415,7 +1434,7 @@ def setup(settings: VaultSettings, token: str, *, audit_file: str | None = None)
                 lines.append(f"{label} secrets engine: already enabled at {mount}/")
         # Require check-and-set on every salt write: a salt is never replaced
         # blindly, by childvault or by any other tool.
-        kv_config = conn.call("GET", f"{settings.kv_mount}/config", need=("read", root)).data
+        kv_config = _kv_config_when_ready(conn, settings.kv_mount, root)
         if (kv_config.get("data") or {}).get("cas_required") is True:
             lines.append(f"{settings.kv_mount}/: check-and-set already required")
         else:
