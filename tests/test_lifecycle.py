@@ -19,7 +19,9 @@ def _vault_id(world: World) -> str:
     return str(json.loads((world.home / "config.json").read_text())["vault_id"])
 
 
-def _approve_read(world: World, ids: list[str], fields: tuple[str, ...]) -> dict[str, dict[str, str]]:
+def _approve_read(
+    world: World, ids: list[str], fields: tuple[str, ...]
+) -> dict[str, dict[str, str]]:
     with world.open("worker1") as v:
         req = v.request_access(ids, fields, "case_management", "核对")
     with world.open("officer1") as v:
@@ -36,8 +38,10 @@ def test_shredded_data_is_gone_from_a_database_copy_after_rotate(
     yields nothing: the custodian key it needs no longer exists anywhere."""
     with world.open("worker1") as v:
         ids = v.add_records(
-            [NewRecordInput("child", child_values(0), consent(retain_until=date(2026, 12, 1))),
-             NewRecordInput("child", child_values(1), consent())]
+            [
+                NewRecordInput("child", child_values(0), consent(retain_until=date(2026, 12, 1))),
+                NewRecordInput("child", child_values(1), consent()),
+            ]
         )
     old_db = tmp_path / "vault.db.bak"
     with world.open("worker1"):
@@ -119,7 +123,7 @@ def test_delete_leaves_a_tombstone_and_logs_no_reason_text(world: World) -> None
     stone = conn.execute("SELECT reason, key_destroyed FROM tombstones").fetchone()
     assert stone == ("张三的监护人申请删除", 1)
     for table in ("records", "fields", "keyblobs", "blind_index"):
-        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0  # noqa: S608
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
     log = b"".join(bytes(e) for (e,) in conn.execute("SELECT entry FROM audit"))
     assert "张三".encode() not in log and b'"category":"request"' in log
 
@@ -134,9 +138,8 @@ def test_consent_age_rule_at_13_years_364_days_and_at_14(world: World) -> None:
     values["sex"] = "female"
     child_at_13 = consent(by="child", guardian_informed=True, consented_at=date(2026, 11, 24))
     child_at_14 = consent(by="child", guardian_informed=True, consented_at=date(2026, 11, 25))
-    with world.open("worker1") as v:
-        with pytest.raises(ValidationError):
-            v.add_record("child", values, child_at_13)
+    with world.open("worker1") as v, pytest.raises(ValidationError):
+        v.add_record("child", values, child_at_13)
     world.clock.advance(days=1)
     with world.open("worker1") as v:
         rid = v.add_record("child", values, child_at_14)
@@ -153,8 +156,13 @@ def test_add_purpose_and_notice_renewal(world: World) -> None:
         old = v.consent_of(rid)
         v.update_consent(
             rid,
-            Consent(by="guardian", consented_at=date(2026, 11, 24), notice_version="2026-1",
-                    purposes=(*old.purposes, "education_support"), retain_until=old.retain_until),
+            Consent(
+                by="guardian",
+                consented_at=date(2026, 11, 24),
+                notice_version="2026-1",
+                purposes=(*old.purposes, "education_support"),
+                retain_until=old.retain_until,
+            ),
         )
     with world.open("worker1") as v:
         req = v.request_access([rid], ["name"], "education_support", "助学")
@@ -171,8 +179,13 @@ def test_add_purpose_and_notice_renewal(world: World) -> None:
         old = v.consent_of(rid)
         v.update_consent(
             rid,
-            Consent(by="guardian", consented_at=date(2026, 11, 24), notice_version="2027-1",
-                    purposes=old.purposes, retain_until=old.retain_until),
+            Consent(
+                by="guardian",
+                consented_at=date(2026, 11, 24),
+                notice_version="2027-1",
+                purposes=old.purposes,
+                retain_until=old.retain_until,
+            ),
         )
         assert v.approve(req).grant_id
 
@@ -203,9 +216,8 @@ def test_rotation_is_resumable(world: World) -> None:
     def stop(done: int, total: int) -> None:
         raise Stop
 
-    with world.open("officer1") as v:
-        with pytest.raises(Stop):
-            v.rotate_keys(progress=stop)
+    with world.open("officer1") as v, pytest.raises(Stop):
+        v.rotate_keys(progress=stop)
     with world.open("officer2") as v:
         report = v.rotate_keys()
     assert report["resumed"] and report["generation"] == 2
@@ -216,8 +228,9 @@ def test_keys_share_gives_a_later_officer_the_custodian(tmp_path: Path) -> None:
     from tests.conftest import PASSPHRASES
     from vault import Vault
 
-    with Vault.init(tmp_path / "h", institution="x", admin="admin",
-                    admin_passphrase=PASSPHRASES["admin"]) as v:
+    with Vault.init(
+        tmp_path / "h", institution="x", admin="admin", admin_passphrase=PASSPHRASES["admin"]
+    ) as v:
         v.add_user("first", ["officer"], "first-passphrase")
         info = v.add_user("second", ["officer"], "second-passphrase")
         assert not info.can_approve
@@ -227,5 +240,7 @@ def test_keys_share_gives_a_later_officer_the_custodian(tmp_path: Path) -> None:
     with Vault.open(tmp_path / "h", identity=first) as v:
         v.share_custodian("second")
         assert {u.name: u.can_approve for u in v.users()} == {
-            "admin": False, "first": True, "second": True
+            "admin": False,
+            "first": True,
+            "second": True,
         }
