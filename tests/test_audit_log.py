@@ -165,3 +165,43 @@ def test_staff_cannot_read_the_log_or_sign_and_is_logged(world: World) -> None:
     with world.open("admin") as v:
         denied = [e["entry"] for e in v.audit_entries() if e["entry"]["outcome"] == "denied"]
     assert [e["action"] for e in denied] == ["audit.read", "audit.checkpoint"]
+
+
+def test_user_row_inserted_outside_the_log_is_detected(world: World) -> None:
+    """An insider with the database key registers their own 'officer' key."""
+    from keys import Identity
+
+    rogue = Identity.generate("rogue")
+    raw_db(world).execute(
+        "INSERT INTO users VALUES ('rogue', 'officer', ?, ?, '2026-11-24', 'admin')",
+        (rogue.public.encryption_key, rogue.public.signing_key),
+    )
+    with pytest.raises(IntegrityError, match="user 'rogue'"):
+        _verify(world)
+
+
+def test_user_keys_swapped_outside_the_log_are_detected(world: World) -> None:
+    from keys import Identity
+
+    rogue = Identity.generate("officer1")
+    raw_db(world).execute(
+        "UPDATE users SET sign_key = ? WHERE name = 'officer1'", (rogue.public.signing_key,)
+    )
+    with pytest.raises(IntegrityError, match="officer1"):
+        _verify(world)
+
+
+def test_custodian_key_swapped_outside_the_log_is_detected(world: World) -> None:
+    """Swapping the custodian public key would make staff seal new records to
+    the insider; `audit verify` (and so `doctor`) flags it."""
+    from keys import CustodianSecret
+
+    rogue = CustodianSecret.generate(1)
+    raw_db(world).execute(
+        "UPDATE custodians SET public_key = ? WHERE generation = 1", (rogue.public,)
+    )
+    with pytest.raises(IntegrityError, match="custodian key generation 1"):
+        _verify(world)
+    # And no staff member seals a new record to it.
+    with world.open("worker1") as v, pytest.raises(IntegrityError, match="not created by a logged"):
+        add_children(v, 1)

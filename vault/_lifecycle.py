@@ -548,7 +548,11 @@ class LifecycleMixin:
                         Event(
                             self.user,
                             "keys.rotate",
-                            detail={"phase": "start", "generation": target},
+                            detail={
+                                "phase": "start",
+                                "generation": target,
+                                "public_key": fresh.public.hex(),
+                            },
                         )
                     ],
                     moment,

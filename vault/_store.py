@@ -712,6 +712,15 @@ class Store:
         rows = self._q("SELECT hash FROM audit WHERE seq < ? ORDER BY seq", (upto,)).fetchall()
         return [_blob(r[0]) for r in rows]
 
+    def audit_entries_with_actions(self, actions: Sequence[str]) -> list[bytes]:
+        """Entries whose action is one of ``actions`` (a coarse SQL filter; callers parse)."""
+        clauses = " OR ".join("entry LIKE ?" for _ in actions)
+        rows = self._q(
+            f"SELECT entry FROM audit WHERE {clauses} ORDER BY seq",  # noqa: S608
+            [f'%"action":"{a}"%' for a in actions],
+        ).fetchall()
+        return [_blob(r[0]) for r in rows]
+
     def audit_entry(self, seq: int) -> tuple[bytes, bytes] | None:
         """(entry, hash) at ``seq``, or None."""
         row = self._q("SELECT entry, hash FROM audit WHERE seq = ?", (seq,)).fetchone()

@@ -31,6 +31,7 @@ from keys import (
     FieldKey,
     Identity,
     ImportFailed,
+    IntegrityError,
     KeyProvider,
     KeySlots,
     LocalProvider,
@@ -224,7 +225,9 @@ class Vault(LifecycleMixin, ReportsMixin):
                     store,
                     [
                         Event(admin, "vault.init", detail={"provider": provider}),
-                        Event(admin, "user.add", detail={"user": admin, "roles": ["admin"]}),
+                        Event(
+                            admin, "user.add", detail=_user_detail(admin, ["admin"], ident.public)
+                        ),
                     ],
                     now,
                 )
@@ -392,6 +395,8 @@ class Vault(LifecycleMixin, ReportsMixin):
                     "run `childvault user add NAME --role officer`"
                 )
             generation, public, _ = current[0]
+            # Never seal children's data to a key an insider slipped into the table.
+            self._check_custodian_logged(generation, public)
             self._writer = LocalProvider(self.vault_id, generation, public)
         return self._writer
 
@@ -474,7 +479,9 @@ class Vault(LifecycleMixin, ReportsMixin):
             secrets_[f"{_CUSTODIAN}1"] = custodian.secret_bytes()
         try:
             slots.add(ident.public, self.vault_id, secrets_)
-            events = [Event(self.user, "user.add", detail={"user": name, "roles": list(role_set)})]
+            events = [
+                Event(self.user, "user.add", detail=_user_detail(name, role_set, ident.public))
+            ]
             with self._store.write():
                 self._store.add_user(
                     UserRow(
@@ -490,7 +497,15 @@ class Vault(LifecycleMixin, ReportsMixin):
                     self._store.add_custodian(1, custodian.public, "current", iso(moment))
                     self._store.add_custodian_holder(1, name)
                     events.append(
-                        Event(self.user, "custodian.create", detail={"generation": 1, "to": name})
+                        Event(
+                            self.user,
+                            "custodian.create",
+                            detail={
+                                "generation": 1,
+                                "to": name,
+                                "public_key": custodian.public.hex(),
+                            },
+                        )
                     )
                 _audit.append(self._store, events, moment)
         except BaseException:
@@ -1439,14 +1454,66 @@ class Vault(LifecycleMixin, ReportsMixin):
         return note
 
     def verify_audit(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
-        """Verify the whole log against its stored and witnessed checkpoints."""
-        return _audit.verify(
+        """Verify the whole log against its stored and witnessed checkpoints, then
+        check that every registered user and custodian key was put there by a
+        logged operation (an insider editing those tables directly is caught)."""
+        report = _audit.verify(
             self._store,
             origin=log_origin(self.vault_id),
             signers=self._signers(),
             witness_notes=_audit.read_witness(self.witness_path),
             progress=progress,
         )
+        self._verify_registrations()
+        return report
+
+    def _check_custodian_logged(self, generation: int, public: bytes) -> None:
+        for entry in self._store.audit_entries_with_actions(("custodian.create", "keys.rotate")):
+            obj = _audit.decode_entry(entry)
+            detail = obj.get("detail", {})
+            if (
+                obj.get("outcome") == "ok"
+                and detail.get("generation") == generation
+                and detail.get("public_key") == public.hex()
+            ):
+                return
+        raise IntegrityError(
+            f"the custodian key (generation {generation}) in the database was not created by a "
+            "logged operation: nothing will be sealed to it; run `childvault audit verify` and "
+            "alert the officers"
+        )
+
+    def _verify_registrations(self) -> None:
+        added: dict[str, dict[str, Any]] = {}
+        custodians: dict[int, str] = {}
+        for entry in self._store.audit_entries_with_actions(
+            ("user.add", "custodian.create", "keys.rotate")
+        ):
+            obj = _audit.decode_entry(entry)
+            detail = obj.get("detail", {})
+            if obj.get("outcome") != "ok":
+                continue
+            if obj["action"] == "user.add":
+                added[str(detail.get("user"))] = detail
+            elif obj["action"] in ("custodian.create", "keys.rotate") and "public_key" in detail:
+                custodians[int(detail.get("generation", 0))] = str(detail["public_key"])
+        for user in self._store.list_users():
+            logged = added.get(user.name)
+            if logged != _user_detail(
+                user.name, user.roles, PublicIdentity(user.name, user.enc_key, user.sign_key)
+            ):
+                raise IntegrityError(
+                    f"audit log integrity failure: user {user.name!r} is registered with keys "
+                    "or roles that no logged `user add` gave them (the users table was edited)"
+                )
+        if self._config.provider == "local":
+            for generation, public, _ in self._store.custodians():
+                if custodians.get(generation) != public.hex():
+                    raise IntegrityError(
+                        "audit log integrity failure: custodian key generation "
+                        f"{generation} was not created by a logged operation "
+                        "(the custodians table was edited)"
+                    )
 
     def audit_entries(self, *, record: str | None = None) -> Iterator[dict[str, Any]]:
         """Officer or admin: the log entries (optionally about one record), with hashes."""
@@ -1460,6 +1527,18 @@ class Vault(LifecycleMixin, ReportsMixin):
     def signer_vkeys(self) -> list[str]:
         """Verifier keys (signed-note vkey form) of every checkpoint signer."""
         return [_note.vkey(name, key) for name, key in sorted(self._signers().items())]
+
+
+def _user_detail(
+    name: str, roles: Sequence[str], public: PublicIdentity
+) -> dict[str, str | list[str]]:
+    """The ``user.add`` log detail: who, which roles, which public keys."""
+    return {
+        "user": name,
+        "roles": sorted(roles),
+        "enc_key": public.encryption_key.hex(),
+        "sign_key": public.signing_key.hex(),
+    }
 
 
 def _field_bytes(value: str) -> bytes:
