@@ -28,7 +28,7 @@ def two(world: World, tmp_path: Path) -> tuple[World, list[str], list[dict[str, 
 
 
 def test_find_correct_delete(two: tuple[World, list[str], list[dict[str, str]]]) -> None:
-    world, ids, rows = two
+    world, ids, _rows = two
     r = run(world, "worker1", "--json", "find", "--field", "sex=male")
     assert r.exit_code == 2 and "not searchable" in js(r)["error"]["message"]
     r = run(world, "officer1", "--json", "correct", ids[0], "--field", "school=第二小学")
