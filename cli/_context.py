@@ -30,6 +30,9 @@ class Ctx:
     home: Path | None
     user: str | None
     as_json: bool
+    #: Vault AppRole login: role id (not secret) and the file holding the secret id.
+    role_id: str | None = None
+    secret_id_file: Path | None = None
     #: Test and demo hook: supplies passphrases instead of the environment/prompt.
     passphrases: dict[str, str] = field(default_factory=dict)
     _vault: Vault | None = None
@@ -65,12 +68,14 @@ class Ctx:
             from vault import Vault
 
             user = self.require_user()
+            approle = self.approle()
             self._vault = Vault.open(
                 self.require_home(),
                 user,
                 self.passphrase(user),
-                vault_token=os.environ.get("VAULT_TOKEN"),
-                approle=_approle_from_env(),
+                # An AppRole login replaces any VAULT_TOKEN in the environment.
+                vault_token=None if approle else os.environ.get("VAULT_TOKEN"),
+                approle=approle,
             )
         return self._vault
 
@@ -89,21 +94,29 @@ class Ctx:
         elif human is not None:
             click.echo(human)
 
+    def approle(self) -> tuple[str, str] | None:
+        """(role id, secret id) for a Vault AppRole login, if a role id was given.
 
-def _approle_from_env() -> tuple[str, str] | None:
-    role_id = os.environ.get("CHILDVAULT_APPROLE_ROLE_ID")
-    if not role_id:
-        return None
-    secret = os.environ.get("CHILDVAULT_APPROLE_SECRET_ID")
-    secret_file = os.environ.get("CHILDVAULT_APPROLE_SECRET_ID_FILE")
-    if secret is None and secret_file:
-        secret = Path(secret_file).read_text(encoding="utf-8").strip()
-    if not secret:
-        raise click.UsageError(
-            "CHILDVAULT_APPROLE_ROLE_ID is set but no secret id: set "
-            "CHILDVAULT_APPROLE_SECRET_ID_FILE (preferred) or CHILDVAULT_APPROLE_SECRET_ID"
-        )
-    return role_id, secret
+        The secret id comes from ``--secret-id-file`` /
+        ``CHILDVAULT_APPROLE_SECRET_ID_FILE`` or ``CHILDVAULT_APPROLE_SECRET_ID``,
+        never from a command-line argument.
+        """
+        if not self.role_id:
+            return None
+        secret = os.environ.get("CHILDVAULT_APPROLE_SECRET_ID")
+        if self.secret_id_file is not None:
+            try:
+                secret = self.secret_id_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise click.UsageError(
+                    f"cannot read the secret-id file {self.secret_id_file}: {exc.strerror}"
+                ) from exc
+        if not secret:
+            raise click.UsageError(
+                "--role-id needs a secret id: --secret-id-file FILE (or "
+                "CHILDVAULT_APPROLE_SECRET_ID_FILE / CHILDVAULT_APPROLE_SECRET_ID)"
+            )
+        return self.role_id, secret
 
 
 def new_passphrase(path: Path | None, who: str) -> str:

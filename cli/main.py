@@ -63,9 +63,27 @@ class _Group(click.Group):
 )
 @click.option("--as", "user", envvar="CHILDVAULT_USER", help="Acting user (or CHILDVAULT_USER).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.option(
+    "--role-id",
+    envvar="CHILDVAULT_APPROLE_ROLE_ID",
+    help="Vault provider: log in with AppRole (or CHILDVAULT_APPROLE_ROLE_ID).",
+)
+@click.option(
+    "--secret-id-file",
+    envvar="CHILDVAULT_APPROLE_SECRET_ID_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding the AppRole secret id (or CHILDVAULT_APPROLE_SECRET_ID).",
+)
 @click.version_option(package_name="childvault")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None, user: str | None, as_json: bool) -> None:
+def cli(
+    ctx: click.Context,
+    home: Path | None,
+    user: str | None,
+    as_json: bool,
+    role_id: str | None,
+    secret_id_file: Path | None,
+) -> None:
     """childvault: encrypted records of children in welfare care.
 
     Staff write records; reading needs an officer's approval token; every
@@ -80,6 +98,7 @@ def cli(ctx: click.Context, home: Path | None, user: str | None, as_json: bool) 
         ctx.obj.home, ctx.obj.user, ctx.obj.as_json = home, user, as_json
     else:
         ctx.obj = Ctx(home=home, user=user, as_json=as_json)
+    ctx.obj.role_id, ctx.obj.secret_id_file = role_id, secret_id_file
 
 
 # --------------------------------------------------------------------- init

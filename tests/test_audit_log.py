@@ -205,3 +205,14 @@ def test_custodian_key_swapped_outside_the_log_is_detected(world: World) -> None
     # And no staff member seals a new record to it.
     with world.open("worker1") as v, pytest.raises(IntegrityError, match="not created by a logged"):
         add_children(v, 1)
+
+
+def test_a_rewritten_log_is_never_signed(world: World) -> None:
+    """Regression: `audit checkpoint` (and every approval) signed whatever the log
+    held; after an insider's edit it must refuse instead of blessing it."""
+    _populated(world)
+    with world.open("officer1") as v:
+        v.checkpoint()
+    _edit(world, 8)
+    with world.open("officer1") as v, pytest.raises(IntegrityError, match="entry 8"):
+        v.checkpoint()

@@ -29,6 +29,7 @@ from keys import (
 )
 from vault._audit import VerifyReport
 from vault._consent import Consent
+from vault._reports import ProofVerification, verify_entry_proof, verify_subject_report
 from vault._schema import FieldSpec, RecordType, Schema
 from vault._types import Approval, ImportReport, RecordInfo, RequestInfo, UserInfo
 from vault._vault import NewRecordInput, Vault
@@ -48,6 +49,7 @@ __all__ = [
     "IntegrityError",
     "NewRecordInput",
     "NotFound",
+    "ProofVerification",
     "ProviderUnavailable",
     "RecordInfo",
     "RecordType",
@@ -60,4 +62,6 @@ __all__ = [
     "Vault",
     "VerifyReport",
     "WrongPassphrase",
+    "verify_entry_proof",
+    "verify_subject_report",
 ]

@@ -47,7 +47,7 @@ from keys import (
     check_user_name,
 )
 from keys._files import atomic_write
-from vault import _audit, _merkle, _note, _tokens
+from vault import _audit, _note, _tokens
 from vault._audit import Event, VerifyReport
 from vault._config import Config, Home, make_home
 from vault._consent import CONSENT_COLUMNS, Consent, check_consent, parse_consent_columns
@@ -1408,19 +1408,25 @@ class Vault(LifecycleMixin, ReportsMixin):
                 states += ": a key rotation was interrupted; run `childvault keys rotate` again"
             out.append(("custodian", status, states))
         else:
-            diag = self._vault_provider().diagnose()
-            ok = bool(diag.get("reachable")) and not diag.get("sealed")
-            out.append(("vault", "ok" if ok else "fail", json.dumps(diag, sort_keys=True)))
+            out.extend(_vault_checks(self._vault_provider().diagnose()))
         return out
 
     # -------------------------------------------------------------------- audit
 
     def _sign_checkpoint(self, moment: datetime) -> str:
-        """Sign the current log root as the acting user; store it (inside a write)."""
-        frontier = _merkle.Frontier()
-        for _, _, digest in self._store.iter_audit():
-            frontier.append(digest)
-        cp = _note.Checkpoint(log_origin(self.vault_id), frontier.size, frontier.root())
+        """Sign the current log root as the acting user; store it (inside a write).
+
+        The whole log is verified first (hashes, chain, every stored and
+        witnessed checkpoint), so a signature never blesses a log an insider
+        rewrote or truncated since the last checkpoint.
+        """
+        report = _audit.verify(
+            self._store,
+            origin=log_origin(self.vault_id),
+            signers=self._signers(),
+            witness_notes=_audit.read_witness(self.witness_path),
+        )
+        cp = _note.Checkpoint(log_origin(self.vault_id), report.entries, report.root)
         note = _note.sign_note(
             cp.body(),
             signer_name(self.vault_id, self.user),
@@ -1527,6 +1533,36 @@ class Vault(LifecycleMixin, ReportsMixin):
     def signer_vkeys(self) -> list[str]:
         """Verifier keys (signed-note vkey form) of every checkpoint signer."""
         return [_note.vkey(name, key) for name, key in sorted(self._signers().items())]
+
+
+def _vault_checks(diag: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """Doctor lines from ``VaultProvider.diagnose()``."""
+    addr = diag.get("addr")
+    if not diag.get("reachable"):
+        return [("vault", "fail", f"{addr} is unreachable: is the server running? (VAULT_ADDR)")]
+    if diag.get("sealed"):
+        return [("vault", "fail", f"{addr} is sealed: unseal it")]
+    out = [("vault", "ok", f"{addr} reachable, unsealed, version {diag.get('version')}")]
+    mounts = ", ".join(
+        f"{label} {m.get('path')} {'present' if m.get('present') else 'MISSING'}"
+        for label, m in (diag.get("mounts") or {}).items()
+    )
+    out.append(("vault mounts", "ok" if mounts and "MISSING" not in mounts else "fail", mounts))
+    caps = diag.get("capabilities") or {}
+    granted = sorted(
+        label for label, c in caps.items() if c.get("capabilities") not in ([], ["deny"])
+    )
+    out.append(
+        (
+            "vault token",
+            "ok",
+            f"acts as {', '.join(diag.get('roles') or []) or 'no childvault role'}"
+            f"; capabilities on: {', '.join(granted) or 'none'}",
+        )
+    )
+    for problem in diag.get("problems") or []:
+        out.append(("vault", "fail", str(problem)))
+    return out
 
 
 def _user_detail(

@@ -103,3 +103,59 @@ def test_cli_exit_5_names_the_server(
     result = CliRunner().invoke(cli, ["--json", "import", str(src)], env=env)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["imported"] == 3
+
+
+def test_doctor_reports_a_live_and_a_dead_server(
+    outage_world: World, persistent_bao: BaoServer
+) -> None:
+    env = {
+        "CHILDVAULT_HOME": str(outage_world.home),
+        "CHILDVAULT_USER": "worker1",
+        "CHILDVAULT_PASSPHRASE": PASSPHRASES["worker1"],
+        "VAULT_TOKEN": outage_world.tokens["worker1"],
+    }
+    result = CliRunner().invoke(cli, ["--json", "doctor"], env=env)
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 0 and doc["ok"], result.output
+    token_line = next(c for c in doc["checks"] if c["name"] == "vault token")
+    assert "acts as staff" in token_line["message"]
+    persistent_bao.stop()
+    result = CliRunner().invoke(cli, ["--json", "doctor"], env=env)
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 1 and not doc["ok"]
+    assert any("unreachable" in c["message"] for c in doc["checks"] if c["status"] == "fail")
+
+
+def test_cli_approle_login_with_secret_id_file(
+    outage_world: World, persistent_bao: BaoServer, tmp_path: Path
+) -> None:
+    """`--role-id` with the secret id read from a file (never from argv)."""
+    api = persistent_bao.api
+    if "approle/" not in api("GET", "sys/auth").json()["data"]:
+        api("POST", "sys/auth/approle", json={"type": "approle"}).raise_for_status()
+    api(
+        "POST",
+        "auth/approle/role/cv-worker",
+        json={"token_policies": ["childvault-staff"], "token_ttl": "20m"},
+    ).raise_for_status()
+    role_id = api("GET", "auth/approle/role/cv-worker/role-id").json()["data"]["role_id"]
+    secret = api("POST", "auth/approle/role/cv-worker/secret-id").json()["data"]["secret_id"]
+    secret_file = tmp_path / "secret-id"
+    secret_file.write_text(secret + "\n")
+    secret_file.chmod(0o600)
+    src = write_csv(tmp_path / "rows.csv", marked_rows(2))
+    env = {
+        "CHILDVAULT_HOME": str(outage_world.home),
+        "CHILDVAULT_USER": "worker1",
+        "CHILDVAULT_PASSPHRASE": PASSPHRASES["worker1"],
+        "VAULT_TOKEN": "",
+    }
+    args = ["--json", "--role-id", role_id, "--secret-id-file", str(secret_file)]
+    result = CliRunner().invoke(cli, [*args, "import", str(src)], env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["imported"] == 2
+    secret_file.write_text("not-the-secret\n")
+    other = write_csv(tmp_path / "more.csv", marked_rows(3))
+    result = CliRunner().invoke(cli, [*args, "import", str(other)], env=env)
+    assert result.exit_code == 5, result.output
+    assert secret not in result.output
