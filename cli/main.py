@@ -672,6 +672,46 @@ def consent_renew(c: Ctx, record_id: str, retain_until: str | None, **basis: Any
 
 
 @cli.group()
+def notice() -> None:
+    """The privacy notice shown when consent is given (P-10)."""
+
+
+@notice.command("publish")
+@click.option("--version", "version", required=True, help="Version label, e.g. 2027-1.")
+@click.option(
+    "--file",
+    "file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The exact notice text shown to children and guardians.",
+)
+@pass_ctx
+def notice_publish(c: Ctx, version: str, file: Path) -> None:
+    """Register a notice text and make it current (admins); older consents need renewal."""
+    result = c.open().publish_notice(version, file.read_bytes())
+    c.emit(
+        {"ok": True, **result},
+        f"Published notice {result['version']} (SHA-256 {result['sha256']}). Records "
+        "consented under another version need `childvault consent renew` before approval.",
+    )
+
+
+@notice.command("list")
+@pass_ctx
+def notice_list(c: Ctx) -> None:
+    """Show every published notice version and its hash."""
+    v = c.open()
+    register, current = v.notices(), v.setting("notice_version")
+
+    def human() -> None:
+        for version, entry in sorted(register.items()):
+            mark = " (current)" if version == current else ""
+            click.echo(f"{version:12} {entry['sha256']} {entry['published_at']}{mark}")
+
+    c.emit({"ok": True, "current": current, "notices": register}, human)
+
+
+@cli.group()
 def retention() -> None:
     """Retention (P-12)."""
 

@@ -204,6 +204,7 @@ def test_json_round_trip() -> None:
         "retain_until": "2032-01-01",
         "guardian_informed": True,
         "guardian_also": False,
+        "notice_sha256": "",
     }
     assert Consent.from_json(json.loads(json.dumps(obj))) == c
 

@@ -169,8 +169,8 @@ def test_add_purpose_and_notice_renewal(world: World) -> None:
     with world.open("officer1") as v:
         assert v.approve(req).grant_id
     # A new notice version requires fresh consent before further use.
-    conn = raw_db(world)
-    conn.execute("UPDATE meta SET value = '2027-1' WHERE key = 'notice_version'")
+    with world.open("admin") as v:
+        v.publish_notice("2027-1", "修订后的告知书\n".encode())
     with world.open("worker1") as v:
         req = v.request_access([rid], ["name"], "education_support", "助学")
     with world.open("officer1") as v:
@@ -244,3 +244,29 @@ def test_keys_share_gives_a_later_officer_the_custodian(tmp_path: Path) -> None:
             "first": True,
             "second": True,
         }
+
+
+def test_notice_publication_and_hash_in_consent(world: World, tmp_path: Path) -> None:
+    """P-10: the version and hash of the notice shown are kept with each consent;
+    a new version requires fresh consent before further use."""
+    import hashlib
+
+    with world.open("worker1") as v:
+        (rid,) = add_children(v, 1)
+        stored = v.consent_of(rid)
+        assert stored.notice_sha256 == v.notices()["2026-1"]["sha256"]
+        with pytest.raises(ValidationError, match="never published"):
+            v.add_record("child", child_values(1), consent(notice_version="2027-1"))
+    text = "新版告知书 / new notice\n".encode()
+    with world.open("worker1") as v, pytest.raises(AccessDenied):
+        v.publish_notice("2027-1", text)
+    with world.open("admin") as v:
+        assert v.publish_notice("2027-1", text)["sha256"] == hashlib.sha256(text).hexdigest()
+        with pytest.raises(UsageError, match="new version"):
+            v.publish_notice("2027-1", text + b"changed")
+    with world.open("worker1") as v:
+        req = v.request_access([rid], ["name"], "case_management", "核对")
+        new = v.add_record("child", child_values(2), consent(notice_version="2027-1"))
+        assert v.consent_of(new).notice_sha256 == hashlib.sha256(text).hexdigest()
+    with world.open("officer1") as v, pytest.raises(AccessDenied, match="renew"):
+        v.approve(req)

@@ -67,6 +67,7 @@ _JSON_KEYS = (
     "retain_until",
     "guardian_informed",
     "guardian_also",
+    "notice_sha256",
 )
 _TRUE = ("yes", "true", "1", "y", "是")
 _FALSE = ("no", "false", "0", "n", "否", "")
@@ -95,6 +96,9 @@ class Consent:
     retain_until: date
     guardian_informed: bool = False
     guardian_also: bool = False
+    #: SHA-256 (hex) of the exact notice text shown; the vault fills it in from
+    #: its register of published notices when the consent is stored.
+    notice_sha256: str = ""
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict (dates as ``YYYY-MM-DD``), every key present."""
@@ -106,6 +110,7 @@ class Consent:
             "retain_until": self.retain_until.isoformat(),
             "guardian_informed": self.guardian_informed,
             "guardian_also": self.guardian_also,
+            "notice_sha256": self.notice_sha256,
         }
 
     @classmethod
@@ -145,6 +150,11 @@ class Consent:
             if not isinstance(value, bool):
                 raise ValidationError(f"consent: {key!r} must be true or false", field=key)
             flags[key] = value
+        digest = obj["notice_sha256"]
+        if not isinstance(digest, str) or not re.fullmatch(r"(|[0-9a-f]{64})", digest):
+            raise ValidationError(
+                "consent: 'notice_sha256' must be a hex SHA-256", field="notice_sha256"
+            )
         return cls(
             by=str(by),
             consented_at=_json_date(obj["consented_at"], "consented_at"),
@@ -153,6 +163,7 @@ class Consent:
             retain_until=_json_date(obj["retain_until"], "retain_until"),
             guardian_informed=flags["guardian_informed"],
             guardian_also=flags["guardian_also"],
+            notice_sha256=digest,
         )
 
 

@@ -10,6 +10,7 @@ tracked so an interrupted run can be completed by running it again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -81,6 +82,7 @@ class LifecycleMixin:
         def _officer_provider(self) -> KeyProvider: ...
         def _vault_provider(self) -> VaultProvider: ...
         def _local_officer(self) -> LocalProvider: ...
+        def notice_sha256(self, version: str) -> str: ...
         def _sign_checkpoint(self, moment: datetime) -> str: ...
         def _witness(self, note: str) -> None: ...
 
@@ -327,6 +329,9 @@ class LifecycleMixin:
         dob = datetime.fromisoformat(dob_text).date() if dob_text else None
         checked = check_consent(
             consent, date_of_birth=dob, schema=self._schema, today=today(moment)
+        )
+        checked = dataclasses.replace(
+            checked, notice_sha256=self.notice_sha256(checked.notice_version)
         )
         previous = set(row.consent.get("purposes", ()))
         added = sorted(set(checked.purposes) - previous)

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
+import functools
+import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -209,6 +213,15 @@ class Vault(LifecycleMixin, ReportsMixin):
                     "schema_digest": loaded.digest,
                     "created_at": iso(now),
                     "accepting_records": "1",
+                    "notices": json.dumps(
+                        {
+                            _DEFAULTS["notice_version"]: {
+                                "sha256": _packaged_notice_sha256(),
+                                "published_at": iso(now),
+                                "by": admin,
+                            }
+                        }
+                    ),
                 }.items():
                     store.set_meta(key, value)
                 store.add_user(
@@ -598,13 +611,22 @@ class Vault(LifecycleMixin, ReportsMixin):
         if self._store.get_meta("accepting_records") != "1":
             raise AccessDenied("this vault is decommissioned: it no longer accepts records")
 
-    def _prepare(self, item: NewRecordInput, moment: datetime) -> _Prepared:
+    def _prepare(
+        self,
+        item: NewRecordInput,
+        moment: datetime,
+        notice_sha256: Callable[[str], str] | None = None,
+    ) -> _Prepared:
+        """Validate and encrypt one record. ``notice_sha256``: a memoised
+        :meth:`notice_sha256` for a whole import (one register read, not one a row)."""
         values = self._schema.validate_record(item.type, item.values)
         dob_text = values.get("date_of_birth")
         dob = datetime.fromisoformat(dob_text).date() if dob_text else None
         consent = check_consent(
             item.consent, date_of_birth=dob, schema=self._schema, today=today(moment)
         )
+        sha_of = notice_sha256 or self.notice_sha256
+        consent = dataclasses.replace(consent, notice_sha256=sha_of(consent.notice_version))
         rtype = self._schema.record_type(item.type)
         record_id = _new_id()
         sealed: list[tuple[str, int, bytes]] = []
@@ -722,9 +744,12 @@ class Vault(LifecycleMixin, ReportsMixin):
         errors: list[tuple[int, str]] = []
         n_errors = 0
         total = 0
+        # Read once per import, not once a row: the default notice and the register.
+        notice = self.setting("notice_version")
+        sha_of = functools.cache(self.notice_sha256)
         for number, row in iter_rows(path, fmt):
             total = number
-            problem = self._check_row(type_name, row, moment)
+            problem = self._check_row(type_name, row, moment, notice, sha_of)
             if problem is not None:
                 n_errors += 1
                 if len(errors) < 1000:
@@ -747,9 +772,15 @@ class Vault(LifecycleMixin, ReportsMixin):
             if number <= done:
                 continue
             last = number
-            if not isinstance(row, BadRow) and self._check_row(type_name, row, moment) is None:
-                batch.append(self._prepare(self._row_input(type_name, row, moment), moment))
-                batch_rows.append(number)
+            if not isinstance(row, BadRow):
+                # _prepare validates the row exactly as _check_row does: a row that
+                # fails (skipped in pass 1 with skip_invalid) is skipped here too.
+                try:
+                    item = self._row_input(type_name, row, moment, notice)
+                    batch.append(self._prepare(item, moment, sha_of))
+                    batch_rows.append(number)
+                except (ValidationError, UsageError):
+                    pass
             if len(batch) >= _IMPORT_BATCH:
                 ids = self._store_new(
                     batch, moment, source=source, rows=batch_rows, progress_to=number
@@ -771,26 +802,38 @@ class Vault(LifecycleMixin, ReportsMixin):
         return ImportReport(source, total, count, n_errors, done, tuple(errors), tuple(imported))
 
     def _row_input(
-        self, type_name: str, row: Mapping[str, str], moment: datetime
+        self,
+        type_name: str,
+        row: Mapping[str, str],
+        moment: datetime,
+        notice: str | None = None,
     ) -> NewRecordInput:
         values = {k: v for k, v in row.items() if k not in CONSENT_COLUMNS}
         consent_cols = {k: v for k, v in row.items() if k in CONSENT_COLUMNS}
         consent = parse_consent_columns(
-            consent_cols, default_notice=self.setting("notice_version"), today=today(moment)
+            consent_cols,
+            default_notice=notice if notice is not None else self.setting("notice_version"),
+            today=today(moment),
         )
         return NewRecordInput(type_name, values, consent)
 
     def _check_row(
-        self, type_name: str, row: Mapping[str, str] | BadRow, moment: datetime
+        self,
+        type_name: str,
+        row: Mapping[str, str] | BadRow,
+        moment: datetime,
+        notice: str | None = None,
+        notice_sha256: Callable[[str], str] | None = None,
     ) -> str | None:
         if isinstance(row, BadRow):
             return row.reason
         try:
-            item = self._row_input(type_name, row, moment)
+            item = self._row_input(type_name, row, moment, notice)
             values = self._schema.validate_record(item.type, item.values)
             dob_text = values.get("date_of_birth")
             dob = datetime.fromisoformat(dob_text).date() if dob_text else None
             check_consent(item.consent, date_of_birth=dob, schema=self._schema, today=today(moment))
+            (notice_sha256 or self.notice_sha256)(item.consent.notice_version)
         except (ValidationError, UsageError) as exc:
             return str(exc)
         return None
@@ -1375,6 +1418,61 @@ class Vault(LifecycleMixin, ReportsMixin):
             out[rid] = values
         return out
 
+    # ----------------------------------------------------------------- notices
+
+    def notices(self) -> dict[str, dict[str, str]]:
+        """The register of published notices: version -> sha256, date, publisher."""
+        raw = self._store.get_meta("notices") or "{}"
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            raise IntegrityError("the notice register in the database is damaged") from exc
+        return {str(k): dict(v) for k, v in doc.items()}
+
+    def notice_sha256(self, version: str) -> str:
+        """The SHA-256 of a published notice version; refuse an unpublished one."""
+        entry = self.notices().get(version)
+        if entry is None:
+            raise ValidationError(
+                f"notice version {version!r} was never published in this vault: publish it "
+                "with `childvault notice publish` (admin) or use "
+                f"{self.setting('notice_version')!r}",
+                field="notice_version",
+            )
+        return str(entry["sha256"])
+
+    def publish_notice(
+        self, version: str, text: bytes, *, now: datetime | None = None
+    ) -> dict[str, str]:
+        """Admin: register a notice text (P-10) and make it the current version.
+
+        Records consented under another version need fresh consent before an
+        approval (``consent renew``). Publishing is logged with the text's hash.
+        """
+        moment = self._now(now)
+        self._require(("admin",), "notice.publish", moment, "publishing notices")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}", version):
+            raise UsageError("--version: 1-32 letters, digits, '.', '_' or '-'")
+        if not text.strip():
+            raise UsageError("the notice file is empty")
+        digest = hashlib.sha256(text).hexdigest()
+        register = self.notices()
+        if version in register and register[version]["sha256"] != digest:
+            raise UsageError(
+                f"notice version {version!r} was already published with other text: "
+                "a changed text needs a new version"
+            )
+        register[version] = {"sha256": digest, "published_at": iso(moment), "by": self.user}
+        with self._store.write():
+            self._store.set_meta("notices", json.dumps(register, sort_keys=True))
+            self._store.set_meta("notice_version", version)
+            _audit.append(
+                self._store,
+                [Event(self.user, "notice.publish", detail={"version": version, "sha256": digest})],
+                moment,
+            )
+        return {"version": version, "sha256": digest}
+
     def health(self) -> list[tuple[str, str, str]]:
         """(check, ok|warn|fail, message) about users, keys and the provider, for doctor."""
         out: list[tuple[str, str, str]] = []
@@ -1575,6 +1673,14 @@ def _user_detail(
         "enc_key": public.encryption_key.hex(),
         "sign_key": public.signing_key.hex(),
     }
+
+
+def _packaged_notice_sha256() -> str:
+    """SHA-256 of the notice template shipped as version 2026-1 (docs/notice-template.md)."""
+    from importlib import resources
+
+    data = resources.files("vault").joinpath("data/notice-template.md").read_bytes()
+    return hashlib.sha256(data).hexdigest()
 
 
 def _field_bytes(value: str) -> bytes:
