@@ -7,10 +7,11 @@ stays fast; commands import ``vault`` when they run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,6 +138,32 @@ def new_passphrase(path: Path | None, who: str) -> str:
             f"New passphrase for {who}", hide_input=True, confirmation_prompt=True, err=True
         )
     )
+
+
+@contextlib.contextmanager
+def progress_bar(c: Ctx, label: str) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback drawing a bar on a terminal (stderr).
+
+    Silent when stderr is not a terminal or with ``--json``, so scripts and
+    JSON output stay clean.
+    """
+    show = sys.stderr.isatty() and not c.as_json
+    bar: Any = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if not show:
+            return
+        if bar is None:
+            bar = click.progressbar(length=max(total, 1), label=label, file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
 
 
 def pass_ctx(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -19,6 +19,7 @@ from cli._context import (
     Ctx,
     new_passphrase,
     pass_ctx,
+    progress_bar,
 )
 
 
@@ -343,25 +344,10 @@ def record_add(
 def import_(c: Ctx, file: Path, type_name: str | None, fmt: str | None, skip_invalid: bool) -> None:
     """Import records from a CSV or JSON Lines FILE (staff). Resumable."""
     v = c.open()
-    show_bar = sys.stderr.isatty() and not c.as_json
-    bar: Any = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if not show_bar:
-            return
-        if bar is None:
-            bar = click.progressbar(length=total, label="Importing", file=sys.stderr)
-            bar.__enter__()
-        bar.update(done - bar.pos)
-
-    try:
+    with progress_bar(c, "Importing") as progress:
         report = v.import_file(
             file, type_name=type_name, skip_invalid=skip_invalid, fmt=fmt, progress=progress
         )
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
 
     def human() -> None:
         if report.already_done and not report.imported:
@@ -744,23 +730,8 @@ def decommission(c: Ctx, confirm: bool) -> None:
 def keys_rotate(c: Ctx) -> None:
     """Rotate the key wrapping every record's keys; resumable (local: officer; Vault: admin)."""
     v = c.open()
-    show_bar = sys.stderr.isatty() and not c.as_json
-    bar: Any = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if not show_bar:
-            return
-        if bar is None:
-            bar = click.progressbar(length=max(total, 1), label="Rewrapping", file=sys.stderr)
-            bar.__enter__()
-        bar.update(done - bar.pos)
-
-    try:
+    with progress_bar(c, "Rewrapping") as progress:
         report = v.rotate_keys(progress=progress)
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
     c.emit(
         report,
         f"Rotated to key generation {report['generation']}: "

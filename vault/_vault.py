@@ -1015,38 +1015,12 @@ class Vault(LifecycleMixin, ReportsMixin):
         )
 
         def refuse(reason: str, message: str, usage: bool = False) -> NoReturn:
+            event = dataclasses.replace(base, detail={"reason": reason})
             if usage:
                 # Logged like every refusal, but reported as a usage error (exit 2).
-                self._log(
-                    [
-                        Event(
-                            base.actor,
-                            base.action,
-                            "denied",
-                            records=base.records,
-                            fields=base.fields,
-                            purpose=base.purpose,
-                            request=base.request,
-                            detail={"reason": reason},
-                        )
-                    ],
-                    moment,
-                )
+                self._log([event], moment)
                 raise UsageError(message)
-            self._deny(
-                Event(
-                    base.actor,
-                    base.action,
-                    "denied",
-                    records=base.records,
-                    fields=base.fields,
-                    purpose=base.purpose,
-                    request=base.request,
-                    detail={"reason": reason},
-                ),
-                message,
-                moment,
-            )
+            self._deny(event, message, moment)
 
         if req.status != "pending":
             raise UsageError(f"request {req.id} is already {req.status}")
