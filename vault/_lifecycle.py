@@ -26,6 +26,7 @@ from keys import (
     NotFound,
     PublicIdentity,
     Selection,
+    StorageError,
     UsageError,
     WrappedRecord,
     blob_generation,
@@ -195,30 +196,42 @@ class LifecycleMixin:
         wrapped = self._wrapped(record_id)
         new_blob = self._officer_provider().replace(wrapped, row.version + 1, {field: key})
         tags = self.index_tags(field, [clean]) if spec.searchable else []
-        with self._store.write():
-            if not self._store.put_keyblob_if_version(record_id, wrapped.version, new_blob):
-                raise UsageError(f"record {record_id} changed meanwhile; run the correction again")
-            self._store.put_keyblob(record_id, row.version + 1, new_blob)
-            self._store.put_field(record_id, field, new_fv, sealed)
-            self._store.update_record(
-                record_id, version=row.version + 1, updated_at=iso(moment), consent=None
-            )
-            if spec.searchable:
-                self._store.drop_index_tags(record_id, field)
-                self._store.add_index_tags([(field, t, record_id) for t in tags])
-            _audit.append(
-                self._store,
-                [
-                    Event(
-                        self.user,
-                        "record.correct",
-                        records=[record_id],
-                        fields=[field],
-                        detail={"field_version": new_fv, "record_version": row.version + 1},
+        try:
+            with self._store.write():
+                if not self._store.put_keyblob_if_version(record_id, wrapped.version, new_blob):
+                    raise UsageError(
+                        f"record {record_id} changed meanwhile; run the correction again"
                     )
-                ],
-                moment,
-            )
+                self._store.put_keyblob(record_id, row.version + 1, new_blob)
+                self._store.put_field(record_id, field, new_fv, sealed)
+                self._store.update_record(
+                    record_id, version=row.version + 1, updated_at=iso(moment), consent=None
+                )
+                if spec.searchable:
+                    self._store.drop_index_tags(record_id, field)
+                    self._store.add_index_tags([(field, t, record_id) for t in tags])
+                _audit.append(
+                    self._store,
+                    [
+                        Event(
+                            self.user,
+                            "record.correct",
+                            records=[record_id],
+                            fields=[field],
+                            detail={"field_version": new_fv, "record_version": row.version + 1},
+                        )
+                    ],
+                    moment,
+                )
+        except StorageError as exc:
+            if self._config.provider != "vault":
+                raise
+            # Vault already replaced the salt: the old value is unreadable either way.
+            raise StorageError(
+                f"the corrected {field} could not be stored ({exc}); its old value's key is "
+                "already destroyed in Vault: run the same `childvault correct` again once "
+                "the problem is fixed"
+            ) from exc
         self._store.compact_wal()
         return new_fv
 
