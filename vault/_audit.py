@@ -57,6 +57,7 @@ ACTIONS = frozenset(
         "report.incident",
         "keys.rotate",
         "vault.decommission",
+        "notice.publish",
     }
 )
 OUTCOMES = frozenset({"ok", "denied", "error"})
