@@ -644,6 +644,28 @@ def consent_add_purpose(c: Ctx, record_id: str, purposes: tuple[str, ...], **bas
     )
 
 
+@consent.command("remove-purpose")
+@click.argument("record_id")
+@click.option("--purpose", "purposes", multiple=True, required=True, help="Repeatable.")
+@_consent_options
+@pass_ctx
+def consent_remove_purpose(c: Ctx, record_id: str, purposes: tuple[str, ...], **basis: Any) -> None:
+    """Record a narrowed consent: PURPOSE(s) withdrawn, the rest kept (officers).
+
+    Grants already issued for a removed purpose stop working at once. To withdraw
+    every purpose, use `consent withdraw`, which shreds the record.
+    """
+    v = c.open()
+    kept = [p for p in v.consent_of(record_id).purposes if p not in purposes]
+    if not kept:
+        raise click.UsageError("no purpose would be left: use `consent withdraw` instead")
+    v.update_consent(record_id, _new_consent(v, record_id, kept, None, **basis))
+    c.emit(
+        {"ok": True, "record_id": record_id, "purposes": kept},
+        f"Recorded consent for {', '.join(kept)} only on {record_id}.",
+    )
+
+
 @consent.command("renew")
 @click.argument("record_id")
 @click.option("--retain-until", help="New retention date (default: unchanged).")

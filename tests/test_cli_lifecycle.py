@@ -71,6 +71,34 @@ def test_consent_commands(two: tuple[World, list[str], list[dict[str, str]]]) ->
         "2033-01-01",
     )
     assert r.exit_code == 0, r.output
+    r = run(
+        world,
+        "officer1",
+        "--json",
+        "consent",
+        "remove-purpose",
+        ids[0],
+        "--purpose",
+        "medical_care",
+        "--consent-by",
+        "guardian",
+    )
+    assert r.exit_code == 0, r.output
+    assert "medical_care" not in js(r)["purposes"]
+    r = run(
+        world,
+        "officer1",
+        "consent",
+        "remove-purpose",
+        ids[0],
+        "--purpose",
+        "case_management",
+        "--purpose",
+        "statistics",
+        "--consent-by",
+        "guardian",
+    )
+    assert r.exit_code == 2 and "consent withdraw" in r.stderr
     r = run(world, "officer1", "--json", "consent", "withdraw", ids[1])
     assert r.exit_code == 0 and js(r)["deleted"]
 

@@ -104,10 +104,19 @@ def test_export_is_k_anonymous_consented_and_free_of_direct_identifiers(
 
 
 def test_export_excludes_expired_records_and_outdated_notices(world: World, tmp_path: Path) -> None:
+    # An older notice "2025-9" was in force when two records were consented.
+    from importlib import resources
+
+    template = resources.files("vault").joinpath("data/notice-template.md").read_bytes()
+    with world.open("admin") as v:
+        v.publish_notice("2025-9", "旧版告知书 / old notice\n".encode())
+    with world.open("worker1") as v:
+        _add(v, range(7, 9), purposes=("statistics",), notice_version="2025-9")
+    with world.open("admin") as v:
+        v.publish_notice("2026-1", template)  # the current notice again
     with world.open("worker1") as v:
         _add(v, range(5), purposes=("statistics",))
         _add(v, range(5, 7), purposes=("statistics",), retain_until=date(2027, 1, 1))
-        _add(v, range(7, 9), purposes=("statistics",), notice_version="2025-9")
     world.clock.now = datetime(2027, 2, 1, 9, 0, tzinfo=UTC)
     with world.open("officer1") as v:
         summary = v.export_anonymized(tmp_path / "s.csv", k=2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -270,3 +270,119 @@ def test_notice_publication_and_hash_in_consent(world: World, tmp_path: Path) ->
         assert v.consent_of(new).notice_sha256 == hashlib.sha256(text).hexdigest()
     with world.open("officer1") as v, pytest.raises(AccessDenied, match="renew"):
         v.approve(req)
+
+
+def _actions(world: World) -> list[dict[str, object]]:
+    with world.open("admin") as v:
+        return [e["entry"] for e in v.audit_entries()]
+
+
+def test_reads_recheck_consent_and_retention(world: World) -> None:
+    """A grant issued earlier stops working once consent for its purpose is
+    narrowed or the record's retention date passes (P-12, P-14)."""
+    with world.open("worker1") as v:
+        narrowed = v.add_records(
+            [
+                NewRecordInput(
+                    "child", child_values(0), consent(("case_management", "education_support"))
+                )
+            ]
+        )
+        expiring = v.add_records(
+            [NewRecordInput("child", child_values(1), consent(retain_until=date(2026, 11, 24)))]
+        )
+        req1 = v.request_access(narrowed, ["name"], "education_support", "助学")
+        req2 = v.request_access(expiring, ["name"], "case_management", "核对")
+    world.clock.advance(hours=11)  # 20:00 on the last retention day
+    with world.open("officer1") as v:
+        t1 = v.approve(req1, uses=3).token
+        t2 = v.approve(req2, uses=3, ttl=timedelta(hours=8)).token
+        old = v.consent_of(narrowed[0])
+        v.update_consent(
+            narrowed[0],
+            Consent(
+                by="guardian",
+                consented_at=date(2026, 11, 24),
+                notice_version="2026-1",
+                purposes=("case_management",),
+                retain_until=old.retain_until,
+            ),
+        )
+    from keys import ApprovalInvalid
+
+    with world.open("worker1") as v:
+        with pytest.raises(ApprovalInvalid):
+            v.read_with_grant(t1)
+        assert v.read_with_grant(t2)  # still within retention today
+        world.clock.advance(hours=5)  # 01:00 the next day; the token is still valid
+        with pytest.raises(ApprovalInvalid):
+            v.read_with_grant(t2)
+    reasons = [
+        str(e["detail"].get("reason"))
+        for e in _actions(world)  # type: ignore[union-attr]
+        if e["action"] == "grant.read" and e["outcome"] == "denied"
+    ]
+    assert any("no longer has consent" in r for r in reasons)
+    assert any("past its retention date" in r for r in reasons)
+
+
+def test_consent_change_logs_the_age_check_decryption(world: World) -> None:
+    with world.open("worker1") as v:
+        (rid,) = add_children(v, 1)
+    with world.open("officer1") as v:
+        old = v.consent_of(rid)
+        v.update_consent(
+            rid,
+            Consent(
+                by="guardian",
+                consented_at=date(2026, 11, 24),
+                notice_version="2026-1",
+                purposes=(*old.purposes, "medical_care"),
+                retain_until=old.retain_until,
+            ),
+        )
+    entries = [e for e in _actions(world) if e.get("records") == [rid]]
+    check = next(e for e in entries if e["detail"] == {"phase": "age check"})
+    assert check["fields"] == ["date_of_birth"] and check["actor"] == "officer1"
+    assert entries[-1]["action"] == "consent.add_purpose"
+    assert entries[-1]["detail"]["added"] == ["medical_care"]  # type: ignore[index]
+
+
+def test_listings_and_lookups_are_logged(world: World) -> None:
+    """P-15: who looked at which records, even without reading values."""
+    with world.open("worker1") as v:
+        add_children(v, 2)
+        list(v.list_records())
+        v.find("id_number", child_values(0)["id_number"])
+        v.requests()
+    actions = [(e["actor"], e["action"]) for e in _actions(world)]
+    for action in ("record.list", "record.find", "request.list"):
+        assert ("worker1", action) in actions
+
+
+def test_decommission_destroys_the_custodian_key(world: World, tmp_path: Path) -> None:
+    """After decommissioning, a database copy from before it opens nothing."""
+    with world.open("worker1") as v:
+        ids = add_children(v, 2)
+    with world.open("worker1"):
+        pass
+    shutil.copy(world.home / "vault.db", tmp_path / "before.db")
+    with world.open("admin") as v:
+        v.decommission(confirm=True)
+    for officer in ("officer1", "officer2"):
+        entries = KeySlots(world.home / "keyslots.json").open(world.ids[officer], _vault_id(world))
+        assert sorted(entries) == ["db", "index"]
+    (world.home / "vault.db-wal").unlink(missing_ok=True)
+    (world.home / "vault.db-shm").unlink(missing_ok=True)
+    shutil.copy(tmp_path / "before.db", world.home / "vault.db")
+    with world.open("worker1") as v:
+        req = v.request_access(ids, ["name"], "case_management", "from backup")
+    with world.open("officer1") as v, pytest.raises(ChildVaultError):
+        v.approve(req)
+
+
+def test_doctor_warns_while_the_notice_is_the_unfilled_template(world: World) -> None:
+    with world.open("admin") as v:
+        assert any(name == "notice" and status == "warn" for name, status, _ in v.health())
+        v.publish_notice("2027-1", "本机构告知书 / our notice\n".encode())
+        assert not any(name == "notice" for name, _, _ in v.health())

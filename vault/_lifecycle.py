@@ -330,7 +330,6 @@ class LifecycleMixin:
                     "consent.renew",
                     records=[record_id],
                     fields=["date_of_birth"],
-                    purpose="case_management",
                     detail={"phase": "age check"},
                 )
             ],
@@ -447,6 +446,8 @@ class LifecycleMixin:
             shredded += len(page)
         pending = self._store.pending_shreds()
         self._destroy_keys(pending)
+        if self._config.provider == "local":
+            self._destroy_custodian()
         with self._store.write():
             _audit.append(
                 self._store,
@@ -478,6 +479,22 @@ class LifecycleMixin:
             json.dumps(report, indent=2, ensure_ascii=False).encode() + b"\n",
         )
         return report
+
+    def _destroy_custodian(self) -> None:
+        """Decommissioning (local): remove the custodian key from every key slot and
+        the database, so no copy of the database can be opened any more."""
+        from keys import KeySlots
+
+        base = {k: self._secrets[k] for k in ("db", "index")}
+        slots = KeySlots(self._home.keyslots)
+        for user in self._store.list_users():
+            if "officer" in user.roles:
+                slots.add(
+                    PublicIdentity(user.name, user.enc_key, user.sign_key), self.vault_id, base
+                )
+        with self._store.write():
+            for generation, _, _ in self._store.custodians():
+                self._store.delete_custodian(generation)
 
     # ------------------------------------------------------------- rotation
 

@@ -40,6 +40,7 @@ from keys import (
     KeySlots,
     LocalProvider,
     NotFound,
+    ProviderUnavailable,
     PublicIdentity,
     RecordKeys,
     ReleasedKeys,
@@ -1242,6 +1243,30 @@ class Vault(LifecycleMixin, ReportsMixin):
                 moment,
             )
             raise
+        except (ProviderUnavailable, AccessDenied) as exc:
+            # The key provider failed (down, sealed, token or policy) before any
+            # plaintext existed: log it and give the use back, so the read can be
+            # retried once the fault is gone (an unwrapped token stays unusable).
+            with contextlib.suppress(ChildVaultError), self._store.write():
+                self._store.refund_grant_use(claims.jti)
+                _audit.append(
+                    self._store,
+                    [
+                        Event(
+                            self.user,
+                            "grant.read",
+                            "error",
+                            records=want_recs,
+                            fields=want_flds,
+                            purpose=claims.pur,
+                            request=claims.req,
+                            grant=claims.jti,
+                            detail={"reason": f"key provider: {type(exc).__name__}"},
+                        )
+                    ],
+                    moment,
+                )
+            raise
 
     def _store_denied_in_tx(
         self,
@@ -1350,9 +1375,16 @@ class Vault(LifecycleMixin, ReportsMixin):
             or (req.records, req.fields, req.purpose) != (claims.rec, claims.fld, claims.pur)
         ):
             fail("token does not match the approved request")
+        day = today(moment).isoformat()
         for rid in records or claims.rec:
-            if self._store.get_keyblob(rid) is None:
+            row = self._store.get_record(rid)
+            if row is None or self._store.get_keyblob(rid) is None:
                 fail(f"record {rid} was deleted")
+            # Re-checked at every read: consent narrowed or retention passed since approval.
+            if claims.pur not in row.consent.get("purposes", ()):
+                fail(f"record {rid} no longer has consent for {claims.pur}")
+            if row.retain_until < day:
+                fail(f"record {rid} is past its retention date")
         return claims
 
     def _redeem(self, claims: _tokens.GrantClaims) -> ReleasedKeys:
@@ -1461,6 +1493,16 @@ class Vault(LifecycleMixin, ReportsMixin):
             )
         )
         out.append(("records", "ok", f"{self._store.count_records()} record(s)"))
+        current = self.setting("notice_version")
+        if self.notices().get(current, {}).get("sha256") == _packaged_notice_sha256():
+            out.append(
+                (
+                    "notice",
+                    "warn",
+                    f"the current notice {current} is the unfilled template: publish your "
+                    "institution's notice with `childvault notice publish` (P-10)",
+                )
+            )
         pending = self._store.pending_shreds()
         if pending:
             out.append(

@@ -1,0 +1,155 @@
+"""The compliance matrix (docs/compliance.md) cannot rot.
+
+The matrix follows fixed conventions, and these tests enforce them:
+
+- Every article of the 2019 Provisions (P-1 ... P-29) and of the 2025 Measures
+  (M-1 ... M-18) has exactly one table row whose first cell is its label, and
+  no row names an article that does not exist.
+- An article row has five cells (:data:`COLUMNS`); the second is its
+  coverage, one of the fixed phrases ``Software``, ``Partly`` or
+  ``Outside software``.
+- A row marked ``Outside software`` cites no test. Every other row cites at
+  least one test.
+- Tests are cited as ``tests/path.py::test_name`` (or
+  ``tests/path.py::TestClass::test_name``); parametrised tests by their base
+  name (a ``[id]`` suffix is tolerated and ignored). Every test cited anywhere
+  in the document must exist: the file is parsed with ``ast`` and must define
+  that function at module level (or that method in that class).
+
+Two further tests keep the notice template, on which the P-10 row relies,
+honest: it names every P-10 item in both languages and offers refusal, and the
+copy packaged as notice version 2026-1 is the documented one.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MATRIX = ROOT / "docs" / "compliance.md"
+NOTICE_DOC = ROOT / "docs" / "notice-template.md"
+NOTICE_PACKAGED = ROOT / "vault" / "data" / "notice-template.md"
+
+#: Article labels the matrix must cover, each exactly once.
+ARTICLES = [f"P-{n}" for n in range(1, 30)] + [f"M-{n}" for n in range(1, 19)]
+#: The fixed coverage phrases (second cell of each article row).
+SOFTWARE, PARTLY, OUTSIDE = "Software", "Partly", "Outside software"
+COVERAGE = (SOFTWARE, PARTLY, OUTSIDE)
+#: The columns of the two article tables.
+COLUMNS = ("Article", "Coverage", "Requires", "What childvault does", "Tests")
+
+LABEL = re.compile(r"[PM]-\d+")
+#: A cited test: file, then one or two ``::`` parts, optionally a parameter id.
+NODE = re.compile(r"\b(tests/[\w/]+\.py)((?:::\w+){1,2})(?:\[[^\]\s`]*\])?")
+
+
+def _text() -> str:
+    return MATRIX.read_text(encoding="utf-8")
+
+
+def _cells(line: str) -> list[str]:
+    """The cells of a Markdown table row (``| a | b |`` -> ``["a", "b"]``)."""
+    inner = line.strip()
+    inner = inner[1:] if inner.startswith("|") else inner
+    inner = inner[:-1] if inner.endswith("|") else inner
+    return [c.strip().strip("*").strip() for c in inner.split("|")]
+
+
+def _article_rows() -> list[tuple[int, list[str]]]:
+    """(line number, cells) of every table row whose first cell is an article label."""
+    rows = []
+    for number, line in enumerate(_text().splitlines(), start=1):
+        if not line.lstrip().startswith("|"):
+            continue
+        cells = _cells(line)
+        if cells and LABEL.fullmatch(cells[0]):
+            rows.append((number, cells))
+    return rows
+
+
+def _cited(text: str) -> list[tuple[str, tuple[str, ...]]]:
+    """(file, (name,) or (class, name)) of every test cited in ``text``."""
+    return [(m.group(1), tuple(m.group(2).split("::")[1:])) for m in NODE.finditer(text)]
+
+
+@functools.cache
+def _defined(path: str) -> frozenset[tuple[str, ...]]:
+    """Module-level test functions, and methods of module-level classes, of a file."""
+    tree = ast.parse((ROOT / path).read_text(encoding="utf-8"), filename=path)
+    names: set[tuple[str, ...]] = set()
+    functions = (ast.FunctionDef, ast.AsyncFunctionDef)
+    for node in tree.body:
+        if isinstance(node, functions):
+            names.add((node.name,))
+        elif isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, functions):
+                    names.add((node.name, item.name))
+    return frozenset(names)
+
+
+def test_every_cited_test_exists() -> None:
+    cited = _cited(_text())
+    assert len(cited) >= 50, "the matrix cites almost no tests: is the citation format intact?"
+    missing = []
+    for path, parts in cited:
+        node = f"{path}::{'::'.join(parts)}"
+        if not (ROOT / path).is_file():
+            missing.append(f"{node} (no such file)")
+        elif not parts[-1].startswith("test") or parts not in _defined(path):
+            missing.append(node)
+    assert not missing, "docs/compliance.md cites tests that do not exist:\n" + "\n".join(
+        sorted(set(missing))
+    )
+
+
+def test_every_article_has_exactly_one_row() -> None:
+    labels = [cells[0] for _, cells in _article_rows()]
+    unknown = sorted(set(labels) - set(ARTICLES))
+    assert not unknown, f"rows for articles that do not exist: {unknown}"
+    missing = [a for a in ARTICLES if a not in labels]
+    assert not missing, f"articles without a row: {missing}"
+    repeated = sorted({a for a in labels if labels.count(a) > 1})
+    assert not repeated, f"articles with more than one row: {repeated}"
+
+
+def test_every_row_names_a_test_or_is_outside_software() -> None:
+    problems = []
+    for number, cells in _article_rows():
+        label = cells[0]
+        if len(cells) != len(COLUMNS):
+            problems.append(f"line {number} ({label}): {len(cells)} cells, not {len(COLUMNS)}")
+            continue
+        coverage = cells[1]
+        tests = _cited(cells[COLUMNS.index("Tests")])
+        if coverage not in COVERAGE:
+            problems.append(f"line {number} ({label}): coverage {coverage!r} not in {COVERAGE}")
+        elif coverage == OUTSIDE and tests:
+            problems.append(f"line {number} ({label}): outside software but cites tests")
+        elif coverage != OUTSIDE and not tests:
+            problems.append(f"line {number} ({label}): {coverage} but names no test")
+    assert not problems, "\n".join(problems)
+
+
+# ----------------------------------------------------------------- the notice (P-10)
+
+_P10_ZH = ["一", "二", "三", "四", "五", "六", "七"]
+
+
+def test_notice_template_covers_every_p10_item() -> None:
+    text = NOTICE_DOC.read_text(encoding="utf-8")
+    for n, zh in enumerate(_P10_ZH, start=1):
+        assert f"P-10 第{zh}项" in text, f"the Chinese notice does not cover P-10 item {n}"
+        assert f"P-10 item {n}" in text, f"the English notice does not cover P-10 item {n}"
+    # The refusal option must be offered with the request for consent (P-10).
+    assert "我拒绝以上全部用途" in text and "I refuse all of the above" in text
+    # Who consents (P-9, M-12), in both languages.
+    assert "年满十四周岁" in text and "14 or older" in text
+
+
+def test_packaged_notice_is_the_documented_template() -> None:
+    """A new vault registers the SHA-256 of the packaged copy as version 2026-1."""
+    assert NOTICE_PACKAGED.read_bytes() == NOTICE_DOC.read_bytes()
