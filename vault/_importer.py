@@ -139,7 +139,7 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, Row]]:
             except UnicodeDecodeError:
                 yield number, BadRow("is not valid UTF-8")
                 continue
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
                 yield number, BadRow("is not a JSON object")
                 continue
             if not isinstance(obj, dict) or len(obj) > MAX_COLUMNS:

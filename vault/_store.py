@@ -252,6 +252,35 @@ def _translate(exc: Exception, path: Path) -> Exception:
     return StorageError(f"database error on {path}: {exc.__class__.__name__}")
 
 
+class _Cursor:
+    """A cursor whose fetches translate SQLite errors as ``execute`` does: a
+    damaged page is often met only when a row is stepped to, not at execute."""
+
+    def __init__(self, cursor: Any, path: Path) -> None:
+        self._cursor = cursor
+        self._path = path
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cursor.rowcount)
+
+    @property
+    def lastrowid(self) -> Any:
+        return self._cursor.lastrowid
+
+    def fetchone(self) -> Any:
+        try:
+            return self._cursor.fetchone()
+        except sqlcipher3.Error as exc:
+            raise _translate(exc, self._path) from exc
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return list(self._cursor.fetchall())
+        except sqlcipher3.Error as exc:
+            raise _translate(exc, self._path) from exc
+
+
 class Store:
     """An open SQLCipher database. Not thread-safe; one per process or thread."""
 
@@ -348,7 +377,7 @@ class Store:
 
     def _q(self, sql: str, params: Sequence[Any] = ()) -> Any:
         try:
-            return self._conn.execute(sql, params)
+            return _Cursor(self._conn.execute(sql, params), self.path)
         except sqlcipher3.IntegrityError as exc:
             raise StorageError(f"database constraint violated: {exc}") from exc
         except sqlcipher3.Error as exc:
@@ -458,7 +487,13 @@ class Store:
     # -- records --------------------------------------------------------------
 
     def insert_records(self, records: Sequence[NewRecord]) -> None:
-        """Insert records with their sealed fields and wrapped keys."""
+        """Insert records with their sealed fields and wrapped keys.
+
+        Rows go in primary-key order: random ids inserted in order touch each
+        B-tree page once per batch instead of once per row, which matters with
+        ``cipher_memory_security`` (every page split allocates wiped memory).
+        """
+        records = sorted(records, key=lambda r: r.row.id)
         self._many(
             "INSERT INTO records (id, type, version, created_at, created_by, updated_at, "
             "consent, retain_until, metadata, source, source_row) "
@@ -482,7 +517,11 @@ class Store:
         )
         self._many(
             "INSERT INTO fields (record_id, name, version, value) VALUES (?, ?, ?, ?)",
-            [(r.row.id, name, ver, value) for r in records for name, ver, value in r.fields],
+            [
+                (r.row.id, name, ver, value)
+                for r in records
+                for name, ver, value in sorted(r.fields, key=lambda f: f[0])
+            ],
         )
         self._many(
             "INSERT INTO keyblobs (record_id, version, blob) VALUES (?, ?, ?)",
@@ -650,9 +689,10 @@ class Store:
     # -- blind index ------------------------------------------------------------
 
     def add_index_tags(self, rows: Sequence[tuple[str, bytes, str]]) -> None:
-        """Add (field, tag, record id) rows to the blind index."""
+        """Add (field, tag, record id) rows to the blind index (in key order, see above)."""
         self._many(
-            "INSERT OR IGNORE INTO blind_index (field, tag, record_id) VALUES (?, ?, ?)", rows
+            "INSERT OR IGNORE INTO blind_index (field, tag, record_id) VALUES (?, ?, ?)",
+            sorted(rows),
         )
 
     def drop_index_tags(self, record_id: str, field: str) -> None:
@@ -815,6 +855,14 @@ class Store:
         cur = self._q(
             "UPDATE grants SET uses = uses + 1 WHERE id = ? AND uses < max_uses "
             "AND revoked_at IS NULL",
+            (grant_id,),
+        )
+        return bool(cur.rowcount == 1)
+
+    def refund_grant_use(self, grant_id: str) -> bool:
+        """Give back a use consumed by a read that failed before any plaintext."""
+        cur = self._q(
+            "UPDATE grants SET uses = uses - 1 WHERE id = ? AND uses > 0 AND revoked_at IS NULL",
             (grant_id,),
         )
         return bool(cur.rowcount == 1)

@@ -1,0 +1,74 @@
+"""``audit verify`` of a large log against a bare SHA-256 chain over the same stored bytes.
+
+State: a local-provider vault whose log is filled to ``cfg.audit_entries``
+record.create-like entries with :func:`bench._raw.fill_log` (the product's
+``_audit.append`` in transactions of 50,000), then one officer checkpoint of
+the whole log (stored and witnessed), so verification also checks a
+checkpoint root and signature.
+
+- **childvault**: ``Vault.verify_audit()`` — for every entry: re-hash, compare
+  with the stored hash, parse the JSON, check ``seq`` and ``prev``, fold into
+  the Merkle frontier; then every checkpoint's root and signature.
+- **bare chain**: one ``SELECT entry, hash FROM audit ORDER BY seq`` through the
+  product's own Store connection (same SQLCipher database and settings), and
+  ``hashlib.sha256(b"\\x00" + entry)`` per entry compared with the stored hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from bench._common import Config, Figure, Result, Template, build_template, loadavg, ratio, timed
+from bench._raw import fill_log
+
+NAME = "audit_verify"
+
+
+def _bare_chain(store: object) -> int:
+    conn = store._conn
+    sha = hashlib.sha256
+    n = 0
+    for entry, digest in conn.execute("SELECT entry, hash FROM audit ORDER BY seq"):
+        if sha(b"\x00" + entry).digest() != digest:
+            raise AssertionError(f"entry {n} does not match its hash")
+        n += 1
+    return n
+
+
+def run(cfg: Config, tpl: Template | None = None) -> Result:
+    work = cfg.workdir / NAME
+    work.mkdir(parents=True, exist_ok=True)
+    if tpl is None:
+        tpl = build_template(work / "template" / "home")
+    home = tpl.copy(work / "home")
+    size = fill_log(home, tpl.ids["worker1"], cfg.audit_entries - 1)
+    with tpl.open(home, "officer1") as v:
+        v.checkpoint()  # the last entry, and a signed checkpoint of all of them
+        size = v._store.audit_size()
+    ours, bare, loads = [], [], []
+    with tpl.open(home, "worker1") as v:
+        for _ in range(cfg.reps):
+            report = None
+
+            def verify() -> None:
+                nonlocal report
+                report = v.verify_audit()
+
+            ours.append(size / timed(verify))
+            assert report is not None and report.entries == size and report.checkpoints >= 1
+            counted = 0
+
+            def chain() -> None:
+                nonlocal counted
+                counted = _bare_chain(v._store)
+
+            bare.append(size / timed(chain))
+            assert counted == size
+            loads.append(loadavg())
+    unit = "entries/s"
+    f_o = Figure(NAME, f"childvault audit verify ({size:,} entries)", unit, ours)
+    f_b = Figure(NAME, f"bare hashlib SHA-256 chain, same stored bytes ({size:,})", unit, bare)
+    res = Result([f_o, f_b])
+    res.ratios.append(ratio(NAME, "audit verify / bare chain", f_o, f_b, at_least=0.5))
+    res.notes.append(f"load average after each repetition: {' | '.join(loads)}")
+    return res

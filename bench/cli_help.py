@@ -1,0 +1,57 @@
+"""``childvault --help`` wall time against ``python -c pass`` (process start-up floor).
+
+Both are started as subprocesses (``subprocess.run``, output captured), interleaved,
+``cfg.cli_reps`` times each after one warm-up; the figure is the median wall time.
+The ``childvault`` console script is the one installed next to the interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench._common import Config, Figure, Result, loadavg, ratio
+
+NAME = "cli_help"
+
+
+def _script() -> list[str]:
+    beside = Path(sys.executable).parent / "childvault"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("childvault")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "cli.main"]
+
+
+def _wall(cmd: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, capture_output=True, check=True, env=env)
+    return (time.perf_counter() - t0) * 1000
+
+
+def run(cfg: Config, sys_path: list[str] | None = None) -> Result:
+    env = dict(os.environ)
+    if sys_path:
+        env["PYTHONPATH"] = os.pathsep.join([*sys_path, env.get("PYTHONPATH", "")]).strip(
+            os.pathsep
+        )
+    cv_cmd = [*_script(), "--help"]
+    py_cmd = [sys.executable, "-c", "pass"]
+    _wall(cv_cmd, env)
+    _wall(py_cmd, env)
+    cv, py = [], []
+    for _ in range(cfg.cli_reps):
+        cv.append(_wall(cv_cmd, env))
+        py.append(_wall(py_cmd, env))
+    f_cv = Figure(NAME, "`childvault --help` wall time", "ms", cv, higher_is_better=False)
+    f_py = Figure(NAME, "`python -c pass` wall time", "ms", py, higher_is_better=False)
+    res = Result([f_cv, f_py])
+    res.ratios.append(ratio(NAME, "childvault --help / python -c pass", f_cv, f_py, at_most=2.5))
+    res.notes.append(f"command: {' '.join(cv_cmd)}; load average at the end: {loadavg()}")
+    return res
