@@ -1,0 +1,142 @@
+"""The limits SECURITY.md admits, pinned by tests so the document stays true.
+
+Every user holds the SQLCipher key (one passphrase opens the database), so an
+insider with their own code can edit rows. ``audit verify`` detects any change
+to the log itself and to registrations (users, custodian keys), and truncation
+when a witness is kept; it cannot see changes to bookkeeping rows the log does
+not describe, nor well-formed entries appended in someone else's name. And a
+full-home backup keeps opening for the officers of its time after ``keys
+rotate``, until that copy is destroyed. If one of these tests starts failing
+because the product got stronger, update SECURITY.md with it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from keys import ApprovalInvalid, IntegrityError
+from tests.conftest import World, add_children, child_values, raw_db
+from vault import _audit
+from vault._audit import Event
+from vault._store import Store
+
+
+def _db_key(world: World) -> bytes:
+    import json
+
+    from keys import KeySlots
+
+    vault_id = json.loads((world.home / "config.json").read_text())["vault_id"]
+    return KeySlots(world.home / "keyslots.json").open(world.ids["worker1"], vault_id)["db"]
+
+
+def _grant(world: World, ids: list[str]) -> tuple[str, str]:
+    with world.open("worker1") as v:
+        req = v.request_access(ids, ["name"], "case_management", "一次")
+    with world.open("officer1") as v:
+        approval = v.approve(req)
+    return approval.token, approval.grant_id
+
+
+def test_insider_resets_a_grant_counter_verify_passes_but_the_log_shows_each_read(
+    world: World,
+) -> None:
+    with world.open("worker1") as v:
+        ids = add_children(v, 1)
+    token, grant = _grant(world, ids)
+    with world.open("worker1") as v:
+        v.read_with_grant(token)
+        with pytest.raises(ApprovalInvalid):
+            v.read_with_grant(token)
+    conn = raw_db(world)
+    conn.execute("UPDATE grants SET uses = 0 WHERE id = ?", (grant,))
+    conn.close()
+    with world.open("worker1") as v:
+        assert v.read_with_grant(token) == {ids[0]: {"name": child_values(0)["name"]}}
+        v.verify_audit()  # the limit: bookkeeping outside the log is not checked
+    with world.open("admin") as v:
+        reads = [
+            e["entry"]
+            for e in v.audit_entries()
+            if e["entry"]["grant"] == grant and e["entry"]["action"] == "grant.read"
+        ]
+    # ...but a reviewer sees two successful reads of a one-use grant.
+    assert [e["outcome"] for e in reads] == ["ok", "denied", "ok"]
+
+
+def test_insider_deletes_record_rows_verify_passes_the_log_still_names_the_record(
+    world: World,
+) -> None:
+    with world.open("worker1") as v:
+        ids = add_children(v, 2)
+    conn = raw_db(world)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("DELETE FROM records WHERE id = ?", (ids[0],))
+    conn.close()
+    with world.open("admin") as v:
+        v.verify_audit()  # the limit: data destroyed outside the library is not detected
+        creates = [e for e in v.audit_entries(record=ids[0])]
+    assert [e["entry"]["action"] for e in creates] == ["record.create"]
+    with world.open("worker1") as v:
+        assert {r.id for r in v.list_records()} == {ids[1]}
+
+
+def test_insider_appends_a_well_formed_entry_in_another_name_and_it_verifies(
+    world: World,
+) -> None:
+    store = Store(world.home / "vault.db", _db_key(world))
+    with store.write():
+        _audit.append(
+            store,
+            [
+                Event(
+                    "officer1", "record.delete", records=["0" * 32], detail={"category": "request"}
+                )
+            ],
+            datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
+        )
+    store.close()
+    with world.open("admin") as v:
+        report = v.verify_audit()  # the limit: entries are chained, not signed by actors
+        last = list(v.audit_entries())[-1]["entry"]
+    assert report.entries > 0 and last["actor"] == "officer1"
+
+
+def test_insider_truncation_is_caught_only_with_the_witness(world: World) -> None:
+    with world.open("worker1") as v:
+        ids = add_children(v, 2)
+    _grant(world, ids)  # an approval: a checkpoint, stored and witnessed
+    with world.open("worker1") as v:
+        add_children(v, 2)
+    conn = raw_db(world)
+    size = conn.execute("SELECT max(size) FROM checkpoints").fetchone()[0]
+    conn.execute("DELETE FROM audit WHERE seq >= ?", (size - 3,))
+    conn.execute("DELETE FROM checkpoints")
+    conn.close()
+    with world.open("admin") as v, pytest.raises(IntegrityError, match="truncated"):
+        v.verify_audit()
+    world.witness.unlink()
+    with world.open("admin") as v:
+        v.verify_audit()  # the limit: without the witness, a cut log verifies
+
+
+def test_full_home_backup_stays_readable_after_delete_and_rotate(
+    world: World, tmp_path: Path
+) -> None:
+    """Rotation retires old *database* copies, not a backup that carries its own
+    key slots: that backup opens for the officers of its time until destroyed."""
+    with world.open("worker1") as v:
+        ids = add_children(v, 1)
+    backup = tmp_path / "backup"
+    shutil.copytree(world.home, backup)
+    with world.open("officer1") as v:
+        v.delete(ids[0], "监护人申请删除")
+        v.rotate_keys()
+    old = World(backup, world.ids, world.clock)
+    token, _ = _grant(old, ids)
+    with old.open("worker1") as v:
+        assert v.read_with_grant(token) == {ids[0]: {"name": child_values(0)["name"]}}
