@@ -15,8 +15,11 @@ library's own error for that input, and when an input exceeds libFuzzer's
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
+import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -33,7 +36,14 @@ with atheris.instrument_imports(include=["vault", "keys", "tomllib", "json", "cs
 _SIGNER = Identity.generate("officer1")
 _NAME = "childvault/0123456789abcdef0123456789abcdef/officer1"
 _KNOWN = {_NAME: _SIGNER.public.signing_key}
-_SCRATCH = Path(tempfile.mkdtemp(prefix="cv-fuzz-"))
+# Where targets write their input files: CV_FUZZ_SCRATCH (the test's own temporary
+# directory), else a new temporary directory removed at a normal exit.
+if os.environ.get("CV_FUZZ_SCRATCH"):
+    _SCRATCH = Path(os.environ["CV_FUZZ_SCRATCH"])
+    _SCRATCH.mkdir(parents=True, exist_ok=True)
+else:
+    _SCRATCH = Path(tempfile.mkdtemp(prefix="cv-fuzz-"))
+    atexit.register(shutil.rmtree, _SCRATCH, True)
 
 
 def _note_text() -> str:

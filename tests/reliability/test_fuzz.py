@@ -12,6 +12,7 @@ install.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -29,7 +30,8 @@ TARGETS = ["note", "witness", "schema", "token", "csv", "jsonl"]
 def _fuzz(target: str, tmp_path: Path, runs: int, seconds: int) -> dict[str, object]:
     corpus = tmp_path / target
     module = [sys.executable, "-m", "tests.reliability.fuzz_targets", target]
-    subprocess.run([*module, "--seeds", str(corpus)], cwd=ROOT, check=True, timeout=120)
+    env = {**os.environ, "CV_FUZZ_SCRATCH": str(tmp_path / "scratch")}
+    subprocess.run([*module, "--seeds", str(corpus)], cwd=ROOT, env=env, check=True, timeout=120)
     done = subprocess.run(
         [
             *module,
@@ -43,6 +45,7 @@ def _fuzz(target: str, tmp_path: Path, runs: int, seconds: int) -> dict[str, obj
             str(corpus),
         ],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=seconds + 300,

@@ -617,7 +617,7 @@ def _write_input_files(token: str) -> None:
 
 
 def test_arbitrary_command_lines_exit_cleanly_and_write_nothing_on_rejection(
-    template: tuple[Path, dict[str, Identity]], tmp_path: Path
+    template: tuple[Path, dict[str, Identity]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Any argv, as a staff member, an officer or an admin: exit 0-5, never a
     traceback or an 'internal error'; on a non-zero exit no data table changed
@@ -674,9 +674,11 @@ def test_arbitrary_command_lines_exit_cleanly_and_write_nothing_on_rejection(
             assert all(e["outcome"] in ("denied", "error") for e in new), (argv, new)
 
     runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=tmp_path):
-        _write_input_files(approval.token)
-        check()
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)  # relative --out paths land here
+    _write_input_files(approval.token)
+    check()
     with world.open("admin") as v:
         v.verify_audit()
     record_result(
