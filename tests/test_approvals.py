@@ -324,6 +324,7 @@ def test_every_approval_signs_and_witnesses_a_checkpoint(flow: tuple[World, list
     _approve(world, ids[1:2])
     notes = [json.loads(line)["note"] for line in world.witness.read_text().splitlines()]
     assert len(notes) == 2
+    assert world.witness.stat().st_mode & 0o077 == 0
     assert all(n.startswith("childvault/") and "— childvault/" in n for n in notes)
     with world.open("worker2") as v:
         report = v.verify_audit()

@@ -1554,7 +1554,9 @@ class Vault(LifecycleMixin, ReportsMixin):
         path = self.witness_path
         line = json.dumps({"note": note}, ensure_ascii=False) + "\n"
         try:
-            with path.open("a", encoding="utf-8") as fh:
+            # Created private like every other file of the vault (0600).
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as fh:
                 fh.write(line)
                 fh.flush()
                 os.fsync(fh.fileno())
