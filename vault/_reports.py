@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from vault._config import Config
     from vault._schema import FieldSpec, Schema
     from vault._store import RecordRow, Store
+    from vault._tokens import GrantClaims
 
 __all__ = [
     "AGE_BANDS",
@@ -685,14 +686,13 @@ class ReportsMixin:
             self, keys: ReleasedKeys, records: Sequence[str], fields: Sequence[str]
         ) -> dict[str, dict[str, str]]: ...
         def _signers(self) -> dict[str, bytes]: ...
-        def read_with_grant(
+        def _read_with_claims(
             self,
             token: str,
-            records: Sequence[str] | None = None,
-            fields: Sequence[str] | None = None,
-            *,
-            now: datetime | None = None,
-        ) -> dict[str, dict[str, str]]: ...
+            records: Sequence[str] | None,
+            fields: Sequence[str] | None,
+            moment: datetime,
+        ) -> tuple[GrantClaims, dict[str, dict[str, str]]]: ...
         def checkpoint(self, *, now: datetime | None = None) -> str: ...
 
     # ------------------------------------------------------------ log proofs
@@ -871,9 +871,8 @@ class ReportsMixin:
         """
         moment = self._now(now)
         _check_record_id(record_id)
-        values = self.read_with_grant(token, [record_id], None, now=moment)
+        claims, values = self._read_with_claims(token, [record_id], None, moment)
         data = values.get(record_id, {})
-        claims = self._claims_after_read(token)
         row = self._store.get_record(record_id)
         if row is None:
             raise NotFound(f"record {record_id} was deleted while the report was being made")
@@ -904,7 +903,7 @@ class ReportsMixin:
                 "retain_until": row.retain_until,
                 "at_expiry": "destroyed by crypto-shredding in the retention sweep (P-12)",
             },
-            "grant": {"id": claims[0], "request": claims[1], "purpose": claims[2]},
+            "grant": {"id": claims.jti, "request": claims.req, "purpose": claims.pur},
             "salt": secrets.token_hex(32),
         }
         report["commitment"] = _commitment(report)
@@ -930,9 +929,9 @@ class ReportsMixin:
                         "report.subject",
                         records=[record_id],
                         fields=disclosed,
-                        purpose=claims[2],
-                        request=claims[1],
-                        grant=claims[0],
+                        purpose=claims.pur,
+                        request=claims.req,
+                        grant=claims.jti,
                         detail={
                             "commitment": report["commitment"],
                             "about": len(wanted),
@@ -959,17 +958,6 @@ class ReportsMixin:
         report["pending"] = _pending_note(report["entries"])
         self._self_check(report)
         return report
-
-    def _claims_after_read(self, token: str) -> tuple[str, str, str]:
-        """(grant id, request id, purpose) of a token that :meth:`read_with_grant` accepted."""
-        from vault import _tokens
-
-        kid = _tokens.key_id(token)
-        for user in self._store.list_users():
-            if _tokens.paserk_pid(user.sign_key) == kid:
-                claims = _tokens.verify(token, user.sign_key)
-                return claims.jti, claims.req, claims.pur
-        raise IntegrityError("the approval token's signer disappeared during the report")
 
     def complete_subject_report(
         self, report: Mapping[str, Any], *, now: datetime | None = None

@@ -1193,7 +1193,16 @@ class Vault(LifecycleMixin, ReportsMixin):
         then decrypts. Any failure raises the opaque :class:`ApprovalInvalid`
         after logging a denied attempt with the reason.
         """
-        moment = self._now(now)
+        return self._read_with_claims(token, records, fields, self._now(now))[1]
+
+    def _read_with_claims(
+        self,
+        token: str,
+        records: Sequence[str] | None,
+        fields: Sequence[str] | None,
+        moment: datetime,
+    ) -> tuple[_tokens.GrantClaims, dict[str, dict[str, str]]]:
+        """:meth:`read_with_grant`, also returning the verified claims (for reports)."""
         claims = self._check_grant(token, records, fields, moment)
         want_recs = tuple(records) if records else claims.rec
         want_flds = tuple(fields) if fields else claims.fld
@@ -1224,7 +1233,7 @@ class Vault(LifecycleMixin, ReportsMixin):
             raise ApprovalInvalid("uses exhausted or revoked")
         try:
             keys = self._redeem(claims)
-            return self._decrypt(keys, want_recs, want_flds)
+            return claims, self._decrypt(keys, want_recs, want_flds)
         except (ApprovalInvalid, DecryptionFailed) as exc:
             self._log(
                 [
