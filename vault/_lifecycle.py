@@ -198,11 +198,12 @@ class LifecycleMixin:
         tags = self.index_tags(field, [clean]) if spec.searchable else []
         try:
             with self._store.write():
-                if not self._store.put_keyblob_if_version(record_id, wrapped.version, new_blob):
+                if not self._store.replace_keyblob(
+                    record_id, wrapped.version, row.version + 1, new_blob
+                ):
                     raise UsageError(
                         f"record {record_id} changed meanwhile; run the correction again"
                     )
-                self._store.put_keyblob(record_id, row.version + 1, new_blob)
                 self._store.put_field(record_id, field, new_fv, sealed)
                 self._store.update_record(
                     record_id, version=row.version + 1, updated_at=iso(moment), consent=None
@@ -631,8 +632,7 @@ class LifecycleMixin:
                 for rid, ver, blob in page:
                     if blob_generation(blob) != target:
                         rewrapped = provider.rekey(WrappedRecord(rid, ver, blob))
-                        self._store.put_keyblob(rid, ver, rewrapped)
-                        resealed += 1
+                        resealed += int(self._store.put_keyblob_if_version(rid, ver, rewrapped))
                 after = page[-1][0]
             retired = [g for g, _, s in self._store.custodians() if s == "retired"]
             for g in retired:

@@ -628,12 +628,15 @@ class Store:
         ).fetchone()
         return None if row is None else (int(row[0]), _blob(row[1]))
 
-    def put_keyblob(self, record_id: str, version: int, blob: bytes) -> None:
-        """Replace a record's wrapped blob (the old one is overwritten, secure_delete on)."""
-        self._q(
-            "INSERT OR REPLACE INTO keyblobs (record_id, version, blob) VALUES (?, ?, ?)",
-            (record_id, version, blob),
+    def replace_keyblob(
+        self, record_id: str, old_version: int, new_version: int, blob: bytes
+    ) -> bool:
+        """Move a record's blob to ``new_version`` only if it is still at ``old_version``."""
+        cur = self._q(
+            "UPDATE keyblobs SET version = ?, blob = ? WHERE record_id = ? AND version = ?",
+            (new_version, blob, record_id, old_version),
         )
+        return bool(cur.rowcount == 1)
 
     def put_keyblob_if_version(self, record_id: str, version: int, blob: bytes) -> bool:
         """Replace a blob only if the record is still at ``version`` (rotation vs correction)."""

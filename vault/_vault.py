@@ -1598,25 +1598,11 @@ class Vault(LifecycleMixin, ReportsMixin):
         self._verify_registrations()
         return report
 
-    def _check_custodian_logged(self, generation: int, public: bytes) -> None:
-        for entry in self._store.audit_entries_with_actions(("custodian.create", "keys.rotate")):
-            obj = _audit.decode_entry(entry)
-            detail = obj.get("detail", {})
-            if (
-                obj.get("outcome") == "ok"
-                and detail.get("generation") == generation
-                and detail.get("public_key") == public.hex()
-            ):
-                return
-        raise IntegrityError(
-            f"the custodian key (generation {generation}) in the database was not created by a "
-            "logged operation: nothing will be sealed to it; run `childvault audit verify` and "
-            "alert the officers"
-        )
-
-    def _verify_registrations(self) -> None:
+    def _logged_registrations(self) -> tuple[dict[str, dict[str, Any]], dict[int, set[str]]]:
+        """From the log: each user's ``user.add`` detail, and every custodian public key
+        (hex) a logged creation or rotation introduced, by generation."""
         added: dict[str, dict[str, Any]] = {}
-        custodians: dict[int, str] = {}
+        custodians: dict[int, set[str]] = {}
         for entry in self._store.audit_entries_with_actions(
             ("user.add", "custodian.create", "keys.rotate")
         ):
@@ -1626,8 +1612,21 @@ class Vault(LifecycleMixin, ReportsMixin):
                 continue
             if obj["action"] == "user.add":
                 added[str(detail.get("user"))] = detail
-            elif obj["action"] in ("custodian.create", "keys.rotate") and "public_key" in detail:
-                custodians[int(detail.get("generation", 0))] = str(detail["public_key"])
+            elif "public_key" in detail:
+                generation = int(detail.get("generation", 0))
+                custodians.setdefault(generation, set()).add(str(detail["public_key"]))
+        return added, custodians
+
+    def _check_custodian_logged(self, generation: int, public: bytes) -> None:
+        if public.hex() not in self._logged_registrations()[1].get(generation, set()):
+            raise IntegrityError(
+                f"the custodian key (generation {generation}) in the database was not created "
+                "by a logged operation: nothing will be sealed to it; run `childvault audit "
+                "verify` and alert the officers"
+            )
+
+    def _verify_registrations(self) -> None:
+        added, custodians = self._logged_registrations()
         for user in self._store.list_users():
             logged = added.get(user.name)
             if logged != _user_detail(
@@ -1639,7 +1638,7 @@ class Vault(LifecycleMixin, ReportsMixin):
                 )
         if self._config.provider == "local":
             for generation, public, _ in self._store.custodians():
-                if custodians.get(generation) != public.hex():
+                if public.hex() not in custodians.get(generation, set()):
                     raise IntegrityError(
                         "audit log integrity failure: custodian key generation "
                         f"{generation} was not created by a logged operation "
