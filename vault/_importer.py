@@ -9,6 +9,7 @@ header, unknown columns, not a CSV at all) raises :class:`ImportFailed`.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
@@ -73,8 +74,10 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, Row]]:
             header = next(reader)
         except StopIteration as exc:
             raise ImportFailed(f"{path} is empty: expected a header row of field names") from exc
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise ImportFailed(f"{path}: the header row is not valid UTF-8 CSV") from exc
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(path) from exc
+        except csv.Error as exc:
+            raise ImportFailed(f"{path}: the header row is not valid CSV") from exc
         header = [h.strip() for h in header]
         if len(header) > MAX_COLUMNS:
             raise ImportFailed(f"{path}: {len(header)} columns is more than any schema allows")
@@ -89,9 +92,7 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, Row]]:
                 return
             except UnicodeDecodeError as exc:
                 # The decoder cannot resynchronise reliably: stop the file here.
-                raise ImportFailed(
-                    f"{path}: row {number} is not valid UTF-8; save the file as UTF-8 and retry"
-                ) from exc
+                raise _not_utf8(path) from exc
             except csv.Error as exc:
                 yield number, BadRow(f"malformed CSV ({_csv_reason(exc)})")
                 continue
@@ -102,6 +103,32 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, Row]]:
                 yield number, BadRow(f"has {len(cells)} cells, the header has {len(header)}")
                 continue
             yield number, dict(zip(header, cells, strict=True))
+
+
+def _not_utf8(path: Path) -> ImportFailed:
+    """The error for a file that is not UTF-8, naming the line of the first bad byte.
+
+    The text decoder reads ahead in 8 KiB blocks, so the row being parsed when
+    it fails is not where the bad byte is: find it again, in bounded chunks.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    try:
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 16):
+                carried = len(decoder.getstate()[0])
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as exc:
+                    line += chunk.count(b"\n", 0, max(0, exc.start - carried))
+                    break
+                line += chunk.count(b"\n")
+            else:
+                line = 0  # no bad byte found: the file changed under us
+    except OSError:
+        line = 0
+    where = f"line {line} of the file" if line else "the file"
+    return ImportFailed(f"{path}: {where} is not valid UTF-8; save the file as UTF-8 and retry")
 
 
 def _csv_reason(exc: csv.Error) -> str:

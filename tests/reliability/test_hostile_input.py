@@ -341,6 +341,29 @@ def test_pathological_import_files_are_refused_in_bounded_memory(
     assert peak < 96 << 20, f"peak {peak >> 20} MiB"
 
 
+@pytest.mark.parametrize("bad_row", [0, 2, 60])
+def test_regression_invalid_utf8_in_first_8_kib_was_blamed_on_the_header(
+    bad_row: int, hostile_world: World, tmp_path: Path
+) -> None:
+    """Bug: the text decoder reads ahead 8 KiB, so a bad byte in any early row
+    was reported as "the header row is not valid UTF-8 CSV" and a later one
+    against the wrong row. The error now names the line of the bad byte."""
+    good = [_valid_csv_row(i) for i in range(80)]
+    header = list(good[0])
+    marker = f"测试儿童{bad_row},".encode()
+    data = _csv_bytes(good, header)
+    assert data.count(marker) == 1
+    path = tmp_path / "bad.csv"
+    path.write_bytes(data.replace(marker, b"\xff\xfe,"))
+    line = data.split(b"\n").index(next(x for x in data.split(b"\n") if marker in x)) + 1
+    before = table_digests(hostile_world, (*DATA_TABLES, "audit"))
+    with hostile_world.open("worker1") as v, pytest.raises(ImportFailed) as info:
+        v.import_file(path)
+    assert f"line {line} of the file is not valid UTF-8" in str(info.value)
+    assert "header" not in str(info.value)
+    assert table_digests(hostile_world, (*DATA_TABLES, "audit")) == before
+
+
 def test_regression_deeply_nested_jsonl_line_raised_recursion_error(
     hostile_world: World, tmp_path: Path
 ) -> None:
