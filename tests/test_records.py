@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,19 @@ def test_interrupted_import_resumes_without_duplicates(world: World, tmp_path: P
         .fetchone()[0]
     )
     assert creates == 1200
+
+
+def test_record_ids_grow_with_time_and_keep_80_random_bits(world: World) -> None:
+    # Pins the fix for import throughput falling as the vault grew: random ids
+    # put every insert on a random B-tree page (docs/decisions.md).
+    before_ms = time.time_ns() // 1_000_000
+    with world.open("worker1") as v:
+        first = add_children(v, 20)
+        second = add_children(v, 20)
+    after_ms = time.time_ns() // 1_000_000
+    ids = first + second
+    assert all(len(i) == 32 and set(i) <= set("0123456789abcdef") for i in ids)
+    stamps = [int(i[:12], 16) for i in ids]
+    assert all(before_ms <= s <= after_ms for s in stamps)
+    assert max(int(i[:12], 16) for i in first) <= min(int(i[:12], 16) for i in second)
+    assert len({i[12:] for i in ids}) == len(ids)

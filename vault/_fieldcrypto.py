@@ -34,8 +34,9 @@ def seal_field(
     plaintext: bytes, *, vault_id: str, record_id: str, field: str, version: int
 ) -> tuple[bytes, FieldKey]:
     """Encrypt one field value under a fresh key; return ``(nonce||ciphertext||tag, key)``."""
-    key = nacl.utils.random(_KEY)
-    nonce = nacl.utils.random(_NONCE)
+    # One draw for key and nonce: a system call less per field on large imports.
+    fresh = nacl.utils.random(_KEY + _NONCE)
+    key, nonce = fresh[:_KEY], fresh[_KEY:]
     ad = associated_data(vault_id, record_id, field, version)
     ct = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, nonce, key)
     return nonce + ct, FieldKey(version, key)
