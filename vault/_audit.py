@@ -13,9 +13,11 @@ and ``detail`` carries only bookkeeping chosen by the library.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import stat
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -288,6 +290,64 @@ def _seq_prev(entry: bytes) -> tuple[Any, Any]:
     return obj["seq"], obj["prev"]
 
 
+_PROGRESS_EVERY = 10000
+
+
+def _check_roots(frontier: Frontier, due: Iterable[_Expected]) -> None:
+    """Compare the frontier's root with every checkpoint of its size."""
+    root = None
+    for exp in due:
+        if root is None:
+            root = frontier.root()
+        if root != exp.root:
+            raise _bad(
+                f"diverged: the first {frontier.size} entries do not match {exp.source} "
+                "(the log was rewritten or replaced)"
+            )
+
+
+def _check_page(rows: Sequence[Any], index: int, prev_hex: str | None) -> list[bytes] | None:
+    """The leaf hashes of a page of raw audit rows if every entry passes, else ``None``.
+
+    The same per-entry checks as the reference loop in :func:`verify`, done a
+    page at a time: seq contiguous from ``index``, stored hash equal to the
+    recomputed leaf hash, every entry of the fast shape of :func:`_seq_prev`
+    with its ``seq`` and its ``prev`` equal to the previous entry's hash
+    (``prev_hex`` for the first). ``None`` (never an error) on anything else,
+    including a column of another type, so the caller re-checks the page entry
+    by entry and reports the first problem exactly as before.
+    """
+    if not rows:
+        return None
+    try:
+        seqs, entries, digests = zip(*rows, strict=True)
+        count = len(seqs)
+        if list(seqs) != list(range(index, index + count)):
+            return None
+        sha = hashlib.sha256
+        leaves = [sha(b"\x00" + entry).digest() for entry in entries]
+        if leaves != list(digests):
+            return None
+        fullmatch = _ENTRY_RE.fullmatch
+        matches = [fullmatch(entry.decode("utf-8")) for entry in entries]
+    except (TypeError, ValueError, AttributeError):
+        return None  # wrong column types, bad UTF-8: the reference loop decides
+    groups = [match.groups() for match in matches if match is not None]
+    if len(groups) != count:
+        return None  # not all in the fast shape: json.loads decides, entry by entry
+    prevs, seq_texts = zip(*groups, strict=True)
+    # The seq group is canonical decimal, so equal text means equal number.
+    if list(seq_texts) != [str(seq) for seq in seqs]:
+        return None
+    if prevs[0] != prev_hex:
+        return None
+    # Each prev group is exactly 64 hex digits: equal concatenations, equal links.
+    rest = prevs[1:]
+    if None in rest or "".join(rest) != b"".join(leaves[:-1]).hex():
+        return None
+    return leaves
+
+
 def verify(
     store: Store,
     *,
@@ -334,36 +394,62 @@ def verify(
     frontier = Frontier()
     prev_hex: str | None = None
     index = 0
-    for seq, entry, digest in store.iter_audit():
-        if seq != index:
-            raise _bad(
-                f"entry {index} is missing (next stored entry is {seq}): entries were deleted"
-            )
-        computed = leaf_hash(entry)
-        if computed != digest:
-            raise _bad(f"entry {seq} was modified (its bytes do not match its hash)")
-        try:
-            entry_seq, entry_prev = _seq_prev(entry)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise _bad(f"entry {seq} is not a valid log entry") from exc
-        if entry_seq != seq:
-            raise _bad(f"entry {seq} carries sequence number {entry_seq}: entries were reordered")
-        if entry_prev != prev_hex:
-            raise _bad(
-                f"entry {seq} does not link to entry {seq - 1} "
-                "(an entry before it was changed, removed, inserted or reordered)"
-            )
-        prev_hex = computed.hex()
-        frontier.append(computed)
-        index += 1
-        for exp in expected.get(index, ()):
-            if frontier.root() != exp.root:
-                raise _bad(
-                    f"diverged: the first {index} entries do not match {exp.source} "
-                    "(the log was rewritten or replaced)"
-                )
-        if progress is not None and index % 10000 == 0:
-            progress(index)
+    # Sizes at which the per-entry loop compares roots (after that entry).
+    marks = sorted(size for size in expected if size > 0)
+    for rows in store.audit_pages():
+        leaves = _check_page(rows, index, prev_hex)
+        if leaves is None:
+            # Something in this page is off (or merely not in the fast shape):
+            # the reference loop, entry by entry, names the first problem.
+            for row in rows:
+                seq, entry, digest = store.audit_row(row)
+                if seq != index:
+                    raise _bad(
+                        f"entry {index} is missing (next stored entry is {seq}): "
+                        "entries were deleted"
+                    )
+                computed = leaf_hash(entry)
+                if computed != digest:
+                    raise _bad(f"entry {seq} was modified (its bytes do not match its hash)")
+                try:
+                    entry_seq, entry_prev = _seq_prev(entry)
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise _bad(f"entry {seq} is not a valid log entry") from exc
+                if entry_seq != seq:
+                    raise _bad(
+                        f"entry {seq} carries sequence number {entry_seq}: entries were reordered"
+                    )
+                if entry_prev != prev_hex:
+                    raise _bad(
+                        f"entry {seq} does not link to entry {seq - 1} "
+                        "(an entry before it was changed, removed, inserted or reordered)"
+                    )
+                prev_hex = computed.hex()
+                frontier.append(computed)
+                index += 1
+                _check_roots(frontier, expected.get(index, ()))
+                if progress is not None and index % _PROGRESS_EVERY == 0:
+                    progress(index)
+            continue
+        # Every entry of the page checked out: fold its leaves, stopping at each
+        # checkpoint size and progress tick inside it, in the order the
+        # reference loop meets them.
+        end = index + len(leaves)
+        pos = index
+        while pos < end:
+            stop = end
+            at = bisect_right(marks, pos)
+            if at < len(marks):
+                stop = min(stop, marks[at])
+            if progress is not None:
+                stop = min(stop, (pos // _PROGRESS_EVERY + 1) * _PROGRESS_EVERY)
+            frontier.extend(leaves[pos - index : stop - index])
+            pos = stop
+            _check_roots(frontier, expected.get(pos, ()))
+            if progress is not None and pos % _PROGRESS_EVERY == 0:
+                progress(pos)
+        index = end
+        prev_hex = leaves[-1].hex()
     if index == 0 and expected.get(0):
         for exp in expected[0]:
             if frontier.root() != exp.root:

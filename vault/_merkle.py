@@ -90,10 +90,39 @@ class Frontier:
         self._size += 1
 
     def extend(self, leaves: Iterable[bytes]) -> None:
-        """Append every leaf hash of ``leaves`` in order."""
-        append = self.append
-        for leaf in leaves:
-            append(leaf)
+        """Append every leaf hash of ``leaves`` in order (same state as appending one by one).
+
+        Folds level by level: at each height the pending left subtree of the
+        frontier (if that bit of ``size`` is set) is put in front, the level is
+        paired into the next one in one comprehension, and an odd node left over
+        becomes the frontier's subtree of that height. Same hashes as
+        :meth:`append`, without its per-leaf Python logic.
+        """
+        level = list(leaves)
+        if not all(len(leaf) == HASH_SIZE for leaf in level):
+            append = self.append
+            for leaf in level:
+                append(leaf)  # raises at the first bad leaf, after the good ones
+            return
+        hashes = self._hashes
+        size = self._size
+        count = len(level)
+        bits = size
+        spare: list[bytes] = []  # leftover subtree roots, lowest height first
+        sha, node = _sha256, _NODE
+        while level:
+            if bits & 1:
+                level.insert(0, hashes.pop())
+            if len(level) & 1:
+                spare.append(level.pop())
+            pairs = iter(level)
+            level = [
+                sha(node + left + right).digest() for left, right in zip(pairs, pairs, strict=True)
+            ]
+            bits >>= 1
+        spare.reverse()
+        hashes.extend(spare)
+        self._size = size + count
 
     def root(self) -> bytes:
         """Return MTH of all leaves appended so far (:data:`EMPTY_ROOT` for none)."""

@@ -742,6 +742,18 @@ class Store:
         self, start: int = 0, *, batch: int = 5000
     ) -> Iterator[tuple[int, bytes, bytes]]:
         """Stream (seq, entry, hash) in sequence order, in pages to keep memory flat."""
+        audit_row = self.audit_row
+        for rows in self.audit_pages(start, batch=batch):
+            for row in rows:
+                yield audit_row(row)
+
+    def audit_pages(self, start: int = 0, *, batch: int = 5000) -> Iterator[list[Any]]:
+        """The raw (seq, entry, hash) rows from ``start`` in sequence order, a page at a time.
+
+        Unconverted, for ``audit verify``'s bulk checks; pass each row through
+        :meth:`audit_row` to get checked types (a column altered to another
+        type raises there, when that row is reached).
+        """
         after = start - 1
         while True:
             rows = self._q(
@@ -750,9 +762,14 @@ class Store:
             ).fetchall()
             if not rows:
                 return
-            for seq, entry, digest in rows:
-                yield int(seq), _blob(entry), _blob(digest)
+            yield rows
             after = int(rows[-1][0])
+
+    @staticmethod
+    def audit_row(row: Any) -> tuple[int, bytes, bytes]:
+        """One raw row of :meth:`audit_pages` as (seq, entry, hash)."""
+        seq, entry, digest = row
+        return int(seq), _blob(entry), _blob(digest)
 
     def audit_hashes(self, upto: int) -> list[bytes]:
         """Leaf hashes of entries 0..upto-1, for building proofs."""
