@@ -49,8 +49,10 @@ import json
 import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from typing import Any
@@ -58,6 +60,7 @@ from typing import Any
 import hvac
 import requests
 from hvac.adapters import RawAdapter
+from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
 
 from keys._errors import (
     AccessDenied,
@@ -80,6 +83,7 @@ _SALT_LEN = 32
 _DEK_LEN = 32
 _CTX_LABEL = b"childvault/vault-ctx/1"
 _INDEX_LABEL = b"childvault/index/1"
+_MAX_SALT_WORKERS = 32
 
 #: Role -> Vault policy name written by :func:`setup`.
 POLICY_NAMES: Mapping[str, str] = {
@@ -201,6 +205,10 @@ class VaultSettings:
     wrap_ttl: str = "1h"
     #: Upper bound written into the officer policy (``max_wrapping_ttl``).
     max_wrapping_ttl: str = "24h"
+    #: Salt documents written (or read) at the same time when wrapping a batch
+    #: of records. KV v2 has no batch API, so each record costs one round trip;
+    #: this many are kept in flight (1 = one after the other).
+    salt_workers: int = 8
 
     def __post_init__(self) -> None:
         if not isinstance(self.addr, str) or not re.fullmatch(r"https?://[^\s/]+/?", self.addr):
@@ -232,6 +240,14 @@ class VaultSettings:
             or self.index_key_version < 1
         ):
             raise ConfigError(f"invalid index_key_version {self.index_key_version!r}")
+        if (
+            isinstance(self.salt_workers, bool)
+            or not isinstance(self.salt_workers, int)
+            or not 1 <= self.salt_workers <= _MAX_SALT_WORKERS
+        ):
+            raise ConfigError(
+                f"invalid salt_workers {self.salt_workers!r}: use 1 to {_MAX_SALT_WORKERS}"
+            )
         object.__setattr__(self, "wrap_ttl", _ttl(self.wrap_ttl))
         object.__setattr__(self, "max_wrapping_ttl", _ttl(self.max_wrapping_ttl))
 
@@ -308,6 +324,16 @@ class _Connection:
     ) -> None:
         self.settings = settings
         self.session = requests.Session()
+        # Shared by the salt workers (VaultProvider._salts_for) rather than one
+        # session each, so every request still goes through this one session.
+        # Concurrent use is safe here: each request carries its own headers
+        # (the token too; session.headers is never changed after this), Vault
+        # sets no cookies (and the cookie jar is locked anyway), and connections
+        # come from urllib3's thread-safe pool, sized for every worker so that
+        # connections are reused rather than discarded ("connection pool is full").
+        pool = max(DEFAULT_POOLSIZE, settings.salt_workers)
+        for scheme in ("https://", "http://"):
+            self.session.mount(scheme, HTTPAdapter(pool_maxsize=pool))
         # The token is sent per request (not stored on the adapter) so that
         # unauthenticated calls (health, login) never carry it.
         self.client: Any = hvac.Client(
@@ -321,6 +347,9 @@ class _Connection:
         )
         self._token = token or None
         self._approle = approle
+        # Serialises AppRole logins: workers whose token expired together log
+        # in once, not once each.
+        self._token_lock = threading.Lock()
 
     @property
     def addr(self) -> str:
@@ -351,14 +380,21 @@ class _Connection:
         return token
 
     def _ensure_token(self) -> str:
-        if self._token:
-            return self._token
-        if self._approle is not None:
-            return self._login()
+        with self._token_lock:
+            if self._token:
+                return self._token
+            if self._approle is not None:
+                return self._login()
         raise ProviderUnavailable(
             f"no Vault token for {self.addr}: set VAULT_TOKEN (log in with `bao login`) "
             "or configure an AppRole login"
         )
+
+    def _forget_token(self, token: str | None) -> None:
+        # Only the token that was refused: another worker may have logged in anew.
+        with self._token_lock:
+            if self._token == token:
+                self._token = None
 
     def token_valid(self) -> bool:
         """Whether the current token is accepted by the server (lookup-self)."""
@@ -531,7 +567,7 @@ class _Connection:
                     # The AppRole token expired: log in once more and retry.
                     # A 403 means the request was not executed, so a retry
                     # cannot apply it twice.
-                    self._token = None
+                    self._forget_token(token)
                     continue
                 raise ProviderUnavailable(
                     f"the Vault server at {self.addr} refused the token ({method} {path}): "
@@ -758,6 +794,42 @@ class VaultProvider:
             )
         return existing
 
+    def _salt_for(self, record_id: str, new: bool, field_names: Sequence[str]) -> _Salts:
+        if new:
+            return self._create_salts(record_id, field_names)
+        return self._require_salts(record_id, _STAFF)
+
+    def _salts_for(self, wanted: Mapping[str, tuple[bool, Sequence[str]]]) -> dict[str, _Salts]:
+        """Create (new records) or read each record's salts, ``salt_workers`` at a time.
+
+        KV v2 has no batch write, so this is one round trip per record; keeping
+        several in flight hides most of their latency. After the first failure
+        no further request is started, the ones in flight are waited for, and
+        the first error in record order is raised. A salt already written is
+        reused when the call is repeated (``_create_salts``).
+        """
+        workers = min(self._settings.salt_workers, len(wanted))
+        if workers <= 1:
+            return {rid: self._salt_for(rid, new, names) for rid, (new, names) in wanted.items()}
+        # The workers get record ids and field names only, never a DEK.
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="childvault-salts")
+        try:
+            futures = {
+                rid: pool.submit(self._salt_for, rid, new, names)
+                for rid, (new, names) in wanted.items()
+            }
+            wait(futures.values(), return_when=FIRST_EXCEPTION)
+        finally:
+            # Also on an interrupt: drop what has not started, wait for what
+            # has, so no request outlives this call.
+            pool.shutdown(wait=True, cancel_futures=True)
+        for future in futures.values():
+            error = None if future.cancelled() else future.exception()
+            if error is not None:
+                raise error
+        # Nothing failed, so nothing was cancelled.
+        return {rid: future.result() for rid, future in futures.items()}
+
     # -- Transit batches -------------------------------------------------------
 
     def _encrypt(self, items: Sequence[tuple[bytes, str]], need_policy: str) -> list[str]:
@@ -786,20 +858,19 @@ class VaultProvider:
 
         New records get their salt document created once (``cas=0``); an
         existing document (from an interrupted earlier call) is read and used,
-        so a failed call can simply be repeated.
+        so a failed call can simply be repeated. The salt documents are written
+        ``settings.salt_workers`` at a time; the blobs are in the order of ``records``.
         """
-        salts: dict[str, _Salts] = {}
+        # Everything is checked before the first request: a bad input writes nothing.
+        wanted: dict[str, tuple[bool, list[str]]] = {}
         for rec in records:
             _check_record_id(rec.record_id)
             for fk in rec.fields.values():
                 if len(fk.key) != _DEK_LEN or fk.version < 1:
                     raise UsageError("a field key must be 32 bytes with a version >= 1")
-            if rec.record_id in salts:
-                continue
-            if rec.new:
-                salts[rec.record_id] = self._create_salts(rec.record_id, list(rec.fields))
-            else:
-                salts[rec.record_id] = self._require_salts(rec.record_id, _STAFF)
+            # The first occurrence of a record id decides, as it always did.
+            wanted.setdefault(rec.record_id, (rec.new, list(rec.fields)))
+        salts = self._salts_for(wanted)
         items: list[tuple[bytes, str]] = []
         for rec in records:
             s = salts[rec.record_id]

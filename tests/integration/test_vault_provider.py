@@ -10,10 +10,14 @@ key versions; everything is batched; failures name what failed.
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
+import itertools
 import json
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -664,6 +668,116 @@ def test_wrap_and_release_450_fields_are_batched(
     assert released == {r.record_id: dict(r.fields) for r in recs}
 
 
+def salt_meta(server: BaoServer, record_id: str) -> dict[str, Any]:
+    resp = server.api("GET", f"childvault-kv/metadata/records/{record_id}")
+    resp.raise_for_status()
+    return dict(resp.json()["data"])
+
+
+def read_back(
+    staff: VaultProvider,
+    officer: VaultProvider,
+    requester: Identity,
+    recs: list[RecordKeys],
+    blobs: list[bytes],
+    grant: str,
+) -> dict[str, dict[str, FieldKey]]:
+    selections = [
+        Selection(wrapped(r, b), list(r.fields)) for r, b in zip(recs, blobs, strict=True)
+    ]
+    return staff.redeem(officer.release(selections, requester.public, grant), requester, grant)
+
+
+@pytest.mark.parametrize("workers", [1, 8])
+def test_pooled_wrap_writes_one_salt_document_per_record_and_all_read_back(
+    openbao: BaoServer, vault_id: str, tokens: dict[str, str], alice: Identity, workers: int
+) -> None:
+    settings = dataclasses.replace(openbao.settings, salt_workers=workers)
+    staff = VaultProvider(settings, vault_id, token=tokens["staff"])
+    officer = VaultProvider(settings, vault_id, token=tokens["officer"])
+    try:
+        recs = [record() for _ in range(20)]
+        counter = RequestCounter(staff.session)
+        blobs = staff.wrap(recs)
+        # One create per record, each its own document, nothing retried.
+        kv_paths = counter.paths("childvault-kv/data/records/")
+        assert sorted(kv_paths) == sorted(f"childvault-kv/data/records/{r.record_id}" for r in recs)
+        assert len(counter.paths("/encrypt/")) == 1
+        assert [json.loads(b)["rec"] for b in blobs] == [r.record_id for r in recs]
+        for rec in recs:
+            meta = salt_meta(openbao, rec.record_id)
+            assert meta["current_version"] == 1 and list(meta["versions"]) == ["1"]
+            assert set(salt_doc(openbao, rec.record_id)["fields"]) == set(rec.fields)
+        assert read_back(staff, officer, alice, recs, blobs, "g-pool") == {
+            r.record_id: dict(r.fields) for r in recs
+        }
+    finally:
+        staff.close()
+        officer.close()
+
+
+def test_pooled_salt_creates_are_in_flight_together(
+    openbao: BaoServer, vault_id: str, tokens: dict[str, str]
+) -> None:
+    # Two salt creates must be waiting on the server at the same moment: a
+    # sequential loop would never pass the barrier (it times out and breaks).
+    staff = VaultProvider(openbao.settings, vault_id, token=tokens["staff"])
+    barrier = threading.Barrier(2, timeout=10)
+    arrivals = itertools.count()
+    threads: set[str] = set()
+    original = staff.session.request
+
+    def request(method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        if "/childvault-kv/data/records/" in url:
+            threads.add(threading.current_thread().name)
+            if next(arrivals) < 2:
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    barrier.wait()
+        return original(method, url, *args, **kwargs)
+
+    staff.session.request = request  # type: ignore[method-assign]
+    try:
+        blobs = staff.wrap([record() for _ in range(6)])
+    finally:
+        staff.close()
+    assert len(blobs) == 6
+    assert not barrier.broken
+    assert len(threads) >= 2 and all(t.startswith("childvault-salts") for t in threads)
+
+
+def test_repeated_wrap_after_partial_failure_reuses_the_written_salts(
+    make: Callable[..., VaultProvider], openbao: BaoServer, alice: Identity
+) -> None:
+    # A first attempt wrote the salts of two records of the batch, then failed
+    # (this token may create salts but not encrypt).
+    openbao.api(
+        "PUT",
+        "sys/policies/acl/test-kv-only",
+        json={
+            "policy": 'path "childvault-kv/data/records/*" { capabilities = ["create", "read"] }'
+        },
+    ).raise_for_status()
+    half = VaultProvider(openbao.settings, "v", token=openbao.token(["test-kv-only"]))
+    recs = [record() for _ in range(6)]
+    early = [recs[1], recs[4]]
+    with pytest.raises(AccessDenied, match="encrypt"):
+        half.wrap(early)
+    half.close()
+    before = {r.record_id: salt_doc(openbao, r.record_id) for r in early}
+    staff, officer = make("staff"), make("officer")
+    # Staff (create only: a 403 on an existing path) and an officer (update: a
+    # check-and-set conflict) both repeat the whole batch and reuse those salts.
+    for i, provider in enumerate((staff, officer)):
+        blobs = provider.wrap(recs)
+        assert [json.loads(b)["rec"] for b in blobs] == [r.record_id for r in recs]
+        for rec in recs:
+            assert salt_meta(openbao, rec.record_id)["current_version"] == 1
+        assert {r.record_id: salt_doc(openbao, r.record_id) for r in early} == before
+        assert read_back(staff, officer, alice, recs, blobs, f"g-rep{i}") == {
+            r.record_id: dict(r.fields) for r in recs
+        }
+
+
 # -- blind index --------------------------------------------------------------------------------
 
 
@@ -911,6 +1025,9 @@ def test_settings_from_env_and_json(monkeypatch: pytest.MonkeyPatch) -> None:
         {"addr": "http://x", "timeout": 0},
         {"addr": "http://x", "index_key_version": 0},
         {"addr": "http://x", "wrap_ttl": "forever"},
+        {"addr": "http://x", "salt_workers": 0},
+        {"addr": "http://x", "salt_workers": 33},
+        {"addr": "http://x", "salt_workers": True},
     ],
 )
 def test_settings_reject_bad_values(kwargs: dict[str, Any]) -> None:
