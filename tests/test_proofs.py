@@ -257,9 +257,28 @@ def test_report_refused_when_an_edit_recomputes_the_hash(
         "UPDATE audit SET entry = ?, hash = ? WHERE seq = ?",
         (changed, _merkle.leaf_hash(changed), seq),
     )
-    # The approval's own checkpoint already refuses to sign the edited log.
-    with pytest.raises(IntegrityError, match=f"entry {seq + 1} does not link"):
-        grant(world, [rid], ("name",), requester="officer1", officer="officer2")
+    stored = [bytes(h) for (h,) in conn.execute("SELECT hash FROM audit ORDER BY seq")]
+    # officer2's own last checkpoint (signed for the report) covers the edited
+    # entry, so its next approval resumes after it: the new checkpoint commits
+    # to the log as it was signed, never to the edit ...
+    grant(world, [rid], ("name",), requester="officer1", officer="officer2")
+    size, root = conn.execute(
+        "SELECT size, root FROM checkpoints WHERE signer = 'officer2' ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    tail = [bytes(h) for (h,) in conn.execute("SELECT hash FROM audit ORDER BY seq")][len(stored) :]
+    assert root != _merkle.root_of((stored + tail)[:size])
+    genuine = stored + tail
+    genuine[seq] = _merkle.leaf_hash(bytes(entry))
+    assert bytes(root) == _merkle.root_of(genuine[:size])
+    # ... and every full check names the edit: verify, an explicit checkpoint, the report.
+    with world.open("officer2") as v:
+        with pytest.raises(IntegrityError, match=f"entry {seq + 1} does not link"):
+            v.verify_audit()
+        with pytest.raises(IntegrityError, match=f"entry {seq + 1} does not link"):
+            v.checkpoint()
+        token = grant(world, [rid], ("name", "address"), requester="officer2")
+        with pytest.raises(IntegrityError):
+            v.subject_report(rid, token)
 
 
 def _rewrite_log(world: World, seq: int) -> None:

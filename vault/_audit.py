@@ -27,7 +27,7 @@ from typing import Any
 import rfc8785
 
 from keys import IntegrityError
-from vault._merkle import Frontier, leaf_hash
+from vault._merkle import HASH_SIZE, Frontier, leaf_hash
 from vault._note import Checkpoint, verify_note
 from vault._store import Store
 from vault._time import iso
@@ -181,6 +181,11 @@ class VerifyReport:
     checkpoints: int
     witnessed: int
     signers: list[str]
+    #: What a checkpoint of this log keeps so a later check can resume from it:
+    #: the Merkle frontier before the last entry, then the last entry's leaf hash.
+    resume_state: bytes = field(default=b"", repr=False)
+    #: The first entry checked: 0, or the size of the checkpoint resumed from.
+    checked_from: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-friendly summary."""
@@ -196,6 +201,41 @@ class VerifyReport:
 
 def _bad(message: str) -> IntegrityError:
     return IntegrityError(f"audit log integrity failure: {message}")
+
+
+@dataclass(frozen=True)
+class Resume:
+    """A log prefix already verified, as kept with a checkpoint of ``size`` entries.
+
+    Only for a checkpoint the verifier signed itself (its signature checked
+    with the key of the unlocked identity, not one from the database). Built by
+    :meth:`from_state`, which accepts the stored state only if it gives the
+    signed root: then the frontier and the last entry's leaf hash are exactly
+    those the signature covers, and only the entries after them need checking
+    before signing again (docs/decisions.md).
+    """
+
+    size: int
+    frontier: Frontier
+    before: Frontier
+    last_leaf: bytes
+
+    @classmethod
+    def from_state(cls, size: int, state: bytes, root: bytes) -> Resume | None:
+        """From :attr:`VerifyReport.resume_state`; ``None`` unless it yields ``root``."""
+        if size < 1 or len(state) < HASH_SIZE:
+            return None
+        try:
+            before = Frontier.from_bytes(size - 1, state[:-HASH_SIZE])
+        except ValueError:
+            return None
+        last_leaf = state[-HASH_SIZE:]
+        frontier = before.copy()
+        frontier.append(last_leaf)
+        # Another (before, last) pair with this root would be a SHA-256 collision.
+        if frontier.root() != root:
+            return None
+        return cls(size, frontier, before, last_leaf)
 
 
 @dataclass(frozen=True)
@@ -355,6 +395,7 @@ def verify(
     signers: Mapping[str, bytes],
     witness_notes: Iterable[str] = (),
     progress: Callable[[int], None] | None = None,
+    resume: Resume | None = None,
 ) -> VerifyReport:
     """Check the whole log; raise :class:`IntegrityError` naming the first bad entry.
 
@@ -363,6 +404,11 @@ def verify(
     the root with every stored and witnessed checkpoint of that size. A
     checkpoint larger than the log means the log was truncated; a root
     mismatch means it diverged (was replaced or rewritten).
+
+    With ``resume``, the entries before ``resume.size`` are not re-read: the
+    walk starts from the resumed frontier, after checking the hash of the
+    entry the next one links to; checkpoints of smaller trees are then only
+    checked for their signatures (a full verification checks their roots).
     """
     expected: dict[int, list[_Expected]] = {}
     used_signers: set[str] = set()
@@ -394,9 +440,31 @@ def verify(
     frontier = Frontier()
     prev_hex: str | None = None
     index = 0
+    before = Frontier()  # the frontier before the last entry seen
+    last_leaf = b""
+    if resume is not None:
+        frontier, before = resume.frontier.copy(), resume.before.copy()
+        last_leaf = resume.last_leaf
+        index = resume.size
+        last = store.audit_entry(index - 1)
+        if last is None:
+            raise _bad(
+                f"truncated: entry {index - 1} is missing but a checkpoint you signed "
+                f"covers {index} entries"
+            )
+        if leaf_hash(last[0]) != last[1]:
+            raise _bad(f"entry {index - 1} was modified (its bytes do not match its hash)")
+        if last[1] != last_leaf:
+            raise _bad(
+                f"diverged: entry {index - 1} is not the one a checkpoint you signed covers "
+                "(the log was rewritten or replaced)"
+            )
+        prev_hex = last_leaf.hex()
+        _check_roots(frontier, expected.get(index, ()))
+    checked_from = index
     # Sizes at which the per-entry loop compares roots (after that entry).
-    marks = sorted(size for size in expected if size > 0)
-    for rows in store.audit_pages():
+    marks = sorted(size for size in expected if size > index)
+    for rows in store.audit_pages(index):
         leaves = _check_page(rows, index, prev_hex)
         if leaves is None:
             # Something in this page is off (or merely not in the fast shape):
@@ -425,7 +493,9 @@ def verify(
                         "(an entry before it was changed, removed, inserted or reordered)"
                     )
                 prev_hex = computed.hex()
+                before = frontier.copy()
                 frontier.append(computed)
+                last_leaf = computed
                 index += 1
                 _check_roots(frontier, expected.get(index, ()))
                 if progress is not None and index % _PROGRESS_EVERY == 0:
@@ -443,13 +513,17 @@ def verify(
                 stop = min(stop, marks[at])
             if progress is not None:
                 stop = min(stop, (pos // _PROGRESS_EVERY + 1) * _PROGRESS_EVERY)
-            frontier.extend(leaves[pos - index : stop - index])
+            chunk = leaves[pos - index : stop - index]
+            frontier.extend(chunk[:-1])
+            before = frontier.copy()
+            frontier.append(chunk[-1])
             pos = stop
             _check_roots(frontier, expected.get(pos, ()))
             if progress is not None and pos % _PROGRESS_EVERY == 0:
                 progress(pos)
         index = end
-        prev_hex = leaves[-1].hex()
+        last_leaf = leaves[-1]
+        prev_hex = last_leaf.hex()
     if index == 0 and expected.get(0):
         for exp in expected[0]:
             if frontier.root() != exp.root:
@@ -461,7 +535,15 @@ def verify(
             f"truncated: the log has {index} entries but {worst.source} covers {worst.size} "
             f"(entries {index} to {worst.size - 1} were removed)"
         )
-    return VerifyReport(index, frontier.root(), len(stored), witnessed, sorted(used_signers))
+    return VerifyReport(
+        index,
+        frontier.root(),
+        len(stored),
+        witnessed,
+        sorted(used_signers),
+        resume_state=before.to_bytes() + last_leaf if index else b"",
+        checked_from=checked_from,
+    )
 
 
 def decode_entry(entry: bytes) -> dict[str, Any]:

@@ -124,6 +124,25 @@ class Frontier:
         hashes.extend(spare)
         self._size = size + count
 
+    def to_bytes(self) -> bytes:
+        """The state as bytes: the subtree roots, largest first (see :meth:`from_bytes`)."""
+        return b"".join(self._hashes)
+
+    @classmethod
+    def from_bytes(cls, size: int, data: bytes) -> Frontier:
+        """Rebuild the frontier of a ``size``-leaf tree from :meth:`to_bytes`.
+
+        Raises ValueError if the length does not fit ``size``. The state is only
+        as trustworthy as where it came from: compare :meth:`root` with a
+        signed root before relying on it.
+        """
+        if size < 0 or len(data) != HASH_SIZE * bin(size).count("1"):
+            raise ValueError("a Merkle frontier does not fit its tree size")
+        frontier = cls()
+        frontier._hashes = [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
+        frontier._size = size
+        return frontier
+
     def root(self) -> bytes:
         """Return MTH of all leaves appended so far (:data:`EMPTY_ROOT` for none)."""
         hashes = self._hashes

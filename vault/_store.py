@@ -138,6 +138,20 @@ _MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX blind_index_record ON blind_index (record_id);
     """,
+    # 2: registrations are found through an index instead of a scan of the whole
+    # log (every writer and every `audit verify` looks them up), and a
+    # checkpoint keeps the Merkle state it was signed over, so an approval
+    # checks only the entries after the approving officer's last checkpoint.
+    # The action is derived from the entry itself (never written separately),
+    # and an entry that is not JSON (tampered) simply has none.
+    """
+    ALTER TABLE audit ADD COLUMN action TEXT GENERATED ALWAYS AS (
+        CASE WHEN json_valid(CAST(entry AS TEXT))
+        THEN json_extract(CAST(entry AS TEXT), '$.action') END
+    ) VIRTUAL;
+    CREATE INDEX audit_action ON audit (action);
+    ALTER TABLE checkpoints ADD COLUMN resume_state BLOB
+    """,
 ]
 
 
@@ -777,11 +791,16 @@ class Store:
         return [_blob(r[0]) for r in rows]
 
     def audit_entries_with_actions(self, actions: Sequence[str]) -> list[bytes]:
-        """Entries whose action is one of ``actions`` (a coarse SQL filter; callers parse)."""
-        clauses = " OR ".join("entry LIKE ?" for _ in actions)
+        """Entries whose action is one of ``actions``, through the action index.
+
+        The index is derived from the entries; callers still parse each entry
+        and check its action (a damaged index can hide an entry, which makes
+        the caller's check fail closed, but cannot invent one).
+        """
+        marks = ", ".join("?" for _ in actions)
         rows = self._q(
-            f"SELECT entry FROM audit WHERE {clauses} ORDER BY seq",  # noqa: S608
-            [f'%"action":"{a}"%' for a in actions],
+            f"SELECT entry FROM audit WHERE action IN ({marks}) ORDER BY seq",  # noqa: S608
+            list(actions),
         ).fetchall()
         return [_blob(r[0]) for r in rows]
 
@@ -906,13 +925,32 @@ class Store:
 
     # -- checkpoints ------------------------------------------------------------
 
-    def add_checkpoint(self, size: int, root: bytes, note: str, signer: str, at: str) -> int:
-        """Store a signed checkpoint; return its id."""
+    def add_checkpoint(
+        self, size: int, root: bytes, note: str, signer: str, at: str, resume_state: bytes
+    ) -> int:
+        """Store a signed checkpoint with the Merkle state it was signed over; return its id."""
         cur = self._q(
-            "INSERT INTO checkpoints (size, root, note, signer, created_at) VALUES (?, ?, ?, ?, ?)",
-            (size, root, note, signer, at),
+            "INSERT INTO checkpoints (size, root, note, signer, created_at, resume_state) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (size, root, note, signer, at, resume_state),
         )
         return int(cur.lastrowid)
+
+    def latest_checkpoint_by(self, signer: str) -> tuple[str, bytes] | None:
+        """(note, resume state) of ``signer``'s checkpoint of the largest tree that has one.
+
+        The columns are only claims: the caller verifies the note's signature
+        with its own key and the state against the signed root.
+        """
+        row = self._q(
+            "SELECT note, resume_state FROM checkpoints "
+            "WHERE signer = ? AND length(resume_state) > 0 "
+            "ORDER BY size DESC, id DESC LIMIT 1",
+            (signer,),
+        ).fetchone()
+        if row is None or not isinstance(row[0], str) or not isinstance(row[1], bytes):
+            return None
+        return row[0], row[1]
 
     def list_checkpoints(self) -> list[CheckpointRow]:
         """Every stored checkpoint, by tree size then id."""

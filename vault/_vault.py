@@ -1133,7 +1133,7 @@ class Vault(LifecycleMixin, ReportsMixin):
                 ],
                 moment,
             )
-            note = self._sign_checkpoint(moment)
+            note = self._sign_checkpoint(moment, full=False)
         try:
             self._witness(note)
         except ChildVaultError:
@@ -1549,18 +1549,22 @@ class Vault(LifecycleMixin, ReportsMixin):
 
     # -------------------------------------------------------------------- audit
 
-    def _sign_checkpoint(self, moment: datetime) -> str:
+    def _sign_checkpoint(self, moment: datetime, *, full: bool = True) -> str:
         """Sign the current log root as the acting user; store it (inside a write).
 
-        The whole log is verified first (hashes, chain, every stored and
-        witnessed checkpoint), so a signature never blesses a log an insider
-        rewrote or truncated since the last checkpoint.
+        The log is verified first (hashes, chain, every stored and witnessed
+        checkpoint), so a signature never blesses a log an insider rewrote or
+        truncated. With ``full=False`` (approvals) the check resumes from the
+        acting user's own latest checkpoint: the entries it covers are fixed
+        by that signature, so only the newer ones are read and the cost of an
+        approval does not grow with the log (docs/decisions.md).
         """
         report = _audit.verify(
             self._store,
             origin=log_origin(self.vault_id),
             signers=self._signers(),
             witness_notes=_audit.read_witness(self.witness_path),
+            resume=None if full else self._own_resume_point(),
         )
         cp = _note.Checkpoint(log_origin(self.vault_id), report.entries, report.root)
         note = _note.sign_note(
@@ -1569,8 +1573,31 @@ class Vault(LifecycleMixin, ReportsMixin):
             self._me.sign,
             self._me.public.signing_key,
         )
-        self._store.add_checkpoint(cp.size, cp.root, note, self.user, iso(moment))
+        self._store.add_checkpoint(
+            cp.size, cp.root, note, self.user, iso(moment), report.resume_state
+        )
         return note
+
+    def _own_resume_point(self) -> _audit.Resume | None:
+        """Where the acting user's latest checkpoint left the log, if it holds up.
+
+        The signature is checked with the unlocked identity's own key (not a
+        key from the database, which an insider could edit), and the stored
+        Merkle state must give the signed root. Anything else: ``None``, and
+        the caller verifies the whole log.
+        """
+        found = self._store.latest_checkpoint_by(self.user)
+        if found is None:
+            return None
+        note, state = found
+        name = signer_name(self.vault_id, self.user)
+        try:
+            cp, _ = _note.verify_note(note, {name: self._me.public.signing_key})
+        except IntegrityError:
+            return None
+        if cp.origin != log_origin(self.vault_id):
+            return None
+        return _audit.Resume.from_state(cp.size, state, cp.root)
 
     def _witness(self, note: str) -> None:
         path = self.witness_path
@@ -1625,7 +1652,7 @@ class Vault(LifecycleMixin, ReportsMixin):
                 continue
             if obj["action"] == "user.add":
                 added[str(detail.get("user"))] = detail
-            elif "public_key" in detail:
+            elif obj["action"] in ("custodian.create", "keys.rotate") and "public_key" in detail:
                 generation = int(detail.get("generation", 0))
                 custodians.setdefault(generation, set()).add(str(detail["public_key"]))
         return added, custodians

@@ -1,0 +1,233 @@
+"""Approvals check the log from the approving officer's own last checkpoint.
+
+The entries a checkpoint covers are fixed by its signature; an approval
+therefore resumes from the acting officer's latest checkpoint (signature
+checked with the officer's own unlocked key, stored frontier checked against
+the signed root) and reads only the newer entries. Anything that does not hold
+up falls back to verifying the whole log. `audit verify`, `audit checkpoint`
+and decommissioning always verify everything.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlcipher3
+from hypothesis import given
+from hypothesis import strategies as st
+
+from keys import IntegrityError
+from tests.conftest import World, add_children, raw_db
+from tests.test_reports import grant
+from vault import _audit, _merkle
+from vault._store import _MIGRATIONS, Store
+
+
+@pytest.fixture
+def resumed(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """Record the ``resume`` argument of every log verification."""
+    calls: list[Any] = []
+    real = _audit.verify
+
+    def spy(*args: Any, **kwargs: Any) -> _audit.VerifyReport:
+        report = real(*args, **kwargs)
+        calls.append((kwargs.get("resume"), report))
+        return report
+
+    monkeypatch.setattr(_audit, "verify", spy)
+    yield calls
+
+
+def _approved_twice(world: World) -> list[str]:
+    with world.open("worker1") as v:
+        ids = add_children(v, 3)
+    grant(world, ids[:1], ("name",))
+    with world.open("worker1") as v:
+        add_children(v, 2)  # entries after officer1's checkpoint
+    return ids
+
+
+def _officer1_sizes(world: World) -> list[int]:
+    conn = raw_db(world)
+    return [n for (n,) in conn.execute("SELECT size FROM checkpoints WHERE signer = 'officer1'")]
+
+
+def test_approval_resumes_from_the_officers_own_last_checkpoint(
+    world: World, resumed: list[Any]
+) -> None:
+    ids = _approved_twice(world)
+    (first,) = _officer1_sizes(world)
+    resumed.clear()
+    grant(world, ids[1:2], ("name",))
+    (resume, report) = resumed[-1]
+    assert resume is not None and resume.size == first
+    assert report.checked_from == first
+    # The checkpoint signed on the resumed frontier is the whole log's root.
+    with world.open("admin") as v:
+        full = v.verify_audit()
+    conn = raw_db(world)
+    size, root = conn.execute(
+        "SELECT size, root FROM checkpoints WHERE signer = 'officer1' ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    hashes = [bytes(h) for (h,) in conn.execute("SELECT hash FROM audit ORDER BY seq")]
+    assert bytes(root) == _merkle.root_of(hashes[:size])
+    assert full.entries >= size
+
+
+def test_first_approval_by_an_officer_verifies_the_whole_log(
+    world: World, resumed: list[Any]
+) -> None:
+    ids = _approved_twice(world)
+    resumed.clear()
+    grant(world, ids[1:2], ("name",), officer="officer2")
+    (resume, report) = resumed[-1]
+    assert resume is None and report.checked_from == 0
+
+
+def test_tampered_resume_state_falls_back_to_full_verification(
+    world: World, resumed: list[Any]
+) -> None:
+    ids = _approved_twice(world)
+    conn = raw_db(world)
+    (blob,) = conn.execute(
+        "SELECT resume_state FROM checkpoints WHERE signer = 'officer1'"
+    ).fetchone()
+    forged = bytes([blob[0] ^ 1]) + bytes(blob[1:])
+    conn.execute("UPDATE checkpoints SET resume_state = ? WHERE signer = 'officer1'", (forged,))
+    resumed.clear()
+    grant(world, ids[1:2], ("name",))
+    assert resumed[-1][0] is None and resumed[-1][1].checked_from == 0
+
+
+def test_checkpoint_row_relabelled_as_the_officers_is_not_resumed_from(
+    world: World, resumed: list[Any]
+) -> None:
+    # An insider copies officer2's (valid) checkpoint, larger than any of
+    # officer1's, and labels it as officer1's: officer1's own key does not
+    # verify it, so officer1's approval verifies everything.
+    ids = _approved_twice(world)
+    grant(world, ids[1:2], ("name",), officer="officer2")
+    conn = raw_db(world)
+    conn.execute(
+        "INSERT INTO checkpoints (size, root, note, signer, created_at, resume_state) "
+        "SELECT size, root, note, 'officer1', created_at, resume_state FROM checkpoints "
+        "WHERE signer = 'officer2'"
+    )
+    resumed.clear()
+    grant(world, ids[2:3], ("name",))
+    assert resumed[-1][0] is None and resumed[-1][1].checked_from == 0
+
+
+def test_edit_after_the_officers_checkpoint_is_refused_at_approval(world: World) -> None:
+    ids = _approved_twice(world)
+    (first,) = _officer1_sizes(world)
+    conn = raw_db(world)
+    (entry,) = conn.execute("SELECT entry FROM audit WHERE seq = ?", (first,)).fetchone()
+    changed = bytes(entry).replace(b'"worker1"', b'"worker2"')
+    assert changed != bytes(entry)
+    conn.execute(
+        "UPDATE audit SET entry = ?, hash = ? WHERE seq = ?",
+        (changed, _merkle.leaf_hash(changed), first),
+    )
+    with pytest.raises(IntegrityError, match=f"entry {first + 1} does not link"):
+        grant(world, ids[1:2], ("name",))
+
+
+def test_edit_of_the_entry_before_the_resume_point_is_refused_at_approval(world: World) -> None:
+    # The first new entry links to the last covered one: its bytes must still
+    # match its stored hash.
+    ids = _approved_twice(world)
+    (first,) = _officer1_sizes(world)
+    conn = raw_db(world)
+    (entry,) = conn.execute("SELECT entry FROM audit WHERE seq = ?", (first - 1,)).fetchone()
+    conn.execute(
+        "UPDATE audit SET entry = ? WHERE seq = ?",
+        (bytes(entry).replace(b'"ok"', b'"no"'), first - 1),
+    )
+    with pytest.raises(IntegrityError, match=f"entry {first - 1} was modified"):
+        grant(world, ids[1:2], ("name",))
+
+
+def test_log_cut_below_the_officers_checkpoint_is_refused_at_approval(world: World) -> None:
+    # Cut, then new entries written over the cut: the entry the officer's
+    # checkpoint ends with is not there any more.
+    ids = _approved_twice(world)
+    (first,) = _officer1_sizes(world)
+    conn = raw_db(world)
+    conn.execute("DELETE FROM audit WHERE seq >= ?", (first - 2,))
+    with pytest.raises(IntegrityError, match=f"diverged: entry {first - 1} is not the one"):
+        grant(world, ids[1:2], ("name",))
+
+
+def test_log_cut_below_the_checkpoint_with_nothing_after_is_truncated(world: World) -> None:
+    ids = _approved_twice(world)
+    (first,) = _officer1_sizes(world)
+    with world.open("worker1") as v:
+        req = v.request_access(ids[1:2], ("name",), "case_management", "本人查询")
+    conn = raw_db(world)
+    conn.execute("DELETE FROM audit WHERE seq >= ?", (first - 2,))
+    with world.open("officer1") as v, pytest.raises(IntegrityError, match="truncated"):
+        v.approve(req)
+
+
+def test_explicit_checkpoint_verifies_the_whole_log(world: World, resumed: list[Any]) -> None:
+    _approved_twice(world)
+    resumed.clear()
+    with world.open("officer1") as v:
+        v.checkpoint()
+    assert resumed[-1][0] is None and resumed[-1][1].checked_from == 0
+
+
+@given(size=st.integers(min_value=0, max_value=300))
+def test_frontier_bytes_round_trip(size: int) -> None:
+    frontier = _merkle.Frontier()
+    frontier.extend(_merkle.leaf_hash(i.to_bytes(4, "big")) for i in range(size))
+    again = _merkle.Frontier.from_bytes(size, frontier.to_bytes())
+    assert again.root() == frontier.root() and again.size == size
+    leaf = _merkle.leaf_hash(b"next")
+    frontier.append(leaf)
+    again.append(leaf)
+    assert again.root() == frontier.root()
+
+
+@given(size=st.integers(min_value=0, max_value=1 << 40), extra=st.integers(1, 31))
+def test_frontier_of_the_wrong_length_is_refused(size: int, extra: int) -> None:
+    good = bytes(32 * bin(size).count("1"))
+    with pytest.raises(ValueError):
+        _merkle.Frontier.from_bytes(size, good + bytes(extra))
+    with pytest.raises(ValueError):
+        _merkle.Frontier.from_bytes(-1 - size, good)
+
+
+def test_schema_1_database_migrates_and_finds_registrations(tmp_path: Path) -> None:
+    # A database as the first release wrote it: migration 1 only.
+    path = tmp_path / "old.db"
+    key = secrets.token_bytes(32)
+    conn = sqlcipher3.connect(str(path), isolation_level=None)
+    conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+    for stmt in _MIGRATIONS[0].split(";"):
+        if stmt.strip():
+            conn.execute(stmt)
+    conn.execute("PRAGMA user_version = 1")
+    entries = [
+        b'{"action":"user.add","seq":0}',
+        b'{"action":"record.create","seq":1}',
+        b"not json",
+        b'{"action":"keys.rotate","seq":3}',
+    ]
+    conn.executemany(
+        "INSERT INTO audit (seq, entry, hash) VALUES (?, ?, ?)",
+        [(i, e, _merkle.leaf_hash(e)) for i, e in enumerate(entries)],
+    )
+    conn.close()
+    store = Store(path, key)
+    try:
+        found = store.audit_entries_with_actions(("user.add", "keys.rotate"))
+        assert found == [entries[0], entries[3]]
+        assert store.latest_checkpoint_by("officer1") is None
+    finally:
+        store.close()
