@@ -152,6 +152,31 @@ def test_edit_of_the_entry_before_the_resume_point_is_refused_at_approval(world:
         grant(world, ids[1:2], ("name",))
 
 
+def test_rehashed_last_covered_entry_is_refused_at_approval(world: World) -> None:
+    # Edited *and* re-hashed, with the next entry's link rewritten to match:
+    # the chain holds, but the last entry the officer's checkpoint covers is
+    # not the one it signed.
+    ids = _approved_twice(world)
+    (first,) = _officer1_sizes(world)
+    conn = raw_db(world)
+    (entry,) = conn.execute("SELECT entry FROM audit WHERE seq = ?", (first - 1,)).fetchone()
+    changed = bytes(entry).replace(b'"officer1"', b'"officer2"', 1)
+    assert changed != bytes(entry)
+    digest = _merkle.leaf_hash(changed)
+    conn.execute("UPDATE audit SET entry = ?, hash = ? WHERE seq = ?", (changed, digest, first - 1))
+    (after,) = conn.execute("SELECT entry FROM audit WHERE seq = ?", (first,)).fetchone()
+    relinked = bytes(after).replace(
+        _merkle.leaf_hash(bytes(entry)).hex().encode(), digest.hex().encode()
+    )
+    assert relinked != bytes(after)
+    conn.execute(
+        "UPDATE audit SET entry = ?, hash = ? WHERE seq = ?",
+        (relinked, _merkle.leaf_hash(relinked), first),
+    )
+    with pytest.raises(IntegrityError, match=f"diverged: entry {first - 1} is not the one"):
+        grant(world, ids[1:2], ("name",))
+
+
 def test_log_cut_below_the_officers_checkpoint_is_refused_at_approval(world: World) -> None:
     # Cut, then new entries written over the cut: the entry the officer's
     # checkpoint ends with is not there any more.

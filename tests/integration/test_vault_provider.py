@@ -539,11 +539,10 @@ def test_replace_destroys_the_old_version_also_in_backups(
         officer.replace(WrappedRecord(rec.record_id, 3, blob3), 3, {"name": newer})
 
 
-def test_interrupted_wrap_can_be_repeated(
-    make: Callable[..., VaultProvider], openbao: BaoServer, alice: Identity
-) -> None:
-    # A token that may create salts but not encrypt: the salt gets written,
-    # then Transit refuses, as if the server had failed half-way.
+def _kv_only_provider(openbao: BaoServer) -> VaultProvider:
+    """A provider whose token may create and read salts but not encrypt: a wrap
+    with it writes the salts, then Transit refuses, as if the server had
+    failed half-way."""
     openbao.api(
         "PUT",
         "sys/policies/acl/test-kv-only",
@@ -551,7 +550,15 @@ def test_interrupted_wrap_can_be_repeated(
             "policy": 'path "childvault-kv/data/records/*" { capabilities = ["create", "read"] }'
         },
     ).raise_for_status()
-    half = VaultProvider(openbao.settings, "v", token=openbao.token(["test-kv-only"]))
+    return VaultProvider(openbao.settings, "v", token=openbao.token(["test-kv-only"]))
+
+
+def test_interrupted_wrap_can_be_repeated(
+    make: Callable[..., VaultProvider], openbao: BaoServer, alice: Identity
+) -> None:
+    # A token that may create salts but not encrypt: the salt gets written,
+    # then Transit refuses, as if the server had failed half-way.
+    half = _kv_only_provider(openbao)
     staff, officer = make("staff"), make("officer")
     rec = record()
     with pytest.raises(AccessDenied, match="encrypt"):
@@ -750,14 +757,7 @@ def test_repeated_wrap_after_partial_failure_reuses_the_written_salts(
 ) -> None:
     # A first attempt wrote the salts of two records of the batch, then failed
     # (this token may create salts but not encrypt).
-    openbao.api(
-        "PUT",
-        "sys/policies/acl/test-kv-only",
-        json={
-            "policy": 'path "childvault-kv/data/records/*" { capabilities = ["create", "read"] }'
-        },
-    ).raise_for_status()
-    half = VaultProvider(openbao.settings, "v", token=openbao.token(["test-kv-only"]))
+    half = _kv_only_provider(openbao)
     recs = [record() for _ in range(6)]
     early = [recs[1], recs[4]]
     with pytest.raises(AccessDenied, match="encrypt"):
