@@ -12,13 +12,28 @@ checkpoint root and signature.
 - **bare chain**: one ``SELECT entry, hash FROM audit ORDER BY seq`` through the
   product's own Store connection (same SQLCipher database and settings), and
   ``hashlib.sha256(b"\\x00" + entry)`` per entry compared with the stored hash.
+- **diagnostic** (not a target): on the same large log, the officer's
+  ``Vault.approve`` of a one-record request (it checks the log from the
+  officer's own last checkpoint on) against ``Vault.checkpoint`` (it verifies
+  the whole log before signing, as every approval did before the second round
+  of fixes), interleaved.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-from bench._common import Config, Figure, Result, Template, build_template, loadavg, ratio, timed
+from bench._common import (
+    Config,
+    Figure,
+    Result,
+    Template,
+    build_template,
+    loadavg,
+    ratio,
+    timed,
+    write_csv,
+)
 from bench._raw import fill_log
 
 NAME = "audit_verify"
@@ -65,10 +80,45 @@ def run(cfg: Config, tpl: Template | None = None) -> Result:
             bare.append(size / timed(chain))
             assert counted == size
             loads.append(loadavg())
+    approve_ms, checkpoint_ms = _approval_on_a_long_log(cfg, tpl, home)
     unit = "entries/s"
     f_o = Figure(NAME, f"childvault audit verify ({size:,} entries)", unit, ours)
     f_b = Figure(NAME, f"bare hashlib SHA-256 chain, same stored bytes ({size:,})", unit, bare)
-    res = Result([f_o, f_b])
+    f_a = Figure(
+        NAME,
+        f"diagnostic: approve of 1 record x 3 fields on this {size:,}-entry log",
+        "ms",
+        approve_ms,
+        higher_is_better=False,
+    )
+    f_c = Figure(
+        NAME,
+        "diagnostic: `audit checkpoint` (whole-log check) on the same log",
+        "ms",
+        checkpoint_ms,
+        higher_is_better=False,
+    )
+    res = Result([f_o, f_b, f_a, f_c])
     res.ratios.append(ratio(NAME, "audit verify / bare chain", f_o, f_b, at_least=0.5))
+    res.ratios.append(ratio(NAME, "diagnostic: approve / whole-log checkpoint", f_a, f_c))
     res.notes.append(f"load average after each repetition: {' | '.join(loads)}")
     return res
+
+
+def _approval_on_a_long_log(
+    cfg: Config, tpl: Template, home: object
+) -> tuple[list[float], list[float]]:
+    """Time ``approve`` (incremental check) and ``checkpoint`` (whole log), interleaved."""
+    source = write_csv(cfg.workdir / NAME / "one-per-rep.csv", cfg.reps)
+    with tpl.open(home, "worker1") as v:
+        ids = list(v.import_file(source).record_ids)
+        requests = [
+            v.request_access([rid], ("name", "sex", "school"), "case_management", "bench")
+            for rid in ids
+        ]
+    approve_ms, checkpoint_ms = [], []
+    with tpl.open(home, "officer1") as v:
+        for request in requests:
+            approve_ms.append(timed(lambda r=request: v.approve(r)) * 1000)
+            checkpoint_ms.append(timed(v.checkpoint) * 1000)
+    return approve_ms, checkpoint_ms
