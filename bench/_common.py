@@ -166,7 +166,10 @@ def ratio(
 ) -> Ratio:
     """``num / den`` from the medians (and per repetition), checked against a target."""
     value = num.median / den.median
-    per = [a / b for a, b in zip(num.values, den.values, strict=False)]
+    if len(den.values) == 1:  # a constant (a target rate): every repetition against it
+        per = [a / den.values[0] for a in num.values]
+    else:
+        per = [a / b for a, b in zip(num.values, den.values, strict=False)]
     if at_least is not None:
         return Ratio(bench, label, value, f">= {at_least:g} x", value >= at_least, per)
     if at_most is not None:
