@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +183,8 @@ class DevServer:
                     time.sleep(0.5)
         raise DevServerError(f"OpenBao dev server did not start: {last_error}")
 
-    def _wait_listening(self) -> None:
+    def _wait_until(self, ready: Callable[[], bool], what: str) -> None:
+        """Poll ``ready`` until it is true, the process exits, or the start timeout."""
         assert self._proc is not None
         deadline = time.monotonic() + _START_TIMEOUT
         while time.monotonic() < deadline:
@@ -191,11 +193,19 @@ class DevServer:
                     f"bao exited with {self._proc.returncode}; output:\n{self.output()}"
                 )
             try:
-                self._http.get(f"{self.addr}/v1/sys/health", timeout=2)
-                return
+                if ready():
+                    return
             except requests.RequestException:
-                time.sleep(0.1)
-        raise _StartFailed(f"no answer within {_START_TIMEOUT:g} s; output:\n{self.output()}")
+                pass
+            time.sleep(0.1)
+        raise _StartFailed(f"no {what} within {_START_TIMEOUT:g} s; output:\n{self.output()}")
+
+    def _wait_listening(self) -> None:
+        def answers() -> bool:
+            self._http.get(f"{self.addr}/v1/sys/health", timeout=2)
+            return True
+
+        self._wait_until(answers, "answer")
 
     def _init_and_unseal(self) -> None:
         status = self._http.get(f"{self.addr}/v1/sys/init", timeout=5).json()
@@ -212,25 +222,15 @@ class DevServer:
         self.unseal()
 
     def _wait_healthy(self) -> None:
-        assert self._proc is not None
-        deadline = time.monotonic() + _START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise _StartFailed(
-                    f"bao exited with {self._proc.returncode}; output:\n{self.output()}"
-                )
-            try:
-                resp = self._http.get(f"{self.addr}/v1/sys/health", timeout=2)
-                match = _UNSEAL_RE.search(self.output())
-                if resp.status_code == 200 and match:
-                    self.unseal_key = match.group(1)
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise _StartFailed(
-            f"no healthy answer within {_START_TIMEOUT:g} s; output:\n{self.output()}"
-        )
+        def healthy() -> bool:
+            resp = self._http.get(f"{self.addr}/v1/sys/health", timeout=2)
+            match = _UNSEAL_RE.search(self.output())
+            if resp.status_code == 200 and match:
+                self.unseal_key = match.group(1)
+                return True
+            return False
+
+        self._wait_until(healthy, "healthy answer")
 
     def stop(self) -> None:
         """Terminate the server (kill it if it does not stop within 10 s)."""

@@ -1226,21 +1226,7 @@ class Vault(LifecycleMixin, ReportsMixin):
                 )
                 denied = True
             else:
-                _audit.append(
-                    self._store,
-                    [
-                        Event(
-                            self.user,
-                            "grant.read",
-                            records=want_recs,
-                            fields=want_flds,
-                            purpose=claims.pur,
-                            request=claims.req,
-                            grant=claims.jti,
-                        )
-                    ],
-                    moment,
-                )
+                _audit.append(self._store, [self._read_event(claims, want_recs, want_flds)], moment)
                 denied = False
         if denied:
             raise ApprovalInvalid("uses exhausted or revoked")
@@ -1248,22 +1234,8 @@ class Vault(LifecycleMixin, ReportsMixin):
             keys = self._redeem(claims)
             return claims, self._decrypt(keys, want_recs, want_flds)
         except (ApprovalInvalid, DecryptionFailed) as exc:
-            self._log(
-                [
-                    Event(
-                        self.user,
-                        "grant.read",
-                        "error",
-                        records=want_recs,
-                        fields=want_flds,
-                        purpose=claims.pur,
-                        request=claims.req,
-                        grant=claims.jti,
-                        detail={"reason": (exc.detail or "failed")[:200]},
-                    )
-                ],
-                moment,
-            )
+            reason = (exc.detail or "failed")[:200]
+            self._log([self._read_event(claims, want_recs, want_flds, "error", reason)], moment)
             raise
         except (ProviderUnavailable, AccessDenied) as exc:
             # The key provider failed (down, sealed, token or policy) before any
@@ -1271,21 +1243,10 @@ class Vault(LifecycleMixin, ReportsMixin):
             # retried once the fault is gone (an unwrapped token stays unusable).
             with contextlib.suppress(ChildVaultError), self._store.write():
                 self._store.refund_grant_use(claims.jti)
+                reason = f"key provider: {type(exc).__name__}"
                 _audit.append(
                     self._store,
-                    [
-                        Event(
-                            self.user,
-                            "grant.read",
-                            "error",
-                            records=want_recs,
-                            fields=want_flds,
-                            purpose=claims.pur,
-                            request=claims.req,
-                            grant=claims.jti,
-                            detail={"reason": f"key provider: {type(exc).__name__}"},
-                        )
-                    ],
+                    [self._read_event(claims, want_recs, want_flds, "error", reason)],
                     moment,
                 )
             raise
@@ -1298,22 +1259,27 @@ class Vault(LifecycleMixin, ReportsMixin):
         reason: str,
         moment: datetime,
     ) -> None:
-        _audit.append(
-            self._store,
-            [
-                Event(
-                    self.user,
-                    "grant.read",
-                    "denied",
-                    records=recs,
-                    fields=flds,
-                    purpose=claims.pur,
-                    request=claims.req,
-                    grant=claims.jti,
-                    detail={"reason": reason},
-                )
-            ],
-            moment,
+        _audit.append(self._store, [self._read_event(claims, recs, flds, "denied", reason)], moment)
+
+    def _read_event(
+        self,
+        claims: _tokens.GrantClaims,
+        recs: Sequence[str],
+        flds: Sequence[str],
+        outcome: str = "ok",
+        reason: str | None = None,
+    ) -> Event:
+        """The ``grant.read`` log entry of a read with ``claims`` (its outcome and why)."""
+        return Event(
+            self.user,
+            "grant.read",
+            outcome,
+            records=recs,
+            fields=flds,
+            purpose=claims.pur,
+            request=claims.req,
+            grant=claims.jti,
+            detail={} if reason is None else {"reason": reason},
         )
 
     def _check_grant(
