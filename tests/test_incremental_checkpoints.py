@@ -56,6 +56,18 @@ def _officer1_sizes(world: World) -> list[int]:
     return [n for (n,) in conn.execute("SELECT size FROM checkpoints WHERE signer = 'officer1'")]
 
 
+def _rehash(conn: Any, seq: int, old: bytes, new: bytes) -> tuple[bytes, bytes]:
+    """An insider edits entry ``seq`` (``old`` -> ``new``) and stores its new hash.
+
+    Returns (the entry as it was, its new leaf hash)."""
+    (entry,) = conn.execute("SELECT entry FROM audit WHERE seq = ?", (seq,)).fetchone()
+    changed = bytes(entry).replace(old, new, 1)
+    assert changed != bytes(entry)
+    digest = _merkle.leaf_hash(changed)
+    conn.execute("UPDATE audit SET entry = ?, hash = ? WHERE seq = ?", (changed, digest, seq))
+    return bytes(entry), digest
+
+
 def test_approval_resumes_from_the_officers_own_last_checkpoint(
     world: World, resumed: list[Any]
 ) -> None:
@@ -126,13 +138,7 @@ def test_edit_after_the_officers_checkpoint_is_refused_at_approval(world: World)
     ids = _approved_twice(world)
     (first,) = _officer1_sizes(world)
     conn = raw_db(world)
-    (entry,) = conn.execute("SELECT entry FROM audit WHERE seq = ?", (first,)).fetchone()
-    changed = bytes(entry).replace(b'"worker1"', b'"worker2"')
-    assert changed != bytes(entry)
-    conn.execute(
-        "UPDATE audit SET entry = ?, hash = ? WHERE seq = ?",
-        (changed, _merkle.leaf_hash(changed), first),
-    )
+    _rehash(conn, first, b'"worker1"', b'"worker2"')
     with pytest.raises(IntegrityError, match=f"entry {first + 1} does not link"):
         grant(world, ids[1:2], ("name",))
 
@@ -159,20 +165,8 @@ def test_rehashed_last_covered_entry_is_refused_at_approval(world: World) -> Non
     ids = _approved_twice(world)
     (first,) = _officer1_sizes(world)
     conn = raw_db(world)
-    (entry,) = conn.execute("SELECT entry FROM audit WHERE seq = ?", (first - 1,)).fetchone()
-    changed = bytes(entry).replace(b'"officer1"', b'"officer2"', 1)
-    assert changed != bytes(entry)
-    digest = _merkle.leaf_hash(changed)
-    conn.execute("UPDATE audit SET entry = ?, hash = ? WHERE seq = ?", (changed, digest, first - 1))
-    (after,) = conn.execute("SELECT entry FROM audit WHERE seq = ?", (first,)).fetchone()
-    relinked = bytes(after).replace(
-        _merkle.leaf_hash(bytes(entry)).hex().encode(), digest.hex().encode()
-    )
-    assert relinked != bytes(after)
-    conn.execute(
-        "UPDATE audit SET entry = ?, hash = ? WHERE seq = ?",
-        (relinked, _merkle.leaf_hash(relinked), first),
-    )
+    entry, digest = _rehash(conn, first - 1, b'"officer1"', b'"officer2"')
+    _rehash(conn, first, _merkle.leaf_hash(entry).hex().encode(), digest.hex().encode())
     with pytest.raises(IntegrityError, match=f"diverged: entry {first - 1} is not the one"):
         grant(world, ids[1:2], ("name",))
 
