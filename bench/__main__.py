@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="childvault-bench-", dir=args.workdir) as tmp:
         cfg = _common.Config(workdir=Path(tmp), **preset)  # type: ignore[arg-type]
         results, failures = run_all(cfg, chosen, sys_path)
-    import vault
+    import childvault
 
     started = datetime.now(UTC)
     text = _report.render(
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         failures=failures,
         machine=_common.machine(),
         command=" ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
-        product=str(Path(vault.__file__).parent.parent),
+        product=str(Path(childvault.__file__).parent.parent),
         when=started,
         title=args.title,
         includes=args.include,

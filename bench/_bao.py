@@ -39,7 +39,7 @@ class Bao:
 
 def start(workdir: Path) -> Bao:
     """Start ``bao server -dev`` on a free loopback port, run childvault's setup, make a home."""
-    from keys._devserver import DevServer, find_bao
+    from childvault.keys._devserver import DevServer, find_bao
 
     binary = find_bao()
     if binary is None:

@@ -252,7 +252,7 @@ def child_row(i: int) -> dict[str, str]:
 
     Invented values only (the identity numbers are valid-looking, not real).
     """
-    from vault._validators import make_id_number
+    from childvault.vault._validators import make_id_number
 
     dob = date(2016, 3, 1) + timedelta(days=i % 3000)
     return {
@@ -317,7 +317,7 @@ class Template:
         return dest
 
     def open(self, home: Path, who: str) -> Any:
-        from vault import Vault
+        from childvault.vault import Vault
 
         return Vault.open(home, identity=self.ids[who], vault_token=self.tokens.get(who))
 
@@ -330,8 +330,8 @@ def build_template(
     tokens: dict[str, str] | None = None,
 ) -> Template:
     """Create a vault with the three benchmark users (Argon2id unlocks: a few seconds)."""
-    from keys import Identity
-    from vault import Vault
+    from childvault.keys import Identity
+    from childvault.vault import Vault
 
     with Vault.init(
         home,

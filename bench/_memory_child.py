@@ -38,8 +38,8 @@ def main() -> None:
     import nacl.signing
     from nacl.public import PrivateKey
 
-    from keys import Identity
-    from vault import Vault
+    from childvault.keys import Identity
+    from childvault.vault import Vault
 
     ident = Identity(
         job["name"],

@@ -23,7 +23,7 @@ def connect(home: Path, identity: Any) -> Any:
     """A raw SQLCipher connection to a home's database (what an insider with the key has)."""
     import sqlcipher3
 
-    from keys import KeySlots
+    from childvault.keys import KeySlots
 
     vault_id = json.loads((home / "config.json").read_text())["vault_id"]
     key = KeySlots(home / "keyslots.json").open(identity, vault_id)["db"]
@@ -54,7 +54,7 @@ def fill_log(home: Path, identity: Any, entries: int, actor: str = "worker1") ->
     from datetime import UTC, datetime
 
     from bench._common import FIELDS
-    from vault import _audit
+    from childvault.vault import _audit
 
     conn = connect(home, identity)
     app = _Appender(conn)
@@ -128,7 +128,7 @@ def synthetic_id_number(i: int) -> str:
     """A valid-looking (invented) resident identity number, distinct for each ``i`` < 10^8."""
     from datetime import date, timedelta
 
-    from vault._validators import make_id_number
+    from childvault.vault._validators import make_id_number
 
     dob = date(2010, 1, 1) + timedelta(days=i % 5000)
     region = f"{110101 + (i // 5000) % 900:06d}"

@@ -30,7 +30,7 @@ def _script() -> list[str]:
     found = shutil.which("childvault")
     if found:
         return [found]
-    return [sys.executable, "-m", "cli.main"]
+    return [sys.executable, "-m", "childvault.cli.main"]
 
 
 def _wall(cmd: list[str], env: dict[str, str]) -> float:

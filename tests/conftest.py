@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from keys import Identity
-from vault import Consent, NewRecordInput, Vault
+from childvault.keys import Identity
+from childvault.vault import Consent, NewRecordInput, Vault
 
 PASSPHRASES = {
     "admin": "admin-passphrase-1",
@@ -98,7 +98,7 @@ def consent(
 
 def child_values(i: int = 0, **overrides: str) -> dict[str, str]:
     """Valid values for a ten-year-old, varied by ``i``."""
-    from vault._validators import make_id_number
+    from childvault.vault._validators import make_id_number
 
     dob = date(2016, 3, 1) + timedelta(days=i % 300)
     values = {
@@ -185,7 +185,7 @@ def raw_db(world: World, who: str = "worker1"):  # type: ignore[no-untyped-def]
 
     import sqlcipher3
 
-    from keys import KeySlots
+    from childvault.keys import KeySlots
 
     vault_id = _json.loads((world.home / "config.json").read_text())["vault_id"]
     key = KeySlots(world.home / "keyslots.json").open(world.ids[who], vault_id)["db"]

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keys import AccessDenied, ApprovalInvalid, Identity, NotFound, UsageError
+from childvault.keys import AccessDenied, ApprovalInvalid, Identity, NotFound, UsageError
+from childvault.vault import NewRecordInput, _tokens
 from tests.conftest import World, add_children, child_values, consent
-from vault import NewRecordInput, _tokens
 
 
 @pytest.fixture
@@ -340,7 +340,7 @@ def test_without_the_officer_there_is_no_way_to_plaintext(flow: tuple[World, lis
 
     from nacl.public import PrivateKey
 
-    from keys import CustodianSecret, DecryptionFailed, KeySlots
+    from childvault.keys import CustodianSecret, DecryptionFailed, KeySlots
     from tests.conftest import raw_db
 
     world, _ids = flow

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keys import IntegrityError
-from vault import _audit
-from vault._merkle import Frontier, leaf_hash
-from vault._store import Store
+from childvault.keys import IntegrityError
+from childvault.vault import _audit
+from childvault.vault._merkle import Frontier, leaf_hash
+from childvault.vault._store import Store
 
 _TEXT = st.text(
     alphabet=st.characters(codec="utf-8", categories=None), max_size=12
@@ -185,9 +185,13 @@ def _tamper(rows: list[tuple[Any, Any, Any]], how: str, at: int) -> None:
     elif how == "swap" and at + 1 < len(rows):
         rows[at], rows[at + 1] = (seq, *rows[at + 1][1:]), (rows[at + 1][0], entry, digest)
     elif how == "text":
-        rows[at] = (seq, entry.decode(), digest)
+        # An entry already made invalid UTF-8 stays bytes (SQLite would keep it a BLOB).
+        rows[at] = (seq, entry.decode(errors="surrogateescape"), digest)
     elif how == "reformat":  # valid JSON, not the fast shape: json.loads decides
-        new = json.dumps(json.loads(entry)).encode()
+        try:
+            new = json.dumps(json.loads(entry)).encode()
+        except ValueError:  # an earlier tampering left it undecodable: nothing to reformat
+            return
         rows[at] = (seq, new, leaf_hash(new))
     elif how == "badutf8":
         new = entry.replace(b'"w"', b'"\xff"')

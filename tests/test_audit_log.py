@@ -9,9 +9,9 @@ import json
 import pytest
 import rfc8785
 
-from keys import AccessDenied, IntegrityError
+from childvault.keys import AccessDenied, IntegrityError
+from childvault.vault._merkle import leaf_hash
 from tests.conftest import World, add_children, raw_db
-from vault._merkle import leaf_hash
 
 
 def _populated(world: World) -> None:
@@ -169,7 +169,7 @@ def test_staff_cannot_read_the_log_or_sign_and_is_logged(world: World) -> None:
 
 def test_user_row_inserted_outside_the_log_is_detected(world: World) -> None:
     """An insider with the database key registers their own 'officer' key."""
-    from keys import Identity
+    from childvault.keys import Identity
 
     rogue = Identity.generate("rogue")
     raw_db(world).execute(
@@ -181,7 +181,7 @@ def test_user_row_inserted_outside_the_log_is_detected(world: World) -> None:
 
 
 def test_user_keys_swapped_outside_the_log_are_detected(world: World) -> None:
-    from keys import Identity
+    from childvault.keys import Identity
 
     rogue = Identity.generate("officer1")
     raw_db(world).execute(
@@ -194,7 +194,7 @@ def test_user_keys_swapped_outside_the_log_are_detected(world: World) -> None:
 def test_custodian_key_swapped_outside_the_log_is_detected(world: World) -> None:
     """Swapping the custodian public key would make staff seal new records to
     the insider; `audit verify` (and so `doctor`) flags it."""
-    from keys import CustodianSecret
+    from childvault.keys import CustodianSecret
 
     rogue = CustodianSecret.generate(1)
     raw_db(world).execute(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from keys._devserver import find_bao
+from childvault.keys._devserver import find_bao
 
 
 def test_every_benchmark_runs_at_tiny_size(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from cli.main import cli
+from childvault.cli.main import cli
 from tests.conftest import PASSPHRASES, World
 from tests.test_records import marked_rows, write_csv
 
@@ -274,7 +274,7 @@ def test_demo_runs() -> None:
 def test_help_is_fast_because_heavy_modules_load_lazily() -> None:
     """Not a timing test: checks which modules `--help` imports."""
     code = (
-        "import sys; from cli.main import cli\n"
+        "import sys; from childvault.cli.main import cli\n"
         "try:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n"
         "heavy = [m for m in ('hvac', 'sqlcipher3', 'nacl', 'pyseto', 'vault', 'keys')"
         " if m in sys.modules]\nprint(heavy)"

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MATRIX = ROOT / "docs" / "compliance.md"
 NOTICE_DOC = ROOT / "docs" / "notice-template.md"
-NOTICE_PACKAGED = ROOT / "vault" / "data" / "notice-template.md"
+NOTICE_PACKAGED = ROOT / "childvault" / "vault" / "data" / "notice-template.md"
 
 #: Article labels the matrix must cover, each exactly once.
 ARTICLES = [f"P-{n}" for n in range(1, 30)] + [f"M-{n}" for n in range(1, 19)]

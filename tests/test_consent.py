@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keys._errors import ValidationError
-from vault._consent import (
+from childvault.keys._errors import ValidationError
+from childvault.vault._consent import (
     CONSENT_AGE,
     CONSENT_COLUMNS,
     Consent,
@@ -20,7 +20,7 @@ from vault._consent import (
     check_consent,
     parse_consent_columns,
 )
-from vault._schema import Schema
+from childvault.vault._schema import Schema
 
 TODAY = date(2026, 11, 24)
 SCHEMA = Schema.default()

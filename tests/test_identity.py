@@ -8,7 +8,7 @@ from pathlib import Path
 import nacl.pwhash
 import pytest
 
-from keys import ConfigError, Identity, NotFound, UsageError, WrongPassphrase
+from childvault.keys import ConfigError, Identity, NotFound, UsageError, WrongPassphrase
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,11 @@ import sqlcipher3
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keys import IntegrityError
+from childvault.keys import IntegrityError
+from childvault.vault import _audit, _merkle
+from childvault.vault._store import _MIGRATIONS, Store
 from tests.conftest import World, add_children, raw_db
 from tests.test_reports import grant
-from vault import _audit, _merkle
-from vault._store import _MIGRATIONS, Store
 
 
 @pytest.fixture

@@ -10,9 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from keys import AccessDenied, ChildVaultError, KeySlots, NotFound, UsageError, ValidationError
+from childvault.keys import (
+    AccessDenied,
+    ChildVaultError,
+    KeySlots,
+    NotFound,
+    UsageError,
+    ValidationError,
+)
+from childvault.vault import Consent, NewRecordInput
 from tests.conftest import World, add_children, child_values, consent, raw_db
-from vault import Consent, NewRecordInput
 
 
 def _vault_id(world: World) -> str:
@@ -132,7 +139,7 @@ def test_consent_age_rule_at_13_years_364_days_and_at_14(world: World) -> None:
     """Consent basis is checked against the date of birth when recorded (M-12)."""
     dob = date(2012, 11, 25)  # 14 on 2026-11-25
     values = child_values(0, date_of_birth=dob.isoformat())
-    from vault._validators import make_id_number
+    from childvault.vault._validators import make_id_number
 
     values["id_number"] = make_id_number("110105", dob, 102)
     values["sex"] = "female"
@@ -225,8 +232,8 @@ def test_rotation_is_resumable(world: World) -> None:
 
 
 def test_keys_share_gives_a_later_officer_the_custodian(tmp_path: Path) -> None:
+    from childvault.vault import Vault
     from tests.conftest import PASSPHRASES
-    from vault import Vault
 
     with Vault.init(
         tmp_path / "h", institution="x", admin="admin", admin_passphrase=PASSPHRASES["admin"]
@@ -234,7 +241,7 @@ def test_keys_share_gives_a_later_officer_the_custodian(tmp_path: Path) -> None:
         v.add_user("first", ["officer"], "first-passphrase")
         info = v.add_user("second", ["officer"], "second-passphrase")
         assert not info.can_approve
-    from keys import Identity
+    from childvault.keys import Identity
 
     first = Identity.load(tmp_path / "h/identities/first.id", "first-passphrase")
     with Vault.open(tmp_path / "h", identity=first) as v:
@@ -308,7 +315,7 @@ def test_reads_recheck_consent_and_retention(world: World) -> None:
                 retain_until=old.retain_until,
             ),
         )
-    from keys import ApprovalInvalid
+    from childvault.keys import ApprovalInvalid
 
     with world.open("worker1") as v:
         with pytest.raises(ApprovalInvalid):

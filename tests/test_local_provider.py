@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from keys import (
+from childvault.keys import (
     AccessDenied,
     ApprovalInvalid,
     CustodianSecret,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vault._merkle import (
+from childvault.vault._merkle import (
     EMPTY_ROOT,
     Frontier,
     consistency_proof,

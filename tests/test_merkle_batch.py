@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vault._merkle import Frontier, leaf_hash, root_of
+from childvault.vault._merkle import Frontier, leaf_hash, root_of
 
 
 def _one_by_one(leaves: list[bytes]) -> Frontier:

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keys._errors import IntegrityError, UsageError
-from vault._merkle import EMPTY_ROOT, leaf_hash, root_of
-from vault._note import (
+from childvault.keys._errors import IntegrityError, UsageError
+from childvault.vault._merkle import EMPTY_ROOT, leaf_hash, root_of
+from childvault.vault._note import (
     MAX_NOTE_BYTES,
     MAX_SIGNATURES,
     Checkpoint,

@@ -17,17 +17,24 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cli.main import cli
-from keys import AccessDenied, ChildVaultError, Identity, IntegrityError, NotFound, UsageError
-from tests.conftest import PASSPHRASES, World, add_children, raw_db
-from tests.test_reports import grant
-from vault import _merkle, _note
-from vault._reports import (
+from childvault.cli.main import cli
+from childvault.keys import (
+    AccessDenied,
+    ChildVaultError,
+    Identity,
+    IntegrityError,
+    NotFound,
+    UsageError,
+)
+from childvault.vault import _merkle, _note
+from childvault.vault._reports import (
     _inclusion_proofs,
     _Leaves,
     verify_entry_proof,
     verify_subject_report,
 )
+from tests.conftest import PASSPHRASES, World, add_children, raw_db
+from tests.test_reports import grant
 
 Report = dict[str, Any]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from keys import AccessDenied, ConfigError, ImportFailed, UsageError, ValidationError
+from childvault.keys import AccessDenied, ConfigError, ImportFailed, UsageError, ValidationError
+from childvault.vault import NewRecordInput, Vault
 from tests.conftest import World, add_children, child_values, consent, raw_db
-from vault import NewRecordInput, Vault
 
 CONSENT_COLS = {
     "consent_by": "guardian",

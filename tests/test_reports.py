@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
-from keys import AccessDenied, ApprovalInvalid, UsageError
+from childvault.cli.main import cli
+from childvault.keys import AccessDenied, ApprovalInvalid, UsageError
+from childvault.vault import NewRecordInput
+from childvault.vault._reports import SUBJECT_REPORT_FORMAT, verify_subject_report
 from tests.conftest import PASSPHRASES, World, add_children, child_values, consent
-from vault import NewRecordInput
-from vault._reports import SUBJECT_REPORT_FORMAT, verify_subject_report
 
 FIELDS = ("name", "date_of_birth", "guardian_phone")
 

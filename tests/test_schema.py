@@ -16,14 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keys._errors import ChildVaultError, UsageError, ValidationError
-from vault._consent import CONSENT_COLUMNS, age_on, check_consent, parse_consent_columns
-from vault._schema import RESERVED_FIELD_NAMES, FieldSpec, Schema
-from vault._validators import make_id_number
+from childvault.keys._errors import ChildVaultError, UsageError, ValidationError
+from childvault.vault._consent import CONSENT_COLUMNS, age_on, check_consent, parse_consent_columns
+from childvault.vault._schema import RESERVED_FIELD_NAMES, FieldSpec, Schema
+from childvault.vault._validators import make_id_number
 
 ROOT = Path(__file__).resolve().parents[1]
-CHILD_TOML = ROOT / "vault" / "schemas" / "child.toml"
-SAMPLE = ROOT / "vault" / "data" / "sample.csv"
+CHILD_TOML = ROOT / "childvault" / "vault" / "schemas" / "child.toml"
+SAMPLE = ROOT / "childvault" / "vault" / "data" / "sample.csv"
 
 CHILD_FIELDS = (
     "name",

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keys._errors import ValidationError
-from vault._validators import (
+from childvault.keys._errors import ValidationError
+from childvault.vault._validators import (
     check_date,
     check_id_number,
     check_mainland_phone,

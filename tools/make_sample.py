@@ -26,13 +26,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vault._validators import make_id_number  # noqa: E402
+from childvault.vault._validators import make_id_number  # noqa: E402
 
 SEED = 20261101
 COUNT = 200
 REFERENCE_DAY = date(2026, 11, 1)  # ages 0-17 on this day
 NOTICE_VERSION = "2026-1"
-OUT = ROOT / "vault" / "data" / "sample.csv"
+OUT = ROOT / "childvault" / "vault" / "data" / "sample.csv"
 
 FIELDS = (
     "name",

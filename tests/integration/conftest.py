@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from keys._devserver import DevServer as BaoServer
-from keys._devserver import find_bao, free_port
+from childvault.keys._devserver import DevServer as BaoServer
+from childvault.keys._devserver import find_bao, free_port
 
 __all__ = ["BaoServer", "find_bao", "free_port"]
 

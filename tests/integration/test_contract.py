@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from keys import AccessDenied, ApprovalInvalid, ChildVaultError, Identity, NotFound
+from childvault.keys import AccessDenied, ApprovalInvalid, ChildVaultError, Identity, NotFound
+from childvault.vault import NewRecordInput
 from tests.conftest import (
     ROLES,
     World,
@@ -23,7 +24,6 @@ from tests.conftest import (
     copy_world,
 )
 from tests.integration.conftest import BaoServer
-from vault import NewRecordInput
 
 POLICY = {"staff": "childvault-staff", "officer": "childvault-officer", "admin": "childvault-admin"}
 

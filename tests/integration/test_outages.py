@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
-from keys import Identity, ProviderUnavailable
+from childvault.cli.main import cli
+from childvault.keys import Identity, ProviderUnavailable
 from tests.conftest import PASSPHRASES, ROLES, World, build_template, copy_world
 from tests.integration.conftest import BaoServer
 from tests.test_records import marked_rows, write_csv

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from keys import FieldKey, ProviderUnavailable, RecordKeys
-from keys._vault import VaultProvider, VaultSettings, _Reply
+from childvault.keys import FieldKey, ProviderUnavailable, RecordKeys
+from childvault.keys._vault import VaultProvider, VaultSettings, _Reply
 
 pytestmark = pytest.mark.vault
 

@@ -27,7 +27,7 @@ import hvac
 import pytest
 import requests
 
-from keys import (
+from childvault.keys import (
     AccessDenied,
     ApprovalInvalid,
     ConfigError,
@@ -41,7 +41,7 @@ from keys import (
     UsageError,
     WrappedRecord,
 )
-from keys._vault import VaultProvider, VaultSettings, _context, render_policies, setup
+from childvault.keys._vault import VaultProvider, VaultSettings, _context, render_policies, setup
 
 from .conftest import BaoServer, free_port
 

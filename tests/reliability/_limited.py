@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from childvault.vault import Vault
 from tests.conftest import PASSPHRASES
 from tests.reliability._support import limit_file_size
-from vault import Vault
 
 
 def main(spec_path: str) -> None:

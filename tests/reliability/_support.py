@@ -57,7 +57,7 @@ def childvault_cmd() -> list[str]:
     beside = Path(sys.executable).parent / "childvault"
     if beside.is_file() and os.access(beside, os.X_OK):
         return [str(beside)]
-    return [sys.executable, "-c", "from cli.main import main; main()"]
+    return [sys.executable, "-c", "from childvault.cli.main import main; main()"]
 
 
 def cli_env(home: Path, user: str | None, **extra: str) -> dict[str, str]:

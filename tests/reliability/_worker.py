@@ -16,9 +16,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from keys import Identity
+from childvault.keys import Identity
+from childvault.vault import NewRecordInput, Vault
 from tests.conftest import PASSPHRASES, child_values, consent
-from vault import NewRecordInput, Vault
 
 
 def main(spec_path: str) -> None:

@@ -29,9 +29,9 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["vault", "keys", "tomllib", "json", "csv", "pyseto"]):
-    from keys import ApprovalInvalid, Identity, ImportFailed, IntegrityError, UsageError
-    from vault import _audit, _importer, _note, _tokens
-    from vault._schema import Schema
+    from childvault.keys import ApprovalInvalid, Identity, ImportFailed, IntegrityError, UsageError
+    from childvault.vault import _audit, _importer, _note, _tokens
+    from childvault.vault._schema import Schema
 
 _SIGNER = Identity.generate("officer1")
 _NAME = "childvault/0123456789abcdef0123456789abcdef/officer1"
@@ -146,9 +146,9 @@ def seeds(target: str, directory: Path) -> None:
     samples: dict[str, list[bytes]] = {
         "note": [note_text.encode()],
         "witness": [f'{{"note": {json.dumps(note_text)}}}\n'.encode() * 2],
-        "schema": [(root / "vault" / "schemas" / "child.toml").read_bytes()],
+        "schema": [(root / "childvault" / "vault" / "schemas" / "child.toml").read_bytes()],
         "token": [_token().encode()],
-        "csv": [(root / "vault" / "data" / "sample.csv").read_bytes()[:4000]],
+        "csv": [(root / "childvault" / "vault" / "data" / "sample.csv").read_bytes()[:4000]],
         "jsonl": [b'{"name": "\\u5f20\\u4e09", "sex": "male", "purposes": ["a", "b"]}\n'],
     }
     if target == "all":

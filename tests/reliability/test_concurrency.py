@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from keys import Identity
+from childvault.keys import Identity
+from childvault.vault._time import iso
 from tests.conftest import START, World, add_children, child_values, copy_world
 from tests.reliability._support import ROOT, audit_entries, cli_env, record_result, verify
-from vault._time import iso
 
 WRITERS = {"worker1": None, "worker2": None, "officer1": "worker1", "officer2": "worker2"}
 READERS = ("worker1", "worker2")

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from keys import Identity
+from childvault.keys import Identity
+from childvault.vault._importer import file_digest
 from tests.conftest import World, copy_world
 from tests.reliability._support import (
     check_import_state,
@@ -43,7 +44,6 @@ from tests.reliability._support import (
     verify,
 )
 from tests.test_records import marked_rows, write_csv
-from vault._importer import file_digest
 
 TOTAL = 5000
 SEED = 20261124

@@ -31,9 +31,11 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cli._context import Ctx
-from cli.main import cli
-from keys import ChildVaultError, Identity, ImportFailed, IntegrityError
+from childvault.cli._context import Ctx
+from childvault.cli.main import cli
+from childvault.keys import ChildVaultError, Identity, ImportFailed, IntegrityError
+from childvault.vault import NewRecordInput, Vault, _audit
+from childvault.vault._reports import neutralise_cell
 from tests.conftest import PASSPHRASES, World, add_children, child_values, consent, copy_world
 from tests.reliability._support import (
     DATA_TABLES,
@@ -43,8 +45,6 @@ from tests.reliability._support import (
     table_digests,
 )
 from tests.test_records import CONSENT_COLS
-from vault import NewRecordInput, Vault, _audit
-from vault._reports import neutralise_cell
 
 HOSTILE = settings(
     max_examples=100,
@@ -146,8 +146,8 @@ _READ_WITNESS = (
     "import resource, sys\n"
     "from pathlib import Path\n"
     "resource.setrlimit(resource.RLIMIT_AS, (1 << 31, 1 << 31))\n"
-    "from keys import IntegrityError\n"
-    "from vault._audit import read_witness\n"
+    "from childvault.keys import IntegrityError\n"
+    "from childvault.vault._audit import read_witness\n"
     "try:\n"
     "    read_witness(Path(sys.argv[1]))\n"
     "    print('read')\n"
@@ -405,7 +405,7 @@ def test_export_end_to_end_neutralises_formula_prefixes(tmp_path: Path) -> None:
     if not hasattr(Vault, "export_anonymized"):
         pytest.skip("Vault.export_anonymized does not exist yet")
     schema = tmp_path / "schema.toml"
-    source = (ROOT / "vault" / "schemas" / "child.toml").read_text(encoding="utf-8")
+    source = (ROOT / "childvault" / "vault" / "schemas" / "child.toml").read_text(encoding="utf-8")
     schema.write_text(source + REGION_SCHEMA, encoding="utf-8")
     home = tmp_path / "home"
     with Vault.init(
@@ -450,7 +450,7 @@ def test_export_end_to_end_neutralises_formula_prefixes(tmp_path: Path) -> None:
         b"a = " + b"[" * 50_000,
         b"x" * (2 << 20),
         b'name = "child"\nversion = 1\npurposes = ["=cmd"]\n',
-        (ROOT / "vault" / "schemas" / "child.toml").read_bytes().replace(b"text", b"tex\x00t"),
+        (ROOT / "childvault" / "vault" / "schemas" / "child.toml").read_bytes().replace(b"text", b"tex\x00t"),
     ],
     ids=["binary", "nested", "nested-array", "2MiB", "formula-purpose", "nul"],
 )

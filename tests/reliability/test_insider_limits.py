@@ -18,17 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from keys import ApprovalInvalid, IntegrityError
+from childvault.keys import ApprovalInvalid, IntegrityError
+from childvault.vault import _audit
+from childvault.vault._audit import Event
+from childvault.vault._store import Store
 from tests.conftest import World, add_children, child_values, raw_db
-from vault import _audit
-from vault._audit import Event
-from vault._store import Store
 
 
 def _db_key(world: World) -> bytes:
     import json
 
-    from keys import KeySlots
+    from childvault.keys import KeySlots
 
     vault_id = json.loads((world.home / "config.json").read_text())["vault_id"]
     return KeySlots(world.home / "keyslots.json").open(world.ids["worker1"], vault_id)["db"]

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from keys import ChildVaultError, Identity
+from childvault.keys import ChildVaultError, Identity
+from childvault.vault._time import system_clock
 from tests.conftest import ROLES, World, build_template, copy_world, raw_db
 from tests.integration.conftest import BaoServer
 from tests.reliability._support import record_result, run_cli
 from tests.test_records import CJK_MARK, LATIN_MARK, marked_rows, write_csv
-from vault._time import system_clock
 
 CORRECTION = "ZQXCORRECTED-改正"
 BAD_MARK = "ZQXBADVALUE"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from keys import (
+from childvault.keys import (
     ChildVaultError,
     ConfigError,
     DecryptionFailed,
@@ -32,6 +32,8 @@ from keys import (
     KeySlots,
     StorageError,
 )
+from childvault.vault import Vault
+from childvault.vault._importer import file_digest
 from tests.conftest import World, add_children, child_values, copy_world, raw_db
 from tests.reliability._support import (
     ROOT,
@@ -46,8 +48,6 @@ from tests.reliability._support import (
     verify,
 )
 from tests.test_records import marked_rows, write_csv
-from vault import Vault
-from vault._importer import file_digest
 
 ROWS = 1500
 

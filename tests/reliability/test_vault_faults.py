@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
-from keys import AccessDenied, ChildVaultError, Identity, ProviderUnavailable
+from childvault.cli.main import cli
+from childvault.keys import AccessDenied, ChildVaultError, Identity, ProviderUnavailable
+from childvault.vault._importer import file_digest
 from tests.conftest import (
     PASSPHRASES,
     ROLES,
@@ -41,7 +42,6 @@ from tests.reliability._support import (
     verify,
 )
 from tests.test_records import marked_rows, write_csv
-from vault._importer import file_digest
 
 pytestmark = pytest.mark.vault
 

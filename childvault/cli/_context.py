@@ -1,0 +1,171 @@
+"""Shared CLI plumbing: global options, passphrases, output, and the one place
+where library errors become messages and exit codes (DESIGN section 7).
+
+Nothing here imports the library at module level, so ``childvault --help``
+stays fast; commands import ``vault`` when they run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from childvault.vault import Vault
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DENIED, EXIT_INTEGRITY, EXIT_PROVIDER = range(6)
+
+
+@dataclass
+class Ctx:
+    """Global options and helpers handed to every command."""
+
+    home: Path | None
+    user: str | None
+    as_json: bool
+    #: Vault AppRole login: role id (not secret) and the file holding the secret id.
+    role_id: str | None = None
+    secret_id_file: Path | None = None
+    #: Test and demo hook: supplies passphrases instead of the environment/prompt.
+    passphrases: dict[str, str] = field(default_factory=dict)
+    _vault: Vault | None = None
+
+    def require_home(self) -> Path:
+        """The home directory from --home or CHILDVAULT_HOME."""
+        if self.home is None:
+            raise click.UsageError("no home directory: pass --home DIR or set CHILDVAULT_HOME")
+        return self.home
+
+    def require_user(self) -> str:
+        """The acting user from --as or CHILDVAULT_USER."""
+        if not self.user:
+            raise click.UsageError("no acting user: pass --as USER or set CHILDVAULT_USER")
+        return self.user
+
+    def passphrase(self, user: str) -> str:
+        """The acting user's passphrase: CHILDVAULT_PASSPHRASE, else a hidden prompt."""
+        if user in self.passphrases:
+            return self.passphrases[user]
+        env = os.environ.get("CHILDVAULT_PASSPHRASE")
+        if env is not None:
+            return env
+        if not sys.stdin.isatty():
+            raise click.UsageError(
+                "no passphrase: set CHILDVAULT_PASSPHRASE or run in a terminal to be prompted"
+            )
+        return str(click.prompt(f"Passphrase for {user}", hide_input=True, err=True))
+
+    def open(self) -> Vault:
+        """Open the vault as the acting user (once per command)."""
+        if self._vault is None:
+            from childvault.vault import Vault
+
+            user = self.require_user()
+            approle = self.approle()
+            self._vault = Vault.open(
+                self.require_home(),
+                user,
+                self.passphrase(user),
+                # An AppRole login replaces any VAULT_TOKEN in the environment.
+                vault_token=None if approle else os.environ.get("VAULT_TOKEN"),
+                approle=approle,
+            )
+        return self._vault
+
+    def close(self) -> None:
+        """Close the vault if a command opened it."""
+        if self._vault is not None:
+            self._vault.close()
+            self._vault = None
+
+    def emit(self, doc: Any, human: Callable[[], None] | str | None = None) -> None:
+        """Print ``doc`` as the one JSON document (``--json``) or the human text."""
+        if self.as_json:
+            click.echo(json.dumps(doc, ensure_ascii=False, indent=2, default=str))
+        elif callable(human):
+            human()
+        elif human is not None:
+            click.echo(human)
+
+    def approle(self) -> tuple[str, str] | None:
+        """(role id, secret id) for a Vault AppRole login, if a role id was given.
+
+        The secret id comes from ``--secret-id-file`` /
+        ``CHILDVAULT_APPROLE_SECRET_ID_FILE`` or ``CHILDVAULT_APPROLE_SECRET_ID``,
+        never from a command-line argument.
+        """
+        if not self.role_id:
+            return None
+        secret = os.environ.get("CHILDVAULT_APPROLE_SECRET_ID")
+        if self.secret_id_file is not None:
+            try:
+                secret = self.secret_id_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise click.UsageError(
+                    f"cannot read the secret-id file {self.secret_id_file}: {exc.strerror}"
+                ) from exc
+        if not secret:
+            raise click.UsageError(
+                "--role-id needs a secret id: --secret-id-file FILE (or "
+                "CHILDVAULT_APPROLE_SECRET_ID_FILE / CHILDVAULT_APPROLE_SECRET_ID)"
+            )
+        return self.role_id, secret
+
+
+def new_passphrase(path: Path | None, who: str) -> str:
+    """A new identity's passphrase: from ``--passphrase-file``, else prompted twice."""
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise click.UsageError(
+                f"cannot read the passphrase file {path}: {exc.strerror}"
+            ) from exc
+        # Only the line ending is stripped: spaces inside a passphrase are significant.
+        return text.rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise click.UsageError(f"no passphrase for {who}: pass --passphrase-file FILE")
+    return str(
+        click.prompt(
+            f"New passphrase for {who}", hide_input=True, confirmation_prompt=True, err=True
+        )
+    )
+
+
+@contextlib.contextmanager
+def progress_bar(c: Ctx, label: str) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback drawing a bar on a terminal (stderr).
+
+    Silent when stderr is not a terminal or with ``--json``, so scripts and
+    JSON output stay clean.
+    """
+    show = sys.stderr.isatty() and not c.as_json
+    bar: Any = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if not show:
+            return
+        if bar is None:
+            bar = click.progressbar(length=max(total, 1), label=label, file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+
+
+def pass_ctx(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator handing the :class:`Ctx` to a command."""
+    return click.pass_obj(fn)

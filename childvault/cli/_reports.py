@@ -1,0 +1,362 @@
+"""Report, export and proof commands (thin: parse, call the library, print).
+
+``report subject``, ``report incident``, ``export anonymized`` and
+``audit prove``. Imported at the very end of :mod:`cli.main`, so the groups
+and helpers defined there already exist.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from childvault.cli._context import Ctx, pass_ctx
+from childvault.cli.main import audit, cli, read_grant_arg
+
+_MAX_DOC_BYTES = 256 << 20  # a report of a very busy record is still far smaller
+
+
+def _write_json(path: Path, doc: Any) -> None:
+    """Write a JSON document atomically with mode 0600 (it may hold a child's data)."""
+    from childvault.keys._files import atomic_write
+
+    data = json.dumps(doc, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
+    atomic_write(path, data, mode=0o600)
+
+
+def _load_doc(path: Path, what: str) -> dict[str, Any]:
+    """Read a saved report or proof; accept the ``--json`` wrapper around it too."""
+    from childvault.keys import IntegrityError
+
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(_MAX_DOC_BYTES + 1)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint=what) from exc
+    if len(raw) > _MAX_DOC_BYTES:
+        raise IntegrityError(f"{path} is too large to be a childvault report or proof")
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise IntegrityError(
+            f"{path} is not a JSON document (damaged, or not a childvault report or proof)"
+        ) from None
+    if isinstance(doc, dict) and doc.get("ok") is True:
+        # The `--json` output of `report subject` / `audit prove --entry`.
+        for key in ("report", "proof"):
+            if isinstance(doc.get(key), dict):
+                return dict(doc[key])
+    if not isinstance(doc, dict):
+        raise IntegrityError(f"{path} is not a childvault report or proof")
+    return doc
+
+
+def _vkeys(values: tuple[str, ...]) -> list[str]:
+    """``--vkey`` values; ``@FILE`` reads one vkey per line."""
+    out: list[str] = []
+    for value in values:
+        if value.startswith("@"):
+            try:
+                text = Path(value[1:]).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise click.BadParameter(
+                    f"cannot read {value[1:]}: {exc.strerror}", param_hint="--vkey"
+                ) from exc
+            out.extend(line.strip() for line in text.splitlines() if line.strip())
+        else:
+            out.append(value.strip())
+    return out
+
+
+# -------------------------------------------------------------------- report
+
+
+@cli.group()
+def report() -> None:
+    """Subject-access and breach-impact reports."""
+
+
+@report.command("subject")
+@click.argument("record_id")
+@click.option("--grant", "grant", required=True, help="Approval token, @FILE or @- for stdin.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the report here (mode 0600) instead of printing it.",
+)
+@pass_ctx
+def report_subject(c: Ctx, record_id: str, grant: str, out: Path | None) -> None:
+    """Subject-access report of RECORD_ID for the child or guardian (M-17, P-19).
+
+    Needs an approval token issued to you for this record and the fields to
+    disclose. The report holds the granted data, the consent and retention,
+    and every log entry about the record with its inclusion proof; the child
+    or guardian checks it with `childvault audit prove --verify FILE --vkey ...`.
+    """
+    v = c.open()
+    doc = v.subject_report(record_id, read_grant_arg(grant))
+    pending = int(doc["pending"]["entries"])
+    summary = {
+        "record_id": record_id,
+        "entries": len(doc["entries"]),
+        "pending": pending,
+        "checkpoint_size": doc["checkpoint"]["size"],
+        "fields_disclosed": doc["record"]["fields_disclosed"],
+    }
+    if out is not None:
+        _write_json(out, doc)
+        c.emit(
+            {"ok": True, "out": str(out), **summary},
+            f"Wrote the subject report of {record_id} to {out} (mode 0600): "
+            f"{len(doc['entries'])} log entries, {pending} not yet proven."
+            + (f"\n{doc['pending']['message']}" if pending else ""),
+        )
+        return
+    if c.as_json:
+        c.emit({"ok": True, **summary, "report": doc})
+        return
+    click.echo(json.dumps(doc, ensure_ascii=False, indent=2))
+    if pending:
+        click.echo(f"note: {doc['pending']['message']}", err=True)
+
+
+@report.command("incident")
+@click.option("--actor", required=True, help="The user whose accesses are examined.")
+@click.option("--since", required=True, help="Start: 2026-11-01, 2026-11-01T08:00 or -7d.")
+@click.option("--until", default=None, help="End (inclusive; default now).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the report as JSON here (mode 0600).",
+)
+@pass_ctx
+def report_incident(c: Ctx, actor: str, since: str, until: str | None, out: Path | None) -> None:
+    """Breach impact (P-21): what ACTOR read or exported in a time window (officer/admin).
+
+    Lists record ids and field names with counts, and denied attempts
+    separately; never names or contact details (read those with an approval).
+    """
+    from childvault.vault._time import parse_when
+
+    v = c.open()
+    now = v.now()
+    doc = v.incident_report(
+        actor,
+        parse_when(since, now=now),
+        parse_when(until, now=now) if until else None,
+    )
+    if out is not None:
+        _write_json(out, doc)
+
+    def human() -> None:
+        t = doc["totals"]
+        click.echo(
+            f"Accesses by {actor} from {doc['since']} to {doc['until']}: "
+            f"{t['records']} record(s), {t['read_events']} read(s), "
+            f"{t['export_events']} export batch(es), {t['denied_attempts']} denied attempt(s)."
+        )
+        for r in doc["records"]:
+            fields = sorted({*r["read"]["fields"], *r["exported"]["fields"]})
+            click.echo(
+                f"  {r['record_id']}  {r['status']:7} read {r['read']['events']}  "
+                f"exported {r['exported']['events']}  fields {','.join(fields)}  "
+                f"{r['first']} .. {r['last']}"
+            )
+        for name, s in doc["fields"].items():
+            click.echo(
+                f"  field {name}: {s['records']} record(s), {s['read']} read(s), "
+                f"{s['exported']} export(s)"
+            )
+        if doc["denied"]["attempts"]:
+            by = ", ".join(f"{a} {n}" for a, n in doc["denied"]["by_action"].items())
+            click.echo(f"  denied or failed attempts: {by}")
+        click.echo(doc["contact_details"])
+        if out is not None:
+            click.echo(f"Written to {out}.")
+
+    c.emit({"ok": True, **doc, **({"out": str(out)} if out else {})}, human)
+
+
+# -------------------------------------------------------------------- export
+
+
+@cli.group()
+def export() -> None:
+    """Anonymised statistical exports (M-3, M-14)."""
+
+
+@export.command("anonymized")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV file to write (mode 0600).",
+)
+@click.option("--k", "k", default=5, show_default=True, type=int, help="Smallest class kept.")
+@pass_ctx
+def export_anonymized(c: Ctx, out: Path, k: int) -> None:
+    """Write anonymised counts per class of the records consenting to statistics (officer).
+
+    Direct identifiers are never decrypted; quasi identifiers are generalised
+    (age band, district); classes of fewer than K records are suppressed.
+    """
+    doc = c.open().export_anonymized(out, k=k)
+    c.emit(
+        {"ok": True, **doc},
+        f"Wrote {doc['classes']} class(es) covering {doc['records_exported']} record(s) to "
+        f"{out} (mode 0600); suppressed {doc['suppressed_records']} record(s) in "
+        f"{doc['suppressed_classes']} class(es) smaller than {k}. Excluded: "
+        f"{doc['excluded']['no_statistics_consent']} without statistics consent, "
+        f"{doc['excluded']['past_retention']} past retention, "
+        f"{doc['excluded']['outdated_notice']} under an outdated notice.",
+    )
+
+
+# --------------------------------------------------------------- audit prove
+
+
+@audit.command("prove")
+@click.option("--entry", "entry", type=int, help="Prove log entry N (officer/admin).")
+@click.option(
+    "--verify",
+    "verify_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Verify a saved report or proof FILE (no database needed).",
+)
+@click.option(
+    "--complete",
+    "complete_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Prove the pending entries of a saved subject report (officer/admin).",
+)
+@click.option("--vkey", "vkeys", multiple=True, help="Checkpoint verifier key (or @FILE).")
+@click.option(
+    "--previous",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --verify: an earlier report about the same record, to compare.",
+)
+@click.option("--strict", is_flag=True, help="With --verify: fail unless everything is proven.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the proof or completed report here (mode 0600).",
+)
+@pass_ctx
+def audit_prove(
+    c: Ctx,
+    entry: int | None,
+    verify_file: Path | None,
+    complete_file: Path | None,
+    vkeys: tuple[str, ...],
+    previous: Path | None,
+    strict: bool,
+    out: Path | None,
+) -> None:
+    """Inclusion proofs: make one (--entry N), verify one (--verify FILE --vkey ...),
+    or complete a staff-made subject report (--complete FILE --out FILE).
+
+    --verify needs no --home and no user: only the file and the institution's
+    published verifier keys. Exit 4 if anything fails to verify.
+    """
+    chosen = [x for x in (entry, verify_file, complete_file) if x is not None]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of --entry N, --verify FILE or --complete FILE")
+    if verify_file is not None:
+        _prove_verify(c, verify_file, _vkeys(vkeys), previous, strict)
+    elif complete_file is not None:
+        if out is None:
+            raise click.UsageError("--complete needs --out FILE for the completed report")
+        v = c.open()
+        doc = v.complete_subject_report(_load_doc(complete_file, "--complete"))
+        _write_json(out, doc)
+        c.emit(
+            {"ok": True, "out": str(out), "entries": len(doc["entries"])},
+            f"Every entry of the report is now proven against checkpoint size "
+            f"{doc['checkpoint']['size']}; written to {out} (mode 0600).",
+        )
+    else:
+        assert entry is not None
+        v = c.open()
+        bundle = v.prove_entry(entry)
+        if out is not None:
+            _write_json(out, bundle)
+
+        def human() -> None:
+            click.echo(f"entry {bundle['seq']}: {bundle['entry']}")
+            click.echo(f"leaf hash: {bundle['leaf_hash']}")
+            click.echo(f"proof ({len(bundle['proof'])} hashes, leaf to root):")
+            for h in bundle["proof"]:
+                click.echo(f"  {h}")
+            click.echo(f"checkpoint (size {bundle['checkpoint']['size']}):")
+            click.echo(bundle["checkpoint"]["note"], nl=False)
+            if out is not None:
+                click.echo(f"Written to {out}.")
+
+        c.emit({"ok": True, "proof": bundle, "vkeys": v.signer_vkeys()}, human)
+
+
+def _prove_verify(
+    c: Ctx, path: Path, vkeys: list[str], previous: Path | None, strict: bool
+) -> None:
+    from childvault.keys import IntegrityError
+    from childvault.vault._reports import (
+        ENTRY_PROOF_FORMAT,
+        SUBJECT_REPORT_FORMAT,
+        verify_entry_proof,
+        verify_subject_report,
+    )
+
+    if not vkeys:
+        raise click.UsageError(
+            "--verify needs the institution's verifier keys: --vkey VKEY (repeatable) or "
+            "--vkey @FILE"
+        )
+    doc = _load_doc(path, "--verify")
+    fmt = doc.get("format")
+    if fmt == SUBJECT_REPORT_FORMAT:
+        earlier = _load_doc(previous, "--previous") if previous is not None else None
+        result = verify_subject_report(doc, vkeys, previous=earlier)
+    elif fmt == ENTRY_PROOF_FORMAT:
+        if previous is not None:
+            raise click.UsageError("--previous applies to subject reports only")
+        result = verify_entry_proof(doc, vkeys)
+    else:
+        raise IntegrityError(f"{path} is not a childvault subject report or entry proof")
+    if strict and not result.complete:
+        raise IntegrityError(
+            f"{path} verified only partly: {len(result.pending)} entr(y/ies) not yet proven"
+            + (
+                ""
+                if result.data_authenticated or result.kind != "subject-report"
+                else ", and its data is not yet bound to a signed checkpoint"
+            )
+            + "; ask the institution for a completed report (`audit prove --complete`)"
+        )
+
+    def human() -> None:
+        what = f"record {result.record_id}" if result.record_id else "log entry"
+        click.echo(
+            f"ok: {len(result.proven)} entr{'y' if len(result.proven) == 1 else 'ies'} about "
+            f"{what} proven against the checkpoint of {result.checkpoint_size} entries signed "
+            f"by {', '.join(result.signers)}."
+        )
+        if result.kind == "subject-report":
+            click.echo(
+                "The report's data, consent and bookkeeping are bound to the signed log."
+                if result.data_authenticated
+                else "warning: the report's data is not yet bound to a signed checkpoint."
+            )
+        if result.pending:
+            click.echo(
+                f"warning: {len(result.pending)} entr{'y' if len(result.pending) == 1 else 'ies'}"
+                f" newer than the checkpoint could not be proven yet (seq "
+                f"{', '.join(map(str, result.pending))}): ask the institution for a completed "
+                "report (`childvault audit prove --complete`)."
+            )
+        if previous is not None:
+            click.echo("Every entry proven in the earlier report is unchanged.")
+
+    c.emit(result.to_json(), human)

@@ -1,0 +1,84 @@
+"""Key providers and identities for childvault.
+
+``keys`` knows nothing of records or SQL. It offers identities (per-user key
+pairs under a passphrase), the key-slot file, and the key providers that wrap
+per-field data keys: :class:`LocalProvider` (embedded default) and
+``VaultProvider`` (HashiCorp Vault / OpenBao, imported lazily because hvac is
+heavy).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from childvault.keys._errors import (
+    AccessDenied,
+    ApprovalInvalid,
+    ChildVaultError,
+    ConfigError,
+    DecryptionFailed,
+    ImportFailed,
+    IntegrityError,
+    NotFound,
+    ProviderUnavailable,
+    StorageError,
+    UsageError,
+    ValidationError,
+    WrongPassphrase,
+)
+from childvault.keys._identity import (
+    Identity,
+    PublicIdentity,
+    check_user_name,
+    public_identity_from_file,
+)
+from childvault.keys._local import CustodianSecret, LocalProvider, blob_generation
+from childvault.keys._provider import (
+    FieldKey,
+    KeyProvider,
+    RecordKeys,
+    ReleasedKeys,
+    Selection,
+    WrappedRecord,
+)
+from childvault.keys._slots import KeySlots
+
+__all__ = [
+    "AccessDenied",
+    "ApprovalInvalid",
+    "ChildVaultError",
+    "ConfigError",
+    "CustodianSecret",
+    "DecryptionFailed",
+    "FieldKey",
+    "Identity",
+    "ImportFailed",
+    "IntegrityError",
+    "KeyProvider",
+    "KeySlots",
+    "LocalProvider",
+    "NotFound",
+    "ProviderUnavailable",
+    "PublicIdentity",
+    "RecordKeys",
+    "ReleasedKeys",
+    "Selection",
+    "StorageError",
+    "UsageError",
+    "ValidationError",
+    "WrappedRecord",
+    "WrongPassphrase",
+    "blob_generation",
+    "check_user_name",
+    "public_identity_from_file",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # hvac and requests take a noticeable time to import; load them only when
+    # the Vault provider is actually used.
+    if name in {"VaultProvider", "VaultSettings"}:
+        from childvault.keys import _vault
+
+        return getattr(_vault, name)
+    raise AttributeError(f"module 'keys' has no attribute {name!r}")

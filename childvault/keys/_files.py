@@ -1,0 +1,37 @@
+"""Crash-safe file writes shared by identities, key slots and configuration."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from childvault.keys._errors import StorageError
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` so a crash leaves either the old or the new file.
+
+    Writes a temporary file in the same directory, fsyncs it, renames it over
+    ``path`` and fsyncs the directory. A full disk raises :class:`StorageError`
+    and leaves the old file untouched.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise StorageError(f"could not write {path}: {exc.strerror}; nothing was changed") from exc

@@ -1,0 +1,237 @@
+"""Per-user identities: an X25519 key (receiving sealed boxes) and an Ed25519 key
+(signing), stored in one file encrypted under the user's passphrase.
+
+The passphrase is stretched with Argon2id (libsodium ``crypto_pwhash``, at least
+the MODERATE limits) and the secret keys are sealed with SecretBox. Files below
+MODERATE are refused on load, so a weakened file cannot be slipped in.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nacl.exceptions
+import nacl.pwhash
+import nacl.secret
+import nacl.signing
+import nacl.utils
+from nacl.public import PrivateKey, PublicKey, SealedBox
+
+from childvault.keys._errors import (
+    ConfigError,
+    DecryptionFailed,
+    NotFound,
+    UsageError,
+    WrongPassphrase,
+)
+from childvault.keys._files import atomic_write
+
+_FORMAT = "childvault-identity/1"
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
+_OPS_MIN = nacl.pwhash.argon2id.OPSLIMIT_MODERATE
+_MEM_MIN = nacl.pwhash.argon2id.MEMLIMIT_MODERATE
+_MIN_PASSPHRASE = 8
+
+
+def check_user_name(name: str) -> str:
+    """Return ``name`` if it is a valid user name, else raise :class:`UsageError`.
+
+    Names are short lowercase ASCII so they are safe in file names, log entries
+    and signed-note signer names (which forbid spaces and ``+``).
+    """
+    if not _NAME_RE.fullmatch(name):
+        raise UsageError(
+            f"invalid user name {name!r}: use 1-63 lowercase letters, digits, '.', '_' or '-', "
+            "starting with a letter"
+        )
+    return name
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise ValueError("expected base64 text")
+    return base64.b64decode(text, validate=True)
+
+
+def _normalise(passphrase: str) -> bytes:
+    # NFC so the same passphrase typed through different input methods matches.
+    return unicodedata.normalize("NFC", passphrase).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class PublicIdentity:
+    """The public half of a user's identity, as registered in a vault."""
+
+    name: str
+    encryption_key: bytes  # X25519 public key, 32 bytes
+    signing_key: bytes  # Ed25519 public key, 32 bytes
+
+    def seal(self, plaintext: bytes) -> bytes:
+        """Seal ``plaintext`` so only this identity can open it (libsodium sealed box)."""
+        return SealedBox(PublicKey(self.encryption_key)).encrypt(plaintext)
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        """Return whether ``signature`` is this identity's Ed25519 signature of ``message``."""
+        try:
+            nacl.signing.VerifyKey(self.signing_key).verify(message, signature)
+        except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
+            return False
+        return True
+
+
+class Identity:
+    """An unlocked identity. Holds secret keys in memory; never serialised in clear."""
+
+    def __init__(self, name: str, x25519: PrivateKey, ed25519: nacl.signing.SigningKey) -> None:
+        self.name = check_user_name(name)
+        self._x25519 = x25519
+        self._ed25519 = ed25519
+        self.public = PublicIdentity(name, bytes(x25519.public_key), bytes(ed25519.verify_key))
+
+    def __repr__(self) -> str:
+        return f"Identity(name={self.name!r})"
+
+    @classmethod
+    def generate(cls, name: str) -> Identity:
+        """Create a fresh identity with random keys (not yet written anywhere)."""
+        return cls(name, PrivateKey.generate(), nacl.signing.SigningKey.generate())
+
+    def sign(self, message: bytes) -> bytes:
+        """Return the 64-byte Ed25519 signature of ``message``."""
+        return self._ed25519.sign(message).signature
+
+    def unseal(self, sealed: bytes) -> bytes:
+        """Open a sealed box addressed to this identity; raise :class:`DecryptionFailed`."""
+        try:
+            return SealedBox(self._x25519).decrypt(sealed)
+        except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+            raise DecryptionFailed(f"sealed box for {self.name} did not open") from exc
+
+    def signing_seed(self) -> bytes:
+        """The Ed25519 seed, for handing to a signing library (PASETO). Keep it local."""
+        return bytes(self._ed25519)
+
+    # -- file format -------------------------------------------------------
+
+    def save(self, path: Path, passphrase: str) -> None:
+        """Write this identity to ``path`` encrypted under ``passphrase`` (mode 0600)."""
+        if len(passphrase) < _MIN_PASSPHRASE:
+            raise UsageError(f"the passphrase must have at least {_MIN_PASSPHRASE} characters")
+        salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
+        key = nacl.pwhash.argon2id.kdf(
+            nacl.secret.SecretBox.KEY_SIZE,
+            _normalise(passphrase),
+            salt,
+            opslimit=_OPS_MIN,
+            memlimit=_MEM_MIN,
+        )
+        inner = json.dumps(
+            {
+                "name": self.name,
+                "x25519": _b64(bytes(self._x25519)),
+                "ed25519": _b64(bytes(self._ed25519)),
+            }
+        ).encode("utf-8")
+        box = nacl.secret.SecretBox(key).encrypt(inner)
+        doc = {
+            "format": _FORMAT,
+            "name": self.name,
+            "kdf": {
+                "alg": "argon2id13",
+                "opslimit": _OPS_MIN,
+                "memlimit": _MEM_MIN,
+                "salt": _b64(salt),
+            },
+            "box": _b64(bytes(box)),
+            "x25519_public": _b64(self.public.encryption_key),
+            "ed25519_public": _b64(self.public.signing_key),
+        }
+        atomic_write(path, json.dumps(doc, indent=2).encode("utf-8") + b"\n", mode=0o600)
+
+    @classmethod
+    def load(cls, path: Path, passphrase: str) -> Identity:
+        """Unlock the identity file at ``path``.
+
+        Raises :class:`WrongPassphrase` if the passphrase is wrong (nothing is
+        changed), :class:`NotFound` if there is no such file and
+        :class:`ConfigError` if the file is damaged.
+        """
+        doc = read_identity_file(path)
+        try:
+            kdf = doc["kdf"]
+            ops, mem, salt = int(kdf["opslimit"]), int(kdf["memlimit"]), _unb64(kdf["salt"])
+            box = _unb64(doc["box"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"identity file {path} is damaged; restore it from backup") from exc
+        if kdf.get("alg") != "argon2id13" or ops < _OPS_MIN or mem < _MEM_MIN:
+            raise ConfigError(
+                f"identity file {path} uses key-derivation limits below Argon2id MODERATE; "
+                "it was not made by childvault and is refused"
+            )
+        if len(salt) != nacl.pwhash.argon2id.SALTBYTES or mem > 1 << 32 or ops > 64:
+            raise ConfigError(f"identity file {path} is damaged; restore it from backup")
+        key = nacl.pwhash.argon2id.kdf(
+            nacl.secret.SecretBox.KEY_SIZE, _normalise(passphrase), salt, opslimit=ops, memlimit=mem
+        )
+        try:
+            inner = json.loads(nacl.secret.SecretBox(key).decrypt(box))
+        except nacl.exceptions.CryptoError as exc:
+            raise WrongPassphrase(
+                f"wrong passphrase for user {doc.get('name')!r}; nothing was changed. "
+                "Try again, or ask an admin to re-enrol you if it is lost"
+            ) from exc
+        try:
+            ident = cls(
+                str(inner["name"]),
+                PrivateKey(_unb64(inner["x25519"])),
+                nacl.signing.SigningKey(_unb64(inner["ed25519"])),
+            )
+            publics_match = ident.public.encryption_key == _unb64(
+                doc["x25519_public"]
+            ) and ident.public.signing_key == _unb64(doc["ed25519_public"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"identity file {path} is damaged; restore it from backup") from exc
+        # The clear public keys must match the sealed secrets, else the file was spliced.
+        if not publics_match or ident.name != doc.get("name"):
+            raise ConfigError(f"identity file {path} is inconsistent (public keys or name altered)")
+        return ident
+
+
+def read_identity_file(path: Path) -> dict[str, Any]:
+    """Parse an identity file without unlocking it."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise NotFound(f"no identity file at {path}: is the user name right?") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read identity file {path}: {exc.strerror}") from exc
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"identity file {path} is damaged; restore it from backup") from exc
+    if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
+        raise ConfigError(f"{path} is not a childvault identity file")
+    return doc
+
+
+def public_identity_from_file(path: Path) -> PublicIdentity:
+    """Read the public keys from an identity file (no passphrase needed)."""
+    doc = read_identity_file(path)
+    try:
+        return PublicIdentity(
+            check_user_name(str(doc["name"])),
+            _unb64(doc["x25519_public"]),
+            _unb64(doc["ed25519_public"]),
+        )
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"identity file {path} is damaged") from exc

@@ -1,0 +1,67 @@
+"""childvault: an encrypted vault for the personal records of children in welfare care.
+
+The public API is what this module exports. Start with :class:`Vault`::
+
+    from childvault.vault import Vault
+    with Vault.open(home, "worker1", passphrase) as v:
+        request_id = v.request_access([record_id], ["name"], "case_management", "home visit")
+
+Every error is a :class:`ChildVaultError`; each subclass carries the CLI exit code.
+"""
+
+from __future__ import annotations
+
+from childvault.keys import (
+    AccessDenied,
+    ApprovalInvalid,
+    ChildVaultError,
+    ConfigError,
+    DecryptionFailed,
+    Identity,
+    ImportFailed,
+    IntegrityError,
+    NotFound,
+    ProviderUnavailable,
+    StorageError,
+    UsageError,
+    ValidationError,
+    WrongPassphrase,
+)
+from childvault.vault._audit import VerifyReport
+from childvault.vault._consent import Consent
+from childvault.vault._reports import ProofVerification, verify_entry_proof, verify_subject_report
+from childvault.vault._schema import FieldSpec, RecordType, Schema
+from childvault.vault._types import Approval, ImportReport, RecordInfo, RequestInfo, UserInfo
+from childvault.vault._vault import NewRecordInput, Vault
+
+__all__ = [
+    "AccessDenied",
+    "Approval",
+    "ApprovalInvalid",
+    "ChildVaultError",
+    "ConfigError",
+    "Consent",
+    "DecryptionFailed",
+    "FieldSpec",
+    "Identity",
+    "ImportFailed",
+    "ImportReport",
+    "IntegrityError",
+    "NewRecordInput",
+    "NotFound",
+    "ProofVerification",
+    "ProviderUnavailable",
+    "RecordInfo",
+    "RecordType",
+    "RequestInfo",
+    "Schema",
+    "StorageError",
+    "UsageError",
+    "UserInfo",
+    "ValidationError",
+    "Vault",
+    "VerifyReport",
+    "WrongPassphrase",
+    "verify_entry_proof",
+    "verify_subject_report",
+]

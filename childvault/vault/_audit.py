@@ -1,0 +1,554 @@
+"""The tamper-evident audit log (DESIGN section 5).
+
+Each entry is the RFC 8785 canonical JSON of
+``{seq, ts, actor, action, outcome, records, fields, purpose, request, grant,
+detail, prev}``, stored as the exact bytes that were hashed. ``prev`` is the
+hex hash of the previous entry (``null`` for the first), and the entry hash
+``SHA-256(0x00 || entry)`` is also the RFC 6962 leaf hash, so signed
+checkpoints commit to the whole log through a Merkle root.
+
+No child's data goes into an entry: record ids are random, fields are names,
+and ``detail`` carries only bookkeeping chosen by the library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import stat
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+
+from childvault.keys import IntegrityError
+from childvault.vault._merkle import HASH_SIZE, Frontier, leaf_hash
+from childvault.vault._note import Checkpoint, verify_note
+from childvault.vault._store import Store
+from childvault.vault._time import iso
+
+#: Every action the library logs; anything else is a programming error.
+ACTIONS = frozenset(
+    {
+        "vault.init",
+        "user.add",
+        "custodian.create",
+        "custodian.share",
+        "record.create",
+        "record.list",
+        "record.find",
+        "record.correct",
+        "record.delete",
+        "request.create",
+        "request.list",
+        "request.approve",
+        "request.deny",
+        "grant.read",
+        "grant.revoke",
+        "audit.checkpoint",
+        "audit.read",
+        "consent.withdraw",
+        "consent.add_purpose",
+        "consent.renew",
+        "retention.sweep",
+        "export.anonymized",
+        "report.subject",
+        "report.incident",
+        "keys.rotate",
+        "vault.decommission",
+        "notice.publish",
+    }
+)
+OUTCOMES = frozenset({"ok", "denied", "error"})
+
+DetailValue = str | int | bool | None | list[str]
+
+
+@dataclass(frozen=True)
+class Event:
+    """What happened, before it is given a sequence number, time and chain link."""
+
+    actor: str
+    action: str
+    outcome: str = "ok"
+    records: Sequence[str] = ()
+    fields: Sequence[str] = ()
+    purpose: str | None = None
+    request: str | None = None
+    grant: str | None = None
+    detail: Mapping[str, DetailValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown audit action {self.action!r}")
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"unknown audit outcome {self.outcome!r}")
+
+
+def encode_entry(seq: int, ts: str, event: Event, prev: bytes | None) -> bytes:
+    """The canonical bytes of one entry (what is stored and hashed)."""
+    obj: dict[str, Any] = {
+        "seq": seq,
+        "ts": ts,
+        "actor": event.actor,
+        "action": event.action,
+        "outcome": event.outcome,
+        "records": list(event.records),
+        "fields": list(event.fields),
+        "purpose": event.purpose,
+        "request": event.request,
+        "grant": event.grant,
+        "detail": dict(event.detail),
+        "prev": None if prev is None else prev.hex(),
+    }
+    return canonical(obj)
+
+
+_SAFE_INT = 2**53 - 1
+_FAST_DUMPS = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` holds only what ``json`` and RFC 8785 serialise identically.
+
+    That is: ``None``, ``bool``, ``str``, ``int`` within the IEEE 754 safe range,
+    lists of these and objects with ASCII keys (for ASCII keys, code-point
+    order is UTF-16 order). Exact types only: a subclass could serialise
+    differently. Floats are left to :mod:`rfc8785` (ECMAScript number form).
+    """
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return bool(-_SAFE_INT <= value <= _SAFE_INT)
+    if kind is list:
+        return all(_plain(v) for v in value)
+    if kind is dict:
+        return all(type(k) is str and k.isascii() and _plain(v) for k, v in value.items())
+    return False
+
+
+def canonical(obj: Any) -> bytes:
+    """RFC 8785 canonical JSON bytes of ``obj`` (the exact bytes :mod:`rfc8785` gives).
+
+    For the values log entries hold, the C-accelerated :mod:`json` encoder
+    with sorted keys, no whitespace and no ASCII escaping produces the same
+    bytes as RFC 8785 (same string escapes: ``\\b \\f \\n \\r \\t``, ``\\u00xx``
+    in lower case for other control characters, nothing else escaped) about
+    ten times faster; anything else (floats, big integers, non-ASCII keys,
+    lone surrogates) goes through :mod:`rfc8785` itself.
+    """
+    if _plain(obj):
+        try:
+            return _FAST_DUMPS(obj).encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: rfc8785 raises its own error
+    return bytes(rfc8785.dumps(obj))
+
+
+def append(store: Store, events: Sequence[Event], now: datetime) -> list[int]:
+    """Append entries for ``events``; must run inside ``store.write()``.
+
+    Reads the head under the write lock, so concurrent processes extend one
+    linear chain. Returns the sequence numbers given.
+    """
+    seq, prev = store.audit_head()
+    ts = iso(now)
+    rows: list[tuple[int, bytes, bytes]] = []
+    for event in events:
+        entry = encode_entry(seq, ts, event, prev)
+        digest = leaf_hash(entry)
+        rows.append((seq, entry, digest))
+        prev = digest
+        seq += 1
+    store.append_audit(rows)
+    return [r[0] for r in rows]
+
+
+@dataclass
+class VerifyReport:
+    """The result of a successful verification."""
+
+    entries: int
+    root: bytes
+    checkpoints: int
+    witnessed: int
+    signers: list[str]
+    #: What a checkpoint of this log keeps so a later check can resume from it:
+    #: the Merkle frontier before the last entry, then the last entry's leaf hash.
+    resume_state: bytes = field(default=b"", repr=False)
+    #: The first entry checked: 0, or the size of the checkpoint resumed from.
+    checked_from: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-friendly summary."""
+        return {
+            "ok": True,
+            "entries": self.entries,
+            "root": self.root.hex(),
+            "checkpoints_verified": self.checkpoints,
+            "witness_checkpoints_verified": self.witnessed,
+            "signers": self.signers,
+        }
+
+
+def _bad(message: str) -> IntegrityError:
+    return IntegrityError(f"audit log integrity failure: {message}")
+
+
+@dataclass(frozen=True)
+class Resume:
+    """A log prefix already verified, as kept with a checkpoint of ``size`` entries.
+
+    Only for a checkpoint the verifier signed itself (its signature checked
+    with the key of the unlocked identity, not one from the database). Built by
+    :meth:`from_state`, which accepts the stored state only if it gives the
+    signed root: then the frontier and the last entry's leaf hash are exactly
+    those the signature covers, and only the entries after them need checking
+    before signing again (docs/decisions.md).
+    """
+
+    size: int
+    frontier: Frontier
+    before: Frontier
+    last_leaf: bytes
+
+    @classmethod
+    def from_state(cls, size: int, state: bytes, root: bytes) -> Resume | None:
+        """From :attr:`VerifyReport.resume_state`; ``None`` unless it yields ``root``."""
+        if size < 1 or len(state) < HASH_SIZE:
+            return None
+        try:
+            before = Frontier.from_bytes(size - 1, state[:-HASH_SIZE])
+        except ValueError:
+            return None
+        last_leaf = state[-HASH_SIZE:]
+        frontier = before.copy()
+        frontier.append(last_leaf)
+        # Another (before, last) pair with this root would be a SHA-256 collision.
+        if frontier.root() != root:
+            return None
+        return cls(size, frontier, before, last_leaf)
+
+
+@dataclass(frozen=True)
+class _Expected:
+    size: int
+    root: bytes
+    source: str
+
+
+#: Longest witness line read: a signed note (at most 1 MiB) as JSON, with room to spare.
+MAX_WITNESS_LINE = 3 << 20
+
+
+def read_witness(path: Path) -> list[str]:
+    """The checkpoint notes in a witness file (JSON Lines, one ``{"note": ...}`` per line).
+
+    Read line by line with a bound on each line, and only from a regular file:
+    a witness path naming a device, a FIFO or a file with a gigantic line is
+    refused (never read without end).
+    """
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise IntegrityError(f"the witness {path} is not a regular file")
+        fh = path.open("rb")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise IntegrityError(f"cannot read the witness file {path}: {exc.strerror}") from exc
+    notes: list[str] = []
+    number = 0
+    with fh:
+        while True:
+            try:
+                line = fh.readline(MAX_WITNESS_LINE + 1)
+            except OSError as exc:
+                raise IntegrityError(
+                    f"cannot read the witness file {path}: {exc.strerror}"
+                ) from exc
+            if not line:
+                return notes
+            number += 1
+            if not line.strip():
+                continue
+            try:
+                if len(line) > MAX_WITNESS_LINE:
+                    raise ValueError("line too long")
+                doc = json.loads(line)
+                note = doc["note"]
+                if not isinstance(note, str):
+                    raise TypeError("note")
+            except (ValueError, KeyError, TypeError, RecursionError) as exc:
+                raise IntegrityError(
+                    f"witness file {path} line {number} is damaged (tampering or a partial write)"
+                ) from exc
+            notes.append(note)
+
+
+# The grammar of the entries this library writes (RFC 8785 bytes of the object
+# built by encode_entry): a JSON string, the detail object (scalars and lists of
+# strings), and the whole entry with its keys in canonical order.
+_J_STR = r'"[^"\\\x00-\x1f]*+(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f]*+)*+"'
+_J_OPT = rf"(?:null|{_J_STR})"
+_J_STRS = rf"\[(?:{_J_STR}(?:,{_J_STR})*+)?\]"
+_J_VAL = rf"(?:{_J_STR}|null|true|false|-?(?:0|[1-9][0-9]*+)|{_J_STRS})"
+_J_DETAIL = rf"\{{(?:{_J_STR}:{_J_VAL}(?:,{_J_STR}:{_J_VAL})*+)?\}}"
+_ENTRY_RE = re.compile(
+    rf'\{{"action":{_J_STR},"actor":{_J_STR},"detail":{_J_DETAIL},"fields":{_J_STRS},'
+    rf'"grant":{_J_OPT},"outcome":{_J_STR},"prev":(?:null|"([0-9a-f]{{64}})"),'
+    rf'"purpose":{_J_OPT},"records":{_J_STRS},"request":{_J_OPT},'
+    rf'"seq":(0|[1-9][0-9]*+),"ts":{_J_STR}\}}'
+)
+
+
+def _seq_prev(entry: bytes) -> tuple[Any, Any]:
+    """The top-level ``seq`` and ``prev`` of a stored entry, as ``json.loads`` gives them.
+
+    Fast path: an entry of exactly the shape :func:`encode_entry` writes (valid
+    UTF-8, valid JSON, top-level keys in canonical order) is recognised by one
+    regular expression whose groups are the top-level ``prev`` and ``seq``.
+    Anything else (tampered, foreign or older shapes) is parsed with
+    :func:`json.loads` as before, so both paths give the same values and raise
+    the same errors.
+    """
+    try:
+        match = _ENTRY_RE.fullmatch(entry.decode("utf-8"))
+    except UnicodeDecodeError:
+        match = None
+    if match is not None:
+        return int(match.group(2)), match.group(1)
+    obj = json.loads(entry)
+    return obj["seq"], obj["prev"]
+
+
+_PROGRESS_EVERY = 10000
+
+
+def _check_roots(frontier: Frontier, due: Iterable[_Expected]) -> None:
+    """Compare the frontier's root with every checkpoint of its size."""
+    root = None
+    for exp in due:
+        if root is None:
+            root = frontier.root()
+        if root != exp.root:
+            raise _bad(
+                f"diverged: the first {frontier.size} entries do not match {exp.source} "
+                "(the log was rewritten or replaced)"
+            )
+
+
+def _check_page(rows: Sequence[Any], index: int, prev_hex: str | None) -> list[bytes] | None:
+    """The leaf hashes of a page of raw audit rows if every entry passes, else ``None``.
+
+    The same per-entry checks as the reference loop in :func:`verify`, done a
+    page at a time: seq contiguous from ``index``, stored hash equal to the
+    recomputed leaf hash, every entry of the fast shape of :func:`_seq_prev`
+    with its ``seq`` and its ``prev`` equal to the previous entry's hash
+    (``prev_hex`` for the first). ``None`` (never an error) on anything else,
+    including a column of another type, so the caller re-checks the page entry
+    by entry and reports the first problem exactly as before.
+    """
+    if not rows:
+        return None
+    try:
+        seqs, entries, digests = zip(*rows, strict=True)
+        count = len(seqs)
+        if list(seqs) != list(range(index, index + count)):
+            return None
+        sha = hashlib.sha256
+        leaves = [sha(b"\x00" + entry).digest() for entry in entries]
+        if leaves != list(digests):
+            return None
+        fullmatch = _ENTRY_RE.fullmatch
+        matches = [fullmatch(entry.decode("utf-8")) for entry in entries]
+    except (TypeError, ValueError, AttributeError):
+        return None  # wrong column types, bad UTF-8: the reference loop decides
+    groups = [match.groups() for match in matches if match is not None]
+    if len(groups) != count:
+        return None  # not all in the fast shape: json.loads decides, entry by entry
+    prevs, seq_texts = zip(*groups, strict=True)
+    # The seq group is canonical decimal, so equal text means equal number.
+    if list(seq_texts) != [str(seq) for seq in seqs]:
+        return None
+    if prevs[0] != prev_hex:
+        return None
+    # Each prev group is exactly 64 hex digits: equal concatenations, equal links.
+    rest = prevs[1:]
+    if None in rest or "".join(rest) != b"".join(leaves[:-1]).hex():
+        return None
+    return leaves
+
+
+def verify(
+    store: Store,
+    *,
+    origin: str,
+    signers: Mapping[str, bytes],
+    witness_notes: Iterable[str] = (),
+    progress: Callable[[int], None] | None = None,
+    resume: Resume | None = None,
+) -> VerifyReport:
+    """Check the whole log; raise :class:`IntegrityError` naming the first bad entry.
+
+    Streams the entries: re-hashes each, checks the stored hash, the sequence
+    and the ``prev`` link, folds the leaf into a Merkle frontier and compares
+    the root with every stored and witnessed checkpoint of that size. A
+    checkpoint larger than the log means the log was truncated; a root
+    mismatch means it diverged (was replaced or rewritten).
+
+    With ``resume``, the entries before ``resume.size`` are not re-read: the
+    walk starts from the resumed frontier, after checking the hash of the
+    entry the next one links to; checkpoints of smaller trees are then only
+    checked for their signatures (a full verification checks their roots).
+    """
+    expected: dict[int, list[_Expected]] = {}
+    used_signers: set[str] = set()
+
+    def add(note: str, source: str) -> Checkpoint:
+        cp, names = verify_note(note, signers)
+        if cp.origin != origin:
+            raise _bad(f"{source} is for another log ({cp.origin!r})")
+        used_signers.update(names)
+        expected.setdefault(cp.size, []).append(_Expected(cp.size, cp.root, source))
+        return cp
+
+    stored = store.list_checkpoints()
+    for row in stored:
+        try:
+            cp = add(row.note, f"stored checkpoint {row.id}")
+        except IntegrityError as exc:
+            raise _bad(f"stored checkpoint {row.id} does not verify: {exc}") from exc
+        if (cp.size, cp.root) != (row.size, row.root):
+            raise _bad(f"stored checkpoint {row.id}: its size or root column differs from its note")
+    witnessed = 0
+    for number, note in enumerate(witness_notes, start=1):
+        try:
+            add(note, f"witness checkpoint {number}")
+        except IntegrityError as exc:
+            raise _bad(f"witness checkpoint {number} does not verify: {exc}") from exc
+        witnessed += 1
+
+    frontier = Frontier()
+    prev_hex: str | None = None
+    index = 0
+    before = Frontier()  # the frontier before the last entry seen
+    last_leaf = b""
+    if resume is not None:
+        frontier, before = resume.frontier.copy(), resume.before.copy()
+        last_leaf = resume.last_leaf
+        index = resume.size
+        last = store.audit_entry(index - 1)
+        if last is None:
+            raise _bad(
+                f"truncated: entry {index - 1} is missing but a checkpoint you signed "
+                f"covers {index} entries"
+            )
+        if leaf_hash(last[0]) != last[1]:
+            raise _bad(f"entry {index - 1} was modified (its bytes do not match its hash)")
+        if last[1] != last_leaf:
+            raise _bad(
+                f"diverged: entry {index - 1} is not the one a checkpoint you signed covers "
+                "(the log was rewritten or replaced)"
+            )
+        prev_hex = last_leaf.hex()
+        _check_roots(frontier, expected.get(index, ()))
+    checked_from = index
+    # Sizes at which the per-entry loop compares roots (after that entry).
+    marks = sorted(size for size in expected if size > index)
+    for rows in store.audit_pages(index):
+        leaves = _check_page(rows, index, prev_hex)
+        if leaves is None:
+            # Something in this page is off (or merely not in the fast shape):
+            # the reference loop, entry by entry, names the first problem.
+            for row in rows:
+                seq, entry, digest = store.audit_row(row)
+                if seq != index:
+                    raise _bad(
+                        f"entry {index} is missing (next stored entry is {seq}): "
+                        "entries were deleted"
+                    )
+                computed = leaf_hash(entry)
+                if computed != digest:
+                    raise _bad(f"entry {seq} was modified (its bytes do not match its hash)")
+                try:
+                    entry_seq, entry_prev = _seq_prev(entry)
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise _bad(f"entry {seq} is not a valid log entry") from exc
+                if entry_seq != seq:
+                    raise _bad(
+                        f"entry {seq} carries sequence number {entry_seq}: entries were reordered"
+                    )
+                if entry_prev != prev_hex:
+                    raise _bad(
+                        f"entry {seq} does not link to entry {seq - 1} "
+                        "(an entry before it was changed, removed, inserted or reordered)"
+                    )
+                prev_hex = computed.hex()
+                before = frontier.copy()
+                frontier.append(computed)
+                last_leaf = computed
+                index += 1
+                _check_roots(frontier, expected.get(index, ()))
+                if progress is not None and index % _PROGRESS_EVERY == 0:
+                    progress(index)
+            continue
+        # Every entry of the page checked out: fold its leaves, stopping at each
+        # checkpoint size and progress tick inside it, in the order the
+        # reference loop meets them.
+        end = index + len(leaves)
+        pos = index
+        while pos < end:
+            stop = end
+            at = bisect_right(marks, pos)
+            if at < len(marks):
+                stop = min(stop, marks[at])
+            if progress is not None:
+                stop = min(stop, (pos // _PROGRESS_EVERY + 1) * _PROGRESS_EVERY)
+            chunk = leaves[pos - index : stop - index]
+            frontier.extend(chunk[:-1])
+            before = frontier.copy()
+            frontier.append(chunk[-1])
+            pos = stop
+            _check_roots(frontier, expected.get(pos, ()))
+            if progress is not None and pos % _PROGRESS_EVERY == 0:
+                progress(pos)
+        index = end
+        last_leaf = leaves[-1]
+        prev_hex = last_leaf.hex()
+    if index == 0 and expected.get(0):
+        for exp in expected[0]:
+            if frontier.root() != exp.root:
+                raise _bad(f"diverged: the empty log does not match {exp.source}")
+    longer = [e for sizes in expected.values() for e in sizes if e.size > index]
+    if longer:
+        worst = max(longer, key=lambda e: e.size)
+        raise _bad(
+            f"truncated: the log has {index} entries but {worst.source} covers {worst.size} "
+            f"(entries {index} to {worst.size - 1} were removed)"
+        )
+    return VerifyReport(
+        index,
+        frontier.root(),
+        len(stored),
+        witnessed,
+        sorted(used_signers),
+        resume_state=before.to_bytes() + last_leaf if index else b"",
+        checked_from=checked_from,
+    )
+
+
+def decode_entry(entry: bytes) -> dict[str, Any]:
+    """Parse a stored entry (for display and reports)."""
+    obj = json.loads(entry)
+    if not isinstance(obj, dict):
+        raise IntegrityError("a log entry is not an object")
+    return obj

@@ -1,0 +1,142 @@
+"""The home directory: where a vault's files live, and its small config file.
+
+::
+
+    <home>/config.json        vault id, institution, provider settings, witness path
+    <home>/schema.toml        the schema the vault was created with (digest pinned in the db)
+    <home>/vault.db           SQLCipher database (+ -wal, -shm)
+    <home>/keyslots.json      database and index keys sealed to every user
+    <home>/identities/<user>.id   passphrase-encrypted identity files
+    <home>.witness.jsonl      default witness file: beside the home, meant for other media
+
+The config holds no secret. Everything security-relevant in it (vault id,
+provider) is also pinned in the encrypted database and compared on open.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from childvault.keys import ConfigError, NotFound
+from childvault.keys._files import atomic_write
+
+_FORMAT = "childvault-config/1"
+
+
+@dataclass(frozen=True)
+class Home:
+    """Paths inside a vault's home directory."""
+
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        """The config file."""
+        return self.path / "config.json"
+
+    @property
+    def database(self) -> Path:
+        """The SQLCipher database."""
+        return self.path / "vault.db"
+
+    @property
+    def keyslots(self) -> Path:
+        """The key-slot file."""
+        return self.path / "keyslots.json"
+
+    @property
+    def schema(self) -> Path:
+        """The vault's copy of its schema."""
+        return self.path / "schema.toml"
+
+    @property
+    def identities(self) -> Path:
+        """Directory of identity files."""
+        return self.path / "identities"
+
+    def identity(self, user: str) -> Path:
+        """The identity file of ``user``."""
+        return self.identities / f"{user}.id"
+
+    def default_witness(self) -> Path:
+        """Where the witness file goes unless configured: beside, not inside, the home."""
+        return self.path.parent / f"{self.path.name}.witness.jsonl"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The content of ``config.json``."""
+
+    vault_id: str
+    institution: str
+    provider: str
+    #: Witness file; None means the default beside the home (moves with it).
+    witness: str | None
+    vault_settings: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document written to disk."""
+        return {
+            "format": _FORMAT,
+            "vault_id": self.vault_id,
+            "institution": self.institution,
+            "provider": self.provider,
+            "witness": self.witness,
+            "vault": self.vault_settings,
+        }
+
+    def save(self, home: Home) -> None:
+        """Write the config atomically."""
+        text = json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n"
+        atomic_write(home.config, text.encode("utf-8"), mode=0o600)
+
+    @classmethod
+    def load(cls, home: Home) -> Config:
+        """Read the config of ``home``; clear errors if it is missing or damaged."""
+        try:
+            raw = home.config.read_bytes()
+        except FileNotFoundError as exc:
+            raise NotFound(
+                f"{home.path} is not a childvault home (no config.json): run `childvault init` "
+                "or pass --home / set CHILDVAULT_HOME"
+            ) from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read {home.config}: {exc.strerror}") from exc
+        try:
+            doc = json.loads(raw)
+            if doc.get("format") != _FORMAT:
+                raise ValueError("format")
+            settings = doc.get("vault")
+            if settings is not None and not isinstance(settings, dict):
+                raise ValueError("vault settings")
+            return cls(
+                vault_id=str(doc["vault_id"]),
+                institution=str(doc["institution"]),
+                provider=str(doc["provider"]),
+                witness=None if doc.get("witness") is None else str(doc["witness"]),
+                vault_settings=settings,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"{home.config} is damaged: restore it from backup") from exc
+
+    def witness_path(self, home: Home) -> Path:
+        """The witness file (default: ``<home>.witness.jsonl`` beside the home)."""
+        if self.witness is None:
+            return home.default_witness()
+        path = Path(self.witness)
+        return path if path.is_absolute() else (home.path.parent / path)
+
+
+def make_home(path: Path) -> Home:
+    """Create an empty home directory (mode 0700); refuse a non-empty one."""
+    path = Path(path)
+    if path.exists() and any(path.iterdir()):
+        raise ConfigError(f"{path} already exists and is not empty: choose another --home")
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    (path / "identities").mkdir(mode=0o700, exist_ok=True)
+    return Home(path)

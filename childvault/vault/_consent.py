@@ -1,0 +1,395 @@
+"""The consent basis of a record: who consented, when, to what, for how long.
+
+The rules follow P-9/P-10 (a guardian consents for a child under 14, after a
+notice whose version is recorded) and M-12 (from 14 the child consents and the
+guardian is informed; if the child cannot express a will, the guardian consents
+as well). A consent therefore has exactly one of three bases:
+
+======================  ==========================================  ===============
+basis                   fields                                      age on consent
+======================  ==========================================  ===============
+guardian                by="guardian", guardian_also=False          under 14, or
+                                                                    age unknown
+child                   by="child", guardian_informed=True          14 or older
+guardian for the child  by="guardian", guardian_also=True           14 or older
+======================  ==========================================  ===============
+
+Any other combination is refused, so a stored consent is never ambiguous.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING
+
+from childvault.keys._errors import ValidationError
+from childvault.vault._validators import check_date
+
+if TYPE_CHECKING:
+    from childvault.vault._schema import Schema
+
+__all__ = [
+    "CONSENT_AGE",
+    "CONSENT_COLUMNS",
+    "Consent",
+    "age_on",
+    "check_consent",
+    "parse_consent_columns",
+]
+
+#: Age (completed years) from which the child consents (M-12; P-2 defines a
+#: child as under 14).
+CONSENT_AGE = 14
+
+#: Column names of the consent basis in the import format and CLI options.
+#: No schema field may take one of these names.
+CONSENT_COLUMNS = (
+    "consent_by",
+    "consented_at",
+    "notice_version",
+    "purposes",
+    "retain_until",
+    "guardian_informed",
+    "guardian_also",
+)
+
+_BY = ("guardian", "child")
+_NOTICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+_PURPOSE_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
+_JSON_KEYS = (
+    "by",
+    "consented_at",
+    "notice_version",
+    "purposes",
+    "retain_until",
+    "guardian_informed",
+    "guardian_also",
+    "notice_sha256",
+)
+_TRUE = ("yes", "true", "1", "y", "是")
+_FALSE = ("no", "false", "0", "n", "否", "")
+_BY_SPELLINGS = {
+    "guardian": "guardian",
+    "监护人": "guardian",
+    "child": "child",
+    "儿童": "child",
+    "本人": "child",
+}
+
+
+@dataclass(frozen=True)
+class Consent:
+    """The consent basis of one record (see the module docstring for the rules).
+
+    ``retain_until`` is the last day the record may be kept: a retention sweep
+    destroys it once the date has passed. ``notice_version`` names the version
+    of the notice (the P-10 items) that was shown when consent was given.
+    """
+
+    by: str
+    consented_at: date
+    notice_version: str
+    purposes: tuple[str, ...]
+    retain_until: date
+    guardian_informed: bool = False
+    guardian_also: bool = False
+    #: SHA-256 (hex) of the exact notice text shown; the vault fills it in from
+    #: its register of published notices when the consent is stored.
+    notice_sha256: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict (dates as ``YYYY-MM-DD``), every key present."""
+        return {
+            "by": self.by,
+            "consented_at": self.consented_at.isoformat(),
+            "notice_version": self.notice_version,
+            "purposes": list(self.purposes),
+            "retain_until": self.retain_until.isoformat(),
+            "guardian_informed": self.guardian_informed,
+            "guardian_also": self.guardian_also,
+            "notice_sha256": self.notice_sha256,
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> Consent:
+        """Rebuild a consent from :meth:`to_json` output; strict about keys and types.
+
+        Only the shape is checked here; :func:`check_consent` checks the rules.
+        """
+        if not isinstance(obj, dict):
+            raise ValidationError("consent: expected a JSON object", field="consent")
+        for key in obj:
+            if key not in _JSON_KEYS:
+                shown = repr(key[:64]) if isinstance(key, str) else "a non-string key"
+                raise ValidationError(
+                    f"consent: unknown key {shown}; expected: " + ", ".join(_JSON_KEYS),
+                    field="consent",
+                )
+        for key in _JSON_KEYS:
+            if key not in obj:
+                raise ValidationError(f"consent: missing key {key!r}", field=key)
+        by = obj["by"]
+        if by not in _BY:
+            raise ValidationError("consent: 'by' must be guardian or child", field="by")
+        notice = obj["notice_version"]
+        if not isinstance(notice, str):
+            raise ValidationError(
+                "consent: 'notice_version' must be a string", field="notice_version"
+            )
+        purposes = obj["purposes"]
+        if not isinstance(purposes, list) or not all(isinstance(p, str) for p in purposes):
+            raise ValidationError(
+                "consent: 'purposes' must be an array of strings", field="purposes"
+            )
+        flags: dict[str, bool] = {}
+        for key in ("guardian_informed", "guardian_also"):
+            value = obj[key]
+            if not isinstance(value, bool):
+                raise ValidationError(f"consent: {key!r} must be true or false", field=key)
+            flags[key] = value
+        digest = obj["notice_sha256"]
+        if not isinstance(digest, str) or not re.fullmatch(r"(|[0-9a-f]{64})", digest):
+            raise ValidationError(
+                "consent: 'notice_sha256' must be a hex SHA-256", field="notice_sha256"
+            )
+        return cls(
+            by=str(by),
+            consented_at=_json_date(obj["consented_at"], "consented_at"),
+            notice_version=notice,
+            purposes=tuple(purposes),
+            retain_until=_json_date(obj["retain_until"], "retain_until"),
+            guardian_informed=flags["guardian_informed"],
+            guardian_also=flags["guardian_also"],
+            notice_sha256=digest,
+        )
+
+
+def _json_date(value: object, key: str) -> date:
+    if not isinstance(value, str):
+        raise ValidationError(f"consent: {key!r} must be a date string YYYY-MM-DD", field=key)
+    return date.fromisoformat(check_date(value, field=key))
+
+
+def age_on(birth: date, day: date) -> int:
+    """Completed years of age on ``day`` for someone born on ``birth``.
+
+    A year is completed on the birthday itself. Someone born on 29 February
+    completes a year on 1 March in common years (28 February is still the day
+    before the birthday). ValueError if ``day`` is before ``birth``.
+    """
+    if day < birth:
+        raise ValueError("day is before the date of birth")
+    before_birthday = (day.month, day.day) < (birth.month, birth.day)
+    return day.year - birth.year - int(before_birthday)
+
+
+def check_consent(
+    consent: Consent, *, date_of_birth: date | None, schema: Schema, today: date
+) -> Consent:
+    """Check a new consent against the rules and return it; ValidationError naming the column.
+
+    Rules: ``by`` is guardian or child; the notice version is 1-32 characters
+    of ``A-Za-z0-9._-``; purposes are non-empty, declared by the schema, without
+    duplicates; ``consented_at`` is not in the future nor before the date of
+    birth; ``retain_until`` is after ``consented_at`` and not before ``today``;
+    the basis matches the age on ``consented_at`` (module docstring).
+    """
+    if consent.by not in _BY:
+        raise ValidationError("consent_by: must be guardian or child", field="consent_by")
+    if not isinstance(consent.notice_version, str) or not _NOTICE_RE.fullmatch(
+        consent.notice_version
+    ):
+        raise ValidationError(
+            "notice_version: expected 1 to 32 characters of letters, digits, '.', '_' or '-', "
+            "naming the version of the notice shown (for example 2026-1)",
+            field="notice_version",
+        )
+    _check_purposes(consent.purposes, schema)
+    if consent.consented_at > today:
+        raise ValidationError(
+            "consented_at: is in the future; expected the day consent was given",
+            field="consented_at",
+        )
+    if date_of_birth is not None and consent.consented_at < date_of_birth:
+        raise ValidationError(
+            "consented_at: is before the date of birth; expected the day consent was given",
+            field="consented_at",
+        )
+    if consent.retain_until <= consent.consented_at:
+        raise ValidationError("retain_until: must be after consented_at", field="retain_until")
+    if consent.retain_until < today:
+        raise ValidationError(
+            "retain_until: has already passed; expected the last day the record may be kept",
+            field="retain_until",
+        )
+    _check_basis(consent, date_of_birth)
+    return consent
+
+
+def _check_purposes(purposes: tuple[str, ...], schema: Schema) -> None:
+    if not purposes:
+        raise ValidationError(
+            "purposes: at least one purpose is required; the schema declares: "
+            + ", ".join(schema.purposes),
+            field="purposes",
+        )
+    seen: set[str] = set()
+    for purpose in purposes:
+        if not isinstance(purpose, str) or purpose not in schema.purposes:
+            shown = repr(purpose[:64]) if isinstance(purpose, str) else "a non-string"
+            raise ValidationError(
+                f"purposes: {shown} is not a purpose of the schema; expected some of: "
+                + ", ".join(schema.purposes),
+                field="purposes",
+            )
+        if purpose in seen:
+            raise ValidationError(f"purposes: {purpose!r} is listed twice", field="purposes")
+        seen.add(purpose)
+
+
+def _check_basis(consent: Consent, date_of_birth: date | None) -> None:
+    if consent.by == "guardian" and consent.guardian_informed:
+        # The guardian who consents is informed by definition; the flag
+        # records that a consenting child's guardian was told (M-12).
+        raise ValidationError(
+            "guardian_informed: applies only to a consent by the child; leave it no "
+            "when the guardian consents",
+            field="guardian_informed",
+        )
+    if date_of_birth is None:
+        if consent.by != "guardian":
+            raise ValidationError(
+                "consent_by: without a date of birth the child's age cannot be shown to be "
+                f"{CONSENT_AGE} or more, so the guardian must consent",
+                field="consent_by",
+            )
+        if consent.guardian_also:
+            raise ValidationError(
+                f"guardian_also: needs a date of birth showing the child is {CONSENT_AGE} or older",
+                field="guardian_also",
+            )
+        return
+    age = age_on(date_of_birth, consent.consented_at)
+    if age < CONSENT_AGE:
+        if consent.by != "guardian":
+            raise ValidationError(
+                f"consent_by: the child was {age} on consented_at; under {CONSENT_AGE} the "
+                "parent or other guardian must consent (P-9, M-12)",
+                field="consent_by",
+            )
+        if consent.guardian_also:
+            raise ValidationError(
+                f"guardian_also: applies only from age {CONSENT_AGE} (the child was {age} "
+                "on consented_at); leave it no",
+                field="guardian_also",
+            )
+        return
+    if consent.by == "child":
+        if not consent.guardian_informed:
+            raise ValidationError(
+                f"guardian_informed: a child of {CONSENT_AGE} or older consents and the "
+                "guardian must be told explicitly (M-12); set it to yes once they are",
+                field="guardian_informed",
+            )
+        if consent.guardian_also:
+            raise ValidationError(
+                "guardian_also: means the child cannot express a will, which contradicts a "
+                "consent by the child; use consent_by=guardian with guardian_also=yes",
+                field="guardian_also",
+            )
+        return
+    if not consent.guardian_also:
+        raise ValidationError(
+            f"consent_by: the child was {age} on consented_at; from {CONSENT_AGE} the child "
+            "consents (with the guardian informed), and the guardian consents only if the "
+            "child cannot express a will: then set guardian_also=yes (M-12)",
+            field="consent_by",
+        )
+
+
+def _parse_flag(row: Mapping[str, str], column: str) -> bool:
+    raw = row.get(column)
+    if raw is None:
+        return False
+    if not isinstance(raw, str):
+        raise ValidationError(f"{column}: expected yes or no", field=column)
+    value = raw.strip().casefold()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValidationError(
+        f"{column}: expected yes or no (also true/false, 1/0; empty means no)", field=column
+    )
+
+
+def _cell(row: Mapping[str, str], column: str) -> str:
+    raw = row.get(column)
+    if raw is None:
+        return ""
+    if not isinstance(raw, str):
+        raise ValidationError(f"{column}: expected text", field=column)
+    return raw.strip()
+
+
+def _parse_date(row: Mapping[str, str], column: str, default: date | None) -> date:
+    text = _cell(row, column)
+    if not text:
+        if default is None:
+            raise ValidationError(
+                f"{column}: required; expected a date as YYYY-MM-DD", field=column
+            )
+        return default
+    return date.fromisoformat(check_date(text, field=column))
+
+
+def parse_consent_columns(row: Mapping[str, str], *, default_notice: str, today: date) -> Consent:
+    """Read the consent columns of an import row or CLI options into a Consent.
+
+    Columns (other keys of ``row`` are ignored): ``consent_by`` (guardian or
+    child; 监护人 / 儿童 accepted), ``consented_at`` (default ``today``),
+    ``notice_version`` (default ``default_notice``), ``purposes`` (separated by
+    ``;``), ``retain_until``, ``guardian_informed`` and ``guardian_also``
+    (yes/no, true/false, 1/0; default no). Only the spelling is checked:
+    call :func:`check_consent` for the rules.
+    """
+    by_text = _cell(row, "consent_by")
+    by = _BY_SPELLINGS.get(by_text.casefold())
+    if by is None:
+        raise ValidationError(
+            "consent_by: required; expected guardian or child", field="consent_by"
+        )
+    consented_at = _parse_date(row, "consented_at", today)
+    notice = _cell(row, "notice_version") or default_notice
+    if not _NOTICE_RE.fullmatch(notice):
+        raise ValidationError(
+            "notice_version: expected 1 to 32 characters of letters, digits, '.', '_' or '-'",
+            field="notice_version",
+        )
+    # A full-width semicolon is what a Chinese input method types.
+    parts = [p.strip() for p in _cell(row, "purposes").replace("；", ";").split(";")]
+    purposes = tuple(p for p in parts if p)
+    if not purposes:
+        raise ValidationError(
+            "purposes: required; expected purpose names separated by ';'", field="purposes"
+        )
+    for purpose in purposes:
+        if not _PURPOSE_RE.fullmatch(purpose):
+            raise ValidationError(
+                f"purposes: {purpose[:64]!r} is not a purpose name; expected names such as "
+                "case_management separated by ';'",
+                field="purposes",
+            )
+    retain_until = _parse_date(row, "retain_until", None)
+    return Consent(
+        by=by,
+        consented_at=consented_at,
+        notice_version=notice,
+        purposes=purposes,
+        retain_until=retain_until,
+        guardian_informed=_parse_flag(row, "guardian_informed"),
+        guardian_also=_parse_flag(row, "guardian_also"),
+    )

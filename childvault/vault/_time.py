@@ -1,0 +1,63 @@
+"""Time helpers. Every function that depends on the time takes it as an argument,
+so expiry and retention are tested with an injected clock, never by sleeping."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+
+from childvault.keys import UsageError
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    """The current time in UTC."""
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """RFC 3339 UTC text with microseconds, e.g. ``2026-11-24T08:00:00.000000Z``."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: pass an aware UTC time")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> datetime:
+    """Parse the output of :func:`iso` (or any RFC 3339 time with an offset)."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError("time without an offset")
+    return moment.astimezone(UTC)
+
+
+def today(moment: datetime) -> date:
+    """The UTC calendar date of ``moment``."""
+    return moment.astimezone(UTC).date()
+
+
+_DURATION = re.compile(r"^\s*(\d{1,6})\s*([smhd]?)\s*$")
+_UNITS = {"s": 1, "": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``90s``, ``15m``, ``1h`` or ``2d`` (a bare number means seconds)."""
+    match = _DURATION.match(text)
+    if not match:
+        raise UsageError(f"invalid duration {text!r}: use e.g. 30m, 1h or 2d")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+def parse_when(text: str, *, now: datetime) -> datetime:
+    """Parse an absolute time (ISO date or date-time, UTC if no offset) or ``-7d`` style."""
+    text = text.strip()
+    if text.startswith("-"):
+        return now - parse_duration(text[1:])
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(f"invalid time {text!r}: use 2026-11-01, 2026-11-01T08:00 or -7d") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)

@@ -1,0 +1,185 @@
+"""Approval tokens: PASETO ``v4.public`` signed with the officer's Ed25519 key.
+
+Footer: ``{"kid": <PASERK k4.pid of the officer's key>}``. Claims (DESIGN
+section 4): ``jti`` grant id, ``req`` request id, ``iss`` officer, ``sub``
+requester, ``vault``, ``rec`` records, ``fld`` fields, ``pur`` purpose,
+``iat``/``nbf``/``exp`` (RFC 3339 UTC), ``uses`` and ``keys`` (the key
+material for exactly those records and fields, sealed to the requester,
+base64url).
+
+Parsing is strict and bounded; every failure is the one opaque
+:class:`ApprovalInvalid`, with the reason kept in ``detail`` for the log.
+Time checks are not done here: the caller compares with its (injectable) clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pyseto
+from pyseto import Key
+
+from childvault.keys import ApprovalInvalid, Identity
+from childvault.vault._time import iso, parse_iso
+
+MAX_TOKEN_BYTES = 1 << 20
+_PREFIX = "v4.public."
+_ID = re.compile(r"^[0-9a-f]{32}$")
+_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
+_FIELD = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+def paserk_pid(public_key: bytes) -> str:
+    """PASERK ``k4.pid`` identifier of an Ed25519 public key."""
+    return str(Key.from_asymmetric_key_params(4, x=public_key).to_paserk_id())
+
+
+@dataclass(frozen=True)
+class GrantClaims:
+    """The verified content of an approval token."""
+
+    jti: str
+    req: str
+    iss: str
+    sub: str
+    vault: str
+    rec: tuple[str, ...]
+    fld: tuple[str, ...]
+    pur: str
+    iat: datetime
+    nbf: datetime
+    exp: datetime
+    uses: int
+    keys: bytes
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON claims object."""
+        return {
+            "jti": self.jti,
+            "req": self.req,
+            "iss": self.iss,
+            "sub": self.sub,
+            "vault": self.vault,
+            "rec": list(self.rec),
+            "fld": list(self.fld),
+            "pur": self.pur,
+            "iat": iso(self.iat),
+            "nbf": iso(self.nbf),
+            "exp": iso(self.exp),
+            "uses": self.uses,
+            "keys": base64.urlsafe_b64encode(self.keys).decode("ascii").rstrip("="),
+        }
+
+
+def issue(officer: Identity, claims: GrantClaims) -> str:
+    """Sign ``claims`` as ``officer``; return the token text."""
+    key = Key.from_asymmetric_key_params(4, d=officer.signing_seed())
+    footer = json.dumps({"kid": paserk_pid(officer.public.signing_key)}).encode()
+    payload = json.dumps(claims.to_payload(), separators=(",", ":")).encode()
+    token: bytes = pyseto.encode(key, payload, footer=footer)
+    return token.decode("ascii")
+
+
+def _reject(detail: str) -> ApprovalInvalid:
+    return ApprovalInvalid(detail)
+
+
+def _b64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def key_id(token: str) -> str:
+    """The ``kid`` of a token's footer, read before verification (untrusted)."""
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
+        raise _reject("token is not text or too large")
+    token = token.strip()
+    if not token.startswith(_PREFIX) or token.count(".") != 3:
+        raise _reject("not a v4.public token with a footer")
+    try:
+        footer = json.loads(_b64url(token.rsplit(".", 1)[1]))
+        kid = footer["kid"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _reject("footer is not JSON with a kid") from exc
+    if not isinstance(kid, str) or not kid.startswith("k4.pid."):
+        raise _reject("footer kid is not a k4.pid")
+    return kid
+
+
+def _ids(value: Any, pattern: re.Pattern[str], what: str, limit: int) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or len(value) > limit:
+        raise _reject(f"claim {what} is not a non-empty list")
+    if len(set(value)) != len(value):
+        raise _reject(f"claim {what} has duplicates")
+    for item in value:
+        if not isinstance(item, str) or not pattern.fullmatch(item):
+            raise _reject(f"claim {what} has an invalid item")
+    return tuple(value)
+
+
+def _text(obj: Mapping[str, Any], name: str, pattern: re.Pattern[str] | None = None) -> str:
+    value = obj.get(name)
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise _reject(f"claim {name} missing or not text")
+    if pattern is not None and not pattern.fullmatch(value):
+        raise _reject(f"claim {name} malformed")
+    return value
+
+
+def _time(obj: Mapping[str, Any], name: str) -> datetime:
+    value = _text(obj, name)
+    try:
+        return parse_iso(value)
+    except ValueError as exc:
+        raise _reject(f"claim {name} is not an RFC 3339 time") from exc
+
+
+def verify(token: str, public_key: bytes) -> GrantClaims:
+    """Verify the signature with ``public_key`` and parse the claims strictly."""
+    try:
+        decoded = pyseto.decode(Key.from_asymmetric_key_params(4, x=public_key), token.strip())
+    except Exception as exc:  # pyseto raises several types on hostile input
+        raise _reject("signature does not verify") from exc
+    raw = decoded.payload
+    if not isinstance(raw, bytes):
+        raise _reject("payload was not kept as bytes")
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _reject("payload is not JSON") from exc
+    if not isinstance(obj, dict):
+        raise _reject("payload is not an object")
+    known = {"jti", "req", "iss", "sub", "vault", "rec", "fld", "pur", "iat", "nbf", "exp"}
+    known |= {"uses", "keys"}
+    if set(obj) != known:
+        raise _reject("payload has missing or unknown claims")
+    uses = obj["uses"]
+    if not isinstance(uses, int) or isinstance(uses, bool) or not 1 <= uses <= 1000:
+        raise _reject("claim uses out of range")
+    keys_text = obj["keys"]
+    if not isinstance(keys_text, str) or not keys_text:
+        raise _reject("claim keys missing")
+    try:
+        keys = _b64url(keys_text)
+    except ValueError as exc:
+        raise _reject("claim keys is not base64url") from exc
+    return GrantClaims(
+        jti=_text(obj, "jti", _ID),
+        req=_text(obj, "req", _ID),
+        iss=_text(obj, "iss", _NAME),
+        sub=_text(obj, "sub", _NAME),
+        vault=_text(obj, "vault", _ID),
+        rec=_ids(obj["rec"], _ID, "rec", 10_000),
+        fld=_ids(obj["fld"], _FIELD, "fld", 1_000),
+        pur=_text(obj, "pur", _FIELD),
+        iat=_time(obj, "iat"),
+        nbf=_time(obj, "nbf"),
+        exp=_time(obj, "exp"),
+        uses=uses,
+        keys=keys,
+    )
