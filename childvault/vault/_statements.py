@@ -1,0 +1,720 @@
+"""Signed statements and the trust state they build (docs/trust.md).
+
+Every fact that decides who may hold or receive key material, or who wrote a
+record, is a *signed statement*; the database is storage, never authority.
+A statement is a DSSE envelope (the "Dead Simple Signing Envelope" of
+in-toto and sigstore), so a third party can check one with an off-the-shelf
+verifier::
+
+    {"payloadType": "application/vnd.childvault.statement.v1+json",
+     "payload": base64(RFC 8785 canonical JSON of the statement),
+     "signatures": [{"keyid": <signer's user name>, "sig": base64(Ed25519)}]}
+
+Each signature covers ``PAE(payloadType, payload)`` (DSSE's pre-authentication
+encoding), never the JSON object itself, so no parser ambiguity reaches what is
+signed. ``keyid`` is only a hint: the verifier takes the key from the trust
+state, never from the envelope.
+
+:class:`TrustState` replays statements in log order from the vault's
+:class:`Anchor` (the vault id and the founding admin's key, which every
+identity file holds inside its passphrase-encrypted part) and refuses any
+statement its signers were not entitled to make. The rules:
+
+- ``user.register`` (a new user's name, roles and public keys): signed by the
+  new user's own key (proof of possession), by an active admin, and, when the
+  roles include ``officer``, by an active officer other than the new user; the
+  very first officer of a vault is countersigned by the founding admin instead.
+  The founding admin's own registration is self-signed with the anchor key.
+- ``user.renew`` (new key pairs): signed by the old key, the new key and an
+  active admin. ``user.disable``: signed by an active admin other than the
+  user; a disabled user signs nothing and holds nothing from then on.
+- ``custodian.create`` (the first custodian public key and its holder): signed
+  by that holder, an active officer. ``custodian.share``: signed by an active
+  holder of the current generation, to an active officer.
+  ``custodian.rotate`` (a new generation, its public key, its holders): signed
+  by an active holder of the previous generation, holders all active officers.
+- ``record.version`` statements are not trust state; :func:`verify_record`
+  checks one against the state as it was when the record was written.
+
+Parsers here take input an insider may have written, so they are strict and
+bounded and raise only :class:`IntegrityError`, naming the defect without
+echoing the input.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import nacl.exceptions
+import nacl.signing
+import rfc8785
+
+from childvault.keys._errors import IntegrityError, UsageError
+
+PAYLOAD_TYPE = "application/vnd.childvault.statement.v1+json"
+#: Largest envelope accepted, in bytes of JSON (a record statement of a big schema is ~4 KiB).
+MAX_ENVELOPE_BYTES = 64 * 1024
+MAX_SIGNATURES = 8
+ROLES = ("staff", "officer", "admin")
+KINDS = (
+    "user.register",
+    "user.renew",
+    "user.disable",
+    "custodian.create",
+    "custodian.share",
+    "custodian.rotate",
+    "record.version",
+)
+_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
+_HEX_ID = re.compile(r"[0-9a-f]{32}")
+_HEX_KEY = re.compile(r"[0-9a-f]{64}")
+_FIELD = re.compile(r"[a-z][a-z0-9_]{0,62}")
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
+
+
+class Signer(Protocol):
+    """Anything that signs as a named user (an unlocked :class:`~childvault.keys.Identity`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
+def _bad(message: str) -> IntegrityError:
+    return IntegrityError(f"signed statement refused: {message}")
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE's pre-authentication encoding: what each signature covers."""
+    kind = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+
+
+def _verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    try:
+        nacl.signing.VerifyKey(public_key).verify(message, signature)
+    except (nacl.exceptions.CryptoError, ValueError, TypeError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A DSSE envelope holding one canonical-JSON statement and its signatures."""
+
+    payload: bytes
+    signatures: tuple[tuple[str, bytes], ...]
+
+    def statement(self) -> dict[str, Any]:
+        """The statement object (the payload must be exactly its canonical JSON)."""
+        try:
+            obj = json.loads(self.payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _bad("the payload is not JSON") from exc
+        if not isinstance(obj, dict):
+            raise _bad("the payload is not an object")
+        if bytes(rfc8785.dumps(obj)) != self.payload:
+            # One statement, one byte string: no re-encodings with other meanings.
+            raise _bad("the payload is not in canonical form")
+        return obj
+
+    def signed_by(self, public_key: bytes) -> bool:
+        """Whether some signature verifies under ``public_key``."""
+        message = pae(PAYLOAD_TYPE, self.payload)
+        return any(_verify(public_key, message, sig) for _, sig in self.signatures)
+
+    def to_json(self) -> dict[str, Any]:
+        """The DSSE JSON form."""
+        return {
+            "payloadType": PAYLOAD_TYPE,
+            "payload": base64.b64encode(self.payload).decode("ascii"),
+            "signatures": [
+                {"keyid": keyid, "sig": base64.b64encode(sig).decode("ascii")}
+                for keyid, sig in self.signatures
+            ],
+        }
+
+    def to_bytes(self) -> bytes:
+        """Canonical JSON bytes of the envelope (what is stored and hashed)."""
+        return bytes(rfc8785.dumps(self.to_json()))
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of :meth:`to_bytes`: how log entries refer to a statement."""
+        return hashlib.sha256(self.to_bytes()).hexdigest()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Envelope:
+        """Parse stored envelope bytes strictly."""
+        if not isinstance(data, bytes) or len(data) > MAX_ENVELOPE_BYTES:
+            raise _bad("the envelope is not bytes or is too large")
+        try:
+            obj = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _bad("the envelope is not JSON") from exc
+        return cls.from_json(obj)
+
+    @classmethod
+    def from_json(cls, obj: object) -> Envelope:
+        """Parse the DSSE JSON form strictly."""
+        if not isinstance(obj, dict) or set(obj) != {"payloadType", "payload", "signatures"}:
+            raise _bad("the envelope does not have exactly payloadType, payload, signatures")
+        if obj["payloadType"] != PAYLOAD_TYPE:
+            raise _bad("the envelope's payload type is not a childvault statement")
+        payload = _b64(obj["payload"], "payload", MAX_ENVELOPE_BYTES)
+        sigs = obj["signatures"]
+        if not isinstance(sigs, list) or not 1 <= len(sigs) <= MAX_SIGNATURES:
+            raise _bad(f"an envelope carries 1 to {MAX_SIGNATURES} signatures")
+        parsed: list[tuple[str, bytes]] = []
+        for item in sigs:
+            if not isinstance(item, dict) or set(item) != {"keyid", "sig"}:
+                raise _bad("a signature is not {keyid, sig}")
+            keyid = item["keyid"]
+            if not isinstance(keyid, str) or not _NAME.fullmatch(keyid):
+                raise _bad("a signature's keyid is not a user name")
+            sig = _b64(item["sig"], "sig", 64)
+            if len(sig) != 64:
+                raise _bad("a signature is not 64 bytes")
+            parsed.append((keyid, sig))
+        return cls(payload, tuple(parsed))
+
+
+def _b64(value: object, what: str, limit: int) -> bytes:
+    if not isinstance(value, str) or len(value) > 2 * limit:
+        raise _bad(f"{what} is not base64 text")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise _bad(f"{what} is not base64") from exc
+
+
+def sign(statement: Mapping[str, Any], signers: Sequence[Signer]) -> Envelope:
+    """Canonicalise ``statement`` and sign it by each of ``signers``, in order."""
+    if not signers:
+        raise UsageError("a statement needs at least one signer")
+    payload = bytes(rfc8785.dumps(dict(statement)))
+    message = pae(PAYLOAD_TYPE, payload)
+    return Envelope(payload, tuple((s.name, s.sign(message)) for s in signers))
+
+
+def countersign(envelope: Envelope, signer: Signer) -> Envelope:
+    """``envelope`` with one more signature (an officer's countersignature, say)."""
+    if len(envelope.signatures) >= MAX_SIGNATURES:
+        raise UsageError("the statement already has the most signatures allowed")
+    sig = signer.sign(pae(PAYLOAD_TYPE, envelope.payload))
+    return Envelope(envelope.payload, (*envelope.signatures, (signer.name, sig)))
+
+
+# ---------------------------------------------------------------- the anchor
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """The root of a vault's trust: its id and the founding admin's signing key.
+
+    Kept inside every identity file's passphrase-encrypted part, so only the
+    file's owner can change the anchor their own process trusts.
+    """
+
+    vault_id: str
+    admin: str
+    sign_key: bytes
+
+    def __post_init__(self) -> None:
+        if not _HEX_ID.fullmatch(self.vault_id) or not _NAME.fullmatch(self.admin):
+            raise UsageError("an anchor needs a vault id and a user name")
+        if len(self.sign_key) != 32:
+            raise UsageError("an anchor's signing key is 32 bytes")
+
+    def to_json(self) -> dict[str, str]:
+        """JSON form (stored in identity files)."""
+        return {"vault": self.vault_id, "admin": self.admin, "sign_key": self.sign_key.hex()}
+
+    @classmethod
+    def from_json(cls, obj: object) -> Anchor:
+        """Parse the JSON form strictly."""
+        if not isinstance(obj, dict) or set(obj) != {"vault", "admin", "sign_key"}:
+            raise _bad("the anchor is not {vault, admin, sign_key}")
+        key = obj["sign_key"]
+        if not isinstance(key, str) or not _HEX_KEY.fullmatch(key):
+            raise _bad("the anchor's key is not 64 hex characters")
+        try:
+            return cls(str(obj["vault"]), str(obj["admin"]), bytes.fromhex(key))
+        except UsageError as exc:
+            raise _bad("the anchor is malformed") from exc
+
+    def fingerprint(self) -> str:
+        """What a new user compares with the admin, read aloud: 8 groups of 4 hex digits."""
+        digest = hashlib.sha256(b"childvault/anchor/1\x00" + rfc8785.dumps(self.to_json()))
+        text = digest.hexdigest()[:32]
+        return " ".join(text[i : i + 4] for i in range(0, 32, 4))
+
+
+# ------------------------------------------------------------ the trust state
+
+
+@dataclass
+class UserState:
+    """What verified statements say about one user."""
+
+    name: str
+    roles: tuple[str, ...]
+    enc_key: bytes
+    sign_key: bytes
+    #: Log positions (seq) from which the user was active, and until which (None: still).
+    active_from: int
+    active_until: int | None = None
+    #: Log position from which ``sign_key`` is the user's key (registration or renewal).
+    key_from: int = 0
+
+    @property
+    def active(self) -> bool:
+        """Not disabled."""
+        return self.active_until is None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (part of a saved trust state)."""
+        return {
+            "name": self.name,
+            "roles": list(self.roles),
+            "enc_key": self.enc_key.hex(),
+            "sign_key": self.sign_key.hex(),
+            "from": self.active_from,
+            "until": self.active_until,
+            "key_from": self.key_from,
+        }
+
+
+@dataclass
+class TrustState:
+    """Users, roles, keys and custodian holders, as verified statements made them.
+
+    Build it with :meth:`start` and feed it every statement in log order with
+    :meth:`apply`; :meth:`to_bytes` / :meth:`from_bytes` save it so the next
+    verification resumes from there (the saved state must itself be protected,
+    e.g. covered by the verifier's own signed checkpoint).
+    """
+
+    anchor: Anchor
+    users: dict[str, UserState] = field(default_factory=dict)
+    #: Earlier keys of renewed users: (name, sign_key hex) -> (from, until) seq.
+    retired_keys: dict[str, list[tuple[str, int, int]]] = field(default_factory=dict)
+    custodians: dict[int, bytes] = field(default_factory=dict)
+    holders: dict[int, set[str]] = field(default_factory=dict)
+    had_officer: bool = False
+    applied: int = 0
+
+    @classmethod
+    def start(cls, anchor: Anchor) -> TrustState:
+        """The state before any statement: only the anchor is trusted."""
+        return cls(anchor)
+
+    # -- queries ------------------------------------------------------------
+
+    def user(self, name: str) -> UserState:
+        """A registered user (active or not); :class:`IntegrityError` if unknown."""
+        found = self.users.get(name)
+        if found is None:
+            raise IntegrityError(f"user {name!r} has no verified registration in this vault's log")
+        return found
+
+    def is_active(self, name: str, role: str | None = None) -> bool:
+        """Whether ``name`` is registered, not disabled, and holds ``role`` (if given)."""
+        found = self.users.get(name)
+        return bool(found and found.active and (role is None or role in found.roles))
+
+    def was_active(self, name: str, role: str, seq: int) -> bool:
+        """Whether ``name`` held ``role`` and was active at log position ``seq``."""
+        found = self.users.get(name)
+        if found is None or role not in found.roles:
+            return False
+        until = found.active_until
+        return found.active_from <= seq and (until is None or seq < until)
+
+    def current_custodian(self) -> tuple[int, bytes] | None:
+        """The latest verified custodian generation and its public key."""
+        if not self.custodians:
+            return None
+        generation = max(self.custodians)
+        return generation, self.custodians[generation]
+
+    def active_holders(self, generation: int) -> set[str]:
+        """Active officers a verified statement gave custodian ``generation``."""
+        return {n for n in self.holders.get(generation, set()) if self.is_active(n, "officer")}
+
+    # -- replay -------------------------------------------------------------
+
+    def _signers(self, envelope: Envelope, extra: Mapping[str, bytes] | None = None) -> set[str]:
+        """Names whose signature verifies with the key the state (or ``extra``) gives them."""
+        message = pae(PAYLOAD_TYPE, envelope.payload)
+        found: set[str] = set()
+        for keyid, sig in envelope.signatures:
+            key = (extra or {}).get(keyid)
+            if key is None:
+                known = self.users.get(keyid)
+                if known is None or not known.active:
+                    continue
+                key = known.sign_key
+            if _verify(key, message, sig):
+                found.add(keyid)
+        return found
+
+    def apply(self, envelope: Envelope, *, seq: int) -> dict[str, Any]:
+        """Verify ``envelope`` (logged at position ``seq``) and apply it; return the statement.
+
+        Raises :class:`IntegrityError` naming what is wrong when the signers
+        were not entitled to make it; the state is then unchanged.
+        """
+        obj = envelope.statement()
+        kind = obj.get("kind")
+        if obj.get("v") != 1 or kind not in KINDS:
+            raise _bad("unknown statement version or kind")
+        if obj.get("vault") != self.anchor.vault_id:
+            raise _bad("the statement belongs to another vault")
+        at = obj.get("at")
+        if not isinstance(at, str) or not _TIME.fullmatch(at):
+            raise _bad("the statement has no valid time")
+        handler = {
+            "user.register": self._register,
+            "user.renew": self._renew,
+            "user.disable": self._disable,
+            "custodian.create": self._custodian_create,
+            "custodian.share": self._custodian_share,
+            "custodian.rotate": self._custodian_rotate,
+        }.get(str(kind))
+        if handler is None:
+            raise _bad("a record statement is not trust state")
+        handler(envelope, obj, seq)
+        self.applied += 1
+        return obj
+
+    def _register(self, env: Envelope, obj: Mapping[str, Any], seq: int) -> None:
+        _keys(obj, {"v", "kind", "vault", "at", "user", "roles", "enc_key", "sign_key"})
+        name = _name(obj["user"])
+        roles = _roles(obj["roles"])
+        enc, sig = _key(obj["enc_key"]), _key(obj["sign_key"])
+        if name in self.users:
+            raise _bad(f"user {name!r} is already registered")
+        if not self.users:
+            # The founding admin: exactly the anchor's name and key, self-signed.
+            if (name, sig) != (self.anchor.admin, self.anchor.sign_key) or roles != ("admin",):
+                raise _bad("the first registration must be the anchor's founding admin")
+            if name not in self._signers(env, {name: sig}):
+                raise _bad("the founding admin's registration is not signed by the anchor key")
+        else:
+            signed = self._signers(env, {name: sig})
+            if name not in signed:
+                raise _bad(f"the registration of {name!r} is not signed by {name!r}'s own key")
+            if not any(self.is_active(s, "admin") for s in signed - {name}):
+                raise _bad(f"the registration of {name!r} lacks an active admin's signature")
+            if "officer" in roles:
+                officers = {s for s in signed - {name} if self.is_active(s, "officer")}
+                first = not self.had_officer and self.anchor.admin in signed
+                if not officers and not first:
+                    raise _bad(
+                        f"the officer role of {name!r} lacks an existing officer's countersignature"
+                    )
+        self.users[name] = UserState(name, roles, enc, sig, active_from=seq, key_from=seq)
+        if "officer" in roles:
+            self.had_officer = True
+
+    def _renew(self, env: Envelope, obj: Mapping[str, Any], seq: int) -> None:
+        _keys(obj, {"v", "kind", "vault", "at", "user", "enc_key", "sign_key"})
+        name = _name(obj["user"])
+        enc, sig = _key(obj["enc_key"]), _key(obj["sign_key"])
+        user = self.user(name)
+        if not user.active:
+            raise _bad(f"user {name!r} is disabled")
+        if not env.signed_by(user.sign_key) or not env.signed_by(sig):
+            raise _bad(f"the key renewal of {name!r} is not signed by both old and new keys")
+        if not any(self.is_active(s, "admin") for s in self._signers(env)):
+            raise _bad(f"the key renewal of {name!r} lacks an active admin's signature")
+        self.retired_keys.setdefault(name, []).append((user.sign_key.hex(), user.key_from, seq))
+        user.enc_key, user.sign_key, user.key_from = enc, sig, seq
+
+    def _disable(self, env: Envelope, obj: Mapping[str, Any], seq: int) -> None:
+        _keys(obj, {"v", "kind", "vault", "at", "user"})
+        name = _name(obj["user"])
+        user = self.user(name)
+        if not user.active:
+            raise _bad(f"user {name!r} is already disabled")
+        if not any(self.is_active(s, "admin") for s in self._signers(env) - {name}):
+            raise _bad(f"disabling {name!r} lacks another active admin's signature")
+        user.active_until = seq
+
+    def _custodian_create(self, env: Envelope, obj: Mapping[str, Any], seq: int) -> None:
+        _keys(obj, {"v", "kind", "vault", "at", "generation", "public_key", "holder"})
+        generation = _generation(obj["generation"])
+        holder = _name(obj["holder"])
+        if self.custodians or generation != 1:
+            raise _bad("a custodian key already exists; only rotation makes another")
+        if not self.is_active(holder, "officer") or holder not in self._signers(env):
+            raise _bad("the custodian key must be created and signed by an active officer")
+        self.custodians[1] = _key(obj["public_key"])
+        self.holders[1] = {holder}
+
+    def _custodian_share(self, env: Envelope, obj: Mapping[str, Any], seq: int) -> None:
+        _keys(obj, {"v", "kind", "vault", "at", "generation", "to"})
+        generation = _generation(obj["generation"])
+        to = _name(obj["to"])
+        current = self.current_custodian()
+        if current is None or current[0] != generation:
+            raise _bad("only the current custodian generation can be shared")
+        if not self.is_active(to, "officer"):
+            raise _bad(f"{to!r} is not an active officer")
+        sharers = self._signers(env) & self.active_holders(generation)
+        if not sharers - {to}:
+            raise _bad("sharing the custodian key needs the signature of another active holder")
+        self.holders[generation].add(to)
+
+    def _custodian_rotate(self, env: Envelope, obj: Mapping[str, Any], seq: int) -> None:
+        _keys(obj, {"v", "kind", "vault", "at", "generation", "previous", "public_key", "holders"})
+        generation = _generation(obj["generation"])
+        previous = _generation(obj["previous"])
+        holders = obj["holders"]
+        if not isinstance(holders, list) or not holders or len(holders) > 1000:
+            raise _bad("a rotation names its holders")
+        names = {_name(h) for h in holders}
+        current = self.current_custodian()
+        if current is None or current[0] != previous or generation != previous + 1:
+            raise _bad("a rotation must replace the current custodian generation")
+        rotators = self._signers(env) & self.active_holders(previous)
+        if not rotators & names:
+            raise _bad("a rotation must be signed by an active holder who keeps the new key")
+        if not all(self.is_active(n, "officer") for n in names):
+            raise _bad("every new custodian holder must be an active officer")
+        self.custodians[generation] = _key(obj["public_key"])
+        self.holders[generation] = names
+
+    # -- persistence ----------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """Canonical JSON of the state, to resume verification from it later."""
+        return bytes(
+            rfc8785.dumps(
+                {
+                    "anchor": self.anchor.to_json(),
+                    "users": [u.to_json() for u in self.users.values()],
+                    "retired": {
+                        n: [list(k) for k in keys] for n, keys in sorted(self.retired_keys.items())
+                    },
+                    "custodians": {str(g): k.hex() for g, k in self.custodians.items()},
+                    "holders": {str(g): sorted(h) for g, h in self.holders.items()},
+                    "had_officer": self.had_officer,
+                    "applied": self.applied,
+                }
+            )
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, anchor: Anchor) -> TrustState:
+        """A saved state; refused unless it was saved for ``anchor``."""
+        try:
+            doc = json.loads(data)
+            if Anchor.from_json(doc["anchor"]) != anchor:
+                raise _bad("the saved trust state belongs to another anchor")
+            state = cls(anchor)
+            for u in doc["users"]:
+                state.users[u["name"]] = UserState(
+                    _name(u["name"]),
+                    _roles(u["roles"]),
+                    _key(u["enc_key"]),
+                    _key(u["sign_key"]),
+                    int(u["from"]),
+                    None if u["until"] is None else int(u["until"]),
+                    int(u["key_from"]),
+                )
+            state.retired_keys = {
+                str(n): [(str(k), int(a), int(b)) for k, a, b in keys]
+                for n, keys in doc["retired"].items()
+            }
+            state.custodians = {int(g): _key(k) for g, k in doc["custodians"].items()}
+            state.holders = {int(g): {_name(h) for h in hs} for g, hs in doc["holders"].items()}
+            state.had_officer = bool(doc["had_officer"])
+            state.applied = int(doc["applied"])
+            return state
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise _bad("the saved trust state is malformed") from exc
+
+
+# ------------------------------------------------------------ record statements
+
+
+@dataclass(frozen=True)
+class RecordVersion:
+    """A verified ``record.version`` statement: what one version of a record holds."""
+
+    record: str
+    version: int
+    type: str
+    consent: str
+    metadata: str
+    fields: Mapping[str, tuple[int, str]]
+    keyblob: str
+    writer: str
+
+
+def record_statement(
+    *,
+    vault_id: str,
+    at: str,
+    record: str,
+    version: int,
+    type_name: str,
+    consent: Mapping[str, Any],
+    metadata: Mapping[str, str],
+    fields: Iterable[tuple[str, int, bytes]],
+    keyblob: bytes,
+) -> dict[str, Any]:
+    """The statement a writer signs for one record version.
+
+    It binds the bookkeeping (type, consent, clear metadata) and the SHA-256 of
+    every field ciphertext and of the wrapped-key blob, so no row of the
+    record can be replaced without the signature failing.
+    """
+    return {
+        "v": 1,
+        "kind": "record.version",
+        "vault": vault_id,
+        "at": at,
+        "record": record,
+        "version": version,
+        "type": type_name,
+        "consent": _digest(consent),
+        "metadata": _digest(metadata),
+        "fields": {name: [fv, hashlib.sha256(ct).hexdigest()] for name, fv, ct in sorted(fields)},
+        "keyblob": hashlib.sha256(keyblob).hexdigest(),
+    }
+
+
+def _digest(obj: Mapping[str, Any]) -> str:
+    return hashlib.sha256(rfc8785.dumps(dict(obj))).hexdigest()
+
+
+def verify_record(
+    envelope: Envelope,
+    state: TrustState,
+    *,
+    written_at: int,
+    record: str,
+    version: int,
+    type_name: str,
+    consent: Mapping[str, Any],
+    metadata: Mapping[str, str],
+    fields: Iterable[tuple[str, int, bytes]],
+    keyblob: bytes,
+) -> RecordVersion:
+    """Check that the stored rows of a record version are what its writer signed.
+
+    ``written_at`` is the log position of the entry that wrote this version:
+    the signer must then have been an active staff member or officer (an
+    officer for any version after the first: corrections and consent changes).
+    Raises :class:`IntegrityError` naming what disagrees.
+    """
+    obj = envelope.statement()
+    _keys(
+        obj,
+        {"v", "kind", "vault", "at", "record", "version", "type", "consent", "metadata"}
+        | {"fields", "keyblob"},
+    )
+    if obj["kind"] != "record.version" or obj["vault"] != state.anchor.vault_id:
+        raise _bad("not a record statement of this vault")
+    signers = {
+        name
+        for name, _ in envelope.signatures
+        if name in state.users
+        and state.users[name].key_from <= written_at
+        and envelope.signed_by(state.users[name].sign_key)
+    } | _signed_with_retired_key(envelope, state, written_at)
+    roles = ("staff", "officer") if version == 1 else ("officer",)
+    writers = sorted(s for s in signers if any(state.was_active(s, r, written_at) for r in roles))
+    if not writers:
+        raise IntegrityError(
+            f"record {record} version {version} is not signed by someone entitled to write it "
+            "then: the stored record was altered; run `childvault audit verify` and alert the "
+            "officers"
+        )
+    expected = record_statement(
+        vault_id=state.anchor.vault_id,
+        at=str(obj["at"]),
+        record=record,
+        version=version,
+        type_name=type_name,
+        consent=consent,
+        metadata=metadata,
+        fields=fields,
+        keyblob=keyblob,
+    )
+    if expected != obj:
+        differs = sorted(k for k in expected if expected[k] != obj.get(k))
+        raise IntegrityError(
+            f"record {record} version {version} differs from what its writer signed "
+            f"({', '.join(differs)}): the stored record was altered; run "
+            "`childvault audit verify` and alert the officers"
+        )
+    return RecordVersion(
+        record,
+        version,
+        type_name,
+        str(obj["consent"]),
+        str(obj["metadata"]),
+        {n: (int(v[0]), str(v[1])) for n, v in obj["fields"].items()},
+        str(obj["keyblob"]),
+        writers[0],
+    )
+
+
+def _signed_with_retired_key(envelope: Envelope, state: TrustState, seq: int) -> set[str]:
+    """Signers whose key was renewed later but was theirs at position ``seq``."""
+    found: set[str] = set()
+    for name, _ in envelope.signatures:
+        for key_hex, start, end in state.retired_keys.get(name, ()):
+            if start <= seq < end and envelope.signed_by(bytes.fromhex(key_hex)):
+                found.add(name)
+    return found
+
+
+# ------------------------------------------------------------------ parsing
+
+
+def _keys(obj: Mapping[str, Any], expected: set[str]) -> None:
+    if set(obj) != expected:
+        raise _bad(f"a {obj.get('kind')} statement has missing or unknown members")
+
+
+def _name(value: object) -> str:
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise _bad("a user name is malformed")
+    return value
+
+
+def _roles(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or any(r not in ROLES for r in value):
+        raise _bad("roles are malformed")
+    if value != sorted(set(value)):
+        raise _bad("roles must be sorted and distinct")
+    return tuple(value)
+
+
+def _key(value: object) -> bytes:
+    if not isinstance(value, str) or not _HEX_KEY.fullmatch(value):
+        raise _bad("a public key is not 64 hex characters")
+    return bytes.fromhex(value)
+
+
+def _generation(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value < 1 << 31:
+        raise _bad("a custodian generation is malformed")
+    return value
+
+
+def field_name_ok(name: str) -> bool:
+    """Whether ``name`` can appear as a field in a record statement."""
+    return _FIELD.fullmatch(name) is not None
