@@ -3,13 +3,13 @@
 ``keys`` knows nothing of records or SQL. It offers identities (per-user key
 pairs under a passphrase), the key-slot file, and the key providers that wrap
 per-field data keys: :class:`LocalProvider` (embedded default) and
-``VaultProvider`` (HashiCorp Vault / OpenBao, imported lazily because hvac is
-heavy).
+:class:`VaultProvider` (HashiCorp Vault / OpenBao, with :class:`VaultSettings`
+and :func:`setup_vault`; imported lazily because hvac is heavy).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from childvault.keys._errors import (
     AccessDenied,
@@ -43,6 +43,11 @@ from childvault.keys._provider import (
 )
 from childvault.keys._slots import KeySlots
 
+if TYPE_CHECKING:
+    # For type checkers only: at run time these come from __getattr__ below.
+    from childvault.keys._openbao import VaultProvider, VaultSettings
+    from childvault.keys._openbao import setup as setup_vault
+
 __all__ = [
     "AccessDenied",
     "ApprovalInvalid",
@@ -66,19 +71,26 @@ __all__ = [
     "StorageError",
     "UsageError",
     "ValidationError",
+    "VaultProvider",
+    "VaultSettings",
     "WrappedRecord",
     "WrongPassphrase",
     "blob_generation",
     "check_user_name",
     "public_identity_from_file",
+    "setup_vault",
 ]
+
+
+# Public name here -> name in childvault.keys._openbao.
+_LAZY = {"VaultProvider": "VaultProvider", "VaultSettings": "VaultSettings", "setup_vault": "setup"}
 
 
 def __getattr__(name: str) -> Any:
     # hvac and requests take a noticeable time to import; load them only when
     # the Vault provider is actually used.
-    if name in {"VaultProvider", "VaultSettings"}:
-        from childvault.keys import _vault
+    if name in _LAZY:
+        from childvault.keys import _openbao
 
-        return getattr(_vault, name)
+        return getattr(_openbao, _LAZY[name])
     raise AttributeError(f"module 'keys' has no attribute {name!r}")

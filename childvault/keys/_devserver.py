@@ -23,7 +23,8 @@ from typing import Any
 import requests
 
 from childvault.keys._errors import ProviderUnavailable
-from childvault.keys._vault import VaultSettings, setup
+from childvault.keys._openbao._settings import VaultSettings
+from childvault.keys._openbao._setup import setup
 
 _START_TIMEOUT = 30.0
 _UNSEAL_RE = re.compile(r"^Unseal Key:\s*(\S+)\s*$", re.MULTILINE)

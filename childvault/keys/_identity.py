@@ -8,7 +8,6 @@ MODERATE are refused on load, so a weakened file cannot be slipped in.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import unicodedata
@@ -23,6 +22,7 @@ import nacl.signing
 import nacl.utils
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
+from childvault.keys._encoding import b64, unb64
 from childvault.keys._errors import (
     ConfigError,
     DecryptionFailed,
@@ -51,16 +51,6 @@ def check_user_name(name: str) -> str:
             "starting with a letter"
         )
     return name
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(text: Any) -> bytes:
-    if not isinstance(text, str):
-        raise ValueError("expected base64 text")
-    return base64.b64decode(text, validate=True)
 
 
 def _normalise(passphrase: str) -> bytes:
@@ -138,8 +128,8 @@ class Identity:
         inner = json.dumps(
             {
                 "name": self.name,
-                "x25519": _b64(bytes(self._x25519)),
-                "ed25519": _b64(bytes(self._ed25519)),
+                "x25519": b64(bytes(self._x25519)),
+                "ed25519": b64(bytes(self._ed25519)),
             }
         ).encode("utf-8")
         box = nacl.secret.SecretBox(key).encrypt(inner)
@@ -150,11 +140,11 @@ class Identity:
                 "alg": "argon2id13",
                 "opslimit": _OPS_MIN,
                 "memlimit": _MEM_MIN,
-                "salt": _b64(salt),
+                "salt": b64(salt),
             },
-            "box": _b64(bytes(box)),
-            "x25519_public": _b64(self.public.encryption_key),
-            "ed25519_public": _b64(self.public.signing_key),
+            "box": b64(bytes(box)),
+            "x25519_public": b64(self.public.encryption_key),
+            "ed25519_public": b64(self.public.signing_key),
         }
         atomic_write(path, json.dumps(doc, indent=2).encode("utf-8") + b"\n", mode=0o600)
 
@@ -169,8 +159,8 @@ class Identity:
         doc = read_identity_file(path)
         try:
             kdf = doc["kdf"]
-            ops, mem, salt = int(kdf["opslimit"]), int(kdf["memlimit"]), _unb64(kdf["salt"])
-            box = _unb64(doc["box"])
+            ops, mem, salt = int(kdf["opslimit"]), int(kdf["memlimit"]), unb64(kdf["salt"])
+            box = unb64(doc["box"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"identity file {path} is damaged; restore it from backup") from exc
         if kdf.get("alg") != "argon2id13" or ops < _OPS_MIN or mem < _MEM_MIN:
@@ -193,12 +183,12 @@ class Identity:
         try:
             ident = cls(
                 str(inner["name"]),
-                PrivateKey(_unb64(inner["x25519"])),
-                nacl.signing.SigningKey(_unb64(inner["ed25519"])),
+                PrivateKey(unb64(inner["x25519"])),
+                nacl.signing.SigningKey(unb64(inner["ed25519"])),
             )
-            publics_match = ident.public.encryption_key == _unb64(
+            publics_match = ident.public.encryption_key == unb64(
                 doc["x25519_public"]
-            ) and ident.public.signing_key == _unb64(doc["ed25519_public"])
+            ) and ident.public.signing_key == unb64(doc["ed25519_public"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"identity file {path} is damaged; restore it from backup") from exc
         # The clear public keys must match the sealed secrets, else the file was spliced.
@@ -230,8 +220,8 @@ def public_identity_from_file(path: Path) -> PublicIdentity:
     try:
         return PublicIdentity(
             check_user_name(str(doc["name"])),
-            _unb64(doc["x25519_public"]),
-            _unb64(doc["ed25519_public"]),
+            unb64(doc["x25519_public"]),
+            unb64(doc["ed25519_public"]),
         )
     except (KeyError, ValueError) as exc:
         raise ConfigError(f"identity file {path} is damaged") from exc

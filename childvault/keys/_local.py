@@ -21,6 +21,7 @@ from typing import Any
 import nacl.exceptions
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
+from childvault.keys._encoding import b64
 from childvault.keys._errors import AccessDenied, ApprovalInvalid, DecryptionFailed
 from childvault.keys._identity import Identity, PublicIdentity
 from childvault.keys._provider import FieldKey, RecordKeys, ReleasedKeys, Selection, WrappedRecord
@@ -30,12 +31,8 @@ _HEADER = struct.Struct(">4sI")
 _DEK_LEN = 32
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 def _keys_to_json(fields: Mapping[str, FieldKey]) -> dict[str, list[Any]]:
-    return {name: [fk.version, _b64(fk.key)] for name, fk in fields.items()}
+    return {name: [fk.version, b64(fk.key)] for name, fk in fields.items()}
 
 
 def _keys_from_json(obj: Any) -> dict[str, FieldKey]:

@@ -13,15 +13,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from childvault.keys._encoding import b64
 from childvault.keys._errors import ConfigError, DecryptionFailed, NotFound
 from childvault.keys._files import atomic_write
 from childvault.keys._identity import Identity, PublicIdentity
 
 _FORMAT = "childvault-keyslots/1"
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 class KeySlots:
@@ -68,10 +65,10 @@ class KeySlots:
             {
                 "vault": vault_id,
                 "user": user.name,
-                "secrets": {k: _b64(v) for k, v in sorted(secrets.items())},
+                "secrets": {k: b64(v) for k, v in sorted(secrets.items())},
             }
         ).encode()
-        doc["slots"][user.name] = _b64(user.seal(inner))
+        doc["slots"][user.name] = b64(user.seal(inner))
         self._write(doc)
 
     def remove(self, name: str) -> None:

@@ -2,8 +2,8 @@
 
 The one place in this directory where a fake stands in for Vault: which create
 fails, and in which order the failures arrive, cannot be forced on a real
-server. The fake replaces only ``_Connection.call`` (the HTTP round trip), so the
-product's own ``_create_salts`` and pool run unchanged. Everything else about
+server. The fake replaces only ``Connection.call`` (the HTTP round trip), so the
+product's own ``SaltStore.create`` and pool run unchanged. Everything else about
 the pool (one document per record, reuse after a partial failure, reading back)
 is shown against OpenBao in ``test_vault_provider.py``.
 """
@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from childvault.keys import FieldKey, ProviderUnavailable, RecordKeys
-from childvault.keys._vault import VaultProvider, VaultSettings, _Reply
+from childvault.keys import FieldKey, ProviderUnavailable, RecordKeys, VaultProvider, VaultSettings
+from childvault.keys._openbao._http import Reply
 
 pytestmark = pytest.mark.vault
 
@@ -60,7 +60,7 @@ class FakeVault:
         body: Any = None,
         ok: Collection[int] = (200, 204),
         **_: Any,
-    ) -> _Reply:
+    ) -> Reply:
         if "/data/records/" not in path:
             with self.lock:
                 self.other.append(path)
@@ -81,7 +81,7 @@ class FakeVault:
             time.sleep(self.delays.get(record_id, 0.2))
             if record_id in self.failures:
                 raise self.failures[record_id]
-            return _Reply(200, {"data": {"version": 1}})
+            return Reply(200, {"data": {"version": 1}})
         finally:
             with self.lock:
                 self.finished.append(record_id)
@@ -173,7 +173,7 @@ def test_pooled_wrap_returns_blobs_in_record_order_whatever_the_finishing_order(
         wrapped.extend(dek for dek, _ctx in items)
         return [f"vault:v1:ct{i}" for i in range(len(items))]
 
-    p._encrypt = encrypt  # type: ignore[method-assign]
+    p._transit.encrypt = encrypt  # type: ignore[method-assign]
     blobs = p.wrap(recs)
     assert fake.finished == list(reversed(ids))
     assert wrapped == [r.fields["name"].key for r in recs]

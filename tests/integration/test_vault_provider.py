@@ -39,9 +39,13 @@ from childvault.keys import (
     RecordKeys,
     Selection,
     UsageError,
+    VaultProvider,
+    VaultSettings,
     WrappedRecord,
+    setup_vault,
 )
-from childvault.keys._vault import VaultProvider, VaultSettings, _context, render_policies, setup
+from childvault.keys._openbao import render_policies
+from childvault.keys._openbao._formats import context
 
 from .conftest import BaoServer, free_port
 
@@ -142,7 +146,7 @@ def salt_doc(server: BaoServer, record_id: str) -> dict[str, Any]:
 def context_of(server: BaoServer, record_id: str, field: str, field_version: int = 1) -> str:
     doc = salt_doc(server, record_id)
     salt_b64 = doc.get("fields", {}).get(field, doc["salt"])
-    return _context(record_id, field, field_version, base64.b64decode(salt_b64))
+    return context(record_id, field, field_version, base64.b64decode(salt_b64))
 
 
 def ciphertext_of(blob: bytes, field: str) -> str:
@@ -911,7 +915,7 @@ def test_approle_login_and_relogin(openbao: BaoServer, vault_id: str, alice: Ide
 
 
 def test_setup_is_idempotent(openbao: BaoServer) -> None:
-    lines = setup(openbao.settings, openbao.root_token)
+    lines = setup_vault(openbao.settings, openbao.root_token)
     assert lines[-1] == "nothing to change: the server was already set up"
     assert any("already enabled at childvault-transit/" in line for line in lines)
     assert any("policy childvault-officer: already up to date" in line for line in lines)
@@ -919,12 +923,14 @@ def test_setup_is_idempotent(openbao: BaoServer) -> None:
 
 def test_setup_needs_root_and_refuses_conflicting_mounts(spare_openbao: BaoServer) -> None:
     with pytest.raises(AccessDenied, match="root or bootstrap token"):
-        setup(spare_openbao.settings, spare_openbao.token(ADMIN))
+        setup_vault(spare_openbao.settings, spare_openbao.token(ADMIN))
     spare_openbao.api(
         "POST", "sys/mounts/wrong-kv", json={"type": "kv", "options": {"version": "1"}}
     ).raise_for_status()
     with pytest.raises(ConfigError, match="wrong-kv"):
-        setup(VaultSettings(addr=spare_openbao.addr, kv_mount="wrong-kv"), spare_openbao.root_token)
+        setup_vault(
+            VaultSettings(addr=spare_openbao.addr, kv_mount="wrong-kv"), spare_openbao.root_token
+        )
     # On OpenBao audit devices are declared in the server configuration.
     with pytest.raises(ConfigError, match='audit "file" "childvault"'):
         spare_openbao.setup(audit_file=str(spare_openbao.workdir / "audit.log"))

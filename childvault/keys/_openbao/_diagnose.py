@@ -1,0 +1,172 @@
+"""``childvault doctor`` for Vault/OpenBao: what the server and the token can do.
+
+Read-only checks: server health, the token (lookup-self), the two mounts, the
+two Transit keys, and the token's capabilities on every path childvault uses,
+from which the childvault roles the token can act as are derived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from childvault.keys._errors import AccessDenied, ConfigError, ProviderUnavailable
+from childvault.keys._openbao._http import Connection
+from childvault.keys._openbao._settings import VaultSettings
+
+__all__ = ["diagnose", "probe_paths", "roles"]
+
+
+def probe_paths(settings: VaultSettings) -> dict[str, str]:
+    """Label -> an API path whose capabilities tell what the token may do."""
+    s = settings
+    probe = "doctor-probe"
+    return {
+        "encrypt": f"{s.transit_mount}/encrypt/{s.key_name}",
+        "decrypt": f"{s.transit_mount}/decrypt/{s.key_name}",
+        "rewrap": f"{s.transit_mount}/rewrap/{s.key_name}",
+        "rotate": f"{s.transit_mount}/keys/{s.key_name}/rotate",
+        "config": f"{s.transit_mount}/keys/{s.key_name}/config",
+        "hmac": f"{s.transit_mount}/hmac/{s.index_key_name}",
+        "kv_data": f"{s.kv_mount}/data/records/{probe}",
+        "kv_destroy": f"{s.kv_mount}/destroy/records/{probe}",
+        "kv_metadata": f"{s.kv_mount}/metadata/records/{probe}",
+        "wrapping_lookup": "sys/wrapping/lookup",
+        "wrapping_unwrap": "sys/wrapping/unwrap",
+    }
+
+
+def diagnose(conn: Connection, settings: VaultSettings) -> dict[str, Any]:
+    """Health report for ``childvault doctor``. Never raises for a down server.
+
+    Keys: ``addr``, ``namespace``, ``reachable``, ``initialized``,
+    ``sealed``, ``version``, ``token`` (valid, policies, ttl), ``mounts``,
+    ``keys``, ``capabilities`` (per product path), ``roles`` (which
+    childvault roles the token can act as), ``problems`` (human-readable)
+    and ``ok``.
+    """
+    s = settings
+    report: dict[str, Any] = {
+        "provider": "vault",
+        "addr": s.addr,
+        "namespace": s.namespace,
+        "reachable": False,
+        "initialized": None,
+        "sealed": None,
+        "version": None,
+        "token": None,
+        "mounts": {},
+        "keys": {},
+        "capabilities": {},
+        "roles": [],
+        "problems": [],
+        "ok": False,
+    }
+    problems: list[str] = report["problems"]
+    try:
+        health = conn.call("GET", "sys/health", ok=(200, 429, 472, 473, 501, 503), auth=False).data
+    except (ProviderUnavailable, ConfigError, AccessDenied) as exc:
+        problems.append(str(exc))
+        return report
+    report["reachable"] = True
+    report["initialized"] = health.get("initialized")
+    report["sealed"] = health.get("sealed")
+    report["version"] = health.get("version")
+    if health.get("initialized") is False:
+        problems.append(f"the Vault server at {s.addr} is not initialised")
+        return report
+    if health.get("sealed"):
+        problems.append(f"the Vault server at {s.addr} is sealed: unseal it")
+        return report
+    try:
+        look = conn.call("GET", "auth/token/lookup-self", need=("read", "the default policy")).data
+        tdata = look.get("data") or {}
+        report["token"] = {
+            "valid": True,
+            "policies": sorted(tdata.get("policies") or []),
+            "ttl": tdata.get("ttl"),
+            "expire_time": tdata.get("expire_time"),
+        }
+    except (ProviderUnavailable, AccessDenied, ConfigError) as exc:
+        report["token"] = {"valid": False}
+        problems.append(str(exc))
+        return report
+    for label, mount in (("transit", s.transit_mount), ("kv", s.kv_mount)):
+        entry: dict[str, Any] = {"path": mount, "present": None, "type": None}
+        try:
+            reply = conn.call("GET", f"sys/internal/ui/mounts/{mount}", ok=(200, 403, 404))
+            if reply.status == 200:
+                data = reply.data.get("data") or {}
+                entry["present"] = True
+                entry["type"] = data.get("type")
+                entry["options"] = data.get("options")
+            elif reply.status == 404:
+                entry["present"] = False
+        except (ProviderUnavailable, AccessDenied, ConfigError) as exc:
+            problems.append(str(exc))
+        report["mounts"][label] = entry
+        if entry["present"] is False:
+            problems.append(f"no {label} mount at {mount}/: run `childvault vault setup`")
+    for label, name in (("dek", s.key_name), ("index", s.index_key_name)):
+        kentry: dict[str, Any] = {"name": name, "present": None}
+        try:
+            reply = conn.call("GET", f"{s.transit_mount}/keys/{name}", ok=(200, 403, 404))
+            if reply.status == 200:
+                data = reply.data.get("data") or {}
+                kentry.update(
+                    present=True,
+                    type=data.get("type"),
+                    derived=data.get("derived"),
+                    exportable=data.get("exportable"),
+                    latest_version=data.get("latest_version"),
+                    min_decryption_version=data.get("min_decryption_version"),
+                )
+            elif reply.status == 404:
+                kentry["present"] = False
+        except (ProviderUnavailable, AccessDenied, ConfigError) as exc:
+            problems.append(str(exc))
+        report["keys"][label] = kentry
+        if kentry["present"] is False:
+            problems.append(f"no Transit key {name}: run `childvault vault setup`")
+        if (
+            label == "dek"
+            and kentry.get("present")
+            and (kentry.get("derived") is not True or kentry.get("exportable") is not False)
+        ):
+            problems.append(f"Transit key {name} must be derived and not exportable")
+    paths = probe_paths(s)
+    try:
+        reply = conn.call(
+            "POST",
+            "sys/capabilities-self",
+            body={"paths": list(paths.values())},
+            need=("update", "the default policy"),
+        )
+        caps = reply.data.get("data") or reply.data
+        report["capabilities"] = {
+            label: {"path": path, "capabilities": sorted(caps.get(path) or [])}
+            for label, path in paths.items()
+        }
+    except (ProviderUnavailable, AccessDenied, ConfigError) as exc:
+        problems.append(str(exc))
+    report["roles"] = roles(report["capabilities"])
+    report["ok"] = not problems
+    return report
+
+
+def roles(capabilities: Mapping[str, Any]) -> list[str]:
+    """The childvault roles whose capabilities the probed ones include."""
+
+    def has(label: str, cap: str) -> bool:
+        entry = capabilities.get(label) or {}
+        caps = entry.get("capabilities") or []
+        return cap in caps or "root" in caps
+
+    out = []
+    if has("encrypt", "update") and has("kv_data", "create") and has("kv_data", "read"):
+        out.append("staff")
+    if has("decrypt", "update") and has("kv_data", "read") and has("kv_destroy", "update"):
+        out.append("officer")
+    if has("rotate", "update") and has("rewrap", "update") and has("config", "update"):
+        out.append("admin")
+    return out

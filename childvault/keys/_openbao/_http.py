@@ -1,0 +1,314 @@
+"""The HTTP connection to Vault/OpenBao: one session, login, error mapping.
+
+hvac and requests are imported here (and in no module that ``childvault.keys``
+loads eagerly). Every request goes through :meth:`Connection.call`, which maps
+failures to the childvault errors (:class:`ProviderUnavailable`,
+:class:`AccessDenied`, :class:`ConfigError`) and never puts a token, DEK, salt
+or plaintext into a message: server text kept for the audit-log detail passes
+through :func:`scrub` first.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import hvac
+import requests
+from hvac.adapters import RawAdapter
+from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
+
+from childvault.keys._errors import AccessDenied, ConfigError, ProviderUnavailable
+from childvault.keys._openbao._settings import VaultSettings
+
+__all__ = ["Connection", "Reply", "scrub"]
+
+# Things that look like Vault tokens or long base64 runs (ciphertexts, salts,
+# keys): removed from any server text we keep for the audit-log detail.
+_SCRUB_RE = re.compile(r"\b(?:hv[sbr]|[sbr])\.[A-Za-z0-9._-]{8,}|[A-Za-z0-9+/=_-]{24,}")
+
+
+def scrub(errors: Any) -> str | None:
+    """Server error texts joined, cut to 500 characters, tokens and base64 runs removed."""
+    if not isinstance(errors, list) or not errors:
+        return None
+    text = "; ".join(str(e).strip() for e in errors)[:500]
+    return _SCRUB_RE.sub("[redacted]", text)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A server answer with an accepted status: the status and the JSON object."""
+
+    status: int
+    data: dict[str, Any]
+
+
+class Connection:
+    """One hvac client on one reused ``requests.Session``, with error mapping."""
+
+    def __init__(
+        self,
+        settings: VaultSettings,
+        *,
+        token: str | None,
+        approle: tuple[str, str] | None,
+    ) -> None:
+        self.settings = settings
+        self.session = requests.Session()
+        # Shared by the salt workers (SaltStore.for_records) rather than one
+        # session each, so every request still goes through this one session.
+        # Concurrent use is safe here: each request carries its own headers
+        # (the token too; session.headers is never changed after this), Vault
+        # sets no cookies (and the cookie jar is locked anyway), and connections
+        # come from urllib3's thread-safe pool, sized for every worker so that
+        # connections are reused rather than discarded ("connection pool is full").
+        pool = max(DEFAULT_POOLSIZE, settings.salt_workers)
+        for scheme in ("https://", "http://"):
+            self.session.mount(scheme, HTTPAdapter(pool_maxsize=pool))
+        # The token is sent per request (not stored on the adapter) so that
+        # unauthenticated calls (health, login) never carry it.
+        self.client: Any = hvac.Client(
+            url=settings.addr,
+            token="",
+            verify=settings.cacert or True,
+            timeout=settings.timeout,
+            namespace=settings.namespace,
+            session=self.session,
+            adapter=RawAdapter,
+        )
+        self._token = token or None
+        self._approle = approle
+        # Serialises AppRole logins: workers whose token expired together log
+        # in once, not once each.
+        self._token_lock = threading.Lock()
+
+    @property
+    def addr(self) -> str:
+        """The server address (for messages)."""
+        return self.settings.addr
+
+    def close(self) -> None:
+        """Close the HTTP session (and its pooled connections)."""
+        self.session.close()
+
+    # -- login -------------------------------------------------------------
+
+    def _login(self) -> str:
+        assert self._approle is not None
+        role_id, secret_id = self._approle
+        path = f"auth/{self.settings.approle_mount}/login"
+        resp = self._send("POST", path, {"role_id": role_id, "secret_id": secret_id}, None, None)
+        if resp.status_code in (400, 401, 403):
+            raise ProviderUnavailable(
+                f"AppRole login at {self.addr} ({path}) failed: the role id or secret id is "
+                "wrong, expired or used up; get a new secret id and log in again",
+                detail=scrub(self._errors(resp)),
+            )
+        data = self._check(resp, "POST", path, ok=(200,), need=None)
+        auth = data.get("auth")
+        token = auth.get("client_token") if isinstance(auth, dict) else None
+        if not isinstance(token, str) or not token:
+            raise ProviderUnavailable(f"AppRole login at {self.addr} ({path}) returned no token")
+        self._token = token
+        return token
+
+    def _ensure_token(self) -> str:
+        with self._token_lock:
+            if self._token:
+                return self._token
+            if self._approle is not None:
+                return self._login()
+        raise ProviderUnavailable(
+            f"no Vault token for {self.addr}: set VAULT_TOKEN (log in with `bao login`) "
+            "or configure an AppRole login"
+        )
+
+    def _forget_token(self, token: str | None) -> None:
+        # Only the token that was refused: another worker may have logged in anew.
+        with self._token_lock:
+            if self._token == token:
+                self._token = None
+
+    def token_valid(self) -> bool:
+        """Whether the current token is accepted by the server (lookup-self)."""
+        token = self._ensure_token()
+        resp = self._send("GET", "auth/token/lookup-self", None, None, token)
+        if resp.status_code == 200:
+            return True
+        if resp.status_code in (401, 403):
+            return False
+        self._check(resp, "GET", "auth/token/lookup-self", ok=(200,), need=None)
+        return True
+
+    # -- requests ------------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        wrap_ttl: str | None,
+        token: str | None,
+        params: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        headers = {"X-Vault-Token": token} if token else {}
+        kwargs: dict[str, Any] = {}
+        if body is not None:
+            kwargs["json"] = body
+        if params:
+            kwargs["params"] = dict(params)
+        if wrap_ttl:
+            kwargs["wrap_ttl"] = wrap_ttl
+        where = f"{method} {path}"
+        try:
+            resp: requests.Response = self.client.adapter.request(
+                method, f"/v1/{path}", headers=headers, raise_exception=False, **kwargs
+            )
+        except requests.exceptions.SSLError as exc:
+            raise ProviderUnavailable(
+                f"TLS connection to the Vault server at {self.addr} failed ({where}): "
+                "check that VAULT_CACERT names the CA that signed the server certificate "
+                "and that VAULT_ADDR uses the right host name"
+            ) from exc
+        except requests.exceptions.Timeout as exc:
+            raise ProviderUnavailable(
+                f"the Vault server at {self.addr} did not answer within "
+                f"{self.settings.timeout:g} s ({where}): is it running and reachable? "
+                "check VAULT_ADDR and the network"
+            ) from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise ProviderUnavailable(
+                f"cannot reach the Vault server at {self.addr} ({where}): "
+                "is the server running? check VAULT_ADDR"
+            ) from exc
+        except requests.exceptions.RequestException as exc:
+            raise ProviderUnavailable(
+                f"request to the Vault server at {self.addr} failed ({where}): "
+                "check VAULT_ADDR and VAULT_CACERT"
+            ) from exc
+        return resp
+
+    @staticmethod
+    def _errors(resp: requests.Response) -> Any:
+        try:
+            doc = resp.json()
+        except ValueError:
+            return None
+        return doc.get("errors") if isinstance(doc, dict) else None
+
+    def _check(
+        self,
+        resp: requests.Response,
+        method: str,
+        path: str,
+        *,
+        ok: Collection[int],
+        need: tuple[str, str] | None,
+    ) -> dict[str, Any]:
+        status = resp.status_code
+        where = f"{method} {path}"
+        if status in ok:
+            if status == 204 or not resp.content:
+                return {}
+            try:
+                doc = resp.json()
+            except ValueError:
+                doc = None
+            if not isinstance(doc, dict):
+                raise ProviderUnavailable(
+                    f"unexpected answer from the Vault server at {self.addr} ({where}): "
+                    "is VAULT_ADDR really a Vault/OpenBao server?"
+                )
+            return doc
+        errors = self._errors(resp)
+        detail = scrub(errors)
+        if status == 503:
+            if "sealed" in str(errors).lower():
+                raise ProviderUnavailable(
+                    f"the Vault server at {self.addr} is sealed ({where}): unseal it "
+                    "(`bao operator unseal`) and try again",
+                    detail=detail,
+                )
+            raise ProviderUnavailable(
+                f"the Vault server at {self.addr} is unavailable ({where}): it may be a "
+                "standby without an active node, or in maintenance; try again later",
+                detail=detail,
+            )
+        if status == 403:
+            capability, who = need or ("access", "a childvault policy")
+            raise AccessDenied(
+                f"this token lacks {capability} on {path}: it needs {who} "
+                "(run `childvault doctor` to see what the token may do)",
+                detail=detail,
+            )
+        if status == 401:
+            raise ProviderUnavailable(
+                f"the Vault server at {self.addr} refused the token ({where}): "
+                "log in again / renew VAULT_TOKEN",
+                detail=detail,
+            )
+        if status == 429:
+            raise ProviderUnavailable(
+                f"the Vault server at {self.addr} is rate-limiting requests ({where}): "
+                "try again later",
+                detail=detail,
+            )
+        if (
+            status == 404
+            and isinstance(errors, list)
+            and any("no handler for route" in str(e) for e in errors)
+        ):
+            raise ConfigError(
+                f"the Vault server at {self.addr} has nothing mounted at {path}: "
+                "run `childvault vault setup` (or check the mount names in the settings)",
+                detail=detail,
+            )
+        raise ProviderUnavailable(
+            f"the Vault server at {self.addr} refused {where} (HTTP {status}); "
+            "run `childvault doctor` for details",
+            detail=detail,
+        )
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        wrap_ttl: str | None = None,
+        params: Mapping[str, str] | None = None,
+        ok: Collection[int] = (200, 204),
+        need: tuple[str, str] | None = None,
+        auth: bool = True,
+    ) -> Reply:
+        """Send one request; return the JSON reply for a status in ``ok``, else raise.
+
+        ``need`` is ``(capability, policy)`` for the permission-denied message.
+        A 403 is first checked against the token itself: an expired or revoked
+        token is a login problem (ProviderUnavailable), not a policy one.
+        """
+        for attempt in (0, 1):
+            token = self._ensure_token() if auth else None
+            resp = self._send(method, path, body, wrap_ttl, token, params)
+            if (
+                resp.status_code == 403
+                and auth
+                and resp.status_code not in ok
+                and not self.token_valid()
+            ):
+                if self._approle is not None and attempt == 0:
+                    # The AppRole token expired: log in once more and retry.
+                    # A 403 means the request was not executed, so a retry
+                    # cannot apply it twice.
+                    self._forget_token(token)
+                    continue
+                raise ProviderUnavailable(
+                    f"the Vault server at {self.addr} refused the token ({method} {path}): "
+                    "it is invalid, revoked or expired; log in again / renew VAULT_TOKEN"
+                )
+            return Reply(resp.status_code, self._check(resp, method, path, ok=ok, need=need))
+        raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,207 @@
+"""Preparing a Vault/OpenBao server for childvault: mounts, keys, policies, audit.
+
+:func:`setup` needs a root or bootstrap token and is idempotent. The three
+policies are rendered from ``childvault/keys/policies/*.hcl`` (docs/vault.md
+section 4 explains them).
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from typing import Any
+
+from childvault.keys._errors import ConfigError, ProviderUnavailable
+from childvault.keys._openbao._http import Connection, scrub
+from childvault.keys._openbao._policies import POLICY_NAMES, ROOT
+from childvault.keys._openbao._settings import VaultSettings
+
+__all__ = ["render_policies", "setup"]
+
+
+def render_policies(settings: VaultSettings) -> dict[str, str]:
+    """The three policies (name -> HCL text) for these settings, as ``setup`` writes them."""
+    out: dict[str, str] = {}
+    base = resources.files("childvault.keys").joinpath("policies")
+    for role, name in POLICY_NAMES.items():
+        text = base.joinpath(f"{role}.hcl").read_text(encoding="utf-8")
+        # Plain replacement, not str.format: HCL is full of braces.
+        for placeholder, value in (
+            ("{transit}", settings.transit_mount),
+            ("{kv}", settings.kv_mount),
+            ("{key}", settings.key_name),
+            ("{max_wrapping_ttl}", settings.max_wrapping_ttl),
+        ):
+            text = text.replace(placeholder, value)
+        out[name] = text
+    return out
+
+
+def _audit_stanza(path: str) -> str:
+    return f'audit "file" "childvault" {{\n  options {{\n    file_path = "{path}"\n  }}\n}}'
+
+
+def _kv_config_when_ready(conn: Connection, mount: str, root: str) -> dict[str, Any]:
+    """Read a KV v2 mount's config, waiting out the upgrade a fresh mount goes through.
+
+    On a server with persistent storage a new KV v2 mount answers 400 ("upgrading
+    from non-versioned to versioned data") for a moment; a dev server does not.
+    """
+    deadline = time.monotonic() + 30.0
+    while True:
+        reply = conn.call("GET", f"{mount}/config", ok=(200, 400), need=("read", root))
+        if reply.status == 200:
+            return reply.data
+        if time.monotonic() > deadline:
+            raise ProviderUnavailable(
+                f"the KV mount {mount}/ at {conn.addr} did not become ready within 30 s"
+            )
+        time.sleep(0.2)
+
+
+def setup(settings: VaultSettings, token: str, *, audit_file: str | None = None) -> list[str]:
+    """Prepare a Vault/OpenBao server for childvault; return what was done, line by line.
+
+    Needs a root or bootstrap token (mounts, policies and audit devices are
+    beyond the childvault-admin policy on purpose). Idempotent: a second run
+    changes nothing and says so.
+    """
+    conn = Connection(settings, token=token, approle=None)
+    lines: list[str] = []
+    changed = False
+    root = ROOT
+    try:
+        health = conn.call("GET", "sys/health", ok=(200, 429, 472, 473, 501, 503), auth=False).data
+        if health.get("sealed"):
+            raise ProviderUnavailable(
+                f"the Vault server at {settings.addr} is sealed: unseal it and run setup again"
+            )
+        if health.get("initialized") is False:
+            raise ProviderUnavailable(f"the Vault server at {settings.addr} is not initialised")
+        mounts = conn.call("GET", "sys/mounts", need=("read", root)).data
+        table: dict[str, Any] = mounts["data"] if isinstance(mounts.get("data"), dict) else mounts
+        for mount, engine, options in (
+            (settings.transit_mount, "transit", None),
+            (settings.kv_mount, "kv", {"version": "2"}),
+        ):
+            existing = table.get(f"{mount}/")
+            label = "Transit" if engine == "transit" else "KV v2"
+            if existing is None:
+                body: dict[str, Any] = {"type": engine}
+                if options:
+                    body["options"] = options
+                conn.call("POST", f"sys/mounts/{mount}", body=body, need=("update", root))
+                lines.append(f"{label} secrets engine: enabled at {mount}/")
+                changed = True
+            else:
+                version = str((existing.get("options") or {}).get("version", "1"))
+                if existing.get("type") != engine or (options and version != "2"):
+                    raise ConfigError(
+                        f"{mount}/ is already mounted as {existing.get('type')} "
+                        f"(version {version}), not {label}: choose another mount name"
+                    )
+                lines.append(f"{label} secrets engine: already enabled at {mount}/")
+        # Require check-and-set on every salt write: a salt is never replaced
+        # blindly, by childvault or by any other tool.
+        kv_config = _kv_config_when_ready(conn, settings.kv_mount, root)
+        if (kv_config.get("data") or {}).get("cas_required") is True:
+            lines.append(f"{settings.kv_mount}/: check-and-set already required")
+        else:
+            conn.call(
+                "POST",
+                f"{settings.kv_mount}/config",
+                body={"cas_required": True},
+                need=("update", root),
+            )
+            lines.append(f"{settings.kv_mount}/: check-and-set now required on every write")
+            changed = True
+        for name, derived in ((settings.key_name, True), (settings.index_key_name, False)):
+            path = f"{settings.transit_mount}/keys/{name}"
+            reply = conn.call("GET", path, ok=(200, 404), need=("read", root))
+            if reply.status == 404:
+                conn.call(
+                    "POST",
+                    path,
+                    body={"type": "aes256-gcm96", "derived": derived, "exportable": False},
+                    need=("update", root),
+                )
+                what = "derived wrapping key" if derived else "blind-index HMAC key"
+                lines.append(f"Transit key {name}: created ({what}, aes256-gcm96, not exportable)")
+                changed = True
+                continue
+            data = reply.data.get("data") or {}
+            if (
+                data.get("type") != "aes256-gcm96"
+                or bool(data.get("derived")) != derived
+                or data.get("exportable") is not False
+            ):
+                raise ConfigError(
+                    f"Transit key {name} exists with other settings (type {data.get('type')}, "
+                    f"derived {data.get('derived')}, exportable {data.get('exportable')}); "
+                    "childvault needs aes256-gcm96, "
+                    f"derived={str(derived).lower()}, not exportable"
+                )
+            if derived:
+                lines.append(
+                    f"Transit key {name}: already present "
+                    f"(latest version {data.get('latest_version')})"
+                )
+            else:
+                latest = int(data.get("latest_version") or 1)
+                minimum = int(data.get("min_encryption_version") or 0)
+                pinned = settings.index_key_version
+                if pinned > latest or pinned < minimum:
+                    raise ConfigError(
+                        f"index_key_version {pinned} is not usable with Transit key {name} "
+                        f"(versions {max(minimum, 1)}..{latest})"
+                    )
+                lines.append(
+                    f"Transit key {name}: already present (latest version {latest}; "
+                    f"childvault uses version {pinned})"
+                )
+        for name, text in render_policies(settings).items():
+            path = f"sys/policies/acl/{name}"
+            reply = conn.call("GET", path, ok=(200, 404), need=("read", root))
+            current = (reply.data.get("data") or {}).get("policy") if reply.status == 200 else None
+            if isinstance(current, str) and current.strip() == text.strip():
+                lines.append(f"policy {name}: already up to date")
+                continue
+            conn.call("PUT", path, body={"policy": text}, need=("update", root))
+            lines.append(f"policy {name}: {'written' if current is None else 'updated'}")
+            changed = True
+        if audit_file is not None:
+            devices = conn.call("GET", "sys/audit", need=("sudo", root)).data
+            table = devices["data"] if isinstance(devices.get("data"), dict) else devices
+            found = [
+                path
+                for path, dev in table.items()
+                if isinstance(dev, dict)
+                and dev.get("type") == "file"
+                and (dev.get("options") or {}).get("file_path") == audit_file
+            ]
+            if found:
+                lines.append(f"audit device: already writing to {audit_file} ({found[0]})")
+            else:
+                reply = conn.call(
+                    "PUT",
+                    "sys/audit/childvault",
+                    body={"type": "file", "options": {"file_path": audit_file}},
+                    ok=(200, 204, 400),
+                    need=("sudo", root),
+                )
+                if reply.status == 400:
+                    raise ConfigError(
+                        "the server refuses to enable audit devices through the API "
+                        "(OpenBao and recent Vault versions); everything else is set up. Add "
+                        f"this to the server configuration, restart it, and run setup again:\n"
+                        f"{_audit_stanza(audit_file)}",
+                        detail=scrub(reply.data.get("errors")),
+                    )
+                lines.append(f"audit device: file audit device enabled, writing to {audit_file}")
+                changed = True
+    finally:
+        conn.close()
+    lines.append(
+        "setup complete" if changed else "nothing to change: the server was already set up"
+    )
+    return lines
