@@ -72,9 +72,9 @@ class RequestRow:
     reason: str
     created_at: str
     status: str
-    decided_by: str | None
-    decided_at: str | None
-    decision_reason: str | None
+    decided_by: str | None = None
+    decided_at: str | None = None
+    decision_reason: str | None = None
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,13 @@ from childvault.vault._audit import Event, VerifyReport
 from childvault.vault._backend import UserRow
 from childvault.vault._config import Config, Home, make_home
 from childvault.vault._consent import Consent
+from childvault.vault._keyconfig import (
+    KeysConfig,
+    LocalKeys,
+    OpenBaoCredentials,
+    OpenBaoKeys,
+    keys_from_config,
+)
 from childvault.vault._registrations import user_detail
 from childvault.vault._schema import Schema
 from childvault.vault._session import Session, new_id
@@ -49,7 +56,7 @@ from childvault.vault._svc_users import UserService
 from childvault.vault._time import Clock, iso, system_clock
 from childvault.vault._types import Approval, ImportReport, RecordInfo, RequestInfo, UserInfo
 
-__all__ = ["NewRecordInput", "Vault"]
+__all__ = ["LocalKeys", "NewRecordInput", "OpenBaoCredentials", "OpenBaoKeys", "Vault"]
 
 #: The settings a new vault starts with (limits of approvals, the notice version).
 DEFAULTS = {
@@ -89,18 +96,22 @@ class Vault:
         institution: str,
         admin: str,
         admin_passphrase: str,
-        provider: str = "local",
+        keys: KeysConfig | None = None,
         schema: Path | None = None,
         witness: Path | None = None,
-        vault_settings: Mapping[str, Any] | None = None,
         clock: Clock = system_clock,
+        provider: str | None = None,
+        vault_settings: Mapping[str, Any] | None = None,
     ) -> Vault:
-        """Create a new vault in an empty ``home`` with its first admin; return it opened."""
+        """Create a new vault in an empty ``home`` with its first admin; return it opened.
+
+        ``keys`` chooses the key provider: :class:`LocalKeys` (the default) or
+        :class:`OpenBaoKeys`. ``provider`` (``"local"`` / ``"vault"``) and
+        ``vault_settings`` are the older spelling of the same choice, kept until
+        every caller passes ``keys``.
+        """
         check_user_name(admin)
-        if provider not in {"local", "vault"}:
-            raise UsageError(f"unknown provider {provider!r}: use local or vault")
-        if provider == "vault" and not vault_settings:
-            raise UsageError("the vault provider needs its settings (address, mounts, key)")
+        keys = _keys_argument(keys, provider, vault_settings)
         if not institution.strip() or len(institution) > 200:
             raise UsageError("--institution must be a non-empty name of at most 200 characters")
         loaded = Schema.load(Path(schema)) if schema else Schema.default()
@@ -118,9 +129,9 @@ class Vault:
             config = Config(
                 vault_id=vault_id,
                 institution=institution.strip(),
-                provider=provider,
+                provider=keys.name,
                 witness=str(Path(witness).resolve()) if witness else None,
-                vault_settings=dict(vault_settings) if vault_settings else None,
+                vault_settings=keys.settings_json(),
             )
             store = SQLCipherBackend(h.database, secrets_["db"], create=True)
             with store.transaction():
@@ -128,7 +139,7 @@ class Vault:
                     **DEFAULTS,
                     "vault_id": vault_id,
                     "institution": config.institution,
-                    "provider": provider,
+                    "provider": keys.name,
                     "schema_digest": loaded.digest,
                     "created_at": iso(now),
                     "accepting_records": "1",
@@ -156,7 +167,7 @@ class Vault:
                 _audit.append(
                     store.audit,
                     [
-                        Event(admin, "vault.init", detail={"provider": provider}),
+                        Event(admin, "vault.init", detail={"provider": keys.name}),
                         Event(
                             admin, "user.add", detail=user_detail(admin, ["admin"], ident.public)
                         ),
@@ -168,7 +179,7 @@ class Vault:
             # A half-made home would confuse the next `init`: remove what we made.
             _remove_tree(h.path)
             raise
-        return cls(Session(h, config, ident, store, secrets_, loaded, clock, {}))
+        return cls(Session(h, config, ident, store, secrets_, loaded, clock, keys))
 
     @classmethod
     def open(
@@ -179,15 +190,22 @@ class Vault:
         *,
         identity: Identity | None = None,
         clock: Clock = system_clock,
+        credentials: OpenBaoCredentials | None = None,
         vault_token: str | None = None,
         approle: tuple[str, str] | None = None,
     ) -> Vault:
         """Open the vault in ``home`` as ``user`` (unlocking with ``passphrase``).
 
         Pass ``identity=`` instead of user and passphrase to reuse an unlocked
-        identity (embedding applications, tests). ``vault_token`` / ``approle``
-        are the Vault/OpenBao credentials of the acting user (Vault provider).
+        identity (embedding applications, tests). ``credentials`` are the
+        acting user's OpenBao / Vault credentials (OpenBao keys only; default:
+        ``VAULT_TOKEN``). ``vault_token`` / ``approle`` are the older spelling
+        of the same, kept until every caller passes ``credentials``.
         """
+        if vault_token is not None or approle is not None:
+            if credentials is not None:
+                raise UsageError("give credentials= or vault_token= / approle=, not both")
+            credentials = OpenBaoCredentials(vault_token, approle)
         h = Home(Path(home))
         config = Config.load(h)
         if identity is None:
@@ -211,8 +229,10 @@ class Vault:
             schema = Schema.load(h.schema)
             if schema.digest != store.meta.get("schema_digest"):
                 raise ConfigError(f"{h.schema} differs from the schema this vault was created with")
-            options: dict[str, Any] = {"vault_token": vault_token, "approle": approle}
-            return cls(Session(h, config, identity, store, secrets_, schema, clock, options))
+            keys = keys_from_config(config)
+            return cls(
+                Session(h, config, identity, store, secrets_, schema, clock, keys, credentials)
+            )
         except BaseException:
             store.close()
             raise
@@ -261,8 +281,8 @@ class Vault:
 
     @property
     def provider_kind(self) -> str:
-        """``"local"`` or ``"vault"``."""
-        return self._session.config.provider
+        """The key provider's name in ``config.json``: ``"local"`` or ``"vault"``."""
+        return self._session.keys.name
 
     def now(self) -> datetime:
         """The vault's clock (injectable for tests)."""
@@ -635,6 +655,25 @@ class Vault:
         a final entry records the counts. Memory holds only the class counts.
         """
         return self._export.export_anonymized(out, k=k, now=now)
+
+
+def _keys_argument(
+    keys: KeysConfig | None, provider: str | None, vault_settings: Mapping[str, Any] | None
+) -> KeysConfig:
+    """The key configuration of :meth:`Vault.init`, from ``keys`` or the older
+    ``provider`` name and ``vault_settings`` mapping."""
+    if provider is None and vault_settings is None:
+        return keys if keys is not None else LocalKeys()
+    if keys is not None:
+        raise UsageError("give keys= or provider= / vault_settings=, not both")
+    kind = {LocalKeys.name: LocalKeys, OpenBaoKeys.name: OpenBaoKeys}.get(provider or "local")
+    if kind is None:
+        raise UsageError(f"unknown provider {provider!r}: use local or vault")
+    if kind is LocalKeys:
+        return LocalKeys()
+    if not vault_settings:
+        raise UsageError("the vault provider needs its settings (address, mounts, key)")
+    return OpenBaoKeys.from_mapping(vault_settings)
 
 
 def _remove_tree(path: Path) -> None:

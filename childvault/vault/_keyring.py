@@ -1,33 +1,35 @@
 """The key providers of one session: which provider seals, which releases.
 
 A staff member's provider can wrap but not release; an officer's can release.
-Local mode builds them from the custodian keys (public half in the database,
-secret in the officer's key slot); Vault mode has one provider acting with the
-user's Vault credentials. Built lazily: opening a vault talks to no server.
+A custodial provider (local) is built from the custodian keys (public half in
+the database, secret in the officer's key slot); any other has one provider
+acting with the user's own credentials (OpenBao / Vault). Built lazily:
+opening a vault talks to no server.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
 
 from childvault.keys import (
     AccessDenied,
+    BlindIndexer,
     ConfigError,
+    CustodianSealing,
     CustodianSecret,
     DecryptionFailed,
+    Diagnosable,
+    ExternalKeyMaterial,
     KeyProvider,
     LocalProvider,
+    ServerSideRotation,
     UsageError,
 )
 from childvault.vault._backend import Backend
-from childvault.vault._config import Config
+from childvault.vault._keyconfig import KeysConfig, OpenBaoCredentials
 from childvault.vault._registrations import check_custodian_logged
-
-if TYPE_CHECKING:
-    from childvault.keys._vault import VaultProvider
 
 #: Key-slot entries holding a custodian secret are named ``custodian/<generation>``.
 CUSTODIAN = "custodian/"
@@ -38,50 +40,80 @@ INDEX_TAG_BYTES = 2
 
 
 class Keyring:
-    """The providers of the acting user, built on first use and reused."""
+    """The providers of the acting user, built on first use and reused.
+
+    Which behaviour applies is asked of the configured provider's class
+    (its capabilities, :mod:`childvault.keys`), never of its name.
+    """
 
     def __init__(
         self,
-        config: Config,
+        keys: KeysConfig,
+        vault_id: str,
         user: str,
         db: Backend,
         secrets_: dict[str, bytes],
-        provider_options: Mapping[str, Any],
+        credentials: OpenBaoCredentials | None = None,
     ) -> None:
-        self._config = config
+        self.config = keys
+        self.vault_id = vault_id
         self._user = user
         self._db = db
         #: The acting user's key-slot secrets (shared with the session, updated in place).
         self.secrets = secrets_
-        self._options = dict(provider_options)
+        self._credentials = credentials
+        self._type = keys.provider_type()
         self._writer: LocalProvider | None = None
         self._officer: LocalProvider | None = None
-        self._remote: VaultProvider | None = None
+        self._shared: KeyProvider | None = None
 
     @property
-    def vault_id(self) -> str:
-        """The vault's id."""
-        return self._config.vault_id
+    def name(self) -> str:
+        """The provider's name in ``config.json`` (for display and reports only)."""
+        return self.config.name
 
-    def remote(self) -> VaultProvider:
-        """The one VaultProvider of this session (one HTTP session, reused)."""
-        if self._remote is None:
-            from childvault.keys import VaultProvider, VaultSettings
+    @property
+    def custodial(self) -> bool:
+        """Record keys are sealed to a custodian key officers hold (:class:`CustodianSealing`).
 
-            if self._config.provider != "vault":
-                raise UsageError("this vault uses the local key provider, not Vault")
-            self._remote = VaultProvider(
-                VaultSettings.from_json(self._config.vault_settings or {}),
-                self.vault_id,
-                token=self._options.get("vault_token"),
-                approle=self._options.get("approle"),
-            )
-        return self._remote
+        Then the key material is the box in the row (deleting it is the shred),
+        officers must be given the custodian key, and grant material can be
+        opened again for every use.
+        """
+        return issubclass(self._type, CustodianSealing)
+
+    @property
+    def external_material(self) -> bool:
+        """Key material lives outside the database (:class:`ExternalKeyMaterial`)."""
+        return issubclass(self._type, ExternalKeyMaterial)
+
+    @property
+    def server_side_rotation(self) -> bool:
+        """The provider rotates its wrapping key itself (:class:`ServerSideRotation`)."""
+        return issubclass(self._type, ServerSideRotation)
+
+    @property
+    def single_use_release(self) -> bool:
+        """Released grant material opens once (e.g. a response-wrapping token), so a
+        multi-use grant keeps the redeemed keys, sealed to the requester."""
+        return not self.custodial
+
+    def shared(self) -> KeyProvider:
+        """The one provider acting with the user's own credentials for every role
+        (one connection, reused); only for non-custodial providers."""
+        if self._shared is None:
+            provider = self.config.connect(self.vault_id, self._credentials)
+            if provider is None:
+                raise UsageError(
+                    f"this vault uses the {self.name} key provider, which has no server"
+                )
+            self._shared = provider
+        return self._shared
 
     def writer(self) -> KeyProvider:
         """The provider as a writer: seals new keys (staff and up)."""
-        if self._config.provider == "vault":
-            return self.remote()
+        if not self.custodial:
+            return self.shared()
         if self._writer is None:
             current = [c for c in self._db.custodians.all() if c[2] == "current"]
             if not current:
@@ -96,12 +128,33 @@ class Keyring:
         return self._writer
 
     def officer(self) -> KeyProvider:
-        """The provider with the officer's powers (custodian key or officer token)."""
-        if self._config.provider == "vault":
-            return self.remote()
+        """The provider with the officer's powers (custodian key or officer credentials)."""
+        if not self.custodial:
+            return self.shared()
         if self._officer is None:
             self._officer = self.local_officer()
         return self._officer
+
+    def rotator(self) -> ServerSideRotation:
+        """The provider that rotates its own wrapping key."""
+        provider = self.shared()
+        if not isinstance(provider, ServerSideRotation):
+            raise UsageError(f"the {self.name} key provider does not rotate keys itself")
+        return provider
+
+    def shredder(self) -> ExternalKeyMaterial | None:
+        """The provider holding key material outside the database, if any."""
+        if not self.external_material:
+            return None
+        provider = self.shared()
+        return provider if isinstance(provider, ExternalKeyMaterial) else None
+
+    def diagnosable(self) -> Diagnosable | None:
+        """The provider, if it reports its own health."""
+        if not issubclass(self._type, Diagnosable):
+            return None
+        provider = self.shared()
+        return provider if isinstance(provider, Diagnosable) else None
 
     def reset(self) -> None:
         """Forget the local providers (after the custodian key changed)."""
@@ -139,14 +192,15 @@ class Keyring:
     def index_tags(self, field: str, values: Sequence[str]) -> list[bytes]:
         """Truncated keyed blind-index tags of ``values`` for ``field``.
 
-        Local provider: HMAC-SHA256 under the vault's index key (sealed to every
-        user like the database key). Vault provider: Transit ``hmac`` with the
-        pinned index-key version.
+        A :class:`BlindIndexer` provider computes them (Vault: Transit ``hmac``
+        with the pinned index-key version); otherwise HMAC-SHA256 under the
+        vault's index key (sealed to every user like the database key).
         """
         if not values:
             return []
-        if self._config.provider == "vault":
-            macs = self.remote().hmac(field, [v.encode("utf-8") for v in values])
+        indexer = self.shared() if issubclass(self._type, BlindIndexer) else None
+        if isinstance(indexer, BlindIndexer):
+            macs = indexer.hmac(field, [v.encode("utf-8") for v in values])
         else:
             key = self.secrets["index"]
             macs = [
@@ -161,6 +215,6 @@ class Keyring:
         return [m[:INDEX_TAG_BYTES] for m in macs]
 
     def close(self) -> None:
-        """Close the Vault session, if one was opened."""
-        if self._remote is not None:
-            self._remote.close()
+        """Close the provider's connection, if one was opened."""
+        if isinstance(self._shared, ExternalKeyMaterial):
+            self._shared.close()

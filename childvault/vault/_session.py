@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from childvault.keys import (
     AccessDenied,
@@ -27,7 +27,9 @@ from childvault.vault import _audit
 from childvault.vault._audit import Event
 from childvault.vault._backend import Backend, RecordRow
 from childvault.vault._config import Config, Home
+from childvault.vault._keyconfig import KeysConfig, OpenBaoCredentials
 from childvault.vault._keyring import Keyring
+from childvault.vault._policy import RecordState, role_refusal
 from childvault.vault._schema import Schema
 from childvault.vault._time import Clock
 
@@ -62,7 +64,8 @@ class Session:
         secrets_: Mapping[str, bytes],
         schema: Schema,
         clock: Clock,
-        provider_options: Mapping[str, Any],
+        keys: KeysConfig,
+        credentials: OpenBaoCredentials | None = None,
     ) -> None:
         self.home = home
         self.config = config
@@ -71,7 +74,7 @@ class Session:
         self.secrets = dict(secrets_)
         self.schema = schema
         self.clock = clock
-        self.keys = Keyring(config, identity.name, db, self.secrets, provider_options)
+        self.keys = Keyring(keys, config.vault_id, identity.name, db, self.secrets, credentials)
         user = db.users.get(identity.name)
         if user is None:
             raise AccessDenied(f"user {identity.name!r} is not registered in this vault")
@@ -122,11 +125,11 @@ class Session:
 
     def require(self, roles: Sequence[str], action: str, now: datetime, what: str) -> None:
         """Refuse (logged) unless the actor has one of ``roles``."""
-        if self.roles.isdisjoint(roles):
+        refusal = role_refusal(self.roles, roles, self.user, what)
+        if refusal is not None:
             self.deny(
-                Event(self.user, action, "denied", detail={"reason": "role"}),
-                f"{what} needs the role {' or '.join(roles)}; {self.user!r} has "
-                f"{', '.join(sorted(self.roles))}",
+                Event(self.user, action, "denied", detail={"reason": refusal.reason}),
+                refusal.message,
                 now,
             )
 
@@ -153,6 +156,14 @@ class Session:
                 raise NotFound(f"record {record_id} was deleted")
             raise NotFound(f"no record {record_id}")
         return row
+
+    def record_state(self, record_id: str) -> RecordState:
+        """A record's bookkeeping (or None) and whether its wrapped keys remain, for the rules."""
+        return RecordState(
+            record_id,
+            self.db.records.get(record_id),
+            self.db.records.keyblob(record_id) is not None,
+        )
 
     def wrapped(self, record_id: str) -> WrappedRecord:
         """A record's wrapped keys as the provider needs them."""

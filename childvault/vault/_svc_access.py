@@ -20,7 +20,6 @@ from childvault.keys import (
     ReleasedKeys,
     Selection,
     UsageError,
-    WrappedRecord,
 )
 from childvault.keys._encoding import b64, check_hex_id, is_hex_id, unb64
 from childvault.vault import _audit, _tokens
@@ -31,6 +30,13 @@ from childvault.vault._backend import (
     UserRow,
 )
 from childvault.vault._fieldcrypto import open_field
+from childvault.vault._policy import (
+    ApprovalLimits,
+    Refusal,
+    approval_refusal,
+    grant_refusal,
+    token_refusal,
+)
 from childvault.vault._session import WRITERS, Session, new_id
 from childvault.vault._svc_audit import AuditService
 from childvault.vault._time import iso, today
@@ -83,38 +89,28 @@ class AccessService:
                         f"field {f!r} is not in the {row.type} schema: choose from "
                         + ", ".join(declared)
                     )
-        request_id = new_id()
+        req = RequestRow(new_id(), self.s.user, recs, flds, purpose, reason, iso(moment), "pending")
+        self._record_request(req, moment)
+        return req.id
+
+    def _record_request(self, req: RequestRow, moment: datetime) -> None:
+        """The database half of a request: store it and log it, in one transaction."""
         with self.s.db.transaction():
-            self.s.db.access.add_request(
-                RequestRow(
-                    request_id,
-                    self.s.user,
-                    recs,
-                    flds,
-                    purpose,
-                    reason,
-                    iso(moment),
-                    "pending",
-                    None,
-                    None,
-                    None,
-                )
-            )
+            self.s.db.access.add_request(req)
             _audit.append(
                 self.s.db.audit,
                 [
                     Event(
-                        self.s.user,
+                        req.requester,
                         "request.create",
-                        records=recs,
-                        fields=flds,
-                        purpose=purpose,
-                        request=request_id,
+                        records=req.records,
+                        fields=req.fields,
+                        purpose=req.purpose,
+                        request=req.id,
                     )
                 ],
                 moment,
             )
-        return request_id
 
     def requests(self, status: str | None = "pending") -> list[RequestInfo]:
         """Access requests with ``status`` (``None`` for all); logged.
@@ -164,7 +160,6 @@ class AccessService:
         req = self.s.db.access.request(check_hex_id(request_id, "request"))
         if req is None:
             raise NotFound(f"no request {request_id}")
-        max_ttl = timedelta(seconds=int(self.s.setting("max_ttl_s")))
         ttl = ttl if ttl is not None else timedelta(seconds=int(self.s.setting("default_ttl_s")))
         base = Event(
             self.s.user,
@@ -176,55 +171,34 @@ class AccessService:
             request=req.id,
         )
 
-        def refuse(reason: str, message: str, usage: bool = False) -> NoReturn:
-            event = dataclasses.replace(base, detail={"reason": reason})
-            if usage:
+        def refuse(refusal: Refusal) -> NoReturn:
+            event = dataclasses.replace(base, detail={"reason": refusal.reason})
+            if refusal.kind == "usage":
                 # Logged like every refusal, but reported as a usage error (exit 2).
                 self.s.log([event], moment)
-                raise UsageError(message)
-            self.s.deny(event, message, moment)
+                raise UsageError(refusal.message)
+            self.s.deny(event, refusal.message, moment)
 
         if req.status != "pending":
             raise UsageError(f"request {req.id} is already {req.status}")
-        if req.requester == self.s.user:
-            refuse(
-                "own request", "an officer cannot approve their own request; ask another officer"
-            )
-        if ttl <= timedelta(0) or ttl > max_ttl:
-            refuse("ttl", f"the TTL must be positive and at most {max_ttl}", usage=True)
-        max_uses = int(self.s.setting("max_uses"))
-        if not 1 <= uses <= max_uses:
-            refuse("uses", f"uses must be between 1 and {max_uses}", usage=True)
-        if len(req.records) > int(self.s.setting("max_records")):
-            refuse("cap", f"more than {self.s.setting('max_records')} records in one approval")
-        day = today(moment).isoformat()
-        selections: list[Selection] = []
-        for rid in req.records:
-            row = self.s.db.records.get(rid)
-            blob = self.s.db.records.keyblob(rid)
-            if row is None or blob is None:
-                refuse("deleted", f"record {rid} was deleted")
-            if row.retain_until < day:
-                refuse("retention", f"record {rid} is past its retention date ({row.retain_until})")
-            if req.purpose not in row.consent.get("purposes", ()):
-                refuse(
-                    "purpose",
-                    f"record {rid} has no consent for the purpose {req.purpose!r} "
-                    "(record a new consent first)",
-                )
-            if row.consent.get("notice_version") != self.s.setting("notice_version"):
-                refuse(
-                    "notice",
-                    f"record {rid} consented to notice {row.consent.get('notice_version')!r}, "
-                    f"but the current notice is {self.s.setting('notice_version')!r}: "
-                    "renew the consent first",
-                )
-            selections.append(Selection(WrappedRecord(rid, blob[0], blob[1]), req.fields))
+        states = [self.s.record_state(rid) for rid in req.records]
+        refusal = approval_refusal(
+            req,
+            self.s.user,
+            ttl=ttl,
+            uses=uses,
+            limits=self._limits(),
+            records=states,
+            day=today(moment),
+        )
+        if refusal is not None:
+            refuse(refusal)
+        selections = [Selection(self.s.wrapped(state.id), req.fields) for state in states]
         requester = self.s.public(req.requester)
         try:
             provider = self.s.keys.officer()
         except AccessDenied as exc:
-            refuse("no custodian key", str(exc))
+            refuse(Refusal("no custodian key", str(exc)))
         grant_id = new_id()
         material = provider.release(
             selections, requester, grant_id, wrap_ttl=int(ttl.total_seconds())
@@ -245,7 +219,25 @@ class AccessService:
             keys=material,
         )
         token = _tokens.issue(self.s.me, claims)
-        with self.s.db.transaction():
+        note = self._record_approval(req, grant_id, ttl=ttl, uses=uses, moment=moment)
+        try:
+            self._audit.witness(note)
+        except ChildVaultError:
+            # Fail closed: an approval whose checkpoint is not witnessed is withdrawn.
+            with contextlib.suppress(ChildVaultError):
+                self.revoke(grant_id, now=moment)
+            raise
+        return Approval(grant_id, req.id, req.requester, token, iso(moment + ttl), uses, note)
+
+    def _record_approval(
+        self, req: RequestRow, grant_id: str, *, ttl: timedelta, uses: int, moment: datetime
+    ) -> str:
+        """The database half of an approval, in one transaction: mark the request
+        approved, record the grant, log it, and sign a checkpoint covering it.
+        Returns the checkpoint note (witnessed by the caller after the commit)."""
+        # Checked from the approving officer's own last checkpoint (full=False),
+        # so the cost of an approval does not grow with the log.
+        with self._audit.signed(moment, full=False) as signed:
             if not self.s.db.access.decide(
                 req.id, status="approved", by=self.s.user, at=iso(moment), reason=None
             ):
@@ -281,15 +273,16 @@ class AccessService:
                 ],
                 moment,
             )
-            note = self._audit.sign_checkpoint(moment, full=False)
-        try:
-            self._audit.witness(note)
-        except ChildVaultError:
-            # Fail closed: an approval whose checkpoint is not witnessed is withdrawn.
-            with contextlib.suppress(ChildVaultError):
-                self.revoke(grant_id, now=moment)
-            raise
-        return Approval(grant_id, req.id, req.requester, token, iso(moment + ttl), uses, note)
+        return signed.note
+
+    def _limits(self) -> ApprovalLimits:
+        """The vault's approval limits, from its settings."""
+        return ApprovalLimits(
+            max_ttl=timedelta(seconds=int(self.s.setting("max_ttl_s"))),
+            max_uses=int(self.s.setting("max_uses")),
+            max_records=int(self.s.setting("max_records")),
+            notice_version=self.s.setting("notice_version"),
+        )
 
     def deny(self, request_id: str, reason: str, *, now: datetime | None = None) -> None:
         """Officer: deny a pending request with a reason."""
@@ -365,18 +358,7 @@ class AccessService:
         claims = self._check_grant(token, records, fields, moment)
         want_recs = tuple(records) if records else claims.rec
         want_flds = tuple(fields) if fields else claims.fld
-        with self.s.db.transaction():
-            if not self.s.db.access.use_grant(claims.jti):
-                self._store_denied_in_tx(
-                    claims, want_recs, want_flds, "uses exhausted or revoked", moment
-                )
-                denied = True
-            else:
-                _audit.append(
-                    self.s.db.audit, [self._read_event(claims, want_recs, want_flds)], moment
-                )
-                denied = False
-        if denied:
+        if not self._consume_use(claims, want_recs, want_flds, moment):
             raise ApprovalInvalid("uses exhausted or revoked")
         try:
             keys = self._redeem(claims)
@@ -389,17 +371,30 @@ class AccessService:
             # The key provider failed (down, sealed, token or policy) before any
             # plaintext existed: log it and give the use back, so the read can be
             # retried once the fault is gone (an unwrapped token stays unusable).
-            with contextlib.suppress(ChildVaultError), self.s.db.transaction():
-                self.s.db.access.refund_use(claims.jti)
+            with contextlib.suppress(ChildVaultError):
                 reason = f"key provider: {type(exc).__name__}"
-                _audit.append(
-                    self.s.db.audit,
-                    [self._read_event(claims, want_recs, want_flds, "error", reason)],
-                    moment,
-                )
+                self._refund_use(claims, want_recs, want_flds, reason, moment)
             raise
 
-    def _store_denied_in_tx(
+    def _consume_use(
+        self,
+        claims: _tokens.GrantClaims,
+        recs: Sequence[str],
+        flds: Sequence[str],
+        moment: datetime,
+    ) -> bool:
+        """The database half of a read, in one transaction: consume one use and log
+        the read (committed before any key is touched), or log the refusal and
+        return False when no use is left."""
+        with self.s.db.transaction():
+            if not self.s.db.access.use_grant(claims.jti):
+                event = self._read_event(claims, recs, flds, "denied", "uses exhausted or revoked")
+                _audit.append(self.s.db.audit, [event], moment)
+                return False
+            _audit.append(self.s.db.audit, [self._read_event(claims, recs, flds)], moment)
+            return True
+
+    def _refund_use(
         self,
         claims: _tokens.GrantClaims,
         recs: Sequence[str],
@@ -407,9 +402,11 @@ class AccessService:
         reason: str,
         moment: datetime,
     ) -> None:
-        _audit.append(
-            self.s.db.audit, [self._read_event(claims, recs, flds, "denied", reason)], moment
-        )
+        """Give back the use of a read that failed before any plaintext, and log why."""
+        with self.s.db.transaction():
+            self.s.db.access.refund_use(claims.jti)
+            event = self._read_event(claims, recs, flds, "error", reason)
+            _audit.append(self.s.db.audit, [event], moment)
 
     def _read_event(
         self,
@@ -477,52 +474,25 @@ class AccessService:
             claims = _tokens.verify(token, signer.sign_key)
         except ApprovalInvalid as exc:
             fail(exc.detail or "invalid token")
-        if "officer" not in signer.roles:
-            fail(f"signed by {signer.name}, who is not an officer")
-        if claims.iss != signer.name:
-            fail("issuer claim does not match the signing key")
-        if claims.vault != self.s.vault_id:
-            fail("token from another vault")
-        if claims.sub != self.s.user:
-            fail(f"token issued to {claims.sub}, not {self.s.user}")
-        if moment < claims.nbf or claims.iat > moment + timedelta(minutes=5):
-            fail("token not yet valid")
-        if moment >= claims.exp:
-            fail("token expired")
-        if records and not set(records) <= set(claims.rec):
-            fail("record outside the grant's scope")
-        if fields and not set(fields) <= set(claims.fld):
-            fail("field outside the grant's scope")
-        grant = self.s.db.access.grant(claims.jti)
-        if grant is None:
-            fail("grant unknown to this vault")
-        if (grant.request_id, grant.officer, grant.requester) != (
-            claims.req,
-            claims.iss,
-            claims.sub,
-        ):
-            fail("token does not match the recorded grant")
-        if grant.revoked_at is not None:
-            fail("grant revoked")
-        if grant.uses >= grant.max_uses or claims.uses != grant.max_uses:
-            fail("uses exhausted")
-        req = self.s.db.access.request(claims.req)
-        if (
-            req is None
-            or req.status != "approved"
-            or (req.records, req.fields, req.purpose) != (claims.rec, claims.fld, claims.pur)
-        ):
-            fail("token does not match the approved request")
-        day = today(moment).isoformat()
-        for rid in records or claims.rec:
-            row = self.s.db.records.get(rid)
-            if row is None or self.s.db.records.keyblob(rid) is None:
-                fail(f"record {rid} was deleted")
-            # Re-checked at every read: consent narrowed or retention passed since approval.
-            if claims.pur not in row.consent.get("purposes", ()):
-                fail(f"record {rid} no longer has consent for {claims.pur}")
-            if row.retain_until < day:
-                fail(f"record {rid} is past its retention date")
+        refusal = token_refusal(
+            claims,
+            signer,
+            vault_id=self.s.vault_id,
+            reader=self.s.user,
+            moment=moment,
+            records=records,
+            fields=fields,
+        )
+        if refusal is None:
+            refusal = grant_refusal(
+                claims,
+                self.s.db.access.grant(claims.jti),
+                self.s.db.access.request(claims.req),
+                [self.s.record_state(rid) for rid in records or claims.rec],
+                day=today(moment),
+            )
+        if refusal is not None:
+            fail(refusal.message)
         return claims
 
     def _redeem(self, claims: _tokens.GrantClaims) -> ReleasedKeys:
@@ -530,7 +500,7 @@ class AccessService:
         if grant is not None and grant.cache is not None:
             return _keys_from_cache(self.s.me.unseal(grant.cache), claims.jti)
         keys = self.s.keys.writer().redeem(claims.keys, self.s.me, claims.jti)
-        if self.s.config.provider == "vault" and claims.uses > 1:
+        if self.s.keys.single_use_release and claims.uses > 1:
             # Vault wrapping tokens unwrap once: keep the keys, sealed to the requester only.
             with self.s.db.transaction():
                 self.s.db.access.set_grant_cache(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +26,13 @@ from childvault.vault._registrations import (
 )
 from childvault.vault._session import Session, log_origin, signer_name
 from childvault.vault._time import iso
+
+
+@dataclass
+class Signed:
+    """The checkpoint note signed at the end of a :meth:`AuditService.signed` transaction."""
+
+    note: str = ""
 
 
 class AuditService:
@@ -97,15 +106,28 @@ class AuditService:
                 f"could not append the checkpoint to the witness file {path}: {exc.strerror}"
             ) from exc
 
+    @contextlib.contextmanager
+    def signed(self, moment: datetime, *, full: bool = True) -> Iterator[Signed]:
+        """A transaction whose writes a checkpoint signed at its end covers.
+
+        The caller's writes and log entries, the checkpoint row and its
+        signature commit together or not at all; the caller appends the note
+        to the witness file (:meth:`witness`) after the commit, and fails
+        closed if that fails. ``full=False``: see :meth:`sign_checkpoint`.
+        """
+        signed = Signed()
+        with self.s.db.transaction():
+            yield signed
+            signed.note = self.sign_checkpoint(moment, full=full)
+
     def checkpoint(self, *, now: datetime | None = None) -> str:
         """Officer or admin: sign a checkpoint of the whole log and witness it."""
         moment = self.s.moment(now)
         self.s.require(("officer", "admin"), "audit.checkpoint", moment, "signing checkpoints")
-        with self.s.db.transaction():
+        with self.signed(moment) as signed:
             _audit.append(self.s.db.audit, [Event(self.s.user, "audit.checkpoint")], moment)
-            note = self.sign_checkpoint(moment)
-        self.witness(note)
-        return note
+        self.witness(signed.note)
+        return signed.note
 
     def verify_audit(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
         """Verify the whole log against its stored and witnessed checkpoints, then
@@ -132,7 +154,7 @@ class AuditService:
                     f"audit log integrity failure: user {user.name!r} is registered with keys "
                     "or roles that no logged `user add` gave them (the users table was edited)"
                 )
-        if self.s.config.provider == "local":
+        if self.s.keys.custodial:
             for generation, public, _ in self.s.db.custodians.all():
                 if public.hex() not in custodians.get(generation, set()):
                     raise IntegrityError(

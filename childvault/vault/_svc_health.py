@@ -50,7 +50,8 @@ class HealthService:
                     "destroyed in the provider: run `childvault retention sweep`",
                 )
             )
-        if self.s.config.provider == "local":
+        diagnosable = None if self.s.keys.custodial else self.s.keys.diagnosable()
+        if self.s.keys.custodial:
             gens = self.s.db.custodians.all()
             states = ", ".join(f"generation {g} {s}" for g, _, s in gens) or "none"
             status = "ok" if any(s == "current" for _, _, s in gens) else "warn"
@@ -58,8 +59,8 @@ class HealthService:
                 status = "warn"
                 states += ": a key rotation was interrupted; run `childvault keys rotate` again"
             out.append(("custodian", status, states))
-        else:
-            out.extend(_vault_checks(self.s.keys.remote().diagnose()))
+        elif diagnosable is not None:
+            out.extend(_vault_checks(diagnosable.diagnose()))
         return out
 
 

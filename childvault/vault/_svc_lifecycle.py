@@ -142,7 +142,7 @@ class LifecycleService:
                     moment,
                 )
         except StorageError as exc:
-            if self.s.config.provider != "vault":
+            if not self.s.keys.external_material:
                 raise
             # Vault already replaced the salt: the old value is unreadable either way.
             raise StorageError(
@@ -190,12 +190,12 @@ class LifecycleService:
     def _delete_rows(
         self, record_ids: Sequence[str], reason: str, category: str, moment: datetime
     ) -> None:
-        local = self.s.config.provider == "local"
+        # A custodial provider's key material is the box in the row: gone with it.
+        in_row = self.s.keys.custodial
         with self.s.db.transaction():
             for rid in record_ids:
                 self.s.db.records.delete(rid, at=iso(moment), by=self.s.user, reason=reason)
-            if local:
-                # The sealed box was the only key material; it is gone with the row.
+            if in_row:
                 self.s.db.records.mark_key_destroyed(record_ids)
             _audit.append(
                 self.s.db.audit,
@@ -210,9 +210,10 @@ class LifecycleService:
         self.s.db.compact()
 
     def _destroy_keys(self, record_ids: Sequence[str]) -> None:
-        if self.s.config.provider != "vault" or not record_ids:
+        shredder = self.s.keys.shredder() if record_ids else None
+        if shredder is None:
             return
-        self.s.keys.remote().shred(record_ids)
+        shredder.shred(record_ids)
         with self.s.db.transaction():
             self.s.db.records.mark_key_destroyed(record_ids)
 
@@ -358,9 +359,9 @@ class LifecycleService:
             shredded += len(page)
         pending = self.s.db.records.pending_shreds()
         self._destroy_keys(pending)
-        if self.s.config.provider == "local":
+        if self.s.keys.custodial:
             self._destroy_custodian()
-        with self.s.db.transaction():
+        with self._audit.signed(moment) as signed:
             _audit.append(
                 self.s.db.audit,
                 [
@@ -372,7 +373,7 @@ class LifecycleService:
                 ],
                 moment,
             )
-            note = self._audit.sign_checkpoint(moment)
+        note = signed.note
         self._audit.witness(note)
         report = {
             "ok": True,

@@ -36,18 +36,19 @@ class RotationService:
     ) -> dict[str, Any]:
         """Rotate the key that wraps every record's keys; resumable.
 
-        Local provider (an officer): a new custodian key pair is sealed to every
-        officer, every record box is resealed to it, then the old pair is
-        destroyed, so backups taken before become unreadable. Vault provider
-        (an admin): the Transit key is rotated, every wrapped key is rewrapped
-        inside Vault (no plaintext), then older key versions are retired.
+        Custodial provider (local; an officer): a new custodian key pair is
+        sealed to every officer, every record box is resealed to it, then the
+        old pair is destroyed, so backups taken before become unreadable.
+        Provider with :class:`ServerSideRotation` (OpenBao / Vault; an admin):
+        the Transit key is rotated, every wrapped key is rewrapped inside the
+        server (no plaintext), then older key versions are retired.
         """
         moment = self.s.moment(now)
-        if self.s.config.provider == "vault":
+        if self.s.keys.server_side_rotation:
             self.s.require(("admin",), "keys.rotate", moment, "rotating Vault keys")
-            return self._rotate_vault(progress, moment)
+            return self._rotate_server_side(progress, moment)
         self.s.require(("officer",), "keys.rotate", moment, "rotating the custodian key")
-        return self._rotate_local(progress, moment)
+        return self._rotate_custodian(progress, moment)
 
     def _rewrite_custodian_slots(self, generations: Sequence[int]) -> None:
         """Rewrite the key slot of every holder of the current custodian key so it
@@ -77,7 +78,7 @@ class RotationService:
         self.s.secrets.clear()
         self.s.secrets.update({**base, **entries})
 
-    def _rotate_local(
+    def _rotate_custodian(
         self, progress: Callable[[int, int], None] | None, moment: datetime
     ) -> dict[str, Any]:
         gens = self.s.db.custodians.all()
@@ -192,17 +193,17 @@ class RotationService:
         self.s.keys.reset()
         return {
             "ok": True,
-            "provider": "local",
+            "provider": self.s.keys.name,
             "generation": target,
             "resealed": resealed,
             "destroyed_generations": retired,
             "resumed": resumed,
         }
 
-    def _rotate_vault(
+    def _rotate_server_side(
         self, progress: Callable[[int, int], None] | None, moment: datetime
     ) -> dict[str, Any]:
-        provider = self.s.keys.remote()
+        provider = self.s.keys.rotator()
         stored = self.s.db.meta.get("vault_rotation_target")
         resumed = stored is not None
         if stored is None:
@@ -267,7 +268,7 @@ class RotationService:
             )
         return {
             "ok": True,
-            "provider": "vault",
+            "provider": self.s.keys.name,
             "generation": target,
             "resealed": rewrapped,
             "resumed": resumed,

@@ -111,7 +111,7 @@ class UserService:
         """
         moment = self.s.moment(now)
         self.s.require(("officer",), "custodian.share", moment, "sharing the custodian key")
-        if self.s.config.provider != "local":
+        if not self.s.keys.custodial:
             raise UsageError("the Vault provider has no custodian key: officers use Vault policy")
         target = self.s.db.users.get(name)
         if target is None or "officer" not in target.roles:
@@ -139,7 +139,7 @@ class UserService:
 
     def _info(self, row: UserRow) -> UserInfo:
         current = [g for g, _, s in self.s.db.custodians.all() if s == "current"]
-        if self.s.config.provider == "local":
+        if self.s.keys.custodial:
             can = (
                 "officer" in row.roles
                 and bool(current)
