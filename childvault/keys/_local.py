@@ -1,4 +1,4 @@
-"""LocalProvider: the embedded default, no server (DESIGN section 3).
+"""LocalProvider: the embedded default, no server (docs/architecture.md, "Providers").
 
 Field DEKs of one record version are sealed together to the institution's
 *custodian* X25519 public key (libsodium sealed box). Anyone with the database
