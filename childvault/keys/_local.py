@@ -97,6 +97,7 @@ class LocalProvider:
     Built with the custodian *public* key it can only wrap: that is what staff
     get. Built with custodian secrets (``custodians=``) it can also open,
     release and replace: that is what an officer gets after opening a slot.
+    It has the :class:`~childvault.keys.CustodianSealing` capability.
     """
 
     kind = "local"

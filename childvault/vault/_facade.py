@@ -18,14 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from childvault.keys import (
-    ConfigError,
-    Identity,
-    KeySlots,
-    NotFound,
-    UsageError,
-    check_user_name,
-)
+from childvault.keys import ConfigError, Identity, KeySlots, NotFound, UsageError, check_user_name
 from childvault.keys._files import atomic_write
 from childvault.vault import _audit
 from childvault.vault._audit import Event, VerifyReport
@@ -498,12 +491,7 @@ class Vault:
         return self._lifecycle.correct(record_id, field, value, now=now)
 
     def delete(
-        self,
-        record_id: str,
-        reason: str,
-        *,
-        category: str = "request",
-        now: datetime | None = None,
+        self, record_id: str, reason: str, *, category: str = "request", now: datetime | None = None
     ) -> None:
         """Officer or admin: crypto-shred a record, leaving a tombstone (P-20).
 
@@ -552,10 +540,7 @@ class Vault:
         return self._lifecycle.decommission(confirm=confirm, now=now)
 
     def rotate_keys(
-        self,
-        *,
-        progress: Callable[[int, int], None] | None = None,
-        now: datetime | None = None,
+        self, *, progress: Callable[[int, int], None] | None = None, now: datetime | None = None
     ) -> dict[str, Any]:
         """Rotate the key that wraps every record's keys; resumable.
 

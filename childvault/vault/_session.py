@@ -102,9 +102,9 @@ class Session:
         """Where checkpoints are witnessed."""
         return self.config.witness_path(self.home)
 
-    def moment(self, now: datetime | None) -> datetime:
-        """The time of an operation: ``now`` if given, else the clock."""
-        return now if now is not None else self.clock()
+    def now(self, at: datetime | None = None) -> datetime:
+        """The time of an operation: ``at`` if the caller gave one, else the clock."""
+        return at if at is not None else self.clock()
 
     def setting(self, key: str) -> str:
         """A vault-wide setting (limits, notice version)."""

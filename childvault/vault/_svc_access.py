@@ -1,4 +1,10 @@
-"""Access: requests, approvals, denials, revocations and reads with a grant."""
+"""Access: requests, approvals, denials, revocations and reads with a grant.
+
+Each operation checks the rules of :mod:`._policy`, does its client-side
+cryptography (releasing keys, signing or verifying the token, opening fields),
+and keeps its database effects in small steps that run in one transaction
+each (docs/architecture.md, "A read with a grant").
+"""
 
 from __future__ import annotations
 
@@ -24,11 +30,7 @@ from childvault.keys import (
 from childvault.keys._encoding import b64, check_hex_id, is_hex_id, unb64
 from childvault.vault import _audit, _tokens
 from childvault.vault._audit import Event
-from childvault.vault._backend import (
-    GrantRow,
-    RequestRow,
-    UserRow,
-)
+from childvault.vault._backend import GrantRow, RequestRow, UserRow
 from childvault.vault._fieldcrypto import open_field
 from childvault.vault._policy import (
     ApprovalLimits,
@@ -60,7 +62,7 @@ class AccessService:
         now: datetime | None = None,
     ) -> str:
         """File an access request for named records, fields and purpose; return its id."""
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(WRITERS, "request.create", moment, "requesting access")
         recs = tuple(dict.fromkeys(check_hex_id(r, "record") for r in records))
         flds = tuple(dict.fromkeys(fields))
@@ -118,7 +120,7 @@ class AccessService:
         Officers and admins see every request; staff see their own, with the
         decision and the officer's reason, so they learn why one was denied.
         """
-        moment = self.s.moment(None)
+        moment = self.s.now(None)
         self.s.require(ROLES, "request.list", moment, "listing requests")
         rows = self.s.db.access.requests(status)
         if self.s.roles.isdisjoint(("officer", "admin")):
@@ -155,7 +157,7 @@ class AccessService:
         cap, a TTL above the maximum. The approval and a signed checkpoint are
         committed together; the checkpoint is then appended to the witness file.
         """
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(("officer",), "request.approve", moment, "approving requests")
         req = self.s.db.access.request(check_hex_id(request_id, "request"))
         if req is None:
@@ -286,7 +288,7 @@ class AccessService:
 
     def deny(self, request_id: str, reason: str, *, now: datetime | None = None) -> None:
         """Officer: deny a pending request with a reason."""
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(("officer",), "request.deny", moment, "denying requests")
         req = self.s.db.access.request(check_hex_id(request_id, "request"))
         if req is None:
@@ -316,7 +318,7 @@ class AccessService:
 
     def revoke(self, grant_id: str, *, now: datetime | None = None) -> None:
         """Officer: revoke a grant; later reads with its token are denied."""
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(("officer",), "grant.revoke", moment, "revoking grants")
         grant = self.s.db.access.grant(check_hex_id(grant_id, "grant"))
         if grant is None:
@@ -345,7 +347,7 @@ class AccessService:
         then decrypts. Any failure raises the opaque :class:`ApprovalInvalid`
         after logging a denied attempt with the reason.
         """
-        return self.read_with_claims(token, records, fields, self.s.moment(now))[1]
+        return self.read_with_claims(token, records, fields, self.s.now(now))[1]
 
     def read_with_claims(
         self,

@@ -10,20 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from childvault.keys import (
-    IntegrityError,
-    PublicIdentity,
-    StorageError,
-)
+from childvault.keys import IntegrityError, PublicIdentity, StorageError
 from childvault.vault import _audit, _note
 from childvault.vault._audit import Event, VerifyReport
-from childvault.vault._backend import (
-    BackendLog,
-)
-from childvault.vault._registrations import (
-    logged_registrations,
-    user_detail,
-)
+from childvault.vault._backend import BackendLog
+from childvault.vault._registrations import logged_registrations, user_detail
 from childvault.vault._session import Session, log_origin, signer_name
 from childvault.vault._time import iso
 
@@ -122,7 +113,7 @@ class AuditService:
 
     def checkpoint(self, *, now: datetime | None = None) -> str:
         """Officer or admin: sign a checkpoint of the whole log and witness it."""
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(("officer", "admin"), "audit.checkpoint", moment, "signing checkpoints")
         with self.signed(moment) as signed:
             _audit.append(self.s.db.audit, [Event(self.s.user, "audit.checkpoint")], moment)
@@ -166,7 +157,7 @@ class AuditService:
     def audit_entries(self, *, record: str | None = None) -> Iterator[dict[str, Any]]:
         """Officer or admin: the log entries (optionally about one record), with hashes."""
         self.s.require(
-            ("officer", "admin"), "audit.read", self.s.moment(None), "reading the audit log"
+            ("officer", "admin"), "audit.read", self.s.now(None), "reading the audit log"
         )
         for _, entry, digest in self.s.db.audit.entries():
             obj = _audit.decode_entry(entry)

@@ -9,17 +9,10 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from childvault.keys import (
-    ChildVaultError,
-    Selection,
-    UsageError,
-    WrappedRecord,
-)
+from childvault.keys import ChildVaultError, Selection, UsageError, WrappedRecord
 from childvault.keys._files import atomic_write
 from childvault.vault._audit import DetailValue, Event
-from childvault.vault._backend import (
-    RecordRow,
-)
+from childvault.vault._backend import RecordRow
 from childvault.vault._reports import (
     _EXPORT_BATCH,
     _MAX_K,
@@ -63,7 +56,7 @@ class ExportService:
         records and fields, no values) and committed before it is decrypted;
         a final entry records the counts. Memory holds only the class counts.
         """
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(("officer",), "export.anonymized", moment, "anonymised exports")
         if not isinstance(k, int) or isinstance(k, bool) or not _MIN_K <= k <= _MAX_K:
             raise UsageError(f"--k must be a whole number from {_MIN_K} (5 or more advised)")

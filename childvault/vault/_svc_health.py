@@ -50,7 +50,6 @@ class HealthService:
                     "destroyed in the provider: run `childvault retention sweep`",
                 )
             )
-        diagnosable = None if self.s.keys.custodial else self.s.keys.diagnosable()
         if self.s.keys.custodial:
             gens = self.s.db.custodians.all()
             states = ", ".join(f"generation {g} {s}" for g, _, s in gens) or "none"
@@ -59,7 +58,8 @@ class HealthService:
                 status = "warn"
                 states += ": a key rotation was interrupted; run `childvault keys rotate` again"
             out.append(("custodian", status, states))
-        elif diagnosable is not None:
+        diagnosable = self.s.keys.diagnosable()
+        if diagnosable is not None:
             out.extend(_vault_checks(diagnosable.diagnose()))
         return out
 

@@ -1,4 +1,12 @@
-"""Record lifecycle: correction, deletion, consent changes, retention, decommissioning."""
+"""Record lifecycle: correction (P-19), deletion and consent withdrawal by
+crypto-shredding (P-20), consent changes (P-9, P-14, M-12), retention sweeps
+(P-12) and decommissioning (P-23).
+
+Every operation appends its audit entries in the transaction that changes the
+database; what a provider destroys outside the database (OpenBao salts) is
+destroyed after that commit and tracked, so an interrupted run is completed by
+running it again.
+"""
 
 from __future__ import annotations
 
@@ -9,25 +17,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from childvault.keys import (
-    KeySlots,
-    NotFound,
-    PublicIdentity,
-    Selection,
-    StorageError,
-    UsageError,
-)
+from childvault.keys import KeySlots, NotFound, PublicIdentity, Selection, StorageError, UsageError
 from childvault.keys._encoding import check_hex_id
 from childvault.keys._files import atomic_write
 from childvault.vault import _audit
 from childvault.vault._audit import Event
-from childvault.vault._backend import (
-    RecordRow,
-)
-from childvault.vault._consent import (
-    Consent,
-    check_consent,
-)
+from childvault.vault._backend import RecordRow
+from childvault.vault._consent import Consent, check_consent
 from childvault.vault._fieldcrypto import open_field, seal_field
 from childvault.vault._session import Session
 from childvault.vault._svc_audit import AuditService
@@ -88,7 +84,7 @@ class LifecycleService:
         salt destroyed). The log records that a correction happened, never the
         values. Returns the new field version.
         """
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(("officer",), "record.correct", moment, "correcting records")
         row = self.s.live_record(record_id)
         rtype = self.s.schema.record_type(row.type)
@@ -154,12 +150,7 @@ class LifecycleService:
         return new_fv
 
     def delete(
-        self,
-        record_id: str,
-        reason: str,
-        *,
-        category: str = "request",
-        now: datetime | None = None,
+        self, record_id: str, reason: str, *, category: str = "request", now: datetime | None = None
     ) -> None:
         """Officer or admin: crypto-shred a record, leaving a tombstone (P-20).
 
@@ -168,7 +159,7 @@ class LifecycleService:
         destroys what it holds outside the database (Vault: the record's salts).
         ``reason`` stays in the tombstone only; the log gets the ``category``.
         """
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(("officer", "admin"), "record.delete", moment, "deleting records")
         if category not in _DELETE_REASONS:
             raise UsageError(f"deletion category must be one of {', '.join(_DELETE_REASONS)}")
@@ -221,7 +212,7 @@ class LifecycleService:
         self, record_id: str, *, reason: str = "consent withdrawn", now: datetime | None = None
     ) -> None:
         """Officer or admin: consent withdrawn, so the record is crypto-shredded (P-20)."""
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(("officer", "admin"), "consent.withdraw", moment, "withdrawing consent")
         self.s.live_record(record_id)
         self.s.log([Event(self.s.user, "consent.withdraw", records=[record_id])], moment)
@@ -236,7 +227,7 @@ class LifecycleService:
         the officer's process decrypts for that purpose only; the check and the
         consent change are logged.
         """
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(("officer",), "consent.renew", moment, "recording consent")
         row = self.s.live_record(record_id)
         grant_id = hashlib.sha256(f"consent|{record_id}|{iso(moment)}".encode()).hexdigest()[:32]
@@ -296,7 +287,7 @@ class LifecycleService:
 
         Also completes deletions whose provider-side destruction was interrupted.
         """
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(("admin", "officer"), "retention.sweep", moment, "retention sweeps")
         day = today(moment).isoformat()
         due: list[str] = []
@@ -338,7 +329,7 @@ class LifecycleService:
 
         Writes ``decommission-report.json`` into the home (no child data).
         """
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(("admin",), "vault.decommission", moment, "decommissioning")
         if not confirm:
             raise UsageError("decommissioning destroys every record: pass --confirm")

@@ -7,11 +7,7 @@ import json
 import re
 from datetime import datetime
 
-from childvault.keys import (
-    IntegrityError,
-    UsageError,
-    ValidationError,
-)
+from childvault.keys import IntegrityError, UsageError, ValidationError
 from childvault.vault import _audit
 from childvault.vault._audit import Event
 from childvault.vault._session import Session
@@ -53,7 +49,7 @@ class NoticeService:
         Records consented under another version need fresh consent before an
         approval (``consent renew``). Publishing is logged with the text's hash.
         """
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(("admin",), "notice.publish", moment, "publishing notices")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}", version):
             raise UsageError("--version: 1-32 letters, digits, '.', '_' or '-'")

@@ -1,4 +1,6 @@
-"""Records: validation, sealing, storing, importing, listing and lookup."""
+"""Records: validation, field sealing, storing, CSV/JSONL import, listing and
+blind-index lookup. Staff and officers write; every listing and lookup is logged.
+"""
 
 from __future__ import annotations
 
@@ -23,16 +25,8 @@ from childvault.keys import (
 from childvault.keys._encoding import check_hex_id
 from childvault.vault import _audit
 from childvault.vault._audit import Event
-from childvault.vault._backend import (
-    NewRecord,
-    RecordRow,
-)
-from childvault.vault._consent import (
-    CONSENT_COLUMNS,
-    Consent,
-    check_consent,
-    parse_consent_columns,
-)
+from childvault.vault._backend import NewRecord, RecordRow
+from childvault.vault._consent import CONSENT_COLUMNS, Consent, check_consent, parse_consent_columns
 from childvault.vault._fieldcrypto import seal_field
 from childvault.vault._importer import BadRow, file_digest, iter_rows
 from childvault.vault._session import WRITERS, Session
@@ -100,7 +94,7 @@ class RecordService:
         self, items: Sequence[NewRecordInput], *, now: datetime | None = None
     ) -> list[str]:
         """Staff: add several records in one transaction (all or nothing)."""
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(WRITERS, "record.create", moment, "writing records")
         self._check_accepting()
         prepared = [self._prepare(item, moment) for item in items]
@@ -232,7 +226,7 @@ class RecordService:
         log entries and the import's progress, so an interrupted import resumes
         where it stopped and never duplicates a row.
         """
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(WRITERS, "record.create", moment, "importing records")
         self._check_accepting()
         path = Path(path)
@@ -301,11 +295,7 @@ class RecordService:
         return ImportReport(source, total, count, n_errors, done, tuple(errors), tuple(imported))
 
     def _row_input(
-        self,
-        type_name: str,
-        row: Mapping[str, str],
-        moment: datetime,
-        notice: str | None = None,
+        self, type_name: str, row: Mapping[str, str], moment: datetime, notice: str | None = None
     ) -> NewRecordInput:
         values = {k: v for k, v in row.items() if k not in CONSENT_COLUMNS}
         consent_cols = {k: v for k, v in row.items() if k in CONSENT_COLUMNS}
@@ -341,7 +331,7 @@ class RecordService:
 
     def list_records(self, *, now: datetime | None = None) -> Iterator[RecordInfo]:
         """Bookkeeping of every record (never a value); the listing is logged."""
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(ROLES, "record.list", moment, "listing records")
         self.s.log(
             [Event(self.s.user, "record.list", detail={"count": self.s.db.records.count()})], moment
@@ -390,7 +380,7 @@ class RecordService:
         told apart after an approved read. Refuses fields the schema does not
         mark ``searchable`` (never low-entropy ones). The lookup is logged.
         """
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(("staff", "officer"), "record.find", moment, "looking up records")
         rtype = self.s.schema.record_type(type_name or next(iter(self.s.schema.types)))
         spec = rtype.fields.get(field)

@@ -8,12 +8,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from childvault.keys import (
-    IntegrityError,
-    NotFound,
-    UsageError,
-    check_user_name,
-)
+from childvault.keys import IntegrityError, NotFound, UsageError, check_user_name
 from childvault.keys._encoding import check_hex_id
 from childvault.vault import _audit
 from childvault.vault._audit import Event
@@ -147,11 +142,7 @@ class ReportService:
                 "the audit log has no signed checkpoint yet: ask an officer to run "
                 "`childvault audit checkpoint`"
             )
-        return {
-            "note": snap.note,
-            "size": snap.checkpoint.size,
-            "root": snap.checkpoint.root.hex(),
-        }
+        return {"note": snap.note, "size": snap.checkpoint.size, "root": snap.checkpoint.root.hex()}
 
     def _entries_json(self, snap: _Snapshot) -> list[dict[str, Any]]:
         size = snap.checkpoint.size if snap.checkpoint is not None else 0
@@ -176,7 +167,7 @@ class ReportService:
         checks without the database: the entry as its exact canonical JSON
         text, its leaf hash, the RFC 6962 audit path and the signed checkpoint.
         """
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(("officer", "admin"), "audit.read", moment, "proving log entries")
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
             raise UsageError("--entry must be a log sequence number (0 or more)")
@@ -220,7 +211,7 @@ class ReportService:
         an officer completes the proofs with :meth:`complete_subject_report`.
         Check the result with :func:`verify_subject_report`.
         """
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         check_hex_id(record_id, "record")
         claims, values = self._access.read_with_claims(token, [record_id], None, moment)
         data = values.get(record_id, {})
@@ -321,7 +312,7 @@ class ReportService:
         it. No field value is decrypted; the report's data is passed through
         unchanged, so its commitment still verifies.
         """
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(("officer", "admin"), "audit.read", moment, "completing report proofs")
         try:
             vault_id = report["vault_id"]
@@ -382,7 +373,7 @@ class ReportService:
         names only, no name or contact detail: those are read, like any data,
         through an approval. Logged as ``report.incident``.
         """
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(("officer", "admin"), "report.incident", moment, "breach-impact reports")
         check_user_name(actor)
         end = until if until is not None else moment

@@ -1,4 +1,10 @@
-"""Key rotation: a new custodian key (local) or Transit key version (Vault)."""
+"""Key rotation: a new custodian key generation (custodial providers) or a new
+wrapping-key version inside the provider (:class:`ServerSideRotation`).
+
+Resumable: the state of an interrupted rotation is in the database (a
+``pending`` custodian generation, or the ``vault_rotation_target`` setting),
+and running it again finishes it.
+"""
 
 from __future__ import annotations
 
@@ -29,10 +35,7 @@ class RotationService:
         self.s = session
 
     def rotate_keys(
-        self,
-        *,
-        progress: Callable[[int, int], None] | None = None,
-        now: datetime | None = None,
+        self, *, progress: Callable[[int, int], None] | None = None, now: datetime | None = None
     ) -> dict[str, Any]:
         """Rotate the key that wraps every record's keys; resumable.
 
@@ -43,7 +46,7 @@ class RotationService:
         the Transit key is rotated, every wrapped key is rewrapped inside the
         server (no plaintext), then older key versions are retired.
         """
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         if self.s.keys.server_side_rotation:
             self.s.require(("admin",), "keys.rotate", moment, "rotating Vault keys")
             return self._rotate_server_side(progress, moment)

@@ -18,13 +18,9 @@ from childvault.keys import (
 )
 from childvault.vault import _audit, _note
 from childvault.vault._audit import Event
-from childvault.vault._backend import (
-    UserRow,
-)
+from childvault.vault._backend import UserRow
 from childvault.vault._keyring import CUSTODIAN
-from childvault.vault._registrations import (
-    user_detail,
-)
+from childvault.vault._registrations import user_detail
 from childvault.vault._session import Session, signer_name
 from childvault.vault._time import iso
 from childvault.vault._types import ROLES, UserInfo
@@ -44,7 +40,7 @@ class UserService:
         The first officer receives the newly created custodian key; later
         officers receive it when an existing officer runs :meth:`share_custodian`.
         """
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(("admin",), "user.add", moment, "adding users")
         check_user_name(name)
         role_set = tuple(sorted(set(roles)))
@@ -109,7 +105,7 @@ class UserService:
         Rewrites ``name``'s key slot with the database and index keys plus every
         custodian generation the acting officer holds.
         """
-        moment = self.s.moment(now)
+        moment = self.s.now(now)
         self.s.require(("officer",), "custodian.share", moment, "sharing the custodian key")
         if not self.s.keys.custodial:
             raise UsageError("the Vault provider has no custodian key: officers use Vault policy")
