@@ -317,9 +317,10 @@ class Template:
         return dest
 
     def open(self, home: Path, who: str) -> Any:
-        from childvault.vault import Vault
+        from childvault.vault import OpenBaoCredentials, Vault
 
-        return Vault.open(home, identity=self.ids[who], vault_token=self.tokens.get(who))
+        creds = OpenBaoCredentials(token=self.tokens.get(who))
+        return Vault.open(home, identity=self.ids[who], credentials=creds)
 
 
 def build_template(
@@ -331,15 +332,14 @@ def build_template(
 ) -> Template:
     """Create a vault with the three benchmark users (Argon2id unlocks: a few seconds)."""
     from childvault.keys import Identity
-    from childvault.vault import Vault
+    from childvault.vault import LocalKeys, OpenBaoKeys, Vault
 
     with Vault.init(
         home,
         institution="基准测试福利院",
         admin="admin",
         admin_passphrase=PASSPHRASES["admin"],
-        provider=provider,
-        vault_settings=vault_settings,
+        keys=OpenBaoKeys.from_mapping(vault_settings or {}) if provider == "vault" else LocalKeys(),
     ) as v:
         for name, roles in ROLES.items():
             v.add_user(name, roles, PASSPHRASES[name])

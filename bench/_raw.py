@@ -3,8 +3,8 @@
 The rows are written in the product's own formats through a raw SQLCipher
 connection opened with the vault's real database key, in transactions of
 50,000 rows, with ``cipher_memory_security`` left off for the build only (the
-product's :class:`vault._store.Store` turns it on; the *measured* operations
-always go through the product's Store). Log entries are produced by the
+product's SQLCipher backend turns it on; the *measured* operations
+always go through the product's backend). Log entries are produced by the
 product's own :func:`vault._audit.append` (canonical RFC 8785 bytes, hash
 chain), through a two-method adapter.
 """
@@ -35,16 +35,16 @@ def connect(home: Path, identity: Any) -> Any:
 
 
 class _Appender:
-    """The two Store methods :func:`vault._audit.append` needs, on a raw connection."""
+    """The two audit-log methods :func:`vault._audit.append` needs, on a raw connection."""
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
 
-    def audit_head(self) -> tuple[int, bytes | None]:
+    def head(self) -> tuple[int, bytes | None]:
         row = self.conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         return (0, None) if row is None else (int(row[0]) + 1, bytes(row[1]))
 
-    def append_audit(self, rows: Sequence[tuple[int, bytes, bytes]]) -> None:
+    def append(self, rows: Sequence[tuple[int, bytes, bytes]]) -> None:
         self.conn.executemany("INSERT INTO audit (seq, entry, hash) VALUES (?, ?, ?)", rows)
 
 
@@ -60,7 +60,7 @@ def fill_log(home: Path, identity: Any, entries: int, actor: str = "worker1") ->
     app = _Appender(conn)
     now = datetime.now(UTC)
     try:
-        size = app.audit_head()[0]
+        size = app.head()[0]
         while size < entries:
             n = min(CHUNK, entries - size)
             events = [

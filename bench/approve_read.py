@@ -60,7 +60,7 @@ def _blobs(worker: Any, ids: list[str]) -> dict[str, dict[str, tuple[int, str]]]
 
     out = {}
     for rid in ids:
-        found = worker._store.get_keyblob(rid)
+        found = worker._session.db.records.keyblob(rid)
         assert found is not None
         out[rid] = _parse_blob(WrappedRecord(rid, found[0], found[1]))
     return out
@@ -114,7 +114,7 @@ def run(cfg: Config, bao: Bao | None, local_tpl: Template | None = None) -> Resu
         local_tpl = build_template(work / "local-template" / "home")
     worker, officer, ids = _setup(local_tpl, work / "local" / "home", n, csv)
     local = [_approve_read(worker, officer, ids, fields) for _ in range(reps)]
-    log_size = worker._store.audit_size()
+    log_size = worker._session.db.audit.size()
     worker.close()
     officer.close()
     unit = "ms"
@@ -134,7 +134,7 @@ def run(cfg: Config, bao: Bao | None, local_tpl: Template | None = None) -> Resu
         for _ in range(reps):
             ours.append(_approve_read(worker, officer, ids, fields) * 1000)
             floor.append(_floor(bao, blobs, fields) * 1000)
-        log_size = worker._store.audit_size()
+        log_size = worker._session.db.audit.size()
         worker.close()
         officer.close()
         f_v = Figure(

@@ -40,7 +40,7 @@ NAME = "audit_verify"
 
 
 def _bare_chain(store: object) -> int:
-    conn = store._conn
+    conn = store._conn.conn  # the SQLCipher backend's raw connection
     sha = hashlib.sha256
     n = 0
     for entry, digest in conn.execute("SELECT entry, hash FROM audit ORDER BY seq"):
@@ -59,7 +59,7 @@ def run(cfg: Config, tpl: Template | None = None) -> Result:
     size = fill_log(home, tpl.ids["worker1"], cfg.audit_entries - 1)
     with tpl.open(home, "officer1") as v:
         v.checkpoint()  # the last entry, and a signed checkpoint of all of them
-        size = v._store.audit_size()
+        size = v._session.db.audit.size()
     ours, bare, loads = [], [], []
     with tpl.open(home, "worker1") as v:
         for _ in range(cfg.reps):
@@ -75,7 +75,7 @@ def run(cfg: Config, tpl: Template | None = None) -> Result:
 
             def chain() -> None:
                 nonlocal counted
-                counted = _bare_chain(v._store)
+                counted = _bare_chain(v._session.db)
 
             bare.append(size / timed(chain))
             assert counted == size

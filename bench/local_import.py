@@ -49,16 +49,17 @@ def _childvault(tpl: Template, home: Path, source: Path) -> float:
     tpl.copy(home)
     with tpl.open(home, "worker1") as v:
         seconds = timed(lambda: v.import_file(source))
-        assert v._store.count_records() > 0
+        assert v._session.db.records.count() > 0
     return seconds
 
 
 class _NoMemorySecurity:
-    """Diagnostic only: open the product's Store with ``cipher_memory_security`` left off.
+    """Diagnostic only: open the product's database with ``cipher_memory_security`` left off.
 
-    Wraps ``sqlcipher3.connect`` so that the one ``PRAGMA cipher_memory_security
-    = ON`` statement of ``vault._store.Store`` is skipped; everything else is the
-    product. Used to show what that setting costs, never as the product's figure.
+    Wraps ``sqlcipher3.connect`` so that the one ``PRAGMA cipher_memory_security``
+    statement of the SQLCipher backend (``childvault.vault._sqlcipher``) is
+    skipped; everything else is the product. Used to show what that setting
+    costs, never as the product's figure.
     """
 
     def __enter__(self) -> None:

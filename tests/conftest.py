@@ -19,7 +19,14 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from childvault.keys import Identity
-from childvault.vault import Consent, NewRecordInput, Vault
+from childvault.vault import (
+    Consent,
+    LocalKeys,
+    NewRecordInput,
+    OpenBaoCredentials,
+    OpenBaoKeys,
+    Vault,
+)
 
 PASSPHRASES = {
     "admin": "admin-passphrase-1",
@@ -69,7 +76,10 @@ class World:
 
     def open(self, who: str) -> Vault:
         return Vault.open(
-            self.home, identity=self.ids[who], clock=self.clock, vault_token=self.tokens.get(who)
+            self.home,
+            identity=self.ids[who],
+            clock=self.clock,
+            credentials=OpenBaoCredentials(token=self.tokens.get(who)),
         )
 
     @property
@@ -138,8 +148,7 @@ def build_template(
         admin="admin",
         admin_passphrase=PASSPHRASES["admin"],
         clock=clock,
-        provider=provider,
-        vault_settings=vault_settings,
+        keys=OpenBaoKeys.from_mapping(vault_settings or {}) if provider == "vault" else LocalKeys(),
     ) as v:
         for name, roles in ROLES.items():
             v.add_user(name, roles, PASSPHRASES[name])

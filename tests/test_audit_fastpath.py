@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from childvault.keys import IntegrityError
 from childvault.vault import _audit
 from childvault.vault._merkle import Frontier, leaf_hash
-from childvault.vault._store import Store
+from childvault.vault._sqlcipher._tables import AuditLog
 
 _TEXT = st.text(
     alphabet=st.characters(codec="utf-8", categories=None), max_size=12
@@ -102,21 +102,21 @@ def test_seq_prev_equals_json_loads_on_mutated_entries(
 # -- verify: page checks against the per-entry reference loop -----------------------
 
 
-class _FakeStore:
-    """The audit-reading surface verify uses, over rows held in memory."""
+class _FakeLog:
+    """A log source (what verify reads), over rows held in memory."""
 
     def __init__(self, rows: list[tuple[Any, Any, Any]], batch: int) -> None:
         self.rows = sorted(rows, key=lambda r: r[0])
         self.batch = batch
 
-    def list_checkpoints(self) -> list[Any]:
+    def checkpoints(self) -> list[Any]:
         return []
 
-    def audit_pages(self, start: int = 0) -> Iterator[list[Any]]:
+    def pages(self, start: int = 0, *, batch: int = 0) -> Iterator[list[Any]]:
         for at in range(0, len(self.rows), self.batch):
             yield self.rows[at : at + self.batch]
 
-    audit_row = staticmethod(Store.audit_row)
+    row = staticmethod(AuditLog.row)
 
 
 def _reference(rows: list[tuple[Any, Any, Any]], progress: Callable[[int], None]) -> bytes:
@@ -124,7 +124,7 @@ def _reference(rows: list[tuple[Any, Any, Any]], progress: Callable[[int], None]
     frontier = Frontier()
     prev_hex = None
     for index, row in enumerate(sorted(rows, key=lambda r: r[0])):
-        seq, entry, digest = Store.audit_row(row)
+        seq, entry, digest = AuditLog.row(row)
         if seq != index:
             raise _audit._bad(
                 f"entry {index} is missing (next stored entry is {seq}): entries were deleted"
@@ -219,7 +219,7 @@ def test_verify_pages_report_what_the_per_entry_loop_reports(
             _tamper(rows, how, at)
 
     def ours(progress: Callable[[int], None]) -> bytes:
-        store: Any = _FakeStore(rows, batch)
+        store: Any = _FakeLog(rows, batch)
         return _audit.verify(store, origin="o", signers={}, progress=progress).root
 
     assert _outcome(ours) == _outcome(lambda p: _reference(rows, p))
@@ -228,7 +228,7 @@ def test_verify_pages_report_what_the_per_entry_loop_reports(
 @pytest.mark.parametrize("batch", [5000, 7, 10000])
 def test_verify_pages_tick_progress_like_the_per_entry_loop(batch: int) -> None:
     rows = _chain(25_001)
-    store: Any = _FakeStore(rows, batch)
+    store: Any = _FakeLog(rows, batch)
     ticks: list[int] = []
     report = _audit.verify(store, origin="o", signers={}, progress=ticks.append)
     assert ticks == [10_000, 20_000]

@@ -245,8 +245,8 @@ def test_schema_1_database_migrates_and_finds_registrations(tmp_path: Path) -> N
     conn.close()
     store = Store(path, key)
     try:
-        found = store.audit_entries_with_actions(("user.add", "keys.rotate"))
+        found = store.audit.entries_by_action(("user.add", "keys.rotate"))
         assert found == [entries[0], entries[3]]
-        assert store.latest_checkpoint_by("officer1") is None
+        assert store.checkpoints.latest_by("officer1") is None
     finally:
         store.close()

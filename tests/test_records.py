@@ -132,7 +132,7 @@ def test_writing_before_any_officer_says_how_to_add_one(tmp_path: Path) -> None:
         tmp_path / "h", institution="x", admin="admin", admin_passphrase=PASSPHRASES["admin"]
     ) as v:
         v.add_user("staffer", ["staff"], "staffer-passphrase")
-        v._roles = frozenset({"staff"})  # act as staff without another slow unlock
+        v._session.roles = frozenset({"staff"})  # act as staff without another slow unlock
         with pytest.raises(ConfigError, match="user add NAME --role officer"):
             add_children(v, 1)
 

@@ -34,11 +34,16 @@ from childvault.keys._identity import (
 )
 from childvault.keys._local import CustodianSecret, LocalProvider, blob_generation
 from childvault.keys._provider import (
+    BlindIndexer,
+    CustodianSealing,
+    Diagnosable,
+    ExternalKeyMaterial,
     FieldKey,
     KeyProvider,
     RecordKeys,
     ReleasedKeys,
     Selection,
+    ServerSideRotation,
     WrappedRecord,
 )
 from childvault.keys._slots import KeySlots
@@ -51,10 +56,14 @@ if TYPE_CHECKING:
 __all__ = [
     "AccessDenied",
     "ApprovalInvalid",
+    "BlindIndexer",
     "ChildVaultError",
     "ConfigError",
+    "CustodianSealing",
     "CustodianSecret",
     "DecryptionFailed",
+    "Diagnosable",
+    "ExternalKeyMaterial",
     "FieldKey",
     "Identity",
     "ImportFailed",
@@ -68,6 +77,7 @@ __all__ = [
     "RecordKeys",
     "ReleasedKeys",
     "Selection",
+    "ServerSideRotation",
     "StorageError",
     "UsageError",
     "ValidationError",

@@ -1,4 +1,4 @@
-"""LocalProvider: the embedded default, no server (DESIGN section 3).
+"""LocalProvider: the embedded default, no server (docs/architecture.md, "Providers").
 
 Field DEKs of one record version are sealed together to the institution's
 *custodian* X25519 public key (libsodium sealed box). Anyone with the database
@@ -94,6 +94,7 @@ class LocalProvider:
     Built with the custodian *public* key it can only wrap: that is what staff
     get. Built with custodian secrets (``custodians=``) it can also open,
     release and replace: that is what an officer gets after opening a slot.
+    It has the :class:`~childvault.keys.CustodianSealing` capability.
     """
 
     kind = "local"

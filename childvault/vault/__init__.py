@@ -29,10 +29,11 @@ from childvault.keys import (
 )
 from childvault.vault._audit import VerifyReport
 from childvault.vault._consent import Consent
+from childvault.vault._facade import NewRecordInput, Vault
+from childvault.vault._keyconfig import LocalKeys, OpenBaoCredentials, OpenBaoKeys
 from childvault.vault._reports import ProofVerification, verify_entry_proof, verify_subject_report
 from childvault.vault._schema import FieldSpec, RecordType, Schema
 from childvault.vault._types import Approval, ImportReport, RecordInfo, RequestInfo, UserInfo
-from childvault.vault._vault import NewRecordInput, Vault
 
 __all__ = [
     "AccessDenied",
@@ -47,8 +48,11 @@ __all__ = [
     "ImportFailed",
     "ImportReport",
     "IntegrityError",
+    "LocalKeys",
     "NewRecordInput",
     "NotFound",
+    "OpenBaoCredentials",
+    "OpenBaoKeys",
     "ProofVerification",
     "ProviderUnavailable",
     "RecordInfo",

@@ -1,4 +1,4 @@
-"""The tamper-evident audit log (DESIGN section 5).
+"""The tamper-evident audit log (docs/architecture.md, "Audit log").
 
 Each entry is the RFC 8785 canonical JSON of
 ``{seq, ts, actor, action, outcome, records, fields, purpose, request, grant,
@@ -27,9 +27,9 @@ from typing import Any
 import rfc8785
 
 from childvault.keys import IntegrityError
+from childvault.vault._backend import AuditRepo, LogSource
 from childvault.vault._merkle import HASH_SIZE, Frontier, leaf_hash
 from childvault.vault._note import Checkpoint, verify_note
-from childvault.vault._store import Store
 from childvault.vault._time import iso
 
 #: Every action the library logs; anything else is a programming error.
@@ -153,13 +153,13 @@ def canonical(obj: Any) -> bytes:
     return bytes(rfc8785.dumps(obj))
 
 
-def append(store: Store, events: Sequence[Event], now: datetime) -> list[int]:
-    """Append entries for ``events``; must run inside ``store.write()``.
+def append(log: AuditRepo, events: Sequence[Event], now: datetime) -> list[int]:
+    """Append entries for ``events``; must run inside the backend's transaction.
 
     Reads the head under the write lock, so concurrent processes extend one
     linear chain. Returns the sequence numbers given.
     """
-    seq, prev = store.audit_head()
+    seq, prev = log.head()
     ts = iso(now)
     rows: list[tuple[int, bytes, bytes]] = []
     for event in events:
@@ -168,7 +168,7 @@ def append(store: Store, events: Sequence[Event], now: datetime) -> list[int]:
         rows.append((seq, entry, digest))
         prev = digest
         seq += 1
-    store.append_audit(rows)
+    log.append(rows)
     return [r[0] for r in rows]
 
 
@@ -389,7 +389,7 @@ def _check_page(rows: Sequence[Any], index: int, prev_hex: str | None) -> list[b
 
 
 def verify(
-    store: Store,
+    log: LogSource,
     *,
     origin: str,
     signers: Mapping[str, bytes],
@@ -421,7 +421,7 @@ def verify(
         expected.setdefault(cp.size, []).append(_Expected(cp.size, cp.root, source))
         return cp
 
-    stored = store.list_checkpoints()
+    stored = log.checkpoints()
     for row in stored:
         try:
             cp = add(row.note, f"stored checkpoint {row.id}")
@@ -446,7 +446,7 @@ def verify(
         frontier, before = resume.frontier.copy(), resume.before.copy()
         last_leaf = resume.last_leaf
         index = resume.size
-        last = store.audit_entry(index - 1)
+        last = log.entry_at(index - 1)
         if last is None:
             raise _bad(
                 f"truncated: entry {index - 1} is missing but a checkpoint you signed "
@@ -464,13 +464,13 @@ def verify(
     checked_from = index
     # Sizes at which the per-entry loop compares roots (after that entry).
     marks = sorted(size for size in expected if size > index)
-    for rows in store.audit_pages(index):
+    for rows in log.pages(index):
         leaves = _check_page(rows, index, prev_hex)
         if leaves is None:
             # Something in this page is off (or merely not in the fast shape):
             # the reference loop, entry by entry, names the first problem.
             for row in rows:
-                seq, entry, digest = store.audit_row(row)
+                seq, entry, digest = log.row(row)
                 if seq != index:
                     raise _bad(
                         f"entry {index} is missing (next stored entry is {seq}): "

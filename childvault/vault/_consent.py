@@ -23,13 +23,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING
 
 from childvault.keys._errors import ValidationError
+from childvault.vault._schema import Schema
+from childvault.vault._schema_types import CONSENT_COLUMNS
 from childvault.vault._validators import check_date
-
-if TYPE_CHECKING:
-    from childvault.vault._schema import Schema
 
 __all__ = [
     "CONSENT_AGE",
@@ -43,18 +41,6 @@ __all__ = [
 #: Age (completed years) from which the child consents (M-12; P-2 defines a
 #: child as under 14).
 CONSENT_AGE = 14
-
-#: Column names of the consent basis in the import format and CLI options.
-#: No schema field may take one of these names.
-CONSENT_COLUMNS = (
-    "consent_by",
-    "consented_at",
-    "notice_version",
-    "purposes",
-    "retain_until",
-    "guardian_informed",
-    "guardian_also",
-)
 
 _BY = ("guardian", "child")
 _NOTICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")

@@ -11,7 +11,7 @@ from childvault.keys import ChildVaultError
 from childvault.vault._config import Config, Home
 
 if TYPE_CHECKING:
-    from childvault.vault._vault import Vault
+    from childvault.vault._facade import Vault
 
 
 def diagnose(home_path: Path, opener: Callable[[], Vault]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """RFC 6962 / RFC 9162 Merkle tree hashing, proofs and their verification.
 
-The audit log's entry hashes are the leaves of this tree (DESIGN section 5), so a
-signed checkpoint (size, root) commits to the whole log, and anyone holding an
+The audit log's entry hashes are the leaves of this tree (docs/architecture.md,
+"Audit log"), so a signed checkpoint (size, root) commits to the whole log, and anyone holding an
 older checkpoint can check that the log only grew since (a consistency proof)
 or that one entry is in it (an inclusion proof) with their own RFC 9162 code.
 

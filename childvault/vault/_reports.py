@@ -1,11 +1,12 @@
 """Reports and exports: subject access (M-17, P-19), breach impact (P-21),
 anonymised statistics (M-3, M-14) and audit inclusion proofs.
 
-A mixin of :class:`vault.Vault`; it uses the facade's store, providers and log.
-The standalone verifiers (:func:`verify_subject_report`,
-:func:`verify_entry_proof`) need no database: a child, a guardian or an
-auditor checks a report with nothing but the report and the institution's
-published checkpoint verifier keys (``vkey`` strings).
+The formats and the standalone verifiers live here; the services that make
+reports are :mod:`._svc_reports` and :mod:`._svc_export`. The verifiers
+(:func:`verify_subject_report`, :func:`verify_entry_proof`) need no
+database: a child, a guardian or an auditor checks a report with nothing but
+the report and the institution's published checkpoint verifier keys (``vkey``
+strings).
 
 Proofs follow RFC 6962 / RFC 9162: a log entry's leaf hash is
 ``SHA-256(0x00 || entry bytes)``, where the entry bytes are the exact RFC 8785
@@ -19,7 +20,7 @@ Decisions (see ``docs/reports.md``):
   so every entry is proven. A report made by staff (who cannot sign) proves the
   entries the latest checkpoint covers and lists the newer ones, including the
   report's own read, as ``"checkpointed": false``; an officer later turns it
-  into a fully proven report with :meth:`ReportsMixin.complete_subject_report`
+  into a fully proven report with :meth:`Vault.complete_subject_report`
   (``childvault audit prove --complete``).
 - The report's data, consent and bookkeeping are bound to the log by a salted
   commitment in its ``report.subject`` entry: the log holds only a hash of
@@ -39,11 +40,9 @@ import hashlib
 import io
 import json
 import re
-import secrets
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
-from pathlib import Path
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import rfc8785
@@ -51,27 +50,18 @@ import rfc8785
 from childvault.keys import (
     ChildVaultError,
     IntegrityError,
-    NotFound,
-    Selection,
     UsageError,
-    WrappedRecord,
-    check_user_name,
 )
-from childvault.keys._files import atomic_write
+from childvault.keys._encoding import is_hex_id
 from childvault.vault import _audit
-from childvault.vault._audit import DetailValue, Event
 from childvault.vault._consent import age_on
 from childvault.vault._merkle import Frontier, leaf_hash, verify_inclusion
-from childvault.vault._note import Checkpoint, parse_vkey, verify_note, vkey
-from childvault.vault._time import iso, today
+from childvault.vault._note import Checkpoint, parse_vkey, verify_note
 from childvault.vault._validators import district_of
 
 if TYPE_CHECKING:
-    from childvault.keys import Identity, KeyProvider, ReleasedKeys
-    from childvault.vault._config import Config
-    from childvault.vault._schema import FieldSpec, Schema
-    from childvault.vault._store import RecordRow, Store
-    from childvault.vault._tokens import GrantClaims
+    from childvault.vault._backend import RecordRow
+    from childvault.vault._schema import FieldSpec
 
 __all__ = [
     "AGE_BANDS",
@@ -80,7 +70,6 @@ __all__ = [
     "INCIDENT_FORMAT",
     "SUBJECT_REPORT_FORMAT",
     "ProofVerification",
-    "ReportsMixin",
     "age_band",
     "neutralise_cell",
     "verify_entry_proof",
@@ -116,7 +105,6 @@ _EXPORT_BATCH = 50  # at most this many records' keys are released at once
 _MIN_K, _MAX_K = 2, 1_000_000
 _HASH_SIZE = 32
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_ID_RE = re.compile(r"[0-9a-f]{32}")
 _MAX_ENTRY_BYTES = 1 << 20
 _MAX_ENTRIES = 1_000_000
 # Cells a spreadsheet would run as a formula (OWASP "CSV injection").
@@ -184,12 +172,6 @@ def _generalise(how: str, value: str | None, day: date) -> str:
     if how == "district":
         return district_of(value) or UNKNOWN
     return value  # "keep" (enum values) and identifier = "none": as declared
-
-
-def _check_record_id(value: str) -> str:
-    if not isinstance(value, str) or _ID_RE.fullmatch(value) is None:
-        raise NotFound(f"no record {value!r}: ids are 32 lowercase hex characters")
-    return value
 
 
 def _commitment(report: Mapping[str, Any]) -> str:
@@ -529,7 +511,7 @@ def _verify_report(report: Mapping[str, Any], known: Mapping[str, bytes]) -> Pro
         raise _bad(f"not a subject report (format must be {SUBJECT_REPORT_FORMAT})")
     vault_id = _str(doc["vault_id"], "the vault id")
     record_id = _str(doc["record_id"], "the record id")
-    if _ID_RE.fullmatch(vault_id) is None or _ID_RE.fullmatch(record_id) is None:
+    if not is_hex_id(vault_id) or not is_hex_id(record_id):
         raise _bad("the vault or record id is malformed")
     try:
         commitment = _commitment(doc)
@@ -645,7 +627,7 @@ def _verify_bundle(bundle: Mapping[str, Any], known: Mapping[str, bytes]) -> Pro
     if doc["format"] != ENTRY_PROOF_FORMAT:
         raise _bad(f"not an entry proof (format must be {ENTRY_PROOF_FORMAT})")
     vault_id = _str(doc["vault_id"], "the vault id")
-    if _ID_RE.fullmatch(vault_id) is None:
+    if not is_hex_id(vault_id):
         raise _bad("the vault id is malformed")
     cp, signers = _checkpoint(doc["checkpoint"], vault_id, known)
     seq = _int(doc["seq"], "the sequence number")
@@ -655,692 +637,6 @@ def _verify_bundle(bundle: Mapping[str, Any], known: Mapping[str, bytes]) -> Pro
     return ProofVerification(
         "entry-proof", vault_id, None, cp.size, cp.root.hex(), tuple(signers), (seq,), (), False
     )
-
-
-# ---------------------------------------------------------------------- mixin
-
-
-class ReportsMixin:
-    """Report methods of :class:`vault.Vault`."""
-
-    if TYPE_CHECKING:
-        _store: Store
-        _me: Identity
-        _schema: Schema
-        _config: Config
-        _roles: frozenset[str]
-
-        @property
-        def vault_id(self) -> str: ...
-        @property
-        def user(self) -> str: ...
-        @property
-        def witness_path(self) -> Path: ...
-        def setting(self, key: str) -> str: ...
-        def _now(self, now: datetime | None) -> datetime: ...
-        def _log(self, events: Sequence[Event], now: datetime) -> None: ...
-        def _require(self, roles: Sequence[str], action: str, now: datetime, what: str) -> None: ...
-        def _officer_provider(self) -> KeyProvider: ...
-        def _writer_provider(self) -> KeyProvider: ...
-        def _decrypt(
-            self, keys: ReleasedKeys, records: Sequence[str], fields: Sequence[str]
-        ) -> dict[str, dict[str, str]]: ...
-        def _signers(self) -> dict[str, bytes]: ...
-        def _read_with_claims(
-            self,
-            token: str,
-            records: Sequence[str] | None,
-            fields: Sequence[str] | None,
-            moment: datetime,
-        ) -> tuple[GrantClaims, dict[str, dict[str, str]]]: ...
-        def checkpoint(self, *, now: datetime | None = None) -> str: ...
-
-    # ------------------------------------------------------------ log proofs
-
-    def _latest_checkpoint(self) -> tuple[str, Checkpoint] | None:
-        """The largest stored checkpoint, its signature and origin checked."""
-        rows = self._store.list_checkpoints()
-        if not rows:
-            return None
-        row = rows[-1]
-        try:
-            cp, _ = verify_note(row.note, self._signers())
-        except IntegrityError as exc:
-            raise IntegrityError(
-                f"the latest stored checkpoint does not verify ({exc}): run "
-                "`childvault audit verify`"
-            ) from None
-        if cp.origin != _origin(self.vault_id) or (cp.size, cp.root) != (row.size, row.root):
-            raise IntegrityError(
-                "the latest stored checkpoint does not match this log: "
-                "run `childvault audit verify`"
-            )
-        return row.note, cp
-
-    def _scan(
-        self, leaves: _Leaves, want: Callable[[bytes], bool], out: list[tuple[int, bytes]]
-    ) -> None:
-        """Append the leaves from ``len(leaves)`` on, re-hashing every entry."""
-        start = len(leaves)
-        for seq, entry, digest in self._store.iter_audit(start):
-            if seq != len(leaves):
-                raise IntegrityError(
-                    f"audit log entry {len(leaves)} is missing: run `childvault audit verify`"
-                )
-            leaf = leaf_hash(entry)
-            if leaf != digest:
-                raise IntegrityError(
-                    f"audit log entry {seq} was modified: run `childvault audit verify`"
-                )
-            leaves.append(leaf)
-            if want(entry):
-                out.append((seq, entry))
-
-    def _snapshot(
-        self,
-        want: Callable[[bytes], bool],
-        *,
-        sign: bool,
-        moment: datetime,
-        leaves: _Leaves | None = None,
-        wanted: list[tuple[int, bytes]] | None = None,
-    ) -> _Snapshot:
-        """Scan the log for proofs; with ``sign``, first cover it with a new checkpoint.
-
-        Fails closed (:class:`IntegrityError`) if an entry's bytes no longer
-        match its hash, or the log does not extend the latest checkpoint: a
-        proof from a rewritten log would be worthless, and a new checkpoint
-        over it would bless the rewrite. ``leaves`` and ``wanted`` continue an
-        earlier scan of the same log.
-        """
-        leaves = leaves if leaves is not None else _Leaves()
-        wanted = wanted if wanted is not None else []
-        self._scan(leaves, want, wanted)
-        latest = self._latest_checkpoint()
-        held = [latest[1]] if latest is not None else []
-        _check_prefixes(leaves, held + self._witnessed())
-        if sign and (latest is None or latest[1].size < len(leaves)):
-            self.checkpoint(now=moment)
-            self._scan(leaves, want, wanted)
-            latest = self._latest_checkpoint()
-            if latest is not None:
-                _check_prefixes(leaves, [latest[1]])
-        if latest is None:
-            return _Snapshot(leaves, wanted, None, None)
-        return _Snapshot(leaves, wanted, latest[0], latest[1])
-
-    def _witnessed(self) -> list[Checkpoint]:
-        """The checkpoints in the witness file, each signature and origin checked."""
-        out: list[Checkpoint] = []
-        signers = self._signers()
-        for number, note in enumerate(_audit.read_witness(self.witness_path), start=1):
-            try:
-                cp, _ = verify_note(note, signers)
-            except IntegrityError:
-                raise IntegrityError(
-                    f"witness checkpoint {number} does not verify: run `childvault audit verify`"
-                ) from None
-            if cp.origin != _origin(self.vault_id):
-                raise IntegrityError(
-                    f"witness checkpoint {number} is for another log: check the witness file"
-                )
-            out.append(cp)
-        return out
-
-    @staticmethod
-    def _checkpoint_json(snap: _Snapshot) -> dict[str, Any]:
-        if snap.note is None or snap.checkpoint is None:
-            raise IntegrityError(
-                "the audit log has no signed checkpoint yet: ask an officer to run "
-                "`childvault audit checkpoint`"
-            )
-        return {
-            "note": snap.note,
-            "size": snap.checkpoint.size,
-            "root": snap.checkpoint.root.hex(),
-        }
-
-    def _entries_json(self, snap: _Snapshot) -> list[dict[str, Any]]:
-        size = snap.checkpoint.size if snap.checkpoint is not None else 0
-        proofs = _inclusion_proofs(snap.leaves, size, [s for s, _ in snap.wanted if s < size])
-        return [
-            {
-                "seq": seq,
-                "entry": _entry_text(seq, entry),
-                "leaf_hash": snap.leaves.get(seq).hex(),
-                "checkpointed": seq < size,
-                "proof": [h.hex() for h in proofs.get(seq, [])],
-            }
-            for seq, entry in snap.wanted
-        ]
-
-    def prove_entry(self, seq: int, *, now: datetime | None = None) -> dict[str, Any]:
-        """Officer or admin: an inclusion proof of log entry ``seq`` (``audit prove``).
-
-        If the latest checkpoint does not cover the entry yet, a new one is
-        signed (and witnessed) first. The result is a self-contained document
-        (format :data:`ENTRY_PROOF_FORMAT`) that :func:`verify_entry_proof`
-        checks without the database: the entry as its exact canonical JSON
-        text, its leaf hash, the RFC 6962 audit path and the signed checkpoint.
-        """
-        moment = self._now(now)
-        self._require(("officer", "admin"), "audit.read", moment, "proving log entries")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise UsageError("--entry must be a log sequence number (0 or more)")
-        if self._store.audit_entry(seq) is None:
-            raise NotFound(f"no audit log entry {seq}")
-        latest = self._latest_checkpoint()
-        sign = latest is None or latest[1].size <= seq
-        snap = self._snapshot(lambda _e: False, sign=sign, moment=moment)
-        if snap.checkpoint is None or snap.checkpoint.size <= seq:
-            raise IntegrityError(f"no signed checkpoint covers entry {seq} yet")
-        proof = _inclusion_proofs(snap.leaves, snap.checkpoint.size, [seq])[seq]
-        entry = self._store.audit_entry(seq)
-        if entry is None or leaf_hash(entry[0]) != snap.leaves.get(seq):
-            raise IntegrityError(f"audit log entry {seq} changed while it was being proven")
-        return {
-            "format": ENTRY_PROOF_FORMAT,
-            "vault_id": self.vault_id,
-            "seq": seq,
-            "entry": _entry_text(seq, entry[0]),
-            "leaf_hash": snap.leaves.get(seq).hex(),
-            "proof": [h.hex() for h in proof],
-            "checkpoint": self._checkpoint_json(snap),
-        }
-
-    # -------------------------------------------------------- subject access
-
-    def subject_report(
-        self, record_id: str, token: str, *, now: datetime | None = None
-    ) -> dict[str, Any]:
-        """Subject-access report (M-17, P-19) for the child or guardian.
-
-        ``token`` is an approval token issued to the acting user for this
-        record: the data is read through :meth:`read_with_grant`, so the token
-        is verified and the read is logged like any other; the report discloses
-        exactly the granted fields. The report also gives the record's consent
-        and retention and every log entry about the record, each with an
-        RFC 6962 inclusion proof against the latest signed checkpoint, and is
-        logged as ``report.subject`` with a salted commitment to its content.
-
-        An officer or admin signs a new checkpoint first, so every entry is
-        proven. Staff cannot sign: entries newer than the latest checkpoint
-        (at least the report's own read) are marked ``"checkpointed": false``;
-        an officer completes the proofs with :meth:`complete_subject_report`.
-        Check the result with :func:`verify_subject_report`.
-        """
-        moment = self._now(now)
-        _check_record_id(record_id)
-        claims, values = self._read_with_claims(token, [record_id], None, moment)
-        data = values.get(record_id, {})
-        row = self._store.get_record(record_id)
-        if row is None:
-            raise NotFound(f"record {record_id} was deleted while the report was being made")
-        rtype = self._schema.types.get(row.type)
-        order = list(rtype.fields) if rtype is not None else sorted(data)
-        held = self._store.field_names(record_id)
-        disclosed = [f for f in order if f in data]
-        report: dict[str, Any] = {
-            "format": SUBJECT_REPORT_FORMAT,
-            "vault_id": self.vault_id,
-            "institution": self._config.institution,
-            "record_id": record_id,
-            "generated_at": iso(moment),
-            "generated_by": self.user,
-            "record": {
-                "type": row.type,
-                "version": row.version,
-                "created_at": row.created_at,
-                "updated_at": row.updated_at,
-                "fields_held": [f for f in order if f in held or f in row.metadata],
-                "fields_disclosed": disclosed,
-                "fields_withheld": [f for f in order if f in held and f not in data],
-            },
-            "data": {f: data[f] for f in disclosed},
-            "metadata": dict(sorted(row.metadata.items())),
-            "consent": _consent_json(row),
-            "retention": {
-                "retain_until": row.retain_until,
-                "at_expiry": "destroyed by crypto-shredding in the retention sweep (P-12)",
-            },
-            "grant": {"id": claims.jti, "request": claims.req, "purpose": claims.pur},
-            "salt": secrets.token_hex(32),
-        }
-        report["commitment"] = _commitment(report)
-        needle = record_id.encode("ascii")
-
-        def about(entry: bytes) -> bool:
-            return needle in entry and record_id in _decoded(entry).get("records", ())
-
-        leaves = _Leaves()
-        wanted: list[tuple[int, bytes]] = []
-        self._scan(leaves, about, wanted)  # the bulk of the log, without holding the lock
-        with self._store.write():
-            # Under the append lock no entry can slip in between the scan and the
-            # report's own entry, which records how many entries about the record
-            # precede it and a digest of their leaf hashes: a verifier can then
-            # tell that the report leaves none out.
-            self._scan(leaves, about, wanted)
-            _audit.append(
-                self._store,
-                [
-                    Event(
-                        self.user,
-                        "report.subject",
-                        records=[record_id],
-                        fields=disclosed,
-                        purpose=claims.pur,
-                        request=claims.req,
-                        grant=claims.jti,
-                        detail={
-                            "commitment": report["commitment"],
-                            "about": len(wanted),
-                            "about_digest": _about_digest(leaves.get(s) for s, _ in wanted),
-                        },
-                    )
-                ],
-                moment,
-            )
-        snap = self._snapshot(
-            about,
-            sign=bool({"officer", "admin"} & self._roles),
-            moment=moment,
-            leaves=leaves,
-            wanted=wanted,
-        )
-        if snap.checkpoint is None:
-            raise IntegrityError(
-                "the audit log has no signed checkpoint yet: ask an officer to run "
-                "`childvault audit checkpoint`, then make the report again"
-            )
-        report["checkpoint"] = self._checkpoint_json(snap)
-        report["entries"] = self._entries_json(snap)
-        report["pending"] = _pending_note(report["entries"])
-        self._self_check(report)
-        return report
-
-    def complete_subject_report(
-        self, report: Mapping[str, Any], *, now: datetime | None = None
-    ) -> dict[str, Any]:
-        """Officer or admin: prove the entries of a staff-made report that were pending.
-
-        Every entry the report carries must still be in the log byte for byte
-        (else :class:`IntegrityError`: the report or the log was altered). A new
-        checkpoint is signed if needed, and every entry gets a proof against
-        it. No field value is decrypted; the report's data is passed through
-        unchanged, so its commitment still verifies.
-        """
-        moment = self._now(now)
-        self._require(("officer", "admin"), "audit.read", moment, "completing report proofs")
-        try:
-            vault_id = report["vault_id"]
-            entries = report["entries"]
-            seqs = [int(e["seq"]) for e in entries]
-            texts = [str(e["entry"]).encode("utf-8") for e in entries]
-        except (KeyError, TypeError, ValueError, UnicodeEncodeError):
-            raise UsageError("this file is not a childvault subject report") from None
-        if report.get("format") != SUBJECT_REPORT_FORMAT:
-            raise UsageError("this file is not a childvault subject report")
-        if vault_id != self.vault_id:
-            raise UsageError("this report is from another vault")
-        for seq, text in zip(seqs, texts, strict=True):
-            stored = self._store.audit_entry(seq) if seq >= 0 else None
-            if stored is None or stored[0] != text:
-                raise IntegrityError(
-                    f"entry {seq} of the report differs from the audit log: the report or the "
-                    "log was altered; run `childvault audit verify`"
-                )
-        latest = self._latest_checkpoint()
-        sign = latest is None or latest[1].size <= max(seqs, default=-1)
-        snap = self._snapshot(lambda _e: False, sign=sign, moment=moment)
-        snap.wanted = list(zip(seqs, texts, strict=True))
-        out = dict(report)
-        out["checkpoint"] = self._checkpoint_json(snap)
-        out["entries"] = self._entries_json(snap)
-        out["pending"] = _pending_note(out["entries"])
-        # Never hand back a report that does not verify: in particular one whose
-        # data was altered after it was made (its commitment no longer matches).
-        self._self_check(out)
-        return out
-
-    def _self_check(self, report: Mapping[str, Any]) -> None:
-        vkeys = [vkey(name, key) for name, key in sorted(self._signers().items())]
-        try:
-            verify_subject_report(report, vkeys)
-        except IntegrityError as exc:
-            raise IntegrityError(
-                f"the report does not verify, so it is not issued: {exc}"
-            ) from None
-
-    # --------------------------------------------------------- breach impact
-
-    def incident_report(
-        self,
-        actor: str,
-        since: datetime,
-        until: datetime | None = None,
-        *,
-        now: datetime | None = None,
-    ) -> dict[str, Any]:
-        """Officer or admin: breach impact of one user (P-21), from the audit log.
-
-        Lists the records and fields ``actor`` read (``grant.read`` entries
-        with outcome ok) or decrypted for an anonymised export
-        (``export.anonymized``) between ``since`` and ``until`` (inclusive;
-        default now), with counts per record and per field, and counts their
-        denied or failed attempts separately. It is the basis for notifying
-        the affected children and guardians; it holds record ids and field
-        names only, no name or contact detail: those are read, like any data,
-        through an approval. Logged as ``report.incident``.
-        """
-        moment = self._now(now)
-        self._require(("officer", "admin"), "report.incident", moment, "breach-impact reports")
-        check_user_name(actor)
-        end = until if until is not None else moment
-        if since.tzinfo is None or end.tzinfo is None:
-            raise UsageError("give --since and --until with a time zone (or as UTC)")
-        if since > end:
-            raise UsageError("--since must not be after --until")
-        lo, hi = iso(since), iso(end)
-        self._log(
-            [
-                Event(
-                    self.user,
-                    "report.incident",
-                    detail={"actor": actor, "since": lo, "until": hi},
-                )
-            ],
-            moment,
-        )
-        per_record: dict[str, dict[str, Any]] = {}
-        per_field: dict[str, dict[str, Any]] = {}
-        denied_by_action: dict[str, int] = {}
-        denied_records: dict[str, int] = {}
-        denied = 0
-        scanned = 0
-        needle = json.dumps(actor).encode("utf-8")
-        for seq, entry, digest in self._store.iter_audit():
-            scanned += 1
-            if leaf_hash(entry) != digest:
-                raise IntegrityError(
-                    f"audit log entry {seq} was modified: run `childvault audit verify`"
-                )
-            if needle not in entry:
-                continue
-            obj = _decoded(entry)
-            ts = obj.get("ts")
-            if obj.get("actor") != actor or not isinstance(ts, str) or not lo <= ts <= hi:
-                continue
-            action, outcome = obj.get("action"), obj.get("outcome")
-            records = [r for r in obj.get("records", ()) if isinstance(r, str)]
-            fields = [f for f in obj.get("fields", ()) if isinstance(f, str)]
-            if outcome in ("denied", "error"):
-                denied += 1
-                denied_by_action[str(action)] = denied_by_action.get(str(action), 0) + 1
-                for rid in records:
-                    denied_records[rid] = denied_records.get(rid, 0) + 1
-                continue
-            if outcome != "ok" or action not in ("grant.read", "export.anonymized") or not records:
-                continue
-            kind = "read" if action == "grant.read" else "exported"
-            for rid in records:
-                item = per_record.setdefault(
-                    rid,
-                    {
-                        "record_id": rid,
-                        "read": {"events": 0, "fields": {}},
-                        "exported": {"events": 0, "fields": {}},
-                        "first": ts,
-                        "last": ts,
-                    },
-                )
-                item[kind]["events"] += 1
-                item["last"] = ts
-                for f in fields:
-                    item[kind]["fields"][f] = item[kind]["fields"].get(f, 0) + 1
-                    stats = per_field.setdefault(f, {"read": 0, "exported": 0, "records": set()})
-                    stats[kind] += 1
-                    stats["records"].add(rid)
-        records_out = []
-        for rid in sorted(per_record):
-            item = per_record[rid]
-            item["status"] = self._record_status(rid)
-            records_out.append(item)
-        return {
-            "format": INCIDENT_FORMAT,
-            "vault_id": self.vault_id,
-            "generated_at": iso(moment),
-            "generated_by": self.user,
-            "actor": actor,
-            "since": lo,
-            "until": hi,
-            "records": records_out,
-            "fields": {
-                f: {"read": s["read"], "exported": s["exported"], "records": len(s["records"])}
-                for f, s in sorted(per_field.items())
-            },
-            "denied": {
-                "attempts": denied,
-                "by_action": dict(sorted(denied_by_action.items())),
-                "records": dict(sorted(denied_records.items())),
-            },
-            "totals": {
-                "records": len(records_out),
-                "read_events": sum(r["read"]["events"] for r in records_out),
-                "export_events": sum(r["exported"]["events"] for r in records_out),
-                "denied_attempts": denied,
-                "log_entries_scanned": scanned,
-            },
-            "contact_details": (
-                "This report holds record ids and field names only, never names or contact "
-                "details. To notify the affected children and guardians (P-21), file an access "
-                "request for the contact fields of these records (for example guardian_name "
-                "and guardian_phone) and have another officer approve it."
-            ),
-        }
-
-    def _record_status(self, record_id: str) -> str:
-        if self._store.get_record(record_id) is not None:
-            return "live"
-        return "deleted" if self._store.tombstone(record_id) is not None else "unknown"
-
-    # ------------------------------------------------------ anonymised export
-
-    def export_anonymized(
-        self, out: Path | str, *, k: int = 5, now: datetime | None = None
-    ) -> dict[str, Any]:
-        """Officer: write anonymised statistics (M-3, M-14) as CSV to ``out``.
-
-        Only records that consented to the ``statistics`` purpose under the
-        current notice and are within retention are used. Direct identifiers
-        are never decrypted; quasi identifiers are generalised (date of birth
-        to an :data:`AGE_BANDS` band on the export date, address to its
-        county-level district, enum values kept) and fields declared
-        ``identifier = "none"`` are kept as is (binary fields never). The file
-        holds one row per equivalence class (all exported columns) with its
-        ``count``; classes smaller than ``k`` are suppressed. Cells are
-        neutralised against spreadsheet formulas; the file is written
-        atomically with mode 0600.
-
-        Keys are released by the provider to the officer's own identity, at
-        most 50 records at a time, each batch logged (``export.anonymized``,
-        records and fields, no values) and committed before it is decrypted;
-        a final entry records the counts. Memory holds only the class counts.
-        """
-        moment = self._now(now)
-        self._require(("officer",), "export.anonymized", moment, "anonymised exports")
-        if not isinstance(k, int) or isinstance(k, bool) or not _MIN_K <= k <= _MAX_K:
-            raise UsageError(f"--k must be a whole number from {_MIN_K} (5 or more advised)")
-        if EXPORT_PURPOSE not in self._schema.purposes:
-            raise UsageError(
-                f"this vault's schema declares no {EXPORT_PURPOSE!r} purpose, so no record "
-                "can have consented to statistics: nothing may be exported"
-            )
-        target = Path(out)
-        if not target.parent.is_dir():
-            raise UsageError(f"the directory of --out ({target.parent}) does not exist")
-        plans = {
-            name: {column: (f, how) for column, f, how in _export_plan(rt.fields)}
-            for name, rt in self._schema.types.items()
-        }
-        header: list[str] = []
-        for plan in plans.values():
-            header.extend(c for c in plan if c not in header)
-        export_id = secrets.token_hex(16)
-        day = today(moment)
-        notice = self.setting("notice_version")
-        counts: dict[tuple[str, ...], int] = {}
-        excluded = {"no_statistics_consent": 0, "past_retention": 0, "outdated_notice": 0}
-        used = 0
-        batches = 0
-        try:
-            for batch in self._eligible_batches(day.isoformat(), notice, excluded):
-                batches += 1
-                used += self._export_batch(batch, plans, header, counts, export_id, day, moment)
-            kept = sorted((key, n) for key, n in counts.items() if n >= k)
-            body = _csv_bytes(["record_type", *header, "count"], kept)
-            digest = hashlib.sha256(body).hexdigest()
-            atomic_write(target, body, mode=0o600)
-        except ChildVaultError as exc:
-            # The batches already logged stay; record that the export did not finish.
-            self._log(
-                [
-                    Event(
-                        self.user,
-                        "export.anonymized",
-                        "error",
-                        purpose=EXPORT_PURPOSE,
-                        detail={
-                            "export": export_id,
-                            "stage": "failed",
-                            "reason": type(exc).__name__,
-                        },
-                    )
-                ],
-                moment,
-            )
-            raise
-        exported = sum(n for _, n in kept)
-        summary: dict[str, DetailValue] = {
-            "export": export_id,
-            "stage": "done",
-            "k": k,
-            "records": used,
-            "records_exported": exported,
-            "classes": len(kept),
-            "suppressed_classes": len(counts) - len(kept),
-            "suppressed_records": used - exported,
-            "batches": batches,
-            "excluded_no_statistics_consent": excluded["no_statistics_consent"],
-            "excluded_past_retention": excluded["past_retention"],
-            "excluded_outdated_notice": excluded["outdated_notice"],
-            "sha256": digest,
-        }
-        self._log(
-            [Event(self.user, "export.anonymized", purpose=EXPORT_PURPOSE, detail=summary)],
-            moment,
-        )
-        return {
-            **{k_: v for k_, v in summary.items() if k_ not in ("stage",)},
-            "out": str(target),
-            "columns": ["record_type", *header, "count"],
-            "excluded": excluded,
-            "export_date": day.isoformat(),
-        }
-
-    def _eligible_batches(
-        self, day: str, notice: str, excluded: dict[str, int]
-    ) -> Iterator[list[RecordRow]]:
-        """Pages of at most 50 records that may be used for statistics."""
-        after = ""
-        while True:
-            page = self._store.iter_records(after=after, limit=_EXPORT_BATCH)
-            if not page:
-                return
-            after = page[-1].id
-            batch: list[RecordRow] = []
-            for row in page:
-                if EXPORT_PURPOSE not in row.consent.get("purposes", ()):
-                    excluded["no_statistics_consent"] += 1
-                elif row.retain_until < day:
-                    excluded["past_retention"] += 1
-                elif row.consent.get("notice_version") != notice:
-                    # Consent given under another notice must be renewed (P-10).
-                    excluded["outdated_notice"] += 1
-                else:
-                    batch.append(row)
-            if batch:
-                yield batch
-
-    def _export_batch(
-        self,
-        batch: Sequence[RecordRow],
-        plans: Mapping[str, Mapping[str, tuple[str, str]]],
-        header: Sequence[str],
-        counts: dict[tuple[str, ...], int],
-        export_id: str,
-        day: date,
-        moment: datetime,
-    ) -> int:
-        """Log, release, decrypt and count one batch; return how many records it used."""
-        selections: list[Selection] = []
-        wanted: dict[str, list[str]] = {}
-        fields_seen: list[str] = []
-        for row in batch:
-            blob = self._store.get_keyblob(row.id)
-            if blob is None:
-                continue  # deleted meanwhile
-            rtype = self._schema.types.get(row.type)
-            if rtype is None:
-                continue
-            held = set(self._store.field_names(row.id))
-            names = [f for f, _ in plans[row.type].values() if f in held]
-            names = [f for f in names if not rtype.fields[f].metadata]
-            wanted[row.id] = names
-            fields_seen.extend(f for f in names if f not in fields_seen)
-            if names:
-                selections.append(Selection(WrappedRecord(row.id, blob[0], blob[1]), names))
-        if not wanted:
-            return 0
-        # Logged and committed before any key is released or value decrypted.
-        self._log(
-            [
-                Event(
-                    self.user,
-                    "export.anonymized",
-                    records=list(wanted),
-                    fields=fields_seen,
-                    purpose=EXPORT_PURPOSE,
-                    detail={"export": export_id, "stage": "decrypt"},
-                )
-            ],
-            moment,
-        )
-        values: dict[str, dict[str, str]] = {}
-        if selections:
-            grant_id = secrets.token_hex(16)
-            material = self._officer_provider().release(selections, self._me.public, grant_id)
-            keys = self._writer_provider().redeem(material, self._me, grant_id)
-            for sel in selections:
-                rid = sel.record.record_id
-                values.update(self._decrypt(keys, [rid], wanted[rid]))
-            del keys
-        for row in batch:
-            if row.id not in wanted:
-                continue
-            plan = plans[row.type]
-            clear = values.get(row.id, {})
-            key = [row.type]
-            for column in header:
-                if column not in plan:
-                    key.append(NOT_APPLICABLE)
-                    continue
-                f, how = plan[column]
-                raw = row.metadata.get(f) if f in row.metadata else clear.get(f)
-                key.append(_generalise(how, raw, day))
-            tup = tuple(key)
-            counts[tup] = counts.get(tup, 0) + 1
-        return len(wanted)
 
 
 def _export_plan(fields: Mapping[str, FieldSpec]) -> list[tuple[str, str, str]]:

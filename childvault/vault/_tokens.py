@@ -1,8 +1,9 @@
 """Approval tokens: PASETO ``v4.public`` signed with the officer's Ed25519 key.
 
-Footer: ``{"kid": <PASERK k4.pid of the officer's key>}``. Claims (DESIGN
-section 4): ``jti`` grant id, ``req`` request id, ``iss`` officer, ``sub``
-requester, ``vault``, ``rec`` records, ``fld`` fields, ``pur`` purpose,
+Footer: ``{"kid": <PASERK k4.pid of the officer's key>}``. Claims (see
+docs/architecture.md, "A read with a grant"): ``jti`` grant id, ``req``
+request id, ``iss`` officer, ``sub`` requester, ``vault``, ``rec`` records,
+``fld`` fields, ``pur`` purpose,
 ``iat``/``nbf``/``exp`` (RFC 3339 UTC), ``uses`` and ``keys`` (the key
 material for exactly those records and fields, sealed to the requester,
 base64url).

@@ -89,9 +89,9 @@ def test_insider_appends_a_well_formed_entry_in_another_name_and_it_verifies(
     world: World,
 ) -> None:
     store = Store(world.home / "vault.db", _db_key(world))
-    with store.write():
+    with store.transaction():
         _audit.append(
-            store,
+            store.audit,
             [
                 Event(
                     "officer1", "record.delete", records=["0" * 32], detail={"category": "request"}

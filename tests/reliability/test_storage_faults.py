@@ -265,7 +265,7 @@ def test_full_tmpfs_during_import_and_log_appends(
         before = table_digests(world, (*_tables(), "audit"))
         outcomes = []
         with world.open("worker1") as v:
-            v._store.compact_wal()
+            v._session.db.compact()
             assert (world.home / "vault.db-wal").stat().st_size == 0
             _fill(mnt)
             for op in (lambda: list(v.list_records()), v.requests):
@@ -479,7 +479,7 @@ def test_wrong_database_key_is_an_integrity_error(
     with world.open("worker1") as v:
         add_children(v, 2)
         vault_id = v.vault_id
-        index_key = v._secrets["index"]
+        index_key = v._session.secrets["index"]
     db = world.home / "vault.db"
     digest = sha256_file(db)
     KeySlots(world.home / "keyslots.json").add(

@@ -1,0 +1,469 @@
+"""The backend seam: what the vault needs from wherever its rows live.
+
+A :class:`Backend` is a transaction plus narrow repositories (users,
+custodians, records, access, audit log, checkpoints, settings). Every method
+takes and returns plain Python values and the row dataclasses below; no SQL
+leaves an implementation. The SQLCipher store (:mod:`childvault.vault._sqlcipher`)
+is the first implementation; a PostgreSQL store implements the same protocols
+(docs/architecture.md).
+
+Transactions: :meth:`Backend.transaction` is all or nothing and serialises
+writers (one linear audit chain); a nested use joins the outer transaction.
+Every write method must be called inside one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+# ---------------------------------------------------------------------- rows
+
+
+@dataclass(frozen=True)
+class UserRow:
+    """A registered user: public keys and roles (never secrets)."""
+
+    name: str
+    roles: tuple[str, ...]
+    enc_key: bytes
+    sign_key: bytes
+    created_at: str
+    created_by: str
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    """Clear-text bookkeeping of a record (no child data)."""
+
+    id: str
+    type: str
+    version: int
+    created_at: str
+    created_by: str
+    updated_at: str
+    consent: dict[str, Any]
+    retain_until: str
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    """Everything inserted for one new record, in one call."""
+
+    row: RecordRow
+    fields: Sequence[tuple[str, int, bytes]]  # (name, field version, sealed value)
+    blob: bytes
+    source: str | None = None
+    source_row: int | None = None
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    """An access request and its decision."""
+
+    id: str
+    requester: str
+    records: tuple[str, ...]
+    fields: tuple[str, ...]
+    purpose: str
+    reason: str
+    created_at: str
+    status: str
+    decided_by: str | None = None
+    decided_at: str | None = None
+    decision_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class GrantRow:
+    """Server-side state of an issued approval token."""
+
+    id: str
+    request_id: str
+    officer: str
+    requester: str
+    issued_at: str
+    expires_at: str
+    max_uses: int
+    uses: int
+    revoked_at: str | None
+    revoked_by: str | None
+    cache: bytes | None
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    """A stored signed checkpoint."""
+
+    id: int
+    size: int
+    root: bytes
+    note: str
+    signer: str
+    created_at: str
+
+
+#: (seq, entry bytes, entry hash) of one audit log entry.
+AuditRow = tuple[int, bytes, bytes]
+
+# -------------------------------------------------------------- repositories
+
+
+class MetaRepo(Protocol):
+    """The vault's settings table (limits, ids, notice register)."""
+
+    def get(self, key: str) -> str | None:
+        """A value, or None."""
+        ...
+
+    def set(self, key: str, value: str) -> None:
+        """Set a value."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove a value."""
+        ...
+
+
+class UserRepo(Protocol):
+    """Registered users (public keys and roles)."""
+
+    def add(self, user: UserRow) -> None:
+        """Register a user."""
+        ...
+
+    def get(self, name: str) -> UserRow | None:
+        """A registered user, or None."""
+        ...
+
+    def all(self) -> list[UserRow]:
+        """Every registered user, by name."""
+        ...
+
+
+class CustodianRepo(Protocol):
+    """Public halves of the local provider's custodian keys and who holds them."""
+
+    def add(self, generation: int, public_key: bytes, state: str, at: str) -> None:
+        """Register a custodian generation (``current``, ``pending`` or ``retired``)."""
+        ...
+
+    def set_state(self, generation: int, state: str) -> None:
+        """Change a generation's state."""
+        ...
+
+    def all(self) -> list[tuple[int, bytes, str]]:
+        """(generation, public key, state) of every generation, oldest first."""
+        ...
+
+    def add_holder(self, generation: int, officer: str) -> None:
+        """Note that ``officer``'s key slot holds that generation's secret."""
+        ...
+
+    def holders(self, generation: int) -> list[str]:
+        """Officers holding the secret of ``generation``."""
+        ...
+
+    def delete(self, generation: int) -> None:
+        """Forget a generation and its holders."""
+        ...
+
+
+class RecordRepo(Protocol):
+    """Records with their sealed fields, key blobs, blind index, tombstones and imports."""
+
+    def insert(self, records: Sequence[NewRecord]) -> None:
+        """Insert records with their sealed fields and key blobs."""
+        ...
+
+    def get(self, record_id: str) -> RecordRow | None:
+        """A live record's bookkeeping, or None."""
+        ...
+
+    def page(self, *, after: str = "", limit: int = 1000) -> list[RecordRow]:
+        """A page of records ordered by id, after ``after``."""
+        ...
+
+    def count(self) -> int:
+        """How many live records there are."""
+        ...
+
+    def due(self, day: str, *, limit: int = 1000) -> list[str]:
+        """Ids of records whose retention date is before ``day`` (ISO date)."""
+        ...
+
+    def update(
+        self, record_id: str, *, version: int, updated_at: str, consent: dict[str, Any] | None
+    ) -> None:
+        """Bump a record's version (and optionally replace its consent)."""
+        ...
+
+    def fields(self, record_id: str, names: Sequence[str]) -> dict[str, tuple[int, bytes]]:
+        """Sealed values of the named fields present: name -> (version, sealed)."""
+        ...
+
+    def field_names(self, record_id: str) -> list[str]:
+        """Names of the fields stored for a record."""
+        ...
+
+    def put_field(self, record_id: str, name: str, version: int, sealed: bytes) -> None:
+        """Store (or replace) one sealed field value."""
+        ...
+
+    def keyblob(self, record_id: str) -> tuple[int, bytes] | None:
+        """(record version, wrapped blob), or None."""
+        ...
+
+    def replace_keyblob(
+        self, record_id: str, old_version: int, new_version: int, blob: bytes
+    ) -> bool:
+        """Move a blob to ``new_version`` only if the record is still at ``old_version``."""
+        ...
+
+    def put_keyblob_if_version(self, record_id: str, version: int, blob: bytes) -> bool:
+        """Replace a blob only if the record is still at ``version``."""
+        ...
+
+    def keyblob_page(self, *, after: str = "", limit: int = 500) -> list[tuple[str, int, bytes]]:
+        """A page of (record id, version, blob) ordered by id."""
+        ...
+
+    def delete(self, record_id: str, *, at: str, by: str, reason: str) -> None:
+        """Remove a record's rows (fields, keys, index) and leave a tombstone."""
+        ...
+
+    def tombstone(self, record_id: str) -> tuple[str, str, str, bool] | None:
+        """(deleted_at, deleted_by, reason, key destroyed?) of a deleted record, or None."""
+        ...
+
+    def mark_key_destroyed(self, record_ids: Sequence[str]) -> None:
+        """Note that the provider destroyed these records' key material."""
+        ...
+
+    def pending_shreds(self, *, limit: int = 1000) -> list[str]:
+        """Deleted records whose external key material is not yet confirmed destroyed."""
+        ...
+
+    def add_index_tags(self, rows: Sequence[tuple[str, bytes, str]]) -> None:
+        """Add (field, tag, record id) rows to the blind index."""
+        ...
+
+    def drop_index_tags(self, record_id: str, field: str) -> None:
+        """Remove a record's tags for one field."""
+        ...
+
+    def find_by_tag(self, field: str, tag: bytes) -> list[str]:
+        """Record ids whose tag for ``field`` equals ``tag`` (candidates)."""
+        ...
+
+    def import_progress(self, source: str) -> tuple[int, bool]:
+        """(rows already processed, finished?) of an import source."""
+        ...
+
+    def set_import_progress(
+        self, source: str, rows_done: int, *, at: str, finished: bool = False
+    ) -> None:
+        """Record how far an import got (in the same transaction as its rows)."""
+        ...
+
+
+class AccessRepo(Protocol):
+    """Access requests and the grants issued for them."""
+
+    def add_request(self, req: RequestRow) -> None:
+        """Store a new request."""
+        ...
+
+    def request(self, request_id: str) -> RequestRow | None:
+        """A request, or None."""
+        ...
+
+    def requests(self, status: str | None = "pending") -> list[RequestRow]:
+        """Requests with ``status`` (all if None), oldest first."""
+        ...
+
+    def decide(self, request_id: str, *, status: str, by: str, at: str, reason: str | None) -> bool:
+        """Mark a pending request approved or denied; False if it was not pending."""
+        ...
+
+    def add_grant(self, grant: GrantRow) -> None:
+        """Record an issued grant (no use consumed yet)."""
+        ...
+
+    def grant(self, grant_id: str) -> GrantRow | None:
+        """A grant's state, or None."""
+        ...
+
+    def use_grant(self, grant_id: str) -> bool:
+        """Consume one use if any is left and the grant is not revoked."""
+        ...
+
+    def refund_use(self, grant_id: str) -> bool:
+        """Give back a use consumed by a read that failed before any plaintext."""
+        ...
+
+    def set_grant_cache(self, grant_id: str, cache: bytes | None) -> None:
+        """Keep redeemed key material (sealed to the requester) for later uses."""
+        ...
+
+    def revoke_grant(self, grant_id: str, *, at: str, by: str) -> bool:
+        """Revoke a grant; False if unknown or already revoked."""
+        ...
+
+
+class AuditRepo(Protocol):
+    """The append-only audit log (rows as stored; :mod:`._audit` gives them meaning)."""
+
+    def head(self) -> tuple[int, bytes | None]:
+        """(next sequence number, hash of the last entry or None)."""
+        ...
+
+    def append(self, rows: Sequence[AuditRow]) -> None:
+        """Append rows; a sequence collision raises :class:`IntegrityError`."""
+        ...
+
+    def size(self) -> int:
+        """Number of entries (by count, not by the last sequence number)."""
+        ...
+
+    def pages(self, start: int = 0, *, batch: int = 5000) -> Iterator[Sequence[Any]]:
+        """Unconverted (seq, entry, hash) rows from ``start``, a page at a time.
+
+        Unconverted so ``audit verify`` checks a page in bulk; :meth:`row`
+        converts one with checked types (a column of another type raises there).
+        """
+        ...
+
+    def row(self, raw: Any) -> AuditRow:
+        """One row of :meth:`pages` as (seq, entry, hash)."""
+        ...
+
+    def entries(self, start: int = 0, *, batch: int = 5000) -> Iterator[AuditRow]:
+        """Every entry from ``start`` in sequence order, streamed."""
+        ...
+
+    def entries_by_action(self, actions: Sequence[str]) -> list[bytes]:
+        """Entries whose action is one of ``actions`` (an index; callers re-check)."""
+        ...
+
+    def entry_at(self, seq: int) -> tuple[bytes, bytes] | None:
+        """(entry, hash) at ``seq``, or None."""
+        ...
+
+
+class CheckpointRepo(Protocol):
+    """Signed checkpoints of the audit log."""
+
+    def add(
+        self, size: int, root: bytes, note: str, signer: str, at: str, resume_state: bytes
+    ) -> int:
+        """Store a checkpoint with the Merkle state it was signed over; return its id."""
+        ...
+
+    def latest_by(self, signer: str) -> tuple[str, bytes] | None:
+        """(note, resume state) of ``signer``'s checkpoint of the largest tree.
+
+        Only claims: the caller verifies the note with its own key.
+        """
+        ...
+
+    def all(self) -> list[CheckpointRow]:
+        """Every stored checkpoint, by tree size then id."""
+        ...
+
+
+class Backend(Protocol):
+    """Where a vault's rows live: one transaction scope and its repositories."""
+
+    @property
+    def meta(self) -> MetaRepo:
+        """The settings table."""
+        ...
+
+    @property
+    def users(self) -> UserRepo:
+        """Registered users."""
+        ...
+
+    @property
+    def custodians(self) -> CustodianRepo:
+        """Custodian public keys (local provider)."""
+        ...
+
+    @property
+    def records(self) -> RecordRepo:
+        """Records and everything stored per record."""
+        ...
+
+    @property
+    def access(self) -> AccessRepo:
+        """Access requests and grants."""
+        ...
+
+    @property
+    def audit(self) -> AuditRepo:
+        """The audit log."""
+        ...
+
+    @property
+    def checkpoints(self) -> CheckpointRepo:
+        """Signed checkpoints of the audit log."""
+        ...
+
+    def transaction(self) -> contextlib.AbstractContextManager[Any]:
+        """All or nothing, serialised with other writers; nested use joins the outer one."""
+        ...
+
+    def compact(self) -> None:
+        """Best effort: drop freed pages from journals so deleted data does not linger."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...
+
+
+class LogSource(Protocol):
+    """What log verification reads: the entries, a page at a time, and the checkpoints."""
+
+    def pages(self, start: int = 0, *, batch: int = 5000) -> Iterator[Sequence[Any]]:
+        """Unconverted (seq, entry, hash) rows from ``start``, a page at a time."""
+        ...
+
+    def row(self, raw: Any) -> AuditRow:
+        """One unconverted row as (seq, entry, hash), types checked."""
+        ...
+
+    def entry_at(self, seq: int) -> tuple[bytes, bytes] | None:
+        """(entry, hash) at ``seq``, or None."""
+        ...
+
+    def checkpoints(self) -> list[CheckpointRow]:
+        """Every stored checkpoint."""
+        ...
+
+
+@dataclass(frozen=True)
+class BackendLog:
+    """A :class:`LogSource` over any backend's audit and checkpoint repositories."""
+
+    backend: Backend
+
+    def pages(self, start: int = 0, *, batch: int = 5000) -> Iterator[Sequence[Any]]:
+        """See :meth:`LogSource.pages`."""
+        return self.backend.audit.pages(start, batch=batch)
+
+    def row(self, raw: Any) -> AuditRow:
+        """See :meth:`LogSource.row`."""
+        return self.backend.audit.row(raw)
+
+    def entry_at(self, seq: int) -> tuple[bytes, bytes] | None:
+        """See :meth:`LogSource.entry_at`."""
+        return self.backend.audit.entry_at(seq)
+
+    def checkpoints(self) -> list[CheckpointRow]:
+        """See :meth:`LogSource.checkpoints`."""
+        return self.backend.checkpoints.all()

@@ -1,0 +1,666 @@
+"""The :class:`Vault` facade: the one entry point of the library.
+
+It opens a vault as one unlocked user (a :class:`~._session.Session`) and
+delegates every operation, in one line, to the service that owns it
+(docs/architecture.md). Every operation that touches records appends its audit
+entries in the same database transaction; an operation whose entry cannot be
+written does not happen. Denied attempts are logged before the error is raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from childvault.keys import ConfigError, Identity, KeySlots, NotFound, UsageError, check_user_name
+from childvault.keys._files import atomic_write
+from childvault.vault import _audit
+from childvault.vault._audit import Event, VerifyReport
+from childvault.vault._backend import UserRow
+from childvault.vault._config import Config, Home, make_home
+from childvault.vault._consent import Consent
+from childvault.vault._keyconfig import (
+    KeysConfig,
+    LocalKeys,
+    OpenBaoCredentials,
+    OpenBaoKeys,
+    keys_from_config,
+)
+from childvault.vault._registrations import user_detail
+from childvault.vault._schema import Schema
+from childvault.vault._session import Session, new_id
+from childvault.vault._sqlcipher import SQLCipherBackend
+from childvault.vault._svc_access import AccessService
+from childvault.vault._svc_audit import AuditService
+from childvault.vault._svc_export import ExportService
+from childvault.vault._svc_health import HealthService
+from childvault.vault._svc_lifecycle import LifecycleService
+from childvault.vault._svc_notices import NoticeService, packaged_notice_sha256
+from childvault.vault._svc_records import NewRecordInput, RecordService
+from childvault.vault._svc_reports import ReportService
+from childvault.vault._svc_rotation import RotationService
+from childvault.vault._svc_users import UserService
+from childvault.vault._time import Clock, iso, system_clock
+from childvault.vault._types import Approval, ImportReport, RecordInfo, RequestInfo, UserInfo
+
+__all__ = ["LocalKeys", "NewRecordInput", "OpenBaoCredentials", "OpenBaoKeys", "Vault"]
+
+#: The settings a new vault starts with (limits of approvals, the notice version).
+DEFAULTS = {
+    "max_ttl_s": str(8 * 3600),
+    "default_ttl_s": str(3600),
+    "max_records": "50",
+    "max_uses": "10",
+    "notice_version": "2026-1",
+}
+
+
+class Vault:
+    """An open vault, acting as one unlocked user.
+
+    Create one with :meth:`Vault.init` (a new vault) or :meth:`Vault.open`.
+    Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, session: Session) -> None:
+        s = self._session = session
+        self._notices = NoticeService(s)
+        self._audit = AuditService(s)
+        self._users = UserService(s)
+        self._records = RecordService(s, self._notices)
+        self._access = AccessService(s, self._audit)
+        self._lifecycle = LifecycleService(s, self._notices, self._audit)
+        self._rotation = RotationService(s)
+        self._reports = ReportService(s, self._audit, self._access)
+        self._export = ExportService(s, self._access)
+        self._health = HealthService(s, self._notices)
+
+    @classmethod
+    def init(
+        cls,
+        home: Path | str,
+        *,
+        institution: str,
+        admin: str,
+        admin_passphrase: str,
+        keys: KeysConfig | None = None,
+        schema: Path | None = None,
+        witness: Path | None = None,
+        clock: Clock = system_clock,
+        provider: str | None = None,
+        vault_settings: Mapping[str, Any] | None = None,
+    ) -> Vault:
+        """Create a new vault in an empty ``home`` with its first admin; return it opened.
+
+        ``keys`` chooses the key provider: :class:`LocalKeys` (the default) or
+        :class:`OpenBaoKeys`. ``provider`` (``"local"`` / ``"vault"``) and
+        ``vault_settings`` are the older spelling of the same choice, kept until
+        every caller passes ``keys``.
+        """
+        check_user_name(admin)
+        keys = _keys_argument(keys, provider, vault_settings)
+        if not institution.strip() or len(institution) > 200:
+            raise UsageError("--institution must be a non-empty name of at most 200 characters")
+        loaded = Schema.load(Path(schema)) if schema else Schema.default()
+        h = make_home(Path(home))
+        try:
+            now = clock()
+            vault_id = new_id()
+            atomic_write(h.schema, loaded.source, mode=0o600)
+            ident = Identity.generate(admin)
+            ident.save(h.identity(admin), admin_passphrase)
+            secrets_ = {"db": secrets.token_bytes(32), "index": secrets.token_bytes(32)}
+            slots = KeySlots(h.keyslots)
+            slots.create(vault_id)
+            slots.add(ident.public, vault_id, secrets_)
+            config = Config(
+                vault_id=vault_id,
+                institution=institution.strip(),
+                provider=keys.name,
+                witness=str(Path(witness).resolve()) if witness else None,
+                vault_settings=keys.settings_json(),
+            )
+            store = SQLCipherBackend(h.database, secrets_["db"], create=True)
+            with store.transaction():
+                for key, value in {
+                    **DEFAULTS,
+                    "vault_id": vault_id,
+                    "institution": config.institution,
+                    "provider": keys.name,
+                    "schema_digest": loaded.digest,
+                    "created_at": iso(now),
+                    "accepting_records": "1",
+                    "notices": json.dumps(
+                        {
+                            DEFAULTS["notice_version"]: {
+                                "sha256": packaged_notice_sha256(),
+                                "published_at": iso(now),
+                                "by": admin,
+                            }
+                        }
+                    ),
+                }.items():
+                    store.meta.set(key, value)
+                store.users.add(
+                    UserRow(
+                        admin,
+                        ("admin",),
+                        ident.public.encryption_key,
+                        ident.public.signing_key,
+                        iso(now),
+                        admin,
+                    )
+                )
+                _audit.append(
+                    store.audit,
+                    [
+                        Event(admin, "vault.init", detail={"provider": keys.name}),
+                        Event(
+                            admin, "user.add", detail=user_detail(admin, ["admin"], ident.public)
+                        ),
+                    ],
+                    now,
+                )
+            config.save(h)
+        except BaseException:
+            # A half-made home would confuse the next `init`: remove what we made.
+            _remove_tree(h.path)
+            raise
+        return cls(Session(h, config, ident, store, secrets_, loaded, clock, keys))
+
+    @classmethod
+    def open(
+        cls,
+        home: Path | str,
+        user: str | None = None,
+        passphrase: str | None = None,
+        *,
+        identity: Identity | None = None,
+        clock: Clock = system_clock,
+        credentials: OpenBaoCredentials | None = None,
+        vault_token: str | None = None,
+        approle: tuple[str, str] | None = None,
+    ) -> Vault:
+        """Open the vault in ``home`` as ``user`` (unlocking with ``passphrase``).
+
+        Pass ``identity=`` instead of user and passphrase to reuse an unlocked
+        identity (embedding applications, tests). ``credentials`` are the
+        acting user's OpenBao / Vault credentials (OpenBao keys only; default:
+        ``VAULT_TOKEN``). ``vault_token`` / ``approle`` are the older spelling
+        of the same, kept until every caller passes ``credentials``.
+        """
+        if vault_token is not None or approle is not None:
+            if credentials is not None:
+                raise UsageError("give credentials= or vault_token= / approle=, not both")
+            credentials = OpenBaoCredentials(vault_token, approle)
+        h = Home(Path(home))
+        config = Config.load(h)
+        if identity is None:
+            if user is None or passphrase is None:
+                raise UsageError("give the acting user and passphrase (or an unlocked identity)")
+            check_user_name(user)
+            path = h.identity(user)
+            if not path.exists():
+                raise NotFound(
+                    f"unknown user {user!r} in {h.path}: check --as / CHILDVAULT_USER, "
+                    "or ask an admin to run `childvault user add`"
+                )
+            identity = Identity.load(path, passphrase)
+        secrets_ = KeySlots(h.keyslots).open(identity, config.vault_id)
+        store = SQLCipherBackend(h.database, secrets_["db"])
+        try:
+            if store.meta.get("vault_id") != config.vault_id:
+                raise ConfigError(f"{h.config} does not belong to the database {h.database}")
+            if store.meta.get("provider") != config.provider:
+                raise ConfigError(f"{h.config} names another key provider than the database")
+            schema = Schema.load(h.schema)
+            if schema.digest != store.meta.get("schema_digest"):
+                raise ConfigError(f"{h.schema} differs from the schema this vault was created with")
+            keys = keys_from_config(config)
+            return cls(
+                Session(h, config, identity, store, secrets_, schema, clock, keys, credentials)
+            )
+        except BaseException:
+            store.close()
+            raise
+
+    def close(self) -> None:
+        """Close the database (and the Vault session, if one was opened)."""
+        self._session.close()
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- properties
+
+    @property
+    def vault_id(self) -> str:
+        """This vault's random id."""
+        return self._session.vault_id
+
+    @property
+    def user(self) -> str:
+        """The acting user."""
+        return self._session.user
+
+    @property
+    def roles(self) -> frozenset[str]:
+        """The acting user's roles."""
+        return self._session.roles
+
+    @property
+    def schema(self) -> Schema:
+        """The vault's schema."""
+        return self._session.schema
+
+    @property
+    def home(self) -> Path:
+        """The home directory."""
+        return self._session.home.path
+
+    @property
+    def witness_path(self) -> Path:
+        """Where checkpoints are witnessed."""
+        return self._session.witness_path
+
+    @property
+    def provider_kind(self) -> str:
+        """The key provider's name in ``config.json``: ``"local"`` or ``"vault"``."""
+        return self._session.keys.name
+
+    def now(self) -> datetime:
+        """The vault's clock (injectable for tests)."""
+        return self._session.clock()
+
+    def setting(self, key: str) -> str:
+        """A vault-wide setting (limits, notice version)."""
+        return self._session.setting(key)
+
+    def index_tags(self, field: str, values: Sequence[str]) -> list[bytes]:
+        """Truncated keyed blind-index tags of ``values`` for ``field``."""
+        return self._session.keys.index_tags(field, values)
+
+    # ---------------------------------------------------------------- operations
+
+    def add_user(
+        self, name: str, roles: Sequence[str], passphrase: str, *, now: datetime | None = None
+    ) -> UserInfo:
+        """Admin: enrol a user with ``roles``, writing their identity file.
+
+        The first officer receives the newly created custodian key; later
+        officers receive it when an existing officer runs :meth:`share_custodian`.
+        """
+        return self._users.add_user(name, roles, passphrase, now=now)
+
+    def share_custodian(self, name: str, *, now: datetime | None = None) -> None:
+        """Officer: give officer ``name`` the custodian key so they can approve.
+
+        Rewrites ``name``'s key slot with the database and index keys plus every
+        custodian generation the acting officer holds.
+        """
+        self._users.share_custodian(name, now=now)
+
+    def users(self) -> list[UserInfo]:
+        """Every registered user with roles and (for signers) their verifier key."""
+        return self._users.users()
+
+    def add_record(
+        self,
+        type_name: str,
+        values: Mapping[str, str],
+        consent: Consent,
+        *,
+        now: datetime | None = None,
+    ) -> str:
+        """Staff: validate, encrypt and store one record; return its id."""
+        return self._records.add_record(type_name, values, consent, now=now)
+
+    def add_records(
+        self, items: Sequence[NewRecordInput], *, now: datetime | None = None
+    ) -> list[str]:
+        """Staff: add several records in one transaction (all or nothing)."""
+        return self._records.add_records(items, now=now)
+
+    def import_file(
+        self,
+        path: Path | str,
+        *,
+        type_name: str | None = None,
+        skip_invalid: bool = False,
+        fmt: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        now: datetime | None = None,
+    ) -> ImportReport:
+        """Staff: import a CSV or JSON Lines file, streaming, in batches; resumable.
+
+        First every row is validated; if any is invalid and ``skip_invalid`` is
+        false nothing is written and :class:`ImportFailed` lists the bad rows.
+        Rows are then written in batches, each batch in one transaction with its
+        log entries and the import's progress, so an interrupted import resumes
+        where it stopped and never duplicates a row.
+        """
+        return self._records.import_file(
+            path,
+            type_name=type_name,
+            skip_invalid=skip_invalid,
+            fmt=fmt,
+            progress=progress,
+            now=now,
+        )
+
+    def list_records(self, *, now: datetime | None = None) -> Iterator[RecordInfo]:
+        """Bookkeeping of every record (never a value); the listing is logged."""
+        return self._records.list_records(now=now)
+
+    def record_info(self, record_id: str) -> RecordInfo:
+        """Bookkeeping of one record."""
+        return self._records.record_info(record_id)
+
+    def find(
+        self, field: str, value: str, *, type_name: str | None = None, now: datetime | None = None
+    ) -> list[str]:
+        """Staff: candidate records whose ``field`` may equal ``value`` (blind index).
+
+        Tags are truncated, so the list can hold false positives; they are only
+        told apart after an approved read. Refuses fields the schema does not
+        mark ``searchable`` (never low-entropy ones). The lookup is logged.
+        """
+        return self._records.find(field, value, type_name=type_name, now=now)
+
+    def request_access(
+        self,
+        records: Sequence[str],
+        fields: Sequence[str],
+        purpose: str,
+        reason: str,
+        *,
+        now: datetime | None = None,
+    ) -> str:
+        """File an access request for named records, fields and purpose; return its id."""
+        return self._access.request_access(records, fields, purpose, reason, now=now)
+
+    def requests(self, status: str | None = "pending") -> list[RequestInfo]:
+        """Access requests with ``status`` (``None`` for all); logged.
+
+        Officers and admins see every request; staff see their own, with the
+        decision and the officer's reason, so they learn why one was denied.
+        """
+        return self._access.requests(status)
+
+    def approve(
+        self,
+        request_id: str,
+        *,
+        ttl: timedelta | None = None,
+        uses: int = 1,
+        now: datetime | None = None,
+    ) -> Approval:
+        """Officer: approve a pending request and issue its approval token.
+
+        Refuses (logged): the officer's own request, a purpose a record did not
+        consent to, a record past retention or deleted, more records than the
+        cap, a TTL above the maximum. The approval and a signed checkpoint are
+        committed together; the checkpoint is then appended to the witness file.
+        """
+        return self._access.approve(request_id, ttl=ttl, uses=uses, now=now)
+
+    def deny(self, request_id: str, reason: str, *, now: datetime | None = None) -> None:
+        """Officer: deny a pending request with a reason."""
+        self._access.deny(request_id, reason, now=now)
+
+    def revoke(self, grant_id: str, *, now: datetime | None = None) -> None:
+        """Officer: revoke a grant; later reads with its token are denied."""
+        self._access.revoke(grant_id, now=now)
+
+    def read_with_grant(
+        self,
+        token: str,
+        records: Sequence[str] | None = None,
+        fields: Sequence[str] | None = None,
+        *,
+        now: datetime | None = None,
+    ) -> dict[str, dict[str, str]]:
+        """Read approved fields with an approval token.
+
+        Verifies the token (signature by a registered officer, vault, requester,
+        time window, uses, revocation, scope), appends and commits the log entry,
+        then decrypts. Any failure raises the opaque :class:`ApprovalInvalid`
+        after logging a denied attempt with the reason.
+        """
+        return self._access.read_with_grant(token, records, fields, now=now)
+
+    def notices(self) -> dict[str, dict[str, str]]:
+        """The register of published notices: version -> sha256, date, publisher."""
+        return self._notices.notices()
+
+    def notice_sha256(self, version: str) -> str:
+        """The SHA-256 of a published notice version; refuse an unpublished one."""
+        return self._notices.notice_sha256(version)
+
+    def publish_notice(
+        self, version: str, text: bytes, *, now: datetime | None = None
+    ) -> dict[str, str]:
+        """Admin: register a notice text (P-10) and make it the current version.
+
+        Records consented under another version need fresh consent before an
+        approval (``consent renew``). Publishing is logged with the text's hash.
+        """
+        return self._notices.publish_notice(version, text, now=now)
+
+    def health(self) -> list[tuple[str, str, str]]:
+        """(check, ok|warn|fail, message) about users, keys and the provider, for doctor."""
+        return self._health.health()
+
+    def checkpoint(self, *, now: datetime | None = None) -> str:
+        """Officer or admin: sign a checkpoint of the whole log and witness it."""
+        return self._audit.checkpoint(now=now)
+
+    def verify_audit(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        """Verify the whole log against its stored and witnessed checkpoints, then
+        check that every registered user and custodian key was put there by a
+        logged operation (an insider editing those tables directly is caught)."""
+        return self._audit.verify_audit(progress=progress)
+
+    def audit_entries(self, *, record: str | None = None) -> Iterator[dict[str, Any]]:
+        """Officer or admin: the log entries (optionally about one record), with hashes."""
+        return self._audit.audit_entries(record=record)
+
+    def signer_vkeys(self) -> list[str]:
+        """Verifier keys (signed-note vkey form) of every checkpoint signer."""
+        return self._audit.signer_vkeys()
+
+    def correct(
+        self, record_id: str, field: str, value: str, *, now: datetime | None = None
+    ) -> int:
+        """Officer: store a corrected value as a new field version (P-19).
+
+        The new value gets a new key; the record's wrapped keys are replaced so
+        the old version's key is gone (local: resealed without it; Vault: its
+        salt destroyed). The log records that a correction happened, never the
+        values. Returns the new field version.
+        """
+        return self._lifecycle.correct(record_id, field, value, now=now)
+
+    def delete(
+        self, record_id: str, reason: str, *, category: str = "request", now: datetime | None = None
+    ) -> None:
+        """Officer or admin: crypto-shred a record, leaving a tombstone (P-20).
+
+        The rows (sealed values, wrapped keys, index tags) are removed and the
+        tombstone and log entry written in one transaction; then the provider
+        destroys what it holds outside the database (Vault: the record's salts).
+        ``reason`` stays in the tombstone only; the log gets the ``category``.
+        """
+        self._lifecycle.delete(record_id, reason, category=category, now=now)
+
+    def withdraw_consent(
+        self, record_id: str, *, reason: str = "consent withdrawn", now: datetime | None = None
+    ) -> None:
+        """Officer or admin: consent withdrawn, so the record is crypto-shredded (P-20)."""
+        self._lifecycle.withdraw_consent(record_id, reason=reason, now=now)
+
+    def update_consent(
+        self, record_id: str, consent: Consent, *, now: datetime | None = None
+    ) -> None:
+        """Officer: record a new consent (more purposes, or a new notice version).
+
+        The age rule (M-12) is checked against the record's date of birth, which
+        the officer's process decrypts for that purpose only; the check and the
+        consent change are logged.
+        """
+        self._lifecycle.update_consent(record_id, consent, now=now)
+
+    def consent_of(self, record_id: str) -> Consent:
+        """The record's current consent."""
+        return self._lifecycle.consent_of(record_id)
+
+    def retention_sweep(
+        self, *, dry_run: bool = False, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Admin or officer: crypto-shred every record past its retention date (P-12).
+
+        Also completes deletions whose provider-side destruction was interrupted.
+        """
+        return self._lifecycle.retention_sweep(dry_run=dry_run, now=now)
+
+    def decommission(self, *, confirm: bool, now: datetime | None = None) -> dict[str, Any]:
+        """Admin: stop collection, shred every record, sign a final checkpoint (P-23).
+
+        Writes ``decommission-report.json`` into the home (no child data).
+        """
+        return self._lifecycle.decommission(confirm=confirm, now=now)
+
+    def rotate_keys(
+        self, *, progress: Callable[[int, int], None] | None = None, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Rotate the key that wraps every record's keys; resumable.
+
+        Local provider (an officer): a new custodian key pair is sealed to every
+        officer, every record box is resealed to it, then the old pair is
+        destroyed, so backups taken before become unreadable. Vault provider
+        (an admin): the Transit key is rotated, every wrapped key is rewrapped
+        inside Vault (no plaintext), then older key versions are retired.
+        """
+        return self._rotation.rotate_keys(progress=progress, now=now)
+
+    def prove_entry(self, seq: int, *, now: datetime | None = None) -> dict[str, Any]:
+        """Officer or admin: an inclusion proof of log entry ``seq`` (``audit prove``).
+
+        If the latest checkpoint does not cover the entry yet, a new one is
+        signed (and witnessed) first. The result is a self-contained document
+        (format :data:`ENTRY_PROOF_FORMAT`) that :func:`verify_entry_proof`
+        checks without the database: the entry as its exact canonical JSON
+        text, its leaf hash, the RFC 6962 audit path and the signed checkpoint.
+        """
+        return self._reports.prove_entry(seq, now=now)
+
+    def subject_report(
+        self, record_id: str, token: str, *, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Subject-access report (M-17, P-19) for the child or guardian.
+
+        ``token`` is an approval token issued to the acting user for this
+        record: the data is read through :meth:`read_with_grant`, so the token
+        is verified and the read is logged like any other; the report discloses
+        exactly the granted fields. The report also gives the record's consent
+        and retention and every log entry about the record, each with an
+        RFC 6962 inclusion proof against the latest signed checkpoint, and is
+        logged as ``report.subject`` with a salted commitment to its content.
+
+        An officer or admin signs a new checkpoint first, so every entry is
+        proven. Staff cannot sign: entries newer than the latest checkpoint
+        (at least the report's own read) are marked ``"checkpointed": false``;
+        an officer completes the proofs with :meth:`complete_subject_report`.
+        Check the result with :func:`verify_subject_report`.
+        """
+        return self._reports.subject_report(record_id, token, now=now)
+
+    def complete_subject_report(
+        self, report: Mapping[str, Any], *, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Officer or admin: prove the entries of a staff-made report that were pending.
+
+        Every entry the report carries must still be in the log byte for byte
+        (else :class:`IntegrityError`: the report or the log was altered). A new
+        checkpoint is signed if needed, and every entry gets a proof against
+        it. No field value is decrypted; the report's data is passed through
+        unchanged, so its commitment still verifies.
+        """
+        return self._reports.complete_subject_report(report, now=now)
+
+    def incident_report(
+        self,
+        actor: str,
+        since: datetime,
+        until: datetime | None = None,
+        *,
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Officer or admin: breach impact of one user (P-21), from the audit log.
+
+        Lists the records and fields ``actor`` read (``grant.read`` entries
+        with outcome ok) or decrypted for an anonymised export
+        (``export.anonymized``) between ``since`` and ``until`` (inclusive;
+        default now), with counts per record and per field, and counts their
+        denied or failed attempts separately. It is the basis for notifying
+        the affected children and guardians; it holds record ids and field
+        names only, no name or contact detail: those are read, like any data,
+        through an approval. Logged as ``report.incident``.
+        """
+        return self._reports.incident_report(actor, since, until, now=now)
+
+    def export_anonymized(
+        self, out: Path | str, *, k: int = 5, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Officer: write anonymised statistics (M-3, M-14) as CSV to ``out``.
+
+        Only records that consented to the ``statistics`` purpose under the
+        current notice and are within retention are used. Direct identifiers
+        are never decrypted; quasi identifiers are generalised (date of birth
+        to an :data:`AGE_BANDS` band on the export date, address to its
+        county-level district, enum values kept) and fields declared
+        ``identifier = "none"`` are kept as is (binary fields never). The file
+        holds one row per equivalence class (all exported columns) with its
+        ``count``; classes smaller than ``k`` are suppressed. Cells are
+        neutralised against spreadsheet formulas; the file is written
+        atomically with mode 0600.
+
+        Keys are released by the provider to the officer's own identity, at
+        most 50 records at a time, each batch logged (``export.anonymized``,
+        records and fields, no values) and committed before it is decrypted;
+        a final entry records the counts. Memory holds only the class counts.
+        """
+        return self._export.export_anonymized(out, k=k, now=now)
+
+
+def _keys_argument(
+    keys: KeysConfig | None, provider: str | None, vault_settings: Mapping[str, Any] | None
+) -> KeysConfig:
+    """The key configuration of :meth:`Vault.init`, from ``keys`` or the older
+    ``provider`` name and ``vault_settings`` mapping."""
+    if provider is None and vault_settings is None:
+        return keys if keys is not None else LocalKeys()
+    if keys is not None:
+        raise UsageError("give keys= or provider= / vault_settings=, not both")
+    kind = {LocalKeys.name: LocalKeys, OpenBaoKeys.name: OpenBaoKeys}.get(provider or "local")
+    if kind is None:
+        raise UsageError(f"unknown provider {provider!r}: use local or vault")
+    if kind is LocalKeys:
+        return LocalKeys()
+    if not vault_settings:
+        raise UsageError("the vault provider needs its settings (address, mounts, key)")
+    return OpenBaoKeys.from_mapping(vault_settings)
+
+
+def _remove_tree(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        shutil.rmtree(path)

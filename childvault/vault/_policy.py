@@ -1,0 +1,204 @@
+"""The access rules as pure functions: who may act, when an approval or a read is refused.
+
+Each rule takes plain data (rows, claims, limits, the time) and returns
+``None`` or a :class:`Refusal`; none reads the database, the clock or the
+network. The services fetch the data, ask the rule, and on a refusal log a
+denied entry and raise. So the same rules run in the library now and on the
+server later, and they are tested without a vault (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Literal
+
+from childvault.vault._backend import GrantRow, RecordRow, RequestRow, UserRow
+from childvault.vault._tokens import GrantClaims
+
+#: How far in the future a token's issue time may lie (clock skew between machines).
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why an action is refused.
+
+    ``reason`` is the short code logged in the denied entry's detail;
+    ``message`` is what the actor is told; ``kind`` says how it is reported:
+    ``denied`` (an access refusal) or ``usage`` (a request the actor can fix,
+    e.g. a TTL out of range; logged all the same).
+    """
+
+    reason: str
+    message: str
+    kind: Literal["denied", "usage"] = "denied"
+
+
+@dataclass(frozen=True)
+class RecordState:
+    """What a rule needs to know of one record: its bookkeeping and whether keys remain."""
+
+    id: str
+    row: RecordRow | None
+    has_keys: bool
+
+    @property
+    def live(self) -> bool:
+        """Not deleted: the row and its wrapped keys are both there."""
+        return self.row is not None and self.has_keys
+
+
+@dataclass(frozen=True)
+class ApprovalLimits:
+    """The vault's limits on approvals (from its settings)."""
+
+    max_ttl: timedelta
+    max_uses: int
+    max_records: int
+    notice_version: str
+
+
+def role_refusal(
+    roles: Collection[str], allowed: Sequence[str], actor: str, what: str
+) -> Refusal | None:
+    """Refuse an actor who has none of ``allowed`` (``what``: the action, for the message)."""
+    if not set(roles).isdisjoint(allowed):
+        return None
+    return Refusal(
+        "role",
+        f"{what} needs the role {' or '.join(allowed)}; {actor!r} has {', '.join(sorted(roles))}",
+    )
+
+
+def approval_refusal(
+    req: RequestRow,
+    approver: str,
+    *,
+    ttl: timedelta,
+    uses: int,
+    limits: ApprovalLimits,
+    records: Sequence[RecordState],
+    day: date,
+) -> Refusal | None:
+    """The first rule a pending request breaks if ``approver`` approved it now.
+
+    In order: an officer's own request, the TTL, the number of uses, the
+    record cap, then for each record in the request: deleted, past
+    retention, no consent for the purpose, consent under another notice.
+    """
+    if req.requester == approver:
+        return Refusal(
+            "own request", "an officer cannot approve their own request; ask another officer"
+        )
+    if ttl <= timedelta(0) or ttl > limits.max_ttl:
+        return Refusal("ttl", f"the TTL must be positive and at most {limits.max_ttl}", "usage")
+    if not 1 <= uses <= limits.max_uses:
+        return Refusal("uses", f"uses must be between 1 and {limits.max_uses}", "usage")
+    if len(req.records) > limits.max_records:
+        return Refusal("cap", f"more than {limits.max_records} records in one approval")
+    iso_day = day.isoformat()
+    for state in records:
+        rid, row = state.id, state.row
+        if row is None or not state.has_keys:
+            return Refusal("deleted", f"record {rid} was deleted")
+        if row.retain_until < iso_day:
+            return Refusal(
+                "retention", f"record {rid} is past its retention date ({row.retain_until})"
+            )
+        if req.purpose not in row.consent.get("purposes", ()):
+            return Refusal(
+                "purpose",
+                f"record {rid} has no consent for the purpose {req.purpose!r} "
+                "(record a new consent first)",
+            )
+        if row.consent.get("notice_version") != limits.notice_version:
+            return Refusal(
+                "notice",
+                f"record {rid} consented to notice {row.consent.get('notice_version')!r}, "
+                f"but the current notice is {limits.notice_version!r}: "
+                "renew the consent first",
+            )
+    return None
+
+
+def _read(reason: str) -> Refusal:
+    # A refused read tells the reader exactly what the log records.
+    return Refusal(reason, reason)
+
+
+def token_refusal(
+    claims: GrantClaims,
+    signer: UserRow,
+    *,
+    vault_id: str,
+    reader: str,
+    moment: datetime,
+    records: Sequence[str] | None,
+    fields: Sequence[str] | None,
+) -> Refusal | None:
+    """Checks of a token whose signature verified under ``signer``'s key.
+
+    The signer must be an officer and the issuer; the token must be for this
+    vault and this reader, inside its time window, and the records and fields
+    asked for must be inside its scope.
+    """
+    if "officer" not in signer.roles:
+        return _read(f"signed by {signer.name}, who is not an officer")
+    if claims.iss != signer.name:
+        return _read("issuer claim does not match the signing key")
+    if claims.vault != vault_id:
+        return _read("token from another vault")
+    if claims.sub != reader:
+        return _read(f"token issued to {claims.sub}, not {reader}")
+    if moment < claims.nbf or claims.iat > moment + CLOCK_SKEW:
+        return _read("token not yet valid")
+    if moment >= claims.exp:
+        return _read("token expired")
+    if records and not set(records) <= set(claims.rec):
+        return _read("record outside the grant's scope")
+    if fields and not set(fields) <= set(claims.fld):
+        return _read("field outside the grant's scope")
+    return None
+
+
+def grant_refusal(
+    claims: GrantClaims,
+    grant: GrantRow | None,
+    req: RequestRow | None,
+    records: Sequence[RecordState],
+    *,
+    day: date,
+) -> Refusal | None:
+    """Checks of a verified token against the vault's state, at every read.
+
+    The grant must be known, match the token, be unrevoked with uses left; the
+    request must be the approved one the token names; and each record read
+    must still exist, still consent to the purpose, and not be past retention
+    (consent narrowed or retention passed since the approval).
+    """
+    if grant is None:
+        return _read("grant unknown to this vault")
+    if (grant.request_id, grant.officer, grant.requester) != (claims.req, claims.iss, claims.sub):
+        return _read("token does not match the recorded grant")
+    if grant.revoked_at is not None:
+        return _read("grant revoked")
+    if grant.uses >= grant.max_uses or claims.uses != grant.max_uses:
+        return _read("uses exhausted")
+    if (
+        req is None
+        or req.status != "approved"
+        or (req.records, req.fields, req.purpose) != (claims.rec, claims.fld, claims.pur)
+    ):
+        return _read("token does not match the approved request")
+    iso_day = day.isoformat()
+    for state in records:
+        row = state.row
+        if row is None or not state.has_keys:
+            return _read(f"record {state.id} was deleted")
+        if claims.pur not in row.consent.get("purposes", ()):
+            return _read(f"record {state.id} no longer has consent for {claims.pur}")
+        if row.retain_until < iso_day:
+            return _read(f"record {state.id} is past its retention date")
+    return None

@@ -1,0 +1,178 @@
+"""The session every service works over: who acts, with which roles, on which vault.
+
+It holds the unlocked identity, its roles, the clock, the backend, the key
+providers, the schema, the config and home, and the key-slot secrets, and
+offers the few helpers every service uses: the time of an operation, logging,
+and refusing (logged) an actor without the role (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import NoReturn
+
+from childvault.keys import (
+    AccessDenied,
+    ConfigError,
+    Identity,
+    NotFound,
+    PublicIdentity,
+    WrappedRecord,
+)
+from childvault.keys._encoding import check_hex_id
+from childvault.vault import _audit
+from childvault.vault._audit import Event
+from childvault.vault._backend import Backend, RecordRow
+from childvault.vault._config import Config, Home
+from childvault.vault._keyconfig import KeysConfig, OpenBaoCredentials
+from childvault.vault._keyring import Keyring
+from childvault.vault._policy import RecordState, role_refusal
+from childvault.vault._schema import Schema
+from childvault.vault._time import Clock
+
+#: The roles that write records and request access.
+WRITERS = ("staff", "officer")
+
+
+def new_id() -> str:
+    """A random 128-bit id (requests, grants, vaults) as 32 lowercase hex characters."""
+    return secrets.token_hex(16)
+
+
+def signer_name(vault_id: str, user: str) -> str:
+    """The signed-note signer name of ``user`` in vault ``vault_id``."""
+    return f"childvault/{vault_id}/{user}"
+
+
+def log_origin(vault_id: str) -> str:
+    """The checkpoint origin line of a vault's log."""
+    return f"childvault/{vault_id}"
+
+
+class Session:
+    """One unlocked user acting on one open vault."""
+
+    def __init__(
+        self,
+        home: Home,
+        config: Config,
+        identity: Identity,
+        db: Backend,
+        secrets_: Mapping[str, bytes],
+        schema: Schema,
+        clock: Clock,
+        keys: KeysConfig,
+        credentials: OpenBaoCredentials | None = None,
+    ) -> None:
+        self.home = home
+        self.config = config
+        self.me = identity
+        self.db = db
+        self.secrets = dict(secrets_)
+        self.schema = schema
+        self.clock = clock
+        self.keys = Keyring(keys, config.vault_id, identity.name, db, self.secrets, credentials)
+        user = db.users.get(identity.name)
+        if user is None:
+            raise AccessDenied(f"user {identity.name!r} is not registered in this vault")
+        if (user.enc_key, user.sign_key) != (
+            identity.public.encryption_key,
+            identity.public.signing_key,
+        ):
+            raise AccessDenied(
+                f"the identity file of {identity.name!r} does not match the registered keys"
+            )
+        self.roles = frozenset(user.roles)
+
+    @property
+    def user(self) -> str:
+        """The acting user."""
+        return self.me.name
+
+    @property
+    def vault_id(self) -> str:
+        """This vault's random id."""
+        return self.config.vault_id
+
+    @property
+    def witness_path(self) -> Path:
+        """Where checkpoints are witnessed."""
+        return self.config.witness_path(self.home)
+
+    def now(self, at: datetime | None = None) -> datetime:
+        """The time of an operation: ``at`` if the caller gave one, else the clock."""
+        return at if at is not None else self.clock()
+
+    def setting(self, key: str) -> str:
+        """A vault-wide setting (limits, notice version)."""
+        value = self.db.meta.get(key)
+        if value is None:
+            raise ConfigError(f"vault setting {key!r} is missing from the database")
+        return value
+
+    def log(self, events: Sequence[Event], now: datetime) -> None:
+        """Append ``events`` in a transaction of their own."""
+        with self.db.transaction():
+            _audit.append(self.db.audit, events, now)
+
+    def deny(self, event: Event, message: str, now: datetime) -> NoReturn:
+        """Log a denied attempt, then raise AccessDenied. Fail closed if logging fails."""
+        self.log([event], now)
+        raise AccessDenied(message)
+
+    def require(self, roles: Sequence[str], action: str, now: datetime, what: str) -> None:
+        """Refuse (logged) unless the actor has one of ``roles``."""
+        refusal = role_refusal(self.roles, roles, self.user, what)
+        if refusal is not None:
+            self.deny(
+                Event(self.user, action, "denied", detail={"reason": refusal.reason}),
+                refusal.message,
+                now,
+            )
+
+    def public(self, name: str) -> PublicIdentity:
+        """The registered public keys of ``name``."""
+        row = self.db.users.get(name)
+        if row is None:
+            raise NotFound(f"unknown user {name!r}")
+        return PublicIdentity(row.name, row.enc_key, row.sign_key)
+
+    def signers(self) -> dict[str, bytes]:
+        """Signed-note names and keys of everyone allowed to sign checkpoints."""
+        return {
+            signer_name(self.vault_id, u.name): u.sign_key
+            for u in self.db.users.all()
+            if {"officer", "admin"} & set(u.roles)
+        }
+
+    def live_record(self, record_id: str) -> RecordRow:
+        """A record that exists; :class:`NotFound` (saying if it was deleted) otherwise."""
+        row = self.db.records.get(check_hex_id(record_id, "record"))
+        if row is None:
+            if self.db.records.tombstone(record_id):
+                raise NotFound(f"record {record_id} was deleted")
+            raise NotFound(f"no record {record_id}")
+        return row
+
+    def record_state(self, record_id: str) -> RecordState:
+        """A record's bookkeeping (or None) and whether its wrapped keys remain, for the rules."""
+        return RecordState(
+            record_id,
+            self.db.records.get(record_id),
+            self.db.records.keyblob(record_id) is not None,
+        )
+
+    def wrapped(self, record_id: str) -> WrappedRecord:
+        """A record's wrapped keys as the provider needs them."""
+        found = self.db.records.keyblob(record_id)
+        if found is None:
+            raise NotFound(f"record {record_id} has no keys (deleted)")
+        return WrappedRecord(record_id, found[0], found[1])
+
+    def close(self) -> None:
+        """Close the Vault session (if any) and the database."""
+        self.keys.close()
+        self.db.close()

@@ -1,0 +1,58 @@
+"""The SQLCipher backend: the first implementation of :class:`~childvault.vault._backend.Backend`.
+
+Every SQL statement of childvault lives in this package. The rest of the
+library talks to it through the repositories of the backend protocol, so a
+PostgreSQL store can implement the same protocol (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from childvault.vault._sqlcipher._conn import _MIGRATIONS, BUSY_TIMEOUT_S, Connection
+from childvault.vault._sqlcipher._records import Records
+from childvault.vault._sqlcipher._tables import (
+    Access,
+    AuditLog,
+    Checkpoints,
+    Custodians,
+    Meta,
+    Users,
+)
+
+__all__ = ["BUSY_TIMEOUT_S", "MIGRATIONS", "SQLCipherBackend"]
+
+#: The schema migrations, in order (the database's ``user_version`` counts those applied).
+MIGRATIONS = _MIGRATIONS
+
+
+class SQLCipherBackend:
+    """An open SQLCipher database as a :class:`~childvault.vault._backend.Backend`.
+
+    Not thread-safe: one per process or thread.
+    """
+
+    def __init__(self, path: Path, key: bytes, *, create: bool = False) -> None:
+        self._conn = Connection(path, key, create=create)
+        self.path = self._conn.path
+        self.meta = Meta(self._conn)
+        self.users = Users(self._conn)
+        self.custodians = Custodians(self._conn)
+        self.records = Records(self._conn)
+        self.access = Access(self._conn)
+        self.audit = AuditLog(self._conn)
+        self.checkpoints = Checkpoints(self._conn)
+
+    def transaction(self) -> contextlib.AbstractContextManager[Any]:
+        """A write transaction (``BEGIN IMMEDIATE``): all or nothing, serialised."""
+        return self._conn.transaction()
+
+    def compact(self) -> None:
+        """Checkpoint and truncate the WAL so deleted pages do not linger in it."""
+        self._conn.compact()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()

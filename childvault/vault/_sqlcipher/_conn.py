@@ -1,0 +1,345 @@
+"""The SQLCipher connection: opening, migrations, transactions, error translation.
+
+SQLCipher (``sqlcipher3``) with a random 32-byte raw key, WAL journal, foreign
+keys on, and versioned migrations.
+
+Transactions: :meth:`Connection.transaction` opens ``BEGIN IMMEDIATE`` so
+concurrent writers serialise (one linear audit chain); SQLite's busy timeout
+retries with backoff for up to :data:`BUSY_TIMEOUT_S` before a clear
+:class:`StorageError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlcipher3
+
+from childvault.keys import IntegrityError, NotFound, StorageError
+
+#: How long a writer waits for another process's transaction before giving up.
+BUSY_TIMEOUT_S = 30.0
+
+_MIGRATIONS: list[str] = [
+    # 1: the foundation.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        roles TEXT NOT NULL,
+        enc_key BLOB NOT NULL,
+        sign_key BLOB NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL
+    );
+    CREATE TABLE custodians (
+        generation INTEGER PRIMARY KEY,
+        public_key BLOB NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('current', 'pending', 'retired')),
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE custodian_holders (
+        generation INTEGER NOT NULL REFERENCES custodians(generation) ON DELETE CASCADE,
+        officer TEXT NOT NULL REFERENCES users(name),
+        PRIMARY KEY (generation, officer)
+    );
+    CREATE TABLE records (
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        consent TEXT NOT NULL,
+        retain_until TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        source TEXT,
+        source_row INTEGER,
+        UNIQUE (source, source_row)
+    );
+    CREATE INDEX records_retain ON records (retain_until);
+    CREATE TABLE fields (
+        record_id TEXT NOT NULL REFERENCES records(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (record_id, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE keyblobs (
+        record_id TEXT PRIMARY KEY REFERENCES records(id) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        blob BLOB NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE tombstones (
+        record_id TEXT PRIMARY KEY,
+        deleted_at TEXT NOT NULL,
+        deleted_by TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        key_destroyed INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        entry BLOB NOT NULL,
+        hash BLOB NOT NULL
+    );
+    CREATE TABLE requests (
+        id TEXT PRIMARY KEY,
+        requester TEXT NOT NULL,
+        records TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied')),
+        decided_by TEXT,
+        decided_at TEXT,
+        decision_reason TEXT
+    );
+    CREATE INDEX requests_status ON requests (status);
+    CREATE TABLE grants (
+        id TEXT PRIMARY KEY,
+        request_id TEXT NOT NULL REFERENCES requests(id),
+        officer TEXT NOT NULL,
+        requester TEXT NOT NULL,
+        issued_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        max_uses INTEGER NOT NULL,
+        uses INTEGER NOT NULL DEFAULT 0,
+        revoked_at TEXT,
+        revoked_by TEXT,
+        cache BLOB
+    );
+    CREATE TABLE checkpoints (
+        id INTEGER PRIMARY KEY,
+        size INTEGER NOT NULL,
+        root BLOB NOT NULL,
+        note TEXT NOT NULL,
+        signer TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE imports (
+        source TEXT PRIMARY KEY,
+        rows_done INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT
+    );
+    CREATE TABLE blind_index (
+        field TEXT NOT NULL,
+        tag BLOB NOT NULL,
+        record_id TEXT NOT NULL REFERENCES records(id) ON DELETE CASCADE,
+        PRIMARY KEY (field, tag, record_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX blind_index_record ON blind_index (record_id);
+    """,
+    # 2: registrations are found through an index instead of a scan of the whole
+    # log (every writer and every `audit verify` looks them up), and a
+    # checkpoint keeps the Merkle state it was signed over, so an approval
+    # checks only the entries after the approving officer's last checkpoint.
+    # The action is derived from the entry itself (never written separately),
+    # and an entry that is not JSON (tampered) simply has none.
+    """
+    ALTER TABLE audit ADD COLUMN action TEXT GENERATED ALWAYS AS (
+        CASE WHEN json_valid(CAST(entry AS TEXT))
+        THEN json_extract(CAST(entry AS TEXT), '$.action') END
+    ) VIRTUAL;
+    CREATE INDEX audit_action ON audit (action);
+    ALTER TABLE checkpoints ADD COLUMN resume_state BLOB
+    """,
+]
+
+
+def translate(exc: Exception, path: Path) -> Exception:
+    msg = str(exc).lower()
+    if "database or disk is full" in msg or "disk i/o error" in msg:
+        return StorageError(
+            f"the disk holding {path} is full or failing; free space and retry "
+            "(the interrupted transaction was rolled back, nothing was lost)"
+        )
+    if "database is locked" in msg or "database is busy" in msg:
+        return StorageError(
+            f"the database {path} stayed locked by another childvault process for more than "
+            f"{BUSY_TIMEOUT_S:.0f} s; retry when it has finished"
+        )
+    if "file is not a database" in msg or "malformed" in msg or "encrypted" in msg:
+        return IntegrityError(
+            f"the database {path} cannot be read with its key: it is damaged or the key slot "
+            "does not belong to it; restore from backup"
+        )
+    if "thread" in msg:
+        return StorageError(
+            "a Vault object was used from another thread than the one that opened it: "
+            "open one Vault per thread"
+        )
+    if "readonly" in msg or "unable to open" in msg:
+        return StorageError(f"cannot write the database {path}: check permissions and space")
+    return StorageError(f"database error on {path}: {exc.__class__.__name__}")
+
+
+class _Cursor:
+    """A cursor whose fetches translate SQLite errors as ``execute`` does: a
+    damaged page is often met only when a row is stepped to, not at execute."""
+
+    def __init__(self, cursor: Any, path: Path) -> None:
+        self._cursor = cursor
+        self._path = path
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cursor.rowcount)
+
+    @property
+    def lastrowid(self) -> Any:
+        return self._cursor.lastrowid
+
+    def fetchone(self) -> Any:
+        try:
+            return self._cursor.fetchone()
+        except sqlcipher3.Error as exc:
+            raise translate(exc, self._path) from exc
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return list(self._cursor.fetchall())
+        except sqlcipher3.Error as exc:
+            raise translate(exc, self._path) from exc
+
+
+class Connection:
+    """An open SQLCipher database. Not thread-safe; one per process or thread."""
+
+    def __init__(self, path: Path, key: bytes, *, create: bool = False) -> None:
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise NotFound(f"no database at {self.path}: run `childvault init` first")
+        try:
+            conn = sqlcipher3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlcipher3.Error as exc:
+            raise translate(exc, self.path) from exc
+        self.conn: Any = conn
+        try:
+            if create:
+                # Private before the first write; SQLite gives the WAL the same mode.
+                self.path.touch(mode=0o600, exist_ok=True)
+                os.chmod(self.path, 0o600)
+            # The key is raw 32 bytes, so SQLCipher skips its own KDF.
+            conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+            # Off (SQLCipher's own default since 4.5): it mlocks and wipes every
+            # allocation, which cost more than half of an import's time, while the
+            # pages it protects hold only field ciphertexts and Python keeps
+            # copies of every secret anyway (docs/decisions.md, SECURITY.md).
+            conn.execute("PRAGMA cipher_memory_security = OFF")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA secure_delete = ON")
+            self._migrate()
+        except sqlcipher3.Error as exc:
+            conn.close()
+            raise translate(exc, self.path) from exc
+        except Exception:
+            conn.close()
+            raise
+        self._depth = 0
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    # -- transactions -------------------------------------------------------
+
+    def _migrate(self) -> None:
+        version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > len(_MIGRATIONS):
+            raise StorageError(
+                f"the database {self.path} was written by a newer childvault "
+                f"(schema {version}); upgrade childvault"
+            )
+        for number in range(version, len(_MIGRATIONS)):
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Re-read under the lock: another process may have migrated meanwhile.
+                now = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+                if now <= number:
+                    for stmt in _MIGRATIONS[number].split(";"):
+                        if stmt.strip():
+                            self.conn.execute(stmt)
+                    self.conn.execute(f"PRAGMA user_version = {number + 1}")
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A write transaction (``BEGIN IMMEDIATE``): all or nothing, serialised."""
+        if self._depth:
+            # Nested use joins the outer transaction.
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlcipher3.Error as exc:
+            raise translate(exc, self.path) from exc
+        self._depth = 1
+        try:
+            yield
+            self.conn.execute("COMMIT")
+        except sqlcipher3.Error as exc:
+            self._rollback()
+            raise translate(exc, self.path) from exc
+        except BaseException:
+            self._rollback()
+            raise
+        finally:
+            self._depth = 0
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlcipher3.Error):
+            self.conn.execute("ROLLBACK")
+
+    def q(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Execute one statement; SQLite errors become childvault errors."""
+        try:
+            return _Cursor(self.conn.execute(sql, params), self.path)
+        except sqlcipher3.IntegrityError as exc:
+            raise StorageError(f"database constraint violated: {exc}") from exc
+        except sqlcipher3.Error as exc:
+            raise translate(exc, self.path) from exc
+
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Execute one statement for many rows; SQLite errors become childvault errors."""
+        try:
+            self.conn.executemany(sql, rows)
+        except sqlcipher3.IntegrityError as exc:
+            raise StorageError(f"database constraint violated: {exc}") from exc
+        except sqlcipher3.Error as exc:
+            raise translate(exc, self.path) from exc
+
+    def compact(self) -> None:
+        """Checkpoint and truncate the WAL so deleted pages do not linger in it."""
+        with contextlib.suppress(sqlcipher3.Error):
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+
+def as_bytes(value: Any) -> bytes:
+    """A BLOB column as bytes. Someone editing the database may have stored TEXT
+    (e.g. with SQL ``replace``); that is tampering, caught by the hash checks,
+    not a crash."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, memoryview | bytearray):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    raise IntegrityError(
+        "a binary column holds a value of the wrong type: the database was altered"
+    )

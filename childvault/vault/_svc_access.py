@@ -1,0 +1,565 @@
+"""Access: requests, approvals, denials, revocations and reads with a grant.
+
+Each operation checks the rules of :mod:`._policy`, does its client-side
+cryptography (releasing keys, signing or verifying the token, opening fields),
+and keeps its database effects in small steps that run in one transaction
+each (docs/architecture.md, "A read with a grant").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import NoReturn
+
+from childvault.keys import (
+    AccessDenied,
+    ApprovalInvalid,
+    ChildVaultError,
+    DecryptionFailed,
+    FieldKey,
+    NotFound,
+    ProviderUnavailable,
+    ReleasedKeys,
+    Selection,
+    UsageError,
+)
+from childvault.keys._encoding import b64, check_hex_id, is_hex_id, unb64
+from childvault.vault import _audit, _tokens
+from childvault.vault._audit import Event
+from childvault.vault._backend import GrantRow, RequestRow, UserRow
+from childvault.vault._fieldcrypto import open_field
+from childvault.vault._policy import (
+    ApprovalLimits,
+    Refusal,
+    approval_refusal,
+    grant_refusal,
+    token_refusal,
+)
+from childvault.vault._session import WRITERS, Session, new_id
+from childvault.vault._svc_audit import AuditService
+from childvault.vault._time import iso, today
+from childvault.vault._types import ROLES, Approval, RequestInfo
+
+
+class AccessService:
+    """The request / approve / read flow."""
+
+    def __init__(self, session: Session, audit: AuditService) -> None:
+        self.s = session
+        self._audit = audit
+
+    def request_access(
+        self,
+        records: Sequence[str],
+        fields: Sequence[str],
+        purpose: str,
+        reason: str,
+        *,
+        now: datetime | None = None,
+    ) -> str:
+        """File an access request for named records, fields and purpose; return its id."""
+        moment = self.s.now(now)
+        self.s.require(WRITERS, "request.create", moment, "requesting access")
+        recs = tuple(dict.fromkeys(check_hex_id(r, "record") for r in records))
+        flds = tuple(dict.fromkeys(fields))
+        if not recs or not flds:
+            raise UsageError("a request names at least one record and one field")
+        self.s.schema.check_purpose(purpose)
+        reason = reason.strip()
+        if not reason or len(reason) > 1000:
+            raise UsageError("--reason must say why, in at most 1000 characters")
+        cap = int(self.s.setting("max_records"))
+        if len(recs) > cap:
+            raise UsageError(
+                f"a request may name at most {cap} records (to prevent bulk copying); "
+                "split it and explain each"
+            )
+        for rid in recs:
+            row = self.s.db.records.get(rid)
+            if row is None:
+                raise NotFound(
+                    f"no record {rid}" + (" (deleted)" if self.s.db.records.tombstone(rid) else "")
+                )
+            declared = self.s.schema.record_type(row.type).fields
+            for f in flds:
+                if f not in declared:
+                    raise UsageError(
+                        f"field {f!r} is not in the {row.type} schema: choose from "
+                        + ", ".join(declared)
+                    )
+        req = RequestRow(new_id(), self.s.user, recs, flds, purpose, reason, iso(moment), "pending")
+        self._record_request(req, moment)
+        return req.id
+
+    def _record_request(self, req: RequestRow, moment: datetime) -> None:
+        """The database half of a request: store it and log it, in one transaction."""
+        with self.s.db.transaction():
+            self.s.db.access.add_request(req)
+            _audit.append(
+                self.s.db.audit,
+                [
+                    Event(
+                        req.requester,
+                        "request.create",
+                        records=req.records,
+                        fields=req.fields,
+                        purpose=req.purpose,
+                        request=req.id,
+                    )
+                ],
+                moment,
+            )
+
+    def requests(self, status: str | None = "pending") -> list[RequestInfo]:
+        """Access requests with ``status`` (``None`` for all); logged.
+
+        Officers and admins see every request; staff see their own, with the
+        decision and the officer's reason, so they learn why one was denied.
+        """
+        moment = self.s.now(None)
+        self.s.require(ROLES, "request.list", moment, "listing requests")
+        rows = self.s.db.access.requests(status)
+        if self.s.roles.isdisjoint(("officer", "admin")):
+            rows = [r for r in rows if r.requester == self.s.user]
+        self.s.log([Event(self.s.user, "request.list", detail={"count": len(rows)})], moment)
+        return [
+            RequestInfo(
+                r.id,
+                r.requester,
+                r.records,
+                r.fields,
+                r.purpose,
+                r.reason,
+                r.created_at,
+                r.status,
+                r.decided_by,
+                r.decision_reason,
+            )
+            for r in rows
+        ]
+
+    def approve(
+        self,
+        request_id: str,
+        *,
+        ttl: timedelta | None = None,
+        uses: int = 1,
+        now: datetime | None = None,
+    ) -> Approval:
+        """Officer: approve a pending request and issue its approval token.
+
+        Refuses (logged): the officer's own request, a purpose a record did not
+        consent to, a record past retention or deleted, more records than the
+        cap, a TTL above the maximum. The approval and a signed checkpoint are
+        committed together; the checkpoint is then appended to the witness file.
+        """
+        moment = self.s.now(now)
+        self.s.require(("officer",), "request.approve", moment, "approving requests")
+        req = self.s.db.access.request(check_hex_id(request_id, "request"))
+        if req is None:
+            raise NotFound(f"no request {request_id}")
+        ttl = ttl if ttl is not None else timedelta(seconds=int(self.s.setting("default_ttl_s")))
+        base = Event(
+            self.s.user,
+            "request.approve",
+            "denied",
+            records=req.records,
+            fields=req.fields,
+            purpose=req.purpose,
+            request=req.id,
+        )
+
+        def refuse(refusal: Refusal) -> NoReturn:
+            event = dataclasses.replace(base, detail={"reason": refusal.reason})
+            if refusal.kind == "usage":
+                # Logged like every refusal, but reported as a usage error (exit 2).
+                self.s.log([event], moment)
+                raise UsageError(refusal.message)
+            self.s.deny(event, refusal.message, moment)
+
+        if req.status != "pending":
+            raise UsageError(f"request {req.id} is already {req.status}")
+        states = [self.s.record_state(rid) for rid in req.records]
+        refusal = approval_refusal(
+            req,
+            self.s.user,
+            ttl=ttl,
+            uses=uses,
+            limits=self._limits(),
+            records=states,
+            day=today(moment),
+        )
+        if refusal is not None:
+            refuse(refusal)
+        selections = [Selection(self.s.wrapped(state.id), req.fields) for state in states]
+        requester = self.s.public(req.requester)
+        try:
+            provider = self.s.keys.officer()
+        except AccessDenied as exc:
+            refuse(Refusal("no custodian key", str(exc)))
+        grant_id = new_id()
+        material = provider.release(
+            selections, requester, grant_id, wrap_ttl=int(ttl.total_seconds())
+        )
+        claims = _tokens.GrantClaims(
+            jti=grant_id,
+            req=req.id,
+            iss=self.s.user,
+            sub=req.requester,
+            vault=self.s.vault_id,
+            rec=req.records,
+            fld=req.fields,
+            pur=req.purpose,
+            iat=moment,
+            nbf=moment,
+            exp=moment + ttl,
+            uses=uses,
+            keys=material,
+        )
+        token = _tokens.issue(self.s.me, claims)
+        note = self._record_approval(req, grant_id, ttl=ttl, uses=uses, moment=moment)
+        try:
+            self._audit.witness(note)
+        except ChildVaultError:
+            # Fail closed: an approval whose checkpoint is not witnessed is withdrawn.
+            with contextlib.suppress(ChildVaultError):
+                self.revoke(grant_id, now=moment)
+            raise
+        return Approval(grant_id, req.id, req.requester, token, iso(moment + ttl), uses, note)
+
+    def _record_approval(
+        self, req: RequestRow, grant_id: str, *, ttl: timedelta, uses: int, moment: datetime
+    ) -> str:
+        """The database half of an approval, in one transaction: mark the request
+        approved, record the grant, log it, and sign a checkpoint covering it.
+        Returns the checkpoint note (witnessed by the caller after the commit)."""
+        # Checked from the approving officer's own last checkpoint (full=False),
+        # so the cost of an approval does not grow with the log.
+        with self._audit.signed(moment, full=False) as signed:
+            if not self.s.db.access.decide(
+                req.id, status="approved", by=self.s.user, at=iso(moment), reason=None
+            ):
+                raise UsageError(f"request {req.id} was decided meanwhile")
+            self.s.db.access.add_grant(
+                GrantRow(
+                    grant_id,
+                    req.id,
+                    self.s.user,
+                    req.requester,
+                    iso(moment),
+                    iso(moment + ttl),
+                    uses,
+                    0,
+                    None,
+                    None,
+                    None,
+                )
+            )
+            _audit.append(
+                self.s.db.audit,
+                [
+                    Event(
+                        self.s.user,
+                        "request.approve",
+                        records=req.records,
+                        fields=req.fields,
+                        purpose=req.purpose,
+                        request=req.id,
+                        grant=grant_id,
+                        detail={"expires": iso(moment + ttl), "uses": uses},
+                    )
+                ],
+                moment,
+            )
+        return signed.note
+
+    def _limits(self) -> ApprovalLimits:
+        """The vault's approval limits, from its settings."""
+        return ApprovalLimits(
+            max_ttl=timedelta(seconds=int(self.s.setting("max_ttl_s"))),
+            max_uses=int(self.s.setting("max_uses")),
+            max_records=int(self.s.setting("max_records")),
+            notice_version=self.s.setting("notice_version"),
+        )
+
+    def deny(self, request_id: str, reason: str, *, now: datetime | None = None) -> None:
+        """Officer: deny a pending request with a reason."""
+        moment = self.s.now(now)
+        self.s.require(("officer",), "request.deny", moment, "denying requests")
+        req = self.s.db.access.request(check_hex_id(request_id, "request"))
+        if req is None:
+            raise NotFound(f"no request {request_id}")
+        reason = reason.strip()
+        if not reason or len(reason) > 1000:
+            raise UsageError("--reason must say why, in at most 1000 characters")
+        with self.s.db.transaction():
+            if not self.s.db.access.decide(
+                req.id, status="denied", by=self.s.user, at=iso(moment), reason=reason
+            ):
+                raise UsageError(f"request {req.id} is already {req.status}")
+            _audit.append(
+                self.s.db.audit,
+                [
+                    Event(
+                        self.s.user,
+                        "request.deny",
+                        records=req.records,
+                        fields=req.fields,
+                        purpose=req.purpose,
+                        request=req.id,
+                    )
+                ],
+                moment,
+            )
+
+    def revoke(self, grant_id: str, *, now: datetime | None = None) -> None:
+        """Officer: revoke a grant; later reads with its token are denied."""
+        moment = self.s.now(now)
+        self.s.require(("officer",), "grant.revoke", moment, "revoking grants")
+        grant = self.s.db.access.grant(check_hex_id(grant_id, "grant"))
+        if grant is None:
+            raise NotFound(f"no grant {grant_id}")
+        with self.s.db.transaction():
+            if not self.s.db.access.revoke_grant(grant.id, at=iso(moment), by=self.s.user):
+                raise UsageError(f"grant {grant.id} is already revoked")
+            _audit.append(
+                self.s.db.audit,
+                [Event(self.s.user, "grant.revoke", request=grant.request_id, grant=grant.id)],
+                moment,
+            )
+
+    def read_with_grant(
+        self,
+        token: str,
+        records: Sequence[str] | None = None,
+        fields: Sequence[str] | None = None,
+        *,
+        now: datetime | None = None,
+    ) -> dict[str, dict[str, str]]:
+        """Read approved fields with an approval token.
+
+        Verifies the token (signature by a registered officer, vault, requester,
+        time window, uses, revocation, scope), appends and commits the log entry,
+        then decrypts. Any failure raises the opaque :class:`ApprovalInvalid`
+        after logging a denied attempt with the reason.
+        """
+        return self.read_with_claims(token, records, fields, self.s.now(now))[1]
+
+    def read_with_claims(
+        self,
+        token: str,
+        records: Sequence[str] | None,
+        fields: Sequence[str] | None,
+        moment: datetime,
+    ) -> tuple[_tokens.GrantClaims, dict[str, dict[str, str]]]:
+        """:meth:`read_with_grant`, also returning the verified claims (for reports)."""
+        claims = self._check_grant(token, records, fields, moment)
+        want_recs = tuple(records) if records else claims.rec
+        want_flds = tuple(fields) if fields else claims.fld
+        if not self._consume_use(claims, want_recs, want_flds, moment):
+            raise ApprovalInvalid("uses exhausted or revoked")
+        try:
+            keys = self._redeem(claims)
+            return claims, self.decrypt(keys, want_recs, want_flds)
+        except (ApprovalInvalid, DecryptionFailed) as exc:
+            reason = (exc.detail or "failed")[:200]
+            self.s.log([self._read_event(claims, want_recs, want_flds, "error", reason)], moment)
+            raise
+        except (ProviderUnavailable, AccessDenied) as exc:
+            # The key provider failed (down, sealed, token or policy) before any
+            # plaintext existed: log it and give the use back, so the read can be
+            # retried once the fault is gone (an unwrapped token stays unusable).
+            with contextlib.suppress(ChildVaultError):
+                reason = f"key provider: {type(exc).__name__}"
+                self._refund_use(claims, want_recs, want_flds, reason, moment)
+            raise
+
+    def _consume_use(
+        self,
+        claims: _tokens.GrantClaims,
+        recs: Sequence[str],
+        flds: Sequence[str],
+        moment: datetime,
+    ) -> bool:
+        """The database half of a read, in one transaction: consume one use and log
+        the read (committed before any key is touched), or log the refusal and
+        return False when no use is left."""
+        with self.s.db.transaction():
+            if not self.s.db.access.use_grant(claims.jti):
+                event = self._read_event(claims, recs, flds, "denied", "uses exhausted or revoked")
+                _audit.append(self.s.db.audit, [event], moment)
+                return False
+            _audit.append(self.s.db.audit, [self._read_event(claims, recs, flds)], moment)
+            return True
+
+    def _refund_use(
+        self,
+        claims: _tokens.GrantClaims,
+        recs: Sequence[str],
+        flds: Sequence[str],
+        reason: str,
+        moment: datetime,
+    ) -> None:
+        """Give back the use of a read that failed before any plaintext, and log why."""
+        with self.s.db.transaction():
+            self.s.db.access.refund_use(claims.jti)
+            event = self._read_event(claims, recs, flds, "error", reason)
+            _audit.append(self.s.db.audit, [event], moment)
+
+    def _read_event(
+        self,
+        claims: _tokens.GrantClaims,
+        recs: Sequence[str],
+        flds: Sequence[str],
+        outcome: str = "ok",
+        reason: str | None = None,
+    ) -> Event:
+        """The ``grant.read`` log entry of a read with ``claims`` (its outcome and why)."""
+        return Event(
+            self.s.user,
+            "grant.read",
+            outcome,
+            records=recs,
+            fields=flds,
+            purpose=claims.pur,
+            request=claims.req,
+            grant=claims.jti,
+            detail={} if reason is None else {"reason": reason},
+        )
+
+    def _check_grant(
+        self,
+        token: str,
+        records: Sequence[str] | None,
+        fields: Sequence[str] | None,
+        moment: datetime,
+    ) -> _tokens.GrantClaims:
+        claims: _tokens.GrantClaims | None = None
+
+        def fail(reason: str) -> NoReturn:
+            recs = [r for r in (records or (claims.rec if claims else ())) if is_hex_id(r)][:100]
+            flds = [f for f in (fields or (claims.fld if claims else ())) if f.isidentifier()][:100]
+            self.s.log(
+                [
+                    Event(
+                        self.s.user,
+                        "grant.read",
+                        "denied",
+                        records=recs,
+                        fields=flds,
+                        purpose=claims.pur if claims else None,
+                        request=claims.req if claims else None,
+                        grant=claims.jti if claims else None,
+                        detail={"reason": reason},
+                    )
+                ],
+                moment,
+            )
+            raise ApprovalInvalid(reason)
+
+        try:
+            kid = _tokens.key_id(token)
+        except ApprovalInvalid as exc:
+            fail(exc.detail or "malformed token")
+        signer: UserRow | None = None
+        for user in self.s.db.users.all():
+            if _tokens.paserk_pid(user.sign_key) == kid:
+                signer = user
+                break
+        if signer is None:
+            fail("signed by a key not registered in this vault")
+        try:
+            claims = _tokens.verify(token, signer.sign_key)
+        except ApprovalInvalid as exc:
+            fail(exc.detail or "invalid token")
+        refusal = token_refusal(
+            claims,
+            signer,
+            vault_id=self.s.vault_id,
+            reader=self.s.user,
+            moment=moment,
+            records=records,
+            fields=fields,
+        )
+        if refusal is None:
+            refusal = grant_refusal(
+                claims,
+                self.s.db.access.grant(claims.jti),
+                self.s.db.access.request(claims.req),
+                [self.s.record_state(rid) for rid in records or claims.rec],
+                day=today(moment),
+            )
+        if refusal is not None:
+            fail(refusal.message)
+        return claims
+
+    def _redeem(self, claims: _tokens.GrantClaims) -> ReleasedKeys:
+        grant = self.s.db.access.grant(claims.jti)
+        if grant is not None and grant.cache is not None:
+            return _keys_from_cache(self.s.me.unseal(grant.cache), claims.jti)
+        keys = self.s.keys.writer().redeem(claims.keys, self.s.me, claims.jti)
+        if self.s.keys.single_use_release and claims.uses > 1:
+            # Vault wrapping tokens unwrap once: keep the keys, sealed to the requester only.
+            with self.s.db.transaction():
+                self.s.db.access.set_grant_cache(
+                    claims.jti, self.s.me.public.seal(_keys_to_cache(keys, claims.jti))
+                )
+        return keys
+
+    def decrypt(
+        self, keys: ReleasedKeys, records: Sequence[str], fields: Sequence[str]
+    ) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        for rid in records:
+            rkeys = keys.get(rid)
+            if rkeys is None:
+                raise ApprovalInvalid("grant material lacks a record in scope")
+            stored = self.s.db.records.fields(rid, list(fields))
+            values: dict[str, str] = {}
+            for name in fields:
+                if name not in stored:
+                    continue  # an optional field this record does not have
+                version, sealed = stored[name]
+                key = rkeys.get(name)
+                if key is None:
+                    raise ApprovalInvalid("grant material lacks a field in scope")
+                plain = open_field(
+                    sealed,
+                    key,
+                    vault_id=self.s.vault_id,
+                    record_id=rid,
+                    field=name,
+                    version=version,
+                )
+                values[name] = plain.decode("utf-8")
+            out[rid] = values
+        return out
+
+
+def _keys_to_cache(keys: ReleasedKeys, grant_id: str) -> bytes:
+    return json.dumps(
+        {
+            "grant": grant_id,
+            "keys": {
+                rid: {f: [k.version, b64(k.key)] for f, k in fields.items()}
+                for rid, fields in keys.items()
+            },
+        }
+    ).encode()
+
+
+def _keys_from_cache(raw: bytes, grant_id: str) -> ReleasedKeys:
+    try:
+        doc = json.loads(raw)
+        if doc["grant"] != grant_id:
+            raise ApprovalInvalid("cached keys belong to another grant")
+        return {
+            rid: {f: FieldKey(int(v), unb64(k)) for f, (v, k) in fields.items()}
+            for rid, fields in doc["keys"].items()
+        }
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ApprovalInvalid("cached grant keys are malformed") from exc

@@ -1,0 +1,399 @@
+"""Record lifecycle: correction (P-19), deletion and consent withdrawal by
+crypto-shredding (P-20), consent changes (P-9, P-14, M-12), retention sweeps
+(P-12) and decommissioning (P-23).
+
+Every operation appends its audit entries in the transaction that changes the
+database; what a provider destroys outside the database (OpenBao salts) is
+destroyed after that commit and tracked, so an interrupted run is completed by
+running it again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from childvault.keys import KeySlots, NotFound, PublicIdentity, Selection, StorageError, UsageError
+from childvault.keys._encoding import check_hex_id
+from childvault.keys._files import atomic_write
+from childvault.vault import _audit
+from childvault.vault._audit import Event
+from childvault.vault._backend import RecordRow
+from childvault.vault._consent import Consent, check_consent
+from childvault.vault._fieldcrypto import open_field, seal_field
+from childvault.vault._session import Session
+from childvault.vault._svc_audit import AuditService
+from childvault.vault._svc_notices import NoticeService
+from childvault.vault._time import iso, today
+
+_PAGE = 500
+_DELETE_REASONS = ("request", "withdrawal", "retention", "decommission")
+
+
+class LifecycleService:
+    """Correct, delete, re-consent, sweep and decommission."""
+
+    def __init__(self, session: Session, notices: NoticeService, audit: AuditService) -> None:
+        self.s = session
+        self._notices = notices
+        self._audit = audit
+
+    def _internal_values(
+        self, rows: Sequence[RecordRow], fields: Sequence[str], grant_id: str
+    ) -> dict[str, dict[str, str]]:
+        """Officer-internal decryption (consent checks): release to oneself, then open.
+
+        Callers log their entry and commit it first. Goes through the provider,
+        so Vault policy still applies (the officer's wrapped decrypt).
+        """
+        selections = [Selection(self.s.wrapped(r.id), fields) for r in rows]
+        material = self.s.keys.officer().release(
+            selections, self.s.me.public, grant_id, wrap_ttl=300
+        )
+        keys = self.s.keys.writer().redeem(material, self.s.me, grant_id)
+        out: dict[str, dict[str, str]] = {}
+        for row in rows:
+            stored = self.s.db.records.fields(row.id, list(fields))
+            values: dict[str, str] = {}
+            for name, (version, sealed) in stored.items():
+                key = keys.get(row.id, {}).get(name)
+                if key is None:
+                    continue
+                values[name] = open_field(
+                    sealed,
+                    key,
+                    vault_id=self.s.vault_id,
+                    record_id=row.id,
+                    field=name,
+                    version=version,
+                ).decode("utf-8")
+            out[row.id] = values
+        return out
+
+    def correct(
+        self, record_id: str, field: str, value: str, *, now: datetime | None = None
+    ) -> int:
+        """Officer: store a corrected value as a new field version (P-19).
+
+        The new value gets a new key; the record's wrapped keys are replaced so
+        the old version's key is gone (local: resealed without it; Vault: its
+        salt destroyed). The log records that a correction happened, never the
+        values. Returns the new field version.
+        """
+        moment = self.s.now(now)
+        self.s.require(("officer",), "record.correct", moment, "correcting records")
+        row = self.s.live_record(record_id)
+        rtype = self.s.schema.record_type(row.type)
+        spec = rtype.fields.get(field)
+        if spec is None:
+            raise UsageError(
+                f"field {field!r} is not in the {row.type} schema: choose from "
+                + ", ".join(rtype.fields)
+            )
+        if spec.metadata:
+            raise UsageError(f"field {field!r} is clear metadata; it is not corrected this way")
+        clean = self.s.schema.validate_field(row.type, field, value)
+        old = self.s.db.records.fields(record_id, [field])
+        new_fv = old[field][0] + 1 if field in old else 1
+        sealed, key = seal_field(
+            clean.encode("utf-8"),
+            vault_id=self.s.vault_id,
+            record_id=record_id,
+            field=field,
+            version=new_fv,
+        )
+        wrapped = self.s.wrapped(record_id)
+        new_blob = self.s.keys.officer().replace(wrapped, row.version + 1, {field: key})
+        tags = self.s.keys.index_tags(field, [clean]) if spec.searchable else []
+        try:
+            with self.s.db.transaction():
+                if not self.s.db.records.replace_keyblob(
+                    record_id, wrapped.version, row.version + 1, new_blob
+                ):
+                    raise UsageError(
+                        f"record {record_id} changed meanwhile; run the correction again"
+                    )
+                self.s.db.records.put_field(record_id, field, new_fv, sealed)
+                self.s.db.records.update(
+                    record_id, version=row.version + 1, updated_at=iso(moment), consent=None
+                )
+                if spec.searchable:
+                    self.s.db.records.drop_index_tags(record_id, field)
+                    self.s.db.records.add_index_tags([(field, t, record_id) for t in tags])
+                _audit.append(
+                    self.s.db.audit,
+                    [
+                        Event(
+                            self.s.user,
+                            "record.correct",
+                            records=[record_id],
+                            fields=[field],
+                            detail={"field_version": new_fv, "record_version": row.version + 1},
+                        )
+                    ],
+                    moment,
+                )
+        except StorageError as exc:
+            if not self.s.keys.external_material:
+                raise
+            # Vault already replaced the salt: the old value is unreadable either way.
+            raise StorageError(
+                f"the corrected {field} could not be stored ({exc}); its old value's key is "
+                "already destroyed in Vault: run the same `childvault correct` again once "
+                "the problem is fixed"
+            ) from exc
+        self.s.db.compact()
+        return new_fv
+
+    def delete(
+        self, record_id: str, reason: str, *, category: str = "request", now: datetime | None = None
+    ) -> None:
+        """Officer or admin: crypto-shred a record, leaving a tombstone (P-20).
+
+        The rows (sealed values, wrapped keys, index tags) are removed and the
+        tombstone and log entry written in one transaction; then the provider
+        destroys what it holds outside the database (Vault: the record's salts).
+        ``reason`` stays in the tombstone only; the log gets the ``category``.
+        """
+        moment = self.s.now(now)
+        self.s.require(("officer", "admin"), "record.delete", moment, "deleting records")
+        if category not in _DELETE_REASONS:
+            raise UsageError(f"deletion category must be one of {', '.join(_DELETE_REASONS)}")
+        reason = reason.strip()
+        if not reason or len(reason) > 1000:
+            raise UsageError("--reason must say why, in at most 1000 characters")
+        check_hex_id(record_id, "record")
+        if self.s.db.records.get(record_id) is None:
+            stone = self.s.db.records.tombstone(record_id)
+            if stone is None:
+                raise NotFound(f"no record {record_id}")
+            if not stone[3]:
+                self._destroy_keys([record_id])  # finish an interrupted deletion
+                return
+            raise NotFound(f"record {record_id} was already deleted on {stone[0]}")
+        self._delete_rows([record_id], reason, category, moment)
+        self._destroy_keys([record_id])
+
+    def _delete_rows(
+        self, record_ids: Sequence[str], reason: str, category: str, moment: datetime
+    ) -> None:
+        # A custodial provider's key material is the box in the row: gone with it.
+        in_row = self.s.keys.custodial
+        with self.s.db.transaction():
+            for rid in record_ids:
+                self.s.db.records.delete(rid, at=iso(moment), by=self.s.user, reason=reason)
+            if in_row:
+                self.s.db.records.mark_key_destroyed(record_ids)
+            _audit.append(
+                self.s.db.audit,
+                [
+                    Event(
+                        self.s.user, "record.delete", records=[rid], detail={"category": category}
+                    )
+                    for rid in record_ids
+                ],
+                moment,
+            )
+        self.s.db.compact()
+
+    def _destroy_keys(self, record_ids: Sequence[str]) -> None:
+        shredder = self.s.keys.shredder() if record_ids else None
+        if shredder is None:
+            return
+        shredder.shred(record_ids)
+        with self.s.db.transaction():
+            self.s.db.records.mark_key_destroyed(record_ids)
+
+    def withdraw_consent(
+        self, record_id: str, *, reason: str = "consent withdrawn", now: datetime | None = None
+    ) -> None:
+        """Officer or admin: consent withdrawn, so the record is crypto-shredded (P-20)."""
+        moment = self.s.now(now)
+        self.s.require(("officer", "admin"), "consent.withdraw", moment, "withdrawing consent")
+        self.s.live_record(record_id)
+        self.s.log([Event(self.s.user, "consent.withdraw", records=[record_id])], moment)
+        self.delete(record_id, reason, category="withdrawal", now=moment)
+
+    def update_consent(
+        self, record_id: str, consent: Consent, *, now: datetime | None = None
+    ) -> None:
+        """Officer: record a new consent (more purposes, or a new notice version).
+
+        The age rule (M-12) is checked against the record's date of birth, which
+        the officer's process decrypts for that purpose only; the check and the
+        consent change are logged.
+        """
+        moment = self.s.now(now)
+        self.s.require(("officer",), "consent.renew", moment, "recording consent")
+        row = self.s.live_record(record_id)
+        grant_id = hashlib.sha256(f"consent|{record_id}|{iso(moment)}".encode()).hexdigest()[:32]
+        self.s.log(
+            [
+                Event(
+                    self.s.user,
+                    "consent.renew",
+                    records=[record_id],
+                    fields=["date_of_birth"],
+                    detail={"phase": "age check"},
+                )
+            ],
+            moment,
+        )
+        dob_text = self._internal_values([row], ["date_of_birth"], grant_id)[record_id].get(
+            "date_of_birth"
+        )
+        dob = datetime.fromisoformat(dob_text).date() if dob_text else None
+        checked = check_consent(
+            consent, date_of_birth=dob, schema=self.s.schema, today=today(moment)
+        )
+        checked = dataclasses.replace(
+            checked, notice_sha256=self._notices.notice_sha256(checked.notice_version)
+        )
+        previous = set(row.consent.get("purposes", ()))
+        added = sorted(set(checked.purposes) - previous)
+        with self.s.db.transaction():
+            self.s.db.records.update(
+                record_id, version=row.version, updated_at=iso(moment), consent=checked.to_json()
+            )
+            _audit.append(
+                self.s.db.audit,
+                [
+                    Event(
+                        self.s.user,
+                        "consent.add_purpose" if added else "consent.renew",
+                        records=[record_id],
+                        detail={
+                            "notice_version": checked.notice_version,
+                            "purposes": list(checked.purposes),
+                            "added": added,
+                        },
+                    )
+                ],
+                moment,
+            )
+
+    def consent_of(self, record_id: str) -> Consent:
+        """The record's current consent."""
+        return Consent.from_json(self.s.live_record(record_id).consent)
+
+    def retention_sweep(
+        self, *, dry_run: bool = False, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Admin or officer: crypto-shred every record past its retention date (P-12).
+
+        Also completes deletions whose provider-side destruction was interrupted.
+        """
+        moment = self.s.now(now)
+        self.s.require(("admin", "officer"), "retention.sweep", moment, "retention sweeps")
+        day = today(moment).isoformat()
+        due: list[str] = []
+        while True:
+            page = [r for r in self.s.db.records.due(day, limit=_PAGE) if r not in due]
+            if dry_run:
+                due.extend(page)
+                break
+            if not page:
+                break
+            self._delete_rows(page, f"retention date passed (sweep {day})", "retention", moment)
+            self._destroy_keys(page)
+            due.extend(page)
+        pending = [] if dry_run else self.s.db.records.pending_shreds()
+        if pending:
+            self._destroy_keys(pending)
+        if not dry_run:
+            self.s.log(
+                [
+                    Event(
+                        self.s.user,
+                        "retention.sweep",
+                        detail={"deleted": len(due), "completed": len(pending), "day": day},
+                    )
+                ],
+                moment,
+            )
+        return {
+            "ok": True,
+            "dry_run": dry_run,
+            "day": day,
+            "due": len(due),
+            "records": due,
+            "completed_pending": len(pending),
+        }
+
+    def decommission(self, *, confirm: bool, now: datetime | None = None) -> dict[str, Any]:
+        """Admin: stop collection, shred every record, sign a final checkpoint (P-23).
+
+        Writes ``decommission-report.json`` into the home (no child data).
+        """
+        moment = self.s.now(now)
+        self.s.require(("admin",), "vault.decommission", moment, "decommissioning")
+        if not confirm:
+            raise UsageError("decommissioning destroys every record: pass --confirm")
+        with self.s.db.transaction():
+            self.s.db.meta.set("accepting_records", "0")
+            _audit.append(
+                self.s.db.audit,
+                [Event(self.s.user, "vault.decommission", detail={"phase": "start"})],
+                moment,
+            )
+        shredded = 0
+        while True:
+            page = [r.id for r in self.s.db.records.page(limit=_PAGE)]
+            if not page:
+                break
+            self._delete_rows(page, "institution decommissioned", "decommission", moment)
+            self._destroy_keys(page)
+            shredded += len(page)
+        pending = self.s.db.records.pending_shreds()
+        self._destroy_keys(pending)
+        if self.s.keys.custodial:
+            self._destroy_custodian()
+        with self._audit.signed(moment) as signed:
+            _audit.append(
+                self.s.db.audit,
+                [
+                    Event(
+                        self.s.user,
+                        "vault.decommission",
+                        detail={"phase": "done", "shredded": shredded},
+                    )
+                ],
+                moment,
+            )
+        note = signed.note
+        self._audit.witness(note)
+        report = {
+            "ok": True,
+            "vault_id": self.s.vault_id,
+            "decommissioned_at": iso(moment),
+            "by": self.s.user,
+            "records_shredded": shredded,
+            "records_remaining": self.s.db.records.count(),
+            "final_checkpoint": note,
+            "witness": str(self.s.config.witness_path(self.s.home)),
+        }
+
+        atomic_write(
+            self.s.home.path / "decommission-report.json",
+            json.dumps(report, indent=2, ensure_ascii=False).encode() + b"\n",
+        )
+        return report
+
+    def _destroy_custodian(self) -> None:
+        """Decommissioning (local): remove the custodian key from every key slot and
+        the database, so no copy of the database can be opened any more."""
+
+        base = {k: self.s.secrets[k] for k in ("db", "index")}
+        slots = KeySlots(self.s.home.keyslots)
+        for user in self.s.db.users.all():
+            if "officer" in user.roles:
+                slots.add(
+                    PublicIdentity(user.name, user.enc_key, user.sign_key), self.s.vault_id, base
+                )
+        with self.s.db.transaction():
+            for generation, _, _ in self.s.db.custodians.all():
+                self.s.db.custodians.delete(generation)

@@ -1,0 +1,278 @@
+"""Key rotation: a new custodian key generation (custodial providers) or a new
+wrapping-key version inside the provider (:class:`ServerSideRotation`).
+
+Resumable: the state of an interrupted rotation is in the database (a
+``pending`` custodian generation, or the ``vault_rotation_target`` setting),
+and running it again finishes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from childvault.keys import (
+    AccessDenied,
+    CustodianSecret,
+    KeySlots,
+    PublicIdentity,
+    WrappedRecord,
+    blob_generation,
+)
+from childvault.vault import _audit
+from childvault.vault._audit import Event
+from childvault.vault._session import Session
+from childvault.vault._time import iso
+
+_PAGE = 500
+
+
+class RotationService:
+    """Rotate the key that wraps every record's keys; resumable."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def rotate_keys(
+        self, *, progress: Callable[[int, int], None] | None = None, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Rotate the key that wraps every record's keys; resumable.
+
+        Custodial provider (local; an officer): a new custodian key pair is
+        sealed to every officer, every record box is resealed to it, then the
+        old pair is destroyed, so backups taken before become unreadable.
+        Provider with :class:`ServerSideRotation` (OpenBao / Vault; an admin):
+        the Transit key is rotated, every wrapped key is rewrapped inside the
+        server (no plaintext), then older key versions are retired.
+        """
+        moment = self.s.now(now)
+        if self.s.keys.server_side_rotation:
+            self.s.require(("admin",), "keys.rotate", moment, "rotating Vault keys")
+            return self._rotate_server_side(progress, moment)
+        self.s.require(("officer",), "keys.rotate", moment, "rotating the custodian key")
+        return self._rotate_custodian(progress, moment)
+
+    def _rewrite_custodian_slots(self, generations: Sequence[int]) -> None:
+        """Rewrite the key slot of every holder of the current custodian key so it
+        holds exactly ``generations``: this is what destroys an old custodian key."""
+
+        current = [g for g, _, s in self.s.db.custodians.all() if s == "current"]
+        if not current:
+            return
+        holders = self.s.db.custodians.holders(current[0])
+        mine = {
+            g: self.s.secrets[f"custodian/{g}"]
+            for g in generations
+            if f"custodian/{g}" in self.s.secrets
+        }
+        if len(mine) != len(generations):
+            raise AccessDenied(f"{self.s.user!r} does not hold every custodian generation needed")
+        base = {k: self.s.secrets[k] for k in ("db", "index")}
+        entries = {f"custodian/{g}": secret for g, secret in mine.items()}
+        slots = KeySlots(self.s.home.keyslots)
+        for name in holders:
+            user = self.s.db.users.get(name)
+            if user is None:
+                continue
+            pub = PublicIdentity(user.name, user.enc_key, user.sign_key)
+            slots.add(pub, self.s.vault_id, {**base, **entries})
+        # In place: the key ring reads the same dict.
+        self.s.secrets.clear()
+        self.s.secrets.update({**base, **entries})
+
+    def _rotate_custodian(
+        self, progress: Callable[[int, int], None] | None, moment: datetime
+    ) -> dict[str, Any]:
+        gens = self.s.db.custodians.all()
+        current = next(g for g, _, s in gens if s == "current")
+        pending = [g for g, _, s in gens if s == "pending"]
+        retired = [g for g, _, s in gens if s == "retired"]
+        self.s.keys.local_officer()  # the acting officer must hold the current key
+        if not pending and retired:
+            # Interrupted after the switch: finish resealing to the current key.
+            target = current
+            resumed = True
+        elif pending:
+            target = pending[0]
+            resumed = True
+            if f"custodian/{target}" not in self.s.secrets:
+                raise AccessDenied(
+                    f"{self.s.user!r} holds no slot of the new custodian key "
+                    f"(generation {target}); an officer enrolled before the rotation started "
+                    "must finish it"
+                )
+        else:
+            resumed = False
+            target = max(g for g, _, _ in gens) + 1
+            fresh = CustodianSecret.generate(target)
+            self.s.secrets[f"custodian/{target}"] = fresh.secret_bytes()
+            # Every holder of the current key gets the new one before any box moves.
+            self._rewrite_custodian_slots([current, target])
+            with self.s.db.transaction():
+                self.s.db.custodians.add(target, fresh.public, "pending", iso(moment))
+                for name in self.s.db.custodians.holders(current):
+                    self.s.db.custodians.add_holder(target, name)
+                _audit.append(
+                    self.s.db.audit,
+                    [
+                        Event(
+                            self.s.user,
+                            "keys.rotate",
+                            detail={
+                                "phase": "start",
+                                "generation": target,
+                                "public_key": fresh.public.hex(),
+                            },
+                        )
+                    ],
+                    moment,
+                )
+            del fresh
+        base = self.s.keys.local_officer()
+        target_public = next(p for g, p, _ in self.s.db.custodians.all() if g == target)
+        provider = base.retarget(target, target_public)
+        if not provider.holds(target):
+            raise AccessDenied(f"{self.s.user!r} cannot unlock custodian generation {target}")
+        with self.s.db.transaction():
+            for g, _, s in self.s.db.custodians.all():
+                if s == "current" and g != target:
+                    self.s.db.custodians.set_state(g, "retired")
+            self.s.db.custodians.set_state(target, "current")
+        self.s.keys.reset()
+        total = self.s.db.records.count()
+        done = resealed = 0
+        after = ""
+        while True:
+            page = self.s.db.records.keyblob_page(after=after, limit=_PAGE)
+            if not page:
+                break
+            with self.s.db.transaction():
+                for rid, ver, blob in page:
+                    if blob_generation(blob) != target:
+                        new = provider.rekey(WrappedRecord(rid, ver, blob))
+                        resealed += int(self.s.db.records.put_keyblob_if_version(rid, ver, new))
+            after = page[-1][0]
+            done += len(page)
+            if progress is not None:
+                progress(min(done, total), total)
+        with self.s.db.transaction():
+            # Under the write lock no one can add a blob of an old generation.
+            after = ""
+            while True:
+                page = self.s.db.records.keyblob_page(after=after, limit=_PAGE)
+                if not page:
+                    break
+                for rid, ver, blob in page:
+                    if blob_generation(blob) != target:
+                        rewrapped = provider.rekey(WrappedRecord(rid, ver, blob))
+                        resealed += int(
+                            self.s.db.records.put_keyblob_if_version(rid, ver, rewrapped)
+                        )
+                after = page[-1][0]
+            retired = [g for g, _, s in self.s.db.custodians.all() if s == "retired"]
+            for g in retired:
+                self.s.db.custodians.delete(g)
+            _audit.append(
+                self.s.db.audit,
+                [
+                    Event(
+                        self.s.user,
+                        "keys.rotate",
+                        detail={
+                            "phase": "done",
+                            "generation": target,
+                            "resealed": resealed,
+                            "destroyed": [str(g) for g in retired],
+                            "resumed": resumed,
+                        },
+                    )
+                ],
+                moment,
+            )
+        # Now drop the old secrets from every key slot: the old key is gone.
+        self._rewrite_custodian_slots([target])
+        self.s.db.compact()
+        self.s.keys.reset()
+        return {
+            "ok": True,
+            "provider": self.s.keys.name,
+            "generation": target,
+            "resealed": resealed,
+            "destroyed_generations": retired,
+            "resumed": resumed,
+        }
+
+    def _rotate_server_side(
+        self, progress: Callable[[int, int], None] | None, moment: datetime
+    ) -> dict[str, Any]:
+        provider = self.s.keys.rotator()
+        stored = self.s.db.meta.get("vault_rotation_target")
+        resumed = stored is not None
+        if stored is None:
+            target = provider.rotate_key()
+            with self.s.db.transaction():
+                self.s.db.meta.set("vault_rotation_target", str(target))
+                _audit.append(
+                    self.s.db.audit,
+                    [
+                        Event(
+                            self.s.user,
+                            "keys.rotate",
+                            detail={"phase": "start", "generation": target},
+                        )
+                    ],
+                    moment,
+                )
+        else:
+            target = int(stored)
+        total = self.s.db.records.count()
+        done = rewrapped = 0
+        after = ""
+        while True:
+            page = self.s.db.records.keyblob_page(after=after, limit=_PAGE)
+            if not page:
+                break
+            stale = [
+                WrappedRecord(r, v, b) for r, v, b in page if provider.blob_key_version(b) < target
+            ]
+            if stale:
+                fresh = provider.rekey(stale)
+                with self.s.db.transaction():
+                    for rec, blob in zip(stale, fresh, strict=True):
+                        rewrapped += int(
+                            self.s.db.records.put_keyblob_if_version(
+                                rec.record_id, rec.version, blob
+                            )
+                        )
+            after = page[-1][0]
+            done += len(page)
+            if progress is not None:
+                progress(min(done, total), total)
+        # Blobs written concurrently by staff already use the latest version.
+        provider.finish_rotation()
+        with self.s.db.transaction():
+            self.s.db.meta.delete("vault_rotation_target")
+            _audit.append(
+                self.s.db.audit,
+                [
+                    Event(
+                        self.s.user,
+                        "keys.rotate",
+                        detail={
+                            "phase": "done",
+                            "generation": target,
+                            "resealed": rewrapped,
+                            "resumed": resumed,
+                        },
+                    )
+                ],
+                moment,
+            )
+        return {
+            "ok": True,
+            "provider": self.s.keys.name,
+            "generation": target,
+            "resealed": rewrapped,
+            "resumed": resumed,
+        }
