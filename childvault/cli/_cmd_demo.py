@@ -21,4 +21,7 @@ def demo(c: Ctx, keep: bool, provider: str) -> None:
     """Run the whole flow in a fresh temporary home, narrating each step."""
     from childvault.cli._demo import run_demo
 
-    run_demo(keep=keep, as_json=c.as_json, provider=provider)
+    # The steps run through the root command this one was called from: this
+    # module does not import the root (main imports it; no cycle).
+    root = click.get_current_context().find_root().command
+    run_demo(root, keep=keep, as_json=c.as_json, provider=provider)

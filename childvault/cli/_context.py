@@ -19,7 +19,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,8 +41,6 @@ class Ctx:
     #: Vault AppRole login: role id (not secret) and the file holding the secret id.
     role_id: str | None = None
     secret_id_file: Path | None = None
-    #: Test and demo hook: supplies passphrases instead of the environment/prompt.
-    passphrases: dict[str, str] = field(default_factory=dict)
     #: The vault once opened (once per command); tests may hand in an open one.
     _vault: Vault | None = None
 
@@ -60,8 +58,6 @@ class Ctx:
 
     def passphrase(self, user: str) -> str:
         """The acting user's passphrase: CHILDVAULT_PASSPHRASE, else a hidden prompt."""
-        if user in self.passphrases:
-            return self.passphrases[user]
         env = os.environ.get("CHILDVAULT_PASSPHRASE")
         if env is not None:
             return env

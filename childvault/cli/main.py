@@ -105,7 +105,7 @@ def cli(
     4 integrity failure, 5 key provider unavailable.
     """
     if isinstance(ctx.obj, Ctx):
-        # Handed in by a test (an open vault) or the demo (passphrases): keep it, take the options.
+        # Handed in by a test (with an open vault): keep it, take the options.
         ctx.obj.home, ctx.obj.user, ctx.obj.as_json = home, user, as_json
     else:
         ctx.obj = Ctx(home=home, user=user, as_json=as_json)
