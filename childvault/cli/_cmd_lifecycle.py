@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from childvault.cli._context import Ctx, parse_assignments, pass_ctx
+from childvault.cli._context import Ctx, consent_from_options, parse_assignments, pass_ctx
 
 
 @click.command()
@@ -44,6 +44,7 @@ def consent() -> None:
 
 
 def _consent_options(fn: Any) -> Any:
+    """The options stating who consented, when and under which notice."""
     for option in reversed(
         [
             click.option("--consent-by", type=click.Choice(["guardian", "child"]), required=True),
@@ -58,33 +59,15 @@ def _consent_options(fn: Any) -> Any:
 
 
 def _new_consent(
-    v: Any,
-    record_id: str,
-    purposes: list[str],
-    retain_until: str | None,
-    consent_by: str,
-    consented_at: str | None,
-    notice_version: str | None,
-    guardian_informed: bool,
-    guardian_also: bool,
+    v: Any, record_id: str, purposes: list[str], retain_until: str | None, **basis: Any
 ) -> Any:
-    from childvault.vault._consent import parse_consent_columns
-    from childvault.vault._time import today
-
+    """The new consent of RECORD_ID: ``retain_until`` defaults to the current one."""
     current = v.consent_of(record_id)
-    columns = {
-        "consent_by": consent_by,
-        "purposes": ";".join(purposes),
-        "retain_until": retain_until or current.retain_until.isoformat(),
-        "guardian_informed": "yes" if guardian_informed else "no",
-        "guardian_also": "yes" if guardian_also else "no",
-    }
-    if consented_at:
-        columns["consented_at"] = consented_at
-    if notice_version:
-        columns["notice_version"] = notice_version
-    return parse_consent_columns(
-        columns, default_notice=v.setting("notice_version"), today=today(v.now())
+    return consent_from_options(
+        v,
+        purposes=purposes,
+        retain_until=retain_until or current.retain_until.isoformat(),
+        **basis,
     )
 
 

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from childvault.cli._context import Ctx, parse_assignments, pass_ctx, progress_bar
+from childvault.cli._context import (
+    Ctx,
+    consent_from_options,
+    parse_assignments,
+    pass_ctx,
+    progress_bar,
+)
 
 
 @click.group(invoke_without_command=False)
@@ -42,23 +48,16 @@ def record_add(
     guardian_also: bool,
 ) -> None:
     """Add one record (staff)."""
-    from childvault.vault._consent import parse_consent_columns
-    from childvault.vault._time import today
-
     v = c.open()
-    columns = {
-        "consent_by": consent_by,
-        "purposes": ";".join(purposes),
-        "retain_until": retain_until,
-        "guardian_informed": "yes" if guardian_informed else "no",
-        "guardian_also": "yes" if guardian_also else "no",
-    }
-    if consented_at:
-        columns["consented_at"] = consented_at
-    if notice_version:
-        columns["notice_version"] = notice_version
-    consent = parse_consent_columns(
-        columns, default_notice=v.setting("notice_version"), today=today(v.now())
+    consent = consent_from_options(
+        v,
+        purposes=list(purposes),
+        retain_until=retain_until,
+        consent_by=consent_by,
+        consented_at=consented_at,
+        notice_version=notice_version,
+        guardian_informed=guardian_informed,
+        guardian_also=guardian_also,
     )
     record_id = v.add_record(type_name, parse_assignments(fields), consent)
     c.emit({"ok": True, "record_id": record_id}, f"Added record {record_id}.")

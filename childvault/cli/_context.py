@@ -262,3 +262,35 @@ def read_grant_arg(value: str) -> str:
                 f"cannot read {value[1:]}: {exc.strerror}", param_hint="--grant"
             ) from exc
     return value.strip()
+
+
+def consent_from_options(
+    v: Vault,
+    *,
+    purposes: list[str],
+    retain_until: str,
+    consent_by: str,
+    consented_at: str | None,
+    notice_version: str | None,
+    guardian_informed: bool,
+    guardian_also: bool,
+) -> Any:
+    """A consent built from the consent options of ``record add`` and ``consent``,
+    checked exactly as an import row's consent columns are."""
+    from childvault.vault._consent import parse_consent_columns
+    from childvault.vault._time import today
+
+    columns = {
+        "consent_by": consent_by,
+        "purposes": ";".join(purposes),
+        "retain_until": retain_until,
+        "guardian_informed": "yes" if guardian_informed else "no",
+        "guardian_also": "yes" if guardian_also else "no",
+    }
+    if consented_at:
+        columns["consented_at"] = consented_at
+    if notice_version:
+        columns["notice_version"] = notice_version
+    return parse_consent_columns(
+        columns, default_notice=v.setting("notice_version"), today=today(v.now())
+    )
