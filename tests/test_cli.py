@@ -370,6 +370,8 @@ def test_demo_runs_and_leaves_the_environment_alone(
         "CHILDVAULT_USER": "somebody-else",
         "CHILDVAULT_PASSPHRASE": "not-a-demo-passphrase",
         "VAULT_TOKEN": "not-a-token",
+        "VAULT_ADDR": "https://vault.invalid:8200",
+        "VAULT_CACERT": str(tmp_path / "no-such-ca.pem"),
     }
     for name, value in caller.items():
         monkeypatch.setenv(name, value)

@@ -24,11 +24,15 @@ import click
 from click.testing import CliRunner
 
 #: Variables a step's environment always sets or clears, so nothing from the
-#: caller's shell (another vault's user, passphrase, token or AppRole) leaks in.
+#: caller's shell (another vault's user, passphrase, Vault server, token or
+#: AppRole) leaks into the demo's throw-away vault.
 _STEP_VARIABLES = (
     "CHILDVAULT_HOME",
     "CHILDVAULT_USER",
     "CHILDVAULT_PASSPHRASE",
+    "VAULT_ADDR",
+    "VAULT_NAMESPACE",
+    "VAULT_CACERT",
     "VAULT_TOKEN",
     "CHILDVAULT_APPROLE_ROLE_ID",
     "CHILDVAULT_APPROLE_SECRET_ID",
