@@ -30,7 +30,9 @@ def _script() -> list[str]:
     found = shutil.which("childvault")
     if found:
         return [found]
-    return [sys.executable, "-m", "childvault.cli.main"]
+    # `python -m childvault` runs the command line; `-m childvault.cli.main`
+    # would only import it (that module has no `__main__` block) and print nothing.
+    return [sys.executable, "-m", "childvault"]
 
 
 def _wall(cmd: list[str], env: dict[str, str]) -> float:

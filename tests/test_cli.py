@@ -3,12 +3,16 @@ environment variables and the exit codes of DESIGN section 7."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -43,6 +47,96 @@ def imported(world: World, tmp_path: Path) -> tuple[World, list[str]]:
     assert result.exit_code == 0, result.output
     ids = [r["id"] for r in js(run(world, "worker1", "--json", "list"))["records"]]
     return world, ids
+
+
+# The commands of DESIGN section 8 that exist today (the trust-model and
+# deployment additions listed there come later).
+DESIGN_COMMANDS = [
+    ("init",),
+    ("user", "add"),
+    ("user", "list"),
+    ("record", "add"),
+    ("import",),
+    ("list",),
+    ("find",),
+    ("request",),
+    ("requests",),
+    ("approve",),
+    ("deny",),
+    ("revoke",),
+    ("read",),
+    ("correct",),
+    ("delete",),
+    ("consent", "withdraw"),
+    ("retention", "sweep"),
+    ("audit", "verify"),
+    ("audit", "log"),
+    ("audit", "checkpoint"),
+    ("report", "subject"),
+    ("report", "incident"),
+    ("export", "anonymized"),
+    ("keys", "rotate"),
+    ("vault", "setup"),
+    ("doctor",),
+    ("demo",),
+]
+
+
+@pytest.mark.parametrize("path", DESIGN_COMMANDS, ids=" ".join)
+def test_help_lists_every_design_command(path: tuple[str, ...]) -> None:
+    """Each command of DESIGN section 8 is listed in its group's --help and has its own."""
+    *group, name = path
+    listing = CliRunner().invoke(cli, [*group, "--help"])
+    assert listing.exit_code == 0, listing.output
+    commands = listing.output.split("Commands:", 1)[1]
+    assert any(line.split()[:1] == [name] for line in commands.splitlines()), listing.output
+    own = CliRunner().invoke(cli, [*path, "--help"])
+    assert own.exit_code == 0 and own.output.startswith(f"Usage: cli {' '.join(path)}")
+
+
+CLI_PACKAGE = Path(__file__).resolve().parent.parent / "childvault" / "cli"
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (inside functions too), absolute."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(["childvault", "cli"][: 3 - node.level] + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_command_modules_never_import_main() -> None:
+    """main imports the command modules and registers them; no module imports main
+    back (no cycle, no registration by import side effect)."""
+    import childvault.cli.main as main
+
+    modules = sorted(p for p in CLI_PACKAGE.glob("*.py") if p.name != "main.py")
+    assert any(p.name.startswith("_cmd_") for p in modules)
+    for path in modules:
+        imported = _imported_modules(path)
+        assert "childvault.cli.main" not in imported, path.name
+        assert not any(m.startswith("childvault.cli.main.") for m in imported), path.name
+    # Every command the modules define is reachable from the root.
+    reachable: list[click.Command] = []
+    pending: list[click.Command] = [main.cli]
+    while pending:
+        command = pending.pop()
+        reachable.append(command)
+        if isinstance(command, click.Group):
+            pending.extend(command.commands.values())
+    for path in modules:
+        if path.name.startswith("_cmd_"):
+            module = importlib.import_module(f"childvault.cli.{path.stem}")
+            for name, value in vars(module).items():
+                if isinstance(value, click.Command):
+                    assert any(value is r for r in reachable), f"{path.name}: {name}"
 
 
 def test_help_lists_every_command() -> None:
@@ -265,10 +359,30 @@ def test_json_error_document(world: World) -> None:
     }
 
 
-def test_demo_runs() -> None:
-    r = CliRunner().invoke(cli, ["demo"], catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    assert "Demo complete." in r.output and "(exit code 3)" in r.output
+def test_demo_runs_and_leaves_the_environment_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo gives each step its own environment: a caller's user, passphrase,
+    token or home neither reach the steps nor are changed by them. Called
+    without a test runner, so a change to os.environ would show."""
+    caller = {
+        "CHILDVAULT_HOME": str(tmp_path / "another-vault"),
+        "CHILDVAULT_USER": "somebody-else",
+        "CHILDVAULT_PASSPHRASE": "not-a-demo-passphrase",
+        "VAULT_TOKEN": "not-a-token",
+        "VAULT_ADDR": "https://vault.invalid:8200",
+        "VAULT_CACERT": str(tmp_path / "no-such-ca.pem"),
+    }
+    for name, value in caller.items():
+        monkeypatch.setenv(name, value)
+    before = dict(os.environ)
+    code = cli.main(["demo"], prog_name="childvault", standalone_mode=False)
+    out = capsys.readouterr().out
+    assert code in (None, 0), out
+    assert "Demo complete." in out and "(exit code 3)" in out
+    assert "$ childvault --as worker1 read" in out
+    assert dict(os.environ) == before
+    assert not (tmp_path / "another-vault").exists()
 
 
 def test_help_is_fast_because_heavy_modules_load_lazily() -> None:
@@ -276,8 +390,8 @@ def test_help_is_fast_because_heavy_modules_load_lazily() -> None:
     code = (
         "import sys; from childvault.cli.main import cli\n"
         "try:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('hvac', 'sqlcipher3', 'nacl', 'pyseto', 'vault', 'keys')"
-        " if m in sys.modules]\nprint(heavy)"
+        "heavy = [m for m in ('hvac', 'sqlcipher3', 'nacl', 'pyseto', 'argon2',"
+        " 'childvault.vault', 'childvault.keys') if m in sys.modules]\nprint(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"

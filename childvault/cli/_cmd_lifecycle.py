@@ -1,0 +1,203 @@
+"""Record lifecycle: ``correct``, ``delete``, ``consent``, ``notice``,
+``retention sweep`` and ``decommission``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from childvault.cli._context import Ctx, consent_from_options, parse_assignments, pass_ctx
+
+
+@click.command()
+@click.argument("record_id")
+@click.option("--field", "assignment", required=True, metavar="NAME=VALUE")
+@pass_ctx
+def correct(c: Ctx, record_id: str, assignment: str) -> None:
+    """Correct one field of RECORD_ID (officers; the old value's key is destroyed)."""
+    ((name, value),) = parse_assignments((assignment,)).items()
+    version = c.open().correct(record_id, name, value)
+    c.emit(
+        {"ok": True, "record_id": record_id, "field": name, "field_version": version},
+        f"Corrected {name} of {record_id} (now version {version}); the old value is shredded.",
+    )
+
+
+@click.command()
+@click.argument("record_id")
+@click.option("--reason", required=True, help="Why (kept in the tombstone, not in the log).")
+@pass_ctx
+def delete(c: Ctx, record_id: str, reason: str) -> None:
+    """Crypto-shred RECORD_ID, leaving a tombstone (officers and admins)."""
+    c.open().delete(record_id, reason)
+    c.emit(
+        {"ok": True, "record_id": record_id, "deleted": True},
+        f"Deleted {record_id}: its keys are destroyed; a tombstone remains.",
+    )
+
+
+@click.group()
+def consent() -> None:
+    """Consent changes: withdraw, add a purpose, renew for a new notice."""
+
+
+def _consent_options(fn: Any) -> Any:
+    """The options stating who consented, when and under which notice."""
+    for option in reversed(
+        [
+            click.option("--consent-by", type=click.Choice(["guardian", "child"]), required=True),
+            click.option("--consented-at", help="Date of consent (default today)."),
+            click.option("--notice-version", help="Notice version shown (default: current)."),
+            click.option("--guardian-informed", is_flag=True),
+            click.option("--guardian-also", is_flag=True),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _new_consent(
+    v: Any, record_id: str, purposes: list[str], retain_until: str | None, **basis: Any
+) -> Any:
+    """The new consent of RECORD_ID: ``retain_until`` defaults to the current one."""
+    current = v.consent_of(record_id)
+    return consent_from_options(
+        v,
+        purposes=purposes,
+        retain_until=retain_until or current.retain_until.isoformat(),
+        **basis,
+    )
+
+
+@consent.command("withdraw")
+@click.argument("record_id")
+@click.option("--reason", default="consent withdrawn", show_default=True)
+@pass_ctx
+def consent_withdraw(c: Ctx, record_id: str, reason: str) -> None:
+    """Consent withdrawn: crypto-shred RECORD_ID (officers and admins)."""
+    c.open().withdraw_consent(record_id, reason=reason)
+    c.emit(
+        {"ok": True, "record_id": record_id, "deleted": True},
+        f"Consent withdrawn: {record_id} is shredded; a tombstone remains.",
+    )
+
+
+@consent.command("add-purpose")
+@click.argument("record_id")
+@click.option("--purpose", "purposes", multiple=True, required=True, help="Repeatable.")
+@_consent_options
+@pass_ctx
+def consent_add_purpose(c: Ctx, record_id: str, purposes: tuple[str, ...], **basis: Any) -> None:
+    """Record a new consent adding PURPOSE(s) to RECORD_ID (officers)."""
+    v = c.open()
+    merged = list(dict.fromkeys([*v.consent_of(record_id).purposes, *purposes]))
+    v.update_consent(record_id, _new_consent(v, record_id, merged, None, **basis))
+    c.emit(
+        {"ok": True, "record_id": record_id, "purposes": merged},
+        f"Recorded consent for {', '.join(merged)} on {record_id}.",
+    )
+
+
+@consent.command("remove-purpose")
+@click.argument("record_id")
+@click.option("--purpose", "purposes", multiple=True, required=True, help="Repeatable.")
+@_consent_options
+@pass_ctx
+def consent_remove_purpose(c: Ctx, record_id: str, purposes: tuple[str, ...], **basis: Any) -> None:
+    """Record a narrowed consent: PURPOSE(s) withdrawn, the rest kept (officers).
+
+    Grants already issued for a removed purpose stop working at once. To withdraw
+    every purpose, use `consent withdraw`, which shreds the record.
+    """
+    v = c.open()
+    kept = [p for p in v.consent_of(record_id).purposes if p not in purposes]
+    if not kept:
+        raise click.UsageError("no purpose would be left: use `consent withdraw` instead")
+    v.update_consent(record_id, _new_consent(v, record_id, kept, None, **basis))
+    c.emit(
+        {"ok": True, "record_id": record_id, "purposes": kept},
+        f"Recorded consent for {', '.join(kept)} only on {record_id}.",
+    )
+
+
+@consent.command("renew")
+@click.argument("record_id")
+@click.option("--retain-until", help="New retention date (default: unchanged).")
+@_consent_options
+@pass_ctx
+def consent_renew(c: Ctx, record_id: str, retain_until: str | None, **basis: Any) -> None:
+    """Record fresh consent for RECORD_ID under the current notice (officers)."""
+    v = c.open()
+    purposes = list(v.consent_of(record_id).purposes)
+    v.update_consent(record_id, _new_consent(v, record_id, purposes, retain_until, **basis))
+    c.emit({"ok": True, "record_id": record_id}, f"Renewed consent of {record_id}.")
+
+
+@click.group()
+def notice() -> None:
+    """The privacy notice shown when consent is given (P-10)."""
+
+
+@notice.command("publish")
+@click.option("--version", "version", required=True, help="Version label, e.g. 2027-1.")
+@click.option(
+    "--file",
+    "file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The exact notice text shown to children and guardians.",
+)
+@pass_ctx
+def notice_publish(c: Ctx, version: str, file: Path) -> None:
+    """Register a notice text and make it current (admins); older consents need renewal."""
+    result = c.open().publish_notice(version, file.read_bytes())
+    c.emit(
+        {"ok": True, **result},
+        f"Published notice {result['version']} (SHA-256 {result['sha256']}). Records "
+        "consented under another version need `childvault consent renew` before approval.",
+    )
+
+
+@notice.command("list")
+@pass_ctx
+def notice_list(c: Ctx) -> None:
+    """Show every published notice version and its hash."""
+    v = c.open()
+    register, current = v.notices(), v.setting("notice_version")
+
+    def human() -> None:
+        for version, entry in sorted(register.items()):
+            mark = " (current)" if version == current else ""
+            click.echo(f"{version:12} {entry['sha256']} {entry['published_at']}{mark}")
+
+    c.emit({"ok": True, "current": current, "notices": register}, human)
+
+
+@click.group()
+def retention() -> None:
+    """Retention (P-12)."""
+
+
+@retention.command("sweep")
+@click.option("--dry-run", is_flag=True, help="Only list what would be shredded.")
+@pass_ctx
+def retention_sweep(c: Ctx, dry_run: bool) -> None:
+    """Crypto-shred every record past its retention date (admins, officers)."""
+    report = c.open().retention_sweep(dry_run=dry_run)
+    verb = "would shred" if dry_run else "shredded"
+    c.emit(report, f"Retention sweep ({report['day']}): {verb} {report['due']} record(s).")
+
+
+@click.command()
+@click.option("--confirm", is_flag=True, help="Required: this destroys every record.")
+@pass_ctx
+def decommission(c: Ctx, confirm: bool) -> None:
+    """Stop collection, shred every record and sign a final checkpoint (admins)."""
+    report = c.open().decommission(confirm=confirm)
+    c.emit(
+        report,
+        f"Decommissioned: {report['records_shredded']} record(s) shredded. "
+        f"Report: decommission-report.json in the home.",
+    )

@@ -1,0 +1,139 @@
+"""Writing and listing records: ``record add``, ``import``, ``list``, ``find``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from childvault.cli._context import (
+    Ctx,
+    consent_from_options,
+    parse_assignments,
+    pass_ctx,
+    progress_bar,
+)
+
+
+@click.group(invoke_without_command=False)
+def record() -> None:
+    """Add records one at a time (see also `import`)."""
+
+
+@record.command("add")
+@click.option("--type", "type_name", default="child", show_default=True)
+@click.option("--field", "fields", multiple=True, metavar="NAME=VALUE", help="Repeatable.")
+@click.option("--consent-by", type=click.Choice(["guardian", "child"]), required=True)
+@click.option("--consented-at", help="Date of consent (default today).")
+@click.option("--notice-version", help="Notice version shown (default: current).")
+@click.option("--purpose", "purposes", multiple=True, required=True, help="Repeatable.")
+@click.option("--retain-until", required=True, help="Retention date (YYYY-MM-DD).")
+@click.option("--guardian-informed", is_flag=True, help="Child consented; guardian informed.")
+@click.option(
+    "--guardian-also",
+    is_flag=True,
+    help="Child of 14+ who cannot express a will: guardian consents as well.",
+)
+@pass_ctx
+def record_add(
+    c: Ctx,
+    type_name: str,
+    fields: tuple[str, ...],
+    consent_by: str,
+    consented_at: str | None,
+    notice_version: str | None,
+    purposes: tuple[str, ...],
+    retain_until: str,
+    guardian_informed: bool,
+    guardian_also: bool,
+) -> None:
+    """Add one record (staff)."""
+    v = c.open()
+    consent = consent_from_options(
+        v,
+        purposes=list(purposes),
+        retain_until=retain_until,
+        consent_by=consent_by,
+        consented_at=consented_at,
+        notice_version=notice_version,
+        guardian_informed=guardian_informed,
+        guardian_also=guardian_also,
+    )
+    record_id = v.add_record(type_name, parse_assignments(fields), consent)
+    c.emit({"ok": True, "record_id": record_id}, f"Added record {record_id}.")
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--type", "type_name", help="Record type (default: the schema's first).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl"]),
+    help="Default: by extension (.jsonl/.ndjson = JSON Lines, else CSV).",
+)
+@click.option("--skip-invalid", is_flag=True, help="Import the valid rows, report the rest.")
+@pass_ctx
+def import_(c: Ctx, file: Path, type_name: str | None, fmt: str | None, skip_invalid: bool) -> None:
+    """Import records from a CSV or JSON Lines FILE (staff). Resumable."""
+    v = c.open()
+    with progress_bar(c, "Importing") as progress:
+        report = v.import_file(
+            file, type_name=type_name, skip_invalid=skip_invalid, fmt=fmt, progress=progress
+        )
+
+    def human() -> None:
+        if report.already_done and not report.imported:
+            click.echo(f"{file.name} was already imported ({report.rows} rows); nothing to do.")
+        else:
+            resumed = f" (resumed after row {report.already_done})" if report.already_done else ""
+            click.echo(f"Imported {report.imported} records from {file.name}{resumed}.")
+        for row, reason in report.errors:
+            click.echo(f"skipped row {row}: {reason}", err=True)
+
+    c.emit({"ok": True, **report.to_json()}, human)
+
+
+@click.command("list")
+@pass_ctx
+def list_(c: Ctx) -> None:
+    """List records: ids and bookkeeping only, never values."""
+    v = c.open()
+    if c.as_json:
+        c.emit({"ok": True, "records": [r.to_json() for r in v.list_records()]})
+        return
+    count = 0
+    for r in v.list_records():
+        count += 1
+        click.echo(
+            f"{r.id}  {r.type:8} v{r.version}  retain until {r.retain_until}  "
+            f"purposes {','.join(r.purposes)}  fields {len(r.fields)}"
+        )
+    click.echo(f"{count} record(s)")
+
+
+@click.command()
+@click.option(
+    "--field",
+    "assignment",
+    required=True,
+    metavar="NAME=VALUE",
+    help="A searchable field (e.g. id_number) and the value to look for.",
+)
+@click.option("--type", "type_name", help="Record type (default: the schema's first).")
+@pass_ctx
+def find(c: Ctx, assignment: str, type_name: str | None) -> None:
+    """Find candidate records by a searchable field (blind index; logged).
+
+    The index is truncated on purpose, so some candidates may not match: request
+    access to the candidates and read to tell them apart.
+    """
+    ((name, value),) = parse_assignments((assignment,)).items()
+    ids = c.open().find(name, value, type_name=type_name)
+
+    def human() -> None:
+        for rid in ids:
+            click.echo(rid)
+        click.echo(f"{len(ids)} candidate(s); confirm with an approved read.")
+
+    c.emit({"ok": True, "field": name, "candidates": ids}, human)
