@@ -162,22 +162,3 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
 def world(template: tuple[Path, dict[str, Identity]], tmp_path: Path) -> Iterator[World]:
     src, ids = template
     yield copy_world(src, ids, tmp_path)
-
-
-def raw_db(world: World, who: str = "worker1"):  # type: ignore[no-untyped-def]
-    """A raw SQLCipher connection to the world's database, opened with its real key.
-
-    This is what an insider holding a database key can do; tests use it to
-    tamper with rows and to scan tables for plaintext.
-    """
-    import json as _json
-
-    import sqlcipher3
-
-    from childvault.keys import KeySlots
-
-    vault_id = _json.loads((world.home / "config.json").read_text())["vault_id"]
-    key = KeySlots(world.home / "keyslots.json").open(world.ids[who], vault_id)["db"]
-    conn = sqlcipher3.connect(str(world.home / "vault.db"), isolation_level=None)
-    conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
-    return conn
