@@ -6,19 +6,23 @@
 exact bytes of every format childvault defines (field associated data and
 ciphertext, the local provider's blob and grant material, the Vault/OpenBao
 derivation context and key blob, audit entries, signed checkpoint notes and
-verifier keys, approval tokens, subject reports and entry proofs). Data
-written by one version must stay readable by the next, and third parties
-verify reports and proofs with their own code. So when ``test_vectors.py``
-fails, the code changed a format: either fix the code, or (deliberately) bump
-the format, record the decision in docs/decisions.md, and only then run this
-script and commit the new files together with that entry.
+verifier keys, approval tokens, identity and key-slot files, subject reports,
+entry proofs and witness files). Data written by one version must stay
+readable by the next, and third parties verify reports and proofs with their
+own code. So when ``test_vectors.py`` fails, the code changed a format: either
+fix the code, or (deliberately) bump the format, record the decision in
+docs/decisions.md, and only then run this script and commit the new files
+together with that entry. Regenerate only the files whose format changed
+(name them: ``python -m tests.vectors.generate audit.json``): the randomised
+ones come out different on every run.
 
 Everything that can be deterministic is: fixed keys, fixed nonces through the
 private seams (``_fieldcrypto._seal_from_parts``), Ed25519 signatures (PASETO
-v4.public, signed notes). Sealed boxes are randomised by design, so the local
-provider blob and grant material are frozen as produced once and checked by
-opening them. Subject reports and entry proofs come from a real vault built
-here (random ids), frozen as produced.
+v4.public, signed notes). Sealed boxes and Argon2id salts are randomised by
+design, so the local provider blob, grant material, identity and key-slot files
+are frozen as produced once and checked by opening them. Subject reports, entry
+proofs and a witness file come from a real vault built here (random ids),
+frozen as produced.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Any
 import nacl.signing
 from nacl.public import PrivateKey
 
-from childvault.keys import Identity
+from childvault.keys import Identity, KeySlots
 from childvault.keys._local import CustodianSecret, LocalProvider
 from childvault.keys._provider import FieldKey, RecordKeys, Selection, WrappedRecord
 
@@ -308,7 +312,36 @@ def _token_vectors() -> dict[str, Any]:
     }
 
 
-def _report_vectors() -> tuple[dict[str, Any], dict[str, Any]]:
+def _files_vectors() -> dict[str, Any]:
+    # Files in a vault's home. Argon2id salts and sealed boxes are random:
+    # frozen as written once, checked by opening them.
+    passphrase = "vectors-passphrase-1"
+    secrets_ = {"db": seed("files/db"), "index": seed("files/index")}
+    with tempfile.TemporaryDirectory() as tmp:
+        ident = Path(tmp) / "worker1.id"
+        identity("worker1").save(ident, passphrase)
+        slots = KeySlots(Path(tmp) / "keyslots.json")
+        slots.create(VAULT_ID)
+        for name in ("worker1", "officer1"):
+            slots.add(identity(name).public, VAULT_ID, secrets_)
+        return {
+            "identity": {
+                "name": "worker1",
+                "passphrase": passphrase,
+                "x25519_secret": seed("worker1/x25519").hex(),
+                "ed25519_seed": seed("worker1/ed25519").hex(),
+                "file": ident.read_text(encoding="utf-8"),
+            },
+            "keyslots": {
+                "vault_id": VAULT_ID,
+                "users": ["worker1", "officer1"],
+                "secrets": {k: v.hex() for k, v in secrets_.items()},
+                "file": slots.path.read_text(encoding="utf-8"),
+            },
+        }
+
+
+def _report_vectors() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     # A real vault, the way the suite builds one (Argon2id: a few seconds).
     from tests.conftest import World, add_children, build_template
     from tests.test_reports import grant
@@ -328,9 +361,11 @@ def _report_vectors() -> tuple[dict[str, Any], dict[str, Any]]:
         with world.open("officer1") as v:
             proof = v.prove_entry(3)
             proof_vkeys = v.signer_vkeys()
+        witness = world.witness.read_text(encoding="utf-8")
     return (
         {"vkeys": vkeys, "record_id": ids[0], "report": report},
         {"vkeys": proof_vkeys, "seq": 3, "proof": proof},
+        {"vkeys": proof_vkeys, "origin": f"childvault/{report['vault_id']}", "file": witness},
     )
 
 
@@ -350,17 +385,17 @@ def main(argv: list[str]) -> int:
         "audit.json": lambda: audit,
         "checkpoint.json": lambda: _checkpoint_vectors(audit),
         "token.json": _token_vectors,
+        "files.json": _files_vectors,
     }
-    wanted = set(argv) or {*makers, "subject_report.json", "entry_proof.json"}
+    from_a_vault = ("subject_report.json", "entry_proof.json", "witness.json")
+    wanted = set(argv) or {*makers, *from_a_vault}
     for name, make in makers.items():
         if name in wanted:
             _write(name, make())
-    if wanted & {"subject_report.json", "entry_proof.json"}:
-        report, proof = _report_vectors()
-        if "subject_report.json" in wanted:
-            _write("subject_report.json", report)
-        if "entry_proof.json" in wanted:
-            _write("entry_proof.json", proof)
+    if wanted.intersection(from_a_vault):
+        for name, doc in zip(from_a_vault, _report_vectors(), strict=True):
+            if name in wanted:
+                _write(name, doc)
     return 0
 
 

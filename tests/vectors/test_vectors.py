@@ -24,9 +24,12 @@ from nacl.public import PrivateKey
 from childvault.keys import (
     ApprovalInvalid,
     ChildVaultError,
+    ConfigError,
     DecryptionFailed,
     Identity,
     IntegrityError,
+    KeySlots,
+    WrongPassphrase,
 )
 from childvault.keys._local import CustodianSecret, LocalProvider, blob_generation
 from childvault.keys._provider import FieldKey, WrappedRecord
@@ -39,6 +42,7 @@ from childvault.keys._vault import _encode_blob as encode_blob
 from childvault.keys._vault import _parse_blob as parse_blob
 from childvault.vault import _audit, _fieldcrypto, _merkle, _note, _tokens
 from childvault.vault._reports import verify_entry_proof, verify_subject_report
+from tests.vectors import generate
 
 HERE = Path(__file__).resolve().parent
 
@@ -402,3 +406,55 @@ def test_frozen_entry_proof_with_a_flipped_byte_fails() -> None:
         holder[path[-1]] = flip(bytes.fromhex(holder[path[-1]]), 0).hex()
         with pytest.raises(IntegrityError):
             verify_entry_proof(bundle, PROOF["vkeys"])
+
+
+# ---------------------------------------------------------- files in a home
+
+FILES = load("files.json")
+
+
+def test_identity_file_unlocks_to_the_frozen_keys(tmp_path: Path) -> None:
+    doc = FILES["identity"]
+    path = tmp_path / "user.id"
+    path.write_text(doc["file"], encoding="utf-8")
+    ident = Identity.load(path, doc["passphrase"])
+    assert ident.name == doc["name"]
+    assert ident.signing_seed().hex() == doc["ed25519_seed"]
+    expected = PrivateKey(bytes.fromhex(doc["x25519_secret"])).public_key
+    assert ident.public.encryption_key == bytes(expected)
+    with pytest.raises(WrongPassphrase):
+        Identity.load(path, doc["passphrase"] + "x")
+
+
+def test_keyslot_file_opens_for_each_user_and_only_for_them(tmp_path: Path) -> None:
+    doc = FILES["keyslots"]
+    path = tmp_path / "keyslots.json"
+    path.write_text(doc["file"], encoding="utf-8")
+    slots = KeySlots(path)
+    assert slots.users() == sorted(doc["users"])
+    secrets_ = {k: bytes.fromhex(v) for k, v in doc["secrets"].items()}
+    for name in doc["users"]:
+        seed = generate.seed(f"{name}/x25519")
+        signing = nacl.signing.SigningKey(generate.seed(f"{name}/ed25519"))
+        assert slots.open(Identity(name, PrivateKey(seed), signing), doc["vault_id"]) == secrets_
+    worker = generate.identity("worker1")
+    with pytest.raises(ConfigError, match="another vault"):
+        slots.open(worker, "f" * 32)
+    # worker1's slot filed under officer1's name does not open for officer1.
+    moved = json.loads(doc["file"])
+    moved["slots"]["officer1"] = moved["slots"]["worker1"]
+    path.write_text(json.dumps(moved), encoding="utf-8")
+    with pytest.raises(DecryptionFailed):
+        KeySlots(path).open(generate.identity("officer1"), doc["vault_id"])
+
+
+def test_witness_file_reads_and_its_notes_verify(tmp_path: Path) -> None:
+    doc = load("witness.json")
+    path = tmp_path / "home.witness.jsonl"
+    path.write_text(doc["file"], encoding="utf-8")
+    notes = _audit.read_witness(path)
+    assert len(notes) == doc["file"].count("\n") >= 1
+    known = dict(map(_note.parse_vkey, doc["vkeys"]))
+    sizes = [_note.verify_note(note, known)[0].size for note in notes]
+    assert sizes == sorted(sizes)
+    assert all(_note.verify_note(note, known)[0].origin == doc["origin"] for note in notes)
