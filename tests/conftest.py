@@ -3,7 +3,7 @@
 Identity files use Argon2id MODERATE (about a second per unlock), so the
 session builds one template home with five users once, keeps their unlocked
 identities, and every test gets a fresh copy of that home. Time is a
-:class:`FakeClock` injected into the vault: expiry and retention are tested by
+:class:`childvault.testing.FakeClock` injected into the vault: expiry and retention are tested by
 moving it, never by sleeping.
 """
 
@@ -12,13 +12,14 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from childvault.keys import Identity
+from childvault.testing import DEFAULT_START, FakeClock
 from childvault.vault import (
     Consent,
     LocalKeys,
@@ -41,26 +42,14 @@ ROLES = {
     "worker1": ("staff",),
     "worker2": ("staff",),
 }
-START = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+#: Where every test clock starts (the public FakeClock default).
+START = DEFAULT_START
 
 # No per-example deadline: a deadline is a timing assertion, and on a loaded
 # 2-core CI machine it fails tests that are correct (speed is measured in
 # bench/, never here). Bounded-time properties use explicit, generous limits.
 settings.register_profile("childvault", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("childvault")
-
-
-class FakeClock:
-    """A settable clock for the ``clock=`` injection point."""
-
-    def __init__(self, start: datetime = START) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kwargs: float) -> None:
-        self.now += timedelta(**kwargs)
 
 
 @dataclass
@@ -182,22 +171,3 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
 def world(template: tuple[Path, dict[str, Identity]], tmp_path: Path) -> Iterator[World]:
     src, ids = template
     yield copy_world(src, ids, tmp_path)
-
-
-def raw_db(world: World, who: str = "worker1"):  # type: ignore[no-untyped-def]
-    """A raw SQLCipher connection to the world's database, opened with its real key.
-
-    This is what an insider holding a database key can do; tests use it to
-    tamper with rows and to scan tables for plaintext.
-    """
-    import json as _json
-
-    import sqlcipher3
-
-    from childvault.keys import KeySlots
-
-    vault_id = _json.loads((world.home / "config.json").read_text())["vault_id"]
-    key = KeySlots(world.home / "keyslots.json").open(world.ids[who], vault_id)["db"]
-    conn = sqlcipher3.connect(str(world.home / "vault.db"), isolation_level=None)
-    conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
-    return conn

@@ -341,11 +341,11 @@ def test_without_the_officer_there_is_no_way_to_plaintext(flow: tuple[World, lis
     from nacl.public import PrivateKey
 
     from childvault.keys import CustodianSecret, DecryptionFailed, KeySlots
-    from tests.conftest import raw_db
+    from tests._insider import Insider
 
     world, _ids = flow
-    conn = raw_db(world, "worker1")
-    blobs = [bytes(b) for (b,) in conn.execute("SELECT blob FROM keyblobs")]
+    insider = Insider(world, "worker1")
+    blobs = [bytes(b) for (b,) in insider.rows("keyblobs", ["blob"])]
     assert blobs
     worker = world.ids["worker1"]
     vault_id = json.loads((world.home / "config.json").read_text())["vault_id"]
@@ -365,9 +365,10 @@ def test_without_the_officer_there_is_no_way_to_plaintext(flow: tuple[World, lis
     # Nothing in any table is the custodian secret (officer1's, read legitimately).
     custodian = KeySlots(world.home / "keyslots.json").open(world.ids["officer1"], vault_id)
     secret = custodian["custodian/1"]
-    for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'"):
-        for row in conn.execute(f'SELECT * FROM "{table}"'):
-            assert not any(isinstance(c, bytes) and secret in c for c in row)
+    with insider:
+        for table in insider.tables():
+            for row in insider.rows(table):
+                assert not any(isinstance(c, bytes) and secret in c for c in row)
 
 
 def test_hostile_tokens_raise_only_our_error(flow: tuple[World, list[str]]) -> None:

@@ -11,7 +11,8 @@ import rfc8785
 
 from childvault.keys import AccessDenied, IntegrityError
 from childvault.vault._merkle import leaf_hash
-from tests.conftest import World, add_children, raw_db
+from tests._insider import Insider, at_least
+from tests.conftest import World, add_children
 
 
 def _populated(world: World) -> None:
@@ -44,8 +45,8 @@ def test_every_write_appends_an_entry_in_its_transaction(world: World) -> None:
 
 def test_entries_are_canonical_json_with_prev_chain(world: World) -> None:
     _populated(world)
-    conn = raw_db(world)
-    rows = conn.execute("SELECT seq, entry, hash FROM audit ORDER BY seq").fetchall()
+    with Insider(world, "worker1") as insider:
+        rows = insider.rows("audit", ["seq", "entry", "hash"], order_by="seq")
     prev = None
     for seq, entry, digest in rows:
         obj = json.loads(entry)
@@ -56,11 +57,11 @@ def test_entries_are_canonical_json_with_prev_chain(world: World) -> None:
 
 
 def _edit(world: World, seq: int) -> None:
-    conn = raw_db(world)
-    (entry,) = conn.execute("SELECT entry FROM audit WHERE seq = ?", (seq,)).fetchone()
-    changed = bytes(entry).replace(b'"worker1"', b'"worker2"')
-    assert changed != bytes(entry)
-    conn.execute("UPDATE audit SET entry = ? WHERE seq = ?", (changed, seq))
+    with Insider(world, "worker1") as insider:
+        ((entry,),) = insider.rows("audit", ["entry"], where={"seq": seq})
+        changed = bytes(entry).replace(b'"worker1"', b'"worker2"')
+        assert changed != bytes(entry)
+        insider.update("audit", {"entry": changed}, where={"seq": seq})
 
 
 def test_edited_entry_is_named(world: World) -> None:
@@ -73,30 +74,29 @@ def test_edited_entry_is_named(world: World) -> None:
 
 def test_edited_entry_with_recomputed_hash_breaks_the_next_link(world: World) -> None:
     _populated(world)
-    conn = raw_db(world)
-    (entry,) = conn.execute("SELECT entry FROM audit WHERE seq = 8").fetchone()
-    changed = bytes(entry).replace(b'"worker1"', b'"worker2"')
-    conn.execute(
-        "UPDATE audit SET entry = ?, hash = ? WHERE seq = 8", (changed, leaf_hash(changed))
-    )
+    with Insider(world, "worker1") as insider:
+        ((entry,),) = insider.rows("audit", ["entry"], where={"seq": 8})
+        changed = bytes(entry).replace(b'"worker1"', b'"worker2"')
+        insider.update("audit", {"entry": changed, "hash": leaf_hash(changed)}, where={"seq": 8})
     with pytest.raises(IntegrityError, match=r"entry 9 does not link to entry 8"):
         _verify(world)
 
 
 def test_deleted_entry_is_named(world: World) -> None:
     _populated(world)
-    raw_db(world).execute("DELETE FROM audit WHERE seq = 7")
+    with Insider(world, "worker1") as insider:
+        insider.delete("audit", where={"seq": 7})
     with pytest.raises(IntegrityError, match=r"entry 7 is missing"):
         _verify(world)
 
 
 def test_swapped_entries_are_detected(world: World) -> None:
     _populated(world)
-    conn = raw_db(world)
-    a = conn.execute("SELECT entry, hash FROM audit WHERE seq = 8").fetchone()
-    b = conn.execute("SELECT entry, hash FROM audit WHERE seq = 9").fetchone()
-    conn.execute("UPDATE audit SET entry = ?, hash = ? WHERE seq = 8", b)
-    conn.execute("UPDATE audit SET entry = ?, hash = ? WHERE seq = 9", a)
+    with Insider(world, "worker1") as insider:
+        (a,) = insider.rows("audit", ["entry", "hash"], where={"seq": 8})
+        (b,) = insider.rows("audit", ["entry", "hash"], where={"seq": 9})
+        insider.update("audit", {"entry": b[0], "hash": b[1]}, where={"seq": 8})
+        insider.update("audit", {"entry": a[0], "hash": a[1]}, where={"seq": 9})
     with pytest.raises(IntegrityError, match=r"entry 8 carries sequence number 9"):
         _verify(world)
 
@@ -106,9 +106,9 @@ def test_truncation_is_detected_against_the_witness(world: World) -> None:
     with world.open("officer1") as v:
         v.checkpoint()
     size = json.loads(world.witness.read_text().splitlines()[-1])["note"].split("\n")[1]
-    conn = raw_db(world)
-    conn.execute("DELETE FROM audit WHERE seq >= ?", (int(size) - 3,))
-    conn.execute("DELETE FROM checkpoints")  # the insider also removes the stored copies
+    with Insider(world, "worker1") as insider:
+        insider.delete("audit", where={"seq": at_least(int(size) - 3)})
+        insider.delete("checkpoints")  # the insider also removes the stored copies
     with pytest.raises(IntegrityError, match="truncated"):
         _verify(world)
 
@@ -118,18 +118,18 @@ def test_replaced_log_of_equal_length_is_detected(world: World) -> None:
     _populated(world)
     with world.open("officer1") as v:
         v.checkpoint()
-    conn = raw_db(world)
-    rows = conn.execute("SELECT seq, entry FROM audit ORDER BY seq").fetchall()
-    prev = None
-    conn.execute("DELETE FROM checkpoints")
-    for seq, entry in rows:
-        obj = json.loads(entry)
-        obj["actor"] = "someone-else"
-        obj["prev"] = prev
-        new = rfc8785.dumps(obj)
-        digest = leaf_hash(new)
-        conn.execute("UPDATE audit SET entry = ?, hash = ? WHERE seq = ?", (new, digest, seq))
-        prev = digest.hex()
+    with Insider(world, "worker1") as insider:
+        rows = insider.rows("audit", ["seq", "entry"], order_by="seq")
+        prev = None
+        insider.delete("checkpoints")
+        for seq, entry in rows:
+            obj = json.loads(entry)
+            obj["actor"] = "someone-else"
+            obj["prev"] = prev
+            new = rfc8785.dumps(obj)
+            digest = leaf_hash(new)
+            insider.update("audit", {"entry": new, "hash": digest}, where={"seq": seq})
+            prev = digest.hex()
     with pytest.raises(IntegrityError, match="diverged"):
         _verify(world)
 
@@ -172,10 +172,18 @@ def test_user_row_inserted_outside_the_log_is_detected(world: World) -> None:
     from childvault.keys import Identity
 
     rogue = Identity.generate("rogue")
-    raw_db(world).execute(
-        "INSERT INTO users VALUES ('rogue', 'officer', ?, ?, '2026-11-24', 'admin')",
-        (rogue.public.encryption_key, rogue.public.signing_key),
-    )
+    with Insider(world, "worker1") as insider:
+        insider.insert(
+            "users",
+            {
+                "name": "rogue",
+                "roles": "officer",
+                "enc_key": rogue.public.encryption_key,
+                "sign_key": rogue.public.signing_key,
+                "created_at": "2026-11-24",
+                "created_by": "admin",
+            },
+        )
     with pytest.raises(IntegrityError, match="user 'rogue'"):
         _verify(world)
 
@@ -184,9 +192,8 @@ def test_user_keys_swapped_outside_the_log_are_detected(world: World) -> None:
     from childvault.keys import Identity
 
     rogue = Identity.generate("officer1")
-    raw_db(world).execute(
-        "UPDATE users SET sign_key = ? WHERE name = 'officer1'", (rogue.public.signing_key,)
-    )
+    with Insider(world, "worker1") as insider:
+        insider.update("users", {"sign_key": rogue.public.signing_key}, where={"name": "officer1"})
     with pytest.raises(IntegrityError, match="officer1"):
         _verify(world)
 
@@ -197,9 +204,8 @@ def test_custodian_key_swapped_outside_the_log_is_detected(world: World) -> None
     from childvault.keys import CustodianSecret
 
     rogue = CustodianSecret.generate(1)
-    raw_db(world).execute(
-        "UPDATE custodians SET public_key = ? WHERE generation = 1", (rogue.public,)
-    )
+    with Insider(world, "worker1") as insider:
+        insider.update("custodians", {"public_key": rogue.public}, where={"generation": 1})
     with pytest.raises(IntegrityError, match="custodian key generation 1"):
         _verify(world)
     # And no staff member seals a new record to it.

@@ -331,11 +331,12 @@ def test_audit_verify_log_checkpoint_and_tamper_exit_4(imported: tuple[World, li
     entries = js(r)["entries"]
     assert [e["entry"]["action"] for e in entries] == ["record.create"]
     assert len(entries[0]["hash"]) == 64
-    from tests.conftest import raw_db
+    from tests._insider import Insider
 
-    raw_db(world).execute(
-        "UPDATE audit SET entry = replace(entry, 'worker1', 'worker9') WHERE seq = 8"
-    )
+    with Insider(world, "worker1") as insider:
+        ((entry,),) = insider.rows("audit", ["entry"], where={"seq": 8})
+        changed = bytes(entry).replace(b"worker1", b"worker9")
+        insider.update("audit", {"entry": changed}, where={"seq": 8})
     r = run(world, "worker1", "audit", "verify")
     assert r.exit_code == 4 and "entry 8" in r.stderr, r.stderr
 

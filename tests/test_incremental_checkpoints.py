@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from childvault.keys import IntegrityError
 from childvault.vault import _audit, _merkle
 from childvault.vault._store import _MIGRATIONS, Store
-from tests.conftest import World, add_children, raw_db
+from tests._insider import Insider, at_least
+from tests.conftest import World, add_children
 from tests.test_reports import grant
 
 
@@ -52,19 +53,19 @@ def _approved_twice(world: World) -> list[str]:
 
 
 def _officer1_sizes(world: World) -> list[int]:
-    conn = raw_db(world)
-    return [n for (n,) in conn.execute("SELECT size FROM checkpoints WHERE signer = 'officer1'")]
+    with Insider(world, "worker1") as insider:
+        return [n for (n,) in insider.rows("checkpoints", ["size"], where={"signer": "officer1"})]
 
 
-def _rehash(conn: Any, seq: int, old: bytes, new: bytes) -> tuple[bytes, bytes]:
+def _rehash(insider: Insider, seq: int, old: bytes, new: bytes) -> tuple[bytes, bytes]:
     """An insider edits entry ``seq`` (``old`` -> ``new``) and stores its new hash.
 
     Returns (the entry as it was, its new leaf hash)."""
-    (entry,) = conn.execute("SELECT entry FROM audit WHERE seq = ?", (seq,)).fetchone()
+    ((entry,),) = insider.rows("audit", ["entry"], where={"seq": seq})
     changed = bytes(entry).replace(old, new, 1)
     assert changed != bytes(entry)
     digest = _merkle.leaf_hash(changed)
-    conn.execute("UPDATE audit SET entry = ?, hash = ? WHERE seq = ?", (changed, digest, seq))
+    insider.update("audit", {"entry": changed, "hash": digest}, where={"seq": seq})
     return bytes(entry), digest
 
 
@@ -81,11 +82,11 @@ def test_approval_resumes_from_the_officers_own_last_checkpoint(
     # The checkpoint signed on the resumed frontier is the whole log's root.
     with world.open("admin") as v:
         full = v.verify_audit()
-    conn = raw_db(world)
-    size, root = conn.execute(
-        "SELECT size, root FROM checkpoints WHERE signer = 'officer1' ORDER BY id DESC LIMIT 1"
-    ).fetchone()
-    hashes = [bytes(h) for (h,) in conn.execute("SELECT hash FROM audit ORDER BY seq")]
+    with Insider(world, "worker1") as insider:
+        size, root = insider.rows(
+            "checkpoints", ["size", "root"], where={"signer": "officer1"}, order_by="id"
+        )[-1]
+        hashes = [bytes(h) for (h,) in insider.rows("audit", ["hash"], order_by="seq")]
     assert bytes(root) == _merkle.root_of(hashes[:size])
     assert full.entries >= size
 
@@ -104,12 +105,10 @@ def test_tampered_resume_state_falls_back_to_full_verification(
     world: World, resumed: list[Any]
 ) -> None:
     ids = _approved_twice(world)
-    conn = raw_db(world)
-    (blob,) = conn.execute(
-        "SELECT resume_state FROM checkpoints WHERE signer = 'officer1'"
-    ).fetchone()
-    forged = bytes([blob[0] ^ 1]) + bytes(blob[1:])
-    conn.execute("UPDATE checkpoints SET resume_state = ? WHERE signer = 'officer1'", (forged,))
+    with Insider(world, "worker1") as insider:
+        ((blob,),) = insider.rows("checkpoints", ["resume_state"], where={"signer": "officer1"})
+        forged = bytes([blob[0] ^ 1]) + bytes(blob[1:])
+        insider.update("checkpoints", {"resume_state": forged}, where={"signer": "officer1"})
     resumed.clear()
     grant(world, ids[1:2], ("name",))
     assert resumed[-1][0] is None and resumed[-1][1].checked_from == 0
@@ -123,12 +122,12 @@ def test_checkpoint_row_relabelled_as_the_officers_is_not_resumed_from(
     # verify it, so officer1's approval verifies everything.
     ids = _approved_twice(world)
     grant(world, ids[1:2], ("name",), officer="officer2")
-    conn = raw_db(world)
-    conn.execute(
-        "INSERT INTO checkpoints (size, root, note, signer, created_at, resume_state) "
-        "SELECT size, root, note, 'officer1', created_at, resume_state FROM checkpoints "
-        "WHERE signer = 'officer2'"
-    )
+    columns = ["size", "root", "note", "created_at", "resume_state"]
+    with Insider(world, "worker1") as insider:
+        for row in insider.rows("checkpoints", columns, where={"signer": "officer2"}):
+            insider.insert(
+                "checkpoints", {**dict(zip(columns, row, strict=True)), "signer": "officer1"}
+            )
     resumed.clear()
     grant(world, ids[2:3], ("name",))
     assert resumed[-1][0] is None and resumed[-1][1].checked_from == 0
@@ -137,8 +136,8 @@ def test_checkpoint_row_relabelled_as_the_officers_is_not_resumed_from(
 def test_edit_after_the_officers_checkpoint_is_refused_at_approval(world: World) -> None:
     ids = _approved_twice(world)
     (first,) = _officer1_sizes(world)
-    conn = raw_db(world)
-    _rehash(conn, first, b'"worker1"', b'"worker2"')
+    with Insider(world, "worker1") as insider:
+        _rehash(insider, first, b'"worker1"', b'"worker2"')
     with pytest.raises(IntegrityError, match=f"entry {first + 1} does not link"):
         grant(world, ids[1:2], ("name",))
 
@@ -148,12 +147,10 @@ def test_edit_of_the_entry_before_the_resume_point_is_refused_at_approval(world:
     # match its stored hash.
     ids = _approved_twice(world)
     (first,) = _officer1_sizes(world)
-    conn = raw_db(world)
-    (entry,) = conn.execute("SELECT entry FROM audit WHERE seq = ?", (first - 1,)).fetchone()
-    conn.execute(
-        "UPDATE audit SET entry = ? WHERE seq = ?",
-        (bytes(entry).replace(b'"ok"', b'"no"'), first - 1),
-    )
+    with Insider(world, "worker1") as insider:
+        ((entry,),) = insider.rows("audit", ["entry"], where={"seq": first - 1})
+        changed = bytes(entry).replace(b'"ok"', b'"no"')
+        insider.update("audit", {"entry": changed}, where={"seq": first - 1})
     with pytest.raises(IntegrityError, match=f"entry {first - 1} was modified"):
         grant(world, ids[1:2], ("name",))
 
@@ -164,9 +161,9 @@ def test_rehashed_last_covered_entry_is_refused_at_approval(world: World) -> Non
     # not the one it signed.
     ids = _approved_twice(world)
     (first,) = _officer1_sizes(world)
-    conn = raw_db(world)
-    entry, digest = _rehash(conn, first - 1, b'"officer1"', b'"officer2"')
-    _rehash(conn, first, _merkle.leaf_hash(entry).hex().encode(), digest.hex().encode())
+    with Insider(world, "worker1") as insider:
+        entry, digest = _rehash(insider, first - 1, b'"officer1"', b'"officer2"')
+        _rehash(insider, first, _merkle.leaf_hash(entry).hex().encode(), digest.hex().encode())
     with pytest.raises(IntegrityError, match=f"diverged: entry {first - 1} is not the one"):
         grant(world, ids[1:2], ("name",))
 
@@ -176,8 +173,8 @@ def test_log_cut_below_the_officers_checkpoint_is_refused_at_approval(world: Wor
     # checkpoint ends with is not there any more.
     ids = _approved_twice(world)
     (first,) = _officer1_sizes(world)
-    conn = raw_db(world)
-    conn.execute("DELETE FROM audit WHERE seq >= ?", (first - 2,))
+    with Insider(world, "worker1") as insider:
+        insider.delete("audit", where={"seq": at_least(first - 2)})
     with pytest.raises(IntegrityError, match=f"diverged: entry {first - 1} is not the one"):
         grant(world, ids[1:2], ("name",))
 
@@ -187,8 +184,8 @@ def test_log_cut_below_the_checkpoint_with_nothing_after_is_truncated(world: Wor
     (first,) = _officer1_sizes(world)
     with world.open("worker1") as v:
         req = v.request_access(ids[1:2], ("name",), "case_management", "本人查询")
-    conn = raw_db(world)
-    conn.execute("DELETE FROM audit WHERE seq >= ?", (first - 2,))
+    with Insider(world, "worker1") as insider:
+        insider.delete("audit", where={"seq": at_least(first - 2)})
     with world.open("officer1") as v, pytest.raises(IntegrityError, match="truncated"):
         v.approve(req)
 

@@ -19,7 +19,8 @@ from childvault.keys import (
     ValidationError,
 )
 from childvault.vault import Consent, NewRecordInput
-from tests.conftest import World, add_children, child_values, consent, raw_db
+from tests._insider import Insider
+from tests.conftest import World, add_children, child_values, consent
 
 
 def _vault_id(world: World) -> str:
@@ -126,12 +127,12 @@ def test_delete_leaves_a_tombstone_and_logs_no_reason_text(world: World) -> None
         v.delete(rid, "张三的监护人申请删除")
         with pytest.raises(NotFound, match="already deleted"):
             v.delete(rid, "again")
-    conn = raw_db(world)
-    stone = conn.execute("SELECT reason, key_destroyed FROM tombstones").fetchone()
-    assert stone == ("张三的监护人申请删除", 1)
-    for table in ("records", "fields", "keyblobs", "blind_index"):
-        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
-    log = b"".join(bytes(e) for (e,) in conn.execute("SELECT entry FROM audit"))
+    with Insider(world, "worker1") as insider:
+        (stone,) = insider.rows("tombstones", ["reason", "key_destroyed"])
+        assert stone == ("张三的监护人申请删除", 1)
+        for table in ("records", "fields", "keyblobs", "blind_index"):
+            assert insider.count(table) == 0
+        log = b"".join(bytes(e) for (e,) in insider.rows("audit", ["entry"]))
     assert "张三".encode() not in log and b'"category":"request"' in log
 
 

@@ -33,7 +33,8 @@ from childvault.vault._reports import (
     verify_entry_proof,
     verify_subject_report,
 )
-from tests.conftest import PASSPHRASES, World, add_children, raw_db
+from tests._insider import Insider, at_least
+from tests.conftest import PASSPHRASES, World, add_children
 from tests.test_reports import grant
 
 Report = dict[str, Any]
@@ -237,12 +238,10 @@ def test_report_and_proofs_refused_after_an_entry_is_edited_in_place(
 ) -> None:
     world, _, report, _ = proven
     seq = _seq_of(report, "grant.read")
-    conn = raw_db(world)
-    (entry,) = conn.execute("SELECT entry FROM audit WHERE seq = ?", (seq,)).fetchone()
-    conn.execute(
-        "UPDATE audit SET entry = ? WHERE seq = ?",
-        (bytes(entry).replace(b'"worker1"', b'"worker2"'), seq),
-    )
+    with Insider(world, "worker1") as insider:
+        ((entry,),) = insider.rows("audit", ["entry"], where={"seq": seq})
+        changed = bytes(entry).replace(b'"worker1"', b'"worker2"')
+        insider.update("audit", {"entry": changed}, where={"seq": seq})
     with world.open("officer1") as v:
         with pytest.raises(IntegrityError, match=f"entry {seq} was modified"):
             v.prove_entry(seq)
@@ -257,22 +256,20 @@ def test_report_refused_when_an_edit_recomputes_the_hash(
 ) -> None:
     world, rid, report, _ = proven
     seq = _seq_of(report, "grant.read")
-    conn = raw_db(world)
-    (entry,) = conn.execute("SELECT entry FROM audit WHERE seq = ?", (seq,)).fetchone()
+    insider = Insider(world, "worker1")
+    ((entry,),) = insider.rows("audit", ["entry"], where={"seq": seq})
     changed = bytes(entry).replace(b'"worker1"', b'"worker2"')
-    conn.execute(
-        "UPDATE audit SET entry = ?, hash = ? WHERE seq = ?",
-        (changed, _merkle.leaf_hash(changed), seq),
-    )
-    stored = [bytes(h) for (h,) in conn.execute("SELECT hash FROM audit ORDER BY seq")]
+    insider.update("audit", {"entry": changed, "hash": _merkle.leaf_hash(changed)}, {"seq": seq})
+    stored = [bytes(h) for (h,) in insider.rows("audit", ["hash"], order_by="seq")]
     # officer2's own last checkpoint (signed for the report) covers the edited
     # entry, so its next approval resumes after it: the new checkpoint commits
     # to the log as it was signed, never to the edit ...
     grant(world, [rid], ("name",), requester="officer1", officer="officer2")
-    size, root = conn.execute(
-        "SELECT size, root FROM checkpoints WHERE signer = 'officer2' ORDER BY id DESC LIMIT 1"
-    ).fetchone()
-    tail = [bytes(h) for (h,) in conn.execute("SELECT hash FROM audit ORDER BY seq")][len(stored) :]
+    size, root = insider.rows(
+        "checkpoints", ["size", "root"], where={"signer": "officer2"}, order_by="id"
+    )[-1]
+    tail = [bytes(h) for (h,) in insider.rows("audit", ["hash"], order_by="seq")][len(stored) :]
+    insider.close()
     assert root != _merkle.root_of((stored + tail)[:size])
     genuine = stored + tail
     genuine[seq] = _merkle.leaf_hash(bytes(entry))
@@ -291,20 +288,20 @@ def test_report_refused_when_an_edit_recomputes_the_hash(
 def _rewrite_log(world: World, seq: int) -> None:
     """An insider rewrites entry ``seq`` into a valid chain and removes every
     checkpoint they can reach (the stored ones and the witness file)."""
-    conn = raw_db(world)
-    (prev,) = conn.execute("SELECT hash FROM audit WHERE seq = ?", (seq - 1,)).fetchone()
-    prev_hex = bytes(prev).hex()
-    rows = conn.execute("SELECT seq, entry FROM audit WHERE seq >= ? ORDER BY seq", (seq,))
-    for s, entry in rows.fetchall():
-        obj = json.loads(entry)
-        if s == seq:
-            obj["actor"] = "worker2"
-        obj["prev"] = prev_hex
-        new = rfc8785.dumps(obj)
-        digest = _merkle.leaf_hash(new)
-        conn.execute("UPDATE audit SET entry = ?, hash = ? WHERE seq = ?", (new, digest, s))
-        prev_hex = digest.hex()
-    conn.execute("DELETE FROM checkpoints")
+    with Insider(world, "worker1") as insider:
+        ((prev,),) = insider.rows("audit", ["hash"], where={"seq": seq - 1})
+        prev_hex = bytes(prev).hex()
+        rows = insider.rows("audit", ["seq", "entry"], where={"seq": at_least(seq)}, order_by="seq")
+        for s, entry in rows:
+            obj = json.loads(entry)
+            if s == seq:
+                obj["actor"] = "worker2"
+            obj["prev"] = prev_hex
+            new = rfc8785.dumps(obj)
+            digest = _merkle.leaf_hash(new)
+            insider.update("audit", {"entry": new, "hash": digest}, where={"seq": s})
+            prev_hex = digest.hex()
+        insider.delete("checkpoints")
     world.witness.write_text("")
 
 

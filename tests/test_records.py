@@ -12,7 +12,8 @@ import pytest
 
 from childvault.keys import AccessDenied, ConfigError, ImportFailed, UsageError, ValidationError
 from childvault.vault import NewRecordInput, Vault
-from tests.conftest import World, add_children, child_values, consent, raw_db
+from tests._insider import Insider
+from tests.conftest import World, add_children, child_values, consent
 
 CONSENT_COLS = {
     "consent_by": "guardian",
@@ -66,16 +67,15 @@ def test_no_plaintext_anywhere_after_importing_1000_records(world: World, tmp_pa
                 assert needle not in data, f"{needle!r} found in {path}"
     assert scanned >= 6  # db, wal, keyslots, config, schema, identities
     # Field-level encryption must hold on its own: read every table with the key.
-    conn = raw_db(world)
-    tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
     cells = 0
-    for table in tables:
-        for row in conn.execute(f'SELECT * FROM "{table}"'):
-            for cell in row:
-                blob = cell if isinstance(cell, bytes) else str(cell).encode()
-                cells += 1
-                for needle in markers + id_numbers + phones:
-                    assert needle not in blob, f"{needle!r} in table {table}"
+    with Insider(world, "worker1") as insider:
+        for table in insider.tables():
+            for row in insider.rows(table):
+                for cell in row:
+                    blob = cell if isinstance(cell, bytes) else str(cell).encode()
+                    cells += 1
+                    for needle in markers + id_numbers + phones:
+                        assert needle not in blob, f"{needle!r} in table {table}"
     assert cells > 10_000
 
 
@@ -117,7 +117,8 @@ def test_nothing_written_on_rejection(world: World) -> None:
                 ]
             )
         assert v.verify_audit().entries == before
-    assert raw_db(world).execute("SELECT count(*) FROM records").fetchone()[0] == 0
+    with Insider(world, "worker1") as insider:
+        assert insider.count("records") == 0
 
 
 def test_admin_cannot_write_records(world: World) -> None:
@@ -190,11 +191,9 @@ def test_interrupted_import_resumes_without_duplicates(world: World, tmp_path: P
         again = v.import_file(src)
         assert again.imported == 0
         v.verify_audit()
-    creates = (
-        raw_db(world)
-        .execute("SELECT count(*) FROM audit WHERE entry LIKE '%\"record.create\"%'")
-        .fetchone()[0]
-    )
+    with Insider(world, "worker1") as insider:
+        entries = [bytes(e) for (e,) in insider.rows("audit", ["entry"])]
+    creates = sum(b'"record.create"' in e for e in entries)
     assert creates == 1200
 
 

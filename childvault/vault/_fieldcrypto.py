@@ -6,8 +6,9 @@ The associated data binds the ciphertext to its place,
 ``childvault/1|vault_id|record_id|field|field_version``, so a ciphertext moved
 to another record, field, version or vault fails to open.
 
-There is deliberately no way to pass a nonce or a key: :func:`seal_field`
-draws both and returns the key for the caller to wrap.
+There is deliberately no public way to pass a nonce or a key: :func:`seal_field`
+draws both and returns the key for the caller to wrap. The private
+:func:`_seal_from_parts` exists only so known-answer vectors can pin the bytes.
 """
 
 from __future__ import annotations
@@ -37,9 +38,34 @@ def seal_field(
     # One draw for key and nonce: a system call less per field on large imports.
     fresh = nacl.utils.random(_KEY + _NONCE)
     key, nonce = fresh[:_KEY], fresh[_KEY:]
+    sealed = _seal_from_parts(
+        plaintext, key, nonce, vault_id=vault_id, record_id=record_id, field=field, version=version
+    )
+    return sealed, FieldKey(version, key)
+
+
+def _seal_from_parts(
+    plaintext: bytes,
+    key: bytes,
+    nonce: bytes,
+    *,
+    vault_id: str,
+    record_id: str,
+    field: str,
+    version: int,
+) -> bytes:
+    """Seal with a given key and nonce; return ``nonce||ciphertext||tag``.
+
+    Private on purpose (like pyca/cryptography's ``_encrypt_from_parts``): only
+    :func:`seal_field` and the frozen known-answer vectors (tests/vectors) call
+    it. A caller choosing nonces could repeat one under a key, which breaks
+    both secrecy and integrity, so the public API never takes a nonce.
+    """
+    if len(key) != _KEY or len(nonce) != _NONCE:
+        raise ValueError("field key or nonce has the wrong length")
     ad = associated_data(vault_id, record_id, field, version)
     ct = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, nonce, key)
-    return nonce + ct, FieldKey(version, key)
+    return nonce + ct
 
 
 def open_field(
@@ -55,7 +81,3 @@ def open_field(
         )
     except nacl.exceptions.CryptoError as exc:
         raise DecryptionFailed(f"field {field} of {record_id}: authentication failed") from exc
-
-
-#: Byte layout of a sealed field, for tests that attack each part.
-LAYOUT = {"nonce": (0, _NONCE), "tag_len": _TAG}

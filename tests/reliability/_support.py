@@ -18,7 +18,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import PASSPHRASES, World, raw_db
+from tests._insider import Insider
+from tests.conftest import PASSPHRASES, World
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Tables whose content must not change when an operation is rejected.
@@ -127,25 +128,19 @@ def sha256_file(path: Path) -> str:
 
 def table_digests(world: World, tables: Sequence[str] = DATA_TABLES) -> dict[str, str]:
     """A digest of every row of each table (what "nothing was written" compares)."""
-    conn = raw_db(world)
-    try:
+    with Insider(world, "worker1") as insider:
         out = {}
         for table in tables:
-            rows = conn.execute(f'SELECT * FROM "{table}"').fetchall()
+            rows = insider.rows(table)
             digest = hashlib.sha256(repr(sorted(map(repr, rows))).encode()).hexdigest()
             out[table] = f"{len(rows)}:{digest[:16]}"
         return out
-    finally:
-        conn.close()
 
 
 def audit_entries(world: World) -> list[dict[str, Any]]:
     """Every log entry, decoded, in sequence order (read with an insider's key)."""
-    conn = raw_db(world)
-    try:
-        rows = conn.execute("SELECT seq, entry FROM audit ORDER BY seq").fetchall()
-    finally:
-        conn.close()
+    with Insider(world, "worker1") as insider:
+        rows = insider.rows("audit", ["seq", "entry"], order_by="seq")
     entries = [json.loads(bytes(e)) for _, e in rows]
     assert [s for s, _ in rows] == list(range(len(rows))), "log sequence has gaps"
     return entries
@@ -160,24 +155,20 @@ def check_import_state(world: World, source: str, total: int) -> int:
     source row; committed rows are exactly rows 1..N of the file; the stored
     import progress says N.
     """
-    conn = raw_db(world)
-    try:
+    with Insider(world, "worker1") as insider:
         records = {
             str(r): (s, int(n) if n is not None else None)
-            for r, s, n in conn.execute("SELECT id, source, source_row FROM records")
+            for r, s, n in insider.rows("records", ["id", "source", "source_row"])
         }
         fields: dict[str, set[str]] = {}
-        for rid, name in conn.execute("SELECT record_id, name FROM fields"):
+        for rid, name in insider.rows("fields", ["record_id", "name"]):
             fields.setdefault(str(rid), set()).add(str(name))
-        blobs = {str(r) for (r,) in conn.execute("SELECT record_id FROM keyblobs")}
+        blobs = {str(r) for (r,) in insider.rows("keyblobs", ["record_id"])}
         tags: dict[str, int] = {}
-        for (rid,) in conn.execute("SELECT record_id FROM blind_index"):
+        for (rid,) in insider.rows("blind_index", ["record_id"]):
             tags[str(rid)] = tags.get(str(rid), 0) + 1
-        progress = conn.execute(
-            "SELECT rows_done, finished_at FROM imports WHERE source = ?", (source,)
-        ).fetchone()
-    finally:
-        conn.close()
+        found = insider.rows("imports", ["rows_done", "finished_at"], where={"source": source})
+        progress = found[0] if found else None
     creates = [e for e in audit_entries(world) if e["action"] == "record.create"]
     n = len(records)
     assert all(s == source for s, _ in records.values()), "a record from another source"
@@ -215,13 +206,10 @@ def read_sample(
 ) -> int:
     """Approve and read up to ``k`` random committed records (all fields); assert
     each decrypts to the values of its source row. Returns how many were read."""
-    conn = raw_db(world)
-    try:
+    with Insider(world, "worker1") as insider:
         committed = sorted(
-            (str(r), int(n)) for r, n in conn.execute("SELECT id, source_row FROM records")
+            (str(r), int(n)) for r, n in insider.rows("records", ["id", "source_row"])
         )
-    finally:
-        conn.close()
     if not committed:
         return 0
     sample = random.Random(seed).sample(committed, min(k, len(committed)))

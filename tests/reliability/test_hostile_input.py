@@ -450,7 +450,9 @@ def test_export_end_to_end_neutralises_formula_prefixes(tmp_path: Path) -> None:
         b"a = " + b"[" * 50_000,
         b"x" * (2 << 20),
         b'name = "child"\nversion = 1\npurposes = ["=cmd"]\n',
-        (ROOT / "childvault" / "vault" / "schemas" / "child.toml").read_bytes().replace(b"text", b"tex\x00t"),
+        (ROOT / "childvault" / "vault" / "schemas" / "child.toml")
+        .read_bytes()
+        .replace(b"text", b"tex\x00t"),
     ],
     ids=["binary", "nested", "nested-array", "2MiB", "formula-purpose", "nul"],
 )
@@ -712,21 +714,15 @@ def test_arbitrary_command_lines_exit_cleanly_and_write_nothing_on_rejection(
 
 
 def _audit_size(world: World) -> int:
-    from tests.conftest import raw_db
+    from tests._insider import Insider
 
-    conn = raw_db(world)
-    try:
-        return int(conn.execute("SELECT count(*) FROM audit").fetchone()[0])
-    finally:
-        conn.close()
+    with Insider(world, "worker1") as insider:
+        return insider.count("audit")
 
 
 def _audit_tail(world: World, start: int) -> list[dict[str, Any]]:
-    from tests.conftest import raw_db
+    from tests._insider import Insider, at_least
 
-    conn = raw_db(world)
-    try:
-        rows = conn.execute("SELECT entry FROM audit WHERE seq >= ? ORDER BY seq", (start,))
-        return [json.loads(bytes(e)) for (e,) in rows.fetchall()]
-    finally:
-        conn.close()
+    with Insider(world, "worker1") as insider:
+        rows = insider.rows("audit", ["entry"], where={"seq": at_least(start)}, order_by="seq")
+        return [json.loads(bytes(e)) for (e,) in rows]

@@ -19,19 +19,11 @@ from pathlib import Path
 import pytest
 
 from childvault.keys import ApprovalInvalid, IntegrityError
-from childvault.vault import _audit
+from childvault.vault import _audit, _merkle
 from childvault.vault._audit import Event
-from childvault.vault._store import Store
-from tests.conftest import World, add_children, child_values, raw_db
-
-
-def _db_key(world: World) -> bytes:
-    import json
-
-    from childvault.keys import KeySlots
-
-    vault_id = json.loads((world.home / "config.json").read_text())["vault_id"]
-    return KeySlots(world.home / "keyslots.json").open(world.ids["worker1"], vault_id)["db"]
+from childvault.vault._time import iso
+from tests._insider import Insider, at_least
+from tests.conftest import World, add_children, child_values
 
 
 def _grant(world: World, ids: list[str]) -> tuple[str, str]:
@@ -52,9 +44,8 @@ def test_insider_resets_a_grant_counter_verify_passes_but_the_log_shows_each_rea
         v.read_with_grant(token)
         with pytest.raises(ApprovalInvalid):
             v.read_with_grant(token)
-    conn = raw_db(world)
-    conn.execute("UPDATE grants SET uses = 0 WHERE id = ?", (grant,))
-    conn.close()
+    with Insider(world, "worker1") as insider:
+        insider.update("grants", {"uses": 0}, where={"id": grant})
     with world.open("worker1") as v:
         assert v.read_with_grant(token) == {ids[0]: {"name": child_values(0)["name"]}}
         v.verify_audit()  # the limit: bookkeeping outside the log is not checked
@@ -73,10 +64,8 @@ def test_insider_deletes_record_rows_verify_passes_the_log_still_names_the_recor
 ) -> None:
     with world.open("worker1") as v:
         ids = add_children(v, 2)
-    conn = raw_db(world)
-    conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute("DELETE FROM records WHERE id = ?", (ids[0],))
-    conn.close()
+    with Insider(world, "worker1") as insider:  # foreign keys on, as in the library
+        insider.delete("records", where={"id": ids[0]})
     with world.open("admin") as v:
         v.verify_audit()  # the limit: data destroyed outside the library is not detected
         creates = [e for e in v.audit_entries(record=ids[0])]
@@ -88,18 +77,14 @@ def test_insider_deletes_record_rows_verify_passes_the_log_still_names_the_recor
 def test_insider_appends_a_well_formed_entry_in_another_name_and_it_verifies(
     world: World,
 ) -> None:
-    store = Store(world.home / "vault.db", _db_key(world))
-    with store.transaction():
-        _audit.append(
-            store.audit,
-            [
-                Event(
-                    "officer1", "record.delete", records=["0" * 32], detail={"category": "request"}
-                )
-            ],
-            datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
+    # The library's own entry encoding, chained onto the current head.
+    event = Event("officer1", "record.delete", records=["0" * 32], detail={"category": "request"})
+    with Insider(world, "worker1") as insider:
+        seq, prev = insider.rows("audit", ["seq", "hash"], order_by="seq")[-1]
+        entry = _audit.encode_entry(
+            seq + 1, iso(datetime(2026, 11, 24, 10, 0, tzinfo=UTC)), event, bytes(prev)
         )
-    store.close()
+        insider.insert("audit", {"seq": seq + 1, "entry": entry, "hash": _merkle.leaf_hash(entry)})
     with world.open("admin") as v:
         report = v.verify_audit()  # the limit: entries are chained, not signed by actors
         last = list(v.audit_entries())[-1]["entry"]
@@ -112,11 +97,10 @@ def test_insider_truncation_is_caught_only_with_the_witness(world: World) -> Non
     _grant(world, ids)  # an approval: a checkpoint, stored and witnessed
     with world.open("worker1") as v:
         add_children(v, 2)
-    conn = raw_db(world)
-    size = conn.execute("SELECT max(size) FROM checkpoints").fetchone()[0]
-    conn.execute("DELETE FROM audit WHERE seq >= ?", (size - 3,))
-    conn.execute("DELETE FROM checkpoints")
-    conn.close()
+    with Insider(world, "worker1") as insider:
+        size = max(s for (s,) in insider.rows("checkpoints", ["size"]))
+        insider.delete("audit", where={"seq": at_least(size - 3)})
+        insider.delete("checkpoints")
     with world.open("admin") as v, pytest.raises(IntegrityError, match="truncated"):
         v.verify_audit()
     world.witness.unlink()

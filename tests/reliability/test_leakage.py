@@ -25,7 +25,8 @@ import pytest
 
 from childvault.keys import ChildVaultError, Identity
 from childvault.vault._time import system_clock
-from tests.conftest import ROLES, World, build_template, copy_world, raw_db
+from tests._insider import Insider
+from tests.conftest import ROLES, World, build_template, copy_world
 from tests.integration.conftest import BaoServer
 from tests.reliability._support import record_result, run_cli
 from tests.test_records import CJK_MARK, LATIN_MARK, marked_rows, write_csv
@@ -80,15 +81,11 @@ class Scanner:
 
 
 def _db_cells(world: World) -> Iterator[tuple[str, bytes]]:
-    conn = raw_db(world)
-    try:
-        tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        for table in tables:
-            for row in conn.execute(f'SELECT * FROM "{table}"'):
+    with Insider(world, "worker1") as insider:
+        for table in insider.tables():
+            for row in insider.rows(table):
                 for cell in row:
                     yield table, cell if isinstance(cell, bytes) else str(cell).encode()
-    finally:
-        conn.close()
 
 
 def test_no_marker_leaves_the_deliberate_outputs_local(

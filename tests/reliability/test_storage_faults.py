@@ -34,7 +34,8 @@ from childvault.keys import (
 )
 from childvault.vault import Vault
 from childvault.vault._importer import file_digest
-from tests.conftest import World, add_children, child_values, copy_world, raw_db
+from tests._insider import Insider
+from tests.conftest import World, add_children, child_values, copy_world
 from tests.reliability._support import (
     ROOT,
     audit_entries,
@@ -195,9 +196,8 @@ def test_witness_on_a_full_disk_withdraws_the_approval(
             ("grant.revoke", "ok"),
         ]
         grant = approvals[-1]["grant"]
-        conn = raw_db(world)
-        revoked = conn.execute("SELECT revoked_at FROM grants WHERE id = ?", (grant,)).fetchone()
-        conn.close()
+        with Insider(world, "worker1") as insider:
+            (revoked,) = insider.rows("grants", ["revoked_at"], where={"id": grant})
         assert revoked[0] is not None
         verify(world)
         # Room again: a new request is approved and witnessed.

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from childvault.cli.main import cli
 from childvault.keys import AccessDenied, ChildVaultError, Identity, ProviderUnavailable
 from childvault.vault._importer import file_digest
+from tests._insider import Insider
 from tests.conftest import (
     PASSPHRASES,
     ROLES,
@@ -30,7 +31,6 @@ from tests.conftest import (
     add_children,
     build_template,
     copy_world,
-    raw_db,
 )
 from tests.integration.conftest import BaoServer
 from tests.reliability._support import (
@@ -134,11 +134,8 @@ def _kv_salts(bao: BaoServer) -> set[str]:
 def _orphan_salts(bao: BaoServer, world: World, before: set[str]) -> int:
     """Salts written since ``before`` whose record was never committed (random
     bytes with no data in them; left behind by a batch that failed)."""
-    conn = raw_db(world)
-    try:
-        live = {str(r) for (r,) in conn.execute("SELECT id FROM records")}
-    finally:
-        conn.close()
+    with Insider(world, "worker1") as insider:
+        live = {str(r) for (r,) in insider.rows("records", ["id"])}
     return len((_kv_salts(bao) - before) - live)
 
 
