@@ -205,7 +205,7 @@ class Console:
                 if not login and session is None:
                     raise _HTTPError(
                         401,
-                        page.t(
+                        page.gettext(
                             "You are not logged in, or your session has ended. Open the "
                             "one-time link that `childvault console` printed; for a new "
                             "link, stop the console and start it again."
@@ -214,11 +214,11 @@ class Console:
                 if request.method == "POST":
                     assert session is not None
                     if not origin_ok(request.headers.get("origin"), self.port):
-                        raise _HTTPError(403, page.t("This form came from another site."))
+                        raise _HTTPError(403, page.gettext("This form came from another site."))
                     form.update(_parse_form(await request.body()))
                     if not csrf_ok(session, form.get("csrf")):
                         raise _HTTPError(
-                            403, page.t("The form's security token is missing or wrong.")
+                            403, page.gettext("The form's security token is missing or wrong.")
                         )
             except _HTTPError as exc:
                 return await run_in_threadpool(page.error, exc.status, exc.message)
@@ -239,7 +239,7 @@ class Console:
                 # A bug: never show the exception text, it may quote a value.
                 return page.error(
                     500,
-                    page.t("Internal error (%(kind)s); please report it.")
+                    page.gettext("Internal error (%(kind)s); please report it.")
                     % {"kind": type(exc).__name__},
                 )
             finally:
@@ -292,7 +292,7 @@ class _View:
             self._vault.close()
             self._vault = None
 
-    def t(self, message: str) -> str:
+    def gettext(self, message: str) -> str:
         """``message`` in the session's language."""
         return translations(self.lang).gettext(message)
 
@@ -333,7 +333,7 @@ class _View:
             return int(raw)
         except ValueError:
             raise _HTTPError(
-                400, self.t("%(field)s must be a whole number.") % {"field": label}
+                400, self.gettext("%(field)s must be a whole number.") % {"field": label}
             ) from None
 
 
@@ -346,7 +346,7 @@ def _login(page: _View) -> Response:
     if session_id is None:
         return page.error(
             403,
-            page.t(
+            page.gettext(
                 "This login link was already used or has expired. Stop the console and "
                 "start it again for a new one."
             ),
@@ -411,10 +411,12 @@ def _render_request(page: _View, req: Any, status: int = 200) -> Response:
 
 def _approve(page: _View) -> Response:
     rid = check_hex_id(page.request.path_params["rid"], "request")
-    minutes = page.int_field("ttl_minutes", page.t("Valid for (minutes)"))
-    uses = page.int_field("uses", page.t("Uses"))
+    minutes = page.int_field("ttl_minutes", page.gettext("Valid for (minutes)"))
+    uses = page.int_field("uses", page.gettext("Uses"))
     if minutes < 1:
-        raise _HTTPError(400, page.t("Valid for (minutes)") + ": " + page.t("at least 1"))
+        raise _HTTPError(
+            400, page.gettext("Valid for (minutes)") + ": " + page.gettext("at least 1")
+        )
     approval = page.vault.approve(rid, ttl=timedelta(minutes=minutes), uses=uses)
     assert page.session is not None
     # Kept briefly so the officer can also save it as a file, once; never written to disk here.
@@ -425,7 +427,7 @@ def _approve(page: _View) -> Response:
 def _deny(page: _View) -> Response:
     rid = check_hex_id(page.request.path_params["rid"], "request")
     page.vault.deny(rid, page.form.get("reason", ""))
-    page.flash("ok", page.t("The request was denied."))
+    page.flash("ok", page.gettext("The request was denied."))
     return page.redirect(f"/requests/{rid}")
 
 
@@ -442,7 +444,7 @@ def _revoke(page: _View) -> Response:
     page.vault.revoke(gid)
     if page.session is not None:
         page.session.tokens.pop(gid, None)
-    page.flash("ok", page.t("The grant was revoked: its token no longer opens anything."))
+    page.flash("ok", page.gettext("The grant was revoked: its token no longer opens anything."))
     back = page.form.get("next", "")
     return page.redirect(back if _local_path(back) else "/grants")
 
@@ -454,7 +456,7 @@ def _download_token(page: _View) -> Response:
     if token is None:
         raise _HTTPError(
             404,
-            page.t(
+            page.gettext(
                 "This token can no longer be saved: it is offered once, for ten minutes "
                 "after the approval."
             ),
