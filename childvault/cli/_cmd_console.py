@@ -7,6 +7,7 @@ them to messages and exit codes like every other command.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -99,11 +100,9 @@ def console(ctx: click.Context, home: Path | None, user: str | None, port: int, 
         click.echo(url)
         sys.stdout.flush()
 
-    try:
+    # Ctrl+C (or SIGINT from a supervisor) is how the console is meant to stop.
+    with contextlib.suppress(KeyboardInterrupt):
         serve(app, port, announce)
-    except KeyboardInterrupt:
-        # Ctrl+C (or SIGINT from a supervisor) is how the console is meant to stop.
-        pass
     click.echo("childvault console stopped; the unlocked key is gone with it.", err=True)
 
 
