@@ -213,7 +213,11 @@ class Console:
                     )
                 if request.method == "POST":
                     assert session is not None
-                    if not origin_ok(request.headers.get("origin"), self.port):
+                    if not origin_ok(
+                        request.headers.get("origin"),
+                        request.headers.get("sec-fetch-site"),
+                        self.port,
+                    ):
                         raise _HTTPError(403, page.gettext("This form came from another site."))
                     form.update(_parse_form(await request.body()))
                     if not csrf_ok(session, form.get("csrf")):

@@ -7,8 +7,9 @@ name can be pointed at 127.0.0.1 (DNS rebinding). Hence:
 - a one-time login URL (32 random bytes, a few minutes) printed on the terminal
   is the only way in; redeeming it creates the one session of this process;
 - the session cookie is HttpOnly and SameSite=Strict;
-- every POST carries the session's synchronizer CSRF token, and a POST whose
-  ``Origin`` is not this console is refused as well;
+- every POST carries the session's synchronizer CSRF token, and a POST that
+  the browser marks as coming from elsewhere (``Origin``, ``Sec-Fetch-Site``)
+  is refused as well;
 - only ``127.0.0.1[:port]`` is accepted as ``Host``;
 - every response carries a strict Content-Security-Policy (no script at all),
   ``nosniff``, ``no-referrer`` (the login URL never leaks) and ``no-store``
@@ -158,15 +159,23 @@ def csrf_ok(session: Session, submitted: str | None) -> bool:
     return hmac.compare_digest(_digest(session.csrf), _digest(submitted))
 
 
-def origin_ok(origin: str | None, port: int) -> bool:
-    """Whether a POST's ``Origin`` header allows it.
+def origin_ok(origin: str | None, fetch_site: str | None, port: int) -> bool:
+    """Whether a POST's ``Origin`` and ``Sec-Fetch-Site`` headers allow it.
 
-    Browsers send ``Origin`` on every form POST; a different or opaque
-    (``null``) origin is another site's form. A request without the header does
-    not come from a browser form, and still needs the CSRF token.
+    Browsers mark where a request comes from. ``Sec-Fetch-Site`` (sent by
+    current browsers whatever the referrer policy) must say ``same-origin``.
+    ``Origin`` must be this console, or ``null``: with ``Referrer-Policy:
+    no-referrer`` a browser sends ``Origin: null`` even on the console's own
+    forms, so ``null`` is accepted only when ``Sec-Fetch-Site`` vouches for the
+    request. A request with neither header does not come from a browser form;
+    the CSRF token, checked after this, still decides.
     """
+    if fetch_site is not None and fetch_site != "same-origin":
+        return False
     if origin is None:
         return True
+    if origin == "null":
+        return fetch_site == "same-origin"
     allowed = {f"http://127.0.0.1:{port}"} | ({"http://127.0.0.1"} if port == 80 else set())
     return origin in allowed
 
