@@ -103,14 +103,15 @@ def translations(locale: str | None) -> _gettext.NullTranslations:
         return _gettext.NullTranslations()
     from babel.messages.mofile import write_mo
     from babel.messages.pofile import read_po
-    from babel.support import Translations
 
-    catalog = read_po(io.BytesIO(source), locale=name, domain=DOMAIN)
+    # locale=None: the plural rule comes from the catalog's own Plural-Forms header,
+    # and Babel need not load its CLDR locale data (which only slows the start).
+    catalog = read_po(io.BytesIO(source), locale=None, domain=DOMAIN)
     compiled = io.BytesIO()
     # Fuzzy entries are guesses awaiting review: never shown (write_mo skips them).
     write_mo(compiled, catalog, use_fuzzy=False)
     compiled.seek(0)
-    return Translations(compiled, domain=DOMAIN)
+    return _gettext.GNUTranslations(compiled)
 
 
 def gettext(message: str, locale: str | None = None) -> str:

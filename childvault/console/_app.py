@@ -375,7 +375,7 @@ def _request_page(page: _View) -> Response:
 
 def _render_request(page: _View, req: Any, status: int = 200) -> Response:
     vault = page.vault
-    records = []
+    records: list[tuple[str, Any, str | None]] = []
     for record_id in req.records:
         try:
             records.append((record_id, vault.record_info(record_id), None))
