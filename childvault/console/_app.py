@@ -256,7 +256,11 @@ def _parse_form(body: bytes) -> dict[str, str]:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise _HTTPError(400, "form data is not UTF-8") from None
-    pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, max_num_fields=20)
+    try:
+        pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, max_num_fields=20)
+    except ValueError:
+        # More fields than any of our forms has: not one of ours.
+        raise _HTTPError(400, "too many form fields") from None
     return dict(pairs)
 
 
