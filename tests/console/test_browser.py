@@ -346,6 +346,22 @@ def test_library_errors_show_their_message_and_status(
     assert _request(console_home, rid).status == "denied"
 
 
+def test_odd_form_bodies_are_refused(
+    page: Page, running: RunningConsole, console_home: ConsoleHome
+) -> None:
+    rid = console_home.requests["forged"]
+    page.goto(f"{running.base}/requests/{rid}")
+    csrf = page.locator("input[name=csrf]").first.input_value()
+    url = f"{running.base}/requests/{rid}/deny"
+    crowded = page.request.post(
+        url, form={"csrf": csrf, "reason": "x", **{f"f{i}": "x" for i in range(30)}}
+    )
+    assert crowded.status == 400
+    huge = page.request.post(url, form={"csrf": csrf, "reason": "x" * (128 * 1024)})
+    assert huge.status == 413
+    assert _request(console_home, rid).status == "pending"
+
+
 def test_logging_out_ends_the_session(page: Page, running: RunningConsole) -> None:
     page.goto(running.base + "/")
     page.click("header form[action='/logout'] button")
