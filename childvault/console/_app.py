@@ -113,7 +113,6 @@ class Console:
         *,
         vault_token: str | None = None,
         lang: str = "zh_CN",
-        vault_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.home = Path(home)
         self.identity = identity
@@ -121,7 +120,6 @@ class Console:
         self.gate = Gate(normalize_locale(lang))
         #: The port the server is bound to (set by the runner once it is known).
         self.port = 0
-        self._vault_factory = vault_factory
         # One page at a time: an officer's console has one user, and serialising keeps
         # each page's reads and writes from interleaving with another page's.
         self._lock = threading.Lock()
@@ -152,8 +150,6 @@ class Console:
 
     def open_vault(self) -> Any:
         """Open the vault as the console's officer (called in a worker thread)."""
-        if self._vault_factory is not None:
-            return self._vault_factory()
         from childvault.vault import Vault
 
         return Vault.open(self.home, identity=self.identity, vault_token=self.vault_token)
