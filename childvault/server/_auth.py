@@ -187,6 +187,10 @@ class _Refused(Exception):
         self.detail = detail
 
 
+class _Disconnected(Exception):
+    pass
+
+
 class _ClockSkew(InvalidSignature):
     pass
 
@@ -336,6 +340,10 @@ class SignatureAuthMiddleware:
             user = self._verify_headers(scope, lookup)
             body = await self._read_body(receive)
             self._verify_body(scope, user, body)
+        except _Disconnected:
+            # The client left mid-body: nobody to answer, nothing was accepted.
+            record.reason = "client_disconnected"
+            return
         except _Refused as refusal:
             record.claimed_user = lookup.name
             record.reason = refusal.reason
@@ -432,7 +440,7 @@ class SignatureAuthMiddleware:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise _Refused(401, "digest_mismatch", "client disconnected before the body ended")
+                raise _Disconnected
             chunks.append(bytes(message.get("body", b"")))
             if not message.get("more_body", False):
                 return b"".join(chunks)

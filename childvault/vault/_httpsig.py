@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import requests
 from http_message_signatures import HTTPMessageSigner, algorithms
 
-from childvault.keys import Identity, UsageError
+from childvault.keys import ConfigError, Identity, UsageError
 
 #: Signature label and signed ``tag`` parameter of every childvault request.
 SIGNATURE_LABEL = "childvault"
@@ -120,7 +120,8 @@ class HTTPSignatureAuth(requests.auth.AuthBase):
     """A ``requests`` auth that signs every request with an unlocked identity.
 
     Use as ``requests.get(url, auth=HTTPSignatureAuth(identity))``. Each
-    request gets a fresh nonce, so a retried request is signed anew.
+    request gets a fresh nonce, so a retried request is signed anew. A
+    redirect answer raises :class:`ConfigError` instead of being followed.
     """
 
     def __init__(self, identity: Identity) -> None:
@@ -128,4 +129,17 @@ class HTTPSignatureAuth(requests.auth.AuthBase):
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         """Sign ``r`` (called by ``requests`` just before sending)."""
-        return sign_request(r, self.identity)
+        sign_request(r, self.identity)
+        r.hooks.setdefault("response", []).append(_refuse_redirect)
+        return r
+
+
+def _refuse_redirect(response: requests.Response, *args: object, **kwargs: object) -> None:
+    # requests would resend the signed headers to wherever a redirect points,
+    # possibly another server that knows this user: a signed request is
+    # never forwarded. The childvault server itself never redirects.
+    if response.is_redirect:
+        raise ConfigError(
+            f"the server at {response.request.url!r} answered with a redirect; signed requests "
+            "are not forwarded: check the server URL"
+        )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
 import time
 from typing import Any
 
+import pytest
 import requests
 
-from childvault.keys import Identity
+from childvault.keys import ConfigError, Identity
 from childvault.vault._httpsig import HTTPSignatureAuth, sign_request
 from tests.server.conftest import ServerProcess, Users
 
@@ -189,3 +192,36 @@ def test_changed_or_removed_content_type_is_refused(server: ServerProcess, users
     prepared = signed()
     del prepared.headers["Content-Type"]
     _refused(_send(prepared), 401, "malformed_signature")
+
+
+def test_signed_request_is_not_forwarded_on_redirect(server: ServerProcess, users: Users) -> None:
+    seen: list[str] = []
+
+    class Redirector(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(307)
+            self.send_header("Location", server.url + "/v1/whoami")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            seen.append(self.path)
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Redirector)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        before = len(server.access_log())
+        with pytest.raises(ConfigError, match="redirect"):
+            requests.get(
+                f"http://127.0.0.1:{httpd.server_address[1]}/v1/whoami",
+                auth=HTTPSignatureAuth(users.alice),
+                timeout=30,
+            )
+        assert seen == ["/v1/whoami"]
+        # The childvault server never received the forwarded signature.
+        assert len(server.access_log()) == before
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
