@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from childvault.server._app import create_app, openapi_document, openapi_json
 from childvault.server._auth import (
-    AuditHook,
-    AuthRefusal,
     KeyResolver,
     MemoryNonceStore,
     NonceStore,
@@ -21,6 +19,7 @@ from childvault.server._auth import (
     SignatureAuthMiddleware,
     StaticKeyResolver,
 )
+from childvault.server._common import AuditHook, AuthRefusal
 from childvault.server._limits import (
     AccessLogMiddleware,
     LimitsMiddleware,

@@ -24,13 +24,12 @@ from starlette.routing import Match, Route
 
 from childvault.server._auth import (
     DEFAULT_SKEW,
-    AuditHook,
     Clock,
     KeyResolver,
     NonceStore,
     SignatureAuthMiddleware,
 )
-from childvault.server._common import ASGIApp, Scope
+from childvault.server._common import ASGIApp, AuditHook, Scope
 from childvault.server._limits import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_MAX_BODY,
@@ -97,7 +96,11 @@ def create_app(
         public=PUBLIC_ROUTES,
     )
     limits = LimitsMiddleware(
-        auth, max_body=max_body, receive_timeout=receive_timeout, body_timeout=body_timeout
+        auth,
+        max_body=max_body,
+        receive_timeout=receive_timeout,
+        body_timeout=body_timeout,
+        audit=audit,
     )
 
     def route_template(scope: Scope) -> str:
@@ -175,6 +178,7 @@ def openapi_document() -> dict[str, Any]:
                         "403": refusal,
                         "408": refusal,
                         "413": refusal,
+                        "431": refusal,
                         "503": refusal,
                     },
                 }
@@ -217,6 +221,7 @@ def openapi_document() -> dict[str, Any]:
                                 "replay",
                                 "clock_skew",
                                 "body_too_large",
+                                "head_too_large",
                                 "request_timeout",
                                 "unavailable",
                             ],

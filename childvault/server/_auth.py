@@ -36,7 +36,6 @@ A failing resolver or nonce store is the server's problem, not the client's:
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import OrderedDict
@@ -59,11 +58,13 @@ from childvault.keys import UsageError, check_user_name
 from childvault.keys._encoding import is_hex_id
 from childvault.server._common import (
     ASGIApp,
+    AuditHook,
     Message,
     Receive,
     Scope,
     Send,
     record_of,
+    report_refusal,
     send_refusal,
 )
 from childvault.vault._httpsig import (
@@ -71,8 +72,6 @@ from childvault.vault._httpsig import (
     SIGNATURE_TAG,
     covered_components,
 )
-
-logger = logging.getLogger("childvault.server.auth")
 
 #: Default clock-skew window, seconds, either way.
 DEFAULT_SKEW = 300
@@ -160,23 +159,6 @@ class StaticKeyResolver:
     def resolve(self, name: str) -> tuple[bytes, bool] | None:
         """See :meth:`KeyResolver.resolve`."""
         return self._users.get(name)
-
-
-@dataclass(frozen=True)
-class AuthRefusal:
-    """One refused request, as reported to the audit hook."""
-
-    status: int
-    reason: str
-    method: str
-    path: str
-    claimed_user: str | None
-    detail: str
-    client: str | None
-    time: float
-
-
-AuditHook = Callable[[AuthRefusal], None]
 
 
 class _Refused(Exception):
@@ -456,25 +438,15 @@ class SignatureAuthMiddleware:
             raise _Refused(401, "malformed_signature", "Content-Digest not covered")
 
     def _report(self, scope: Scope, refusal: _Refused, claimed: str | None) -> None:
-        client = scope.get("client")
-        event = AuthRefusal(
+        report_refusal(
+            self.audit,
+            scope,
             status=refusal.status,
             reason=refusal.reason,
-            method=str(scope.get("method", ""))[:16],
-            path=str(scope.get("path", ""))[:200],
             claimed_user=claimed,
             detail=refusal.detail,
-            client=f"{client[0]}:{client[1]}" if client else None,
-            time=self.clock(),
+            now=self.clock(),
         )
-        logger.info("request refused: %s %s", refusal.status, refusal.reason)
-        if self.audit is not None:
-            try:
-                self.audit(event)
-            except Exception:
-                # A broken audit sink must not turn a refusal into a 500 or an
-                # acceptance; it is logged and the refusal stands.
-                logger.exception("audit hook failed")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +14,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+logger = logging.getLogger("childvault.server")
 
 #: Scope key of the :class:`RequestRecord` the access log middleware creates.
 #: Scopes are copied shallowly down the stack, so every layer sees one record.
@@ -61,3 +65,57 @@ async def send_refusal(send: Send, status: int, error: str, reason: str) -> None
         }
     )
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+@dataclass(frozen=True)
+class AuthRefusal:
+    """One refused request, as reported to the audit hook.
+
+    ``detail`` is the internal reason (it may quote what the client sent); the
+    client itself only ever sees ``reason``.
+    """
+
+    status: int
+    reason: str
+    method: str
+    path: str
+    claimed_user: str | None
+    detail: str
+    client: str | None
+    time: float
+
+
+AuditHook = Callable[[AuthRefusal], None]
+
+
+def report_refusal(
+    audit: AuditHook | None,
+    scope: Scope,
+    *,
+    status: int,
+    reason: str,
+    claimed_user: str | None,
+    detail: str,
+    now: float | None = None,
+) -> None:
+    """Hand one refusal to the audit hook; a failing hook is logged, never raised."""
+    client = scope.get("client")
+    event = AuthRefusal(
+        status=status,
+        reason=reason,
+        method=str(scope.get("method", ""))[:16],
+        path=str(scope.get("path", ""))[:200],
+        claimed_user=claimed_user,
+        detail=detail,
+        client=f"{client[0]}:{client[1]}" if client else None,
+        time=time.time() if now is None else now,
+    )
+    logger.info("request refused: %s %s", status, reason)
+    if audit is None:
+        return
+    try:
+        audit(event)
+    except Exception:
+        # A broken audit sink must not turn a refusal into a 500 or an
+        # acceptance; it is logged and the refusal stands.
+        logger.exception("audit hook failed")

@@ -2,7 +2,8 @@
 
 Three layers, each bounded so one client cannot hold the server:
 
-- :class:`LimitsMiddleware` (ASGI): a request body larger than ``max_body``
+- :class:`LimitsMiddleware` (ASGI): a request head (line and headers) larger
+  than ``max_head`` gets 431; a request body larger than ``max_body``
   gets 413, decided from ``Content-Length`` before anything is read, or while
   reading a chunked body as soon as the count passes the limit (never after
   buffering it all). Every ``receive()`` waits at most ``receive_timeout``
@@ -37,12 +38,14 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from childvault.server._common import (
     RECORD_KEY,
     ASGIApp,
+    AuditHook,
     Message,
     Receive,
     RequestRecord,
     Scope,
     Send,
     record_of,
+    report_refusal,
     send_refusal,
 )
 
@@ -77,6 +80,13 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+def _head_size(scope: Scope) -> int:
+    # The request line and header lines roughly as sent (names, values,
+    # separators); exact to a few bytes, which is all a limit needs.
+    size = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b"")) + 16
+    return size + sum(len(n) + len(v) + 4 for n, v in scope.get("headers", []))
+
+
 class LimitsMiddleware:
     """Body size limit and receive timeouts for every HTTP request (see module doc)."""
 
@@ -87,8 +97,12 @@ class LimitsMiddleware:
         max_body: int = DEFAULT_MAX_BODY,
         receive_timeout: float = DEFAULT_RECEIVE_TIMEOUT,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        max_head: int = DEFAULT_MAX_HEAD,
+        audit: AuditHook | None = None,
     ) -> None:
         self.app = app
+        self.audit = audit
+        self.max_head = max_head
         self.max_body = max_body
         self.receive_timeout = receive_timeout
         self.body_timeout = body_timeout
@@ -99,11 +113,15 @@ class LimitsMiddleware:
             await self.app(scope, receive, send)
             return
         record = record_of(scope)
+        if _head_size(scope) > self.max_head:
+            # h11 bounds only a head that arrives in pieces; one that arrives
+            # whole in a single read is measured here.
+            await self._refuse(scope, send, 431, "head_too_large", f"{_head_size(scope)} bytes")
+            return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body:
             # Refused on the declaration alone: not one byte of the body is read.
-            record.reason = "body_too_large"
-            await send_refusal(send, 413, "payload_too_large", "body_too_large")
+            await self._refuse(scope, send, 413, "body_too_large", f"Content-Length {declared}")
             return
 
         loop = asyncio.get_running_loop()
@@ -145,13 +163,31 @@ class LimitsMiddleware:
         except _BodyTooLarge:
             if started:
                 raise
-            record.reason = "body_too_large"
-            await send_refusal(send, 413, "payload_too_large", "body_too_large")
+            await self._refuse(scope, send, 413, "body_too_large", f"more than {received} bytes")
         except _ReceiveTimeout:
             if started:
                 raise
-            record.reason = "request_timeout"
-            await send_refusal(send, 408, "request_timeout", "request_timeout")
+            await self._refuse(scope, send, 408, "request_timeout", f"{received} bytes in time")
+
+    async def _refuse(
+        self, scope: Scope, send: Send, status: int, reason: str, detail: str
+    ) -> None:
+        record = record_of(scope)
+        record.reason = reason
+        report_refusal(
+            self.audit,
+            scope,
+            status=status,
+            reason=reason,
+            claimed_user=record.claimed_user,
+            detail=detail,
+        )
+        error = {
+            413: "payload_too_large",
+            408: "request_timeout",
+            431: "request_header_fields_too_large",
+        }[status]
+        await send_refusal(send, status, error, reason)
 
 
 def header_timeout_protocol(header_timeout: float = DEFAULT_HEADER_TIMEOUT) -> type[H11Protocol]:
@@ -180,6 +216,12 @@ def header_timeout_protocol(header_timeout: float = DEFAULT_HEADER_TIMEOUT) -> t
             self._head_timer = None
             if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
                 # No response: the client has not finished a request to answer.
+                # Not an ASGI request, so no access-log line; a warning instead.
+                logging.getLogger("childvault.server").warning(
+                    "closed a connection from %s: request head not complete within %s s",
+                    f"{self.client[0]}:{self.client[1]}" if self.client else "?",
+                    header_timeout,
+                )
                 self.transport.close()
 
         def connection_made(self, transport: Any) -> None:

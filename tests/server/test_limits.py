@@ -80,6 +80,7 @@ def test_declared_body_over_the_limit_is_refused_before_reading(server: ServerPr
     assert b'"reason":"body_too_large"' in response
     line = [entry for entry in server.access_log() if entry.get("status") == 413][-1]
     assert line["bytes_in"] == 0
+    assert any(e["reason"] == "body_too_large" and e["status"] == 413 for e in server.audit())
 
 
 def test_chunked_body_over_the_limit_is_refused_while_reading(
@@ -120,6 +121,22 @@ def test_slow_request_head_is_disconnected(server: ServerProcess) -> None:
                 break
             time.sleep(0.25)
     assert closed
+    assert "request head not complete" in server.log_path.read_text()
+
+
+def test_oversized_request_head_is_refused(server: ServerProcess) -> None:
+    with _connect(server) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * (20 * 1024))
+        sock.sendall(b"\r\n\r\n")
+        response = _read_all(sock)
+    # 431 from our limit when the head arrives whole, 400 from h11 when the
+    # incomplete head alone passes its buffer limit.
+    assert _status(response) in (400, 431)
+    with _connect(server) as sock:
+        head = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * (20 * 1024)
+        sock.sendall(head + b"\r\n\r\n")
+        response = _read_all(sock)
+    assert _status(response) in (400, 431)
 
 
 def test_slow_head_of_a_kept_alive_connection_is_disconnected(server: ServerProcess) -> None:
@@ -154,6 +171,7 @@ def test_stalled_body_gets_408(server: ServerProcess, users: Users) -> None:
         response = _read_all(sock)
     assert _status(response) == 408
     assert b'"reason":"request_timeout"' in response
+    assert any(e["reason"] == "request_timeout" for e in server.audit())
 
 
 def test_dripped_body_is_bounded_in_total(server: ServerProcess, users: Users) -> None:
