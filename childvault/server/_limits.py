@@ -235,7 +235,15 @@ def header_timeout_protocol(header_timeout: float = DEFAULT_HEADER_TIMEOUT) -> t
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            if self.transport.is_closing():
+                return
+            if self.conn.their_state is h11.SEND_BODY:
+                # Answered before the body ended (a route that does not read
+                # it). uvicorn would keep discarding whatever the client sends
+                # and every byte would restart its keep-alive timer: a client
+                # dripping bytes could hold the connection forever. Close it.
+                self.transport.close()
+            elif self.conn.their_state is h11.IDLE:
                 self._arm_head_timer()
 
         def connection_lost(self, exc: Exception | None) -> None:

@@ -163,6 +163,33 @@ def test_slow_head_of_a_kept_alive_connection_is_disconnected(server: ServerProc
     assert closed
 
 
+def test_body_dripped_after_the_answer_does_not_hold_the_connection(
+    server: ServerProcess,
+) -> None:
+    with _connect(server) as sock:
+        # /health answers without reading the declared body.
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 60000\r\n\r\n")
+        response = b""
+        while not response.endswith(b'{"status":"ok"}'):
+            chunk = sock.recv(65536)
+            assert chunk, response
+            response += chunk
+        assert _status(response) == 200
+        closed = False
+        # Each byte would restart uvicorn's 5 s keep-alive timer.
+        for _ in range(60):
+            if _answered(sock):
+                closed = sock.recv(1024) == b""
+                break
+            try:
+                sock.sendall(b"x")
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            time.sleep(0.25)
+    assert closed
+
+
 def test_stalled_body_gets_408(server: ServerProcess, users: Users) -> None:
     prepared = _signed_post(server, users, 1000)
     with _connect(server) as sock:
