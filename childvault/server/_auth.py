@@ -360,8 +360,9 @@ class SignatureAuthMiddleware:
             raise _Refused(401, "malformed_digest", "Content-Digest has no sha-256 member")
 
         message = _Message(scope, headers)
-        required = covered_components(has_query=bool(scope.get("query_string")), has_body=False) + (
-            ("content-type",) if _header(headers, "content-type") is not None else ()
+        required = covered_components(
+            has_query=bool(scope.get("query_string")),
+            has_content_type=_header(headers, "content-type") is not None,
         )
         verifier = _Verifier(key_resolver=lookup, clock=self.clock, skew=self.skew)
         try:

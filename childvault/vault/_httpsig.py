@@ -8,7 +8,7 @@ signature (label ``childvault``) made with the person's identity key over:
 - ``content-digest`` (RFC 9530, ``sha-256``), always, also for an empty body,
   so the body is bound to the signature and the server can check it against
   the bytes it actually received;
-- ``content-type`` when there is a body;
+- ``content-type`` when there is a body (and whenever it is sent);
 - the parameters ``created`` (seconds), ``nonce`` (128 random bits, 32 hex
   characters), ``keyid`` (the user name), ``alg="ed25519"`` and the fixed
   ``tag="childvault"``.
@@ -41,17 +41,18 @@ SIGNATURE_TAG = "childvault"
 SIGNATURE_ALG = "ed25519"
 
 
-def covered_components(*, has_query: bool, has_body: bool) -> tuple[str, ...]:
+def covered_components(*, has_query: bool, has_content_type: bool) -> tuple[str, ...]:
     """The component identifiers a childvault request signature must cover.
 
     Shared by the signer and the server's verifier so both sides agree on one
-    list.
+    list. ``Content-Type`` is covered whenever it is sent (a request with a
+    body must send it).
     """
     components = ["@method", "@path"]
     if has_query:
         components.append("@query")
     components.append("content-digest")
-    if has_body:
+    if has_content_type:
         components.append("content-type")
     return tuple(components)
 
@@ -107,7 +108,9 @@ def sign_request(
         label=SIGNATURE_LABEL,
         tag=SIGNATURE_TAG,
         include_alg=True,
-        covered_component_ids=covered_components(has_query=has_query, has_body=bool(body)),
+        covered_component_ids=covered_components(
+            has_query=has_query, has_content_type="Content-Type" in request.headers
+        ),
         # The package adds Content-Digest (sha-256) from the exact bytes
         # requests will send, also for an empty body.
         body=body,

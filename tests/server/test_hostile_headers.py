@@ -279,3 +279,13 @@ def test_replay_in_process_uses_the_same_store() -> None:
     headers = signed_headers()
     assert call(app, headers)[0] == 200
     assert call(app, headers)[1]["reason"] == "replay"
+
+
+def test_content_type_is_covered_whenever_sent() -> None:
+    headers = signed_headers(headers={"Content-Type": "application/json"})
+    assert '"content-type"' in headers["Signature-Input"]
+    assert call(APP, headers)[0] == 200
+    # Added after signing, it is not covered: refused.
+    headers = signed_headers()
+    headers["Content-Type"] = "application/json"
+    assert call(APP, headers)[1]["reason"] == "malformed_signature"
