@@ -1,0 +1,239 @@
+"""The ASGI application: routes wrapped in access log, limits and signature checks.
+
+Layering, outermost first::
+
+    AccessLogMiddleware -> LimitsMiddleware -> SignatureAuthMiddleware -> Starlette routes
+
+so a refusal by any layer is logged, and the body the signature layer reads
+is already bounded in size and time. For now the routes are ``GET /health``
+and ``GET /openapi.json`` (public) and the demo ``GET /v1/whoami``
+(authenticated); the vault API arrives with issue 13.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Match, Route
+
+from childvault.server._auth import (
+    DEFAULT_SKEW,
+    Clock,
+    KeyResolver,
+    NonceStore,
+    SignatureAuthMiddleware,
+)
+from childvault.server._common import ASGIApp, AuditHook, Scope
+from childvault.server._limits import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_MAX_BODY,
+    DEFAULT_RECEIVE_TIMEOUT,
+    AccessLogMiddleware,
+    LimitsMiddleware,
+)
+from childvault.vault._httpsig import SIGNATURE_TAG
+
+API_VERSION = "0.1.0"
+PUBLIC_ROUTES = (("GET", "/health"), ("GET", "/openapi.json"))
+
+
+async def _health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _whoami(request: Request) -> Response:
+    # POST is accepted so that signed bodies can be exercised end to end
+    # before the real API exists; the body itself is only counted.
+    body = await request.body()
+    return JSONResponse({"user": request.state.user, "body_bytes": len(body)})
+
+
+async def _openapi(request: Request) -> Response:
+    return JSONResponse(openapi_document())
+
+
+def _routes() -> list[Route]:
+    return [
+        Route("/health", _health, methods=["GET"]),
+        Route("/openapi.json", _openapi, methods=["GET"]),
+        Route("/v1/whoami", _whoami, methods=["GET", "POST"]),
+    ]
+
+
+def create_app(
+    resolver: KeyResolver,
+    *,
+    nonce_store: NonceStore | None = None,
+    audit: AuditHook | None = None,
+    clock: Clock = time.time,
+    skew: int = DEFAULT_SKEW,
+    max_body: int = DEFAULT_MAX_BODY,
+    receive_timeout: float = DEFAULT_RECEIVE_TIMEOUT,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    access_logger: logging.Logger | None = None,
+) -> ASGIApp:
+    """Build the server's ASGI app.
+
+    ``resolver`` says whose signatures count; ``nonce_store`` defaults to a
+    bounded in-memory store; ``audit`` receives every refusal; ``clock``
+    (Unix seconds) and ``skew`` define the window for ``created``.
+    """
+    routes = _routes()
+    inner = Starlette(routes=routes)
+    auth = SignatureAuthMiddleware(
+        inner,
+        resolver=resolver,
+        nonce_store=nonce_store,
+        audit=audit,
+        clock=clock,
+        skew=skew,
+        public=PUBLIC_ROUTES,
+    )
+    limits = LimitsMiddleware(
+        auth,
+        max_body=max_body,
+        receive_timeout=receive_timeout,
+        body_timeout=body_timeout,
+        audit=audit,
+    )
+
+    def route_template(scope: Scope) -> str:
+        # Route templates, never concrete paths: paths will carry record ids.
+        for route in routes:
+            match, _ = route.matches(dict(scope))
+            if match is not Match.NONE:
+                return route.path
+        return "-"
+
+    return AccessLogMiddleware(limits, route_template=route_template, logger=access_logger)
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the routes served now (checked in as docs/openapi.json)."""
+    refusal = {
+        "description": "Refused; `reason` is a stable code (docs/server.md lists them).",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Refusal"}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "childvault server",
+            "version": API_VERSION,
+            "description": (
+                "Every request except /health and /openapi.json carries an RFC 9421 HTTP "
+                "Message Signature (Ed25519) by the person's identity key: see docs/server.md."
+            ),
+        },
+        "paths": {
+            "/health": {
+                "get": {
+                    "summary": "Liveness check (no authentication)",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "The server is up.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {"status": {"const": "ok"}},
+                                        "required": ["status"],
+                                    }
+                                }
+                            },
+                        }
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document (no authentication)",
+                    "security": [],
+                    "responses": {"200": {"description": "The OpenAPI document."}},
+                }
+            },
+            "/v1/whoami": {
+                "get": {
+                    "summary": "The verified user name of the signer",
+                    "responses": {
+                        "200": {
+                            "description": "The signature verified.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {"user": {"type": "string"}},
+                                        "required": ["user"],
+                                    }
+                                }
+                            },
+                        },
+                        "401": refusal,
+                        "403": refusal,
+                        "408": refusal,
+                        "413": refusal,
+                        "431": refusal,
+                        "503": refusal,
+                    },
+                }
+            },
+        },
+        "security": [{"httpMessageSignature": []}],
+        "components": {
+            "securitySchemes": {
+                "httpMessageSignature": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Signature",
+                    "description": (
+                        "RFC 9421 HTTP Message Signature, label and tag "
+                        f'"{SIGNATURE_TAG}", alg "ed25519", keyid = user name, with '
+                        'created and a 128-bit hex nonce, covering "@method" "@path" '
+                        '["@query"] "content-digest" ["content-type"]; Signature-Input and '
+                        "Content-Digest (RFC 9530, sha-256) headers are required too. "
+                        "OpenAPI has no scheme for message signatures, so it is described "
+                        "as an apiKey header."
+                    ),
+                }
+            },
+            "schemas": {
+                "Refusal": {
+                    "type": "object",
+                    "properties": {
+                        "error": {"type": "string"},
+                        "reason": {
+                            "type": "string",
+                            "enum": [
+                                "missing_signature",
+                                "malformed_signature",
+                                "missing_digest",
+                                "malformed_digest",
+                                "digest_mismatch",
+                                "unknown_user",
+                                "invalid_signature",
+                                "user_disabled",
+                                "replay",
+                                "clock_skew",
+                                "body_too_large",
+                                "head_too_large",
+                                "request_timeout",
+                                "unavailable",
+                            ],
+                        },
+                    },
+                    "required": ["error", "reason"],
+                }
+            },
+        },
+    }
+
+
+def openapi_json() -> str:
+    """:func:`openapi_document` serialised as checked in under ``docs/openapi.json``."""
+    return json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n"
