@@ -13,6 +13,7 @@ import hashlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pytest
@@ -59,18 +60,20 @@ def _link(prev_hash: str, payload: str) -> str:
     return hashlib.sha256(f"{prev_hash}\n{payload}".encode()).hexdigest()
 
 
-def _append(conn: psycopg.Connection[tuple[object, ...]], payload: str) -> int:
+def _append(conn: psycopg.Connection[Any], payload: str) -> int:
     """Append one entry after the current head, in one transaction under the append lock."""
     with conn.transaction():
+        # Held until commit or rollback: the read of the head and the insert are atomic
+        # with respect to every other appender.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
         row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         assert row is not None
-        seq, prev = int(str(row[0])), str(row[1])
+        seq, prev = row
         conn.execute(
             "INSERT INTO audit VALUES (%s, %s, %s, %s)",
-            (seq + 1, payload, prev, _link(prev, payload)),
+            (int(seq) + 1, payload, prev, _link(str(prev), payload)),
         )
-    return seq + 1
+    return int(seq) + 1
 
 
 def test_the_service_role_reads_and_appends(audit_db: Roles) -> None:
