@@ -55,8 +55,8 @@ def _approve_read(worker: Any, officer: Any, ids: list[str], fields: tuple[str, 
 
 def _blobs(worker: Any, ids: list[str]) -> dict[str, dict[str, tuple[int, str]]]:
     """The wrapped DEKs childvault stored (what a bare client would read from its database)."""
+    from childvault.keys._openbao._formats import parse_blob as _parse_blob
     from childvault.keys._provider import WrappedRecord
-    from childvault.keys._vault import _parse_blob
 
     out = {}
     for rid in ids:
@@ -70,7 +70,8 @@ def _floor(
     bao: Bao, blobs: dict[str, dict[str, tuple[int, str]]], fields: tuple[str, ...]
 ) -> float:
     """The unavoidable hvac calls, on the ciphertexts and contexts childvault stored."""
-    from childvault.keys._vault import _context, _parse_salts
+    from childvault.keys._openbao._formats import context as _context
+    from childvault.keys._openbao._formats import parse_salts as _parse_salts
 
     tpl = bao.template
     s = bao.settings

@@ -223,7 +223,8 @@ def init_vault(
 def setup_vault_server(home: Path, audit_file: str | None) -> list[str]:
     """Prepare the Vault server of the vault in ``home`` with a root/bootstrap
     ``VAULT_TOKEN``; return the actions taken, one line each."""
-    from childvault.keys._vault import VaultSettings, setup
+    from childvault.keys import VaultSettings
+    from childvault.keys import setup_vault as setup
     from childvault.vault._config import Config, Home
 
     config = Config.load(Home(home))

@@ -21,6 +21,7 @@ import click
 from childvault.cli import (
     _cmd_access,
     _cmd_audit,
+    _cmd_console,
     _cmd_demo,
     _cmd_doctor,
     _cmd_init,
@@ -142,6 +143,7 @@ for _command in (
     _cmd_demo.demo,
     _cmd_reports.report,
     _cmd_reports.export,
+    _cmd_console.console,
 ):
     cli.add_command(_command)
 # `audit prove` lives with the report and proof files it reads and writes.

@@ -4,7 +4,7 @@ The home is a copy of the session's template home (five users, see
 tests/conftest.py) with a few records and pending requests filed through the
 library, so the console is driven against real data. The console runs as a real
 ``childvault console`` subprocess, registered on the CLI's root group the way
-the lead registers it (``cli.add_command(console)``).
+it is registered on the root group like every other command.
 """
 
 from __future__ import annotations
@@ -25,13 +25,8 @@ from childvault.keys import Identity
 from childvault.vault import NewRecordInput, Vault
 from tests.conftest import PASSPHRASES, child_values, consent, copy_world
 
-#: The console command registered on the real root group, as at merge.
-LAUNCHER = (
-    "from childvault.cli.main import cli; "
-    "from childvault.cli._cmd_console import console; "
-    "cli.add_command(console); "
-    "cli(prog_name='childvault')"
-)
+#: The real command line, as an officer starts it (``childvault console``).
+LAUNCHER = "from childvault.cli.main import main; main()"
 #: A reason written to attack the page and the officer's terminal.
 HOSTILE_REASON = "<script>alert('x')</script> \x1b]0;pwned\x07\x1b[2J\r覆盖 & \u202eevil"
 #: Generous bound on waiting for the console to print its URL (Argon2 unlock + start).

@@ -1,7 +1,7 @@
 """A real OpenBao server for the integration tests (DESIGN section 8: no mock stands in).
 
 ``openbao`` (session scope) starts ``bao server -dev`` on a free loopback port,
-runs :func:`keys._vault.setup` on it, and stops it at the end. ``spare_openbao``
+runs :func:`childvault.keys.setup_vault` on it, and stops it at the end. ``spare_openbao``
 (function scope) is a separate, set-up server that a test may stop, restart,
 seal and unseal without disturbing the others. The server class is the
 product's own dev-server launcher, public as :mod:`childvault.testing` and

@@ -41,13 +41,15 @@ from nacl.public import PrivateKey
 
 from childvault.keys import Identity, KeySlots
 from childvault.keys._local import CustodianSecret, LocalProvider
-from childvault.keys._provider import FieldKey, RecordKeys, Selection, WrappedRecord
 
 # The Vault/OpenBao pure formats. They move to childvault/keys/_openbao/_formats.py
 # (as context, encode_blob, parse_blob, ciphertext_version): change only this block.
-from childvault.keys._vault import _ciphertext_version as ciphertext_version
-from childvault.keys._vault import _context as context
-from childvault.keys._vault import _encode_blob as encode_blob
+from childvault.keys._openbao._formats import (
+    ciphertext_version,
+    context,
+    encode_blob,
+)
+from childvault.keys._provider import FieldKey, RecordKeys, Selection, WrappedRecord
 from childvault.vault import _audit, _fieldcrypto, _merkle, _note, _tokens
 from childvault.vault._time import iso
 
