@@ -3,8 +3,8 @@
 The home is a copy of the session's template home (five users, see
 tests/conftest.py) with a few records and pending requests filed through the
 library, so the console is driven against real data. The console runs as a real
-``childvault console`` subprocess, registered on the CLI's root group the way
-it is registered on the root group like every other command.
+``childvault console`` subprocess, registered on the CLI's root group like
+every other command.
 """
 
 from __future__ import annotations
