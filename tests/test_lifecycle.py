@@ -13,6 +13,7 @@ import pytest
 from childvault.keys import (
     AccessDenied,
     ChildVaultError,
+    ConfigError,
     KeySlots,
     NotFound,
     UsageError,
@@ -387,6 +388,14 @@ def test_decommission_destroys_the_custodian_key(world: World, tmp_path: Path) -
         req = v.request_access(ids, ["name"], "case_management", "from backup")
     with world.open("officer1") as v, pytest.raises(ChildVaultError):
         v.approve(req)
+
+
+def test_regression_keys_rotate_after_decommission_was_an_internal_error(world: World) -> None:
+    """`keys rotate` after `decommission` ended in StopIteration ("internal error")."""
+    with world.open("admin") as v:
+        v.decommission(confirm=True)
+    with world.open("officer1") as v, pytest.raises(ConfigError, match="decommissioned"):
+        v.rotate_keys()
 
 
 def test_doctor_warns_while_the_notice_is_the_unfilled_template(world: World) -> None:

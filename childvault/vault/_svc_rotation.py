@@ -14,6 +14,7 @@ from typing import Any
 
 from childvault.keys import (
     AccessDenied,
+    ConfigError,
     CustodianSecret,
     KeySlots,
     PublicIdentity,
@@ -85,7 +86,14 @@ class RotationService:
         self, progress: Callable[[int, int], None] | None, moment: datetime
     ) -> dict[str, Any]:
         gens = self.s.db.custodians.all()
-        current = next(g for g, _, s in gens if s == "current")
+        current_gens = [g for g, _, s in gens if s == "current"]
+        if not current_gens:
+            # Decommissioning destroys the custodian key; before the first officer there is none.
+            raise ConfigError(
+                "there is no custodian key to rotate: the vault was decommissioned, "
+                "or no officer has been added yet"
+            )
+        current = current_gens[0]
         pending = [g for g, _, s in gens if s == "pending"]
         retired = [g for g, _, s in gens if s == "retired"]
         self.s.keys.local_officer()  # the acting officer must hold the current key
