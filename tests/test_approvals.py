@@ -420,3 +420,31 @@ def test_approving_a_field_some_records_lack(world: World) -> None:
         ids[0]: {"name": values["name"]},
         ids[1]: {"name": child_values(1)["name"], "school": child_values(1)["school"]},
     }
+
+
+def test_regression_a_token_respelled_by_inserted_characters_was_a_valid_read(
+    flow: tuple[World, list[str]],
+) -> None:
+    """pyseto skips non-base64url characters and ignores a last character's unused
+    bits, so one signed token had many spellings, each a valid read that used up
+    the grant. Only the one canonical spelling is accepted now."""
+    world, ids = flow
+    token, _ = _approve(world, ids[:1], uses=1)
+    head, payload, footer = token.rsplit(".", 2)[0], *token.rsplit(".", 2)[1:]
+    last = payload[-1]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    # Same decoded bytes when the payload's length leaves unused low bits.
+    twin = alphabet[alphabet.index(last) ^ 1] if len(payload) % 4 in (2, 3) else None
+    respelled = [
+        f"{head}.{payload[:10]}:*\x11{payload[10:]}.{footer}",
+        f"{head}.{payload}.{footer[:5]}!{footer[5:]}",
+        f"{head}.{payload}=.{footer}",
+    ]
+    if twin is not None:
+        respelled.append(f"{head}.{payload[:-1]}{twin}.{footer}")
+    with world.open("worker1") as v:
+        for candidate in respelled:
+            with pytest.raises(ApprovalInvalid):
+                v.read_with_grant(candidate)
+        # None of them used the grant's one read.
+        assert v.read_with_grant(token)[ids[0]]["name"] == child_values(0)["name"]

@@ -31,6 +31,7 @@ from childvault.vault._time import iso, parse_iso
 
 MAX_TOKEN_BYTES = 1 << 20
 _PREFIX = "v4.public."
+_SHAPE = re.compile(r"v4\.public\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
 _ID = re.compile(r"^[0-9a-f]{32}$")
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 _FIELD = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -95,13 +96,33 @@ def _b64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def key_id(token: str) -> str:
-    """The ``kid`` of a token's footer, read before verification (untrusted)."""
+def _check_shape(token: str) -> str:
+    """``token`` stripped, if it is exactly ``v4.public.<payload>.<footer>`` in canonical
+    unpadded base64url; else the opaque refusal.
+
+    Why: pyseto skips characters outside the base64url alphabet and ignores the
+    unused low bits of the last character, so one signed token had many
+    spellings, each accepted as a valid read. One token, one spelling.
+    """
     if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
         raise _reject("token is not text or too large")
     token = token.strip()
-    if not token.startswith(_PREFIX) or token.count(".") != 3:
+    match = _SHAPE.fullmatch(token)
+    if match is None:
         raise _reject("not a v4.public token with a footer")
+    for segment in match.groups():
+        try:
+            raw = _b64url(segment)
+        except ValueError as exc:
+            raise _reject("token segment is not base64url") from exc
+        if base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=") != segment:
+            raise _reject("token segment is not canonical base64url")
+    return token
+
+
+def key_id(token: str) -> str:
+    """The ``kid`` of a token's footer, read before verification (untrusted)."""
+    token = _check_shape(token)
     try:
         footer = json.loads(_b64url(token.rsplit(".", 1)[1]))
         kid = footer["kid"]
@@ -142,8 +163,9 @@ def _time(obj: Mapping[str, Any], name: str) -> datetime:
 
 def verify(token: str, public_key: bytes) -> GrantClaims:
     """Verify the signature with ``public_key`` and parse the claims strictly."""
+    token = _check_shape(token)
     try:
-        decoded = pyseto.decode(Key.from_asymmetric_key_params(4, x=public_key), token.strip())
+        decoded = pyseto.decode(Key.from_asymmetric_key_params(4, x=public_key), token)
     except Exception as exc:  # pyseto raises several types on hostile input
         raise _reject("signature does not verify") from exc
     raw = decoded.payload
