@@ -363,6 +363,13 @@ class CheckpointRepo(Protocol):
         """Store a checkpoint with the Merkle state it was signed over; return its id."""
         ...
 
+    def add_at_head(
+        self, size: int, root: bytes, note: str, signer: str, at: str, resume_state: bytes
+    ) -> int | None:
+        """:meth:`add` only while the log has exactly ``size`` entries (compare-and-set);
+        None, and nothing stored, if it has more or fewer."""
+        ...
+
     def latest_by(self, signer: str) -> tuple[str, bytes] | None:
         """(note, resume state) of ``signer``'s checkpoint of the largest tree.
 

@@ -56,9 +56,16 @@ class AuditService:
             self.s.me.sign,
             self.s.me.public.signing_key,
         )
-        self.s.db.checkpoints.add(
+        # Compare-and-set: inside one transaction the log cannot move, but a
+        # backend that verifies elsewhere (a server) must refuse a stale head.
+        stored = self.s.db.checkpoints.add_at_head(
             cp.size, cp.root, note, self.s.user, iso(moment), report.resume_state
         )
+        if stored is None:
+            raise IntegrityError(
+                "the audit log changed while its checkpoint was being signed; nothing was "
+                "stored: try again"
+            )
         return note
 
     def _own_resume_point(self) -> _audit.Resume | None:

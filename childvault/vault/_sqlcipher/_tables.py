@@ -339,6 +339,24 @@ class Checkpoints:
         )
         return int(cur.lastrowid)
 
+    def add_at_head(
+        self, size: int, root: bytes, note: str, signer: str, at: str, resume_state: bytes
+    ) -> int | None:
+        """:meth:`add`, only while the log still has exactly ``size`` entries; else None.
+
+        Compare-and-set: a checkpoint signed over ``size`` entries is stored
+        only if no entry was appended (or removed) since it was computed. The
+        log's sequence numbers are contiguous from 0 (verification checks it),
+        so its size is the last one plus one: an index lookup, not a count.
+        """
+        cur = self._c.q(
+            "INSERT INTO checkpoints (size, root, note, signer, created_at, resume_state) "
+            "SELECT ?, ?, ?, ?, ?, ? "
+            "WHERE (SELECT coalesce(max(seq) + 1, 0) FROM audit) = ?",
+            (size, root, note, signer, at, resume_state, size),
+        )
+        return int(cur.lastrowid) if cur.rowcount == 1 else None
+
     def latest_by(self, signer: str) -> tuple[str, bytes] | None:
         """(note, resume state) of ``signer``'s checkpoint of the largest tree that has one.
 
