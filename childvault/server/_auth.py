@@ -347,8 +347,19 @@ class SignatureAuthMiddleware:
             (bytes(n).decode("latin-1").lower(), bytes(v).decode("latin-1"))
             for n, v in scope.get("headers", [])
         ]
-        if _header(headers, "signature") is None or _header(headers, "signature-input") is None:
+        signature_header = _header(headers, "signature")
+        if signature_header is None or _header(headers, "signature-input") is None:
             raise _Refused(401, "missing_signature", "no Signature or Signature-Input header")
+        try:
+            signatures = http_sf.parse(signature_header.encode("latin-1"), tltype="dictionary")
+        except Exception as exc:
+            raise _Refused(401, "malformed_signature", f"Signature: {exc!r}") from exc
+        # Parameters on a Signature member mean nothing and are not signed:
+        # refused rather than ignored, so what is accepted is what was signed.
+        if not isinstance(signatures, dict) or any(
+            not isinstance(member, tuple) or member[1] for member in signatures.values()
+        ):
+            raise _Refused(401, "malformed_signature", "Signature members carry parameters")
         digest_header = _header(headers, "content-digest")
         if digest_header is None:
             raise _Refused(401, "missing_digest", "no Content-Digest header")

@@ -275,12 +275,23 @@ class AccessLogMiddleware:
         record = RequestRecord()
         scope[RECORD_KEY] = record
         started = time.perf_counter()
+        logged = False
+
+        def log() -> None:
+            nonlocal logged
+            if not logged:
+                logged = True
+                self.logger.info(self._line(scope, record, time.perf_counter() - started))
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 record.status = int(message["status"])
             elif message["type"] == "http.response.body":
                 record.bytes_out += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    # Logged before the last byte leaves: once a client has
+                    # its whole answer, the line is in the log.
+                    log()
             await send(message)
 
         try:
@@ -290,7 +301,7 @@ class AccessLogMiddleware:
                 record.status = 500
             raise
         finally:
-            self.logger.info(self._line(scope, record, time.perf_counter() - started))
+            log()
 
     def _line(self, scope: Scope, record: RequestRecord, duration: float) -> str:
         entry: dict[str, Any] = {

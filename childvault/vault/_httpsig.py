@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import requests
-from http_message_signatures import HTTPMessageSigner, algorithms
+from http_message_signatures import HTTPMessageSignaturesException, HTTPMessageSigner, algorithms
 
 from childvault.keys import ConfigError, Identity, UsageError
 
@@ -91,15 +91,31 @@ def sign_request(
     # requests may already have normalised the method; the signature base
     # requires the upper-case form the server will see.
     request.method = request.method.upper()
-    body = _body_bytes(request)
-    has_query = urlsplit(request.url).query != ""
-    if body and "Content-Type" not in request.headers:
+    if _body_bytes(request) and "Content-Type" not in request.headers:
         raise UsageError("a signed request with a body needs a Content-Type")
     for name in ("Content-Digest", "Signature", "Signature-Input"):
         if name in request.headers:
             del request.headers[name]
     signer = HTTPMessageSigner(signature_algorithm=algorithms.ED25519)
     when = int(time.time()) if created is None else created
+    try:
+        _sign(signer, request, identity, when, nonce)
+    except HTTPMessageSignaturesException as exc:
+        # E.g. a URL that is not plain ASCII: one error hierarchy for callers.
+        raise UsageError(f"this request cannot be signed: {exc}") from exc
+    return request
+
+
+def _sign(
+    signer: HTTPMessageSigner,
+    request: requests.PreparedRequest,
+    identity: Identity,
+    when: int,
+    nonce: str | None,
+) -> None:
+    body = _body_bytes(request)
+    assert request.url is not None
+    has_query = urlsplit(request.url).query != ""
     prepared = signer.prepare(
         request,
         key_id=identity.name,
@@ -116,7 +132,6 @@ def sign_request(
         body=body,
     )
     signer.apply(request, prepared, identity.sign(prepared.signature_base))
-    return request
 
 
 class HTTPSignatureAuth(requests.auth.AuthBase):

@@ -41,10 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     def audit(event: AuthRefusal) -> None:
         audit_file.write(json.dumps(dataclasses.asdict(event)) + "\n")
 
-    handler = logging.StreamHandler(sys.stderr)
-    access = logging.getLogger("childvault.server.access")
-    access.addHandler(handler)
-    access.setLevel(logging.INFO)
+    # The access log (childvault.server.access) and the server's warnings
+    # (childvault.server) both go to stderr, which the tests read.
+    server_logger = logging.getLogger("childvault.server")
+    server_logger.addHandler(logging.StreamHandler(sys.stderr))
+    server_logger.setLevel(logging.INFO)
 
     app = create_app(
         resolver,

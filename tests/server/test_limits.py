@@ -39,6 +39,26 @@ def _answered(sock: socket.socket) -> bool:
     return bool(readable)
 
 
+def _drip_until_closed(sock: socket.socket, byte: bytes, *, interval: float = 0.25) -> bool:
+    """Send ``byte`` every ``interval`` s, at most 60 times; whether the server closed first.
+
+    A reset counts as closed: the kernel answers a byte sent to a closed
+    socket with RST, which may arrive before our read of the FIN.
+    """
+    for _ in range(60):
+        if _answered(sock):
+            try:
+                return sock.recv(1024) == b""
+            except ConnectionResetError:
+                return True
+        try:
+            sock.sendall(byte)
+        except (BrokenPipeError, ConnectionResetError):
+            return True
+        time.sleep(interval)
+    return False
+
+
 def _read_all(sock: socket.socket) -> bytes:
     """Read until the server closes the connection (bounded by the socket timeout)."""
     data = b""
@@ -97,7 +117,10 @@ def test_chunked_body_over_the_limit_is_refused_while_reading(
         chunk = b"x" * 8192
         # Never the whole body: at most 96 KiB of the 100, and no final chunk.
         while sent < 96 * 1024 and not _answered(sock):
-            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except (BrokenPipeError, ConnectionResetError):
+                break  # answered and closed between our check and this send
             sent += len(chunk)
         response = _read_all(sock)
     assert _status(response) == 413
@@ -107,19 +130,9 @@ def test_chunked_body_over_the_limit_is_refused_while_reading(
 def test_slow_request_head_is_disconnected(server: ServerProcess) -> None:
     with _connect(server) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-        closed = False
         # One header byte every 0.25 s, never finishing the head; the server's
         # head timeout (2 s) must end this long before the 60 iterations.
-        for _ in range(60):
-            if _answered(sock):
-                closed = sock.recv(1024) == b""
-                break
-            try:
-                sock.sendall(b"X")
-            except (BrokenPipeError, ConnectionResetError):
-                closed = True
-                break
-            time.sleep(0.25)
+        closed = _drip_until_closed(sock, b"X")
     assert closed
     assert "request head not complete" in server.log_path.read_text()
 
@@ -148,18 +161,8 @@ def test_slow_head_of_a_kept_alive_connection_is_disconnected(server: ServerProc
             assert chunk, first
             first += chunk
         assert _status(first) == 200
-        closed = False
         sock.sendall(b"GET /health HTTP/1.1\r\n")
-        for _ in range(60):
-            if _answered(sock):
-                closed = sock.recv(1024) == b""
-                break
-            try:
-                sock.sendall(b"X")
-            except (BrokenPipeError, ConnectionResetError):
-                closed = True
-                break
-            time.sleep(0.25)
+        closed = _drip_until_closed(sock, b"X")
     assert closed
 
 
@@ -175,18 +178,8 @@ def test_body_dripped_after_the_answer_does_not_hold_the_connection(
             assert chunk, response
             response += chunk
         assert _status(response) == 200
-        closed = False
         # Each byte would restart uvicorn's 5 s keep-alive timer.
-        for _ in range(60):
-            if _answered(sock):
-                closed = sock.recv(1024) == b""
-                break
-            try:
-                sock.sendall(b"x")
-            except (BrokenPipeError, ConnectionResetError):
-                closed = True
-                break
-            time.sleep(0.25)
+        closed = _drip_until_closed(sock, b"x")
     assert closed
 
 
@@ -210,7 +203,10 @@ def test_dripped_body_is_bounded_in_total(server: ServerProcess, users: Users) -
         for _ in range(60):
             if _answered(sock):
                 break
-            sock.sendall(b"x")
+            try:
+                sock.sendall(b"x")
+            except (BrokenPipeError, ConnectionResetError):
+                break  # answered and closed between our check and this send
             time.sleep(0.5)
         response = _read_all(sock)
     assert _status(response) == 408

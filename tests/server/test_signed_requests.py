@@ -225,3 +225,20 @@ def test_signed_request_is_not_forwarded_on_redirect(server: ServerProcess, user
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=10)
+
+
+def test_concurrent_copies_of_one_request_pass_once(server: ServerProcess, users: Users) -> None:
+    prepared = sign_request(_prepare("GET", server.url + "/v1/whoami"), users.alice)
+    barrier = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def fire() -> None:
+        barrier.wait(timeout=30)
+        statuses.append(_send(prepared.copy()).status_code)
+
+    threads = [threading.Thread(target=fire) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(statuses) == [200] + [401] * 7
