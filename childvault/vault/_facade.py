@@ -540,7 +540,11 @@ class Vault:
         return self._lifecycle.decommission(confirm=confirm, now=now)
 
     def rotate_keys(
-        self, *, progress: Callable[[int, int], None] | None = None, now: datetime | None = None
+        self,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        now: datetime | None = None,
+        trim: bool = False,
     ) -> dict[str, Any]:
         """Rotate the key that wraps every record's keys; resumable.
 
@@ -548,9 +552,10 @@ class Vault:
         officer, every record box is resealed to it, then the old pair is
         destroyed, so backups taken before become unreadable. Vault provider
         (an admin): the Transit key is rotated, every wrapped key is rewrapped
-        inside Vault (no plaintext), then older key versions are retired.
+        inside Vault (no plaintext), then older key versions are retired, and
+        with ``trim`` deleted from Vault (docs/vault.md, key rotation).
         """
-        return self._rotation.rotate_keys(progress=progress, now=now)
+        return self._rotation.rotate_keys(progress=progress, now=now, trim=trim)
 
     def prove_entry(self, seq: int, *, now: datetime | None = None) -> dict[str, Any]:
         """Officer or admin: an inclusion proof of log entry ``seq`` (``audit prove``).

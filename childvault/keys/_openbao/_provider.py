@@ -227,7 +227,11 @@ class VaultProvider:
         return encode_blob(record.record_id, new_version, merged)
 
     def shred(self, record_ids: Sequence[str]) -> None:
-        """Destroy the salt documents (all versions and metadata). Idempotent."""
+        """Destroy every version of the salt documents, keeping tombstones. Idempotent.
+
+        The KV metadata stays, marked ``shredded``, so no salt can be written
+        back at these record ids (docs/vault.md, "What shredding does").
+        """
         for record_id in record_ids:
             self._salts.shred(record_id)
 
