@@ -1,4 +1,4 @@
-"""Issue 14 attack tests against a real OpenBao: key rotation that stays rotated.
+"""Issue 14 attack tests against a real OpenBao: rotation and revocation that reach Vault.
 
 Each test first shows the attack working where the issue says it worked, then
 that the hardened path stops it. The provider-level attacks (staff salt read,
@@ -17,7 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from childvault.cli.main import cli
-from childvault.keys import ChildVaultError, Identity
+from childvault.keys import ChildVaultError, Identity, Selection, VaultProvider
+from childvault.keys._openbao._formats import parse_material
+from childvault.vault import _tokens
 from tests.conftest import PASSPHRASES, ROLES, World, add_children, build_template, copy_world
 from tests.integration.conftest import BaoServer
 
@@ -36,14 +38,18 @@ def hard_bao(bao_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield server
 
 
-@pytest.fixture
-def world(hard_bao: BaoServer, tmp_path: Path) -> World:
+def world_on(server: BaoServer, tmp_path: Path) -> World:
     src = tmp_path / "template" / "home"
-    settings = json.loads(hard_bao.settings.to_json())
+    settings = json.loads(server.settings.to_json())
     ids: dict[str, Identity] = build_template(src, provider="vault", vault_settings=settings)
     roles = {"admin": "admin", **{name: r[0] for name, r in ROLES.items()}}
-    tokens = {n: hard_bao.token([POLICY[r]], ttl="2h") for n, r in roles.items()}
+    tokens = {n: server.token([POLICY[r]], ttl="2h") for n, r in roles.items()}
     return copy_world(src, ids, tmp_path / "live", tokens=tokens, provider="vault")
+
+
+@pytest.fixture
+def world(hard_bao: BaoServer, tmp_path: Path) -> World:
+    return world_on(hard_bao, tmp_path)
 
 
 def run_cli(world: World, user: str, *args: str) -> tuple[int, str]:
@@ -121,3 +127,93 @@ def test_rotate_trim_keeps_old_blobs_dead_even_when_root_lowers_the_floor(
     assert read_name(world, rid) == name
     code, out = run_cli(world, "admin", "--json", "doctor")
     assert "min_decryption_version" not in out, out
+
+
+def test_revoke_revokes_the_wrapping_tokens_in_vault(world: World, hard_bao: BaoServer) -> None:
+    """Attack (issue 14, 3): after `revoke`, the requester unwraps the tokens directly."""
+    with world.open("worker1") as v:
+        (rid,) = add_children(v, 1)
+        req = v.request_access([rid], ["name"], "case_management", "revoke check")
+    with world.open("officer1") as v:
+        approval = v.approve(req)
+    # The approval entry records the wrapping accessors and Vault request ids.
+    with world.open("officer1") as v:
+        entry = next(
+            e["entry"]
+            for e in v.audit_entries()
+            if e["entry"]["action"] == "request.approve"
+            and e["entry"]["grant"] == approval.grant_id
+        )
+    accessors = entry["detail"]["vault_accessors"]
+    assert accessors and all(accessors)
+    assert isinstance(entry["detail"]["vault_request_ids"], list)  # empty on OpenBao 2.x
+    # The requester can get the raw wrapping tokens out of the grant.
+    claims = _tokens.verify(approval.token, world.ids["officer1"].public.signing_key)
+    wraps = parse_material(world.ids["worker1"].unseal(claims.keys), claims.vault, claims.jti)
+    assert world.tokens is not None
+    staff_token = world.tokens["worker1"]
+    lookup = hard_bao.api(
+        "POST", "sys/wrapping/lookup", token=staff_token, json={"token": wraps[0][0]}
+    )
+    assert lookup.status_code == 200  # live before the revocation
+    with world.open("officer1") as v:
+        v.revoke(approval.grant_id)
+    for token, _items in wraps:
+        resp = hard_bao.api("POST", "sys/wrapping/unwrap", token=staff_token, json={"token": token})
+        assert resp.status_code in (400, 403), resp.text
+        assert "plaintext" not in resp.text
+    with world.open("worker1") as v, pytest.raises(ChildVaultError):
+        v.read_with_grant(approval.token)
+    with world.open("officer1") as v, pytest.raises(ChildVaultError, match="already revoked"):
+        v.revoke(approval.grant_id)
+
+
+def test_reconcile_finds_an_officer_decrypting_around_childvault(
+    bao_binary: str, tmp_path: Path
+) -> None:
+    """Attack (issue 14, 1): an officer's wrapped decrypt + self-unwrap, no approval."""
+    audit_log = tmp_path / "bao-audit.log"
+    server = BaoServer(
+        bao_binary,
+        tmp_path / "bao",
+        config_hcl=(
+            f'audit "file" "childvault" {{\n  options {{\n    file_path = "{audit_log}"\n  }}\n}}\n'
+        ),
+    )
+    (tmp_path / "bao").mkdir()
+    server.start()
+    try:
+        server.setup(audit_file=str(audit_log))
+        live = world_on(server, tmp_path)
+        with live.open("worker1") as v:
+            (rid,) = add_children(v, 1)
+        name = read_name(live, rid)  # an approved, logged release
+        code, out = run_cli(live, "admin", "audit", "reconcile", "--vault-audit", str(audit_log))
+        assert code == 0, out
+        assert "1 matched to childvault approvals, 0 unmatched" in out
+
+        # The officer uses their own Vault token directly: wrapped decrypt, then
+        # unwraps it themselves. No request, no approval, no childvault entry.
+        assert live.tokens is not None
+        officer = VaultProvider(server.settings, "any", token=live.tokens["officer1"])
+        me = Identity.generate("officer1-self")
+        with live.open("officer1") as v:
+            blob = v._session.wrapped(rid)  # type: ignore[attr-defined]
+        material = officer.release([Selection(blob, ["name"])], me.public, "self")
+        assert officer.redeem(material, me, "self")[rid]["name"]
+        officer.close()
+        assert name
+
+        code, out = run_cli(
+            live, "admin", "--json", "audit", "reconcile", "--vault-audit", str(audit_log)
+        )
+        assert code == 4, out
+        report = json.loads(out)
+        assert report["matched"] == 1 and len(report["unmatched"]) == 1
+        (found,) = report["unmatched"]
+        assert found["path"] == "childvault-transit/decrypt/childvault-dek"
+        assert found["wrapped"] is True
+        assert "childvault-officer" in found["who"]["policies"]
+        assert found["time"]
+    finally:
+        server.close()

@@ -51,6 +51,14 @@ path "{kv}/metadata/records/*" {
   }
 }
 
+# Revoking a grant revokes its wrapping tokens by the accessors recorded at
+# approval (the officer never keeps the tokens). Vault cannot limit this path
+# to wrapping tokens: an officer who learns another token's accessor can
+# revoke that token too (a denial of service, never a disclosure).
+path "auth/token/revoke-accessor" {
+  capabilities = ["update"]
+}
+
 # An officer may also be a requester of another officer's approval.
 path "sys/wrapping/lookup" {
   capabilities = ["update"]
