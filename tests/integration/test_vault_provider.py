@@ -287,6 +287,9 @@ def test_staff_salts_are_create_only(
     with pytest.raises(AccessDenied, match="childvault-officer policy"):
         staff.wrap([later])
     assert json.loads(blob)["rec"] == rec.record_id
+    # A token that may not create salts is told that, not "lacks read" (issue 14, 6).
+    with pytest.raises(AccessDenied, match="lacks create on childvault-kv/data/records/"):
+        make("admin").wrap([record()])
 
 
 def test_officer_policy_decrypts_only_response_wrapped(
