@@ -73,7 +73,13 @@ class SaltStore:
     # -- creating ----------------------------------------------------------------------
 
     def create(self, record_id: str, field_names: Sequence[str]) -> Salts:
-        """Create a new record's salt document, or return the one an earlier call wrote."""
+        """Create a new record's salt document.
+
+        If the document exists already, a token that may read salts (officer)
+        gets the one an earlier, interrupted call wrote; a create-only (staff)
+        token, or any token facing a shredding tombstone, gets
+        :class:`UsageError`: the record id is not reused.
+        """
         # Every field of a new record gets its own salt, so a later correction
         # of any of them can destroy the old salt (and with it the old DEK in
         # every backup) without touching the others.
