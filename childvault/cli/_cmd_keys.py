@@ -73,11 +73,24 @@ def vault_group() -> None:
     help="Finish even though the server has no audit device (nothing then records "
     "who decrypted what outside childvault).",
 )
+@click.option(
+    "--control-groups",
+    is_flag=True,
+    help="Probe whether the server enforces Control Groups (a real controlled request); "
+    "fail if it does not.",
+)
 @pass_ctx
-def vault_setup(c: Ctx, audit_file: str | None, no_audit_device: bool) -> None:
+def vault_setup(
+    c: Ctx, audit_file: str | None, no_audit_device: bool, control_groups: bool
+) -> None:
     """Prepare the Vault server: mounts, keys, policies (needs a root/bootstrap VAULT_TOKEN).
 
     Refuses to finish without an enabled audit device unless told otherwise.
     """
-    lines = setup_vault_server(c.require_home(), audit_file, allow_no_audit_device=no_audit_device)
+    lines = setup_vault_server(
+        c.require_home(),
+        audit_file,
+        allow_no_audit_device=no_audit_device,
+        control_groups=control_groups,
+    )
     c.emit({"ok": True, "actions": lines}, "\n".join(lines))

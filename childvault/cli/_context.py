@@ -221,7 +221,11 @@ def init_vault(
 
 
 def setup_vault_server(
-    home: Path, audit_file: str | None, *, allow_no_audit_device: bool = False
+    home: Path,
+    audit_file: str | None,
+    *,
+    allow_no_audit_device: bool = False,
+    control_groups: bool = False,
 ) -> list[str]:
     """Prepare the Vault server of the vault in ``home`` with a root/bootstrap
     ``VAULT_TOKEN``; return the actions taken, one line each."""
@@ -240,6 +244,7 @@ def setup_vault_server(
         token,
         audit_file=audit_file,
         allow_no_audit_device=allow_no_audit_device,
+        control_groups=control_groups,
     )
 
 

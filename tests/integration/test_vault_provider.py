@@ -1033,6 +1033,24 @@ def test_setup_without_an_audit_device_is_refused(spare_openbao: BaoServer) -> N
     assert any("no audit device" in p for p in report["problems"])
 
 
+def test_control_groups_probe_reports_that_openbao_does_not_enforce_them(
+    spare_openbao: BaoServer,
+) -> None:
+    from childvault.keys._openbao._controlgroups import PROBE_POLICY, probe_control_groups
+
+    probe = probe_control_groups(spare_openbao.settings, spare_openbao.root_token)
+    assert probe["enforced"] is False, probe
+    # The probe leaves nothing behind.
+    assert spare_openbao.api("GET", f"sys/policies/acl/{PROBE_POLICY}").status_code == 404
+    with pytest.raises(ConfigError, match="does not enforce Control Groups"):
+        setup_vault(
+            spare_openbao.settings,
+            spare_openbao.root_token,
+            allow_no_audit_device=True,
+            control_groups=True,
+        )
+
+
 def test_setup_finds_a_declared_audit_device_and_the_log_holds_no_key(
     bao_binary: str, tmp_path: Path, alice: Identity
 ) -> None:

@@ -84,6 +84,7 @@ def setup(
     *,
     audit_file: str | None = None,
     allow_no_audit_device: bool = False,
+    control_groups: bool = False,
 ) -> list[str]:
     """Prepare a Vault/OpenBao server for childvault; return what was done, line by line.
 
@@ -92,7 +93,9 @@ def setup(
     changes nothing and says so. Refuses to finish (:class:`ConfigError`, after
     everything else is set up) when the server has no audit device enabled,
     unless ``allow_no_audit_device`` (the CLI's
-    ``--no-audit-device-i-accept-the-risk``).
+    ``--no-audit-device-i-accept-the-risk``). ``control_groups``: probe with a
+    real controlled request whether the server enforces Control Groups
+    (:mod:`._controlgroups`) and refuse (:class:`ConfigError`) if it does not.
     """
     conn = Connection(settings, token=token, approle=None)
     lines: list[str] = []
@@ -239,7 +242,29 @@ def setup(
                 changed = True
     finally:
         conn.close()
+    if control_groups:
+        lines.append(_control_groups_line(settings, token))
     lines.append(
         "setup complete" if changed else "nothing to change: the server was already set up"
     )
     return lines
+
+
+def _control_groups_line(settings: VaultSettings, token: str) -> str:
+    """Probe Control Groups; the setup line if enforced, else :class:`ConfigError`."""
+    from childvault.keys._openbao._controlgroups import probe_control_groups
+
+    probe = probe_control_groups(settings, token)
+    if not probe["enforced"]:
+        raise ConfigError(
+            f"the Vault server at {settings.addr} does not enforce Control Groups: a request "
+            f"on a path under a control_group stanza was answered with {probe['answer']}, "
+            "not held for approval (OpenBao 2.x accepts the stanza but does not enforce it). "
+            "Everything else is set up; the officer policy stays without Control Groups "
+            "(docs/vault.md, Control Groups)"
+        )
+    return (
+        "Control Groups: enforced by this server (probe held for approval). childvault does "
+        "not install them itself: put policies/officer-control-group.hcl in place of "
+        "childvault-officer, with {approvers} set to your approving officers' identity group"
+    )
