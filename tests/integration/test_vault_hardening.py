@@ -215,5 +215,29 @@ def test_reconcile_finds_an_officer_decrypting_around_childvault(
         assert found["wrapped"] is True
         assert "childvault-officer" in found["who"]["policies"]
         assert found["time"]
+
+        # With a Vault identity per person (an AppRole role named after the
+        # officer, docs/vault.md), the report names the person.
+        api = server.api
+        api("POST", "sys/auth/approle", json={"type": "approle"}).raise_for_status()
+        api(
+            "POST",
+            "auth/approle/role/officer1",
+            json={"token_policies": ["childvault-officer"], "token_ttl": "20m"},
+        ).raise_for_status()
+        role_id = api("GET", "auth/approle/role/officer1/role-id").json()["data"]["role_id"]
+        secret = api("POST", "auth/approle/role/officer1/secret-id").json()["data"]["secret_id"]
+        person = VaultProvider(server.settings, "any", approle=(role_id, secret))
+        material = person.release([Selection(blob, ["name"])], me.public, "self-2")
+        assert person.redeem(material, me, "self-2")[rid]["name"]
+        person.close()
+        code, out = run_cli(
+            live, "admin", "--json", "audit", "reconcile", "--vault-audit", str(audit_log)
+        )
+        assert code == 4, out
+        report = json.loads(out)
+        assert len(report["unmatched"]) == 2
+        assert report["unmatched"][1]["who"]["role_name"] == "officer1"
+        assert report["unmatched"][1]["who"]["display_name"] == "approle"
     finally:
         server.close()
