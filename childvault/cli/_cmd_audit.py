@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -65,3 +66,43 @@ def audit_checkpoint(c: Ctx) -> None:
         {"ok": True, "checkpoint": note, "vkeys": v.signer_vkeys(), "witness": str(v.witness_path)},
         f"{note}\nAppended to {v.witness_path}.",
     )
+
+
+@audit.command("reconcile")
+@click.option(
+    "--vault-audit",
+    "vault_audit",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="OpenBao/Vault file audit log to check.",
+)
+@click.option(
+    "--device",
+    default="childvault",
+    show_default=True,
+    help="Path of that audit device in Vault (its HMAC key is used to compare).",
+)
+@pass_ctx
+def audit_reconcile(c: Ctx, vault_audit: Path, device: str) -> None:
+    """Vault mode: every Transit decrypt in Vault's audit log must match an approval.
+
+    Unmatched decrypts (e.g. an officer decrypting directly through Vault) are
+    listed with who, when and which path; exit 4 if there is any.
+    """
+    report = c.open().reconcile_vault_audit(vault_audit, device=device)
+    lines = [
+        f"{report['decrypts']} Transit decrypt(s) in {vault_audit}: "
+        f"{report['matched']} matched to childvault approvals, "
+        f"{len(report['unmatched'])} unmatched."
+    ]
+    for item in report["unmatched"]:
+        who = item["who"]
+        lines.append(
+            f"UNMATCHED {item['time']} {item['path']} by {who['display_name'] or '?'} "
+            f"(role {who['role_name'] or '-'}, entity {who['entity_id'] or '-'}, "
+            f"policies {','.join(who['policies']) or '-'}, from {who['remote_address'] or '?'})"
+            + ("" if item["wrapped"] else " NOT response-wrapped")
+        )
+    c.emit(report, "\n".join(lines))
+    if report["unmatched"]:
+        raise click.exceptions.Exit(4)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import click
 
 from childvault.cli._context import Ctx, pass_ctx, progress_bar, setup_vault_server
@@ -22,16 +25,37 @@ def keys_share(c: Ctx, name: str) -> None:
 
 
 @keys.command("rotate")
+@click.option(
+    "--trim",
+    is_flag=True,
+    help="Vault: also delete the older Transit key versions from the server, so they "
+    "cannot be re-enabled (the local provider always destroys the old key).",
+)
 @pass_ctx
-def keys_rotate(c: Ctx) -> None:
+def keys_rotate(c: Ctx, trim: bool) -> None:
     """Rotate the key wrapping every record's keys; resumable (local: officer; Vault: admin)."""
     v = c.open()
     with progress_bar(c, "Rewrapping") as progress:
-        report = v.rotate_keys(progress=progress)
-    c.emit(
-        report,
-        f"Rotated to key generation {report['generation']}: "
-        f"{report['resealed']} record(s) rewrapped; older keys destroyed.",
+        report = v.rotate_keys(progress=progress, trim=trim)
+    c.emit(report, rotate_message(report))
+
+
+def rotate_message(report: Mapping[str, Any]) -> str:
+    """What ``keys rotate`` did, saying exactly what was destroyed and what was not."""
+    gen = report["generation"]
+    head = f"Rotated to key generation {gen}: {report['resealed']} record(s) rewrapped; "
+    if "trimmed" not in report:
+        # The custodial provider destroys the old custodian key pair.
+        return head + "older keys destroyed."
+    if report["trimmed"]:
+        return head + (
+            f"Transit key versions below {gen} deleted from the Vault server (trimmed): "
+            "blobs and backups wrapped under them can no longer be opened."
+        )
+    return head + (
+        f"Transit key versions below {gen} retired (min_decryption_version raised) but NOT "
+        "destroyed: an admin or root can re-enable them; `childvault keys rotate --trim` "
+        "deletes them."
     )
 
 
@@ -42,8 +66,31 @@ def vault_group() -> None:
 
 @vault_group.command("setup")
 @click.option("--audit-file", help="Enable a file audit device at this path on the server.")
+@click.option(
+    "--no-audit-device-i-accept-the-risk",
+    "no_audit_device",
+    is_flag=True,
+    help="Finish even though the server has no audit device (nothing then records "
+    "who decrypted what outside childvault).",
+)
+@click.option(
+    "--control-groups",
+    is_flag=True,
+    help="Probe whether the server enforces Control Groups (a real controlled request); "
+    "fail if it does not.",
+)
 @pass_ctx
-def vault_setup(c: Ctx, audit_file: str | None) -> None:
-    """Prepare the Vault server: mounts, keys, policies (needs a root/bootstrap VAULT_TOKEN)."""
-    lines = setup_vault_server(c.require_home(), audit_file)
+def vault_setup(
+    c: Ctx, audit_file: str | None, no_audit_device: bool, control_groups: bool
+) -> None:
+    """Prepare the Vault server: mounts, keys, policies (needs a root/bootstrap VAULT_TOKEN).
+
+    Refuses to finish without an enabled audit device unless told otherwise.
+    """
+    lines = setup_vault_server(
+        c.require_home(),
+        audit_file,
+        allow_no_audit_device=no_audit_device,
+        control_groups=control_groups,
+    )
     c.emit({"ok": True, "actions": lines}, "\n".join(lines))

@@ -220,7 +220,13 @@ def init_vault(
         return {"vault_id": v.vault_id, "home": str(v.home), "witness": str(v.witness_path)}
 
 
-def setup_vault_server(home: Path, audit_file: str | None) -> list[str]:
+def setup_vault_server(
+    home: Path,
+    audit_file: str | None,
+    *,
+    allow_no_audit_device: bool = False,
+    control_groups: bool = False,
+) -> list[str]:
     """Prepare the Vault server of the vault in ``home`` with a root/bootstrap
     ``VAULT_TOKEN``; return the actions taken, one line each."""
     from childvault.keys import VaultSettings
@@ -233,7 +239,13 @@ def setup_vault_server(home: Path, audit_file: str | None) -> list[str]:
     token = os.environ.get("VAULT_TOKEN")
     if not token:
         raise click.UsageError("set VAULT_TOKEN to a root or bootstrap token for setup")
-    return setup(VaultSettings.from_json(config.vault_settings), token, audit_file=audit_file)
+    return setup(
+        VaultSettings.from_json(config.vault_settings),
+        token,
+        audit_file=audit_file,
+        allow_no_audit_device=allow_no_audit_device,
+        control_groups=control_groups,
+    )
 
 
 def parse_assignments(items: tuple[str, ...]) -> dict[str, str]:

@@ -215,7 +215,8 @@ def _run_steps(demo: _Demo, tmp: Path, server: Any) -> None:
             "--passphrase-file",
             pw_files["admin"],
         )
-        demo.run(None, "vault", "setup")  # with the root token
+        # With the root token. A throwaway dev server without an audit device.
+        demo.run(None, "vault", "setup", "--no-audit-device-i-accept-the-risk")
         for user, policy in policies.items():
             demo.tokens[user] = bao.token([policy])
     demo.say("2. The admin enrols a protection officer and a welfare worker.")

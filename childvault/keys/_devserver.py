@@ -295,7 +295,14 @@ class DevServer:
         raise DevServerError("OpenBao did not become active after unsealing")
 
     def setup(self, **kwargs: Any) -> list[str]:
-        """Run childvault's setup with the root token."""
+        """Run childvault's setup with the root token.
+
+        A dev server has no audit device unless ``config_hcl`` declares one, so
+        setup is told to accept that unless an ``audit_file`` is named (tests
+        of the refusal call :func:`childvault.keys.setup_vault` directly).
+        """
+        if kwargs.get("audit_file") is None:
+            kwargs.setdefault("allow_no_audit_device", True)
         return setup(self.settings, self.root_token, **kwargs)
 
     def __enter__(self) -> DevServer:

@@ -42,6 +42,7 @@ from childvault.vault._svc_export import ExportService
 from childvault.vault._svc_health import HealthService
 from childvault.vault._svc_lifecycle import LifecycleService
 from childvault.vault._svc_notices import NoticeService, packaged_notice_sha256
+from childvault.vault._svc_reconcile import ReconcileService
 from childvault.vault._svc_records import NewRecordInput, RecordService
 from childvault.vault._svc_reports import ReportService
 from childvault.vault._svc_rotation import RotationService
@@ -77,6 +78,7 @@ class Vault:
         self._access = AccessService(s, self._audit)
         self._lifecycle = LifecycleService(s, self._notices, self._audit)
         self._rotation = RotationService(s)
+        self._reconcile = ReconcileService(s)
         self._reports = ReportService(s, self._audit, self._access)
         self._export = ExportService(s, self._access)
         self._health = HealthService(s, self._notices)
@@ -474,6 +476,13 @@ class Vault:
         """Officer or admin: the log entries (optionally about one record), with hashes."""
         return self._audit.audit_entries(record=record)
 
+    def reconcile_vault_audit(
+        self, vault_audit: Path, *, device: str = "childvault", now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Officer or admin, Vault mode: the Transit decrypts in Vault's file audit
+        log that no childvault approval accounts for (``audit reconcile``)."""
+        return self._reconcile.reconcile(vault_audit, device=device, now=now)
+
     def signer_vkeys(self) -> list[str]:
         """Verifier keys (signed-note vkey form) of every checkpoint signer."""
         return self._audit.signer_vkeys()
@@ -540,7 +549,11 @@ class Vault:
         return self._lifecycle.decommission(confirm=confirm, now=now)
 
     def rotate_keys(
-        self, *, progress: Callable[[int, int], None] | None = None, now: datetime | None = None
+        self,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        now: datetime | None = None,
+        trim: bool = False,
     ) -> dict[str, Any]:
         """Rotate the key that wraps every record's keys; resumable.
 
@@ -548,9 +561,10 @@ class Vault:
         officer, every record box is resealed to it, then the old pair is
         destroyed, so backups taken before become unreadable. Vault provider
         (an admin): the Transit key is rotated, every wrapped key is rewrapped
-        inside Vault (no plaintext), then older key versions are retired.
+        inside Vault (no plaintext), then older key versions are retired, and
+        with ``trim`` deleted from Vault (docs/vault.md, key rotation).
         """
-        return self._rotation.rotate_keys(progress=progress, now=now)
+        return self._rotation.rotate_keys(progress=progress, now=now, trim=trim)
 
     def prove_entry(self, seq: int, *, now: datetime | None = None) -> dict[str, Any]:
         """Officer or admin: an inclusion proof of log entry ``seq`` (``audit prove``).

@@ -13,7 +13,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import NoReturn
+from typing import NoReturn, Protocol, runtime_checkable
 
 from childvault.keys import (
     AccessDenied,
@@ -21,15 +21,17 @@ from childvault.keys import (
     ChildVaultError,
     DecryptionFailed,
     FieldKey,
+    KeyProvider,
     NotFound,
     ProviderUnavailable,
+    PublicIdentity,
     ReleasedKeys,
     Selection,
     UsageError,
 )
 from childvault.keys._encoding import b64, check_hex_id, is_hex_id, unb64
 from childvault.vault import _audit, _tokens
-from childvault.vault._audit import Event
+from childvault.vault._audit import DetailValue, Event
 from childvault.vault._backend import GrantRow, RequestRow, UserRow
 from childvault.vault._fieldcrypto import open_field
 from childvault.vault._policy import (
@@ -202,8 +204,8 @@ class AccessService:
         except AccessDenied as exc:
             refuse(Refusal("no custodian key", str(exc)))
         grant_id = new_id()
-        material = provider.release(
-            selections, requester, grant_id, wrap_ttl=int(ttl.total_seconds())
+        material, receipt = _release(
+            provider, selections, requester, grant_id, int(ttl.total_seconds())
         )
         claims = _tokens.GrantClaims(
             jti=grant_id,
@@ -221,7 +223,9 @@ class AccessService:
             keys=material,
         )
         token = _tokens.issue(self.s.me, claims)
-        note = self._record_approval(req, grant_id, ttl=ttl, uses=uses, moment=moment)
+        note = self._record_approval(
+            req, grant_id, ttl=ttl, uses=uses, moment=moment, receipt=receipt
+        )
         try:
             self._audit.witness(note)
         except ChildVaultError:
@@ -232,11 +236,20 @@ class AccessService:
         return Approval(grant_id, req.id, req.requester, token, iso(moment + ttl), uses, note)
 
     def _record_approval(
-        self, req: RequestRow, grant_id: str, *, ttl: timedelta, uses: int, moment: datetime
+        self,
+        req: RequestRow,
+        grant_id: str,
+        *,
+        ttl: timedelta,
+        uses: int,
+        moment: datetime,
+        receipt: dict[str, list[str]] | None = None,
     ) -> str:
         """The database half of an approval, in one transaction: mark the request
         approved, record the grant, log it, and sign a checkpoint covering it.
-        Returns the checkpoint note (witnessed by the caller after the commit)."""
+        Returns the checkpoint note (witnessed by the caller after the commit).
+        ``receipt`` (Vault mode): the wrapping accessors and Vault request ids,
+        kept for revocation and logged for ``audit reconcile``."""
         # Checked from the approving officer's own last checkpoint (full=False),
         # so the cost of an approval does not grow with the log.
         with self._audit.signed(moment, full=False) as signed:
@@ -270,11 +283,13 @@ class AccessService:
                         purpose=req.purpose,
                         request=req.id,
                         grant=grant_id,
-                        detail={"expires": iso(moment + ttl), "uses": uses},
+                        detail=_approval_detail(iso(moment + ttl), uses, receipt),
                     )
                 ],
                 moment,
             )
+            if receipt is not None:
+                self.s.db.meta.set(_wrapping_key(grant_id), json.dumps(receipt["accessors"]))
         return signed.note
 
     def _limits(self) -> ApprovalLimits:
@@ -323,14 +338,39 @@ class AccessService:
         grant = self.s.db.access.grant(check_hex_id(grant_id, "grant"))
         if grant is None:
             raise NotFound(f"no grant {grant_id}")
+        pending = self.s.db.meta.get(_wrapping_key(grant.id))
         with self.s.db.transaction():
-            if not self.s.db.access.revoke_grant(grant.id, at=iso(moment), by=self.s.user):
-                raise UsageError(f"grant {grant.id} is already revoked")
-            _audit.append(
-                self.s.db.audit,
-                [Event(self.s.user, "grant.revoke", request=grant.request_id, grant=grant.id)],
-                moment,
-            )
+            revoked = self.s.db.access.revoke_grant(grant.id, at=iso(moment), by=self.s.user)
+            if revoked:
+                _audit.append(
+                    self.s.db.audit,
+                    [Event(self.s.user, "grant.revoke", request=grant.request_id, grant=grant.id)],
+                    moment,
+                )
+        if not revoked and pending is None:
+            raise UsageError(f"grant {grant.id} is already revoked")
+        if pending is not None:
+            self._revoke_in_vault(grant.id, pending)
+
+    def _revoke_in_vault(self, grant_id: str, pending: str) -> None:
+        """Vault mode: revoke the grant's wrapping tokens too, so the requester
+        cannot unwrap them directly, around childvault (issue 14). Runs after
+        the grant is revoked in the database; if Vault fails, running
+        ``revoke`` again finishes it."""
+        provider = self.s.keys.officer()
+        if not isinstance(provider, _RevokesWrapping):
+            return
+        try:
+            provider.revoke_wrapping([str(a) for a in json.loads(pending)])
+        except ChildVaultError as exc:
+            raise ProviderUnavailable(
+                f"grant {grant_id} is revoked in childvault, but its Vault wrapping tokens "
+                f"could not be revoked ({exc}); run `childvault revoke {grant_id}` again "
+                "once the Vault server answers",
+                detail=exc.detail,
+            ) from exc
+        with self.s.db.transaction():
+            self.s.db.meta.delete(_wrapping_key(grant_id))
 
     def read_with_grant(
         self,
@@ -538,6 +578,58 @@ class AccessService:
                 values[name] = plain.decode("utf-8")
             out[rid] = values
         return out
+
+
+@runtime_checkable
+class _ReleasesWithReceipt(Protocol):
+    """A provider that reports what it released in Vault (the VaultProvider)."""
+
+    def release_with_receipt(
+        self,
+        selections: Sequence[Selection],
+        requester: PublicIdentity,
+        grant_id: str,
+        *,
+        wrap_ttl: int | str | None = None,
+    ) -> tuple[bytes, dict[str, list[str]]]: ...
+
+
+@runtime_checkable
+class _RevokesWrapping(Protocol):
+    """A provider whose released grants can be revoked at the server."""
+
+    def revoke_wrapping(self, accessors: Sequence[str]) -> int: ...
+
+
+def _release(
+    provider: KeyProvider,
+    selections: Sequence[Selection],
+    requester: PublicIdentity,
+    grant_id: str,
+    wrap_ttl: int,
+) -> tuple[bytes, dict[str, list[str]] | None]:
+    """Release the keys; in Vault mode also the receipt (accessors, request ids)."""
+    if isinstance(provider, _ReleasesWithReceipt):
+        return provider.release_with_receipt(selections, requester, grant_id, wrap_ttl=wrap_ttl)
+    return provider.release(selections, requester, grant_id, wrap_ttl=wrap_ttl), None
+
+
+def _approval_detail(
+    expires: str, uses: int, receipt: dict[str, list[str]] | None
+) -> dict[str, DetailValue]:
+    """The ``request.approve`` entry's detail; in Vault mode with the wrapping
+    accessors and Vault request ids that ``audit reconcile`` matches."""
+    detail: dict[str, DetailValue] = {"expires": expires, "uses": uses}
+    if receipt is not None:
+        # Flat lists of strings: the log entry grammar allows nothing deeper.
+        detail["vault_accessors"] = list(receipt["accessors"])
+        detail["vault_request_ids"] = list(receipt["request_ids"])
+    return detail
+
+
+def _wrapping_key(grant_id: str) -> str:
+    """Meta key holding a grant's not yet revoked Vault wrapping accessors."""
+    return f"vault_wrapping_accessors:{grant_id}"
 
 
 def _keys_to_cache(keys: ReleasedKeys, grant_id: str) -> bytes:

@@ -36,7 +36,11 @@ class RotationService:
         self.s = session
 
     def rotate_keys(
-        self, *, progress: Callable[[int, int], None] | None = None, now: datetime | None = None
+        self,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        now: datetime | None = None,
+        trim: bool = False,
     ) -> dict[str, Any]:
         """Rotate the key that wraps every record's keys; resumable.
 
@@ -45,12 +49,16 @@ class RotationService:
         old pair is destroyed, so backups taken before become unreadable.
         Provider with :class:`ServerSideRotation` (OpenBao / Vault; an admin):
         the Transit key is rotated, every wrapped key is rewrapped inside the
-        server (no plaintext), then older key versions are retired.
+        server (no plaintext), then older key versions are retired; with
+        ``trim`` they are also deleted from the server (``trimmed`` in the
+        report), so nobody can re-enable them by lowering
+        ``min_decryption_version``. The custodial provider always destroys the
+        old pair, so ``trim`` changes nothing there.
         """
         moment = self.s.now(now)
         if self.s.keys.server_side_rotation:
             self.s.require(("admin",), "keys.rotate", moment, "rotating Vault keys")
-            return self._rotate_server_side(progress, moment)
+            return self._rotate_server_side(progress, moment, trim=trim)
         self.s.require(("officer",), "keys.rotate", moment, "rotating the custodian key")
         return self._rotate_custodian(progress, moment)
 
@@ -212,7 +220,7 @@ class RotationService:
         }
 
     def _rotate_server_side(
-        self, progress: Callable[[int, int], None] | None, moment: datetime
+        self, progress: Callable[[int, int], None] | None, moment: datetime, *, trim: bool
     ) -> dict[str, Any]:
         provider = self.s.keys.rotator()
         stored = self.s.db.meta.get("vault_rotation_target")
@@ -258,7 +266,7 @@ class RotationService:
             if progress is not None:
                 progress(min(done, total), total)
         # Blobs written concurrently by staff already use the latest version.
-        provider.finish_rotation()
+        provider.finish_rotation(trim=trim)
         with self.s.db.transaction():
             self.s.db.meta.delete("vault_rotation_target")
             _audit.append(
@@ -272,6 +280,7 @@ class RotationService:
                             "generation": target,
                             "resealed": rewrapped,
                             "resumed": resumed,
+                            "trimmed": trim,
                         },
                     )
                 ],
@@ -283,4 +292,7 @@ class RotationService:
             "generation": target,
             "resealed": rewrapped,
             "resumed": resumed,
+            # Every key version below ``generation`` is deleted from the server
+            # (trimmed) or only retired (min_decryption_version raised).
+            "trimmed": trim,
         }

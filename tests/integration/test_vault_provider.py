@@ -256,11 +256,40 @@ def test_staff_policy_cannot_decrypt_directly(
     # Nor shred.
     with pytest.raises(AccessDenied, match="childvault-officer or childvault-admin"):
         staff.shred([rec.record_id])
-    # Nor release, with a message naming path and policy.
+    # Nor release, with a message naming path and policy. Since issue 14 it
+    # stops at the salt read (staff salts are create-only), before Transit.
     with pytest.raises(AccessDenied) as info:
         staff.release([Selection(wrapped(rec, blob), ["name"])], Identity.generate("x").public, "g")
-    assert "childvault-transit/decrypt/childvault-dek" in str(info.value)
+    assert f"read on childvault-kv/data/records/{rec.record_id}" in str(info.value)
     assert "childvault-officer" in str(info.value)
+
+
+def test_staff_salts_are_create_only(
+    make: Callable[..., VaultProvider], openbao: BaoServer, tokens: dict[str, str]
+) -> None:
+    """Attack (issue 14, 2): staff copy every salt to undo a later shredding."""
+    staff = make("staff")
+    rec = record()
+    (blob,) = staff.wrap([rec])  # creating (the import path) still works
+    # OpenBao itself refuses the read, not only our client.
+    resp = openbao.api("GET", f"childvault-kv/data/records/{rec.record_id}", token=tokens["staff"])
+    assert resp.status_code == 403
+    resp = openbao.api(
+        "GET", f"childvault-kv/data/records/{rec.record_id}?version=1", token=tokens["staff"]
+    )
+    assert resp.status_code == 403
+    resp = openbao.api(
+        "GET", f"childvault-kv/metadata/records/{rec.record_id}", token=tokens["staff"]
+    )
+    assert resp.status_code == 403
+    # Adding field versions to an existing record needs the salts: an officer's job.
+    later = RecordKeys(rec.record_id, 2, dict(rec.fields), new=False)
+    with pytest.raises(AccessDenied, match="childvault-officer policy"):
+        staff.wrap([later])
+    assert json.loads(blob)["rec"] == rec.record_id
+    # A token that may not create salts is told that, not "lacks read" (issue 14, 6).
+    with pytest.raises(AccessDenied, match="lacks create on childvault-kv/data/records/"):
+        make("admin").wrap([record()])
 
 
 def test_officer_policy_decrypts_only_response_wrapped(
@@ -481,7 +510,11 @@ def test_shred_makes_old_blobs_unreleasable(
     rec, other = record(), record()
     blob, other_blob = staff.wrap([rec, other])
     officer.shred([rec.record_id])
-    assert openbao.api("GET", f"childvault-kv/metadata/records/{rec.record_id}").status_code == 404
+    # Every version is destroyed; the metadata stays as a marked tombstone (issue 14).
+    meta = openbao.api("GET", f"childvault-kv/metadata/records/{rec.record_id}").json()["data"]
+    assert all(v["destroyed"] for v in meta["versions"].values())
+    assert meta["custom_metadata"]["shredded"].endswith("Z")
+    assert openbao.api("GET", f"childvault-kv/data/records/{rec.record_id}").status_code == 404
     with pytest.raises(DecryptionFailed) as info:
         officer.release([Selection(wrapped(rec, blob), ["name"])], alice.public, "g-s")
     assert "does not exist" in (info.value.detail or "")
@@ -490,11 +523,54 @@ def test_shred_makes_old_blobs_unreleasable(
     admin.shred([rec.record_id, other.record_id])
     with pytest.raises(DecryptionFailed):
         officer.release([Selection(wrapped(other, other_blob), ["name"])], alice.public, "g-s")
-    # A new salt written at the same path (e.g. by staff) does not revive it.
-    staff.wrap([RecordKeys(rec.record_id, 1, {"x": FieldKey(1, secrets.token_bytes(32))})])
-    material = officer.release([Selection(wrapped(rec, blob), ["name"])], alice.public, "g-s2")
+    # The record id can never get a salt again, through childvault or directly.
+    again = RecordKeys(rec.record_id, 1, {"x": FieldKey(1, secrets.token_bytes(32))})
+    for provider in (staff, officer):
+        with pytest.raises(UsageError, match="never reused"):
+            provider.wrap([again])
     with pytest.raises(DecryptionFailed):
-        staff.redeem(material, alice, "g-s2")
+        officer.release([Selection(wrapped(rec, blob), ["name"])], alice.public, "g-s2")
+
+
+def test_saved_salt_cannot_be_written_back_after_shredding(
+    make: Callable[..., VaultProvider],
+    openbao: BaoServer,
+    tokens: dict[str, str],
+    alice: Identity,
+) -> None:
+    """Attack (issue 14, 2): a salt copied before a deletion is written back with cas=0."""
+    staff, officer = make("staff"), make("officer")
+    rec = record()
+    (blob,) = staff.wrap([rec])
+    saved = salt_doc(openbao, rec.record_id)  # copied while it existed (here: by root)
+    officer.shred([rec.record_id])
+    for role in ("staff", "officer"):
+        resp = openbao.api(
+            "POST",
+            f"childvault-kv/data/records/{rec.record_id}",
+            token=tokens[role],
+            json={"options": {"cas": 0}, "data": saved},
+        )
+        # staff: 403 (create-only, the path exists); officer: 400 (check-and-set).
+        assert resp.status_code in (400, 403), (role, resp.status_code, resp.text)
+    # Neither role can remove the tombstone that makes cas=0 fail.
+    for role in ("staff", "officer", "admin"):
+        resp = openbao.api(
+            "DELETE", f"childvault-kv/metadata/records/{rec.record_id}", token=tokens[role]
+        )
+        assert resp.status_code == 403, role
+    # Nor clear the mark or loosen check-and-set on it.
+    resp = openbao.api(
+        "POST",
+        f"childvault-kv/metadata/records/{rec.record_id}",
+        token=tokens["officer"],
+        json={"cas_required": False, "max_versions": 1},
+    )
+    assert resp.status_code == 403
+    # So the saved salt no longer helps the officer: childvault finds no salt.
+    with pytest.raises(DecryptionFailed) as info:
+        officer.release([Selection(wrapped(rec, blob), ["name"])], alice.public, "g-w")
+    assert "does not exist" in (info.value.detail or "")
 
 
 def test_replace_destroys_the_old_version_also_in_backups(
@@ -569,9 +645,12 @@ def test_interrupted_wrap_can_be_repeated(
         half.wrap([rec])
     half.close()
     assert salt_doc(openbao, rec.record_id)  # the salt exists
-    # Staff (create only: a 403 on the existing path) and an officer (update: a
-    # check-and-set conflict) both pick up the existing salt.
-    (blob,) = staff.wrap([rec])
+    # Staff (create only: a 403 on the existing path) cannot read it back, so
+    # the record id is refused (issue 14: the service retries under a new id);
+    # an officer (update: a check-and-set conflict) picks the salt up.
+    with pytest.raises(UsageError, match="never reused"):
+        staff.wrap([rec])
+    (blob,) = officer.wrap([rec])
     (blob2,) = officer.wrap([rec])
     meta = openbao.api("GET", f"childvault-kv/metadata/records/{rec.record_id}").json()["data"]
     assert meta["current_version"] == 1
@@ -592,13 +671,14 @@ def test_existing_record_wrap_reads_its_salts(
         {"name": rec.fields["name"], "school": FieldKey(1, secrets.token_bytes(32))},
         new=False,
     )
-    (blob,) = staff.wrap([later])
+    # Reading the salts is an officer's (staff salts are create-only, issue 14).
+    (blob,) = officer.wrap([later])
     material = officer.release(
         [Selection(wrapped(later, blob), ["name", "school"])], alice.public, "g-l"
     )
     assert staff.redeem(material, alice, "g-l") == {rec.record_id: dict(later.fields)}
     with pytest.raises(DecryptionFailed):
-        staff.wrap([RecordKeys(new_id(), 1, dict(later.fields), new=False)])
+        officer.wrap([RecordKeys(new_id(), 1, dict(later.fields), new=False)])
 
 
 # -- rotation ---------------------------------------------------------------------------------
@@ -769,9 +849,12 @@ def test_repeated_wrap_after_partial_failure_reuses_the_written_salts(
     half.close()
     before = {r.record_id: salt_doc(openbao, r.record_id) for r in early}
     staff, officer = make("staff"), make("officer")
-    # Staff (create only: a 403 on an existing path) and an officer (update: a
-    # check-and-set conflict) both repeat the whole batch and reuse those salts.
-    for i, provider in enumerate((staff, officer)):
+    # Staff (create only: a 403 on an existing path, no read) are refused the
+    # reused ids (issue 14); an officer (update: a check-and-set conflict)
+    # repeats the whole batch and reuses those salts.
+    with pytest.raises(UsageError, match="never reused"):
+        staff.wrap(recs)
+    for i, provider in enumerate((officer, officer)):
         blobs = provider.wrap(recs)
         assert [json.loads(b)["rec"] for b in blobs] == [r.record_id for r in recs]
         for rec in recs:
@@ -915,7 +998,8 @@ def test_approle_login_and_relogin(openbao: BaoServer, vault_id: str, alice: Ide
 
 
 def test_setup_is_idempotent(openbao: BaoServer) -> None:
-    lines = setup_vault(openbao.settings, openbao.root_token)
+    lines = setup_vault(openbao.settings, openbao.root_token, allow_no_audit_device=True)
+    assert any("audit device: NONE enabled" in line for line in lines)
     assert lines[-1] == "nothing to change: the server was already set up"
     assert any("already enabled at childvault-transit/" in line for line in lines)
     assert any("policy childvault-officer: already up to date" in line for line in lines)
@@ -934,6 +1018,37 @@ def test_setup_needs_root_and_refuses_conflicting_mounts(spare_openbao: BaoServe
     # On OpenBao audit devices are declared in the server configuration.
     with pytest.raises(ConfigError, match='audit "file" "childvault"'):
         spare_openbao.setup(audit_file=str(spare_openbao.workdir / "audit.log"))
+
+
+def test_setup_without_an_audit_device_is_refused(spare_openbao: BaoServer) -> None:
+    """Attack-free misconfiguration (issue 14, 5): nothing would record who decrypted."""
+    with pytest.raises(ConfigError, match="no audit device is enabled") as info:
+        setup_vault(spare_openbao.settings, spare_openbao.root_token)
+    assert "--no-audit-device-i-accept-the-risk" in str(info.value)
+    # The admin's doctor says so too (staff tokens may not list audit devices).
+    admin = VaultProvider(spare_openbao.settings, "v", token=spare_openbao.token(ADMIN))
+    report = admin.diagnose()
+    admin.close()
+    assert report["audit_devices"] == []
+    assert any("no audit device" in p for p in report["problems"])
+
+
+def test_control_groups_probe_reports_that_openbao_does_not_enforce_them(
+    spare_openbao: BaoServer,
+) -> None:
+    from childvault.keys._openbao._controlgroups import PROBE_POLICY, probe_control_groups
+
+    probe = probe_control_groups(spare_openbao.settings, spare_openbao.root_token)
+    assert probe["enforced"] is False, probe
+    # The probe leaves nothing behind.
+    assert spare_openbao.api("GET", f"sys/policies/acl/{PROBE_POLICY}").status_code == 404
+    with pytest.raises(ConfigError, match="does not enforce Control Groups"):
+        setup_vault(
+            spare_openbao.settings,
+            spare_openbao.root_token,
+            allow_no_audit_device=True,
+            control_groups=True,
+        )
 
 
 def test_setup_finds_a_declared_audit_device_and_the_log_holds_no_key(

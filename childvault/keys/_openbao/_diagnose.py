@@ -1,8 +1,10 @@
 """``childvault doctor`` for Vault/OpenBao: what the server and the token can do.
 
 Read-only checks: server health, the token (lookup-self), the two mounts, the
-two Transit keys, and the token's capabilities on every path childvault uses,
-from which the childvault roles the token can act as are derived.
+two Transit keys (including a decryption floor lowered after a rotation), the
+audit devices (when the token may list them), and the token's capabilities
+on every path childvault uses, from which the childvault roles the token can
+act as are derived.
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ def diagnose(conn: Connection, settings: VaultSettings) -> dict[str, Any]:
                     exportable=data.get("exportable"),
                     latest_version=data.get("latest_version"),
                     min_decryption_version=data.get("min_decryption_version"),
+                    min_encryption_version=data.get("min_encryption_version"),
+                    min_available_version=data.get("min_available_version"),
                 )
             elif reply.status == 404:
                 kentry["present"] = False
@@ -134,6 +138,9 @@ def diagnose(conn: Connection, settings: VaultSettings) -> dict[str, Any]:
             and (kentry.get("derived") is not True or kentry.get("exportable") is not False)
         ):
             problems.append(f"Transit key {name} must be derived and not exportable")
+        if label == "dek" and kentry.get("present"):
+            problems.extend(_lowered_floor(name, kentry))
+    report["audit_devices"] = _audit_devices(conn, problems)
     paths = probe_paths(s)
     try:
         reply = conn.call(
@@ -154,6 +161,52 @@ def diagnose(conn: Connection, settings: VaultSettings) -> dict[str, Any]:
     return report
 
 
+def _lowered_floor(name: str, key: Mapping[str, Any]) -> list[str]:
+    """A decryption floor lowered after a rotation retired the older versions.
+
+    The admin policy may set ``min_decryption_version`` (rotation raises it),
+    and Vault's ``allowed_parameters`` match values, not "only upwards". A
+    rotation raises both floors together, so a decryption floor below the
+    encryption floor means someone lowered it again: retired versions decrypt.
+    """
+    try:
+        dec = int(key.get("min_decryption_version") or 0)
+        enc = int(key.get("min_encryption_version") or 0)
+    except (TypeError, ValueError):
+        return []
+    if enc and dec < enc:
+        return [
+            f"Transit key {name}: min_decryption_version {dec} is below min_encryption_version "
+            f"{enc}: retired key versions decrypt again (lowered after a rotation?); raise it, "
+            "and use `childvault keys rotate --trim` so retired versions cannot come back"
+        ]
+    return []
+
+
+def _audit_devices(conn: Connection, problems: list[str]) -> list[str] | None:
+    """The enabled audit devices' paths, or None if this token may not list them.
+
+    Listing needs ``sudo`` on ``sys/audit`` (the childvault-admin policy has it;
+    staff and officer tokens do not, and then nothing is claimed either way).
+    """
+    try:
+        reply = conn.call("GET", "sys/audit", ok=(200, 403))
+    except (ProviderUnavailable, AccessDenied, ConfigError) as exc:
+        problems.append(str(exc))
+        return None
+    if reply.status != 200:
+        return None
+    data = reply.data.get("data")
+    table: dict[str, Any] = data if isinstance(data, dict) else reply.data
+    devices = sorted(p for p, d in table.items() if isinstance(d, dict) and d.get("type"))
+    if not devices:
+        problems.append(
+            "no audit device is enabled on the Vault server: nothing outside childvault "
+            "records who decrypted what (docs/vault.md, audit device)"
+        )
+    return devices
+
+
 def roles(capabilities: Mapping[str, Any]) -> list[str]:
     """The childvault roles whose capabilities the probed ones include."""
 
@@ -163,7 +216,8 @@ def roles(capabilities: Mapping[str, Any]) -> list[str]:
         return cap in caps or "root" in caps
 
     out = []
-    if has("encrypt", "update") and has("kv_data", "create") and has("kv_data", "read"):
+    # Staff salts are create-only: no "read" is needed (or granted) to write records.
+    if has("encrypt", "update") and has("kv_data", "create"):
         out.append("staff")
     if has("decrypt", "update") and has("kv_data", "read") and has("kv_destroy", "update"):
         out.append("officer")

@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import requests
 
 from childvault.keys._errors import ApprovalInvalid, ConfigError, DecryptionFailed, UsageError
 from childvault.keys._identity import Identity, PublicIdentity
-from childvault.keys._openbao import _diagnose
+from childvault.keys._openbao import _auditlog, _diagnose
 from childvault.keys._openbao._formats import (
     DEK_LEN,
     SALT_LEN,
@@ -166,6 +167,19 @@ class VaultProvider:
         it with ``min_wrapping_ttl``), never a DEK. ``wrap_ttl`` is how long
         the requester has to redeem (default: the provider's ``wrap_ttl``).
         """
+        return self.release_with_receipt(selections, requester, grant_id, wrap_ttl=wrap_ttl)[0]
+
+    def release_with_receipt(
+        self,
+        selections: Sequence[Selection],
+        requester: PublicIdentity,
+        grant_id: str,
+        *,
+        wrap_ttl: int | str | None = None,
+    ) -> tuple[bytes, dict[str, list[str]]]:
+        """:meth:`release`, plus what to record: the wrapping tokens' accessors and
+        the Vault request ids of the decrypts (``{"accessors": [...],
+        "request_ids": [...]}``; no token, no key material)."""
         lifetime = ttl(wrap_ttl) if wrap_ttl is not None else self._wrap_ttl
         wanted: list[tuple[str, str, int, str]] = []
         seen: set[tuple[str, str]] = set()
@@ -180,8 +194,16 @@ class VaultProvider:
                 fv, ct = entries[name]
                 wanted.append((sel.record.record_id, name, fv, ct))
         salts = self._require_salts([rid for rid, _name, _fv, _ct in wanted], OFFICER)
-        wraps = self._wrapping.wrapped_decrypts(wanted, salts, lifetime)
-        return requester.seal(encode_material(self._vault_id, grant_id, wraps))
+        receipt: dict[str, list[str]] = {"accessors": [], "request_ids": []}
+        wraps = self._wrapping.wrapped_decrypts(wanted, salts, lifetime, receipt)
+        return requester.seal(encode_material(self._vault_id, grant_id, wraps)), receipt
+
+    def revoke_wrapping(self, accessors: Sequence[str]) -> int:
+        """Officer: revoke a grant's wrapping tokens by accessor (``auth/token/revoke-accessor``).
+
+        Returns how many were still live; used or expired ones are skipped.
+        """
+        return self._wrapping.revoke(accessors)
 
     def redeem(self, material: bytes, requester: Identity, grant_id: str) -> ReleasedKeys:
         """Requester: check and unwrap the grant's wrapping tokens (each works once)."""
@@ -227,9 +249,29 @@ class VaultProvider:
         return encode_blob(record.record_id, new_version, merged)
 
     def shred(self, record_ids: Sequence[str]) -> None:
-        """Destroy the salt documents (all versions and metadata). Idempotent."""
+        """Destroy every version of the salt documents, keeping tombstones. Idempotent.
+
+        The KV metadata stays, marked ``shredded``, so no salt can be written
+        back at these record ids (docs/vault.md, "What shredding does").
+        """
         for record_id in record_ids:
             self._salts.shred(record_id)
+
+    # -- reconciliation with Vault's audit log -----------------------------------------
+
+    def reconcile_audit_log(
+        self, audit_file: Path, device: str, accessors: Sequence[str]
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Decrypts on this vault's key in Vault's file audit log that childvault did
+        not record: ``(decrypts seen, unmatched ones as report dicts)``.
+
+        ``accessors`` are the wrapping accessors childvault logged at approvals;
+        they are HMAC'd by the audit device ``device`` (``sys/audit-hash``,
+        which the childvault-admin policy allows) to compare with the file.
+        """
+        decrypts = list(_auditlog.decrypts_in(audit_file, self._wrapping.decrypt_path))
+        known = set(accessors) | _auditlog.audit_hashes(self._conn, device, list(accessors))
+        return len(decrypts), [d.to_json() for d in _auditlog.unmatched(decrypts, known)]
 
     # -- rotation (admin) ----------------------------------------------------------
 

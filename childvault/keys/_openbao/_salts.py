@@ -3,7 +3,9 @@
 A record's salt document (format in :mod:`._formats`) lives at
 ``<kv>/data/records/<record_id>``. The mount requires check-and-set, so a
 document is created once (``cas=0``) and replaced only on top of the version
-that was read. Wrapping a batch of new records writes their documents
+that was read. Staff may only create (never read back) a document; shredding
+destroys every version and keeps the metadata as a tombstone, so a record id
+can never get a salt again. Wrapping a batch of new records writes their documents
 concurrently (:meth:`SaltStore.for_records`) because KV v2 has no batch API.
 """
 
@@ -12,11 +14,23 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from datetime import UTC, datetime
+from typing import Any
 
-from childvault.keys._errors import AccessDenied, DecryptionFailed, ProviderUnavailable
+from childvault.keys._errors import (
+    AccessDenied,
+    DecryptionFailed,
+    ProviderUnavailable,
+    UsageError,
+)
 from childvault.keys._openbao._formats import SALT_LEN, Salts, check_record_id, parse_salts
 from childvault.keys._openbao._http import Connection, scrub
-from childvault.keys._openbao._policies import OFFICER, OFFICER_OR_ADMIN, STAFF, STAFF_OR_OFFICER
+from childvault.keys._openbao._policies import (
+    ANY_ROLE,
+    OFFICER,
+    OFFICER_OR_ADMIN,
+    STAFF_OR_OFFICER,
+)
 from childvault.keys._openbao._settings import VaultSettings
 
 __all__ = ["SaltStore"]
@@ -59,7 +73,13 @@ class SaltStore:
     # -- creating ----------------------------------------------------------------------
 
     def create(self, record_id: str, field_names: Sequence[str]) -> Salts:
-        """Create a new record's salt document, or return the one an earlier call wrote."""
+        """Create a new record's salt document.
+
+        If the document exists already, a token that may read salts (officer)
+        gets the one an earlier, interrupted call wrote; a create-only (staff)
+        token, or any token facing a shredding tombstone, gets
+        :class:`UsageError`: the record id is not reused.
+        """
         # Every field of a new record gets its own salt, so a later correction
         # of any of them can destroy the old salt (and with it the old DEK in
         # every backup) without touching the others.
@@ -78,29 +98,43 @@ class SaltStore:
                 need=("create", STAFF_OR_OFFICER),
             )
         except AccessDenied:
-            # For a token with create but not update, writing an existing path
-            # is a 403 rather than a check-and-set conflict. Either way the
-            # salt may already exist from an earlier, interrupted call.
-            existing = self.read(record_id, STAFF)
-            if existing is None:
+            # A create-only (staff) token writing an existing path gets a 403,
+            # not a check-and-set conflict. Tell that apart from a token that
+            # lacks "create" altogether, whose own message is the right one.
+            if "create" not in self._capabilities(path):
                 raise
-            return existing
+            raise self._reused(record_id) from None
         if reply.status == 200:
             return salts
-        # 400: check-and-set conflict, i.e. written by an earlier attempt.
-        existing = self.read(record_id, STAFF)
+        # 400: check-and-set conflict (a token with update). The document was
+        # written by an earlier, interrupted attempt (reused, for a token that
+        # may read it), or it is a shredded record's tombstone (refused).
+        existing = self.read(record_id, OFFICER)
         if existing is None:
-            raise ProviderUnavailable(
-                f"the Vault server at {self._settings.addr} refused to create the salt "
-                f"at {path}; run `childvault doctor`",
-                detail=scrub(reply.data.get("errors")),
-            )
+            raise self._reused(record_id)
         return existing
+
+    def _capabilities(self, path: str) -> list[str]:
+        reply = self._conn.call(
+            "POST", "sys/capabilities-self", body={"paths": [path]}, need=("update", ANY_ROLE)
+        )
+        caps = reply.data.get(path) or (reply.data.get("data") or {}).get(path)
+        return [str(c) for c in caps] if isinstance(caps, list) else []
+
+    def _reused(self, record_id: str) -> UsageError:
+        return UsageError(
+            f"record id {record_id} already has a salt document or a shredding tombstone in "
+            "Vault (an interrupted earlier attempt, or a shredded record); salts are "
+            "create-only and record ids are never reused: write the record under a new id "
+            "(`childvault vault gc` destroys orphaned salts)"
+        )
 
     def _one(self, record_id: str, new: bool, field_names: Sequence[str]) -> Salts:
         if new:
             return self.create(record_id, field_names)
-        return self.require(record_id, STAFF)
+        # Staff salts are create-only (no read): wrapping keys of an existing
+        # record needs its salts, i.e. an officer (a correction).
+        return self.require(record_id, OFFICER)
 
     def for_records(self, wanted: Mapping[str, tuple[bool, Sequence[str]]]) -> dict[str, Salts]:
         """Create (new records) or read each record's salts, ``salt_workers`` at a time.
@@ -166,10 +200,41 @@ class SaltStore:
             need=("update", OFFICER_OR_ADMIN),
         )
 
-    def shred(self, record_id: str) -> None:
-        """Destroy a record's salt document (all versions and metadata). Idempotent."""
-        self._conn.call(
-            "DELETE",
-            self.path("metadata", record_id),
-            need=("delete", OFFICER_OR_ADMIN),
+    def metadata(self, record_id: str) -> dict[str, Any] | None:
+        """A document's KV metadata (versions, custom metadata; no key material), or None."""
+        reply = self._conn.call(
+            "GET", self.path("metadata", record_id), ok=(200, 404), need=("read", OFFICER_OR_ADMIN)
         )
+        data = reply.data.get("data")
+        return data if reply.status == 200 and isinstance(data, dict) else None
+
+    def shred(self, record_id: str, *, when: str | None = None) -> bool:
+        """Destroy every version of a record's salt document and keep a tombstone.
+
+        The metadata stays (marked ``custom_metadata.shredded=<when>``): its
+        version counter is what makes a later check-and-set 0 write fail, so
+        a copied salt can never be written back. Idempotent; an earlier mark
+        is kept. Returns False if no document ever existed (nothing to do).
+        """
+        meta = self.metadata(record_id)
+        if meta is None:
+            return False
+        current = int(meta.get("current_version") or 0)
+        if current > 0:
+            self._conn.call(
+                "POST",
+                self.path("destroy", record_id),
+                body={"versions": list(range(1, current + 1))},
+                need=("update", OFFICER_OR_ADMIN),
+            )
+        custom = meta.get("custom_metadata")
+        marks = dict(custom) if isinstance(custom, dict) else {}
+        if "shredded" not in marks:
+            marks["shredded"] = when or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            self._conn.call(
+                "POST",
+                self.path("metadata", record_id),
+                body={"custom_metadata": marks},
+                need=("update", OFFICER_OR_ADMIN),
+            )
+        return True

@@ -59,12 +59,43 @@ def _kv_config_when_ready(conn: Connection, mount: str, root: str) -> dict[str, 
         time.sleep(0.2)
 
 
-def setup(settings: VaultSettings, token: str, *, audit_file: str | None = None) -> list[str]:
+def _audit_devices(conn: Connection, root: str) -> dict[str, Any]:
+    """The server's enabled audit devices (path -> description)."""
+    devices = conn.call("GET", "sys/audit", need=("sudo", root)).data
+    table = devices["data"] if isinstance(devices.get("data"), dict) else devices
+    return {path: dev for path, dev in table.items() if isinstance(dev, dict)}
+
+
+def _no_audit_device(settings: VaultSettings) -> ConfigError:
+    return ConfigError(
+        f"no audit device is enabled on the Vault server at {settings.addr}: without one "
+        "nothing outside childvault records who decrypted what, and `childvault audit "
+        "reconcile` has nothing to check. Everything else is set up. Declare a file audit "
+        "device in the server configuration, e.g.\n"
+        f"{_audit_stanza('/var/log/openbao/audit.log')}\n"
+        "restart the server and run `childvault vault setup --audit-file PATH` again; or, "
+        "knowingly, pass --no-audit-device-i-accept-the-risk"
+    )
+
+
+def setup(
+    settings: VaultSettings,
+    token: str,
+    *,
+    audit_file: str | None = None,
+    allow_no_audit_device: bool = False,
+    control_groups: bool = False,
+) -> list[str]:
     """Prepare a Vault/OpenBao server for childvault; return what was done, line by line.
 
     Needs a root or bootstrap token (mounts, policies and audit devices are
     beyond the childvault-admin policy on purpose). Idempotent: a second run
-    changes nothing and says so.
+    changes nothing and says so. Refuses to finish (:class:`ConfigError`, after
+    everything else is set up) when the server has no audit device enabled,
+    unless ``allow_no_audit_device`` (the CLI's
+    ``--no-audit-device-i-accept-the-risk``). ``control_groups``: probe with a
+    real controlled request whether the server enforces Control Groups
+    (:mod:`._controlgroups`) and refuse (:class:`ConfigError`) if it does not.
     """
     conn = Connection(settings, token=token, approle=None)
     lines: list[str] = []
@@ -169,9 +200,19 @@ def setup(settings: VaultSettings, token: str, *, audit_file: str | None = None)
             conn.call("PUT", path, body={"policy": text}, need=("update", root))
             lines.append(f"policy {name}: {'written' if current is None else 'updated'}")
             changed = True
-        if audit_file is not None:
-            devices = conn.call("GET", "sys/audit", need=("sudo", root)).data
-            table = devices["data"] if isinstance(devices.get("data"), dict) else devices
+        table = _audit_devices(conn, root)
+        if audit_file is None:
+            if table:
+                lines.append(f"audit device: enabled ({', '.join(sorted(table))})")
+            elif allow_no_audit_device:
+                lines.append(
+                    "audit device: NONE enabled (accepted with "
+                    "--no-audit-device-i-accept-the-risk): nothing outside childvault "
+                    "records who decrypted what"
+                )
+            else:
+                raise _no_audit_device(settings)
+        else:
             found = [
                 path
                 for path, dev in table.items()
@@ -201,7 +242,29 @@ def setup(settings: VaultSettings, token: str, *, audit_file: str | None = None)
                 changed = True
     finally:
         conn.close()
+    if control_groups:
+        lines.append(_control_groups_line(settings, token))
     lines.append(
         "setup complete" if changed else "nothing to change: the server was already set up"
     )
     return lines
+
+
+def _control_groups_line(settings: VaultSettings, token: str) -> str:
+    """Probe Control Groups; the setup line if enforced, else :class:`ConfigError`."""
+    from childvault.keys._openbao._controlgroups import probe_control_groups
+
+    probe = probe_control_groups(settings, token)
+    if not probe["enforced"]:
+        raise ConfigError(
+            f"the Vault server at {settings.addr} does not enforce Control Groups: a request "
+            f"on a path under a control_group stanza was answered with {probe['answer']}, "
+            "not held for approval (OpenBao 2.x accepts the stanza but does not enforce it). "
+            "Everything else is set up; the officer policy stays without Control Groups "
+            "(docs/vault.md, Control Groups)"
+        )
+    return (
+        "Control Groups: enforced by this server (probe held for approval). childvault does "
+        "not install them itself: put policies/officer-control-group.hcl in place of "
+        "childvault-officer, with {approvers} set to your approving officers' identity group"
+    )

@@ -44,8 +44,14 @@ class Wrapping:
         wanted: Sequence[tuple[str, str, int, str]],
         salts: Mapping[str, Salts],
         ttl: str,
+        receipt: dict[str, list[str]] | None = None,
     ) -> GrantWraps:
-        """Officer: one wrapping token per chunk of ``(record_id, field, field_version, ct)``."""
+        """Officer: one wrapping token per chunk of ``(record_id, field, field_version, ct)``.
+
+        ``receipt``, if given, collects each wrapping token's ``accessors`` (to
+        revoke it later without holding it) and the Vault ``request_ids`` of
+        the decrypts (to match Vault's audit log to childvault's).
+        """
         wraps: GrantWraps = []
         for chunk in chunks(wanted):
             batch = [
@@ -83,7 +89,33 @@ class Wrapping:
             if not isinstance(token, str) or not token:
                 raise ProviderUnavailable("the Vault server returned no wrapping token")
             wraps.append((token, [(rid, name, fv) for rid, name, fv, _ct in chunk]))
+            if receipt is not None:
+                receipt.setdefault("accessors", []).append(str(info.get("accessor") or ""))
+                # OpenBao leaves request_id empty on a wrapped answer; the
+                # accessor alone identifies the decrypt in its audit log.
+                if reply.data.get("request_id"):
+                    receipt.setdefault("request_ids", []).append(str(reply.data["request_id"]))
         return wraps
+
+    def revoke(self, accessors: Sequence[str]) -> int:
+        """Officer: revoke wrapping tokens by accessor; return how many were still live.
+
+        A token already unwrapped or expired is gone anyway (Vault answers 400),
+        so repeating a revocation is harmless.
+        """
+        revoked = 0
+        for accessor in accessors:
+            if not accessor:
+                continue
+            reply = self._conn.call(
+                "POST",
+                "auth/token/revoke-accessor",
+                body={"accessor": accessor},
+                ok=(200, 204, 400),
+                need=("update", OFFICER),
+            )
+            revoked += int(reply.status != 400)
+        return revoked
 
     def creation_path_ok(self, path: Any) -> bool:
         """Whether a wrapping token's ``creation_path`` is this key's decrypt path."""

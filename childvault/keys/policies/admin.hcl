@@ -40,18 +40,36 @@ path "{transit}/hmac/{key}-index" {
 }
 
 # Salts: read (rewrap needs the contexts), destroy (retention sweeps,
-# decommissioning). No create or update.
+# decommissioning, `childvault vault gc`). No create or update.
 path "{kv}/data/records/*" {
   capabilities = ["read"]
 }
 path "{kv}/destroy/records/*" {
   capabilities = ["update"]
 }
+# Shredding keeps the metadata as a tombstone (see the officer policy): read,
+# list, and update of the tombstone mark only. No "delete".
 path "{kv}/metadata/records/*" {
-  capabilities = ["delete", "list"]
+  capabilities       = ["read", "update", "list"]
+  allowed_parameters = {
+    "custom_metadata" = []
+  }
 }
 path "{kv}/metadata/records" {
   capabilities = ["list"]
+}
+
+# `childvault doctor` checks that an audit device is enabled. Listing needs
+# sudo on exactly this path; enabling one (sys/audit/<name>) stays root's.
+path "sys/audit" {
+  capabilities = ["read", "sudo"]
+}
+
+# `childvault audit reconcile` compares the wrapping accessors childvault
+# logged with Vault's audit log, whose fields are HMAC'd per device: this
+# computes that HMAC for a given input (it reveals nothing in the log).
+path "sys/audit-hash/*" {
+  capabilities = ["update"]
 }
 
 path "sys/wrapping/lookup" {

@@ -36,12 +36,27 @@ path "{kv}/data/records/*" {
 }
 
 # A correction destroys the salt versions it replaced; a deletion request
-# destroys the whole salt document (crypto-shredding).
+# destroys every version of the salt document (crypto-shredding).
 path "{kv}/destroy/records/*" {
   capabilities = ["update"]
 }
+# Shredding keeps the metadata as a tombstone (custom_metadata "shredded"),
+# so its version counter stays and a check-and-set 0 write can never put a
+# salt back. Read: which versions exist (no key material). Update: only the
+# tombstone mark. No "delete": deleting the metadata would reset the counter.
 path "{kv}/metadata/records/*" {
-  capabilities = ["delete"]
+  capabilities       = ["read", "update"]
+  allowed_parameters = {
+    "custom_metadata" = []
+  }
+}
+
+# Revoking a grant revokes its wrapping tokens by the accessors recorded at
+# approval (the officer never keeps the tokens). Vault cannot limit this path
+# to wrapping tokens: an officer who learns another token's accessor can
+# revoke that token too (a denial of service, never a disclosure).
+path "auth/token/revoke-accessor" {
+  capabilities = ["update"]
 }
 
 # An officer may also be a requester of another officer's approval.

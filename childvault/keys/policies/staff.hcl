@@ -20,11 +20,14 @@ path "{transit}/keys/{key}-index" {
   capabilities = ["read"]
 }
 
-# Record salts: written once when a record is created (check-and-set 0),
-# read to wrap keys of later versions. No "update": a salt is never replaced
-# by staff, and no delete: only officers and admins shred.
+# Record salts: create-only. Written once when a record is created
+# (check-and-set 0). No "read": a staff token never gets an existing salt
+# back, so it cannot copy salts to undo a later shredding (issue 14); adding
+# field versions to an existing record is an officer correction. No "update":
+# a salt is never replaced by staff, and no delete: only officers and admins
+# shred.
 path "{kv}/data/records/*" {
-  capabilities = ["create", "read"]
+  capabilities = ["create"]
 }
 
 # Redeem an approval: check a wrapping token's origin, then unwrap it once.

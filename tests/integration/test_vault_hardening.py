@@ -1,0 +1,243 @@
+"""Issue 14 attack tests against a real OpenBao: rotation and revocation that reach Vault.
+
+Each test first shows the attack working where the issue says it worked, then
+that the hardened path stops it. The provider-level attacks (staff salt read,
+salt write-back after shredding, setup without an audit device) are in
+``test_vault_provider.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from childvault.cli.main import cli
+from childvault.keys import ChildVaultError, Identity, Selection, VaultProvider
+from childvault.keys._openbao._formats import parse_material
+from childvault.vault import _tokens
+from tests.conftest import PASSPHRASES, ROLES, World, add_children, build_template, copy_world
+from tests.integration.conftest import BaoServer
+
+pytestmark = pytest.mark.vault
+
+POLICY = {"staff": "childvault-staff", "officer": "childvault-officer", "admin": "childvault-admin"}
+KEY = "childvault-transit/keys/childvault-dek"
+
+
+@pytest.fixture(scope="module")
+def hard_bao(bao_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
+    """A server of its own: the tests rotate and trim its Transit key."""
+    with BaoServer(bao_binary, tmp_path_factory.mktemp("hard-bao")) as server:
+        server.start()
+        server.setup()
+        yield server
+
+
+def world_on(server: BaoServer, tmp_path: Path) -> World:
+    src = tmp_path / "template" / "home"
+    settings = json.loads(server.settings.to_json())
+    ids: dict[str, Identity] = build_template(src, provider="vault", vault_settings=settings)
+    roles = {"admin": "admin", **{name: r[0] for name, r in ROLES.items()}}
+    tokens = {n: server.token([POLICY[r]], ttl="2h") for n, r in roles.items()}
+    return copy_world(src, ids, tmp_path / "live", tokens=tokens, provider="vault")
+
+
+@pytest.fixture
+def world(hard_bao: BaoServer, tmp_path: Path) -> World:
+    return world_on(hard_bao, tmp_path)
+
+
+def run_cli(world: World, user: str, *args: str) -> tuple[int, str]:
+    assert world.tokens is not None
+    env = {
+        "CHILDVAULT_HOME": str(world.home),
+        "CHILDVAULT_USER": user,
+        "CHILDVAULT_PASSPHRASE": PASSPHRASES[user],
+        "VAULT_TOKEN": world.tokens[user],
+    }
+    result = CliRunner().invoke(cli, list(args), env=env)
+    return result.exit_code, result.output
+
+
+def backup(world: World, dest: Path) -> World:
+    shutil.copytree(world.home, dest)
+    return World(dest, world.ids, world.clock, world.tokens, "vault")
+
+
+def read_name(world: World, record_id: str) -> str:
+    """worker1 asks, officer1 approves, worker1 reads: the full childvault path."""
+    with world.open("worker1") as v:
+        req = v.request_access([record_id], ["name"], "case_management", "backup check")
+    with world.open("officer1") as v:
+        token = v.approve(req).token
+    with world.open("worker1") as v:
+        return v.read_with_grant(token)[record_id]["name"]
+
+
+def set_floor(server: BaoServer, version: int) -> int:
+    """Root lowers (or raises) min_decryption_version; return OpenBao's status."""
+    return server.api("POST", f"{KEY}/config", json={"min_decryption_version": version}).status_code
+
+
+def test_rotate_trim_keeps_old_blobs_dead_even_when_root_lowers_the_floor(
+    world: World, hard_bao: BaoServer, tmp_path: Path
+) -> None:
+    """Attack (issue 14, 4): after a rotation, the floor is lowered and old blobs open again."""
+    with world.open("worker1") as v:
+        (rid,) = add_children(v, 1)
+    name = read_name(world, rid)
+    old = backup(world, tmp_path / "backup-v1")
+
+    # Without --trim: the message no longer claims destruction, and the attack works.
+    code, out = run_cli(world, "admin", "keys", "rotate")
+    assert code == 0, out
+    gen = hard_bao.api("GET", KEY).json()["data"]["latest_version"]
+    assert f"key versions below {gen} retired" in out and "NOT destroyed" in out
+    with pytest.raises(ChildVaultError):
+        read_name(old, rid)
+    assert set_floor(hard_bao, 1) in (200, 204)
+    assert read_name(old, rid) == name  # retired, not destroyed
+    # ... and the admin's doctor names the lowered floor.
+    code, out = run_cli(world, "admin", "--json", "doctor")
+    assert code == 1 and "min_decryption_version 1 is below" in out, out
+
+    # With --trim: every older version is deleted from the server.
+    older = backup(world, tmp_path / "backup-v2")
+    code, out = run_cli(world, "admin", "keys", "rotate", "--trim")
+    assert code == 0, out
+    gen = hard_bao.api("GET", KEY).json()["data"]["latest_version"]
+    assert f"key versions below {gen} deleted from the Vault server (trimmed)" in out, out
+    info = hard_bao.api("GET", KEY).json()["data"]
+    assert info["min_available_version"] == gen
+    assert sorted(int(k) for k in info["keys"]) == [gen]
+    # Root cannot bring them back: OpenBao refuses a floor below the trimmed
+    # versions, and even if it did not, the key material is gone.
+    for floor in (1, gen - 1):
+        set_floor(hard_bao, floor)
+        for backup_world in (old, older):
+            with pytest.raises(ChildVaultError):
+                read_name(backup_world, rid)
+    assert set_floor(hard_bao, gen) in (200, 204)
+    # The live record still reads.
+    assert read_name(world, rid) == name
+    code, out = run_cli(world, "admin", "--json", "doctor")
+    assert "min_decryption_version" not in out, out
+
+
+def test_revoke_revokes_the_wrapping_tokens_in_vault(world: World, hard_bao: BaoServer) -> None:
+    """Attack (issue 14, 3): after `revoke`, the requester unwraps the tokens directly."""
+    with world.open("worker1") as v:
+        (rid,) = add_children(v, 1)
+        req = v.request_access([rid], ["name"], "case_management", "revoke check")
+    with world.open("officer1") as v:
+        approval = v.approve(req)
+    # The approval entry records the wrapping accessors and Vault request ids.
+    with world.open("officer1") as v:
+        entry = next(
+            e["entry"]
+            for e in v.audit_entries()
+            if e["entry"]["action"] == "request.approve"
+            and e["entry"]["grant"] == approval.grant_id
+        )
+    accessors = entry["detail"]["vault_accessors"]
+    assert accessors and all(accessors)
+    assert isinstance(entry["detail"]["vault_request_ids"], list)  # empty on OpenBao 2.x
+    # The requester can get the raw wrapping tokens out of the grant.
+    claims = _tokens.verify(approval.token, world.ids["officer1"].public.signing_key)
+    wraps = parse_material(world.ids["worker1"].unseal(claims.keys), claims.vault, claims.jti)
+    assert world.tokens is not None
+    staff_token = world.tokens["worker1"]
+    lookup = hard_bao.api(
+        "POST", "sys/wrapping/lookup", token=staff_token, json={"token": wraps[0][0]}
+    )
+    assert lookup.status_code == 200  # live before the revocation
+    with world.open("officer1") as v:
+        v.revoke(approval.grant_id)
+    for token, _items in wraps:
+        resp = hard_bao.api("POST", "sys/wrapping/unwrap", token=staff_token, json={"token": token})
+        assert resp.status_code in (400, 403), resp.text
+        assert "plaintext" not in resp.text
+    with world.open("worker1") as v, pytest.raises(ChildVaultError):
+        v.read_with_grant(approval.token)
+    with world.open("officer1") as v, pytest.raises(ChildVaultError, match="already revoked"):
+        v.revoke(approval.grant_id)
+
+
+def test_reconcile_finds_an_officer_decrypting_around_childvault(
+    bao_binary: str, tmp_path: Path
+) -> None:
+    """Attack (issue 14, 1): an officer's wrapped decrypt + self-unwrap, no approval."""
+    audit_log = tmp_path / "bao-audit.log"
+    server = BaoServer(
+        bao_binary,
+        tmp_path / "bao",
+        config_hcl=(
+            f'audit "file" "childvault" {{\n  options {{\n    file_path = "{audit_log}"\n  }}\n}}\n'
+        ),
+    )
+    (tmp_path / "bao").mkdir()
+    server.start()
+    try:
+        server.setup(audit_file=str(audit_log))
+        live = world_on(server, tmp_path)
+        with live.open("worker1") as v:
+            (rid,) = add_children(v, 1)
+        name = read_name(live, rid)  # an approved, logged release
+        code, out = run_cli(live, "admin", "audit", "reconcile", "--vault-audit", str(audit_log))
+        assert code == 0, out
+        assert "1 matched to childvault approvals, 0 unmatched" in out
+
+        # The officer uses their own Vault token directly: wrapped decrypt, then
+        # unwraps it themselves. No request, no approval, no childvault entry.
+        assert live.tokens is not None
+        officer = VaultProvider(server.settings, "any", token=live.tokens["officer1"])
+        me = Identity.generate("officer1-self")
+        with live.open("officer1") as v:
+            blob = v._session.wrapped(rid)  # type: ignore[attr-defined]
+        material = officer.release([Selection(blob, ["name"])], me.public, "self")
+        assert officer.redeem(material, me, "self")[rid]["name"]
+        officer.close()
+        assert name
+
+        code, out = run_cli(
+            live, "admin", "--json", "audit", "reconcile", "--vault-audit", str(audit_log)
+        )
+        assert code == 4, out
+        report = json.loads(out)
+        assert report["matched"] == 1 and len(report["unmatched"]) == 1
+        (found,) = report["unmatched"]
+        assert found["path"] == "childvault-transit/decrypt/childvault-dek"
+        assert found["wrapped"] is True
+        assert "childvault-officer" in found["who"]["policies"]
+        assert found["time"]
+
+        # With a Vault identity per person (an AppRole role named after the
+        # officer, docs/vault.md), the report names the person.
+        api = server.api
+        api("POST", "sys/auth/approle", json={"type": "approle"}).raise_for_status()
+        api(
+            "POST",
+            "auth/approle/role/officer1",
+            json={"token_policies": ["childvault-officer"], "token_ttl": "20m"},
+        ).raise_for_status()
+        role_id = api("GET", "auth/approle/role/officer1/role-id").json()["data"]["role_id"]
+        secret = api("POST", "auth/approle/role/officer1/secret-id").json()["data"]["secret_id"]
+        person = VaultProvider(server.settings, "any", approle=(role_id, secret))
+        material = person.release([Selection(blob, ["name"])], me.public, "self-2")
+        assert person.redeem(material, me, "self-2")[rid]["name"]
+        person.close()
+        code, out = run_cli(
+            live, "admin", "--json", "audit", "reconcile", "--vault-audit", str(audit_log)
+        )
+        assert code == 4, out
+        report = json.loads(out)
+        assert len(report["unmatched"]) == 2
+        assert report["unmatched"][1]["who"]["role_name"] == "officer1"
+        assert report["unmatched"][1]["who"]["display_name"] == "approle"
+    finally:
+        server.close()
