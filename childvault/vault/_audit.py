@@ -39,6 +39,8 @@ ACTIONS = frozenset(
         "user.add",
         "custodian.create",
         "custodian.share",
+        "user.countersign",
+        "trust.refuse",
         "record.create",
         "record.list",
         "record.find",

@@ -375,6 +375,29 @@ class CheckpointRepo(Protocol):
         ...
 
 
+class StatementRepo(Protocol):
+    """Signed statement envelopes and each verifier's saved trust state (docs/trust.md).
+
+    Storage only: every envelope and saved state is verified by the reader.
+    """
+
+    def add(self, seq: int, envelope: bytes) -> None:
+        """Keep the envelope carried by the log entry at ``seq``."""
+        ...
+
+    def get(self, seq: int) -> bytes | None:
+        """The envelope of the entry at ``seq``, or None."""
+        ...
+
+    def save_state(self, verifier: str, size: int, head: bytes, state: bytes, sig: bytes) -> None:
+        """Keep ``verifier``'s last verified trust state (replacing the older one)."""
+        ...
+
+    def saved_state(self, verifier: str) -> tuple[int, bytes, bytes, bytes] | None:
+        """(size, head, state, sig) last saved by ``verifier``, or None."""
+        ...
+
+
 class Backend(Protocol):
     """Where a vault's rows live: one transaction scope and its repositories."""
 
@@ -411,6 +434,11 @@ class Backend(Protocol):
     @property
     def checkpoints(self) -> CheckpointRepo:
         """Signed checkpoints of the audit log."""
+        ...
+
+    @property
+    def statements(self) -> StatementRepo:
+        """Signed statements and saved trust states."""
         ...
 
     def transaction(self) -> contextlib.AbstractContextManager[Any]:

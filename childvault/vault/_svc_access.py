@@ -23,6 +23,7 @@ from childvault.keys import (
     FieldKey,
     NotFound,
     ProviderUnavailable,
+    PublicIdentity,
     ReleasedKeys,
     Selection,
     UsageError,
@@ -196,7 +197,7 @@ class AccessService:
         if refusal is not None:
             refuse(refusal)
         selections = [Selection(self.s.wrapped(state.id), req.fields) for state in states]
-        requester = self.s.public(req.requester)
+        requester = self._verified_requester(req.requester, moment)
         try:
             provider = self.s.keys.officer()
         except AccessDenied as exc:
@@ -465,11 +466,7 @@ class AccessService:
             kid = _tokens.key_id(token)
         except ApprovalInvalid as exc:
             fail(exc.detail or "malformed token")
-        signer: UserRow | None = None
-        for user in self.s.db.users.all():
-            if _tokens.paserk_pid(user.sign_key) == kid:
-                signer = user
-                break
+        signer = self._verified_token_signer(kid)
         if signer is None:
             fail("signed by a key not registered in this vault")
         try:
@@ -496,6 +493,33 @@ class AccessService:
         if refusal is not None:
             fail(refusal.message)
         return claims
+
+    # -- verify before use (issue 12): keys come from signed statements ---------
+
+    def _verified_requester(self, name: str, moment: datetime) -> PublicIdentity:
+        """The requester's keys as their signed registration gives them: the grant's
+        keys are sealed to this key, never to the ``users`` row (issue 12, attack 3)."""
+        return self.s.trusted_public(name, "request.approve", moment)
+
+    def _verified_token_signer(self, kid: str) -> UserRow | None:
+        """The user whose verified signing key has PASERK id ``kid`` (None if none).
+
+        With an anchor, users, keys and roles come from the trust state, so a
+        key or role written into ``users`` signs no token; a row that disagrees
+        with the statements is treated as unknown.
+        """
+        state = self.s.trust()
+        if state is None:
+            for user in self.s.db.users.all():
+                if _tokens.paserk_pid(user.sign_key) == kid:
+                    return user
+            return None
+        for verified in state.users.values():
+            if verified.active and _tokens.paserk_pid(verified.sign_key) == kid:
+                return UserRow(
+                    verified.name, verified.roles, verified.enc_key, verified.sign_key, "", ""
+                )
+        return None
 
     def _redeem(self, claims: _tokens.GrantClaims) -> ReleasedKeys:
         grant = self.s.db.access.grant(claims.jti)

@@ -391,3 +391,36 @@ def _request(row: Sequence[Any]) -> RequestRow:
         None if row[9] is None else str(row[9]),
         None if row[10] is None else str(row[10]),
     )
+
+
+class Statements:
+    """Signed statement envelopes (by the seq of their log entry) and saved trust states."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def add(self, seq: int, envelope: bytes) -> None:
+        """Keep the envelope carried by the log entry at ``seq``."""
+        self._c.q("INSERT INTO statements (seq, envelope) VALUES (?, ?)", (seq, envelope))
+
+    def get(self, seq: int) -> bytes | None:
+        """The envelope of the entry at ``seq``, or None."""
+        row = self._c.q("SELECT envelope FROM statements WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else as_bytes(row[0])
+
+    def save_state(self, verifier: str, size: int, head: bytes, state: bytes, sig: bytes) -> None:
+        """Keep ``verifier``'s last verified trust state (replacing the older one)."""
+        self._c.q(
+            "INSERT OR REPLACE INTO trust_states (verifier, size, head, state, sig) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (verifier, size, head, state, sig),
+        )
+
+    def saved_state(self, verifier: str) -> tuple[int, bytes, bytes, bytes] | None:
+        """(size, head, state, sig) last saved by ``verifier``, or None."""
+        row = self._c.q(
+            "SELECT size, head, state, sig FROM trust_states WHERE verifier = ?", (verifier,)
+        ).fetchone()
+        if row is None:
+            return None
+        return int(row[0]), as_bytes(row[1]), as_bytes(row[2]), as_bytes(row[3])
