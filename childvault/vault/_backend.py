@@ -321,8 +321,16 @@ class AuditRepo(Protocol):
         """(next sequence number, hash of the last entry or None)."""
         ...
 
-    def append(self, rows: Sequence[AuditRow]) -> None:
-        """Append rows; a sequence collision raises :class:`IntegrityError`."""
+    #: The acting user's identity (anything with ``name`` and ``sign``), or None:
+    #: :func:`childvault.vault._audit.append` signs entries in that user's name.
+    signer: Any
+
+    def append(self, rows: Sequence[tuple[int, bytes, bytes, bytes | None]]) -> None:
+        """Append (seq, entry, hash, actor's signature or None) rows, inside a transaction."""
+        ...
+
+    def signatures(self, first: int, last: int) -> dict[int, bytes]:
+        """The actors' signatures of entries ``first`` to ``last`` (inclusive) that have one."""
         ...
 
     def size(self) -> int:

@@ -136,6 +136,7 @@ class Vault:
                 vault_settings=keys.settings_json(),
             )
             store = SQLCipherBackend(h.database, secrets_["db"], create=True)
+            store.audit.signer = ident  # the founding entries carry the admin's signature
             with store.transaction():
                 for key, value in {
                     **DEFAULTS,

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import nacl.exceptions
+import nacl.signing
+
 from childvault.keys import Identity, IntegrityError, PublicIdentity
 from childvault.vault import _audit
 from childvault.vault._audit import DetailValue, Event
@@ -166,25 +169,62 @@ def replay(db: Backend, start: Verified) -> Verified:
     """
     state = start.state
     expected, prev = start.size, start.head
+    # A broken chain is reported before an entry in another's name: it is the
+    # more basic fault and names where the log was cut or edited.
+    forged: IntegrityError | None = None
     for rows in db.audit.pages(start.size):
+        sigs = db.audit.signatures(int(rows[0][0]), int(rows[-1][0])) if rows else {}
         for raw in rows:
             seq, entry, digest = db.audit.row(raw)
             if seq != expected:
                 raise IntegrityError(f"log entry {expected} is missing (found {seq})")
             if leaf_hash(entry) != digest:
-                raise IntegrityError(f"log entry {seq} does not match its stored hash")
+                raise IntegrityError(f"log entry {seq} was modified (its hash does not match)")
             try:
                 obj = _audit.decode_entry(entry)
             except ValueError as exc:
                 raise IntegrityError(f"log entry {seq} is not JSON") from exc
             if obj.get("seq") != seq or obj.get("prev") != (None if prev is None else prev.hex()):
-                raise IntegrityError(f"log entry {seq} does not link to the entry before it")
+                raise IntegrityError(f"log entry {seq} does not link to entry {seq - 1}")
+            try:
+                _check_actor(state, seq, obj.get("actor"), digest, sigs.get(seq))
+            except IntegrityError as exc:
+                forged = forged or exc  # raised after the chain is checked to the end
             detail = obj.get("detail")
             named = detail.get(STATEMENT) if isinstance(detail, dict) else None
             if named is not None:
                 _apply_logged(db, state, seq, str(named), obj)
             expected, prev = seq + 1, digest
+    if forged is not None:
+        raise forged
     return Verified(state, expected, prev)
+
+
+def _check_actor(
+    state: TrustState, seq: int, actor: object, digest: bytes, sig: bytes | None
+) -> None:
+    """An entry in the name of a user with a verified registration must carry that
+    user's signature over its hash: an insider cannot write in another's name.
+
+    Entries of names with no verified registration yet (the founding entry
+    before the admin's registration, a pending officer) are not checked here.
+    """
+    user = state.users.get(actor) if isinstance(actor, str) else None
+    if user is None or seq < user.key_from:
+        return
+    if sig is None or not _verify_sig(user.sign_key, _audit.entry_message(digest), sig):
+        raise IntegrityError(
+            f"log entry {seq} is in the name of {actor!r} but not signed by them: "
+            "it was written by someone else"
+        )
+
+
+def _verify_sig(key: bytes, message: bytes, sig: bytes) -> bool:
+    try:
+        nacl.signing.VerifyKey(key).verify(message, sig)
+    except (nacl.exceptions.CryptoError, ValueError, TypeError):
+        return False
+    return True
 
 
 def _apply_logged(db: Backend, state: TrustState, seq: int, named: str, obj: Any) -> None:

@@ -100,6 +100,8 @@ class Session:
             )
         self._verified: Verified | None = None
         self.keys.trust = self.trust
+        # Entries in the acting user's name carry their signature (docs/trust.md).
+        db.audit.signer = identity
 
     @property
     def user(self) -> str:

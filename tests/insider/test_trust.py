@@ -132,3 +132,38 @@ def test_trust_state_is_resumed_from_a_signed_save(world: World) -> None:
     with world.open("officer1") as v:
         state = v._session.trust()
         assert state is not None and state.is_active("officer2", "officer")
+
+
+def test_a_log_entry_in_another_users_name_is_refused_at_the_next_use(world: World) -> None:
+    """An entry chained onto the head in an officer's name, without the officer's
+    signature: the next operation that verifies the log refuses (exit 4)."""
+    from datetime import UTC, datetime
+
+    from childvault.vault import _merkle
+    from childvault.vault._audit import Event
+    from childvault.vault._time import iso
+
+    with world.open("worker1") as v:
+        ids = add_children(v, 1)
+        req = v.request_access(ids, ["name"], "case_management", "家访")
+    event = Event("officer1", "record.delete", records=[ids[0]], detail={"category": "request"})
+    with Insider(world, "worker2") as insider:
+        seq, prev = insider.rows("audit", ["seq", "hash"], order_by="seq")[-1]
+        entry = _audit.encode_entry(
+            seq + 1, iso(datetime(2026, 11, 24, 10, 0, tzinfo=UTC)), event, bytes(prev)
+        )
+        insider.insert("audit", {"seq": seq + 1, "entry": entry, "hash": _merkle.leaf_hash(entry)})
+    with world.open("officer2") as v, pytest.raises(IntegrityError, match="not signed by them"):
+        v.approve(req)
+
+
+def test_entries_are_signed_by_their_actor(world: World) -> None:
+    with world.open("worker1") as v:
+        add_children(v, 1)
+        state = v._session.trust()
+        assert state is not None
+        db = v._session.db
+        size = db.audit.size()
+        sigs = db.audit.signatures(size - 1, size - 1)
+        _, digest = db.audit.entry_at(size - 1)  # type: ignore[misc]
+        assert world.ids["worker1"].public.verify(_audit.entry_message(digest), sigs[size - 1])

@@ -153,9 +153,11 @@ _MIGRATIONS: list[str] = [
     # kept beside the log entry that carries it (keyed by that entry's seq;
     # the entry's detail holds the envelope's SHA-256), and each verifier
     # keeps the trust state it last verified, signed by its own key, so the
-    # next verification replays only the newer entries.
+    # next verification replays only the newer entries. A log entry carries
+    # its actor's Ed25519 signature over its hash (``sig``).
     """
     CREATE TABLE statements (seq INTEGER PRIMARY KEY, envelope BLOB NOT NULL);
+    ALTER TABLE audit ADD COLUMN sig BLOB;
     CREATE TABLE trust_states (
         verifier TEXT PRIMARY KEY,
         size INTEGER NOT NULL,

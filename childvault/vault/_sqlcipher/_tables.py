@@ -248,6 +248,16 @@ class AuditLog:
 
     def __init__(self, connection: Connection) -> None:
         self._c = connection
+        #: The acting user's identity: entries in their name are signed by it.
+        self.signer: Any = None
+
+    def signatures(self, first: int, last: int) -> dict[int, bytes]:
+        """The actors' signatures of the entries ``first`` to ``last`` (inclusive) that have one."""
+        rows = self._c.q(
+            "SELECT seq, sig FROM audit WHERE seq BETWEEN ? AND ? AND sig IS NOT NULL",
+            (first, last),
+        ).fetchall()
+        return {int(seq): as_bytes(sig) for seq, sig in rows}
 
     def head(self) -> tuple[int, bytes | None]:
         """(next sequence number, hash of the last entry or None)."""
@@ -256,10 +266,12 @@ class AuditLog:
             return 0, None
         return int(row[0]) + 1, as_bytes(row[1])
 
-    def append(self, rows: Sequence[tuple[int, bytes, bytes]]) -> None:
-        """Append (seq, entry bytes, entry hash) rows."""
+    def append(self, rows: Sequence[tuple[int, bytes, bytes, bytes | None]]) -> None:
+        """Append (seq, entry bytes, entry hash, actor's signature or None) rows."""
         try:
-            self._c.conn.executemany("INSERT INTO audit (seq, entry, hash) VALUES (?, ?, ?)", rows)
+            self._c.conn.executemany(
+                "INSERT INTO audit (seq, entry, hash, sig) VALUES (?, ?, ?, ?)", rows
+            )
         except sqlcipher3.IntegrityError as exc:
             raise IntegrityError(
                 "audit sequence collision: the log was appended outside a serialised transaction"
