@@ -40,6 +40,7 @@ ACTIONS = frozenset(
         "custodian.create",
         "custodian.share",
         "user.countersign",
+        "user.disable",
         "trust.refuse",
         "record.create",
         "record.list",

@@ -313,6 +313,10 @@ class AccessRepo(Protocol):
         """Revoke a grant; False if unknown or already revoked."""
         ...
 
+    def live_grants_of(self, requester: str) -> list[str]:
+        """Ids of ``requester``'s grants that are not revoked."""
+        ...
+
 
 class AuditRepo(Protocol):
     """The append-only audit log (rows as stored; :mod:`._audit` gives them meaning)."""

@@ -330,6 +330,10 @@ class Vault:
         """
         self._users.share_custodian(name, now=now)
 
+    def disable_user(self, name: str, *, now: datetime | None = None) -> dict[str, object]:
+        """Admin: disable ``name`` (signed); removes their key slot and revokes their grants."""
+        return self._users.disable_user(name, now=now)
+
     def users(self) -> list[UserInfo]:
         """Every registered user with roles and (for signers) their verifier key."""
         return self._users.users()

@@ -127,7 +127,7 @@ class Keyring:
                 )
             generation, public, _ = current[0]
             # Never seal children's data to a key an insider slipped into the table.
-            self._check_custodian(generation, public)
+            self._check_custodian(generation, public, sealing=True)
             self._writer = LocalProvider(self.vault_id, generation, public)
         return self._writer
 
@@ -194,8 +194,9 @@ class Keyring:
             raise DecryptionFailed("the custodian key in the key slot does not match the database")
         return LocalProvider(self.vault_id, generation, public, unlocked)
 
-    def _check_custodian(self, generation: int, public: bytes) -> None:
-        """Refuse a current custodian key that no verified statement made current."""
+    def _check_custodian(self, generation: int, public: bytes, *, sealing: bool = False) -> None:
+        """Refuse a current custodian key that no verified statement made current, and
+        (``sealing``) one a disabled user still holds."""
         state = self.trust()
         if state is None:
             check_custodian_logged(self._db.audit, generation, public)
@@ -205,6 +206,13 @@ class Keyring:
                 f"the current custodian key in the database (generation {generation}) is not "
                 "the one the signed custodian statements name: nothing will be sealed to it; "
                 "run `childvault audit verify` and alert the officers"
+            )
+        gone = sorted(n for n in state.holders.get(generation, ()) if not state.is_active(n))
+        if sealing and gone:
+            # A disabled user holds this key: nothing new is sealed to it until rotation.
+            raise AccessDenied(
+                f"the custodian key is held by disabled user(s) {', '.join(gone)}: an officer "
+                "must run `childvault keys rotate` before records can be written"
             )
 
     def index_tags(self, field: str, values: Sequence[str]) -> list[bytes]:

@@ -358,6 +358,7 @@ class AccessService:
         moment: datetime,
     ) -> tuple[_tokens.GrantClaims, dict[str, dict[str, str]]]:
         """:meth:`read_with_grant`, also returning the verified claims (for reports)."""
+        self._verified_reader(moment)
         claims = self._check_grant(token, records, fields, moment)
         want_recs = tuple(records) if records else claims.rec
         want_flds = tuple(fields) if fields else claims.fld
@@ -500,6 +501,16 @@ class AccessService:
         """The requester's keys as their signed registration gives them: the grant's
         keys are sealed to this key, never to the ``users`` row (issue 12, attack 3)."""
         return self.s.trusted_public(name, "request.approve", moment)
+
+    def _verified_reader(self, moment: datetime) -> None:
+        """Refuse (logged) a reader the signed statements say is disabled or unknown."""
+        state = self.s.trust()
+        if state is not None and not state.is_active(self.s.user):
+            self.s.deny(
+                Event(self.s.user, "grant.read", "denied", detail={"reason": "user disabled"}),
+                f"user {self.s.user!r} is disabled or not verifiably registered: no reads",
+                moment,
+            )
 
     def _verified_token_signer(self, kid: str) -> UserRow | None:
         """The user whose verified signing key has PASERK id ``kid`` (None if none).

@@ -263,6 +263,63 @@ class UserService:
                 moment,
             )
 
+    def disable_user(self, name: str, *, now: datetime | None = None) -> dict[str, object]:
+        """Admin: disable ``name`` with a signed ``user.disable`` statement.
+
+        Their key slot is removed and their grants are revoked in the same
+        operation. If they held the custodian key, writers refuse to seal to
+        it until an officer runs ``keys rotate`` (the trust state, not a row,
+        says so: :meth:`Keyring.writer`).
+        """
+        moment = self.s.now(now)
+        self.s.require(("admin",), "user.disable", moment, "disabling users")
+        check_user_name(name)
+        state = self.s.trust()
+        if state is None:
+            raise UsageError(
+                "this identity file has no trust anchor (made before signed statements): "
+                "disabling needs one"
+            )
+        if name == self.s.user:
+            raise UsageError("an admin cannot disable themselves: ask another admin")
+        if not state.is_active(name):
+            raise UsageError(f"{name!r} is not an active user with a verified registration")
+        envelope = _statements.sign(
+            {
+                "v": 1,
+                "kind": "user.disable",
+                "vault": self.s.vault_id,
+                "at": iso(moment),
+                "user": name,
+            },
+            [self.s.me],
+        )
+        if not _applies(state, envelope, self.s.db.audit.head()[0]):
+            self.s.distrust("user.disable", f"disabling {name!r} would not verify", moment)
+        current = state.current_custodian()
+        held = current is not None and name in state.active_holders(current[0])
+        KeySlots(self.s.home.keyslots).remove(name)
+        with self.s.db.transaction():
+            revoked = self.s.db.access.live_grants_of(name)
+            for grant_id in revoked:
+                self.s.db.access.revoke_grant(grant_id, at=iso(moment), by=self.s.user)
+            detail: dict[str, DetailValue] = {
+                "user": name,
+                "revoked": revoked[:100],
+                "held_custodian": held,
+            }
+            append_with_statements(
+                self.s.db,
+                [
+                    (
+                        Event(self.s.user, "user.disable", detail=with_statement(detail, envelope)),
+                        envelope,
+                    )
+                ],
+                moment,
+            )
+        return {"user": name, "revoked_grants": revoked, "rotation_required": held}
+
     def user_info(self, name: str) -> UserInfo:
         row = self.s.db.users.get(name)
         if row is None:

@@ -167,3 +167,62 @@ def test_entries_are_signed_by_their_actor(world: World) -> None:
         sigs = db.audit.signatures(size - 1, size - 1)
         _, digest = db.audit.entry_at(size - 1)  # type: ignore[misc]
         assert world.ids["worker1"].public.verify(_audit.entry_message(digest), sigs[size - 1])
+
+
+def test_a_disabled_users_grant_reads_nothing(world: World) -> None:
+    with world.open("worker1") as v:
+        ids = add_children(v, 1)
+        req = v.request_access(ids, ["name"], "case_management", "家访")
+    with world.open("officer1") as v:
+        token = v.approve(req).token
+    # The insider keeps a copy of the key-slot file from before the disabling.
+    slots_copy = (world.home / "keyslots.json").read_bytes()
+    with world.open("admin") as v:
+        done = v.disable_user("worker1")
+    assert len(done["revoked_grants"]) == 1  # type: ignore[arg-type]
+    assert "worker1" not in KeySlots(world.home / "keyslots.json").users()
+    (world.home / "keyslots.json").write_bytes(slots_copy)
+    from childvault.keys import AccessDenied
+
+    with world.open("worker1") as v, pytest.raises(AccessDenied, match="disabled"):
+        v.read_with_grant(token)
+
+
+def test_disabling_a_custodian_holder_stops_sealing_until_rotation(world: World) -> None:
+    from childvault.keys import AccessDenied
+
+    with world.open("admin") as v:
+        assert v.disable_user("officer2")["rotation_required"]
+    with world.open("worker1") as v, pytest.raises(AccessDenied, match="keys rotate"):
+        add_children(v, 1)
+    with world.open("officer1") as v:
+        v.rotate_keys()
+    with world.open("worker1") as v:
+        add_children(v, 1)
+    assert "officer2" not in KeySlots(world.home / "keyslots.json").users()
+    assert _custodian_entries(world, "officer1") == ["custodian/2"]
+
+
+def test_the_registration_of_another_vault_is_refused() -> None:
+    """A registration statement replayed from another vault does not apply."""
+    from childvault.keys import Identity
+    from childvault.vault._registrations import register_statement
+    from childvault.vault._statements import Anchor, TrustState, sign
+
+    admin = Identity.generate("admin")
+    other = Identity.generate("officer9")
+    mine = Anchor("a" * 32, "admin", admin.public.signing_key)
+    state = TrustState.start(mine)
+    state.apply(
+        sign(
+            register_statement("a" * 32, "2026-11-30T08:00:00Z", "admin", ["admin"], admin.public),
+            [admin],
+        ),
+        seq=1,
+    )
+    foreign = sign(
+        register_statement("b" * 32, "2026-11-30T08:00:00Z", "officer9", ["staff"], other.public),
+        [other, admin],
+    )
+    with pytest.raises(IntegrityError, match="another vault"):
+        state.apply(foreign, seq=2)

@@ -242,6 +242,14 @@ class Access:
         )
         return bool(cur.rowcount == 1)
 
+    def live_grants_of(self, requester: str) -> list[str]:
+        """Ids of ``requester``'s grants that are not revoked."""
+        rows = self._c.q(
+            "SELECT id FROM grants WHERE requester = ? AND revoked_at IS NULL ORDER BY id",
+            (requester,),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
 
 class AuditLog:
     """The audit log table."""
