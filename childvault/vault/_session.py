@@ -161,6 +161,15 @@ class Session:
         self._verified = verify_log(self.db, self.me, self.anchor, self._verified)
         return self._verified.state
 
+    def verify_trust_from_anchor(self) -> None:
+        """Replay the whole log from the anchor (`audit verify`): every statement and
+        every entry's actor signature, ignoring any saved state. No-op without an anchor."""
+        if self.anchor is None:
+            return
+        self._verified = verify_log(
+            self.db, self.me, self.anchor, Verified(TrustState.start(self.anchor), 0, None)
+        )
+
     def distrust(self, action: str, message: str, now: datetime) -> NoReturn:
         """Log that a row disagreed with the verified statements, then raise IntegrityError."""
         self.log(
