@@ -245,10 +245,18 @@ def _apply_logged(db: Backend, state: TrustState, seq: int, named: str, obj: Any
         raise IntegrityError(f"log entry {seq}: {exc}") from exc
 
 
-def verify_log(db: Backend, verifier: Identity, anchor: Anchor, known: Verified | None) -> Verified:
+def verify_log(
+    db: Backend,
+    verifier: Identity,
+    anchor: Anchor,
+    known: Verified | None,
+    *,
+    save: bool = True,
+) -> Verified:
     """The trust state over the whole log, resumed from ``known`` or the verifier's saved state.
 
     Falls back to a full replay from the anchor when nothing saved verifies.
+    ``save=False``: write nothing (``audit verify`` only reads).
     """
     start = known or load_saved(db, verifier, anchor)
     if start is not None:
@@ -258,7 +266,7 @@ def verify_log(db: Backend, verifier: Identity, anchor: Anchor, known: Verified 
             done = replay(db, Verified(TrustState.start(anchor), 0, None))
     else:
         done = replay(db, Verified(TrustState.start(anchor), 0, None))
-    if start is None or done.size != start.size:
+    if save and (start is None or done.size != start.size):
         save_state(db, verifier, anchor, done)
     return done
 

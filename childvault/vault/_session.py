@@ -167,7 +167,11 @@ class Session:
         if self.anchor is None:
             return
         self._verified = verify_log(
-            self.db, self.me, self.anchor, Verified(TrustState.start(self.anchor), 0, None)
+            self.db,
+            self.me,
+            self.anchor,
+            Verified(TrustState.start(self.anchor), 0, None),
+            save=False,
         )
 
     def distrust(self, action: str, message: str, now: datetime) -> NoReturn:

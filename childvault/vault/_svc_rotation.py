@@ -176,6 +176,14 @@ class RotationService:
         pending = [g for g, _, s in gens if s == "pending"]
         retired = [g for g, _, s in gens if s == "retired"]
         self.s.keys.local_officer()  # the acting officer must hold the current key
+        state = self.s.trust()
+        if state is not None and self.s.user not in self._verified_holders(state):
+            # Checked before any slot is rewritten: the rotation statement would not verify.
+            self.s.distrust(
+                "keys.rotate",
+                f"{self.s.user!r} is not a verified holder of the current custodian key",
+                moment,
+            )
         if not pending and retired:
             # Interrupted after the switch: finish resealing to the current key.
             target = current
