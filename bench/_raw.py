@@ -37,15 +37,17 @@ def connect(home: Path, identity: Any) -> Any:
 class _Appender:
     """The two audit-log methods :func:`vault._audit.append` needs, on a raw connection."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, signer: Any = None) -> None:
         self.conn = conn
+        #: Signs the entries in its own name (``vault._audit.append`` asks for it).
+        self.signer = signer
 
     def head(self) -> tuple[int, bytes | None]:
         row = self.conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         return (0, None) if row is None else (int(row[0]) + 1, bytes(row[1]))
 
-    def append(self, rows: Sequence[tuple[int, bytes, bytes]]) -> None:
-        self.conn.executemany("INSERT INTO audit (seq, entry, hash) VALUES (?, ?, ?)", rows)
+    def append(self, rows: Sequence[tuple[int, bytes, bytes, bytes | None]]) -> None:
+        self.conn.executemany("INSERT INTO audit (seq, entry, hash, sig) VALUES (?, ?, ?, ?)", rows)
 
 
 def fill_log(home: Path, identity: Any, entries: int, actor: str = "worker1") -> int:
@@ -57,7 +59,7 @@ def fill_log(home: Path, identity: Any, entries: int, actor: str = "worker1") ->
     from childvault.vault import _audit
 
     conn = connect(home, identity)
-    app = _Appender(conn)
+    app = _Appender(conn, identity if getattr(identity, "name", None) == actor else None)
     now = datetime.now(UTC)
     try:
         size = app.head()[0]

@@ -334,11 +334,12 @@ def test_audit_verify_log_checkpoint_and_tamper_exit_4(imported: tuple[World, li
     from tests._insider import Insider
 
     with Insider(world, "worker1") as insider:
-        ((entry,),) = insider.rows("audit", ["entry"], where={"seq": 8})
+        # seq 9: the first record entry (issue 12 added the countersign entry before it)
+        ((entry,),) = insider.rows("audit", ["entry"], where={"seq": 9})
         changed = bytes(entry).replace(b"worker1", b"worker9")
-        insider.update("audit", {"entry": changed}, where={"seq": 8})
+        insider.update("audit", {"entry": changed}, where={"seq": 9})
     r = run(world, "worker1", "audit", "verify")
-    assert r.exit_code == 4 and "entry 8" in r.stderr, r.stderr
+    assert r.exit_code == 4 and "entry 9" in r.stderr, r.stderr
 
 
 def test_doctor(world: World) -> None:

@@ -164,7 +164,13 @@ def test_rehashed_last_covered_entry_is_refused_at_approval(world: World) -> Non
     with Insider(world, "worker1") as insider:
         entry, digest = _rehash(insider, first - 1, b'"officer1"', b'"officer2"')
         _rehash(insider, first, _merkle.leaf_hash(entry).hex().encode(), digest.hex().encode())
-    with pytest.raises(IntegrityError, match=f"diverged: entry {first - 1} is not the one"):
+    with pytest.raises(
+        IntegrityError,
+        match=(
+            # the trust replay before the approval (issue 12) meets the break first
+            rf"diverged: entry {first - 1} is not the one|log entry {first + 1} does not link"
+        ),
+    ):
         grant(world, ids[1:2], ("name",))
 
 
@@ -175,7 +181,10 @@ def test_log_cut_below_the_officers_checkpoint_is_refused_at_approval(world: Wor
     (first,) = _officer1_sizes(world)
     with Insider(world, "worker1") as insider:
         insider.delete("audit", where={"seq": at_least(first - 2)})
-    with pytest.raises(IntegrityError, match=f"diverged: entry {first - 1} is not the one"):
+    with pytest.raises(
+        IntegrityError,
+        match=f"diverged: entry {first - 1} is not the one|entry {first - 1} is in the name",
+    ):
         grant(world, ids[1:2], ("name",))
 
 

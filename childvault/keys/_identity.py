@@ -82,11 +82,21 @@ class PublicIdentity:
 class Identity:
     """An unlocked identity. Holds secret keys in memory; never serialised in clear."""
 
-    def __init__(self, name: str, x25519: PrivateKey, ed25519: nacl.signing.SigningKey) -> None:
+    def __init__(
+        self,
+        name: str,
+        x25519: PrivateKey,
+        ed25519: nacl.signing.SigningKey,
+        anchor: dict[str, str] | None = None,
+    ) -> None:
         self.name = check_user_name(name)
         self._x25519 = x25519
         self._ed25519 = ed25519
         self.public = PublicIdentity(name, bytes(x25519.public_key), bytes(ed25519.verify_key))
+        #: The vault's trust anchor (JSON form, parsed by ``childvault.vault``), or None
+        #: for a file written before anchors existed. Stored inside the
+        #: passphrase-encrypted part, so only the owner can change what they trust.
+        self.anchor = anchor
 
     def __repr__(self) -> str:
         return f"Identity(name={self.name!r})"
@@ -125,13 +135,14 @@ class Identity:
             opslimit=_OPS_MIN,
             memlimit=_MEM_MIN,
         )
-        inner = json.dumps(
-            {
-                "name": self.name,
-                "x25519": b64(bytes(self._x25519)),
-                "ed25519": b64(bytes(self._ed25519)),
-            }
-        ).encode("utf-8")
+        secret_part: dict[str, Any] = {
+            "name": self.name,
+            "x25519": b64(bytes(self._x25519)),
+            "ed25519": b64(bytes(self._ed25519)),
+        }
+        if self.anchor is not None:
+            secret_part["anchor"] = dict(self.anchor)
+        inner = json.dumps(secret_part).encode("utf-8")
         box = nacl.secret.SecretBox(key).encrypt(inner)
         doc = {
             "format": _FORMAT,
@@ -181,10 +192,17 @@ class Identity:
                 "Try again, or ask an admin to re-enrol you if it is lost"
             ) from exc
         try:
+            anchor = inner.get("anchor")
+            if anchor is not None and (
+                not isinstance(anchor, dict)
+                or not all(isinstance(k, str) and isinstance(v, str) for k, v in anchor.items())
+            ):
+                raise ValueError("anchor")
             ident = cls(
                 str(inner["name"]),
                 PrivateKey(unb64(inner["x25519"])),
                 nacl.signing.SigningKey(unb64(inner["ed25519"])),
+                anchor,
             )
             publics_match = ident.public.encryption_key == unb64(
                 doc["x25519_public"]

@@ -39,6 +39,9 @@ ACTIONS = frozenset(
         "user.add",
         "custodian.create",
         "custodian.share",
+        "user.countersign",
+        "user.disable",
+        "trust.refuse",
         "record.create",
         "record.list",
         "record.find",
@@ -161,15 +164,28 @@ def append(log: AuditRepo, events: Sequence[Event], now: datetime) -> list[int]:
     """
     seq, prev = log.head()
     ts = iso(now)
-    rows: list[tuple[int, bytes, bytes]] = []
+    # The acting user signs the entries in their own name (docs/trust.md): an
+    # entry written in another's name then lacks that user's signature.
+    signer = getattr(log, "signer", None)
+    rows: list[tuple[int, bytes, bytes, bytes | None]] = []
     for event in events:
         entry = encode_entry(seq, ts, event, prev)
         digest = leaf_hash(entry)
-        rows.append((seq, entry, digest))
+        sig = (
+            signer.sign(entry_message(digest))
+            if signer is not None and event.actor == signer.name
+            else None
+        )
+        rows.append((seq, entry, digest, sig))
         prev = digest
         seq += 1
     log.append(rows)
     return [r[0] for r in rows]
+
+
+def entry_message(digest: bytes) -> bytes:
+    """What an entry's actor signs: a domain tag and the entry's hash."""
+    return b"childvault/entry/1\x00" + digest
 
 
 @dataclass

@@ -313,6 +313,10 @@ class AccessRepo(Protocol):
         """Revoke a grant; False if unknown or already revoked."""
         ...
 
+    def live_grants_of(self, requester: str) -> list[str]:
+        """Ids of ``requester``'s grants that are not revoked."""
+        ...
+
 
 class AuditRepo(Protocol):
     """The append-only audit log (rows as stored; :mod:`._audit` gives them meaning)."""
@@ -321,8 +325,16 @@ class AuditRepo(Protocol):
         """(next sequence number, hash of the last entry or None)."""
         ...
 
-    def append(self, rows: Sequence[AuditRow]) -> None:
-        """Append rows; a sequence collision raises :class:`IntegrityError`."""
+    #: The acting user's identity (anything with ``name`` and ``sign``), or None:
+    #: :func:`childvault.vault._audit.append` signs entries in that user's name.
+    signer: Any
+
+    def append(self, rows: Sequence[tuple[int, bytes, bytes, bytes | None]]) -> None:
+        """Append (seq, entry, hash, actor's signature or None) rows, inside a transaction."""
+        ...
+
+    def signatures(self, first: int, last: int) -> dict[int, bytes]:
+        """The actors' signatures of entries ``first`` to ``last`` (inclusive) that have one."""
         ...
 
     def size(self) -> int:
@@ -382,6 +394,29 @@ class CheckpointRepo(Protocol):
         ...
 
 
+class StatementRepo(Protocol):
+    """Signed statement envelopes and each verifier's saved trust state (docs/trust.md).
+
+    Storage only: every envelope and saved state is verified by the reader.
+    """
+
+    def add(self, seq: int, envelope: bytes) -> None:
+        """Keep the envelope carried by the log entry at ``seq``."""
+        ...
+
+    def get(self, seq: int) -> bytes | None:
+        """The envelope of the entry at ``seq``, or None."""
+        ...
+
+    def save_state(self, verifier: str, size: int, head: bytes, state: bytes, sig: bytes) -> None:
+        """Keep ``verifier``'s last verified trust state (replacing the older one)."""
+        ...
+
+    def saved_state(self, verifier: str) -> tuple[int, bytes, bytes, bytes] | None:
+        """(size, head, state, sig) last saved by ``verifier``, or None."""
+        ...
+
+
 class Backend(Protocol):
     """Where a vault's rows live: one transaction scope and its repositories."""
 
@@ -418,6 +453,11 @@ class Backend(Protocol):
     @property
     def checkpoints(self) -> CheckpointRepo:
         """Signed checkpoints of the audit log."""
+        ...
+
+    @property
+    def statements(self) -> StatementRepo:
+        """Signed statements and saved trust states."""
         ...
 
     def transaction(self) -> contextlib.AbstractContextManager[Any]:

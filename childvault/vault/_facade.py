@@ -20,7 +20,7 @@ from typing import Any
 
 from childvault.keys import ConfigError, Identity, KeySlots, NotFound, UsageError, check_user_name
 from childvault.keys._files import atomic_write
-from childvault.vault import _audit
+from childvault.vault import _statements
 from childvault.vault._audit import Event, VerifyReport
 from childvault.vault._backend import UserRow
 from childvault.vault._config import Config, Home, make_home
@@ -32,10 +32,16 @@ from childvault.vault._keyconfig import (
     OpenBaoKeys,
     keys_from_config,
 )
-from childvault.vault._registrations import user_detail
+from childvault.vault._registrations import (
+    append_with_statements,
+    register_statement,
+    user_detail,
+    with_statement,
+)
 from childvault.vault._schema import Schema
 from childvault.vault._session import Session, new_id
 from childvault.vault._sqlcipher import SQLCipherBackend
+from childvault.vault._statements import Anchor
 from childvault.vault._svc_access import AccessService
 from childvault.vault._svc_audit import AuditService
 from childvault.vault._svc_export import ExportService
@@ -116,6 +122,9 @@ class Vault:
             vault_id = new_id()
             atomic_write(h.schema, loaded.source, mode=0o600)
             ident = Identity.generate(admin)
+            # The anchor goes inside the admin's passphrase-encrypted part (docs/trust.md).
+            anchor = Anchor(vault_id, admin, ident.public.signing_key)
+            ident.anchor = anchor.to_json()
             ident.save(h.identity(admin), admin_passphrase)
             secrets_ = {"db": secrets.token_bytes(32), "index": secrets.token_bytes(32)}
             slots = KeySlots(h.keyslots)
@@ -129,6 +138,7 @@ class Vault:
                 vault_settings=keys.settings_json(),
             )
             store = SQLCipherBackend(h.database, secrets_["db"], create=True)
+            store.audit.signer = ident  # the founding entries carry the admin's signature
             with store.transaction():
                 for key, value in {
                     **DEFAULTS,
@@ -159,12 +169,23 @@ class Vault:
                         admin,
                     )
                 )
-                _audit.append(
-                    store.audit,
+                # The founding admin's registration, self-signed with the anchor key.
+                founding = _statements.sign(
+                    register_statement(vault_id, iso(now), admin, ["admin"], ident.public), [ident]
+                )
+                append_with_statements(
+                    store,
                     [
-                        Event(admin, "vault.init", detail={"provider": keys.name}),
-                        Event(
-                            admin, "user.add", detail=user_detail(admin, ["admin"], ident.public)
+                        (Event(admin, "vault.init", detail={"provider": keys.name}), None),
+                        (
+                            Event(
+                                admin,
+                                "user.add",
+                                detail=with_statement(
+                                    user_detail(admin, ["admin"], ident.public), founding
+                                ),
+                            ),
+                            founding,
                         ),
                     ],
                     now,
@@ -310,6 +331,10 @@ class Vault:
         custodian generation the acting officer holds.
         """
         self._users.share_custodian(name, now=now)
+
+    def disable_user(self, name: str, *, now: datetime | None = None) -> dict[str, object]:
+        """Admin: disable ``name`` (signed); removes their key slot and revokes their grants."""
+        return self._users.disable_user(name, now=now)
 
     def users(self) -> list[UserInfo]:
         """Every registered user with roles and (for signers) their verifier key."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from childvault.keys import (
     AccessDenied,
@@ -22,6 +22,7 @@ from childvault.keys import (
     DecryptionFailed,
     Diagnosable,
     ExternalKeyMaterial,
+    IntegrityError,
     KeyProvider,
     LocalProvider,
     ServerSideRotation,
@@ -30,6 +31,7 @@ from childvault.keys import (
 from childvault.vault._backend import Backend
 from childvault.vault._keyconfig import KeysConfig, OpenBaoCredentials
 from childvault.vault._registrations import check_custodian_logged
+from childvault.vault._statements import TrustState
 
 #: Key-slot entries holding a custodian secret are named ``custodian/<generation>``.
 CUSTODIAN = "custodian/"
@@ -66,6 +68,8 @@ class Keyring:
         self._writer: LocalProvider | None = None
         self._officer: LocalProvider | None = None
         self._shared: KeyProvider | None = None
+        #: Set by the session: the verified trust state (None without an anchor).
+        self.trust: Callable[[], TrustState | None] = lambda: None
 
     @property
     def name(self) -> str:
@@ -123,7 +127,7 @@ class Keyring:
                 )
             generation, public, _ = current[0]
             # Never seal children's data to a key an insider slipped into the table.
-            check_custodian_logged(self._db.audit, generation, public)
+            self._check_custodian(generation, public, sealing=True)
             self._writer = LocalProvider(self.vault_id, generation, public)
         return self._writer
 
@@ -179,6 +183,7 @@ class Keyring:
         if not current:
             raise ConfigError("no custodian key exists yet: add an officer first")
         generation, public = current[0]
+        self._check_custodian(generation, public)
         mine = [c for c in unlocked if c.generation == generation]
         if not mine:
             raise AccessDenied(
@@ -188,6 +193,27 @@ class Keyring:
         if mine[0].public != public:
             raise DecryptionFailed("the custodian key in the key slot does not match the database")
         return LocalProvider(self.vault_id, generation, public, unlocked)
+
+    def _check_custodian(self, generation: int, public: bytes, *, sealing: bool = False) -> None:
+        """Refuse a current custodian key that no verified statement made current, and
+        (``sealing``) one a disabled user still holds."""
+        state = self.trust()
+        if state is None:
+            check_custodian_logged(self._db.audit, generation, public)
+            return
+        if state.current_custodian() != (generation, public):
+            raise IntegrityError(
+                f"the current custodian key in the database (generation {generation}) is not "
+                "the one the signed custodian statements name: nothing will be sealed to it; "
+                "run `childvault audit verify` and alert the officers"
+            )
+        gone = sorted(n for n in state.holders.get(generation, ()) if not state.is_active(n))
+        if sealing and gone:
+            # A disabled user holds this key: nothing new is sealed to it until rotation.
+            raise AccessDenied(
+                f"the custodian key is held by disabled user(s) {', '.join(gone)}: an officer "
+                "must run `childvault keys rotate` before records can be written"
+            )
 
     def index_tags(self, field: str, values: Sequence[str]) -> list[bytes]:
         """Truncated keyed blind-index tags of ``values`` for ``field``.

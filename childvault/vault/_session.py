@@ -18,6 +18,7 @@ from childvault.keys import (
     AccessDenied,
     ConfigError,
     Identity,
+    IntegrityError,
     NotFound,
     PublicIdentity,
     WrappedRecord,
@@ -30,7 +31,9 @@ from childvault.vault._config import Config, Home
 from childvault.vault._keyconfig import KeysConfig, OpenBaoCredentials
 from childvault.vault._keyring import Keyring
 from childvault.vault._policy import RecordState, role_refusal
+from childvault.vault._registrations import Verified, anchor_of, verify_log
 from childvault.vault._schema import Schema
+from childvault.vault._statements import Anchor, TrustState
 from childvault.vault._time import Clock
 
 #: The roles that write records and request access.
@@ -86,6 +89,19 @@ class Session:
                 f"the identity file of {identity.name!r} does not match the registered keys"
             )
         self.roles = frozenset(user.roles)
+        #: The vault's trust anchor from the acting user's own identity file; None
+        #: for an identity made before anchors (then nothing can be verified:
+        #: docs/trust.md, `childvault upgrade`).
+        self.anchor: Anchor | None = anchor_of(identity)
+        if self.anchor is not None and self.anchor.vault_id != config.vault_id:
+            raise IntegrityError(
+                f"the identity of {identity.name!r} trusts another vault "
+                f"({self.anchor.vault_id}), not {config.vault_id}"
+            )
+        self._verified: Verified | None = None
+        self.keys.trust = self.trust
+        # Entries in the acting user's name carry their signature (docs/trust.md).
+        db.audit.signer = identity
 
     @property
     def user(self) -> str:
@@ -132,6 +148,70 @@ class Session:
                 refusal.message,
                 now,
             )
+
+    def trust(self) -> TrustState | None:
+        """The trust state over the whole log, verified from the acting user's anchor.
+
+        Resumed from this session's last verified point, else from the user's
+        own saved state (signed by their key), else replayed from the anchor.
+        None when the acting identity holds no anchor (made before anchors).
+        """
+        if self.anchor is None:
+            return None
+        self._verified = verify_log(self.db, self.me, self.anchor, self._verified)
+        return self._verified.state
+
+    def verify_trust_from_anchor(self) -> None:
+        """Replay the whole log from the anchor (`audit verify`): every statement and
+        every entry's actor signature, ignoring any saved state. No-op without an anchor."""
+        if self.anchor is None:
+            return
+        self._verified = verify_log(
+            self.db,
+            self.me,
+            self.anchor,
+            Verified(TrustState.start(self.anchor), 0, None),
+            save=False,
+        )
+
+    def distrust(self, action: str, message: str, now: datetime) -> NoReturn:
+        """Log that a row disagreed with the verified statements, then raise IntegrityError."""
+        self.log(
+            [Event(self.user, "trust.refuse", "denied", detail={"on": action, "reason": message})],
+            now,
+        )
+        raise IntegrityError(
+            f"{message}: refused; the database was altered. Run `childvault audit verify` and "
+            "alert the officers"
+        )
+
+    def trusted_public(
+        self, name: str, action: str, now: datetime, role: str | None = None
+    ) -> PublicIdentity:
+        """The public keys of ``name`` as verified statements give them (before sealing).
+
+        Refuses (logged, :class:`IntegrityError`) when ``name`` has no verified
+        active registration (with ``role``, if given) or the ``users`` row
+        disagrees with it. Without an anchor (an identity made before anchors),
+        the row is used as before.
+        """
+        state = self.trust()
+        if state is None:
+            return self.public(name)
+        if not state.is_active(name, role):
+            self.distrust(
+                action,
+                f"user {name!r} has no verified active registration"
+                + (f" as {role}" if role else ""),
+                now,
+            )
+        verified = state.user(name)
+        row = self.db.users.get(name)
+        if row is None or (row.enc_key, row.sign_key) != (verified.enc_key, verified.sign_key):
+            self.distrust(
+                action, f"the users row of {name!r} differs from their signed registration", now
+            )
+        return PublicIdentity(name, verified.enc_key, verified.sign_key)
 
     def public(self, name: str) -> PublicIdentity:
         """The registered public keys of ``name``."""

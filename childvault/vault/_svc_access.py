@@ -198,7 +198,7 @@ class AccessService:
         if refusal is not None:
             refuse(refusal)
         selections = [Selection(self.s.wrapped(state.id), req.fields) for state in states]
-        requester = self.s.public(req.requester)
+        requester = self._verified_requester(req.requester, moment)
         try:
             provider = self.s.keys.officer()
         except AccessDenied as exc:
@@ -397,6 +397,7 @@ class AccessService:
         moment: datetime,
     ) -> tuple[_tokens.GrantClaims, dict[str, dict[str, str]]]:
         """:meth:`read_with_grant`, also returning the verified claims (for reports)."""
+        self._verified_reader(moment)
         claims = self._check_grant(token, records, fields, moment)
         want_recs = tuple(records) if records else claims.rec
         want_flds = tuple(fields) if fields else claims.fld
@@ -505,11 +506,7 @@ class AccessService:
             kid = _tokens.key_id(token)
         except ApprovalInvalid as exc:
             fail(exc.detail or "malformed token")
-        signer: UserRow | None = None
-        for user in self.s.db.users.all():
-            if _tokens.paserk_pid(user.sign_key) == kid:
-                signer = user
-                break
+        signer = self._verified_token_signer(kid)
         if signer is None:
             fail("signed by a key not registered in this vault")
         try:
@@ -536,6 +533,43 @@ class AccessService:
         if refusal is not None:
             fail(refusal.message)
         return claims
+
+    # -- verify before use (issue 12): keys come from signed statements ---------
+
+    def _verified_requester(self, name: str, moment: datetime) -> PublicIdentity:
+        """The requester's keys as their signed registration gives them: the grant's
+        keys are sealed to this key, never to the ``users`` row (issue 12, attack 3)."""
+        return self.s.trusted_public(name, "request.approve", moment)
+
+    def _verified_reader(self, moment: datetime) -> None:
+        """Refuse (logged) a reader the signed statements say is disabled or unknown."""
+        state = self.s.trust()
+        if state is not None and not state.is_active(self.s.user):
+            self.s.deny(
+                Event(self.s.user, "grant.read", "denied", detail={"reason": "user disabled"}),
+                f"user {self.s.user!r} is disabled or not verifiably registered: no reads",
+                moment,
+            )
+
+    def _verified_token_signer(self, kid: str) -> UserRow | None:
+        """The user whose verified signing key has PASERK id ``kid`` (None if none).
+
+        With an anchor, users, keys and roles come from the trust state, so a
+        key or role written into ``users`` signs no token; a row that disagrees
+        with the statements is treated as unknown.
+        """
+        state = self.s.trust()
+        if state is None:
+            for user in self.s.db.users.all():
+                if _tokens.paserk_pid(user.sign_key) == kid:
+                    return user
+            return None
+        for verified in state.users.values():
+            if verified.active and _tokens.paserk_pid(verified.sign_key) == kid:
+                return UserRow(
+                    verified.name, verified.roles, verified.enc_key, verified.sign_key, "", ""
+                )
+        return None
 
     def _redeem(self, claims: _tokens.GrantClaims) -> ReleasedKeys:
         grant = self.s.db.access.grant(claims.jti)

@@ -139,6 +139,7 @@ class AuditService:
             progress=progress,
         )
         self._verify_registrations()
+        self.s.verify_trust_from_anchor()  # signed statements and actor signatures (issue 12)
         return report
 
     def _verify_registrations(self) -> None:

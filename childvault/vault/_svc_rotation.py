@@ -16,14 +16,21 @@ from childvault.keys import (
     AccessDenied,
     ConfigError,
     CustodianSecret,
+    IntegrityError,
     KeySlots,
     PublicIdentity,
     WrappedRecord,
     blob_generation,
 )
-from childvault.vault import _audit
+from childvault.vault import _audit, _statements
 from childvault.vault._audit import Event
+from childvault.vault._registrations import (
+    append_with_statements,
+    custodian_statement,
+    with_statement,
+)
 from childvault.vault._session import Session
+from childvault.vault._statements import Envelope, TrustState
 from childvault.vault._time import iso
 
 _PAGE = 500
@@ -69,7 +76,12 @@ class RotationService:
         current = [g for g, _, s in self.s.db.custodians.all() if s == "current"]
         if not current:
             return
-        holders = self.s.db.custodians.holders(current[0])
+        state = self.s.trust()
+        holders = (
+            self.s.db.custodians.holders(current[0])
+            if state is None
+            else self._verified_holders(state)
+        )
         mine = {
             g: self.s.secrets[f"custodian/{g}"]
             for g in generations
@@ -81,14 +93,89 @@ class RotationService:
         entries = {f"custodian/{g}": secret for g, secret in mine.items()}
         slots = KeySlots(self.s.home.keyslots)
         for name in holders:
-            user = self.s.db.users.get(name)
-            if user is None:
-                continue
-            pub = PublicIdentity(user.name, user.enc_key, user.sign_key)
+            if state is not None:
+                pub = self.s.trusted_public(name, "keys.rotate", self.s.now(), role="officer")
+            else:
+                user = self.s.db.users.get(name)
+                if user is None:
+                    continue
+                pub = PublicIdentity(user.name, user.enc_key, user.sign_key)
             slots.add(pub, self.s.vault_id, {**base, **entries})
+        if state is not None:
+            self._strip_other_slots(state, slots, set(holders), base)
         # In place: the key ring reads the same dict.
         self.s.secrets.clear()
         self.s.secrets.update({**base, **entries})
+
+    @staticmethod
+    def _verified_holders(state: TrustState) -> list[str]:
+        """Active officers the signed statements make holders of the current generation."""
+        current = state.current_custodian()
+        return [] if current is None else sorted(state.active_holders(current[0]))
+
+    def _strip_other_slots(
+        self, state: TrustState, slots: KeySlots, holders: set[str], base: dict[str, bytes]
+    ) -> None:
+        """Rewrite every other key slot with the database and index keys only, so no
+        custodian entry survives in a slot it was once sealed to (issue 12, attack 6).
+
+        Users with a verified registration are resealed to their verified key;
+        others (a pending officer) to the key of their row: the database and
+        index keys are what every user holds, so that gives an insider nothing.
+        A slot of a name with no users row at all is removed.
+        """
+        for name in slots.users():
+            if name in holders:
+                continue
+            if state.is_active(name):
+                found = state.user(name)
+                slots.add(
+                    PublicIdentity(name, found.enc_key, found.sign_key), self.s.vault_id, base
+                )
+                continue
+            row = self.s.db.users.get(name)
+            if row is None or name in state.users:
+                slots.remove(name)  # unknown, or disabled: no slot at all
+                continue
+            slots.add(PublicIdentity(name, row.enc_key, row.sign_key), self.s.vault_id, base)
+
+    def _rotate_statement(
+        self, target: int, public: bytes, moment: datetime
+    ) -> tuple[Event, Envelope] | None:
+        """The signed ``custodian.rotate`` entry making ``target`` current (None without
+        an anchor), logged in the switch transaction; refused unless it verifies."""
+        state = self.s.trust()
+        if state is None:
+            return None
+        current = state.current_custodian()
+        if current is None or current[0] == target:
+            return None
+        holders = self._verified_holders(state)
+        envelope = _statements.sign(
+            custodian_statement(
+                self.s.vault_id,
+                iso(moment),
+                "custodian.rotate",
+                generation=target,
+                previous=current[0],
+                public_key=public.hex(),
+                holders=holders,
+            ),
+            [self.s.me],
+        )
+        trial = TrustState.from_bytes(state.to_bytes(), state.anchor)
+        try:
+            trial.apply(envelope, seq=self.s.db.audit.head()[0])
+        except IntegrityError as exc:
+            self.s.distrust("keys.rotate", f"the rotation would not verify ({exc})", moment)
+        event = Event(
+            self.s.user,
+            "keys.rotate",
+            detail=with_statement(
+                {"phase": "switch", "generation": target, "public_key": public.hex()}, envelope
+            ),
+        )
+        return event, envelope
 
     def _rotate_custodian(
         self, progress: Callable[[int, int], None] | None, moment: datetime
@@ -105,6 +192,14 @@ class RotationService:
         pending = [g for g, _, s in gens if s == "pending"]
         retired = [g for g, _, s in gens if s == "retired"]
         self.s.keys.local_officer()  # the acting officer must hold the current key
+        state = self.s.trust()
+        if state is not None and self.s.user not in self._verified_holders(state):
+            # Checked before any slot is rewritten: the rotation statement would not verify.
+            self.s.distrust(
+                "keys.rotate",
+                f"{self.s.user!r} is not a verified holder of the current custodian key",
+                moment,
+            )
         if not pending and retired:
             # Interrupted after the switch: finish resealing to the current key.
             target = current
@@ -150,11 +245,14 @@ class RotationService:
         provider = base.retarget(target, target_public)
         if not provider.holds(target):
             raise AccessDenied(f"{self.s.user!r} cannot unlock custodian generation {target}")
+        switch = self._rotate_statement(target, target_public, moment)
         with self.s.db.transaction():
             for g, _, s in self.s.db.custodians.all():
                 if s == "current" and g != target:
                     self.s.db.custodians.set_state(g, "retired")
             self.s.db.custodians.set_state(target, "current")
+            if switch is not None:
+                append_with_statements(self.s.db, [switch], moment)
         self.s.keys.reset()
         total = self.s.db.records.count()
         done = resealed = 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from childvault.keys import (
@@ -16,12 +16,20 @@ from childvault.keys import (
     UsageError,
     check_user_name,
 )
-from childvault.vault import _audit, _note
-from childvault.vault._audit import Event
+from childvault.vault import _audit, _note, _statements
+from childvault.vault._audit import DetailValue, Event
 from childvault.vault._backend import UserRow
 from childvault.vault._keyring import CUSTODIAN
-from childvault.vault._registrations import user_detail
+from childvault.vault._registrations import (
+    PENDING,
+    append_with_statements,
+    custodian_statement,
+    register_statement,
+    user_detail,
+    with_statement,
+)
 from childvault.vault._session import Session, signer_name
+from childvault.vault._statements import Envelope, TrustState
 from childvault.vault._time import iso
 from childvault.vault._types import ROLES, UserInfo
 
@@ -49,6 +57,9 @@ class UserService:
         if self.s.db.users.get(name) is not None or self.s.home.identity(name).exists():
             raise UsageError(f"user {name!r} already exists")
         ident = Identity.generate(name)
+        # The new user trusts what the acting admin trusts (their anchor).
+        ident.anchor = self.s.me.anchor
+        state = self.s.trust()
         path = self.s.home.identity(name)
         ident.save(path, passphrase)
         slots = KeySlots(self.s.home.keyslots)
@@ -60,9 +71,12 @@ class UserService:
             secrets_[f"{CUSTODIAN}1"] = custodian.secret_bytes()
         try:
             slots.add(ident.public, self.s.vault_id, secrets_)
-            events = [
-                Event(self.s.user, "user.add", detail=user_detail(name, role_set, ident.public))
-            ]
+            detail = user_detail(name, role_set, ident.public)
+            items: list[tuple[Event, Envelope | None]] = []
+            if state is None:
+                items.append((Event(self.s.user, "user.add", detail=detail), None))
+            else:
+                items.append(self._registration(state, ident, role_set, detail, moment))
             with self.s.db.transaction():
                 self.s.db.users.add(
                     UserRow(
@@ -77,18 +91,28 @@ class UserService:
                 if custodian is not None:
                     self.s.db.custodians.add(1, custodian.public, "current", iso(moment))
                     self.s.db.custodians.add_holder(1, name)
-                    events.append(
-                        Event(
-                            self.s.user,
-                            "custodian.create",
-                            detail={
-                                "generation": 1,
-                                "to": name,
-                                "public_key": custodian.public.hex(),
-                            },
+                    created: dict[str, DetailValue] = {
+                        "generation": 1,
+                        "to": name,
+                        "public_key": custodian.public.hex(),
+                    }
+                    envelope = None
+                    if state is not None:
+                        # Signed by its holder, the new officer (docs/trust.md).
+                        envelope = _statements.sign(
+                            custodian_statement(
+                                self.s.vault_id,
+                                iso(moment),
+                                "custodian.create",
+                                generation=1,
+                                public_key=custodian.public.hex(),
+                                holder=name,
+                            ),
+                            [ident],
                         )
-                    )
-                _audit.append(self.s.db.audit, events, moment)
+                        created = with_statement(created, envelope)
+                    items.append((Event(self.s.user, "custodian.create", detail=created), envelope))
+                append_with_statements(self.s.db, items, moment)
         except BaseException:
             with contextlib.suppress(ChildVaultError, OSError):
                 slots.remove(name)
@@ -98,6 +122,86 @@ class UserService:
         finally:
             del custodian, secrets_
         return self.user_info(name)
+
+    def _registration(
+        self,
+        state: TrustState,
+        ident: Identity,
+        roles: tuple[str, ...],
+        detail: Mapping[str, DetailValue],
+        moment: datetime,
+    ) -> tuple[Event, Envelope]:
+        """The signed ``user.register`` entry of a new user (checked before it is logged).
+
+        Signed by the new user's key and the acting admin. An officer needs an
+        existing officer's countersignature too: the acting admin gives it when
+        they are an officer, or, for the vault's first officer, as the founding
+        admin; otherwise the registration is logged as pending and the officer
+        who shares the custodian key countersigns it (:meth:`share_custodian`).
+        """
+        envelope = _statements.sign(
+            register_statement(self.s.vault_id, iso(moment), ident.name, roles, ident.public),
+            [ident, self.s.me],
+        )
+        if _applies(state, envelope, self.s.db.audit.head()[0]):
+            return Event(self.s.user, "user.add", detail=with_statement(detail, envelope)), envelope
+        if "officer" in roles and state.is_active(self.s.user, "admin"):
+            pending = with_statement(detail, envelope, pending=True)
+            return Event(self.s.user, "user.add", detail=pending), envelope
+        self.s.distrust("user.add", f"the registration of {ident.name!r} would not verify", moment)
+
+    def _countersign_pending(self, state: TrustState, name: str, moment: datetime) -> None:
+        """Countersign (as an officer) and log ``name``'s pending officer registration."""
+        if state.is_active(name):
+            return
+        found: tuple[int, Envelope] | None = None
+        for raw in self.s.db.audit.entries_by_action(("user.add",)):
+            obj = _audit.decode_entry(raw)
+            detail = obj.get("detail", {})
+            if obj.get("outcome") != "ok" or detail.get("user") != name or PENDING not in detail:
+                continue
+            stored = self.s.db.statements.get(int(obj["seq"]))
+            if stored is not None and _statements.Envelope.from_bytes(stored).digest() == str(
+                detail[PENDING]
+            ):
+                found = int(obj["seq"]), _statements.Envelope.from_bytes(stored)
+        if found is None:
+            self.s.distrust(
+                "custodian.share",
+                f"user {name!r} has no signed registration to countersign",
+                moment,
+            )
+        registered = found[1].statement()
+        row = self.s.db.users.get(name)
+        if row is None or (row.enc_key.hex(), row.sign_key.hex()) != (
+            registered.get("enc_key"),
+            registered.get("sign_key"),
+        ):
+            self.s.distrust(
+                "custodian.share",
+                f"the users row of {name!r} differs from their signed registration",
+                moment,
+            )
+        envelope = _statements.countersign(found[1], self.s.me)
+        if not _applies(state, envelope, self.s.db.audit.head()[0]):
+            self.s.distrust(
+                "custodian.share", f"the registration of {name!r} does not verify", moment
+            )
+        with self.s.db.transaction():
+            append_with_statements(
+                self.s.db,
+                [
+                    (
+                        Event(
+                            self.s.user,
+                            "user.countersign",
+                            detail=with_statement({"user": name, "pending": found[0]}, envelope),
+                        ),
+                        envelope,
+                    )
+                ],
+                moment,
+            )
 
     def share_custodian(self, name: str, *, now: datetime | None = None) -> None:
         """Officer: give officer ``name`` the custodian key so they can approve.
@@ -113,19 +217,108 @@ class UserService:
         if target is None or "officer" not in target.roles:
             raise UsageError(f"{name!r} is not a registered officer")
         self.s.keys.local_officer()  # fails clearly unless the acting officer holds the current key
-        pub = PublicIdentity(target.name, target.enc_key, target.sign_key)
+        state = self.s.trust()
+        envelope: Envelope | None = None
+        if state is None:
+            pub = PublicIdentity(target.name, target.enc_key, target.sign_key)
+        else:
+            self._countersign_pending(state, name, moment)
+            # The key sealed to is the verified one, never the row's (issue 12, attack 2).
+            pub = self.s.trusted_public(name, "custodian.share", moment, role="officer")
+            state = self.s.trust()
+            current = state.current_custodian() if state is not None else None
+            if state is None or current is None:
+                self.s.distrust("custodian.share", "no verified custodian key exists", moment)
+            envelope = _statements.sign(
+                custodian_statement(
+                    self.s.vault_id,
+                    iso(moment),
+                    "custodian.share",
+                    generation=current[0],
+                    to=name,
+                ),
+                [self.s.me],
+            )
+            if name in state.active_holders(current[0]):
+                envelope = None  # already a verified holder: only the slot is rewritten
+            elif not _applies(state, envelope, self.s.db.audit.head()[0]):
+                self.s.distrust(
+                    "custodian.share",
+                    f"{self.s.user!r} is not a verified holder of the custodian key",
+                    moment,
+                )
         mine = self.s.keys.custodian_secrets()
         KeySlots(self.s.home.keyslots).add(
             pub, self.s.vault_id, {**self.s.keys.base_secrets(), **mine}
         )
+        detail: dict[str, DetailValue] = {"to": name}
+        if envelope is not None:
+            detail = with_statement(detail, envelope)
         with self.s.db.transaction():
             for key in mine:
                 self.s.db.custodians.add_holder(int(key[len(CUSTODIAN) :]), name)
-            _audit.append(
-                self.s.db.audit,
-                [Event(self.s.user, "custodian.share", detail={"to": name})],
+            append_with_statements(
+                self.s.db,
+                [(Event(self.s.user, "custodian.share", detail=detail), envelope)],
                 moment,
             )
+
+    def disable_user(self, name: str, *, now: datetime | None = None) -> dict[str, object]:
+        """Admin: disable ``name`` with a signed ``user.disable`` statement.
+
+        Their key slot is removed and their grants are revoked in the same
+        operation. If they held the custodian key, writers refuse to seal to
+        it until an officer runs ``keys rotate`` (the trust state, not a row,
+        says so: :meth:`Keyring.writer`).
+        """
+        moment = self.s.now(now)
+        self.s.require(("admin",), "user.disable", moment, "disabling users")
+        check_user_name(name)
+        state = self.s.trust()
+        if state is None:
+            raise UsageError(
+                "this identity file has no trust anchor (made before signed statements): "
+                "disabling needs one"
+            )
+        if name == self.s.user:
+            raise UsageError("an admin cannot disable themselves: ask another admin")
+        if not state.is_active(name):
+            raise UsageError(f"{name!r} is not an active user with a verified registration")
+        envelope = _statements.sign(
+            {
+                "v": 1,
+                "kind": "user.disable",
+                "vault": self.s.vault_id,
+                "at": iso(moment),
+                "user": name,
+            },
+            [self.s.me],
+        )
+        if not _applies(state, envelope, self.s.db.audit.head()[0]):
+            self.s.distrust("user.disable", f"disabling {name!r} would not verify", moment)
+        current = state.current_custodian()
+        held = current is not None and name in state.active_holders(current[0])
+        KeySlots(self.s.home.keyslots).remove(name)
+        with self.s.db.transaction():
+            revoked = self.s.db.access.live_grants_of(name)
+            for grant_id in revoked:
+                self.s.db.access.revoke_grant(grant_id, at=iso(moment), by=self.s.user)
+            detail: dict[str, DetailValue] = {
+                "user": name,
+                "revoked": revoked[:100],
+                "held_custodian": held,
+            }
+            append_with_statements(
+                self.s.db,
+                [
+                    (
+                        Event(self.s.user, "user.disable", detail=with_statement(detail, envelope)),
+                        envelope,
+                    )
+                ],
+                moment,
+            )
+        return {"user": name, "revoked_grants": revoked, "rotation_required": held}
 
     def user_info(self, name: str) -> UserInfo:
         row = self.s.db.users.get(name)
@@ -155,3 +348,15 @@ class UserService:
     def users(self) -> list[UserInfo]:
         """Every registered user with roles and (for signers) their verifier key."""
         return [self._info(r) for r in self.s.db.users.all()]
+
+
+def _applies(state: TrustState, envelope: Envelope, seq: int) -> bool:
+    """Whether ``envelope`` would verify if logged at ``seq`` (checked on a copy:
+    a statement that does not verify is never logged, as it would stop every
+    later verification)."""
+    trial = TrustState.from_bytes(state.to_bytes(), state.anchor)
+    try:
+        trial.apply(envelope, seq=seq)
+    except ChildVaultError:
+        return False
+    return True

@@ -19,6 +19,7 @@ from childvault.vault._sqlcipher._tables import (
     Checkpoints,
     Custodians,
     Meta,
+    Statements,
     Users,
 )
 
@@ -44,6 +45,7 @@ class SQLCipherBackend:
         self.access = Access(self._conn)
         self.audit = AuditLog(self._conn)
         self.checkpoints = Checkpoints(self._conn)
+        self.statements = Statements(self._conn)
 
     def transaction(self) -> contextlib.AbstractContextManager[Any]:
         """A write transaction (``BEGIN IMMEDIATE``): all or nothing, serialised."""

@@ -149,6 +149,23 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX audit_action ON audit (action);
     ALTER TABLE checkpoints ADD COLUMN resume_state BLOB
     """,
+    # 3: signed statements (docs/trust.md). A trust statement's envelope is
+    # kept beside the log entry that carries it (keyed by that entry's seq;
+    # the entry's detail holds the envelope's SHA-256), and each verifier
+    # keeps the trust state it last verified, signed by its own key, so the
+    # next verification replays only the newer entries. A log entry carries
+    # its actor's Ed25519 signature over its hash (``sig``).
+    """
+    CREATE TABLE statements (seq INTEGER PRIMARY KEY, envelope BLOB NOT NULL);
+    ALTER TABLE audit ADD COLUMN sig BLOB;
+    CREATE TABLE trust_states (
+        verifier TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        head BLOB NOT NULL,
+        state BLOB NOT NULL,
+        sig BLOB NOT NULL
+    )
+    """,
 ]
 
 

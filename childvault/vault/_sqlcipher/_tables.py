@@ -242,12 +242,30 @@ class Access:
         )
         return bool(cur.rowcount == 1)
 
+    def live_grants_of(self, requester: str) -> list[str]:
+        """Ids of ``requester``'s grants that are not revoked."""
+        rows = self._c.q(
+            "SELECT id FROM grants WHERE requester = ? AND revoked_at IS NULL ORDER BY id",
+            (requester,),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
 
 class AuditLog:
     """The audit log table."""
 
     def __init__(self, connection: Connection) -> None:
         self._c = connection
+        #: The acting user's identity: entries in their name are signed by it.
+        self.signer: Any = None
+
+    def signatures(self, first: int, last: int) -> dict[int, bytes]:
+        """The actors' signatures of the entries ``first`` to ``last`` (inclusive) that have one."""
+        rows = self._c.q(
+            "SELECT seq, sig FROM audit WHERE seq BETWEEN ? AND ? AND sig IS NOT NULL",
+            (first, last),
+        ).fetchall()
+        return {int(seq): as_bytes(sig) for seq, sig in rows}
 
     def head(self) -> tuple[int, bytes | None]:
         """(next sequence number, hash of the last entry or None)."""
@@ -256,10 +274,12 @@ class AuditLog:
             return 0, None
         return int(row[0]) + 1, as_bytes(row[1])
 
-    def append(self, rows: Sequence[tuple[int, bytes, bytes]]) -> None:
-        """Append (seq, entry bytes, entry hash) rows."""
+    def append(self, rows: Sequence[tuple[int, bytes, bytes, bytes | None]]) -> None:
+        """Append (seq, entry bytes, entry hash, actor's signature or None) rows."""
         try:
-            self._c.conn.executemany("INSERT INTO audit (seq, entry, hash) VALUES (?, ?, ?)", rows)
+            self._c.conn.executemany(
+                "INSERT INTO audit (seq, entry, hash, sig) VALUES (?, ?, ?, ?)", rows
+            )
         except sqlcipher3.IntegrityError as exc:
             raise IntegrityError(
                 "audit sequence collision: the log was appended outside a serialised transaction"
@@ -409,3 +429,36 @@ def _request(row: Sequence[Any]) -> RequestRow:
         None if row[9] is None else str(row[9]),
         None if row[10] is None else str(row[10]),
     )
+
+
+class Statements:
+    """Signed statement envelopes (by the seq of their log entry) and saved trust states."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def add(self, seq: int, envelope: bytes) -> None:
+        """Keep the envelope carried by the log entry at ``seq``."""
+        self._c.q("INSERT INTO statements (seq, envelope) VALUES (?, ?)", (seq, envelope))
+
+    def get(self, seq: int) -> bytes | None:
+        """The envelope of the entry at ``seq``, or None."""
+        row = self._c.q("SELECT envelope FROM statements WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else as_bytes(row[0])
+
+    def save_state(self, verifier: str, size: int, head: bytes, state: bytes, sig: bytes) -> None:
+        """Keep ``verifier``'s last verified trust state (replacing the older one)."""
+        self._c.q(
+            "INSERT OR REPLACE INTO trust_states (verifier, size, head, state, sig) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (verifier, size, head, state, sig),
+        )
+
+    def saved_state(self, verifier: str) -> tuple[int, bytes, bytes, bytes] | None:
+        """(size, head, state, sig) last saved by ``verifier``, or None."""
+        row = self._c.q(
+            "SELECT size, head, state, sig FROM trust_states WHERE verifier = ?", (verifier,)
+        ).fetchone()
+        if row is None:
+            return None
+        return int(row[0]), as_bytes(row[1]), as_bytes(row[2]), as_bytes(row[3])
