@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +17,7 @@ from childvault.vault._audit import Event, VerifyReport
 from childvault.vault._backend import BackendLog
 from childvault.vault._registrations import logged_registrations, user_detail
 from childvault.vault._session import Session, log_origin, signer_name
-from childvault.vault._time import iso
+from childvault.vault._time import iso, parse_iso
 
 
 @dataclass
@@ -168,3 +169,39 @@ class AuditService:
     def signer_vkeys(self) -> list[str]:
         """Verifier keys (signed-note vkey form) of every checkpoint signer."""
         return [_note.vkey(name, key) for name, key in sorted(self.s.signers().items())]
+
+
+def select_entries(
+    entries: Iterable[dict[str, Any]],
+    *,
+    user: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    tail: int | None = None,
+) -> list[dict[str, Any]]:
+    """The ``{"entry", "hash"}`` items of :meth:`AuditService.audit_entries` that match.
+
+    ``user`` is the actor; ``action`` an action name (``grant.read``) or a
+    prefix ending in a dot (``request.``); ``since`` inclusive, ``until``
+    exclusive; ``tail`` keeps only the last N matches (memory bounded by N).
+    """
+    kept: deque[dict[str, Any]] | list[dict[str, Any]] = (
+        deque(maxlen=tail) if tail is not None else []
+    )
+    for item in entries:
+        e = item["entry"]
+        if user is not None and e.get("actor") != user:
+            continue
+        if action is not None:
+            name = str(e.get("action", ""))
+            if not (name == action or (action.endswith(".") and name.startswith(action))):
+                continue
+        if since is not None or until is not None:
+            moment = parse_iso(str(e.get("ts")))
+            if since is not None and moment < since:
+                continue
+            if until is not None and moment >= until:
+                continue
+        kept.append(item)
+    return list(kept)
