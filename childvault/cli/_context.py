@@ -135,18 +135,22 @@ class Ctx:
     def open(self) -> Vault:
         """Open the vault as the acting user (once per command)."""
         if self._vault is None:
+            from childvault.keys._agent import connect
             from childvault.vault import Vault
 
             user = self.require_user()
+            home = self.require_home()
             approle = self.approle()
-            self._vault = Vault.open(
-                self.require_home(),
-                user,
-                self.passphrase(user),
-                # An AppRole login replaces any VAULT_TOKEN in the environment.
-                vault_token=None if approle else os.environ.get("VAULT_TOKEN"),
-                approle=approle,
-            )
+            # An AppRole login replaces any VAULT_TOKEN in the environment.
+            token = None if approle else os.environ.get("VAULT_TOKEN")
+            # A session (`childvault unlock`) for this user and home: no passphrase.
+            held = connect(home, user)
+            if held is not None:
+                self._vault = Vault.open(home, identity=held, vault_token=token, approle=approle)
+            else:
+                self._vault = Vault.open(
+                    home, user, self.passphrase(user), vault_token=token, approle=approle
+                )
         return self._vault
 
     def close(self) -> None:

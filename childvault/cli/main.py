@@ -31,6 +31,7 @@ from childvault.cli import (
     _cmd_lifecycle,
     _cmd_records,
     _cmd_reports,
+    _cmd_session,
     _cmd_users,
 )
 from childvault.cli._context import EXIT_ERROR, Ctx, _, safe
@@ -185,6 +186,8 @@ for _command in (
     _cmd_reports.report,
     _cmd_reports.export,
     _cmd_console.console,
+    _cmd_session.unlock,
+    _cmd_session.lock,
 ):
     cli.add_command(_command)
 # `audit prove` lives with the report and proof files it reads and writes.
