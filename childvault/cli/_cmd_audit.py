@@ -105,3 +105,37 @@ def audit_checkpoint(c: Ctx) -> None:
         {"ok": True, "checkpoint": note, "vkeys": v.signer_vkeys(), "witness": str(v.witness_path)},
         f"{note}\nAppended to {v.witness_path}.",
     )
+
+
+@audit.command("rebaseline")
+@click.option(
+    "--from-backup",
+    "from_backup",
+    is_flag=True,
+    required=True,
+    help="Confirm the database was restored from a backup (required).",
+)
+@pass_ctx
+def audit_rebaseline(c: Ctx, from_backup: bool) -> None:
+    """After restoring a backup: record the lost entries in the witness (officers).
+
+    Verifies the restored log against every witnessed checkpoint up to its own
+    size, then appends a signed "restored at entry N; entries N..M-1 lost"
+    note to the witness, so approvals resume and the loss stays visible.
+    """
+    if not from_backup:
+        raise click.UsageError(_("pass --from-backup to confirm the database was restored"))
+    v = c.open()
+    done = v.rebaseline()
+    c.emit(
+        {"ok": True, **done, "witness": str(v.witness_path)},
+        _(
+            "Restored at entry {n}; entries {first} to {last} are lost. "
+            "A signed note saying so was appended to {witness}."
+        ).format(
+            n=done["restored_at"],
+            first=done["lost_from"],
+            last=done["lost_to"],
+            witness=safe(v.witness_path),
+        ),
+    )

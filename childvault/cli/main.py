@@ -23,6 +23,7 @@ import click
 from childvault.cli import (
     _cmd_access,
     _cmd_audit,
+    _cmd_backup,
     _cmd_console,
     _cmd_demo,
     _cmd_doctor,
@@ -188,6 +189,7 @@ for _command in (
     _cmd_console.console,
     _cmd_session.unlock,
     _cmd_session.lock,
+    _cmd_backup.backup,
 ):
     cli.add_command(_command)
 # `audit prove` lives with the report and proof files it reads and writes.

@@ -51,6 +51,7 @@ ACTIONS = frozenset(
         "grant.read",
         "grant.revoke",
         "audit.checkpoint",
+        "audit.rebaseline",
         "audit.read",
         "consent.withdraw",
         "consent.add_purpose",
@@ -61,6 +62,7 @@ ACTIONS = frozenset(
         "report.incident",
         "keys.rotate",
         "vault.decommission",
+        "vault.backup",
         "notice.publish",
     }
 )
