@@ -201,3 +201,11 @@ def test_permission_error_names_the_file_and_the_fix(
     assert str(denied) in r.stderr and "owns the vault home" in r.stderr, r.stderr
     r = run(world, "worker1", "--json", "list")
     assert js(r)["error"]["type"] == "PermissionError" and str(denied) in r.stdout
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_library_import_refuses_a_device(world: World) -> None:
+    from childvault.keys import ImportFailed
+
+    with world.open("worker1") as v, pytest.raises(ImportFailed, match="not a regular file"):
+        v.import_file(Path("/dev/zero"))
