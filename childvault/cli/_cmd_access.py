@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from childvault.cli._context import Ctx, pass_ctx, read_grant_arg
+from childvault.cli._context import Ctx, _, local_time, pass_ctx, read_grant_arg, safe
 
 
 @click.command()
@@ -23,7 +23,7 @@ def request(
     request_id = c.open().request_access(records, fields, purpose, reason)
     c.emit(
         {"ok": True, "request_id": request_id},
-        f"Filed request {request_id}; an officer must approve it.",
+        _("Filed request {request}; an officer must approve it.").format(request=safe(request_id)),
     )
 
 
@@ -41,12 +41,36 @@ def requests(c: Ctx, show_all: bool) -> None:
         now = v.now()
         for r in items:
             age = now - parse_iso(r.created_at)
+            # Everything but the status and numbers was typed by someone: escaped.
             click.echo(
-                f"{r.id}  {r.status:8} by {r.requester:12} {len(r.records)} record(s) "
-                f"fields {','.join(r.fields)}  purpose {r.purpose}  "
-                f"age {int(age.total_seconds() // 60)} min\n    reason: {r.reason}"
+                _(
+                    "{id}  {status:8} requested by {requester}  at {created} "
+                    "({age} min ago)\n"
+                    "    purpose {purpose}  fields {fields}\n"
+                    "    records ({count}): {records}\n"
+                    "    reason: {reason}"
+                ).format(
+                    id=safe(r.id),
+                    status=safe(r.status),
+                    requester=safe(r.requester),
+                    created=local_time(r.created_at),
+                    age=int(age.total_seconds() // 60),
+                    purpose=safe(r.purpose),
+                    fields=safe(",".join(r.fields)),
+                    count=len(r.records),
+                    records=safe(" ".join(r.records)),
+                    reason=safe(r.reason),
+                )
             )
-        click.echo(f"{len(items)} request(s)")
+            if r.decided_by:
+                click.echo(
+                    _("    decided by {officer}: {status}{why}").format(
+                        officer=safe(r.decided_by),
+                        status=safe(r.status),
+                        why=f" ({safe(r.decision_reason)})" if r.decision_reason else "",
+                    )
+                )
+        click.echo(_("{n} request(s)").format(n=len(items)))
 
     c.emit({"ok": True, "requests": [r.to_json() for r in items]}, human)
 
@@ -74,11 +98,24 @@ def approve(c: Ctx, request_id: str, ttl: str | None, uses: int, out: Path | Non
     if out is not None:
         doc.pop("token")
         doc["token_file"] = str(out)
-    where = f"Token written to {out}." if out else f"Token:\n{approval.token}"
+    where = (
+        _("Token written to {out}.").format(out=safe(out))
+        if out
+        else _("Token:\n{token}").format(token=safe(approval.token))
+    )
     c.emit(
         doc,
-        f"Approved request {request_id} for {approval.requester} as grant {approval.grant_id}, "
-        f"valid until {approval.expires_at} for {approval.uses} read(s).\n{where}",
+        _(
+            "Approved request {request} for {requester} as grant {grant}, "
+            "valid until {until} for {uses} read(s).\n{where}"
+        ).format(
+            request=safe(request_id),
+            requester=safe(approval.requester),
+            grant=safe(approval.grant_id),
+            until=local_time(approval.expires_at),
+            uses=approval.uses,
+            where=where,
+        ),
     )
 
 
@@ -90,7 +127,8 @@ def deny(c: Ctx, request_id: str, reason: str) -> None:
     """Deny REQUEST_ID with a reason (officers)."""
     c.open().deny(request_id, reason)
     c.emit(
-        {"ok": True, "request_id": request_id, "status": "denied"}, f"Denied request {request_id}."
+        {"ok": True, "request_id": request_id, "status": "denied"},
+        _("Denied request {request}.").format(request=safe(request_id)),
     )
 
 
@@ -100,7 +138,10 @@ def deny(c: Ctx, request_id: str, reason: str) -> None:
 def revoke(c: Ctx, grant_id: str) -> None:
     """Revoke GRANT_ID; later reads with its token are denied (officers)."""
     c.open().revoke(grant_id)
-    c.emit({"ok": True, "grant_id": grant_id, "revoked": True}, f"Revoked grant {grant_id}.")
+    c.emit(
+        {"ok": True, "grant_id": grant_id, "revoked": True},
+        _("Revoked grant {grant}.").format(grant=safe(grant_id)),
+    )
 
 
 @click.command()
@@ -109,14 +150,60 @@ def revoke(c: Ctx, grant_id: str) -> None:
 @click.option("--field", "fields", multiple=True, help="Only these fields (default: all granted).")
 @pass_ctx
 def read(c: Ctx, record_ids: tuple[str, ...], grant: str, fields: tuple[str, ...]) -> None:
-    """Read approved fields of RECORD_IDS with an approval token."""
-    values = c.open().read_with_grant(read_grant_arg(grant), record_ids, fields or None)
+    """Read approved fields of RECORD_IDS with an approval token.
+
+    A malformed token, a forgotten ``@`` before a file name, a malformed record
+    id or a field the schema does not have is a usage error (exit 2), told
+    apart before the vault is asked, so a typo is neither shown nor logged as a
+    refused read.
+    """
+    token = read_grant_arg(grant)
+    _check_read_args(token, grant, record_ids, fields)
+    v = c.open()
+    known = {name for t in v.schema.types.values() for name in t.fields}
+    unknown = [f for f in fields if f not in known]
+    if unknown:
+        raise click.BadParameter(
+            _("no field {names} in this vault's schema (known: {known})").format(
+                names=safe(", ".join(unknown)), known=", ".join(sorted(known))
+            ),
+            param_hint="--field",
+        )
+    values = v.read_with_grant(token, record_ids, fields or None)
 
     def human() -> None:
         for rid, vals in values.items():
-            click.echo(f"record {rid}")
+            click.echo(_("record {id}").format(id=safe(rid)))
             for name, value in vals.items():
                 shown = value if len(value) <= 200 else value[:200] + f"... ({len(value)} chars)"
-                click.echo(f"  {name}: {shown}")
+                click.echo(f"  {safe(name)}: {safe(shown)}")
 
     c.emit({"ok": True, "records": values}, human)
+
+
+def _check_read_args(
+    token: str, grant: str, record_ids: tuple[str, ...], fields: tuple[str, ...]
+) -> None:
+    """Usage errors of ``read`` that need no vault: token shape and record ids."""
+    from childvault.keys import ApprovalInvalid
+    from childvault.keys._encoding import is_hex_id
+    from childvault.vault._tokens import key_id
+
+    try:
+        key_id(token)
+    except ApprovalInvalid as exc:
+        hint = ""
+        if not grant.startswith("@") and Path(grant).exists():
+            hint = _(" (did you mean --grant @{path}?)").format(path=safe(grant))
+        raise click.BadParameter(
+            _("not an approval token: {why}{hint}").format(
+                why=safe(exc.detail or "malformed"), hint=hint
+            ),
+            param_hint="--grant",
+        ) from exc
+    bad = [r for r in record_ids if not is_hex_id(r)]
+    if bad:
+        raise click.BadParameter(
+            _("not a record id: {ids}").format(ids=safe(", ".join(bad))),
+            param_hint="RECORD_IDS",
+        )

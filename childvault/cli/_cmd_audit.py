@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from childvault.cli._context import Ctx, pass_ctx
+from childvault.cli._context import Ctx, _, pass_ctx, safe
 
 
 @click.group()
@@ -23,17 +23,55 @@ def audit_verify(c: Ctx) -> None:
     report = c.open().verify_audit()
     c.emit(
         report.to_json(),
-        f"ok: {report.entries} entries, root {report.root.hex()}, "
-        f"{report.checkpoints} stored and {report.witnessed} witnessed checkpoint(s) verified.",
+        _(
+            "ok: {entries} entries, root {root}, {stored} stored and {witnessed} "
+            "witnessed checkpoint(s) verified."
+        ).format(
+            entries=report.entries,
+            root=report.root.hex(),
+            stored=report.checkpoints,
+            witnessed=report.witnessed,
+        ),
     )
 
 
 @audit.command("log")
 @click.option("--record", "record_id", help="Only entries about this record.")
+@click.option("--user", "actor", help="Only entries by this user.")
+@click.option("--action", help="Only this action (grant.read) or family (request.).")
+@click.option("--since", help="From this time: 2026-11-01, 2026-11-01T08:00Z or -7d.")
+@click.option("--until", help="Before this time (same forms as --since).")
+@click.option("--tail", type=click.IntRange(min=1), help="Only the last N matching entries.")
 @pass_ctx
-def audit_log(c: Ctx, record_id: str | None) -> None:
-    """Print log entries (with --json: the exact canonicalised objects and hashes)."""
-    entries = c.open().audit_entries(record=record_id)
+def audit_log(
+    c: Ctx,
+    record_id: str | None,
+    actor: str | None,
+    action: str | None,
+    since: str | None,
+    until: str | None,
+    tail: int | None,
+) -> None:
+    """Print log entries (with --json: the exact canonicalised objects and hashes).
+
+    Times are UTC, as in the log itself; --since/--until without an offset
+    are UTC too.
+    """
+    from childvault.vault._svc_audit import select_entries
+    from childvault.vault._time import parse_when
+
+    v = c.open()
+    now = v.now()
+    start = parse_when(since, now=now) if since else None
+    end = parse_when(until, now=now) if until else None
+    entries = select_entries(
+        v.audit_entries(record=record_id),
+        user=actor,
+        action=action,
+        since=start,
+        until=end,
+        tail=tail,
+    )
     if c.as_json:
         click.echo(json.dumps({"ok": True, "entries": list(entries)}, ensure_ascii=False, indent=2))
         return
@@ -51,8 +89,10 @@ def audit_log(c: Ctx, record_id: str | None) -> None:
             )
             if x
         )
+        # Actors, reasons and details were typed by people: escaped for the terminal.
         click.echo(
-            f"{e['seq']:>7} {e['ts']} {e['actor']:12} {e['action']:18} {e['outcome']:7} {what}"
+            f"{e['seq']:>7} {safe(e['ts'])} {safe(e['actor']):12} "
+            f"{safe(e['action']):18} {safe(e['outcome']):7} {safe(what)}"
         )
 
 
@@ -106,3 +146,37 @@ def audit_reconcile(c: Ctx, vault_audit: Path, device: str) -> None:
     c.emit(report, "\n".join(lines))
     if report["unmatched"]:
         raise click.exceptions.Exit(4)
+
+
+@audit.command("rebaseline")
+@click.option(
+    "--from-backup",
+    "from_backup",
+    is_flag=True,
+    required=True,
+    help="Confirm the database was restored from a backup (required).",
+)
+@pass_ctx
+def audit_rebaseline(c: Ctx, from_backup: bool) -> None:
+    """After restoring a backup: record the lost entries in the witness (officers).
+
+    Verifies the restored log against every witnessed checkpoint up to its own
+    size, then appends a signed "restored at entry N; entries N..M-1 lost"
+    note to the witness, so approvals resume and the loss stays visible.
+    """
+    if not from_backup:
+        raise click.UsageError(_("pass --from-backup to confirm the database was restored"))
+    v = c.open()
+    done = v.rebaseline()
+    c.emit(
+        {"ok": True, **done, "witness": str(v.witness_path)},
+        _(
+            "Restored at entry {n}; entries {first} to {last} are lost. "
+            "A signed note saying so was appended to {witness}."
+        ).format(
+            n=done["restored_at"],
+            first=done["lost_from"],
+            last=done["lost_to"],
+            witness=safe(v.witness_path),
+        ),
+    )

@@ -8,10 +8,13 @@ import click
 
 from childvault.cli._context import (
     Ctx,
+    _,
     consent_from_options,
     parse_assignments,
     pass_ctx,
     progress_bar,
+    require_regular_file,
+    safe,
 )
 
 
@@ -60,7 +63,7 @@ def record_add(
         guardian_also=guardian_also,
     )
     record_id = v.add_record(type_name, parse_assignments(fields), consent)
-    c.emit({"ok": True, "record_id": record_id}, f"Added record {record_id}.")
+    c.emit({"ok": True, "record_id": record_id}, _("Added record {id}.").format(id=safe(record_id)))
 
 
 @click.command("import")
@@ -76,6 +79,8 @@ def record_add(
 @pass_ctx
 def import_(c: Ctx, file: Path, type_name: str | None, fmt: str | None, skip_invalid: bool) -> None:
     """Import records from a CSV or JSON Lines FILE (staff). Resumable."""
+    # Before any passphrase: a device or FIFO (/dev/zero) would never end.
+    require_regular_file(file, "FILE")
     v = c.open()
     with progress_bar(c, "Importing") as progress:
         report = v.import_file(
@@ -83,13 +88,28 @@ def import_(c: Ctx, file: Path, type_name: str | None, fmt: str | None, skip_inv
         )
 
     def human() -> None:
+        name = safe(file.name)
         if report.already_done and not report.imported:
-            click.echo(f"{file.name} was already imported ({report.rows} rows); nothing to do.")
+            click.echo(
+                _("{file} was already imported ({rows} rows); nothing to do.").format(
+                    file=name, rows=report.rows
+                )
+            )
         else:
-            resumed = f" (resumed after row {report.already_done})" if report.already_done else ""
-            click.echo(f"Imported {report.imported} records from {file.name}{resumed}.")
+            resumed = (
+                _(" (resumed after row {row})").format(row=report.already_done)
+                if report.already_done
+                else ""
+            )
+            click.echo(
+                _("Imported {n} records from {file}{resumed}.").format(
+                    n=report.imported, file=name, resumed=resumed
+                )
+            )
         for row, reason in report.errors:
-            click.echo(f"skipped row {row}: {reason}", err=True)
+            click.echo(
+                _("skipped row {row}: {reason}").format(row=row, reason=safe(reason)), err=True
+            )
 
     c.emit({"ok": True, **report.to_json()}, human)
 
@@ -106,10 +126,18 @@ def list_(c: Ctx) -> None:
     for r in v.list_records():
         count += 1
         click.echo(
-            f"{r.id}  {r.type:8} v{r.version}  retain until {r.retain_until}  "
-            f"purposes {','.join(r.purposes)}  fields {len(r.fields)}"
+            _(
+                "{id}  {type:8} v{version}  retain until {until}  purposes {purposes}  fields {n}"
+            ).format(
+                id=safe(r.id),
+                type=safe(r.type),
+                version=r.version,
+                until=safe(r.retain_until),
+                purposes=safe(",".join(r.purposes)),
+                n=len(r.fields),
+            )
         )
-    click.echo(f"{count} record(s)")
+    click.echo(_("{n} record(s)").format(n=count))
 
 
 @click.command()
@@ -133,7 +161,7 @@ def find(c: Ctx, assignment: str, type_name: str | None) -> None:
 
     def human() -> None:
         for rid in ids:
-            click.echo(rid)
-        click.echo(f"{len(ids)} candidate(s); confirm with an approved read.")
+            click.echo(safe(rid))
+        click.echo(_("{n} candidate(s); confirm with an approved read.").format(n=len(ids)))
 
     c.emit({"ok": True, "field": name, "candidates": ids}, human)

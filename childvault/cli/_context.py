@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +31,69 @@ if TYPE_CHECKING:
     from childvault.vault import Vault
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DENIED, EXIT_INTEGRITY, EXIT_PROVIDER = range(6)
+
+#: Largest ``--grant @FILE`` / ``@-`` accepted: an approval token is far smaller.
+MAX_GRANT_FILE = 1 << 20
+
+
+def _(message: str) -> str:
+    """The one function every human message of the CLI goes through.
+
+    It returns ``message`` unchanged today; the CLI-wide zh_CN catalog will be
+    wired in here (``childvault._i18n``) without touching the commands.
+    """
+    return message
+
+
+# C0/C1 controls (newline and tab included: a value must not start a fake line),
+# DEL, and the bidirectional overrides/isolates, which make shown text differ
+# from stored text. Shown as escapes so a reason written to mislead cannot set
+# the window title, clear the screen, overwrite or reorder what an officer reads.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(value: object) -> str:
+    """``value`` as text fit for a terminal: control characters as ``\\x1b`` escapes.
+
+    Every string that came from data or another person (reasons, names, ids,
+    field values) goes through this before it is printed for humans; ``--json``
+    output is JSON-escaped already and is left alone.
+    """
+    text = "" if value is None else str(value)
+
+    def show(match: re.Match[str]) -> str:
+        code = ord(match.group())
+        return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+    return _UNSAFE.sub(show, text)
+
+
+def local_time(value: str | None) -> str:
+    """A library time (RFC 3339, UTC) in Beijing time to the second, no microseconds.
+
+    Officers work in China; the zone is named so nobody reads it as UTC. Text
+    that is not a time is shown escaped, as it came.
+    """
+    from datetime import UTC, datetime, timedelta, timezone, tzinfo
+
+    if not value:
+        return ""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return safe(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    zone: tzinfo
+    try:
+        from zoneinfo import ZoneInfo
+
+        zone = ZoneInfo("Asia/Shanghai")
+    except (ImportError, KeyError, OSError):
+        # No tz database here (ZoneInfoNotFoundError is a KeyError): China has
+        # kept UTC+8 without DST since 1991.
+        zone = timezone(timedelta(hours=8), "CST")
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %z")
 
 
 @dataclass
@@ -70,18 +135,22 @@ class Ctx:
     def open(self) -> Vault:
         """Open the vault as the acting user (once per command)."""
         if self._vault is None:
+            from childvault.keys._agent import connect
             from childvault.vault import Vault
 
             user = self.require_user()
+            home = self.require_home()
             approle = self.approle()
-            self._vault = Vault.open(
-                self.require_home(),
-                user,
-                self.passphrase(user),
-                # An AppRole login replaces any VAULT_TOKEN in the environment.
-                vault_token=None if approle else os.environ.get("VAULT_TOKEN"),
-                approle=approle,
-            )
+            # An AppRole login replaces any VAULT_TOKEN in the environment.
+            token = None if approle else os.environ.get("VAULT_TOKEN")
+            # A session (`childvault unlock`) for this user and home: no passphrase.
+            held = connect(home, user)
+            if held is not None:
+                self._vault = Vault.open(home, identity=held, vault_token=token, approle=approle)
+            else:
+                self._vault = Vault.open(
+                    home, user, self.passphrase(user), vault_token=token, approle=approle
+                )
         return self._vault
 
     def close(self) -> None:
@@ -264,17 +333,67 @@ def parse_assignments(items: tuple[str, ...]) -> dict[str, str]:
 
 
 def read_grant_arg(value: str) -> str:
-    """A token given as text, ``@FILE`` or ``@-`` (stdin)."""
+    """A token given as text, ``@FILE`` or ``@-`` (stdin).
+
+    A file must be a regular file and is read only up to :data:`MAX_GRANT_FILE`
+    (``@/dev/zero`` or a FIFO would otherwise never end or fill the memory).
+    """
     if value == "@-":
-        return sys.stdin.read().strip()
+        return _limited_text(sys.stdin.read(MAX_GRANT_FILE + 1), "standard input")
     if value.startswith("@"):
+        path = value[1:]
         try:
-            return Path(value[1:]).read_text(encoding="utf-8").strip()
+            # O_NONBLOCK: opening a FIFO must not hang before it is refused.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
             raise click.BadParameter(
-                f"cannot read {value[1:]}: {exc.strerror}", param_hint="--grant"
+                _("cannot read {path}: {why}").format(path=safe(path), why=exc.strerror),
+                param_hint="--grant",
             ) from exc
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise click.BadParameter(
+                    _("{path} is not a regular file").format(path=safe(path)),
+                    param_hint="--grant",
+                )
+            data = fh.read(MAX_GRANT_FILE + 1)
+        return _limited_text(data, safe(path))
     return value.strip()
+
+
+def _limited_text(data: str | bytes, where: str) -> str:
+    """``data`` (read with one byte/char past the limit) as stripped text, or a usage error."""
+    if len(data) > MAX_GRANT_FILE:
+        raise click.BadParameter(
+            _("{where} holds more than {limit} bytes: not an approval token").format(
+                where=where, limit=MAX_GRANT_FILE
+            ),
+            param_hint="--grant",
+        )
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise click.BadParameter(
+                _("{where} is not UTF-8 text: not an approval token").format(where=where),
+                param_hint="--grant",
+            ) from exc
+    return data.strip()
+
+
+def require_regular_file(path: Path, what: str) -> None:
+    """Refuse ``path`` unless it is a regular file (not a device, FIFO or directory)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise click.BadParameter(
+            _("cannot read {path}: {why}").format(path=safe(path), why=exc.strerror),
+            param_hint=what,
+        ) from exc
+    if not stat.S_ISREG(mode):
+        raise click.BadParameter(
+            _("{path} is not a regular file").format(path=safe(path)), param_hint=what
+        )
 
 
 def consent_from_options(

@@ -11,8 +11,10 @@ Commands parse, prompt, call the library and print; they hold no logic.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import click
 from childvault.cli import (
     _cmd_access,
     _cmd_audit,
+    _cmd_backup,
     _cmd_console,
     _cmd_demo,
     _cmd_doctor,
@@ -29,9 +32,33 @@ from childvault.cli import (
     _cmd_lifecycle,
     _cmd_records,
     _cmd_reports,
+    _cmd_session,
     _cmd_users,
 )
-from childvault.cli._context import EXIT_ERROR, Ctx
+from childvault.cli._context import EXIT_ERROR, Ctx, _, safe
+
+#: Exit status after the reader of stdout went away (``| head``): 128 + SIGPIPE,
+#: what a shell shows for a tool killed by the signal, without any message.
+EXIT_BROKEN_PIPE = 141
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        # stdout has no file descriptor (a test runner): nothing will flush to a pipe.
+        pass
+
+
+def _permission_message(exc: PermissionError) -> str:
+    """A refused file access, naming the file and what to do about it."""
+    name = exc.filename if exc.filename is not None else "a file of the vault home"
+    return _(
+        "permission denied on {file}: run childvault as the user who owns the vault home "
+        "(or ask the operator to fix its owner and mode; `childvault doctor` checks them)"
+    ).format(file=safe(name))
 
 
 class _Group(click.Group):
@@ -42,6 +69,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except BrokenPipeError:
+            # `childvault list | head -1`: the reader has what it wanted. Not an error
+            # to report, and nothing can be printed on stdout any more.
+            _silence_stdout()
+            ctx.exit(EXIT_BROKEN_PIPE)
         except Exception as exc:
             from childvault.keys._errors import ChildVaultError
 
@@ -49,17 +81,28 @@ class _Group(click.Group):
             as_json = bool(obj and obj.as_json)
             if isinstance(exc, ChildVaultError):
                 code, kind, message = exc.exit_code, type(exc).__name__, str(exc)
+            elif isinstance(exc, PermissionError) or (
+                isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM)
+            ):
+                code, kind, message = EXIT_ERROR, "PermissionError", _permission_message(exc)
             else:
                 # A bug: never print the exception text, it may quote a value.
                 code, kind = EXIT_ERROR, "InternalError"
                 message = f"internal error ({type(exc).__name__}); please report it"
                 if os.environ.get("CHILDVAULT_DEBUG"):
                     raise
-            if as_json:
-                doc = {"ok": False, "error": {"type": kind, "message": message, "exit_code": code}}
-                click.echo(json.dumps(doc, ensure_ascii=False, indent=2))
-            else:
-                click.echo(f"error: {message}", err=True)
+            try:
+                if as_json:
+                    doc = {
+                        "ok": False,
+                        "error": {"type": kind, "message": message, "exit_code": code},
+                    }
+                    click.echo(json.dumps(doc, ensure_ascii=False, indent=2))
+                else:
+                    # A library message may quote a name or reason someone typed.
+                    click.echo(_("error: {message}").format(message=safe(message)), err=True)
+            except BrokenPipeError:
+                _silence_stdout()
             ctx.exit(code)
         finally:
             if isinstance(ctx.obj, Ctx):
@@ -144,10 +187,68 @@ for _command in (
     _cmd_reports.report,
     _cmd_reports.export,
     _cmd_console.console,
+    _cmd_session.unlock,
+    _cmd_session.lock,
+    _cmd_backup.backup,
 ):
     cli.add_command(_command)
 # `audit prove` lives with the report and proof files it reads and writes.
 _cmd_audit.audit.add_command(_cmd_reports.audit_prove)
+
+
+# Global options after the command name (`childvault list --json`, `childvault
+# approve R --as li`): every leaf command also takes --json, --as and --home,
+# hidden from its help, and they set the same fields of the Ctx as the root
+# options (the root callback has run by the time a subcommand parses).
+def _set(ctx: click.Context, name: str, value: object) -> None:
+    obj = ctx.find_object(Ctx)
+    if obj is not None:
+        setattr(obj, name, value)
+
+
+def _late_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        _set(ctx, "as_json", True)
+
+
+def _late_user(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        _set(ctx, "user", value)
+
+
+def _late_home(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        _set(ctx, "home", value)
+
+
+def _late_options() -> list[click.Option]:
+    return [
+        click.Option(
+            ["--json"], is_flag=True, expose_value=False, hidden=True, callback=_late_json
+        ),
+        click.Option(["--as"], expose_value=False, hidden=True, callback=_late_user),
+        click.Option(
+            ["--home"],
+            type=click.Path(file_okay=False, path_type=Path),
+            expose_value=False,
+            hidden=True,
+            callback=_late_home,
+        ),
+    ]
+
+
+def _add_late_options(command: click.Command) -> None:
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _add_late_options(sub)
+        return
+    taken = {opt for p in command.params for opt in p.opts}
+    # A command with its own --home/--as (console) keeps its meaning of them.
+    command.params.extend(o for o in _late_options() if not taken & set(o.opts))
+
+
+for _command in cli.commands.values():
+    _add_late_options(_command)
 
 
 def main() -> None:

@@ -54,6 +54,7 @@ ACTIONS = frozenset(
         "grant.read",
         "grant.revoke",
         "audit.checkpoint",
+        "audit.rebaseline",
         "audit.read",
         "consent.withdraw",
         "consent.add_purpose",
@@ -64,6 +65,7 @@ ACTIONS = frozenset(
         "report.incident",
         "keys.rotate",
         "vault.decommission",
+        "vault.backup",
         "notice.publish",
     }
 )

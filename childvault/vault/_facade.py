@@ -491,6 +491,22 @@ class Vault:
         """Officer or admin: sign a checkpoint of the whole log and witness it."""
         return self._audit.checkpoint(now=now)
 
+    def backup(self, out: Path | str) -> dict[str, Any]:
+        """Officer or admin: a consistent copy of this vault in the new directory ``out``
+        (database by the online backup API, key slots, config, schema, identities,
+        witness); safe while other commands run. See docs/operators.md."""
+        from childvault.vault._backup import backup
+
+        self._session.require(
+            ("officer", "admin"), "vault.backup", self._session.now(None), "backing up the vault"
+        )
+        return backup(self._session, Path(out))
+
+    def rebaseline(self, *, now: datetime | None = None) -> dict[str, Any]:
+        """Officer: after restoring a backup, append a signed restore note to the
+        witness (which entries were lost) so approvals resume; see docs/operators.md."""
+        return self._audit.rebaseline(now=now)
+
     def verify_audit(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
         """Verify the whole log against its stored and witnessed checkpoints, then
         check that every registered user and custodian key was put there by a

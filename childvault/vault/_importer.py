@@ -13,6 +13,8 @@ import codecs
 import csv
 import hashlib
 import json
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,11 @@ def file_digest(path: Path) -> str:
     digest = hashlib.sha256()
     try:
         with path.open("rb") as fh:
+            # A device, FIFO or directory (``/dev/zero``) would never end: refused.
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ImportFailed(
+                    f"{path} is not a regular file; import a saved CSV or JSONL file"
+                )
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
     except OSError as exc:

@@ -215,6 +215,10 @@ class LifecycleService:
         moment = self.s.now(now)
         self.s.require(("officer", "admin"), "consent.withdraw", moment, "withdrawing consent")
         self.s.live_record(record_id)
+        # Checked before the withdrawal is logged, as delete checks it: a refused
+        # reason must not leave an "ok" withdrawal in the log with nothing deleted.
+        if not reason.strip() or len(reason.strip()) > 1000:
+            raise UsageError("--reason must say why, in at most 1000 characters")
         self.s.log([Event(self.s.user, "consent.withdraw", records=[record_id])], moment)
         self.delete(record_id, reason, category="withdrawal", now=moment)
 

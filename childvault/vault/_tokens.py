@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -79,13 +80,33 @@ class GrantClaims:
         }
 
 
+def _pae(*pieces: bytes) -> bytes:
+    """PASETO pre-authentication encoding: counts and lengths as little-endian u64."""
+    out = struct.pack("<Q", len(pieces))
+    for piece in pieces:
+        out += struct.pack("<Q", len(piece)) + piece
+    return out
+
+
+def _b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
 def issue(officer: Identity, claims: GrantClaims) -> str:
-    """Sign ``claims`` as ``officer``; return the token text."""
-    key = Key.from_asymmetric_key_params(4, d=officer.signing_seed())
+    """Sign ``claims`` as ``officer``; return the token text.
+
+    The v4.public signature is made with ``officer.sign`` over the PASETO
+    pre-authentication encoding (header, payload, footer, empty implicit
+    assertion) rather than by handing the Ed25519 seed to pyseto, so an
+    identity held by the session agent (``childvault unlock``) can sign
+    without its key leaving the agent. Ed25519 is deterministic: the token is
+    byte for byte what ``pyseto.encode`` makes, and pyseto still verifies it.
+    """
     footer = json.dumps({"kid": paserk_pid(officer.public.signing_key)}).encode()
     payload = json.dumps(claims.to_payload(), separators=(",", ":")).encode()
-    token: bytes = pyseto.encode(key, payload, footer=footer)
-    return token.decode("ascii")
+    header = _PREFIX.encode("ascii")
+    signature = officer.sign(_pae(header, payload, footer, b""))
+    return f"{_PREFIX}{_b64url_encode(payload + signature)}.{_b64url_encode(footer)}"
 
 
 def _reject(detail: str) -> ApprovalInvalid:

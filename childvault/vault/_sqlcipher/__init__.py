@@ -8,9 +8,11 @@ PostgreSQL store can implement the same protocol (docs/architecture.md).
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
+from childvault.keys import StorageError
 from childvault.vault._sqlcipher._conn import _MIGRATIONS, BUSY_TIMEOUT_S, Connection
 from childvault.vault._sqlcipher._records import Records
 from childvault.vault._sqlcipher._tables import (
@@ -54,6 +56,29 @@ class SQLCipherBackend:
     def compact(self) -> None:
         """Checkpoint and truncate the WAL so deleted pages do not linger in it."""
         self._conn.compact()
+
+    def backup_to(self, target: Path, key: bytes) -> None:
+        """Copy the database to ``target`` (a new file, mode 0600) with SQLite's online
+        backup API: one consistent snapshot while other processes keep writing.
+
+        ``key`` is this database's raw key; the copy is encrypted with it too,
+        page by page, so it opens with the same key slots.
+        """
+        import sqlcipher3
+
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        os.close(fd)
+        try:
+            dest = sqlcipher3.connect(str(target), isolation_level=None)
+            try:
+                dest.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+                dest.execute("PRAGMA cipher_memory_security = OFF")
+                # pages=-1: the whole database in one step, under one read snapshot.
+                self._conn.conn.backup(dest, pages=-1)
+            finally:
+                dest.close()
+        except sqlcipher3.Error as exc:
+            raise StorageError(f"could not back up the database to {target}: {exc}") from exc
 
     def close(self) -> None:
         """Close the connection."""
