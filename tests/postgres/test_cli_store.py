@@ -41,6 +41,9 @@ def test_init_with_a_dsn_file_then_verify(tmp_path: Path, postgres: PostgresServ
     r = CliRunner().invoke(cli, ["--json", "audit", "verify"], env=env, catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["entries"] == 2
+    r = CliRunner().invoke(cli, ["--json", "doctor"], env=env, catch_exceptions=False)
+    checks = json.loads(r.stdout)["checks"]
+    assert not [c for c in checks if "vault.db" in json.dumps(c)], checks
 
 
 def test_init_with_childvault_dsn(tmp_path: Path, postgres: PostgresServer) -> None:
