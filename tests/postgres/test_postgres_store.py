@@ -87,6 +87,23 @@ def test_the_password_never_appears_in_an_error(postgres: PostgresServer) -> Non
     assert password not in str(info.value)
 
 
+def test_a_server_restart_costs_one_clean_error_then_work_resumes(
+    pgworld: PgWorld, postgres: PostgresServer
+) -> None:
+    with pgworld.open("worker1") as v:
+        add_children(v, 2)
+        postgres.restart()
+        try:
+            add_children(v, 2)
+        except StorageError as exc:
+            # The connection held across the restart is gone: said plainly, rolled back.
+            assert "cannot reach" in str(exc) or "database error" in str(exc)
+            add_children(v, 2)
+        assert sum(1 for _ in v.list_records()) == 4
+    with pgworld.open("admin") as v:
+        v.verify_audit()
+
+
 def _append_records(home: str, who: str, count: int) -> None:
     # A fresh process (spawn): its own Vault, its own pool, the same database.
     from childvault.vault import Vault

@@ -1,8 +1,8 @@
 """The PostgreSQL connection: pool, migrations, roles, transactions, error translation.
 
 psycopg 3 with a :class:`psycopg_pool.ConnectionPool`. Connections are in
-autocommit mode; :meth:`Connection.transaction` checks one out for the whole
-transaction and first takes :data:`WRITE_LOCK` with ``pg_advisory_xact_lock``,
+autocommit mode; a backend keeps the one it works on between statements, and
+:meth:`Connection.transaction` first takes :data:`WRITE_LOCK` with ``pg_advisory_xact_lock``,
 so writers serialise across every process and replica on the database exactly
 as ``BEGIN IMMEDIATE`` serialises them on one SQLCipher file: one linear audit
 chain, and the read-check-write steps of the services see no interleaving.
@@ -335,9 +335,6 @@ class Connection:
             kwargs={"autocommit": True},
             timeout=POOL_TIMEOUT_S,
             open=False,
-            # Checked on checkout, so a restarted server costs one failed
-            # transaction at most, not a pool of dead connections.
-            check=ConnectionPool.check_connection,
         )
         try:
             self.pool.open(wait=True, timeout=POOL_TIMEOUT_S)
@@ -349,6 +346,12 @@ class Connection:
             raise
         self._tx: psycopg.Connection[Any] | None = None
         self._depth = 0
+        # The connection this backend works on, kept between statements (as the
+        # SQLCipher backend keeps its one connection): a checkout per statement
+        # cost a round trip more for every read. A connection broken by a
+        # server restart goes back to the pool (which discards it) and the next
+        # statement takes a fresh one, so a restart costs one failed operation.
+        self._held: psycopg.Connection[Any] | None = None
 
     def _check_schema(self) -> None:
         with self.pool.connection() as conn:
@@ -367,8 +370,22 @@ class Connection:
             )
 
     def close(self) -> None:
-        """Close every pooled connection."""
+        """Return the held connection and close the pool."""
+        if self._held is not None:
+            self.pool.putconn(self._held)
+            self._held = None
         self.pool.close()
+
+    def _acquire(self) -> psycopg.Connection[Any]:
+        if self._held is None:
+            self._held = self.pool.getconn()
+        return self._held
+
+    def _drop_if_broken(self) -> None:
+        held = self._held
+        if held is not None and (held.closed or held.broken):
+            self._held = None
+            self.pool.putconn(held)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -382,7 +399,8 @@ class Connection:
                 self._depth -= 1
             return
         try:
-            with self.pool.connection() as conn, conn.transaction():
+            conn = self._acquire()
+            with conn.transaction():
                 conn.execute(f"SET LOCAL lock_timeout = '{int(LOCK_TIMEOUT_S * 1000)}ms'")
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
                 self._tx, self._depth = conn, 1
@@ -391,15 +409,20 @@ class Connection:
                 finally:
                     self._tx, self._depth = None, 0
         except (psycopg.Error, PoolTimeout) as exc:
+            self._drop_if_broken()
             raise translate(exc, self.where) from exc
+        except BaseException:
+            self._drop_if_broken()
+            raise
 
     @contextlib.contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
-        if self._tx is not None:
-            yield self._tx
-        else:
-            with self.pool.connection() as conn:
-                yield conn
+        try:
+            yield self._tx if self._tx is not None else self._acquire()
+        except (psycopg.Error, PoolTimeout):
+            if self._tx is None:
+                self._drop_if_broken()
+            raise
 
     def q(self, query: str, params: Sequence[Any] = ()) -> Result:
         """Execute one statement; psycopg errors become childvault errors."""
