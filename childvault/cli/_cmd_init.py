@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -34,6 +35,19 @@ from childvault.cli._context import Ctx, init_vault, new_passphrase, pass_ctx
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="File holding the admin's new passphrase.",
 )
+@click.option(
+    "--store",
+    default="sqlcipher",
+    show_default=True,
+    callback=lambda _c, _p, value: _store_kind(value),
+    help="Where rows live: sqlcipher (a file in the home) or postgresql "
+    "(DSN from --dsn-file or CHILDVAULT_DSN, never on the command line).",
+)
+@click.option(
+    "--dsn-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="File holding the PostgreSQL DSN (--store postgresql); its path goes in the config.",
+)
 @click.option("--vault-addr", envvar="VAULT_ADDR", help="Vault/OpenBao address (vault provider).")
 @click.option("--transit-mount", default="childvault-transit", show_default=True)
 @click.option("--kv-mount", default="childvault-kv", show_default=True)
@@ -51,9 +65,18 @@ def init(
     transit_mount: str,
     kv_mount: str,
     key_name: str,
+    store: str,
+    dsn_file: Path | None,
 ) -> None:
     """Create a new vault in --home with its first admin."""
     home = c.require_home()
+    dsn = None
+    if store == "postgresql":
+        dsn = None if dsn_file else (os.environ.get("CHILDVAULT_DSN", "").strip() or None)
+        if dsn_file is None and dsn is None:
+            raise click.UsageError("--store postgresql needs --dsn-file or CHILDVAULT_DSN")
+    elif dsn_file is not None:
+        raise click.UsageError("--dsn-file goes with --store postgresql")
     created = init_vault(
         home,
         institution=institution,
@@ -66,6 +89,8 @@ def init(
         transit_mount=transit_mount,
         kv_mount=kv_mount,
         key_name=key_name,
+        store_dsn=dsn,
+        store_dsn_file=dsn_file,
     )
     doc = {
         "ok": True,
@@ -74,6 +99,8 @@ def init(
         "admin": admin,
         "provider": provider,
         "witness": created["witness"],
+        # Only for PostgreSQL, so the SQLCipher output keeps its shape.
+        **({"store": store} if store != "sqlcipher" else {}),
     }
     c.emit(
         doc,
@@ -81,3 +108,15 @@ def init(
         f"Admin: {admin}. Witness file: {doc['witness']} (keep a copy on other media).\n"
         f"Next: childvault --as {admin} user add NAME --role officer",
     )
+
+
+def _store_kind(value: str) -> str:
+    """``sqlcipher`` or ``postgresql``; a DSN here is refused (it would show in ``ps``)."""
+    if "://" in value or "=" in value:
+        raise click.UsageError(
+            "--store takes sqlcipher or postgresql; the DSN holds a password, so put it in "
+            "--dsn-file or CHILDVAULT_DSN, never on the command line"
+        )
+    if value not in ("sqlcipher", "postgresql"):
+        raise click.UsageError("--store takes sqlcipher or postgresql")
+    return value

@@ -257,8 +257,12 @@ def init_vault(
     transit_mount: str,
     kv_mount: str,
     key_name: str,
+    store_dsn: str | None = None,
+    store_dsn_file: Path | None = None,
 ) -> dict[str, str]:
     """Create a vault in ``home``; return its id, home and witness path.
+
+    ``store_dsn`` / ``store_dsn_file``: a PostgreSQL store (see ``Vault.init``).
 
     ``passphrase`` is called after the provider options are checked, so a
     usage error is reported before anyone is prompted.
@@ -285,6 +289,8 @@ def init_vault(
         schema=schema,
         witness=witness,
         vault_settings=settings,
+        store_dsn=store_dsn,
+        store_dsn_file=store_dsn_file,
     ) as v:
         return {"vault_id": v.vault_id, "home": str(v.home), "witness": str(v.witness_path)}
 

@@ -77,6 +77,10 @@ class Config:
     #: Witness file; None means the default beside the home (moves with it).
     witness: str | None
     vault_settings: dict[str, Any] | None = None
+    #: None: the SQLCipher file in the home. ``{"kind": "postgresql", "dsn_file": path or
+    #: None}``: a PostgreSQL database whose DSN (a secret) is read from that file or
+    #: from ``CHILDVAULT_DSN``, never stored here.
+    store: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON document written to disk."""
@@ -87,6 +91,8 @@ class Config:
             "provider": self.provider,
             "witness": self.witness,
             "vault": self.vault_settings,
+            # Only when not the default, so a SQLCipher home's config is unchanged.
+            **({} if self.store is None else {"store": self.store}),
         }
 
     def save(self, home: Home) -> None:
@@ -113,15 +119,39 @@ class Config:
             settings = doc.get("vault")
             if settings is not None and not isinstance(settings, dict):
                 raise ValueError("vault settings")
+            store = doc.get("store")
+            if store is not None and (
+                not isinstance(store, dict) or store.get("kind") != "postgresql"
+            ):
+                raise ValueError("store")
             return cls(
                 vault_id=str(doc["vault_id"]),
                 institution=str(doc["institution"]),
                 provider=str(doc["provider"]),
                 witness=None if doc.get("witness") is None else str(doc["witness"]),
                 vault_settings=settings,
+                store=store,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"{home.config} is damaged: restore it from backup") from exc
+
+    def store_dsn(self, home: Home) -> str | None:
+        """The PostgreSQL DSN (None for the SQLCipher store): ``CHILDVAULT_DSN``, else the file.
+
+        The DSN carries a password, so it never comes from the command line
+        nor sits in this config; the config names only the file holding it.
+        """
+        if self.store is None:
+            return None
+        env = os.environ.get("CHILDVAULT_DSN", "").strip()
+        if env:
+            return env
+        name = self.store.get("dsn_file")
+        if not name:
+            raise ConfigError(
+                f"{home.config} names a PostgreSQL store but no DSN file: set CHILDVAULT_DSN"
+            )
+        return read_dsn_file(Path(name))
 
     def witness_path(self, home: Home) -> Path:
         """The witness file (default: ``<home>.witness.jsonl`` beside the home)."""
@@ -140,3 +170,17 @@ def make_home(path: Path) -> Home:
     os.chmod(path, 0o700)
     (path / "identities").mkdir(mode=0o700, exist_ok=True)
     return Home(path)
+
+
+def read_dsn_file(path: Path) -> str:
+    """The PostgreSQL DSN in ``path`` (first non-empty line); clear errors otherwise."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise NotFound(f"no DSN file at {path}: create it or set CHILDVAULT_DSN") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the DSN file {path}") from exc
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    raise ConfigError(f"the DSN file {path} is empty")

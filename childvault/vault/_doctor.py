@@ -33,7 +33,13 @@ def diagnose(home_path: Path, opener: Callable[[], Vault]) -> dict[str, Any]:
         add("permissions", "warn", f"{home.path} is mode {mode:o}; run chmod 700 on it")
     else:
         add("permissions", "ok", f"{home.path} is private (mode {mode:o})")
-    for path in (home.database, home.keyslots, home.schema):
+    # A PostgreSQL store has no database file in the home.
+    files = (
+        (home.keyslots, home.schema)
+        if config.store
+        else (home.database, home.keyslots, home.schema)
+    )
+    for path in files:
         if not path.exists():
             add("files", "fail", f"{path} is missing: restore it from backup")
     witness = config.witness_path(home)

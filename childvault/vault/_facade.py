@@ -22,8 +22,8 @@ from childvault.keys import ConfigError, Identity, KeySlots, NotFound, UsageErro
 from childvault.keys._files import atomic_write
 from childvault.vault import _statements
 from childvault.vault._audit import Event, VerifyReport
-from childvault.vault._backend import UserRow
-from childvault.vault._config import Config, Home, make_home
+from childvault.vault._backend import Backend, UserRow
+from childvault.vault._config import Config, Home, make_home, read_dsn_file
 from childvault.vault._consent import Consent
 from childvault.vault._keyconfig import (
     KeysConfig,
@@ -103,8 +103,15 @@ class Vault:
         clock: Clock = system_clock,
         provider: str | None = None,
         vault_settings: Mapping[str, Any] | None = None,
+        store_dsn: str | None = None,
+        store_dsn_file: Path | None = None,
     ) -> Vault:
         """Create a new vault in an empty ``home`` with its first admin; return it opened.
+
+        The rows go to the SQLCipher file in ``home`` unless a PostgreSQL DSN is
+        given: ``store_dsn_file`` (a file holding it; the config keeps its path)
+        or ``store_dsn`` (then every open needs ``CHILDVAULT_DSN``). The database
+        must be empty; its role becomes the owner of the tables (docs/scale.md).
 
         ``keys`` chooses the key provider: :class:`LocalKeys` (the default) or
         :class:`OpenBaoKeys`. ``provider`` (``"local"`` / ``"vault"``) and
@@ -116,6 +123,7 @@ class Vault:
         if not institution.strip() or len(institution) > 200:
             raise UsageError("--institution must be a non-empty name of at most 200 characters")
         loaded = Schema.load(Path(schema)) if schema else Schema.default()
+        store_doc, dsn = _store_choice(store_dsn, store_dsn_file)
         h = make_home(Path(home))
         try:
             now = clock()
@@ -136,8 +144,9 @@ class Vault:
                 provider=keys.name,
                 witness=str(Path(witness).resolve()) if witness else None,
                 vault_settings=keys.settings_json(),
+                store=store_doc,
             )
-            store = SQLCipherBackend(h.database, secrets_["db"], create=True)
+            store = _open_store(h, dsn, secrets_["db"], create=True)
             store.audit.signer = ident  # the founding entries carry the admin's signature
             with store.transaction():
                 for key, value in {
@@ -236,10 +245,10 @@ class Vault:
                 )
             identity = Identity.load(path, passphrase)
         secrets_ = KeySlots(h.keyslots).open(identity, config.vault_id)
-        store = SQLCipherBackend(h.database, secrets_["db"])
+        store = _open_store(h, config.store_dsn(h), secrets_["db"])
         try:
             if store.meta.get("vault_id") != config.vault_id:
-                raise ConfigError(f"{h.config} does not belong to the database {h.database}")
+                raise ConfigError(f"{h.config} does not belong to the database {_where(store)}")
             if store.meta.get("provider") != config.provider:
                 raise ConfigError(f"{h.config} names another key provider than the database")
             schema = Schema.load(h.schema)
@@ -719,3 +728,38 @@ def _keys_argument(
 def _remove_tree(path: Path) -> None:
     with contextlib.suppress(OSError):
         shutil.rmtree(path)
+
+
+def _store_choice(
+    dsn: str | None, dsn_file: Path | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The config's store entry and the DSN to create the vault in (None, None: SQLCipher)."""
+    if dsn is not None and dsn_file is not None:
+        raise UsageError("give the PostgreSQL DSN once: in a file or in CHILDVAULT_DSN")
+    if dsn_file is not None:
+        path = Path(dsn_file).resolve()
+        return {"kind": "postgresql", "dsn_file": str(path)}, read_dsn_file(path)
+    if dsn is not None:
+        if not dsn.strip():
+            raise UsageError("the PostgreSQL DSN is empty")
+        return {"kind": "postgresql", "dsn_file": None}, dsn.strip()
+    return None, None
+
+
+def _open_store(h: Home, dsn: str | None, key: bytes, *, create: bool = False) -> Backend:
+    """The SQLCipher file of ``h``, or the PostgreSQL database ``dsn``."""
+    if dsn is None:
+        return SQLCipherBackend(h.database, key, create=create)
+    # Imported here: psycopg is an optional extra (`pip install childvault[postgres]`).
+    try:
+        from childvault.vault._postgres import PostgresBackend
+    except ImportError as exc:
+        raise ConfigError(
+            "this vault stores its rows in PostgreSQL: install childvault[postgres]"
+        ) from exc
+    return PostgresBackend(dsn, create=create)
+
+
+def _where(store: Backend) -> str:
+    """The database's name for messages (a path, or a DSN without password)."""
+    return str(getattr(store, "where", None) or getattr(store, "path", "the database"))

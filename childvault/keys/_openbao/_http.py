@@ -6,15 +6,29 @@ failures to the childvault errors (:class:`ProviderUnavailable`,
 :class:`AccessDenied`, :class:`ConfigError`) and never puts a token, DEK, salt
 or plaintext into a message: server text kept for the audit-log detail passes
 through :func:`scrub` first.
+
+High availability (a Raft cluster, docs/scale.md section 6): ``VAULT_ADDR`` may
+list several nodes, comma-separated. A request goes to the node that answered
+last, then to the others. Redirects (307 from a standby) are followed by hand,
+and only to a configured node, so the token is never sent anywhere else. During
+a leader election a request that was certainly not executed (connection
+refused, a redirect to a dead or unknown node, ``500 ... not active``, an
+unsealed ``503``) is tried on the next node, with exponential backoff between
+rounds, for at most :data:`HA_WAIT_S`; then :class:`ProviderUnavailable`
+(exit 5) names every node tried. A request that may have been executed (the
+connection dropped after sending a write) is never re-sent: it fails cleanly,
+as before, and the caller resumes.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import hvac
 import requests
@@ -24,7 +38,19 @@ from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
 from childvault.keys._errors import AccessDenied, ConfigError, ProviderUnavailable
 from childvault.keys._openbao._settings import VaultSettings
 
-__all__ = ["Connection", "Reply", "scrub"]
+__all__ = ["HA_WAIT_S", "Connection", "Reply", "scrub"]
+
+#: How long a request keeps looking for an active node during a leader election.
+#: OpenBao elects a new leader in about 2 s on loopback (docs/scale.md section 5).
+HA_WAIT_S = 30.0
+#: First pause between rounds over the nodes; doubled each round up to the cap.
+_BACKOFF_FIRST_S = 0.1
+_BACKOFF_CAP_S = 2.0
+#: Redirects followed for one request (a standby points at the leader: one is enough).
+_MAX_HOPS = 3
+_REDIRECTS = (301, 302, 303, 307, 308)
+#: Idempotent methods: re-sent after any connection failure, not only a refused one.
+_IDEMPOTENT = ("GET", "HEAD", "LIST")
 
 # Things that look like Vault tokens or long base64 runs (ciphertexts, salts,
 # keys): removed from any server text we keep for the audit-log detail.
@@ -58,6 +84,12 @@ class Connection:
         approle: tuple[str, str] | None,
     ) -> None:
         self.settings = settings
+        #: The configured nodes (``VAULT_ADDR`` may list several); the only
+        #: places a token is sent to.
+        self.nodes: tuple[str, ...] = tuple(_origin(a) for a in settings.addr.split(","))
+        self._preferred = 0
+        #: See :data:`HA_WAIT_S` (an attribute so an embedding can shorten it).
+        self.ha_wait = HA_WAIT_S
         self.session = requests.Session()
         # Shared by the salt workers (SaltStore.for_records) rather than one
         # session each, so every request still goes through this one session.
@@ -72,7 +104,7 @@ class Connection:
         # The token is sent per request (not stored on the adapter) so that
         # unauthenticated calls (health, login) never carry it.
         self.client: Any = hvac.Client(
-            url=settings.addr,
+            url=self.nodes[0],
             token="",
             verify=settings.cacert or True,
             timeout=settings.timeout,
@@ -155,42 +187,114 @@ class Connection:
         token: str | None,
         params: Mapping[str, str] | None = None,
     ) -> requests.Response:
-        headers = {"X-Vault-Token": token} if token else {}
-        kwargs: dict[str, Any] = {}
+        headers = {"X-Vault-Request": "true"}
+        if token:
+            headers["X-Vault-Token"] = token
+        if self.settings.namespace:
+            headers["X-Vault-Namespace"] = self.settings.namespace
+        if wrap_ttl:
+            headers["X-Vault-Wrap-TTL"] = wrap_ttl
+        kwargs: dict[str, Any] = {"headers": headers}
         if body is not None:
             kwargs["json"] = body
         if params:
             kwargs["params"] = dict(params)
-        if wrap_ttl:
-            kwargs["wrap_ttl"] = wrap_ttl
         where = f"{method} {path}"
-        try:
-            resp: requests.Response = self.client.adapter.request(
-                method, f"/v1/{path}", headers=headers, raise_exception=False, **kwargs
-            )
-        except requests.exceptions.SSLError as exc:
-            raise ProviderUnavailable(
-                f"TLS connection to the Vault server at {self.addr} failed ({where}): "
-                "check that VAULT_CACERT names the CA that signed the server certificate "
-                "and that VAULT_ADDR uses the right host name"
-            ) from exc
-        except requests.exceptions.Timeout as exc:
-            raise ProviderUnavailable(
-                f"the Vault server at {self.addr} did not answer within "
+        single = len(self.nodes) == 1
+        deadline = time.monotonic() + self.ha_wait
+        pause = _BACKOFF_FIRST_S
+        while True:
+            tried: list[str] = []
+            last_sealed: requests.Response | None = None
+            election = False
+            first = self._preferred
+            for i in range(len(self.nodes)):
+                index = (first + i) % len(self.nodes)
+                node = self.nodes[index]
+                resp, why = self._try_node(node, method, path, kwargs, single=single)
+                if resp is None:
+                    tried.append(f"{node} ({why})")
+                    election = True
+                    continue
+                if resp.status_code == 503 and "sealed" in str(self._errors(resp)).lower():
+                    # Sealed: not an election; another node may still answer.
+                    tried.append(f"{node} (sealed)")
+                    last_sealed = resp
+                    continue
+                if _electing(resp, self._errors(resp)) and not (single and resp.status_code == 503):
+                    # (One node answering 503 keeps its immediate "standby" message.)
+                    tried.append(f"{node} (HTTP {resp.status_code}: no active node)")
+                    election = True
+                    continue
+                self._preferred = index
+                return resp
+            if not election and last_sealed is not None:
+                return last_sealed  # every node sealed: the sealed message says what to do
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ProviderUnavailable(
+                    f"no active Vault node answered within {self.ha_wait:g} s ({where}); "
+                    f"tried: {'; '.join(tried)}. Check the cluster (`bao operator raft "
+                    "list-peers`) and VAULT_ADDR"
+                )
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, _BACKOFF_CAP_S)
+
+    def _try_node(
+        self, node: str, method: str, path: str, kwargs: dict[str, Any], *, single: bool
+    ) -> tuple[requests.Response | None, str]:
+        """One node's answer, following redirects to configured nodes only.
+
+        (None, why) when the request certainly did not run there (so it may
+        go to another node); raises when it may have run or the failure is not
+        a cluster's (TLS, a timeout on a write).
+        """
+        url = f"{node}/v1/{path}"
+        for _hop in range(_MAX_HOPS + 1):
+            try:
+                resp: requests.Response = self.session.request(
+                    method,
+                    url,
+                    timeout=self.settings.timeout,
+                    verify=self.settings.cacert or True,
+                    allow_redirects=False,
+                    **kwargs,
+                )
+            except requests.exceptions.SSLError as exc:
+                raise ProviderUnavailable(
+                    f"TLS connection to the Vault server at {node} failed ({method} {path}): "
+                    "check that VAULT_CACERT names the CA that signed the server certificate "
+                    "and that VAULT_ADDR uses the right host name"
+                ) from exc
+            except requests.exceptions.RequestException as exc:
+                if not single and (_not_sent(exc) or method in _IDEMPOTENT):
+                    return None, "not reachable"
+                raise self._unreachable(exc, node, f"{method} {path}") from exc
+            if resp.status_code not in _REDIRECTS or not resp.headers.get("Location"):
+                return resp, ""
+            target = urljoin(url, resp.headers["Location"])
+            if _origin(target) not in self.nodes:
+                # Never follow with the token to a node not configured here.
+                return None, f"redirected to {_origin(target)}, not in VAULT_ADDR"
+            url = target
+        return None, "too many redirects"
+
+    def _unreachable(self, exc: Exception, node: str, where: str) -> ProviderUnavailable:
+        if isinstance(exc, requests.exceptions.Timeout):
+            return ProviderUnavailable(
+                f"the Vault server at {node} did not answer within "
                 f"{self.settings.timeout:g} s ({where}): is it running and reachable? "
                 "check VAULT_ADDR and the network"
-            ) from exc
-        except requests.exceptions.ConnectionError as exc:
-            raise ProviderUnavailable(
-                f"cannot reach the Vault server at {self.addr} ({where}): "
+            )
+        if isinstance(exc, requests.exceptions.ConnectionError):
+            return ProviderUnavailable(
+                f"cannot reach the Vault server at {node} ({where}): "
                 "is the server running? check VAULT_ADDR"
-            ) from exc
-        except requests.exceptions.RequestException as exc:
-            raise ProviderUnavailable(
-                f"request to the Vault server at {self.addr} failed ({where}): "
-                "check VAULT_ADDR and VAULT_CACERT"
-            ) from exc
-        return resp
+            )
+        return ProviderUnavailable(
+            f"request to the Vault server at {node} failed ({where}): "
+            "check VAULT_ADDR and VAULT_CACERT"
+        )
 
     @staticmethod
     def _errors(resp: requests.Response) -> Any:
@@ -312,3 +416,34 @@ class Connection:
                 )
             return Reply(resp.status_code, self._check(resp, method, path, ok=ok, need=need))
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _origin(url: str) -> str:
+    """``scheme://host:port`` of a URL (the identity of a node)."""
+    parts = urlsplit(url.strip())
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _electing(resp: requests.Response, errors: Any) -> bool:
+    """Whether an answer means "no active node right now" (the request was not run)."""
+    if resp.status_code == 500:
+        text = str(errors).lower()
+        return "not active" in text or "active cluster node not found" in text
+    # 503 without "sealed" (checked before): a standby with no leader to forward to.
+    return resp.status_code == 503
+
+
+def _not_sent(exc: Exception) -> bool:
+    """Whether a connection failure happened before the request reached a server."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if not isinstance(exc, requests.exceptions.ConnectionError):
+        return False
+    reason = exc.args[0] if exc.args else None
+    inner = getattr(reason, "reason", reason)
+    # urllib3: a refused or failed connect (nothing was sent on it).
+    return type(inner).__name__ in (
+        "NewConnectionError",
+        "NameResolutionError",
+        "ConnectTimeoutError",
+    )

@@ -74,11 +74,16 @@ class VaultSettings:
     salt_workers: int = 8
 
     def __post_init__(self) -> None:
-        if not isinstance(self.addr, str) or not re.fullmatch(r"https?://[^\s/]+/?", self.addr):
+        # Several nodes of one HA cluster may be listed, comma-separated (docs/scale.md).
+        parts = self.addr.split(",") if isinstance(self.addr, str) else [None]
+        if not all(
+            isinstance(p, str) and re.fullmatch(r"https?://[^\s/,]+/?", p.strip()) for p in parts
+        ):
             raise ConfigError(
-                f"invalid Vault address {self.addr!r}: use http(s)://host:port (VAULT_ADDR)"
+                f"invalid Vault address {self.addr!r}: use http(s)://host:port (VAULT_ADDR), "
+                "or several such addresses separated by commas"
             )
-        object.__setattr__(self, "addr", self.addr.rstrip("/"))
+        object.__setattr__(self, "addr", ",".join(str(p).strip().rstrip("/") for p in parts))
         for label, mount in (("transit_mount", self.transit_mount), ("kv_mount", self.kv_mount)):
             if not isinstance(mount, str) or not _MOUNT_RE.fullmatch(mount):
                 raise ConfigError(f"invalid Vault mount path {label}={mount!r}")

@@ -1,0 +1,259 @@
+"""PostgreSQL repository of records: fields, key blobs, blind index, tombstones, imports."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from childvault.vault._backend import NewRecord, RecordRow
+from childvault.vault._postgres._conn import Connection, as_bytes
+
+_RECORD_SELECT = (
+    "SELECT id, type, version, created_at, created_by, updated_at, consent, retain_until, "
+    "metadata FROM records"
+)
+
+
+class Records:
+    """Records, sealed fields, key blobs, blind index, tombstones and imports."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def insert(self, records: Sequence[NewRecord]) -> None:
+        """Insert records with their sealed fields and wrapped keys.
+
+        Rows go in primary-key order, as in the SQLCipher store (fewer page
+        splits, and concurrent importers lock rows in the same order).
+        """
+        records = sorted(records, key=lambda r: r.row.id)
+        self._c.many(
+            "INSERT INTO records (id, type, version, created_at, created_by, updated_at, "
+            "consent, retain_until, metadata, source, source_row) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    r.row.id,
+                    r.row.type,
+                    r.row.version,
+                    r.row.created_at,
+                    r.row.created_by,
+                    r.row.updated_at,
+                    json.dumps(r.row.consent, sort_keys=True),
+                    r.row.retain_until,
+                    json.dumps(r.row.metadata, sort_keys=True, ensure_ascii=False),
+                    r.source,
+                    r.source_row,
+                )
+                for r in records
+            ],
+        )
+        self._c.many(
+            "INSERT INTO fields (record_id, name, version, value) VALUES (%s, %s, %s, %s)",
+            [
+                (r.row.id, name, ver, value)
+                for r in records
+                for name, ver, value in sorted(r.fields, key=lambda f: f[0])
+            ],
+        )
+        self._c.many(
+            "INSERT INTO keyblobs (record_id, version, blob) VALUES (%s, %s, %s)",
+            [(r.row.id, r.row.version, r.blob) for r in records],
+        )
+
+    def get(self, record_id: str) -> RecordRow | None:
+        """A record's bookkeeping row, or None."""
+        row = self._c.q(_RECORD_SELECT + " WHERE id = %s", (record_id,)).fetchone()
+        return None if row is None else _record(row)
+
+    def page(self, *, after: str = "", limit: int = 1000) -> list[RecordRow]:
+        """A page of records ordered by id (keyset pagination keeps memory flat)."""
+        rows = self._c.q(
+            _RECORD_SELECT + " WHERE id > %s ORDER BY id LIMIT %s", (after, limit)
+        ).fetchall()
+        return [_record(r) for r in rows]
+
+    def count(self) -> int:
+        """How many live records there are."""
+        return int(self._c.q("SELECT count(*) FROM records").fetchone()[0])
+
+    def due(self, day: str, *, limit: int = 1000) -> list[str]:
+        """Ids of records whose retention date is before ``day`` (ISO date)."""
+        rows = self._c.q(
+            "SELECT id FROM records WHERE retain_until < %s ORDER BY retain_until, id LIMIT %s",
+            (day, limit),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def update(
+        self, record_id: str, *, version: int, updated_at: str, consent: dict[str, Any] | None
+    ) -> None:
+        """Bump a record's version (and optionally replace its consent)."""
+        if consent is None:
+            self._c.q(
+                "UPDATE records SET version = %s, updated_at = %s WHERE id = %s",
+                (version, updated_at, record_id),
+            )
+        else:
+            self._c.q(
+                "UPDATE records SET version = %s, updated_at = %s, consent = %s, retain_until = %s "
+                "WHERE id = %s",
+                (
+                    version,
+                    updated_at,
+                    json.dumps(consent, sort_keys=True),
+                    str(consent["retain_until"]),
+                    record_id,
+                ),
+            )
+
+    def import_progress(self, source: str) -> tuple[int, bool]:
+        """(rows already processed, finished%s) of an import source; (0, False) if new."""
+        row = self._c.q(
+            "SELECT rows_done, finished_at FROM imports WHERE source = %s", (source,)
+        ).fetchone()
+        return (0, False) if row is None else (int(row[0]), row[1] is not None)
+
+    def set_import_progress(
+        self, source: str, rows_done: int, *, at: str, finished: bool = False
+    ) -> None:
+        """Record how far an import got, in the same transaction as its rows."""
+        self._c.q(
+            "INSERT INTO imports (source, rows_done, started_at, finished_at) "
+            "VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (source) DO UPDATE SET rows_done = excluded.rows_done, "
+            "finished_at = excluded.finished_at",
+            (source, rows_done, at, at if finished else None),
+        )
+
+    def fields(self, record_id: str, names: Sequence[str]) -> dict[str, tuple[int, bytes]]:
+        """Sealed values of the named fields present on a record: name -> (version, sealed)."""
+        if not names:
+            return {}
+        rows = self._c.q(
+            "SELECT name, version, value FROM fields WHERE record_id = %s AND name = ANY(%s)",
+            (record_id, list(names)),
+        ).fetchall()
+        return {str(n): (int(v), as_bytes(b)) for n, v, b in rows}
+
+    def field_names(self, record_id: str) -> list[str]:
+        """Names of the fields stored for a record."""
+        rows = self._c.q(
+            "SELECT name FROM fields WHERE record_id = %s ORDER BY name", (record_id,)
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def put_field(self, record_id: str, name: str, version: int, sealed: bytes) -> None:
+        """Store (or replace) one sealed field value."""
+        self._c.q(
+            "INSERT INTO fields (record_id, name, version, value) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (record_id, name) DO UPDATE SET version = excluded.version, "
+            "value = excluded.value",
+            (record_id, name, version, sealed),
+        )
+
+    def keyblob(self, record_id: str) -> tuple[int, bytes] | None:
+        """(record version, wrapped blob) of a record, or None."""
+        row = self._c.q(
+            "SELECT version, blob FROM keyblobs WHERE record_id = %s", (record_id,)
+        ).fetchone()
+        return None if row is None else (int(row[0]), as_bytes(row[1]))
+
+    def replace_keyblob(
+        self, record_id: str, old_version: int, new_version: int, blob: bytes
+    ) -> bool:
+        """Move a record's blob to ``new_version`` only if it is still at ``old_version``."""
+        cur = self._c.q(
+            "UPDATE keyblobs SET version = %s, blob = %s WHERE record_id = %s AND version = %s",
+            (new_version, blob, record_id, old_version),
+        )
+        return bool(cur.rowcount == 1)
+
+    def put_keyblob_if_version(self, record_id: str, version: int, blob: bytes) -> bool:
+        """Replace a blob only if the record is still at ``version`` (rotation vs correction)."""
+        cur = self._c.q(
+            "UPDATE keyblobs SET blob = %s WHERE record_id = %s AND version = %s",
+            (blob, record_id, version),
+        )
+        return bool(cur.rowcount == 1)
+
+    def keyblob_page(self, *, after: str = "", limit: int = 500) -> list[tuple[str, int, bytes]]:
+        """A page of (record id, version, blob) ordered by id."""
+        rows = self._c.q(
+            "SELECT record_id, version, blob FROM keyblobs WHERE record_id > %s "
+            "ORDER BY record_id LIMIT %s",
+            (after, limit),
+        ).fetchall()
+        return [(str(r), int(v), as_bytes(b)) for r, v, b in rows]
+
+    def delete(self, record_id: str, *, at: str, by: str, reason: str) -> None:
+        """Remove a record's rows (fields, keys, index) and leave a tombstone."""
+        self._c.q("DELETE FROM records WHERE id = %s", (record_id,))
+        self._c.q(
+            "INSERT INTO tombstones (record_id, deleted_at, deleted_by, reason) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (record_id) DO UPDATE SET "
+            "deleted_at = excluded.deleted_at, deleted_by = excluded.deleted_by, "
+            "reason = excluded.reason, key_destroyed = 0",
+            (record_id, at, by, reason),
+        )
+
+    def tombstone(self, record_id: str) -> tuple[str, str, str, bool] | None:
+        """(deleted_at, deleted_by, reason, key destroyed%s) of a deleted record, or None."""
+        row = self._c.q(
+            "SELECT deleted_at, deleted_by, reason, key_destroyed FROM tombstones "
+            "WHERE record_id = %s",
+            (record_id,),
+        ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]), str(row[2]), bool(row[3]))
+
+    def mark_key_destroyed(self, record_ids: Sequence[str]) -> None:
+        """Note that the provider destroyed these records' key material."""
+        self._c.many(
+            "UPDATE tombstones SET key_destroyed = 1 WHERE record_id = %s",
+            [(r,) for r in record_ids],
+        )
+
+    def pending_shreds(self, *, limit: int = 1000) -> list[str]:
+        """Deleted records whose external key material is not yet confirmed destroyed."""
+        rows = self._c.q(
+            "SELECT record_id FROM tombstones WHERE key_destroyed = 0 ORDER BY deleted_at LIMIT %s",
+            (limit,),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    # -- blind index ------------------------------------------------------------
+
+    def add_index_tags(self, rows: Sequence[tuple[str, bytes, str]]) -> None:
+        """Add (field, tag, record id) rows to the blind index (in key order, see above)."""
+        self._c.many(
+            "INSERT INTO blind_index (field, tag, record_id) VALUES (%s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            sorted(rows),
+        )
+
+    def drop_index_tags(self, record_id: str, field: str) -> None:
+        """Remove a record's tags for one field (before re-indexing a corrected value)."""
+        self._c.q("DELETE FROM blind_index WHERE record_id = %s AND field = %s", (record_id, field))
+
+    def find_by_tag(self, field: str, tag: bytes) -> list[str]:
+        """Record ids whose tag for ``field`` equals ``tag`` (candidates)."""
+        rows = self._c.q(
+            "SELECT record_id FROM blind_index WHERE field = %s AND tag = %s ORDER BY record_id",
+            (field, tag),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+
+def _record(row: Sequence[Any]) -> RecordRow:
+    return RecordRow(
+        str(row[0]),
+        str(row[1]),
+        int(row[2]),
+        str(row[3]),
+        str(row[4]),
+        str(row[5]),
+        json.loads(row[6]),
+        str(row[7]),
+        json.loads(row[8]),
+    )

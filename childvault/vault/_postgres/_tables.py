@@ -1,0 +1,389 @@
+"""PostgreSQL repositories: settings, users, custodians, access, audit log, checkpoints."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from childvault.vault._backend import CheckpointRow, GrantRow, RequestRow, UserRow
+from childvault.vault._postgres._conn import Connection, as_bytes
+
+_REQUEST_SELECT = (
+    "SELECT id, requester, records, fields, purpose, reason, created_at, status, decided_by, "
+    "decided_at, decision_reason FROM requests"
+)
+
+
+class Meta:
+    """The settings table."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def get(self, key: str) -> str | None:
+        """A value of the vault's settings table, or None."""
+        row = self._c.q("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set(self, key: str, value: str) -> None:
+        """Set a value in the vault's settings table."""
+        self._c.q(
+            "INSERT INTO meta (key, value) VALUES (%s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def delete(self, key: str) -> None:
+        """Remove a value from the vault's settings table."""
+        self._c.q("DELETE FROM meta WHERE key = %s", (key,))
+
+
+class Users:
+    """Registered users."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def add(self, user: UserRow) -> None:
+        """Register a user's public keys and roles."""
+        self._c.q(
+            "INSERT INTO users (name, roles, enc_key, sign_key, created_at, created_by) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (
+                user.name,
+                ",".join(user.roles),
+                user.enc_key,
+                user.sign_key,
+                user.created_at,
+                user.created_by,
+            ),
+        )
+
+    def get(self, name: str) -> UserRow | None:
+        """A registered user, or None."""
+        row = self._c.q(
+            "SELECT name, roles, enc_key, sign_key, created_at, created_by FROM users "
+            "WHERE name = %s",
+            (name,),
+        ).fetchone()
+        return None if row is None else _user(row)
+
+    def all(self) -> list[UserRow]:
+        """All registered users, by name."""
+        rows = self._c.q(
+            "SELECT name, roles, enc_key, sign_key, created_at, created_by FROM users ORDER BY name"
+        ).fetchall()
+        return [_user(r) for r in rows]
+
+
+class Custodians:
+    """Custodian public keys and holders (local provider)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def add(self, generation: int, public_key: bytes, state: str, at: str) -> None:
+        """Register a custodian key pair's public half."""
+        self._c.q(
+            "INSERT INTO custodians (generation, public_key, state, created_at) "
+            "VALUES (%s, %s, %s, %s)",
+            (generation, public_key, state, at),
+        )
+
+    def set_state(self, generation: int, state: str) -> None:
+        """Mark a custodian generation current, pending or retired."""
+        self._c.q("UPDATE custodians SET state = %s WHERE generation = %s", (state, generation))
+
+    def all(self) -> list[tuple[int, bytes, str]]:
+        """(generation, public key, state) of every custodian generation."""
+        rows = self._c.q(
+            "SELECT generation, public_key, state FROM custodians ORDER BY generation"
+        ).fetchall()
+        return [(int(g), as_bytes(p), str(s)) for g, p, s in rows]
+
+    def add_holder(self, generation: int, officer: str) -> None:
+        """Note that ``officer``'s key slot holds the custodian secret of ``generation``.
+
+        Bookkeeping only: the secret itself lives in the key-slot file, outside
+        the database, so a copy of the database alone never holds it.
+        """
+        self._c.q(
+            "INSERT INTO custodian_holders (generation, officer) VALUES (%s, %s) "
+            "ON CONFLICT DO NOTHING",
+            (generation, officer),
+        )
+
+    def holders(self, generation: int) -> list[str]:
+        """Officers holding the custodian secret of ``generation``."""
+        rows = self._c.q(
+            "SELECT officer FROM custodian_holders WHERE generation = %s ORDER BY officer",
+            (generation,),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def delete(self, generation: int) -> None:
+        """Forget a custodian generation (its secret is removed from the key slots)."""
+        self._c.q("DELETE FROM custodian_holders WHERE generation = %s", (generation,))
+        self._c.q("DELETE FROM custodians WHERE generation = %s", (generation,))
+
+
+class Access:
+    """Access requests and grants."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def add_request(self, req: RequestRow) -> None:
+        """Store a new access request."""
+        self._c.q(
+            "INSERT INTO requests (id, requester, records, fields, purpose, reason, created_at, "
+            "status) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                req.id,
+                req.requester,
+                json.dumps(list(req.records)),
+                json.dumps(list(req.fields)),
+                req.purpose,
+                req.reason,
+                req.created_at,
+                req.status,
+            ),
+        )
+
+    def request(self, request_id: str) -> RequestRow | None:
+        """An access request, or None."""
+        row = self._c.q(_REQUEST_SELECT + " WHERE id = %s", (request_id,)).fetchone()
+        return None if row is None else _request(row)
+
+    def requests(self, status: str | None = "pending") -> list[RequestRow]:
+        """Requests with ``status`` (all if None), oldest first."""
+        if status is None:
+            rows = self._c.q(_REQUEST_SELECT + " ORDER BY created_at, id").fetchall()
+        else:
+            rows = self._c.q(
+                _REQUEST_SELECT + " WHERE status = %s ORDER BY created_at, id", (status,)
+            ).fetchall()
+        return [_request(r) for r in rows]
+
+    def decide(self, request_id: str, *, status: str, by: str, at: str, reason: str | None) -> bool:
+        """Mark a pending request approved or denied; False if it was not pending."""
+        cur = self._c.q(
+            "UPDATE requests SET status = %s, decided_by = %s, decided_at = %s, "
+            "decision_reason = %s "
+            "WHERE id = %s AND status = 'pending'",
+            (status, by, at, reason, request_id),
+        )
+        return bool(cur.rowcount == 1)
+
+    def add_grant(self, grant: GrantRow) -> None:
+        """Record an issued grant."""
+        self._c.q(
+            "INSERT INTO grants (id, request_id, officer, requester, issued_at, expires_at, "
+            "max_uses, uses) VALUES (%s, %s, %s, %s, %s, %s, %s, 0)",
+            (
+                grant.id,
+                grant.request_id,
+                grant.officer,
+                grant.requester,
+                grant.issued_at,
+                grant.expires_at,
+                grant.max_uses,
+            ),
+        )
+
+    def grant(self, grant_id: str) -> GrantRow | None:
+        """A grant's server-side state, or None."""
+        row = self._c.q(
+            "SELECT id, request_id, officer, requester, issued_at, expires_at, max_uses, uses, "
+            "revoked_at, revoked_by, cache FROM grants WHERE id = %s",
+            (grant_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return GrantRow(
+            str(row[0]),
+            str(row[1]),
+            str(row[2]),
+            str(row[3]),
+            str(row[4]),
+            str(row[5]),
+            int(row[6]),
+            int(row[7]),
+            None if row[8] is None else str(row[8]),
+            None if row[9] is None else str(row[9]),
+            None if row[10] is None else as_bytes(row[10]),
+        )
+
+    def use_grant(self, grant_id: str) -> bool:
+        """Consume one use if any is left and the grant is not revoked."""
+        cur = self._c.q(
+            "UPDATE grants SET uses = uses + 1 WHERE id = %s AND uses < max_uses "
+            "AND revoked_at IS NULL",
+            (grant_id,),
+        )
+        return bool(cur.rowcount == 1)
+
+    def refund_use(self, grant_id: str) -> bool:
+        """Give back a use consumed by a read that failed before any plaintext."""
+        cur = self._c.q(
+            "UPDATE grants SET uses = uses - 1 WHERE id = %s AND uses > 0 AND revoked_at IS NULL",
+            (grant_id,),
+        )
+        return bool(cur.rowcount == 1)
+
+    def set_grant_cache(self, grant_id: str, cache: bytes | None) -> None:
+        """Keep redeemed key material (sealed to the requester) for later uses."""
+        self._c.q("UPDATE grants SET cache = %s WHERE id = %s", (cache, grant_id))
+
+    def revoke_grant(self, grant_id: str, *, at: str, by: str) -> bool:
+        """Revoke a grant; False if unknown or already revoked."""
+        cur = self._c.q(
+            "UPDATE grants SET revoked_at = %s, revoked_by = %s, cache = NULL "
+            "WHERE id = %s AND revoked_at IS NULL",
+            (at, by, grant_id),
+        )
+        return bool(cur.rowcount == 1)
+
+
+class AuditLog:
+    """The audit log table."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def head(self) -> tuple[int, bytes | None]:
+        """(next sequence number, hash of the last entry or None)."""
+        row = self._c.q("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is None:
+            return 0, None
+        return int(row[0]) + 1, as_bytes(row[1])
+
+    def append(self, rows: Sequence[tuple[int, bytes, bytes]]) -> None:
+        """Append (seq, entry bytes, entry hash) rows."""
+        self._c.append("INSERT INTO audit (seq, entry, hash) VALUES (%s, %s, %s)", rows)
+
+    def size(self) -> int:
+        """Number of log entries (by count, not by the last sequence number)."""
+        return int(self._c.q("SELECT count(*) FROM audit").fetchone()[0])
+
+    def entries(self, start: int = 0, *, batch: int = 5000) -> Iterator[tuple[int, bytes, bytes]]:
+        """Stream (seq, entry, hash) in sequence order, in pages to keep memory flat."""
+        audit_row = self.row
+        for rows in self.pages(start, batch=batch):
+            for row in rows:
+                yield audit_row(row)
+
+    def pages(self, start: int = 0, *, batch: int = 5000) -> Iterator[list[Any]]:
+        """The raw (seq, entry, hash) rows from ``start`` in sequence order, a page at a time.
+
+        Unconverted, for ``audit verify``'s bulk checks; pass each row through
+        :meth:`row` to get checked types (a column altered to another
+        type raises there, when that row is reached).
+        """
+        after = start - 1
+        while True:
+            rows = self._c.q(
+                "SELECT seq, entry, hash FROM audit WHERE seq > %s ORDER BY seq LIMIT %s",
+                (after, batch),
+            ).fetchall()
+            if not rows:
+                return
+            yield rows
+            after = int(rows[-1][0])
+
+    @staticmethod
+    def row(row: Any) -> tuple[int, bytes, bytes]:
+        """One raw row of :meth:`pages` as (seq, entry, hash)."""
+        seq, entry, digest = row
+        return int(seq), as_bytes(entry), as_bytes(digest)
+
+    def entries_by_action(self, actions: Sequence[str]) -> list[bytes]:
+        """Entries whose action is one of ``actions``, through the action index.
+
+        The index is derived from the entries; callers still parse each entry
+        and check its action (a damaged index can hide an entry, which makes
+        the caller's check fail closed, but cannot invent one).
+        """
+        rows = self._c.q(
+            "SELECT entry FROM audit WHERE action = ANY(%s) ORDER BY seq", (list(actions),)
+        ).fetchall()
+        return [as_bytes(r[0]) for r in rows]
+
+    def entry_at(self, seq: int) -> tuple[bytes, bytes] | None:
+        """(entry, hash) at ``seq``, or None."""
+        row = self._c.q("SELECT entry, hash FROM audit WHERE seq = %s", (seq,)).fetchone()
+        return None if row is None else (as_bytes(row[0]), as_bytes(row[1]))
+
+
+class Checkpoints:
+    """Signed checkpoints."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def add(
+        self, size: int, root: bytes, note: str, signer: str, at: str, resume_state: bytes
+    ) -> int:
+        """Store a signed checkpoint with the Merkle state it was signed over; return its id."""
+        cur = self._c.q(
+            "INSERT INTO checkpoints (size, root, note, signer, created_at, resume_state) "
+            "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            (size, root, note, signer, at, resume_state),
+        )
+        row = cur.fetchone()
+        assert row is not None  # RETURNING always gives the new row
+        return int(row[0])
+
+    def latest_by(self, signer: str) -> tuple[str, bytes] | None:
+        """(note, resume state) of ``signer``'s checkpoint of the largest tree that has one.
+
+        The columns are only claims: the caller verifies the note's signature
+        with its own key and the state against the signed root.
+        """
+        row = self._c.q(
+            "SELECT note, resume_state FROM checkpoints "
+            "WHERE signer = %s AND length(resume_state) > 0 "
+            "ORDER BY size DESC, id DESC LIMIT 1",
+            (signer,),
+        ).fetchone()
+        if row is None or not isinstance(row[0], str) or not isinstance(row[1], bytes):
+            return None
+        return row[0], row[1]
+
+    def all(self) -> list[CheckpointRow]:
+        """Every stored checkpoint, by tree size then id."""
+        rows = self._c.q(
+            "SELECT id, size, root, note, signer, created_at FROM checkpoints ORDER BY size, id"
+        ).fetchall()
+        return [
+            CheckpointRow(int(i), int(s), as_bytes(r), str(n), str(g), str(c))
+            for i, s, r, n, g, c in rows
+        ]
+
+
+def _user(row: Sequence[Any]) -> UserRow:
+    return UserRow(
+        str(row[0]),
+        tuple(r for r in str(row[1]).split(",") if r),
+        as_bytes(row[2]),
+        as_bytes(row[3]),
+        str(row[4]),
+        str(row[5]),
+    )
+
+
+def _request(row: Sequence[Any]) -> RequestRow:
+    return RequestRow(
+        str(row[0]),
+        str(row[1]),
+        tuple(json.loads(row[2])),
+        tuple(json.loads(row[3])),
+        str(row[4]),
+        str(row[5]),
+        str(row[6]),
+        str(row[7]),
+        None if row[8] is None else str(row[8]),
+        None if row[9] is None else str(row[9]),
+        None if row[10] is None else str(row[10]),
+    )
