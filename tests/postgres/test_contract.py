@@ -85,24 +85,40 @@ def _populate(world: World) -> None:
         v.verify_audit()
 
 
+def _first_by_worker(run: Any) -> tuple[int, bytes]:
+    """(seq, entry) of the first log entry worker1 wrote (a record they created)."""
+    for seq, entry in run("SELECT seq, entry FROM audit ORDER BY seq"):
+        if b'"actor":"worker1"' in bytes(entry):
+            return int(seq), bytes(entry)
+    raise AssertionError("no entry by worker1")
+
+
 def test_an_edited_log_entry_is_named(any_world: World) -> None:
     _populate(any_world)
     with _sql(any_world) as run:
-        ((entry,),) = run("SELECT entry FROM audit WHERE seq = ?", (8,))
-        changed = bytes(entry).replace(b'"worker1"', b'"worker2"')
-        assert changed != bytes(entry)
-        run("UPDATE audit SET entry = ? WHERE seq = ?", (changed, 8))
-    with any_world.open("admin") as v, pytest.raises(IntegrityError, match="entry 8 was modified"):
+        seq, entry = _first_by_worker(run)
+        changed = entry.replace(b'"worker1"', b'"worker2"')
+        assert changed != entry
+        run("UPDATE audit SET entry = ? WHERE seq = ?", (changed, seq))
+    with (
+        any_world.open("admin") as v,
+        pytest.raises(IntegrityError, match=f"entry {seq} was modified"),
+    ):
         v.verify_audit()
 
 
 def test_an_edit_with_its_hash_recomputed_breaks_the_next_link(any_world: World) -> None:
     _populate(any_world)
     with _sql(any_world) as run:
-        ((entry,),) = run("SELECT entry FROM audit WHERE seq = ?", (8,))
-        changed = bytes(entry).replace(b'"worker1"', b'"worker2"')
-        run("UPDATE audit SET entry = ?, hash = ? WHERE seq = ?", (changed, leaf_hash(changed), 8))
-    with any_world.open("admin") as v, pytest.raises(IntegrityError, match="entry 9 does not link"):
+        seq, entry = _first_by_worker(run)
+        changed = entry.replace(b'"worker1"', b'"worker2"')
+        run(
+            "UPDATE audit SET entry = ?, hash = ? WHERE seq = ?", (changed, leaf_hash(changed), seq)
+        )
+    with (
+        any_world.open("admin") as v,
+        pytest.raises(IntegrityError, match=f"entry {seq + 1} does not link"),
+    ):
         v.verify_audit()
 
 

@@ -32,6 +32,7 @@ from childvault.vault._postgres._tables import (
     Checkpoints,
     Custodians,
     Meta,
+    Statements,
     Users,
 )
 
@@ -65,6 +66,7 @@ class PostgresBackend:
         self.access = Access(self._conn)
         self.audit = AuditLog(self._conn)
         self.checkpoints = Checkpoints(self._conn)
+        self.statements = Statements(self._conn)
 
     def transaction(self) -> contextlib.AbstractContextManager[Any]:
         """All or nothing, serialised with every writer on the database (advisory lock)."""

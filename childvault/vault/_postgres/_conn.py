@@ -156,10 +156,23 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (field, tag, record_id))""",
         "CREATE INDEX blind_index_record ON blind_index (record_id)",
     ],
+    # 2: signed statements (docs/trust.md), as SQLCipher's migration 3: a trust
+    # statement's envelope beside the log entry that carries it, each verifier's
+    # signed saved trust state, and the actor's signature of every log entry.
+    [
+        "CREATE TABLE statements (seq bigint PRIMARY KEY, envelope bytea NOT NULL)",
+        "ALTER TABLE audit ADD COLUMN sig bytea",
+        """CREATE TABLE trust_states (
+            verifier text PRIMARY KEY,
+            size bigint NOT NULL,
+            head bytea NOT NULL,
+            state bytea NOT NULL,
+            sig bytea NOT NULL)""",
+    ],
 ]
 
 #: Tables the service role may only read and append to (never UPDATE, DELETE, TRUNCATE).
-APPEND_ONLY = ("audit", "checkpoints")
+APPEND_ONLY = ("audit", "checkpoints", "statements")
 #: Tables the service role reads and writes.
 READ_WRITE = (
     "meta",
@@ -174,6 +187,7 @@ READ_WRITE = (
     "grants",
     "imports",
     "blind_index",
+    "trust_states",
 )
 
 _VERSION_TABLE = "cv_schema"

@@ -245,12 +245,30 @@ class Access:
         )
         return bool(cur.rowcount == 1)
 
+    def live_grants_of(self, requester: str) -> list[str]:
+        """Ids of ``requester``'s grants that are not revoked."""
+        rows = self._c.q(
+            "SELECT id FROM grants WHERE requester = %s AND revoked_at IS NULL ORDER BY id",
+            (requester,),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
 
 class AuditLog:
     """The audit log table."""
 
     def __init__(self, connection: Connection) -> None:
         self._c = connection
+        #: The acting user's identity: entries in their name are signed by it.
+        self.signer: Any = None
+
+    def signatures(self, first: int, last: int) -> dict[int, bytes]:
+        """The actors' signatures of the entries ``first`` to ``last`` (inclusive) that have one."""
+        rows = self._c.q(
+            "SELECT seq, sig FROM audit WHERE seq BETWEEN %s AND %s AND sig IS NOT NULL",
+            (first, last),
+        ).fetchall()
+        return {int(seq): as_bytes(sig) for seq, sig in rows}
 
     def head(self) -> tuple[int, bytes | None]:
         """(next sequence number, hash of the last entry or None)."""
@@ -259,9 +277,9 @@ class AuditLog:
             return 0, None
         return int(row[0]) + 1, as_bytes(row[1])
 
-    def append(self, rows: Sequence[tuple[int, bytes, bytes]]) -> None:
-        """Append (seq, entry bytes, entry hash) rows."""
-        self._c.append("INSERT INTO audit (seq, entry, hash) VALUES (%s, %s, %s)", rows)
+    def append(self, rows: Sequence[tuple[int, bytes, bytes, bytes | None]]) -> None:
+        """Append (seq, entry bytes, entry hash, actor's signature or None) rows."""
+        self._c.append("INSERT INTO audit (seq, entry, hash, sig) VALUES (%s, %s, %s, %s)", rows)
 
     def size(self) -> int:
         """Number of log entries (by count, not by the last sequence number)."""
@@ -335,6 +353,23 @@ class Checkpoints:
         assert row is not None  # RETURNING always gives the new row
         return int(row[0])
 
+    def add_at_head(
+        self, size: int, root: bytes, note: str, signer: str, at: str, resume_state: bytes
+    ) -> int | None:
+        """:meth:`add`, only while the log still has exactly ``size`` entries; else None.
+
+        Compare-and-set, as in the SQLCipher backend: sequence numbers are
+        contiguous from 0, so the size is the last one plus one.
+        """
+        cur = self._c.q(
+            "INSERT INTO checkpoints (size, root, note, signer, created_at, resume_state) "
+            "SELECT %s, %s, %s, %s, %s, %s "
+            "WHERE (SELECT coalesce(max(seq) + 1, 0) FROM audit) = %s RETURNING id",
+            (size, root, note, signer, at, resume_state, size),
+        )
+        row = cur.fetchone()
+        return None if row is None else int(row[0])
+
     def latest_by(self, signer: str) -> tuple[str, bytes] | None:
         """(note, resume state) of ``signer``'s checkpoint of the largest tree that has one.
 
@@ -387,3 +422,38 @@ def _request(row: Sequence[Any]) -> RequestRow:
         None if row[9] is None else str(row[9]),
         None if row[10] is None else str(row[10]),
     )
+
+
+class Statements:
+    """Signed statement envelopes (by the seq of their log entry) and saved trust states."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def add(self, seq: int, envelope: bytes) -> None:
+        """Keep the envelope carried by the log entry at ``seq``."""
+        self._c.q("INSERT INTO statements (seq, envelope) VALUES (%s, %s)", (seq, envelope))
+
+    def get(self, seq: int) -> bytes | None:
+        """The envelope of the entry at ``seq``, or None."""
+        row = self._c.q("SELECT envelope FROM statements WHERE seq = %s", (seq,)).fetchone()
+        return None if row is None else as_bytes(row[0])
+
+    def save_state(self, verifier: str, size: int, head: bytes, state: bytes, sig: bytes) -> None:
+        """Keep ``verifier``'s last verified trust state (replacing the older one)."""
+        self._c.q(
+            "INSERT INTO trust_states (verifier, size, head, state, sig) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (verifier) DO UPDATE SET "
+            "size = EXCLUDED.size, head = EXCLUDED.head, state = EXCLUDED.state, "
+            "sig = EXCLUDED.sig",
+            (verifier, size, head, state, sig),
+        )
+
+    def saved_state(self, verifier: str) -> tuple[int, bytes, bytes, bytes] | None:
+        """(size, head, state, sig) last saved by ``verifier``, or None."""
+        row = self._c.q(
+            "SELECT size, head, state, sig FROM trust_states WHERE verifier = %s", (verifier,)
+        ).fetchone()
+        if row is None:
+            return None
+        return int(row[0]), as_bytes(row[1]), as_bytes(row[2]), as_bytes(row[3])
