@@ -132,10 +132,14 @@ class AgentIdentity(Identity):
     signed through :meth:`sign`.
     """
 
-    def __init__(self, path: Path, public: PublicIdentity) -> None:
+    def __init__(
+        self, path: Path, public: PublicIdentity, anchor: dict[str, str] | None = None
+    ) -> None:
         self.name = public.name
         self.public = public
         self._path = path
+        #: The trust anchor the agent's identity file held (see :class:`Identity`).
+        self.anchor = anchor
 
     def __repr__(self) -> str:
         return f"AgentIdentity(name={self.name!r})"
@@ -198,7 +202,13 @@ def connect(home: Path, user: str) -> AgentIdentity | None:
         return None
     if public.name != user:
         return None
-    return AgentIdentity(path, public)
+    anchor = hello.get("anchor")
+    if anchor is not None and not (
+        isinstance(anchor, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in anchor.items())
+    ):
+        return None
+    return AgentIdentity(path, public, anchor)
 
 
 def lock(home: Path, user: str) -> bool:
@@ -234,6 +244,8 @@ def start(identity: Identity, home: Path, seconds: int) -> Path:
             "name": identity.name,
             "x25519": b64(bytes(identity._x25519)),
             "ed25519": b64(bytes(identity._ed25519)),
+            # The anchor the owner's identity file holds: what their process trusts.
+            "anchor": identity.anchor,
             "socket": str(path),
             "seconds": seconds,
         }
@@ -322,6 +334,7 @@ def _handle(conn: socket.socket, me: Identity) -> str:
                 name=me.name,
                 x25519_public=b64(me.public.encryption_key),
                 ed25519_public=b64(me.public.signing_key),
+                anchor=me.anchor,
             )
         elif op == "sign":
             answer["data"] = b64(me.sign(data))
@@ -345,6 +358,7 @@ def _main() -> None:
         doc["name"],
         PrivateKey(unb64(doc["x25519"])),
         nacl.signing.SigningKey(unb64(doc["ed25519"])),
+        doc.get("anchor"),
     )
     # The path came from the parent, which checked its directory.
     path, seconds = Path(doc["socket"]), int(doc["seconds"])
