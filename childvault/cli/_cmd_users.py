@@ -58,20 +58,3 @@ def user_list(c: Ctx) -> None:
                 click.echo(f"  vkey {u.vkey}")
 
     c.emit({"ok": True, "users": [u.to_json() for u in users]}, human)
-
-
-@user.command("disable")
-@click.argument("name")
-@pass_ctx
-def user_disable(c: Ctx, name: str) -> None:
-    """Disable user NAME (signed): remove their key slot and revoke their grants."""
-    done = c.open().disable_user(name)
-    revoked = done["revoked_grants"]
-    count = len(revoked) if isinstance(revoked, list) else 0
-    text = f"Disabled {name}; revoked {count} grant(s)."
-    if done["rotation_required"]:
-        text += (
-            f"\n{name} held the custodian key: no record can be written until an officer runs "
-            "`childvault --as OFFICER keys rotate`."
-        )
-    c.emit({"ok": True, **done}, text)

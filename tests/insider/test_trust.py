@@ -226,13 +226,3 @@ def test_the_registration_of_another_vault_is_refused() -> None:
     )
     with pytest.raises(IntegrityError, match="another vault"):
         state.apply(foreign, seq=2)
-
-
-def test_cli_user_disable(world: World) -> None:
-    from tests.test_cli import js, run
-
-    result = run(world, "admin", "--json", "user", "disable", "worker2")
-    assert result.exit_code == 0, result.output
-    assert js(result)["user"] == "worker2" and js(result)["rotation_required"] is False
-    again = run(world, "admin", "user", "disable", "worker2")
-    assert again.exit_code == 2
