@@ -15,7 +15,6 @@ from childvault.keys import (
     ExternalKeyMaterial,
     LocalProvider,
     ServerSideRotation,
-    UsageError,
     VaultProvider,
     VaultSettings,
 )
@@ -70,35 +69,3 @@ def test_init_with_openbao_keys_writes_the_same_config_as_before(tmp_path: Path)
     doc = json.loads((home / "config.json").read_text())
     assert doc["provider"] == "vault" and doc["vault"]["addr"] == SETTINGS["addr"]
     assert "secret-token" not in (home / "config.json").read_text()
-
-
-def test_old_keywords_mean_the_same(tmp_path: Path) -> None:
-    with Vault.init(
-        tmp_path / "a", institution="I", admin="admin", admin_passphrase="correct horse"
-    ) as v:
-        assert v.provider_kind == "local"
-    with pytest.raises(UsageError, match="unknown provider"):
-        Vault.init(
-            tmp_path / "b",
-            institution="I",
-            admin="admin",
-            admin_passphrase="correct horse",
-            provider="kms",
-        )
-    with pytest.raises(UsageError, match="needs its settings"):
-        Vault.init(
-            tmp_path / "c",
-            institution="I",
-            admin="admin",
-            admin_passphrase="correct horse",
-            provider="vault",
-        )
-    with pytest.raises(UsageError, match="not both"):
-        Vault.init(
-            tmp_path / "d",
-            institution="I",
-            admin="admin",
-            admin_passphrase="correct horse",
-            keys=LocalKeys(),
-            provider="local",
-        )

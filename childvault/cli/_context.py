@@ -136,21 +136,20 @@ class Ctx:
         """Open the vault as the acting user (once per command)."""
         if self._vault is None:
             from childvault.keys._agent import connect
-            from childvault.vault import Vault
+            from childvault.vault import OpenBaoCredentials, Vault
 
             user = self.require_user()
             home = self.require_home()
             approle = self.approle()
             # An AppRole login replaces any VAULT_TOKEN in the environment.
             token = None if approle else os.environ.get("VAULT_TOKEN")
+            creds = OpenBaoCredentials(token=token, approle=approle) if token or approle else None
             # A session (`childvault unlock`) for this user and home: no passphrase.
             held = connect(home, user)
             if held is not None:
-                self._vault = Vault.open(home, identity=held, vault_token=token, approle=approle)
+                self._vault = Vault.open(home, identity=held, credentials=creds)
             else:
-                self._vault = Vault.open(
-                    home, user, self.passphrase(user), vault_token=token, approle=approle
-                )
+                self._vault = Vault.open(home, user, self.passphrase(user), credentials=creds)
         return self._vault
 
     def close(self) -> None:
@@ -267,7 +266,7 @@ def init_vault(
     ``passphrase`` is called after the provider options are checked, so a
     usage error is reported before anyone is prompted.
     """
-    from childvault.vault import Vault
+    from childvault.vault import LocalKeys, OpenBaoKeys, Vault
 
     settings = None
     if provider == "vault":
@@ -285,10 +284,9 @@ def init_vault(
         institution=institution,
         admin=admin,
         admin_passphrase=passphrase(),
-        provider=provider,
+        keys=OpenBaoKeys.from_mapping(settings) if settings is not None else LocalKeys(),
         schema=schema,
         witness=witness,
-        vault_settings=settings,
         store_dsn=store_dsn,
         store_dsn_file=store_dsn_file,
     ) as v:

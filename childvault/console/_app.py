@@ -150,9 +150,10 @@ class Console:
 
     def open_vault(self) -> Any:
         """Open the vault as the console's officer (called in a worker thread)."""
-        from childvault.vault import Vault
+        from childvault.vault import OpenBaoCredentials, Vault
 
-        return Vault.open(self.home, identity=self.identity, vault_token=self.vault_token)
+        creds = OpenBaoCredentials(token=self.vault_token) if self.vault_token else None
+        return Vault.open(self.home, identity=self.identity, credentials=creds)
 
     @functools.cache  # noqa: B019 (one Console per process; the cache lives as long)
     def environment(self, lang: str) -> jinja2.Environment:

@@ -114,12 +114,10 @@ class Vault:
         must be empty; its role becomes the owner of the tables (docs/scale.md).
 
         ``keys`` chooses the key provider: :class:`LocalKeys` (the default) or
-        :class:`OpenBaoKeys`. ``provider`` (``"local"`` / ``"vault"``) and
-        ``vault_settings`` are the older spelling of the same choice, kept until
-        every caller passes ``keys``.
+        :class:`OpenBaoKeys`.
         """
         check_user_name(admin)
-        keys = _keys_argument(keys, provider, vault_settings)
+        keys = keys if keys is not None else LocalKeys()
         if not institution.strip() or len(institution) > 200:
             raise UsageError("--institution must be a non-empty name of at most 200 characters")
         loaded = Schema.load(Path(schema)) if schema else Schema.default()
@@ -216,21 +214,14 @@ class Vault:
         identity: Identity | None = None,
         clock: Clock = system_clock,
         credentials: OpenBaoCredentials | None = None,
-        vault_token: str | None = None,
-        approle: tuple[str, str] | None = None,
     ) -> Vault:
         """Open the vault in ``home`` as ``user`` (unlocking with ``passphrase``).
 
         Pass ``identity=`` instead of user and passphrase to reuse an unlocked
         identity (embedding applications, tests). ``credentials`` are the
         acting user's OpenBao / Vault credentials (OpenBao keys only; default:
-        ``VAULT_TOKEN``). ``vault_token`` / ``approle`` are the older spelling
-        of the same, kept until every caller passes ``credentials``.
+        ``VAULT_TOKEN``).
         """
-        if vault_token is not None or approle is not None:
-            if credentials is not None:
-                raise UsageError("give credentials= or vault_token= / approle=, not both")
-            credentials = OpenBaoCredentials(vault_token, approle)
         h = Home(Path(home))
         config = Config.load(h)
         if identity is None:
@@ -704,25 +695,6 @@ class Vault:
         a final entry records the counts. Memory holds only the class counts.
         """
         return self._export.export_anonymized(out, k=k, now=now)
-
-
-def _keys_argument(
-    keys: KeysConfig | None, provider: str | None, vault_settings: Mapping[str, Any] | None
-) -> KeysConfig:
-    """The key configuration of :meth:`Vault.init`, from ``keys`` or the older
-    ``provider`` name and ``vault_settings`` mapping."""
-    if provider is None and vault_settings is None:
-        return keys if keys is not None else LocalKeys()
-    if keys is not None:
-        raise UsageError("give keys= or provider= / vault_settings=, not both")
-    kind = {LocalKeys.name: LocalKeys, OpenBaoKeys.name: OpenBaoKeys}.get(provider or "local")
-    if kind is None:
-        raise UsageError(f"unknown provider {provider!r}: use local or vault")
-    if kind is LocalKeys:
-        return LocalKeys()
-    if not vault_settings:
-        raise UsageError("the vault provider needs its settings (address, mounts, key)")
-    return OpenBaoKeys.from_mapping(vault_settings)
 
 
 def _remove_tree(path: Path) -> None:
