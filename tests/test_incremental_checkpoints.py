@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from childvault.keys import IntegrityError
 from childvault.vault import _audit, _merkle
-from childvault.vault._store import _MIGRATIONS, Store
+from childvault.vault._sqlcipher import MIGRATIONS as _MIGRATIONS
+from childvault.vault._sqlcipher import SQLCipherBackend as Store
 from tests._insider import Insider, at_least
 from tests.conftest import World, add_children
 from tests.test_reports import grant
