@@ -1,6 +1,6 @@
 """Shared CLI plumbing: the context handed to every command, passphrases,
 output, argument parsers shared by several command modules, and the calls
-that open or create a vault (DESIGN section 8).
+that open or create a vault (docs/architecture.md).
 
 Every call that depends on how the library is opened or initialised (the
 ``Vault.open`` and ``Vault.init`` signatures, provider settings, the Vault

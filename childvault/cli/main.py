@@ -1,4 +1,4 @@
-"""The ``childvault`` command line (DESIGN section 8): the root group.
+"""The ``childvault`` command line: the root group.
 
 This module holds the global options, the one place where library errors
 become messages and exit codes (:class:`_Group`), and the registration of the

@@ -1,4 +1,4 @@
-"""The session agent behind ``childvault unlock`` / ``lock`` (DESIGN section 8).
+"""The session agent behind ``childvault unlock`` / ``lock``.
 
 Like ``ssh-agent``: one process per user and vault home holds an unlocked
 :class:`~childvault.keys.Identity` in memory for a limited time and answers

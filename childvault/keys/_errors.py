@@ -2,8 +2,8 @@
 
 It lives in ``keys`` because layering is one-way (``cli -> vault -> keys``) and
 both packages raise these errors; ``vault`` re-exports every name. Each class
-carries the process exit code of DESIGN section 7, so the CLI maps errors to
-exit codes in one place.
+carries the process exit code of the command-line contract (README.md), so the
+CLI maps errors to exit codes in one place.
 
 Messages say what went wrong and what to do. They never contain a secret, a
 field value or the reason a token or ciphertext was rejected: that detail goes

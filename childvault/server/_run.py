@@ -1,4 +1,4 @@
-"""Run the server on uvicorn with the transport rules of DESIGN section 9.
+"""Run the server on uvicorn with the transport rules of docs/server.md.
 
 - Loopback by default. Any other address needs TLS (``tls_cert`` and
   ``tls_key``) or an explicit ``behind_proxy=True`` (a reverse proxy on the

@@ -1,4 +1,4 @@
-"""Per-field value encryption (DESIGN section 3).
+"""Per-field value encryption (docs/architecture.md: field encryption).
 
 Every stored field value has its own random 256-bit data key and is sealed with
 XChaCha20-Poly1305-IETF (libsodium through PyNaCl) under a random 192-bit nonce.
