@@ -34,6 +34,7 @@ from childvault.cli import (
     _cmd_reports,
     _cmd_session,
     _cmd_users,
+    _cmd_vault_admin,
 )
 from childvault.cli._context import EXIT_ERROR, Ctx, _, safe
 
@@ -194,6 +195,9 @@ for _command in (
     cli.add_command(_command)
 # `audit prove` lives with the report and proof files it reads and writes.
 _cmd_audit.audit.add_command(_cmd_reports.audit_prove)
+# `vault gc` and `vault identity` live in their own module.
+_cmd_keys.vault_group.add_command(_cmd_vault_admin.vault_gc)
+_cmd_keys.vault_group.add_command(_cmd_vault_admin.vault_identity)
 
 
 # Global options after the command name (`childvault list --json`, `childvault

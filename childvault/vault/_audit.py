@@ -67,6 +67,7 @@ ACTIONS = frozenset(
         "vault.decommission",
         "vault.backup",
         "notice.publish",
+        "vault.gc",
     }
 )
 OUTCOMES = frozenset({"ok", "denied", "error"})

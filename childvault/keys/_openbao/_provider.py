@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,16 @@ from childvault.keys._openbao._wrapping import Wrapping
 from childvault.keys._provider import FieldKey, RecordKeys, ReleasedKeys, Selection, WrappedRecord
 
 __all__ = ["VaultProvider"]
+
+
+def _kv_time(value: object) -> datetime | None:
+    """A KV metadata time (RFC 3339, nanoseconds) as an aware datetime, or None."""
+    if not isinstance(value, str) or len(value) < 19:
+        return None
+    try:
+        return datetime.strptime(value[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 def _check_keys(keys: Sequence[FieldKey]) -> None:
@@ -256,6 +267,54 @@ class VaultProvider:
         """
         for record_id in record_ids:
             self._salts.shred(record_id)
+
+    # -- orphan salts (admin, `childvault vault gc`) ------------------------------------
+
+    def orphan_salts(
+        self, in_database: Callable[[str], bool], older_than: datetime
+    ) -> list[dict[str, Any]]:
+        """Admin: salt documents that no record in the database accounts for.
+
+        A salt document is an orphan when ``in_database(record_id)`` is False
+        (no live record, no deleted record's tombstone), it is not a shredding
+        tombstone itself, and it was created before ``older_than`` (a batch
+        still in flight has salts but no rows yet: the grace period spares it).
+        Returns ``record_id``, ``created`` and ``versions`` per orphan; reads
+        KV metadata only, never a salt.
+        """
+        out: list[dict[str, Any]] = []
+        for record_id in self._salts.record_ids():
+            if in_database(record_id):
+                continue
+            meta = self._salts.metadata(record_id)
+            if meta is None:
+                continue  # gone since the list
+            custom = meta.get("custom_metadata")
+            if isinstance(custom, dict) and "shredded" in custom:
+                continue  # a tombstone: already destroyed
+            created = _kv_time(meta.get("created_time"))
+            if created is None or created >= older_than:
+                continue
+            out.append(
+                {
+                    "record_id": record_id,
+                    "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "versions": int(meta.get("current_version") or 0),
+                }
+            )
+        return out
+
+    def destroy_orphan_salts(self, record_ids: Sequence[str], when: str) -> int:
+        """Admin: destroy these salt documents, keeping tombstones marked ``orphan``.
+
+        Like shredding: every version is destroyed and the metadata stays, so
+        the record id can never get a salt again. Returns how many existed.
+        """
+        done = 0
+        for record_id in record_ids:
+            if self._salts.shred(record_id, when=when, marks={"orphan": "vault gc"}):
+                done += 1
+        return done
 
     # -- reconciliation with Vault's audit log -----------------------------------------
 

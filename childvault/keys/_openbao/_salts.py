@@ -26,6 +26,7 @@ from childvault.keys._errors import (
 from childvault.keys._openbao._formats import SALT_LEN, Salts, check_record_id, parse_salts
 from childvault.keys._openbao._http import Connection, scrub
 from childvault.keys._openbao._policies import (
+    ADMIN,
     ANY_ROLE,
     OFFICER,
     OFFICER_OR_ADMIN,
@@ -208,13 +209,36 @@ class SaltStore:
         data = reply.data.get("data")
         return data if reply.status == 200 and isinstance(data, dict) else None
 
-    def shred(self, record_id: str, *, when: str | None = None) -> bool:
+    def record_ids(self) -> list[str]:
+        """Admin: every record id with a salt document or a tombstone on the mount (a KV list)."""
+        reply = self._conn.call(
+            "GET",
+            f"{self._settings.kv_mount}/metadata/records",
+            params={"list": "true"},
+            ok=(200, 404),
+            need=("list", ADMIN),
+        )
+        if reply.status == 404:
+            return []  # nothing was ever written
+        keys = (reply.data.get("data") or {}).get("keys")
+        # Folders ("x/") cannot be record ids; check_record_id skips anything else odd.
+        return sorted(str(k) for k in keys or [] if isinstance(k, str) and not k.endswith("/"))
+
+    def shred(
+        self,
+        record_id: str,
+        *,
+        when: str | None = None,
+        marks: Mapping[str, str] | None = None,
+    ) -> bool:
         """Destroy every version of a record's salt document and keep a tombstone.
 
         The metadata stays (marked ``custom_metadata.shredded=<when>``): its
         version counter is what makes a later check-and-set 0 write fail, so
         a copied salt can never be written back. Idempotent; an earlier mark
-        is kept. Returns False if no document ever existed (nothing to do).
+        is kept; ``marks`` are further custom metadata to set with it (say
+        why: ``vault gc`` marks an orphan). Returns False if no document ever
+        existed (nothing to do).
         """
         meta = self.metadata(record_id)
         if meta is None:
@@ -228,13 +252,14 @@ class SaltStore:
                 need=("update", OFFICER_OR_ADMIN),
             )
         custom = meta.get("custom_metadata")
-        marks = dict(custom) if isinstance(custom, dict) else {}
-        if "shredded" not in marks:
-            marks["shredded"] = when or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        kept = dict(custom) if isinstance(custom, dict) else {}
+        if "shredded" not in kept:
+            kept["shredded"] = when or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            kept.update(marks or {})
             self._conn.call(
                 "POST",
                 self.path("metadata", record_id),
-                body={"custom_metadata": marks},
+                body={"custom_metadata": kept},
                 need=("update", OFFICER_OR_ADMIN),
             )
         return True

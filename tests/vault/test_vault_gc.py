@@ -1,0 +1,114 @@
+"""``childvault vault gc`` against a real OpenBao: a failed batch's salts are found and
+destroyed, live records are untouched (issue 14, item 6)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from childvault.keys import ChildVaultError
+from tests.conftest import World, add_children
+from tests.integration.conftest import BaoServer
+from tests.integration.test_vault_hardening import read_name, run_cli, world_on
+
+pytestmark = pytest.mark.vault
+
+# Salts and Transit encrypt, but no blind-index HMAC: a batch wraps every
+# record's keys (writing their salts to Vault), then fails on the index tags,
+# before any row reaches the database.
+_HALF_STAFF = """
+path "childvault-transit/encrypt/childvault-dek" { capabilities = ["update"] }
+path "childvault-kv/data/records/*" { capabilities = ["create"] }
+path "auth/token/lookup-self" { capabilities = ["read"] }
+path "sys/capabilities-self" { capabilities = ["update"] }
+"""
+
+
+@pytest.fixture(scope="module")
+def gc_bao(bao_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
+    """A server of its own: the test destroys salts on it."""
+    with BaoServer(bao_binary, tmp_path_factory.mktemp("gc-bao")) as server:
+        server.start()
+        server.setup()
+        yield server
+
+
+def failed_batch(world: World, server: BaoServer, n: int) -> None:
+    """worker1 adds ``n`` records with a token that cannot compute index tags."""
+    server.api(
+        "PUT", "sys/policies/acl/half-staff", json={"policy": _HALF_STAFF}
+    ).raise_for_status()
+    assert world.tokens is not None
+    half = World(
+        world.home,
+        world.ids,
+        world.clock,
+        {**world.tokens, "worker1": server.token(["half-staff"])},
+        "vault",
+    )
+    with half.open("worker1") as v, pytest.raises(ChildVaultError):
+        add_children(v, n)
+
+
+def test_gc_lists_and_destroys_the_salts_of_a_failed_batch(
+    gc_bao: BaoServer, tmp_path: Path
+) -> None:
+    world = world_on(gc_bao, tmp_path)
+    with world.open("worker1") as v:
+        live = add_children(v, 2)
+    before = {rid: read_name(world, rid) for rid in live}
+    failed_batch(world, gc_bao, 3)
+    with world.open("worker1") as v:
+        assert sorted(r.id for r in v.list_records()) == sorted(live)
+
+    # Within the grace period nothing is listed (a batch may still be in flight).
+    code, out = run_cli(world, "admin", "--json", "vault", "gc")
+    assert code == 0, out
+    assert json.loads(out)["orphans"] == []
+
+    # Dry run: the three orphans are listed, nothing is destroyed.
+    code, out = run_cli(world, "admin", "--json", "vault", "gc", "--grace", "0s")
+    assert code == 0, out
+    report = json.loads(out)
+    orphans = sorted(o["record_id"] for o in report["orphans"])
+    assert len(orphans) == 3 and not set(orphans) & set(live)
+    assert report["destroyed"] == 0
+    for rid in orphans:
+        data = gc_bao.api("GET", f"childvault-kv/data/records/{rid}")
+        assert data.status_code == 200  # still there
+
+    # Officers may not run it (and their Vault policy cannot list salts).
+    code, out = run_cli(world, "officer1", "vault", "gc", "--grace", "0s", "--yes")
+    assert code == 3, out  # denied, and logged (below)
+
+    code, out = run_cli(world, "admin", "vault", "gc", "--grace", "0s", "--yes")
+    assert code == 0, out
+    assert "Destroyed 3 orphaned salt document(s)" in out
+    for rid in orphans:
+        assert gc_bao.api("GET", f"childvault-kv/data/records/{rid}").status_code == 404
+        meta = gc_bao.api("GET", f"childvault-kv/metadata/records/{rid}").json()["data"]
+        assert meta["custom_metadata"]["orphan"] == "vault gc"
+        assert all(v["destroyed"] for v in meta["versions"].values())
+
+    # Live records untouched: their salts are there and they still read.
+    assert {rid: read_name(world, rid) for rid in live} == before
+    code, out = run_cli(world, "admin", "--json", "vault", "gc", "--grace", "0s")
+    assert code == 0, out
+    assert json.loads(out)["orphans"] == []
+
+    # The destruction is in childvault's log, with the salts' ids.
+    with world.open("admin") as v:
+        entries = [e["entry"] for e in v.audit_entries() if e["entry"]["action"] == "vault.gc"]
+    denied, done = entries
+    assert (denied["actor"], denied["outcome"]) == ("officer1", "denied")
+    assert (done["actor"], done["outcome"]) == ("admin", "ok")
+    assert sorted(done["detail"]["salts_destroyed"]) == orphans
+
+
+def test_gc_is_for_vault_mode_only(world: World) -> None:
+    with world.open("admin") as v, pytest.raises(ChildVaultError, match="Vault/OpenBao"):
+        v.vault_gc(grace=timedelta(0))
