@@ -171,3 +171,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
 def world(template: tuple[Path, dict[str, Identity]], tmp_path: Path) -> Iterator[World]:
     src, ids = template
     yield copy_world(src, ids, tmp_path)
+
+
+# One PostgreSQL server and one OpenBao Raft cluster for the whole session,
+# shared by tests/postgres and tests/scale (started only when a test asks).
+from tests.fixtures.sessions import postgres, raft_cluster  # noqa: E402, F401

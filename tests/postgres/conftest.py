@@ -5,6 +5,8 @@ role ``cv_owner``, which owns the tables) and copied per test with ``CREATE
 DATABASE ... TEMPLATE``; each test's home names a DSN file holding the
 **service role** (``cv_service``: no UPDATE or DELETE on the log), so every
 test here also shows that the service role is enough to run the library.
+The server and both roles are the session's one ``postgres`` fixture
+(tests/fixtures/sessions.py).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,32 +26,11 @@ from childvault.testing import FakeClock
 from childvault.vault import LocalKeys, Vault
 from childvault.vault._postgres import migrate
 from tests.conftest import PASSPHRASES, ROLES, World, copy_world
-from tests.fixtures.postgres import InitdbRefused, PostgresServer
+from tests.fixtures.postgres import PostgresServer
+from tests.fixtures.sessions import OWNER, SERVICE
 
-OWNER = "cv_owner"
-SERVICE = "cv_service"
 TEMPLATE_DB = "cv_template"
 _numbers = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """One PostgreSQL 18 server for the session (as tests/scale/conftest.py)."""
-    server = PostgresServer()
-    try:
-        server.start()
-    except InitdbRefused as exc:
-        server.close()
-        pytest.skip(f"not root and initdb refused to run here: {exc}")
-    except BaseException:
-        server.close()
-        raise
-    try:
-        server.create_role(OWNER)
-        server.create_role(SERVICE)
-        yield server
-    finally:
-        server.close()
 
 
 def new_database(server: PostgresServer, *, template: str | None = None) -> str:

@@ -36,10 +36,10 @@ class Roles:
 
 @pytest.fixture(scope="module")
 def audit_db(postgres: PostgresServer) -> Iterator[Roles]:
-    postgres.create_role("cv_migrate")
-    postgres.create_role("cv_service")
-    postgres.create_database("cv_audit", owner="cv_migrate")
-    migrate = postgres.dsn("cv_migrate", "cv_audit")
+    postgres.create_role("lp_migrate")
+    postgres.create_role("lp_service")
+    postgres.create_database("cv_audit", owner="lp_migrate")
+    migrate = postgres.dsn("lp_migrate", "cv_audit")
     with psycopg.connect(migrate, autocommit=True) as conn:
         conn.execute(
             "CREATE TABLE audit ("
@@ -49,11 +49,11 @@ def audit_db(postgres: PostgresServer) -> Iterator[Roles]:
             " hash text NOT NULL UNIQUE)"
         )
         conn.execute("REVOKE ALL ON audit FROM PUBLIC")
-        conn.execute("GRANT SELECT, INSERT ON audit TO cv_service")
+        conn.execute("GRANT SELECT, INSERT ON audit TO lp_service")
         conn.execute(
             "INSERT INTO audit VALUES (0, 'genesis', %s, %s)", (GENESIS, _link(GENESIS, "genesis"))
         )
-    yield Roles(migrate, postgres.dsn("cv_service", "cv_audit"))
+    yield Roles(migrate, postgres.dsn("lp_service", "cv_audit"))
 
 
 def _link(prev_hash: str, payload: str) -> str:
