@@ -9,6 +9,7 @@
   KV v2 salt documents, response wrapping.
 - :mod:`._provider`: :class:`VaultProvider`, composed from those engines.
 - :mod:`._setup`, :mod:`._diagnose`: server preparation and ``doctor`` checks.
+- :mod:`._identity`: per-person Vault identities (AppRole role, entity, group).
 
 hvac and requests are heavy to import, so the names are loaded on first use:
 importing this package (or :mod:`._formats`, :mod:`._settings`) does not
@@ -21,18 +22,27 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from childvault.keys._openbao._identity import add_person
     from childvault.keys._openbao._policies import POLICY_NAMES
     from childvault.keys._openbao._provider import VaultProvider
     from childvault.keys._openbao._settings import VaultSettings
     from childvault.keys._openbao._setup import render_policies, setup
 
-__all__ = ["POLICY_NAMES", "VaultProvider", "VaultSettings", "render_policies", "setup"]
+__all__ = [
+    "POLICY_NAMES",
+    "VaultProvider",
+    "VaultSettings",
+    "add_person",
+    "render_policies",
+    "setup",
+]
 
 # Public name -> the module that defines it.
 _WHERE = {
     "POLICY_NAMES": "_policies",
     "VaultProvider": "_provider",
     "VaultSettings": "_settings",
+    "add_person": "_identity",
     "render_policies": "_setup",
     "setup": "_setup",
 }
