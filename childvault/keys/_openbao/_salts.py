@@ -221,8 +221,15 @@ class SaltStore:
         if reply.status == 404:
             return []  # nothing was ever written
         keys = (reply.data.get("data") or {}).get("keys")
-        # Folders ("x/") cannot be record ids; check_record_id skips anything else odd.
-        return sorted(str(k) for k in keys or [] if isinstance(k, str) and not k.endswith("/"))
+        # Only names that can be record ids: a folder ("x/") or anything else
+        # another tool put under records/ is not ours to list or destroy.
+        out = []
+        for key in keys or []:
+            try:
+                out.append(check_record_id(key) if isinstance(key, str) else "")
+            except UsageError:
+                continue
+        return sorted(k for k in out if k)
 
     def shred(
         self,
