@@ -8,10 +8,14 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
 
+from childvault.cli._cmd_vault_admin import parse_grace
+from childvault.cli.main import cli
 from childvault.keys import ChildVaultError
-from tests.conftest import World, add_children
+from tests.conftest import PASSPHRASES, World, add_children
 from tests.integration.conftest import BaoServer
 from tests.integration.test_vault_hardening import read_name, run_cli, world_on
 
@@ -112,3 +116,23 @@ def test_gc_lists_and_destroys_the_salts_of_a_failed_batch(
 def test_gc_is_for_vault_mode_only(world: World) -> None:
     with world.open("admin") as v, pytest.raises(ChildVaultError, match="Vault/OpenBao"):
         v.vault_gc(grace=timedelta(0))
+    env = {
+        "CHILDVAULT_HOME": str(world.home),
+        "CHILDVAULT_USER": "admin",
+        "CHILDVAULT_PASSPHRASE": PASSPHRASES["admin"],
+    }
+    result = CliRunner().invoke(cli, ["vault", "gc", "--grace", "0s"], env=env)
+    assert result.exit_code == 2 and "Vault/OpenBao" in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("7d", 604800), ("12h", 43200), ("30m", 1800), ("0s", 0)]
+)
+def test_grace_periods(text: str, seconds: int) -> None:
+    assert parse_grace(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "7", "d7", "-1d", "1w", "1.5h", "7 d 2h"])
+def test_a_bad_grace_period_is_a_usage_error(text: str) -> None:
+    with pytest.raises(click.BadParameter):
+        parse_grace(text)
