@@ -302,7 +302,9 @@ def test_reads_recheck_consent_and_retention(world: World) -> None:
         )
         req1 = v.request_access(narrowed, ["name"], "education_support", "助学")
         req2 = v.request_access(expiring, ["name"], "case_management", "核对")
-    world.clock.advance(hours=11)  # 20:00 on the last retention day
+    # Legal dates are counted in Asia/Shanghai (issue 15): 14:00 UTC is 22:00
+    # in Beijing on the last retention day.
+    world.clock.advance(hours=5)
     with world.open("officer1") as v:
         t1 = v.approve(req1, uses=3).token
         t2 = v.approve(req2, uses=3, ttl=timedelta(hours=8)).token
@@ -323,7 +325,7 @@ def test_reads_recheck_consent_and_retention(world: World) -> None:
         with pytest.raises(ApprovalInvalid):
             v.read_with_grant(t1)
         assert v.read_with_grant(t2)  # still within retention today
-        world.clock.advance(hours=5)  # 01:00 the next day; the token is still valid
+        world.clock.advance(hours=5)  # 03:00 the next day in Beijing; the token is still valid
         with pytest.raises(ApprovalInvalid):
             v.read_with_grant(t2)
     reasons = [

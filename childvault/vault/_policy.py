@@ -9,7 +9,7 @@ server later, and they are tested without a vault (docs/architecture.md).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Literal
@@ -81,12 +81,17 @@ def approval_refusal(
     limits: ApprovalLimits,
     records: Sequence[RecordState],
     day: date,
+    allowed: Mapping[str, Collection[str]] | None = None,
 ) -> Refusal | None:
     """The first rule a pending request breaks if ``approver`` approved it now.
 
     In order: an officer's own request, the TTL, the number of uses, the
     record cap, then for each record in the request: deleted, past
-    retention, no consent for the purpose, consent under another notice.
+    retention, a field its purpose may not release (``allowed``: record type
+    to the fields the purpose may release; see :func:`purpose_fields_refusal`),
+    no consent for the purpose, consent under another notice, and the child's
+    fourteenth birthday passed under a guardian's consent
+    (:func:`turned_14_refusal`).
     """
     if req.requester == approver:
         return Refusal(
@@ -107,6 +112,9 @@ def approval_refusal(
             return Refusal(
                 "retention", f"record {rid} is past its retention date ({row.retain_until})"
             )
+        refusal = purpose_fields_refusal(req.purpose, req.fields, row, allowed)
+        if refusal is not None:
+            return refusal
         if req.purpose not in row.consent.get("purposes", ()):
             return Refusal(
                 "purpose",
@@ -120,6 +128,58 @@ def approval_refusal(
                 f"but the current notice is {limits.notice_version!r}: "
                 "renew the consent first",
             )
+        refusal = turned_14_refusal(row, day)
+        if refusal is not None:
+            return refusal
+    return None
+
+
+# -- purpose decides fields (P-11, P-14; issue 15 finding 1) ------------------
+
+
+def purpose_fields_refusal(
+    purpose: str,
+    fields: Collection[str],
+    row: RecordRow,
+    allowed: Mapping[str, Collection[str]] | None,
+) -> Refusal | None:
+    """Refuse fields that ``purpose`` may never release from a record of ``row.type``.
+
+    ``allowed`` maps each record type to the fields the schema lists for the
+    purpose (``Schema`` ``purpose_fields``); ``None`` means the schema has no
+    lists and every field may be released. ``statistics`` lists none in the
+    default schema: it is served only by the anonymised export.
+    """
+    if allowed is None:
+        return None
+    permitted = allowed.get(row.type, ())
+    extra = [f for f in fields if f not in permitted]
+    if not extra:
+        return None
+    return Refusal(
+        "purpose fields",
+        f"the purpose {purpose!r} may not release {', '.join(extra)} from a {row.type} record "
+        f"(the schema allows: {', '.join(permitted) or 'no field'})",
+    )
+
+
+# -- the fourteenth birthday (M-12; issue 15 finding 2) -----------------------
+
+
+def turned_14_refusal(row: RecordRow, day: date) -> Refusal | None:
+    """Refuse a record whose guardian consented for a child who has since turned 14.
+
+    A guardian's consent for a child under 14 records the day the child turns
+    14 (``child_consent_due``); from that day the child's own consent must be
+    recorded (M-12) before any approval. ``day`` is the institution's date.
+    """
+    due = row.consent.get("child_consent_due")
+    if isinstance(due, str) and due and due <= day.isoformat():
+        return Refusal(
+            "turned 14",
+            f"record {row.id}: the child turned 14 on {due}; the guardian's consent no longer "
+            "suffices: record the child's own consent first (M-12)",
+        )
     return None
 
 
@@ -170,13 +230,16 @@ def grant_refusal(
     records: Sequence[RecordState],
     *,
     day: date,
+    allowed: Mapping[str, Collection[str]] | None = None,
 ) -> Refusal | None:
     """Checks of a verified token against the vault's state, at every read.
 
     The grant must be known, match the token, be unrevoked with uses left; the
     request must be the approved one the token names; and each record read
     must still exist, still consent to the purpose, and not be past retention
-    (consent narrowed or retention passed since the approval).
+    (consent narrowed or retention passed since the approval); the fields may
+    be released for the purpose (``allowed``, as in :func:`approval_refusal`)
+    and the child has not turned 14 under a guardian's consent.
     """
     if grant is None:
         return _read("grant unknown to this vault")
@@ -201,4 +264,9 @@ def grant_refusal(
             return _read(f"record {state.id} no longer has consent for {claims.pur}")
         if row.retain_until < iso_day:
             return _read(f"record {state.id} is past its retention date")
+        refusal = purpose_fields_refusal(claims.pur, claims.fld, row, allowed) or (
+            turned_14_refusal(row, day)
+        )
+        if refusal is not None:
+            return _read(refusal.message)
     return None

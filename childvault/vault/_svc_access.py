@@ -39,11 +39,12 @@ from childvault.vault._policy import (
     Refusal,
     approval_refusal,
     grant_refusal,
+    purpose_fields_refusal,
     token_refusal,
 )
 from childvault.vault._session import WRITERS, Session, new_id
 from childvault.vault._svc_audit import AuditService
-from childvault.vault._time import iso, today
+from childvault.vault._time import iso, legal_today
 from childvault.vault._types import ROLES, Approval, RequestInfo
 
 
@@ -93,6 +94,9 @@ class AccessService:
                         f"field {f!r} is not in the {row.type} schema: choose from "
                         + ", ".join(declared)
                     )
+            refusal = purpose_fields_refusal(purpose, flds, row, self._allowed(purpose))
+            if refusal is not None:
+                raise UsageError(refusal.message)
         req = RequestRow(new_id(), self.s.user, recs, flds, purpose, reason, iso(moment), "pending")
         self._record_request(req, moment)
         return req.id
@@ -193,7 +197,8 @@ class AccessService:
             uses=uses,
             limits=self._limits(),
             records=states,
-            day=today(moment),
+            day=legal_today(self.s.db.meta, moment),
+            allowed=self._allowed(req.purpose),
         )
         if refusal is not None:
             refuse(refusal)
@@ -291,6 +296,10 @@ class AccessService:
             if receipt is not None:
                 self.s.db.meta.set(_wrapping_key(grant_id), json.dumps(receipt["accessors"]))
         return signed.note
+
+    def _allowed(self, purpose: str) -> dict[str, tuple[str, ...]]:
+        """Record type -> the fields ``purpose`` may release (the schema's purpose lists)."""
+        return {name: rt.fields_for(purpose) for name, rt in self.s.schema.types.items()}
 
     def _limits(self) -> ApprovalLimits:
         """The vault's approval limits, from its settings."""
@@ -528,7 +537,8 @@ class AccessService:
                 self.s.db.access.grant(claims.jti),
                 self.s.db.access.request(claims.req),
                 [self.s.record_state(rid) for rid in records or claims.rec],
-                day=today(moment),
+                day=legal_today(self.s.db.meta, moment),
+                allowed=self._allowed(claims.pur),
             )
         if refusal is not None:
             fail(refusal.message)

@@ -25,7 +25,7 @@ from childvault.vault._reports import (
 )
 from childvault.vault._session import Session
 from childvault.vault._svc_access import AccessService
-from childvault.vault._time import today
+from childvault.vault._time import legal_today
 
 
 class ExportService:
@@ -76,7 +76,7 @@ class ExportService:
         for plan in plans.values():
             header.extend(c for c in plan if c not in header)
         export_id = secrets.token_hex(16)
-        day = today(moment)
+        day = legal_today(self.s.db.meta, moment)
         notice = self.s.setting("notice_version")
         counts: dict[tuple[str, ...], int] = {}
         excluded = {"no_statistics_consent": 0, "past_retention": 0, "outdated_notice": 0}

@@ -28,7 +28,7 @@ from childvault.vault._fieldcrypto import open_field, seal_field
 from childvault.vault._session import Session
 from childvault.vault._svc_audit import AuditService
 from childvault.vault._svc_notices import NoticeService
-from childvault.vault._time import iso, today
+from childvault.vault._time import iso, legal_today
 
 _PAGE = 500
 _DELETE_REASONS = ("request", "withdrawal", "retention", "decommission")
@@ -252,7 +252,10 @@ class LifecycleService:
         )
         dob = datetime.fromisoformat(dob_text).date() if dob_text else None
         checked = check_consent(
-            consent, date_of_birth=dob, schema=self.s.schema, today=today(moment)
+            consent,
+            date_of_birth=dob,
+            schema=self.s.schema,
+            today=legal_today(self.s.db.meta, moment),
         )
         checked = dataclasses.replace(
             checked, notice_sha256=self._notices.notice_sha256(checked.notice_version)
@@ -293,7 +296,7 @@ class LifecycleService:
         """
         moment = self.s.now(now)
         self.s.require(("admin", "officer"), "retention.sweep", moment, "retention sweeps")
-        day = today(moment).isoformat()
+        day = legal_today(self.s.db.meta, moment).isoformat()
         due: list[str] = []
         while True:
             page = [r for r in self.s.db.records.due(day, limit=_PAGE) if r not in due]
