@@ -125,7 +125,7 @@ def test_read_refuses_fields_outside_the_purpose() -> None:
 
 def test_schema_purpose_fields_must_list_every_purpose() -> None:
     src = Schema.default().source.decode()
-    broken = src.replace('statistics = []\n', "")
+    broken = src.replace("statistics = []\n", "")
     with pytest.raises(UsageError, match="must list every purpose"):
         Schema.loads(broken.encode())
     with pytest.raises(UsageError, match="not a field"):
