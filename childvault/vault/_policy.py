@@ -82,6 +82,7 @@ def approval_refusal(
     records: Sequence[RecordState],
     day: date,
     allowed: Mapping[str, Collection[str]] | None = None,
+    basis: str = "consent",
 ) -> Refusal | None:
     """The first rule a pending request breaks if ``approver`` approved it now.
 
@@ -91,7 +92,9 @@ def approval_refusal(
     to the fields the purpose may release; see :func:`purpose_fields_refusal`),
     no consent for the purpose, consent under another notice, and the child's
     fourteenth birthday passed under a guardian's consent
-    (:func:`turned_14_refusal`).
+    (:func:`turned_14_refusal`). The consent, notice and age rules apply to
+    the ``consent`` basis only: a statutory basis (:data:`BASES`) is not
+    blocked by consent (DESIGN section 5 item 6).
     """
     if req.requester == approver:
         return Refusal(
@@ -115,6 +118,8 @@ def approval_refusal(
         refusal = purpose_fields_refusal(req.purpose, req.fields, row, allowed)
         if refusal is not None:
             return refusal
+        if basis != "consent":
+            continue
         if req.purpose not in row.consent.get("purposes", ()):
             return Refusal(
                 "purpose",
@@ -132,6 +137,38 @@ def approval_refusal(
         if refusal is not None:
             return refusal
     return None
+
+
+# -- request bases (DESIGN section 5 item 6; issue 15 finding 3) ---------------
+
+#: The bases a request may name. ``consent`` is checked against the record's
+#: consented purposes; the others are statutory and consent cannot block them:
+#: a child's or guardian's own request (M-17, linked to the rights register),
+#: breach notification (P-21, contact fields only, linked to an incident), and
+#: disclosure required by law (P-18, M-6: recipient, provision, assessment, two
+#: officers).
+BASES = ("consent", "subject_access", "breach_notification", "legal_obligation")
+#: The fields a breach notification may release: whom to contact, about which child.
+CONTACT_FIELDS = ("name", "guardian_name", "guardian_phone")
+
+
+def cosign_refusal(
+    basis: str, requester: str, approver: str, cosigners: Collection[str]
+) -> Refusal | None:
+    """A ``legal_obligation`` request needs a second officer's co-signature first.
+
+    The co-signer must be neither the requester nor the approving officer, so
+    two distinct officers decide every disclosure required by law (P-18, M-6).
+    """
+    if basis != "legal_obligation":
+        return None
+    if any(c not in (requester, approver) for c in cosigners):
+        return None
+    return Refusal(
+        "cosign",
+        "a legal-obligation disclosure needs two officers: another officer must run "
+        "`childvault cosign` on the request first",
+    )
 
 
 # -- purpose decides fields (P-11, P-14; issue 15 finding 1) ------------------
@@ -231,6 +268,7 @@ def grant_refusal(
     *,
     day: date,
     allowed: Mapping[str, Collection[str]] | None = None,
+    basis: str = "consent",
 ) -> Refusal | None:
     """Checks of a verified token against the vault's state, at every read.
 
@@ -239,7 +277,8 @@ def grant_refusal(
     must still exist, still consent to the purpose, and not be past retention
     (consent narrowed or retention passed since the approval); the fields may
     be released for the purpose (``allowed``, as in :func:`approval_refusal`)
-    and the child has not turned 14 under a guardian's consent.
+    and the child has not turned 14 under a guardian's consent. Under a
+    statutory ``basis`` the consent and age rules do not apply.
     """
     if grant is None:
         return _read("grant unknown to this vault")
@@ -260,12 +299,12 @@ def grant_refusal(
         row = state.row
         if row is None or not state.has_keys:
             return _read(f"record {state.id} was deleted")
-        if claims.pur not in row.consent.get("purposes", ()):
+        if basis == "consent" and claims.pur not in row.consent.get("purposes", ()):
             return _read(f"record {state.id} no longer has consent for {claims.pur}")
         if row.retain_until < iso_day:
             return _read(f"record {state.id} is past its retention date")
         refusal = purpose_fields_refusal(claims.pur, claims.fld, row, allowed) or (
-            turned_14_refusal(row, day)
+            turned_14_refusal(row, day) if basis == "consent" else None
         )
         if refusal is not None:
             return _read(refusal.message)

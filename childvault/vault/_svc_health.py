@@ -64,7 +64,25 @@ class HealthService:
         if diagnosable is not None:
             out.extend(_vault_checks(diagnosable.diagnose()))
         out.extend(self.turning_14())
+        out.extend(self.overdue_rights())
         return out
+
+    def overdue_rights(self) -> list[tuple[str, str, str]]:
+        """Doctor line for open rights requests past their deadline (P-19, M-17)."""
+        from childvault.vault._svc_rights import RightsService
+
+        late = [r for r in RightsService(self.s).rows() if r["overdue"]]
+        if not late:
+            return []
+        listed = ", ".join(f"{r['id']} ({r['kind']}, due {r['deadline']})" for r in late[:20])
+        return [
+            (
+                "rights requests",
+                "warn",
+                f"{len(late)} rights request(s) past their deadline: answer and close them "
+                "(`childvault rights close`): " + listed,
+            )
+        ]
 
     # -- compliance checks (issue 15) ---------------------------------------
 
