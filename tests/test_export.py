@@ -18,6 +18,7 @@ from childvault.cli.main import cli
 from childvault.keys import AccessDenied, DecryptionFailed, LocalProvider, UsageError
 from childvault.vault import NewRecordInput, Vault
 from childvault.vault._reports import age_band, neutralise_cell
+from tests.compliance._notice import filled_notice
 from tests.conftest import PASSPHRASES, World, child_values, consent
 
 QUASI_COLUMNS = [
@@ -111,7 +112,7 @@ def test_export_excludes_expired_records_and_outdated_notices(world: World, tmp_
 
     template = resources.files("childvault.vault").joinpath("data/notice-template.md").read_bytes()
     with world.open("admin") as v:
-        v.publish_notice("2025-9", "旧版告知书 / old notice\n".encode())
+        v.publish_notice("2025-9", filled_notice("旧版告知书 / old notice"))
     with world.open("worker1") as v:
         _add(v, range(7, 9), purposes=("statistics",), notice_version="2025-9")
     with world.open("admin") as v:

@@ -21,6 +21,7 @@ from childvault.keys import (
 )
 from childvault.vault import Consent, NewRecordInput
 from tests._insider import Insider
+from tests.compliance._notice import filled_notice
 from tests.conftest import World, add_children, child_values, consent
 
 
@@ -179,7 +180,7 @@ def test_add_purpose_and_notice_renewal(world: World) -> None:
         assert v.approve(req).grant_id
     # A new notice version requires fresh consent before further use.
     with world.open("admin") as v:
-        v.publish_notice("2027-1", "修订后的告知书\n".encode())
+        v.publish_notice("2027-1", filled_notice("修订后的告知书"))
     with world.open("worker1") as v:
         req = v.request_access([rid], ["name"], "education_support", "助学")
     with world.open("officer1") as v:
@@ -266,7 +267,7 @@ def test_notice_publication_and_hash_in_consent(world: World, tmp_path: Path) ->
         assert stored.notice_sha256 == v.notices()["2026-1"]["sha256"]
         with pytest.raises(ValidationError, match="never published"):
             v.add_record("child", child_values(1), consent(notice_version="2027-1"))
-    text = "新版告知书 / new notice\n".encode()
+    text = filled_notice("新版告知书 / new notice")
     with world.open("worker1") as v, pytest.raises(AccessDenied):
         v.publish_notice("2027-1", text)
     with world.open("admin") as v:
@@ -403,5 +404,5 @@ def test_regression_keys_rotate_after_decommission_was_an_internal_error(world: 
 def test_doctor_warns_while_the_notice_is_the_unfilled_template(world: World) -> None:
     with world.open("admin") as v:
         assert any(name == "notice" and status == "warn" for name, status, _ in v.health())
-        v.publish_notice("2027-1", "本机构告知书 / our notice\n".encode())
+        v.publish_notice("2027-1", filled_notice("本机构告知书 / our notice"))
         assert not any(name == "notice" for name, _, _ in v.health())

@@ -149,10 +149,15 @@ def notice() -> None:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="The exact notice text shown to children and guardians.",
 )
+@click.option(
+    "--non-substantive",
+    is_flag=True,
+    help="A change to no P-10 item: consents under the previous version stay valid.",
+)
 @pass_ctx
-def notice_publish(c: Ctx, version: str, file: Path) -> None:
+def notice_publish(c: Ctx, version: str, file: Path, non_substantive: bool) -> None:
     """Register a notice text and make it current (admins); older consents need renewal."""
-    result = c.open().publish_notice(version, file.read_bytes())
+    result = c.open().publish_notice(version, file.read_bytes(), non_substantive=non_substantive)
     c.emit(
         {"ok": True, **result},
         f"Published notice {result['version']} (SHA-256 {result['sha256']}). Records "

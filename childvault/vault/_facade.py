@@ -480,14 +480,21 @@ class Vault:
         return self._notices.notice_sha256(version)
 
     def publish_notice(
-        self, version: str, text: bytes, *, now: datetime | None = None
+        self,
+        version: str,
+        text: bytes,
+        *,
+        now: datetime | None = None,
+        non_substantive: bool = False,
     ) -> dict[str, str]:
         """Admin: register a notice text (P-10) and make it the current version.
 
         Records consented under another version need fresh consent before an
-        approval (``consent renew``). Publishing is logged with the text's hash.
+        approval (``consent renew``) unless the change is ``non_substantive``.
+        The text must name every P-10 item, the refusal option and the
+        responsible person's contact. Publishing is logged with the text's hash.
         """
-        return self._notices.publish_notice(version, text, now=now)
+        return self._notices.publish_notice(version, text, now=now, non_substantive=non_substantive)
 
     def health(self) -> list[tuple[str, str, str]]:
         """(check, ok|warn|fail, message) about users, keys and the provider, for doctor."""

@@ -58,6 +58,9 @@ class ApprovalLimits:
     max_uses: int
     max_records: int
     notice_version: str
+    #: Earlier versions the current notice continues through non-substantive
+    #: changes only: consents under them stay valid (P-10).
+    accepted_notices: frozenset[str] = frozenset()
 
 
 def role_refusal(
@@ -126,7 +129,10 @@ def approval_refusal(
                 f"record {rid} has no consent for the purpose {req.purpose!r} "
                 "(record a new consent first)",
             )
-        if row.consent.get("notice_version") != limits.notice_version:
+        if (
+            row.consent.get("notice_version") != limits.notice_version
+            and row.consent.get("notice_version") not in limits.accepted_notices
+        ):
             return Refusal(
                 "notice",
                 f"record {rid} consented to notice {row.consent.get('notice_version')!r}, "
@@ -269,6 +275,7 @@ def grant_refusal(
     day: date,
     allowed: Mapping[str, Collection[str]] | None = None,
     basis: str = "consent",
+    notices: Collection[str] | None = None,
 ) -> Refusal | None:
     """Checks of a verified token against the vault's state, at every read.
 
@@ -278,7 +285,10 @@ def grant_refusal(
     (consent narrowed or retention passed since the approval); the fields may
     be released for the purpose (``allowed``, as in :func:`approval_refusal`)
     and the child has not turned 14 under a guardian's consent. Under a
-    statutory ``basis`` the consent and age rules do not apply.
+    statutory ``basis`` the consent and age rules do not apply. ``notices``:
+    the notice versions consents may be under (None: not checked); a notice
+    changed substantively since the approval stops the read until consent
+    is renewed.
     """
     if grant is None:
         return _read("grant unknown to this vault")
@@ -301,6 +311,12 @@ def grant_refusal(
             return _read(f"record {state.id} was deleted")
         if basis == "consent" and claims.pur not in row.consent.get("purposes", ()):
             return _read(f"record {state.id} no longer has consent for {claims.pur}")
+        if (
+            basis == "consent"
+            and notices is not None
+            and row.consent.get("notice_version") not in notices
+        ):
+            return _read(f"record {state.id} consented under an earlier notice: renew the consent")
         if row.retain_until < iso_day:
             return _read(f"record {state.id} is past its retention date")
         refusal = purpose_fields_refusal(claims.pur, claims.fld, row, allowed) or (

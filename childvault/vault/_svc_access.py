@@ -49,6 +49,7 @@ from childvault.vault._policy import (
 )
 from childvault.vault._session import WRITERS, Session, new_id
 from childvault.vault._svc_audit import AuditService
+from childvault.vault._svc_notices import NoticeService
 from childvault.vault._time import iso, legal_today
 from childvault.vault._types import ROLES, Approval, RequestInfo
 
@@ -522,6 +523,7 @@ class AccessService:
             max_uses=int(self.s.setting("max_uses")),
             max_records=int(self.s.setting("max_records")),
             notice_version=self.s.setting("notice_version"),
+            accepted_notices=NoticeService(self.s).accepted_versions(),
         )
 
     def deny(self, request_id: str, reason: str, *, now: datetime | None = None) -> None:
@@ -764,6 +766,7 @@ class AccessService:
                 day=legal_today(self.s.db.meta, moment),
                 allowed=self._allowed(claims.pur, basis.kind),
                 basis=basis.kind,
+                notices=NoticeService(self.s).accepted_versions(),
             )
         if refusal is not None:
             fail(refusal.message)

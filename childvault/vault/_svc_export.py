@@ -26,6 +26,7 @@ from childvault.vault._reports import (
 )
 from childvault.vault._session import Session
 from childvault.vault._svc_access import AccessService
+from childvault.vault._svc_notices import NoticeService
 from childvault.vault._time import legal_today
 
 #: The smallest k an export accepts (issue 15 finding 5: k = 2 published a
@@ -90,7 +91,7 @@ class ExportService:
             header.extend(c for c in plan if c not in header)
         export_id = secrets.token_hex(16)
         day = legal_today(self.s.db.meta, moment)
-        notice = self.s.setting("notice_version")
+        notice = NoticeService(self.s).accepted_versions()
         counts: dict[tuple[str, ...], int] = {}
         excluded = {"no_statistics_consent": 0, "past_retention": 0, "outdated_notice": 0}
         used = 0
@@ -208,7 +209,7 @@ class ExportService:
         return releases
 
     def _eligible_batches(
-        self, day: str, notice: str, excluded: dict[str, int]
+        self, day: str, notice: frozenset[str], excluded: dict[str, int]
     ) -> Iterator[list[RecordRow]]:
         """Pages of at most 50 records that may be used for statistics."""
         after = ""
@@ -223,7 +224,7 @@ class ExportService:
                     excluded["no_statistics_consent"] += 1
                 elif row.retain_until < day:
                     excluded["past_retention"] += 1
-                elif row.consent.get("notice_version") != notice:
+                elif row.consent.get("notice_version") not in notice:
                     # Consent given under another notice must be renewed (P-10).
                     excluded["outdated_notice"] += 1
                 else:

@@ -15,6 +15,7 @@ import pytest
 
 from childvault.keys import AccessDenied, UsageError
 from childvault.vault import Basis
+from tests.compliance._notice import filled_notice
 from tests.conftest import World, add_children
 
 
@@ -23,7 +24,7 @@ def _outdated(world: World, n: int = 2) -> list[str]:
     with world.open("worker1") as v:
         ids = add_children(v, n)
     with world.open("admin") as v:
-        v.publish_notice("2027-1", "修订后的告知书\n".encode())
+        v.publish_notice("2027-1", filled_notice("修订后的告知书"))
     return ids
 
 
