@@ -203,6 +203,8 @@ def test_add_purpose_and_notice_renewal(world: World) -> None:
 def test_decommission(world: World) -> None:
     with world.open("worker1") as v:
         add_children(v, 3)
+    with world.open("officer1") as v:  # P-23: an officer co-signs first (issue 15)
+        v.cosign_decommission(world.home.parent / "contacts.sealed")
     with world.open("admin") as v:
         with pytest.raises(UsageError, match="--confirm"):
             v.decommission(confirm=False)
@@ -378,6 +380,8 @@ def test_decommission_destroys_the_custodian_key(world: World, tmp_path: Path) -
         ids = add_children(v, 2)
     with world.open("worker1"):
         pass
+    with world.open("officer1") as v:  # P-23: an officer co-signs first (issue 15)
+        v.cosign_decommission(world.home.parent / "contacts.sealed")
     shutil.copy(world.home / "vault.db", tmp_path / "before.db")
     with world.open("admin") as v:
         v.decommission(confirm=True)
@@ -395,6 +399,8 @@ def test_decommission_destroys_the_custodian_key(world: World, tmp_path: Path) -
 
 def test_regression_keys_rotate_after_decommission_was_an_internal_error(world: World) -> None:
     """`keys rotate` after `decommission` ended in StopIteration ("internal error")."""
+    with world.open("officer1") as v:  # P-23: an officer co-signs first (issue 15)
+        v.cosign_decommission(world.home.parent / "contacts.sealed")
     with world.open("admin") as v:
         v.decommission(confirm=True)
     with world.open("officer1") as v, pytest.raises(ConfigError, match="decommissioned"):

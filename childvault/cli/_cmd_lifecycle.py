@@ -197,9 +197,35 @@ def retention_sweep(c: Ctx, dry_run: bool) -> None:
 
 @click.command()
 @click.option("--confirm", is_flag=True, help="Required: this destroys every record.")
+@click.option(
+    "--cosign",
+    is_flag=True,
+    help="Officers: co-sign, first writing the guardian contact list to --contacts.",
+)
+@click.option(
+    "--contacts",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --cosign: file for the contact list, sealed to you (mode 0600).",
+)
 @pass_ctx
-def decommission(c: Ctx, confirm: bool) -> None:
-    """Stop collection, shred every record and sign a final checkpoint (admins)."""
+def decommission(c: Ctx, confirm: bool, cosign: bool, contacts: Path | None) -> None:
+    """Stop collection, shred every record and sign a final checkpoint (admins, after an
+    officer's --cosign)."""
+    from childvault.cli._context import _
+    from childvault.keys import UsageError
+
+    if cosign:
+        if contacts is None:
+            raise UsageError(_("--cosign needs --contacts FILE for the guardian contact list"))
+        done = c.open().cosign_decommission(contacts)
+        c.emit(
+            done,
+            _(
+                "Co-signed decommissioning; the contact list of {n} record(s) is in {out} "
+                "(only you can open it)."
+            ).format(n=done["records"], out=done["contacts"]),
+        )
+        return
     report = c.open().decommission(confirm=confirm)
     c.emit(
         report,

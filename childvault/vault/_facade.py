@@ -775,6 +775,13 @@ class Vault:
         """Officer or admin: the incident register; logged."""
         return IncidentService(self._session).list(now=now)
 
+    def cosign_decommission(
+        self, contacts: Path | str, *, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Officer: co-sign decommissioning, first writing the guardian contact list
+        (sealed to this officer) to ``contacts`` for the P-23 notice."""
+        return self._lifecycle.cosign_decommission(Path(contacts), now=now)
+
 
 def _remove_tree(path: Path) -> None:
     with contextlib.suppress(OSError):
