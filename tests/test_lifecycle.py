@@ -21,6 +21,7 @@ from childvault.keys import (
 )
 from childvault.vault import Consent, NewRecordInput
 from tests._insider import Insider
+from tests.compliance._notice import filled_notice
 from tests.conftest import World, add_children, child_values, consent
 
 
@@ -179,7 +180,7 @@ def test_add_purpose_and_notice_renewal(world: World) -> None:
         assert v.approve(req).grant_id
     # A new notice version requires fresh consent before further use.
     with world.open("admin") as v:
-        v.publish_notice("2027-1", "修订后的告知书\n".encode())
+        v.publish_notice("2027-1", filled_notice("修订后的告知书"))
     with world.open("worker1") as v:
         req = v.request_access([rid], ["name"], "education_support", "助学")
     with world.open("officer1") as v:
@@ -202,6 +203,8 @@ def test_add_purpose_and_notice_renewal(world: World) -> None:
 def test_decommission(world: World) -> None:
     with world.open("worker1") as v:
         add_children(v, 3)
+    with world.open("officer1") as v:  # P-23: an officer co-signs first (issue 15)
+        v.cosign_decommission(world.home.parent / "contacts.sealed")
     with world.open("admin") as v:
         with pytest.raises(UsageError, match="--confirm"):
             v.decommission(confirm=False)
@@ -266,7 +269,7 @@ def test_notice_publication_and_hash_in_consent(world: World, tmp_path: Path) ->
         assert stored.notice_sha256 == v.notices()["2026-1"]["sha256"]
         with pytest.raises(ValidationError, match="never published"):
             v.add_record("child", child_values(1), consent(notice_version="2027-1"))
-    text = "新版告知书 / new notice\n".encode()
+    text = filled_notice("新版告知书 / new notice")
     with world.open("worker1") as v, pytest.raises(AccessDenied):
         v.publish_notice("2027-1", text)
     with world.open("admin") as v:
@@ -302,7 +305,9 @@ def test_reads_recheck_consent_and_retention(world: World) -> None:
         )
         req1 = v.request_access(narrowed, ["name"], "education_support", "助学")
         req2 = v.request_access(expiring, ["name"], "case_management", "核对")
-    world.clock.advance(hours=11)  # 20:00 on the last retention day
+    # Legal dates are counted in Asia/Shanghai (issue 15): 14:00 UTC is 22:00
+    # in Beijing on the last retention day.
+    world.clock.advance(hours=5)
     with world.open("officer1") as v:
         t1 = v.approve(req1, uses=3).token
         t2 = v.approve(req2, uses=3, ttl=timedelta(hours=8)).token
@@ -323,7 +328,7 @@ def test_reads_recheck_consent_and_retention(world: World) -> None:
         with pytest.raises(ApprovalInvalid):
             v.read_with_grant(t1)
         assert v.read_with_grant(t2)  # still within retention today
-        world.clock.advance(hours=5)  # 01:00 the next day; the token is still valid
+        world.clock.advance(hours=5)  # 03:00 the next day in Beijing; the token is still valid
         with pytest.raises(ApprovalInvalid):
             v.read_with_grant(t2)
     reasons = [
@@ -375,6 +380,8 @@ def test_decommission_destroys_the_custodian_key(world: World, tmp_path: Path) -
         ids = add_children(v, 2)
     with world.open("worker1"):
         pass
+    with world.open("officer1") as v:  # P-23: an officer co-signs first (issue 15)
+        v.cosign_decommission(world.home.parent / "contacts.sealed")
     shutil.copy(world.home / "vault.db", tmp_path / "before.db")
     with world.open("admin") as v:
         v.decommission(confirm=True)
@@ -392,6 +399,8 @@ def test_decommission_destroys_the_custodian_key(world: World, tmp_path: Path) -
 
 def test_regression_keys_rotate_after_decommission_was_an_internal_error(world: World) -> None:
     """`keys rotate` after `decommission` ended in StopIteration ("internal error")."""
+    with world.open("officer1") as v:  # P-23: an officer co-signs first (issue 15)
+        v.cosign_decommission(world.home.parent / "contacts.sealed")
     with world.open("admin") as v:
         v.decommission(confirm=True)
     with world.open("officer1") as v, pytest.raises(ConfigError, match="decommissioned"):
@@ -401,5 +410,5 @@ def test_regression_keys_rotate_after_decommission_was_an_internal_error(world: 
 def test_doctor_warns_while_the_notice_is_the_unfilled_template(world: World) -> None:
     with world.open("admin") as v:
         assert any(name == "notice" and status == "warn" for name, status, _ in v.health())
-        v.publish_notice("2027-1", "本机构告知书 / our notice\n".encode())
+        v.publish_notice("2027-1", filled_notice("本机构告知书 / our notice"))
         assert not any(name == "notice" for name, _, _ in v.health())

@@ -15,12 +15,40 @@ from childvault.cli._context import Ctx, _, local_time, pass_ctx, read_grant_arg
 @click.option("--field", "fields", multiple=True, required=True, help="Repeatable.")
 @click.option("--purpose", required=True)
 @click.option("--reason", required=True, help="Why the access is needed.")
+@click.option(
+    "--basis",
+    type=click.Choice(["consent", "subject_access", "breach_notification", "legal_obligation"]),
+    default="consent",
+    show_default=True,
+    help="The basis of the request (statutory bases are not blocked by consent).",
+)
+@click.option("--link", default=None, help="Rights request id or incident id the basis needs.")
+@click.option("--recipient", default=None, help="legal_obligation: the receiving organisation.")
+@click.option("--provision", default=None, help="legal_obligation: the legal provision.")
+@click.option("--assessment", default=None, help="legal_obligation: the assessment reference.")
 @pass_ctx
 def request(
-    c: Ctx, records: tuple[str, ...], fields: tuple[str, ...], purpose: str, reason: str
+    c: Ctx,
+    records: tuple[str, ...],
+    fields: tuple[str, ...],
+    purpose: str,
+    reason: str,
+    basis: str,
+    link: str | None,
+    recipient: str | None,
+    provision: str | None,
+    assessment: str | None,
 ) -> None:
     """File an access request for an officer to approve."""
-    request_id = c.open().request_access(records, fields, purpose, reason)
+    from childvault.vault import Basis
+
+    request_id = c.open().request_access(
+        records,
+        fields,
+        purpose,
+        reason,
+        basis=Basis(basis, link, recipient, provision, assessment),
+    )
     c.emit(
         {"ok": True, "request_id": request_id},
         _("Filed request {request}; an officer must approve it.").format(request=safe(request_id)),
@@ -207,3 +235,17 @@ def _check_read_args(
             _("not a record id: {ids}").format(ids=safe(", ".join(bad))),
             param_hint="RECORD_IDS",
         )
+
+
+@click.command()
+@click.argument("request_id")
+@pass_ctx
+def cosign(c: Ctx, request_id: str) -> None:
+    """Co-sign a legal-obligation request: the first of its two officers (officers)."""
+    c.open().cosign(request_id)
+    c.emit(
+        {"ok": True, "request_id": request_id},
+        _("Co-signed request {request}; another officer may now approve it.").format(
+            request=safe(request_id)
+        ),
+    )

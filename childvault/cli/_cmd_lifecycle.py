@@ -149,10 +149,15 @@ def notice() -> None:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="The exact notice text shown to children and guardians.",
 )
+@click.option(
+    "--non-substantive",
+    is_flag=True,
+    help="A change to no P-10 item: consents under the previous version stay valid.",
+)
 @pass_ctx
-def notice_publish(c: Ctx, version: str, file: Path) -> None:
+def notice_publish(c: Ctx, version: str, file: Path, non_substantive: bool) -> None:
     """Register a notice text and make it current (admins); older consents need renewal."""
-    result = c.open().publish_notice(version, file.read_bytes())
+    result = c.open().publish_notice(version, file.read_bytes(), non_substantive=non_substantive)
     c.emit(
         {"ok": True, **result},
         f"Published notice {result['version']} (SHA-256 {result['sha256']}). Records "
@@ -192,9 +197,35 @@ def retention_sweep(c: Ctx, dry_run: bool) -> None:
 
 @click.command()
 @click.option("--confirm", is_flag=True, help="Required: this destroys every record.")
+@click.option(
+    "--cosign",
+    is_flag=True,
+    help="Officers: co-sign, first writing the guardian contact list to --contacts.",
+)
+@click.option(
+    "--contacts",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --cosign: file for the contact list, sealed to you (mode 0600).",
+)
 @pass_ctx
-def decommission(c: Ctx, confirm: bool) -> None:
-    """Stop collection, shred every record and sign a final checkpoint (admins)."""
+def decommission(c: Ctx, confirm: bool, cosign: bool, contacts: Path | None) -> None:
+    """Stop collection, shred every record and sign a final checkpoint (admins, after an
+    officer's --cosign)."""
+    from childvault.cli._context import _
+    from childvault.keys import UsageError
+
+    if cosign:
+        if contacts is None:
+            raise UsageError(_("--cosign needs --contacts FILE for the guardian contact list"))
+        done = c.open().cosign_decommission(contacts)
+        c.emit(
+            done,
+            _(
+                "Co-signed decommissioning; the contact list of {n} record(s) is in {out} "
+                "(only you can open it)."
+            ).format(n=done["records"], out=done["contacts"]),
+        )
+        return
     report = c.open().decommission(confirm=confirm)
     c.emit(
         report,

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from childvault.cli._context import Ctx, pass_ctx, read_grant_arg
+from childvault.cli._context import Ctx, _, pass_ctx, read_grant_arg, safe
 
 _MAX_DOC_BYTES = 256 << 20  # a report of a very busy record is still far smaller
 
@@ -178,6 +178,33 @@ def report_incident(c: Ctx, actor: str, since: str, until: str | None, out: Path
             click.echo(f"Written to {out}.")
 
     c.emit({"ok": True, **doc, **({"out": str(out)} if out else {})}, human)
+
+
+@report.command("transfers")
+@pass_ctx
+def report_transfers(c: Ctx) -> None:
+    """Reads that handed data to another organisation, with the recipient (P-17)."""
+    rows = c.open().transfers()
+
+    def human() -> None:
+        for t in rows:
+            click.echo(
+                _(
+                    "{ts}  {reader} -> {recipient}  ({provision}; {assessment})  {n} record(s): "
+                    "{fields}"
+                ).format(
+                    ts=safe(t["ts"]),
+                    reader=safe(t["reader"]),
+                    recipient=safe(t["recipient"]),
+                    provision=safe(t["provision"]),
+                    assessment=safe(t["assessment"]),
+                    n=len(t["records"]),
+                    fields=safe(",".join(t["fields"])),
+                )
+            )
+        click.echo(_("{n} transfer(s)").format(n=len(rows)))
+
+    c.emit({"ok": True, "transfers": rows}, human)
 
 
 # -------------------------------------------------------------------- export

@@ -27,11 +27,13 @@ from childvault.cli import (
     _cmd_console,
     _cmd_demo,
     _cmd_doctor,
+    _cmd_incident,
     _cmd_init,
     _cmd_keys,
     _cmd_lifecycle,
     _cmd_records,
     _cmd_reports,
+    _cmd_rights,
     _cmd_session,
     _cmd_users,
     _cmd_vault_admin,
@@ -191,6 +193,10 @@ for _command in (
     _cmd_session.unlock,
     _cmd_session.lock,
     _cmd_backup.backup,
+    # issue 15 (compliance): appended at the end, so earlier draws keep their order
+    _cmd_access.cosign,
+    _cmd_rights.rights,
+    _cmd_incident.incident,
 ):
     cli.add_command(_command)
 # `audit prove` lives with the report and proof files it reads and writes.

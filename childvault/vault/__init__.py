@@ -33,12 +33,14 @@ from childvault.vault._facade import NewRecordInput, Vault
 from childvault.vault._keyconfig import LocalKeys, OpenBaoCredentials, OpenBaoKeys
 from childvault.vault._reports import ProofVerification, verify_entry_proof, verify_subject_report
 from childvault.vault._schema import FieldSpec, RecordType, Schema
+from childvault.vault._svc_access import Basis
 from childvault.vault._types import Approval, ImportReport, RecordInfo, RequestInfo, UserInfo
 
 __all__ = [
     "AccessDenied",
     "Approval",
     "ApprovalInvalid",
+    "Basis",
     "ChildVaultError",
     "ConfigError",
     "Consent",

@@ -571,3 +571,22 @@ def decode_entry(entry: bytes) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise IntegrityError("a log entry is not an object")
     return obj
+
+
+# -- issue 15 (compliance): the rights and incident registers, request bases ----
+# Appended as one union so parallel edits of the set above merge cleanly.
+ACTIONS = ACTIONS | frozenset(
+    {
+        "rights.open",
+        "rights.close",
+        "rights.list",
+        "incident.open",
+        "incident.add_records",
+        "incident.notify",
+        "incident.close",
+        "incident.list",
+        "incident.contacts",
+        "request.cosign",
+        "report.transfers",
+    }
+)

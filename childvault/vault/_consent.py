@@ -20,9 +20,9 @@ Any other combination is refused, so a stored consent is never ambiguous.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import date
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
 
 from childvault.keys._errors import ValidationError
 from childvault.vault._schema import Schema
@@ -35,6 +35,8 @@ __all__ = [
     "Consent",
     "age_on",
     "check_consent",
+    "children_due",
+    "fourteenth_birthday",
     "parse_consent_columns",
 ]
 
@@ -55,6 +57,8 @@ _JSON_KEYS = (
     "guardian_also",
     "notice_sha256",
 )
+#: Keys a stored consent may lack (added after the first format; absent = empty).
+_OPTIONAL_JSON_KEYS = ("child_consent_due",)
 _TRUE = ("yes", "true", "1", "y", "是")
 _FALSE = ("no", "false", "0", "n", "否", "")
 _BY_SPELLINGS = {
@@ -85,10 +89,25 @@ class Consent:
     #: SHA-256 (hex) of the exact notice text shown; the vault fills it in from
     #: its register of published notices when the consent is stored.
     notice_sha256: str = ""
+    #: The day the child turns 14, for a guardian's consent given while the
+    #: child was under 14 (M-12): from that day approvals and reads refuse the
+    #: record until the child's own consent is recorded. :func:`check_consent`
+    #: fills it in from the date of birth; ``None`` when it does not apply.
+    child_consent_due: date | None = None
 
     def to_json(self) -> dict[str, object]:
-        """A JSON-ready dict (dates as ``YYYY-MM-DD``), every key present."""
+        """A JSON-ready dict (dates as ``YYYY-MM-DD``), every key present.
+
+        ``child_consent_due`` is present only when it applies, so consents
+        that do not carry it keep their earlier shape.
+        """
+        due: dict[str, object] = (
+            {}
+            if self.child_consent_due is None
+            else {"child_consent_due": self.child_consent_due.isoformat()}
+        )
         return {
+            **due,
             "by": self.by,
             "consented_at": self.consented_at.isoformat(),
             "notice_version": self.notice_version,
@@ -108,7 +127,7 @@ class Consent:
         if not isinstance(obj, dict):
             raise ValidationError("consent: expected a JSON object", field="consent")
         for key in obj:
-            if key not in _JSON_KEYS:
+            if key not in _JSON_KEYS and key not in _OPTIONAL_JSON_KEYS:
                 shown = repr(key[:64]) if isinstance(key, str) else "a non-string key"
                 raise ValidationError(
                     f"consent: unknown key {shown}; expected: " + ", ".join(_JSON_KEYS),
@@ -150,6 +169,11 @@ class Consent:
             guardian_informed=flags["guardian_informed"],
             guardian_also=flags["guardian_also"],
             notice_sha256=digest,
+            child_consent_due=(
+                None
+                if obj.get("child_consent_due") is None
+                else _json_date(obj["child_consent_due"], "child_consent_due")
+            ),
         )
 
 
@@ -212,7 +236,45 @@ def check_consent(
             field="retain_until",
         )
     _check_basis(consent, date_of_birth)
-    return consent
+    return replace(consent, child_consent_due=fourteenth_birthday(consent, date_of_birth))
+
+
+def fourteenth_birthday(consent: Consent, date_of_birth: date | None) -> date | None:
+    """The day a guardian's consent for a child under 14 stops sufficing (M-12).
+
+    ``None`` for a consent by the child, a guardian's consent for a child who
+    cannot express a will (``guardian_also``), or no known date of birth.
+    Someone born on 29 February turns 14 on 1 March in a common year
+    (:func:`age_on`).
+    """
+    if date_of_birth is None or consent.by != "guardian" or consent.guardian_also:
+        return None
+    if age_on(date_of_birth, consent.consented_at) >= CONSENT_AGE:
+        return None
+    year = date_of_birth.year + CONSENT_AGE
+    if (date_of_birth.month, date_of_birth.day) == (2, 29):
+        try:
+            return date(year, 2, 29)
+        except ValueError:
+            return date(year, 3, 1)
+    return date(year, date_of_birth.month, date_of_birth.day)
+
+
+def children_due(
+    consents: Iterable[tuple[str, Mapping[str, object]]], day: date, *, within_days: int = 30
+) -> list[tuple[str, str]]:
+    """(record id, due date) of guardian consents whose child turns 14 by ``day`` + window.
+
+    For ``doctor``: records already due (approvals refuse them) and those due
+    within ``within_days``, soonest first (M-12).
+    """
+    limit = (day + timedelta(days=within_days)).isoformat()
+    due = [
+        (rid, str(c["child_consent_due"]))
+        for rid, c in consents
+        if isinstance(c.get("child_consent_due"), str) and str(c["child_consent_due"]) <= limit
+    ]
+    return sorted(due, key=lambda item: (item[1], item[0]))
 
 
 def _check_purposes(purposes: tuple[str, ...], schema: Schema) -> None:

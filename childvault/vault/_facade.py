@@ -14,7 +14,7 @@ import json
 import secrets
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +42,17 @@ from childvault.vault._schema import Schema
 from childvault.vault._session import Session, new_id
 from childvault.vault._sqlcipher import SQLCipherBackend
 from childvault.vault._statements import Anchor
-from childvault.vault._svc_access import AccessService
+from childvault.vault._svc_access import AccessService, Basis
 from childvault.vault._svc_audit import AuditService
 from childvault.vault._svc_export import ExportService
 from childvault.vault._svc_health import HealthService
+from childvault.vault._svc_incidents import IncidentService
 from childvault.vault._svc_lifecycle import LifecycleService
 from childvault.vault._svc_notices import NoticeService, packaged_notice_sha256
 from childvault.vault._svc_reconcile import ReconcileService
 from childvault.vault._svc_records import NewRecordInput, RecordService
 from childvault.vault._svc_reports import ReportService
+from childvault.vault._svc_rights import RightsService
 from childvault.vault._svc_rotation import RotationService
 from childvault.vault._svc_users import UserService
 from childvault.vault._time import Clock, iso, system_clock
@@ -411,9 +413,13 @@ class Vault:
         reason: str,
         *,
         now: datetime | None = None,
+        basis: Basis | None = None,
     ) -> str:
-        """File an access request for named records, fields and purpose; return its id."""
-        return self._access.request_access(records, fields, purpose, reason, now=now)
+        """File an access request for named records, fields and purpose; return its id.
+
+        ``basis`` names a statutory basis instead of consent (:class:`Basis`).
+        """
+        return self._access.request_access(records, fields, purpose, reason, now=now, basis=basis)
 
     def requests(self, status: str | None = "pending") -> list[RequestInfo]:
         """Access requests with ``status`` (``None`` for all); logged.
@@ -474,14 +480,21 @@ class Vault:
         return self._notices.notice_sha256(version)
 
     def publish_notice(
-        self, version: str, text: bytes, *, now: datetime | None = None
+        self,
+        version: str,
+        text: bytes,
+        *,
+        now: datetime | None = None,
+        non_substantive: bool = False,
     ) -> dict[str, str]:
         """Admin: register a notice text (P-10) and make it the current version.
 
         Records consented under another version need fresh consent before an
-        approval (``consent renew``). Publishing is logged with the text's hash.
+        approval (``consent renew``) unless the change is ``non_substantive``.
+        The text must name every P-10 item, the refusal option and the
+        responsible person's contact. Publishing is logged with the text's hash.
         """
-        return self._notices.publish_notice(version, text, now=now)
+        return self._notices.publish_notice(version, text, now=now, non_substantive=non_substantive)
 
     def health(self) -> list[tuple[str, str, str]]:
         """(check, ok|warn|fail, message) about users, keys and the provider, for doctor."""
@@ -707,6 +720,78 @@ class Vault:
         from childvault.vault._svc_vaultgc import VaultGcService
 
         return VaultGcService(self._session).gc(grace=grace, destroy=destroy, now=now)
+    # -- compliance (issue 15): bases, transfers, rights and incident registers --
+
+    def cosign(self, request_id: str, *, now: datetime | None = None) -> None:
+        """Officer: co-sign a legal-obligation request (the first of the two officers)."""
+        self._access.cosign(request_id, now=now)
+
+    def transfers(self, *, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Officer or admin: reads that handed data to another organisation (P-17); logged."""
+        return self._access.transfers(now=now)
+
+    def rights_open(
+        self,
+        kind: str,
+        record_id: str,
+        *,
+        requester: str,
+        received: date,
+        identity_checked: bool,
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Officer: register a child's or guardian's request (查询/更正/删除/异议)."""
+        return RightsService(self._session).open(
+            kind,
+            record_id,
+            requester=requester,
+            received=received,
+            identity_checked=identity_checked,
+            now=now,
+        )
+
+    def rights_close(
+        self, rights_id: str, outcome: str, *, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Officer: close a rights request with its outcome."""
+        return RightsService(self._session).close(rights_id, outcome, now=now)
+
+    def rights_list(self, *, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Officer or admin: the rights register, overdue requests marked; logged."""
+        return RightsService(self._session).list(now=now)
+
+    def incident_open(
+        self, kind: str, discovered: datetime, *, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Officer: register an incident (leak, damage or loss)."""
+        return IncidentService(self._session).open(kind, discovered, now=now)
+
+    def incident_add_records(
+        self, incident_id: str, records: Sequence[str], *, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Officer: add affected records to an open incident."""
+        return IncidentService(self._session).add_records(incident_id, records, now=now)
+
+    def incident_notify(
+        self, incident_id: str, audience: str, *, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Officer: record that the guardians or the authority were notified."""
+        return IncidentService(self._session).notify(incident_id, audience, now=now)
+
+    def incident_close(self, incident_id: str, *, now: datetime | None = None) -> dict[str, Any]:
+        """Officer: close an incident reported to the authority."""
+        return IncidentService(self._session).close(incident_id, now=now)
+
+    def incidents(self, *, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Officer or admin: the incident register; logged."""
+        return IncidentService(self._session).list(now=now)
+
+    def cosign_decommission(
+        self, contacts: Path | str, *, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Officer: co-sign decommissioning, first writing the guardian contact list
+        (sealed to this officer) to ``contacts`` for the P-23 notice."""
+        return self._lifecycle.cosign_decommission(Path(contacts), now=now)
 
 
 def _remove_tree(path: Path) -> None:

@@ -9,7 +9,7 @@ server later, and they are tested without a vault (docs/architecture.md).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Literal
@@ -58,6 +58,9 @@ class ApprovalLimits:
     max_uses: int
     max_records: int
     notice_version: str
+    #: Earlier versions the current notice continues through non-substantive
+    #: changes only: consents under them stay valid (P-10).
+    accepted_notices: frozenset[str] = frozenset()
 
 
 def role_refusal(
@@ -81,12 +84,20 @@ def approval_refusal(
     limits: ApprovalLimits,
     records: Sequence[RecordState],
     day: date,
+    allowed: Mapping[str, Collection[str]] | None = None,
+    basis: str = "consent",
 ) -> Refusal | None:
     """The first rule a pending request breaks if ``approver`` approved it now.
 
     In order: an officer's own request, the TTL, the number of uses, the
     record cap, then for each record in the request: deleted, past
-    retention, no consent for the purpose, consent under another notice.
+    retention, a field its purpose may not release (``allowed``: record type
+    to the fields the purpose may release; see :func:`purpose_fields_refusal`),
+    no consent for the purpose, consent under another notice, and the child's
+    fourteenth birthday passed under a guardian's consent
+    (:func:`turned_14_refusal`). The consent, notice and age rules apply to
+    the ``consent`` basis only: a statutory basis (:data:`BASES`) is not
+    blocked by consent (DESIGN section 5 item 6).
     """
     if req.requester == approver:
         return Refusal(
@@ -107,19 +118,111 @@ def approval_refusal(
             return Refusal(
                 "retention", f"record {rid} is past its retention date ({row.retain_until})"
             )
+        refusal = purpose_fields_refusal(req.purpose, req.fields, row, allowed)
+        if refusal is not None:
+            return refusal
+        if basis != "consent":
+            continue
         if req.purpose not in row.consent.get("purposes", ()):
             return Refusal(
                 "purpose",
                 f"record {rid} has no consent for the purpose {req.purpose!r} "
                 "(record a new consent first)",
             )
-        if row.consent.get("notice_version") != limits.notice_version:
+        if (
+            row.consent.get("notice_version") != limits.notice_version
+            and row.consent.get("notice_version") not in limits.accepted_notices
+        ):
             return Refusal(
                 "notice",
                 f"record {rid} consented to notice {row.consent.get('notice_version')!r}, "
                 f"but the current notice is {limits.notice_version!r}: "
                 "renew the consent first",
             )
+        refusal = turned_14_refusal(row, day)
+        if refusal is not None:
+            return refusal
+    return None
+
+
+# -- request bases (DESIGN section 5 item 6; issue 15 finding 3) ---------------
+
+#: The bases a request may name. ``consent`` is checked against the record's
+#: consented purposes; the others are statutory and consent cannot block them:
+#: a child's or guardian's own request (M-17, linked to the rights register),
+#: breach notification (P-21, contact fields only, linked to an incident), and
+#: disclosure required by law (P-18, M-6: recipient, provision, assessment, two
+#: officers).
+BASES = ("consent", "subject_access", "breach_notification", "legal_obligation")
+#: The fields a breach notification may release: whom to contact, about which child.
+CONTACT_FIELDS = ("name", "guardian_name", "guardian_phone")
+
+
+def cosign_refusal(
+    basis: str, requester: str, approver: str, cosigners: Collection[str]
+) -> Refusal | None:
+    """A ``legal_obligation`` request needs a second officer's co-signature first.
+
+    The co-signer must be neither the requester nor the approving officer, so
+    two distinct officers decide every disclosure required by law (P-18, M-6).
+    """
+    if basis != "legal_obligation":
+        return None
+    if any(c not in (requester, approver) for c in cosigners):
+        return None
+    return Refusal(
+        "cosign",
+        "a legal-obligation disclosure needs two officers: another officer must run "
+        "`childvault cosign` on the request first",
+    )
+
+
+# -- purpose decides fields (P-11, P-14; issue 15 finding 1) ------------------
+
+
+def purpose_fields_refusal(
+    purpose: str,
+    fields: Collection[str],
+    row: RecordRow,
+    allowed: Mapping[str, Collection[str]] | None,
+) -> Refusal | None:
+    """Refuse fields that ``purpose`` may never release from a record of ``row.type``.
+
+    ``allowed`` maps each record type to the fields the schema lists for the
+    purpose (``Schema`` ``purpose_fields``); ``None`` means the schema has no
+    lists and every field may be released. ``statistics`` lists none in the
+    default schema: it is served only by the anonymised export.
+    """
+    if allowed is None:
+        return None
+    permitted = allowed.get(row.type, ())
+    extra = [f for f in fields if f not in permitted]
+    if not extra:
+        return None
+    return Refusal(
+        "purpose fields",
+        f"the purpose {purpose!r} may not release {', '.join(extra)} from a {row.type} record "
+        f"(the schema allows: {', '.join(permitted) or 'no field'})",
+    )
+
+
+# -- the fourteenth birthday (M-12; issue 15 finding 2) -----------------------
+
+
+def turned_14_refusal(row: RecordRow, day: date) -> Refusal | None:
+    """Refuse a record whose guardian consented for a child who has since turned 14.
+
+    A guardian's consent for a child under 14 records the day the child turns
+    14 (``child_consent_due``); from that day the child's own consent must be
+    recorded (M-12) before any approval. ``day`` is the institution's date.
+    """
+    due = row.consent.get("child_consent_due")
+    if isinstance(due, str) and due and due <= day.isoformat():
+        return Refusal(
+            "turned 14",
+            f"record {row.id}: the child turned 14 on {due}; the guardian's consent no longer "
+            "suffices: record the child's own consent first (M-12)",
+        )
     return None
 
 
@@ -170,13 +273,22 @@ def grant_refusal(
     records: Sequence[RecordState],
     *,
     day: date,
+    allowed: Mapping[str, Collection[str]] | None = None,
+    basis: str = "consent",
+    notices: Collection[str] | None = None,
 ) -> Refusal | None:
     """Checks of a verified token against the vault's state, at every read.
 
     The grant must be known, match the token, be unrevoked with uses left; the
     request must be the approved one the token names; and each record read
     must still exist, still consent to the purpose, and not be past retention
-    (consent narrowed or retention passed since the approval).
+    (consent narrowed or retention passed since the approval); the fields may
+    be released for the purpose (``allowed``, as in :func:`approval_refusal`)
+    and the child has not turned 14 under a guardian's consent. Under a
+    statutory ``basis`` the consent and age rules do not apply. ``notices``:
+    the notice versions consents may be under (None: not checked); a notice
+    changed substantively since the approval stops the read until consent
+    is renewed.
     """
     if grant is None:
         return _read("grant unknown to this vault")
@@ -197,8 +309,19 @@ def grant_refusal(
         row = state.row
         if row is None or not state.has_keys:
             return _read(f"record {state.id} was deleted")
-        if claims.pur not in row.consent.get("purposes", ()):
+        if basis == "consent" and claims.pur not in row.consent.get("purposes", ()):
             return _read(f"record {state.id} no longer has consent for {claims.pur}")
+        if (
+            basis == "consent"
+            and notices is not None
+            and row.consent.get("notice_version") not in notices
+        ):
+            return _read(f"record {state.id} consented under an earlier notice: renew the consent")
         if row.retain_until < iso_day:
             return _read(f"record {state.id} is past its retention date")
+        refusal = purpose_fields_refusal(claims.pur, claims.fld, row, allowed) or (
+            turned_14_refusal(row, day) if basis == "consent" else None
+        )
+        if refusal is not None:
+            return _read(refusal.message)
     return None

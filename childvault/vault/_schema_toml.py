@@ -156,7 +156,9 @@ def build_schema(doc: dict[str, Any], source: bytes) -> dict[str, Any]:
     for type_name in types_table:
         _name(type_name, "record type")
         path = f"types.{type_name}"
-        types[type_name] = _build_type(type_name, _table(types_table, "types", type_name), path)
+        types[type_name] = _build_type(
+            type_name, _table(types_table, "types", type_name), path, purposes
+        )
     return {
         "name": name,
         "version": version,
@@ -168,8 +170,10 @@ def build_schema(doc: dict[str, Any], source: bytes) -> dict[str, Any]:
     }
 
 
-def _build_type(type_name: str, table: dict[str, Any], path: str) -> RecordType:
-    _keys(table, path, ("description", "fields"), ("fields",))
+def _build_type(
+    type_name: str, table: dict[str, Any], path: str, purposes: tuple[str, ...]
+) -> RecordType:
+    _keys(table, path, ("description", "fields", "purpose_fields"), ("fields",))
     description = _str(table, path, "description", "")
     fields_table = _table(table, path, "fields")
     if not fields_table:
@@ -187,7 +191,57 @@ def _build_type(type_name: str, table: dict[str, Any], path: str) -> RecordType:
             field_name, _table(fields_table, f"{path}.fields", field_name), field_path
         )
     _check_references(fields, path)
-    return RecordType(name=type_name, fields=MappingProxyType(fields), description=description)
+    purpose_fields = (
+        _purpose_fields(table, path, purposes, fields) if "purpose_fields" in table else None
+    )
+    return RecordType(
+        name=type_name,
+        fields=MappingProxyType(fields),
+        description=description,
+        purpose_fields=purpose_fields,
+    )
+
+
+def _purpose_fields(
+    table: dict[str, Any], path: str, purposes: tuple[str, ...], fields: Mapping[str, FieldSpec]
+) -> Mapping[str, tuple[str, ...]]:
+    """The ``purpose_fields`` table of a record type: every purpose, declared fields only.
+
+    Every purpose of the schema must be listed, so a purpose added later is
+    never silently given every field; an empty list (``statistics = []``)
+    means the purpose releases no field to a person (P-11, P-14).
+    """
+    where = f"{path}.purpose_fields"
+    lists = _table(table, path, "purpose_fields")
+    result: dict[str, tuple[str, ...]] = {}
+    for purpose in lists:
+        if purpose not in purposes:
+            raise UsageError(
+                f"schema: {where!r} names {_show(purpose)}, which is not one of the "
+                "schema's purposes: " + ", ".join(purposes)
+            )
+        value = lists[purpose]
+        item_path = f"{where}.{purpose}"
+        if not isinstance(value, list):
+            raise UsageError(f"schema: {item_path!r} must be an array of field names")
+        seen: list[str] = []
+        for name in value:
+            if not isinstance(name, str) or name not in fields:
+                shown = _show(name) if isinstance(name, str) else _kind(name)
+                raise UsageError(
+                    f"schema: {item_path!r} names {shown}, which is not a field of this type"
+                )
+            if name in seen:
+                raise UsageError(f"schema: {item_path!r} lists {_show(name)} twice")
+            seen.append(name)
+        result[purpose] = tuple(seen)
+    missing = [p for p in purposes if p not in result]
+    if missing:
+        raise UsageError(
+            f"schema: {where!r} must list every purpose (an empty array releases no field); "
+            "missing: " + ", ".join(missing)
+        )
+    return MappingProxyType(result)
 
 
 _FIELD_KEYS = (

@@ -87,11 +87,24 @@ class FieldSpec:
 
 @dataclass(frozen=True)
 class RecordType:
-    """A record type: its name and its fields in declaration order."""
+    """A record type: its name and its fields in declaration order.
+
+    ``purpose_fields`` maps each purpose to the fields it may ever release
+    (P-11, P-14: "purpose decides fields"); ``None`` when the schema declares
+    no lists for this type, and then every field may be released for every
+    purpose (schemas written before the lists existed).
+    """
 
     name: str
     fields: Mapping[str, FieldSpec]
     description: str
+    purpose_fields: Mapping[str, tuple[str, ...]] | None = None
+
+    def fields_for(self, purpose: str) -> tuple[str, ...]:
+        """The fields ``purpose`` may release from a record of this type."""
+        if self.purpose_fields is None:
+            return tuple(self.fields)
+        return self.purpose_fields.get(purpose, ())
 
 
 def _show(name: object) -> str:

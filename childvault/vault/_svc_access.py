@@ -12,8 +12,9 @@ import contextlib
 import dataclasses
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NoReturn, Protocol, runtime_checkable
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
 from childvault.keys import (
     AccessDenied,
@@ -21,6 +22,7 @@ from childvault.keys import (
     ChildVaultError,
     DecryptionFailed,
     FieldKey,
+    IntegrityError,
     KeyProvider,
     NotFound,
     ProviderUnavailable,
@@ -35,16 +37,68 @@ from childvault.vault._audit import DetailValue, Event
 from childvault.vault._backend import GrantRow, RequestRow, UserRow
 from childvault.vault._fieldcrypto import open_field
 from childvault.vault._policy import (
+    BASES,
+    CONTACT_FIELDS,
     ApprovalLimits,
     Refusal,
     approval_refusal,
+    cosign_refusal,
     grant_refusal,
+    purpose_fields_refusal,
     token_refusal,
 )
 from childvault.vault._session import WRITERS, Session, new_id
 from childvault.vault._svc_audit import AuditService
-from childvault.vault._time import iso, today
+from childvault.vault._svc_notices import NoticeService
+from childvault.vault._time import iso, legal_today
 from childvault.vault._types import ROLES, Approval, RequestInfo
+
+
+@dataclass(frozen=True)
+class Basis:
+    """The basis of an access request (DESIGN section 5 item 6).
+
+    ``kind`` is one of :data:`~._policy.BASES`; ``link`` the rights-request id
+    (``subject_access``) or incident id (``breach_notification``);
+    ``recipient``, ``provision`` and ``assessment`` name, for
+    ``legal_obligation``, the organisation receiving the data, the legal
+    provision requiring it and the reference of the impact assessment.
+    """
+
+    kind: str = "consent"
+    link: str | None = None
+    recipient: str | None = None
+    provision: str | None = None
+    assessment: str | None = None
+
+    def detail(self) -> dict[str, DetailValue]:
+        """The log-entry detail of a statutory basis (empty for consent)."""
+        if self.kind == "consent":
+            return {}
+        out: dict[str, DetailValue] = {"basis": self.kind}
+        if self.link:
+            out["link"] = self.link
+        for name in ("recipient", "provision", "assessment"):
+            value = getattr(self, name)
+            if value:
+                out[name] = value.strip()
+        return out
+
+    @classmethod
+    def from_detail(cls, detail: dict[str, Any]) -> Basis:
+        """Rebuild a basis from :meth:`detail` output."""
+        return cls(
+            kind=str(detail.get("basis", "consent")),
+            link=detail.get("link"),
+            recipient=detail.get("recipient"),
+            provision=detail.get("provision"),
+            assessment=detail.get("assessment"),
+        )
+
+
+def _basis_key(request_id: str) -> str:
+    """Meta key indexing the statutory basis of a request."""
+    return f"request_basis:{request_id}"
 
 
 class AccessService:
@@ -62,8 +116,13 @@ class AccessService:
         reason: str,
         *,
         now: datetime | None = None,
+        basis: Basis | None = None,
     ) -> str:
-        """File an access request for named records, fields and purpose; return its id."""
+        """File an access request for named records, fields and purpose; return its id.
+
+        ``basis`` (default: consent) names a statutory basis instead
+        (:class:`Basis`, checked by :meth:`_check_basis`).
+        """
         moment = self.s.now(now)
         self.s.require(WRITERS, "request.create", moment, "requesting access")
         recs = tuple(dict.fromkeys(check_hex_id(r, "record") for r in records))
@@ -71,6 +130,8 @@ class AccessService:
         if not recs or not flds:
             raise UsageError("a request names at least one record and one field")
         self.s.schema.check_purpose(purpose)
+        basis = basis or Basis()
+        self._check_basis(basis, recs, flds, moment)
         reason = reason.strip()
         if not reason or len(reason) > 1000:
             raise UsageError("--reason must say why, in at most 1000 characters")
@@ -93,12 +154,24 @@ class AccessService:
                         f"field {f!r} is not in the {row.type} schema: choose from "
                         + ", ".join(declared)
                     )
+            allowed = self._allowed(purpose, basis.kind)
+            refusal = purpose_fields_refusal(purpose, flds, row, allowed)
+            if refusal is not None:
+                raise UsageError(refusal.message)
         req = RequestRow(new_id(), self.s.user, recs, flds, purpose, reason, iso(moment), "pending")
-        self._record_request(req, moment)
+        self._record_request(req, moment, basis)
         return req.id
 
-    def _record_request(self, req: RequestRow, moment: datetime) -> None:
-        """The database half of a request: store it and log it, in one transaction."""
+    def _record_request(
+        self, req: RequestRow, moment: datetime, basis: Basis | None = None
+    ) -> None:
+        """The database half of a request: store it and log it, in one transaction.
+
+        A statutory basis goes into the entry's detail (the authority) and,
+        as an index, into the meta key of the request (checked against the
+        entry before use, :meth:`basis_of`).
+        """
+        basis = basis or Basis()
         with self.s.db.transaction():
             self.s.db.access.add_request(req)
             _audit.append(
@@ -111,10 +184,146 @@ class AccessService:
                         fields=req.fields,
                         purpose=req.purpose,
                         request=req.id,
+                        detail=basis.detail(),
                     )
                 ],
                 moment,
             )
+            if basis.kind != "consent":
+                self.s.db.meta.set(_basis_key(req.id), json.dumps(basis.detail(), sort_keys=True))
+
+    # -- request bases (issue 15 finding 3) ------------------------------------
+
+    def _check_basis(
+        self, basis: Basis, recs: Sequence[str], flds: Sequence[str], moment: datetime
+    ) -> None:
+        """Refuse a statutory basis whose link, fields or particulars do not hold."""
+        from childvault.vault._svc_incidents import IncidentService
+        from childvault.vault._svc_rights import RightsService
+
+        if basis.kind not in BASES:
+            raise UsageError(f"--basis must be one of {', '.join(BASES)}")
+        if basis.kind == "consent":
+            if basis.link or basis.recipient or basis.provision or basis.assessment:
+                raise UsageError("a consent request takes no --link, --recipient or --provision")
+            return
+        if basis.kind == "subject_access":
+            rights = RightsService(self.s).get(basis.link or "0" * 32, now=moment)
+            if rights["status"] != "open" or not rights["identity_checked"]:
+                raise UsageError(
+                    f"rights request {rights['id']} must be open with the requester's "
+                    "identity checked"
+                )
+            if set(recs) != {rights["record"]}:
+                raise UsageError("a subject-access request names exactly its subject's record")
+        elif basis.kind == "breach_notification":
+            incident = IncidentService(self.s).get(basis.link or "0" * 32)
+            if incident["status"] != "open":
+                raise UsageError(f"incident {incident['id']} is closed")
+            if not set(recs) <= set(incident["records"]):
+                raise UsageError("a breach notification names records of its incident only")
+            extra = [f for f in flds if f not in CONTACT_FIELDS]
+            if extra:
+                raise UsageError(
+                    "a breach notification releases contact fields only ("
+                    + ", ".join(CONTACT_FIELDS)
+                    + "), not "
+                    + ", ".join(extra)
+                )
+        else:
+            for name in ("recipient", "provision", "assessment"):
+                value = getattr(basis, name)
+                if not value or not value.strip() or len(value) > 200:
+                    raise UsageError(
+                        f"a legal-obligation request needs --{name} (at most 200 characters)"
+                    )
+
+    def basis_of(self, request_id: str) -> Basis:
+        """The basis of a request, as its logged ``request.create`` entry gives it.
+
+        The meta key is only an index: a key that disagrees with the entry
+        (or an entry the key does not point at) fails closed.
+        """
+        raw = self.s.db.meta.get(_basis_key(request_id))
+        if raw is None:
+            return Basis()
+        for entry in self.s.db.audit.entries_by_action(("request.create",)):
+            doc = json.loads(entry)
+            if doc.get("request") == request_id and doc.get("action") == "request.create":
+                logged = doc.get("detail") or {}
+                if json.dumps(logged, sort_keys=True) != raw:
+                    break
+                return Basis.from_detail(logged)
+        raise IntegrityError(
+            f"the basis of request {request_id} differs from its log entry: "
+            "run `childvault audit verify`"
+        )
+
+    def cosign(self, request_id: str, *, now: datetime | None = None) -> None:
+        """Officer: co-sign a pending legal-obligation request (the first of two officers)."""
+        moment = self.s.now(now)
+        self.s.require(("officer",), "request.cosign", moment, "co-signing requests")
+        req = self.s.db.access.request(check_hex_id(request_id, "request"))
+        if req is None:
+            raise NotFound(f"no request {request_id}")
+        if req.status != "pending":
+            raise UsageError(f"request {req.id} is already {req.status}")
+        if self.basis_of(req.id).kind != "legal_obligation":
+            raise UsageError("only a legal-obligation request is co-signed")
+        if req.requester == self.s.user:
+            raise UsageError("an officer cannot co-sign their own request")
+        self.s.log(
+            [
+                Event(
+                    self.s.user,
+                    "request.cosign",
+                    records=req.records,
+                    fields=req.fields,
+                    purpose=req.purpose,
+                    request=req.id,
+                )
+            ],
+            moment,
+        )
+
+    def _cosigners(self, request_id: str) -> list[str]:
+        """Officers whose ``request.cosign`` entry names the request."""
+        out = []
+        for entry in self.s.db.audit.entries_by_action(("request.cosign",)):
+            doc = json.loads(entry)
+            if doc.get("request") == request_id and doc.get("outcome") == "ok":
+                out.append(str(doc["actor"]))
+        return out
+
+    def transfers(self, *, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Officer or admin: every read that handed data to another organisation (P-17).
+
+        Folded from the ``grant.read`` entries that carry a recipient; logged.
+        """
+        moment = self.s.now(now)
+        self.s.require(("officer", "admin"), "report.transfers", moment, "listing transfers")
+        rows = []
+        for entry in self.s.db.audit.entries_by_action(("grant.read",)):
+            doc = json.loads(entry)
+            detail = doc.get("detail") or {}
+            if doc.get("outcome") == "ok" and detail.get("recipient"):
+                rows.append(
+                    {
+                        "seq": doc["seq"],
+                        "ts": doc["ts"],
+                        "reader": doc["actor"],
+                        "recipient": detail["recipient"],
+                        "provision": detail.get("provision"),
+                        "assessment": detail.get("assessment"),
+                        "basis": detail.get("basis"),
+                        "records": doc["records"],
+                        "fields": doc["fields"],
+                        "request": doc["request"],
+                    }
+                )
+        rows.sort(key=lambda r: int(r["seq"]))
+        self.s.log([Event(self.s.user, "report.transfers", detail={"count": len(rows)})], moment)
+        return rows
 
     def requests(self, status: str | None = "pending") -> list[RequestInfo]:
         """Access requests with ``status`` (``None`` for all); logged.
@@ -186,6 +395,7 @@ class AccessService:
         if req.status != "pending":
             raise UsageError(f"request {req.id} is already {req.status}")
         states = [self.s.record_state(rid) for rid in req.records]
+        basis = self.basis_of(req.id)
         refusal = approval_refusal(
             req,
             self.s.user,
@@ -193,8 +403,10 @@ class AccessService:
             uses=uses,
             limits=self._limits(),
             records=states,
-            day=today(moment),
-        )
+            day=legal_today(self.s.db.meta, moment),
+            allowed=self._allowed(req.purpose, basis.kind),
+            basis=basis.kind,
+        ) or cosign_refusal(basis.kind, req.requester, self.s.user, self._cosigners(req.id))
         if refusal is not None:
             refuse(refusal)
         selections = [Selection(self.s.wrapped(state.id), req.fields) for state in states]
@@ -292,6 +504,18 @@ class AccessService:
                 self.s.db.meta.set(_wrapping_key(grant_id), json.dumps(receipt["accessors"]))
         return signed.note
 
+    def _allowed(self, purpose: str, basis: str = "consent") -> dict[str, tuple[str, ...]] | None:
+        """Record type -> the fields ``purpose`` may release (the schema's purpose lists).
+
+        A subject-access request may release any field of the subject's own
+        record (M-17); a breach notification only :data:`CONTACT_FIELDS`.
+        """
+        if basis == "subject_access":
+            return None
+        if basis == "breach_notification":
+            return {name: CONTACT_FIELDS for name in self.s.schema.types}
+        return {name: rt.fields_for(purpose) for name, rt in self.s.schema.types.items()}
+
     def _limits(self) -> ApprovalLimits:
         """The vault's approval limits, from its settings."""
         return ApprovalLimits(
@@ -299,6 +523,7 @@ class AccessService:
             max_uses=int(self.s.setting("max_uses")),
             max_records=int(self.s.setting("max_records")),
             notice_version=self.s.setting("notice_version"),
+            accepted_notices=NoticeService(self.s).accepted_versions(),
         )
 
     def deny(self, request_id: str, reason: str, *, now: datetime | None = None) -> None:
@@ -459,7 +684,16 @@ class AccessService:
         outcome: str = "ok",
         reason: str | None = None,
     ) -> Event:
-        """The ``grant.read`` log entry of a read with ``claims`` (its outcome and why)."""
+        """The ``grant.read`` log entry of a read with ``claims`` (its outcome and why).
+
+        A read under a statutory basis carries it; one that hands data to
+        another organisation carries the recipient, provision and assessment:
+        that entry is the transfers register (P-17, :meth:`transfers`).
+        """
+        detail: dict[str, DetailValue] = {} if reason is None else {"reason": reason}
+        basis = self.basis_of(claims.req)
+        if basis.kind != "consent":
+            detail.update(basis.detail())
         return Event(
             self.s.user,
             "grant.read",
@@ -469,7 +703,7 @@ class AccessService:
             purpose=claims.pur,
             request=claims.req,
             grant=claims.jti,
-            detail={} if reason is None else {"reason": reason},
+            detail=detail,
         )
 
     def _check_grant(
@@ -523,12 +757,16 @@ class AccessService:
             fields=fields,
         )
         if refusal is None:
+            basis = self.basis_of(claims.req)
             refusal = grant_refusal(
                 claims,
                 self.s.db.access.grant(claims.jti),
                 self.s.db.access.request(claims.req),
                 [self.s.record_state(rid) for rid in records or claims.rec],
-                day=today(moment),
+                day=legal_today(self.s.db.meta, moment),
+                allowed=self._allowed(claims.pur, basis.kind),
+                basis=basis.kind,
+                notices=NoticeService(self.s).accepted_versions(),
             )
         if refusal is not None:
             fail(refusal.message)

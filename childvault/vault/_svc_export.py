@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from childvault.keys import ChildVaultError, Selection, UsageError, WrappedRecord
+from childvault.keys import ChildVaultError, IntegrityError, Selection, UsageError, WrappedRecord
 from childvault.keys._files import atomic_write
 from childvault.vault._audit import DetailValue, Event
 from childvault.vault._backend import RecordRow
@@ -25,7 +26,19 @@ from childvault.vault._reports import (
 )
 from childvault.vault._session import Session
 from childvault.vault._svc_access import AccessService
-from childvault.vault._time import today
+from childvault.vault._svc_notices import NoticeService
+from childvault.vault._time import legal_today
+
+#: The smallest k an export accepts (issue 15 finding 5: k = 2 published a
+#: class of two children); 5 is the default and advised.
+MIN_EXPORT_K = 3
+#: Distinct values of a sensitive column a group of otherwise equal classes
+#: must show, or the column is suppressed for the group (l-diversity).
+L_DIVERSITY = 2
+#: The cell that replaces a sensitive value suppressed for l-diversity.
+SUPPRESSED = "suppressed"
+#: Meta key of the classes every earlier export released (their digests are logged).
+_RELEASES = "export_releases"
 
 
 class ExportService:
@@ -58,8 +71,9 @@ class ExportService:
         """
         moment = self.s.now(now)
         self.s.require(("officer",), "export.anonymized", moment, "anonymised exports")
-        if not isinstance(k, int) or isinstance(k, bool) or not _MIN_K <= k <= _MAX_K:
-            raise UsageError(f"--k must be a whole number from {_MIN_K} (5 or more advised)")
+        low = max(_MIN_K, MIN_EXPORT_K)
+        if not isinstance(k, int) or isinstance(k, bool) or not low <= k <= _MAX_K:
+            raise UsageError(f"--k must be a whole number from {low} (5 or more advised)")
         if EXPORT_PURPOSE not in self.s.schema.purposes:
             raise UsageError(
                 f"this vault's schema declares no {EXPORT_PURPOSE!r} purpose, so no record "
@@ -76,8 +90,8 @@ class ExportService:
         for plan in plans.values():
             header.extend(c for c in plan if c not in header)
         export_id = secrets.token_hex(16)
-        day = today(moment)
-        notice = self.s.setting("notice_version")
+        day = legal_today(self.s.db.meta, moment)
+        notice = NoticeService(self.s).accepted_versions()
         counts: dict[tuple[str, ...], int] = {}
         excluded = {"no_statistics_consent": 0, "past_retention": 0, "outdated_notice": 0}
         used = 0
@@ -86,7 +100,12 @@ class ExportService:
             for batch in self._eligible_batches(day.isoformat(), notice, excluded):
                 batches += 1
                 used += self._export_batch(batch, plans, header, counts, export_id, day, moment)
-            kept = sorted((key, n) for key, n in counts.items() if n >= k)
+            sensitive = self._sensitive_columns(header)
+            diverse, l_suppressed = l_diverse(counts, sensitive, k)
+            releases = self._releases()
+            kept, subtraction = against_releases(
+                sorted((key, n) for key, n in diverse.items() if n >= k), releases, k
+            )
             body = _csv_bytes(["record_type", *header, "count"], kept)
             digest = hashlib.sha256(body).hexdigest()
             atomic_write(target, body, mode=0o600)
@@ -117,7 +136,11 @@ class ExportService:
             "records": used,
             "records_exported": exported,
             "classes": len(kept),
-            "suppressed_classes": len(counts) - len(kept),
+            "suppressed_classes": len(diverse) - len(kept),
+            "l": L_DIVERSITY,
+            "l_suppressed_groups": l_suppressed,
+            "subtraction_suppressed_classes": subtraction,
+            "released_sha256": _release_digest(kept),
             "suppressed_records": used - exported,
             "batches": batches,
             "excluded_no_statistics_consent": excluded["no_statistics_consent"],
@@ -125,10 +148,14 @@ class ExportService:
             "excluded_outdated_notice": excluded["outdated_notice"],
             "sha256": digest,
         }
-        self.s.log(
-            [Event(self.s.user, "export.anonymized", purpose=EXPORT_PURPOSE, detail=summary)],
-            moment,
-        )
+        releases[export_id] = [[*key, n] for key, n in kept]
+        with self.s.db.transaction():
+            # The release and the entry carrying its digest commit together.
+            self.s.db.meta.set(_RELEASES, json.dumps(releases, ensure_ascii=False))
+            self.s.log(
+                [Event(self.s.user, "export.anonymized", purpose=EXPORT_PURPOSE, detail=summary)],
+                moment,
+            )
         return {
             **{k_: v for k_, v in summary.items() if k_ not in ("stage",)},
             "out": str(target),
@@ -137,8 +164,52 @@ class ExportService:
             "export_date": day.isoformat(),
         }
 
+    def _sensitive_columns(self, header: Sequence[str]) -> list[int]:
+        """Indexes (in a class key: record type first) of the sensitive kept columns.
+
+        A kept enum of sensitivity ``high`` (the category of difficulty, a
+        "specific identity") is what l-diversity protects.
+        """
+        out: list[int] = []
+        for i, column in enumerate(header, start=1):
+            for rtype in self.s.schema.types.values():
+                spec = rtype.fields.get(column)
+                if spec is not None and spec.sensitivity == "high" and spec.generalise == "keep":
+                    out.append(i)
+                    break
+        return out
+
+    def _releases(self) -> dict[str, list[list[Any]]]:
+        """The classes earlier exports released, each checked against its logged digest.
+
+        The table decides what a new export may publish, so it is verified
+        before use (docs/trust.md): a release whose digest differs from the
+        one its ``export.anonymized`` entry carries fails the export.
+        """
+        raw = self.s.db.meta.get(_RELEASES)
+        if raw is None:
+            return {}
+        try:
+            releases: dict[str, list[list[Any]]] = json.loads(raw)
+        except ValueError as exc:
+            raise IntegrityError("the record of earlier exports is damaged") from exc
+        logged: dict[str, str] = {}
+        for entry in self.s.db.audit.entries_by_action(("export.anonymized",)):
+            doc = json.loads(entry)
+            detail = doc.get("detail") or {}
+            if doc.get("action") == "export.anonymized" and "released_sha256" in detail:
+                logged[str(detail.get("export"))] = str(detail["released_sha256"])
+        for export_id, classes in releases.items():
+            rows = [(tuple(str(c) for c in row[:-1]), int(row[-1])) for row in classes]
+            if logged.get(export_id) != _release_digest(rows):
+                raise IntegrityError(
+                    f"the record of export {export_id} differs from its log entry: "
+                    "run `childvault audit verify`"
+                )
+        return releases
+
     def _eligible_batches(
-        self, day: str, notice: str, excluded: dict[str, int]
+        self, day: str, notice: frozenset[str], excluded: dict[str, int]
     ) -> Iterator[list[RecordRow]]:
         """Pages of at most 50 records that may be used for statistics."""
         after = ""
@@ -153,7 +224,7 @@ class ExportService:
                     excluded["no_statistics_consent"] += 1
                 elif row.retain_until < day:
                     excluded["past_retention"] += 1
-                elif row.consent.get("notice_version") != notice:
+                elif row.consent.get("notice_version") not in notice:
                     # Consent given under another notice must be renewed (P-10).
                     excluded["outdated_notice"] += 1
                 else:
@@ -230,3 +301,67 @@ class ExportService:
             tup = tuple(key)
             counts[tup] = counts.get(tup, 0) + 1
         return len(wanted)
+
+
+def _release_digest(rows: Sequence[tuple[tuple[str, ...], int]]) -> str:
+    """SHA-256 of a release's classes (canonical JSON), as logged with the export."""
+    doc = [[*key, n] for key, n in rows]
+    return hashlib.sha256(
+        json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def l_diverse(
+    counts: Mapping[tuple[str, ...], int], sensitive: Sequence[int], k: int
+) -> tuple[dict[tuple[str, ...], int], int]:
+    """Classes after l-diversity on the ``sensitive`` columns; and how many groups it coarsened.
+
+    A group is the classes equal in every column but the sensitive ones. If
+    the publishable classes (count >= k) of a group show fewer than
+    :data:`L_DIVERSITY` distinct sensitive values, anyone who knows a child is
+    in the group would learn the child's category: the group is merged into
+    one class whose sensitive cells read :data:`SUPPRESSED`.
+    """
+    if not sensitive:
+        return dict(counts), 0
+    groups: dict[tuple[str, ...], list[tuple[tuple[str, ...], int]]] = {}
+    for key, n in counts.items():
+        rest = tuple(c for i, c in enumerate(key) if i not in sensitive)
+        groups.setdefault(rest, []).append((key, n))
+    out: dict[tuple[str, ...], int] = {}
+    coarsened = 0
+    for members in groups.values():
+        shown = {tuple(key[i] for i in sensitive) for key, n in members if n >= k}
+        if len(shown) >= L_DIVERSITY:
+            out.update(members)
+            continue
+        coarsened += 1
+        for key, n in members:
+            merged = tuple(SUPPRESSED if i in sensitive else c for i, c in enumerate(key))
+            out[merged] = out.get(merged, 0) + n
+    return out, coarsened
+
+
+def against_releases(
+    kept: Sequence[tuple[tuple[str, ...], int]],
+    releases: Mapping[str, Sequence[Sequence[Any]]],
+    k: int,
+) -> tuple[list[tuple[tuple[str, ...], int]], int]:
+    """Drop classes whose count differs from an earlier release of the same class by 1..k-1.
+
+    Subtracting two exports would otherwise single out the fewer than ``k``
+    children who joined or left the class between them (issue 15 finding 5).
+    Returns the classes kept and how many were suppressed for this reason.
+    """
+    earlier: dict[tuple[str, ...], set[int]] = {}
+    for classes in releases.values():
+        for row in classes:
+            earlier.setdefault(tuple(str(c) for c in row[:-1]), set()).add(int(row[-1]))
+    out: list[tuple[tuple[str, ...], int]] = []
+    dropped = 0
+    for key, n in kept:
+        if any(0 < abs(n - old) < k for old in earlier.get(key, ())):
+            dropped += 1
+            continue
+        out.append((key, n))
+    return out, dropped

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from childvault.vault._consent import children_due
 from childvault.vault._session import Session
 from childvault.vault._svc_notices import NoticeService, packaged_notice_sha256
+from childvault.vault._time import legal_today
 
 
 class HealthService:
@@ -61,7 +63,56 @@ class HealthService:
         diagnosable = self.s.keys.diagnosable()
         if diagnosable is not None:
             out.extend(_vault_checks(diagnosable.diagnose()))
+        out.extend(self.turning_14())
+        out.extend(self.overdue_rights())
         return out
+
+    def overdue_rights(self) -> list[tuple[str, str, str]]:
+        """Doctor line for open rights requests past their deadline (P-19, M-17)."""
+        from childvault.vault._svc_rights import RightsService
+
+        late = [r for r in RightsService(self.s).rows() if r["overdue"]]
+        if not late:
+            return []
+        listed = ", ".join(f"{r['id']} ({r['kind']}, due {r['deadline']})" for r in late[:20])
+        return [
+            (
+                "rights requests",
+                "warn",
+                f"{len(late)} rights request(s) past their deadline: answer and close them "
+                "(`childvault rights close`): " + listed,
+            )
+        ]
+
+    # -- compliance checks (issue 15) ---------------------------------------
+
+    def turning_14(self) -> list[tuple[str, str, str]]:
+        """Doctor lines for guardian consents whose child turns 14 within 30 days (M-12).
+
+        Record ids and dates only (no child data); records already due are
+        refused by approvals until the child's own consent is recorded.
+        """
+        day = legal_today(self.s.db.meta, self.s.now(None))
+        due: list[tuple[str, str]] = []
+        after = ""
+        while page := self.s.db.records.page(after=after, limit=1000):
+            due.extend(children_due(((r.id, r.consent) for r in page), day))
+            after = page[-1].id
+        if not due:
+            return []
+        overdue = sum(1 for _, when in due if when <= day.isoformat())
+        listed = ", ".join(f"{rid} ({when})" for rid, when in due[:20])
+        more = f" and {len(due) - 20} more" if len(due) > 20 else ""
+        return [
+            (
+                "turning 14",
+                "warn",
+                f"{len(due)} record(s) whose child turns 14 within 30 days or already has "
+                f"({overdue} already refused): record the child's own consent (M-12): "
+                + listed
+                + more,
+            )
+        ]
 
 
 def _vault_checks(diag: Mapping[str, Any]) -> list[tuple[str, str, str]]:

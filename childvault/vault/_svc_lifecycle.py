@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from childvault.keys import KeySlots, NotFound, PublicIdentity, Selection, StorageError, UsageError
@@ -28,10 +29,14 @@ from childvault.vault._fieldcrypto import open_field, seal_field
 from childvault.vault._session import Session
 from childvault.vault._svc_audit import AuditService
 from childvault.vault._svc_notices import NoticeService
-from childvault.vault._time import iso, today
+from childvault.vault._time import iso, legal_today
 
 _PAGE = 500
 _DELETE_REASONS = ("request", "withdrawal", "retention", "decommission")
+
+
+#: The fields the guardian contact list of a decommissioning holds (P-23).
+_CONTACT_FIELDS = ("name", "guardian_name", "guardian_phone")
 
 
 class LifecycleService:
@@ -252,7 +257,10 @@ class LifecycleService:
         )
         dob = datetime.fromisoformat(dob_text).date() if dob_text else None
         checked = check_consent(
-            consent, date_of_birth=dob, schema=self.s.schema, today=today(moment)
+            consent,
+            date_of_birth=dob,
+            schema=self.s.schema,
+            today=legal_today(self.s.db.meta, moment),
         )
         checked = dataclasses.replace(
             checked, notice_sha256=self._notices.notice_sha256(checked.notice_version)
@@ -293,7 +301,7 @@ class LifecycleService:
         """
         moment = self.s.now(now)
         self.s.require(("admin", "officer"), "retention.sweep", moment, "retention sweeps")
-        day = today(moment).isoformat()
+        day = legal_today(self.s.db.meta, moment).isoformat()
         due: list[str] = []
         while True:
             page = [r for r in self.s.db.records.due(day, limit=_PAGE) if r not in due]
@@ -331,12 +339,23 @@ class LifecycleService:
     def decommission(self, *, confirm: bool, now: datetime | None = None) -> dict[str, Any]:
         """Admin: stop collection, shred every record, sign a final checkpoint (P-23).
 
+        Needs an officer's co-signature first (:meth:`cosign_decommission`,
+        which also writes the guardian contact list for the P-23 notice).
         Writes ``decommission-report.json`` into the home (no child data).
         """
         moment = self.s.now(now)
         self.s.require(("admin",), "vault.decommission", moment, "decommissioning")
         if not confirm:
             raise UsageError("decommissioning destroys every record: pass --confirm")
+        cosigner = self._decommission_cosigner()
+        if cosigner is None:
+            self.s.deny(
+                Event(self.s.user, "vault.decommission", "denied", detail={"reason": "cosign"}),
+                "decommissioning needs an officer's co-signature first: an officer runs "
+                "`childvault decommission --cosign --contacts FILE`, which also writes the "
+                "guardian contact list for the notice (P-23)",
+                moment,
+            )
         with self.s.db.transaction():
             self.s.db.meta.set("accepting_records", "0")
             _audit.append(
@@ -386,6 +405,84 @@ class LifecycleService:
             json.dumps(report, indent=2, ensure_ascii=False).encode() + b"\n",
         )
         return report
+
+    # -- decommissioning: the officer's co-signature (issue 15 finding 6) ------
+
+    def cosign_decommission(self, contacts: Path, *, now: datetime | None = None) -> dict[str, Any]:
+        """Officer: co-sign decommissioning and first write the guardian contact list.
+
+        The list (record id, name, guardian's name and phone of every live
+        record) is what the P-23 notice to the guardians needs, and
+        decommissioning destroys it; it is written to ``contacts`` (mode 0600)
+        sealed to this officer's own key, so only they can open it. Every
+        batch is logged before it is decrypted; the final entry (``phase``
+        ``cosign``) is the co-signature the admin's ``decommission`` requires
+        and carries the SHA-256 of the sealed file.
+        """
+        moment = self.s.now(now)
+        self.s.require(("officer",), "vault.decommission", moment, "co-signing decommissioning")
+        if not contacts.parent.is_dir():
+            raise UsageError(f"the directory of --contacts ({contacts.parent}) does not exist")
+        fields = [
+            f for f in _CONTACT_FIELDS if any(f in t.fields for t in self.s.schema.types.values())
+        ]
+        rows: list[dict[str, str]] = []
+        after = ""
+        while page := self.s.db.records.page(after=after, limit=50):
+            after = page[-1].id
+            live = [r for r in page if self.s.db.records.keyblob(r.id) is not None]
+            if not live:
+                continue
+            grant_id = hashlib.sha256(f"contacts|{after}|{iso(moment)}".encode()).hexdigest()[:32]
+            self.s.log(
+                [
+                    Event(
+                        self.s.user,
+                        "vault.decommission",
+                        records=[r.id for r in live],
+                        fields=fields,
+                        detail={"phase": "contacts"},
+                    )
+                ],
+                moment,
+            )
+            values = self._internal_values(live, fields, grant_id)
+            rows.extend({"record_id": rid, **vals} for rid, vals in values.items())
+        sealed = self.s.me.public.seal(
+            json.dumps({"vault_id": self.s.vault_id, "contacts": rows}, ensure_ascii=False).encode()
+        )
+        atomic_write(contacts, sealed, mode=0o600)
+        digest = hashlib.sha256(sealed).hexdigest()
+        self.s.log(
+            [
+                Event(
+                    self.s.user,
+                    "vault.decommission",
+                    detail={"phase": "cosign", "contacts_sha256": digest, "records": len(rows)},
+                )
+            ],
+            moment,
+        )
+        return {"ok": True, "contacts": str(contacts), "records": len(rows), "sha256": digest}
+
+    def _decommission_cosigner(self) -> str | None:
+        """The officer whose logged co-signature of decommissioning is the latest, if any.
+
+        The entry is in the signed, hash-chained log; its actor must still be
+        an officer.
+        """
+        officers = {u.name for u in self.s.db.users.all() if "officer" in u.roles}
+        found: str | None = None
+        for raw in self.s.db.audit.entries_by_action(("vault.decommission",)):
+            doc = json.loads(raw)
+            detail = doc.get("detail") or {}
+            if (
+                doc.get("outcome") == "ok"
+                and detail.get("phase") == "cosign"
+                and doc.get("actor") in officers
+            ):
+                found = str(doc["actor"])
+        return found
 
     def _destroy_custodian(self) -> None:
         """Decommissioning (local): remove the custodian key from every key slot and

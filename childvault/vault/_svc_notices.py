@@ -29,6 +29,20 @@ class NoticeService:
             raise IntegrityError("the notice register in the database is damaged") from exc
         return {str(k): dict(v) for k, v in doc.items()}
 
+    def accepted_versions(self) -> frozenset[str]:
+        """Notice versions whose consents are still valid: the current one, and the
+        versions it continues through a chain of non-substantive changes."""
+        register = self.notices()
+        version = self.s.setting("notice_version")
+        accepted = {version}
+        while True:
+            entry = register.get(version, {})
+            nxt = entry.get("continues")
+            if not entry.get("non_substantive") or not isinstance(nxt, str) or nxt in accepted:
+                return frozenset(accepted)
+            accepted.add(nxt)
+            version = nxt
+
     def notice_sha256(self, version: str) -> str:
         """The SHA-256 of a published notice version; refuse an unpublished one."""
         entry = self.notices().get(version)
@@ -42,12 +56,23 @@ class NoticeService:
         return str(entry["sha256"])
 
     def publish_notice(
-        self, version: str, text: bytes, *, now: datetime | None = None
+        self,
+        version: str,
+        text: bytes,
+        *,
+        now: datetime | None = None,
+        non_substantive: bool = False,
     ) -> dict[str, str]:
         """Admin: register a notice text (P-10) and make it the current version.
 
         Records consented under another version need fresh consent before an
-        approval (``consent renew``). Publishing is logged with the text's hash.
+        approval (``consent renew``), unless every version published since is
+        marked ``non_substantive`` (a correction that changes no P-10 item: no
+        re-consent, P-10 last paragraph). A new text must carry every P-10
+        item, the refusal option and the responsible person's contact, with no
+        template placeholder left (:func:`notice_problems`); re-publishing a
+        registered text makes it current again. Publishing is logged with the
+        text's hash.
         """
         moment = self.s.now(now)
         self.s.require(("admin",), "notice.publish", moment, "publishing notices")
@@ -62,7 +87,24 @@ class NoticeService:
                 f"notice version {version!r} was already published with other text: "
                 "a changed text needs a new version"
             )
-        register[version] = {"sha256": digest, "published_at": iso(moment), "by": self.s.user}
+        previous = self.s.setting("notice_version")
+        if version not in register:
+            problems = notice_problems(text)
+            if problems:
+                raise UsageError(
+                    "the notice does not meet P-10 (sections named in docs/notice-template.md): "
+                    + "; ".join(problems)
+                )
+        entry: dict[str, object] = {
+            "sha256": digest,
+            "published_at": iso(moment),
+            "by": self.s.user,
+        }
+        if non_substantive and version not in register and previous != version:
+            entry.update(non_substantive=True, continues=previous)
+        elif version in register:
+            entry = dict(register[version])
+        register[version] = entry  # type: ignore[assignment]
         with self.s.db.transaction():
             self.s.db.meta.set("notices", json.dumps(register, sort_keys=True))
             self.s.db.meta.set("notice_version", version)
@@ -70,12 +112,55 @@ class NoticeService:
                 self.s.db.audit,
                 [
                     Event(
-                        self.s.user, "notice.publish", detail={"version": version, "sha256": digest}
+                        self.s.user,
+                        "notice.publish",
+                        detail={
+                            "version": version,
+                            "sha256": digest,
+                            **({"non_substantive": True} if entry.get("non_substantive") else {}),
+                        },
                     )
                 ],
                 moment,
             )
         return {"version": version, "sha256": digest}
+
+
+#: P-10 items as the template's headings name them (docs/notice-template.md).
+_P10_ZH = ("一", "二", "三", "四", "五", "六", "七")
+_PHONE_OR_MAIL = re.compile(
+    r"(?<!\d)(?:1[3-9]\d{9}|0\d{2,3}-?\d{7,8}|12377)(?!\d)|[\w.+-]+@[\w-]+\.[\w.-]+"
+)
+
+
+def notice_problems(text: bytes) -> list[str]:
+    """What a notice text lacks of P-10 (empty if nothing): issue 15 finding 6.
+
+    Each of the seven P-10 items must be a section named as in the template
+    (``P-10 第一项`` ... or ``P-10 item 1`` ...); the refusal option must be
+    offered (``我拒绝`` / ``I refuse``); the responsible person's contact (a
+    phone number or an e-mail address) must be given; no template placeholder
+    (``【…】``) may be left.
+    """
+    try:
+        body = text.decode("utf-8")
+    except UnicodeDecodeError:
+        return ["not UTF-8 text"]
+    problems = [
+        f"P-10 item {n} (P-10 第{zh}项) is not named"
+        for n, zh in enumerate(_P10_ZH, start=1)
+        if f"P-10 第{zh}项" not in body and f"P-10 item {n}" not in body
+    ]
+    if "我拒绝" not in body and "I refuse" not in body:
+        problems.append("no refusal option (我拒绝 / I refuse)")
+    if "负责人" not in body and "responsible" not in body.lower():
+        problems.append("no responsible person (负责人 / responsible person) is named")
+    contacts = [m for m in _PHONE_OR_MAIL.findall(body) if m != "12377"]
+    if not contacts:
+        problems.append("no contact of the responsible person (a phone number or e-mail)")
+    if "【" in body:
+        problems.append("template placeholders (【…】) are left unfilled")
+    return problems
 
 
 def packaged_notice_sha256() -> str:

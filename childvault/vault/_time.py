@@ -6,10 +6,21 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from childvault.keys import UsageError
 
 Clock = Callable[[], datetime]
+
+#: The vault setting (in ``meta``) naming the institution's time zone.
+ZONE_SETTING = "time_zone"
+
+
+class _Settings(Protocol):
+    """Anything with the ``get`` of the backend's ``meta`` repository."""
+
+    def get(self, key: str) -> str | None: ...
 
 
 def system_clock() -> datetime:
@@ -32,9 +43,32 @@ def parse_iso(text: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-def today(moment: datetime) -> date:
-    """The UTC calendar date of ``moment``."""
-    return moment.astimezone(UTC).date()
+#: The time zone of the dates the law counts (retention, age, deadlines) unless
+#: the vault's ``time_zone`` setting names another (issue 15 finding 6): a
+#: record due for deletion "today" must not stay approvable until 08:00 in Beijing.
+DEFAULT_ZONE = "Asia/Shanghai"
+
+
+def zone(name: str | None) -> ZoneInfo:
+    """The IANA time zone ``name`` (``None`` or empty: :data:`DEFAULT_ZONE`).
+
+    UsageError if the name is unknown.
+    """
+    try:
+        return ZoneInfo(name or DEFAULT_ZONE)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise UsageError(
+            f"unknown time zone {name!r}: use an IANA name such as Asia/Shanghai"
+        ) from exc
+
+
+def today(moment: datetime, zone_name: str | None = None) -> date:
+    """The calendar date of ``moment`` in the institution's time zone (default Asia/Shanghai).
+
+    Every legal date (retention, the fourteenth birthday, deadlines) is
+    counted with it; log timestamps stay UTC.
+    """
+    return moment.astimezone(zone(zone_name)).date()
 
 
 _DURATION = re.compile(r"^\s*(\d{1,6})\s*([smhd]?)\s*$")
@@ -61,3 +95,8 @@ def parse_when(text: str, *, now: datetime) -> datetime:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+def legal_today(settings: _Settings, moment: datetime) -> date:
+    """:func:`today` in the zone of the vault's ``time_zone`` setting (default Asia/Shanghai)."""
+    return today(moment, settings.get(ZONE_SETTING))

@@ -1,0 +1,170 @@
+"""The rights-request register of children and guardians (P-19, P-20, M-17).
+
+The register is log entries and nothing else (``rights.open`` /
+``rights.close``; the incident register in :mod:`._svc_incidents` works the
+same way). The log is the authority (it is
+hash-chained, signed and checkpointed, and ``audit verify`` checks it), so
+there is no table an insider could edit to make a request look answered or an
+incident look notified; listing a register folds its entries. No child data
+goes into them: record ids, kinds, dates and outcomes only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from childvault.keys import NotFound, UsageError
+from childvault.keys._encoding import check_hex_id
+from childvault.vault._audit import Event
+from childvault.vault._session import Session, new_id
+from childvault.vault._time import legal_today
+
+#: Kinds of rights request: 查询/复制 (access), 更正 (correct), 删除 (delete), 异议/撤回 (object).
+RIGHTS_KINDS = ("access", "correct", "delete", "object")
+#: Who asked: the child, or the parent or other guardian (P-19, M-17).
+RIGHTS_REQUESTERS = ("child", "guardian")
+#: Answer period in days unless the setting ``rights_deadline_days.<kind>`` says otherwise.
+DEFAULT_RIGHTS_DEADLINE_DAYS = 15
+#: Outcomes a closed rights request may have.
+RIGHTS_OUTCOMES = ("done", "refused", "withdrawn")
+
+
+def log_entries(session: Session, actions: Sequence[str]) -> list[dict[str, Any]]:
+    """The log entries of ``actions`` in sequence order, parsed (the index is re-checked)."""
+    out = []
+    for raw in session.db.audit.entries_by_action(tuple(actions)):
+        doc = json.loads(raw)
+        if doc.get("action") in actions and doc.get("outcome") == "ok":
+            out.append(doc)
+    return sorted(out, key=lambda d: int(d["seq"]))
+
+
+class RightsService:
+    """Open, close and list the requests of children and guardians."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def deadline_days(self, kind: str) -> int:
+        """The answer period of ``kind`` (setting ``rights_deadline_days.<kind>``, default 15)."""
+        raw = self.s.db.meta.get(f"rights_deadline_days.{kind}")
+        return int(raw) if raw else DEFAULT_RIGHTS_DEADLINE_DAYS
+
+    def open(
+        self,
+        kind: str,
+        record_id: str,
+        *,
+        requester: str,
+        received: date,
+        identity_checked: bool,
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Officer: register a request received on ``received``; return its register row.
+
+        The deadline is ``received`` plus the period of ``kind``. Identity must
+        have been checked before anything is disclosed or changed: a request
+        opened without it is registered, and a ``subject_access`` basis linked
+        to it is refused until it is closed and reopened with the check.
+        """
+        moment = self.s.now(now)
+        self.s.require(("officer",), "rights.open", moment, "registering rights requests")
+        if kind not in RIGHTS_KINDS:
+            raise UsageError(f"--kind must be one of {', '.join(RIGHTS_KINDS)}")
+        if requester not in RIGHTS_REQUESTERS:
+            raise UsageError(f"--by must be one of {', '.join(RIGHTS_REQUESTERS)}")
+        if received > legal_today(self.s.db.meta, moment):
+            raise UsageError("--received is in the future")
+        row = self.s.live_record(record_id)
+        rights_id = new_id()
+        deadline = received + timedelta(days=self.deadline_days(kind))
+        self.s.log(
+            [
+                Event(
+                    self.s.user,
+                    "rights.open",
+                    records=[row.id],
+                    detail={
+                        "rights": rights_id,
+                        "kind": kind,
+                        "by": requester,
+                        "received": received.isoformat(),
+                        "deadline": deadline.isoformat(),
+                        "identity_checked": identity_checked,
+                    },
+                )
+            ],
+            moment,
+        )
+        return self.get(rights_id, now=moment)
+
+    def close(self, rights_id: str, outcome: str, *, now: datetime | None = None) -> dict[str, Any]:
+        """Officer: close an open request with its outcome; return its register row."""
+        moment = self.s.now(now)
+        self.s.require(("officer",), "rights.close", moment, "closing rights requests")
+        if outcome not in RIGHTS_OUTCOMES:
+            raise UsageError(f"--outcome must be one of {', '.join(RIGHTS_OUTCOMES)}")
+        row = self.get(rights_id, now=moment)
+        if row["status"] != "open":
+            raise UsageError(f"rights request {rights_id} is already closed")
+        self.s.log(
+            [
+                Event(
+                    self.s.user,
+                    "rights.close",
+                    records=[row["record"]],
+                    detail={"rights": row["id"], "outcome": outcome},
+                )
+            ],
+            moment,
+        )
+        return self.get(rights_id, now=moment)
+
+    def get(self, rights_id: str, *, now: datetime | None = None) -> dict[str, Any]:
+        """One register row; NotFound if no such request was opened."""
+        check_hex_id(rights_id, "rights request")
+        for row in self.rows(now=now):
+            if row["id"] == rights_id:
+                return row
+        raise NotFound(f"no rights request {rights_id}")
+
+    def rows(self, *, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Every request, oldest first, folded from the log: status, outcome, overdue."""
+        day = legal_today(self.s.db.meta, self.s.now(now)).isoformat()
+        rows: dict[str, dict[str, Any]] = {}
+        for doc in log_entries(self.s, ("rights.open", "rights.close")):
+            detail = doc["detail"]
+            rid = str(detail.get("rights"))
+            if doc["action"] == "rights.open":
+                rows[rid] = {
+                    "id": rid,
+                    "kind": detail["kind"],
+                    "record": doc["records"][0],
+                    "by": detail["by"],
+                    "received": detail["received"],
+                    "deadline": detail["deadline"],
+                    "identity_checked": bool(detail["identity_checked"]),
+                    "opened_by": doc["actor"],
+                    "status": "open",
+                    "outcome": None,
+                    "closed_at": None,
+                }
+            elif rid in rows:
+                rows[rid].update(status="closed", outcome=detail["outcome"], closed_at=doc["ts"])
+        for row in rows.values():
+            row["overdue"] = row["status"] == "open" and row["deadline"] < day
+        return list(rows.values())
+
+    def list(self, *, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Officer: the register (logged as an audit read)."""
+        moment = self.s.now(now)
+        self.s.require(("officer", "admin"), "rights.list", moment, "reading the rights register")
+        rows = self.rows(now=moment)
+        self.s.log(
+            [Event(self.s.user, "rights.list", detail={"count": len(rows)})],
+            moment,
+        )
+        return rows
