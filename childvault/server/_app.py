@@ -37,6 +37,8 @@ from childvault.server._limits import (
     AccessLogMiddleware,
     LimitsMiddleware,
 )
+from childvault.server._routes import vault_routes
+from childvault.server._vault import VaultHost
 from childvault.vault._httpsig import SIGNATURE_TAG
 
 API_VERSION = "0.1.0"
@@ -58,12 +60,15 @@ async def _openapi(request: Request) -> Response:
     return JSONResponse(openapi_document())
 
 
-def _routes() -> list[Route]:
-    return [
+def _routes(vault: VaultHost | None = None, audit: AuditHook | None = None) -> list[Route]:
+    routes = [
         Route("/health", _health, methods=["GET"]),
         Route("/openapi.json", _openapi, methods=["GET"]),
         Route("/v1/whoami", _whoami, methods=["GET", "POST"]),
     ]
+    if vault is not None:
+        routes += vault_routes(vault, audit)
+    return routes
 
 
 def create_app(
@@ -77,14 +82,16 @@ def create_app(
     receive_timeout: float = DEFAULT_RECEIVE_TIMEOUT,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     access_logger: logging.Logger | None = None,
+    vault: VaultHost | None = None,
 ) -> ASGIApp:
     """Build the server's ASGI app.
 
     ``resolver`` says whose signatures count; ``nonce_store`` defaults to a
     bounded in-memory store; ``audit`` receives every refusal; ``clock``
-    (Unix seconds) and ``skew`` define the window for ``created``.
+    (Unix seconds) and ``skew`` define the window for ``created``. With
+    ``vault``, the vault API routes (:mod:`childvault.server._routes`) are served.
     """
-    routes = _routes()
+    routes = _routes(vault, audit)
     inner = Starlette(routes=routes)
     auth = SignatureAuthMiddleware(
         inner,

@@ -696,6 +696,43 @@ class Vault:
         """
         return self._export.export_anonymized(out, k=k, now=now)
 
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        identity: Identity,
+        *,
+        clock: Clock = system_clock,
+        credentials: OpenBaoCredentials | None = None,
+        verify: bool | str = True,
+    ) -> Vault:
+        """Open the vault served by ``childvault serve`` at ``url`` as ``identity``.
+
+        The same facade over the remote backend (docs/server.md): every
+        cryptographic operation runs here, the server stores and checks.
+        ``verify`` is the TLS CA bundle (or True for the system's). The
+        identity's anchor must name the served vault.
+        """
+        from childvault.vault._remote import connect_parts
+
+        backend, path = connect_parts(url, identity, verify=verify)
+        try:
+            h = Home(path)
+            config = Config.load(h)
+            secrets_ = KeySlots(h.keyslots).open(identity, config.vault_id)
+            if backend.meta.get("vault_id") != config.vault_id:
+                raise ConfigError(f"the server {url} describes another vault than it stores")
+            schema = Schema.load(h.schema)
+            if schema.digest != backend.meta.get("schema_digest"):
+                raise ConfigError(f"the server {url} sent a schema that differs from the vault's")
+            keys = keys_from_config(config)
+            return cls(
+                Session(h, config, identity, backend, secrets_, schema, clock, keys, credentials)
+            )
+        except BaseException:
+            backend.close()
+            raise
+
 
 def _remove_tree(path: Path) -> None:
     with contextlib.suppress(OSError):
