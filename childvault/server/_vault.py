@@ -37,8 +37,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from childvault.keys import (
     ChildVaultError,
@@ -48,6 +49,7 @@ from childvault.keys import (
     KeySlots,
     UsageError,
 )
+from childvault.keys._encoding import b64, is_hex_id, unb64
 from childvault.vault import _audit, _note
 from childvault.vault._backend import Backend, GrantRow, NewRecord, RequestRow
 from childvault.vault._config import Config, Home
@@ -57,10 +59,13 @@ from childvault.vault._remote._codec import decode, encode
 from childvault.vault._remote._methods import METHODS, WRITE
 from childvault.vault._session import log_origin, signer_name
 from childvault.vault._statements import Anchor, TrustState
+from childvault.vault._time import parse_iso
 
 logger = logging.getLogger("childvault.server")
 T = TypeVar("T")
 
+#: Settings no client may read or write: the server's release keys live under it.
+SERVER_ONLY = "server/"
 #: A transaction idle longer than this (seconds) is rolled back.
 DEFAULT_TXN_IDLE = 30.0
 #: How long a request waits for another client's transaction before 503 busy.
@@ -77,6 +82,7 @@ _STAFF = {
     ("audit", "append"),
     ("statements", "add"),
     ("statements", "save_state"),
+    ("release", "redeem"),
 }
 _SIGNERS = {
     ("checkpoints", "add"),
@@ -103,6 +109,7 @@ ROLE_WRITES: dict[str, set[tuple[str, str]]] = {
         ("records", "drop_index_tags"),
         ("access", "decide"),
         ("access", "add_grant"),
+        ("release", "new"),
     },
     "admin": _SIGNERS | {("audit", "append"), ("statements", "add"), ("statements", "save_state")},
 }
@@ -126,6 +133,9 @@ class _Txn:
     last: float
     notes: list[str] = field(default_factory=list)
     appended: bool = False
+    #: Grants whose use this transaction consumed, and those it logged a read of.
+    used: set[str] = field(default_factory=set)
+    logged_reads: set[str] = field(default_factory=set)
 
 
 def unlock_home(home: Path, user: str, passphrase: str) -> tuple[bytes, Anchor]:
@@ -328,6 +338,11 @@ class VaultHost:
             context.__exit__(UsageError, UsageError("rolled back"), None)
             return
         try:
+            unlogged = txn.used - txn.logged_reads
+            if unlogged:
+                raise IntegrityError(
+                    f"a use of grant {sorted(unlogged)[0]} was consumed without its read entry"
+                )
             checked = replay(self.db, self._copy()) if txn.appended else None
         except IntegrityError as exc:
             context.__exit__(IntegrityError, exc, None)
@@ -345,6 +360,12 @@ class VaultHost:
     def _invoke(self, txn: _Txn | None, repo: str, method: str, a: list[Any], kw: Any) -> Any:
         if txn is not None and METHODS[repo][method] == WRITE:
             self._bind(txn, repo, method, a, kw)
+        if repo == "release":
+            if txn is None:
+                raise Refused(400, "malformed", "release calls run in a transaction")
+            return encode(self._release(txn, method, a))
+        if repo == "meta" and str(a[0] if a else kw.get("key", "")).startswith(SERVER_ONLY):
+            raise Refused(403, "server_only", "this setting is the server's own")
         target = getattr(self.db, repo)
         if (repo, method) == ("audit", "page"):
             start = int(a[0])
@@ -352,7 +373,45 @@ class VaultHost:
             rows = next(iter(self.db.audit.pages(start, batch=batch)), [])
             return encode([list(self.db.audit.row(r)) for r in rows])
         result = getattr(target, method)(*a, **kw)
+        if (repo, method) == ("access", "use_grant") and result is True and txn is not None:
+            txn.used.add(str(a[0] if a else kw.get("grant_id")))
         return encode(result)
+
+    def _release(self, txn: _Txn, method: str, a: list[Any]) -> bytes:
+        """Release after logging: make a grant's release key, or hand it out once per use."""
+        grant_id = str(a[0]) if a else ""
+        if not is_hex_id(grant_id):
+            raise Refused(400, "malformed", "a grant id is 32 hex characters")
+        where = SERVER_ONLY + "release/" + grant_id
+        stored = self.db.meta.get(where)
+        if method == "new":
+            if stored is not None:
+                raise Refused(409, "release_refused", f"grant {grant_id} has a release key")
+            key = secrets.token_bytes(32)
+            doc = {"key": b64(key), "officer": txn.user, "redeemed": 0}
+            self.db.meta.set(where, json.dumps(doc))
+            return key
+        grant = self.db.access.grant(grant_id)
+
+        def refuse(why: str) -> NoReturn:
+            raise Refused(403, "release_refused", f"grant {grant_id}: {why}")
+
+        if grant is None or stored is None:
+            refuse("unknown grant")
+        doc = json.loads(stored)
+        if grant.officer != doc["officer"]:
+            refuse("the release key was made by another officer")
+        if grant.requester != txn.user:
+            refuse(f"issued to {grant.requester}, not {txn.user}")
+        if grant.revoked_at is not None:
+            refuse("revoked")
+        if parse_iso(grant.expires_at) <= datetime.now(UTC):
+            refuse("expired")
+        if int(doc["redeemed"]) >= grant.uses:
+            refuse("no logged use left to redeem")
+        doc["redeemed"] = int(doc["redeemed"]) + 1
+        self.db.meta.set(where, json.dumps(doc))
+        return unb64(doc["key"])
 
     def _bind(self, txn: _Txn, repo: str, method: str, a: list[Any], kw: Any) -> None:
         """Writes that name who acted must name the caller; entries must be theirs."""
@@ -401,11 +460,14 @@ class VaultHost:
                 raise Refused(403, "unverified", "the checkpoint names another log")
             txn.notes.append(note)
         elif (repo, method) == ("audit", "append"):
-            self._check_entries(user, arg(0, "rows"))
+            self._check_entries(user, arg(0, "rows"), txn.logged_reads)
             txn.appended = True
 
-    def _check_entries(self, user: str, rows: Any) -> None:
-        """Each row: in ``user``'s name, signed by their verified key, linked to the head."""
+    def _check_entries(self, user: str, rows: Any, logged_reads: set[str]) -> None:
+        """Each row: in ``user``'s name, signed by their verified key, linked to the head.
+
+        Grants whose successful read the rows log are added to ``logged_reads``.
+        """
         key = self._verified.state.users[user].sign_key
         seq, prev = self.db.audit.head()
         if not isinstance(rows, list | tuple) or not rows:
@@ -422,6 +484,8 @@ class VaultHost:
                 raise Refused(409, "unverified", f"log entry {seq} does not link to the head")
             if leaf_hash(entry) != digest:
                 raise Refused(409, "unverified", f"log entry {seq} does not match its hash")
+            if obj.get("action") == "grant.read" and obj.get("outcome") == "ok":
+                logged_reads.add(str(obj.get("grant")))
             if obj.get("actor") != user:
                 raise Refused(403, "binding", f"log entry {seq} is in another's name")
             if not isinstance(sig, bytes) or not _verifies(key, _audit.entry_message(digest), sig):

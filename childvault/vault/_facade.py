@@ -714,6 +714,7 @@ class Vault:
         identity's anchor must name the served vault.
         """
         from childvault.vault._remote import connect_parts
+        from childvault.vault._remote._release import RemoteKeyring
 
         backend, path = connect_parts(url, identity, verify=verify)
         try:
@@ -726,9 +727,15 @@ class Vault:
             if schema.digest != backend.meta.get("schema_digest"):
                 raise ConfigError(f"the server {url} sent a schema that differs from the vault's")
             keys = keys_from_config(config)
-            return cls(
-                Session(h, config, identity, backend, secrets_, schema, clock, keys, credentials)
+            session = Session(
+                h, config, identity, backend, secrets_, schema, clock, keys, credentials
             )
+            # Releases of grant material go through the server (release after logging).
+            session.keys = RemoteKeyring(
+                keys, config.vault_id, identity.name, backend, session.secrets, credentials
+            )
+            session.keys.trust = session.trust
+            return cls(session)
         except BaseException:
             backend.close()
             raise

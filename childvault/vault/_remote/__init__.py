@@ -156,6 +156,8 @@ class RemoteBackend:
         self._audit = _Audit(self, "audit")
         self._checkpoints = _Repo(self, "checkpoints")
         self._statements = _Repo(self, "statements")
+        #: Release keys of grants (server mode only): ``new`` and ``redeem``.
+        self.release: Any = _Repo(self, "release")
 
     # -- repositories (typed as the protocols the services expect)
 

@@ -80,4 +80,6 @@ METHODS: dict[str, dict[str, str]] = {
         "add": WRITE,
         "save_state": WRITE,
     },
+    # Not a repository: release after logging (server mode only, _release.py).
+    "release": {"new": WRITE, "redeem": WRITE},
 }
