@@ -81,6 +81,16 @@ class VaultServer:
             )
         return done
 
+    def cli_background(self, user: str, *args: str) -> subprocess.Popen[bytes]:
+        """Start ``childvault --server URL --as USER ARGS`` without waiting for it."""
+        env = dict(os.environ, CHILDVAULT_PASSPHRASE=passphrase(user))
+        env.pop("CHILDVAULT_HOME", None)
+        cmd = [sys.executable, "-m", "childvault", "--server", self.url]
+        cmd += ["--home", str(self.workstation(user)), "--as", user, *args]
+        return subprocess.Popen(
+            cmd, cwd=self.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+
     def cli_json(self, user: str, *args: str) -> Any:
         """:meth:`cli` with ``--json``, parsed."""
         return json.loads(self.cli(user, *args, "--json").stdout)
