@@ -252,7 +252,30 @@ class VaultHost:
                 self._txn = None
                 cond.notify_all()
                 raise
+        self._schedule_reap(txn, self.txn_idle)
         return txn.id
+
+    def _schedule_reap(self, txn: _Txn, delay: float) -> None:
+        """Check ``txn`` again after ``delay`` seconds: a client that died must not hold
+        the vault (nor SQLite's write lock) until someone else happens to wait."""
+        loop = asyncio.get_running_loop()
+        loop.call_later(delay, lambda: loop.create_task(self._reap(txn)))
+
+    async def _reap(self, txn: _Txn) -> None:
+        cond = self._condition()
+        async with cond:
+            if self._txn is not txn:
+                return
+            idle = time.monotonic() - txn.last
+            if idle <= self.txn_idle:
+                self._schedule_reap(txn, self.txn_idle - idle + 0.5)
+                return
+            logger.warning("rolling back transaction of %s left idle", txn.user)
+            self._txn = None
+            try:
+                await self._run(lambda: self._end(txn, commit=False))
+            finally:
+                cond.notify_all()
 
     async def finish(self, user: str, txn_id: str, *, commit: bool) -> None:
         """Commit (after verifying everything appended) or roll back ``txn_id``."""
@@ -287,7 +310,10 @@ class VaultHost:
             if txn_id is not None:
                 txn = self._own(user, txn_id)
                 txn.last = time.monotonic()
-                return await self._run(lambda: self._invoke(txn, repo, method, a, kw))
+                try:
+                    return await self._run(lambda: self._invoke(txn, repo, method, a, kw))
+                finally:
+                    txn.last = time.monotonic()  # idle time counts from the end of a call
             await self._wait_free()
             if kind != WRITE:
                 return await self._run(lambda: self._invoke(None, repo, method, a, kw))

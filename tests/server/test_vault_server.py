@@ -230,3 +230,18 @@ def test_a_replayed_rpc_request_is_refused(served: VaultServer) -> None:
         again = http.send(prepared, timeout=30)
     assert first.status_code == 200, first.text
     assert (again.status_code, again.json()["reason"]) == (401, "replay")
+
+
+def test_a_transaction_left_open_is_rolled_back_and_does_not_block_others(
+    served: VaultServer,
+) -> None:
+    """A client that begins and then vanishes holds the vault only until its idle timeout."""
+    vs = served
+    with vs.connect("worker1") as dead, vs.connect("worker2") as alive:
+        backend = dead._session.db
+        txn = backend._post("/v1/txn/begin", {})  # type: ignore[attr-defined]
+        # The other client's transaction waits its turn (its begin retries), then runs.
+        with alive._session.db.transaction():
+            assert alive._session.db.records.count() > 0
+        with pytest.raises(ChildVaultError, match="no such open transaction"):
+            backend._post("/v1/txn/commit", {"txn": txn})  # type: ignore[attr-defined]

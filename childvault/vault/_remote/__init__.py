@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -68,6 +68,10 @@ _ERRORS: dict[str, type[ChildVaultError]] = {
     for name in dir(_errors)
     if isinstance(cls := getattr(_errors, name), type) and issubclass(cls, ChildVaultError)
 }
+
+
+class _Busy(ProviderUnavailable):
+    """Another client's transaction holds the server (503 ``busy``): try again."""
 
 
 class _Repo:
@@ -230,7 +234,7 @@ class RemoteBackend:
         if r.status_code in (401, 403) and "type" not in doc:
             raise AccessDenied(f"the childvault server refused the request: {message}")
         if r.status_code == 503:
-            raise ProviderUnavailable(message)
+            raise (_Busy if doc.get("reason") == "busy" else ProviderUnavailable)(message)
         cls = _ERRORS.get(str(doc.get("type")), ChildVaultError)
         raise cls(message)
 
@@ -243,17 +247,32 @@ class RemoteBackend:
         return Bootstrap(self._answer(r))
 
     def call(self, repo: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-        """Run ``repo.method(*args, **kwargs)`` on the server (in the open transaction, if any)."""
-        return self._post(
-            "/v1/rpc",
-            {
-                "txn": self._txn,
-                "repo": repo,
-                "method": method,
-                "args": encode(list(args)),
-                "kwargs": encode(dict(kwargs)),
-            },
-        )
+        """Run ``repo.method(*args, **kwargs)`` on the server (in the open transaction, if any).
+
+        Outside a transaction a call waits its turn like :meth:`_begin` does.
+        """
+        doc = {
+            "txn": self._txn,
+            "repo": repo,
+            "method": method,
+            "args": encode(list(args)),
+            "kwargs": encode(dict(kwargs)),
+        }
+        return self._patiently(lambda: self._post("/v1/rpc", doc))
+
+    @staticmethod
+    def _patiently(send: Callable[[], Any]) -> Any:
+        """``send()``, again while the server answers busy (up to :data:`BEGIN_PATIENCE`)."""
+        deadline = time.monotonic() + BEGIN_PATIENCE
+        pause = 0.05
+        while True:
+            try:
+                return send()
+            except _Busy:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
 
     # -- transactions
 
@@ -281,21 +300,11 @@ class RemoteBackend:
         self._post("/v1/txn/commit", {"txn": txn})
 
     def _begin(self) -> str:
-        deadline = time.monotonic() + BEGIN_PATIENCE
-        pause = 0.05
-        while True:
-            try:
-                txn = self._post("/v1/txn/begin", {})
-            except ProviderUnavailable:
-                # Another writer holds the server (it answers 503 "busy"): wait our turn.
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(pause)
-                pause = min(pause * 2, 1.0)
-                continue
-            if not isinstance(txn, str):
-                raise IntegrityError("the server sent a malformed transaction id")
-            return txn
+        # Another writer may hold the server (503 "busy"): wait our turn.
+        txn = self._patiently(lambda: self._post("/v1/txn/begin", {}))
+        if not isinstance(txn, str):
+            raise IntegrityError("the server sent a malformed transaction id")
+        return txn
 
     def transaction(self) -> contextlib.AbstractContextManager[Any]:
         """A server-side transaction: all or nothing; nested use joins the outer one."""
