@@ -108,6 +108,9 @@ class Ctx:
     secret_id_file: Path | None = None
     #: The vault once opened (once per command); tests may hand in an open one.
     _vault: Vault | None = None
+    #: ``--server URL`` / CHILDVAULT_SERVER: talk to `childvault serve` (the home
+    #: then holds only the person's identity file).
+    server: str | None = None
 
     def require_home(self) -> Path:
         """The home directory from --home or CHILDVAULT_HOME."""
@@ -146,11 +149,30 @@ class Ctx:
             creds = OpenBaoCredentials(token=token, approle=approle) if token or approle else None
             # A session (`childvault unlock`) for this user and home: no passphrase.
             held = connect(home, user)
-            if held is not None:
+            if self.server:
+                self._vault = self._connect(held, home, user, creds)
+            elif held is not None:
                 self._vault = Vault.open(home, identity=held, credentials=creds)
             else:
                 self._vault = Vault.open(home, user, self.passphrase(user), credentials=creds)
         return self._vault
+
+    def _connect(self, held: Any, home: Path, user: str, creds: Any) -> Vault:
+        """Server mode: the identity from the workstation's home, the rows from the server."""
+        from childvault.keys import Identity, NotFound
+        from childvault.vault import Vault
+        from childvault.vault._config import Home
+
+        identity = held
+        if identity is None:
+            path = Home(home).identity(user)
+            if not path.exists():
+                raise NotFound(
+                    _("no identity file of {user} in {home}").format(user=user, home=home)
+                )
+            identity = Identity.load(path, self.passphrase(user))
+        ca = os.environ.get("CHILDVAULT_SERVER_CA")
+        return Vault.connect(str(self.server), identity, credentials=creds, verify=ca or True)
 
     def close(self) -> None:
         """Close the vault if a command opened it."""

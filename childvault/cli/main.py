@@ -34,6 +34,7 @@ from childvault.cli import (
     _cmd_records,
     _cmd_reports,
     _cmd_rights,
+    _cmd_serve,
     _cmd_session,
     _cmd_users,
     _cmd_vault_admin,
@@ -132,6 +133,11 @@ class _Group(click.Group):
     type=click.Path(dir_okay=False, path_type=Path),
     help="File holding the AppRole secret id (or CHILDVAULT_APPROLE_SECRET_ID).",
 )
+@click.option(
+    "--server",
+    envvar="CHILDVAULT_SERVER",
+    help="URL of a `childvault serve` to work with (or CHILDVAULT_SERVER).",
+)
 @click.version_option(package_name="childvault")
 @click.pass_context
 def cli(
@@ -141,6 +147,7 @@ def cli(
     as_json: bool,
     role_id: str | None,
     secret_id_file: Path | None,
+    server: str | None,
 ) -> None:
     """childvault: encrypted records of children in welfare care.
 
@@ -157,6 +164,7 @@ def cli(
     else:
         ctx.obj = Ctx(home=home, user=user, as_json=as_json)
     ctx.obj.role_id, ctx.obj.secret_id_file = role_id, secret_id_file
+    ctx.obj.server = server
 
 
 # The commands. Help lists them alphabetically; this order is the order in
@@ -197,6 +205,7 @@ for _command in (
     _cmd_access.cosign,
     _cmd_rights.rights,
     _cmd_incident.incident,
+    _cmd_serve.serve,
 ):
     cli.add_command(_command)
 # `audit prove` lives with the report and proof files it reads and writes.

@@ -37,6 +37,8 @@ from childvault.server._limits import (
     AccessLogMiddleware,
     LimitsMiddleware,
 )
+from childvault.server._routes import vault_routes
+from childvault.server._vault import VaultHost
 from childvault.vault._httpsig import SIGNATURE_TAG
 
 API_VERSION = "0.1.0"
@@ -58,12 +60,15 @@ async def _openapi(request: Request) -> Response:
     return JSONResponse(openapi_document())
 
 
-def _routes() -> list[Route]:
-    return [
+def _routes(vault: VaultHost | None = None, audit: AuditHook | None = None) -> list[Route]:
+    routes = [
         Route("/health", _health, methods=["GET"]),
         Route("/openapi.json", _openapi, methods=["GET"]),
         Route("/v1/whoami", _whoami, methods=["GET", "POST"]),
     ]
+    if vault is not None:
+        routes += vault_routes(vault, audit)
+    return routes
 
 
 def create_app(
@@ -77,14 +82,16 @@ def create_app(
     receive_timeout: float = DEFAULT_RECEIVE_TIMEOUT,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     access_logger: logging.Logger | None = None,
+    vault: VaultHost | None = None,
 ) -> ASGIApp:
     """Build the server's ASGI app.
 
     ``resolver`` says whose signatures count; ``nonce_store`` defaults to a
     bounded in-memory store; ``audit`` receives every refusal; ``clock``
-    (Unix seconds) and ``skew`` define the window for ``created``.
+    (Unix seconds) and ``skew`` define the window for ``created``. With
+    ``vault``, the vault API routes (:mod:`childvault.server._routes`) are served.
     """
-    routes = _routes()
+    routes = _routes(vault, audit)
     inner = Starlette(routes=routes)
     auth = SignatureAuthMiddleware(
         inner,
@@ -183,6 +190,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            **_vault_paths(refusal),
         },
         "security": [{"httpMessageSignature": []}],
         "components": {
@@ -203,6 +211,14 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             "schemas": {
+                "Value": {
+                    "description": (
+                        'JSON with tags: {"$b": base64} bytes, {"$t": [...]} tuple, '
+                        '{"$o": [[key, value], ...]} mapping, {"$d": row type, "v": '
+                        "fields} row (UserRow, RecordRow, NewRecord, RequestRow, GrantRow, "
+                        "CheckpointRow)."
+                    )
+                },
                 "Refusal": {
                     "type": "object",
                     "properties": {
@@ -224,12 +240,101 @@ def openapi_document() -> dict[str, Any]:
                                 "head_too_large",
                                 "request_timeout",
                                 "unavailable",
+                                "busy",
+                                "role",
+                                "binding",
+                                "unverified",
+                                "release_refused",
+                                "server_only",
+                                "no_transaction",
+                                "no_key_slot",
+                                "unknown_method",
+                                "malformed",
+                                "error",
+                                "internal",
                             ],
                         },
                     },
                     "required": ["error", "reason"],
-                }
+                },
             },
+        },
+    }
+
+
+def _vault_paths(refusal: dict[str, Any]) -> dict[str, Any]:
+    """The vault API (served by ``childvault serve``): see docs/server.md."""
+    errors = {str(code): refusal for code in (400, 401, 403, 404, 408, 409, 413, 431, 503)}
+
+    def answer(description: str, result: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "200": {
+                "description": description,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"result": result},
+                            "required": ["result"],
+                        }
+                    }
+                },
+            },
+            **errors,
+        }
+
+    def body(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+    txn = {"type": "object", "properties": {"txn": {"type": "string"}}, "required": ["txn"]}
+    return {
+        "/v1/vault": {
+            "get": {
+                "summary": "The vault's config, schema, the caller's sealed key slot, the witness",
+                "responses": answer(
+                    "Tagged JSON (see Value).", {"$ref": "#/components/schemas/Value"}
+                ),
+            }
+        },
+        "/v1/rpc": {
+            "post": {
+                "summary": "One backend call (repo, method, arguments), in a transaction or alone",
+                "requestBody": body(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "txn": {"type": ["string", "null"]},
+                            "repo": {"type": "string"},
+                            "method": {"type": "string"},
+                            "args": {"type": "array"},
+                            "kwargs": {"$ref": "#/components/schemas/Value"},
+                        },
+                        "required": ["repo", "method", "args", "kwargs"],
+                    }
+                ),
+                "responses": answer("The call's result.", {"$ref": "#/components/schemas/Value"}),
+            }
+        },
+        "/v1/txn/begin": {
+            "post": {
+                "summary": "Open a transaction (one writer at a time; 503 busy: retry)",
+                "requestBody": body({"type": "object"}),
+                "responses": answer("The transaction id.", {"type": "string"}),
+            }
+        },
+        "/v1/txn/commit": {
+            "post": {
+                "summary": "Verify what was appended, then commit",
+                "requestBody": body(txn),
+                "responses": answer("Committed.", {"type": "null"}),
+            }
+        },
+        "/v1/txn/rollback": {
+            "post": {
+                "summary": "Roll back",
+                "requestBody": body(txn),
+                "responses": answer("Rolled back.", {"type": "null"}),
+            }
         },
     }
 

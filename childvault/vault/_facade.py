@@ -720,6 +720,7 @@ class Vault:
         from childvault.vault._svc_vaultgc import VaultGcService
 
         return VaultGcService(self._session).gc(grace=grace, destroy=destroy, now=now)
+
     # -- compliance (issue 15): bases, transfers, rights and incident registers --
 
     def cosign(self, request_id: str, *, now: datetime | None = None) -> None:
@@ -792,6 +793,50 @@ class Vault:
         """Officer: co-sign decommissioning, first writing the guardian contact list
         (sealed to this officer) to ``contacts`` for the P-23 notice."""
         return self._lifecycle.cosign_decommission(Path(contacts), now=now)
+
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        identity: Identity,
+        *,
+        clock: Clock = system_clock,
+        credentials: OpenBaoCredentials | None = None,
+        verify: bool | str = True,
+    ) -> Vault:
+        """Open the vault served by ``childvault serve`` at ``url`` as ``identity``.
+
+        The same facade over the remote backend (docs/server.md): every
+        cryptographic operation runs here, the server stores and checks.
+        ``verify`` is the TLS CA bundle (or True for the system's). The
+        identity's anchor must name the served vault.
+        """
+        from childvault.vault._remote import connect_parts
+        from childvault.vault._remote._release import RemoteKeyring
+
+        backend, path = connect_parts(url, identity, verify=verify)
+        try:
+            h = Home(path)
+            config = Config.load(h)
+            secrets_ = KeySlots(h.keyslots).open(identity, config.vault_id)
+            if backend.meta.get("vault_id") != config.vault_id:
+                raise ConfigError(f"the server {url} describes another vault than it stores")
+            schema = Schema.load(h.schema)
+            if schema.digest != backend.meta.get("schema_digest"):
+                raise ConfigError(f"the server {url} sent a schema that differs from the vault's")
+            keys = keys_from_config(config)
+            session = Session(
+                h, config, identity, backend, secrets_, schema, clock, keys, credentials
+            )
+            # Releases of grant material go through the server (release after logging).
+            session.keys = RemoteKeyring(
+                keys, config.vault_id, identity.name, backend, session.secrets, credentials
+            )
+            session.keys.trust = session.trust
+            return cls(session)
+        except BaseException:
+            backend.close()
+            raise
 
 
 def _remove_tree(path: Path) -> None:

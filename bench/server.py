@@ -1,0 +1,193 @@
+"""``childvault serve`` against the embedded mode, over loopback (issue 13).
+
+Run by hand: ``python -m bench.server [--rows N] [--reps R] [--calls C]``. It
+is not part of ``python -m bench`` (it starts a server process and opens
+sockets); it prints a Markdown table. Figures:
+
+- **import**: ``Vault.import_file`` of the same N-row CSV by a staff user,
+  embedded (SQLCipher in process) vs through the server (``Vault.connect``);
+  rows/s, and the ratio server / embedded (issue target >= 0.7).
+- **approve + read**: an officer approves a request for 10 records x 2 fields
+  and the requester reads them; median seconds of R repetitions each way, and
+  the ratio server / embedded (target <= 1.5).
+- **list / requests with 8 clients**: 8 client processes each make C calls of
+  ``list_records`` (then ``requests``) through the server; requests per second
+  over the wall time, and p50 / p95 of one call.
+
+Both vaults are opened before timing (no Argon2id unlock in the figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import multiprocessing
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from childvault.keys import Identity
+from childvault.vault import Vault
+
+SAMPLE = Path(__file__).resolve().parents[1] / "childvault" / "vault" / "data" / "sample.csv"
+PASS = {"admin": "bench-admin-pass-123", "officer1": "bench-officer-123", "worker1": "bench-w-123"}
+
+
+def _vault(home: Path) -> None:
+    with Vault.init(home, institution="bench", admin="admin", admin_passphrase=PASS["admin"]) as v:
+        v.add_user("officer1", ["officer"], PASS["officer1"])
+        v.add_user("worker1", ["staff"], PASS["worker1"])
+
+
+def _rows(path: Path, n: int) -> Path:
+    with SAMPLE.open(encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh)
+        header, data = next(reader), list(reader)
+    with path.open("w", encoding="utf-8", newline="") as out:
+        w = csv.writer(out)
+        w.writerow(header)
+        for i in range(n):
+            w.writerow(data[i % len(data)])
+    return path
+
+
+def _ident(home: Path, user: str) -> Identity:
+    return Identity.load(home / "identities" / f"{user}.id", PASS[user])
+
+
+def _serve(home: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, CHILDVAULT_PASSPHRASE=PASS["admin"])
+    cmd = [sys.executable, "-m", "childvault", "--home", str(home), "--as", "admin", "serve"]
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [*cmd, "--listen", f"127.0.0.1:{port}"], stdout=fh, stderr=subprocess.STDOUT, env=env
+        )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if requests.get(url + "/health", timeout=2).status_code == 200:
+                return proc, url
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"server did not start:\n{log.read_text()}")
+
+
+def _approve_read(worker: Vault, officer: Vault, ids: list[str]) -> float:
+    req = worker.request_access(ids, ["name", "guardian_phone"], "case_management", "bench")
+    t0 = time.perf_counter()
+    out = worker.read_with_grant(officer.approve(req).token)
+    seconds = time.perf_counter() - t0
+    assert len(out) == len(ids)
+    return seconds
+
+
+def _client(url: str, ident_file: str, calls: int, what: str, q: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    ident = Identity.load(Path(ident_file), PASS["worker1"])
+    with Vault.connect(url, ident) as v:
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            if what == "list":
+                list(v.list_records())
+            else:
+                v.requests()
+            times.append(time.perf_counter() - t0)
+    q.put(times)
+
+
+def _parallel(url: str, ident_file: Path, calls: int, what: str) -> tuple[float, float, float]:
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    procs = [
+        ctx.Process(target=_client, args=(url, str(ident_file), calls, what, q)) for _ in range(8)
+    ]
+    t0 = time.perf_counter()
+    for p in procs:
+        p.start()
+    times: list[float] = []
+    for _ in procs:
+        times += q.get(timeout=3600)
+    wall = time.perf_counter() - t0
+    for p in procs:
+        p.join(timeout=60)
+    times.sort()
+    return len(times) / wall, times[len(times) // 2], times[int(len(times) * 0.95) - 1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the figures and print them as Markdown."""
+    ap = argparse.ArgumentParser(prog="python -m bench.server")
+    ap.add_argument("--rows", type=int, default=1000)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--calls", type=int, default=20)
+    args = ap.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="childvault-bench-server-"))
+    proc = None
+    try:
+        embedded, served = tmp / "embedded", tmp / "served"
+        _vault(embedded)
+        _vault(served)
+        source = _rows(tmp / "rows.csv", args.rows)
+        proc, url = _serve(served, tmp / "server.log")
+        with Vault.open(embedded, identity=_ident(embedded, "worker1")) as w:
+            t0 = time.perf_counter()
+            w.import_file(source)
+            emb_import = time.perf_counter() - t0
+        with Vault.connect(url, _ident(served, "worker1")) as w:
+            t0 = time.perf_counter()
+            w.import_file(source)
+            srv_import = time.perf_counter() - t0
+        lat: dict[str, list[float]] = {}
+        for mode in ("embedded", "server"):
+            home = embedded if mode == "embedded" else served
+            if mode == "embedded":
+                worker = Vault.open(home, identity=_ident(home, "worker1"))
+                officer = Vault.open(home, identity=_ident(home, "officer1"))
+            else:
+                worker = Vault.connect(url, _ident(home, "worker1"))
+                officer = Vault.connect(url, _ident(home, "officer1"))
+            with worker, officer:
+                ids = [r.id for r in worker.list_records()][:10]
+                lat[mode] = [_approve_read(worker, officer, ids) for _ in range(args.reps)]
+        ident_file = served / "identities" / "worker1.id"
+        listing = _parallel(url, ident_file, args.calls, "list")
+        reqs = _parallel(url, ident_file, args.calls, "requests")
+        e_med, s_med = statistics.median(lat["embedded"]), statistics.median(lat["server"])
+        print(f"Machine load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
+        print("| figure | embedded | server | server / embedded |")
+        print("| --- | --- | --- | --- |")
+        print(
+            f"| import {args.rows} rows (rows/s) | {args.rows / emb_import:.0f} | "
+            f"{args.rows / srv_import:.0f} | {emb_import / srv_import:.2f} |"
+        )
+        print(
+            f"| approve + read, 10 records x 2 fields (median s of {args.reps}) | "
+            f"{e_med:.3f} | {s_med:.3f} | {s_med / e_med:.2f} |"
+        )
+        for name, (rps, p50, p95) in (("list", listing), ("requests", reqs)):
+            print(
+                f"| `{name}` with 8 clients x {args.calls} calls | - | {rps:.1f} req/s, "
+                f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms | - |"
+            )
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=60)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The vault API routes: ``GET /v1/vault``, ``POST /v1/rpc`` and ``/v1/txn/*``.
+
+Thin: parse the JSON body, hand it to the :class:`~._vault.VaultHost`, turn
+its answer or refusal into JSON. The signature layer in front has already
+set ``request.state.user``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from childvault.keys import AccessDenied, ChildVaultError, NotFound, UsageError
+from childvault.server._common import AuditHook, logger, record_of, report_refusal
+from childvault.server._vault import Refused, VaultHost
+from childvault.vault._remote._codec import encode
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _status(exc: ChildVaultError) -> int:
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, AccessDenied):
+        return 403
+    if isinstance(exc, UsageError):
+        return 400
+    return 409
+
+
+def vault_routes(vault: VaultHost, audit: AuditHook | None) -> list[Route]:
+    """The routes of the served vault."""
+
+    def guarded(fn: Callable[[Request, dict[str, Any]], Awaitable[Any]]) -> Handler:
+        async def handler(request: Request) -> Response:
+            user = str(request.state.user)
+            try:
+                body = await request.body()
+                doc = json.loads(body) if body else {}
+                if not isinstance(doc, dict):
+                    raise Refused(400, "malformed", "the body must be a JSON object")
+                return JSONResponse({"result": await fn(request, doc)})
+            except Refused as exc:
+                record_of(request.scope).reason = exc.reason
+                report_refusal(
+                    audit,
+                    request.scope,
+                    status=exc.status,
+                    reason=exc.reason,
+                    claimed_user=user,
+                    detail=exc.message,
+                )
+                return JSONResponse({"error": exc.message, "reason": exc.reason}, exc.status)
+            except ValueError as exc:  # not JSON
+                return JSONResponse({"error": str(exc)[:200], "reason": "malformed"}, 400)
+            except ChildVaultError as exc:
+                # A library error (a row missing, a conflict): the client re-raises its class.
+                return JSONResponse(
+                    {"error": str(exc), "reason": "error", "type": type(exc).__name__},
+                    _status(exc),
+                )
+            except Exception:
+                logger.exception("vault call failed")
+                return JSONResponse({"error": "internal error", "reason": "internal"}, 500)
+
+        return handler
+
+    async def describe(request: Request, doc: dict[str, Any]) -> Any:
+        return encode(await vault.describe(str(request.state.user)))
+
+    async def rpc(request: Request, doc: dict[str, Any]) -> Any:
+        txn = doc.get("txn")
+        if txn is not None and not isinstance(txn, str):
+            raise Refused(400, "malformed", "txn must be a string")
+        return await vault.call(
+            str(request.state.user),
+            txn,
+            str(doc.get("repo")),
+            str(doc.get("method")),
+            doc.get("args", []),
+            doc.get("kwargs", {"$o": []}),
+        )
+
+    async def begin(request: Request, doc: dict[str, Any]) -> Any:
+        return await vault.begin(str(request.state.user))
+
+    def ender(commit: bool) -> Callable[[Request, dict[str, Any]], Awaitable[Any]]:
+        async def end(request: Request, doc: dict[str, Any]) -> Any:
+            await vault.finish(str(request.state.user), str(doc.get("txn")), commit=commit)
+            return None
+
+        return end
+
+    return [
+        Route("/v1/vault", guarded(describe), methods=["GET"]),
+        Route("/v1/rpc", guarded(rpc), methods=["POST"]),
+        Route("/v1/txn/begin", guarded(begin), methods=["POST"]),
+        Route("/v1/txn/commit", guarded(ender(True)), methods=["POST"]),
+        Route("/v1/txn/rollback", guarded(ender(False)), methods=["POST"]),
+    ]

@@ -1,0 +1,584 @@
+"""The vault behind ``childvault serve``: remote backend calls, checked and serialised.
+
+One :class:`VaultHost` owns the home's database connection on one thread
+(SQLite connections are single-threaded; one thread also gives "one writer at
+a time"). A client's transaction (``begin`` -> calls -> ``commit`` or
+``rollback``) holds the host until it ends or stays idle longer than
+``txn_idle`` seconds, when it is rolled back. Other clients wait for it, up to
+``wait`` seconds, then get 503 ``busy`` (the client retries ``begin``).
+
+Checks, in addition to the signature layer in front (docs/server.md):
+
+- the caller is an active user of the *verified* trust state (registration
+  statements replayed from the anchor, never the ``users`` table alone);
+- each write is allowed for one of the caller's roles (:data:`ROLE_WRITES`)
+  and names the caller where a row records who acted;
+- every appended log entry is in the caller's name, signed by the caller's
+  verified key and links to the head; at commit the whole batch is replayed
+  (chain, actors' signatures, signed statements applied to the trust state)
+  before ``COMMIT``, so nothing unverifiable is stored;
+- a checkpoint note must verify with the caller's key; after the commit the
+  server appends it to the witness file.
+
+Refusals go to the audit hook (with reason ``role``, ``binding``,
+``unverified`` ...) and the access log, like the signature layer's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+from childvault.keys import (
+    ChildVaultError,
+    ConfigError,
+    Identity,
+    IntegrityError,
+    KeySlots,
+    UsageError,
+)
+from childvault.keys._encoding import b64, is_hex_id, unb64
+from childvault.vault import _audit, _note
+from childvault.vault._backend import Backend, GrantRow, NewRecord, RequestRow
+from childvault.vault._config import Config, Home
+from childvault.vault._merkle import leaf_hash
+from childvault.vault._registrations import Verified, anchor_of, replay
+from childvault.vault._remote._codec import decode, encode
+from childvault.vault._remote._methods import METHODS, WRITE
+from childvault.vault._session import log_origin, signer_name
+from childvault.vault._statements import Anchor, TrustState
+from childvault.vault._time import parse_iso
+
+logger = logging.getLogger("childvault.server")
+T = TypeVar("T")
+
+#: Settings no client may read or write: the server's release keys live under it.
+SERVER_ONLY = "server/"
+#: A transaction idle longer than this (seconds) is rolled back.
+DEFAULT_TXN_IDLE = 30.0
+#: How long a request waits for another client's transaction before 503 busy.
+DEFAULT_WAIT = 10.0
+
+_STAFF = {
+    ("records", "insert"),
+    ("records", "add_index_tags"),
+    ("records", "set_import_progress"),
+    ("access", "add_request"),
+    ("access", "use_grant"),
+    ("access", "refund_use"),
+    ("access", "set_grant_cache"),
+    ("audit", "append"),
+    ("statements", "add"),
+    ("statements", "save_state"),
+    ("release", "redeem"),
+}
+_SIGNERS = {
+    ("checkpoints", "add"),
+    ("checkpoints", "add_at_head"),
+    ("meta", "set"),
+    ("meta", "delete"),
+    ("records", "delete"),
+    ("records", "mark_key_destroyed"),
+    ("records", "update"),
+    ("access", "revoke_grant"),
+}
+#: Writes allowed per role. Staff write records and requests but cannot decide,
+#: revoke, delete or sign checkpoints. Registering users and changing custodian
+#: keys also rewrite the key-slot file in the server's home, so they are not
+#: offered over the wire: an admin runs them on the server host (docs/server.md).
+ROLE_WRITES: dict[str, set[tuple[str, str]]] = {
+    "staff": _STAFF,
+    "officer": _STAFF
+    | _SIGNERS
+    | {
+        ("records", "put_field"),
+        ("records", "replace_keyblob"),
+        ("records", "put_keyblob_if_version"),
+        ("records", "drop_index_tags"),
+        ("access", "decide"),
+        ("access", "add_grant"),
+        ("release", "new"),
+    },
+    "admin": _SIGNERS | {("audit", "append"), ("statements", "add"), ("statements", "save_state")},
+}
+
+
+class Refused(Exception):
+    """A call the server will not run: HTTP status, stable reason code, message."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+@dataclass
+class _Txn:
+    id: str
+    user: str
+    context: Any
+    last: float
+    notes: list[str] = field(default_factory=list)
+    appended: bool = False
+    #: Grants whose use this transaction consumed, and those it logged a read of.
+    used: set[str] = field(default_factory=set)
+    logged_reads: set[str] = field(default_factory=set)
+
+
+def unlock_home(home: Path, user: str, passphrase: str) -> tuple[bytes, Anchor]:
+    """The database key (from ``user``'s key slot) and the anchor in ``user``'s identity.
+
+    The server keeps only these two; the identity is dropped after unlocking.
+    """
+    h = Home(Path(home))
+    config = Config.load(h)
+    identity = Identity.load(h.identity(user), passphrase)
+    anchor = anchor_of(identity)
+    if anchor is None or anchor.vault_id != config.vault_id:
+        raise ConfigError(
+            f"the identity of {user!r} holds no anchor of this vault: run `childvault upgrade`"
+        )
+    secrets_ = KeySlots(h.keyslots).open(identity, config.vault_id)
+    return secrets_["db"], anchor
+
+
+class VaultHost:
+    """The served vault: one connection on one thread, transactions, trust, policy."""
+
+    def __init__(
+        self,
+        home: Path,
+        db_key: bytes,
+        anchor: Anchor,
+        *,
+        open_backend: Callable[[Home, Config, bytes], Backend] | None = None,
+        txn_idle: float = DEFAULT_TXN_IDLE,
+        wait: float = DEFAULT_WAIT,
+    ) -> None:
+        self.home = Home(Path(home))
+        self.config = Config.load(self.home)
+        self.anchor = anchor
+        self.txn_idle = txn_idle
+        self.wait = wait
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="childvault-db")
+        opener = open_backend or _open_backend
+        self.db: Backend = self._pool.submit(opener, self.home, self.config, db_key).result()
+        self._verified = Verified(TrustState.start(anchor), 0, None)
+        self._keys: dict[str, tuple[bytes, bool]] = {}
+        self._keys_lock = threading.Lock()
+        self._txn: _Txn | None = None
+        self._cond: asyncio.Condition | None = None
+        self._pool.submit(self._refresh).result()
+
+    # -- the key resolver of the signature layer (verified statements only)
+
+    def resolve(self, name: str) -> tuple[bytes, bool] | None:
+        """:class:`~childvault.server.KeyResolver`: the verified signing key and whether active."""
+        with self._keys_lock:
+            return self._keys.get(name)
+
+    def _refresh(self) -> None:
+        """Replay the log entries committed since the last time (DB thread)."""
+        self._verified = replay(self.db, self._copy())
+        users = {
+            n: (u.sign_key, u.active and bool(u.roles))
+            for n, u in self._verified.state.users.items()
+        }
+        with self._keys_lock:
+            self._keys = users
+
+    def _copy(self) -> Verified:
+        # replay() changes the state it is given: a refused batch must leave ours intact.
+        v = self._verified
+        return Verified(TrustState.from_bytes(v.state.to_bytes(), self.anchor), v.size, v.head)
+
+    def roles(self, user: str) -> frozenset[str]:
+        """The verified roles of an active user (empty if disabled or unknown)."""
+        found = self._verified.state.users.get(user)
+        return frozenset(found.roles) if found is not None and found.active else frozenset()
+
+    # -- running on the DB thread, in turn
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    def _condition(self) -> asyncio.Condition:
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        return self._cond
+
+    async def _wait_free(self) -> None:
+        """Wait until no transaction holds the host; roll back one left idle."""
+        cond = self._condition()
+        deadline = time.monotonic() + self.wait
+        while self._txn is not None:
+            txn = self._txn
+            if time.monotonic() - txn.last > self.txn_idle:
+                logger.warning("rolling back transaction of %s left idle", txn.user)
+                self._txn = None
+                await self._run(lambda t=txn: self._end(t, commit=False))  # type: ignore[misc]
+                cond.notify_all()
+                break
+            remaining = min(deadline - time.monotonic(), self.txn_idle)
+            if remaining <= 0:
+                raise Refused(503, "busy", "another client's transaction holds the vault")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(cond.wait(), remaining)
+
+    async def begin(self, user: str) -> str:
+        """Open a transaction for ``user``; its id."""
+        self._check_user(user)
+        cond = self._condition()
+        async with cond:
+            await self._wait_free()
+            txn = _Txn(secrets.token_hex(16), user, None, time.monotonic())
+            self._txn = txn
+            try:
+                await self._run(lambda: self._enter(txn))
+            except BaseException:
+                self._txn = None
+                cond.notify_all()
+                raise
+        self._schedule_reap(txn, self.txn_idle)
+        return txn.id
+
+    def _schedule_reap(self, txn: _Txn, delay: float) -> None:
+        """Check ``txn`` again after ``delay`` seconds: a client that died must not hold
+        the vault (nor SQLite's write lock) until someone else happens to wait."""
+        loop = asyncio.get_running_loop()
+        loop.call_later(delay, lambda: loop.create_task(self._reap(txn)))
+
+    async def _reap(self, txn: _Txn) -> None:
+        cond = self._condition()
+        async with cond:
+            if self._txn is not txn:
+                return
+            idle = time.monotonic() - txn.last
+            if idle <= self.txn_idle:
+                self._schedule_reap(txn, self.txn_idle - idle + 0.5)
+                return
+            logger.warning("rolling back transaction of %s left idle", txn.user)
+            self._txn = None
+            try:
+                await self._run(lambda: self._end(txn, commit=False))
+            finally:
+                cond.notify_all()
+
+    async def finish(self, user: str, txn_id: str, *, commit: bool) -> None:
+        """Commit (after verifying everything appended) or roll back ``txn_id``."""
+        cond = self._condition()
+        async with cond:
+            txn = self._own(user, txn_id)
+            self._txn = None
+            try:
+                await self._run(lambda: self._end(txn, commit=commit))
+            finally:
+                cond.notify_all()
+
+    async def call(
+        self, user: str, txn_id: str | None, repo: str, method: str, args: Any, kwargs: Any
+    ) -> Any:
+        """Run one repository call for ``user`` (inside ``txn_id`` if given)."""
+        kind = METHODS.get(repo, {}).get(method)
+        if kind is None:
+            raise Refused(400, "unknown_method", f"no backend method {repo}.{method}")
+        roles = self._check_user(user)
+        try:
+            a = decode(args)
+            kw = decode(kwargs)
+        except IntegrityError as exc:
+            raise Refused(400, "malformed", str(exc)) from exc
+        if not isinstance(a, list) or not isinstance(kw, dict):
+            raise Refused(400, "malformed", "args must be a list and kwargs a mapping")
+        if kind == WRITE and not any((repo, method) in ROLE_WRITES.get(r, set()) for r in roles):
+            raise Refused(403, "role", f"{', '.join(sorted(roles))} may not call {repo}.{method}")
+        cond = self._condition()
+        async with cond:
+            if txn_id is not None:
+                txn = self._own(user, txn_id)
+                txn.last = time.monotonic()
+                try:
+                    return await self._run(lambda: self._invoke(txn, repo, method, a, kw))
+                finally:
+                    txn.last = time.monotonic()  # idle time counts from the end of a call
+            await self._wait_free()
+            if kind != WRITE:
+                return await self._run(lambda: self._invoke(None, repo, method, a, kw))
+            # A write outside a transaction runs in one of its own, with the same checks.
+            txn = _Txn(secrets.token_hex(16), user, None, time.monotonic())
+            self._txn = txn
+            try:
+
+                def once() -> Any:
+                    self._enter(txn)
+                    try:
+                        result = self._invoke(txn, repo, method, a, kw)
+                    except BaseException:
+                        self._end(txn, commit=False)
+                        raise
+                    self._end(txn, commit=True)
+                    return result
+
+                return await self._run(once)
+            finally:
+                self._txn = None
+                cond.notify_all()
+
+    def _own(self, user: str, txn_id: str) -> _Txn:
+        txn = self._txn
+        if txn is None or txn.id != txn_id or txn.user != user:
+            raise Refused(409, "no_transaction", "no such open transaction (rolled back?)")
+        return txn
+
+    def _check_user(self, user: str) -> frozenset[str]:
+        roles = self.roles(user)
+        if not roles:
+            raise Refused(403, "user_disabled", f"{user} is not an active user of this vault")
+        return roles
+
+    # -- DB thread
+
+    def _enter(self, txn: _Txn) -> None:
+        context = self.db.transaction()
+        context.__enter__()
+        txn.context = context
+
+    def _end(self, txn: _Txn, *, commit: bool) -> None:
+        context, txn.context = txn.context, None
+        if context is None:
+            return
+        if not commit:
+            context.__exit__(UsageError, UsageError("rolled back"), None)
+            return
+        try:
+            unlogged = txn.used - txn.logged_reads
+            if unlogged:
+                raise IntegrityError(
+                    f"a use of grant {sorted(unlogged)[0]} was consumed without its read entry"
+                )
+            checked = replay(self.db, self._copy()) if txn.appended else None
+        except IntegrityError as exc:
+            context.__exit__(IntegrityError, exc, None)
+            raise Refused(409, "unverified", f"refused, nothing stored: {exc}") from exc
+        except BaseException as exc:
+            context.__exit__(type(exc), exc, None)
+            raise
+        context.__exit__(None, None, None)
+        if checked is not None:
+            self._verified = checked
+            self._refresh()
+        for note in txn.notes:
+            self._witness(note)
+
+    def _invoke(self, txn: _Txn | None, repo: str, method: str, a: list[Any], kw: Any) -> Any:
+        if txn is not None and METHODS[repo][method] == WRITE:
+            self._bind(txn, repo, method, a, kw)
+        if repo == "release":
+            if txn is None:
+                raise Refused(400, "malformed", "release calls run in a transaction")
+            return encode(self._release(txn, method, a))
+        if repo == "meta" and str(a[0] if a else kw.get("key", "")).startswith(SERVER_ONLY):
+            raise Refused(403, "server_only", "this setting is the server's own")
+        target = getattr(self.db, repo)
+        if (repo, method) == ("audit", "page"):
+            start = int(a[0])
+            batch = max(1, min(int(kw.get("batch", 5000)), 5000))
+            rows = next(iter(self.db.audit.pages(start, batch=batch)), [])
+            return encode([list(self.db.audit.row(r)) for r in rows])
+        result = getattr(target, method)(*a, **kw)
+        if (repo, method) == ("access", "use_grant") and result is True and txn is not None:
+            txn.used.add(str(a[0] if a else kw.get("grant_id")))
+        return encode(result)
+
+    def _release(self, txn: _Txn, method: str, a: list[Any]) -> bytes:
+        """Release after logging: make a grant's release key, or hand it out once per use."""
+        grant_id = str(a[0]) if a else ""
+        if not is_hex_id(grant_id):
+            raise Refused(400, "malformed", "a grant id is 32 hex characters")
+        where = SERVER_ONLY + "release/" + grant_id
+        stored = self.db.meta.get(where)
+        if method == "new":
+            if stored is not None:
+                raise Refused(409, "release_refused", f"grant {grant_id} has a release key")
+            key = secrets.token_bytes(32)
+            doc = {"key": b64(key), "officer": txn.user, "redeemed": 0}
+            self.db.meta.set(where, json.dumps(doc))
+            return key
+        grant = self.db.access.grant(grant_id)
+
+        def refuse(why: str) -> NoReturn:
+            raise Refused(403, "release_refused", f"grant {grant_id}: {why}")
+
+        if grant is None or stored is None:
+            refuse("unknown grant")
+        doc = json.loads(stored)
+        if grant.officer != doc["officer"]:
+            refuse("the release key was made by another officer")
+        if grant.requester != txn.user:
+            refuse(f"issued to {grant.requester}, not {txn.user}")
+        if grant.revoked_at is not None:
+            refuse("revoked")
+        if parse_iso(grant.expires_at) <= datetime.now(UTC):
+            refuse("expired")
+        if int(doc["redeemed"]) >= grant.uses:
+            refuse("no logged use left to redeem")
+        doc["redeemed"] = int(doc["redeemed"]) + 1
+        self.db.meta.set(where, json.dumps(doc))
+        return unb64(doc["key"])
+
+    def _bind(self, txn: _Txn, repo: str, method: str, a: list[Any], kw: Any) -> None:
+        """Writes that name who acted must name the caller; entries must be theirs."""
+        user = txn.user
+
+        def arg(index: int, name: str) -> Any:
+            return a[index] if len(a) > index else kw.get(name)
+
+        def must(ok: bool, what: str) -> None:
+            if not ok:
+                raise Refused(403, "binding", f"{repo}.{method}: {what} must be {user}")
+
+        if (repo, method) == ("access", "add_request"):
+            req = arg(0, "req")
+            must(isinstance(req, RequestRow) and req.requester == user, "the requester")
+        elif (repo, method) == ("access", "add_grant"):
+            grant = arg(0, "grant")
+            must(isinstance(grant, GrantRow) and grant.officer == user, "the officer")
+        elif (repo, method) in {
+            ("access", "decide"),
+            ("access", "revoke_grant"),
+            ("records", "delete"),
+        }:
+            must(kw.get("by") == user, "by")
+        elif (repo, method) == ("records", "insert"):
+            rows = arg(0, "records")
+            must(
+                isinstance(rows, list | tuple)
+                and all(isinstance(r, NewRecord) and r.row.created_by == user for r in rows),
+                "created_by",
+            )
+        elif (repo, method) == ("statements", "save_state"):
+            must(arg(0, "verifier") == user, "the verifier")
+        elif repo == "checkpoints":
+            must(arg(3, "signer") == user, "the signer")
+            note = str(arg(2, "note"))
+            state = self._verified.state.users[user]
+            name = signer_name(self.config.vault_id, user)
+            try:
+                cp, _ = _note.verify_note(note, {name: state.sign_key})
+            except IntegrityError as exc:
+                raise Refused(
+                    403, "unverified", f"the checkpoint note does not verify: {exc}"
+                ) from exc
+            if cp.origin != log_origin(self.config.vault_id):
+                raise Refused(403, "unverified", "the checkpoint names another log")
+            txn.notes.append(note)
+        elif (repo, method) == ("audit", "append"):
+            self._check_entries(user, arg(0, "rows"), txn.logged_reads)
+            txn.appended = True
+
+    def _check_entries(self, user: str, rows: Any, logged_reads: set[str]) -> None:
+        """Each row: in ``user``'s name, signed by their verified key, linked to the head.
+
+        Grants whose successful read the rows log are added to ``logged_reads``.
+        """
+        key = self._verified.state.users[user].sign_key
+        seq, prev = self.db.audit.head()
+        if not isinstance(rows, list | tuple) or not rows:
+            raise Refused(400, "malformed", "audit.append needs rows")
+        for row in rows:
+            try:
+                r_seq, entry, digest, sig = row
+                obj = _audit.decode_entry(entry)
+            except (TypeError, ValueError) as exc:
+                raise Refused(400, "malformed", "a log row is malformed") from exc
+            if r_seq != seq or obj.get("seq") != seq:
+                raise Refused(409, "unverified", f"log entry {r_seq} is not the next ({seq})")
+            if obj.get("prev") != (None if prev is None else prev.hex()):
+                raise Refused(409, "unverified", f"log entry {seq} does not link to the head")
+            if leaf_hash(entry) != digest:
+                raise Refused(409, "unverified", f"log entry {seq} does not match its hash")
+            if obj.get("action") == "grant.read" and obj.get("outcome") == "ok":
+                logged_reads.add(str(obj.get("grant")))
+            if obj.get("actor") != user:
+                raise Refused(403, "binding", f"log entry {seq} is in another's name")
+            if not isinstance(sig, bytes) or not _verifies(key, _audit.entry_message(digest), sig):
+                raise Refused(403, "unverified", f"log entry {seq} is not signed by {user}")
+            seq, prev = seq + 1, digest
+
+    def _witness(self, note: str) -> None:
+        path = self.config.witness_path(self.home)
+        line = json.dumps({"note": note}, ensure_ascii=False) + "\n"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:
+            # The officer's client fails closed when its own witness step fails;
+            # here the row is committed already, so it is logged loudly.
+            logger.exception("could not append a checkpoint to the witness %s", path)
+
+    # -- what a client reads instead of files
+
+    async def describe(self, user: str) -> dict[str, Any]:
+        """Config, schema, the caller's own sealed key slot and the witness notes."""
+        self._check_user(user)
+        doc = json.loads(self.home.config.read_text(encoding="utf-8"))
+        doc.pop("store", None)
+        slots = json.loads(self.home.keyslots.read_text(encoding="utf-8"))
+        slot = slots.get("slots", {}).get(user)
+        if slot is None:
+            raise Refused(403, "no_key_slot", f"{user} has no key slot in this vault")
+        return {
+            "config": doc,
+            "schema": self.home.schema.read_text(encoding="utf-8"),
+            "slot": slot,
+            "witness": _audit.read_witness(self.config.witness_path(self.home)),
+        }
+
+    def close(self) -> None:
+        """Roll back what is open and close the database."""
+
+        def shut() -> None:
+            if self._txn is not None:
+                self._end(self._txn, commit=False)
+                self._txn = None
+            self.db.close()
+
+        with contextlib.suppress(ChildVaultError):
+            self._pool.submit(shut).result()
+        self._pool.shutdown(wait=True)
+
+
+def _verifies(key: bytes, message: bytes, sig: bytes) -> bool:
+    import nacl.exceptions
+    import nacl.signing
+
+    try:
+        nacl.signing.VerifyKey(key).verify(message, sig)
+    except (nacl.exceptions.CryptoError, ValueError, TypeError):
+        return False
+    return True
+
+
+def _open_backend(home: Home, config: Config, key: bytes) -> Backend:
+    from childvault.vault._facade import _open_store
+
+    return _open_store(home, config.store_dsn(home), key)
+
+
+__all__ = ["ROLE_WRITES", "Refused", "VaultHost", "unlock_home"]

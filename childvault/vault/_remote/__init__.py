@@ -1,0 +1,367 @@
+"""The remote backend: the :class:`~childvault.vault._backend.Backend` protocol over
+``childvault serve`` (docs/server.md).
+
+Every repository call becomes one signed HTTP request (``POST /v1/rpc``:
+repo, method, arguments in the JSON encoding of :mod:`._codec`). A
+transaction is opened on the server (``/v1/txn/begin``), every call inside
+carries its id, and it ends with ``/v1/txn/commit`` or ``/v1/txn/rollback``;
+the server holds one writer at a time and rolls back a transaction left idle.
+All cryptography stays here, in the client: the server stores sealed values,
+wrapped keys and signed entries, and never receives a plaintext value, a
+data key, a private key or a passphrase.
+
+What an embedded client reads from its home (config, schema, the user's own
+key slot, the witness) comes from ``GET /v1/vault`` and is written to a
+private temporary directory that :meth:`RemoteBackend.close` removes; the
+workstation itself keeps only the person's identity file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import requests
+
+from childvault import keys as _errors
+from childvault.keys import (
+    AccessDenied,
+    ChildVaultError,
+    ConfigError,
+    Identity,
+    IntegrityError,
+    ProviderUnavailable,
+)
+from childvault.keys._encoding import unb64
+from childvault.vault._backend import (
+    AccessRepo,
+    AuditRepo,
+    AuditRow,
+    CheckpointRepo,
+    CustodianRepo,
+    MetaRepo,
+    RecordRepo,
+    StatementRepo,
+    UserRepo,
+)
+from childvault.vault._httpsig import HTTPSignatureAuth
+from childvault.vault._remote._codec import decode, encode
+from childvault.vault._remote._methods import METHODS
+
+__all__ = ["Bootstrap", "RemoteBackend", "connect_parts"]
+
+#: Seconds to wait for the server to answer one call (an import batch is one call).
+CALL_TIMEOUT = 120.0
+#: How long ``begin`` keeps retrying while another writer holds the server.
+BEGIN_PATIENCE = 300.0
+
+#: Error classes a server may name; anything else becomes a plain ChildVaultError.
+_ERRORS: dict[str, type[ChildVaultError]] = {
+    name: cls
+    for name in dir(_errors)
+    if isinstance(cls := getattr(_errors, name), type) and issubclass(cls, ChildVaultError)
+}
+
+
+class _Busy(ProviderUnavailable):
+    """Another client's transaction holds the server (503 ``busy``): try again."""
+
+
+class _Repo:
+    """One repository: each attribute is a remote call."""
+
+    def __init__(self, backend: RemoteBackend, name: str) -> None:
+        self._backend = backend
+        self._name = name
+
+    def __getattr__(self, method: str) -> Any:
+        if method.startswith("_") or method not in METHODS[self._name]:
+            raise AttributeError(method)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._backend.call(self._name, method, args, kwargs)
+
+        call.__name__ = method
+        return call
+
+
+class _Audit(_Repo):
+    """The audit repository: pages are fetched one call at a time; rows convert locally."""
+
+    #: The acting user's identity: :func:`childvault.vault._audit.append` signs with it.
+    signer: Any = None
+
+    def pages(self, start: int = 0, *, batch: int = 5000) -> Iterator[Sequence[Any]]:
+        """Unconverted rows from ``start``, a page (one request) at a time."""
+        after = start
+        while True:
+            rows = self._backend.call("audit", "page", (after,), {"batch": batch})
+            if not rows:
+                return
+            yield rows
+            after = int(rows[-1][0]) + 1
+
+    @staticmethod
+    def row(raw: Any) -> AuditRow:
+        """One row of :meth:`pages` as (seq, entry, hash), types checked."""
+        seq, entry, digest = raw
+        if type(seq) is not int or not isinstance(entry, bytes) or not isinstance(digest, bytes):
+            raise IntegrityError("the server sent a malformed log row")
+        return seq, entry, digest
+
+    def entries(self, start: int = 0, *, batch: int = 5000) -> Iterator[AuditRow]:
+        """Every entry from ``start``, streamed a page at a time."""
+        for rows in self.pages(start, batch=batch):
+            for raw in rows:
+                yield self.row(raw)
+
+
+class Bootstrap:
+    """What a client needs besides the rows: config, schema, own key slot, witness."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        try:
+            self.config = dict(doc["config"])
+            self.schema = str(doc["schema"])
+            self.slot = str(doc["slot"])
+            self.witness = [str(n) for n in doc["witness"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError("the server sent a malformed vault description") from exc
+
+
+class RemoteBackend:
+    """A :class:`~childvault.vault._backend.Backend` whose rows live behind ``childvault serve``.
+
+    ``url`` is the server's base URL; ``identity`` signs every request;
+    ``verify`` is passed to ``requests`` (a CA bundle path, or True).
+    """
+
+    def __init__(self, url: str, identity: Identity, *, verify: bool | str = True) -> None:
+        self.url = url.rstrip("/")
+        self.where = self.url
+        self._http = requests.Session()
+        self._http.auth = HTTPSignatureAuth(identity)
+        self._http.verify = verify
+        self._txn: str | None = None
+        self._depth = 0
+        self._scratch: Path | None = None
+        self._meta = _Repo(self, "meta")
+        self._users = _Repo(self, "users")
+        self._custodians = _Repo(self, "custodians")
+        self._records = _Repo(self, "records")
+        self._access = _Repo(self, "access")
+        self._audit = _Audit(self, "audit")
+        self._checkpoints = _Repo(self, "checkpoints")
+        self._statements = _Repo(self, "statements")
+        #: Release keys of grants (server mode only): ``new`` and ``redeem``.
+        self.release: Any = _Repo(self, "release")
+
+    # -- repositories (typed as the protocols the services expect)
+
+    @property
+    def meta(self) -> MetaRepo:
+        """See :class:`~childvault.vault._backend.Backend`."""
+        return cast(MetaRepo, self._meta)
+
+    @property
+    def users(self) -> UserRepo:
+        """See :class:`~childvault.vault._backend.Backend`."""
+        return cast(UserRepo, self._users)
+
+    @property
+    def custodians(self) -> CustodianRepo:
+        """See :class:`~childvault.vault._backend.Backend`."""
+        return cast(CustodianRepo, self._custodians)
+
+    @property
+    def records(self) -> RecordRepo:
+        """See :class:`~childvault.vault._backend.Backend`."""
+        return cast(RecordRepo, self._records)
+
+    @property
+    def access(self) -> AccessRepo:
+        """See :class:`~childvault.vault._backend.Backend`."""
+        return cast(AccessRepo, self._access)
+
+    @property
+    def audit(self) -> AuditRepo:
+        """See :class:`~childvault.vault._backend.Backend`."""
+        return cast(AuditRepo, self._audit)
+
+    @property
+    def checkpoints(self) -> CheckpointRepo:
+        """See :class:`~childvault.vault._backend.Backend`."""
+        return cast(CheckpointRepo, self._checkpoints)
+
+    @property
+    def statements(self) -> StatementRepo:
+        """See :class:`~childvault.vault._backend.Backend`."""
+        return cast(StatementRepo, self._statements)
+
+    # -- transport
+
+    def _post(self, path: str, doc: dict[str, Any]) -> Any:
+        body = json.dumps(doc, separators=(",", ":")).encode()
+        try:
+            r = self._http.post(
+                self.url + path,
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=CALL_TIMEOUT,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise ProviderUnavailable(f"the childvault server {self.url} did not answer") from exc
+        return self._answer(r)
+
+    def _answer(self, r: requests.Response) -> Any:
+        try:
+            doc = r.json()
+        except ValueError:
+            doc = None
+        if r.status_code == 200 and isinstance(doc, dict) and "result" in doc:
+            return decode(doc["result"])
+        if not isinstance(doc, dict):
+            raise ProviderUnavailable(f"the childvault server answered {r.status_code}")
+        message = str(doc.get("error") or f"the server refused ({r.status_code})")
+        if r.status_code in (401, 403) and "type" not in doc:
+            raise AccessDenied(f"the childvault server refused the request: {message}")
+        if r.status_code == 503:
+            raise (_Busy if doc.get("reason") == "busy" else ProviderUnavailable)(message)
+        cls = _ERRORS.get(str(doc.get("type")), ChildVaultError)
+        raise cls(message)
+
+    def bootstrap(self) -> Bootstrap:
+        """Fetch the vault's description (``GET /v1/vault``)."""
+        try:
+            r = self._http.get(self.url + "/v1/vault", timeout=CALL_TIMEOUT, allow_redirects=False)
+        except requests.RequestException as exc:
+            raise ProviderUnavailable(f"the childvault server {self.url} did not answer") from exc
+        return Bootstrap(self._answer(r))
+
+    def call(self, repo: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        """Run ``repo.method(*args, **kwargs)`` on the server (in the open transaction, if any).
+
+        Outside a transaction a call waits its turn like :meth:`_begin` does.
+        """
+        doc = {
+            "txn": self._txn,
+            "repo": repo,
+            "method": method,
+            "args": encode(list(args)),
+            "kwargs": encode(dict(kwargs)),
+        }
+        return self._patiently(lambda: self._post("/v1/rpc", doc))
+
+    @staticmethod
+    def _patiently(send: Callable[[], Any]) -> Any:
+        """``send()``, again while the server answers busy (up to :data:`BEGIN_PATIENCE`)."""
+        deadline = time.monotonic() + BEGIN_PATIENCE
+        pause = 0.05
+        while True:
+            try:
+                return send()
+            except _Busy:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+
+    # -- transactions
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._txn = self._begin()
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            txn, self._txn = self._txn, None
+            with contextlib.suppress(ChildVaultError):
+                self._post("/v1/txn/rollback", {"txn": txn})
+            raise
+        finally:
+            self._depth = 0
+        txn, self._txn = self._txn, None
+        self._post("/v1/txn/commit", {"txn": txn})
+
+    def _begin(self) -> str:
+        # Another writer may hold the server (503 "busy"): wait our turn.
+        txn = self._patiently(lambda: self._post("/v1/txn/begin", {}))
+        if not isinstance(txn, str):
+            raise IntegrityError("the server sent a malformed transaction id")
+        return txn
+
+    def transaction(self) -> contextlib.AbstractContextManager[Any]:
+        """A server-side transaction: all or nothing; nested use joins the outer one."""
+        return self._transaction()
+
+    def compact(self) -> None:
+        """Nothing to do here: the server compacts its own store."""
+
+    # -- the private scratch home
+
+    def scratch_home(self, boot: Bootstrap, identity: Identity) -> Path:
+        """A private temporary home holding what :class:`Session` reads from files."""
+        path = Path(tempfile.mkdtemp(prefix="childvault-remote-"))
+        self._scratch = path
+        os.chmod(path, 0o700)
+        (path / "identities").mkdir(mode=0o700)
+        config = dict(boot.config)
+        config["witness"] = str(path / "witness.jsonl")
+        config.pop("store", None)
+        (path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+        (path / "schema.toml").write_text(boot.schema, encoding="utf-8")
+        unb64(boot.slot)  # malformed base64 is refused here, not deep in KeySlots
+        slots = {
+            "format": "childvault-keyslots/1",
+            "vault": config.get("vault_id"),
+            "slots": {identity.name: boot.slot},
+        }
+        (path / "keyslots.json").write_text(json.dumps(slots), encoding="utf-8")
+        with (path / "witness.jsonl").open("w", encoding="utf-8") as fh:
+            for note in boot.witness:
+                fh.write(json.dumps({"note": note}, ensure_ascii=False) + "\n")
+        return path
+
+    def close(self) -> None:
+        """Roll back an open transaction, close the connection, remove the scratch home."""
+        if self._txn is not None:
+            txn, self._txn = self._txn, None
+            with contextlib.suppress(ChildVaultError):
+                self._post("/v1/txn/rollback", {"txn": txn})
+        self._http.close()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+
+def connect_parts(
+    url: str, identity: Identity, *, verify: bool | str = True
+) -> tuple[RemoteBackend, Path]:
+    """A connected backend and its scratch home; :class:`ConfigError` if the URL is unusable."""
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"the server URL {url!r} must start with https:// (or http:// on loopback)"
+        )
+    backend = RemoteBackend(url, identity, verify=verify)
+    try:
+        path = backend.scratch_home(backend.bootstrap(), identity)
+    except BaseException:
+        backend.close()
+        raise
+    return backend, path

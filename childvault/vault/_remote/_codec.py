@@ -1,0 +1,94 @@
+"""The JSON encoding of backend calls between the remote backend and the server.
+
+Backend methods take and return plain values and the row dataclasses of
+:mod:`childvault.vault._backend`. JSON has no bytes, tuples, integer keys or
+dataclasses, so those are tagged: ``{"$b": base64}``, ``{"$t": [...]}``,
+``{"$o": [[key, value], ...]}`` (every mapping, so keys keep their type) and
+``{"$d": "RecordRow", "v": {...}}``. Decoding accepts only the row types listed
+here: a peer cannot make the other side build an arbitrary object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from childvault.keys import IntegrityError
+from childvault.keys._encoding import b64, unb64
+from childvault.vault._backend import (
+    CheckpointRow,
+    GrantRow,
+    NewRecord,
+    RecordRow,
+    RequestRow,
+    UserRow,
+)
+
+#: The dataclasses that may cross the wire, by name.
+ROW_TYPES: dict[str, type[Any]] = {
+    t.__name__: t for t in (UserRow, RecordRow, NewRecord, RequestRow, GrantRow, CheckpointRow)
+}
+#: Nesting bound: backend values are shallow; a deeper document is hostile.
+MAX_DEPTH = 32
+
+
+def encode(value: Any) -> Any:
+    """``value`` as a JSON-ready structure (see the module doc)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"$b": b64(bytes(value))}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        name = type(value).__name__
+        if ROW_TYPES.get(name) is not type(value):
+            raise TypeError(f"cannot send a {name}")
+        return {
+            "$d": name,
+            "v": {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)},
+        }
+    if isinstance(value, tuple):
+        return {"$t": [encode(v) for v in value]}
+    if isinstance(value, list):
+        return [encode(v) for v in value]
+    if isinstance(value, dict):
+        return {"$o": [[encode(k), encode(v)] for k, v in value.items()]}
+    raise TypeError(f"cannot send a {type(value).__name__}")
+
+
+def decode(value: Any, depth: int = 0) -> Any:
+    """The value :func:`encode` encoded; :class:`IntegrityError` for anything else."""
+    if depth > MAX_DEPTH:
+        raise IntegrityError("a remote value is nested too deeply")
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list):
+        return [decode(v, depth + 1) for v in value]
+    if not isinstance(value, dict) or len(value) not in (1, 2):
+        raise IntegrityError("a remote value is malformed")
+    try:
+        if "$b" in value and len(value) == 1:
+            return unb64(value["$b"])
+        if "$t" in value and len(value) == 1 and isinstance(value["$t"], list):
+            return tuple(decode(v, depth + 1) for v in value["$t"])
+        if "$o" in value and len(value) == 1 and isinstance(value["$o"], list):
+            out: dict[Any, Any] = {}
+            for pair in value["$o"]:
+                if not isinstance(pair, list) or len(pair) != 2:
+                    raise IntegrityError("a remote mapping is malformed")
+                key = decode(pair[0], depth + 1)
+                if not isinstance(key, str | int):
+                    raise IntegrityError("a remote mapping key is malformed")
+                out[key] = decode(pair[1], depth + 1)
+            return out
+        if "$d" in value and "v" in value and isinstance(value["v"], dict):
+            kind = ROW_TYPES.get(str(value["$d"]))
+            if kind is None:
+                raise IntegrityError(f"a remote value names an unknown type {value['$d']!r}")
+            names = {f.name for f in dataclasses.fields(kind)}
+            fields = value["v"]
+            if not set(fields) <= names:
+                raise IntegrityError(f"a remote {kind.__name__} has unknown fields")
+            return kind(**{k: decode(v, depth + 1) for k, v in fields.items()})
+    except (TypeError, ValueError) as exc:
+        raise IntegrityError("a remote value is malformed") from exc
+    raise IntegrityError("a remote value is malformed")

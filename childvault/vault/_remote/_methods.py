@@ -1,0 +1,85 @@
+"""The backend methods callable over the wire, shared by client and server.
+
+Each is ``(repo, method)`` with the kind of access it needs: ``read`` (any
+active user), or ``write`` (run inside a server-side transaction, allowed
+per role by the server's policy, :mod:`childvault.server._vault`). Anything
+not listed here is refused by the server before it reaches the database.
+"""
+
+from __future__ import annotations
+
+READ = "read"
+WRITE = "write"
+
+METHODS: dict[str, dict[str, str]] = {
+    "meta": {"get": READ, "set": WRITE, "delete": WRITE},
+    "users": {"get": READ, "all": READ, "add": WRITE},
+    "custodians": {
+        "all": READ,
+        "holders": READ,
+        "add": WRITE,
+        "set_state": WRITE,
+        "add_holder": WRITE,
+        "delete": WRITE,
+    },
+    "records": {
+        "get": READ,
+        "page": READ,
+        "count": READ,
+        "due": READ,
+        "fields": READ,
+        "field_names": READ,
+        "keyblob": READ,
+        "keyblob_page": READ,
+        "tombstone": READ,
+        "pending_shreds": READ,
+        "find_by_tag": READ,
+        "import_progress": READ,
+        "insert": WRITE,
+        "update": WRITE,
+        "put_field": WRITE,
+        "replace_keyblob": WRITE,
+        "put_keyblob_if_version": WRITE,
+        "delete": WRITE,
+        "mark_key_destroyed": WRITE,
+        "add_index_tags": WRITE,
+        "drop_index_tags": WRITE,
+        "set_import_progress": WRITE,
+    },
+    "access": {
+        "request": READ,
+        "requests": READ,
+        "grant": READ,
+        "live_grants_of": READ,
+        "add_request": WRITE,
+        "decide": WRITE,
+        "add_grant": WRITE,
+        "use_grant": WRITE,
+        "refund_use": WRITE,
+        "set_grant_cache": WRITE,
+        "revoke_grant": WRITE,
+    },
+    "audit": {
+        "head": READ,
+        "signatures": READ,
+        "size": READ,
+        "page": READ,  # one page of AuditRepo.pages, rows converted
+        "entries_by_action": READ,
+        "entry_at": READ,
+        "append": WRITE,
+    },
+    "checkpoints": {
+        "latest_by": READ,
+        "all": READ,
+        "add": WRITE,
+        "add_at_head": WRITE,
+    },
+    "statements": {
+        "get": READ,
+        "saved_state": READ,
+        "add": WRITE,
+        "save_state": WRITE,
+    },
+    # Not a repository: release after logging (server mode only, _release.py).
+    "release": {"new": WRITE, "redeem": WRITE},
+}

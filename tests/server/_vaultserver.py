@@ -1,0 +1,168 @@
+"""A real ``childvault serve`` process over a vault made for the test, and CLI clients.
+
+The vault is created locally (admin, two officers, three staff); every client
+gets its own workstation directory holding only its identity file, and runs
+the CLI as a separate process with ``--server``. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from childvault.keys import Identity
+from childvault.vault import Vault
+from tests.server.conftest import ROOT, START_TIMEOUT, free_port
+
+#: Every person of the test vault and their role.
+PEOPLE = {
+    "officer1": "officer",
+    "officer2": "officer",
+    "worker1": "staff",
+    "worker2": "staff",
+    "worker3": "staff",
+    "worker4": "staff",
+}
+CLI_TIMEOUT = 300
+
+
+def passphrase(user: str) -> str:
+    """The test passphrase of ``user``."""
+    return f"pass-{user}-0123456789"
+
+
+@dataclass
+class VaultServer:
+    """A served vault: its home, URL, process, log, and the workstations."""
+
+    root: Path
+    home: Path
+    url: str = ""
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(default_factory=Path)
+
+    def workstation(self, user: str) -> Path:
+        """The directory of ``user``'s workstation (only their identity file)."""
+        return self.root / f"ws-{user}"
+
+    def identity(self, user: str) -> Identity:
+        """``user``'s unlocked identity, from their workstation."""
+        return Identity.load(self.workstation(user) / "identities" / f"{user}.id", passphrase(user))
+
+    def connect(self, user: str) -> Vault:
+        """A library client (in this process) as ``user``."""
+        return Vault.connect(self.url, self.identity(user))
+
+    def cli(
+        self, user: str, *args: str, expect: int | None = 0, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run ``childvault --server URL --as USER ARGS`` as a separate process."""
+        env = dict(os.environ, CHILDVAULT_PASSPHRASE=passphrase(user))
+        env.pop("CHILDVAULT_HOME", None)
+        cmd = [sys.executable, "-m", "childvault", "--server", self.url]
+        cmd += ["--home", str(self.workstation(user)), "--as", user, *args]
+        done = subprocess.run(
+            cmd, cwd=self.root, env=env, capture_output=True, timeout=CLI_TIMEOUT, input=stdin
+        )
+        if expect is not None and done.returncode != expect:
+            raise AssertionError(
+                f"{' '.join(args)} as {user}: exit {done.returncode}, expected {expect}\n"
+                f"{done.stdout.decode()}\n{done.stderr.decode()}"
+            )
+        return done
+
+    def cli_background(self, user: str, *args: str) -> subprocess.Popen[bytes]:
+        """Start ``childvault --server URL --as USER ARGS`` without waiting for it."""
+        env = dict(os.environ, CHILDVAULT_PASSPHRASE=passphrase(user))
+        env.pop("CHILDVAULT_HOME", None)
+        cmd = [sys.executable, "-m", "childvault", "--server", self.url]
+        cmd += ["--home", str(self.workstation(user)), "--as", user, *args]
+        return subprocess.Popen(
+            cmd, cwd=self.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+
+    def cli_json(self, user: str, *args: str) -> Any:
+        """:meth:`cli` with ``--json``, parsed."""
+        return json.loads(self.cli(user, *args, "--json").stdout)
+
+    def refusals(self) -> list[dict[str, Any]]:
+        """The refusals the server logged so far."""
+        out = []
+        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+            if line.startswith('{"refusal"'):
+                out.append(json.loads(line)["refusal"])
+        return out
+
+    def start(self, *, port: int | None = None) -> None:
+        """Start (or restart) the server and wait until /health answers."""
+        port = port or free_port()
+        env = dict(os.environ, CHILDVAULT_PASSPHRASE=passphrase("admin"))
+        cmd = [sys.executable, "-m", "childvault", "--home", str(self.home), "--as", "admin"]
+        cmd += ["serve", "--listen", f"127.0.0.1:{port}"]
+        self.log_path = self.root / "server.log"
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env
+            )
+        self.url = f"http://127.0.0.1:{port}"
+        wait_healthy(self.url, self.process, self.log_path)
+
+    def stop(self, *, kill: bool = False) -> None:
+        """SIGTERM (or SIGKILL) the server and wait for it."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait (bounded) until ``url``/health answers; raise with the log if it dies."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log.read_text()}")
+        try:
+            if requests.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"server did not start:\n{log.read_text()}")
+        time.sleep(0.1)
+
+
+def make_vault(root: Path, people: Sequence[str] = tuple(PEOPLE)) -> VaultServer:
+    """Create the vault in ``root/home`` and give each person a workstation."""
+    home = root / "home"
+    with Vault.init(
+        home, institution="Test home", admin="admin", admin_passphrase=passphrase("admin")
+    ) as v:
+        for user in people:
+            v.add_user(user, [PEOPLE[user]], passphrase(user))
+    if "officer2" in people:
+        with Vault.open(home, "officer1", passphrase("officer1")) as o:
+            o.share_custodian("officer2")
+    served = VaultServer(root, home)
+    for user in people:
+        ws = served.workstation(user) / "identities"
+        ws.mkdir(parents=True, mode=0o700)
+        shutil.copy2(home / "identities" / f"{user}.id", ws / f"{user}.id")
+    return served
