@@ -144,6 +144,18 @@ class Records:
         ).fetchall()
         return [str(r[0]) for r in rows]
 
+    def field_names_between(self, first: str, last: str) -> dict[str, list[str]]:
+        """Field names of every record with an id in ``[first, last]``, in one query."""
+        rows = self._c.q(
+            "SELECT record_id, name FROM fields WHERE record_id BETWEEN %s AND %s "
+            "ORDER BY record_id, name",
+            (first, last),
+        ).fetchall()
+        names: dict[str, list[str]] = {}
+        for record_id, name in rows:
+            names.setdefault(str(record_id), []).append(str(name))
+        return names
+
     def put_field(self, record_id: str, name: str, version: int, sealed: bytes) -> None:
         """Store (or replace) one sealed field value."""
         self._c.q(
