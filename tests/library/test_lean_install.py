@@ -102,3 +102,18 @@ def test_vault_provider_without_the_extra_names_the_install(tmp_path: Path) -> N
     assert len(lines) == 2
     for line in lines:
         assert "pip install 'childvault[vault]'" in line
+
+
+def test_the_readme_demo_runs_without_the_extras(tmp_path: Path) -> None:
+    result = _run(
+        """
+        from click.testing import CliRunner
+        from childvault.cli.main import cli
+        out = CliRunner().invoke(cli, ["demo"])
+        assert out.exit_code == 0, out.output
+        out = CliRunner().invoke(cli, ["demo", "--provider", "vault"])
+        assert out.exit_code == 1 and "childvault[vault]" in out.output, out.output
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
