@@ -595,7 +595,6 @@ class Vault:
     def notices(self) -> dict[str, dict[str, str]]:
         """The register of published notices: version -> sha256, date, publisher."""
         self._live("Vault.notices")
-        self._live("Vault.notices")
         return self._notices.notices()
 
     def notice_sha256(self, version: str) -> str:
@@ -620,7 +619,6 @@ class Vault:
 
     def health(self) -> list[tuple[str, str, str]]:
         """(check, ok|warn|fail, message) about users, keys and the provider, for doctor."""
-        self._live("Vault.health")
         self._live("Vault.health")
         return self._health.health()
 
@@ -677,7 +675,6 @@ class Vault:
 
     def signer_vkeys(self) -> list[str]:
         """Verifier keys (signed-note vkey form) of every checkpoint signer."""
-        self._live("Vault.signer_vkeys")
         self._live("Vault.signer_vkeys")
         return self._audit.signer_vkeys()
 

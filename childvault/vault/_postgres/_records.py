@@ -146,15 +146,13 @@ class Records:
 
     def field_names_between(self, first: str, last: str) -> dict[str, list[str]]:
         """Field names of every record with an id in ``[first, last]``, in one query."""
+        # One row a record (names joined by ","; field names are [a-z0-9_]).
         rows = self._c.q(
-            "SELECT record_id, name FROM fields WHERE record_id BETWEEN %s AND %s "
-            "ORDER BY record_id, name",
+            "SELECT record_id, string_agg(name, ',') FROM fields "
+            "WHERE record_id BETWEEN %s AND %s GROUP BY record_id",
             (first, last),
         ).fetchall()
-        names: dict[str, list[str]] = {}
-        for record_id, name in rows:
-            names.setdefault(str(record_id), []).append(str(name))
-        return names
+        return {str(record_id): sorted(str(joined).split(",")) for record_id, joined in rows}
 
     def put_field(self, record_id: str, name: str, version: int, sealed: bytes) -> None:
         """Store (or replace) one sealed field value."""
