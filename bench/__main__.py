@@ -30,6 +30,7 @@ BENCHES = (
     "approve_read",
     "audit_verify",
     "cli_help",
+    "cli_session",
     "memory",
     "find_index",
 )
@@ -142,7 +143,7 @@ def _run_one(name, cfg, local_tpl, bao, sys_path):  # type: ignore[no-untyped-de
         return mod.run(cfg, local_tpl)
     if name == "memory":
         return mod.run(cfg, local_tpl, sys_path)
-    if name == "cli_help":
+    if name in ("cli_help", "cli_session"):
         return mod.run(cfg, sys_path)
     raise AssertionError(name)
 

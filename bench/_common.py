@@ -59,6 +59,8 @@ class Config:
     find_lookups: int
     cli_reps: int
     workdir: Path
+    #: Records in the vault that `cli_session` lists (the target names 10,000).
+    session_records: int = 10_000
 
 
 FULL = dict(
@@ -102,6 +104,7 @@ TINY = dict(
     find_sizes=(20, 40),
     find_lookups=3,
     cli_reps=1,
+    session_records=20,
 )
 
 

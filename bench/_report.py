@@ -13,7 +13,8 @@ _TARGETS = {
     "vault_import": "at least 0.8 x floor (a) and at least 5 x peer (b)",
     "approve_read": "at most 1.5 x the hvac floor (Vault)",
     "audit_verify": "at least 0.5 x the bare chain",
-    "cli_help": "at most 2.5 x `python -c pass`",
+    "cli_help": "none since the third round (replaced by cli_session)",
+    "cli_session": "at most 0.3 s for a command on an unlocked session",
     "memory": "constant: the two peaks within 20%",
     "find_index": "within 2 x of each other",
 }

@@ -60,7 +60,7 @@ def request(
 @pass_ctx
 def requests(c: Ctx, show_all: bool) -> None:
     """List pending access requests (officers)."""
-    from childvault.vault._time import parse_iso
+    from childvault.vault._time import iso
 
     v = c.open()
     items = v.requests(None if show_all else "pending")
@@ -68,7 +68,7 @@ def requests(c: Ctx, show_all: bool) -> None:
     def human() -> None:
         now = v.now()
         for r in items:
-            age = now - parse_iso(r.created_at)
+            age = now - r.created_at
             # Everything but the status and numbers was typed by someone: escaped.
             click.echo(
                 _(
@@ -81,7 +81,7 @@ def requests(c: Ctx, show_all: bool) -> None:
                     id=safe(r.id),
                     status=safe(r.status),
                     requester=safe(r.requester),
-                    created=local_time(r.created_at),
+                    created=local_time(iso(r.created_at)),
                     age=int(age.total_seconds() // 60),
                     purpose=safe(r.purpose),
                     fields=safe(",".join(r.fields)),
@@ -116,7 +116,7 @@ def requests(c: Ctx, show_all: bool) -> None:
 def approve(c: Ctx, request_id: str, ttl: str | None, uses: int, out: Path | None) -> None:
     """Approve REQUEST_ID and issue an approval token (officers)."""
     from childvault.keys._files import atomic_write
-    from childvault.vault._time import parse_duration
+    from childvault.vault._time import iso, parse_duration
 
     v = c.open()
     approval = v.approve(request_id, ttl=parse_duration(ttl) if ttl else None, uses=uses)
@@ -140,7 +140,7 @@ def approve(c: Ctx, request_id: str, ttl: str | None, uses: int, out: Path | Non
             request=safe(request_id),
             requester=safe(approval.requester),
             grant=safe(approval.grant_id),
-            until=local_time(approval.expires_at),
+            until=local_time(iso(approval.expires_at)),
             uses=approval.uses,
             where=where,
         ),

@@ -37,7 +37,7 @@ def keys_rotate(c: Ctx, trim: bool) -> None:
     v = c.open()
     with progress_bar(c, "Rewrapping") as progress:
         report = v.rotate_keys(progress=progress, trim=trim)
-    c.emit(report, rotate_message(report))
+    c.emit(report.to_json(), rotate_message(report.to_json()))
 
 
 def rotate_message(report: Mapping[str, Any]) -> str:

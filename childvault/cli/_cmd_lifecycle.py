@@ -192,7 +192,7 @@ def retention_sweep(c: Ctx, dry_run: bool) -> None:
     """Crypto-shred every record past its retention date (admins, officers)."""
     report = c.open().retention_sweep(dry_run=dry_run)
     verb = "would shred" if dry_run else "shredded"
-    c.emit(report, f"Retention sweep ({report['day']}): {verb} {report['due']} record(s).")
+    c.emit(report.to_json(), f"Retention sweep ({report.day}): {verb} {report.due} record(s).")
 
 
 @click.command()
@@ -228,7 +228,7 @@ def decommission(c: Ctx, confirm: bool, cosign: bool, contacts: Path | None) -> 
         return
     report = c.open().decommission(confirm=confirm)
     c.emit(
-        report,
-        f"Decommissioned: {report['records_shredded']} record(s) shredded. "
+        report.to_json(),
+        f"Decommissioned: {report.records_shredded} record(s) shredded. "
         f"Report: decommission-report.json in the home.",
     )

@@ -132,7 +132,7 @@ def list_(c: Ctx) -> None:
                 id=safe(r.id),
                 type=safe(r.type),
                 version=r.version,
-                until=safe(r.retain_until),
+                until=safe(r.retain_until.isoformat()),
                 purposes=safe(",".join(r.purposes)),
                 n=len(r.fields),
             )

@@ -48,12 +48,14 @@ def user_add(c: Ctx, name: str, roles: tuple[str, ...], passphrase_file: Path | 
 @pass_ctx
 def user_list(c: Ctx) -> None:
     """List users, roles and checkpoint verifier keys."""
+    from childvault.vault._time import iso
+
     users = c.open().users()
 
     def human() -> None:
         for u in users:
             extra = " (can approve)" if u.can_approve else ""
-            click.echo(f"{u.name:20} {','.join(u.roles):22} {u.created_at}{extra}")
+            click.echo(f"{u.name:20} {','.join(u.roles):22} {iso(u.created_at)}{extra}")
             if u.vkey:
                 click.echo(f"  vkey {u.vkey}")
 

@@ -156,7 +156,12 @@ def run_demo(
 
 
 def _start_server(tmp: Path, demo: _Demo) -> Any:
-    from childvault.keys._devserver import DevServer, find_bao
+    try:
+        from childvault.keys._devserver import DevServer, find_bao
+    except ModuleNotFoundError as exc:  # hvac/requests: the optional `vault` extra
+        from childvault.keys import ExtraRequired
+
+        raise ExtraRequired("vault", "the Vault demo") from exc
 
     binary = find_bao()
     if binary is None:

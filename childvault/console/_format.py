@@ -106,11 +106,12 @@ def parse_time(value: str) -> datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def local_time(value: str | None) -> str:
+def local_time(value: datetime | str | None) -> str:
     """A library time shown in Beijing time to the minute, e.g. ``2026-11-24 17:00``."""
     if not value:
         return ""
-    moment = parse_time(value)
+    # The public types hold aware datetimes; stored texts are parsed.
+    moment = value if isinstance(value, datetime) else parse_time(value)
     if moment is None:
         return visible(value)
     return moment.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")

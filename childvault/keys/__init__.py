@@ -4,7 +4,9 @@
 pairs under a passphrase), the key-slot file, and the key providers that wrap
 per-field data keys: :class:`LocalProvider` (embedded default) and
 :class:`VaultProvider` (HashiCorp Vault / OpenBao, with :class:`VaultSettings`
-and :func:`setup_vault`; imported lazily because hvac is heavy).
+and :func:`setup_vault`). The Vault provider needs the optional packages of
+``pip install 'childvault[vault]'`` (hvac, requests); they are imported only
+when it is used, and :class:`ExtraRequired` says so when they are missing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from childvault.keys._errors import (
     ChildVaultError,
     ConfigError,
     DecryptionFailed,
+    ExtraRequired,
     ImportFailed,
     IntegrityError,
     NotFound,
@@ -33,6 +36,7 @@ from childvault.keys._identity import (
     public_identity_from_file,
 )
 from childvault.keys._local import CustodianSecret, LocalProvider, blob_generation
+from childvault.keys._openbao import VaultSettings
 from childvault.keys._provider import (
     BlindIndexer,
     CustodianSealing,
@@ -49,9 +53,9 @@ from childvault.keys._provider import (
 from childvault.keys._slots import KeySlots
 
 if TYPE_CHECKING:
-    # For type checkers only: at run time these come from __getattr__ below.
-    from childvault.keys._openbao import VaultProvider, VaultSettings
-    from childvault.keys._openbao import setup as setup_vault
+    # For type checkers only: at run time it comes from __getattr__ below, so
+    # that hvac (an optional extra) is imported only when the provider is used.
+    from childvault.keys._openbao import VaultProvider
 
 __all__ = [
     "AccessDenied",
@@ -64,6 +68,7 @@ __all__ = [
     "DecryptionFailed",
     "Diagnosable",
     "ExternalKeyMaterial",
+    "ExtraRequired",
     "FieldKey",
     "Identity",
     "ImportFailed",
@@ -92,15 +97,44 @@ __all__ = [
 ]
 
 
-# Public name here -> name in childvault.keys._openbao.
-_LAZY = {"VaultProvider": "VaultProvider", "VaultSettings": "VaultSettings", "setup_vault": "setup"}
+def setup_vault(
+    settings: VaultSettings,
+    token: str,
+    *,
+    audit_file: str | None = None,
+    allow_no_audit_device: bool = False,
+    control_groups: bool = False,
+) -> list[str]:
+    """Prepare a Vault/OpenBao server for childvault; return what was done, line by line.
+
+    Needs a root or bootstrap token. Idempotent. Refuses to finish
+    (:class:`ConfigError`) when the server has no audit device, unless
+    ``allow_no_audit_device``; with ``control_groups``, refuses a server that
+    does not enforce Control Groups (docs/vault.md). Needs
+    ``pip install 'childvault[vault]'`` (else :class:`ExtraRequired`).
+    """
+    from childvault.keys import _openbao
+
+    if not isinstance(settings, VaultSettings):
+        raise UsageError("setup_vault: 'settings' must be a VaultSettings")
+    if not isinstance(token, str) or not token:
+        raise UsageError("setup_vault: 'token' must be a non-empty string")
+    do_setup: Any = _openbao.load("_setup").setup
+    lines: list[str] = do_setup(
+        settings,
+        token,
+        audit_file=audit_file,
+        allow_no_audit_device=allow_no_audit_device,
+        control_groups=control_groups,
+    )
+    return lines
 
 
 def __getattr__(name: str) -> Any:
-    # hvac and requests take a noticeable time to import; load them only when
-    # the Vault provider is actually used.
-    if name in _LAZY:
+    # hvac and requests are optional and take a noticeable time to import: load
+    # the provider only when it is actually used.
+    if name == "VaultProvider":
         from childvault.keys import _openbao
 
-        return getattr(_openbao, _LAZY[name])
+        return _openbao.load("_provider").VaultProvider
     raise AttributeError(f"module 'keys' has no attribute {name!r}")

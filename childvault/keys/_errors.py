@@ -102,3 +102,17 @@ class ProviderUnavailable(ChildVaultError):
     """The key provider (Vault/OpenBao) cannot be reached, is sealed, or refused the login."""
 
     exit_code = 5
+
+
+class ExtraRequired(ConfigError):
+    """An optional part of childvault is used but its extra is not installed.
+
+    The message names the ``pip install`` command that adds it.
+    """
+
+    def __init__(self, extra: str, what: str) -> None:
+        super().__init__(
+            f"{what} needs the optional packages of childvault[{extra}]: "
+            f"run pip install 'childvault[{extra}]'"
+        )
+        self.extra = extra

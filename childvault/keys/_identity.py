@@ -45,7 +45,7 @@ def check_user_name(name: str) -> str:
     Names are short lowercase ASCII so they are safe in file names, log entries
     and signed-note signer names (which forbid spaces and ``+``).
     """
-    if not _NAME_RE.fullmatch(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise UsageError(
             f"invalid user name {name!r}: use 1-63 lowercase letters, digits, '.', '_' or '-', "
             "starting with a letter"
@@ -54,6 +54,9 @@ def check_user_name(name: str) -> str:
 
 
 def _normalise(passphrase: str) -> bytes:
+    if not isinstance(passphrase, str):
+        # Checked here, where every passphrase passes: bytes would fail in unicodedata.
+        raise UsageError(f"the passphrase must be a string (str), not {type(passphrase).__name__}")
     # NFC so the same passphrase typed through different input methods matches.
     return unicodedata.normalize("NFC", passphrase).encode("utf-8")
 
@@ -125,6 +128,8 @@ class Identity:
 
     def save(self, path: Path, passphrase: str) -> None:
         """Write this identity to ``path`` encrypted under ``passphrase`` (mode 0600)."""
+        path = _as_path(path, "Identity.save")
+        _normalise(passphrase)  # the type is checked before anything else
         if len(passphrase) < _MIN_PASSPHRASE:
             raise UsageError(f"the passphrase must have at least {_MIN_PASSPHRASE} characters")
         salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
@@ -160,13 +165,15 @@ class Identity:
         atomic_write(path, json.dumps(doc, indent=2).encode("utf-8") + b"\n", mode=0o600)
 
     @classmethod
-    def load(cls, path: Path, passphrase: str) -> Identity:
+    def load(cls, path: Path | str, passphrase: str) -> Identity:
         """Unlock the identity file at ``path``.
 
         Raises :class:`WrongPassphrase` if the passphrase is wrong (nothing is
         changed), :class:`NotFound` if there is no such file and
         :class:`ConfigError` if the file is damaged.
         """
+        path = _as_path(path, "Identity.load")
+        _normalise(passphrase)  # the type is checked before the file is read
         doc = read_identity_file(path)
         try:
             kdf = doc["kdf"]
@@ -213,6 +220,21 @@ class Identity:
         if not publics_match or ident.name != doc.get("name"):
             raise ConfigError(f"identity file {path} is inconsistent (public keys or name altered)")
         return ident
+
+    @classmethod
+    def unlock(cls, home: Path | str, name: str, passphrase: str) -> Identity:
+        """Unlock user ``name``'s identity in the vault home ``home``
+        (``<home>/identities/<name>.id``); errors as :meth:`load`."""
+        home = _as_path(home, "Identity.unlock")
+        check_user_name(name)
+        return cls.load(home / "identities" / f"{name}.id", passphrase)
+
+
+def _as_path(value: object, where: str) -> Path:
+    """``value`` as a :class:`Path` (a ``str`` is accepted); anything else is a UsageError."""
+    if isinstance(value, str | Path) and str(value) and "\x00" not in str(value):
+        return Path(value)
+    raise UsageError(f"{where}: the path must be a str or pathlib.Path, not {type(value).__name__}")
 
 
 def read_identity_file(path: Path) -> dict[str, Any]:

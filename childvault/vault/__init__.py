@@ -17,6 +17,7 @@ from childvault.keys import (
     ChildVaultError,
     ConfigError,
     DecryptionFailed,
+    ExtraRequired,
     Identity,
     ImportFailed,
     IntegrityError,
@@ -25,13 +26,17 @@ from childvault.keys import (
     StorageError,
     UsageError,
     ValidationError,
+    VaultSettings,
     WrongPassphrase,
+    setup_vault,
 )
 from childvault.vault._audit import VerifyReport
+from childvault.vault._check import RequestStatus
 from childvault.vault._consent import Consent
 from childvault.vault._facade import NewRecordInput, Vault
 from childvault.vault._keyconfig import LocalKeys, OpenBaoCredentials, OpenBaoKeys
 from childvault.vault._reports import ProofVerification, verify_entry_proof, verify_subject_report
+from childvault.vault._results import DecommissionReport, RotationReport, SweepReport
 from childvault.vault._schema import FieldSpec, RecordType, Schema
 from childvault.vault._svc_access import Basis
 from childvault.vault._types import Approval, ImportReport, RecordInfo, RequestInfo, UserInfo
@@ -44,7 +49,9 @@ __all__ = [
     "ChildVaultError",
     "ConfigError",
     "Consent",
+    "DecommissionReport",
     "DecryptionFailed",
+    "ExtraRequired",
     "FieldSpec",
     "Identity",
     "ImportFailed",
@@ -60,14 +67,19 @@ __all__ = [
     "RecordInfo",
     "RecordType",
     "RequestInfo",
+    "RequestStatus",
+    "RotationReport",
     "Schema",
     "StorageError",
+    "SweepReport",
     "UsageError",
     "UserInfo",
     "ValidationError",
     "Vault",
+    "VaultSettings",
     "VerifyReport",
     "WrongPassphrase",
+    "setup_vault",
     "verify_entry_proof",
     "verify_subject_report",
 ]

@@ -209,6 +209,11 @@ class RecordRepo(Protocol):
         """Names of the fields stored for a record."""
         ...
 
+    def field_names_between(self, first: str, last: str) -> dict[str, list[str]]:
+        """Names of the stored fields of every record whose id is in ``[first, last]``
+        (one query for a page of :meth:`page`, instead of one a record)."""
+        ...
+
     def put_field(self, record_id: str, name: str, version: int, sealed: bytes) -> None:
         """Store (or replace) one sealed field value."""
         ...

@@ -16,13 +16,15 @@ import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from childvault.keys import ConfigError, Identity, KeySlots, NotFound, UsageError, check_user_name
 from childvault.keys._files import atomic_write
+from childvault.vault import _check as check
 from childvault.vault import _statements
 from childvault.vault._audit import Event, VerifyReport
 from childvault.vault._backend import Backend, UserRow
+from childvault.vault._check import REQUEST_STATUSES, RequestStatus
 from childvault.vault._config import Config, Home, make_home, read_dsn_file
 from childvault.vault._consent import Consent
 from childvault.vault._keyconfig import (
@@ -38,6 +40,7 @@ from childvault.vault._registrations import (
     user_detail,
     with_statement,
 )
+from childvault.vault._results import DecommissionReport, RotationReport, SweepReport
 from childvault.vault._schema import Schema
 from childvault.vault._session import Session, new_id
 from childvault.vault._sqlcipher import SQLCipherBackend
@@ -55,7 +58,7 @@ from childvault.vault._svc_reports import ReportService
 from childvault.vault._svc_rights import RightsService
 from childvault.vault._svc_rotation import RotationService
 from childvault.vault._svc_users import UserService
-from childvault.vault._time import Clock, iso, system_clock
+from childvault.vault._time import Clock, iso, parse_iso, system_clock
 from childvault.vault._types import Approval, ImportReport, RecordInfo, RequestInfo, UserInfo
 
 __all__ = ["LocalKeys", "NewRecordInput", "OpenBaoCredentials", "OpenBaoKeys", "Vault"]
@@ -69,6 +72,9 @@ DEFAULTS = {
     "notice_version": "2026-1",
 }
 
+#: Settings that are whole numbers (seconds or counts).
+_INT_SETTINGS = frozenset({"max_ttl_s", "default_ttl_s", "max_records", "max_uses"})
+
 
 class Vault:
     """An open vault, acting as one unlocked user.
@@ -79,6 +85,7 @@ class Vault:
 
     def __init__(self, session: Session) -> None:
         s = self._session = session
+        self._closed = False
         self._notices = NoticeService(s)
         self._audit = AuditService(s)
         self._users = UserService(s)
@@ -118,6 +125,19 @@ class Vault:
         ``keys`` chooses the key provider: :class:`LocalKeys` (the default) or
         :class:`OpenBaoKeys`.
         """
+        where = "Vault.init"
+        home = check.path_arg(where, "home", home)
+        check.str_arg(where, "institution", institution)
+        check.str_arg(where, "admin", admin)
+        check.str_arg(where, "admin_passphrase", admin_passphrase)
+        if keys is not None and not isinstance(keys, LocalKeys | OpenBaoKeys):
+            raise UsageError(f"{where}: 'keys' must be LocalKeys or OpenBaoKeys")
+        schema = check.opt_path(where, "schema", schema)
+        witness = check.opt_path(where, "witness", witness)
+        if not callable(clock):
+            raise UsageError(f"{where}: 'clock' must be a function returning an aware datetime")
+        check.str_arg(where, "store_dsn", store_dsn, optional=True)
+        store_dsn_file = check.opt_path(where, "store_dsn_file", store_dsn_file)
         check_user_name(admin)
         keys = keys if keys is not None else LocalKeys()
         if not institution.strip() or len(institution) > 200:
@@ -224,6 +244,14 @@ class Vault:
         acting user's OpenBao / Vault credentials (OpenBao keys only; default:
         ``VAULT_TOKEN``).
         """
+        where = "Vault.open"
+        home = check.path_arg(where, "home", home)
+        check.str_arg(where, "user", user, optional=True)
+        check.str_arg(where, "passphrase", passphrase, optional=True)
+        check.instance(where, "identity", identity, Identity, optional=True)
+        check.instance(where, "credentials", credentials, OpenBaoCredentials, optional=True)
+        if not callable(clock):
+            raise UsageError(f"{where}: 'clock' must be a function returning an aware datetime")
         h = Home(Path(home))
         config = Config.load(h)
         if identity is None:
@@ -256,14 +284,26 @@ class Vault:
             raise
 
     def close(self) -> None:
-        """Close the database (and the Vault session, if one was opened)."""
-        self._session.close()
+        """Close the database (and the Vault session, if one was opened).
+
+        Closing twice is harmless; any other call on a closed vault raises
+        :class:`UsageError`.
+        """
+        if not self._closed:
+            self._closed = True
+            self._session.close()
 
     def __enter__(self) -> Vault:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _live(self, where: str) -> str:
+        """``where`` if this vault is open; a closed one raises :class:`UsageError`."""
+        if self._closed:
+            raise UsageError(f"{where}: this Vault is closed; open it again with Vault.open")
+        return where
 
     # ---------------------------------------------------------------- properties
 
@@ -306,12 +346,38 @@ class Vault:
         """The vault's clock (injectable for tests)."""
         return self._session.clock()
 
-    def setting(self, key: str) -> str:
-        """A vault-wide setting (limits, notice version)."""
-        return self._session.setting(key)
+    # The literal keys overlap ``str`` on purpose (as in typeshed's ``open``).
+    @overload
+    def setting(  # type: ignore[overload-overlap]
+        self, key: Literal["max_ttl_s", "default_ttl_s", "max_records", "max_uses"]
+    ) -> int: ...
+    @overload
+    def setting(self, key: Literal["created_at"]) -> datetime: ...  # type: ignore[overload-overlap]
+    @overload
+    def setting(self, key: Literal["accepting_records"]) -> bool: ...  # type: ignore[overload-overlap]
+    @overload
+    def setting(self, key: str) -> str: ...
+    def setting(self, key: str) -> int | datetime | bool | str:
+        """A vault-wide setting, typed: the approval limits (``max_ttl_s``,
+        ``default_ttl_s``, ``max_records``, ``max_uses``) as ``int``,
+        ``created_at`` as an aware ``datetime``, ``accepting_records`` as
+        ``bool``, the others (``notice_version``, ``institution``, ...) as ``str``."""
+        w = self._live("Vault.setting")
+        check.str_arg(w, "key", key)
+        value = self._session.setting(key)
+        if key in _INT_SETTINGS:
+            return int(value)
+        if key == "created_at":
+            return parse_iso(value)
+        if key == "accepting_records":
+            return value == "1"
+        return value
 
     def index_tags(self, field: str, values: Sequence[str]) -> list[bytes]:
         """Truncated keyed blind-index tags of ``values`` for ``field``."""
+        w = self._live("Vault.index_tags")
+        check.str_arg(w, "field", field)
+        values = check.str_seq(w, "values", values)
         return self._session.keys.index_tags(field, values)
 
     # ---------------------------------------------------------------- operations
@@ -324,6 +390,11 @@ class Vault:
         The first officer receives the newly created custodian key; later
         officers receive it when an existing officer runs :meth:`share_custodian`.
         """
+        w = self._live("Vault.add_user")
+        check.str_arg(w, "name", name)
+        roles = check.str_seq(w, "roles", roles)
+        check.str_arg(w, "passphrase", passphrase)
+        check.datetime_arg(w, "now", now)
         return self._users.add_user(name, roles, passphrase, now=now)
 
     def share_custodian(self, name: str, *, now: datetime | None = None) -> None:
@@ -332,14 +403,21 @@ class Vault:
         Rewrites ``name``'s key slot with the database and index keys plus every
         custodian generation the acting officer holds.
         """
+        w = self._live("Vault.share_custodian")
+        check.str_arg(w, "name", name)
+        check.datetime_arg(w, "now", now)
         self._users.share_custodian(name, now=now)
 
     def disable_user(self, name: str, *, now: datetime | None = None) -> dict[str, object]:
         """Admin: disable ``name`` (signed); removes their key slot and revokes their grants."""
+        w = self._live("Vault.disable_user")
+        check.str_arg(w, "name", name)
+        check.datetime_arg(w, "now", now)
         return self._users.disable_user(name, now=now)
 
     def users(self) -> list[UserInfo]:
         """Every registered user with roles and (for signers) their verifier key."""
+        self._live("Vault.users")
         return self._users.users()
 
     def add_record(
@@ -351,12 +429,20 @@ class Vault:
         now: datetime | None = None,
     ) -> str:
         """Staff: validate, encrypt and store one record; return its id."""
+        w = self._live("Vault.add_record")
+        check.str_arg(w, "type_name", type_name)
+        check.mapping_of_str(w, "values", values)
+        check.consent_arg(w, "consent", consent)
+        check.datetime_arg(w, "now", now)
         return self._records.add_record(type_name, values, consent, now=now)
 
     def add_records(
         self, items: Sequence[NewRecordInput], *, now: datetime | None = None
     ) -> list[str]:
         """Staff: add several records in one transaction (all or nothing)."""
+        w = self._live("Vault.add_records")
+        check.new_records(w, "items", items)
+        check.datetime_arg(w, "now", now)
         return self._records.add_records(items, now=now)
 
     def import_file(
@@ -377,6 +463,13 @@ class Vault:
         log entries and the import's progress, so an interrupted import resumes
         where it stopped and never duplicates a row.
         """
+        w = self._live("Vault.import_file")
+        path = check.path_arg(w, "path", path)
+        check.str_arg(w, "type_name", type_name, optional=True)
+        check.bool_arg(w, "skip_invalid", skip_invalid)
+        check.choice(w, "fmt", fmt, ("csv", "jsonl"), optional=True)
+        check.callable_arg(w, "progress", progress)
+        check.datetime_arg(w, "now", now)
         return self._records.import_file(
             path,
             type_name=type_name,
@@ -388,10 +481,14 @@ class Vault:
 
     def list_records(self, *, now: datetime | None = None) -> Iterator[RecordInfo]:
         """Bookkeeping of every record (never a value); the listing is logged."""
+        w = self._live("Vault.list_records")
+        check.datetime_arg(w, "now", now)
         return self._records.list_records(now=now)
 
     def record_info(self, record_id: str) -> RecordInfo:
         """Bookkeeping of one record."""
+        w = self._live("Vault.record_info")
+        check.str_arg(w, "record_id", record_id)
         return self._records.record_info(record_id)
 
     def find(
@@ -403,6 +500,11 @@ class Vault:
         told apart after an approved read. Refuses fields the schema does not
         mark ``searchable`` (never low-entropy ones). The lookup is logged.
         """
+        w = self._live("Vault.find")
+        check.str_arg(w, "field", field)
+        check.str_arg(w, "value", value)
+        check.str_arg(w, "type_name", type_name, optional=True)
+        check.datetime_arg(w, "now", now)
         return self._records.find(field, value, type_name=type_name, now=now)
 
     def request_access(
@@ -419,14 +521,24 @@ class Vault:
 
         ``basis`` names a statutory basis instead of consent (:class:`Basis`).
         """
+        w = self._live("Vault.request_access")
+        records = check.str_seq(w, "records", records)
+        fields = check.str_seq(w, "fields", fields)
+        check.str_arg(w, "purpose", purpose)
+        check.str_arg(w, "reason", reason)
+        check.datetime_arg(w, "now", now)
+        if basis is not None:
+            check.instance(w, "basis", basis, Basis)
         return self._access.request_access(records, fields, purpose, reason, now=now, basis=basis)
 
-    def requests(self, status: str | None = "pending") -> list[RequestInfo]:
+    def requests(self, status: RequestStatus | None = "pending") -> list[RequestInfo]:
         """Access requests with ``status`` (``None`` for all); logged.
 
         Officers and admins see every request; staff see their own, with the
         decision and the officer's reason, so they learn why one was denied.
         """
+        w = self._live("Vault.requests")
+        check.choice(w, "status", status, REQUEST_STATUSES, optional=True)
         return self._access.requests(status)
 
     def approve(
@@ -444,14 +556,26 @@ class Vault:
         cap, a TTL above the maximum. The approval and a signed checkpoint are
         committed together; the checkpoint is then appended to the witness file.
         """
+        w = self._live("Vault.approve")
+        check.str_arg(w, "request_id", request_id)
+        check.timedelta_arg(w, "ttl", ttl)
+        check.int_arg(w, "uses", uses)
+        check.datetime_arg(w, "now", now)
         return self._access.approve(request_id, ttl=ttl, uses=uses, now=now)
 
     def deny(self, request_id: str, reason: str, *, now: datetime | None = None) -> None:
         """Officer: deny a pending request with a reason."""
+        w = self._live("Vault.deny")
+        check.str_arg(w, "request_id", request_id)
+        check.str_arg(w, "reason", reason)
+        check.datetime_arg(w, "now", now)
         self._access.deny(request_id, reason, now=now)
 
     def revoke(self, grant_id: str, *, now: datetime | None = None) -> None:
         """Officer: revoke a grant; later reads with its token are denied."""
+        w = self._live("Vault.revoke")
+        check.str_arg(w, "grant_id", grant_id)
+        check.datetime_arg(w, "now", now)
         self._access.revoke(grant_id, now=now)
 
     def read_with_grant(
@@ -469,14 +593,22 @@ class Vault:
         then decrypts. Any failure raises the opaque :class:`ApprovalInvalid`
         after logging a denied attempt with the reason.
         """
+        w = self._live("Vault.read_with_grant")
+        check.str_arg(w, "token", token)
+        records = check.opt_str_seq(w, "records", records)
+        fields = check.opt_str_seq(w, "fields", fields)
+        check.datetime_arg(w, "now", now)
         return self._access.read_with_grant(token, records, fields, now=now)
 
     def notices(self) -> dict[str, dict[str, str]]:
         """The register of published notices: version -> sha256, date, publisher."""
+        self._live("Vault.notices")
         return self._notices.notices()
 
     def notice_sha256(self, version: str) -> str:
         """The SHA-256 of a published notice version; refuse an unpublished one."""
+        w = self._live("Vault.notice_sha256")
+        check.str_arg(w, "version", version)
         return self._notices.notice_sha256(version)
 
     def publish_notice(
@@ -494,14 +626,22 @@ class Vault:
         The text must name every P-10 item, the refusal option and the
         responsible person's contact. Publishing is logged with the text's hash.
         """
+        w = self._live("Vault.publish_notice")
+        check.str_arg(w, "version", version)
+        check.instance(w, "text", text, bytes)
+        check.datetime_arg(w, "now", now)
+        check.instance(w, "non_substantive", non_substantive, bool)
         return self._notices.publish_notice(version, text, now=now, non_substantive=non_substantive)
 
     def health(self) -> list[tuple[str, str, str]]:
         """(check, ok|warn|fail, message) about users, keys and the provider, for doctor."""
+        self._live("Vault.health")
         return self._health.health()
 
     def checkpoint(self, *, now: datetime | None = None) -> str:
         """Officer or admin: sign a checkpoint of the whole log and witness it."""
+        w = self._live("Vault.checkpoint")
+        check.datetime_arg(w, "now", now)
         return self._audit.checkpoint(now=now)
 
     def backup(self, out: Path | str) -> dict[str, Any]:
@@ -510,6 +650,8 @@ class Vault:
         witness); safe while other commands run. See docs/operators.md."""
         from childvault.vault._backup import backup
 
+        w = self._live("Vault.backup")
+        out = check.path_arg(w, "out", out)
         self._session.require(
             ("officer", "admin"), "vault.backup", self._session.now(None), "backing up the vault"
         )
@@ -518,16 +660,22 @@ class Vault:
     def rebaseline(self, *, now: datetime | None = None) -> dict[str, Any]:
         """Officer: after restoring a backup, append a signed restore note to the
         witness (which entries were lost) so approvals resume; see docs/operators.md."""
+        w = self._live("Vault.rebaseline")
+        check.datetime_arg(w, "now", now)
         return self._audit.rebaseline(now=now)
 
     def verify_audit(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
         """Verify the whole log against its stored and witnessed checkpoints, then
         check that every registered user and custodian key was put there by a
         logged operation (an insider editing those tables directly is caught)."""
+        w = self._live("Vault.verify_audit")
+        check.callable_arg(w, "progress", progress)
         return self._audit.verify_audit(progress=progress)
 
     def audit_entries(self, *, record: str | None = None) -> Iterator[dict[str, Any]]:
         """Officer or admin: the log entries (optionally about one record), with hashes."""
+        w = self._live("Vault.audit_entries")
+        check.str_arg(w, "record", record, optional=True)
         return self._audit.audit_entries(record=record)
 
     def reconcile_vault_audit(
@@ -535,10 +683,15 @@ class Vault:
     ) -> dict[str, Any]:
         """Officer or admin, Vault mode: the Transit decrypts in Vault's file audit
         log that no childvault approval accounts for (``audit reconcile``)."""
+        w = self._live("Vault.reconcile_vault_audit")
+        vault_audit = check.path_arg(w, "vault_audit", vault_audit)
+        check.str_arg(w, "device", device)
+        check.datetime_arg(w, "now", now)
         return self._reconcile.reconcile(vault_audit, device=device, now=now)
 
     def signer_vkeys(self) -> list[str]:
         """Verifier keys (signed-note vkey form) of every checkpoint signer."""
+        self._live("Vault.signer_vkeys")
         return self._audit.signer_vkeys()
 
     def correct(
@@ -551,6 +704,11 @@ class Vault:
         salt destroyed). The log records that a correction happened, never the
         values. Returns the new field version.
         """
+        w = self._live("Vault.correct")
+        check.str_arg(w, "record_id", record_id)
+        check.str_arg(w, "field", field)
+        check.str_arg(w, "value", value)
+        check.datetime_arg(w, "now", now)
         return self._lifecycle.correct(record_id, field, value, now=now)
 
     def delete(
@@ -563,12 +721,21 @@ class Vault:
         destroys what it holds outside the database (Vault: the record's salts).
         ``reason`` stays in the tombstone only; the log gets the ``category``.
         """
+        w = self._live("Vault.delete")
+        check.str_arg(w, "record_id", record_id)
+        check.str_arg(w, "reason", reason)
+        check.str_arg(w, "category", category)
+        check.datetime_arg(w, "now", now)
         self._lifecycle.delete(record_id, reason, category=category, now=now)
 
     def withdraw_consent(
         self, record_id: str, *, reason: str = "consent withdrawn", now: datetime | None = None
     ) -> None:
         """Officer or admin: consent withdrawn, so the record is crypto-shredded (P-20)."""
+        w = self._live("Vault.withdraw_consent")
+        check.str_arg(w, "record_id", record_id)
+        check.str_arg(w, "reason", reason)
+        check.datetime_arg(w, "now", now)
         self._lifecycle.withdraw_consent(record_id, reason=reason, now=now)
 
     def update_consent(
@@ -580,27 +747,37 @@ class Vault:
         the officer's process decrypts for that purpose only; the check and the
         consent change are logged.
         """
+        w = self._live("Vault.update_consent")
+        check.str_arg(w, "record_id", record_id)
+        check.consent_arg(w, "consent", consent)
+        check.datetime_arg(w, "now", now)
         self._lifecycle.update_consent(record_id, consent, now=now)
 
     def consent_of(self, record_id: str) -> Consent:
         """The record's current consent."""
+        w = self._live("Vault.consent_of")
+        check.str_arg(w, "record_id", record_id)
         return self._lifecycle.consent_of(record_id)
 
-    def retention_sweep(
-        self, *, dry_run: bool = False, now: datetime | None = None
-    ) -> dict[str, Any]:
+    def retention_sweep(self, *, dry_run: bool = False, now: datetime | None = None) -> SweepReport:
         """Admin or officer: crypto-shred every record past its retention date (P-12).
 
         Also completes deletions whose provider-side destruction was interrupted.
         """
-        return self._lifecycle.retention_sweep(dry_run=dry_run, now=now)
+        w = self._live("Vault.retention_sweep")
+        check.bool_arg(w, "dry_run", dry_run)
+        check.datetime_arg(w, "now", now)
+        return SweepReport.from_json(self._lifecycle.retention_sweep(dry_run=dry_run, now=now))
 
-    def decommission(self, *, confirm: bool, now: datetime | None = None) -> dict[str, Any]:
+    def decommission(self, *, confirm: bool, now: datetime | None = None) -> DecommissionReport:
         """Admin: stop collection, shred every record, sign a final checkpoint (P-23).
 
         Writes ``decommission-report.json`` into the home (no child data).
         """
-        return self._lifecycle.decommission(confirm=confirm, now=now)
+        w = self._live("Vault.decommission")
+        check.bool_arg(w, "confirm", confirm)
+        check.datetime_arg(w, "now", now)
+        return DecommissionReport.from_json(self._lifecycle.decommission(confirm=confirm, now=now))
 
     def rotate_keys(
         self,
@@ -608,7 +785,7 @@ class Vault:
         progress: Callable[[int, int], None] | None = None,
         now: datetime | None = None,
         trim: bool = False,
-    ) -> dict[str, Any]:
+    ) -> RotationReport:
         """Rotate the key that wraps every record's keys; resumable.
 
         Local provider (an officer): a new custodian key pair is sealed to every
@@ -618,7 +795,12 @@ class Vault:
         inside Vault (no plaintext), then older key versions are retired, and
         with ``trim`` deleted from Vault (docs/vault.md, key rotation).
         """
-        return self._rotation.rotate_keys(progress=progress, now=now, trim=trim)
+        w = self._live("Vault.rotate_keys")
+        check.callable_arg(w, "progress", progress)
+        check.datetime_arg(w, "now", now)
+        check.bool_arg(w, "trim", trim)
+        report = self._rotation.rotate_keys(progress=progress, now=now, trim=trim)
+        return RotationReport.from_json(report)
 
     def prove_entry(self, seq: int, *, now: datetime | None = None) -> dict[str, Any]:
         """Officer or admin: an inclusion proof of log entry ``seq`` (``audit prove``).
@@ -629,6 +811,9 @@ class Vault:
         checks without the database: the entry as its exact canonical JSON
         text, its leaf hash, the RFC 6962 audit path and the signed checkpoint.
         """
+        w = self._live("Vault.prove_entry")
+        check.int_arg(w, "seq", seq)
+        check.datetime_arg(w, "now", now)
         return self._reports.prove_entry(seq, now=now)
 
     def subject_report(
@@ -650,6 +835,10 @@ class Vault:
         an officer completes the proofs with :meth:`complete_subject_report`.
         Check the result with :func:`verify_subject_report`.
         """
+        w = self._live("Vault.subject_report")
+        check.str_arg(w, "record_id", record_id)
+        check.str_arg(w, "token", token)
+        check.datetime_arg(w, "now", now)
         return self._reports.subject_report(record_id, token, now=now)
 
     def complete_subject_report(
@@ -663,6 +852,9 @@ class Vault:
         it. No field value is decrypted; the report's data is passed through
         unchanged, so its commitment still verifies.
         """
+        w = self._live("Vault.complete_subject_report")
+        check.mapping_arg(w, "report", report)
+        check.datetime_arg(w, "now", now)
         return self._reports.complete_subject_report(report, now=now)
 
     def incident_report(
@@ -684,6 +876,11 @@ class Vault:
         names only, no name or contact detail: those are read, like any data,
         through an approval. Logged as ``report.incident``.
         """
+        w = self._live("Vault.incident_report")
+        check.str_arg(w, "actor", actor)
+        check.datetime_arg(w, "since", since, optional=False)
+        check.datetime_arg(w, "until", until)
+        check.datetime_arg(w, "now", now)
         return self._reports.incident_report(actor, since, until, now=now)
 
     def export_anonymized(
@@ -707,6 +904,10 @@ class Vault:
         records and fields, no values) and committed before it is decrypted;
         a final entry records the counts. Memory holds only the class counts.
         """
+        w = self._live("Vault.export_anonymized")
+        out = check.path_arg(w, "out", out)
+        check.int_arg(w, "k", k)
+        check.datetime_arg(w, "now", now)
         return self._export.export_anonymized(out, k=k, now=now)
 
     def vault_gc(

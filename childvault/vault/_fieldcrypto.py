@@ -14,8 +14,16 @@ draws both and returns the key for the caller to wrap. The private
 from __future__ import annotations
 
 import nacl.bindings
-import nacl.exceptions
 import nacl.utils
+
+# PyNaCl's cffi module: the libsodium functions themselves. The wrappers in
+# nacl.bindings check their arguments with several Python calls and copy the
+# result twice, which cost ~9 us a field on large imports, four times the
+# cipher itself (docs/benchmarks.md, third round). The calls below check the
+# same lengths once, here; the known-answer vectors (tests/vectors) pin the
+# bytes, so a change in PyNaCl's internals cannot go unnoticed.
+from nacl._sodium import ffi as _ffi
+from nacl._sodium import lib as _lib
 
 from childvault.keys import DecryptionFailed, FieldKey
 
@@ -63,9 +71,19 @@ def _seal_from_parts(
     """
     if len(key) != _KEY or len(nonce) != _NONCE:
         raise ValueError("field key or nonce has the wrong length")
+    if not isinstance(plaintext, bytes):
+        raise TypeError("the field value must be bytes")
     ad = associated_data(vault_id, record_id, field, version)
-    ct = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, nonce, key)
-    return nonce + ct
+    size = len(plaintext)
+    # nonce || ciphertext || tag, written in place: one buffer, one copy out.
+    out = _ffi.new("unsigned char[]", _NONCE + size + _TAG)
+    _ffi.memmove(out, nonce, _NONCE)
+    rc = _lib.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        out + _NONCE, _ffi.NULL, plaintext, size, ad, len(ad), _ffi.NULL, nonce, key
+    )
+    if rc != 0:  # libsodium documents no failure here; never return a partial buffer
+        raise RuntimeError("XChaCha20-Poly1305 encryption failed")
+    return bytes(_ffi.buffer(out))
 
 
 def open_field(
@@ -75,9 +93,19 @@ def open_field(
     if key.version != version or len(sealed) < _NONCE + _TAG or len(key.key) != _KEY:
         raise DecryptionFailed(f"field {field} of {record_id}: version or length mismatch")
     ad = associated_data(vault_id, record_id, field, version)
-    try:
-        return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            sealed[_NONCE:], ad, sealed[:_NONCE], key.key
-        )
-    except nacl.exceptions.CryptoError as exc:
-        raise DecryptionFailed(f"field {field} of {record_id}: authentication failed") from exc
+    size = len(sealed) - _NONCE - _TAG
+    out = _ffi.new("unsigned char[]", max(size, 1))
+    rc = _lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
+        out,
+        _ffi.NULL,
+        _ffi.NULL,
+        sealed[_NONCE:],
+        size + _TAG,
+        ad,
+        len(ad),
+        sealed[:_NONCE],
+        bytes(key.key),
+    )
+    if rc != 0:
+        raise DecryptionFailed(f"field {field} of {record_id}: authentication failed")
+    return bytes(_ffi.buffer(out, size))

@@ -13,13 +13,22 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from childvault.keys import ConfigError, KeyProvider, LocalProvider
+from childvault.keys import ConfigError, KeyProvider, LocalProvider, UsageError, VaultSettings
 from childvault.vault._config import Config
 
-if TYPE_CHECKING:
-    from childvault.keys import VaultSettings
+
+def _check_credentials(where: str, token: object, approle: object) -> None:
+    """Types of a token / AppRole pair (fail fast, naming the argument)."""
+    if token is not None and not isinstance(token, str):
+        raise UsageError(f"{where}: 'token' must be a string or None")
+    if approle is not None and not (
+        isinstance(approle, tuple)
+        and len(approle) == 2
+        and all(isinstance(p, str) for p in approle)
+    ):
+        raise UsageError(f"{where}: 'approle' must be a (role_id, secret_id) pair of strings")
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,7 @@ class OpenBaoCredentials:
     approle: tuple[str, str] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        _check_credentials("OpenBaoCredentials", self.token, self.approle)
         if self.token is not None and self.approle is not None:
             raise ConfigError("give an OpenBao token or an AppRole login, not both")
 
@@ -79,6 +89,14 @@ class OpenBaoKeys:
     #: The ``provider`` name in ``config.json``.
     name: ClassVar[str] = "vault"
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.settings, VaultSettings):
+            raise UsageError(
+                "OpenBaoKeys: 'settings' must be a VaultSettings "
+                "(for a JSON object use OpenBaoKeys.from_mapping)"
+            )
+        _check_credentials("OpenBaoKeys", self.token, self.approle)
+
     @classmethod
     def from_config(cls, config: Config) -> OpenBaoKeys:
         """From a vault's ``config.json`` (no credentials: those come with ``Vault.open``)."""
@@ -87,8 +105,11 @@ class OpenBaoKeys:
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> OpenBaoKeys:
         """From the settings as a JSON object (``config.json``, ``VaultSettings.to_json``)."""
-        from childvault.keys import VaultSettings
-
+        if not isinstance(settings, Mapping):
+            raise UsageError(
+                "OpenBaoKeys.from_mapping: 'settings' must be a mapping (a parsed JSON "
+                "object), not " + type(settings).__name__
+            )
         return cls(VaultSettings.from_json(settings))
 
     @property

@@ -50,7 +50,7 @@ from childvault.vault._policy import (
 from childvault.vault._session import WRITERS, Session, new_id
 from childvault.vault._svc_audit import AuditService
 from childvault.vault._svc_notices import NoticeService
-from childvault.vault._time import iso, legal_today
+from childvault.vault._time import iso, legal_today, parse_iso
 from childvault.vault._types import ROLES, Approval, RequestInfo
 
 
@@ -345,7 +345,7 @@ class AccessService:
                 r.fields,
                 r.purpose,
                 r.reason,
-                r.created_at,
+                parse_iso(r.created_at),
                 r.status,
                 r.decided_by,
                 r.decision_reason,
@@ -445,7 +445,9 @@ class AccessService:
             with contextlib.suppress(ChildVaultError):
                 self.revoke(grant_id, now=moment)
             raise
-        return Approval(grant_id, req.id, req.requester, token, iso(moment + ttl), uses, note)
+        # The same instant as the token's expiry (stored with microseconds, as iso() writes).
+        expires = parse_iso(iso(moment + ttl))
+        return Approval(grant_id, req.id, req.requester, token, expires, uses, note)
 
     def _record_approval(
         self,

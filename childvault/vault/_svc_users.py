@@ -30,7 +30,7 @@ from childvault.vault._registrations import (
 )
 from childvault.vault._session import Session, signer_name
 from childvault.vault._statements import Envelope, TrustState
-from childvault.vault._time import iso
+from childvault.vault._time import iso, parse_iso
 from childvault.vault._types import ROLES, UserInfo
 
 
@@ -340,7 +340,7 @@ class UserService:
         return UserInfo(
             row.name,
             row.roles,
-            row.created_at,
+            parse_iso(row.created_at),
             _note.vkey(signer_name(self.s.vault_id, row.name), row.sign_key) if signs else None,
             can,
         )

@@ -24,9 +24,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import pyseto
-from pyseto import Key
-
 from childvault.keys import ApprovalInvalid, Identity
 from childvault.vault._time import iso, parse_iso
 
@@ -40,6 +37,8 @@ _FIELD = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 def paserk_pid(public_key: bytes) -> str:
     """PASERK ``k4.pid`` identifier of an Ed25519 public key."""
+    from pyseto import Key  # imported on use: pyseto is slow to import and most commands need none
+
     return str(Key.from_asymmetric_key_params(4, x=public_key).to_paserk_id())
 
 
@@ -184,6 +183,9 @@ def _time(obj: Mapping[str, Any], name: str) -> datetime:
 
 def verify(token: str, public_key: bytes) -> GrantClaims:
     """Verify the signature with ``public_key`` and parse the claims strictly."""
+    import pyseto  # imported on use: slow to import, and most commands verify no token
+    from pyseto import Key
+
     token = _check_shape(token)
     try:
         decoded = pyseto.decode(Key.from_asymmetric_key_params(4, x=public_key), token)

@@ -1,11 +1,18 @@
 """Value types returned by the public API. None of them holds a child's data,
 except :class:`ReadResult` values, which are returned only after an approved,
-logged read."""
+logged read.
+
+Times are aware :class:`datetime` values in UTC and days are :class:`date`
+values; ``to_json()`` gives them in the stored text form (RFC 3339 with
+microseconds and ``Z``, and ``YYYY-MM-DD``), as the command line prints them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
+
+from childvault.vault._time import iso
 
 ROLES = ("staff", "officer", "admin")
 
@@ -16,7 +23,7 @@ class UserInfo:
 
     name: str
     roles: tuple[str, ...]
-    created_at: str
+    created_at: datetime
     vkey: str | None
     #: For officers: whether they hold the current custodian key (can approve).
     can_approve: bool = False
@@ -26,7 +33,7 @@ class UserInfo:
         return {
             "name": self.name,
             "roles": list(self.roles),
-            "created_at": self.created_at,
+            "created_at": iso(self.created_at),
             "vkey": self.vkey,
             "can_approve": self.can_approve,
         }
@@ -39,11 +46,11 @@ class RecordInfo:
     id: str
     type: str
     version: int
-    created_at: str
+    created_at: datetime
     created_by: str
-    updated_at: str
+    updated_at: datetime
     purposes: tuple[str, ...]
-    retain_until: str
+    retain_until: date
     consent_by: str
     notice_version: str
     fields: tuple[str, ...]
@@ -55,11 +62,11 @@ class RecordInfo:
             "id": self.id,
             "type": self.type,
             "version": self.version,
-            "created_at": self.created_at,
+            "created_at": iso(self.created_at),
             "created_by": self.created_by,
-            "updated_at": self.updated_at,
+            "updated_at": iso(self.updated_at),
             "purposes": list(self.purposes),
-            "retain_until": self.retain_until,
+            "retain_until": self.retain_until.isoformat(),
             "consent_by": self.consent_by,
             "notice_version": self.notice_version,
             "fields": list(self.fields),
@@ -102,7 +109,7 @@ class RequestInfo:
     fields: tuple[str, ...]
     purpose: str
     reason: str
-    created_at: str
+    created_at: datetime
     status: str
     decided_by: str | None
     decision_reason: str | None
@@ -117,7 +124,7 @@ class RequestInfo:
             "fields": list(self.fields),
             "purpose": self.purpose,
             "reason": self.reason,
-            "created_at": self.created_at,
+            "created_at": iso(self.created_at),
             "status": self.status,
             "decided_by": self.decided_by,
             "decision_reason": self.decision_reason,
@@ -132,7 +139,7 @@ class Approval:
     request_id: str
     requester: str
     token: str = field(repr=False)
-    expires_at: str
+    expires_at: datetime
     uses: int
     checkpoint: str
 
@@ -142,7 +149,7 @@ class Approval:
             "grant_id": self.grant_id,
             "request_id": self.request_id,
             "requester": self.requester,
-            "expires_at": self.expires_at,
+            "expires_at": iso(self.expires_at),
             "uses": self.uses,
             "token": self.token,
             "checkpoint": self.checkpoint,

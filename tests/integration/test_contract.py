@@ -178,9 +178,9 @@ def test_withdrawal_and_retention_sweep(any_world: World) -> None:
         v.withdraw_consent(withdrawn)
     any_world.clock.advance(days=30)
     with any_world.open("admin") as v:
-        assert v.retention_sweep(dry_run=True)["records"] == [short]
+        assert v.retention_sweep(dry_run=True).records == (short,)
         report = v.retention_sweep()
-        assert report["records"] == [short]
+        assert report.records == (short,)
         v.verify_audit()
     with any_world.open("worker1") as v:
         assert [r.id for r in v.list_records()] == keep
@@ -192,7 +192,7 @@ def test_rotate_keeps_every_record_readable(any_world: World) -> None:
     rotator = "officer1" if any_world.provider == "local" else "admin"
     with any_world.open(rotator) as v:
         report = v.rotate_keys()
-    assert report["resealed"] == 4
+    assert report.resealed == 4
     with any_world.open("worker1") as v:
         more = add_children(v, 1)
     token = approve(any_world, ids + more, ("name",))

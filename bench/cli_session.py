@@ -1,0 +1,102 @@
+"""A command on an unlocked session: ``childvault list`` and ``childvault requests``.
+
+State: a local-provider vault holding ``cfg.session_records`` records (10,000
+in the quick and full presets), imported by the staff user, who then runs
+``childvault unlock`` once (a session agent holds the unlocked identity, so no
+command pays the Argon2id unlock). Each figure is the wall time of one whole
+command as a subprocess (start-up, opening the vault through the agent, the
+work, the output to a pipe), the console script installed next to the
+interpreter, ``cfg.cli_reps`` times after one warm-up, interleaved with
+``python -c pass``.
+
+The product's modules are byte-compiled first (``compileall``), as ``pip
+install`` does: without that, a run under ``PYTHONDONTWRITEBYTECODE`` would
+time the compiler instead of the command.
+
+- **list**: ``childvault list`` (every record's bookkeeping, logged).
+- **requests**: ``childvault requests --all`` (the user's requests, logged).
+- **floor**: ``python -c pass``, the interpreter's own start-up.
+"""
+
+from __future__ import annotations
+
+import compileall
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench._common import PASSPHRASES, Config, Figure, Result, build_template, loadavg, ratio
+from bench._common import write_csv as _write_csv
+from bench.cli_help import _script
+
+NAME = "cli_session"
+#: The target: a command on an unlocked session within 0.3 s.
+TARGET_MS = 300.0
+
+
+def _wall(cmd: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, capture_output=True, check=True, env=env)
+    return (time.perf_counter() - t0) * 1000
+
+
+def run(cfg: Config, sys_path: list[str] | None = None) -> Result:
+    import childvault
+
+    work = cfg.workdir / NAME
+    work.mkdir(parents=True, exist_ok=True)
+    tpl = build_template(work / "template" / "home")
+    home = tpl.copy(work / "home")
+    source = _write_csv(work / "records.csv", cfg.session_records)
+    with tpl.open(home, "worker1") as v:
+        v.import_file(source)
+    for package in [*(sys_path or []), str(Path(childvault.__file__).parent)]:
+        compileall.compile_dir(package, quiet=1)
+    env = dict(os.environ)
+    if sys_path:
+        env["PYTHONPATH"] = os.pathsep.join([*sys_path, env.get("PYTHONPATH", "")]).strip(
+            os.pathsep
+        )
+    env.update(
+        CHILDVAULT_HOME=str(home),
+        CHILDVAULT_USER="worker1",
+    )
+    script = _script()
+    unlock_env = {**env, "CHILDVAULT_PASSPHRASE": PASSPHRASES["worker1"]}
+    subprocess.run(
+        [*script, "unlock", "--for", "1h"], capture_output=True, check=True, env=unlock_env
+    )
+    try:
+        list_cmd = [*script, "list"]
+        req_cmd = [*script, "requests", "--all"]
+        py_cmd = [sys.executable, "-c", "pass"]
+        for cmd in (list_cmd, req_cmd, py_cmd):
+            _wall(cmd, env)
+        ls, rq, py = [], [], []
+        for _ in range(cfg.cli_reps):
+            ls.append(_wall(list_cmd, env))
+            rq.append(_wall(req_cmd, env))
+            py.append(_wall(py_cmd, env))
+    finally:
+        subprocess.run([*script, "lock"], capture_output=True, env=env)
+    n = f"{cfg.session_records:,}"
+    f_ls = Figure(
+        NAME, f"`childvault list`, session, {n} records", "ms", ls, higher_is_better=False
+    )
+    f_rq = Figure(
+        NAME,
+        f"`childvault requests --all`, session, {n} records",
+        "ms",
+        rq,
+        higher_is_better=False,
+    )
+    f_py = Figure(NAME, "`python -c pass` wall time", "ms", py, higher_is_better=False)
+    target = Figure(NAME, "target", "ms", [TARGET_MS], higher_is_better=False)
+    res = Result([f_ls, f_rq, f_py])
+    res.ratios.append(ratio(NAME, "list / 0.3 s", f_ls, target, at_most=1.0))
+    res.ratios.append(ratio(NAME, "requests / 0.3 s", f_rq, target, at_most=1.0))
+    res.ratios.append(ratio(NAME, "diagnostic: list / python -c pass", f_ls, f_py))
+    res.notes.append(f"commands: {' '.join(list_cmd)}; load average at the end: {loadavg()}")
+    return res

@@ -1,0 +1,148 @@
+"""Typed results of the public operations that used to return ``dict[str, Any]``.
+
+Each is a frozen dataclass with real types (dates as :class:`date`,
+timestamps as aware :class:`datetime` in UTC) and a ``to_json()`` that gives
+exactly the JSON object the command line prints with ``--json`` (unchanged
+from before, so scripts reading it keep working). The services still build
+the JSON form; ``from_json`` turns it into the typed result at the facade.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from childvault.vault._time import iso, parse_iso
+
+__all__ = ["DecommissionReport", "RotationReport", "SweepReport"]
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """Outcome of :meth:`Vault.retention_sweep`."""
+
+    #: Only listed, nothing shredded.
+    dry_run: bool
+    #: The day (UTC) against which retention dates were compared.
+    day: date
+    #: Ids of the records past their retention date (shredded unless ``dry_run``).
+    records: tuple[str, ...]
+    #: Earlier deletions whose provider-side destruction was completed now.
+    completed_pending: int
+
+    @property
+    def due(self) -> int:
+        """How many records were past their retention date."""
+        return len(self.records)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (``retention sweep --json``)."""
+        return {
+            "ok": True,
+            "dry_run": self.dry_run,
+            "day": self.day.isoformat(),
+            "due": self.due,
+            "records": list(self.records),
+            "completed_pending": self.completed_pending,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> SweepReport:
+        """From :meth:`to_json` output."""
+        return cls(
+            dry_run=bool(doc["dry_run"]),
+            day=date.fromisoformat(doc["day"]),
+            records=tuple(doc["records"]),
+            completed_pending=int(doc["completed_pending"]),
+        )
+
+
+@dataclass(frozen=True)
+class RotationReport:
+    """Outcome of :meth:`Vault.rotate_keys`."""
+
+    #: ``"local"`` or ``"vault"``.
+    provider: str
+    #: The key generation (local) or Transit key version (Vault) now in use.
+    generation: int
+    #: Records whose wrapped keys were resealed / rewrapped.
+    resealed: int
+    #: An interrupted rotation was completed.
+    resumed: bool
+    #: Local provider: the custodian generations destroyed (None for Vault).
+    destroyed_generations: tuple[int, ...] | None = None
+    #: Vault provider: whether older key versions were deleted (True) or only
+    #: retired (False); None for the local provider.
+    trimmed: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (``keys rotate --json``)."""
+        doc: dict[str, Any] = {
+            "ok": True,
+            "provider": self.provider,
+            "generation": self.generation,
+            "resealed": self.resealed,
+        }
+        if self.destroyed_generations is not None:
+            doc["destroyed_generations"] = list(self.destroyed_generations)
+        doc["resumed"] = self.resumed
+        if self.trimmed is not None:
+            doc["trimmed"] = self.trimmed
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> RotationReport:
+        """From :meth:`to_json` output."""
+        destroyed = doc.get("destroyed_generations")
+        trimmed = doc.get("trimmed")
+        return cls(
+            provider=str(doc["provider"]),
+            generation=int(doc["generation"]),
+            resealed=int(doc["resealed"]),
+            resumed=bool(doc["resumed"]),
+            destroyed_generations=None if destroyed is None else tuple(destroyed),
+            trimmed=None if trimmed is None else bool(trimmed),
+        )
+
+
+@dataclass(frozen=True)
+class DecommissionReport:
+    """Outcome of :meth:`Vault.decommission` (also written to ``decommission-report.json``)."""
+
+    vault_id: str
+    decommissioned_at: datetime
+    by: str
+    records_shredded: int
+    records_remaining: int
+    #: The final signed checkpoint (signed-note text).
+    final_checkpoint: str
+    witness: Path
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (``decommission --json`` and the report file)."""
+        return {
+            "ok": True,
+            "vault_id": self.vault_id,
+            "decommissioned_at": iso(self.decommissioned_at),
+            "by": self.by,
+            "records_shredded": self.records_shredded,
+            "records_remaining": self.records_remaining,
+            "final_checkpoint": self.final_checkpoint,
+            "witness": str(self.witness),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> DecommissionReport:
+        """From :meth:`to_json` output."""
+        return cls(
+            vault_id=str(doc["vault_id"]),
+            decommissioned_at=parse_iso(doc["decommissioned_at"]),
+            by=str(doc["by"]),
+            records_shredded=int(doc["records_shredded"]),
+            records_remaining=int(doc["records_remaining"]),
+            final_checkpoint=str(doc["final_checkpoint"]),
+            witness=Path(doc["witness"]),
+        )
