@@ -917,7 +917,11 @@ class Vault:
         deleted) accounts for and that are older than ``grace``; with ``destroy``
         they are destroyed like shredded salts and the destruction is logged
         (``vault gc``; docs/vault.md)."""
-        # Imported here so this addition stays one block (merged by the lead).
+        w = self._live("Vault.vault_gc")
+        check.timedelta_arg(w, "grace", grace, optional=False)
+        check.bool_arg(w, "destroy", destroy)
+        check.datetime_arg(w, "now", now)
+        # Imported here: only Vault-mode administration needs it.
         from childvault.vault._svc_vaultgc import VaultGcService
 
         return VaultGcService(self._session).gc(grace=grace, destroy=destroy, now=now)
@@ -926,10 +930,14 @@ class Vault:
 
     def cosign(self, request_id: str, *, now: datetime | None = None) -> None:
         """Officer: co-sign a legal-obligation request (the first of the two officers)."""
+        w = self._live("Vault.cosign")
+        check.str_arg(w, "request_id", request_id)
+        check.datetime_arg(w, "now", now)
         self._access.cosign(request_id, now=now)
 
     def transfers(self, *, now: datetime | None = None) -> list[dict[str, Any]]:
         """Officer or admin: reads that handed data to another organisation (P-17); logged."""
+        check.datetime_arg(self._live("Vault.transfers"), "now", now)
         return self._access.transfers(now=now)
 
     def rights_open(
@@ -943,6 +951,13 @@ class Vault:
         now: datetime | None = None,
     ) -> dict[str, Any]:
         """Officer: register a child's or guardian's request (查询/更正/删除/异议)."""
+        w = self._live("Vault.rights_open")
+        check.str_arg(w, "kind", kind)
+        check.str_arg(w, "record_id", record_id)
+        check.str_arg(w, "requester", requester)
+        check.date_arg(w, "received", received)
+        check.bool_arg(w, "identity_checked", identity_checked)
+        check.datetime_arg(w, "now", now)
         return RightsService(self._session).open(
             kind,
             record_id,
@@ -956,36 +971,57 @@ class Vault:
         self, rights_id: str, outcome: str, *, now: datetime | None = None
     ) -> dict[str, Any]:
         """Officer: close a rights request with its outcome."""
+        w = self._live("Vault.rights_close")
+        check.str_arg(w, "rights_id", rights_id)
+        check.str_arg(w, "outcome", outcome)
+        check.datetime_arg(w, "now", now)
         return RightsService(self._session).close(rights_id, outcome, now=now)
 
     def rights_list(self, *, now: datetime | None = None) -> list[dict[str, Any]]:
         """Officer or admin: the rights register, overdue requests marked; logged."""
+        check.datetime_arg(self._live("Vault.rights_list"), "now", now)
         return RightsService(self._session).list(now=now)
 
     def incident_open(
         self, kind: str, discovered: datetime, *, now: datetime | None = None
     ) -> dict[str, Any]:
         """Officer: register an incident (leak, damage or loss)."""
+        w = self._live("Vault.incident_open")
+        check.str_arg(w, "kind", kind)
+        check.datetime_arg(w, "discovered", discovered, optional=False)
+        check.datetime_arg(w, "now", now)
         return IncidentService(self._session).open(kind, discovered, now=now)
 
     def incident_add_records(
         self, incident_id: str, records: Sequence[str], *, now: datetime | None = None
     ) -> dict[str, Any]:
         """Officer: add affected records to an open incident."""
+        w = self._live("Vault.incident_add_records")
+        check.str_arg(w, "incident_id", incident_id)
+        records = check.str_seq(w, "records", records)
+        check.datetime_arg(w, "now", now)
         return IncidentService(self._session).add_records(incident_id, records, now=now)
 
     def incident_notify(
         self, incident_id: str, audience: str, *, now: datetime | None = None
     ) -> dict[str, Any]:
         """Officer: record that the guardians or the authority were notified."""
+        w = self._live("Vault.incident_notify")
+        check.str_arg(w, "incident_id", incident_id)
+        check.str_arg(w, "audience", audience)
+        check.datetime_arg(w, "now", now)
         return IncidentService(self._session).notify(incident_id, audience, now=now)
 
     def incident_close(self, incident_id: str, *, now: datetime | None = None) -> dict[str, Any]:
         """Officer: close an incident reported to the authority."""
+        w = self._live("Vault.incident_close")
+        check.str_arg(w, "incident_id", incident_id)
+        check.datetime_arg(w, "now", now)
         return IncidentService(self._session).close(incident_id, now=now)
 
     def incidents(self, *, now: datetime | None = None) -> list[dict[str, Any]]:
         """Officer or admin: the incident register; logged."""
+        check.datetime_arg(self._live("Vault.incidents"), "now", now)
         return IncidentService(self._session).list(now=now)
 
     def cosign_decommission(
@@ -993,7 +1029,10 @@ class Vault:
     ) -> dict[str, Any]:
         """Officer: co-sign decommissioning, first writing the guardian contact list
         (sealed to this officer) to ``contacts`` for the P-23 notice."""
-        return self._lifecycle.cosign_decommission(Path(contacts), now=now)
+        w = self._live("Vault.cosign_decommission")
+        path = check.path_arg(w, "contacts", contacts)
+        check.datetime_arg(w, "now", now)
+        return self._lifecycle.cosign_decommission(path, now=now)
 
     @classmethod
     def connect(

@@ -43,4 +43,4 @@ def test_cosign_writes_the_contact_list_only_the_officer_can_open(
     with pytest.raises(DecryptionFailed):  # another officer cannot open it
         world.ids["officer2"].unseal(raw)
     with world.open("admin") as v:
-        assert v.decommission(confirm=True)["records_shredded"] == 2
+        assert v.decommission(confirm=True).records_shredded == 2

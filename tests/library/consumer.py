@@ -149,6 +149,10 @@ def lifecycle(home: Path, zhang: Identity, clock: FakeClock) -> None:
         rotation: RotationReport = v.rotate_keys()
         assert rotation.generation == 2 and rotation.trimmed is None
     clock.advance(days=11)
+    with Vault.open(home, identity=zhang, clock=clock) as v:
+        # Decommissioning needs an officer's co-signature, which first writes
+        # the guardian contact list sealed to that officer (P-23).
+        v.cosign_decommission(home.parent / "contacts.bin")
     admin = Identity.unlock(home, "admin", PASSPHRASES["admin"])
     with Vault.open(home, identity=admin, clock=clock) as v:
         sweep: SweepReport = v.retention_sweep(dry_run=True)
