@@ -595,6 +595,7 @@ class Vault:
         progress: Callable[[int, int], None] | None = None,
         now: datetime | None = None,
         trim: bool = False,
+        rekey: bool = False,
     ) -> dict[str, Any]:
         """Rotate the key that wraps every record's keys; resumable.
 
@@ -604,8 +605,10 @@ class Vault:
         (an admin): the Transit key is rotated, every wrapped key is rewrapped
         inside Vault (no plaintext), then older key versions are retired, and
         with ``trim`` deleted from Vault (docs/vault.md, key rotation).
+        ``rekey`` (local provider): then re-encrypt every live field under a new
+        field key, so earlier approval tokens open nothing stored from then on.
         """
-        return self._rotation.rotate_keys(progress=progress, now=now, trim=trim)
+        return self._rotation.rotate_keys(progress=progress, now=now, trim=trim, rekey=rekey)
 
     def prove_entry(self, seq: int, *, now: datetime | None = None) -> dict[str, Any]:
         """Officer or admin: an inclusion proof of log entry ``seq`` (``audit prove``).
