@@ -104,6 +104,10 @@ class RecordHeads:
 
 # One cache per open session: approvals and reads resume from the last scan.
 _CACHE: weakref.WeakKeyDictionary[Session, RecordHeads] = weakref.WeakKeyDictionary()
+#: The log size of the session's last save of its record heads.
+_SAVED_AT: weakref.WeakKeyDictionary[Session, int] = weakref.WeakKeyDictionary()
+#: Save the record heads at least every this many log entries, changed or not.
+_SAVE_EVERY = 10_000
 
 
 def _message(vault_id: str, size: int, head: bytes, raw: bytes) -> bytes:
@@ -147,9 +151,13 @@ def _still_prefix(db: Backend, start: RecordHeads) -> bool:
     return at is not None and at[1] == start.head
 
 
-def _scan(db: Backend, state: TrustState, start: RecordHeads, size: int) -> RecordHeads:
-    """Continue ``start`` over the entries up to ``size``, checking the chain as it goes."""
+def _scan(
+    db: Backend, state: TrustState, start: RecordHeads, size: int
+) -> tuple[RecordHeads, bool]:
+    """Continue ``start`` over the entries up to ``size``, checking the chain as it goes;
+    also say whether any record's head changed."""
     heads = {r: Head(h.seq, h.digest, h.first, h.deleted) for r, h in start.heads.items()}
+    changed = False
     expected, prev = start.size, start.head
     for rows in db.audit.pages(start.size):
         for raw in rows:
@@ -161,18 +169,19 @@ def _scan(db: Backend, state: TrustState, start: RecordHeads, size: int) -> Reco
             obj = _audit.decode_entry(entry)
             if obj.get("prev") != (None if prev is None else prev.hex()):
                 raise IntegrityError(f"log entry {seq} does not link to entry {seq - 1}")
-            _note(heads, state, seq, obj)
+            changed = _note(heads, state, seq, obj) or changed
             expected, prev = seq + 1, digest
         if expected >= size:
             break
     if expected != size:
         raise IntegrityError(f"log entry {expected} is missing")
-    return RecordHeads(heads, expected, prev)
+    return RecordHeads(heads, expected, prev), changed
 
 
-def _note(heads: dict[str, Head], state: TrustState, seq: int, obj: Mapping[str, Any]) -> None:
+def _note(heads: dict[str, Head], state: TrustState, seq: int, obj: Mapping[str, Any]) -> bool:
+    """Apply one verified entry to ``heads``; return whether it changed a record's head."""
     if obj.get("outcome") != "ok":
-        return
+        return False
     detail = obj.get("detail")
     records = obj.get("records") or []
     named = detail.get(RECORD_STATEMENT) if isinstance(detail, dict) else None
@@ -182,7 +191,8 @@ def _note(heads: dict[str, Head], state: TrustState, seq: int, obj: Mapping[str,
         heads[rid] = Head(seq, named, seq if found is None else found.first)
         if found is not None:
             heads[rid].deleted = found.deleted
-    elif obj.get("action") == "record.delete":
+        return True
+    if obj.get("action") == "record.delete":
         actor = obj.get("actor")
         # Only a deletion logged (and signed: the trust replay checked the actor's
         # signature) by an officer or admin counts; a staff member's entry does not.
@@ -193,6 +203,8 @@ def _note(heads: dict[str, Head], state: TrustState, seq: int, obj: Mapping[str,
                     heads[str(rid)] = Head(seq, "", seq, seq)
                 else:
                     found.deleted = seq
+            return True
+    return False
 
 
 def record_heads(s: Session) -> tuple[TrustState, RecordHeads] | None:
@@ -208,11 +220,17 @@ def record_heads(s: Session) -> tuple[TrustState, RecordHeads] | None:
     start = _CACHE.get(s) or _load_saved(s)
     if start is None or start.size > verified.size or not _still_prefix(s.db, start):
         start = RecordHeads()
-    done = start if start.size == verified.size else _scan(s.db, state, start, verified.size)
+    done, changed = (
+        (start, False) if start.size == verified.size else _scan(s.db, state, start, verified.size)
+    )
     if done.head != verified.head:
         raise IntegrityError("the audit log changed while it was being verified; try again")
-    if done.size != start.size:
+    saved = _SAVED_AT.get(s, start.size)
+    if changed or done.size - saved >= _SAVE_EVERY:
+        # Re-signing the whole map costs in proportion to the records: only when a
+        # record changed, or the log grew enough that a rescan would cost more.
         _save(s, done)
+        _SAVED_AT[s] = done.size
     _CACHE[s] = done
     return state, done
 
@@ -311,6 +329,7 @@ def sign_version(
             keyblob=keyblob,
         ),
         [s.me],
+        plain=True,
     )
 
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import re
@@ -57,7 +58,7 @@ import nacl.signing
 import rfc8785
 
 from childvault.keys._errors import IntegrityError, UsageError
-from childvault.vault._audit import canonical
+from childvault.vault._audit import canonical, canonical_plain
 
 PAYLOAD_TYPE = "application/vnd.childvault.statement.v1+json"
 #: Largest envelope accepted, in bytes of JSON (a record statement of a big schema is ~4 KiB).
@@ -145,11 +146,21 @@ class Envelope:
 
     def to_bytes(self) -> bytes:
         """Canonical JSON bytes of the envelope (what is stored and hashed)."""
-        return canonical(self.to_json())
+        return self._bytes
+
+    @functools.cached_property
+    def _bytes(self) -> bytes:
+        # Only ASCII keys, base64 and user names (validated): the plain encoder's
+        # bytes are RFC 8785's. Cached: an import hashes and stores each once.
+        return canonical_plain(self.to_json())
 
     def digest(self) -> str:
         """SHA-256 (hex) of :meth:`to_bytes`: how log entries refer to a statement."""
-        return hashlib.sha256(self.to_bytes()).hexdigest()
+        return self._digest
+
+    @functools.cached_property
+    def _digest(self) -> str:
+        return hashlib.sha256(self._bytes).hexdigest()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Envelope:
@@ -196,11 +207,18 @@ def _b64(value: object, what: str, limit: int) -> bytes:
         raise _bad(f"{what} is not base64") from exc
 
 
-def sign(statement: Mapping[str, Any], signers: Sequence[Signer]) -> Envelope:
-    """Canonicalise ``statement`` and sign it by each of ``signers``, in order."""
+def sign(
+    statement: Mapping[str, Any], signers: Sequence[Signer], *, plain: bool = False
+) -> Envelope:
+    """Canonicalise ``statement`` and sign it by each of ``signers``, in order.
+
+    ``plain``: the statement holds only strings, small integers, lists and dicts
+    with ASCII keys (a :func:`record_statement`), so the type check of
+    :func:`canonical` is skipped (one statement per imported record).
+    """
     if not signers:
         raise UsageError("a statement needs at least one signer")
-    payload = canonical(dict(statement))
+    payload = canonical_plain(dict(statement)) if plain else canonical(dict(statement))
     message = pae(PAYLOAD_TYPE, payload)
     return Envelope(payload, tuple((s.name, s.sign(message)) for s in signers))
 

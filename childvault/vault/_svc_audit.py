@@ -463,7 +463,7 @@ def _parse_head(head: dict[str, Any], vault_id: str) -> tuple[int, bytes, str, b
         raise ValueError("vault")
     size = _head_size(head)
     digest = bytes.fromhex(str(head["hash"]))
-    if size < 1 or len(digest) != 32 or not isinstance(head["signer"], str):
+    if not 1 <= size < 1 << 53 or len(digest) != 32 or not isinstance(head["signer"], str):
         raise ValueError("size or hash")
     return size, digest, head["signer"], unb64(str(head["sig"]))
 
