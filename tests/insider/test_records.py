@@ -10,6 +10,7 @@ the approval or read refuses (exit 4, logged) and that nothing was decrypted.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -275,3 +276,37 @@ def test_rekey_does_not_launder_a_forged_record(world: World) -> None:
     req = _request(world, ids[:1])
     with world.open("officer2") as v, pytest.raises(IntegrityError, match=ids[0]):
         v.approve(req)
+
+
+def test_a_read_head_in_another_readers_name_is_refused(world: World) -> None:
+    """A witness line claiming officer1 read at some size, signed by worker2."""
+    import base64
+
+    from childvault.vault import _svc_audit
+
+    with world.open("worker1") as v:
+        add_children(v, 1)
+        vault_id = v._session.vault_id
+        size, last = v._session.db.audit.head()
+    assert last is not None
+    head = {"vault": vault_id, "size": size, "hash": last.hex(), "signer": "officer1", "at": "x"}
+    sig = world.ids["worker2"].sign(_svc_audit._head_message(head))
+    line = {"head": {**head, "sig": base64.b64encode(sig).decode()}}
+    with world.witness.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line) + "\n")
+    with world.open("admin") as v, pytest.raises(IntegrityError, match="not signed by 'officer1'"):
+        v.verify_audit()
+
+
+def test_cli_keys_rotate_rekey(world: World) -> None:
+    from tests.test_cli import js, run
+
+    with world.open("worker1") as v:
+        add_children(v, 2)
+    r = run(world, "officer1", "--json", "keys", "rotate", "--rekey")
+    assert r.exit_code == 0, r.output
+    assert js(r)["rekeyed"] == 2 and js(r)["generation"] == 2
+    r = run(world, "officer1", "keys", "rotate", "--rekey")
+    assert r.exit_code == 0 and "2 record(s) re-encrypted" in r.output
+    r = run(world, "officer1", "--json", "keys", "rotate")
+    assert r.exit_code == 0 and "rekeyed" not in js(r)
