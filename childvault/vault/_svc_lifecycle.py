@@ -302,6 +302,14 @@ class LifecycleService:
             },
         )
         with self.s.db.transaction():
+            now_row = self.s.db.records.get(record_id)
+            if (
+                now_row is None
+                or now_row.version != row.version
+                or self.s.db.records.keyblob(record_id) != blob
+            ):
+                # What the officer signed must be what is stored: no correction between.
+                raise UsageError(f"record {record_id} changed meanwhile; record the consent again")
             self.s.db.records.update(
                 record_id, version=row.version, updated_at=iso(moment), consent=checked.to_json()
             )
