@@ -280,9 +280,12 @@ def test_report_refused_when_an_edit_recomputes_the_hash(
             v.verify_audit()
         with pytest.raises(IntegrityError, match=f"entry {seq + 1} does not link"):
             v.checkpoint()
-        token = grant(world, [rid], ("name", "address"), requester="officer2")
-        with pytest.raises(IntegrityError):
-            v.subject_report(rid, token)
+        # Issue 12: an approval now checks its records against the log's latest
+        # record statements, walking the chain from the approving officer's own
+        # saved point (before the edit here), so the approval itself refuses
+        # and no token for a report over the edited log is issued.
+        with pytest.raises(IntegrityError, match=f"entry {seq + 1} does not link"):
+            grant(world, [rid], ("name", "address"), requester="officer2")
 
 
 def _rewrite_log(world: World, seq: int) -> None:

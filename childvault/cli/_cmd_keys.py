@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from childvault.cli._context import Ctx, pass_ctx, progress_bar, setup_vault_server
+from childvault.cli._context import Ctx, _, pass_ctx, progress_bar, setup_vault_server
 
 
 @click.group()
@@ -31,13 +31,26 @@ def keys_share(c: Ctx, name: str) -> None:
     help="Vault: also delete the older Transit key versions from the server, so they "
     "cannot be re-enabled (the local provider always destroys the old key).",
 )
+@click.option(
+    "--rekey",
+    is_flag=True,
+    help="Local: also re-encrypt every stored value under a new field key, so approval "
+    "tokens issued before open nothing stored (or backed up) from now on.",
+)
 @pass_ctx
-def keys_rotate(c: Ctx, trim: bool) -> None:
+def keys_rotate(c: Ctx, trim: bool, rekey: bool) -> None:
     """Rotate the key wrapping every record's keys; resumable (local: officer; Vault: admin)."""
     v = c.open()
     with progress_bar(c, "Rewrapping") as progress:
-        report = v.rotate_keys(progress=progress, trim=trim)
-    c.emit(report.to_json(), rotate_message(report.to_json()))
+        report = v.rotate_keys(progress=progress, trim=trim, rekey=rekey)
+    doc = report.to_json()
+    message = rotate_message(doc)
+    if report.rekeyed is not None:
+        message += " " + _(
+            "{n} record(s) re-encrypted under new field keys: earlier approval tokens open "
+            "none of them."
+        ).format(n=report.rekeyed)
+    c.emit(doc, message)
 
 
 def rotate_message(report: Mapping[str, Any]) -> str:

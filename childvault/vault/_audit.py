@@ -68,6 +68,8 @@ ACTIONS = frozenset(
         "vault.backup",
         "notice.publish",
         "vault.gc",
+        # A record version re-signed by the officer who re-wrapped its keys (issue 12).
+        "record.resign",
     }
 )
 OUTCOMES = frozenset({"ok", "denied", "error"})
@@ -157,6 +159,14 @@ def canonical(obj: Any) -> bytes:
         except UnicodeEncodeError:
             pass  # a lone surrogate: rfc8785 raises its own error
     return bytes(rfc8785.dumps(obj))
+
+
+def canonical_plain(obj: Any) -> bytes:
+    """:func:`canonical` without its type check, for objects the caller built from
+    strings, small integers, lists and dicts with ASCII keys only (signed
+    statements and their envelopes, one per imported record). For those the
+    :mod:`json` encoder's bytes are RFC 8785's (see :func:`canonical`)."""
+    return _FAST_DUMPS(obj).encode("utf-8")
 
 
 def append(log: AuditRepo, events: Sequence[Event], now: datetime) -> list[int]:
@@ -273,8 +283,27 @@ def read_witness(path: Path) -> list[str]:
 
     Read line by line with a bound on each line, and only from a regular file:
     a witness path naming a device, a FIFO or a file with a gigantic line is
-    refused (never read without end).
+    refused (never read without end). Read heads (``{"head": ...}`` lines,
+    :func:`read_witness_heads`) are skipped here.
     """
+    return [str(doc["note"]) for doc in witness_lines(path) if "note" in doc]
+
+
+def read_witness_heads(path: Path) -> list[dict[str, Any]]:
+    """The read heads in a witness file: ``{"head": {...}}`` lines, in order.
+
+    A reader appends one before decrypting (issue 12, attack 7): the log's size
+    and last entry hash after their read entry, signed by the reader. Each is
+    returned unverified (the caller checks the signature and the log).
+    """
+    heads = [doc["head"] for doc in witness_lines(path) if "head" in doc]
+    if not all(isinstance(h, dict) for h in heads):
+        raise IntegrityError(f"witness file {path} holds a damaged read head")
+    return heads
+
+
+def witness_lines(path: Path) -> list[dict[str, Any]]:
+    """Every line of a witness file as an object with exactly one of ``note``, ``head``."""
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):
@@ -284,7 +313,7 @@ def read_witness(path: Path) -> list[str]:
         return []
     except OSError as exc:
         raise IntegrityError(f"cannot read the witness file {path}: {exc.strerror}") from exc
-    notes: list[str] = []
+    lines: list[dict[str, Any]] = []
     number = 0
     with fh:
         while True:
@@ -295,7 +324,7 @@ def read_witness(path: Path) -> list[str]:
                     f"cannot read the witness file {path}: {exc.strerror}"
                 ) from exc
             if not line:
-                return notes
+                return lines
             number += 1
             if not line.strip():
                 continue
@@ -303,6 +332,11 @@ def read_witness(path: Path) -> list[str]:
                 if len(line) > MAX_WITNESS_LINE:
                     raise ValueError("line too long")
                 doc = json.loads(line)
+                if not isinstance(doc, dict):
+                    raise TypeError("line")
+                if "head" in doc and "note" not in doc:
+                    lines.append({"head": doc["head"]})
+                    continue
                 note = doc["note"]
                 if not isinstance(note, str):
                     raise TypeError("note")
@@ -310,7 +344,7 @@ def read_witness(path: Path) -> list[str]:
                 raise IntegrityError(
                     f"witness file {path} line {number} is damaged (tampering or a partial write)"
                 ) from exc
-            notes.append(note)
+            lines.append({"note": note})
 
 
 # The grammar of the entries this library writes (RFC 8785 bytes of the object

@@ -785,6 +785,7 @@ class Vault:
         progress: Callable[[int, int], None] | None = None,
         now: datetime | None = None,
         trim: bool = False,
+        rekey: bool = False,
     ) -> RotationReport:
         """Rotate the key that wraps every record's keys; resumable.
 
@@ -794,12 +795,15 @@ class Vault:
         (an admin): the Transit key is rotated, every wrapped key is rewrapped
         inside Vault (no plaintext), then older key versions are retired, and
         with ``trim`` deleted from Vault (docs/vault.md, key rotation).
+        ``rekey`` (local provider): then re-encrypt every live field under a new
+        field key, so earlier approval tokens open nothing stored from then on.
         """
         w = self._live("Vault.rotate_keys")
         check.callable_arg(w, "progress", progress)
         check.datetime_arg(w, "now", now)
         check.bool_arg(w, "trim", trim)
-        report = self._rotation.rotate_keys(progress=progress, now=now, trim=trim)
+        check.bool_arg(w, "rekey", rekey)
+        report = self._rotation.rotate_keys(progress=progress, now=now, trim=trim, rekey=rekey)
         return RotationReport.from_json(report)
 
     def prove_entry(self, seq: int, *, now: datetime | None = None) -> dict[str, Any]:

@@ -77,6 +77,9 @@ class RotationReport:
     #: Vault provider: whether older key versions were deleted (True) or only
     #: retired (False); None for the local provider.
     trimmed: bool | None = None
+    #: With ``rekey``: the records whose fields were re-encrypted under new
+    #: field keys (None when not asked for).
+    rekeyed: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON form (``keys rotate --json``)."""
@@ -91,6 +94,8 @@ class RotationReport:
         doc["resumed"] = self.resumed
         if self.trimmed is not None:
             doc["trimmed"] = self.trimmed
+        if self.rekeyed is not None:
+            doc["rekeyed"] = self.rekeyed
         return doc
 
     @classmethod
@@ -105,6 +110,7 @@ class RotationReport:
             resumed=bool(doc["resumed"]),
             destroyed_generations=None if destroyed is None else tuple(destroyed),
             trimmed=None if trimmed is None else bool(trimmed),
+            rekeyed=None if doc.get("rekeyed") is None else int(doc["rekeyed"]),
         )
 
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import re
@@ -57,6 +58,7 @@ import nacl.signing
 import rfc8785
 
 from childvault.keys._errors import IntegrityError, UsageError
+from childvault.vault._audit import canonical, canonical_plain
 
 PAYLOAD_TYPE = "application/vnd.childvault.statement.v1+json"
 #: Largest envelope accepted, in bytes of JSON (a record statement of a big schema is ~4 KiB).
@@ -121,7 +123,7 @@ class Envelope:
             raise _bad("the payload is not JSON") from exc
         if not isinstance(obj, dict):
             raise _bad("the payload is not an object")
-        if bytes(rfc8785.dumps(obj)) != self.payload:
+        if canonical(obj) != self.payload:
             # One statement, one byte string: no re-encodings with other meanings.
             raise _bad("the payload is not in canonical form")
         return obj
@@ -144,11 +146,21 @@ class Envelope:
 
     def to_bytes(self) -> bytes:
         """Canonical JSON bytes of the envelope (what is stored and hashed)."""
-        return bytes(rfc8785.dumps(self.to_json()))
+        return self._bytes
+
+    @functools.cached_property
+    def _bytes(self) -> bytes:
+        # Only ASCII keys, base64 and user names (validated): the plain encoder's
+        # bytes are RFC 8785's. Cached: an import hashes and stores each once.
+        return canonical_plain(self.to_json())
 
     def digest(self) -> str:
         """SHA-256 (hex) of :meth:`to_bytes`: how log entries refer to a statement."""
-        return hashlib.sha256(self.to_bytes()).hexdigest()
+        return self._digest
+
+    @functools.cached_property
+    def _digest(self) -> str:
+        return hashlib.sha256(self._bytes).hexdigest()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Envelope:
@@ -195,11 +207,18 @@ def _b64(value: object, what: str, limit: int) -> bytes:
         raise _bad(f"{what} is not base64") from exc
 
 
-def sign(statement: Mapping[str, Any], signers: Sequence[Signer]) -> Envelope:
-    """Canonicalise ``statement`` and sign it by each of ``signers``, in order."""
+def sign(
+    statement: Mapping[str, Any], signers: Sequence[Signer], *, plain: bool = False
+) -> Envelope:
+    """Canonicalise ``statement`` and sign it by each of ``signers``, in order.
+
+    ``plain``: the statement holds only strings, small integers, lists and dicts
+    with ASCII keys (a :func:`record_statement`), so the type check of
+    :func:`canonical` is skipped (one statement per imported record).
+    """
     if not signers:
         raise UsageError("a statement needs at least one signer")
-    payload = bytes(rfc8785.dumps(dict(statement)))
+    payload = canonical_plain(dict(statement)) if plain else canonical(dict(statement))
     message = pae(PAYLOAD_TYPE, payload)
     return Envelope(payload, tuple((s.name, s.sign(message)) for s in signers))
 
@@ -595,7 +614,9 @@ def record_statement(
 
 
 def _digest(obj: Mapping[str, Any]) -> str:
-    return hashlib.sha256(rfc8785.dumps(dict(obj))).hexdigest()
+    # The log's canonicaliser: RFC 8785's exact bytes, with a fast path for plain
+    # values (one statement per imported record: docs/benchmarks.md, trust cost).
+    return hashlib.sha256(canonical(dict(obj))).hexdigest()
 
 
 def verify_record(
@@ -610,13 +631,20 @@ def verify_record(
     metadata: Mapping[str, str],
     fields: Iterable[tuple[str, int, bytes]],
     keyblob: bytes,
+    first: bool | None = None,
 ) -> RecordVersion:
     """Check that the stored rows of a record version are what its writer signed.
 
     ``written_at`` is the log position of the entry that wrote this version:
     the signer must then have been an active staff member or officer (an
     officer for any version after the first: corrections and consent changes).
-    Raises :class:`IntegrityError` naming what disagrees.
+    ``first``: whether the log shows this statement as the record's first one.
+    Only a first statement (version 1) may be signed by staff; every later one
+    (a correction, a consent change, a re-signing after a key rotation) needs
+    an officer, or an admin (the Vault provider's server-side rotation is run
+    by an admin). Without ``first``, version 1 counts as the first. This is
+    what stops a staff member from logging a fresh "version 1" of someone
+    else's record. Raises :class:`IntegrityError` naming what disagrees.
     """
     obj = envelope.statement()
     _keys(
@@ -633,7 +661,10 @@ def verify_record(
         and state.users[name].key_from <= written_at
         and envelope.signed_by(state.users[name].sign_key)
     } | _signed_with_retired_key(envelope, state, written_at)
-    roles = ("staff", "officer") if version == 1 else ("officer",)
+    is_first = version == 1 if first is None else first
+    if is_first and version != 1:
+        raise IntegrityError(f"record {record}'s first signed statement is not version 1")
+    roles = ("staff", "officer") if is_first else ("officer", "admin")
     writers = sorted(s for s in signers if any(state.was_active(s, r, written_at) for r in roles))
     if not writers:
         raise IntegrityError(

@@ -33,6 +33,7 @@ from childvault.keys import (
 )
 from childvault.keys._encoding import b64, check_hex_id, is_hex_id, unb64
 from childvault.vault import _audit, _tokens
+from childvault.vault import _record_trust as record_trust
 from childvault.vault._audit import DetailValue, Event
 from childvault.vault._backend import GrantRow, RequestRow, UserRow
 from childvault.vault._fieldcrypto import open_field
@@ -394,6 +395,7 @@ class AccessService:
 
         if req.status != "pending":
             raise UsageError(f"request {req.id} is already {req.status}")
+        self._verified_records(req.records, "request.approve", moment)
         states = [self.s.record_state(rid) for rid in req.records]
         basis = self.basis_of(req.id)
         refusal = approval_refusal(
@@ -628,11 +630,13 @@ class AccessService:
         claims = self._check_grant(token, records, fields, moment)
         want_recs = tuple(records) if records else claims.rec
         want_flds = tuple(fields) if fields else claims.fld
+        self._verified_records(want_recs, "grant.read", moment)
         if not self._consume_use(claims, want_recs, want_flds, moment):
             raise ApprovalInvalid("uses exhausted or revoked")
+        self._witness_read(claims, want_recs, want_flds, moment)
         try:
             keys = self._redeem(claims)
-            return claims, self.decrypt(keys, want_recs, want_flds)
+            return claims, self.decrypt(keys, want_recs, want_flds, verified=True)
         except (ApprovalInvalid, DecryptionFailed) as exc:
             reason = (exc.detail or "failed")[:200]
             self.s.log([self._read_event(claims, want_recs, want_flds, "error", reason)], moment)
@@ -663,6 +667,24 @@ class AccessService:
                 return False
             _audit.append(self.s.db.audit, [self._read_event(claims, recs, flds)], moment)
             return True
+
+    def _witness_read(
+        self,
+        claims: _tokens.GrantClaims,
+        recs: Sequence[str],
+        flds: Sequence[str],
+        moment: datetime,
+    ) -> None:
+        """Put the committed read entry under a head in the witness file before any
+        key is touched (issue 12, attack 7): erasing it from the log's tail is then
+        detected. If the witness cannot be written, the use is given back, the
+        failure logged, and nothing is decrypted (fail closed)."""
+        try:
+            self._audit.witness_read(moment)
+        except ChildVaultError:
+            with contextlib.suppress(ChildVaultError):
+                self._refund_use(claims, recs, flds, "witness not written", moment)
+            raise
 
     def _refund_use(
         self,
@@ -781,6 +803,12 @@ class AccessService:
         keys are sealed to this key, never to the ``users`` row (issue 12, attack 3)."""
         return self.s.trusted_public(name, "request.approve", moment)
 
+    def _verified_records(self, records: Sequence[str], action: str, moment: datetime) -> None:
+        """Refuse (logged, exit 4) a record whose stored fields or key blob are not the
+        latest version its writer signed: a forgery sealed to the custodian key by
+        staff, a swap with another record, or a rollback (issue 12, attack 4)."""
+        record_trust.verify_records(self.s, records, action, moment)
+
     def _verified_reader(self, moment: datetime) -> None:
         """Refuse (logged) a reader the signed statements say is disabled or unknown."""
         state = self.s.trust()
@@ -825,8 +853,20 @@ class AccessService:
         return keys
 
     def decrypt(
-        self, keys: ReleasedKeys, records: Sequence[str], fields: Sequence[str]
+        self,
+        keys: ReleasedKeys,
+        records: Sequence[str],
+        fields: Sequence[str],
+        *,
+        verified: bool = False,
     ) -> dict[str, dict[str, str]]:
+        """Open the approved fields of ``records`` with released ``keys``.
+
+        Unless the caller has just done so (``verified``), each record is first
+        checked against its latest signed statement (issue 12, attack 4).
+        """
+        if not verified:
+            self._verified_records(records, "grant.read", self.s.now())
         out: dict[str, dict[str, str]] = {}
         for rid in records:
             rkeys = keys.get(rid)

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from childvault.keys import IntegrityError, PublicIdentity, StorageError, UsageError
+from childvault.keys._encoding import b64, unb64
 from childvault.vault import _audit, _note
 from childvault.vault._audit import Event, VerifyReport
 from childvault.vault._backend import BackendLog
@@ -50,6 +51,7 @@ class AuditService:
             witness_notes=self._witness_notes(),
             resume=None if full else self._own_resume_point(),
         )
+        self._check_read_heads(report.checked_from)
         cp = _note.Checkpoint(log_origin(self.s.vault_id), report.entries, report.root)
         note = _note.sign_note(
             cp.body(),
@@ -91,8 +93,23 @@ class AuditService:
         return _audit.Resume.from_state(cp.size, state, cp.root)
 
     def witness(self, note: str) -> None:
+        """Append a signed checkpoint note to the witness file (fails closed)."""
+        self._append_witness(json.dumps({"note": note}, ensure_ascii=False) + "\n")
+        # Remember how far the witness is known to reach, so a witness later
+        # replaced by an older copy or cut short is noticed (verify_audit). Only
+        # after a successful append: a failed one (fail closed) raises above.
+        size = _note_size(note)
+        if size is not None:
+            self._remember_witnessed(WITNESSED_SIZE_KEY, size)
+
+    def _remember_witnessed(self, key: str, size: int) -> None:
+        with self.s.db.transaction():
+            known = int(self.s.db.meta.get(key) or 0)
+            if size > known:
+                self.s.db.meta.set(key, str(size))
+
+    def _append_witness(self, line: str) -> None:
         path = self.s.witness_path
-        line = json.dumps({"note": note}, ensure_ascii=False) + "\n"
         try:
             # Created private like every other file of the vault (0600).
             # O_NOFOLLOW: a symlink planted at the witness path is refused.
@@ -105,15 +122,102 @@ class AuditService:
             raise StorageError(
                 f"could not append the checkpoint to the witness file {path}: {exc.strerror}"
             ) from exc
-        # Remember how far the witness is known to reach, so a witness later
-        # replaced by an older copy or cut short is noticed (verify_audit). Only
-        # after a successful append: a failed one (fail closed) raises above.
-        size = _note_size(note)
-        if size is not None:
-            with self.s.db.transaction():
-                known = int(self.s.db.meta.get(WITNESSED_SIZE_KEY) or 0)
-                if size > known:
-                    self.s.db.meta.set(WITNESSED_SIZE_KEY, str(size))
+
+    # -- read heads (issue 12, attack 7) ---------------------------------------
+
+    def witness_read(self, moment: datetime) -> None:
+        """Append a read head to the witness: the log's size and last entry hash now
+        (after the caller's committed read entry), signed by the reader.
+
+        Called by a read before it decrypts, so removing the read entry from
+        the tail of the log (and re-hashing what follows) leaves the log shorter
+        than, or different from, a head the witness holds: the next approval,
+        ``audit verify`` and ``doctor`` notice (:meth:`_check_read_heads`).
+        Fails closed (:class:`StorageError`): the caller decrypts nothing.
+        """
+        size, last = self.s.db.audit.head()
+        if last is None:
+            return
+        head = {
+            "vault": self.s.vault_id,
+            "size": size,
+            "hash": last.hex(),
+            "signer": self.s.user,
+            "at": iso(moment),
+        }
+        sig = self.s.me.sign(_head_message(head))
+        line = {"head": {**head, "sig": b64(sig)}}
+        self._append_witness(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
+        self._remember_witnessed(WITNESSED_HEAD_KEY, size)
+
+    def _head_key(self, name: str) -> bytes | None:
+        """The signing key of ``name``: from the verified statements when the acting
+        identity holds an anchor, else from the users table."""
+        state = self.s.trust()
+        if state is not None:
+            found = state.users.get(name)
+            return None if found is None else found.sign_key
+        row = self.s.db.users.get(name)
+        return None if row is None else row.sign_key
+
+    def _read_heads(self) -> list[dict[str, Any]]:
+        """The witness's read heads that still bind the log (a restore note retires
+        the heads before it that cover more entries, as it retires notes)."""
+        signers = self.s.signers()
+        origin = log_origin(self.s.vault_id)
+        heads: list[dict[str, Any]] = []
+        for doc in _audit.witness_lines(self.s.witness_path):
+            if "head" in doc:
+                heads.append(doc["head"])
+                continue
+            with contextlib.suppress(IntegrityError):
+                cp, _ = _note.verify_note(str(doc["note"]), signers)
+                if cp.origin == origin and any(
+                    e.startswith(RESTORE_EXTENSION) for e in cp.extensions
+                ):
+                    heads = [h for h in heads if _head_size(h) <= cp.size]
+        return heads
+
+    def _check_read_heads(self, since: int = 0) -> int:
+        """Refuse a log that no longer holds a read a reader witnessed (attack 7).
+
+        Checks every read head of a log larger than ``since`` (approvals pass
+        where their own verification resumed; ``audit verify`` passes 0) and the
+        largest one: its signature by the reader, and that the log's entry at
+        that position still has the witnessed hash (the chain then commits to
+        every entry before it). Returns the largest witnessed size.
+        """
+        heads = self._read_heads()
+        if not heads:
+            return 0
+        largest = max(heads, key=_head_size)
+        for number, head in enumerate(heads, start=1):
+            if head is not largest and _head_size(head) <= since:
+                continue
+            try:
+                size, digest, signer, sig = _parse_head(head, self.s.vault_id)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise IntegrityError(f"witness read head {number} is damaged") from exc
+            key = self._head_key(signer)
+            if key is None or not PublicIdentity(signer, b"\0" * 32, key).verify(
+                _head_message({k: head[k] for k in head if k != "sig"}), sig
+            ):
+                raise IntegrityError(
+                    f"witness read head {number} is not signed by {signer!r}: check the "
+                    "witness file"
+                )
+            at = self.s.db.audit.entry_at(size - 1)
+            if at is None:
+                raise IntegrityError(
+                    f"truncated: {signer} read with the log at {size} entries (witness read "
+                    f"head {number}), but entry {size - 1} is gone: entries were removed"
+                )
+            if at[1] != digest:
+                raise IntegrityError(
+                    f"diverged: entry {size - 1} is not the one {signer} witnessed when reading "
+                    f"(witness read head {number}): the log was rewritten"
+                )
+        return _head_size(largest)
 
     @contextlib.contextmanager
     def signed(self, moment: datetime, *, full: bool = True) -> Iterator[Signed]:
@@ -150,6 +254,7 @@ class AuditService:
             progress=progress,
         )
         self._check_witness_kept()
+        self._check_read_heads()
         self._verify_registrations()
         self.s.verify_trust_from_anchor()  # signed statements and actor signatures (issue 12)
         return report
@@ -181,6 +286,13 @@ class AuditService:
                 "media or backup); truncation of the log cannot be detected without it"
             )
         reached = int(self.s.db.meta.get(WITNESSED_SIZE_KEY) or 0)
+        heads = int(self.s.db.meta.get(WITNESSED_HEAD_KEY) or 0)
+        raw_heads = _audit.read_witness_heads(path)
+        if heads and max((_head_size(h) for h in raw_heads), default=0) < heads:
+            raise IntegrityError(
+                f"the witness file {path} is shorter than before: it once held a read head "
+                f"of {heads} entries and now ends before it: put the current witness back"
+            )
         if max(size or 0 for size in sizes) < reached:
             raise IntegrityError(
                 f"the witness file {path} is shorter than before: it once held a checkpoint "
@@ -210,7 +322,10 @@ class AuditService:
                 "rebaseline against (put it back first)"
             )
         sizes = [_note_size(n) for n in notes]
-        witnessed = max(size or 0 for size in sizes)
+        witnessed = max(
+            max(size or 0 for size in sizes),
+            max((_head_size(h) for h in self._read_heads()), default=0),
+        )
         n = self.s.db.audit.head()[0]
         signers = self.s.signers()
         roots: dict[int, bytes] = {}
@@ -323,6 +438,35 @@ class AuditService:
 
 #: Meta key: the largest tree size the witness is known to have reached.
 WITNESSED_SIZE_KEY = "witnessed_size"
+
+#: Meta key: the largest log size a read head in the witness is known to have reached.
+WITNESSED_HEAD_KEY = "witnessed_head_size"
+
+_HEAD_DOMAIN = b"childvault/read-head/1\x00"
+
+
+def _head_message(head: dict[str, Any]) -> bytes:
+    """What a reader signs: a domain tag and the canonical head (without ``sig``)."""
+    return _HEAD_DOMAIN + _audit.canonical(head)
+
+
+def _head_size(head: dict[str, Any]) -> int:
+    size = head.get("size") if isinstance(head, dict) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) else 0
+
+
+def _parse_head(head: dict[str, Any], vault_id: str) -> tuple[int, bytes, str, bytes]:
+    """(size, last entry hash, signer, signature) of a read head; ValueError if malformed."""
+    if set(head) != {"vault", "size", "hash", "signer", "at", "sig"}:
+        raise ValueError("members")
+    if head["vault"] != vault_id:
+        raise ValueError("vault")
+    size = _head_size(head)
+    digest = bytes.fromhex(str(head["hash"]))
+    if not 1 <= size < 1 << 53 or len(digest) != 32 or not isinstance(head["signer"], str):
+        raise ValueError("size or hash")
+    return size, digest, head["signer"], unb64(str(head["sig"]))
+
 
 #: First word of the extension line of a restore note (``audit rebaseline``).
 RESTORE_EXTENSION = "childvault-restore:"

@@ -22,11 +22,13 @@ from childvault.keys import KeySlots, NotFound, PublicIdentity, Selection, Stora
 from childvault.keys._encoding import check_hex_id
 from childvault.keys._files import atomic_write
 from childvault.vault import _audit
+from childvault.vault import _record_trust as record_trust
 from childvault.vault._audit import Event
 from childvault.vault._backend import RecordRow
 from childvault.vault._consent import Consent, check_consent
 from childvault.vault._fieldcrypto import open_field, seal_field
 from childvault.vault._session import Session
+from childvault.vault._statements import Envelope
 from childvault.vault._svc_audit import AuditService
 from childvault.vault._svc_notices import NoticeService
 from childvault.vault._time import iso, legal_today
@@ -102,6 +104,9 @@ class LifecycleService:
         if spec.metadata:
             raise UsageError(f"field {field!r} is clear metadata; it is not corrected this way")
         clean = self.s.schema.validate_field(row.type, field, value)
+        # The officer signs the corrected version: what they sign must start from
+        # the record's genuine latest version, not a forgery (issue 12).
+        record_trust.verify_records(self.s, [record_id], "record.correct", moment)
         old = self.s.db.records.fields(record_id, [field])
         new_fv = old[field][0] + 1 if field in old else 1
         sealed, key = seal_field(
@@ -114,6 +119,7 @@ class LifecycleService:
         wrapped = self.s.wrapped(record_id)
         new_blob = self.s.keys.officer().replace(wrapped, row.version + 1, {field: key})
         tags = self.s.keys.index_tags(field, [clean]) if spec.searchable else []
+        signed = self._signed_correction(row, field, new_fv, sealed, new_blob, moment)
         try:
             with self.s.db.transaction():
                 if not self.s.db.records.replace_keyblob(
@@ -129,18 +135,15 @@ class LifecycleService:
                 if spec.searchable:
                     self.s.db.records.drop_index_tags(record_id, field)
                     self.s.db.records.add_index_tags([(field, t, record_id) for t in tags])
-                _audit.append(
-                    self.s.db.audit,
-                    [
-                        Event(
-                            self.s.user,
-                            "record.correct",
-                            records=[record_id],
-                            fields=[field],
-                            detail={"field_version": new_fv, "record_version": row.version + 1},
-                        )
-                    ],
-                    moment,
+                event = Event(
+                    self.s.user,
+                    "record.correct",
+                    records=[record_id],
+                    fields=[field],
+                    detail={"field_version": new_fv, "record_version": row.version + 1},
+                )
+                record_trust.append_signed(
+                    self.s.db, [(record_trust.with_record_statement(event, signed), signed)], moment
                 )
         except StorageError as exc:
             if not self.s.keys.external_material:
@@ -153,6 +156,22 @@ class LifecycleService:
             ) from exc
         self.s.db.compact()
         return new_fv
+
+    def _signed_correction(
+        self,
+        row: RecordRow,
+        field: str,
+        field_version: int,
+        sealed: bytes,
+        blob: bytes,
+        moment: datetime,
+    ) -> Envelope:
+        """The officer's signed statement of a corrected record version (issue 12)."""
+        fields = [
+            (n, v, ct) for n, v, ct in record_trust.stored_fields(self.s.db, row.id) if n != field
+        ]
+        fields.append((field, field_version, sealed))
+        return record_trust.sign_version(self.s, row, fields, blob, moment, version=row.version + 1)
 
     def delete(
         self, record_id: str, reason: str, *, category: str = "request", now: datetime | None = None
@@ -239,6 +258,7 @@ class LifecycleService:
         moment = self.s.now(now)
         self.s.require(("officer",), "consent.renew", moment, "recording consent")
         row = self.s.live_record(record_id)
+        record_trust.verify_records(self.s, [record_id], "consent.renew", moment)
         grant_id = hashlib.sha256(f"consent|{record_id}|{iso(moment)}".encode()).hexdigest()[:32]
         self.s.log(
             [
@@ -267,25 +287,42 @@ class LifecycleService:
         )
         previous = set(row.consent.get("purposes", ()))
         added = sorted(set(checked.purposes) - previous)
+        blob = self.s.db.records.keyblob(record_id)
+        if blob is None:
+            raise NotFound(f"record {record_id} has no keys (deleted)")
+        # The officer signs the record with its new consent (issue 12).
+        signed = record_trust.sign_version(
+            self.s,
+            row,
+            record_trust.stored_fields(self.s.db, record_id),
+            blob[1],
+            moment,
+            consent=checked.to_json(),
+        )
+        event = Event(
+            self.s.user,
+            "consent.add_purpose" if added else "consent.renew",
+            records=[record_id],
+            detail={
+                "notice_version": checked.notice_version,
+                "purposes": list(checked.purposes),
+                "added": added,
+            },
+        )
         with self.s.db.transaction():
+            now_row = self.s.db.records.get(record_id)
+            if (
+                now_row is None
+                or now_row.version != row.version
+                or self.s.db.records.keyblob(record_id) != blob
+            ):
+                # What the officer signed must be what is stored: no correction between.
+                raise UsageError(f"record {record_id} changed meanwhile; record the consent again")
             self.s.db.records.update(
                 record_id, version=row.version, updated_at=iso(moment), consent=checked.to_json()
             )
-            _audit.append(
-                self.s.db.audit,
-                [
-                    Event(
-                        self.s.user,
-                        "consent.add_purpose" if added else "consent.renew",
-                        records=[record_id],
-                        detail={
-                            "notice_version": checked.notice_version,
-                            "purposes": list(checked.purposes),
-                            "added": added,
-                        },
-                    )
-                ],
-                moment,
+            record_trust.append_signed(
+                self.s.db, [(record_trust.with_record_statement(event, signed), signed)], moment
             )
 
     def consent_of(self, record_id: str) -> Consent:

@@ -23,13 +23,14 @@ from childvault.keys import (
     ValidationError,
 )
 from childvault.keys._encoding import check_hex_id
-from childvault.vault import _audit
+from childvault.vault import _record_trust as record_trust
 from childvault.vault._audit import Event
 from childvault.vault._backend import NewRecord, RecordRow
 from childvault.vault._consent import CONSENT_COLUMNS, Consent, check_consent, parse_consent_columns
 from childvault.vault._fieldcrypto import seal_field
 from childvault.vault._importer import BadRow, file_digest, iter_rows
 from childvault.vault._session import WRITERS, Session
+from childvault.vault._statements import Envelope
 from childvault.vault._svc_notices import NoticeService
 from childvault.vault._time import iso, parse_iso, today
 from childvault.vault._types import ROLES, ImportReport, RecordInfo
@@ -203,10 +204,25 @@ class RecordService:
                 for i, p in enumerate(prepared)
             ]
             if events:
-                _audit.append(self.s.db.audit, events, moment)
+                record_trust.append_signed(
+                    self.s.db, self._signed_versions(records, events, moment), moment
+                )
             if source is not None and progress_to is not None:
                 self.s.db.records.set_import_progress(source, progress_to, at=iso(moment))
         return [r.row.id for r in records]
+
+    def _signed_versions(
+        self, records: Sequence[NewRecord], events: Sequence[Event], moment: datetime
+    ) -> list[tuple[Event, Envelope | None]]:
+        """Each new record's ``record.version`` statement, signed by the writer, and
+        its ``record.create`` entry naming it (issue 12, attack 4: docs/trust.md)."""
+        out: list[tuple[Event, Envelope | None]] = []
+        for record, event in zip(records, events, strict=True):
+            envelope = record_trust.sign_version(
+                self.s, record.row, record.fields, record.blob, moment
+            )
+            out.append((record_trust.with_record_statement(event, envelope), envelope))
+        return out
 
     def import_file(
         self,

@@ -16,14 +16,20 @@ from childvault.keys import (
     AccessDenied,
     ConfigError,
     CustodianSecret,
+    FieldKey,
     IntegrityError,
     KeySlots,
+    LocalProvider,
     PublicIdentity,
+    RecordKeys,
+    UsageError,
     WrappedRecord,
     blob_generation,
 )
 from childvault.vault import _audit, _statements
+from childvault.vault import _record_trust as record_trust
 from childvault.vault._audit import Event
+from childvault.vault._fieldcrypto import open_field, seal_field
 from childvault.vault._registrations import (
     append_with_statements,
     custodian_statement,
@@ -48,8 +54,14 @@ class RotationService:
         progress: Callable[[int, int], None] | None = None,
         now: datetime | None = None,
         trim: bool = False,
+        rekey: bool = False,
     ) -> dict[str, Any]:
         """Rotate the key that wraps every record's keys; resumable.
+
+        ``rekey`` (local provider): afterwards, re-encrypt every live field under
+        a new field key (:meth:`_rekey_all`), so approval tokens issued before
+        open nothing stored or backed up from then on (``rekeyed`` in the
+        report).
 
         Custodial provider (local; an officer): a new custodian key pair is
         sealed to every officer, every record box is resealed to it, then the
@@ -65,9 +77,17 @@ class RotationService:
         moment = self.s.now(now)
         if self.s.keys.server_side_rotation:
             self.s.require(("admin",), "keys.rotate", moment, "rotating Vault keys")
+            if rekey:
+                raise UsageError(
+                    "--rekey is available with the local provider only: with Vault, "
+                    "`keys rotate --trim` destroys the old Transit key versions"
+                )
             return self._rotate_server_side(progress, moment, trim=trim)
         self.s.require(("officer",), "keys.rotate", moment, "rotating the custodian key")
-        return self._rotate_custodian(progress, moment)
+        report = self._rotate_custodian(progress, moment)
+        if rekey:
+            report["rekeyed"] = self._rekey_all(progress, moment)
+        return report
 
     def _rewrite_custodian_slots(self, generations: Sequence[int]) -> None:
         """Rewrite the key slot of every holder of the current custodian key so it
@@ -262,10 +282,14 @@ class RotationService:
             if not page:
                 break
             with self.s.db.transaction():
-                for rid, ver, blob in page:
-                    if blob_generation(blob) != target:
-                        new = provider.rekey(WrappedRecord(rid, ver, blob))
-                        resealed += int(self.s.db.records.put_keyblob_if_version(rid, ver, new))
+                resealed += self._store_resigned(
+                    [
+                        (rid, ver, blob, provider.rekey(WrappedRecord(rid, ver, blob)))
+                        for rid, ver, blob in page
+                        if blob_generation(blob) != target
+                    ],
+                    moment,
+                )
             after = page[-1][0]
             done += len(page)
             if progress is not None:
@@ -277,12 +301,14 @@ class RotationService:
                 page = self.s.db.records.keyblob_page(after=after, limit=_PAGE)
                 if not page:
                     break
-                for rid, ver, blob in page:
-                    if blob_generation(blob) != target:
-                        rewrapped = provider.rekey(WrappedRecord(rid, ver, blob))
-                        resealed += int(
-                            self.s.db.records.put_keyblob_if_version(rid, ver, rewrapped)
-                        )
+                resealed += self._store_resigned(
+                    [
+                        (rid, ver, blob, provider.rekey(WrappedRecord(rid, ver, blob)))
+                        for rid, ver, blob in page
+                        if blob_generation(blob) != target
+                    ],
+                    moment,
+                )
                 after = page[-1][0]
             retired = [g for g, _, s in self.s.db.custodians.all() if s == "retired"]
             for g in retired:
@@ -316,6 +342,164 @@ class RotationService:
             "destroyed_generations": retired,
             "resumed": resumed,
         }
+
+    def _rekey_all(self, progress: Callable[[int, int], None] | None, moment: datetime) -> int:
+        """Re-encrypt every live field under a new field key; return how many records.
+
+        Why: a field key lives as long as its value; every approval token ever
+        issued for a field holds it, so a token plus any later copy of the
+        database opens that field. After a rekey no earlier token opens the
+        stored ciphertexts or backups taken from now on (SECURITY.md). The
+        acting officer's process decrypts every value to do it: each page is
+        logged (``keys.rotate``, phase ``rekey``, naming its records) and
+        committed before its values are opened. Each record is checked against
+        its latest signed version first (a forgery is skipped and the refusal
+        logged, not laundered) and re-signed by the officer with its new
+        ciphertexts and key blob, in the transaction that stores them.
+        """
+        provider = self.s.keys.local_officer()
+        total = self.s.db.records.count()
+        done = rekeyed = 0
+        after = ""
+        while True:
+            page = self.s.db.records.keyblob_page(after=after, limit=_PAGE)
+            if not page:
+                break
+            after = page[-1][0]
+            self.s.log(
+                [
+                    Event(
+                        self.s.user,
+                        "keys.rotate",
+                        records=[rid for rid, _, _ in page],
+                        detail={"phase": "rekey"},
+                    )
+                ],
+                moment,
+            )
+            rekeyed += self._rekey_page(provider, page, moment)
+            done += len(page)
+            if progress is not None:
+                progress(min(done, total), total)
+        return rekeyed
+
+    def _rekey_page(
+        self, provider: LocalProvider, page: Sequence[tuple[str, int, bytes]], moment: datetime
+    ) -> int:
+        """Re-encrypt one page of records (see :meth:`_rekey_all`)."""
+        found = record_trust.record_heads(self.s)
+        prepared: list[tuple[str, int, list[tuple[str, int, bytes]], bytes, Envelope | None]] = []
+        refused: list[tuple[str, str]] = []
+        for rid, version, blob in page:
+            row = self.s.db.records.get(rid)
+            if row is None:
+                continue
+            if found is not None:
+                why = record_trust.check_record(self.s.db, found[0], found[1], row, blob)
+                if why is not None:
+                    refused.append((rid, why))
+                    continue
+            old_keys = provider.open(WrappedRecord(rid, version, blob))
+            fields: list[tuple[str, int, bytes]] = []
+            new_keys: dict[str, FieldKey] = {}
+            for name, fv, sealed in record_trust.stored_fields(self.s.db, rid):
+                vid = self.s.vault_id
+                plain = open_field(
+                    sealed, old_keys[name], vault_id=vid, record_id=rid, field=name, version=fv
+                )
+                resealed, new_keys[name] = seal_field(
+                    plain, vault_id=vid, record_id=rid, field=name, version=fv
+                )
+                del plain
+                fields.append((name, fv, resealed))
+            (new_blob,) = provider.wrap([RecordKeys(rid, version, new_keys, new=False)])
+            envelope = (
+                None
+                if found is None
+                else record_trust.sign_version(self.s, row, fields, new_blob, moment)
+            )
+            prepared.append((rid, version, fields, new_blob, envelope))
+        count = 0
+        with self.s.db.transaction():
+            signed: list[tuple[Event, Envelope | None]] = []
+            for rid, version, fields, new_blob, envelope in prepared:
+                if not self.s.db.records.put_keyblob_if_version(rid, version, new_blob):
+                    continue  # corrected meanwhile: its new version keeps its own keys
+                for name, fv, resealed in fields:
+                    self.s.db.records.put_field(rid, name, fv, resealed)
+                count += 1
+                if envelope is not None:
+                    event = Event(
+                        self.s.user, "record.resign", records=[rid], detail={"on": "keys.rekey"}
+                    )
+                    signed.append((record_trust.with_record_statement(event, envelope), envelope))
+            if signed:
+                record_trust.append_signed(self.s.db, signed, moment)
+            self._log_unverified(refused, moment)
+        self.s.db.compact()
+        return count
+
+    def _log_unverified(self, refused: Sequence[tuple[str, str]], moment: datetime) -> None:
+        """One ``trust.refuse`` entry naming records a rotation left unsigned."""
+        if not refused:
+            return
+        _audit.append(
+            self.s.db.audit,
+            [
+                Event(
+                    self.s.user,
+                    "trust.refuse",
+                    "denied",
+                    records=[rid for rid, _ in refused[:100]],
+                    detail={
+                        "on": "keys.rotate",
+                        "reason": f"{len(refused)} record(s) not re-signed: {refused[0][1]}",
+                    },
+                )
+            ],
+            moment,
+        )
+
+    def _store_resigned(
+        self, items: Sequence[tuple[str, int, bytes, bytes]], moment: datetime
+    ) -> int:
+        """Store re-wrapped key blobs, each with its record re-signed; return how many.
+
+        ``items``: (record id, version, old blob, new blob). Must run inside a
+        transaction. A record statement binds the key blob's hash, so the
+        officer (or, for the server-side rotation, the admin) who re-wraps a
+        record signs its version again, over the same fields and the new blob,
+        after checking the stored rows against the latest signed version: a
+        forged record is not laundered by a rotation (it is re-wrapped but not
+        re-signed, so every later use still refuses it, and the rotation logs
+        one ``trust.refuse`` naming it). Without an anchor nothing is signed.
+        """
+        found = record_trust.record_heads(self.s)
+        signed: list[tuple[Event, Envelope | None]] = []
+        refused: list[tuple[str, str]] = []
+        count = 0
+        for rid, version, old, new in items:
+            row = self.s.db.records.get(rid)
+            envelope: Envelope | None = None
+            if found is not None and row is not None:
+                why = record_trust.check_record(self.s.db, found[0], found[1], row, old)
+                if why is None:
+                    fields = record_trust.stored_fields(self.s.db, rid)
+                    envelope = record_trust.sign_version(self.s, row, fields, new, moment)
+                else:
+                    refused.append((rid, why))
+            if not self.s.db.records.put_keyblob_if_version(rid, version, new):
+                continue
+            count += 1
+            if envelope is not None:
+                event = Event(
+                    self.s.user, "record.resign", records=[rid], detail={"on": "keys.rotate"}
+                )
+                signed.append((record_trust.with_record_statement(event, envelope), envelope))
+        if signed:
+            record_trust.append_signed(self.s.db, signed, moment)
+        self._log_unverified(refused, moment)
+        return count
 
     def _rotate_server_side(
         self, progress: Callable[[int, int], None] | None, moment: datetime, *, trim: bool
@@ -353,12 +537,13 @@ class RotationService:
             if stale:
                 fresh = provider.rekey(stale)
                 with self.s.db.transaction():
-                    for rec, blob in zip(stale, fresh, strict=True):
-                        rewrapped += int(
-                            self.s.db.records.put_keyblob_if_version(
-                                rec.record_id, rec.version, blob
-                            )
-                        )
+                    rewrapped += self._store_resigned(
+                        [
+                            (rec.record_id, rec.version, rec.blob, blob)
+                            for rec, blob in zip(stale, fresh, strict=True)
+                        ],
+                        moment,
+                    )
             after = page[-1][0]
             done += len(page)
             if progress is not None:

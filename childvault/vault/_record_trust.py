@@ -1,0 +1,360 @@
+"""Record statements, wired in: signed at every write, verified before every use.
+
+Issue 12, attack 4 (a staff member replaces another record's sealed fields and
+key blob with values of their own, sealed to the custodian public key) and
+rollback (a record put back to an older, genuinely signed version). See
+docs/trust.md, "Record statements".
+
+- **Signing.** Every write of a record version (create/import, correction,
+  consent change, re-signing after a key rotation) signs a ``record.version``
+  statement (:func:`childvault.vault._statements.record_statement`) over the
+  SHA-256 of every field ciphertext and of the key blob. The envelope is kept
+  in the ``statements`` table keyed by the seq of the log entry that wrote the
+  version, and that entry's detail names the envelope's digest
+  (``record_statement``), one record per entry.
+- **The latest version is what the log says.** :func:`record_heads` scans the
+  log (incrementally, from the verifier's own signed saved point, after the
+  trust replay has checked the chain and every actor's signature up to the
+  same size) and keeps, per record, the seq and digest of the latest entry
+  naming a record statement, the seq of the first one, and whether an
+  officer or admin logged its deletion. A record rolled back to an older
+  signed version carries an envelope whose digest is not the latest: refused.
+- **Verify before use.** :func:`verify_records` checks each live record
+  against its latest logged statement: same digest, the rows hash to what was
+  signed, and the signer held the right role at the entry's position in the
+  trust state (staff or officer for the first statement, an officer or admin
+  for later ones). Any disagreement is logged (``trust.refuse``) and raised as
+  :class:`IntegrityError` (exit 4) naming the record, before any key is
+  released or value decrypted.
+
+Without an anchor (an identity file made before signed statements) nothing is
+verified, as elsewhere in the trust wiring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from childvault.keys import IntegrityError
+from childvault.vault import _audit
+from childvault.vault._audit import Event
+from childvault.vault._backend import Backend, RecordRow
+from childvault.vault._merkle import leaf_hash
+from childvault.vault._session import Session
+from childvault.vault._statements import (
+    Envelope,
+    TrustState,
+    record_statement,
+    sign,
+    verify_record,
+)
+from childvault.vault._time import iso
+
+#: Detail member of a log entry that wrote a record version: its statement's digest.
+RECORD_STATEMENT = "record_statement"
+_HEADS_DOMAIN = b"childvault/record-heads/1\x00"
+#: Suffix of the saved-state key of a verifier's record heads (user names cannot hold "#").
+_SAVED_SUFFIX = "#records"
+#: Who may log a record's deletion (the actor's signature on the entry is theirs).
+_DELETERS = ("officer", "admin")
+
+
+@dataclass
+class Head:
+    """What the log says of one record."""
+
+    #: The entry carrying the latest record statement, and that statement's digest.
+    seq: int
+    digest: str
+    #: The entry carrying the record's first statement (only it may be signed by staff).
+    first: int
+    #: Seq of a logged deletion by an officer or admin, or None.
+    deleted: int | None = None
+
+
+@dataclass
+class RecordHeads:
+    """Per record, the latest logged statement, over the log's first ``size`` entries."""
+
+    heads: dict[str, Head] = field(default_factory=dict)
+    size: int = 0
+    head: bytes | None = None
+
+    def to_bytes(self) -> bytes:
+        """A compact, deterministic encoding (signed by its verifier when saved)."""
+        doc = {r: [h.seq, h.digest, h.first, h.deleted] for r, h in self.heads.items()}
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("ascii")
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, size: int, head: bytes) -> RecordHeads:
+        """Parse a saved encoding (raises ``ValueError`` etc. on a malformed one)."""
+        doc = json.loads(raw)
+        heads = {
+            str(r): Head(int(s), str(d), int(f), None if x is None else int(x))
+            for r, (s, d, f, x) in doc.items()
+        }
+        return cls(heads, size, head)
+
+
+# One cache per open session: approvals and reads resume from the last scan.
+_CACHE: weakref.WeakKeyDictionary[Session, RecordHeads] = weakref.WeakKeyDictionary()
+#: The log size of the session's last save of its record heads.
+_SAVED_AT: weakref.WeakKeyDictionary[Session, int] = weakref.WeakKeyDictionary()
+#: Save the record heads at least every this many log entries, changed or not.
+_SAVE_EVERY = 10_000
+
+
+def _message(vault_id: str, size: int, head: bytes, raw: bytes) -> bytes:
+    return _HEADS_DOMAIN + _audit.canonical(
+        {
+            "vault": vault_id,
+            "size": size,
+            "head": head.hex(),
+            "heads": hashlib.sha256(raw).hexdigest(),
+        }
+    )
+
+
+def _load_saved(s: Session) -> RecordHeads | None:
+    saved = s.db.statements.saved_state(s.user + _SAVED_SUFFIX)
+    if saved is None:
+        return None
+    size, head, raw, sig = saved
+    if not s.me.public.verify(_message(s.vault_id, size, head, raw), sig):
+        return None  # not signed by this verifier: scan from the start
+    try:
+        return RecordHeads.from_bytes(raw, size, head)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _save(s: Session, done: RecordHeads) -> None:
+    if done.head is None:
+        return
+    raw = done.to_bytes()
+    sig = s.me.sign(_message(s.vault_id, done.size, done.head, raw))
+    with s.db.transaction():
+        s.db.statements.save_state(s.user + _SAVED_SUFFIX, done.size, done.head, raw, sig)
+
+
+def _still_prefix(db: Backend, start: RecordHeads) -> bool:
+    """Whether the log still has ``start``'s last entry (it was not rewritten below it)."""
+    if start.size == 0:
+        return True
+    at = db.audit.entry_at(start.size - 1)
+    return at is not None and at[1] == start.head
+
+
+def _scan(
+    db: Backend, state: TrustState, start: RecordHeads, size: int
+) -> tuple[RecordHeads, bool]:
+    """Continue ``start`` over the entries up to ``size``, checking the chain as it goes;
+    also say whether any record's head changed."""
+    heads = {r: Head(h.seq, h.digest, h.first, h.deleted) for r, h in start.heads.items()}
+    changed = False
+    expected, prev = start.size, start.head
+    for rows in db.audit.pages(start.size):
+        for raw in rows:
+            seq, entry, digest = db.audit.row(raw)
+            if seq >= size:
+                break
+            if seq != expected or leaf_hash(entry) != digest:
+                raise IntegrityError(f"log entry {expected} is missing or was modified")
+            obj = _audit.decode_entry(entry)
+            if obj.get("prev") != (None if prev is None else prev.hex()):
+                raise IntegrityError(f"log entry {seq} does not link to entry {seq - 1}")
+            changed = _note(heads, state, seq, obj) or changed
+            expected, prev = seq + 1, digest
+        if expected >= size:
+            break
+    if expected != size:
+        raise IntegrityError(f"log entry {expected} is missing")
+    return RecordHeads(heads, expected, prev), changed
+
+
+def _note(heads: dict[str, Head], state: TrustState, seq: int, obj: Mapping[str, Any]) -> bool:
+    """Apply one verified entry to ``heads``; return whether it changed a record's head."""
+    if obj.get("outcome") != "ok":
+        return False
+    detail = obj.get("detail")
+    records = obj.get("records") or []
+    named = detail.get(RECORD_STATEMENT) if isinstance(detail, dict) else None
+    if isinstance(named, str) and len(records) == 1:
+        rid = str(records[0])
+        found = heads.get(rid)
+        heads[rid] = Head(seq, named, seq if found is None else found.first)
+        if found is not None:
+            heads[rid].deleted = found.deleted
+        return True
+    if obj.get("action") == "record.delete":
+        actor = obj.get("actor")
+        # Only a deletion logged (and signed: the trust replay checked the actor's
+        # signature) by an officer or admin counts; a staff member's entry does not.
+        if isinstance(actor, str) and any(state.was_active(actor, r, seq) for r in _DELETERS):
+            for rid in records:
+                found = heads.get(str(rid))
+                if found is None:
+                    heads[str(rid)] = Head(seq, "", seq, seq)
+                else:
+                    found.deleted = seq
+            return True
+    return False
+
+
+def record_heads(s: Session) -> tuple[TrustState, RecordHeads] | None:
+    """The verified trust state and, per record, the latest logged statement.
+
+    Resumed from this session's last scan, else from the acting user's own
+    signed saved point, else scanned from the start. None without an anchor.
+    """
+    state = s.trust()
+    verified = s._verified  # the size and head the trust replay just checked
+    if state is None or verified is None:
+        return None
+    start = _CACHE.get(s) or _load_saved(s)
+    if start is None or start.size > verified.size or not _still_prefix(s.db, start):
+        start = RecordHeads()
+    done, changed = (
+        (start, False) if start.size == verified.size else _scan(s.db, state, start, verified.size)
+    )
+    if done.head != verified.head:
+        raise IntegrityError("the audit log changed while it was being verified; try again")
+    saved = _SAVED_AT.get(s, start.size)
+    if changed or done.size - saved >= _SAVE_EVERY:
+        # Re-signing the whole map costs in proportion to the records: only when a
+        # record changed, or the log grew enough that a rescan would cost more.
+        _save(s, done)
+        _SAVED_AT[s] = done.size
+    _CACHE[s] = done
+    return state, done
+
+
+def stored_fields(db: Backend, record_id: str) -> list[tuple[str, int, bytes]]:
+    """Every stored (field, field version, sealed value) of a record."""
+    names = db.records.field_names(record_id)
+    return [(n, v, ct) for n, (v, ct) in db.records.fields(record_id, names).items()]
+
+
+def check_record(
+    db: Backend, state: TrustState, heads: RecordHeads, row: RecordRow, keyblob: bytes | None
+) -> str | None:
+    """Why a live record's rows are not its latest signed version, or None if they are."""
+    rid = row.id
+    found = heads.heads.get(rid)
+    if found is not None and found.deleted is not None:
+        return f"record {rid} was deleted (log entry {found.deleted}) but its rows are back"
+    if found is None or not found.digest:
+        return (
+            f"record {rid} has no signed record statement in the log (a record written "
+            "before record statements needs `childvault upgrade`)"
+        )
+    stored = db.statements.get(found.seq)
+    if stored is None:
+        return f"the signed statement of record {rid} is missing"
+    try:
+        envelope = Envelope.from_bytes(stored)
+        if envelope.digest() != found.digest:
+            return (
+                f"record {rid} does not carry its latest signed version "
+                f"(log entry {found.seq}): it was replaced or rolled back"
+            )
+        if keyblob is None:
+            return f"record {rid} has no key blob"
+        verify_record(
+            envelope,
+            state,
+            written_at=found.seq,
+            record=rid,
+            version=row.version,
+            type_name=row.type,
+            consent=row.consent,
+            metadata=row.metadata,
+            fields=stored_fields(db, rid),
+            keyblob=keyblob,
+            first=found.seq == found.first,
+        )
+    except IntegrityError as exc:
+        return str(exc).split(": the stored record was altered")[0]
+    return None
+
+
+def verify_records(s: Session, record_ids: Iterable[str], action: str, moment: datetime) -> None:
+    """Refuse (logged ``trust.refuse``, :class:`IntegrityError`, exit 4) the first of
+    ``record_ids`` whose rows are not its latest signed version. Records that do
+    not exist (deleted, unknown) are left to the caller's rules."""
+    found = record_heads(s)
+    if found is None:
+        return
+    state, heads = found
+    for rid in dict.fromkeys(record_ids):
+        row = s.db.records.get(rid)
+        if row is None:
+            continue
+        blob = s.db.records.keyblob(rid)
+        why = check_record(s.db, state, heads, row, None if blob is None else blob[1])
+        if why is not None:
+            s.distrust(action, why, moment)
+
+
+# ------------------------------------------------------------------ signing
+
+
+def sign_version(
+    s: Session,
+    row: RecordRow,
+    fields: Iterable[tuple[str, int, bytes]],
+    keyblob: bytes,
+    moment: datetime,
+    *,
+    version: int | None = None,
+    consent: Mapping[str, Any] | None = None,
+) -> Envelope:
+    """The acting user's signed ``record.version`` statement of ``row`` as it will be stored."""
+    return sign(
+        record_statement(
+            vault_id=s.vault_id,
+            at=iso(moment),
+            record=row.id,
+            version=row.version if version is None else version,
+            type_name=row.type,
+            consent=row.consent if consent is None else consent,
+            metadata=row.metadata,
+            fields=fields,
+            keyblob=keyblob,
+        ),
+        [s.me],
+        plain=True,
+    )
+
+
+def with_record_statement(event: Event, envelope: Envelope) -> Event:
+    """``event`` naming ``envelope`` (by digest) as the record statement it carries."""
+    return Event(
+        event.actor,
+        event.action,
+        event.outcome,
+        records=event.records,
+        fields=event.fields,
+        purpose=event.purpose,
+        request=event.request,
+        grant=event.grant,
+        detail={**event.detail, RECORD_STATEMENT: envelope.digest()},
+    )
+
+
+def append_signed(
+    db: Backend, items: Sequence[tuple[Event, Envelope | None]], moment: datetime
+) -> list[int]:
+    """Append the events (inside the caller's transaction) and keep each envelope
+    beside its entry; every event must already name its envelope."""
+    seqs = _audit.append(db.audit, [event for event, _ in items], moment)
+    for seq, (_, envelope) in zip(seqs, items, strict=True):
+        if envelope is not None:
+            db.statements.add(seq, envelope.to_bytes())
+    return seqs
