@@ -245,7 +245,7 @@ def test_rekey_leaves_an_earlier_token_nothing_to_open(world: World) -> None:
         old_keys = v._session.keys.writer().redeem(claims.keys, world.ids["worker1"], claims.jti)
     with world.open("officer1") as v:
         report = v.rotate_keys(rekey=True)
-    assert report["rekeyed"] == 3
+    assert report.rekeyed == 3
     with world.open("worker1") as v:
         (fv, sealed) = v._session.db.records.fields(ids[0], ["name"])["name"]
         with pytest.raises(DecryptionFailed):

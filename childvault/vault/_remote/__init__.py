@@ -143,6 +143,11 @@ class RemoteBackend:
     ``verify`` is passed to ``requests`` (a CA bundle path, or True).
     """
 
+    #: The server commits every read entry before it releases any key and keeps
+    #: the witness itself, so clients do not append read heads (issue 12 attack 7
+    #: is the embedded mode's; docs/server.md).
+    witnessed_by_server = True
+
     def __init__(self, url: str, identity: Identity, *, verify: bool | str = True) -> None:
         self.url = url.rstrip("/")
         self.where = self.url

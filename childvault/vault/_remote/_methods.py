@@ -29,6 +29,7 @@ METHODS: dict[str, dict[str, str]] = {
         "due": READ,
         "fields": READ,
         "field_names": READ,
+        "field_names_between": READ,
         "keyblob": READ,
         "keyblob_page": READ,
         "tombstone": READ,
