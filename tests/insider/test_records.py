@@ -271,7 +271,7 @@ def test_rekey_does_not_launder_a_forged_record(world: World) -> None:
         ids = add_children(v, 2)
     _forge(world, ids[0], "伪造")
     with world.open("officer1") as v:
-        assert v.rotate_keys(rekey=True)["rekeyed"] == 1
+        assert v.rotate_keys(rekey=True).rekeyed == 1
     assert _refusals(world, "keys.rotate")
     req = _request(world, ids[:1])
     with world.open("officer2") as v, pytest.raises(IntegrityError, match=ids[0]):
