@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import click
 
-from childvault.cli._context import Ctx, new_passphrase, pass_ctx
+from childvault.cli._context import Ctx, _, new_passphrase, pass_ctx, safe
 
 
 @click.group()
@@ -58,3 +59,24 @@ def user_list(c: Ctx) -> None:
                 click.echo(f"  vkey {u.vkey}")
 
     c.emit({"ok": True, "users": [u.to_json() for u in users]}, human)
+
+
+@user.command("disable")
+@click.argument("name")
+@click.option("--reason", required=True, help="Why the user is disabled (kept in the log).")
+@pass_ctx
+def user_disable(c: Ctx, name: str, reason: str) -> None:
+    """Disable user NAME (admin): signed, revokes their grants, removes their key slot."""
+    done = c.open().disable_user(name, reason=reason)
+    revoked = [str(g) for g in cast("list[str]", done["revoked_grants"])]
+    rotate = bool(done["rotation_required"])
+    doc = {"ok": True, "user": name, "revoked_grants": revoked, "rotation_required": rotate}
+    text = _("Disabled {name}; revoked {count} grant(s).").format(
+        name=safe(name), count=len(revoked)
+    )
+    if rotate:
+        text += "\n" + _(
+            "{name} held the custodian key: an officer must run `childvault keys rotate` "
+            "before new records can be written."
+        ).format(name=safe(name))
+    c.emit(doc, text)

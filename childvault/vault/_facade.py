@@ -332,9 +332,11 @@ class Vault:
         """
         self._users.share_custodian(name, now=now)
 
-    def disable_user(self, name: str, *, now: datetime | None = None) -> dict[str, object]:
+    def disable_user(
+        self, name: str, *, reason: str | None = None, now: datetime | None = None
+    ) -> dict[str, object]:
         """Admin: disable ``name`` (signed); removes their key slot and revokes their grants."""
-        return self._users.disable_user(name, now=now)
+        return self._users.disable_user(name, reason=reason, now=now)
 
     def users(self) -> list[UserInfo]:
         """Every registered user with roles and (for signers) their verifier key."""

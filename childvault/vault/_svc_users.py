@@ -263,8 +263,13 @@ class UserService:
                 moment,
             )
 
-    def disable_user(self, name: str, *, now: datetime | None = None) -> dict[str, object]:
+    def disable_user(
+        self, name: str, *, reason: str | None = None, now: datetime | None = None
+    ) -> dict[str, object]:
         """Admin: disable ``name`` with a signed ``user.disable`` statement.
+
+        ``reason`` (optional, at most 500 characters) is kept in the log entry,
+        not in the statement: the statement's members are fixed (docs/trust.md).
 
         Their key slot is removed and their grants are revoked in the same
         operation. If they held the custodian key, writers refuse to seal to
@@ -274,6 +279,8 @@ class UserService:
         moment = self.s.now(now)
         self.s.require(("admin",), "user.disable", moment, "disabling users")
         check_user_name(name)
+        if reason is not None and (not reason.strip() or len(reason) > 500):
+            raise UsageError("the reason must be non-empty text of at most 500 characters")
         state = self.s.trust()
         if state is None:
             raise UsageError(
@@ -308,6 +315,8 @@ class UserService:
                 "revoked": revoked[:100],
                 "held_custodian": held,
             }
+            if reason is not None:
+                detail["reason"] = reason
             append_with_statements(
                 self.s.db,
                 [
