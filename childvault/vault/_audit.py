@@ -67,6 +67,8 @@ ACTIONS = frozenset(
         "vault.decommission",
         "vault.backup",
         "notice.publish",
+        # Enrolment by invite (issue 12).
+        "user.invite",
     }
 )
 OUTCOMES = frozenset({"ok", "denied", "error"})

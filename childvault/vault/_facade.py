@@ -34,6 +34,9 @@ from childvault.vault._keyconfig import (
 )
 from childvault.vault._registrations import (
     append_with_statements,
+    enrol_with_invite,
+    invite_summary,
+    read_invite,
     register_statement,
     user_detail,
     with_statement,
@@ -697,6 +700,42 @@ class Vault:
         a final entry records the counts. Memory holds only the class counts.
         """
         return self._export.export_anonymized(out, k=k, now=now)
+
+    # ------------------------------------------------- enrolment (issue 12)
+
+    def invite_user(
+        self,
+        name: str,
+        roles: Sequence[str],
+        *,
+        valid_for: timedelta = timedelta(days=7),
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Admin: a one-time invite for ``name`` (``invite``: the file's bytes), logged.
+
+        The person runs :meth:`enroll` with it in their own process, then the
+        admin registers them with :meth:`add_user_from_request`.
+        """
+        return self._users.invite_user(name, roles, valid_for=valid_for, now=now)
+
+    def add_user_from_request(self, request: bytes, *, now: datetime | None = None) -> UserInfo:
+        """Admin: register the person whose enrolment request this is (signed by their
+        new key, bound to a single-use invite of this vault); the admin countersigns."""
+        return self._users.add_user_from_request(request, now=now)
+
+    @staticmethod
+    def read_invite(invite: bytes) -> dict[str, Any]:
+        """The invite's user, roles, vault, expiry and anchor fingerprint (nothing verified
+        but its form: the person confirms the fingerprint with the admin)."""
+        return invite_summary(read_invite(invite))
+
+    @staticmethod
+    def enroll(
+        invite: bytes, passphrase: str, identity_path: Path | str, *, clock: Clock = system_clock
+    ) -> bytes:
+        """The new person's side of enrolment: new keys, their identity file at
+        ``identity_path`` under their own ``passphrase``; returns the request bytes."""
+        return enrol_with_invite(invite, passphrase, Path(identity_path), iso(clock()))
 
 
 def _remove_tree(path: Path) -> None:

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
 
 from childvault.keys import (
     ChildVaultError,
     CustodianSecret,
     Identity,
+    IntegrityError,
     KeySlots,
     NotFound,
     PublicIdentity,
     UsageError,
     check_user_name,
+    public_identity_from_file,
 )
 from childvault.vault import _audit, _note, _statements
 from childvault.vault._audit import DetailValue, Event
@@ -24,13 +28,16 @@ from childvault.vault._registrations import (
     PENDING,
     append_with_statements,
     custodian_statement,
+    invite_ref,
+    make_invite,
+    read_request,
     register_statement,
     user_detail,
     with_statement,
 )
 from childvault.vault._session import Session, signer_name
 from childvault.vault._statements import Envelope, TrustState
-from childvault.vault._time import iso
+from childvault.vault._time import iso, parse_iso
 from childvault.vault._types import ROLES, UserInfo
 
 
@@ -143,12 +150,25 @@ class UserService:
             register_statement(self.s.vault_id, iso(moment), ident.name, roles, ident.public),
             [ident, self.s.me],
         )
+        return self._registration_entry(state, envelope, ident.name, roles, detail, moment)
+
+    def _registration_entry(
+        self,
+        state: TrustState,
+        envelope: Envelope,
+        name: str,
+        roles: tuple[str, ...],
+        detail: Mapping[str, DetailValue],
+        moment: datetime,
+    ) -> tuple[Event, Envelope]:
+        """The ``user.add`` entry carrying ``envelope`` (already signed by the new
+        key and the acting admin): applied, pending an officer, or refused."""
         if _applies(state, envelope, self.s.db.audit.head()[0]):
             return Event(self.s.user, "user.add", detail=with_statement(detail, envelope)), envelope
         if "officer" in roles and state.is_active(self.s.user, "admin"):
             pending = with_statement(detail, envelope, pending=True)
             return Event(self.s.user, "user.add", detail=pending), envelope
-        self.s.distrust("user.add", f"the registration of {ident.name!r} would not verify", moment)
+        self.s.distrust("user.add", f"the registration of {name!r} would not verify", moment)
 
     def _countersign_pending(self, state: TrustState, name: str, moment: datetime) -> None:
         """Countersign (as an officer) and log ``name``'s pending officer registration."""
@@ -329,6 +349,153 @@ class UserService:
             )
         return {"user": name, "revoked_grants": revoked, "rotation_required": held}
 
+    # ------------------------------------------------------------- enrolment
+
+    def invite_user(
+        self,
+        name: str,
+        roles: Sequence[str],
+        *,
+        valid_for: timedelta = timedelta(days=7),
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Admin: a one-time invite for ``name`` (the vault's anchor and a nonce, signed).
+
+        The new person runs ``user enroll`` with it in their own process; the
+        invite is logged (by the SHA-256 of its nonce) so ``user add --request``
+        accepts it once, before it expires.
+        """
+        moment = self.s.now(now)
+        self.s.require(("admin",), "user.invite", moment, "inviting users")
+        check_user_name(name)
+        role_set = _check_roles(roles)
+        if not timedelta(minutes=1) <= valid_for <= timedelta(days=30):
+            raise UsageError("an invite is valid for between 1 minute and 30 days")
+        anchor = self.s.anchor
+        if anchor is None or self.s.trust() is None:
+            raise UsageError(
+                "this identity file has no trust anchor: run `childvault upgrade` first"
+            )
+        if self.s.db.users.get(name) is not None:
+            raise UsageError(f"user {name!r} already exists")
+        nonce = secrets.token_hex(32)
+        expires = iso(moment + valid_for)
+        data = make_invite(self.s.me, anchor, name, role_set, nonce, expires)
+        self.s.log(
+            [
+                Event(
+                    self.s.user,
+                    "user.invite",
+                    detail={
+                        "user": name,
+                        "roles": list(role_set),
+                        "invite": invite_ref(nonce),
+                        "expires": expires,
+                    },
+                )
+            ],
+            moment,
+        )
+        return {
+            "user": name,
+            "roles": list(role_set),
+            "expires": expires,
+            "fingerprint": anchor.fingerprint(),
+            "invite": data,
+        }
+
+    def add_user_from_request(self, data: bytes, *, now: datetime | None = None) -> UserInfo:
+        """Admin: register the person whose own process made enrolment request ``data``.
+
+        The invite must be this vault's, signed by an admin who is active now,
+        logged, unexpired and not used before; the registration must be signed
+        by the key it registers (``read_request``). The admin countersigns it;
+        an officer still needs an officer's countersignature (``keys share``),
+        as for ``user add``. The admin's process never sees the new passphrase.
+        """
+        moment = self.s.now(now)
+        self.s.require(("admin",), "user.add", moment, "adding users")
+        state = self.s.trust()
+        if state is None or self.s.anchor is None:
+            raise UsageError(
+                "this identity file has no trust anchor: run `childvault upgrade` first"
+            )
+        try:
+            request = read_request(data)
+        except IntegrityError as exc:
+            self._refuse_request(str(exc), moment)
+        invite = request.invite
+        if invite.anchor != self.s.anchor:
+            self._refuse_request("the invite belongs to another vault", moment)
+        inviter = str(invite.payload["by"])
+        if not state.is_active(inviter, "admin") or not invite.signed_by(
+            state.user(inviter).sign_key
+        ):
+            self._refuse_request("the invite is not signed by an active admin", moment)
+        if moment > parse_iso(str(invite.payload["expires"])):
+            self._refuse_request("the invite has expired: ask for a new one", moment)
+        ref = invite_ref(str(invite.payload["nonce"]))
+        issued = used = False
+        # The log's entries are verified (chain and actor signatures) by trust() above.
+        for raw in self.s.db.audit.entries_by_action(("user.invite", "user.add")):
+            obj = _audit.decode_entry(raw)
+            detail = obj.get("detail", {})
+            if obj.get("outcome") != "ok" or detail.get("invite") != ref:
+                continue
+            if obj["action"] == "user.invite" and obj.get("actor") == inviter:
+                issued = True
+            elif obj["action"] == "user.add":
+                used = True
+        if not issued:
+            self._refuse_request("the invite was not issued in this vault's log", moment)
+        if used:
+            self._refuse_request("the invite was used already: each invite enrols once", moment)
+        name, roles = invite.user, invite.roles
+        if self.s.db.users.get(name) is not None:
+            raise UsageError(f"user {name!r} already exists")
+        path = self.s.home.identity(name)
+        if path.exists() and public_identity_from_file(path) != request.public:
+            self._refuse_request(
+                f"the identity file of {name!r} in this home holds other keys", moment
+            )
+        if self.s.keys.custodial and "officer" in roles and not self.s.db.custodians.all():
+            raise UsageError(
+                "the vault's first officer creates the custodian key as they are added: "
+                "enrol them with `childvault user add NAME --role officer` at the admin's "
+                "desk, where they type their own passphrase"
+            )
+        envelope = _statements.countersign(request.registration, self.s.me)
+        detail = {**user_detail(name, roles, request.public), "invite": ref}
+        item = self._registration_entry(state, envelope, name, roles, detail, moment)
+        slots = KeySlots(self.s.home.keyslots)
+        slots.add(request.public, self.s.vault_id, self.s.keys.base_secrets())
+        try:
+            with self.s.db.transaction():
+                self.s.db.users.add(
+                    UserRow(
+                        name,
+                        roles,
+                        request.public.encryption_key,
+                        request.public.signing_key,
+                        iso(moment),
+                        self.s.user,
+                    )
+                )
+                append_with_statements(self.s.db, [item], moment)
+        except BaseException:
+            with contextlib.suppress(ChildVaultError, OSError):
+                slots.remove(name)
+            raise
+        return self.user_info(name)
+
+    def _refuse_request(self, reason: str, moment: datetime) -> NoReturn:
+        """Log a denied ``user.add`` naming why an enrolment request was refused; raise."""
+        reason = reason.removeprefix("enrolment refused: ")
+        self.s.log(
+            [Event(self.s.user, "user.add", "denied", detail={"reason": reason[:300]})], moment
+        )
+        raise IntegrityError(f"enrolment request refused: {reason}")
+
     def user_info(self, name: str) -> UserInfo:
         row = self.s.db.users.get(name)
         if row is None:
@@ -357,6 +524,13 @@ class UserService:
     def users(self) -> list[UserInfo]:
         """Every registered user with roles and (for signers) their verifier key."""
         return [self._info(r) for r in self.s.db.users.all()]
+
+
+def _check_roles(roles: Sequence[str]) -> tuple[str, ...]:
+    role_set = tuple(sorted(set(roles)))
+    if not role_set or any(r not in ROLES for r in role_set):
+        raise UsageError(f"roles must be among {', '.join(ROLES)}")
+    return role_set
 
 
 def _applies(state: TrustState, envelope: Envelope, seq: int) -> bool:
