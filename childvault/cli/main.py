@@ -30,6 +30,7 @@ from childvault.cli import (
     _cmd_init,
     _cmd_keys,
     _cmd_lifecycle,
+    _cmd_passphrase,
     _cmd_records,
     _cmd_reports,
     _cmd_session,
@@ -190,6 +191,7 @@ for _command in (
     _cmd_session.unlock,
     _cmd_session.lock,
     _cmd_backup.backup,
+    _cmd_passphrase.passphrase,
 ):
     cli.add_command(_command)
 # `audit prove` lives with the report and proof files it reads and writes.
