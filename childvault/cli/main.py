@@ -32,6 +32,7 @@ from childvault.cli import (
     _cmd_lifecycle,
     _cmd_passphrase,
     _cmd_records,
+    _cmd_renew,
     _cmd_reports,
     _cmd_session,
     _cmd_users,
@@ -196,6 +197,8 @@ for _command in (
     cli.add_command(_command)
 # `audit prove` lives with the report and proof files it reads and writes.
 _cmd_audit.audit.add_command(_cmd_reports.audit_prove)
+# `keys renew` lives in its own module (issue 12).
+_cmd_keys.keys.add_command(_cmd_renew.renew)
 
 
 # Global options after the command name (`childvault list --json`, `childvault

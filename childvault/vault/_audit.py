@@ -67,8 +67,9 @@ ACTIONS = frozenset(
         "vault.decommission",
         "vault.backup",
         "notice.publish",
-        # Enrolment by invite (issue 12).
+        # Enrolment by invite and key renewal (issue 12).
         "user.invite",
+        "user.renew",
     }
 )
 OUTCOMES = frozenset({"ok", "denied", "error"})

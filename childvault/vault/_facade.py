@@ -737,6 +737,17 @@ class Vault:
         ``identity_path`` under their own ``passphrase``; returns the request bytes."""
         return enrol_with_invite(invite, passphrase, Path(identity_path), iso(clock()))
 
+    def request_key_renewal(
+        self, passphrase: str, *, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Any user: new key pairs for oneself (the new identity file under
+        ``passphrase``), pending an admin's :meth:`approve_key_renewal`."""
+        return self._users.request_renewal(passphrase, now=now)
+
+    def approve_key_renewal(self, name: str, *, now: datetime | None = None) -> dict[str, Any]:
+        """Admin: complete ``name``'s pending key renewal; their old key opens nothing new."""
+        return self._users.approve_renewal(name, now=now)
+
 
 def _remove_tree(path: Path) -> None:
     with contextlib.suppress(OSError):

@@ -48,10 +48,18 @@ def logged_registrations(
     (hex) a logged creation or rotation introduced, by generation."""
     added: dict[str, dict[str, Any]] = {}
     custodians: dict[int, set[str]] = {}
-    for entry in log.entries_by_action(("user.add", "custodian.create", "keys.rotate")):
+    for entry in log.entries_by_action(
+        ("user.add", "user.renew", "custodian.create", "keys.rotate")
+    ):
         obj = _audit.decode_entry(entry)
         detail = obj.get("detail", {})
         if obj.get("outcome") != "ok":
+            continue
+        if obj["action"] == "user.renew":
+            # An approved renewal gives the user new keys (`keys renew`).
+            known = added.get(str(detail.get("user")))
+            if detail.get("phase") == "approve" and known is not None:
+                known["enc_key"], known["sign_key"] = detail.get("enc_key"), detail.get("sign_key")
             continue
         if obj["action"] == "user.add":
             # The statement's digest and the invite used are not part of what

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, NoReturn
 
 from childvault.keys import (
@@ -20,6 +22,7 @@ from childvault.keys import (
     check_user_name,
     public_identity_from_file,
 )
+from childvault.keys._slots import sealed_slot
 from childvault.vault import _audit, _note, _statements
 from childvault.vault._audit import DetailValue, Event
 from childvault.vault._backend import UserRow
@@ -496,6 +499,163 @@ class UserService:
         )
         raise IntegrityError(f"enrolment request refused: {reason}")
 
+    # ------------------------------------------------------------ key renewal
+
+    def request_renewal(self, passphrase: str, *, now: datetime | None = None) -> dict[str, Any]:
+        """Any user: new key pairs for oneself, pending an admin's approval.
+
+        The new identity (same name and anchor) is written beside the current
+        one (``NAME.renewing.id``, under ``passphrase``); a ``user.renew``
+        statement signed by the old and the new key is logged as pending,
+        with the acting user's key-slot secrets sealed to the new key (only
+        the new identity opens them). :meth:`approve_renewal` completes it.
+        """
+        moment = self.s.now(now)
+        state = self.s.trust()
+        if state is None:
+            raise UsageError(
+                "this identity file has no trust anchor: run `childvault upgrade` first"
+            )
+        name = self.s.user
+        if not state.is_active(name):
+            self.s.distrust(
+                "user.renew", f"user {name!r} has no verified active registration", moment
+            )
+        new = Identity.generate(name)
+        new.anchor = self.s.me.anchor
+        envelope = _statements.sign(
+            {
+                "v": 1,
+                "kind": "user.renew",
+                "vault": self.s.vault_id,
+                "at": iso(moment),
+                "user": name,
+                "enc_key": new.public.encryption_key.hex(),
+                "sign_key": new.public.signing_key.hex(),
+            },
+            [self.s.me, new],
+        )
+        slot = sealed_slot(new.public, self.s.vault_id, dict(self.s.secrets))
+        pending_path = _renewing(self.s.home.identities, name)
+        new.save(pending_path, passphrase)  # checks the passphrase before anything is logged
+        try:
+            with self.s.db.transaction():
+                seqs = append_with_statements(
+                    self.s.db,
+                    [
+                        (
+                            Event(
+                                name,
+                                "user.renew",
+                                detail=with_statement(
+                                    {"user": name, "phase": "request", "slot": slot},
+                                    envelope,
+                                    pending=True,
+                                ),
+                            ),
+                            envelope,
+                        )
+                    ],
+                    moment,
+                )
+        except BaseException:
+            with contextlib.suppress(OSError):
+                pending_path.unlink()
+            raise
+        return {"user": name, "request": seqs[0], "identity": str(pending_path)}
+
+    def approve_renewal(self, name: str, *, now: datetime | None = None) -> dict[str, Any]:
+        """Admin: complete ``name``'s pending key renewal (countersigned, logged).
+
+        Checks the pending statement is signed by ``name``'s verified current
+        key and by the new key, countersigns it, installs the slot sealed to
+        the new key, points the ``users`` row at the new keys and puts the new
+        identity file in place. From then on the old key opens no slot, no new
+        grant is sealed to it, and its signatures no longer count.
+        """
+        moment = self.s.now(now)
+        self.s.require(("admin",), "user.renew", moment, "approving key renewals")
+        check_user_name(name)
+        state = self.s.trust()
+        if state is None:
+            raise UsageError(
+                "this identity file has no trust anchor: run `childvault upgrade` first"
+            )
+        if not state.is_active(name):
+            raise UsageError(f"{name!r} is not an active user with a verified registration")
+        found: tuple[int, Envelope, str] | None = None
+        for raw in self.s.db.audit.entries_by_action(("user.renew",)):
+            obj = _audit.decode_entry(raw)
+            detail = obj.get("detail", {})
+            if obj.get("outcome") != "ok" or obj.get("actor") != name or PENDING not in detail:
+                continue
+            stored = self.s.db.statements.get(int(obj["seq"]))
+            if stored is None or Envelope.from_bytes(stored).digest() != detail[PENDING]:
+                continue
+            found = int(obj["seq"]), Envelope.from_bytes(stored), str(detail.get("slot", ""))
+        if found is None:
+            raise UsageError(f"{name!r} has no pending key renewal: they run `keys renew` first")
+        seq, pending, slot = found
+        statement = pending.statement()
+        current = state.user(name)
+        if statement.get("user") != name or statement.get("vault") != self.s.vault_id:
+            self.s.distrust("user.renew", f"the pending renewal of {name!r} is not theirs", moment)
+        done = statement.get("sign_key") == current.sign_key.hex()
+        if done or not pending.signed_by(current.sign_key):
+            raise UsageError(
+                f"the pending renewal of {name!r} was not signed by their current key "
+                "(it is stale or done): they run `keys renew` again"
+            )
+        envelope = _statements.countersign(pending, self.s.me)
+        if not _applies(state, envelope, self.s.db.audit.head()[0]):
+            self.s.distrust("user.renew", f"the key renewal of {name!r} would not verify", moment)
+        new_public = PublicIdentity(
+            name,
+            bytes.fromhex(str(statement["enc_key"])),
+            bytes.fromhex(str(statement["sign_key"])),
+        )
+        pending_path = _renewing(self.s.home.identities, name)
+        if not pending_path.exists() or public_identity_from_file(pending_path) != new_public:
+            raise UsageError(
+                f"the new identity file of {name!r} ({pending_path}) is missing or holds "
+                "other keys: they run `keys renew` again"
+            )
+        slots = KeySlots(self.s.home.keyslots)
+        previous = slots.install(name, self.s.vault_id, slot)
+        try:
+            with self.s.db.transaction():
+                self.s.db.users.set_keys(name, new_public.encryption_key, new_public.signing_key)
+                append_with_statements(
+                    self.s.db,
+                    [
+                        (
+                            Event(
+                                self.s.user,
+                                "user.renew",
+                                detail=with_statement(
+                                    {
+                                        "user": name,
+                                        "enc_key": new_public.encryption_key.hex(),
+                                        "sign_key": new_public.signing_key.hex(),
+                                        "phase": "approve",
+                                        "pending": seq,
+                                    },
+                                    envelope,
+                                ),
+                            ),
+                            envelope,
+                        )
+                    ],
+                    moment,
+                )
+        except BaseException:
+            with contextlib.suppress(ChildVaultError, OSError):
+                slots.install(name, self.s.vault_id, previous)
+            raise
+        # The new identity replaces the old file; a copy of the old one opens nothing new.
+        os.replace(pending_path, self.s.home.identity(name))
+        return {"user": name, "request": seq}
+
     def user_info(self, name: str) -> UserInfo:
         row = self.s.db.users.get(name)
         if row is None:
@@ -524,6 +684,11 @@ class UserService:
     def users(self) -> list[UserInfo]:
         """Every registered user with roles and (for signers) their verifier key."""
         return [self._info(r) for r in self.s.db.users.all()]
+
+
+def _renewing(identities: Path, name: str) -> Path:
+    """Where ``keys renew`` keeps the new identity until an admin approves it."""
+    return identities / f"{name}.renewing.id"
 
 
 def _check_roles(roles: Sequence[str]) -> tuple[str, ...]:
