@@ -35,6 +35,7 @@ from childvault.cli import (
     _cmd_renew,
     _cmd_reports,
     _cmd_session,
+    _cmd_upgrade,
     _cmd_users,
 )
 from childvault.cli._context import EXIT_ERROR, Ctx, _, safe
@@ -193,6 +194,7 @@ for _command in (
     _cmd_session.lock,
     _cmd_backup.backup,
     _cmd_passphrase.passphrase,
+    _cmd_upgrade.upgrade,
 ):
     cli.add_command(_command)
 # `audit prove` lives with the report and proof files it reads and writes.

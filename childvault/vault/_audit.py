@@ -67,9 +67,10 @@ ACTIONS = frozenset(
         "vault.decommission",
         "vault.backup",
         "notice.publish",
-        # Enrolment by invite and key renewal (issue 12).
+        # Enrolment by invite, key renewal and upgrades (issue 12).
         "user.invite",
         "user.renew",
+        "vault.upgrade",
     }
 )
 OUTCOMES = frozenset({"ok", "denied", "error"})

@@ -36,6 +36,7 @@ from childvault.vault._registrations import (
     append_with_statements,
     enrol_with_invite,
     invite_summary,
+    is_upgraded,
     read_invite,
     register_statement,
     user_detail,
@@ -238,9 +239,28 @@ class Vault:
                     "or ask an admin to run `childvault user add`"
                 )
             identity = Identity.load(path, passphrase)
+        return cls._open_as(h, config, identity, clock, credentials)
+
+    @classmethod
+    def _open_as(
+        cls,
+        h: Home,
+        config: Config,
+        identity: Identity,
+        clock: Clock,
+        credentials: OpenBaoCredentials | None,
+        *,
+        upgrading: bool = False,
+    ) -> Vault:
+        """Open as the unlocked ``identity``; refuse a vault not upgraded unless ``upgrading``."""
         secrets_ = KeySlots(h.keyslots).open(identity, config.vault_id)
         store = _open_store(h, config.store_dsn(h), secrets_["db"])
         try:
+            if not upgrading and not is_upgraded(store):
+                raise ConfigError(
+                    "this vault was made by an earlier childvault and has no signed "
+                    "statements yet: an admin must run `childvault upgrade` (docs/operators.md)"
+                )
             if store.meta.get("vault_id") != config.vault_id:
                 raise ConfigError(f"{h.config} does not belong to the database {_where(store)}")
             if store.meta.get("provider") != config.provider:
@@ -736,6 +756,43 @@ class Vault:
         """The new person's side of enrolment: new keys, their identity file at
         ``identity_path`` under their own ``passphrase``; returns the request bytes."""
         return enrol_with_invite(invite, passphrase, Path(identity_path), iso(clock()))
+
+    @classmethod
+    def upgrade(
+        cls,
+        home: Path | str,
+        user: str,
+        passphrase: str,
+        *,
+        confirm: Callable[[str], bool],
+        clock: Clock = system_clock,
+        migration_dsn: str | None = None,
+    ) -> dict[str, Any]:
+        """``childvault upgrade`` as ``user``: schema, then signed statements for what exists.
+
+        ``migration_dsn`` (a PostgreSQL store): the migration role's DSN; the
+        schema is brought up to date as that role first (the service role of
+        the vault's DSN gets its grants). The SQLCipher schema is migrated on
+        every open. Then :meth:`UserService.upgrade` runs the acting user's
+        step (``confirm`` is asked to confirm the anchor's fingerprint).
+        """
+        h = Home(Path(home))
+        config = Config.load(h)
+        if migration_dsn is not None:
+            service = config.store_dsn(h)
+            if service is None:
+                raise UsageError("this vault keeps its rows in SQLCipher: no migration DSN is used")
+            from psycopg.conninfo import conninfo_to_dict
+
+            from childvault.vault._postgres._conn import migrate
+
+            role = conninfo_to_dict(service).get("user")
+            migrate(migration_dsn, service_role=str(role) if role else None)
+        check_user_name(user)
+        path = h.identity(user)
+        identity = Identity.load(path, passphrase)
+        with cls._open_as(h, config, identity, clock, None, upgrading=True) as vault:
+            return vault._users.upgrade(path, passphrase, confirm)
 
     def request_key_renewal(
         self, passphrase: str, *, now: datetime | None = None

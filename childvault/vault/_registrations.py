@@ -568,3 +568,56 @@ def enrol_with_invite(data: bytes, passphrase: str, identity_path: Path, at: str
     request = enrol(invite, identity, at)
     identity.save(identity_path, passphrase)
     return request
+
+
+# -------------------------------------------------------------------- upgrade
+
+#: ``meta`` key set by ``childvault upgrade`` on a vault made before signed statements.
+UPGRADED = "trust_upgraded"
+
+
+def is_upgraded(db: Backend) -> bool:
+    """Whether the vault's log holds its founding registration (made by ``init`` since
+    issue 12, at entry 1, or by ``childvault upgrade``)."""
+    return db.meta.get(UPGRADED) == "1" or db.statements.get(1) is not None
+
+
+def logged_anchor(db: Backend) -> Anchor | None:
+    """The anchor the log's founding registration names (the first statement logged).
+
+    Only a candidate: whoever adopts it confirms its fingerprint with the admin
+    out of band, since an insider can write the database.
+    """
+    for raw in db.audit.entries_by_action(("user.add", "vault.upgrade")):
+        obj = _audit.decode_entry(raw)
+        detail = obj.get("detail", {})
+        if obj.get("outcome") != "ok" or STATEMENT not in detail:
+            continue
+        stored = db.statements.get(int(obj["seq"]))
+        if stored is None:
+            return None
+        statement = Envelope.from_bytes(stored).statement()
+        if statement.get("kind") != "user.register":
+            return None
+        return Anchor(
+            str(statement["vault"]),
+            str(statement["user"]),
+            bytes.fromhex(str(statement["sign_key"])),
+        )
+    return None
+
+
+def check_legacy_log(db: Backend) -> None:
+    """Before ``childvault upgrade`` signs anything for what exists: the log's hash
+    chain holds from its first entry, and every ``users`` row is what a logged
+    ``user add`` gave (an edited row is refused, not signed)."""
+    probe = Anchor(str(db.meta.get("vault_id")), "probe", bytes(32))
+    replay(db, Verified(TrustState.start(probe), 0, None))
+    added, _ = logged_registrations(db.audit)
+    for row in db.users.all():
+        public = PublicIdentity(row.name, row.enc_key, row.sign_key)
+        if added.get(row.name) != user_detail(row.name, row.roles, public):
+            raise IntegrityError(
+                f"user {row.name!r} is registered with keys or roles that no logged `user add` "
+                "gave them: the users table was edited; nothing was upgraded"
+            )

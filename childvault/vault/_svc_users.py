@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
@@ -29,9 +29,13 @@ from childvault.vault._backend import UserRow
 from childvault.vault._keyring import CUSTODIAN
 from childvault.vault._registrations import (
     PENDING,
+    UPGRADED,
     append_with_statements,
+    check_legacy_log,
     custodian_statement,
     invite_ref,
+    is_upgraded,
+    logged_anchor,
     make_invite,
     read_request,
     register_statement,
@@ -39,7 +43,7 @@ from childvault.vault._registrations import (
     with_statement,
 )
 from childvault.vault._session import Session, signer_name
-from childvault.vault._statements import Envelope, TrustState
+from childvault.vault._statements import Anchor, Envelope, TrustState
 from childvault.vault._time import iso, parse_iso
 from childvault.vault._types import ROLES, UserInfo
 
@@ -655,6 +659,282 @@ class UserService:
         # The new identity replaces the old file; a copy of the old one opens nothing new.
         os.replace(pending_path, self.s.home.identity(name))
         return {"user": name, "request": seq}
+
+    # --------------------------------------------------------------- upgrade
+
+    def upgrade(
+        self, identity_path: Path, passphrase: str, confirm: Callable[[str], bool]
+    ) -> dict[str, Any]:
+        """``childvault upgrade`` for the acting user (docs/operators.md, "Upgrading").
+
+        On a vault made before signed statements an admin (admin role only)
+        anchors it: the log and the ``users`` rows are checked, the admin's
+        self-signed founding registration is logged and the anchor is written
+        into their identity file. After that each user runs it once: they
+        confirm the anchor's fingerprint (``confirm``), it goes into their
+        identity file, and their registration, signed by their own key, is
+        logged pending. An admin running it again countersigns the pending
+        registrations (an officer's also needs an officer's countersignature,
+        given at ``keys share``); the first officer running it again states
+        the custodian key and its holders. Every step is idempotent.
+        """
+        moment = self.s.now()
+        done: dict[str, Any] = {"user": self.s.user, "steps": []}
+        if not is_upgraded(self.s.db):
+            self.s.require(("admin",), "vault.upgrade", moment, "upgrading the vault")
+            self._anchor_vault(identity_path, passphrase, moment)
+            done["steps"].append("anchored")
+        if self.s.anchor is None:
+            self._adopt_anchor(identity_path, passphrase, confirm, moment)
+            done["steps"].append("anchor adopted")
+        state = self.s.trust()
+        assert state is not None  # the anchor is set above
+        if not state.is_active(self.s.user):
+            if self._request_registration(state, moment):
+                done["steps"].append("registration requested")
+            state = self.s.trust()
+            assert state is not None
+        if state.is_active(self.s.user, "admin"):
+            approved = self._approve_registrations(state, moment)
+            if approved:
+                done["steps"].append("registrations countersigned: " + ", ".join(approved))
+            state = self.s.trust()
+            assert state is not None
+        if state.is_active(self.s.user, "officer") and self.s.keys.custodial:
+            stated = self._state_custodian(state, moment)
+            if stated:
+                done["steps"].append("custodian stated: " + ", ".join(stated))
+        anchor = self.s.anchor
+        assert anchor is not None
+        done["fingerprint"] = anchor.fingerprint()
+        final = self.s.trust()
+        done["pending"] = sorted(
+            u.name for u in self.s.db.users.all() if final is None or not final.is_active(u.name)
+        )
+        return done
+
+    def _anchor_vault(self, identity_path: Path, passphrase: str, moment: datetime) -> None:
+        """The admin's first step: check what exists, then log the founding registration."""
+        if self.s.roles != frozenset({"admin"}):
+            raise UsageError(
+                "the vault's anchor is an admin with the admin role only: run "
+                "`childvault upgrade` as such an admin"
+            )
+        check_legacy_log(self.s.db)
+        me = self.s.me
+        anchor = Anchor(self.s.vault_id, me.name, me.public.signing_key)
+        founding = _statements.sign(
+            register_statement(self.s.vault_id, iso(moment), me.name, ["admin"], me.public), [me]
+        )
+        if not _applies(TrustState.start(anchor), founding, self.s.db.audit.head()[0]):
+            raise IntegrityError("the founding registration would not verify; nothing was upgraded")
+        with self.s.db.transaction():
+            self.s.db.meta.set(UPGRADED, "1")
+            append_with_statements(
+                self.s.db,
+                [
+                    (
+                        Event(
+                            me.name,
+                            "vault.upgrade",
+                            detail=with_statement(
+                                {"phase": "anchor", "user": me.name, "schema": "statements/1"},
+                                founding,
+                            ),
+                        ),
+                        founding,
+                    )
+                ],
+                moment,
+            )
+        self._keep_anchor(anchor, identity_path, passphrase)
+
+    def _adopt_anchor(
+        self,
+        identity_path: Path,
+        passphrase: str,
+        confirm: Callable[[str], bool],
+        moment: datetime,
+    ) -> None:
+        """Take the logged anchor into one's identity file, once its fingerprint is confirmed."""
+        anchor = logged_anchor(self.s.db)
+        if anchor is None or anchor.vault_id != self.s.vault_id:
+            raise IntegrityError("the log names no anchor of this vault: ask the admin")
+        founder = anchor.admin == self.s.user
+        if founder and anchor.sign_key != self.s.me.public.signing_key:
+            raise IntegrityError("the logged anchor names your name with another key")
+        if not founder and not confirm(anchor.fingerprint()):
+            raise UsageError("the fingerprint was not confirmed: nothing was changed")
+        self._keep_anchor(anchor, identity_path, passphrase)
+
+    def _keep_anchor(self, anchor: Anchor, identity_path: Path, passphrase: str) -> None:
+        """Write ``anchor`` inside the acting user's identity file; verify from it from now on."""
+        self.s.me.anchor = anchor.to_json()
+        self.s.me.save(identity_path, passphrase)
+        self.s.anchor = anchor
+
+    def _request_registration(self, state: TrustState, moment: datetime) -> bool:
+        """Log the acting user's registration, signed by their own key, as pending."""
+        row = self.s.db.users.get(self.s.user)
+        assert row is not None  # the session checked it
+        mine = _statements.sign(
+            register_statement(self.s.vault_id, iso(moment), row.name, row.roles, self.s.me.public),
+            [self.s.me],
+        )
+        if self._pending_registration(row.name) is not None:
+            return False  # asked already: an admin countersigns it
+        detail = with_statement(
+            user_detail(row.name, row.roles, self.s.me.public), mine, pending=True
+        )
+        with self.s.db.transaction():
+            append_with_statements(
+                self.s.db, [(Event(row.name, "user.add", detail=detail), mine)], moment
+            )
+        return True
+
+    def _pending_registration(self, name: str) -> tuple[int, Envelope] | None:
+        """The latest pending registration of ``name`` logged by ``name`` or an admin."""
+        found: tuple[int, Envelope] | None = None
+        for raw in self.s.db.audit.entries_by_action(("user.add",)):
+            obj = _audit.decode_entry(raw)
+            detail = obj.get("detail", {})
+            if obj.get("outcome") != "ok" or detail.get("user") != name or PENDING not in detail:
+                continue
+            stored = self.s.db.statements.get(int(obj["seq"]))
+            if stored is not None and Envelope.from_bytes(stored).digest() == detail[PENDING]:
+                found = int(obj["seq"]), Envelope.from_bytes(stored)
+        return found
+
+    def _approve_registrations(self, state: TrustState, moment: datetime) -> list[str]:
+        """Admin: countersign every pending upgrade registration that matches its row."""
+        approved: list[str] = []
+        for row in self.s.db.users.all():
+            if state.is_active(row.name) or row.name in state.users:
+                continue
+            found = self._pending_registration(row.name)
+            if found is None:
+                continue
+            seq, pending = found
+            statement = pending.statement()
+            public = PublicIdentity(row.name, row.enc_key, row.sign_key)
+            if statement != {
+                **statement,
+                "user": row.name,
+                "roles": sorted(row.roles),
+                "enc_key": row.enc_key.hex(),
+                "sign_key": row.sign_key.hex(),
+            } or not pending.signed_by(row.sign_key):
+                continue  # not this row's own registration: left for `audit verify`
+            if any(sig_name == self.s.user for sig_name, _ in pending.signatures):
+                continue  # countersigned already: waits for an officer (`keys share`)
+            envelope = _statements.countersign(pending, self.s.me)
+            if _applies(state, envelope, self.s.db.audit.head()[0]):
+                item = (
+                    Event(
+                        self.s.user,
+                        "user.countersign",
+                        detail=with_statement({"user": row.name, "pending": seq}, envelope),
+                    ),
+                    envelope,
+                )
+                approved.append(row.name)
+            elif "officer" in row.roles:
+                # Re-logged pending with the admin's signature: the officer who runs
+                # `keys share` for them adds the officer countersignature.
+                detail = with_statement(
+                    user_detail(row.name, row.roles, public), envelope, pending=True
+                )
+                item = (Event(self.s.user, "user.add", detail=detail), envelope)
+            else:
+                continue
+            with self.s.db.transaction():
+                append_with_statements(self.s.db, [item], moment)
+            state = self.s.trust() or state
+        return approved
+
+    def _state_custodian(self, state: TrustState, moment: datetime) -> list[str]:
+        """The first officer: sign the custodian key they hold, and its other holders."""
+        stated: list[str] = []
+        current = [(g, p) for g, p, st in self.s.db.custodians.all() if st == "current"]
+        if not current:
+            return stated
+        generation, public = current[0]
+        mine = self.s.keys.custodian_secrets()
+        if f"{CUSTODIAN}{generation}" not in mine:
+            return stated
+        if state.current_custodian() is None:
+            if generation != 1:
+                raise UsageError(
+                    f"the custodian key is at generation {generation}: an upgrade states "
+                    "generation 1 only; restore the signed statements from a newer backup "
+                    "or re-create the vault"
+                )
+            held = CustodianSecret.from_bytes(generation, mine[f"{CUSTODIAN}{generation}"])
+            if held.public != public:
+                self.s.distrust(
+                    "vault.upgrade",
+                    "the custodian key in the database is not the one in your key slot",
+                    moment,
+                )
+            envelope = _statements.sign(
+                custodian_statement(
+                    self.s.vault_id,
+                    iso(moment),
+                    "custodian.create",
+                    generation=1,
+                    public_key=public.hex(),
+                    holder=self.s.user,
+                ),
+                [self.s.me],
+            )
+            if not _applies(state, envelope, self.s.db.audit.head()[0]):
+                self.s.distrust("vault.upgrade", "the custodian key cannot be stated", moment)
+            detail = with_statement(
+                {"generation": 1, "to": self.s.user, "public_key": public.hex()}, envelope
+            )
+            with self.s.db.transaction():
+                append_with_statements(
+                    self.s.db,
+                    [(Event(self.s.user, "custodian.create", detail=detail), envelope)],
+                    moment,
+                )
+            stated.append(self.s.user)
+            state = self.s.trust() or state
+        if state.current_custodian() != (generation, public):
+            return stated
+        for holder in sorted(self.s.db.custodians.holders(generation)):
+            if holder in state.active_holders(generation) or not state.is_active(holder, "officer"):
+                continue
+            envelope = _statements.sign(
+                custodian_statement(
+                    self.s.vault_id,
+                    iso(moment),
+                    "custodian.share",
+                    generation=generation,
+                    to=holder,
+                ),
+                [self.s.me],
+            )
+            if not _applies(state, envelope, self.s.db.audit.head()[0]):
+                continue
+            with self.s.db.transaction():
+                append_with_statements(
+                    self.s.db,
+                    [
+                        (
+                            Event(
+                                self.s.user,
+                                "custodian.share",
+                                detail=with_statement({"to": holder}, envelope),
+                            ),
+                            envelope,
+                        )
+                    ],
+                    moment,
+                )
+            stated.append(holder)
+            state = self.s.trust() or state
+        return stated
 
     def user_info(self, name: str) -> UserInfo:
         row = self.s.db.users.get(name)
