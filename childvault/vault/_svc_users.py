@@ -709,7 +709,10 @@ class UserService:
         done["fingerprint"] = anchor.fingerprint()
         final = self.s.trust()
         done["pending"] = sorted(
-            u.name for u in self.s.db.users.all() if final is None or not final.is_active(u.name)
+            # Disabled users are in the verified state (not pending), just inactive.
+            u.name
+            for u in self.s.db.users.all()
+            if final is None or u.name not in final.users
         )
         return done
 
@@ -777,12 +780,12 @@ class UserService:
         """Log the acting user's registration, signed by their own key, as pending."""
         row = self.s.db.users.get(self.s.user)
         assert row is not None  # the session checked it
+        if self._pending_registration(row.name) is not None:
+            return False  # asked already: an admin countersigns it
         mine = _statements.sign(
             register_statement(self.s.vault_id, iso(moment), row.name, row.roles, self.s.me.public),
             [self.s.me],
         )
-        if self._pending_registration(row.name) is not None:
-            return False  # asked already: an admin countersigns it
         detail = with_statement(
             user_detail(row.name, row.roles, self.s.me.public), mine, pending=True
         )
