@@ -31,11 +31,14 @@ from childvault.cli import (
     _cmd_init,
     _cmd_keys,
     _cmd_lifecycle,
+    _cmd_passphrase,
     _cmd_records,
+    _cmd_renew,
     _cmd_reports,
     _cmd_rights,
     _cmd_serve,
     _cmd_session,
+    _cmd_upgrade,
     _cmd_users,
     _cmd_vault_admin,
 )
@@ -206,6 +209,8 @@ for _command in (
     _cmd_rights.rights,
     _cmd_incident.incident,
     _cmd_serve.serve,
+    _cmd_passphrase.passphrase,
+    _cmd_upgrade.upgrade,
 ):
     cli.add_command(_command)
 # `audit prove` lives with the report and proof files it reads and writes.
@@ -213,6 +218,8 @@ _cmd_audit.audit.add_command(_cmd_reports.audit_prove)
 # `vault gc` and `vault identity` live in their own module.
 _cmd_keys.vault_group.add_command(_cmd_vault_admin.vault_gc)
 _cmd_keys.vault_group.add_command(_cmd_vault_admin.vault_identity)
+# `keys renew` lives in its own module (issue 12).
+_cmd_keys.keys.add_command(_cmd_renew.renew)
 
 
 # Global options after the command name (`childvault list --json`, `childvault

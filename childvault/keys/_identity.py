@@ -237,6 +237,24 @@ def _as_path(value: object, where: str) -> Path:
     raise UsageError(f"{where}: the path must be a str or pathlib.Path, not {type(value).__name__}")
 
 
+def change_passphrase(path: Path, old: str, new: str) -> Identity:
+    """Re-encrypt the identity file at ``path`` under ``new``; ``old`` must open it.
+
+    The keys and the anchor are unchanged, so everything sealed to them stays
+    readable; the file is replaced atomically (a crash leaves the old or the
+    new file, never neither), and from then on ``old`` opens nothing. A copy
+    of the file made before still opens with ``old``: that is what
+    ``keys renew`` is for.
+    """
+    if len(new) < _MIN_PASSPHRASE:
+        raise UsageError(f"the passphrase must have at least {_MIN_PASSPHRASE} characters")
+    if _normalise(new) == _normalise(old):
+        raise UsageError("the new passphrase is the same as the old one")
+    identity = Identity.load(path, old)
+    identity.save(path, new)
+    return identity
+
+
 def read_identity_file(path: Path) -> dict[str, Any]:
     """Parse an identity file without unlocking it."""
     try:

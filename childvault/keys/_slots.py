@@ -58,18 +58,24 @@ class KeySlots:
 
     def add(self, user: PublicIdentity, vault_id: str, secrets: dict[str, bytes]) -> None:
         """Seal ``secrets`` to ``user`` and store the slot (replacing an older one)."""
+        self.install(user.name, vault_id, sealed_slot(user, vault_id, secrets))
+
+    def install(self, name: str, vault_id: str, sealed: str | None) -> str | None:
+        """Store ``name``'s slot as the sealed text ``sealed`` (None: remove it).
+
+        For a slot sealed elsewhere (:func:`sealed_slot`, by ``keys renew``
+        in the owner's process). Returns the slot it replaced, to put it back.
+        """
         doc = self._read()
         if doc.get("vault") != vault_id:
             raise ConfigError(f"key-slot file {self.path} belongs to another vault")
-        inner = json.dumps(
-            {
-                "vault": vault_id,
-                "user": user.name,
-                "secrets": {k: b64(v) for k, v in sorted(secrets.items())},
-            }
-        ).encode()
-        doc["slots"][user.name] = b64(user.seal(inner))
+        previous = doc["slots"].get(name)
+        if sealed is None:
+            doc["slots"].pop(name, None)
+        else:
+            doc["slots"][name] = sealed
         self._write(doc)
+        return previous if isinstance(previous, str) else None
 
     def remove(self, name: str) -> None:
         """Drop a user's slot (the user can no longer open the database)."""
@@ -100,3 +106,15 @@ class KeySlots:
             return {str(k): base64.b64decode(v, validate=True) for k, v in slot["secrets"].items()}
         except (ValueError, KeyError, TypeError) as exc:
             raise DecryptionFailed("key slot content is malformed") from exc
+
+
+def sealed_slot(user: PublicIdentity, vault_id: str, secrets: dict[str, bytes]) -> str:
+    """``secrets`` sealed to ``user`` for ``vault_id``, as a key-slot file stores them."""
+    inner = json.dumps(
+        {
+            "vault": vault_id,
+            "user": user.name,
+            "secrets": {k: b64(v) for k, v in sorted(secrets.items())},
+        }
+    ).encode()
+    return b64(user.seal(inner))

@@ -70,6 +70,10 @@ ACTIONS = frozenset(
         "vault.gc",
         # A record version re-signed by the officer who re-wrapped its keys (issue 12).
         "record.resign",
+        # Enrolment by invite, key renewal and upgrades (issue 12).
+        "user.invite",
+        "user.renew",
+        "vault.upgrade",
     }
 )
 OUTCOMES = frozenset({"ok", "denied", "error"})

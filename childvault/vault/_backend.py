@@ -143,6 +143,10 @@ class UserRepo(Protocol):
         """Every registered user, by name."""
         ...
 
+    def set_keys(self, name: str, enc_key: bytes, sign_key: bytes) -> None:
+        """Replace a user's public keys (``keys renew``, after the signed statement)."""
+        ...
+
 
 class CustodianRepo(Protocol):
     """Public halves of the local provider's custodian keys and who holds them."""

@@ -36,6 +36,10 @@ from childvault.vault._keyconfig import (
 )
 from childvault.vault._registrations import (
     append_with_statements,
+    enrol_with_invite,
+    invite_summary,
+    is_upgraded,
+    read_invite,
     register_statement,
     user_detail,
     with_statement,
@@ -265,9 +269,28 @@ class Vault:
                     "or ask an admin to run `childvault user add`"
                 )
             identity = Identity.load(path, passphrase)
+        return cls._open_as(h, config, identity, clock, credentials)
+
+    @classmethod
+    def _open_as(
+        cls,
+        h: Home,
+        config: Config,
+        identity: Identity,
+        clock: Clock,
+        credentials: OpenBaoCredentials | None,
+        *,
+        upgrading: bool = False,
+    ) -> Vault:
+        """Open as the unlocked ``identity``; refuse a vault not upgraded unless ``upgrading``."""
         secrets_ = KeySlots(h.keyslots).open(identity, config.vault_id)
         store = _open_store(h, config.store_dsn(h), secrets_["db"])
         try:
+            if not upgrading and not is_upgraded(store):
+                raise ConfigError(
+                    "this vault was made by an earlier childvault and has no signed "
+                    "statements yet: an admin must run `childvault upgrade` (docs/operators.md)"
+                )
             if store.meta.get("vault_id") != config.vault_id:
                 raise ConfigError(f"{h.config} does not belong to the database {_where(store)}")
             if store.meta.get("provider") != config.provider:
@@ -408,12 +431,15 @@ class Vault:
         check.datetime_arg(w, "now", now)
         self._users.share_custodian(name, now=now)
 
-    def disable_user(self, name: str, *, now: datetime | None = None) -> dict[str, object]:
+    def disable_user(
+        self, name: str, *, reason: str | None = None, now: datetime | None = None
+    ) -> dict[str, object]:
         """Admin: disable ``name`` (signed); removes their key slot and revokes their grants."""
         w = self._live("Vault.disable_user")
         check.str_arg(w, "name", name)
+        check.str_arg(w, "reason", reason, optional=True)
         check.datetime_arg(w, "now", now)
-        return self._users.disable_user(name, now=now)
+        return self._users.disable_user(name, reason=reason, now=now)
 
     def users(self) -> list[UserInfo]:
         """Every registered user with roles and (for signers) their verifier key."""
@@ -1081,6 +1107,90 @@ class Vault:
         except BaseException:
             backend.close()
             raise
+
+    # ------------------------------------------------- enrolment (issue 12)
+
+    def invite_user(
+        self,
+        name: str,
+        roles: Sequence[str],
+        *,
+        valid_for: timedelta = timedelta(days=7),
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Admin: a one-time invite for ``name`` (``invite``: the file's bytes), logged.
+
+        The person runs :meth:`enroll` with it in their own process, then the
+        admin registers them with :meth:`add_user_from_request`.
+        """
+        return self._users.invite_user(name, roles, valid_for=valid_for, now=now)
+
+    def add_user_from_request(self, request: bytes, *, now: datetime | None = None) -> UserInfo:
+        """Admin: register the person whose enrolment request this is (signed by their
+        new key, bound to a single-use invite of this vault); the admin countersigns."""
+        return self._users.add_user_from_request(request, now=now)
+
+    @staticmethod
+    def read_invite(invite: bytes) -> dict[str, Any]:
+        """The invite's user, roles, vault, expiry and anchor fingerprint (nothing verified
+        but its form: the person confirms the fingerprint with the admin)."""
+        return invite_summary(read_invite(invite))
+
+    @staticmethod
+    def enroll(
+        invite: bytes, passphrase: str, identity_path: Path | str, *, clock: Clock = system_clock
+    ) -> bytes:
+        """The new person's side of enrolment: new keys, their identity file at
+        ``identity_path`` under their own ``passphrase``; returns the request bytes."""
+        return enrol_with_invite(invite, passphrase, Path(identity_path), iso(clock()))
+
+    @classmethod
+    def upgrade(
+        cls,
+        home: Path | str,
+        user: str,
+        passphrase: str,
+        *,
+        confirm: Callable[[str], bool],
+        clock: Clock = system_clock,
+        migration_dsn: str | None = None,
+    ) -> dict[str, Any]:
+        """``childvault upgrade`` as ``user``: schema, then signed statements for what exists.
+
+        ``migration_dsn`` (a PostgreSQL store): the migration role's DSN; the
+        schema is brought up to date as that role first (the service role of
+        the vault's DSN gets its grants). The SQLCipher schema is migrated on
+        every open. Then :meth:`UserService.upgrade` runs the acting user's
+        step (``confirm`` is asked to confirm the anchor's fingerprint).
+        """
+        h = Home(Path(home))
+        config = Config.load(h)
+        if migration_dsn is not None:
+            service = config.store_dsn(h)
+            if service is None:
+                raise UsageError("this vault keeps its rows in SQLCipher: no migration DSN is used")
+            from psycopg.conninfo import conninfo_to_dict
+
+            from childvault.vault._postgres._conn import migrate
+
+            role = conninfo_to_dict(service).get("user")
+            migrate(migration_dsn, service_role=str(role) if role else None)
+        check_user_name(user)
+        path = h.identity(user)
+        identity = Identity.load(path, passphrase)
+        with cls._open_as(h, config, identity, clock, None, upgrading=True) as vault:
+            return vault._users.upgrade(path, passphrase, confirm)
+
+    def request_key_renewal(
+        self, passphrase: str, *, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Any user: new key pairs for oneself (the new identity file under
+        ``passphrase``), pending an admin's :meth:`approve_key_renewal`."""
+        return self._users.request_renewal(passphrase, now=now)
+
+    def approve_key_renewal(self, name: str, *, now: datetime | None = None) -> dict[str, Any]:
+        """Admin: complete ``name``'s pending key renewal; their old key opens nothing new."""
+        return self._users.approve_renewal(name, now=now)
 
 
 def _remove_tree(path: Path) -> None:

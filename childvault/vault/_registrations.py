@@ -8,20 +8,25 @@ know), so neither imports the other.
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import nacl.exceptions
 import nacl.signing
 
-from childvault.keys import Identity, IntegrityError, PublicIdentity
-from childvault.vault import _audit
+from childvault.keys import Identity, IntegrityError, PublicIdentity, UsageError, check_user_name
+from childvault.keys._encoding import b64, unb64
+from childvault.vault import _audit, _statements
 from childvault.vault._audit import DetailValue, Event
 from childvault.vault._backend import AuditRepo, Backend
 from childvault.vault._merkle import leaf_hash
 from childvault.vault._statements import Anchor, Envelope, TrustState
+from childvault.vault._time import parse_iso
 
 
 def user_detail(
@@ -43,15 +48,26 @@ def logged_registrations(
     (hex) a logged creation or rotation introduced, by generation."""
     added: dict[str, dict[str, Any]] = {}
     custodians: dict[int, set[str]] = {}
-    for entry in log.entries_by_action(("user.add", "custodian.create", "keys.rotate")):
+    for entry in log.entries_by_action(
+        ("user.add", "user.renew", "custodian.create", "keys.rotate")
+    ):
         obj = _audit.decode_entry(entry)
         detail = obj.get("detail", {})
         if obj.get("outcome") != "ok":
             continue
+        if obj["action"] == "user.renew":
+            # An approved renewal gives the user new keys (`keys renew`).
+            known = added.get(str(detail.get("user")))
+            if detail.get("phase") == "approve" and known is not None:
+                known["enc_key"], known["sign_key"] = detail.get("enc_key"), detail.get("sign_key")
+            continue
         if obj["action"] == "user.add":
-            # The statement's digest is not part of what `audit verify` compares.
+            # The statement's digest and the invite used are not part of what
+            # `audit verify` compares with the users table.
             added[str(detail.get("user"))] = {
-                k: v for k, v in detail.items() if k not in ("statement", "pending_statement")
+                k: v
+                for k, v in detail.items()
+                if k not in ("statement", "pending_statement", "invite")
             }
         elif obj["action"] in ("custodian.create", "keys.rotate") and "public_key" in detail:
             generation = int(detail.get("generation", 0))
@@ -295,3 +311,313 @@ def register_statement(
 def custodian_statement(vault_id: str, at: str, kind: str, **members: Any) -> dict[str, Any]:
     """A ``custodian.*`` statement."""
     return {"v": 1, "kind": kind, "vault": vault_id, "at": at, **members}
+
+
+# ------------------------------------------------------------------ enrolment
+#
+# `user invite` (admin) -> `user enroll` (the new person's own process) ->
+# `user add --request` (admin). The invite and the request are files handed
+# between people, so their parsers take hostile input: strict, bounded, and
+# raising only IntegrityError naming the defect.
+
+INVITE_FORMAT = "childvault-invite/1"
+REQUEST_FORMAT = "childvault-enrolment-request/1"
+#: Largest invite or request file read (either is about 2 KiB).
+MAX_ENROLMENT_FILE = 64 * 1024
+_INVITE_DOMAIN = b"childvault/invite/1\x00"
+_BIND_DOMAIN = b"childvault/enrolment/1\x00"
+_NONCE = re.compile(r"[0-9a-f]{64}")
+_ENROL_ROLES = ("admin", "officer", "staff")
+
+
+def _refused(what: str) -> IntegrityError:
+    return IntegrityError(f"enrolment refused: {what}")
+
+
+def _parse_json(data: bytes, what: str) -> dict[str, Any]:
+    if not isinstance(data, bytes) or len(data) > MAX_ENROLMENT_FILE:
+        raise _refused(f"the {what} file is too large")
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _refused(f"the {what} file is not JSON") from exc
+    if not isinstance(doc, dict):
+        raise _refused(f"the {what} file is not a JSON object")
+    return doc
+
+
+def invite_ref(nonce: str) -> str:
+    """How the log names an invite: the SHA-256 of its nonce (the nonce stays in the file)."""
+    return hashlib.sha256(nonce.encode("ascii")).hexdigest()
+
+
+def _invite_message(payload: Mapping[str, Any]) -> bytes:
+    return _INVITE_DOMAIN + _audit.canonical(dict(payload))
+
+
+def make_invite(
+    admin: Identity, anchor: Anchor, name: str, roles: Sequence[str], nonce: str, expires: str
+) -> bytes:
+    """An invite for ``name``: the vault's anchor and a single-use nonce, signed by ``admin``."""
+    payload = {
+        "format": INVITE_FORMAT,
+        "vault": anchor.vault_id,
+        "anchor": anchor.to_json(),
+        "user": name,
+        "roles": sorted(set(roles)),
+        "nonce": nonce,
+        "expires": expires,
+        "by": admin.name,
+    }
+    doc = {"invite": payload, "sig": b64(admin.sign(_invite_message(payload)))}
+    return json.dumps(doc, indent=1, sort_keys=True).encode("utf-8") + b"\n"
+
+
+@dataclass(frozen=True)
+class Invite:
+    """A parsed invite (its signature is checked by whoever can know the signer's key)."""
+
+    payload: dict[str, Any]
+    sig: bytes
+
+    @property
+    def anchor(self) -> Anchor:
+        """The anchor the invite carries."""
+        return Anchor.from_json(self.payload["anchor"])
+
+    @property
+    def user(self) -> str:
+        """The invited user's name."""
+        return str(self.payload["user"])
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The roles the admin invited the user to."""
+        return tuple(self.payload["roles"])
+
+    def signed_by(self, key: bytes) -> bool:
+        """Whether the invite's signature verifies under ``key``."""
+        return _verify_sig(key, _invite_message(self.payload), self.sig)
+
+
+def _check_invite_payload(payload: object) -> dict[str, Any]:
+    keys = {"format", "vault", "anchor", "user", "roles", "nonce", "expires", "by"}
+    if not isinstance(payload, dict) or set(payload) != keys:
+        raise _refused("the invite does not have the invite members")
+    if payload["format"] != INVITE_FORMAT:
+        raise _refused("not a childvault invite")
+    anchor = Anchor.from_json(payload["anchor"])
+    if payload["vault"] != anchor.vault_id:
+        raise _refused("the invite's vault differs from its anchor's")
+    user, by, roles = payload["user"], payload["by"], payload["roles"]
+    if not isinstance(user, str) or not isinstance(by, str):
+        raise _refused("the invite names no user or admin")
+    try:
+        check_user_name(user)
+        check_user_name(by)
+    except UsageError as exc:
+        raise _refused("the invite names an invalid user") from exc
+    if (
+        not isinstance(roles, list)
+        or not roles
+        or any(r not in _ENROL_ROLES for r in roles)
+        or roles != sorted(set(roles))
+    ):
+        raise _refused("the invite's roles are not valid")
+    if not isinstance(payload["nonce"], str) or not _NONCE.fullmatch(payload["nonce"]):
+        raise _refused("the invite's nonce is malformed")
+    expires = payload["expires"]
+    try:
+        if not isinstance(expires, str):
+            raise ValueError(expires)
+        parse_iso(expires)
+    except ValueError as exc:
+        raise _refused("the invite's expiry is not a time") from exc
+    return payload
+
+
+def read_invite(obj: object) -> Invite:
+    """Parse an invite (the file's bytes, or its ``invite``/``sig`` object) strictly."""
+    doc = _parse_json(obj, "invite") if isinstance(obj, bytes) else obj
+    if not isinstance(doc, dict) or set(doc) != {"invite", "sig"}:
+        raise _refused("the invite file does not hold an invite and its signature")
+    try:
+        sig = unb64(doc["sig"])
+    except ValueError as exc:
+        raise _refused("the invite's signature is not base64") from exc
+    return Invite(_check_invite_payload(doc["invite"]), sig)
+
+
+def _binding_message(invite: Invite, registration: Envelope) -> bytes:
+    # The new key binds its registration to this one invite (its nonce), so a
+    # registration cannot be moved to another invite.
+    return _BIND_DOMAIN + _audit.canonical(
+        {"nonce": str(invite.payload["nonce"]), "registration": registration.digest()}
+    )
+
+
+def enrol(invite: Invite, identity: Identity, at: str) -> bytes:
+    """The enrolment request of ``identity`` (new keys, anchor already set) for ``invite``.
+
+    Carries the invite, the new user's ``user.register`` statement signed by
+    their own new key (proof of possession; the admin countersigns it) and the
+    new key's signature binding the statement to the invite's nonce.
+    """
+    registration = _statements.sign(
+        register_statement(invite.anchor.vault_id, at, invite.user, invite.roles, identity.public),
+        [identity],
+    )
+    doc = {
+        "format": REQUEST_FORMAT,
+        "invite": {"invite": invite.payload, "sig": b64(invite.sig)},
+        "registration": registration.to_json(),
+        "binding": b64(identity.sign(_binding_message(invite, registration))),
+    }
+    return json.dumps(doc, indent=1, sort_keys=True).encode("utf-8") + b"\n"
+
+
+@dataclass(frozen=True)
+class EnrolmentRequest:
+    """A parsed, self-consistent enrolment request (the admin still checks the invite)."""
+
+    invite: Invite
+    registration: Envelope
+    public: PublicIdentity
+
+
+def read_request(data: bytes) -> EnrolmentRequest:
+    """Parse an enrolment request and check what it can prove by itself.
+
+    The registration must be exactly the invited user's ``user.register`` for
+    the invite's vault and roles, signed by the key it registers, and that key
+    must have bound it to the invite's nonce: any edit of the file is refused.
+    """
+    doc = _parse_json(data, "enrolment request")
+    if set(doc) != {"format", "invite", "registration", "binding"}:
+        raise _refused("the request does not have the request members")
+    if doc["format"] != REQUEST_FORMAT:
+        raise _refused("not a childvault enrolment request")
+    invite = read_invite(doc["invite"])
+    registration = Envelope.from_json(doc["registration"])
+    statement = registration.statement()
+    if statement.get("kind") != "user.register" or set(statement) != {
+        "v",
+        "kind",
+        "vault",
+        "at",
+        "user",
+        "roles",
+        "enc_key",
+        "sign_key",
+    }:
+        raise _refused("the request does not carry a registration")
+    if (statement["vault"], statement["user"], statement["roles"]) != (
+        invite.anchor.vault_id,
+        invite.user,
+        list(invite.roles),
+    ):
+        raise _refused("the registration differs from the invite (user, roles or vault)")
+    try:
+        public = PublicIdentity(
+            invite.user,
+            bytes.fromhex(str(statement["enc_key"])),
+            bytes.fromhex(str(statement["sign_key"])),
+        )
+        binding = unb64(doc["binding"])
+    except ValueError as exc:
+        raise _refused("the request's keys or binding are malformed") from exc
+    if len(public.encryption_key) != 32 or len(public.signing_key) != 32:
+        raise _refused("the request's keys are malformed")
+    if not registration.signed_by(public.signing_key):
+        raise _refused("the registration is not signed by the key it registers")
+    if not public.verify(_binding_message(invite, registration), binding):
+        raise _refused("the request is not bound to its invite by the new key")
+    return EnrolmentRequest(invite, registration, public)
+
+
+def invite_summary(invite: Invite) -> dict[str, Any]:
+    """What ``user enroll`` shows before anything is generated: who, which roles,
+    which vault, until when, and the anchor's fingerprint to confirm with the admin."""
+    return {
+        "user": invite.user,
+        "roles": list(invite.roles),
+        "vault_id": invite.anchor.vault_id,
+        "invited_by": str(invite.payload["by"]),
+        "expires": str(invite.payload["expires"]),
+        "fingerprint": invite.anchor.fingerprint(),
+    }
+
+
+def enrol_with_invite(data: bytes, passphrase: str, identity_path: Path, at: str) -> bytes:
+    """The new person's side of enrolment, in their own process.
+
+    Generates their key pairs, writes their identity file at ``identity_path``
+    under ``passphrase`` (the invite's anchor inside its encrypted part; an
+    existing file is never replaced) and returns the enrolment request bytes.
+    An invite signed by the founding admin is checked against the anchor here;
+    any other admin's signature is checked by ``user add --request``.
+    """
+    invite = read_invite(data)
+    anchor = invite.anchor
+    if invite.payload["by"] == anchor.admin and not invite.signed_by(anchor.sign_key):
+        raise _refused("the invite is not signed by the admin it names")
+    if identity_path.exists():
+        raise UsageError(f"{identity_path} exists already: it is not replaced")
+    identity = Identity.generate(invite.user)
+    identity.anchor = anchor.to_json()
+    request = enrol(invite, identity, at)
+    identity.save(identity_path, passphrase)
+    return request
+
+
+# -------------------------------------------------------------------- upgrade
+
+#: ``meta`` key set by ``childvault upgrade`` on a vault made before signed statements.
+UPGRADED = "trust_upgraded"
+
+
+def is_upgraded(db: Backend) -> bool:
+    """Whether the vault's log holds its founding registration (made by ``init`` since
+    issue 12, at entry 1, or by ``childvault upgrade``)."""
+    return db.meta.get(UPGRADED) == "1" or db.statements.get(1) is not None
+
+
+def logged_anchor(db: Backend) -> Anchor | None:
+    """The anchor the log's founding registration names (the first statement logged).
+
+    Only a candidate: whoever adopts it confirms its fingerprint with the admin
+    out of band, since an insider can write the database.
+    """
+    for raw in db.audit.entries_by_action(("user.add", "vault.upgrade")):
+        obj = _audit.decode_entry(raw)
+        detail = obj.get("detail", {})
+        if obj.get("outcome") != "ok" or STATEMENT not in detail:
+            continue
+        stored = db.statements.get(int(obj["seq"]))
+        if stored is None:
+            return None
+        statement = Envelope.from_bytes(stored).statement()
+        if statement.get("kind") != "user.register":
+            return None
+        return Anchor(
+            str(statement["vault"]),
+            str(statement["user"]),
+            bytes.fromhex(str(statement["sign_key"])),
+        )
+    return None
+
+
+def check_legacy_log(db: Backend) -> None:
+    """Before ``childvault upgrade`` signs anything for what exists: the log's hash
+    chain holds from its first entry, and every ``users`` row is what a logged
+    ``user add`` gave (an edited row is refused, not signed)."""
+    probe = Anchor(str(db.meta.get("vault_id")), "probe", bytes(32))
+    replay(db, Verified(TrustState.start(probe), 0, None))
+    added, _ = logged_registrations(db.audit)
+    for row in db.users.all():
+        public = PublicIdentity(row.name, row.enc_key, row.sign_key)
+        if added.get(row.name) != user_detail(row.name, row.roles, public):
+            raise IntegrityError(
+                f"user {row.name!r} is registered with keys or roles that no logged `user add` "
+                "gave them: the users table was edited; nothing was upgraded"
+            )

@@ -259,6 +259,15 @@ class LifecycleService:
         self.s.require(("officer",), "consent.renew", moment, "recording consent")
         row = self.s.live_record(record_id)
         record_trust.verify_records(self.s, [record_id], "consent.renew", moment)
+        # Every rule that does not need the date of birth is checked before it is
+        # decrypted: a consent refused for its own content must not leave an "ok"
+        # age-check entry behind (the basis by age is checked after, as it must be).
+        check_consent(
+            _without_age_basis(consent),
+            date_of_birth=None,
+            schema=self.s.schema,
+            today=legal_today(self.s.db.meta, moment),
+        )
         grant_id = hashlib.sha256(f"consent|{record_id}|{iso(moment)}".encode()).hexdigest()[:32]
         self.s.log(
             [
@@ -535,3 +544,17 @@ class LifecycleService:
         with self.s.db.transaction():
             for generation, _, _ in self.s.db.custodians.all():
                 self.s.db.custodians.delete(generation)
+
+
+def _without_age_basis(consent: Consent) -> Consent:
+    """``consent`` with the members whose rules need the date of birth made neutral.
+
+    A child's consent and ``guardian_also`` are judged by age; checked with no
+    date of birth they would always fail, so the pre-check takes them as a
+    guardian's consent (a ``by`` outside guardian/child is kept, and refused).
+    """
+    if consent.by == "child":
+        return dataclasses.replace(
+            consent, by="guardian", guardian_informed=False, guardian_also=False
+        )
+    return dataclasses.replace(consent, guardian_also=False)

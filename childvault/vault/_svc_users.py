@@ -3,33 +3,47 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+import os
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
 
 from childvault.keys import (
     ChildVaultError,
     CustodianSecret,
     Identity,
+    IntegrityError,
     KeySlots,
     NotFound,
     PublicIdentity,
     UsageError,
     check_user_name,
+    public_identity_from_file,
 )
+from childvault.keys._slots import sealed_slot
 from childvault.vault import _audit, _note, _statements
 from childvault.vault._audit import DetailValue, Event
 from childvault.vault._backend import UserRow
 from childvault.vault._keyring import CUSTODIAN
 from childvault.vault._registrations import (
     PENDING,
+    UPGRADED,
     append_with_statements,
+    check_legacy_log,
     custodian_statement,
+    invite_ref,
+    is_upgraded,
+    logged_anchor,
+    make_invite,
+    read_request,
     register_statement,
     user_detail,
     with_statement,
 )
 from childvault.vault._session import Session, signer_name
-from childvault.vault._statements import Envelope, TrustState
+from childvault.vault._statements import Anchor, Envelope, TrustState
 from childvault.vault._time import iso, parse_iso
 from childvault.vault._types import ROLES, UserInfo
 
@@ -143,12 +157,25 @@ class UserService:
             register_statement(self.s.vault_id, iso(moment), ident.name, roles, ident.public),
             [ident, self.s.me],
         )
+        return self._registration_entry(state, envelope, ident.name, roles, detail, moment)
+
+    def _registration_entry(
+        self,
+        state: TrustState,
+        envelope: Envelope,
+        name: str,
+        roles: tuple[str, ...],
+        detail: Mapping[str, DetailValue],
+        moment: datetime,
+    ) -> tuple[Event, Envelope]:
+        """The ``user.add`` entry carrying ``envelope`` (already signed by the new
+        key and the acting admin): applied, pending an officer, or refused."""
         if _applies(state, envelope, self.s.db.audit.head()[0]):
             return Event(self.s.user, "user.add", detail=with_statement(detail, envelope)), envelope
         if "officer" in roles and state.is_active(self.s.user, "admin"):
             pending = with_statement(detail, envelope, pending=True)
             return Event(self.s.user, "user.add", detail=pending), envelope
-        self.s.distrust("user.add", f"the registration of {ident.name!r} would not verify", moment)
+        self.s.distrust("user.add", f"the registration of {name!r} would not verify", moment)
 
     def _countersign_pending(self, state: TrustState, name: str, moment: datetime) -> None:
         """Countersign (as an officer) and log ``name``'s pending officer registration."""
@@ -263,8 +290,13 @@ class UserService:
                 moment,
             )
 
-    def disable_user(self, name: str, *, now: datetime | None = None) -> dict[str, object]:
+    def disable_user(
+        self, name: str, *, reason: str | None = None, now: datetime | None = None
+    ) -> dict[str, object]:
         """Admin: disable ``name`` with a signed ``user.disable`` statement.
+
+        ``reason`` (optional, at most 500 characters) is kept in the log entry,
+        not in the statement: the statement's members are fixed (docs/trust.md).
 
         Their key slot is removed and their grants are revoked in the same
         operation. If they held the custodian key, writers refuse to seal to
@@ -274,6 +306,8 @@ class UserService:
         moment = self.s.now(now)
         self.s.require(("admin",), "user.disable", moment, "disabling users")
         check_user_name(name)
+        if reason is not None and (not reason.strip() or len(reason) > 500):
+            raise UsageError("the reason must be non-empty text of at most 500 characters")
         state = self.s.trust()
         if state is None:
             raise UsageError(
@@ -308,6 +342,8 @@ class UserService:
                 "revoked": revoked[:100],
                 "held_custodian": held,
             }
+            if reason is not None:
+                detail["reason"] = reason
             append_with_statements(
                 self.s.db,
                 [
@@ -319,6 +355,589 @@ class UserService:
                 moment,
             )
         return {"user": name, "revoked_grants": revoked, "rotation_required": held}
+
+    # ------------------------------------------------------------- enrolment
+
+    def invite_user(
+        self,
+        name: str,
+        roles: Sequence[str],
+        *,
+        valid_for: timedelta = timedelta(days=7),
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Admin: a one-time invite for ``name`` (the vault's anchor and a nonce, signed).
+
+        The new person runs ``user enroll`` with it in their own process; the
+        invite is logged (by the SHA-256 of its nonce) so ``user add --request``
+        accepts it once, before it expires.
+        """
+        moment = self.s.now(now)
+        self.s.require(("admin",), "user.invite", moment, "inviting users")
+        check_user_name(name)
+        role_set = _check_roles(roles)
+        if not timedelta(minutes=1) <= valid_for <= timedelta(days=30):
+            raise UsageError("an invite is valid for between 1 minute and 30 days")
+        anchor = self.s.anchor
+        if anchor is None or self.s.trust() is None:
+            raise UsageError(
+                "this identity file has no trust anchor: run `childvault upgrade` first"
+            )
+        if self.s.db.users.get(name) is not None:
+            raise UsageError(f"user {name!r} already exists")
+        nonce = secrets.token_hex(32)
+        expires = iso(moment + valid_for)
+        data = make_invite(self.s.me, anchor, name, role_set, nonce, expires)
+        self.s.log(
+            [
+                Event(
+                    self.s.user,
+                    "user.invite",
+                    detail={
+                        "user": name,
+                        "roles": list(role_set),
+                        "invite": invite_ref(nonce),
+                        "expires": expires,
+                    },
+                )
+            ],
+            moment,
+        )
+        return {
+            "user": name,
+            "roles": list(role_set),
+            "expires": expires,
+            "fingerprint": anchor.fingerprint(),
+            "invite": data,
+        }
+
+    def add_user_from_request(self, data: bytes, *, now: datetime | None = None) -> UserInfo:
+        """Admin: register the person whose own process made enrolment request ``data``.
+
+        The invite must be this vault's, signed by an admin who is active now,
+        logged, unexpired and not used before; the registration must be signed
+        by the key it registers (``read_request``). The admin countersigns it;
+        an officer still needs an officer's countersignature (``keys share``),
+        as for ``user add``. The admin's process never sees the new passphrase.
+        """
+        moment = self.s.now(now)
+        self.s.require(("admin",), "user.add", moment, "adding users")
+        state = self.s.trust()
+        if state is None or self.s.anchor is None:
+            raise UsageError(
+                "this identity file has no trust anchor: run `childvault upgrade` first"
+            )
+        try:
+            request = read_request(data)
+        except IntegrityError as exc:
+            self._refuse_request(str(exc), moment)
+        invite = request.invite
+        if invite.anchor != self.s.anchor:
+            self._refuse_request("the invite belongs to another vault", moment)
+        inviter = str(invite.payload["by"])
+        if not state.is_active(inviter, "admin") or not invite.signed_by(
+            state.user(inviter).sign_key
+        ):
+            self._refuse_request("the invite is not signed by an active admin", moment)
+        if moment > parse_iso(str(invite.payload["expires"])):
+            self._refuse_request("the invite has expired: ask for a new one", moment)
+        ref = invite_ref(str(invite.payload["nonce"]))
+        issued = used = False
+        # The log's entries are verified (chain and actor signatures) by trust() above.
+        for raw in self.s.db.audit.entries_by_action(("user.invite", "user.add")):
+            obj = _audit.decode_entry(raw)
+            detail = obj.get("detail", {})
+            if obj.get("outcome") != "ok" or detail.get("invite") != ref:
+                continue
+            if obj["action"] == "user.invite" and obj.get("actor") == inviter:
+                issued = True
+            elif obj["action"] == "user.add":
+                used = True
+        if not issued:
+            self._refuse_request("the invite was not issued in this vault's log", moment)
+        if used:
+            self._refuse_request("the invite was used already: each invite enrols once", moment)
+        name, roles = invite.user, invite.roles
+        if self.s.db.users.get(name) is not None:
+            raise UsageError(f"user {name!r} already exists")
+        path = self.s.home.identity(name)
+        if path.exists() and public_identity_from_file(path) != request.public:
+            self._refuse_request(
+                f"the identity file of {name!r} in this home holds other keys", moment
+            )
+        if self.s.keys.custodial and "officer" in roles and not self.s.db.custodians.all():
+            raise UsageError(
+                "the vault's first officer creates the custodian key as they are added: "
+                "enrol them with `childvault user add NAME --role officer` at the admin's "
+                "desk, where they type their own passphrase"
+            )
+        envelope = _statements.countersign(request.registration, self.s.me)
+        detail = {**user_detail(name, roles, request.public), "invite": ref}
+        item = self._registration_entry(state, envelope, name, roles, detail, moment)
+        slots = KeySlots(self.s.home.keyslots)
+        slots.add(request.public, self.s.vault_id, self.s.keys.base_secrets())
+        try:
+            with self.s.db.transaction():
+                self.s.db.users.add(
+                    UserRow(
+                        name,
+                        roles,
+                        request.public.encryption_key,
+                        request.public.signing_key,
+                        iso(moment),
+                        self.s.user,
+                    )
+                )
+                append_with_statements(self.s.db, [item], moment)
+        except BaseException:
+            with contextlib.suppress(ChildVaultError, OSError):
+                slots.remove(name)
+            raise
+        return self.user_info(name)
+
+    def _refuse_request(self, reason: str, moment: datetime) -> NoReturn:
+        """Log a denied ``user.add`` naming why an enrolment request was refused; raise."""
+        reason = reason.removeprefix("enrolment refused: ")
+        self.s.log(
+            [Event(self.s.user, "user.add", "denied", detail={"reason": reason[:300]})], moment
+        )
+        raise IntegrityError(f"enrolment request refused: {reason}")
+
+    # ------------------------------------------------------------ key renewal
+
+    def request_renewal(self, passphrase: str, *, now: datetime | None = None) -> dict[str, Any]:
+        """Any user: new key pairs for oneself, pending an admin's approval.
+
+        The new identity (same name and anchor) is written beside the current
+        one (``NAME.renewing.id``, under ``passphrase``); a ``user.renew``
+        statement signed by the old and the new key is logged as pending,
+        with the acting user's key-slot secrets sealed to the new key (only
+        the new identity opens them). :meth:`approve_renewal` completes it.
+        """
+        moment = self.s.now(now)
+        state = self.s.trust()
+        if state is None:
+            raise UsageError(
+                "this identity file has no trust anchor: run `childvault upgrade` first"
+            )
+        name = self.s.user
+        if not state.is_active(name):
+            self.s.distrust(
+                "user.renew", f"user {name!r} has no verified active registration", moment
+            )
+        new = Identity.generate(name)
+        new.anchor = self.s.me.anchor
+        envelope = _statements.sign(
+            {
+                "v": 1,
+                "kind": "user.renew",
+                "vault": self.s.vault_id,
+                "at": iso(moment),
+                "user": name,
+                "enc_key": new.public.encryption_key.hex(),
+                "sign_key": new.public.signing_key.hex(),
+            },
+            [self.s.me, new],
+        )
+        slot = sealed_slot(new.public, self.s.vault_id, dict(self.s.secrets))
+        pending_path = _renewing(self.s.home.identities, name)
+        new.save(pending_path, passphrase)  # checks the passphrase before anything is logged
+        try:
+            with self.s.db.transaction():
+                seqs = append_with_statements(
+                    self.s.db,
+                    [
+                        (
+                            Event(
+                                name,
+                                "user.renew",
+                                detail=with_statement(
+                                    {"user": name, "phase": "request", "slot": slot},
+                                    envelope,
+                                    pending=True,
+                                ),
+                            ),
+                            envelope,
+                        )
+                    ],
+                    moment,
+                )
+        except BaseException:
+            with contextlib.suppress(OSError):
+                pending_path.unlink()
+            raise
+        return {"user": name, "request": seqs[0], "identity": str(pending_path)}
+
+    def approve_renewal(self, name: str, *, now: datetime | None = None) -> dict[str, Any]:
+        """Admin: complete ``name``'s pending key renewal (countersigned, logged).
+
+        Checks the pending statement is signed by ``name``'s verified current
+        key and by the new key, countersigns it, installs the slot sealed to
+        the new key, points the ``users`` row at the new keys and puts the new
+        identity file in place. From then on the old key opens no slot, no new
+        grant is sealed to it, and its signatures no longer count.
+        """
+        moment = self.s.now(now)
+        self.s.require(("admin",), "user.renew", moment, "approving key renewals")
+        check_user_name(name)
+        state = self.s.trust()
+        if state is None:
+            raise UsageError(
+                "this identity file has no trust anchor: run `childvault upgrade` first"
+            )
+        if not state.is_active(name):
+            raise UsageError(f"{name!r} is not an active user with a verified registration")
+        found: tuple[int, Envelope, str] | None = None
+        for raw in self.s.db.audit.entries_by_action(("user.renew",)):
+            obj = _audit.decode_entry(raw)
+            detail = obj.get("detail", {})
+            if obj.get("outcome") != "ok" or obj.get("actor") != name or PENDING not in detail:
+                continue
+            stored = self.s.db.statements.get(int(obj["seq"]))
+            if stored is None or Envelope.from_bytes(stored).digest() != detail[PENDING]:
+                continue
+            found = int(obj["seq"]), Envelope.from_bytes(stored), str(detail.get("slot", ""))
+        if found is None:
+            raise UsageError(f"{name!r} has no pending key renewal: they run `keys renew` first")
+        seq, pending, slot = found
+        statement = pending.statement()
+        current = state.user(name)
+        if statement.get("user") != name or statement.get("vault") != self.s.vault_id:
+            self.s.distrust("user.renew", f"the pending renewal of {name!r} is not theirs", moment)
+        done = statement.get("sign_key") == current.sign_key.hex()
+        if done or not pending.signed_by(current.sign_key):
+            raise UsageError(
+                f"the pending renewal of {name!r} was not signed by their current key "
+                "(it is stale or done): they run `keys renew` again"
+            )
+        envelope = _statements.countersign(pending, self.s.me)
+        if not _applies(state, envelope, self.s.db.audit.head()[0]):
+            self.s.distrust("user.renew", f"the key renewal of {name!r} would not verify", moment)
+        new_public = PublicIdentity(
+            name,
+            bytes.fromhex(str(statement["enc_key"])),
+            bytes.fromhex(str(statement["sign_key"])),
+        )
+        pending_path = _renewing(self.s.home.identities, name)
+        if not pending_path.exists() or public_identity_from_file(pending_path) != new_public:
+            raise UsageError(
+                f"the new identity file of {name!r} ({pending_path}) is missing or holds "
+                "other keys: they run `keys renew` again"
+            )
+        slots = KeySlots(self.s.home.keyslots)
+        previous = slots.install(name, self.s.vault_id, slot)
+        try:
+            with self.s.db.transaction():
+                self.s.db.users.set_keys(name, new_public.encryption_key, new_public.signing_key)
+                append_with_statements(
+                    self.s.db,
+                    [
+                        (
+                            Event(
+                                self.s.user,
+                                "user.renew",
+                                detail=with_statement(
+                                    {
+                                        "user": name,
+                                        "enc_key": new_public.encryption_key.hex(),
+                                        "sign_key": new_public.signing_key.hex(),
+                                        "phase": "approve",
+                                        "pending": seq,
+                                    },
+                                    envelope,
+                                ),
+                            ),
+                            envelope,
+                        )
+                    ],
+                    moment,
+                )
+        except BaseException:
+            with contextlib.suppress(ChildVaultError, OSError):
+                slots.install(name, self.s.vault_id, previous)
+            raise
+        # The new identity replaces the old file; a copy of the old one opens nothing new.
+        os.replace(pending_path, self.s.home.identity(name))
+        return {"user": name, "request": seq}
+
+    # --------------------------------------------------------------- upgrade
+
+    def upgrade(
+        self, identity_path: Path, passphrase: str, confirm: Callable[[str], bool]
+    ) -> dict[str, Any]:
+        """``childvault upgrade`` for the acting user (docs/operators.md, "Upgrading").
+
+        On a vault made before signed statements an admin (admin role only)
+        anchors it: the log and the ``users`` rows are checked, the admin's
+        self-signed founding registration is logged and the anchor is written
+        into their identity file. After that each user runs it once: they
+        confirm the anchor's fingerprint (``confirm``), it goes into their
+        identity file, and their registration, signed by their own key, is
+        logged pending. An admin running it again countersigns the pending
+        registrations (an officer's also needs an officer's countersignature,
+        given at ``keys share``); the first officer running it again states
+        the custodian key and its holders. Every step is idempotent.
+        """
+        moment = self.s.now()
+        done: dict[str, Any] = {"user": self.s.user, "steps": []}
+        if not is_upgraded(self.s.db):
+            self.s.require(("admin",), "vault.upgrade", moment, "upgrading the vault")
+            self._anchor_vault(identity_path, passphrase, moment)
+            done["steps"].append("anchored")
+        if self.s.anchor is None:
+            self._adopt_anchor(identity_path, passphrase, confirm, moment)
+            done["steps"].append("anchor adopted")
+        state = self.s.trust()
+        assert state is not None  # the anchor is set above
+        if not state.is_active(self.s.user):
+            if self._request_registration(state, moment):
+                done["steps"].append("registration requested")
+            state = self.s.trust()
+            assert state is not None
+        if state.is_active(self.s.user, "admin"):
+            approved = self._approve_registrations(state, moment)
+            if approved:
+                done["steps"].append("registrations countersigned: " + ", ".join(approved))
+            state = self.s.trust()
+            assert state is not None
+        if state.is_active(self.s.user, "officer") and self.s.keys.custodial:
+            stated = self._state_custodian(state, moment)
+            if stated:
+                done["steps"].append("custodian stated: " + ", ".join(stated))
+        anchor = self.s.anchor
+        assert anchor is not None
+        done["fingerprint"] = anchor.fingerprint()
+        final = self.s.trust()
+        done["pending"] = sorted(
+            # Disabled users are in the verified state (not pending), just inactive.
+            u.name
+            for u in self.s.db.users.all()
+            if final is None or u.name not in final.users
+        )
+        return done
+
+    def _anchor_vault(self, identity_path: Path, passphrase: str, moment: datetime) -> None:
+        """The admin's first step: check what exists, then log the founding registration."""
+        if self.s.roles != frozenset({"admin"}):
+            raise UsageError(
+                "the vault's anchor is an admin with the admin role only: run "
+                "`childvault upgrade` as such an admin"
+            )
+        check_legacy_log(self.s.db)
+        me = self.s.me
+        anchor = Anchor(self.s.vault_id, me.name, me.public.signing_key)
+        founding = _statements.sign(
+            register_statement(self.s.vault_id, iso(moment), me.name, ["admin"], me.public), [me]
+        )
+        if not _applies(TrustState.start(anchor), founding, self.s.db.audit.head()[0]):
+            raise IntegrityError("the founding registration would not verify; nothing was upgraded")
+        with self.s.db.transaction():
+            self.s.db.meta.set(UPGRADED, "1")
+            append_with_statements(
+                self.s.db,
+                [
+                    (
+                        Event(
+                            me.name,
+                            "vault.upgrade",
+                            detail=with_statement(
+                                {"phase": "anchor", "user": me.name, "schema": "statements/1"},
+                                founding,
+                            ),
+                        ),
+                        founding,
+                    )
+                ],
+                moment,
+            )
+        self._keep_anchor(anchor, identity_path, passphrase)
+
+    def _adopt_anchor(
+        self,
+        identity_path: Path,
+        passphrase: str,
+        confirm: Callable[[str], bool],
+        moment: datetime,
+    ) -> None:
+        """Take the logged anchor into one's identity file, once its fingerprint is confirmed."""
+        anchor = logged_anchor(self.s.db)
+        if anchor is None or anchor.vault_id != self.s.vault_id:
+            raise IntegrityError("the log names no anchor of this vault: ask the admin")
+        founder = anchor.admin == self.s.user
+        if founder and anchor.sign_key != self.s.me.public.signing_key:
+            raise IntegrityError("the logged anchor names your name with another key")
+        if not founder and not confirm(anchor.fingerprint()):
+            raise UsageError("the fingerprint was not confirmed: nothing was changed")
+        self._keep_anchor(anchor, identity_path, passphrase)
+
+    def _keep_anchor(self, anchor: Anchor, identity_path: Path, passphrase: str) -> None:
+        """Write ``anchor`` inside the acting user's identity file; verify from it from now on."""
+        self.s.me.anchor = anchor.to_json()
+        self.s.me.save(identity_path, passphrase)
+        self.s.anchor = anchor
+
+    def _request_registration(self, state: TrustState, moment: datetime) -> bool:
+        """Log the acting user's registration, signed by their own key, as pending."""
+        row = self.s.db.users.get(self.s.user)
+        assert row is not None  # the session checked it
+        if self._pending_registration(row.name) is not None:
+            return False  # asked already: an admin countersigns it
+        mine = _statements.sign(
+            register_statement(self.s.vault_id, iso(moment), row.name, row.roles, self.s.me.public),
+            [self.s.me],
+        )
+        detail = with_statement(
+            user_detail(row.name, row.roles, self.s.me.public), mine, pending=True
+        )
+        with self.s.db.transaction():
+            append_with_statements(
+                self.s.db, [(Event(row.name, "user.add", detail=detail), mine)], moment
+            )
+        return True
+
+    def _pending_registration(self, name: str) -> tuple[int, Envelope] | None:
+        """The latest pending registration of ``name`` logged by ``name`` or an admin."""
+        found: tuple[int, Envelope] | None = None
+        for raw in self.s.db.audit.entries_by_action(("user.add",)):
+            obj = _audit.decode_entry(raw)
+            detail = obj.get("detail", {})
+            if obj.get("outcome") != "ok" or detail.get("user") != name or PENDING not in detail:
+                continue
+            stored = self.s.db.statements.get(int(obj["seq"]))
+            if stored is not None and Envelope.from_bytes(stored).digest() == detail[PENDING]:
+                found = int(obj["seq"]), Envelope.from_bytes(stored)
+        return found
+
+    def _approve_registrations(self, state: TrustState, moment: datetime) -> list[str]:
+        """Admin: countersign every pending upgrade registration that matches its row."""
+        approved: list[str] = []
+        for row in self.s.db.users.all():
+            if state.is_active(row.name) or row.name in state.users:
+                continue
+            found = self._pending_registration(row.name)
+            if found is None:
+                continue
+            seq, pending = found
+            statement = pending.statement()
+            public = PublicIdentity(row.name, row.enc_key, row.sign_key)
+            if statement != {
+                **statement,
+                "user": row.name,
+                "roles": sorted(row.roles),
+                "enc_key": row.enc_key.hex(),
+                "sign_key": row.sign_key.hex(),
+            } or not pending.signed_by(row.sign_key):
+                continue  # not this row's own registration: left for `audit verify`
+            if any(sig_name == self.s.user for sig_name, _ in pending.signatures):
+                continue  # countersigned already: waits for an officer (`keys share`)
+            envelope = _statements.countersign(pending, self.s.me)
+            if _applies(state, envelope, self.s.db.audit.head()[0]):
+                item = (
+                    Event(
+                        self.s.user,
+                        "user.countersign",
+                        detail=with_statement({"user": row.name, "pending": seq}, envelope),
+                    ),
+                    envelope,
+                )
+                approved.append(row.name)
+            elif "officer" in row.roles:
+                # Re-logged pending with the admin's signature: the officer who runs
+                # `keys share` for them adds the officer countersignature.
+                detail = with_statement(
+                    user_detail(row.name, row.roles, public), envelope, pending=True
+                )
+                item = (Event(self.s.user, "user.add", detail=detail), envelope)
+            else:
+                continue
+            with self.s.db.transaction():
+                append_with_statements(self.s.db, [item], moment)
+            state = self.s.trust() or state
+        return approved
+
+    def _state_custodian(self, state: TrustState, moment: datetime) -> list[str]:
+        """The first officer: sign the custodian key they hold, and its other holders."""
+        stated: list[str] = []
+        current = [(g, p) for g, p, st in self.s.db.custodians.all() if st == "current"]
+        if not current:
+            return stated
+        generation, public = current[0]
+        mine = self.s.keys.custodian_secrets()
+        if f"{CUSTODIAN}{generation}" not in mine:
+            return stated
+        if state.current_custodian() is None:
+            if generation != 1:
+                raise UsageError(
+                    f"the custodian key is at generation {generation}: an upgrade states "
+                    "generation 1 only; restore the signed statements from a newer backup "
+                    "or re-create the vault"
+                )
+            held = CustodianSecret.from_bytes(generation, mine[f"{CUSTODIAN}{generation}"])
+            if held.public != public:
+                self.s.distrust(
+                    "vault.upgrade",
+                    "the custodian key in the database is not the one in your key slot",
+                    moment,
+                )
+            envelope = _statements.sign(
+                custodian_statement(
+                    self.s.vault_id,
+                    iso(moment),
+                    "custodian.create",
+                    generation=1,
+                    public_key=public.hex(),
+                    holder=self.s.user,
+                ),
+                [self.s.me],
+            )
+            if not _applies(state, envelope, self.s.db.audit.head()[0]):
+                self.s.distrust("vault.upgrade", "the custodian key cannot be stated", moment)
+            detail = with_statement(
+                {"generation": 1, "to": self.s.user, "public_key": public.hex()}, envelope
+            )
+            with self.s.db.transaction():
+                append_with_statements(
+                    self.s.db,
+                    [(Event(self.s.user, "custodian.create", detail=detail), envelope)],
+                    moment,
+                )
+            stated.append(self.s.user)
+            state = self.s.trust() or state
+        if state.current_custodian() != (generation, public):
+            return stated
+        for holder in sorted(self.s.db.custodians.holders(generation)):
+            if holder in state.active_holders(generation) or not state.is_active(holder, "officer"):
+                continue
+            envelope = _statements.sign(
+                custodian_statement(
+                    self.s.vault_id,
+                    iso(moment),
+                    "custodian.share",
+                    generation=generation,
+                    to=holder,
+                ),
+                [self.s.me],
+            )
+            if not _applies(state, envelope, self.s.db.audit.head()[0]):
+                continue
+            with self.s.db.transaction():
+                append_with_statements(
+                    self.s.db,
+                    [
+                        (
+                            Event(
+                                self.s.user,
+                                "custodian.share",
+                                detail=with_statement({"to": holder}, envelope),
+                            ),
+                            envelope,
+                        )
+                    ],
+                    moment,
+                )
+            stated.append(holder)
+            state = self.s.trust() or state
+        return stated
 
     def user_info(self, name: str) -> UserInfo:
         row = self.s.db.users.get(name)
@@ -348,6 +967,18 @@ class UserService:
     def users(self) -> list[UserInfo]:
         """Every registered user with roles and (for signers) their verifier key."""
         return [self._info(r) for r in self.s.db.users.all()]
+
+
+def _renewing(identities: Path, name: str) -> Path:
+    """Where ``keys renew`` keeps the new identity until an admin approves it."""
+    return identities / f"{name}.renewing.id"
+
+
+def _check_roles(roles: Sequence[str]) -> tuple[str, ...]:
+    role_set = tuple(sorted(set(roles)))
+    if not role_set or any(r not in ROLES for r in role_set):
+        raise UsageError(f"roles must be among {', '.join(ROLES)}")
+    return role_set
 
 
 def _applies(state: TrustState, envelope: Envelope, seq: int) -> bool:

@@ -75,6 +75,13 @@ class Users:
         ).fetchall()
         return [_user(r) for r in rows]
 
+    def set_keys(self, name: str, enc_key: bytes, sign_key: bytes) -> None:
+        """Replace a user's public keys (``keys renew``, after the signed statement)."""
+        self._c.q(
+            "UPDATE users SET enc_key = ?, sign_key = ? WHERE name = ?",
+            (enc_key, sign_key, name),
+        )
+
 
 class Custodians:
     """Custodian public keys and holders (local provider)."""
