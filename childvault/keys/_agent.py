@@ -226,6 +226,11 @@ def lock(home: Path, user: str) -> bool:
         with contextlib.suppress(OSError):
             path.unlink()
         return False
+    # The agent answers before it removes its socket; remove it here too, so
+    # the session is visibly gone when `lock` returns (no window in which a
+    # caller still sees the socket of an agent that is exiting).
+    with contextlib.suppress(OSError):
+        path.unlink()
     return True
 
 

@@ -281,6 +281,12 @@ class AuditService:
         stored = self.s.db.checkpoints.all()
         if not stored:
             return
+        # The remembered sizes first, the file after: a writer appends to the
+        # witness before it raises the remembered size, so reading in this
+        # order never sees a size the file does not reach yet (a concurrent
+        # append read the other way round was a false "shorter" alarm).
+        reached = int(self.s.db.meta.get(WITNESSED_SIZE_KEY) or 0)
+        heads = int(self.s.db.meta.get(WITNESSED_HEAD_KEY) or 0)
         path = self.s.witness_path
         sizes = [_note_size(n) for n in _audit.read_witness(path)]
         if not sizes:
@@ -289,8 +295,6 @@ class AuditService:
                 f"{len(stored)} signed checkpoint(s): put the witness back (from its other "
                 "media or backup); truncation of the log cannot be detected without it"
             )
-        reached = int(self.s.db.meta.get(WITNESSED_SIZE_KEY) or 0)
-        heads = int(self.s.db.meta.get(WITNESSED_HEAD_KEY) or 0)
         raw_heads = _audit.read_witness_heads(path)
         if heads and max((_head_size(h) for h in raw_heads), default=0) < heads:
             raise IntegrityError(
