@@ -1123,17 +1123,26 @@ class Vault:
         The person runs :meth:`enroll` with it in their own process, then the
         admin registers them with :meth:`add_user_from_request`.
         """
+        w = self._live("Vault.invite_user")
+        check.str_arg(w, "name", name)
+        roles = check.str_seq(w, "roles", roles)
+        check.timedelta_arg(w, "valid_for", valid_for, optional=False)
+        check.datetime_arg(w, "now", now)
         return self._users.invite_user(name, roles, valid_for=valid_for, now=now)
 
     def add_user_from_request(self, request: bytes, *, now: datetime | None = None) -> UserInfo:
         """Admin: register the person whose enrolment request this is (signed by their
         new key, bound to a single-use invite of this vault); the admin countersigns."""
+        w = self._live("Vault.add_user_from_request")
+        check.instance(w, "request", request, bytes)
+        check.datetime_arg(w, "now", now)
         return self._users.add_user_from_request(request, now=now)
 
     @staticmethod
     def read_invite(invite: bytes) -> dict[str, Any]:
         """The invite's user, roles, vault, expiry and anchor fingerprint (nothing verified
         but its form: the person confirms the fingerprint with the admin)."""
+        check.instance("Vault.read_invite", "invite", invite, bytes)
         return invite_summary(read_invite(invite))
 
     @staticmethod
@@ -1142,7 +1151,12 @@ class Vault:
     ) -> bytes:
         """The new person's side of enrolment: new keys, their identity file at
         ``identity_path`` under their own ``passphrase``; returns the request bytes."""
-        return enrol_with_invite(invite, passphrase, Path(identity_path), iso(clock()))
+        w = "Vault.enroll"
+        check.instance(w, "invite", invite, bytes)
+        check.str_arg(w, "passphrase", passphrase)
+        path = check.path_arg(w, "identity_path", identity_path)
+        check.callable_arg(w, "clock", clock)
+        return enrol_with_invite(invite, passphrase, path, iso(clock()))
 
     @classmethod
     def upgrade(
@@ -1163,7 +1177,14 @@ class Vault:
         every open. Then :meth:`UserService.upgrade` runs the acting user's
         step (``confirm`` is asked to confirm the anchor's fingerprint).
         """
-        h = Home(Path(home))
+        w = "Vault.upgrade"
+        home = check.path_arg(w, "home", home)
+        check.str_arg(w, "user", user)
+        check.str_arg(w, "passphrase", passphrase)
+        check.callable_arg(w, "confirm", confirm)
+        check.callable_arg(w, "clock", clock)
+        check.str_arg(w, "migration_dsn", migration_dsn, optional=True)
+        h = Home(home)
         config = Config.load(h)
         if migration_dsn is not None:
             service = config.store_dsn(h)
@@ -1186,10 +1207,16 @@ class Vault:
     ) -> dict[str, Any]:
         """Any user: new key pairs for oneself (the new identity file under
         ``passphrase``), pending an admin's :meth:`approve_key_renewal`."""
+        w = self._live("Vault.request_key_renewal")
+        check.str_arg(w, "passphrase", passphrase)
+        check.datetime_arg(w, "now", now)
         return self._users.request_renewal(passphrase, now=now)
 
     def approve_key_renewal(self, name: str, *, now: datetime | None = None) -> dict[str, Any]:
         """Admin: complete ``name``'s pending key renewal; their old key opens nothing new."""
+        w = self._live("Vault.approve_key_renewal")
+        check.str_arg(w, "name", name)
+        check.datetime_arg(w, "now", now)
         return self._users.approve_renewal(name, now=now)
 
 
