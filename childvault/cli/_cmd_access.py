@@ -67,7 +67,9 @@ def requests(c: Ctx, show_all: bool) -> None:
                     _("    decided by {officer}: {status}{why}").format(
                         officer=safe(r.decided_by),
                         status=safe(r.status),
-                        why=f" ({safe(r.decision_reason)})" if r.decision_reason else "",
+                        why=_(" ({reason})").format(reason=safe(r.decision_reason))
+                        if r.decision_reason
+                        else "",
                     )
                 )
         click.echo(_("{n} request(s)").format(n=len(items)))
@@ -175,7 +177,11 @@ def read(c: Ctx, record_ids: tuple[str, ...], grant: str, fields: tuple[str, ...
         for rid, vals in values.items():
             click.echo(_("record {id}").format(id=safe(rid)))
             for name, value in vals.items():
-                shown = value if len(value) <= 200 else value[:200] + f"... ({len(value)} chars)"
+                shown = (
+                    value
+                    if len(value) <= 200
+                    else value[:200] + _("... ({n} chars)").format(n=len(value))
+                )
                 click.echo(f"  {safe(name)}: {safe(shown)}")
 
     c.emit({"ok": True, "records": values}, human)

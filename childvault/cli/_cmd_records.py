@@ -82,7 +82,7 @@ def import_(c: Ctx, file: Path, type_name: str | None, fmt: str | None, skip_inv
     # Before any passphrase: a device or FIFO (/dev/zero) would never end.
     require_regular_file(file, "FILE")
     v = c.open()
-    with progress_bar(c, "Importing") as progress:
+    with progress_bar(c, _("Importing")) as progress:
         report = v.import_file(
             file, type_name=type_name, skip_invalid=skip_invalid, fmt=fmt, progress=progress
         )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from childvault.cli._context import Ctx, new_passphrase, pass_ctx
+from childvault.cli._context import Ctx, _, new_passphrase, pass_ctx, safe
 
 
 @click.group()
@@ -35,12 +35,12 @@ def user_add(c: Ctx, name: str, roles: tuple[str, ...], passphrase_file: Path | 
     v = c.open()
     info = v.add_user(name, roles, new_passphrase(passphrase_file, name))
     doc = {"ok": True, "user": info.to_json()}
-    text = f"Added {name} ({', '.join(info.roles)})."
+    text = _("Added {name} ({roles}).").format(name=safe(name), roles=", ".join(info.roles))
     if "officer" in info.roles and not info.can_approve:
-        text += (
-            f"\n{name} cannot approve yet: an existing officer must run "
-            f"`childvault --as OFFICER keys share {name}`."
-        )
+        text += _(
+            "\n{name} cannot approve yet: an existing officer must run "
+            "`childvault --as OFFICER keys share {name}`."
+        ).format(name=safe(name))
     c.emit(doc, text)
 
 
@@ -52,8 +52,8 @@ def user_list(c: Ctx) -> None:
 
     def human() -> None:
         for u in users:
-            extra = " (can approve)" if u.can_approve else ""
-            click.echo(f"{u.name:20} {','.join(u.roles):22} {u.created_at}{extra}")
+            extra = _(" (can approve)") if u.can_approve else ""
+            click.echo(f"{safe(u.name):20} {','.join(u.roles):22} {u.created_at}{extra}")
             if u.vkey:
                 click.echo(f"  vkey {u.vkey}")
 

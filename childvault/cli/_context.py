@@ -39,10 +39,21 @@ MAX_GRANT_FILE = 1 << 20
 def _(message: str) -> str:
     """The one function every human message of the CLI goes through.
 
-    It returns ``message`` unchanged today; the CLI-wide zh_CN catalog will be
-    wired in here (``childvault._i18n``) without touching the commands.
+    ``message`` translated by the catalog of the locale chosen by ``LC_ALL`` /
+    ``LC_MESSAGES`` / ``LANG`` (childvault._i18n), read when the message is
+    shown; English, the source language, when there is no translation.
+    Messages are ``str.format`` templates: translate first, then format.
     """
-    return message
+    from childvault._i18n import gettext
+
+    return gettext(message)
+
+
+def ngettext(singular: str, plural: str, n: int) -> str:
+    """The singular or plural template for ``n`` in the environment's locale."""
+    from childvault._i18n import ngettext as _ngettext
+
+    return _ngettext(singular, plural, n)
 
 
 # C0/C1 controls (newline and tab included: a value must not start a fake line),
@@ -112,13 +123,13 @@ class Ctx:
     def require_home(self) -> Path:
         """The home directory from --home or CHILDVAULT_HOME."""
         if self.home is None:
-            raise click.UsageError("no home directory: pass --home DIR or set CHILDVAULT_HOME")
+            raise click.UsageError(_("no home directory: pass --home DIR or set CHILDVAULT_HOME"))
         return self.home
 
     def require_user(self) -> str:
         """The acting user from --as or CHILDVAULT_USER."""
         if not self.user:
-            raise click.UsageError("no acting user: pass --as USER or set CHILDVAULT_USER")
+            raise click.UsageError(_("no acting user: pass --as USER or set CHILDVAULT_USER"))
         return self.user
 
     def passphrase(self, user: str) -> str:
@@ -128,9 +139,13 @@ class Ctx:
             return env
         if not sys.stdin.isatty():
             raise click.UsageError(
-                "no passphrase: set CHILDVAULT_PASSPHRASE or run in a terminal to be prompted"
+                _("no passphrase: set CHILDVAULT_PASSPHRASE or run in a terminal to be prompted")
             )
-        return str(click.prompt(f"Passphrase for {user}", hide_input=True, err=True))
+        return str(
+            click.prompt(
+                _("Passphrase for {user}").format(user=safe(user)), hide_input=True, err=True
+            )
+        )
 
     def open(self) -> Vault:
         """Open the vault as the acting user (once per command)."""
@@ -182,12 +197,16 @@ class Ctx:
                 secret = self.secret_id_file.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise click.UsageError(
-                    f"cannot read the secret-id file {self.secret_id_file}: {exc.strerror}"
+                    _("cannot read the secret-id file {path}: {why}").format(
+                        path=safe(self.secret_id_file), why=exc.strerror
+                    )
                 ) from exc
         if not secret:
             raise click.UsageError(
-                "--role-id needs a secret id: --secret-id-file FILE (or "
-                "CHILDVAULT_APPROLE_SECRET_ID_FILE / CHILDVAULT_APPROLE_SECRET_ID)"
+                _(
+                    "--role-id needs a secret id: --secret-id-file FILE (or "
+                    "CHILDVAULT_APPROLE_SECRET_ID_FILE / CHILDVAULT_APPROLE_SECRET_ID)"
+                )
             )
         return self.role_id, secret
 
@@ -199,15 +218,22 @@ def new_passphrase(path: Path | None, who: str) -> str:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise click.UsageError(
-                f"cannot read the passphrase file {path}: {exc.strerror}"
+                _("cannot read the passphrase file {path}: {why}").format(
+                    path=safe(path), why=exc.strerror
+                )
             ) from exc
         # Only the line ending is stripped: spaces inside a passphrase are significant.
         return text.rstrip("\r\n")
     if not sys.stdin.isatty():
-        raise click.UsageError(f"no passphrase for {who}: pass --passphrase-file FILE")
+        raise click.UsageError(
+            _("no passphrase for {who}: pass --passphrase-file FILE").format(who=safe(who))
+        )
     return str(
         click.prompt(
-            f"New passphrase for {who}", hide_input=True, confirmation_prompt=True, err=True
+            _("New passphrase for {who}").format(who=safe(who)),
+            hide_input=True,
+            confirmation_prompt=True,
+            err=True,
         )
     )
 
@@ -273,7 +299,7 @@ def init_vault(
         from childvault.keys import VaultSettings
 
         if not vault_addr:
-            raise click.UsageError("--provider vault needs --vault-addr or VAULT_ADDR")
+            raise click.UsageError(_("--provider vault needs --vault-addr or VAULT_ADDR"))
         settings = json.loads(
             VaultSettings.from_env(
                 addr=vault_addr, transit_mount=transit_mount, kv_mount=kv_mount, key_name=key_name
@@ -308,10 +334,10 @@ def setup_vault_server(
 
     config = Config.load(Home(home))
     if config.provider != "vault" or not config.vault_settings:
-        raise click.UsageError("this vault uses the local key provider; nothing to set up")
+        raise click.UsageError(_("this vault uses the local key provider; nothing to set up"))
     token = os.environ.get("VAULT_TOKEN")
     if not token:
-        raise click.UsageError("set VAULT_TOKEN to a root or bootstrap token for setup")
+        raise click.UsageError(_("set VAULT_TOKEN to a root or bootstrap token for setup"))
     return setup(
         VaultSettings.from_json(config.vault_settings),
         token,
@@ -328,10 +354,13 @@ def parse_assignments(items: tuple[str, ...]) -> dict[str, str]:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise click.BadParameter(
-                f"expected NAME=VALUE, got {item.split('=')[0]!r}", param_hint="--field"
+                _("expected NAME=VALUE, got {given!r}").format(given=item.split("=")[0]),
+                param_hint="--field",
             )
         if name in values:
-            raise click.BadParameter(f"field {name!r} given twice", param_hint="--field")
+            raise click.BadParameter(
+                _("field {name!r} given twice").format(name=name), param_hint="--field"
+            )
         values[name.strip()] = value
     return values
 
@@ -343,7 +372,7 @@ def read_grant_arg(value: str) -> str:
     (``@/dev/zero`` or a FIFO would otherwise never end or fill the memory).
     """
     if value == "@-":
-        return _limited_text(sys.stdin.read(MAX_GRANT_FILE + 1), "standard input")
+        return _limited_text(sys.stdin.read(MAX_GRANT_FILE + 1), _("standard input"))
     if value.startswith("@"):
         path = value[1:]
         try:

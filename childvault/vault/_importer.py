@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from childvault._i18n import _t
 from childvault.keys import ImportFailed
 
 #: Largest accepted cell / line: a 2 MiB photo in base64 plus slack.
@@ -44,12 +45,12 @@ def file_digest(path: Path) -> str:
             # A device, FIFO or directory (``/dev/zero``) would never end: refused.
             if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
                 raise ImportFailed(
-                    f"{path} is not a regular file; import a saved CSV or JSONL file"
+                    _t("{path} is not a regular file; import a saved CSV or JSONL file", path=path)
                 )
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
     except OSError as exc:
-        raise ImportFailed(f"cannot read {path}: {exc.strerror}") from exc
+        raise ImportFailed(_t("cannot read {path}: {why}", path=path, why=exc.strerror)) from exc
     return digest.hexdigest()
 
 
@@ -65,7 +66,7 @@ def iter_rows(path: Path, fmt: str | None = None) -> Iterator[tuple[int, Row]]:
         return _iter_jsonl(path)
     if fmt == "csv":
         return _iter_csv(path)
-    raise ImportFailed(f"unknown import format {fmt!r}: use csv or jsonl")
+    raise ImportFailed(_t("unknown import format {fmt!r}: use csv or jsonl", fmt=fmt))
 
 
 def _iter_csv(path: Path) -> Iterator[tuple[int, Row]]:
@@ -74,22 +75,32 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, Row]]:
         # utf-8-sig: spreadsheets exported on Windows start with a BOM.
         fh = path.open("r", encoding="utf-8-sig", errors="strict", newline="")
     except OSError as exc:
-        raise ImportFailed(f"cannot read {path}: {exc.strerror}") from exc
+        raise ImportFailed(_t("cannot read {path}: {why}", path=path, why=exc.strerror)) from exc
     with fh:
         reader = csv.reader(fh, strict=True)
         try:
             header = next(reader)
         except StopIteration as exc:
-            raise ImportFailed(f"{path} is empty: expected a header row of field names") from exc
+            raise ImportFailed(
+                _t("{path} is empty: expected a header row of field names", path=path)
+            ) from exc
         except UnicodeDecodeError as exc:
             raise _not_utf8(path) from exc
         except csv.Error as exc:
-            raise ImportFailed(f"{path}: the header row is not valid CSV") from exc
+            raise ImportFailed(_t("{path}: the header row is not valid CSV", path=path)) from exc
         header = [h.strip() for h in header]
         if len(header) > MAX_COLUMNS:
-            raise ImportFailed(f"{path}: {len(header)} columns is more than any schema allows")
+            raise ImportFailed(
+                _t(
+                    "{path}: {n} columns is more than any schema allows",
+                    path=path,
+                    n=len(header),
+                )
+            )
         if len(set(header)) != len(header) or any(not h for h in header):
-            raise ImportFailed(f"{path}: the header has empty or repeated column names")
+            raise ImportFailed(
+                _t("{path}: the header has empty or repeated column names", path=path)
+            )
         number = 0
         while True:
             number += 1
@@ -101,13 +112,22 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, Row]]:
                 # The decoder cannot resynchronise reliably: stop the file here.
                 raise _not_utf8(path) from exc
             except csv.Error as exc:
-                yield number, BadRow(f"malformed CSV ({_csv_reason(exc)})")
+                yield number, BadRow(_t("malformed CSV ({why})", why=_csv_reason(exc)))
                 continue
             if not any(c.strip() for c in cells):
                 number -= 1  # blank lines are not rows
                 continue
             if len(cells) != len(header):
-                yield number, BadRow(f"has {len(cells)} cells, the header has {len(header)}")
+                yield (
+                    number,
+                    BadRow(
+                        _t(
+                            "has {cells} cells, the header has {columns}",
+                            cells=len(cells),
+                            columns=len(header),
+                        )
+                    ),
+                )
                 continue
             yield number, dict(zip(header, cells, strict=True))
 
@@ -141,17 +161,17 @@ def _not_utf8(path: Path) -> ImportFailed:
 def _csv_reason(exc: csv.Error) -> str:
     text = str(exc)
     if "NUL" in text:
-        return "contains a NUL byte"
+        return _t("contains a NUL byte")
     if "field larger" in text:
-        return "a cell is larger than 4 MiB"
-    return "unbalanced quotes or stray characters"
+        return _t("a cell is larger than 4 MiB")
+    return _t("unbalanced quotes or stray characters")
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, Row]]:
     try:
         fh = path.open("rb")
     except OSError as exc:
-        raise ImportFailed(f"cannot read {path}: {exc.strerror}") from exc
+        raise ImportFailed(_t("cannot read {path}: {why}", path=path, why=exc.strerror)) from exc
     with fh:
         number = 0
         while True:
@@ -163,7 +183,7 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, Row]]:
                 while line and not line.endswith(b"\n"):
                     line = fh.readline(MAX_CELL)
                 number += 1
-                yield number, BadRow("line is larger than 4 MiB")
+                yield number, BadRow(_t("line is larger than 4 MiB"))
                 continue
             if not line.strip():
                 continue
@@ -171,13 +191,13 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, Row]]:
             try:
                 obj = json.loads(line.decode("utf-8-sig" if number == 1 else "utf-8"))
             except UnicodeDecodeError:
-                yield number, BadRow("is not valid UTF-8")
+                yield number, BadRow(_t("is not valid UTF-8"))
                 continue
             except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-                yield number, BadRow("is not a JSON object")
+                yield number, BadRow(_t("is not a JSON object"))
                 continue
             if not isinstance(obj, dict) or len(obj) > MAX_COLUMNS:
-                yield number, BadRow("is not a JSON object of field names to values")
+                yield number, BadRow(_t("is not a JSON object of field names to values"))
                 continue
             row: dict[str, str] = {}
             bad = None
@@ -185,7 +205,7 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, Row]]:
                 if isinstance(value, list) and all(isinstance(v, str) for v in value):
                     value = ";".join(value)  # e.g. "purposes": ["a", "b"]
                 if isinstance(value, bool) or not isinstance(value, str | int):
-                    bad = f"value of {key!r} must be text"
+                    bad = _t("value of {key!r} must be text", key=key)
                     break
                 row[str(key)] = str(value)
             yield number, (BadRow(bad) if bad else row)
