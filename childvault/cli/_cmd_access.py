@@ -7,7 +7,17 @@ from pathlib import Path
 
 import click
 
-from childvault.cli._context import Ctx, _, local_time, pass_ctx, read_grant_arg, safe
+from childvault.cli._context import (
+    Ctx,
+    _,
+    field_names,
+    field_title,
+    local_time,
+    pass_ctx,
+    purpose_names,
+    read_grant_arg,
+    safe,
+)
 
 
 @click.command()
@@ -20,7 +30,10 @@ def request(
     c: Ctx, records: tuple[str, ...], fields: tuple[str, ...], purpose: str, reason: str
 ) -> None:
     """File an access request for an officer to approve."""
-    request_id = c.open().request_access(records, fields, purpose, reason)
+    v = c.open()
+    # Fields and the purpose may be given by their Chinese labels (姓名, 个案管理).
+    (chosen,) = purpose_names(v, [purpose])
+    request_id = v.request_access(records, field_names(v, fields), chosen, reason)
     c.emit(
         {"ok": True, "request_id": request_id},
         _("Filed request {request}; an officer must approve it.").format(request=safe(request_id)),
@@ -162,6 +175,7 @@ def read(c: Ctx, record_ids: tuple[str, ...], grant: str, fields: tuple[str, ...
     token = read_grant_arg(grant)
     _check_read_args(token, grant, record_ids, fields)
     v = c.open()
+    fields = tuple(field_names(v, fields))
     known = {name for t in v.schema.types.values() for name in t.fields}
     unknown = [f for f in fields if f not in known]
     if unknown:
@@ -182,7 +196,7 @@ def read(c: Ctx, record_ids: tuple[str, ...], grant: str, fields: tuple[str, ...
                     if len(value) <= 200
                     else value[:200] + _("... ({n} chars)").format(n=len(value))
                 )
-                click.echo(f"  {safe(name)}: {safe(shown)}")
+                click.echo(f"  {safe(field_title(v, name))}: {safe(shown)}")
 
     c.emit({"ok": True, "records": values}, human)
 

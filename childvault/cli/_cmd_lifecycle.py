@@ -12,8 +12,10 @@ from childvault.cli._context import (
     Ctx,
     _,
     consent_from_options,
+    field_names,
     parse_assignments,
     pass_ctx,
+    purpose_names,
     safe,
 )
 
@@ -25,7 +27,9 @@ from childvault.cli._context import (
 def correct(c: Ctx, record_id: str, assignment: str) -> None:
     """Correct one field of RECORD_ID (officers; the old value's key is destroyed)."""
     ((name, value),) = parse_assignments((assignment,)).items()
-    version = c.open().correct(record_id, name, value)
+    v = c.open()
+    (name,) = field_names(v, [name])
+    version = v.correct(record_id, name, value)
     c.emit(
         {"ok": True, "record_id": record_id, "field": name, "field_version": version},
         _("Corrected {name} of {id} (now version {version}); the old value is shredded.").format(
@@ -101,7 +105,7 @@ def consent_withdraw(c: Ctx, record_id: str, reason: str) -> None:
 def consent_add_purpose(c: Ctx, record_id: str, purposes: tuple[str, ...], **basis: Any) -> None:
     """Record a new consent adding PURPOSE(s) to RECORD_ID (officers)."""
     v = c.open()
-    merged = list(dict.fromkeys([*v.consent_of(record_id).purposes, *purposes]))
+    merged = list(dict.fromkeys([*v.consent_of(record_id).purposes, *purpose_names(v, purposes)]))
     v.update_consent(record_id, _new_consent(v, record_id, merged, None, **basis))
     c.emit(
         {"ok": True, "record_id": record_id, "purposes": merged},
@@ -123,7 +127,8 @@ def consent_remove_purpose(c: Ctx, record_id: str, purposes: tuple[str, ...], **
     every purpose, use `consent withdraw`, which shreds the record.
     """
     v = c.open()
-    kept = [p for p in v.consent_of(record_id).purposes if p not in purposes]
+    removed = purpose_names(v, purposes)
+    kept = [p for p in v.consent_of(record_id).purposes if p not in removed]
     if not kept:
         raise click.UsageError(_("no purpose would be left: use `consent withdraw` instead"))
     v.update_consent(record_id, _new_consent(v, record_id, kept, None, **basis))

@@ -20,7 +20,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,9 +152,13 @@ class Ctx:
         if self._vault is None:
             from childvault.keys._agent import connect
             from childvault.vault import OpenBaoCredentials, Vault
+            from childvault.vault._doctor import check_owner
 
             user = self.require_user()
             home = self.require_home()
+            # Another system user (or root) would fail halfway or leave files the
+            # owner cannot read: refused up front, naming the owner and the fix.
+            check_owner(home)
             approle = self.approle()
             # An AppRole login replaces any VAULT_TOKEN in the environment.
             token = None if approle else os.environ.get("VAULT_TOKEN")
@@ -429,6 +433,50 @@ def require_regular_file(path: Path, what: str) -> None:
         )
 
 
+def field_names(v: Vault, names: Iterable[str], type_name: str | None = None) -> list[str]:
+    """Field names given by name or by the schema's Chinese label (``姓名``), as names.
+
+    Labels are the part of a field's description before `` / ``; a name that is
+    neither is passed on unchanged for the library to refuse with its message.
+    """
+    from childvault.vault._importer import field_label
+
+    types = (
+        [v.schema.types[type_name]]
+        if type_name is not None and type_name in v.schema.types
+        else v.schema.types.values()
+    )
+    labels: dict[str, str] = {}
+    for rtype in types:
+        for name, spec in rtype.fields.items():
+            label = field_label(spec.description)
+            if label:
+                labels.setdefault(label, name)
+    return [labels.get(n, n) if n not in labels.values() else n for n in names]
+
+
+def purpose_names(v: Vault, purposes: Iterable[str]) -> list[str]:
+    """Purposes given by name or by Chinese label (``个案管理``), as names."""
+    from childvault.vault._importer import purpose_names as names
+
+    return names(purposes, v.schema.purposes)
+
+
+def field_title(v: Vault, name: str) -> str:
+    """A field as a Chinese reader sees it (``姓名 (name)``); the name in English."""
+    from childvault._i18n import environment_locale
+    from childvault.vault._importer import field_label
+
+    if environment_locale() == "en":
+        return name
+    for rtype in v.schema.types.values():
+        spec = rtype.fields.get(name)
+        label = field_label(spec.description) if spec is not None else None
+        if label:
+            return f"{label} ({name})"
+    return name
+
+
 def consent_from_options(
     v: Vault,
     *,
@@ -447,7 +495,7 @@ def consent_from_options(
 
     columns = {
         "consent_by": consent_by,
-        "purposes": ";".join(purposes),
+        "purposes": ";".join(purpose_names(v, purposes)),
         "retain_until": retain_until,
         "guardian_informed": "yes" if guardian_informed else "no",
         "guardian_also": "yes" if guardian_also else "no",

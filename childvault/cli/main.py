@@ -65,7 +65,7 @@ def _silence_stdout() -> None:
 
 def _permission_message(exc: OSError) -> str:
     """A refused file access, naming the file and what to do about it."""
-    name = exc.filename if exc.filename is not None else "a file of the vault home"
+    name = exc.filename if exc.filename is not None else _("a file of the vault home")
     return _(
         "permission denied on {file}: run childvault as the user who owns the vault home "
         "(or ask the operator to fix its owner and mode; `childvault doctor` checks them)"
@@ -103,11 +103,17 @@ def _short_help(text: str) -> str:
     return first[: end + 1] if end >= 0 else first
 
 
+def _helped(command: click.Command) -> list[Any]:
+    """The command, its options and its --help option (which click creates once and keeps)."""
+    cached = getattr(command, "_help_option", None)
+    return [command, *command.params, *([cached] if cached is not None else [])]
+
+
 def _localise_help(root: click.Command) -> None:
     """Translate the help of every command and option into the environment's locale."""
     english = environment_locale() == "en"
     for command in _walk(root):
-        for obj in (command, *command.params):
+        for obj in _helped(command):
             if not hasattr(obj, _HELP_SOURCE):
                 setattr(obj, _HELP_SOURCE, getattr(obj, "help", None))
             source = getattr(obj, _HELP_SOURCE)

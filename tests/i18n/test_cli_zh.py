@@ -100,6 +100,8 @@ def test_usage_errors_and_click_messages_in_chinese(world: World) -> None:
 
 def test_help_in_chinese_and_back_to_english_in_the_same_process() -> None:
     runner = CliRunner()
+    # English first: click creates each --help option once and keeps it.
+    assert "Show this message" in runner.invoke(cli, ["requests", "--help"], env=EN).stdout
     zh = runner.invoke(cli, ["requests", "--help"], env=ZH)
     assert "列出待审批的访问申请（保护专员）。" in zh.stdout
     assert "包括已处理的申请。" in zh.stdout and "显示此帮助并退出。" in zh.stdout
@@ -122,3 +124,50 @@ def test_the_installed_command_speaks_chinese(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "未指定操作用户" in result.stderr
+
+
+def test_chinese_field_and_purpose_labels_on_input_and_output(world: World) -> None:
+    from tests.conftest import child_values
+
+    values = child_values(7)
+    labelled = {"姓名": values["name"], "性别": values["sex"], "出生日期": values["date_of_birth"]}
+    args = [f"--field={k}={v}" for k, v in labelled.items()]
+    added = run(
+        world,
+        "worker1",
+        "--json",
+        "record",
+        "add",
+        *args,
+        "--consent-by",
+        "guardian",
+        "--purpose",
+        "个案管理",
+        "--retain-until",
+        "2032-01-01",
+    )
+    assert added.exit_code == 0, added.output
+    record_id = json.loads(added.stdout)["record_id"]
+    listed = json.loads(run(world, "worker1", "--json", "list").stdout)["records"]
+    assert listed[0]["purposes"] == ["case_management"]
+    asked = run(
+        world,
+        "worker1",
+        "--json",
+        "request",
+        "--record",
+        record_id,
+        "--field",
+        "姓名",
+        "--purpose",
+        "个案管理",
+        "--reason",
+        "核对",
+    )
+    assert asked.exit_code == 0, asked.output
+    request_id = json.loads(asked.stdout)["request_id"]
+    approved = run(world, "officer1", "--json", "approve", request_id)
+    token = json.loads(approved.stdout)["token"]
+    zh = run(world, "worker1", "read", record_id, "--grant", token, "--field", "姓名", env=ZH)
+    assert zh.exit_code == 0, zh.output
+    assert f"  姓名 (name): {values['name']}" in zh.stdout
