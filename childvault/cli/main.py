@@ -76,6 +76,7 @@ def _permission_message(exc: OSError) -> str:
 # translated when shown, by walking the command tree before each run. The English
 # source of each is kept on the object so a later run in another locale starts over.
 _HELP_SOURCE = "_childvault_help_en"
+_SHORT_SOURCE = "_childvault_short_help_en"
 
 
 def _walk(command: click.Command) -> Iterator[click.Command]:
@@ -93,6 +94,13 @@ def help_messages(root: click.Command | None = None) -> list[str]:
             source = getattr(obj, _HELP_SOURCE, None) or getattr(obj, "help", None)
             if source and inspect.cleandoc(source) not in texts:
                 texts.append(inspect.cleandoc(source))
+            short = (
+                getattr(obj, _SHORT_SOURCE)
+                if hasattr(obj, _SHORT_SOURCE)
+                else getattr(obj, "short_help", None)
+            )
+            if isinstance(obj, click.Command) and short and short not in texts:
+                texts.append(short)
     return texts
 
 
@@ -125,8 +133,16 @@ def _localise_help(root: click.Command) -> None:
                 text = source
             setattr(obj, "help", text)  # noqa: B010 - commands and options both have it
             if isinstance(obj, click.Command) and obj is not root:
-                # click shortens an English help at the first ". "; Chinese has none.
-                obj.short_help = None if english or text == source else _short_help(text)
+                if not hasattr(obj, _SHORT_SOURCE):
+                    setattr(obj, _SHORT_SOURCE, obj.short_help)
+                own = getattr(obj, _SHORT_SOURCE)
+                if english or text == source:
+                    obj.short_help = own
+                elif own:
+                    obj.short_help = _(own)
+                else:
+                    # click shortens an English help at the first ". "; Chinese has none.
+                    obj.short_help = _short_help(text)
 
 
 def _click_gettext(message: str) -> str:

@@ -107,6 +107,10 @@ def test_help_in_chinese_and_back_to_english_in_the_same_process() -> None:
     assert "包括已处理的申请。" in zh.stdout and "显示此帮助并退出。" in zh.stdout
     top = runner.invoke(cli, ["--help"], env=ZH)
     assert "requests" in top.stdout and "列出待审批的访问申请" in top.stdout
+    # The msgids stay the English source even while the tree shows Chinese.
+    from childvault.cli.main import help_messages
+
+    assert not [t for t in help_messages() if "列出" in t or "。" in t]
     en = runner.invoke(cli, ["requests", "--help"], env=EN)
     assert "List pending access requests (officers)." in en.stdout
     assert "Include decided requests." in en.stdout and "列出" not in en.stdout
@@ -171,3 +175,11 @@ def test_chinese_field_and_purpose_labels_on_input_and_output(world: World) -> N
     zh = run(world, "worker1", "read", record_id, "--grant", token, "--field", "姓名", env=ZH)
     assert zh.exit_code == 0, zh.output
     assert f"  姓名 (name): {values['name']}" in zh.stdout
+
+
+def test_converted_library_errors_in_chinese(world: World) -> None:
+    when = run(world, "officer1", "audit", "log", "--since", "yesterday", env=ZH)
+    assert when.exit_code == 2
+    assert "无效的时间 'yesterday'" in when.stderr
+    en = run(world, "officer1", "--json", "audit", "log", "--since", "yesterday", env=ZH)
+    assert json.loads(en.stdout)["error"]["message"].startswith("invalid time 'yesterday'")
