@@ -207,6 +207,11 @@ def _keywords() -> dict[str, object]:
     return {**DEFAULT_KEYWORDS, **KEYWORDS}
 
 
+def _source_folder(path: str) -> bool:
+    name = os.path.basename(path)
+    return not name.startswith(".") and name != "__pycache__"
+
+
 def source_messages() -> dict[str, tuple[str, ...]]:
     """Every msgid the package asks to translate: msgid -> its forms (singular, plural).
 
@@ -227,6 +232,9 @@ def source_messages() -> dict[str, tuple[str, ...]]:
         method_map,
         options_map,
         keywords=_keywords(),  # type: ignore[arg-type]
+        # Babel skips folders starting with "_" by default: ours (_sqlcipher,
+        # _postgres, _openbao) hold messages too.
+        directory_filter=_source_folder,
     ):
         forms = message if isinstance(message, tuple) else (message,)
         if forms and forms[0]:
