@@ -112,9 +112,14 @@ def _short_help(text: str) -> str:
 
 
 def _helped(command: click.Command) -> list[Any]:
-    """The command, its options and its --help option (which click creates once and keeps)."""
-    cached = getattr(command, "_help_option", None)
-    return [command, *command.params, *([cached] if cached is not None else [])]
+    """The command and its options, after dropping the --help option click keeps.
+
+    click creates a command's --help option once, with its help text in the
+    language of that moment; dropped here, it is made again in this run's.
+    """
+    if getattr(command, "_help_option", None) is not None:
+        command._help_option = None
+    return [command, *command.params]
 
 
 def _localise_help(root: click.Command) -> None:

@@ -112,6 +112,7 @@ def test_help_in_chinese_and_back_to_english_in_the_same_process() -> None:
 
     assert not [t for t in help_messages() if "列出" in t or "。" in t]
     en = runner.invoke(cli, ["requests", "--help"], env=EN)
+    assert "Show this message" in en.stdout
     assert "List pending access requests (officers)." in en.stdout
     assert "Include decided requests." in en.stdout and "列出" not in en.stdout
 
