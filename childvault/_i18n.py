@@ -9,6 +9,12 @@ without a translation, or a locale without a catalog, falls back to it.
 
 Babel is imported only when a catalog is actually loaded, so an English session
 pays nothing for it.
+
+Library errors carry a :class:`Message` (made with :func:`_t`): a ``str`` that is
+the English text, so ``str(exc)``, logs and ``--json`` stay English and stable,
+and that remembers its template and values, so a front end can show it in the
+reader's language (:func:`localize`). ``python -m childvault._i18n --missing``
+lists the messages that have no zh_CN translation.
 """
 
 from __future__ import annotations
@@ -18,17 +24,25 @@ import gettext as _gettext
 import importlib.resources
 import io
 import os
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 __all__ = [
     "DEFAULT_LOCALE",
     "DOMAIN",
+    "KEYWORDS",
     "LOCALES",
     "N_",
+    "Message",
+    "_t",
     "environment_locale",
     "gettext",
+    "localize",
+    "missing_messages",
     "ngettext",
     "normalize_locale",
+    "source_messages",
     "translations",
 ]
 
@@ -124,3 +138,153 @@ def ngettext(singular: str, plural: str, n: int, locale: str | None = None) -> s
     """The singular or plural form for ``n``, translated into ``locale``."""
     chosen = environment_locale() if locale is None else locale
     return translations(chosen).ngettext(singular, plural, n)
+
+
+class Message(str):
+    """English text that remembers its template and values, for later translation.
+
+    It *is* the English text (a ``str``), so code that compares, logs or
+    serialises it sees English; :meth:`in_locale` renders the template in
+    another locale. Templates use ``str.format`` placeholders (``{name}``).
+    """
+
+    template: str
+    params: dict[str, object]
+
+    def __new__(cls, template: str, /, **params: object) -> Message:
+        """The English text of ``template`` filled with ``params``."""
+        text = template.format(**params) if params else template
+        self = super().__new__(cls, text)
+        self.template = template
+        self.params = params
+        return self
+
+    def __getnewargs__(self) -> tuple[str]:
+        # Pickled (an exception crossing a process) as its English text.
+        return (str(self),)
+
+    def in_locale(self, locale: str | None = None) -> str:
+        """This message in ``locale`` (the environment's when None); English if untranslated."""
+        template = getattr(self, "template", None)
+        if template is None:
+            return str(self)
+        params = {
+            name: value.in_locale(locale) if isinstance(value, Message) else value
+            for name, value in self.params.items()
+        }
+        translated = gettext(template, locale)
+        try:
+            return translated.format(**params) if params else translated
+        except (KeyError, IndexError, ValueError):
+            # A broken translation must not hide the error: show the English text.
+            return str(self)
+
+
+def _t(template: str, /, **params: object) -> Message:
+    """Mark a library message for translation, keeping it English for ``str()``.
+
+    ``raise NotFound(_t("no record {id}", id=rid))``: the exception type and its
+    English text are unchanged; the CLI shows the message through
+    :func:`localize`.
+    """
+    return Message(template, **params)
+
+
+def localize(message: object, locale: str | None = None) -> str:
+    """``message`` for a reader in ``locale``: a :class:`Message` translated, other text as is."""
+    if isinstance(message, Message):
+        return message.in_locale(locale)
+    return "" if message is None else str(message)
+
+
+#: Extraction keywords besides Babel's defaults (``_``, ``gettext``, ``ngettext``, ``N_``...).
+KEYWORDS: dict[str, object] = {"_t": None}
+
+
+def _keywords() -> dict[str, object]:
+    from babel.messages.extract import DEFAULT_KEYWORDS
+
+    return {**DEFAULT_KEYWORDS, **KEYWORDS}
+
+
+def _source_folder(path: str) -> bool:
+    name = os.path.basename(path)
+    return not name.startswith(".") and name != "__pycache__"
+
+
+def source_messages() -> dict[str, tuple[str, ...]]:
+    """Every msgid the package asks to translate: msgid -> its forms (singular, plural).
+
+    Found by Babel over the sources (``locale/babel.cfg``: ``_``, ``_t``, ``N_``...)
+    and, for the command line, in the help of every click command and option
+    (help texts stay plain English in the source and are translated when shown).
+    """
+    from babel.messages.extract import extract_from_dir
+    from babel.messages.frontend import parse_mapping_cfg
+
+    package = Path(__file__).resolve().parent
+    mapping = package / "locale" / "babel.cfg"
+    with mapping.open(encoding="utf-8") as handle:
+        method_map, options_map = parse_mapping_cfg(handle, str(mapping))  # type: ignore[no-untyped-call]
+    found: dict[str, tuple[str, ...]] = {}
+    for _filename, _lineno, message, _comments, _context in extract_from_dir(
+        package.parent,
+        method_map,
+        options_map,
+        keywords=_keywords(),  # type: ignore[arg-type]
+        # Babel skips folders starting with "_" by default: ours (_sqlcipher,
+        # _postgres, _openbao) hold messages too.
+        directory_filter=_source_folder,
+    ):
+        forms = message if isinstance(message, tuple) else (message,)
+        if forms and forms[0]:
+            found.setdefault(forms[0], tuple(f for f in forms if f))
+    from childvault.cli.main import help_messages
+
+    for text in help_messages():
+        found.setdefault(text, (text,))
+    return found
+
+
+def missing_messages(locale: str = "zh_CN") -> list[str]:
+    """The msgids with no (or only a fuzzy or empty) translation in ``locale``'s catalog."""
+    from babel.messages.pofile import read_po
+
+    path = Path(__file__).resolve().parent / "locale" / locale / "LC_MESSAGES" / f"{DOMAIN}.po"
+    with path.open("rb") as handle:
+        catalog = read_po(handle, locale=None, domain=DOMAIN)
+    missing = []
+    for msgid in sorted(source_messages()):
+        entry = catalog.get(msgid)
+        raw = None if entry is None else entry.string
+        strings = tuple(raw) if isinstance(raw, tuple | list) else (raw,)
+        if entry is None or entry.fuzzy or not all(strings):
+            missing.append(msgid)
+    return missing
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m childvault._i18n --missing``: list untranslated msgids (exit 1 if any)."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(
+        prog="python -m childvault._i18n", description="childvault message catalog checks"
+    )
+    parser.add_argument("--missing", action="store_true", help="list msgids without a translation")
+    parser.add_argument("--locale", default="zh_CN", help="catalog to check (default zh_CN)")
+    args = parser.parse_args(argv)
+    if not args.missing:
+        parser.print_help()
+        return 2
+    missing = missing_messages(args.locale)
+    total = len(source_messages())
+    for msgid in missing:
+        # JSON-quoted: one msgid per line even when it spans lines.
+        print(json.dumps(msgid, ensure_ascii=False))
+    print(f"{len(missing)} of {total} msgids have no {args.locale} translation", file=sys.stderr)
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

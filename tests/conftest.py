@@ -104,7 +104,11 @@ def child_values(i: int = 0, **overrides: str) -> dict[str, str]:
         "name": f"测试儿童{i}",
         "sex": "male" if i % 2 else "female",  # matches the id number's sex digit
         "date_of_birth": dob.isoformat(),
-        "id_number": make_id_number("110105", dob, 100 + (i % 400) * 2 + (i % 2)),
+        # Birth day and sequence repeat every 1200 children: from there on another
+        # district code keeps identity numbers distinct (imports refuse duplicates).
+        "id_number": make_id_number(
+            f"{110105 + i // 1200:06d}", dob, 100 + (i % 400) * 2 + (i % 2)
+        ),
         "address": f"北京市朝阳区测试街道{i}号",
         "school": "测试小学",
         "guardian_name": f"测试监护人{i}",

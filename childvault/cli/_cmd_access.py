@@ -7,7 +7,17 @@ from pathlib import Path
 
 import click
 
-from childvault.cli._context import Ctx, _, local_time, pass_ctx, read_grant_arg, safe
+from childvault.cli._context import (
+    Ctx,
+    _,
+    field_names,
+    field_title,
+    local_time,
+    pass_ctx,
+    purpose_names,
+    read_grant_arg,
+    safe,
+)
 
 
 @click.command()
@@ -42,10 +52,13 @@ def request(
     """File an access request for an officer to approve."""
     from childvault.vault import Basis
 
-    request_id = c.open().request_access(
+    v = c.open()
+    # Fields and the purpose may be given by their Chinese labels (姓名, 个案管理).
+    (chosen,) = purpose_names(v, [purpose])
+    request_id = v.request_access(
         records,
-        fields,
-        purpose,
+        field_names(v, fields),
+        chosen,
         reason,
         basis=Basis(basis, link, recipient, provision, assessment),
     )
@@ -95,7 +108,9 @@ def requests(c: Ctx, show_all: bool) -> None:
                     _("    decided by {officer}: {status}{why}").format(
                         officer=safe(r.decided_by),
                         status=safe(r.status),
-                        why=f" ({safe(r.decision_reason)})" if r.decision_reason else "",
+                        why=_(" ({reason})").format(reason=safe(r.decision_reason))
+                        if r.decision_reason
+                        else "",
                     )
                 )
         click.echo(_("{n} request(s)").format(n=len(items)))
@@ -188,6 +203,7 @@ def read(c: Ctx, record_ids: tuple[str, ...], grant: str, fields: tuple[str, ...
     token = read_grant_arg(grant)
     _check_read_args(token, grant, record_ids, fields)
     v = c.open()
+    fields = tuple(field_names(v, fields))
     known = {name for t in v.schema.types.values() for name in t.fields}
     unknown = [f for f in fields if f not in known]
     if unknown:
@@ -203,8 +219,12 @@ def read(c: Ctx, record_ids: tuple[str, ...], grant: str, fields: tuple[str, ...
         for rid, vals in values.items():
             click.echo(_("record {id}").format(id=safe(rid)))
             for name, value in vals.items():
-                shown = value if len(value) <= 200 else value[:200] + f"... ({len(value)} chars)"
-                click.echo(f"  {safe(name)}: {safe(shown)}")
+                shown = (
+                    value
+                    if len(value) <= 200
+                    else value[:200] + _("... ({n} chars)").format(n=len(value))
+                )
+                click.echo(f"  {safe(field_title(v, name))}: {safe(shown)}")
 
     c.emit({"ok": True, "records": values}, human)
 

@@ -104,7 +104,7 @@ def audit_checkpoint(c: Ctx) -> None:
     note = v.checkpoint()
     c.emit(
         {"ok": True, "checkpoint": note, "vkeys": v.signer_vkeys(), "witness": str(v.witness_path)},
-        f"{note}\nAppended to {v.witness_path}.",
+        _("{note}\nAppended to {witness}.").format(note=note, witness=safe(v.witness_path)),
     )
 
 
@@ -131,17 +131,33 @@ def audit_reconcile(c: Ctx, vault_audit: Path, device: str) -> None:
     """
     report = c.open().reconcile_vault_audit(vault_audit, device=device)
     lines = [
-        f"{report['decrypts']} Transit decrypt(s) in {vault_audit}: "
-        f"{report['matched']} matched to childvault approvals, "
-        f"{len(report['unmatched'])} unmatched."
+        _(
+            "{decrypts} Transit decrypt(s) in {file}: {matched} matched to childvault "
+            "approvals, {unmatched} unmatched."
+        ).format(
+            decrypts=report["decrypts"],
+            file=safe(vault_audit),
+            matched=report["matched"],
+            unmatched=len(report["unmatched"]),
+        )
     ]
     for item in report["unmatched"]:
         who = item["who"]
+        # Names and addresses come from the server's log: escaped for the terminal.
         lines.append(
-            f"UNMATCHED {item['time']} {item['path']} by {who['display_name'] or '?'} "
-            f"(role {who['role_name'] or '-'}, entity {who['entity_id'] or '-'}, "
-            f"policies {','.join(who['policies']) or '-'}, from {who['remote_address'] or '?'})"
-            + ("" if item["wrapped"] else " NOT response-wrapped")
+            _(
+                "UNMATCHED {time} {path} by {name} (role {role}, entity {entity}, "
+                "policies {policies}, from {address})"
+            ).format(
+                time=safe(item["time"]),
+                path=safe(item["path"]),
+                name=safe(who["display_name"] or "?"),
+                role=safe(who["role_name"] or "-"),
+                entity=safe(who["entity_id"] or "-"),
+                policies=safe(",".join(who["policies"]) or "-"),
+                address=safe(who["remote_address"] or "?"),
+            )
+            + ("" if item["wrapped"] else _(" NOT response-wrapped"))
         )
     c.emit(report, "\n".join(lines))
     if report["unmatched"]:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from childvault.cli._context import _, safe
+
 
 def _context_default(ctx: click.Context, name: str) -> object:
     # The root group's --home / --as (a Ctx object) apply when given there.
@@ -27,9 +29,11 @@ def _passphrase(user: str) -> str:
         return env
     if not sys.stdin.isatty():
         raise click.UsageError(
-            "no passphrase: set CHILDVAULT_PASSPHRASE or run in a terminal to be prompted"
+            _("no passphrase: set CHILDVAULT_PASSPHRASE or run in a terminal to be prompted")
         )
-    return str(click.prompt(f"Passphrase for {user}", hide_input=True, err=True))
+    return str(
+        click.prompt(_("Passphrase for {user}").format(user=safe(user)), hide_input=True, err=True)
+    )
 
 
 @click.command("console")
@@ -62,6 +66,7 @@ def console(ctx: click.Context, home: Path | None, user: str | None, port: int, 
     this machine. Stop with Ctrl+C: your unlocked key leaves memory with the
     process.
     """
+    from childvault._i18n import _t
     from childvault.console import Console, serve
     from childvault.keys import Identity, NotFound, check_user_name
 
@@ -72,28 +77,36 @@ def console(ctx: click.Context, home: Path | None, user: str | None, port: int, 
     )
     user = user or _as_str(_context_default(ctx, "user")) or os.environ.get("CHILDVAULT_USER")
     if home is None:
-        raise click.UsageError("no home directory: pass --home DIR or set CHILDVAULT_HOME")
+        raise click.UsageError(_("no home directory: pass --home DIR or set CHILDVAULT_HOME"))
     if not user:
-        raise click.UsageError("no acting user: pass --as USER or set CHILDVAULT_USER")
+        raise click.UsageError(_("no acting user: pass --as USER or set CHILDVAULT_USER"))
     check_user_name(user)
     # docs/operators.md: each user's identity is home/identities/<user>.id.
     path = home / "identities" / f"{user}.id"
     if not path.exists():
         raise NotFound(
-            f"unknown user {user!r} in {home}: check --as / CHILDVAULT_USER, "
-            "or ask an admin to run `childvault user add`"
+            _t(
+                "unknown user {user!r} in {home}: check --as / CHILDVAULT_USER, "
+                "or ask an admin to run `childvault user add`",
+                user=user,
+                home=home,
+            )
         )
     identity = Identity.load(path, _passphrase(user))
     app = Console(home, identity, vault_token=os.environ.get("VAULT_TOKEN"), lang=lang)
     # Open once before serving: a wrong home or a non-officer fails here, on the terminal.
     with app.open_vault() as vault:
         if "officer" not in vault.roles:
-            raise click.UsageError(f"{user} is not an officer: the console is for officers")
+            raise click.UsageError(
+                _("{user} is not an officer: the console is for officers").format(user=safe(user))
+            )
 
     def announce(url: str) -> None:
         click.echo(
-            f"childvault console for {user}: open this one-time link in a browser on this "
-            "machine (it works once, for five minutes). Ctrl+C stops the console.",
+            _(
+                "childvault console for {user}: open this one-time link in a browser on this "
+                "machine (it works once, for five minutes). Ctrl+C stops the console."
+            ).format(user=safe(user)),
             err=True,
         )
         # The URL alone on stdout, so a script (or a test) can read it.
@@ -103,7 +116,7 @@ def console(ctx: click.Context, home: Path | None, user: str | None, port: int, 
     # Ctrl+C (or SIGINT from a supervisor) is how the console is meant to stop.
     with contextlib.suppress(KeyboardInterrupt):
         serve(app, port, announce)
-    click.echo("childvault console stopped; the unlocked key is gone with it.", err=True)
+    click.echo(_("childvault console stopped; the unlocked key is gone with it."), err=True)
 
 
 def _as_path(value: object) -> Path | None:

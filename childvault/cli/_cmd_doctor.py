@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import click
 
-from childvault.cli._context import EXIT_ERROR, Ctx, pass_ctx
+from childvault.cli._context import EXIT_ERROR, Ctx, _, pass_ctx, safe
 
 
 @click.command()
 @pass_ctx
 def doctor(c: Ctx) -> None:
     """Check the home, database, keys, log and provider; report problems."""
+    from childvault._i18n import localize
     from childvault.vault._doctor import diagnose
 
     report = diagnose(c.require_home(), c.open)
 
     def human() -> None:
         for check in report["checks"]:
-            click.echo(f"[{check['status']:4}] {check['name']}: {check['message']}")
+            # The message may quote a path: escaped; translated when the library marked it.
+            click.echo(
+                _("[{status:4}] {name}: {message}").format(
+                    status=check["status"],
+                    name=check["name"],
+                    message=safe(localize(check["message"])),
+                )
+            )
 
     c.emit(report, human)
     if not report["ok"]:

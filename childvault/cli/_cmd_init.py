@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from childvault.cli._context import Ctx, init_vault, new_passphrase, pass_ctx
+from childvault.cli._context import Ctx, _, init_vault, new_passphrase, pass_ctx, safe
 
 
 @click.command()
@@ -74,9 +74,9 @@ def init(
     if store == "postgresql":
         dsn = None if dsn_file else (os.environ.get("CHILDVAULT_DSN", "").strip() or None)
         if dsn_file is None and dsn is None:
-            raise click.UsageError("--store postgresql needs --dsn-file or CHILDVAULT_DSN")
+            raise click.UsageError(_("--store postgresql needs --dsn-file or CHILDVAULT_DSN"))
     elif dsn_file is not None:
-        raise click.UsageError("--dsn-file goes with --store postgresql")
+        raise click.UsageError(_("--dsn-file goes with --store postgresql"))
     created = init_vault(
         home,
         institution=institution,
@@ -104,9 +104,17 @@ def init(
     }
     c.emit(
         doc,
-        f"Created vault {doc['vault_id']} in {home} (provider: {provider}).\n"
-        f"Admin: {admin}. Witness file: {doc['witness']} (keep a copy on other media).\n"
-        f"Next: childvault --as {admin} user add NAME --role officer",
+        _(
+            "Created vault {id} in {home} (provider: {provider}).\n"
+            "Admin: {admin}. Witness file: {witness} (keep a copy on other media).\n"
+            "Next: childvault --as {admin} user add NAME --role officer"
+        ).format(
+            id=doc["vault_id"],
+            home=safe(home),
+            provider=provider,
+            admin=safe(admin),
+            witness=safe(doc["witness"]),
+        ),
     )
 
 
@@ -114,9 +122,11 @@ def _store_kind(value: str) -> str:
     """``sqlcipher`` or ``postgresql``; a DSN here is refused (it would show in ``ps``)."""
     if "://" in value or "=" in value:
         raise click.UsageError(
-            "--store takes sqlcipher or postgresql; the DSN holds a password, so put it in "
-            "--dsn-file or CHILDVAULT_DSN, never on the command line"
+            _(
+                "--store takes sqlcipher or postgresql; the DSN holds a password, so put it in "
+                "--dsn-file or CHILDVAULT_DSN, never on the command line"
+            )
         )
     if value not in ("sqlcipher", "postgresql"):
-        raise click.UsageError("--store takes sqlcipher or postgresql")
+        raise click.UsageError(_("--store takes sqlcipher or postgresql"))
     return value

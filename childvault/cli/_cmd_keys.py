@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from childvault.cli._context import Ctx, _, pass_ctx, progress_bar, setup_vault_server
+from childvault.cli._context import Ctx, _, pass_ctx, progress_bar, safe, setup_vault_server
 
 
 @click.group()
@@ -21,7 +21,10 @@ def keys() -> None:
 def keys_share(c: Ctx, name: str) -> None:
     """Officer: give officer NAME the custodian key (local provider)."""
     c.open().share_custodian(name)
-    c.emit({"ok": True, "shared_with": name}, f"{name} can now approve requests.")
+    c.emit(
+        {"ok": True, "shared_with": name},
+        _("{name} can now approve requests.").format(name=safe(name)),
+    )
 
 
 @keys.command("rotate")
@@ -41,7 +44,7 @@ def keys_share(c: Ctx, name: str) -> None:
 def keys_rotate(c: Ctx, trim: bool, rekey: bool) -> None:
     """Rotate the key wrapping every record's keys; resumable (local: officer; Vault: admin)."""
     v = c.open()
-    with progress_bar(c, "Rewrapping") as progress:
+    with progress_bar(c, _("Rewrapping")) as progress:
         report = v.rotate_keys(progress=progress, trim=trim, rekey=rekey)
     doc = report.to_json()
     message = rotate_message(doc)
@@ -56,20 +59,22 @@ def keys_rotate(c: Ctx, trim: bool, rekey: bool) -> None:
 def rotate_message(report: Mapping[str, Any]) -> str:
     """What ``keys rotate`` did, saying exactly what was destroyed and what was not."""
     gen = report["generation"]
-    head = f"Rotated to key generation {gen}: {report['resealed']} record(s) rewrapped; "
+    head = _("Rotated to key generation {gen}: {n} record(s) rewrapped; ").format(
+        gen=gen, n=report["resealed"]
+    )
     if "trimmed" not in report:
         # The custodial provider destroys the old custodian key pair.
-        return head + "older keys destroyed."
+        return head + _("older keys destroyed.")
     if report["trimmed"]:
-        return head + (
-            f"Transit key versions below {gen} deleted from the Vault server (trimmed): "
+        return head + _(
+            "Transit key versions below {gen} deleted from the Vault server (trimmed): "
             "blobs and backups wrapped under them can no longer be opened."
-        )
-    return head + (
-        f"Transit key versions below {gen} retired (min_decryption_version raised) but NOT "
+        ).format(gen=gen)
+    return head + _(
+        "Transit key versions below {gen} retired (min_decryption_version raised) but NOT "
         "destroyed: an admin or root can re-enable them; `childvault keys rotate --trim` "
         "deletes them."
-    )
+    ).format(gen=gen)
 
 
 @click.group("vault")

@@ -8,7 +8,16 @@ from typing import Any
 
 import click
 
-from childvault.cli._context import Ctx, consent_from_options, parse_assignments, pass_ctx
+from childvault.cli._context import (
+    Ctx,
+    _,
+    consent_from_options,
+    field_names,
+    parse_assignments,
+    pass_ctx,
+    purpose_names,
+    safe,
+)
 
 
 @click.command()
@@ -18,10 +27,14 @@ from childvault.cli._context import Ctx, consent_from_options, parse_assignments
 def correct(c: Ctx, record_id: str, assignment: str) -> None:
     """Correct one field of RECORD_ID (officers; the old value's key is destroyed)."""
     ((name, value),) = parse_assignments((assignment,)).items()
-    version = c.open().correct(record_id, name, value)
+    v = c.open()
+    (name,) = field_names(v, [name])
+    version = v.correct(record_id, name, value)
     c.emit(
         {"ok": True, "record_id": record_id, "field": name, "field_version": version},
-        f"Corrected {name} of {record_id} (now version {version}); the old value is shredded.",
+        _("Corrected {name} of {id} (now version {version}); the old value is shredded.").format(
+            name=safe(name), id=safe(record_id), version=version
+        ),
     )
 
 
@@ -34,7 +47,7 @@ def delete(c: Ctx, record_id: str, reason: str) -> None:
     c.open().delete(record_id, reason)
     c.emit(
         {"ok": True, "record_id": record_id, "deleted": True},
-        f"Deleted {record_id}: its keys are destroyed; a tombstone remains.",
+        _("Deleted {id}: its keys are destroyed; a tombstone remains.").format(id=safe(record_id)),
     )
 
 
@@ -80,7 +93,7 @@ def consent_withdraw(c: Ctx, record_id: str, reason: str) -> None:
     c.open().withdraw_consent(record_id, reason=reason)
     c.emit(
         {"ok": True, "record_id": record_id, "deleted": True},
-        f"Consent withdrawn: {record_id} is shredded; a tombstone remains.",
+        _("Consent withdrawn: {id} is shredded; a tombstone remains.").format(id=safe(record_id)),
     )
 
 
@@ -92,11 +105,13 @@ def consent_withdraw(c: Ctx, record_id: str, reason: str) -> None:
 def consent_add_purpose(c: Ctx, record_id: str, purposes: tuple[str, ...], **basis: Any) -> None:
     """Record a new consent adding PURPOSE(s) to RECORD_ID (officers)."""
     v = c.open()
-    merged = list(dict.fromkeys([*v.consent_of(record_id).purposes, *purposes]))
+    merged = list(dict.fromkeys([*v.consent_of(record_id).purposes, *purpose_names(v, purposes)]))
     v.update_consent(record_id, _new_consent(v, record_id, merged, None, **basis))
     c.emit(
         {"ok": True, "record_id": record_id, "purposes": merged},
-        f"Recorded consent for {', '.join(merged)} on {record_id}.",
+        _("Recorded consent for {purposes} on {id}.").format(
+            purposes=safe(", ".join(merged)), id=safe(record_id)
+        ),
     )
 
 
@@ -112,13 +127,16 @@ def consent_remove_purpose(c: Ctx, record_id: str, purposes: tuple[str, ...], **
     every purpose, use `consent withdraw`, which shreds the record.
     """
     v = c.open()
-    kept = [p for p in v.consent_of(record_id).purposes if p not in purposes]
+    removed = purpose_names(v, purposes)
+    kept = [p for p in v.consent_of(record_id).purposes if p not in removed]
     if not kept:
-        raise click.UsageError("no purpose would be left: use `consent withdraw` instead")
+        raise click.UsageError(_("no purpose would be left: use `consent withdraw` instead"))
     v.update_consent(record_id, _new_consent(v, record_id, kept, None, **basis))
     c.emit(
         {"ok": True, "record_id": record_id, "purposes": kept},
-        f"Recorded consent for {', '.join(kept)} only on {record_id}.",
+        _("Recorded consent for {purposes} only on {id}.").format(
+            purposes=safe(", ".join(kept)), id=safe(record_id)
+        ),
     )
 
 
@@ -132,7 +150,10 @@ def consent_renew(c: Ctx, record_id: str, retain_until: str | None, **basis: Any
     v = c.open()
     purposes = list(v.consent_of(record_id).purposes)
     v.update_consent(record_id, _new_consent(v, record_id, purposes, retain_until, **basis))
-    c.emit({"ok": True, "record_id": record_id}, f"Renewed consent of {record_id}.")
+    c.emit(
+        {"ok": True, "record_id": record_id},
+        _("Renewed consent of {id}.").format(id=safe(record_id)),
+    )
 
 
 @click.group()
@@ -160,8 +181,10 @@ def notice_publish(c: Ctx, version: str, file: Path, non_substantive: bool) -> N
     result = c.open().publish_notice(version, file.read_bytes(), non_substantive=non_substantive)
     c.emit(
         {"ok": True, **result},
-        f"Published notice {result['version']} (SHA-256 {result['sha256']}). Records "
-        "consented under another version need `childvault consent renew` before approval.",
+        _(
+            "Published notice {version} (SHA-256 {sha256}). Records consented under another "
+            "version need `childvault consent renew` before approval."
+        ).format(version=safe(result["version"]), sha256=result["sha256"]),
     )
 
 
@@ -174,8 +197,8 @@ def notice_list(c: Ctx) -> None:
 
     def human() -> None:
         for version, entry in sorted(register.items()):
-            mark = " (current)" if version == current else ""
-            click.echo(f"{version:12} {entry['sha256']} {entry['published_at']}{mark}")
+            mark = _(" (current)") if version == current else ""
+            click.echo(f"{safe(version):12} {entry['sha256']} {entry['published_at']}{mark}")
 
     c.emit({"ok": True, "current": current, "notices": register}, human)
 
@@ -191,8 +214,12 @@ def retention() -> None:
 def retention_sweep(c: Ctx, dry_run: bool) -> None:
     """Crypto-shred every record past its retention date (admins, officers)."""
     report = c.open().retention_sweep(dry_run=dry_run)
-    verb = "would shred" if dry_run else "shredded"
-    c.emit(report.to_json(), f"Retention sweep ({report.day}): {verb} {report.due} record(s).")
+    text = (
+        _("Retention sweep ({day}): would shred {n} record(s).")
+        if dry_run
+        else _("Retention sweep ({day}): shredded {n} record(s).")
+    )
+    c.emit(report.to_json(), text.format(day=report.day, n=report.due))
 
 
 @click.command()
@@ -229,6 +256,7 @@ def decommission(c: Ctx, confirm: bool, cosign: bool, contacts: Path | None) -> 
     report = c.open().decommission(confirm=confirm)
     c.emit(
         report.to_json(),
-        f"Decommissioned: {report.records_shredded} record(s) shredded. "
-        f"Report: decommission-report.json in the home.",
+        _(
+            "Decommissioned: {n} record(s) shredded. Report: decommission-report.json in the home."
+        ).format(n=report.records_shredded),
     )

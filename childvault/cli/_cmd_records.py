@@ -6,10 +6,12 @@ from pathlib import Path
 
 import click
 
+from childvault._i18n import localize
 from childvault.cli._context import (
     Ctx,
     _,
     consent_from_options,
+    field_names,
     parse_assignments,
     pass_ctx,
     progress_bar,
@@ -62,7 +64,10 @@ def record_add(
         guardian_informed=guardian_informed,
         guardian_also=guardian_also,
     )
-    record_id = v.add_record(type_name, parse_assignments(fields), consent)
+    given = parse_assignments(fields)
+    # Chinese labels (姓名=...) are accepted as field names.
+    values = dict(zip(field_names(v, given, type_name), given.values(), strict=True))
+    record_id = v.add_record(type_name, values, consent)
     c.emit({"ok": True, "record_id": record_id}, _("Added record {id}.").format(id=safe(record_id)))
 
 
@@ -76,15 +81,45 @@ def record_add(
     help="Default: by extension (.jsonl/.ndjson = JSON Lines, else CSV).",
 )
 @click.option("--skip-invalid", is_flag=True, help="Import the valid rows, report the rest.")
+@click.option(
+    "--encoding",
+    type=click.Choice(["utf-8", "gbk", "gb18030"], case_sensitive=False),
+    default=None,
+    help="Text encoding of FILE (default utf-8; gbk for Excel/WPS on Chinese Windows).",
+)
+@click.option(
+    "--allow-duplicates",
+    is_flag=True,
+    help="Import rows whose identity number repeats a row or a record of the vault.",
+)
 @pass_ctx
-def import_(c: Ctx, file: Path, type_name: str | None, fmt: str | None, skip_invalid: bool) -> None:
-    """Import records from a CSV or JSON Lines FILE (staff). Resumable."""
+def import_(
+    c: Ctx,
+    file: Path,
+    type_name: str | None,
+    fmt: str | None,
+    skip_invalid: bool,
+    encoding: str | None,
+    allow_duplicates: bool,
+) -> None:
+    """Import records from a CSV or JSON Lines FILE (staff). Resumable.
+
+    Column names may be the field names or the schema's Chinese labels (姓名,
+    性别, 出生日期...). A row repeating the identity number of an earlier row
+    or of a record already in the vault is refused as a duplicate.
+    """
     # Before any passphrase: a device or FIFO (/dev/zero) would never end.
     require_regular_file(file, "FILE")
     v = c.open()
-    with progress_bar(c, "Importing") as progress:
+    with progress_bar(c, _("Importing")) as progress:
         report = v.import_file(
-            file, type_name=type_name, skip_invalid=skip_invalid, fmt=fmt, progress=progress
+            file,
+            type_name=type_name,
+            skip_invalid=skip_invalid,
+            fmt=fmt,
+            progress=progress,
+            encoding=encoding,
+            allow_duplicates=allow_duplicates,
         )
 
     def human() -> None:
@@ -108,7 +143,8 @@ def import_(c: Ctx, file: Path, type_name: str | None, fmt: str | None, skip_inv
             )
         for row, reason in report.errors:
             click.echo(
-                _("skipped row {row}: {reason}").format(row=row, reason=safe(reason)), err=True
+                _("skipped row {row}: {reason}").format(row=row, reason=safe(localize(reason))),
+                err=True,
             )
 
     c.emit({"ok": True, **report.to_json()}, human)
@@ -157,7 +193,9 @@ def find(c: Ctx, assignment: str, type_name: str | None) -> None:
     access to the candidates and read to tell them apart.
     """
     ((name, value),) = parse_assignments((assignment,)).items()
-    ids = c.open().find(name, value, type_name=type_name)
+    v = c.open()
+    (name,) = field_names(v, [name], type_name)
+    ids = v.find(name, value, type_name=type_name)
 
     def human() -> None:
         for rid in ids:

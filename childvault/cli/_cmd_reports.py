@@ -14,7 +14,8 @@ from typing import Any
 
 import click
 
-from childvault.cli._context import Ctx, _, pass_ctx, read_grant_arg, safe
+from childvault._i18n import _t
+from childvault.cli._context import Ctx, _, ngettext, pass_ctx, read_grant_arg, safe
 
 _MAX_DOC_BYTES = 256 << 20  # a report of a very busy record is still far smaller
 
@@ -35,14 +36,22 @@ def _load_doc(path: Path, what: str) -> dict[str, Any]:
         with path.open("rb") as fh:
             raw = fh.read(_MAX_DOC_BYTES + 1)
     except OSError as exc:
-        raise click.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint=what) from exc
+        raise click.BadParameter(
+            _("cannot read {path}: {why}").format(path=safe(path), why=exc.strerror),
+            param_hint=what,
+        ) from exc
     if len(raw) > _MAX_DOC_BYTES:
-        raise IntegrityError(f"{path} is too large to be a childvault report or proof")
+        raise IntegrityError(
+            _t("{path} is too large to be a childvault report or proof", path=path)
+        )
     try:
         doc = json.loads(raw)
     except (ValueError, RecursionError):
         raise IntegrityError(
-            f"{path} is not a JSON document (damaged, or not a childvault report or proof)"
+            _t(
+                "{path} is not a JSON document (damaged, or not a childvault report or proof)",
+                path=path,
+            )
         ) from None
     if isinstance(doc, dict) and doc.get("ok") is True:
         # The `--json` output of `report subject` / `audit prove --entry`.
@@ -50,7 +59,7 @@ def _load_doc(path: Path, what: str) -> dict[str, Any]:
             if isinstance(doc.get(key), dict):
                 return dict(doc[key])
     if not isinstance(doc, dict):
-        raise IntegrityError(f"{path} is not a childvault report or proof")
+        raise IntegrityError(_t("{path} is not a childvault report or proof", path=path))
     return doc
 
 
@@ -63,7 +72,8 @@ def _vkeys(values: tuple[str, ...]) -> list[str]:
                 text = Path(value[1:]).read_text(encoding="utf-8")
             except OSError as exc:
                 raise click.BadParameter(
-                    f"cannot read {value[1:]}: {exc.strerror}", param_hint="--vkey"
+                    _("cannot read {path}: {why}").format(path=safe(value[1:]), why=exc.strerror),
+                    param_hint="--vkey",
                 ) from exc
             out.extend(line.strip() for line in text.splitlines() if line.strip())
         else:
@@ -110,8 +120,12 @@ def report_subject(c: Ctx, record_id: str, grant: str, out: Path | None) -> None
         _write_json(out, doc)
         c.emit(
             {"ok": True, "out": str(out), **summary},
-            f"Wrote the subject report of {record_id} to {out} (mode 0600): "
-            f"{len(doc['entries'])} log entries, {pending} not yet proven."
+            _(
+                "Wrote the subject report of {id} to {out} (mode 0600): "
+                "{entries} log entries, {pending} not yet proven."
+            ).format(
+                id=safe(record_id), out=safe(out), entries=len(doc["entries"]), pending=pending
+            )
             + (f"\n{doc['pending']['message']}" if pending else ""),
         )
         return
@@ -120,7 +134,7 @@ def report_subject(c: Ctx, record_id: str, grant: str, out: Path | None) -> None
         return
     click.echo(json.dumps(doc, ensure_ascii=False, indent=2))
     if pending:
-        click.echo(f"note: {doc['pending']['message']}", err=True)
+        click.echo(_("note: {message}").format(message=doc["pending"]["message"]), err=True)
 
 
 @report.command("incident")
@@ -154,28 +168,47 @@ def report_incident(c: Ctx, actor: str, since: str, until: str | None, out: Path
     def human() -> None:
         t = doc["totals"]
         click.echo(
-            f"Accesses by {actor} from {doc['since']} to {doc['until']}: "
-            f"{t['records']} record(s), {t['read_events']} read(s), "
-            f"{t['export_events']} export batch(es), {t['denied_attempts']} denied attempt(s)."
+            _(
+                "Accesses by {actor} from {since} to {until}: {records} record(s), "
+                "{reads} read(s), {exports} export batch(es), {denied} denied attempt(s)."
+            ).format(
+                actor=safe(actor),
+                since=doc["since"],
+                until=doc["until"],
+                records=t["records"],
+                reads=t["read_events"],
+                exports=t["export_events"],
+                denied=t["denied_attempts"],
+            )
         )
         for r in doc["records"]:
             fields = sorted({*r["read"]["fields"], *r["exported"]["fields"]})
             click.echo(
-                f"  {r['record_id']}  {r['status']:7} read {r['read']['events']}  "
-                f"exported {r['exported']['events']}  fields {','.join(fields)}  "
-                f"{r['first']} .. {r['last']}"
+                _(
+                    "  {id}  {status:7} read {reads}  exported {exports}  fields {fields}  "
+                    "{first} .. {last}"
+                ).format(
+                    id=r["record_id"],
+                    status=r["status"],
+                    reads=r["read"]["events"],
+                    exports=r["exported"]["events"],
+                    fields=",".join(fields),
+                    first=r["first"],
+                    last=r["last"],
+                )
             )
         for name, s in doc["fields"].items():
             click.echo(
-                f"  field {name}: {s['records']} record(s), {s['read']} read(s), "
-                f"{s['exported']} export(s)"
+                _(
+                    "  field {name}: {records} record(s), {reads} read(s), {exports} export(s)"
+                ).format(name=name, records=s["records"], reads=s["read"], exports=s["exported"])
             )
         if doc["denied"]["attempts"]:
             by = ", ".join(f"{a} {n}" for a, n in doc["denied"]["by_action"].items())
-            click.echo(f"  denied or failed attempts: {by}")
+            click.echo(_("  denied or failed attempts: {by}").format(by=by))
         click.echo(doc["contact_details"])
         if out is not None:
-            click.echo(f"Written to {out}.")
+            click.echo(_("Written to {out}.").format(out=safe(out)))
 
     c.emit({"ok": True, **doc, **({"out": str(out)} if out else {})}, human)
 
@@ -233,12 +266,22 @@ def export_anonymized(c: Ctx, out: Path, k: int) -> None:
     doc = c.open().export_anonymized(out, k=k)
     c.emit(
         {"ok": True, **doc},
-        f"Wrote {doc['classes']} class(es) covering {doc['records_exported']} record(s) to "
-        f"{out} (mode 0600); suppressed {doc['suppressed_records']} record(s) in "
-        f"{doc['suppressed_classes']} class(es) smaller than {k}. Excluded: "
-        f"{doc['excluded']['no_statistics_consent']} without statistics consent, "
-        f"{doc['excluded']['past_retention']} past retention, "
-        f"{doc['excluded']['outdated_notice']} under an outdated notice.",
+        _(
+            "Wrote {classes} class(es) covering {records} record(s) to {out} (mode 0600); "
+            "suppressed {suppressed} record(s) in {suppressed_classes} class(es) smaller than "
+            "{k}. Excluded: {no_consent} without statistics consent, {past} past retention, "
+            "{outdated} under an outdated notice."
+        ).format(
+            classes=doc["classes"],
+            records=doc["records_exported"],
+            out=safe(out),
+            suppressed=doc["suppressed_records"],
+            suppressed_classes=doc["suppressed_classes"],
+            k=k,
+            no_consent=doc["excluded"]["no_statistics_consent"],
+            past=doc["excluded"]["past_retention"],
+            outdated=doc["excluded"]["outdated_notice"],
+        ),
     )
 
 
@@ -290,19 +333,21 @@ def audit_prove(
     """
     chosen = [x for x in (entry, verify_file, complete_file) if x is not None]
     if len(chosen) != 1:
-        raise click.UsageError("give exactly one of --entry N, --verify FILE or --complete FILE")
+        raise click.UsageError(_("give exactly one of --entry N, --verify FILE or --complete FILE"))
     if verify_file is not None:
         _prove_verify(c, verify_file, _vkeys(vkeys), previous, strict)
     elif complete_file is not None:
         if out is None:
-            raise click.UsageError("--complete needs --out FILE for the completed report")
+            raise click.UsageError(_("--complete needs --out FILE for the completed report"))
         v = c.open()
         doc = v.complete_subject_report(_load_doc(complete_file, "--complete"))
         _write_json(out, doc)
         c.emit(
             {"ok": True, "out": str(out), "entries": len(doc["entries"])},
-            f"Every entry of the report is now proven against checkpoint size "
-            f"{doc['checkpoint']['size']}; written to {out} (mode 0600).",
+            _(
+                "Every entry of the report is now proven against checkpoint size {size}; "
+                "written to {out} (mode 0600)."
+            ).format(size=doc["checkpoint"]["size"], out=safe(out)),
         )
     else:
         assert entry is not None
@@ -312,15 +357,15 @@ def audit_prove(
             _write_json(out, bundle)
 
         def human() -> None:
-            click.echo(f"entry {bundle['seq']}: {bundle['entry']}")
-            click.echo(f"leaf hash: {bundle['leaf_hash']}")
-            click.echo(f"proof ({len(bundle['proof'])} hashes, leaf to root):")
+            click.echo(_("entry {seq}: {entry}").format(seq=bundle["seq"], entry=bundle["entry"]))
+            click.echo(_("leaf hash: {hash}").format(hash=bundle["leaf_hash"]))
+            click.echo(_("proof ({n} hashes, leaf to root):").format(n=len(bundle["proof"])))
             for h in bundle["proof"]:
                 click.echo(f"  {h}")
-            click.echo(f"checkpoint (size {bundle['checkpoint']['size']}):")
+            click.echo(_("checkpoint (size {size}):").format(size=bundle["checkpoint"]["size"]))
             click.echo(bundle["checkpoint"]["note"], nl=False)
             if out is not None:
-                click.echo(f"Written to {out}.")
+                click.echo(_("Written to {out}.").format(out=safe(out)))
 
         c.emit({"ok": True, "proof": bundle, "vkeys": v.signer_vkeys()}, human)
 
@@ -338,8 +383,10 @@ def _prove_verify(
 
     if not vkeys:
         raise click.UsageError(
-            "--verify needs the institution's verifier keys: --vkey VKEY (repeatable) or "
-            "--vkey @FILE"
+            _(
+                "--verify needs the institution's verifier keys: --vkey VKEY (repeatable) or "
+                "--vkey @FILE"
+            )
         )
     doc = _load_doc(path, "--verify")
     fmt = doc.get("format")
@@ -348,42 +395,66 @@ def _prove_verify(
         result = verify_subject_report(doc, vkeys, previous=earlier)
     elif fmt == ENTRY_PROOF_FORMAT:
         if previous is not None:
-            raise click.UsageError("--previous applies to subject reports only")
+            raise click.UsageError(_("--previous applies to subject reports only"))
         result = verify_entry_proof(doc, vkeys)
     else:
-        raise IntegrityError(f"{path} is not a childvault subject report or entry proof")
-    if strict and not result.complete:
         raise IntegrityError(
-            f"{path} verified only partly: {len(result.pending)} entr(y/ies) not yet proven"
-            + (
-                ""
-                if result.data_authenticated or result.kind != "subject-report"
-                else ", and its data is not yet bound to a signed checkpoint"
+            _t("{path} is not a childvault subject report or entry proof", path=path)
+        )
+    if strict and not result.complete:
+        unbound = not result.data_authenticated and result.kind == "subject-report"
+        raise IntegrityError(
+            _t(
+                "{path} verified only partly: {n} entr(y/ies) not yet proven{unbound}; "
+                "ask the institution for a completed report (`audit prove --complete`)",
+                path=path,
+                n=len(result.pending),
+                unbound=_t(", and its data is not yet bound to a signed checkpoint")
+                if unbound
+                else "",
             )
-            + "; ask the institution for a completed report (`audit prove --complete`)"
         )
 
     def human() -> None:
-        what = f"record {result.record_id}" if result.record_id else "log entry"
+        what = (
+            _("record {id}").format(id=safe(result.record_id))
+            if result.record_id
+            else _("log entry")
+        )
+        n = len(result.proven)
         click.echo(
-            f"ok: {len(result.proven)} entr{'y' if len(result.proven) == 1 else 'ies'} about "
-            f"{what} proven against the checkpoint of {result.checkpoint_size} entries signed "
-            f"by {', '.join(result.signers)}."
+            ngettext(
+                "ok: {n} entry about {what} proven against the checkpoint of {size} entries "
+                "signed by {signers}.",
+                "ok: {n} entries about {what} proven against the checkpoint of {size} entries "
+                "signed by {signers}.",
+                n,
+            ).format(
+                n=n,
+                what=what,
+                size=result.checkpoint_size,
+                signers=safe(", ".join(result.signers)),
+            )
         )
         if result.kind == "subject-report":
             click.echo(
-                "The report's data, consent and bookkeeping are bound to the signed log."
+                _("The report's data, consent and bookkeeping are bound to the signed log.")
                 if result.data_authenticated
-                else "warning: the report's data is not yet bound to a signed checkpoint."
+                else _("warning: the report's data is not yet bound to a signed checkpoint.")
             )
         if result.pending:
             click.echo(
-                f"warning: {len(result.pending)} entr{'y' if len(result.pending) == 1 else 'ies'}"
-                f" newer than the checkpoint could not be proven yet (seq "
-                f"{', '.join(map(str, result.pending))}): ask the institution for a completed "
-                "report (`childvault audit prove --complete`)."
+                ngettext(
+                    "warning: {n} entry newer than the checkpoint could not be proven yet "
+                    "(seq {seqs}): ask the institution for a completed report "
+                    "(`childvault audit prove --complete`).",
+                    "warning: {n} entries newer than the checkpoint could not be proven yet "
+                    "(seq {seqs}): ask the institution for a completed report "
+                    "(`childvault audit prove --complete`).",
+                    len(result.pending),
+                ).format(n=len(result.pending), seqs=", ".join(map(str, result.pending)))
             )
         if previous is not None:
-            click.echo("Every entry proven in the earlier report is unchanged.")
+            click.echo(_("Every entry proven in the earlier report is unchanged."))
 
     c.emit(result.to_json(), human)

@@ -132,8 +132,8 @@ def user_list(c: Ctx) -> None:
 
     def human() -> None:
         for u in users:
-            extra = " (can approve)" if u.can_approve else ""
-            click.echo(f"{u.name:20} {','.join(u.roles):22} {iso(u.created_at)}{extra}")
+            extra = _(" (can approve)") if u.can_approve else ""
+            click.echo(f"{safe(u.name):20} {','.join(u.roles):22} {iso(u.created_at)}{extra}")
             if u.vkey:
                 click.echo(f"  vkey {u.vkey}")
 

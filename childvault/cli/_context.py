@@ -20,7 +20,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,10 +39,21 @@ MAX_GRANT_FILE = 1 << 20
 def _(message: str) -> str:
     """The one function every human message of the CLI goes through.
 
-    It returns ``message`` unchanged today; the CLI-wide zh_CN catalog will be
-    wired in here (``childvault._i18n``) without touching the commands.
+    ``message`` translated by the catalog of the locale chosen by ``LC_ALL`` /
+    ``LC_MESSAGES`` / ``LANG`` (childvault._i18n), read when the message is
+    shown; English, the source language, when there is no translation.
+    Messages are ``str.format`` templates: translate first, then format.
     """
-    return message
+    from childvault._i18n import gettext
+
+    return gettext(message)
+
+
+def ngettext(singular: str, plural: str, n: int) -> str:
+    """The singular or plural template for ``n`` in the environment's locale."""
+    from childvault._i18n import ngettext as _ngettext
+
+    return _ngettext(singular, plural, n)
 
 
 # C0/C1 controls (newline and tab included: a value must not start a fake line),
@@ -115,13 +126,13 @@ class Ctx:
     def require_home(self) -> Path:
         """The home directory from --home or CHILDVAULT_HOME."""
         if self.home is None:
-            raise click.UsageError("no home directory: pass --home DIR or set CHILDVAULT_HOME")
+            raise click.UsageError(_("no home directory: pass --home DIR or set CHILDVAULT_HOME"))
         return self.home
 
     def require_user(self) -> str:
         """The acting user from --as or CHILDVAULT_USER."""
         if not self.user:
-            raise click.UsageError("no acting user: pass --as USER or set CHILDVAULT_USER")
+            raise click.UsageError(_("no acting user: pass --as USER or set CHILDVAULT_USER"))
         return self.user
 
     def passphrase(self, user: str) -> str:
@@ -131,18 +142,26 @@ class Ctx:
             return env
         if not sys.stdin.isatty():
             raise click.UsageError(
-                "no passphrase: set CHILDVAULT_PASSPHRASE or run in a terminal to be prompted"
+                _("no passphrase: set CHILDVAULT_PASSPHRASE or run in a terminal to be prompted")
             )
-        return str(click.prompt(f"Passphrase for {user}", hide_input=True, err=True))
+        return str(
+            click.prompt(
+                _("Passphrase for {user}").format(user=safe(user)), hide_input=True, err=True
+            )
+        )
 
     def open(self) -> Vault:
         """Open the vault as the acting user (once per command)."""
         if self._vault is None:
             from childvault.keys._agent import connect
             from childvault.vault import OpenBaoCredentials, Vault
+            from childvault.vault._doctor import check_owner
 
             user = self.require_user()
             home = self.require_home()
+            # Another system user (or root) would fail halfway or leave files the
+            # owner cannot read: refused up front, naming the owner and the fix.
+            check_owner(home)
             approle = self.approle()
             # An AppRole login replaces any VAULT_TOKEN in the environment.
             token = None if approle else os.environ.get("VAULT_TOKEN")
@@ -204,12 +223,16 @@ class Ctx:
                 secret = self.secret_id_file.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise click.UsageError(
-                    f"cannot read the secret-id file {self.secret_id_file}: {exc.strerror}"
+                    _("cannot read the secret-id file {path}: {why}").format(
+                        path=safe(self.secret_id_file), why=exc.strerror
+                    )
                 ) from exc
         if not secret:
             raise click.UsageError(
-                "--role-id needs a secret id: --secret-id-file FILE (or "
-                "CHILDVAULT_APPROLE_SECRET_ID_FILE / CHILDVAULT_APPROLE_SECRET_ID)"
+                _(
+                    "--role-id needs a secret id: --secret-id-file FILE (or "
+                    "CHILDVAULT_APPROLE_SECRET_ID_FILE / CHILDVAULT_APPROLE_SECRET_ID)"
+                )
             )
         return self.role_id, secret
 
@@ -221,15 +244,22 @@ def new_passphrase(path: Path | None, who: str) -> str:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise click.UsageError(
-                f"cannot read the passphrase file {path}: {exc.strerror}"
+                _("cannot read the passphrase file {path}: {why}").format(
+                    path=safe(path), why=exc.strerror
+                )
             ) from exc
         # Only the line ending is stripped: spaces inside a passphrase are significant.
         return text.rstrip("\r\n")
     if not sys.stdin.isatty():
-        raise click.UsageError(f"no passphrase for {who}: pass --passphrase-file FILE")
+        raise click.UsageError(
+            _("no passphrase for {who}: pass --passphrase-file FILE").format(who=safe(who))
+        )
     return str(
         click.prompt(
-            f"New passphrase for {who}", hide_input=True, confirmation_prompt=True, err=True
+            _("New passphrase for {who}").format(who=safe(who)),
+            hide_input=True,
+            confirmation_prompt=True,
+            err=True,
         )
     )
 
@@ -295,7 +325,7 @@ def init_vault(
         from childvault.keys import VaultSettings
 
         if not vault_addr:
-            raise click.UsageError("--provider vault needs --vault-addr or VAULT_ADDR")
+            raise click.UsageError(_("--provider vault needs --vault-addr or VAULT_ADDR"))
         settings = json.loads(
             VaultSettings.from_env(
                 addr=vault_addr, transit_mount=transit_mount, kv_mount=kv_mount, key_name=key_name
@@ -330,10 +360,10 @@ def setup_vault_server(
 
     config = Config.load(Home(home))
     if config.provider != "vault" or not config.vault_settings:
-        raise click.UsageError("this vault uses the local key provider; nothing to set up")
+        raise click.UsageError(_("this vault uses the local key provider; nothing to set up"))
     token = os.environ.get("VAULT_TOKEN")
     if not token:
-        raise click.UsageError("set VAULT_TOKEN to a root or bootstrap token for setup")
+        raise click.UsageError(_("set VAULT_TOKEN to a root or bootstrap token for setup"))
     return setup(
         VaultSettings.from_json(config.vault_settings),
         token,
@@ -350,10 +380,13 @@ def parse_assignments(items: tuple[str, ...]) -> dict[str, str]:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise click.BadParameter(
-                f"expected NAME=VALUE, got {item.split('=')[0]!r}", param_hint="--field"
+                _("expected NAME=VALUE, got {given!r}").format(given=item.split("=")[0]),
+                param_hint="--field",
             )
         if name in values:
-            raise click.BadParameter(f"field {name!r} given twice", param_hint="--field")
+            raise click.BadParameter(
+                _("field {name!r} given twice").format(name=name), param_hint="--field"
+            )
         values[name.strip()] = value
     return values
 
@@ -365,7 +398,7 @@ def read_grant_arg(value: str) -> str:
     (``@/dev/zero`` or a FIFO would otherwise never end or fill the memory).
     """
     if value == "@-":
-        return _limited_text(sys.stdin.read(MAX_GRANT_FILE + 1), "standard input")
+        return _limited_text(sys.stdin.read(MAX_GRANT_FILE + 1), _("standard input"))
     if value.startswith("@"):
         path = value[1:]
         try:
@@ -422,6 +455,50 @@ def require_regular_file(path: Path, what: str) -> None:
         )
 
 
+def field_names(v: Vault, names: Iterable[str], type_name: str | None = None) -> list[str]:
+    """Field names given by name or by the schema's Chinese label (``姓名``), as names.
+
+    Labels are the part of a field's description before `` / ``; a name that is
+    neither is passed on unchanged for the library to refuse with its message.
+    """
+    from childvault.vault._importer import field_label
+
+    types = (
+        [v.schema.types[type_name]]
+        if type_name is not None and type_name in v.schema.types
+        else v.schema.types.values()
+    )
+    labels: dict[str, str] = {}
+    for rtype in types:
+        for name, spec in rtype.fields.items():
+            label = field_label(spec.description)
+            if label:
+                labels.setdefault(label, name)
+    return [labels.get(n, n) if n not in labels.values() else n for n in names]
+
+
+def purpose_names(v: Vault, purposes: Iterable[str]) -> list[str]:
+    """Purposes given by name or by Chinese label (``个案管理``), as names."""
+    from childvault.vault._importer import purpose_names as names
+
+    return names(purposes, v.schema.purposes)
+
+
+def field_title(v: Vault, name: str) -> str:
+    """A field as a Chinese reader sees it (``姓名 (name)``); the name in English."""
+    from childvault._i18n import environment_locale
+    from childvault.vault._importer import field_label
+
+    if environment_locale() == "en":
+        return name
+    for rtype in v.schema.types.values():
+        spec = rtype.fields.get(name)
+        label = field_label(spec.description) if spec is not None else None
+        if label:
+            return f"{label} ({name})"
+    return name
+
+
 def consent_from_options(
     v: Vault,
     *,
@@ -440,7 +517,7 @@ def consent_from_options(
 
     columns = {
         "consent_by": consent_by,
-        "purposes": ";".join(purposes),
+        "purposes": ";".join(purpose_names(v, purposes)),
         "retain_until": retain_until,
         "guardian_informed": "yes" if guardian_informed else "no",
         "guardian_also": "yes" if guardian_also else "no",

@@ -12,14 +12,25 @@ Commands parse, prompt, call the library and print; they hold no logic.
 from __future__ import annotations
 
 import errno
+import inspect
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
+import click.core
+import click.decorators
+import click.exceptions
+import click.formatting
+import click.parser
+import click.termui
+import click.types
+import click.utils
 
+from childvault._i18n import environment_locale
 from childvault.cli import (
     _cmd_access,
     _cmd_audit,
@@ -42,7 +53,7 @@ from childvault.cli import (
     _cmd_users,
     _cmd_vault_admin,
 )
-from childvault.cli._context import EXIT_ERROR, Ctx, _, safe
+from childvault.cli._context import EXIT_ERROR, Ctx, _, ngettext, safe
 
 #: Exit status after the reader of stdout went away (``| head``): 128 + SIGPIPE,
 #: what a shell shows for a tool killed by the signal, without any message.
@@ -59,17 +70,127 @@ def _silence_stdout() -> None:
         pass
 
 
-def _permission_message(exc: PermissionError) -> str:
+def _permission_message(exc: OSError) -> str:
     """A refused file access, naming the file and what to do about it."""
-    name = exc.filename if exc.filename is not None else "a file of the vault home"
+    name = exc.filename if exc.filename is not None else _("a file of the vault home")
     return _(
         "permission denied on {file}: run childvault as the user who owns the vault home "
         "(or ask the operator to fix its owner and mode; `childvault doctor` checks them)"
     ).format(file=safe(name))
 
 
+# Help texts stay plain English in the command modules (docstrings, help=): they are
+# translated when shown, by walking the command tree before each run. The English
+# source of each is kept on the object so a later run in another locale starts over.
+_HELP_SOURCE = "_childvault_help_en"
+_SHORT_SOURCE = "_childvault_short_help_en"
+
+
+def _walk(command: click.Command) -> Iterator[click.Command]:
+    yield command
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            yield from _walk(sub)
+
+
+def help_messages(root: click.Command | None = None) -> list[str]:
+    """Every command and option help text of the CLI (msgids of the catalog)."""
+    texts: list[str] = []
+    for command in _walk(cli if root is None else root):
+        for obj in (command, *command.params):
+            source = getattr(obj, _HELP_SOURCE, None) or getattr(obj, "help", None)
+            if source and inspect.cleandoc(source) not in texts:
+                texts.append(inspect.cleandoc(source))
+            short = (
+                getattr(obj, _SHORT_SOURCE)
+                if hasattr(obj, _SHORT_SOURCE)
+                else getattr(obj, "short_help", None)
+            )
+            if isinstance(obj, click.Command) and short and short not in texts:
+                texts.append(short)
+    return texts
+
+
+def _short_help(text: str) -> str:
+    """A translated help's first sentence, for the command list of a group."""
+    first = text.split("\n\n", 1)[0].replace("\n", "")
+    end = first.find("。")
+    return first[: end + 1] if end >= 0 else first
+
+
+def _helped(command: click.Command) -> list[Any]:
+    """The command and its options, after dropping the --help option click keeps.
+
+    click creates a command's --help option once, with its help text in the
+    language of that moment; dropped here, it is made again in this run's.
+    """
+    if getattr(command, "_help_option", None) is not None:
+        command._help_option = None
+    return [command, *command.params]
+
+
+def _localise_help(root: click.Command) -> None:
+    """Translate the help of every command and option into the environment's locale."""
+    english = environment_locale() == "en"
+    for command in _walk(root):
+        for obj in _helped(command):
+            if not hasattr(obj, _HELP_SOURCE):
+                setattr(obj, _HELP_SOURCE, getattr(obj, "help", None))
+            source = getattr(obj, _HELP_SOURCE)
+            if not source:
+                continue
+            # The msgid is the help without the docstring's indentation.
+            text = source if english else _(inspect.cleandoc(source))
+            if text == inspect.cleandoc(source):
+                text = source
+            setattr(obj, "help", text)  # noqa: B010 - commands and options both have it
+            if isinstance(obj, click.Command) and obj is not root:
+                if not hasattr(obj, _SHORT_SOURCE):
+                    setattr(obj, _SHORT_SOURCE, obj.short_help)
+                own = getattr(obj, _SHORT_SOURCE)
+                if english or text == source:
+                    obj.short_help = own
+                elif own:
+                    obj.short_help = _(own)
+                else:
+                    # click shortens an English help at the first ". "; Chinese has none.
+                    obj.short_help = _short_help(text)
+
+
+def _click_gettext(message: str) -> str:
+    return _(message)
+
+
+def _click_ngettext(singular: str, plural: str, n: int) -> str:
+    return ngettext(singular, plural, n)
+
+
+# click marks its own messages ("Usage:", "Missing option", "Show this message and
+# exit.") with the stdlib gettext bound at import in each of its modules: route
+# them through the childvault catalog (childvault/cli/_click_messages.py lists them).
+for _module in (
+    click.core,
+    click.decorators,
+    click.exceptions,
+    click.formatting,
+    click.parser,
+    click.termui,
+    click.types,
+    click.utils,
+):
+    if hasattr(_module, "_"):
+        _module._ = _click_gettext  # type: ignore[attr-defined]
+    if hasattr(_module, "ngettext"):
+        _module.ngettext = _click_ngettext  # type: ignore[attr-defined]
+
+
 class _Group(click.Group):
     """Root group: maps every library error to its message and exit code."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the CLI with its help in the environment's locale."""
+        _localise_help(self)
+        return super().main(*args, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -88,6 +209,9 @@ class _Group(click.Group):
             as_json = bool(obj and obj.as_json)
             if isinstance(exc, ChildVaultError):
                 code, kind, message = exc.exit_code, type(exc).__name__, str(exc)
+                if not as_json:
+                    # JSON stays English and stable; a person reads their language.
+                    message = exc.localized()
             elif isinstance(exc, PermissionError) or (
                 isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM)
             ):
@@ -95,7 +219,9 @@ class _Group(click.Group):
             else:
                 # A bug: never print the exception text, it may quote a value.
                 code, kind = EXIT_ERROR, "InternalError"
-                message = f"internal error ({type(exc).__name__}); please report it"
+                message = _("internal error ({kind}); please report it").format(
+                    kind=type(exc).__name__
+                )
                 if os.environ.get("CHILDVAULT_DEBUG"):
                     raise
             try:

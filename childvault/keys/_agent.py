@@ -45,6 +45,7 @@ from typing import Any
 import nacl.signing
 from nacl.public import PrivateKey
 
+from childvault._i18n import _t
 from childvault.keys._encoding import b64, unb64
 from childvault.keys._errors import ConfigError, DecryptionFailed, UsageError
 from childvault.keys._identity import Identity, PublicIdentity
@@ -76,8 +77,12 @@ def socket_dir(*, create: bool = True) -> Path:
             os.mkdir(base, 0o700)
     if not _owned_private_dir(base, uid, strict_mode=True):
         raise ConfigError(
-            f"the session directory {base} is not a directory owned by uid {uid} with mode "
-            "0700 (or is a symlink); remove it and run `childvault unlock` again"
+            _t(
+                "the session directory {base} is not a directory owned by uid {uid} with mode "
+                "0700 (or is a symlink); remove it and run `childvault unlock` again",
+                base=base,
+                uid=uid,
+            )
         )
     return base
 
@@ -157,11 +162,11 @@ class AgentIdentity(Identity):
 
     def signing_seed(self) -> bytes:
         """Refused: the seed stays in the agent."""
-        raise UsageError("the signing key stays in the session agent; sign through it")
+        raise UsageError(_t("the signing key stays in the session agent; sign through it"))
 
     def save(self, path: Path, passphrase: str) -> None:
         """Refused: the agent's keys are never written anywhere."""
-        raise UsageError("an identity held by the session agent cannot be saved")
+        raise UsageError(_t("an identity held by the session agent cannot be saved"))
 
 
 def _call(path: Path, op: str, data: bytes = b"", *, check: bool = True) -> dict[str, Any]:
@@ -170,15 +175,17 @@ def _call(path: Path, op: str, data: bytes = b"", *, check: bool = True) -> dict
             conn.settimeout(60)
             conn.connect(str(path))
             if _peer_uid(conn) != os.geteuid():
-                raise ConfigError(f"the session agent at {path} runs as another user; refused")
+                raise ConfigError(
+                    _t("the session agent at {path} runs as another user; refused", path=path)
+                )
             conn.sendall(json.dumps({"op": op, "data": b64(data)}).encode() + b"\n")
             answer = json.loads(_read_line(conn))
     except (OSError, ValueError) as exc:
         raise UsageError(
-            "the session agent went away (locked or expired): run `childvault unlock` again"
+            _t("the session agent went away (locked or expired): run `childvault unlock` again")
         ) from exc
     if not isinstance(answer, dict) or (check and not answer.get("ok")):
-        raise UsageError(f"the session agent refused {op!r}")
+        raise UsageError(_t("the session agent refused {op!r}", op=op))
     return answer
 
 
@@ -241,7 +248,7 @@ def start(identity: Identity, home: Path, seconds: int) -> Path:
     the new process through a pipe.
     """
     if not 0 < seconds <= MAX_SECONDS:
-        raise UsageError(f"a session lasts between 1 s and {MAX_SECONDS // 3600} h")
+        raise UsageError(_t("a session lasts between 1 s and {value} h", value=MAX_SECONDS // 3600))
     path = socket_path(home, identity.name)
     lock(home, identity.name)
     secret = json.dumps(
@@ -273,7 +280,7 @@ def start(identity: Identity, home: Path, seconds: int) -> Path:
     if line.strip() != b"ready":
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
-        raise ConfigError(f"the session agent did not start (socket {path})")
+        raise ConfigError(_t("the session agent did not start (socket {path})", path=path))
     return path
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import requests
 
+from childvault._i18n import _t
 from childvault.keys._errors import ProviderUnavailable
 from childvault.keys._openbao._settings import VaultSettings
 from childvault.keys._openbao._setup import setup
@@ -182,7 +183,9 @@ class DevServer:
                 self.stop()
                 if same_port:
                     time.sleep(0.5)
-        raise DevServerError(f"OpenBao dev server did not start: {last_error}")
+        raise DevServerError(
+            _t("OpenBao dev server did not start: {last_error}", last_error=last_error)
+        )
 
     def _wait_until(self, ready: Callable[[], bool], what: str) -> None:
         """Poll ``ready`` until it is true, the process exits, or the start timeout."""
@@ -191,7 +194,11 @@ class DevServer:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise _StartFailed(
-                    f"bao exited with {self._proc.returncode}; output:\n{self.output()}"
+                    _t(
+                        "bao exited with {returncode}; output:\n{value}",
+                        returncode=self._proc.returncode,
+                        value=self.output(),
+                    )
                 )
             try:
                 if ready():
@@ -199,7 +206,14 @@ class DevServer:
             except requests.RequestException:
                 pass
             time.sleep(0.1)
-        raise _StartFailed(f"no {what} within {_START_TIMEOUT:g} s; output:\n{self.output()}")
+        raise _StartFailed(
+            _t(
+                "no {what} within {START_TIMEOUT:g} s; output:\n{value}",
+                what=what,
+                START_TIMEOUT=_START_TIMEOUT,
+                value=self.output(),
+            )
+        )
 
     def _wait_listening(self) -> None:
         def answers() -> bool:
@@ -292,7 +306,7 @@ class DevServer:
             if self._http.get(f"{self.addr}/v1/sys/health", timeout=2).status_code == 200:
                 return
             time.sleep(0.1)
-        raise DevServerError("OpenBao did not become active after unsealing")
+        raise DevServerError(_t("OpenBao did not become active after unsealing"))
 
     def setup(self, **kwargs: Any) -> list[str]:
         """Run childvault's setup with the root token.

@@ -11,6 +11,7 @@ import base64
 import binascii
 import re
 
+from childvault._i18n import _t
 from childvault.keys._errors import NotFound
 
 _HEX_ID = re.compile(r"[0-9a-f]{32}")
@@ -39,6 +40,8 @@ def is_hex_id(value: object) -> bool:
 def check_hex_id(value: object, what: str) -> str:
     """Return ``value`` if it is an id, else raise :class:`NotFound` naming ``what``."""
     if not is_hex_id(value):
-        raise NotFound(f"no {what} {value!r}: ids are 32 lowercase hex characters")
+        raise NotFound(
+            _t("no {what} {value!r}: ids are 32 lowercase hex characters", what=what, value=value)
+        )
     assert isinstance(value, str)
     return value

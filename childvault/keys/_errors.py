@@ -5,12 +5,16 @@ both packages raise these errors; ``vault`` re-exports every name. Each class
 carries the process exit code of the command-line contract (README.md), so the
 CLI maps errors to exit codes in one place.
 
-Messages say what went wrong and what to do. They never contain a secret, a
+Messages say what went wrong and what to do. They are made with
+:func:`childvault._i18n._t`: ``str(exc)`` is English, and :meth:`ChildVaultError.localized`
+gives the reader's language (the CLI's error handler uses it). They never contain a secret, a
 field value or the reason a token or ciphertext was rejected: that detail goes
 to the audit log (``detail`` attribute, never shown by ``str()``).
 """
 
 from __future__ import annotations
+
+from childvault._i18n import _t, localize
 
 
 class ChildVaultError(Exception):
@@ -22,6 +26,10 @@ class ChildVaultError(Exception):
         super().__init__(message)
         #: Internal reason, for the audit log only; never printed.
         self.detail = detail
+
+    def localized(self, locale: str | None = None) -> str:
+        """The message in ``locale`` (the environment's when None); ``str(self)`` stays English."""
+        return localize(self.args[0], locale) if self.args else str(self)
 
 
 class UsageError(ChildVaultError):
@@ -73,8 +81,10 @@ class ApprovalInvalid(AccessDenied):
 
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(
-            "the approval token is not valid for this read "
-            "(the reason is recorded in the audit log; ask the officer for a new approval)",
+            _t(
+                "the approval token is not valid for this read "
+                "(the reason is recorded in the audit log; ask the officer for a new approval)"
+            ),
             detail=detail,
         )
 
@@ -93,7 +103,7 @@ class DecryptionFailed(IntegrityError):
 
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(
-            "stored data could not be decrypted: it was altered, moved, or the key is wrong",
+            _t("stored data could not be decrypted: it was altered, moved, or the key is wrong"),
             detail=detail,
         )
 

@@ -7,6 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from childvault._i18n import _t
 from childvault.keys._errors import StorageError
 
 
@@ -34,4 +35,10 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise StorageError(f"could not write {path}: {exc.strerror}; nothing was changed") from exc
+        raise StorageError(
+            _t(
+                "could not write {path}: {strerror}; nothing was changed",
+                path=path,
+                strerror=exc.strerror,
+            )
+        ) from exc

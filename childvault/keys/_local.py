@@ -21,6 +21,7 @@ from typing import Any
 import nacl.exceptions
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
+from childvault._i18n import _t
 from childvault.keys._encoding import b64
 from childvault.keys._errors import AccessDenied, ApprovalInvalid, DecryptionFailed
 from childvault.keys._identity import Identity, PublicIdentity
@@ -156,7 +157,10 @@ class LocalProvider:
         custodian = self._secrets.get(generation)
         if custodian is None:
             raise AccessDenied(
-                "this needs the custodian key, which only officers can unlock; run it as an officer"
+                _t(
+                    "this needs the custodian key, which only officers can unlock; run it as an"
+                    " officer"
+                )
             )
         inner = custodian.open(blob[_HEADER.size :])
         try:

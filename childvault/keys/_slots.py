@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from childvault._i18n import _t
 from childvault.keys._encoding import b64
 from childvault.keys._errors import ConfigError, DecryptionFailed, NotFound
 from childvault.keys._files import atomic_write
@@ -32,8 +33,11 @@ class KeySlots:
             raw = self.path.read_bytes()
         except FileNotFoundError as exc:
             raise ConfigError(
-                f"key-slot file {self.path} is missing: restore it from backup "
-                "(without it no one can open the database)"
+                _t(
+                    "key-slot file {path} is missing: restore it from backup (without it no one"
+                    " can open the database)",
+                    path=self.path,
+                )
             ) from exc
         try:
             doc = json.loads(raw)
@@ -41,7 +45,10 @@ class KeySlots:
                 raise ValueError("format")
         except (ValueError, UnicodeDecodeError, AttributeError) as exc:
             raise ConfigError(
-                f"key-slot file {self.path} is damaged or truncated: restore it from backup"
+                _t(
+                    "key-slot file {path} is damaged or truncated: restore it from backup",
+                    path=self.path,
+                )
             ) from exc
         return dict(doc)
 
@@ -68,7 +75,7 @@ class KeySlots:
         """
         doc = self._read()
         if doc.get("vault") != vault_id:
-            raise ConfigError(f"key-slot file {self.path} belongs to another vault")
+            raise ConfigError(_t("key-slot file {path} belongs to another vault", path=self.path))
         previous = doc["slots"].get(name)
         if sealed is None:
             doc["slots"].pop(name, None)
@@ -87,12 +94,15 @@ class KeySlots:
         """Open the acting user's slot; raise if absent, altered or not theirs."""
         doc = self._read()
         if doc.get("vault") != vault_id:
-            raise ConfigError(f"key-slot file {self.path} belongs to another vault")
+            raise ConfigError(_t("key-slot file {path} belongs to another vault", path=self.path))
         sealed_b64 = doc["slots"].get(identity.name)
         if sealed_b64 is None:
             raise NotFound(
-                f"user {identity.name!r} has no key slot in this vault; "
-                "ask an admin to run `childvault user add`"
+                _t(
+                    "user {name!r} has no key slot in this vault; ask an admin to run "
+                    "`childvault user add`",
+                    name=identity.name,
+                )
             )
         try:
             sealed = base64.b64decode(sealed_b64, validate=True)

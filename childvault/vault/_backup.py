@@ -17,6 +17,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from childvault._i18n import _t
 from childvault.keys import StorageError, UsageError
 from childvault.vault._session import Session
 
@@ -30,15 +31,24 @@ def backup(session: Session, out: Path) -> dict[str, Any]:
     copy = getattr(backend, "backup_to", None)
     if copy is None:
         raise UsageError(
-            f"the {type(backend).__name__} backend has no online backup: use its own tools"
+            _t(
+                "the {kind} backend has no online backup: use its own tools",
+                kind=type(backend).__name__,
+            )
         )
     try:
         out.mkdir(mode=0o700, parents=True, exist_ok=True)
         if any(out.iterdir()):
-            raise UsageError(f"{out} is not empty: back up into a new directory")
+            raise UsageError(_t("{out} is not empty: back up into a new directory", out=out))
         os.chmod(out, 0o700)
     except OSError as exc:
-        raise StorageError(f"cannot create the backup directory {out}: {exc.strerror}") from exc
+        raise StorageError(
+            _t(
+                "cannot create the backup directory {out}: {strerror}",
+                out=out,
+                strerror=exc.strerror,
+            )
+        ) from exc
     home = session.home
     copy(out / home.database.name, session.secrets["db"])
     files = [out / home.database.name]
@@ -61,12 +71,14 @@ def _copy_file(src: Path, dest: Path) -> Path:
         fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb") as fh:
             if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                raise StorageError(f"{src} is not a regular file; not backed up")
+                raise StorageError(_t("{src} is not a regular file; not backed up", src=src))
             out_fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(out_fd, "wb") as target:
                 shutil.copyfileobj(fh, target)
                 target.flush()
                 os.fsync(target.fileno())
     except OSError as exc:
-        raise StorageError(f"cannot back up {src}: {exc.strerror}") from exc
+        raise StorageError(
+            _t("cannot back up {src}: {strerror}", src=src, strerror=exc.strerror)
+        ) from exc
     return dest

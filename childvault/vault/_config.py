@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from childvault._i18n import _t
 from childvault.keys import ConfigError, NotFound
 from childvault.keys._files import atomic_write
 
@@ -107,11 +108,16 @@ class Config:
             raw = home.config.read_bytes()
         except FileNotFoundError as exc:
             raise NotFound(
-                f"{home.path} is not a childvault home (no config.json): run `childvault init` "
-                "or pass --home / set CHILDVAULT_HOME"
+                _t(
+                    "{path} is not a childvault home (no config.json): run `childvault init` or"
+                    " pass --home / set CHILDVAULT_HOME",
+                    path=home.path,
+                )
             ) from exc
         except OSError as exc:
-            raise ConfigError(f"cannot read {home.config}: {exc.strerror}") from exc
+            raise ConfigError(
+                _t("cannot read {config}: {strerror}", config=home.config, strerror=exc.strerror)
+            ) from exc
         try:
             doc = json.loads(raw)
             if doc.get("format") != _FORMAT:
@@ -133,7 +139,9 @@ class Config:
                 store=store,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"{home.config} is damaged: restore it from backup") from exc
+            raise ConfigError(
+                _t("{config} is damaged: restore it from backup", config=home.config)
+            ) from exc
 
     def store_dsn(self, home: Home) -> str | None:
         """The PostgreSQL DSN (None for the SQLCipher store): ``CHILDVAULT_DSN``, else the file.
@@ -149,7 +157,10 @@ class Config:
         name = self.store.get("dsn_file")
         if not name:
             raise ConfigError(
-                f"{home.config} names a PostgreSQL store but no DSN file: set CHILDVAULT_DSN"
+                _t(
+                    "{config} names a PostgreSQL store but no DSN file: set CHILDVAULT_DSN",
+                    config=home.config,
+                )
             )
         return read_dsn_file(Path(name))
 
@@ -165,7 +176,9 @@ def make_home(path: Path) -> Home:
     """Create an empty home directory (mode 0700); refuse a non-empty one."""
     path = Path(path)
     if path.exists() and any(path.iterdir()):
-        raise ConfigError(f"{path} already exists and is not empty: choose another --home")
+        raise ConfigError(
+            _t("{path} already exists and is not empty: choose another --home", path=path)
+        )
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path, 0o700)
     (path / "identities").mkdir(mode=0o700, exist_ok=True)
@@ -177,10 +190,12 @@ def read_dsn_file(path: Path) -> str:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise NotFound(f"no DSN file at {path}: create it or set CHILDVAULT_DSN") from exc
+        raise NotFound(
+            _t("no DSN file at {path}: create it or set CHILDVAULT_DSN", path=path)
+        ) from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the DSN file {path}") from exc
+        raise ConfigError(_t("cannot read the DSN file {path}", path=path)) from exc
     for line in text.splitlines():
         if line.strip():
             return line.strip()
-    raise ConfigError(f"the DSN file {path} is empty")
+    raise ConfigError(_t("the DSN file {path} is empty", path=path))

@@ -2,16 +2,67 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from childvault.keys import ChildVaultError
+from childvault._i18n import Message, _t
+from childvault.keys import ChildVaultError, ConfigError
 from childvault.vault._config import Config, Home
 
 if TYPE_CHECKING:
     from childvault.vault._facade import Vault
+
+
+def _user_name(uid: int) -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return str(uid)
+
+
+def owner_problem(home_path: Path) -> Message | None:
+    """Why the running user must not use the home at ``home_path``, or None.
+
+    One vault home belongs to one operating-system account: its files are
+    created 0600/0700 for that account, so another account (a colleague in a
+    shared group, or root) either cannot read them or would leave files the
+    owner cannot read. Shared-group homes are not supported: everyone runs
+    childvault as the home's owner (``sudo -u OWNER``), or the home is served
+    by ``childvault serve``.
+    """
+    try:
+        owner = home_path.stat().st_uid
+    except OSError:
+        return None  # a missing home is reported by whoever needs it
+    me = os.geteuid() if hasattr(os, "geteuid") else owner
+    if owner == me:
+        return None
+    return _t(
+        "{home} belongs to the system user {owner}, not to {me}: a vault home is used by "
+        "its owner only (shared-group homes are not supported). Run childvault as that "
+        "user, e.g. sudo -u {owner} childvault ...",
+        home=home_path,
+        owner=_user_name(owner),
+        me=_user_name(me),
+    )
+
+
+def check_owner(home_path: Path) -> None:
+    """Raise :class:`ConfigError` unless the running user owns the home (:func:`owner_problem`)."""
+    problem = owner_problem(home_path)
+    if problem is not None:
+        raise ConfigError(problem)
+
+
+def _message(exc: ChildVaultError) -> str:
+    # The library's message as made (a Message stays translatable; JSON sees English).
+    first = exc.args[0] if exc.args else None
+    return first if isinstance(first, str) else str(exc)
 
 
 def diagnose(home_path: Path, opener: Callable[[], Vault]) -> dict[str, Any]:
@@ -24,15 +75,35 @@ def diagnose(home_path: Path, opener: Callable[[], Vault]) -> dict[str, Any]:
     home = Home(Path(home_path))
     try:
         config = Config.load(home)
-        add("config", "ok", f"vault {config.vault_id}, provider {config.provider}")
+        add(
+            "config",
+            "ok",
+            _t("vault {id}, provider {provider}", id=config.vault_id, provider=config.provider),
+        )
     except ChildVaultError as exc:
-        add("config", "fail", str(exc))
+        add("config", "fail", _message(exc))
         return {"ok": False, "checks": checks}
+    problem = owner_problem(home.path)
+    if problem is not None:
+        add("owner", "fail", problem)
     mode = stat.S_IMODE(home.path.stat().st_mode)
     if mode & 0o077:
-        add("permissions", "warn", f"{home.path} is mode {mode:o}; run chmod 700 on it")
+        add(
+            "permissions",
+            "warn",
+            _t(
+                "{home} is mode {mode}; run chmod 700 on it (group or other access is not "
+                "supported: one system user owns a vault home)",
+                home=home.path,
+                mode=format(mode, "o"),
+            ),
+        )
     else:
-        add("permissions", "ok", f"{home.path} is private (mode {mode:o})")
+        add(
+            "permissions",
+            "ok",
+            _t("{home} is private (mode {mode})", home=home.path, mode=format(mode, "o")),
+        )
     # A PostgreSQL store has no database file in the home.
     files = (
         (home.keyslots, home.schema)
@@ -41,26 +112,50 @@ def diagnose(home_path: Path, opener: Callable[[], Vault]) -> dict[str, Any]:
     )
     for path in files:
         if not path.exists():
-            add("files", "fail", f"{path} is missing: restore it from backup")
+            add("files", "fail", _t("{path} is missing: restore it from backup", path=path))
     witness = config.witness_path(home)
     if home.path.resolve() in witness.resolve().parents:
-        add("witness", "warn", f"the witness {witness} is inside the home: move it to other media")
+        add(
+            "witness",
+            "warn",
+            _t("the witness {path} is inside the home: move it to other media", path=witness),
+        )
     elif witness.exists():
-        add("witness", "ok", f"{witness} ({witness.stat().st_size} bytes)")
+        add(
+            "witness",
+            "ok",
+            _t("{path} ({size} bytes)", path=witness, size=witness.stat().st_size),
+        )
     else:
-        add("witness", "warn", f"{witness} does not exist yet (created at the first checkpoint)")
+        add(
+            "witness",
+            "warn",
+            _t("{path} does not exist yet (created at the first checkpoint)", path=witness),
+        )
     try:
         vault = opener()
     except ChildVaultError as exc:
-        add("unlock", "fail", str(exc))
+        add("unlock", "fail", _message(exc))
         return {"ok": False, "checks": checks}
-    add("unlock", "ok", f"opened as {vault.user} ({', '.join(sorted(vault.roles))})")
+    add(
+        "unlock",
+        "ok",
+        _t("opened as {user} ({roles})", user=vault.user, roles=", ".join(sorted(vault.roles))),
+    )
     for name, status, message in vault.health():
         add(name, status, message)
     try:
         report = vault.verify_audit()
-        add("audit", "ok", f"{report.entries} entries verified, {report.checkpoints} checkpoints")
+        add(
+            "audit",
+            "ok",
+            _t(
+                "{entries} entries verified, {checkpoints} checkpoints",
+                entries=report.entries,
+                checkpoints=report.checkpoints,
+            ),
+        )
     except ChildVaultError as exc:
-        add("audit", "fail", str(exc))
+        add("audit", "fail", _message(exc))
     ok = all(c["status"] != "fail" for c in checks)
     return {"ok": ok, "checks": checks}

@@ -480,6 +480,8 @@ class Vault:
         fmt: str | None = None,
         progress: Callable[[int, int], None] | None = None,
         now: datetime | None = None,
+        encoding: str | None = None,
+        allow_duplicates: bool = False,
     ) -> ImportReport:
         """Staff: import a CSV or JSON Lines file, streaming, in batches; resumable.
 
@@ -488,6 +490,11 @@ class Vault:
         Rows are then written in batches, each batch in one transaction with its
         log entries and the import's progress, so an interrupted import resumes
         where it stopped and never duplicates a row.
+
+        ``encoding``: ``utf-8`` (default, a byte-order mark is dropped), ``gbk``
+        or ``gb18030``. Column names may be the schema's Chinese labels. A row
+        with the same identity number (compared by blind index) as an earlier
+        row or a record of the vault is invalid unless ``allow_duplicates``.
         """
         w = self._live("Vault.import_file")
         path = check.path_arg(w, "path", path)
@@ -503,6 +510,8 @@ class Vault:
             fmt=fmt,
             progress=progress,
             now=now,
+            encoding=encoding,
+            allow_duplicates=allow_duplicates,
         )
 
     def list_records(self, *, now: datetime | None = None) -> Iterator[RecordInfo]:

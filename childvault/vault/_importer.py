@@ -5,6 +5,13 @@ not grow with the file. Rows are numbered from 1 (the first data row; a CSV
 header is not counted). A malformed row is yielded as a :class:`BadRow` so the
 caller can report it with its number and go on; a file-level problem (no
 header, unknown columns, not a CSV at all) raises :class:`ImportFailed`.
+
+Files are UTF-8 unless told otherwise (a UTF-8 byte-order mark is dropped);
+GBK and GB18030, what Excel and WPS save on Chinese Windows, are accepted with
+``encoding=``. Column names may be the schema's Chinese labels (``姓名`` for
+``name``, the part of a field's description before `` / ``) and the consent
+columns' Chinese names (:data:`CONSENT_LABELS`); purposes may be given by their
+Chinese labels (:data:`PURPOSE_LABELS`).
 """
 
 from __future__ import annotations
@@ -12,18 +19,91 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import hmac
 import json
 import os
+import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from childvault.keys import ImportFailed
+from childvault._i18n import _t
+from childvault.keys import ImportFailed, UsageError
+
+if TYPE_CHECKING:
+    from childvault.vault._schema_types import RecordType
 
 #: Largest accepted cell / line: a 2 MiB photo in base64 plus slack.
 MAX_CELL = 4 << 20
 MAX_COLUMNS = 256
+
+#: Accepted ``encoding`` names and the codec each means (GB2312 and CP936 are GBK).
+ENCODINGS = {
+    "utf-8": "utf-8",
+    "utf8": "utf-8",
+    "gbk": "gbk",
+    "gb2312": "gbk",
+    "cp936": "gbk",
+    "gb18030": "gb18030",
+}
+
+#: Chinese names of the consent columns (CONSENT_COLUMNS), accepted as CSV headers.
+CONSENT_LABELS = {
+    "同意人": "consent_by",
+    "同意日期": "consented_at",
+    "告知书版本": "notice_version",
+    "用途": "purposes",
+    "同意用途": "purposes",
+    "保存期限": "retain_until",
+    "保存至": "retain_until",
+    "已告知监护人": "guardian_informed",
+    "监护人同时同意": "guardian_also",
+}
+
+#: Chinese labels of the purposes of the packaged schema (schemas/child.toml comments).
+PURPOSE_LABELS = {
+    "个案管理": "case_management",
+    "社会救助": "social_assistance",
+    "教育资助": "education_support",
+    "医疗救治": "medical_care",
+    "法律保护": "legal_protection",
+    "统计分析": "statistics",
+}
+
+
+def field_label(description: str) -> str | None:
+    """A field's Chinese label: its description before `` / `` (``姓名 / Full name``)."""
+    label, sep, _rest = description.partition(" / ")
+    label = label.strip()
+    return label if sep and label else None
+
+
+def column_aliases(rtype: RecordType) -> dict[str, str]:
+    """Other accepted column names of ``rtype``'s import format: label -> field or column."""
+    aliases = dict(CONSENT_LABELS)
+    for name, spec in rtype.fields.items():
+        label = field_label(spec.description)
+        if label and label not in rtype.fields:
+            aliases[label] = name
+    return aliases
+
+
+def purpose_names(values: Iterable[str], known: Sequence[str]) -> list[str]:
+    """Purposes given by name or by Chinese label, as names (unknown ones unchanged)."""
+    return [
+        PURPOSE_LABELS[v] if v not in known and PURPOSE_LABELS.get(v) in known else v
+        for v in values
+    ]
+
+
+def codec(encoding: str | None) -> str:
+    """The codec for an ``encoding`` option (None: UTF-8); a usage error names the choices."""
+    name = (encoding or "utf-8").strip().lower().replace("_", "-")
+    if name not in ENCODINGS:
+        raise UsageError(_t("unknown encoding {name!r}: use utf-8, gbk or gb18030", name=encoding))
+    return ENCODINGS[name]
 
 
 @dataclass(frozen=True)
@@ -44,12 +124,12 @@ def file_digest(path: Path) -> str:
             # A device, FIFO or directory (``/dev/zero``) would never end: refused.
             if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
                 raise ImportFailed(
-                    f"{path} is not a regular file; import a saved CSV or JSONL file"
+                    _t("{path} is not a regular file; import a saved CSV or JSONL file", path=path)
                 )
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
     except OSError as exc:
-        raise ImportFailed(f"cannot read {path}: {exc.strerror}") from exc
+        raise ImportFailed(_t("cannot read {path}: {why}", path=path, why=exc.strerror)) from exc
     return digest.hexdigest()
 
 
@@ -58,38 +138,91 @@ def detect_format(path: Path) -> str:
     return "jsonl" if path.suffix.lower() in {".jsonl", ".ndjson"} else "csv"
 
 
-def iter_rows(path: Path, fmt: str | None = None) -> Iterator[tuple[int, Row]]:
-    """Yield ``(row number, row)`` from a CSV or JSON Lines file."""
+def iter_rows(
+    path: Path,
+    fmt: str | None = None,
+    *,
+    encoding: str | None = None,
+    aliases: Mapping[str, str] | None = None,
+    purposes: Sequence[str] = (),
+) -> Iterator[tuple[int, Row]]:
+    """Yield ``(row number, row)`` from a CSV or JSON Lines file.
+
+    ``encoding``: ``utf-8`` (default), ``gbk`` or ``gb18030``. ``aliases`` maps
+    other accepted column names (Chinese labels) to the field or column name;
+    with ``purposes`` (the schema's), purposes given by Chinese label become names.
+    """
     fmt = fmt or detect_format(path)
+    # utf-8-sig: spreadsheets exported on Windows start with a BOM (dropped if there).
+    name = codec(encoding)
+    text_codec = "utf-8-sig" if name == "utf-8" else name
     if fmt == "jsonl":
-        return _iter_jsonl(path)
+        return _renamed(_iter_jsonl(path, name), aliases, purposes)
     if fmt == "csv":
-        return _iter_csv(path)
-    raise ImportFailed(f"unknown import format {fmt!r}: use csv or jsonl")
+        return _renamed(_iter_csv(path, text_codec), aliases, purposes)
+    raise ImportFailed(_t("unknown import format {fmt!r}: use csv or jsonl", fmt=fmt))
 
 
-def _iter_csv(path: Path) -> Iterator[tuple[int, Row]]:
+def _renamed(
+    rows: Iterator[tuple[int, Row]], aliases: Mapping[str, str] | None, purposes: Sequence[str]
+) -> Iterator[tuple[int, Row]]:
+    """Rows with aliased column names replaced by the names they stand for."""
+    if not aliases and not purposes:
+        yield from rows
+        return
+    for number, row in rows:
+        if isinstance(row, BadRow):
+            yield number, row
+            continue
+        renamed: dict[str, str] = {}
+        clash = None
+        for key, value in row.items():
+            name = aliases.get(key, key) if aliases else key
+            if name in renamed:
+                clash = name
+            if name == "purposes" and purposes:
+                value = ";".join(purpose_names(value.split(";"), purposes))
+            renamed[name] = value
+        if clash is not None:
+            yield (
+                number,
+                BadRow(_t("column {name!r} is given twice (by name and label)", name=clash)),
+            )
+        else:
+            yield number, renamed
+
+
+def _iter_csv(path: Path, encoding: str = "utf-8-sig") -> Iterator[tuple[int, Row]]:
     csv.field_size_limit(MAX_CELL)
     try:
-        # utf-8-sig: spreadsheets exported on Windows start with a BOM.
-        fh = path.open("r", encoding="utf-8-sig", errors="strict", newline="")
+        fh = path.open("r", encoding=encoding, errors="strict", newline="")
     except OSError as exc:
-        raise ImportFailed(f"cannot read {path}: {exc.strerror}") from exc
+        raise ImportFailed(_t("cannot read {path}: {why}", path=path, why=exc.strerror)) from exc
     with fh:
         reader = csv.reader(fh, strict=True)
         try:
             header = next(reader)
         except StopIteration as exc:
-            raise ImportFailed(f"{path} is empty: expected a header row of field names") from exc
+            raise ImportFailed(
+                _t("{path} is empty: expected a header row of field names", path=path)
+            ) from exc
         except UnicodeDecodeError as exc:
-            raise _not_utf8(path) from exc
+            raise _undecodable(path, encoding) from exc
         except csv.Error as exc:
-            raise ImportFailed(f"{path}: the header row is not valid CSV") from exc
+            raise ImportFailed(_t("{path}: the header row is not valid CSV", path=path)) from exc
         header = [h.strip() for h in header]
         if len(header) > MAX_COLUMNS:
-            raise ImportFailed(f"{path}: {len(header)} columns is more than any schema allows")
+            raise ImportFailed(
+                _t(
+                    "{path}: {n} columns is more than any schema allows",
+                    path=path,
+                    n=len(header),
+                )
+            )
         if len(set(header)) != len(header) or any(not h for h in header):
-            raise ImportFailed(f"{path}: the header has empty or repeated column names")
+            raise ImportFailed(
+                _t("{path}: the header has empty or repeated column names", path=path)
+            )
         number = 0
         while True:
             number += 1
@@ -99,26 +232,37 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, Row]]:
                 return
             except UnicodeDecodeError as exc:
                 # The decoder cannot resynchronise reliably: stop the file here.
-                raise _not_utf8(path) from exc
+                raise _undecodable(path, encoding) from exc
             except csv.Error as exc:
-                yield number, BadRow(f"malformed CSV ({_csv_reason(exc)})")
+                yield number, BadRow(_t("malformed CSV ({why})", why=_csv_reason(exc)))
                 continue
             if not any(c.strip() for c in cells):
                 number -= 1  # blank lines are not rows
                 continue
             if len(cells) != len(header):
-                yield number, BadRow(f"has {len(cells)} cells, the header has {len(header)}")
+                yield (
+                    number,
+                    BadRow(
+                        _t(
+                            "has {cells} cells, the header has {columns}",
+                            cells=len(cells),
+                            columns=len(header),
+                        )
+                    ),
+                )
                 continue
             yield number, dict(zip(header, cells, strict=True))
 
 
-def _not_utf8(path: Path) -> ImportFailed:
-    """The error for a file that is not UTF-8, naming the line of the first bad byte.
+def _undecodable(path: Path, encoding: str) -> ImportFailed:
+    """The error for a file not in ``encoding``, naming the line of the first bad byte.
 
     The text decoder reads ahead in 8 KiB blocks, so the row being parsed when
     it fails is not where the bad byte is: find it again, in bounded chunks.
+    A file that is not UTF-8 is most often GBK (Excel's and WPS's default on
+    Chinese Windows): the message says how to import it as it is.
     """
-    decoder = codecs.getincrementaldecoder("utf-8")()
+    decoder = codecs.getincrementaldecoder(encoding)()
     line = 1
     try:
         with path.open("rb") as fh:
@@ -134,24 +278,44 @@ def _not_utf8(path: Path) -> ImportFailed:
                 line = 0  # no bad byte found: the file changed under us
     except OSError:
         line = 0
-    where = f"line {line} of the file" if line else "the file"
-    return ImportFailed(f"{path}: {where} is not valid UTF-8; save the file as UTF-8 and retry")
+    utf8 = encoding.startswith("utf-8")
+    shown = "UTF-8" if utf8 else encoding.upper()
+    hint = (
+        _t("if it was saved by Excel or WPS on Chinese Windows, retry with --encoding gbk")
+        if utf8
+        else _t("retry with --encoding gb18030, or --encoding utf-8")
+        if encoding == "gbk"
+        else _t("retry with --encoding utf-8 or --encoding gbk")
+    )
+    if line:
+        return ImportFailed(
+            _t(
+                "{path}: line {line} of the file is not valid {encoding}; {hint}",
+                path=path,
+                line=line,
+                encoding=shown,
+                hint=hint,
+            )
+        )
+    return ImportFailed(
+        _t("{path}: the file is not valid {encoding}; {hint}", path=path, encoding=shown, hint=hint)
+    )
 
 
 def _csv_reason(exc: csv.Error) -> str:
     text = str(exc)
     if "NUL" in text:
-        return "contains a NUL byte"
+        return _t("contains a NUL byte")
     if "field larger" in text:
-        return "a cell is larger than 4 MiB"
-    return "unbalanced quotes or stray characters"
+        return _t("a cell is larger than 4 MiB")
+    return _t("unbalanced quotes or stray characters")
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, Row]]:
+def _iter_jsonl(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, Row]]:
     try:
         fh = path.open("rb")
     except OSError as exc:
-        raise ImportFailed(f"cannot read {path}: {exc.strerror}") from exc
+        raise ImportFailed(_t("cannot read {path}: {why}", path=path, why=exc.strerror)) from exc
     with fh:
         number = 0
         while True:
@@ -163,21 +327,25 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, Row]]:
                 while line and not line.endswith(b"\n"):
                     line = fh.readline(MAX_CELL)
                 number += 1
-                yield number, BadRow("line is larger than 4 MiB")
+                yield number, BadRow(_t("line is larger than 4 MiB"))
                 continue
             if not line.strip():
                 continue
             number += 1
             try:
-                obj = json.loads(line.decode("utf-8-sig" if number == 1 else "utf-8"))
+                text_codec = "utf-8-sig" if encoding == "utf-8" and number == 1 else encoding
+                obj = json.loads(line.decode(text_codec))
             except UnicodeDecodeError:
-                yield number, BadRow("is not valid UTF-8")
+                if encoding == "utf-8":
+                    yield number, BadRow(_t("is not valid UTF-8"))
+                else:
+                    yield number, BadRow(_t("is not valid {encoding}", encoding=encoding.upper()))
                 continue
             except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-                yield number, BadRow("is not a JSON object")
+                yield number, BadRow(_t("is not a JSON object"))
                 continue
             if not isinstance(obj, dict) or len(obj) > MAX_COLUMNS:
-                yield number, BadRow("is not a JSON object of field names to values")
+                yield number, BadRow(_t("is not a JSON object of field names to values"))
                 continue
             row: dict[str, str] = {}
             bad = None
@@ -185,7 +353,121 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, Row]]:
                 if isinstance(value, list) and all(isinstance(v, str) for v in value):
                     value = ";".join(value)  # e.g. "purposes": ["a", "b"]
                 if isinstance(value, bool) or not isinstance(value, str | int):
-                    bad = f"value of {key!r} must be text"
+                    bad = _t("value of {key!r} must be text", key=key)
                     break
                 row[str(key)] = str(value)
             yield number, (BadRow(bad) if bad else row)
+
+
+# ------------------------------------------------------------------ duplicates
+
+#: Blind-index tags are truncated on purpose (INDEX_TAG_BYTES, 16 bits), so one
+#: field's tag matches unrelated records; a record counts as a possible duplicate
+#: only when the tags of at least this many searchable fields all match.
+MIN_VAULT_MATCH_FIELDS = 2
+
+
+@dataclass(frozen=True)
+class DuplicateKey:
+    """The fields that tell whether two rows are the same child.
+
+    ``identity``: a searchable ``id_number`` field identifies one person, so it
+    alone decides within a file (every searchable field together when the type
+    has none). ``searchable``: the fields compared with the vault's blind index.
+    """
+
+    identity: tuple[str, ...]
+    searchable: tuple[str, ...]
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Every field the duplicate checks read."""
+        return tuple(dict.fromkeys((*self.identity, *self.searchable)))
+
+    @classmethod
+    def of(cls, rtype: RecordType) -> DuplicateKey:
+        """The duplicate key of a record type (no fields: duplicates are not detectable)."""
+        searchable = tuple(n for n, f in rtype.fields.items() if f.searchable)
+        ids = tuple(n for n in searchable if rtype.fields[n].type == "id_number")
+        return cls(ids[:1] or searchable, searchable)
+
+
+class DuplicateFinder:
+    """Finds rows that repeat an earlier row of the file or a record of the vault.
+
+    Within the file, rows are compared by a keyed hash under a random key that
+    lives only as long as this object: exact, and neither the values nor a
+    lasting fingerprint of them are kept. Against the vault, by the stored
+    blind-index tags (keyed, truncated): a record whose tags match on at least
+    :data:`MIN_VAULT_MATCH_FIELDS` searchable fields (the identity number and
+    the guardian's phone for children) *may* be the same child and is named.
+    A row with fewer of those fields is compared within the file only.
+    """
+
+    def __init__(
+        self,
+        key: DuplicateKey,
+        tags: Callable[[str, list[str]], list[bytes]],
+        in_vault: Callable[[str, bytes], list[str]],
+    ) -> None:
+        """``tags(field, values)``: blind-index tags; ``in_vault(field, tag)``: record ids."""
+        self._key = key
+        self._tags = tags
+        self._in_vault = in_vault
+        self._secret = secrets.token_bytes(32)
+        self._seen: dict[bytes, int] = {}
+
+    def _fingerprint(self, values: Mapping[str, str]) -> bytes | None:
+        parts = [values.get(f) for f in self._key.identity]
+        if not parts or not all(parts):
+            return None
+        text = "\x00".join(p or "" for p in parts).encode("utf-8")
+        return hmac.new(self._secret, text, hashlib.sha256).digest()
+
+    def check(
+        self, rows: Sequence[tuple[int, Mapping[str, str]]], *, against_vault: Callable[[int], bool]
+    ) -> dict[int, str]:
+        """``{row: reason}`` for each duplicate among ``rows`` (normalised values).
+
+        ``against_vault(row)`` says whether that row is compared with the vault
+        (not rows an interrupted run of the same file already wrote).
+        """
+        found: dict[int, str] = {}
+        to_vault: list[tuple[int, Mapping[str, str]]] = []
+        for number, values in rows:
+            fingerprint = self._fingerprint(values)
+            if fingerprint is not None:
+                first = self._seen.setdefault(fingerprint, number)
+                if first != number:
+                    found[number] = _t(
+                        "same {fields} as row {row} (a duplicate); pass "
+                        "--allow-duplicates to import it anyway",
+                        fields=", ".join(self._key.identity),
+                        row=first,
+                    )
+                    continue
+            present = [f for f in self._key.searchable if values.get(f)]
+            if against_vault(number) and len(present) >= MIN_VAULT_MATCH_FIELDS:
+                to_vault.append((number, values))
+        tags: dict[tuple[int, str], bytes] = {}
+        for field in self._key.searchable:
+            having = [(n, v[field]) for n, v in to_vault if v.get(field)]
+            if having:
+                computed = self._tags(field, [value for _n, value in having])
+                tags.update(((n, field), t) for (n, _v), t in zip(having, computed, strict=True))
+        for number, values in to_vault:
+            present = [f for f in self._key.searchable if values.get(f)]
+            ids: set[str] | None = None
+            for field in present:
+                matches = set(self._in_vault(field, tags[number, field]))
+                ids = matches if ids is None else ids & matches
+                if not ids:
+                    break
+            if ids:
+                found[number] = _t(
+                    "a record with the same {fields} may already exist ({ids}); pass "
+                    "--allow-duplicates to import it anyway",
+                    fields=", ".join(present),
+                    ids=", ".join(sorted(ids)[:3]) + (" ..." if len(ids) > 3 else ""),
+                )
+        return found

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from childvault._i18n import _t
 from childvault.keys import ConfigError, KeyProvider, LocalProvider, UsageError, VaultSettings
 from childvault.vault._config import Config
 
@@ -45,7 +46,7 @@ class OpenBaoCredentials:
     def __post_init__(self) -> None:
         _check_credentials("OpenBaoCredentials", self.token, self.approle)
         if self.token is not None and self.approle is not None:
-            raise ConfigError("give an OpenBao token or an AppRole login, not both")
+            raise ConfigError(_t("give an OpenBao token or an AppRole login, not both"))
 
 
 @dataclass(frozen=True)
@@ -153,5 +154,7 @@ def keys_from_config(config: Config) -> KeysConfig:
     """The key-provider configuration a vault's ``config.json`` names."""
     kind = _BY_NAME.get(config.provider)
     if kind is None:
-        raise ConfigError(f"unknown key provider {config.provider!r} in the configuration")
+        raise ConfigError(
+            _t("unknown key provider {provider!r} in the configuration", provider=config.provider)
+        )
     return kind.from_config(config)

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Sequence
 
+from childvault._i18n import _t
 from childvault.keys import (
     AccessDenied,
     BlindIndexer,
@@ -109,7 +110,10 @@ class Keyring:
             provider = self.config.connect(self.vault_id, self._credentials)
             if provider is None:
                 raise UsageError(
-                    f"this vault uses the {self.name} key provider, which has no server"
+                    _t(
+                        "this vault uses the {name} key provider, which has no server",
+                        name=self.name,
+                    )
                 )
             self._shared = provider
         return self._shared
@@ -122,8 +126,10 @@ class Keyring:
             current = [c for c in self._db.custodians.all() if c[2] == "current"]
             if not current:
                 raise ConfigError(
-                    "no officer exists yet, so records cannot be sealed: an admin must first "
-                    "run `childvault user add NAME --role officer`"
+                    _t(
+                        "no officer exists yet, so records cannot be sealed: an admin must "
+                        "first run `childvault user add NAME --role officer`"
+                    )
                 )
             generation, public, _ = current[0]
             # Never seal children's data to a key an insider slipped into the table.
@@ -143,7 +149,9 @@ class Keyring:
         """The provider that rotates its own wrapping key."""
         provider = self.shared()
         if not isinstance(provider, ServerSideRotation):
-            raise UsageError(f"the {self.name} key provider does not rotate keys itself")
+            raise UsageError(
+                _t("the {name} key provider does not rotate keys itself", name=self.name)
+            )
         return provider
 
     def shredder(self) -> ExternalKeyMaterial | None:
@@ -181,14 +189,17 @@ class Keyring:
         ]
         current = [(g, p) for g, p, state in self._db.custodians.all() if state == "current"]
         if not current:
-            raise ConfigError("no custodian key exists yet: add an officer first")
+            raise ConfigError(_t("no custodian key exists yet: add an officer first"))
         generation, public = current[0]
         self._check_custodian(generation, public)
         mine = [c for c in unlocked if c.generation == generation]
         if not mine:
             raise AccessDenied(
-                f"{self._user!r} does not hold the custodian key yet: an existing officer must "
-                f"run `childvault --as OFFICER keys share {self._user}`"
+                _t(
+                    "{user!r} does not hold the custodian key yet: an existing officer must run"
+                    " `childvault --as OFFICER keys share {user}`",
+                    user=self._user,
+                )
             )
         if mine[0].public != public:
             raise DecryptionFailed("the custodian key in the key slot does not match the database")
@@ -203,16 +214,22 @@ class Keyring:
             return
         if state.current_custodian() != (generation, public):
             raise IntegrityError(
-                f"the current custodian key in the database (generation {generation}) is not "
-                "the one the signed custodian statements name: nothing will be sealed to it; "
-                "run `childvault audit verify` and alert the officers"
+                _t(
+                    "the current custodian key in the database (generation {generation}) is not"
+                    " the one the signed custodian statements name: nothing will be sealed to "
+                    "it; run `childvault audit verify` and alert the officers",
+                    generation=generation,
+                )
             )
         gone = sorted(n for n in state.holders.get(generation, ()) if not state.is_active(n))
         if sealing and gone:
             # A disabled user holds this key: nothing new is sealed to it until rotation.
             raise AccessDenied(
-                f"the custodian key is held by disabled user(s) {', '.join(gone)}: an officer "
-                "must run `childvault keys rotate` before records can be written"
+                _t(
+                    "the custodian key is held by disabled user(s) {value}: an officer must run"
+                    " `childvault keys rotate` before records can be written",
+                    value=", ".join(gone),
+                )
             )
 
     def index_tags(self, field: str, values: Sequence[str]) -> list[bytes]:

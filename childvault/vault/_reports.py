@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import rfc8785
 
+from childvault._i18n import _t
 from childvault.keys import (
     ChildVaultError,
     IntegrityError,
@@ -194,7 +195,7 @@ def _decoded(entry: bytes) -> dict[str, Any]:
         return _audit.decode_entry(entry)
     except (ValueError, IntegrityError):
         raise IntegrityError(
-            "an audit log entry is not a valid entry: run `childvault audit verify`"
+            _t("an audit log entry is not a valid entry: run `childvault audit verify`")
         ) from None
 
 
@@ -204,7 +205,7 @@ def _entry_text(seq: int, entry: bytes) -> str:
         return entry.decode("utf-8")
     except UnicodeDecodeError:
         raise IntegrityError(
-            f"audit log entry {seq} is not valid text: run `childvault audit verify`"
+            _t("audit log entry {seq} is not valid text: run `childvault audit verify`", seq=seq)
         ) from None
 
 
@@ -283,15 +284,21 @@ def _check_prefixes(leaves: _Leaves, checkpoints: Iterable[Checkpoint]) -> None:
     for cp in sorted(checkpoints, key=lambda c: c.size):
         if cp.size > len(leaves):
             raise IntegrityError(
-                f"the audit log has {len(leaves)} entries but a signed checkpoint covers "
-                f"{cp.size}: it was truncated; run `childvault audit verify`"
+                _t(
+                    "the audit log has {n} entries but a signed checkpoint covers {size}: it "
+                    "was truncated; run `childvault audit verify`",
+                    n=len(leaves),
+                    size=cp.size,
+                )
             )
         while frontier.size < cp.size:
             frontier.append(leaves.get(frontier.size))
         if frontier.root() != cp.root:
             raise IntegrityError(
-                "the audit log does not match a signed checkpoint (it was rewritten): run "
-                "`childvault audit verify`"
+                _t(
+                    "the audit log does not match a signed checkpoint (it was rewritten): run "
+                    "`childvault audit verify`"
+                )
             )
 
 
@@ -367,12 +374,16 @@ def _known_signers(vkeys: Sequence[str] | str) -> dict[str, bytes]:
             name, key = parse_vkey(text)
         except IntegrityError:
             raise UsageError(
-                "a verifier key is malformed: give the vkey strings exactly as printed by "
-                "`childvault audit checkpoint --json` or `childvault user list --json`"
+                _t(
+                    "a verifier key is malformed: give the vkey strings exactly as printed by "
+                    "`childvault audit checkpoint --json` or `childvault user list --json`"
+                )
             ) from None
         known.setdefault(name, key)
     if not known:
-        raise UsageError("no verifier key given: pass the institution's published checkpoint vkeys")
+        raise UsageError(
+            _t("no verifier key given: pass the institution's published checkpoint vkeys")
+        )
     return known
 
 

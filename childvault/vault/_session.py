@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
+from childvault._i18n import _t
 from childvault.keys import (
     AccessDenied,
     ConfigError,
@@ -80,13 +81,18 @@ class Session:
         self.keys = Keyring(keys, config.vault_id, identity.name, db, self.secrets, credentials)
         user = db.users.get(identity.name)
         if user is None:
-            raise AccessDenied(f"user {identity.name!r} is not registered in this vault")
+            raise AccessDenied(
+                _t("user {name!r} is not registered in this vault", name=identity.name)
+            )
         if (user.enc_key, user.sign_key) != (
             identity.public.encryption_key,
             identity.public.signing_key,
         ):
             raise AccessDenied(
-                f"the identity file of {identity.name!r} does not match the registered keys"
+                _t(
+                    "the identity file of {name!r} does not match the registered keys",
+                    name=identity.name,
+                )
             )
         self.roles = frozenset(user.roles)
         #: The vault's trust anchor from the acting user's own identity file; None
@@ -95,8 +101,12 @@ class Session:
         self.anchor: Anchor | None = anchor_of(identity)
         if self.anchor is not None and self.anchor.vault_id != config.vault_id:
             raise IntegrityError(
-                f"the identity of {identity.name!r} trusts another vault "
-                f"({self.anchor.vault_id}), not {config.vault_id}"
+                _t(
+                    "the identity of {name!r} trusts another vault ({vault_id}), not {vault_id2}",
+                    name=identity.name,
+                    vault_id=self.anchor.vault_id,
+                    vault_id2=config.vault_id,
+                )
             )
         self._verified: Verified | None = None
         self.keys.trust = self.trust
@@ -126,7 +136,7 @@ class Session:
         """A vault-wide setting (limits, notice version)."""
         value = self.db.meta.get(key)
         if value is None:
-            raise ConfigError(f"vault setting {key!r} is missing from the database")
+            raise ConfigError(_t("vault setting {key!r} is missing from the database", key=key))
         return value
 
     def log(self, events: Sequence[Event], now: datetime) -> None:
@@ -181,8 +191,11 @@ class Session:
             now,
         )
         raise IntegrityError(
-            f"{message}: refused; the database was altered. Run `childvault audit verify` and "
-            "alert the officers"
+            _t(
+                "{message}: refused; the database was altered. Run `childvault audit verify` "
+                "and alert the officers",
+                message=message,
+            )
         )
 
     def trusted_public(
@@ -217,7 +230,7 @@ class Session:
         """The registered public keys of ``name``."""
         row = self.db.users.get(name)
         if row is None:
-            raise NotFound(f"unknown user {name!r}")
+            raise NotFound(_t("unknown user {name!r}", name=name))
         return PublicIdentity(row.name, row.enc_key, row.sign_key)
 
     def signers(self) -> dict[str, bytes]:
@@ -233,8 +246,8 @@ class Session:
         row = self.db.records.get(check_hex_id(record_id, "record"))
         if row is None:
             if self.db.records.tombstone(record_id):
-                raise NotFound(f"record {record_id} was deleted")
-            raise NotFound(f"no record {record_id}")
+                raise NotFound(_t("record {record_id} was deleted", record_id=record_id))
+            raise NotFound(_t("no record {record_id}", record_id=record_id))
         return row
 
     def record_state(self, record_id: str) -> RecordState:
@@ -249,7 +262,7 @@ class Session:
         """A record's wrapped keys as the provider needs them."""
         found = self.db.records.keyblob(record_id)
         if found is None:
-            raise NotFound(f"record {record_id} has no keys (deleted)")
+            raise NotFound(_t("record {record_id} has no keys (deleted)", record_id=record_id))
         return WrappedRecord(record_id, found[0], found[1])
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from childvault._i18n import _t
 from childvault.keys import IntegrityError, PublicIdentity, StorageError, UsageError
 from childvault.keys._encoding import b64, unb64
 from childvault.vault import _audit, _note
@@ -66,8 +67,10 @@ class AuditService:
         )
         if stored is None:
             raise IntegrityError(
-                "the audit log changed while its checkpoint was being signed; nothing was "
-                "stored: try again"
+                _t(
+                    "the audit log changed while its checkpoint was being signed; nothing was "
+                    "stored: try again"
+                )
             )
         return note
 
@@ -120,7 +123,11 @@ class AuditService:
                 os.fsync(fh.fileno())
         except OSError as exc:
             raise StorageError(
-                f"could not append the checkpoint to the witness file {path}: {exc.strerror}"
+                _t(
+                    "could not append the checkpoint to the witness file {path}: {strerror}",
+                    path=path,
+                    strerror=exc.strerror,
+                )
             ) from exc
 
     # -- read heads (issue 12, attack 7) ---------------------------------------
@@ -291,9 +298,13 @@ class AuditService:
         sizes = [_note_size(n) for n in _audit.read_witness(path)]
         if not sizes:
             raise IntegrityError(
-                f"the witness file {path} is missing or empty but the database holds "
-                f"{len(stored)} signed checkpoint(s): put the witness back (from its other "
-                "media or backup); truncation of the log cannot be detected without it"
+                _t(
+                    "the witness file {path} is missing or empty but the database holds {n} "
+                    "signed checkpoint(s): put the witness back (from its other media or "
+                    "backup); truncation of the log cannot be detected without it",
+                    path=path,
+                    n=len(stored),
+                )
             )
         raw_heads = _audit.read_witness_heads(path)
         if heads and max((_head_size(h) for h in raw_heads), default=0) < heads:
@@ -303,9 +314,13 @@ class AuditService:
             )
         if max(size or 0 for size in sizes) < reached:
             raise IntegrityError(
-                f"the witness file {path} is shorter than before: it once held a checkpoint "
-                f"of {reached} entries and now ends before it (replaced with an older copy "
-                "or truncated): put the current witness back"
+                _t(
+                    "the witness file {path} is shorter than before: it once held a checkpoint "
+                    "of {reached} entries and now ends before it (replaced with an older copy "
+                    "or truncated): put the current witness back",
+                    path=path,
+                    reached=reached,
+                )
             )
 
     def rebaseline(self, *, now: datetime | None = None) -> dict[str, Any]:
@@ -326,8 +341,11 @@ class AuditService:
         notes = self._witness_notes()
         if not notes:
             raise UsageError(
-                f"the witness file {self.s.witness_path} is missing or empty: nothing to "
-                "rebaseline against (put it back first)"
+                _t(
+                    "the witness file {witness_path} is missing or empty: nothing to rebaseline"
+                    " against (put it back first)",
+                    witness_path=self.s.witness_path,
+                )
             )
         sizes = [_note_size(n) for n in notes]
         witnessed = max(
@@ -376,14 +394,19 @@ class AuditService:
             # witnessed checkpoint, does not hold up. Not a restore of this log.
             _audit.verify(BackendLog(self.s.db), origin=origin, signers=signers)
             raise IntegrityError(
-                "the log matches no witnessed checkpoint: it is not a backup of this "
-                "vault's log; nothing was changed"
+                _t(
+                    "the log matches no witnessed checkpoint: it is not a backup of this "
+                    "vault's log; nothing was changed"
+                )
             )
         kept = candidates[lo - 1]
         if witnessed <= kept:
             raise UsageError(
-                f"the log matches the witness to its end ({witnessed} entries): "
-                "nothing was lost, no rebaseline needed"
+                _t(
+                    "the log matches the witness to its end ({witnessed} entries): nothing was "
+                    "lost, no rebaseline needed",
+                    witnessed=witnessed,
+                )
             )
         lost = f"{RESTORE_EXTENSION} witnessed entries {kept} to {witnessed - 1} lost"
         cp = _note.Checkpoint(
@@ -416,16 +439,22 @@ class AuditService:
                 user.name, user.roles, PublicIdentity(user.name, user.enc_key, user.sign_key)
             ):
                 raise IntegrityError(
-                    f"audit log integrity failure: user {user.name!r} is registered with keys "
-                    "or roles that no logged `user add` gave them (the users table was edited)"
+                    _t(
+                        "audit log integrity failure: user {name!r} is registered with keys or "
+                        "roles that no logged `user add` gave them (the users table was edited)",
+                        name=user.name,
+                    )
                 )
         if self.s.keys.custodial:
             for generation, public, _ in self.s.db.custodians.all():
                 if public.hex() not in custodians.get(generation, set()):
                     raise IntegrityError(
-                        "audit log integrity failure: custodian key generation "
-                        f"{generation} was not created by a logged operation "
-                        "(the custodians table was edited)"
+                        _t(
+                            "audit log integrity failure: custodian key generation {generation}"
+                            " was not created by a logged operation (the custodians table was "
+                            "edited)",
+                            generation=generation,
+                        )
                     )
 
     def audit_entries(self, *, record: str | None = None) -> Iterator[dict[str, Any]]:

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from childvault._i18n import _t
 from childvault.keys import UsageError
 from childvault.vault import _audit
 from childvault.vault._session import Session
@@ -64,7 +65,9 @@ class ReconcileService:
         self.s.require(("officer", "admin"), "audit.read", moment, "reconciling the audit log")
         provider = self.s.keys.shared() if not self.s.keys.custodial else None
         if not isinstance(provider, _ReadsVaultAudit):
-            raise UsageError("audit reconcile is for vaults that use the Vault/OpenBao provider")
+            raise UsageError(
+                _t("audit reconcile is for vaults that use the Vault/OpenBao provider")
+            )
         accessors = self.recorded_accessors()
         seen, unmatched = provider.reconcile_audit_log(vault_audit, device, accessors)
         return {

@@ -28,7 +28,14 @@ from childvault.vault._audit import Event
 from childvault.vault._backend import NewRecord, RecordRow
 from childvault.vault._consent import CONSENT_COLUMNS, Consent, check_consent, parse_consent_columns
 from childvault.vault._fieldcrypto import seal_field
-from childvault.vault._importer import BadRow, file_digest, iter_rows
+from childvault.vault._importer import (
+    BadRow,
+    DuplicateFinder,
+    DuplicateKey,
+    column_aliases,
+    file_digest,
+)
+from childvault.vault._importer import iter_rows as _iter_rows
 from childvault.vault._session import WRITERS, Session
 from childvault.vault._statements import Envelope
 from childvault.vault._svc_notices import NoticeService
@@ -233,6 +240,8 @@ class RecordService:
         fmt: str | None = None,
         progress: Callable[[int, int], None] | None = None,
         now: datetime | None = None,
+        encoding: str | None = None,
+        allow_duplicates: bool = False,
     ) -> ImportReport:
         """Staff: import a CSV or JSON Lines file, streaming, in batches; resumable.
 
@@ -241,13 +250,25 @@ class RecordService:
         Rows are then written in batches, each batch in one transaction with its
         log entries and the import's progress, so an interrupted import resumes
         where it stopped and never duplicates a row.
+
+        ``encoding``: ``utf-8`` (default), ``gbk`` or ``gb18030``. A row with the
+        same identity number (blind index) as an earlier row or a record of the
+        vault is invalid unless ``allow_duplicates``.
         """
         moment = self.s.now(now)
         self.s.require(WRITERS, "record.create", moment, "importing records")
         self._check_accepting()
         path = Path(path)
         type_name = type_name or next(iter(self.s.schema.types))
-        self.s.schema.record_type(type_name)
+        rtype = self.s.schema.record_type(type_name)
+        aliases = column_aliases(rtype)
+        purposes = self.s.schema.purposes
+
+        def iter_rows(
+            path: Path, fmt: str | None
+        ) -> Iterator[tuple[int, Mapping[str, str] | BadRow]]:
+            return _iter_rows(path, fmt, encoding=encoding, aliases=aliases, purposes=purposes)
+
         source = file_digest(path)
         done, finished = self.s.db.records.import_progress(source)
         errors: list[tuple[int, str]] = []
@@ -256,6 +277,19 @@ class RecordService:
         # Read once per import, not once a row: the default notice and the register.
         notice = self.s.setting("notice_version")
         sha_of = functools.cache(self._notices.notice_sha256)
+        key = DuplicateKey.of(rtype)
+        finder = (
+            None
+            if allow_duplicates or not key.fields
+            else DuplicateFinder(key, self.s.keys.index_tags, self.s.db.records.find_by_tag)
+        )
+
+        # Rows an interrupted run of this very file wrote are not duplicates of themselves.
+        def new_row(number: int) -> bool:
+            return not finished and number > done
+
+        duplicates: dict[int, str] = {}
+        keyed: list[tuple[int, Mapping[str, str]]] = []
         for number, row in iter_rows(path, fmt):
             total = number
             problem = self._check_row(type_name, row, moment, notice, sha_of)
@@ -263,6 +297,17 @@ class RecordService:
                 n_errors += 1
                 if len(errors) < 1000:
                     errors.append((number, problem))
+            elif finder is not None and not isinstance(row, BadRow):
+                keyed.append((number, self._key_values(type_name, key, row)))
+            # Tags in batches (one Transit call each with the Vault provider).
+            if finder is not None and len(keyed) >= _IMPORT_BATCH:
+                duplicates.update(finder.check(keyed, against_vault=new_row))
+                keyed = []
+        if finder is not None and keyed:
+            duplicates.update(finder.check(keyed, against_vault=new_row))
+        if duplicates:
+            n_errors += len(duplicates)
+            errors = sorted([*errors, *duplicates.items()])[:1000]
         if n_errors and not skip_invalid:
             shown = "; ".join(f"row {r}: {m}" for r, m in errors[:20])
             more = f" (and {n_errors - 20} more)" if n_errors > 20 else ""
@@ -281,7 +326,7 @@ class RecordService:
             if number <= done:
                 continue
             last = number
-            if not isinstance(row, BadRow):
+            if not isinstance(row, BadRow) and number not in duplicates:
                 # _prepare validates the row exactly as _check_row does: a row that
                 # fails (skipped in pass 1 with skip_invalid) is skipped here too.
                 try:
@@ -309,6 +354,14 @@ class RecordService:
         if progress is not None:
             progress(total, total)
         return ImportReport(source, total, count, n_errors, done, tuple(errors), tuple(imported))
+
+    def _key_values(
+        self, type_name: str, key: DuplicateKey, row: Mapping[str, str]
+    ) -> dict[str, str]:
+        """The row's duplicate-key values, normalised as the blind index stores them."""
+        return {
+            f: self.s.schema.validate_field(type_name, f, row[f]) for f in key.fields if row.get(f)
+        }
 
     def _row_input(
         self, type_name: str, row: Mapping[str, str], moment: datetime, notice: str | None = None

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from childvault._i18n import _t
 from childvault.keys import IntegrityError, NotFound, UsageError, check_user_name
 from childvault.keys._encoding import check_hex_id
 from childvault.vault import _audit
@@ -55,13 +56,18 @@ class ReportService:
             cp, _ = verify_note(row.note, self.s.signers())
         except IntegrityError as exc:
             raise IntegrityError(
-                f"the latest stored checkpoint does not verify ({exc}): run "
-                "`childvault audit verify`"
+                _t(
+                    "the latest stored checkpoint does not verify ({exc}): run `childvault "
+                    "audit verify`",
+                    exc=exc,
+                )
             ) from None
         if cp.origin != _origin(self.s.vault_id) or (cp.size, cp.root) != (row.size, row.root):
             raise IntegrityError(
-                "the latest stored checkpoint does not match this log: "
-                "run `childvault audit verify`"
+                _t(
+                    "the latest stored checkpoint does not match this log: run `childvault "
+                    "audit verify`"
+                )
             )
         return row.note, cp
 
@@ -73,12 +79,15 @@ class ReportService:
         for seq, entry, digest in self.s.db.audit.entries(start):
             if seq != len(leaves):
                 raise IntegrityError(
-                    f"audit log entry {len(leaves)} is missing: run `childvault audit verify`"
+                    _t(
+                        "audit log entry {n} is missing: run `childvault audit verify`",
+                        n=len(leaves),
+                    )
                 )
             leaf = leaf_hash(entry)
             if leaf != digest:
                 raise IntegrityError(
-                    f"audit log entry {seq} was modified: run `childvault audit verify`"
+                    _t("audit log entry {seq} was modified: run `childvault audit verify`", seq=seq)
                 )
             leaves.append(leaf)
             if want(entry):
@@ -126,11 +135,18 @@ class ReportService:
                 cp, _ = verify_note(note, signers)
             except IntegrityError:
                 raise IntegrityError(
-                    f"witness checkpoint {number} does not verify: run `childvault audit verify`"
+                    _t(
+                        "witness checkpoint {number} does not verify: run `childvault audit "
+                        "verify`",
+                        number=number,
+                    )
                 ) from None
             if cp.origin != _origin(self.s.vault_id):
                 raise IntegrityError(
-                    f"witness checkpoint {number} is for another log: check the witness file"
+                    _t(
+                        "witness checkpoint {number} is for another log: check the witness file",
+                        number=number,
+                    )
                 )
             out.append(cp)
         return out
@@ -139,8 +155,10 @@ class ReportService:
     def _checkpoint_json(snap: _Snapshot) -> dict[str, Any]:
         if snap.note is None or snap.checkpoint is None:
             raise IntegrityError(
-                "the audit log has no signed checkpoint yet: ask an officer to run "
-                "`childvault audit checkpoint`"
+                _t(
+                    "the audit log has no signed checkpoint yet: ask an officer to run "
+                    "`childvault audit checkpoint`"
+                )
             )
         return {"note": snap.note, "size": snap.checkpoint.size, "root": snap.checkpoint.root.hex()}
 
@@ -170,18 +188,20 @@ class ReportService:
         moment = self.s.now(now)
         self.s.require(("officer", "admin"), "audit.read", moment, "proving log entries")
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise UsageError("--entry must be a log sequence number (0 or more)")
+            raise UsageError(_t("--entry must be a log sequence number (0 or more)"))
         if self.s.db.audit.entry_at(seq) is None:
-            raise NotFound(f"no audit log entry {seq}")
+            raise NotFound(_t("no audit log entry {seq}", seq=seq))
         latest = self._latest_checkpoint()
         sign = latest is None or latest[1].size <= seq
         snap = self._snapshot(lambda _e: False, sign=sign, moment=moment)
         if snap.checkpoint is None or snap.checkpoint.size <= seq:
-            raise IntegrityError(f"no signed checkpoint covers entry {seq} yet")
+            raise IntegrityError(_t("no signed checkpoint covers entry {seq} yet", seq=seq))
         proof = _inclusion_proofs(snap.leaves, snap.checkpoint.size, [seq])[seq]
         entry = self.s.db.audit.entry_at(seq)
         if entry is None or leaf_hash(entry[0]) != snap.leaves.get(seq):
-            raise IntegrityError(f"audit log entry {seq} changed while it was being proven")
+            raise IntegrityError(
+                _t("audit log entry {seq} changed while it was being proven", seq=seq)
+            )
         return {
             "format": ENTRY_PROOF_FORMAT,
             "vault_id": self.s.vault_id,
@@ -217,7 +237,12 @@ class ReportService:
         data = values.get(record_id, {})
         row = self.s.db.records.get(record_id)
         if row is None:
-            raise NotFound(f"record {record_id} was deleted while the report was being made")
+            raise NotFound(
+                _t(
+                    "record {record_id} was deleted while the report was being made",
+                    record_id=record_id,
+                )
+            )
         rtype = self.s.schema.types.get(row.type)
         order = list(rtype.fields) if rtype is not None else sorted(data)
         held = self.s.db.records.field_names(record_id)
@@ -292,8 +317,10 @@ class ReportService:
         )
         if snap.checkpoint is None:
             raise IntegrityError(
-                "the audit log has no signed checkpoint yet: ask an officer to run "
-                "`childvault audit checkpoint`, then make the report again"
+                _t(
+                    "the audit log has no signed checkpoint yet: ask an officer to run "
+                    "`childvault audit checkpoint`, then make the report again"
+                )
             )
         report["checkpoint"] = self._checkpoint_json(snap)
         report["entries"] = self._entries_json(snap)
@@ -320,17 +347,20 @@ class ReportService:
             seqs = [int(e["seq"]) for e in entries]
             texts = [str(e["entry"]).encode("utf-8") for e in entries]
         except (KeyError, TypeError, ValueError, UnicodeEncodeError):
-            raise UsageError("this file is not a childvault subject report") from None
+            raise UsageError(_t("this file is not a childvault subject report")) from None
         if report.get("format") != SUBJECT_REPORT_FORMAT:
-            raise UsageError("this file is not a childvault subject report")
+            raise UsageError(_t("this file is not a childvault subject report"))
         if vault_id != self.s.vault_id:
-            raise UsageError("this report is from another vault")
+            raise UsageError(_t("this report is from another vault"))
         for seq, text in zip(seqs, texts, strict=True):
             stored = self.s.db.audit.entry_at(seq) if seq >= 0 else None
             if stored is None or stored[0] != text:
                 raise IntegrityError(
-                    f"entry {seq} of the report differs from the audit log: the report or the "
-                    "log was altered; run `childvault audit verify`"
+                    _t(
+                        "entry {seq} of the report differs from the audit log: the report or "
+                        "the log was altered; run `childvault audit verify`",
+                        seq=seq,
+                    )
                 )
         latest = self._latest_checkpoint()
         sign = latest is None or latest[1].size <= max(seqs, default=-1)
@@ -351,7 +381,7 @@ class ReportService:
             verify_subject_report(report, vkeys)
         except IntegrityError as exc:
             raise IntegrityError(
-                f"the report does not verify, so it is not issued: {exc}"
+                _t("the report does not verify, so it is not issued: {exc}", exc=exc)
             ) from None
 
     def incident_report(
@@ -378,9 +408,9 @@ class ReportService:
         check_user_name(actor)
         end = until if until is not None else moment
         if since.tzinfo is None or end.tzinfo is None:
-            raise UsageError("give --since and --until with a time zone (or as UTC)")
+            raise UsageError(_t("give --since and --until with a time zone (or as UTC)"))
         if since > end:
-            raise UsageError("--since must not be after --until")
+            raise UsageError(_t("--since must not be after --until"))
         lo, hi = iso(since), iso(end)
         self.s.log(
             [
@@ -403,7 +433,7 @@ class ReportService:
             scanned += 1
             if leaf_hash(entry) != digest:
                 raise IntegrityError(
-                    f"audit log entry {seq} was modified: run `childvault audit verify`"
+                    _t("audit log entry {seq} was modified: run `childvault audit verify`", seq=seq)
                 )
             if needle not in entry:
                 continue

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from childvault._i18n import _t
 from childvault.keys import UsageError
 
 Clock = Callable[[], datetime]
@@ -79,7 +80,7 @@ def parse_duration(text: str) -> timedelta:
     """Parse ``90s``, ``15m``, ``1h`` or ``2d`` (a bare number means seconds)."""
     match = _DURATION.match(text)
     if not match:
-        raise UsageError(f"invalid duration {text!r}: use e.g. 30m, 1h or 2d")
+        raise UsageError(_t("invalid duration {text!r}: use e.g. 30m, 1h or 2d", text=text))
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
@@ -91,7 +92,9 @@ def parse_when(text: str, *, now: datetime) -> datetime:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise UsageError(f"invalid time {text!r}: use 2026-11-01, 2026-11-01T08:00 or -7d") from exc
+        raise UsageError(
+            _t("invalid time {text!r}: use 2026-11-01, 2026-11-01T08:00 or -7d", text=text)
+        ) from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)

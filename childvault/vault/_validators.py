@@ -16,6 +16,7 @@ import re
 import unicodedata
 from datetime import date
 
+from childvault._i18n import _t
 from childvault.keys._errors import ValidationError
 
 __all__ = [
@@ -67,20 +68,25 @@ def check_date(value: str, *, field: str | None = None) -> str:
     text = _ascii_form(value)
     if not _DATE_RE.fullmatch(text) or not text.isascii():
         raise ValidationError(
-            f"{name}: not a date (got {len(value)} characters); expected YYYY-MM-DD, "
-            "for example 2015-03-09",
+            _t(
+                "{name}: not a date (got {n} characters); expected YYYY-MM-DD, for example "
+                "2015-03-09",
+                name=name,
+                n=len(value),
+            ),
             field=field,
         )
     try:
         parsed = date.fromisoformat(text)
     except ValueError:
         raise ValidationError(
-            f"{name}: no such calendar date; expected a real date as YYYY-MM-DD",
+            _t("{name}: no such calendar date; expected a real date as YYYY-MM-DD", name=name),
             field=field,
         ) from None
     if parsed < _EARLIEST_BIRTH:
         raise ValidationError(
-            f"{name}: date before 1900-01-01; expected a date from 1900 on", field=field
+            _t("{name}: date before 1900-01-01; expected a date from 1900 on", name=name),
+            field=field,
         )
     return text
 
@@ -106,35 +112,51 @@ def check_id_number(value: str, *, field: str | None = None, today: date | None 
     text = _ascii_form(value).upper()
     if len(text) != 18 or not text.isascii():
         raise ValidationError(
-            f"{name}: an identity number has 18 characters (got {len(value)}); "
-            "expected 17 digits and a check character 0-9 or X",
+            _t(
+                "{name}: an identity number has 18 characters (got {n}); expected 17 digits and"
+                " a check character 0-9 or X",
+                name=name,
+                n=len(value),
+            ),
             field=field,
         )
     first17, check = text[:17], text[17]
     if not first17.isdigit() or not (check.isdigit() or check == "X"):
         raise ValidationError(
-            f"{name}: an identity number is 17 digits followed by a digit or X; "
-            "it contains another character",
+            _t(
+                "{name}: an identity number is 17 digits followed by a digit or X; it contains "
+                "another character",
+                name=name,
+            ),
             field=field,
         )
     try:
         birth = date(int(text[6:10]), int(text[10:12]), int(text[12:14]))
     except ValueError:
         raise ValidationError(
-            f"{name}: the birth date inside the identity number (characters 7-14) "
-            "is not a real date",
+            _t(
+                "{name}: the birth date inside the identity number (characters 7-14) is not a "
+                "real date",
+                name=name,
+            ),
             field=field,
         ) from None
     if birth < _EARLIEST_BIRTH or birth > (today or date.today()):
         raise ValidationError(
-            f"{name}: the birth date inside the identity number (characters 7-14) "
-            "is before 1900 or in the future",
+            _t(
+                "{name}: the birth date inside the identity number (characters 7-14) is before "
+                "1900 or in the future",
+                name=name,
+            ),
             field=field,
         )
     if _id_check_char(first17) != check:
         raise ValidationError(
-            f"{name}: the check character does not match (GB 11643-1999, "
-            "ISO 7064 MOD 11-2); the number was probably mistyped",
+            _t(
+                "{name}: the check character does not match (GB 11643-1999, ISO 7064 MOD 11-2);"
+                " the number was probably mistyped",
+                name=name,
+            ),
             field=field,
         )
     return text
@@ -201,9 +223,13 @@ def check_mainland_phone(value: str, *, field: str | None = None) -> str:
             if match:
                 return f"{match.group(1)}-{match.group(2)}"
     raise ValidationError(
-        f"{name}: not a mainland phone number (got {len(value)} characters); expected "
-        "a mobile number of 11 digits starting 13-19 (optionally +86) or a landline "
-        "with area code such as 010-12345678 or 0755-1234567",
+        _t(
+            "{name}: not a mainland phone number (got {n} characters); expected a mobile number"
+            " of 11 digits starting 13-19 (optionally +86) or a landline with area code such as"
+            " 010-12345678 or 0755-1234567",
+            name=name,
+            n=len(value),
+        ),
         field=field,
     )
 

@@ -20,17 +20,17 @@ _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
 def _source_messages() -> dict[str, tuple[str, ...]]:
-    """Every message the console's code and templates ask to translate: msgid -> forms."""
+    """Every message the package asks to translate (console, CLI help and messages,
+    library errors): msgid -> forms. The same extraction as
+    ``python -m childvault._i18n --missing`` (keywords ``_``, ``_t``, ``N_``...)."""
     with MAPPING.open(encoding="utf-8") as handle:
         method_map, options_map = parse_mapping_cfg(handle, str(MAPPING))
-    found: dict[str, tuple[str, ...]] = {}
     for filename, _lineno, message, _comments, _context in extract_from_dir(
-        ROOT, method_map, options_map
+        ROOT, method_map, options_map, keywords=_i18n._keywords()
     ):
         forms = message if isinstance(message, tuple) else (message,)
         assert all(forms), f"an empty message is marked for translation in {filename}"
-        found[forms[0]] = forms
-    return found
+    return _i18n.source_messages()
 
 
 def test_the_extractor_sees_the_console() -> None:

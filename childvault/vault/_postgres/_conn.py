@@ -26,6 +26,7 @@ from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from childvault._i18n import _t
 from childvault.keys import IntegrityError, NotFound, StorageError
 
 #: Advisory lock key every writer takes first ("cvwrite"); any constant, the same everywhere.
@@ -272,8 +273,12 @@ def migrate(dsn: str, *, service_role: str | None = None) -> int:
             version = _applied(conn)
             if version > len(MIGRATIONS):
                 raise StorageError(
-                    f"{where} was written by a newer childvault (schema {version}); "
-                    "upgrade childvault"
+                    _t(
+                        "{where} was written by a newer childvault (schema {version}); upgrade "
+                        "childvault",
+                        where=where,
+                        version=version,
+                    )
                 )
             for number in range(version, len(MIGRATIONS)):
                 with conn.transaction():
@@ -336,8 +341,11 @@ class Connection:
                 with psycopg.connect(dsn, autocommit=True) as conn:
                     if _applied(conn):
                         raise StorageError(
-                            f"{self.where} already holds a childvault schema: "
-                            "use an empty database for a new vault"
+                            _t(
+                                "{where} already holds a childvault schema: use an empty "
+                                "database for a new vault",
+                                where=self.where,
+                            )
                         )
             except psycopg.Error as exc:
                 raise translate(exc, self.where) from exc
@@ -371,16 +379,27 @@ class Connection:
         with self.pool.connection() as conn:
             version = _applied(conn)
         if version == 0:
-            raise NotFound(f"no childvault schema in {self.where}: run `childvault init` first")
+            raise NotFound(
+                _t("no childvault schema in {where}: run `childvault init` first", where=self.where)
+            )
         if version > len(MIGRATIONS):
             raise StorageError(
-                f"{self.where} was written by a newer childvault (schema {version}); "
-                "upgrade childvault"
+                _t(
+                    "{where} was written by a newer childvault (schema {version}); upgrade "
+                    "childvault",
+                    where=self.where,
+                    version=version,
+                )
             )
         if version < len(MIGRATIONS):
             raise StorageError(
-                f"{self.where} has schema {version}, this childvault needs "
-                f"{len(MIGRATIONS)}: run `childvault upgrade` as the migration role"
+                _t(
+                    "{where} has schema {version}, this childvault needs {n}: run `childvault "
+                    "upgrade` as the migration role",
+                    where=self.where,
+                    version=version,
+                    n=len(MIGRATIONS),
+                )
             )
 
     def close(self) -> None:
@@ -446,7 +465,12 @@ class Connection:
                 rows = cur.fetchall() if cur.description is not None else []
                 return Result(rows, cur.rowcount)
         except errors.IntegrityError as exc:
-            raise StorageError(f"database constraint violated: {exc.diag.message_primary}") from exc
+            raise StorageError(
+                _t(
+                    "database constraint violated: {message_primary}",
+                    message_primary=exc.diag.message_primary,
+                )
+            ) from exc
         except (psycopg.Error, PoolTimeout) as exc:
             raise translate(exc, self.where) from exc
 
@@ -459,7 +483,12 @@ class Connection:
             with self._conn() as conn, conn.cursor() as cur:
                 cur.executemany(query, rows)
         except errors.IntegrityError as exc:
-            raise StorageError(f"database constraint violated: {exc.diag.message_primary}") from exc
+            raise StorageError(
+                _t(
+                    "database constraint violated: {message_primary}",
+                    message_primary=exc.diag.message_primary,
+                )
+            ) from exc
         except (psycopg.Error, PoolTimeout) as exc:
             raise translate(exc, self.where) from exc
 
@@ -470,7 +499,10 @@ class Connection:
                 cur.executemany(query, rows)
         except errors.UniqueViolation as exc:
             raise IntegrityError(
-                "audit sequence collision: the log was appended outside a serialised transaction"
+                _t(
+                    "audit sequence collision: the log was appended outside a serialised "
+                    "transaction"
+                )
             ) from exc
         except (psycopg.Error, PoolTimeout) as exc:
             raise translate(exc, self.where) from exc
@@ -488,5 +520,5 @@ def as_bytes(value: Any) -> bytes:
     if isinstance(value, memoryview | bytearray):
         return bytes(value)
     raise IntegrityError(
-        "a binary column holds a value of the wrong type: the database was altered"
+        _t("a binary column holds a value of the wrong type: the database was altered")
     )

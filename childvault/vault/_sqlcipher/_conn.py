@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlcipher3
 
+from childvault._i18n import _t
 from childvault.keys import IntegrityError, NotFound, StorageError
 
 #: How long a writer waits for another process's transaction before giving up.
@@ -231,7 +232,7 @@ class Connection:
     def __init__(self, path: Path, key: bytes, *, create: bool = False) -> None:
         self.path = Path(path)
         if not create and not self.path.exists():
-            raise NotFound(f"no database at {self.path}: run `childvault init` first")
+            raise NotFound(_t("no database at {path}: run `childvault init` first", path=self.path))
         try:
             conn = sqlcipher3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
         except sqlcipher3.Error as exc:
@@ -273,8 +274,12 @@ class Connection:
         version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
         if version > len(_MIGRATIONS):
             raise StorageError(
-                f"the database {self.path} was written by a newer childvault "
-                f"(schema {version}); upgrade childvault"
+                _t(
+                    "the database {path} was written by a newer childvault (schema {version}); "
+                    "upgrade childvault",
+                    path=self.path,
+                    version=version,
+                )
             )
         for number in range(version, len(_MIGRATIONS)):
             self.conn.execute("BEGIN IMMEDIATE")
@@ -328,7 +333,7 @@ class Connection:
         try:
             return _Cursor(self.conn.execute(sql, params), self.path)
         except sqlcipher3.IntegrityError as exc:
-            raise StorageError(f"database constraint violated: {exc}") from exc
+            raise StorageError(_t("database constraint violated: {exc}", exc=exc)) from exc
         except sqlcipher3.Error as exc:
             raise translate(exc, self.path) from exc
 
@@ -337,7 +342,7 @@ class Connection:
         try:
             self.conn.executemany(sql, rows)
         except sqlcipher3.IntegrityError as exc:
-            raise StorageError(f"database constraint violated: {exc}") from exc
+            raise StorageError(_t("database constraint violated: {exc}", exc=exc)) from exc
         except sqlcipher3.Error as exc:
             raise translate(exc, self.path) from exc
 
@@ -358,5 +363,5 @@ def as_bytes(value: Any) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8", "surrogatepass")
     raise IntegrityError(
-        "a binary column holds a value of the wrong type: the database was altered"
+        _t("a binary column holds a value of the wrong type: the database was altered")
     )
