@@ -15,7 +15,15 @@ from typing import Any
 import click
 
 from childvault._i18n import _t
-from childvault.cli._context import Ctx, _, ngettext, pass_ctx, read_grant_arg, safe
+from childvault.cli._context import (
+    Ctx,
+    _,
+    ngettext,
+    pass_ctx,
+    read_bounded,
+    read_grant_arg,
+    safe,
+)
 
 _MAX_DOC_BYTES = 256 << 20  # a report of a very busy record is still far smaller
 
@@ -32,14 +40,7 @@ def _load_doc(path: Path, what: str) -> dict[str, Any]:
     """Read a saved report or proof; accept the ``--json`` wrapper around it too."""
     from childvault.keys import IntegrityError
 
-    try:
-        with path.open("rb") as fh:
-            raw = fh.read(_MAX_DOC_BYTES + 1)
-    except OSError as exc:
-        raise click.BadParameter(
-            _("cannot read {path}: {why}").format(path=safe(path), why=exc.strerror),
-            param_hint=what,
-        ) from exc
+    raw = read_bounded(path, what, _MAX_DOC_BYTES)
     if len(raw) > _MAX_DOC_BYTES:
         raise IntegrityError(
             _t("{path} is too large to be a childvault report or proof", path=path)

@@ -14,6 +14,7 @@ from childvault.cli._context import (
     _,
     new_passphrase,
     pass_ctx,
+    read_bounded,
     require_regular_file,
     safe,
 )
@@ -25,14 +26,7 @@ MAX_ENROLMENT_FILE = 64 * 1024
 def _read_small(path: Path, what: str) -> bytes:
     """A regular file of at most :data:`MAX_ENROLMENT_FILE` bytes, read with that bound."""
     require_regular_file(path, what)
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(MAX_ENROLMENT_FILE + 1)
-    except OSError as exc:
-        raise click.BadParameter(
-            _("cannot read {path}: {why}").format(path=safe(path), why=exc.strerror),
-            param_hint=what,
-        ) from exc
+    data = read_bounded(path, what, MAX_ENROLMENT_FILE)
     if len(data) > MAX_ENROLMENT_FILE:
         raise click.BadParameter(
             _("{path} is too large for an invite or enrolment request").format(path=safe(path)),

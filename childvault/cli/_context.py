@@ -440,6 +440,20 @@ def _limited_text(data: str | bytes, where: str) -> str:
     return data.strip()
 
 
+def read_bounded(path: Path, what: str, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of ``path``: the caller refuses anything longer,
+    and a huge or endless file is never read whole. An unreadable file is a
+    usage error naming it."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(limit + 1)
+    except OSError as exc:
+        raise click.BadParameter(
+            _("cannot read {path}: {why}").format(path=safe(path), why=exc.strerror),
+            param_hint=what,
+        ) from exc
+
+
 def require_regular_file(path: Path, what: str) -> None:
     """Refuse ``path`` unless it is a regular file (not a device, FIFO or directory)."""
     try:
