@@ -113,6 +113,17 @@ def user_add(
             "{name} cannot approve yet: an existing officer must run "
             "`childvault --as OFFICER keys share {name}`."
         ).format(name=safe(name))
+    if c.open().provider_kind == "vault":
+        # Vault mode: the person also needs their own Vault identity, so that
+        # Vault's audit log names them (issue 14); it takes a root or bootstrap
+        # token, which this command does not hold: say what the operator runs.
+        role = info.roles[0] if len(info.roles) == 1 else "ROLE"
+        command = f"childvault vault identity add {name} --role {role}"
+        doc["vault_identity_command"] = command
+        text += "\n" + _(
+            "Vault mode: give {name} their own Vault identity with a root or bootstrap "
+            "VAULT_TOKEN: {command}"
+        ).format(name=safe(name), command=safe(command))
     c.emit(doc, text)
 
 

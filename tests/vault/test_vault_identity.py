@@ -141,3 +141,29 @@ def test_identity_add_refuses_without_a_token_and_for_bad_names(
         )
         assert result.exit_code == 2
         assert "VAULT_TOKEN" in result.output
+
+
+def test_user_add_in_vault_mode_names_the_identity_command(bao_binary: str, tmp_path: Path) -> None:
+    """``user add`` holds no root token, so it says what the operator runs next."""
+    with BaoServer(bao_binary, tmp_path / "bao3") as server:
+        (tmp_path / "bao3").mkdir()
+        server.start()
+        server.setup()
+        world = world_on(server, tmp_path)
+        secret = tmp_path / "wang.pass"
+        secret.write_text("wang-passphrase-long-enough\n")
+        code, out = run_cli(
+            world,
+            "admin",
+            "--json",
+            "user",
+            "add",
+            "wang",
+            "--role",
+            "staff",
+            "--passphrase-file",
+            str(secret),
+        )
+        assert code == 0, out
+        doc = json.loads(out)
+        assert doc["vault_identity_command"] == "childvault vault identity add wang --role staff"
