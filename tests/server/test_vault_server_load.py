@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import childvault
 from childvault.keys import ChildVaultError
 from tests.server._vaultserver import VaultServer, make_vault, passphrase, wait_healthy
 from tests.server.conftest import ROOT, free_port
@@ -101,7 +102,7 @@ def test_server_killed_mid_import_restarts_consistent_and_the_import_resumes(
     vs.start(port=port)
     big = _csv(tmp_path / "big.csv", 3000)
     try:
-        importer = vs.cli_background("worker1", "import", str(big))
+        importer = vs.cli_background("worker1", "import", "--allow-duplicates", str(big))
         # Wait (bounded by the import itself) until a first batch is committed.
         count = 0
         while count == 0 and importer.poll() is None:
@@ -120,7 +121,7 @@ def test_server_killed_mid_import_restarts_consistent_and_the_import_resumes(
             officer.verify_audit()
         assert 0 < partial < 3000
         assert partial % 500 == 0  # whole batches only: a batch is all or nothing
-        done = vs.cli_json("worker1", "import", str(big))
+        done = vs.cli_json("worker1", "import", "--allow-duplicates", str(big))
         assert done["imported"] == 3000 - partial
         with vs.connect("officer1") as officer:
             assert officer._session.db.records.count() == 3000
@@ -138,6 +139,20 @@ def _usable_by_others(path: Path) -> bool:
 @pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("useradd") is None,
     reason="needs root (and useradd) to create a service user and a client user",
+)
+def _readable_by_others(path: Path) -> bool:
+    """Whether other users can reach and read the directory ``path`` (the checkout and
+    the installed package: the other users' processes import childvault from there)."""
+    real = path.resolve()
+    return all(p.stat().st_mode & 0o001 for p in real.parents) and (
+        real.stat().st_mode & 0o005 == 0o005
+    )
+
+
+@pytest.mark.skipif(
+    not (_readable_by_others(ROOT) and _readable_by_others(Path(childvault.__file__).parent)),
+    reason="the checkout or the installed childvault package is in a directory other OS "
+    "users cannot read, so no other user can run the server or a client",
 )
 @pytest.mark.skipif(
     not _usable_by_others(Path(sys.executable)),
