@@ -61,6 +61,8 @@ def _legacy_world(tmp_path: Path) -> tuple[World, list[str]]:
             if isinstance(obj.get("detail"), dict):
                 obj["detail"].pop("statement", None)
                 obj["detail"].pop("pending_statement", None)
+                # The earlier release had no record statements either.
+                obj["detail"].pop("record_statement", None)
             obj["prev"] = prev
             new = rfc8785.dumps(obj)
             digest = leaf_hash(new)
@@ -104,7 +106,9 @@ def test_an_earlier_vault_is_refused_until_upgraded_then_verifies(tmp_path: Path
     # The first officer states the custodian key; officer2 is countersigned at keys share.
     r = run(world, "officer1", "--json", "upgrade")
     assert r.exit_code == 0, r.output
-    assert js(r)["steps"] == ["custodian stated: officer1"]
+    # ...and signs the records the log names no statement for (what the
+    # database holds at the upgrade is what is trusted from then on).
+    assert js(r)["steps"] == ["custodian stated: officer1", "records stated: 2"]
     r = run(world, "officer1", "keys", "share", "officer2")
     assert r.exit_code == 0, r.output
     _reload(world)

@@ -24,6 +24,7 @@ from childvault.keys import (
 )
 from childvault.keys._slots import sealed_slot
 from childvault.vault import _audit, _note, _statements
+from childvault.vault import _record_trust as record_trust
 from childvault.vault._audit import DetailValue, Event
 from childvault.vault._backend import UserRow
 from childvault.vault._keyring import CUSTODIAN
@@ -704,6 +705,10 @@ class UserService:
             stated = self._state_custodian(state, moment)
             if stated:
                 done["steps"].append("custodian stated: " + ", ".join(stated))
+        if state.is_active(self.s.user, "officer"):
+            records = self._state_records(moment)
+            if records:
+                done["steps"].append(f"records stated: {records}")
         anchor = self.s.anchor
         assert anchor is not None
         done["fingerprint"] = anchor.fingerprint()
@@ -854,6 +859,43 @@ class UserService:
                 append_with_statements(self.s.db, [item], moment)
             state = self.s.trust() or state
         return approved
+
+    def _state_records(self, moment: datetime) -> int:
+        """An officer: sign a ``record.version`` statement of every record the log
+        names no statement for (a vault made before record statements).
+
+        The upgrade is the point from which rows are trusted: what the database
+        holds when an officer runs it is what gets signed (docs/trust.md), so
+        the officer runs it on a vault whose `audit verify` passed. Each record
+        is logged as ``record.resign`` (``on: vault.upgrade``), 500 to a batch.
+        """
+        found = record_trust.record_heads(self.s)
+        if found is None:
+            return 0
+        heads = found[1].heads
+        count, after = 0, ""
+        while True:
+            page = self.s.db.records.page(after=after, limit=500)
+            if not page:
+                return count
+            after = page[-1].id
+            items: list[tuple[Event, Envelope | None]] = []
+            for row in page:
+                if row.id in heads:
+                    continue
+                blob = self.s.db.records.keyblob(row.id)
+                if blob is None:
+                    continue
+                fields = record_trust.stored_fields(self.s.db, row.id)
+                envelope = record_trust.sign_version(self.s, row, fields, blob[1], moment)
+                event = Event(
+                    self.s.user, "record.resign", records=[row.id], detail={"on": "vault.upgrade"}
+                )
+                items.append((record_trust.with_record_statement(event, envelope), envelope))
+            if items:
+                with self.s.db.transaction():
+                    record_trust.append_signed(self.s.db, items, moment)
+                count += len(items)
 
     def _state_custodian(self, state: TrustState, moment: datetime) -> list[str]:
         """The first officer: sign the custodian key they hold, and its other holders."""
