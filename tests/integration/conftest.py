@@ -14,6 +14,7 @@ skipped with a reason, never silently passed.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import pytest
 from childvault.testing import DevServer as BaoServer
 from childvault.testing import find_bao, free_port
 
-__all__ = ["BaoServer", "find_bao", "free_port"]
+__all__ = ["BaoServer", "audited_server", "find_bao", "free_port"]
 
 
 @pytest.fixture(scope="session")
@@ -57,5 +58,25 @@ def spare_openbao(bao_binary: str, tmp_path: Path) -> Iterator[BaoServer]:
     try:
         server.setup()
         yield server
+    finally:
+        server.close()
+
+
+@contextlib.contextmanager
+def audited_server(bao_binary: str, tmp_path: Path) -> Iterator[tuple[BaoServer, Path]]:
+    """A separate, set-up server with a file audit device; yields it and the log's path."""
+    audit_log = tmp_path / "bao-audit.log"
+    server = BaoServer(
+        bao_binary,
+        tmp_path / "bao",
+        config_hcl=(
+            f'audit "file" "childvault" {{\n  options {{\n    file_path = "{audit_log}"\n  }}\n}}\n'
+        ),
+    )
+    (tmp_path / "bao").mkdir()
+    server.start()
+    try:
+        server.setup(audit_file=str(audit_log))
+        yield server, audit_log
     finally:
         server.close()

@@ -21,7 +21,7 @@ from childvault.keys import ChildVaultError, Identity, Selection, VaultProvider
 from childvault.keys._openbao._formats import parse_material
 from childvault.vault import _tokens
 from tests.conftest import PASSPHRASES, ROLES, World, add_children, build_template, copy_world
-from tests.integration.conftest import BaoServer
+from tests.integration.conftest import BaoServer, audited_server
 
 pytestmark = pytest.mark.vault
 
@@ -172,18 +172,7 @@ def test_reconcile_finds_an_officer_decrypting_around_childvault(
     bao_binary: str, tmp_path: Path
 ) -> None:
     """Attack (issue 14, 1): an officer's wrapped decrypt + self-unwrap, no approval."""
-    audit_log = tmp_path / "bao-audit.log"
-    server = BaoServer(
-        bao_binary,
-        tmp_path / "bao",
-        config_hcl=(
-            f'audit "file" "childvault" {{\n  options {{\n    file_path = "{audit_log}"\n  }}\n}}\n'
-        ),
-    )
-    (tmp_path / "bao").mkdir()
-    server.start()
-    try:
-        server.setup(audit_file=str(audit_log))
+    with audited_server(bao_binary, tmp_path) as (server, audit_log):
         live = world_on(server, tmp_path)
         with live.open("worker1") as v:
             (rid,) = add_children(v, 1)
@@ -239,5 +228,3 @@ def test_reconcile_finds_an_officer_decrypting_around_childvault(
         assert len(report["unmatched"]) == 2
         assert report["unmatched"][1]["who"]["role_name"] == "officer1"
         assert report["unmatched"][1]["who"]["display_name"] == "approle"
-    finally:
-        server.close()

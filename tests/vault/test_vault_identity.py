@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from childvault.cli.main import cli
 from childvault.vault import OpenBaoCredentials, Vault
 from tests.conftest import PASSPHRASES, World, add_children
-from tests.integration.conftest import BaoServer
+from tests.integration.conftest import BaoServer, audited_server
 from tests.integration.test_vault_hardening import run_cli, world_on
 
 pytestmark = pytest.mark.vault
@@ -52,18 +52,7 @@ def decrypts_in(audit_log: Path) -> list[dict[str, object]]:
 def test_a_person_s_decrypt_is_logged_by_vault_under_their_own_identity(
     bao_binary: str, tmp_path: Path
 ) -> None:
-    audit_log = tmp_path / "bao-audit.log"
-    server = BaoServer(
-        bao_binary,
-        tmp_path / "bao",
-        config_hcl=(
-            f'audit "file" "childvault" {{\n  options {{\n    file_path = "{audit_log}"\n  }}\n}}\n'
-        ),
-    )
-    (tmp_path / "bao").mkdir()
-    server.start()
-    try:
-        server.setup(audit_file=str(audit_log))
+    with audited_server(bao_binary, tmp_path) as (server, audit_log):
         world = world_on(server, tmp_path)
         with world.open("worker1") as v:
             (rid,) = add_children(v, 1)
@@ -121,8 +110,6 @@ def test_a_person_s_decrypt_is_logged_by_vault_under_their_own_identity(
         staff = server.api("GET", "identity/group/name/childvault-staff").json()["data"]
         assert made["entity_id"] not in (officers.get("member_entity_ids") or [])
         assert made["entity_id"] in staff["member_entity_ids"]
-    finally:
-        server.close()
 
 
 def test_identity_add_refuses_without_a_token_and_for_bad_names(
