@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from childvault.keys import IntegrityError
 from childvault.vault import _audit
 from childvault.vault._merkle import Frontier, leaf_hash
-from childvault.vault._sqlcipher._tables import AuditLog
+from childvault.vault._sql._tables import AuditLog
 
 _TEXT = st.text(
     alphabet=st.characters(codec="utf-8", categories=None), max_size=12

@@ -2,7 +2,8 @@
 
 Same tables and semantics as the SQLCipher store (``bytea`` for blobs), for a
 province's shared database behind several ``childvault serve`` replicas
-(docs/scale.md). Every SQL statement of this store lives in this package.
+(docs/scale.md). The statements over the tables are shared with the SQLCipher
+store (``childvault.vault._sql``); connecting, migrating and locking live here.
 
 What the database holds: field values sealed client-side (ciphertext), wrapped
 record keys, blind-index MACs and bookkeeping (ids, dates, consent, the audit
@@ -25,16 +26,7 @@ from childvault.vault._postgres._conn import (
     describe,
     migrate,
 )
-from childvault.vault._postgres._records import Records
-from childvault.vault._postgres._tables import (
-    Access,
-    AuditLog,
-    Checkpoints,
-    Custodians,
-    Meta,
-    Statements,
-    Users,
-)
+from childvault.vault._sql import Repositories
 
 __all__ = [
     "APPEND_ONLY",
@@ -47,7 +39,7 @@ __all__ = [
 ]
 
 
-class PostgresBackend:
+class PostgresBackend(Repositories):
     """A PostgreSQL database (through a connection pool) as a backend.
 
     ``create=True`` migrates an empty database with ``dsn``'s role (which then
@@ -59,14 +51,7 @@ class PostgresBackend:
     def __init__(self, dsn: str, *, create: bool = False, pool_size: int = 4) -> None:
         self._conn = Connection(dsn, create=create, pool_size=pool_size)
         self.where = self._conn.where
-        self.meta = Meta(self._conn)
-        self.users = Users(self._conn)
-        self.custodians = Custodians(self._conn)
-        self.records = Records(self._conn)
-        self.access = Access(self._conn)
-        self.audit = AuditLog(self._conn)
-        self.checkpoints = Checkpoints(self._conn)
-        self.statements = Statements(self._conn)
+        super().__init__(self._conn)
 
     def transaction(self) -> contextlib.AbstractContextManager[Any]:
         """All or nothing, serialised with every writer on the database (advisory lock)."""

@@ -17,6 +17,7 @@ that owns the tables; the service role gets the grants of :func:`grant_service`
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -331,6 +332,17 @@ def grant_service(conn: psycopg.Connection[Any], role: str) -> None:
     conn.execute(sql.SQL("GRANT USAGE ON SEQUENCE checkpoints_id_seq TO {}").format(ident))
 
 
+@functools.lru_cache(maxsize=256)
+def _placeholders(query: str) -> str:
+    """The shared repositories' ``?`` placeholders as psycopg's ``%s``.
+
+    The statements hold no literal ``?`` or ``%`` (they are written in
+    ``childvault.vault._sql``); a ``%`` is still escaped so it could never be
+    read as a placeholder.
+    """
+    return query.replace("%", "%%").replace("?", "%s")
+
+
 class Connection:
     """A pool of connections to one vault database. One per process or thread."""
 
@@ -461,7 +473,7 @@ class Connection:
         """Execute one statement; psycopg errors become childvault errors."""
         try:
             with self._conn() as conn:
-                cur = conn.execute(query, params)
+                cur = conn.execute(_placeholders(query), params)
                 rows = cur.fetchall() if cur.description is not None else []
                 return Result(rows, cur.rowcount)
         except errors.IntegrityError as exc:
@@ -481,7 +493,7 @@ class Connection:
             return
         try:
             with self._conn() as conn, conn.cursor() as cur:
-                cur.executemany(query, rows)
+                cur.executemany(_placeholders(query), rows)
         except errors.IntegrityError as exc:
             raise StorageError(
                 _t(
@@ -496,7 +508,7 @@ class Connection:
         """Insert log rows; a duplicate sequence number is an :class:`IntegrityError`."""
         try:
             with self._conn() as conn, conn.cursor() as cur:
-                cur.executemany(query, rows)
+                cur.executemany(_placeholders(query), rows)
         except errors.UniqueViolation as exc:
             raise IntegrityError(
                 _t(
@@ -511,14 +523,3 @@ class Connection:
         """Best effort ``VACUUM`` so deleted rows' pages are reused; skipped without the right."""
         with contextlib.suppress(psycopg.Error, PoolTimeout), self.pool.connection() as conn:
             conn.execute("VACUUM")
-
-
-def as_bytes(value: Any) -> bytes:
-    """A ``bytea`` column as bytes; anything else there means the database was altered."""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, memoryview | bytearray):
-        return bytes(value)
-    raise IntegrityError(
-        _t("a binary column holds a value of the wrong type: the database was altered")
-    )

@@ -1,8 +1,9 @@
 """The SQLCipher backend: the first implementation of :class:`~childvault.vault._backend.Backend`.
 
-Every SQL statement of childvault lives in this package. The rest of the
-library talks to it through the repositories of the backend protocol, so a
-PostgreSQL store can implement the same protocol (docs/architecture.md).
+It opens, migrates, locks and backs up the encrypted file; the statements
+over its tables are shared with the PostgreSQL store (``childvault.vault._sql``).
+The rest of the library talks to it through the repositories of the backend
+protocol (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -13,17 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from childvault.keys import StorageError
+from childvault.vault._sql import Repositories
 from childvault.vault._sqlcipher._conn import _MIGRATIONS, BUSY_TIMEOUT_S, Connection
-from childvault.vault._sqlcipher._records import Records
-from childvault.vault._sqlcipher._tables import (
-    Access,
-    AuditLog,
-    Checkpoints,
-    Custodians,
-    Meta,
-    Statements,
-    Users,
-)
 
 __all__ = ["BUSY_TIMEOUT_S", "MIGRATIONS", "SQLCipherBackend"]
 
@@ -31,7 +23,7 @@ __all__ = ["BUSY_TIMEOUT_S", "MIGRATIONS", "SQLCipherBackend"]
 MIGRATIONS = _MIGRATIONS
 
 
-class SQLCipherBackend:
+class SQLCipherBackend(Repositories):
     """An open SQLCipher database as a :class:`~childvault.vault._backend.Backend`.
 
     Not thread-safe: one per process or thread.
@@ -40,14 +32,7 @@ class SQLCipherBackend:
     def __init__(self, path: Path, key: bytes, *, create: bool = False) -> None:
         self._conn = Connection(path, key, create=create)
         self.path = self._conn.path
-        self.meta = Meta(self._conn)
-        self.users = Users(self._conn)
-        self.custodians = Custodians(self._conn)
-        self.records = Records(self._conn)
-        self.access = Access(self._conn)
-        self.audit = AuditLog(self._conn)
-        self.checkpoints = Checkpoints(self._conn)
-        self.statements = Statements(self._conn)
+        super().__init__(self._conn)
 
     def transaction(self) -> contextlib.AbstractContextManager[Any]:
         """A write transaction (``BEGIN IMMEDIATE``): all or nothing, serialised."""

@@ -346,22 +346,21 @@ class Connection:
         except sqlcipher3.Error as exc:
             raise translate(exc, self.path) from exc
 
+    def append(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert audit rows; a duplicate sequence number is an :class:`IntegrityError`."""
+        try:
+            self.conn.executemany(sql, rows)
+        except sqlcipher3.IntegrityError as exc:
+            raise IntegrityError(
+                _t(
+                    "audit sequence collision: the log was appended outside a serialised "
+                    "transaction"
+                )
+            ) from exc
+        except sqlcipher3.Error as exc:
+            raise translate(exc, self.path) from exc
+
     def compact(self) -> None:
         """Checkpoint and truncate the WAL so deleted pages do not linger in it."""
         with contextlib.suppress(sqlcipher3.Error):
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-
-
-def as_bytes(value: Any) -> bytes:
-    """A BLOB column as bytes. Someone editing the database may have stored TEXT
-    (e.g. with SQL ``replace``); that is tampering, caught by the hash checks,
-    not a crash."""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, memoryview | bytearray):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogatepass")
-    raise IntegrityError(
-        _t("a binary column holds a value of the wrong type: the database was altered")
-    )

@@ -1,4 +1,4 @@
-"""SQLCipher repositories: settings, users, custodians, access, audit log, checkpoints."""
+"""The repositories of both stores: settings, users, custodians, access, audit log, checkpoints."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import sqlcipher3
-
-from childvault.keys import IntegrityError
 from childvault.vault._backend import CheckpointRow, GrantRow, RequestRow, UserRow
-from childvault.vault._sqlcipher._conn import Connection, as_bytes, translate
+from childvault.vault._sql._conn import SqlConnection as Connection
+from childvault.vault._sql._conn import as_bytes, marks
 
 _REQUEST_SELECT = (
     "SELECT id, requester, records, fields, purpose, reason, created_at, status, decided_by, "
@@ -31,7 +29,11 @@ class Meta:
 
     def set(self, key: str, value: str) -> None:
         """Set a value in the vault's settings table."""
-        self._c.q("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        self._c.q(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
     def delete(self, key: str) -> None:
         """Remove a value from the vault's settings table."""
@@ -115,7 +117,8 @@ class Custodians:
         the database, so a copy of the database alone never holds it.
         """
         self._c.q(
-            "INSERT OR IGNORE INTO custodian_holders (generation, officer) VALUES (?, ?)",
+            "INSERT INTO custodian_holders (generation, officer) VALUES (?, ?) "
+            "ON CONFLICT DO NOTHING",
             (generation, officer),
         )
 
@@ -174,7 +177,8 @@ class Access:
     def decide(self, request_id: str, *, status: str, by: str, at: str, reason: str | None) -> bool:
         """Mark a pending request approved or denied; False if it was not pending."""
         cur = self._c.q(
-            "UPDATE requests SET status = ?, decided_by = ?, decided_at = ?, decision_reason = ? "
+            "UPDATE requests SET status = ?, decided_by = ?, decided_at = ?, "
+            "decision_reason = ? "
             "WHERE id = ? AND status = 'pending'",
             (status, by, at, reason, request_id),
         )
@@ -283,16 +287,7 @@ class AuditLog:
 
     def append(self, rows: Sequence[tuple[int, bytes, bytes, bytes | None]]) -> None:
         """Append (seq, entry bytes, entry hash, actor's signature or None) rows."""
-        try:
-            self._c.conn.executemany(
-                "INSERT INTO audit (seq, entry, hash, sig) VALUES (?, ?, ?, ?)", rows
-            )
-        except sqlcipher3.IntegrityError as exc:
-            raise IntegrityError(
-                "audit sequence collision: the log was appended outside a serialised transaction"
-            ) from exc
-        except sqlcipher3.Error as exc:
-            raise translate(exc, self._c.path) from exc
+        self._c.append("INSERT INTO audit (seq, entry, hash, sig) VALUES (?, ?, ?, ?)", rows)
 
     def size(self) -> int:
         """Number of log entries (by count, not by the last sequence number)."""
@@ -336,9 +331,10 @@ class AuditLog:
         and check its action (a damaged index can hide an entry, which makes
         the caller's check fail closed, but cannot invent one).
         """
-        marks = ", ".join("?" for _ in actions)
+        if not actions:
+            return []
         rows = self._c.q(
-            f"SELECT entry FROM audit WHERE action IN ({marks}) ORDER BY seq",  # noqa: S608
+            f"SELECT entry FROM audit WHERE action IN ({marks(actions)}) ORDER BY seq",  # noqa: S608
             list(actions),
         ).fetchall()
         return [as_bytes(r[0]) for r in rows]
@@ -361,10 +357,12 @@ class Checkpoints:
         """Store a signed checkpoint with the Merkle state it was signed over; return its id."""
         cur = self._c.q(
             "INSERT INTO checkpoints (size, root, note, signer, created_at, resume_state) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             (size, root, note, signer, at, resume_state),
         )
-        return int(cur.lastrowid)
+        row = cur.fetchone()
+        assert row is not None  # RETURNING always gives the new row
+        return int(row[0])
 
     def add_at_head(
         self, size: int, root: bytes, note: str, signer: str, at: str, resume_state: bytes
@@ -379,10 +377,11 @@ class Checkpoints:
         cur = self._c.q(
             "INSERT INTO checkpoints (size, root, note, signer, created_at, resume_state) "
             "SELECT ?, ?, ?, ?, ?, ? "
-            "WHERE (SELECT coalesce(max(seq) + 1, 0) FROM audit) = ?",
+            "WHERE (SELECT coalesce(max(seq) + 1, 0) FROM audit) = ? RETURNING id",
             (size, root, note, signer, at, resume_state, size),
         )
-        return int(cur.lastrowid) if cur.rowcount == 1 else None
+        row = cur.fetchone()
+        return None if row is None else int(row[0])
 
     def latest_by(self, signer: str) -> tuple[str, bytes] | None:
         """(note, resume state) of ``signer``'s checkpoint of the largest tree that has one.
@@ -456,8 +455,10 @@ class Statements:
     def save_state(self, verifier: str, size: int, head: bytes, state: bytes, sig: bytes) -> None:
         """Keep ``verifier``'s last verified trust state (replacing the older one)."""
         self._c.q(
-            "INSERT OR REPLACE INTO trust_states (verifier, size, head, state, sig) "
-            "VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO trust_states (verifier, size, head, state, sig) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (verifier) DO UPDATE SET "
+            "size = EXCLUDED.size, head = EXCLUDED.head, state = EXCLUDED.state, "
+            "sig = EXCLUDED.sig",
             (verifier, size, head, state, sig),
         )
 

@@ -1,4 +1,4 @@
-"""SQLCipher repository of records: fields, key blobs, blind index, tombstones, imports."""
+"""The repository of records (both stores): fields, key blobs, blind index, tombstones, imports."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from childvault.vault._backend import NewRecord, RecordRow
-from childvault.vault._sqlcipher._conn import Connection, as_bytes
+from childvault.vault._sql._conn import SqlConnection as Connection
+from childvault.vault._sql._conn import as_bytes, marks
 
 _RECORD_SELECT = (
     "SELECT id, type, version, created_at, created_by, updated_at, consent, retain_until, "
@@ -26,7 +27,8 @@ class Records:
 
         Rows go in primary-key order: random ids inserted in order touch each
         B-tree page once per batch instead of once per row, which matters with
-        ``cipher_memory_security`` (every page split allocates wiped memory).
+        SQLCipher's ``cipher_memory_security`` (every page split allocates wiped
+        memory); on PostgreSQL concurrent importers also lock rows in one order.
         """
         records = sorted(records, key=lambda r: r.row.id)
         self._c.many(
@@ -121,7 +123,8 @@ class Records:
     ) -> None:
         """Record how far an import got, in the same transaction as its rows."""
         self._c.q(
-            "INSERT INTO imports (source, rows_done, started_at, finished_at) VALUES (?, ?, ?, ?) "
+            "INSERT INTO imports (source, rows_done, started_at, finished_at) "
+            "VALUES (?, ?, ?, ?) "
             "ON CONFLICT (source) DO UPDATE SET rows_done = excluded.rows_done, "
             "finished_at = excluded.finished_at",
             (source, rows_done, at, at if finished else None),
@@ -131,9 +134,9 @@ class Records:
         """Sealed values of the named fields present on a record: name -> (version, sealed)."""
         if not names:
             return {}
-        marks = ",".join("?" * len(names))
         rows = self._c.q(
-            f"SELECT name, version, value FROM fields WHERE record_id = ? AND name IN ({marks})",  # noqa: S608
+            "SELECT name, version, value FROM fields "  # noqa: S608 (placeholders only)
+            f"WHERE record_id = ? AND name IN ({marks(names)})",
             (record_id, *names),
         ).fetchall()
         return {str(n): (int(v), as_bytes(b)) for n, v, b in rows}
@@ -149,7 +152,7 @@ class Records:
         """Field names of every record with an id in ``[first, last]``, in one query."""
         # One row a record (names joined by ","; field names are [a-z0-9_]).
         rows = self._c.q(
-            "SELECT record_id, group_concat(name, ',') FROM fields "
+            "SELECT record_id, string_agg(name, ',') FROM fields "
             "WHERE record_id BETWEEN ? AND ? GROUP BY record_id",
             (first, last),
         ).fetchall()
@@ -158,7 +161,9 @@ class Records:
     def put_field(self, record_id: str, name: str, version: int, sealed: bytes) -> None:
         """Store (or replace) one sealed field value."""
         self._c.q(
-            "INSERT OR REPLACE INTO fields (record_id, name, version, value) VALUES (?, ?, ?, ?)",
+            "INSERT INTO fields (record_id, name, version, value) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (record_id, name) DO UPDATE SET version = excluded.version, "
+            "value = excluded.value",
             (record_id, name, version, sealed),
         )
 
@@ -200,8 +205,10 @@ class Records:
         """Remove a record's rows (fields, keys, index) and leave a tombstone."""
         self._c.q("DELETE FROM records WHERE id = ?", (record_id,))
         self._c.q(
-            "INSERT OR REPLACE INTO tombstones (record_id, deleted_at, deleted_by, reason) "
-            "VALUES (?, ?, ?, ?)",
+            "INSERT INTO tombstones (record_id, deleted_at, deleted_by, reason) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (record_id) DO UPDATE SET "
+            "deleted_at = excluded.deleted_at, deleted_by = excluded.deleted_by, "
+            "reason = excluded.reason, key_destroyed = 0",
             (record_id, at, by, reason),
         )
 
@@ -234,7 +241,8 @@ class Records:
     def add_index_tags(self, rows: Sequence[tuple[str, bytes, str]]) -> None:
         """Add (field, tag, record id) rows to the blind index (in key order, see above)."""
         self._c.many(
-            "INSERT OR IGNORE INTO blind_index (field, tag, record_id) VALUES (?, ?, ?)",
+            "INSERT INTO blind_index (field, tag, record_id) VALUES (?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
             sorted(rows),
         )
 
