@@ -20,7 +20,6 @@ Both vaults are opened before timing (no Argon2id unlock in the figures).
 from __future__ import annotations
 
 import argparse
-import csv
 import multiprocessing
 import os
 import shutil
@@ -34,10 +33,10 @@ from pathlib import Path
 
 import requests
 
+from bench._common import write_csv
 from childvault.keys import Identity
 from childvault.vault import Vault
 
-SAMPLE = Path(__file__).resolve().parents[1] / "childvault" / "vault" / "data" / "sample.csv"
 PASS = {"admin": "bench-admin-pass-123", "officer1": "bench-officer-123", "worker1": "bench-w-123"}
 
 
@@ -45,18 +44,6 @@ def _vault(home: Path) -> None:
     with Vault.init(home, institution="bench", admin="admin", admin_passphrase=PASS["admin"]) as v:
         v.add_user("officer1", ["officer"], PASS["officer1"])
         v.add_user("worker1", ["staff"], PASS["worker1"])
-
-
-def _rows(path: Path, n: int) -> Path:
-    with SAMPLE.open(encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh)
-        header, data = next(reader), list(reader)
-    with path.open("w", encoding="utf-8", newline="") as out:
-        w = csv.writer(out)
-        w.writerow(header)
-        for i in range(n):
-            w.writerow(data[i % len(data)])
-    return path
 
 
 def _ident(home: Path, user: str) -> Identity:
@@ -126,6 +113,11 @@ def _parallel(url: str, ident_file: Path, calls: int, what: str) -> tuple[float,
     return len(times) / wall, times[len(times) // 2], times[int(len(times) * 0.95) - 1]
 
 
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, -(-len(ordered) * 95 // 100) - 1)]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the figures and print them as Markdown."""
     ap = argparse.ArgumentParser(prog="python -m bench.server")
@@ -139,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         embedded, served = tmp / "embedded", tmp / "served"
         _vault(embedded)
         _vault(served)
-        source = _rows(tmp / "rows.csv", args.rows)
+        # Distinct synthetic children (bench._common): the import checks for
+        # duplicates as a person's import does, and every record can be approved.
+        source = write_csv(tmp / "rows.csv", args.rows)
         proc, url = _serve(served, tmp / "server.log")
         with Vault.open(embedded, identity=_ident(embedded, "worker1")) as w:
             t0 = time.perf_counter()
@@ -165,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         listing = _parallel(url, ident_file, args.calls, "list")
         reqs = _parallel(url, ident_file, args.calls, "requests")
         e_med, s_med = statistics.median(lat["embedded"]), statistics.median(lat["server"])
+        e_p95, s_p95 = _p95(lat["embedded"]), _p95(lat["server"])
         print(f"Machine load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
         print("| figure | embedded | server | server / embedded |")
         print("| --- | --- | --- | --- |")
@@ -173,8 +168,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.rows / srv_import:.0f} | {emb_import / srv_import:.2f} |"
         )
         print(
-            f"| approve + read, 10 records x 2 fields (median s of {args.reps}) | "
+            f"| approve + read, 10 records x 2 fields (p50 s of {args.reps}) | "
             f"{e_med:.3f} | {s_med:.3f} | {s_med / e_med:.2f} |"
+        )
+        print(
+            f"| approve + read, 10 records x 2 fields (p95 s of {args.reps}) | "
+            f"{e_p95:.3f} | {s_p95:.3f} | {s_p95 / e_p95:.2f} |"
         )
         for name, (rps, p50, p95) in (("list", listing), ("requests", reqs)):
             print(

@@ -336,6 +336,45 @@ def _vault_paths(refusal: dict[str, Any]) -> dict[str, Any]:
                 "responses": answer("Rolled back.", {"type": "null"}),
             }
         },
+        "/v1/rpc/batch": {
+            "post": {
+                "summary": (
+                    "Backend calls in order in one transaction (an open one, or begin: true), "
+                    "each checked as /v1/rpc checks it; commit: true commits after the last"
+                ),
+                "requestBody": body(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "txn": {"type": ["string", "null"]},
+                            "begin": {"type": "boolean"},
+                            "commit": {"type": "boolean"},
+                            "calls": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "repo": {"type": "string"},
+                                        "method": {"type": "string"},
+                                        "args": {"type": "array"},
+                                        "kwargs": {"$ref": "#/components/schemas/Value"},
+                                    },
+                                    "required": ["repo", "method", "args", "kwargs"],
+                                },
+                            },
+                        },
+                        "required": ["calls"],
+                    }
+                ),
+                "responses": answer(
+                    "[transaction id (null once committed), [each call's result]].",
+                    {
+                        "type": "array",
+                        "prefixItems": [{"type": ["string", "null"]}, {"type": "array"}],
+                    },
+                ),
+            }
+        },
     }
 
 
