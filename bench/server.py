@@ -15,6 +15,8 @@ sockets); it prints a Markdown table. Figures:
   over the wall time, and p50 / p95 of one call.
 
 Both vaults are opened before timing (no Argon2id unlock in the figures).
+``--trips`` also prints the HTTP round trips each server-mode step made
+(counted at the client): the import, and one request, approval and read.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -69,6 +72,47 @@ def _serve(home: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
             time.sleep(0.1)
     proc.kill()
     raise SystemExit(f"server did not start:\n{log.read_text()}")
+
+
+def _counting(v: Vault) -> dict[str, int]:
+    """Count the HTTP requests ``v``'s remote backend sends, by path (``total`` too)."""
+    backend: Any = v._session.db
+    counts: dict[str, int] = {"total": 0}
+    send = backend._send
+
+    def counted(path: str, body: bytes, *, raw: bool = False) -> Any:
+        counts["total"] += 1
+        counts[path] = counts.get(path, 0) + 1
+        return send(path, body, raw=raw)
+
+    backend._send = counted
+    return counts
+
+
+def _trips(url: str, served: Path, ids: list[str]) -> None:
+    """Print the round trips of one request, approval and read through the server."""
+    with (
+        Vault.connect(url, _ident(served, "worker1")) as worker,
+        Vault.connect(url, _ident(served, "officer1")) as officer,
+    ):
+        steps = []
+        for name, v, step in (
+            (
+                "request",
+                worker,
+                lambda: worker.request_access(
+                    ids, ["name", "guardian_phone"], "case_management", "bench"
+                ),
+            ),
+            ("approve", officer, lambda: officer.approve(steps[0][1]).token),
+            ("read", worker, lambda: worker.read_with_grant(steps[1][1])),
+        ):
+            counts = _counting(v)
+            steps.append((name, step(), dict(counts)))
+            del v._session.db._send  # the class's own again
+    for name, _, counts in steps:
+        detail = ", ".join(f"{k} {n}" for k, n in sorted(counts.items()) if k != "total")
+        print(f"- {name}: {counts['total']} round trips ({detail})")
 
 
 def _approve_read(worker: Vault, officer: Vault, ids: list[str]) -> float:
@@ -124,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=1000)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--calls", type=int, default=20)
+    ap.add_argument("--trips", action="store_true", help="also count round trips")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="childvault-bench-server-"))
     proc = None
@@ -140,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             w.import_file(source)
             emb_import = time.perf_counter() - t0
         with Vault.connect(url, _ident(served, "worker1")) as w:
+            import_trips = _counting(w)
             t0 = time.perf_counter()
             w.import_file(source)
             srv_import = time.perf_counter() - t0
@@ -180,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"| `{name}` with 8 clients x {args.calls} calls | - | {rps:.1f} req/s, "
                 f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms | - |"
             )
+        if args.trips:
+            print(f"\nRound trips through the server:\n\n- import: {import_trips['total']}")
+            _trips(url, served, ids)
     finally:
         if proc is not None:
             proc.terminate()

@@ -274,7 +274,13 @@ def _vault_paths(refusal: dict[str, Any]) -> dict[str, Any]:
                     "application/json": {
                         "schema": {
                             "type": "object",
-                            "properties": {"result": result},
+                            "properties": {
+                                "result": result,
+                                "gen": {
+                                    "type": "integer",
+                                    "description": "Changes with every commit (random start)",
+                                },
+                            },
                             "required": ["result"],
                         }
                     }
@@ -340,7 +346,8 @@ def _vault_paths(refusal: dict[str, Any]) -> dict[str, Any]:
             "post": {
                 "summary": (
                     "Backend calls in order in one transaction (an open one, or begin: true), "
-                    "each checked as /v1/rpc checks it; commit: true commits after the last"
+                    "each checked as /v1/rpc checks it; commit: true commits after the last. "
+                    "With neither txn nor begin: reads only, run together between transactions"
                 ),
                 "requestBody": body(
                     {

@@ -44,7 +44,10 @@ def vault_routes(vault: VaultHost, audit: AuditHook | None) -> list[Route]:
                 doc = json.loads(body) if body else {}
                 if not isinstance(doc, dict):
                     raise Refused(400, "malformed", "the body must be a JSON object")
-                return JSONResponse({"result": await fn(request, doc)})
+                # Read before the call: what it answers is at least this new, so a
+                # client may keep it while later answers name the same generation.
+                generation = vault.generation
+                return JSONResponse({"result": await fn(request, doc), "gen": generation})
             except Refused as exc:
                 record_of(request.scope).reason = exc.reason
                 report_refusal(

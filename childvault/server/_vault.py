@@ -183,6 +183,10 @@ class VaultHost:
         self._keys_lock = threading.Lock()
         self._txn: _Txn | None = None
         self._cond: asyncio.Condition | None = None
+        #: Counts commits: sent with every answer, so a client knows whether what it
+        #: read a moment ago may have changed since. It starts at a random number,
+        #: so a restarted server does not repeat the numbers it gave before.
+        self.generation = secrets.randbits(48)
         self._pool.submit(self._refresh).result()
 
     # -- the key resolver of the signature layer (verified statements only)
@@ -361,7 +365,9 @@ class VaultHost:
         """Run ``calls`` (repo, method, args, kwargs) in order in one transaction.
 
         The transaction is ``txn_id`` (open, the caller's) or, with ``begin``, a
-        new one; with ``commit`` it is committed after the last call. Each call
+        new one; with ``commit`` it is committed after the last call. With
+        neither, the calls must all be reads: they run together between
+        transactions, like single reads. Each call
         is checked exactly as :meth:`call` checks it, and every call is checked
         for method, arguments and role before the first one runs, so a batch
         holding one forbidden call runs none. A call that fails stops the batch;
@@ -370,7 +376,7 @@ class VaultHost:
         to end), and left open otherwise, exactly as after a failed single call.
         Returns the transaction id (None once committed) and each call's result.
         """
-        if begin == (txn_id is not None):
+        if begin and txn_id is not None:
             raise Refused(400, "malformed", "a batch begins a transaction or names an open one")
         if not isinstance(calls, list) or len(calls) > MAX_BATCH:
             raise Refused(400, "malformed", f"a batch holds a list of at most {MAX_BATCH} calls")
@@ -381,6 +387,16 @@ class VaultHost:
             for repo, method, args, kwargs in calls
         ]
         cond = self._condition()
+        if not begin and txn_id is None:
+            # Reads alone, outside a transaction: run together between transactions,
+            # so they see one state.
+            if commit or any(METHODS[c[0]][c[1]] == WRITE for c in checked):
+                raise Refused(400, "malformed", "a batch that writes begins or names a transaction")
+            async with cond:
+                await self._wait_free()
+                return None, await self._run(
+                    lambda: [self._invoke(None, r, m, a, kw) for r, m, a, kw in checked]
+                )
         async with cond:
             if begin:
                 await self._wait_free()
@@ -468,6 +484,7 @@ class VaultHost:
             context.__exit__(type(exc), exc, None)
             raise
         context.__exit__(None, None, None)
+        self.generation += 1
         if checked is not None:
             self._verified = checked
             self._refresh()
@@ -489,6 +506,9 @@ class VaultHost:
             batch = max(1, min(int(kw.get("batch", 5000)), 5000))
             rows = next(iter(self.db.audit.pages(start, batch=batch)), [])
             return encode([list(self.db.audit.row(r)) for r in rows])
+        if (repo, method) == ("records", "fields_all"):
+            rid = str(a[0]) if a else ""
+            return encode(self.db.records.fields(rid, self.db.records.field_names(rid)))
         result = getattr(target, method)(*a, **kw)
         if (repo, method) == ("access", "use_grant") and result is True and txn is not None:
             txn.used.add(str(a[0] if a else kw.get("grant_id")))

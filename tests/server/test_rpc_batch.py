@@ -92,7 +92,9 @@ def _log_rows(
     seq, prev = _read(vs, "audit", "head")
     rows = []
     for _ in range(n):
-        entry = _audit.encode_entry(seq, iso(datetime.now(UTC)), Event(actor, "audit.checkpoint"), prev)
+        entry = _audit.encode_entry(
+            seq, iso(datetime.now(UTC)), Event(actor, "audit.checkpoint"), prev
+        )
         digest = leaf_hash(entry)
         rows.append((seq, entry, digest, signer.sign(_audit.entry_message(digest))))
         seq, prev = seq + 1, digest
@@ -248,3 +250,37 @@ def test_the_library_client_batches_a_transaction(served: VaultServer, tmp_path:
             _audit.append(db.audit, [Event("officer1", "audit.checkpoint")], staff.now())
         assert db.access.request(refused.id) is None
         assert db.audit.head()[0] == before[0] + 1
+
+
+def test_reads_alone_run_together_and_writes_need_a_transaction(served: VaultServer) -> None:
+    vs = served
+    req = _request("worker1")
+    reads = (_call("audit", "head"), _call("access", "request", req.id))
+    r = _batch(vs, "worker1", *reads, begin=False, commit=False)
+    assert r.status_code == 200, r.text
+    txn, results = decode(r.json()["result"])
+    assert txn is None and results[1] is None
+    assert results[0] == _read(vs, "audit", "head")
+    add = _call("access", "add_request", req)
+    _refused(_batch(vs, "worker1", *reads, add, begin=False, commit=False), 400, "malformed")
+    _refused(_batch(vs, "worker1", *reads, begin=False, commit=True), 400, "malformed")
+    assert _read(vs, "access", "request", req.id) is None
+
+
+def test_a_client_reads_again_after_its_own_or_anothers_commit(served: VaultServer) -> None:
+    """Reads outside a transaction may be answered from memory, but never across a
+    write of this client, nor once an answer shows the server committed since."""
+    vs = served
+    with vs.connect("worker1") as one:
+        db = one._session.db
+        mine, theirs = _request("worker1"), _request("worker2")
+        assert db.access.request(mine.id) is None
+        with db.transaction():
+            db.access.add_request(mine)
+        assert db.access.request(mine.id) == mine
+        assert db.access.request(theirs.id) is None
+        # Another client commits; the next answer this client gets names a newer
+        # generation, and what it read before is read again.
+        assert _batch(vs, "worker2", _call("access", "add_request", theirs)).status_code == 200
+        db.records.count()
+        assert db.access.request(theirs.id) == theirs

@@ -12,6 +12,13 @@ answered once: the server holds the transaction's lock, so nobody else can
 change what was read, and any write of ours empties the cache. The server
 checks every call of a batch exactly as a single call (docs/server.md); it
 holds one writer at a time and rolls back a transaction left idle.
+
+Reads outside a transaction may be answered from what this client read a
+moment before (:data:`CACHE_SECONDS`), never across a write or transaction of
+its own, and never once an answer shows the server has committed anything
+since (every answer names the server's commit count, its generation). A read
+of a record also fetches its key blob and field names in the same request: the
+services read the three together.
 All cryptography stays here, in the client: the server stores sealed values,
 wrapped keys and signed entries, and never receives a plaintext value, a
 data key, a private key or a passphrase.
@@ -37,6 +44,7 @@ from typing import Any, cast
 import requests
 
 from childvault import keys as _errors
+from childvault._i18n import _t
 from childvault.keys import (
     AccessDenied,
     ChildVaultError,
@@ -75,6 +83,12 @@ QUEUE_BYTES = 4 * 1024 * 1024
 #: seconds, so that a long client-side step never lets the server's idle
 #: timeout (30 s by default) roll the transaction back.
 QUEUE_SECONDS = 5.0
+#: Reads outside a transaction are answered again from memory for at most this
+#: long (and at most :data:`CACHE_ENTRIES` of them) ...
+CACHE_SECONDS = 2.0
+CACHE_ENTRIES = 2000
+#: ... except scans a page at a time, which are read once.
+_UNCACHED = frozenset({("audit", "page"), ("records", "page"), ("records", "keyblob_page")})
 
 #: Error classes a server may name; anything else becomes a plain ChildVaultError.
 _ERRORS: dict[str, type[ChildVaultError]] = {
@@ -179,6 +193,11 @@ class RemoteBackend:
         self._reads: dict[str, Any] = {}
         #: When the server last heard from this transaction (monotonic seconds).
         self._contact = 0.0
+        #: Reads outside transactions: serialised call -> raw result, the server
+        #: generation they were read in, and when the first of them was read.
+        self._cache: dict[str, Any] = {}
+        self._generation: int | None = None
+        self._cache_since = 0.0
         self._scratch: Path | None = None
         self._meta = _Repo(self, "meta")
         self._users = _Repo(self, "users")
@@ -258,6 +277,11 @@ class RemoteBackend:
         except ValueError:
             doc = None
         if r.status_code == 200 and isinstance(doc, dict) and "result" in doc:
+            generation = doc.get("gen")
+            if generation != self._generation:
+                # The server committed something since: what was read may be stale.
+                self._cache.clear()
+                self._generation = generation if type(generation) is int else None
             return doc["result"] if raw else decode(doc["result"])
         if not isinstance(doc, dict):
             raise ProviderUnavailable(f"the childvault server answered {r.status_code}")
@@ -286,14 +310,7 @@ class RemoteBackend:
         from memory (see the module doc).
         """
         if not self._depth:
-            doc = {
-                "txn": None,
-                "repo": repo,
-                "method": method,
-                "args": encode(list(args)),
-                "kwargs": encode(dict(kwargs)),
-            }
-            return self._patiently(lambda: self._post("/v1/rpc", doc))
+            return self._call_alone(repo, method, args, kwargs)
         one = json.dumps(
             {
                 "repo": repo,
@@ -323,6 +340,65 @@ class RemoteBackend:
         self._reads[one] = result
         return decode(result)
 
+    def _call_alone(
+        self, repo: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        """A call outside a transaction: a write at once, a read perhaps from the cache."""
+        doc = {"repo": repo, "method": method, "args": encode(list(args))}
+        doc["kwargs"] = encode(dict(kwargs))
+        if METHODS.get(repo, {}).get(method) == WRITE or (repo, method) in _UNCACHED:
+            if METHODS.get(repo, {}).get(method) == WRITE:
+                self._cache.clear()
+            return self._patiently(lambda: self._post("/v1/rpc", {"txn": None, **doc}))
+        one = json.dumps(doc, separators=(",", ":"))
+        if self._cache and (
+            time.monotonic() - self._cache_since > CACHE_SECONDS
+            or len(self._cache) >= CACHE_ENTRIES
+        ):
+            self._cache.clear()
+        if one in self._cache:
+            return decode(self._cache[one])
+        calls = [one]
+        if (repo, method) == ("records", "get") and len(args) == 1 and not kwargs:
+            for also in ("keyblob", "field_names", "fields_all"):
+                calls.append(
+                    json.dumps(
+                        {
+                            "repo": repo,
+                            "method": also,
+                            "args": doc["args"],
+                            "kwargs": doc["kwargs"],
+                        },
+                        separators=(",", ":"),
+                    )
+                )
+        if len(calls) == 1:
+            raw = self._patiently(lambda: self._post("/v1/rpc", {"txn": None, **doc}, raw=True))
+            results = [raw]
+        else:
+            body = '{"txn":null,"begin":false,"commit":false,"calls":[' + ",".join(calls) + "]}"
+            answer = self._patiently(lambda: self._send("/v1/rpc/batch", body.encode(), raw=True))
+            if not (
+                isinstance(answer, list)
+                and len(answer) == 2
+                and isinstance(answer[1], list)
+                and len(answer[1]) == len(calls)
+            ):
+                raise IntegrityError(_t("the server sent a malformed batch answer"))
+            results = answer[1]
+        if not self._cache:
+            self._cache_since = time.monotonic()
+        self._cache.update(zip(calls, results, strict=True))
+        if len(calls) == 4:
+            # fields_all answers fields(id, names) for the names field_names gave,
+            # which is how the services ask (_record_trust.stored_fields).
+            names = decode(results[2])
+            if isinstance(names, list):
+                key = {"repo": repo, "method": "fields", "args": encode([args[0], names])}
+                key["kwargs"] = doc["kwargs"]
+                self._cache[json.dumps(key, separators=(",", ":"))] = results[3]
+        return decode(results[0])
+
     def _flush(self, one: str | None = None, *, commit: bool = False) -> Any:
         """Send the queued writes (and ``one`` call, whose raw result is returned) in one
         batch; with ``commit``, commit the transaction after them.
@@ -351,10 +427,10 @@ class RemoteBackend:
             raise
         self._contact = time.monotonic()
         if not (isinstance(answer, list) and len(answer) == 2 and isinstance(answer[1], list)):
-            raise IntegrityError("the server sent a malformed batch answer")
+            raise IntegrityError(_t("the server sent a malformed batch answer"))
         txn, results = answer
         if len(results) != len(calls) or not (txn is None if commit else isinstance(txn, str)):
-            raise IntegrityError("the server sent a malformed batch answer")
+            raise IntegrityError(_t("the server sent a malformed batch answer"))
         self._unopened, self._txn = False, txn
         return results[-1] if one is not None else None
 
@@ -386,6 +462,7 @@ class RemoteBackend:
         # Opened on the server by the first batch (see _flush), not here.
         self._unopened, self._txn = True, None
         self._contact = time.monotonic()
+        self._cache.clear()
         self._depth = 1
         try:
             yield
@@ -397,6 +474,7 @@ class RemoteBackend:
             self._depth = 0
             self._unopened, self._txn = False, None
             self._reads.clear()
+            self._cache.clear()  # what we wrote, or others while we waited
 
     def _discard(self) -> None:
         """Drop the queued writes and roll back the transaction if the server has it open."""
@@ -443,6 +521,7 @@ class RemoteBackend:
         """Roll back an open transaction, close the connection, remove the scratch home."""
         self._discard()
         self._reads.clear()
+        self._cache.clear()
         self._http.close()
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)

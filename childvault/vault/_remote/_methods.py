@@ -36,6 +36,9 @@ METHODS: dict[str, dict[str, str]] = {
         "pending_shreds": READ,
         "find_by_tag": READ,
         "import_progress": READ,
+        # Not a repository method: fields(id, field_names(id)), fetched ahead with a
+        # record (the remote backend's read-ahead, docs/server.md).
+        "fields_all": READ,
         "insert": WRITE,
         "update": WRITE,
         "put_field": WRITE,
