@@ -15,12 +15,13 @@ sockets); it prints a Markdown table. Figures:
   over the wall time, and p50 / p95 of one call.
 
 Both vaults are opened before timing (no Argon2id unlock in the figures).
+``--trips`` also prints the HTTP round trips each server-mode step made
+(counted at the client): the import, and one request, approval and read.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import multiprocessing
 import os
 import shutil
@@ -31,13 +32,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
+from bench._common import write_csv
 from childvault.keys import Identity
 from childvault.vault import Vault
 
-SAMPLE = Path(__file__).resolve().parents[1] / "childvault" / "vault" / "data" / "sample.csv"
 PASS = {"admin": "bench-admin-pass-123", "officer1": "bench-officer-123", "worker1": "bench-w-123"}
 
 
@@ -45,18 +47,6 @@ def _vault(home: Path) -> None:
     with Vault.init(home, institution="bench", admin="admin", admin_passphrase=PASS["admin"]) as v:
         v.add_user("officer1", ["officer"], PASS["officer1"])
         v.add_user("worker1", ["staff"], PASS["worker1"])
-
-
-def _rows(path: Path, n: int) -> Path:
-    with SAMPLE.open(encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh)
-        header, data = next(reader), list(reader)
-    with path.open("w", encoding="utf-8", newline="") as out:
-        w = csv.writer(out)
-        w.writerow(header)
-        for i in range(n):
-            w.writerow(data[i % len(data)])
-    return path
 
 
 def _ident(home: Path, user: str) -> Identity:
@@ -82,6 +72,47 @@ def _serve(home: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
             time.sleep(0.1)
     proc.kill()
     raise SystemExit(f"server did not start:\n{log.read_text()}")
+
+
+def _counting(v: Vault) -> dict[str, int]:
+    """Count the HTTP requests ``v``'s remote backend sends, by path (``total`` too)."""
+    backend: Any = v._session.db
+    counts: dict[str, int] = {"total": 0}
+    send = backend._send
+
+    def counted(path: str, body: bytes, *, raw: bool = False) -> Any:
+        counts["total"] += 1
+        counts[path] = counts.get(path, 0) + 1
+        return send(path, body, raw=raw)
+
+    backend._send = counted
+    return counts
+
+
+def _trips(url: str, served: Path, ids: list[str]) -> None:
+    """Print the round trips of one request, approval and read through the server."""
+    with (
+        Vault.connect(url, _ident(served, "worker1")) as worker,
+        Vault.connect(url, _ident(served, "officer1")) as officer,
+    ):
+        steps = []
+        for name, v, step in (
+            (
+                "request",
+                worker,
+                lambda: worker.request_access(
+                    ids, ["name", "guardian_phone"], "case_management", "bench"
+                ),
+            ),
+            ("approve", officer, lambda: officer.approve(steps[0][1]).token),
+            ("read", worker, lambda: worker.read_with_grant(steps[1][1])),
+        ):
+            counts = _counting(v)
+            steps.append((name, step(), dict(counts)))
+            del v._session.db._send  # the class's own again
+    for name, _, counts in steps:
+        detail = ", ".join(f"{k} {n}" for k, n in sorted(counts.items()) if k != "total")
+        print(f"- {name}: {counts['total']} round trips ({detail})")
 
 
 def _approve_read(worker: Vault, officer: Vault, ids: list[str]) -> float:
@@ -126,12 +157,18 @@ def _parallel(url: str, ident_file: Path, calls: int, what: str) -> tuple[float,
     return len(times) / wall, times[len(times) // 2], times[int(len(times) * 0.95) - 1]
 
 
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, -(-len(ordered) * 95 // 100) - 1)]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the figures and print them as Markdown."""
     ap = argparse.ArgumentParser(prog="python -m bench.server")
     ap.add_argument("--rows", type=int, default=1000)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--calls", type=int, default=20)
+    ap.add_argument("--trips", action="store_true", help="also count round trips")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="childvault-bench-server-"))
     proc = None
@@ -139,13 +176,16 @@ def main(argv: list[str] | None = None) -> int:
         embedded, served = tmp / "embedded", tmp / "served"
         _vault(embedded)
         _vault(served)
-        source = _rows(tmp / "rows.csv", args.rows)
+        # Distinct synthetic children (bench._common): the import checks for
+        # duplicates as a person's import does, and every record can be approved.
+        source = write_csv(tmp / "rows.csv", args.rows)
         proc, url = _serve(served, tmp / "server.log")
         with Vault.open(embedded, identity=_ident(embedded, "worker1")) as w:
             t0 = time.perf_counter()
             w.import_file(source)
             emb_import = time.perf_counter() - t0
         with Vault.connect(url, _ident(served, "worker1")) as w:
+            import_trips = _counting(w)
             t0 = time.perf_counter()
             w.import_file(source)
             srv_import = time.perf_counter() - t0
@@ -165,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         listing = _parallel(url, ident_file, args.calls, "list")
         reqs = _parallel(url, ident_file, args.calls, "requests")
         e_med, s_med = statistics.median(lat["embedded"]), statistics.median(lat["server"])
+        e_p95, s_p95 = _p95(lat["embedded"]), _p95(lat["server"])
         print(f"Machine load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
         print("| figure | embedded | server | server / embedded |")
         print("| --- | --- | --- | --- |")
@@ -173,14 +214,21 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.rows / srv_import:.0f} | {emb_import / srv_import:.2f} |"
         )
         print(
-            f"| approve + read, 10 records x 2 fields (median s of {args.reps}) | "
+            f"| approve + read, 10 records x 2 fields (p50 s of {args.reps}) | "
             f"{e_med:.3f} | {s_med:.3f} | {s_med / e_med:.2f} |"
+        )
+        print(
+            f"| approve + read, 10 records x 2 fields (p95 s of {args.reps}) | "
+            f"{e_p95:.3f} | {s_p95:.3f} | {s_p95 / e_p95:.2f} |"
         )
         for name, (rps, p50, p95) in (("list", listing), ("requests", reqs)):
             print(
                 f"| `{name}` with 8 clients x {args.calls} calls | - | {rps:.1f} req/s, "
                 f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms | - |"
             )
+        if args.trips:
+            print(f"\nRound trips through the server:\n\n- import: {import_trips['total']}")
+            _trips(url, served, ids)
     finally:
         if proc is not None:
             proc.terminate()

@@ -274,7 +274,13 @@ def _vault_paths(refusal: dict[str, Any]) -> dict[str, Any]:
                     "application/json": {
                         "schema": {
                             "type": "object",
-                            "properties": {"result": result},
+                            "properties": {
+                                "result": result,
+                                "gen": {
+                                    "type": "integer",
+                                    "description": "Changes with every commit (random start)",
+                                },
+                            },
                             "required": ["result"],
                         }
                     }
@@ -334,6 +340,46 @@ def _vault_paths(refusal: dict[str, Any]) -> dict[str, Any]:
                 "summary": "Roll back",
                 "requestBody": body(txn),
                 "responses": answer("Rolled back.", {"type": "null"}),
+            }
+        },
+        "/v1/rpc/batch": {
+            "post": {
+                "summary": (
+                    "Backend calls in order in one transaction (an open one, or begin: true), "
+                    "each checked as /v1/rpc checks it; commit: true commits after the last. "
+                    "With neither txn nor begin: reads only, run together between transactions"
+                ),
+                "requestBody": body(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "txn": {"type": ["string", "null"]},
+                            "begin": {"type": "boolean"},
+                            "commit": {"type": "boolean"},
+                            "calls": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "repo": {"type": "string"},
+                                        "method": {"type": "string"},
+                                        "args": {"type": "array"},
+                                        "kwargs": {"$ref": "#/components/schemas/Value"},
+                                    },
+                                    "required": ["repo", "method", "args", "kwargs"],
+                                },
+                            },
+                        },
+                        "required": ["calls"],
+                    }
+                ),
+                "responses": answer(
+                    "[transaction id (null once committed), [each call's result]].",
+                    {
+                        "type": "array",
+                        "prefixItems": [{"type": ["string", "null"]}, {"type": "array"}],
+                    },
+                ),
             }
         },
     }

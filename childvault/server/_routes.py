@@ -1,4 +1,4 @@
-"""The vault API routes: ``GET /v1/vault``, ``POST /v1/rpc`` and ``/v1/txn/*``.
+"""The vault API routes: ``GET /v1/vault``, ``POST /v1/rpc``, ``/v1/rpc/batch`` and ``/v1/txn/*``.
 
 Thin: parse the JSON body, hand it to the :class:`~._vault.VaultHost`, turn
 its answer or refusal into JSON. The signature layer in front has already
@@ -44,7 +44,10 @@ def vault_routes(vault: VaultHost, audit: AuditHook | None) -> list[Route]:
                 doc = json.loads(body) if body else {}
                 if not isinstance(doc, dict):
                     raise Refused(400, "malformed", "the body must be a JSON object")
-                return JSONResponse({"result": await fn(request, doc)})
+                # Read before the call: what it answers is at least this new, so a
+                # client may keep it while later answers name the same generation.
+                generation = vault.generation
+                return JSONResponse({"result": await fn(request, doc), "gen": generation})
             except Refused as exc:
                 record_of(request.scope).reason = exc.reason
                 report_refusal(
@@ -86,6 +89,34 @@ def vault_routes(vault: VaultHost, audit: AuditHook | None) -> list[Route]:
             doc.get("kwargs", {"$o": []}),
         )
 
+    async def rpc_batch(request: Request, doc: dict[str, Any]) -> Any:
+        # {"txn" | "begin": true, "calls": [{"repo", "method", "args", "kwargs"}, ...],
+        #  "commit": bool} -> [txn id or None, [result, ...]]
+        txn = doc.get("txn")
+        begin, commit, calls = doc.get("begin", False), doc.get("commit", False), doc.get("calls")
+        if txn is not None and not isinstance(txn, str):
+            raise Refused(400, "malformed", "txn must be a string")
+        if not isinstance(begin, bool) or not isinstance(commit, bool):
+            raise Refused(400, "malformed", "begin and commit must be true or false")
+        if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+            raise Refused(400, "malformed", "calls must be a list of objects")
+        txn_id, results = await vault.batch(
+            str(request.state.user),
+            txn,
+            [
+                (
+                    str(c.get("repo")),
+                    str(c.get("method")),
+                    c.get("args", []),
+                    c.get("kwargs", {"$o": []}),
+                )
+                for c in calls
+            ],
+            begin=begin,
+            commit=commit,
+        )
+        return [txn_id, results]
+
     async def begin(request: Request, doc: dict[str, Any]) -> Any:
         return await vault.begin(str(request.state.user))
 
@@ -102,4 +133,5 @@ def vault_routes(vault: VaultHost, audit: AuditHook | None) -> list[Route]:
         Route("/v1/txn/begin", guarded(begin), methods=["POST"]),
         Route("/v1/txn/commit", guarded(ender(True)), methods=["POST"]),
         Route("/v1/txn/rollback", guarded(ender(False)), methods=["POST"]),
+        Route("/v1/rpc/batch", guarded(rpc_batch), methods=["POST"]),
     ]

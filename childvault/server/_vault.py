@@ -70,6 +70,8 @@ SERVER_ONLY = "server/"
 DEFAULT_TXN_IDLE = 30.0
 #: How long a request waits for another client's transaction before 503 busy.
 DEFAULT_WAIT = 10.0
+#: Calls one ``/v1/rpc/batch`` request may carry (the body limit bounds the bytes).
+MAX_BATCH = 2000
 
 _STAFF = {
     ("records", "insert"),
@@ -181,6 +183,10 @@ class VaultHost:
         self._keys_lock = threading.Lock()
         self._txn: _Txn | None = None
         self._cond: asyncio.Condition | None = None
+        #: Counts commits: sent with every answer, so a client knows whether what it
+        #: read a moment ago may have changed since. It starts at a random number,
+        #: so a restarted server does not repeat the numbers it gave before.
+        self.generation = secrets.randbits(48)
         self._pool.submit(self._refresh).result()
 
     # -- the key resolver of the signature layer (verified statements only)
@@ -296,15 +302,7 @@ class VaultHost:
         if kind is None:
             raise Refused(400, "unknown_method", f"no backend method {repo}.{method}")
         roles = self._check_user(user)
-        try:
-            a = decode(args)
-            kw = decode(kwargs)
-        except IntegrityError as exc:
-            raise Refused(400, "malformed", str(exc)) from exc
-        if not isinstance(a, list) or not isinstance(kw, dict):
-            raise Refused(400, "malformed", "args must be a list and kwargs a mapping")
-        if kind == WRITE and not any((repo, method) in ROLE_WRITES.get(r, set()) for r in roles):
-            raise Refused(403, "role", f"{', '.join(sorted(roles))} may not call {repo}.{method}")
+        a, kw = self._checked(roles, repo, method, args, kwargs)
         cond = self._condition()
         async with cond:
             if txn_id is not None:
@@ -336,6 +334,115 @@ class VaultHost:
             finally:
                 self._txn = None
                 cond.notify_all()
+
+    def _checked(
+        self, roles: frozenset[str], repo: str, method: str, args: Any, kwargs: Any
+    ) -> tuple[list[Any], dict[Any, Any]]:
+        """The decoded arguments of one call, once it is known and allowed for ``roles``."""
+        kind = METHODS.get(repo, {}).get(method)
+        if kind is None:
+            raise Refused(400, "unknown_method", f"no backend method {repo}.{method}")
+        try:
+            a = decode(args)
+            kw = decode(kwargs)
+        except IntegrityError as exc:
+            raise Refused(400, "malformed", str(exc)) from exc
+        if not isinstance(a, list) or not isinstance(kw, dict):
+            raise Refused(400, "malformed", "args must be a list and kwargs a mapping")
+        if kind == WRITE and not any((repo, method) in ROLE_WRITES.get(r, set()) for r in roles):
+            raise Refused(403, "role", f"{', '.join(sorted(roles))} may not call {repo}.{method}")
+        return a, kw
+
+    async def batch(
+        self,
+        user: str,
+        txn_id: str | None,
+        calls: list[tuple[str, str, Any, Any]],
+        *,
+        begin: bool,
+        commit: bool,
+    ) -> tuple[str | None, list[Any]]:
+        """Run ``calls`` (repo, method, args, kwargs) in order in one transaction.
+
+        The transaction is ``txn_id`` (open, the caller's) or, with ``begin``, a
+        new one; with ``commit`` it is committed after the last call. With
+        neither, the calls must all be reads: they run together between
+        transactions, like single reads. Each call
+        is checked exactly as :meth:`call` checks it, and every call is checked
+        for method, arguments and role before the first one runs, so a batch
+        holding one forbidden call runs none. A call that fails stops the batch;
+        the transaction is then rolled back if the batch began or was to commit
+        it (its client cannot roll back what it has no id of, or what it meant
+        to end), and left open otherwise, exactly as after a failed single call.
+        Returns the transaction id (None once committed) and each call's result.
+        """
+        if begin and txn_id is not None:
+            raise Refused(400, "malformed", "a batch begins a transaction or names an open one")
+        if not isinstance(calls, list) or len(calls) > MAX_BATCH:
+            raise Refused(400, "malformed", f"a batch holds a list of at most {MAX_BATCH} calls")
+        roles = self._check_user(user)
+        # All checked before any runs: a batch with one forbidden call stores nothing.
+        checked = [
+            (repo, method, *self._checked(roles, repo, method, args, kwargs))
+            for repo, method, args, kwargs in calls
+        ]
+        cond = self._condition()
+        if not begin and txn_id is None:
+            # Reads alone, outside a transaction: run together between transactions,
+            # so they see one state.
+            if commit or any(METHODS[c[0]][c[1]] == WRITE for c in checked):
+                raise Refused(400, "malformed", "a batch that writes begins or names a transaction")
+            async with cond:
+                await self._wait_free()
+                return None, await self._run(
+                    lambda: [self._invoke(None, r, m, a, kw) for r, m, a, kw in checked]
+                )
+        async with cond:
+            if begin:
+                await self._wait_free()
+                txn = _Txn(secrets.token_hex(16), user, None, time.monotonic())
+                self._txn = txn
+                try:
+                    await self._run(lambda: self._enter(txn))
+                except BaseException:
+                    self._txn = None
+                    cond.notify_all()
+                    raise
+            else:
+                txn = self._own(user, str(txn_id))
+            txn.last = time.monotonic()
+            ends = begin or commit
+
+            def run() -> list[Any]:
+                results = []
+                try:
+                    for repo, method, a, kw in checked:
+                        results.append(self._invoke(txn, repo, method, a, kw))
+                except BaseException:
+                    if ends:
+                        self._end(txn, commit=False)
+                    raise
+                if commit:
+                    self._end(txn, commit=True)
+                return results
+
+            done = False
+            try:
+                results = await self._run(run)
+                done = commit
+            except BaseException:
+                done = ends
+                raise
+            finally:
+                txn.last = time.monotonic()
+                if done and self._txn is txn:
+                    self._txn = None
+                    cond.notify_all()
+        if done:
+            return None, results
+        if begin:
+            self._schedule_reap(txn, self.txn_idle)
+        return txn.id, results
 
     def _own(self, user: str, txn_id: str) -> _Txn:
         txn = self._txn
@@ -377,6 +484,7 @@ class VaultHost:
             context.__exit__(type(exc), exc, None)
             raise
         context.__exit__(None, None, None)
+        self.generation += 1
         if checked is not None:
             self._verified = checked
             self._refresh()
@@ -398,6 +506,9 @@ class VaultHost:
             batch = max(1, min(int(kw.get("batch", 5000)), 5000))
             rows = next(iter(self.db.audit.pages(start, batch=batch)), [])
             return encode([list(self.db.audit.row(r)) for r in rows])
+        if (repo, method) == ("records", "fields_all"):
+            rid = str(a[0]) if a else ""
+            return encode(self.db.records.fields(rid, self.db.records.field_names(rid)))
         result = getattr(target, method)(*a, **kw)
         if (repo, method) == ("access", "use_grant") and result is True and txn is not None:
             txn.used.add(str(a[0] if a else kw.get("grant_id")))

@@ -1,11 +1,24 @@
 """The remote backend: the :class:`~childvault.vault._backend.Backend` protocol over
 ``childvault serve`` (docs/server.md).
 
-Every repository call becomes one signed HTTP request (``POST /v1/rpc``:
-repo, method, arguments in the JSON encoding of :mod:`._codec`). A
-transaction is opened on the server (``/v1/txn/begin``), every call inside
-carries its id, and it ends with ``/v1/txn/commit`` or ``/v1/txn/rollback``;
-the server holds one writer at a time and rolls back a transaction left idle.
+Outside a transaction every repository call is one signed HTTP request
+(``POST /v1/rpc``: repo, method, arguments in the JSON encoding of
+:mod:`._codec`). Inside one, round trips are saved (issue 13's targets):
+writes without a result are queued and sent, in order, with the next call
+that needs an answer or with the commit, as one ``POST /v1/rpc/batch``; the
+first batch also opens the transaction and the last commits it, so a
+transaction of writes alone is one request. Reads inside a transaction are
+answered once: the server holds the transaction's lock, so nobody else can
+change what was read, and any write of ours empties the cache. The server
+checks every call of a batch exactly as a single call (docs/server.md); it
+holds one writer at a time and rolls back a transaction left idle.
+
+Reads outside a transaction may be answered from what this client read a
+moment before (:data:`CACHE_SECONDS`), never across a write or transaction of
+its own, and never once an answer shows the server has committed anything
+since (every answer names the server's commit count, its generation). A read
+of a record also fetches its key blob and field names in the same request: the
+services read the three together.
 All cryptography stays here, in the client: the server stores sealed values,
 wrapped keys and signed entries, and never receives a plaintext value, a
 data key, a private key or a passphrase.
@@ -31,6 +44,7 @@ from typing import Any, cast
 import requests
 
 from childvault import keys as _errors
+from childvault._i18n import _t
 from childvault.keys import (
     AccessDenied,
     ChildVaultError,
@@ -53,7 +67,7 @@ from childvault.vault._backend import (
 )
 from childvault.vault._httpsig import HTTPSignatureAuth
 from childvault.vault._remote._codec import decode, encode
-from childvault.vault._remote._methods import METHODS
+from childvault.vault._remote._methods import METHODS, QUEUED, WRITE
 
 __all__ = ["Bootstrap", "RemoteBackend", "connect_parts"]
 
@@ -61,6 +75,20 @@ __all__ = ["Bootstrap", "RemoteBackend", "connect_parts"]
 CALL_TIMEOUT = 120.0
 #: How long ``begin`` keeps retrying while another writer holds the server.
 BEGIN_PATIENCE = 300.0
+#: Queued writes are sent once they reach this many calls or bytes (well under
+#: the server's batch and body limits) ...
+QUEUE_CALLS = 1000
+QUEUE_BYTES = 4 * 1024 * 1024
+#: ... or once the server has not heard from the transaction for this many
+#: seconds, so that a long client-side step never lets the server's idle
+#: timeout (30 s by default) roll the transaction back.
+QUEUE_SECONDS = 5.0
+#: Reads outside a transaction are answered again from memory for at most this
+#: long (and at most :data:`CACHE_ENTRIES` of them) ...
+CACHE_SECONDS = 2.0
+CACHE_ENTRIES = 2000
+#: ... except scans a page at a time, which are read once.
+_UNCACHED = frozenset({("audit", "page"), ("records", "page"), ("records", "keyblob_page")})
 
 #: Error classes a server may name; anything else becomes a plain ChildVaultError.
 _ERRORS: dict[str, type[ChildVaultError]] = {
@@ -156,6 +184,20 @@ class RemoteBackend:
         self._http.verify = verify
         self._txn: str | None = None
         self._depth = 0
+        #: Inside a transaction: not yet opened on the server (the first batch opens it).
+        self._unopened = False
+        #: Queued writes (serialised call documents) and their size in bytes.
+        self._queue: list[str] = []
+        self._queued_bytes = 0
+        #: Reads answered in this transaction: serialised call -> raw result.
+        self._reads: dict[str, Any] = {}
+        #: When the server last heard from this transaction (monotonic seconds).
+        self._contact = 0.0
+        #: Reads outside transactions: serialised call -> raw result, the server
+        #: generation they were read in, and when the first of them was read.
+        self._cache: dict[str, Any] = {}
+        self._generation: int | None = None
+        self._cache_since = 0.0
         self._scratch: Path | None = None
         self._meta = _Repo(self, "meta")
         self._users = _Repo(self, "users")
@@ -212,8 +254,11 @@ class RemoteBackend:
 
     # -- transport
 
-    def _post(self, path: str, doc: dict[str, Any]) -> Any:
+    def _post(self, path: str, doc: dict[str, Any], *, raw: bool = False) -> Any:
         body = json.dumps(doc, separators=(",", ":")).encode()
+        return self._send(path, body, raw=raw)
+
+    def _send(self, path: str, body: bytes, *, raw: bool = False) -> Any:
         try:
             r = self._http.post(
                 self.url + path,
@@ -224,15 +269,20 @@ class RemoteBackend:
             )
         except requests.RequestException as exc:
             raise ProviderUnavailable(f"the childvault server {self.url} did not answer") from exc
-        return self._answer(r)
+        return self._answer(r, raw=raw)
 
-    def _answer(self, r: requests.Response) -> Any:
+    def _answer(self, r: requests.Response, *, raw: bool = False) -> Any:
         try:
             doc = r.json()
         except ValueError:
             doc = None
         if r.status_code == 200 and isinstance(doc, dict) and "result" in doc:
-            return decode(doc["result"])
+            generation = doc.get("gen")
+            if generation != self._generation:
+                # The server committed something since: what was read may be stale.
+                self._cache.clear()
+                self._generation = generation if type(generation) is int else None
+            return doc["result"] if raw else decode(doc["result"])
         if not isinstance(doc, dict):
             raise ProviderUnavailable(f"the childvault server answered {r.status_code}")
         message = str(doc.get("error") or f"the server refused ({r.status_code})")
@@ -254,16 +304,135 @@ class RemoteBackend:
     def call(self, repo: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         """Run ``repo.method(*args, **kwargs)`` on the server (in the open transaction, if any).
 
-        Outside a transaction a call waits its turn like :meth:`_begin` does.
+        Outside a transaction a call waits its turn, as opening a transaction does.
+        Inside one, a write without a result is queued (None is its result),
+        and a read already answered in this transaction is answered again
+        from memory (see the module doc).
         """
-        doc = {
-            "txn": self._txn,
-            "repo": repo,
-            "method": method,
-            "args": encode(list(args)),
-            "kwargs": encode(dict(kwargs)),
-        }
-        return self._patiently(lambda: self._post("/v1/rpc", doc))
+        if not self._depth:
+            return self._call_alone(repo, method, args, kwargs)
+        one = json.dumps(
+            {
+                "repo": repo,
+                "method": method,
+                "args": encode(list(args)),
+                "kwargs": encode(dict(kwargs)),
+            },
+            separators=(",", ":"),
+        )
+        if METHODS.get(repo, {}).get(method) == WRITE:
+            # Whatever was read may change now: read it again from the server.
+            self._reads.clear()
+            if (repo, method) in QUEUED:
+                if (
+                    len(self._queue) >= QUEUE_CALLS
+                    or self._queued_bytes + len(one) > QUEUE_BYTES
+                    or time.monotonic() - self._contact > QUEUE_SECONDS
+                ):
+                    self._flush()
+                self._queue.append(one)
+                self._queued_bytes += len(one)
+                return None
+            return decode(self._flush(one))
+        if one in self._reads:
+            return decode(self._reads[one])
+        result = self._flush(one)
+        self._reads[one] = result
+        return decode(result)
+
+    def _call_alone(
+        self, repo: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        """A call outside a transaction: a write at once, a read perhaps from the cache."""
+        doc = {"repo": repo, "method": method, "args": encode(list(args))}
+        doc["kwargs"] = encode(dict(kwargs))
+        if METHODS.get(repo, {}).get(method) == WRITE or (repo, method) in _UNCACHED:
+            if METHODS.get(repo, {}).get(method) == WRITE:
+                self._cache.clear()
+            return self._patiently(lambda: self._post("/v1/rpc", {"txn": None, **doc}))
+        one = json.dumps(doc, separators=(",", ":"))
+        if self._cache and (
+            time.monotonic() - self._cache_since > CACHE_SECONDS
+            or len(self._cache) >= CACHE_ENTRIES
+        ):
+            self._cache.clear()
+        if one in self._cache:
+            return decode(self._cache[one])
+        calls = [one]
+        if (repo, method) == ("records", "get") and len(args) == 1 and not kwargs:
+            for also in ("keyblob", "field_names", "fields_all"):
+                calls.append(
+                    json.dumps(
+                        {
+                            "repo": repo,
+                            "method": also,
+                            "args": doc["args"],
+                            "kwargs": doc["kwargs"],
+                        },
+                        separators=(",", ":"),
+                    )
+                )
+        if len(calls) == 1:
+            raw = self._patiently(lambda: self._post("/v1/rpc", {"txn": None, **doc}, raw=True))
+            results = [raw]
+        else:
+            body = '{"txn":null,"begin":false,"commit":false,"calls":[' + ",".join(calls) + "]}"
+            answer = self._patiently(lambda: self._send("/v1/rpc/batch", body.encode(), raw=True))
+            if not (
+                isinstance(answer, list)
+                and len(answer) == 2
+                and isinstance(answer[1], list)
+                and len(answer[1]) == len(calls)
+            ):
+                raise IntegrityError(_t("the server sent a malformed batch answer"))
+            results = answer[1]
+        if not self._cache:
+            self._cache_since = time.monotonic()
+        self._cache.update(zip(calls, results, strict=True))
+        if len(calls) == 4:
+            # fields_all answers fields(id, names) for the names field_names gave,
+            # which is how the services ask (_record_trust.stored_fields).
+            names = decode(results[2])
+            if isinstance(names, list):
+                key = {"repo": repo, "method": "fields", "args": encode([args[0], names])}
+                key["kwargs"] = doc["kwargs"]
+                self._cache[json.dumps(key, separators=(",", ":"))] = results[3]
+        return decode(results[0])
+
+    def _flush(self, one: str | None = None, *, commit: bool = False) -> Any:
+        """Send the queued writes (and ``one`` call, whose raw result is returned) in one
+        batch; with ``commit``, commit the transaction after them.
+
+        If the batch fails, the server has rolled back a transaction the batch
+        opened or was to commit; otherwise the transaction stays open and the
+        caller's :meth:`transaction` rolls it back, as after a failed single call.
+        """
+        calls = self._queue + ([one] if one is not None else [])
+        self._queue, self._queued_bytes = [], 0
+        begin = self._unopened
+        if not calls and (begin or not commit):
+            return None  # nothing reached the server: nothing to open, send or commit
+        head = {"txn": self._txn, "begin": begin, "commit": commit}
+        body = (json.dumps(head, separators=(",", ":"))[:-1] + ',"calls":[').encode()
+        body += ",".join(calls).encode() + b"]}"
+        try:
+            if begin:
+                # Another writer may hold the server (503 "busy"): wait our turn.
+                answer = self._patiently(lambda: self._send("/v1/rpc/batch", body, raw=True))
+            else:
+                answer = self._send("/v1/rpc/batch", body, raw=True)
+        except BaseException:
+            if begin or commit:
+                self._unopened, self._txn = False, None
+            raise
+        self._contact = time.monotonic()
+        if not (isinstance(answer, list) and len(answer) == 2 and isinstance(answer[1], list)):
+            raise IntegrityError(_t("the server sent a malformed batch answer"))
+        txn, results = answer
+        if len(results) != len(calls) or not (txn is None if commit else isinstance(txn, str)):
+            raise IntegrityError(_t("the server sent a malformed batch answer"))
+        self._unopened, self._txn = False, txn
+        return results[-1] if one is not None else None
 
     @staticmethod
     def _patiently(send: Callable[[], Any]) -> Any:
@@ -290,26 +459,31 @@ class RemoteBackend:
             finally:
                 self._depth -= 1
             return
-        self._txn = self._begin()
+        # Opened on the server by the first batch (see _flush), not here.
+        self._unopened, self._txn = True, None
+        self._contact = time.monotonic()
+        self._cache.clear()
         self._depth = 1
         try:
             yield
+            self._flush(commit=True)
         except BaseException:
-            txn, self._txn = self._txn, None
-            with contextlib.suppress(ChildVaultError):
-                self._post("/v1/txn/rollback", {"txn": txn})
+            self._discard()
             raise
         finally:
             self._depth = 0
-        txn, self._txn = self._txn, None
-        self._post("/v1/txn/commit", {"txn": txn})
+            self._unopened, self._txn = False, None
+            self._reads.clear()
+            self._cache.clear()  # what we wrote, or others while we waited
 
-    def _begin(self) -> str:
-        # Another writer may hold the server (503 "busy"): wait our turn.
-        txn = self._patiently(lambda: self._post("/v1/txn/begin", {}))
-        if not isinstance(txn, str):
-            raise IntegrityError("the server sent a malformed transaction id")
-        return txn
+    def _discard(self) -> None:
+        """Drop the queued writes and roll back the transaction if the server has it open."""
+        self._queue, self._queued_bytes = [], 0
+        self._unopened = False
+        txn, self._txn = self._txn, None
+        if txn is not None:
+            with contextlib.suppress(ChildVaultError):
+                self._post("/v1/txn/rollback", {"txn": txn})
 
     def transaction(self) -> contextlib.AbstractContextManager[Any]:
         """A server-side transaction: all or nothing; nested use joins the outer one."""
@@ -345,10 +519,9 @@ class RemoteBackend:
 
     def close(self) -> None:
         """Roll back an open transaction, close the connection, remove the scratch home."""
-        if self._txn is not None:
-            txn, self._txn = self._txn, None
-            with contextlib.suppress(ChildVaultError):
-                self._post("/v1/txn/rollback", {"txn": txn})
+        self._discard()
+        self._reads.clear()
+        self._cache.clear()
         self._http.close()
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)

@@ -36,6 +36,9 @@ METHODS: dict[str, dict[str, str]] = {
         "pending_shreds": READ,
         "find_by_tag": READ,
         "import_progress": READ,
+        # Not a repository method: fields(id, field_names(id)), fetched ahead with a
+        # record (the remote backend's read-ahead, docs/server.md).
+        "fields_all": READ,
         "insert": WRITE,
         "update": WRITE,
         "put_field": WRITE,
@@ -84,3 +87,32 @@ METHODS: dict[str, dict[str, str]] = {
     # Not a repository: release after logging (server mode only, _release.py).
     "release": {"new": WRITE, "redeem": WRITE},
 }
+
+#: Writes whose result is None: inside a transaction the remote backend queues
+#: them and sends them with the next call that needs an answer, or the commit
+#: (one ``/v1/rpc/batch`` request). A write with a result (``use_grant``,
+#: ``decide``, ``replace_keyblob``, ``checkpoints.add`` ...) is sent at once.
+QUEUED: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("meta", "set"),
+        ("meta", "delete"),
+        ("custodians", "add"),
+        ("custodians", "set_state"),
+        ("custodians", "add_holder"),
+        ("custodians", "delete"),
+        ("records", "insert"),
+        ("records", "update"),
+        ("records", "put_field"),
+        ("records", "delete"),
+        ("records", "mark_key_destroyed"),
+        ("records", "add_index_tags"),
+        ("records", "drop_index_tags"),
+        ("records", "set_import_progress"),
+        ("access", "add_request"),
+        ("access", "add_grant"),
+        ("access", "set_grant_cache"),
+        ("audit", "append"),
+        ("statements", "add"),
+        ("statements", "save_state"),
+    }
+)
