@@ -11,6 +11,7 @@ import time
 from importlib import resources
 from typing import Any
 
+from childvault._i18n import _t
 from childvault.keys._errors import ConfigError, ProviderUnavailable
 from childvault.keys._openbao._http import Connection, scrub
 from childvault.keys._openbao._policies import POLICY_NAMES, ROOT
@@ -54,7 +55,11 @@ def _kv_config_when_ready(conn: Connection, mount: str, root: str) -> dict[str, 
             return reply.data
         if time.monotonic() > deadline:
             raise ProviderUnavailable(
-                f"the KV mount {mount}/ at {conn.addr} did not become ready within 30 s"
+                _t(
+                    "the KV mount {mount}/ at {addr} did not become ready within 30 s",
+                    mount=mount,
+                    addr=conn.addr,
+                )
             )
         time.sleep(0.2)
 
@@ -68,13 +73,17 @@ def _audit_devices(conn: Connection, root: str) -> dict[str, Any]:
 
 def _no_audit_device(settings: VaultSettings) -> ConfigError:
     return ConfigError(
-        f"no audit device is enabled on the Vault server at {settings.addr}: without one "
-        "nothing outside childvault records who decrypted what, and `childvault audit "
-        "reconcile` has nothing to check. Everything else is set up. Declare a file audit "
-        "device in the server configuration, e.g.\n"
-        f"{_audit_stanza('/var/log/openbao/audit.log')}\n"
-        "restart the server and run `childvault vault setup --audit-file PATH` again; or, "
-        "knowingly, pass --no-audit-device-i-accept-the-risk"
+        _t(
+            "no audit device is enabled on the Vault server at {addr}: without one "
+            "nothing outside childvault records who decrypted what, and `childvault "
+            "audit reconcile` has nothing to check. Everything else is set up. "
+            "Declare a file audit device in the server configuration, "
+            "e.g.\n{audit_stanza}\nrestart the server and run `childvault vault setup "
+            "--audit-file PATH` again; or, knowingly, pass "
+            "--no-audit-device-i-accept-the-risk",
+            addr=settings.addr,
+            audit_stanza=_audit_stanza("/var/log/openbao/audit.log"),
+        )
     )
 
 
@@ -105,10 +114,15 @@ def setup(
         health = conn.call("GET", "sys/health", ok=(200, 429, 472, 473, 501, 503), auth=False).data
         if health.get("sealed"):
             raise ProviderUnavailable(
-                f"the Vault server at {settings.addr} is sealed: unseal it and run setup again"
+                _t(
+                    "the Vault server at {addr} is sealed: unseal it and run setup again",
+                    addr=settings.addr,
+                )
             )
         if health.get("initialized") is False:
-            raise ProviderUnavailable(f"the Vault server at {settings.addr} is not initialised")
+            raise ProviderUnavailable(
+                _t("the Vault server at {addr} is not initialised", addr=settings.addr)
+            )
         mounts = conn.call("GET", "sys/mounts", need=("read", root)).data
         table: dict[str, Any] = mounts["data"] if isinstance(mounts.get("data"), dict) else mounts
         for mount, engine, options in (
@@ -128,8 +142,14 @@ def setup(
                 version = str((existing.get("options") or {}).get("version", "1"))
                 if existing.get("type") != engine or (options and version != "2"):
                     raise ConfigError(
-                        f"{mount}/ is already mounted as {existing.get('type')} "
-                        f"(version {version}), not {label}: choose another mount name"
+                        _t(
+                            "{mount}/ is already mounted as {kind} (version "
+                            "{version}), not {label}: choose another mount name",
+                            mount=mount,
+                            kind=existing.get("type"),
+                            version=version,
+                            label=label,
+                        )
                     )
                 lines.append(f"{label} secrets engine: already enabled at {mount}/")
         # Require check-and-set on every salt write: a salt is never replaced
@@ -167,10 +187,16 @@ def setup(
                 or data.get("exportable") is not False
             ):
                 raise ConfigError(
-                    f"Transit key {name} exists with other settings (type {data.get('type')}, "
-                    f"derived {data.get('derived')}, exportable {data.get('exportable')}); "
-                    "childvault needs aes256-gcm96, "
-                    f"derived={str(derived).lower()}, not exportable"
+                    _t(
+                        "Transit key {name} exists with other settings (type {kind}, "
+                        "derived {derived_now}, exportable {exportable}); childvault needs "
+                        "aes256-gcm96, derived={wanted}, not exportable",
+                        name=name,
+                        kind=data.get("type"),
+                        derived_now=data.get("derived"),
+                        exportable=data.get("exportable"),
+                        wanted=str(derived).lower(),
+                    )
                 )
             if derived:
                 lines.append(
@@ -183,8 +209,14 @@ def setup(
                 pinned = settings.index_key_version
                 if pinned > latest or pinned < minimum:
                     raise ConfigError(
-                        f"index_key_version {pinned} is not usable with Transit key {name} "
-                        f"(versions {max(minimum, 1)}..{latest})"
+                        _t(
+                            "index_key_version {pinned} is not usable with Transit "
+                            "key {name} (versions {oldest}..{latest})",
+                            pinned=pinned,
+                            name=name,
+                            oldest=max(minimum, 1),
+                            latest=latest,
+                        )
                     )
                 lines.append(
                     f"Transit key {name}: already present (latest version {latest}; "
@@ -232,10 +264,13 @@ def setup(
                 )
                 if reply.status == 400:
                     raise ConfigError(
-                        "the server refuses to enable audit devices through the API "
-                        "(OpenBao and recent Vault versions); everything else is set up. Add "
-                        f"this to the server configuration, restart it, and run setup again:\n"
-                        f"{_audit_stanza(audit_file)}",
+                        _t(
+                            "the server refuses to enable audit devices through the "
+                            "API (OpenBao and recent Vault versions); everything "
+                            "else is set up. Add this to the server configuration, "
+                            "restart it, and run setup again:\n{audit_stanza}",
+                            audit_stanza=_audit_stanza(audit_file),
+                        ),
                         detail=scrub(reply.data.get("errors")),
                     )
                 lines.append(f"audit device: file audit device enabled, writing to {audit_file}")
@@ -257,11 +292,15 @@ def _control_groups_line(settings: VaultSettings, token: str) -> str:
     probe = probe_control_groups(settings, token)
     if not probe["enforced"]:
         raise ConfigError(
-            f"the Vault server at {settings.addr} does not enforce Control Groups: a request "
-            f"on a path under a control_group stanza was answered with {probe['answer']}, "
-            "not held for approval (OpenBao 2.x accepts the stanza but does not enforce it). "
-            "Everything else is set up; the officer policy stays without Control Groups "
-            "(docs/vault.md, Control Groups)"
+            _t(
+                "the Vault server at {addr} does not enforce Control Groups: a "
+                "request on a path under a control_group stanza was answered with "
+                "{answer}, not held for approval (OpenBao 2.x accepts the stanza but "
+                "does not enforce it). Everything else is set up; the officer policy "
+                "stays without Control Groups (docs/vault.md, Control Groups)",
+                addr=settings.addr,
+                answer=probe["answer"],
+            )
         )
     return (
         "Control Groups: enforced by this server (probe held for approval). childvault does "
