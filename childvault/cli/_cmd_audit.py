@@ -196,14 +196,14 @@ def audit_rebaseline(c: Ctx, from_backup: bool) -> None:
     v = c.open()
     done = v.rebaseline()
     c.emit(
-        {"ok": True, **done, "witness": str(v.witness_path)},
+        {**done.to_json(), "witness": str(v.witness_path)},
         _(
             "Restored at entry {n}; entries {first} to {last} are lost. "
             "A signed note saying so was appended to {witness}."
         ).format(
-            n=done["restored_at"],
-            first=done["lost_from"],
-            last=done["lost_to"],
+            n=done.restored_at,
+            first=done.lost_from,
+            last=done.lost_to,
             witness=safe(v.witness_path),
         ),
     )
