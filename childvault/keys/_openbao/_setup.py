@@ -136,7 +136,9 @@ def setup(
                 if options:
                     body["options"] = options
                 conn.call("POST", f"sys/mounts/{mount}", body=body, need=("update", root))
-                lines.append(f"{label} secrets engine: enabled at {mount}/")
+                lines.append(
+                    _t("{label} secrets engine: enabled at {mount}/", label=label, mount=mount)
+                )
                 changed = True
             else:
                 version = str((existing.get("options") or {}).get("version", "1"))
@@ -151,12 +153,20 @@ def setup(
                             label=label,
                         )
                     )
-                lines.append(f"{label} secrets engine: already enabled at {mount}/")
+                lines.append(
+                    _t(
+                        "{label} secrets engine: already enabled at {mount}/",
+                        label=label,
+                        mount=mount,
+                    )
+                )
         # Require check-and-set on every salt write: a salt is never replaced
         # blindly, by childvault or by any other tool.
         kv_config = _kv_config_when_ready(conn, settings.kv_mount, root)
         if (kv_config.get("data") or {}).get("cas_required") is True:
-            lines.append(f"{settings.kv_mount}/: check-and-set already required")
+            lines.append(
+                _t("{kv_mount}/: check-and-set already required", kv_mount=settings.kv_mount)
+            )
         else:
             conn.call(
                 "POST",
@@ -164,7 +174,12 @@ def setup(
                 body={"cas_required": True},
                 need=("update", root),
             )
-            lines.append(f"{settings.kv_mount}/: check-and-set now required on every write")
+            lines.append(
+                _t(
+                    "{kv_mount}/: check-and-set now required on every write",
+                    kv_mount=settings.kv_mount,
+                )
+            )
             changed = True
         for name, derived in ((settings.key_name, True), (settings.index_key_name, False)):
             path = f"{settings.transit_mount}/keys/{name}"
@@ -176,8 +191,14 @@ def setup(
                     body={"type": "aes256-gcm96", "derived": derived, "exportable": False},
                     need=("update", root),
                 )
-                what = "derived wrapping key" if derived else "blind-index HMAC key"
-                lines.append(f"Transit key {name}: created ({what}, aes256-gcm96, not exportable)")
+                what = _t("derived wrapping key") if derived else _t("blind-index HMAC key")
+                lines.append(
+                    _t(
+                        "Transit key {name}: created ({what}, aes256-gcm96, not exportable)",
+                        name=name,
+                        what=what,
+                    )
+                )
                 changed = True
                 continue
             data = reply.data.get("data") or {}
@@ -200,8 +221,11 @@ def setup(
                 )
             if derived:
                 lines.append(
-                    f"Transit key {name}: already present "
-                    f"(latest version {data.get('latest_version')})"
+                    _t(
+                        "Transit key {name}: already present (latest version {latest})",
+                        name=name,
+                        latest=data.get("latest_version"),
+                    )
                 )
             else:
                 latest = int(data.get("latest_version") or 1)
@@ -219,28 +243,41 @@ def setup(
                         )
                     )
                 lines.append(
-                    f"Transit key {name}: already present (latest version {latest}; "
-                    f"childvault uses version {pinned})"
+                    _t(
+                        "Transit key {name}: already present (latest version "
+                        "{latest}; childvault uses version {pinned})",
+                        name=name,
+                        latest=latest,
+                        pinned=pinned,
+                    )
                 )
         for name, text in render_policies(settings).items():
             path = f"sys/policies/acl/{name}"
             reply = conn.call("GET", path, ok=(200, 404), need=("read", root))
             current = (reply.data.get("data") or {}).get("policy") if reply.status == 200 else None
             if isinstance(current, str) and current.strip() == text.strip():
-                lines.append(f"policy {name}: already up to date")
+                lines.append(_t("policy {name}: already up to date", name=name))
                 continue
             conn.call("PUT", path, body={"policy": text}, need=("update", root))
-            lines.append(f"policy {name}: {'written' if current is None else 'updated'}")
+            lines.append(
+                _t("policy {name}: written", name=name)
+                if current is None
+                else _t("policy {name}: updated", name=name)
+            )
             changed = True
         table = _audit_devices(conn, root)
         if audit_file is None:
             if table:
-                lines.append(f"audit device: enabled ({', '.join(sorted(table))})")
+                lines.append(
+                    _t("audit device: enabled ({devices})", devices=", ".join(sorted(table)))
+                )
             elif allow_no_audit_device:
                 lines.append(
-                    "audit device: NONE enabled (accepted with "
-                    "--no-audit-device-i-accept-the-risk): nothing outside childvault "
-                    "records who decrypted what"
+                    _t(
+                        "audit device: NONE enabled (accepted with "
+                        "--no-audit-device-i-accept-the-risk): nothing outside "
+                        "childvault records who decrypted what"
+                    )
                 )
             else:
                 raise _no_audit_device(settings)
@@ -253,7 +290,13 @@ def setup(
                 and (dev.get("options") or {}).get("file_path") == audit_file
             ]
             if found:
-                lines.append(f"audit device: already writing to {audit_file} ({found[0]})")
+                lines.append(
+                    _t(
+                        "audit device: already writing to {audit_file} ({device})",
+                        audit_file=audit_file,
+                        device=found[0],
+                    )
+                )
             else:
                 reply = conn.call(
                     "PUT",
@@ -273,14 +316,19 @@ def setup(
                         ),
                         detail=scrub(reply.data.get("errors")),
                     )
-                lines.append(f"audit device: file audit device enabled, writing to {audit_file}")
+                lines.append(
+                    _t(
+                        "audit device: file audit device enabled, writing to {audit_file}",
+                        audit_file=audit_file,
+                    )
+                )
                 changed = True
     finally:
         conn.close()
     if control_groups:
         lines.append(_control_groups_line(settings, token))
     lines.append(
-        "setup complete" if changed else "nothing to change: the server was already set up"
+        _t("setup complete") if changed else _t("nothing to change: the server was already set up")
     )
     return lines
 
@@ -302,7 +350,8 @@ def _control_groups_line(settings: VaultSettings, token: str) -> str:
                 answer=probe["answer"],
             )
         )
-    return (
+    # No parameters: "{approvers}" is the policy file's own placeholder, shown as is.
+    return _t(
         "Control Groups: enforced by this server (probe held for approval). childvault does "
         "not install them itself: put policies/officer-control-group.hcl in place of "
         "childvault-officer, with {approvers} set to your approving officers' identity group"
