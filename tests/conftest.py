@@ -52,6 +52,29 @@ settings.register_profile("childvault", deadline=None, suppress_health_check=[He
 settings.load_profile("childvault")
 
 
+#: The locale every test runs in unless it asks for another with
+#: ``@pytest.mark.locale("zh_CN.UTF-8")``: English, so CLI output is the same on
+#: every developer's and CI machine whatever their shell's language.
+TEST_LANG = "C.UTF-8"
+
+
+@pytest.fixture(autouse=True)
+def _pinned_locale(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Pin ``LANG`` (and clear ``LC_ALL`` / ``LC_MESSAGES``) for every test.
+
+    A developer whose shell runs in Chinese would otherwise see CLI tests that
+    pin English text fail (or, worse, pass only in their language). A test that
+    is about another language opts in with the ``locale`` marker; tests that
+    pass an explicit environment to a runner or subprocess keep doing so.
+    """
+    marker = request.node.get_closest_marker("locale")
+    lang = str(marker.args[0]) if marker is not None and marker.args else TEST_LANG
+    monkeypatch.setenv("LANG", lang)
+    for name in ("LC_ALL", "LC_MESSAGES"):
+        monkeypatch.delenv(name, raising=False)
+    return lang
+
+
 @dataclass
 class World:
     """A vault home with five users, their unlocked identities and a clock."""

@@ -135,7 +135,7 @@ def test_a_tampered_request_is_refused(world: World, tmp_path: Path) -> None:
 def test_an_expired_invite_is_refused(world: World, tmp_path: Path) -> None:
     with world.open("admin") as v:
         done = v.invite_user("nina", ["staff"], valid_for=timedelta(hours=1))
-    request = Vault.enroll(done["invite"], NEW_PASSPHRASE, tmp_path / "nina.id")
+    request = Vault.enroll(done.invite, NEW_PASSPHRASE, tmp_path / "nina.id")
     world.clock.advance(hours=2)
     with world.open("admin") as v, pytest.raises(IntegrityError, match="expired"):
         v.add_user_from_request(request)
@@ -147,7 +147,7 @@ def test_an_invite_from_another_vault_is_refused(world: World, tmp_path: Path) -
         other, institution="别处", admin="admin", admin_passphrase="other-admin-pass"
     ) as v:
         done = v.invite_user("nina", ["staff"])
-    request = Vault.enroll(done["invite"], NEW_PASSPHRASE, tmp_path / "nina.id")
+    request = Vault.enroll(done.invite, NEW_PASSPHRASE, tmp_path / "nina.id")
     with world.open("admin") as v, pytest.raises(IntegrityError, match="another vault"):
         v.add_user_from_request(request)
 
@@ -199,7 +199,7 @@ def test_officer_by_request_waits_for_an_officers_countersignature(
 ) -> None:
     with world.open("admin") as v:
         done = v.invite_user("olga", ["officer"])
-    request = Vault.enroll(done["invite"], NEW_PASSPHRASE, world.home / "identities" / "olga.id")
+    request = Vault.enroll(done.invite, NEW_PASSPHRASE, world.home / "identities" / "olga.id")
     with world.open("admin") as v:
         info = v.add_user_from_request(request)
         state = v._session.trust()

@@ -75,6 +75,11 @@ def audit_log(
     if c.as_json:
         click.echo(json.dumps({"ok": True, "entries": list(entries)}, ensure_ascii=False, indent=2))
         return
+    from childvault._i18n import environment_locale
+    from childvault._labels import action_label, outcome_label
+
+    # English output is the log's own vocabulary (action codes), unchanged.
+    translated = environment_locale() != "en"
     for item in entries:
         e = item["entry"]
         what = " ".join(
@@ -90,9 +95,15 @@ def audit_log(
             if x
         )
         # Actors, reasons and details were typed by people: escaped for the terminal.
+        action, outcome = safe(e["action"]), safe(e["outcome"])
+        if translated:
+            # The reader's language first; the code stays, for --action filters.
+            label = action_label(str(e["action"]))
+            action = action if label == e["action"] else f"{label}（{action}）"
+            outcome = safe(outcome_label(str(e["outcome"])))
         click.echo(
             f"{e['seq']:>7} {safe(e['ts'])} {safe(e['actor']):12} "
-            f"{safe(e['action']):18} {safe(e['outcome']):7} {safe(what)}"
+            f"{action:18} {outcome:7} {safe(what)}"
         )
 
 
@@ -185,14 +196,14 @@ def audit_rebaseline(c: Ctx, from_backup: bool) -> None:
     v = c.open()
     done = v.rebaseline()
     c.emit(
-        {"ok": True, **done, "witness": str(v.witness_path)},
+        {**done.to_json(), "witness": str(v.witness_path)},
         _(
             "Restored at entry {n}; entries {first} to {last} are lost. "
             "A signed note saying so was appended to {witness}."
         ).format(
-            n=done["restored_at"],
-            first=done["lost_from"],
-            last=done["lost_to"],
+            n=done.restored_at,
+            first=done.lost_from,
+            last=done.lost_to,
             witness=safe(v.witness_path),
         ),
     )

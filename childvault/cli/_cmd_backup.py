@@ -22,6 +22,6 @@ def backup(c: Ctx, out: Path) -> None:
     into OUT while other commands keep running (officers, admins)."""
     done = c.open().backup(out)
     c.emit(
-        {"ok": True, **done},
-        _("Backed up {n} files to {out}.").format(n=len(done["files"]), out=safe(out)),
+        done.to_json(),
+        _("Backed up {n} files to {out}.").format(n=len(done.files), out=safe(out)),
     )

@@ -111,4 +111,7 @@ def vault_setup(
         allow_no_audit_device=no_audit_device,
         control_groups=control_groups,
     )
-    c.emit({"ok": True, "actions": lines}, "\n".join(lines))
+    from childvault._i18n import localize
+
+    # --json keeps the English lines; people read them in their language.
+    c.emit({"ok": True, "actions": lines}, "\n".join(localize(line) for line in lines))

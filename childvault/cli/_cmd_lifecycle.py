@@ -246,11 +246,11 @@ def decommission(c: Ctx, confirm: bool, cosign: bool, contacts: Path | None) -> 
             raise UsageError(_("--cosign needs --contacts FILE for the guardian contact list"))
         done = c.open().cosign_decommission(contacts)
         c.emit(
-            done,
+            done.to_json(),
             _(
                 "Co-signed decommissioning; the contact list of {n} record(s) is in {out} "
                 "(only you can open it)."
-            ).format(n=done["records"], out=done["contacts"]),
+            ).format(n=done.records, out=safe(done.contacts)),
         )
         return
     report = c.open().decommission(confirm=confirm)

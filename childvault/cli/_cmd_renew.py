@@ -39,17 +39,17 @@ def renew(c: Ctx, approve: str | None, passphrase_file: Path | None) -> None:
             raise click.UsageError(_("--approve takes no --passphrase-file"))
         done = v.approve_key_renewal(approve)
         c.emit(
-            {"ok": True, "user": approve, "request": done["request"]},
+            done.to_json(),
             _("Renewed the keys of {name}.").format(name=safe(approve)),
         )
         return
     user = v.user
-    done = v.request_key_renewal(new_passphrase(passphrase_file, user))
+    pending = v.request_key_renewal(new_passphrase(passphrase_file, user))
     c.emit(
-        {"ok": True, "user": user, "request": done["request"], "identity": done["identity"]},
+        pending.to_json(),
         _(
             "New keys for {name} are waiting in {path}: an admin must run "
             "`childvault keys renew --approve {name}`. Until then keep using your current "
             "identity."
-        ).format(name=safe(user), path=safe(done["identity"])),
+        ).format(name=safe(user), path=safe(pending.identity)),
     )

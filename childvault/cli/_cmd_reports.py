@@ -221,7 +221,7 @@ def report_transfers(c: Ctx) -> None:
     rows = c.open().transfers()
 
     def human() -> None:
-        for t in rows:
+        for t in (row.to_json() for row in rows):
             click.echo(
                 _(
                     "{ts}  {reader} -> {recipient}  ({provision}; {assessment})  {n} record(s): "
@@ -238,7 +238,7 @@ def report_transfers(c: Ctx) -> None:
             )
         click.echo(_("{n} transfer(s)").format(n=len(rows)))
 
-    c.emit({"ok": True, "transfers": rows}, human)
+    c.emit({"ok": True, "transfers": [row.to_json() for row in rows]}, human)
 
 
 # -------------------------------------------------------------------- export

@@ -59,13 +59,13 @@ def upgrade(c: Ctx, fingerprint: str | None, migration_dsn_file: Path | None) ->
         confirm=confirm,
         migration_dsn=migration_dsn,
     )
-    steps = [str(s) for s in done["steps"]]
-    pending = [str(p) for p in done["pending"]]
+    steps = list(done.steps)
+    pending = list(done.pending)
 
     def human() -> None:
         for step in steps or [_("nothing to do")]:
             click.echo(safe(step))
-        click.echo(_("Vault fingerprint: {fingerprint}").format(fingerprint=done["fingerprint"]))
+        click.echo(_("Vault fingerprint: {fingerprint}").format(fingerprint=done.fingerprint))
         if pending:
             click.echo(
                 _("Not yet verified (they run `childvault upgrade`): {names}").format(
@@ -73,13 +73,4 @@ def upgrade(c: Ctx, fingerprint: str | None, migration_dsn_file: Path | None) ->
                 )
             )
 
-    c.emit(
-        {
-            "ok": True,
-            "user": user,
-            "steps": steps,
-            "fingerprint": done["fingerprint"],
-            "pending": pending,
-        },
-        human,
-    )
+    c.emit(done.to_json(), human)

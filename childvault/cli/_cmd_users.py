@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import cast
 
 import click
 
@@ -152,18 +151,15 @@ def user_list(c: Ctx) -> None:
 def user_disable(c: Ctx, name: str, reason: str) -> None:
     """Disable user NAME (admin): signed, revokes their grants, removes their key slot."""
     done = c.open().disable_user(name, reason=reason)
-    revoked = [str(g) for g in cast("list[str]", done["revoked_grants"])]
-    rotate = bool(done["rotation_required"])
-    doc = {"ok": True, "user": name, "revoked_grants": revoked, "rotation_required": rotate}
     text = _("Disabled {name}; revoked {count} grant(s).").format(
-        name=safe(name), count=len(revoked)
+        name=safe(name), count=len(done.revoked_grants)
     )
-    if rotate:
+    if done.rotation_required:
         text += "\n" + _(
             "{name} held the custodian key: an officer must run `childvault keys rotate` "
             "before new records can be written."
         ).format(name=safe(name))
-    c.emit(doc, text)
+    c.emit(done.to_json(), text)
 
 
 @user.command("invite")
@@ -196,21 +192,14 @@ def user_invite(
     duration = parse_duration(valid_for)
     target = out or Path(f"{name}.invite.json")
     done = c.open().invite_user(name, roles, valid_for=duration)
-    _write_new(target, done["invite"], "--out")
-    doc = {
-        "ok": True,
-        "user": name,
-        "roles": done["roles"],
-        "expires": done["expires"],
-        "fingerprint": done["fingerprint"],
-        "invite": str(target),
-    }
+    _write_new(target, done.invite, "--out")
+    doc = done.to_json(target)
     text = "\n".join(
         [
             _("Invite for {name} written to {path} (valid until {expires}).").format(
-                name=safe(name), path=safe(target), expires=safe(done["expires"])
+                name=safe(name), path=safe(target), expires=safe(doc["expires"])
             ),
-            _("Vault fingerprint: {fingerprint}").format(fingerprint=done["fingerprint"]),
+            _("Vault fingerprint: {fingerprint}").format(fingerprint=done.fingerprint),
             _(
                 "Give the file to {name} and tell them the fingerprint in person or by "
                 "phone; they run `childvault user enroll --invite FILE`."
@@ -269,8 +258,8 @@ def user_enroll(
 
     data = _read_small(invite_file, "--invite")
     summary = Vault.read_invite(data)
-    name = str(summary["user"])
-    shown = str(summary["fingerprint"])
+    name = summary.user
+    shown = summary.fingerprint
     if fingerprint is not None:
         if " ".join(fingerprint.lower().split()) != shown:
             raise IntegrityError(
@@ -304,8 +293,8 @@ def user_enroll(
     doc = {
         "ok": True,
         "user": name,
-        "roles": summary["roles"],
-        "vault_id": summary["vault_id"],
+        "roles": list(summary.roles),
+        "vault_id": summary.vault_id,
         "fingerprint": shown,
         "identity": str(identity_file),
         "request": str(target),

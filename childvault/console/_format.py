@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
+from childvault import _labels
 from childvault._i18n import N_
 
 #: Officers work in China: times are shown in Beijing time.
@@ -53,6 +54,11 @@ ACTION_LABELS = {
     "vault.decommission": N_("vault decommissioned"),
     "notice.publish": N_("notice published"),
 }
+
+# Actions logged since this table was written (re-signing, invites, renewals,
+# registers...) take their label from the one table of every front end.
+for _action, _label in _labels.ACTION_LABELS.items():
+    ACTION_LABELS.setdefault(_action, _label)
 
 OUTCOME_LABELS = {"ok": N_("done"), "denied": N_("refused"), "error": N_("failed")}
 

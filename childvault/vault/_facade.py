@@ -44,7 +44,22 @@ from childvault.vault._registrations import (
     user_detail,
     with_statement,
 )
-from childvault.vault._results import DecommissionReport, RotationReport, SweepReport
+from childvault.vault._results import (
+    BackupReport,
+    DecommissionCosign,
+    DecommissionReport,
+    DisabledUser,
+    GcReport,
+    InviteSummary,
+    KeyRenewal,
+    KeyRenewalRequest,
+    RebaselineReport,
+    RotationReport,
+    SweepReport,
+    Transfer,
+    UpgradeReport,
+    UserInvite,
+)
 from childvault.vault._schema import Schema
 from childvault.vault._session import Session, new_id
 from childvault.vault._sqlcipher import SQLCipherBackend
@@ -433,13 +448,13 @@ class Vault:
 
     def disable_user(
         self, name: str, *, reason: str | None = None, now: datetime | None = None
-    ) -> dict[str, object]:
+    ) -> DisabledUser:
         """Admin: disable ``name`` (signed); removes their key slot and revokes their grants."""
         w = self._live("Vault.disable_user")
         check.str_arg(w, "name", name)
         check.str_arg(w, "reason", reason, optional=True)
         check.datetime_arg(w, "now", now)
-        return self._users.disable_user(name, reason=reason, now=now)
+        return DisabledUser.from_json(self._users.disable_user(name, reason=reason, now=now))
 
     def users(self) -> list[UserInfo]:
         """Every registered user with roles and (for signers) their verifier key."""
@@ -679,7 +694,7 @@ class Vault:
         check.datetime_arg(w, "now", now)
         return self._audit.checkpoint(now=now)
 
-    def backup(self, out: Path | str) -> dict[str, Any]:
+    def backup(self, out: Path | str) -> BackupReport:
         """Officer or admin: a consistent copy of this vault in the new directory ``out``
         (database by the online backup API, key slots, config, schema, identities,
         witness); safe while other commands run. See docs/operators.md."""
@@ -690,14 +705,14 @@ class Vault:
         self._session.require(
             ("officer", "admin"), "vault.backup", self._session.now(None), "backing up the vault"
         )
-        return backup(self._session, Path(out))
+        return BackupReport.from_json(backup(self._session, Path(out)))
 
-    def rebaseline(self, *, now: datetime | None = None) -> dict[str, Any]:
+    def rebaseline(self, *, now: datetime | None = None) -> RebaselineReport:
         """Officer: after restoring a backup, append a signed restore note to the
         witness (which entries were lost) so approvals resume; see docs/operators.md."""
         w = self._live("Vault.rebaseline")
         check.datetime_arg(w, "now", now)
-        return self._audit.rebaseline(now=now)
+        return RebaselineReport.from_json(self._audit.rebaseline(now=now))
 
     def verify_audit(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
         """Verify the whole log against its stored and witnessed checkpoints, then
@@ -951,7 +966,7 @@ class Vault:
 
     def vault_gc(
         self, *, grace: timedelta, destroy: bool = False, now: datetime | None = None
-    ) -> dict[str, Any]:
+    ) -> GcReport:
         """Admin, Vault mode: the salt documents in Vault that no record (live or
         deleted) accounts for and that are older than ``grace``; with ``destroy``
         they are destroyed like shredded salts and the destruction is logged
@@ -963,7 +978,9 @@ class Vault:
         # Imported here: only Vault-mode administration needs it.
         from childvault.vault._svc_vaultgc import VaultGcService
 
-        return VaultGcService(self._session).gc(grace=grace, destroy=destroy, now=now)
+        return GcReport.from_json(
+            VaultGcService(self._session).gc(grace=grace, destroy=destroy, now=now)
+        )
 
     # -- compliance (issue 15): bases, transfers, rights and incident registers --
 
@@ -974,10 +991,10 @@ class Vault:
         check.datetime_arg(w, "now", now)
         self._access.cosign(request_id, now=now)
 
-    def transfers(self, *, now: datetime | None = None) -> list[dict[str, Any]]:
+    def transfers(self, *, now: datetime | None = None) -> list[Transfer]:
         """Officer or admin: reads that handed data to another organisation (P-17); logged."""
         check.datetime_arg(self._live("Vault.transfers"), "now", now)
-        return self._access.transfers(now=now)
+        return [Transfer.from_json(row) for row in self._access.transfers(now=now)]
 
     def rights_open(
         self,
@@ -1065,13 +1082,13 @@ class Vault:
 
     def cosign_decommission(
         self, contacts: Path | str, *, now: datetime | None = None
-    ) -> dict[str, Any]:
+    ) -> DecommissionCosign:
         """Officer: co-sign decommissioning, first writing the guardian contact list
         (sealed to this officer) to ``contacts`` for the P-23 notice."""
         w = self._live("Vault.cosign_decommission")
         path = check.path_arg(w, "contacts", contacts)
         check.datetime_arg(w, "now", now)
-        return self._lifecycle.cosign_decommission(path, now=now)
+        return DecommissionCosign.from_json(self._lifecycle.cosign_decommission(path, now=now))
 
     @classmethod
     def connect(
@@ -1126,7 +1143,7 @@ class Vault:
         *,
         valid_for: timedelta = timedelta(days=7),
         now: datetime | None = None,
-    ) -> dict[str, Any]:
+    ) -> UserInvite:
         """Admin: a one-time invite for ``name`` (``invite``: the file's bytes), logged.
 
         The person runs :meth:`enroll` with it in their own process, then the
@@ -1137,7 +1154,9 @@ class Vault:
         roles = check.str_seq(w, "roles", roles)
         check.timedelta_arg(w, "valid_for", valid_for, optional=False)
         check.datetime_arg(w, "now", now)
-        return self._users.invite_user(name, roles, valid_for=valid_for, now=now)
+        return UserInvite.from_json(
+            self._users.invite_user(name, roles, valid_for=valid_for, now=now)
+        )
 
     def add_user_from_request(self, request: bytes, *, now: datetime | None = None) -> UserInfo:
         """Admin: register the person whose enrolment request this is (signed by their
@@ -1148,11 +1167,11 @@ class Vault:
         return self._users.add_user_from_request(request, now=now)
 
     @staticmethod
-    def read_invite(invite: bytes) -> dict[str, Any]:
+    def read_invite(invite: bytes) -> InviteSummary:
         """The invite's user, roles, vault, expiry and anchor fingerprint (nothing verified
         but its form: the person confirms the fingerprint with the admin)."""
         check.instance("Vault.read_invite", "invite", invite, bytes)
-        return invite_summary(read_invite(invite))
+        return InviteSummary.from_json(invite_summary(read_invite(invite)))
 
     @staticmethod
     def enroll(
@@ -1177,7 +1196,7 @@ class Vault:
         confirm: Callable[[str], bool],
         clock: Clock = system_clock,
         migration_dsn: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> UpgradeReport:
         """``childvault upgrade`` as ``user``: schema, then signed statements for what exists.
 
         ``migration_dsn`` (a PostgreSQL store): the migration role's DSN; the
@@ -1209,24 +1228,24 @@ class Vault:
         path = h.identity(user)
         identity = Identity.load(path, passphrase)
         with cls._open_as(h, config, identity, clock, None, upgrading=True) as vault:
-            return vault._users.upgrade(path, passphrase, confirm)
+            return UpgradeReport.from_json(vault._users.upgrade(path, passphrase, confirm))
 
     def request_key_renewal(
         self, passphrase: str, *, now: datetime | None = None
-    ) -> dict[str, Any]:
+    ) -> KeyRenewalRequest:
         """Any user: new key pairs for oneself (the new identity file under
         ``passphrase``), pending an admin's :meth:`approve_key_renewal`."""
         w = self._live("Vault.request_key_renewal")
         check.str_arg(w, "passphrase", passphrase)
         check.datetime_arg(w, "now", now)
-        return self._users.request_renewal(passphrase, now=now)
+        return KeyRenewalRequest.from_json(self._users.request_renewal(passphrase, now=now))
 
-    def approve_key_renewal(self, name: str, *, now: datetime | None = None) -> dict[str, Any]:
+    def approve_key_renewal(self, name: str, *, now: datetime | None = None) -> KeyRenewal:
         """Admin: complete ``name``'s pending key renewal; their old key opens nothing new."""
         w = self._live("Vault.approve_key_renewal")
         check.str_arg(w, "name", name)
         check.datetime_arg(w, "now", now)
-        return self._users.approve_renewal(name, now=now)
+        return KeyRenewal.from_json(self._users.approve_renewal(name, now=now))
 
 
 def _remove_tree(path: Path) -> None:

@@ -25,6 +25,7 @@ import nacl.utils
 from nacl._sodium import ffi as _ffi
 from nacl._sodium import lib as _lib
 
+from childvault._i18n import _t
 from childvault.keys import DecryptionFailed, FieldKey
 
 _NONCE = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
@@ -70,9 +71,9 @@ def _seal_from_parts(
     both secrecy and integrity, so the public API never takes a nonce.
     """
     if len(key) != _KEY or len(nonce) != _NONCE:
-        raise ValueError("field key or nonce has the wrong length")
+        raise ValueError(_t("field key or nonce has the wrong length"))
     if not isinstance(plaintext, bytes):
-        raise TypeError("the field value must be bytes")
+        raise TypeError(_t("the field value must be bytes"))
     ad = associated_data(vault_id, record_id, field, version)
     size = len(plaintext)
     # nonce || ciphertext || tag, written in place: one buffer, one copy out.
@@ -82,7 +83,7 @@ def _seal_from_parts(
         out + _NONCE, _ffi.NULL, plaintext, size, ad, len(ad), _ffi.NULL, nonce, key
     )
     if rc != 0:  # libsodium documents no failure here; never return a partial buffer
-        raise RuntimeError("XChaCha20-Poly1305 encryption failed")
+        raise RuntimeError(_t("XChaCha20-Poly1305 encryption failed"))
     return bytes(_ffi.buffer(out))
 
 

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import requests
 from http_message_signatures import HTTPMessageSignaturesException, HTTPMessageSigner, algorithms
 
+from childvault._i18n import _t
 from childvault.keys import ConfigError, Identity, UsageError
 
 #: Signature label and signed ``tag`` parameter of every childvault request.
@@ -68,7 +69,7 @@ def _body_bytes(request: requests.PreparedRequest) -> bytes:
         return body.encode("utf-8")
     # A stream or generator cannot be digested before it is sent; the client
     # API sends bounded byte bodies only.
-    raise UsageError("a signed request needs its body as bytes, not a stream")
+    raise UsageError(_t("a signed request needs its body as bytes, not a stream"))
 
 
 def sign_request(
@@ -87,12 +88,12 @@ def sign_request(
     body, a body without ``Content-Type``, a relative URL).
     """
     if request.method is None or request.url is None:
-        raise UsageError("a signed request needs a method and an absolute URL")
+        raise UsageError(_t("a signed request needs a method and an absolute URL"))
     # requests may already have normalised the method; the signature base
     # requires the upper-case form the server will see.
     request.method = request.method.upper()
     if _body_bytes(request) and "Content-Type" not in request.headers:
-        raise UsageError("a signed request with a body needs a Content-Type")
+        raise UsageError(_t("a signed request with a body needs a Content-Type"))
     for name in ("Content-Digest", "Signature", "Signature-Input"):
         if name in request.headers:
             del request.headers[name]
@@ -102,7 +103,7 @@ def sign_request(
         _sign(signer, request, identity, when, nonce)
     except HTTPMessageSignaturesException as exc:
         # E.g. a URL that is not plain ASCII: one error hierarchy for callers.
-        raise UsageError(f"this request cannot be signed: {exc}") from exc
+        raise UsageError(_t("this request cannot be signed: {exc}", exc=exc)) from exc
     return request
 
 
@@ -158,6 +159,9 @@ def _refuse_redirect(response: requests.Response, *args: object, **kwargs: objec
     # never forwarded. The childvault server itself never redirects.
     if response.is_redirect:
         raise ConfigError(
-            f"the server at {response.request.url!r} answered with a redirect; signed requests "
-            "are not forwarded: check the server URL"
+            _t(
+                "the server at {url!r} answered with a redirect; signed requests are "
+                "not forwarded: check the server URL",
+                url=response.request.url,
+            )
         )

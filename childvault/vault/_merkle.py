@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 
+from childvault._i18n import _t
+
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
@@ -78,7 +80,7 @@ class Frontier:
     def append(self, leaf: bytes) -> None:
         """Append one leaf hash (32 bytes, as returned by :func:`leaf_hash`)."""
         if len(leaf) != HASH_SIZE:
-            raise ValueError("a Merkle leaf hash must be 32 bytes")
+            raise ValueError(_t("a Merkle leaf hash must be 32 bytes"))
         hashes = self._hashes
         n = self._size
         # Binary-counter carry: every trailing 1 bit of the old size is a
@@ -137,7 +139,7 @@ class Frontier:
         signed root before relying on it.
         """
         if size < 0 or len(data) != HASH_SIZE * bin(size).count("1"):
-            raise ValueError("a Merkle frontier does not fit its tree size")
+            raise ValueError(_t("a Merkle frontier does not fit its tree size"))
         frontier = cls()
         frontier._hashes = [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
         frontier._size = size
@@ -190,7 +192,7 @@ def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
     """
     n = len(leaves)
     if not 0 <= index < n:
-        raise ValueError("inclusion proof index is outside the tree")
+        raise ValueError(_t("inclusion proof index is outside the tree"))
     proof: list[bytes] = []
     lo, hi, m = 0, n, index
     # Walk down from the root; each step records the sibling that the
@@ -215,7 +217,7 @@ def consistency_proof(old_size: int, leaves: Sequence[bytes]) -> list[bytes]:
     """
     n = len(leaves)
     if not 0 <= old_size <= n:
-        raise ValueError("consistency proof old size is outside the tree")
+        raise ValueError(_t("consistency proof old size is outside the tree"))
     if old_size in (0, n):
         return []
     proof: list[bytes] = []

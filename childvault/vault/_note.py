@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import nacl.exceptions
 import nacl.signing
 
+from childvault._i18n import _t
 from childvault.keys._errors import IntegrityError, UsageError
 
 __all__ = [
@@ -107,7 +108,7 @@ def _b64encode(data: bytes) -> str:
 
 def _check_public_key(public_key: object) -> bytes:
     if not isinstance(public_key, bytes) or len(public_key) != _ED25519_KEY_SIZE:
-        raise UsageError("an Ed25519 public key must be 32 bytes")
+        raise UsageError(_t("an Ed25519 public key must be 32 bytes"))
     return public_key
 
 
@@ -149,19 +150,19 @@ class Checkpoint:
     def __post_init__(self) -> None:
         """Refuse fields that would not round-trip through :meth:`body` and :meth:`parse_body`."""
         if not isinstance(self.origin, str) or not _is_line(self.origin):
-            raise UsageError("a checkpoint origin must be one non-empty line of text")
+            raise UsageError(_t("a checkpoint origin must be one non-empty line of text"))
         if (
             not isinstance(self.size, int)
             or isinstance(self.size, bool)
             or not 0 <= self.size <= _MAX_TREE_SIZE
         ):
-            raise UsageError("a checkpoint tree size must be an integer from 0 to 2**64-1")
+            raise UsageError(_t("a checkpoint tree size must be an integer from 0 to 2**64-1"))
         if not isinstance(self.root, bytes) or len(self.root) != _ROOT_SIZE:
-            raise UsageError("a checkpoint root hash must be 32 bytes")
+            raise UsageError(_t("a checkpoint root hash must be 32 bytes"))
         if not isinstance(self.extensions, tuple) or not all(
             isinstance(e, str) and _is_line(e) for e in self.extensions
         ):
-            raise UsageError("checkpoint extension lines must be non-empty lines of text")
+            raise UsageError(_t("checkpoint extension lines must be non-empty lines of text"))
 
     def body(self) -> bytes:
         """Return the note body: origin, size, base64 root and extension lines, each + newline."""
@@ -179,35 +180,35 @@ class Checkpoint:
         ``go.sum database tree``): the spec tells clients not to assume a form.
         """
         if not isinstance(body, bytes):
-            raise IntegrityError("checkpoint body is not bytes")
+            raise IntegrityError(_t("checkpoint body is not bytes"))
         if len(body) > MAX_NOTE_BYTES:
-            raise IntegrityError("checkpoint is too large")
+            raise IntegrityError(_t("checkpoint is too large"))
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
-            raise IntegrityError("checkpoint is not valid UTF-8") from None
+            raise IntegrityError(_t("checkpoint is not valid UTF-8")) from None
         if _CONTROL_RE.search(text) is not None:
-            raise IntegrityError("checkpoint contains a control character")
+            raise IntegrityError(_t("checkpoint contains a control character"))
         if not text.endswith("\n"):
-            raise IntegrityError("checkpoint does not end in a newline")
+            raise IntegrityError(_t("checkpoint does not end in a newline"))
         lines = text[:-1].split("\n")
         if len(lines) < 3:
-            raise IntegrityError("checkpoint has fewer than three lines")
+            raise IntegrityError(_t("checkpoint has fewer than three lines"))
         if any(line == "" for line in lines):
-            raise IntegrityError("checkpoint has an empty line")
+            raise IntegrityError(_t("checkpoint has an empty line"))
         origin, size_text, root_text, *extensions = lines
         if _SIZE_RE.fullmatch(size_text) is None:
-            raise IntegrityError("checkpoint tree size is not a canonical decimal number")
+            raise IntegrityError(_t("checkpoint tree size is not a canonical decimal number"))
         size = int(size_text)
         if size > _MAX_TREE_SIZE:
-            raise IntegrityError("checkpoint tree size is too large")
+            raise IntegrityError(_t("checkpoint tree size is too large"))
         root = _b64decode(root_text)
         if root is None or len(root) != _ROOT_SIZE:
-            raise IntegrityError("checkpoint root hash is not base64 of 32 bytes")
+            raise IntegrityError(_t("checkpoint root hash is not base64 of 32 bytes"))
         try:
             return cls(origin, size, root, tuple(extensions))
         except UsageError:  # pragma: no cover - every condition is checked above
-            raise IntegrityError("checkpoint is malformed") from None
+            raise IntegrityError(_t("checkpoint is malformed")) from None
 
 
 def _is_line(text: str) -> bool:
@@ -230,7 +231,7 @@ def key_id(name: str, public_key: bytes) -> bytes:
     :class:`UsageError` for an invalid key name or a key that is not 32 bytes.
     """
     if not _valid_name(name):
-        raise UsageError("a signed-note key name must be non-empty, without spaces or '+'")
+        raise UsageError(_t("a signed-note key name must be non-empty, without spaces or '+'"))
     _check_public_key(public_key)
     digest = hashlib.sha256(
         name.encode("utf-8") + b"\n" + bytes([SIG_TYPE_ED25519]) + public_key
@@ -255,37 +256,37 @@ def parse_vkey(text: str) -> tuple[str, bytes]:
     :class:`IntegrityError` otherwise.
     """
     if not isinstance(text, str) or len(text) > _MAX_VKEY_CHARS:
-        raise IntegrityError("verifier key is malformed")
+        raise IntegrityError(_t("verifier key is malformed"))
     # The name cannot contain '+', the base64 key can: split from the left.
     parts = text.split("+", 2)
     if len(parts) != 3:
-        raise IntegrityError("verifier key is malformed")
+        raise IntegrityError(_t("verifier key is malformed"))
     name, hex_id, key_text = parts
     if not _valid_name(name) or not _text_ok(name) or _KEY_ID_RE.fullmatch(hex_id) is None:
-        raise IntegrityError("verifier key is malformed")
+        raise IntegrityError(_t("verifier key is malformed"))
     raw = _b64decode(key_text)
     if raw is None or len(raw) != 1 + _ED25519_KEY_SIZE:
-        raise IntegrityError("verifier key is malformed")
+        raise IntegrityError(_t("verifier key is malformed"))
     if raw[0] != SIG_TYPE_ED25519:
-        raise IntegrityError("verifier key is not an Ed25519 key")
+        raise IntegrityError(_t("verifier key is not an Ed25519 key"))
     public_key = raw[1:]
     if bytes.fromhex(hex_id) != key_id(name, public_key):
-        raise IntegrityError("verifier key id does not match the key")
+        raise IntegrityError(_t("verifier key id does not match the key"))
     return name, public_key
 
 
 def _check_body(body: bytes) -> str:
     """Validate a body to be signed (producer side) and return it as text."""
     if not isinstance(body, bytes) or not body.endswith(b"\n"):
-        raise UsageError("a note body must be bytes ending in a newline")
+        raise UsageError(_t("a note body must be bytes ending in a newline"))
     if len(body) > MAX_NOTE_BYTES // 2:
-        raise UsageError("a note body is too large")
+        raise UsageError(_t("a note body is too large"))
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise UsageError("a note body must be UTF-8") from None
+        raise UsageError(_t("a note body must be UTF-8")) from None
     if _CONTROL_RE.search(text) is not None:
-        raise UsageError("a note body must not contain control characters")
+        raise UsageError(_t("a note body must not contain control characters"))
     return text
 
 
@@ -298,7 +299,9 @@ def _signature_line(
     # A signer that answers with another key's signature (wrong Transit key,
     # wrong identity file) must fail here, not when an auditor checks later.
     if not isinstance(signature, bytes) or not _ed25519_verify(public_key, body, signature):
-        raise IntegrityError(f"the signature made for {name} does not verify under its public key")
+        raise IntegrityError(
+            _t("the signature made for {name} does not verify under its public key", name=name)
+        )
     return kid, f"{_SIG_PREFIX}{name} {_b64encode(kid + signature)}\n"
 
 
@@ -325,7 +328,7 @@ def add_signature(note: str, name: str, sign: Callable[[bytes], bytes], public_k
     kid, line = _signature_line(body, name, sign, public_key)
     kept = [s for s in signatures if not (s.name == name and s.key_id == kid)]
     if len(kept) + 1 > MAX_SIGNATURES:
-        raise IntegrityError("the note already has the maximum number of signatures")
+        raise IntegrityError(_t("the note already has the maximum number of signatures"))
     lines = [f"{_SIG_PREFIX}{s.name} {_b64encode(s.key_id + s.signature)}\n" for s in kept]
     return body.decode("utf-8") + "\n" + "".join(lines) + line
 
@@ -340,31 +343,31 @@ def parse_note(text: str) -> tuple[bytes, list[NoteSignature]]:
     Raises :class:`IntegrityError` on any deviation.
     """
     if not isinstance(text, str):
-        raise IntegrityError("signed note is not text")
+        raise IntegrityError(_t("signed note is not text"))
     # Cheap bound on characters first (each is at least one UTF-8 byte).
     if len(text) > MAX_NOTE_BYTES:
-        raise IntegrityError("signed note is too large")
+        raise IntegrityError(_t("signed note is too large"))
     if not _text_ok(text):
-        raise IntegrityError("signed note contains a control character or invalid text")
+        raise IntegrityError(_t("signed note contains a control character or invalid text"))
     if len(text.encode("utf-8")) > MAX_NOTE_BYTES:
-        raise IntegrityError("signed note is too large")
+        raise IntegrityError(_t("signed note is too large"))
     split = text.rfind(_SEPARATOR)
     if split < 0:
-        raise IntegrityError("signed note has no signature block")
+        raise IntegrityError(_t("signed note has no signature block"))
     body, block = text[: split + 1], text[split + 2 :]
     if block == "" or not block.endswith("\n"):
-        raise IntegrityError("signed note signature block is malformed")
+        raise IntegrityError(_t("signed note signature block is malformed"))
     lines = block[:-1].split("\n")
     if len(lines) > MAX_SIGNATURES:
-        raise IntegrityError("signed note has too many signatures")
+        raise IntegrityError(_t("signed note has too many signatures"))
     signatures: list[NoteSignature] = []
     for line in lines:
         if not line.startswith(_SIG_PREFIX):
-            raise IntegrityError("signed note has a malformed signature line")
+            raise IntegrityError(_t("signed note has a malformed signature line"))
         name, space, sig_text = line[len(_SIG_PREFIX) :].partition(" ")
         raw = _b64decode(sig_text) if space else None
         if not _valid_name(name) or raw is None or len(raw) <= _KEY_ID_SIZE:
-            raise IntegrityError("signed note has a malformed signature line")
+            raise IntegrityError(_t("signed note has a malformed signature line"))
         signatures.append(NoteSignature(name, raw[:_KEY_ID_SIZE], raw[_KEY_ID_SIZE:]))
     return body.encode("utf-8"), signatures
 
@@ -386,7 +389,7 @@ def open_note(text: str, known: Mapping[str, bytes]) -> tuple[bytes, list[str]]:
             or not isinstance(public_key, bytes)
             or len(public_key) != _ED25519_KEY_SIZE
         ):
-            raise IntegrityError("a known signer's public key is malformed")
+            raise IntegrityError(_t("a known signer's public key is malformed"))
         by_id[(name, key_id(name, public_key))] = public_key
     verified: list[str] = []
     for sig in signatures:
@@ -396,11 +399,13 @@ def open_note(text: str, known: Mapping[str, bytes]) -> tuple[bytes, list[str]]:
         # The spec says clients SHOULD reject a note with a bad signature by
         # a known key; we always do, even if another known key signed it.
         if not _ed25519_verify(signer_key, body, sig.signature):
-            raise IntegrityError(f"signed note has an invalid signature by {sig.name}")
+            raise IntegrityError(
+                _t("signed note has an invalid signature by {name}", name=sig.name)
+            )
         if sig.name not in verified:
             verified.append(sig.name)
     if not verified:
-        raise IntegrityError("signed note is not signed by any known key")
+        raise IntegrityError(_t("signed note is not signed by any known key"))
     return body, verified
 
 

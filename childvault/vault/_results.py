@@ -11,13 +11,29 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from childvault.vault._time import iso, parse_iso
 
-__all__ = ["DecommissionReport", "RotationReport", "SweepReport"]
+__all__ = [
+    "BackupReport",
+    "DecommissionCosign",
+    "DecommissionReport",
+    "DisabledUser",
+    "GcReport",
+    "InviteSummary",
+    "KeyRenewal",
+    "KeyRenewalRequest",
+    "OrphanSalt",
+    "RebaselineReport",
+    "RotationReport",
+    "SweepReport",
+    "Transfer",
+    "UpgradeReport",
+    "UserInvite",
+]
 
 
 @dataclass(frozen=True)
@@ -151,4 +167,386 @@ class DecommissionReport:
             records_remaining=int(doc["records_remaining"]),
             final_checkpoint=str(doc["final_checkpoint"]),
             witness=Path(doc["witness"]),
+        )
+
+
+@dataclass(frozen=True)
+class DisabledUser:
+    """Outcome of :meth:`Vault.disable_user`."""
+
+    user: str
+    #: The grants of that user revoked in the same operation.
+    revoked_grants: tuple[str, ...]
+    #: They held the custodian key: an officer must run ``keys rotate`` before
+    #: new records can be written.
+    rotation_required: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (``user disable --json``)."""
+        return {
+            "ok": True,
+            "user": self.user,
+            "revoked_grants": list(self.revoked_grants),
+            "rotation_required": self.rotation_required,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> DisabledUser:
+        """From :meth:`to_json` output (or the service's mapping)."""
+        return cls(
+            user=str(doc["user"]),
+            revoked_grants=tuple(str(g) for g in doc["revoked_grants"]),
+            rotation_required=bool(doc["rotation_required"]),
+        )
+
+
+@dataclass(frozen=True)
+class UserInvite:
+    """A one-time invite made by :meth:`Vault.invite_user`."""
+
+    user: str
+    roles: tuple[str, ...]
+    #: Until when :meth:`Vault.add_user_from_request` accepts it (UTC).
+    expires: datetime
+    #: The vault anchor's fingerprint, to tell the person in person or by phone.
+    fingerprint: str
+    #: The invite file's bytes, to hand to the person.
+    invite: bytes
+
+    def to_json(self, written_to: Path) -> dict[str, Any]:
+        """JSON form (``user invite --json``): the invite's path, not its bytes."""
+        return {
+            "ok": True,
+            "user": self.user,
+            "roles": list(self.roles),
+            "expires": iso(self.expires),
+            "fingerprint": self.fingerprint,
+            "invite": str(written_to),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> UserInvite:
+        """From the service's mapping (``invite`` holds the bytes)."""
+        return cls(
+            user=str(doc["user"]),
+            roles=tuple(str(r) for r in doc["roles"]),
+            expires=parse_iso(str(doc["expires"])),
+            fingerprint=str(doc["fingerprint"]),
+            invite=bytes(doc["invite"]),
+        )
+
+
+@dataclass(frozen=True)
+class InviteSummary:
+    """What :meth:`Vault.read_invite` shows before enrolling (only its form is checked)."""
+
+    user: str
+    roles: tuple[str, ...]
+    vault_id: str
+    invited_by: str
+    expires: datetime
+    #: The vault anchor's fingerprint, to confirm with the admin.
+    fingerprint: str
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (the invite's public members)."""
+        return {
+            "user": self.user,
+            "roles": list(self.roles),
+            "vault_id": self.vault_id,
+            "invited_by": self.invited_by,
+            "expires": iso(self.expires),
+            "fingerprint": self.fingerprint,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> InviteSummary:
+        """From :meth:`to_json` output."""
+        return cls(
+            user=str(doc["user"]),
+            roles=tuple(str(r) for r in doc["roles"]),
+            vault_id=str(doc["vault_id"]),
+            invited_by=str(doc["invited_by"]),
+            expires=parse_iso(str(doc["expires"])),
+            fingerprint=str(doc["fingerprint"]),
+        )
+
+
+@dataclass(frozen=True)
+class UpgradeReport:
+    """Outcome of :meth:`Vault.upgrade` for the user who ran it."""
+
+    user: str
+    #: What was done, in order (empty: nothing to do).
+    steps: tuple[str, ...]
+    #: The vault anchor's fingerprint.
+    fingerprint: str
+    #: Users whose registration is not verified yet (they run ``upgrade``).
+    pending: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (``upgrade --json``)."""
+        return {
+            "ok": True,
+            "user": self.user,
+            "steps": list(self.steps),
+            "fingerprint": self.fingerprint,
+            "pending": list(self.pending),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> UpgradeReport:
+        """From :meth:`to_json` output."""
+        return cls(
+            user=str(doc["user"]),
+            steps=tuple(str(s) for s in doc["steps"]),
+            fingerprint=str(doc["fingerprint"]),
+            pending=tuple(str(p) for p in doc["pending"]),
+        )
+
+
+#: How Vault's salt creation times are shown (to the second, as Vault's KV gives them).
+_SECONDS = "%Y-%m-%dT%H:%M:%SZ"
+
+
+@dataclass(frozen=True)
+class OrphanSalt:
+    """A salt document in Vault that no record (live or deleted) accounts for."""
+
+    record_id: str
+    #: When Vault created it (UTC, to the second).
+    created: datetime
+    versions: int
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (one of ``vault gc --json``'s ``orphans``)."""
+        return {
+            "record_id": self.record_id,
+            "created": self.created.astimezone(UTC).strftime(_SECONDS),
+            "versions": self.versions,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> OrphanSalt:
+        """From :meth:`to_json` output."""
+        return cls(
+            record_id=str(doc["record_id"]),
+            created=parse_iso(str(doc["created"])),
+            versions=int(doc["versions"]),
+        )
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """Outcome of :meth:`Vault.vault_gc`."""
+
+    grace: timedelta
+    #: Destroyed (True) or only listed (False).
+    destroy: bool
+    orphans: tuple[OrphanSalt, ...]
+    #: How many salt documents were destroyed.
+    destroyed: int
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (``vault gc --json``)."""
+        return {
+            "ok": True,
+            "grace_seconds": int(self.grace.total_seconds()),
+            "destroy": self.destroy,
+            "orphans": [o.to_json() for o in self.orphans],
+            "destroyed": self.destroyed,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> GcReport:
+        """From :meth:`to_json` output."""
+        return cls(
+            grace=timedelta(seconds=int(doc["grace_seconds"])),
+            destroy=bool(doc["destroy"]),
+            orphans=tuple(OrphanSalt.from_json(o) for o in doc["orphans"]),
+            destroyed=int(doc["destroyed"]),
+        )
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A read that handed data to another organisation (P-17), from the log."""
+
+    #: The ``grant.read`` entry's sequence number.
+    seq: int
+    #: When the read happened (UTC).
+    at: datetime
+    reader: str
+    recipient: str
+    provision: str | None
+    assessment: str | None
+    basis: str | None
+    records: tuple[str, ...]
+    fields: tuple[str, ...]
+    request: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (one of ``report transfers --json``'s ``transfers``)."""
+        return {
+            "seq": self.seq,
+            "ts": iso(self.at),
+            "reader": self.reader,
+            "recipient": self.recipient,
+            "provision": self.provision,
+            "assessment": self.assessment,
+            "basis": self.basis,
+            "records": list(self.records),
+            "fields": list(self.fields),
+            "request": self.request,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Transfer:
+        """From :meth:`to_json` output."""
+
+        def opt(key: str) -> str | None:
+            value = doc.get(key)
+            return None if value is None else str(value)
+
+        return cls(
+            seq=int(doc["seq"]),
+            at=parse_iso(str(doc["ts"])),
+            reader=str(doc["reader"]),
+            recipient=str(doc["recipient"]),
+            provision=opt("provision"),
+            assessment=opt("assessment"),
+            basis=opt("basis"),
+            records=tuple(str(r) for r in doc["records"]),
+            fields=tuple(str(f) for f in doc["fields"]),
+            request=opt("request"),
+        )
+
+
+@dataclass(frozen=True)
+class DecommissionCosign:
+    """Outcome of :meth:`Vault.cosign_decommission`."""
+
+    #: The guardian contact list, sealed to the officer who co-signed.
+    contacts: Path
+    #: How many records the list covers.
+    records: int
+    #: SHA-256 (hex) of the list, as logged.
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (``decommission --cosign --json``)."""
+        return {
+            "ok": True,
+            "contacts": str(self.contacts),
+            "records": self.records,
+            "sha256": self.sha256,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> DecommissionCosign:
+        """From :meth:`to_json` output."""
+        return cls(
+            contacts=Path(doc["contacts"]),
+            records=int(doc["records"]),
+            sha256=str(doc["sha256"]),
+        )
+
+
+@dataclass(frozen=True)
+class KeyRenewalRequest:
+    """Outcome of :meth:`Vault.request_key_renewal`: new keys waiting for an admin."""
+
+    user: str
+    #: The log sequence number of the pending renewal.
+    request: int
+    #: The new identity file (used once an admin approves).
+    identity: Path
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (``keys renew --json``)."""
+        return {
+            "ok": True,
+            "user": self.user,
+            "request": self.request,
+            "identity": str(self.identity),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> KeyRenewalRequest:
+        """From :meth:`to_json` output."""
+        return cls(
+            user=str(doc["user"]),
+            request=int(doc["request"]),
+            identity=Path(doc["identity"]),
+        )
+
+
+@dataclass(frozen=True)
+class KeyRenewal:
+    """Outcome of :meth:`Vault.approve_key_renewal`."""
+
+    user: str
+    #: The log sequence number of the renewal request that was approved.
+    request: int
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (``keys renew --approve --json``)."""
+        return {"ok": True, "user": self.user, "request": self.request}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> KeyRenewal:
+        """From :meth:`to_json` output."""
+        return cls(user=str(doc["user"]), request=int(doc["request"]))
+
+
+@dataclass(frozen=True)
+class BackupReport:
+    """Outcome of :meth:`Vault.backup`."""
+
+    #: The directory holding the copy.
+    backup: Path
+    #: The files copied, relative to :attr:`backup`.
+    files: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (``backup --json``)."""
+        return {"ok": True, "backup": str(self.backup), "files": list(self.files)}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> BackupReport:
+        """From :meth:`to_json` output."""
+        return cls(backup=Path(doc["backup"]), files=tuple(str(f) for f in doc["files"]))
+
+
+@dataclass(frozen=True)
+class RebaselineReport:
+    """Outcome of :meth:`Vault.rebaseline` after restoring a backup."""
+
+    #: The restored log's size: entries from here on were lost.
+    restored_at: int
+    #: The first lost entry's sequence number.
+    lost_from: int
+    #: The last lost entry's sequence number (the witness had seen it).
+    lost_to: int
+    #: The signed restore note appended to the witness.
+    note: str
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (``audit rebaseline --json``, without the witness path)."""
+        return {
+            "ok": True,
+            "restored_at": self.restored_at,
+            "lost_from": self.lost_from,
+            "lost_to": self.lost_to,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> RebaselineReport:
+        """From :meth:`to_json` output."""
+        return cls(
+            restored_at=int(doc["restored_at"]),
+            lost_from=int(doc["lost_from"]),
+            lost_to=int(doc["lost_to"]),
+            note=str(doc["note"]),
         )

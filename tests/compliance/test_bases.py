@@ -130,12 +130,14 @@ def test_legal_obligation_needs_two_officers_and_is_a_recorded_transfer(world: W
         transfers = v.transfers()
     assert len(transfers) == 1
     t = transfers[0]
-    assert (t["recipient"], t["provision"], t["assessment"]) == (
+    # Typed since issue 18 (a Transfer, not a dict); the JSON form is unchanged.
+    assert (t.recipient, t.provision, t.assessment) == (
         "某区人民法院",
         "《未成年人保护法》第一百一十条",
         "PIA-2026-07",
     )
-    assert t["records"] == ids and t["fields"] == ["name", "address"] and t["reader"] == "worker1"
+    assert list(t.records) == ids and t.fields == ("name", "address") and t.reader == "worker1"
+    assert t.at.tzinfo is not None and t.to_json()["records"] == ids
 
 
 def test_a_forged_basis_index_fails_closed(world: World) -> None:

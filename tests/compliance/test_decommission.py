@@ -31,7 +31,7 @@ def test_cosign_writes_the_contact_list_only_the_officer_can_open(
     out = tmp_path / "contacts.sealed"
     with world.open("officer1") as v:
         done = v.cosign_decommission(out)
-    assert done["records"] == 2 and out.stat().st_mode & 0o777 == 0o600
+    assert done.records == 2 and out.stat().st_mode & 0o777 == 0o600
     raw = out.read_bytes()
     assert child_values(0)["guardian_phone"].encode() not in raw  # sealed, not clear
     doc = json.loads(world.ids["officer1"].unseal(raw))

@@ -20,12 +20,19 @@ from childvault.vault import (
     AccessDenied,
     Approval,
     ApprovalInvalid,
+    BackupReport,
     ChildVaultError,
     Consent,
+    DecommissionCosign,
     DecommissionReport,
+    DisabledUser,
     ExtraRequired,
+    GcReport,
     Identity,
     ImportReport,
+    InviteSummary,
+    KeyRenewal,
+    KeyRenewalRequest,
     LocalKeys,
     NewRecordInput,
     OpenBaoCredentials,
@@ -35,15 +42,23 @@ from childvault.vault import (
     RotationReport,
     Schema,
     SweepReport,
+    Transfer,
+    UpgradeReport,
     UsageError,
     UserInfo,
+    UserInvite,
     Vault,
     VaultSettings,
     VerifyReport,
     setup_vault,
 )
 
-PASSPHRASES = {"admin": "admin-passphrase", "zhang": "zhang-passphrase", "li": "li-passphrase"}
+PASSPHRASES = {
+    "admin": "admin-passphrase",
+    "zhang": "zhang-passphrase",
+    "li": "li-passphrase",
+    "wang": "wang-passphrase",
+}
 
 
 def child(today: date, name: str) -> dict[str, str]:
@@ -143,6 +158,45 @@ def read(home: Path, li: Identity, clock: FakeClock, token: str, record_id: str)
             raise AssertionError("a one-use token works once")
 
 
+def people(home: Path, clock: FakeClock) -> None:
+    """Enrolment by invite, key renewal, disabling, upgrade, transfers and vault gc."""
+    admin = Identity.unlock(home, "admin", PASSPHRASES["admin"])
+    with Vault.open(home, identity=admin, clock=clock) as v:
+        invite: UserInvite = v.invite_user("wang", ["staff"], valid_for=timedelta(days=1))
+        assert invite.roles == ("staff",) and invite.expires == clock() + timedelta(days=1)
+    summary: InviteSummary = Vault.read_invite(invite.invite)
+    assert (summary.user, summary.fingerprint) == ("wang", invite.fingerprint)
+    assert summary.expires == invite.expires and summary.expires.tzinfo is not None
+    identity_file = home / "identities" / "wang.id"
+    request = Vault.enroll(invite.invite, PASSPHRASES["wang"], identity_file, clock=clock)
+    with Vault.open(home, identity=admin, clock=clock) as v:
+        assert v.add_user_from_request(request).name == "wang"
+    wang = Identity.unlock(home, "wang", PASSPHRASES["wang"])
+    with Vault.open(home, identity=wang, clock=clock) as v:
+        pending: KeyRenewalRequest = v.request_key_renewal("wang-new-passphrase")
+        assert pending.user == "wang" and pending.identity.exists()
+    with Vault.open(home, identity=admin, clock=clock) as v:
+        renewed: KeyRenewal = v.approve_key_renewal("wang")
+        assert renewed.request == pending.request
+        disabled: DisabledUser = v.disable_user("wang", reason="moved to another office")
+        assert disabled.revoked_grants == () and not disabled.rotation_required
+        copy: BackupReport = v.backup(home.parent / "backup")
+        assert (copy.backup / "vault.db").exists() and "vault.db" in copy.files
+        transfers: list[Transfer] = v.transfers()
+        assert transfers == []
+        try:
+            gc: GcReport = v.vault_gc(grace=timedelta(days=1))
+        except UsageError:
+            pass  # vault gc is for the Vault/OpenBao provider
+        else:
+            raise AssertionError(f"a local vault has no Vault salts: {gc}")
+    upgraded: UpgradeReport = Vault.upgrade(
+        home, "admin", PASSPHRASES["admin"], confirm=lambda shown: True, clock=clock
+    )
+    assert upgraded.user == "admin" and upgraded.fingerprint == invite.fingerprint
+    assert upgraded.pending == ()
+
+
 def lifecycle(home: Path, zhang: Identity, clock: FakeClock) -> None:
     """Rotation, the retention sweep and decommissioning."""
     with Vault.open(home, identity=zhang, clock=clock) as v:
@@ -152,7 +206,8 @@ def lifecycle(home: Path, zhang: Identity, clock: FakeClock) -> None:
     with Vault.open(home, identity=zhang, clock=clock) as v:
         # Decommissioning needs an officer's co-signature, which first writes
         # the guardian contact list sealed to that officer (P-23).
-        v.cosign_decommission(home.parent / "contacts.bin")
+        cosigned: DecommissionCosign = v.cosign_decommission(home.parent / "contacts.bin")
+        assert cosigned.records == 3 and len(cosigned.sha256) == 64
     admin = Identity.unlock(home, "admin", PASSPHRASES["admin"])
     with Vault.open(home, identity=admin, clock=clock) as v:
         sweep: SweepReport = v.retention_sweep(dry_run=True)
@@ -172,6 +227,7 @@ def main(tmp: Path) -> None:
     ids, request_id = write(home, li, clock)
     approval = approve(home, zhang, clock, request_id)
     read(home, li, clock, approval.token, ids[0])
+    people(home, clock)
     lifecycle(home, zhang, clock)
     # Closed vaults, wrong types and the Vault provider's configuration.
     v = Vault.open(home, identity=li, clock=clock)

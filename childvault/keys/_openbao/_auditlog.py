@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from childvault._i18n import _t
 from childvault.keys._errors import ConfigError
 from childvault.keys._openbao._http import Connection
 from childvault.keys._openbao._policies import ADMIN
@@ -76,7 +77,13 @@ def decrypts_in(audit_file: Path, decrypt_path: str) -> Iterator[VaultDecrypt]:
     try:
         handle = audit_file.open("r", encoding="utf-8", errors="replace")
     except OSError as exc:
-        raise ConfigError(f"cannot read the Vault audit log {audit_file}: {exc.strerror}") from None
+        raise ConfigError(
+            _t(
+                "cannot read the Vault audit log {audit_file}: {strerror}",
+                audit_file=audit_file,
+                strerror=exc.strerror,
+            )
+        ) from None
     with handle:
         for line in handle:
             if len(line) > _MAX_LINE or not line.strip():

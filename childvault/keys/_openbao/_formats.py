@@ -53,6 +53,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from childvault._i18n import _t
 from childvault.keys._encoding import b64, unb64
 from childvault.keys._errors import ApprovalInvalid, DecryptionFailed, UsageError
 from childvault.keys._provider import WrappedRecord
@@ -97,7 +98,9 @@ def check_record_id(record_id: str) -> str:
     # Record ids become URL path segments of the salt document: refuse
     # anything that could escape ``records/`` or change the route.
     if not isinstance(record_id, str) or not _RECORD_RE.fullmatch(record_id):
-        raise UsageError(f"record id {record_id!r} is not usable as a Vault path segment")
+        raise UsageError(
+            _t("record id {record_id!r} is not usable as a Vault path segment", record_id=record_id)
+        )
     return record_id
 
 
@@ -106,7 +109,7 @@ def length_prefixed(*parts: bytes) -> bytes:
     out = bytearray()
     for part in parts:
         if len(part) > 0xFFFF:
-            raise UsageError("a record id or field name is too long")
+            raise UsageError(_t("a record id or field name is too long"))
         out += len(part).to_bytes(2, "big") + part
     return bytes(out)
 
@@ -178,15 +181,15 @@ def parse_blob(record: WrappedRecord) -> dict[str, tuple[int, str]]:
     try:
         doc = json.loads(record.blob)
         if not isinstance(doc, dict) or doc.get("v") != 1:
-            raise ValueError("unknown blob format")
+            raise ValueError(_t("unknown blob format"))
         bound = doc["rec"] == record.record_id and doc["ver"] == record.version
         out: dict[str, tuple[int, str]] = {}
         for name, pair in dict(doc["f"]).items():
             version, ciphertext = pair
             if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-                raise ValueError("bad field version")
+                raise ValueError(_t("bad field version"))
             if not isinstance(ciphertext, str) or not ciphertext.startswith("vault:v"):
-                raise ValueError("bad ciphertext")
+                raise ValueError(_t("bad ciphertext"))
             out[str(name)] = (version, ciphertext)
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise DecryptionFailed("wrapped record keys are malformed") from exc
@@ -212,7 +215,7 @@ def ciphertext_version(ct: str) -> int:
     try:
         prefix, version, _rest = ct.split(":", 2)
         if prefix != "vault" or not version.startswith("v"):
-            raise ValueError("not a Transit ciphertext")
+            raise ValueError(_t("not a Transit ciphertext"))
         return int(version[1:])
     except ValueError as exc:
         raise DecryptionFailed("wrapped key has an unknown format") from exc
@@ -263,13 +266,13 @@ def parse_material(inner: bytes, vault_id: str, grant_id: str) -> GrantWraps:
         for w in doc["wraps"]:
             token = w["token"]
             if not isinstance(token, str) or not token:
-                raise ValueError("bad wrapping token")
+                raise ValueError(_t("bad wrapping token"))
             items = []
             for rid, name, fv in w["items"]:
                 if not (isinstance(rid, str) and isinstance(name, str)):
-                    raise ValueError("bad item")
+                    raise ValueError(_t("bad item"))
                 if not isinstance(fv, int) or isinstance(fv, bool) or fv < 1:
-                    raise ValueError("bad field version")
+                    raise ValueError(_t("bad field version"))
                 items.append((rid, name, fv))
             wraps.append((token, items))
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:

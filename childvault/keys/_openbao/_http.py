@@ -35,6 +35,7 @@ import requests
 from hvac.adapters import RawAdapter
 from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
 
+from childvault._i18n import _t
 from childvault.keys._errors import AccessDenied, ConfigError, ProviderUnavailable
 from childvault.keys._openbao._settings import VaultSettings
 
@@ -136,15 +137,22 @@ class Connection:
         resp = self._send("POST", path, {"role_id": role_id, "secret_id": secret_id}, None, None)
         if resp.status_code in (400, 401, 403):
             raise ProviderUnavailable(
-                f"AppRole login at {self.addr} ({path}) failed: the role id or secret id is "
-                "wrong, expired or used up; get a new secret id and log in again",
+                _t(
+                    "AppRole login at {addr} ({path}) failed: the role id or secret "
+                    "id is wrong, expired or used up; get a new secret id and log in "
+                    "again",
+                    addr=self.addr,
+                    path=path,
+                ),
                 detail=scrub(self._errors(resp)),
             )
         data = self._check(resp, "POST", path, ok=(200,), need=None)
         auth = data.get("auth")
         token = auth.get("client_token") if isinstance(auth, dict) else None
         if not isinstance(token, str) or not token:
-            raise ProviderUnavailable(f"AppRole login at {self.addr} ({path}) returned no token")
+            raise ProviderUnavailable(
+                _t("AppRole login at {addr} ({path}) returned no token", addr=self.addr, path=path)
+            )
         self._token = token
         return token
 
@@ -155,8 +163,11 @@ class Connection:
             if self._approle is not None:
                 return self._login()
         raise ProviderUnavailable(
-            f"no Vault token for {self.addr}: set VAULT_TOKEN (log in with `bao login`) "
-            "or configure an AppRole login"
+            _t(
+                "no Vault token for {addr}: set VAULT_TOKEN (log in with `bao "
+                "login`) or configure an AppRole login",
+                addr=self.addr,
+            )
         )
 
     def _forget_token(self, token: str | None) -> None:
@@ -233,9 +244,14 @@ class Connection:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ProviderUnavailable(
-                    f"no active Vault node answered within {self.ha_wait:g} s ({where}); "
-                    f"tried: {'; '.join(tried)}. Check the cluster (`bao operator raft "
-                    "list-peers`) and VAULT_ADDR"
+                    _t(
+                        "no active Vault node answered within {ha_wait:g} s "
+                        "({where}); tried: {tried}. Check the cluster (`bao operator "
+                        "raft list-peers`) and VAULT_ADDR",
+                        ha_wait=self.ha_wait,
+                        where=where,
+                        tried="; ".join(tried),
+                    )
                 )
             time.sleep(min(pause, remaining))
             pause = min(pause * 2, _BACKOFF_CAP_S)
@@ -262,9 +278,15 @@ class Connection:
                 )
             except requests.exceptions.SSLError as exc:
                 raise ProviderUnavailable(
-                    f"TLS connection to the Vault server at {node} failed ({method} {path}): "
-                    "check that VAULT_CACERT names the CA that signed the server certificate "
-                    "and that VAULT_ADDR uses the right host name"
+                    _t(
+                        "TLS connection to the Vault server at {node} failed "
+                        "({method} {path}): check that VAULT_CACERT names the CA "
+                        "that signed the server certificate and that VAULT_ADDR uses "
+                        "the right host name",
+                        node=node,
+                        method=method,
+                        path=path,
+                    )
                 ) from exc
             except requests.exceptions.RequestException as exc:
                 if not single and (_not_sent(exc) or method in _IDEMPOTENT):
@@ -282,18 +304,31 @@ class Connection:
     def _unreachable(self, exc: Exception, node: str, where: str) -> ProviderUnavailable:
         if isinstance(exc, requests.exceptions.Timeout):
             return ProviderUnavailable(
-                f"the Vault server at {node} did not answer within "
-                f"{self.settings.timeout:g} s ({where}): is it running and reachable? "
-                "check VAULT_ADDR and the network"
+                _t(
+                    "the Vault server at {node} did not answer within {timeout:g} s "
+                    "({where}): is it running and reachable? check VAULT_ADDR and "
+                    "the network",
+                    node=node,
+                    timeout=self.settings.timeout,
+                    where=where,
+                )
             )
         if isinstance(exc, requests.exceptions.ConnectionError):
             return ProviderUnavailable(
-                f"cannot reach the Vault server at {node} ({where}): "
-                "is the server running? check VAULT_ADDR"
+                _t(
+                    "cannot reach the Vault server at {node} ({where}): is the "
+                    "server running? check VAULT_ADDR",
+                    node=node,
+                    where=where,
+                )
             )
         return ProviderUnavailable(
-            f"request to the Vault server at {node} failed ({where}): "
-            "check VAULT_ADDR and VAULT_CACERT"
+            _t(
+                "request to the Vault server at {node} failed ({where}): check "
+                "VAULT_ADDR and VAULT_CACERT",
+                node=node,
+                where=where,
+            )
         )
 
     @staticmethod
@@ -324,8 +359,12 @@ class Connection:
                 doc = None
             if not isinstance(doc, dict):
                 raise ProviderUnavailable(
-                    f"unexpected answer from the Vault server at {self.addr} ({where}): "
-                    "is VAULT_ADDR really a Vault/OpenBao server?"
+                    _t(
+                        "unexpected answer from the Vault server at {addr} "
+                        "({where}): is VAULT_ADDR really a Vault/OpenBao server?",
+                        addr=self.addr,
+                        where=where,
+                    )
                 )
             return doc
         errors = self._errors(resp)
@@ -333,32 +372,54 @@ class Connection:
         if status == 503:
             if "sealed" in str(errors).lower():
                 raise ProviderUnavailable(
-                    f"the Vault server at {self.addr} is sealed ({where}): unseal it "
-                    "(`bao operator unseal`) and try again",
+                    _t(
+                        "the Vault server at {addr} is sealed ({where}): unseal it "
+                        "(`bao operator unseal`) and try again",
+                        addr=self.addr,
+                        where=where,
+                    ),
                     detail=detail,
                 )
             raise ProviderUnavailable(
-                f"the Vault server at {self.addr} is unavailable ({where}): it may be a "
-                "standby without an active node, or in maintenance; try again later",
+                _t(
+                    "the Vault server at {addr} is unavailable ({where}): it may be "
+                    "a standby without an active node, or in maintenance; try again "
+                    "later",
+                    addr=self.addr,
+                    where=where,
+                ),
                 detail=detail,
             )
         if status == 403:
             capability, who = need or ("access", "a childvault policy")
             raise AccessDenied(
-                f"this token lacks {capability} on {path}: it needs {who} "
-                "(run `childvault doctor` to see what the token may do)",
+                _t(
+                    "this token lacks {capability} on {path}: it needs {who} (run "
+                    "`childvault doctor` to see what the token may do)",
+                    capability=capability,
+                    path=path,
+                    who=who,
+                ),
                 detail=detail,
             )
         if status == 401:
             raise ProviderUnavailable(
-                f"the Vault server at {self.addr} refused the token ({where}): "
-                "log in again / renew VAULT_TOKEN",
+                _t(
+                    "the Vault server at {addr} refused the token ({where}): log in "
+                    "again / renew VAULT_TOKEN",
+                    addr=self.addr,
+                    where=where,
+                ),
                 detail=detail,
             )
         if status == 429:
             raise ProviderUnavailable(
-                f"the Vault server at {self.addr} is rate-limiting requests ({where}): "
-                "try again later",
+                _t(
+                    "the Vault server at {addr} is rate-limiting requests ({where}): "
+                    "try again later",
+                    addr=self.addr,
+                    where=where,
+                ),
                 detail=detail,
             )
         if (
@@ -367,13 +428,23 @@ class Connection:
             and any("no handler for route" in str(e) for e in errors)
         ):
             raise ConfigError(
-                f"the Vault server at {self.addr} has nothing mounted at {path}: "
-                "run `childvault vault setup` (or check the mount names in the settings)",
+                _t(
+                    "the Vault server at {addr} has nothing mounted at {path}: run "
+                    "`childvault vault setup` (or check the mount names in the "
+                    "settings)",
+                    addr=self.addr,
+                    path=path,
+                ),
                 detail=detail,
             )
         raise ProviderUnavailable(
-            f"the Vault server at {self.addr} refused {where} (HTTP {status}); "
-            "run `childvault doctor` for details",
+            _t(
+                "the Vault server at {addr} refused {where} (HTTP {status}); run "
+                "`childvault doctor` for details",
+                addr=self.addr,
+                where=where,
+                status=status,
+            ),
             detail=detail,
         )
 
@@ -411,8 +482,14 @@ class Connection:
                     self._forget_token(token)
                     continue
                 raise ProviderUnavailable(
-                    f"the Vault server at {self.addr} refused the token ({method} {path}): "
-                    "it is invalid, revoked or expired; log in again / renew VAULT_TOKEN"
+                    _t(
+                        "the Vault server at {addr} refused the token ({method} "
+                        "{path}): it is invalid, revoked or expired; log in again / "
+                        "renew VAULT_TOKEN",
+                        addr=self.addr,
+                        method=method,
+                        path=path,
+                    )
                 )
             return Reply(resp.status_code, self._check(resp, method, path, ok=ok, need=need))
         raise AssertionError("unreachable")  # pragma: no cover

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from childvault._i18n import _t
 from childvault.keys._errors import ConfigError, ProviderUnavailable, UsageError
 from childvault.keys._identity import check_user_name
 from childvault.keys._openbao._http import Connection, scrub
@@ -48,7 +49,13 @@ def entity_name(name: str) -> str:
 def group_name(role: str) -> str:
     """The identity group of a childvault role (same name as the role's policy)."""
     if role not in POLICY_NAMES:
-        raise UsageError(f"unknown childvault role {role!r}: one of {', '.join(POLICY_NAMES)}")
+        raise UsageError(
+            _t(
+                "unknown childvault role {role!r}: one of {roles}",
+                role=role,
+                roles=", ".join(POLICY_NAMES),
+            )
+        )
     return POLICY_NAMES[role]
 
 
@@ -71,7 +78,11 @@ def _approle_accessor(conn: Connection, settings: VaultSettings) -> tuple[str, b
     entry = table.get(mount)
     if not isinstance(entry, dict) or entry.get("type") != "approle":
         raise ConfigError(
-            f"{mount} on {settings.addr} is not an AppRole auth method: set approle_mount"
+            _t(
+                "{mount} on {addr} is not an AppRole auth method: set approle_mount",
+                mount=mount,
+                addr=settings.addr,
+            )
         )
     return str(entry["accessor"]), enabled
 
@@ -83,7 +94,9 @@ def _ensure_group(conn: Connection, role: str) -> dict[str, Any]:
     data = reply.data.get("data") if reply.status == 200 else None
     if isinstance(data, dict):
         if data.get("type") != "internal":
-            raise ConfigError(f"identity group {name} exists but is external, not internal")
+            raise ConfigError(
+                _t("identity group {name} exists but is external, not internal", name=name)
+            )
         return data
     conn.call(
         "POST",
@@ -189,9 +202,14 @@ def add_person(
             )
             if alias.status == 400:
                 raise ConfigError(
-                    f"the AppRole role {name} is already bound to another Vault entity "
-                    "(someone logged in with it before it was given an identity): merge "
-                    f"that entity into {ename} (identity/entity/merge) and run this again",
+                    _t(
+                        "the AppRole role {name} is already bound to another Vault "
+                        "entity (someone logged in with it before it was given an "
+                        "identity): merge that entity into {ename} "
+                        "(identity/entity/merge) and run this again",
+                        name=name,
+                        ename=ename,
+                    ),
                     detail=scrub(alias.data.get("errors")),
                 )
             actions.append(f"entity alias: AppRole role {name} -> {ename}")
@@ -212,7 +230,10 @@ def add_person(
         info = secret.data.get("wrap_info")
         if not isinstance(info, dict) or not info.get("token"):
             raise ProviderUnavailable(
-                f"the Vault server at {settings.addr} did not response-wrap the secret id"
+                _t(
+                    "the Vault server at {addr} did not response-wrap the secret id",
+                    addr=settings.addr,
+                )
             )
         actions.append(f"new secret id for {name}, response-wrapped for {wrap}")
     finally:

@@ -19,6 +19,7 @@ from typing import Any
 
 import requests
 
+from childvault._i18n import _t
 from childvault.keys._errors import ApprovalInvalid, ConfigError, DecryptionFailed, UsageError
 from childvault.keys._identity import Identity, PublicIdentity
 from childvault.keys._openbao import _auditlog, _diagnose
@@ -58,7 +59,7 @@ def _kv_time(value: object) -> datetime | None:
 def _check_keys(keys: Sequence[FieldKey]) -> None:
     for fk in keys:
         if len(fk.key) != DEK_LEN or fk.version < 1:
-            raise UsageError("a field key must be 32 bytes with a version >= 1")
+            raise UsageError(_t("a field key must be 32 bytes with a version >= 1"))
 
 
 class VaultProvider:
@@ -91,7 +92,7 @@ class VaultProvider:
         if approle is not None and (
             len(approle) != 2 or not all(isinstance(p, str) and p for p in approle)
         ):
-            raise ConfigError("AppRole login needs a role id and a secret id")
+            raise ConfigError(_t("AppRole login needs a role id and a secret id"))
         if token is None and approle is None:
             token = os.environ.get("VAULT_TOKEN") or None
         self._settings = settings
@@ -200,7 +201,7 @@ class VaultProvider:
                 if name not in entries:
                     continue  # an optional field this record does not have
                 if (sel.record.record_id, name) in seen:
-                    raise UsageError(f"field {name!r} of a record is selected twice")
+                    raise UsageError(_t("field {name!r} of a record is selected twice", name=name))
                 seen.add((sel.record.record_id, name))
                 fv, ct = entries[name]
                 wanted.append((sel.record.record_id, name, fv, ct))
@@ -239,7 +240,7 @@ class VaultProvider:
         """
         entries = parse_blob(record)
         if new_version <= record.version:
-            raise UsageError("the new record version must be greater than the current one")
+            raise UsageError(_t("the new record version must be greater than the current one"))
         _check_keys(list(changes.values()))
         if not changes:
             return encode_blob(record.record_id, new_version, entries)

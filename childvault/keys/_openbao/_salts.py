@@ -17,6 +17,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import Any
 
+from childvault._i18n import _t
 from childvault.keys._errors import (
     AccessDenied,
     DecryptionFailed,
@@ -124,10 +125,14 @@ class SaltStore:
 
     def _reused(self, record_id: str) -> UsageError:
         return UsageError(
-            f"record id {record_id} already has a salt document or a shredding tombstone in "
-            "Vault (an interrupted earlier attempt, or a shredded record); salts are "
-            "create-only and record ids are never reused: write the record under a new id "
-            "(`childvault vault gc` destroys orphaned salts)"
+            _t(
+                "record id {record_id} already has a salt document or a shredding "
+                "tombstone in Vault (an interrupted earlier attempt, or a shredded "
+                "record); salts are create-only and record ids are never reused: "
+                "write the record under a new id (`childvault vault gc` destroys "
+                "orphaned salts)",
+                record_id=record_id,
+            )
         )
 
     def _one(self, record_id: str, new: bool, field_names: Sequence[str]) -> Salts:
@@ -186,8 +191,12 @@ class SaltStore:
         )
         if reply.status == 400:
             raise ProviderUnavailable(
-                f"the salt document at {path} changed while correcting the record "
-                "(another correction at the same time?); nothing was changed, try again",
+                _t(
+                    "the salt document at {path} changed while correcting the record "
+                    "(another correction at the same time?); nothing was changed, "
+                    "try again",
+                    path=path,
+                ),
                 detail=scrub(reply.data.get("errors")),
             )
         try:

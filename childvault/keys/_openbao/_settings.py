@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from childvault._i18n import _t
 from childvault.keys._errors import ConfigError
 
 __all__ = ["MAX_SALT_WORKERS", "VaultSettings", "ttl"]
@@ -31,7 +32,10 @@ def ttl(value: int | str) -> str:
     text = str(value)
     if isinstance(value, bool) or not _TTL_RE.fullmatch(text):
         raise ConfigError(
-            f"invalid TTL {value!r}: use seconds or a duration like '90s', '15m', '1h'"
+            _t(
+                "invalid TTL {value!r}: use seconds or a duration like '90s', '15m', '1h'",
+                value=value,
+            )
         )
     return text
 
@@ -80,41 +84,57 @@ class VaultSettings:
             isinstance(p, str) and re.fullmatch(r"https?://[^\s/,]+/?", p.strip()) for p in parts
         ):
             raise ConfigError(
-                f"invalid Vault address {self.addr!r}: use http(s)://host:port (VAULT_ADDR), "
-                "or several such addresses separated by commas"
+                _t(
+                    "invalid Vault address {addr!r}: use http(s)://host:port "
+                    "(VAULT_ADDR), or several such addresses separated by commas",
+                    addr=self.addr,
+                )
             )
         object.__setattr__(self, "addr", ",".join(str(p).strip().rstrip("/") for p in parts))
         for label, mount in (("transit_mount", self.transit_mount), ("kv_mount", self.kv_mount)):
             if not isinstance(mount, str) or not _MOUNT_RE.fullmatch(mount):
-                raise ConfigError(f"invalid Vault mount path {label}={mount!r}")
+                raise ConfigError(
+                    _t("invalid Vault mount path {label}={mount!r}", label=label, mount=mount)
+                )
         for label, name in (("key_name", self.key_name), ("approle_mount", self.approle_mount)):
             if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-                raise ConfigError(f"invalid Vault name {label}={name!r}")
+                raise ConfigError(_t("invalid Vault name {label}={name!r}", label=label, name=name))
         if self.namespace is not None and not (
             isinstance(self.namespace, str) and _MOUNT_RE.fullmatch(self.namespace.strip("/"))
         ):
-            raise ConfigError(f"invalid Vault namespace {self.namespace!r}")
+            raise ConfigError(_t("invalid Vault namespace {namespace!r}", namespace=self.namespace))
         if self.cacert is not None and not isinstance(self.cacert, str):
-            raise ConfigError("cacert must be a file path")
+            raise ConfigError(_t("cacert must be a file path"))
         if (
             isinstance(self.timeout, bool)
             or not isinstance(self.timeout, int | float)
             or not self.timeout > 0
         ):
-            raise ConfigError(f"invalid Vault timeout {self.timeout!r}: use a positive number")
+            raise ConfigError(
+                _t("invalid Vault timeout {timeout!r}: use a positive number", timeout=self.timeout)
+            )
         if (
             isinstance(self.index_key_version, bool)
             or not isinstance(self.index_key_version, int)
             or self.index_key_version < 1
         ):
-            raise ConfigError(f"invalid index_key_version {self.index_key_version!r}")
+            raise ConfigError(
+                _t(
+                    "invalid index_key_version {index_key_version!r}",
+                    index_key_version=self.index_key_version,
+                )
+            )
         if (
             isinstance(self.salt_workers, bool)
             or not isinstance(self.salt_workers, int)
             or not 1 <= self.salt_workers <= MAX_SALT_WORKERS
         ):
             raise ConfigError(
-                f"invalid salt_workers {self.salt_workers!r}: use 1 to {MAX_SALT_WORKERS}"
+                _t(
+                    "invalid salt_workers {salt_workers!r}: use 1 to {max_salt_workers}",
+                    salt_workers=self.salt_workers,
+                    max_salt_workers=MAX_SALT_WORKERS,
+                )
             )
         object.__setattr__(self, "wrap_ttl", ttl(self.wrap_ttl))
         object.__setattr__(self, "max_wrapping_ttl", ttl(self.max_wrapping_ttl))
@@ -141,12 +161,12 @@ class VaultSettings:
         values.update(overrides)
         if not values.get("addr"):
             raise ConfigError(
-                "no Vault server address: set VAULT_ADDR (e.g. https://vault.example.org:8200)"
+                _t("no Vault server address: set VAULT_ADDR (e.g. https://vault.example.org:8200)")
             )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"unknown Vault settings: {', '.join(unknown)}")
+            raise ConfigError(_t("unknown Vault settings: {names}", names=", ".join(unknown)))
         return cls(**values)
 
     def to_json(self) -> str:
@@ -159,13 +179,15 @@ class VaultSettings:
         try:
             doc = json.loads(text) if isinstance(text, str | bytes) else dict(text)
         except ValueError as exc:
-            raise ConfigError("the stored Vault settings are not valid JSON") from exc
+            raise ConfigError(_t("the stored Vault settings are not valid JSON")) from exc
         if not isinstance(doc, dict):
-            raise ConfigError("the stored Vault settings must be a JSON object")
+            raise ConfigError(_t("the stored Vault settings must be a JSON object"))
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(doc) - known)
         if unknown:
-            raise ConfigError(f"unknown Vault settings in the configuration: {', '.join(unknown)}")
+            raise ConfigError(
+                _t("unknown Vault settings in the configuration: {names}", names=", ".join(unknown))
+            )
         if "addr" not in doc:
-            raise ConfigError("the stored Vault settings have no server address")
+            raise ConfigError(_t("the stored Vault settings have no server address"))
         return cls(**doc)

@@ -11,6 +11,7 @@ import time
 from importlib import resources
 from typing import Any
 
+from childvault._i18n import _t
 from childvault.keys._errors import ConfigError, ProviderUnavailable
 from childvault.keys._openbao._http import Connection, scrub
 from childvault.keys._openbao._policies import POLICY_NAMES, ROOT
@@ -54,7 +55,11 @@ def _kv_config_when_ready(conn: Connection, mount: str, root: str) -> dict[str, 
             return reply.data
         if time.monotonic() > deadline:
             raise ProviderUnavailable(
-                f"the KV mount {mount}/ at {conn.addr} did not become ready within 30 s"
+                _t(
+                    "the KV mount {mount}/ at {addr} did not become ready within 30 s",
+                    mount=mount,
+                    addr=conn.addr,
+                )
             )
         time.sleep(0.2)
 
@@ -68,13 +73,17 @@ def _audit_devices(conn: Connection, root: str) -> dict[str, Any]:
 
 def _no_audit_device(settings: VaultSettings) -> ConfigError:
     return ConfigError(
-        f"no audit device is enabled on the Vault server at {settings.addr}: without one "
-        "nothing outside childvault records who decrypted what, and `childvault audit "
-        "reconcile` has nothing to check. Everything else is set up. Declare a file audit "
-        "device in the server configuration, e.g.\n"
-        f"{_audit_stanza('/var/log/openbao/audit.log')}\n"
-        "restart the server and run `childvault vault setup --audit-file PATH` again; or, "
-        "knowingly, pass --no-audit-device-i-accept-the-risk"
+        _t(
+            "no audit device is enabled on the Vault server at {addr}: without one "
+            "nothing outside childvault records who decrypted what, and `childvault "
+            "audit reconcile` has nothing to check. Everything else is set up. "
+            "Declare a file audit device in the server configuration, "
+            "e.g.\n{audit_stanza}\nrestart the server and run `childvault vault setup "
+            "--audit-file PATH` again; or, knowingly, pass "
+            "--no-audit-device-i-accept-the-risk",
+            addr=settings.addr,
+            audit_stanza=_audit_stanza("/var/log/openbao/audit.log"),
+        )
     )
 
 
@@ -105,10 +114,15 @@ def setup(
         health = conn.call("GET", "sys/health", ok=(200, 429, 472, 473, 501, 503), auth=False).data
         if health.get("sealed"):
             raise ProviderUnavailable(
-                f"the Vault server at {settings.addr} is sealed: unseal it and run setup again"
+                _t(
+                    "the Vault server at {addr} is sealed: unseal it and run setup again",
+                    addr=settings.addr,
+                )
             )
         if health.get("initialized") is False:
-            raise ProviderUnavailable(f"the Vault server at {settings.addr} is not initialised")
+            raise ProviderUnavailable(
+                _t("the Vault server at {addr} is not initialised", addr=settings.addr)
+            )
         mounts = conn.call("GET", "sys/mounts", need=("read", root)).data
         table: dict[str, Any] = mounts["data"] if isinstance(mounts.get("data"), dict) else mounts
         for mount, engine, options in (
@@ -122,21 +136,37 @@ def setup(
                 if options:
                     body["options"] = options
                 conn.call("POST", f"sys/mounts/{mount}", body=body, need=("update", root))
-                lines.append(f"{label} secrets engine: enabled at {mount}/")
+                lines.append(
+                    _t("{label} secrets engine: enabled at {mount}/", label=label, mount=mount)
+                )
                 changed = True
             else:
                 version = str((existing.get("options") or {}).get("version", "1"))
                 if existing.get("type") != engine or (options and version != "2"):
                     raise ConfigError(
-                        f"{mount}/ is already mounted as {existing.get('type')} "
-                        f"(version {version}), not {label}: choose another mount name"
+                        _t(
+                            "{mount}/ is already mounted as {kind} (version "
+                            "{version}), not {label}: choose another mount name",
+                            mount=mount,
+                            kind=existing.get("type"),
+                            version=version,
+                            label=label,
+                        )
                     )
-                lines.append(f"{label} secrets engine: already enabled at {mount}/")
+                lines.append(
+                    _t(
+                        "{label} secrets engine: already enabled at {mount}/",
+                        label=label,
+                        mount=mount,
+                    )
+                )
         # Require check-and-set on every salt write: a salt is never replaced
         # blindly, by childvault or by any other tool.
         kv_config = _kv_config_when_ready(conn, settings.kv_mount, root)
         if (kv_config.get("data") or {}).get("cas_required") is True:
-            lines.append(f"{settings.kv_mount}/: check-and-set already required")
+            lines.append(
+                _t("{kv_mount}/: check-and-set already required", kv_mount=settings.kv_mount)
+            )
         else:
             conn.call(
                 "POST",
@@ -144,7 +174,12 @@ def setup(
                 body={"cas_required": True},
                 need=("update", root),
             )
-            lines.append(f"{settings.kv_mount}/: check-and-set now required on every write")
+            lines.append(
+                _t(
+                    "{kv_mount}/: check-and-set now required on every write",
+                    kv_mount=settings.kv_mount,
+                )
+            )
             changed = True
         for name, derived in ((settings.key_name, True), (settings.index_key_name, False)):
             path = f"{settings.transit_mount}/keys/{name}"
@@ -156,8 +191,14 @@ def setup(
                     body={"type": "aes256-gcm96", "derived": derived, "exportable": False},
                     need=("update", root),
                 )
-                what = "derived wrapping key" if derived else "blind-index HMAC key"
-                lines.append(f"Transit key {name}: created ({what}, aes256-gcm96, not exportable)")
+                what = _t("derived wrapping key") if derived else _t("blind-index HMAC key")
+                lines.append(
+                    _t(
+                        "Transit key {name}: created ({what}, aes256-gcm96, not exportable)",
+                        name=name,
+                        what=what,
+                    )
+                )
                 changed = True
                 continue
             data = reply.data.get("data") or {}
@@ -167,15 +208,24 @@ def setup(
                 or data.get("exportable") is not False
             ):
                 raise ConfigError(
-                    f"Transit key {name} exists with other settings (type {data.get('type')}, "
-                    f"derived {data.get('derived')}, exportable {data.get('exportable')}); "
-                    "childvault needs aes256-gcm96, "
-                    f"derived={str(derived).lower()}, not exportable"
+                    _t(
+                        "Transit key {name} exists with other settings (type {kind}, "
+                        "derived {derived_now}, exportable {exportable}); childvault needs "
+                        "aes256-gcm96, derived={wanted}, not exportable",
+                        name=name,
+                        kind=data.get("type"),
+                        derived_now=data.get("derived"),
+                        exportable=data.get("exportable"),
+                        wanted=str(derived).lower(),
+                    )
                 )
             if derived:
                 lines.append(
-                    f"Transit key {name}: already present "
-                    f"(latest version {data.get('latest_version')})"
+                    _t(
+                        "Transit key {name}: already present (latest version {latest})",
+                        name=name,
+                        latest=data.get("latest_version"),
+                    )
                 )
             else:
                 latest = int(data.get("latest_version") or 1)
@@ -183,32 +233,51 @@ def setup(
                 pinned = settings.index_key_version
                 if pinned > latest or pinned < minimum:
                     raise ConfigError(
-                        f"index_key_version {pinned} is not usable with Transit key {name} "
-                        f"(versions {max(minimum, 1)}..{latest})"
+                        _t(
+                            "index_key_version {pinned} is not usable with Transit "
+                            "key {name} (versions {oldest}..{latest})",
+                            pinned=pinned,
+                            name=name,
+                            oldest=max(minimum, 1),
+                            latest=latest,
+                        )
                     )
                 lines.append(
-                    f"Transit key {name}: already present (latest version {latest}; "
-                    f"childvault uses version {pinned})"
+                    _t(
+                        "Transit key {name}: already present (latest version "
+                        "{latest}; childvault uses version {pinned})",
+                        name=name,
+                        latest=latest,
+                        pinned=pinned,
+                    )
                 )
         for name, text in render_policies(settings).items():
             path = f"sys/policies/acl/{name}"
             reply = conn.call("GET", path, ok=(200, 404), need=("read", root))
             current = (reply.data.get("data") or {}).get("policy") if reply.status == 200 else None
             if isinstance(current, str) and current.strip() == text.strip():
-                lines.append(f"policy {name}: already up to date")
+                lines.append(_t("policy {name}: already up to date", name=name))
                 continue
             conn.call("PUT", path, body={"policy": text}, need=("update", root))
-            lines.append(f"policy {name}: {'written' if current is None else 'updated'}")
+            lines.append(
+                _t("policy {name}: written", name=name)
+                if current is None
+                else _t("policy {name}: updated", name=name)
+            )
             changed = True
         table = _audit_devices(conn, root)
         if audit_file is None:
             if table:
-                lines.append(f"audit device: enabled ({', '.join(sorted(table))})")
+                lines.append(
+                    _t("audit device: enabled ({devices})", devices=", ".join(sorted(table)))
+                )
             elif allow_no_audit_device:
                 lines.append(
-                    "audit device: NONE enabled (accepted with "
-                    "--no-audit-device-i-accept-the-risk): nothing outside childvault "
-                    "records who decrypted what"
+                    _t(
+                        "audit device: NONE enabled (accepted with "
+                        "--no-audit-device-i-accept-the-risk): nothing outside "
+                        "childvault records who decrypted what"
+                    )
                 )
             else:
                 raise _no_audit_device(settings)
@@ -221,7 +290,13 @@ def setup(
                 and (dev.get("options") or {}).get("file_path") == audit_file
             ]
             if found:
-                lines.append(f"audit device: already writing to {audit_file} ({found[0]})")
+                lines.append(
+                    _t(
+                        "audit device: already writing to {audit_file} ({device})",
+                        audit_file=audit_file,
+                        device=found[0],
+                    )
+                )
             else:
                 reply = conn.call(
                     "PUT",
@@ -232,20 +307,28 @@ def setup(
                 )
                 if reply.status == 400:
                     raise ConfigError(
-                        "the server refuses to enable audit devices through the API "
-                        "(OpenBao and recent Vault versions); everything else is set up. Add "
-                        f"this to the server configuration, restart it, and run setup again:\n"
-                        f"{_audit_stanza(audit_file)}",
+                        _t(
+                            "the server refuses to enable audit devices through the "
+                            "API (OpenBao and recent Vault versions); everything "
+                            "else is set up. Add this to the server configuration, "
+                            "restart it, and run setup again:\n{audit_stanza}",
+                            audit_stanza=_audit_stanza(audit_file),
+                        ),
                         detail=scrub(reply.data.get("errors")),
                     )
-                lines.append(f"audit device: file audit device enabled, writing to {audit_file}")
+                lines.append(
+                    _t(
+                        "audit device: file audit device enabled, writing to {audit_file}",
+                        audit_file=audit_file,
+                    )
+                )
                 changed = True
     finally:
         conn.close()
     if control_groups:
         lines.append(_control_groups_line(settings, token))
     lines.append(
-        "setup complete" if changed else "nothing to change: the server was already set up"
+        _t("setup complete") if changed else _t("nothing to change: the server was already set up")
     )
     return lines
 
@@ -257,13 +340,18 @@ def _control_groups_line(settings: VaultSettings, token: str) -> str:
     probe = probe_control_groups(settings, token)
     if not probe["enforced"]:
         raise ConfigError(
-            f"the Vault server at {settings.addr} does not enforce Control Groups: a request "
-            f"on a path under a control_group stanza was answered with {probe['answer']}, "
-            "not held for approval (OpenBao 2.x accepts the stanza but does not enforce it). "
-            "Everything else is set up; the officer policy stays without Control Groups "
-            "(docs/vault.md, Control Groups)"
+            _t(
+                "the Vault server at {addr} does not enforce Control Groups: a "
+                "request on a path under a control_group stanza was answered with "
+                "{answer}, not held for approval (OpenBao 2.x accepts the stanza but "
+                "does not enforce it). Everything else is set up; the officer policy "
+                "stays without Control Groups (docs/vault.md, Control Groups)",
+                addr=settings.addr,
+                answer=probe["answer"],
+            )
         )
-    return (
+    # No parameters: "{approvers}" is the policy file's own placeholder, shown as is.
+    return _t(
         "Control Groups: enforced by this server (probe held for approval). childvault does "
         "not install them itself: put policies/officer-control-group.hcl in place of "
         "childvault-officer, with {approvers} set to your approving officers' identity group"

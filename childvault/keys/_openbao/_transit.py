@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
+from childvault._i18n import _t
 from childvault.keys._encoding import b64, unb64
 from childvault.keys._errors import DecryptionFailed, ProviderUnavailable
 from childvault.keys._openbao._formats import index_input
@@ -37,9 +38,13 @@ def batch_results(reply: Reply, expected: int, what: str) -> list[dict[str, Any]
     data = reply.data.get("data")
     results = data.get("batch_results") if isinstance(data, dict) else None
     if not isinstance(results, list) or len(results) != expected:
-        raise ProviderUnavailable(f"the Vault server gave an incomplete answer to {what}")
+        raise ProviderUnavailable(
+            _t("the Vault server gave an incomplete answer to {what}", what=what)
+        )
     if not all(isinstance(r, dict) for r in results):
-        raise ProviderUnavailable(f"the Vault server gave a malformed answer to {what}")
+        raise ProviderUnavailable(
+            _t("the Vault server gave a malformed answer to {what}", what=what)
+        )
     return results
 
 
@@ -76,7 +81,7 @@ class Transit:
                 ciphertext = result.get("ciphertext")
                 if result.get("error") or not isinstance(ciphertext, str):
                     raise ProviderUnavailable(
-                        f"the Vault server refused to wrap a key (POST {path})",
+                        _t("the Vault server refused to wrap a key (POST {path})", path=path),
                         detail=scrub([result.get("error")]),
                     )
                 out.append(ciphertext)
@@ -97,7 +102,10 @@ class Transit:
             data = reply.data.get("data")
             if reply.status == 400 and not isinstance(data, dict):
                 raise ProviderUnavailable(
-                    f"the Vault server refused POST {path}; run `childvault doctor`",
+                    _t(
+                        "the Vault server refused POST {path}; run `childvault doctor`",
+                        path=path,
+                    ),
                     detail=scrub(reply.data.get("errors")),
                 )
             for result in batch_results(reply, len(chunk), f"POST {path}"):
@@ -116,7 +124,7 @@ class Transit:
         reply = self._conn.call("GET", self.key_path, need=("read", ANY_ROLE))
         data = reply.data.get("data")
         if not isinstance(data, dict):
-            raise ProviderUnavailable("the Vault server returned no key description")
+            raise ProviderUnavailable(_t("the Vault server returned no key description"))
         return data
 
     def latest_version(self) -> int:
@@ -173,13 +181,16 @@ class Transit:
                 mac = result.get("hmac")
                 if result.get("error") or not isinstance(mac, str):
                     raise ProviderUnavailable(
-                        f"the Vault server refused to compute an index value (POST {path})",
+                        _t(
+                            "the Vault server refused to compute an index value (POST {path})",
+                            path=path,
+                        ),
                         detail=scrub([result.get("error")]),
                     )
                 try:
                     out.append(unb64(mac.split(":", 2)[2]))
                 except (ValueError, IndexError):
                     raise ProviderUnavailable(
-                        "the Vault server returned a malformed HMAC"
+                        _t("the Vault server returned a malformed HMAC")
                     ) from None
         return out

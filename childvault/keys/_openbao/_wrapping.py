@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from childvault._i18n import _t
 from childvault.keys._encoding import unb64
 from childvault.keys._errors import (
     AccessDenied,
@@ -71,10 +72,15 @@ class Wrapping:
                 # The policy also refuses a wrap TTL above its max_wrapping_ttl,
                 # with the same bare "permission denied": name both causes.
                 raise AccessDenied(
-                    f"this token may not decrypt on {self.decrypt_path} with a grant "
-                    f"lifetime of {ttl}: it needs the childvault-officer policy, and the "
-                    "lifetime must not exceed the policy's max_wrapping_ttl "
-                    f"({self._settings.max_wrapping_ttl} in these settings)",
+                    _t(
+                        "this token may not decrypt on {decrypt_path} with a grant "
+                        "lifetime of {ttl}: it needs the childvault-officer policy, "
+                        "and the lifetime must not exceed the policy's "
+                        "max_wrapping_ttl ({max_wrapping_ttl} in these settings)",
+                        decrypt_path=self.decrypt_path,
+                        ttl=ttl,
+                        max_wrapping_ttl=self._settings.max_wrapping_ttl,
+                    ),
                     detail=exc.detail,
                 ) from None
             info = reply.data.get("wrap_info")
@@ -82,12 +88,17 @@ class Wrapping:
                 # The server answered in clear: the wrapping header was dropped
                 # on the way (a proxy?). Refuse rather than hold DEKs here.
                 raise ConfigError(
-                    f"the Vault server at {self._settings.addr} did not response-wrap the "
-                    f"decrypt on {self.decrypt_path}; check proxies between here and Vault"
+                    _t(
+                        "the Vault server at {addr} did not response-wrap the "
+                        "decrypt on {decrypt_path}; check proxies between here and "
+                        "Vault",
+                        addr=self._settings.addr,
+                        decrypt_path=self.decrypt_path,
+                    )
                 )
             token = info.get("token")
             if not isinstance(token, str) or not token:
-                raise ProviderUnavailable("the Vault server returned no wrapping token")
+                raise ProviderUnavailable(_t("the Vault server returned no wrapping token"))
             wraps.append((token, [(rid, name, fv) for rid, name, fv, _ct in chunk]))
             if receipt is not None:
                 receipt.setdefault("accessors", []).append(str(info.get("accessor") or ""))
