@@ -86,6 +86,8 @@ def test_officer_report_holds_exactly_the_granted_data_consent_and_every_entry(
         "guardian_informed": False,
         "guardian_also": False,
         "retain_until": "2032-01-01",
+        # Issue 15: the report names who consented (older consents: ``by``).
+        "party": "guardian",
     }
     assert report["retention"]["retain_until"] == "2032-01-01"
     assert report["grant"]["purpose"] == "case_management"

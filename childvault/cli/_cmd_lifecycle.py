@@ -65,6 +65,20 @@ def _consent_options(fn: Any) -> Any:
             click.option("--notice-version", help="Notice version shown (default: current)."),
             click.option("--guardian-informed", is_flag=True),
             click.option("--guardian-also", is_flag=True),
+            click.option(
+                "--consent-party",
+                type=click.Choice(["guardian", "child", "institution", "civil_affairs"]),
+                help="Who consented: a guardian person, the child, or the institution or "
+                "civil affairs department as statutory guardian.",
+            ),
+            click.option(
+                "--consent-relation", help="The consenting guardian's relation (e.g. 母亲)."
+            ),
+            click.option(
+                "--consent-form",
+                type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                help="The signed consent form; its SHA-256 is kept (needed when back-dated).",
+            ),
         ]
     ):
         fn = option(fn)

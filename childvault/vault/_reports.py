@@ -686,6 +686,13 @@ def _consent_json(row: RecordRow) -> dict[str, Any]:
         "guardian_informed": bool(consent.get("guardian_informed", False)),
         "guardian_also": bool(consent.get("guardian_also", False)),
         "retain_until": row.retain_until,
+        # Who consented (issue 15): older consents name only ``by``.
+        "party": consent.get("party") or consent.get("by"),
+        **{
+            key: consent[key]
+            for key in ("relation", "form_sha256", "confirmed_by")
+            if consent.get(key)
+        },
     }
 
 
