@@ -38,7 +38,7 @@ def incident_open(c: Ctx, kind: str, discovered: str) -> None:
     from childvault.vault._time import parse_when
 
     v = c.open()
-    row = v.incident_open(kind, parse_when(discovered, now=v.now()))
+    row = v.incident_open(kind, parse_when(discovered, now=v.now())).to_json()
     c.emit({"ok": True, "incident": row}, _line(row))
 
 
@@ -48,7 +48,7 @@ def incident_open(c: Ctx, kind: str, discovered: str) -> None:
 @pass_ctx
 def incident_add_records(c: Ctx, incident_id: str, records: tuple[str, ...]) -> None:
     """Add affected records to an open incident (officers)."""
-    row = c.open().incident_add_records(incident_id, records)
+    row = c.open().incident_add_records(incident_id, records).to_json()
     c.emit({"ok": True, "incident": row}, _line(row))
 
 
@@ -58,7 +58,7 @@ def incident_add_records(c: Ctx, incident_id: str, records: tuple[str, ...]) -> 
 @pass_ctx
 def incident_notify(c: Ctx, incident_id: str, audience: str) -> None:
     """Record that the guardians or the authority were notified (officers)."""
-    row = c.open().incident_notify(incident_id, audience)
+    row = c.open().incident_notify(incident_id, audience).to_json()
     c.emit({"ok": True, "incident": row}, _line(row))
 
 
@@ -66,7 +66,7 @@ def incident_notify(c: Ctx, incident_id: str, audience: str) -> None:
 @pass_ctx
 def incident_list(c: Ctx) -> None:
     """List the incident register (officers, admins)."""
-    rows = c.open().incidents()
+    rows = [r.to_json() for r in c.open().incidents()]
 
     def human() -> None:
         for r in rows:
@@ -81,5 +81,5 @@ def incident_list(c: Ctx) -> None:
 @pass_ctx
 def incident_close(c: Ctx, incident_id: str) -> None:
     """Close an incident once the authority was notified (officers)."""
-    row = c.open().incident_close(incident_id)
+    row = c.open().incident_close(incident_id).to_json()
     c.emit({"ok": True, "incident": row}, _line(row))

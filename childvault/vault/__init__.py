@@ -36,7 +36,14 @@ from childvault.vault._consent import Consent
 from childvault.vault._facade import NewRecordInput, Vault
 from childvault.vault._keyconfig import LocalKeys, OpenBaoCredentials, OpenBaoKeys
 from childvault.vault._reports import ProofVerification, verify_entry_proof, verify_subject_report
-from childvault.vault._results import DecommissionReport, RotationReport, SweepReport
+from childvault.vault._results import (
+    DecommissionReport,
+    Incident,
+    RightsLink,
+    RightsRequest,
+    RotationReport,
+    SweepReport,
+)
 from childvault.vault._schema import FieldSpec, RecordType, Schema
 from childvault.vault._svc_access import Basis
 from childvault.vault._types import Approval, ImportReport, RecordInfo, RequestInfo, UserInfo
@@ -56,6 +63,7 @@ __all__ = [
     "Identity",
     "ImportFailed",
     "ImportReport",
+    "Incident",
     "IntegrityError",
     "LocalKeys",
     "NewRecordInput",
@@ -68,6 +76,8 @@ __all__ = [
     "RecordType",
     "RequestInfo",
     "RequestStatus",
+    "RightsLink",
+    "RightsRequest",
     "RotationReport",
     "Schema",
     "StorageError",

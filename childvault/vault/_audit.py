@@ -697,3 +697,5 @@ ACTIONS = ACTIONS | frozenset(
         "report.transfers",
     }
 )
+# Issue 15 (rights register links): an operation that answered a rights request.
+ACTIONS = ACTIONS | frozenset({"rights.link"})
