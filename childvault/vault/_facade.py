@@ -1124,6 +1124,45 @@ class Vault:
         check.datetime_arg(self._live("Vault.incidents"), "now", now)
         return [Incident.from_json(r) for r in IncidentService(self._session).list(now=now)]
 
+    def incident_contacts(
+        self,
+        incident_id: str,
+        *,
+        tokens: Sequence[str] = (),
+        out: Path | str | None = None,
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Officer: the guardian contact list of an incident (P-21), in two steps.
+
+        Without ``tokens``: files ``breach_notification`` requests for the
+        contact fields of its live records; returns ``{"requests": [...]}``
+        for another officer to approve. With their approval ``tokens`` and
+        ``out``: reads through them (logged) and writes the list sealed to
+        this officer's key (mode 0600); :meth:`open_incident_contacts` opens it.
+        """
+        from childvault.vault._svc_incidents import contacts
+
+        w = self._live("Vault.incident_contacts")
+        check.str_arg(w, "incident_id", incident_id)
+        tokens = check.str_seq(w, "tokens", tokens)
+        path = check.opt_path(w, "out", out)
+        check.datetime_arg(w, "now", now)
+        return contacts(
+            IncidentService(self._session),
+            self._access,
+            incident_id,
+            tokens=tokens,
+            out=path,
+            now=now,
+        )
+
+    def open_incident_contacts(self, path: Path | str) -> dict[str, Any]:
+        """Officer: open a contact list :meth:`incident_contacts` sealed to you."""
+        from childvault.vault._svc_incidents import open_contacts
+
+        w = self._live("Vault.open_incident_contacts")
+        return open_contacts(IncidentService(self._session), check.path_arg(w, "path", path))
+
     def cosign_decommission(
         self, contacts: Path | str, *, now: datetime | None = None
     ) -> dict[str, Any]:
