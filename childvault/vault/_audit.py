@@ -403,7 +403,7 @@ _PROGRESS_EVERY = 10000
 #: How far an entry's ``ts`` may lie before the latest earlier entry's without
 #: failing :func:`verify`. :func:`append` never writes a step back; the margin
 #: is for logs written before it stamped monotonically, by processes on
-#: machines whose clocks differed by up to a few seconds (docs/audit.md).
+#: machines whose clocks differed by up to a few seconds (docs/decisions.md).
 TS_TOLERANCE = timedelta(seconds=5)
 # What :func:`iso` writes (or the same without microseconds): among stamps of
 # one width, text order is time order.
