@@ -1140,7 +1140,7 @@ class Vault:
         ``out``: reads through them (logged) and writes the list sealed to
         this officer's key (mode 0600); :meth:`open_incident_contacts` opens it.
         """
-        from childvault.vault._svc_incidents import contacts
+        from childvault.vault._svc_incident_contacts import contacts
 
         w = self._live("Vault.incident_contacts")
         check.str_arg(w, "incident_id", incident_id)
@@ -1158,7 +1158,7 @@ class Vault:
 
     def open_incident_contacts(self, path: Path | str) -> dict[str, Any]:
         """Officer: open a contact list :meth:`incident_contacts` sealed to you."""
-        from childvault.vault._svc_incidents import open_contacts
+        from childvault.vault._svc_incident_contacts import open_contacts
 
         w = self._live("Vault.open_incident_contacts")
         return open_contacts(IncidentService(self._session), check.path_arg(w, "path", path))
