@@ -86,15 +86,22 @@ def test_officer_report_holds_exactly_the_granted_data_consent_and_every_entry(
         "guardian_informed": False,
         "guardian_also": False,
         "retain_until": "2032-01-01",
+        # Issue 15: the report names who consented (older consents: ``by``).
+        "party": "guardian",
     }
     assert report["retention"]["retain_until"] == "2032-01-01"
     assert report["grant"]["purpose"] == "case_management"
     assert "token" not in json.dumps(report)
 
-    # Every entry about the record, exactly as the log holds them.
+    # Every entry about the record, as the log holds them, except that another
+    # child's record id sharing an entry is redacted (issue 15).
     logged = entries_about(world, rid)
     carried = [json.loads(e["entry"]) for e in report["entries"]]
-    assert carried == logged
+    assert carried == [
+        {**e, "records": [r if r == rid else "another record" for r in e["records"]]}  # type: ignore[attr-defined]
+        for e in logged
+    ]
+    assert ids[2] not in json.dumps(report)
     actions = [e["action"] for e in carried]
     assert actions[0] == "record.create" and actions[-1] == "report.subject"
     assert [e["outcome"] for e in carried if e["action"] == "grant.read"] == ["ok", "denied", "ok"]

@@ -17,7 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from childvault.keys._errors import ChildVaultError, UsageError, ValidationError
-from childvault.vault._consent import CONSENT_COLUMNS, age_on, check_consent, parse_consent_columns
+from childvault.vault._consent import (
+    ALL_CONSENT_COLUMNS,
+    CONSENT_COLUMNS,
+    age_on,
+    check_consent,
+    parse_consent_columns,
+)
 from childvault.vault._schema import RESERVED_FIELD_NAMES, FieldSpec, Schema
 from childvault.vault._validators import make_id_number
 
@@ -378,7 +384,7 @@ def test_field_rules(body: str, named: str) -> None:
 
 @pytest.mark.parametrize("reserved", sorted(RESERVED_FIELD_NAMES))
 def test_consent_column_names_are_reserved(reserved: str) -> None:
-    assert set(CONSENT_COLUMNS) == RESERVED_FIELD_NAMES
+    assert set(ALL_CONSENT_COLUMNS) == RESERVED_FIELD_NAMES
     with pytest.raises(UsageError, match=reserved):
         load(with_field('type = "text"\nsensitivity = "low"\nidentifier = "none"\n', reserved))
 

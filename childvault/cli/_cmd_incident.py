@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -38,7 +39,7 @@ def incident_open(c: Ctx, kind: str, discovered: str) -> None:
     from childvault.vault._time import parse_when
 
     v = c.open()
-    row = v.incident_open(kind, parse_when(discovered, now=v.now()))
+    row = v.incident_open(kind, parse_when(discovered, now=v.now())).to_json()
     c.emit({"ok": True, "incident": row}, _line(row))
 
 
@@ -48,7 +49,7 @@ def incident_open(c: Ctx, kind: str, discovered: str) -> None:
 @pass_ctx
 def incident_add_records(c: Ctx, incident_id: str, records: tuple[str, ...]) -> None:
     """Add affected records to an open incident (officers)."""
-    row = c.open().incident_add_records(incident_id, records)
+    row = c.open().incident_add_records(incident_id, records).to_json()
     c.emit({"ok": True, "incident": row}, _line(row))
 
 
@@ -58,7 +59,7 @@ def incident_add_records(c: Ctx, incident_id: str, records: tuple[str, ...]) -> 
 @pass_ctx
 def incident_notify(c: Ctx, incident_id: str, audience: str) -> None:
     """Record that the guardians or the authority were notified (officers)."""
-    row = c.open().incident_notify(incident_id, audience)
+    row = c.open().incident_notify(incident_id, audience).to_json()
     c.emit({"ok": True, "incident": row}, _line(row))
 
 
@@ -66,7 +67,7 @@ def incident_notify(c: Ctx, incident_id: str, audience: str) -> None:
 @pass_ctx
 def incident_list(c: Ctx) -> None:
     """List the incident register (officers, admins)."""
-    rows = c.open().incidents()
+    rows = [r.to_json() for r in c.open().incidents()]
 
     def human() -> None:
         for r in rows:
@@ -81,5 +82,72 @@ def incident_list(c: Ctx) -> None:
 @pass_ctx
 def incident_close(c: Ctx, incident_id: str) -> None:
     """Close an incident once the authority was notified (officers)."""
-    row = c.open().incident_close(incident_id)
+    row = c.open().incident_close(incident_id).to_json()
     c.emit({"ok": True, "incident": row}, _line(row))
+
+
+@incident.command("contacts")
+@click.argument("incident_id")
+@click.option(
+    "--grant",
+    "grants",
+    multiple=True,
+    help="Approval token of a filed request, @FILE or @- (repeatable); with --out.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the contact list here, sealed to you (mode 0600).",
+)
+@pass_ctx
+def incident_contacts(c: Ctx, incident_id: str, grants: tuple[str, ...], out: Path | None) -> None:
+    """Guardian contact list of an incident (officers), in two steps (P-21).
+
+    Without --grant: files breach_notification requests for the contact fields
+    of the affected records; another officer approves them. Then run it again
+    with each approval token (--grant) and --out FILE: the list is written
+    sealed to you; open it with `incident read-contacts FILE`.
+    """
+    from childvault.cli._context import read_grant_arg
+
+    v = c.open()
+    done = v.incident_contacts(incident_id, tokens=[read_grant_arg(g) for g in grants], out=out)
+    if not grants:
+
+        def steps() -> None:
+            click.echo(
+                _("Filed {n} breach-notification request(s) for {count} record(s):").format(
+                    n=len(done["requests"]), count=done["records"]
+                )
+            )
+            for req in done["requests"]:
+                click.echo(f"  {safe(req)}")
+            click.echo(
+                _(
+                    "Next: another officer runs `childvault approve REQUEST_ID` for each; then "
+                    "run `childvault incident contacts {id} --grant TOKEN --out FILE`."
+                ).format(id=safe(incident_id))
+            )
+
+        c.emit({"ok": True, **done}, steps)
+        return
+    c.emit(
+        {"ok": True, **done},
+        _(
+            "Wrote the contact list of {count} record(s) to {out}, sealed to you (mode 0600)."
+        ).format(count=done["records"], out=safe(done["out"])),
+    )
+
+
+@incident.command("read-contacts")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@pass_ctx
+def incident_read_contacts(c: Ctx, file: Path) -> None:
+    """Print a contact list `incident contacts` sealed to you (officers)."""
+    doc = c.open().open_incident_contacts(file)
+
+    def human() -> None:
+        for row in doc["contacts"]:
+            click.echo("  ".join(safe(str(row.get(k, ""))) for k in sorted(row)))
+
+    c.emit({"ok": True, **doc}, human)

@@ -23,13 +23,16 @@ from childvault.cli._context import (
 @click.command()
 @click.argument("record_id")
 @click.option("--field", "assignment", required=True, metavar="NAME=VALUE")
+@click.option(
+    "--rights-request", help="The open rights request (rights open) this answers; annotated."
+)
 @pass_ctx
-def correct(c: Ctx, record_id: str, assignment: str) -> None:
+def correct(c: Ctx, record_id: str, assignment: str, rights_request: str | None) -> None:
     """Correct one field of RECORD_ID (officers; the old value's key is destroyed)."""
     ((name, value),) = parse_assignments((assignment,)).items()
     v = c.open()
     (name,) = field_names(v, [name])
-    version = v.correct(record_id, name, value)
+    version = v.correct(record_id, name, value, rights_request=rights_request)
     c.emit(
         {"ok": True, "record_id": record_id, "field": name, "field_version": version},
         _("Corrected {name} of {id} (now version {version}); the old value is shredded.").format(
@@ -41,10 +44,13 @@ def correct(c: Ctx, record_id: str, assignment: str) -> None:
 @click.command()
 @click.argument("record_id")
 @click.option("--reason", required=True, help="Why (kept in the tombstone, not in the log).")
+@click.option(
+    "--rights-request", help="The open rights request (rights open) this answers; annotated."
+)
 @pass_ctx
-def delete(c: Ctx, record_id: str, reason: str) -> None:
+def delete(c: Ctx, record_id: str, reason: str, rights_request: str | None) -> None:
     """Crypto-shred RECORD_ID, leaving a tombstone (officers and admins)."""
-    c.open().delete(record_id, reason)
+    c.open().delete(record_id, reason, rights_request=rights_request)
     c.emit(
         {"ok": True, "record_id": record_id, "deleted": True},
         _("Deleted {id}: its keys are destroyed; a tombstone remains.").format(id=safe(record_id)),
@@ -65,6 +71,20 @@ def _consent_options(fn: Any) -> Any:
             click.option("--notice-version", help="Notice version shown (default: current)."),
             click.option("--guardian-informed", is_flag=True),
             click.option("--guardian-also", is_flag=True),
+            click.option(
+                "--consent-party",
+                type=click.Choice(["guardian", "child", "institution", "civil_affairs"]),
+                help="Who consented: a guardian person, the child, or the institution or "
+                "civil affairs department as statutory guardian.",
+            ),
+            click.option(
+                "--consent-relation", help="The consenting guardian's relation (e.g. 母亲)."
+            ),
+            click.option(
+                "--consent-form",
+                type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                help="The signed consent form; its SHA-256 is kept (needed when back-dated).",
+            ),
         ]
     ):
         fn = option(fn)

@@ -39,6 +39,18 @@ def record() -> None:
     is_flag=True,
     help="Child of 14+ who cannot express a will: guardian consents as well.",
 )
+@click.option(
+    "--consent-party",
+    type=click.Choice(["guardian", "child", "institution", "civil_affairs"]),
+    help="Who consented: a guardian person, the child, or the institution or civil affairs "
+    "department as statutory guardian.",
+)
+@click.option("--consent-relation", help="The consenting guardian's relation (e.g. 母亲).")
+@click.option(
+    "--consent-form",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The signed consent form; its SHA-256 is kept (needed when back-dated).",
+)
 @pass_ctx
 def record_add(
     c: Ctx,
@@ -51,6 +63,9 @@ def record_add(
     retain_until: str,
     guardian_informed: bool,
     guardian_also: bool,
+    consent_party: str | None,
+    consent_relation: str | None,
+    consent_form: Path | None,
 ) -> None:
     """Add one record (staff)."""
     v = c.open()
@@ -63,6 +78,9 @@ def record_add(
         notice_version=notice_version,
         guardian_informed=guardian_informed,
         guardian_also=guardian_also,
+        consent_party=consent_party,
+        consent_relation=consent_relation,
+        consent_form=consent_form,
     )
     given = parse_assignments(fields)
     # Chinese labels (姓名=...) are accepted as field names.

@@ -98,8 +98,13 @@ def report() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the report here (mode 0600) instead of printing it.",
 )
+@click.option(
+    "--rights-request", help="The open rights request (rights open) this answers; annotated."
+)
 @pass_ctx
-def report_subject(c: Ctx, record_id: str, grant: str, out: Path | None) -> None:
+def report_subject(
+    c: Ctx, record_id: str, grant: str, out: Path | None, rights_request: str | None
+) -> None:
     """Subject-access report of RECORD_ID for the child or guardian (M-17, P-19).
 
     Needs an approval token issued to you for this record and the fields to
@@ -108,7 +113,7 @@ def report_subject(c: Ctx, record_id: str, grant: str, out: Path | None) -> None
     or guardian checks it with `childvault audit prove --verify FILE --vkey ...`.
     """
     v = c.open()
-    doc = v.subject_report(record_id, read_grant_arg(grant))
+    doc = v.subject_report(record_id, read_grant_arg(grant), rights_request=rights_request)
     pending = int(doc["pending"]["entries"])
     summary = {
         "record_id": record_id,

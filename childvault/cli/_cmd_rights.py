@@ -24,6 +24,12 @@ def _line(r: dict[str, Any]) -> str:
         deadline=safe(r["deadline"]),
         overdue=_("  OVERDUE") if r.get("overdue") else "",
         outcome=f"  {safe(r['outcome'])}" if r.get("outcome") else "",
+    ) + (
+        _("  answered by: {links}").format(
+            links=safe(", ".join(link["action"] for link in r["links"]))
+        )
+        if r.get("links")
+        else ""
     )
 
 
@@ -49,8 +55,12 @@ def rights_open(
         day = date.fromisoformat(received)
     except ValueError:
         raise UsageError(_("--received: expected a date as YYYY-MM-DD")) from None
-    row = c.open().rights_open(
-        kind, record_id, requester=requester, received=day, identity_checked=identity_checked
+    row = (
+        c.open()
+        .rights_open(
+            kind, record_id, requester=requester, received=day, identity_checked=identity_checked
+        )
+        .to_json()
     )
     c.emit({"ok": True, "rights": row}, _line(row))
 
@@ -59,7 +69,7 @@ def rights_open(
 @pass_ctx
 def rights_list(c: Ctx) -> None:
     """List the register; overdue requests are marked (officers, admins)."""
-    rows = c.open().rights_list()
+    rows = [r.to_json() for r in c.open().rights_list()]
 
     def human() -> None:
         for r in rows:
@@ -72,8 +82,13 @@ def rights_list(c: Ctx) -> None:
 @rights.command("close")
 @click.argument("rights_id")
 @click.option("--outcome", required=True, type=click.Choice(["done", "refused", "withdrawn"]))
+@click.option(
+    "--reason", help="Why the request was refused (required with refused; no personal data)."
+)
 @pass_ctx
-def rights_close(c: Ctx, rights_id: str, outcome: str) -> None:
+def rights_close(c: Ctx, rights_id: str, outcome: str, reason: str | None) -> None:
     """Close a request with its outcome (officers)."""
-    row = c.open().rights_close(rights_id, outcome)
+    # A correction request closes as done only with a linked correction
+    # (`correct ... --rights-request ID`); the service says so when refusing.
+    row = c.open().rights_close(rights_id, outcome, reason=reason).to_json()
     c.emit({"ok": True, "rights": row}, _line(row))

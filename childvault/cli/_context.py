@@ -513,6 +513,18 @@ def field_title(v: Vault, name: str) -> str:
     return name
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a regular file, read in chunks (a scanned form may be large)."""
+    import hashlib
+
+    require_regular_file(path, "--consent-form")
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def consent_from_options(
     v: Vault,
     *,
@@ -523,9 +535,13 @@ def consent_from_options(
     notice_version: str | None,
     guardian_informed: bool,
     guardian_also: bool,
+    consent_party: str | None = None,
+    consent_relation: str | None = None,
+    consent_form: Path | None = None,
 ) -> Any:
     """A consent built from the consent options of ``record add`` and ``consent``,
-    checked exactly as an import row's consent columns are."""
+    checked exactly as an import row's consent columns are. ``consent_form``
+    is the signed consent form, of which only the SHA-256 is kept."""
     from childvault.vault._consent import parse_consent_columns
     from childvault.vault._time import today
 
@@ -540,6 +556,12 @@ def consent_from_options(
         columns["consented_at"] = consented_at
     if notice_version:
         columns["notice_version"] = notice_version
+    if consent_party:
+        columns["consent_party"] = consent_party
+    if consent_relation:
+        columns["consent_relation"] = consent_relation
+    if consent_form is not None:
+        columns["consent_form_sha256"] = file_sha256(consent_form)
     return parse_consent_columns(
         columns, default_notice=v.setting("notice_version"), today=today(v.now())
     )

@@ -14,13 +14,14 @@ and ``detail`` carries only bookkeeping chosen by the library.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import stat
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from childvault.keys import IntegrityError
 from childvault.vault._backend import AuditRepo, LogSource
 from childvault.vault._merkle import HASH_SIZE, Frontier, leaf_hash
 from childvault.vault._note import Checkpoint, verify_note
-from childvault.vault._time import iso
+from childvault.vault._time import iso, parse_iso
 
 #: Every action the library logs; anything else is a programming error.
 ACTIONS = frozenset(
@@ -178,8 +179,18 @@ def append(log: AuditRepo, events: Sequence[Event], now: datetime) -> list[int]:
 
     Reads the head under the write lock, so concurrent processes extend one
     linear chain. Returns the sequence numbers given.
+
+    Stamps monotonically: an entry is dated ``max(now, the previous entry's
+    time)``, so a clock stepped back (NTP, a wrong manual setting, another
+    machine's clock) never dates an entry before its predecessor, and
+    :func:`verify` may refuse timestamps that go backwards (issue 15).
     """
     seq, prev = log.head()
+    if seq > 0:
+        last = log.entry_at(seq - 1)
+        last_ts = None if last is None else entry_time(last[0])
+        if last_ts is not None and last_ts > now:
+            now = last_ts
     ts = iso(now)
     # The acting user signs the entries in their own name (docs/trust.md): an
     # entry written in another's name then lacks that user's signature.
@@ -363,7 +374,7 @@ _ENTRY_RE = re.compile(
     rf'\{{"action":{_J_STR},"actor":{_J_STR},"detail":{_J_DETAIL},"fields":{_J_STRS},'
     rf'"grant":{_J_OPT},"outcome":{_J_STR},"prev":(?:null|"([0-9a-f]{{64}})"),'
     rf'"purpose":{_J_OPT},"records":{_J_STRS},"request":{_J_OPT},'
-    rf'"seq":(0|[1-9][0-9]*+),"ts":{_J_STR}\}}'
+    rf'"seq":(0|[1-9][0-9]*+),"ts":({_J_STR})\}}'
 )
 
 
@@ -389,6 +400,42 @@ def _seq_prev(entry: bytes) -> tuple[Any, Any]:
 
 _PROGRESS_EVERY = 10000
 
+#: How far an entry's ``ts`` may lie before the latest earlier entry's without
+#: failing :func:`verify`. :func:`append` never writes a step back; the margin
+#: is for logs written before it stamped monotonically, by processes on
+#: machines whose clocks differed by up to a few seconds (docs/decisions.md).
+TS_TOLERANCE = timedelta(seconds=5)
+# What :func:`iso` writes (or the same without microseconds): among stamps of
+# one width, text order is time order.
+_ISO_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?Z")
+
+
+def entry_time(entry: bytes | str) -> datetime | None:
+    """The ``ts`` of a stored entry as an aware datetime; ``None`` if it has none that parses."""
+    try:
+        text = entry.decode("utf-8") if isinstance(entry, bytes) else entry
+        match = _ENTRY_RE.fullmatch(text)
+        ts = json.loads(match.group(3)) if match is not None else json.loads(text).get("ts")
+        return parse_iso(ts) if isinstance(ts, str) else None
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+def _check_time(seq: int, entry: bytes, latest: datetime | None) -> datetime:
+    """The entry's time, or ``latest`` if later; IntegrityError if it is before
+    ``latest`` beyond the tolerance."""
+    moment = entry_time(entry)
+    if moment is None or moment.tzinfo is None:
+        raise _bad(f"entry {seq} has no valid timestamp (ts)")
+    if latest is not None and moment < latest - TS_TOLERANCE:
+        raise _bad(
+            f"entry {seq} is dated {iso(moment)}, {(latest - moment).total_seconds():.0f} s "
+            f"before an earlier entry ({iso(latest)}): log timestamps never go backwards "
+            f"(tolerance {TS_TOLERANCE.total_seconds():.0f} s); the entry was inserted, "
+            "re-dated or written by a process whose clock was wrong"
+        )
+    return moment if latest is None or moment > latest else latest
+
 
 def _check_roots(frontier: Frontier, due: Iterable[_Expected]) -> None:
     """Compare the frontier's root with every checkpoint of its size."""
@@ -403,7 +450,9 @@ def _check_roots(frontier: Frontier, due: Iterable[_Expected]) -> None:
             )
 
 
-def _check_page(rows: Sequence[Any], index: int, prev_hex: str | None) -> list[bytes] | None:
+def _check_page(
+    rows: Sequence[Any], index: int, prev_hex: str | None, latest: datetime | None = None
+) -> list[bytes] | None:
     """The leaf hashes of a page of raw audit rows if every entry passes, else ``None``.
 
     The same per-entry checks as the reference loop in :func:`verify`, done a
@@ -412,7 +461,10 @@ def _check_page(rows: Sequence[Any], index: int, prev_hex: str | None) -> list[b
     with its ``seq`` and its ``prev`` equal to the previous entry's hash
     (``prev_hex`` for the first). ``None`` (never an error) on anything else,
     including a column of another type, so the caller re-checks the page entry
-    by entry and reports the first problem exactly as before.
+    by entry and reports the first problem exactly as before. Timestamps pass
+    here only if all have one width of :func:`iso`'s form and none is before
+    the one before it (nor the first before ``latest``, the latest so far);
+    anything else goes to the reference loop, which allows the tolerance.
     """
     if not rows:
         return None
@@ -432,9 +484,19 @@ def _check_page(rows: Sequence[Any], index: int, prev_hex: str | None) -> list[b
     groups = [match.groups() for match in matches if match is not None]
     if len(groups) != count:
         return None  # not all in the fast shape: json.loads decides, entry by entry
-    prevs, seq_texts = zip(*groups, strict=True)
+    prevs, seq_texts, ts_texts = zip(*groups, strict=True)
     # The seq group is canonical decimal, so equal text means equal number.
     if list(seq_texts) != [str(seq) for seq in seqs]:
+        return None
+    # Quoted iso() text of one width, so text order is time order.
+    stamps = [t[1:-1] for t in ts_texts]
+    iso_form = _ISO_RE.fullmatch
+    if (
+        len({len(t) for t in stamps}) != 1
+        or not all(iso_form(t) for t in stamps)
+        or any(a > b for a, b in itertools.pairwise(stamps))
+        or (latest is not None and parse_iso(stamps[0]) < latest)
+    ):
         return None
     if prevs[0] != prev_hex:
         return None
@@ -496,6 +558,9 @@ def verify(
 
     frontier = Frontier()
     prev_hex: str | None = None
+    # The latest entry time so far: no entry may be dated before it beyond
+    # TS_TOLERANCE (DESIGN section 7: log timestamps never go backwards).
+    latest: datetime | None = None
     index = 0
     before = Frontier()  # the frontier before the last entry seen
     last_leaf = b""
@@ -517,12 +582,13 @@ def verify(
                 "(the log was rewritten or replaced)"
             )
         prev_hex = last_leaf.hex()
+        latest = _check_time(index - 1, last[0], None)
         _check_roots(frontier, expected.get(index, ()))
     checked_from = index
     # Sizes at which the per-entry loop compares roots (after that entry).
     marks = sorted(size for size in expected if size > index)
     for rows in log.pages(index):
-        leaves = _check_page(rows, index, prev_hex)
+        leaves = _check_page(rows, index, prev_hex, latest)
         if leaves is None:
             # Something in this page is off (or merely not in the fast shape):
             # the reference loop, entry by entry, names the first problem.
@@ -549,6 +615,7 @@ def verify(
                         f"entry {seq} does not link to entry {seq - 1} "
                         "(an entry before it was changed, removed, inserted or reordered)"
                     )
+                latest = _check_time(seq, entry, latest)
                 prev_hex = computed.hex()
                 before = frontier.copy()
                 frontier.append(computed)
@@ -581,6 +648,8 @@ def verify(
         index = end
         last_leaf = leaves[-1]
         prev_hex = last_leaf.hex()
+        # The page's times were checked non-decreasing: its last is the latest.
+        latest = entry_time(log.row(rows[-1])[1])
     if index == 0 and expected.get(0):
         for exp in expected[0]:
             if frontier.root() != exp.root:
@@ -628,3 +697,5 @@ ACTIONS = ACTIONS | frozenset(
         "report.transfers",
     }
 )
+# Issue 15 (rights register links): an operation that answered a rights request.
+ACTIONS = ACTIONS | frozenset({"rights.link"})

@@ -15,6 +15,20 @@ guardian for the child  by="guardian", guardian_also=True           14 or older
 ======================  ==========================================  ===============
 
 Any other combination is refused, so a stored consent is never ambiguous.
+
+Who consented (issue 15): a guardian's consent names its *party*: ``guardian``
+(a parent or other person, with the relation such as 母亲), ``institution``
+(the welfare institution is itself the statutory guardian) or
+``civil_affairs`` (the civil affairs department is); a child's own consent has
+party ``child``. The relation is recorded, never the guardian's name: the
+consent is kept in clear beside the signed record statement, while the name is
+the record's sealed ``guardian_name`` field.
+
+Back-dating (issue 15): ``consented_at`` more than the window (setting
+``consent_backdate_days``, default 30) before the day the record is created
+needs an officer's confirmation and the SHA-256 of the signed consent form;
+both are stored in the consent, which the record statement signs
+(:func:`check_backdating`).
 """
 
 from __future__ import annotations
@@ -24,16 +38,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
+from childvault._i18n import _t
 from childvault.keys._errors import ValidationError
 from childvault.vault._schema import Schema
-from childvault.vault._schema_types import CONSENT_COLUMNS
+from childvault.vault._schema_types import ALL_CONSENT_COLUMNS, CONSENT_COLUMNS
 from childvault.vault._validators import check_date
 
 __all__ = [
+    "ALL_CONSENT_COLUMNS",
     "CONSENT_AGE",
     "CONSENT_COLUMNS",
+    "CONSENT_PARTIES",
+    "DEFAULT_BACKDATE_DAYS",
     "Consent",
     "age_on",
+    "backdate_window",
+    "check_backdating",
     "check_consent",
     "children_due",
     "fourteenth_birthday",
@@ -58,7 +78,27 @@ _JSON_KEYS = (
     "notice_sha256",
 )
 #: Keys a stored consent may lack (added after the first format; absent = empty).
-_OPTIONAL_JSON_KEYS = ("child_consent_due",)
+_OPTIONAL_JSON_KEYS = ("child_consent_due", "party", "relation", "form_sha256", "confirmed_by")
+#: Who consented: a guardian (a parent or other person), the child from 14, or
+#: the institution or the civil affairs department as statutory guardian.
+CONSENT_PARTIES = ("guardian", "child", "institution", "civil_affairs")
+_PARTY_SPELLINGS = {
+    "guardian": "guardian",
+    "监护人": "guardian",
+    "child": "child",
+    "儿童": "child",
+    "本人": "child",
+    "institution": "institution",
+    "机构": "institution",
+    "civil_affairs": "civil_affairs",
+    "民政部门": "civil_affairs",
+}
+_MAX_RELATION = 32
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+#: Days ``consented_at`` may precede the record's creation without an officer's
+#: confirmation and the signed form's digest (setting ``consent_backdate_days``).
+DEFAULT_BACKDATE_DAYS = 30
+BACKDATE_SETTING = "consent_backdate_days"
 _TRUE = ("yes", "true", "1", "y", "是")
 _FALSE = ("no", "false", "0", "n", "否", "")
 _BY_SPELLINGS = {
@@ -94,20 +134,47 @@ class Consent:
     #: record until the child's own consent is recorded. :func:`check_consent`
     #: fills it in from the date of birth; ``None`` when it does not apply.
     child_consent_due: date | None = None
+    #: Who consented (:data:`CONSENT_PARTIES`); empty in consents stored
+    #: before it was recorded (then ``by`` is all that is known).
+    party: str = ""
+    #: The consenting guardian's relation to the child (母亲, 祖父, ...), for
+    #: party ``guardian``; the name is the record's sealed ``guardian_name``.
+    relation: str = ""
+    #: SHA-256 (hex) of the signed consent form, required when back-dated.
+    form_sha256: str = ""
+    #: The officer who confirmed a back-dated ``consented_at`` (set by the vault).
+    confirmed_by: str = ""
+
+    @property
+    def consenting_party(self) -> str:
+        """``party`` if recorded, else what ``by`` says (older consents)."""
+        return self.party or self.by
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict (dates as ``YYYY-MM-DD``), every key present.
 
-        ``child_consent_due`` is present only when it applies, so consents
-        that do not carry it keep their earlier shape.
+        ``child_consent_due``, ``party``, ``relation``, ``form_sha256`` and
+        ``confirmed_by`` are present only when set, so consents that do not
+        carry them keep their earlier shape (and their signed bytes).
         """
         due: dict[str, object] = (
             {}
             if self.child_consent_due is None
             else {"child_consent_due": self.child_consent_due.isoformat()}
         )
+        extra = {
+            key: value
+            for key, value in (
+                ("party", self.party),
+                ("relation", self.relation),
+                ("form_sha256", self.form_sha256),
+                ("confirmed_by", self.confirmed_by),
+            )
+            if value
+        }
         return {
             **due,
+            **extra,
             "by": self.by,
             "consented_at": self.consented_at.isoformat(),
             "notice_version": self.notice_version,
@@ -160,7 +227,17 @@ class Consent:
             raise ValidationError(
                 "consent: 'notice_sha256' must be a hex SHA-256", field="notice_sha256"
             )
+        texts: dict[str, str] = {}
+        for key in ("party", "relation", "form_sha256", "confirmed_by"):
+            value = obj.get(key, "")
+            if not isinstance(value, str):
+                raise ValidationError(f"consent: {key!r} must be a string", field=key)
+            texts[key] = value
         return cls(
+            party=texts["party"],
+            relation=texts["relation"],
+            form_sha256=texts["form_sha256"],
+            confirmed_by=texts["confirmed_by"],
             by=str(by),
             consented_at=_json_date(obj["consented_at"], "consented_at"),
             notice_version=notice,
@@ -236,7 +313,93 @@ def check_consent(
             field="retain_until",
         )
     _check_basis(consent, date_of_birth)
+    _check_party(consent)
     return replace(consent, child_consent_due=fourteenth_birthday(consent, date_of_birth))
+
+
+def _check_party(consent: Consent) -> None:
+    """The recorded party agrees with ``by``; a relation only for a guardian person."""
+    if consent.party and consent.party not in CONSENT_PARTIES:
+        raise ValidationError(
+            _t(
+                "consent_party: expected one of {parties}",
+                parties=", ".join(CONSENT_PARTIES),
+            ),
+            field="consent_party",
+        )
+    if consent.party and (consent.party == "child") != (consent.by == "child"):
+        raise ValidationError(
+            _t(
+                "consent_party: {party} does not match consent_by={by}: the child consents "
+                "as party child, a guardian as guardian, institution or civil_affairs",
+                party=consent.party,
+                by=consent.by,
+            ),
+            field="consent_party",
+        )
+    if consent.relation and consent.consenting_party != "guardian":
+        raise ValidationError(
+            _t("consent_relation: applies only when a guardian person consents"),
+            field="consent_relation",
+        )
+    if len(consent.relation) > _MAX_RELATION or any(ch in consent.relation for ch in "\n\r\t"):
+        raise ValidationError(
+            _t("consent_relation: expected one short line (at most 32 characters), such as 母亲"),
+            field="consent_relation",
+        )
+    if consent.form_sha256 and not _SHA256_RE.fullmatch(consent.form_sha256):
+        raise ValidationError(
+            _t("consent_form_sha256: expected 64 lowercase hex digits (SHA-256)"),
+            field="consent_form_sha256",
+        )
+
+
+def backdate_window(settings: Mapping[str, str] | object) -> int:
+    """Days of the back-dating window: setting ``consent_backdate_days`` (default 30)."""
+    get = getattr(settings, "get", None)
+    raw = get(BACKDATE_SETTING) if callable(get) else None
+    return int(raw) if isinstance(raw, str) and raw.strip().isdigit() else DEFAULT_BACKDATE_DAYS
+
+
+def check_backdating(
+    consent: Consent, *, created: date, window_days: int, actor: str, officer: bool
+) -> Consent:
+    """Refuse a ``consented_at`` more than ``window_days`` before ``created`` unless confirmed.
+
+    Within the window the consent is returned as given (without a stale
+    ``confirmed_by``). Beyond it, the signed consent form's SHA-256 must be
+    given and the acting user must be an officer, whose name is then stored
+    as ``confirmed_by``: the record statement signs the consent, so neither
+    can be added later without a new signature.
+    """
+    earliest = created - timedelta(days=window_days)
+    if consent.consented_at >= earliest:
+        return replace(consent, confirmed_by="")
+    days = (created - consent.consented_at).days
+    if not consent.form_sha256:
+        raise ValidationError(
+            _t(
+                "consented_at: is {days} days before the record was created (the window is "
+                "{window} days): back-dating needs an officer's confirmation and the SHA-256 "
+                "of the signed consent form (--consent-form FILE, or the consent_form_sha256 "
+                "column)",
+                days=days,
+                window=window_days,
+            ),
+            field="consented_at",
+        )
+    if not officer:
+        raise ValidationError(
+            _t(
+                "consented_at: is {days} days before the record was created (the window is "
+                "{window} days): an officer must confirm a back-dated consent; ask an officer "
+                "to record it",
+                days=days,
+                window=window_days,
+            ),
+            field="consented_at",
+        )
+    return replace(consent, confirmed_by=actor)
 
 
 def fourteenth_birthday(consent: Consent, date_of_birth: date | None) -> date | None:
@@ -432,7 +595,21 @@ def parse_consent_columns(row: Mapping[str, str], *, default_notice: str, today:
                 field="purposes",
             )
     retain_until = _parse_date(row, "retain_until", None)
+    party_text = _cell(row, "consent_party")
+    party = _PARTY_SPELLINGS.get(party_text.casefold(), party_text) if party_text else ""
+    if party and party not in CONSENT_PARTIES:
+        raise ValidationError(
+            _t(
+                "consent_party: expected one of {parties}",
+                parties=", ".join(CONSENT_PARTIES),
+            ),
+            field="consent_party",
+        )
+    form = _cell(row, "consent_form_sha256").casefold()
     return Consent(
+        party=party,
+        relation=_cell(row, "consent_relation"),
+        form_sha256=form,
         by=by,
         consented_at=consented_at,
         notice_version=notice,

@@ -50,10 +50,12 @@ from childvault.vault._results import (
     DecommissionReport,
     DisabledUser,
     GcReport,
+    Incident,
     InviteSummary,
     KeyRenewal,
     KeyRenewalRequest,
     RebaselineReport,
+    RightsRequest,
     RotationReport,
     SweepReport,
     Transfer,
@@ -745,24 +747,44 @@ class Vault:
         return self._audit.signer_vkeys()
 
     def correct(
-        self, record_id: str, field: str, value: str, *, now: datetime | None = None
+        self,
+        record_id: str,
+        field: str,
+        value: str,
+        *,
+        rights_request: str | None = None,
+        now: datetime | None = None,
     ) -> int:
         """Officer: store a corrected value as a new field version (P-19).
 
         The new value gets a new key; the record's wrapped keys are replaced so
         the old version's key is gone (local: resealed without it; Vault: its
         salt destroyed). The log records that a correction happened, never the
-        values. Returns the new field version.
+        values. Returns the new field version. ``rights_request``: the open
+        correction request (``rights_open``) this answers; it is annotated.
         """
         w = self._live("Vault.correct")
         check.str_arg(w, "record_id", record_id)
         check.str_arg(w, "field", field)
         check.str_arg(w, "value", value)
+        check.str_arg(w, "rights_request", rights_request, optional=True)
         check.datetime_arg(w, "now", now)
-        return self._lifecycle.correct(record_id, field, value, now=now)
+        rights = RightsService(self._session)
+        if rights_request is not None:
+            rights.check_link(rights_request, "record.correct", record_id)
+        version = self._lifecycle.correct(record_id, field, value, now=now)
+        if rights_request is not None:
+            rights.link(rights_request, "record.correct", record_id, now=now)
+        return version
 
     def delete(
-        self, record_id: str, reason: str, *, category: str = "request", now: datetime | None = None
+        self,
+        record_id: str,
+        reason: str,
+        *,
+        category: str = "request",
+        rights_request: str | None = None,
+        now: datetime | None = None,
     ) -> None:
         """Officer or admin: crypto-shred a record, leaving a tombstone (P-20).
 
@@ -770,13 +792,20 @@ class Vault:
         tombstone and log entry written in one transaction; then the provider
         destroys what it holds outside the database (Vault: the record's salts).
         ``reason`` stays in the tombstone only; the log gets the ``category``.
+        ``rights_request``: the open deletion request this answers; it is annotated.
         """
         w = self._live("Vault.delete")
         check.str_arg(w, "record_id", record_id)
         check.str_arg(w, "reason", reason)
         check.str_arg(w, "category", category)
+        check.str_arg(w, "rights_request", rights_request, optional=True)
         check.datetime_arg(w, "now", now)
+        rights = RightsService(self._session)
+        if rights_request is not None:
+            rights.check_link(rights_request, "record.delete", record_id)
         self._lifecycle.delete(record_id, reason, category=category, now=now)
+        if rights_request is not None:
+            rights.link(rights_request, "record.delete", record_id, now=now)
 
     def withdraw_consent(
         self, record_id: str, *, reason: str = "consent withdrawn", now: datetime | None = None
@@ -871,7 +900,12 @@ class Vault:
         return self._reports.prove_entry(seq, now=now)
 
     def subject_report(
-        self, record_id: str, token: str, *, now: datetime | None = None
+        self,
+        record_id: str,
+        token: str,
+        *,
+        rights_request: str | None = None,
+        now: datetime | None = None,
     ) -> dict[str, Any]:
         """Subject-access report (M-17, P-19) for the child or guardian.
 
@@ -887,13 +921,21 @@ class Vault:
         proven. Staff cannot sign: entries newer than the latest checkpoint
         (at least the report's own read) are marked ``"checkpointed": false``;
         an officer completes the proofs with :meth:`complete_subject_report`.
-        Check the result with :func:`verify_subject_report`.
+        Check the result with :func:`verify_subject_report`. ``rights_request``:
+        the open access request (查询/复制) this answers; it is annotated.
         """
         w = self._live("Vault.subject_report")
         check.str_arg(w, "record_id", record_id)
         check.str_arg(w, "token", token)
+        check.str_arg(w, "rights_request", rights_request, optional=True)
         check.datetime_arg(w, "now", now)
-        return self._reports.subject_report(record_id, token, now=now)
+        rights = RightsService(self._session)
+        if rights_request is not None:
+            rights.check_link(rights_request, "report.subject", record_id)
+        report = self._reports.subject_report(record_id, token, now=now)
+        if rights_request is not None:
+            rights.link(rights_request, "report.subject", record_id, now=now)
+        return report
 
     def complete_subject_report(
         self, report: Mapping[str, Any], *, now: datetime | None = None
@@ -1005,7 +1047,7 @@ class Vault:
         received: date,
         identity_checked: bool,
         now: datetime | None = None,
-    ) -> dict[str, Any]:
+    ) -> RightsRequest:
         """Officer: register a child's or guardian's request (查询/更正/删除/异议)."""
         w = self._live("Vault.rights_open")
         check.str_arg(w, "kind", kind)
@@ -1014,71 +1056,125 @@ class Vault:
         check.date_arg(w, "received", received)
         check.bool_arg(w, "identity_checked", identity_checked)
         check.datetime_arg(w, "now", now)
-        return RightsService(self._session).open(
-            kind,
-            record_id,
-            requester=requester,
-            received=received,
-            identity_checked=identity_checked,
-            now=now,
+        return RightsRequest.from_json(
+            RightsService(self._session).open(
+                kind,
+                record_id,
+                requester=requester,
+                received=received,
+                identity_checked=identity_checked,
+                now=now,
+            )
         )
 
     def rights_close(
-        self, rights_id: str, outcome: str, *, now: datetime | None = None
-    ) -> dict[str, Any]:
-        """Officer: close a rights request with its outcome."""
+        self,
+        rights_id: str,
+        outcome: str,
+        *,
+        reason: str | None = None,
+        now: datetime | None = None,
+    ) -> RightsRequest:
+        """Officer: close a rights request with its outcome (``refused`` needs ``reason``;
+        a correction request closes ``done`` only with a linked correction)."""
         w = self._live("Vault.rights_close")
         check.str_arg(w, "rights_id", rights_id)
         check.str_arg(w, "outcome", outcome)
+        check.str_arg(w, "reason", reason, optional=True)
         check.datetime_arg(w, "now", now)
-        return RightsService(self._session).close(rights_id, outcome, now=now)
+        return RightsRequest.from_json(
+            RightsService(self._session).close(rights_id, outcome, reason=reason, now=now)
+        )
 
-    def rights_list(self, *, now: datetime | None = None) -> list[dict[str, Any]]:
+    def rights_list(self, *, now: datetime | None = None) -> list[RightsRequest]:
         """Officer or admin: the rights register, overdue requests marked; logged."""
         check.datetime_arg(self._live("Vault.rights_list"), "now", now)
-        return RightsService(self._session).list(now=now)
+        return [RightsRequest.from_json(r) for r in RightsService(self._session).list(now=now)]
 
     def incident_open(
         self, kind: str, discovered: datetime, *, now: datetime | None = None
-    ) -> dict[str, Any]:
+    ) -> Incident:
         """Officer: register an incident (leak, damage or loss)."""
         w = self._live("Vault.incident_open")
         check.str_arg(w, "kind", kind)
         check.datetime_arg(w, "discovered", discovered, optional=False)
         check.datetime_arg(w, "now", now)
-        return IncidentService(self._session).open(kind, discovered, now=now)
+        return Incident.from_json(IncidentService(self._session).open(kind, discovered, now=now))
 
     def incident_add_records(
         self, incident_id: str, records: Sequence[str], *, now: datetime | None = None
-    ) -> dict[str, Any]:
+    ) -> Incident:
         """Officer: add affected records to an open incident."""
         w = self._live("Vault.incident_add_records")
         check.str_arg(w, "incident_id", incident_id)
         records = check.str_seq(w, "records", records)
         check.datetime_arg(w, "now", now)
-        return IncidentService(self._session).add_records(incident_id, records, now=now)
+        return Incident.from_json(
+            IncidentService(self._session).add_records(incident_id, records, now=now)
+        )
 
     def incident_notify(
         self, incident_id: str, audience: str, *, now: datetime | None = None
-    ) -> dict[str, Any]:
+    ) -> Incident:
         """Officer: record that the guardians or the authority were notified."""
         w = self._live("Vault.incident_notify")
         check.str_arg(w, "incident_id", incident_id)
         check.str_arg(w, "audience", audience)
         check.datetime_arg(w, "now", now)
-        return IncidentService(self._session).notify(incident_id, audience, now=now)
+        return Incident.from_json(
+            IncidentService(self._session).notify(incident_id, audience, now=now)
+        )
 
-    def incident_close(self, incident_id: str, *, now: datetime | None = None) -> dict[str, Any]:
+    def incident_close(self, incident_id: str, *, now: datetime | None = None) -> Incident:
         """Officer: close an incident reported to the authority."""
         w = self._live("Vault.incident_close")
         check.str_arg(w, "incident_id", incident_id)
         check.datetime_arg(w, "now", now)
-        return IncidentService(self._session).close(incident_id, now=now)
+        return Incident.from_json(IncidentService(self._session).close(incident_id, now=now))
 
-    def incidents(self, *, now: datetime | None = None) -> list[dict[str, Any]]:
+    def incidents(self, *, now: datetime | None = None) -> list[Incident]:
         """Officer or admin: the incident register; logged."""
         check.datetime_arg(self._live("Vault.incidents"), "now", now)
-        return IncidentService(self._session).list(now=now)
+        return [Incident.from_json(r) for r in IncidentService(self._session).list(now=now)]
+
+    def incident_contacts(
+        self,
+        incident_id: str,
+        *,
+        tokens: Sequence[str] = (),
+        out: Path | str | None = None,
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Officer: the guardian contact list of an incident (P-21), in two steps.
+
+        Without ``tokens``: files ``breach_notification`` requests for the
+        contact fields of its live records; returns ``{"requests": [...]}``
+        for another officer to approve. With their approval ``tokens`` and
+        ``out``: reads through them (logged) and writes the list sealed to
+        this officer's key (mode 0600); :meth:`open_incident_contacts` opens it.
+        """
+        from childvault.vault._svc_incident_contacts import contacts
+
+        w = self._live("Vault.incident_contacts")
+        check.str_arg(w, "incident_id", incident_id)
+        tokens = check.str_seq(w, "tokens", tokens)
+        path = check.opt_path(w, "out", out)
+        check.datetime_arg(w, "now", now)
+        return contacts(
+            IncidentService(self._session),
+            self._access,
+            incident_id,
+            tokens=tokens,
+            out=path,
+            now=now,
+        )
+
+    def open_incident_contacts(self, path: Path | str) -> dict[str, Any]:
+        """Officer: open a contact list :meth:`incident_contacts` sealed to you."""
+        from childvault.vault._svc_incident_contacts import open_contacts
+
+        w = self._live("Vault.open_incident_contacts")
+        return open_contacts(IncidentService(self._session), check.path_arg(w, "path", path))
 
     def cosign_decommission(
         self, contacts: Path | str, *, now: datetime | None = None

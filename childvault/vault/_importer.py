@@ -60,6 +60,10 @@ CONSENT_LABELS = {
     "保存至": "retain_until",
     "已告知监护人": "guardian_informed",
     "监护人同时同意": "guardian_also",
+    # Issue 15: who consented, and the signed form's digest.
+    "同意方": "consent_party",
+    "同意监护人关系": "consent_relation",
+    "同意书摘要": "consent_form_sha256",
 }
 
 #: Chinese labels of the purposes of the packaged schema (schemas/child.toml comments).

@@ -29,6 +29,20 @@ Decisions (see ``docs/reports.md``):
   confirmed from the log alone. The same entry records how many entries about
   the record precede it and a digest of their leaf hashes, taken under the
   append lock, so a verifier can tell that the report leaves none out.
+- Other children's record ids are redacted (issue 15). A log entry about the
+  report's record that also names other records (a request or read of
+  several records) is carried with each other id replaced by
+  :data:`ANOTHER_RECORD` and ``"redacted": true``. Those exact bytes are
+  withheld, so the verifier cannot re-hash them: it checks that the carried
+  leaf hash is proven against the signed root (as for every entry), that the
+  redacted text is a canonical entry about the record with that sequence
+  number, and that only other record ids were replaced. The redacted texts are
+  bound to the log by a digest in the report's own ``report.subject`` entry
+  (``redacted_digest``), so they cannot be changed after the report was made;
+  that they match the withheld bytes is the institution's logged word. The
+  count of other records stays
+  visible. A salted hash per id was rejected: whoever holds a candidate id
+  could confirm it against the report's salt.
 - The anonymised export writes aggregated counts per equivalence class, never
   one row per child, and suppresses every class smaller than ``k``.
 """
@@ -129,6 +143,10 @@ _COMMITTED = (
 )
 _REPORT_KEYS = frozenset({*_COMMITTED, "commitment", "checkpoint", "entries", "pending"})
 _REPORT_ENTRY_KEYS = frozenset({"seq", "entry", "leaf_hash", "checkpointed", "proof"})
+#: A report entry whose other record ids were redacted (``"redacted": true``).
+_REDACTED_ENTRY_KEYS = _REPORT_ENTRY_KEYS | {"redacted"}
+#: What a subject report shows instead of another child's record id.
+ANOTHER_RECORD = "another record"
 _CHECKPOINT_KEYS = frozenset({"note", "size", "root"})
 _PROOF_KEYS = frozenset({"format", "vault_id", "seq", "entry", "leaf_hash", "proof", "checkpoint"})
 
@@ -189,6 +207,19 @@ def _about_digest(leaves: Iterable[bytes]) -> str:
     return digest.hexdigest()
 
 
+def redacted_digest(items: Iterable[tuple[int, bytes]]) -> str:
+    """SHA-256 (hex) binding the redacted texts of a report's entries to the log.
+
+    The ``report.subject`` entry carries it (``redacted_digest``), so a
+    redacted entry's shown content is what the vault logged at report time,
+    not something added to the report afterwards.
+    """
+    digest = hashlib.sha256()
+    for seq, text in items:
+        digest.update(f"{seq}:{len(text)}:".encode("ascii") + text)
+    return digest.hexdigest()
+
+
 def _decoded(entry: bytes) -> dict[str, Any]:
     """A stored entry as an object; a malformed one fails closed."""
     try:
@@ -197,6 +228,50 @@ def _decoded(entry: bytes) -> dict[str, Any]:
         raise IntegrityError(
             _t("an audit log entry is not a valid entry: run `childvault audit verify`")
         ) from None
+
+
+def redact_entry(entry: bytes, record_id: str) -> bytes | None:
+    """``entry`` with every record id other than ``record_id`` replaced by
+    :data:`ANOTHER_RECORD` (canonical JSON), or ``None`` if it names no other."""
+    obj = _decoded(entry)
+    records = obj.get("records")
+    if not isinstance(records, list) or all(r == record_id for r in records):
+        return None
+    obj["records"] = [r if r == record_id else ANOTHER_RECORD for r in records]
+    return bytes(rfc8785.dumps(obj))
+
+
+def _redacted_entry(
+    text: object, seq: int, stated_leaf: object, record_id: str
+) -> tuple[bytes, dict[str, Any]]:
+    """Check a redacted entry: canonical, its sequence number, only other ids replaced.
+
+    The leaf hash cannot be recomputed (the exact bytes are withheld); the
+    caller proves it against the signed root like any other.
+    """
+    entry = _str(text, f"entry {seq}")
+    raw = entry.encode("utf-8", "replace")
+    if len(raw) > _MAX_ENTRY_BYTES:
+        raise _bad(f"entry {seq} is too large")
+    leaf = _hash(stated_leaf, f"the leaf hash of entry {seq}")
+    try:
+        obj = json.loads(raw)
+        canonical = bytes(rfc8785.dumps(obj))
+    except (ValueError, TypeError, RecursionError, OverflowError):
+        raise _bad(f"entry {seq} is not a canonical log entry") from None
+    if canonical != raw or not isinstance(obj, dict):
+        raise _bad(f"entry {seq} is not a canonical log entry")
+    if obj.get("seq") != seq or isinstance(obj.get("seq"), bool):
+        raise _bad(f"entry {seq} carries another sequence number")
+    records = obj.get("records")
+    if (
+        not isinstance(records, list)
+        or record_id not in records
+        or ANOTHER_RECORD not in records
+        or any(r not in (record_id, ANOTHER_RECORD) for r in records)
+    ):
+        raise _bad(f"entry {seq} is marked redacted but is not a redacted entry about the record")
+    return leaf, obj
 
 
 def _entry_text(seq: int, entry: bytes) -> str:
@@ -538,14 +613,24 @@ def _verify_report(report: Mapping[str, Any], known: Mapping[str, bytes]) -> Pro
     pending: list[int] = []
     authenticated: bool | None = None
     prior: list[bytes] = []
+    redactions: list[tuple[int, bytes]] = []
     last = -1
     for item in entries:
-        e = _require_keys(item, _REPORT_ENTRY_KEYS, "a report entry")
+        redacted = isinstance(item, dict) and item.get("redacted") is True
+        e = _require_keys(
+            item, _REDACTED_ENTRY_KEYS if redacted else _REPORT_ENTRY_KEYS, "a report entry"
+        )
         seq = _int(e["seq"], "an entry's sequence number")
         if seq <= last:
             raise _bad("the entries are not in strictly increasing sequence order")
         last = seq
-        _, leaf, obj = _entry(e["entry"], seq, e["leaf_hash"])
+        if redacted:
+            leaf, obj = _redacted_entry(e["entry"], seq, e["leaf_hash"], record_id)
+            if authenticated is not None:
+                raise _bad(f"entry {seq} is redacted but comes after the report's own entry")
+            redactions.append((seq, e["entry"].encode("utf-8")))
+        else:
+            _, leaf, obj = _entry(e["entry"], seq, e["leaf_hash"])
         records = obj.get("records")
         if not isinstance(records, list) or record_id not in records:
             raise _bad(f"entry {seq} is not about the report's record")
@@ -577,6 +662,12 @@ def _verify_report(report: Mapping[str, Any], known: Mapping[str, bytes]) -> Pro
                 raise _bad(
                     "the report leaves out (or adds) log entries about the record made before it"
                 )
+            # Redacted entries show what the vault logged for them at report time.
+            logged = detail.get("redacted_digest")
+            if (logged is None and redactions) or (
+                logged is not None and logged != redacted_digest(redactions)
+            ):
+                raise _bad("the redacted entries differ from what the report's own entry logged")
             authenticated = checkpointed is True
         prior.append(leaf)
     if authenticated is None:
@@ -606,12 +697,12 @@ def _compare(
 ) -> ProofVerification:
     if (old_result.vault_id, old_result.record_id) != (new_result.vault_id, new_result.record_id):
         raise _bad("the earlier report is about another vault or record")
-    new_entries = {e["seq"]: e["entry"] for e in new["entries"]}
+    new_entries = {e["seq"]: (e["entry"], e["leaf_hash"]) for e in new["entries"]}
     for e in old["entries"]:
         seq = e["seq"]
         if seq not in old_result.proven or seq >= new_result.checkpoint_size:
             continue
-        if new_entries.get(seq) != e["entry"]:
+        if new_entries.get(seq) != (e["entry"], e["leaf_hash"]):
             raise _bad(
                 f"entry {seq} of the earlier report is missing or different in this report: "
                 "a log entry about the record was rewritten or removed"
@@ -686,6 +777,13 @@ def _consent_json(row: RecordRow) -> dict[str, Any]:
         "guardian_informed": bool(consent.get("guardian_informed", False)),
         "guardian_also": bool(consent.get("guardian_also", False)),
         "retain_until": row.retain_until,
+        # Who consented (issue 15): older consents name only ``by``.
+        "party": consent.get("party") or consent.get("by"),
+        **{
+            key: consent[key]
+            for key in ("relation", "form_sha256", "confirmed_by")
+            if consent.get(key)
+        },
     }
 
 

@@ -23,11 +23,14 @@ __all__ = [
     "DecommissionReport",
     "DisabledUser",
     "GcReport",
+    "Incident",
     "InviteSummary",
     "KeyRenewal",
     "KeyRenewalRequest",
     "OrphanSalt",
     "RebaselineReport",
+    "RightsLink",
+    "RightsRequest",
     "RotationReport",
     "SweepReport",
     "Transfer",
@@ -549,4 +552,133 @@ class RebaselineReport:
             lost_from=int(doc["lost_from"]),
             lost_to=int(doc["lost_to"]),
             note=str(doc["note"]),
+        )
+
+
+# -- issue 15: the rights and incident registers, typed -------------------------
+
+
+@dataclass(frozen=True)
+class RightsLink:
+    """An operation that answered a rights request (``--rights-request ID``)."""
+
+    #: The log action: ``report.subject``, ``record.correct`` or ``record.delete``.
+    action: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class RightsRequest:
+    """One entry of the rights-request register (P-19, P-20, M-17), folded from the log."""
+
+    id: str
+    #: ``access`` (查询/复制), ``correct`` (更正), ``delete`` (删除) or ``object`` (异议).
+    kind: str
+    record: str
+    #: ``child`` or ``guardian``.
+    by: str
+    received: date
+    deadline: date
+    identity_checked: bool
+    opened_by: str
+    #: ``open`` or ``closed``.
+    status: str
+    outcome: str | None
+    closed_at: datetime | None
+    overdue: bool
+    links: tuple[RightsLink, ...] = ()
+    #: Why a refused request was refused.
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of ``rights ... --json``."""
+        doc: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "record": self.record,
+            "by": self.by,
+            "received": self.received.isoformat(),
+            "deadline": self.deadline.isoformat(),
+            "identity_checked": self.identity_checked,
+            "opened_by": self.opened_by,
+            "status": self.status,
+            "outcome": self.outcome,
+            "closed_at": None if self.closed_at is None else iso(self.closed_at),
+            "links": [{"action": link.action, "at": iso(link.at)} for link in self.links],
+        }
+        if self.reason is not None:
+            doc["reason"] = self.reason
+        doc["overdue"] = self.overdue
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> RightsRequest:
+        """From the register row the service folds (the form of :meth:`to_json`)."""
+        closed = doc.get("closed_at")
+        return cls(
+            id=str(doc["id"]),
+            kind=str(doc["kind"]),
+            record=str(doc["record"]),
+            by=str(doc["by"]),
+            received=date.fromisoformat(doc["received"]),
+            deadline=date.fromisoformat(doc["deadline"]),
+            identity_checked=bool(doc["identity_checked"]),
+            opened_by=str(doc["opened_by"]),
+            status=str(doc["status"]),
+            outcome=None if doc.get("outcome") is None else str(doc["outcome"]),
+            closed_at=None if closed is None else parse_iso(closed),
+            overdue=bool(doc["overdue"]),
+            links=tuple(
+                RightsLink(str(link["action"]), parse_iso(link["at"]))
+                for link in doc.get("links", ())
+            ),
+            reason=None if doc.get("reason") is None else str(doc["reason"]),
+        )
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One entry of the incident register (P-21, M-16), folded from the log."""
+
+    id: str
+    #: ``leak`` (泄露), ``damage`` (毁损) or ``loss`` (丢失).
+    kind: str
+    discovered: datetime
+    opened_at: datetime
+    opened_by: str
+    records: tuple[str, ...]
+    #: Audience (``guardians``, ``authority``) -> when it was notified.
+    notified: Mapping[str, datetime]
+    #: ``open`` or ``closed``.
+    status: str
+    closed_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of ``incident ... --json``."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "discovered": self.discovered.isoformat(),
+            "opened_at": iso(self.opened_at),
+            "opened_by": self.opened_by,
+            "records": list(self.records),
+            "notified": {to: iso(at) for to, at in self.notified.items()},
+            "status": self.status,
+            "closed_at": None if self.closed_at is None else iso(self.closed_at),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Incident:
+        """From the register row the service folds (the form of :meth:`to_json`)."""
+        closed = doc.get("closed_at")
+        return cls(
+            id=str(doc["id"]),
+            kind=str(doc["kind"]),
+            discovered=datetime.fromisoformat(doc["discovered"]),
+            opened_at=parse_iso(doc["opened_at"]),
+            opened_by=str(doc["opened_by"]),
+            records=tuple(doc["records"]),
+            notified={str(to): parse_iso(at) for to, at in doc["notified"].items()},
+            status=str(doc["status"]),
+            closed_at=None if closed is None else parse_iso(closed),
         )

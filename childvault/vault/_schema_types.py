@@ -21,6 +21,11 @@ CONSENT_COLUMNS = (
     "guardian_informed",
     "guardian_also",
 )
+#: Optional consent columns (issue 15): who consented, and the signed form's
+#: digest of a back-dated consent. The sample and templates may omit them.
+CONSENT_EXTRA_COLUMNS = ("consent_party", "consent_relation", "consent_form_sha256")
+#: Every consent column an import row or the CLI options may carry.
+ALL_CONSENT_COLUMNS = CONSENT_COLUMNS + CONSENT_EXTRA_COLUMNS
 
 #: The value types a field may have.
 FIELD_TYPES = ("text", "date", "enum", "id_number", "phone", "binary")
@@ -31,7 +36,7 @@ IDENTIFIERS = ("direct", "quasi", "none")
 #: How an anonymised export generalises a quasi identifier.
 GENERALISATIONS = ("age_band", "district", "keep")
 #: Names no field may take: the import format uses them for the consent columns.
-RESERVED_FIELD_NAMES = frozenset(CONSENT_COLUMNS)
+RESERVED_FIELD_NAMES = frozenset(ALL_CONSENT_COLUMNS)
 
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _MAX_SCHEMA_BYTES = 1 << 20

@@ -25,13 +25,13 @@ from childvault.vault import _audit
 from childvault.vault import _record_trust as record_trust
 from childvault.vault._audit import Event
 from childvault.vault._backend import RecordRow
-from childvault.vault._consent import Consent, check_consent
+from childvault.vault._consent import Consent, backdate_window, check_backdating, check_consent
 from childvault.vault._fieldcrypto import open_field, seal_field
 from childvault.vault._session import Session
 from childvault.vault._statements import Envelope
 from childvault.vault._svc_audit import AuditService
 from childvault.vault._svc_notices import NoticeService
-from childvault.vault._time import iso, legal_today
+from childvault.vault._time import ZONE_SETTING, iso, legal_today, parse_iso, today
 
 _PAGE = 500
 _DELETE_REASONS = ("request", "withdrawal", "retention", "decommission")
@@ -290,6 +290,14 @@ class LifecycleService:
             date_of_birth=dob,
             schema=self.s.schema,
             today=legal_today(self.s.db.meta, moment),
+        )
+        # Back-dating is measured from the day the record was created (issue 15).
+        checked = check_backdating(
+            checked,
+            created=today(parse_iso(row.created_at), self.s.db.meta.get(ZONE_SETTING)),
+            window_days=backdate_window(self.s.db.meta),
+            actor=self.s.user,
+            officer=True,
         )
         checked = dataclasses.replace(
             checked, notice_sha256=self._notices.notice_sha256(checked.notice_version)
@@ -555,6 +563,10 @@ def _without_age_basis(consent: Consent) -> Consent:
     """
     if consent.by == "child":
         return dataclasses.replace(
-            consent, by="guardian", guardian_informed=False, guardian_also=False
+            consent,
+            by="guardian",
+            guardian_informed=False,
+            guardian_also=False,
+            party="guardian" if consent.party == "child" else consent.party,
         )
     return dataclasses.replace(consent, guardian_also=False)

@@ -26,7 +26,14 @@ from childvault.keys._encoding import check_hex_id
 from childvault.vault import _record_trust as record_trust
 from childvault.vault._audit import Event
 from childvault.vault._backend import NewRecord, RecordRow
-from childvault.vault._consent import CONSENT_COLUMNS, Consent, check_consent, parse_consent_columns
+from childvault.vault._consent import (
+    ALL_CONSENT_COLUMNS,
+    Consent,
+    backdate_window,
+    check_backdating,
+    check_consent,
+    parse_consent_columns,
+)
 from childvault.vault._fieldcrypto import seal_field
 from childvault.vault._importer import (
     BadRow,
@@ -39,7 +46,7 @@ from childvault.vault._importer import iter_rows as _iter_rows
 from childvault.vault._session import WRITERS, Session
 from childvault.vault._statements import Envelope
 from childvault.vault._svc_notices import NoticeService
-from childvault.vault._time import iso, parse_iso, today
+from childvault.vault._time import iso, legal_today, parse_iso, today
 from childvault.vault._types import ROLES, ImportReport, RecordInfo
 
 _IMPORT_BATCH = 500
@@ -105,8 +112,18 @@ class RecordService:
         moment = self.s.now(now)
         self.s.require(WRITERS, "record.create", moment, "writing records")
         self._check_accepting()
-        prepared = [self._prepare(item, moment) for item in items]
+        prepared = [self._prepare(item, moment, backdating=True) for item in items]
         return self._store_new(prepared, moment)
+
+    def _backdating(self, consent: Consent, moment: datetime) -> Consent:
+        """The back-dating rule (issue 15): a record created today by ``moment``."""
+        return check_backdating(
+            consent,
+            created=legal_today(self.s.db.meta, moment),
+            window_days=backdate_window(self.s.db.meta),
+            actor=self.s.user,
+            officer="officer" in self.s.roles,
+        )
 
     def _check_accepting(self) -> None:
         if self.s.db.meta.get("accepting_records") != "1":
@@ -117,15 +134,21 @@ class RecordService:
         item: NewRecordInput,
         moment: datetime,
         notice_sha256: Callable[[str], str] | None = None,
+        *,
+        backdating: bool = False,
     ) -> _Prepared:
         """Validate and encrypt one record. ``notice_sha256``: a memoised
-        :meth:`notice_sha256` for a whole import (one register read, not one a row)."""
+        :meth:`notice_sha256` for a whole import (one register read, not one a row).
+        ``backdating``: apply the back-dating window (records added one by one;
+        an import migrates an existing register and is exempt, docs/compliance.md)."""
         values = self.s.schema.validate_record(item.type, item.values)
         dob_text = values.get("date_of_birth")
         dob = datetime.fromisoformat(dob_text).date() if dob_text else None
         consent = check_consent(
             item.consent, date_of_birth=dob, schema=self.s.schema, today=today(moment)
         )
+        if backdating:
+            consent = self._backdating(consent, moment)
         sha_of = notice_sha256 or self._notices.notice_sha256
         consent = dataclasses.replace(consent, notice_sha256=sha_of(consent.notice_version))
         rtype = self.s.schema.record_type(item.type)
@@ -366,8 +389,8 @@ class RecordService:
     def _row_input(
         self, type_name: str, row: Mapping[str, str], moment: datetime, notice: str | None = None
     ) -> NewRecordInput:
-        values = {k: v for k, v in row.items() if k not in CONSENT_COLUMNS}
-        consent_cols = {k: v for k, v in row.items() if k in CONSENT_COLUMNS}
+        values = {k: v for k, v in row.items() if k not in ALL_CONSENT_COLUMNS}
+        consent_cols = {k: v for k, v in row.items() if k in ALL_CONSENT_COLUMNS}
         consent = parse_consent_columns(
             consent_cols,
             default_notice=notice if notice is not None else self.s.setting("notice_version"),

@@ -30,6 +30,8 @@ from childvault.vault._reports import (
     _origin,
     _pending_note,
     _Snapshot,
+    redact_entry,
+    redacted_digest,
     verify_subject_report,
 )
 from childvault.vault._session import Session
@@ -162,19 +164,24 @@ class ReportService:
             )
         return {"note": snap.note, "size": snap.checkpoint.size, "root": snap.checkpoint.root.hex()}
 
-    def _entries_json(self, snap: _Snapshot) -> list[dict[str, Any]]:
+    def _entries_json(self, snap: _Snapshot, subject: str) -> list[dict[str, Any]]:
+        """The report's entries; other records' ids redacted (``_reports`` module docstring)."""
         size = snap.checkpoint.size if snap.checkpoint is not None else 0
         proofs = _inclusion_proofs(snap.leaves, size, [s for s, _ in snap.wanted if s < size])
-        return [
-            {
+        out = []
+        for seq, entry in snap.wanted:
+            redacted = redact_entry(entry, subject)
+            item: dict[str, Any] = {
                 "seq": seq,
-                "entry": _entry_text(seq, entry),
+                "entry": _entry_text(seq, entry if redacted is None else redacted),
                 "leaf_hash": snap.leaves.get(seq).hex(),
                 "checkpointed": seq < size,
                 "proof": [h.hex() for h in proofs.get(seq, [])],
             }
-            for seq, entry in snap.wanted
-        ]
+            if redacted is not None:
+                item["redacted"] = True
+            out.append(item)
+        return out
 
     def prove_entry(self, seq: int, *, now: datetime | None = None) -> dict[str, Any]:
         """Officer or admin: an inclusion proof of log entry ``seq`` (``audit prove``).
@@ -288,6 +295,17 @@ class ReportService:
             # precede it and a digest of their leaf hashes: a verifier can then
             # tell that the report leaves none out.
             self._scan(leaves, about, wanted)
+            detail: dict[str, Any] = {
+                "commitment": report["commitment"],
+                "about": len(wanted),
+                "about_digest": _about_digest(leaves.get(s) for s, _ in wanted),
+            }
+            # Entries naming other records are shown redacted (issue 15): the
+            # digest of what they will show binds it to this entry.
+            shown = [(s, redact_entry(e, record_id)) for s, e in wanted]
+            redactions = [(s, r) for s, r in shown if r is not None]
+            if redactions:
+                detail["redacted_digest"] = redacted_digest(redactions)
             _audit.append(
                 self.s.db.audit,
                 [
@@ -299,11 +317,7 @@ class ReportService:
                         purpose=claims.pur,
                         request=claims.req,
                         grant=claims.jti,
-                        detail={
-                            "commitment": report["commitment"],
-                            "about": len(wanted),
-                            "about_digest": _about_digest(leaves.get(s) for s, _ in wanted),
-                        },
+                        detail=detail,
                     )
                 ],
                 moment,
@@ -323,7 +337,7 @@ class ReportService:
                 )
             )
         report["checkpoint"] = self._checkpoint_json(snap)
-        report["entries"] = self._entries_json(snap)
+        report["entries"] = self._entries_json(snap, record_id)
         report["pending"] = _pending_note(report["entries"])
         self._self_check(report)
         return report
@@ -352,9 +366,13 @@ class ReportService:
             raise UsageError(_t("this file is not a childvault subject report"))
         if vault_id != self.s.vault_id:
             raise UsageError(_t("this report is from another vault"))
+        record_id = str(report.get("record_id"))
+        raw: list[bytes] = []
         for seq, text in zip(seqs, texts, strict=True):
             stored = self.s.db.audit.entry_at(seq) if seq >= 0 else None
-            if stored is None or stored[0] != text:
+            # A redacted entry is compared in its redacted form.
+            shown = None if stored is None else redact_entry(stored[0], record_id)
+            if stored is None or (stored[0] if shown is None else shown) != text:
                 raise IntegrityError(
                     _t(
                         "entry {seq} of the report differs from the audit log: the report or "
@@ -362,13 +380,14 @@ class ReportService:
                         seq=seq,
                     )
                 )
+            raw.append(stored[0])
         latest = self._latest_checkpoint()
         sign = latest is None or latest[1].size <= max(seqs, default=-1)
         snap = self._snapshot(lambda _e: False, sign=sign, moment=moment)
-        snap.wanted = list(zip(seqs, texts, strict=True))
+        snap.wanted = list(zip(seqs, raw, strict=True))
         out = dict(report)
         out["checkpoint"] = self._checkpoint_json(snap)
-        out["entries"] = self._entries_json(snap)
+        out["entries"] = self._entries_json(snap, record_id)
         out["pending"] = _pending_note(out["entries"])
         # Never hand back a report that does not verify: in particular one whose
         # data was altered after it was made (its commitment no longer matches).

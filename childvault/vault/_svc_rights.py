@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from childvault._i18n import _t
 from childvault.keys import NotFound, UsageError
 from childvault.keys._encoding import check_hex_id
 from childvault.vault._audit import Event
@@ -30,6 +31,15 @@ RIGHTS_REQUESTERS = ("child", "guardian")
 DEFAULT_RIGHTS_DEADLINE_DAYS = 15
 #: Outcomes a closed rights request may have.
 RIGHTS_OUTCOMES = ("done", "refused", "withdrawn")
+#: The operation that answers each kind of request and may be linked to it
+#: (``--rights-request ID`` on ``report subject``, ``correct``, ``delete``).
+RIGHTS_ANSWERS = {
+    "access": "report.subject",
+    "correct": "record.correct",
+    "delete": "record.delete",
+}
+#: Longest refusal reason kept in the register (a reason, never child data).
+MAX_REASON = 500
 
 
 def log_entries(session: Session, actions: Sequence[str]) -> list[dict[str, Any]]:
@@ -101,22 +111,99 @@ class RightsService:
         )
         return self.get(rights_id, now=moment)
 
-    def close(self, rights_id: str, outcome: str, *, now: datetime | None = None) -> dict[str, Any]:
-        """Officer: close an open request with its outcome; return its register row."""
+    def close(
+        self,
+        rights_id: str,
+        outcome: str,
+        *,
+        reason: str | None = None,
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Officer: close an open request with its outcome; return its register row.
+
+        A refusal states its reason (P-19: the refusal is explained), kept in
+        the register. A correction request closes as ``done`` only once a
+        correction was linked to it (``correct --rights-request ID``): the
+        register then shows that the answer really was given.
+        """
         moment = self.s.now(now)
         self.s.require(("officer",), "rights.close", moment, "closing rights requests")
         if outcome not in RIGHTS_OUTCOMES:
             raise UsageError(f"--outcome must be one of {', '.join(RIGHTS_OUTCOMES)}")
+        reason = (reason or "").strip()
+        if outcome == "refused" and not reason:
+            raise UsageError(
+                _t("a refused request needs --reason: say why it was refused (no personal data)")
+            )
+        if len(reason) > MAX_REASON:
+            raise UsageError(_t("--reason: at most {n} characters", n=MAX_REASON))
         row = self.get(rights_id, now=moment)
         if row["status"] != "open":
             raise UsageError(f"rights request {rights_id} is already closed")
+        if (
+            row["kind"] == "correct"
+            and outcome == "done"
+            and not any(link["action"] == "record.correct" for link in row["links"])
+        ):
+            raise UsageError(
+                _t(
+                    "rights request {id} asks for a correction and none is linked to it: run "
+                    "`childvault correct ... --rights-request {id}` first, or close it with "
+                    "--outcome refused --reason TEXT",
+                    id=row["id"],
+                )
+            )
+        detail: dict[str, Any] = {"rights": row["id"], "outcome": outcome}
+        if reason:
+            detail["reason"] = reason
+        self.s.log(
+            [Event(self.s.user, "rights.close", records=[row["record"]], detail=detail)],
+            moment,
+        )
+        return self.get(rights_id, now=moment)
+
+    def check_link(self, rights_id: str, action: str, record_id: str) -> dict[str, Any]:
+        """The open, identity-checked request ``action`` may answer; UsageError otherwise.
+
+        Called before the operation, so a wrong ``--rights-request`` changes nothing.
+        """
+        row = self.get(rights_id)
+        if row["status"] != "open":
+            raise UsageError(_t("rights request {id} is closed", id=row["id"]))
+        if not row["identity_checked"]:
+            raise UsageError(
+                _t(
+                    "rights request {id} was opened without checking the requester's identity: "
+                    "nothing is disclosed or changed for it",
+                    id=row["id"],
+                )
+            )
+        if RIGHTS_ANSWERS.get(row["kind"]) != action:
+            raise UsageError(
+                _t(
+                    "rights request {id} is of kind {kind}; {action} does not answer it",
+                    id=row["id"],
+                    kind=row["kind"],
+                    action=action,
+                )
+            )
+        if row["record"] != record_id:
+            raise UsageError(_t("rights request {id} is about another record", id=row["id"]))
+        return row
+
+    def link(
+        self, rights_id: str, action: str, record_id: str, *, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Annotate the request with the operation that answered it (``rights.link``)."""
+        moment = self.s.now(now)
+        row = self.check_link(rights_id, action, record_id)
         self.s.log(
             [
                 Event(
                     self.s.user,
-                    "rights.close",
+                    "rights.link",
                     records=[row["record"]],
-                    detail={"rights": row["id"], "outcome": outcome},
+                    detail={"rights": row["id"], "answer": action},
                 )
             ],
             moment,
@@ -135,7 +222,7 @@ class RightsService:
         """Every request, oldest first, folded from the log: status, outcome, overdue."""
         day = legal_today(self.s.db.meta, self.s.now(now)).isoformat()
         rows: dict[str, dict[str, Any]] = {}
-        for doc in log_entries(self.s, ("rights.open", "rights.close")):
+        for doc in log_entries(self.s, ("rights.open", "rights.close", "rights.link")):
             detail = doc["detail"]
             rid = str(detail.get("rights"))
             if doc["action"] == "rights.open":
@@ -151,9 +238,16 @@ class RightsService:
                     "status": "open",
                     "outcome": None,
                     "closed_at": None,
+                    "links": [],
                 }
-            elif rid in rows:
+            elif rid not in rows:
+                continue
+            elif doc["action"] == "rights.link":
+                rows[rid]["links"].append({"action": detail["answer"], "at": doc["ts"]})
+            else:
                 rows[rid].update(status="closed", outcome=detail["outcome"], closed_at=doc["ts"])
+                if detail.get("reason"):
+                    rows[rid]["reason"] = detail["reason"]
         for row in rows.values():
             row["overdue"] = row["status"] == "open" and row["deadline"] < day
         return list(rows.values())

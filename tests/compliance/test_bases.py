@@ -33,8 +33,8 @@ def test_breach_notification_reaches_contacts_despite_an_outdated_notice(world: 
     ids = _outdated(world)
     with world.open("officer1") as v:
         incident = v.incident_open("leak", world.clock.now)
-        v.incident_add_records(incident["id"], ids)
-    breach = Basis("breach_notification", link=incident["id"])
+        v.incident_add_records(incident.id, ids)
+    breach = Basis("breach_notification", link=incident.id)
     with world.open("worker1") as v:
         with pytest.raises(UsageError, match="contact fields only"):
             v.request_access(ids, ["case_notes"], "case_management", "通知", basis=breach)
@@ -71,7 +71,7 @@ def test_subject_access_needs_an_open_checked_rights_request(world: World) -> No
                 ["name"],
                 "case_management",
                 "查询",
-                basis=Basis("subject_access", link=unchecked["id"]),
+                basis=Basis("subject_access", link=unchecked.id),
             )
         with pytest.raises(UsageError, match="exactly its subject"):
             v.request_access(
@@ -79,14 +79,14 @@ def test_subject_access_needs_an_open_checked_rights_request(world: World) -> No
                 ["name"],
                 "case_management",
                 "查询",
-                basis=Basis("subject_access", link=rights["id"]),
+                basis=Basis("subject_access", link=rights.id),
             )
         req = v.request_access(
             ids[:1],
             ["name", "case_notes"],
             "case_management",
             "本人查询",
-            basis=Basis("subject_access", link=rights["id"]),
+            basis=Basis("subject_access", link=rights.id),
         )
     with world.open("officer1") as v:
         token = v.approve(req).token

@@ -3,6 +3,9 @@ report transfers (issue 15 findings 3, 4)."""
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 from tests.conftest import World, add_children
 from tests.test_cli import js, run
 
@@ -78,3 +81,81 @@ def test_cli_rights_incident_basis_and_transfers(world: World) -> None:
     assert run(world, "worker1", "read", ids[0], "--grant", token).exit_code == 0
     transfers = js(run(world, "admin", "--json", "report", "transfers"))["transfers"]
     assert [t["recipient"] for t in transfers] == ["某区公安分局"]
+
+
+def test_cli_backdated_consent_form_party_and_rights_links(world: World, tmp_path: Path) -> None:
+    """Issue 15 items 1, 2, 6, 7 through the command line."""
+    form = tmp_path / "同意书.pdf"
+    form.write_bytes(b"%PDF signed consent form")
+    base = [
+        "--json",
+        "record",
+        "add",
+        "--consent-by",
+        "guardian",
+        "--consent-party",
+        "guardian",
+        "--consent-relation",
+        "祖母",
+        "--consented-at",
+        "2026-09-01",
+        "--purpose",
+        "case_management",
+        "--retain-until",
+        "2031-01-01",
+        "--field",
+        "name=李四",
+        "--field",
+        "date_of_birth=2015-06-01",
+        "--field",
+        "sex=男",
+    ]
+    r = run(world, "worker1", *base)
+    assert r.exit_code == 2 and "back-dating needs an officer" in js(r)["error"]["message"]
+    r = run(world, "officer1", *base, "--consent-form", str(form))
+    assert r.exit_code == 0, r.output
+    rid = js(r)["record_id"]
+    with world.open("officer1") as v:
+        stored = v.consent_of(rid)
+    assert stored.form_sha256 == hashlib.sha256(form.read_bytes()).hexdigest()
+    assert (stored.relation, stored.confirmed_by) == ("祖母", "officer1")
+
+    r = run(
+        world,
+        "officer1",
+        "--json",
+        "rights",
+        "open",
+        rid,
+        "--kind",
+        "correct",
+        "--by",
+        "guardian",
+        "--received",
+        "2026-11-24",
+        "--identity-checked",
+    )
+    rights = js(r)["rights"]["id"]
+    r = run(world, "officer1", "rights", "close", rights, "--outcome", "done")
+    assert r.exit_code == 2 and "--rights-request" in r.stderr
+    r = run(world, "officer1", "correct", rid, "--field", "name=李四四", "--rights-request", rights)
+    assert r.exit_code == 0, r.output
+    r = run(world, "officer1", "--json", "rights", "close", rights, "--outcome", "done")
+    assert r.exit_code == 0, r.output
+    assert [link["action"] for link in js(r)["rights"]["links"]] == ["record.correct"]
+
+    inc = js(
+        run(
+            world, "officer1", "--json", "incident", "open", "--kind", "leak", "--discovered", "-1h"
+        )
+    )["incident"]["id"]
+    run(world, "officer1", "incident", "add-records", inc, "--record", rid)
+    r = run(world, "officer1", "--json", "incident", "contacts", inc)
+    assert r.exit_code == 0, r.output
+    (req,) = js(r)["requests"]
+    token = js(run(world, "officer2", "--json", "approve", req))["token"]
+    out = tmp_path / "contacts.sealed"
+    r = run(world, "officer1", "incident", "contacts", inc, "--grant", token, "--out", str(out))
+    assert r.exit_code == 0, r.output
+    r = run(world, "officer1", "--json", "incident", "read-contacts", str(out))
+    assert r.exit_code == 0 and js(r)["contacts"][0]["name"] == "李四四"

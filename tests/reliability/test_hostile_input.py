@@ -15,6 +15,7 @@ by the atheris targets in tests/reliability/fuzz_targets.py (test_fuzz.py).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import subprocess
@@ -423,7 +424,12 @@ def test_export_end_to_end_neutralises_formula_prefixes(tmp_path: Path) -> None:
             NewRecordInput(
                 "child",
                 {**child_values(0, name=f"=姓名{n}"), "region": value},
-                consent(("case_management", "statistics"), consented_at=date(2026, 1, 1)),
+                # Issue 15: a consent this old (the vault runs on the real
+                # clock) needs the signed form's digest; officer1 confirms it.
+                dataclasses.replace(
+                    consent(("case_management", "statistics"), consented_at=date(2026, 1, 1)),
+                    form_sha256="0" * 64,
+                ),
             )
             for value in hostile
             for n in range(3)
