@@ -51,7 +51,9 @@ def run(cfg: Config, sys_path: list[str] | None = None) -> Result:
     home = tpl.copy(work / "home")
     source = _write_csv(work / "records.csv", cfg.session_records)
     with tpl.open(home, "worker1") as v:
-        v.import_file(source)
+        # The generated rows repeat identity numbers past 6,000 records: this
+        # benchmark times listing, not the duplicate check.
+        v.import_file(source, allow_duplicates=True)
     for package in [*(sys_path or []), str(Path(childvault.__file__).parent)]:
         compileall.compile_dir(package, quiet=1)
     env = dict(os.environ)
