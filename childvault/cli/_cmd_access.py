@@ -114,6 +114,15 @@ def requests(c: Ctx, show_all: bool) -> None:
                     )
                 )
         click.echo(_("{n} request(s)").format(n=len(items)))
+        if items:
+            # Request rows (the reason above all) are not in the signed log, so a
+            # listing cannot verify them: said plainly rather than implied.
+            click.echo(
+                _(
+                    "(as stored in the database, not verified against the signed log; "
+                    "`approve` checks each record's signed version and the rules first)"
+                )
+            )
 
     c.emit({"ok": True, "requests": [r.to_json() for r in items]}, human)
 

@@ -168,21 +168,50 @@ def import_(
     c.emit({"ok": True, **report.to_json()}, human)
 
 
+#: Records shown by `list` unless --limit or --all says otherwise.
+PAGE = 100
+
+
 @click.command("list")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=PAGE,
+    show_default=True,
+    help="Show at most this many records (a page).",
+)
+@click.option("--after", metavar="RECORD_ID", help="Start after this record id (the next page).")
+@click.option(
+    "--all", "show_all", is_flag=True, help="Show every record (slower on a large vault)."
+)
 @pass_ctx
-def list_(c: Ctx) -> None:
+def list_(c: Ctx, limit: int, after: str | None, show_all: bool) -> None:
     """List records: ids and bookkeeping only, never values."""
+    # A page of records, each checked against its signed record statement; a
+    # record whose rows were altered is shown marked and the exit code is 4.
+    from childvault.cli._context import EXIT_INTEGRITY
+
     v = c.open()
+    page = v.list_page(after=after, limit=None if show_all else limit)
+    unverified = dict(page.unverified)
     if c.as_json:
-        c.emit({"ok": True, "records": [r.to_json() for r in v.list_records()]})
-        return
-    count = 0
-    for r in v.list_records():
-        count += 1
-        click.echo(
-            _(
-                "{id}  {type:8} v{version}  retain until {until}  purposes {purposes}  fields {n}"
-            ).format(
+        c.emit(
+            {
+                "ok": not unverified,
+                "records": [r.to_json() for r in page.records],
+                "total": page.total,
+                "next_after": page.next_after,
+                "verified": page.verifiable,
+                "unverified": unverified,
+            }
+        )
+    else:
+        # Translated once, not once a line: a page can be long (`--all`).
+        line = _("{id}  {type:8} v{version}  retain until {until}  purposes {purposes}  fields {n}")
+        mark = _("  UNVERIFIED: {why}")
+        out = []
+        for r in page.records:
+            text = line.format(
                 id=safe(r.id),
                 type=safe(r.type),
                 version=r.version,
@@ -190,8 +219,34 @@ def list_(c: Ctx) -> None:
                 purposes=safe(",".join(r.purposes)),
                 n=len(r.fields),
             )
-        )
-    click.echo(_("{n} record(s)").format(n=count))
+            if r.id in unverified:
+                text += mark.format(why=safe(unverified[r.id]))
+            out.append(text)
+        out.append(_("{n} record(s)").format(n=len(page.records)))
+        if page.next_after is not None:
+            out.append(
+                _("{total} in all; next page: `childvault list --after {after}`, or --all").format(
+                    total=page.total, after=safe(page.next_after)
+                )
+            )
+        if not page.verifiable:
+            out.append(
+                _(
+                    "not verified: this identity file holds no trust anchor "
+                    "(an admin runs `childvault upgrade`)"
+                )
+            )
+        click.echo("\n".join(out))
+    if unverified:
+        if not c.as_json:
+            click.echo(
+                _(
+                    "error: {n} record(s) differ from their signed version: the database was "
+                    "altered. Run `childvault audit verify` and alert the officers"
+                ).format(n=len(unverified)),
+                err=True,
+            )
+        click.get_current_context().exit(EXIT_INTEGRITY)
 
 
 @click.command()

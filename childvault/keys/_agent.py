@@ -32,11 +32,9 @@ import contextlib
 import hashlib
 import json
 import os
-import select
 import socket
 import stat
 import struct
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -247,6 +245,11 @@ def start(identity: Identity, home: Path, seconds: int) -> Path:
     A running agent for the same user and home is locked first. The keys go to
     the new process through a pipe.
     """
+    # Only `unlock` starts an agent: every other command connects, so these
+    # imports stay off the path of a command on a session.
+    import select
+    import subprocess
+
     if not 0 < seconds <= MAX_SECONDS:
         raise UsageError(_t("a session lasts between 1 s and {value} h", value=MAX_SECONDS // 3600))
     path = socket_path(home, identity.name)

@@ -74,7 +74,7 @@ from childvault.vault._svc_incidents import IncidentService
 from childvault.vault._svc_lifecycle import LifecycleService
 from childvault.vault._svc_notices import NoticeService, packaged_notice_sha256
 from childvault.vault._svc_reconcile import ReconcileService
-from childvault.vault._svc_records import NewRecordInput, RecordService
+from childvault.vault._svc_records import NewRecordInput, RecordPage, RecordService
 from childvault.vault._svc_reports import ReportService
 from childvault.vault._svc_rights import RightsService
 from childvault.vault._svc_rotation import RotationService
@@ -1342,6 +1342,19 @@ class Vault:
         check.str_arg(w, "name", name)
         check.datetime_arg(w, "now", now)
         return KeyRenewal.from_json(self._users.approve_renewal(name, now=now))
+
+    def list_page(
+        self, *, after: str | None = None, limit: int | None = 100, now: datetime | None = None
+    ) -> RecordPage:
+        """A page of at most ``limit`` records' bookkeeping (``None``: every record)
+        after the record id ``after``, each verified against its signed record
+        statement; records that fail are named in ``unverified``. Logged."""
+        w = self._live("Vault.list_page")
+        check.str_arg(w, "after", after, optional=True)
+        if limit is not None:
+            check.int_arg(w, "limit", limit, minimum=1)
+        check.datetime_arg(w, "now", now)
+        return self._records.list_page(after=after, limit=limit, now=now)
 
 
 def _remove_tree(path: Path) -> None:

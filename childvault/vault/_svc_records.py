@@ -24,7 +24,7 @@ from childvault.keys import (
 )
 from childvault.keys._encoding import check_hex_id
 from childvault.vault import _record_trust as record_trust
-from childvault.vault._audit import Event
+from childvault.vault._audit import DetailValue, Event
 from childvault.vault._backend import NewRecord, RecordRow
 from childvault.vault._consent import (
     ALL_CONSENT_COLUMNS,
@@ -85,6 +85,24 @@ class NewRecordInput:
 
 def _field_bytes(value: str) -> bytes:
     return value.encode("utf-8")
+
+
+@dataclass(frozen=True)
+class RecordPage:
+    """One page of ``childvault list``: bookkeeping, checked against the signed log.
+
+    ``unverified`` maps each shown record whose rows are not its latest signed
+    record statement (docs/trust.md) to the reason; those records are shown
+    marked, never silently. ``verifiable`` is False when the acting identity
+    holds no trust anchor (made before anchors): nothing could be checked.
+    ``next_after`` is the ``after`` of the next page, None on the last one.
+    """
+
+    records: tuple[RecordInfo, ...]
+    total: int
+    unverified: Mapping[str, str]
+    verifiable: bool
+    next_after: str | None
 
 
 class RecordService:
@@ -438,6 +456,84 @@ class RecordService:
             for row in page:
                 yield self._record_info(row, names.get(row.id, []))
             after = page[-1].id
+
+    def list_page(
+        self, *, after: str | None = None, limit: int | None = None, now: datetime | None = None
+    ) -> RecordPage:
+        """A page of at most ``limit`` records (all if None) after the id ``after``,
+        each checked against its latest logged record statement; the listing is logged.
+
+        Why only the page is checked: a listing shows bookkeeping (type,
+        version, consent purposes, retention, field names), which a user with
+        database access could alter, so every record shown is verified
+        (:func:`_record_trust.check_record`: the signed statement, the hashes of
+        the stored fields and key blob) and one that fails is returned in
+        ``unverified`` and logged (``trust.refuse``). Records not shown cost
+        nothing: the trust state and record heads resume from the verifier's
+        signed saved point, so a page costs the same on any vault size.
+        """
+        moment = self.s.now(now)
+        self.s.require(ROLES, "record.list", moment, "listing records")
+        start = "" if after is None else check_hex_id(after, "record")
+        total = self.s.db.records.count()
+        rows: list[RecordRow] = []
+        cursor = start
+        # One row past the page says whether there is a next page.
+        wanted = None if limit is None else limit + 1
+        while wanted is None or len(rows) < wanted:
+            batch = self.s.db.records.page(
+                after=cursor, limit=1000 if wanted is None else min(1000, wanted - len(rows))
+            )
+            if not batch:
+                break
+            rows.extend(batch)
+            cursor = batch[-1].id
+        more = limit is not None and len(rows) > limit
+        rows = rows[:limit] if limit is not None else rows
+        detail: dict[str, DetailValue] = {"count": total, "shown": len(rows)}
+        if start:
+            detail["after"] = start
+        self.s.log([Event(self.s.user, "record.list", detail=detail)], moment)
+        names: dict[str, list[str]] = {}
+        for i in range(0, len(rows), 1000):
+            chunk = rows[i : i + 1000]
+            names.update(self.s.db.records.field_names_between(chunk[0].id, chunk[-1].id))
+        unverified: dict[str, str] = {}
+        found = record_trust.record_heads(self.s)
+        if found is not None:
+            state, heads = found
+            for row in rows:
+                blob = self.s.db.records.keyblob(row.id)
+                why = record_trust.check_record(
+                    self.s.db, state, heads, row, None if blob is None else blob[1]
+                )
+                if why is None and row.consent.get("retain_until") != row.retain_until:
+                    # The retention shown comes from its own column: it must be
+                    # the signed consent's.
+                    why = f"record {row.id}: its retention differs from its signed consent"
+                if why is not None:
+                    unverified[row.id] = why
+            if unverified:
+                first = next(iter(unverified.values()))
+                self.s.log(
+                    [
+                        Event(
+                            self.s.user,
+                            "trust.refuse",
+                            "denied",
+                            records=list(unverified),
+                            detail={"on": "record.list", "reason": first},
+                        )
+                    ],
+                    moment,
+                )
+        return RecordPage(
+            tuple(self._record_info(row, names.get(row.id, [])) for row in rows),
+            total,
+            unverified,
+            found is not None,
+            rows[-1].id if more and rows else None,
+        )
 
     def record_info(self, record_id: str) -> RecordInfo:
         """Bookkeeping of one record."""
