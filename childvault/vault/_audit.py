@@ -628,3 +628,7 @@ ACTIONS = ACTIONS | frozenset(
         "report.transfers",
     }
 )
+
+
+# -- issue 13 (server): refusals of authenticated users, logged by the server ---
+ACTIONS = ACTIONS | frozenset({"server.refuse"})

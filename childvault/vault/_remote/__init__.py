@@ -54,6 +54,7 @@ from childvault.vault._backend import (
 from childvault.vault._httpsig import HTTPSignatureAuth
 from childvault.vault._remote._codec import decode, encode
 from childvault.vault._remote._methods import METHODS
+from childvault.vault._remote._slots import RemoteSlots
 
 __all__ = ["Bootstrap", "RemoteBackend", "connect_parts"]
 
@@ -167,6 +168,8 @@ class RemoteBackend:
         self._statements = _Repo(self, "statements")
         #: Release keys of grants (server mode only): ``new`` and ``redeem``.
         self.release: Any = _Repo(self, "release")
+        #: The server's key slots as the services write them (``Session.key_slots``).
+        self.key_slots: RemoteSlots | None = None
 
     # -- repositories (typed as the protocols the services expect)
 
@@ -292,9 +295,15 @@ class RemoteBackend:
             return
         self._txn = self._begin()
         self._depth = 1
+        if self.key_slots is not None:
+            self.key_slots.discarding = False
         try:
             yield
+            self._send_slots()
         except BaseException:
+            if self.key_slots is not None:
+                self.key_slots.take()
+                self.key_slots.discarding = True
             txn, self._txn = self._txn, None
             with contextlib.suppress(ChildVaultError):
                 self._post("/v1/txn/rollback", {"txn": txn})
@@ -303,6 +312,13 @@ class RemoteBackend:
             self._depth = 0
         txn, self._txn = self._txn, None
         self._post("/v1/txn/commit", {"txn": txn})
+
+    def _send_slots(self) -> None:
+        """Send the key slots the services wrote since the last transaction (_slots.py)."""
+        if self.key_slots is None:
+            return
+        for name, sealed in sorted(self.key_slots.take().items()):
+            self.call("slots", "put", (name, sealed), {})
 
     def _begin(self) -> str:
         # Another writer may hold the server (503 "busy"): wait our turn.
@@ -338,21 +354,33 @@ class RemoteBackend:
             "slots": {identity.name: boot.slot},
         }
         (path / "keyslots.json").write_text(json.dumps(slots), encoding="utf-8")
+        self.key_slots = RemoteSlots(path / "keyslots.json", self, identity.name)
         with (path / "witness.jsonl").open("w", encoding="utf-8") as fh:
             for note in boot.witness:
                 fh.write(json.dumps({"note": note}, ensure_ascii=False) + "\n")
         return path
 
     def close(self) -> None:
-        """Roll back an open transaction, close the connection, remove the scratch home."""
-        if self._txn is not None:
-            txn, self._txn = self._txn, None
-            with contextlib.suppress(ChildVaultError):
-                self._post("/v1/txn/rollback", {"txn": txn})
-        self._http.close()
-        if self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
-            self._scratch = None
+        """Roll back an open transaction, send key slots still queued, close the
+        connection, remove the scratch home."""
+        slots = self.key_slots
+        try:
+            if self._txn is not None:
+                txn, self._txn = self._txn, None
+                if slots is not None:
+                    slots.take()  # they belonged to what is rolled back
+                with contextlib.suppress(ChildVaultError):
+                    self._post("/v1/txn/rollback", {"txn": txn})
+            if slots is not None and slots.pending and not slots.discarding:
+                # Written after the last transaction (the end of `keys rotate`): they
+                # go in one of their own, checked against the committed trust state.
+                with self._transaction():
+                    pass
+        finally:
+            self._http.close()
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
+                self._scratch = None
 
 
 def connect_parts(

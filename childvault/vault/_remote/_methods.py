@@ -83,4 +83,7 @@ METHODS: dict[str, dict[str, str]] = {
     },
     # Not a repository: release after logging (server mode only, _release.py).
     "release": {"new": WRITE, "redeem": WRITE},
+    # Not a repository: the server's key-slot file (names, and sealed slots put
+    # inside a transaction, stored only if its verified entries allow them: _slots.py).
+    "slots": {"users": READ, "put": WRITE},
 }
