@@ -524,6 +524,7 @@ class UserService:
         the new identity opens them). :meth:`approve_renewal` completes it.
         """
         moment = self.s.now(now)
+        _not_over_a_server(self.s)
         state = self.s.trust()
         if state is None:
             raise UsageError(
@@ -588,6 +589,7 @@ class UserService:
         """
         moment = self.s.now(now)
         self.s.require(("admin",), "user.renew", moment, "approving key renewals")
+        _not_over_a_server(self.s)
         check_user_name(name)
         state = self.s.trust()
         if state is None:
@@ -1017,6 +1019,17 @@ class UserService:
     def users(self) -> list[UserInfo]:
         """Every registered user with roles and (for signers) their verifier key."""
         return [self._info(r) for r in self.s.db.users.all()]
+
+
+def _not_over_a_server(session: Session) -> None:
+    """``keys renew`` writes and swaps identity files in the home: not over a server yet."""
+    if getattr(session.db, "witnessed_by_server", False):
+        raise UsageError(
+            _t(
+                "keys renew does not run over a server yet: the new identity file would be "
+                "made in a temporary directory (docs/server.md)"
+            )
+        )
 
 
 def _renewing(identities: Path, name: str) -> Path:

@@ -164,6 +164,26 @@ def test_passphrase_change_on_a_workstation(served: VaultServer) -> None:
     assert vs.cli("worker3", "list", expect=None).returncode != 0
 
 
+def test_what_does_not_run_over_a_server_says_so(served: VaultServer) -> None:
+    """Plain `user add` and `keys renew` make identity files: refused clearly, nothing logged."""
+    vs = served
+    before = vs.cli_json("admin", "audit", "log", "--tail", "1")["entries"][-1]["entry"]["seq"]
+    pw = vs.root / "nobody.pw"
+    pw.write_text(passphrase("nobody"), encoding="utf-8")
+    add = vs.cli(
+        "admin", "user", "add", "nobody", "--role", "staff", "--passphrase-file", str(pw), expect=2
+    )
+    assert b"user invite" in add.stderr
+    renew = vs.cli("worker1", "keys", "renew", "--passphrase-file", str(pw), expect=2)
+    assert b"does not run over a server" in renew.stderr
+    assert "nobody" not in _slots(vs)
+    after = vs.cli_json("admin", "audit", "log", "--tail", "1")["entries"][-1]["entry"]["seq"]
+    assert after == before
+    assert sorted(p.name for p in (vs.workstation("worker1") / "identities").iterdir()) == [
+        "worker1.id"
+    ]
+
+
 # -- attacks: each refused by the server, nothing stored
 
 
