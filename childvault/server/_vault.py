@@ -67,6 +67,8 @@ from childvault.vault._time import parse_iso
 logger = logging.getLogger("childvault.server")
 T = TypeVar("T")
 
+#: Roles whose key the server process never keeps (it would sign their statements).
+PRIVILEGED = frozenset({"admin", "officer"})
 #: Settings no client may read or write: the server's release keys live under it.
 SERVER_ONLY = "server/"
 #: The largest sealed key slot accepted (a slot of a few custodian generations is ~1 KiB).
@@ -212,11 +214,27 @@ class VaultHost:
         self._cond: asyncio.Condition | None = None
         self._pool.submit(self._refresh).result()
         #: Signs the ``server.refuse`` entries (None: refusals stay in the refusal log).
-        self._signer = signer
-        if signer is not None:
-            self.db.audit.signer = signer
+        self._signer: Identity | None = None
         self._limiter = limiter or RefusalLimiter()
         self._limiter_lock = threading.Lock()
+        if signer is not None:
+            self.sign_refusals_as(signer)
+
+    def sign_refusals_as(self, signer: Identity) -> None:
+        """Log refusals of verified users as ``server.refuse`` entries signed by ``signer``,
+        an active user of the verified state without the admin or officer role (a
+        server process must not hold a key that registers, decides or signs
+        checkpoints: docs/server.md)."""
+        roles = self.roles(signer.name)
+        found = self._verified.state.users.get(signer.name)
+        if not roles or roles & PRIVILEGED or found is None:
+            raise ConfigError(
+                f"refusals are signed by an active staff-only user, not {signer.name!r}"
+            )
+        if found.sign_key != signer.public.signing_key:
+            raise ConfigError(f"the identity of {signer.name!r} is not their verified key")
+        self._signer = signer
+        self.db.audit.signer = signer
 
     # -- the key resolver of the signature layer (verified statements only)
 
@@ -748,4 +766,4 @@ def _open_backend(home: Home, config: Config, key: bytes) -> Backend:
     return _open_store(home, config.store_dsn(home), key)
 
 
-__all__ = ["ROLE_WRITES", "Refused", "VaultHost", "unlock_home", "unlock_home_as"]
+__all__ = ["PRIVILEGED", "ROLE_WRITES", "Refused", "VaultHost", "unlock_home", "unlock_home_as"]

@@ -14,17 +14,21 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from childvault.keys import AccessDenied, Identity
+from childvault.keys import AccessDenied, ConfigError, Identity
 from childvault.server._refusals import RefusalLimiter
+from childvault.server._vault import VaultHost, unlock_home_as
+from childvault.vault import Vault
 from childvault.vault._httpsig import HTTPSignatureAuth
-from tests.server._vaultserver import VaultServer, make_vault
+from tests.server._vaultserver import VaultServer, make_vault, passphrase
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VaultServer]:
-    """A small vault (one officer, one staff), served."""
+    """A small vault (one officer, one staff), served as the staff-only user ``svc``."""
     vs = make_vault(tmp_path_factory.mktemp("refusals"), ("officer1", "worker1"))
-    vs.start()
+    with Vault.open(vs.home, "admin", passphrase("admin")) as admin:
+        admin.add_user("svc", ["staff"], passphrase("svc"))
+    vs.start(as_user="svc")
     try:
         yield vs
     finally:
@@ -45,7 +49,7 @@ def test_a_staff_users_forbidden_call_is_in_the_audit_log(served: VaultServer) -
     logged = _refusals_in_log(vs)
     assert len(logged) == 1
     entry = logged[0]
-    assert entry["actor"] == "admin"  # the identity the server was started with
+    assert entry["actor"] == "svc"  # the identity the server was started with
     assert entry["outcome"] == "denied"
     assert entry["detail"] == {
         "user": "worker1",
@@ -80,6 +84,19 @@ def test_a_flood_of_refusals_is_bounded_and_counted(served: VaultServer) -> None
     assert 1 <= len(logged) <= 5
     assert all(e["detail"]["reason"] == "server_only" for e in logged)  # type: ignore[index]
     vs.cli("officer1", "audit", "verify")
+
+
+def test_an_admins_or_officers_key_never_signs_refusals(served: VaultServer) -> None:
+    """The server process keeps no key that registers, decides or signs checkpoints."""
+    vs = served
+    for user in ("admin", "officer1"):
+        key, anchor, identity = unlock_home_as(vs.home, user, passphrase(user))
+        host = VaultHost(vs.home, key, anchor)
+        try:
+            with pytest.raises(ConfigError, match="staff-only"):
+                host.sign_refusals_as(identity)
+        finally:
+            host.close()
 
 
 def test_the_limiter_counts_what_it_holds_back() -> None:
