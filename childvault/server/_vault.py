@@ -296,6 +296,12 @@ class VaultHost:
         if not refusals or self._signer is None:
             return
         actor = self._signer.name
+        if not self.roles(actor):
+            # Disabled since: entries in its name would no longer verify.
+            logger.warning("%s is no longer active: refusals stay in the refusal log", actor)
+            self._signer = None
+            self.db.audit.signer = None
+            return
         events = [
             _audit.Event(
                 actor,
