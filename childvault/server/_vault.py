@@ -48,10 +48,13 @@ from childvault.keys import (
     IntegrityError,
     KeySlots,
     UsageError,
+    check_user_name,
 )
 from childvault.keys._encoding import b64, is_hex_id, unb64
+from childvault.server._common import AuthRefusal
+from childvault.server._refusals import CHAINED, RefusalLimiter
 from childvault.vault import _audit, _note
-from childvault.vault._backend import Backend, GrantRow, NewRecord, RequestRow
+from childvault.vault._backend import Backend, GrantRow, NewRecord, RequestRow, UserRow
 from childvault.vault._config import Config, Home
 from childvault.vault._merkle import leaf_hash
 from childvault.vault._registrations import Verified, anchor_of, replay
@@ -64,8 +67,12 @@ from childvault.vault._time import parse_iso
 logger = logging.getLogger("childvault.server")
 T = TypeVar("T")
 
+#: Roles whose key the server process never keeps (it would sign their statements).
+PRIVILEGED = frozenset({"admin", "officer"})
 #: Settings no client may read or write: the server's release keys live under it.
 SERVER_ONLY = "server/"
+#: The largest sealed key slot accepted (a slot of a few custodian generations is ~1 KiB).
+MAX_SLOT = 16384
 #: A transaction idle longer than this (seconds) is rolled back.
 DEFAULT_TXN_IDLE = 30.0
 #: How long a request waits for another client's transaction before 503 busy.
@@ -97,9 +104,10 @@ _SIGNERS = {
     ("access", "revoke_grant"),
 }
 #: Writes allowed per role. Staff write records and requests but cannot decide,
-#: revoke, delete or sign checkpoints. Registering users and changing custodian
-#: keys also rewrite the key-slot file in the server's home, so they are not
-#: offered over the wire: an admin runs them on the server host (docs/server.md).
+#: revoke, delete or sign checkpoints. Registering users, sharing and rotating
+#: the custodian key and disabling users also put key slots (``slots.put``):
+#: the server stores a slot only if the transaction's verified entries allow
+#: it (:meth:`VaultHost._check_slots`).
 ROLE_WRITES: dict[str, set[tuple[str, str]]] = {
     "staff": _STAFF,
     "officer": _STAFF
@@ -112,8 +120,22 @@ ROLE_WRITES: dict[str, set[tuple[str, str]]] = {
         ("access", "decide"),
         ("access", "add_grant"),
         ("release", "new"),
+        # keys share and keys rotate (the custodian key's generations and holders).
+        ("custodians", "add"),
+        ("custodians", "set_state"),
+        ("custodians", "add_holder"),
+        ("custodians", "delete"),
+        ("slots", "put"),
     },
-    "admin": _SIGNERS | {("audit", "append"), ("statements", "add"), ("statements", "save_state")},
+    "admin": _SIGNERS
+    | {
+        ("audit", "append"),
+        ("statements", "add"),
+        ("statements", "save_state"),
+        # user add --request and user disable.
+        ("users", "add"),
+        ("slots", "put"),
+    },
 }
 
 
@@ -138,13 +160,20 @@ class _Txn:
     #: Grants whose use this transaction consumed, and those it logged a read of.
     used: set[str] = field(default_factory=set)
     logged_reads: set[str] = field(default_factory=set)
+    #: Key slots put in this transaction (name -> sealed text, None: remove),
+    #: stored at commit if the verified state allows them.
+    slots: dict[str, str | None] = field(default_factory=dict)
 
 
 def unlock_home(home: Path, user: str, passphrase: str) -> tuple[bytes, Anchor]:
-    """The database key (from ``user``'s key slot) and the anchor in ``user``'s identity.
+    """The database key (from ``user``'s key slot) and the anchor in ``user``'s identity."""
+    key, anchor, _ = unlock_home_as(home, user, passphrase)
+    return key, anchor
 
-    The server keeps only these two; the identity is dropped after unlocking.
-    """
+
+def unlock_home_as(home: Path, user: str, passphrase: str) -> tuple[bytes, Anchor, Identity]:
+    """:func:`unlock_home`, and ``user``'s identity: the server signs the log entries
+    of refusals with it (``server.refuse``, _refusals.py)."""
     h = Home(Path(home))
     config = Config.load(h)
     identity = Identity.load(h.identity(user), passphrase)
@@ -154,7 +183,7 @@ def unlock_home(home: Path, user: str, passphrase: str) -> tuple[bytes, Anchor]:
             f"the identity of {user!r} holds no anchor of this vault: run `childvault upgrade`"
         )
     secrets_ = KeySlots(h.keyslots).open(identity, config.vault_id)
-    return secrets_["db"], anchor
+    return secrets_["db"], anchor, identity
 
 
 class VaultHost:
@@ -169,6 +198,8 @@ class VaultHost:
         open_backend: Callable[[Home, Config, bytes], Backend] | None = None,
         txn_idle: float = DEFAULT_TXN_IDLE,
         wait: float = DEFAULT_WAIT,
+        signer: Identity | None = None,
+        limiter: RefusalLimiter | None = None,
     ) -> None:
         self.home = Home(Path(home))
         self.config = Config.load(self.home)
@@ -188,6 +219,28 @@ class VaultHost:
         #: so a restarted server does not repeat the numbers it gave before.
         self.generation = secrets.randbits(48)
         self._pool.submit(self._refresh).result()
+        #: Signs the ``server.refuse`` entries (None: refusals stay in the refusal log).
+        self._signer: Identity | None = None
+        self._limiter = limiter or RefusalLimiter()
+        self._limiter_lock = threading.Lock()
+        if signer is not None:
+            self.sign_refusals_as(signer)
+
+    def sign_refusals_as(self, signer: Identity) -> None:
+        """Log refusals of verified users as ``server.refuse`` entries signed by ``signer``,
+        an active user of the verified state without the admin or officer role (a
+        server process must not hold a key that registers, decides or signs
+        checkpoints: docs/server.md)."""
+        roles = self.roles(signer.name)
+        found = self._verified.state.users.get(signer.name)
+        if not roles or roles & PRIVILEGED or found is None:
+            raise ConfigError(
+                f"refusals are signed by an active staff-only user, not {signer.name!r}"
+            )
+        if found.sign_key != signer.public.signing_key:
+            raise ConfigError(f"the identity of {signer.name!r} is not their verified key")
+        self._signer = signer
+        self.db.audit.signer = signer
 
     # -- the key resolver of the signature layer (verified statements only)
 
@@ -215,6 +268,67 @@ class VaultHost:
         """The verified roles of an active user (empty if disabled or unknown)."""
         found = self._verified.state.users.get(user)
         return frozenset(found.roles) if found is not None and found.active else frozenset()
+
+    # -- refusals of verified users, in the hash-chained log (_refusals.py)
+
+    def log_refusal(self, event: AuthRefusal) -> None:
+        """Audit hook: queue a refusal of a verified user for a ``server.refuse`` entry."""
+        user = event.claimed_user
+        if self._signer is None or user is None or event.reason not in CHAINED:
+            return
+        if self.resolve(user) is None:
+            return  # not a user of the verified state: nothing verified to name
+        what = f"{event.method} {event.path}"[:100]
+        with self._limiter_lock:
+            queued = self._limiter.admit(user, event.reason, what)
+        if queued:
+            self._kick()
+
+    def _kick(self) -> None:
+        """Write queued refusals on the DB thread, after whatever runs there now."""
+        if self._limiter.queue:
+            with contextlib.suppress(RuntimeError):  # shutting down
+                self._pool.submit(self._flush_refusals)
+
+    def _flush_refusals(self) -> None:
+        """(DB thread) Append the queued refusals, unless a client's transaction is open:
+        its commit checks the entries it appends against the head, so ours wait for
+        its end (:meth:`finish` kicks again)."""
+        txn = self._txn
+        if txn is not None and txn.context is not None:
+            return
+        with self._limiter_lock:
+            refusals = self._limiter.take()
+        if not refusals or self._signer is None:
+            return
+        actor = self._signer.name
+        if not self.roles(actor):
+            # Disabled since: entries in its name would no longer verify.
+            logger.warning("%s is no longer active: refusals stay in the refusal log", actor)
+            self._signer = None
+            self.db.audit.signer = None
+            return
+        events = [
+            _audit.Event(
+                actor,
+                "server.refuse",
+                "denied",
+                detail={
+                    "user": r.user,
+                    "reason": r.reason,
+                    "request": r.what,
+                    "suppressed": r.suppressed,
+                },
+            )
+            for r in refusals
+        ]
+        try:
+            with self.db.transaction():
+                _audit.append(self.db.audit, events, datetime.now(UTC))
+        except ChildVaultError:
+            logger.exception("could not log %d refusals in the audit log", len(events))
+            with self._limiter_lock:
+                self._limiter.put_back(refusals)
 
     # -- running on the DB thread, in turn
 
@@ -282,6 +396,7 @@ class VaultHost:
                 await self._run(lambda: self._end(txn, commit=False))
             finally:
                 cond.notify_all()
+                self._kick()
 
     async def finish(self, user: str, txn_id: str, *, commit: bool) -> None:
         """Commit (after verifying everything appended) or roll back ``txn_id``."""
@@ -293,6 +408,7 @@ class VaultHost:
                 await self._run(lambda: self._end(txn, commit=commit))
             finally:
                 cond.notify_all()
+                self._kick()
 
     async def call(
         self, user: str, txn_id: str | None, repo: str, method: str, args: Any, kwargs: Any
@@ -334,6 +450,7 @@ class VaultHost:
             finally:
                 self._txn = None
                 cond.notify_all()
+                self._kick()
 
     def _checked(
         self, roles: frozenset[str], repo: str, method: str, args: Any, kwargs: Any
@@ -477,6 +594,10 @@ class VaultHost:
                     f"a use of grant {sorted(unlogged)[0]} was consumed without its read entry"
                 )
             checked = replay(self.db, self._copy()) if txn.appended else None
+            if txn.slots:
+                state = (checked or self._verified).state
+                self._check_slots(txn.user, state, txn.slots)
+                self._store_slots(txn.slots)
         except IntegrityError as exc:
             context.__exit__(IntegrityError, exc, None)
             raise Refused(409, "unverified", f"refused, nothing stored: {exc}") from exc
@@ -498,6 +619,8 @@ class VaultHost:
             if txn is None:
                 raise Refused(400, "malformed", "release calls run in a transaction")
             return encode(self._release(txn, method, a))
+        if repo == "slots":
+            return encode(self._slots(txn, method, a))
         if repo == "meta" and str(a[0] if a else kw.get("key", "")).startswith(SERVER_ONLY):
             raise Refused(403, "server_only", "this setting is the server's own")
         target = getattr(self.db, repo)
@@ -550,6 +673,69 @@ class VaultHost:
         self.db.meta.set(where, json.dumps(doc))
         return unb64(doc["key"])
 
+    def _slots(self, txn: _Txn | None, method: str, a: list[Any]) -> Any:
+        """``slots.users`` (names only) or ``slots.put`` (staged until commit)."""
+        if method == "users":
+            return KeySlots(self.home.keyslots).users()
+        if txn is None:
+            raise Refused(400, "malformed", "slots.put runs in a transaction")
+        if len(a) != 2 or not isinstance(a[0], str) or not (a[1] is None or isinstance(a[1], str)):
+            raise Refused(400, "malformed", "slots.put takes a user name and a sealed slot")
+        name, sealed = a
+        try:
+            check_user_name(name)
+            if sealed is not None:
+                if len(sealed) > MAX_SLOT:
+                    raise UsageError("the key slot is too large")
+                unb64(sealed)
+        except (UsageError, ValueError) as exc:
+            raise Refused(400, "malformed", f"slots.put: {exc}") from exc
+        txn.slots[name] = sealed
+        return None
+
+    def _check_slots(self, user: str, state: TrustState, slots: dict[str, str | None]) -> None:
+        """Each staged slot must be one the verified state (after this batch) allows.
+
+        - one's own slot, while active;
+        - an admin: a new slot for a user with a row and no slot yet who is not
+          disabled (an enrolment; an officer's registration may still wait for an
+          officer's countersignature), or removing a disabled user's slot;
+        - an officer holding the current custodian key (verified): the slot of an
+          active user (keys share, keys rotate), of a user still pending (rotation
+          strips the custodian key from every slot), or removing a disabled one's.
+
+        Anything else is refused and nothing of the transaction is stored.
+        """
+        have = set(KeySlots(self.home.keyslots).users())
+        me = state.users.get(user)
+        roles = set(me.roles) if me is not None and me.active else set()
+        current = state.current_custodian()
+        holder = (
+            "officer" in roles and current is not None and user in state.active_holders(current[0])
+        )
+        for name, sealed in sorted(slots.items()):
+            active = state.is_active(name)
+            if sealed is None:
+                ok = ("admin" in roles or holder) and not active
+            elif name == user:
+                ok = active
+            else:
+                pending = name not in state.users and self.db.users.get(name) is not None
+                ok = (holder and (active or (pending and name in have))) or (
+                    "admin" in roles and name not in have and (active or pending)
+                )
+            if not ok:
+                raise Refused(
+                    403, "binding", f"slots.put: {user} may not write the key slot of {name}"
+                )
+
+    def _store_slots(self, slots: dict[str, str | None]) -> None:
+        """Write checked slots into the home's key-slot file (before the database commits:
+        a failure here rolls the transaction back)."""
+        file = KeySlots(self.home.keyslots)
+        for name, sealed in sorted(slots.items()):
+            file.install(name, self.config.vault_id, sealed)
+
     def _bind(self, txn: _Txn, repo: str, method: str, a: list[Any], kw: Any) -> None:
         """Writes that name who acted must name the caller; entries must be theirs."""
         user = txn.user
@@ -573,6 +759,9 @@ class VaultHost:
             ("records", "delete"),
         }:
             must(kw.get("by") == user, "by")
+        elif (repo, method) == ("users", "add"):
+            row = arg(0, "user")
+            must(isinstance(row, UserRow) and row.created_by == user, "created_by")
         elif (repo, method) == ("records", "insert"):
             rows = arg(0, "records")
             must(
@@ -694,4 +883,4 @@ def _open_backend(home: Home, config: Config, key: bytes) -> Backend:
     return _open_store(home, config.store_dsn(home), key)
 
 
-__all__ = ["ROLE_WRITES", "Refused", "VaultHost", "unlock_home"]
+__all__ = ["PRIVILEGED", "ROLE_WRITES", "Refused", "VaultHost", "unlock_home", "unlock_home_as"]

@@ -699,3 +699,7 @@ ACTIONS = ACTIONS | frozenset(
 )
 # Issue 15 (rights register links): an operation that answered a rights request.
 ACTIONS = ACTIONS | frozenset({"rights.link"})
+
+
+# -- issue 13 (server): refusals of authenticated users, logged by the server ---
+ACTIONS = ACTIONS | frozenset({"server.refuse"})

@@ -20,6 +20,7 @@ from childvault.keys import (
     ConfigError,
     Identity,
     IntegrityError,
+    KeySlots,
     NotFound,
     PublicIdentity,
     WrappedRecord,
@@ -264,6 +265,12 @@ class Session:
         if found is None:
             raise NotFound(_t("record {record_id} has no keys (deleted)", record_id=record_id))
         return WrappedRecord(record_id, found[0], found[1])
+
+    def key_slots(self) -> KeySlots:
+        """The key-slot file to write: the home's, or in server mode the server's
+        through the backend (checked there before it is stored: _remote/_slots.py)."""
+        remote = getattr(self.db, "key_slots", None)
+        return remote if isinstance(remote, KeySlots) else KeySlots(self.home.keyslots)
 
     def close(self) -> None:
         """Close the Vault session (if any) and the database."""

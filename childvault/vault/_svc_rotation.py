@@ -111,7 +111,7 @@ class RotationService:
             raise AccessDenied(f"{self.s.user!r} does not hold every custodian generation needed")
         base = {k: self.s.secrets[k] for k in ("db", "index")}
         entries = {f"custodian/{g}": secret for g, secret in mine.items()}
-        slots = KeySlots(self.s.home.keyslots)
+        slots = self.s.key_slots()
         for name in holders:
             if state is not None:
                 pub = self.s.trusted_public(name, "keys.rotate", self.s.now(), role="officer")

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
+from childvault._i18n import _t
 from childvault.keys import (
     ChildVaultError,
     CustodianSecret,
@@ -65,6 +66,15 @@ class UserService:
         """
         moment = self.s.now(now)
         self.s.require(("admin",), "user.add", moment, "adding users")
+        if getattr(self.s.db, "witnessed_by_server", False):
+            # The identity file would be made on the admin's workstation, under a
+            # passphrase typed there: over a server the person enrols themselves.
+            raise UsageError(
+                _t(
+                    "over a server, enrol with `user invite`, then `user enroll` (the person) "
+                    "and `user add --request`"
+                )
+            )
         check_user_name(name)
         role_set = tuple(sorted(set(roles)))
         if not role_set or any(r not in ROLES for r in role_set):
@@ -276,9 +286,7 @@ class UserService:
                     moment,
                 )
         mine = self.s.keys.custodian_secrets()
-        KeySlots(self.s.home.keyslots).add(
-            pub, self.s.vault_id, {**self.s.keys.base_secrets(), **mine}
-        )
+        self.s.key_slots().add(pub, self.s.vault_id, {**self.s.keys.base_secrets(), **mine})
         detail: dict[str, DetailValue] = {"to": name}
         if envelope is not None:
             detail = with_statement(detail, envelope)
@@ -333,7 +341,7 @@ class UserService:
             self.s.distrust("user.disable", f"disabling {name!r} would not verify", moment)
         current = state.current_custodian()
         held = current is not None and name in state.active_holders(current[0])
-        KeySlots(self.s.home.keyslots).remove(name)
+        self.s.key_slots().remove(name)
         with self.s.db.transaction():
             revoked = self.s.db.access.live_grants_of(name)
             for grant_id in revoked:
@@ -475,7 +483,7 @@ class UserService:
         envelope = _statements.countersign(request.registration, self.s.me)
         detail = {**user_detail(name, roles, request.public), "invite": ref}
         item = self._registration_entry(state, envelope, name, roles, detail, moment)
-        slots = KeySlots(self.s.home.keyslots)
+        slots = self.s.key_slots()
         slots.add(request.public, self.s.vault_id, self.s.keys.base_secrets())
         try:
             with self.s.db.transaction():
@@ -516,6 +524,7 @@ class UserService:
         the new identity opens them). :meth:`approve_renewal` completes it.
         """
         moment = self.s.now(now)
+        _not_over_a_server(self.s)
         state = self.s.trust()
         if state is None:
             raise UsageError(
@@ -580,6 +589,7 @@ class UserService:
         """
         moment = self.s.now(now)
         self.s.require(("admin",), "user.renew", moment, "approving key renewals")
+        _not_over_a_server(self.s)
         check_user_name(name)
         state = self.s.trust()
         if state is None:
@@ -625,7 +635,7 @@ class UserService:
                 f"the new identity file of {name!r} ({pending_path}) is missing or holds "
                 "other keys: they run `keys renew` again"
             )
-        slots = KeySlots(self.s.home.keyslots)
+        slots = self.s.key_slots()
         previous = slots.install(name, self.s.vault_id, slot)
         try:
             with self.s.db.transaction():
@@ -1009,6 +1019,17 @@ class UserService:
     def users(self) -> list[UserInfo]:
         """Every registered user with roles and (for signers) their verifier key."""
         return [self._info(r) for r in self.s.db.users.all()]
+
+
+def _not_over_a_server(session: Session) -> None:
+    """``keys renew`` writes and swaps identity files in the home: not over a server yet."""
+    if getattr(session.db, "witnessed_by_server", False):
+        raise UsageError(
+            _t(
+                "keys renew does not run over a server yet: the new identity file would be "
+                "made in a temporary directory (docs/server.md)"
+            )
+        )
 
 
 def _renewing(identities: Path, name: str) -> Path:

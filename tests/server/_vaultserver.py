@@ -103,11 +103,11 @@ class VaultServer:
                 out.append(json.loads(line)["refusal"])
         return out
 
-    def start(self, *, port: int | None = None) -> None:
-        """Start (or restart) the server and wait until /health answers."""
+    def start(self, *, port: int | None = None, as_user: str = "admin") -> None:
+        """Start (or restart) the server (``serve --as as_user``); wait until /health answers."""
         port = port or free_port()
-        env = dict(os.environ, CHILDVAULT_PASSPHRASE=passphrase("admin"))
-        cmd = [sys.executable, "-m", "childvault", "--home", str(self.home), "--as", "admin"]
+        env = dict(os.environ, CHILDVAULT_PASSPHRASE=passphrase(as_user))
+        cmd = [sys.executable, "-m", "childvault", "--home", str(self.home), "--as", as_user]
         cmd += ["serve", "--listen", f"127.0.0.1:{port}"]
         self.log_path = self.root / "server.log"
         with self.log_path.open("ab") as log:

@@ -81,3 +81,47 @@ def test_documented_shell_signer_talks_to_the_server(
     assert reply == {"user": "alice", "body_bytes": body.stat().st_size}
     # The same script with another user's name is refused by the server.
     assert run("GET", server.url + "/v1/whoami", "bob", str(key))["reason"] == ("invalid_signature")
+
+
+VAULT_MARK = "<!-- vault-routes.sh"
+
+
+@pytest.mark.skipif(
+    shutil.which("openssl") is None or shutil.which("curl") is None,
+    reason="the documented shell example needs openssl (3.x) and curl",
+)
+def test_documented_vault_routes_example(tmp_path: Path) -> None:
+    from tests.server._vaultserver import make_vault
+
+    text = (ROOT / "docs" / "server.md").read_text(encoding="utf-8")
+    assert text.count(VAULT_MARK) == 1
+    example = text.split(VAULT_MARK, 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "sign-request.sh").write_text(_script())
+    (tmp_path / "vault-routes.sh").write_text(example)
+    vs = make_vault(tmp_path / "vault", ("officer1", "worker1"))
+    vs.start()
+    try:
+        vs.cli("worker1", "import", str(ROOT / "childvault" / "vault" / "data" / "sample.csv"))
+        key = tmp_path / "worker1.pem"
+        key.write_bytes(
+            Ed25519PrivateKey.from_private_bytes(
+                vs.identity("worker1").signing_seed()
+            ).private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        result = subprocess.run(
+            ["sh", str(tmp_path / "vault-routes.sh"), vs.url, "worker1", str(key)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "CURL_OPTS": "--max-time 60"},
+        )
+        assert result.returncode == 0, result.stderr
+        whoami, count = (json.loads(line) for line in result.stdout.splitlines() if line)
+        assert whoami == {"user": "worker1", "body_bytes": 0}
+        assert count == {"result": 200}  # the sample's rows, as the page says
+    finally:
+        vs.stop()

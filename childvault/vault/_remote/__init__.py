@@ -68,6 +68,7 @@ from childvault.vault._backend import (
 from childvault.vault._httpsig import HTTPSignatureAuth
 from childvault.vault._remote._codec import decode, encode
 from childvault.vault._remote._methods import METHODS, QUEUED, WRITE
+from childvault.vault._remote._slots import RemoteSlots
 
 __all__ = ["Bootstrap", "RemoteBackend", "connect_parts"]
 
@@ -209,6 +210,8 @@ class RemoteBackend:
         self._statements = _Repo(self, "statements")
         #: Release keys of grants (server mode only): ``new`` and ``redeem``.
         self.release: Any = _Repo(self, "release")
+        #: The server's key slots as the services write them (``Session.key_slots``).
+        self.key_slots: RemoteSlots | None = None
 
     # -- repositories (typed as the protocols the services expect)
 
@@ -464,10 +467,16 @@ class RemoteBackend:
         self._contact = time.monotonic()
         self._cache.clear()
         self._depth = 1
+        if self.key_slots is not None:
+            self.key_slots.discarding = False
         try:
             yield
+            self._send_slots()
             self._flush(commit=True)
         except BaseException:
+            if self.key_slots is not None:
+                self.key_slots.take()
+                self.key_slots.discarding = True
             self._discard()
             raise
         finally:
@@ -484,6 +493,13 @@ class RemoteBackend:
         if txn is not None:
             with contextlib.suppress(ChildVaultError):
                 self._post("/v1/txn/rollback", {"txn": txn})
+
+    def _send_slots(self) -> None:
+        """Send the key slots the services wrote since the last transaction (_slots.py)."""
+        if self.key_slots is None:
+            return
+        for name, sealed in sorted(self.key_slots.take().items()):
+            self.call("slots", "put", (name, sealed), {})
 
     def transaction(self) -> contextlib.AbstractContextManager[Any]:
         """A server-side transaction: all or nothing; nested use joins the outer one."""
@@ -512,20 +528,32 @@ class RemoteBackend:
             "slots": {identity.name: boot.slot},
         }
         (path / "keyslots.json").write_text(json.dumps(slots), encoding="utf-8")
+        self.key_slots = RemoteSlots(path / "keyslots.json", self, identity.name)
         with (path / "witness.jsonl").open("w", encoding="utf-8") as fh:
             for note in boot.witness:
                 fh.write(json.dumps({"note": note}, ensure_ascii=False) + "\n")
         return path
 
     def close(self) -> None:
-        """Roll back an open transaction, close the connection, remove the scratch home."""
-        self._discard()
-        self._reads.clear()
-        self._cache.clear()
-        self._http.close()
-        if self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
-            self._scratch = None
+        """Roll back an open transaction, send key slots still queued, close the
+        connection, remove the scratch home."""
+        slots = self.key_slots
+        try:
+            if slots is not None and (self._txn is not None or self._queue):
+                slots.take()  # they belonged to what is rolled back
+            self._discard()
+            if slots is not None and slots.pending and not slots.discarding:
+                # Written after the last transaction (the end of `keys rotate`): they
+                # go in one of their own, checked against the committed trust state.
+                with self._transaction():
+                    pass
+        finally:
+            self._reads.clear()
+            self._cache.clear()
+            self._http.close()
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
+                self._scratch = None
 
 
 def connect_parts(

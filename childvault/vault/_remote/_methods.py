@@ -86,6 +86,9 @@ METHODS: dict[str, dict[str, str]] = {
     },
     # Not a repository: release after logging (server mode only, _release.py).
     "release": {"new": WRITE, "redeem": WRITE},
+    # Not a repository: the server's key-slot file (names, and sealed slots put
+    # inside a transaction, stored only if its verified entries allow them: _slots.py).
+    "slots": {"users": READ, "put": WRITE},
 }
 
 #: Writes whose result is None: inside a transaction the remote backend queues
