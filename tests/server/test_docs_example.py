@@ -122,6 +122,7 @@ def test_documented_vault_routes_example(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         whoami, count = (json.loads(line) for line in result.stdout.splitlines() if line)
         assert whoami == {"user": "worker1", "body_bytes": 0}
-        assert count == {"result": 200}  # the sample's rows, as the page says
+        assert count["result"] == 200  # the sample's rows, as the page says
+        assert set(count) == {"result", "gen"} and isinstance(count["gen"], int)
     finally:
         vs.stop()
