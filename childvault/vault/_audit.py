@@ -18,7 +18,7 @@ import json
 import re
 import stat
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -445,6 +445,77 @@ def _check_page(rows: Sequence[Any], index: int, prev_hex: str | None) -> list[b
     return leaves
 
 
+class KnownPrefixMismatch(IntegrityError):
+    """The log's entry at the end of a ``known`` prefix does not hash to the known
+    head: the claimed verified prefix does not hold (a restore, or tampering);
+    the caller verifies again without it, so every entry gets every check."""
+
+
+#: The ``prev`` member as encode_entry writes it. In valid JSON these bytes
+#: cannot lie inside a string (a quote in a string is escaped, and the one after
+#: ``prev`` is not), so each occurrence is a ``prev`` key.
+_PREV_MEMBER = re.compile(rb'"prev":"([0-9a-f]{64})"')
+
+
+def _check_known_page(rows: Sequence[Any], index: int, prev_hex: str | None) -> list[bytes] | None:
+    """:func:`_check_page` for entries inside a prefix the caller verified before.
+
+    Only the chain is checked: seq contiguous, stored hash equal to the
+    recomputed leaf hash, and each entry's single ``"prev":"<hex>"`` member
+    equal to the previous leaf hash. That is enough because :func:`verify`
+    also requires the prefix's last entry to hash to the head the caller
+    verified (:class:`KnownPrefixMismatch` otherwise): going back from that
+    entry, each entry's bytes name the hash of the one before, so every entry
+    is the very bytes verified before (another would be a SHA-256 collision)
+    and passed then every check :func:`_check_page` makes (its grammar, its
+    ``seq``). An entry with no or several such members (never one that
+    encode_entry wrote) gives ``None``: the full checks decide.
+    """
+    if not rows or index == 0 or prev_hex is None:
+        return None  # the first entry has no prev: the full check handles it
+    try:
+        seqs, entries, digests = zip(*rows, strict=True)
+        count = len(seqs)
+        if list(seqs) != list(range(index, index + count)):
+            return None
+        sha = hashlib.sha256
+        leaves = [sha(b"\x00" + entry).digest() for entry in entries]
+        if leaves != list(digests):
+            return None
+        findall = _PREV_MEMBER.findall
+        found = [findall(entry) for entry in entries]
+    except (TypeError, ValueError, AttributeError):
+        return None
+    if any(len(f) != 1 for f in found):
+        return None
+    linked = b"".join(f[0] for f in found)
+    if linked != (prev_hex + b"".join(leaves[:-1]).hex()).encode("ascii"):
+        return None
+    return leaves
+
+
+def _check_known_head(index: int, last_leaf: bytes, known: tuple[int, bytes] | None) -> None:
+    """At ``index`` entries: the end of the known prefix must hash to its head."""
+    if known is None:
+        return
+    size, head = known
+    if index < size:
+        raise KnownPrefixMismatch(f"the log has {index} entries, fewer than last verified")
+    if index == size and last_leaf != head:
+        raise KnownPrefixMismatch(f"entry {index - 1} is not the one last verified")
+
+
+def _split_pages(pages: Iterable[Sequence[Any]], index: int, split: int) -> Iterator[Sequence[Any]]:
+    """The pages of rows from ``index`` on, one cut in two where the known prefix ends."""
+    for rows in pages:
+        if index < split < index + len(rows):
+            yield rows[: split - index]
+            yield rows[split - index :]
+        else:
+            yield rows
+        index += len(rows)
+
+
 def verify(
     log: LogSource,
     *,
@@ -453,6 +524,7 @@ def verify(
     witness_notes: Iterable[str] = (),
     progress: Callable[[int], None] | None = None,
     resume: Resume | None = None,
+    known: tuple[int, bytes] | None = None,
 ) -> VerifyReport:
     """Check the whole log; raise :class:`IntegrityError` naming the first bad entry.
 
@@ -466,6 +538,12 @@ def verify(
     walk starts from the resumed frontier, after checking the hash of the
     entry the next one links to; checkpoints of smaller trees are then only
     checked for their signatures (a full verification checks their roots).
+
+    With ``known = (N, H)`` (the caller verified the first N entries before and
+    the last of them hashed to H), those entries get the chain checks only
+    (:func:`_check_known_page`); if entry N-1 does not hash to H, or the log
+    has fewer than N entries, :class:`KnownPrefixMismatch` is raised and the
+    caller checks again without ``known``.
     """
     expected: dict[int, list[_Expected]] = {}
     used_signers: set[str] = set()
@@ -521,8 +599,15 @@ def verify(
     checked_from = index
     # Sizes at which the per-entry loop compares roots (after that entry).
     marks = sorted(size for size in expected if size > index)
-    for rows in log.pages(index):
-        leaves = _check_page(rows, index, prev_hex)
+    known_size = known[0] if known is not None and known[0] > index else 0
+    for rows in _split_pages(log.pages(index), index, known_size):
+        if known_size and index == known_size:
+            _check_known_head(index, last_leaf, known)
+        leaves = None
+        if index < known_size:
+            leaves = _check_known_page(rows, index, prev_hex)
+        if leaves is None:
+            leaves = _check_page(rows, index, prev_hex)
         if leaves is None:
             # Something in this page is off (or merely not in the fast shape):
             # the reference loop, entry by entry, names the first problem.
@@ -581,6 +666,8 @@ def verify(
         index = end
         last_leaf = leaves[-1]
         prev_hex = last_leaf.hex()
+    if known_size and index <= known_size:
+        _check_known_head(index, last_leaf, known)
     if index == 0 and expected.get(0):
         for exp in expected[0]:
             if frontier.root() != exp.root:
