@@ -159,6 +159,17 @@ def test_the_known_page_check_refuses_two_prev_members() -> None:
     assert _audit._check_page(rows[1:2], 1, rows[0][2].hex()) is not None
 
 
+def test_the_known_page_check_leaves_escaped_entries_to_the_full_one() -> None:
+    """A backslash (an escaped quote could forge a second "prev" token)."""
+    rows = _page(3)
+    odd = Event("worker1", "record.list", detail={"reason": 'a "quoted" word'})
+    entry = _audit.encode_entry(1, _AT, odd, rows[0][2])
+    assert b"\\" in entry
+    rows[1] = (1, entry, _merkle.leaf_hash(entry))
+    assert _audit._check_known_page(rows[1:2], 1, rows[0][2].hex()) is None
+    assert _audit._check_page(rows[1:2], 1, rows[0][2].hex()) is not None
+
+
 def test_the_known_page_check_refuses_a_broken_link() -> None:
     rows = _page(5)
     assert _audit._check_known_page(rows[2:], 2, rows[0][2].hex()) is None

@@ -461,25 +461,29 @@ class KnownPrefixMismatch(IntegrityError):
     the caller verifies again without it, so every entry gets every check."""
 
 
-#: The ``prev`` member as encode_entry writes it. In valid JSON these bytes
-#: cannot lie inside a string (a quote in a string is escaped, and the one after
-#: ``prev`` is not), so each occurrence is a ``prev`` key.
-_PREV_MEMBER = re.compile(rb'"prev":"([0-9a-f]{64})"')
+#: The ``prev`` member as encode_entry writes it, and its key token.
+_PREV_MARK = b'"prev":"'
+_PREV_KEY = b'"prev"'
+_PREV_AT = len(_PREV_MARK)
 
 
 def _check_known_page(rows: Sequence[Any], index: int, prev_hex: str | None) -> list[bytes] | None:
     """:func:`_check_page` for entries inside a prefix the caller verified before.
 
     Only the chain is checked: seq contiguous, stored hash equal to the
-    recomputed leaf hash, and each entry's single ``"prev":"<hex>"`` member
-    equal to the previous leaf hash. That is enough because :func:`verify`
-    also requires the prefix's last entry to hash to the head the caller
-    verified (:class:`KnownPrefixMismatch` otherwise): going back from that
-    entry, each entry's bytes name the hash of the one before, so every entry
-    is the very bytes verified before (another would be a SHA-256 collision)
-    and passed then every check :func:`_check_page` makes (its grammar, its
-    ``seq``). An entry with no or several such members (never one that
-    encode_entry wrote) gives ``None``: the full checks decide.
+    recomputed leaf hash, and the 64 characters after each entry's
+    ``"prev":"`` equal to the previous leaf hash (in hex), for entries with no
+    backslash and exactly one ``"prev"`` token. In such an entry every quote
+    is structural, so that token is its only ``prev`` key: the top-level one
+    the entry's earlier full check read (an entry written otherwise is left
+    to the full checks, as is anything else that differs).
+
+    That is enough because :func:`verify` also requires the prefix's last
+    entry to hash to the head the caller verified (:class:`KnownPrefixMismatch`
+    otherwise): going back from that entry, each entry's bytes name the hash
+    of the one before, so every entry is the very bytes the caller verified
+    before (another would be a SHA-256 collision), its ``seq`` and link
+    included.
     """
     if not rows or index == 0 or prev_hex is None:
         return None  # the first entry has no prev: the full check handles it
@@ -492,14 +496,18 @@ def _check_known_page(rows: Sequence[Any], index: int, prev_hex: str | None) -> 
         leaves = [sha(b"\x00" + entry).digest() for entry in entries]
         if leaves != list(digests):
             return None
-        findall = _PREV_MEMBER.findall
-        found = [findall(entry) for entry in entries]
+        prevs: list[bytes] = []
+        for entry in entries:
+            # No backslash: every quote is structural, so the one "prev" token
+            # is the entry's only prev key, the top-level one its check used.
+            at = entry.find(_PREV_MARK)
+            if at < 0 or b"\\" in entry or entry.count(_PREV_KEY) != 1:
+                return None
+            prevs.append(entry[at + _PREV_AT : at + _PREV_AT + 64])
     except (TypeError, ValueError, AttributeError):
         return None
-    if any(len(f) != 1 for f in found):
-        return None
-    linked = b"".join(f[0] for f in found)
-    if linked != (prev_hex + b"".join(leaves[:-1]).hex()).encode("ascii"):
+    # Equal to the hex of the leaves, so each is exactly 64 lower-case hex digits.
+    if b"".join(prevs) != (prev_hex + b"".join(leaves[:-1]).hex()).encode("ascii"):
         return None
     return leaves
 

@@ -192,7 +192,11 @@ class Session:
         """
         if self.anchor is None:
             return None
-        known = self._verified or load_saved(self.db, self.me, self.anchor)
+        if self._verified is None:
+            # Kept as this session's state, so the trust() that follows resumes
+            # from it without loading and checking it a second time.
+            self._verified = load_saved(self.db, self.me, self.anchor)
+        known = self._verified
         if known is None or known.head is None or known.size < 1:
             return None
         return known.size, known.head
