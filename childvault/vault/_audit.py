@@ -524,14 +524,18 @@ def _check_known_head(index: int, last_leaf: bytes, known: tuple[int, bytes] | N
 
 
 def _split_pages(pages: Iterable[Sequence[Any]], index: int, split: int) -> Iterator[Sequence[Any]]:
-    """The pages of rows from ``index`` on, one cut in two where the known prefix ends."""
+    """The pages of rows from ``index`` on, cut after entry 0 (it has no ``prev``:
+    the full check takes it alone) and where the known prefix ends (``split``)."""
+    cuts = sorted({c for c in (1, split) if c > index}) if split else []
     for rows in pages:
-        if index < split < index + len(rows):
-            yield rows[: split - index]
-            yield rows[split - index :]
-        else:
-            yield rows
-        index += len(rows)
+        end = index + len(rows)
+        at = 0
+        for cut in cuts:
+            if index < cut < end:
+                yield rows[at : cut - index]
+                at = cut - index
+        yield rows[at:] if at else rows
+        index = end
 
 
 def verify(
