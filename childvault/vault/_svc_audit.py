@@ -274,6 +274,7 @@ class AuditService:
         except _audit.KnownPrefixMismatch:
             # The log no longer ends that prefix in the hash this user verified
             # (a restore, or tampering): every entry gets every check.
+            full = True
             report = self._verify_chain(progress, None)
         self._check_witness_kept()
         self._check_read_heads()
