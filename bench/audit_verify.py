@@ -2,13 +2,26 @@
 
 State: a local-provider vault whose log is filled to ``cfg.audit_entries``
 record.create-like entries with :func:`bench._raw.fill_log` (the product's
-``_audit.append`` in transactions of 50,000), then one officer checkpoint of
-the whole log (stored and witnessed), so verification also checks a
-checkpoint root and signature.
+``_audit.append`` in transactions of 50,000, each entry signed by its actor),
+then one officer checkpoint of the whole log (stored and witnessed), so
+verification also checks a checkpoint root and signature. The verifier
+(``worker1``) then runs ``audit verify`` once, untimed: that is the state of
+anyone who has verified the log before (every command keeps it too).
 
-- **childvault**: ``Vault.verify_audit()`` — for every entry: re-hash, compare
-  with the stored hash, parse the JSON, check ``seq`` and ``prev``, fold into
-  the Merkle frontier; then every checkpoint's root and signature.
+Before each repetition the log grows by 1% (``cfg.audit_entries // 100``
+new signed entries: the work done since the last verification), then:
+
+- **audit verify** (what ``childvault audit verify`` runs, the default mode):
+  ``Vault.verify_audit()`` — for every entry: re-hash, compare with the stored
+  hash, check the ``prev`` link, fold into the Merkle frontier; every
+  checkpoint's root and signature; actor signatures and signed statements
+  only after the verifier's own signed "verified up to entry N, hash H"
+  state, with the full grammar, ``seq`` and ``prev`` checks there too (the
+  chain ending in H at N proves the entries before unchanged:
+  docs/decisions.md).
+- **audit verify --full**: ``Vault.verify_audit(full=True)`` — the same, with
+  every entry's grammar, ``seq`` and actor signature and every statement
+  checked again from the anchor.
 - **bare chain**: one ``SELECT entry, hash FROM audit ORDER BY seq`` through the
   product's own Store connection (same SQLCipher database and settings), and
   ``hashlib.sha256(b"\\x00" + entry)`` per entry compared with the stored hash.
@@ -60,9 +73,13 @@ def run(cfg: Config, tpl: Template | None = None) -> Result:
     with tpl.open(home, "officer1") as v:
         v.checkpoint()  # the last entry, and a signed checkpoint of all of them
         size = v._session.db.audit.size()
-    ours, bare, loads = [], [], []
+    ours, full, bare, loads = [], [], [], []
+    step = max(1, cfg.audit_entries // 100)
     with tpl.open(home, "worker1") as v:
-        for _ in range(cfg.reps):
+        v.verify_audit()  # untimed: the verifier's state, as after any earlier verification
+    for _ in range(cfg.reps):
+        size = fill_log(home, tpl.ids["worker1"], size + step)
+        with tpl.open(home, "worker1") as v:
             report = None
 
             def verify() -> None:
@@ -71,6 +88,13 @@ def run(cfg: Config, tpl: Template | None = None) -> Result:
 
             ours.append(size / timed(verify))
             assert report is not None and report.entries == size and report.checkpoints >= 1
+
+            def verify_full() -> None:
+                nonlocal report
+                report = v.verify_audit(full=True)
+
+            full.append(size / timed(verify_full))
+            assert report is not None and report.entries == size
             counted = 0
 
             def chain() -> None:
@@ -82,7 +106,10 @@ def run(cfg: Config, tpl: Template | None = None) -> Result:
             loads.append(loadavg())
     approve_ms, checkpoint_ms = _approval_on_a_long_log(cfg, tpl, home)
     unit = "entries/s"
-    f_o = Figure(NAME, f"childvault audit verify ({size:,} entries)", unit, ours)
+    f_o = Figure(
+        NAME, f"childvault audit verify ({size:,} entries, 1% new since the last)", unit, ours
+    )
+    f_f = Figure(NAME, f"childvault audit verify --full ({size:,} entries)", unit, full)
     f_b = Figure(NAME, f"bare hashlib SHA-256 chain, same stored bytes ({size:,})", unit, bare)
     f_a = Figure(
         NAME,
@@ -98,8 +125,9 @@ def run(cfg: Config, tpl: Template | None = None) -> Result:
         checkpoint_ms,
         higher_is_better=False,
     )
-    res = Result([f_o, f_b, f_a, f_c])
+    res = Result([f_o, f_f, f_b, f_a, f_c])
     res.ratios.append(ratio(NAME, "audit verify / bare chain", f_o, f_b, at_least=0.5))
+    res.ratios.append(ratio(NAME, "audit verify --full / bare chain", f_f, f_b))
     res.ratios.append(ratio(NAME, "diagnostic: approve / whole-log checkpoint", f_a, f_c))
     res.notes.append(f"load average after each repetition: {' | '.join(loads)}")
     return res

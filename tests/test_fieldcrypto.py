@@ -62,3 +62,20 @@ def test_truncated_ciphertext_fails() -> None:
     for cut in (0, 10, 24, 39, len(sealed) - 1):
         with pytest.raises(DecryptionFailed):
             open_field(sealed[:cut], key, **PLACE)
+
+
+def test_seal_fields_gives_the_bytes_seal_from_parts_gives() -> None:
+    """Issue 18: the batch sealer of an import writes the frozen format exactly."""
+    from childvault.vault._fieldcrypto import _seal_from_parts, open_field, seal_fields
+
+    place = {"vault_id": "ab" * 16, "record_id": "cd" * 16, "version": 3}
+    values = [("name", "张三".encode()), ("note", b""), ("address", b"x" * 300)]
+    sealed = seal_fields(values, **place)
+    assert [n for n, _, _ in sealed] == ["name", "note", "address"]
+    keys = {key.key for _, _, key in sealed}
+    assert len(keys) == 3  # a fresh key per field
+    for (name, plaintext), (_, ct, key) in zip(values, sealed, strict=True):
+        assert key.version == 3
+        assert ct == _seal_from_parts(plaintext, key.key, ct[:24], field=name, **place)
+        assert open_field(ct, key, field=name, **place) == plaintext
+    assert seal_fields([], **place) == []

@@ -17,10 +17,15 @@ def audit() -> None:
 
 
 @audit.command("verify")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Check every entry's signature again, not only those after your last verification.",
+)
 @pass_ctx
-def audit_verify(c: Ctx) -> None:
+def audit_verify(c: Ctx, full: bool) -> None:
     """Verify the whole log, its checkpoints and the witness. Exit 4 on failure."""
-    report = c.open().verify_audit()
+    report = c.open().verify_audit(full=full)
     c.emit(
         report.to_json(),
         _(

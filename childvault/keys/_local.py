@@ -8,6 +8,16 @@ secret is itself sealed to each officer's identity key ("custodian slots").
 Blob layout: ``b"CVL1" || generation (4 bytes, big endian) || sealed box``. The
 generation names the custodian key pair, so ``keys rotate`` can reseal records
 to a new pair while old and new coexist, and resume after an interruption.
+
+Batch layout (issue 18, written since; ``CVL1`` blobs stay readable):
+``b"CVL2" || generation || epk (32) || nonce (24) || XChaCha20-Poly1305``. One
+ephemeral X25519 key pair per :meth:`LocalProvider.wrap` call (a batch of an
+import) replaces one per record: each record's key is BLAKE2b of the shared
+secret keyed over the ephemeral and custodian public keys and the record's
+binding (vault, record id, version), and the associated data is the blob's
+prefix and that binding. So a blob only opens for the record and version it
+was written for, and a writer who dropped the ephemeral secret opens nothing
+(docs/decisions.md, "One KEM per batch of records").
 """
 
 from __future__ import annotations
@@ -18,7 +28,9 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import nacl.bindings
 import nacl.exceptions
+import nacl.utils
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from childvault._i18n import _t
@@ -28,8 +40,45 @@ from childvault.keys._identity import Identity, PublicIdentity
 from childvault.keys._provider import FieldKey, RecordKeys, ReleasedKeys, Selection, WrappedRecord
 
 _MAGIC = b"CVL1"
+_MAGIC_BATCH = b"CVL2"
 _HEADER = struct.Struct(">4sI")
 _DEK_LEN = 32
+_EPK = 32
+_NONCE = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+_KEM_DOMAIN = b"childvault/record-kem/1\x00"
+
+
+def _binding(vault_id: str, record_id: str, version: int) -> bytes:
+    """What a batch blob is bound to: its vault, record and version."""
+    return f"{vault_id}|{record_id}|{version}".encode()
+
+
+def _record_key(shared: bytes, epk: bytes, custodian_public: bytes, binding: bytes) -> bytes:
+    """One record's key from the batch's shared secret (BLAKE2b keyed by it)."""
+    return nacl.bindings.crypto_generichash_blake2b_salt_personal(
+        _KEM_DOMAIN + epk + custodian_public + binding, digest_size=32, key=shared
+    )
+
+
+def _seal_batch_from_parts(
+    prefix: bytes,
+    shared: bytes,
+    custodian_public: bytes,
+    nonce: bytes,
+    binding: bytes,
+    inner: bytes,
+) -> bytes:
+    """One batch blob: ``prefix`` (magic, generation, epk), the nonce and the AEAD.
+
+    Private, like :func:`childvault.vault._fieldcrypto._seal_from_parts`: only
+    :meth:`LocalProvider.wrap` and the frozen vectors choose the nonce.
+    """
+    epk = prefix[_HEADER.size :]
+    key = _record_key(shared, epk, custodian_public, binding)
+    ct = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        inner, prefix + binding, nonce, key
+    )
+    return prefix + nonce + ct
 
 
 def _keys_to_json(fields: Mapping[str, FieldKey]) -> dict[str, list[Any]]:
@@ -81,6 +130,13 @@ class CustodianSecret:
         except (ValueError, TypeError, nacl.exceptions.CryptoError) as exc:
             raise DecryptionFailed("custodian key-slot entry is malformed") from exc
 
+    def shared(self, epk: bytes) -> bytes:
+        """The X25519 secret shared with the ephemeral public key of a batch blob."""
+        try:
+            return nacl.bindings.crypto_scalarmult(self.secret_bytes(), epk)
+        except (nacl.exceptions.CryptoError, ValueError, TypeError, RuntimeError) as exc:
+            raise DecryptionFailed("record box did not open with the custodian key") from exc
+
     def open(self, sealed: bytes) -> bytes:
         """Open a sealed box addressed to this custodian key."""
         try:
@@ -110,6 +166,7 @@ class LocalProvider:
         self._vault_id = vault_id
         self._generation = generation
         self._public = SealedBox(PublicKey(public_key))
+        self._public_key = bytes(public_key)
         self._secrets = {c.generation: c for c in custodians}
 
     @property
@@ -127,8 +184,8 @@ class LocalProvider:
 
     # -- writing (anyone with the database) --------------------------------
 
-    def _seal(self, record_id: str, version: int, fields: Mapping[str, FieldKey]) -> bytes:
-        inner = json.dumps(
+    def _inner(self, record_id: str, version: int, fields: Mapping[str, FieldKey]) -> bytes:
+        return json.dumps(
             {
                 "v": 1,
                 "vault": self._vault_id,
@@ -138,11 +195,43 @@ class LocalProvider:
             },
             separators=(",", ":"),
         ).encode()
-        return _HEADER.pack(_MAGIC, self._generation) + self._public.encrypt(inner)
+
+    def _seal(self, record_id: str, version: int, fields: Mapping[str, FieldKey]) -> bytes:
+        return self.wrap([RecordKeys(record_id, version, dict(fields))])[0]
 
     def wrap(self, records: Sequence[RecordKeys]) -> list[bytes]:
-        """Seal each record's field keys to the current custodian key."""
-        return [self._seal(r.record_id, r.version, r.fields) for r in records]
+        """Seal each record's field keys to the current custodian key: one ephemeral
+        X25519 exchange for the whole call, a key per record derived from it."""
+        if not records:
+            return []
+        _epk, esk = nacl.bindings.crypto_box_keypair()
+        # The ephemeral secret lives only in this call: the writer keeps nothing
+        # that opens the blobs (module docstring).
+        return self._wrap_from_parts(records, esk, nacl.utils.random(_NONCE * len(records)))
+
+    def _wrap_from_parts(
+        self, records: Sequence[RecordKeys], esk: bytes, nonces: bytes
+    ) -> list[bytes]:
+        """:meth:`wrap` with a given ephemeral secret and nonces (``CVL2`` blobs).
+
+        Private on purpose: only :meth:`wrap` and the frozen known-answer vectors
+        (tests/vectors/local_batch.json) call it; reusing an ephemeral secret
+        across calls would tie batches together.
+        """
+        epk = nacl.bindings.crypto_scalarmult_base(esk)
+        shared = nacl.bindings.crypto_scalarmult(esk, self._public_key)
+        prefix = _HEADER.pack(_MAGIC_BATCH, self._generation) + epk
+        return [
+            _seal_batch_from_parts(
+                prefix,
+                shared,
+                self._public_key,
+                nonces[i * _NONCE : (i + 1) * _NONCE],
+                _binding(self._vault_id, r.record_id, r.version),
+                self._inner(r.record_id, r.version, r.fields),
+            )
+            for i, r in enumerate(records)
+        ]
 
     # -- officer operations -------------------------------------------------
 
@@ -152,7 +241,7 @@ class LocalProvider:
         if len(blob) < _HEADER.size:
             raise DecryptionFailed("record box too short")
         magic, generation = _HEADER.unpack_from(blob)
-        if magic != _MAGIC:
+        if magic not in (_MAGIC, _MAGIC_BATCH):
             raise DecryptionFailed("record box has an unknown format")
         custodian = self._secrets.get(generation)
         if custodian is None:
@@ -162,7 +251,10 @@ class LocalProvider:
                     " officer"
                 )
             )
-        inner = custodian.open(blob[_HEADER.size :])
+        if magic == _MAGIC_BATCH:
+            inner = self._open_batch(custodian, blob, record)
+        else:
+            inner = custodian.open(blob[_HEADER.size :])
         try:
             doc = json.loads(inner)
             bound = (
@@ -178,6 +270,26 @@ class LocalProvider:
             # A box moved from another record, version or vault.
             raise DecryptionFailed("record box bound to another record, version or vault")
         return keys
+
+    def _open_batch(self, custodian: CustodianSecret, blob: bytes, record: WrappedRecord) -> bytes:
+        """Open a ``CVL2`` blob for ``record``: a blob written for another record,
+        version or vault derives another key and fails to authenticate."""
+        start = _HEADER.size + _EPK
+        if len(blob) < start + _NONCE + 16:
+            raise DecryptionFailed("record box too short")
+        prefix, nonce, ct = blob[:start], blob[start : start + _NONCE], blob[start + _NONCE :]
+        epk = prefix[_HEADER.size :]
+        binding = _binding(self._vault_id, record.record_id, record.version)
+        key = _record_key(custodian.shared(epk), epk, custodian.public, binding)
+        try:
+            return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+                ct, prefix + binding, nonce, key
+            )
+        except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+            raise DecryptionFailed(
+                "record box did not open: bound to another record, version or vault, or "
+                "not sealed to this custodian key"
+            ) from exc
 
     def release(
         self,
@@ -246,6 +358,6 @@ def blob_generation(blob: bytes) -> int:
     if len(blob) < _HEADER.size:
         raise DecryptionFailed("record box too short")
     magic, generation = _HEADER.unpack_from(blob)
-    if magic != _MAGIC:
+    if magic not in (_MAGIC, _MAGIC_BATCH):
         raise DecryptionFailed("record box has an unknown format")
     return int(generation)

@@ -716,13 +716,20 @@ class Vault:
         check.datetime_arg(w, "now", now)
         return RebaselineReport.from_json(self._audit.rebaseline(now=now))
 
-    def verify_audit(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
+    def verify_audit(
+        self, *, progress: Callable[[int], None] | None = None, full: bool = False
+    ) -> VerifyReport:
         """Verify the whole log against its stored and witnessed checkpoints, then
         check that every registered user and custodian key was put there by a
-        logged operation (an insider editing those tables directly is caught)."""
+        logged operation (an insider editing those tables directly is caught).
+
+        Actor signatures and signed statements already verified by this user
+        (their own signed state, bound to the chain's hash) are not checked
+        again unless ``full`` is true; the chain and checkpoints always are."""
         w = self._live("Vault.verify_audit")
         check.callable_arg(w, "progress", progress)
-        return self._audit.verify_audit(progress=progress)
+        check.bool_arg(w, "full", full)
+        return self._audit.verify_audit(progress=progress, full=full)
 
     def audit_entries(self, *, record: str | None = None) -> Iterator[dict[str, Any]]:
         """Officer or admin: the log entries (optionally about one record), with hashes."""

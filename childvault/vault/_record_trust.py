@@ -368,7 +368,17 @@ def append_signed(
     """Append the events (inside the caller's transaction) and keep each envelope
     beside its entry; every event must already name its envelope."""
     seqs = _audit.append(db.audit, [event for event, _ in items], moment)
-    for seq, (_, envelope) in zip(seqs, items, strict=True):
-        if envelope is not None:
-            db.statements.add(seq, envelope.to_bytes())
+    kept = [
+        (seq, envelope.to_bytes())
+        for seq, (_, envelope) in zip(seqs, items, strict=True)
+        if envelope is not None
+    ]
+    # One statement a row; a backend with a batch insert (SQLCipher) takes an
+    # import's batch in one call.
+    add_many = getattr(db.statements, "add_many", None)
+    if add_many is not None:
+        add_many(kept)
+    else:
+        for seq, envelope_bytes in kept:
+            db.statements.add(seq, envelope_bytes)
     return seqs

@@ -33,7 +33,7 @@ from childvault.vault._config import Config, Home
 from childvault.vault._keyconfig import KeysConfig, OpenBaoCredentials
 from childvault.vault._keyring import Keyring
 from childvault.vault._policy import RecordState, role_refusal
-from childvault.vault._registrations import Verified, anchor_of, verify_log
+from childvault.vault._registrations import Verified, anchor_of, load_saved, verify_log
 from childvault.vault._schema import Schema
 from childvault.vault._statements import Anchor, TrustState
 from childvault.vault._time import Clock
@@ -184,6 +184,23 @@ class Session:
             Verified(TrustState.start(self.anchor), 0, None),
             save=False,
         )
+
+    def verified_point(self) -> tuple[int, bytes] | None:
+        """``(N, H)``: this user already verified every actor signature and statement of
+        the log's first N entries, the last of which hashed to H (this session's
+        verified state, else the user's own saved state, its signature checked
+        with their key). Nothing is replayed; None without an anchor or a state.
+        """
+        if self.anchor is None:
+            return None
+        if self._verified is None:
+            # Kept as this session's state, so the trust() that follows resumes
+            # from it without loading and checking it a second time.
+            self._verified = load_saved(self.db, self.me, self.anchor)
+        known = self._verified
+        if known is None or known.head is None or known.size < 1:
+            return None
+        return known.size, known.head
 
     def distrust(self, action: str, message: str, now: datetime) -> NoReturn:
         """Log that a row disagreed with the verified statements, then raise IntegrityError."""

@@ -253,22 +253,52 @@ class AuditService:
         self.witness(signed.note)
         return signed.note
 
-    def verify_audit(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
+    def verify_audit(
+        self, *, progress: Callable[[int], None] | None = None, full: bool = False
+    ) -> VerifyReport:
         """Verify the whole log against its stored and witnessed checkpoints, then
         check that every registered user and custodian key was put there by a
-        logged operation (an insider editing those tables directly is caught)."""
-        report = _audit.verify(
+        logged operation (an insider editing those tables directly is caught).
+
+        The hash chain, every link and every checkpoint are always checked from
+        the first entry. The signed statements and each entry's actor signature
+        are checked from the acting user's own signed "verified up to entry N,
+        hash H" state on (the state every command keeps, ``trust_states``):
+        the chain just checked ends in H at N only if entries 0..N-1 are the
+        very bytes that user verified before (docs/decisions.md). ``full``:
+        ignore that state and check every signature from the anchor.
+        """
+        known = None if full else self.s.verified_point()
+        try:
+            report = self._verify_chain(progress, known)
+        except _audit.KnownPrefixMismatch:
+            # The log no longer ends that prefix in the hash this user verified
+            # (a restore, or tampering): every entry gets every check.
+            full = True
+            report = self._verify_chain(progress, None)
+        self._check_witness_kept()
+        self._check_read_heads()
+        self._verify_registrations()
+        if full:
+            self.s.verify_trust_from_anchor()  # statements and actor signatures (issue 12)
+        else:
+            # Resumed from this user's own signed state (checked against the
+            # chain verified above), and saved again for the next run.
+            self.s.trust()
+        return report
+
+    def _verify_chain(
+        self, progress: Callable[[int], None] | None, known: tuple[int, bytes] | None
+    ) -> VerifyReport:
+        """:func:`_audit.verify` of this vault's log, its checkpoints and witness."""
+        return _audit.verify(
             BackendLog(self.s.db),
             origin=log_origin(self.s.vault_id),
             signers=self.s.signers(),
             witness_notes=self._witness_notes(),
             progress=progress,
+            known=known,
         )
-        self._check_witness_kept()
-        self._check_read_heads()
-        self._verify_registrations()
-        self.s.verify_trust_from_anchor()  # signed statements and actor signatures (issue 12)
-        return report
 
     def _witness_notes(self) -> list[str]:
         """The witness notes that still bind the log (see :func:`effective_witness`)."""

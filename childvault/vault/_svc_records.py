@@ -34,7 +34,7 @@ from childvault.vault._consent import (
     check_consent,
     parse_consent_columns,
 )
-from childvault.vault._fieldcrypto import seal_field
+from childvault.vault._fieldcrypto import seal_fields
 from childvault.vault._importer import (
     BadRow,
     DuplicateFinder,
@@ -50,6 +50,9 @@ from childvault.vault._time import iso, legal_today, parse_iso, today
 from childvault.vault._types import ROLES, ImportReport, RecordInfo
 
 _IMPORT_BATCH = 500
+#: Most text (characters of validated values) an import keeps between its
+#: validation pass and its write pass; a larger file is read twice instead.
+_KEEP_BYTES = 8 << 20
 
 
 def _new_record_id() -> str:
@@ -159,6 +162,19 @@ class RecordService:
         :meth:`notice_sha256` for a whole import (one register read, not one a row).
         ``backdating``: apply the back-dating window (records added one by one;
         an import migrates an existing register and is exempt, docs/compliance.md)."""
+        values, consent = self._validated(item, moment, notice_sha256, backdating=backdating)
+        return self._sealed(item.type, values, consent, moment)
+
+    def _validated(
+        self,
+        item: NewRecordInput,
+        moment: datetime,
+        notice_sha256: Callable[[str], str] | None = None,
+        *,
+        backdating: bool = False,
+    ) -> tuple[dict[str, str], Consent]:
+        """The record's normalised values and its checked consent (with the notice's
+        digest); :class:`ValidationError` or :class:`UsageError` naming the problem."""
         values = self.s.schema.validate_record(item.type, item.values)
         dob_text = values.get("date_of_birth")
         dob = datetime.fromisoformat(dob_text).date() if dob_text else None
@@ -169,28 +185,34 @@ class RecordService:
             consent = self._backdating(consent, moment)
         sha_of = notice_sha256 or self._notices.notice_sha256
         consent = dataclasses.replace(consent, notice_sha256=sha_of(consent.notice_version))
-        rtype = self.s.schema.record_type(item.type)
+        return values, consent
+
+    def _sealed(
+        self,
+        type_name: str,
+        values: Mapping[str, str],
+        consent: Consent,
+        moment: datetime,
+        stamp: str | None = None,
+    ) -> _Prepared:
+        """Encrypt validated values (:meth:`_validated`) under fresh field keys.
+        ``stamp``: ``iso(moment)``, computed once by an import."""
+        rtype = self.s.schema.record_type(type_name)
         record_id = _new_record_id()
+        specs = rtype.fields
+        metadata = {n: v for n, v in values.items() if specs[n].metadata}
+        plain = [(n, _field_bytes(v)) for n, v in values.items() if not specs[n].metadata]
         sealed: list[tuple[str, int, bytes]] = []
         keys: dict[str, FieldKey] = {}
-        metadata: dict[str, str] = {}
-        for name, value in values.items():
-            if rtype.fields[name].metadata:
-                metadata[name] = value
-                continue
-            ct, key = seal_field(
-                _field_bytes(value),
-                vault_id=self.s.vault_id,
-                record_id=record_id,
-                field=name,
-                version=1,
-            )
+        for name, ct, key in seal_fields(
+            plain, vault_id=self.s.vault_id, record_id=record_id, version=1
+        ):
             sealed.append((name, 1, ct))
             keys[name] = key
-        stamp = iso(moment)
+        stamp = stamp or iso(moment)
         row = RecordRow(
             record_id,
-            item.type,
+            type_name,
             1,
             stamp,
             self.s.user,
@@ -204,9 +226,9 @@ class RecordService:
             "record.create",
             records=[record_id],
             fields=[n for n, _, _ in sealed],
-            detail={"type": item.type},
+            detail={"type": type_name},
         )
-        index = [(n, v) for n, v in values.items() if rtype.fields[n].searchable]
+        index = [(n, v) for n, v in values.items() if specs[n].searchable]
         return _Prepared(
             RecordKeys(record_id, 1, keys, new=True), NewRecord(row, sealed, b""), event, index
         )
@@ -234,42 +256,48 @@ class RecordService:
         for name, pairs in by_field.items():
             macs = self.s.keys.index_tags(name, [v for _, v in pairs])
             tags.extend((name, mac, rid) for (rid, _), mac in zip(pairs, macs, strict=True))
+        # Signed before the transaction: the statements depend on nothing it reads,
+        # so the write lock is held for the writes only.
+        signed = self._signed_versions(prepared, records, source, rows, moment)
         with self.s.db.transaction():
             if records:
                 self.s.db.records.insert(records)
             if tags:
                 self.s.db.records.add_index_tags(tags)
-            events = [
-                p.event
-                if source is None
-                else Event(
-                    p.event.actor,
-                    p.event.action,
-                    records=p.event.records,
-                    fields=p.event.fields,
-                    detail={**p.event.detail, "source": source[:16], "row": rows[i]},
-                )
-                for i, p in enumerate(prepared)
-            ]
-            if events:
-                record_trust.append_signed(
-                    self.s.db, self._signed_versions(records, events, moment), moment
-                )
+            if signed:
+                record_trust.append_signed(self.s.db, signed, moment)
             if source is not None and progress_to is not None:
                 self.s.db.records.set_import_progress(source, progress_to, at=iso(moment))
         return [r.row.id for r in records]
 
     def _signed_versions(
-        self, records: Sequence[NewRecord], events: Sequence[Event], moment: datetime
+        self,
+        prepared: Sequence[_Prepared],
+        records: Sequence[NewRecord],
+        source: str | None,
+        rows: Sequence[int],
+        moment: datetime,
     ) -> list[tuple[Event, Envelope | None]]:
         """Each new record's ``record.version`` statement, signed by the writer, and
-        its ``record.create`` entry naming it (issue 12, attack 4: docs/trust.md)."""
+        its ``record.create`` entry naming it (issue 12, attack 4: docs/trust.md);
+        an import's entries also name the file (``source``) and the row."""
         out: list[tuple[Event, Envelope | None]] = []
-        for record, event in zip(records, events, strict=True):
+        for i, (p, record) in enumerate(zip(prepared, records, strict=True)):
             envelope = record_trust.sign_version(
                 self.s, record.row, record.fields, record.blob, moment
             )
-            out.append((record_trust.with_record_statement(event, envelope), envelope))
+            detail = dict(p.event.detail)
+            if source is not None:
+                detail["source"], detail["row"] = source[:16], rows[i]
+            detail[record_trust.RECORD_STATEMENT] = envelope.digest()
+            event = Event(
+                p.event.actor,
+                p.event.action,
+                records=p.event.records,
+                fields=p.event.fields,
+                detail=detail,
+            )
+            out.append((event, envelope))
         return out
 
     def import_file(
@@ -331,19 +359,33 @@ class RecordService:
 
         duplicates: dict[int, str] = {}
         keyed: list[tuple[int, Mapping[str, str]]] = []
+        # Each row is read, parsed and validated once: the valid rows are kept
+        # for the write pass while their text stays within _KEEP_BYTES (a
+        # larger file is read and validated again in the write pass, so memory
+        # stays bounded). The write pass then stores exactly what was checked.
+        kept: list[tuple[int, dict[str, str], Consent]] | None = []
+        kept_bytes = 0
         for number, row in iter_rows(path, fmt):
             total = number
-            problem = self._check_row(type_name, row, moment, notice, sha_of)
-            if problem is not None:
+            checked = self._checked_row(type_name, row, moment, notice, sha_of)
+            if isinstance(checked, str):
                 n_errors += 1
                 if len(errors) < 1000:
-                    errors.append((number, problem))
-            elif finder is not None and not isinstance(row, BadRow):
-                keyed.append((number, self._key_values(type_name, key, row)))
-            # Tags in batches (one Transit call each with the Vault provider).
-            if finder is not None and len(keyed) >= _IMPORT_BATCH:
-                duplicates.update(finder.check(keyed, against_vault=new_row))
-                keyed = []
+                    errors.append((number, checked))
+                continue
+            values, consent = checked
+            if kept is not None and number > done:
+                kept_bytes += sum(map(len, values.values()))
+                if kept_bytes > _KEEP_BYTES:
+                    kept = None
+                else:
+                    kept.append((number, values, consent))
+            if finder is not None:
+                keyed.append((number, {f: values[f] for f in key.fields if values.get(f)}))
+                # Tags in batches (one Transit call each with the Vault provider).
+                if len(keyed) >= _IMPORT_BATCH:
+                    duplicates.update(finder.check(keyed, against_vault=new_row))
+                    keyed = []
         if finder is not None and keyed:
             duplicates.update(finder.check(keyed, against_vault=new_row))
         if duplicates:
@@ -362,20 +404,17 @@ class RecordService:
         count = 0
         batch: list[_Prepared] = []
         batch_rows: list[int] = []
-        last = done
-        for number, row in iter_rows(path, fmt):
-            if number <= done:
+        last = max(done, total)
+        stamp = iso(moment)
+        for number, values, consent in (
+            kept
+            if kept is not None
+            else self._revalidated(iter_rows(path, fmt), type_name, done, moment, notice, sha_of)
+        ):
+            if number in duplicates:
                 continue
-            last = number
-            if not isinstance(row, BadRow) and number not in duplicates:
-                # _prepare validates the row exactly as _check_row does: a row that
-                # fails (skipped in pass 1 with skip_invalid) is skipped here too.
-                try:
-                    item = self._row_input(type_name, row, moment, notice)
-                    batch.append(self._prepare(item, moment, sha_of))
-                    batch_rows.append(number)
-                except (ValidationError, UsageError):
-                    pass
+            batch.append(self._sealed(type_name, values, consent, moment, stamp))
+            batch_rows.append(number)
             if len(batch) >= _IMPORT_BATCH:
                 ids = self._store_new(
                     batch, moment, source=source, rows=batch_rows, progress_to=number
@@ -396,13 +435,24 @@ class RecordService:
             progress(total, total)
         return ImportReport(source, total, count, n_errors, done, tuple(errors), tuple(imported))
 
-    def _key_values(
-        self, type_name: str, key: DuplicateKey, row: Mapping[str, str]
-    ) -> dict[str, str]:
-        """The row's duplicate-key values, normalised as the blind index stores them."""
-        return {
-            f: self.s.schema.validate_field(type_name, f, row[f]) for f in key.fields if row.get(f)
-        }
+    def _revalidated(
+        self,
+        rows: Iterator[tuple[int, Mapping[str, str] | BadRow]],
+        type_name: str,
+        done: int,
+        moment: datetime,
+        notice: str | None,
+        sha_of: Callable[[str], str],
+    ) -> Iterator[tuple[int, dict[str, str], Consent]]:
+        """The valid rows after ``done``, read and validated again (a file too large
+        to keep its rows between the passes). A row that fails now (skipped in the
+        first pass with ``skip_invalid``, or changed since) is skipped."""
+        for number, row in rows:
+            if number <= done:
+                continue
+            checked = self._checked_row(type_name, row, moment, notice, sha_of)
+            if not isinstance(checked, str):
+                yield number, *checked
 
     def _row_input(
         self, type_name: str, row: Mapping[str, str], moment: datetime, notice: str | None = None
@@ -416,28 +466,23 @@ class RecordService:
         )
         return NewRecordInput(type_name, values, consent)
 
-    def _check_row(
+    def _checked_row(
         self,
         type_name: str,
         row: Mapping[str, str] | BadRow,
         moment: datetime,
         notice: str | None = None,
         notice_sha256: Callable[[str], str] | None = None,
-    ) -> str | None:
+    ) -> tuple[dict[str, str], Consent] | str:
+        """A row's validated values and consent (:meth:`_validated`), or why it is invalid."""
         if isinstance(row, BadRow):
             return row.reason
         try:
-            item = self._row_input(type_name, row, moment, notice)
-            values = self.s.schema.validate_record(item.type, item.values)
-            dob_text = values.get("date_of_birth")
-            dob = datetime.fromisoformat(dob_text).date() if dob_text else None
-            check_consent(
-                item.consent, date_of_birth=dob, schema=self.s.schema, today=today(moment)
+            return self._validated(
+                self._row_input(type_name, row, moment, notice), moment, notice_sha256
             )
-            (notice_sha256 or self._notices.notice_sha256)(item.consent.notice_version)
         except (ValidationError, UsageError) as exc:
             return str(exc)
-        return None
 
     def list_records(self, *, now: datetime | None = None) -> Iterator[RecordInfo]:
         """Bookkeeping of every record (never a value); the listing is logged."""

@@ -432,6 +432,10 @@ def test_truncated_key_slot_file_is_refused_and_nothing_written(
             assert exc.exit_code == 4
             kind = "DecryptionFailed"
         outcomes[kind] = outcomes.get(kind, 0) + 1
+        if kind.startswith("opened"):
+            # A vault that opened ran `audit verify`, which keeps the verifier's
+            # signed "verified up to N" state (issue 18): only refusals write nothing.
+            db_digest = sha256_file(world.home / "vault.db")
         assert sha256_file(world.home / "vault.db") == db_digest
     slots.write_bytes(original[: len(original) // 2])
     result = run_cli(world.home, "worker1", "list")

@@ -119,6 +119,9 @@ def _field_vectors() -> dict[str, Any]:
 
 
 def _local_vectors() -> dict[str, Any]:
+    # local.json pins a ``CVL1`` blob (one sealed box per record), as written
+    # before issue 18; wrap() now writes ``CVL2`` (local_batch.json). Do not
+    # regenerate local.json: it proves the old blobs stay readable.
     generation = 3
     custodian = CustodianSecret.from_bytes(generation, seed("custodian/3"))
     provider = LocalProvider(VAULT_ID, generation, custodian.public, [custodian])
@@ -154,6 +157,41 @@ def _local_vectors() -> dict[str, Any]:
             "released": {RECORD_ID: {"name": [1, keys["name"].key.hex()]}},
             "material": material.hex(),
         },
+    }
+
+
+def _local_batch_vectors() -> dict[str, Any]:
+    """The local provider's batch blob (``CVL2``, issue 18): deterministic through
+    the private seam ``LocalProvider._wrap_from_parts`` (fixed ephemeral secret
+    and nonces), two records of one batch sharing its ephemeral key."""
+    generation = 3
+    custodian = CustodianSecret.from_bytes(generation, seed("custodian/3"))
+    provider = LocalProvider(VAULT_ID, generation, custodian.public, [custodian])
+    other = RECORD_ID[:-1] + "3"
+    records = [
+        RecordKeys(RECORD_ID, 2, {"name": FieldKey(1, seed("batch/name"))}),
+        RecordKeys(other, 1, {"name": FieldKey(1, seed("batch/name2"))}),
+    ]
+    esk = seed("batch/ephemeral")
+    nonces = seed("batch/nonces", 48)
+    blobs = provider._wrap_from_parts(records, esk, nonces)
+    return {
+        "vault_id": VAULT_ID,
+        "format": "CVL2 || generation (4, big endian) || epk (32) || nonce (24) || "
+        "XChaCha20-Poly1305(inner JSON, ad = prefix || vault|record|version)",
+        "custodian_generation": generation,
+        "custodian_secret": custodian.secret_bytes().hex(),
+        "ephemeral_secret": esk.hex(),
+        "nonces": nonces.hex(),
+        "records": [
+            {
+                "record_id": r.record_id,
+                "version": r.version,
+                "keys": {n: [fk.version, fk.key.hex()] for n, fk in r.fields.items()},
+                "blob": blob.hex(),
+            }
+            for r, blob in zip(records, blobs, strict=True)
+        ],
     }
 
 
@@ -383,6 +421,7 @@ def main(argv: list[str]) -> int:
     makers: dict[str, Callable[[], dict[str, Any]]] = {
         "field.json": _field_vectors,
         "local.json": _local_vectors,
+        "local_batch.json": _local_batch_vectors,
         "openbao.json": _openbao_vectors,
         "audit.json": lambda: audit,
         "checkpoint.json": lambda: _checkpoint_vectors(audit),

@@ -447,6 +447,11 @@ class Statements:
         """Keep the envelope carried by the log entry at ``seq``."""
         self._c.q("INSERT INTO statements (seq, envelope) VALUES (?, ?)", (seq, envelope))
 
+    def add_many(self, items: Sequence[tuple[int, bytes]]) -> None:
+        """:meth:`add` of each ``(seq, envelope)``, in one statement (an import's batch)."""
+        if items:
+            self._c.many("INSERT INTO statements (seq, envelope) VALUES (?, ?)", items)
+
     def get(self, seq: int) -> bytes | None:
         """The envelope of the entry at ``seq``, or None."""
         row = self._c.q("SELECT envelope FROM statements WHERE seq = ?", (seq,)).fetchone()
