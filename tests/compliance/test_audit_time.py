@@ -73,6 +73,21 @@ def test_verify_allows_a_step_back_within_the_tolerance(batch: int) -> None:
         _audit.verify(_Log(_chain([0, 60, 56, 52]), batch), origin="o", signers={})
 
 
+@pytest.mark.parametrize("batch", [1, 3, 5000])
+def test_a_step_back_inside_the_already_verified_prefix_is_still_refused(batch: int) -> None:
+    """Regression (merge of issues 15 and 18): entries inside the verifier's known
+    prefix take the cheap chain check; the trust-state replay that produced the
+    prefix never looked at times, so the cheap check must refuse a step back too."""
+    rows = _chain([0, 60, 120, 50, 180, 240])
+    known = (5, rows[4][2])  # entries 0..4 "already verified", head = entry 4's hash
+    with pytest.raises(IntegrityError, match=r"entry 3 is dated .* 70 s before an earlier entry"):
+        _audit.verify(_Log(rows, batch), origin="o", signers={}, known=known)
+    # The same log without the step back passes on the cheap path.
+    good = _chain([0, 60, 120, 150, 180, 240])
+    report = _audit.verify(_Log(good, batch), origin="o", signers={}, known=(5, good[4][2]))
+    assert report.entries == 6
+
+
 def test_append_stamps_monotonically_when_the_clock_steps_back(world: World) -> None:
     """An injected clock stepped back one hour: the log still verifies."""
     with world.open("worker1") as v:
