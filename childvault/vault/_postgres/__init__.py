@@ -25,6 +25,7 @@ from childvault.vault._postgres._conn import (
     describe,
     migrate,
 )
+from childvault.vault._postgres._nonces import PostgresNonceStore
 from childvault.vault._postgres._records import Records
 from childvault.vault._postgres._tables import (
     Access,
@@ -42,6 +43,7 @@ __all__ = [
     "MIGRATIONS",
     "WRITE_LOCK",
     "PostgresBackend",
+    "PostgresNonceStore",
     "describe",
     "migrate",
 ]

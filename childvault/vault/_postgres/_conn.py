@@ -170,6 +170,18 @@ MIGRATIONS: list[list[str]] = [
             state bytea NOT NULL,
             sig bytea NOT NULL)""",
     ],
+    # 3: the request nonces of `childvault serve`, shared by every replica on
+    # this database (replay protection across replicas and restarts). The
+    # primary key makes "record unless live" one atomic statement; expired
+    # pairs are purged by expiry (_nonces.py).
+    [
+        """CREATE TABLE nonces (
+            username text NOT NULL,
+            nonce text NOT NULL,
+            expires_at double precision NOT NULL,
+            PRIMARY KEY (username, nonce))""",
+        "CREATE INDEX nonces_expiry ON nonces (expires_at)",
+    ],
 ]
 
 #: Tables the service role may only read and append to (never UPDATE, DELETE, TRUNCATE).
@@ -189,6 +201,7 @@ READ_WRITE = (
     "imports",
     "blind_index",
     "trust_states",
+    "nonces",
 )
 
 _VERSION_TABLE = "cv_schema"
