@@ -62,17 +62,24 @@ class PostgresNonceStore:
     def check_and_add(self, user: str, nonce: str, expires_at: float, now: float) -> bool:
         """Record the pair; ``False`` if a live copy was recorded before (a replay)."""
         with self._lock:
-            try:
-                conn = self._connection()
-                fresh = conn.execute(_RECORD, (user, nonce, expires_at, now)).fetchone()
-                if time.monotonic() >= self._next_purge:
-                    conn.execute(_PURGE, (now,))
-                    self._next_purge = time.monotonic() + PURGE_EVERY_S
-            except psycopg.Error as exc:
-                # A connection broken by a database restart is replaced next time.
-                self._drop()
-                raise translate(exc, self.where) from exc
-            return fresh is not None
+            for attempt in range(2):
+                try:
+                    conn = self._connection()
+                    fresh = conn.execute(_RECORD, (user, nonce, expires_at, now)).fetchone()
+                    if time.monotonic() >= self._next_purge:
+                        conn.execute(_PURGE, (now,))
+                        self._next_purge = time.monotonic() + PURGE_EVERY_S
+                    return fresh is not None
+                except psycopg.Error as exc:
+                    # A connection broken by a database restart is found out
+                    # by using it: try once more on a fresh one. Should the
+                    # first INSERT have been stored after all, the pair is
+                    # live and the request is refused as a replay (fail closed).
+                    broken = self._conn is None or self._conn.closed or self._conn.broken
+                    self._drop()
+                    if attempt or not broken or not isinstance(exc, psycopg.OperationalError):
+                        raise translate(exc, self.where) from exc
+            raise AssertionError("unreachable")  # pragma: no cover
 
     def __len__(self) -> int:
         """How many pairs are recorded (live or not yet purged)."""
