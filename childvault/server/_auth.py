@@ -115,7 +115,9 @@ class MemoryNonceStore:
     Entries expire when their signature would be refused for skew anyway.
     When full of live entries it refuses (the server answers 503) instead of
     evicting: evicting a live nonce would re-open its replay. Several replicas
-    need a shared (database) store instead.
+    need a shared (database) store instead:
+    :class:`childvault.vault._postgres.PostgresNonceStore`, which ``childvault
+    serve`` uses for a PostgreSQL store (``_serve.nonce_store``).
     """
 
     def __init__(self, max_entries: int = DEFAULT_MAX_NONCES) -> None:

@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 from childvault.server._app import create_app
+from childvault.server._auth import MemoryNonceStore, NonceStore
 from childvault.server._common import AuthRefusal
 from childvault.server._limits import DEFAULT_MAX_BODY
 from childvault.server._run import DEFAULT_LISTEN, run
 from childvault.server._vault import PRIVILEGED, VaultHost, unlock_home_as
+from childvault.vault._config import Config, Home
 
 
 def serve(
@@ -66,13 +68,37 @@ def serve(
         # A verified user's refusal also goes into the hash-chained log (bounded).
         host.log_refusal(event)
 
+    nonces = nonce_store(home)
     app = create_app(
-        host, audit=audit, vault=host, max_body=DEFAULT_MAX_BODY if max_body is None else max_body
+        host,
+        audit=audit,
+        vault=host,
+        nonce_store=nonces,
+        max_body=DEFAULT_MAX_BODY if max_body is None else max_body,
     )
     try:
         run(app, listen, tls_cert, tls_key, behind_proxy)
     finally:
+        close = getattr(nonces, "close", None)
+        if close is not None:
+            close()
         host.close()
+
+
+def nonce_store(home: Path) -> NonceStore:
+    """Where the server records request nonces: the vault's PostgreSQL database if it has one.
+
+    Every replica on one PostgreSQL database then shares replay protection,
+    and a restart does not forget the nonces of the last minutes. A SQLCipher
+    home has one server process, so its nonces stay in that process's memory.
+    """
+    h = Home(Path(home))
+    dsn = Config.load(h).store_dsn(h)
+    if dsn is None:
+        return MemoryNonceStore()
+    from childvault.vault._postgres import PostgresNonceStore
+
+    return PostgresNonceStore(dsn)
 
 
 class _NoUsers:

@@ -1210,7 +1210,8 @@ class Vault:
         ``verify`` is the TLS CA bundle (or True for the system's). The
         identity's anchor must name the served vault.
         """
-        from childvault.vault._remote import connect_parts
+        # _failover's connect_parts: ``url`` may list several replicas.
+        from childvault.vault._remote._failover import connect_parts
         from childvault.vault._remote._release import RemoteKeyring
 
         backend, path = connect_parts(url, identity, verify=verify)

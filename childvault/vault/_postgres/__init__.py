@@ -26,6 +26,7 @@ from childvault.vault._postgres._conn import (
     describe,
     migrate,
 )
+from childvault.vault._postgres._nonces import PostgresNonceStore
 from childvault.vault._sql import Repositories
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "MIGRATIONS",
     "WRITE_LOCK",
     "PostgresBackend",
+    "PostgresNonceStore",
     "describe",
     "migrate",
 ]

@@ -171,6 +171,18 @@ MIGRATIONS: list[list[str]] = [
             state bytea NOT NULL,
             sig bytea NOT NULL)""",
     ],
+    # 3: the request nonces of `childvault serve`, shared by every replica on
+    # this database (replay protection across replicas and restarts). The
+    # primary key makes "record unless live" one atomic statement; expired
+    # pairs are purged by expiry (_nonces.py).
+    [
+        """CREATE TABLE nonces (
+            username text NOT NULL,
+            nonce text NOT NULL,
+            expires_at double precision NOT NULL,
+            PRIMARY KEY (username, nonce))""",
+        "CREATE INDEX nonces_expiry ON nonces (expires_at)",
+    ],
 ]
 
 #: Tables the service role may only read and append to (never UPDATE, DELETE, TRUNCATE).
@@ -190,6 +202,7 @@ READ_WRITE = (
     "imports",
     "blind_index",
     "trust_states",
+    "nonces",
 )
 
 _VERSION_TABLE = "cv_schema"
@@ -444,10 +457,8 @@ class Connection:
                 self._depth -= 1
             return
         try:
-            conn = self._acquire()
-            with conn.transaction():
-                conn.execute(f"SET LOCAL lock_timeout = '{int(LOCK_TIMEOUT_S * 1000)}ms'")
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            with contextlib.ExitStack() as stack:
+                conn = self._begin(stack)
                 self._tx, self._depth = conn, 1
                 try:
                     yield
@@ -460,6 +471,33 @@ class Connection:
             self._drop_if_broken()
             raise
 
+    def _begin(self, stack: contextlib.ExitStack) -> psycopg.Connection[Any]:
+        """Open a transaction holding :data:`WRITE_LOCK`, registered on ``stack``.
+
+        A held connection broken by a database restart is found out only by
+        using it: if the start itself fails on a connection that is then
+        broken, nothing was done in it, so the start is tried once more on a
+        fresh connection instead of failing the caller's operation.
+        """
+        for attempt in range(2):
+            conn = self._acquire()
+            inner = contextlib.ExitStack()
+            try:
+                inner.enter_context(conn.transaction())
+                conn.execute(f"SET LOCAL lock_timeout = '{int(LOCK_TIMEOUT_S * 1000)}ms'")
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            except BaseException as exc:
+                with contextlib.suppress(psycopg.Error, PoolTimeout):
+                    inner.__exit__(type(exc), exc, exc.__traceback__)
+                broken = conn.closed or conn.broken
+                if attempt == 0 and broken and isinstance(exc, psycopg.OperationalError):
+                    self._drop_if_broken()
+                    continue
+                raise
+            stack.enter_context(inner)
+            return conn
+        raise AssertionError("unreachable")  # pragma: no cover
+
     @contextlib.contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
         try:
@@ -470,21 +508,36 @@ class Connection:
             raise
 
     def q(self, query: str, params: Sequence[Any] = ()) -> Result:
-        """Execute one statement; psycopg errors become childvault errors."""
-        try:
-            with self._conn() as conn:
-                cur = conn.execute(_placeholders(query), params)
-                rows = cur.fetchall() if cur.description is not None else []
-                return Result(rows, cur.rowcount)
-        except errors.IntegrityError as exc:
-            raise StorageError(
-                _t(
-                    "database constraint violated: {message_primary}",
-                    message_primary=exc.diag.message_primary,
+        """Execute one statement; psycopg errors become childvault errors.
+
+        A read outside a transaction that fails because its held connection
+        was broken (a database restart) is tried once more on a fresh one: a
+        read changes nothing, so repeating it is safe; a write is never repeated.
+        """
+        for attempt in range(2):
+            try:
+                with self._conn() as conn:
+                    cur = conn.execute(_placeholders(query), params)
+                    rows = cur.fetchall() if cur.description is not None else []
+                    return Result(rows, cur.rowcount)
+            except errors.IntegrityError as exc:
+                raise StorageError(
+                    _t(
+                        "database constraint violated: {message_primary}",
+                        message_primary=exc.diag.message_primary,
+                    )
+                ) from exc
+            except (psycopg.Error, PoolTimeout) as exc:
+                retry = (
+                    attempt == 0
+                    and isinstance(exc, psycopg.OperationalError)
+                    and self._tx is None
+                    and self._held is None  # dropped by _conn: it was broken
+                    and query.lstrip()[:6].upper() == "SELECT"
                 )
-            ) from exc
-        except (psycopg.Error, PoolTimeout) as exc:
-            raise translate(exc, self.where) from exc
+                if not retry:
+                    raise translate(exc, self.where) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def many(self, query: str, rows: Iterable[Sequence[Any]]) -> None:
         """Execute one statement for many rows (pipelined); errors become childvault errors."""
