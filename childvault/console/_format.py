@@ -24,43 +24,10 @@ try:
 except ImportError:  # pragma: no cover - zoneinfo is in the standard library since 3.9
     LOCAL_TZ = timezone(timedelta(hours=8), "CST")
 
-#: Audit actions, as officers read them.
-ACTION_LABELS = {
-    "vault.init": N_("vault created"),
-    "user.add": N_("user added"),
-    "custodian.create": N_("custodian key created"),
-    "custodian.share": N_("custodian key shared"),
-    "record.create": N_("record created"),
-    "record.list": N_("records listed"),
-    "record.find": N_("record searched"),
-    "record.correct": N_("record corrected"),
-    "record.delete": N_("record deleted"),
-    "request.create": N_("access requested"),
-    "request.list": N_("requests listed"),
-    "request.approve": N_("request approved"),
-    "request.deny": N_("request denied"),
-    "grant.read": N_("record read with a grant"),
-    "grant.revoke": N_("grant revoked"),
-    "audit.checkpoint": N_("log checkpoint"),
-    "audit.read": N_("log read"),
-    "consent.withdraw": N_("consent withdrawn"),
-    "consent.add_purpose": N_("consent purpose added"),
-    "consent.renew": N_("consent renewed"),
-    "retention.sweep": N_("retention sweep"),
-    "export.anonymized": N_("anonymised export"),
-    "report.subject": N_("subject-access report"),
-    "report.incident": N_("incident report"),
-    "keys.rotate": N_("keys rotated"),
-    "vault.decommission": N_("vault decommissioned"),
-    "notice.publish": N_("notice published"),
-}
-
-# Actions logged since this table was written (re-signing, invites, renewals,
-# registers...) take their label from the one table of every front end.
-for _action, _label in _labels.ACTION_LABELS.items():
-    ACTION_LABELS.setdefault(_action, _label)
-
-OUTCOME_LABELS = {"ok": N_("done"), "denied": N_("refused"), "error": N_("failed")}
+#: Audit actions and outcomes, as officers read them: the one table every front
+#: end uses (``childvault._labels``).
+ACTION_LABELS = _labels.ACTION_LABELS
+OUTCOME_LABELS = _labels.OUTCOME_LABELS
 
 STATUS_LABELS = {
     "pending": N_("pending"),

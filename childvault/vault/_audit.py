@@ -462,6 +462,19 @@ def _check_roots(frontier: Frontier, due: Iterable[_Expected]) -> None:
             )
 
 
+def _in_time_order(stamps: Sequence[str], latest: datetime | None) -> bool:
+    """Quoted-free :func:`iso` texts of one width, none before the one before it,
+    the first not before ``latest``: the fast paths' time check (text order is
+    time order for one width; anything else goes to the reference loop)."""
+    iso_form = _ISO_RE.fullmatch
+    return not (
+        len({len(t) for t in stamps}) != 1
+        or not all(iso_form(t) for t in stamps)
+        or any(a > b for a, b in itertools.pairwise(stamps))
+        or (latest is not None and parse_iso(stamps[0]) < latest)
+    )
+
+
 def _check_page(
     rows: Sequence[Any], index: int, prev_hex: str | None, latest: datetime | None = None
 ) -> list[bytes] | None:
@@ -502,13 +515,7 @@ def _check_page(
         return None
     # Quoted iso() text of one width, so text order is time order.
     stamps = [t[1:-1] for t in ts_texts]
-    iso_form = _ISO_RE.fullmatch
-    if (
-        len({len(t) for t in stamps}) != 1
-        or not all(iso_form(t) for t in stamps)
-        or any(a > b for a, b in itertools.pairwise(stamps))
-        or (latest is not None and parse_iso(stamps[0]) < latest)
-    ):
+    if not _in_time_order(stamps, latest):
         return None
     if prevs[0] != prev_hex:
         return None
@@ -585,13 +592,7 @@ def _check_known_page(
             stamps.append(entry[start : entry.index(b'"', start)].decode("ascii"))
     except (TypeError, ValueError, AttributeError):
         return None
-    iso_form = _ISO_RE.fullmatch
-    if (
-        len({len(t) for t in stamps}) != 1
-        or not all(iso_form(t) for t in stamps)
-        or any(a > b for a, b in itertools.pairwise(stamps))
-        or (latest is not None and parse_iso(stamps[0]) < latest)
-    ):
+    if not _in_time_order(stamps, latest):
         return None
     # Equal to the hex of the leaves, so each is exactly 64 lower-case hex digits.
     if b"".join(prevs) != (prev_hex + b"".join(leaves[:-1]).hex()).encode("ascii"):
