@@ -58,12 +58,14 @@ ACTION_LABELS: dict[str, str] = {
     "rights.open": N_("rights request registered"),
     "rights.close": N_("rights request closed"),
     "rights.list": N_("rights register read"),
+    "rights.link": N_("operation linked to a rights request"),
     "incident.open": N_("incident registered"),
     "incident.add_records": N_("records added to an incident"),
     "incident.notify": N_("incident notification recorded"),
     "incident.close": N_("incident closed"),
     "incident.list": N_("incident register read"),
     "incident.contacts": N_("incident contact list written"),
+    "server.refuse": N_("request refused by the server"),
 }
 
 #: Outcomes of an entry -> their English label.
