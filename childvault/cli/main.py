@@ -265,7 +265,10 @@ class _Group(click.Group):
 @click.option(
     "--server",
     envvar="CHILDVAULT_SERVER",
-    help="URL of a `childvault serve` to work with (or CHILDVAULT_SERVER).",
+    help=(
+        "URL of a `childvault serve` to work with, or several replicas' URLs separated by "
+        "commas (or CHILDVAULT_SERVER)."
+    ),
 )
 @click.version_option(package_name="childvault")
 @click.pass_context
