@@ -54,7 +54,8 @@ def test_a_staff_users_forbidden_call_is_in_the_audit_log(served: VaultServer) -
     assert entry["detail"] == {
         "user": "worker1",
         "reason": "role",
-        "request": "POST /v1/rpc",
+        # The client sends a transaction's first write with its begin, as a batch.
+        "request": "POST /v1/rpc/batch",
         "suppressed": 0,
     }
     vs.cli("worker1", "audit", "verify")
