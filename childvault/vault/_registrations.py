@@ -28,17 +28,29 @@ from childvault.vault._merkle import leaf_hash
 from childvault.vault._statements import Anchor, Envelope, TrustState
 from childvault.vault._time import parse_iso
 
+#: The entrusted members a ``user.add`` detail repeats, as ``entrusted_<member>``.
+ENTRUSTED_DETAIL = ("organisation", "agreement", "expires")
+
 
 def user_detail(
-    name: str, roles: Sequence[str], public: PublicIdentity
-) -> dict[str, str | list[str]]:
-    """The ``user.add`` log detail: who, which roles, which public keys."""
-    return {
+    name: str,
+    roles: Sequence[str],
+    public: PublicIdentity,
+    entrusted: Mapping[str, str] | None = None,
+) -> dict[str, DetailValue]:
+    """The ``user.add`` log detail: who, which roles, which public keys (and, for an
+    entrusted organisation's account, its organisation, agreement and expiry)."""
+    detail: dict[str, DetailValue] = {
         "user": name,
         "roles": sorted(roles),
         "enc_key": public.encryption_key.hex(),
         "sign_key": public.signing_key.hex(),
     }
+    if entrusted is not None:
+        # Flat members (a log detail holds no objects); the signed statement is the authority.
+        for key in ENTRUSTED_DETAIL:
+            detail[f"entrusted_{key}"] = entrusted[key]
+    return detail
 
 
 def logged_registrations(
@@ -68,6 +80,7 @@ def logged_registrations(
                 k: v
                 for k, v in detail.items()
                 if k not in ("statement", "pending_statement", "invite")
+                and not k.startswith("entrusted_")
             }
         elif obj["action"] in ("custodian.create", "keys.rotate") and "public_key" in detail:
             generation = int(detail.get("generation", 0))
@@ -308,10 +321,16 @@ def _copy(start: Verified, anchor: Anchor) -> Verified:
 
 
 def register_statement(
-    vault_id: str, at: str, name: str, roles: Sequence[str], public: PublicIdentity
+    vault_id: str,
+    at: str,
+    name: str,
+    roles: Sequence[str],
+    public: PublicIdentity,
+    entrusted: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The ``user.register`` statement of ``name``."""
-    return {
+    """The ``user.register`` statement of ``name`` (``entrusted``: the organisation,
+    agreement and expiry of an entrusted organisation's account, signed with it)."""
+    statement: dict[str, Any] = {
         "v": 1,
         "kind": "user.register",
         "vault": vault_id,
@@ -321,6 +340,10 @@ def register_statement(
         "enc_key": public.encryption_key.hex(),
         "sign_key": public.signing_key.hex(),
     }
+    if entrusted is not None:
+        # Absent, not null, for everyone else: old statements keep their bytes.
+        statement["entrusted"] = dict(entrusted)
+    return statement
 
 
 def custodian_statement(vault_id: str, at: str, kind: str, **members: Any) -> dict[str, Any]:
