@@ -238,9 +238,23 @@ def user_disable(c: Ctx, name: str, reason: str) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the invite (default NAME.invite.json).",
 )
+@click.option(
+    "--organisation",
+    help="Entrusted organisation (受委托方) the account belongs to (staff only; with "
+    "--agreement and --expires).",
+)
+@click.option("--agreement", help="Reference of the entrustment agreement.")
+@click.option("--expires", help="Last day of the agreement (YYYY-MM-DD); refused after it.")
 @pass_ctx
 def user_invite(
-    c: Ctx, name: str, roles: tuple[str, ...], valid_for: str, out: Path | None
+    c: Ctx,
+    name: str,
+    roles: tuple[str, ...],
+    valid_for: str,
+    out: Path | None,
+    organisation: str | None,
+    agreement: str | None,
+    expires: str | None,
 ) -> None:
     """Write a one-time invite for NAME (admin), to hand to the person.
 
@@ -250,8 +264,18 @@ def user_invite(
     from childvault.vault._time import parse_duration
 
     duration = parse_duration(valid_for)
+    terms = _entrusted_terms(organisation, agreement, expires, roles)
     target = out or Path(f"{name}.invite.json")
-    done = c.open().invite_user(name, roles, valid_for=duration)
+    if terms is None:
+        done = c.open().invite_user(name, roles, valid_for=duration)
+    else:
+        done = c.open().invite_entrusted_user(
+            name,
+            organisation=terms[0],
+            agreement=terms[1],
+            expires=terms[2],
+            valid_for=duration,
+        )
     _write_new(target, done.invite, "--out")
     doc = done.to_json(target)
     text = "\n".join(

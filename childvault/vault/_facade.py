@@ -1396,6 +1396,40 @@ class Vault:
             entrusted={**terms, "expires": expires.isoformat()},
         )
 
+    def invite_entrusted_user(
+        self,
+        name: str,
+        *,
+        organisation: str,
+        agreement: str,
+        expires: date,
+        valid_for: timedelta = timedelta(days=7),
+        now: datetime | None = None,
+    ) -> UserInvite:
+        """Admin: a one-time invite for a staff account of an entrusted organisation.
+
+        The invite carries the organisation, agreement reference and expiry
+        date; the person's signed registration must carry them unchanged
+        (:meth:`add_user_from_request` refuses anything else).
+        """
+        w = self._live("Vault.invite_entrusted_user")
+        check.str_arg(w, "name", name)
+        check.str_arg(w, "organisation", organisation)
+        check.str_arg(w, "agreement", agreement)
+        check.date_arg(w, "expires", expires)
+        check.timedelta_arg(w, "valid_for", valid_for, optional=False)
+        check.datetime_arg(w, "now", now)
+        terms = {"organisation": organisation, "agreement": agreement}
+        return UserInvite.from_json(
+            self._users.invite_user(
+                name,
+                ("staff",),
+                valid_for=valid_for,
+                now=now,
+                entrusted={**terms, "expires": expires.isoformat()},
+            )
+        )
+
 
 def _remove_tree(path: Path) -> None:
     with contextlib.suppress(OSError):

@@ -394,10 +394,18 @@ def _invite_message(payload: Mapping[str, Any]) -> bytes:
 
 
 def make_invite(
-    admin: Identity, anchor: Anchor, name: str, roles: Sequence[str], nonce: str, expires: str
+    admin: Identity,
+    anchor: Anchor,
+    name: str,
+    roles: Sequence[str],
+    nonce: str,
+    expires: str,
+    entrusted: Mapping[str, str] | None = None,
 ) -> bytes:
-    """An invite for ``name``: the vault's anchor and a single-use nonce, signed by ``admin``."""
-    payload = {
+    """An invite for ``name``: the vault's anchor and a single-use nonce, signed by ``admin``
+    (``entrusted``: the terms of an entrusted organisation's account, which the new
+    person's registration must carry unchanged)."""
+    payload: dict[str, Any] = {
         "format": INVITE_FORMAT,
         "vault": anchor.vault_id,
         "anchor": anchor.to_json(),
@@ -407,6 +415,8 @@ def make_invite(
         "expires": expires,
         "by": admin.name,
     }
+    if entrusted is not None:
+        payload["entrusted"] = dict(entrusted)
     doc = {"invite": payload, "sig": b64(admin.sign(_invite_message(payload)))}
     return json.dumps(doc, indent=1, sort_keys=True).encode("utf-8") + b"\n"
 
@@ -433,6 +443,12 @@ class Invite:
         """The roles the admin invited the user to."""
         return tuple(self.payload["roles"])
 
+    @property
+    def entrusted(self) -> dict[str, str] | None:
+        """The entrusted organisation's terms the invite sets, if any."""
+        terms = self.payload.get("entrusted")
+        return None if terms is None else dict(terms)
+
     def signed_by(self, key: bytes) -> bool:
         """Whether the invite's signature verifies under ``key``."""
         return _verify_sig(key, _invite_message(self.payload), self.sig)
@@ -440,8 +456,14 @@ class Invite:
 
 def _check_invite_payload(payload: object) -> dict[str, Any]:
     keys = {"format", "vault", "anchor", "user", "roles", "nonce", "expires", "by"}
+    if isinstance(payload, dict) and "entrusted" in payload:
+        keys.add("entrusted")  # optional: invites made before it stay readable
     if not isinstance(payload, dict) or set(payload) != keys:
         raise _refused("the invite does not have the invite members")
+    if "entrusted" in payload:
+        payload["entrusted"] = _statements.entrusted_member(payload["entrusted"])
+        if payload["roles"] != ["staff"]:
+            raise _refused("an entrusted organisation's account can only have the staff role")
     if payload["format"] != INVITE_FORMAT:
         raise _refused("not a childvault invite")
     anchor = Anchor.from_json(payload["anchor"])
@@ -502,7 +524,9 @@ def enrol(invite: Invite, identity: Identity, at: str) -> bytes:
     new key's signature binding the statement to the invite's nonce.
     """
     registration = _statements.sign(
-        register_statement(invite.anchor.vault_id, at, invite.user, invite.roles, identity.public),
+        register_statement(
+            invite.anchor.vault_id, at, invite.user, invite.roles, identity.public, invite.entrusted
+        ),
         [identity],
     )
     doc = {
@@ -538,16 +562,10 @@ def read_request(data: bytes) -> EnrolmentRequest:
     invite = read_invite(doc["invite"])
     registration = Envelope.from_json(doc["registration"])
     statement = registration.statement()
-    if statement.get("kind") != "user.register" or set(statement) != {
-        "v",
-        "kind",
-        "vault",
-        "at",
-        "user",
-        "roles",
-        "enc_key",
-        "sign_key",
-    }:
+    members = {"v", "kind", "vault", "at", "user", "roles", "enc_key", "sign_key"}
+    if invite.entrusted is not None:
+        members.add("entrusted")
+    if statement.get("kind") != "user.register" or set(statement) != members:
         raise _refused("the request does not carry a registration")
     if (statement["vault"], statement["user"], statement["roles"]) != (
         invite.anchor.vault_id,
@@ -555,6 +573,8 @@ def read_request(data: bytes) -> EnrolmentRequest:
         list(invite.roles),
     ):
         raise _refused("the registration differs from the invite (user, roles or vault)")
+    if statement.get("entrusted") != invite.entrusted:
+        raise _refused("the registration's entrusted terms differ from the invite's")
     try:
         public = PublicIdentity(
             invite.user,
@@ -583,6 +603,7 @@ def invite_summary(invite: Invite) -> dict[str, Any]:
         "invited_by": str(invite.payload["by"]),
         "expires": str(invite.payload["expires"]),
         "fingerprint": invite.anchor.fingerprint(),
+        **({"entrusted": invite.entrusted} if invite.entrusted is not None else {}),
     }
 
 

@@ -417,17 +417,21 @@ class UserService:
         *,
         valid_for: timedelta = timedelta(days=7),
         now: datetime | None = None,
+        entrusted: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Admin: a one-time invite for ``name`` (the vault's anchor and a nonce, signed).
 
         The new person runs ``user enroll`` with it in their own process; the
         invite is logged (by the SHA-256 of its nonce) so ``user add --request``
-        accepts it once, before it expires.
+        accepts it once, before it expires. ``entrusted``: the terms of an
+        entrusted organisation's account, which the registration must carry.
         """
         moment = self.s.now(now)
         self.s.require(("admin",), "user.invite", moment, "inviting users")
         check_user_name(name)
         role_set = _check_roles(roles)
+        if entrusted is not None:
+            entrusted = self._entrusted_terms(role_set, entrusted, moment)
         if not timedelta(minutes=1) <= valid_for <= timedelta(days=30):
             raise UsageError("an invite is valid for between 1 minute and 30 days")
         anchor = self.s.anchor
@@ -439,7 +443,7 @@ class UserService:
             raise UsageError(f"user {name!r} already exists")
         nonce = secrets.token_hex(32)
         expires = iso(moment + valid_for)
-        data = make_invite(self.s.me, anchor, name, role_set, nonce, expires)
+        data = make_invite(self.s.me, anchor, name, role_set, nonce, expires, entrusted)
         self.s.log(
             [
                 Event(
@@ -523,8 +527,11 @@ class UserService:
                 "enrol them with `childvault user add NAME --role officer` at the admin's "
                 "desk, where they type their own passphrase"
             )
+        if invite.entrusted is not None:
+            # The terms the admin signed in the invite; refused once the agreement ended.
+            self._entrusted_terms(roles, invite.entrusted, moment)
         envelope = _statements.countersign(request.registration, self.s.me)
-        detail = {**user_detail(name, roles, request.public), "invite": ref}
+        detail = {**user_detail(name, roles, request.public, invite.entrusted), "invite": ref}
         item = self._registration_entry(state, envelope, name, roles, detail, moment)
         slots = self.s.key_slots()
         slots.add(request.public, self.s.vault_id, self.s.keys.base_secrets())

@@ -10,14 +10,22 @@ no row an insider can edit extends it.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 
 from childvault.keys import AccessDenied, ChildVaultError, Identity, IntegrityError, UsageError
-from childvault.vault import _audit
+from childvault.keys._encoding import b64
+from childvault.vault import Vault, _audit
 from childvault.vault._config import Home
-from childvault.vault._registrations import register_statement
+from childvault.vault._registrations import (
+    REQUEST_FORMAT,
+    _binding_message,
+    read_invite,
+    register_statement,
+)
 from childvault.vault._statements import Envelope, TrustState, sign
 from tests._insider import Insider
 from tests.conftest import World, add_children
@@ -183,7 +191,7 @@ def test_old_registrations_without_terms_still_verify(world: World) -> None:
         assert "entrusted" not in state.user("worker1").to_json()
 
 
-def test_cli_user_add_entrusted_and_list(world: World, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_user_add_entrusted_and_list(world: World, tmp_path: Path) -> None:
     pp = tmp_path / "pp"
     pp.write_text(PASS + "\n")
     args = ["--json", "user", "add", "contractor", "--role", "staff", "--passphrase-file", str(pp)]
@@ -207,3 +215,42 @@ def test_cli_user_add_entrusted_and_list(world: World, tmp_path) -> None:  # typ
     }
     text = run(world, "admin", "user", "list").output
     assert "entrusted: 阳光社工服务中心, agreement WT-2026-017, until 2026-12-31" in text
+
+
+def test_an_invite_carries_the_terms_into_the_signed_registration(
+    world: World, tmp_path: Path
+) -> None:
+    with world.open("admin") as v:
+        done = v.invite_entrusted_user("nina", **TERMS)  # type: ignore[arg-type]
+    assert read_invite(done.invite).entrusted == {
+        "agreement": "WT-2026-017",
+        "expires": "2026-12-31",
+        "organisation": "阳光社工服务中心",
+    }
+    request = Vault.enroll(done.invite, PASS, tmp_path / "nina.id", clock=world.clock)
+    with world.open("admin") as v:
+        info = v.add_user_from_request(request)
+        state = v._session.trust()
+    assert info.entrusted is not None and info.entrusted["agreement"] == "WT-2026-017"
+    assert state is not None and state.user("nina").entrusted == info.entrusted
+
+
+def test_a_request_that_drops_the_invites_terms_is_refused(world: World, tmp_path: Path) -> None:
+    """The new person cannot enrol without the terms the admin's invite set."""
+    with world.open("admin") as v:
+        done = v.invite_entrusted_user("nina", **TERMS)  # type: ignore[arg-type]
+    invite = read_invite(done.invite)
+    me = Identity.generate("nina")
+    statement = register_statement(
+        invite.anchor.vault_id, "2026-11-24T00:00:00Z", "nina", ["staff"], me.public
+    )
+    registration = sign(statement, [me])
+    doc = {
+        "format": REQUEST_FORMAT,
+        "invite": {"invite": invite.payload, "sig": b64(invite.sig)},
+        "registration": registration.to_json(),
+        "binding": b64(me.sign(_binding_message(invite, registration))),
+    }
+    request = json.dumps(doc).encode("utf-8")
+    with world.open("admin") as v, pytest.raises(IntegrityError, match="enrolment request refused"):
+        v.add_user_from_request(request)
