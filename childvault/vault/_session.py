@@ -160,7 +160,9 @@ class Session:
                 now,
             )
         try:
-            state = self._trust_state()
+            # Writes nothing (no saved state): `audit verify` and other reading
+            # commands stay read-only; trust() saves when an operation uses it.
+            state = self._trust_state(save=False)
         except IntegrityError:
             # A log that does not verify is the operation's own refusal to make
             # (and `audit verify`'s to report). The expiry check then uses the last
@@ -218,11 +220,11 @@ class Session:
             raise AccessDenied(expired)
         return state
 
-    def _trust_state(self) -> TrustState | None:
-        """:meth:`trust` without the acting user's expiry check."""
+    def _trust_state(self, *, save: bool = True) -> TrustState | None:
+        """:meth:`trust` without the acting user's expiry check (``save``: may save)."""
         if self.anchor is None:
             return None
-        self._verified = verify_log(self.db, self.me, self.anchor, self._verified)
+        self._verified = verify_log(self.db, self.me, self.anchor, self._verified, save=save)
         return self._verified.state
 
     def verify_trust_from_anchor(self) -> None:
