@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import date
 from pathlib import Path
 
 import click
@@ -77,6 +78,13 @@ def user() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Enrolment request written by `user enroll` (no NAME, --role or passphrase then).",
 )
+@click.option(
+    "--organisation",
+    help="Entrusted organisation (受委托方) the account belongs to (staff only; with "
+    "--agreement and --expires).",
+)
+@click.option("--agreement", help="Reference of the entrustment agreement.")
+@click.option("--expires", help="Last day of the agreement (YYYY-MM-DD); refused after it.")
 @pass_ctx
 def user_add(
     c: Ctx,
@@ -84,6 +92,9 @@ def user_add(
     roles: tuple[str, ...],
     passphrase_file: Path | None,
     request_file: Path | None,
+    organisation: str | None,
+    agreement: str | None,
+    expires: str | None,
 ) -> None:
     """Enrol user NAME with one or more roles, or register an enrolment --request.
 
@@ -92,7 +103,12 @@ def user_add(
     the admin must not type it, nor know it. Otherwise use `user invite`, then
     `user enroll` (the person, in their own session), then `user add --request`.
     """
+    terms = _entrusted_terms(organisation, agreement, expires, roles)
     if request_file is not None:
+        if terms is not None:
+            raise click.UsageError(
+                _("--request takes no --organisation: the invite carries the agreement")
+            )
         if name is not None or roles or passphrase_file is not None:
             raise click.UsageError(
                 _("--request takes no NAME, --role or --passphrase-file: the request names them")
@@ -104,7 +120,16 @@ def user_add(
         if name is None or not roles:
             raise click.UsageError(_("give NAME and --role, or --request FILE"))
         v = c.open()
-        info = v.add_user(name, roles, new_passphrase(passphrase_file, name))
+        if terms is None:
+            info = v.add_user(name, roles, new_passphrase(passphrase_file, name))
+        else:
+            info = v.add_entrusted_user(
+                name,
+                new_passphrase(passphrase_file, name),
+                organisation=terms[0],
+                agreement=terms[1],
+                expires=terms[2],
+            )
     doc = {"ok": True, "user": info.to_json()}
     text = _("Added {name} ({roles}).").format(name=safe(name), roles=", ".join(info.roles))
     if "officer" in info.roles and not info.can_approve:
@@ -126,6 +151,31 @@ def user_add(
     c.emit(doc, text)
 
 
+def _entrusted_terms(
+    organisation: str | None, agreement: str | None, expires: str | None, roles: tuple[str, ...]
+) -> tuple[str, str, date] | None:
+    """The three entrusted options, all given or none; staff role only."""
+    given = [v is not None for v in (organisation, agreement, expires)]
+    if not any(given):
+        return None
+    if not all(given):
+        raise click.UsageError(
+            _("an entrusted account needs --organisation, --agreement and --expires")
+        )
+    if set(roles) != {"staff"}:
+        raise click.UsageError(
+            _("an entrusted organisation's account can only have the staff role")
+        )
+    try:
+        day = date.fromisoformat(str(expires))
+    except ValueError as exc:
+        raise click.BadParameter(
+            _("{value} is not a date (YYYY-MM-DD)").format(value=safe(str(expires))),
+            param_hint="--expires",
+        ) from exc
+    return str(organisation), str(agreement), day
+
+
 @user.command("list")
 @pass_ctx
 def user_list(c: Ctx) -> None:
@@ -138,6 +188,16 @@ def user_list(c: Ctx) -> None:
         for u in users:
             extra = _(" (can approve)") if u.can_approve else ""
             click.echo(f"{safe(u.name):20} {','.join(u.roles):22} {iso(u.created_at)}{extra}")
+            if u.entrusted is not None:
+                line = _("  entrusted: {organisation}, agreement {agreement}, until {expires}")
+                click.echo(
+                    line.format(
+                        organisation=safe(u.entrusted["organisation"]),
+                        agreement=safe(u.entrusted["agreement"]),
+                        expires=safe(u.entrusted["expires"]),
+                    )
+                    + (_(" (expired: refused)") if u.expired else "")
+                )
             if u.vkey:
                 click.echo(f"  vkey {u.vkey}")
 
@@ -178,9 +238,23 @@ def user_disable(c: Ctx, name: str, reason: str) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the invite (default NAME.invite.json).",
 )
+@click.option(
+    "--organisation",
+    help="Entrusted organisation (受委托方) the account belongs to (staff only; with "
+    "--agreement and --expires).",
+)
+@click.option("--agreement", help="Reference of the entrustment agreement.")
+@click.option("--expires", help="Last day of the agreement (YYYY-MM-DD); refused after it.")
 @pass_ctx
 def user_invite(
-    c: Ctx, name: str, roles: tuple[str, ...], valid_for: str, out: Path | None
+    c: Ctx,
+    name: str,
+    roles: tuple[str, ...],
+    valid_for: str,
+    out: Path | None,
+    organisation: str | None,
+    agreement: str | None,
+    expires: str | None,
 ) -> None:
     """Write a one-time invite for NAME (admin), to hand to the person.
 
@@ -190,8 +264,18 @@ def user_invite(
     from childvault.vault._time import parse_duration
 
     duration = parse_duration(valid_for)
+    terms = _entrusted_terms(organisation, agreement, expires, roles)
     target = out or Path(f"{name}.invite.json")
-    done = c.open().invite_user(name, roles, valid_for=duration)
+    if terms is None:
+        done = c.open().invite_user(name, roles, valid_for=duration)
+    else:
+        done = c.open().invite_entrusted_user(
+            name,
+            organisation=terms[0],
+            agreement=terms[1],
+            expires=terms[2],
+            valid_for=duration,
+        )
     _write_new(target, done.invite, "--out")
     doc = done.to_json(target)
     text = "\n".join(

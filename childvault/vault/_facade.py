@@ -1364,6 +1364,72 @@ class Vault:
         check.datetime_arg(w, "now", now)
         return self._records.list_page(after=after, limit=limit, now=now)
 
+    def add_entrusted_user(
+        self,
+        name: str,
+        passphrase: str,
+        *,
+        organisation: str,
+        agreement: str,
+        expires: date,
+        now: datetime | None = None,
+    ) -> UserInfo:
+        """Admin: enrol a staff account of an entrusted organisation (受委托方, P-16).
+
+        The organisation, the agreement reference and its expiry date are part
+        of the signed registration; from the day after ``expires`` (the legal
+        date in the vault's time zone) every operation of the account is refused.
+        """
+        w = self._live("Vault.add_entrusted_user")
+        check.str_arg(w, "name", name)
+        check.str_arg(w, "passphrase", passphrase)
+        check.str_arg(w, "organisation", organisation)
+        check.str_arg(w, "agreement", agreement)
+        check.date_arg(w, "expires", expires)
+        check.datetime_arg(w, "now", now)
+        terms = {"organisation": organisation, "agreement": agreement}
+        return self._users.add_user(
+            name,
+            ("staff",),
+            passphrase,
+            now=now,
+            entrusted={**terms, "expires": expires.isoformat()},
+        )
+
+    def invite_entrusted_user(
+        self,
+        name: str,
+        *,
+        organisation: str,
+        agreement: str,
+        expires: date,
+        valid_for: timedelta = timedelta(days=7),
+        now: datetime | None = None,
+    ) -> UserInvite:
+        """Admin: a one-time invite for a staff account of an entrusted organisation.
+
+        The invite carries the organisation, agreement reference and expiry
+        date; the person's signed registration must carry them unchanged
+        (:meth:`add_user_from_request` refuses anything else).
+        """
+        w = self._live("Vault.invite_entrusted_user")
+        check.str_arg(w, "name", name)
+        check.str_arg(w, "organisation", organisation)
+        check.str_arg(w, "agreement", agreement)
+        check.date_arg(w, "expires", expires)
+        check.timedelta_arg(w, "valid_for", valid_for, optional=False)
+        check.datetime_arg(w, "now", now)
+        terms = {"organisation": organisation, "agreement": agreement}
+        return UserInvite.from_json(
+            self._users.invite_user(
+                name,
+                ("staff",),
+                valid_for=valid_for,
+                now=now,
+                entrusted={**terms, "expires": expires.isoformat()},
+            )
+        )
+
 
 def _remove_tree(path: Path) -> None:
     with contextlib.suppress(OSError):

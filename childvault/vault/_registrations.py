@@ -28,17 +28,29 @@ from childvault.vault._merkle import leaf_hash
 from childvault.vault._statements import Anchor, Envelope, TrustState
 from childvault.vault._time import parse_iso
 
+#: The entrusted members a ``user.add`` detail repeats, as ``entrusted_<member>``.
+ENTRUSTED_DETAIL = ("organisation", "agreement", "expires")
+
 
 def user_detail(
-    name: str, roles: Sequence[str], public: PublicIdentity
-) -> dict[str, str | list[str]]:
-    """The ``user.add`` log detail: who, which roles, which public keys."""
-    return {
+    name: str,
+    roles: Sequence[str],
+    public: PublicIdentity,
+    entrusted: Mapping[str, str] | None = None,
+) -> dict[str, DetailValue]:
+    """The ``user.add`` log detail: who, which roles, which public keys (and, for an
+    entrusted organisation's account, its organisation, agreement and expiry)."""
+    detail: dict[str, DetailValue] = {
         "user": name,
         "roles": sorted(roles),
         "enc_key": public.encryption_key.hex(),
         "sign_key": public.signing_key.hex(),
     }
+    if entrusted is not None:
+        # Flat members (a log detail holds no objects); the signed statement is the authority.
+        for key in ENTRUSTED_DETAIL:
+            detail[f"entrusted_{key}"] = entrusted[key]
+    return detail
 
 
 def logged_registrations(
@@ -68,6 +80,7 @@ def logged_registrations(
                 k: v
                 for k, v in detail.items()
                 if k not in ("statement", "pending_statement", "invite")
+                and not k.startswith("entrusted_")
             }
         elif obj["action"] in ("custodian.create", "keys.rotate") and "public_key" in detail:
             generation = int(detail.get("generation", 0))
@@ -308,10 +321,16 @@ def _copy(start: Verified, anchor: Anchor) -> Verified:
 
 
 def register_statement(
-    vault_id: str, at: str, name: str, roles: Sequence[str], public: PublicIdentity
+    vault_id: str,
+    at: str,
+    name: str,
+    roles: Sequence[str],
+    public: PublicIdentity,
+    entrusted: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The ``user.register`` statement of ``name``."""
-    return {
+    """The ``user.register`` statement of ``name`` (``entrusted``: the organisation,
+    agreement and expiry of an entrusted organisation's account, signed with it)."""
+    statement: dict[str, Any] = {
         "v": 1,
         "kind": "user.register",
         "vault": vault_id,
@@ -321,6 +340,10 @@ def register_statement(
         "enc_key": public.encryption_key.hex(),
         "sign_key": public.signing_key.hex(),
     }
+    if entrusted is not None:
+        # Absent, not null, for everyone else: old statements keep their bytes.
+        statement["entrusted"] = dict(entrusted)
+    return statement
 
 
 def custodian_statement(vault_id: str, at: str, kind: str, **members: Any) -> dict[str, Any]:
@@ -371,10 +394,18 @@ def _invite_message(payload: Mapping[str, Any]) -> bytes:
 
 
 def make_invite(
-    admin: Identity, anchor: Anchor, name: str, roles: Sequence[str], nonce: str, expires: str
+    admin: Identity,
+    anchor: Anchor,
+    name: str,
+    roles: Sequence[str],
+    nonce: str,
+    expires: str,
+    entrusted: Mapping[str, str] | None = None,
 ) -> bytes:
-    """An invite for ``name``: the vault's anchor and a single-use nonce, signed by ``admin``."""
-    payload = {
+    """An invite for ``name``: the vault's anchor and a single-use nonce, signed by ``admin``
+    (``entrusted``: the terms of an entrusted organisation's account, which the new
+    person's registration must carry unchanged)."""
+    payload: dict[str, Any] = {
         "format": INVITE_FORMAT,
         "vault": anchor.vault_id,
         "anchor": anchor.to_json(),
@@ -384,6 +415,8 @@ def make_invite(
         "expires": expires,
         "by": admin.name,
     }
+    if entrusted is not None:
+        payload["entrusted"] = dict(entrusted)
     doc = {"invite": payload, "sig": b64(admin.sign(_invite_message(payload)))}
     return json.dumps(doc, indent=1, sort_keys=True).encode("utf-8") + b"\n"
 
@@ -410,6 +443,12 @@ class Invite:
         """The roles the admin invited the user to."""
         return tuple(self.payload["roles"])
 
+    @property
+    def entrusted(self) -> dict[str, str] | None:
+        """The entrusted organisation's terms the invite sets, if any."""
+        terms = self.payload.get("entrusted")
+        return None if terms is None else dict(terms)
+
     def signed_by(self, key: bytes) -> bool:
         """Whether the invite's signature verifies under ``key``."""
         return _verify_sig(key, _invite_message(self.payload), self.sig)
@@ -417,8 +456,14 @@ class Invite:
 
 def _check_invite_payload(payload: object) -> dict[str, Any]:
     keys = {"format", "vault", "anchor", "user", "roles", "nonce", "expires", "by"}
+    if isinstance(payload, dict) and "entrusted" in payload:
+        keys.add("entrusted")  # optional: invites made before it stay readable
     if not isinstance(payload, dict) or set(payload) != keys:
         raise _refused("the invite does not have the invite members")
+    if "entrusted" in payload:
+        payload["entrusted"] = _statements.entrusted_member(payload["entrusted"])
+        if payload["roles"] != ["staff"]:
+            raise _refused("an entrusted organisation's account can only have the staff role")
     if payload["format"] != INVITE_FORMAT:
         raise _refused("not a childvault invite")
     anchor = Anchor.from_json(payload["anchor"])
@@ -479,7 +524,9 @@ def enrol(invite: Invite, identity: Identity, at: str) -> bytes:
     new key's signature binding the statement to the invite's nonce.
     """
     registration = _statements.sign(
-        register_statement(invite.anchor.vault_id, at, invite.user, invite.roles, identity.public),
+        register_statement(
+            invite.anchor.vault_id, at, invite.user, invite.roles, identity.public, invite.entrusted
+        ),
         [identity],
     )
     doc = {
@@ -515,16 +562,10 @@ def read_request(data: bytes) -> EnrolmentRequest:
     invite = read_invite(doc["invite"])
     registration = Envelope.from_json(doc["registration"])
     statement = registration.statement()
-    if statement.get("kind") != "user.register" or set(statement) != {
-        "v",
-        "kind",
-        "vault",
-        "at",
-        "user",
-        "roles",
-        "enc_key",
-        "sign_key",
-    }:
+    members = {"v", "kind", "vault", "at", "user", "roles", "enc_key", "sign_key"}
+    if invite.entrusted is not None:
+        members.add("entrusted")
+    if statement.get("kind") != "user.register" or set(statement) != members:
         raise _refused("the request does not carry a registration")
     if (statement["vault"], statement["user"], statement["roles"]) != (
         invite.anchor.vault_id,
@@ -532,6 +573,8 @@ def read_request(data: bytes) -> EnrolmentRequest:
         list(invite.roles),
     ):
         raise _refused("the registration differs from the invite (user, roles or vault)")
+    if statement.get("entrusted") != invite.entrusted:
+        raise _refused("the registration's entrusted terms differ from the invite's")
     try:
         public = PublicIdentity(
             invite.user,
@@ -560,6 +603,7 @@ def invite_summary(invite: Invite) -> dict[str, Any]:
         "invited_by": str(invite.payload["by"]),
         "expires": str(invite.payload["expires"]),
         "fingerprint": invite.anchor.fingerprint(),
+        **({"entrusted": invite.entrusted} if invite.entrusted is not None else {}),
     }
 
 

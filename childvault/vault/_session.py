@@ -36,7 +36,7 @@ from childvault.vault._policy import RecordState, role_refusal
 from childvault.vault._registrations import Verified, anchor_of, load_saved, verify_log
 from childvault.vault._schema import Schema
 from childvault.vault._statements import Anchor, TrustState
-from childvault.vault._time import Clock
+from childvault.vault._time import Clock, legal_today
 
 #: The roles that write records and request access.
 WRITERS = ("staff", "officer")
@@ -159,6 +159,51 @@ class Session:
                 refusal.message,
                 now,
             )
+        try:
+            # Writes nothing (no saved state): `audit verify` and other reading
+            # commands stay read-only; trust() saves when an operation uses it.
+            state = self._trust_state(save=False)
+        except IntegrityError:
+            # A log that does not verify is the operation's own refusal to make
+            # (and `audit verify`'s to report). The expiry check then uses the last
+            # state this user verified (signed by their own key), so breaking the
+            # log does not lift an ended agreement.
+            state = self._last_verified_state()
+        expired = self._expiry_refusal(state, now)
+        if expired is not None:
+            self.deny(
+                Event(self.user, action, "denied", detail={"reason": "entrusted agreement ended"}),
+                expired,
+                now,
+            )
+
+    def _last_verified_state(self) -> TrustState | None:
+        """This session's last verified state, else the user's own signed save."""
+        if self._verified is not None:
+            return self._verified.state
+        if self.anchor is None:
+            return None
+        saved = load_saved(self.db, self.me, self.anchor)
+        return saved.state if saved is not None else None
+
+    def _expiry_refusal(self, state: TrustState | None, now: datetime) -> str | None:
+        """Why the acting user is refused when their entrusted organisation's agreement
+        (from their verified registration, never the users row) ended before today's
+        legal date; None for anyone else."""
+        me = state.users.get(self.user) if state is not None else None
+        if me is None or me.entrusted is None:
+            return None
+        if not me.expired_on(legal_today(self.db.meta, now)):
+            return None
+        # A Message (a str that keeps its template), so the CLI can translate it.
+        return _t(
+            "the account {name!r} of {organisation} is refused: agreement {agreement} "
+            "ended on {date}; ask an admin",
+            name=self.user,
+            organisation=me.entrusted["organisation"],
+            agreement=me.entrusted["agreement"],
+            date=me.entrusted["expires"],
+        )
 
     def trust(self) -> TrustState | None:
         """The trust state over the whole log, verified from the acting user's anchor.
@@ -167,9 +212,19 @@ class Session:
         own saved state (signed by their key), else replayed from the anchor.
         None when the acting identity holds no anchor (made before anchors).
         """
+        state = self._trust_state()
+        # Every operation that relies on the verified state refuses an entrusted
+        # account whose agreement has ended, as it would a disabled user.
+        expired = self._expiry_refusal(state, self.clock())
+        if expired is not None:
+            raise AccessDenied(expired)
+        return state
+
+    def _trust_state(self, *, save: bool = True) -> TrustState | None:
+        """:meth:`trust` without the acting user's expiry check (``save``: may save)."""
         if self.anchor is None:
             return None
-        self._verified = verify_log(self.db, self.me, self.anchor, self._verified)
+        self._verified = verify_log(self.db, self.me, self.anchor, self._verified, save=save)
         return self._verified.state
 
     def verify_trust_from_anchor(self) -> None:

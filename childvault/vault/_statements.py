@@ -25,6 +25,9 @@ statement its signers were not entitled to make. The rules:
   roles include ``officer``, by an active officer other than the new user; the
   very first officer of a vault is countersigned by the founding admin instead.
   The founding admin's own registration is self-signed with the anchor key.
+  An optional ``entrusted`` member (``{organisation, agreement, expires}``)
+  makes the account an entrusted organisation's (受委托方, P-16): staff only,
+  refused from the day after ``expires`` (a legal date in the vault's zone).
 - ``user.renew`` (new key pairs): signed by the old key, the new key and an
   active admin. ``user.disable``: signed by an active admin other than the
   user; a disabled user signs nothing and holds nothing from then on.
@@ -51,6 +54,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Protocol
 
 import nacl.exceptions
@@ -79,6 +83,11 @@ _HEX_ID = re.compile(r"[0-9a-f]{32}")
 _HEX_KEY = re.compile(r"[0-9a-f]{64}")
 _FIELD = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
+_DATE = re.compile(r"\d{4}-\d\d-\d\d")
+#: Members of a registration's optional ``entrusted`` object (P-16 accounts).
+ENTRUSTED_KEYS = frozenset({"organisation", "agreement", "expires"})
+#: Longest organisation name or agreement reference kept in a statement.
+MAX_ENTRUSTED_TEXT = 200
 
 
 class Signer(Protocol):
@@ -292,6 +301,13 @@ class UserState:
     active_until: int | None = None
     #: Log position from which ``sign_key`` is the user's key (registration or renewal).
     key_from: int = 0
+    #: For an entrusted organisation's account: its signed ``{organisation,
+    #: agreement, expires}``; None for the institution's own staff.
+    entrusted: dict[str, str] | None = None
+
+    def expired_on(self, day: date) -> bool:
+        """Whether an entrusted account's agreement has ended by legal date ``day``."""
+        return self.entrusted is not None and day.isoformat() > self.entrusted["expires"]
 
     @property
     def active(self) -> bool:
@@ -308,6 +324,8 @@ class UserState:
             "from": self.active_from,
             "until": self.active_until,
             "key_from": self.key_from,
+            # Only when set: states saved before entrusted accounts stay byte-identical.
+            **({"entrusted": dict(self.entrusted)} if self.entrusted is not None else {}),
         }
 
 
@@ -415,9 +433,14 @@ class TrustState:
         return obj
 
     def _register(self, env: Envelope, obj: Mapping[str, Any], seq: int) -> None:
-        _keys(obj, {"v", "kind", "vault", "at", "user", "roles", "enc_key", "sign_key"})
+        base = {"v", "kind", "vault", "at", "user", "roles", "enc_key", "sign_key"}
+        # `entrusted` is optional, so statements made before it stay valid.
+        _keys(obj, (base | {"entrusted"}) if "entrusted" in obj else base)
         name = _name(obj["user"])
         roles = _roles(obj["roles"])
+        entrusted = entrusted_member(obj["entrusted"]) if "entrusted" in obj else None
+        if entrusted is not None and roles != ("staff",):
+            raise _bad("an entrusted organisation's account can only have the staff role")
         enc, sig = _key(obj["enc_key"]), _key(obj["sign_key"])
         if name in self.users:
             raise _bad(f"user {name!r} is already registered")
@@ -440,7 +463,9 @@ class TrustState:
                     raise _bad(
                         f"the officer role of {name!r} lacks an existing officer's countersignature"
                     )
-        self.users[name] = UserState(name, roles, enc, sig, active_from=seq, key_from=seq)
+        self.users[name] = UserState(
+            name, roles, enc, sig, active_from=seq, key_from=seq, entrusted=entrusted
+        )
         if "officer" in roles:
             self.had_officer = True
 
@@ -549,6 +574,7 @@ class TrustState:
                     int(u["from"]),
                     None if u["until"] is None else int(u["until"]),
                     int(u["key_from"]),
+                    entrusted_member(u["entrusted"]) if "entrusted" in u else None,
                 )
             state.retired_keys = {
                 str(n): [(str(k), int(a), int(b)) for k, a, b in keys]
@@ -718,6 +744,30 @@ def _signed_with_retired_key(envelope: Envelope, state: TrustState, seq: int) ->
 def _keys(obj: Mapping[str, Any], expected: set[str]) -> None:
     if set(obj) != expected:
         raise _bad(f"a {obj.get('kind')} statement has missing or unknown members")
+
+
+def entrusted_member(value: object) -> dict[str, str]:
+    """Parse a registration's ``entrusted`` member strictly: ``{organisation,
+    agreement, expires}``, two short single-line texts and an ISO date."""
+    if not isinstance(value, dict) or set(value) != ENTRUSTED_KEYS:
+        raise _bad("the entrusted member is not {organisation, agreement, expires}")
+    for key in ("organisation", "agreement"):
+        text = value[key]
+        if (
+            not isinstance(text, str)
+            or not text.strip()
+            or len(text) > MAX_ENTRUSTED_TEXT
+            or any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
+        ):
+            raise _bad(f"the entrusted {key} is not a short line of text")
+    expires = value["expires"]
+    if not isinstance(expires, str) or not _DATE.fullmatch(expires):
+        raise _bad("the entrusted expiry is not a date")
+    try:
+        date.fromisoformat(expires)
+    except ValueError as exc:
+        raise _bad("the entrusted expiry is not a date") from exc
+    return {k: str(value[k]) for k in sorted(ENTRUSTED_KEYS)}
 
 
 def _name(value: object) -> str:

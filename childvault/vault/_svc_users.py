@@ -6,7 +6,7 @@ import contextlib
 import os
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -46,7 +46,7 @@ from childvault.vault._registrations import (
 )
 from childvault.vault._session import Session, signer_name
 from childvault.vault._statements import Anchor, Envelope, TrustState
-from childvault.vault._time import iso, parse_iso
+from childvault.vault._time import iso, legal_today, parse_iso
 from childvault.vault._types import ROLES, UserInfo
 
 
@@ -57,15 +57,26 @@ class UserService:
         self.s = session
 
     def add_user(
-        self, name: str, roles: Sequence[str], passphrase: str, *, now: datetime | None = None
+        self,
+        name: str,
+        roles: Sequence[str],
+        passphrase: str,
+        *,
+        now: datetime | None = None,
+        entrusted: Mapping[str, str] | None = None,
     ) -> UserInfo:
         """Admin: enrol a user with ``roles``, writing their identity file.
 
         The first officer receives the newly created custodian key; later
         officers receive it when an existing officer runs :meth:`share_custodian`.
+        ``entrusted`` (``{organisation, agreement, expires}``) makes the account
+        an entrusted organisation's: staff only, its terms in the signed
+        registration (P-16).
         """
         moment = self.s.now(now)
         self.s.require(("admin",), "user.add", moment, "adding users")
+        if entrusted is not None:
+            entrusted = self._entrusted_terms(roles, entrusted, moment)
         if getattr(self.s.db, "witnessed_by_server", False):
             # The identity file would be made on the admin's workstation, under a
             # passphrase typed there: over a server the person enrols themselves.
@@ -96,12 +107,20 @@ class UserService:
             secrets_[f"{CUSTODIAN}1"] = custodian.secret_bytes()
         try:
             slots.add(ident.public, self.s.vault_id, secrets_)
-            detail = user_detail(name, role_set, ident.public)
+            detail = user_detail(name, role_set, ident.public, entrusted)
             items: list[tuple[Event, Envelope | None]] = []
             if state is None:
+                if entrusted is not None:
+                    # Without a signed statement the terms would only be a row.
+                    raise UsageError(
+                        _t(
+                            "an entrusted account needs signed statements: run "
+                            "`childvault upgrade` first"
+                        )
+                    )
                 items.append((Event(self.s.user, "user.add", detail=detail), None))
             else:
-                items.append(self._registration(state, ident, role_set, detail, moment))
+                items.append(self._registration(state, ident, role_set, detail, moment, entrusted))
             with self.s.db.transaction():
                 self.s.db.users.add(
                     UserRow(
@@ -155,6 +174,7 @@ class UserService:
         roles: tuple[str, ...],
         detail: Mapping[str, DetailValue],
         moment: datetime,
+        entrusted: Mapping[str, str] | None = None,
     ) -> tuple[Event, Envelope]:
         """The signed ``user.register`` entry of a new user (checked before it is logged).
 
@@ -165,7 +185,9 @@ class UserService:
         who shares the custodian key countersigns it (:meth:`share_custodian`).
         """
         envelope = _statements.sign(
-            register_statement(self.s.vault_id, iso(moment), ident.name, roles, ident.public),
+            register_statement(
+                self.s.vault_id, iso(moment), ident.name, roles, ident.public, entrusted
+            ),
             [ident, self.s.me],
         )
         return self._registration_entry(state, envelope, ident.name, roles, detail, moment)
@@ -187,6 +209,27 @@ class UserService:
             pending = with_statement(detail, envelope, pending=True)
             return Event(self.s.user, "user.add", detail=pending), envelope
         self.s.distrust("user.add", f"the registration of {name!r} would not verify", moment)
+
+    def _entrusted_terms(
+        self, roles: Sequence[str], terms: Mapping[str, str], moment: datetime
+    ) -> dict[str, str]:
+        """Checked terms of an entrusted organisation's account (staff only, not expired)."""
+        if tuple(sorted(set(roles))) != ("staff",):
+            raise UsageError(_t("an entrusted organisation's account can only have the staff role"))
+        try:
+            checked = _statements.entrusted_member(dict(terms))
+        except IntegrityError as exc:
+            raise UsageError(
+                _t(
+                    "give the organisation, the agreement reference (each one line of at most "
+                    "200 characters) and the expiry date (YYYY-MM-DD)"
+                )
+            ) from exc
+        if date.fromisoformat(checked["expires"]) < legal_today(self.s.db.meta, moment):
+            raise UsageError(
+                _t("the agreement's expiry date {date} has passed", date=checked["expires"])
+            )
+        return checked
 
     def _countersign_pending(self, state: TrustState, name: str, moment: datetime) -> None:
         """Countersign (as an officer) and log ``name``'s pending officer registration."""
@@ -374,17 +417,21 @@ class UserService:
         *,
         valid_for: timedelta = timedelta(days=7),
         now: datetime | None = None,
+        entrusted: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Admin: a one-time invite for ``name`` (the vault's anchor and a nonce, signed).
 
         The new person runs ``user enroll`` with it in their own process; the
         invite is logged (by the SHA-256 of its nonce) so ``user add --request``
-        accepts it once, before it expires.
+        accepts it once, before it expires. ``entrusted``: the terms of an
+        entrusted organisation's account, which the registration must carry.
         """
         moment = self.s.now(now)
         self.s.require(("admin",), "user.invite", moment, "inviting users")
         check_user_name(name)
         role_set = _check_roles(roles)
+        if entrusted is not None:
+            entrusted = self._entrusted_terms(role_set, entrusted, moment)
         if not timedelta(minutes=1) <= valid_for <= timedelta(days=30):
             raise UsageError("an invite is valid for between 1 minute and 30 days")
         anchor = self.s.anchor
@@ -396,7 +443,7 @@ class UserService:
             raise UsageError(f"user {name!r} already exists")
         nonce = secrets.token_hex(32)
         expires = iso(moment + valid_for)
-        data = make_invite(self.s.me, anchor, name, role_set, nonce, expires)
+        data = make_invite(self.s.me, anchor, name, role_set, nonce, expires, entrusted)
         self.s.log(
             [
                 Event(
@@ -480,8 +527,11 @@ class UserService:
                 "enrol them with `childvault user add NAME --role officer` at the admin's "
                 "desk, where they type their own passphrase"
             )
+        if invite.entrusted is not None:
+            # The terms the admin signed in the invite; refused once the agreement ended.
+            self._entrusted_terms(roles, invite.entrusted, moment)
         envelope = _statements.countersign(request.registration, self.s.me)
-        detail = {**user_detail(name, roles, request.public), "invite": ref}
+        detail = {**user_detail(name, roles, request.public, invite.entrusted), "invite": ref}
         item = self._registration_entry(state, envelope, name, roles, detail, moment)
         slots = self.s.key_slots()
         slots.add(request.public, self.s.vault_id, self.s.keys.base_secrets())
@@ -995,9 +1045,17 @@ class UserService:
         row = self.s.db.users.get(name)
         if row is None:
             raise NotFound(f"unknown user {name!r}")
-        return self._info(row)
+        return self._info(row, self._state())
 
-    def _info(self, row: UserRow) -> UserInfo:
+    def _state(self) -> TrustState | None:
+        """The verified state for listing; None when the log does not verify (listing
+        still works then, without entrusted terms; `audit verify` says what is wrong)."""
+        try:
+            return self.s.trust()
+        except IntegrityError:
+            return None
+
+    def _info(self, row: UserRow, state: TrustState | None = None) -> UserInfo:
         current = [g for g, _, s in self.s.db.custodians.all() if s == "current"]
         if self.s.keys.custodial:
             can = (
@@ -1008,17 +1066,25 @@ class UserService:
         else:
             can = "officer" in row.roles
         signs = {"officer", "admin"} & set(row.roles)
+        # An entrusted account's terms come from its verified registration, never the row.
+        verified = state.users.get(row.name) if state is not None else None
+        entrusted = verified.entrusted if verified is not None else None
+        day = legal_today(self.s.db.meta, self.s.now())
         return UserInfo(
             row.name,
             row.roles,
             parse_iso(row.created_at),
             _note.vkey(signer_name(self.s.vault_id, row.name), row.sign_key) if signs else None,
             can,
+            entrusted,
+            verified is not None and verified.expired_on(day),
         )
 
     def users(self) -> list[UserInfo]:
-        """Every registered user with roles and (for signers) their verifier key."""
-        return [self._info(r) for r in self.s.db.users.all()]
+        """Every registered user with roles and (for signers) their verifier key, and
+        the signed terms of entrusted organisations' accounts."""
+        state = self._state()
+        return [self._info(r, state) for r in self.s.db.users.all()]
 
 
 def _not_over_a_server(session: Session) -> None:

@@ -8,6 +8,7 @@ microseconds and ``Z``, and ``YYYY-MM-DD``), as the command line prints them."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -27,16 +28,24 @@ class UserInfo:
     vkey: str | None
     #: For officers: whether they hold the current custodian key (can approve).
     can_approve: bool = False
+    #: For an entrusted organisation's account: ``{organisation, agreement,
+    #: expires}`` from its verified signed registration (P-16); else None.
+    entrusted: Mapping[str, str] | None = None
+    #: Whether that agreement has ended (the account is refused).
+    expired: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        """JSON form."""
-        return {
+        """JSON form (``entrusted`` only for entrusted organisations' accounts)."""
+        doc: dict[str, Any] = {
             "name": self.name,
             "roles": list(self.roles),
             "created_at": iso(self.created_at),
             "vkey": self.vkey,
             "can_approve": self.can_approve,
         }
+        if self.entrusted is not None:
+            doc["entrusted"] = {**self.entrusted, "expired": self.expired}
+        return doc
 
 
 @dataclass(frozen=True)
