@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from childvault.keys import ImportFailed
+from childvault.keys import ImportFailed, IntegrityError
 from childvault.vault import Vault, _record_trust
 from childvault.vault._backend import Backend
 from childvault.vault._httpsig import HTTPSignatureAuth
@@ -171,3 +171,15 @@ def test_an_import_through_the_server_still_finds_vault_duplicates(
     with vs.connect("worker1") as v, pytest.raises(ImportFailed) as refused:
         v.import_file(csv)
     assert "--allow-duplicates" in str(refused.value)
+
+
+def test_a_blind_index_answer_of_the_wrong_length_is_refused() -> None:
+    """An answer that does not pair with the tags asked (a hostile or broken server)
+    is an integrity error, never a silently shifted duplicate check."""
+    from childvault.vault._importer import DuplicateFinder, DuplicateKey
+
+    key = DuplicateKey(identity=("id_number",), searchable=SEARCHABLE)
+    finder = DuplicateFinder(key, lambda f, vs: [b"\0\0"] * len(vs), lambda f, ts: [])
+    row = {"id_number": "110105201603010012", "guardian_phone": "13800000001"}
+    with pytest.raises(IntegrityError, match="wrong number of tags"):
+        finder.check([(1, row)], against_vault=lambda n: True)
