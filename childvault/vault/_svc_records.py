@@ -552,8 +552,8 @@ class RecordService:
                 if i % 1000 == 0:
                     # The page's signed statements a thousand at a time: one round
                     # trip each through the server, not one per record.
-                    chunk = [r.id for r in rows[i : i + 1000]]
-                    statements = record_trust.latest_statements(self.s.db, heads, chunk)
+                    page_ids = [r.id for r in rows[i : i + 1000]]
+                    statements = record_trust.latest_statements(self.s.db, heads, page_ids)
                 blob = self.s.db.records.keyblob(row.id)
                 why = record_trust.check_record(
                     self.s.db, state, heads, row, None if blob is None else blob[1], statements
