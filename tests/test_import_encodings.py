@@ -173,7 +173,7 @@ def test_one_colliding_truncated_tag_is_not_a_duplicate() -> None:
 
     def finder(matches: dict[str, list[str]]) -> DuplicateFinder:
         return DuplicateFinder(
-            key, lambda f, vs: [b"\0\0"] * len(vs), lambda f, t: matches.get(f, [])
+            key, lambda f, vs: [b"\0\0"] * len(vs), lambda f, ts: [matches.get(f, []) for _t in ts]
         )
 
     row = {"id_number": "110105201603010012", "guardian_phone": "13800000001"}

@@ -268,6 +268,10 @@ class RecordRepo(Protocol):
         """Record ids whose tag for ``field`` equals ``tag`` (candidates)."""
         ...
 
+    def find_by_tags(self, field: str, tags: Sequence[bytes]) -> list[list[str]]:
+        """:meth:`find_by_tag` of each of ``tags``, in order (one list per tag)."""
+        ...
+
     def import_progress(self, source: str) -> tuple[int, bool]:
         """(rows already processed, finished?) of an import source."""
         ...
@@ -415,6 +419,10 @@ class StatementRepo(Protocol):
 
     def get(self, seq: int) -> bytes | None:
         """The envelope of the entry at ``seq``, or None."""
+        ...
+
+    def get_many(self, seqs: Sequence[int]) -> dict[int, bytes]:
+        """``{seq: envelope}`` of those of ``seqs`` that have one (:meth:`get` of each)."""
         ...
 
     def save_state(self, verifier: str, size: int, head: bytes, state: bytes, sig: bytes) -> None:

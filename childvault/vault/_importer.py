@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from childvault._i18n import _t
-from childvault.keys import ImportFailed, UsageError
+from childvault.keys import ImportFailed, IntegrityError, UsageError
 
 if TYPE_CHECKING:
     from childvault.vault._schema_types import RecordType
@@ -412,9 +412,10 @@ class DuplicateFinder:
         self,
         key: DuplicateKey,
         tags: Callable[[str, list[str]], list[bytes]],
-        in_vault: Callable[[str, bytes], list[str]],
+        in_vault: Callable[[str, list[bytes]], list[list[str]]],
     ) -> None:
-        """``tags(field, values)``: blind-index tags; ``in_vault(field, tag)``: record ids."""
+        """``tags(field, values)``: blind-index tags; ``in_vault(field, tags)``: the
+        record ids of each tag, in order (``records.find_by_tags``)."""
         self._key = key
         self._tags = tags
         self._in_vault = in_vault
@@ -453,17 +454,26 @@ class DuplicateFinder:
             present = [f for f in self._key.searchable if values.get(f)]
             if against_vault(number) and len(present) >= MIN_VAULT_MATCH_FIELDS:
                 to_vault.append((number, values))
-        tags: dict[tuple[int, str], bytes] = {}
+        # Per field, the tags of every row of the batch and their candidates in one
+        # call each (one round trip through the server, not one per row).
+        candidates: dict[tuple[int, str], list[str]] = {}
         for field in self._key.searchable:
             having = [(n, v[field]) for n, v in to_vault if v.get(field)]
             if having:
                 computed = self._tags(field, [value for _n, value in having])
-                tags.update(((n, field), t) for (n, _v), t in zip(having, computed, strict=True))
+                ids_of = self._in_vault(field, list(computed))
+                if len(ids_of) != len(having):
+                    raise IntegrityError(
+                        _t("the blind index answered for the wrong number of tags")
+                    )
+                candidates.update(
+                    ((n, field), ids) for (n, _v), ids in zip(having, ids_of, strict=True)
+                )
         for number, values in to_vault:
             present = [f for f in self._key.searchable if values.get(f)]
             ids: set[str] | None = None
             for field in present:
-                matches = set(self._in_vault(field, tags[number, field]))
+                matches = set(candidates[number, field])
                 ids = matches if ids is None else ids & matches
                 if not ids:
                     break

@@ -255,10 +255,29 @@ def stored_fields(db: Backend, record_id: str) -> list[tuple[str, int, bytes]]:
     return [(n, v, ct) for n, (v, ct) in db.records.fields(record_id, names).items()]
 
 
+def latest_statements(
+    db: Backend, heads: RecordHeads, record_ids: Iterable[str]
+) -> dict[int, bytes]:
+    """The stored envelopes of the latest logged statements of ``record_ids``, in one
+    call (``{seq: envelope}``; a missing one is absent): give it to :func:`check_record`
+    so that checking many records is not one round trip per record through the server."""
+    seqs = [h.seq for h in (heads.heads.get(r) for r in record_ids) if h is not None and h.digest]
+    return db.statements.get_many(seqs) if seqs else {}
+
+
 def check_record(
-    db: Backend, state: TrustState, heads: RecordHeads, row: RecordRow, keyblob: bytes | None
+    db: Backend,
+    state: TrustState,
+    heads: RecordHeads,
+    row: RecordRow,
+    keyblob: bytes | None,
+    statements: Mapping[int, bytes] | None = None,
 ) -> str | None:
-    """Why a live record's rows are not its latest signed version, or None if they are."""
+    """Why a live record's rows are not its latest signed version, or None if they are.
+
+    ``statements``: what :func:`latest_statements` fetched for a batch holding
+    this record (else its statement is read alone).
+    """
     rid = row.id
     found = heads.heads.get(rid)
     if found is not None and found.deleted is not None:
@@ -268,7 +287,7 @@ def check_record(
             f"record {rid} has no signed record statement in the log (a record written "
             "before record statements needs `childvault upgrade`)"
         )
-    stored = db.statements.get(found.seq)
+    stored = db.statements.get(found.seq) if statements is None else statements.get(found.seq)
     if stored is None:
         return f"the signed statement of record {rid} is missing"
     try:
@@ -306,12 +325,14 @@ def verify_records(s: Session, record_ids: Iterable[str], action: str, moment: d
     if found is None:
         return
     state, heads = found
-    for rid in dict.fromkeys(record_ids):
+    unique = list(dict.fromkeys(record_ids))
+    statements = latest_statements(s.db, heads, unique)
+    for rid in unique:
         row = s.db.records.get(rid)
         if row is None:
             continue
         blob = s.db.records.keyblob(rid)
-        why = check_record(s.db, state, heads, row, None if blob is None else blob[1])
+        why = check_record(s.db, state, heads, row, None if blob is None else blob[1], statements)
         if why is not None:
             s.distrust(action, why, moment)
 

@@ -350,7 +350,7 @@ class RecordService:
         finder = (
             None
             if allow_duplicates or not key.fields
-            else DuplicateFinder(key, self.s.keys.index_tags, self.s.db.records.find_by_tag)
+            else DuplicateFinder(key, self.s.keys.index_tags, self.s.db.records.find_by_tags)
         )
 
         # Rows an interrupted run of this very file wrote are not duplicates of themselves.
@@ -547,10 +547,16 @@ class RecordService:
         found = record_trust.record_heads(self.s)
         if found is not None:
             state, heads = found
-            for row in rows:
+            statements: dict[int, bytes] = {}
+            for i, row in enumerate(rows):
+                if i % 1000 == 0:
+                    # The page's signed statements a thousand at a time: one round
+                    # trip each through the server, not one per record.
+                    page_ids = [r.id for r in rows[i : i + 1000]]
+                    statements = record_trust.latest_statements(self.s.db, heads, page_ids)
                 blob = self.s.db.records.keyblob(row.id)
                 why = record_trust.check_record(
-                    self.s.db, state, heads, row, None if blob is None else blob[1]
+                    self.s.db, state, heads, row, None if blob is None else blob[1], statements
                 )
                 if why is None and row.consent.get("retain_until") != row.retain_until:
                     # The retention shown comes from its own column: it must be

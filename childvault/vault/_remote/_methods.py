@@ -35,6 +35,7 @@ METHODS: dict[str, dict[str, str]] = {
         "tombstone": READ,
         "pending_shreds": READ,
         "find_by_tag": READ,
+        "find_by_tags": READ,
         "import_progress": READ,
         # Not a repository method: fields(id, field_names(id)), fetched ahead with a
         # record (the remote backend's read-ahead, docs/server.md).
@@ -80,6 +81,7 @@ METHODS: dict[str, dict[str, str]] = {
     },
     "statements": {
         "get": READ,
+        "get_many": READ,
         "saved_state": READ,
         "add": WRITE,
         "save_state": WRITE,

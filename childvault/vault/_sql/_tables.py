@@ -457,6 +457,24 @@ class Statements:
         row = self._c.q("SELECT envelope FROM statements WHERE seq = ?", (seq,)).fetchone()
         return None if row is None else as_bytes(row[0])
 
+    def get_many(self, seqs: Sequence[int]) -> dict[int, bytes]:
+        """:meth:`get` of each of ``seqs`` in few statements: ``{seq: envelope}`` for
+        those stored (a seq without one is absent, as :meth:`get` gives None).
+
+        Approving or reading many records fetches their statements together:
+        one round trip instead of one per record through the server.
+        """
+        unique = list(dict.fromkeys(int(s) for s in seqs))
+        found: dict[int, bytes] = {}
+        for start in range(0, len(unique), _IN_CHUNK):
+            chunk = unique[start : start + _IN_CHUNK]
+            rows = self._c.q(
+                f"SELECT seq, envelope FROM statements WHERE seq IN ({marks(chunk)})",  # noqa: S608
+                chunk,
+            ).fetchall()
+            found.update((int(r[0]), as_bytes(r[1])) for r in rows)
+        return found
+
     def save_state(self, verifier: str, size: int, head: bytes, state: bytes, sig: bytes) -> None:
         """Keep ``verifier``'s last verified trust state (replacing the older one)."""
         self._c.q(
@@ -475,3 +493,7 @@ class Statements:
         if row is None:
             return None
         return int(row[0]), as_bytes(row[1]), as_bytes(row[2]), as_bytes(row[3])
+
+
+#: Values per ``IN (...)``: well inside SQLite's oldest bound of 999 parameters.
+_IN_CHUNK = 500
