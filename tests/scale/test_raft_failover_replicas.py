@@ -12,13 +12,15 @@ a client of the replicas.
 
 Expected: the import completes through the new leader, or fails cleanly (exit
 5, whole batches only) and a rerun imports exactly the rest; every row is
-stored once and the log verifies; a new leader appears within the provider's
+stored once and the log verifies; records of both batches decrypt through a
+grant via the replicas; a new leader appears within the provider's
 bound; the killed node is restarted and rejoins, so later tests see three
 nodes. No time is asserted (the bounds only stop a hang).
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import time
@@ -29,7 +31,7 @@ import pytest
 
 from childvault.keys import VaultSettings, setup_vault
 from childvault.keys._openbao._http import HA_WAIT_S
-from childvault.vault import OpenBaoKeys
+from childvault.vault import OpenBaoCredentials, OpenBaoKeys, Vault
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.raft import RaftCluster
 from tests.scale._replicas import PgServed, make_pg_vault
@@ -73,6 +75,37 @@ def _salts(cluster: RaftCluster) -> int:
         return 0
     resp.raise_for_status()
     return len(resp.json()["data"]["keys"])
+
+
+def _read_through_replicas(pg: PgServed, cluster: RaftCluster, rows: Path) -> None:
+    """Records of both batches decrypt through a grant, via the replicas.
+
+    The keys of the rows imported after the failover were wrapped through the
+    new leader: a worker's request, an officer's approval and the worker's read
+    (each with their own Vault credential) show they unwrap.
+    """
+    creds = OpenBaoCredentials(token=cluster.root_token)
+    with pg.open_local("officer1") as officer:
+        entries = [e["entry"] for e in officer.audit_entries()]
+    ids = [r for e in entries if e["action"] == "record.create" for r in e["records"]]
+    # Rows of young children who consented to case management (an older
+    # child needs their own consent first, M-12), from both batches.
+    with rows.open(encoding="utf-8", newline="") as fh:
+        young = {
+            i: row["name"]
+            for i, row in enumerate(csv.DictReader(fh))
+            if row["date_of_birth"] >= "2016" and "case_management" in row["purposes"]
+        }
+    picked = list(young)[:6] + [i for i in young if i >= BATCH][:6]
+    sample = [ids[i] for i in picked]
+    with Vault.connect(pg.urls, pg.identity("worker1"), credentials=creds) as worker:
+        req = worker.request_access(sample, ("name",), "case_management", "核对")
+    with Vault.connect(pg.urls, pg.identity("officer1"), credentials=creds) as officer:
+        token = officer.approve(req).token
+    with Vault.connect(pg.urls, pg.identity("worker1"), credentials=creds) as worker:
+        got = worker.read_with_grant(token)
+    # Records are created in row order: each decrypts to its own row's name.
+    assert {r: got[r]["name"] for r in sample} == {ids[i]: young[i] for i in picked}
 
 
 def test_raft_leader_killed_mid_import_through_two_replicas(
@@ -119,6 +152,7 @@ def test_raft_leader_killed_mid_import_through_two_replicas(
         assert done["imported"] == ROWS - partial
         outcome = f"failed cleanly after {partial} rows, resumed"
     _exactly_once(pg, ROWS)
+    _read_through_replicas(pg, cluster, rows)
 
     # The killed node rejoins from its own Raft data; the cluster is whole again.
     cluster.restart(leader)
