@@ -23,6 +23,7 @@ from typing import Any
 
 from childvault.keys import Identity
 from childvault.vault import Vault
+from childvault.vault._keyconfig import KeysConfig
 from childvault.vault._postgres import migrate
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.sessions import OWNER, SERVICE
@@ -157,9 +158,17 @@ class PgServed:
 
 
 def make_pg_vault(
-    root: Path, postgres: PostgresServer, people: Sequence[str] = tuple(PEOPLE)
+    root: Path,
+    postgres: PostgresServer,
+    people: Sequence[str] = tuple(PEOPLE),
+    *,
+    keys: KeysConfig | None = None,
 ) -> PgServed:
-    """Create the vault in a new database (``root/home``) and give each person a workstation."""
+    """Create the vault in a new database (``root/home``) and give each person a workstation.
+
+    ``keys`` is the key provider (default: the embedded one); with
+    :class:`~childvault.vault.OpenBaoKeys` it carries the creating admin's token.
+    """
     database = new_database(postgres)
     dsn_file = write_dsn(root / "dsn", postgres.dsn(OWNER, database))
     home = root / "home"
@@ -169,6 +178,7 @@ def make_pg_vault(
         admin="admin",
         admin_passphrase=passphrase("admin"),
         store_dsn_file=dsn_file,
+        keys=keys,
     ) as v:
         for user in people:
             v.add_user(user, [PEOPLE[user]], passphrase(user))

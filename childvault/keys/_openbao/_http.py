@@ -291,6 +291,21 @@ class Connection:
             except requests.exceptions.RequestException as exc:
                 if not single and (_not_sent(exc) or method in _IDEMPOTENT):
                     return None, "not reachable"
+                if not single and isinstance(exc, requests.exceptions.ConnectionError):
+                    # A cluster node (typically the leader, killed) dropped a
+                    # write it had received: it may have run, so it is not
+                    # re-sent. "Is the server running?" would mislead here: the
+                    # other nodes carry on, a rerun goes to the new leader.
+                    where = method + " " + path
+                    raise ProviderUnavailable(
+                        _t(
+                            "the Vault node {node} dropped the connection after receiving "
+                            "{where}: it may have been applied, so it was not sent again; "
+                            "run the command again (an import resumes where it stopped)",
+                            node=node,
+                            where=where,
+                        )
+                    ) from exc
                 raise self._unreachable(exc, node, f"{method} {path}") from exc
             if resp.status_code not in _REDIRECTS or not resp.headers.get("Location"):
                 return resp, ""
