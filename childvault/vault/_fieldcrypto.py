@@ -74,7 +74,7 @@ def seal_fields(
     out: list[tuple[str, bytes, FieldKey]] = []
     for i, (field, plaintext) in enumerate(values):
         if not isinstance(plaintext, bytes):
-            raise TypeError("the field value must be bytes")
+            raise TypeError(_t("the field value must be bytes"))
         at = i * step
         key = fresh[at : at + _KEY]
         nonce = fresh[at + _KEY : at + step]
@@ -86,7 +86,7 @@ def seal_fields(
             sealed + _NONCE, _ffi.NULL, plaintext, size, ad, len(ad), _ffi.NULL, nonce, key
         )
         if rc != 0:  # libsodium documents no failure here; never return a partial buffer
-            raise RuntimeError("XChaCha20-Poly1305 encryption failed")
+            raise RuntimeError(_t("XChaCha20-Poly1305 encryption failed"))
         out.append((field, bytes(buffer(sealed)), FieldKey(version, key)))
     return out
 
