@@ -363,17 +363,22 @@ class VaultHost:
         self._check_user(user)
         cond = self._condition()
         async with cond:
-            await self._wait_free()
-            txn = _Txn(secrets.token_hex(16), user, None, time.monotonic())
-            self._txn = txn
-            try:
-                await self._run(lambda: self._enter(txn))
-            except BaseException:
-                self._txn = None
-                cond.notify_all()
-                raise
+            txn = await self._open(user, cond)
         self._schedule_reap(txn, self.txn_idle)
         return txn.id
+
+    async def _open(self, user: str, cond: asyncio.Condition) -> _Txn:
+        """Wait until no transaction is open, then open one for ``user`` (``cond`` held)."""
+        await self._wait_free()
+        txn = _Txn(secrets.token_hex(16), user, None, time.monotonic())
+        self._txn = txn
+        try:
+            await self._run(lambda: self._enter(txn))
+        except BaseException:
+            self._txn = None
+            cond.notify_all()
+            raise
+        return txn
 
     def _schedule_reap(self, txn: _Txn, delay: float) -> None:
         """Check ``txn`` again after ``delay`` seconds: a client that died must not hold
@@ -516,15 +521,7 @@ class VaultHost:
                 )
         async with cond:
             if begin:
-                await self._wait_free()
-                txn = _Txn(secrets.token_hex(16), user, None, time.monotonic())
-                self._txn = txn
-                try:
-                    await self._run(lambda: self._enter(txn))
-                except BaseException:
-                    self._txn = None
-                    cond.notify_all()
-                    raise
+                txn = await self._open(user, cond)
             else:
                 txn = self._own(user, str(txn_id))
             txn.last = time.monotonic()

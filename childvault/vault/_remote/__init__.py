@@ -39,7 +39,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import requests
 
@@ -556,18 +556,30 @@ class RemoteBackend:
                 self._scratch = None
 
 
-def connect_parts(
-    url: str, identity: Identity, *, verify: bool | str = True
-) -> tuple[RemoteBackend, Path]:
-    """A connected backend and its scratch home; :class:`ConfigError` if the URL is unusable."""
+def check_url(url: str) -> None:
+    """:class:`ConfigError` unless ``url`` is an http(s) URL."""
     if not url.startswith(("http://", "https://")):
         raise ConfigError(
             f"the server URL {url!r} must start with https:// (or http:// on loopback)"
         )
-    backend = RemoteBackend(url, identity, verify=verify)
+
+
+_B = TypeVar("_B", bound=RemoteBackend)
+
+
+def with_scratch_home(backend: _B, identity: Identity) -> tuple[_B, Path]:
+    """``backend`` bootstrapped, with its scratch home; closed again if that fails."""
     try:
         path = backend.scratch_home(backend.bootstrap(), identity)
     except BaseException:
         backend.close()
         raise
     return backend, path
+
+
+def connect_parts(
+    url: str, identity: Identity, *, verify: bool | str = True
+) -> tuple[RemoteBackend, Path]:
+    """A connected backend and its scratch home; :class:`ConfigError` if the URL is unusable."""
+    check_url(url)
+    return with_scratch_home(RemoteBackend(url, identity, verify=verify), identity)

@@ -49,12 +49,17 @@ import requests
 from childvault._i18n import _t
 from childvault.keys import (
     ChildVaultError,
-    ConfigError,
     Identity,
     IntegrityError,
     ProviderUnavailable,
 )
-from childvault.vault._remote import CALL_TIMEOUT, Bootstrap, RemoteBackend
+from childvault.vault._remote import (
+    CALL_TIMEOUT,
+    Bootstrap,
+    RemoteBackend,
+    check_url,
+    with_scratch_home,
+)
 from childvault.vault._remote import connect_parts as _connect_one
 from childvault.vault._remote._codec import encode
 from childvault.vault._remote._methods import METHODS, WRITE
@@ -392,14 +397,5 @@ def connect_parts(
     if len(urls) <= 1:
         return _connect_one(urls[0] if urls else url, identity, verify=verify)
     for one in urls:
-        if not one.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"the server URL {one!r} must start with https:// (or http:// on loopback)"
-            )
-    backend = FailoverBackend(urls, identity, verify=verify)
-    try:
-        path = backend.scratch_home(backend.bootstrap(), identity)
-    except BaseException:
-        backend.close()
-        raise
-    return backend, path
+        check_url(one)
+    return with_scratch_home(FailoverBackend(urls, identity, verify=verify), identity)
