@@ -24,7 +24,6 @@ from childvault.vault._backend import Backend
 from childvault.vault._httpsig import HTTPSignatureAuth
 from childvault.vault._remote._codec import decode, encode
 from tests.conftest import World, add_children
-from tests.postgres.conftest import any_world, pg_template  # noqa: F401 (fixtures)
 from tests.server._vaultserver import VaultServer, make_vault, passphrase
 
 SEARCHABLE = ("id_number", "guardian_phone")
@@ -47,7 +46,7 @@ def _tags(v: Vault, field: str, n: int) -> list[bytes]:
     return v.index_tags(field, [child_values(i)[field] for i in range(n)])
 
 
-def test_find_by_tags_answers_what_find_by_tag_answers(any_world: World) -> None:  # noqa: F811
+def test_find_by_tags_answers_what_find_by_tag_answers(any_world: World) -> None:
     with any_world.open("worker1") as v:
         add_children(v, 6)
         db = _db(v)
@@ -66,7 +65,7 @@ def test_find_by_tags_answers_what_find_by_tag_answers(any_world: World) -> None
         assert db.records.find_by_tags("name", other) == [[] for _ in other]
 
 
-def test_get_many_answers_what_get_answers(any_world: World) -> None:  # noqa: F811
+def test_get_many_answers_what_get_answers(any_world: World) -> None:
     with any_world.open("worker1") as v:
         add_children(v, 4)
         seqs = _statement_seqs(v)
