@@ -295,9 +295,17 @@ class FailoverBackend(RemoteBackend):
         self._journal = []
         self._txn = self._begin()
         self._depth = 1
+        if self.key_slots is not None:
+            self.key_slots.discarding = False
         try:
             yield
+            # The key slots the services wrote go in this transaction, as with
+            # one server (RemoteBackend._transaction): journaled like any call.
+            self._send_slots()
         except BaseException:
+            if self.key_slots is not None:
+                self.key_slots.take()
+                self.key_slots.discarding = True
             txn, self._txn = self._txn, None
             with contextlib.suppress(_Down, ChildVaultError):
                 self._once(self.url, "/v1/txn/rollback", {"txn": txn}, timeout=CALL_TIMEOUT)
