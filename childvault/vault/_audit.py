@@ -462,6 +462,22 @@ def _check_roots(frontier: Frontier, due: Iterable[_Expected]) -> None:
             )
 
 
+def _hashed_page(
+    rows: Sequence[Any], index: int
+) -> tuple[Sequence[int], Sequence[bytes], list[bytes]] | None:
+    """(seqs, entries, leaf hashes) of a page if its seqs run on from ``index`` and
+    every stored hash is the recomputed leaf hash; else None. May raise
+    TypeError/ValueError on altered columns (the callers catch them)."""
+    seqs, entries, digests = zip(*rows, strict=True)
+    if list(seqs) != list(range(index, index + len(seqs))):
+        return None
+    sha = hashlib.sha256
+    leaves = [sha(b"\x00" + entry).digest() for entry in entries]
+    if leaves != list(digests):
+        return None
+    return seqs, entries, leaves
+
+
 def _in_time_order(stamps: Sequence[str], latest: datetime | None) -> bool:
     """Quoted-free :func:`iso` texts of one width, none before the one before it,
     the first not before ``latest``: the fast paths' time check (text order is
@@ -494,14 +510,11 @@ def _check_page(
     if not rows:
         return None
     try:
-        seqs, entries, digests = zip(*rows, strict=True)
+        hashed = _hashed_page(rows, index)
+        if hashed is None:
+            return None
+        seqs, entries, leaves = hashed
         count = len(seqs)
-        if list(seqs) != list(range(index, index + count)):
-            return None
-        sha = hashlib.sha256
-        leaves = [sha(b"\x00" + entry).digest() for entry in entries]
-        if leaves != list(digests):
-            return None
         fullmatch = _ENTRY_RE.fullmatch
         matches = [fullmatch(entry.decode("utf-8")) for entry in entries]
     except (TypeError, ValueError, AttributeError):
@@ -568,14 +581,10 @@ def _check_known_page(
     if not rows or index == 0 or prev_hex is None:
         return None  # the first entry has no prev: the full check handles it
     try:
-        seqs, entries, digests = zip(*rows, strict=True)
-        count = len(seqs)
-        if list(seqs) != list(range(index, index + count)):
+        hashed = _hashed_page(rows, index)
+        if hashed is None:
             return None
-        sha = hashlib.sha256
-        leaves = [sha(b"\x00" + entry).digest() for entry in entries]
-        if leaves != list(digests):
-            return None
+        _seqs, entries, leaves = hashed
         prevs: list[bytes] = []
         stamps: list[str] = []
         for entry in entries:
