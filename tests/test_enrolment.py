@@ -209,3 +209,35 @@ def test_officer_by_request_waits_for_an_officers_countersignature(
         v.share_custodian("olga")
         state = v._session.trust()
         assert state is not None and state.is_active("olga", "officer")
+
+
+def test_enroll_into_an_empty_workstation_home_makes_the_identities_folder(
+    world: World, tmp_path: Path
+) -> None:
+    """Regression: `user enroll --home DIR` on a new workstation (no DIR/identities)
+    ended in an internal FileNotFoundError."""
+    from click.testing import CliRunner
+
+    from childvault.cli.main import cli
+
+    invite = tmp_path / "nina.invite.json"
+    done = _invite(world, "nina", "staff", out=invite)
+    station = tmp_path / "station"
+    station.mkdir()
+    secret = tmp_path / "nina-pass"
+    secret.write_text(NEW_PASSPHRASE + "\n")
+    args = ["--home", str(station), "user", "enroll", "--invite", str(invite)]
+    args += ["--fingerprint", str(done["fingerprint"]), "--passphrase-file", str(secret)]
+    args += ["--out", str(tmp_path / "nina.request.json")]
+    r = CliRunner().invoke(cli, args, env={"LANG": "C.UTF-8"})
+    assert r.exit_code == 0, r.output
+    made = station / "identities" / "nina.id"
+    assert Identity.load(made, NEW_PASSPHRASE).name == "nina"
+    assert (made.parent.stat().st_mode & 0o777) == 0o700
+    # An explicit --identity in a folder that does not exist: a usage error naming it.
+    args = ["user", "enroll", "--invite", str(invite), "--fingerprint", str(done["fingerprint"])]
+    args += ["--passphrase-file", str(secret), "--identity", str(tmp_path / "nope" / "n.id")]
+    args += ["--out", str(tmp_path / "other.request.json")]
+    r = CliRunner().invoke(cli, args, env={"LANG": "C.UTF-8"})
+    assert r.exit_code == 2 and "nope" in r.output
+    assert not (tmp_path / "other.request.json").exists()

@@ -365,7 +365,21 @@ def user_enroll(
             raise click.UsageError(
                 _("give --identity FILE, or --home DIR to write HOME/identities/NAME.id")
             )
+        if not c.home.is_dir():
+            raise click.BadParameter(
+                _("{path} is not a directory").format(path=safe(c.home)), param_hint="--home"
+            )
+        # A workstation's home may hold nothing yet: make the identities folder
+        # (owner only), as `init` does on the server.
+        (c.home / "identities").mkdir(mode=0o700, exist_ok=True)
         identity_file = c.home / "identities" / f"{name}.id"
+    elif not identity_file.parent.is_dir():
+        raise click.BadParameter(
+            _("the folder {path} does not exist: create it first").format(
+                path=safe(identity_file.parent)
+            ),
+            param_hint="--identity",
+        )
     target = out or Path(f"{name}.request.json")
     if target.exists():
         raise click.BadParameter(
