@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from childvault.server._app import create_app
-from childvault.server._auth import MemoryNonceStore, NonceStore
+from childvault.server._auth import NonceStore
 from childvault.server._common import AuthRefusal
 from childvault.server._limits import DEFAULT_MAX_BODY
 from childvault.server._run import DEFAULT_LISTEN, run
@@ -90,12 +90,15 @@ def nonce_store(home: Path) -> NonceStore:
 
     Every replica on one PostgreSQL database then shares replay protection,
     and a restart does not forget the nonces of the last minutes. A SQLCipher
-    home has one server process, so its nonces stay in that process's memory.
+    home has one server process; its nonces go to a file in the home so that
+    a restart does not forget them either (``_nonces.FileNonceStore``).
     """
     h = Home(Path(home))
     dsn = Config.load(h).store_dsn(h)
     if dsn is None:
-        return MemoryNonceStore()
+        from childvault.server._nonces import FILE_NAME, FileNonceStore
+
+        return FileNonceStore(h.path / FILE_NAME)
     from childvault.vault._postgres import PostgresNonceStore
 
     return PostgresNonceStore(dsn)
