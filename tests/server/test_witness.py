@@ -22,9 +22,9 @@ import pytest
 import requests
 
 from childvault.keys import StorageError
+from childvault.server._witness import add_checkpoint_body
 from childvault.vault import Vault, _note
 from childvault.vault._merkle import consistency_proof, leaf_hash, root_of
-from childvault.server._witness import add_checkpoint_body
 from tests.server._vaultserver import VaultServer, make_vault, passphrase, wait_healthy
 from tests.server.conftest import ROOT, free_port
 
@@ -298,3 +298,16 @@ def _b64(data: bytes) -> str:
     import base64
 
     return base64.b64encode(data).decode("ascii")
+
+
+def test_keys_renew_over_the_server_names_the_command_to_use(
+    witnessed: tuple[VaultServer, WitnessProcess],
+) -> None:
+    """`keys renew` stays refused over a server; the message says what to run instead."""
+    vs, _ = witnessed
+    pw = vs.root / "renew.pw"
+    pw.write_text(passphrase("worker1") + "-new", encoding="utf-8")
+    done = vs.cli("worker1", "keys", "renew", "--passphrase-file", str(pw), expect=2)
+    message = b" ".join(done.stderr.split())
+    assert b"does not run over a server" in message
+    assert b"keys renew --approve NAME" in message
