@@ -241,6 +241,16 @@ def test_checkpoints_are_cosigned_and_verified(
     done = vs.cli_json("officer1", "audit", "verify", "--witness-key", witness.vkey())
     assert done["witness_cosigned"] >= 2
     assert done["witness_cosigned_size"] == _note.verify_note(notes[-1], {name: public})[0].size
+    # `doctor` on the server's host checks them too (keys from the environment).
+    env = dict(os.environ, CHILDVAULT_PASSPHRASE=passphrase("admin"), LANG="C.UTF-8")
+    env["CHILDVAULT_WITNESS_KEYS"] = witness.vkey()
+    env.pop("CHILDVAULT_SERVER", None)
+    cmd = [sys.executable, "-m", "childvault", "--home", str(vs.home), "--as", "admin"]
+    doctor = subprocess.run(
+        [*cmd, "--json", "doctor"], cwd=vs.root, env=env, capture_output=True, timeout=300
+    )
+    checks = {c["name"]: c["status"] for c in json.loads(doctor.stdout)["checks"]}
+    assert checks["cosignatures"] == "ok", doctor.stdout
 
 
 def test_with_the_witness_down_approvals_fail_closed_and_writes_go_on(
