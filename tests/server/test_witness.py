@@ -321,3 +321,27 @@ def test_keys_renew_over_the_server_names_the_command_to_use(
     message = b" ".join(done.stderr.split())
     assert b"does not run over a server" in message
     assert b"keys renew --approve NAME" in message
+
+
+def test_the_rate_limit_is_per_address_and_refills() -> None:
+    """Burst, then refusals, then refilled with time; another address is unaffected."""
+    from childvault.server._witness import _RateLimit
+
+    now = [0.0]
+    limit = _RateLimit(rate=2.0, burst=3.0, clock=lambda: now[0])
+    assert [limit.allow("a") for _ in range(4)] == [True, True, True, False]
+    assert limit.allow("b")
+    now[0] += 1.0  # two tokens back
+    assert [limit.allow("a") for _ in range(3)] == [True, True, False]
+
+
+def test_a_witness_with_a_bad_log_key_creates_nothing(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from childvault.cli.main import cli
+
+    target = tmp_path / "w"
+    result = CliRunner().invoke(cli, ["witness", "--dir", str(target), "--log-key", "nope"])
+    assert result.exit_code == 2, result.output
+    assert "invalid log key" in result.output
+    assert not target.exists()
