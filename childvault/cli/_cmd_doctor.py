@@ -8,13 +8,20 @@ from childvault.cli._context import EXIT_ERROR, Ctx, _, pass_ctx, safe
 
 
 @click.command()
+@click.option(
+    "--witness-key",
+    "witness_keys",
+    multiple=True,
+    envvar="CHILDVAULT_WITNESS_KEYS",
+    help="Verifier key of an HTTP witness: check its cosignatures too (repeatable).",
+)
 @pass_ctx
-def doctor(c: Ctx) -> None:
+def doctor(c: Ctx, witness_keys: tuple[str, ...]) -> None:
     """Check the home, database, keys, log and provider; report problems."""
     from childvault._i18n import localize
     from childvault.vault._doctor import diagnose
 
-    report = diagnose(c.require_home(), c.open)
+    report = diagnose(c.require_home(), c.open, witness_keys=witness_keys)
 
     def human() -> None:
         for check in report["checks"]:

@@ -19,9 +19,27 @@ from childvault.cli._context import Ctx, _, pass_ctx
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="TLS cert.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="TLS key.")
 @click.option("--behind-proxy", is_flag=True, help="A reverse proxy on this host terminates TLS.")
+@click.option(
+    "--witness-url",
+    "witness_urls",
+    multiple=True,
+    help="URL of a checkpoint witness (`childvault witness`) that must cosign every checkpoint.",
+)
+@click.option(
+    "--witness-key",
+    "witness_keys",
+    multiple=True,
+    help="Verifier key of the witness at the --witness-url in the same position.",
+)
 @pass_ctx
 def serve(
-    c: Ctx, listen: str, tls_cert: Path | None, tls_key: Path | None, behind_proxy: bool
+    c: Ctx,
+    listen: str,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    behind_proxy: bool,
+    witness_urls: tuple[str, ...],
+    witness_keys: tuple[str, ...],
 ) -> None:
     """Serve the vault in --home to workstations (`childvault --server URL ...`).
 
@@ -37,6 +55,8 @@ def serve(
             _("the server needs the server extra: pip install 'childvault[server]'")
         ) from exc
 
+    if len(witness_urls) != len(witness_keys):
+        raise click.UsageError(_("give one --witness-key for each --witness-url"))
     home = c.require_home()
     user = c.require_user()
     click.echo(
@@ -50,4 +70,73 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
         behind_proxy=behind_proxy,
+        witnesses=list(zip(witness_urls, witness_keys, strict=True)),
+    )
+
+
+@click.command()
+@click.option(
+    "--dir",
+    "directory",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The witness's own directory: its key and the checkpoints it cosigned.",
+)
+@click.option(
+    "--log-key",
+    "log_keys",
+    multiple=True,
+    required=True,
+    help="Verifier key of a checkpoint signer whose checkpoints it cosigns (repeatable).",
+)
+@click.option("--name", help="Key name of a new witness (default: childvault-witness-<id>).")
+@click.option(
+    "--listen",
+    default="127.0.0.1:8444",
+    show_default=True,
+    help="HOST:PORT to listen on; any address but loopback needs TLS or --behind-proxy.",
+)
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="TLS cert.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="TLS key.")
+@click.option("--behind-proxy", is_flag=True, help="A reverse proxy on this host terminates TLS.")
+@pass_ctx
+def witness(
+    c: Ctx,
+    directory: Path,
+    log_keys: tuple[str, ...],
+    name: str | None,
+    listen: str,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    behind_proxy: bool,
+) -> None:
+    """Run a checkpoint witness for a log server (`serve --witness-url`).
+
+    Run it on other media or another machine. It cosigns a checkpoint only if
+    a --log-key signed it and it extends, by a valid consistency proof, the
+    last checkpoint it cosigned for that log; so a log rewritten or forked
+    after a cosignature cannot get another. It needs no vault and no
+    passphrase; its key is made in --dir on first start. Stops on SIGTERM.
+    """
+    try:
+        from childvault.server._serve import serve_witness
+    except ImportError as exc:
+        raise click.UsageError(
+            _("the server needs the server extra: pip install 'childvault[server]'")
+        ) from exc
+
+    def announce(vkey: str) -> None:
+        click.echo(
+            _("childvault witness {vkey} on {listen}").format(vkey=vkey, listen=listen), err=True
+        )
+
+    serve_witness(
+        directory,
+        list(log_keys),
+        name=name,
+        listen=listen,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        behind_proxy=behind_proxy,
+        announce=announce,
     )

@@ -340,6 +340,8 @@ for _command in (
     _cmd_serve.serve,
     _cmd_passphrase.passphrase,
     _cmd_upgrade.upgrade,
+    # issue 13 (witness): appended at the end, so earlier draws keep their order
+    _cmd_serve.witness,
 ):
     cli.add_command(_command)
 # `audit prove` lives with the report and proof files it reads and writes.

@@ -252,6 +252,9 @@ def openapi_document() -> dict[str, Any]:
                                 "malformed",
                                 "error",
                                 "internal",
+                                # 502 at a commit: stored, but the HTTP witness did
+                                # not cosign its checkpoint (docs/server.md "Witness").
+                                "witness",
                             ],
                         },
                     },

@@ -6,14 +6,16 @@ import dataclasses
 import json
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from childvault.server._app import create_app
 from childvault.server._auth import NonceStore
 from childvault.server._common import AuthRefusal
 from childvault.server._limits import DEFAULT_MAX_BODY
-from childvault.server._run import DEFAULT_LISTEN, run
+from childvault.server._run import DEFAULT_LISTEN, run, server_config
 from childvault.server._vault import PRIVILEGED, VaultHost, unlock_home_as
+from childvault.server._witness import Witness, WitnessClient, create_witness_app
 from childvault.vault._config import Config, Home
 
 
@@ -27,6 +29,7 @@ def serve(
     tls_key: Path | None = None,
     behind_proxy: bool = False,
     max_body: int | None = None,
+    witnesses: Sequence[tuple[str, str]] = (),
 ) -> None:
     """Unlock ``home`` with ``user``'s key slot, then serve it until SIGTERM/SIGINT.
 
@@ -38,13 +41,12 @@ def serve(
     refusals go to stderr as JSON lines (no values, no concrete paths).
     """
     # Checked before unlocking: a bad --listen should not cost a passphrase try.
-    from childvault.server._run import server_config
-
     server_config(create_app(_NoUsers()), listen, tls_cert, tls_key, behind_proxy)
+    clients = [WitnessClient(url, vkey) for url, vkey in witnesses]
     key, anchor, identity = unlock_home_as(home, user, passphrase)
-    host = VaultHost(home, key, anchor)
+    host = VaultHost(home, key, anchor, witnesses=clients)
     handler = logging.StreamHandler(sys.stderr)
-    for name in ("childvault.server", "childvault.server.access"):
+    for name in ("childvault.server", "childvault.server.access", "childvault.server.witness"):
         log = logging.getLogger(name)
         log.addHandler(handler)
         log.setLevel(logging.INFO)
@@ -109,3 +111,32 @@ class _NoUsers:
 
     def resolve(self, name: str) -> tuple[bytes, bool] | None:
         return None
+
+
+def serve_witness(
+    directory: Path,
+    log_keys: Sequence[str],
+    *,
+    name: str | None = None,
+    listen: str = "127.0.0.1:8444",
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    behind_proxy: bool = False,
+    announce: Callable[[str], None] | None = None,
+) -> None:
+    """Run a checkpoint witness over ``directory`` until SIGTERM/SIGINT (``childvault witness``).
+
+    ``announce`` receives the witness's verifier key before it starts serving.
+    """
+    witness = Witness(directory, log_keys, name=name)
+    app = create_witness_app(witness)
+    server_config(app, listen, tls_cert, tls_key, behind_proxy)  # settings checked first
+    handler = logging.StreamHandler(sys.stderr)
+    for logger_name in ("childvault.server", "childvault.server.access"):
+        log = logging.getLogger(logger_name)
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    if announce is not None:
+        announce(witness.vkey())
+    run(app, listen, tls_cert, tls_key, behind_proxy)

@@ -34,7 +34,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,10 +53,11 @@ from childvault.keys import (
 from childvault.keys._encoding import b64, is_hex_id, unb64
 from childvault.server._common import AuthRefusal
 from childvault.server._refusals import CHAINED, RefusalLimiter
+from childvault.server._witness import WitnessClient, WitnessFailed
 from childvault.vault import _audit, _note
 from childvault.vault._backend import Backend, GrantRow, NewRecord, RequestRow, UserRow
 from childvault.vault._config import Config, Home
-from childvault.vault._merkle import leaf_hash
+from childvault.vault._merkle import consistency_proof, leaf_hash
 from childvault.vault._registrations import Verified, anchor_of, replay
 from childvault.vault._remote._codec import decode, encode
 from childvault.vault._remote._methods import METHODS, WRITE
@@ -200,8 +201,11 @@ class VaultHost:
         wait: float = DEFAULT_WAIT,
         signer: Identity | None = None,
         limiter: RefusalLimiter | None = None,
+        witnesses: Sequence[WitnessClient] = (),
     ) -> None:
         self.home = Home(Path(home))
+        #: HTTP witnesses that cosign every checkpoint a commit stores (serve --witness-url).
+        self.witnesses = tuple(witnesses)
         self.config = Config.load(self.home)
         self.anchor = anchor
         self.txn_idle = txn_idle
@@ -606,8 +610,13 @@ class VaultHost:
         if checked is not None:
             self._verified = checked
             self._refresh()
-        for note in txn.notes:
-            self._witness(note)
+        failures = [f for f in (self._witness(note) for note in txn.notes) if f is not None]
+        if failures:
+            # Committed, but not cosigned: the client's witness step fails closed
+            # (an approval is withdrawn, `audit checkpoint` reports the failure).
+            raise Refused(
+                502, "witness", f"committed, but the checkpoint was not witnessed: {failures[0]}"
+            )
 
     def _invoke(self, txn: _Txn | None, repo: str, method: str, a: list[Any], kw: Any) -> Any:
         if txn is not None and METHODS[repo][method] == WRITE:
@@ -817,7 +826,25 @@ class VaultHost:
                 raise Refused(403, "unverified", f"log entry {seq} is not signed by {user}")
             seq, prev = seq + 1, digest
 
-    def _witness(self, note: str) -> None:
+    def _witness(self, note: str) -> str | None:
+        """Have the HTTP witnesses cosign ``note``, then append it to the witness file.
+
+        Returns why a witness did not cosign (None when all did, or none is
+        configured). The note goes into the file either way: it is the log's
+        own signed checkpoint, and a witness being down must not lose it.
+        """
+        failure = None
+        signed = note
+
+        def proof(old: int) -> list[bytes]:
+            return self._proof(old, signed)
+
+        for client in self.witnesses:
+            try:
+                note = client.cosign(note, proof)
+            except (WitnessFailed, IntegrityError, ValueError) as exc:
+                failure = str(exc)
+                logger.error("witness %s did not cosign a checkpoint: %s", client.url, exc)
         path = self.config.witness_path(self.home)
         line = json.dumps({"note": note}, ensure_ascii=False) + "\n"
         try:
@@ -830,6 +857,27 @@ class VaultHost:
             # The officer's client fails closed when its own witness step fails;
             # here the row is committed already, so it is logged loudly.
             logger.exception("could not append a checkpoint to the witness %s", path)
+        return failure
+
+    def _proof(self, old: int, note: str) -> list[bytes]:
+        """The RFC 6962 consistency proof from ``old`` entries to the tree ``note`` signs.
+
+        Reads the leaf hashes of the committed log (on the DB thread); the
+        witness checks the proof, so a wrong one only costs a refusal.
+        """
+        body, _ = _note.parse_note(note)
+        size = _note.Checkpoint.parse_body(body).size
+        leaves: list[bytes] = []
+        for rows in self.db.audit.pages(0):
+            for row in rows:
+                leaves.append(self.db.audit.row(row)[2])
+                if len(leaves) >= size:
+                    break
+            if len(leaves) >= size:
+                break
+        if len(leaves) < size:
+            raise ValueError("the log is shorter than the checkpoint")
+        return consistency_proof(old, leaves)
 
     # -- what a client reads instead of files
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,8 +65,14 @@ def _message(exc: ChildVaultError) -> str:
     return first if isinstance(first, str) else str(exc)
 
 
-def diagnose(home_path: Path, opener: Callable[[], Vault]) -> dict[str, Any]:
-    """Run every check; never raises for a problem it can report."""
+def diagnose(
+    home_path: Path, opener: Callable[[], Vault], *, witness_keys: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Run every check; never raises for a problem it can report.
+
+    With ``witness_keys`` (HTTP witnesses' verifier keys, docs/server.md
+    "Witness"), their cosignatures on the witness file are checked too.
+    """
     checks: list[dict[str, str]] = []
 
     def add(name: str, status: str, message: str) -> None:
@@ -157,5 +163,19 @@ def diagnose(home_path: Path, opener: Callable[[], Vault]) -> dict[str, Any]:
         )
     except ChildVaultError as exc:
         add("audit", "fail", _message(exc))
+    if witness_keys:
+        try:
+            cosigned = vault.verify_cosignatures(list(witness_keys))
+            add(
+                "cosignatures",
+                "ok",
+                _t(
+                    "{cosigned} checkpoint(s) cosigned by the witness, up to {size} entries.",
+                    cosigned=cosigned["cosigned"],
+                    size=cosigned["cosigned_size"],
+                ),
+            )
+        except ChildVaultError as exc:
+            add("cosignatures", "fail", _message(exc))
     ok = all(c["status"] != "fail" for c in checks)
     return {"ok": ok, "checks": checks}

@@ -1430,6 +1430,22 @@ class Vault:
             )
         )
 
+    # -- issue 13 (witness): appended, so parallel edits merge -----------------
+
+    def verify_cosignatures(self, witness_keys: Sequence[str]) -> dict[str, int]:
+        """Check the HTTP witnesses' cosignatures on the witness file's checkpoints.
+
+        ``witness_keys`` are the witnesses' verifier keys, from the auditor
+        (out of band: keys stored in the vault could be swapped by an
+        insider). Every note must verify (a forged cosignature fails) and at
+        least one must be cosigned by every given witness. Returns
+        ``{"cosigned": notes cosigned by all, "cosigned_size": largest tree}``.
+        Run :meth:`verify_audit` too: it checks the notes against the log.
+        """
+        w = self._live("Vault.verify_cosignatures")
+        keys = check.str_seq(w, "witness_keys", witness_keys)
+        return self._audit.verify_cosignatures(keys)
+
 
 def _remove_tree(path: Path) -> None:
     with contextlib.suppress(OSError):

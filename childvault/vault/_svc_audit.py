@@ -96,7 +96,21 @@ class AuditService:
         return _audit.Resume.from_state(cp.size, state, cp.root)
 
     def witness(self, note: str) -> None:
-        """Append a signed checkpoint note to the witness file (fails closed)."""
+        """Append a signed checkpoint note to the witness file (fails closed).
+
+        Over a server whose HTTP witness did not cosign the checkpoint the
+        commit just stored, this raises :class:`StorageError` instead: the
+        caller's fail-closed path runs as for a witness file it cannot write.
+        """
+        take = getattr(self.s.db, "take_witness_failure", None)
+        failure = take() if take is not None else None
+        if failure is not None:
+            raise StorageError(
+                _t(
+                    "the checkpoint was stored but the witness did not cosign it: {reason}",
+                    reason=failure,
+                )
+            )
         self._append_witness(json.dumps({"note": note}, ensure_ascii=False) + "\n")
         # Remember how far the witness is known to reach, so a witness later
         # replaced by an older copy or cut short is noticed (verify_audit). Only
@@ -497,6 +511,49 @@ class AuditService:
             if record is not None and record not in obj.get("records", ()):
                 continue
             yield {"entry": obj, "hash": digest.hex()}
+
+    def verify_cosignatures(self, witness_keys: Iterable[str]) -> dict[str, int]:
+        """Check the witnesses' cosignatures on the witness file's notes.
+
+        ``witness_keys`` are the witnesses' verifier keys, given by the auditor
+        (out of band, like the anchor): keys read from the vault could be
+        swapped by an insider. Every note must verify (a forged cosignature by
+        a given witness key fails it), and at least one note must be cosigned
+        by every given witness. Returns how many notes are cosigned by all of
+        them and the largest tree size so cosigned. Raises
+        :class:`IntegrityError` otherwise, :class:`UsageError` for a bad key.
+        """
+        witnesses: dict[str, bytes] = {}
+        for text in witness_keys:
+            try:
+                name, public = _note.parse_vkey(text)
+            except IntegrityError as exc:
+                raise UsageError(_t("invalid witness key: {error}", error=exc)) from exc
+            witnesses[name] = public
+        signers = self.s.signers()
+        if not witnesses or set(witnesses) & set(signers):
+            raise UsageError(_t("give witness keys whose names are not checkpoint signers' names"))
+        known = {**signers, **witnesses}
+        cosigned, largest = 0, 0
+        for number, note in enumerate(self._witness_notes(), start=1):
+            try:
+                body, names = _note.open_note(note, known)
+            except IntegrityError as exc:
+                raise IntegrityError(
+                    _t(
+                        "witness checkpoint {number} does not verify: {error}",
+                        number=number,
+                        error=exc,
+                    )
+                ) from exc
+            if all(w in names for w in witnesses):
+                cosigned += 1
+                largest = max(largest, _note.Checkpoint.parse_body(body).size)
+        if not cosigned:
+            raise IntegrityError(
+                _t("no checkpoint in the witness file is cosigned by the given witness keys")
+            )
+        return {"cosigned": cosigned, "cosigned_size": largest}
 
     def signer_vkeys(self) -> list[str]:
         """Verifier keys (signed-note vkey form) of every checkpoint signer."""

@@ -1093,7 +1093,10 @@ def _not_over_a_server(session: Session) -> None:
         raise UsageError(
             _t(
                 "keys renew does not run over a server yet: the new identity file would be "
-                "made in a temporary directory (docs/server.md)"
+                "made in a temporary directory. Run it on the server's host instead: "
+                "`childvault --home HOME --as NAME keys renew` (the person types the new "
+                "passphrase there), then `childvault --home HOME --as ADMIN keys renew "
+                "--approve NAME` (docs/server.md)"
             )
         )
 

@@ -52,6 +52,7 @@ from childvault.keys import (
     Identity,
     IntegrityError,
     ProviderUnavailable,
+    StorageError,
 )
 from childvault.keys._encoding import unb64
 from childvault.vault._backend import (
@@ -101,6 +102,10 @@ _ERRORS: dict[str, type[ChildVaultError]] = {
 
 class _Busy(ProviderUnavailable):
     """Another client's transaction holds the server (503 ``busy``): try again."""
+
+
+class _WitnessRefused(StorageError):
+    """The server committed, but its HTTP witness did not cosign the checkpoint (502)."""
 
 
 class _Repo:
@@ -198,6 +203,8 @@ class RemoteBackend:
         #: generation they were read in, and when the first of them was read.
         self._cache: dict[str, Any] = {}
         self._generation: int | None = None
+        #: Why the server's HTTP witness did not cosign the last commit's checkpoint.
+        self.witness_failure: str | None = None
         self._cache_since = 0.0
         self._scratch: Path | None = None
         self._meta = _Repo(self, "meta")
@@ -293,6 +300,8 @@ class RemoteBackend:
             raise AccessDenied(f"the childvault server refused the request: {message}")
         if r.status_code == 503:
             raise (_Busy if doc.get("reason") == "busy" else ProviderUnavailable)(message)
+        if r.status_code == 502 and doc.get("reason") == "witness":
+            raise _WitnessRefused(message)
         cls = _ERRORS.get(str(doc.get("type")), ChildVaultError)
         raise cls(message)
 
@@ -464,6 +473,7 @@ class RemoteBackend:
             return
         # Opened on the server by the first batch (see _flush), not here.
         self._unopened, self._txn = True, None
+        self.witness_failure = None
         self._contact = time.monotonic()
         self._cache.clear()
         self._depth = 1
@@ -472,7 +482,12 @@ class RemoteBackend:
         try:
             yield
             self._send_slots()
-            self._flush(commit=True)
+            try:
+                self._flush(commit=True)
+            except _WitnessRefused as exc:
+                # Committed; only the witness did not cosign. The service's witness
+                # step (AuditService.witness) reports it and fails closed.
+                self.witness_failure = str(exc)
         except BaseException:
             if self.key_slots is not None:
                 self.key_slots.take()
@@ -500,6 +515,11 @@ class RemoteBackend:
             return
         for name, sealed in sorted(self.key_slots.take().items()):
             self.call("slots", "put", (name, sealed), {})
+
+    def take_witness_failure(self) -> str | None:
+        """Why the witness did not cosign the last commit's checkpoint (once), or None."""
+        failure, self.witness_failure = self.witness_failure, None
+        return failure
 
     def transaction(self) -> contextlib.AbstractContextManager[Any]:
         """A server-side transaction: all or nothing; nested use joins the outer one."""
