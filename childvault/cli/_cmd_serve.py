@@ -19,9 +19,19 @@ from childvault.cli._context import Ctx, _, pass_ctx
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="TLS cert.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="TLS key.")
 @click.option("--behind-proxy", is_flag=True, help="A reverse proxy on this host terminates TLS.")
+@click.option(
+    "--witness-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="This replica's own witness file (default: the home's configured witness).",
+)
 @pass_ctx
 def serve(
-    c: Ctx, listen: str, tls_cert: Path | None, tls_key: Path | None, behind_proxy: bool
+    c: Ctx,
+    listen: str,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    behind_proxy: bool,
+    witness_file: Path | None = None,
 ) -> None:
     """Serve the vault in --home to workstations (`childvault --server URL ...`).
 
@@ -50,4 +60,5 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
         behind_proxy=behind_proxy,
+        witness=witness_file,
     )
