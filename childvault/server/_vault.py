@@ -877,11 +877,17 @@ class VaultHost:
         """Config, schema, the caller's own sealed key slot and the witness notes."""
         self._check_user(user)
         if self.own_witness is not None:
-            # Between transactions, so no uncommitted checkpoint is copied.
+            # Between transactions, so no uncommitted checkpoint is copied. A
+            # bootstrap is not refused when the wait runs out: it gets the file
+            # as it is, and the next bootstrap catches up.
             cond = self._condition()
             async with cond:
-                await self._wait_free()
-                await self._run(self._catch_up_witness)
+                try:
+                    await self._wait_free()
+                except Refused:
+                    logger.warning("the witness was not caught up: a transaction holds the vault")
+                else:
+                    await self._run(self._catch_up_witness)
         doc = json.loads(self.home.config.read_text(encoding="utf-8"))
         doc.pop("store", None)
         slots = json.loads(self.home.keyslots.read_text(encoding="utf-8"))
