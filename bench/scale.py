@@ -2,8 +2,9 @@
 SQLCipher throughput, approve latency on a 3-node OpenBao Raft cluster vs 1 node.
 
 Not part of ``python -m bench`` and never run by the test suite or CI (it takes
-tens of minutes and a few GB of disk; ``--quick``: a few minutes). Run it by
-hand, as root or a user that may run ``initdb``, from the repository root::
+tens of minutes and a few GB of disk; ``--quick``: 18 minutes on 2 cores at a
+load average of 18). Run it by hand, as root or a user that may run ``initdb``,
+from the repository root::
 
     .venv/bin/python -m bench.scale                       # everything, 1,000,000 records
     .venv/bin/python -m bench.scale --quick               # smaller sizes, every part
@@ -66,7 +67,7 @@ from bench._common import FIELDS, PASSPHRASES, ROLES, build_template, loadavg, w
 from bench._raw import synthetic_id_number
 
 PARTS = ("find_list", "throughput", "approve")
-#: Default sizes; ``--quick`` takes the second set (a few minutes on 2 loaded cores).
+#: Default sizes; ``--quick`` takes the second set.
 FULL = {"records": 1_000_000, "lookups": 50, "import_records": 2_000, "reads": 5, "approvals": 30}
 QUICK = {"records": 100_000, "lookups": 20, "import_records": 1_000, "reads": 3, "approvals": 10}
 OWNER, SERVICE = "cv_owner", "cv_service"
