@@ -2,10 +2,12 @@
 SQLCipher throughput, approve latency on a 3-node OpenBao Raft cluster vs 1 node.
 
 Not part of ``python -m bench`` and never run by the test suite or CI (it takes
-tens of minutes and a few GB of disk). Run it by hand, as root or a user that
-may run ``initdb``, from the repository root::
+tens of minutes and a few GB of disk; ``--quick``: 18 minutes on 2 cores at a
+load average of 18). Run it by hand, as root or a user that may run ``initdb``,
+from the repository root::
 
     .venv/bin/python -m bench.scale                       # everything, 1,000,000 records
+    .venv/bin/python -m bench.scale --quick               # smaller sizes, every part
     .venv/bin/python -m bench.scale --parts approve --out /tmp/scale.md
     .venv/bin/python -m bench.scale --records 100000 --parts find_list
 
@@ -23,11 +25,18 @@ Parts:
     product's ``Vault.find`` (tag, index lookup, logged and committed) and
     ``Vault.list_records`` (count, logged, keyset pages of 1,000).
 ``throughput``
-    The same import (``Vault.import_file`` of ``--import-records`` CSV rows in
-    batches of 500) and read (``read_with_grant`` of 50 records x 2 fields) on
-    SQLCipher and on PostgreSQL, local key provider; then two processes
-    importing at once into the one PostgreSQL database (two writers, as two
-    ``serve`` replicas would be: one log, serialised appends).
+    Through real ``childvault serve`` processes (the same server code on both
+    stores), local key provider: one server over a SQLCipher home, one replica
+    over PostgreSQL, two replicas over one PostgreSQL database (each with its
+    own witness file). Clients are separate processes connected with
+    ``Vault.connect`` (client i to replica i). Measured: an import
+    (``import_file`` of ``--import-records`` CSV rows, batches of 500) by one
+    client, then by two clients at once (half each, their rate together), and
+    reads (``read_with_grant`` of 50 records x 2 fields, each after its own
+    request and approval) by one client and by two at once. The synthetic
+    identity numbers repeat after 6,000 rows, so imports pass
+    ``allow_duplicates``. After each setup ``audit verify`` runs through every
+    replica.
 ``approve``
     ``Vault.approve`` (5 records x 3 fields: salt reads, one response-wrapped
     Transit decrypt, token, log entry, signed checkpoint) against a 3-node
@@ -44,6 +53,7 @@ import os
 import secrets
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +67,9 @@ from bench._common import FIELDS, PASSPHRASES, ROLES, build_template, loadavg, w
 from bench._raw import synthetic_id_number
 
 PARTS = ("find_list", "throughput", "approve")
+#: Default sizes; ``--quick`` takes the second set.
+FULL = {"records": 1_000_000, "lookups": 50, "import_records": 2_000, "reads": 5, "approvals": 30}
+QUICK = {"records": 100_000, "lookups": 20, "import_records": 1_000, "reads": 3, "approvals": 10}
 OWNER, SERVICE = "cv_owner", "cv_service"
 CHUNK = 100_000
 
@@ -237,75 +250,214 @@ def _pg_size(server: Any, database: str) -> str:
     return str(row[0]) if row else "?"
 
 
-# -- part 2: import and read throughput ---------------------------------------------------------
+# -- part 2: import and read throughput through `childvault serve` replicas ------------------
 
 
-def _import_and_read(home: Path, ids: dict[str, Any], csv: Path, reps: int) -> tuple[float, float]:
-    """(records/s of one import, median seconds of a 50-record read)."""
-    with open_vault(home, ids, "worker1") as worker, open_vault(home, ids, "officer1") as officer:
-        t0 = time.perf_counter()
-        report = worker.import_file(csv)
-        seconds = time.perf_counter() - t0
-        rids = list(report.record_ids)
-        reads = []
-        for _ in range(reps):
-            req = worker.request_access(rids[:50], FIELDS[:2], "case_management", "benchmark")
-            token = officer.approve(req).token
-            t0 = time.perf_counter()
-            got = worker.read_with_grant(token)
-            reads.append(time.perf_counter() - t0)
-            assert len(got) == 50
-    return len(rids) / seconds, statistics.median(reads)
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-def _writer(home: str, csv: str, barrier: Any, queue: Any) -> None:
-    """One of two concurrent importers (a fresh process: its own vault and pool)."""
+@contextmanager
+def serve_replicas(home: Path, count: int, logs: Path, *, own_witness: bool) -> Iterator[list[str]]:
+    """``count`` ``childvault serve`` processes over ``home``, started as the tests start
+    them (``--as admin``, passphrase in the environment, loopback); their URLs.
+
+    ``own_witness``: each replica keeps its own witness file in ``logs``
+    (``serve --witness-file``), as replicas on separate hosts would.
+    """
+    import requests
+
+    env = dict(os.environ, CHILDVAULT_PASSPHRASE=PASSPHRASES["admin"])
+    for name in ("CHILDVAULT_DSN", "CHILDVAULT_HOME", "CHILDVAULT_SERVER"):
+        env.pop(name, None)
+    procs: list[tuple[Any, Path]] = []
+    urls = []
+    try:
+        for i in range(count):
+            port = _free_port()
+            cmd = [sys.executable, "-m", "childvault", "--home", str(home), "--as", "admin"]
+            cmd += ["serve", "--listen", f"127.0.0.1:{port}"]
+            if own_witness:
+                cmd += ["--witness-file", str(logs / f"witness-{i}.jsonl")]
+            log_path = logs / f"replica-{i}.log"
+            with log_path.open("ab") as log:
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            procs.append((proc, log_path))
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 180
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"serve exited: {log_path.read_text()[-2000:]}")
+                try:
+                    if requests.get(url + "/health", timeout=2).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"serve did not start: {log_path.read_text()[-2000:]}")
+                time.sleep(0.2)
+            urls.append(url)
+        yield urls
+    finally:
+        for proc, _ in procs:
+            proc.terminate()
+        for proc, _ in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def _client(home: str, url: str, csv: str, reads: int, barrier: Any, queue: Any) -> None:
+    """One workstation (a fresh process): import ``csv`` through ``url``, then ``reads``
+    reads of 50 records x 2 fields, each after a request and an approval."""
     from childvault.keys import Identity
+    from childvault.vault import Vault
 
-    ident = Identity.load(Path(home) / "identities" / "worker1.id", PASSPHRASES["worker1"])
-    with open_vault(Path(home), {"worker1": ident}, "worker1") as worker:
-        barrier.wait()
-        t0 = time.time()
-        report = worker.import_file(csv)
-        queue.put((t0, time.time(), len(report.record_ids)))
+    try:
+        ids = {
+            who: Identity.load(Path(home) / "identities" / f"{who}.id", PASSPHRASES[who])
+            for who in ("worker1", "officer1")
+        }
+        with (
+            Vault.connect(url, ids["worker1"]) as worker,
+            Vault.connect(url, ids["officer1"]) as officer,
+        ):
+            barrier.wait(timeout=600)
+            t0 = time.time()
+            rids = list(worker.import_file(csv, allow_duplicates=True).record_ids)
+            t1 = time.time()
+            barrier.wait(timeout=3600)  # the reads of every client start together
+            times = []
+            for i in range(reads):
+                chosen = [rids[(i * 50 + j) % len(rids)] for j in range(min(50, len(rids)))]
+                req = worker.request_access(chosen, FIELDS[:2], "case_management", "benchmark")
+                token = officer.approve(req).token
+                r0 = time.perf_counter()
+                got = worker.read_with_grant(token)
+                times.append(time.perf_counter() - r0)
+                assert len(got) == len(chosen)
+        queue.put({"t0": t0, "t1": t1, "n": len(rids), "reads": times})
+    except BaseException as exc:  # the parent reports it instead of waiting
+        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+        raise
+
+
+def _run_clients(home: Path, urls: list[str], csvs: list[Path], reads: int) -> dict[str, Any]:
+    """One client process per CSV file, client i on replica ``i % len(urls)``, all at once.
+
+    Returns the import rate of all of them together (records over the span from the
+    first start to the last end) and every read's seconds.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    barrier, queue = ctx.Barrier(len(csvs)), ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_client,
+            args=(str(home), urls[i % len(urls)], str(csv), reads, barrier, queue),
+        )
+        for i, csv in enumerate(csvs)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        results = [queue.get(timeout=7200) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.kill()
+    errors = [r["error"] for r in results if "error" in r]
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    span = max(r["t1"] for r in results) - min(r["t0"] for r in results)
+    return {
+        "rate": sum(r["n"] for r in results) / span,
+        "reads": [t for r in results for t in r["reads"]],
+    }
+
+
+def _verify_through(home: Path, urls: list[str]) -> None:
+    """``audit verify`` as officer1 through each replica (its own witness file)."""
+    from childvault.keys import Identity
+    from childvault.vault import Vault
+
+    ident = Identity.load(home / "identities" / "officer1.id", PASSPHRASES["officer1"])
+    for url in urls:
+        with Vault.connect(url, ident) as officer:
+            officer.verify_audit()
 
 
 def part_throughput(work: Path, n: int, reps: int, say: Callable[[str], None]) -> list[str]:
+    """Import and read through ``childvault serve``: SQLCipher (one server), PostgreSQL
+    with one replica and with two, with one client and with two at once."""
     work.mkdir(parents=True, exist_ok=True)
-    csv = write_csv(work / "import.csv", n)
+    half = n // 2
+    one = write_csv(work / "one.csv", n)
+    two = [write_csv(work / f"two-{i}.csv", half, start=n + i * half) for i in range(2)]
+    cols: dict[str, dict[str, Any]] = {}
+
+    def measure(label: str, home: Path, count: int, *, single: bool, own_witness: bool) -> None:
+        logs = work / label.replace(" ", "-").replace(",", "")
+        logs.mkdir(parents=True, exist_ok=True)
+        col: dict[str, Any] = {}
+        with serve_replicas(home, count, logs, own_witness=own_witness) as urls:
+            if single:
+                col["one"] = _run_clients(home, urls, [one], reps)
+                say(f"  {label}, 1 client: {col['one']['rate']:,.0f} records/s")
+            col["two"] = _run_clients(home, urls, two, reps)
+            say(f"  {label}, 2 clients: {col['two']['rate']:,.0f} records/s together")
+            _verify_through(home, urls)  # one chain, through every replica's witness
+        col["load"] = loadavg()
+        cols[label] = col
+
     tpl = build_template(work / "sqlcipher" / "home")
-    sq_rate, sq_read = _import_and_read(tpl.home, tpl.ids, csv, reps)
-    say(f"  SQLCipher {sq_rate:,.0f} records/s")
+    measure("SQLCipher", tpl.home, 1, single=True, own_witness=False)
     with postgres_server() as server:
-        home, ids = pg_vault(server, work / "pg-one", "cv_one")
-        pg_rate, pg_read = _import_and_read(home, ids, csv, reps)
-        say(f"  PostgreSQL {pg_rate:,.0f} records/s")
-        home2, ids2 = pg_vault(server, work / "pg-two", "cv_two")
-        ctx = multiprocessing.get_context("spawn")
-        barrier, queue = ctx.Barrier(2), ctx.Queue()
-        halves = [write_csv(work / f"half{i}.csv", n // 2, start=i * n) for i in range(2)]
-        procs = [
-            ctx.Process(target=_writer, args=(str(home2), str(h), barrier, queue)) for h in halves
-        ]
-        for p in procs:
-            p.start()
-        results = [queue.get(timeout=3600) for _ in procs]
-        for p in procs:
-            p.join()
-        span = max(r[1] for r in results) - min(r[0] for r in results)
-        two_rate = sum(r[2] for r in results) / span
-        with open_vault(home2, ids2, "admin") as admin:
-            admin.verify_audit()  # one linear log from the two writers
-        say(f"  PostgreSQL, two writers {two_rate:,.0f} records/s")
+        home1, _ = pg_vault(server, work / "pg-one", "cv_one")
+        measure("PostgreSQL, 1 replica", home1, 1, single=True, own_witness=True)
+        home2, _ = pg_vault(server, work / "pg-two", "cv_two")
+        measure("PostgreSQL, 2 replicas", home2, 2, single=False, own_witness=True)
+
+    def cell(col: dict[str, Any], key: str, what: str) -> str:
+        if key not in col:
+            return "-"
+        if what == "rate":
+            return f"{col[key]['rate']:,.0f}"
+        reads = col[key]["reads"]
+        return f"{ms(statistics.median(reads))} / {ms(max(reads))}"
+
+    labels = list(cols)
     return [
-        f"### import and read, PostgreSQL vs SQLCipher ({n:,} records, local provider)",
+        f"### import and read through `childvault serve` ({n:,} records; local provider)",
         "",
-        "| | SQLCipher | PostgreSQL, 1 writer | PostgreSQL, 2 writer processes |",
-        "| --- | --- | --- | --- |",
-        f"| import (records/s) | {sq_rate:,.0f} | {pg_rate:,.0f} | {two_rate:,.0f} (together) |",
-        f"| read of 50 records x 2 fields, median of {reps} | {ms(sq_read)} | {ms(pg_read)} | - |",
+        "| | " + " | ".join(labels) + " |",
+        "| --- |" + " --- |" * len(labels),
+        "| import, 1 client (records/s) | "
+        + " | ".join(cell(cols[c], "one", "rate") for c in labels)
+        + " |",
+        "| import, 2 clients at once (records/s, together) | "
+        + " | ".join(cell(cols[c], "two", "rate") for c in labels)
+        + " |",
+        "| read of 50 records x 2 fields, 1 client: median / max | "
+        + " | ".join(cell(cols[c], "one", "reads") for c in labels)
+        + " |",
+        "| the same, 2 clients reading at once | "
+        + " | ".join(cell(cols[c], "two", "reads") for c in labels)
+        + " |",
         "",
-        f"Load average at the end: {loadavg()}. The two-writer log verified as one chain.",
+        "Load average after each column: "
+        + "; ".join(f"{c}: {cols[c]['load']}" for c in labels)
+        + f". Each client is a separate process (`Vault.connect`); with 2 replicas client "
+        "i talks to replica i. Reads: "
+        f"{reps} per client, each after its own request and approval (not timed). "
+        "After each column `audit verify` passed through every replica (one chain; "
+        "on PostgreSQL each replica checks its own witness file).",
         "",
     ]
 
@@ -409,14 +561,23 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench.scale", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--parts", default=",".join(PARTS), help="any of: " + ", ".join(PARTS))
-    parser.add_argument("--records", type=int, default=1_000_000, help="rows for find_list")
-    parser.add_argument("--lookups", type=int, default=50, help="find calls timed")
-    parser.add_argument("--import-records", type=int, default=2_000, help="rows for throughput")
-    parser.add_argument("--reads", type=int, default=5, help="reads timed per store")
-    parser.add_argument("--approvals", type=int, default=30, help="approvals timed per cluster")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller defaults (100,000 records, 1,000 imported, 3 reads, 10 approvals)",
+    )
+    parser.add_argument("--records", type=int, default=None, help="rows for find_list")
+    parser.add_argument("--lookups", type=int, default=None, help="find calls timed")
+    parser.add_argument("--import-records", type=int, default=None, help="rows for throughput")
+    parser.add_argument("--reads", type=int, default=None, help="reads timed per client")
+    parser.add_argument("--approvals", type=int, default=None, help="approvals timed per cluster")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch (default: temp dir)")
     args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    for name, value in sizes.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     parts = [p for p in args.parts.split(",") if p]
     unknown = set(parts) - set(PARTS)
     if unknown:
@@ -430,7 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"## Province scale run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"`python -m bench.scale --parts {','.join(parts)}`; {os.cpu_count()} CPU(s), "
+        f"`python -m bench.scale --parts {','.join(parts)}{' --quick' if args.quick else ''}`; "
+        f"{os.cpu_count()} CPU(s), "
         f"load average at the start {loadavg()}.",
         "",
     ]

@@ -31,6 +31,11 @@ from childvault.cli._context import Ctx, _, pass_ctx
     multiple=True,
     help="Verifier key of the witness at the --witness-url in the same position.",
 )
+@click.option(
+    "--witness-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="This replica's own witness file (default: the home's configured witness).",
+)
 @pass_ctx
 def serve(
     c: Ctx,
@@ -40,6 +45,7 @@ def serve(
     behind_proxy: bool,
     witness_urls: tuple[str, ...],
     witness_keys: tuple[str, ...],
+    witness_file: Path | None = None,
 ) -> None:
     """Serve the vault in --home to workstations (`childvault --server URL ...`).
 
@@ -71,6 +77,7 @@ def serve(
         tls_key=tls_key,
         behind_proxy=behind_proxy,
         witnesses=list(zip(witness_urls, witness_keys, strict=True)),
+        witness=witness_file,
     )
 
 

@@ -30,6 +30,7 @@ def serve(
     behind_proxy: bool = False,
     max_body: int | None = None,
     witnesses: Sequence[tuple[str, str]] = (),
+    witness: Path | None = None,
 ) -> None:
     """Unlock ``home`` with ``user``'s key slot, then serve it until SIGTERM/SIGINT.
 
@@ -39,12 +40,16 @@ def serve(
     (``server.refuse``); an admin's or officer's identity is dropped, and
     refusals then stay in the refusal log (docs/server.md). The access log and
     refusals go to stderr as JSON lines (no values, no concrete paths).
+
+    ``witness``: this replica's own witness file (default: the home's
+    configured one); it is also kept up to date with the checkpoints other
+    replicas of the database stored (docs/scale.md, section 11).
     """
     # Checked before unlocking: a bad --listen should not cost a passphrase try.
     server_config(create_app(_NoUsers()), listen, tls_cert, tls_key, behind_proxy)
     clients = [WitnessClient(url, vkey) for url, vkey in witnesses]
     key, anchor, identity = unlock_home_as(home, user, passphrase)
-    host = VaultHost(home, key, anchor, witnesses=clients)
+    host = VaultHost(home, key, anchor, witnesses=clients, witness=witness)
     handler = logging.StreamHandler(sys.stderr)
     for name in ("childvault.server", "childvault.server.access", "childvault.server.witness"):
         log = logging.getLogger(name)

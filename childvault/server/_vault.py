@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import secrets
 import threading
 import time
@@ -54,6 +53,7 @@ from childvault.keys._encoding import b64, is_hex_id, unb64
 from childvault.server._common import AuthRefusal
 from childvault.server._refusals import CHAINED, RefusalLimiter
 from childvault.server._witness import WitnessClient, WitnessFailed
+from childvault.server._witnessfile import append_notes
 from childvault.vault import _audit, _note
 from childvault.vault._backend import Backend, GrantRow, NewRecord, RequestRow, UserRow
 from childvault.vault._config import Config, Home
@@ -202,11 +202,15 @@ class VaultHost:
         signer: Identity | None = None,
         limiter: RefusalLimiter | None = None,
         witnesses: Sequence[WitnessClient] = (),
+        witness: Path | None = None,
     ) -> None:
         self.home = Home(Path(home))
         #: HTTP witnesses that cosign every checkpoint a commit stores (serve --witness-url).
         self.witnesses = tuple(witnesses)
         self.config = Config.load(self.home)
+        #: This replica's own witness file (``serve --witness-file``), or None: the
+        #: home's configured witness, which every replica on the home appends to.
+        self.own_witness = None if witness is None else Path(witness).absolute()
         self.anchor = anchor
         self.txn_idle = txn_idle
         self.wait = wait
@@ -826,6 +830,11 @@ class VaultHost:
                 raise Refused(403, "unverified", f"log entry {seq} is not signed by {user}")
             seq, prev = seq + 1, digest
 
+    @property
+    def witness_path(self) -> Path:
+        """The witness file this process appends to and serves."""
+        return self.own_witness or self.config.witness_path(self.home)
+
     def _witness(self, note: str) -> str | None:
         """Have the HTTP witnesses cosign ``note``, then append it to the witness file.
 
@@ -845,14 +854,9 @@ class VaultHost:
             except (WitnessFailed, IntegrityError, ValueError) as exc:
                 failure = str(exc)
                 logger.error("witness %s did not cosign a checkpoint: %s", client.url, exc)
-        path = self.config.witness_path(self.home)
-        line = json.dumps({"note": note}, ensure_ascii=False) + "\n"
+        path = self.witness_path
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "a", encoding="utf-8") as fh:
-                fh.write(line)
-                fh.flush()
-                os.fsync(fh.fileno())
+            append_notes(path, [note])
         except OSError:
             # The officer's client fails closed when its own witness step fails;
             # here the row is committed already, so it is logged loudly.
@@ -879,11 +883,64 @@ class VaultHost:
             raise ValueError("the log is shorter than the checkpoint")
         return consistency_proof(old, leaves)
 
+    def _catch_up_witness(self) -> None:
+        """(DB thread) Append to this replica's own witness the stored checkpoints it
+        lacks: those committed through the other replicas of the database.
+
+        With a witness file per replica each one would otherwise hold only the
+        checkpoints of the approvals it served, and a client verifying through
+        it would find the log's remembered witnessed size out of its reach.
+        Each note is verified first against the key of its signer in the
+        verified trust state and must name this log; one that does not is left
+        out and logged (verification then names it through the other witness).
+        """
+        self._refresh()
+        state = self._verified.state
+        origin = log_origin(self.config.vault_id)
+        notes = []
+        for row in sorted(self.db.checkpoints.all(), key=lambda r: r.id):
+            found = state.users.get(row.signer)
+            try:
+                if found is None:
+                    raise IntegrityError(f"{row.signer!r} is not a verified user")
+                name = signer_name(self.config.vault_id, row.signer)
+                cp, _ = _note.verify_note(row.note, {name: found.sign_key})
+                if cp.origin != origin:
+                    raise IntegrityError("it names another log")
+            except IntegrityError as exc:
+                logger.warning("stored checkpoint %d is not copied to the witness: %s", row.id, exc)
+                continue
+            notes.append(row.note)
+        try:
+            added = append_notes(self.witness_path, notes, skip_present=True)
+        except OSError:
+            logger.exception("could not append checkpoints to the witness %s", self.witness_path)
+            return
+        if added:
+            logger.info("%d checkpoint(s) of other replicas copied to the witness", added)
+
     # -- what a client reads instead of files
 
     async def describe(self, user: str) -> dict[str, Any]:
         """Config, schema, the caller's own sealed key slot and the witness notes."""
         self._check_user(user)
+        if self.own_witness is not None:
+            # Between transactions, so no uncommitted checkpoint is copied. A
+            # bootstrap is not refused when the wait runs out: it gets the file
+            # as it is, and the next bootstrap catches up.
+            cond = self._condition()
+            async with cond:
+                try:
+                    await self._wait_free()
+                except Refused:
+                    logger.warning("the witness was not caught up: a transaction holds the vault")
+                else:
+                    try:
+                        await self._run(self._catch_up_witness)
+                    except ChildVaultError:
+                        # A log that no longer verifies, a damaged witness: the
+                        # client's own `audit verify` must still get to say so.
+                        logger.exception("the witness was not caught up")
         doc = json.loads(self.home.config.read_text(encoding="utf-8"))
         doc.pop("store", None)
         slots = json.loads(self.home.keyslots.read_text(encoding="utf-8"))
@@ -894,7 +951,7 @@ class VaultHost:
             "config": doc,
             "schema": self.home.schema.read_text(encoding="utf-8"),
             "slot": slot,
-            "witness": _audit.read_witness(self.config.witness_path(self.home)),
+            "witness": _audit.read_witness(self.witness_path),
         }
 
     def close(self) -> None:

@@ -89,13 +89,18 @@ class PgServed:
         """Every replica's URL, comma-separated (what ``--server`` takes)."""
         return ",".join(r.url for r in self.replicas)
 
-    def start_replica(self, *, port: int | None = None) -> Replica:
-        """Start another replica (or restart one on ``port``); wait until /health answers."""
+    def start_replica(self, *, port: int | None = None, witness: Path | None = None) -> Replica:
+        """Start another replica (or restart one on ``port``); wait until /health answers.
+
+        ``witness``: the replica's own witness file (``serve --witness-file``).
+        """
         port = port or free_port()
         env = dict(os.environ, CHILDVAULT_PASSPHRASE=passphrase("admin"))
         env.pop("CHILDVAULT_DSN", None)
         cmd = [sys.executable, "-m", "childvault", "--home", str(self.home), "--as", "admin"]
         cmd += ["serve", "--listen", f"127.0.0.1:{port}"]
+        if witness is not None:
+            cmd += ["--witness-file", str(witness)]
         log_path = self.root / f"replica-{port}.log"
         with log_path.open("ab") as log:
             process = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
