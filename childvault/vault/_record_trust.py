@@ -49,6 +49,7 @@ from childvault.vault._merkle import leaf_hash
 from childvault.vault._session import Session
 from childvault.vault._statements import (
     Envelope,
+    Signer,
     TrustState,
     record_statement,
     sign,
@@ -349,8 +350,12 @@ def sign_version(
     *,
     version: int | None = None,
     consent: Mapping[str, Any] | None = None,
+    signer: Signer | None = None,
 ) -> Envelope:
-    """The acting user's signed ``record.version`` statement of ``row`` as it will be stored."""
+    """The acting user's signed ``record.version`` statement of ``row`` as it will be stored.
+    ``signer``: the acting user's :class:`BatchSigner` when signing many in a row."""
+    if signer is not None and signer.name != s.me.name:
+        raise ValueError("a record statement is signed by the acting user")
     return sign(
         record_statement(
             vault_id=s.vault_id,
@@ -363,7 +368,7 @@ def sign_version(
             fields=fields,
             keyblob=keyblob,
         ),
-        [s.me],
+        [s.me if signer is None else signer],
         plain=True,
     )
 

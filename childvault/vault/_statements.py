@@ -62,7 +62,7 @@ import nacl.signing
 import rfc8785
 
 from childvault.keys._errors import IntegrityError, UsageError
-from childvault.vault._audit import canonical, canonical_plain
+from childvault.vault._audit import canonical, canonical_plain, signing_function
 
 PAYLOAD_TYPE = "application/vnd.childvault.statement.v1+json"
 #: Largest envelope accepted, in bytes of JSON (a record statement of a big schema is ~4 KiB).
@@ -97,6 +97,23 @@ class Signer(Protocol):
     def name(self) -> str: ...
 
     def sign(self, message: bytes) -> bytes: ...
+
+
+class BatchSigner:
+    """A :class:`Signer` for many signatures in a row (an import's batch).
+
+    Signs through :func:`childvault.vault._audit.signing_function`: libsodium
+    directly for an unlocked identity, the same deterministic Ed25519 bytes.
+    Build one per batch; it holds the expanded key only as long as it lives.
+    """
+
+    def __init__(self, signer: Signer) -> None:
+        self.name = signer.name
+        self._sign = signing_function(signer)
+
+    def sign(self, message: bytes) -> bytes:
+        """The Ed25519 signature of ``message`` by the wrapped signer."""
+        return self._sign(message)
 
 
 def _bad(message: str) -> IntegrityError:
