@@ -14,7 +14,6 @@ and ``detail`` carries only bookkeeping chosen by the library.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import re
 import stat
@@ -538,11 +537,14 @@ def _in_time_order(stamps: Sequence[str], latest: datetime | None) -> bool:
     """Quoted-free :func:`iso` texts of one width, none before the one before it,
     the first not before ``latest``: the fast paths' time check (text order is
     time order for one width; anything else goes to the reference loop)."""
-    iso_form = _ISO_RE.fullmatch
+    # map() and sorted() rather than generators: one call a page, in C, not
+    # a Python frame an entry. A list equals its sorted copy exactly when no
+    # text is greater than the one after it.
+    stamps = list(stamps)
     return not (
-        len({len(t) for t in stamps}) != 1
-        or not all(iso_form(t) for t in stamps)
-        or any(a > b for a, b in itertools.pairwise(stamps))
+        len(set(map(len, stamps))) != 1
+        or not all(map(_ISO_RE.fullmatch, stamps))
+        or stamps != sorted(stamps)
         or (latest is not None and parse_iso(stamps[0]) < latest)
     )
 
@@ -608,6 +610,7 @@ _PREV_AT = len(_PREV_MARK)
 #: The ``ts`` member likewise.
 _TS_MARK = b'"ts":"'
 _TS_KEY = b'"ts"'
+_TS_AT = len(_TS_MARK)
 
 
 def _check_known_page(
@@ -641,26 +644,36 @@ def _check_known_page(
         if hashed is None:
             return None
         _seqs, entries, leaves = hashed
-        prevs: list[bytes] = []
-        stamps: list[str] = []
-        for entry in entries:
-            # No backslash: every quote is structural, so the one "prev" token
-            # is the entry's only prev key, the top-level one its check used.
-            at = entry.find(_PREV_MARK)
-            if at < 0 or b"\\" in entry or entry.count(_PREV_KEY) != 1:
-                return None
-            prevs.append(entry[at + _PREV_AT : at + _PREV_AT + 64])
-            ts_at = entry.find(_TS_MARK)
-            if ts_at < 0 or entry.count(_TS_KEY) != 1:
-                return None
-            start = ts_at + len(_TS_MARK)
-            stamps.append(entry[start : entry.index(b'"', start)].decode("ascii"))
+        # The per-entry conditions, checked on the page at once: no backslash
+        # in any entry (every quote is structural, so the one "prev" token is
+        # the entry's only prev key, the top-level one its check used), and as
+        # many "prev" and "ts" tokens in the page as entries. A token cannot
+        # span the NUL between two entries, so with each entry holding at least
+        # one (its mark is found below), each holds exactly one.
+        page = b"\x00".join(entries)
+        count = len(entries)
+        if b"\\" in page or page.count(_PREV_KEY) != count or page.count(_TS_KEY) != count:
+            return None
+        prev_at = [entry.find(_PREV_MARK) for entry in entries]
+        ts_at = [entry.find(_TS_MARK) + _TS_AT for entry in entries]
+        if -1 in prev_at or _TS_AT - 1 in ts_at:
+            return None
+        prevs = b"".join(
+            [
+                entry[at + _PREV_AT : at + _PREV_AT + 64]
+                for entry, at in zip(entries, prev_at, strict=True)
+            ]
+        )
+        stamps = [
+            entry[at : entry.index(b'"', at)].decode("ascii")
+            for entry, at in zip(entries, ts_at, strict=True)
+        ]
     except (TypeError, ValueError, AttributeError):
         return None
     if not _in_time_order(stamps, latest):
         return None
     # Equal to the hex of the leaves, so each is exactly 64 lower-case hex digits.
-    if b"".join(prevs) != (prev_hex + b"".join(leaves[:-1]).hex()).encode("ascii"):
+    if prevs != (prev_hex + b"".join(leaves[:-1]).hex()).encode("ascii"):
         return None
     return leaves
 
