@@ -127,14 +127,17 @@ def _inner_json(
     ``json.dumps`` itself. One box a record on an import, and the encoder's
     generic walk was a fifth of wrapping (tests pin the equality).
     """
+    names = list(fields)
+    keys = list(fields.values())
+    # One pattern match for all the strings: joined by "_" (itself safe), they
+    # match exactly when each does; map(type, ...) checks every type in C.
     plain = (
         type(version) is int
-        and _JSON_SAFE(vault_id) is not None
-        and _JSON_SAFE(record_id) is not None
-        and all(
-            type(name) is str and _JSON_SAFE(name) is not None and type(fk.version) is int
-            for name, fk in fields.items()
-        )
+        and type(vault_id) is str
+        and type(record_id) is str
+        and set(map(type, names)) <= {str}
+        and {type(fk.version) for fk in keys} <= {int}
+        and _JSON_SAFE("_".join([vault_id, record_id, *names])) is not None
     )
     if not plain:
         return json.dumps(
@@ -149,8 +152,10 @@ def _inner_json(
         ).encode()
     b2a = binascii.b2a_base64
     k = ",".join(
-        f'"{name}":[{fk.version},"{b2a(fk.key, newline=False).decode()}"]'
-        for name, fk in fields.items()
+        [
+            f'"{name}":[{fk.version},"{b2a(fk.key, newline=False).decode()}"]'
+            for name, fk in zip(names, keys, strict=True)
+        ]
     )
     return (
         f'{{"v":1,"vault":"{vault_id}","rec":"{record_id}","ver":{version},"k":{{{k}}}}}'.encode()
