@@ -351,15 +351,17 @@ def sign_version(
     version: int | None = None,
     consent: Mapping[str, Any] | None = None,
     signer: Signer | None = None,
+    at: str | None = None,
 ) -> Envelope:
     """The acting user's signed ``record.version`` statement of ``row`` as it will be stored.
-    ``signer``: the acting user's :class:`BatchSigner` when signing many in a row."""
+    ``signer``: the acting user's :class:`BatchSigner` when signing many in a row;
+    ``at``: ``iso(moment)``, computed once for such a batch."""
     if signer is not None and signer.name != s.me.name:
         raise ValueError("a record statement is signed by the acting user")
     return sign(
         record_statement(
             vault_id=s.vault_id,
-            at=iso(moment),
+            at=iso(moment) if at is None else at,
             record=row.id,
             version=row.version if version is None else version,
             type_name=row.type,

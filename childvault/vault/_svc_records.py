@@ -302,9 +302,10 @@ class RecordService:
         out: list[tuple[Event, Envelope | None]] = []
         # One signer for the batch: libsodium directly (the same signatures).
         signer = BatchSigner(self.s.me) if len(prepared) > 1 else None
+        at = iso(moment)
         for i, (p, record) in enumerate(zip(prepared, records, strict=True)):
             envelope = record_trust.sign_version(
-                self.s, record.row, record.fields, record.blob, moment, signer=signer
+                self.s, record.row, record.fields, record.blob, moment, signer=signer, at=at
             )
             detail = dict(p.event.detail)
             if source is not None:
