@@ -18,12 +18,17 @@ fields, consent columns) and write in transactions of 500 rows:
 - **diagnostic** (not a contender, not the product): childvault exactly as above
   but with the Store's ``PRAGMA cipher_memory_security = ON`` skipped, to show
   what that one setting costs.
+- **diagnostic, CPU time**: childvault's and Fernet's imports counted in this
+  process's CPU seconds (``time.process_time``) instead of wall seconds; on a
+  machine shared with other jobs the wall-time ratio swings with the load.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench._common import (
@@ -45,10 +50,23 @@ NAME = "local_import"
 BATCH = 500
 
 
+#: CPU seconds (this process) of the last timed import of each contender: on a
+#: machine shared with other jobs, wall time mostly measures the competition.
+_CPU: dict[str, float] = {}
+
+
+def _with_cpu(name: str, fn: Callable[[], float]) -> float:
+    """``fn()`` (wall seconds), keeping its process CPU seconds in ``_CPU[name]``."""
+    start = time.process_time()
+    seconds = fn()
+    _CPU[name] = time.process_time() - start
+    return seconds
+
+
 def _childvault(tpl: Template, home: Path, source: Path) -> float:
     tpl.copy(home)
     with tpl.open(home, "worker1") as v:
-        seconds = timed(lambda: v.import_file(source))
+        seconds = _with_cpu("childvault", lambda: timed(lambda: v.import_file(source)))
         assert v._session.db.records.count() > 0
     return seconds
 
@@ -119,7 +137,7 @@ def _fernet(db: Path, source: Path) -> float:
         conn.commit()
         conn.close()
 
-    return timed(run)
+    return _with_cpu("fernet", lambda: timed(run))
 
 
 def _sqlcipher(db: Path, source: Path) -> float:
@@ -166,13 +184,16 @@ def run(cfg: Config, tpl: Template | None = None) -> Result:
     n = cfg.local_records
     source = write_csv(work / "records.csv", n)
     cv, fe, sc, nm = [], [], [], []
+    cv_cpu, fe_cpu = [], []
     loads = []
     for rep in range(cfg.reps):
         # Interleaved, so a burst of load from elsewhere hits all of them alike.
         cv.append(n / _childvault(tpl, work / f"home{rep % 2}", source))
+        cv_cpu.append(n / _CPU["childvault"])
         with _NoMemorySecurity():
             nm.append(n / _childvault(tpl, work / f"home{rep % 2}", source))
         fe.append(n / _fernet(work / "fernet.sqlite", source))
+        fe_cpu.append(n / _CPU["fernet"])
         sc.append(n / _sqlcipher(work / "plain.sqlcipher", source))
         loads.append(loadavg())
     unit = "records/s"
@@ -186,12 +207,23 @@ def run(cfg: Config, tpl: Template | None = None) -> Result:
         unit,
         nm,
     )
-    res = Result([f_cv, f_fe, f_sc, f_nm])
+    cpu_unit = "records/CPU-s"
+    f_cv_cpu = Figure(
+        NAME, f"diagnostic: childvault import, per CPU second ({n:,})", cpu_unit, cv_cpu
+    )
+    f_fe_cpu = Figure(
+        NAME, f"diagnostic: peer (a) Fernet, per CPU second ({n:,})", cpu_unit, fe_cpu
+    )
+    res = Result([f_cv, f_fe, f_sc, f_nm, f_cv_cpu, f_fe_cpu])
     res.ratios.append(ratio(NAME, "childvault / 5,000 records/s", f_cv, abs_target, at_least=1.0))
-    res.ratios.append(ratio(NAME, "childvault / peer (a) Fernet", f_cv, f_fe, at_least=0.5))
+    # Issue 18's target (the second round's was 0.5 x).
+    res.ratios.append(ratio(NAME, "childvault / peer (a) Fernet", f_cv, f_fe, at_least=0.7))
     res.ratios.append(ratio(NAME, "childvault / floor (b) SQLCipher", f_cv, f_sc))
     res.ratios.append(
         ratio(NAME, "diagnostic: memory security OFF / childvault as shipped", f_nm, f_cv)
     )
+    # The same comparison in this process's CPU time (waits for the disk and for
+    # the other jobs on the machine left out): steadier under load, not the target.
+    res.ratios.append(ratio(NAME, "diagnostic: childvault / Fernet, CPU time", f_cv_cpu, f_fe_cpu))
     res.notes.append(f"load average after each repetition: {' | '.join(loads)}")
     return res

@@ -23,7 +23,9 @@ was written for, and a writer who dropped the ephemeral secret opens nothing
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import re
 import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -31,6 +33,8 @@ from typing import Any
 import nacl.bindings
 import nacl.exceptions
 import nacl.utils
+from nacl._sodium import ffi as _ffi
+from nacl._sodium import lib as _lib
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from childvault._i18n import _t
@@ -46,6 +50,10 @@ _DEK_LEN = 32
 _EPK = 32
 _NONCE = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 _KEM_DOMAIN = b"childvault/record-kem/1\x00"
+_TAG = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_ABYTES
+_ZERO16 = bytes(16)
+#: Strings ``json.dumps`` writes unchanged between quotes (nothing to escape).
+_JSON_SAFE = re.compile(r"[A-Za-z0-9_-]*").fullmatch
 
 
 def _binding(vault_id: str, record_id: str, version: int) -> bytes:
@@ -72,17 +80,86 @@ def _seal_batch_from_parts(
 
     Private, like :func:`childvault.vault._fieldcrypto._seal_from_parts`: only
     :meth:`LocalProvider.wrap` and the frozen vectors choose the nonce.
+
+    libsodium is called through PyNaCl's cffi module directly, as in
+    ``_fieldcrypto.seal_fields``: the ``nacl.bindings`` wrappers' argument
+    checks and copies were about half of this function's time on an import.
+    The lengths those wrappers check are fixed here (``shared`` and the key
+    32 bytes, the nonce 24); the frozen vectors (tests/vectors/local_batch.json)
+    pin the bytes.
     """
+    if len(shared) != _DEK_LEN or len(nonce) != _NONCE:
+        raise ValueError(_t("batch key or nonce has the wrong length"))
     epk = prefix[_HEADER.size :]
-    key = _record_key(shared, epk, custodian_public, binding)
-    ct = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
-        inner, prefix + binding, nonce, key
+    # _record_key, inlined: BLAKE2b-256 keyed by the shared secret, zero salt and
+    # personalisation (what PyNaCl passes when none is given).
+    material = _KEM_DOMAIN + epk + custodian_public + binding
+    key = _ffi.new("unsigned char[]", _DEK_LEN)
+    if _lib.crypto_generichash_blake2b_salt_personal(
+        key, _DEK_LEN, material, len(material), shared, _DEK_LEN, _ZERO16, _ZERO16
+    ):
+        raise RuntimeError(_t("BLAKE2b failed"))
+    ad = prefix + binding
+    size = len(inner)
+    out = _ffi.new("unsigned char[]", size + _TAG)
+    rc = _lib.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        out, _ffi.NULL, inner, size, ad, len(ad), _ffi.NULL, nonce, key
     )
-    return prefix + nonce + ct
+    if rc != 0:  # libsodium documents no failure here; never return a partial buffer
+        raise RuntimeError(_t("XChaCha20-Poly1305 encryption failed"))
+    return prefix + nonce + bytes(_ffi.buffer(out))
 
 
 def _keys_to_json(fields: Mapping[str, FieldKey]) -> dict[str, list[Any]]:
     return {name: [fk.version, b64(fk.key)] for name, fk in fields.items()}
+
+
+def _inner_json(
+    vault_id: str, record_id: str, version: int, fields: Mapping[str, FieldKey]
+) -> bytes:
+    """The plaintext of a record's box: exactly ``json.dumps`` of
+    ``{"v": 1, "vault", "rec", "ver", "k": _keys_to_json(fields)}`` with
+    ``separators=(",", ":")``.
+
+    Built by formatting when every string in it is one ``json.dumps`` writes
+    as is (letters, digits, ``_`` and ``-``: field names, hex ids, base64 has
+    none to escape either) and every number an exact ``int``; else by
+    ``json.dumps`` itself. One box a record on an import, and the encoder's
+    generic walk was a fifth of wrapping (tests pin the equality).
+    """
+    names = list(fields)
+    keys = list(fields.values())
+    # One pattern match for all the strings: joined by "_" (itself safe), they
+    # match exactly when each does; map(type, ...) checks every type in C.
+    plain = (
+        type(version) is int
+        and type(vault_id) is str
+        and type(record_id) is str
+        and set(map(type, names)) <= {str}
+        and {type(fk.version) for fk in keys} <= {int}
+        and _JSON_SAFE("_".join([vault_id, record_id, *names])) is not None
+    )
+    if not plain:
+        return json.dumps(
+            {
+                "v": 1,
+                "vault": vault_id,
+                "rec": record_id,
+                "ver": version,
+                "k": _keys_to_json(fields),
+            },
+            separators=(",", ":"),
+        ).encode()
+    b2a = binascii.b2a_base64
+    k = ",".join(
+        [
+            f'"{name}":[{fk.version},"{b2a(fk.key, newline=False).decode()}"]'
+            for name, fk in zip(names, keys, strict=True)
+        ]
+    )
+    return (
+        f'{{"v":1,"vault":"{vault_id}","rec":"{record_id}","ver":{version},"k":{{{k}}}}}'.encode()
+    )
 
 
 def _keys_from_json(obj: Any) -> dict[str, FieldKey]:
@@ -185,16 +262,7 @@ class LocalProvider:
     # -- writing (anyone with the database) --------------------------------
 
     def _inner(self, record_id: str, version: int, fields: Mapping[str, FieldKey]) -> bytes:
-        return json.dumps(
-            {
-                "v": 1,
-                "vault": self._vault_id,
-                "rec": record_id,
-                "ver": version,
-                "k": _keys_to_json(fields),
-            },
-            separators=(",", ":"),
-        ).encode()
+        return _inner_json(self._vault_id, record_id, version, fields)
 
     def _seal(self, record_id: str, version: int, fields: Mapping[str, FieldKey]) -> bytes:
         return self.wrap([RecordKeys(record_id, version, dict(fields))])[0]

@@ -14,7 +14,6 @@ and ``detail`` carries only bookkeeping chosen by the library.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import re
 import stat
@@ -26,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import rfc8785
+from nacl._sodium import ffi as _ffi
+from nacl._sodium import lib as _lib
 
-from childvault.keys import IntegrityError
+from childvault.keys import Identity, IntegrityError
 from childvault.vault._backend import AuditRepo, LogSource
 from childvault.vault._merkle import HASH_SIZE, Frontier, leaf_hash
 from childvault.vault._note import Checkpoint, verify_note
@@ -105,20 +106,41 @@ class Event:
 
 def encode_entry(seq: int, ts: str, event: Event, prev: bytes | None) -> bytes:
     """The canonical bytes of one entry (what is stored and hashed)."""
+    records, fields, detail = list(event.records), list(event.fields), dict(event.detail)
     obj: dict[str, Any] = {
         "seq": seq,
         "ts": ts,
         "actor": event.actor,
         "action": event.action,
         "outcome": event.outcome,
-        "records": list(event.records),
-        "fields": list(event.fields),
+        "records": records,
+        "fields": fields,
         "purpose": event.purpose,
         "request": event.request,
         "grant": event.grant,
-        "detail": dict(event.detail),
+        "detail": detail,
         "prev": None if prev is None else prev.hex(),
     }
+    # canonical()'s type check, member by member: only the detail can nest, and
+    # one entry a record of an import passes through here (docs/benchmarks.md).
+    if (
+        type(seq) is int
+        and 0 <= seq <= _SAFE_INT
+        and type(ts) is str
+        and type(event.actor) is str
+        and type(event.action) is str
+        and type(event.outcome) is str
+        and all(type(v) is str for v in records)
+        and all(type(v) is str for v in fields)
+        and (event.purpose is None or type(event.purpose) is str)
+        and (event.request is None or type(event.request) is str)
+        and (event.grant is None or type(event.grant) is str)
+        and _plain(detail)
+    ):
+        try:
+            return _FAST_DUMPS(obj).encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: rfc8785 raises its own error
     return canonical(obj)
 
 
@@ -207,20 +229,53 @@ def append(log: AuditRepo, events: Sequence[Event], now: datetime) -> list[int]:
     # The acting user signs the entries in their own name (docs/trust.md): an
     # entry written in another's name then lacks that user's signature.
     signer = getattr(log, "signer", None)
+    name = None if signer is None else signer.name
+    sign = None if signer is None else signing_function(signer) if len(events) > 1 else signer.sign
     rows: list[tuple[int, bytes, bytes, bytes | None]] = []
     for event in events:
         entry = encode_entry(seq, ts, event, prev)
         digest = leaf_hash(entry)
-        sig = (
-            signer.sign(entry_message(digest))
-            if signer is not None and event.actor == signer.name
-            else None
-        )
+        sig = sign(entry_message(digest)) if sign is not None and event.actor == name else None
         rows.append((seq, entry, digest, sig))
         prev = digest
         seq += 1
     log.append(rows)
     return [r[0] for r in rows]
+
+
+def signing_function(signer: Any) -> Callable[[bytes], bytes]:
+    """``signer.sign``, through libsodium directly when ``signer`` is an unlocked
+    :class:`~childvault.keys.Identity` (exactly that class: an agent's identity
+    keeps its key elsewhere and signs through the agent).
+
+    Ed25519 signatures are deterministic, so the bytes are those of
+    ``signer.sign`` (tested). Why: PyNaCl's ``SigningKey.sign`` builds a
+    ``SignedMessage`` and checks its arguments in Python, about a quarter of
+    each of the two signatures an imported record costs. The expanded key
+    lives only as long as the returned function (one batch of an import).
+    """
+    if type(signer) is not Identity:
+        return signer.sign  # type: ignore[no-any-return]  # a Signer: sign(bytes) -> bytes
+    seed = signer.signing_seed()
+    public = _ffi.new("unsigned char[]", 32)
+    secret = _ffi.new("unsigned char[]", 64)
+    if _lib.crypto_sign_seed_keypair(public, secret, seed) != 0:
+        raise RuntimeError("Ed25519 key expansion failed")
+    if bytes(_ffi.buffer(public)) != signer.public.signing_key:
+        # Never sign with a key that is not the identity's published one.
+        return signer.sign
+    new, sign, buffer, null = _ffi.new, _lib.crypto_sign, _ffi.buffer, _ffi.NULL
+
+    def detached(message: bytes) -> bytes:
+        if not isinstance(message, bytes):
+            raise TypeError("a signed message must be bytes")
+        out = new("unsigned char[]", len(message) + 64)
+        if sign(out, null, message, len(message), secret) != 0:
+            raise RuntimeError("Ed25519 signing failed")
+        # libsodium's combined form is signature || message.
+        return bytes(buffer(out, 64))
+
+    return detached
 
 
 def entry_message(digest: bytes) -> bytes:
@@ -482,11 +537,14 @@ def _in_time_order(stamps: Sequence[str], latest: datetime | None) -> bool:
     """Quoted-free :func:`iso` texts of one width, none before the one before it,
     the first not before ``latest``: the fast paths' time check (text order is
     time order for one width; anything else goes to the reference loop)."""
-    iso_form = _ISO_RE.fullmatch
+    # map() and sorted() rather than generators: one call a page, in C, not
+    # a Python frame an entry. A list equals its sorted copy exactly when no
+    # text is greater than the one after it.
+    stamps = list(stamps)
     return not (
-        len({len(t) for t in stamps}) != 1
-        or not all(iso_form(t) for t in stamps)
-        or any(a > b for a, b in itertools.pairwise(stamps))
+        len(set(map(len, stamps))) != 1
+        or not all(map(_ISO_RE.fullmatch, stamps))
+        or stamps != sorted(stamps)
         or (latest is not None and parse_iso(stamps[0]) < latest)
     )
 
@@ -552,6 +610,7 @@ _PREV_AT = len(_PREV_MARK)
 #: The ``ts`` member likewise.
 _TS_MARK = b'"ts":"'
 _TS_KEY = b'"ts"'
+_TS_AT = len(_TS_MARK)
 
 
 def _check_known_page(
@@ -585,26 +644,36 @@ def _check_known_page(
         if hashed is None:
             return None
         _seqs, entries, leaves = hashed
-        prevs: list[bytes] = []
-        stamps: list[str] = []
-        for entry in entries:
-            # No backslash: every quote is structural, so the one "prev" token
-            # is the entry's only prev key, the top-level one its check used.
-            at = entry.find(_PREV_MARK)
-            if at < 0 or b"\\" in entry or entry.count(_PREV_KEY) != 1:
-                return None
-            prevs.append(entry[at + _PREV_AT : at + _PREV_AT + 64])
-            ts_at = entry.find(_TS_MARK)
-            if ts_at < 0 or entry.count(_TS_KEY) != 1:
-                return None
-            start = ts_at + len(_TS_MARK)
-            stamps.append(entry[start : entry.index(b'"', start)].decode("ascii"))
+        # The per-entry conditions, checked on the page at once: no backslash
+        # in any entry (every quote is structural, so the one "prev" token is
+        # the entry's only prev key, the top-level one its check used), and as
+        # many "prev" and "ts" tokens in the page as entries. A token cannot
+        # span the NUL between two entries, so with each entry holding at least
+        # one (its mark is found below), each holds exactly one.
+        page = b"\x00".join(entries)
+        count = len(entries)
+        if b"\\" in page or page.count(_PREV_KEY) != count or page.count(_TS_KEY) != count:
+            return None
+        prev_at = [entry.find(_PREV_MARK) for entry in entries]
+        ts_at = [entry.find(_TS_MARK) + _TS_AT for entry in entries]
+        if -1 in prev_at or _TS_AT - 1 in ts_at:
+            return None
+        prevs = b"".join(
+            [
+                entry[at + _PREV_AT : at + _PREV_AT + 64]
+                for entry, at in zip(entries, prev_at, strict=True)
+            ]
+        )
+        stamps = [
+            entry[at : entry.index(b'"', at)].decode("ascii")
+            for entry, at in zip(entries, ts_at, strict=True)
+        ]
     except (TypeError, ValueError, AttributeError):
         return None
     if not _in_time_order(stamps, latest):
         return None
     # Equal to the hex of the leaves, so each is exactly 64 lower-case hex digits.
-    if b"".join(prevs) != (prev_hex + b"".join(leaves[:-1]).hex()).encode("ascii"):
+    if prevs != (prev_hex + b"".join(leaves[:-1]).hex()).encode("ascii"):
         return None
     return leaves
 

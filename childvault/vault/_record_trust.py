@@ -49,6 +49,7 @@ from childvault.vault._merkle import leaf_hash
 from childvault.vault._session import Session
 from childvault.vault._statements import (
     Envelope,
+    Signer,
     TrustState,
     record_statement,
     sign,
@@ -349,12 +350,18 @@ def sign_version(
     *,
     version: int | None = None,
     consent: Mapping[str, Any] | None = None,
+    signer: Signer | None = None,
+    at: str | None = None,
 ) -> Envelope:
-    """The acting user's signed ``record.version`` statement of ``row`` as it will be stored."""
+    """The acting user's signed ``record.version`` statement of ``row`` as it will be stored.
+    ``signer``: the acting user's :class:`BatchSigner` when signing many in a row;
+    ``at``: ``iso(moment)``, computed once for such a batch."""
+    if signer is not None and signer.name != s.me.name:
+        raise ValueError("a record statement is signed by the acting user")
     return sign(
         record_statement(
             vault_id=s.vault_id,
-            at=iso(moment),
+            at=iso(moment) if at is None else at,
             record=row.id,
             version=row.version if version is None else version,
             type_name=row.type,
@@ -363,7 +370,7 @@ def sign_version(
             fields=fields,
             keyblob=keyblob,
         ),
-        [s.me],
+        [s.me if signer is None else signer],
         plain=True,
     )
 

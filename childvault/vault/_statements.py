@@ -62,7 +62,7 @@ import nacl.signing
 import rfc8785
 
 from childvault.keys._errors import IntegrityError, UsageError
-from childvault.vault._audit import canonical, canonical_plain
+from childvault.vault._audit import canonical, canonical_plain, signing_function
 
 PAYLOAD_TYPE = "application/vnd.childvault.statement.v1+json"
 #: Largest envelope accepted, in bytes of JSON (a record statement of a big schema is ~4 KiB).
@@ -97,6 +97,23 @@ class Signer(Protocol):
     def name(self) -> str: ...
 
     def sign(self, message: bytes) -> bytes: ...
+
+
+class BatchSigner:
+    """A :class:`Signer` for many signatures in a row (an import's batch).
+
+    Signs through :func:`childvault.vault._audit.signing_function`: libsodium
+    directly for an unlocked identity, the same deterministic Ed25519 bytes.
+    Build one per batch; it holds the expanded key only as long as it lives.
+    """
+
+    def __init__(self, signer: Signer) -> None:
+        self.name = signer.name
+        self._sign = signing_function(signer)
+
+    def sign(self, message: bytes) -> bytes:
+        """The Ed25519 signature of ``message`` by the wrapped signer."""
+        return self._sign(message)
 
 
 def _bad(message: str) -> IntegrityError:
@@ -161,6 +178,20 @@ class Envelope:
     def _bytes(self) -> bytes:
         # Only ASCII keys, base64 and user names (validated): the plain encoder's
         # bytes are RFC 8785's. Cached: an import hashes and stores each once.
+        if all(type(k) is str and _NAME.fullmatch(k) for k, _ in self.signatures):
+            # The same bytes by a template (members in RFC 8785's order; user
+            # names, base64 and the payload type hold nothing JSON escapes):
+            # one envelope a record on an import. tests/test_statements_template.py
+            # checks the equality with rfc8785 itself.
+            b2a = binascii.b2a_base64
+            sigs = ",".join(
+                f'{{"keyid":"{k}","sig":"{b2a(sig, newline=False).decode()}"}}'
+                for k, sig in self.signatures
+            )
+            payload = b2a(self.payload, newline=False).decode()
+            return (
+                f'{{"payload":"{payload}","payloadType":"{PAYLOAD_TYPE}","signatures":[{sigs}]}}'
+            ).encode()
         return canonical_plain(self.to_json())
 
     def digest(self) -> str:
