@@ -499,6 +499,7 @@ class Vault:
         now: datetime | None = None,
         encoding: str | None = None,
         allow_duplicates: bool = False,
+        confirm_backdated: bool = False,
     ) -> ImportReport:
         """Staff: import a CSV or JSON Lines file, streaming, in batches; resumable.
 
@@ -512,6 +513,9 @@ class Vault:
         or ``gb18030``. Column names may be the schema's Chinese labels. A row
         with the same identity number (compared by blind index) as an earlier
         row or a record of the vault is invalid unless ``allow_duplicates``.
+        A row whose ``consented_at`` is beyond the back-dating window is invalid
+        unless it carries ``consent_form_sha256`` and an officer imports with
+        ``confirm_backdated`` (docs/compliance.md, M-12).
         """
         w = self._live("Vault.import_file")
         path = check.path_arg(w, "path", path)
@@ -520,6 +524,7 @@ class Vault:
         check.choice(w, "fmt", fmt, ("csv", "jsonl"), optional=True)
         check.callable_arg(w, "progress", progress)
         check.datetime_arg(w, "now", now)
+        check.bool_arg(w, "confirm_backdated", confirm_backdated)
         return self._records.import_file(
             path,
             type_name=type_name,
@@ -529,6 +534,7 @@ class Vault:
             now=now,
             encoding=encoding,
             allow_duplicates=allow_duplicates,
+            confirm_backdated=confirm_backdated,
         )
 
     def list_records(self, *, now: datetime | None = None) -> Iterator[RecordInfo]:
