@@ -269,7 +269,8 @@ def export_anonymized(c: Ctx, out: Path, k: int) -> None:
     Direct identifiers are never decrypted; quasi identifiers are generalised
     (age band, district); classes of fewer than K records are suppressed.
     """
-    doc = c.open().export_anonymized(out, k=k)
+    done = c.open().export_anonymized(out, k=k)
+    doc = done.to_json()
     c.emit(
         {"ok": True, **doc},
         _(

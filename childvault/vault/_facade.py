@@ -45,6 +45,8 @@ from childvault.vault._registrations import (
     with_statement,
 )
 from childvault.vault._results import (
+    AnonymizedExport,
+    AuditReconciliation,
     BackupReport,
     DecommissionCosign,
     DecommissionReport,
@@ -745,14 +747,16 @@ class Vault:
 
     def reconcile_vault_audit(
         self, vault_audit: Path, *, device: str = "childvault", now: datetime | None = None
-    ) -> dict[str, Any]:
+    ) -> AuditReconciliation:
         """Officer or admin, Vault mode: the Transit decrypts in Vault's file audit
         log that no childvault approval accounts for (``audit reconcile``)."""
         w = self._live("Vault.reconcile_vault_audit")
         vault_audit = check.path_arg(w, "vault_audit", vault_audit)
         check.str_arg(w, "device", device)
         check.datetime_arg(w, "now", now)
-        return self._reconcile.reconcile(vault_audit, device=device, now=now)
+        return AuditReconciliation.from_json(
+            self._reconcile.reconcile(vault_audit, device=device, now=now)
+        )
 
     def signer_vkeys(self) -> list[str]:
         """Verifier keys (signed-note vkey form) of every checkpoint signer."""
@@ -994,7 +998,7 @@ class Vault:
 
     def export_anonymized(
         self, out: Path | str, *, k: int = 5, now: datetime | None = None
-    ) -> dict[str, Any]:
+    ) -> AnonymizedExport:
         """Officer: write anonymised statistics (M-3, M-14) as CSV to ``out``.
 
         Only records that consented to the ``statistics`` purpose under the
@@ -1017,7 +1021,7 @@ class Vault:
         out = check.path_arg(w, "out", out)
         check.int_arg(w, "k", k)
         check.datetime_arg(w, "now", now)
-        return self._export.export_anonymized(out, k=k, now=now)
+        return AnonymizedExport.from_json(self._export.export_anonymized(out, k=k, now=now))
 
     def vault_gc(
         self, *, grace: timedelta, destroy: bool = False, now: datetime | None = None
