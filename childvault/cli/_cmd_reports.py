@@ -99,7 +99,8 @@ def report() -> None:
     help="Write the report here (mode 0600) instead of printing it.",
 )
 @click.option(
-    "--rights-request", help="The open rights request (rights open) this answers; annotated."
+    "--rights-request",
+    help="The open rights request (rights open) this answers; it is closed as done.",
 )
 @pass_ctx
 def report_subject(

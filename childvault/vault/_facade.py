@@ -778,7 +778,8 @@ class Vault:
         the old version's key is gone (local: resealed without it; Vault: its
         salt destroyed). The log records that a correction happened, never the
         values. Returns the new field version. ``rights_request``: the open
-        correction request (``rights_open``) this answers; it is annotated.
+        correction request (``rights_open``) this answers; it is annotated (and
+        so no longer overdue), and stays open for an officer to close.
         """
         w = self._live("Vault.correct")
         check.str_arg(w, "record_id", record_id)
@@ -809,7 +810,8 @@ class Vault:
         tombstone and log entry written in one transaction; then the provider
         destroys what it holds outside the database (Vault: the record's salts).
         ``reason`` stays in the tombstone only; the log gets the ``category``.
-        ``rights_request``: the open deletion request this answers; it is annotated.
+        ``rights_request``: the open deletion request this answers; it is
+        annotated and closed as ``done``.
         """
         w = self._live("Vault.delete")
         check.str_arg(w, "record_id", record_id)
@@ -939,7 +941,8 @@ class Vault:
         (at least the report's own read) are marked ``"checkpointed": false``;
         an officer completes the proofs with :meth:`complete_subject_report`.
         Check the result with :func:`verify_subject_report`. ``rights_request``:
-        the open access request (查询/复制) this answers; it is annotated.
+        the open access request (查询/复制) this answers; it is annotated and
+        closed as ``done``.
         """
         w = self._live("Vault.subject_report")
         check.str_arg(w, "record_id", record_id)
