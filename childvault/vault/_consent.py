@@ -28,7 +28,8 @@ Back-dating (issue 15): ``consented_at`` more than the window (setting
 ``consent_backdate_days``, default 30) before the day the record is created
 needs an officer's confirmation and the SHA-256 of the signed consent form;
 both are stored in the consent, which the record statement signs
-(:func:`check_backdating`).
+(:func:`check_backdating`). Each row of an import is held to the same rule,
+the officer confirming with ``--confirm-backdated``.
 """
 
 from __future__ import annotations
@@ -380,7 +381,7 @@ def check_backdating(
 
     ``in_import``: a row of ``childvault import``, where ``officer`` means an
     officer runs the import with ``--confirm-backdated``; the messages then
-    say what to do with the row (docs/compliance.md, known gap 1 closed).
+    say what to do with the row (docs/compliance.md, M-12).
     """
     earliest = created - timedelta(days=window_days)
     if consent.consented_at >= earliest:
