@@ -270,7 +270,9 @@ def child_row(i: int) -> dict[str, str]:
         "difficulty_category": "poverty",
         "health": "良好，定期复查",
         "consent_by": "guardian",
-        "consented_at": "2026-01-05",
+        # The day of the import: an older date is beyond the back-dating window
+        # (issue 15), which only an officer's confirmed import may cross.
+        "consented_at": "",
         "notice_version": "2026-1",
         "purposes": "case_management;statistics",
         "retain_until": "2034-01-01",

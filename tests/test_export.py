@@ -87,9 +87,9 @@ def test_export_is_k_anonymous_consented_and_free_of_direct_identifiers(
         for sex in ("female", "male")
     ]
     assert all(int(r["count"]) >= 5 for r in rows)
-    assert summary["records"] == 14 and summary["records_exported"] == 12
-    assert summary["suppressed_records"] == 2 and summary["suppressed_classes"] == 2
-    assert summary["excluded"] == {
+    assert summary.records == 14 and summary.records_exported == 12
+    assert summary.suppressed_records == 2 and summary.suppressed_classes == 2
+    assert summary.to_json()["excluded"] == {
         "no_statistics_consent": 3,
         "past_retention": 0,
         "outdated_notice": 0,
@@ -123,12 +123,12 @@ def test_export_excludes_expired_records_and_outdated_notices(world: World, tmp_
     world.clock.now = datetime(2027, 2, 1, 9, 0, tzinfo=UTC)
     with world.open("officer1") as v:
         summary = v.export_anonymized(tmp_path / "s.csv", k=3)
-    assert summary["excluded"] == {
+    assert summary.to_json()["excluded"] == {
         "no_statistics_consent": 0,
         "past_retention": 2,
         "outdated_notice": 2,
     }
-    assert summary["records"] == 5
+    assert summary.records == 5
     # Ages are taken on the export date: still 10 in February 2027.
     assert {r["date_of_birth_age_band"] for r in _rows(tmp_path / "s.csv")} == {"6-11"}
 
@@ -151,9 +151,9 @@ def test_export_logs_each_batch_before_decrypting_and_the_counts_after(
     done = entries[-1]
     assert done["detail"]["stage"] == "done" and done["records"] == []
     assert done["detail"]["k"] == 5 and done["detail"]["records"] == 60
-    assert done["detail"]["classes"] == summary["classes"]
-    assert done["detail"]["suppressed_records"] == summary["suppressed_records"]
-    assert done["detail"]["sha256"] == summary["sha256"]
+    assert done["detail"]["classes"] == summary.classes
+    assert done["detail"]["suppressed_records"] == summary.suppressed_records
+    assert done["detail"]["sha256"] == summary.sha256
     text = json.dumps(entries, ensure_ascii=False)
     assert "北京" not in text and "male" not in text
 

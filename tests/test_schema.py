@@ -861,7 +861,9 @@ def _sample_rows() -> list[dict[str, str]]:
 def test_sample_header() -> None:
     with SAMPLE.open(encoding="utf-8", newline="") as handle:
         header = next(csv.reader(handle))
-    assert tuple(header) == CHILD_FIELDS[:-1] + CONSENT_COLUMNS
+    # Issue 15: each row carries its signed form's digest (an officer imports
+    # the back-dated register with --confirm-backdated).
+    assert tuple(header) == CHILD_FIELDS[:-1] + CONSENT_COLUMNS + ("consent_form_sha256",)
 
 
 def test_every_sample_row_is_valid(schema: Schema) -> None:
@@ -869,7 +871,7 @@ def test_every_sample_row_is_valid(schema: Schema) -> None:
     assert len(rows) == 200
     bases = set()
     for row in rows:
-        fields = {k: v for k, v in row.items() if k not in CONSENT_COLUMNS}
+        fields = {k: v for k, v in row.items() if k not in ALL_CONSENT_COLUMNS}
         record = schema.validate_record("child", fields)
         birth = date.fromisoformat(record["date_of_birth"])
         assert 0 <= age_on(birth, date(2026, 11, 1)) <= 17

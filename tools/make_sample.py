@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import random
 import sys
@@ -56,6 +57,10 @@ CONSENT = (
     "retain_until",
     "guardian_informed",
     "guardian_also",
+    # Every consent of the migrated register comes with its scanned, signed
+    # form: most are older than the back-dating window, so an officer imports
+    # the sample with --confirm-backdated (docs/compliance.md, M-12).
+    "consent_form_sha256",
 )
 
 # "99" is not an assigned province code: these numbers cannot be anyone's.
@@ -258,6 +263,11 @@ def _record(rng: random.Random) -> dict[str, str]:
         "retain_until": _day_between(rng, date(2030, 1, 1), date(2035, 12, 31)).isoformat(),
         "guardian_informed": "yes" if basis == "child" else "no",
         "guardian_also": "yes" if basis == "guardian_also" else "no",
+        # The digest of a synthetic form, derived (not drawn) so the other
+        # columns keep the bytes they had before the column was added.
+        "consent_form_sha256": hashlib.sha256(
+            f"synthetic consent form {seq} {birth} {consented_at}".encode()
+        ).hexdigest(),
     }
 
 

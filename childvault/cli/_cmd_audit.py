@@ -160,7 +160,8 @@ def audit_reconcile(c: Ctx, vault_audit: Path, device: str) -> None:
     Unmatched decrypts (e.g. an officer decrypting directly through Vault) are
     listed with who, when and which path; exit 4 if there is any.
     """
-    report = c.open().reconcile_vault_audit(vault_audit, device=device)
+    result = c.open().reconcile_vault_audit(vault_audit, device=device)
+    report = result.to_json()
     lines = [
         _(
             "{decrypts} Transit decrypt(s) in {file}: {matched} matched to childvault "

@@ -45,7 +45,8 @@ def correct(c: Ctx, record_id: str, assignment: str, rights_request: str | None)
 @click.argument("record_id")
 @click.option("--reason", required=True, help="Why (kept in the tombstone, not in the log).")
 @click.option(
-    "--rights-request", help="The open rights request (rights open) this answers; annotated."
+    "--rights-request",
+    help="The open rights request (rights open) this answers; it is closed as done.",
 )
 @pass_ctx
 def delete(c: Ctx, record_id: str, reason: str, rights_request: str | None) -> None:

@@ -110,6 +110,12 @@ def record_add(
     is_flag=True,
     help="Import rows whose identity number repeats a row or a record of the vault.",
 )
+@click.option(
+    "--confirm-backdated",
+    is_flag=True,
+    help="Officer: confirm rows whose consent date is beyond the back-dating window "
+    "(each needs its consent form's SHA-256 in the consent_form_sha256 column).",
+)
 @pass_ctx
 def import_(
     c: Ctx,
@@ -119,12 +125,16 @@ def import_(
     skip_invalid: bool,
     encoding: str | None,
     allow_duplicates: bool,
+    confirm_backdated: bool,
 ) -> None:
     """Import records from a CSV or JSON Lines FILE (staff). Resumable.
 
     Column names may be the field names or the schema's Chinese labels (姓名,
     性别, 出生日期...). A row repeating the identity number of an earlier row
-    or of a record already in the vault is refused as a duplicate.
+    or of a record already in the vault is refused as a duplicate. A row whose
+    consent date is more than the back-dating window (30 days) before today is
+    refused unless it carries its signed consent form's SHA-256 and an officer
+    imports with --confirm-backdated.
     """
     # Before any passphrase: a device or FIFO (/dev/zero) would never end.
     require_regular_file(file, "FILE")
@@ -138,6 +148,7 @@ def import_(
             progress=progress,
             encoding=encoding,
             allow_duplicates=allow_duplicates,
+            confirm_backdated=confirm_backdated,
         )
 
     def human() -> None:

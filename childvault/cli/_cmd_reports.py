@@ -99,7 +99,8 @@ def report() -> None:
     help="Write the report here (mode 0600) instead of printing it.",
 )
 @click.option(
-    "--rights-request", help="The open rights request (rights open) this answers; annotated."
+    "--rights-request",
+    help="The open rights request (rights open) this answers; it is closed as done.",
 )
 @pass_ctx
 def report_subject(
@@ -269,7 +270,8 @@ def export_anonymized(c: Ctx, out: Path, k: int) -> None:
     Direct identifiers are never decrypted; quasi identifiers are generalised
     (age band, district); classes of fewer than K records are suppressed.
     """
-    doc = c.open().export_anonymized(out, k=k)
+    done = c.open().export_anonymized(out, k=k)
+    doc = done.to_json()
     c.emit(
         {"ok": True, **doc},
         _(

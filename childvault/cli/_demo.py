@@ -388,8 +388,15 @@ def _run_steps(
     )
     if serving is not None:
         _serve(demo, tmp, serving)
-    demo.say(_("3. The worker imports the synthetic sample (no real person's data)."))
-    demo.run("worker1", "import", str(sample))
+    # The sample is a migrated register: its consents are older than the
+    # back-dating window, so an officer confirms them (issue 15, M-12).
+    demo.say(
+        _(
+            "3. The officer imports the synthetic sample (no real person's data), confirming "
+            "its back-dated consents: each row carries its signed form's SHA-256."
+        )
+    )
+    demo.run("officer1", "import", "--confirm-backdated", str(sample))
     demo.say(_("4. The worker lists records: ids and bookkeeping only, never values."))
     demo.run("worker1", "list", show=3)
     listing = json.loads(demo.run("worker1", "list", json_out=True, show=0))

@@ -37,6 +37,8 @@ from childvault.vault._facade import NewRecordInput, Vault
 from childvault.vault._keyconfig import LocalKeys, OpenBaoCredentials, OpenBaoKeys
 from childvault.vault._reports import ProofVerification, verify_entry_proof, verify_subject_report
 from childvault.vault._results import (
+    AnonymizedExport,
+    AuditReconciliation,
     BackupReport,
     DecommissionCosign,
     DecommissionReport,
@@ -53,6 +55,7 @@ from childvault.vault._results import (
     RotationReport,
     SweepReport,
     Transfer,
+    UnmatchedDecrypt,
     UpgradeReport,
     UserInvite,
 )
@@ -62,8 +65,10 @@ from childvault.vault._types import Approval, ImportReport, RecordInfo, RequestI
 
 __all__ = [
     "AccessDenied",
+    "AnonymizedExport",
     "Approval",
     "ApprovalInvalid",
+    "AuditReconciliation",
     "BackupReport",
     "Basis",
     "ChildVaultError",
@@ -104,6 +109,7 @@ __all__ = [
     "StorageError",
     "SweepReport",
     "Transfer",
+    "UnmatchedDecrypt",
     "UpgradeReport",
     "UsageError",
     "UserInfo",

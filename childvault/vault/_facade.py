@@ -45,6 +45,8 @@ from childvault.vault._registrations import (
     with_statement,
 )
 from childvault.vault._results import (
+    AnonymizedExport,
+    AuditReconciliation,
     BackupReport,
     DecommissionCosign,
     DecommissionReport,
@@ -499,6 +501,7 @@ class Vault:
         now: datetime | None = None,
         encoding: str | None = None,
         allow_duplicates: bool = False,
+        confirm_backdated: bool = False,
     ) -> ImportReport:
         """Staff: import a CSV or JSON Lines file, streaming, in batches; resumable.
 
@@ -512,6 +515,9 @@ class Vault:
         or ``gb18030``. Column names may be the schema's Chinese labels. A row
         with the same identity number (compared by blind index) as an earlier
         row or a record of the vault is invalid unless ``allow_duplicates``.
+        A row whose ``consented_at`` is beyond the back-dating window is invalid
+        unless it carries ``consent_form_sha256`` and an officer imports with
+        ``confirm_backdated`` (docs/compliance.md, M-12).
         """
         w = self._live("Vault.import_file")
         path = check.path_arg(w, "path", path)
@@ -520,6 +526,7 @@ class Vault:
         check.choice(w, "fmt", fmt, ("csv", "jsonl"), optional=True)
         check.callable_arg(w, "progress", progress)
         check.datetime_arg(w, "now", now)
+        check.bool_arg(w, "confirm_backdated", confirm_backdated)
         return self._records.import_file(
             path,
             type_name=type_name,
@@ -529,6 +536,7 @@ class Vault:
             now=now,
             encoding=encoding,
             allow_duplicates=allow_duplicates,
+            confirm_backdated=confirm_backdated,
         )
 
     def list_records(self, *, now: datetime | None = None) -> Iterator[RecordInfo]:
@@ -739,14 +747,16 @@ class Vault:
 
     def reconcile_vault_audit(
         self, vault_audit: Path, *, device: str = "childvault", now: datetime | None = None
-    ) -> dict[str, Any]:
+    ) -> AuditReconciliation:
         """Officer or admin, Vault mode: the Transit decrypts in Vault's file audit
         log that no childvault approval accounts for (``audit reconcile``)."""
         w = self._live("Vault.reconcile_vault_audit")
         vault_audit = check.path_arg(w, "vault_audit", vault_audit)
         check.str_arg(w, "device", device)
         check.datetime_arg(w, "now", now)
-        return self._reconcile.reconcile(vault_audit, device=device, now=now)
+        return AuditReconciliation.from_json(
+            self._reconcile.reconcile(vault_audit, device=device, now=now)
+        )
 
     def signer_vkeys(self) -> list[str]:
         """Verifier keys (signed-note vkey form) of every checkpoint signer."""
@@ -768,7 +778,8 @@ class Vault:
         the old version's key is gone (local: resealed without it; Vault: its
         salt destroyed). The log records that a correction happened, never the
         values. Returns the new field version. ``rights_request``: the open
-        correction request (``rights_open``) this answers; it is annotated.
+        correction request (``rights_open``) this answers; it is annotated (and
+        so no longer overdue), and stays open for an officer to close.
         """
         w = self._live("Vault.correct")
         check.str_arg(w, "record_id", record_id)
@@ -799,7 +810,8 @@ class Vault:
         tombstone and log entry written in one transaction; then the provider
         destroys what it holds outside the database (Vault: the record's salts).
         ``reason`` stays in the tombstone only; the log gets the ``category``.
-        ``rights_request``: the open deletion request this answers; it is annotated.
+        ``rights_request``: the open deletion request this answers; it is
+        annotated and closed as ``done``.
         """
         w = self._live("Vault.delete")
         check.str_arg(w, "record_id", record_id)
@@ -929,7 +941,8 @@ class Vault:
         (at least the report's own read) are marked ``"checkpointed": false``;
         an officer completes the proofs with :meth:`complete_subject_report`.
         Check the result with :func:`verify_subject_report`. ``rights_request``:
-        the open access request (查询/复制) this answers; it is annotated.
+        the open access request (查询/复制) this answers; it is annotated and
+        closed as ``done``.
         """
         w = self._live("Vault.subject_report")
         check.str_arg(w, "record_id", record_id)
@@ -988,7 +1001,7 @@ class Vault:
 
     def export_anonymized(
         self, out: Path | str, *, k: int = 5, now: datetime | None = None
-    ) -> dict[str, Any]:
+    ) -> AnonymizedExport:
         """Officer: write anonymised statistics (M-3, M-14) as CSV to ``out``.
 
         Only records that consented to the ``statistics`` purpose under the
@@ -1011,7 +1024,7 @@ class Vault:
         out = check.path_arg(w, "out", out)
         check.int_arg(w, "k", k)
         check.datetime_arg(w, "now", now)
-        return self._export.export_anonymized(out, k=k, now=now)
+        return AnonymizedExport.from_json(self._export.export_anonymized(out, k=k, now=now))
 
     def vault_gc(
         self, *, grace: timedelta, destroy: bool = False, now: datetime | None = None

@@ -18,6 +18,8 @@ from typing import Any
 from childvault.vault._time import iso, parse_iso
 
 __all__ = [
+    "AnonymizedExport",
+    "AuditReconciliation",
     "BackupReport",
     "DecommissionCosign",
     "DecommissionReport",
@@ -34,6 +36,7 @@ __all__ = [
     "RotationReport",
     "SweepReport",
     "Transfer",
+    "UnmatchedDecrypt",
     "UpgradeReport",
     "UserInvite",
 ]
@@ -681,4 +684,182 @@ class Incident:
             notified={str(to): parse_iso(at) for to, at in doc["notified"].items()},
             status=str(doc["status"]),
             closed_at=None if closed is None else parse_iso(closed),
+        )
+
+
+@dataclass(frozen=True)
+class AnonymizedExport:
+    """Outcome of :meth:`Vault.export_anonymized` (M-3, M-14): what was released.
+
+    The counts are those of the ``export.anonymized`` log entry that records
+    the release (its ``sha256`` is the file's, ``released_sha256`` the
+    release record's, docs/reports.md).
+    """
+
+    #: The export's id (in its log entries and the release record).
+    export: str
+    #: The smallest class kept.
+    k: int
+    #: Records used (eligible and decrypted).
+    records: int
+    #: Records in the classes written.
+    records_exported: int
+    classes: int
+    suppressed_classes: int
+    #: The l of l-diversity on the sensitive column (``l`` in the JSON form).
+    l_diversity: int
+    l_suppressed_groups: int
+    subtraction_suppressed_classes: int
+    released_sha256: str
+    suppressed_records: int
+    #: Batches of keys released (each logged before it was decrypted).
+    batches: int
+    excluded_no_statistics_consent: int
+    excluded_past_retention: int
+    excluded_outdated_notice: int
+    #: SHA-256 (hex) of the file written.
+    sha256: str
+    out: Path
+    #: The file's header: ``record_type``, the exported columns, ``count``.
+    columns: tuple[str, ...]
+    #: The day ages were taken on (the institution's time zone).
+    export_date: date
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (``export anonymized --json`` without ``ok``), keys in their old order."""
+        return {
+            "export": self.export,
+            "k": self.k,
+            "records": self.records,
+            "records_exported": self.records_exported,
+            "classes": self.classes,
+            "suppressed_classes": self.suppressed_classes,
+            "l": self.l_diversity,
+            "l_suppressed_groups": self.l_suppressed_groups,
+            "subtraction_suppressed_classes": self.subtraction_suppressed_classes,
+            "released_sha256": self.released_sha256,
+            "suppressed_records": self.suppressed_records,
+            "batches": self.batches,
+            "excluded_no_statistics_consent": self.excluded_no_statistics_consent,
+            "excluded_past_retention": self.excluded_past_retention,
+            "excluded_outdated_notice": self.excluded_outdated_notice,
+            "sha256": self.sha256,
+            "out": str(self.out),
+            "columns": list(self.columns),
+            "excluded": {
+                "no_statistics_consent": self.excluded_no_statistics_consent,
+                "past_retention": self.excluded_past_retention,
+                "outdated_notice": self.excluded_outdated_notice,
+            },
+            "export_date": self.export_date.isoformat(),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> AnonymizedExport:
+        """From :meth:`to_json` output (what the export service returns)."""
+        return cls(
+            export=str(doc["export"]),
+            k=int(doc["k"]),
+            records=int(doc["records"]),
+            records_exported=int(doc["records_exported"]),
+            classes=int(doc["classes"]),
+            suppressed_classes=int(doc["suppressed_classes"]),
+            l_diversity=int(doc["l"]),
+            l_suppressed_groups=int(doc["l_suppressed_groups"]),
+            subtraction_suppressed_classes=int(doc["subtraction_suppressed_classes"]),
+            released_sha256=str(doc["released_sha256"]),
+            suppressed_records=int(doc["suppressed_records"]),
+            batches=int(doc["batches"]),
+            excluded_no_statistics_consent=int(doc["excluded_no_statistics_consent"]),
+            excluded_past_retention=int(doc["excluded_past_retention"]),
+            excluded_outdated_notice=int(doc["excluded_outdated_notice"]),
+            sha256=str(doc["sha256"]),
+            out=Path(doc["out"]),
+            columns=tuple(str(c) for c in doc["columns"]),
+            export_date=date.fromisoformat(doc["export_date"]),
+        )
+
+
+@dataclass(frozen=True)
+class UnmatchedDecrypt:
+    """A Transit decrypt in Vault's audit log that no childvault approval accounts for."""
+
+    #: The time as Vault's audit log writes it (RFC 3339, kept as text: Vault
+    #: writes nanoseconds, which :class:`datetime` cannot hold).
+    time: str
+    path: str
+    vault_request_id: str
+    #: Whether the decrypt was response-wrapped (what childvault's releases are).
+    wrapped: bool
+    display_name: str
+    entity_id: str
+    role_name: str
+    policies: tuple[str, ...]
+    remote_address: str
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (one of ``audit reconcile --json``'s ``unmatched``)."""
+        return {
+            "time": self.time,
+            "path": self.path,
+            "vault_request_id": self.vault_request_id,
+            "wrapped": self.wrapped,
+            "who": {
+                "display_name": self.display_name,
+                "entity_id": self.entity_id,
+                "role_name": self.role_name,
+                "policies": list(self.policies),
+                "remote_address": self.remote_address,
+            },
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> UnmatchedDecrypt:
+        """From :meth:`to_json` output."""
+        who = doc["who"]
+        return cls(
+            time=str(doc["time"]),
+            path=str(doc["path"]),
+            vault_request_id=str(doc["vault_request_id"]),
+            wrapped=bool(doc["wrapped"]),
+            display_name=str(who["display_name"]),
+            entity_id=str(who["entity_id"]),
+            role_name=str(who["role_name"]),
+            policies=tuple(str(p) for p in who["policies"]),
+            remote_address=str(who["remote_address"]),
+        )
+
+
+@dataclass(frozen=True)
+class AuditReconciliation:
+    """Outcome of :meth:`Vault.reconcile_vault_audit` (``audit reconcile``)."""
+
+    #: No unmatched decrypt.
+    ok: bool
+    vault_audit: Path
+    #: Transit decrypts on this vault's key found in Vault's audit log.
+    decrypts: int
+    #: Of those, how many a childvault approval accounts for.
+    matched: int
+    unmatched: tuple[UnmatchedDecrypt, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (``audit reconcile --json``)."""
+        return {
+            "ok": self.ok,
+            "vault_audit": str(self.vault_audit),
+            "decrypts": self.decrypts,
+            "matched": self.matched,
+            "unmatched": [u.to_json() for u in self.unmatched],
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> AuditReconciliation:
+        """From :meth:`to_json` output (what the reconcile service returns)."""
+        return cls(
+            ok=bool(doc["ok"]),
+            vault_audit=Path(doc["vault_audit"]),
+            decrypts=int(doc["decrypts"]),
+            matched=int(doc["matched"]),
+            unmatched=tuple(UnmatchedDecrypt.from_json(u) for u in doc["unmatched"]),
         )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
+from childvault._i18n import Message, _t
 from childvault.keys import (
     AccessDenied,
     FieldKey,
@@ -110,6 +111,27 @@ class RecordPage:
     next_after: str | None
 
 
+def _import_failed(n_errors: int, file: str, errors: Sequence[tuple[int, str]]) -> Message:
+    """The message of :class:`ImportFailed`: the first 20 bad rows, each in the
+    reader's language when its reason is a :class:`Message` (the English text
+    stays as it was)."""
+    # The row list has no fixed template: it is a Message of its own whose
+    # parts are translated one by one (:meth:`Message.in_locale`).
+    parts = {
+        f"r{i}": _t("row {row}: {reason}", row=r, reason=m) for i, (r, m) in enumerate(errors[:20])
+    }
+    shown = Message("; ".join("{" + name + "}" for name in parts), **parts)
+    more = _t(" (and {n} more)", n=n_errors - 20) if n_errors > 20 else ""
+    return _t(
+        "{n} invalid row(s) in {file}, nothing was imported: {rows}{more}. "
+        "Fix them, or pass --skip-invalid to import the valid rows",
+        n=n_errors,
+        file=file,
+        rows=shown,
+        more=more,
+    )
+
+
 class RecordService:
     """Write, import, list and look up records."""
 
@@ -138,14 +160,22 @@ class RecordService:
         prepared = [self._prepare(item, moment, backdating=True) for item in items]
         return self._store_new(prepared, moment)
 
-    def _backdating(self, consent: Consent, moment: datetime) -> Consent:
-        """The back-dating rule (issue 15): a record created today by ``moment``."""
+    def _backdating(
+        self, consent: Consent, moment: datetime, imported: bool | None = None
+    ) -> Consent:
+        """The back-dating rule (issue 15): a record created today by ``moment``.
+
+        ``imported``: None for a record added one by one (an officer adding it
+        confirms); for an import row, whether an officer runs the import with
+        ``confirm_backdated`` (checked by :meth:`import_file`).
+        """
         return check_backdating(
             consent,
             created=legal_today(self.s.db.meta, moment),
             window_days=backdate_window(self.s.db.meta),
             actor=self.s.user,
-            officer="officer" in self.s.roles,
+            officer="officer" in self.s.roles if imported is None else imported,
+            in_import=imported is not None,
         )
 
     def _check_accepting(self) -> None:
@@ -162,8 +192,8 @@ class RecordService:
     ) -> _Prepared:
         """Validate and encrypt one record. ``notice_sha256``: a memoised
         :meth:`notice_sha256` for a whole import (one register read, not one a row).
-        ``backdating``: apply the back-dating window (records added one by one;
-        an import migrates an existing register and is exempt, docs/compliance.md)."""
+        ``backdating``: apply the back-dating window of a record added one by one
+        (an import applies it row by row, :meth:`_checked_row`)."""
         values, consent = self._validated(item, moment, notice_sha256, backdating=backdating)
         return self._sealed(item.type, values, consent, moment)
 
@@ -174,17 +204,19 @@ class RecordService:
         notice_sha256: Callable[[str], str] | None = None,
         *,
         backdating: bool = False,
+        imported: bool | None = None,
     ) -> tuple[dict[str, str], Consent]:
         """The record's normalised values and its checked consent (with the notice's
-        digest); :class:`ValidationError` or :class:`UsageError` naming the problem."""
+        digest); :class:`ValidationError` or :class:`UsageError` naming the problem.
+        ``imported``: an import row (see :meth:`_backdating`), always window-checked."""
         values = self.s.schema.validate_record(item.type, item.values)
         dob_text = values.get("date_of_birth")
         dob = datetime.fromisoformat(dob_text).date() if dob_text else None
         consent = check_consent(
             item.consent, date_of_birth=dob, schema=self.s.schema, today=today(moment)
         )
-        if backdating:
-            consent = self._backdating(consent, moment)
+        if backdating or imported is not None:
+            consent = self._backdating(consent, moment, imported)
         sha_of = notice_sha256 or self._notices.notice_sha256
         consent = dataclasses.replace(consent, notice_sha256=sha_of(consent.notice_version))
         return values, consent
@@ -332,6 +364,7 @@ class RecordService:
         now: datetime | None = None,
         encoding: str | None = None,
         allow_duplicates: bool = False,
+        confirm_backdated: bool = False,
     ) -> ImportReport:
         """Staff: import a CSV or JSON Lines file, streaming, in batches; resumable.
 
@@ -344,9 +377,18 @@ class RecordService:
         ``encoding``: ``utf-8`` (default), ``gbk`` or ``gb18030``. A row with the
         same identity number (blind index) as an earlier row or a record of the
         vault is invalid unless ``allow_duplicates``.
+
+        A row whose ``consented_at`` is more than the back-dating window before
+        today is invalid unless it carries its signed consent form's SHA-256
+        (``consent_form_sha256``) and an officer runs the import with
+        ``confirm_backdated``; that officer is stored as the row's
+        ``confirmed_by`` (docs/compliance.md, M-12).
         """
         moment = self.s.now(now)
         self.s.require(WRITERS, "record.create", moment, "importing records")
+        if confirm_backdated:
+            # Refused (and logged) before any row is read: only an officer confirms.
+            self.s.require(("officer",), "record.create", moment, "confirming back-dated consents")
         self._check_accepting()
         path = Path(path)
         type_name = type_name or next(iter(self.s.schema.types))
@@ -400,7 +442,7 @@ class RecordService:
         kept_bytes = 0
         for number, row in iter_rows(path, fmt):
             total = number
-            checked = self._checked_row(type_name, row, moment, notice, sha_of)
+            checked = self._checked_row(type_name, row, moment, notice, sha_of, confirm_backdated)
             if isinstance(checked, str):
                 n_errors += 1
                 if len(errors) < 1000:
@@ -425,12 +467,7 @@ class RecordService:
             n_errors += len(duplicates)
             errors = sorted([*errors, *duplicates.items()])[:1000]
         if n_errors and not skip_invalid:
-            shown = "; ".join(f"row {r}: {m}" for r, m in errors[:20])
-            more = f" (and {n_errors - 20} more)" if n_errors > 20 else ""
-            raise ImportFailed(
-                f"{n_errors} invalid row(s) in {path.name}, nothing was imported: {shown}{more}. "
-                "Fix them, or pass --skip-invalid to import the valid rows"
-            )
+            raise ImportFailed(_import_failed(n_errors, path.name, errors))
         if finished:
             return ImportReport(source, total, 0, n_errors, total, tuple(errors))
         imported: list[str] = []
@@ -442,7 +479,9 @@ class RecordService:
         for number, values, consent in (
             kept
             if kept is not None
-            else self._revalidated(iter_rows(path, fmt), type_name, done, moment, notice, sha_of)
+            else self._revalidated(
+                iter_rows(path, fmt), type_name, done, moment, notice, sha_of, confirm_backdated
+            )
         ):
             if number in duplicates:
                 continue
@@ -478,6 +517,7 @@ class RecordService:
         moment: datetime,
         notice: str | None,
         sha_of: Callable[[str], str],
+        confirm_backdated: bool = False,
     ) -> Iterator[tuple[int, dict[str, str], Consent]]:
         """The valid rows after ``done``, read and validated again (a file too large
         to keep its rows between the passes). A row that fails now (skipped in the
@@ -485,7 +525,7 @@ class RecordService:
         for number, row in rows:
             if number <= done:
                 continue
-            checked = self._checked_row(type_name, row, moment, notice, sha_of)
+            checked = self._checked_row(type_name, row, moment, notice, sha_of, confirm_backdated)
             if not isinstance(checked, str):
                 yield number, *checked
 
@@ -508,16 +548,25 @@ class RecordService:
         moment: datetime,
         notice: str | None = None,
         notice_sha256: Callable[[str], str] | None = None,
+        confirm_backdated: bool = False,
     ) -> tuple[dict[str, str], Consent] | str:
-        """A row's validated values and consent (:meth:`_validated`), or why it is invalid."""
+        """A row's validated values and consent (:meth:`_validated`), or why it is invalid.
+
+        The reason keeps its :class:`~childvault._i18n.Message` when it has one,
+        so the CLI shows each refused row in the reader's language.
+        """
         if isinstance(row, BadRow):
             return row.reason
         try:
             return self._validated(
-                self._row_input(type_name, row, moment, notice), moment, notice_sha256
+                self._row_input(type_name, row, moment, notice),
+                moment,
+                notice_sha256,
+                imported=confirm_backdated,
             )
         except (ValidationError, UsageError) as exc:
-            return str(exc)
+            reason = exc.args[0] if exc.args else None
+            return reason if isinstance(reason, Message) else str(exc)
 
     def list_records(self, *, now: datetime | None = None) -> Iterator[RecordInfo]:
         """Bookkeeping of every record (never a value); the listing is logged."""

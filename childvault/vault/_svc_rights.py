@@ -38,6 +38,11 @@ RIGHTS_ANSWERS = {
     "correct": "record.correct",
     "delete": "record.delete",
 }
+#: The answers that are the whole answer, so linking one closes the request as
+#: ``done`` (the record is gone; the subject report is made). A correction
+#: changes one field and a request may name several: it leaves the request
+#: open (answered, so no longer overdue) until an officer closes it.
+CLOSING_ANSWERS = frozenset({"record.delete", "report.subject"})
 #: Longest refusal reason kept in the register (a reason, never child data).
 MAX_REASON = 500
 
@@ -194,20 +199,33 @@ class RightsService:
     def link(
         self, rights_id: str, action: str, record_id: str, *, now: datetime | None = None
     ) -> dict[str, Any]:
-        """Annotate the request with the operation that answered it (``rights.link``)."""
+        """Annotate the request with the operation that answered it (``rights.link``).
+
+        A deletion or a subject report (:data:`CLOSING_ANSWERS`) also closes
+        the request as ``done``, in the same log write, with the answer named
+        in the ``rights.close`` entry: the register cannot show the answer
+        without the closing or the reverse. A correction leaves it open.
+        """
         moment = self.s.now(now)
         row = self.check_link(rights_id, action, record_id)
-        self.s.log(
-            [
+        events = [
+            Event(
+                self.s.user,
+                "rights.link",
+                records=[row["record"]],
+                detail={"rights": row["id"], "answer": action},
+            )
+        ]
+        if action in CLOSING_ANSWERS:
+            events.append(
                 Event(
                     self.s.user,
-                    "rights.link",
+                    "rights.close",
                     records=[row["record"]],
-                    detail={"rights": row["id"], "answer": action},
+                    detail={"rights": row["id"], "outcome": "done", "answer": action},
                 )
-            ],
-            moment,
-        )
+            )
+        self.s.log(events, moment)
         return self.get(rights_id, now=moment)
 
     def get(self, rights_id: str, *, now: datetime | None = None) -> dict[str, Any]:
@@ -249,7 +267,9 @@ class RightsService:
                 if detail.get("reason"):
                     rows[rid]["reason"] = detail["reason"]
         for row in rows.values():
-            row["overdue"] = row["status"] == "open" and row["deadline"] < day
+            # A linked answer was given, so the deadline was met (P-19); an
+            # open correction request waits only for the officer to close it.
+            row["overdue"] = row["status"] == "open" and row["deadline"] < day and not row["links"]
         return list(rows.values())
 
     def list(self, *, now: datetime | None = None) -> list[dict[str, Any]]:

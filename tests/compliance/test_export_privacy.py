@@ -41,7 +41,7 @@ def test_k_below_3_is_refused_and_5_is_the_default(world: World, tmp_path: Path)
     with world.open("officer1") as v:
         with pytest.raises(UsageError, match="from 3"):
             v.export_anonymized(tmp_path / "s.csv", k=2)
-        assert v.export_anonymized(tmp_path / "s.csv")["k"] == 5
+        assert v.export_anonymized(tmp_path / "s.csv").k == 5
 
 
 def test_a_category_shared_by_the_whole_group_is_suppressed(world: World, tmp_path: Path) -> None:
@@ -53,7 +53,7 @@ def test_a_category_shared_by_the_whole_group_is_suppressed(world: World, tmp_pa
     with world.open("officer1") as v:
         summary = v.export_anonymized(out, k=3)
     assert {r["difficulty_category"] for r in _rows(out)} == {SUPPRESSED}
-    assert summary["l_suppressed_groups"] == 2
+    assert summary.l_suppressed_groups == 2
     assert "poverty" not in out.read_text(encoding="utf-8-sig")
 
 
@@ -84,7 +84,7 @@ def test_a_later_export_cannot_be_subtracted_from_an_earlier_one(
         second = v.export_anonymized(tmp_path / "b.csv", k=3)
     # 7 - 6 = 1 < k: the class is withheld rather than let the new child be isolated.
     assert _rows(tmp_path / "b.csv") == []
-    assert second["subtraction_suppressed_classes"] == 1 and first["classes"] == 1
+    assert second.subtraction_suppressed_classes == 1 and first.classes == 1
     with world.open("worker1") as v:
         _add(v, range(14, 20, 2))  # three more: a difference of 4 >= k is publishable
     with world.open("officer1") as v:

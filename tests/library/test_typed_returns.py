@@ -12,6 +12,8 @@ import pytest
 
 import childvault.vault as api
 from childvault.vault import (
+    AnonymizedExport,
+    AuditReconciliation,
     BackupReport,
     DecommissionCosign,
     DisabledUser,
@@ -22,6 +24,7 @@ from childvault.vault import (
     OrphanSalt,
     RebaselineReport,
     Transfer,
+    UnmatchedDecrypt,
     UpgradeReport,
     UserInvite,
     Vault,
@@ -37,9 +40,6 @@ STILL_MAPPINGS = {
     "incident_report",
     # The exact canonicalised log entries, as hashed.
     "audit_entries",
-    # Not converted yet (see the report of this change).
-    "reconcile_vault_audit",
-    "export_anonymized",
     # The incident contact list: the request ids filed, or the sealed list
     # written; open_incident_contacts returns that list's own document.
     "incident_contacts",
@@ -47,6 +47,9 @@ STILL_MAPPINGS = {
 }
 
 RESULTS = [
+    AnonymizedExport,
+    AuditReconciliation,
+    UnmatchedDecrypt,
     BackupReport,
     DecommissionCosign,
     DisabledUser,

@@ -165,7 +165,8 @@ def test_an_import_through_the_server_still_finds_vault_duplicates(
     values = child_values(1)
     csv = tmp_path / "again.csv"
     header = [*values, "consent_by", "consented_at", "notice_version", "purposes", "retain_until"]
-    row = [*values.values(), "guardian", "2026-11-01", "2026-1", "case_management", "2032-01-01"]
+    # consented_at empty: the day of the import (within the back-dating window).
+    row = [*values.values(), "guardian", "", "2026-1", "case_management", "2032-01-01"]
     csv.write_text(",".join(header) + "\n" + ",".join(row) + "\n", encoding="utf-8")
     with vs.connect("worker1") as v, pytest.raises(ImportFailed) as refused:
         v.import_file(csv)

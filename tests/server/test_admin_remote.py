@@ -48,7 +48,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VaultServer]:
     shutil.copy2(vs.home / "identities" / "admin.id", ws / "admin.id")
     vs.start()
     try:
-        vs.cli("worker1", "import", str(SAMPLE))
+        vs.cli("officer1", "import", "--confirm-backdated", str(SAMPLE))
         yield vs
     finally:
         vs.stop()

@@ -53,6 +53,6 @@ def test_the_demo_narrates_the_same_steps() -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "2b. " in out and "--server http://127.0.0.1:" in out
-    for step in ("3. The worker imports", "7. The worker reads", "12. Anyone can verify"):
+    for step in ("3. The officer imports", "7. The worker reads", "12. Anyone can verify"):
         assert step in out
     assert "Demo complete." in out

@@ -101,7 +101,10 @@ def test_documented_vault_routes_example(tmp_path: Path) -> None:
     vs = make_vault(tmp_path / "vault", ("officer1", "worker1"))
     vs.start()
     try:
-        vs.cli("worker1", "import", str(ROOT / "childvault" / "vault" / "data" / "sample.csv"))
+        # The sample's consents are older than the back-dating window: an
+        # officer imports it, confirming them (issue 15).
+        sample = ROOT / "childvault" / "vault" / "data" / "sample.csv"
+        vs.cli("officer1", "import", "--confirm-backdated", str(sample))
         key = tmp_path / "worker1.pem"
         key.write_bytes(
             Ed25519PrivateKey.from_private_bytes(

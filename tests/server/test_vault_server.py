@@ -27,11 +27,11 @@ SAMPLE = Path(__file__).resolve().parents[2] / "childvault" / "vault" / "data" /
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VaultServer]:
-    """The test vault, served; records imported through the server by worker1."""
+    """The test vault, served; the sample (a back-dated register) imported by officer1."""
     vs = make_vault(tmp_path_factory.mktemp("vault"))
     vs.start()
     try:
-        vs.cli("worker1", "import", str(SAMPLE))
+        vs.cli("officer1", "import", "--confirm-backdated", str(SAMPLE))
         yield vs
     finally:
         vs.stop()

@@ -21,18 +21,27 @@ from childvault.keys import ChildVaultError
 from tests.server._vaultserver import VaultServer, make_vault, passphrase, wait_healthy
 from tests.server.conftest import ROOT, free_port
 
-SAMPLE = ROOT / "childvault" / "vault" / "data" / "sample.csv"
-
 
 def _csv(path: Path, rows: int, offset: int = 0) -> Path:
-    """``rows`` rows of the synthetic sample (repeated as needed) as a new CSV file."""
-    with SAMPLE.open(encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader)
-        data = list(reader)
+    """``rows`` valid synthetic rows (200 children, repeated as needed) as a new CSV file.
+
+    Not the shipped sample: its consents are older than the back-dating window,
+    which only an officer's ``--confirm-backdated`` import may cross (issue 15),
+    and these files are imported by staff. Consent is given on the import day.
+    """
+    from tests.conftest import child_values
+
+    consent = {
+        "consent_by": "guardian",
+        "consented_at": "",
+        "notice_version": "2026-1",
+        "purposes": "case_management;statistics",
+        "retain_until": "2032-01-01",
+    }
+    data = [{**child_values(i), **consent} for i in range(200)]
     with path.open("w", encoding="utf-8", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow(header)
+        writer = csv.DictWriter(out, fieldnames=list(data[0]))
+        writer.writeheader()
         for i in range(rows):
             writer.writerow(data[(offset + i) % len(data)])
     return path
