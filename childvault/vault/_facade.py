@@ -78,6 +78,7 @@ from childvault.vault._svc_records import NewRecordInput, RecordPage, RecordServ
 from childvault.vault._svc_reports import ReportService
 from childvault.vault._svc_rights import RightsService
 from childvault.vault._svc_rotation import RotationService
+from childvault.vault._svc_settings import SettingsService
 from childvault.vault._svc_users import UserService
 from childvault.vault._time import Clock, iso, parse_iso, system_clock
 from childvault.vault._types import Approval, ImportReport, RecordInfo, RequestInfo, UserInfo
@@ -1429,6 +1430,30 @@ class Vault:
                 entrusted={**terms, "expires": expires.isoformat()},
             )
         )
+
+    def set_setting(self, key: str, value: str, *, now: datetime | None = None) -> dict[str, str]:
+        """Sign and log setting ``key`` = ``value`` (docs/trust.md, "Settings").
+
+        The approval limits (``max_ttl_s``, ``default_ttl_s``, ``max_records``,
+        ``max_uses``) are an admin's to sign; the compliance settings
+        (``consent_backdate_days``, ``time_zone``, ``rights_deadline_days.<kind>``,
+        ``export_min_k``) an officer's. The value is validated (whole numbers in
+        range, an IANA zone); the latest signed value is what every decision
+        uses, never the ``meta`` row. Returns ``{key, value, signer}``.
+        """
+        w = self._live("Vault.set_setting")
+        check.str_arg(w, "key", key)
+        check.str_arg(w, "value", value)
+        check.datetime_arg(w, "now", now)
+        result: dict[str, str] = SettingsService(self._session).set(key, value, now=now)
+        return result
+
+    def list_settings(self) -> list[dict[str, Any]]:
+        """Every signed setting: ``key``, effective ``value``, ``default``, ``signer``
+        (the role that signs it), ``source`` (``signed`` or ``default``) and, when
+        the database row disagrees (ignored), ``meta``."""
+        self._live("Vault.list_settings")
+        return SettingsService(self._session).listing()
 
 
 def _remove_tree(path: Path) -> None:

@@ -26,7 +26,7 @@ from childvault.keys import (
     WrappedRecord,
 )
 from childvault.keys._encoding import check_hex_id
-from childvault.vault import _audit
+from childvault.vault import _audit, _settings
 from childvault.vault._audit import Event
 from childvault.vault._backend import Backend, RecordRow
 from childvault.vault._config import Config, Home
@@ -36,7 +36,7 @@ from childvault.vault._policy import RecordState, role_refusal
 from childvault.vault._registrations import Verified, anchor_of, load_saved, verify_log
 from childvault.vault._schema import Schema
 from childvault.vault._statements import Anchor, TrustState
-from childvault.vault._time import Clock, legal_today
+from childvault.vault._time import ZONE_SETTING, Clock, today
 
 #: The roles that write records and request access.
 WRITERS = ("staff", "officer")
@@ -134,11 +134,35 @@ class Session:
         return at if at is not None else self.clock()
 
     def setting(self, key: str) -> str:
-        """A vault-wide setting (limits, notice version)."""
+        """A vault-wide setting: a signed one (:data:`_settings.SPECS`) as verified
+        statements give it, else its default; any other (notice version, institution,
+        ...) from its ``meta`` row."""
+        if key in _settings.SPECS:
+            return self.settings.get(key)
         value = self.db.meta.get(key)
         if value is None:
             raise ConfigError(_t("vault setting {key!r} is missing from the database", key=key))
         return value
+
+    @property
+    def settings(self) -> SignedSettings:
+        """The signed settings, for ``legal_today`` and the consent rules (``.get(key)``)."""
+        return SignedSettings(self)
+
+    def settings_state(self) -> TrustState | None:
+        """The verified state the signed settings come from (None: no anchor).
+
+        The state this session last verified (every operation that seals,
+        approves or reads verifies first), else a replay that writes nothing;
+        when the log does not verify, the user's own last signed state, so an
+        edited log cannot bring back a default.
+        """
+        if self._verified is not None:
+            return self._verified.state
+        try:
+            return self._trust_state(save=False)
+        except IntegrityError:
+            return self._last_verified_state()
 
     def log(self, events: Sequence[Event], now: datetime) -> None:
         """Append ``events`` in a transaction of their own."""
@@ -193,7 +217,7 @@ class Session:
         me = state.users.get(self.user) if state is not None else None
         if me is None or me.entrusted is None:
             return None
-        if not me.expired_on(legal_today(self.db.meta, now)):
+        if not me.expired_on(today(now, state.setting(ZONE_SETTING) if state else None)):
             return None
         # A Message (a str that keeps its template), so the CLI can translate it.
         return _t(
@@ -348,3 +372,25 @@ class Session:
         """Close the Vault session (if any) and the database."""
         self.keys.close()
         self.db.close()
+
+
+class SignedSettings:
+    """The signed settings of a session, read like the ``meta`` repository (``get``).
+
+    With an anchor: the latest verified ``setting.set`` of each key, else its
+    default; a ``meta`` row is never read for them (docs/trust.md). Without an
+    anchor (an identity made before anchors, which verifies nothing): the
+    ``meta`` row, as before.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def get(self, key: str) -> str:
+        """The effective value of signed setting ``key``."""
+        spec = _settings.spec(key)
+        if self._s.anchor is None:
+            raw = self._s.db.meta.get(key)
+            return raw if raw is not None and _settings.is_canonical(key, raw) else spec.default
+        state = self._s.settings_state()
+        return state.setting(key) if state is not None else spec.default

@@ -405,7 +405,7 @@ class AccessService:
             uses=uses,
             limits=self._limits(),
             records=states,
-            day=legal_today(self.s.db.meta, moment),
+            day=legal_today(self.s.settings, moment),
             allowed=self._allowed(req.purpose, basis.kind),
             basis=basis.kind,
         ) or cosign_refusal(basis.kind, req.requester, self.s.user, self._cosigners(req.id))
@@ -787,7 +787,7 @@ class AccessService:
                 self.s.db.access.grant(claims.jti),
                 self.s.db.access.request(claims.req),
                 [self.s.record_state(rid) for rid in records or claims.rec],
-                day=legal_today(self.s.db.meta, moment),
+                day=legal_today(self.s.settings, moment),
                 allowed=self._allowed(claims.pur, basis.kind),
                 basis=basis.kind,
                 notices=NoticeService(self.s).accepted_versions(),

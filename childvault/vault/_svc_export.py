@@ -90,7 +90,7 @@ class ExportService:
         for plan in plans.values():
             header.extend(c for c in plan if c not in header)
         export_id = secrets.token_hex(16)
-        day = legal_today(self.s.db.meta, moment)
+        day = legal_today(self.s.settings, moment)
         notice = NoticeService(self.s).accepted_versions()
         counts: dict[tuple[str, ...], int] = {}
         excluded = {"no_statistics_consent": 0, "past_retention": 0, "outdated_notice": 0}

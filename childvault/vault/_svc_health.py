@@ -63,6 +63,9 @@ class HealthService:
         diagnosable = self.s.keys.diagnosable()
         if diagnosable is not None:
             out.extend(_vault_checks(diagnosable.diagnose()))
+        from childvault.vault._svc_settings import SettingsService
+
+        out.extend(SettingsService(self.s).disagreements())
         out.extend(self.turning_14())
         out.extend(self.overdue_rights())
         return out
@@ -92,7 +95,7 @@ class HealthService:
         Record ids and dates only (no child data); records already due are
         refused by approvals until the child's own consent is recorded.
         """
-        day = legal_today(self.s.db.meta, self.s.now(None))
+        day = legal_today(self.s.settings, self.s.now(None))
         due: list[tuple[str, str]] = []
         after = ""
         while page := self.s.db.records.page(after=after, limit=1000):

@@ -140,8 +140,8 @@ class RecordService:
         """The back-dating rule (issue 15): a record created today by ``moment``."""
         return check_backdating(
             consent,
-            created=legal_today(self.s.db.meta, moment),
-            window_days=backdate_window(self.s.db.meta),
+            created=legal_today(self.s.settings, moment),
+            window_days=backdate_window(self.s.settings),
             actor=self.s.user,
             officer="officer" in self.s.roles,
         )
