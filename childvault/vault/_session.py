@@ -8,11 +8,12 @@ and refusing (logged) an actor without the role (docs/architecture.md).
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from childvault._i18n import _t
 from childvault.keys import (
@@ -32,11 +33,19 @@ from childvault.vault._backend import Backend, RecordRow
 from childvault.vault._config import Config, Home
 from childvault.vault._keyconfig import KeysConfig, OpenBaoCredentials
 from childvault.vault._keyring import Keyring
+from childvault.vault._notice_log import notice_problem
 from childvault.vault._policy import RecordState, role_refusal
 from childvault.vault._registrations import Verified, anchor_of, load_saved, verify_log
 from childvault.vault._schema import Schema
 from childvault.vault._statements import Anchor, TrustState
 from childvault.vault._time import ZONE_SETTING, Clock, today
+
+#: The meta row that says whether the vault still accepts records (checked
+#: against the log before use: :meth:`Session.accepting_records`).
+ACCEPTING = "accepting_records"
+
+#: The meta rows of the notice register and of the current notice version.
+NOTICES, NOTICE_VERSION = "notices", "notice_version"
 
 #: The roles that write records and request access.
 WRITERS = ("staff", "officer")
@@ -139,10 +148,74 @@ class Session:
         ...) from its ``meta`` row."""
         if key in _settings.SPECS:
             return self.settings.get(key)
+        if key == ACCEPTING:
+            return "1" if self.accepting_records() else "0"
+        if key == NOTICE_VERSION:
+            return self.verified_notices()[1]
         value = self.db.meta.get(key)
         if value is None:
             raise ConfigError(_t("vault setting {key!r} is missing from the database", key=key))
         return value
+
+    def _notice_rows(self) -> tuple[dict[str, dict[str, Any]], str | None]:
+        raw = self.db.meta.get(NOTICES) or "{}"
+        try:
+            doc = json.loads(raw)
+            register = {str(k): dict(v) for k, v in doc.items()}
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise IntegrityError(_t("the notice register in the database is damaged")) from exc
+        return register, self.db.meta.get(NOTICE_VERSION)
+
+    def notice_problem(self) -> str | None:
+        """What in the notice register rows disagrees with the verified log (None: nothing;
+        always None without an anchor). Logs nothing: for ``doctor``."""
+        register, current = self._notice_rows()
+        if self.anchor is None:
+            return None
+        state = self._trust_state(save=False)  # raises if the log does not verify
+        assert state is not None
+        return notice_problem(self.db, state, register, current)
+
+    def verified_notices(self) -> tuple[dict[str, dict[str, Any]], str]:
+        """The notice register and the current version, checked against the verified
+        log before use (:mod:`_notice_log`): a disagreement is refused and logged."""
+        register, current = self._notice_rows()
+        problem = self.notice_problem()
+        if problem is not None:
+            self.distrust("notice", problem, self.clock())
+        if current is None:
+            raise ConfigError(
+                _t("vault setting {key!r} is missing from the database", key=NOTICE_VERSION)
+            )
+        return register, current
+
+    def accepting_records(self) -> bool:
+        """Whether the vault still accepts records (P-23).
+
+        The verified log decides: a logged ``vault.decommission`` ends
+        collection for good, whatever the ``meta`` row says; a row that says
+        "accepting" after one is refused and logged (``trust.refuse``). A row
+        that says "not accepting" is obeyed (failing closed).
+        """
+        row = self.db.meta.get(ACCEPTING)
+        if self.anchor is None:
+            return row == "1"  # verifies nothing (made before anchors), as before
+        self.settings_state()  # the log is verified (chain, actors) before it is read
+        ended = False
+        for raw in self.db.audit.entries_by_action(("vault.decommission",)):
+            doc = _audit.decode_entry(raw)
+            # The co-signature and the contact list come before; "start" ends collection.
+            detail = doc.get("detail")
+            phase = detail.get("phase") if isinstance(detail, dict) else None
+            ended = ended or (doc.get("outcome") == "ok" and phase in ("start", "done"))
+        if ended and row == "1":
+            self.distrust(
+                "record.create",
+                "the log says the vault was decommissioned but the database says it accepts "
+                "records",
+                self.clock(),
+            )
+        return row == "1" and not ended
 
     @property
     def settings(self) -> SignedSettings:

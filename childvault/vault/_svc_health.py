@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from childvault.keys import ChildVaultError
 from childvault.vault._consent import children_due
 from childvault.vault._session import Session
 from childvault.vault._svc_notices import NoticeService, packaged_notice_sha256
@@ -32,8 +33,18 @@ class HealthService:
             )
         )
         out.append(("records", "ok", f"{self.s.db.records.count()} record(s)"))
-        current = self.s.setting("notice_version")
-        if self._notices.notices().get(current, {}).get("sha256") == packaged_notice_sha256():
+        try:
+            problem = self.s.notice_problem()
+        except ChildVaultError as exc:
+            problem = str(exc)
+        if problem is not None:
+            # Reported, not logged: doctor only reads (the next use refuses and logs it).
+            out.append(("notice", "fail", f"{problem}: the notice rows were altered"))
+        elif (
+            self._notices.notices().get(self.s.setting("notice_version"), {}).get("sha256")
+            == packaged_notice_sha256()
+        ):
+            current = self.s.setting("notice_version")
             out.append(
                 (
                     "notice",

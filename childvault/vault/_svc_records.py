@@ -147,7 +147,7 @@ class RecordService:
         )
 
     def _check_accepting(self) -> None:
-        if self.s.db.meta.get("accepting_records") != "1":
+        if not self.s.accepting_records():
             raise AccessDenied("this vault is decommissioned: it no longer accepts records")
 
     def _prepare(
