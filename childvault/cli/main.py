@@ -49,6 +49,7 @@ from childvault.cli import (
     _cmd_rights,
     _cmd_serve,
     _cmd_session,
+    _cmd_settings,
     _cmd_upgrade,
     _cmd_users,
     _cmd_vault_admin,
@@ -340,6 +341,8 @@ for _command in (
     _cmd_serve.serve,
     _cmd_passphrase.passphrase,
     _cmd_upgrade.upgrade,
+    # signed settings (issues 12, 15): appended at the end, as above
+    _cmd_settings.settings,
 ):
     cli.add_command(_command)
 # `audit prove` lives with the report and proof files it reads and writes.
