@@ -14,7 +14,7 @@ def _line(s: dict[str, Any]) -> str:
     line = _("{key:32} {value:16} {source:8} signed by: {signer}").format(
         key=safe(s["key"]), value=safe(s["value"]), source=source, signer=safe(s["signer"])
     )
-    if "meta" in s:
+    if s["meta"] is not None:
         line += _("  (database row {row} ignored)").format(row=safe(s["meta"]))
     return line
 
@@ -28,7 +28,7 @@ def settings() -> None:
 @pass_ctx
 def settings_list(c: Ctx) -> None:
     """List every setting, its effective value and who signs it."""
-    rows = c.open().list_settings()
+    rows = [s.to_json() for s in c.open().list_settings()]
 
     def human() -> None:
         for row in rows:
@@ -43,10 +43,10 @@ def settings_list(c: Ctx) -> None:
 @pass_ctx
 def settings_set(c: Ctx, key: str, value: str) -> None:
     """Sign KEY = VALUE (approval limits: an admin; compliance settings: an officer)."""
-    done = c.open().set_setting(key, value)
+    done = c.open().set_setting(key, value).to_json()
     c.emit(
         {"ok": True, "setting": done},
         _("{key} = {value}, signed by {signer}").format(
-            key=safe(done["key"]), value=safe(done["value"]), signer=safe(done["signer"])
+            key=safe(done["key"]), value=safe(done["value"]), signer=safe(done["signed_by"])
         ),
     )

@@ -55,6 +55,7 @@ from childvault.vault._results import (
     Transfer,
     UpgradeReport,
     UserInvite,
+    VaultSetting,
 )
 from childvault.vault._schema import FieldSpec, RecordType, Schema
 from childvault.vault._svc_access import Basis
@@ -110,6 +111,7 @@ __all__ = [
     "UserInvite",
     "ValidationError",
     "Vault",
+    "VaultSetting",
     "VaultSettings",
     "VerifyReport",
     "WrongPassphrase",

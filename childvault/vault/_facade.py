@@ -61,6 +61,7 @@ from childvault.vault._results import (
     Transfer,
     UpgradeReport,
     UserInvite,
+    VaultSetting,
 )
 from childvault.vault._schema import Schema
 from childvault.vault._session import Session, new_id
@@ -1431,29 +1432,28 @@ class Vault:
             )
         )
 
-    def set_setting(self, key: str, value: str, *, now: datetime | None = None) -> dict[str, str]:
-        """Sign and log setting ``key`` = ``value`` (docs/trust.md, "Settings").
+    def set_setting(self, key: str, value: str, *, now: datetime | None = None) -> VaultSetting:
+        """Sign and log setting ``key`` = ``value``; return it as it now stands.
 
         The approval limits (``max_ttl_s``, ``default_ttl_s``, ``max_records``,
         ``max_uses``) are an admin's to sign; the compliance settings
         (``consent_backdate_days``, ``time_zone``, ``rights_deadline_days.<kind>``,
         ``export_min_k``) an officer's. The value is validated (whole numbers in
         range, an IANA zone); the latest signed value is what every decision
-        uses, never the ``meta`` row. Returns ``{key, value, signer}``.
+        uses, never the ``meta`` row (docs/trust.md, "Settings and other meta rows").
         """
         w = self._live("Vault.set_setting")
         check.str_arg(w, "key", key)
         check.str_arg(w, "value", value)
         check.datetime_arg(w, "now", now)
-        result: dict[str, str] = SettingsService(self._session).set(key, value, now=now)
-        return result
+        return VaultSetting.from_json(SettingsService(self._session).set(key, value, now=now))
 
-    def list_settings(self) -> list[dict[str, Any]]:
-        """Every signed setting: ``key``, effective ``value``, ``default``, ``signer``
-        (the role that signs it), ``source`` (``signed`` or ``default``) and, when
-        the database row disagrees (ignored), ``meta``."""
+    def list_settings(self) -> list[VaultSetting]:
+        """Every signed setting: its effective value, default, the role that signs
+        it, its source (``signed`` or ``default``), who signed it, and the
+        database row when that differs (ignored)."""
         self._live("Vault.list_settings")
-        return SettingsService(self._session).listing()
+        return [VaultSetting.from_json(d) for d in SettingsService(self._session).listing()]
 
 
 def _remove_tree(path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from childvault._i18n import _t
 from childvault.keys import IntegrityError, UsageError
-from childvault.vault import _settings, _statements
+from childvault.vault import _audit, _settings, _statements
 from childvault.vault._audit import Event
 from childvault.vault._registrations import append_with_statements, with_statement
 from childvault.vault._session import Session
@@ -37,29 +37,35 @@ class SettingsService:
         self.s = session
 
     def listing(self) -> list[dict[str, Any]]:
-        """Every signed setting: its effective value, default, signer role and source.
-
-        ``source`` is ``signed`` (a verified statement set it) or ``default``;
-        ``meta`` is the database row when it disagrees with the effective value
-        (ignored; ``doctor`` reports it).
-        """
+        """Every signed setting: its effective value, default, signer role, source,
+        who signed it and, when it disagrees with the effective value, the
+        ``meta`` row (ignored; ``doctor`` reports it)."""
         state = self.s.settings_state()
+        by: dict[str, str] = {}
+        if state is not None:
+            # The log was verified up to the state's point; the last ok entry per key.
+            for raw in self.s.db.audit.entries_by_action((ACTION,)):
+                doc = _audit.decode_entry(raw)
+                detail = doc.get("detail")
+                if doc.get("outcome") == "ok" and isinstance(detail, dict):
+                    by[str(detail.get("key"))] = str(doc.get("actor"))
         out: list[dict[str, Any]] = []
         for key in sorted(_settings.SPECS):
             spec = _settings.SPECS[key]
             signed = state is not None and key in state.settings
             value = self.s.settings.get(key)
             row = self.s.db.meta.get(key)
-            item: dict[str, Any] = {
-                "key": key,
-                "value": value,
-                "default": spec.default,
-                "signer": spec.signer,
-                "source": "signed" if signed else "default",
-            }
-            if row is not None and row != value:
-                item["meta"] = row
-            out.append(item)
+            out.append(
+                {
+                    "key": key,
+                    "value": value,
+                    "default": spec.default,
+                    "signer": spec.signer,
+                    "source": "signed" if signed else "default",
+                    "signed_by": by.get(key) if signed else None,
+                    "meta": row if row is not None and row != value else None,
+                }
+            )
         return out
 
     def set(self, key: str, value: str, *, now: datetime | None = None) -> dict[str, Any]:
@@ -86,7 +92,7 @@ class SettingsService:
         )
         self._check_applies(state, envelope)
         self._log(key, canonical, envelope, moment)
-        return {"key": key, "value": canonical, "signer": self.s.user}
+        return next(item for item in self.listing() if item["key"] == key)
 
     def _check_applies(self, state: TrustState, envelope: Envelope) -> None:
         anchor = self.s.anchor

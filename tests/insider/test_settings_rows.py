@@ -73,10 +73,11 @@ def test_an_edited_setting_row_has_no_effect_and_doctor_reports_it(world: World,
     with world.open("officer1") as v:
         default = _settings.SPECS[key].default
         assert str(v.setting(key)) == default
-        listed = {s["key"]: s for s in v.list_settings()}[key]
-        assert (listed["value"], listed["source"], listed["meta"]) == (
+        listed = {s.key: s for s in v.list_settings()}[key]
+        assert (listed.value, listed.source, listed.signed_by, listed.meta) == (
             default,
             "default",
+            None,
             OTHER[key],
         )
         warned = [h for h in v.health() if h[0] == f"setting {key}"]
@@ -90,7 +91,8 @@ def test_the_backdating_window_row_does_not_let_staff_backdate(world: World) -> 
         v.add_record("child", child_values(0), consent(consented_at=OLD))
     # The officer's signed setting does.
     with world.open("officer1") as v:
-        assert v.set_setting("consent_backdate_days", " 0366 ")["value"] == "366"
+        done = v.set_setting("consent_backdate_days", " 0366 ")
+        assert (done.value, done.source, done.signed_by) == ("366", "signed", "officer1")
     with world.open("worker1") as v:
         rid = v.add_record("child", child_values(0), consent(consented_at=OLD))
         assert v.consent_of(rid).consented_at == OLD
@@ -323,6 +325,7 @@ def test_settings_cli_lists_and_sets_in_both_languages(world: World) -> None:
         "default": "Asia/Shanghai",
         "signer": "officer",
         "source": "default",
+        "signed_by": None,
         "meta": "UTC",
     }
     r = run(world, "worker1", "--json", "settings", "set", "time_zone", "UTC")
@@ -333,7 +336,11 @@ def test_settings_cli_lists_and_sets_in_both_languages(world: World) -> None:
     assert r.exit_code == 0 and js(r)["setting"] == {
         "key": "time_zone",
         "value": "UTC",
-        "signer": "officer1",
+        "default": "Asia/Shanghai",
+        "signer": "officer",
+        "source": "signed",
+        "signed_by": "officer1",
+        "meta": None,
     }
     human = run(world, "admin", "settings", "list", env={"LANG": "zh_CN.UTF-8"})
     assert human.exit_code == 0 and "UTC" in human.output and "已签名" in human.output

@@ -36,7 +36,11 @@ def test_settings_set_and_list_over_the_server(served: VaultServer) -> None:
     assert done["setting"] == {
         "key": "rights_deadline_days.object",
         "value": "30",
-        "signer": "officer1",
+        "default": "15",
+        "signer": "officer",
+        "source": "signed",
+        "signed_by": "officer1",
+        "meta": None,
     }
     listed = {s["key"]: s for s in served.cli_json("worker1", "settings", "list")["settings"]}
     assert (listed["rights_deadline_days.object"]["value"], listed["max_uses"]["value"]) == (
