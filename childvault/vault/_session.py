@@ -200,7 +200,9 @@ class Session:
         row = self.db.meta.get(ACCEPTING)
         if self.anchor is None:
             return row == "1"  # verifies nothing (made before anchors), as before
-        self.settings_state()  # the log is verified (chain, actors) before it is read
+        # The log is verified to its head (chain, actors) before it is read; a log
+        # that does not verify refuses here (fail closed).
+        self._trust_state(save=False)
         ended = False
         for raw in self.db.audit.entries_by_action(("vault.decommission",)):
             doc = _audit.decode_entry(raw)
