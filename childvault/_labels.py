@@ -66,6 +66,7 @@ ACTION_LABELS: dict[str, str] = {
     "incident.list": N_("incident register read"),
     "incident.contacts": N_("incident contact list written"),
     "server.refuse": N_("request refused by the server"),
+    "setting.set": N_("setting signed"),
 }
 
 #: Outcomes of an entry -> their English label.

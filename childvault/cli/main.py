@@ -49,6 +49,7 @@ from childvault.cli import (
     _cmd_rights,
     _cmd_serve,
     _cmd_session,
+    _cmd_settings,
     _cmd_upgrade,
     _cmd_users,
     _cmd_vault_admin,
@@ -342,6 +343,8 @@ for _command in (
     _cmd_upgrade.upgrade,
     # issue 13 (witness): appended at the end, so earlier draws keep their order
     _cmd_serve.witness,
+    # signed settings (issues 12, 15): appended at the end, as above
+    _cmd_settings.settings,
 ):
     cli.add_command(_command)
 # `audit prove` lives with the report and proof files it reads and writes.

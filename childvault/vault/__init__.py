@@ -58,6 +58,7 @@ from childvault.vault._results import (
     UnmatchedDecrypt,
     UpgradeReport,
     UserInvite,
+    VaultSetting,
 )
 from childvault.vault._schema import FieldSpec, RecordType, Schema
 from childvault.vault._svc_access import Basis
@@ -116,6 +117,7 @@ __all__ = [
     "UserInvite",
     "ValidationError",
     "Vault",
+    "VaultSetting",
     "VaultSettings",
     "VerifyReport",
     "WrongPassphrase",

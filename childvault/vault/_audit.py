@@ -76,6 +76,8 @@ ACTIONS = frozenset(
         "user.invite",
         "user.renew",
         "vault.upgrade",
+        # A signed vault setting (issues 12, 15: settings are statements, not meta rows).
+        "setting.set",
     }
 )
 OUTCOMES = frozenset({"ok", "denied", "error"})

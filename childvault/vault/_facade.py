@@ -63,6 +63,7 @@ from childvault.vault._results import (
     Transfer,
     UpgradeReport,
     UserInvite,
+    VaultSetting,
 )
 from childvault.vault._schema import Schema
 from childvault.vault._session import Session, new_id
@@ -80,6 +81,7 @@ from childvault.vault._svc_records import NewRecordInput, RecordPage, RecordServ
 from childvault.vault._svc_reports import ReportService
 from childvault.vault._svc_rights import RightsService
 from childvault.vault._svc_rotation import RotationService
+from childvault.vault._svc_settings import SettingsService
 from childvault.vault._svc_users import UserService
 from childvault.vault._time import Clock, iso, parse_iso, system_clock
 from childvault.vault._types import Approval, ImportReport, RecordInfo, RequestInfo, UserInfo
@@ -1458,6 +1460,29 @@ class Vault:
         w = self._live("Vault.verify_cosignatures")
         keys = check.str_seq(w, "witness_keys", witness_keys)
         return self._audit.verify_cosignatures(keys)
+
+    def set_setting(self, key: str, value: str, *, now: datetime | None = None) -> VaultSetting:
+        """Sign and log setting ``key`` = ``value``; return it as it now stands.
+
+        The approval limits (``max_ttl_s``, ``default_ttl_s``, ``max_records``,
+        ``max_uses``) are an admin's to sign; the compliance settings
+        (``consent_backdate_days``, ``time_zone``, ``rights_deadline_days.<kind>``,
+        ``export_min_k``) an officer's. The value is validated (whole numbers in
+        range, an IANA zone); the latest signed value is what every decision
+        uses, never the ``meta`` row (docs/trust.md, "Settings and other meta rows").
+        """
+        w = self._live("Vault.set_setting")
+        check.str_arg(w, "key", key)
+        check.str_arg(w, "value", value)
+        check.datetime_arg(w, "now", now)
+        return VaultSetting.from_json(SettingsService(self._session).set(key, value, now=now))
+
+    def list_settings(self) -> list[VaultSetting]:
+        """Every signed setting: its effective value, default, the role that signs
+        it, its source (``signed`` or ``default``), who signed it, and the
+        database row when that differs (ignored)."""
+        self._live("Vault.list_settings")
+        return [VaultSetting.from_json(d) for d in SettingsService(self._session).listing()]
 
 
 def _remove_tree(path: Path) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "UnmatchedDecrypt",
     "UpgradeReport",
     "UserInvite",
+    "VaultSetting",
 ]
 
 
@@ -862,4 +863,47 @@ class AuditReconciliation:
             decrypts=int(doc["decrypts"]),
             matched=int(doc["matched"]),
             unmatched=tuple(UnmatchedDecrypt.from_json(u) for u in doc["unmatched"]),
+        )
+
+
+@dataclass(frozen=True)
+class VaultSetting:
+    """One signed setting (:meth:`Vault.list_settings`, :meth:`Vault.set_setting`)."""
+
+    key: str
+    #: The effective value: the latest verified ``setting.set``, else the default.
+    value: str
+    default: str
+    #: The role that signs it: ``admin`` (approval limits) or ``officer``.
+    signer: str
+    #: ``signed`` (a verified statement set it) or ``default``.
+    source: str
+    #: Who signed the effective value (None for a default).
+    signed_by: str | None = None
+    #: The database row, when it differs from the effective value (ignored).
+    meta: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (``settings list --json`` items, ``settings set --json``)."""
+        return {
+            "key": self.key,
+            "value": self.value,
+            "default": self.default,
+            "signer": self.signer,
+            "source": self.source,
+            "signed_by": self.signed_by,
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> VaultSetting:
+        """From :meth:`to_json` output."""
+        return cls(
+            key=str(doc["key"]),
+            value=str(doc["value"]),
+            default=str(doc["default"]),
+            signer=str(doc["signer"]),
+            source=str(doc["source"]),
+            signed_by=None if doc.get("signed_by") is None else str(doc["signed_by"]),
+            meta=None if doc.get("meta") is None else str(doc["meta"]),
         )

@@ -8,11 +8,12 @@ and refusing (logged) an actor without the role (docs/architecture.md).
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from childvault._i18n import _t
 from childvault.keys import (
@@ -26,17 +27,25 @@ from childvault.keys import (
     WrappedRecord,
 )
 from childvault.keys._encoding import check_hex_id
-from childvault.vault import _audit
+from childvault.vault import _audit, _settings
 from childvault.vault._audit import Event
 from childvault.vault._backend import Backend, RecordRow
 from childvault.vault._config import Config, Home
 from childvault.vault._keyconfig import KeysConfig, OpenBaoCredentials
 from childvault.vault._keyring import Keyring
+from childvault.vault._notice_log import notice_problem
 from childvault.vault._policy import RecordState, role_refusal
 from childvault.vault._registrations import Verified, anchor_of, load_saved, verify_log
 from childvault.vault._schema import Schema
 from childvault.vault._statements import Anchor, TrustState
-from childvault.vault._time import Clock, legal_today
+from childvault.vault._time import ZONE_SETTING, Clock, today
+
+#: The meta row that says whether the vault still accepts records (checked
+#: against the log before use: :meth:`Session.accepting_records`).
+ACCEPTING = "accepting_records"
+
+#: The meta rows of the notice register and of the current notice version.
+NOTICES, NOTICE_VERSION = "notices", "notice_version"
 
 #: The roles that write records and request access.
 WRITERS = ("staff", "officer")
@@ -134,11 +143,101 @@ class Session:
         return at if at is not None else self.clock()
 
     def setting(self, key: str) -> str:
-        """A vault-wide setting (limits, notice version)."""
+        """A vault-wide setting: a signed one (:data:`_settings.SPECS`) as verified
+        statements give it, else its default; any other (notice version, institution,
+        ...) from its ``meta`` row."""
+        if key in _settings.SPECS:
+            return self.settings.get(key)
+        if key == ACCEPTING:
+            return "1" if self.accepting_records() else "0"
+        if key == NOTICE_VERSION:
+            return self.verified_notices()[1]
         value = self.db.meta.get(key)
         if value is None:
             raise ConfigError(_t("vault setting {key!r} is missing from the database", key=key))
         return value
+
+    def _notice_rows(self) -> tuple[dict[str, dict[str, Any]], str | None]:
+        raw = self.db.meta.get(NOTICES) or "{}"
+        try:
+            doc = json.loads(raw)
+            register = {str(k): dict(v) for k, v in doc.items()}
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise IntegrityError(_t("the notice register in the database is damaged")) from exc
+        return register, self.db.meta.get(NOTICE_VERSION)
+
+    def notice_problem(self) -> str | None:
+        """What in the notice register rows disagrees with the verified log (None: nothing;
+        always None without an anchor). Logs nothing: for ``doctor``."""
+        register, current = self._notice_rows()
+        if self.anchor is None:
+            return None
+        state = self._trust_state(save=False)  # raises if the log does not verify
+        assert state is not None
+        return notice_problem(self.db, state, register, current)
+
+    def verified_notices(self) -> tuple[dict[str, dict[str, Any]], str]:
+        """The notice register and the current version, checked against the verified
+        log before use (:mod:`_notice_log`): a disagreement is refused and logged."""
+        register, current = self._notice_rows()
+        problem = self.notice_problem()
+        if problem is not None:
+            self.distrust("notice", problem, self.clock())
+        if current is None:
+            raise ConfigError(
+                _t("vault setting {key!r} is missing from the database", key=NOTICE_VERSION)
+            )
+        return register, current
+
+    def accepting_records(self) -> bool:
+        """Whether the vault still accepts records (P-23).
+
+        The verified log decides: a logged ``vault.decommission`` ends
+        collection for good, whatever the ``meta`` row says; a row that says
+        "accepting" after one is refused and logged (``trust.refuse``). A row
+        that says "not accepting" is obeyed (failing closed).
+        """
+        row = self.db.meta.get(ACCEPTING)
+        if self.anchor is None:
+            return row == "1"  # verifies nothing (made before anchors), as before
+        # The log is verified to its head (chain, actors) before it is read; a log
+        # that does not verify refuses here (fail closed).
+        self._trust_state(save=False)
+        ended = False
+        for raw in self.db.audit.entries_by_action(("vault.decommission",)):
+            doc = _audit.decode_entry(raw)
+            # The co-signature and the contact list come before; "start" ends collection.
+            detail = doc.get("detail")
+            phase = detail.get("phase") if isinstance(detail, dict) else None
+            ended = ended or (doc.get("outcome") == "ok" and phase in ("start", "done"))
+        if ended and row == "1":
+            self.distrust(
+                "record.create",
+                "the log says the vault was decommissioned but the database says it accepts "
+                "records",
+                self.clock(),
+            )
+        return row == "1" and not ended
+
+    @property
+    def settings(self) -> SignedSettings:
+        """The signed settings, for ``legal_today`` and the consent rules (``.get(key)``)."""
+        return SignedSettings(self)
+
+    def settings_state(self) -> TrustState | None:
+        """The verified state the signed settings come from (None: no anchor).
+
+        The state this session last verified (every operation that seals,
+        approves or reads verifies first), else a replay that writes nothing;
+        when the log does not verify, the user's own last signed state, so an
+        edited log cannot bring back a default.
+        """
+        if self._verified is not None:
+            return self._verified.state
+        try:
+            return self._trust_state(save=False)
+        except IntegrityError:
+            return self._last_verified_state()
 
     def log(self, events: Sequence[Event], now: datetime) -> None:
         """Append ``events`` in a transaction of their own."""
@@ -193,7 +292,7 @@ class Session:
         me = state.users.get(self.user) if state is not None else None
         if me is None or me.entrusted is None:
             return None
-        if not me.expired_on(legal_today(self.db.meta, now)):
+        if not me.expired_on(today(now, state.setting(ZONE_SETTING) if state else None)):
             return None
         # A Message (a str that keeps its template), so the CLI can translate it.
         return _t(
@@ -348,3 +447,25 @@ class Session:
         """Close the Vault session (if any) and the database."""
         self.keys.close()
         self.db.close()
+
+
+class SignedSettings:
+    """The signed settings of a session, read like the ``meta`` repository (``get``).
+
+    With an anchor: the latest verified ``setting.set`` of each key, else its
+    default; a ``meta`` row is never read for them (docs/trust.md). Without an
+    anchor (an identity made before anchors, which verifies nothing): the
+    ``meta`` row, as before.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def get(self, key: str) -> str:
+        """The effective value of signed setting ``key``."""
+        spec = _settings.spec(key)
+        if self._s.anchor is None:
+            raw = self._s.db.meta.get(key)
+            return raw if raw is not None and _settings.is_canonical(key, raw) else spec.default
+        state = self._s.settings_state()
+        return state.setting(key) if state is not None else spec.default

@@ -36,6 +36,9 @@ statement its signers were not entitled to make. The rules:
   holder of the current generation, to an active officer.
   ``custodian.rotate`` (a new generation, its public key, its holders): signed
   by an active holder of the previous generation, holders all active officers.
+- ``setting.set`` (one vault setting, ``key`` and ``value``): signed by an
+  active admin (approval limits) or an active officer (compliance settings),
+  as ``_settings.SPECS`` says; the value must be valid and canonical.
 - ``record.version`` statements are not trust state; :func:`verify_record`
   checks one against the state as it was when the record was written.
 
@@ -62,6 +65,7 @@ import nacl.signing
 import rfc8785
 
 from childvault.keys._errors import IntegrityError, UsageError
+from childvault.vault import _settings
 from childvault.vault._audit import canonical, canonical_plain, signing_function
 
 PAYLOAD_TYPE = "application/vnd.childvault.statement.v1+json"
@@ -77,6 +81,7 @@ KINDS = (
     "custodian.share",
     "custodian.rotate",
     "record.version",
+    "setting.set",
 )
 _NAME = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
 _HEX_ID = re.compile(r"[0-9a-f]{32}")
@@ -378,6 +383,9 @@ class TrustState:
     holders: dict[int, set[str]] = field(default_factory=dict)
     had_officer: bool = False
     applied: int = 0
+    #: Vault settings as the latest verified ``setting.set`` of each key made them
+    #: (a key absent here has its default: _settings.SPECS).
+    settings: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def start(cls, anchor: Anchor) -> TrustState:
@@ -456,6 +464,7 @@ class TrustState:
             "custodian.create": self._custodian_create,
             "custodian.share": self._custodian_share,
             "custodian.rotate": self._custodian_rotate,
+            "setting.set": self._setting,
         }.get(str(kind))
         if handler is None:
             raise _bad("a record statement is not trust state")
@@ -568,6 +577,23 @@ class TrustState:
         self.custodians[generation] = _key(obj["public_key"])
         self.holders[generation] = names
 
+    def _setting(self, env: Envelope, obj: Mapping[str, Any], seq: int) -> None:
+        _keys(obj, {"v", "kind", "vault", "at", "key", "value"})
+        key, value = obj["key"], obj["value"]
+        if not isinstance(key, str) or key not in _settings.SPECS:
+            raise _bad("unknown setting")
+        if not _settings.is_canonical(key, value):
+            raise _bad(f"the value of setting {key!r} is not valid")
+        role = _settings.SPECS[key].signer
+        if not any(self.is_active(s, role) for s in self._signers(env)):
+            raise _bad(f"setting {key!r} is not signed by an active {role}")
+        self.settings[key] = str(value)
+
+    def setting(self, key: str) -> str:
+        """The verified value of setting ``key``, else its default."""
+        value = self.settings.get(key)
+        return value if value is not None else _settings.spec(key).default
+
     # -- persistence ----------------------------------------------------------
 
     def to_bytes(self) -> bytes:
@@ -584,6 +610,8 @@ class TrustState:
                     "holders": {str(g): sorted(h) for g, h in self.holders.items()},
                     "had_officer": self.had_officer,
                     "applied": self.applied,
+                    # Only when set: states saved before settings stay byte-identical.
+                    **({"settings": dict(self.settings)} if self.settings else {}),
                 }
             )
         )
@@ -615,6 +643,12 @@ class TrustState:
             state.holders = {int(g): {_name(h) for h in hs} for g, hs in doc["holders"].items()}
             state.had_officer = bool(doc["had_officer"])
             state.applied = int(doc["applied"])
+            settings = doc.get("settings", {})
+            if not isinstance(settings, dict) or not all(
+                _settings.is_canonical(str(k), v) for k, v in settings.items()
+            ):
+                raise _bad("the saved settings are malformed")
+            state.settings = {str(k): str(v) for k, v in settings.items()}
             return state
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise _bad("the saved trust state is malformed") from exc

@@ -22,7 +22,6 @@ from childvault.keys import (
     ChildVaultError,
     DecryptionFailed,
     FieldKey,
-    IntegrityError,
     KeyProvider,
     NotFound,
     ProviderUnavailable,
@@ -242,23 +241,37 @@ class AccessService:
     def basis_of(self, request_id: str) -> Basis:
         """The basis of a request, as its logged ``request.create`` entry gives it.
 
-        The meta key is only an index: a key that disagrees with the entry
-        (or an entry the key does not point at) fails closed.
+        The entry is the authority (read after the log is verified: chain and
+        actor signatures); the meta key is only an index. A key that disagrees
+        with the entry, a key with no entry, or a statutory entry whose key was
+        removed (which would turn the request into a consent request) is refused
+        and logged (``trust.refuse``).
         """
-        raw = self.s.db.meta.get(_basis_key(request_id))
-        if raw is None:
-            return Basis()
+        self.s.trust()
+        logged: dict[str, Any] | None = None
         for entry in self.s.db.audit.entries_by_action(("request.create",)):
             doc = json.loads(entry)
-            if doc.get("request") == request_id and doc.get("action") == "request.create":
+            if (doc.get("request"), doc.get("action"), doc.get("outcome")) == (
+                request_id,
+                "request.create",
+                "ok",
+            ):
                 logged = doc.get("detail") or {}
-                if json.dumps(logged, sort_keys=True) != raw:
-                    break
-                return Basis.from_detail(logged)
-        raise IntegrityError(
-            f"the basis of request {request_id} differs from its log entry: "
-            "run `childvault audit verify`"
+                break
+        raw = self.s.db.meta.get(_basis_key(request_id))
+        basis = Basis.from_detail(logged or {})
+        expected = (
+            None
+            if logged is None or basis.kind == "consent"
+            else json.dumps(logged, sort_keys=True)
         )
+        if raw != expected:
+            self.s.distrust(
+                "request.basis",
+                f"the basis of request {request_id} differs from its log entry",
+                self.s.now(),
+            )
+        return basis
 
     def cosign(self, request_id: str, *, now: datetime | None = None) -> None:
         """Officer: co-sign a pending legal-obligation request (the first of two officers)."""
@@ -405,7 +418,7 @@ class AccessService:
             uses=uses,
             limits=self._limits(),
             records=states,
-            day=legal_today(self.s.db.meta, moment),
+            day=legal_today(self.s.settings, moment),
             allowed=self._allowed(req.purpose, basis.kind),
             basis=basis.kind,
         ) or cosign_refusal(basis.kind, req.requester, self.s.user, self._cosigners(req.id))
@@ -787,7 +800,7 @@ class AccessService:
                 self.s.db.access.grant(claims.jti),
                 self.s.db.access.request(claims.req),
                 [self.s.record_state(rid) for rid in records or claims.rec],
-                day=legal_today(self.s.db.meta, moment),
+                day=legal_today(self.s.settings, moment),
                 allowed=self._allowed(claims.pur, basis.kind),
                 basis=basis.kind,
                 notices=NoticeService(self.s).accepted_versions(),

@@ -8,9 +8,9 @@ import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from childvault.keys import ChildVaultError, IntegrityError, Selection, UsageError, WrappedRecord
+from childvault.keys import ChildVaultError, Selection, UsageError, WrappedRecord
 from childvault.keys._files import atomic_write
 from childvault.vault._audit import DetailValue, Event
 from childvault.vault._backend import RecordRow
@@ -71,7 +71,8 @@ class ExportService:
         """
         moment = self.s.now(now)
         self.s.require(("officer",), "export.anonymized", moment, "anonymised exports")
-        low = max(_MIN_K, MIN_EXPORT_K)
+        # The signed setting `export_min_k` may raise the floor, never lower it below 3.
+        low = max(_MIN_K, MIN_EXPORT_K, int(self.s.settings.get("export_min_k")))
         if not isinstance(k, int) or isinstance(k, bool) or not low <= k <= _MAX_K:
             raise UsageError(f"--k must be a whole number from {low} (5 or more advised)")
         if EXPORT_PURPOSE not in self.s.schema.purposes:
@@ -90,19 +91,20 @@ class ExportService:
         for plan in plans.values():
             header.extend(c for c in plan if c not in header)
         export_id = secrets.token_hex(16)
-        day = legal_today(self.s.db.meta, moment)
+        day = legal_today(self.s.settings, moment)
         notice = NoticeService(self.s).accepted_versions()
         counts: dict[tuple[str, ...], int] = {}
         excluded = {"no_statistics_consent": 0, "past_retention": 0, "outdated_notice": 0}
         used = 0
         batches = 0
         try:
+            # Checked before anything is decrypted: a tampered history fails closed.
+            releases = self._releases()
             for batch in self._eligible_batches(day.isoformat(), notice, excluded):
                 batches += 1
                 used += self._export_batch(batch, plans, header, counts, export_id, day, moment)
             sensitive = self._sensitive_columns(header)
             diverse, l_suppressed = l_diverse(counts, sensitive, k)
-            releases = self._releases()
             kept, subtraction = against_releases(
                 sorted((key, n) for key, n in diverse.items() if n >= k), releases, k
             )
@@ -183,30 +185,38 @@ class ExportService:
         """The classes earlier exports released, each checked against its logged digest.
 
         The table decides what a new export may publish, so it is verified
-        before use (docs/trust.md): a release whose digest differs from the
-        one its ``export.anonymized`` entry carries fails the export.
+        before use against the verified log (docs/trust.md): a release whose
+        digest differs from the one its ``export.anonymized`` entry carries,
+        or a logged release missing from the table (a cleared history would let
+        a subtraction through), is refused and logged (``trust.refuse``).
         """
-        raw = self.s.db.meta.get(_RELEASES)
-        if raw is None:
-            return {}
-        try:
-            releases: dict[str, list[list[Any]]] = json.loads(raw)
-        except ValueError as exc:
-            raise IntegrityError("the record of earlier exports is damaged") from exc
+        self.s.trust()
         logged: dict[str, str] = {}
         for entry in self.s.db.audit.entries_by_action(("export.anonymized",)):
             doc = json.loads(entry)
             detail = doc.get("detail") or {}
             if doc.get("action") == "export.anonymized" and "released_sha256" in detail:
                 logged[str(detail.get("export"))] = str(detail["released_sha256"])
-        for export_id, classes in releases.items():
-            rows = [(tuple(str(c) for c in row[:-1]), int(row[-1])) for row in classes]
-            if logged.get(export_id) != _release_digest(rows):
-                raise IntegrityError(
-                    f"the record of export {export_id} differs from its log entry: "
-                    "run `childvault audit verify`"
-                )
+        raw = self.s.db.meta.get(_RELEASES)
+        releases: dict[str, list[list[Any]]] = {}
+        try:
+            if raw is not None:
+                releases = json.loads(raw)
+            rows = {
+                export_id: [(tuple(str(c) for c in row[:-1]), int(row[-1])) for row in classes]
+                for export_id, classes in releases.items()
+            }
+        except (ValueError, TypeError, AttributeError, IndexError):
+            self._distrust("the record of earlier exports is damaged")
+        for export_id in sorted(set(logged) | set(rows)):
+            if export_id not in rows:
+                self._distrust(f"the record of export {export_id} is missing")
+            if logged.get(export_id) != _release_digest(rows[export_id]):
+                self._distrust(f"the record of export {export_id} differs from its log entry")
         return releases
+
+    def _distrust(self, message: str) -> NoReturn:
+        self.s.distrust("export.anonymized", message, self.s.now())
 
     def _eligible_batches(
         self, day: str, notice: frozenset[str], excluded: dict[str, int]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from childvault.keys import ChildVaultError
 from childvault.vault._consent import children_due
 from childvault.vault._session import Session
 from childvault.vault._svc_notices import NoticeService, packaged_notice_sha256
@@ -32,8 +33,18 @@ class HealthService:
             )
         )
         out.append(("records", "ok", f"{self.s.db.records.count()} record(s)"))
-        current = self.s.setting("notice_version")
-        if self._notices.notices().get(current, {}).get("sha256") == packaged_notice_sha256():
+        try:
+            problem = self.s.notice_problem()
+        except ChildVaultError as exc:
+            problem = str(exc)
+        if problem is not None:
+            # Reported, not logged: doctor only reads (the next use refuses and logs it).
+            out.append(("notice", "fail", f"{problem}: the notice rows were altered"))
+        elif (
+            self._notices.notices().get(self.s.setting("notice_version"), {}).get("sha256")
+            == packaged_notice_sha256()
+        ):
+            current = self.s.setting("notice_version")
             out.append(
                 (
                     "notice",
@@ -63,6 +74,9 @@ class HealthService:
         diagnosable = self.s.keys.diagnosable()
         if diagnosable is not None:
             out.extend(_vault_checks(diagnosable.diagnose()))
+        from childvault.vault._svc_settings import SettingsService
+
+        out.extend(SettingsService(self.s).disagreements())
         out.extend(self.turning_14())
         out.extend(self.overdue_rights())
         return out
@@ -92,7 +106,7 @@ class HealthService:
         Record ids and dates only (no child data); records already due are
         refused by approvals until the child's own consent is recorded.
         """
-        day = legal_today(self.s.db.meta, self.s.now(None))
+        day = legal_today(self.s.settings, self.s.now(None))
         due: list[tuple[str, str]] = []
         after = ""
         while page := self.s.db.records.page(after=after, limit=1000):

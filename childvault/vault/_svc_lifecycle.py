@@ -266,7 +266,7 @@ class LifecycleService:
             _without_age_basis(consent),
             date_of_birth=None,
             schema=self.s.schema,
-            today=legal_today(self.s.db.meta, moment),
+            today=legal_today(self.s.settings, moment),
         )
         grant_id = hashlib.sha256(f"consent|{record_id}|{iso(moment)}".encode()).hexdigest()[:32]
         self.s.log(
@@ -289,13 +289,13 @@ class LifecycleService:
             consent,
             date_of_birth=dob,
             schema=self.s.schema,
-            today=legal_today(self.s.db.meta, moment),
+            today=legal_today(self.s.settings, moment),
         )
         # Back-dating is measured from the day the record was created (issue 15).
         checked = check_backdating(
             checked,
-            created=today(parse_iso(row.created_at), self.s.db.meta.get(ZONE_SETTING)),
-            window_days=backdate_window(self.s.db.meta),
+            created=today(parse_iso(row.created_at), self.s.settings.get(ZONE_SETTING)),
+            window_days=backdate_window(self.s.settings),
             actor=self.s.user,
             officer=True,
         )
@@ -355,7 +355,7 @@ class LifecycleService:
         """
         moment = self.s.now(now)
         self.s.require(("admin", "officer"), "retention.sweep", moment, "retention sweeps")
-        day = legal_today(self.s.db.meta, moment).isoformat()
+        day = legal_today(self.s.settings, moment).isoformat()
         due: list[str] = []
         while True:
             page = [r for r in self.s.db.records.due(day, limit=_PAGE) if r not in due]

@@ -7,7 +7,7 @@ import json
 import re
 from datetime import datetime
 
-from childvault.keys import IntegrityError, UsageError, ValidationError
+from childvault.keys import UsageError, ValidationError
 from childvault.vault import _audit
 from childvault.vault._audit import Event
 from childvault.vault._session import Session
@@ -22,12 +22,8 @@ class NoticeService:
 
     def notices(self) -> dict[str, dict[str, str]]:
         """The register of published notices: version -> sha256, date, publisher."""
-        raw = self.s.db.meta.get("notices") or "{}"
-        try:
-            doc = json.loads(raw)
-        except ValueError as exc:
-            raise IntegrityError("the notice register in the database is damaged") from exc
-        return {str(k): dict(v) for k, v in doc.items()}
+        # Checked against the signed notice.publish entries before use (docs/trust.md).
+        return self.s.verified_notices()[0]
 
     def accepted_versions(self) -> frozenset[str]:
         """Notice versions whose consents are still valid: the current one, and the

@@ -171,15 +171,15 @@ class RecordService:
         """
         return check_backdating(
             consent,
-            created=legal_today(self.s.db.meta, moment),
-            window_days=backdate_window(self.s.db.meta),
+            created=legal_today(self.s.settings, moment),
+            window_days=backdate_window(self.s.settings),
             actor=self.s.user,
             officer="officer" in self.s.roles if imported is None else imported,
             in_import=imported is not None,
         )
 
     def _check_accepting(self) -> None:
-        if self.s.db.meta.get("accepting_records") != "1":
+        if not self.s.accepting_records():
             raise AccessDenied("this vault is decommissioned: it no longer accepts records")
 
     def _prepare(

@@ -21,6 +21,7 @@ from childvault.keys import NotFound, UsageError
 from childvault.keys._encoding import check_hex_id
 from childvault.vault._audit import Event
 from childvault.vault._session import Session, new_id
+from childvault.vault._settings import SPECS
 from childvault.vault._time import legal_today
 
 #: Kinds of rights request: 查询/复制 (access), 更正 (correct), 删除 (delete), 异议/撤回 (object).
@@ -65,8 +66,11 @@ class RightsService:
 
     def deadline_days(self, kind: str) -> int:
         """The answer period of ``kind`` (setting ``rights_deadline_days.<kind>``, default 15)."""
-        raw = self.s.db.meta.get(f"rights_deadline_days.{kind}")
-        return int(raw) if raw else DEFAULT_RIGHTS_DEADLINE_DAYS
+        key = f"rights_deadline_days.{kind}"
+        if key not in SPECS:
+            return DEFAULT_RIGHTS_DEADLINE_DAYS
+        # Signed (an officer's setting.set), never the meta row: docs/trust.md.
+        return int(self.s.settings.get(key))
 
     def open(
         self,
@@ -91,7 +95,7 @@ class RightsService:
             raise UsageError(f"--kind must be one of {', '.join(RIGHTS_KINDS)}")
         if requester not in RIGHTS_REQUESTERS:
             raise UsageError(f"--by must be one of {', '.join(RIGHTS_REQUESTERS)}")
-        if received > legal_today(self.s.db.meta, moment):
+        if received > legal_today(self.s.settings, moment):
             raise UsageError("--received is in the future")
         row = self.s.live_record(record_id)
         rights_id = new_id()
@@ -238,7 +242,7 @@ class RightsService:
 
     def rows(self, *, now: datetime | None = None) -> list[dict[str, Any]]:
         """Every request, oldest first, folded from the log: status, outcome, overdue."""
-        day = legal_today(self.s.db.meta, self.s.now(now)).isoformat()
+        day = legal_today(self.s.settings, self.s.now(now)).isoformat()
         rows: dict[str, dict[str, Any]] = {}
         for doc in log_entries(self.s, ("rights.open", "rights.close", "rights.link")):
             detail = doc["detail"]

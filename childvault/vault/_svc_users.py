@@ -225,7 +225,7 @@ class UserService:
                     "200 characters) and the expiry date (YYYY-MM-DD)"
                 )
             ) from exc
-        if date.fromisoformat(checked["expires"]) < legal_today(self.s.db.meta, moment):
+        if date.fromisoformat(checked["expires"]) < legal_today(self.s.settings, moment):
             raise UsageError(
                 _t("the agreement's expiry date {date} has passed", date=checked["expires"])
             )
@@ -769,6 +769,13 @@ class UserService:
             records = self._state_records(moment)
             if records:
                 done["steps"].append(f"records stated: {records}")
+        if state.is_active(self.s.user):
+            from childvault.vault._svc_settings import SettingsService
+
+            # Settings a vault kept in meta before they were signed (docs/trust.md).
+            settings = SettingsService(self.s).sign_unstated(moment)
+            if settings:
+                done["steps"].append("settings signed: " + ", ".join(settings))
         anchor = self.s.anchor
         assert anchor is not None
         done["fingerprint"] = anchor.fingerprint()
@@ -1069,7 +1076,7 @@ class UserService:
         # An entrusted account's terms come from its verified registration, never the row.
         verified = state.users.get(row.name) if state is not None else None
         entrusted = verified.entrusted if verified is not None else None
-        day = legal_today(self.s.db.meta, self.s.now())
+        day = legal_today(self.s.settings, self.s.now())
         return UserInfo(
             row.name,
             row.roles,

@@ -45,8 +45,9 @@ def test_backdated_consent_is_refused_without_an_officer_and_the_form(world: Wor
 
 
 def test_backdating_window_is_a_setting(world: World) -> None:
-    with world.open("admin") as v:
-        v._session.db.meta.set("consent_backdate_days", "120")
+    # A signed officer's setting (issue 12/15: a meta row an insider can edit is ignored).
+    with world.open("officer1") as v:
+        v.set_setting("consent_backdate_days", "120")
     with world.open("worker1") as v:
         rid = v.add_record("child", child_values(0), consent(consented_at=OLD))
         assert v.consent_of(rid).consented_at == OLD
