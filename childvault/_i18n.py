@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import gettext as _gettext
-import importlib.resources
 import io
 import os
 import sys
@@ -38,6 +37,7 @@ __all__ = [
     "_t",
     "environment_locale",
     "gettext",
+    "join",
     "localize",
     "missing_messages",
     "ngettext",
@@ -103,6 +103,10 @@ def translations(locale: str | None) -> _gettext.NullTranslations:
     name = normalize_locale(locale)
     if name not in LOCALES:
         return _gettext.NullTranslations()
+    # Imported here: an English session never reads a catalog (and
+    # importlib.resources pulls in tempfile, zipfile and more at start-up).
+    import importlib.resources
+
     resource = (
         importlib.resources.files("childvault")
         .joinpath("locale")
@@ -188,6 +192,16 @@ def _t(template: str, /, **params: object) -> Message:
     :func:`localize`.
     """
     return Message(template, **params)
+
+
+def join(separator: str, parts: list[Message] | list[str]) -> Message:
+    """``separator.join(parts)`` that stays translatable: each marked part is
+    translated when the whole is shown (a list of marked items in one message)."""
+    # Positional placeholders: the template is never a msgid (gettext finds no
+    # translation and returns it as is), only the parts are translated.
+    escaped = separator.replace("{", "{{").replace("}", "}}")
+    template = escaped.join(f"{{p{i}}}" for i in range(len(parts)))
+    return Message(template, **{f"p{i}": part for i, part in enumerate(parts)})
 
 
 def localize(message: object, locale: str | None = None) -> str:

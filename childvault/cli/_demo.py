@@ -221,9 +221,10 @@ def _start_server(tmp: Path, demo: _Demo) -> Any:
     try:
         from childvault.keys._devserver import DevServer, find_bao
     except ModuleNotFoundError as exc:  # hvac/requests: the optional `vault` extra
+        from childvault._i18n import _t
         from childvault.keys import ExtraRequired
 
-        raise ExtraRequired("vault", "the Vault demo") from exc
+        raise ExtraRequired("vault", _t("the Vault demo")) from exc
 
     binary = find_bao()
     if binary is None:

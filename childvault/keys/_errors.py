@@ -121,8 +121,13 @@ class ExtraRequired(ConfigError):
     """
 
     def __init__(self, extra: str, what: str) -> None:
+        # ``what`` may itself be marked with _t: it is then translated with the rest.
         super().__init__(
-            f"{what} needs the optional packages of childvault[{extra}]: "
-            f"run pip install 'childvault[{extra}]'"
+            _t(
+                "{what} needs the optional packages of childvault[{extra}]: "
+                "run pip install 'childvault[{extra}]'",
+                what=what,
+                extra=extra,
+            )
         )
         self.extra = extra

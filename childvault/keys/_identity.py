@@ -22,6 +22,7 @@ import nacl.signing
 import nacl.utils
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
+from childvault._i18n import _t
 from childvault.keys._encoding import b64, unb64
 from childvault.keys._errors import (
     ConfigError,
@@ -47,8 +48,11 @@ def check_user_name(name: str) -> str:
     """
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise UsageError(
-            f"invalid user name {name!r}: use 1-63 lowercase letters, digits, '.', '_' or '-', "
-            "starting with a letter"
+            _t(
+                "invalid user name {name!r}: use 1-63 lowercase letters, digits, '.', '_' or "
+                "'-', starting with a letter",
+                name=name,
+            )
         )
     return name
 
@@ -56,7 +60,12 @@ def check_user_name(name: str) -> str:
 def _normalise(passphrase: str) -> bytes:
     if not isinstance(passphrase, str):
         # Checked here, where every passphrase passes: bytes would fail in unicodedata.
-        raise UsageError(f"the passphrase must be a string (str), not {type(passphrase).__name__}")
+        raise UsageError(
+            _t(
+                "the passphrase must be a string (str), not {kind}",
+                kind=type(passphrase).__name__,
+            )
+        )
     # NFC so the same passphrase typed through different input methods matches.
     return unicodedata.normalize("NFC", passphrase).encode("utf-8")
 
@@ -131,7 +140,9 @@ class Identity:
         path = _as_path(path, "Identity.save")
         _normalise(passphrase)  # the type is checked before anything else
         if len(passphrase) < _MIN_PASSPHRASE:
-            raise UsageError(f"the passphrase must have at least {_MIN_PASSPHRASE} characters")
+            raise UsageError(
+                _t("the passphrase must have at least {n} characters", n=_MIN_PASSPHRASE)
+            )
         salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
         key = nacl.pwhash.argon2id.kdf(
             nacl.secret.SecretBox.KEY_SIZE,
@@ -180,14 +191,21 @@ class Identity:
             ops, mem, salt = int(kdf["opslimit"]), int(kdf["memlimit"]), unb64(kdf["salt"])
             box = unb64(doc["box"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"identity file {path} is damaged; restore it from backup") from exc
+            raise ConfigError(
+                _t("identity file {path} is damaged; restore it from backup", path=path)
+            ) from exc
         if kdf.get("alg") != "argon2id13" or ops < _OPS_MIN or mem < _MEM_MIN:
             raise ConfigError(
-                f"identity file {path} uses key-derivation limits below Argon2id MODERATE; "
-                "it was not made by childvault and is refused"
+                _t(
+                    "identity file {path} uses key-derivation limits below Argon2id MODERATE; "
+                    "it was not made by childvault and is refused",
+                    path=path,
+                )
             )
         if len(salt) != nacl.pwhash.argon2id.SALTBYTES or mem > 1 << 32 or ops > 64:
-            raise ConfigError(f"identity file {path} is damaged; restore it from backup")
+            raise ConfigError(
+                _t("identity file {path} is damaged; restore it from backup", path=path)
+            )
         key = nacl.pwhash.argon2id.kdf(
             nacl.secret.SecretBox.KEY_SIZE, _normalise(passphrase), salt, opslimit=ops, memlimit=mem
         )
@@ -195,8 +213,11 @@ class Identity:
             inner = json.loads(nacl.secret.SecretBox(key).decrypt(box))
         except nacl.exceptions.CryptoError as exc:
             raise WrongPassphrase(
-                f"wrong passphrase for user {doc.get('name')!r}; nothing was changed. "
-                "Try again, or ask an admin to re-enrol you if it is lost"
+                _t(
+                    "wrong passphrase for user {name!r}; nothing was changed. "
+                    "Try again, or ask an admin to re-enrol you if it is lost",
+                    name=doc.get("name"),
+                )
             ) from exc
         try:
             anchor = inner.get("anchor")
@@ -215,10 +236,14 @@ class Identity:
                 doc["x25519_public"]
             ) and ident.public.signing_key == unb64(doc["ed25519_public"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"identity file {path} is damaged; restore it from backup") from exc
+            raise ConfigError(
+                _t("identity file {path} is damaged; restore it from backup", path=path)
+            ) from exc
         # The clear public keys must match the sealed secrets, else the file was spliced.
         if not publics_match or ident.name != doc.get("name"):
-            raise ConfigError(f"identity file {path} is inconsistent (public keys or name altered)")
+            raise ConfigError(
+                _t("identity file {path} is inconsistent (public keys or name altered)", path=path)
+            )
         return ident
 
     @classmethod
@@ -234,7 +259,13 @@ def _as_path(value: object, where: str) -> Path:
     """``value`` as a :class:`Path` (a ``str`` is accepted); anything else is a UsageError."""
     if isinstance(value, str | Path) and str(value) and "\x00" not in str(value):
         return Path(value)
-    raise UsageError(f"{where}: the path must be a str or pathlib.Path, not {type(value).__name__}")
+    raise UsageError(
+        _t(
+            "{where}: the path must be a str or pathlib.Path, not {kind}",
+            where=where,
+            kind=type(value).__name__,
+        )
+    )
 
 
 def change_passphrase(path: Path, old: str, new: str) -> Identity:
@@ -247,9 +278,9 @@ def change_passphrase(path: Path, old: str, new: str) -> Identity:
     ``keys renew`` is for.
     """
     if len(new) < _MIN_PASSPHRASE:
-        raise UsageError(f"the passphrase must have at least {_MIN_PASSPHRASE} characters")
+        raise UsageError(_t("the passphrase must have at least {n} characters", n=_MIN_PASSPHRASE))
     if _normalise(new) == _normalise(old):
-        raise UsageError("the new passphrase is the same as the old one")
+        raise UsageError(_t("the new passphrase is the same as the old one"))
     identity = Identity.load(path, old)
     identity.save(path, new)
     return identity
@@ -260,15 +291,21 @@ def read_identity_file(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError as exc:
-        raise NotFound(f"no identity file at {path}: is the user name right?") from exc
+        raise NotFound(
+            _t("no identity file at {path}: is the user name right?", path=path)
+        ) from exc
     except OSError as exc:
-        raise ConfigError(f"cannot read identity file {path}: {exc.strerror}") from exc
+        raise ConfigError(
+            _t("cannot read identity file {path}: {reason}", path=path, reason=exc.strerror)
+        ) from exc
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"identity file {path} is damaged; restore it from backup") from exc
+        raise ConfigError(
+            _t("identity file {path} is damaged; restore it from backup", path=path)
+        ) from exc
     if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
-        raise ConfigError(f"{path} is not a childvault identity file")
+        raise ConfigError(_t("{path} is not a childvault identity file", path=path))
     return doc
 
 
@@ -282,4 +319,4 @@ def public_identity_from_file(path: Path) -> PublicIdentity:
             unb64(doc["ed25519_public"]),
         )
     except (KeyError, ValueError) as exc:
-        raise ConfigError(f"identity file {path} is damaged") from exc
+        raise ConfigError(_t("identity file {path} is damaged", path=path)) from exc

@@ -257,6 +257,24 @@ def openapi_document() -> dict[str, Any]:
                                 "witness",
                             ],
                         },
+                        "type": {
+                            "type": "string",
+                            "description": "reason error: the library error's class",
+                        },
+                        "template": {
+                            "type": "string",
+                            "description": (
+                                "reason error: the message's template (str.format, named "
+                                "placeholders only), for the client to show it translated"
+                            ),
+                        },
+                        "params": {
+                            "type": "object",
+                            "description": (
+                                "reason error: the template's values (strings, numbers, "
+                                "or nested {template, params})"
+                            ),
+                        },
                     },
                     "required": ["error", "reason"],
                 },

@@ -19,6 +19,7 @@ from childvault.keys import AccessDenied, ChildVaultError, NotFound, UsageError
 from childvault.server._common import AuditHook, logger, record_of, report_refusal
 from childvault.server._vault import Refused, VaultHost
 from childvault.vault._remote._codec import encode
+from childvault.vault._wire_messages import message_fields
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -63,8 +64,10 @@ def vault_routes(vault: VaultHost, audit: AuditHook | None) -> list[Route]:
                 return JSONResponse({"error": str(exc)[:200], "reason": "malformed"}, 400)
             except ChildVaultError as exc:
                 # A library error (a row missing, a conflict): the client re-raises its class.
+                # With its template, so the client shows it in its reader's language.
+                shown = message_fields(exc.args[0] if exc.args else None)
                 return JSONResponse(
-                    {"error": str(exc), "reason": "error", "type": type(exc).__name__},
+                    {"error": str(exc), "reason": "error", "type": type(exc).__name__, **shown},
                     _status(exc),
                 )
             except Exception:

@@ -10,13 +10,14 @@ written does not happen. Denied attempts are logged before the error is raised.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import secrets
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from childvault.keys import ConfigError, Identity, KeySlots, NotFound, UsageError, check_user_name
 from childvault.keys._files import atomic_write
@@ -44,47 +45,50 @@ from childvault.vault._registrations import (
     user_detail,
     with_statement,
 )
-from childvault.vault._results import (
-    AnonymizedExport,
-    AuditReconciliation,
-    BackupReport,
-    DecommissionCosign,
-    DecommissionReport,
-    DisabledUser,
-    GcReport,
-    Incident,
-    InviteSummary,
-    KeyRenewal,
-    KeyRenewalRequest,
-    RebaselineReport,
-    RightsRequest,
-    RotationReport,
-    SweepReport,
-    Transfer,
-    UpgradeReport,
-    UserInvite,
-    VaultSetting,
-)
 from childvault.vault._schema import Schema
 from childvault.vault._session import Session, new_id
 from childvault.vault._sqlcipher import SQLCipherBackend
 from childvault.vault._statements import Anchor
-from childvault.vault._svc_access import AccessService, Basis
-from childvault.vault._svc_audit import AuditService
-from childvault.vault._svc_export import ExportService
-from childvault.vault._svc_health import HealthService
 from childvault.vault._svc_incidents import IncidentService
-from childvault.vault._svc_lifecycle import LifecycleService
 from childvault.vault._svc_notices import NoticeService, packaged_notice_sha256
-from childvault.vault._svc_reconcile import ReconcileService
 from childvault.vault._svc_records import NewRecordInput, RecordPage, RecordService
-from childvault.vault._svc_reports import ReportService
 from childvault.vault._svc_rights import RightsService
-from childvault.vault._svc_rotation import RotationService
-from childvault.vault._svc_settings import SettingsService
-from childvault.vault._svc_users import UserService
 from childvault.vault._time import Clock, iso, parse_iso, system_clock
 from childvault.vault._types import Approval, ImportReport, RecordInfo, RequestInfo, UserInfo
+
+if TYPE_CHECKING:
+    # The result types are imported where a method builds one, and the services
+    # when first used (the properties of Vault below): see Vault.__init__.
+    from childvault.vault._results import (
+        AnonymizedExport,
+        AuditReconciliation,
+        BackupReport,
+        DecommissionCosign,
+        DecommissionReport,
+        DisabledUser,
+        GcReport,
+        Incident,
+        InviteSummary,
+        KeyRenewal,
+        KeyRenewalRequest,
+        RebaselineReport,
+        RightsRequest,
+        RotationReport,
+        SweepReport,
+        Transfer,
+        UpgradeReport,
+        UserInvite,
+        VaultSetting,
+    )
+    from childvault.vault._svc_access import AccessService, Basis
+    from childvault.vault._svc_audit import AuditService
+    from childvault.vault._svc_export import ExportService
+    from childvault.vault._svc_health import HealthService
+    from childvault.vault._svc_lifecycle import LifecycleService
+    from childvault.vault._svc_reconcile import ReconcileService
+    from childvault.vault._svc_reports import ReportService
+    from childvault.vault._svc_rotation import RotationService
+    from childvault.vault._svc_users import UserService
 
 __all__ = ["LocalKeys", "NewRecordInput", "OpenBaoCredentials", "OpenBaoKeys", "Vault"]
 
@@ -109,19 +113,74 @@ class Vault:
     """
 
     def __init__(self, session: Session) -> None:
-        s = self._session = session
+        self._session = session
         self._closed = False
-        self._notices = NoticeService(s)
-        self._audit = AuditService(s)
-        self._users = UserService(s)
-        self._records = RecordService(s, self._notices)
-        self._access = AccessService(s, self._audit)
-        self._lifecycle = LifecycleService(s, self._notices, self._audit)
-        self._rotation = RotationService(s)
-        self._reconcile = ReconcileService(s)
-        self._reports = ReportService(s, self._audit, self._access)
-        self._export = ExportService(s, self._access)
-        self._health = HealthService(s, self._notices)
+
+    # The services, each made on first use: a command on a session imports and
+    # builds only the ones it calls (issue 18: a command in <= 0.3 s), e.g.
+    # `childvault list` never loads approvals, reports, rotation or export.
+
+    @functools.cached_property
+    def _notices(self) -> NoticeService:
+        return NoticeService(self._session)
+
+    @functools.cached_property
+    def _records(self) -> RecordService:
+        return RecordService(self._session, self._notices)
+
+    @functools.cached_property
+    def _audit(self) -> AuditService:
+        from childvault.vault._svc_audit import AuditService
+
+        return AuditService(self._session)
+
+    @functools.cached_property
+    def _users(self) -> UserService:
+        from childvault.vault._svc_users import UserService
+
+        return UserService(self._session)
+
+    @functools.cached_property
+    def _access(self) -> AccessService:
+        from childvault.vault._svc_access import AccessService
+
+        return AccessService(self._session, self._audit)
+
+    @functools.cached_property
+    def _lifecycle(self) -> LifecycleService:
+        from childvault.vault._svc_lifecycle import LifecycleService
+
+        return LifecycleService(self._session, self._notices, self._audit)
+
+    @functools.cached_property
+    def _rotation(self) -> RotationService:
+        from childvault.vault._svc_rotation import RotationService
+
+        return RotationService(self._session)
+
+    @functools.cached_property
+    def _reconcile(self) -> ReconcileService:
+        from childvault.vault._svc_reconcile import ReconcileService
+
+        return ReconcileService(self._session)
+
+    @functools.cached_property
+    def _reports(self) -> ReportService:
+        from childvault.vault._svc_reports import ReportService
+
+        return ReportService(self._session, self._audit, self._access)
+
+    @functools.cached_property
+    def _export(self) -> ExportService:
+        from childvault.vault._svc_export import ExportService
+
+        return ExportService(self._session, self._access)
+
+    @functools.cached_property
+    def _health(self) -> HealthService:
+        from childvault.vault._svc_health import HealthService
+
+        return HealthService(self._session, self._notices)
 
     @classmethod
     def init(
@@ -460,6 +519,8 @@ class Vault:
         check.str_arg(w, "name", name)
         check.str_arg(w, "reason", reason, optional=True)
         check.datetime_arg(w, "now", now)
+        from childvault.vault._results import DisabledUser
+
         return DisabledUser.from_json(self._users.disable_user(name, reason=reason, now=now))
 
     def users(self) -> list[UserInfo]:
@@ -590,6 +651,8 @@ class Vault:
         check.str_arg(w, "reason", reason)
         check.datetime_arg(w, "now", now)
         if basis is not None:
+            from childvault.vault._svc_access import Basis
+
             check.instance(w, "basis", basis, Basis)
         return self._access.request_access(records, fields, purpose, reason, now=now, basis=basis)
 
@@ -717,6 +780,8 @@ class Vault:
         self._session.require(
             ("officer", "admin"), "vault.backup", self._session.now(None), "backing up the vault"
         )
+        from childvault.vault._results import BackupReport
+
         return BackupReport.from_json(backup(self._session, Path(out)))
 
     def rebaseline(self, *, now: datetime | None = None) -> RebaselineReport:
@@ -724,6 +789,8 @@ class Vault:
         witness (which entries were lost) so approvals resume; see docs/operators.md."""
         w = self._live("Vault.rebaseline")
         check.datetime_arg(w, "now", now)
+        from childvault.vault._results import RebaselineReport
+
         return RebaselineReport.from_json(self._audit.rebaseline(now=now))
 
     def verify_audit(
@@ -756,6 +823,8 @@ class Vault:
         vault_audit = check.path_arg(w, "vault_audit", vault_audit)
         check.str_arg(w, "device", device)
         check.datetime_arg(w, "now", now)
+        from childvault.vault._results import AuditReconciliation
+
         return AuditReconciliation.from_json(
             self._reconcile.reconcile(vault_audit, device=device, now=now)
         )
@@ -867,6 +936,8 @@ class Vault:
         w = self._live("Vault.retention_sweep")
         check.bool_arg(w, "dry_run", dry_run)
         check.datetime_arg(w, "now", now)
+        from childvault.vault._results import SweepReport
+
         return SweepReport.from_json(self._lifecycle.retention_sweep(dry_run=dry_run, now=now))
 
     def decommission(self, *, confirm: bool, now: datetime | None = None) -> DecommissionReport:
@@ -877,6 +948,8 @@ class Vault:
         w = self._live("Vault.decommission")
         check.bool_arg(w, "confirm", confirm)
         check.datetime_arg(w, "now", now)
+        from childvault.vault._results import DecommissionReport
+
         return DecommissionReport.from_json(self._lifecycle.decommission(confirm=confirm, now=now))
 
     def rotate_keys(
@@ -904,6 +977,8 @@ class Vault:
         check.bool_arg(w, "trim", trim)
         check.bool_arg(w, "rekey", rekey)
         report = self._rotation.rotate_keys(progress=progress, now=now, trim=trim, rekey=rekey)
+        from childvault.vault._results import RotationReport
+
         return RotationReport.from_json(report)
 
     def prove_entry(self, seq: int, *, now: datetime | None = None) -> dict[str, Any]:
@@ -1026,6 +1101,8 @@ class Vault:
         out = check.path_arg(w, "out", out)
         check.int_arg(w, "k", k)
         check.datetime_arg(w, "now", now)
+        from childvault.vault._results import AnonymizedExport
+
         return AnonymizedExport.from_json(self._export.export_anonymized(out, k=k, now=now))
 
     def vault_gc(
@@ -1040,6 +1117,7 @@ class Vault:
         check.bool_arg(w, "destroy", destroy)
         check.datetime_arg(w, "now", now)
         # Imported here: only Vault-mode administration needs it.
+        from childvault.vault._results import GcReport
         from childvault.vault._svc_vaultgc import VaultGcService
 
         return GcReport.from_json(
@@ -1058,6 +1136,8 @@ class Vault:
     def transfers(self, *, now: datetime | None = None) -> list[Transfer]:
         """Officer or admin: reads that handed data to another organisation (P-17); logged."""
         check.datetime_arg(self._live("Vault.transfers"), "now", now)
+        from childvault.vault._results import Transfer
+
         return [Transfer.from_json(row) for row in self._access.transfers(now=now)]
 
     def rights_open(
@@ -1078,6 +1158,8 @@ class Vault:
         check.date_arg(w, "received", received)
         check.bool_arg(w, "identity_checked", identity_checked)
         check.datetime_arg(w, "now", now)
+        from childvault.vault._results import RightsRequest
+
         return RightsRequest.from_json(
             RightsService(self._session).open(
                 kind,
@@ -1104,6 +1186,8 @@ class Vault:
         check.str_arg(w, "outcome", outcome)
         check.str_arg(w, "reason", reason, optional=True)
         check.datetime_arg(w, "now", now)
+        from childvault.vault._results import RightsRequest
+
         return RightsRequest.from_json(
             RightsService(self._session).close(rights_id, outcome, reason=reason, now=now)
         )
@@ -1111,6 +1195,8 @@ class Vault:
     def rights_list(self, *, now: datetime | None = None) -> list[RightsRequest]:
         """Officer or admin: the rights register, overdue requests marked; logged."""
         check.datetime_arg(self._live("Vault.rights_list"), "now", now)
+        from childvault.vault._results import RightsRequest
+
         return [RightsRequest.from_json(r) for r in RightsService(self._session).list(now=now)]
 
     def incident_open(
@@ -1121,6 +1207,8 @@ class Vault:
         check.str_arg(w, "kind", kind)
         check.datetime_arg(w, "discovered", discovered, optional=False)
         check.datetime_arg(w, "now", now)
+        from childvault.vault._results import Incident
+
         return Incident.from_json(IncidentService(self._session).open(kind, discovered, now=now))
 
     def incident_add_records(
@@ -1131,6 +1219,8 @@ class Vault:
         check.str_arg(w, "incident_id", incident_id)
         records = check.str_seq(w, "records", records)
         check.datetime_arg(w, "now", now)
+        from childvault.vault._results import Incident
+
         return Incident.from_json(
             IncidentService(self._session).add_records(incident_id, records, now=now)
         )
@@ -1143,6 +1233,8 @@ class Vault:
         check.str_arg(w, "incident_id", incident_id)
         check.str_arg(w, "audience", audience)
         check.datetime_arg(w, "now", now)
+        from childvault.vault._results import Incident
+
         return Incident.from_json(
             IncidentService(self._session).notify(incident_id, audience, now=now)
         )
@@ -1152,11 +1244,15 @@ class Vault:
         w = self._live("Vault.incident_close")
         check.str_arg(w, "incident_id", incident_id)
         check.datetime_arg(w, "now", now)
+        from childvault.vault._results import Incident
+
         return Incident.from_json(IncidentService(self._session).close(incident_id, now=now))
 
     def incidents(self, *, now: datetime | None = None) -> list[Incident]:
         """Officer or admin: the incident register; logged."""
         check.datetime_arg(self._live("Vault.incidents"), "now", now)
+        from childvault.vault._results import Incident
+
         return [Incident.from_json(r) for r in IncidentService(self._session).list(now=now)]
 
     def incident_contacts(
@@ -1206,6 +1302,8 @@ class Vault:
         w = self._live("Vault.cosign_decommission")
         path = check.path_arg(w, "contacts", contacts)
         check.datetime_arg(w, "now", now)
+        from childvault.vault._results import DecommissionCosign
+
         return DecommissionCosign.from_json(self._lifecycle.cosign_decommission(path, now=now))
 
     @classmethod
@@ -1273,6 +1371,8 @@ class Vault:
         roles = check.str_seq(w, "roles", roles)
         check.timedelta_arg(w, "valid_for", valid_for, optional=False)
         check.datetime_arg(w, "now", now)
+        from childvault.vault._results import UserInvite
+
         return UserInvite.from_json(
             self._users.invite_user(name, roles, valid_for=valid_for, now=now)
         )
@@ -1290,6 +1390,8 @@ class Vault:
         """The invite's user, roles, vault, expiry and anchor fingerprint (nothing verified
         but its form: the person confirms the fingerprint with the admin)."""
         check.instance("Vault.read_invite", "invite", invite, bytes)
+        from childvault.vault._results import InviteSummary
+
         return InviteSummary.from_json(invite_summary(read_invite(invite)))
 
     @staticmethod
@@ -1347,6 +1449,8 @@ class Vault:
         path = h.identity(user)
         identity = Identity.load(path, passphrase)
         with cls._open_as(h, config, identity, clock, None, upgrading=True) as vault:
+            from childvault.vault._results import UpgradeReport
+
             return UpgradeReport.from_json(vault._users.upgrade(path, passphrase, confirm))
 
     def request_key_renewal(
@@ -1357,6 +1461,8 @@ class Vault:
         w = self._live("Vault.request_key_renewal")
         check.str_arg(w, "passphrase", passphrase)
         check.datetime_arg(w, "now", now)
+        from childvault.vault._results import KeyRenewalRequest
+
         return KeyRenewalRequest.from_json(self._users.request_renewal(passphrase, now=now))
 
     def approve_key_renewal(self, name: str, *, now: datetime | None = None) -> KeyRenewal:
@@ -1364,6 +1470,8 @@ class Vault:
         w = self._live("Vault.approve_key_renewal")
         check.str_arg(w, "name", name)
         check.datetime_arg(w, "now", now)
+        from childvault.vault._results import KeyRenewal
+
         return KeyRenewal.from_json(self._users.approve_renewal(name, now=now))
 
     def list_page(
@@ -1435,6 +1543,8 @@ class Vault:
         check.timedelta_arg(w, "valid_for", valid_for, optional=False)
         check.datetime_arg(w, "now", now)
         terms = {"organisation": organisation, "agreement": agreement}
+        from childvault.vault._results import UserInvite
+
         return UserInvite.from_json(
             self._users.invite_user(
                 name,
@@ -1475,6 +1585,9 @@ class Vault:
         check.str_arg(w, "key", key)
         check.str_arg(w, "value", value)
         check.datetime_arg(w, "now", now)
+        from childvault.vault._results import VaultSetting
+        from childvault.vault._svc_settings import SettingsService
+
         return VaultSetting.from_json(SettingsService(self._session).set(key, value, now=now))
 
     def list_settings(self) -> list[VaultSetting]:
@@ -1482,6 +1595,9 @@ class Vault:
         it, its source (``signed`` or ``default``), who signed it, and the
         database row when that differs (ignored)."""
         self._live("Vault.list_settings")
+        from childvault.vault._results import VaultSetting
+        from childvault.vault._svc_settings import SettingsService
+
         return [VaultSetting.from_json(d) for d in SettingsService(self._session).listing()]
 
 

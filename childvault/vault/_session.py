@@ -35,7 +35,13 @@ from childvault.vault._keyconfig import KeysConfig, OpenBaoCredentials
 from childvault.vault._keyring import Keyring
 from childvault.vault._notice_log import notice_problem
 from childvault.vault._policy import RecordState, role_refusal
-from childvault.vault._registrations import Verified, anchor_of, load_saved, verify_log
+from childvault.vault._registrations import (
+    _SAVE_AFTER,
+    Verified,
+    anchor_of,
+    load_saved,
+    verify_log,
+)
 from childvault.vault._schema import Schema
 from childvault.vault._statements import Anchor, TrustState
 from childvault.vault._time import ZONE_SETTING, Clock, today
@@ -49,6 +55,11 @@ NOTICES, NOTICE_VERSION = "notices", "notice_version"
 
 #: The roles that write records and request access.
 WRITERS = ("staff", "officer")
+
+
+def _save_due(known: Verified) -> bool:
+    """Whether :func:`verify_log` would save ``known`` now (its saved point is old)."""
+    return known.saved_at is None or known.size - known.saved_at >= _SAVE_AFTER
 
 
 def new_id() -> str:
@@ -323,7 +334,19 @@ class Session:
         """:meth:`trust` without the acting user's expiry check (``save``: may save)."""
         if self.anchor is None:
             return None
-        self._verified = verify_log(self.db, self.me, self.anchor, self._verified, save=save)
+        known = self._verified
+        if (
+            known is not None
+            and known.head is not None
+            and not (save and _save_due(known))
+            and self.db.audit.head() == (known.size, known.head)
+        ):
+            # Nothing was appended since this session verified the log: its state
+            # stands, and a replay would read nothing (it would only copy the
+            # state). Every role-gated operation asks (require), so a process
+            # doing many of them verifies once per log head (issue 18).
+            return known.state
+        self._verified = verify_log(self.db, self.me, self.anchor, known, save=save)
         return self._verified.state
 
     def verify_trust_from_anchor(self) -> None:

@@ -5,11 +5,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from childvault._i18n import _t, join
 from childvault.keys import ChildVaultError
 from childvault.vault._consent import children_due
 from childvault.vault._session import Session
 from childvault.vault._svc_notices import NoticeService, packaged_notice_sha256
 from childvault.vault._time import legal_today
+
+
+def _generation(generation: int, state: str) -> str:
+    """One custodian generation and its stored state, as doctor shows it."""
+    if state == "current":
+        return _t("generation {g} current", g=generation)
+    if state == "pending":
+        return _t("generation {g} pending", g=generation)
+    if state == "retired":
+        return _t("generation {g} retired", g=generation)
+    return _t("generation {g} {state}", g=generation, state=state)
 
 
 class HealthService:
@@ -24,33 +36,37 @@ class HealthService:
         out: list[tuple[str, str, str]] = []
         users = self.s.db.users.all()
         officers = [u for u in users if "officer" in u.roles]
-        out.append(
-            (
-                "users",
-                "ok" if officers else "warn",
-                f"{len(users)} user(s), {len(officers)} officer(s)"
-                + ("" if officers else ": add an officer before writing records"),
-            )
+        counted = _t(
+            "{users} user(s), {officers} officer(s)", users=len(users), officers=len(officers)
         )
-        out.append(("records", "ok", f"{self.s.db.records.count()} record(s)"))
+        if not officers:
+            counted = _t("{counted}: add an officer before writing records", counted=counted)
+        out.append(("users", "ok" if officers else "warn", counted))
+        out.append(("records", "ok", _t("{n} record(s)", n=self.s.db.records.count())))
         try:
             problem = self.s.notice_problem()
         except ChildVaultError as exc:
             problem = str(exc)
         if problem is not None:
             # Reported, not logged: doctor only reads (the next use refuses and logs it).
-            out.append(("notice", "fail", f"{problem}: the notice rows were altered"))
+            out.append(
+                ("notice", "fail", _t("{problem}: the notice rows were altered", problem=problem))
+            )
         elif (
-            self._notices.notices().get(self.s.setting("notice_version"), {}).get("sha256")
+            self._notices.notices()
+            .get(current := self.s.setting("notice_version"), {})
+            .get("sha256")
             == packaged_notice_sha256()
         ):
-            current = self.s.setting("notice_version")
             out.append(
                 (
                     "notice",
                     "warn",
-                    f"the current notice {current} is the unfilled template: publish your "
-                    "institution's notice with `childvault notice publish` (P-10)",
+                    _t(
+                        "the current notice {version} is the unfilled template: publish your "
+                        "institution's notice with `childvault notice publish` (P-10)",
+                        version=current,
+                    ),
                 )
             )
         pending = self.s.db.records.pending_shreds()
@@ -59,17 +75,24 @@ class HealthService:
                 (
                     "shredding",
                     "warn",
-                    f"{len(pending)} deleted record(s) whose key material is not yet "
-                    "destroyed in the provider: run `childvault retention sweep`",
+                    _t(
+                        "{n} deleted record(s) whose key material is not yet destroyed in the "
+                        "provider: run `childvault retention sweep`",
+                        n=len(pending),
+                    ),
                 )
             )
         if self.s.keys.custodial:
             gens = self.s.db.custodians.all()
-            states = ", ".join(f"generation {g} {s}" for g, _, s in gens) or "none"
-            status = "ok" if any(s == "current" for _, _, s in gens) else "warn"
-            if any(s == "pending" for _, _, s in gens):
+            listed = join(", ", [_generation(g, st) for g, _, st in gens])
+            states: str = listed if gens else _t("none")
+            status = "ok" if any(st == "current" for _, _, st in gens) else "warn"
+            if any(st == "pending" for _, _, st in gens):
                 status = "warn"
-                states += ": a key rotation was interrupted; run `childvault keys rotate` again"
+                states = _t(
+                    "{states}: a key rotation was interrupted; run `childvault keys rotate` again",
+                    states=listed,
+                )
             out.append(("custodian", status, states))
         diagnosable = self.s.keys.diagnosable()
         if diagnosable is not None:
@@ -88,13 +111,28 @@ class HealthService:
         late = [r for r in RightsService(self.s).rows() if r["overdue"]]
         if not late:
             return []
-        listed = ", ".join(f"{r['id']} ({r['kind']}, due {r['deadline']})" for r in late[:20])
+        listed = join(
+            ", ",
+            [
+                _t(
+                    "{id} ({kind}, due {deadline})",
+                    id=r["id"],
+                    kind=r["kind"],
+                    deadline=r["deadline"],
+                )
+                for r in late[:20]
+            ],
+        )
         return [
             (
                 "rights requests",
                 "warn",
-                f"{len(late)} rights request(s) past their deadline: answer and close them "
-                "(`childvault rights close`): " + listed,
+                _t(
+                    "{n} rights request(s) past their deadline: answer and close them "
+                    "(`childvault rights close`): {list}",
+                    n=len(late),
+                    list=listed,
+                ),
             )
         ]
 
@@ -116,15 +154,28 @@ class HealthService:
             return []
         overdue = sum(1 for _, when in due if when <= day.isoformat())
         listed = ", ".join(f"{rid} ({when})" for rid, when in due[:20])
-        more = f" and {len(due) - 20} more" if len(due) > 20 else ""
         return [
             (
                 "turning 14",
                 "warn",
-                f"{len(due)} record(s) whose child turns 14 within 30 days or already has "
-                f"({overdue} already refused): record the child's own consent (M-12): "
-                + listed
-                + more,
+                _t(
+                    "{n} record(s) whose child turns 14 within 30 days or already has "
+                    "({overdue} already refused): record the child's own consent (M-12): "
+                    "{list}",
+                    n=len(due),
+                    overdue=overdue,
+                    list=listed,
+                )
+                if len(due) <= 20
+                else _t(
+                    "{n} record(s) whose child turns 14 within 30 days or already has "
+                    "({overdue} already refused): record the child's own consent (M-12): "
+                    "{list} and {more} more",
+                    n=len(due),
+                    overdue=overdue,
+                    list=listed,
+                    more=len(due) - 20,
+                ),
             )
         ]
 
@@ -133,15 +184,38 @@ def _vault_checks(diag: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """Doctor lines from ``VaultProvider.diagnose()``."""
     addr = diag.get("addr")
     if not diag.get("reachable"):
-        return [("vault", "fail", f"{addr} is unreachable: is the server running? (VAULT_ADDR)")]
+        return [
+            (
+                "vault",
+                "fail",
+                _t("{addr} is unreachable: is the server running? (VAULT_ADDR)", addr=addr),
+            )
+        ]
     if diag.get("sealed"):
-        return [("vault", "fail", f"{addr} is sealed: unseal it")]
-    out = [("vault", "ok", f"{addr} reachable, unsealed, version {diag.get('version')}")]
-    mounts = ", ".join(
-        f"{label} {m.get('path')} {'present' if m.get('present') else 'MISSING'}"
-        for label, m in (diag.get("mounts") or {}).items()
+        return [("vault", "fail", _t("{addr} is sealed: unseal it", addr=addr))]
+    out: list[tuple[str, str, str]] = [
+        (
+            "vault",
+            "ok",
+            _t(
+                "{addr} reachable, unsealed, version {version}",
+                addr=addr,
+                version=diag.get("version"),
+            ),
+        )
+    ]
+    found = list((diag.get("mounts") or {}).items())
+    mounts = join(
+        ", ",
+        [
+            _t("{label} {path} present", label=label, path=m.get("path"))
+            if m.get("present")
+            else _t("{label} {path} MISSING", label=label, path=m.get("path"))
+            for label, m in found
+        ],
     )
-    out.append(("vault mounts", "ok" if mounts and "MISSING" not in mounts else "fail", mounts))
+    complete = bool(found) and all(m.get("present") for _, m in found)
+    out.append(("vault mounts", "ok" if complete else "fail", mounts))
     caps = diag.get("capabilities") or {}
     granted = sorted(
         label for label, c in caps.items() if c.get("capabilities") not in ([], ["deny"])
@@ -150,10 +224,14 @@ def _vault_checks(diag: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         (
             "vault token",
             "ok",
-            f"acts as {', '.join(diag.get('roles') or []) or 'no childvault role'}"
-            f"; capabilities on: {', '.join(granted) or 'none'}",
+            _t(
+                "acts as {roles}; capabilities on: {granted}",
+                roles=", ".join(diag.get("roles") or []) or _t("no childvault role"),
+                granted=", ".join(granted) or _t("none"),
+            ),
         )
     )
     for problem in diag.get("problems") or []:
-        out.append(("vault", "fail", str(problem)))
+        # Kept as given: the provider marks its problems for translation.
+        out.append(("vault", "fail", problem if isinstance(problem, str) else str(problem)))
     return out

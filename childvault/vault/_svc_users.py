@@ -89,9 +89,9 @@ class UserService:
         check_user_name(name)
         role_set = tuple(sorted(set(roles)))
         if not role_set or any(r not in ROLES for r in role_set):
-            raise UsageError(f"roles must be among {', '.join(ROLES)}")
+            raise UsageError(_t("roles must be among {roles}", roles=", ".join(ROLES)))
         if self.s.db.users.get(name) is not None or self.s.home.identity(name).exists():
-            raise UsageError(f"user {name!r} already exists")
+            raise UsageError(_t("user {name!r} already exists", name=name))
         ident = Identity.generate(name)
         # The new user trusts what the acting admin trusts (their anchor).
         ident.anchor = self.s.me.anchor
@@ -293,10 +293,12 @@ class UserService:
         moment = self.s.now(now)
         self.s.require(("officer",), "custodian.share", moment, "sharing the custodian key")
         if not self.s.keys.custodial:
-            raise UsageError("the Vault provider has no custodian key: officers use Vault policy")
+            raise UsageError(
+                _t("the Vault provider has no custodian key: officers use Vault policy")
+            )
         target = self.s.db.users.get(name)
         if target is None or "officer" not in target.roles:
-            raise UsageError(f"{name!r} is not a registered officer")
+            raise UsageError(_t("{name!r} is not a registered officer", name=name))
         self.s.keys.local_officer()  # fails clearly unless the acting officer holds the current key
         state = self.s.trust()
         envelope: Envelope | None = None
@@ -359,17 +361,21 @@ class UserService:
         self.s.require(("admin",), "user.disable", moment, "disabling users")
         check_user_name(name)
         if reason is not None and (not reason.strip() or len(reason) > 500):
-            raise UsageError("the reason must be non-empty text of at most 500 characters")
+            raise UsageError(_t("the reason must be non-empty text of at most 500 characters"))
         state = self.s.trust()
         if state is None:
             raise UsageError(
-                "this identity file has no trust anchor (made before signed statements): "
-                "disabling needs one"
+                _t(
+                    "this identity file has no trust anchor (made before signed statements): "
+                    "disabling needs one"
+                )
             )
         if name == self.s.user:
-            raise UsageError("an admin cannot disable themselves: ask another admin")
+            raise UsageError(_t("an admin cannot disable themselves: ask another admin"))
         if not state.is_active(name):
-            raise UsageError(f"{name!r} is not an active user with a verified registration")
+            raise UsageError(
+                _t("{name!r} is not an active user with a verified registration", name=name)
+            )
         envelope = _statements.sign(
             {
                 "v": 1,
@@ -433,14 +439,14 @@ class UserService:
         if entrusted is not None:
             entrusted = self._entrusted_terms(role_set, entrusted, moment)
         if not timedelta(minutes=1) <= valid_for <= timedelta(days=30):
-            raise UsageError("an invite is valid for between 1 minute and 30 days")
+            raise UsageError(_t("an invite is valid for between 1 minute and 30 days"))
         anchor = self.s.anchor
         if anchor is None or self.s.trust() is None:
             raise UsageError(
-                "this identity file has no trust anchor: run `childvault upgrade` first"
+                _t("this identity file has no trust anchor: run `childvault upgrade` first")
             )
         if self.s.db.users.get(name) is not None:
-            raise UsageError(f"user {name!r} already exists")
+            raise UsageError(_t("user {name!r} already exists", name=name))
         nonce = secrets.token_hex(32)
         expires = iso(moment + valid_for)
         data = make_invite(self.s.me, anchor, name, role_set, nonce, expires, entrusted)
@@ -481,7 +487,7 @@ class UserService:
         state = self.s.trust()
         if state is None or self.s.anchor is None:
             raise UsageError(
-                "this identity file has no trust anchor: run `childvault upgrade` first"
+                _t("this identity file has no trust anchor: run `childvault upgrade` first")
             )
         try:
             request = read_request(data)
@@ -515,7 +521,7 @@ class UserService:
             self._refuse_request("the invite was used already: each invite enrols once", moment)
         name, roles = invite.user, invite.roles
         if self.s.db.users.get(name) is not None:
-            raise UsageError(f"user {name!r} already exists")
+            raise UsageError(_t("user {name!r} already exists", name=name))
         path = self.s.home.identity(name)
         if path.exists() and public_identity_from_file(path) != request.public:
             self._refuse_request(
@@ -523,9 +529,11 @@ class UserService:
             )
         if self.s.keys.custodial and "officer" in roles and not self.s.db.custodians.all():
             raise UsageError(
-                "the vault's first officer creates the custodian key as they are added: "
-                "enrol them with `childvault user add NAME --role officer` at the admin's "
-                "desk, where they type their own passphrase"
+                _t(
+                    "the vault's first officer creates the custodian key as they are added: enrol "
+                    "them with `childvault user add NAME --role officer` at the admin's desk, "
+                    "where they type their own passphrase"
+                )
             )
         if invite.entrusted is not None:
             # The terms the admin signed in the invite; refused once the agreement ended.
@@ -560,7 +568,7 @@ class UserService:
         self.s.log(
             [Event(self.s.user, "user.add", "denied", detail={"reason": reason[:300]})], moment
         )
-        raise IntegrityError(f"enrolment request refused: {reason}")
+        raise IntegrityError(_t("enrolment request refused: {reason}", reason=reason))
 
     # ------------------------------------------------------------ key renewal
 
@@ -578,7 +586,7 @@ class UserService:
         state = self.s.trust()
         if state is None:
             raise UsageError(
-                "this identity file has no trust anchor: run `childvault upgrade` first"
+                _t("this identity file has no trust anchor: run `childvault upgrade` first")
             )
         name = self.s.user
         if not state.is_active(name):
@@ -644,10 +652,12 @@ class UserService:
         state = self.s.trust()
         if state is None:
             raise UsageError(
-                "this identity file has no trust anchor: run `childvault upgrade` first"
+                _t("this identity file has no trust anchor: run `childvault upgrade` first")
             )
         if not state.is_active(name):
-            raise UsageError(f"{name!r} is not an active user with a verified registration")
+            raise UsageError(
+                _t("{name!r} is not an active user with a verified registration", name=name)
+            )
         found: tuple[int, Envelope, str] | None = None
         for raw in self.s.db.audit.entries_by_action(("user.renew",)):
             obj = _audit.decode_entry(raw)
@@ -659,7 +669,9 @@ class UserService:
                 continue
             found = int(obj["seq"]), Envelope.from_bytes(stored), str(detail.get("slot", ""))
         if found is None:
-            raise UsageError(f"{name!r} has no pending key renewal: they run `keys renew` first")
+            raise UsageError(
+                _t("{name!r} has no pending key renewal: they run `keys renew` first", name=name)
+            )
         seq, pending, slot = found
         statement = pending.statement()
         current = state.user(name)
@@ -668,8 +680,11 @@ class UserService:
         done = statement.get("sign_key") == current.sign_key.hex()
         if done or not pending.signed_by(current.sign_key):
             raise UsageError(
-                f"the pending renewal of {name!r} was not signed by their current key "
-                "(it is stale or done): they run `keys renew` again"
+                _t(
+                    "the pending renewal of {name!r} was not signed by their current key (it is "
+                    "stale or done): they run `keys renew` again",
+                    name=name,
+                )
             )
         envelope = _statements.countersign(pending, self.s.me)
         if not _applies(state, envelope, self.s.db.audit.head()[0]):
@@ -682,8 +697,12 @@ class UserService:
         pending_path = _renewing(self.s.home.identities, name)
         if not pending_path.exists() or public_identity_from_file(pending_path) != new_public:
             raise UsageError(
-                f"the new identity file of {name!r} ({pending_path}) is missing or holds "
-                "other keys: they run `keys renew` again"
+                _t(
+                    "the new identity file of {name!r} ({pending_path}) is missing or holds other "
+                    "keys: they run `keys renew` again",
+                    name=name,
+                    pending_path=pending_path,
+                )
             )
         slots = self.s.key_slots()
         previous = slots.install(name, self.s.vault_id, slot)
@@ -792,8 +811,10 @@ class UserService:
         """The admin's first step: check what exists, then log the founding registration."""
         if self.s.roles != frozenset({"admin"}):
             raise UsageError(
-                "the vault's anchor is an admin with the admin role only: run "
-                "`childvault upgrade` as such an admin"
+                _t(
+                    "the vault's anchor is an admin with the admin role only: run `childvault "
+                    "upgrade` as such an admin"
+                )
             )
         check_legacy_log(self.s.db)
         me = self.s.me
@@ -802,7 +823,9 @@ class UserService:
             register_statement(self.s.vault_id, iso(moment), me.name, ["admin"], me.public), [me]
         )
         if not _applies(TrustState.start(anchor), founding, self.s.db.audit.head()[0]):
-            raise IntegrityError("the founding registration would not verify; nothing was upgraded")
+            raise IntegrityError(
+                _t("the founding registration would not verify; nothing was upgraded")
+            )
         with self.s.db.transaction():
             self.s.db.meta.set(UPGRADED, "1")
             append_with_statements(
@@ -834,12 +857,12 @@ class UserService:
         """Take the logged anchor into one's identity file, once its fingerprint is confirmed."""
         anchor = logged_anchor(self.s.db)
         if anchor is None or anchor.vault_id != self.s.vault_id:
-            raise IntegrityError("the log names no anchor of this vault: ask the admin")
+            raise IntegrityError(_t("the log names no anchor of this vault: ask the admin"))
         founder = anchor.admin == self.s.user
         if founder and anchor.sign_key != self.s.me.public.signing_key:
-            raise IntegrityError("the logged anchor names your name with another key")
+            raise IntegrityError(_t("the logged anchor names your name with another key"))
         if not founder and not confirm(anchor.fingerprint()):
-            raise UsageError("the fingerprint was not confirmed: nothing was changed")
+            raise UsageError(_t("the fingerprint was not confirmed: nothing was changed"))
         self._keep_anchor(anchor, identity_path, passphrase)
 
     def _keep_anchor(self, anchor: Anchor, identity_path: Path, passphrase: str) -> None:
@@ -977,9 +1000,12 @@ class UserService:
         if state.current_custodian() is None:
             if generation != 1:
                 raise UsageError(
-                    f"the custodian key is at generation {generation}: an upgrade states "
-                    "generation 1 only; restore the signed statements from a newer backup "
-                    "or re-create the vault"
+                    _t(
+                        "the custodian key is at generation {generation}: an upgrade states "
+                        "generation 1 only; restore the signed statements from a newer backup or "
+                        "re-create the vault",
+                        generation=generation,
+                    )
                 )
             held = CustodianSecret.from_bytes(generation, mine[f"{CUSTODIAN}{generation}"])
             if held.public != public:
@@ -1051,7 +1077,7 @@ class UserService:
     def user_info(self, name: str) -> UserInfo:
         row = self.s.db.users.get(name)
         if row is None:
-            raise NotFound(f"unknown user {name!r}")
+            raise NotFound(_t("unknown user {name!r}", name=name))
         return self._info(row, self._state())
 
     def _state(self) -> TrustState | None:
@@ -1116,7 +1142,7 @@ def _renewing(identities: Path, name: str) -> Path:
 def _check_roles(roles: Sequence[str]) -> tuple[str, ...]:
     role_set = tuple(sorted(set(roles)))
     if not role_set or any(r not in ROLES for r in role_set):
-        raise UsageError(f"roles must be among {', '.join(ROLES)}")
+        raise UsageError(_t("roles must be among {roles}", roles=", ".join(ROLES)))
     return role_set
 
 

@@ -26,6 +26,14 @@ MODULES = sorted(
         PACKAGE / "vault" / "_merkle.py",
         PACKAGE / "vault" / "_fieldcrypto.py",
         PACKAGE / "vault" / "_httpsig.py",
+        # What `doctor` prints (issue 16): its checks, the provider's problems.
+        PACKAGE / "vault" / "_doctor.py",
+        PACKAGE / "vault" / "_svc_health.py",
+        # A server's answers as the client shows them.
+        PACKAGE / "vault" / "_wire_messages.py",
+        PACKAGE / "keys" / "_errors.py",
+        # Users, enrolment and renewal: what admins and officers are told.
+        PACKAGE / "vault" / "_svc_users.py",
     ]
 )
 
@@ -70,15 +78,20 @@ def unmarked(source: str, filename: str = "<source>") -> list[str]:
             continue
         func = node.func
         name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
-        # ``lines.append(...)``: the report lines ``vault setup`` prints.
+        # ``lines.append(...)``: the report lines ``vault setup`` prints;
+        # ``problems.append(...)`` / ``out.append(...)``: the lines ``doctor`` prints.
         report_line = (
             name == "append"
             and isinstance(func, ast.Attribute)
-            and ast.unparse(func.value) == "lines"
+            and ast.unparse(func.value) in ("lines", "problems", "out")
         )
         if name not in names and not report_line:
             continue
         args = list(node.args[:1]) + [k.value for k in node.keywords if k.arg == "message"]
+        if report_line and ast.unparse(func.value) == "out":
+            # A doctor line is a tuple (check, status, message): the message is last.
+            # Other ``out`` lists (role names, codes) hold no message.
+            args = [a.elts[-1] for a in node.args[:1] if isinstance(a, ast.Tuple) and a.elts]
         if any(_is_plain_text(a) for a in args):
             problems.append(f"{filename}:{node.lineno}: {name}({ast.unparse(args[0])[:60]})")
     return problems
@@ -93,8 +106,10 @@ def test_the_scan_finds_plain_messages_and_accepts_marked_ones() -> None:
         "raise errors.NotFound('missing {id}'.format(id=i))\n"
         "raise ValueError('x' + y)\n"
         "lines.append(f'policy {name}: written')\n"
+        "problems.append(f'no mount at {path}')\n"
+        "out.append(('vault', 'fail', f'{addr} is sealed'))\n"
     )
-    assert len(unmarked(bad)) == 6
+    assert len(unmarked(bad)) == 8
     good = (
         "raise UsageError(_t('no'))\n"
         "raise ConfigError(_t('bad {x}', x=x))\n"
@@ -102,7 +117,10 @@ def test_the_scan_finds_plain_messages_and_accepts_marked_ones() -> None:
         "raise ApprovalInvalid(f'expired at {t}')\n"
         "raise UsageError(message)\n"
         "lines.append(_t('setup complete'))\n"
-        "out.append('not a report line')\n"
+        "problems.append(_t('no mount at {path}', path=p))\n"
+        "out.append(('vault', 'fail', _t('{addr} is sealed', addr=a)))\n"
+        "other.append('not a report line')\n"
+        "out.append('staff')\n"
     )
     assert unmarked(good) == []
 

@@ -23,6 +23,7 @@ from importlib import import_module
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from childvault._i18n import _t
 from childvault.keys._errors import ExtraRequired
 from childvault.keys._openbao._policies import POLICY_NAMES
 from childvault.keys._openbao._settings import VaultSettings
@@ -61,7 +62,7 @@ def load(module: str) -> ModuleType:
         return import_module(f"{__name__}.{module}")
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] in _EXTRA_MODULES:
-            raise ExtraRequired("vault", "the Vault / OpenBao key provider") from exc
+            raise ExtraRequired("vault", _t("the Vault / OpenBao key provider")) from exc
         raise
 
 

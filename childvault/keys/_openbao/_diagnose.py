@@ -12,11 +12,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from childvault.keys._errors import AccessDenied, ConfigError, ProviderUnavailable
+from childvault._i18n import _t
+from childvault.keys._errors import (
+    AccessDenied,
+    ChildVaultError,
+    ConfigError,
+    ProviderUnavailable,
+)
 from childvault.keys._openbao._http import Connection
 from childvault.keys._openbao._settings import VaultSettings
 
 __all__ = ["diagnose", "probe_paths", "roles"]
+
+
+def _message(exc: ChildVaultError) -> str:
+    """The error's message as raised: a marked one stays translatable for doctor."""
+    first = exc.args[0] if exc.args else None
+    return first if isinstance(first, str) else str(exc)
 
 
 def probe_paths(settings: VaultSettings) -> dict[str, str]:
@@ -68,17 +80,17 @@ def diagnose(conn: Connection, settings: VaultSettings) -> dict[str, Any]:
     try:
         health = conn.call("GET", "sys/health", ok=(200, 429, 472, 473, 501, 503), auth=False).data
     except (ProviderUnavailable, ConfigError, AccessDenied) as exc:
-        problems.append(str(exc))
+        problems.append(_message(exc))
         return report
     report["reachable"] = True
     report["initialized"] = health.get("initialized")
     report["sealed"] = health.get("sealed")
     report["version"] = health.get("version")
     if health.get("initialized") is False:
-        problems.append(f"the Vault server at {s.addr} is not initialised")
+        problems.append(_t("the Vault server at {addr} is not initialised", addr=s.addr))
         return report
     if health.get("sealed"):
-        problems.append(f"the Vault server at {s.addr} is sealed: unseal it")
+        problems.append(_t("the Vault server at {addr} is sealed: unseal it", addr=s.addr))
         return report
     try:
         look = conn.call("GET", "auth/token/lookup-self", need=("read", "the default policy")).data
@@ -91,7 +103,7 @@ def diagnose(conn: Connection, settings: VaultSettings) -> dict[str, Any]:
         }
     except (ProviderUnavailable, AccessDenied, ConfigError) as exc:
         report["token"] = {"valid": False}
-        problems.append(str(exc))
+        problems.append(_message(exc))
         return report
     for label, mount in (("transit", s.transit_mount), ("kv", s.kv_mount)):
         entry: dict[str, Any] = {"path": mount, "present": None, "type": None}
@@ -105,10 +117,16 @@ def diagnose(conn: Connection, settings: VaultSettings) -> dict[str, Any]:
             elif reply.status == 404:
                 entry["present"] = False
         except (ProviderUnavailable, AccessDenied, ConfigError) as exc:
-            problems.append(str(exc))
+            problems.append(_message(exc))
         report["mounts"][label] = entry
         if entry["present"] is False:
-            problems.append(f"no {label} mount at {mount}/: run `childvault vault setup`")
+            problems.append(
+                _t(
+                    "no {label} mount at {mount}/: run `childvault vault setup`",
+                    label=label,
+                    mount=mount,
+                )
+            )
     for label, name in (("dek", s.key_name), ("index", s.index_key_name)):
         kentry: dict[str, Any] = {"name": name, "present": None}
         try:
@@ -128,16 +146,16 @@ def diagnose(conn: Connection, settings: VaultSettings) -> dict[str, Any]:
             elif reply.status == 404:
                 kentry["present"] = False
         except (ProviderUnavailable, AccessDenied, ConfigError) as exc:
-            problems.append(str(exc))
+            problems.append(_message(exc))
         report["keys"][label] = kentry
         if kentry["present"] is False:
-            problems.append(f"no Transit key {name}: run `childvault vault setup`")
+            problems.append(_t("no Transit key {name}: run `childvault vault setup`", name=name))
         if (
             label == "dek"
             and kentry.get("present")
             and (kentry.get("derived") is not True or kentry.get("exportable") is not False)
         ):
-            problems.append(f"Transit key {name} must be derived and not exportable")
+            problems.append(_t("Transit key {name} must be derived and not exportable", name=name))
         if label == "dek" and kentry.get("present"):
             problems.extend(_lowered_floor(name, kentry))
     report["audit_devices"] = _audit_devices(conn, problems)
@@ -155,7 +173,7 @@ def diagnose(conn: Connection, settings: VaultSettings) -> dict[str, Any]:
             for label, path in paths.items()
         }
     except (ProviderUnavailable, AccessDenied, ConfigError) as exc:
-        problems.append(str(exc))
+        problems.append(_message(exc))
     report["roles"] = roles(report["capabilities"])
     report["ok"] = not problems
     return report
@@ -176,9 +194,15 @@ def _lowered_floor(name: str, key: Mapping[str, Any]) -> list[str]:
         return []
     if enc and dec < enc:
         return [
-            f"Transit key {name}: min_decryption_version {dec} is below min_encryption_version "
-            f"{enc}: retired key versions decrypt again (lowered after a rotation?); raise it, "
-            "and use `childvault keys rotate --trim` so retired versions cannot come back"
+            _t(
+                "Transit key {name}: min_decryption_version {dec} is below "
+                "min_encryption_version {enc}: retired key versions decrypt again (lowered "
+                "after a rotation?); raise it, and use `childvault keys rotate --trim` so "
+                "retired versions cannot come back",
+                name=name,
+                dec=dec,
+                enc=enc,
+            )
         ]
     return []
 
@@ -192,7 +216,7 @@ def _audit_devices(conn: Connection, problems: list[str]) -> list[str] | None:
     try:
         reply = conn.call("GET", "sys/audit", ok=(200, 403))
     except (ProviderUnavailable, AccessDenied, ConfigError) as exc:
-        problems.append(str(exc))
+        problems.append(_message(exc))
         return None
     if reply.status != 200:
         return None
@@ -201,8 +225,10 @@ def _audit_devices(conn: Connection, problems: list[str]) -> list[str] | None:
     devices = sorted(p for p, d in table.items() if isinstance(d, dict) and d.get("type"))
     if not devices:
         problems.append(
-            "no audit device is enabled on the Vault server: nothing outside childvault "
-            "records who decrypted what (docs/vault.md, audit device)"
+            _t(
+                "no audit device is enabled on the Vault server: nothing outside childvault "
+                "records who decrypted what (docs/vault.md, audit device)"
+            )
         )
     return devices
 

@@ -70,6 +70,7 @@ from childvault.vault._httpsig import HTTPSignatureAuth
 from childvault.vault._remote._codec import decode, encode
 from childvault.vault._remote._methods import METHODS, QUEUED, WRITE
 from childvault.vault._remote._slots import RemoteSlots
+from childvault.vault._wire_messages import message_from, refusal_message
 
 __all__ = ["Bootstrap", "RemoteBackend", "connect_parts"]
 
@@ -295,9 +296,12 @@ class RemoteBackend:
             return doc["result"] if raw else decode(doc["result"])
         if not isinstance(doc, dict):
             raise ProviderUnavailable(f"the childvault server answered {r.status_code}")
-        message = str(doc.get("error") or f"the server refused ({r.status_code})")
+        # In the reader's language where the answer allows it (_wire_messages).
+        message = (
+            message_from(doc) if "type" in doc else refusal_message(r.status_code, doc)
+        ) or _t("the server refused ({status})", status=r.status_code)
         if r.status_code in (401, 403) and "type" not in doc:
-            raise AccessDenied(f"the childvault server refused the request: {message}")
+            raise AccessDenied(_t("the childvault server refused the request: {why}", why=message))
         if r.status_code == 503:
             raise (_Busy if doc.get("reason") == "busy" else ProviderUnavailable)(message)
         if r.status_code == 502 and doc.get("reason") == "witness":
