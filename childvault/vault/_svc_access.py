@@ -580,7 +580,12 @@ class AccessService:
         grant = self.s.db.access.grant(check_hex_id(grant_id, "grant"))
         if grant is None:
             raise NotFound(f"no grant {grant_id}")
+        # The meta row only marks "Vault tokens not yet revoked"; which tokens to
+        # revoke comes from the signed approval entry, so an insider who deletes
+        # or edits the row cannot make revoke skip them.
         pending = self.s.db.meta.get(_wrapping_key(grant.id))
+        # Vault mode only (the local provider has no wrapping tokens).
+        accessors = None if self.s.keys.custodial else self._logged_accessors(grant.id, moment)
         with self.s.db.transaction():
             revoked = self.s.db.access.revoke_grant(grant.id, at=iso(moment), by=self.s.user)
             if revoked:
@@ -589,12 +594,38 @@ class AccessService:
                     [Event(self.s.user, "grant.revoke", request=grant.request_id, grant=grant.id)],
                     moment,
                 )
+        if accessors is not None:
+            # Every time, not only while the row marks it pending: revoking a
+            # used, expired or revoked token again is harmless.
+            self._revoke_in_vault(grant.id, accessors)
         if not revoked and pending is None:
             raise UsageError(f"grant {grant.id} is already revoked")
-        if pending is not None:
-            self._revoke_in_vault(grant.id, pending)
 
-    def _revoke_in_vault(self, grant_id: str, pending: str) -> None:
+    def _logged_accessors(self, grant_id: str, moment: datetime) -> list[str]:
+        """Vault mode: the wrapping accessors of ``grant_id``'s signed ``request.approve``
+        entry (read after the log is verified). A grant without one is refused and
+        logged: every grant made in Vault mode has one, so its absence means the
+        grant row or the log's action index was altered."""
+        self.s.trust()
+        for raw in self.s.db.audit.entries_by_action(("request.approve",)):
+            doc = json.loads(raw)
+            if (doc.get("action"), doc.get("outcome"), doc.get("grant")) != (
+                "request.approve",
+                "ok",
+                grant_id,
+            ):
+                continue
+            found = (doc.get("detail") or {}).get("vault_accessors")
+            if isinstance(found, list) and all(isinstance(a, str) for a in found):
+                return [str(a) for a in found]
+            break
+        self.s.distrust(
+            "grant.revoke",
+            f"grant {grant_id} has no signed approval entry with its Vault wrapping tokens",
+            moment,
+        )
+
+    def _revoke_in_vault(self, grant_id: str, accessors: Sequence[str]) -> None:
         """Vault mode: revoke the grant's wrapping tokens too, so the requester
         cannot unwrap them directly, around childvault (issue 14). Runs after
         the grant is revoked in the database; if Vault fails, running
@@ -603,7 +634,7 @@ class AccessService:
         if not isinstance(provider, _RevokesWrapping):
             return
         try:
-            provider.revoke_wrapping([str(a) for a in json.loads(pending)])
+            provider.revoke_wrapping(list(accessors))
         except ChildVaultError as exc:
             raise ProviderUnavailable(
                 f"grant {grant_id} is revoked in childvault, but its Vault wrapping tokens "

@@ -20,6 +20,7 @@ from childvault.cli.main import cli
 from childvault.keys import ChildVaultError, Identity, Selection, VaultProvider
 from childvault.keys._openbao._formats import parse_material
 from childvault.vault import _tokens
+from tests._insider import Insider
 from tests.conftest import PASSPHRASES, ROLES, World, add_children, build_template, copy_world
 from tests.integration.conftest import BaoServer, audited_server
 
@@ -166,6 +167,57 @@ def test_revoke_revokes_the_wrapping_tokens_in_vault(world: World, hard_bao: Bao
         v.read_with_grant(approval.token)
     with world.open("officer1") as v, pytest.raises(ChildVaultError, match="already revoked"):
         v.revoke(approval.grant_id)
+
+
+def test_revoke_takes_the_wrapping_tokens_from_the_signed_entry_not_the_meta_row(
+    world: World, hard_bao: BaoServer
+) -> None:
+    """Insider (issue 12 rule, found in session 4): deleting the grant's
+    ``vault_wrapping_accessors`` meta row made `revoke` skip the Vault tokens,
+    so the requester could still unwrap them directly."""
+    with world.open("worker1") as v:
+        (rid,) = add_children(v, 1)
+        req = v.request_access([rid], ["name"], "case_management", "revoke check")
+    with world.open("officer1") as v:
+        approval = v.approve(req)
+    claims = _tokens.verify(approval.token, world.ids["officer1"].public.signing_key)
+    wraps = parse_material(world.ids["worker1"].unseal(claims.keys), claims.vault, claims.jti)
+    with Insider(world, "worker1") as insider:
+        removed = insider.delete("meta", where={"key": f"vault_wrapping_accessors:{claims.jti}"})
+    assert removed == 1
+    with world.open("officer1") as v:
+        v.revoke(approval.grant_id)
+    assert world.tokens is not None
+    for token, _items in wraps:
+        resp = hard_bao.api(
+            "POST", "sys/wrapping/unwrap", token=world.tokens["worker1"], json={"token": token}
+        )
+        assert resp.status_code in (400, 403), resp.text
+
+
+def test_revoke_of_a_grant_without_its_signed_approval_entry_is_refused_and_logged(
+    world: World, hard_bao: BaoServer
+) -> None:
+    """A grant row an insider inserted has no signed approval entry: revoke
+    cannot know its Vault tokens, so it refuses, and the refusal is logged."""
+    with world.open("worker1") as v:
+        (rid,) = add_children(v, 1)
+        req = v.request_access([rid], ["name"], "case_management", "revoke check")
+    with world.open("officer1") as v:
+        approval = v.approve(req)
+    forged = "f" * 32
+    with Insider(world, "worker1") as insider:
+        insider.execute(
+            "INSERT INTO grants (id, request_id, officer, requester, issued_at, expires_at, "
+            "max_uses, uses) SELECT ?, request_id, officer, requester, issued_at, expires_at, "
+            "max_uses, uses FROM grants WHERE id = ?",
+            [forged, approval.grant_id],
+        )
+    with world.open("officer1") as v, pytest.raises(ChildVaultError, match="altered"):
+        v.revoke(forged)
+    with world.open("officer1") as v:
+        refusals = [e["entry"] for e in v.audit_entries() if e["entry"]["action"] == "trust.refuse"]
+    assert any(r["detail"]["on"] == "grant.revoke" for r in refusals)
 
 
 def test_reconcile_finds_an_officer_decrypting_around_childvault(
