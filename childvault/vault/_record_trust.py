@@ -265,6 +265,34 @@ def latest_statements(
     return db.statements.get_many(seqs) if seqs else {}
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """The rows of a set of records, read together (:func:`fetch`): what record
+    verification checks, and what approve and read then use, so that the rows
+    used are the rows verified and checking many records is not one round trip
+    per record through the server."""
+
+    #: Record id -> bookkeeping row (a record that does not exist is absent).
+    rows: dict[str, RecordRow]
+    #: Record id -> (record version, wrapped key blob) (absent without one).
+    blobs: dict[str, tuple[int, bytes]]
+    #: Record id -> every stored field: name -> (field version, sealed value).
+    fields: dict[str, dict[str, tuple[int, bytes]]]
+
+
+def fetch(db: Backend, record_ids: Iterable[str]) -> Fetched:
+    """The rows, key blobs and sealed fields of ``record_ids``, in three calls
+    (one request through the server: the remote backend reads them ahead together)."""
+    unique = list(dict.fromkeys(record_ids))
+    if not unique:
+        return Fetched({}, {}, {})
+    return Fetched(
+        db.records.get_many(unique),
+        db.records.keyblob_many(unique),
+        db.records.fields_many(unique),
+    )
+
+
 def check_record(
     db: Backend,
     state: TrustState,
@@ -272,11 +300,13 @@ def check_record(
     row: RecordRow,
     keyblob: bytes | None,
     statements: Mapping[int, bytes] | None = None,
+    fields: Mapping[str, tuple[int, bytes]] | None = None,
 ) -> str | None:
     """Why a live record's rows are not its latest signed version, or None if they are.
 
     ``statements``: what :func:`latest_statements` fetched for a batch holding
-    this record (else its statement is read alone).
+    this record (else its statement is read alone). ``fields``: the record's
+    stored fields as :func:`fetch` read them (else they are read here).
     """
     rid = row.id
     found = heads.heads.get(rid)
@@ -308,7 +338,11 @@ def check_record(
             type_name=row.type,
             consent=row.consent,
             metadata=row.metadata,
-            fields=stored_fields(db, rid),
+            fields=(
+                stored_fields(db, rid)
+                if fields is None
+                else [(n, v, ct) for n, (v, ct) in fields.items()]
+            ),
             keyblob=keyblob,
             first=found.seq == found.first,
         )
@@ -317,24 +351,39 @@ def check_record(
     return None
 
 
-def verify_records(s: Session, record_ids: Iterable[str], action: str, moment: datetime) -> None:
+def verify_records(s: Session, record_ids: Iterable[str], action: str, moment: datetime) -> Fetched:
     """Refuse (logged ``trust.refuse``, :class:`IntegrityError`, exit 4) the first of
     ``record_ids`` whose rows are not its latest signed version. Records that do
-    not exist (deleted, unknown) are left to the caller's rules."""
-    found = record_heads(s)
-    if found is None:
-        return
-    state, heads = found
+    not exist (deleted, unknown) are left to the caller's rules.
+
+    Returns the rows checked (:func:`fetch`, read after the log was verified, so
+    they are judged against a log at least as new as they are), for the caller
+    to use: what it then releases or decrypts is exactly what was verified.
+    """
     unique = list(dict.fromkeys(record_ids))
+    found = record_heads(s)
+    fetched = fetch(s.db, unique)
+    if found is None:
+        return fetched
+    state, heads = found
     statements = latest_statements(s.db, heads, unique)
     for rid in unique:
-        row = s.db.records.get(rid)
+        row = fetched.rows.get(rid)
         if row is None:
             continue
-        blob = s.db.records.keyblob(rid)
-        why = check_record(s.db, state, heads, row, None if blob is None else blob[1], statements)
+        blob = fetched.blobs.get(rid)
+        why = check_record(
+            s.db,
+            state,
+            heads,
+            row,
+            None if blob is None else blob[1],
+            statements,
+            fetched.fields.get(rid, {}),
+        )
         if why is not None:
             s.distrust(action, why, moment)
+    return fetched
 
 
 # ------------------------------------------------------------------ signing
