@@ -145,8 +145,9 @@ class AccessService:
                 f"a request may name at most {cap} records (to prevent bulk copying); "
                 "split it and explain each"
             )
+        rows = self.s.db.records.get_many(recs)  # one request through the server
         for rid in recs:
-            row = self.s.db.records.get(rid)
+            row = rows.get(rid)
             if row is None:
                 raise NotFound(
                     f"no record {rid}" + (" (deleted)" if self.s.db.records.tombstone(rid) else "")
