@@ -111,6 +111,8 @@ class AccessService:
     def __init__(self, session: Session, audit: AuditService) -> None:
         self.s = session
         self._audit = audit
+        #: During a read (:meth:`read_with_claims`): the bases already looked up.
+        self._bases: dict[str, Basis] | None = None
 
     def request_access(
         self,
@@ -247,8 +249,20 @@ class AccessService:
         """The basis of a request, as its logged ``request.create`` entry gives it.
 
         The meta key is only an index: a key that disagrees with the entry
-        (or an entry the key does not point at) fails closed.
+        (or an entry the key does not point at) fails closed. A read asks
+        twice (the grant check, then its log entry inside the use's
+        transaction): within one read the first answer is used again rather
+        than fetched again (through the server, a round trip in the transaction).
         """
+        if self._bases is None:
+            return self._basis_of(request_id)
+        kept = self._bases.get(request_id)
+        if kept is None:
+            kept = self._bases[request_id] = self._basis_of(request_id)
+        return kept
+
+    def _basis_of(self, request_id: str) -> Basis:
+        """:meth:`basis_of`, read from the store."""
         raw = self.s.db.meta.get(_basis_key(request_id))
         if raw is None:
             return Basis()
@@ -631,6 +645,19 @@ class AccessService:
         moment: datetime,
     ) -> tuple[_tokens.GrantClaims, dict[str, dict[str, str]]]:
         """:meth:`read_with_grant`, also returning the verified claims (for reports)."""
+        self._bases = {}
+        try:
+            return self._read_with_claims(token, records, fields, moment)
+        finally:
+            self._bases = None
+
+    def _read_with_claims(
+        self,
+        token: str,
+        records: Sequence[str] | None,
+        fields: Sequence[str] | None,
+        moment: datetime,
+    ) -> tuple[_tokens.GrantClaims, dict[str, dict[str, str]]]:
         self._verified_reader(moment)
         claims = self._check_grant(token, records, fields, moment)
         want_recs = tuple(records) if records else claims.rec
