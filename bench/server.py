@@ -22,6 +22,7 @@ Both vaults are opened before timing (no Argon2id unlock in the figures).
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import shutil
@@ -75,14 +76,19 @@ def _serve(home: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def _counting(v: Vault) -> dict[str, int]:
-    """Count the HTTP requests ``v``'s remote backend sends, by path (``total`` too)."""
+    """Count the HTTP requests ``v``'s remote backend sends (``total``), by the first
+    repository call each carries (``repo.method``; ``commit`` for a bare commit)."""
     backend: Any = v._session.db
     counts: dict[str, int] = {"total": 0}
     send = backend._send
 
     def counted(path: str, body: bytes, *, raw: bool = False) -> Any:
         counts["total"] += 1
-        counts[path] = counts.get(path, 0) + 1
+        doc = json.loads(body)
+        calls = doc.get("calls", [doc]) if isinstance(doc, dict) else []
+        first = calls[0] if calls and isinstance(calls[0], dict) else {}
+        name = f"{first['repo']}.{first['method']}" if "repo" in first else "commit"
+        counts[name] = counts.get(name, 0) + 1
         return send(path, body, raw=raw)
 
     backend._send = counted

@@ -80,6 +80,12 @@ DEFAULT_TXN_IDLE = 30.0
 DEFAULT_WAIT = 10.0
 #: Calls one ``/v1/rpc/batch`` request may carry (the body limit bounds the bytes).
 MAX_BATCH = 2000
+#: Record ids one ``records.get_many`` / ``keyblob_many`` / ``fields_many`` may name.
+MAX_MANY = 5000
+#: The batched record reads (approve, read, record verification: docs/server.md).
+_MANY = frozenset(
+    {("records", "get_many"), ("records", "keyblob_many"), ("records", "fields_many")}
+)
 
 _STAFF = {
     ("records", "insert"),
@@ -481,6 +487,8 @@ class VaultHost:
             raise Refused(400, "malformed", "args must be a list and kwargs a mapping")
         if kind == WRITE and not any((repo, method) in ROLE_WRITES.get(r, set()) for r in roles):
             raise Refused(403, "role", f"{', '.join(sorted(roles))} may not call {repo}.{method}")
+        if (repo, method) in _MANY:
+            _check_many(method, a, kw)
         return a, kw
 
     async def batch(
@@ -966,6 +974,32 @@ class VaultHost:
         with contextlib.suppress(ChildVaultError):
             self._pool.submit(shut).result()
         self._pool.shutdown(wait=True)
+
+
+def _check_many(method: str, a: list[Any], kw: dict[Any, Any]) -> None:
+    """A batched record read names a list of record ids (and, for ``fields_many``,
+    field names or None), within :data:`MAX_MANY`; anything else is refused before
+    it reaches the database (400 ``malformed``)."""
+    allowed = 2 if method == "fields_many" else 1
+    ids = a[0] if a else None
+    names = a[1] if len(a) > 1 else None
+    if (
+        kw
+        or not 1 <= len(a) <= allowed
+        or not isinstance(ids, list | tuple)
+        or len(ids) > MAX_MANY
+        or not all(isinstance(r, str) and 0 < len(r) <= 64 for r in ids)
+        or not (
+            names is None
+            or (isinstance(names, list | tuple) and all(isinstance(n, str) for n in names))
+        )
+    ):
+        raise Refused(
+            400,
+            "malformed",
+            f"records.{method} takes a list of at most {MAX_MANY} record ids"
+            + (" and a list of field names (or null)" if allowed == 2 else ""),
+        )
 
 
 def _verifies(key: bytes, message: bytes, sig: bytes) -> bool:

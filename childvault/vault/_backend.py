@@ -272,6 +272,21 @@ class RecordRepo(Protocol):
         """:meth:`find_by_tag` of each of ``tags``, in order (one list per tag)."""
         ...
 
+    def get_many(self, record_ids: Sequence[str]) -> dict[str, RecordRow]:
+        """:meth:`get` of each of ``record_ids``: id -> row (missing records left out)."""
+        ...
+
+    def keyblob_many(self, record_ids: Sequence[str]) -> dict[str, tuple[int, bytes]]:
+        """:meth:`keyblob` of each of ``record_ids`` (records without one left out)."""
+        ...
+
+    def fields_many(
+        self, record_ids: Sequence[str], names: Sequence[str] | None = None
+    ) -> dict[str, dict[str, tuple[int, bytes]]]:
+        """:meth:`fields` of each of ``record_ids`` (all stored fields if ``names`` is
+        None); every id asked for has an entry."""
+        ...
+
     def import_progress(self, source: str) -> tuple[int, bool]:
         """(rows already processed, finished?) of an import source."""
         ...

@@ -166,16 +166,25 @@ def _still_prefix(db: Backend, start: RecordHeads) -> bool:
 
 def _scan(
     db: Backend, state: TrustState, start: RecordHeads, size: int
-) -> tuple[RecordHeads, bool]:
+) -> tuple[RecordHeads, bool] | None:
     """Continue ``start`` over the entries up to ``size``, checking the chain as it goes;
-    also say whether any record's head changed."""
+    also say whether any record's head changed. None if the log no longer has
+    ``start``'s last entry (:func:`_still_prefix`, checked on the first row read:
+    the pages start one entry early, which saves a round trip through the server)."""
     # A shallow copy: Heads are immutable, so the start's stay as they were.
     heads = dict(start.heads)
     changed = False
     expected, prev = start.size, start.head
-    for rows in db.audit.pages(start.size):
+    first = True
+    for rows in db.audit.pages(max(start.size - 1, 0)):
         for raw in rows:
             seq, entry, digest = db.audit.row(raw)
+            if first and start.size:
+                first = False
+                if seq != start.size - 1 or digest != start.head:
+                    return None
+                continue
+            first = False
             if seq >= size:
                 break
             if seq != expected or leaf_hash(entry) != digest:
@@ -187,6 +196,8 @@ def _scan(
             expected, prev = seq + 1, digest
         if expected >= size:
             break
+    if first and start.size:
+        return None  # not even start's last entry is there
     if expected != size:
         raise IntegrityError(f"log entry {expected} is missing")
     return RecordHeads(heads, expected, prev), changed
@@ -233,11 +244,20 @@ def record_heads(s: Session) -> tuple[TrustState, RecordHeads] | None:
     if state is None or verified is None:
         return None
     start = _CACHE.get(s) or _load_saved(s)
-    if start is None or start.size > verified.size or not _still_prefix(s.db, start):
+    if start is None or start.size > verified.size:
         start = RecordHeads()
-    done, changed = (
-        (start, False) if start.size == verified.size else _scan(s.db, state, start, verified.size)
-    )
+    if start.size == verified.size and not _still_prefix(s.db, start):
+        start = RecordHeads()
+    if start.size == verified.size:
+        done, changed = start, False
+    else:
+        # The scan checks that start's last entry is still there (else: from the start).
+        scanned = _scan(s.db, state, start, verified.size)
+        if scanned is None:
+            scanned = _scan(s.db, state, RecordHeads(), verified.size)
+        if scanned is None:  # cannot happen: from the start there is no prefix to lose
+            raise IntegrityError("log entry 0 is missing")
+        done, changed = scanned
     if done.head != verified.head:
         raise IntegrityError("the audit log changed while it was being verified; try again")
     saved = _SAVED_AT.get(s, start.size)
@@ -266,6 +286,34 @@ def latest_statements(
     return db.statements.get_many(seqs) if seqs else {}
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """The rows of a set of records, read together (:func:`fetch`): what record
+    verification checks, and what approve and read then use, so that the rows
+    used are the rows verified and checking many records is not one round trip
+    per record through the server."""
+
+    #: Record id -> bookkeeping row (a record that does not exist is absent).
+    rows: dict[str, RecordRow]
+    #: Record id -> (record version, wrapped key blob) (absent without one).
+    blobs: dict[str, tuple[int, bytes]]
+    #: Record id -> every stored field: name -> (field version, sealed value).
+    fields: dict[str, dict[str, tuple[int, bytes]]]
+
+
+def fetch(db: Backend, record_ids: Iterable[str]) -> Fetched:
+    """The rows, key blobs and sealed fields of ``record_ids``, in three calls
+    (one request through the server: the remote backend reads them ahead together)."""
+    unique = list(dict.fromkeys(record_ids))
+    if not unique:
+        return Fetched({}, {}, {})
+    return Fetched(
+        db.records.get_many(unique),
+        db.records.keyblob_many(unique),
+        db.records.fields_many(unique),
+    )
+
+
 def check_record(
     db: Backend,
     state: TrustState,
@@ -273,11 +321,13 @@ def check_record(
     row: RecordRow,
     keyblob: bytes | None,
     statements: Mapping[int, bytes] | None = None,
+    fields: Mapping[str, tuple[int, bytes]] | None = None,
 ) -> str | None:
     """Why a live record's rows are not its latest signed version, or None if they are.
 
     ``statements``: what :func:`latest_statements` fetched for a batch holding
-    this record (else its statement is read alone).
+    this record (else its statement is read alone). ``fields``: the record's
+    stored fields as :func:`fetch` read them (else they are read here).
     """
     rid = row.id
     found = heads.heads.get(rid)
@@ -309,7 +359,11 @@ def check_record(
             type_name=row.type,
             consent=row.consent,
             metadata=row.metadata,
-            fields=stored_fields(db, rid),
+            fields=(
+                stored_fields(db, rid)
+                if fields is None
+                else [(n, v, ct) for n, (v, ct) in fields.items()]
+            ),
             keyblob=keyblob,
             first=found.seq == found.first,
         )
@@ -318,24 +372,39 @@ def check_record(
     return None
 
 
-def verify_records(s: Session, record_ids: Iterable[str], action: str, moment: datetime) -> None:
+def verify_records(s: Session, record_ids: Iterable[str], action: str, moment: datetime) -> Fetched:
     """Refuse (logged ``trust.refuse``, :class:`IntegrityError`, exit 4) the first of
     ``record_ids`` whose rows are not its latest signed version. Records that do
-    not exist (deleted, unknown) are left to the caller's rules."""
-    found = record_heads(s)
-    if found is None:
-        return
-    state, heads = found
+    not exist (deleted, unknown) are left to the caller's rules.
+
+    Returns the rows checked (:func:`fetch`, read after the log was verified, so
+    they are judged against a log at least as new as they are), for the caller
+    to use: what it then releases or decrypts is exactly what was verified.
+    """
     unique = list(dict.fromkeys(record_ids))
+    found = record_heads(s)
+    fetched = fetch(s.db, unique)
+    if found is None:
+        return fetched
+    state, heads = found
     statements = latest_statements(s.db, heads, unique)
     for rid in unique:
-        row = s.db.records.get(rid)
+        row = fetched.rows.get(rid)
         if row is None:
             continue
-        blob = s.db.records.keyblob(rid)
-        why = check_record(s.db, state, heads, row, None if blob is None else blob[1], statements)
+        blob = fetched.blobs.get(rid)
+        why = check_record(
+            s.db,
+            state,
+            heads,
+            row,
+            None if blob is None else blob[1],
+            statements,
+            fetched.fields.get(rid, {}),
+        )
         if why is not None:
             s.distrust(action, why, moment)
+    return fetched
 
 
 # ------------------------------------------------------------------ signing

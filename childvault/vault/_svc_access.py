@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, Protocol, runtime_checkable
 
+from childvault._i18n import _t
 from childvault.keys import (
     AccessDenied,
     ApprovalInvalid,
@@ -29,6 +30,7 @@ from childvault.keys import (
     ReleasedKeys,
     Selection,
     UsageError,
+    WrappedRecord,
 )
 from childvault.keys._encoding import b64, check_hex_id, is_hex_id, unb64
 from childvault.vault import _audit, _tokens
@@ -40,6 +42,7 @@ from childvault.vault._policy import (
     BASES,
     CONTACT_FIELDS,
     ApprovalLimits,
+    RecordState,
     Refusal,
     approval_refusal,
     cosign_refusal,
@@ -107,6 +110,8 @@ class AccessService:
     def __init__(self, session: Session, audit: AuditService) -> None:
         self.s = session
         self._audit = audit
+        #: During a read (:meth:`read_with_claims`): the bases already looked up.
+        self._bases: dict[str, Basis] | None = None
 
     def request_access(
         self,
@@ -141,8 +146,9 @@ class AccessService:
                 f"a request may name at most {cap} records (to prevent bulk copying); "
                 "split it and explain each"
             )
+        rows = self.s.db.records.get_many(recs)  # one request through the server
         for rid in recs:
-            row = self.s.db.records.get(rid)
+            row = rows.get(rid)
             if row is None:
                 raise NotFound(
                     f"no record {rid}" + (" (deleted)" if self.s.db.records.tombstone(rid) else "")
@@ -245,8 +251,20 @@ class AccessService:
         actor signatures); the meta key is only an index. A key that disagrees
         with the entry, a key with no entry, or a statutory entry whose key was
         removed (which would turn the request into a consent request) is refused
-        and logged (``trust.refuse``).
+        and logged (``trust.refuse``). A read asks twice (the grant check, then
+        its log entry inside the use's transaction): within one read the first
+        answer is used again rather than fetched again (through the server, a
+        round trip in the transaction).
         """
+        if self._bases is None:
+            return self._basis_of(request_id)
+        kept = self._bases.get(request_id)
+        if kept is None:
+            kept = self._bases[request_id] = self._basis_of(request_id)
+        return kept
+
+    def _basis_of(self, request_id: str) -> Basis:
+        """:meth:`basis_of`, read from the store and checked against the log."""
         self.s.trust()
         logged: dict[str, Any] | None = None
         for entry in self.s.db.audit.entries_by_action(("request.create",)):
@@ -408,8 +426,8 @@ class AccessService:
 
         if req.status != "pending":
             raise UsageError(f"request {req.id} is already {req.status}")
-        self._verified_records(req.records, "request.approve", moment)
-        states = [self.s.record_state(rid) for rid in req.records]
+        fetched = self._verified_records(req.records, "request.approve", moment)
+        states = _states(req.records, fetched)
         basis = self.basis_of(req.id)
         refusal = approval_refusal(
             req,
@@ -424,7 +442,8 @@ class AccessService:
         ) or cosign_refusal(basis.kind, req.requester, self.s.user, self._cosigners(req.id))
         if refusal is not None:
             refuse(refusal)
-        selections = [Selection(self.s.wrapped(state.id), req.fields) for state in states]
+        # The key blobs verified above: what is released is what was checked.
+        selections = [Selection(_wrapped(state.id, fetched), req.fields) for state in states]
         requester = self._verified_requester(req.requester, moment)
         try:
             provider = self.s.keys.officer()
@@ -670,17 +689,32 @@ class AccessService:
         moment: datetime,
     ) -> tuple[_tokens.GrantClaims, dict[str, dict[str, str]]]:
         """:meth:`read_with_grant`, also returning the verified claims (for reports)."""
+        self._bases = {}
+        try:
+            return self._read_with_claims(token, records, fields, moment)
+        finally:
+            self._bases = None
+
+    def _read_with_claims(
+        self,
+        token: str,
+        records: Sequence[str] | None,
+        fields: Sequence[str] | None,
+        moment: datetime,
+    ) -> tuple[_tokens.GrantClaims, dict[str, dict[str, str]]]:
         self._verified_reader(moment)
         claims = self._check_grant(token, records, fields, moment)
         want_recs = tuple(records) if records else claims.rec
         want_flds = tuple(fields) if fields else claims.fld
-        self._verified_records(want_recs, "grant.read", moment)
+        fetched = self._verified_records(want_recs, "grant.read", moment)
         if not self._consume_use(claims, want_recs, want_flds, moment):
             raise ApprovalInvalid("uses exhausted or revoked")
         self._witness_read(claims, want_recs, want_flds, moment)
         try:
             keys = self._redeem(claims)
-            return claims, self.decrypt(keys, want_recs, want_flds, verified=True)
+            return claims, self.decrypt(
+                keys, want_recs, want_flds, verified=True, stored=fetched.fields
+            )
         except (ApprovalInvalid, DecryptionFailed) as exc:
             reason = (exc.detail or "failed")[:200]
             self.s.log([self._read_event(claims, want_recs, want_flds, "error", reason)], moment)
@@ -826,11 +860,15 @@ class AccessService:
         )
         if refusal is None:
             basis = self.basis_of(claims.req)
+            scope = list(records or claims.rec)
+            # Read together (one request through the server), not record by record.
+            rows = self.s.db.records.get_many(scope)
+            blobs = self.s.db.records.keyblob_many(scope)
             refusal = grant_refusal(
                 claims,
                 self.s.db.access.grant(claims.jti),
                 self.s.db.access.request(claims.req),
-                [self.s.record_state(rid) for rid in records or claims.rec],
+                [RecordState(rid, rows.get(rid), rid in blobs) for rid in scope],
                 day=legal_today(self.s.settings, moment),
                 allowed=self._allowed(claims.pur, basis.kind),
                 basis=basis.kind,
@@ -847,11 +885,14 @@ class AccessService:
         keys are sealed to this key, never to the ``users`` row (issue 12, attack 3)."""
         return self.s.trusted_public(name, "request.approve", moment)
 
-    def _verified_records(self, records: Sequence[str], action: str, moment: datetime) -> None:
+    def _verified_records(
+        self, records: Sequence[str], action: str, moment: datetime
+    ) -> record_trust.Fetched:
         """Refuse (logged, exit 4) a record whose stored fields or key blob are not the
         latest version its writer signed: a forgery sealed to the custodian key by
-        staff, a swap with another record, or a rollback (issue 12, attack 4)."""
-        record_trust.verify_records(self.s, records, action, moment)
+        staff, a swap with another record, or a rollback (issue 12, attack 4).
+        Returns the rows verified (the caller uses those, not a second read)."""
+        return record_trust.verify_records(self.s, records, action, moment)
 
     def _verified_reader(self, moment: datetime) -> None:
         """Refuse (logged) a reader the signed statements say is disabled or unknown."""
@@ -903,25 +944,31 @@ class AccessService:
         fields: Sequence[str],
         *,
         verified: bool = False,
+        stored: Mapping[str, Mapping[str, tuple[int, bytes]]] | None = None,
     ) -> dict[str, dict[str, str]]:
         """Open the approved fields of ``records`` with released ``keys``.
 
         Unless the caller has just done so (``verified``), each record is first
-        checked against its latest signed statement (issue 12, attack 4).
+        checked against its latest signed statement (issue 12, attack 4), and the
+        fields checked are the ones opened. ``stored``: the sealed fields the
+        caller verified (record id -> name -> (version, sealed)); else they are
+        read, all records' in one call.
         """
         if not verified:
-            self._verified_records(records, "grant.read", self.s.now())
+            stored = self._verified_records(records, "grant.read", self.s.now()).fields
+        elif stored is None:
+            stored = self.s.db.records.fields_many(list(records), list(fields))
         out: dict[str, dict[str, str]] = {}
         for rid in records:
             rkeys = keys.get(rid)
             if rkeys is None:
                 raise ApprovalInvalid("grant material lacks a record in scope")
-            stored = self.s.db.records.fields(rid, list(fields))
+            stored_one = stored.get(rid, {})
             values: dict[str, str] = {}
             for name in fields:
-                if name not in stored:
+                if name not in stored_one:
                     continue  # an optional field this record does not have
-                version, sealed = stored[name]
+                version, sealed = stored_one[name]
                 key = rkeys.get(name)
                 if key is None:
                     raise ApprovalInvalid("grant material lacks a field in scope")
@@ -970,6 +1017,19 @@ def _release(
     if isinstance(provider, _ReleasesWithReceipt):
         return provider.release_with_receipt(selections, requester, grant_id, wrap_ttl=wrap_ttl)
     return provider.release(selections, requester, grant_id, wrap_ttl=wrap_ttl), None
+
+
+def _states(records: Sequence[str], fetched: record_trust.Fetched) -> list[RecordState]:
+    """Each record's state for the rules, from the rows read (and verified) together."""
+    return [RecordState(rid, fetched.rows.get(rid), rid in fetched.blobs) for rid in records]
+
+
+def _wrapped(record_id: str, fetched: record_trust.Fetched) -> WrappedRecord:
+    """A record's verified key blob as the provider needs it (as Session.wrapped)."""
+    found = fetched.blobs.get(record_id)
+    if found is None:
+        raise NotFound(_t("record {record_id} has no keys (deleted)", record_id=record_id))
+    return WrappedRecord(record_id, found[0], found[1])
 
 
 def _approval_detail(

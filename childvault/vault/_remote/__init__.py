@@ -93,6 +93,19 @@ CACHE_ENTRIES = 2000
 #: ... except scans a page at a time, which are read once.
 _UNCACHED = frozenset({("audit", "page"), ("records", "page"), ("records", "keyblob_page")})
 
+#: Vault settings that approve, read and request look up one after another (the
+#: approval limits, the notices, the legal time zone): outside a transaction a
+#: read of one fetches them all in the same request (none is the server's own).
+SETTINGS_AHEAD = (
+    "default_ttl_s",
+    "max_ttl_s",
+    "max_uses",
+    "max_records",
+    "notice_version",
+    "notices",
+    "time_zone",
+)
+
 #: Error classes a server may name; anything else becomes a plain ChildVaultError.
 _ERRORS: dict[str, type[ChildVaultError]] = {
     name: cls
@@ -375,7 +388,33 @@ class RemoteBackend:
         if one in self._cache:
             return decode(self._cache[one])
         calls = [one]
-        if (repo, method) == ("records", "get") and len(args) == 1 and not kwargs:
+        if (repo, method) == ("records", "get_many") and len(args) == 1 and not kwargs:
+            # The services read a set of records' key blobs and sealed fields with
+            # their rows (_record_trust.fetch): one request for the three.
+            for also in ("keyblob_many", "fields_many"):
+                calls.append(
+                    json.dumps(
+                        {"repo": repo, "method": also, "args": doc["args"], "kwargs": {"$o": []}},
+                        separators=(",", ":"),
+                    )
+                )
+        elif (
+            (repo, method) == ("meta", "get")
+            and len(args) == 1
+            and not kwargs
+            and args[0] in SETTINGS_AHEAD
+        ):
+            # Approve and read look these up one after another: one request for all.
+            for setting in SETTINGS_AHEAD:
+                if setting != args[0]:
+                    also_doc = {
+                        "repo": repo,
+                        "method": method,
+                        "args": [setting],
+                        "kwargs": {"$o": []},
+                    }
+                    calls.append(json.dumps(also_doc, separators=(",", ":")))
+        elif (repo, method) == ("records", "get") and len(args) == 1 and not kwargs:
             for also in ("keyblob", "field_names", "fields_all"):
                 calls.append(
                     json.dumps(
@@ -405,7 +444,7 @@ class RemoteBackend:
         if not self._cache:
             self._cache_since = time.monotonic()
         self._cache.update(zip(calls, results, strict=True))
-        if len(calls) == 4:
+        if (repo, method) == ("records", "get") and len(calls) == 4:
             # fields_all answers fields(id, names) for the names field_names gave,
             # which is how the services ask (_record_trust.stored_fields).
             names = decode(results[2])
@@ -413,7 +452,39 @@ class RemoteBackend:
                 key = {"repo": repo, "method": "fields", "args": encode([args[0], names])}
                 key["kwargs"] = doc["kwargs"]
                 self._cache[json.dumps(key, separators=(",", ":"))] = results[3]
+        elif (repo, method) == ("records", "get_many") and len(calls) == 3:
+            self._cache_singles(args[0], results)
         return decode(results[0])
+
+    def _cache_singles(self, record_ids: Any, results: Sequence[Any]) -> None:
+        """Answer the one-record reads of what ``records.get_many`` read ahead
+        (``get``, ``keyblob``, ``field_names``, ``fields`` of those names) from
+        the same answer, as the read-ahead of ``records.get`` does: code that
+        still asks record by record after a batched read makes no round trip."""
+        rows, blobs, fields = (decode(r) for r in results)
+        if not (
+            isinstance(record_ids, list | tuple)
+            and isinstance(rows, dict)
+            and isinstance(blobs, dict)
+            and isinstance(fields, dict)
+        ):
+            return
+
+        def put(method: str, call_args: list[Any], result: Any) -> None:
+            key = {"repo": "records", "method": method, "args": encode(call_args)}
+            key["kwargs"] = {"$o": []}
+            self._cache[json.dumps(key, separators=(",", ":"))] = encode(result)
+
+        for rid in record_ids:
+            stored = fields.get(rid)
+            if not isinstance(rid, str) or not isinstance(stored, dict):
+                continue  # not a record id the server answered for: ask it alone
+            names = sorted(stored)
+            put("get", [rid], rows.get(rid))
+            put("keyblob", [rid], blobs.get(rid))
+            put("field_names", [rid], names)
+            put("fields", [rid, names], stored)
+            put("fields_all", [rid], stored)
 
     def _flush(self, one: str | None = None, *, commit: bool = False) -> Any:
         """Send the queued writes (and ``one`` call, whose raw result is returned) in one

@@ -30,10 +30,36 @@ ROW_TYPES: dict[str, type[Any]] = {
 }
 #: Nesting bound: backend values are shallow; a deeper document is hostile.
 MAX_DEPTH = 32
+#: Field names of each row type, by type and by name (looked up once, not per value).
+_FIELDS: dict[type[Any], tuple[str, ...]] = {
+    t: tuple(f.name for f in dataclasses.fields(t)) for t in ROW_TYPES.values()
+}
+_NAMES: dict[str, frozenset[str]] = {t.__name__: frozenset(n) for t, n in _FIELDS.items()}
+#: Types sent and received as they are. An import batch is ~50,000 values: the
+#: common exact types are dispatched on ``type()`` first; anything else (a
+#: subclass) takes the general path below, with the same result.
+_PLAIN = frozenset({type(None), bool, int, float, str})
 
 
 def encode(value: Any) -> Any:
     """``value`` as a JSON-ready structure (see the module doc)."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is bytes:
+        return {"$b": b64(value)}
+    if kind is tuple:
+        return {"$t": [encode(v) for v in value]}
+    if kind is list:
+        return [encode(v) for v in value]
+    names = _FIELDS.get(kind)
+    if names is not None:
+        return {"$d": kind.__name__, "v": {n: encode(getattr(value, n)) for n in names}}
+    return _encode_other(value)
+
+
+def _encode_other(value: Any) -> Any:
+    """:func:`encode` of what its fast paths do not cover (subclasses, mappings ...)."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, bytes | bytearray | memoryview):
@@ -59,6 +85,25 @@ def decode(value: Any, depth: int = 0) -> Any:
     """The value :func:`encode` encoded; :class:`IntegrityError` for anything else."""
     if depth > MAX_DEPTH:
         raise IntegrityError("a remote value is nested too deeply")
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is list:
+        return [decode(v, depth + 1) for v in value]
+    if kind is dict and len(value) == 1:
+        if "$b" in value:
+            try:
+                return unb64(value["$b"])
+            except ValueError as exc:
+                raise IntegrityError("a remote value is malformed") from exc
+        items = value.get("$t")
+        if type(items) is list:
+            return tuple([decode(v, depth + 1) for v in items])
+    return _decode_other(value, depth)
+
+
+def _decode_other(value: Any, depth: int) -> Any:
+    """:func:`decode` of what its fast paths do not cover (mappings, rows, refusals)."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, list):
@@ -84,9 +129,9 @@ def decode(value: Any, depth: int = 0) -> Any:
             kind = ROW_TYPES.get(str(value["$d"]))
             if kind is None:
                 raise IntegrityError(f"a remote value names an unknown type {value['$d']!r}")
-            names = {f.name for f in dataclasses.fields(kind)}
+            names = _NAMES[kind.__name__]
             fields = value["v"]
-            if not set(fields) <= names:
+            if not names.issuperset(fields):
                 raise IntegrityError(f"a remote {kind.__name__} has unknown fields")
             return kind(**{k: decode(v, depth + 1) for k, v in fields.items()})
     except (TypeError, ValueError) as exc:

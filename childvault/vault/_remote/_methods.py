@@ -40,6 +40,11 @@ METHODS: dict[str, dict[str, str]] = {
         # Not a repository method: fields(id, field_names(id)), fetched ahead with a
         # record (the remote backend's read-ahead, docs/server.md).
         "fields_all": READ,
+        # Many records at once (approve, read, record verification): with
+        # get_many the remote backend reads the other two ahead (docs/server.md).
+        "get_many": READ,
+        "keyblob_many": READ,
+        "fields_many": READ,
         "insert": WRITE,
         "update": WRITE,
         "put_field": WRITE,

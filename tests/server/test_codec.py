@@ -1,0 +1,125 @@
+"""The wire encoding of backend calls (``_remote/_codec.py``): exact round trips of
+every row type, and refusal of anything a hostile peer could send instead.
+
+The encoder and decoder dispatch the common exact types first (an import batch
+is tens of thousands of values, issue 13); these tests pin that the fast paths
+give what the general path gives and refuse what it refuses.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Any
+
+import pytest
+
+from childvault.keys import IntegrityError
+from childvault.vault._backend import (
+    CheckpointRow,
+    GrantRow,
+    NewRecord,
+    RecordRow,
+    RequestRow,
+    UserRow,
+)
+from childvault.vault._remote._codec import MAX_DEPTH, decode, encode
+
+_ROW = RecordRow(
+    "a" * 32,
+    "child",
+    2,
+    "2026-11-30T00:00:00Z",
+    "worker1",
+    "2026-11-30T00:00:00Z",
+    {"purposes": ["case_management"], "retain_until": "2032-01-01"},
+    "2032-01-01",
+    {"来源": "表格"},
+)
+
+
+def _wire(value: Any) -> Any:
+    """``value`` encoded, through JSON text (as it crosses the wire), and decoded."""
+    return decode(json.loads(json.dumps(encode(value))))
+
+
+def test_every_row_type_and_value_kind_round_trips_exactly() -> None:
+    values: list[Any] = [
+        None,
+        True,
+        0,
+        -7,
+        1.5,
+        "名字",
+        b"\x00\xff",
+        (1, "x", b""),
+        [],
+        {},
+        {1: "int key", "s": (b"v", None)},
+        _ROW,
+        NewRecord(_ROW, [("name", 1, b"sealed"), ("dob", 3, b"")], b"blob", "src.csv", 4),
+        UserRow("worker1", ("staff",), b"e" * 32, b"s" * 32, "2026-11-30", "admin"),
+        RequestRow(
+            "b" * 32, "worker1", ("a" * 32,), ("name",), "case_management", "r", "t", "pending"
+        ),
+        GrantRow("c" * 32, "b" * 32, "officer1", "worker1", "t", "e", 1, 0, None, None, None),
+        CheckpointRow(1, 3, b"h" * 32, "note", "officer1", "t"),
+        {"a" * 32: {"name": (1, b"ct")}, "b" * 32: {}},
+    ]
+    for value in values:
+        got = _wire(value)
+        assert got == value and type(got) is type(value), value
+    assert _wire(values) == values
+
+
+def test_subclasses_of_plain_types_encode_as_before() -> None:
+    class Level(enum.IntEnum):
+        ONE = 1
+
+    class Name(str):
+        pass
+
+    assert encode([Level.ONE, Name("x"), bytearray(b"ab"), memoryview(b"cd")]) == [
+        Level.ONE,
+        "x",
+        {"$b": "YWI="},
+        {"$b": "Y2Q="},
+    ]
+    with pytest.raises(TypeError):
+        encode({1, 2})
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        {"$b": "not base64!"},
+        {"$b": 5},
+        {"$t": 5},
+        {"$t": [1], "x": 2},
+        {"$o": [[1]]},
+        {"$o": [[[1], 2]]},
+        {"$d": "Evil", "v": {}},
+        {"$d": "RecordRow", "v": {"nope": 1}},
+        {"$d": "UserRow", "v": {"name": "x"}},  # missing fields
+        {"$x": 1},
+        {"a": 1, "b": 2, "c": 3},
+        [[{"$b": "%%"}]],
+        ("a", "tuple"),
+    ],
+)
+def test_malformed_values_are_refused(hostile: Any) -> None:
+    with pytest.raises(IntegrityError):
+        decode(hostile)
+
+
+def test_deep_nesting_is_refused() -> None:
+    deep: Any = 1
+    for _ in range(MAX_DEPTH + 2):
+        deep = {"$t": [deep]}
+    with pytest.raises(IntegrityError, match="too deeply"):
+        decode(deep)
+    deep = 1
+    for _ in range(MAX_DEPTH + 2):
+        deep = [deep]
+    with pytest.raises(IntegrityError, match="too deeply"):
+        decode(deep)
