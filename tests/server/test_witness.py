@@ -196,7 +196,7 @@ def witnessed(
     witness.start()
     _start(vs, witness)
     try:
-        vs.cli("worker1", "import", str(SAMPLE))
+        vs.cli("officer1", "import", "--confirm-backdated", str(SAMPLE))
         yield vs, witness
     finally:
         vs.stop()
