@@ -22,7 +22,7 @@ from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.sessions import SERVICE
 from tests.scale._lossy import LossyProxy
 from tests.scale._replicas import PgServed, make_pg_vault
-from tests.scale.test_replicas import _csv
+from tests.server._vaultserver import synthetic_csv
 
 #: Rows of the big import: three batches of 500 (a batch is one transaction).
 BIG = 1500
@@ -69,7 +69,7 @@ def test_a_replica_killed_mid_import_the_import_completes_through_the_other(
 ) -> None:
     pg = served
     a, b = pg.start_replica(), pg.start_replica()
-    big = _csv(tmp_path / "big.csv", BIG)
+    big = synthetic_csv(tmp_path / "big.csv", BIG)
     importer = pg.cli_background("worker1", "--json", "import", "--allow-duplicates", str(big))
     _wait_first_batch(pg, importer)
     assert importer.poll() is None, "the import finished before the replica was killed"
@@ -86,7 +86,7 @@ def test_a_commit_whose_answer_was_lost_is_not_applied_twice(
 ) -> None:
     pg = served
     a, b = pg.start_replica(), pg.start_replica()
-    rows = _csv(tmp_path / "rows.csv", 600)  # two transactions
+    rows = synthetic_csv(tmp_path / "rows.csv", 600)  # two transactions
     with LossyProxy(a.url, lose_commit=True) as proxy:
         done = pg.cli_json(
             "worker1", "import", "--allow-duplicates", str(rows), url=f"{proxy.url},{b.url}"
@@ -101,7 +101,7 @@ def test_a_call_whose_answer_was_lost_mid_transaction_is_replayed_on_the_other(
 ) -> None:
     pg = served
     a, b = pg.start_replica(), pg.start_replica()
-    rows = _csv(tmp_path / "rows.csv", 40)
+    rows = synthetic_csv(tmp_path / "rows.csv", 40)
     with LossyProxy(a.url, lose_call=2) as proxy:
         done = pg.cli_json(
             "worker1", "import", "--allow-duplicates", str(rows), url=f"{proxy.url},{b.url}"
@@ -117,7 +117,7 @@ def test_postgresql_restarted_mid_import_is_a_clean_error_and_the_import_resumes
     pg = served
     pg.start_replica()
     pg.start_replica()
-    big = _csv(tmp_path / "big.csv", BIG)
+    big = synthetic_csv(tmp_path / "big.csv", BIG)
     importer = pg.cli_background("worker1", "import", "--allow-duplicates", str(big))
     _wait_first_batch(pg, importer)
     pg.postgres.restart()

@@ -19,8 +19,7 @@ import pytest
 from childvault.keys import KeySlots
 from tests.fixtures.postgres import PostgresServer
 from tests.scale._replicas import PgServed, make_pg_vault
-from tests.scale.test_replicas import _csv
-from tests.server._vaultserver import passphrase
+from tests.server._vaultserver import passphrase, synthetic_csv
 
 
 @pytest.fixture
@@ -47,7 +46,7 @@ def _generations(pg: PgServed, user: str) -> list[int]:
 
 def _approve_and_read(pg: PgServed, officer: str, tmp_path: Path) -> None:
     """A worker imports a row and asks for its name; ``officer`` approves; the worker reads."""
-    pg.cli("worker1", "import", str(_csv(tmp_path / f"{officer}.csv", 1)))
+    pg.cli("worker1", "import", str(synthetic_csv(tmp_path / f"{officer}.csv", 1)))
     record = pg.cli_json("worker1", "list")["records"][0]["id"]
     req = pg.cli_json(
         "worker1", "request", "--record", record, "--field", "name",

@@ -36,7 +36,7 @@ from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.raft import RaftCluster
 from tests.scale._replicas import PgServed, make_pg_vault
 from tests.scale.test_failover import _count, _exactly_once
-from tests.scale.test_replicas import _csv
+from tests.server._vaultserver import synthetic_csv
 
 #: Rows of the import: a batch of 500 (one transaction) and one of 100.
 ROWS = 600
@@ -117,7 +117,7 @@ def test_raft_leader_killed_mid_import_through_two_replicas(
     pg.start_replica()
     # The workstation's own Vault credential (clients inherit the environment).
     monkeypatch.setenv("VAULT_TOKEN", cluster.root_token)
-    rows = _csv(tmp_path / "rows.csv", ROWS)
+    rows = synthetic_csv(tmp_path / "rows.csv", ROWS)
     before = _salts(cluster)
     importer = pg.cli_background("worker1", "--json", "import", "--allow-duplicates", str(rows))
     # Kill the leader once the first batch's salt documents are being written.

@@ -24,7 +24,7 @@ from childvault.vault import _audit
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.sessions import OWNER
 from tests.scale._replicas import PgServed, make_pg_vault
-from tests.scale.test_replicas import _csv
+from tests.server._vaultserver import synthetic_csv
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_each_replica_witness_holds_every_checkpoint_and_verifies(
     wa, wb = tmp_path / "witness-a.jsonl", tmp_path / "witness-b.jsonl"
     a = pg.start_replica(witness=wa)
     b = pg.start_replica(witness=wb)
-    pg.cli("worker1", "import", str(_csv(tmp_path / "rows.csv", 4)), url=a.url)
+    pg.cli("worker1", "import", str(synthetic_csv(tmp_path / "rows.csv", 4)), url=a.url)
     ids = [r["id"] for r in pg.cli_json("worker1", "list", url=a.url)["records"]]
     _approve(pg, ids[0], a.url)
     _approve(pg, ids[1], b.url)
@@ -108,7 +108,7 @@ def test_a_stored_checkpoint_that_does_not_verify_is_not_copied(
     wa, wb = tmp_path / "witness-a.jsonl", tmp_path / "witness-b.jsonl"
     a = pg.start_replica(witness=wa)
     b = pg.start_replica(witness=wb)
-    pg.cli("worker1", "import", str(_csv(tmp_path / "rows.csv", 2)), url=a.url)
+    pg.cli("worker1", "import", str(synthetic_csv(tmp_path / "rows.csv", 2)), url=a.url)
     ids = [r["id"] for r in pg.cli_json("worker1", "list", url=a.url)["records"]]
     _approve(pg, ids[0], a.url)
     good = _bodies(wa)

@@ -6,7 +6,6 @@ processes, clients as separate processes with only their identity file.
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import requests
 from childvault.vault._httpsig import HTTPSignatureAuth
 from tests.fixtures.postgres import PostgresServer
 from tests.scale._replicas import PgServed, make_pg_vault
+from tests.server._vaultserver import synthetic_csv
 
 SAMPLE = Path(__file__).resolve().parents[2] / "childvault" / "vault" / "data" / "sample.csv"
 
@@ -35,7 +35,7 @@ def served(tmp_path: Path, postgres: PostgresServer) -> Iterator[PgServed]:
 def test_core_flow_through_serve_over_postgresql(served: PgServed, tmp_path: Path) -> None:
     pg = served
     replica = pg.start_replica()
-    pg.cli("worker1", "import", str(_csv(tmp_path / "rows.csv", 6)))
+    pg.cli("worker1", "import", str(synthetic_csv(tmp_path / "rows.csv", 6)))
     ids = [r["id"] for r in pg.cli_json("worker1", "list")["records"][:2]]
     assert len(ids) == 2
     req = pg.cli_json(
@@ -105,31 +105,6 @@ def test_a_request_replayed_against_the_other_replica_or_after_a_restart_is_refu
     assert [r["reason"] for r in b.refusals()] == ["replay"]
 
 
-def _csv(path: Path, rows: int, offset: int = 0) -> Path:
-    """``rows`` valid synthetic rows (200 children, repeated as needed) as a new CSV file.
-
-    Not the shipped sample: its consents are older than the back-dating window,
-    which only an officer's ``--confirm-backdated`` import may cross (issue 15),
-    and these files are imported by staff. Consent is given on the import day.
-    """
-    from tests.conftest import child_values
-
-    consent = {
-        "consent_by": "guardian",
-        "consented_at": "",
-        "notice_version": "2026-1",
-        "purposes": "case_management;statistics",
-        "retain_until": "2032-01-01",
-    }
-    data = [{**child_values(i), **consent} for i in range(200)]
-    with path.open("w", encoding="utf-8", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=list(data[0]))
-        writer.writeheader()
-        for i in range(rows):
-            writer.writerow(data[(offset + i) % len(data)])
-    return path
-
-
 def _done(proc: subprocess.Popen[bytes]) -> dict[str, object]:
     out, err = proc.communicate(timeout=1800)
     assert proc.returncode == 0, f"{out.decode()}\n{err.decode()}"
@@ -139,7 +114,7 @@ def _done(proc: subprocess.Popen[bytes]) -> dict[str, object]:
 def test_two_replicas_eight_clients_keep_one_linear_chain(served: PgServed, tmp_path: Path) -> None:
     pg = served
     a, b = pg.start_replica(), pg.start_replica()
-    pg.cli("worker1", "import", str(_csv(tmp_path / "seed.csv", 6)), url=a.url)
+    pg.cli("worker1", "import", str(synthetic_csv(tmp_path / "seed.csv", 6)), url=a.url)
     seed = [r["id"] for r in pg.cli_json("worker1", "list", url=b.url)["records"]]
     per_requester, per_importer = 3, 30
     # Every client talks to one replica; the two replicas share the database.
@@ -148,7 +123,7 @@ def test_two_replicas_eight_clients_keep_one_linear_chain(served: PgServed, tmp_
             f"worker{i}",
             (a, b)[i % 2].url,
             "import",
-            str(_csv(tmp_path / f"w{i}.csv", per_importer, i)),
+            str(synthetic_csv(tmp_path / f"w{i}.csv", per_importer, i)),
         )
         for i in range(1, 5)
     ]

@@ -7,6 +7,7 @@ the CLI as a separate process with ``--server``. Every wait is bounded.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -166,3 +167,28 @@ def make_vault(root: Path, people: Sequence[str] = tuple(PEOPLE)) -> VaultServer
         ws.mkdir(parents=True, mode=0o700)
         shutil.copy2(home / "identities" / f"{user}.id", ws / f"{user}.id")
     return served
+
+
+def synthetic_csv(path: Path, rows: int, offset: int = 0) -> Path:
+    """``rows`` valid synthetic rows (200 children, repeated as needed) as a new CSV file.
+
+    Not the shipped sample: its consents are older than the back-dating window,
+    which only an officer's ``--confirm-backdated`` import may cross (issue 15),
+    and these files are imported by staff. Consent is given on the import day.
+    """
+    from tests.conftest import child_values
+
+    consent = {
+        "consent_by": "guardian",
+        "consented_at": "",
+        "notice_version": "2026-1",
+        "purposes": "case_management;statistics",
+        "retain_until": "2032-01-01",
+    }
+    data = [{**child_values(i), **consent} for i in range(200)]
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(data[0]))
+        writer.writeheader()
+        for i in range(rows):
+            writer.writerow(data[(offset + i) % len(data)])
+    return path

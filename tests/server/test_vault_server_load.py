@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import pwd
@@ -18,33 +17,14 @@ import pytest
 
 import childvault
 from childvault.keys import ChildVaultError
-from tests.server._vaultserver import VaultServer, make_vault, passphrase, wait_healthy
+from tests.server._vaultserver import (
+    VaultServer,
+    make_vault,
+    passphrase,
+    synthetic_csv,
+    wait_healthy,
+)
 from tests.server.conftest import ROOT, free_port
-
-
-def _csv(path: Path, rows: int, offset: int = 0) -> Path:
-    """``rows`` valid synthetic rows (200 children, repeated as needed) as a new CSV file.
-
-    Not the shipped sample: its consents are older than the back-dating window,
-    which only an officer's ``--confirm-backdated`` import may cross (issue 15),
-    and these files are imported by staff. Consent is given on the import day.
-    """
-    from tests.conftest import child_values
-
-    consent = {
-        "consent_by": "guardian",
-        "consented_at": "",
-        "notice_version": "2026-1",
-        "purposes": "case_management;statistics",
-        "retain_until": "2032-01-01",
-    }
-    data = [{**child_values(i), **consent} for i in range(200)]
-    with path.open("w", encoding="utf-8", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=list(data[0]))
-        writer.writeheader()
-        for i in range(rows):
-            writer.writerow(data[(offset + i) % len(data)])
-    return path
 
 
 def _client(vs: VaultServer, user: str, *args: str) -> subprocess.Popen[bytes]:
@@ -64,11 +44,16 @@ def test_eight_concurrent_clients_make_one_linear_chain(tmp_path: Path) -> None:
     vs = make_vault(tmp_path)
     vs.start()
     try:
-        vs.cli("worker1", "import", str(_csv(tmp_path / "seed.csv", 6)))
+        vs.cli("worker1", "import", str(synthetic_csv(tmp_path / "seed.csv", 6)))
         seed = [r["id"] for r in vs.cli_json("worker1", "list")["records"]]
         per_requester, per_importer = 3, 30
         procs = [
-            _client(vs, f"worker{i}", "import", str(_csv(tmp_path / f"w{i}.csv", per_importer, i)))
+            _client(
+                vs,
+                f"worker{i}",
+                "import",
+                str(synthetic_csv(tmp_path / f"w{i}.csv", per_importer, i)),
+            )
             for i in range(1, 5)
         ]
         procs += [
@@ -109,7 +94,7 @@ def test_server_killed_mid_import_restarts_consistent_and_the_import_resumes(
     vs = make_vault(tmp_path, people=("officer1", "worker1"))
     port = free_port()
     vs.start(port=port)
-    big = _csv(tmp_path / "big.csv", 3000)
+    big = synthetic_csv(tmp_path / "big.csv", 3000)
     try:
         importer = vs.cli_background("worker1", "import", "--allow-duplicates", str(big))
         # Wait (bounded by the import itself) until a first batch is committed.
@@ -180,7 +165,7 @@ def test_server_as_its_own_os_user_clients_cannot_read_the_home(tmp_path: Path) 
         root = top / "shared"
         root.mkdir(mode=0o755)
         vs = make_vault(root, people=("officer1", "worker1"))
-        few = _csv(top / "few.csv", 3)
+        few = synthetic_csv(top / "few.csv", 3)
         os.chmod(few, 0o644)
         svc, cli = pwd.getpwnam(service), pwd.getpwnam(client)
         for path in [vs.home, *vs.home.rglob("*")]:
