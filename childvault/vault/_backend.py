@@ -389,6 +389,12 @@ class AuditRepo(Protocol):
         """Entries whose action is one of ``actions`` (an index; callers re-check)."""
         ...
 
+    def entries_by_ref(
+        self, actions: Sequence[str], *, request: str | None = None, grant: str | None = None
+    ) -> list[bytes]:
+        """Entries of ``actions`` naming ``request`` or ``grant`` (an index; callers re-check)."""
+        ...
+
     def entry_at(self, seq: int) -> tuple[bytes, bytes] | None:
         """(entry, hash) at ``seq``, or None."""
         ...

@@ -183,6 +183,24 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (username, nonce))""",
         "CREATE INDEX nonces_expiry ON nonces (expires_at)",
     ],
+    # 4: as SQLCipher's migration 4: a request's and a grant's log entries
+    # through an index on ids derived from the entry bytes (callers re-check).
+    [
+        """CREATE FUNCTION cv_entry_member(entry bytea, member text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
+BEGIN
+    RETURN convert_from(entry, 'UTF8')::jsonb ->> member;
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END
+$fn$""",
+        """ALTER TABLE audit ADD COLUMN request_ref text
+            GENERATED ALWAYS AS (cv_entry_member(entry, 'request')) STORED""",
+        """ALTER TABLE audit ADD COLUMN grant_ref text
+            GENERATED ALWAYS AS (cv_entry_member(entry, 'grant')) STORED""",
+        "CREATE INDEX audit_request_ref ON audit (request_ref, action)",
+        "CREATE INDEX audit_grant_ref ON audit (grant_ref, action)",
+    ],
 ]
 
 #: Tables the service role may only read and append to (never UPDATE, DELETE, TRUNCATE).

@@ -75,6 +75,7 @@ METHODS: dict[str, dict[str, str]] = {
         "size": READ,
         "page": READ,  # one page of AuditRepo.pages, rows converted
         "entries_by_action": READ,
+        "entries_by_ref": READ,
         "entry_at": READ,
         "append": WRITE,
     },

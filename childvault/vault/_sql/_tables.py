@@ -339,6 +339,25 @@ class AuditLog:
         ).fetchall()
         return [as_bytes(r[0]) for r in rows]
 
+    def entries_by_ref(
+        self, actions: Sequence[str], *, request: str | None = None, grant: str | None = None
+    ) -> list[bytes]:
+        """Entries of ``actions`` naming ``request`` (or ``grant``), through an index.
+
+        The ids are derived from the entry bytes (migration 4), so the lookup
+        costs the same for a log of any size. As with :meth:`entries_by_action`,
+        callers parse each entry and check what it names.
+        """
+        if not actions or (request is None) == (grant is None):
+            return []
+        column, value = ("request_ref", request) if request is not None else ("grant_ref", grant)
+        rows = self._c.q(
+            f"SELECT entry FROM audit WHERE {column} = ? AND action IN ({marks(actions)}) "  # noqa: S608
+            "ORDER BY seq",
+            [value, *actions],
+        ).fetchall()
+        return [as_bytes(r[0]) for r in rows]
+
     def entry_at(self, seq: int) -> tuple[bytes, bytes] | None:
         """(entry, hash) at ``seq``, or None."""
         row = self._c.q("SELECT entry, hash FROM audit WHERE seq = ?", (seq,)).fetchone()

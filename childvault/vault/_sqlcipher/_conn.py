@@ -167,6 +167,22 @@ _MIGRATIONS: list[str] = [
         sig BLOB NOT NULL
     )
     """,
+    # 4: a request's and a grant's log entries are found through an index
+    # (`basis_of`, revocation) instead of a scan of every entry of the action.
+    # Like the action, the ids are derived from the signed entry bytes (never
+    # written separately), and callers still check each entry they get.
+    """
+    ALTER TABLE audit ADD COLUMN request_ref TEXT GENERATED ALWAYS AS (
+        CASE WHEN json_valid(CAST(entry AS TEXT))
+        THEN json_extract(CAST(entry AS TEXT), '$.request') END
+    ) VIRTUAL;
+    ALTER TABLE audit ADD COLUMN grant_ref TEXT GENERATED ALWAYS AS (
+        CASE WHEN json_valid(CAST(entry AS TEXT))
+        THEN json_extract(CAST(entry AS TEXT), '$.grant') END
+    ) VIRTUAL;
+    CREATE INDEX audit_request_ref ON audit (request_ref, action);
+    CREATE INDEX audit_grant_ref ON audit (grant_ref, action)
+    """,
 ]
 
 
