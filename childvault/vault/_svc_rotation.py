@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from childvault._i18n import _t
 from childvault.keys import (
     AccessDenied,
     ConfigError,
@@ -501,11 +502,54 @@ class RotationService:
         self._log_unverified(refused, moment)
         return count
 
+    def _checked_rotation_target(self, moment: datetime) -> str | None:
+        """The resume point of an interrupted server-side rotation, checked against
+        the log before use (docs/trust.md, "Settings and other meta rows").
+
+        The ``vault_rotation_target`` row is only a copy: the authority is the
+        verified log's last ``keys.rotate`` start entry (Vault provider: no
+        ``public_key``) by an active admin with no ``done`` entry after it. A
+        row that names another generation (a lowered target would leave blobs
+        on key versions a ``--trim`` then deletes), a row with no open start
+        entry, or an open start entry whose row was removed, is refused and
+        logged (``trust.refuse``).
+        """
+        state = self.s.trust()
+        logged: int | None = None
+        for raw in self.s.db.audit.entries_by_action(("keys.rotate",)):
+            doc = _audit.decode_entry(raw)
+            detail = doc.get("detail") or {}
+            if doc.get("outcome") != "ok" or not isinstance(detail, dict):
+                continue
+            seq = doc.get("seq")
+            if state is not None and not (
+                isinstance(seq, int) and state.was_active(str(doc.get("actor")), "admin", seq)
+            ):
+                continue
+            if detail.get("phase") == "start" and "public_key" not in detail:
+                generation = detail.get("generation")
+                logged = generation if isinstance(generation, int) else None
+            elif detail.get("phase") == "done":
+                logged = None
+        stored = self.s.db.meta.get("vault_rotation_target")
+        if stored != (None if logged is None else str(logged)):
+            self.s.distrust(
+                "keys.rotate",
+                _t(
+                    "the resume point of the interrupted rotation ({stored}) differs from its "
+                    "logged keys.rotate start entry ({logged})",
+                    stored=stored or "none",
+                    logged=logged or "none",
+                ),
+                moment,
+            )
+        return stored
+
     def _rotate_server_side(
         self, progress: Callable[[int, int], None] | None, moment: datetime, *, trim: bool
     ) -> dict[str, Any]:
         provider = self.s.keys.rotator()
-        stored = self.s.db.meta.get("vault_rotation_target")
+        stored = self._checked_rotation_target(moment)
         resumed = stored is not None
         if stored is None:
             target = provider.rotate_key()

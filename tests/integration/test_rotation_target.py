@@ -1,0 +1,99 @@
+"""Issue 13/16: the resume point of an interrupted Vault rotation is checked
+against the signed log before use (a real OpenBao dev server).
+
+``vault_rotation_target`` is a meta row every user can edit with plain SQL. A
+lowered target would make the resumed rotation skip blobs still on older key
+versions, which ``keys rotate --trim`` then deletes (crypto-shredding live
+records). The row must equal the log's open ``keys.rotate`` start entry; any
+other value, or a removed row, is refused and logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from childvault.keys import IntegrityError
+from childvault.vault import _audit
+from tests._insider import Insider
+from tests.conftest import World, add_children
+from tests.integration.conftest import BaoServer
+from tests.integration.test_vault_hardening import read_name, world_on
+
+pytestmark = pytest.mark.vault
+
+ROW = "vault_rotation_target"
+
+
+@pytest.fixture(scope="module")
+def rotating_bao(bao_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
+    """A server of its own: the tests rotate and trim its Transit key."""
+    with BaoServer(bao_binary, tmp_path_factory.mktemp("rotating-bao")) as server:
+        server.start()
+        server.setup()
+        yield server
+
+
+@pytest.fixture
+def world(rotating_bao: BaoServer, tmp_path: Path) -> World:
+    return world_on(rotating_bao, tmp_path)
+
+
+class Interrupted(Exception):
+    """Stands for a crash after the first page of a rotation."""
+
+
+def _stop(done: int, total: int) -> None:
+    raise Interrupted
+
+
+def _interrupted(world: World) -> tuple[str, int]:
+    """A record, then a rotation stopped after its first page: the row is left."""
+    with world.open("worker1") as v:
+        (rid,) = add_children(v, 1)
+    with world.open("admin") as v, pytest.raises(Interrupted):
+        v.rotate_keys(progress=_stop)
+    with Insider(world, "worker1") as insider:
+        ((value,),) = insider.rows("meta", ["value"], where={"key": ROW})
+    return rid, int(str(value))
+
+
+def _set(world: World, value: str | None) -> None:
+    with Insider(world, "worker1") as insider:
+        insider.delete("meta", where={"key": ROW})
+        if value is not None:
+            insider.insert("meta", {"key": ROW, "value": value})
+
+
+def _refusals(world: World) -> list[dict[str, object]]:
+    with world.open("admin") as v:
+        raw = v._session.db.audit.entries_by_action(("trust.refuse",))
+    entries = [_audit.decode_entry(e) for e in raw]
+    return [e for e in entries if e["detail"]["on"] == "keys.rotate"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("edit", ["lowered", "raised", "removed"])
+def test_an_edited_resume_point_is_refused_and_logged(world: World, edit: str) -> None:
+    rid, target = _interrupted(world)
+    assert target >= 2
+    _set(world, {"lowered": str(target - 1), "raised": str(target + 5), "removed": None}[edit])
+    with world.open("admin") as v, pytest.raises(IntegrityError, match="resume point"):
+        v.rotate_keys()
+    assert len(_refusals(world)) == 1
+    # Put back as the log says, the rotation resumes and finishes.
+    _set(world, str(target))
+    with world.open("admin") as v:
+        report = v.rotate_keys(trim=True)
+    assert report.resumed and report.generation == target
+    assert read_name(world, rid)
+
+
+def test_a_planted_resume_point_without_a_rotation_is_refused(world: World) -> None:
+    with world.open("worker1") as v:
+        add_children(v, 1)
+    _set(world, "1")
+    with world.open("admin") as v, pytest.raises(IntegrityError, match="resume point"):
+        v.rotate_keys()
+    assert len(_refusals(world)) == 1
