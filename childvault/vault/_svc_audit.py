@@ -120,10 +120,43 @@ class AuditService:
             self._remember_witnessed(WITNESSED_SIZE_KEY, size)
 
     def _remember_witnessed(self, key: str, size: int) -> None:
+        """Raise the remembered witness reach ``key`` to ``size``, signed by the
+        acting user (docs/trust.md): an unsigned or forged row is replaced, since
+        this append itself shows the witness reaches ``size``."""
         with self.s.db.transaction():
-            known = int(self.s.db.meta.get(key) or 0)
-            if size > known:
-                self.s.db.meta.set(key, str(size))
+            known = _witnessed_row(self.s.db.meta.get(key), key, self.s.vault_id, self._head_key)
+            if isinstance(known, int) and size <= known:
+                return
+            fact = {"vault": self.s.vault_id, "key": key, "size": size, "signer": self.s.user}
+            sig = self.s.me.sign(_WITNESSED_DOMAIN + _audit.canonical(fact))
+            row = {"size": size, "signer": self.s.user, "sig": b64(sig)}
+            self.s.db.meta.set(key, json.dumps(row, sort_keys=True))
+
+    def _witnessed(self, key: str) -> int:
+        """How far the witness is known to reach (``key``), verified before use.
+
+        The row must be the signed statement :meth:`_remember_witnessed` wrote:
+        signed by a verified user (their key from the trust state) over this
+        vault, this key and this size. An edited row (lowered, to hide a witness
+        cut short; or raised) is refused and logged. Without an anchor the
+        session verifies nothing and reads the row as before.
+        """
+        raw = self.s.db.meta.get(key)
+        found = _witnessed_row(raw, key, self.s.vault_id, self._head_key)
+        if isinstance(found, int):
+            return found
+        if self.s.trust() is None:
+            return int(raw) if raw is not None and raw.strip().isdigit() else 0
+        self.s.distrust(
+            "audit.verify",
+            _t(
+                "the {key} row ({why}) is not signed by a verified user; run "
+                "`childvault audit checkpoint` once the witness is confirmed complete",
+                key=key,
+                why=found,
+            ),
+            self.s.now(),
+        )
 
     def _append_witness(self, line: str) -> None:
         path = self.s.witness_path
@@ -336,8 +369,8 @@ class AuditService:
         # witness before it raises the remembered size, so reading in this
         # order never sees a size the file does not reach yet (a concurrent
         # append read the other way round was a false "shorter" alarm).
-        reached = int(self.s.db.meta.get(WITNESSED_SIZE_KEY) or 0)
-        heads = int(self.s.db.meta.get(WITNESSED_HEAD_KEY) or 0)
+        reached = self._witnessed(WITNESSED_SIZE_KEY)
+        heads = self._witnessed(WITNESSED_HEAD_KEY)
         path = self.s.witness_path
         sizes = [_note_size(n) for n in _audit.read_witness(path)]
         if not sizes:
@@ -567,6 +600,43 @@ WITNESSED_SIZE_KEY = "witnessed_size"
 WITNESSED_HEAD_KEY = "witnessed_head_size"
 
 _HEAD_DOMAIN = b"childvault/read-head/1\x00"
+
+#: What a user signs when raising a remembered witness reach (``witnessed_size``).
+_WITNESSED_DOMAIN = b"childvault/witnessed/1\x00"
+
+
+def _witnessed_row(
+    raw: str | None, key: str, vault_id: str, key_of: Callable[[str], bytes | None]
+) -> int | str:
+    """The size a signed witness-reach row states, or why it does not verify.
+
+    ``raw`` is the ``meta`` value (absent: 0, nothing remembered yet);
+    ``key_of`` gives a user's verified signing key. Returns the size (int)
+    or a short reason (str).
+    """
+    if raw is None:
+        return 0
+    try:
+        doc = json.loads(raw)
+        size, signer, sig = doc["size"], doc["signer"], unb64(str(doc["sig"]))
+    except (ValueError, TypeError, KeyError):
+        return "not a signed statement"
+    if set(doc) != {"size", "signer", "sig"}:
+        return "not a signed statement"
+    if (
+        not isinstance(size, int)
+        or isinstance(size, bool)
+        or size < 0
+        or not isinstance(signer, str)
+    ):
+        return "malformed"
+    public = key_of(signer)
+    fact = {"vault": vault_id, "key": key, "size": size, "signer": signer}
+    if public is None or not PublicIdentity(signer, b"\0" * 32, public).verify(
+        _WITNESSED_DOMAIN + _audit.canonical(fact), sig
+    ):
+        return f"signature of {signer!r} does not verify"
+    return size
 
 
 def _head_message(head: dict[str, Any]) -> bytes:
