@@ -34,6 +34,7 @@ from childvault.vault._registrations import (
     with_statement,
 )
 from childvault.vault._time import iso
+from tests._sample import lasting
 from tests.server._vaultserver import CLI_TIMEOUT, VaultServer, make_vault, passphrase
 
 SAMPLE = Path(__file__).resolve().parents[2] / "childvault" / "vault" / "data" / "sample.csv"
@@ -106,7 +107,7 @@ def test_a_new_officer_is_enrolled_then_given_the_custodian_key(served: VaultSer
     # officer3's slot on the server now holds the custodian key (sealed to them only).
     secrets_ = KeySlots(vs.home / "keyslots.json").open(vs.identity("officer3"), _vault_id(vs))
     assert any(k.startswith("custodian/") for k in secrets_)
-    ids = [r["id"] for r in vs.cli_json("worker1", "list")["records"][:1]]
+    ids = lasting(vs.cli_json("worker1", "list")["records"], 1)
     req = vs.cli_json(
         "worker1", "request", "--record", ids[0], "--field", "name",
         "--purpose", "case_management", "--reason", "home visit",
@@ -138,7 +139,7 @@ def test_rotating_the_custodian_key_over_the_server(served: VaultServer) -> None
     assert _custodian_generations(vs, "officer1") == [done["generation"]]
     assert _custodian_generations(vs, "worker1") == []
     vs.cli("officer2", "audit", "verify")
-    ids = [r["id"] for r in vs.cli_json("worker2", "list")["records"][:1]]
+    ids = lasting(vs.cli_json("worker2", "list")["records"], 1)
     req = vs.cli_json(
         "worker2", "request", "--record", ids[0], "--field", "name",
         "--purpose", "case_management", "--reason", "after rotation",

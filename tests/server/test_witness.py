@@ -25,6 +25,7 @@ from childvault.keys import StorageError
 from childvault.server._witness import add_checkpoint_body
 from childvault.vault import Vault, _note
 from childvault.vault._merkle import consistency_proof, leaf_hash, root_of
+from tests._sample import lasting
 from tests.server._vaultserver import VaultServer, make_vault, passphrase, wait_healthy
 from tests.server.conftest import ROOT, free_port
 
@@ -204,7 +205,7 @@ def witnessed(
 
 
 def _request(vs: VaultServer) -> str:
-    record = vs.cli_json("worker1", "list")["records"][0]["id"]
+    (record,) = lasting(vs.cli_json("worker1", "list")["records"], 1)
     req = vs.cli_json(
         "worker1",
         "request",
