@@ -298,6 +298,14 @@ class AuditService:
         with self.signed(moment) as signed:
             _audit.append(self.s.db.audit, [Event(self.s.user, "audit.checkpoint")], moment)
         self.witness(signed.note)
+        # The append re-signed the checkpoint reach; a read-head reach row that
+        # does not verify (written before these rows were signed, or edited)
+        # is re-signed from the witness's own read heads, each verified first.
+        raw = self.s.db.meta.get(WITNESSED_HEAD_KEY)
+        if not isinstance(
+            _witnessed_row(raw, WITNESSED_HEAD_KEY, self.s.vault_id, self._head_key), int
+        ):
+            self._remember_witnessed(WITNESSED_HEAD_KEY, self._check_read_heads())
         return signed.note
 
     def verify_audit(

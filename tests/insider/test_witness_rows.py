@@ -105,3 +105,23 @@ def test_a_shortened_witness_is_still_noticed_and_the_row_heals_on_the_next_appe
         v.checkpoint()
         v.verify_audit()
     assert json.loads(_row(world, WITNESSED_SIZE_KEY))["signer"] == "officer1"
+
+
+def test_checkpoint_re_signs_rows_written_before_they_were_signed(world: World) -> None:
+    """A vault upgraded from unsigned rows: refused until an officer's checkpoint."""
+    _approve_and_read(world)
+    size = json.loads(_row(world, WITNESSED_SIZE_KEY))["size"]
+    head = json.loads(_row(world, WITNESSED_HEAD_KEY))["size"]
+    _set(world, WITNESSED_SIZE_KEY, str(size))
+    _set(world, WITNESSED_HEAD_KEY, str(head))
+    with world.open("officer1") as v, pytest.raises(IntegrityError):
+        v.verify_audit()
+    with world.open("officer1") as v:
+        v.checkpoint()
+        v.verify_audit()
+    assert json.loads(_row(world, WITNESSED_HEAD_KEY)) | {"sig": ""} == {
+        "size": head,
+        "signer": "officer1",
+        "sig": "",
+    }
+    assert json.loads(_row(world, WITNESSED_SIZE_KEY))["size"] > size
