@@ -514,7 +514,7 @@ def _check_invite_payload(payload: object) -> dict[str, Any]:
 
 def read_invite(obj: object) -> Invite:
     """Parse an invite (the file's bytes, or its ``invite``/``sig`` object) strictly."""
-    doc = _parse_json(obj, "invite") if isinstance(obj, bytes) else obj
+    doc = _parse_json(obj, _t("invite")) if isinstance(obj, bytes) else obj
     if not isinstance(doc, dict) or set(doc) != {"invite", "sig"}:
         raise _refused(_t("the invite file does not hold an invite and its signature"))
     try:
@@ -570,7 +570,7 @@ def read_request(data: bytes) -> EnrolmentRequest:
     the invite's vault and roles, signed by the key it registers, and that key
     must have bound it to the invite's nonce: any edit of the file is refused.
     """
-    doc = _parse_json(data, "enrolment request")
+    doc = _parse_json(data, _t("enrolment request"))
     if set(doc) != {"format", "invite", "registration", "binding"}:
         raise _refused(_t("the request does not have the request members"))
     if doc["format"] != REQUEST_FORMAT:
