@@ -549,7 +549,7 @@ class AuditService:
             try:
                 name, public = _note.parse_vkey(text)
             except IntegrityError as exc:
-                raise UsageError(_t("invalid witness key: {error}", error=exc)) from exc
+                raise UsageError(_t("invalid witness key: {error}", error=exc.args[0])) from exc
             witnesses[name] = public
         signers = self.s.signers()
         if not witnesses or set(witnesses) & set(signers):
@@ -564,7 +564,8 @@ class AuditService:
                     _t(
                         "witness checkpoint {number} does not verify: {error}",
                         number=number,
-                        error=exc,
+                        # The inner Message, so it is translated too.
+                        error=exc.args[0],
                     )
                 ) from exc
             if all(w in names for w in witnesses):
