@@ -28,6 +28,7 @@ import rfc8785
 from nacl._sodium import ffi as _ffi
 from nacl._sodium import lib as _lib
 
+from childvault._i18n import _t
 from childvault.keys import Identity, IntegrityError
 from childvault.vault._backend import AuditRepo, LogSource
 from childvault.vault._merkle import HASH_SIZE, Frontier, leaf_hash
@@ -313,7 +314,7 @@ class VerifyReport:
 
 
 def _bad(message: str) -> IntegrityError:
-    return IntegrityError(f"audit log integrity failure: {message}")
+    return IntegrityError(_t("audit log integrity failure: {problem}", problem=message))
 
 
 @dataclass(frozen=True)
@@ -382,7 +383,7 @@ def read_witness_heads(path: Path) -> list[dict[str, Any]]:
     """
     heads = [doc["head"] for doc in witness_lines(path) if "head" in doc]
     if not all(isinstance(h, dict) for h in heads):
-        raise IntegrityError(f"witness file {path} holds a damaged read head")
+        raise IntegrityError(_t("witness file {path} holds a damaged read head", path=path))
     return heads
 
 
@@ -391,12 +392,14 @@ def witness_lines(path: Path) -> list[dict[str, Any]]:
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):
-            raise IntegrityError(f"the witness {path} is not a regular file")
+            raise IntegrityError(_t("the witness {path} is not a regular file", path=path))
         fh = path.open("rb")
     except FileNotFoundError:
         return []
     except OSError as exc:
-        raise IntegrityError(f"cannot read the witness file {path}: {exc.strerror}") from exc
+        raise IntegrityError(
+            _t("cannot read the witness file {path}: {strerror}", path=path, strerror=exc.strerror)
+        ) from exc
     lines: list[dict[str, Any]] = []
     number = 0
     with fh:
@@ -405,7 +408,11 @@ def witness_lines(path: Path) -> list[dict[str, Any]]:
                 line = fh.readline(MAX_WITNESS_LINE + 1)
             except OSError as exc:
                 raise IntegrityError(
-                    f"cannot read the witness file {path}: {exc.strerror}"
+                    _t(
+                        "cannot read the witness file {path}: {strerror}",
+                        path=path,
+                        strerror=exc.strerror,
+                    )
                 ) from exc
             if not line:
                 return lines
@@ -426,7 +433,12 @@ def witness_lines(path: Path) -> list[dict[str, Any]]:
                     raise TypeError("note")
             except (ValueError, KeyError, TypeError, RecursionError) as exc:
                 raise IntegrityError(
-                    f"witness file {path} line {number} is damaged (tampering or a partial write)"
+                    _t(
+                        "witness file {path} line {number} is damaged (tampering or a partial "
+                        "write)",
+                        path=path,
+                        number=number,
+                    )
                 ) from exc
             lines.append({"note": note})
 
@@ -495,13 +507,19 @@ def _check_time(seq: int, entry: bytes, latest: datetime | None) -> datetime:
     ``latest`` beyond the tolerance."""
     moment = entry_time(entry)
     if moment is None or moment.tzinfo is None:
-        raise _bad(f"entry {seq} has no valid timestamp (ts)")
+        raise _bad(_t("entry {seq} has no valid timestamp (ts)", seq=seq))
     if latest is not None and moment < latest - TS_TOLERANCE:
         raise _bad(
-            f"entry {seq} is dated {iso(moment)}, {(latest - moment).total_seconds():.0f} s "
-            f"before an earlier entry ({iso(latest)}): log timestamps never go backwards "
-            f"(tolerance {TS_TOLERANCE.total_seconds():.0f} s); the entry was inserted, "
-            "re-dated or written by a process whose clock was wrong"
+            _t(
+                "entry {seq} is dated {moment}, {seconds:.0f} s before an earlier entry "
+                "({latest}): log timestamps never go backwards (tolerance {tolerance:.0f} s); the "
+                "entry was inserted, re-dated or written by a process whose clock was wrong",
+                seq=seq,
+                moment=iso(moment),
+                seconds=(latest - moment).total_seconds(),
+                latest=iso(latest),
+                tolerance=TS_TOLERANCE.total_seconds(),
+            )
         )
     return moment if latest is None or moment > latest else latest
 
@@ -514,8 +532,12 @@ def _check_roots(frontier: Frontier, due: Iterable[_Expected]) -> None:
             root = frontier.root()
         if root != exp.root:
             raise _bad(
-                f"diverged: the first {frontier.size} entries do not match {exp.source} "
-                "(the log was rewritten or replaced)"
+                _t(
+                    "diverged: the first {size} entries do not match {source} (the log was "
+                    "rewritten or replaced)",
+                    size=frontier.size,
+                    source=exp.source,
+                )
             )
 
 
@@ -686,9 +708,11 @@ def _check_known_head(index: int, last_leaf: bytes, known: tuple[int, bytes] | N
         return
     size, head = known
     if index < size:
-        raise KnownPrefixMismatch(f"the log has {index} entries, fewer than last verified")
+        raise KnownPrefixMismatch(
+            _t("the log has {index} entries, fewer than last verified", index=index)
+        )
     if index == size and last_leaf != head:
-        raise KnownPrefixMismatch(f"entry {index - 1} is not the one last verified")
+        raise KnownPrefixMismatch(_t("entry {entry} is not the one last verified", entry=index - 1))
 
 
 def _split_pages(pages: Iterable[Sequence[Any]], index: int, split: int) -> Iterator[Sequence[Any]]:
@@ -741,7 +765,9 @@ def verify(
     def add(note: str, source: str) -> Checkpoint:
         cp, names = verify_note(note, signers)
         if cp.origin != origin:
-            raise _bad(f"{source} is for another log ({cp.origin!r})")
+            raise _bad(
+                _t("{source} is for another log ({origin!r})", source=source, origin=cp.origin)
+            )
         used_signers.update(names)
         expected.setdefault(cp.size, []).append(_Expected(cp.size, cp.root, source))
         return cp
@@ -749,17 +775,34 @@ def verify(
     stored = log.checkpoints()
     for row in stored:
         try:
-            cp = add(row.note, f"stored checkpoint {row.id}")
+            cp = add(row.note, _t("stored checkpoint {id}", id=row.id))
         except IntegrityError as exc:
-            raise _bad(f"stored checkpoint {row.id} does not verify: {exc}") from exc
+            raise _bad(
+                _t(
+                    "stored checkpoint {id} does not verify: {problem}",
+                    id=row.id,
+                    problem=exc.args[0],
+                )
+            ) from exc
         if (cp.size, cp.root) != (row.size, row.root):
-            raise _bad(f"stored checkpoint {row.id}: its size or root column differs from its note")
+            raise _bad(
+                _t(
+                    "stored checkpoint {id}: its size or root column differs from its note",
+                    id=row.id,
+                )
+            )
     witnessed = 0
     for number, note in enumerate(witness_notes, start=1):
         try:
-            add(note, f"witness checkpoint {number}")
+            add(note, _t("witness checkpoint {number}", number=number))
         except IntegrityError as exc:
-            raise _bad(f"witness checkpoint {number} does not verify: {exc}") from exc
+            raise _bad(
+                _t(
+                    "witness checkpoint {number} does not verify: {problem}",
+                    number=number,
+                    problem=exc.args[0],
+                )
+            ) from exc
         witnessed += 1
 
     frontier = Frontier()
@@ -777,15 +820,24 @@ def verify(
         last = log.entry_at(index - 1)
         if last is None:
             raise _bad(
-                f"truncated: entry {index - 1} is missing but a checkpoint you signed "
-                f"covers {index} entries"
+                _t(
+                    "truncated: entry {entry} is missing but a checkpoint you signed covers "
+                    "{index} entries",
+                    entry=index - 1,
+                    index=index,
+                )
             )
         if leaf_hash(last[0]) != last[1]:
-            raise _bad(f"entry {index - 1} was modified (its bytes do not match its hash)")
+            raise _bad(
+                _t("entry {entry} was modified (its bytes do not match its hash)", entry=index - 1)
+            )
         if last[1] != last_leaf:
             raise _bad(
-                f"diverged: entry {index - 1} is not the one a checkpoint you signed covers "
-                "(the log was rewritten or replaced)"
+                _t(
+                    "diverged: entry {entry} is not the one a checkpoint you signed covers (the "
+                    "log was rewritten or replaced)",
+                    entry=index - 1,
+                )
             )
         prev_hex = last_leaf.hex()
         latest = _check_time(index - 1, last[0], None)
@@ -809,24 +861,39 @@ def verify(
                 seq, entry, digest = log.row(row)
                 if seq != index:
                     raise _bad(
-                        f"entry {index} is missing (next stored entry is {seq}): "
-                        "entries were deleted"
+                        _t(
+                            "entry {index} is missing (next stored entry is {seq}): entries were "
+                            "deleted",
+                            index=index,
+                            seq=seq,
+                        )
                     )
                 computed = leaf_hash(entry)
                 if computed != digest:
-                    raise _bad(f"entry {seq} was modified (its bytes do not match its hash)")
+                    raise _bad(
+                        _t("entry {seq} was modified (its bytes do not match its hash)", seq=seq)
+                    )
                 try:
                     entry_seq, entry_prev = _seq_prev(entry)
                 except (ValueError, KeyError, TypeError) as exc:
-                    raise _bad(f"entry {seq} is not a valid log entry") from exc
+                    raise _bad(_t("entry {seq} is not a valid log entry", seq=seq)) from exc
                 if entry_seq != seq:
                     raise _bad(
-                        f"entry {seq} carries sequence number {entry_seq}: entries were reordered"
+                        _t(
+                            "entry {seq} carries sequence number {entry_seq}: entries were "
+                            "reordered",
+                            seq=seq,
+                            entry_seq=entry_seq,
+                        )
                     )
                 if entry_prev != prev_hex:
                     raise _bad(
-                        f"entry {seq} does not link to entry {seq - 1} "
-                        "(an entry before it was changed, removed, inserted or reordered)"
+                        _t(
+                            "entry {seq} does not link to entry {prev} (an entry before it was "
+                            "changed, removed, inserted or reordered)",
+                            seq=seq,
+                            prev=seq - 1,
+                        )
                     )
                 latest = _check_time(seq, entry, latest)
                 prev_hex = computed.hex()
@@ -868,13 +935,19 @@ def verify(
     if index == 0 and expected.get(0):
         for exp in expected[0]:
             if frontier.root() != exp.root:
-                raise _bad(f"diverged: the empty log does not match {exp.source}")
+                raise _bad(_t("diverged: the empty log does not match {source}", source=exp.source))
     longer = [e for sizes in expected.values() for e in sizes if e.size > index]
     if longer:
         worst = max(longer, key=lambda e: e.size)
         raise _bad(
-            f"truncated: the log has {index} entries but {worst.source} covers {worst.size} "
-            f"(entries {index} to {worst.size - 1} were removed)"
+            _t(
+                "truncated: the log has {index} entries but {source} covers {size} (entries "
+                "{index} to {last} were removed)",
+                index=index,
+                source=worst.source,
+                size=worst.size,
+                last=worst.size - 1,
+            )
         )
     return VerifyReport(
         index,
@@ -891,7 +964,7 @@ def decode_entry(entry: bytes) -> dict[str, Any]:
     """Parse a stored entry (for display and reports)."""
     obj = json.loads(entry)
     if not isinstance(obj, dict):
-        raise IntegrityError("a log entry is not an object")
+        raise IntegrityError(_t("a log entry is not an object"))
     return obj
 
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from childvault._i18n import Message, _t
 from childvault.keys import IntegrityError
 from childvault.vault import _audit
 from childvault.vault._audit import Event
@@ -48,6 +49,7 @@ from childvault.vault._backend import Backend, RecordRow
 from childvault.vault._merkle import leaf_hash
 from childvault.vault._session import Session
 from childvault.vault._statements import (
+    ALTERED,
     Envelope,
     Signer,
     TrustState,
@@ -188,10 +190,14 @@ def _scan(
             if seq >= size:
                 break
             if seq != expected or leaf_hash(entry) != digest:
-                raise IntegrityError(f"log entry {expected} is missing or was modified")
+                raise IntegrityError(
+                    _t("log entry {expected} is missing or was modified", expected=expected)
+                )
             obj = _audit.decode_entry(entry)
             if obj.get("prev") != (None if prev is None else prev.hex()):
-                raise IntegrityError(f"log entry {seq} does not link to entry {seq - 1}")
+                raise IntegrityError(
+                    _t("log entry {seq} does not link to entry {prev}", seq=seq, prev=seq - 1)
+                )
             changed = _note(heads, state, seq, obj) or changed
             expected, prev = seq + 1, digest
         if expected >= size:
@@ -199,7 +205,7 @@ def _scan(
     if first and start.size:
         return None  # not even start's last entry is there
     if expected != size:
-        raise IntegrityError(f"log entry {expected} is missing")
+        raise IntegrityError(_t("log entry {expected} is missing", expected=expected))
     return RecordHeads(heads, expected, prev), changed
 
 
@@ -256,10 +262,10 @@ def record_heads(s: Session) -> tuple[TrustState, RecordHeads] | None:
         if scanned is None:
             scanned = _scan(s.db, state, RecordHeads(), verified.size)
         if scanned is None:  # cannot happen: from the start there is no prefix to lose
-            raise IntegrityError("log entry 0 is missing")
+            raise IntegrityError(_t("log entry 0 is missing"))
         done, changed = scanned
     if done.head != verified.head:
-        raise IntegrityError("the audit log changed while it was being verified; try again")
+        raise IntegrityError(_t("the audit log changed while it was being verified; try again"))
     saved = _SAVED_AT.get(s, start.size)
     if changed or done.size - saved >= _SAVE_EVERY:
         # Re-signing the whole map costs in proportion to the records: only when a
@@ -332,24 +338,31 @@ def check_record(
     rid = row.id
     found = heads.heads.get(rid)
     if found is not None and found.deleted is not None:
-        return f"record {rid} was deleted (log entry {found.deleted}) but its rows are back"
+        return _t(
+            "record {id} was deleted (log entry {seq}) but its rows are back",
+            id=rid,
+            seq=found.deleted,
+        )
     if found is None or not found.digest:
-        return (
-            f"record {rid} has no signed record statement in the log (a record written "
-            "before record statements needs `childvault upgrade`)"
+        return _t(
+            "record {id} has no signed record statement in the log (a record written "
+            "before record statements needs `childvault upgrade`)",
+            id=rid,
         )
     stored = db.statements.get(found.seq) if statements is None else statements.get(found.seq)
     if stored is None:
-        return f"the signed statement of record {rid} is missing"
+        return _t("the signed statement of record {id} is missing", id=rid)
     try:
         envelope = Envelope.from_bytes(stored)
         if envelope.digest() != found.digest:
-            return (
-                f"record {rid} does not carry its latest signed version "
-                f"(log entry {found.seq}): it was replaced or rolled back"
+            return _t(
+                "record {id} does not carry its latest signed version "
+                "(log entry {seq}): it was replaced or rolled back",
+                id=rid,
+                seq=found.seq,
             )
         if keyblob is None:
-            return f"record {rid} has no key blob"
+            return _t("record {id} has no key blob", id=rid)
         verify_record(
             envelope,
             state,
@@ -368,8 +381,20 @@ def check_record(
             first=found.seq == found.first,
         )
     except IntegrityError as exc:
-        return str(exc).split(": the stored record was altered")[0]
+        return _problem(exc)
     return None
+
+
+def _problem(exc: IntegrityError) -> str:
+    # The reason without ALTERED's advice (the caller adds its own); a Message
+    # stays a Message, so the reason is shown in the reader's language.
+    first = exc.args[0] if exc.args else None
+    if isinstance(first, Message) and first.template == ALTERED:
+        problem = first.params["problem"]
+        return problem if isinstance(problem, str) else str(first)
+    if isinstance(first, Message):
+        return first
+    return str(exc).split(": the stored record was altered")[0]
 
 
 def verify_records(s: Session, record_ids: Iterable[str], action: str, moment: datetime) -> Fetched:

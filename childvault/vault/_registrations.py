@@ -19,6 +19,7 @@ from typing import Any
 import nacl.exceptions
 import nacl.signing
 
+from childvault._i18n import _t
 from childvault.keys import Identity, IntegrityError, PublicIdentity, UsageError, check_user_name
 from childvault.keys._encoding import b64, unb64
 from childvault.vault import _audit, _statements
@@ -92,9 +93,12 @@ def check_custodian_logged(log: AuditRepo, generation: int, public: bytes) -> No
     """Refuse a custodian key that no logged operation created (an insider's key)."""
     if public.hex() not in logged_registrations(log)[1].get(generation, set()):
         raise IntegrityError(
-            f"the custodian key (generation {generation}) in the database was not created "
-            "by a logged operation: nothing will be sealed to it; run `childvault audit "
-            "verify` and alert the officers"
+            _t(
+                "the custodian key (generation {generation}) in the database was not created by a "
+                "logged operation: nothing will be sealed to it; run `childvault audit verify` "
+                "and alert the officers",
+                generation=generation,
+            )
         )
 
 
@@ -209,15 +213,21 @@ def replay(db: Backend, start: Verified) -> Verified:
         for raw in rows:
             seq, entry, digest = db.audit.row(raw)
             if seq != expected:
-                raise IntegrityError(f"log entry {expected} is missing (found {seq})")
+                raise IntegrityError(
+                    _t("log entry {expected} is missing (found {seq})", expected=expected, seq=seq)
+                )
             if leaf_hash(entry) != digest:
-                raise IntegrityError(f"log entry {seq} was modified (its hash does not match)")
+                raise IntegrityError(
+                    _t("log entry {seq} was modified (its hash does not match)", seq=seq)
+                )
             try:
                 obj = _audit.decode_entry(entry)
             except ValueError as exc:
-                raise IntegrityError(f"log entry {seq} is not JSON") from exc
+                raise IntegrityError(_t("log entry {seq} is not JSON", seq=seq)) from exc
             if obj.get("seq") != seq or obj.get("prev") != (None if prev is None else prev.hex()):
-                raise IntegrityError(f"log entry {seq} does not link to entry {seq - 1}")
+                raise IntegrityError(
+                    _t("log entry {seq} does not link to entry {prev}", seq=seq, prev=seq - 1)
+                )
             try:
                 _check_actor(state, seq, obj.get("actor"), digest, sigs.get(seq))
             except IntegrityError as exc:
@@ -246,8 +256,12 @@ def _check_actor(
         return
     if sig is None or not _verify_sig(user.sign_key, _audit.entry_message(digest), sig):
         raise IntegrityError(
-            f"log entry {seq} is in the name of {actor!r} but not signed by them: "
-            "it was written by someone else"
+            _t(
+                "log entry {seq} is in the name of {actor!r} but not signed by them: it was "
+                "written by someone else",
+                seq=seq,
+                actor=actor,
+            )
         )
 
 
@@ -262,19 +276,21 @@ def _verify_sig(key: bytes, message: bytes, sig: bytes) -> bool:
 def _apply_logged(db: Backend, state: TrustState, seq: int, named: str, obj: Any) -> None:
     stored = db.statements.get(seq)
     if stored is None:
-        raise IntegrityError(f"the signed statement of log entry {seq} is missing")
+        raise IntegrityError(_t("the signed statement of log entry {seq} is missing", seq=seq))
     envelope = Envelope.from_bytes(stored)
     if envelope.digest() != named:
-        raise IntegrityError(f"the signed statement of log entry {seq} was replaced")
+        raise IntegrityError(_t("the signed statement of log entry {seq} was replaced", seq=seq))
     if obj.get("outcome") != "ok":
-        raise IntegrityError(f"log entry {seq} carries a statement but did not succeed")
+        raise IntegrityError(_t("log entry {seq} carries a statement but did not succeed", seq=seq))
     kind = envelope.statement().get("kind")
     if kind == "record.version":
         return  # checked against the record it signs, not trust state
     try:
         state.apply(envelope, seq=seq)
     except IntegrityError as exc:
-        raise IntegrityError(f"log entry {seq}: {exc}") from exc
+        raise IntegrityError(
+            _t("log entry {seq}: {problem}", seq=seq, problem=exc.args[0])
+        ) from exc
 
 
 #: Save a verifier's state once the replay past its saved point reaches this
@@ -369,18 +385,18 @@ _ENROL_ROLES = ("admin", "officer", "staff")
 
 
 def _refused(what: str) -> IntegrityError:
-    return IntegrityError(f"enrolment refused: {what}")
+    return IntegrityError(_t("enrolment refused: {problem}", problem=what))
 
 
 def _parse_json(data: bytes, what: str) -> dict[str, Any]:
     if not isinstance(data, bytes) or len(data) > MAX_ENROLMENT_FILE:
-        raise _refused(f"the {what} file is too large")
+        raise _refused(_t("the {what} file is too large", what=what))
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise _refused(f"the {what} file is not JSON") from exc
+        raise _refused(_t("the {what} file is not JSON", what=what)) from exc
     if not isinstance(doc, dict):
-        raise _refused(f"the {what} file is not a JSON object")
+        raise _refused(_t("the {what} file is not a JSON object", what=what))
     return doc
 
 
@@ -459,52 +475,52 @@ def _check_invite_payload(payload: object) -> dict[str, Any]:
     if isinstance(payload, dict) and "entrusted" in payload:
         keys.add("entrusted")  # optional: invites made before it stay readable
     if not isinstance(payload, dict) or set(payload) != keys:
-        raise _refused("the invite does not have the invite members")
+        raise _refused(_t("the invite does not have the invite members"))
     if "entrusted" in payload:
         payload["entrusted"] = _statements.entrusted_member(payload["entrusted"])
         if payload["roles"] != ["staff"]:
-            raise _refused("an entrusted organisation's account can only have the staff role")
+            raise _refused(_t("an entrusted organisation's account can only have the staff role"))
     if payload["format"] != INVITE_FORMAT:
-        raise _refused("not a childvault invite")
+        raise _refused(_t("not a childvault invite"))
     anchor = Anchor.from_json(payload["anchor"])
     if payload["vault"] != anchor.vault_id:
-        raise _refused("the invite's vault differs from its anchor's")
+        raise _refused(_t("the invite's vault differs from its anchor's"))
     user, by, roles = payload["user"], payload["by"], payload["roles"]
     if not isinstance(user, str) or not isinstance(by, str):
-        raise _refused("the invite names no user or admin")
+        raise _refused(_t("the invite names no user or admin"))
     try:
         check_user_name(user)
         check_user_name(by)
     except UsageError as exc:
-        raise _refused("the invite names an invalid user") from exc
+        raise _refused(_t("the invite names an invalid user")) from exc
     if (
         not isinstance(roles, list)
         or not roles
         or any(r not in _ENROL_ROLES for r in roles)
         or roles != sorted(set(roles))
     ):
-        raise _refused("the invite's roles are not valid")
+        raise _refused(_t("the invite's roles are not valid"))
     if not isinstance(payload["nonce"], str) or not _NONCE.fullmatch(payload["nonce"]):
-        raise _refused("the invite's nonce is malformed")
+        raise _refused(_t("the invite's nonce is malformed"))
     expires = payload["expires"]
     try:
         if not isinstance(expires, str):
             raise ValueError(expires)
         parse_iso(expires)
     except ValueError as exc:
-        raise _refused("the invite's expiry is not a time") from exc
+        raise _refused(_t("the invite's expiry is not a time")) from exc
     return payload
 
 
 def read_invite(obj: object) -> Invite:
     """Parse an invite (the file's bytes, or its ``invite``/``sig`` object) strictly."""
-    doc = _parse_json(obj, "invite") if isinstance(obj, bytes) else obj
+    doc = _parse_json(obj, _t("invite")) if isinstance(obj, bytes) else obj
     if not isinstance(doc, dict) or set(doc) != {"invite", "sig"}:
-        raise _refused("the invite file does not hold an invite and its signature")
+        raise _refused(_t("the invite file does not hold an invite and its signature"))
     try:
         sig = unb64(doc["sig"])
     except ValueError as exc:
-        raise _refused("the invite's signature is not base64") from exc
+        raise _refused(_t("the invite's signature is not base64")) from exc
     return Invite(_check_invite_payload(doc["invite"]), sig)
 
 
@@ -554,11 +570,11 @@ def read_request(data: bytes) -> EnrolmentRequest:
     the invite's vault and roles, signed by the key it registers, and that key
     must have bound it to the invite's nonce: any edit of the file is refused.
     """
-    doc = _parse_json(data, "enrolment request")
+    doc = _parse_json(data, _t("enrolment request"))
     if set(doc) != {"format", "invite", "registration", "binding"}:
-        raise _refused("the request does not have the request members")
+        raise _refused(_t("the request does not have the request members"))
     if doc["format"] != REQUEST_FORMAT:
-        raise _refused("not a childvault enrolment request")
+        raise _refused(_t("not a childvault enrolment request"))
     invite = read_invite(doc["invite"])
     registration = Envelope.from_json(doc["registration"])
     statement = registration.statement()
@@ -566,15 +582,15 @@ def read_request(data: bytes) -> EnrolmentRequest:
     if invite.entrusted is not None:
         members.add("entrusted")
     if statement.get("kind") != "user.register" or set(statement) != members:
-        raise _refused("the request does not carry a registration")
+        raise _refused(_t("the request does not carry a registration"))
     if (statement["vault"], statement["user"], statement["roles"]) != (
         invite.anchor.vault_id,
         invite.user,
         list(invite.roles),
     ):
-        raise _refused("the registration differs from the invite (user, roles or vault)")
+        raise _refused(_t("the registration differs from the invite (user, roles or vault)"))
     if statement.get("entrusted") != invite.entrusted:
-        raise _refused("the registration's entrusted terms differ from the invite's")
+        raise _refused(_t("the registration's entrusted terms differ from the invite's"))
     try:
         public = PublicIdentity(
             invite.user,
@@ -583,13 +599,13 @@ def read_request(data: bytes) -> EnrolmentRequest:
         )
         binding = unb64(doc["binding"])
     except ValueError as exc:
-        raise _refused("the request's keys or binding are malformed") from exc
+        raise _refused(_t("the request's keys or binding are malformed")) from exc
     if len(public.encryption_key) != 32 or len(public.signing_key) != 32:
-        raise _refused("the request's keys are malformed")
+        raise _refused(_t("the request's keys are malformed"))
     if not registration.signed_by(public.signing_key):
-        raise _refused("the registration is not signed by the key it registers")
+        raise _refused(_t("the registration is not signed by the key it registers"))
     if not public.verify(_binding_message(invite, registration), binding):
-        raise _refused("the request is not bound to its invite by the new key")
+        raise _refused(_t("the request is not bound to its invite by the new key"))
     return EnrolmentRequest(invite, registration, public)
 
 
@@ -619,9 +635,9 @@ def enrol_with_invite(data: bytes, passphrase: str, identity_path: Path, at: str
     invite = read_invite(data)
     anchor = invite.anchor
     if invite.payload["by"] == anchor.admin and not invite.signed_by(anchor.sign_key):
-        raise _refused("the invite is not signed by the admin it names")
+        raise _refused(_t("the invite is not signed by the admin it names"))
     if identity_path.exists():
-        raise UsageError(f"{identity_path} exists already: it is not replaced")
+        raise UsageError(_t("{path} exists already: it is not replaced", path=identity_path))
     identity = Identity.generate(invite.user)
     identity.anchor = anchor.to_json()
     request = enrol(invite, identity, at)
@@ -677,6 +693,9 @@ def check_legacy_log(db: Backend) -> None:
         public = PublicIdentity(row.name, row.enc_key, row.sign_key)
         if added.get(row.name) != user_detail(row.name, row.roles, public):
             raise IntegrityError(
-                f"user {row.name!r} is registered with keys or roles that no logged `user add` "
-                "gave them: the users table was edited; nothing was upgraded"
+                _t(
+                    "user {name!r} is registered with keys or roles that no logged `user add` "
+                    "gave them: the users table was edited; nothing was upgraded",
+                    name=row.name,
+                )
             )

@@ -64,6 +64,7 @@ import nacl.exceptions
 import nacl.signing
 import rfc8785
 
+from childvault._i18n import N_, _t
 from childvault.keys._errors import IntegrityError, UsageError
 from childvault.vault import _settings
 from childvault.vault._audit import canonical, canonical_plain, signing_function
@@ -122,7 +123,7 @@ class BatchSigner:
 
 
 def _bad(message: str) -> IntegrityError:
-    return IntegrityError(f"signed statement refused: {message}")
+    return IntegrityError(_t("signed statement refused: {problem}", problem=message))
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -151,12 +152,12 @@ class Envelope:
         try:
             obj = json.loads(self.payload)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise _bad("the payload is not JSON") from exc
+            raise _bad(_t("the payload is not JSON")) from exc
         if not isinstance(obj, dict):
-            raise _bad("the payload is not an object")
+            raise _bad(_t("the payload is not an object"))
         if canonical(obj) != self.payload:
             # One statement, one byte string: no re-encodings with other meanings.
-            raise _bad("the payload is not in canonical form")
+            raise _bad(_t("the payload is not in canonical form"))
         return obj
 
     def signed_by(self, public_key: bytes) -> bool:
@@ -211,45 +212,45 @@ class Envelope:
     def from_bytes(cls, data: bytes) -> Envelope:
         """Parse stored envelope bytes strictly."""
         if not isinstance(data, bytes) or len(data) > MAX_ENVELOPE_BYTES:
-            raise _bad("the envelope is not bytes or is too large")
+            raise _bad(_t("the envelope is not bytes or is too large"))
         try:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise _bad("the envelope is not JSON") from exc
+            raise _bad(_t("the envelope is not JSON")) from exc
         return cls.from_json(obj)
 
     @classmethod
     def from_json(cls, obj: object) -> Envelope:
         """Parse the DSSE JSON form strictly."""
         if not isinstance(obj, dict) or set(obj) != {"payloadType", "payload", "signatures"}:
-            raise _bad("the envelope does not have exactly payloadType, payload, signatures")
+            raise _bad(_t("the envelope does not have exactly payloadType, payload, signatures"))
         if obj["payloadType"] != PAYLOAD_TYPE:
-            raise _bad("the envelope's payload type is not a childvault statement")
+            raise _bad(_t("the envelope's payload type is not a childvault statement"))
         payload = _b64(obj["payload"], "payload", MAX_ENVELOPE_BYTES)
         sigs = obj["signatures"]
         if not isinstance(sigs, list) or not 1 <= len(sigs) <= MAX_SIGNATURES:
-            raise _bad(f"an envelope carries 1 to {MAX_SIGNATURES} signatures")
+            raise _bad(_t("an envelope carries 1 to {n} signatures", n=MAX_SIGNATURES))
         parsed: list[tuple[str, bytes]] = []
         for item in sigs:
             if not isinstance(item, dict) or set(item) != {"keyid", "sig"}:
-                raise _bad("a signature is not {keyid, sig}")
+                raise _bad(_t("a signature is not {keyid, sig}"))
             keyid = item["keyid"]
             if not isinstance(keyid, str) or not _NAME.fullmatch(keyid):
-                raise _bad("a signature's keyid is not a user name")
+                raise _bad(_t("a signature's keyid is not a user name"))
             sig = _b64(item["sig"], "sig", 64)
             if len(sig) != 64:
-                raise _bad("a signature is not 64 bytes")
+                raise _bad(_t("a signature is not 64 bytes"))
             parsed.append((keyid, sig))
         return cls(payload, tuple(parsed))
 
 
 def _b64(value: object, what: str, limit: int) -> bytes:
     if not isinstance(value, str) or len(value) > 2 * limit:
-        raise _bad(f"{what} is not base64 text")
+        raise _bad(_t("{what} is not base64 text", what=what))
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise _bad(f"{what} is not base64") from exc
+        raise _bad(_t("{what} is not base64", what=what)) from exc
 
 
 def sign(
@@ -262,7 +263,7 @@ def sign(
     :func:`canonical` is skipped (one statement per imported record).
     """
     if not signers:
-        raise UsageError("a statement needs at least one signer")
+        raise UsageError(_t("a statement needs at least one signer"))
     payload = canonical_plain(dict(statement)) if plain else canonical(dict(statement))
     message = pae(PAYLOAD_TYPE, payload)
     return Envelope(payload, tuple((s.name, s.sign(message)) for s in signers))
@@ -271,7 +272,7 @@ def sign(
 def countersign(envelope: Envelope, signer: Signer) -> Envelope:
     """``envelope`` with one more signature (an officer's countersignature, say)."""
     if len(envelope.signatures) >= MAX_SIGNATURES:
-        raise UsageError("the statement already has the most signatures allowed")
+        raise UsageError(_t("the statement already has the most signatures allowed"))
     sig = signer.sign(pae(PAYLOAD_TYPE, envelope.payload))
     return Envelope(envelope.payload, (*envelope.signatures, (signer.name, sig)))
 
@@ -293,9 +294,9 @@ class Anchor:
 
     def __post_init__(self) -> None:
         if not _HEX_ID.fullmatch(self.vault_id) or not _NAME.fullmatch(self.admin):
-            raise UsageError("an anchor needs a vault id and a user name")
+            raise UsageError(_t("an anchor needs a vault id and a user name"))
         if len(self.sign_key) != 32:
-            raise UsageError("an anchor's signing key is 32 bytes")
+            raise UsageError(_t("an anchor's signing key is 32 bytes"))
 
     def to_json(self) -> dict[str, str]:
         """JSON form (stored in identity files)."""
@@ -305,14 +306,14 @@ class Anchor:
     def from_json(cls, obj: object) -> Anchor:
         """Parse the JSON form strictly."""
         if not isinstance(obj, dict) or set(obj) != {"vault", "admin", "sign_key"}:
-            raise _bad("the anchor is not {vault, admin, sign_key}")
+            raise _bad(_t("the anchor is not {vault, admin, sign_key}"))
         key = obj["sign_key"]
         if not isinstance(key, str) or not _HEX_KEY.fullmatch(key):
-            raise _bad("the anchor's key is not 64 hex characters")
+            raise _bad(_t("the anchor's key is not 64 hex characters"))
         try:
             return cls(str(obj["vault"]), str(obj["admin"]), bytes.fromhex(key))
         except UsageError as exc:
-            raise _bad("the anchor is malformed") from exc
+            raise _bad(_t("the anchor is malformed")) from exc
 
     def fingerprint(self) -> str:
         """What a new user compares with the admin, read aloud: 8 groups of 4 hex digits."""
@@ -398,7 +399,9 @@ class TrustState:
         """A registered user (active or not); :class:`IntegrityError` if unknown."""
         found = self.users.get(name)
         if found is None:
-            raise IntegrityError(f"user {name!r} has no verified registration in this vault's log")
+            raise IntegrityError(
+                _t("user {name!r} has no verified registration in this vault's log", name=name)
+            )
         return found
 
     def is_active(self, name: str, role: str | None = None) -> bool:
@@ -451,12 +454,12 @@ class TrustState:
         obj = envelope.statement()
         kind = obj.get("kind")
         if obj.get("v") != 1 or kind not in KINDS:
-            raise _bad("unknown statement version or kind")
+            raise _bad(_t("unknown statement version or kind"))
         if obj.get("vault") != self.anchor.vault_id:
-            raise _bad("the statement belongs to another vault")
+            raise _bad(_t("the statement belongs to another vault"))
         at = obj.get("at")
         if not isinstance(at, str) or not _TIME.fullmatch(at):
-            raise _bad("the statement has no valid time")
+            raise _bad(_t("the statement has no valid time"))
         handler = {
             "user.register": self._register,
             "user.renew": self._renew,
@@ -467,7 +470,7 @@ class TrustState:
             "setting.set": self._setting,
         }.get(str(kind))
         if handler is None:
-            raise _bad("a record statement is not trust state")
+            raise _bad(_t("a record statement is not trust state"))
         handler(envelope, obj, seq)
         self.applied += 1
         return obj
@@ -480,28 +483,39 @@ class TrustState:
         roles = _roles(obj["roles"])
         entrusted = entrusted_member(obj["entrusted"]) if "entrusted" in obj else None
         if entrusted is not None and roles != ("staff",):
-            raise _bad("an entrusted organisation's account can only have the staff role")
+            raise _bad(_t("an entrusted organisation's account can only have the staff role"))
         enc, sig = _key(obj["enc_key"]), _key(obj["sign_key"])
         if name in self.users:
-            raise _bad(f"user {name!r} is already registered")
+            raise _bad(_t("user {name!r} is already registered", name=name))
         if not self.users:
             # The founding admin: exactly the anchor's name and key, self-signed.
             if (name, sig) != (self.anchor.admin, self.anchor.sign_key) or roles != ("admin",):
-                raise _bad("the first registration must be the anchor's founding admin")
+                raise _bad(_t("the first registration must be the anchor's founding admin"))
             if name not in self._signers(env, {name: sig}):
-                raise _bad("the founding admin's registration is not signed by the anchor key")
+                raise _bad(_t("the founding admin's registration is not signed by the anchor key"))
         else:
             signed = self._signers(env, {name: sig})
             if name not in signed:
-                raise _bad(f"the registration of {name!r} is not signed by {name!r}'s own key")
+                raise _bad(
+                    _t(
+                        "the registration of {name!r} is not signed by {name!r}'s own key",
+                        name=name,
+                    )
+                )
             if not any(self.is_active(s, "admin") for s in signed - {name}):
-                raise _bad(f"the registration of {name!r} lacks an active admin's signature")
+                raise _bad(
+                    _t("the registration of {name!r} lacks an active admin's signature", name=name)
+                )
             if "officer" in roles:
                 officers = {s for s in signed - {name} if self.is_active(s, "officer")}
                 first = not self.had_officer and self.anchor.admin in signed
                 if not officers and not first:
                     raise _bad(
-                        f"the officer role of {name!r} lacks an existing officer's countersignature"
+                        _t(
+                            "the officer role of {name!r} lacks an existing officer's "
+                            "countersignature",
+                            name=name,
+                        )
                     )
         self.users[name] = UserState(
             name, roles, enc, sig, active_from=seq, key_from=seq, entrusted=entrusted
@@ -515,11 +529,15 @@ class TrustState:
         enc, sig = _key(obj["enc_key"]), _key(obj["sign_key"])
         user = self.user(name)
         if not user.active:
-            raise _bad(f"user {name!r} is disabled")
+            raise _bad(_t("user {name!r} is disabled", name=name))
         if not env.signed_by(user.sign_key) or not env.signed_by(sig):
-            raise _bad(f"the key renewal of {name!r} is not signed by both old and new keys")
+            raise _bad(
+                _t("the key renewal of {name!r} is not signed by both old and new keys", name=name)
+            )
         if not any(self.is_active(s, "admin") for s in self._signers(env)):
-            raise _bad(f"the key renewal of {name!r} lacks an active admin's signature")
+            raise _bad(
+                _t("the key renewal of {name!r} lacks an active admin's signature", name=name)
+            )
         self.retired_keys.setdefault(name, []).append((user.sign_key.hex(), user.key_from, seq))
         user.enc_key, user.sign_key, user.key_from = enc, sig, seq
 
@@ -528,9 +546,9 @@ class TrustState:
         name = _name(obj["user"])
         user = self.user(name)
         if not user.active:
-            raise _bad(f"user {name!r} is already disabled")
+            raise _bad(_t("user {name!r} is already disabled", name=name))
         if not any(self.is_active(s, "admin") for s in self._signers(env) - {name}):
-            raise _bad(f"disabling {name!r} lacks another active admin's signature")
+            raise _bad(_t("disabling {name!r} lacks another active admin's signature", name=name))
         user.active_until = seq
 
     def _custodian_create(self, env: Envelope, obj: Mapping[str, Any], seq: int) -> None:
@@ -538,9 +556,9 @@ class TrustState:
         generation = _generation(obj["generation"])
         holder = _name(obj["holder"])
         if self.custodians or generation != 1:
-            raise _bad("a custodian key already exists; only rotation makes another")
+            raise _bad(_t("a custodian key already exists; only rotation makes another"))
         if not self.is_active(holder, "officer") or holder not in self._signers(env):
-            raise _bad("the custodian key must be created and signed by an active officer")
+            raise _bad(_t("the custodian key must be created and signed by an active officer"))
         self.custodians[1] = _key(obj["public_key"])
         self.holders[1] = {holder}
 
@@ -550,12 +568,12 @@ class TrustState:
         to = _name(obj["to"])
         current = self.current_custodian()
         if current is None or current[0] != generation:
-            raise _bad("only the current custodian generation can be shared")
+            raise _bad(_t("only the current custodian generation can be shared"))
         if not self.is_active(to, "officer"):
-            raise _bad(f"{to!r} is not an active officer")
+            raise _bad(_t("{to!r} is not an active officer", to=to))
         sharers = self._signers(env) & self.active_holders(generation)
         if not sharers - {to}:
-            raise _bad("sharing the custodian key needs the signature of another active holder")
+            raise _bad(_t("sharing the custodian key needs the signature of another active holder"))
         self.holders[generation].add(to)
 
     def _custodian_rotate(self, env: Envelope, obj: Mapping[str, Any], seq: int) -> None:
@@ -564,16 +582,16 @@ class TrustState:
         previous = _generation(obj["previous"])
         holders = obj["holders"]
         if not isinstance(holders, list) or not holders or len(holders) > 1000:
-            raise _bad("a rotation names its holders")
+            raise _bad(_t("a rotation names its holders"))
         names = {_name(h) for h in holders}
         current = self.current_custodian()
         if current is None or current[0] != previous or generation != previous + 1:
-            raise _bad("a rotation must replace the current custodian generation")
+            raise _bad(_t("a rotation must replace the current custodian generation"))
         rotators = self._signers(env) & self.active_holders(previous)
         if not rotators & names:
-            raise _bad("a rotation must be signed by an active holder who keeps the new key")
+            raise _bad(_t("a rotation must be signed by an active holder who keeps the new key"))
         if not all(self.is_active(n, "officer") for n in names):
-            raise _bad("every new custodian holder must be an active officer")
+            raise _bad(_t("every new custodian holder must be an active officer"))
         self.custodians[generation] = _key(obj["public_key"])
         self.holders[generation] = names
 
@@ -581,12 +599,12 @@ class TrustState:
         _keys(obj, {"v", "kind", "vault", "at", "key", "value"})
         key, value = obj["key"], obj["value"]
         if not isinstance(key, str) or key not in _settings.SPECS:
-            raise _bad("unknown setting")
+            raise _bad(_t("unknown setting"))
         if not _settings.is_canonical(key, value):
-            raise _bad(f"the value of setting {key!r} is not valid")
+            raise _bad(_t("the value of setting {key!r} is not valid", key=key))
         role = _settings.SPECS[key].signer
         if not any(self.is_active(s, role) for s in self._signers(env)):
-            raise _bad(f"setting {key!r} is not signed by an active {role}")
+            raise _bad(_t("setting {key!r} is not signed by an active {role}", key=key, role=role))
         self.settings[key] = str(value)
 
     def setting(self, key: str) -> str:
@@ -622,7 +640,7 @@ class TrustState:
         try:
             doc = json.loads(data)
             if Anchor.from_json(doc["anchor"]) != anchor:
-                raise _bad("the saved trust state belongs to another anchor")
+                raise _bad(_t("the saved trust state belongs to another anchor"))
             state = cls(anchor)
             for u in doc["users"]:
                 state.users[u["name"]] = UserState(
@@ -647,11 +665,11 @@ class TrustState:
             if not isinstance(settings, dict) or not all(
                 _settings.is_canonical(str(k), v) for k, v in settings.items()
             ):
-                raise _bad("the saved settings are malformed")
+                raise _bad(_t("the saved settings are malformed"))
             state.settings = {str(k): str(v) for k, v in settings.items()}
             return state
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise _bad("the saved trust state is malformed") from exc
+            raise _bad(_t("the saved trust state is malformed")) from exc
 
 
 # ------------------------------------------------------------ record statements
@@ -710,6 +728,13 @@ def _digest(obj: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(dict(obj))).hexdigest()
 
 
+#: A record statement that does not match its rows: ``problem`` says how, then the advice.
+#: :func:`childvault.vault._record_trust.check_record` keeps only the ``problem``.
+ALTERED = N_(
+    "{problem}: the stored record was altered; run `childvault audit verify` and alert the officers"
+)
+
+
 def verify_record(
     envelope: Envelope,
     state: TrustState,
@@ -744,7 +769,7 @@ def verify_record(
         | {"fields", "keyblob"},
     )
     if obj["kind"] != "record.version" or obj["vault"] != state.anchor.vault_id:
-        raise _bad("not a record statement of this vault")
+        raise _bad(_t("not a record statement of this vault"))
     signers = {
         name
         for name, _ in envelope.signatures
@@ -754,14 +779,22 @@ def verify_record(
     } | _signed_with_retired_key(envelope, state, written_at)
     is_first = version == 1 if first is None else first
     if is_first and version != 1:
-        raise IntegrityError(f"record {record}'s first signed statement is not version 1")
+        raise IntegrityError(
+            _t("record {record}'s first signed statement is not version 1", record=record)
+        )
     roles = ("staff", "officer") if is_first else ("officer", "admin")
     writers = sorted(s for s in signers if any(state.was_active(s, r, written_at) for r in roles))
     if not writers:
         raise IntegrityError(
-            f"record {record} version {version} is not signed by someone entitled to write it "
-            "then: the stored record was altered; run `childvault audit verify` and alert the "
-            "officers"
+            _t(
+                ALTERED,
+                problem=_t(
+                    "record {record} version {version} is not signed by someone entitled to write "
+                    "it then",
+                    record=record,
+                    version=version,
+                ),
+            )
         )
     expected = record_statement(
         vault_id=state.anchor.vault_id,
@@ -777,9 +810,16 @@ def verify_record(
     if expected != obj:
         differs = sorted(k for k in expected if expected[k] != obj.get(k))
         raise IntegrityError(
-            f"record {record} version {version} differs from what its writer signed "
-            f"({', '.join(differs)}): the stored record was altered; run "
-            "`childvault audit verify` and alert the officers"
+            _t(
+                ALTERED,
+                problem=_t(
+                    "record {record} version {version} differs from what its writer signed "
+                    "({fields})",
+                    record=record,
+                    version=version,
+                    fields=", ".join(differs),
+                ),
+            )
         )
     return RecordVersion(
         record,
@@ -808,14 +848,14 @@ def _signed_with_retired_key(envelope: Envelope, state: TrustState, seq: int) ->
 
 def _keys(obj: Mapping[str, Any], expected: set[str]) -> None:
     if set(obj) != expected:
-        raise _bad(f"a {obj.get('kind')} statement has missing or unknown members")
+        raise _bad(_t("a {kind} statement has missing or unknown members", kind=obj.get("kind")))
 
 
 def entrusted_member(value: object) -> dict[str, str]:
     """Parse a registration's ``entrusted`` member strictly: ``{organisation,
     agreement, expires}``, two short single-line texts and an ISO date."""
     if not isinstance(value, dict) or set(value) != ENTRUSTED_KEYS:
-        raise _bad("the entrusted member is not {organisation, agreement, expires}")
+        raise _bad(_t("the entrusted member is not {organisation, agreement, expires}"))
     for key in ("organisation", "agreement"):
         text = value[key]
         if (
@@ -824,40 +864,40 @@ def entrusted_member(value: object) -> dict[str, str]:
             or len(text) > MAX_ENTRUSTED_TEXT
             or any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
         ):
-            raise _bad(f"the entrusted {key} is not a short line of text")
+            raise _bad(_t("the entrusted {key} is not a short line of text", key=key))
     expires = value["expires"]
     if not isinstance(expires, str) or not _DATE.fullmatch(expires):
-        raise _bad("the entrusted expiry is not a date")
+        raise _bad(_t("the entrusted expiry is not a date"))
     try:
         date.fromisoformat(expires)
     except ValueError as exc:
-        raise _bad("the entrusted expiry is not a date") from exc
+        raise _bad(_t("the entrusted expiry is not a date")) from exc
     return {k: str(value[k]) for k in sorted(ENTRUSTED_KEYS)}
 
 
 def _name(value: object) -> str:
     if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise _bad("a user name is malformed")
+        raise _bad(_t("a user name is malformed"))
     return value
 
 
 def _roles(value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or any(r not in ROLES for r in value):
-        raise _bad("roles are malformed")
+        raise _bad(_t("roles are malformed"))
     if value != sorted(set(value)):
-        raise _bad("roles must be sorted and distinct")
+        raise _bad(_t("roles must be sorted and distinct"))
     return tuple(value)
 
 
 def _key(value: object) -> bytes:
     if not isinstance(value, str) or not _HEX_KEY.fullmatch(value):
-        raise _bad("a public key is not 64 hex characters")
+        raise _bad(_t("a public key is not 64 hex characters"))
     return bytes.fromhex(value)
 
 
 def _generation(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value < 1 << 31:
-        raise _bad("a custodian generation is malformed")
+        raise _bad(_t("a custodian generation is malformed"))
     return value
 
 

@@ -255,25 +255,42 @@ class AuditService:
             try:
                 size, digest, signer, sig = _parse_head(head, self.s.vault_id)
             except (KeyError, TypeError, ValueError) as exc:
-                raise IntegrityError(f"witness read head {number} is damaged") from exc
+                raise IntegrityError(
+                    _t("witness read head {number} is damaged", number=number)
+                ) from exc
             key = self._head_key(signer)
             if key is None or not PublicIdentity(signer, b"\0" * 32, key).verify(
                 _head_message({k: head[k] for k in head if k != "sig"}), sig
             ):
                 raise IntegrityError(
-                    f"witness read head {number} is not signed by {signer!r}: check the "
-                    "witness file"
+                    _t(
+                        "witness read head {number} is not signed by {signer!r}: check the "
+                        "witness file",
+                        number=number,
+                        signer=signer,
+                    )
                 )
             at = self.s.db.audit.entry_at(size - 1)
             if at is None:
                 raise IntegrityError(
-                    f"truncated: {signer} read with the log at {size} entries (witness read "
-                    f"head {number}), but entry {size - 1} is gone: entries were removed"
+                    _t(
+                        "truncated: {signer} read with the log at {size} entries (witness read "
+                        "head {number}), but entry {entry} is gone: entries were removed",
+                        signer=signer,
+                        size=size,
+                        number=number,
+                        entry=size - 1,
+                    )
                 )
             if at[1] != digest:
                 raise IntegrityError(
-                    f"diverged: entry {size - 1} is not the one {signer} witnessed when reading "
-                    f"(witness read head {number}): the log was rewritten"
+                    _t(
+                        "diverged: entry {entry} is not the one {signer} witnessed when reading "
+                        "(witness read head {number}): the log was rewritten",
+                        entry=size - 1,
+                        signer=signer,
+                        number=number,
+                    )
                 )
         return _head_size(largest)
 
@@ -394,8 +411,12 @@ class AuditService:
         raw_heads = _audit.read_witness_heads(path)
         if heads and max((_head_size(h) for h in raw_heads), default=0) < heads:
             raise IntegrityError(
-                f"the witness file {path} is shorter than before: it once held a read head "
-                f"of {heads} entries and now ends before it: put the current witness back"
+                _t(
+                    "the witness file {path} is shorter than before: it once held a read head of "
+                    "{heads} entries and now ends before it: put the current witness back",
+                    path=path,
+                    heads=heads,
+                )
             )
         if max(size or 0 for size in sizes) < reached:
             raise IntegrityError(
@@ -569,7 +590,7 @@ class AuditService:
             try:
                 name, public = _note.parse_vkey(text)
             except IntegrityError as exc:
-                raise UsageError(_t("invalid witness key: {error}", error=exc)) from exc
+                raise UsageError(_t("invalid witness key: {error}", error=exc.args[0])) from exc
             witnesses[name] = public
         signers = self.s.signers()
         if not witnesses or set(witnesses) & set(signers):
@@ -584,7 +605,8 @@ class AuditService:
                     _t(
                         "witness checkpoint {number} does not verify: {error}",
                         number=number,
-                        error=exc,
+                        # The inner Message, so it is translated too.
+                        error=exc.args[0],
                     )
                 ) from exc
             if all(w in names for w in witnesses):

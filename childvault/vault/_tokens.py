@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from childvault._i18n import _t
 from childvault.keys import ApprovalInvalid, Identity
 from childvault.vault._time import iso, parse_iso
 
@@ -125,18 +126,18 @@ def _check_shape(token: str) -> str:
     spellings, each accepted as a valid read. One token, one spelling.
     """
     if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
-        raise _reject("token is not text or too large")
+        raise _reject(_t("token is not text or too large"))
     token = token.strip()
     match = _SHAPE.fullmatch(token)
     if match is None:
-        raise _reject("not a v4.public token with a footer")
+        raise _reject(_t("not a v4.public token with a footer"))
     for segment in match.groups():
         try:
             raw = _b64url(segment)
         except ValueError as exc:
-            raise _reject("token segment is not base64url") from exc
+            raise _reject(_t("token segment is not base64url")) from exc
         if base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=") != segment:
-            raise _reject("token segment is not canonical base64url")
+            raise _reject(_t("token segment is not canonical base64url"))
     return token
 
 
@@ -147,29 +148,29 @@ def key_id(token: str) -> str:
         footer = json.loads(_b64url(token.rsplit(".", 1)[1]))
         kid = footer["kid"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise _reject("footer is not JSON with a kid") from exc
+        raise _reject(_t("footer is not JSON with a kid")) from exc
     if not isinstance(kid, str) or not kid.startswith("k4.pid."):
-        raise _reject("footer kid is not a k4.pid")
+        raise _reject(_t("footer kid is not a k4.pid"))
     return kid
 
 
 def _ids(value: Any, pattern: re.Pattern[str], what: str, limit: int) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or len(value) > limit:
-        raise _reject(f"claim {what} is not a non-empty list")
+        raise _reject(_t("claim {what} is not a non-empty list", what=what))
     if len(set(value)) != len(value):
-        raise _reject(f"claim {what} has duplicates")
+        raise _reject(_t("claim {what} has duplicates", what=what))
     for item in value:
         if not isinstance(item, str) or not pattern.fullmatch(item):
-            raise _reject(f"claim {what} has an invalid item")
+            raise _reject(_t("claim {what} has an invalid item", what=what))
     return tuple(value)
 
 
 def _text(obj: Mapping[str, Any], name: str, pattern: re.Pattern[str] | None = None) -> str:
     value = obj.get(name)
     if not isinstance(value, str) or not value or len(value) > 200:
-        raise _reject(f"claim {name} missing or not text")
+        raise _reject(_t("claim {name} missing or not text", name=name))
     if pattern is not None and not pattern.fullmatch(value):
-        raise _reject(f"claim {name} malformed")
+        raise _reject(_t("claim {name} malformed", name=name))
     return value
 
 
@@ -178,7 +179,7 @@ def _time(obj: Mapping[str, Any], name: str) -> datetime:
     try:
         return parse_iso(value)
     except ValueError as exc:
-        raise _reject(f"claim {name} is not an RFC 3339 time") from exc
+        raise _reject(_t("claim {name} is not an RFC 3339 time", name=name)) from exc
 
 
 def verify(token: str, public_key: bytes) -> GrantClaims:
@@ -190,30 +191,30 @@ def verify(token: str, public_key: bytes) -> GrantClaims:
     try:
         decoded = pyseto.decode(Key.from_asymmetric_key_params(4, x=public_key), token)
     except Exception as exc:  # pyseto raises several types on hostile input
-        raise _reject("signature does not verify") from exc
+        raise _reject(_t("signature does not verify")) from exc
     raw = decoded.payload
     if not isinstance(raw, bytes):
-        raise _reject("payload was not kept as bytes")
+        raise _reject(_t("payload was not kept as bytes"))
     try:
         obj = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise _reject("payload is not JSON") from exc
+        raise _reject(_t("payload is not JSON")) from exc
     if not isinstance(obj, dict):
-        raise _reject("payload is not an object")
+        raise _reject(_t("payload is not an object"))
     known = {"jti", "req", "iss", "sub", "vault", "rec", "fld", "pur", "iat", "nbf", "exp"}
     known |= {"uses", "keys"}
     if set(obj) != known:
-        raise _reject("payload has missing or unknown claims")
+        raise _reject(_t("payload has missing or unknown claims"))
     uses = obj["uses"]
     if not isinstance(uses, int) or isinstance(uses, bool) or not 1 <= uses <= 1000:
-        raise _reject("claim uses out of range")
+        raise _reject(_t("claim uses out of range"))
     keys_text = obj["keys"]
     if not isinstance(keys_text, str) or not keys_text:
-        raise _reject("claim keys missing")
+        raise _reject(_t("claim keys missing"))
     try:
         keys = _b64url(keys_text)
     except ValueError as exc:
-        raise _reject("claim keys is not base64url") from exc
+        raise _reject(_t("claim keys is not base64url")) from exc
     return GrantClaims(
         jti=_text(obj, "jti", _ID),
         req=_text(obj, "req", _ID),
