@@ -115,12 +115,13 @@ def _import_failed(n_errors: int, file: str, errors: Sequence[tuple[int, str]]) 
     """The message of :class:`ImportFailed`: the first 20 bad rows, each in the
     reader's language when its reason is a :class:`Message` (the English text
     stays as it was)."""
-    # The row list has no fixed template: it is a Message of its own whose
-    # parts are translated one by one (:meth:`Message.in_locale`).
-    parts = {
-        f"r{i}": _t("row {row}: {reason}", row=r, reason=m) for i, (r, m) in enumerate(errors[:20])
-    }
-    shown = Message("; ".join("{" + name + "}" for name in parts), **parts)
+    # The row list has no fixed template: each row is appended to the list
+    # so far through one small template, so the separator is translated too
+    # (a Chinese semicolon) and each part in the reader's language.
+    shown: Message | str = ""
+    for i, (r, m) in enumerate(errors[:20]):
+        row = _t("row {row}: {reason}", row=r, reason=m)
+        shown = _t("{rows}; {row}", rows=shown, row=row) if i else row
     more = _t(" (and {n} more)", n=n_errors - 20) if n_errors > 20 else ""
     return _t(
         "{n} invalid row(s) in {file}, nothing was imported: {rows}{more}. "
@@ -155,7 +156,7 @@ class RecordService:
     ) -> list[str]:
         """Staff: add several records in one transaction (all or nothing)."""
         moment = self.s.now(now)
-        self.s.require(WRITERS, "record.create", moment, "writing records")
+        self.s.require(WRITERS, "record.create", moment, _t("writing records"))
         self._check_accepting()
         prepared = [self._prepare(item, moment, backdating=True) for item in items]
         return self._store_new(prepared, moment)
@@ -180,7 +181,7 @@ class RecordService:
 
     def _check_accepting(self) -> None:
         if not self.s.accepting_records():
-            raise AccessDenied("this vault is decommissioned: it no longer accepts records")
+            raise AccessDenied(_t("this vault is decommissioned: it no longer accepts records"))
 
     def _prepare(
         self,
@@ -385,10 +386,12 @@ class RecordService:
         ``confirmed_by`` (docs/compliance.md, M-12).
         """
         moment = self.s.now(now)
-        self.s.require(WRITERS, "record.create", moment, "importing records")
+        self.s.require(WRITERS, "record.create", moment, _t("importing records"))
         if confirm_backdated:
             # Refused (and logged) before any row is read: only an officer confirms.
-            self.s.require(("officer",), "record.create", moment, "confirming back-dated consents")
+            self.s.require(
+                ("officer",), "record.create", moment, _t("confirming back-dated consents")
+            )
         self._check_accepting()
         path = Path(path)
         type_name = type_name or next(iter(self.s.schema.types))
@@ -571,7 +574,7 @@ class RecordService:
     def list_records(self, *, now: datetime | None = None) -> Iterator[RecordInfo]:
         """Bookkeeping of every record (never a value); the listing is logged."""
         moment = self.s.now(now)
-        self.s.require(ROLES, "record.list", moment, "listing records")
+        self.s.require(ROLES, "record.list", moment, _t("listing records"))
         self.s.log(
             [Event(self.s.user, "record.list", detail={"count": self.s.db.records.count()})], moment
         )
@@ -602,7 +605,7 @@ class RecordService:
         signed saved point, so a page costs the same on any vault size.
         """
         moment = self.s.now(now)
-        self.s.require(ROLES, "record.list", moment, "listing records")
+        self.s.require(ROLES, "record.list", moment, _t("listing records"))
         start = "" if after is None else check_hex_id(after, "record")
         total = self.s.db.records.count()
         rows: list[RecordRow] = []
@@ -675,8 +678,8 @@ class RecordService:
         row = self.s.db.records.get(check_hex_id(record_id, "record"))
         if row is None:
             if self.s.db.records.tombstone(record_id):
-                raise NotFound(f"record {record_id} was deleted")
-            raise NotFound(f"no record {record_id}")
+                raise NotFound(_t("record {record_id} was deleted", record_id=record_id))
+            raise NotFound(_t("no record {record_id}", record_id=record_id))
         return self._record_info(row)
 
     def _record_info(self, row: RecordRow, names: Sequence[str] | None = None) -> RecordInfo:
@@ -706,13 +709,17 @@ class RecordService:
         mark ``searchable`` (never low-entropy ones). The lookup is logged.
         """
         moment = self.s.now(now)
-        self.s.require(("staff", "officer"), "record.find", moment, "looking up records")
+        self.s.require(("staff", "officer"), "record.find", moment, _t("looking up records"))
         rtype = self.s.schema.record_type(type_name or next(iter(self.s.schema.types)))
         spec = rtype.fields.get(field)
         if spec is None or not spec.searchable:
             searchable = [f for f, s in rtype.fields.items() if s.searchable]
             raise UsageError(
-                f"field {field!r} is not searchable: lookups work on {', '.join(searchable)}"
+                _t(
+                    "field {field!r} is not searchable: lookups work on {fields}",
+                    field=field,
+                    fields=", ".join(searchable),
+                )
             )
         clean = self.s.schema.validate_field(rtype.name, field, value)
         (tag,) = self.s.keys.index_tags(field, [clean])
