@@ -215,12 +215,14 @@ class ExportService:
                 for export_id, classes in releases.items()
             }
         except (ValueError, TypeError, AttributeError, IndexError):
-            self._distrust("the record of earlier exports is damaged")
+            self._distrust(_t("the record of earlier exports is damaged"))
         for export_id in sorted(set(logged) | set(rows)):
             if export_id not in rows:
-                self._distrust(f"the record of export {export_id} is missing")
+                self._distrust(_t("the record of export {id} is missing", id=export_id))
             if logged.get(export_id) != _release_digest(rows[export_id]):
-                self._distrust(f"the record of export {export_id} differs from its log entry")
+                self._distrust(
+                    _t("the record of export {id} differs from its log entry", id=export_id)
+                )
         return releases
 
     def _distrust(self, message: str) -> NoReturn:

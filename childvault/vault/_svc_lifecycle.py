@@ -432,9 +432,11 @@ class LifecycleService:
         if cosigner is None:
             self.s.deny(
                 Event(self.s.user, "vault.decommission", "denied", detail={"reason": "cosign"}),
-                "decommissioning needs an officer's co-signature first: an officer runs "
-                "`childvault decommission --cosign --contacts FILE`, which also writes the "
-                "guardian contact list for the notice (P-23)",
+                _t(
+                    "decommissioning needs an officer's co-signature first: an officer runs "
+                    "`childvault decommission --cosign --contacts FILE`, which also writes the "
+                    "guardian contact list for the notice (P-23)"
+                ),
                 moment,
             )
         with self.s.db.transaction():
