@@ -502,7 +502,11 @@ def _checkpoint(
         cp, names = verify_note(note, known)
     except IntegrityError as exc:
         raise _bad(
-            _t("the checkpoint signature does not verify with the given keys ({exc})", exc=exc)
+            _t(
+                "the checkpoint signature does not verify with the given keys ({exc})",
+                # The inner message itself (a ChildVaultError's only argument): translated too.
+                exc=exc.args[0],
+            )
         ) from None
     if cp.origin != _origin(vault_id):
         raise _bad(_t("the checkpoint is for another log than the report's vault"))

@@ -90,7 +90,7 @@ class Schema:
                 _t(
                     "cannot read the schema file {path!r}: {why}",
                     path=str(path),
-                    why=exc.strerror or exc,
+                    why=exc.strerror or str(exc),
                 )
             ) from None
         return cls.loads(data)
@@ -117,7 +117,7 @@ class Schema:
         try:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise UsageError(_t("schema: not valid TOML: {exc}", exc=exc)) from None
+            raise UsageError(_t("schema: not valid TOML: {exc}", exc=str(exc))) from None
         except RecursionError:
             # tomllib recurses on nested arrays and inline tables.
             raise UsageError(_t("schema: not valid TOML: nesting too deep")) from None

@@ -89,7 +89,7 @@ class ExportService:
         target = Path(out)
         if not target.parent.is_dir():
             raise UsageError(
-                _t("the directory of --out ({parent}) does not exist", parent=target.parent)
+                _t("the directory of --out ({parent}) does not exist", parent=str(target.parent))
             )
         plans = {
             name: {column: (f, how) for column, f, how in _export_plan(rt.fields)}

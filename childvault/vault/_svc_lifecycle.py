@@ -165,7 +165,8 @@ class LifecycleService:
                     "already destroyed in Vault: run the same `childvault correct` again once "
                     "the problem is fixed",
                     field=field,
-                    exc=exc,
+                    # The inner message itself (a ChildVaultError's only argument).
+                    exc=exc.args[0],
                 )
             ) from exc
         self.s.db.compact()
@@ -506,7 +507,10 @@ class LifecycleService:
         self.s.require(("officer",), "vault.decommission", moment, _t("co-signing decommissioning"))
         if not contacts.parent.is_dir():
             raise UsageError(
-                _t("the directory of --contacts ({parent}) does not exist", parent=contacts.parent)
+                _t(
+                    "the directory of --contacts ({parent}) does not exist",
+                    parent=str(contacts.parent),
+                )
             )
         fields = [
             f for f in _CONTACT_FIELDS if any(f in t.fields for t in self.s.schema.types.values())

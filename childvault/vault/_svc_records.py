@@ -115,13 +115,12 @@ def _import_failed(n_errors: int, file: str, errors: Sequence[tuple[int, str]]) 
     """The message of :class:`ImportFailed`: the first 20 bad rows, each in the
     reader's language when its reason is a :class:`Message` (the English text
     stays as it was)."""
-    # The row list has no fixed template: each row is appended to the list
-    # so far through one small template, so the separator is translated too
-    # (a Chinese semicolon) and each part in the reader's language.
-    shown: Message | str = ""
-    for i, (r, m) in enumerate(errors[:20]):
-        row = _t("row {row}: {reason}", row=r, reason=m)
-        shown = _t("{rows}; {row}", rows=shown, row=row) if i else row
+    # The row list has no fixed template: it is a Message of its own whose
+    # parts are translated one by one (:meth:`Message.in_locale`).
+    parts = {
+        f"r{i}": _t("row {row}: {reason}", row=r, reason=m) for i, (r, m) in enumerate(errors[:20])
+    }
+    shown = Message("; ".join("{" + name + "}" for name in parts), **parts)
     more = _t(" (and {n} more)", n=n_errors - 20) if n_errors > 20 else ""
     return _t(
         "{n} invalid row(s) in {file}, nothing was imported: {rows}{more}. "

@@ -14,11 +14,12 @@ from click.testing import CliRunner, Result
 
 from childvault._i18n import localize
 from childvault.cli.main import cli
-from childvault.keys import IntegrityError, UsageError, ValidationError
+from childvault.keys import ImportFailed, IntegrityError, UsageError, ValidationError
 from childvault.vault import Schema
 from childvault.vault._note import vkey
 from childvault.vault._reports import verify_subject_report
 from childvault.vault._svc_notices import notice_problems
+from childvault.vault._wire_messages import message_fields, message_from
 from tests.conftest import PASSPHRASES, World, child_values
 from tests.test_records import CONSENT_COLS, write_csv
 
@@ -53,8 +54,7 @@ def test_refused_import_rows_read_in_chinese_and_json_stays_english(
     assert zh.exit_code == 1, zh.output
     err = zh.stderr
     assert "name：必填字段缺失或为空；应为不超过" in err
-    # Rows are joined with a Chinese semicolon, each in Chinese.
-    assert "；第 3 行：sex：不是允许的值；应为以下之一：male, female（或 男, 女" in err
+    assert "第 3 行：sex：不是允许的值；应为以下之一：male, female（或 男, 女" in err
     assert "guardian_phone：" in err
     assert "consent_by：儿童在 consented_at 当天为" in err
     assert "required field is missing" not in err and "not an allowed value" not in err
@@ -144,3 +144,19 @@ def test_subject_report_verification_failures_in_chinese() -> None:
         str(exc) == "proof verification failed: the report does not have exactly the expected keys"
     )
     assert exc.localized("zh_CN") == "证明校验失败：报告的键与预期不完全一致"
+
+
+def test_refused_rows_cross_a_server_answer_translatable(world: World, tmp_path: Path) -> None:
+    # A remote import's refusal travels as template and values (_wire_messages),
+    # which allow only a few levels of nesting: the row list must stay within them.
+    src = write_csv(tmp_path / "rows.csv", _bad_rows())
+    with world.open("worker1") as v, pytest.raises(ImportFailed) as caught:
+        v.import_file(src)
+    english = str(caught.value)
+    fields = message_fields(caught.value.args[0])
+    assert fields, "the refusal would reach a remote client in English only"
+    rebuilt = message_from({"error": english, **fields})
+    assert rebuilt == english
+    shown = localize(rebuilt, "zh_CN")
+    assert "第 2 行：name：必填字段缺失或为空" in shown
+    assert "consent_by：儿童在 consented_at 当天为 10 周岁" in shown
