@@ -193,46 +193,52 @@ class Consent:
         Only the shape is checked here; :func:`check_consent` checks the rules.
         """
         if not isinstance(obj, dict):
-            raise ValidationError("consent: expected a JSON object", field="consent")
+            raise ValidationError(_t("consent: expected a JSON object"), field="consent")
         for key in obj:
             if key not in _JSON_KEYS and key not in _OPTIONAL_JSON_KEYS:
-                shown = repr(key[:64]) if isinstance(key, str) else "a non-string key"
+                shown = repr(key[:64]) if isinstance(key, str) else _t("a non-string key")
                 raise ValidationError(
-                    f"consent: unknown key {shown}; expected: " + ", ".join(_JSON_KEYS),
+                    _t(
+                        "consent: unknown key {key}; expected: {keys}",
+                        key=shown,
+                        keys=", ".join(_JSON_KEYS),
+                    ),
                     field="consent",
                 )
         for key in _JSON_KEYS:
             if key not in obj:
-                raise ValidationError(f"consent: missing key {key!r}", field=key)
+                raise ValidationError(_t("consent: missing key {key!r}", key=key), field=key)
         by = obj["by"]
         if by not in _BY:
-            raise ValidationError("consent: 'by' must be guardian or child", field="by")
+            raise ValidationError(_t("consent: 'by' must be guardian or child"), field="by")
         notice = obj["notice_version"]
         if not isinstance(notice, str):
             raise ValidationError(
-                "consent: 'notice_version' must be a string", field="notice_version"
+                _t("consent: 'notice_version' must be a string"), field="notice_version"
             )
         purposes = obj["purposes"]
         if not isinstance(purposes, list) or not all(isinstance(p, str) for p in purposes):
             raise ValidationError(
-                "consent: 'purposes' must be an array of strings", field="purposes"
+                _t("consent: 'purposes' must be an array of strings"), field="purposes"
             )
         flags: dict[str, bool] = {}
         for key in ("guardian_informed", "guardian_also"):
             value = obj[key]
             if not isinstance(value, bool):
-                raise ValidationError(f"consent: {key!r} must be true or false", field=key)
+                raise ValidationError(
+                    _t("consent: {key!r} must be true or false", key=key), field=key
+                )
             flags[key] = value
         digest = obj["notice_sha256"]
         if not isinstance(digest, str) or not re.fullmatch(r"(|[0-9a-f]{64})", digest):
             raise ValidationError(
-                "consent: 'notice_sha256' must be a hex SHA-256", field="notice_sha256"
+                _t("consent: 'notice_sha256' must be a hex SHA-256"), field="notice_sha256"
             )
         texts: dict[str, str] = {}
         for key in ("party", "relation", "form_sha256", "confirmed_by"):
             value = obj.get(key, "")
             if not isinstance(value, str):
-                raise ValidationError(f"consent: {key!r} must be a string", field=key)
+                raise ValidationError(_t("consent: {key!r} must be a string", key=key), field=key)
             texts[key] = value
         return cls(
             party=texts["party"],
@@ -257,7 +263,9 @@ class Consent:
 
 def _json_date(value: object, key: str) -> date:
     if not isinstance(value, str):
-        raise ValidationError(f"consent: {key!r} must be a date string YYYY-MM-DD", field=key)
+        raise ValidationError(
+            _t("consent: {key!r} must be a date string YYYY-MM-DD", key=key), field=key
+        )
     return date.fromisoformat(check_date(value, field=key))
 
 
@@ -269,7 +277,7 @@ def age_on(birth: date, day: date) -> int:
     before the birthday). ValueError if ``day`` is before ``birth``.
     """
     if day < birth:
-        raise ValueError("day is before the date of birth")
+        raise ValueError(_t("day is before the date of birth"))
     before_birthday = (day.month, day.day) < (birth.month, birth.day)
     return day.year - birth.year - int(before_birthday)
 
@@ -286,31 +294,33 @@ def check_consent(
     the basis matches the age on ``consented_at`` (module docstring).
     """
     if consent.by not in _BY:
-        raise ValidationError("consent_by: must be guardian or child", field="consent_by")
+        raise ValidationError(_t("consent_by: must be guardian or child"), field="consent_by")
     if not isinstance(consent.notice_version, str) or not _NOTICE_RE.fullmatch(
         consent.notice_version
     ):
         raise ValidationError(
-            "notice_version: expected 1 to 32 characters of letters, digits, '.', '_' or '-', "
-            "naming the version of the notice shown (for example 2026-1)",
+            _t(
+                "notice_version: expected 1 to 32 characters of letters, digits, '.', '_' or '-', "
+                "naming the version of the notice shown (for example 2026-1)"
+            ),
             field="notice_version",
         )
     _check_purposes(consent.purposes, schema)
     if consent.consented_at > today:
         raise ValidationError(
-            "consented_at: is in the future; expected the day consent was given",
+            _t("consented_at: is in the future; expected the day consent was given"),
             field="consented_at",
         )
     if date_of_birth is not None and consent.consented_at < date_of_birth:
         raise ValidationError(
-            "consented_at: is before the date of birth; expected the day consent was given",
+            _t("consented_at: is before the date of birth; expected the day consent was given"),
             field="consented_at",
         )
     if consent.retain_until <= consent.consented_at:
-        raise ValidationError("retain_until: must be after consented_at", field="retain_until")
+        raise ValidationError(_t("retain_until: must be after consented_at"), field="retain_until")
     if consent.retain_until < today:
         raise ValidationError(
-            "retain_until: has already passed; expected the last day the record may be kept",
+            _t("retain_until: has already passed; expected the last day the record may be kept"),
             field="retain_until",
         )
     _check_basis(consent, date_of_birth)
@@ -488,21 +498,29 @@ def children_due(
 def _check_purposes(purposes: tuple[str, ...], schema: Schema) -> None:
     if not purposes:
         raise ValidationError(
-            "purposes: at least one purpose is required; the schema declares: "
-            + ", ".join(schema.purposes),
+            _t(
+                "purposes: at least one purpose is required; the schema declares: {purposes}",
+                purposes=", ".join(schema.purposes),
+            ),
             field="purposes",
         )
     seen: set[str] = set()
     for purpose in purposes:
         if not isinstance(purpose, str) or purpose not in schema.purposes:
-            shown = repr(purpose[:64]) if isinstance(purpose, str) else "a non-string"
+            shown = repr(purpose[:64]) if isinstance(purpose, str) else _t("a non-string")
             raise ValidationError(
-                f"purposes: {shown} is not a purpose of the schema; expected some of: "
-                + ", ".join(schema.purposes),
+                _t(
+                    "purposes: {purpose} is not a purpose of the schema; expected some of: "
+                    "{purposes}",
+                    purpose=shown,
+                    purposes=", ".join(schema.purposes),
+                ),
                 field="purposes",
             )
         if purpose in seen:
-            raise ValidationError(f"purposes: {purpose!r} is listed twice", field="purposes")
+            raise ValidationError(
+                _t("purposes: {purpose!r} is listed twice", purpose=purpose), field="purposes"
+            )
         seen.add(purpose)
 
 
@@ -511,20 +529,29 @@ def _check_basis(consent: Consent, date_of_birth: date | None) -> None:
         # The guardian who consents is informed by definition; the flag
         # records that a consenting child's guardian was told (M-12).
         raise ValidationError(
-            "guardian_informed: applies only to a consent by the child; leave it no "
-            "when the guardian consents",
+            _t(
+                "guardian_informed: applies only to a consent by the child; leave it no "
+                "when the guardian consents"
+            ),
             field="guardian_informed",
         )
     if date_of_birth is None:
         if consent.by != "guardian":
             raise ValidationError(
-                "consent_by: without a date of birth the child's age cannot be shown to be "
-                f"{CONSENT_AGE} or more, so the guardian must consent",
+                _t(
+                    "consent_by: without a date of birth the child's age cannot be shown to be "
+                    "{consent_age} or more, so the guardian must consent",
+                    consent_age=CONSENT_AGE,
+                ),
                 field="consent_by",
             )
         if consent.guardian_also:
             raise ValidationError(
-                f"guardian_also: needs a date of birth showing the child is {CONSENT_AGE} or older",
+                _t(
+                    "guardian_also: needs a date of birth showing the child is {consent_age} "
+                    "or older",
+                    consent_age=CONSENT_AGE,
+                ),
                 field="guardian_also",
             )
         return
@@ -532,36 +559,53 @@ def _check_basis(consent: Consent, date_of_birth: date | None) -> None:
     if age < CONSENT_AGE:
         if consent.by != "guardian":
             raise ValidationError(
-                f"consent_by: the child was {age} on consented_at; under {CONSENT_AGE} the "
-                "parent or other guardian must consent (P-9, M-12)",
+                _t(
+                    "consent_by: the child was {age} on consented_at; under {consent_age} the "
+                    "parent or other guardian must consent (P-9, M-12)",
+                    age=age,
+                    consent_age=CONSENT_AGE,
+                ),
                 field="consent_by",
             )
         if consent.guardian_also:
             raise ValidationError(
-                f"guardian_also: applies only from age {CONSENT_AGE} (the child was {age} "
-                "on consented_at); leave it no",
+                _t(
+                    "guardian_also: applies only from age {consent_age} (the child was {age} "
+                    "on consented_at); leave it no",
+                    consent_age=CONSENT_AGE,
+                    age=age,
+                ),
                 field="guardian_also",
             )
         return
     if consent.by == "child":
         if not consent.guardian_informed:
             raise ValidationError(
-                f"guardian_informed: a child of {CONSENT_AGE} or older consents and the "
-                "guardian must be told explicitly (M-12); set it to yes once they are",
+                _t(
+                    "guardian_informed: a child of {consent_age} or older consents and the "
+                    "guardian must be told explicitly (M-12); set it to yes once they are",
+                    consent_age=CONSENT_AGE,
+                ),
                 field="guardian_informed",
             )
         if consent.guardian_also:
             raise ValidationError(
-                "guardian_also: means the child cannot express a will, which contradicts a "
-                "consent by the child; use consent_by=guardian with guardian_also=yes",
+                _t(
+                    "guardian_also: means the child cannot express a will, which contradicts a "
+                    "consent by the child; use consent_by=guardian with guardian_also=yes"
+                ),
                 field="guardian_also",
             )
         return
     if not consent.guardian_also:
         raise ValidationError(
-            f"consent_by: the child was {age} on consented_at; from {CONSENT_AGE} the child "
-            "consents (with the guardian informed), and the guardian consents only if the "
-            "child cannot express a will: then set guardian_also=yes (M-12)",
+            _t(
+                "consent_by: the child was {age} on consented_at; from {consent_age} the child "
+                "consents (with the guardian informed), and the guardian consents only if the "
+                "child cannot express a will: then set guardian_also=yes (M-12)",
+                age=age,
+                consent_age=CONSENT_AGE,
+            ),
             field="consent_by",
         )
 
@@ -571,14 +615,15 @@ def _parse_flag(row: Mapping[str, str], column: str) -> bool:
     if raw is None:
         return False
     if not isinstance(raw, str):
-        raise ValidationError(f"{column}: expected yes or no", field=column)
+        raise ValidationError(_t("{column}: expected yes or no", column=column), field=column)
     value = raw.strip().casefold()
     if value in _TRUE:
         return True
     if value in _FALSE:
         return False
     raise ValidationError(
-        f"{column}: expected yes or no (also true/false, 1/0; empty means no)", field=column
+        _t("{column}: expected yes or no (also true/false, 1/0; empty means no)", column=column),
+        field=column,
     )
 
 
@@ -587,7 +632,7 @@ def _cell(row: Mapping[str, str], column: str) -> str:
     if raw is None:
         return ""
     if not isinstance(raw, str):
-        raise ValidationError(f"{column}: expected text", field=column)
+        raise ValidationError(_t("{column}: expected text", column=column), field=column)
     return raw.strip()
 
 
@@ -596,7 +641,7 @@ def _parse_date(row: Mapping[str, str], column: str, default: date | None) -> da
     if not text:
         if default is None:
             raise ValidationError(
-                f"{column}: required; expected a date as YYYY-MM-DD", field=column
+                _t("{column}: required; expected a date as YYYY-MM-DD", column=column), field=column
             )
         return default
     return date.fromisoformat(check_date(text, field=column))
@@ -616,13 +661,13 @@ def parse_consent_columns(row: Mapping[str, str], *, default_notice: str, today:
     by = _BY_SPELLINGS.get(by_text.casefold())
     if by is None:
         raise ValidationError(
-            "consent_by: required; expected guardian or child", field="consent_by"
+            _t("consent_by: required; expected guardian or child"), field="consent_by"
         )
     consented_at = _parse_date(row, "consented_at", today)
     notice = _cell(row, "notice_version") or default_notice
     if not _NOTICE_RE.fullmatch(notice):
         raise ValidationError(
-            "notice_version: expected 1 to 32 characters of letters, digits, '.', '_' or '-'",
+            _t("notice_version: expected 1 to 32 characters of letters, digits, '.', '_' or '-'"),
             field="notice_version",
         )
     # A full-width semicolon is what a Chinese input method types.
@@ -630,13 +675,16 @@ def parse_consent_columns(row: Mapping[str, str], *, default_notice: str, today:
     purposes = tuple(p for p in parts if p)
     if not purposes:
         raise ValidationError(
-            "purposes: required; expected purpose names separated by ';'", field="purposes"
+            _t("purposes: required; expected purpose names separated by ';'"), field="purposes"
         )
     for purpose in purposes:
         if not _PURPOSE_RE.fullmatch(purpose):
             raise ValidationError(
-                f"purposes: {purpose[:64]!r} is not a purpose name; expected names such as "
-                "case_management separated by ';'",
+                _t(
+                    "purposes: {purpose!r} is not a purpose name; expected names such as "
+                    "case_management separated by ';'",
+                    purpose=purpose[:64],
+                ),
                 field="purposes",
             )
     retain_until = _parse_date(row, "retain_until", None)

@@ -23,13 +23,15 @@ from childvault.vault._config import Config
 def _check_credentials(where: str, token: object, approle: object) -> None:
     """Types of a token / AppRole pair (fail fast, naming the argument)."""
     if token is not None and not isinstance(token, str):
-        raise UsageError(f"{where}: 'token' must be a string or None")
+        raise UsageError(_t("{where}: 'token' must be a string or None", where=where))
     if approle is not None and not (
         isinstance(approle, tuple)
         and len(approle) == 2
         and all(isinstance(p, str) for p in approle)
     ):
-        raise UsageError(f"{where}: 'approle' must be a (role_id, secret_id) pair of strings")
+        raise UsageError(
+            _t("{where}: 'approle' must be a (role_id, secret_id) pair of strings", where=where)
+        )
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,10 @@ class OpenBaoKeys:
     def __post_init__(self) -> None:
         if not isinstance(self.settings, VaultSettings):
             raise UsageError(
-                "OpenBaoKeys: 'settings' must be a VaultSettings "
-                "(for a JSON object use OpenBaoKeys.from_mapping)"
+                _t(
+                    "OpenBaoKeys: 'settings' must be a VaultSettings "
+                    "(for a JSON object use OpenBaoKeys.from_mapping)"
+                )
             )
         _check_credentials("OpenBaoKeys", self.token, self.approle)
 
@@ -108,8 +112,11 @@ class OpenBaoKeys:
         """From the settings as a JSON object (``config.json``, ``VaultSettings.to_json``)."""
         if not isinstance(settings, Mapping):
             raise UsageError(
-                "OpenBaoKeys.from_mapping: 'settings' must be a mapping (a parsed JSON "
-                "object), not " + type(settings).__name__
+                _t(
+                    "OpenBaoKeys.from_mapping: 'settings' must be a mapping (a parsed JSON "
+                    "object), not {kind}",
+                    kind=type(settings).__name__,
+                )
             )
         return cls(VaultSettings.from_json(settings))
 

@@ -249,20 +249,20 @@ def _redacted_entry(
     The leaf hash cannot be recomputed (the exact bytes are withheld); the
     caller proves it against the signed root like any other.
     """
-    entry = _str(text, f"entry {seq}")
+    entry = _str(text, _t("entry {seq}", seq=seq))
     raw = entry.encode("utf-8", "replace")
     if len(raw) > _MAX_ENTRY_BYTES:
-        raise _bad(f"entry {seq} is too large")
-    leaf = _hash(stated_leaf, f"the leaf hash of entry {seq}")
+        raise _bad(_t("entry {seq} is too large", seq=seq))
+    leaf = _hash(stated_leaf, _t("the leaf hash of entry {seq}", seq=seq))
     try:
         obj = json.loads(raw)
         canonical = bytes(rfc8785.dumps(obj))
     except (ValueError, TypeError, RecursionError, OverflowError):
-        raise _bad(f"entry {seq} is not a canonical log entry") from None
+        raise _bad(_t("entry {seq} is not a canonical log entry", seq=seq)) from None
     if canonical != raw or not isinstance(obj, dict):
-        raise _bad(f"entry {seq} is not a canonical log entry")
+        raise _bad(_t("entry {seq} is not a canonical log entry", seq=seq))
     if obj.get("seq") != seq or isinstance(obj.get("seq"), bool):
-        raise _bad(f"entry {seq} carries another sequence number")
+        raise _bad(_t("entry {seq} carries another sequence number", seq=seq))
     records = obj.get("records")
     if (
         not isinstance(records, list)
@@ -270,7 +270,12 @@ def _redacted_entry(
         or ANOTHER_RECORD not in records
         or any(r not in (record_id, ANOTHER_RECORD) for r in records)
     ):
-        raise _bad(f"entry {seq} is marked redacted but is not a redacted entry about the record")
+        raise _bad(
+            _t(
+                "entry {seq} is marked redacted but is not a redacted entry about the record",
+                seq=seq,
+            )
+        )
     return leaf, obj
 
 
@@ -332,7 +337,7 @@ def _inclusion_proofs(leaves: _Leaves, size: int, indices: Iterable[int]) -> dic
     out: dict[int, list[bytes]] = {}
     for index in indices:
         if not 0 <= index < size:
-            raise ValueError("inclusion proof index is outside the tree")
+            raise ValueError(_t("inclusion proof index is outside the tree"))
         proof: list[bytes] = []
         lo, hi, m = 0, size, index
         while hi - lo > 1:
@@ -437,7 +442,7 @@ class ProofVerification:
 
 
 def _bad(message: str) -> IntegrityError:
-    return IntegrityError(f"proof verification failed: {message}")
+    return IntegrityError(_t("proof verification failed: {message}", message=message))
 
 
 def _known_signers(vkeys: Sequence[str] | str) -> dict[str, bytes]:
@@ -464,78 +469,82 @@ def _known_signers(vkeys: Sequence[str] | str) -> dict[str, bytes]:
 
 def _require_keys(obj: object, allowed: frozenset[str], what: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
-        raise _bad(f"{what} is not a JSON object")
+        raise _bad(_t("{what} is not a JSON object", what=what))
     if set(obj) != allowed:
-        raise _bad(f"{what} does not have exactly the expected keys")
+        raise _bad(_t("{what} does not have exactly the expected keys", what=what))
     return obj
 
 
 def _int(value: object, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 63:
-        raise _bad(f"{what} is not a valid number")
+        raise _bad(_t("{what} is not a valid number", what=what))
     return value
 
 
 def _str(value: object, what: str) -> str:
     if not isinstance(value, str):
-        raise _bad(f"{what} is not text")
+        raise _bad(_t("{what} is not text", what=what))
     return value
 
 
 def _hash(value: object, what: str) -> bytes:
     if not isinstance(value, str) or _HEX64.fullmatch(value) is None:
-        raise _bad(f"{what} is not a SHA-256 hash in lowercase hex")
+        raise _bad(_t("{what} is not a SHA-256 hash in lowercase hex", what=what))
     return bytes.fromhex(value)
 
 
 def _checkpoint(
     obj: object, vault_id: str, known: Mapping[str, bytes]
 ) -> tuple[Checkpoint, list[str]]:
-    doc = _require_keys(obj, _CHECKPOINT_KEYS, "the checkpoint")
-    note = _str(doc["note"], "the checkpoint note")
+    doc = _require_keys(obj, _CHECKPOINT_KEYS, _t("the checkpoint"))
+    note = _str(doc["note"], _t("the checkpoint note"))
     try:
         cp, names = verify_note(note, known)
     except IntegrityError as exc:
         raise _bad(
-            f"the checkpoint signature does not verify with the given keys ({exc})"
+            _t(
+                "the checkpoint signature does not verify with the given keys ({exc})",
+                # The inner message itself (a ChildVaultError's only argument): translated too.
+                exc=exc.args[0],
+            )
         ) from None
     if cp.origin != _origin(vault_id):
-        raise _bad("the checkpoint is for another log than the report's vault")
-    if _int(doc["size"], "the checkpoint size") != cp.size:
-        raise _bad("the checkpoint size differs from the signed note")
-    if _hash(doc["root"], "the checkpoint root") != cp.root:
-        raise _bad("the checkpoint root differs from the signed note")
+        raise _bad(_t("the checkpoint is for another log than the report's vault"))
+    if _int(doc["size"], _t("the checkpoint size")) != cp.size:
+        raise _bad(_t("the checkpoint size differs from the signed note"))
+    if _hash(doc["root"], _t("the checkpoint root")) != cp.root:
+        raise _bad(_t("the checkpoint root differs from the signed note"))
     return cp, names
 
 
 def _entry(text: object, seq: int, stated_leaf: object) -> tuple[bytes, bytes, dict[str, Any]]:
     """Check one carried entry: its bytes, leaf hash, canonical form and sequence number."""
-    entry = _str(text, f"entry {seq}")
+    entry = _str(text, _t("entry {seq}", seq=seq))
     try:
         raw = entry.encode("utf-8")
     except UnicodeEncodeError:
-        raise _bad(f"entry {seq} is not valid text") from None
+        raise _bad(_t("entry {seq} is not valid text", seq=seq)) from None
     if len(raw) > _MAX_ENTRY_BYTES:
-        raise _bad(f"entry {seq} is too large")
+        raise _bad(_t("entry {seq} is too large", seq=seq))
     leaf = leaf_hash(raw)
-    if _hash(stated_leaf, f"the leaf hash of entry {seq}") != leaf:
-        raise _bad(f"entry {seq} does not match its leaf hash (the entry was altered)")
+    if _hash(stated_leaf, _t("the leaf hash of entry {seq}", seq=seq)) != leaf:
+        raise _bad(_t("entry {seq} does not match its leaf hash (the entry was altered)", seq=seq))
     try:
         obj = json.loads(raw)
         canonical = bytes(rfc8785.dumps(obj))
     except (ValueError, TypeError, RecursionError, OverflowError):
-        raise _bad(f"entry {seq} is not a canonical log entry") from None
+        raise _bad(_t("entry {seq} is not a canonical log entry", seq=seq)) from None
     if canonical != raw or not isinstance(obj, dict):
-        raise _bad(f"entry {seq} is not a canonical log entry")
+        raise _bad(_t("entry {seq} is not a canonical log entry", seq=seq))
     if obj.get("seq") != seq or isinstance(obj.get("seq"), bool):
-        raise _bad(f"entry {seq} carries another sequence number")
+        raise _bad(_t("entry {seq} carries another sequence number", seq=seq))
     return raw, leaf, obj
 
 
 def _proof(value: object, seq: int) -> list[bytes]:
     if not isinstance(value, list) or len(value) > 64:
-        raise _bad(f"the proof of entry {seq} is malformed")
-    return [_hash(h, f"a proof hash of entry {seq}") for h in value]
+        raise _bad(_t("the proof of entry {seq} is malformed", seq=seq))
+    return [_hash(h, _t("a proof hash of entry {seq}", seq=seq)) for h in value]
 
 
 def _guarded(fn: Callable[[], ProofVerification]) -> ProofVerification:
@@ -549,7 +558,7 @@ def _guarded(fn: Callable[[], ProofVerification]) -> ProofVerification:
     except ChildVaultError:
         raise
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:
-        raise _bad(f"the document is malformed ({type(exc).__name__})") from None
+        raise _bad(_t("the document is malformed ({kind})", kind=type(exc).__name__)) from None
 
 
 def verify_subject_report(
@@ -591,24 +600,31 @@ def verify_subject_report(
 
 def _verify_report(report: Mapping[str, Any], known: Mapping[str, bytes]) -> ProofVerification:
     doc = _require_keys(
-        dict(report) if isinstance(report, Mapping) else report, _REPORT_KEYS, "the report"
+        dict(report) if isinstance(report, Mapping) else report, _REPORT_KEYS, _t("the report")
     )
     if doc["format"] != SUBJECT_REPORT_FORMAT:
-        raise _bad(f"not a subject report (format must be {SUBJECT_REPORT_FORMAT})")
-    vault_id = _str(doc["vault_id"], "the vault id")
-    record_id = _str(doc["record_id"], "the record id")
+        raise _bad(
+            _t(
+                "not a subject report (format must be {format})",
+                format=SUBJECT_REPORT_FORMAT,
+            )
+        )
+    vault_id = _str(doc["vault_id"], _t("the vault id"))
+    record_id = _str(doc["record_id"], _t("the record id"))
     if not is_hex_id(vault_id) or not is_hex_id(record_id):
-        raise _bad("the vault or record id is malformed")
+        raise _bad(_t("the vault or record id is malformed"))
     try:
         commitment = _commitment(doc)
     except (ValueError, TypeError, OverflowError, RecursionError):
-        raise _bad("the report's data cannot be canonicalised") from None
-    if _str(doc["commitment"], "the commitment") != commitment:
-        raise _bad("the report's data, consent or bookkeeping were altered (commitment mismatch)")
+        raise _bad(_t("the report's data cannot be canonicalised")) from None
+    if _str(doc["commitment"], _t("the commitment")) != commitment:
+        raise _bad(
+            _t("the report's data, consent or bookkeeping were altered (commitment mismatch)")
+        )
     cp, signers = _checkpoint(doc["checkpoint"], vault_id, known)
     entries = doc["entries"]
     if not isinstance(entries, list) or not entries or len(entries) > _MAX_ENTRIES:
-        raise _bad("the report lists no log entries")
+        raise _bad(_t("the report lists no log entries"))
     proven: list[int] = []
     pending: list[int] = []
     authenticated: bool | None = None
@@ -618,34 +634,46 @@ def _verify_report(report: Mapping[str, Any], known: Mapping[str, bytes]) -> Pro
     for item in entries:
         redacted = isinstance(item, dict) and item.get("redacted") is True
         e = _require_keys(
-            item, _REDACTED_ENTRY_KEYS if redacted else _REPORT_ENTRY_KEYS, "a report entry"
+            item, _REDACTED_ENTRY_KEYS if redacted else _REPORT_ENTRY_KEYS, _t("a report entry")
         )
-        seq = _int(e["seq"], "an entry's sequence number")
+        seq = _int(e["seq"], _t("an entry's sequence number"))
         if seq <= last:
-            raise _bad("the entries are not in strictly increasing sequence order")
+            raise _bad(_t("the entries are not in strictly increasing sequence order"))
         last = seq
         if redacted:
             leaf, obj = _redacted_entry(e["entry"], seq, e["leaf_hash"], record_id)
             if authenticated is not None:
-                raise _bad(f"entry {seq} is redacted but comes after the report's own entry")
+                raise _bad(
+                    _t("entry {seq} is redacted but comes after the report's own entry", seq=seq)
+                )
             redactions.append((seq, e["entry"].encode("utf-8")))
         else:
             _, leaf, obj = _entry(e["entry"], seq, e["leaf_hash"])
         records = obj.get("records")
         if not isinstance(records, list) or record_id not in records:
-            raise _bad(f"entry {seq} is not about the report's record")
+            raise _bad(_t("entry {seq} is not about the report's record", seq=seq))
         proof = _proof(e["proof"], seq)
         checkpointed = e["checkpointed"]
         if checkpointed is True:
             if not verify_inclusion(leaf, seq, cp.size, proof, cp.root):
-                raise _bad(f"the inclusion proof of entry {seq} does not lead to the signed root")
+                raise _bad(
+                    _t(
+                        "the inclusion proof of entry {seq} does not lead to the signed root",
+                        seq=seq,
+                    )
+                )
             proven.append(seq)
         elif checkpointed is False:
             if seq < cp.size or proof:
-                raise _bad(f"entry {seq} is covered by the checkpoint but carries no valid proof")
+                raise _bad(
+                    _t(
+                        "entry {seq} is covered by the checkpoint but carries no valid proof",
+                        seq=seq,
+                    )
+                )
             pending.append(seq)
         else:
-            raise _bad(f"entry {seq}: 'checkpointed' must be true or false")
+            raise _bad(_t("entry {seq}: 'checkpointed' must be true or false", seq=seq))
         detail = obj.get("detail")
         if (
             authenticated is None
@@ -660,22 +688,27 @@ def _verify_report(report: Mapping[str, Any], known: Mapping[str, bytes]) -> Pro
                 prior
             ):
                 raise _bad(
-                    "the report leaves out (or adds) log entries about the record made before it"
+                    _t(
+                        "the report leaves out (or adds) log entries about the record made "
+                        "before it"
+                    )
                 )
             # Redacted entries show what the vault logged for them at report time.
             logged = detail.get("redacted_digest")
             if (logged is None and redactions) or (
                 logged is not None and logged != redacted_digest(redactions)
             ):
-                raise _bad("the redacted entries differ from what the report's own entry logged")
+                raise _bad(
+                    _t("the redacted entries differ from what the report's own entry logged")
+                )
             authenticated = checkpointed is True
         prior.append(leaf)
     if authenticated is None:
-        raise _bad("the report's own report.subject entry is missing")
-    pend = _require_keys(doc["pending"], frozenset({"entries", "message"}), "the pending note")
-    if _int(pend["entries"], "the pending count") != len(pending):
-        raise _bad("the pending count does not match the entries")
-    _str(pend["message"], "the pending message")
+        raise _bad(_t("the report's own report.subject entry is missing"))
+    pend = _require_keys(doc["pending"], frozenset({"entries", "message"}), _t("the pending note"))
+    if _int(pend["entries"], _t("the pending count")) != len(pending):
+        raise _bad(_t("the pending count does not match the entries"))
+    _str(pend["message"], _t("the pending message"))
     return ProofVerification(
         "subject-report",
         vault_id,
@@ -696,7 +729,7 @@ def _compare(
     new_result: ProofVerification,
 ) -> ProofVerification:
     if (old_result.vault_id, old_result.record_id) != (new_result.vault_id, new_result.record_id):
-        raise _bad("the earlier report is about another vault or record")
+        raise _bad(_t("the earlier report is about another vault or record"))
     new_entries = {e["seq"]: (e["entry"], e["leaf_hash"]) for e in new["entries"]}
     for e in old["entries"]:
         seq = e["seq"]
@@ -704,8 +737,11 @@ def _compare(
             continue
         if new_entries.get(seq) != (e["entry"], e["leaf_hash"]):
             raise _bad(
-                f"entry {seq} of the earlier report is missing or different in this report: "
-                "a log entry about the record was rewritten or removed"
+                _t(
+                    "entry {seq} of the earlier report is missing or different in this report: "
+                    "a log entry about the record was rewritten or removed",
+                    seq=seq,
+                )
             )
     return new_result
 
@@ -724,18 +760,25 @@ def verify_entry_proof(bundle: Mapping[str, Any], vkeys: Sequence[str] | str) ->
 
 def _verify_bundle(bundle: Mapping[str, Any], known: Mapping[str, bytes]) -> ProofVerification:
     doc = _require_keys(
-        dict(bundle) if isinstance(bundle, Mapping) else bundle, _PROOF_KEYS, "the proof"
+        dict(bundle) if isinstance(bundle, Mapping) else bundle, _PROOF_KEYS, _t("the proof")
     )
     if doc["format"] != ENTRY_PROOF_FORMAT:
-        raise _bad(f"not an entry proof (format must be {ENTRY_PROOF_FORMAT})")
-    vault_id = _str(doc["vault_id"], "the vault id")
+        raise _bad(
+            _t(
+                "not an entry proof (format must be {format})",
+                format=ENTRY_PROOF_FORMAT,
+            )
+        )
+    vault_id = _str(doc["vault_id"], _t("the vault id"))
     if not is_hex_id(vault_id):
-        raise _bad("the vault id is malformed")
+        raise _bad(_t("the vault id is malformed"))
     cp, signers = _checkpoint(doc["checkpoint"], vault_id, known)
-    seq = _int(doc["seq"], "the sequence number")
+    seq = _int(doc["seq"], _t("the sequence number"))
     _, leaf, _ = _entry(doc["entry"], seq, doc["leaf_hash"])
     if not verify_inclusion(leaf, seq, cp.size, _proof(doc["proof"], seq), cp.root):
-        raise _bad(f"the inclusion proof of entry {seq} does not lead to the signed root")
+        raise _bad(
+            _t("the inclusion proof of entry {seq} does not lead to the signed root", seq=seq)
+        )
     return ProofVerification(
         "entry-proof", vault_id, None, cp.size, cp.root.hex(), tuple(signers), (seq,), (), False
     )

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from childvault._i18n import Message, _t
 from childvault.keys._errors import UsageError, ValidationError
 from childvault.vault._schema_toml import build_schema
 from childvault.vault._schema_types import (
@@ -86,7 +87,11 @@ class Schema:
                 data = handle.read(_MAX_SCHEMA_BYTES + 1)
         except OSError as exc:
             raise UsageError(
-                f"cannot read the schema file {str(path)!r}: {exc.strerror or exc}"
+                _t(
+                    "cannot read the schema file {path!r}: {why}",
+                    path=str(path),
+                    why=exc.strerror or str(exc),
+                )
             ) from None
         return cls.loads(data)
 
@@ -94,21 +99,28 @@ class Schema:
     def loads(cls, data: bytes) -> Schema:
         """Parse and check schema TOML bytes; UsageError naming the offending key."""
         if not isinstance(data, bytes | bytearray):
-            raise UsageError("schema: expected the bytes of a TOML file")
+            raise UsageError(_t("schema: expected the bytes of a TOML file"))
         data = bytes(data)
         if len(data) > _MAX_SCHEMA_BYTES:
-            raise UsageError(f"schema: file too large (more than {_MAX_SCHEMA_BYTES} bytes)")
+            raise UsageError(
+                _t(
+                    "schema: file too large (more than {n} bytes)",
+                    n=_MAX_SCHEMA_BYTES,
+                )
+            )
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise UsageError(f"schema: not UTF-8 text (bad byte at offset {exc.start})") from None
+            raise UsageError(
+                _t("schema: not UTF-8 text (bad byte at offset {start})", start=exc.start)
+            ) from None
         try:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise UsageError(f"schema: not valid TOML: {exc}") from None
+            raise UsageError(_t("schema: not valid TOML: {exc}", exc=str(exc))) from None
         except RecursionError:
             # tomllib recurses on nested arrays and inline tables.
-            raise UsageError("schema: not valid TOML: nesting too deep") from None
+            raise UsageError(_t("schema: not valid TOML: nesting too deep")) from None
         return cls(**build_schema(doc, data))
 
     def record_type(self, name: str) -> RecordType:
@@ -116,8 +128,12 @@ class Schema:
         rtype = self.types.get(name) if isinstance(name, str) else None
         if rtype is None:
             raise UsageError(
-                f"unknown record type {_show(name)}; the schema {self.name!r} declares: "
-                + ", ".join(self.types)
+                _t(
+                    "unknown record type {name}; the schema {schema!r} declares: {types}",
+                    name=_show(name),
+                    schema=self.name,
+                    types=", ".join(self.types),
+                )
             )
         return rtype
 
@@ -126,8 +142,12 @@ class Schema:
         if isinstance(purpose, str) and purpose in self.purposes:
             return purpose
         raise UsageError(
-            f"unknown purpose {_show(purpose)}; the schema {self.name!r} declares: "
-            + ", ".join(self.purposes)
+            _t(
+                "unknown purpose {purpose}; the schema {schema!r} declares: {purposes}",
+                purpose=_show(purpose),
+                schema=self.name,
+                purposes=", ".join(self.purposes),
+            )
         )
 
     def validate_record(self, type_name: str, values: Mapping[str, str]) -> dict[str, str]:
@@ -148,8 +168,11 @@ class Schema:
             if value is None:
                 if spec.required:
                     raise ValidationError(
-                        f"{name}: required field is missing or empty; expected "
-                        + _expectation(spec),
+                        _t(
+                            "{name}: required field is missing or empty; expected {expected}",
+                            name=name,
+                            expected=_expectation(spec),
+                        ),
                         field=name,
                     )
                 continue
@@ -178,7 +201,11 @@ class Schema:
         if normalised is None:
             if spec.required:
                 raise ValidationError(
-                    f"{field}: required field cannot be emptied; expected " + _expectation(spec),
+                    _t(
+                        "{field}: required field cannot be emptied; expected {expected}",
+                        field=field,
+                        expected=_expectation(spec),
+                    ),
                     field=field,
                 )
             return ""
@@ -212,32 +239,40 @@ def _default_schema() -> Schema:
 def _known_field(rtype: RecordType, key: object) -> FieldSpec:
     if not isinstance(key, str):
         raise ValidationError(
-            f"a value has no field name (a row with more cells than the header?); "
-            f"record type {rtype.name!r} allows: " + ", ".join(rtype.fields),
+            _t(
+                "a value has no field name (a row with more cells than the header?); "
+                "record type {type!r} allows: {fields}",
+                type=rtype.name,
+                fields=", ".join(rtype.fields),
+            ),
         )
     spec = rtype.fields.get(key)
     if spec is None:
         shown = _show(key)
         raise ValidationError(
-            f"unknown field {shown} for record type {rtype.name!r}; allowed fields: "
-            + ", ".join(rtype.fields),
+            _t(
+                "unknown field {field} for record type {type!r}; allowed fields: {fields}",
+                field=shown,
+                type=rtype.name,
+                fields=", ".join(rtype.fields),
+            ),
             field=key[:64],
         )
     return spec
 
 
-def _expectation(spec: FieldSpec) -> str:
+def _expectation(spec: FieldSpec) -> Message:
     if spec.type == "text":
-        return f"text of at most {spec.max_length} characters"
+        return _t("text of at most {n} characters", n=spec.max_length)
     if spec.type == "date":
-        return "a date as YYYY-MM-DD"
+        return _t("a date as YYYY-MM-DD")
     if spec.type == "enum":
-        return "one of: " + ", ".join(spec.values)
+        return _t("one of: {values}", values=", ".join(spec.values))
     if spec.type == "id_number":
-        return "an 18-character resident identity number"
+        return _t("an 18-character resident identity number")
     if spec.type == "phone":
-        return "a mainland mobile or landline number"
-    return f"base64 data of at most {spec.max_length} bytes"
+        return _t("a mainland mobile or landline number")
+    return _t("base64 data of at most {n} bytes", n=spec.max_length)
 
 
 def _raw_limit(spec: FieldSpec) -> int:
@@ -256,12 +291,22 @@ def _normalise(spec: FieldSpec, raw: object) -> str | None:
     name = spec.name
     if not isinstance(raw, str):
         raise ValidationError(
-            f"{name}: expected text, got {type(raw).__name__}; expected " + _expectation(spec),
+            _t(
+                "{name}: expected text, got {kind}; expected {expected}",
+                name=name,
+                kind=type(raw).__name__,
+                expected=_expectation(spec),
+            ),
             field=name,
         )
     if len(raw) > _raw_limit(spec):
         raise ValidationError(
-            f"{name}: too long ({len(raw)} characters); expected " + _expectation(spec),
+            _t(
+                "{name}: too long ({n} characters); expected {expected}",
+                name=name,
+                n=len(raw),
+                expected=_expectation(spec),
+            ),
             field=name,
         )
     if spec.type == "binary":
@@ -273,14 +318,22 @@ def _normalise(spec: FieldSpec, raw: object) -> str | None:
     else:
         bad = _BAD_CHAR_RE.search(raw)
     if bad is not None:
-        raise ValidationError(f"{name}: {_describe_bad_char(bad.group(), spec)}", field=name)
+        raise ValidationError(
+            _t("{name}: {problem}", name=name, problem=_describe_bad_char(bad.group(), spec)),
+            field=name,
+        )
     if not raw.strip():
         return None
     if spec.type == "text":
         text = unicodedata.normalize("NFC", raw).strip()
         if len(text) > spec.max_length:
             raise ValidationError(
-                f"{name}: too long ({len(text)} characters); at most {spec.max_length}",
+                _t(
+                    "{name}: too long ({n} characters); at most {max_length}",
+                    name=name,
+                    n=len(text),
+                    max_length=spec.max_length,
+                ),
                 field=name,
             )
         return text
@@ -293,17 +346,25 @@ def _normalise(spec: FieldSpec, raw: object) -> str | None:
     return _normalise_enum(spec, raw)
 
 
-def _describe_bad_char(char: str, spec: FieldSpec) -> str:
+def _describe_bad_char(char: str, spec: FieldSpec) -> Message:
     code = f"U+{ord(char):04X}"
     if "\ud800" <= char <= "\udfff":
-        return f"contains an unpaired surrogate {code}, which is not valid Unicode text"
-    if "\u202a" <= char <= "\u202e" or "\u2066" <= char <= "\u2069":
-        return (
-            f"contains the bidirectional control character {code}, which can make "
-            "text display differently from what is stored; remove it"
+        return _t(
+            "contains an unpaired surrogate {code}, which is not valid Unicode text", code=code
         )
-    allowed = "only line breaks and tabs are allowed" if spec.type == "text" else "none allowed"
-    return f"contains the control character {code} ({allowed}); remove it"
+    if "\u202a" <= char <= "\u202e" or "\u2066" <= char <= "\u2069":
+        return _t(
+            "contains the bidirectional control character {code}, which can make "
+            "text display differently from what is stored; remove it",
+            code=code,
+        )
+    if spec.type == "text":
+        return _t(
+            "contains the control character {code} (only line breaks and tabs are allowed); "
+            "remove it",
+            code=code,
+        )
+    return _t("contains the control character {code} (none allowed); remove it", code=code)
 
 
 def _normalise_enum(spec: FieldSpec, raw: str) -> str:
@@ -316,9 +377,22 @@ def _normalise_enum(spec: FieldSpec, raw: str) -> str:
             return value
     accepted = ", ".join(spec.values)
     if spec.aliases:
-        accepted += " (or " + ", ".join(alias for alias, _ in spec.aliases) + ")"
+        raise ValidationError(
+            _t(
+                "{name}: not an allowed value; expected one of: {values} (or {aliases})",
+                name=spec.name,
+                values=accepted,
+                aliases=", ".join(alias for alias, _ in spec.aliases),
+            ),
+            field=spec.name,
+        )
     raise ValidationError(
-        f"{spec.name}: not an allowed value; expected one of: {accepted}", field=spec.name
+        _t(
+            "{name}: not an allowed value; expected one of: {values}",
+            name=spec.name,
+            values=accepted,
+        ),
+        field=spec.name,
     )
 
 
@@ -330,22 +404,30 @@ def _normalise_binary(spec: FieldSpec, raw: str) -> str | None:
         return None
     if not _BASE64_RE.fullmatch(compact) or len(compact) % 4:
         raise ValidationError(
-            f"{name}: not valid base64 ({len(raw)} characters); expected standard "
-            "base64 (A-Z a-z 0-9 + /, padded with =)",
+            _t(
+                "{name}: not valid base64 ({n} characters); expected standard "
+                "base64 (A-Z a-z 0-9 + /, padded with =)",
+                name=name,
+                n=len(raw),
+            ),
             field=name,
         )
     try:
         decoded = binascii.a2b_base64(compact, strict_mode=True)
     except binascii.Error:
         raise ValidationError(
-            f"{name}: not valid base64; expected standard padded base64", field=name
+            _t("{name}: not valid base64; expected standard padded base64", name=name), field=name
         ) from None
     if not decoded:
         return None
     if len(decoded) > spec.max_length:
         raise ValidationError(
-            f"{name}: too large ({len(decoded)} bytes after base64 decoding); "
-            f"at most {spec.max_length} bytes",
+            _t(
+                "{name}: too large ({n} bytes after base64 decoding); at most {max_length} bytes",
+                name=name,
+                n=len(decoded),
+                max_length=spec.max_length,
+            ),
             field=name,
         )
     return base64.b64encode(decoded).decode("ascii")
@@ -381,9 +463,13 @@ def _cross_check(rtype: RecordType, values: Mapping[str, str], *, focus: str | N
             and id_value[6:14] != values[birth_field].replace("-", "")
         ):
             raise ValidationError(
-                f"{spec.name} and {birth_field} disagree: the birth date inside the "
-                f"identity number (characters 7-14) differs from {birth_field}; "
-                "correct whichever is wrong",
+                _t(
+                    "{name} and {birth_field} disagree: the birth date inside the "
+                    "identity number (characters 7-14) differs from {birth_field}; "
+                    "correct whichever is wrong",
+                    name=spec.name,
+                    birth_field=birth_field,
+                ),
                 field=focus or spec.name,
             )
         sex_field = spec.sex_field
@@ -394,9 +480,13 @@ def _cross_check(rtype: RecordType, values: Mapping[str, str], *, focus: str | N
             id_sex = "male" if int(id_value[16]) % 2 else "female"
             if id_sex != sex:
                 raise ValidationError(
-                    f"{spec.name} and {sex_field} disagree: the 17th digit of the identity "
-                    f"number (odd = male, even = female) contradicts {sex_field}; "
-                    "correct whichever is wrong",
+                    _t(
+                        "{name} and {sex_field} disagree: the 17th digit of the identity "
+                        "number (odd = male, even = female) contradicts {sex_field}; "
+                        "correct whichever is wrong",
+                        name=spec.name,
+                        sex_field=sex_field,
+                    ),
                     field=focus or spec.name,
                 )
 

@@ -14,6 +14,7 @@ from datetime import date, datetime, time
 from types import MappingProxyType
 from typing import Any
 
+from childvault._i18n import _t
 from childvault.keys._errors import UsageError
 from childvault.vault._schema_types import (
     _BAD_CHAR_RE,
@@ -37,20 +38,21 @@ from childvault.vault._schema_types import (
 
 
 def _kind(value: object) -> str:
+    # A Message (the English word) for the kinds a person reads in a schema error.
     if isinstance(value, bool):
-        return "a boolean"
+        return _t("a boolean")
     if isinstance(value, int):
-        return "an integer"
+        return _t("an integer")
     if isinstance(value, float):
-        return "a float"
+        return _t("a float")
     if isinstance(value, str):
-        return "a string"
+        return _t("a string")
     if isinstance(value, list):
-        return "an array"
+        return _t("an array")
     if isinstance(value, dict):
-        return "a table"
+        return _t("a table")
     if isinstance(value, datetime | date | time):
-        return "a date/time"
+        return _t("a date/time")
     return type(value).__name__
 
 
@@ -60,11 +62,15 @@ def _keys(
     for key in table:
         if key not in allowed:
             raise UsageError(
-                f"schema: unknown key {_join(path, key)!r}; allowed here: " + ", ".join(allowed)
+                _t(
+                    "schema: unknown key {key!r}; allowed here: {allowed}",
+                    key=_join(path, key),
+                    allowed=", ".join(allowed),
+                )
             )
     for key in required:
         if key not in table:
-            raise UsageError(f"schema: missing key {_join(path, key)!r}")
+            raise UsageError(_t("schema: missing key {key!r}", key=_join(path, key)))
 
 
 def _join(path: str, key: str) -> str:
@@ -74,16 +80,28 @@ def _join(path: str, key: str) -> str:
 def _str(table: dict[str, Any], path: str, key: str, default: str | None = None) -> str:
     value = table.get(key, default)
     if not isinstance(value, str):
-        raise UsageError(f"schema: {_join(path, key)!r} must be a string, not {_kind(value)}")
+        raise UsageError(
+            _t(
+                "schema: {key!r} must be a string, not {kind}",
+                key=_join(path, key),
+                kind=_kind(value),
+            )
+        )
     if _BAD_CHAR_RE.search(value):
-        raise UsageError(f"schema: {_join(path, key)!r} contains a control character")
+        raise UsageError(_t("schema: {key!r} contains a control character", key=_join(path, key)))
     return value
 
 
 def _bool(table: dict[str, Any], path: str, key: str, default: bool) -> bool:
     value = table.get(key, default)
     if not isinstance(value, bool):
-        raise UsageError(f"schema: {_join(path, key)!r} must be true or false, not {_kind(value)}")
+        raise UsageError(
+            _t(
+                "schema: {key!r} must be true or false, not {kind}",
+                key=_join(path, key),
+                kind=_kind(value),
+            )
+        )
     return value
 
 
@@ -91,9 +109,22 @@ def _int(table: dict[str, Any], path: str, key: str, low: int, high: int) -> int
     value = table.get(key)
     # bool is a subclass of int in Python; `version = true` is not a number.
     if not isinstance(value, int) or isinstance(value, bool):
-        raise UsageError(f"schema: {_join(path, key)!r} must be an integer, not {_kind(value)}")
+        raise UsageError(
+            _t(
+                "schema: {key!r} must be an integer, not {kind}",
+                key=_join(path, key),
+                kind=_kind(value),
+            )
+        )
     if not low <= value <= high:
-        raise UsageError(f"schema: {_join(path, key)!r} must be between {low} and {high}")
+        raise UsageError(
+            _t(
+                "schema: {key!r} must be between {low} and {high}",
+                key=_join(path, key),
+                low=low,
+                high=high,
+            )
+        )
     return value
 
 
@@ -102,15 +133,25 @@ def _choice(
 ) -> str:
     value = _str(table, path, key, default)
     if value not in choices:
-        raise UsageError(f"schema: {_join(path, key)!r} must be one of: " + ", ".join(choices))
+        raise UsageError(
+            _t(
+                "schema: {key!r} must be one of: {choices}",
+                key=_join(path, key),
+                choices=", ".join(choices),
+            )
+        )
     return value
 
 
 def _name(value: str, what: str) -> str:
     if not _NAME_RE.fullmatch(value):
         raise UsageError(
-            f"schema: bad {what} name {_show(value)}: expected a lower-case ASCII letter "
-            "followed by at most 62 lower-case letters, digits or underscores"
+            _t(
+                "schema: bad {what} name {name}: expected a lower-case ASCII letter "
+                "followed by at most 62 lower-case letters, digits or underscores",
+                what=what,
+                name=_show(value),
+            )
         )
     return value
 
@@ -118,7 +159,13 @@ def _name(value: str, what: str) -> str:
 def _table(doc: dict[str, Any], path: str, key: str) -> dict[str, Any]:
     value = doc.get(key)
     if not isinstance(value, dict):
-        raise UsageError(f"schema: {_join(path, key)!r} must be a table, not {_kind(value)}")
+        raise UsageError(
+            _t(
+                "schema: {key!r} must be a table, not {kind}",
+                key=_join(path, key),
+                kind=_kind(value),
+            )
+        )
     return value
 
 
@@ -126,13 +173,21 @@ def _str_list(table: dict[str, Any], path: str, key: str) -> list[str]:
     value = table.get(key)
     where = _join(path, key)
     if not isinstance(value, list) or not value:
-        raise UsageError(f"schema: {where!r} must be a non-empty array of strings")
+        raise UsageError(_t("schema: {where!r} must be a non-empty array of strings", where=where))
     seen: set[str] = set()
     for item in value:
         if not isinstance(item, str):
-            raise UsageError(f"schema: {where!r} must contain strings, not {_kind(item)}")
+            raise UsageError(
+                _t(
+                    "schema: {where!r} must contain strings, not {kind}",
+                    where=where,
+                    kind=_kind(item),
+                )
+            )
         if item in seen:
-            raise UsageError(f"schema: {where!r} lists {_show(item)} twice")
+            raise UsageError(
+                _t("schema: {where!r} lists {item} twice", where=where, item=_show(item))
+            )
         seen.add(item)
     return value
 
@@ -151,7 +206,7 @@ def build_schema(doc: dict[str, Any], source: bytes) -> dict[str, Any]:
     purposes = tuple(_name(p, "purpose") for p in _str_list(doc, "", "purposes"))
     types_table = _table(doc, "", "types")
     if not types_table:
-        raise UsageError("schema: 'types' must declare at least one record type")
+        raise UsageError(_t("schema: 'types' must declare at least one record type"))
     types: dict[str, RecordType] = {}
     for type_name in types_table:
         _name(type_name, "record type")
@@ -177,14 +232,19 @@ def _build_type(
     description = _str(table, path, "description", "")
     fields_table = _table(table, path, "fields")
     if not fields_table:
-        raise UsageError(f"schema: {path + '.fields'!r} must declare at least one field")
+        raise UsageError(
+            _t("schema: {key!r} must declare at least one field", key=path + ".fields")
+        )
     fields: dict[str, FieldSpec] = {}
     for field_name in fields_table:
         _name(field_name, "field")
         if field_name in RESERVED_FIELD_NAMES:
             raise UsageError(
-                f"schema: field name {field_name!r} is reserved for the consent columns "
-                "of the import format; choose another name"
+                _t(
+                    "schema: field name {field_name!r} is reserved for the consent columns "
+                    "of the import format; choose another name",
+                    field_name=field_name,
+                )
             )
         field_path = f"{path}.fields.{field_name}"
         fields[field_name] = _build_field(
@@ -217,29 +277,50 @@ def _purpose_fields(
     for purpose in lists:
         if purpose not in purposes:
             raise UsageError(
-                f"schema: {where!r} names {_show(purpose)}, which is not one of the "
-                "schema's purposes: " + ", ".join(purposes)
+                _t(
+                    "schema: {where!r} names {purpose}, which is not one of the "
+                    "schema's purposes: {purposes}",
+                    where=where,
+                    purpose=_show(purpose),
+                    purposes=", ".join(purposes),
+                )
             )
         value = lists[purpose]
         item_path = f"{where}.{purpose}"
         if not isinstance(value, list):
-            raise UsageError(f"schema: {item_path!r} must be an array of field names")
+            raise UsageError(
+                _t("schema: {item_path!r} must be an array of field names", item_path=item_path)
+            )
         seen: list[str] = []
         for name in value:
             if not isinstance(name, str) or name not in fields:
                 shown = _show(name) if isinstance(name, str) else _kind(name)
                 raise UsageError(
-                    f"schema: {item_path!r} names {shown}, which is not a field of this type"
+                    _t(
+                        "schema: {item_path!r} names {shown}, which is not a field of this type",
+                        item_path=item_path,
+                        shown=shown,
+                    )
                 )
             if name in seen:
-                raise UsageError(f"schema: {item_path!r} lists {_show(name)} twice")
+                raise UsageError(
+                    _t(
+                        "schema: {item_path!r} lists {name} twice",
+                        item_path=item_path,
+                        name=_show(name),
+                    )
+                )
             seen.append(name)
         result[purpose] = tuple(seen)
     missing = [p for p in purposes if p not in result]
     if missing:
         raise UsageError(
-            f"schema: {where!r} must list every purpose (an empty array releases no field); "
-            "missing: " + ", ".join(missing)
+            _t(
+                "schema: {where!r} must list every purpose (an empty array releases no field); "
+                "missing: {missing}",
+                where=where,
+                missing=", ".join(missing),
+            )
         )
     return MappingProxyType(result)
 
@@ -275,7 +356,11 @@ def _build_field(name: str, table: dict[str, Any], path: str) -> FieldSpec:
     def only_for(key: str, types: tuple[str, ...]) -> None:
         if key in table and ftype not in types:
             raise UsageError(
-                f"schema: {_join(path, key)!r} applies only to fields of type " + " or ".join(types)
+                _t(
+                    "schema: {key!r} applies only to fields of type {types}",
+                    key=_join(path, key),
+                    types=" or ".join(types),
+                )
             )
 
     # Enumerations and dates have few possible values: a blind index over one
@@ -284,52 +369,85 @@ def _build_field(name: str, table: dict[str, Any], path: str) -> FieldSpec:
     low_entropy = _bool(table, path, "low_entropy", inherently_low)
     if inherently_low and not low_entropy:
         raise UsageError(
-            f"schema: {_join(path, 'low_entropy')!r} cannot be false for a field of type "
-            f"{ftype}: it has too few possible values"
+            _t(
+                "schema: {key!r} cannot be false for a field of type "
+                "{ftype}: it has too few possible values",
+                key=_join(path, "low_entropy"),
+                ftype=ftype,
+            )
         )
 
     generalise: str | None = None
     if identifier == "quasi":
         if "generalise" not in table:
             raise UsageError(
-                f"schema: missing key {_join(path, 'generalise')!r} (required for a quasi "
-                "identifier: " + ", ".join(GENERALISATIONS) + ")"
+                _t(
+                    "schema: missing key {key!r} (required for a quasi identifier: {choices})",
+                    key=_join(path, "generalise"),
+                    choices=", ".join(GENERALISATIONS),
+                )
             )
         generalise = _choice(table, path, "generalise", GENERALISATIONS, None)
         if _GENERALISE_TYPES[generalise] != ftype:
             raise UsageError(
-                f"schema: {_join(path, 'generalise')!r} = {generalise!r} needs a field of "
-                f"type {_GENERALISE_TYPES[generalise]}, not {ftype}"
+                _t(
+                    "schema: {key!r} = {generalise!r} needs a field of type {needed}, not {ftype}",
+                    key=_join(path, "generalise"),
+                    generalise=generalise,
+                    needed=_GENERALISE_TYPES[generalise],
+                    ftype=ftype,
+                )
             )
     elif "generalise" in table:
-        raise UsageError(f"schema: {_join(path, 'generalise')!r} applies only to quasi identifiers")
+        raise UsageError(
+            _t(
+                "schema: {key!r} applies only to quasi identifiers",
+                key=_join(path, "generalise"),
+            )
+        )
 
     if searchable:
         if ftype not in ("text", "id_number", "phone"):
             raise UsageError(
-                f"schema: {_join(path, 'searchable')!r}: a field of type {ftype} cannot have "
-                "a blind index (only text, id_number and phone can)"
+                _t(
+                    "schema: {key!r}: a field of type {ftype} cannot have "
+                    "a blind index (only text, id_number and phone can)",
+                    key=_join(path, "searchable"),
+                    ftype=ftype,
+                )
             )
         if low_entropy:
             raise UsageError(
-                f"schema: {_join(path, 'searchable')!r} and 'low_entropy' together: a blind "
-                "index over a low-entropy field alone reveals its value"
+                _t(
+                    "schema: {key!r} and 'low_entropy' together: a blind "
+                    "index over a low-entropy field alone reveals its value",
+                    key=_join(path, "searchable"),
+                )
             )
         if metadata:
             raise UsageError(
-                f"schema: {_join(path, 'searchable')!r} and 'metadata' together: a metadata "
-                "field is stored in clear and needs no blind index"
+                _t(
+                    "schema: {key!r} and 'metadata' together: a metadata "
+                    "field is stored in clear and needs no blind index",
+                    key=_join(path, "searchable"),
+                )
             )
     if metadata:
         if sensitivity == "high":
             raise UsageError(
-                f"schema: {_join(path, 'metadata')!r} with sensitivity 'high': a highly "
-                "sensitive field must be encrypted, not kept in clear"
+                _t(
+                    "schema: {key!r} with sensitivity 'high': a highly "
+                    "sensitive field must be encrypted, not kept in clear",
+                    key=_join(path, "metadata"),
+                )
             )
         if identifier == "direct":
             raise UsageError(
-                f"schema: {_join(path, 'metadata')!r} on a direct identifier: a field that "
-                "identifies a child must be encrypted, not kept in clear"
+                _t(
+                    "schema: {key!r} on a direct identifier: a field that "
+                    "identifies a child must be encrypted, not kept in clear",
+                    key=_join(path, "metadata"),
+                )
             )
 
     only_for("max_length", ("text", "binary"))
@@ -342,8 +460,11 @@ def _build_field(name: str, table: dict[str, Any], path: str) -> FieldSpec:
     elif ftype == "binary":
         if "max_length" not in table:
             raise UsageError(
-                f"schema: missing key {_join(path, 'max_length')!r} (bytes after base64 "
-                "decoding; required for a binary field)"
+                _t(
+                    "schema: missing key {key!r} (bytes after base64 "
+                    "decoding; required for a binary field)",
+                    key=_join(path, "max_length"),
+                )
             )
         max_length = _int(table, path, "max_length", 1, _MAX_BINARY_BYTES)
     else:
@@ -390,7 +511,13 @@ def _build_aliases(
     where = _join(path, "aliases")
     raw = table.get("aliases", {})
     if not isinstance(raw, dict):
-        raise UsageError(f"schema: {where!r} must be a table of alias = value, not {_kind(raw)}")
+        raise UsageError(
+            _t(
+                "schema: {where!r} must be a table of alias = value, not {kind}",
+                where=where,
+                kind=_kind(raw),
+            )
+        )
     # Every accepted spelling, compared as input is compared, must map to one
     # value only; otherwise the same input could mean two things.
     seen = {_enum_key(v): v for v in values}
@@ -398,18 +525,32 @@ def _build_aliases(
     for alias, target in raw.items():
         if not isinstance(target, str) or target not in values:
             raise UsageError(
-                f"schema: {_join(where, alias)!r} must name one of the values: " + ", ".join(values)
+                _t(
+                    "schema: {key!r} must name one of the values: {values}",
+                    key=_join(where, alias),
+                    values=", ".join(values),
+                )
             )
         key = _enum_key(alias)
         if not key or len(alias) > _MAX_ALIAS_LENGTH or _BAD_CHAR_RE.search(alias):
             raise UsageError(
-                f"schema: bad alias {_show(alias)} in {where!r}: expected 1 to "
-                f"{_MAX_ALIAS_LENGTH} printable characters"
+                _t(
+                    "schema: bad alias {alias} in {where!r}: expected 1 to "
+                    "{n} printable characters",
+                    alias=_show(alias),
+                    where=where,
+                    n=_MAX_ALIAS_LENGTH,
+                )
             )
         if key in seen:
             raise UsageError(
-                f"schema: alias {_show(alias)} in {where!r} duplicates the value or alias "
-                f"{_show(seen[key])} (aliases are compared ignoring case and width)"
+                _t(
+                    "schema: alias {alias} in {where!r} duplicates the value or alias "
+                    "{seen} (aliases are compared ignoring case and width)",
+                    alias=_show(alias),
+                    where=where,
+                    seen=_show(seen[key]),
+                )
             )
         seen[key] = alias
         result.append((alias, target))
@@ -423,8 +564,10 @@ def _check_references(fields: Mapping[str, FieldSpec], path: str) -> None:
             target = fields.get(spec.birth_date_field)
             if target is None or target.type != "date":
                 raise UsageError(
-                    f"schema: {field_path + '.birth_date_field'!r} must name a field of type "
-                    "date in the same record type"
+                    _t(
+                        "schema: {key!r} must name a field of type date in the same record type",
+                        key=field_path + ".birth_date_field",
+                    )
                 )
         if spec.sex_field is not None:
             target = fields.get(spec.sex_field)
@@ -434,6 +577,9 @@ def _check_references(fields: Mapping[str, FieldSpec], path: str) -> None:
                 or not {"male", "female"} <= set(target.values)
             ):
                 raise UsageError(
-                    f"schema: {field_path + '.sex_field'!r} must name an enum field of the "
-                    "same record type whose values include male and female"
+                    _t(
+                        "schema: {key!r} must name an enum field of the "
+                        "same record type whose values include male and female",
+                        key=field_path + ".sex_field",
+                    )
                 )

@@ -10,6 +10,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from childvault._i18n import _t
 from childvault.keys import ChildVaultError, Selection, UsageError, WrappedRecord
 from childvault.keys._files import atomic_write
 from childvault.vault._audit import DetailValue, Event
@@ -70,19 +71,26 @@ class ExportService:
         a final entry records the counts. Memory holds only the class counts.
         """
         moment = self.s.now(now)
-        self.s.require(("officer",), "export.anonymized", moment, "anonymised exports")
+        self.s.require(("officer",), "export.anonymized", moment, _t("anonymised exports"))
         # The signed setting `export_min_k` may raise the floor, never lower it below 3.
         low = max(_MIN_K, MIN_EXPORT_K, int(self.s.settings.get("export_min_k")))
         if not isinstance(k, int) or isinstance(k, bool) or not low <= k <= _MAX_K:
-            raise UsageError(f"--k must be a whole number from {low} (5 or more advised)")
+            raise UsageError(
+                _t("--k must be a whole number from {low} (5 or more advised)", low=low)
+            )
         if EXPORT_PURPOSE not in self.s.schema.purposes:
             raise UsageError(
-                f"this vault's schema declares no {EXPORT_PURPOSE!r} purpose, so no record "
-                "can have consented to statistics: nothing may be exported"
+                _t(
+                    "this vault's schema declares no {purpose!r} purpose, so no record "
+                    "can have consented to statistics: nothing may be exported",
+                    purpose=EXPORT_PURPOSE,
+                )
             )
         target = Path(out)
         if not target.parent.is_dir():
-            raise UsageError(f"the directory of --out ({target.parent}) does not exist")
+            raise UsageError(
+                _t("the directory of --out ({parent}) does not exist", parent=str(target.parent))
+            )
         plans = {
             name: {column: (f, how) for column, f, how in _export_plan(rt.fields)}
             for name, rt in self.s.schema.types.items()
@@ -207,12 +215,14 @@ class ExportService:
                 for export_id, classes in releases.items()
             }
         except (ValueError, TypeError, AttributeError, IndexError):
-            self._distrust("the record of earlier exports is damaged")
+            self._distrust(_t("the record of earlier exports is damaged"))
         for export_id in sorted(set(logged) | set(rows)):
             if export_id not in rows:
-                self._distrust(f"the record of export {export_id} is missing")
+                self._distrust(_t("the record of export {id} is missing", id=export_id))
             if logged.get(export_id) != _release_digest(rows[export_id]):
-                self._distrust(f"the record of export {export_id} differs from its log entry")
+                self._distrust(
+                    _t("the record of export {id} differs from its log entry", id=export_id)
+                )
         return releases
 
     def _distrust(self, message: str) -> NoReturn:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from childvault._i18n import _t
 from childvault.keys import NotFound, UsageError
 from childvault.keys._encoding import check_hex_id
 from childvault.vault._audit import Event
@@ -35,11 +36,13 @@ class IncidentService:
     ) -> dict[str, Any]:
         """Officer: register an incident of ``kind`` discovered at ``discovered``."""
         moment = self.s.now(now)
-        self.s.require(("officer",), "incident.open", moment, "registering incidents")
+        self.s.require(("officer",), "incident.open", moment, _t("registering incidents"))
         if kind not in INCIDENT_KINDS:
-            raise UsageError(f"--kind must be one of {', '.join(INCIDENT_KINDS)}")
+            raise UsageError(
+                _t("--kind must be one of {choices}", choices=", ".join(INCIDENT_KINDS))
+            )
         if discovered > moment:
-            raise UsageError("--discovered is in the future")
+            raise UsageError(_t("--discovered is in the future"))
         incident_id = new_id()
         self.s.log(
             [
@@ -62,14 +65,14 @@ class IncidentService:
     ) -> dict[str, Any]:
         """Officer: add affected records (ids of records that exist or were deleted)."""
         moment = self.s.now(now)
-        self.s.require(("officer",), "incident.add_records", moment, "registering incidents")
+        self.s.require(("officer",), "incident.add_records", moment, _t("registering incidents"))
         row = self._open_row(incident_id)
         ids = list(dict.fromkeys(check_hex_id(r, "record") for r in records))
         if not ids:
-            raise UsageError("name at least one record")
+            raise UsageError(_t("name at least one record"))
         for rid in ids:
             if self.s.db.records.get(rid) is None and not self.s.db.records.tombstone(rid):
-                raise NotFound(f"no record {rid}")
+                raise NotFound(_t("no record {record_id}", record_id=rid))
         self.s.log(
             [
                 Event(
@@ -88,9 +91,11 @@ class IncidentService:
     ) -> dict[str, Any]:
         """Officer: record that the guardians or the authority were notified (P-21)."""
         moment = self.s.now(now)
-        self.s.require(("officer",), "incident.notify", moment, "registering incidents")
+        self.s.require(("officer",), "incident.notify", moment, _t("registering incidents"))
         if audience not in INCIDENT_AUDIENCES:
-            raise UsageError(f"--to must be one of {', '.join(INCIDENT_AUDIENCES)}")
+            raise UsageError(
+                _t("--to must be one of {choices}", choices=", ".join(INCIDENT_AUDIENCES))
+            )
         row = self._open_row(incident_id)
         self.s.log(
             [
@@ -108,12 +113,15 @@ class IncidentService:
     def close(self, incident_id: str, *, now: datetime | None = None) -> dict[str, Any]:
         """Officer: close an incident; refused until the authority was notified (P-21)."""
         moment = self.s.now(now)
-        self.s.require(("officer",), "incident.close", moment, "registering incidents")
+        self.s.require(("officer",), "incident.close", moment, _t("registering incidents"))
         row = self._open_row(incident_id)
         if "authority" not in row["notified"]:
             raise UsageError(
-                "the incident was not reported to the authorities yet (P-21): run "
-                f"`childvault incident notify {row['id']} --to authority` first"
+                _t(
+                    "the incident was not reported to the authorities yet (P-21): run "
+                    "`childvault incident notify {id} --to authority` first",
+                    id=row["id"],
+                )
             )
         self.s.log(
             [Event(self.s.user, "incident.close", detail={"incident": row["id"]})],
@@ -124,7 +132,7 @@ class IncidentService:
     def _open_row(self, incident_id: str) -> dict[str, Any]:
         row = self.get(incident_id)
         if row["status"] != "open":
-            raise UsageError(f"incident {incident_id} is closed")
+            raise UsageError(_t("incident {id} is closed", id=incident_id))
         return row
 
     def get(self, incident_id: str) -> dict[str, Any]:
@@ -133,7 +141,7 @@ class IncidentService:
         for row in self.rows():
             if row["id"] == incident_id:
                 return row
-        raise NotFound(f"no incident {incident_id}")
+        raise NotFound(_t("no incident {id}", id=incident_id))
 
     def rows(self) -> list[dict[str, Any]]:
         """Every incident, oldest first, folded from the log."""
@@ -169,7 +177,7 @@ class IncidentService:
     def list(self, *, now: datetime | None = None) -> list[dict[str, Any]]:
         """Officer or admin: the incident register (logged)."""
         moment = self.s.now(now)
-        self.s.require(("officer", "admin"), "incident.list", moment, "reading the incidents")
+        self.s.require(("officer", "admin"), "incident.list", moment, _t("reading the incidents"))
         rows = self.rows()
         self.s.log([Event(self.s.user, "incident.list", detail={"count": len(rows)})], moment)
         return rows

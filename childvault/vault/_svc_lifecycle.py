@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from childvault._i18n import _t
 from childvault.keys import KeySlots, NotFound, PublicIdentity, Selection, StorageError, UsageError
 from childvault.keys._encoding import check_hex_id
 from childvault.keys._files import atomic_write
@@ -92,17 +93,23 @@ class LifecycleService:
         values. Returns the new field version.
         """
         moment = self.s.now(now)
-        self.s.require(("officer",), "record.correct", moment, "correcting records")
+        self.s.require(("officer",), "record.correct", moment, _t("correcting records"))
         row = self.s.live_record(record_id)
         rtype = self.s.schema.record_type(row.type)
         spec = rtype.fields.get(field)
         if spec is None:
             raise UsageError(
-                f"field {field!r} is not in the {row.type} schema: choose from "
-                + ", ".join(rtype.fields)
+                _t(
+                    "field {field!r} is not in the {type} schema: choose from {fields}",
+                    field=field,
+                    type=row.type,
+                    fields=", ".join(rtype.fields),
+                )
             )
         if spec.metadata:
-            raise UsageError(f"field {field!r} is clear metadata; it is not corrected this way")
+            raise UsageError(
+                _t("field {field!r} is clear metadata; it is not corrected this way", field=field)
+            )
         clean = self.s.schema.validate_field(row.type, field, value)
         # The officer signs the corrected version: what they sign must start from
         # the record's genuine latest version, not a forgery (issue 12).
@@ -126,7 +133,10 @@ class LifecycleService:
                     record_id, wrapped.version, row.version + 1, new_blob
                 ):
                     raise UsageError(
-                        f"record {record_id} changed meanwhile; run the correction again"
+                        _t(
+                            "record {record_id} changed meanwhile; run the correction again",
+                            record_id=record_id,
+                        )
                     )
                 self.s.db.records.put_field(record_id, field, new_fv, sealed)
                 self.s.db.records.update(
@@ -150,9 +160,14 @@ class LifecycleService:
                 raise
             # Vault already replaced the salt: the old value is unreadable either way.
             raise StorageError(
-                f"the corrected {field} could not be stored ({exc}); its old value's key is "
-                "already destroyed in Vault: run the same `childvault correct` again once "
-                "the problem is fixed"
+                _t(
+                    "the corrected {field} could not be stored ({exc}); its old value's key is "
+                    "already destroyed in Vault: run the same `childvault correct` again once "
+                    "the problem is fixed",
+                    field=field,
+                    # The inner message itself (a ChildVaultError's only argument).
+                    exc=exc.args[0],
+                )
             ) from exc
         self.s.db.compact()
         return new_fv
@@ -184,21 +199,29 @@ class LifecycleService:
         ``reason`` stays in the tombstone only; the log gets the ``category``.
         """
         moment = self.s.now(now)
-        self.s.require(("officer", "admin"), "record.delete", moment, "deleting records")
+        self.s.require(("officer", "admin"), "record.delete", moment, _t("deleting records"))
         if category not in _DELETE_REASONS:
-            raise UsageError(f"deletion category must be one of {', '.join(_DELETE_REASONS)}")
+            raise UsageError(
+                _t("deletion category must be one of {choices}", choices=", ".join(_DELETE_REASONS))
+            )
         reason = reason.strip()
         if not reason or len(reason) > 1000:
-            raise UsageError("--reason must say why, in at most 1000 characters")
+            raise UsageError(_t("--reason must say why, in at most 1000 characters"))
         check_hex_id(record_id, "record")
         if self.s.db.records.get(record_id) is None:
             stone = self.s.db.records.tombstone(record_id)
             if stone is None:
-                raise NotFound(f"no record {record_id}")
+                raise NotFound(_t("no record {record_id}", record_id=record_id))
             if not stone[3]:
                 self._destroy_keys([record_id])  # finish an interrupted deletion
                 return
-            raise NotFound(f"record {record_id} was already deleted on {stone[0]}")
+            raise NotFound(
+                _t(
+                    "record {record_id} was already deleted on {day}",
+                    record_id=record_id,
+                    day=stone[0],
+                )
+            )
         self._delete_rows([record_id], reason, category, moment)
         self._destroy_keys([record_id])
 
@@ -237,12 +260,12 @@ class LifecycleService:
     ) -> None:
         """Officer or admin: consent withdrawn, so the record is crypto-shredded (P-20)."""
         moment = self.s.now(now)
-        self.s.require(("officer", "admin"), "consent.withdraw", moment, "withdrawing consent")
+        self.s.require(("officer", "admin"), "consent.withdraw", moment, _t("withdrawing consent"))
         self.s.live_record(record_id)
         # Checked before the withdrawal is logged, as delete checks it: a refused
         # reason must not leave an "ok" withdrawal in the log with nothing deleted.
         if not reason.strip() or len(reason.strip()) > 1000:
-            raise UsageError("--reason must say why, in at most 1000 characters")
+            raise UsageError(_t("--reason must say why, in at most 1000 characters"))
         self.s.log([Event(self.s.user, "consent.withdraw", records=[record_id])], moment)
         self.delete(record_id, reason, category="withdrawal", now=moment)
 
@@ -256,7 +279,7 @@ class LifecycleService:
         consent change are logged.
         """
         moment = self.s.now(now)
-        self.s.require(("officer",), "consent.renew", moment, "recording consent")
+        self.s.require(("officer",), "consent.renew", moment, _t("recording consent"))
         row = self.s.live_record(record_id)
         record_trust.verify_records(self.s, [record_id], "consent.renew", moment)
         # Every rule that does not need the date of birth is checked before it is
@@ -306,7 +329,7 @@ class LifecycleService:
         added = sorted(set(checked.purposes) - previous)
         blob = self.s.db.records.keyblob(record_id)
         if blob is None:
-            raise NotFound(f"record {record_id} has no keys (deleted)")
+            raise NotFound(_t("record {record_id} has no keys (deleted)", record_id=record_id))
         # The officer signs the record with its new consent (issue 12).
         signed = record_trust.sign_version(
             self.s,
@@ -334,7 +357,12 @@ class LifecycleService:
                 or self.s.db.records.keyblob(record_id) != blob
             ):
                 # What the officer signed must be what is stored: no correction between.
-                raise UsageError(f"record {record_id} changed meanwhile; record the consent again")
+                raise UsageError(
+                    _t(
+                        "record {record_id} changed meanwhile; record the consent again",
+                        record_id=record_id,
+                    )
+                )
             self.s.db.records.update(
                 record_id, version=row.version, updated_at=iso(moment), consent=checked.to_json()
             )
@@ -354,7 +382,7 @@ class LifecycleService:
         Also completes deletions whose provider-side destruction was interrupted.
         """
         moment = self.s.now(now)
-        self.s.require(("admin", "officer"), "retention.sweep", moment, "retention sweeps")
+        self.s.require(("admin", "officer"), "retention.sweep", moment, _t("retention sweeps"))
         day = legal_today(self.s.settings, moment).isoformat()
         due: list[str] = []
         while True:
@@ -398,16 +426,18 @@ class LifecycleService:
         Writes ``decommission-report.json`` into the home (no child data).
         """
         moment = self.s.now(now)
-        self.s.require(("admin",), "vault.decommission", moment, "decommissioning")
+        self.s.require(("admin",), "vault.decommission", moment, _t("decommissioning"))
         if not confirm:
-            raise UsageError("decommissioning destroys every record: pass --confirm")
+            raise UsageError(_t("decommissioning destroys every record: pass --confirm"))
         cosigner = self._decommission_cosigner()
         if cosigner is None:
             self.s.deny(
                 Event(self.s.user, "vault.decommission", "denied", detail={"reason": "cosign"}),
-                "decommissioning needs an officer's co-signature first: an officer runs "
-                "`childvault decommission --cosign --contacts FILE`, which also writes the "
-                "guardian contact list for the notice (P-23)",
+                _t(
+                    "decommissioning needs an officer's co-signature first: an officer runs "
+                    "`childvault decommission --cosign --contacts FILE`, which also writes the "
+                    "guardian contact list for the notice (P-23)"
+                ),
                 moment,
             )
         with self.s.db.transaction():
@@ -474,9 +504,14 @@ class LifecycleService:
         and carries the SHA-256 of the sealed file.
         """
         moment = self.s.now(now)
-        self.s.require(("officer",), "vault.decommission", moment, "co-signing decommissioning")
+        self.s.require(("officer",), "vault.decommission", moment, _t("co-signing decommissioning"))
         if not contacts.parent.is_dir():
-            raise UsageError(f"the directory of --contacts ({contacts.parent}) does not exist")
+            raise UsageError(
+                _t(
+                    "the directory of --contacts ({parent}) does not exist",
+                    parent=str(contacts.parent),
+                )
+            )
         fields = [
             f for f in _CONTACT_FIELDS if any(f in t.fields for t in self.s.schema.types.values())
         ]

@@ -7,6 +7,7 @@ import json
 import re
 from datetime import datetime
 
+from childvault._i18n import Message, _t, join
 from childvault.keys import UsageError, ValidationError
 from childvault.vault import _audit
 from childvault.vault._audit import Event
@@ -44,9 +45,13 @@ class NoticeService:
         entry = self.notices().get(version)
         if entry is None:
             raise ValidationError(
-                f"notice version {version!r} was never published in this vault: publish it "
-                "with `childvault notice publish` (admin) or use "
-                f"{self.s.setting('notice_version')!r}",
+                _t(
+                    "notice version {version!r} was never published in this vault: publish it "
+                    "with `childvault notice publish` (admin) or use "
+                    "{default!r}",
+                    version=version,
+                    default=self.s.setting("notice_version"),
+                ),
                 field="notice_version",
             )
         return str(entry["sha256"])
@@ -71,25 +76,31 @@ class NoticeService:
         text's hash.
         """
         moment = self.s.now(now)
-        self.s.require(("admin",), "notice.publish", moment, "publishing notices")
+        self.s.require(("admin",), "notice.publish", moment, _t("publishing notices"))
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}", version):
-            raise UsageError("--version: 1-32 letters, digits, '.', '_' or '-'")
+            raise UsageError(_t("--version: 1-32 letters, digits, '.', '_' or '-'"))
         if not text.strip():
-            raise UsageError("the notice file is empty")
+            raise UsageError(_t("the notice file is empty"))
         digest = hashlib.sha256(text).hexdigest()
         register = self.notices()
         if version in register and register[version]["sha256"] != digest:
             raise UsageError(
-                f"notice version {version!r} was already published with other text: "
-                "a changed text needs a new version"
+                _t(
+                    "notice version {version!r} was already published with other text: "
+                    "a changed text needs a new version",
+                    version=version,
+                )
             )
         previous = self.s.setting("notice_version")
         if version not in register:
             problems = notice_problems(text)
             if problems:
                 raise UsageError(
-                    "the notice does not meet P-10 (sections named in docs/notice-template.md): "
-                    + "; ".join(problems)
+                    _t(
+                        "the notice does not meet P-10 (sections named in "
+                        "docs/notice-template.md): {problems}",
+                        problems=join("; ", problems),
+                    )
                 )
         entry: dict[str, object] = {
             "sha256": digest,
@@ -129,7 +140,7 @@ _PHONE_OR_MAIL = re.compile(
 )
 
 
-def notice_problems(text: bytes) -> list[str]:
+def notice_problems(text: bytes) -> list[Message]:
     """What a notice text lacks of P-10 (empty if nothing): issue 15 finding 6.
 
     Each of the seven P-10 items must be a section named as in the template
@@ -141,21 +152,21 @@ def notice_problems(text: bytes) -> list[str]:
     try:
         body = text.decode("utf-8")
     except UnicodeDecodeError:
-        return ["not UTF-8 text"]
+        return [_t("not UTF-8 text")]
     problems = [
-        f"P-10 item {n} (P-10 第{zh}项) is not named"
+        _t("P-10 item {n} (P-10 第{zh}项) is not named", n=n, zh=zh)
         for n, zh in enumerate(_P10_ZH, start=1)
         if f"P-10 第{zh}项" not in body and f"P-10 item {n}" not in body
     ]
     if "我拒绝" not in body and "I refuse" not in body:
-        problems.append("no refusal option (我拒绝 / I refuse)")
+        problems.append(_t("no refusal option (我拒绝 / I refuse)"))
     if "负责人" not in body and "responsible" not in body.lower():
-        problems.append("no responsible person (负责人 / responsible person) is named")
+        problems.append(_t("no responsible person (负责人 / responsible person) is named"))
     contacts = [m for m in _PHONE_OR_MAIL.findall(body) if m != "12377"]
     if not contacts:
-        problems.append("no contact of the responsible person (a phone number or e-mail)")
+        problems.append(_t("no contact of the responsible person (a phone number or e-mail)"))
     if "【" in body:
-        problems.append("template placeholders (【…】) are left unfilled")
+        problems.append(_t("template placeholders (【…】) are left unfilled"))
     return problems
 
 

@@ -155,7 +155,7 @@ class RecordService:
     ) -> list[str]:
         """Staff: add several records in one transaction (all or nothing)."""
         moment = self.s.now(now)
-        self.s.require(WRITERS, "record.create", moment, "writing records")
+        self.s.require(WRITERS, "record.create", moment, _t("writing records"))
         self._check_accepting()
         prepared = [self._prepare(item, moment, backdating=True) for item in items]
         return self._store_new(prepared, moment)
@@ -180,7 +180,7 @@ class RecordService:
 
     def _check_accepting(self) -> None:
         if not self.s.accepting_records():
-            raise AccessDenied("this vault is decommissioned: it no longer accepts records")
+            raise AccessDenied(_t("this vault is decommissioned: it no longer accepts records"))
 
     def _prepare(
         self,
@@ -385,10 +385,12 @@ class RecordService:
         ``confirmed_by`` (docs/compliance.md, M-12).
         """
         moment = self.s.now(now)
-        self.s.require(WRITERS, "record.create", moment, "importing records")
+        self.s.require(WRITERS, "record.create", moment, _t("importing records"))
         if confirm_backdated:
             # Refused (and logged) before any row is read: only an officer confirms.
-            self.s.require(("officer",), "record.create", moment, "confirming back-dated consents")
+            self.s.require(
+                ("officer",), "record.create", moment, _t("confirming back-dated consents")
+            )
         self._check_accepting()
         path = Path(path)
         type_name = type_name or next(iter(self.s.schema.types))
@@ -571,7 +573,7 @@ class RecordService:
     def list_records(self, *, now: datetime | None = None) -> Iterator[RecordInfo]:
         """Bookkeeping of every record (never a value); the listing is logged."""
         moment = self.s.now(now)
-        self.s.require(ROLES, "record.list", moment, "listing records")
+        self.s.require(ROLES, "record.list", moment, _t("listing records"))
         self.s.log(
             [Event(self.s.user, "record.list", detail={"count": self.s.db.records.count()})], moment
         )
@@ -602,7 +604,7 @@ class RecordService:
         signed saved point, so a page costs the same on any vault size.
         """
         moment = self.s.now(now)
-        self.s.require(ROLES, "record.list", moment, "listing records")
+        self.s.require(ROLES, "record.list", moment, _t("listing records"))
         start = "" if after is None else check_hex_id(after, "record")
         total = self.s.db.records.count()
         rows: list[RecordRow] = []
@@ -675,8 +677,8 @@ class RecordService:
         row = self.s.db.records.get(check_hex_id(record_id, "record"))
         if row is None:
             if self.s.db.records.tombstone(record_id):
-                raise NotFound(f"record {record_id} was deleted")
-            raise NotFound(f"no record {record_id}")
+                raise NotFound(_t("record {record_id} was deleted", record_id=record_id))
+            raise NotFound(_t("no record {record_id}", record_id=record_id))
         return self._record_info(row)
 
     def _record_info(self, row: RecordRow, names: Sequence[str] | None = None) -> RecordInfo:
@@ -706,13 +708,17 @@ class RecordService:
         mark ``searchable`` (never low-entropy ones). The lookup is logged.
         """
         moment = self.s.now(now)
-        self.s.require(("staff", "officer"), "record.find", moment, "looking up records")
+        self.s.require(("staff", "officer"), "record.find", moment, _t("looking up records"))
         rtype = self.s.schema.record_type(type_name or next(iter(self.s.schema.types)))
         spec = rtype.fields.get(field)
         if spec is None or not spec.searchable:
             searchable = [f for f, s in rtype.fields.items() if s.searchable]
             raise UsageError(
-                f"field {field!r} is not searchable: lookups work on {', '.join(searchable)}"
+                _t(
+                    "field {field!r} is not searchable: lookups work on {fields}",
+                    field=field,
+                    fields=", ".join(searchable),
+                )
             )
         clean = self.s.schema.validate_field(rtype.name, field, value)
         (tag,) = self.s.keys.index_tags(field, [clean])

@@ -90,13 +90,15 @@ class RightsService:
         to it is refused until it is closed and reopened with the check.
         """
         moment = self.s.now(now)
-        self.s.require(("officer",), "rights.open", moment, "registering rights requests")
+        self.s.require(("officer",), "rights.open", moment, _t("registering rights requests"))
         if kind not in RIGHTS_KINDS:
-            raise UsageError(f"--kind must be one of {', '.join(RIGHTS_KINDS)}")
+            raise UsageError(_t("--kind must be one of {choices}", choices=", ".join(RIGHTS_KINDS)))
         if requester not in RIGHTS_REQUESTERS:
-            raise UsageError(f"--by must be one of {', '.join(RIGHTS_REQUESTERS)}")
+            raise UsageError(
+                _t("--by must be one of {choices}", choices=", ".join(RIGHTS_REQUESTERS))
+            )
         if received > legal_today(self.s.settings, moment):
-            raise UsageError("--received is in the future")
+            raise UsageError(_t("--received is in the future"))
         row = self.s.live_record(record_id)
         rights_id = new_id()
         deadline = received + timedelta(days=self.deadline_days(kind))
@@ -136,9 +138,11 @@ class RightsService:
         register then shows that the answer really was given.
         """
         moment = self.s.now(now)
-        self.s.require(("officer",), "rights.close", moment, "closing rights requests")
+        self.s.require(("officer",), "rights.close", moment, _t("closing rights requests"))
         if outcome not in RIGHTS_OUTCOMES:
-            raise UsageError(f"--outcome must be one of {', '.join(RIGHTS_OUTCOMES)}")
+            raise UsageError(
+                _t("--outcome must be one of {choices}", choices=", ".join(RIGHTS_OUTCOMES))
+            )
         reason = (reason or "").strip()
         if outcome == "refused" and not reason:
             raise UsageError(
@@ -148,7 +152,7 @@ class RightsService:
             raise UsageError(_t("--reason: at most {n} characters", n=MAX_REASON))
         row = self.get(rights_id, now=moment)
         if row["status"] != "open":
-            raise UsageError(f"rights request {rights_id} is already closed")
+            raise UsageError(_t("rights request {id} is already closed", id=rights_id))
         if (
             row["kind"] == "correct"
             and outcome == "done"
@@ -238,7 +242,7 @@ class RightsService:
         for row in self.rows(now=now):
             if row["id"] == rights_id:
                 return row
-        raise NotFound(f"no rights request {rights_id}")
+        raise NotFound(_t("no rights request {id}", id=rights_id))
 
     def rows(self, *, now: datetime | None = None) -> list[dict[str, Any]]:
         """Every request, oldest first, folded from the log: status, outcome, overdue."""
@@ -279,7 +283,9 @@ class RightsService:
     def list(self, *, now: datetime | None = None) -> list[dict[str, Any]]:
         """Officer: the register (logged as an audit read)."""
         moment = self.s.now(now)
-        self.s.require(("officer", "admin"), "rights.list", moment, "reading the rights register")
+        self.s.require(
+            ("officer", "admin"), "rights.list", moment, _t("reading the rights register")
+        )
         rows = self.rows(now=moment)
         self.s.log(
             [Event(self.s.user, "rights.list", detail={"count": len(rows)})],

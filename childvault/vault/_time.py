@@ -32,7 +32,7 @@ def system_clock() -> datetime:
 def iso(moment: datetime) -> str:
     """RFC 3339 UTC text with microseconds, e.g. ``2026-11-24T08:00:00.000000Z``."""
     if moment.tzinfo is None:
-        raise ValueError("naive datetime: pass an aware UTC time")
+        raise ValueError(_t("naive datetime: pass an aware UTC time"))
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -40,7 +40,7 @@ def parse_iso(text: str) -> datetime:
     """Parse the output of :func:`iso` (or any RFC 3339 time with an offset)."""
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
-        raise ValueError("time without an offset")
+        raise ValueError(_t("time without an offset"))
     return moment.astimezone(UTC)
 
 
@@ -59,7 +59,7 @@ def zone(name: str | None) -> ZoneInfo:
         return ZoneInfo(name or DEFAULT_ZONE)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise UsageError(
-            f"unknown time zone {name!r}: use an IANA name such as Asia/Shanghai"
+            _t("unknown time zone {name!r}: use an IANA name such as Asia/Shanghai", name=name)
         ) from exc
 
 

@@ -181,9 +181,9 @@ def make_id_number(region6: str, birth: date, seq3: int) -> str:
     digit carries the sex (odd = male).
     """
     if len(region6) != 6 or not (region6.isascii() and region6.isdigit()):
-        raise ValueError("region6 must be six ASCII digits")
+        raise ValueError(_t("region6 must be six ASCII digits"))
     if not 0 <= seq3 <= 999:
-        raise ValueError("seq3 must be between 0 and 999")
+        raise ValueError(_t("seq3 must be between 0 and 999"))
     first17 = f"{region6}{birth:%Y%m%d}{seq3:03d}"
     return first17 + _id_check_char(first17)
 
