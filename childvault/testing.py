@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from childvault._i18n import _t
 from childvault.keys._devserver import DevServer, DevServerError, find_bao, free_port
 
 __all__ = ["DEFAULT_START", "DevServer", "DevServerError", "FakeClock", "find_bao", "free_port"]
@@ -64,5 +65,5 @@ def _aware(moment: datetime) -> datetime:
     # The library refuses naive times deep inside (audit timestamps); refusing
     # them here names the test's mistake instead.
     if moment.tzinfo is None:
-        raise ValueError("FakeClock needs a timezone-aware datetime, e.g. tzinfo=UTC")
+        raise ValueError(_t("FakeClock needs a timezone-aware datetime, e.g. tzinfo=UTC"))
     return moment

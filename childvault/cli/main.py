@@ -185,6 +185,19 @@ for _module in (
         _module.ngettext = _click_ngettext  # type: ignore[attr-defined]
 
 
+class _TranslatedWhenShown(str):
+    """An English ``%``-template that is translated when it is filled in (shown).
+
+    For texts click takes once, when the CLI module is imported, and formats with
+    ``%`` later: the reader's language is that of the run, not of the import.
+    """
+
+    __slots__ = ()
+
+    def __mod__(self, values: Any) -> str:
+        return str(_(str(self)) % values)
+
+
 class _Group(click.Group):
     """Root group: maps every library error to its message and exit code."""
 
@@ -271,7 +284,13 @@ class _Group(click.Group):
         "commas (or CHILDVAULT_SERVER)."
     ),
 )
-@click.version_option(package_name="childvault")
+# The help and the message are given in English: click would otherwise translate
+# its own at import, in the locale of that moment, and keep that for the process.
+@click.version_option(
+    package_name="childvault",
+    help="Show the version and exit.",
+    message=_TranslatedWhenShown("%(prog)s, version %(version)s"),
+)
 @click.pass_context
 def cli(
     ctx: click.Context,

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from childvault._i18n import LOCALES, normalize_locale, translations
+from childvault._i18n import LOCALES, _t, normalize_locale, translations
 from childvault.console import _format
 from childvault.console._security import (
     COOKIE,
@@ -520,7 +520,7 @@ def _find_request(vault: Any, rid: str) -> Any:
     for req in vault.requests(None):
         if req.id == rid:
             return req
-    raise NotFound(f"no request {rid}")
+    raise NotFound(_t("no request {rid}", rid=rid))
 
 
 def _field_labels(vault: Any) -> Callable[[str], str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from childvault._i18n import _t
 from childvault.keys._errors import (
     AccessDenied,
     ApprovalInvalid,
@@ -116,9 +117,9 @@ def setup_vault(
     from childvault.keys import _openbao
 
     if not isinstance(settings, VaultSettings):
-        raise UsageError("setup_vault: 'settings' must be a VaultSettings")
+        raise UsageError(_t("setup_vault: 'settings' must be a VaultSettings"))
     if not isinstance(token, str) or not token:
-        raise UsageError("setup_vault: 'token' must be a non-empty string")
+        raise UsageError(_t("setup_vault: 'token' must be a non-empty string"))
     do_setup: Any = _openbao.load("_setup").setup
     lines: list[str] = do_setup(
         settings,

@@ -117,7 +117,7 @@ def _read_line(conn: socket.socket) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
         if size > MAX_MESSAGE:
-            raise ValueError("message too large")
+            raise ValueError(_t("message too large"))
         if chunk.endswith(b"\n"):
             break
     return b"".join(chunks)

@@ -64,7 +64,7 @@ def free_port() -> int:
             port = int(sock.getsockname()[1])
         if port < 65535 and _port_free(port + 1):
             return port
-    raise RuntimeError("no free pair of loopback ports")
+    raise RuntimeError(_t("no free pair of loopback ports"))
 
 
 class DevServer:

@@ -25,11 +25,11 @@ def b64(data: bytes) -> str:
 def unb64(text: object) -> bytes:
     """Decode strict standard base64; raise :class:`ValueError` on anything else."""
     if not isinstance(text, str):
-        raise ValueError("expected base64 text")
+        raise ValueError(_t("expected base64 text"))
     try:
         return base64.b64decode(text, validate=True)
     except binascii.Error as exc:
-        raise ValueError("not valid base64") from exc
+        raise ValueError(_t("not valid base64")) from exc
 
 
 def is_hex_id(value: object) -> bool:

@@ -225,7 +225,7 @@ class Identity:
                 not isinstance(anchor, dict)
                 or not all(isinstance(k, str) and isinstance(v, str) for k, v in anchor.items())
             ):
-                raise ValueError("anchor")
+                raise ValueError(_t("anchor"))
             ident = cls(
                 str(inner["name"]),
                 PrivateKey(unb64(inner["x25519"])),

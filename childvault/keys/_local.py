@@ -164,17 +164,17 @@ def _inner_json(
 
 def _keys_from_json(obj: Any) -> dict[str, FieldKey]:
     if not isinstance(obj, dict):
-        raise ValueError("keys must be an object")
+        raise ValueError(_t("keys must be an object"))
     out: dict[str, FieldKey] = {}
     for name, pair in obj.items():
         if not (isinstance(name, str) and isinstance(pair, list) and len(pair) == 2):
-            raise ValueError("bad key entry")
+            raise ValueError(_t("bad key entry"))
         version, key_b64 = pair
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise ValueError("bad field version")
+            raise ValueError(_t("bad field version"))
         key = base64.b64decode(key_b64, validate=True)
         if len(key) != _DEK_LEN:
-            raise ValueError("bad key length")
+            raise ValueError(_t("bad key length"))
         out[name] = FieldKey(version, key)
     return out
 
@@ -393,7 +393,7 @@ class LocalProvider:
                 raise ApprovalInvalid("grant material bound to another grant or vault")
             keys = doc["keys"]
             if not isinstance(keys, dict):
-                raise ValueError("keys must be an object")
+                raise ValueError(_t("keys must be an object"))
             return {str(rid): _keys_from_json(fields) for rid, fields in keys.items()}
         except DecryptionFailed as exc:
             raise ApprovalInvalid("grant material is not sealed to this requester") from exc

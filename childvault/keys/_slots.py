@@ -42,7 +42,7 @@ class KeySlots:
         try:
             doc = json.loads(raw)
             if doc.get("format") != _FORMAT or not isinstance(doc.get("slots"), dict):
-                raise ValueError("format")
+                raise ValueError(_t("format"))
         except (ValueError, UnicodeDecodeError, AttributeError) as exc:
             raise ConfigError(
                 _t(

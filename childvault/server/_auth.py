@@ -54,6 +54,7 @@ from http_message_signatures import (
     algorithms,
 )
 
+from childvault._i18n import _t
 from childvault.keys import UsageError, check_user_name
 from childvault.keys._encoding import is_hex_id
 from childvault.server._common import (
@@ -147,7 +148,7 @@ class MemoryNonceStore:
                 for old in [k for k, expiry in self._entries.items() if expiry < now]:
                     del self._entries[old]
                 if len(self._entries) >= self.max_entries:
-                    raise NonceStoreFull(f"{len(self._entries)} live nonces")
+                    raise NonceStoreFull(_t("{n} live nonces", n=len(self._entries)))
             self._entries[key] = expires_at
             return True
 
@@ -190,7 +191,7 @@ class _Ed25519(algorithms.ED25519):
         try:
             super().verify(signature, message)
         except Exception as exc:
-            raise _BadSignature("signature does not verify") from exc
+            raise _BadSignature(_t("signature does not verify")) from exc
 
 
 class _Verifier(HTTPMessageVerifier):
@@ -207,13 +208,19 @@ class _Verifier(HTTPMessageVerifier):
         params = sig_input.params
         created = params.get("created")
         if type(created) is not int:
-            raise InvalidSignature('"created" must be present and an integer')
+            raise InvalidSignature(_t('"created" must be present and an integer'))
         now = self._clock()
         if abs(now - created) > self._skew:
-            raise _ClockSkew(f"created {created} is {now - created:.0f} s from the server clock")
+            raise _ClockSkew(
+                _t(
+                    "created {created} is {seconds:.0f} s from the server clock",
+                    created=created,
+                    seconds=now - created,
+                )
+            )
         expires = params.get("expires")
         if expires is not None and (type(expires) is not int or expires < now):
-            raise InvalidSignature('"expires" is not an integer or has passed')
+            raise InvalidSignature(_t('"expires" is not an integer or has passed'))
 
 
 class _Lookup(HTTPSignatureKeyResolver):
@@ -242,7 +249,7 @@ class _Lookup(HTTPSignatureKeyResolver):
         return Ed25519PublicKey.from_public_bytes(key)
 
     def resolve_private_key(self, key_id: str) -> Any:
-        raise NotImplementedError("the server holds no private keys")
+        raise NotImplementedError(_t("the server holds no private keys"))
 
 
 class _Message:

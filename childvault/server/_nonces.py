@@ -27,6 +27,7 @@ import threading
 import time
 from pathlib import Path
 
+from childvault._i18n import _t
 from childvault.server._auth import DEFAULT_MAX_NONCES, NonceStoreFull
 
 __all__ = ["FILE_NAME", "FileNonceStore"]
@@ -77,7 +78,7 @@ class FileNonceStore:
                 self._live = self._count()
                 self._next_purge = time.monotonic() + PURGE_EVERY_S
                 if self._live >= self.max_entries:
-                    raise NonceStoreFull(f"{self._live} live nonces")
+                    raise NonceStoreFull(_t("{live} live nonces", live=self._live))
             changed = self._conn.execute(_RECORD, (user, nonce, expires_at, now)).rowcount
             if changed:
                 self._live += 1

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import uvicorn
 
+from childvault._i18n import _t
 from childvault.keys import UsageError
 from childvault.server._common import ASGIApp
 from childvault.server._limits import (
@@ -35,12 +36,17 @@ def parse_listen(listen: str) -> tuple[str, int]:
     """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6); raise :class:`UsageError` if malformed."""
     host, sep, port_text = listen.rpartition(":")
     if not sep or not host or not port_text.isdigit():
-        raise UsageError(f"invalid listen address {listen!r}: use HOST:PORT, e.g. 127.0.0.1:8443")
+        raise UsageError(
+            _t(
+                "invalid listen address {listen!r}: use HOST:PORT, e.g. 127.0.0.1:8443",
+                listen=listen,
+            )
+        )
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     port = int(port_text)
     if port > 65535:
-        raise UsageError(f"invalid port {port} in {listen!r}")
+        raise UsageError(_t("invalid port {port} in {listen!r}", port=port, listen=listen))
     return host, port
 
 
@@ -69,12 +75,15 @@ def server_config(
     """The uvicorn configuration :func:`run` uses, after checking the transport rules."""
     host, port = parse_listen(listen)
     if (tls_cert is None) != (tls_key is None):
-        raise UsageError("TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
+        raise UsageError(_t("TLS needs both a certificate (--tls-cert) and its key (--tls-key)"))
     tls = tls_cert is not None
     if not is_loopback(host) and not tls and not behind_proxy:
         raise UsageError(
-            f"refusing to listen on {host} without TLS: give --tls-cert and --tls-key, "
-            "or --behind-proxy if a reverse proxy on this host terminates TLS"
+            _t(
+                "refusing to listen on {host} without TLS: give --tls-cert and --tls-key, or "
+                "--behind-proxy if a reverse proxy on this host terminates TLS",
+                host=host,
+            )
         )
     return uvicorn.Config(
         app,

@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+from childvault._i18n import _t
 from childvault.keys import (
     ChildVaultError,
     ConfigError,
@@ -187,7 +188,10 @@ def unlock_home_as(home: Path, user: str, passphrase: str) -> tuple[bytes, Ancho
     anchor = anchor_of(identity)
     if anchor is None or anchor.vault_id != config.vault_id:
         raise ConfigError(
-            f"the identity of {user!r} holds no anchor of this vault: run `childvault upgrade`"
+            _t(
+                "the identity of {user!r} holds no anchor of this vault: run `childvault upgrade`",
+                user=user,
+            )
         )
     secrets_ = KeySlots(h.keyslots).open(identity, config.vault_id)
     return secrets_["db"], anchor, identity
@@ -249,10 +253,15 @@ class VaultHost:
         found = self._verified.state.users.get(signer.name)
         if not roles or roles & PRIVILEGED or found is None:
             raise ConfigError(
-                f"refusals are signed by an active staff-only user, not {signer.name!r}"
+                _t(
+                    "refusals are signed by an active staff-only user, not {name!r}",
+                    name=signer.name,
+                )
             )
         if found.sign_key != signer.public.signing_key:
-            raise ConfigError(f"the identity of {signer.name!r} is not their verified key")
+            raise ConfigError(
+                _t("the identity of {name!r} is not their verified key", name=signer.name)
+            )
         self._signer = signer
         self.db.audit.signer = signer
 
@@ -598,13 +607,16 @@ class VaultHost:
         if context is None:
             return
         if not commit:
-            context.__exit__(UsageError, UsageError("rolled back"), None)
+            context.__exit__(UsageError, UsageError(_t("rolled back")), None)
             return
         try:
             unlogged = txn.used - txn.logged_reads
             if unlogged:
                 raise IntegrityError(
-                    f"a use of grant {sorted(unlogged)[0]} was consumed without its read entry"
+                    _t(
+                        "a use of grant {grant_id} was consumed without its read entry",
+                        grant_id=sorted(unlogged)[0],
+                    )
                 )
             checked = replay(self.db, self._copy()) if txn.appended else None
             if txn.slots:
@@ -704,7 +716,7 @@ class VaultHost:
             check_user_name(name)
             if sealed is not None:
                 if len(sealed) > MAX_SLOT:
-                    raise UsageError("the key slot is too large")
+                    raise UsageError(_t("the key slot is too large"))
                 unb64(sealed)
         except (UsageError, ValueError) as exc:
             raise Refused(400, "malformed", f"slots.put: {exc}") from exc
@@ -888,7 +900,7 @@ class VaultHost:
             if len(leaves) >= size:
                 break
         if len(leaves) < size:
-            raise ValueError("the log is shorter than the checkpoint")
+            raise ValueError(_t("the log is shorter than the checkpoint"))
         return consistency_proof(old, leaves)
 
     def _catch_up_witness(self) -> None:
@@ -910,11 +922,11 @@ class VaultHost:
             found = state.users.get(row.signer)
             try:
                 if found is None:
-                    raise IntegrityError(f"{row.signer!r} is not a verified user")
+                    raise IntegrityError(_t("{signer!r} is not a verified user", signer=row.signer))
                 name = signer_name(self.config.vault_id, row.signer)
                 cp, _ = _note.verify_note(row.note, {name: found.sign_key})
                 if cp.origin != origin:
-                    raise IntegrityError("it names another log")
+                    raise IntegrityError(_t("it names another log"))
             except IntegrityError as exc:
                 logger.warning("stored checkpoint %d is not copied to the witness: %s", row.id, exc)
                 continue

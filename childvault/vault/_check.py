@@ -16,6 +16,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from childvault._i18n import _t
 from childvault.keys._errors import UsageError
 
 __all__ = [
@@ -54,7 +55,15 @@ def _kind(value: object) -> str:
 
 
 def _refuse(where: str, name: str, expected: str, value: object) -> UsageError:
-    return UsageError(f"{where}: {name!r} must be {expected}, not {_kind(value)}")
+    return UsageError(
+        _t(
+            "{where}: {name!r} must be {expected}, not {kind}",
+            where=where,
+            name=name,
+            expected=expected,
+            kind=_kind(value),
+        )
+    )
 
 
 def str_arg(where: str, name: str, value: object, *, optional: bool = False) -> str | None:
@@ -62,7 +71,7 @@ def str_arg(where: str, name: str, value: object, *, optional: bool = False) -> 
     if value is None and optional:
         return None
     if not isinstance(value, str):
-        raise _refuse(where, name, "a string", value)
+        raise _refuse(where, name, _t("a string"), value)
     return value
 
 
@@ -70,11 +79,18 @@ def str_seq(where: str, name: str, value: object) -> tuple[str, ...]:
     """``value`` as a tuple of strings; a bare ``str`` (or bytes) is refused, since
     iterating it would give its characters."""
     if isinstance(value, str | bytes | bytearray) or not isinstance(value, Collection):
-        raise _refuse(where, name, "a list of strings", value)
+        raise _refuse(where, name, _t("a list of strings"), value)
     items = tuple(value)
     for item in items:
         if not isinstance(item, str):
-            raise UsageError(f"{where}: every item of {name!r} must be a string, not {_kind(item)}")
+            raise UsageError(
+                _t(
+                    "{where}: every item of {name!r} must be a string, not {kind}",
+                    where=where,
+                    name=name,
+                    kind=_kind(item),
+                )
+            )
     return items
 
 
@@ -86,33 +102,46 @@ def opt_str_seq(where: str, name: str, value: object) -> tuple[str, ...] | None:
 def mapping_arg(where: str, name: str, value: object) -> Mapping[Any, Any]:
     """``value`` if it is a mapping (a parsed JSON object)."""
     if not isinstance(value, Mapping):
-        raise _refuse(where, name, "a mapping (a parsed JSON object)", value)
+        raise _refuse(where, name, _t("a mapping (a parsed JSON object)"), value)
     return value
 
 
 def mapping_of_str(where: str, name: str, value: object) -> Mapping[str, str]:
     """``value`` if it is a mapping of strings to strings."""
     if not isinstance(value, Mapping):
-        raise _refuse(where, name, "a mapping of field names to strings", value)
+        raise _refuse(where, name, _t("a mapping of field names to strings"), value)
     for key, item in value.items():
         if not isinstance(key, str) or not isinstance(item, str):
-            raise UsageError(f"{where}: {name!r} must map field names (str) to values (str)")
+            raise UsageError(
+                _t(
+                    "{where}: {name!r} must map field names (str) to values (str)",
+                    where=where,
+                    name=name,
+                )
+            )
     return value
 
 
 def bool_arg(where: str, name: str, value: object) -> bool:
     """``value`` if it is a ``bool`` (not merely truthy)."""
     if not isinstance(value, bool):
-        raise _refuse(where, name, "True or False", value)
+        raise _refuse(where, name, _t("True or False"), value)
     return value
 
 
 def int_arg(where: str, name: str, value: object, *, minimum: int | None = None) -> int:
     """``value`` if it is an ``int`` (not a bool) of at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _refuse(where, name, "an integer", value)
+        raise _refuse(where, name, _t("an integer"), value)
     if minimum is not None and value < minimum:
-        raise UsageError(f"{where}: {name!r} must be at least {minimum}")
+        raise UsageError(
+            _t(
+                "{where}: {name!r} must be at least {minimum}",
+                where=where,
+                name=name,
+                minimum=minimum,
+            )
+        )
     return value
 
 
@@ -121,16 +150,18 @@ def datetime_arg(where: str, name: str, value: object, *, optional: bool = True)
     if value is None and optional:
         return None
     if not isinstance(value, datetime):
-        raise _refuse(where, name, "a datetime", value)
+        raise _refuse(where, name, _t("a datetime"), value)
     if value.tzinfo is None or value.utcoffset() is None:
-        raise UsageError(f"{where}: {name!r} must be timezone-aware (e.g. tzinfo=UTC)")
+        raise UsageError(
+            _t("{where}: {name!r} must be timezone-aware (e.g. tzinfo=UTC)", where=where, name=name)
+        )
     return value
 
 
 def date_arg(where: str, name: str, value: object) -> date:
     """``value`` if it is a ``date`` (a ``datetime`` is refused: a day is meant)."""
     if isinstance(value, datetime) or not isinstance(value, date):
-        raise _refuse(where, name, "a datetime.date", value)
+        raise _refuse(where, name, _t("a datetime.date"), value)
     return value
 
 
@@ -139,7 +170,7 @@ def timedelta_arg(where: str, name: str, value: object, *, optional: bool = True
     if value is None and optional:
         return None
     if not isinstance(value, timedelta):
-        raise _refuse(where, name, "a timedelta", value)
+        raise _refuse(where, name, _t("a timedelta"), value)
     return value
 
 
@@ -148,7 +179,7 @@ def path_arg(where: str, name: str, value: object) -> Path:
     if isinstance(value, str | Path) and str(value) and "\x00" not in str(value):
         # A NUL byte would make the operating system call raise ValueError later.
         return Path(value)
-    raise _refuse(where, name, "a path (str or pathlib.Path, without NUL)", value)
+    raise _refuse(where, name, _t("a path (str or pathlib.Path, without NUL)"), value)
 
 
 def opt_path(where: str, name: str, value: object) -> Path | None:
@@ -159,7 +190,7 @@ def opt_path(where: str, name: str, value: object) -> Path | None:
 def callable_arg(where: str, name: str, value: object) -> Callable[..., Any] | None:
     """``value`` if it is callable or None."""
     if value is not None and not callable(value):
-        raise _refuse(where, name, "a function or None", value)
+        raise _refuse(where, name, _t("a function or None"), value)
     return value
 
 
@@ -168,7 +199,7 @@ def instance(where: str, name: str, value: object, cls: type[T], *, optional: bo
     if value is None and optional:
         return value  # type: ignore[return-value]
     if not isinstance(value, cls):
-        raise _refuse(where, name, f"a {cls.__name__}", value)
+        raise _refuse(where, name, _t("a {cls}", cls=cls.__name__), value)
     return value
 
 
@@ -181,7 +212,9 @@ def choice(
         return None
     if not isinstance(value, str) or value not in allowed:
         shown = ", ".join(allowed)
-        raise UsageError(f"{where}: {name!r} must be one of {shown}")
+        raise UsageError(
+            _t("{where}: {name!r} must be one of {shown}", where=where, name=name, shown=shown)
+        )
     return value
 
 
@@ -193,7 +226,9 @@ def consent_arg(where: str, name: str, value: object) -> Any:
     consent = instance(where, name, value, Consent)
     for attr in ("by", "notice_version", "notice_sha256"):
         if not isinstance(getattr(consent, attr), str):
-            raise UsageError(f"{where}: {name}.{attr} must be a string")
+            raise UsageError(
+                _t("{where}: {name}.{attr} must be a string", where=where, name=name, attr=attr)
+            )
     for attr in ("consented_at", "retain_until"):
         date_arg(where, f"{name}.{attr}", getattr(consent, attr))
     str_seq(where, f"{name}.purposes", consent.purposes)
@@ -207,7 +242,7 @@ def new_records(where: str, name: str, value: object) -> None:
     from childvault.vault._svc_records import NewRecordInput
 
     if isinstance(value, str | bytes | bytearray) or not isinstance(value, Sequence):
-        raise _refuse(where, name, "a list of NewRecordInput", value)
+        raise _refuse(where, name, _t("a list of NewRecordInput"), value)
     for i, item in enumerate(value):
         instance(where, f"{name}[{i}]", item, NewRecordInput)
         str_arg(where, f"{name}[{i}].type", item.type)

@@ -19,6 +19,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from childvault._i18n import _t
 from childvault.keys import ConfigError, Identity, KeySlots, NotFound, UsageError, check_user_name
 from childvault.keys._files import atomic_write
 from childvault.vault import _check as check
@@ -215,17 +216,19 @@ class Vault:
         check.str_arg(where, "admin", admin)
         check.str_arg(where, "admin_passphrase", admin_passphrase)
         if keys is not None and not isinstance(keys, LocalKeys | OpenBaoKeys):
-            raise UsageError(f"{where}: 'keys' must be LocalKeys or OpenBaoKeys")
+            raise UsageError(_t("{where}: 'keys' must be LocalKeys or OpenBaoKeys", where=where))
         schema = check.opt_path(where, "schema", schema)
         witness = check.opt_path(where, "witness", witness)
         if not callable(clock):
-            raise UsageError(f"{where}: 'clock' must be a function returning an aware datetime")
+            raise UsageError(
+                _t("{where}: 'clock' must be a function returning an aware datetime", where=where)
+            )
         check.str_arg(where, "store_dsn", store_dsn, optional=True)
         store_dsn_file = check.opt_path(where, "store_dsn_file", store_dsn_file)
         check_user_name(admin)
         keys = keys if keys is not None else LocalKeys()
         if not institution.strip() or len(institution) > 200:
-            raise UsageError("--institution must be a non-empty name of at most 200 characters")
+            raise UsageError(_t("--institution must be a non-empty name of at most 200 characters"))
         loaded = Schema.load(Path(schema)) if schema else Schema.default()
         store_doc, dsn = _store_choice(store_dsn, store_dsn_file)
         h = make_home(Path(home))
@@ -335,18 +338,26 @@ class Vault:
         check.instance(where, "identity", identity, Identity, optional=True)
         check.instance(where, "credentials", credentials, OpenBaoCredentials, optional=True)
         if not callable(clock):
-            raise UsageError(f"{where}: 'clock' must be a function returning an aware datetime")
+            raise UsageError(
+                _t("{where}: 'clock' must be a function returning an aware datetime", where=where)
+            )
         h = Home(Path(home))
         config = Config.load(h)
         if identity is None:
             if user is None or passphrase is None:
-                raise UsageError("give the acting user and passphrase (or an unlocked identity)")
+                raise UsageError(
+                    _t("give the acting user and passphrase (or an unlocked identity)")
+                )
             check_user_name(user)
             path = h.identity(user)
             if not path.exists():
                 raise NotFound(
-                    f"unknown user {user!r} in {h.path}: check --as / CHILDVAULT_USER, "
-                    "or ask an admin to run `childvault user add`"
+                    _t(
+                        "unknown user {user!r} in {path}: check --as / CHILDVAULT_USER, or ask an "
+                        "admin to run `childvault user add`",
+                        user=user,
+                        path=h.path,
+                    )
                 )
             identity = Identity.load(path, passphrase)
         return cls._open_as(h, config, identity, clock, credentials)
@@ -368,16 +379,32 @@ class Vault:
         try:
             if not upgrading and not is_upgraded(store):
                 raise ConfigError(
-                    "this vault was made by an earlier childvault and has no signed "
-                    "statements yet: an admin must run `childvault upgrade` (docs/operators.md)"
+                    _t(
+                        "this vault was made by an earlier childvault and has no signed "
+                        "statements yet: an admin must run `childvault upgrade` "
+                        "(docs/operators.md)"
+                    )
                 )
             if store.meta.get("vault_id") != config.vault_id:
-                raise ConfigError(f"{h.config} does not belong to the database {_where(store)}")
+                raise ConfigError(
+                    _t(
+                        "{config} does not belong to the database {store}",
+                        config=h.config,
+                        store=_where(store),
+                    )
+                )
             if store.meta.get("provider") != config.provider:
-                raise ConfigError(f"{h.config} names another key provider than the database")
+                raise ConfigError(
+                    _t("{config} names another key provider than the database", config=h.config)
+                )
             schema = Schema.load(h.schema)
             if schema.digest != store.meta.get("schema_digest"):
-                raise ConfigError(f"{h.schema} differs from the schema this vault was created with")
+                raise ConfigError(
+                    _t(
+                        "{schema} differs from the schema this vault was created with",
+                        schema=h.schema,
+                    )
+                )
             keys = keys_from_config(config)
             return cls(
                 Session(h, config, identity, store, secrets_, schema, clock, keys, credentials)
@@ -405,7 +432,9 @@ class Vault:
     def _live(self, where: str) -> str:
         """``where`` if this vault is open; a closed one raises :class:`UsageError`."""
         if self._closed:
-            raise UsageError(f"{where}: this Vault is closed; open it again with Vault.open")
+            raise UsageError(
+                _t("{where}: this Vault is closed; open it again with Vault.open", where=where)
+            )
         return where
 
     # ---------------------------------------------------------------- properties
@@ -1333,10 +1362,14 @@ class Vault:
             config = Config.load(h)
             secrets_ = KeySlots(h.keyslots).open(identity, config.vault_id)
             if backend.meta.get("vault_id") != config.vault_id:
-                raise ConfigError(f"the server {url} describes another vault than it stores")
+                raise ConfigError(
+                    _t("the server {url} describes another vault than it stores", url=url)
+                )
             schema = Schema.load(h.schema)
             if schema.digest != backend.meta.get("schema_digest"):
-                raise ConfigError(f"the server {url} sent a schema that differs from the vault's")
+                raise ConfigError(
+                    _t("the server {url} sent a schema that differs from the vault's", url=url)
+                )
             keys = keys_from_config(config)
             session = Session(
                 h, config, identity, backend, secrets_, schema, clock, keys, credentials
@@ -1438,7 +1471,9 @@ class Vault:
         if migration_dsn is not None:
             service = config.store_dsn(h)
             if service is None:
-                raise UsageError("this vault keeps its rows in SQLCipher: no migration DSN is used")
+                raise UsageError(
+                    _t("this vault keeps its rows in SQLCipher: no migration DSN is used")
+                )
             from psycopg.conninfo import conninfo_to_dict
 
             from childvault.vault._postgres._conn import migrate
@@ -1611,13 +1646,13 @@ def _store_choice(
 ) -> tuple[dict[str, Any] | None, str | None]:
     """The config's store entry and the DSN to create the vault in (None, None: SQLCipher)."""
     if dsn is not None and dsn_file is not None:
-        raise UsageError("give the PostgreSQL DSN once: in a file or in CHILDVAULT_DSN")
+        raise UsageError(_t("give the PostgreSQL DSN once: in a file or in CHILDVAULT_DSN"))
     if dsn_file is not None:
         path = Path(dsn_file).resolve()
         return {"kind": "postgresql", "dsn_file": str(path)}, read_dsn_file(path)
     if dsn is not None:
         if not dsn.strip():
-            raise UsageError("the PostgreSQL DSN is empty")
+            raise UsageError(_t("the PostgreSQL DSN is empty"))
         return {"kind": "postgresql", "dsn_file": None}, dsn.strip()
     return None, None
 
@@ -1631,7 +1666,7 @@ def _open_store(h: Home, dsn: str | None, key: bytes, *, create: bool = False) -
         from childvault.vault._postgres import PostgresBackend
     except ImportError as exc:
         raise ConfigError(
-            "this vault stores its rows in PostgreSQL: install childvault[postgres]"
+            _t("this vault stores its rows in PostgreSQL: install childvault[postgres]")
         ) from exc
     return PostgresBackend(dsn, create=create)
 

@@ -133,32 +133,41 @@ class AccessService:
         recs = tuple(dict.fromkeys(check_hex_id(r, "record") for r in records))
         flds = tuple(dict.fromkeys(fields))
         if not recs or not flds:
-            raise UsageError("a request names at least one record and one field")
+            raise UsageError(_t("a request names at least one record and one field"))
         self.s.schema.check_purpose(purpose)
         basis = basis or Basis()
         self._check_basis(basis, recs, flds, moment)
         reason = reason.strip()
         if not reason or len(reason) > 1000:
-            raise UsageError("--reason must say why, in at most 1000 characters")
+            raise UsageError(_t("--reason must say why, in at most 1000 characters"))
         cap = int(self.s.setting("max_records"))
         if len(recs) > cap:
             raise UsageError(
-                f"a request may name at most {cap} records (to prevent bulk copying); "
-                "split it and explain each"
+                _t(
+                    "a request may name at most {cap} records (to prevent bulk copying); split it "
+                    "and explain each",
+                    cap=cap,
+                )
             )
         rows = self.s.db.records.get_many(recs)  # one request through the server
         for rid in recs:
             row = rows.get(rid)
             if row is None:
                 raise NotFound(
-                    f"no record {rid}" + (" (deleted)" if self.s.db.records.tombstone(rid) else "")
+                    _t("no record {record_id} (deleted)", record_id=rid)
+                    if self.s.db.records.tombstone(rid)
+                    else _t("no record {record_id}", record_id=rid)
                 )
             declared = self.s.schema.record_type(row.type).fields
             for f in flds:
                 if f not in declared:
                     raise UsageError(
-                        f"field {f!r} is not in the {row.type} schema: choose from "
-                        + ", ".join(declared)
+                        _t(
+                            "field {field!r} is not in the {type} schema: choose from {fields}",
+                            field=f,
+                            type=row.type,
+                            fields=", ".join(declared),
+                        )
                     )
             allowed = self._allowed(purpose, basis.kind)
             refusal = purpose_fields_refusal(purpose, flds, row, allowed)
@@ -208,40 +217,49 @@ class AccessService:
         from childvault.vault._svc_rights import RightsService
 
         if basis.kind not in BASES:
-            raise UsageError(f"--basis must be one of {', '.join(BASES)}")
+            raise UsageError(_t("--basis must be one of {bases}", bases=", ".join(BASES)))
         if basis.kind == "consent":
             if basis.link or basis.recipient or basis.provision or basis.assessment:
-                raise UsageError("a consent request takes no --link, --recipient or --provision")
+                raise UsageError(
+                    _t("a consent request takes no --link, --recipient or --provision")
+                )
             return
         if basis.kind == "subject_access":
             rights = RightsService(self.s).get(basis.link or "0" * 32, now=moment)
             if rights["status"] != "open" or not rights["identity_checked"]:
                 raise UsageError(
-                    f"rights request {rights['id']} must be open with the requester's "
-                    "identity checked"
+                    _t(
+                        "rights request {id} must be open with the requester's identity checked",
+                        id=rights["id"],
+                    )
                 )
             if set(recs) != {rights["record"]}:
-                raise UsageError("a subject-access request names exactly its subject's record")
+                raise UsageError(_t("a subject-access request names exactly its subject's record"))
         elif basis.kind == "breach_notification":
             incident = IncidentService(self.s).get(basis.link or "0" * 32)
             if incident["status"] != "open":
-                raise UsageError(f"incident {incident['id']} is closed")
+                raise UsageError(_t("incident {id} is closed", id=incident["id"]))
             if not set(recs) <= set(incident["records"]):
-                raise UsageError("a breach notification names records of its incident only")
+                raise UsageError(_t("a breach notification names records of its incident only"))
             extra = [f for f in flds if f not in CONTACT_FIELDS]
             if extra:
                 raise UsageError(
-                    "a breach notification releases contact fields only ("
-                    + ", ".join(CONTACT_FIELDS)
-                    + "), not "
-                    + ", ".join(extra)
+                    _t(
+                        "a breach notification releases contact fields only ({allowed}), "
+                        "not {extra}",
+                        allowed=", ".join(CONTACT_FIELDS),
+                        extra=", ".join(extra),
+                    )
                 )
         else:
             for name in ("recipient", "provision", "assessment"):
                 value = getattr(basis, name)
                 if not value or not value.strip() or len(value) > 200:
                     raise UsageError(
-                        f"a legal-obligation request needs --{name} (at most 200 characters)"
+                        _t(
+                            "a legal-obligation request needs --{name} (at most 200 characters)",
+                            name=name,
+                        )
                     )
 
     def basis_of(self, request_id: str) -> Basis:
@@ -288,7 +306,10 @@ class AccessService:
         if raw != expected:
             self.s.distrust(
                 "request.basis",
-                f"the basis of request {request_id} differs from its log entry",
+                _t(
+                    "the basis of request {request_id} differs from its log entry",
+                    request_id=request_id,
+                ),
                 self.s.now(),
             )
         return basis
@@ -299,13 +320,13 @@ class AccessService:
         self.s.require(("officer",), "request.cosign", moment, "co-signing requests")
         req = self.s.db.access.request(check_hex_id(request_id, "request"))
         if req is None:
-            raise NotFound(f"no request {request_id}")
+            raise NotFound(_t("no request {request_id}", request_id=request_id))
         if req.status != "pending":
-            raise UsageError(f"request {req.id} is already {req.status}")
+            raise UsageError(_t("request {id} is already {status}", id=req.id, status=req.status))
         if self.basis_of(req.id).kind != "legal_obligation":
-            raise UsageError("only a legal-obligation request is co-signed")
+            raise UsageError(_t("only a legal-obligation request is co-signed"))
         if req.requester == self.s.user:
-            raise UsageError("an officer cannot co-sign their own request")
+            raise UsageError(_t("an officer cannot co-sign their own request"))
         self.s.log(
             [
                 Event(
@@ -406,7 +427,7 @@ class AccessService:
         self.s.require(("officer",), "request.approve", moment, "approving requests")
         req = self.s.db.access.request(check_hex_id(request_id, "request"))
         if req is None:
-            raise NotFound(f"no request {request_id}")
+            raise NotFound(_t("no request {request_id}", request_id=request_id))
         ttl = ttl if ttl is not None else timedelta(seconds=int(self.s.setting("default_ttl_s")))
         base = Event(
             self.s.user,
@@ -427,7 +448,7 @@ class AccessService:
             self.s.deny(event, refusal.message, moment)
 
         if req.status != "pending":
-            raise UsageError(f"request {req.id} is already {req.status}")
+            raise UsageError(_t("request {id} is already {status}", id=req.id, status=req.status))
         fetched = self._verified_records(req.records, "request.approve", moment)
         states = _states(req.records, fetched)
         basis = self.basis_of(req.id)
@@ -506,7 +527,7 @@ class AccessService:
             if not self.s.db.access.decide(
                 req.id, status="approved", by=self.s.user, at=iso(moment), reason=None
             ):
-                raise UsageError(f"request {req.id} was decided meanwhile")
+                raise UsageError(_t("request {id} was decided meanwhile", id=req.id))
             self.s.db.access.add_grant(
                 GrantRow(
                     grant_id,
@@ -570,15 +591,17 @@ class AccessService:
         self.s.require(("officer",), "request.deny", moment, "denying requests")
         req = self.s.db.access.request(check_hex_id(request_id, "request"))
         if req is None:
-            raise NotFound(f"no request {request_id}")
+            raise NotFound(_t("no request {request_id}", request_id=request_id))
         reason = reason.strip()
         if not reason or len(reason) > 1000:
-            raise UsageError("--reason must say why, in at most 1000 characters")
+            raise UsageError(_t("--reason must say why, in at most 1000 characters"))
         with self.s.db.transaction():
             if not self.s.db.access.decide(
                 req.id, status="denied", by=self.s.user, at=iso(moment), reason=reason
             ):
-                raise UsageError(f"request {req.id} is already {req.status}")
+                raise UsageError(
+                    _t("request {id} is already {status}", id=req.id, status=req.status)
+                )
             _audit.append(
                 self.s.db.audit,
                 [
@@ -600,7 +623,7 @@ class AccessService:
         self.s.require(("officer",), "grant.revoke", moment, "revoking grants")
         grant = self.s.db.access.grant(check_hex_id(grant_id, "grant"))
         if grant is None:
-            raise NotFound(f"no grant {grant_id}")
+            raise NotFound(_t("no grant {grant_id}", grant_id=grant_id))
         # The meta row only marks "Vault tokens not yet revoked"; which tokens to
         # revoke comes from the signed approval entry, so an insider who deletes
         # or edits the row cannot make revoke skip them.
@@ -620,7 +643,7 @@ class AccessService:
             # used, expired or revoked token again is harmless.
             self._revoke_in_vault(grant.id, accessors)
         if not revoked and pending is None:
-            raise UsageError(f"grant {grant.id} is already revoked")
+            raise UsageError(_t("grant {id} is already revoked", id=grant.id))
 
     def _logged_accessors(self, grant_id: str, moment: datetime) -> list[str]:
         """Vault mode: the wrapping accessors of ``grant_id``'s signed ``request.approve``
@@ -642,7 +665,10 @@ class AccessService:
             break
         self.s.distrust(
             "grant.revoke",
-            f"grant {grant_id} has no signed approval entry with its Vault wrapping tokens",
+            _t(
+                "grant {grant_id} has no signed approval entry with its Vault wrapping tokens",
+                grant_id=grant_id,
+            ),
             moment,
         )
 
@@ -658,9 +684,13 @@ class AccessService:
             provider.revoke_wrapping(list(accessors))
         except ChildVaultError as exc:
             raise ProviderUnavailable(
-                f"grant {grant_id} is revoked in childvault, but its Vault wrapping tokens "
-                f"could not be revoked ({exc}); run `childvault revoke {grant_id}` again "
-                "once the Vault server answers",
+                _t(
+                    "grant {grant_id} is revoked in childvault, but its Vault wrapping tokens "
+                    "could not be revoked ({exc}); run `childvault revoke {grant_id}` again once "
+                    "the Vault server answers",
+                    grant_id=grant_id,
+                    exc=exc,
+                ),
                 detail=exc.detail,
             ) from exc
         with self.s.db.transaction():
@@ -902,7 +932,10 @@ class AccessService:
         if state is not None and not state.is_active(self.s.user):
             self.s.deny(
                 Event(self.s.user, "grant.read", "denied", detail={"reason": "user disabled"}),
-                f"user {self.s.user!r} is disabled or not verifiably registered: no reads",
+                _t(
+                    "user {user!r} is disabled or not verifiably registered: no reads",
+                    user=self.s.user,
+                ),
                 moment,
             )
 

@@ -80,8 +80,10 @@ class RotationService:
             self.s.require(("admin",), "keys.rotate", moment, "rotating Vault keys")
             if rekey:
                 raise UsageError(
-                    "--rekey is available with the local provider only: with Vault, "
-                    "`keys rotate --trim` destroys the old Transit key versions"
+                    _t(
+                        "--rekey is available with the local provider only: with Vault, `keys "
+                        "rotate --trim` destroys the old Transit key versions"
+                    )
                 )
             return self._rotate_server_side(progress, moment, trim=trim)
         self.s.require(("officer",), "keys.rotate", moment, "rotating the custodian key")
@@ -109,7 +111,9 @@ class RotationService:
             if f"custodian/{g}" in self.s.secrets
         }
         if len(mine) != len(generations):
-            raise AccessDenied(f"{self.s.user!r} does not hold every custodian generation needed")
+            raise AccessDenied(
+                _t("{user!r} does not hold every custodian generation needed", user=self.s.user)
+            )
         base = {k: self.s.secrets[k] for k in ("db", "index")}
         entries = {f"custodian/{g}": secret for g, secret in mine.items()}
         slots = self.s.key_slots()
@@ -188,7 +192,9 @@ class RotationService:
         try:
             trial.apply(envelope, seq=self.s.db.audit.head()[0])
         except IntegrityError as exc:
-            self.s.distrust("keys.rotate", f"the rotation would not verify ({exc})", moment)
+            self.s.distrust(
+                "keys.rotate", _t("the rotation would not verify ({exc})", exc=exc), moment
+            )
         event = Event(
             self.s.user,
             "keys.rotate",
@@ -206,8 +212,10 @@ class RotationService:
         if not current_gens:
             # Decommissioning destroys the custodian key; before the first officer there is none.
             raise ConfigError(
-                "there is no custodian key to rotate: the vault was decommissioned, "
-                "or no officer has been added yet"
+                _t(
+                    "there is no custodian key to rotate: the vault was decommissioned, or no "
+                    "officer has been added yet"
+                )
             )
         current = current_gens[0]
         pending = [g for g, _, s in gens if s == "pending"]
@@ -218,7 +226,10 @@ class RotationService:
             # Checked before any slot is rewritten: the rotation statement would not verify.
             self.s.distrust(
                 "keys.rotate",
-                f"{self.s.user!r} is not a verified holder of the current custodian key",
+                _t(
+                    "{user!r} is not a verified holder of the current custodian key",
+                    user=self.s.user,
+                ),
                 moment,
             )
         if not pending and retired:
@@ -230,9 +241,12 @@ class RotationService:
             resumed = True
             if f"custodian/{target}" not in self.s.secrets:
                 raise AccessDenied(
-                    f"{self.s.user!r} holds no slot of the new custodian key "
-                    f"(generation {target}); an officer enrolled before the rotation started "
-                    "must finish it"
+                    _t(
+                        "{user!r} holds no slot of the new custodian key (generation {target}); "
+                        "an officer enrolled before the rotation started must finish it",
+                        user=self.s.user,
+                        target=target,
+                    )
                 )
         else:
             resumed = False
@@ -265,7 +279,13 @@ class RotationService:
         target_public = next(p for g, p, _ in self.s.db.custodians.all() if g == target)
         provider = base.retarget(target, target_public)
         if not provider.holds(target):
-            raise AccessDenied(f"{self.s.user!r} cannot unlock custodian generation {target}")
+            raise AccessDenied(
+                _t(
+                    "{user!r} cannot unlock custodian generation {target}",
+                    user=self.s.user,
+                    target=target,
+                )
+            )
         switch = self._rotate_statement(target, target_public, moment)
         with self.s.db.transaction():
             for g, _, s in self.s.db.custodians.all():

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
+from childvault._i18n import _t
 from childvault.keys import UsageError
 from childvault.vault._audit import Event
 from childvault.vault._session import Session
@@ -64,10 +65,10 @@ class VaultGcService:
         moment = self.s.now(now)
         self.s.require(("admin",), "vault.gc", moment, "collecting orphaned Vault salts")
         if grace < timedelta(0):
-            raise UsageError("the grace period cannot be negative")
+            raise UsageError(_t("the grace period cannot be negative"))
         provider = self.s.keys.shared() if not self.s.keys.custodial else None
         if not isinstance(provider, _CollectsOrphanSalts):
-            raise UsageError("vault gc is for vaults that use the Vault/OpenBao provider")
+            raise UsageError(_t("vault gc is for vaults that use the Vault/OpenBao provider"))
         cutoff = (now if now is not None else datetime.now(UTC)) - grace
         orphans = provider.orphan_salts(self._in_database, cutoff)
         destroyed = 0

@@ -147,7 +147,9 @@ def add_person(
     try:
         accessor, enabled = _approle_accessor(conn, settings)
         if enabled:
-            actions.append(f"AppRole auth method enabled at {settings.approle_mount}/")
+            actions.append(
+                _t("AppRole auth method enabled at {mount}/", mount=settings.approle_mount)
+            )
         role_path = f"auth/{settings.approle_mount}/role/{name}"
         existed = conn.call("GET", role_path, ok=(200, 404), need=("read", ROOT)).status == 200
         # No token_policies: the policy comes from the identity group, so a
@@ -165,7 +167,11 @@ def add_person(
             },
             need=("update", ROOT),
         )
-        actions.append(f"AppRole role {name}: {'updated' if existed else 'created'}")
+        actions.append(
+            _t("AppRole role {name}: updated", name=name)
+            if existed
+            else _t("AppRole role {name}: created", name=name)
+        )
         role_id = str(
             conn.call("GET", f"{role_path}/role-id", need=("read", ROOT)).data["data"]["role_id"]
         )
@@ -185,7 +191,7 @@ def add_person(
             entity = conn.call("GET", f"identity/entity/name/{ename}", need=("read", ROOT)).data[
                 "data"
             ]
-            actions.append(f"identity entity {ename}: created")
+            actions.append(_t("identity entity {ename}: created", ename=ename))
         entity_id = str(entity["id"])
         # An AppRole login's alias name is the role id: bind it to this entity
         # before the first login, so Vault does not create an anonymous one.
@@ -212,17 +218,27 @@ def add_person(
                     ),
                     detail=scrub(alias.data.get("errors")),
                 )
-            actions.append(f"entity alias: AppRole role {name} -> {ename}")
+            actions.append(
+                _t("entity alias: AppRole role {name} -> {ename}", name=name, ename=ename)
+            )
 
         for other in POLICY_NAMES:
             data = _ensure_group(conn, other)
             members = [str(m) for m in data.get("member_entity_ids") or []]
             if other == role and entity_id not in members:
                 _set_members(conn, data, [*members, entity_id])
-                actions.append(f"{ename} added to identity group {group}")
+                actions.append(
+                    _t("{ename} added to identity group {group}", ename=ename, group=group)
+                )
             elif other != role and entity_id in members:
                 _set_members(conn, data, [m for m in members if m != entity_id])
-                actions.append(f"{ename} removed from identity group {data['name']}")
+                actions.append(
+                    _t(
+                        "{ename} removed from identity group {group}",
+                        ename=ename,
+                        group=data["name"],
+                    )
+                )
 
         secret = conn.call(
             "POST", f"{role_path}/secret-id", body={}, wrap_ttl=wrap, need=("update", ROOT)
@@ -235,7 +251,9 @@ def add_person(
                     addr=settings.addr,
                 )
             )
-        actions.append(f"new secret id for {name}, response-wrapped for {wrap}")
+        actions.append(
+            _t("new secret id for {name}, response-wrapped for {wrap}", name=name, wrap=wrap)
+        )
     finally:
         conn.close()
     return {

@@ -243,27 +243,44 @@ def translate(exc: Exception, where: str) -> Exception:
     """A psycopg error as a childvault error naming ``where`` (never the password)."""
     if isinstance(exc, errors.InsufficientPrivilege):
         return StorageError(
-            f"the database role lacks a privilege on {where}: a service role may not change "
-            "the log or the schema (run schema changes as the migration role)"
+            _t(
+                "the database role lacks a privilege on {where}: a service role may not change "
+                "the log or the schema (run schema changes as the migration role)",
+                where=where,
+            )
         )
     if isinstance(exc, errors.LockNotAvailable | errors.QueryCanceled):
         return StorageError(
-            f"{where} stayed locked by another childvault writer for more than "
-            f"{LOCK_TIMEOUT_S:.0f} s; retry when it has finished"
+            _t(
+                "{where} stayed locked by another childvault writer for more than {seconds} s; "
+                "retry when it has finished",
+                where=where,
+                seconds=round(LOCK_TIMEOUT_S),
+            )
         )
     if isinstance(exc, errors.DiskFull):
         return StorageError(
-            f"the disk of {where} is full; free space and retry "
-            "(the interrupted transaction was rolled back, nothing was lost)"
+            _t(
+                "the disk of {where} is full; free space and retry (the interrupted transaction "
+                "was rolled back, nothing was lost)",
+                where=where,
+            )
         )
     if isinstance(exc, errors.InvalidPassword | errors.InvalidAuthorizationSpecification):
-        return StorageError(f"PostgreSQL refused the login to {where}: check the DSN")
+        return StorageError(
+            _t("PostgreSQL refused the login to {where}: check the DSN", where=where)
+        )
     if isinstance(exc, psycopg.OperationalError | PoolTimeout):
         return StorageError(
-            f"cannot reach {where}: the server is down or restarting; retry "
-            "(an interrupted transaction was rolled back, nothing was lost)"
+            _t(
+                "cannot reach {where}: the server is down or restarting; retry (an interrupted "
+                "transaction was rolled back, nothing was lost)",
+                where=where,
+            )
         )
-    return StorageError(f"database error on {where}: {exc.__class__.__name__}")
+    return StorageError(
+        _t("database error on {where}: {kind}", where=where, kind=exc.__class__.__name__)
+    )
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,7 @@ class _Audit(_Repo):
         """One row of :meth:`pages` as (seq, entry, hash), types checked."""
         seq, entry, digest = raw
         if type(seq) is not int or not isinstance(entry, bytes) or not isinstance(digest, bytes):
-            raise IntegrityError("the server sent a malformed log row")
+            raise IntegrityError(_t("the server sent a malformed log row"))
         return seq, entry, digest
 
     def entries(self, start: int = 0, *, batch: int = 5000) -> Iterator[AuditRow]:
@@ -181,7 +181,7 @@ class Bootstrap:
             self.slot = str(doc["slot"])
             self.witness = [str(n) for n in doc["witness"]]
         except (KeyError, TypeError, ValueError) as exc:
-            raise IntegrityError("the server sent a malformed vault description") from exc
+            raise IntegrityError(_t("the server sent a malformed vault description")) from exc
 
 
 class RemoteBackend:
@@ -292,7 +292,9 @@ class RemoteBackend:
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
-            raise ProviderUnavailable(f"the childvault server {self.url} did not answer") from exc
+            raise ProviderUnavailable(
+                _t("the childvault server {url} did not answer", url=self.url)
+            ) from exc
         return self._answer(r, raw=raw)
 
     def _answer(self, r: requests.Response, *, raw: bool = False) -> Any:
@@ -308,7 +310,9 @@ class RemoteBackend:
                 self._generation = generation if type(generation) is int else None
             return doc["result"] if raw else decode(doc["result"])
         if not isinstance(doc, dict):
-            raise ProviderUnavailable(f"the childvault server answered {r.status_code}")
+            raise ProviderUnavailable(
+                _t("the childvault server answered {status_code}", status_code=r.status_code)
+            )
         # In the reader's language where the answer allows it (_wire_messages).
         message = (
             message_from(doc) if "type" in doc else refusal_message(r.status_code, doc)
@@ -327,7 +331,9 @@ class RemoteBackend:
         try:
             r = self._http.get(self.url + "/v1/vault", timeout=CALL_TIMEOUT, allow_redirects=False)
         except requests.RequestException as exc:
-            raise ProviderUnavailable(f"the childvault server {self.url} did not answer") from exc
+            raise ProviderUnavailable(
+                _t("the childvault server {url} did not answer", url=self.url)
+            ) from exc
         return Bootstrap(self._answer(r))
 
     def call(self, repo: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
@@ -655,7 +661,7 @@ def check_url(url: str) -> None:
     """:class:`ConfigError` unless ``url`` is an http(s) URL."""
     if not url.startswith(("http://", "https://")):
         raise ConfigError(
-            f"the server URL {url!r} must start with https:// (or http:// on loopback)"
+            _t("the server URL {url!r} must start with https:// (or http:// on loopback)", url=url)
         )
 
 

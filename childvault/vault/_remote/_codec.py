@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from childvault._i18n import _t
 from childvault.keys import IntegrityError
 from childvault.keys._encoding import b64, unb64
 from childvault.vault._backend import (
@@ -67,7 +68,7 @@ def _encode_other(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         name = type(value).__name__
         if ROW_TYPES.get(name) is not type(value):
-            raise TypeError(f"cannot send a {name}")
+            raise TypeError(_t("cannot send a {name}", name=name))
         return {
             "$d": name,
             "v": {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)},
@@ -78,13 +79,13 @@ def _encode_other(value: Any) -> Any:
         return [encode(v) for v in value]
     if isinstance(value, dict):
         return {"$o": [[encode(k), encode(v)] for k, v in value.items()]}
-    raise TypeError(f"cannot send a {type(value).__name__}")
+    raise TypeError(_t("cannot send a {name}", name=type(value).__name__))
 
 
 def decode(value: Any, depth: int = 0) -> Any:
     """The value :func:`encode` encoded; :class:`IntegrityError` for anything else."""
     if depth > MAX_DEPTH:
-        raise IntegrityError("a remote value is nested too deeply")
+        raise IntegrityError(_t("a remote value is nested too deeply"))
     kind = type(value)
     if kind in _PLAIN:
         return value
@@ -95,7 +96,7 @@ def decode(value: Any, depth: int = 0) -> Any:
             try:
                 return unb64(value["$b"])
             except ValueError as exc:
-                raise IntegrityError("a remote value is malformed") from exc
+                raise IntegrityError(_t("a remote value is malformed")) from exc
         items = value.get("$t")
         if type(items) is list:
             return tuple([decode(v, depth + 1) for v in items])
@@ -109,7 +110,7 @@ def _decode_other(value: Any, depth: int) -> Any:
     if isinstance(value, list):
         return [decode(v, depth + 1) for v in value]
     if not isinstance(value, dict) or len(value) not in (1, 2):
-        raise IntegrityError("a remote value is malformed")
+        raise IntegrityError(_t("a remote value is malformed"))
     try:
         if "$b" in value and len(value) == 1:
             return unb64(value["$b"])
@@ -119,21 +120,23 @@ def _decode_other(value: Any, depth: int) -> Any:
             out: dict[Any, Any] = {}
             for pair in value["$o"]:
                 if not isinstance(pair, list) or len(pair) != 2:
-                    raise IntegrityError("a remote mapping is malformed")
+                    raise IntegrityError(_t("a remote mapping is malformed"))
                 key = decode(pair[0], depth + 1)
                 if not isinstance(key, str | int):
-                    raise IntegrityError("a remote mapping key is malformed")
+                    raise IntegrityError(_t("a remote mapping key is malformed"))
                 out[key] = decode(pair[1], depth + 1)
             return out
         if "$d" in value and "v" in value and isinstance(value["v"], dict):
             kind = ROW_TYPES.get(str(value["$d"]))
             if kind is None:
-                raise IntegrityError(f"a remote value names an unknown type {value['$d']!r}")
+                raise IntegrityError(
+                    _t("a remote value names an unknown type {kind!r}", kind=value["$d"])
+                )
             names = _NAMES[kind.__name__]
             fields = value["v"]
             if not names.issuperset(fields):
-                raise IntegrityError(f"a remote {kind.__name__} has unknown fields")
+                raise IntegrityError(_t("a remote {kind} has unknown fields", kind=kind.__name__))
             return kind(**{k: decode(v, depth + 1) for k, v in fields.items()})
     except (TypeError, ValueError) as exc:
-        raise IntegrityError("a remote value is malformed") from exc
-    raise IntegrityError("a remote value is malformed")
+        raise IntegrityError(_t("a remote value is malformed")) from exc
+    raise IntegrityError(_t("a remote value is malformed"))

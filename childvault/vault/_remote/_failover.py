@@ -132,7 +132,7 @@ class FailoverBackend(RemoteBackend):
         self, urls: Sequence[str], identity: Identity, *, verify: bool | str = True
     ) -> None:
         if not urls:
-            raise ValueError("no server URL")
+            raise ValueError(_t("no server URL"))
         super().__init__(urls[0], identity, verify=verify)
         self.urls = [u.rstrip("/") for u in urls]
         self.where = ",".join(self.urls)
@@ -239,7 +239,7 @@ class FailoverBackend(RemoteBackend):
     def _begin(self) -> str:
         txn = self._patiently(lambda: self._anywhere("/v1/txn/begin", {}))
         if not isinstance(txn, str):
-            raise IntegrityError("the server sent a malformed transaction id")
+            raise IntegrityError(_t("the server sent a malformed transaction id"))
         return txn
 
     def _recover(self) -> None:

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from childvault._i18n import _t
 from childvault.keys import StorageError
 from childvault.vault._sql import Repositories
 from childvault.vault._sqlcipher._conn import _MIGRATIONS, BUSY_TIMEOUT_S, Connection
@@ -63,7 +64,9 @@ class SQLCipherBackend(Repositories):
             finally:
                 dest.close()
         except sqlcipher3.Error as exc:
-            raise StorageError(f"could not back up the database to {target}: {exc}") from exc
+            raise StorageError(
+                _t("could not back up the database to {target}: {exc}", target=target, exc=exc)
+            ) from exc
 
     def close(self) -> None:
         """Close the connection."""

@@ -190,27 +190,43 @@ def translate(exc: Exception, path: Path) -> Exception:
     msg = str(exc).lower()
     if "database or disk is full" in msg or "disk i/o error" in msg:
         return StorageError(
-            f"the disk holding {path} is full or failing; free space and retry "
-            "(the interrupted transaction was rolled back, nothing was lost)"
+            _t(
+                "the disk holding {path} is full or failing; free space and retry (the "
+                "interrupted transaction was rolled back, nothing was lost)",
+                path=path,
+            )
         )
     if "database is locked" in msg or "database is busy" in msg:
         return StorageError(
-            f"the database {path} stayed locked by another childvault process for more than "
-            f"{BUSY_TIMEOUT_S:.0f} s; retry when it has finished"
+            _t(
+                "the database {path} stayed locked by another childvault process for more than "
+                "{seconds} s; retry when it has finished",
+                path=path,
+                seconds=round(BUSY_TIMEOUT_S),
+            )
         )
     if "file is not a database" in msg or "malformed" in msg or "encrypted" in msg:
         return IntegrityError(
-            f"the database {path} cannot be read with its key: it is damaged or the key slot "
-            "does not belong to it; restore from backup"
+            _t(
+                "the database {path} cannot be read with its key: it is damaged or the key slot "
+                "does not belong to it; restore from backup",
+                path=path,
+            )
         )
     if "thread" in msg:
         return StorageError(
-            "a Vault object was used from another thread than the one that opened it: "
-            "open one Vault per thread"
+            _t(
+                "a Vault object was used from another thread than the one that opened it: open "
+                "one Vault per thread"
+            )
         )
     if "readonly" in msg or "unable to open" in msg:
-        return StorageError(f"cannot write the database {path}: check permissions and space")
-    return StorageError(f"database error on {path}: {exc.__class__.__name__}")
+        return StorageError(
+            _t("cannot write the database {path}: check permissions and space", path=path)
+        )
+    return StorageError(
+        _t("database error on {path}: {kind}", path=path, kind=exc.__class__.__name__)
+    )
 
 
 class _Cursor:
