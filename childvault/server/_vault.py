@@ -167,6 +167,10 @@ class _Txn:
     #: Grants whose use this transaction consumed, and those it logged a read of.
     used: set[str] = field(default_factory=set)
     logged_reads: set[str] = field(default_factory=set)
+    #: (key, entry hash, signature) of each entry verified as it arrived
+    #: (:meth:`VaultHost._check_entries`): the replay at commit does not verify
+    #: the same signature again (``replay(checked=...)``).
+    checked: set[tuple[bytes, bytes, bytes]] = field(default_factory=set)
     #: Key slots put in this transaction (name -> sealed text, None: remove),
     #: stored at commit if the verified state allows them.
     slots: dict[str, str | None] = field(default_factory=dict)
@@ -606,7 +610,7 @@ class VaultHost:
                 raise IntegrityError(
                     f"a use of grant {sorted(unlogged)[0]} was consumed without its read entry"
                 )
-            checked = replay(self.db, self._copy()) if txn.appended else None
+            checked = replay(self.db, self._copy(), checked=txn.checked) if txn.appended else None
             if txn.slots:
                 state = (checked or self._verified).state
                 self._check_slots(txn.user, state, txn.slots)
@@ -806,13 +810,20 @@ class VaultHost:
                 raise Refused(403, "unverified", "the checkpoint names another log")
             txn.notes.append(note)
         elif (repo, method) == ("audit", "append"):
-            self._check_entries(user, arg(0, "rows"), txn.logged_reads)
+            self._check_entries(user, arg(0, "rows"), txn.logged_reads, txn.checked)
             txn.appended = True
 
-    def _check_entries(self, user: str, rows: Any, logged_reads: set[str]) -> None:
+    def _check_entries(
+        self,
+        user: str,
+        rows: Any,
+        logged_reads: set[str],
+        checked: set[tuple[bytes, bytes, bytes]],
+    ) -> None:
         """Each row: in ``user``'s name, signed by their verified key, linked to the head.
 
-        Grants whose successful read the rows log are added to ``logged_reads``.
+        Grants whose successful read the rows log are added to ``logged_reads``;
+        each verified (key, hash, signature) to ``checked``.
         """
         key = self._verified.state.users[user].sign_key
         seq, prev = self.db.audit.head()
@@ -836,6 +847,7 @@ class VaultHost:
                 raise Refused(403, "binding", f"log entry {seq} is in another's name")
             if not isinstance(sig, bytes) or not _verifies(key, _audit.entry_message(digest), sig):
                 raise Refused(403, "unverified", f"log entry {seq} is not signed by {user}")
+            checked.add((key, digest, sig))
             seq, prev = seq + 1, digest
 
     @property
