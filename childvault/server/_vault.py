@@ -58,7 +58,7 @@ from childvault.server._witnessfile import append_notes
 from childvault.vault import _audit, _note
 from childvault.vault._backend import Backend, GrantRow, NewRecord, RequestRow, UserRow
 from childvault.vault._config import Config, Home
-from childvault.vault._merkle import consistency_proof, leaf_hash
+from childvault.vault._merkle import SubtreeHashes, leaf_hash
 from childvault.vault._registrations import Verified, anchor_of, replay
 from childvault.vault._remote._codec import decode, encode
 from childvault.vault._remote._methods import METHODS, WRITE
@@ -168,6 +168,10 @@ class _Txn:
     #: Grants whose use this transaction consumed, and those it logged a read of.
     used: set[str] = field(default_factory=set)
     logged_reads: set[str] = field(default_factory=set)
+    #: (key, entry hash, signature) of each entry verified as it arrived
+    #: (:meth:`VaultHost._check_entries`): the replay at commit does not verify
+    #: the same signature again (``replay(checked=...)``).
+    checked: set[tuple[bytes, bytes, bytes]] = field(default_factory=set)
     #: Key slots put in this transaction (name -> sealed text, None: remove),
     #: stored at commit if the verified state allows them.
     slots: dict[str, str | None] = field(default_factory=dict)
@@ -228,6 +232,9 @@ class VaultHost:
         opener = open_backend or _open_backend
         self.db: Backend = self._pool.submit(opener, self.home, self.config, db_key).result()
         self._verified = Verified(TrustState.start(anchor), 0, None)
+        # The log's aligned subtree hashes, computed once on the DB thread as the
+        # log grows: a witness's consistency proof then reads O(log n) of them.
+        self._subtrees = SubtreeHashes(self._leaf_hashes)
         self._keys: dict[str, tuple[bytes, bool]] = {}
         self._keys_lock = threading.Lock()
         self._txn: _Txn | None = None
@@ -618,7 +625,7 @@ class VaultHost:
                         grant_id=sorted(unlogged)[0],
                     )
                 )
-            checked = replay(self.db, self._copy()) if txn.appended else None
+            checked = replay(self.db, self._copy(), checked=txn.checked) if txn.appended else None
             if txn.slots:
                 state = (checked or self._verified).state
                 self._check_slots(txn.user, state, txn.slots)
@@ -818,13 +825,20 @@ class VaultHost:
                 raise Refused(403, "unverified", "the checkpoint names another log")
             txn.notes.append(note)
         elif (repo, method) == ("audit", "append"):
-            self._check_entries(user, arg(0, "rows"), txn.logged_reads)
+            self._check_entries(user, arg(0, "rows"), txn.logged_reads, txn.checked)
             txn.appended = True
 
-    def _check_entries(self, user: str, rows: Any, logged_reads: set[str]) -> None:
+    def _check_entries(
+        self,
+        user: str,
+        rows: Any,
+        logged_reads: set[str],
+        checked: set[tuple[bytes, bytes, bytes]],
+    ) -> None:
         """Each row: in ``user``'s name, signed by their verified key, linked to the head.
 
-        Grants whose successful read the rows log are added to ``logged_reads``.
+        Grants whose successful read the rows log are added to ``logged_reads``;
+        each verified (key, hash, signature) to ``checked``.
         """
         key = self._verified.state.users[user].sign_key
         seq, prev = self.db.audit.head()
@@ -848,6 +862,7 @@ class VaultHost:
                 raise Refused(403, "binding", f"log entry {seq} is in another's name")
             if not isinstance(sig, bytes) or not _verifies(key, _audit.entry_message(digest), sig):
                 raise Refused(403, "unverified", f"log entry {seq} is not signed by {user}")
+            checked.add((key, digest, sig))
             seq, prev = seq + 1, digest
 
     @property
@@ -886,22 +901,28 @@ class VaultHost:
     def _proof(self, old: int, note: str) -> list[bytes]:
         """The RFC 6962 consistency proof from ``old`` entries to the tree ``note`` signs.
 
-        Reads the leaf hashes of the committed log (on the DB thread); the
-        witness checks the proof, so a wrong one only costs a refusal.
+        From the cached subtree hashes (:class:`SubtreeHashes`, on the DB
+        thread): the leaves committed since the last proof are read once, then
+        O(log n) hashes and at most a few blocks of leaves at the edges. The
+        witness checks the proof against the root it holds, so a wrong one
+        (say the log rewritten under the cache) only costs a refusal.
         """
         body, _ = _note.parse_note(note)
         size = _note.Checkpoint.parse_body(body).size
+        return self._subtrees.consistency_proof(old, size)
+
+    def _leaf_hashes(self, lo: int, hi: int) -> list[bytes]:
+        """The committed log's leaf hashes ``lo`` to ``hi`` (exclusive; fewer if it is shorter)."""
         leaves: list[bytes] = []
-        for rows in self.db.audit.pages(0):
+        for rows in self.db.audit.pages(lo, batch=min(max(hi - lo, 1), 5000)):
             for row in rows:
-                leaves.append(self.db.audit.row(row)[2])
-                if len(leaves) >= size:
-                    break
-            if len(leaves) >= size:
+                seq, _, digest = self.db.audit.row(row)
+                if seq >= hi:
+                    return leaves
+                leaves.append(digest)
+            if len(leaves) >= hi - lo:
                 break
-        if len(leaves) < size:
-            raise ValueError(_t("the log is shorter than the checkpoint"))
-        return consistency_proof(old, leaves)
+        return leaves
 
     def _catch_up_witness(self) -> None:
         """(DB thread) Append to this replica's own witness the stored checkpoints it

@@ -15,7 +15,7 @@ return ``False`` on anything malformed, never raise.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from childvault._i18n import _t
 
@@ -23,6 +23,7 @@ __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
     "Frontier",
+    "SubtreeHashes",
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",
@@ -193,6 +194,10 @@ def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
     n = len(leaves)
     if not 0 <= index < n:
         raise ValueError(_t("inclusion proof index is outside the tree"))
+    return _inclusion_path(index, n, lambda lo, hi: _mth(leaves, lo, hi))
+
+
+def _inclusion_path(index: int, n: int, mth: Callable[[int, int], bytes]) -> list[bytes]:
     proof: list[bytes] = []
     lo, hi, m = 0, n, index
     # Walk down from the root; each step records the sibling that the
@@ -200,10 +205,10 @@ def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
     while hi - lo > 1:
         k = _split(hi - lo)
         if m < k:
-            proof.append(_mth(leaves, lo + k, hi))
+            proof.append(mth(lo + k, hi))
             hi = lo + k
         else:
-            proof.append(_mth(leaves, lo, lo + k))
+            proof.append(mth(lo, lo + k))
             lo, m = lo + k, m - k
     proof.reverse()
     return proof
@@ -218,6 +223,10 @@ def consistency_proof(old_size: int, leaves: Sequence[bytes]) -> list[bytes]:
     n = len(leaves)
     if not 0 <= old_size <= n:
         raise ValueError(_t("consistency proof old size is outside the tree"))
+    return _consistency_path(old_size, n, lambda lo, hi: _mth(leaves, lo, hi))
+
+
+def _consistency_path(old_size: int, n: int, mth: Callable[[int, int], bytes]) -> list[bytes]:
     if old_size in (0, n):
         return []
     proof: list[bytes] = []
@@ -227,15 +236,117 @@ def consistency_proof(old_size: int, leaves: Sequence[bytes]) -> list[bytes]:
     while m != hi - lo:
         k = _split(hi - lo)
         if m <= k:
-            proof.append(_mth(leaves, lo + k, hi))
+            proof.append(mth(lo + k, hi))
             hi = lo + k
         else:
-            proof.append(_mth(leaves, lo, lo + k))
+            proof.append(mth(lo, lo + k))
             lo, m, complete = lo + k, m - k, False
     if not complete:
-        proof.append(_mth(leaves, lo, hi))
+        proof.append(mth(lo, hi))
     proof.reverse()
     return proof
+
+
+#: Reads the leaf hashes ``lo`` to ``hi`` (exclusive) of the log, in order.
+LeafReader = Callable[[int, int], Sequence[bytes]]
+
+
+class SubtreeHashes:
+    """The hashes of a growing tree's aligned perfect subtrees, computed once, for proofs
+    in O(log n) lookups (issue 13: a witness's consistency proof per checkpoint).
+
+    Every node of an RFC 9162 proof is MTH(D[lo:hi]) of a range the recursive
+    split produces: either an aligned perfect subtree (``hi - lo`` a power of
+    two, ``lo`` a multiple of it) or one right edge ``[lo, n)`` that splits
+    into an aligned perfect left part and a smaller right edge. The perfect
+    subtrees of at least ``2**low`` leaves are kept here (about ``2 * n /
+    2**low`` hashes); a smaller range is hashed from its leaves, read with
+    ``leaves`` (at most ``2**low`` of them). So a proof costs O(log n) lookups
+    and a bounded number of leaf reads, instead of reading every leaf.
+
+    The hashes are only as good as the leaves read: whoever checks the proof
+    (a witness, against its own stored root) is what makes a wrong one harmless.
+    """
+
+    def __init__(self, leaves: LeafReader, *, low: int = 8) -> None:
+        """Start with nothing cached; ``leaves`` reads leaf hashes by range."""
+        if low < 0:
+            raise ValueError(_t("a Merkle node height must not be negative"))
+        self._leaves = leaves
+        self._low = low
+        #: ``_levels[h][j]``: MTH of leaves ``[j * 2**(low+h), (j+1) * 2**(low+h))``.
+        self._levels: list[list[bytes]] = []
+        self._covered = 0  # leaves covered by ``_levels[0]`` (a multiple of 2**low)
+
+    @property
+    def covered(self) -> int:
+        """How many leaves the cached subtrees cover."""
+        return self._covered
+
+    def extend_to(self, size: int) -> None:
+        """Cache the whole blocks of ``2**low`` leaves below ``size`` not cached yet
+        (reads only those leaves: each leaf is read once over the object's life)."""
+        block = 1 << self._low
+        end = size - size % block
+        while self._covered < end:
+            # A bounded read per step, so a first call on a long log does not
+            # hold every leaf in memory at once.
+            hi = min(end, self._covered + 4096 * block)
+            got = list(self._leaves(self._covered, hi))
+            if len(got) != hi - self._covered:
+                raise ValueError(_t("the log is shorter than the Merkle tree asked for"))
+            for i in range(0, len(got), block):
+                self._add(root_of(got[i : i + block]))
+            self._covered = hi
+
+    def _add(self, node: bytes) -> None:
+        # Binary-counter carry, as Frontier.append, but every level is kept.
+        height = 0
+        while True:
+            if height == len(self._levels):
+                self._levels.append([])
+            level = self._levels[height]
+            level.append(node)
+            if len(level) & 1:
+                return
+            node = node_hash(level[-2], level[-1])
+            height += 1
+
+    def subtree(self, lo: int, hi: int) -> bytes:
+        """MTH(D[lo:hi]) for a range an RFC 9162 proof of a tree of at least ``hi``
+        leaves uses (``lo`` a multiple of the largest power of two not above
+        ``hi - lo``). Raises ValueError for an empty or unaligned range."""
+        n = hi - lo
+        if n <= 0:
+            raise ValueError(_t("a Merkle subtree range is empty"))
+        if n <= 1 << self._low:
+            return root_of(self._read(lo, hi))
+        if n & (n - 1) == 0 and hi <= self._covered:
+            if lo % n:
+                raise ValueError(_t("a Merkle subtree range is not aligned"))
+            return self._levels[n.bit_length() - 1 - self._low][lo // n]
+        k = _split(n)
+        return node_hash(self.subtree(lo, lo + k), self.subtree(lo + k, hi))
+
+    def _read(self, lo: int, hi: int) -> list[bytes]:
+        got = list(self._leaves(lo, hi))
+        if len(got) != hi - lo:
+            raise ValueError(_t("the log is shorter than the Merkle tree asked for"))
+        return got
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """:func:`inclusion_proof` of leaf ``index`` in the tree of the first ``size`` leaves."""
+        if not 0 <= index < size:
+            raise ValueError(_t("inclusion proof index is outside the tree"))
+        self.extend_to(size)
+        return _inclusion_path(index, size, self.subtree)
+
+    def consistency_proof(self, old_size: int, size: int) -> list[bytes]:
+        """:func:`consistency_proof` from ``old_size`` leaves to the first ``size`` leaves."""
+        if not 0 <= old_size <= size:
+            raise ValueError(_t("consistency proof old size is outside the tree"))
+        self.extend_to(size)
+        return _consistency_path(old_size, size, self.subtree)
 
 
 def _is_hash(value: object) -> bool:

@@ -57,6 +57,7 @@ from childvault.vault._remote import (
     CALL_TIMEOUT,
     Bootstrap,
     RemoteBackend,
+    _WitnessRefused,
     check_url,
     with_scratch_home,
 )
@@ -155,6 +156,11 @@ class FailoverBackend(RemoteBackend):
                 )
         except requests.RequestException as exc:
             raise _Down(url, type(exc).__name__, refused=_refused(exc)) from exc
+        if r.status_code == 502 and _witness_refusal(r):
+            # Not a replica down: it committed and its witness refused the
+            # checkpoint. _answer raises _WitnessRefused, which the commit
+            # keeps for the service's fail-closed witness step.
+            return self._answer(r)
         if r.status_code in (502, 504):
             raise _Down(url, f"answered {r.status_code}", refused=False)
         if r.status_code == 503:
@@ -320,8 +326,15 @@ class FailoverBackend(RemoteBackend):
             self._journal = []
 
     def _commit(self) -> None:
+        self.witness_failure = None
         try:
             self._once(self.url, "/v1/txn/commit", {"txn": self._txn}, timeout=CALL_TIMEOUT)
+            return
+        except _WitnessRefused as exc:
+            # Committed; only the witness did not cosign. As with one server
+            # (RemoteBackend._transaction), AuditService.witness reports it and
+            # the approval is withdrawn: its grant revoked, the revocation logged.
+            self.witness_failure = str(exc)
             return
         except _Down as down:
             failed = down
@@ -351,6 +364,8 @@ class FailoverBackend(RemoteBackend):
         self._replay()
         try:
             self._once(self.url, "/v1/txn/commit", {"txn": self._txn}, timeout=CALL_TIMEOUT)
+        except _WitnessRefused as exc:
+            self.witness_failure = str(exc)  # committed here: as above
         except _Down as again:
             raise ProviderUnavailable(
                 _t(
@@ -386,6 +401,15 @@ class FailoverBackend(RemoteBackend):
                 for row in rows or ():
                     last = (int(row[0]), bytes(row[2]))
         return last
+
+
+def _witness_refusal(r: requests.Response) -> bool:
+    """Whether ``r`` is the server's 502 ``witness``: committed, checkpoint not cosigned."""
+    try:
+        doc = r.json()
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("reason") == "witness"
 
 
 def _canonical(result: Any) -> str:
