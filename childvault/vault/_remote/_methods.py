@@ -77,6 +77,10 @@ METHODS: dict[str, dict[str, str]] = {
         "entries_by_action": READ,
         "entry_at": READ,
         "append": WRITE,
+        # Not a repository method: the trust sync, one request for what a
+        # verification reads at its start (head, one page from an entry, and
+        # that page's signatures: docs/server.md "Trust sync").
+        "sync": READ,
     },
     "checkpoints": {
         "latest_by": READ,
