@@ -495,6 +495,8 @@ class VaultHost:
             kw or len(a) != 1 or type(a[0]) is not int or a[0] < 0
         ):
             raise Refused(400, "malformed", "audit.sync takes one entry number (0 or more)")
+        if (repo, method) == ("audit", "last") and (a or kw):
+            raise Refused(400, "malformed", "audit.last takes no arguments")
         return a, kw
 
     async def batch(
@@ -655,6 +657,10 @@ class VaultHost:
             return encode([list(self.db.audit.row(r)) for r in rows])
         if (repo, method) == ("audit", "sync"):
             return encode(self._sync(int(a[0])))
+        if (repo, method) == ("audit", "last"):
+            # What head() and entry_at(size - 1) answer, read together.
+            size, head = self.db.audit.head()
+            return encode([size, head, self.db.audit.entry_at(size - 1) if size else None])
         if (repo, method) == ("records", "fields_all"):
             rid = str(a[0]) if a else ""
             return encode(self.db.records.fields(rid, self.db.records.field_names(rid)))

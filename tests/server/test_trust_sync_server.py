@@ -102,6 +102,9 @@ def test_sync_answers_what_head_page_and_signatures_answer(
             rows = _read(vs, user, "audit", "page", start, batch=5000)
             sigs = _read(vs, user, "audit", "signatures", rows[0][0], rows[-1][0]) if rows else {}
             assert got == [size, head, rows, sigs]
+        # audit.last: what an append reads, head() then entry_at(size - 1), together.
+        entry = _read(vs, user, "audit", "entry_at", size - 1)
+        assert _read(vs, user, "audit", "last") == [size, head, list(entry)]
         # Every entry since the vault was made is signed by its actor.
         assert len(_read(vs, user, "audit", "sync", 0)[3]) == size
 
@@ -119,6 +122,8 @@ def test_malformed_entry_numbers_and_strangers_are_refused(
         _call("audit", "sync"),
         _call("audit", "sync", 0, 1),
         _call("audit", "sync", 0, batch=10),
+        _call("audit", "last", 0),
+        _call("audit", "last", start=0),
     ):
         _refused(_rpc(vs, staff, "/v1/rpc", {"txn": None, **doc}), 400, "malformed")
     # In a read-only batch the malformed call stops the whole batch before any runs.
@@ -154,9 +159,13 @@ def test_approve_and_read_verify_from_one_sync(served: tuple[VaultServer, list[s
         scans = [c for calls in outside for c in calls if c == "audit.entries_by_action"]
         assert 1 <= len(scans) <= 3
         assert sum(1 for calls in outside if "audit.entries_by_action" in calls) == 1
+    # Inside the transaction an append reads the head with the last entry.
+    for sent in (approving, reading):
+        inside = [c for in_txn, calls in sent if in_txn for c in calls]
+        assert "audit.last" in inside and "audit.head" not in inside
     # Round 2, session 5 (docs/benchmarks.md): 34 and 26 before.
-    assert len(approving) <= 18
-    assert len(reading) <= 13
+    assert len(approving) <= 16
+    assert len(reading) <= 12
 
 
 def test_an_altered_entry_or_signature_is_refused_through_the_sync(tmp_path: Path) -> None:

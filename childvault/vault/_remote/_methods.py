@@ -81,6 +81,9 @@ METHODS: dict[str, dict[str, str]] = {
         # verification reads at its start (head, one page from an entry, and
         # that page's signatures: docs/server.md "Trust sync").
         "sync": READ,
+        # Not a repository method: head() with the last entry (entry_at(size - 1)),
+        # which an append reads one after the other (docs/server.md).
+        "last": READ,
     },
     "checkpoints": {
         "latest_by": READ,
