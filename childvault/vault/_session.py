@@ -339,6 +339,11 @@ class Session:
             return None
         known = self._verified
         prefetch = getattr(self.db, "prefetch_log", None)
+        if prefetch is not None and known is None:
+            # A fresh session through a server resumes from the user's own signed
+            # saved state, as verify_log would (and as verified_point does), so the
+            # entries after it come with the trust sync below.
+            known = self._verified = load_saved(self.db, self.me, self.anchor)
         if prefetch is not None and known is not None and known.head is not None:
             # Through a server (docs/server.md "Trust sync"): the head, the entries
             # since this session's verified point and their signatures in one
