@@ -18,7 +18,10 @@ moment before (:data:`CACHE_SECONDS`), never across a write or transaction of
 its own, and never once an answer shows the server has committed anything
 since (every answer names the server's commit count, its generation). A read
 of a record also fetches its key blob and field names in the same request: the
-services read the three together.
+services read the three together. The trust sync (:meth:`RemoteBackend.prefetch_log`,
+``audit.sync``) reads the log's head, the entries since the session's verified
+point and their signatures in one request, under the same rules; the replay
+checks them as ever.
 All cryptography stays here, in the client: the server stores sealed values,
 wrapped keys and signed entries, and never receives a plaintext value, a
 data key, a private key or a passphrase.
