@@ -81,6 +81,8 @@ DEFAULT_TXN_IDLE = 30.0
 DEFAULT_WAIT = 10.0
 #: Calls one ``/v1/rpc/batch`` request may carry (the body limit bounds the bytes).
 MAX_BATCH = 2000
+#: Log entries one ``audit.sync`` answers (as one ``audit.page``).
+SYNC_PAGE = 5000
 #: Record ids one ``records.get_many`` / ``keyblob_many`` / ``fields_many`` may name.
 MAX_MANY = 5000
 #: The batched record reads (approve, read, record verification: docs/server.md).
@@ -505,6 +507,12 @@ class VaultHost:
             raise Refused(403, "role", f"{', '.join(sorted(roles))} may not call {repo}.{method}")
         if (repo, method) in _MANY:
             _check_many(method, a, kw)
+        if (repo, method) == ("audit", "sync") and (
+            kw or len(a) != 1 or type(a[0]) is not int or a[0] < 0
+        ):
+            raise Refused(400, "malformed", "audit.sync takes one entry number (0 or more)")
+        if (repo, method) == ("audit", "last") and (a or kw):
+            raise Refused(400, "malformed", "audit.last takes no arguments")
         return a, kw
 
     async def batch(
@@ -666,6 +674,12 @@ class VaultHost:
             batch = max(1, min(int(kw.get("batch", 5000)), 5000))
             rows = next(iter(self.db.audit.pages(start, batch=batch)), [])
             return encode([list(self.db.audit.row(r)) for r in rows])
+        if (repo, method) == ("audit", "sync"):
+            return encode(self._sync(int(a[0])))
+        if (repo, method) == ("audit", "last"):
+            # What head() and entry_at(size - 1) answer, read together.
+            size, head = self.db.audit.head()
+            return encode([size, head, self.db.audit.entry_at(size - 1) if size else None])
         if (repo, method) == ("records", "fields_all"):
             rid = str(a[0]) if a else ""
             return encode(self.db.records.fields(rid, self.db.records.field_names(rid)))
@@ -673,6 +687,21 @@ class VaultHost:
         if (repo, method) == ("access", "use_grant") and result is True and txn is not None:
             txn.used.add(str(a[0] if a else kw.get("grant_id")))
         return encode(result)
+
+    def _sync(self, start: int) -> list[Any]:
+        """The trust sync: ``[size, head hash, rows, signatures]``, read together.
+
+        ``rows`` is one page (at most :data:`SYNC_PAGE` entries) from entry
+        ``start`` as ``audit.page`` answers it, ``signatures`` what
+        ``audit.signatures`` answers for those rows. Exactly what the three
+        reads answer one after another, in one snapshot: the client verifies
+        every row and signature as before (docs/server.md).
+        """
+        size, head = self.db.audit.head()
+        rows = next(iter(self.db.audit.pages(start, batch=SYNC_PAGE)), [])
+        out = [self.db.audit.row(r) for r in rows]
+        sigs = self.db.audit.signatures(out[0][0], out[-1][0]) if out else {}
+        return [size, head, [list(r) for r in out], sigs]
 
     def _release(self, txn: _Txn, method: str, a: list[Any]) -> bytes:
         """Release after logging: make a grant's release key, or hand it out once per use."""

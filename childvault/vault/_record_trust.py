@@ -273,6 +273,7 @@ def record_heads(s: Session) -> tuple[TrustState, RecordHeads] | None:
         _save(s, done)
         _SAVED_AT[s] = done.size
     _CACHE[s] = done
+    s.scan_from = done.size  # the next trust sync reads from here (one request)
     return state, done
 
 

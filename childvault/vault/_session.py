@@ -130,6 +130,9 @@ class Session:
                 )
             )
         self._verified: Verified | None = None
+        #: Where this session's record scan (_record_trust.record_heads) resumes:
+        #: the trust sync reads the log from there too (docs/server.md).
+        self.scan_from: int | None = None
         self.keys.trust = self.trust
         # Entries in the acting user's name carry their signature (docs/trust.md).
         db.audit.signer = identity
@@ -335,6 +338,19 @@ class Session:
         if self.anchor is None:
             return None
         known = self._verified
+        prefetch = getattr(self.db, "prefetch_log", None)
+        if prefetch is not None and known is None:
+            # A fresh session through a server resumes from the user's own signed
+            # saved state, as verify_log would (and as verified_point does), so the
+            # entries after it come with the trust sync below.
+            known = self._verified = load_saved(self.db, self.me, self.anchor)
+        if prefetch is not None and known is not None and known.head is not None:
+            # Through a server (docs/server.md "Trust sync"): the head, the entries
+            # since this session's verified point and their signatures in one
+            # request, from one entry early (the record scans resume there). The
+            # checks below and in the replay are unchanged.
+            resume = min(known.size, self.scan_from if self.scan_from is not None else known.size)
+            prefetch(max(resume - 1, 0))
         if (
             known is not None
             and known.head is not None

@@ -18,7 +18,10 @@ moment before (:data:`CACHE_SECONDS`), never across a write or transaction of
 its own, and never once an answer shows the server has committed anything
 since (every answer names the server's commit count, its generation). A read
 of a record also fetches its key blob and field names in the same request: the
-services read the three together.
+services read the three together. The trust sync (:meth:`RemoteBackend.prefetch_log`,
+``audit.sync``) reads the log's head, the entries since the session's verified
+point and their signatures in one request, under the same rules; the replay
+checks them as ever.
 All cryptography stays here, in the client: the server stores sealed values,
 wrapped keys and signed entries, and never receives a plaintext value, a
 data key, a private key or a passphrase.
@@ -106,6 +109,19 @@ SETTINGS_AHEAD = (
     "time_zone",
 )
 
+#: Log scans approve, read and co-signing make one after another (the request's
+#: basis, the notice register, co-signatures): outside a transaction one of them
+#: fetches the others, and the settings above, in the same request.
+ACTIONS_AHEAD: tuple[tuple[str, ...], ...] = (
+    ("request.create",),
+    ("notice.publish",),
+    ("request.cosign",),
+)
+#: The ``_cache`` slot of the trust sync's log tail (not a serialised call).
+_TAIL = "tail"
+#: The most entries one ``audit.page`` (and ``audit.sync``) answers.
+PAGE_MAX = 5000
+
 #: Error classes a server may name; anything else becomes a plain ChildVaultError.
 _ERRORS: dict[str, type[ChildVaultError]] = {
     name: cls
@@ -147,14 +163,35 @@ class _Audit(_Repo):
     signer: Any = None
 
     def pages(self, start: int = 0, *, batch: int = 5000) -> Iterator[Sequence[Any]]:
-        """Unconverted rows from ``start``, a page (one request) at a time."""
+        """Unconverted rows from ``start``, a page (one request) at a time.
+
+        Answered from the trust sync's tail when it holds every entry from
+        ``start`` to the head it read (:meth:`RemoteBackend.prefetch_log`).
+        A page shorter than the server's page size is the last one: the log
+        ended there when it was read, as an empty next page would say.
+        """
+        tail = self._backend.tail(start)
+        if tail is not None:
+            for i in range(0, len(tail), max(batch, 1)):
+                yield tail[i : i + max(batch, 1)]
+            return
         after = start
         while True:
             rows = self._backend.call("audit", "page", (after,), {"batch": batch})
             if not rows:
                 return
             yield rows
+            if len(rows) < min(max(batch, 1), PAGE_MAX):
+                return
             after = int(rows[-1][0]) + 1
+
+    def signatures(self, first: int, last: int) -> Any:
+        """The actors' signatures of entries ``first`` to ``last``: from the trust
+        sync's tail when it holds them, else one request."""
+        held = self._backend.tail_signatures(first, last)
+        if held is not None:
+            return held
+        return self._backend.call("audit", "signatures", (first, last), {})
 
     @staticmethod
     def row(raw: Any) -> AuditRow:
@@ -368,11 +405,27 @@ class RemoteBackend:
                 self._queue.append(one)
                 self._queued_bytes += len(one)
                 return None
-            return decode(self._flush(one))
+            return decode(self._flush(one)[0])
         if one in self._reads:
             return decode(self._reads[one])
-        result = self._flush(one)
+        if (repo, method) == ("audit", "head") and not args and not kwargs:
+            # An append reads the head, then the last entry (its time): both at once.
+            last = decode(self._flush(self._key("audit", "last", (), {}))[0])
+            if not (isinstance(last, list) and len(last) == 3 and type(last[0]) is int):
+                raise IntegrityError(_t("the server sent a malformed batch answer"))
+            size, head, entry = last
+            self._reads[one] = encode((size, head))
+            if size:
+                self._reads[self._key("audit", "entry_at", (size - 1,), {})] = encode(entry)
+            return decode(self._reads[one])
+        ahead = []
+        if (repo, method) == ("users", "all") and not args and not kwargs:
+            # Signing a checkpoint reads the signers, then the stored checkpoints.
+            ahead.append(self._key("checkpoints", "all", (), {}))
+        ahead = [key for key in ahead if key not in self._reads]
+        result, *more = self._flush(one, also=ahead)
         self._reads[one] = result
+        self._reads.update(zip(ahead, more, strict=True))
         return decode(result)
 
     def _call_alone(
@@ -386,11 +439,7 @@ class RemoteBackend:
                 self._cache.clear()
             return self._patiently(lambda: self._post("/v1/rpc", {"txn": None, **doc}))
         one = json.dumps(doc, separators=(",", ":"))
-        if self._cache and (
-            time.monotonic() - self._cache_since > CACHE_SECONDS
-            or len(self._cache) >= CACHE_ENTRIES
-        ):
-            self._cache.clear()
+        self._expire()
         if one in self._cache:
             return decode(self._cache[one])
         calls = [one]
@@ -404,22 +453,28 @@ class RemoteBackend:
                         separators=(",", ":"),
                     )
                 )
-        elif (
-            (repo, method) == ("meta", "get")
-            and len(args) == 1
-            and not kwargs
-            and args[0] in SETTINGS_AHEAD
+        elif not kwargs and (
+            ((repo, method) == ("meta", "get") and len(args) == 1 and args[0] in SETTINGS_AHEAD)
+            or (
+                (repo, method) == ("audit", "entries_by_action")
+                and len(args) == 1
+                and isinstance(args[0], tuple | list)
+                and tuple(args[0]) in ACTIONS_AHEAD
+            )
+            or ((repo, method) == ("access", "request") and len(args) == 1)
         ):
-            # Approve and read look these up one after another: one request for all.
-            for setting in SETTINGS_AHEAD:
-                if setting != args[0]:
-                    also_doc = {
-                        "repo": repo,
-                        "method": method,
-                        "args": [setting],
-                        "kwargs": {"$o": []},
-                    }
-                    calls.append(json.dumps(also_doc, separators=(",", ":")))
+            # Approve and read look these up one after another: one request for all
+            # (a request's basis row with the request).
+            ahead: list[tuple[str, str, tuple[Any, ...]]] = [
+                ("meta", "get", (setting,)) for setting in SETTINGS_AHEAD
+            ]
+            ahead += [("audit", "entries_by_action", (actions,)) for actions in ACTIONS_AHEAD]
+            if (repo, method) == ("access", "request") and isinstance(args[0], str):
+                ahead.append(("meta", "get", (f"request_basis:{args[0]}",)))
+            for r, m, a in ahead:
+                ahead_key = self._key(r, m, a, {})
+                if ahead_key != one and ahead_key not in self._cache:
+                    calls.append(ahead_key)
         elif (repo, method) == ("records", "get") and len(args) == 1 and not kwargs:
             for also in ("keyblob", "field_names", "fields_all"):
                 calls.append(
@@ -462,6 +517,94 @@ class RemoteBackend:
             self._cache_singles(args[0], results)
         return decode(results[0])
 
+    @staticmethod
+    def _key(repo: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
+        """The serialised call ``_call_alone`` caches under."""
+        doc = {"repo": repo, "method": method, "args": encode(list(args))}
+        doc["kwargs"] = encode(dict(kwargs))
+        return json.dumps(doc, separators=(",", ":"))
+
+    def _expire(self) -> None:
+        """Forget what was read outside transactions once it is too old (or too much)."""
+        if self._cache and (
+            time.monotonic() - self._cache_since > CACHE_SECONDS
+            or len(self._cache) >= CACHE_ENTRIES
+        ):
+            self._cache.clear()
+
+    def prefetch_log(self, start: int) -> None:
+        """The trust sync: the log's head, its entries from ``start`` (one page) and
+        their signatures in one request (``audit.sync``), kept as the reads
+        ``audit.head``, ``audit.pages(n)`` (n >= ``start``) and
+        ``audit.signatures`` would answer them, under the rules of every read
+        outside a transaction (:data:`CACHE_SECONDS`, the server's generation).
+
+        Nothing is verified here: the replay and the record scans check every
+        row and signature they take from it as from the server. A no-op inside
+        a transaction (the server's lock makes those reads exact; they are
+        answered once anyway).
+        """
+        if self._depth or type(start) is not int or start < 0 or self.tail(start) is not None:
+            return  # in a transaction, or already read a moment ago
+        raw = self._patiently(
+            lambda: self._post(
+                "/v1/rpc",
+                {"txn": None, **json.loads(self._key("audit", "sync", (start,), {}))},
+                raw=True,
+            )
+        )
+        answer = decode(raw)
+        if not (
+            isinstance(answer, list)
+            and len(answer) == 4
+            and type(answer[0]) is int
+            and (answer[1] is None or isinstance(answer[1], bytes))
+            and isinstance(answer[2], list)
+            and all(isinstance(r, list) and len(r) == 3 and type(r[0]) is int for r in answer[2])
+            and isinstance(answer[3], dict)
+        ):
+            raise IntegrityError(_t("the server sent a malformed batch answer"))
+        size, head, rows, sigs = answer
+        seqs = [r[0] for r in rows]
+        if seqs != list(range(start, start + len(rows))):
+            # Not the contiguous run from start asked for: the replay's own checks
+            # would refuse it; keep nothing and let the ordinary reads ask.
+            return
+        self._expire()
+        if not self._cache:
+            self._cache_since = time.monotonic()
+        self._cache[self._key("audit", "head", (), {})] = encode((size, head))
+        complete = start + len(rows) >= size
+        self._cache[_TAIL] = (start, rows, sigs, complete)
+
+    def _tail(self) -> tuple[int, list[Any], dict[Any, Any], bool] | None:
+        if self._depth:
+            return None
+        self._expire()
+        held = self._cache.get(_TAIL)
+        return cast("tuple[int, list[Any], dict[Any, Any], bool] | None", held)
+
+    def tail(self, start: int) -> list[Any] | None:
+        """The log's rows from ``start`` to the head the trust sync read, if it read
+        them all (None: ask the server)."""
+        held = self._tail()
+        if held is None:
+            return None
+        first, rows, _, complete = held
+        if not complete or start < first:
+            return None
+        return rows[start - first :]
+
+    def tail_signatures(self, first: int, last: int) -> dict[Any, Any] | None:
+        """``audit.signatures(first, last)`` from the trust sync, if it read those entries."""
+        held = self._tail()
+        if held is None:
+            return None
+        begin, rows, sigs, _ = held
+        if not rows or first < begin or last > rows[-1][0]:
+            return None
+        return {s: sig for s, sig in sigs.items() if type(s) is int and first <= s <= last}
+
     def _cache_singles(self, record_ids: Any, results: Sequence[Any]) -> None:
         """Answer the one-record reads of what ``records.get_many`` read ahead
         (``get``, ``keyblob``, ``field_names``, ``fields`` of those names) from
@@ -492,15 +635,19 @@ class RemoteBackend:
             put("fields", [rid, names], stored)
             put("fields_all", [rid], stored)
 
-    def _flush(self, one: str | None = None, *, commit: bool = False) -> Any:
-        """Send the queued writes (and ``one`` call, whose raw result is returned) in one
-        batch; with ``commit``, commit the transaction after them.
+    def _flush(
+        self, one: str | None = None, *, commit: bool = False, also: Sequence[str] = ()
+    ) -> Any:
+        """Send the queued writes (and ``one`` call, then the reads ``also``) in one
+        batch; with ``commit``, commit the transaction after them. Returns the raw
+        results of ``one`` and ``also``, in order (None without ``one``).
 
         If the batch fails, the server has rolled back a transaction the batch
         opened or was to commit; otherwise the transaction stays open and the
         caller's :meth:`transaction` rolls it back, as after a failed single call.
         """
-        calls = self._queue + ([one] if one is not None else [])
+        calls = self._queue + ([one, *also] if one is not None else [])
+        queued = len(self._queue)
         self._queue, self._queued_bytes = [], 0
         begin = self._unopened
         if not calls and (begin or not commit):
@@ -525,7 +672,7 @@ class RemoteBackend:
         if len(results) != len(calls) or not (txn is None if commit else isinstance(txn, str)):
             raise IntegrityError(_t("the server sent a malformed batch answer"))
         self._unopened, self._txn = False, txn
-        return results[-1] if one is not None else None
+        return results[queued:] if one is not None else None
 
     @staticmethod
     def _patiently(send: Callable[[], Any]) -> Any:

@@ -234,6 +234,10 @@ class FailoverBackend(RemoteBackend):
         self._journal.append(_Call(repo, method, a, kw, _canonical(result)))
         return result
 
+    def prefetch_log(self, start: int) -> None:
+        """No trust sync read-ahead across replicas: every read goes through
+        :meth:`call` (and its failover), one request each."""
+
     def _in_txn(self, repo: str, method: str, a: list[Any], kw: dict[str, Any]) -> Any:
         doc = {"txn": self._txn, "repo": repo, "method": method}
         doc.update(args=encode(a), kwargs=encode(kw))

@@ -78,6 +78,13 @@ METHODS: dict[str, dict[str, str]] = {
         "entries_by_ref": READ,
         "entry_at": READ,
         "append": WRITE,
+        # Not a repository method: the trust sync, one request for what a
+        # verification reads at its start (head, one page from an entry, and
+        # that page's signatures: docs/server.md "Trust sync").
+        "sync": READ,
+        # Not a repository method: head() with the last entry (entry_at(size - 1)),
+        # which an append reads one after the other (docs/server.md).
+        "last": READ,
     },
     "checkpoints": {
         "latest_by": READ,

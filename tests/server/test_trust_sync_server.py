@@ -1,0 +1,201 @@
+"""The trust sync through the server (issue 13: approve + read in a handful of round trips).
+
+``audit.sync(n)`` answers, in one request and one snapshot, what ``audit.head``,
+``audit.page(n)`` and ``audit.signatures`` answer one after another. A session
+that has verified the log once asks it at the start of each verification
+(``Session._trust_state``) and the replay and the record scan take their rows
+from it; the client checks every row and signature exactly as before, so an
+entry or signature an insider altered in the server's database is refused on
+this path too. The log scans approve and read make (a request's basis, the
+notice register, co-signatures) and the settings they read come in one request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from childvault.keys import Identity, IntegrityError
+from childvault.vault import Vault
+from childvault.vault._httpsig import HTTPSignatureAuth
+from childvault.vault._remote._codec import decode, encode
+from tests._insider import Insider
+from tests.conftest import add_children
+from tests.server._vaultserver import VaultServer, make_vault, passphrase
+
+
+def _served(root: Path) -> tuple[VaultServer, list[str]]:
+    vs = make_vault(root, ("officer1", "worker1", "worker2"))
+    with Vault.open(vs.home, "worker1", passphrase("worker1")) as v:
+        ids = add_children(v, 4)
+    vs.start()
+    return vs, ids
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VaultServer, list[str]]]:
+    """A served vault with four records (added embedded, before the server starts)."""
+    vs, ids = _served(tmp_path_factory.mktemp("vault"))
+    try:
+        yield vs, ids
+    finally:
+        vs.stop()
+
+
+def _call(repo: str, method: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {"repo": repo, "method": method, "args": encode(list(args)), "kwargs": encode(kwargs)}
+
+
+def _rpc(vs: VaultServer, who: Identity, path: str, doc: dict[str, Any]) -> requests.Response:
+    prepared = requests.Request(
+        "POST",
+        vs.url + path,
+        data=json.dumps(doc).encode(),
+        headers={"Content-Type": "application/json"},
+        auth=HTTPSignatureAuth(who),
+    ).prepare()
+    with requests.Session() as http:
+        return http.send(prepared, timeout=120)
+
+
+def _read(vs: VaultServer, user: str, repo: str, method: str, *args: Any, **kw: Any) -> Any:
+    r = _rpc(vs, vs.identity(user), "/v1/rpc", {"txn": None, **_call(repo, method, *args, **kw)})
+    assert r.status_code == 200, r.text
+    return decode(r.json()["result"])
+
+
+def _refused(r: requests.Response, status: int, reason: str) -> None:
+    assert (r.status_code, r.json().get("reason")) == (status, reason), r.text
+
+
+def _counting(v: Vault) -> list[tuple[bool, list[str]]]:
+    """Each HTTP request ``v``'s remote backend sends from now on: whether it ran in a
+    transaction, and the calls it carried."""
+    backend: Any = v._session.db
+    send = backend._send
+    sent: list[tuple[bool, list[str]]] = []
+
+    def counted(path: str, body: bytes, *, raw: bool = False) -> Any:
+        doc = json.loads(body)
+        calls = doc.get("calls", [doc])
+        in_txn = bool(doc.get("txn") or doc.get("begin"))
+        sent.append((in_txn, [f"{c.get('repo')}.{c.get('method')}" for c in calls]))
+        return send(path, body, raw=raw)
+
+    backend._send = counted
+    return sent
+
+
+def test_sync_answers_what_head_page_and_signatures_answer(
+    served: tuple[VaultServer, list[str]],
+) -> None:
+    vs, _ = served
+    for user in ("worker1", "officer1"):
+        size, head = _read(vs, user, "audit", "head")
+        for start in (0, 3, size - 1, size, size + 10):
+            got = _read(vs, user, "audit", "sync", start)
+            rows = _read(vs, user, "audit", "page", start, batch=5000)
+            sigs = _read(vs, user, "audit", "signatures", rows[0][0], rows[-1][0]) if rows else {}
+            assert got == [size, head, rows, sigs]
+        # audit.last: what an append reads, head() then entry_at(size - 1), together.
+        entry = _read(vs, user, "audit", "entry_at", size - 1)
+        assert _read(vs, user, "audit", "last") == [size, head, entry]
+        # Every entry since the vault was made is signed by its actor.
+        assert len(_read(vs, user, "audit", "sync", 0)[3]) == size
+
+
+def test_malformed_entry_numbers_and_strangers_are_refused(
+    served: tuple[VaultServer, list[str]],
+) -> None:
+    vs, _ = served
+    staff = vs.identity("worker1")
+    for doc in (
+        _call("audit", "sync", "0"),
+        _call("audit", "sync", -1),
+        _call("audit", "sync", 1.5),
+        _call("audit", "sync", True),
+        _call("audit", "sync"),
+        _call("audit", "sync", 0, 1),
+        _call("audit", "sync", 0, batch=10),
+        _call("audit", "last", 0),
+        _call("audit", "last", start=0),
+    ):
+        _refused(_rpc(vs, staff, "/v1/rpc", {"txn": None, **doc}), 400, "malformed")
+    # In a read-only batch the malformed call stops the whole batch before any runs.
+    batch = {"calls": [_call("audit", "head"), _call("audit", "sync", "x")]}
+    _refused(_rpc(vs, staff, "/v1/rpc/batch", batch), 400, "malformed")
+    # The log is for active users of this vault only: a stranger's key, or another
+    # key under a staff member's name, reads nothing.
+    doc = {"txn": None, **_call("audit", "sync", 0)}
+    _refused(_rpc(vs, Identity.generate("mallory"), "/v1/rpc", doc), 401, "unknown_user")
+    _refused(_rpc(vs, Identity.generate("worker1"), "/v1/rpc", doc), 401, "invalid_signature")
+
+
+def test_approve_and_read_verify_from_one_sync(served: tuple[VaultServer, list[str]]) -> None:
+    vs, ids = served
+    with vs.connect("worker1") as worker, vs.connect("officer1") as officer:
+        # A first round: each session verifies the log once (its resume point).
+        req = worker.request_access(ids[:2], ["name"], "case_management", "家访")
+        worker.read_with_grant(officer.approve(req).token)
+        req = worker.request_access(ids, ["name", "guardian_phone"], "case_management", "家访")
+        approving = _counting(officer)
+        token = officer.approve(req).token
+        reading = _counting(worker)
+        out = worker.read_with_grant(token)
+    assert sorted(out) == sorted(ids)
+    assert all(set(fields) == {"name", "guardian_phone"} for fields in out.values())
+    for sent in (approving, reading):
+        outside = [calls for in_txn, calls in sent if not in_txn]
+        assert outside[0] == ["audit.sync"]
+        # The head, the new entries and their signatures came with the sync; the
+        # record scan resumed from it; the log scans came in one request.
+        for calls in outside:
+            assert not {"audit.head", "audit.page", "audit.signatures"} & set(calls), calls
+        scans = [c for calls in outside for c in calls if c == "audit.entries_by_action"]
+        assert 1 <= len(scans) <= 3
+        assert sum(1 for calls in outside if "audit.entries_by_action" in calls) == 1
+    # Inside the transaction an append reads the head with the last entry.
+    for sent in (approving, reading):
+        inside = [c for in_txn, calls in sent if in_txn for c in calls]
+        assert "audit.last" in inside and "audit.head" not in inside
+    # Round 2, session 5 (docs/benchmarks.md): 34 and 26 before.
+    assert len(approving) <= 16
+    assert len(reading) <= 12
+
+
+def test_an_altered_entry_or_signature_is_refused_through_the_sync(tmp_path: Path) -> None:
+    vs, ids = _served(tmp_path)
+    try:
+        with vs.connect("worker1") as worker, vs.connect("officer1") as officer:
+            req = worker.request_access(ids[:1], ["name"], "case_management", "家访")
+            officer.approve(req)  # the officer's session has now verified the log once
+            req = worker.request_access(ids[1:3], ["name"], "case_management", "家访")
+            with Insider(vs.home, vs.identity("worker2")) as insider:
+                ((seq, entry, sig),) = insider.execute(
+                    "SELECT seq, entry, sig FROM audit ORDER BY seq DESC LIMIT 1"
+                )
+                assert json.loads(entry)["action"] == "request.create"
+                changed = entry.replace(b"case_management", b"case_managemenX")
+                forged = bytes(64)
+                for column, value, why in (
+                    ("entry", changed, "modified"),
+                    ("sig", forged, "not signed by them"),
+                ):
+                    insider.update("audit", {column: value}, where={"seq": seq})
+                    officer._session.db._cache.clear()  # no answer from before the edit
+                    sent = _counting(officer)
+                    with pytest.raises(IntegrityError, match=why):
+                        officer.approve(req)
+                    assert (False, ["audit.sync"]) in sent
+                    assert not any("release.new" in calls for _, calls in sent)
+                    insider.update("audit", {"entry": entry, "sig": sig}, where={"seq": seq})
+            officer._session.db._cache.clear()
+            # Restored, the same request is approved: the refusals were the edits'.
+            assert officer.approve(req).token
+    finally:
+        vs.stop()
