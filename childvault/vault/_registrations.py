@@ -191,6 +191,86 @@ def save_state(db: Backend, verifier: Identity, anchor: Anchor, verified: Verifi
         db.statements.save_state(verifier.name, verified.size, verified.head, raw, sig)
 
 
+#: Meta key prefix of a verifier's signed known tree (``audit verify``'s Merkle
+#: frontier of the prefix it verified; one row per user).
+TREE_KEY = "verified_tree/"
+_TREE_DOMAIN = b"childvault/verified-tree/1\x00"
+_HASH_HEX = re.compile(r"(?:[0-9a-f]{64})+")
+
+
+def _tree_message(vault_id: str, user: str, size: int, state: bytes, checked: bytes) -> bytes:
+    # Bound to the vault and the user (a row copied from another vault or user
+    # does not verify) and to the prefix's last leaf hash, the end of ``state``:
+    # the chain ending in it commits to every earlier entry.
+    return _TREE_DOMAIN + _audit.canonical(
+        {
+            "vault": vault_id,
+            "user": user,
+            "size": size,
+            "state": state.hex(),
+            "checked": checked.hex(),
+        }
+    )
+
+
+def load_tree(db: Backend, verifier: Identity, anchor: Anchor) -> _audit.KnownTree | None:
+    """The verifier's own known tree (see :func:`save_tree`), if its signature verifies.
+
+    Anything else (no row, a row that does not parse, another's signature)
+    gives None: ``audit verify`` then builds the whole tree, as before.
+    """
+    raw = db.meta.get(TREE_KEY + verifier.name)
+    if raw is None:
+        return None
+    try:
+        obj = json.loads(raw)
+        size, state_hex, checked_hex = obj["size"], obj["state"], obj["checked"]
+        sig = unb64(obj["sig"])
+        if not (
+            isinstance(size, int)
+            and not isinstance(size, bool)
+            and size >= 1
+            and isinstance(state_hex, str)
+            and _HASH_HEX.fullmatch(state_hex)
+            and isinstance(checked_hex, str)
+            and len(checked_hex) == 64
+            and _HASH_HEX.fullmatch(checked_hex)
+        ):
+            return None
+        state, checked = bytes.fromhex(state_hex), bytes.fromhex(checked_hex)
+    except (ValueError, KeyError, TypeError):
+        return None
+    message = _tree_message(anchor.vault_id, verifier.name, size, state, checked)
+    if not verifier.public.verify(message, sig):
+        return None  # not ours (an insider's row): build the whole tree
+    return _audit.KnownTree(size, state, checked)
+
+
+def save_tree(db: Backend, verifier: Identity, anchor: Anchor, report: _audit.VerifyReport) -> None:
+    """Keep the Merkle frontier of the log ``report`` verified, signed by the verifier.
+
+    The next ``audit verify`` by the same user then folds only the entries
+    after it into the tree (it still checks the chain of every entry and that
+    the prefix ends in the same leaf: docs/decisions.md).
+    """
+    if report.entries < 1 or not report.resume_state or not report.checked:
+        return
+    message = _tree_message(
+        anchor.vault_id, verifier.name, report.entries, report.resume_state, report.checked
+    )
+    value = json.dumps(
+        {
+            "size": report.entries,
+            "state": report.resume_state.hex(),
+            "checked": report.checked.hex(),
+            "sig": b64(verifier.sign(message)),
+        },
+        sort_keys=True,
+    )
+    with db.transaction():
+        db.meta.set(TREE_KEY + verifier.name, value)
+
+
 def replay(db: Backend, start: Verified) -> Verified:
     """Continue ``start`` over the log entries after it, in order.
 
