@@ -10,7 +10,6 @@ exactly as without the tree.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +21,7 @@ from childvault.keys import IntegrityError
 from childvault.vault import _audit, _merkle, _note
 from childvault.vault._audit import Event, KnownTree
 from childvault.vault._backend import CheckpointRow
-from childvault.vault._registrations import TREE_KEY, load_tree
+from childvault.vault._registrations import TREE_SUFFIX, load_tree
 from childvault.vault._time import iso
 from tests._insider import Insider
 from tests.conftest import World, add_children
@@ -186,12 +185,11 @@ def test_audit_verify_keeps_a_signed_tree_and_refuses_a_flipped_one(world: World
         tree = load_tree(s.db, s.me, s.anchor)  # type: ignore[arg-type]
         assert tree is not None and tree.size == first.entries
     with Insider(world, "worker2") as insider:
-        ((raw,),) = insider.rows("meta", ["value"], where={"key": TREE_KEY + "worker1"})
-        obj = json.loads(raw)
-        state = bytearray(bytes.fromhex(obj["state"]))
-        state[3] ^= 0x40
-        obj["state"] = bytes(state).hex()
-        insider.update("meta", {"value": json.dumps(obj)}, {"key": TREE_KEY + "worker1"})
+        where = {"verifier": "worker1" + TREE_SUFFIX}
+        ((raw,),) = insider.rows("trust_states", ["state"], where=where)
+        state = bytearray(bytes(raw))
+        state[40] ^= 0x40  # a frontier byte (after the 32-byte checkpoint digest)
+        insider.update("trust_states", {"state": bytes(state)}, where)
     with world.open("worker1") as v:
         s = v._session
         assert load_tree(s.db, s.me, s.anchor) is None  # type: ignore[arg-type]

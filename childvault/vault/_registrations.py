@@ -24,7 +24,7 @@ from childvault.keys._encoding import b64, unb64
 from childvault.vault import _audit, _statements
 from childvault.vault._audit import DetailValue, Event
 from childvault.vault._backend import AuditRepo, Backend
-from childvault.vault._merkle import leaf_hash
+from childvault.vault._merkle import HASH_SIZE, leaf_hash
 from childvault.vault._statements import Anchor, Envelope, TrustState
 from childvault.vault._time import parse_iso
 
@@ -191,11 +191,11 @@ def save_state(db: Backend, verifier: Identity, anchor: Anchor, verified: Verifi
         db.statements.save_state(verifier.name, verified.size, verified.head, raw, sig)
 
 
-#: Meta key prefix of a verifier's signed known tree (``audit verify``'s Merkle
-#: frontier of the prefix it verified; one row per user).
-TREE_KEY = "verified_tree/"
+#: Suffix of the ``trust_states`` key under which a verifier keeps its known
+#: tree (``audit verify``'s Merkle frontier of the prefix it verified), beside
+#: its trust state (``NAME``) and its record heads (``NAME#records``).
+TREE_SUFFIX = "#tree"
 _TREE_DOMAIN = b"childvault/verified-tree/1\x00"
-_HASH_HEX = re.compile(r"(?:[0-9a-f]{64})+")
 
 
 def _tree_message(vault_id: str, user: str, size: int, state: bytes, checked: bytes) -> bytes:
@@ -219,27 +219,15 @@ def load_tree(db: Backend, verifier: Identity, anchor: Anchor) -> _audit.KnownTr
     Anything else (no row, a row that does not parse, another's signature)
     gives None: ``audit verify`` then builds the whole tree, as before.
     """
-    raw = db.meta.get(TREE_KEY + verifier.name)
-    if raw is None:
+    saved = db.statements.saved_state(verifier.name + TREE_SUFFIX)
+    if saved is None:
         return None
-    try:
-        obj = json.loads(raw)
-        size, state_hex, checked_hex = obj["size"], obj["state"], obj["checked"]
-        sig = unb64(obj["sig"])
-        if not (
-            isinstance(size, int)
-            and not isinstance(size, bool)
-            and size >= 1
-            and isinstance(state_hex, str)
-            and _HASH_HEX.fullmatch(state_hex)
-            and isinstance(checked_hex, str)
-            and len(checked_hex) == 64
-            and _HASH_HEX.fullmatch(checked_hex)
-        ):
-            return None
-        state, checked = bytes.fromhex(state_hex), bytes.fromhex(checked_hex)
-    except (ValueError, KeyError, TypeError):
+    size, head, raw, sig = saved
+    # raw: the checked-checkpoints digest, then the frontier before the last
+    # entry, then that entry's leaf hash (the head).
+    if size < 1 or len(raw) < 2 * HASH_SIZE or raw[-HASH_SIZE:] != head:
         return None
+    checked, state = raw[:HASH_SIZE], raw[HASH_SIZE:]
     message = _tree_message(anchor.vault_id, verifier.name, size, state, checked)
     if not verifier.public.verify(message, sig):
         return None  # not ours (an insider's row): build the whole tree
@@ -253,22 +241,19 @@ def save_tree(db: Backend, verifier: Identity, anchor: Anchor, report: _audit.Ve
     after it into the tree (it still checks the chain of every entry and that
     the prefix ends in the same leaf: docs/decisions.md).
     """
-    if report.entries < 1 or not report.resume_state or not report.checked:
+    if report.entries < 1 or len(report.resume_state) < HASH_SIZE or not report.checked:
         return
-    message = _tree_message(
-        anchor.vault_id, verifier.name, report.entries, report.resume_state, report.checked
-    )
-    value = json.dumps(
-        {
-            "size": report.entries,
-            "state": report.resume_state.hex(),
-            "checked": report.checked.hex(),
-            "sig": b64(verifier.sign(message)),
-        },
-        sort_keys=True,
-    )
+    state = report.resume_state
+    message = _tree_message(anchor.vault_id, verifier.name, report.entries, state, report.checked)
+    sig = verifier.sign(message)
     with db.transaction():
-        db.meta.set(TREE_KEY + verifier.name, value)
+        db.statements.save_state(
+            verifier.name + TREE_SUFFIX,
+            report.entries,
+            state[-HASH_SIZE:],
+            report.checked + state,
+            sig,
+        )
 
 
 def replay(db: Backend, start: Verified) -> Verified:

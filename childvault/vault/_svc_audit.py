@@ -289,8 +289,14 @@ class AuditService:
         rebuilds it too).
         """
         known = None if full else self.s.verified_point()
+        # The known tree is a local speed-up: a server keeps only the trust
+        # states its allow-list names (NAME, NAME#records), so a client of one
+        # builds the whole tree as before.
+        keeps_tree = self.s.anchor is not None and not getattr(
+            self.s.db, "witnessed_by_server", False
+        )
         tree = None
-        if not full and self.s.anchor is not None:
+        if not full and keeps_tree and self.s.anchor is not None:
             tree = load_tree(self.s.db, self.s.me, self.s.anchor)
         try:
             report = self._verify_chain(progress, known, tree)
@@ -308,10 +314,14 @@ class AuditService:
             # Resumed from this user's own signed state (checked against the
             # chain verified above), and saved again for the next run.
             self.s.trust()
-        if self.s.anchor is not None and (
-            tree is None
-            or report.entries - tree.size >= _TREE_SAVE_AFTER
-            or report.checked != tree.checked
+        if (
+            keeps_tree
+            and self.s.anchor is not None
+            and (
+                tree is None
+                or report.entries - tree.size >= _TREE_SAVE_AFTER
+                or report.checked != tree.checked
+            )
         ):
             # Saved only once the log or its checkpoints moved on: a signature
             # and a commit cost more than folding a few entries again.
