@@ -678,7 +678,12 @@ _TS_AT = len(_TS_MARK)
 
 
 def _check_known_page(
-    rows: Sequence[Any], index: int, prev_hex: str | None, latest: datetime | None = None
+    rows: Sequence[Any],
+    index: int,
+    prev_hex: str | None,
+    latest: datetime | None = None,
+    *,
+    times: bool = True,
 ) -> list[bytes] | None:
     """:func:`_check_page` for entries inside a prefix the caller verified before.
 
@@ -700,6 +705,10 @@ def _check_known_page(
     of the one before, so every entry is the very bytes the caller verified
     before (another would be a SHA-256 collision), its ``seq`` and link
     included.
+
+    ``times=False``: the timestamps are not read, for entries below a
+    :class:`KnownTree`, whose times an earlier :func:`verify` checked (the same
+    bytes, by the argument above).
     """
     if not rows or index == 0 or prev_hex is None:
         return None  # the first entry has no prev: the full check handles it
@@ -719,7 +728,7 @@ def _check_known_page(
         if b"\\" in page or page.count(_PREV_KEY) != count or page.count(_TS_KEY) != count:
             return None
         prev_at = [entry.find(_PREV_MARK) for entry in entries]
-        ts_at = [entry.find(_TS_MARK) + _TS_AT for entry in entries]
+        ts_at = [entry.find(_TS_MARK) + _TS_AT for entry in entries] if times else []
         if -1 in prev_at or _TS_AT - 1 in ts_at:
             return None
         prevs = b"".join(
@@ -728,13 +737,17 @@ def _check_known_page(
                 for entry, at in zip(entries, prev_at, strict=True)
             ]
         )
-        stamps = [
-            entry[at : entry.index(b'"', at)].decode("ascii")
-            for entry, at in zip(entries, ts_at, strict=True)
-        ]
+        stamps = (
+            [
+                entry[at : entry.index(b'"', at)].decode("ascii")
+                for entry, at in zip(entries, ts_at, strict=True)
+            ]
+            if times
+            else []
+        )
     except (TypeError, ValueError, AttributeError):
         return None
-    if not _in_time_order(stamps, latest):
+    if times and not _in_time_order(stamps, latest):
         return None
     # Equal to the hex of the leaves, so each is exactly 64 lower-case hex digits.
     if prevs != (prev_hex + b"".join(leaves[:-1]).hex()).encode("ascii"):
@@ -877,12 +890,16 @@ def verify(
     known_size = known[0] if known is not None and known[0] > index else 0
     # Below skip_to the tree is not built: the known tree's frontier takes over there.
     skip_to = 0
+    # Below light_to the entries get the chain checks only (_check_known_page):
+    # the known prefix's and the known tree's, each ending in its known head.
+    light_to = known_size
     if tree is not None and resume is None and tree.size > index:
         pairs = [(e.size, e.root) for sizes in expected.values() for e in sizes]
         if checkpoint_digest(pairs, tree.size) == tree.checked:
             try:
                 tree.frontiers()
                 skip_to = tree.size
+                light_to = max(known_size, skip_to)
             except ValueError:
                 skip_to = 0  # a state that does not fit its size: build the tree
     for rows in _split_pages(log.pages(index), index, known_size, skip_to):
@@ -894,8 +911,10 @@ def verify(
         # Pages are cut at skip_to, so a page lies wholly below it or not at all.
         building = not skip_to
         leaves = None
-        if index < known_size:
-            leaves = _check_known_page(rows, index, prev_hex, latest)
+        if index < light_to:
+            # Below the known tree the times were checked by the verification
+            # that kept it (the same bytes): not read again.
+            leaves = _check_known_page(rows, index, prev_hex, latest, times=building)
         if leaves is None:
             leaves = _check_page(rows, index, prev_hex, latest)
         if leaves is None:
