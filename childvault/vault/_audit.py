@@ -725,7 +725,9 @@ def _check_known_page(
         # one (its mark is found below), each holds exactly one.
         page = b"\x00".join(entries)
         count = len(entries)
-        if b"\\" in page or page.count(_PREV_KEY) != count or page.count(_TS_KEY) != count:
+        if b"\\" in page or page.count(_PREV_KEY) != count:
+            return None
+        if times and page.count(_TS_KEY) != count:
             return None
         prev_at = [entry.find(_PREV_MARK) for entry in entries]
         ts_at = [entry.find(_TS_MARK) + _TS_AT for entry in entries] if times else []
