@@ -18,7 +18,10 @@ new signed entries: the work done since the last verification), then:
   only after the verifier's own signed "verified up to entry N, hash H"
   state, with the full grammar, ``seq`` and ``prev`` checks there too (the
   chain ending in H at N proves the entries before unchanged:
-  docs/decisions.md).
+  docs/decisions.md). The Merkle tree of the prefix the verifier verified
+  last time is not rebuilt: its frontier comes from the verifier's signed
+  known tree (``trust_states`` row ``worker1#tree``), so only the 1% new
+  entries are folded into it (third round, session 5).
 - **audit verify --full**: ``Vault.verify_audit(full=True)`` — the same, with
   every entry's grammar, ``seq`` and actor signature and every statement
   checked again from the anchor.

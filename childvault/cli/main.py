@@ -4,7 +4,9 @@ This module holds the global options, the one place where library errors
 become messages and exit codes (:class:`_Group`), and the registration of the
 commands, which live in modules by area (``_cmd_*.py``). Those modules import
 only :mod:`childvault.cli._context`, never this module, and register nothing
-themselves: every command is added here, explicitly.
+themselves: every command is added here, explicitly. A command's module is
+imported when the command is first looked up (:class:`_LazyCommands`): a
+command on a session pays for its own module only (issues 16, 18).
 
 Commands parse, prompt, call the library and print; they hold no logic.
 """
@@ -12,13 +14,14 @@ Commands parse, prompt, call the library and print; they hold no logic.
 from __future__ import annotations
 
 import errno
+import importlib
 import inspect
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 import click.core
@@ -31,29 +34,6 @@ import click.types
 import click.utils
 
 from childvault._i18n import environment_locale
-from childvault.cli import (
-    _cmd_access,
-    _cmd_audit,
-    _cmd_backup,
-    _cmd_console,
-    _cmd_demo,
-    _cmd_doctor,
-    _cmd_incident,
-    _cmd_init,
-    _cmd_keys,
-    _cmd_lifecycle,
-    _cmd_passphrase,
-    _cmd_records,
-    _cmd_renew,
-    _cmd_reports,
-    _cmd_rights,
-    _cmd_serve,
-    _cmd_session,
-    _cmd_settings,
-    _cmd_upgrade,
-    _cmd_users,
-    _cmd_vault_admin,
-)
 from childvault.cli._context import EXIT_ERROR, Ctx, _, ngettext, safe
 
 #: Exit status after the reader of stdout went away (``| head``): 128 + SIGPIPE,
@@ -87,11 +67,18 @@ _HELP_SOURCE = "_childvault_help_en"
 _SHORT_SOURCE = "_childvault_short_help_en"
 
 
-def _walk(command: click.Command) -> Iterator[click.Command]:
+def _walk(command: click.Command, *, loaded_only: bool = False) -> Iterator[click.Command]:
+    """``command`` and every command under it (``loaded_only``: none not yet imported)."""
     yield command
     if isinstance(command, click.Group):
-        for sub in command.commands.values():
-            yield from _walk(sub)
+        commands = command.commands
+        subs = (
+            commands.loaded()
+            if loaded_only and isinstance(commands, _LazyCommands)
+            else commands.values()
+        )
+        for sub in subs:
+            yield from _walk(sub, loaded_only=loaded_only)
 
 
 def help_messages(root: click.Command | None = None) -> list[str]:
@@ -130,10 +117,16 @@ def _helped(command: click.Command) -> list[Any]:
     return [command, *command.params]
 
 
-def _localise_help(root: click.Command) -> None:
-    """Translate the help of every command and option into the environment's locale."""
+def _localise_help(
+    root: click.Command, top: click.Command | None = None, *, loaded_only: bool = False
+) -> None:
+    """Translate the help of every command and option under ``root`` into the
+    environment's locale (``top``: the root group, whose short help is not shown;
+    ``loaded_only``: skip commands whose module is not imported yet, they are
+    translated when they are)."""
     english = environment_locale() == "en"
-    for command in _walk(root):
+    top = root if top is None else top
+    for command in _walk(root, loaded_only=loaded_only):
         for obj in _helped(command):
             if not hasattr(obj, _HELP_SOURCE):
                 setattr(obj, _HELP_SOURCE, getattr(obj, "help", None))
@@ -145,7 +138,7 @@ def _localise_help(root: click.Command) -> None:
             if text == inspect.cleandoc(source):
                 text = source
             setattr(obj, "help", text)  # noqa: B010 - commands and options both have it
-            if isinstance(obj, click.Command) and obj is not root:
+            if isinstance(obj, click.Command) and obj is not top:
                 if not hasattr(obj, _SHORT_SOURCE):
                     setattr(obj, _SHORT_SOURCE, obj.short_help)
                 own = getattr(obj, _SHORT_SOURCE)
@@ -203,7 +196,8 @@ class _Group(click.Group):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         """Run the CLI with its help in the environment's locale."""
-        _localise_help(self)
+        # Commands imported later in this run are translated as they load.
+        _localise_help(self, loaded_only=True)
         return super().main(*args, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -319,60 +313,138 @@ def cli(
     ctx.obj.server = server
 
 
-# The commands. Help lists them alphabetically; this order is the order in
-# which they were defined before the split, kept because `cli.commands` keeps
-# it and tests that draw commands from it with a fixed seed
+class _LazyCommands(MutableMapping[str, click.Command]):
+    """The root group's commands: names in registration order, each command
+    imported from its module when first looked up (click asks for one command
+    to run it, and for all of them only to list them in ``--help``).
+
+    A command is prepared once, when loaded: the commands its module's group
+    takes from other modules are added, then the late global options, then
+    its help is translated into this run's language (:meth:`_Group.main`
+    translates the loaded ones again in each later run).
+    """
+
+    def __init__(self, specs: tuple[tuple[str, str, str], ...]) -> None:
+        """``specs``: (command name, module under ``childvault.cli``, attribute)."""
+        self._specs = {name: (module, attr) for name, module, attr in specs}
+        self._order = [name for name, _, _ in specs]
+        self._loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        command = self._loaded.get(name)
+        if command is None:
+            module, attr = self._specs[name]  # KeyError: no such command
+            command = getattr(importlib.import_module(f"childvault.cli.{module}"), attr)
+            for attach in _ATTACH.get(name, ()):
+                attach(command)
+            _add_late_options(command)
+            self._loaded[name] = command
+            _localise_help(command, cli)
+        return command
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        # cli.add_command: a command already imported, taken as it is.
+        if name not in self._order:
+            self._order.append(name)
+        self._specs.pop(name, None)
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self._order:
+            raise KeyError(name)
+        self._order.remove(name)
+        self._specs.pop(name, None)
+        self._loaded.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._order))
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs or name in self._loaded
+
+    def loaded(self) -> list[click.Command]:
+        """The commands imported so far, in registration order."""
+        return [self._loaded[name] for name in self._order if name in self._loaded]
+
+
+def _attach(module: str, *attrs: str) -> Callable[[click.Command], None]:
+    """A hook adding commands of another module to a group when the group loads."""
+
+    def attach(group: click.Command) -> None:
+        source = importlib.import_module(f"childvault.cli.{module}")
+        for attr in attrs:
+            cast(click.Group, group).add_command(getattr(source, attr))
+
+    return attach
+
+
+#: Subcommands that live in another module than their group.
+_ATTACH: dict[str, tuple[Callable[[click.Command], None], ...]] = {
+    # `audit prove` lives with the report and proof files it reads and writes.
+    "audit": (_attach("_cmd_reports", "audit_prove"),),
+    # `vault gc` and `vault identity` live in their own module.
+    "vault": (_attach("_cmd_vault_admin", "vault_gc", "vault_identity"),),
+    # `keys renew` lives in its own module (issue 12).
+    "keys": (_attach("_cmd_renew", "renew"),),
+}
+
+# The commands: (name, module, attribute). Help lists them alphabetically; this
+# order is the order in which they were defined before the split, kept because
+# `cli.commands` keeps it and tests that draw commands from it with a fixed seed
 # (tests/reliability/test_hostile_input.py) would otherwise try other cases.
-for _command in (
-    _cmd_init.init,
-    _cmd_users.user,
-    _cmd_keys.keys,
-    _cmd_records.record,
-    _cmd_records.import_,
-    _cmd_records.list_,
-    _cmd_access.request,
-    _cmd_access.requests,
-    _cmd_access.approve,
-    _cmd_access.deny,
-    _cmd_access.revoke,
-    _cmd_access.read,
-    _cmd_records.find,
-    _cmd_lifecycle.correct,
-    _cmd_lifecycle.delete,
-    _cmd_lifecycle.consent,
-    _cmd_lifecycle.notice,
-    _cmd_lifecycle.retention,
-    _cmd_lifecycle.decommission,
-    _cmd_keys.vault_group,
-    _cmd_audit.audit,
-    _cmd_doctor.doctor,
-    _cmd_demo.demo,
-    _cmd_reports.report,
-    _cmd_reports.export,
-    _cmd_console.console,
-    _cmd_session.unlock,
-    _cmd_session.lock,
-    _cmd_backup.backup,
-    # issue 15 (compliance): appended at the end, so earlier draws keep their order
-    _cmd_access.cosign,
-    _cmd_rights.rights,
-    _cmd_incident.incident,
-    _cmd_serve.serve,
-    _cmd_passphrase.passphrase,
-    _cmd_upgrade.upgrade,
-    # issue 13 (witness): appended at the end, so earlier draws keep their order
-    _cmd_serve.witness,
-    # signed settings (issues 12, 15): appended at the end, as above
-    _cmd_settings.settings,
-):
-    cli.add_command(_command)
-# `audit prove` lives with the report and proof files it reads and writes.
-_cmd_audit.audit.add_command(_cmd_reports.audit_prove)
-# `vault gc` and `vault identity` live in their own module.
-_cmd_keys.vault_group.add_command(_cmd_vault_admin.vault_gc)
-_cmd_keys.vault_group.add_command(_cmd_vault_admin.vault_identity)
-# `keys renew` lives in its own module (issue 12).
-_cmd_keys.keys.add_command(_cmd_renew.renew)
+cli.commands = cast(
+    dict[str, click.Command],
+    _LazyCommands(
+        (
+            ("init", "_cmd_init", "init"),
+            ("user", "_cmd_users", "user"),
+            ("keys", "_cmd_keys", "keys"),
+            ("record", "_cmd_records", "record"),
+            ("import", "_cmd_records", "import_"),
+            ("list", "_cmd_records", "list_"),
+            ("request", "_cmd_access", "request"),
+            ("requests", "_cmd_access", "requests"),
+            ("approve", "_cmd_access", "approve"),
+            ("deny", "_cmd_access", "deny"),
+            ("revoke", "_cmd_access", "revoke"),
+            ("read", "_cmd_access", "read"),
+            ("find", "_cmd_records", "find"),
+            ("correct", "_cmd_lifecycle", "correct"),
+            ("delete", "_cmd_lifecycle", "delete"),
+            ("consent", "_cmd_lifecycle", "consent"),
+            ("notice", "_cmd_lifecycle", "notice"),
+            ("retention", "_cmd_lifecycle", "retention"),
+            ("decommission", "_cmd_lifecycle", "decommission"),
+            ("vault", "_cmd_keys", "vault_group"),
+            ("audit", "_cmd_audit", "audit"),
+            ("doctor", "_cmd_doctor", "doctor"),
+            ("demo", "_cmd_demo", "demo"),
+            ("report", "_cmd_reports", "report"),
+            ("export", "_cmd_reports", "export"),
+            ("console", "_cmd_console", "console"),
+            ("unlock", "_cmd_session", "unlock"),
+            ("lock", "_cmd_session", "lock"),
+            ("backup", "_cmd_backup", "backup"),
+            # issue 15 (compliance): appended at the end, so earlier draws keep their order
+            ("cosign", "_cmd_access", "cosign"),
+            ("rights", "_cmd_rights", "rights"),
+            ("incident", "_cmd_incident", "incident"),
+            ("serve", "_cmd_serve", "serve"),
+            ("passphrase", "_cmd_passphrase", "passphrase"),
+            ("upgrade", "_cmd_upgrade", "upgrade"),
+            # issue 13 (witness): appended at the end, so earlier draws keep their order
+            ("witness", "_cmd_serve", "witness"),
+            # signed settings (issues 12, 15): appended at the end, as above
+            ("settings", "_cmd_settings", "settings"),
+        )
+    ),
+)
+# Commands may also be registered eagerly after these (imported here, then
+# `cli.add_command(command)` and `_add_late_options(command)`): they keep the
+# order of registration too.
 
 
 # Global options after the command name (`childvault list --json`, `childvault
@@ -424,10 +496,6 @@ def _add_late_options(command: click.Command) -> None:
     taken = {opt for p in command.params for opt in p.opts}
     # A command with its own --home/--as (console) keeps its meaning of them.
     command.params.extend(o for o in _late_options() if not taken & set(o.opts))
-
-
-for _command in cli.commands.values():
-    _add_late_options(_command)
 
 
 def main() -> None:

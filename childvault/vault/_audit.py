@@ -13,6 +13,7 @@ and ``detail`` carries only bookkeeping chosen by the library.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -300,6 +301,9 @@ class VerifyReport:
     resume_state: bytes = field(default=b"", repr=False)
     #: The first entry checked: 0, or the size of the checkpoint resumed from.
     checked_from: int = 0
+    #: :func:`checkpoint_digest` of every checkpoint this verification compared
+    #: with the log (all of them: a larger one fails as a truncation).
+    checked: bytes = field(default=b"", repr=False)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-friendly summary."""
@@ -350,6 +354,55 @@ class Resume:
         if frontier.root() != root:
             return None
         return cls(size, frontier, before, last_leaf)
+
+
+@dataclass(frozen=True)
+class KnownTree:
+    """The Merkle tree of a log prefix the caller verified before, to resume building from.
+
+    ``state`` is :attr:`VerifyReport.resume_state` of a verification that ended
+    at ``size`` entries (the frontier before the last entry, then its leaf
+    hash ``head``), and ``checked`` the :func:`checkpoint_digest` of the
+    checkpoints it compared with the log. Only as trustworthy as where it came
+    from: the caller takes it from the verifier's own signed state
+    (``_registrations.load_tree``). :func:`verify` still checks the chain of
+    the prefix from the first entry and that entry ``size - 1`` hashes to
+    ``head``; then the prefix is the very bytes verified before and the
+    frontier is its own (docs/decisions.md).
+    """
+
+    size: int
+    state: bytes
+    checked: bytes
+
+    @property
+    def head(self) -> bytes:
+        """The leaf hash of entry ``size - 1``."""
+        return self.state[-HASH_SIZE:]
+
+    def frontiers(self) -> tuple[Frontier, Frontier]:
+        """(the frontier before the last entry, the frontier of all ``size`` entries);
+        ValueError if the state does not fit ``size``."""
+        if self.size < 1 or len(self.state) < HASH_SIZE:
+            raise ValueError("a known tree needs at least one entry")
+        before = Frontier.from_bytes(self.size - 1, self.state[:-HASH_SIZE])
+        after = before.copy()
+        after.append(self.head)
+        return before, after
+
+
+def checkpoint_digest(pairs: Iterable[tuple[int, bytes]], upto: int) -> bytes:
+    """SHA-256 over the distinct (size, root) pairs of at most ``upto`` entries, sorted.
+
+    What a :class:`KnownTree` records as checked: a later verification may
+    skip rebuilding the prefix's tree only if the checkpoints of that prefix
+    are exactly these (any added, changed or removed one: it rebuilds).
+    """
+    chosen = sorted({(size, root) for size, root in pairs if size <= upto})
+    digest = hashlib.sha256(b"childvault/checked-checkpoints/1\x00")
+    for size, root in chosen:
+        digest.update(size.to_bytes(8, "big") + root)
+    return digest.digest()
 
 
 @dataclass(frozen=True)
@@ -451,12 +504,21 @@ _J_OPT = rf"(?:null|{_J_STR})"
 _J_STRS = rf"\[(?:{_J_STR}(?:,{_J_STR})*+)?\]"
 _J_VAL = rf"(?:{_J_STR}|null|true|false|-?(?:0|[1-9][0-9]*+)|{_J_STRS})"
 _J_DETAIL = rf"\{{(?:{_J_STR}:{_J_VAL}(?:,{_J_STR}:{_J_VAL})*+)?\}}"
-_ENTRY_RE = re.compile(
-    rf'\{{"action":{_J_STR},"actor":{_J_STR},"detail":{_J_DETAIL},"fields":{_J_STRS},'
-    rf'"grant":{_J_OPT},"outcome":{_J_STR},"prev":(?:null|"([0-9a-f]{{64}})"),'
-    rf'"purpose":{_J_OPT},"records":{_J_STRS},"request":{_J_OPT},'
-    rf'"seq":(0|[1-9][0-9]*+),"ts":({_J_STR})\}}'
-)
+
+
+@functools.cache
+def _entry_re() -> re.Pattern[str]:
+    """The grammar of an entry as :func:`encode_entry` writes it; groups: prev, seq, ts.
+
+    Compiled on first use, not at import: every command imports this module,
+    and only verification and the time checks read entries (issue 18).
+    """
+    return re.compile(
+        rf'\{{"action":{_J_STR},"actor":{_J_STR},"detail":{_J_DETAIL},"fields":{_J_STRS},'
+        rf'"grant":{_J_OPT},"outcome":{_J_STR},"prev":(?:null|"([0-9a-f]{{64}})"),'
+        rf'"purpose":{_J_OPT},"records":{_J_STRS},"request":{_J_OPT},'
+        rf'"seq":(0|[1-9][0-9]*+),"ts":({_J_STR})\}}'
+    )
 
 
 def _seq_prev(entry: bytes) -> tuple[Any, Any]:
@@ -470,7 +532,7 @@ def _seq_prev(entry: bytes) -> tuple[Any, Any]:
     the same errors.
     """
     try:
-        match = _ENTRY_RE.fullmatch(entry.decode("utf-8"))
+        match = _entry_re().fullmatch(entry.decode("utf-8"))
     except UnicodeDecodeError:
         match = None
     if match is not None:
@@ -488,14 +550,14 @@ _PROGRESS_EVERY = 10000
 TS_TOLERANCE = timedelta(seconds=5)
 # What :func:`iso` writes (or the same without microseconds): among stamps of
 # one width, text order is time order.
-_ISO_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?Z")
+_ISO_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?Z"
 
 
 def entry_time(entry: bytes | str) -> datetime | None:
     """The ``ts`` of a stored entry as an aware datetime; ``None`` if it has none that parses."""
     try:
         text = entry.decode("utf-8") if isinstance(entry, bytes) else entry
-        match = _ENTRY_RE.fullmatch(text)
+        match = _entry_re().fullmatch(text)
         ts = json.loads(match.group(3)) if match is not None else json.loads(text).get("ts")
         return parse_iso(ts) if isinstance(ts, str) else None
     except (ValueError, AttributeError, TypeError):
@@ -567,7 +629,7 @@ def _in_time_order(stamps: Sequence[str], latest: datetime | None) -> bool:
     stamps = list(stamps)
     return not (
         len(set(map(len, stamps))) != 1
-        or not all(map(_ISO_RE.fullmatch, stamps))
+        or not all(map(re.compile(_ISO_PATTERN).fullmatch, stamps))
         or stamps != sorted(stamps)
         or (latest is not None and parse_iso(stamps[0]) < latest)
     )
@@ -597,7 +659,7 @@ def _check_page(
             return None
         seqs, entries, leaves = hashed
         count = len(seqs)
-        fullmatch = _ENTRY_RE.fullmatch
+        fullmatch = _entry_re().fullmatch
         matches = [fullmatch(entry.decode("utf-8")) for entry in entries]
     except (TypeError, ValueError, AttributeError):
         return None  # wrong column types, bad UTF-8: the reference loop decides
@@ -638,7 +700,12 @@ _TS_AT = len(_TS_MARK)
 
 
 def _check_known_page(
-    rows: Sequence[Any], index: int, prev_hex: str | None, latest: datetime | None = None
+    rows: Sequence[Any],
+    index: int,
+    prev_hex: str | None,
+    latest: datetime | None = None,
+    *,
+    times: bool = True,
 ) -> list[bytes] | None:
     """:func:`_check_page` for entries inside a prefix the caller verified before.
 
@@ -660,6 +727,10 @@ def _check_known_page(
     of the one before, so every entry is the very bytes the caller verified
     before (another would be a SHA-256 collision), its ``seq`` and link
     included.
+
+    ``times=False``: the timestamps are not read, for entries below a
+    :class:`KnownTree`, whose times an earlier :func:`verify` checked (the same
+    bytes, by the argument above).
     """
     if not rows or index == 0 or prev_hex is None:
         return None  # the first entry has no prev: the full check handles it
@@ -676,10 +747,12 @@ def _check_known_page(
         # one (its mark is found below), each holds exactly one.
         page = b"\x00".join(entries)
         count = len(entries)
-        if b"\\" in page or page.count(_PREV_KEY) != count or page.count(_TS_KEY) != count:
+        if b"\\" in page or page.count(_PREV_KEY) != count:
+            return None
+        if times and page.count(_TS_KEY) != count:
             return None
         prev_at = [entry.find(_PREV_MARK) for entry in entries]
-        ts_at = [entry.find(_TS_MARK) + _TS_AT for entry in entries]
+        ts_at = [entry.find(_TS_MARK) + _TS_AT for entry in entries] if times else []
         if -1 in prev_at or _TS_AT - 1 in ts_at:
             return None
         prevs = b"".join(
@@ -688,13 +761,17 @@ def _check_known_page(
                 for entry, at in zip(entries, prev_at, strict=True)
             ]
         )
-        stamps = [
-            entry[at : entry.index(b'"', at)].decode("ascii")
-            for entry, at in zip(entries, ts_at, strict=True)
-        ]
+        stamps = (
+            [
+                entry[at : entry.index(b'"', at)].decode("ascii")
+                for entry, at in zip(entries, ts_at, strict=True)
+            ]
+            if times
+            else []
+        )
     except (TypeError, ValueError, AttributeError):
         return None
-    if not _in_time_order(stamps, latest):
+    if times and not _in_time_order(stamps, latest):
         return None
     # Equal to the hex of the leaves, so each is exactly 64 lower-case hex digits.
     if prevs != (prev_hex + b"".join(leaves[:-1]).hex()).encode("ascii"):
@@ -715,10 +792,21 @@ def _check_known_head(index: int, last_leaf: bytes, known: tuple[int, bytes] | N
         raise KnownPrefixMismatch(_t("entry {entry} is not the one last verified", entry=index - 1))
 
 
-def _split_pages(pages: Iterable[Sequence[Any]], index: int, split: int) -> Iterator[Sequence[Any]]:
+def _take_tree(index: int, last_leaf: bytes, tree: KnownTree | None) -> tuple[Frontier, Frontier]:
+    """At ``index`` = ``tree.size`` entries: (before, frontier) from the known tree, if
+    the entry just checked is the one it ends with; else KnownPrefixMismatch."""
+    if tree is None or last_leaf != tree.head:
+        raise KnownPrefixMismatch(f"entry {index - 1} is not the one last verified")
+    return tree.frontiers()
+
+
+def _split_pages(
+    pages: Iterable[Sequence[Any]], index: int, *splits: int
+) -> Iterator[Sequence[Any]]:
     """The pages of rows from ``index`` on, cut after entry 0 (it has no ``prev``:
-    the full check takes it alone) and where the known prefix ends (``split``)."""
-    cuts = sorted({c for c in (1, split) if c > index}) if split else []
+    the full check takes it alone) and where each known prefix ends (``splits``)."""
+    wanted = [c for c in splits if c]
+    cuts = sorted({c for c in (1, *wanted) if c > index}) if wanted else []
     for rows in pages:
         end = index + len(rows)
         at = 0
@@ -739,6 +827,7 @@ def verify(
     progress: Callable[[int], None] | None = None,
     resume: Resume | None = None,
     known: tuple[int, bytes] | None = None,
+    tree: KnownTree | None = None,
 ) -> VerifyReport:
     """Check the whole log; raise :class:`IntegrityError` naming the first bad entry.
 
@@ -758,6 +847,13 @@ def verify(
     (:func:`_check_known_page`); if entry N-1 does not hash to H, or the log
     has fewer than N entries, :class:`KnownPrefixMismatch` is raised and the
     caller checks again without ``known``.
+
+    With ``tree`` (a :class:`KnownTree` the caller verified before), the
+    Merkle tree of its prefix is not rebuilt when that prefix's checkpoints
+    are exactly those compared with it then: the prefix gets every chain
+    check as before, entry ``tree.size - 1`` must hash to ``tree.head``
+    (:class:`KnownPrefixMismatch` otherwise, or if the log is shorter), and
+    the tree is built on from the stored frontier (docs/decisions.md).
     """
     expected: dict[int, list[_Expected]] = {}
     used_signers: set[str] = set()
@@ -846,12 +942,33 @@ def verify(
     # Sizes at which the per-entry loop compares roots (after that entry).
     marks = sorted(size for size in expected if size > index)
     known_size = known[0] if known is not None and known[0] > index else 0
-    for rows in _split_pages(log.pages(index), index, known_size):
+    # Below skip_to the tree is not built: the known tree's frontier takes over there.
+    skip_to = 0
+    # Below light_to the entries get the chain checks only (_check_known_page):
+    # the known prefix's and the known tree's, each ending in its known head.
+    light_to = known_size
+    if tree is not None and resume is None and tree.size > index:
+        pairs = [(e.size, e.root) for sizes in expected.values() for e in sizes]
+        if checkpoint_digest(pairs, tree.size) == tree.checked:
+            try:
+                tree.frontiers()
+                skip_to = tree.size
+                light_to = max(known_size, skip_to)
+            except ValueError:
+                skip_to = 0  # a state that does not fit its size: build the tree
+    for rows in _split_pages(log.pages(index), index, known_size, skip_to):
         if known_size and index == known_size:
             _check_known_head(index, last_leaf, known)
+        if skip_to and index == skip_to:
+            before, frontier = _take_tree(index, last_leaf, tree)
+            skip_to = 0
+        # Pages are cut at skip_to, so a page lies wholly below it or not at all.
+        building = not skip_to
         leaves = None
-        if index < known_size:
-            leaves = _check_known_page(rows, index, prev_hex, latest)
+        if index < light_to:
+            # Below the known tree the times were checked by the verification
+            # that kept it (the same bytes): not read again.
+            leaves = _check_known_page(rows, index, prev_hex, latest, times=building)
         if leaves is None:
             leaves = _check_page(rows, index, prev_hex, latest)
         if leaves is None:
@@ -897,11 +1014,13 @@ def verify(
                     )
                 latest = _check_time(seq, entry, latest)
                 prev_hex = computed.hex()
-                before = frontier.copy()
-                frontier.append(computed)
+                if building:
+                    before = frontier.copy()
+                    frontier.append(computed)
                 last_leaf = computed
                 index += 1
-                _check_roots(frontier, expected.get(index, ()))
+                if building:
+                    _check_roots(frontier, expected.get(index, ()))
                 if progress is not None and index % _PROGRESS_EVERY == 0:
                     progress(index)
             continue
@@ -909,7 +1028,11 @@ def verify(
         # checkpoint size and progress tick inside it, in the order the
         # reference loop meets them.
         end = index + len(leaves)
-        pos = index
+        pos = end if not building else index
+        if not building and progress is not None:
+            every = _PROGRESS_EVERY
+            for tick in range((index // every + 1) * every, end + 1, every):
+                progress(tick)
         while pos < end:
             stop = end
             at = bisect_right(marks, pos)
@@ -932,6 +1055,10 @@ def verify(
         latest = entry_time(log.row(rows[-1])[1])
     if known_size and index <= known_size:
         _check_known_head(index, last_leaf, known)
+    if skip_to:
+        if index < skip_to:
+            raise KnownPrefixMismatch(f"the log has {index} entries, fewer than last verified")
+        before, frontier = _take_tree(index, last_leaf, tree)
     if index == 0 and expected.get(0):
         for exp in expected[0]:
             if frontier.root() != exp.root:
@@ -957,6 +1084,9 @@ def verify(
         sorted(used_signers),
         resume_state=before.to_bytes() + last_leaf if index else b"",
         checked_from=checked_from,
+        checked=checkpoint_digest(
+            [(e.size, e.root) for sizes in expected.values() for e in sizes], index
+        ),
     )
 
 

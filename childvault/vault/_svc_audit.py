@@ -17,7 +17,7 @@ from childvault.keys._encoding import b64, unb64
 from childvault.vault import _audit, _note
 from childvault.vault._audit import Event, VerifyReport
 from childvault.vault._backend import BackendLog
-from childvault.vault._registrations import logged_registrations, user_detail
+from childvault.vault._registrations import load_tree, logged_registrations, save_tree, user_detail
 from childvault.vault._session import Session, log_origin, signer_name
 from childvault.vault._time import iso, parse_iso
 
@@ -339,10 +339,25 @@ class AuditService:
         the chain just checked ends in H at N only if entries 0..N-1 are the
         very bytes that user verified before (docs/decisions.md). ``full``:
         ignore that state and check every signature from the anchor.
+
+        The Merkle tree of the prefix this user verified last time is not
+        rebuilt: its frontier is kept in the user's own signed known tree
+        (``_registrations.save_tree``), used when it ends in the same entry and
+        that prefix's checkpoints are the ones compared with it then (``full``
+        rebuilds it too).
         """
         known = None if full else self.s.verified_point()
+        # The known tree is a local speed-up: a server keeps only the trust
+        # states its allow-list names (NAME, NAME#records), so a client of one
+        # builds the whole tree as before.
+        keeps_tree = self.s.anchor is not None and not getattr(
+            self.s.db, "witnessed_by_server", False
+        )
+        tree = None
+        if not full and keeps_tree and self.s.anchor is not None:
+            tree = load_tree(self.s.db, self.s.me, self.s.anchor)
         try:
-            report = self._verify_chain(progress, known)
+            report = self._verify_chain(progress, known, tree)
         except _audit.KnownPrefixMismatch:
             # The log no longer ends that prefix in the hash this user verified
             # (a restore, or tampering): every entry gets every check.
@@ -357,10 +372,25 @@ class AuditService:
             # Resumed from this user's own signed state (checked against the
             # chain verified above), and saved again for the next run.
             self.s.trust()
+        if (
+            keeps_tree
+            and self.s.anchor is not None
+            and (
+                tree is None
+                or report.entries - tree.size >= _TREE_SAVE_AFTER
+                or report.checked != tree.checked
+            )
+        ):
+            # Saved only once the log or its checkpoints moved on: a signature
+            # and a commit cost more than folding a few entries again.
+            save_tree(self.s.db, self.s.me, self.s.anchor, report)
         return report
 
     def _verify_chain(
-        self, progress: Callable[[int], None] | None, known: tuple[int, bytes] | None
+        self,
+        progress: Callable[[int], None] | None,
+        known: tuple[int, bytes] | None,
+        tree: _audit.KnownTree | None = None,
     ) -> VerifyReport:
         """:func:`_audit.verify` of this vault's log, its checkpoints and witness."""
         return _audit.verify(
@@ -370,6 +400,7 @@ class AuditService:
             witness_notes=self._witness_notes(),
             progress=progress,
             known=known,
+            tree=tree,
         )
 
     def _witness_notes(self) -> list[str]:
@@ -624,6 +655,10 @@ class AuditService:
 
 
 #: Meta key: the largest tree size the witness is known to have reached.
+#: Save the verifier's known tree again once the log grew by this many entries
+#: since the one used (as the trust state: ``_registrations._SAVE_AFTER``).
+_TREE_SAVE_AFTER = 64
+
 WITNESSED_SIZE_KEY = "witnessed_size"
 
 #: Meta key: the largest log size a read head in the witness is known to have reached.

@@ -243,7 +243,7 @@ def check_mainland_phone(value: str, *, field: str | None = None) -> str:
 # leaks into the result. A name that contains a suffix character (济南市市中区)
 # falls back to the coarser unit (济南市), which errs on the side of privacy.
 _UNIT_CHAR = "(?:(?![省市区县旗盟])[\u3400-\u4dbf\u4e00-\u9fff·])"
-_DISTRICT_RE = re.compile(
+_DISTRICT_PATTERN = (
     rf"(?P<province>{_UNIT_CHAR}{{2,6}}?(?:省|自治区|特别行政区)|北京市|天津市|上海市|重庆市)?"
     rf"(?P<prefecture>{_UNIT_CHAR}{{2,12}}?(?:自治州|地区|盟|市))?"
     rf"(?P<county>{_UNIT_CHAR}{{1,14}}?(?:自治县|自治旗|林区|特区|区|县|旗|市))"
@@ -260,7 +260,8 @@ def district_of(address: str) -> str | None:
     rather than guess, because a guess could keep part of the street).
     """
     text = unicodedata.normalize("NFC", address).strip().replace(" ", "")
-    match = _DISTRICT_RE.match(text)
+    # Compiled on first use (re caches it), not at import: only exports need it.
+    match = re.compile(_DISTRICT_PATTERN).match(text)
     if match is None:
         return None
     return match.group(0)
