@@ -70,13 +70,16 @@ def _new_record_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Prepared:
-    """A validated, encrypted record not yet stored."""
+    """A validated, encrypted record not yet stored: its keys (to wrap), its
+    bookkeeping row and sealed fields (``(name, version, sealed)``) and its
+    blind-index values. Its ``record.create`` entry is made when it is signed
+    (:meth:`RecordService._signed_versions`), once, with the statement's digest."""
 
     keys: RecordKeys
-    record: NewRecord
-    event: Event
+    row: RecordRow
+    fields: list[tuple[str, int, bytes]]
     index: list[tuple[str, str]]
 
 
@@ -87,10 +90,6 @@ class NewRecordInput:
     type: str
     values: Mapping[str, str]
     consent: Consent
-
-
-def _field_bytes(value: str) -> bytes:
-    return value.encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -234,8 +233,19 @@ class RecordService:
         rtype = self.s.schema.record_type(type_name)
         record_id = _new_record_id()
         specs = rtype.fields
-        metadata = {n: v for n, v in values.items() if specs[n].metadata}
-        plain = [(n, _field_bytes(v)) for n, v in values.items() if not specs[n].metadata]
+        # One pass over the fields: clear metadata, plaintexts to seal, and the
+        # searchable values (one row of an import runs this for every field).
+        metadata: dict[str, str] = {}
+        plain: list[tuple[str, bytes]] = []
+        index: list[tuple[str, str]] = []
+        for name, value in values.items():
+            spec = specs[name]
+            if spec.metadata:
+                metadata[name] = value
+            else:
+                plain.append((name, value.encode("utf-8")))
+            if spec.searchable:
+                index.append((name, value))
         sealed: list[tuple[str, int, bytes]] = []
         keys: dict[str, FieldKey] = {}
         for name, ct, key in seal_fields(
@@ -255,17 +265,7 @@ class RecordService:
             consent.retain_until.isoformat(),
             metadata,
         )
-        event = Event(
-            self.s.user,
-            "record.create",
-            records=[record_id],
-            fields=[n for n, _, _ in sealed],
-            detail={"type": type_name},
-        )
-        index = [(n, v) for n, v in values.items() if specs[n].searchable]
-        return _Prepared(
-            RecordKeys(record_id, 1, keys, new=True), NewRecord(row, sealed, b""), event, index
-        )
+        return _Prepared(RecordKeys(record_id, 1, keys, new=True), row, sealed, index)
 
     def _store_new(
         self,
@@ -282,14 +282,14 @@ class RecordService:
         ``(field, value) -> tag``, taken (and removed) instead of computed again."""
         blobs = self.s.keys.writer().wrap([p.keys for p in prepared])
         records = [
-            NewRecord(p.record.row, p.record.fields, blob, source, rows[i] if rows else None)
+            NewRecord(p.row, p.fields, blob, source, rows[i] if rows else None)
             for i, (p, blob) in enumerate(zip(prepared, blobs, strict=True))
         ]
         # Blind-index tags, computed per field in one batch (one Transit call in Vault mode).
         by_field: dict[str, list[tuple[str, str]]] = {}
         for p in prepared:
             for name, value in p.index:
-                by_field.setdefault(name, []).append((p.record.row.id, value))
+                by_field.setdefault(name, []).append((p.row.id, value))
         tags: list[tuple[str, bytes, str]] = []
         for name, pairs in by_field.items():
             macs = self._index_tags(name, [v for _, v in pairs], known)
@@ -335,19 +335,20 @@ class RecordService:
         # One signer for the batch: libsodium directly (the same signatures).
         signer = BatchSigner(self.s.me) if len(prepared) > 1 else None
         at = iso(moment)
+        user = self.s.user
         for i, (p, record) in enumerate(zip(prepared, records, strict=True)):
             envelope = record_trust.sign_version(
                 self.s, record.row, record.fields, record.blob, moment, signer=signer, at=at
             )
-            detail = dict(p.event.detail)
+            detail: dict[str, DetailValue] = {"type": record.row.type}
             if source is not None:
                 detail["source"], detail["row"] = source[:16], rows[i]
             detail[record_trust.RECORD_STATEMENT] = envelope.digest()
             event = Event(
-                p.event.actor,
-                p.event.action,
-                records=p.event.records,
-                fields=p.event.fields,
+                user,
+                "record.create",
+                records=[record.row.id],
+                fields=[name for name, _, _ in p.fields],
                 detail=detail,
             )
             out.append((event, envelope))
@@ -532,8 +533,14 @@ class RecordService:
     def _row_input(
         self, type_name: str, row: Mapping[str, str], moment: datetime, notice: str | None = None
     ) -> NewRecordInput:
-        values = {k: v for k, v in row.items() if k not in ALL_CONSENT_COLUMNS}
-        consent_cols = {k: v for k, v in row.items() if k in ALL_CONSENT_COLUMNS}
+        values: dict[str, str] = {}
+        consent_cols: dict[str, str] = {}
+        # One pass over the row's cells (one row of an import each).
+        for k, v in row.items():
+            if k in ALL_CONSENT_COLUMNS:
+                consent_cols[k] = v
+            else:
+                values[k] = v
         consent = parse_consent_columns(
             consent_cols,
             default_notice=notice if notice is not None else self.s.setting("notice_version"),
