@@ -102,7 +102,7 @@ def check_date(value: str, *, field: str | None = None) -> str:
 
 def _id_check_char(first17: str) -> str:
     if len(first17) != 17:
-        raise ValueError("an identity number's check character covers exactly 17 digits")
+        raise ValueError(_t("an identity number's check character covers exactly 17 digits"))
     # map() in C rather than a generator: one identity number a row on imports.
     total = sum(map(mul, map(int, first17), _ID_WEIGHTS))
     return _ID_CHECK[total % 11]
