@@ -70,13 +70,27 @@ def _new_record_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class _Day:
+    """The dates every row of one write shares, computed once (not once a row):
+    ``today`` in the institution's zone, the legal creation date and the
+    back-dating window (:meth:`RecordService._backdating`)."""
+
+    today: date
+    created: date
+    window: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Prepared:
-    """A validated, encrypted record not yet stored."""
+    """A validated, encrypted record not yet stored: its keys (to wrap), its
+    bookkeeping row and sealed fields (``(name, version, sealed)``) and its
+    blind-index values. Its ``record.create`` entry is made when it is signed
+    (:meth:`RecordService._signed_versions`), once, with the statement's digest."""
 
     keys: RecordKeys
-    record: NewRecord
-    event: Event
+    row: RecordRow
+    fields: list[tuple[str, int, bytes]]
     index: list[tuple[str, str]]
 
 
@@ -87,10 +101,6 @@ class NewRecordInput:
     type: str
     values: Mapping[str, str]
     consent: Consent
-
-
-def _field_bytes(value: str) -> bytes:
-    return value.encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -160,19 +170,30 @@ class RecordService:
         prepared = [self._prepare(item, moment, backdating=True) for item in items]
         return self._store_new(prepared, moment)
 
+    def _day(self, moment: datetime) -> _Day:
+        """The dates shared by every record written at ``moment`` (:class:`_Day`)."""
+        settings = self.s.settings
+        return _Day(today(moment), legal_today(settings, moment), backdate_window(settings))
+
     def _backdating(
-        self, consent: Consent, moment: datetime, imported: bool | None = None
+        self,
+        consent: Consent,
+        moment: datetime,
+        imported: bool | None = None,
+        day: _Day | None = None,
     ) -> Consent:
         """The back-dating rule (issue 15): a record created today by ``moment``.
 
         ``imported``: None for a record added one by one (an officer adding it
         confirms); for an import row, whether an officer runs the import with
-        ``confirm_backdated`` (checked by :meth:`import_file`).
+        ``confirm_backdated`` (checked by :meth:`import_file`). ``day``:
+        :meth:`_day` of ``moment``, computed once by an import.
         """
+        day = day or self._day(moment)
         return check_backdating(
             consent,
-            created=legal_today(self.s.settings, moment),
-            window_days=backdate_window(self.s.settings),
+            created=day.created,
+            window_days=day.window,
             actor=self.s.user,
             officer="officer" in self.s.roles if imported is None else imported,
             in_import=imported is not None,
@@ -205,18 +226,24 @@ class RecordService:
         *,
         backdating: bool = False,
         imported: bool | None = None,
+        day: _Day | None = None,
     ) -> tuple[dict[str, str], Consent]:
         """The record's normalised values and its checked consent (with the notice's
         digest); :class:`ValidationError` or :class:`UsageError` naming the problem.
-        ``imported``: an import row (see :meth:`_backdating`), always window-checked."""
+        ``imported``: an import row (see :meth:`_backdating`), always window-checked.
+        ``day``: :meth:`_day` of ``moment``, computed once by an import."""
         values = self.s.schema.validate_record(item.type, item.values)
         dob_text = values.get("date_of_birth")
-        dob = datetime.fromisoformat(dob_text).date() if dob_text else None
+        # Validated as YYYY-MM-DD: date.fromisoformat reads it as datetime's did.
+        dob = date.fromisoformat(dob_text) if dob_text else None
         consent = check_consent(
-            item.consent, date_of_birth=dob, schema=self.s.schema, today=today(moment)
+            item.consent,
+            date_of_birth=dob,
+            schema=self.s.schema,
+            today=today(moment) if day is None else day.today,
         )
         if backdating or imported is not None:
-            consent = self._backdating(consent, moment, imported)
+            consent = self._backdating(consent, moment, imported, day)
         sha_of = notice_sha256 or self._notices.notice_sha256
         consent = dataclasses.replace(consent, notice_sha256=sha_of(consent.notice_version))
         return values, consent
@@ -234,8 +261,19 @@ class RecordService:
         rtype = self.s.schema.record_type(type_name)
         record_id = _new_record_id()
         specs = rtype.fields
-        metadata = {n: v for n, v in values.items() if specs[n].metadata}
-        plain = [(n, _field_bytes(v)) for n, v in values.items() if not specs[n].metadata]
+        # One pass over the fields: clear metadata, plaintexts to seal, and the
+        # searchable values (one row of an import runs this for every field).
+        metadata: dict[str, str] = {}
+        plain: list[tuple[str, bytes]] = []
+        index: list[tuple[str, str]] = []
+        for name, value in values.items():
+            spec = specs[name]
+            if spec.metadata:
+                metadata[name] = value
+            else:
+                plain.append((name, value.encode("utf-8")))
+            if spec.searchable:
+                index.append((name, value))
         sealed: list[tuple[str, int, bytes]] = []
         keys: dict[str, FieldKey] = {}
         for name, ct, key in seal_fields(
@@ -255,17 +293,7 @@ class RecordService:
             consent.retain_until.isoformat(),
             metadata,
         )
-        event = Event(
-            self.s.user,
-            "record.create",
-            records=[record_id],
-            fields=[n for n, _, _ in sealed],
-            detail={"type": type_name},
-        )
-        index = [(n, v) for n, v in values.items() if specs[n].searchable]
-        return _Prepared(
-            RecordKeys(record_id, 1, keys, new=True), NewRecord(row, sealed, b""), event, index
-        )
+        return _Prepared(RecordKeys(record_id, 1, keys, new=True), row, sealed, index)
 
     def _store_new(
         self,
@@ -282,14 +310,14 @@ class RecordService:
         ``(field, value) -> tag``, taken (and removed) instead of computed again."""
         blobs = self.s.keys.writer().wrap([p.keys for p in prepared])
         records = [
-            NewRecord(p.record.row, p.record.fields, blob, source, rows[i] if rows else None)
+            NewRecord(p.row, p.fields, blob, source, rows[i] if rows else None)
             for i, (p, blob) in enumerate(zip(prepared, blobs, strict=True))
         ]
         # Blind-index tags, computed per field in one batch (one Transit call in Vault mode).
         by_field: dict[str, list[tuple[str, str]]] = {}
         for p in prepared:
             for name, value in p.index:
-                by_field.setdefault(name, []).append((p.record.row.id, value))
+                by_field.setdefault(name, []).append((p.row.id, value))
         tags: list[tuple[str, bytes, str]] = []
         for name, pairs in by_field.items():
             macs = self._index_tags(name, [v for _, v in pairs], known)
@@ -335,19 +363,20 @@ class RecordService:
         # One signer for the batch: libsodium directly (the same signatures).
         signer = BatchSigner(self.s.me) if len(prepared) > 1 else None
         at = iso(moment)
+        user = self.s.user
         for i, (p, record) in enumerate(zip(prepared, records, strict=True)):
             envelope = record_trust.sign_version(
                 self.s, record.row, record.fields, record.blob, moment, signer=signer, at=at
             )
-            detail = dict(p.event.detail)
+            detail: dict[str, DetailValue] = {"type": record.row.type}
             if source is not None:
                 detail["source"], detail["row"] = source[:16], rows[i]
             detail[record_trust.RECORD_STATEMENT] = envelope.digest()
             event = Event(
-                p.event.actor,
-                p.event.action,
-                records=p.event.records,
-                fields=p.event.fields,
+                user,
+                "record.create",
+                records=[record.row.id],
+                fields=[name for name, _, _ in p.fields],
                 detail=detail,
             )
             out.append((event, envelope))
@@ -411,6 +440,14 @@ class RecordService:
         # Read once per import, not once a row: the default notice and the register.
         notice = self.s.setting("notice_version")
         sha_of = functools.cache(self._notices.notice_sha256)
+        # The dates every row shares (today, the legal creation date, the
+        # back-dating window): read from the settings once, not once a row. A
+        # setting that cannot be read stays each row's reason, as before.
+        day: _Day | None
+        try:
+            day = self._day(moment)
+        except UsageError:
+            day = None
         key = DuplicateKey.of(rtype)
         # The duplicate check's blind-index tags, kept for the write pass (the same
         # keyed function of the same normalised values: computing them twice was
@@ -444,7 +481,9 @@ class RecordService:
         kept_bytes = 0
         for number, row in iter_rows(path, fmt):
             total = number
-            checked = self._checked_row(type_name, row, moment, notice, sha_of, confirm_backdated)
+            checked = self._checked_row(
+                type_name, row, moment, notice, sha_of, confirm_backdated, day
+            )
             if isinstance(checked, str):
                 n_errors += 1
                 if len(errors) < 1000:
@@ -482,7 +521,14 @@ class RecordService:
             kept
             if kept is not None
             else self._revalidated(
-                iter_rows(path, fmt), type_name, done, moment, notice, sha_of, confirm_backdated
+                iter_rows(path, fmt),
+                type_name,
+                done,
+                moment,
+                notice,
+                sha_of,
+                confirm_backdated,
+                day,
             )
         ):
             if number in duplicates:
@@ -520,6 +566,7 @@ class RecordService:
         notice: str | None,
         sha_of: Callable[[str], str],
         confirm_backdated: bool = False,
+        day: _Day | None = None,
     ) -> Iterator[tuple[int, dict[str, str], Consent]]:
         """The valid rows after ``done``, read and validated again (a file too large
         to keep its rows between the passes). A row that fails now (skipped in the
@@ -527,19 +574,32 @@ class RecordService:
         for number, row in rows:
             if number <= done:
                 continue
-            checked = self._checked_row(type_name, row, moment, notice, sha_of, confirm_backdated)
+            checked = self._checked_row(
+                type_name, row, moment, notice, sha_of, confirm_backdated, day
+            )
             if not isinstance(checked, str):
                 yield number, *checked
 
     def _row_input(
-        self, type_name: str, row: Mapping[str, str], moment: datetime, notice: str | None = None
+        self,
+        type_name: str,
+        row: Mapping[str, str],
+        moment: datetime,
+        notice: str | None = None,
+        day: _Day | None = None,
     ) -> NewRecordInput:
-        values = {k: v for k, v in row.items() if k not in ALL_CONSENT_COLUMNS}
-        consent_cols = {k: v for k, v in row.items() if k in ALL_CONSENT_COLUMNS}
+        values: dict[str, str] = {}
+        consent_cols: dict[str, str] = {}
+        # One pass over the row's cells (one row of an import each).
+        for k, v in row.items():
+            if k in ALL_CONSENT_COLUMNS:
+                consent_cols[k] = v
+            else:
+                values[k] = v
         consent = parse_consent_columns(
             consent_cols,
             default_notice=notice if notice is not None else self.s.setting("notice_version"),
-            today=today(moment),
+            today=today(moment) if day is None else day.today,
         )
         return NewRecordInput(type_name, values, consent)
 
@@ -551,6 +611,7 @@ class RecordService:
         notice: str | None = None,
         notice_sha256: Callable[[str], str] | None = None,
         confirm_backdated: bool = False,
+        day: _Day | None = None,
     ) -> tuple[dict[str, str], Consent] | str:
         """A row's validated values and consent (:meth:`_validated`), or why it is invalid.
 
@@ -561,10 +622,11 @@ class RecordService:
             return row.reason
         try:
             return self._validated(
-                self._row_input(type_name, row, moment, notice),
+                self._row_input(type_name, row, moment, notice, day),
                 moment,
                 notice_sha256,
                 imported=confirm_backdated,
+                day=day,
             )
         except (ValidationError, UsageError) as exc:
             reason = exc.args[0] if exc.args else None
