@@ -837,8 +837,9 @@ class VaultHost:
             )
         elif (repo, method) == ("statements", "save_state"):
             # A verifier saves its trust state and, beside it, its verified
-            # record heads (``NAME#records``, _record_trust.py): both its own.
-            must(arg(0, "verifier") in (user, user + "#records"), "the verifier")
+            # record heads (``NAME#records``, _record_trust.py) and its known
+            # Merkle tree (``NAME#tree``, _registrations.py): all its own.
+            must(arg(0, "verifier") in (user, user + "#records", user + "#tree"), "the verifier")
         elif repo == "checkpoints":
             must(arg(3, "signer") == user, "the signer")
             note = str(arg(2, "note"))

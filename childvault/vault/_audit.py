@@ -103,9 +103,9 @@ class Event:
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
-            raise ValueError(f"unknown audit action {self.action!r}")
+            raise ValueError(_t("unknown audit action {action!r}", action=self.action))
         if self.outcome not in OUTCOMES:
-            raise ValueError(f"unknown audit outcome {self.outcome!r}")
+            raise ValueError(_t("unknown audit outcome {outcome!r}", outcome=self.outcome))
 
 
 def encode_entry(seq: int, ts: str, event: Event, prev: bytes | None) -> bytes:
@@ -264,7 +264,7 @@ def signing_function(signer: Any) -> Callable[[bytes], bytes]:
     public = _ffi.new("unsigned char[]", 32)
     secret = _ffi.new("unsigned char[]", 64)
     if _lib.crypto_sign_seed_keypair(public, secret, seed) != 0:
-        raise RuntimeError("Ed25519 key expansion failed")
+        raise RuntimeError(_t("Ed25519 key expansion failed"))
     if bytes(_ffi.buffer(public)) != signer.public.signing_key:
         # Never sign with a key that is not the identity's published one.
         return signer.sign
@@ -272,10 +272,10 @@ def signing_function(signer: Any) -> Callable[[bytes], bytes]:
 
     def detached(message: bytes) -> bytes:
         if not isinstance(message, bytes):
-            raise TypeError("a signed message must be bytes")
+            raise TypeError(_t("a signed message must be bytes"))
         out = new("unsigned char[]", len(message) + 64)
         if sign(out, null, message, len(message), secret) != 0:
-            raise RuntimeError("Ed25519 signing failed")
+            raise RuntimeError(_t("Ed25519 signing failed"))
         # libsodium's combined form is signature || message.
         return bytes(buffer(out, 64))
 
@@ -384,7 +384,7 @@ class KnownTree:
         """(the frontier before the last entry, the frontier of all ``size`` entries);
         ValueError if the state does not fit ``size``."""
         if self.size < 1 or len(self.state) < HASH_SIZE:
-            raise ValueError("a known tree needs at least one entry")
+            raise ValueError(_t("a known tree needs at least one entry"))
         before = Frontier.from_bytes(self.size - 1, self.state[:-HASH_SIZE])
         after = before.copy()
         after.append(self.head)
@@ -474,16 +474,16 @@ def witness_lines(path: Path) -> list[dict[str, Any]]:
                 continue
             try:
                 if len(line) > MAX_WITNESS_LINE:
-                    raise ValueError("line too long")
+                    raise ValueError(_t("line too long"))
                 doc = json.loads(line)
                 if not isinstance(doc, dict):
-                    raise TypeError("line")
+                    raise TypeError(_t("line"))
                 if "head" in doc and "note" not in doc:
                     lines.append({"head": doc["head"]})
                     continue
                 note = doc["note"]
                 if not isinstance(note, str):
-                    raise TypeError("note")
+                    raise TypeError(_t("note"))
             except (ValueError, KeyError, TypeError, RecursionError) as exc:
                 raise IntegrityError(
                     _t(
@@ -796,7 +796,7 @@ def _take_tree(index: int, last_leaf: bytes, tree: KnownTree | None) -> tuple[Fr
     """At ``index`` = ``tree.size`` entries: (before, frontier) from the known tree, if
     the entry just checked is the one it ends with; else KnownPrefixMismatch."""
     if tree is None or last_leaf != tree.head:
-        raise KnownPrefixMismatch(f"entry {index - 1} is not the one last verified")
+        raise KnownPrefixMismatch(_t("entry {index} is not the one last verified", index=index - 1))
     return tree.frontiers()
 
 
@@ -1057,7 +1057,9 @@ def verify(
         _check_known_head(index, last_leaf, known)
     if skip_to:
         if index < skip_to:
-            raise KnownPrefixMismatch(f"the log has {index} entries, fewer than last verified")
+            raise KnownPrefixMismatch(
+                _t("the log has {index} entries, fewer than last verified", index=index)
+            )
         before, frontier = _take_tree(index, last_leaf, tree)
     if index == 0 and expected.get(0):
         for exp in expected[0]:

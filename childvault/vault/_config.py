@@ -121,15 +121,15 @@ class Config:
         try:
             doc = json.loads(raw)
             if doc.get("format") != _FORMAT:
-                raise ValueError("format")
+                raise ValueError(_t("format"))
             settings = doc.get("vault")
             if settings is not None and not isinstance(settings, dict):
-                raise ValueError("vault settings")
+                raise ValueError(_t("vault settings"))
             store = doc.get("store")
             if store is not None and (
                 not isinstance(store, dict) or store.get("kind") != "postgresql"
             ):
-                raise ValueError("store")
+                raise ValueError(_t("store"))
             return cls(
                 vault_id=str(doc["vault_id"]),
                 institution=str(doc["institution"]),

@@ -807,7 +807,10 @@ class Vault:
         w = self._live("Vault.backup")
         out = check.path_arg(w, "out", out)
         self._session.require(
-            ("officer", "admin"), "vault.backup", self._session.now(None), "backing up the vault"
+            ("officer", "admin"),
+            "vault.backup",
+            self._session.now(None),
+            _t("backing up the vault"),
         )
         from childvault.vault._results import BackupReport
 

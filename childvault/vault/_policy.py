@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Literal
 
+from childvault._i18n import _t
 from childvault.vault._backend import GrantRow, RecordRow, RequestRow, UserRow
 from childvault.vault._tokens import GrantClaims
 
@@ -71,7 +72,13 @@ def role_refusal(
         return None
     return Refusal(
         "role",
-        f"{what} needs the role {' or '.join(allowed)}; {actor!r} has {', '.join(sorted(roles))}",
+        _t(
+            "{what} needs the role {allowed}; {actor!r} has {roles}",
+            what=what,
+            allowed=" or ".join(allowed),
+            actor=actor,
+            roles=", ".join(sorted(roles)),
+        ),
     )
 
 
@@ -101,22 +108,31 @@ def approval_refusal(
     """
     if req.requester == approver:
         return Refusal(
-            "own request", "an officer cannot approve their own request; ask another officer"
+            "own request", _t("an officer cannot approve their own request; ask another officer")
         )
     if ttl <= timedelta(0) or ttl > limits.max_ttl:
-        return Refusal("ttl", f"the TTL must be positive and at most {limits.max_ttl}", "usage")
+        return Refusal(
+            "ttl",
+            _t("the TTL must be positive and at most {ttl}", ttl=str(limits.max_ttl)),
+            "usage",
+        )
     if not 1 <= uses <= limits.max_uses:
-        return Refusal("uses", f"uses must be between 1 and {limits.max_uses}", "usage")
+        return Refusal("uses", _t("uses must be between 1 and {n}", n=limits.max_uses), "usage")
     if len(req.records) > limits.max_records:
-        return Refusal("cap", f"more than {limits.max_records} records in one approval")
+        return Refusal("cap", _t("more than {n} records in one approval", n=limits.max_records))
     iso_day = day.isoformat()
     for state in records:
         rid, row = state.id, state.row
         if row is None or not state.has_keys:
-            return Refusal("deleted", f"record {rid} was deleted")
+            return Refusal("deleted", _t("record {id} was deleted", id=rid))
         if row.retain_until < iso_day:
             return Refusal(
-                "retention", f"record {rid} is past its retention date ({row.retain_until})"
+                "retention",
+                _t(
+                    "record {id} is past its retention date ({day})",
+                    id=rid,
+                    day=row.retain_until,
+                ),
             )
         refusal = purpose_fields_refusal(req.purpose, req.fields, row, allowed)
         if refusal is not None:
@@ -126,8 +142,12 @@ def approval_refusal(
         if req.purpose not in row.consent.get("purposes", ()):
             return Refusal(
                 "purpose",
-                f"record {rid} has no consent for the purpose {req.purpose!r} "
-                "(record a new consent first)",
+                _t(
+                    "record {id} has no consent for the purpose {purpose!r} "
+                    "(record a new consent first)",
+                    id=rid,
+                    purpose=req.purpose,
+                ),
             )
         if (
             row.consent.get("notice_version") != limits.notice_version
@@ -135,9 +155,14 @@ def approval_refusal(
         ):
             return Refusal(
                 "notice",
-                f"record {rid} consented to notice {row.consent.get('notice_version')!r}, "
-                f"but the current notice is {limits.notice_version!r}: "
-                "renew the consent first",
+                _t(
+                    "record {id} consented to notice {old!r}, "
+                    "but the current notice is {current!r}: "
+                    "renew the consent first",
+                    id=rid,
+                    old=row.consent.get("notice_version"),
+                    current=limits.notice_version,
+                ),
             )
         refusal = turned_14_refusal(row, day)
         if refusal is not None:
@@ -172,8 +197,10 @@ def cosign_refusal(
         return None
     return Refusal(
         "cosign",
-        "a legal-obligation disclosure needs two officers: another officer must run "
-        "`childvault cosign` on the request first",
+        _t(
+            "a legal-obligation disclosure needs two officers: another officer must run "
+            "`childvault cosign` on the request first"
+        ),
     )
 
 
@@ -201,8 +228,14 @@ def purpose_fields_refusal(
         return None
     return Refusal(
         "purpose fields",
-        f"the purpose {purpose!r} may not release {', '.join(extra)} from a {row.type} record "
-        f"(the schema allows: {', '.join(permitted) or 'no field'})",
+        _t(
+            "the purpose {purpose!r} may not release {fields} from a {type} record "
+            "(the schema allows: {allowed})",
+            purpose=purpose,
+            fields=", ".join(extra),
+            type=row.type,
+            allowed=", ".join(permitted) or _t("no field"),
+        ),
     )
 
 
@@ -220,8 +253,12 @@ def turned_14_refusal(row: RecordRow, day: date) -> Refusal | None:
     if isinstance(due, str) and due and due <= day.isoformat():
         return Refusal(
             "turned 14",
-            f"record {row.id}: the child turned 14 on {due}; the guardian's consent no longer "
-            "suffices: record the child's own consent first (M-12)",
+            _t(
+                "record {id}: the child turned 14 on {day}; the guardian's consent no longer "
+                "suffices: record the child's own consent first (M-12)",
+                id=row.id,
+                day=due,
+            ),
         )
     return None
 

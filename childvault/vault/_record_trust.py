@@ -99,7 +99,7 @@ class RecordHeads:
         """Parse a saved encoding (raises ``ValueError`` etc. on a malformed one)."""
         doc = json.loads(raw)
         if not isinstance(doc, dict):
-            raise ValueError("saved record heads are not an object")
+            raise ValueError(_t("saved record heads are not an object"))
         heads = {}
         # One Head per record on every command that resumes: the types are
         # checked directly (what int()/str() would accept or refuse is not the
@@ -107,9 +107,9 @@ class RecordHeads:
         for r, item in doc.items():
             s, d, f, x = item
             if type(s) is not int or type(d) is not str or type(f) is not int:
-                raise ValueError("malformed saved record head")
+                raise ValueError(_t("malformed saved record head"))
             if x is not None and type(x) is not int:
-                raise ValueError("malformed saved record head")
+                raise ValueError(_t("malformed saved record head"))
             heads[r] = Head(s, d, f, x)
         return cls(heads, size, head)
 
@@ -452,7 +452,7 @@ def sign_version(
     ``signer``: the acting user's :class:`BatchSigner` when signing many in a row;
     ``at``: ``iso(moment)``, computed once for such a batch."""
     if signer is not None and signer.name != s.me.name:
-        raise ValueError("a record statement is signed by the acting user")
+        raise ValueError(_t("a record statement is signed by the acting user"))
     return sign(
         record_statement(
             vault_id=s.vault_id,

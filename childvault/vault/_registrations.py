@@ -260,7 +260,6 @@ def save_tree(db: Backend, verifier: Identity, anchor: Anchor, report: _audit.Ve
         )
 
 
-
 def replay(
     db: Backend,
     start: Verified,

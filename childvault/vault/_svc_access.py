@@ -129,7 +129,7 @@ class AccessService:
         (:class:`Basis`, checked by :meth:`_check_basis`).
         """
         moment = self.s.now(now)
-        self.s.require(WRITERS, "request.create", moment, "requesting access")
+        self.s.require(WRITERS, "request.create", moment, _t("requesting access"))
         recs = tuple(dict.fromkeys(check_hex_id(r, "record") for r in records))
         flds = tuple(dict.fromkeys(fields))
         if not recs or not flds:
@@ -317,7 +317,7 @@ class AccessService:
     def cosign(self, request_id: str, *, now: datetime | None = None) -> None:
         """Officer: co-sign a pending legal-obligation request (the first of two officers)."""
         moment = self.s.now(now)
-        self.s.require(("officer",), "request.cosign", moment, "co-signing requests")
+        self.s.require(("officer",), "request.cosign", moment, _t("co-signing requests"))
         req = self.s.db.access.request(check_hex_id(request_id, "request"))
         if req is None:
             raise NotFound(_t("no request {request_id}", request_id=request_id))
@@ -356,7 +356,7 @@ class AccessService:
         Folded from the ``grant.read`` entries that carry a recipient; logged.
         """
         moment = self.s.now(now)
-        self.s.require(("officer", "admin"), "report.transfers", moment, "listing transfers")
+        self.s.require(("officer", "admin"), "report.transfers", moment, _t("listing transfers"))
         rows = []
         for entry in self.s.db.audit.entries_by_action(("grant.read",)):
             doc = json.loads(entry)
@@ -387,7 +387,7 @@ class AccessService:
         decision and the officer's reason, so they learn why one was denied.
         """
         moment = self.s.now(None)
-        self.s.require(ROLES, "request.list", moment, "listing requests")
+        self.s.require(ROLES, "request.list", moment, _t("listing requests"))
         rows = self.s.db.access.requests(status)
         if self.s.roles.isdisjoint(("officer", "admin")):
             rows = [r for r in rows if r.requester == self.s.user]
@@ -424,7 +424,7 @@ class AccessService:
         committed together; the checkpoint is then appended to the witness file.
         """
         moment = self.s.now(now)
-        self.s.require(("officer",), "request.approve", moment, "approving requests")
+        self.s.require(("officer",), "request.approve", moment, _t("approving requests"))
         req = self.s.db.access.request(check_hex_id(request_id, "request"))
         if req is None:
             raise NotFound(_t("no request {request_id}", request_id=request_id))
@@ -588,7 +588,7 @@ class AccessService:
     def deny(self, request_id: str, reason: str, *, now: datetime | None = None) -> None:
         """Officer: deny a pending request with a reason."""
         moment = self.s.now(now)
-        self.s.require(("officer",), "request.deny", moment, "denying requests")
+        self.s.require(("officer",), "request.deny", moment, _t("denying requests"))
         req = self.s.db.access.request(check_hex_id(request_id, "request"))
         if req is None:
             raise NotFound(_t("no request {request_id}", request_id=request_id))
@@ -620,7 +620,7 @@ class AccessService:
     def revoke(self, grant_id: str, *, now: datetime | None = None) -> None:
         """Officer: revoke a grant; later reads with its token are denied."""
         moment = self.s.now(now)
-        self.s.require(("officer",), "grant.revoke", moment, "revoking grants")
+        self.s.require(("officer",), "grant.revoke", moment, _t("revoking grants"))
         grant = self.s.db.access.grant(check_hex_id(grant_id, "grant"))
         if grant is None:
             raise NotFound(_t("no grant {grant_id}", grant_id=grant_id))

@@ -311,7 +311,7 @@ class AuditService:
     def checkpoint(self, *, now: datetime | None = None) -> str:
         """Officer or admin: sign a checkpoint of the whole log and witness it."""
         moment = self.s.now(now)
-        self.s.require(("officer", "admin"), "audit.checkpoint", moment, "signing checkpoints")
+        self.s.require(("officer", "admin"), "audit.checkpoint", moment, _t("signing checkpoints"))
         with self.signed(moment) as signed:
             _audit.append(self.s.db.audit, [Event(self.s.user, "audit.checkpoint")], moment)
         self.witness(signed.note)
@@ -473,7 +473,7 @@ class AuditService:
         witness forever.
         """
         moment = self.s.now(now)
-        self.s.require(("officer",), "audit.rebaseline", moment, "rebaselining the log")
+        self.s.require(("officer",), "audit.rebaseline", moment, _t("rebaselining the log"))
         origin = log_origin(self.s.vault_id)
         notes = self._witness_notes()
         if not notes:
@@ -597,7 +597,7 @@ class AuditService:
     def audit_entries(self, *, record: str | None = None) -> Iterator[dict[str, Any]]:
         """Officer or admin: the log entries (optionally about one record), with hashes."""
         self.s.require(
-            ("officer", "admin"), "audit.read", self.s.now(None), "reading the audit log"
+            ("officer", "admin"), "audit.read", self.s.now(None), _t("reading the audit log")
         )
         for _, entry, digest in self.s.db.audit.entries():
             obj = _audit.decode_entry(entry)
@@ -717,13 +717,13 @@ def _head_size(head: dict[str, Any]) -> int:
 def _parse_head(head: dict[str, Any], vault_id: str) -> tuple[int, bytes, str, bytes]:
     """(size, last entry hash, signer, signature) of a read head; ValueError if malformed."""
     if set(head) != {"vault", "size", "hash", "signer", "at", "sig"}:
-        raise ValueError("members")
+        raise ValueError(_t("members"))
     if head["vault"] != vault_id:
-        raise ValueError("vault")
+        raise ValueError(_t("vault"))
     size = _head_size(head)
     digest = bytes.fromhex(str(head["hash"]))
     if not 1 <= size < 1 << 53 or len(digest) != 32 or not isinstance(head["signer"], str):
-        raise ValueError("size or hash")
+        raise ValueError(_t("size or hash"))
     return size, digest, head["signer"], unb64(str(head["sig"]))
 
 

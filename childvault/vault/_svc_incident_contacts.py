@@ -49,7 +49,7 @@ def contacts(
     """
     s = service.s
     moment = s.now(now)
-    s.require(("officer",), "incident.contacts", moment, "listing the contacts of an incident")
+    s.require(("officer",), "incident.contacts", moment, _t("listing the contacts of an incident"))
     row = service._open_row(incident_id)
     if not tokens:
         live = [r for r in row["records"] if s.db.records.get(r) is not None]

@@ -62,7 +62,7 @@ class ReconcileService:
         role, policies), when and which path; ``ok`` is False if there is any.
         """
         moment = self.s.now(now)
-        self.s.require(("officer", "admin"), "audit.read", moment, "reconciling the audit log")
+        self.s.require(("officer", "admin"), "audit.read", moment, _t("reconciling the audit log"))
         provider = self.s.keys.shared() if not self.s.keys.custodial else None
         if not isinstance(provider, _ReadsVaultAudit):
             raise UsageError(

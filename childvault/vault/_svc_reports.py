@@ -193,7 +193,7 @@ class ReportService:
         text, its leaf hash, the RFC 6962 audit path and the signed checkpoint.
         """
         moment = self.s.now(now)
-        self.s.require(("officer", "admin"), "audit.read", moment, "proving log entries")
+        self.s.require(("officer", "admin"), "audit.read", moment, _t("proving log entries"))
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
             raise UsageError(_t("--entry must be a log sequence number (0 or more)"))
         if self.s.db.audit.entry_at(seq) is None:
@@ -354,7 +354,7 @@ class ReportService:
         unchanged, so its commitment still verifies.
         """
         moment = self.s.now(now)
-        self.s.require(("officer", "admin"), "audit.read", moment, "completing report proofs")
+        self.s.require(("officer", "admin"), "audit.read", moment, _t("completing report proofs"))
         try:
             vault_id = report["vault_id"]
             entries = report["entries"]
@@ -423,7 +423,7 @@ class ReportService:
         through an approval. Logged as ``report.incident``.
         """
         moment = self.s.now(now)
-        self.s.require(("officer", "admin"), "report.incident", moment, "breach-impact reports")
+        self.s.require(("officer", "admin"), "report.incident", moment, _t("breach-impact reports"))
         check_user_name(actor)
         end = until if until is not None else moment
         if since.tzinfo is None or end.tzinfo is None:

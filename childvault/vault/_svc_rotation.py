@@ -77,7 +77,7 @@ class RotationService:
         """
         moment = self.s.now(now)
         if self.s.keys.server_side_rotation:
-            self.s.require(("admin",), "keys.rotate", moment, "rotating Vault keys")
+            self.s.require(("admin",), "keys.rotate", moment, _t("rotating Vault keys"))
             if rekey:
                 raise UsageError(
                     _t(
@@ -86,7 +86,7 @@ class RotationService:
                     )
                 )
             return self._rotate_server_side(progress, moment, trim=trim)
-        self.s.require(("officer",), "keys.rotate", moment, "rotating the custodian key")
+        self.s.require(("officer",), "keys.rotate", moment, _t("rotating the custodian key"))
         report = self._rotate_custodian(progress, moment)
         if rekey:
             report["rekeyed"] = self._rekey_all(progress, moment)

@@ -74,7 +74,7 @@ class UserService:
         registration (P-16).
         """
         moment = self.s.now(now)
-        self.s.require(("admin",), "user.add", moment, "adding users")
+        self.s.require(("admin",), "user.add", moment, _t("adding users"))
         if entrusted is not None:
             entrusted = self._entrusted_terms(roles, entrusted, moment)
         if getattr(self.s.db, "witnessed_by_server", False):
@@ -291,7 +291,7 @@ class UserService:
         custodian generation the acting officer holds.
         """
         moment = self.s.now(now)
-        self.s.require(("officer",), "custodian.share", moment, "sharing the custodian key")
+        self.s.require(("officer",), "custodian.share", moment, _t("sharing the custodian key"))
         if not self.s.keys.custodial:
             raise UsageError(
                 _t("the Vault provider has no custodian key: officers use Vault policy")
@@ -358,7 +358,7 @@ class UserService:
         says so: :meth:`Keyring.writer`).
         """
         moment = self.s.now(now)
-        self.s.require(("admin",), "user.disable", moment, "disabling users")
+        self.s.require(("admin",), "user.disable", moment, _t("disabling users"))
         check_user_name(name)
         if reason is not None and (not reason.strip() or len(reason) > 500):
             raise UsageError(_t("the reason must be non-empty text of at most 500 characters"))
@@ -433,7 +433,7 @@ class UserService:
         entrusted organisation's account, which the registration must carry.
         """
         moment = self.s.now(now)
-        self.s.require(("admin",), "user.invite", moment, "inviting users")
+        self.s.require(("admin",), "user.invite", moment, _t("inviting users"))
         check_user_name(name)
         role_set = _check_roles(roles)
         if entrusted is not None:
@@ -483,7 +483,7 @@ class UserService:
         as for ``user add``. The admin's process never sees the new passphrase.
         """
         moment = self.s.now(now)
-        self.s.require(("admin",), "user.add", moment, "adding users")
+        self.s.require(("admin",), "user.add", moment, _t("adding users"))
         state = self.s.trust()
         if state is None or self.s.anchor is None:
             raise UsageError(
@@ -646,7 +646,7 @@ class UserService:
         grant is sealed to it, and its signatures no longer count.
         """
         moment = self.s.now(now)
-        self.s.require(("admin",), "user.renew", moment, "approving key renewals")
+        self.s.require(("admin",), "user.renew", moment, _t("approving key renewals"))
         _not_over_a_server(self.s)
         check_user_name(name)
         state = self.s.trust()
@@ -761,7 +761,7 @@ class UserService:
         moment = self.s.now()
         done: dict[str, Any] = {"user": self.s.user, "steps": []}
         if not is_upgraded(self.s.db):
-            self.s.require(("admin",), "vault.upgrade", moment, "upgrading the vault")
+            self.s.require(("admin",), "vault.upgrade", moment, _t("upgrading the vault"))
             self._anchor_vault(identity_path, passphrase, moment)
             done["steps"].append("anchored")
         if self.s.anchor is None:

@@ -63,7 +63,7 @@ class VaultGcService:
         ``destroyed`` (how many).
         """
         moment = self.s.now(now)
-        self.s.require(("admin",), "vault.gc", moment, "collecting orphaned Vault salts")
+        self.s.require(("admin",), "vault.gc", moment, _t("collecting orphaned Vault salts"))
         if grace < timedelta(0):
             raise UsageError(_t("the grace period cannot be negative"))
         provider = self.s.keys.shared() if not self.s.keys.custodial else None

@@ -83,7 +83,7 @@ def test_access_errors_read_in_chinese_and_stay_english(world: World) -> None:
         english = str(unknown_field.value)
         assert english.startswith("field 'shoe_size' is not in the child schema: choose from ")
         chinese = unknown_field.value.localized("zh_CN")
-        assert chinese.startswith("字段 'shoe_size' 不在 child 的数据结构中：")
+        assert chinese.startswith("字段 'shoe_size' 不在 child 模式中：")
         # The field names offered are values: never translated.
         assert english.split("choose from ", 1)[1] in chinese
 

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from childvault._i18n import Message, _t, join, localize
 
-# Imported at collection, in English: the root's --version help is made when
-# the module is first imported, in the locale of that moment.
+# Imported at collection (the --version help is translated when shown, not at
+# import: tests/i18n/test_access_keys_messages.py pins that).
 from childvault.cli.main import cli
 from childvault.keys import ExtraRequired, NotFound, ValidationError
 from childvault.keys._openbao._diagnose import _lowered_floor
