@@ -163,8 +163,11 @@ def test_approve_and_read_verify_from_one_sync(served: tuple[VaultServer, list[s
     for sent in (approving, reading):
         inside = [c for in_txn, calls in sent if in_txn for c in calls]
         assert "audit.last" in inside and "audit.head" not in inside
-    # Round 2, session 5 (docs/benchmarks.md): 34 and 26 before.
-    assert len(approving) <= 16
+    # Round 2, session 5 (docs/benchmarks.md): 34 and 26 before. The approval's
+    # budget is 20, not the 16 this sync alone reached: merged beside it, the
+    # indexed basis lookup (audit.entries_by_ref) and the signed witness-size row
+    # (a read of the log tail and a meta.set in the transaction) cost 4 more.
+    assert len(approving) <= 20
     assert len(reading) <= 12
 
 
