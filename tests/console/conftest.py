@@ -110,16 +110,35 @@ def start_console(home: Path, officer: str, *extra: str) -> RunningConsole:
         lines.put("")
 
     threading.Thread(target=pump, daemon=True).start()
+    # stderr is drained while the console runs: a console that writes more than a
+    # pipe's buffer there would otherwise block on the write and never stop.
+    _drain_stderr(proc)
     try:
         first = lines.get(timeout=START_TIMEOUT_S)
     except queue.Empty:
         stop_console(proc)
         raise AssertionError("the console printed no URL") from None
     if not first.startswith("http://127.0.0.1:"):
-        stop_console(proc)
-        err = proc.stderr.read() if proc.stderr else ""
+        err = stop_console(proc)
         raise AssertionError(f"the console did not start: {first!r} {err}")
     return RunningConsole(proc, first.strip())
+
+
+_STDERR: dict[int, tuple[threading.Thread, list[str]]] = {}
+
+
+def _drain_stderr(proc: subprocess.Popen[str]) -> None:
+    """Read ``proc``'s stderr in a thread, kept for :func:`stop_console`."""
+    chunks: list[str] = []
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            chunks.append(line)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    _STDERR[proc.pid] = (thread, chunks)
 
 
 def stop_console(proc: subprocess.Popen[str]) -> str:
@@ -131,7 +150,12 @@ def stop_console(proc: subprocess.Popen[str]) -> str:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    return proc.stderr.read() if proc.stderr else ""
+    drained = _STDERR.pop(proc.pid, None)
+    if drained is None:
+        return proc.stderr.read() if proc.stderr else ""
+    thread, chunks = drained
+    thread.join(timeout=10)
+    return "".join(chunks)
 
 
 @pytest.fixture(scope="module")
