@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from childvault.keys._errors import ValidationError
@@ -18,6 +18,7 @@ from childvault.vault._consent import (
     Consent,
     age_on,
     check_consent,
+    fourteenth_birthday,
     parse_consent_columns,
 )
 from childvault.vault._schema import Schema
@@ -267,14 +268,29 @@ def test_any_consent_round_trips_through_json(c: Consent) -> None:
 
 @settings(max_examples=300)
 @given(consents, st.none() | st.dates(min_value=date(1990, 1, 1), max_value=date(2030, 1, 1)))
+@example(
+    Consent(
+        by="guardian",
+        consented_at=date(2000, 1, 1),
+        notice_version="2026-1",
+        purposes=("case_management",),
+        retain_until=date(2027, 1, 1),
+        guardian_informed=False,
+        guardian_also=False,
+    ),
+    date(2000, 1, 1),
+)
 def test_check_consent_raises_only_validation_error(c: Consent, birth: date | None) -> None:
     try:
         result = check(c, birth)
     except ValidationError as exc:
         assert exc.field in CONSENT_COLUMNS
         return
-    # Whatever passes satisfies the age rule.
-    assert result == c
+    # Whatever passes satisfies the age rule, and comes back as given apart from
+    # the day a guardian's consent stops sufficing (M-12), which check fills in
+    # (test_check_consent_raises_only_validation_error: hypothesis found a
+    # guardian's consent at birth, whose result carries child_consent_due).
+    assert result == dataclasses.replace(c, child_consent_due=fourteenth_birthday(c, birth))
     if birth is None or age_on(birth, c.consented_at) < CONSENT_AGE:
         assert (c.by, c.guardian_also, c.guardian_informed) == ("guardian", False, False)
     else:
