@@ -47,8 +47,19 @@ def serve(console: Console, port: int, announce: Callable[[str], None]) -> None:
         http="h11",
         ws="none",
     )
-    server = uvicorn.Server(config)
-    announce(console.new_login_url())
+    url = console.new_login_url()
+
+    class _AnnouncingServer(uvicorn.Server):
+        # The URL is printed only once uvicorn has taken over SIGINT/SIGTERM
+        # (capture_signals wraps startup): a Ctrl+C right after the URL appears
+        # then stops the server cleanly, where before it could land in the
+        # window between the print and uvicorn's handlers.
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and not self.should_exit:
+                announce(url)
+
+    server = _AnnouncingServer(config)
     try:
         server.run(sockets=[sock])
     finally:
