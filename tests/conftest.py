@@ -44,6 +44,28 @@ ROLES = {
 }
 #: Where every test clock starts (the public FakeClock default).
 START = DEFAULT_START
+#: Today by the system clock. A test whose vault runs on it (the CLI, the console,
+#: the server and worker subprocesses, ``Vault.open`` without ``clock=``) dates
+#: children, consents and retention from here (``child_values(today=TODAY)``,
+#: ``consent(today=TODAY)``, :func:`born_years_ago`, :func:`years_ahead`): fixed
+#: dates there expire (a ten-year-old turns 14, a consent leaves the back-dating
+#: window, a retention date passes) and the test changes meaning. Tests on a
+#: :class:`FakeClock` keep the dates of ``START``, which does not move.
+TODAY = date.today()
+
+
+def born_years_ago(years: int, today: date = TODAY) -> date:
+    """The day a child turns ``years`` old on ``today`` (28 February for a 29 February)."""
+    try:
+        return today.replace(year=today.year - years)
+    except ValueError:  # 29 February in a year that has none
+        return today.replace(year=today.year - years, day=28)
+
+
+def years_ahead(years: int, today: date = TODAY) -> date:
+    """1 January ``years`` years after ``today``'s year: a retention date that stays ahead."""
+    return date(today.year + years, 1, 1)
+
 
 # No per-example deadline: a deadline is a timing assertion, and on a loaded
 # 2-core CI machine it fails tests that are correct (speed is measured in
@@ -103,26 +125,41 @@ def consent(
     purposes: tuple[str, ...] = ("case_management",),
     *,
     by: str = "guardian",
-    retain_until: date = date(2032, 1, 1),
-    consented_at: date = date(2026, 11, 1),
+    retain_until: date | None = None,
+    consented_at: date | None = None,
     notice_version: str = "2026-1",
     guardian_informed: bool = False,
+    today: date | None = None,
 ) -> Consent:
+    """A valid consent. Dated for a :class:`FakeClock` at ``START`` (given on
+    2026-11-01, kept until 2032-01-01); with ``today`` (``TODAY`` for a vault on
+    the system clock), given that day and kept six years on, so it is never
+    back-dated nor past retention whenever the test runs."""
+    if today is None:
+        given, kept = date(2026, 11, 1), date(2032, 1, 1)
+    else:
+        given, kept = today, years_ahead(6, today)
     return Consent(
         by=by,
-        consented_at=consented_at,
+        consented_at=given if consented_at is None else consented_at,
         notice_version=notice_version,
         purposes=purposes,
-        retain_until=retain_until,
+        retain_until=kept if retain_until is None else retain_until,
         guardian_informed=guardian_informed,
     )
 
 
-def child_values(i: int = 0, **overrides: str) -> dict[str, str]:
-    """Valid values for a ten-year-old, varied by ``i``."""
+def child_values(i: int = 0, *, today: date | None = None, **overrides: str) -> dict[str, str]:
+    """Valid values for a child of about ten (9 to 11) on ``today``, varied by ``i``.
+
+    ``today`` defaults to ``START``'s day, for a vault on a :class:`FakeClock`
+    (born 2016); a vault on the system clock passes ``TODAY``, so its children
+    never reach 14 (when their own consent becomes due) as the years pass.
+    """
     from childvault.vault._validators import make_id_number
 
-    dob = date(2016, 3, 1) + timedelta(days=i % 300)
+    anchor = START.date() if today is None else today
+    dob = date(anchor.year - 10, 3, 1) + timedelta(days=i % 300)
     values = {
         "name": f"测试儿童{i}",
         "sex": "male" if i % 2 else "female",  # matches the id number's sex digit

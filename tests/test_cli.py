@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from childvault.cli.main import cli
-from tests.conftest import PASSPHRASES, World
+from tests.conftest import PASSPHRASES, World, born_years_ago, years_ahead
 from tests.test_records import marked_rows, write_csv
 
 
@@ -238,9 +238,11 @@ def test_record_add_and_field_not_in_schema(world: World) -> None:
         "--purpose",
         "case_management",
         "--retain-until",
-        "2031-01-01",
+        years_ahead(5).isoformat(),
     ]
-    fields = ["--field", "name=李四", "--field", "date_of_birth=2015-06-01", "--field", "sex=男"]
+    # An eleven-year-old on the CLI's real clock (a fixed birthday would turn 14).
+    born = born_years_ago(11).isoformat()
+    fields = ["--field", "name=李四", "--field", f"date_of_birth={born}", "--field", "sex=男"]
     r = run(world, "worker1", "--json", *base, *fields)
     assert r.exit_code == 0, r.output
     assert len(js(r)["record_id"]) == 32

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import World, child_values
+from tests.conftest import TODAY, World, child_values, years_ahead
 from tests.test_cli import js, run
 from tests.test_records import marked_rows, write_csv
 
@@ -68,7 +68,7 @@ def test_consent_commands(two: tuple[World, list[str], list[dict[str, str]]]) ->
         "--consent-by",
         "guardian",
         "--retain-until",
-        "2033-01-01",
+        years_ahead(7).isoformat(),  # later than the import's (CONSENT_COLS)
     )
     assert r.exit_code == 0, r.output
     r = run(
@@ -140,8 +140,8 @@ def test_record_add_then_staff_sees_own_denied_request(world: World) -> None:
         "--purpose",
         "case_management",
         "--retain-until",
-        "2031-01-01",
-        *[a for k, v in child_values(3).items() for a in ("--field", f"{k}={v}")],
+        years_ahead(5).isoformat(),
+        *[a for k, v in child_values(3, today=TODAY).items() for a in ("--field", f"{k}={v}")],
     )
     assert r.exit_code == 0, r.output
     rid = js(r)["record_id"]

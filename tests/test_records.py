@@ -13,7 +13,7 @@ import pytest
 from childvault.keys import AccessDenied, ConfigError, ImportFailed, UsageError, ValidationError
 from childvault.vault import NewRecordInput, Vault
 from tests._insider import Insider
-from tests.conftest import World, add_children, child_values, consent
+from tests.conftest import World, add_children, child_values, consent, years_ahead
 
 CONSENT_COLS = {
     "consent_by": "guardian",
@@ -22,7 +22,8 @@ CONSENT_COLS = {
     "consented_at": "",
     "notice_version": "2026-1",
     "purposes": "case_management;statistics",
-    "retain_until": "2032-01-01",
+    # Six years from today's year: never past retention on the CLI's real clock.
+    "retain_until": years_ahead(6).isoformat(),
 }
 # Distinctive prefixes: any occurrence in a file means a leak.
 LATIN_MARK = "ZQXMARK"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from tests.conftest import World, add_children
+from tests.conftest import World, add_children, born_years_ago, years_ahead
 from tests.test_cli import js, run
 
 
@@ -102,11 +102,11 @@ def test_cli_backdated_consent_form_party_and_rights_links(world: World, tmp_pat
         "--purpose",
         "case_management",
         "--retain-until",
-        "2031-01-01",
+        years_ahead(5).isoformat(),
         "--field",
         "name=李四",
         "--field",
-        "date_of_birth=2015-06-01",
+        f"date_of_birth={born_years_ago(11).isoformat()}",
         "--field",
         "sex=男",
     ]

@@ -23,7 +23,7 @@ import pytest
 
 from childvault.keys import Identity
 from childvault.vault import NewRecordInput, Vault
-from tests.conftest import PASSPHRASES, child_values, consent, copy_world
+from tests.conftest import PASSPHRASES, TODAY, child_values, consent, copy_world
 
 #: The real command line, as an officer starts it (``childvault console``).
 LAUNCHER = "from childvault.cli.main import main; main()"
@@ -54,7 +54,11 @@ def build_console_home(template: tuple[Path, dict[str, Identity]], dest: Path) -
     with Vault.open(world.home, identity=ids["worker1"]) as v:
         records = v.add_records(
             [
-                NewRecordInput("child", child_values(i), consent(("case_management",)))
+                NewRecordInput(
+                    "child",
+                    child_values(i, today=TODAY),
+                    consent(("case_management",), today=TODAY),
+                )
                 for i in range(5)
             ]
         )

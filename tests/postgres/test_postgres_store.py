@@ -107,11 +107,14 @@ def test_a_server_restart_costs_one_clean_error_then_work_resumes(
 def _append_records(home: str, who: str, count: int) -> None:
     # A fresh process (spawn): its own Vault, its own pool, the same database.
     from childvault.vault import Vault
-    from tests.conftest import PASSPHRASES
+    from tests.conftest import PASSPHRASES, TODAY
 
+    # The system clock (no clock= in a spawned process): dated from today.
     with Vault.open(home, who, PASSPHRASES[who]) as v:
         for i in range(count):
-            v.add_records([NewRecordInput("child", child_values(i), consent())])
+            v.add_records(
+                [NewRecordInput("child", child_values(i, today=TODAY), consent(today=TODAY))]
+            )
 
 
 def test_eight_processes_keep_one_gap_free_chain(pgworld: PgWorld) -> None:

@@ -34,14 +34,18 @@ def main(spec_path: str) -> None:
 
 
 def _operations(v: Vault, spec: dict[str, Any]) -> dict[str, Any]:
-    from tests.conftest import child_values, consent
+    from tests.conftest import TODAY, child_values, consent
 
     ops: dict[str, Any] = {
         "list": lambda: list(v.list_records()),
         "requests": lambda: v.requests(),
     }
     if "staff" in v.roles:
-        ops["add_record"] = lambda: v.add_record("child", child_values(7), consent())
+        # The system clock: dated from today, so the add fails on the full disk,
+        # not on a consent left behind the back-dating window.
+        ops["add_record"] = lambda: v.add_record(
+            "child", child_values(7, today=TODAY), consent(today=TODAY)
+        )
         ops["request"] = lambda: v.request_access(
             spec["records"], ["name"], "case_management", "full disk"
         )

@@ -37,7 +37,15 @@ from childvault.cli.main import cli
 from childvault.keys import ChildVaultError, Identity, ImportFailed, IntegrityError
 from childvault.vault import NewRecordInput, Vault, _audit
 from childvault.vault._reports import neutralise_cell
-from tests.conftest import PASSPHRASES, World, add_children, child_values, consent, copy_world
+from tests.conftest import (
+    PASSPHRASES,
+    TODAY,
+    World,
+    add_children,
+    child_values,
+    consent,
+    copy_world,
+)
 from tests.reliability._support import (
     DATA_TABLES,
     ROOT,
@@ -423,11 +431,15 @@ def test_export_end_to_end_neutralises_formula_prefixes(tmp_path: Path) -> None:
         items = [
             NewRecordInput(
                 "child",
-                {**child_values(0, name=f"=姓名{n}"), "region": value},
+                {**child_values(0, today=TODAY, name=f"=姓名{n}"), "region": value},
                 # Issue 15: a consent this old (the vault runs on the real
                 # clock) needs the signed form's digest; officer1 confirms it.
                 dataclasses.replace(
-                    consent(("case_management", "statistics"), consented_at=date(2026, 1, 1)),
+                    consent(
+                        ("case_management", "statistics"),
+                        consented_at=date(2026, 1, 1),
+                        today=TODAY,
+                    ),
                     form_sha256="0" * 64,
                 ),
             )

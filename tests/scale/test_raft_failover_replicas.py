@@ -32,6 +32,7 @@ import pytest
 from childvault.keys import VaultSettings, setup_vault
 from childvault.keys._openbao._http import HA_WAIT_S
 from childvault.vault import OpenBaoCredentials, OpenBaoKeys, Vault
+from tests.conftest import born_years_ago
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.raft import RaftCluster
 from tests.scale._replicas import PgServed, make_pg_vault
@@ -90,11 +91,12 @@ def _read_through_replicas(pg: PgServed, cluster: RaftCluster, rows: Path) -> No
     ids = [r for e in entries if e["action"] == "record.create" for r in e["records"]]
     # Rows of young children who consented to case management (an older
     # child needs their own consent first, M-12), from both batches.
+    under_14 = born_years_ago(14).isoformat()  # born after: not 14 yet today
     with rows.open(encoding="utf-8", newline="") as fh:
         young = {
             i: row["name"]
             for i, row in enumerate(csv.DictReader(fh))
-            if row["date_of_birth"] >= "2016" and "case_management" in row["purposes"]
+            if row["date_of_birth"] > under_14 and "case_management" in row["purposes"]
         }
     picked = list(young)[:6] + [i for i in young if i >= BATCH][:6]
     sample = [ids[i] for i in picked]

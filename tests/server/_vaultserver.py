@@ -174,21 +174,24 @@ def synthetic_csv(path: Path, rows: int, offset: int = 0) -> Path:
 
     Not the shipped sample: its consents are older than the back-dating window,
     which only an officer's ``--confirm-backdated`` import may cross (issue 15),
-    and these files are imported by staff. Consent is given on the import day.
+    and these files are imported by staff. Consent is given on the import day;
+    the children are about ten and kept six years on, all counted from today
+    (the server and the CLI run on the system clock).
     """
-    from tests.conftest import child_values
+    from tests.conftest import TODAY, child_values, years_ahead
 
     consent = {
         "consent_by": "guardian",
         "consented_at": "",
         "notice_version": "2026-1",
         "purposes": "case_management;statistics",
-        "retain_until": "2032-01-01",
+        "retain_until": years_ahead(6).isoformat(),
     }
-    data = [{**child_values(i), **consent} for i in range(200)]
+    data = [{**child_values(i, today=TODAY), **consent} for i in range(200)]
     with path.open("w", encoding="utf-8", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=list(data[0]))
         writer.writeheader()
         for i in range(rows):
             writer.writerow(data[(offset + i) % len(data)])
     return path
+
