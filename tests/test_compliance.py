@@ -116,6 +116,25 @@ def test_every_cited_test_exists() -> None:
     )
 
 
+def test_every_tests_cell_holds_only_citations() -> None:
+    """Each item of a Tests cell is one citation in the checked form (or the dash
+    of an ``Outside software`` row): a misspelt one (``test/...``, a missing
+    ``::``, a stray word) would otherwise escape :func:`test_every_cited_test_exists`,
+    which only sees what matches the citation pattern."""
+    problems = []
+    for number, cells in _article_rows():
+        if len(cells) != len(COLUMNS):
+            continue  # reported by test_every_row_names_a_test_or_is_outside_software
+        cell = cells[COLUMNS.index("Tests")]
+        if cell in ("—", ""):
+            continue
+        for item in (part.strip() for part in cell.split("<br>")):
+            code = item[1:-1] if item.startswith("`") and item.endswith("`") else None
+            if code is None or "`" in code or NODE.fullmatch(code) is None:
+                problems.append(f"line {number} ({cells[0]}): {item!r} is not a test citation")
+    assert not problems, "\n".join(problems)
+
+
 def test_every_article_has_exactly_one_row() -> None:
     labels = [cells[0] for _, cells in _article_rows()]
     unknown = sorted(set(labels) - set(ARTICLES))
