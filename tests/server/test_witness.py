@@ -10,6 +10,7 @@ fails closed (withdrawn) while plain writes keep working; ``audit verify
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -185,12 +186,11 @@ def _start(vs: VaultServer, witness: WitnessProcess) -> None:
     wait_healthy(vs.url, vs.process, vs.log_path)
 
 
-@pytest.fixture(scope="module")
-def witnessed(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[VaultServer, WitnessProcess]]:
-    """A served vault whose checkpoints a witness process cosigns; records imported."""
-    vs = make_vault(tmp_path_factory.mktemp("witnessed"), ("officer1", "worker1"))
+@contextlib.contextmanager
+def witnessed_vault(directory: Path) -> Iterator[tuple[VaultServer, WitnessProcess]]:
+    """A served vault in ``directory`` whose checkpoints a witness process
+    cosigns, the shipped sample imported; both processes stopped on exit."""
+    vs = make_vault(directory, ("officer1", "worker1"))
     with Vault.open(vs.home, "admin", passphrase("admin")) as admin:
         log_keys = admin.signer_vkeys()
     witness = WitnessProcess(vs.root / "witness", log_keys)
@@ -202,6 +202,15 @@ def witnessed(
     finally:
         vs.stop()
         witness.stop()
+
+
+@pytest.fixture(scope="module")
+def witnessed(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[VaultServer, WitnessProcess]]:
+    """A served vault whose checkpoints a witness process cosigns; records imported."""
+    with witnessed_vault(tmp_path_factory.mktemp("witnessed")) as both:
+        yield both
 
 
 def _request(vs: VaultServer) -> str:
