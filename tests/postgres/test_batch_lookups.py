@@ -9,22 +9,25 @@ stores and through the server (where they are reads open to staff).
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 
 from childvault.keys import ImportFailed, IntegrityError
 from childvault.vault import Vault, _record_trust
 from childvault.vault._backend import Backend
-from childvault.vault._httpsig import HTTPSignatureAuth
-from childvault.vault._remote._codec import decode, encode
+from childvault.vault._remote._codec import decode
 from tests.conftest import World, add_children
-from tests.server._vaultserver import VaultServer, make_vault, passphrase
+from tests.server._vaultserver import (
+    VaultServer,
+    make_vault,
+    passphrase,
+    rpc_call,
+    rpc_read,
+    signed_rpc,
+)
 
 SEARCHABLE = ("id_number", "guardian_phone")
 
@@ -96,28 +99,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VaultServ
         vs.stop()
 
 
-def _rpc(vs: VaultServer, user: str, path: str, doc: dict[str, Any]) -> requests.Response:
-    prepared = requests.Request(
-        "POST",
-        vs.url + path,
-        data=json.dumps(doc).encode(),
-        headers={"Content-Type": "application/json"},
-        auth=HTTPSignatureAuth(vs.identity(user)),
-    ).prepare()
-    with requests.Session() as http:
-        return http.send(prepared, timeout=120)
-
-
-def _call(repo: str, method: str, *args: Any) -> dict[str, Any]:
-    return {"repo": repo, "method": method, "args": encode(list(args)), "kwargs": encode({})}
-
-
-def _read(vs: VaultServer, user: str, repo: str, method: str, *args: Any) -> Any:
-    r = _rpc(vs, user, "/v1/rpc", {"txn": None, **_call(repo, method, *args)})
-    assert r.status_code == 200, r.text
-    return decode(r.json()["result"])
-
-
 def test_staff_may_use_the_batched_reads_through_the_server(
     served: tuple[VaultServer, list[int]],
 ) -> None:
@@ -126,31 +107,31 @@ def test_staff_may_use_the_batched_reads_through_the_server(
         tags = {f: _tags(v, f, 3) for f in SEARCHABLE}
     for field, known in tags.items():
         asked = [known[2], secrets.token_bytes(len(known[0])), known[0], known[2]]
-        batched = _read(vs, "worker1", "records", "find_by_tags", field, asked)
-        singles = [_read(vs, "worker1", "records", "find_by_tag", field, t) for t in asked]
+        batched = rpc_read(vs, "worker1", "records", "find_by_tags", field, asked)
+        singles = [rpc_read(vs, "worker1", "records", "find_by_tag", field, t) for t in asked]
         assert batched == singles
         assert batched[0] and not batched[1]
     asked_seqs = [*seqs, 0, 10_000]
-    got = _read(vs, "worker1", "statements", "get_many", asked_seqs)
-    singles = {s: _read(vs, "worker1", "statements", "get", s) for s in asked_seqs}
+    got = rpc_read(vs, "worker1", "statements", "get_many", asked_seqs)
+    singles = {s: rpc_read(vs, "worker1", "statements", "get", s) for s in asked_seqs}
     assert got == {s: e for s, e in singles.items() if e is not None}
     assert set(got) == set(seqs)
     # Both in one read-only batch (no transaction), as the remote backend sends them.
-    r = _rpc(
+    r = signed_rpc(
         vs,
-        "worker1",
+        vs.identity("worker1"),
         "/v1/rpc/batch",
         {
             "calls": [
-                _call("records", "find_by_tags", "id_number", tags["id_number"]),
-                _call("statements", "get_many", seqs),
+                rpc_call("records", "find_by_tags", "id_number", tags["id_number"]),
+                rpc_call("statements", "get_many", seqs),
             ]
         },
     )
     assert r.status_code == 200, r.text
     _txn, results = decode(r.json()["result"])
     assert results[0] == [
-        _read(vs, "worker1", "records", "find_by_tag", "id_number", t) for t in tags["id_number"]
+        rpc_read(vs, "worker1", "records", "find_by_tag", "id_number", t) for t in tags["id_number"]
     ]
     assert results[1] == got
 

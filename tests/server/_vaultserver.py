@@ -195,3 +195,63 @@ def synthetic_csv(path: Path, rows: int, offset: int = 0) -> Path:
             writer.writerow(data[(offset + i) % len(data)])
     return path
 
+
+# ---------------------------------------------------------------- signed RPC calls
+# What a client sends, built by hand: the tests of the server's read paths call
+# the wire directly (one copy, not one per test module).
+
+
+def rpc_call(repo: str, method: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """One call of ``/v1/rpc`` (or of a batch), arguments in the wire encoding."""
+    from childvault.vault._remote._codec import encode
+
+    return {"repo": repo, "method": method, "args": encode(list(args)), "kwargs": encode(kwargs)}
+
+
+def signed_rpc(vs: VaultServer, who: Identity, path: str, doc: dict[str, Any]) -> requests.Response:
+    """POST ``doc`` to ``path`` of ``vs``, signed by ``who`` (RFC 9421) as the client signs."""
+    from childvault.vault._httpsig import HTTPSignatureAuth
+
+    prepared = requests.Request(
+        "POST",
+        vs.url + path,
+        data=json.dumps(doc).encode(),
+        headers={"Content-Type": "application/json"},
+        auth=HTTPSignatureAuth(who),
+    ).prepare()
+    with requests.Session() as http:
+        return http.send(prepared, timeout=120)
+
+
+def rpc_read(vs: VaultServer, user: str, repo: str, method: str, *args: Any, **kw: Any) -> Any:
+    """``repo.method(*args, **kw)`` read outside a transaction as ``user``; its decoded result."""
+    from childvault.vault._remote._codec import decode
+
+    r = signed_rpc(
+        vs, vs.identity(user), "/v1/rpc", {"txn": None, **rpc_call(repo, method, *args, **kw)}
+    )
+    assert r.status_code == 200, r.text
+    return decode(r.json()["result"])
+
+
+def assert_refused(r: requests.Response, status: int, reason: str) -> None:
+    """``r`` is the server's refusal with ``status`` and ``reason``."""
+    assert (r.status_code, r.json().get("reason")) == (status, reason), r.text
+
+
+def count_requests(v: Vault) -> list[tuple[bool, list[str]]]:
+    """Each HTTP request ``v``'s remote backend sends from now on: whether it ran in a
+    transaction, and the calls (``repo.method``) it carried."""
+    backend: Any = v._session.db
+    send = backend._send
+    sent: list[tuple[bool, list[str]]] = []
+
+    def counted(path: str, body: bytes, *, raw: bool = False) -> Any:
+        doc = json.loads(body)
+        calls = doc.get("calls", [doc])
+        in_txn = bool(doc.get("txn") or doc.get("begin"))
+        sent.append((in_txn, [f"{c.get('repo')}.{c.get('method')}" for c in calls]))
+        return send(path, body, raw=raw)
+
+    backend._send = counted
+    return sent

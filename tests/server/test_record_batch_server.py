@@ -11,21 +11,26 @@ refused at approval and at read, on the batched path as before.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 
 from childvault.keys import Identity, IntegrityError, RecordKeys
 from childvault.vault import Vault, _audit, _record_trust
 from childvault.vault._fieldcrypto import seal_field
-from childvault.vault._httpsig import HTTPSignatureAuth
-from childvault.vault._remote._codec import decode, encode
 from tests._insider import Insider
 from tests.conftest import add_children
-from tests.server._vaultserver import VaultServer, make_vault, passphrase
+from tests.server._vaultserver import (
+    VaultServer,
+    assert_refused,
+    count_requests,
+    make_vault,
+    passphrase,
+    rpc_call,
+    rpc_read,
+    signed_rpc,
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,46 +46,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VaultServ
         vs.stop()
 
 
-def _call(repo: str, method: str, *args: Any) -> dict[str, Any]:
-    return {"repo": repo, "method": method, "args": encode(list(args)), "kwargs": encode({})}
-
-
-def _rpc(vs: VaultServer, who: Identity, path: str, doc: dict[str, Any]) -> requests.Response:
-    prepared = requests.Request(
-        "POST",
-        vs.url + path,
-        data=json.dumps(doc).encode(),
-        headers={"Content-Type": "application/json"},
-        auth=HTTPSignatureAuth(who),
-    ).prepare()
-    with requests.Session() as http:
-        return http.send(prepared, timeout=120)
-
-
-def _read(vs: VaultServer, user: str, repo: str, method: str, *args: Any) -> Any:
-    r = _rpc(vs, vs.identity(user), "/v1/rpc", {"txn": None, **_call(repo, method, *args)})
-    assert r.status_code == 200, r.text
-    return decode(r.json()["result"])
-
-
-def _refused(r: requests.Response, status: int, reason: str) -> None:
-    assert (r.status_code, r.json().get("reason")) == (status, reason), r.text
-
-
-def _counting(v: Vault) -> list[list[str]]:
-    """The calls of each HTTP request ``v``'s remote backend sends from now on."""
-    backend: Any = v._session.db
-    send = backend._send
-    sent: list[list[str]] = []
-
-    def counted(path: str, body: bytes, *, raw: bool = False) -> Any:
-        doc = json.loads(body)
-        calls = doc.get("calls", [doc])
-        sent.append([f"{c.get('repo')}.{c.get('method')}" for c in calls])
-        return send(path, body, raw=raw)
-
-    backend._send = counted
-    return sent
+def _calls(sent: list[tuple[bool, list[str]]]) -> list[list[str]]:
+    """The calls of each request :func:`count_requests` saw (in a transaction or not)."""
+    return [calls for _, calls in sent]
 
 
 def test_staff_read_many_records_in_one_request_with_the_single_answers(
@@ -88,23 +56,23 @@ def test_staff_read_many_records_in_one_request_with_the_single_answers(
 ) -> None:
     vs, ids = served
     asked = [ids[2], "f" * 32, ids[0], ids[2]]
-    rows = _read(vs, "worker1", "records", "get_many", asked)
-    blobs = _read(vs, "worker1", "records", "keyblob_many", asked)
-    fields = _read(vs, "worker1", "records", "fields_many", asked, None)
-    named = _read(vs, "worker1", "records", "fields_many", asked, ["name", "nope"])
+    rows = rpc_read(vs, "worker1", "records", "get_many", asked)
+    blobs = rpc_read(vs, "worker1", "records", "keyblob_many", asked)
+    fields = rpc_read(vs, "worker1", "records", "fields_many", asked, None)
+    named = rpc_read(vs, "worker1", "records", "fields_many", asked, ["name", "nope"])
     for rid in asked:
-        assert rows.get(rid) == _read(vs, "worker1", "records", "get", rid)
-        assert blobs.get(rid) == _read(vs, "worker1", "records", "keyblob", rid)
-        assert fields[rid] == _read(vs, "worker1", "records", "fields_all", rid)
-        assert named[rid] == _read(vs, "worker1", "records", "fields", rid, ["name", "nope"])
+        assert rows.get(rid) == rpc_read(vs, "worker1", "records", "get", rid)
+        assert blobs.get(rid) == rpc_read(vs, "worker1", "records", "keyblob", rid)
+        assert fields[rid] == rpc_read(vs, "worker1", "records", "fields_all", rid)
+        assert named[rid] == rpc_read(vs, "worker1", "records", "fields", rid, ["name", "nope"])
     assert "f" * 32 not in rows and fields["f" * 32] == {}
     # Through the library client: the three are one request, and the one-record
     # reads of those records that follow are answered from it.
     with vs.connect("worker1") as v:
         db = v._session.db
-        sent = _counting(v)
+        sent = count_requests(v)
         fetched = _record_trust.fetch(db, ids[:4])
-        assert sent == [["records.get_many", "records.keyblob_many", "records.fields_many"]]
+        assert _calls(sent) == [["records.get_many", "records.keyblob_many", "records.fields_many"]]
         assert set(fetched.rows) == set(fetched.blobs) == set(fetched.fields) == set(ids[:4])
         for rid in ids[:4]:
             assert db.records.get(rid) == fetched.rows[rid]
@@ -115,7 +83,9 @@ def test_staff_read_many_records_in_one_request_with_the_single_answers(
         assert len(sent) == 1
 
 
-def test_malformed_ids_and_strangers_are_refused(served: tuple[VaultServer, list[str]]) -> None:
+def test_malformed_ids_and_strangers_are_refused(
+    served: tuple[VaultServer, list[str]],
+) -> None:
     vs, ids = served
     staff = vs.identity("worker1")
     for method, args in (
@@ -126,16 +96,20 @@ def test_malformed_ids_and_strangers_are_refused(served: tuple[VaultServer, list
         ("fields_many", [["x" * 65]]),
         ("get_many", [[ids[0]] * 5001]),
     ):
-        doc = {"txn": None, **_call("records", method, *args)}
-        _refused(_rpc(vs, staff, "/v1/rpc", doc), 400, "malformed")
+        doc = {"txn": None, **rpc_call("records", method, *args)}
+        assert_refused(signed_rpc(vs, staff, "/v1/rpc", doc), 400, "malformed")
     # In a read-only batch the malformed call stops the whole batch before any runs.
-    batch = {"calls": [_call("records", "get", ids[0]), _call("records", "get_many", ids[0])]}
-    _refused(_rpc(vs, staff, "/v1/rpc/batch", batch), 400, "malformed")
+    batch = {"calls": [rpc_call("records", "get", ids[0]), rpc_call("records", "get_many", ids[0])]}
+    assert_refused(signed_rpc(vs, staff, "/v1/rpc/batch", batch), 400, "malformed")
     # Reads are for active users of this vault only: a stranger's key, or another
     # key under a staff member's name, reads nothing.
-    doc = {"txn": None, **_call("records", "get_many", ids)}
-    _refused(_rpc(vs, Identity.generate("mallory"), "/v1/rpc", doc), 401, "unknown_user")
-    _refused(_rpc(vs, Identity.generate("worker1"), "/v1/rpc", doc), 401, "invalid_signature")
+    doc = {"txn": None, **rpc_call("records", "get_many", ids)}
+    assert_refused(
+        signed_rpc(vs, Identity.generate("mallory"), "/v1/rpc", doc), 401, "unknown_user"
+    )
+    assert_refused(
+        signed_rpc(vs, Identity.generate("worker1"), "/v1/rpc", doc), 401, "invalid_signature"
+    )
 
 
 def _forge(vs: VaultServer, record: str, name: str) -> None:
@@ -173,11 +147,11 @@ def test_a_record_altered_in_the_servers_database_is_refused_on_the_batch_path(
         req = worker.request_access(ids[3:6], ["name"], "case_management", "家访")
         approval = officer.approve(req)
         _forge(vs, ids[4], "伪造")
-        sent = _counting(worker)
+        sent = count_requests(worker)
         with pytest.raises(IntegrityError, match=ids[4]):
             worker.read_with_grant(approval.token)
-        assert ["records.get_many", "records.keyblob_many", "records.fields_many"] in sent
-        assert not any("release.redeem" in calls for calls in sent)
+        assert ["records.get_many", "records.keyblob_many", "records.fields_many"] in _calls(sent)
+        assert not any("release.redeem" in calls for calls in _calls(sent))
     assert _ok_reads(vs, approval.grant_id) == []
     # Approve: a request naming the altered record is refused, and stays pending.
     with vs.connect("worker1") as worker, vs.connect("officer1") as officer:

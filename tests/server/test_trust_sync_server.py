@@ -15,18 +15,23 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 
 from childvault.keys import Identity, IntegrityError
 from childvault.vault import Vault
-from childvault.vault._httpsig import HTTPSignatureAuth
-from childvault.vault._remote._codec import decode, encode
 from tests._insider import Insider
 from tests.conftest import add_children
-from tests.server._vaultserver import VaultServer, make_vault, passphrase
+from tests.server._vaultserver import (
+    VaultServer,
+    assert_refused,
+    count_requests,
+    make_vault,
+    passphrase,
+    rpc_call,
+    rpc_read,
+    signed_rpc,
+)
 
 
 def _served(root: Path) -> tuple[VaultServer, list[str]]:
@@ -47,66 +52,24 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VaultServ
         vs.stop()
 
 
-def _call(repo: str, method: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    return {"repo": repo, "method": method, "args": encode(list(args)), "kwargs": encode(kwargs)}
-
-
-def _rpc(vs: VaultServer, who: Identity, path: str, doc: dict[str, Any]) -> requests.Response:
-    prepared = requests.Request(
-        "POST",
-        vs.url + path,
-        data=json.dumps(doc).encode(),
-        headers={"Content-Type": "application/json"},
-        auth=HTTPSignatureAuth(who),
-    ).prepare()
-    with requests.Session() as http:
-        return http.send(prepared, timeout=120)
-
-
-def _read(vs: VaultServer, user: str, repo: str, method: str, *args: Any, **kw: Any) -> Any:
-    r = _rpc(vs, vs.identity(user), "/v1/rpc", {"txn": None, **_call(repo, method, *args, **kw)})
-    assert r.status_code == 200, r.text
-    return decode(r.json()["result"])
-
-
-def _refused(r: requests.Response, status: int, reason: str) -> None:
-    assert (r.status_code, r.json().get("reason")) == (status, reason), r.text
-
-
-def _counting(v: Vault) -> list[tuple[bool, list[str]]]:
-    """Each HTTP request ``v``'s remote backend sends from now on: whether it ran in a
-    transaction, and the calls it carried."""
-    backend: Any = v._session.db
-    send = backend._send
-    sent: list[tuple[bool, list[str]]] = []
-
-    def counted(path: str, body: bytes, *, raw: bool = False) -> Any:
-        doc = json.loads(body)
-        calls = doc.get("calls", [doc])
-        in_txn = bool(doc.get("txn") or doc.get("begin"))
-        sent.append((in_txn, [f"{c.get('repo')}.{c.get('method')}" for c in calls]))
-        return send(path, body, raw=raw)
-
-    backend._send = counted
-    return sent
-
-
 def test_sync_answers_what_head_page_and_signatures_answer(
     served: tuple[VaultServer, list[str]],
 ) -> None:
     vs, _ = served
     for user in ("worker1", "officer1"):
-        size, head = _read(vs, user, "audit", "head")
+        size, head = rpc_read(vs, user, "audit", "head")
         for start in (0, 3, size - 1, size, size + 10):
-            got = _read(vs, user, "audit", "sync", start)
-            rows = _read(vs, user, "audit", "page", start, batch=5000)
-            sigs = _read(vs, user, "audit", "signatures", rows[0][0], rows[-1][0]) if rows else {}
+            got = rpc_read(vs, user, "audit", "sync", start)
+            rows = rpc_read(vs, user, "audit", "page", start, batch=5000)
+            sigs = (
+                rpc_read(vs, user, "audit", "signatures", rows[0][0], rows[-1][0]) if rows else {}
+            )
             assert got == [size, head, rows, sigs]
         # audit.last: what an append reads, head() then entry_at(size - 1), together.
-        entry = _read(vs, user, "audit", "entry_at", size - 1)
-        assert _read(vs, user, "audit", "last") == [size, head, entry]
+        entry = rpc_read(vs, user, "audit", "entry_at", size - 1)
+        assert rpc_read(vs, user, "audit", "last") == [size, head, entry]
         # Every entry since the vault was made is signed by its actor.
-        assert len(_read(vs, user, "audit", "sync", 0)[3]) == size
+        assert len(rpc_read(vs, user, "audit", "sync", 0)[3]) == size
 
 
 def test_malformed_entry_numbers_and_strangers_are_refused(
@@ -115,25 +78,29 @@ def test_malformed_entry_numbers_and_strangers_are_refused(
     vs, _ = served
     staff = vs.identity("worker1")
     for doc in (
-        _call("audit", "sync", "0"),
-        _call("audit", "sync", -1),
-        _call("audit", "sync", 1.5),
-        _call("audit", "sync", True),
-        _call("audit", "sync"),
-        _call("audit", "sync", 0, 1),
-        _call("audit", "sync", 0, batch=10),
-        _call("audit", "last", 0),
-        _call("audit", "last", start=0),
+        rpc_call("audit", "sync", "0"),
+        rpc_call("audit", "sync", -1),
+        rpc_call("audit", "sync", 1.5),
+        rpc_call("audit", "sync", True),
+        rpc_call("audit", "sync"),
+        rpc_call("audit", "sync", 0, 1),
+        rpc_call("audit", "sync", 0, batch=10),
+        rpc_call("audit", "last", 0),
+        rpc_call("audit", "last", start=0),
     ):
-        _refused(_rpc(vs, staff, "/v1/rpc", {"txn": None, **doc}), 400, "malformed")
+        assert_refused(signed_rpc(vs, staff, "/v1/rpc", {"txn": None, **doc}), 400, "malformed")
     # In a read-only batch the malformed call stops the whole batch before any runs.
-    batch = {"calls": [_call("audit", "head"), _call("audit", "sync", "x")]}
-    _refused(_rpc(vs, staff, "/v1/rpc/batch", batch), 400, "malformed")
+    batch = {"calls": [rpc_call("audit", "head"), rpc_call("audit", "sync", "x")]}
+    assert_refused(signed_rpc(vs, staff, "/v1/rpc/batch", batch), 400, "malformed")
     # The log is for active users of this vault only: a stranger's key, or another
     # key under a staff member's name, reads nothing.
-    doc = {"txn": None, **_call("audit", "sync", 0)}
-    _refused(_rpc(vs, Identity.generate("mallory"), "/v1/rpc", doc), 401, "unknown_user")
-    _refused(_rpc(vs, Identity.generate("worker1"), "/v1/rpc", doc), 401, "invalid_signature")
+    doc = {"txn": None, **rpc_call("audit", "sync", 0)}
+    assert_refused(
+        signed_rpc(vs, Identity.generate("mallory"), "/v1/rpc", doc), 401, "unknown_user"
+    )
+    assert_refused(
+        signed_rpc(vs, Identity.generate("worker1"), "/v1/rpc", doc), 401, "invalid_signature"
+    )
 
 
 def test_approve_and_read_verify_from_one_sync(served: tuple[VaultServer, list[str]]) -> None:
@@ -143,9 +110,9 @@ def test_approve_and_read_verify_from_one_sync(served: tuple[VaultServer, list[s
         req = worker.request_access(ids[:2], ["name"], "case_management", "家访")
         worker.read_with_grant(officer.approve(req).token)
         req = worker.request_access(ids, ["name", "guardian_phone"], "case_management", "家访")
-        approving = _counting(officer)
+        approving = count_requests(officer)
         token = officer.approve(req).token
-        reading = _counting(worker)
+        reading = count_requests(worker)
         out = worker.read_with_grant(token)
     assert sorted(out) == sorted(ids)
     assert all(set(fields) == {"name", "guardian_phone"} for fields in out.values())
@@ -191,7 +158,7 @@ def test_an_altered_entry_or_signature_is_refused_through_the_sync(tmp_path: Pat
                 ):
                     insider.update("audit", {column: value}, where={"seq": seq})
                     officer._session.db._cache.clear()  # no answer from before the edit
-                    sent = _counting(officer)
+                    sent = count_requests(officer)
                     with pytest.raises(IntegrityError, match=why):
                         officer.approve(req)
                     assert (False, ["audit.sync"]) in sent
