@@ -80,3 +80,15 @@ def audited_server(bao_binary: str, tmp_path: Path) -> Iterator[tuple[BaoServer,
         yield server, audit_log
     finally:
         server.close()
+
+
+@contextlib.contextmanager
+def module_server(
+    bao_binary: str, directory: Path, *, persistent: bool = False
+) -> Iterator[BaoServer]:
+    """A started, set-up server of one test module's own (for tests that rotate,
+    trim, stop or seal it), closed on exit."""
+    with BaoServer(bao_binary, directory, persistent=persistent) as server:
+        server.start()
+        server.setup()
+        yield server

@@ -23,7 +23,7 @@ from tests.conftest import (
     consent,
     copy_world,
 )
-from tests.integration.conftest import BaoServer
+from tests.integration.conftest import BaoServer, module_server
 
 POLICY = {"staff": "childvault-staff", "officer": "childvault-officer", "admin": "childvault-admin"}
 
@@ -31,9 +31,7 @@ POLICY = {"staff": "childvault-staff", "officer": "childvault-officer", "admin":
 @pytest.fixture(scope="module")
 def contract_bao(bao_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
     """A server of its own: the rotation test rotates its Transit key."""
-    with BaoServer(bao_binary, tmp_path_factory.mktemp("contract-bao")) as server:
-        server.start()
-        server.setup()
+    with module_server(bao_binary, tmp_path_factory.mktemp("contract-bao")) as server:
         yield server
 
 

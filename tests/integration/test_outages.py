@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from childvault.cli.main import cli
 from childvault.keys import Identity, ProviderUnavailable
 from tests.conftest import PASSPHRASES, ROLES, World, build_template, copy_world
-from tests.integration.conftest import BaoServer
+from tests.integration.conftest import BaoServer, module_server
 from tests.test_records import marked_rows, write_csv
 
 POLICY = {"staff": "childvault-staff", "officer": "childvault-officer", "admin": "childvault-admin"}
@@ -24,9 +24,9 @@ POLICY = {"staff": "childvault-staff", "officer": "childvault-officer", "admin":
 def persistent_bao(
     bao_binary: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BaoServer]:
-    with BaoServer(bao_binary, tmp_path_factory.mktemp("persistent-bao"), persistent=True) as srv:
-        srv.start()
-        srv.setup()
+    with module_server(
+        bao_binary, tmp_path_factory.mktemp("persistent-bao"), persistent=True
+    ) as srv:
         yield srv
 
 

@@ -19,7 +19,7 @@ from childvault.keys import IntegrityError
 from childvault.vault import _audit
 from tests._insider import Insider
 from tests.conftest import World, add_children
-from tests.integration.conftest import BaoServer
+from tests.integration.conftest import BaoServer, module_server
 from tests.integration.test_vault_hardening import read_name, world_on
 
 pytestmark = pytest.mark.vault
@@ -30,9 +30,7 @@ ROW = "vault_rotation_target"
 @pytest.fixture(scope="module")
 def rotating_bao(bao_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
     """A server of its own: the tests rotate and trim its Transit key."""
-    with BaoServer(bao_binary, tmp_path_factory.mktemp("rotating-bao")) as server:
-        server.start()
-        server.setup()
+    with module_server(bao_binary, tmp_path_factory.mktemp("rotating-bao")) as server:
         yield server
 
 

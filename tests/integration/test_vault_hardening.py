@@ -22,7 +22,7 @@ from childvault.keys._openbao._formats import parse_material
 from childvault.vault import _tokens
 from tests._insider import Insider
 from tests.conftest import PASSPHRASES, ROLES, World, add_children, build_template, copy_world
-from tests.integration.conftest import BaoServer, audited_server
+from tests.integration.conftest import BaoServer, audited_server, module_server
 
 pytestmark = pytest.mark.vault
 
@@ -33,9 +33,7 @@ KEY = "childvault-transit/keys/childvault-dek"
 @pytest.fixture(scope="module")
 def hard_bao(bao_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
     """A server of its own: the tests rotate and trim its Transit key."""
-    with BaoServer(bao_binary, tmp_path_factory.mktemp("hard-bao")) as server:
-        server.start()
-        server.setup()
+    with module_server(bao_binary, tmp_path_factory.mktemp("hard-bao")) as server:
         yield server
 
 
