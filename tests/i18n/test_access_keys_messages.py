@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from childvault.cli.main import cli
 from childvault.keys import ChildVaultError, NotFound, UsageError
 from childvault.vault._remote import RemoteBackend
-from tests.conftest import PASSPHRASES, World, add_children
+from tests.conftest import World, add_children
+from tests.i18n._helpers import user_env
 from tests.i18n.test_marked import unmarked
 from tests.server._vaultserver import VaultServer, make_vault
 
@@ -100,11 +101,7 @@ def test_access_errors_read_in_chinese_and_stay_english(world: World) -> None:
 
 @pytest.mark.locale("zh_CN.UTF-8")
 def test_cli_errors_of_access_and_startup_in_chinese(world: World) -> None:
-    env = {
-        "CHILDVAULT_HOME": str(world.home),
-        "CHILDVAULT_USER": "officer1",
-        "CHILDVAULT_PASSPHRASE": PASSPHRASES["officer1"],
-    }
+    env = user_env(world, "officer1")
     approve = CliRunner().invoke(cli, ["approve", "0" * 32], env=env)
     assert approve.exit_code != 0
     assert f"没有申请 {'0' * 32}" in approve.stderr

@@ -12,21 +12,14 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from childvault.cli.main import cli
-from tests.conftest import PASSPHRASES, World
+from tests.conftest import TODAY, World, years_ahead
+from tests.i18n._helpers import EN, ZH, run_as
 from tests.test_records import marked_rows, write_csv
-
-ZH = {"LANG": "zh_CN.UTF-8", "LC_ALL": "", "LC_MESSAGES": ""}
-EN = {"LANG": "C.UTF-8", "LC_ALL": "", "LC_MESSAGES": ""}
 
 
 def run(world: World, user: str, *args: str, env: dict[str, str] | None = None) -> Result:
-    base = {
-        "CHILDVAULT_HOME": str(world.home),
-        "CHILDVAULT_USER": user,
-        "CHILDVAULT_PASSPHRASE": PASSPHRASES[user],
-        **(env or EN),
-    }
-    return CliRunner().invoke(cli, list(args), env=base, catch_exceptions=False)
+    """The CLI as ``user``, in English unless ``env`` names another language."""
+    return run_as(world, user, *args, lang=env or EN)
 
 
 def _requested(world: World, tmp_path: Path) -> str:
@@ -134,7 +127,7 @@ def test_the_installed_command_speaks_chinese(tmp_path: Path) -> None:
 def test_chinese_field_and_purpose_labels_on_input_and_output(world: World) -> None:
     from tests.conftest import child_values
 
-    values = child_values(7)
+    values = child_values(7, today=TODAY)
     labelled = {"姓名": values["name"], "性别": values["sex"], "出生日期": values["date_of_birth"]}
     args = [f"--field={k}={v}" for k, v in labelled.items()]
     added = run(
@@ -149,7 +142,7 @@ def test_chinese_field_and_purpose_labels_on_input_and_output(world: World) -> N
         "--purpose",
         "个案管理",
         "--retain-until",
-        "2032-01-01",
+        years_ahead(6).isoformat(),
     )
     assert added.exit_code == 0, added.output
     record_id = json.loads(added.stdout)["record_id"]

@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from childvault.cli.main import cli
-from tests.conftest import PASSPHRASES, World, add_children
+from tests.conftest import World, add_children
+from tests.i18n._helpers import run_as
 
 ZH = "zh_CN.UTF-8"
 #: A reason written to mislead the officer's terminal: title, clear screen, CR, bidi.
@@ -19,12 +20,7 @@ ESCAPES = "家访\x1b]0;pwned\x07\x1b[2J\rfake line\u202e"
 
 def run(world: World, user: str, *args: str) -> Result:
     # No LANG here: the test's locale (conftest's pinning or the marker) decides.
-    env = {
-        "CHILDVAULT_HOME": str(world.home),
-        "CHILDVAULT_USER": user,
-        "CHILDVAULT_PASSPHRASE": PASSPHRASES[user],
-    }
-    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    return run_as(world, user, *args)
 
 
 def _request(world: World, reason: str) -> tuple[str, str]:

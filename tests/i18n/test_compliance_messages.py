@@ -10,30 +10,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from childvault._i18n import localize
-from childvault.cli.main import cli
 from childvault.keys import ImportFailed, IntegrityError, UsageError, ValidationError
 from childvault.vault import Schema
 from childvault.vault._note import vkey
 from childvault.vault._reports import verify_subject_report
 from childvault.vault._svc_notices import notice_problems
 from childvault.vault._wire_messages import message_fields, message_from
-from tests.conftest import PASSPHRASES, World, child_values
+from tests.conftest import World, child_values
+from tests.i18n._helpers import ZH, run_as
 from tests.test_records import CONSENT_COLS, write_csv
-
-ZH = {"LANG": "zh_CN.UTF-8", "LC_ALL": "", "LC_MESSAGES": ""}
 
 
 def _run(world: World, user: str, *args: str) -> Result:
-    env = {
-        "CHILDVAULT_HOME": str(world.home),
-        "CHILDVAULT_USER": user,
-        "CHILDVAULT_PASSPHRASE": PASSPHRASES[user],
-        **ZH,
-    }
-    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    return run_as(world, user, *args, lang=ZH)
 
 
 def _bad_rows() -> list[dict[str, str]]:

@@ -20,7 +20,8 @@ from childvault.keys import ApprovalInvalid, IntegrityError
 from childvault.vault import Vault, _tokens
 from childvault.vault._statements import Envelope
 from tests._insider import Insider
-from tests.conftest import PASSPHRASES, World, add_children
+from tests.conftest import World, add_children
+from tests.i18n._helpers import ZH, user_env
 
 
 def _populated(world: World) -> list[str]:
@@ -168,14 +169,7 @@ def test_a_rejected_token_keeps_its_reason_translatable(world: World) -> None:
 def test_audit_verify_reports_tampering_in_chinese(world: World) -> None:
     _populated(world)
     _edit_entry(world, 9)
-    env = {
-        "CHILDVAULT_HOME": str(world.home),
-        "CHILDVAULT_USER": "worker2",
-        "CHILDVAULT_PASSPHRASE": PASSPHRASES["worker2"],
-        "LANG": "zh_CN.UTF-8",
-        "LC_ALL": "",
-        "LC_MESSAGES": "",
-    }
+    env = user_env(world, "worker2", ZH)
     result = CliRunner().invoke(cli, ["audit", "verify"], env=env)
     assert result.exit_code == 4
     assert "审计日志完整性校验失败：第 9 条已被修改（其内容与哈希值不符）" in result.output
