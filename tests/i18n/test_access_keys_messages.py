@@ -140,7 +140,8 @@ def test_errors_through_a_served_vault_read_in_chinese(served: VaultServer) -> N
         assert no_request.value.localized("zh_CN") == f"没有申请 {'0' * 32}"
 
         # The server refuses an oversized key slot: the refusal's reason reads in
-        # the client's language, the server's English detail is kept after it.
+        # the client's language, and so does the server's detail (issue 16: it
+        # crosses the wire with its template, like a library error's message).
         backend = officer._session.db
         assert isinstance(backend, RemoteBackend)
         with pytest.raises(ChildVaultError) as too_large, backend.transaction():
@@ -149,7 +150,7 @@ def test_errors_through_a_served_vault_read_in_chinese(served: VaultServer) -> N
         "the server could not read the request (slots.put: the key slot is too large)"
     )
     assert too_large.value.localized("zh_CN") == (
-        "服务器无法读取该请求（slots.put: the key slot is too large）"
+        "服务器无法读取该请求（slots.put：密钥槽过大）"
     )
 
 
