@@ -149,9 +149,7 @@ def test_errors_through_a_served_vault_read_in_chinese(served: VaultServer) -> N
     assert str(too_large.value) == (
         "the server could not read the request (slots.put: the key slot is too large)"
     )
-    assert too_large.value.localized("zh_CN") == (
-        "服务器无法读取该请求（slots.put：密钥槽过大）"
-    )
+    assert too_large.value.localized("zh_CN") == ("服务器无法读取该请求（slots.put：密钥槽过大）")
 
 
 _VERSION_HELP = """
