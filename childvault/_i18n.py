@@ -24,7 +24,7 @@ import gettext as _gettext
 import io
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 __all__ = [
@@ -205,12 +205,13 @@ SEPARATORS: dict[str, str] = {
 }
 
 
-def join(separator: str, parts: list[Message] | list[str]) -> Message:
+def join(separator: str, parts: Iterable[str]) -> Message:
     """``separator.join(parts)`` that stays translatable: each marked part is
     translated when the whole is shown (a list of marked items in one message),
     and so is a separator of :data:`SEPARATORS`."""
     # Positional placeholders: the template is never a msgid (gettext finds no
     # translation and returns it as is), only the parts (and the separator) are.
+    parts = list(parts)
     params: dict[str, object] = {f"p{i}": part for i, part in enumerate(parts)}
     if separator in SEPARATORS and len(parts) > 1:
         # A nested message, so it also crosses the wire (_wire_messages) translatable.

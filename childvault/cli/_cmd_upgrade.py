@@ -69,7 +69,7 @@ def upgrade(c: Ctx, fingerprint: str | None, migration_dsn_file: Path | None) ->
         if pending:
             click.echo(
                 _("Not yet verified (they run `childvault upgrade`): {names}").format(
-                    names=safe(", ".join(pending))
+                    names=safe(_(", ").join(pending))
                 )
             )
 

@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from childvault._i18n import _t
+from childvault._i18n import _t, join
 from childvault.keys import (
     ChildVaultError,
     CustodianSecret,
@@ -89,7 +89,7 @@ class UserService:
         check_user_name(name)
         role_set = tuple(sorted(set(roles)))
         if not role_set or any(r not in ROLES for r in role_set):
-            raise UsageError(_t("roles must be among {roles}", roles=", ".join(ROLES)))
+            raise UsageError(_t("roles must be among {roles}", roles=join(", ", ROLES)))
         if self.s.db.users.get(name) is not None or self.s.home.identity(name).exists():
             raise UsageError(_t("user {name!r} already exists", name=name))
         ident = Identity.generate(name)
@@ -1142,7 +1142,7 @@ def _renewing(identities: Path, name: str) -> Path:
 def _check_roles(roles: Sequence[str]) -> tuple[str, ...]:
     role_set = tuple(sorted(set(roles)))
     if not role_set or any(r not in ROLES for r in role_set):
-        raise UsageError(_t("roles must be among {roles}", roles=", ".join(ROLES)))
+        raise UsageError(_t("roles must be among {roles}", roles=join(", ", ROLES)))
     return role_set
 
 
