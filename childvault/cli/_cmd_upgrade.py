@@ -63,8 +63,10 @@ def upgrade(c: Ctx, fingerprint: str | None, migration_dsn_file: Path | None) ->
     pending = list(done.pending)
 
     def human() -> None:
+        from childvault._i18n import localize
+
         for step in steps or [_("nothing to do")]:
-            click.echo(safe(step))
+            click.echo(safe(localize(step)))
         click.echo(_("Vault fingerprint: {fingerprint}").format(fingerprint=done.fingerprint))
         if pending:
             click.echo(

@@ -86,8 +86,8 @@ REFUSALS: dict[str, str] = {
 #: A template the client accepts: text, ``{{``/``}}``, and ``{name}``/``{name!r}`` only.
 _TEMPLATE = re.compile(r"(?:[^{}]|\{\{|\}\}|\{[A-Za-z_][A-Za-z0-9_]*(?:![rs])?\})*")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-#: Nesting of messages inside messages: the library goes two levels deep at most.
-_DEPTH = 4
+#: Nesting of messages inside messages (a list inside a row inside a message: about five).
+_DEPTH = 8
 
 
 def _encode(message: Message, depth: int) -> dict[str, Any] | None:

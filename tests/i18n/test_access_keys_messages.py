@@ -85,7 +85,8 @@ def test_access_errors_read_in_chinese_and_stay_english(world: World) -> None:
         chinese = unknown_field.value.localized("zh_CN")
         assert chinese.startswith("字段 'shoe_size' 不在 child 模式中：")
         # The field names offered are values: never translated.
-        assert english.split("choose from ", 1)[1] in chinese
+        # Issue 16: listed with the Chinese separator "、".
+        assert english.split("choose from ", 1)[1].replace(", ", "、") in chinese
 
         # A wrong argument type: the expected kind is itself a translated message.
         with pytest.raises(UsageError) as wrong_type:
