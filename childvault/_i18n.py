@@ -24,7 +24,7 @@ import gettext as _gettext
 import io
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "KEYWORDS",
     "LOCALES",
     "N_",
+    "SEPARATORS",
     "Message",
     "_t",
     "environment_locale",
@@ -194,14 +195,32 @@ def _t(template: str, /, **params: object) -> Message:
     return Message(template, **params)
 
 
-def join(separator: str, parts: list[Message] | list[str]) -> Message:
+#: Separators :func:`join` translates (a zh_CN reader gets "；", "、", "或"). Babel's
+#: ``format_list`` would change the English too ("a, b, and c"), which tests and
+#: logs pin: only the separator between the parts is translated here.
+SEPARATORS: dict[str, str] = {
+    "; ": N_("; "),
+    ", ": N_(", "),
+    " or ": N_(" or "),
+}
+
+
+def join(separator: str, parts: Iterable[str]) -> Message:
     """``separator.join(parts)`` that stays translatable: each marked part is
-    translated when the whole is shown (a list of marked items in one message)."""
+    translated when the whole is shown (a list of marked items in one message),
+    and so is a separator of :data:`SEPARATORS`."""
     # Positional placeholders: the template is never a msgid (gettext finds no
-    # translation and returns it as is), only the parts are translated.
-    escaped = separator.replace("{", "{{").replace("}", "}}")
-    template = escaped.join(f"{{p{i}}}" for i in range(len(parts)))
-    return Message(template, **{f"p{i}": part for i, part in enumerate(parts)})
+    # translation and returns it as is), only the parts (and the separator) are.
+    parts = list(parts)
+    params: dict[str, object] = {f"p{i}": part for i, part in enumerate(parts)}
+    if separator in SEPARATORS and len(parts) > 1:
+        # A nested message, so it also crosses the wire (_wire_messages) translatable.
+        params["sep"] = Message(SEPARATORS[separator])
+        template = "{sep}".join(f"{{p{i}}}" for i in range(len(parts)))
+    else:
+        escaped = separator.replace("{", "{{").replace("}", "}}")
+        template = escaped.join(f"{{p{i}}}" for i in range(len(parts)))
+    return Message(template, **params)
 
 
 def localize(message: object, locale: str | None = None) -> str:

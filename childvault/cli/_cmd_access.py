@@ -218,7 +218,7 @@ def read(c: Ctx, record_ids: tuple[str, ...], grant: str, fields: tuple[str, ...
     if unknown:
         raise click.BadParameter(
             _("no field {names} in this vault's schema (known: {known})").format(
-                names=safe(", ".join(unknown)), known=", ".join(sorted(known))
+                names=safe(_(", ").join(unknown)), known=_(", ").join(sorted(known))
             ),
             param_hint="--field",
         )
@@ -261,7 +261,7 @@ def _check_read_args(
     bad = [r for r in record_ids if not is_hex_id(r)]
     if bad:
         raise click.BadParameter(
-            _("not a record id: {ids}").format(ids=safe(", ".join(bad))),
+            _("not a record id: {ids}").format(ids=safe(_(", ").join(bad))),
             param_hint="RECORD_IDS",
         )
 

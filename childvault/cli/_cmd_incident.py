@@ -19,7 +19,7 @@ def _line(r: dict[str, Any]) -> str:
         status=safe(r["status"]),
         discovered=safe(r["discovered"]),
         count=len(r["records"]),
-        to=safe(", ".join(sorted(r["notified"]))) or _("nobody yet"),
+        to=safe(_(", ").join(sorted(r["notified"]))) or _("nobody yet"),
     )
 
 

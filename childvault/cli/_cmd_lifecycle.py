@@ -131,7 +131,7 @@ def consent_add_purpose(c: Ctx, record_id: str, purposes: tuple[str, ...], **bas
     c.emit(
         {"ok": True, "record_id": record_id, "purposes": merged},
         _("Recorded consent for {purposes} on {id}.").format(
-            purposes=safe(", ".join(merged)), id=safe(record_id)
+            purposes=safe(_(", ").join(merged)), id=safe(record_id)
         ),
     )
 
@@ -156,7 +156,7 @@ def consent_remove_purpose(c: Ctx, record_id: str, purposes: tuple[str, ...], **
     c.emit(
         {"ok": True, "record_id": record_id, "purposes": kept},
         _("Recorded consent for {purposes} only on {id}.").format(
-            purposes=safe(", ".join(kept)), id=safe(record_id)
+            purposes=safe(_(", ").join(kept)), id=safe(record_id)
         ),
     )
 

@@ -211,7 +211,7 @@ def report_incident(c: Ctx, actor: str, since: str, until: str | None, out: Path
                 ).format(name=name, records=s["records"], reads=s["read"], exports=s["exported"])
             )
         if doc["denied"]["attempts"]:
-            by = ", ".join(f"{a} {n}" for a, n in doc["denied"]["by_action"].items())
+            by = _(", ").join(f"{a} {n}" for a, n in doc["denied"]["by_action"].items())
             click.echo(_("  denied or failed attempts: {by}").format(by=by))
         click.echo(doc["contact_details"])
         if out is not None:
@@ -441,7 +441,7 @@ def _prove_verify(
                 n=n,
                 what=what,
                 size=result.checkpoint_size,
-                signers=safe(", ".join(result.signers)),
+                signers=safe(_(", ").join(result.signers)),
             )
         )
         if result.kind == "subject-report":
@@ -460,7 +460,7 @@ def _prove_verify(
                     "(seq {seqs}): ask the institution for a completed report "
                     "(`childvault audit prove --complete`).",
                     len(result.pending),
-                ).format(n=len(result.pending), seqs=", ".join(map(str, result.pending)))
+                ).format(n=len(result.pending), seqs=_(", ").join(map(str, result.pending)))
             )
         if previous is not None:
             click.echo(_("Every entry proven in the earlier report is unchanged."))

@@ -26,7 +26,7 @@ def _line(r: dict[str, Any]) -> str:
         outcome=f"  {safe(r['outcome'])}" if r.get("outcome") else "",
     ) + (
         _("  answered by: {links}").format(
-            links=safe(", ".join(link["action"] for link in r["links"]))
+            links=safe(_(", ").join(link["action"] for link in r["links"]))
         )
         if r.get("links")
         else ""

@@ -63,13 +63,15 @@ def upgrade(c: Ctx, fingerprint: str | None, migration_dsn_file: Path | None) ->
     pending = list(done.pending)
 
     def human() -> None:
+        from childvault._i18n import localize
+
         for step in steps or [_("nothing to do")]:
-            click.echo(safe(step))
+            click.echo(safe(localize(step)))
         click.echo(_("Vault fingerprint: {fingerprint}").format(fingerprint=done.fingerprint))
         if pending:
             click.echo(
                 _("Not yet verified (they run `childvault upgrade`): {names}").format(
-                    names=safe(", ".join(pending))
+                    names=safe(_(", ").join(pending))
                 )
             )
 

@@ -131,7 +131,7 @@ def user_add(
                 expires=terms[2],
             )
     doc = {"ok": True, "user": info.to_json()}
-    text = _("Added {name} ({roles}).").format(name=safe(name), roles=", ".join(info.roles))
+    text = _("Added {name} ({roles}).").format(name=safe(name), roles=_(", ").join(info.roles))
     if "officer" in info.roles and not info.can_approve:
         text += "\n" + _(
             "{name} cannot approve yet: an existing officer must run "

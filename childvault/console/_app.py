@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from childvault._i18n import LOCALES, _t, normalize_locale, translations
+from childvault._i18n import LOCALES, _t, localize, normalize_locale, translations
 from childvault.console import _format
 from childvault.console._security import (
     COOKIE,
@@ -222,7 +222,9 @@ class Console:
                             403, page.gettext("The form's security token is missing or wrong.")
                         )
             except _HTTPError as exc:
-                return await run_in_threadpool(page.error, exc.status, exc.message)
+                return await run_in_threadpool(
+                    page.error, exc.status, localize(exc.message, page.lang)
+                )
             return await run_in_threadpool(self._run, view, page)
 
         return endpoint
@@ -232,10 +234,11 @@ class Console:
             try:
                 return view(page)
             except _HTTPError as exc:
-                return page.error(exc.status, exc.message)
+                return page.error(exc.status, localize(exc.message, page.lang))
             except ChildVaultError as exc:
-                # Library messages are written for people and never quote a child's data.
-                return page.error(http_status(exc), str(exc))
+                # Library messages are written for people and never quote a child's data;
+                # shown in the session's language (English when untranslated).
+                return page.error(http_status(exc), exc.localized(page.lang))
             except Exception as exc:
                 # A bug: never show the exception text, it may quote a value.
                 return page.error(
@@ -252,12 +255,12 @@ def _parse_form(body: bytes) -> dict[str, str]:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise _HTTPError(400, "form data is not UTF-8") from None
+        raise _HTTPError(400, _t("form data is not UTF-8")) from None
     try:
         pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, max_num_fields=20)
     except ValueError:
         # More fields than any of our forms has: not one of ours.
-        raise _HTTPError(400, "too many form fields") from None
+        raise _HTTPError(400, _t("too many form fields")) from None
     return dict(pairs)
 
 
@@ -381,7 +384,7 @@ def _render_request(page: _View, req: Any, status: int = 200) -> Response:
         try:
             records.append((record_id, vault.record_info(record_id), None))
         except NotFound as exc:
-            records.append((record_id, None, str(exc)))
+            records.append((record_id, None, exc.localized(page.lang)))
     history = _history(vault, req.records)
     fields = []
     for name in req.fields:
@@ -476,7 +479,7 @@ def _audit(page: _View) -> Response:
     try:
         report = page.vault.verify_audit()
     except IntegrityError as exc:
-        return page.render("audit.html", status=409, report=None, failure=str(exc))
+        return page.render("audit.html", status=409, report=None, failure=exc.localized(page.lang))
     return page.render("audit.html", report=report, failure=None)
 
 

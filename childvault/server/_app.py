@@ -264,15 +264,16 @@ def openapi_document() -> dict[str, Any]:
                         "template": {
                             "type": "string",
                             "description": (
-                                "reason error: the message's template (str.format, named "
-                                "placeholders only), for the client to show it translated"
+                                "the message's template (str.format, named placeholders "
+                                "only), for the client to show it translated: a library "
+                                "error's (reason error) or a refused call's detail"
                             ),
                         },
                         "params": {
                             "type": "object",
                             "description": (
-                                "reason error: the template's values (strings, numbers, "
-                                "or nested {template, params})"
+                                "the template's values (strings, numbers, or nested "
+                                "{template, params})"
                             ),
                         },
                     },

@@ -73,6 +73,7 @@ from childvault.vault._httpsig import (
     SIGNATURE_TAG,
     covered_components,
 )
+from childvault.vault._wire_messages import message_of
 
 #: Default clock-skew window, seconds, either way.
 DEFAULT_SKEW = 300
@@ -240,7 +241,9 @@ class _Lookup(HTTPSignatureKeyResolver):
         try:
             entry = self.resolver.resolve(self.name)
         except Exception as exc:
-            raise _Refused(503, "unavailable", f"key resolver failed: {exc!r}") from exc
+            raise _Refused(
+                503, "unavailable", _t("key resolver failed: {error!r}", error=exc)
+            ) from exc
         if entry is None:
             return None
         key, active = entry
@@ -358,26 +361,30 @@ class SignatureAuthMiddleware:
         ]
         signature_header = _header(headers, "signature")
         if signature_header is None or _header(headers, "signature-input") is None:
-            raise _Refused(401, "missing_signature", "no Signature or Signature-Input header")
+            raise _Refused(401, "missing_signature", _t("no Signature or Signature-Input header"))
         try:
             signatures = http_sf.parse(signature_header.encode("latin-1"), tltype="dictionary")
         except Exception as exc:
-            raise _Refused(401, "malformed_signature", f"Signature: {exc!r}") from exc
+            raise _Refused(
+                401, "malformed_signature", _t("Signature: {error!r}", error=exc)
+            ) from exc
         # Parameters on a Signature member mean nothing and are not signed:
         # refused rather than ignored, so what is accepted is what was signed.
         if not isinstance(signatures, dict) or any(
             not isinstance(member, tuple) or member[1] for member in signatures.values()
         ):
-            raise _Refused(401, "malformed_signature", "Signature members carry parameters")
+            raise _Refused(401, "malformed_signature", _t("Signature members carry parameters"))
         digest_header = _header(headers, "content-digest")
         if digest_header is None:
-            raise _Refused(401, "missing_digest", "no Content-Digest header")
+            raise _Refused(401, "missing_digest", _t("no Content-Digest header"))
         try:
             digests = http_sf.parse(digest_header.encode("latin-1"), tltype="dictionary")
         except Exception as exc:
-            raise _Refused(401, "malformed_digest", f"Content-Digest: {exc!r}") from exc
+            raise _Refused(
+                401, "malformed_digest", _t("Content-Digest: {error!r}", error=exc)
+            ) from exc
         if not isinstance(digests, dict) or "sha-256" not in digests:
-            raise _Refused(401, "malformed_digest", "Content-Digest has no sha-256 member")
+            raise _Refused(401, "malformed_digest", _t("Content-Digest has no sha-256 member"))
 
         message = _Message(scope, headers)
         required = covered_components(
@@ -403,38 +410,40 @@ class SignatureAuthMiddleware:
         except Exception as exc:
             raise self._classify(exc, lookup) from exc
         if len(results) != 1:
-            raise _Refused(401, "malformed_signature", f"{len(results)} childvault signatures")
+            raise _Refused(
+                401, "malformed_signature", _t("{n} childvault signatures", n=len(results))
+            )
         result: VerifyResult = results[0]
         params = result.parameters
         nonce = params.get("nonce")
         if params.get("alg") != SIGNATURE_ALG or not is_hex_id(nonce):
-            raise _Refused(401, "malformed_signature", "alg or nonce missing or malformed")
+            raise _Refused(401, "malformed_signature", _t("alg or nonce missing or malformed"))
         if lookup.name is None or not lookup.found:
-            raise _Refused(401, "unknown_user", "key lookup did not run")
+            raise _Refused(401, "unknown_user", _t("key lookup did not run"))
         if not lookup.active:
-            raise _Refused(403, "user_disabled", f"user {lookup.name!r} is disabled")
+            raise _Refused(403, "user_disabled", _t("user {name!r} is disabled", name=lookup.name))
         created = int(params["created"])
         try:
             fresh = self.nonce_store.check_and_add(
                 lookup.name, str(nonce), float(created + self.skew), self.clock()
             )
         except Exception as exc:
-            raise _Refused(503, "unavailable", f"nonce store: {exc!r}") from exc
+            raise _Refused(503, "unavailable", _t("nonce store: {error!r}", error=exc)) from exc
         if not fresh:
-            raise _Refused(401, "replay", f"nonce {nonce} already used")
+            raise _Refused(401, "replay", _t("nonce {nonce} already used", nonce=nonce))
         return _Verified(lookup.name, result, _header(headers, "content-type") is not None)
 
     @staticmethod
     def _classify(exc: Exception, lookup: _Lookup) -> _Refused:
         if isinstance(exc, _ClockSkew):
-            return _Refused(401, "clock_skew", str(exc))
+            return _Refused(401, "clock_skew", message_of(exc))
         if isinstance(exc, _BadSignature):
-            return _Refused(401, "invalid_signature", str(exc))
+            return _Refused(401, "invalid_signature", message_of(exc))
         # Anything else the package refuses (structure, coverage, parameters)
         # is malformed input, unless the key lookup found no such user: that
         # gets its own reason.
         if lookup.name is not None and not lookup.found:
-            return _Refused(401, "unknown_user", f"no user {lookup.name!r}")
+            return _Refused(401, "unknown_user", _t("no user {name!r}", name=lookup.name))
         return _Refused(401, "malformed_signature", repr(exc)[:500])
 
     async def _read_body(self, receive: Receive) -> bytes:
@@ -450,13 +459,13 @@ class SignatureAuthMiddleware:
 
     def _verify_body(self, scope: Scope, user: _Verified, body: bytes) -> None:
         if body and not user.content_type_covered:
-            raise _Refused(401, "malformed_signature", "a body without a signed Content-Type")
+            raise _Refused(401, "malformed_signature", _t("a body without a signed Content-Type"))
         try:
             checked = ContentDigest.verify_components(user.result.covered_components, body)
         except Exception as exc:
             raise _Refused(401, "digest_mismatch", repr(exc)[:500]) from exc
         if not checked:
-            raise _Refused(401, "malformed_signature", "Content-Digest not covered")
+            raise _Refused(401, "malformed_signature", _t("Content-Digest not covered"))
 
     def _report(self, scope: Scope, refusal: _Refused, claimed: str | None) -> None:
         report_refusal(

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from childvault._i18n import _t
 from childvault.keys import AccessDenied, ChildVaultError, NotFound, UsageError
 from childvault.server._common import AuditHook, logger, record_of, report_refusal
 from childvault.server._vault import Refused, VaultHost
@@ -44,7 +45,7 @@ def vault_routes(vault: VaultHost, audit: AuditHook | None) -> list[Route]:
                 body = await request.body()
                 doc = json.loads(body) if body else {}
                 if not isinstance(doc, dict):
-                    raise Refused(400, "malformed", "the body must be a JSON object")
+                    raise Refused(400, "malformed", _t("the body must be a JSON object"))
                 # Read before the call: what it answers is at least this new, so a
                 # client may keep it while later answers name the same generation.
                 generation = vault.generation
@@ -59,7 +60,12 @@ def vault_routes(vault: VaultHost, audit: AuditHook | None) -> list[Route]:
                     claimed_user=user,
                     detail=exc.message,
                 )
-                return JSONResponse({"error": exc.message, "reason": exc.reason}, exc.status)
+                # With its template, so the client shows what was refused in its
+                # reader's language (the English "error" stays as it was).
+                return JSONResponse(
+                    {"error": exc.message, "reason": exc.reason, **message_fields(exc.message)},
+                    exc.status,
+                )
             except ValueError as exc:  # not JSON
                 return JSONResponse({"error": str(exc)[:200], "reason": "malformed"}, 400)
             except ChildVaultError as exc:
@@ -82,7 +88,7 @@ def vault_routes(vault: VaultHost, audit: AuditHook | None) -> list[Route]:
     async def rpc(request: Request, doc: dict[str, Any]) -> Any:
         txn = doc.get("txn")
         if txn is not None and not isinstance(txn, str):
-            raise Refused(400, "malformed", "txn must be a string")
+            raise Refused(400, "malformed", _t("txn must be a string"))
         return await vault.call(
             str(request.state.user),
             txn,
@@ -98,11 +104,11 @@ def vault_routes(vault: VaultHost, audit: AuditHook | None) -> list[Route]:
         txn = doc.get("txn")
         begin, commit, calls = doc.get("begin", False), doc.get("commit", False), doc.get("calls")
         if txn is not None and not isinstance(txn, str):
-            raise Refused(400, "malformed", "txn must be a string")
+            raise Refused(400, "malformed", _t("txn must be a string"))
         if not isinstance(begin, bool) or not isinstance(commit, bool):
-            raise Refused(400, "malformed", "begin and commit must be true or false")
+            raise Refused(400, "malformed", _t("begin and commit must be true or false"))
         if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
-            raise Refused(400, "malformed", "calls must be a list of objects")
+            raise Refused(400, "malformed", _t("calls must be a list of objects"))
         txn_id, results = await vault.batch(
             str(request.state.user),
             txn,

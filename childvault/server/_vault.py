@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from childvault._i18n import _t
+from childvault._i18n import _t, join
 from childvault.keys import (
     ChildVaultError,
     ConfigError,
@@ -65,6 +65,7 @@ from childvault.vault._remote._methods import METHODS, WRITE
 from childvault.vault._session import log_origin, signer_name
 from childvault.vault._statements import Anchor, TrustState
 from childvault.vault._time import parse_iso
+from childvault.vault._wire_messages import message_of
 
 logger = logging.getLogger("childvault.server")
 T = TypeVar("T")
@@ -386,7 +387,7 @@ class VaultHost:
                 break
             remaining = min(deadline - time.monotonic(), self.txn_idle)
             if remaining <= 0:
-                raise Refused(503, "busy", "another client's transaction holds the vault")
+                raise Refused(503, "busy", _t("another client's transaction holds the vault"))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(cond.wait(), remaining)
 
@@ -453,7 +454,11 @@ class VaultHost:
         """Run one repository call for ``user`` (inside ``txn_id`` if given)."""
         kind = METHODS.get(repo, {}).get(method)
         if kind is None:
-            raise Refused(400, "unknown_method", f"no backend method {repo}.{method}")
+            raise Refused(
+                400,
+                "unknown_method",
+                _t("no backend method {repo}.{method}", repo=repo, method=method),
+            )
         roles = self._check_user(user)
         a, kw = self._checked(roles, repo, method, args, kwargs)
         cond = self._condition()
@@ -495,24 +500,37 @@ class VaultHost:
         """The decoded arguments of one call, once it is known and allowed for ``roles``."""
         kind = METHODS.get(repo, {}).get(method)
         if kind is None:
-            raise Refused(400, "unknown_method", f"no backend method {repo}.{method}")
+            raise Refused(
+                400,
+                "unknown_method",
+                _t("no backend method {repo}.{method}", repo=repo, method=method),
+            )
         try:
             a = decode(args)
             kw = decode(kwargs)
         except IntegrityError as exc:
-            raise Refused(400, "malformed", str(exc)) from exc
+            raise Refused(400, "malformed", message_of(exc)) from exc
         if not isinstance(a, list) or not isinstance(kw, dict):
-            raise Refused(400, "malformed", "args must be a list and kwargs a mapping")
+            raise Refused(400, "malformed", _t("args must be a list and kwargs a mapping"))
         if kind == WRITE and not any((repo, method) in ROLE_WRITES.get(r, set()) for r in roles):
-            raise Refused(403, "role", f"{', '.join(sorted(roles))} may not call {repo}.{method}")
+            raise Refused(
+                403,
+                "role",
+                _t(
+                    "{roles} may not call {repo}.{method}",
+                    roles=join(", ", sorted(roles)),
+                    repo=repo,
+                    method=method,
+                ),
+            )
         if (repo, method) in _MANY:
             _check_many(method, a, kw)
         if (repo, method) == ("audit", "sync") and (
             kw or len(a) != 1 or type(a[0]) is not int or a[0] < 0
         ):
-            raise Refused(400, "malformed", "audit.sync takes one entry number (0 or more)")
+            raise Refused(400, "malformed", _t("audit.sync takes one entry number (0 or more)"))
         if (repo, method) == ("audit", "last") and (a or kw):
-            raise Refused(400, "malformed", "audit.last takes no arguments")
+            raise Refused(400, "malformed", _t("audit.last takes no arguments"))
         return a, kw
 
     async def batch(
@@ -539,9 +557,11 @@ class VaultHost:
         Returns the transaction id (None once committed) and each call's result.
         """
         if begin and txn_id is not None:
-            raise Refused(400, "malformed", "a batch begins a transaction or names an open one")
+            raise Refused(400, "malformed", _t("a batch begins a transaction or names an open one"))
         if not isinstance(calls, list) or len(calls) > MAX_BATCH:
-            raise Refused(400, "malformed", f"a batch holds a list of at most {MAX_BATCH} calls")
+            raise Refused(
+                400, "malformed", _t("a batch holds a list of at most {n} calls", n=MAX_BATCH)
+            )
         roles = self._check_user(user)
         # All checked before any runs: a batch with one forbidden call stores nothing.
         checked = [
@@ -553,7 +573,9 @@ class VaultHost:
             # Reads alone, outside a transaction: run together between transactions,
             # so they see one state.
             if commit or any(METHODS[c[0]][c[1]] == WRITE for c in checked):
-                raise Refused(400, "malformed", "a batch that writes begins or names a transaction")
+                raise Refused(
+                    400, "malformed", _t("a batch that writes begins or names a transaction")
+                )
             async with cond:
                 await self._wait_free()
                 return None, await self._run(
@@ -601,13 +623,15 @@ class VaultHost:
     def _own(self, user: str, txn_id: str) -> _Txn:
         txn = self._txn
         if txn is None or txn.id != txn_id or txn.user != user:
-            raise Refused(409, "no_transaction", "no such open transaction (rolled back?)")
+            raise Refused(409, "no_transaction", _t("no such open transaction (rolled back?)"))
         return txn
 
     def _check_user(self, user: str) -> frozenset[str]:
         roles = self.roles(user)
         if not roles:
-            raise Refused(403, "user_disabled", f"{user} is not an active user of this vault")
+            raise Refused(
+                403, "user_disabled", _t("{user} is not an active user of this vault", user=user)
+            )
         return roles
 
     # -- DB thread
@@ -640,7 +664,11 @@ class VaultHost:
                 self._store_slots(txn.slots)
         except IntegrityError as exc:
             context.__exit__(IntegrityError, exc, None)
-            raise Refused(409, "unverified", f"refused, nothing stored: {exc}") from exc
+            raise Refused(
+                409,
+                "unverified",
+                _t("refused, nothing stored: {error}", error=message_of(exc)),
+            ) from exc
         except BaseException as exc:
             context.__exit__(type(exc), exc, None)
             raise
@@ -654,7 +682,12 @@ class VaultHost:
             # Committed, but not cosigned: the client's witness step fails closed
             # (an approval is withdrawn, `audit checkpoint` reports the failure).
             raise Refused(
-                502, "witness", f"committed, but the checkpoint was not witnessed: {failures[0]}"
+                502,
+                "witness",
+                _t(
+                    "committed, but the checkpoint was not witnessed: {error}",
+                    error=failures[0],
+                ),
             )
 
     def _invoke(self, txn: _Txn | None, repo: str, method: str, a: list[Any], kw: Any) -> Any:
@@ -662,12 +695,12 @@ class VaultHost:
             self._bind(txn, repo, method, a, kw)
         if repo == "release":
             if txn is None:
-                raise Refused(400, "malformed", "release calls run in a transaction")
+                raise Refused(400, "malformed", _t("release calls run in a transaction"))
             return encode(self._release(txn, method, a))
         if repo == "slots":
             return encode(self._slots(txn, method, a))
         if repo == "meta" and str(a[0] if a else kw.get("key", "")).startswith(SERVER_ONLY):
-            raise Refused(403, "server_only", "this setting is the server's own")
+            raise Refused(403, "server_only", _t("this setting is the server's own"))
         target = getattr(self.db, repo)
         if (repo, method) == ("audit", "page"):
             start = int(a[0])
@@ -707,12 +740,16 @@ class VaultHost:
         """Release after logging: make a grant's release key, or hand it out once per use."""
         grant_id = str(a[0]) if a else ""
         if not is_hex_id(grant_id):
-            raise Refused(400, "malformed", "a grant id is 32 hex characters")
+            raise Refused(400, "malformed", _t("a grant id is 32 hex characters"))
         where = SERVER_ONLY + "release/" + grant_id
         stored = self.db.meta.get(where)
         if method == "new":
             if stored is not None:
-                raise Refused(409, "release_refused", f"grant {grant_id} has a release key")
+                raise Refused(
+                    409,
+                    "release_refused",
+                    _t("grant {grant_id} has a release key", grant_id=grant_id),
+                )
             key = secrets.token_bytes(32)
             doc = {"key": b64(key), "officer": txn.user, "redeemed": 0}
             self.db.meta.set(where, json.dumps(doc))
@@ -720,21 +757,25 @@ class VaultHost:
         grant = self.db.access.grant(grant_id)
 
         def refuse(why: str) -> NoReturn:
-            raise Refused(403, "release_refused", f"grant {grant_id}: {why}")
+            raise Refused(
+                403, "release_refused", _t("grant {grant_id}: {why}", grant_id=grant_id, why=why)
+            )
 
         if grant is None or stored is None:
-            refuse("unknown grant")
+            refuse(_t("unknown grant"))
         doc = json.loads(stored)
         if grant.officer != doc["officer"]:
-            refuse("the release key was made by another officer")
+            refuse(_t("the release key was made by another officer"))
         if grant.requester != txn.user:
-            refuse(f"issued to {grant.requester}, not {txn.user}")
+            refuse(
+                _t("issued to {requester}, not {user}", requester=grant.requester, user=txn.user)
+            )
         if grant.revoked_at is not None:
-            refuse("revoked")
+            refuse(_t("revoked"))
         if parse_iso(grant.expires_at) <= datetime.now(UTC):
-            refuse("expired")
+            refuse(_t("expired"))
         if int(doc["redeemed"]) >= grant.uses:
-            refuse("no logged use left to redeem")
+            refuse(_t("no logged use left to redeem"))
         doc["redeemed"] = int(doc["redeemed"]) + 1
         self.db.meta.set(where, json.dumps(doc))
         return unb64(doc["key"])
@@ -744,9 +785,9 @@ class VaultHost:
         if method == "users":
             return KeySlots(self.home.keyslots).users()
         if txn is None:
-            raise Refused(400, "malformed", "slots.put runs in a transaction")
+            raise Refused(400, "malformed", _t("slots.put runs in a transaction"))
         if len(a) != 2 or not isinstance(a[0], str) or not (a[1] is None or isinstance(a[1], str)):
-            raise Refused(400, "malformed", "slots.put takes a user name and a sealed slot")
+            raise Refused(400, "malformed", _t("slots.put takes a user name and a sealed slot"))
         name, sealed = a
         try:
             check_user_name(name)
@@ -755,7 +796,9 @@ class VaultHost:
                     raise UsageError(_t("the key slot is too large"))
                 unb64(sealed)
         except (UsageError, ValueError) as exc:
-            raise Refused(400, "malformed", f"slots.put: {exc}") from exc
+            raise Refused(
+                400, "malformed", _t("slots.put: {error}", error=message_of(exc))
+            ) from exc
         txn.slots[name] = sealed
         return None
 
@@ -792,7 +835,13 @@ class VaultHost:
                 )
             if not ok:
                 raise Refused(
-                    403, "binding", f"slots.put: {user} may not write the key slot of {name}"
+                    403,
+                    "binding",
+                    _t(
+                        "slots.put: {user} may not write the key slot of {name}",
+                        user=user,
+                        name=name,
+                    ),
                 )
 
     def _store_slots(self, slots: dict[str, str | None]) -> None:
@@ -811,14 +860,24 @@ class VaultHost:
 
         def must(ok: bool, what: str) -> None:
             if not ok:
-                raise Refused(403, "binding", f"{repo}.{method}: {what} must be {user}")
+                raise Refused(
+                    403,
+                    "binding",
+                    _t(
+                        "{repo}.{method}: {what} must be {user}",
+                        repo=repo,
+                        method=method,
+                        what=what,
+                        user=user,
+                    ),
+                )
 
         if (repo, method) == ("access", "add_request"):
             req = arg(0, "req")
-            must(isinstance(req, RequestRow) and req.requester == user, "the requester")
+            must(isinstance(req, RequestRow) and req.requester == user, _t("the requester"))
         elif (repo, method) == ("access", "add_grant"):
             grant = arg(0, "grant")
-            must(isinstance(grant, GrantRow) and grant.officer == user, "the officer")
+            must(isinstance(grant, GrantRow) and grant.officer == user, _t("the officer"))
         elif (repo, method) in {
             ("access", "decide"),
             ("access", "revoke_grant"),
@@ -839,9 +898,11 @@ class VaultHost:
             # A verifier saves its trust state and, beside it, its verified
             # record heads (``NAME#records``, _record_trust.py) and its known
             # Merkle tree (``NAME#tree``, _registrations.py): all its own.
-            must(arg(0, "verifier") in (user, user + "#records", user + "#tree"), "the verifier")
+            must(
+                arg(0, "verifier") in (user, user + "#records", user + "#tree"), _t("the verifier")
+            )
         elif repo == "checkpoints":
-            must(arg(3, "signer") == user, "the signer")
+            must(arg(3, "signer") == user, _t("the signer"))
             note = str(arg(2, "note"))
             state = self._verified.state.users[user]
             name = signer_name(self.config.vault_id, user)
@@ -849,10 +910,12 @@ class VaultHost:
                 cp, _ = _note.verify_note(note, {name: state.sign_key})
             except IntegrityError as exc:
                 raise Refused(
-                    403, "unverified", f"the checkpoint note does not verify: {exc}"
+                    403,
+                    "unverified",
+                    _t("the checkpoint note does not verify: {error}", error=message_of(exc)),
                 ) from exc
             if cp.origin != log_origin(self.config.vault_id):
-                raise Refused(403, "unverified", "the checkpoint names another log")
+                raise Refused(403, "unverified", _t("the checkpoint names another log"))
             txn.notes.append(note)
         elif (repo, method) == ("audit", "append"):
             self._check_entries(user, arg(0, "rows"), txn.logged_reads, txn.checked)
@@ -873,25 +936,37 @@ class VaultHost:
         key = self._verified.state.users[user].sign_key
         seq, prev = self.db.audit.head()
         if not isinstance(rows, list | tuple) or not rows:
-            raise Refused(400, "malformed", "audit.append needs rows")
+            raise Refused(400, "malformed", _t("audit.append needs rows"))
         for row in rows:
             try:
                 r_seq, entry, digest, sig = row
                 obj = _audit.decode_entry(entry)
             except (TypeError, ValueError) as exc:
-                raise Refused(400, "malformed", "a log row is malformed") from exc
+                raise Refused(400, "malformed", _t("a log row is malformed")) from exc
             if r_seq != seq or obj.get("seq") != seq:
-                raise Refused(409, "unverified", f"log entry {r_seq} is not the next ({seq})")
+                raise Refused(
+                    409,
+                    "unverified",
+                    _t("log entry {r_seq} is not the next ({seq})", r_seq=r_seq, seq=seq),
+                )
             if obj.get("prev") != (None if prev is None else prev.hex()):
-                raise Refused(409, "unverified", f"log entry {seq} does not link to the head")
+                raise Refused(
+                    409, "unverified", _t("log entry {seq} does not link to the head", seq=seq)
+                )
             if leaf_hash(entry) != digest:
-                raise Refused(409, "unverified", f"log entry {seq} does not match its hash")
+                raise Refused(
+                    409, "unverified", _t("log entry {seq} does not match its hash", seq=seq)
+                )
             if obj.get("action") == "grant.read" and obj.get("outcome") == "ok":
                 logged_reads.add(str(obj.get("grant")))
             if obj.get("actor") != user:
-                raise Refused(403, "binding", f"log entry {seq} is in another's name")
+                raise Refused(403, "binding", _t("log entry {seq} is in another's name", seq=seq))
             if not isinstance(sig, bytes) or not _verifies(key, _audit.entry_message(digest), sig):
-                raise Refused(403, "unverified", f"log entry {seq} is not signed by {user}")
+                raise Refused(
+                    403,
+                    "unverified",
+                    _t("log entry {seq} is not signed by {user}", seq=seq, user=user),
+                )
             checked.add((key, digest, sig))
             seq, prev = seq + 1, digest
 
@@ -917,7 +992,7 @@ class VaultHost:
             try:
                 note = client.cosign(note, proof)
             except (WitnessFailed, IntegrityError, ValueError) as exc:
-                failure = str(exc)
+                failure = message_of(exc)
                 logger.error("witness %s did not cosign a checkpoint: %s", client.url, exc)
         path = self.witness_path
         try:
@@ -1017,7 +1092,7 @@ class VaultHost:
         slots = json.loads(self.home.keyslots.read_text(encoding="utf-8"))
         slot = slots.get("slots", {}).get(user)
         if slot is None:
-            raise Refused(403, "no_key_slot", f"{user} has no key slot in this vault")
+            raise Refused(403, "no_key_slot", _t("{user} has no key slot in this vault", user=user))
         return {
             "config": doc,
             "schema": self.home.schema.read_text(encoding="utf-8"),
@@ -1060,8 +1135,18 @@ def _check_many(method: str, a: list[Any], kw: dict[Any, Any]) -> None:
         raise Refused(
             400,
             "malformed",
-            f"records.{method} takes a list of at most {MAX_MANY} record ids"
-            + (" and a list of field names (or null)" if allowed == 2 else ""),
+            _t(
+                "records.{method} takes a list of at most {n} record ids "
+                "and a list of field names (or null)",
+                method=method,
+                n=MAX_MANY,
+            )
+            if allowed == 2
+            else _t(
+                "records.{method} takes a list of at most {n} record ids",
+                method=method,
+                n=MAX_MANY,
+            ),
         )
 
 

@@ -61,6 +61,12 @@ from childvault.server._common import ASGIApp, Scope
 from childvault.server._limits import AccessLogMiddleware, LimitsMiddleware
 from childvault.vault import _note
 from childvault.vault._merkle import EMPTY_ROOT, HASH_SIZE, verify_consistency
+from childvault.vault._wire_messages import (
+    HEADER,
+    message_from_header,
+    message_header,
+    message_of,
+)
 
 __all__ = [
     "ADD_CHECKPOINT",
@@ -135,25 +141,25 @@ def add_checkpoint_body(old: int, proof: Sequence[bytes], note: str) -> bytes:
 def _parse_request(body: bytes) -> tuple[int, list[bytes], str]:
     """``(old, proof, note)`` of an add-checkpoint body; :class:`WitnessRefusal` if malformed."""
     if len(body) > MAX_REQUEST:
-        raise WitnessRefusal(413, "request too large")
+        raise WitnessRefusal(413, _t("request too large"))
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise WitnessRefusal(400, "request is not UTF-8") from None
+        raise WitnessRefusal(400, _t("request is not UTF-8")) from None
     head, sep, note = text.partition("\n\n")
     if not sep:
-        raise WitnessRefusal(400, "request has no blank line before the checkpoint")
+        raise WitnessRefusal(400, _t("request has no blank line before the checkpoint"))
     lines = head.split("\n")
     match = _OLD_RE.fullmatch(lines[0])
     if match is None:
-        raise WitnessRefusal(400, "request does not start with 'old <size>'")
+        raise WitnessRefusal(400, _t("request does not start with 'old <size>'"))
     if len(lines) - 1 > MAX_PROOF:
-        raise WitnessRefusal(400, "consistency proof is too long")
+        raise WitnessRefusal(400, _t("consistency proof is too long"))
     proof = []
     for line in lines[1:]:
         digest = _unb64_hash(line)
         if digest is None:
-            raise WitnessRefusal(400, "consistency proof line is not base64 of a SHA-256 hash")
+            raise WitnessRefusal(400, _t("consistency proof line is not base64 of a SHA-256 hash"))
         proof.append(digest)
     return int(match.group(1)), proof, note
 
@@ -268,24 +274,30 @@ class Witness:
         try:
             _note.parse_note(note)
         except IntegrityError as exc:
-            raise WitnessRefusal(400, f"malformed note: {exc}") from None
+            raise WitnessRefusal(
+                400, _t("malformed note: {error}", error=message_of(exc))
+            ) from None
         try:
             cp, _ = _note.verify_note(note, self.log_keys)
         except IntegrityError as exc:
             raise WitnessRefusal(
-                403, f"the checkpoint is not signed by a known log key: {exc}"
+                403,
+                _t(
+                    "the checkpoint is not signed by a known log key: {error}",
+                    error=message_of(exc),
+                ),
             ) from None
         with self._lock:
             size, root = self._state.get(cp.origin, (0, EMPTY_ROOT))
             if old != size:
-                raise WitnessRefusal(409, "old size is not the witness's", size=size)
+                raise WitnessRefusal(409, _t("old size is not the witness's"), size=size)
             if cp.size < size:
-                raise WitnessRefusal(400, "the checkpoint is smaller than the old size")
+                raise WitnessRefusal(400, _t("the checkpoint is smaller than the old size"))
             if cp.size == size and cp.root != root:
                 # Same size, another root: the log forked (or was rewritten).
-                raise WitnessRefusal(409, "a different checkpoint of this size", size=size)
+                raise WitnessRefusal(409, _t("a different checkpoint of this size"), size=size)
             if not verify_consistency(size, cp.size, root, cp.root, proof):
-                raise WitnessRefusal(422, "the consistency proof does not verify")
+                raise WitnessRefusal(422, _t("the consistency proof does not verify"))
             cosigned = _note.add_signature(
                 note, self.name, lambda m: self._signing.sign(m).signature, self.public_key
             )
@@ -337,14 +349,20 @@ def create_witness_app(witness: Witness, *, limit: _RateLimit | None = None) -> 
     async def add(request: Request) -> Response:
         client = request.client.host if request.client is not None else "-"
         if not limiter.allow(client):
-            return PlainTextResponse("too many requests\n", 429)
+            busy = _t("too many requests")
+            return PlainTextResponse(busy + "\n", 429, headers={HEADER: message_header(busy) or ""})
         body = await request.body()
         try:
             line = await run_in_threadpool(witness.add_checkpoint, body)
         except WitnessRefusal as exc:
             if exc.status == 409 and exc.size is not None:
                 return PlainTextResponse(f"{exc.size}\n", 409, media_type=_SIZE_TYPE)
-            return PlainTextResponse(exc.message + "\n", exc.status)
+            # The template rides in a header (C2SP clients ignore it; ours show
+            # the refusal translated when it renders to exactly this text).
+            carried = message_header(exc.message)
+            return PlainTextResponse(
+                exc.message + "\n", exc.status, headers={HEADER: carried} if carried else None
+            )
         return PlainTextResponse(line)
 
     async def health(request: Request) -> Response:
@@ -406,7 +424,7 @@ class WitnessClient:
                         error=exc,
                     )
                 ) from exc
-            status, text = answer
+            status, text, carried = answer
             if status == 409 and attempt == 0:
                 # Not where we thought it was (a restart, another log server): once more.
                 try:
@@ -441,11 +459,11 @@ class WitnessClient:
                 "the witness {url} refused the checkpoint ({status}: {reason})",
                 url=self.url,
                 status=status,
-                reason=text.strip()[:200],
+                reason=message_from_header(text.strip()[:200], carried),
             )
         )
 
-    def _post(self, body: bytes) -> tuple[int, str]:
+    def _post(self, body: bytes) -> tuple[int, str, str | None]:
         try:
             with self._http.post(
                 self.url + ADD_CHECKPOINT,
@@ -456,11 +474,12 @@ class WitnessClient:
             ) as r:
                 raw = r.raw.read(MAX_ANSWER + 1, decode_content=True)
                 status = r.status_code
+                carried = r.headers.get(HEADER)
         except requests.RequestException as exc:
             raise WitnessFailed(_t("the witness {url} did not answer", url=self.url)) from exc
         if len(raw) > MAX_ANSWER:
             raise WitnessFailed(_t("the witness {url} sent too long an answer", url=self.url))
-        return status, raw.decode("utf-8", errors="replace")
+        return status, raw.decode("utf-8", errors="replace"), carried
 
 
 def _note_size(note: str) -> int:

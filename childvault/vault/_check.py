@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from childvault._i18n import _t
+from childvault._i18n import _t, join
 from childvault.keys._errors import UsageError
 
 __all__ = [
@@ -211,7 +211,7 @@ def choice(
     if value is None and optional:
         return None
     if not isinstance(value, str) or value not in allowed:
-        shown = ", ".join(allowed)
+        shown = join(", ", allowed)
         raise UsageError(
             _t("{where}: {name!r} must be one of {shown}", where=where, name=name, shown=shown)
         )

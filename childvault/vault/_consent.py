@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
-from childvault._i18n import _t
+from childvault._i18n import _t, join
 from childvault.keys._errors import ValidationError
 from childvault.vault._schema import Schema
 from childvault.vault._schema_types import ALL_CONSENT_COLUMNS, CONSENT_COLUMNS
@@ -201,7 +201,7 @@ class Consent:
                     _t(
                         "consent: unknown key {key}; expected: {keys}",
                         key=shown,
-                        keys=", ".join(_JSON_KEYS),
+                        keys=join(", ", _JSON_KEYS),
                     ),
                     field="consent",
                 )
@@ -334,7 +334,7 @@ def _check_party(consent: Consent) -> None:
         raise ValidationError(
             _t(
                 "consent_party: expected one of {parties}",
-                parties=", ".join(CONSENT_PARTIES),
+                parties=join(", ", CONSENT_PARTIES),
             ),
             field="consent_party",
         )
@@ -500,7 +500,7 @@ def _check_purposes(purposes: tuple[str, ...], schema: Schema) -> None:
         raise ValidationError(
             _t(
                 "purposes: at least one purpose is required; the schema declares: {purposes}",
-                purposes=", ".join(schema.purposes),
+                purposes=join(", ", schema.purposes),
             ),
             field="purposes",
         )
@@ -513,7 +513,7 @@ def _check_purposes(purposes: tuple[str, ...], schema: Schema) -> None:
                     "purposes: {purpose} is not a purpose of the schema; expected some of: "
                     "{purposes}",
                     purpose=shown,
-                    purposes=", ".join(schema.purposes),
+                    purposes=join(", ", schema.purposes),
                 ),
                 field="purposes",
             )
@@ -694,7 +694,7 @@ def parse_consent_columns(row: Mapping[str, str], *, default_notice: str, today:
         raise ValidationError(
             _t(
                 "consent_party: expected one of {parties}",
-                parties=", ".join(CONSENT_PARTIES),
+                parties=join(", ", CONSENT_PARTIES),
             ),
             field="consent_party",
         )

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from childvault._i18n import Message, _t
+from childvault._i18n import Message, _t, join
 from childvault.keys import ChildVaultError, ConfigError
 from childvault.vault._config import Config, Home
 
@@ -146,7 +146,7 @@ def diagnose(
     add(
         "unlock",
         "ok",
-        _t("opened as {user} ({roles})", user=vault.user, roles=", ".join(sorted(vault.roles))),
+        _t("opened as {user} ({roles})", user=vault.user, roles=join(", ", sorted(vault.roles))),
     )
     for name, status, message in vault.health():
         add(name, status, message)

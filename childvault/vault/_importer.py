@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from childvault._i18n import _t
+from childvault._i18n import _t, join
 from childvault.keys import ImportFailed, IntegrityError, UsageError
 
 if TYPE_CHECKING:
@@ -447,7 +447,7 @@ class DuplicateFinder:
                     found[number] = _t(
                         "same {fields} as row {row} (a duplicate); pass "
                         "--allow-duplicates to import it anyway",
-                        fields=", ".join(self._key.identity),
+                        fields=join(", ", self._key.identity),
                         row=first,
                     )
                     continue
@@ -481,7 +481,7 @@ class DuplicateFinder:
                 found[number] = _t(
                     "a record with the same {fields} may already exist ({ids}); pass "
                     "--allow-duplicates to import it anyway",
-                    fields=", ".join(present),
+                    fields=join(", ", present),
                     ids=", ".join(sorted(ids)[:3]) + (" ..." if len(ids) > 3 else ""),
                 )
         return found

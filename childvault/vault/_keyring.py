@@ -13,7 +13,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Sequence
 
-from childvault._i18n import _t
+from childvault._i18n import _t, join
 from childvault.keys import (
     AccessDenied,
     BlindIndexer,
@@ -228,7 +228,7 @@ class Keyring:
                 _t(
                     "the custodian key is held by disabled user(s) {value}: an officer must run"
                     " `childvault keys rotate` before records can be written",
-                    value=", ".join(gone),
+                    value=join(", ", gone),
                 )
             )
 

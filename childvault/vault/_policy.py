@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Literal
 
-from childvault._i18n import _t
+from childvault._i18n import _t, join
 from childvault.vault._backend import GrantRow, RecordRow, RequestRow, UserRow
 from childvault.vault._tokens import GrantClaims
 
@@ -75,9 +75,9 @@ def role_refusal(
         _t(
             "{what} needs the role {allowed}; {actor!r} has {roles}",
             what=what,
-            allowed=" or ".join(allowed),
+            allowed=join(" or ", allowed),
             actor=actor,
-            roles=", ".join(sorted(roles)),
+            roles=join(", ", sorted(roles)),
         ),
     )
 
@@ -232,9 +232,9 @@ def purpose_fields_refusal(
             "the purpose {purpose!r} may not release {fields} from a {type} record "
             "(the schema allows: {allowed})",
             purpose=purpose,
-            fields=", ".join(extra),
+            fields=join(", ", extra),
             type=row.type,
-            allowed=", ".join(permitted) or _t("no field"),
+            allowed=join(", ", permitted) or _t("no field"),
         ),
     )
 

@@ -306,7 +306,8 @@ class UpgradeReport:
         """From :meth:`to_json` output."""
         return cls(
             user=str(doc["user"]),
-            steps=tuple(str(s) for s in doc["steps"]),
+            # A step made in this process stays a Message (shown in the reader's language).
+            steps=tuple(s if isinstance(s, str) else str(s) for s in doc["steps"]),
             fingerprint=str(doc["fingerprint"]),
             pending=tuple(str(p) for p in doc["pending"]),
         )

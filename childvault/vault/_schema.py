@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from childvault._i18n import Message, _t
+from childvault._i18n import Message, _t, join
 from childvault.keys._errors import UsageError, ValidationError
 from childvault.vault._schema_toml import build_schema
 from childvault.vault._schema_types import (
@@ -132,7 +132,7 @@ class Schema:
                     "unknown record type {name}; the schema {schema!r} declares: {types}",
                     name=_show(name),
                     schema=self.name,
-                    types=", ".join(self.types),
+                    types=join(", ", self.types),
                 )
             )
         return rtype
@@ -146,7 +146,7 @@ class Schema:
                 "unknown purpose {purpose}; the schema {schema!r} declares: {purposes}",
                 purpose=_show(purpose),
                 schema=self.name,
-                purposes=", ".join(self.purposes),
+                purposes=join(", ", self.purposes),
             )
         )
 
@@ -243,7 +243,7 @@ def _known_field(rtype: RecordType, key: object) -> FieldSpec:
                 "a value has no field name (a row with more cells than the header?); "
                 "record type {type!r} allows: {fields}",
                 type=rtype.name,
-                fields=", ".join(rtype.fields),
+                fields=join(", ", rtype.fields),
             ),
         )
     spec = rtype.fields.get(key)
@@ -254,7 +254,7 @@ def _known_field(rtype: RecordType, key: object) -> FieldSpec:
                 "unknown field {field} for record type {type!r}; allowed fields: {fields}",
                 field=shown,
                 type=rtype.name,
-                fields=", ".join(rtype.fields),
+                fields=join(", ", rtype.fields),
             ),
             field=key[:64],
         )
@@ -267,7 +267,7 @@ def _expectation(spec: FieldSpec) -> Message:
     if spec.type == "date":
         return _t("a date as YYYY-MM-DD")
     if spec.type == "enum":
-        return _t("one of: {values}", values=", ".join(spec.values))
+        return _t("one of: {values}", values=join(", ", spec.values))
     if spec.type == "id_number":
         return _t("an 18-character resident identity number")
     if spec.type == "phone":
@@ -375,14 +375,14 @@ def _normalise_enum(spec: FieldSpec, raw: str) -> str:
     for alias, value in spec.aliases:
         if _enum_key(alias) == key:
             return value
-    accepted = ", ".join(spec.values)
+    accepted = join(", ", spec.values)
     if spec.aliases:
         raise ValidationError(
             _t(
                 "{name}: not an allowed value; expected one of: {values} (or {aliases})",
                 name=spec.name,
                 values=accepted,
-                aliases=", ".join(alias for alias, _ in spec.aliases),
+                aliases=join(", ", (alias for alias, _ in spec.aliases)),
             ),
             field=spec.name,
         )

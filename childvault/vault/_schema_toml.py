@@ -14,7 +14,7 @@ from datetime import date, datetime, time
 from types import MappingProxyType
 from typing import Any
 
-from childvault._i18n import _t
+from childvault._i18n import _t, join
 from childvault.keys._errors import UsageError
 from childvault.vault._schema_types import (
     _BAD_CHAR_RE,
@@ -65,7 +65,7 @@ def _keys(
                 _t(
                     "schema: unknown key {key!r}; allowed here: {allowed}",
                     key=_join(path, key),
-                    allowed=", ".join(allowed),
+                    allowed=join(", ", allowed),
                 )
             )
     for key in required:
@@ -137,7 +137,7 @@ def _choice(
             _t(
                 "schema: {key!r} must be one of: {choices}",
                 key=_join(path, key),
-                choices=", ".join(choices),
+                choices=join(", ", choices),
             )
         )
     return value
@@ -282,7 +282,7 @@ def _purpose_fields(
                     "schema's purposes: {purposes}",
                     where=where,
                     purpose=_show(purpose),
-                    purposes=", ".join(purposes),
+                    purposes=join(", ", purposes),
                 )
             )
         value = lists[purpose]
@@ -319,7 +319,7 @@ def _purpose_fields(
                 "schema: {where!r} must list every purpose (an empty array releases no field); "
                 "missing: {missing}",
                 where=where,
-                missing=", ".join(missing),
+                missing=join(", ", missing),
             )
         )
     return MappingProxyType(result)
@@ -359,7 +359,7 @@ def _build_field(name: str, table: dict[str, Any], path: str) -> FieldSpec:
                 _t(
                     "schema: {key!r} applies only to fields of type {types}",
                     key=_join(path, key),
-                    types=" or ".join(types),
+                    types=join(" or ", types),
                 )
             )
 
@@ -384,7 +384,7 @@ def _build_field(name: str, table: dict[str, Any], path: str) -> FieldSpec:
                 _t(
                     "schema: missing key {key!r} (required for a quasi identifier: {choices})",
                     key=_join(path, "generalise"),
-                    choices=", ".join(GENERALISATIONS),
+                    choices=join(", ", GENERALISATIONS),
                 )
             )
         generalise = _choice(table, path, "generalise", GENERALISATIONS, None)
@@ -528,7 +528,7 @@ def _build_aliases(
                 _t(
                     "schema: {key!r} must name one of the values: {values}",
                     key=_join(where, alias),
-                    values=", ".join(values),
+                    values=join(", ", values),
                 )
             )
         key = _enum_key(alias)

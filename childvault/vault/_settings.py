@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from childvault._i18n import _t
+from childvault._i18n import _t, join
 from childvault.keys._errors import UsageError
 
 #: The statement kind that sets one setting.
@@ -106,7 +106,7 @@ def spec(key: str) -> Spec:
     found = SPECS.get(key) if isinstance(key, str) else None
     if found is None:
         raise UsageError(
-            _t("unknown setting {key!r}: one of {keys}", key=key, keys=", ".join(sorted(SPECS)))
+            _t("unknown setting {key!r}: one of {keys}", key=key, keys=join(", ", sorted(SPECS)))
         )
     return found
 

@@ -64,7 +64,7 @@ import nacl.exceptions
 import nacl.signing
 import rfc8785
 
-from childvault._i18n import N_, _t
+from childvault._i18n import N_, _t, join
 from childvault.keys._errors import IntegrityError, UsageError
 from childvault.vault import _settings
 from childvault.vault._audit import canonical, canonical_plain, signing_function
@@ -817,7 +817,7 @@ def verify_record(
                     "({fields})",
                     record=record,
                     version=version,
-                    fields=", ".join(differs),
+                    fields=join(", ", differs),
                 ),
             )
         )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, Protocol, runtime_checkable
 
-from childvault._i18n import _t
+from childvault._i18n import _t, join
 from childvault.keys import (
     AccessDenied,
     ApprovalInvalid,
@@ -166,7 +166,7 @@ class AccessService:
                             "field {field!r} is not in the {type} schema: choose from {fields}",
                             field=f,
                             type=row.type,
-                            fields=", ".join(declared),
+                            fields=join(", ", declared),
                         )
                     )
             allowed = self._allowed(purpose, basis.kind)
@@ -217,7 +217,7 @@ class AccessService:
         from childvault.vault._svc_rights import RightsService
 
         if basis.kind not in BASES:
-            raise UsageError(_t("--basis must be one of {bases}", bases=", ".join(BASES)))
+            raise UsageError(_t("--basis must be one of {bases}", bases=join(", ", BASES)))
         if basis.kind == "consent":
             if basis.link or basis.recipient or basis.provision or basis.assessment:
                 raise UsageError(
@@ -247,8 +247,8 @@ class AccessService:
                     _t(
                         "a breach notification releases contact fields only ({allowed}), "
                         "not {extra}",
-                        allowed=", ".join(CONTACT_FIELDS),
-                        extra=", ".join(extra),
+                        allowed=join(", ", CONTACT_FIELDS),
+                        extra=join(", ", extra),
                     )
                 )
         else:

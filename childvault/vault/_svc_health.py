@@ -153,7 +153,7 @@ class HealthService:
         if not due:
             return []
         overdue = sum(1 for _, when in due if when <= day.isoformat())
-        listed = ", ".join(f"{rid} ({when})" for rid, when in due[:20])
+        listed = join(", ", (f"{rid} ({when})" for rid, when in due[:20]))
         return [
             (
                 "turning 14",
@@ -226,8 +226,8 @@ def _vault_checks(diag: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             "ok",
             _t(
                 "acts as {roles}; capabilities on: {granted}",
-                roles=", ".join(diag.get("roles") or []) or _t("no childvault role"),
-                granted=", ".join(granted) or _t("none"),
+                roles=join(", ", diag.get("roles") or []) or _t("no childvault role"),
+                granted=join(", ", granted) or _t("none"),
             ),
         )
     )

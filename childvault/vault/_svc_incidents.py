@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from childvault._i18n import _t
+from childvault._i18n import _t, join
 from childvault.keys import NotFound, UsageError
 from childvault.keys._encoding import check_hex_id
 from childvault.vault._audit import Event
@@ -39,7 +39,7 @@ class IncidentService:
         self.s.require(("officer",), "incident.open", moment, _t("registering incidents"))
         if kind not in INCIDENT_KINDS:
             raise UsageError(
-                _t("--kind must be one of {choices}", choices=", ".join(INCIDENT_KINDS))
+                _t("--kind must be one of {choices}", choices=join(", ", INCIDENT_KINDS))
             )
         if discovered > moment:
             raise UsageError(_t("--discovered is in the future"))
@@ -94,7 +94,7 @@ class IncidentService:
         self.s.require(("officer",), "incident.notify", moment, _t("registering incidents"))
         if audience not in INCIDENT_AUDIENCES:
             raise UsageError(
-                _t("--to must be one of {choices}", choices=", ".join(INCIDENT_AUDIENCES))
+                _t("--to must be one of {choices}", choices=join(", ", INCIDENT_AUDIENCES))
             )
         row = self._open_row(incident_id)
         self.s.log(

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from childvault._i18n import _t
+from childvault._i18n import _t, join
 from childvault.keys import KeySlots, NotFound, PublicIdentity, Selection, StorageError, UsageError
 from childvault.keys._encoding import check_hex_id
 from childvault.keys._files import atomic_write
@@ -103,7 +103,7 @@ class LifecycleService:
                     "field {field!r} is not in the {type} schema: choose from {fields}",
                     field=field,
                     type=row.type,
-                    fields=", ".join(rtype.fields),
+                    fields=join(", ", rtype.fields),
                 )
             )
         if spec.metadata:
@@ -202,7 +202,10 @@ class LifecycleService:
         self.s.require(("officer", "admin"), "record.delete", moment, _t("deleting records"))
         if category not in _DELETE_REASONS:
             raise UsageError(
-                _t("deletion category must be one of {choices}", choices=", ".join(_DELETE_REASONS))
+                _t(
+                    "deletion category must be one of {choices}",
+                    choices=join(", ", _DELETE_REASONS),
+                )
             )
         reason = reason.strip()
         if not reason or len(reason) > 1000:

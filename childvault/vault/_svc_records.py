@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
-from childvault._i18n import Message, _t
+from childvault._i18n import Message, _t, join
 from childvault.keys import (
     AccessDenied,
     FieldKey,
@@ -130,7 +130,7 @@ def _import_failed(n_errors: int, file: str, errors: Sequence[tuple[int, str]]) 
     parts = {
         f"r{i}": _t("row {row}: {reason}", row=r, reason=m) for i, (r, m) in enumerate(errors[:20])
     }
-    shown = Message("; ".join("{" + name + "}" for name in parts), **parts)
+    shown = join("; ", list(parts.values()))
     more = _t(" (and {n} more)", n=n_errors - 20) if n_errors > 20 else ""
     return _t(
         "{n} invalid row(s) in {file}, nothing was imported: {rows}{more}. "
@@ -779,7 +779,7 @@ class RecordService:
                 _t(
                     "field {field!r} is not searchable: lookups work on {fields}",
                     field=field,
-                    fields=", ".join(searchable),
+                    fields=join(", ", searchable),
                 )
             )
         clean = self.s.schema.validate_field(rtype.name, field, value)

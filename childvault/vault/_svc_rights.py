@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from childvault._i18n import _t
+from childvault._i18n import _t, join
 from childvault.keys import NotFound, UsageError
 from childvault.keys._encoding import check_hex_id
 from childvault.vault._audit import Event
@@ -92,10 +92,12 @@ class RightsService:
         moment = self.s.now(now)
         self.s.require(("officer",), "rights.open", moment, _t("registering rights requests"))
         if kind not in RIGHTS_KINDS:
-            raise UsageError(_t("--kind must be one of {choices}", choices=", ".join(RIGHTS_KINDS)))
+            raise UsageError(
+                _t("--kind must be one of {choices}", choices=join(", ", RIGHTS_KINDS))
+            )
         if requester not in RIGHTS_REQUESTERS:
             raise UsageError(
-                _t("--by must be one of {choices}", choices=", ".join(RIGHTS_REQUESTERS))
+                _t("--by must be one of {choices}", choices=join(", ", RIGHTS_REQUESTERS))
             )
         if received > legal_today(self.s.settings, moment):
             raise UsageError(_t("--received is in the future"))
@@ -141,7 +143,7 @@ class RightsService:
         self.s.require(("officer",), "rights.close", moment, _t("closing rights requests"))
         if outcome not in RIGHTS_OUTCOMES:
             raise UsageError(
-                _t("--outcome must be one of {choices}", choices=", ".join(RIGHTS_OUTCOMES))
+                _t("--outcome must be one of {choices}", choices=join(", ", RIGHTS_OUTCOMES))
             )
         reason = (reason or "").strip()
         if outcome == "refused" and not reason:

@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from childvault._i18n import _t
+from childvault._i18n import _t, join
 from childvault.keys import (
     ChildVaultError,
     CustodianSecret,
@@ -89,7 +89,7 @@ class UserService:
         check_user_name(name)
         role_set = tuple(sorted(set(roles)))
         if not role_set or any(r not in ROLES for r in role_set):
-            raise UsageError(_t("roles must be among {roles}", roles=", ".join(ROLES)))
+            raise UsageError(_t("roles must be among {roles}", roles=join(", ", ROLES)))
         if self.s.db.users.get(name) is not None or self.s.home.identity(name).exists():
             raise UsageError(_t("user {name!r} already exists", name=name))
         ident = Identity.generate(name)
@@ -763,38 +763,40 @@ class UserService:
         if not is_upgraded(self.s.db):
             self.s.require(("admin",), "vault.upgrade", moment, _t("upgrading the vault"))
             self._anchor_vault(identity_path, passphrase, moment)
-            done["steps"].append("anchored")
+            done["steps"].append(_t("anchored"))
         if self.s.anchor is None:
             self._adopt_anchor(identity_path, passphrase, confirm, moment)
-            done["steps"].append("anchor adopted")
+            done["steps"].append(_t("anchor adopted"))
         state = self.s.trust()
         assert state is not None  # the anchor is set above
         if not state.is_active(self.s.user):
             if self._request_registration(state, moment):
-                done["steps"].append("registration requested")
+                done["steps"].append(_t("registration requested"))
             state = self.s.trust()
             assert state is not None
         if state.is_active(self.s.user, "admin"):
             approved = self._approve_registrations(state, moment)
             if approved:
-                done["steps"].append("registrations countersigned: " + ", ".join(approved))
+                done["steps"].append(
+                    _t("registrations countersigned: {names}", names=join(", ", approved))
+                )
             state = self.s.trust()
             assert state is not None
         if state.is_active(self.s.user, "officer") and self.s.keys.custodial:
             stated = self._state_custodian(state, moment)
             if stated:
-                done["steps"].append("custodian stated: " + ", ".join(stated))
+                done["steps"].append(_t("custodian stated: {names}", names=join(", ", stated)))
         if state.is_active(self.s.user, "officer"):
             records = self._state_records(moment)
             if records:
-                done["steps"].append(f"records stated: {records}")
+                done["steps"].append(_t("records stated: {n}", n=records))
         if state.is_active(self.s.user):
             from childvault.vault._svc_settings import SettingsService
 
             # Settings a vault kept in meta before they were signed (docs/trust.md).
             settings = SettingsService(self.s).sign_unstated(moment)
             if settings:
-                done["steps"].append("settings signed: " + ", ".join(settings))
+                done["steps"].append(_t("settings signed: {keys}", keys=join(", ", settings)))
         anchor = self.s.anchor
         assert anchor is not None
         done["fingerprint"] = anchor.fingerprint()
@@ -1142,7 +1144,7 @@ def _renewing(identities: Path, name: str) -> Path:
 def _check_roles(roles: Sequence[str]) -> tuple[str, ...]:
     role_set = tuple(sorted(set(roles)))
     if not role_set or any(r not in ROLES for r in role_set):
-        raise UsageError(_t("roles must be among {roles}", roles=", ".join(ROLES)))
+        raise UsageError(_t("roles must be among {roles}", roles=join(", ", ROLES)))
     return role_set
 
 

@@ -7,6 +7,8 @@ message the command line shows in the reader's language:
 
 - a refusal (no ``type``) is described from its reason code by :data:`REFUSALS`,
   a table of marked messages, so it needs nothing from the server but the code;
+  what was refused (its English ``error``) follows, translated the same way as a
+  library error's message when the server sent its ``template`` and ``params``;
 - a library error carries its message's ``template`` and ``params`` as well
   (:func:`message_fields`, on the server), from which the client rebuilds the
   same translatable message (:func:`message_from`), and only if it renders to
@@ -14,18 +16,39 @@ message the command line shows in the reader's language:
   show anything but what it says in English, and a template may hold nothing
   but plain named placeholders (no format specification, no attribute access).
 
+A plain-text answer (the witness's refusals, C2SP tlog-witness) carries the same
+``template`` and ``params`` as JSON in the :data:`HEADER` header
+(:func:`message_header`, :func:`message_from_header`): one encoding, one check.
+
 This module imports no HTTP library: both sides use it.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from childvault._i18n import N_, Message, _t
 
-__all__ = ["REFUSALS", "message_fields", "message_from", "refusal_message"]
+__all__ = [
+    "HEADER",
+    "MAX_HEADER",
+    "REFUSALS",
+    "message_fields",
+    "message_from",
+    "message_from_header",
+    "message_header",
+    "message_of",
+    "refusal_message",
+]
+
+#: The header of a plain-text answer (the witness's refusals) that carries its
+#: message's template and values, for the client to show it translated.
+HEADER = "Childvault-Message"
+#: Longest such header a client reads (a refusal's message is well under 1 KiB).
+MAX_HEADER = 8 * 1024
 
 #: What each refusal reason code of the server means, for the person who was refused.
 REFUSALS: dict[str, str] = {
@@ -63,8 +86,8 @@ REFUSALS: dict[str, str] = {
 #: A template the client accepts: text, ``{{``/``}}``, and ``{name}``/``{name!r}`` only.
 _TEMPLATE = re.compile(r"(?:[^{}]|\{\{|\}\}|\{[A-Za-z_][A-Za-z0-9_]*(?:![rs])?\})*")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-#: Nesting of messages inside messages: the library goes two levels deep at most.
-_DEPTH = 4
+#: Nesting of messages inside messages (a list inside a row inside a message: about five).
+_DEPTH = 8
 
 
 def _encode(message: Message, depth: int) -> dict[str, Any] | None:
@@ -89,6 +112,13 @@ def message_fields(message: object) -> dict[str, Any]:
     if not isinstance(message, Message) or not hasattr(message, "template"):
         return {}
     return _encode(message, 0) or {}
+
+
+def message_of(exc: BaseException) -> str:
+    """The message ``exc`` was raised with: a :class:`Message` when it was marked
+    (so a refusal quoting it stays translatable), else its text."""
+    first = exc.args[0] if len(exc.args) == 1 else None
+    return first if isinstance(first, Message) else str(exc)
 
 
 def _decode(doc: object, depth: int) -> Message | None:
@@ -135,7 +165,32 @@ def refusal_message(status: int, doc: Mapping[str, Any]) -> str:
         return error or _t("the server refused ({status})", status=status)
     why = Message(known)
     # A refusal of the signature layer says only a code word ("unauthorized");
-    # a refused call says what was refused, in English: kept after the reason.
+    # a refused call says what was refused: kept after the reason, translated
+    # when the server sent its template (the same check as a library error's).
     if " " in error.strip():
-        return _t("{why} ({detail})", why=why, detail=error)
+        return _t("{why} ({detail})", why=why, detail=message_from(doc))
     return why
+
+
+def message_header(message: object) -> str | None:
+    """Server side, for a plain-text answer (the witness's): the message's
+    ``{"template", "params"}`` as one ASCII line for :data:`HEADER`, or None."""
+    fields = message_fields(message)
+    if not fields:
+        return None
+    # ensure_ascii: an HTTP header value must be plain ASCII.
+    return json.dumps(fields, ensure_ascii=True, separators=(",", ":"), sort_keys=True)
+
+
+def message_from_header(english: str, header: str | None) -> str:
+    """Client side: ``english`` (a plain-text answer), translatable when ``header``
+    (see :func:`message_header`) renders to exactly that text; else ``english``."""
+    if not header or len(header) > MAX_HEADER:
+        return english
+    try:
+        fields = json.loads(header)
+    except ValueError:
+        return english
+    if not isinstance(fields, Mapping):
+        return english
+    return message_from({**fields, "error": english})

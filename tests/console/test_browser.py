@@ -333,7 +333,8 @@ def test_library_errors_show_their_message_and_status(
 ) -> None:
     missing = page.goto(running.base + "/requests/" + "0" * 32)
     assert missing is not None and missing.status == 404
-    assert "no request" in page.locator("#error-message").inner_text()
+    # In the session's language (issue 16: library errors on the page read in zh_CN).
+    assert "没有申请" in page.locator("#error-message").inner_text()
     # Deciding an already decided request: a usage error (400), nothing changes.
     rid = console_home.requests["deny"]
     page.goto(f"{running.base}/requests/{rid}")
@@ -344,7 +345,7 @@ def test_library_errors_show_their_message_and_status(
         headers={"origin": running.base},
     )
     assert again.status == 400
-    assert "already denied" in again.text()
+    assert "已是 denied 状态" in again.text()
     assert _request(console_home, rid).status == "denied"
 
 

@@ -46,7 +46,7 @@ def test_refused_import_rows_read_in_chinese_and_json_stays_english(
     assert zh.exit_code == 1, zh.output
     err = zh.stderr
     assert "name：必填字段缺失或为空；应为不超过" in err
-    assert "第 3 行：sex：不是允许的值；应为以下之一：male, female（或 男, 女" in err
+    assert "第 3 行：sex：不是允许的值；应为以下之一：male、female（或 男、女" in err
     assert "guardian_phone：" in err
     assert "consent_by：儿童在 consented_at 当天为" in err
     assert "required field is missing" not in err and "not an allowed value" not in err
@@ -108,7 +108,7 @@ def test_lifecycle_and_register_refusals_in_chinese(world: World) -> None:
         with pytest.raises(UsageError) as caught:
             v.incident_open("flood", datetime.now(UTC) - timedelta(hours=1))
         assert str(caught.value) == "--kind must be one of leak, damage, loss"
-        assert caught.value.localized("zh_CN") == "--kind 必须是以下之一：leak, damage, loss"
+        assert caught.value.localized("zh_CN") == "--kind 必须是以下之一：leak、damage、loss"
 
         with pytest.raises(UsageError) as caught:
             v.incident_open("leak", datetime.now(UTC) + timedelta(days=2))

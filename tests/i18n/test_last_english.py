@@ -99,8 +99,9 @@ def test_join_translates_each_part_and_keeps_the_english() -> None:
     parts = [_t("{n} record(s)", n=2), _t("none")]
     joined = join(", ", parts)
     assert str(joined) == "2 record(s), none"
+    # Issue 16: a separator of SEPARATORS is translated too (zh_CN lists with "、").
     assert localize(joined, "zh_CN") == (
-        f"{localize(parts[0], 'zh_CN')}, {localize(parts[1], 'zh_CN')}"
+        f"{localize(parts[0], 'zh_CN')}、{localize(parts[1], 'zh_CN')}"
     )
     # Braces in the separator are text, not placeholders.
     assert str(join("{}", ["a", "b"])) == "a{}b"

@@ -35,7 +35,7 @@ import requests
 from hvac.adapters import RawAdapter
 from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
 
-from childvault._i18n import _t
+from childvault._i18n import Message, _t, join
 from childvault.keys._errors import AccessDenied, ConfigError, ProviderUnavailable
 from childvault.keys._openbao._settings import VaultSettings
 
@@ -215,7 +215,7 @@ class Connection:
         deadline = time.monotonic() + self.ha_wait
         pause = _BACKOFF_FIRST_S
         while True:
-            tried: list[str] = []
+            tried: list[Message] = []
             last_sealed: requests.Response | None = None
             election = False
             first = self._preferred
@@ -224,17 +224,23 @@ class Connection:
                 node = self.nodes[index]
                 resp, why = self._try_node(node, method, path, kwargs, single=single)
                 if resp is None:
-                    tried.append(f"{node} ({why})")
+                    tried.append(_t("{node} ({why})", node=node, why=why))
                     election = True
                     continue
                 if resp.status_code == 503 and "sealed" in str(self._errors(resp)).lower():
                     # Sealed: not an election; another node may still answer.
-                    tried.append(f"{node} (sealed)")
+                    tried.append(_t("{node} (sealed)", node=node))
                     last_sealed = resp
                     continue
                 if _electing(resp, self._errors(resp)) and not (single and resp.status_code == 503):
                     # (One node answering 503 keeps its immediate "standby" message.)
-                    tried.append(f"{node} (HTTP {resp.status_code}: no active node)")
+                    tried.append(
+                        _t(
+                            "{node} (HTTP {status}: no active node)",
+                            node=node,
+                            status=resp.status_code,
+                        )
+                    )
                     election = True
                     continue
                 self._preferred = index
@@ -250,7 +256,7 @@ class Connection:
                         "raft list-peers`) and VAULT_ADDR",
                         ha_wait=self.ha_wait,
                         where=where,
-                        tried="; ".join(tried),
+                        tried=join("; ", tried),
                     )
                 )
             time.sleep(min(pause, remaining))
@@ -290,7 +296,7 @@ class Connection:
                 ) from exc
             except requests.exceptions.RequestException as exc:
                 if not single and (_not_sent(exc) or method in _IDEMPOTENT):
-                    return None, "not reachable"
+                    return None, _t("not reachable")
                 if not single and isinstance(exc, requests.exceptions.ConnectionError):
                     # A cluster node (typically the leader, killed) dropped a
                     # write it had received: it may have run, so it is not
@@ -312,9 +318,9 @@ class Connection:
             target = urljoin(url, resp.headers["Location"])
             if _origin(target) not in self.nodes:
                 # Never follow with the token to a node not configured here.
-                return None, f"redirected to {_origin(target)}, not in VAULT_ADDR"
+                return None, _t("redirected to {origin}, not in VAULT_ADDR", origin=_origin(target))
             url = target
-        return None, "too many redirects"
+        return None, _t("too many redirects")
 
     def _unreachable(self, exc: Exception, node: str, where: str) -> ProviderUnavailable:
         if isinstance(exc, requests.exceptions.Timeout):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from childvault._i18n import _t
+from childvault._i18n import _t, join
 from childvault.keys._errors import ConfigError, ProviderUnavailable, UsageError
 from childvault.keys._identity import check_user_name
 from childvault.keys._openbao._http import Connection, scrub
@@ -53,7 +53,7 @@ def group_name(role: str) -> str:
             _t(
                 "unknown childvault role {role!r}: one of {roles}",
                 role=role,
-                roles=", ".join(POLICY_NAMES),
+                roles=join(", ", POLICY_NAMES),
             )
         )
     return POLICY_NAMES[role]

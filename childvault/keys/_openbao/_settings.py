@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from childvault._i18n import _t
+from childvault._i18n import _t, join
 from childvault.keys._errors import ConfigError
 
 __all__ = ["MAX_SALT_WORKERS", "VaultSettings", "ttl"]
@@ -166,7 +166,7 @@ class VaultSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(_t("unknown Vault settings: {names}", names=", ".join(unknown)))
+            raise ConfigError(_t("unknown Vault settings: {names}", names=join(", ", unknown)))
         return cls(**values)
 
     def to_json(self) -> str:
@@ -186,7 +186,10 @@ class VaultSettings:
         unknown = sorted(set(doc) - known)
         if unknown:
             raise ConfigError(
-                _t("unknown Vault settings in the configuration: {names}", names=", ".join(unknown))
+                _t(
+                    "unknown Vault settings in the configuration: {names}",
+                    names=join(", ", unknown),
+                )
             )
         if "addr" not in doc:
             raise ConfigError(_t("the stored Vault settings have no server address"))

@@ -11,7 +11,7 @@ import time
 from importlib import resources
 from typing import Any
 
-from childvault._i18n import _t
+from childvault._i18n import _t, join
 from childvault.keys._errors import ConfigError, ProviderUnavailable
 from childvault.keys._openbao._http import Connection, scrub
 from childvault.keys._openbao._policies import POLICY_NAMES, ROOT
@@ -269,7 +269,7 @@ def setup(
         if audit_file is None:
             if table:
                 lines.append(
-                    _t("audit device: enabled ({devices})", devices=", ".join(sorted(table)))
+                    _t("audit device: enabled ({devices})", devices=join(", ", sorted(table)))
                 )
             elif allow_no_audit_device:
                 lines.append(
