@@ -35,7 +35,7 @@ the officer confirming with ``--confirm-backdated``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
@@ -52,6 +52,7 @@ __all__ = [
     "CONSENT_PARTIES",
     "DEFAULT_BACKDATE_DAYS",
     "Consent",
+    "ImportConsents",
     "age_on",
     "backdate_window",
     "check_backdating",
@@ -293,6 +294,15 @@ def check_consent(
     birth; ``retain_until`` is after ``consented_at`` and not before ``today``;
     the basis matches the age on ``consented_at`` (module docstring).
     """
+    _check_rules(consent, date_of_birth=date_of_birth, schema=schema, today=today)
+    return replace(consent, child_consent_due=fourteenth_birthday(consent, date_of_birth))
+
+
+def _check_rules(
+    consent: Consent, *, date_of_birth: date | None, schema: Schema, today: date
+) -> None:
+    """:func:`check_consent`'s checks alone, in its order (an import builds each
+    row's consent once, with the results: :class:`ImportConsents`)."""
     if consent.by not in _BY:
         raise ValidationError(_t("consent_by: must be guardian or child"), field="consent_by")
     if not isinstance(consent.notice_version, str) or not _NOTICE_RE.fullmatch(
@@ -325,7 +335,6 @@ def check_consent(
         )
     _check_basis(consent, date_of_birth)
     _check_party(consent)
-    return replace(consent, child_consent_due=fourteenth_birthday(consent, date_of_birth))
 
 
 def _check_party(consent: Consent) -> None:
@@ -393,9 +402,33 @@ def check_backdating(
     officer runs the import with ``--confirm-backdated``; the messages then
     say what to do with the row (docs/compliance.md, M-12).
     """
+    return replace(
+        consent,
+        confirmed_by=_confirmed_by(
+            consent,
+            created=created,
+            window_days=window_days,
+            actor=actor,
+            officer=officer,
+            in_import=in_import,
+        ),
+    )
+
+
+def _confirmed_by(
+    consent: Consent,
+    *,
+    created: date,
+    window_days: int,
+    actor: str,
+    officer: bool,
+    in_import: bool,
+) -> str:
+    """The ``confirmed_by`` :func:`check_backdating` stores ("" within the window),
+    or its refusal."""
     earliest = created - timedelta(days=window_days)
     if consent.consented_at >= earliest:
-        return replace(consent, confirmed_by="")
+        return ""
     days = (created - consent.consented_at).days
     if in_import:
         return _check_imported_backdating(consent, days, window_days, actor, officer)
@@ -422,13 +455,14 @@ def check_backdating(
             ),
             field="consented_at",
         )
-    return replace(consent, confirmed_by=actor)
+    return actor
 
 
 def _check_imported_backdating(
     consent: Consent, days: int, window_days: int, actor: str, confirmed: bool
-) -> Consent:
-    """:func:`check_backdating` for one import row beyond the window (see there)."""
+) -> str:
+    """:func:`_confirmed_by` for one import row beyond the window (see
+    :func:`check_backdating`)."""
     # Both conditions are named at once, so a worker migrating a register
     # learns from one refusal everything the row needs.
     if not consent.form_sha256:
@@ -454,7 +488,7 @@ def _check_imported_backdating(
             ),
             field="consented_at",
         )
-    return replace(consent, confirmed_by=actor)
+    return actor
 
 
 def fourteenth_birthday(consent: Consent, date_of_birth: date | None) -> date | None:
@@ -711,3 +745,108 @@ def parse_consent_columns(row: Mapping[str, str], *, default_notice: str, today:
         guardian_informed=_parse_flag(row, "guardian_informed"),
         guardian_also=_parse_flag(row, "guardian_also"),
     )
+
+
+#: Most distinct consent-cell combinations :class:`ImportConsents` remembers.
+_MEMO_SIZE = 4096
+
+
+class ImportConsents:
+    """The consent of each row of one import, parsed and checked into its final object once.
+
+    What a row's consent depends on besides its cells is fixed for the whole
+    import: the default notice version, today, the creation day and the
+    back-dating window, the acting user, whether an officer confirms
+    back-dated rows, and the register of published notices. So:
+
+    - :meth:`parse` is :func:`parse_consent_columns`, remembered for rows
+      whose consent cells are the same (a pure function of them; a register
+      repeats its notice, purposes and retention from row to row). Refusals
+      are not remembered: such a row is parsed, and refused, again.
+    - :meth:`checked` applies :func:`check_consent`'s rules, the back-dating
+      rule of an import row (:func:`check_backdating`) and the notice's digest,
+      in that order, and builds the stored consent once, with every result,
+      instead of copying it once per rule.
+    """
+
+    __slots__ = (
+        "_actor",
+        "_confirmed",
+        "_created",
+        "_default_notice",
+        "_notice_sha256",
+        "_parsed",
+        "_schema",
+        "_today",
+        "_window",
+    )
+
+    def __init__(
+        self,
+        *,
+        schema: Schema,
+        default_notice: str,
+        today: date,
+        created: date,
+        window_days: int,
+        actor: str,
+        confirmed: bool,
+        notice_sha256: Callable[[str], str],
+    ) -> None:
+        """``confirmed``: an officer runs the import with ``--confirm-backdated``;
+        ``notice_sha256``: the register's digest of a notice version (or its refusal)."""
+        self._schema = schema
+        self._default_notice = default_notice
+        self._today = today
+        self._created = created
+        self._window = window_days
+        self._actor = actor
+        self._confirmed = confirmed
+        self._notice_sha256 = notice_sha256
+        self._parsed: dict[tuple[object, ...], Consent] = {}
+
+    def parse(self, row: Mapping[str, str]) -> Consent:
+        """:func:`parse_consent_columns` of ``row`` (other keys are ignored)."""
+        key = tuple(map(row.get, ALL_CONSENT_COLUMNS))
+        try:
+            known = self._parsed.get(key)
+        except TypeError:  # an unhashable cell (a library caller's): refused below
+            known = None
+        if known is not None:
+            return known
+        parsed = parse_consent_columns(row, default_notice=self._default_notice, today=self._today)
+        # Only text cells parse (every column is type-checked), so the key is hashable.
+        if len(self._parsed) >= _MEMO_SIZE:
+            self._parsed.clear()
+        self._parsed[key] = parsed
+        return parsed
+
+    def checked(self, parsed: Consent, date_of_birth: date | None) -> Consent:
+        """The stored consent of a row: ``parsed`` (:meth:`parse`) checked against the
+        rules for a child born on ``date_of_birth``, with its due date, its officer's
+        confirmation and its notice's digest; ValidationError naming the column."""
+        _check_rules(parsed, date_of_birth=date_of_birth, schema=self._schema, today=self._today)
+        confirmed_by = _confirmed_by(
+            parsed,
+            created=self._created,
+            window_days=self._window,
+            actor=self._actor,
+            officer=self._confirmed,
+            in_import=True,
+        )
+        notice_sha256 = self._notice_sha256(parsed.notice_version)
+        return Consent(
+            by=parsed.by,
+            consented_at=parsed.consented_at,
+            notice_version=parsed.notice_version,
+            purposes=parsed.purposes,
+            retain_until=parsed.retain_until,
+            guardian_informed=parsed.guardian_informed,
+            guardian_also=parsed.guardian_also,
+            notice_sha256=notice_sha256,
+            child_consent_due=fourteenth_birthday(parsed, date_of_birth),
+            party=parsed.party,
+            relation=parsed.relation,
+            form_sha256=parsed.form_sha256,
+            confirmed_by=confirmed_by,
+        )

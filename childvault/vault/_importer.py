@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import hashlib
 import hmac
 import json
@@ -160,43 +161,86 @@ def iter_rows(
     # utf-8-sig: spreadsheets exported on Windows start with a BOM (dropped if there).
     name = codec(encoding)
     text_codec = "utf-8-sig" if name == "utf-8" else name
+    renamer = _Renamer(aliases or {}, purposes) if aliases or purposes else None
     if fmt == "jsonl":
-        return _renamed(_iter_jsonl(path, name), aliases, purposes)
+        return _renamed(_iter_jsonl(path, name), renamer)
     if fmt == "csv":
-        return _renamed(_iter_csv(path, text_codec), aliases, purposes)
+        return _iter_csv(path, text_codec, renamer)
     raise ImportFailed(_t("unknown import format {fmt!r}: use csv or jsonl", fmt=fmt))
 
 
+#: Whether a purpose label is plain ASCII: if none is, an ASCII purposes cell
+#: holds no label and is left as it is without being split.
+_ASCII_LABELS = any(label.isascii() for label in PURPOSE_LABELS)
+
+#: A header's renaming: the names its columns stand for, the name given twice
+#: (None if none), and the position of the purposes column (-1: none to map).
+_Plan = tuple[tuple[str, ...], str | None, int]
+
+
+class _Renamer:
+    """Aliased column names replaced by the names they stand for, and purposes given
+    by Chinese label by their names.
+
+    The renaming depends on the header only, so it is worked out once per
+    header (once per file for CSV; once per distinct set of keys for JSON
+    Lines), not once a row.
+    """
+
+    def __init__(self, aliases: Mapping[str, str], purposes: Sequence[str]) -> None:
+        """``aliases``: other column name -> name; ``purposes``: the schema's."""
+        self._aliases = aliases
+        self._purposes = purposes
+        self._plans: dict[tuple[str, ...], _Plan] = {}
+
+    def plan(self, header: tuple[str, ...]) -> _Plan:
+        """The renaming of rows with these columns, in this order."""
+        found = self._plans.get(header)
+        if found is not None:
+            return found
+        names: list[str] = []
+        clash = None
+        for column in header:
+            name = self._aliases.get(column, column)
+            if name in names:
+                clash = name
+            names.append(name)
+        where = names.index("purposes") if self._purposes and "purposes" in names else -1
+        found = (tuple(names), clash, where)
+        if len(self._plans) < 64:  # JSON Lines rows may each have other keys
+            self._plans[header] = found
+        return found
+
+    def row(self, plan: _Plan, cells: Sequence[str]) -> Row:
+        """One row's cells (in its header's order) under ``plan``'s names."""
+        names, clash, where = plan
+        if clash is not None:
+            return BadRow(_t("column {name!r} is given twice (by name and label)", name=clash))
+        row = dict(zip(names, cells, strict=True))
+        if where >= 0:
+            value = cells[where]
+            if _ASCII_LABELS or not value.isascii():
+                row["purposes"] = ";".join(purpose_names(value.split(";"), self._purposes))
+        return row
+
+
 def _renamed(
-    rows: Iterator[tuple[int, Row]], aliases: Mapping[str, str] | None, purposes: Sequence[str]
+    rows: Iterator[tuple[int, Row]], renamer: _Renamer | None
 ) -> Iterator[tuple[int, Row]]:
-    """Rows with aliased column names replaced by the names they stand for."""
-    if not aliases and not purposes:
+    """JSON Lines rows through ``renamer`` (:class:`_Renamer`), keys as they come."""
+    if renamer is None:
         yield from rows
         return
     for number, row in rows:
         if isinstance(row, BadRow):
             yield number, row
-            continue
-        renamed: dict[str, str] = {}
-        clash = None
-        for key, value in row.items():
-            name = aliases.get(key, key) if aliases else key
-            if name in renamed:
-                clash = name
-            if name == "purposes" and purposes:
-                value = ";".join(purpose_names(value.split(";"), purposes))
-            renamed[name] = value
-        if clash is not None:
-            yield (
-                number,
-                BadRow(_t("column {name!r} is given twice (by name and label)", name=clash)),
-            )
         else:
-            yield number, renamed
+            yield number, renamer.row(renamer.plan(tuple(row)), list(row.values()))
 
 
-def _iter_csv(path: Path, encoding: str = "utf-8-sig") -> Iterator[tuple[int, Row]]:
+def _iter_csv(
+    path: Path, encoding: str = "utf-8-sig", renamer: _Renamer | None = None
+) -> Iterator[tuple[int, Row]]:
     csv.field_size_limit(MAX_CELL)
     try:
         fh = path.open("r", encoding=encoding, errors="strict", newline="")
@@ -227,6 +271,10 @@ def _iter_csv(path: Path, encoding: str = "utf-8-sig") -> Iterator[tuple[int, Ro
             raise ImportFailed(
                 _t("{path}: the header has empty or repeated column names", path=path)
             )
+        # The header's renaming, once for the file (not once a row).
+        rename = (
+            None if renamer is None else functools.partial(renamer.row, renamer.plan(tuple(header)))
+        )
         number = 0
         while True:
             number += 1
@@ -255,7 +303,7 @@ def _iter_csv(path: Path, encoding: str = "utf-8-sig") -> Iterator[tuple[int, Ro
                     ),
                 )
                 continue
-            yield number, dict(zip(header, cells, strict=True))
+            yield number, dict(zip(header, cells, strict=True)) if rename is None else rename(cells)
 
 
 def _undecodable(path: Path, encoding: str) -> ImportFailed:

@@ -19,10 +19,11 @@ import functools
 import importlib.resources
 import tomllib
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import NoReturn
 
 from childvault._i18n import Message, _t, join
 from childvault.keys._errors import UsageError, ValidationError
@@ -158,27 +159,27 @@ class Schema:
         cross-field contradictions (identity number vs date of birth and sex).
         An empty optional field is dropped from the result, not stored.
         """
-        rtype = self.record_type(type_name)
-        for key in values:
-            _known_field(rtype, key)
-        result: dict[str, str] = {}
-        for name, spec in rtype.fields.items():
-            raw = values.get(name)
-            value = _normalise(spec, raw) if raw is not None else None
-            if value is None:
-                if spec.required:
-                    raise ValidationError(
-                        _t(
-                            "{name}: required field is missing or empty; expected {expected}",
-                            name=name,
-                            expected=_expectation(spec),
-                        ),
-                        field=name,
-                    )
-                continue
-            result[name] = value
-        _cross_check(rtype, result, focus=None)
-        return result
+        return self.validator(type_name)(values)
+
+    def validator(self, type_name: str) -> RecordValidator:
+        """The compiled validator of record type ``type_name`` (built once per schema).
+
+        UsageError listing the known types, as :meth:`record_type`. Why compiled:
+        an import validates every row with the same schema, and deciding per
+        value what its field's type asks for was most of the validation's cost.
+        """
+        validator = self._compiled.get(type_name) if isinstance(type_name, str) else None
+        if validator is None:
+            validator = RecordValidator(self.record_type(type_name))
+            # A race between threads builds the same validator twice: harmless.
+            self._compiled[type_name] = validator
+        return validator
+
+    @functools.cached_property
+    def _compiled(self) -> dict[str, RecordValidator]:
+        # Outside the dataclass fields (equality and repr ignore it); a schema
+        # never changes after loading, so its validators never go stale.
+        return {}
 
     def validate_field(
         self,
@@ -195,9 +196,10 @@ class Schema:
         ``others`` that is itself invalid is left out of the checks). Returns
         ``""`` for an empty value of an optional field, meaning "remove it".
         """
-        rtype = self.record_type(type_name)
+        validator = self.validator(type_name)
+        rtype = validator.rtype
         spec = _known_field(rtype, field)
-        normalised = _normalise(spec, value)
+        normalised = validator.normalisers[field](value)
         if normalised is None:
             if spec.required:
                 raise ValidationError(
@@ -212,17 +214,16 @@ class Schema:
         current: dict[str, str] = {}
         for name in _cross_partners(rtype, field):
             other = others.get(name)
-            other_spec = rtype.fields[name]
             if other is None:
                 continue
             try:
-                checked = _normalise(other_spec, other)
+                checked = validator.normalisers[name](other)
             except ValidationError:
                 continue
             if checked is not None:
                 current[name] = checked
         current[field] = normalised
-        _cross_check(rtype, current, focus=field)
+        _cross_check(validator.id_specs, current, focus=field)
         return normalised
 
 
@@ -286,8 +287,167 @@ def _raw_limit(spec: FieldSpec) -> int:
     return 256
 
 
-def _normalise(spec: FieldSpec, raw: object) -> str | None:
-    """The canonical value of ``raw`` for ``spec``, or None if it is empty."""
+#: A field's compiled normaliser: the canonical form of a raw value, None if empty.
+Normaliser = Callable[[object], "str | None"]
+
+
+class RecordValidator:
+    """One record type's validation, compiled once per schema (:meth:`Schema.validator`).
+
+    ``normalisers`` maps each field to its :data:`Normaliser`; calling the
+    validator checks a whole record as :meth:`Schema.validate_record`
+    documents, with the same errors in the same order. ``id_specs`` are the
+    type's identity-number fields (the cross checks).
+    """
+
+    __slots__ = ("_plan", "id_specs", "normalisers", "rtype")
+
+    def __init__(self, rtype: RecordType) -> None:
+        """Compile every field of ``rtype``."""
+        self.rtype = rtype
+        self.normalisers: Mapping[str, Normaliser] = MappingProxyType(
+            {name: _compile_field(spec) for name, spec in rtype.fields.items()}
+        )
+        self._plan = tuple(
+            (name, self.normalisers[name], spec.required) for name, spec in rtype.fields.items()
+        )
+        self.id_specs = tuple(s for s in rtype.fields.values() if s.type == "id_number")
+
+    def __call__(
+        self, values: Mapping[str, object], *, skip: Container[str] = ()
+    ) -> dict[str, str]:
+        """The normalised values of a record in declaration order; ValidationError
+        naming the first problem. Keys in ``skip`` are left out (an import row's
+        consent columns, which no field may be named: RESERVED_FIELD_NAMES)."""
+        fields = self.rtype.fields
+        for key in values:
+            if key not in fields and key not in skip:
+                _known_field(self.rtype, key)  # raises: unknown or unnamed
+        result: dict[str, str] = {}
+        for name, normalise, required in self._plan:
+            raw = values.get(name)
+            value = None if raw is None else normalise(raw)
+            if value is None:
+                if required:
+                    spec = fields[name]
+                    raise ValidationError(
+                        _t(
+                            "{name}: required field is missing or empty; expected {expected}",
+                            name=name,
+                            expected=_expectation(spec),
+                        ),
+                        field=name,
+                    )
+                continue
+            result[name] = value
+        if self.id_specs:
+            _cross_check(self.id_specs, result, focus=None)
+        return result
+
+
+def _compile_field(spec: FieldSpec) -> Normaliser:
+    """The normaliser of ``spec``: every check of a value, in a fixed order.
+
+    First the value's type and a cheap bound on its raw length (before any
+    per-character work, so that a huge value cannot make validation slow),
+    then forbidden characters, emptiness, and the type's own rule. What depends
+    only on the declaration (the bound, the pattern, the check, the enum's
+    accepted spellings) is worked out here, once per schema.
+    """
+    name = spec.name
+    limit = _raw_limit(spec)
+    kind = spec.type
+    # str.isprintable() is False for every character the patterns refuse
+    # (controls, bidirectional controls, surrogates): a printable value, nearly
+    # every cell, skips the search; any other is searched as before.
+    if kind == "binary":
+
+        def binary(raw: object) -> str | None:
+            if not isinstance(raw, str) or len(raw) > limit:
+                _refuse_raw(spec, raw)
+            return _normalise_binary(spec, raw)
+
+        return binary
+    if kind == "text":
+        search_text = _BAD_TEXT_CHAR_RE.search
+        max_length = spec.max_length
+
+        def text(raw: object) -> str | None:
+            if not isinstance(raw, str) or len(raw) > limit:
+                _refuse_raw(spec, raw)
+            # Windows line endings (CSV from a spreadsheet) become plain line breaks.
+            raw = raw.replace("\r\n", "\n")
+            if not raw.isprintable():
+                bad = search_text(raw)
+                if bad is not None:
+                    _refuse_char(spec, bad.group())
+            stripped = raw.strip()
+            if not stripped:
+                return None
+            # ASCII is NFC already (every normal form maps ASCII to itself).
+            value = stripped if raw.isascii() else unicodedata.normalize("NFC", raw).strip()
+            if len(value) > max_length:
+                raise ValidationError(
+                    _t(
+                        "{name}: too long ({n} characters); at most {max_length}",
+                        name=name,
+                        n=len(value),
+                        max_length=max_length,
+                    ),
+                    field=name,
+                )
+            return value
+
+        return text
+    search = _BAD_CHAR_RE.search
+    if kind == "enum":
+        # The accepted spellings, compared as _enum_key gives them: the canonical
+        # values first, then the aliases (the first spelling of a key wins).
+        table: dict[str, str] = {}
+        for value in spec.values:
+            table.setdefault(_enum_key(value), value)
+        for alias, value in spec.aliases:
+            table.setdefault(_enum_key(alias), value)
+
+        def enum(raw: object) -> str | None:
+            if not isinstance(raw, str) or len(raw) > limit:
+                _refuse_raw(spec, raw)
+            if not raw.isprintable():
+                bad = search(raw)
+                if bad is not None:
+                    _refuse_char(spec, bad.group())
+            stripped = raw.strip()
+            if not stripped:
+                return None
+            # _enum_key without NFKC for ASCII (stable under every normal form).
+            found = table.get(stripped.casefold() if raw.isascii() else _enum_key(raw))
+            if found is None:
+                _refuse_enum(spec)
+            return found
+
+        return enum
+    check: Callable[..., str] = {
+        "date": check_date,
+        "id_number": check_id_number,
+        "phone": check_mainland_phone,
+    }[kind]
+
+    def checked(raw: object) -> str | None:
+        if not isinstance(raw, str) or len(raw) > limit:
+            _refuse_raw(spec, raw)
+        if not raw.isprintable():
+            bad = search(raw)
+            if bad is not None:
+                _refuse_char(spec, bad.group())
+        if not raw.strip():
+            return None
+        return check(raw, field=name)
+
+    return checked
+
+
+def _refuse_raw(spec: FieldSpec, raw: object) -> NoReturn:
+    """Refuse a value that is not text, or whose raw length exceeds :func:`_raw_limit`."""
     name = spec.name
     if not isinstance(raw, str):
         raise ValidationError(
@@ -299,51 +459,23 @@ def _normalise(spec: FieldSpec, raw: object) -> str | None:
             ),
             field=name,
         )
-    if len(raw) > _raw_limit(spec):
-        raise ValidationError(
-            _t(
-                "{name}: too long ({n} characters); expected {expected}",
-                name=name,
-                n=len(raw),
-                expected=_expectation(spec),
-            ),
-            field=name,
-        )
-    if spec.type == "binary":
-        return _normalise_binary(spec, raw)
-    if spec.type == "text":
-        # Windows line endings (CSV from a spreadsheet) become plain line breaks.
-        raw = raw.replace("\r\n", "\n")
-        bad = _BAD_TEXT_CHAR_RE.search(raw)
-    else:
-        bad = _BAD_CHAR_RE.search(raw)
-    if bad is not None:
-        raise ValidationError(
-            _t("{name}: {problem}", name=name, problem=_describe_bad_char(bad.group(), spec)),
-            field=name,
-        )
-    if not raw.strip():
-        return None
-    if spec.type == "text":
-        text = unicodedata.normalize("NFC", raw).strip()
-        if len(text) > spec.max_length:
-            raise ValidationError(
-                _t(
-                    "{name}: too long ({n} characters); at most {max_length}",
-                    name=name,
-                    n=len(text),
-                    max_length=spec.max_length,
-                ),
-                field=name,
-            )
-        return text
-    if spec.type == "date":
-        return check_date(raw, field=name)
-    if spec.type == "id_number":
-        return check_id_number(raw, field=name)
-    if spec.type == "phone":
-        return check_mainland_phone(raw, field=name)
-    return _normalise_enum(spec, raw)
+    raise ValidationError(
+        _t(
+            "{name}: too long ({n} characters); expected {expected}",
+            name=name,
+            n=len(raw),
+            expected=_expectation(spec),
+        ),
+        field=name,
+    )
+
+
+def _refuse_char(spec: FieldSpec, char: str) -> NoReturn:
+    """Refuse a value holding the forbidden character ``char``."""
+    raise ValidationError(
+        _t("{name}: {problem}", name=spec.name, problem=_describe_bad_char(char, spec)),
+        field=spec.name,
+    )
 
 
 def _describe_bad_char(char: str, spec: FieldSpec) -> Message:
@@ -367,14 +499,8 @@ def _describe_bad_char(char: str, spec: FieldSpec) -> Message:
     return _t("contains the control character {code} (none allowed); remove it", code=code)
 
 
-def _normalise_enum(spec: FieldSpec, raw: str) -> str:
-    key = _enum_key(raw)
-    for value in spec.values:
-        if _enum_key(value) == key:
-            return value
-    for alias, value in spec.aliases:
-        if _enum_key(alias) == key:
-            return value
+def _refuse_enum(spec: FieldSpec) -> NoReturn:
+    """Refuse a value that is none of the enum's values or aliases."""
     accepted = join(", ", spec.values)
     if spec.aliases:
         raise ValidationError(
@@ -449,10 +575,13 @@ def _cross_partners(rtype: RecordType, field: str) -> set[str]:
     return partners
 
 
-def _cross_check(rtype: RecordType, values: Mapping[str, str], *, focus: str | None) -> None:
-    """Check that each identity number agrees with its birth date and sex fields."""
-    for spec in rtype.fields.values():
-        if spec.type != "id_number" or spec.name not in values:
+def _cross_check(
+    id_specs: Sequence[FieldSpec], values: Mapping[str, str], *, focus: str | None
+) -> None:
+    """Check that each identity number (``id_specs``: the type's id_number fields)
+    agrees with its birth date and sex fields."""
+    for spec in id_specs:
+        if spec.name not in values:
             continue
         id_value = values[spec.name]
         birth_field = spec.birth_date_field

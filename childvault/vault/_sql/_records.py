@@ -10,6 +10,12 @@ from childvault.vault._backend import NewRecord, RecordRow
 from childvault.vault._sql._conn import SqlConnection as Connection
 from childvault.vault._sql._conn import as_bytes, marks
 
+# Built once: json.dumps with keyword arguments builds a new encoder on every
+# call, one a record of an import. The same bytes as json.dumps(obj, sort_keys=True)
+# (and with ensure_ascii=False): the encoder's defaults are dumps' defaults.
+_CONSENT_JSON = json.JSONEncoder(sort_keys=True).encode
+_METADATA_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+
 _RECORD_SELECT = (
     "SELECT id, type, version, created_at, created_by, updated_at, consent, retain_until, "
     "metadata FROM records"
@@ -43,9 +49,9 @@ class Records:
                     r.row.created_at,
                     r.row.created_by,
                     r.row.updated_at,
-                    json.dumps(r.row.consent, sort_keys=True),
+                    _CONSENT_JSON(r.row.consent),
                     r.row.retain_until,
-                    json.dumps(r.row.metadata, sort_keys=True, ensure_ascii=False),
+                    _METADATA_JSON(r.row.metadata),
                     r.source,
                     r.source_row,
                 )
