@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import rfc8785
 
 from childvault.keys import IntegrityError
 from childvault.vault._statements import (
@@ -135,6 +136,15 @@ def test_frozen_batch_members_verify_each_alone() -> None:
         assert member.index == i
         version = verify_member(member, _state(), written_at=SEQ + i, first=True, **_rows(i + 1))
         assert version.writer == WRITER
+
+
+def test_member_documents_are_rfc8785_canonical() -> None:
+    """The template writes RFC 8785's bytes (one statement, one byte string)."""
+    for text in FROZEN["batch"]["members"]:
+        assert rfc8785.dumps(json.loads(text)) == text.encode("ascii")
+    members = sign_batch([_statement(_record(i)) for i in range(1, 8)], [identity(WRITER)])
+    for member in members:
+        assert rfc8785.dumps(json.loads(member.to_bytes())) == member.to_bytes()
 
 
 def test_a_frozen_batch_member_refuses_another_records_rows() -> None:
