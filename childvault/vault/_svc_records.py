@@ -45,7 +45,7 @@ from childvault.vault._importer import (
 )
 from childvault.vault._importer import iter_rows as _iter_rows
 from childvault.vault._session import WRITERS, Session
-from childvault.vault._statements import BatchMember, BatchSigner, Envelope
+from childvault.vault._statements import BatchMember, Envelope
 from childvault.vault._svc_notices import NoticeService
 from childvault.vault._time import iso, legal_today, parse_iso, today
 from childvault.vault._types import ROLES, ImportReport, RecordInfo
@@ -369,12 +369,9 @@ class RecordService:
         user = self.s.user
         statements: Sequence[Envelope | BatchMember]
         if len(prepared) > 1:
+            # One signature for the batch: the acting identity signs it directly.
             statements = record_trust.sign_batch_versions(
-                self.s,
-                [(r.row, r.fields, r.blob) for r in records],
-                moment,
-                signer=BatchSigner(self.s.me),
-                at=at,
+                self.s, [(r.row, r.fields, r.blob) for r in records], moment, at=at
             )
         else:
             statements = [
