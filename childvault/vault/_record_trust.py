@@ -11,7 +11,10 @@ docs/trust.md, "Record statements".
   SHA-256 of every field ciphertext and of the key blob. The envelope is kept
   in the ``statements`` table keyed by the seq of the log entry that wrote the
   version, and that entry's detail names the envelope's digest
-  (``record_statement``), one record per entry.
+  (``record_statement``), one record per entry. A batch of new records signs
+  one ``record.batch`` statement instead (:func:`sign_batch_versions`); each
+  record's entry then names its member document (the batch envelope, index
+  and inclusion proof), kept the same way.
 - **The latest version is what the log says.** :func:`record_heads` scans the
   log (incrementally, from the verifier's own signed saved point, after the
   trust replay has checked the chain and every actor's signature up to the

@@ -40,7 +40,10 @@ statement its signers were not entitled to make. The rules:
   active admin (approval limits) or an active officer (compliance settings),
   as ``_settings.SPECS`` says; the value must be valid and canonical.
 - ``record.version`` statements are not trust state; :func:`verify_record`
-  checks one against the state as it was when the record was written.
+  checks one against the state as it was when the record was written. A
+  batch of new records signs one ``record.batch`` statement over the Merkle
+  root of their ``record.version`` payloads instead, each record keeping a
+  :class:`BatchMember` (:func:`verify_member`).
 
 Parsers here take input an insider may have written, so they are strict and
 bounded and raise only :class:`IntegrityError`, naming the defect without
