@@ -11,7 +11,10 @@ docs/trust.md, "Record statements".
   SHA-256 of every field ciphertext and of the key blob. The envelope is kept
   in the ``statements`` table keyed by the seq of the log entry that wrote the
   version, and that entry's detail names the envelope's digest
-  (``record_statement``), one record per entry.
+  (``record_statement``), one record per entry. A batch of new records signs
+  one ``record.batch`` statement instead (:func:`sign_batch_versions`); each
+  record's entry then names its member document (the batch envelope, index
+  and inclusion proof), kept the same way.
 - **The latest version is what the log says.** :func:`record_heads` scans the
   log (incrementally, from the verifier's own signed saved point, after the
   trust replay has checked the chain and every actor's signature up to the
@@ -50,11 +53,15 @@ from childvault.vault._merkle import leaf_hash
 from childvault.vault._session import Session
 from childvault.vault._statements import (
     ALTERED,
+    BatchMember,
     Envelope,
     Signer,
     TrustState,
     record_statement,
     sign,
+    sign_batch,
+    stored_statement,
+    verify_member,
     verify_record,
 )
 from childvault.vault._time import iso
@@ -354,7 +361,9 @@ def check_record(
     if stored is None:
         return _t("the signed statement of record {id} is missing", id=rid)
     try:
-        envelope = Envelope.from_bytes(stored)
+        # A record's own envelope, or its member document of a batch statement
+        # (docs/trust.md, "Record statements"): either way the log names its digest.
+        envelope = stored_statement(stored)
         if envelope.digest() != found.digest:
             return _t(
                 "record {id} does not carry its latest signed version "
@@ -364,23 +373,25 @@ def check_record(
             )
         if keyblob is None:
             return _t("record {id} has no key blob", id=rid)
-        verify_record(
-            envelope,
-            state,
-            written_at=found.seq,
-            record=rid,
-            version=row.version,
-            type_name=row.type,
-            consent=row.consent,
-            metadata=row.metadata,
-            fields=(
+        stored_rows: dict[str, Any] = {
+            "written_at": found.seq,
+            "record": rid,
+            "version": row.version,
+            "type_name": row.type,
+            "consent": row.consent,
+            "metadata": row.metadata,
+            "fields": (
                 stored_fields(db, rid)
                 if fields is None
                 else [(n, v, ct) for n, (v, ct) in fields.items()]
             ),
-            keyblob=keyblob,
-            first=found.seq == found.first,
-        )
+            "keyblob": keyblob,
+            "first": found.seq == found.first,
+        }
+        if isinstance(envelope, BatchMember):
+            verify_member(envelope, state, **stored_rows)
+        else:
+            verify_record(envelope, state, **stored_rows)
     except IntegrityError as exc:
         return _problem(exc)
     return None
@@ -470,7 +481,38 @@ def sign_version(
     )
 
 
-def with_record_statement(event: Event, envelope: Envelope) -> Event:
+def sign_batch_versions(
+    s: Session,
+    items: Sequence[tuple[RecordRow, Iterable[tuple[str, int, bytes]], bytes]],
+    moment: datetime,
+    *,
+    signer: Signer | None = None,
+    at: str | None = None,
+) -> list[BatchMember]:
+    """The acting user's one signed ``record.batch`` statement over the first
+    versions ``items`` (row, sealed fields, key blob) as they will be stored, as
+    each record's :class:`BatchMember` (docs/trust.md, "Record statements")."""
+    if signer is not None and signer.name != s.me.name:
+        raise ValueError(_t("a record statement is signed by the acting user"))
+    stamp = iso(moment) if at is None else at
+    statements = [
+        record_statement(
+            vault_id=s.vault_id,
+            at=stamp,
+            record=row.id,
+            version=row.version,
+            type_name=row.type,
+            consent=row.consent,
+            metadata=row.metadata,
+            fields=fields,
+            keyblob=keyblob,
+        )
+        for row, fields, keyblob in items
+    ]
+    return sign_batch(statements, [s.me if signer is None else signer])
+
+
+def with_record_statement(event: Event, envelope: Envelope | BatchMember) -> Event:
     """``event`` naming ``envelope`` (by digest) as the record statement it carries."""
     return Event(
         event.actor,
@@ -486,7 +528,7 @@ def with_record_statement(event: Event, envelope: Envelope) -> Event:
 
 
 def append_signed(
-    db: Backend, items: Sequence[tuple[Event, Envelope | None]], moment: datetime
+    db: Backend, items: Sequence[tuple[Event, Envelope | BatchMember | None]], moment: datetime
 ) -> list[int]:
     """Append the events (inside the caller's transaction) and keep each envelope
     beside its entry; every event must already name its envelope."""

@@ -46,7 +46,7 @@ from childvault.vault._importer import (
 )
 from childvault.vault._importer import iter_rows as _iter_rows
 from childvault.vault._session import WRITERS, Session
-from childvault.vault._statements import BatchSigner, Envelope
+from childvault.vault._statements import BatchMember, Envelope
 from childvault.vault._svc_notices import NoticeService
 from childvault.vault._time import iso, legal_today, parse_iso, today
 from childvault.vault._types import ROLES, ImportReport, RecordInfo
@@ -358,19 +358,30 @@ class RecordService:
         source: str | None,
         rows: Sequence[int],
         moment: datetime,
-    ) -> list[tuple[Event, Envelope | None]]:
+    ) -> list[tuple[Event, Envelope | BatchMember | None]]:
         """Each new record's ``record.version`` statement, signed by the writer, and
         its ``record.create`` entry naming it (issue 12, attack 4: docs/trust.md);
-        an import's entries also name the file (``source``) and the row."""
-        out: list[tuple[Event, Envelope | None]] = []
-        # One signer for the batch: libsodium directly (the same signatures).
-        signer = BatchSigner(self.s.me) if len(prepared) > 1 else None
+        an import's entries also name the file (``source``) and the row.
+
+        One record (``record add``) gets its own signed envelope; several (an
+        import's batch, ``add_records``) one signed ``record.batch`` statement over
+        the Merkle root of their statements, each record keeping its inclusion
+        proof (docs/decisions.md, "One record statement per batch")."""
+        out: list[tuple[Event, Envelope | BatchMember | None]] = []
         at = iso(moment)
         user = self.s.user
-        for i, (p, record) in enumerate(zip(prepared, records, strict=True)):
-            envelope = record_trust.sign_version(
-                self.s, record.row, record.fields, record.blob, moment, signer=signer, at=at
+        statements: Sequence[Envelope | BatchMember]
+        if len(prepared) > 1:
+            # One signature for the batch: the acting identity signs it directly.
+            statements = record_trust.sign_batch_versions(
+                self.s, [(r.row, r.fields, r.blob) for r in records], moment, at=at
             )
+        else:
+            statements = [
+                record_trust.sign_version(self.s, r.row, r.fields, r.blob, moment, at=at)
+                for r in records
+            ]
+        for i, (p, record, envelope) in enumerate(zip(prepared, records, statements, strict=True)):
             detail: dict[str, DetailValue] = {"type": record.row.type}
             if source is not None:
                 detail["source"], detail["row"] = source[:16], rows[i]

@@ -118,7 +118,9 @@ def test_a_truncated_log_against_the_witness(world: World) -> None:
 
 
 def test_a_record_row_that_differs_from_its_signed_version(world: World) -> None:
-    (rid, _, _) = _populated(world)
+    # One record added alone: its own record statement names the differing member.
+    with world.open("worker1") as v:
+        (rid,) = add_children(v, 1)
     with world.open("worker1") as v:
         req = v.request_access([rid], ["name"], "case_management", "家访")
     with Insider(world, "worker2") as insider:
@@ -177,3 +179,25 @@ def test_audit_verify_reports_tampering_in_chinese(world: World) -> None:
     assert english.exit_code == 4
     # --json stays English whatever the language.
     assert "entry 9 was modified (its bytes do not match its hash)" in english.output
+
+
+def test_a_batch_record_row_that_differs_from_its_batch_statement(world: World) -> None:
+    # Records added together share one batch statement (issue 18, session 6): a
+    # changed row no longer reaches the batch's root, which is what the message says.
+    (rid, _, _) = _populated(world)
+    with world.open("worker1") as v:
+        req = v.request_access([rid], ["name"], "case_management", "家访")
+    with Insider(world, "worker2") as insider:
+        insider.update("records", {"metadata": '{"forged": true}'}, where={"id": rid})
+    with world.open("officer1") as v, pytest.raises(IntegrityError) as info:
+        v.approve(req)
+    exc = info.value
+    assert str(exc) == (
+        f"record {rid} version 1 differs from what its writer signed (it is not in its batch "
+        "statement): refused; the database was altered. Run `childvault audit verify` and "
+        "alert the officers"
+    )
+    assert exc.localized("zh_CN") == (
+        f"档案 {rid} 第 1 版与写入者签名的内容不符（不在其批次声明中）：已拒绝；数据库被改动过。"
+        "请运行 `childvault audit verify` 并通知保护专员"
+    )
