@@ -29,7 +29,7 @@ from tests.conftest import PASSPHRASES, World, add_children
 
 _PROBE = """
 import gc, json, sys
-from childvault.cli._entry import main
+from childvault._entry import main
 sys.argv = ["childvault", *sys.argv[1:]]
 try:
     main()
