@@ -1,5 +1,5 @@
 """``python -m childvault``: the command line."""
 
-from childvault.cli.main import main
+from childvault._entry import main
 
 main()

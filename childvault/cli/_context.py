@@ -15,6 +15,7 @@ stays fast; the functions import it when they run.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -60,7 +61,14 @@ def ngettext(singular: str, plural: str, n: int) -> str:
 # DEL, and the bidirectional overrides/isolates, which make shown text differ
 # from stored text. Shown as escapes so a reason written to mislead cannot set
 # the window title, clear the screen, overwrite or reorder what an officer reads.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_CLASS = "[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+
+
+@functools.cache
+def _unsafe() -> re.Pattern[str]:
+    # Compiled on first use (a few ms at start-up otherwise): printable text,
+    # nearly every line, never needs it (see :func:`safe`).
+    return re.compile(_UNSAFE_CLASS)
 
 
 def safe(value: object) -> str:
@@ -71,12 +79,16 @@ def safe(value: object) -> str:
     output is JSON-escaped already and is left alone.
     """
     text = "" if value is None else str(value)
+    if text.isprintable():
+        # Every character the pattern matches is non-printable (Cc or Cf), so
+        # printable text has nothing to escape: most lines skip the pattern.
+        return text
 
     def show(match: re.Match[str]) -> str:
         code = ord(match.group())
         return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
-    return _UNSAFE.sub(show, text)
+    return _unsafe().sub(show, text)
 
 
 def local_time(value: str | None) -> str:

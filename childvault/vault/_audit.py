@@ -226,7 +226,7 @@ def append(log: AuditRepo, events: Sequence[Event], now: datetime) -> list[int]:
     entry_at = getattr(log, "entry_at", None)
     if seq > 0 and entry_at is not None:
         last = entry_at(seq - 1)
-        last_ts = None if last is None else entry_time(last[0])
+        last_ts = None if last is None else _one_entry_time(last[0])
         if last_ts is not None and last_ts > now:
             now = last_ts
     ts = iso(now)
@@ -559,6 +559,18 @@ def entry_time(entry: bytes | str) -> datetime | None:
         text = entry.decode("utf-8") if isinstance(entry, bytes) else entry
         match = _entry_re().fullmatch(text)
         ts = json.loads(match.group(3)) if match is not None else json.loads(text).get("ts")
+        return parse_iso(ts) if isinstance(ts, str) else None
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+def _one_entry_time(entry: bytes) -> datetime | None:
+    """:func:`entry_time` of a single entry (what :func:`append` reads), by
+    :func:`json.loads` alone: the same value (the grammar's ``ts`` group is the
+    top-level ``ts``), without compiling the entry grammar, which costs more than
+    a whole short command's log append (issue 18: a command on a session)."""
+    try:
+        ts = json.loads(entry).get("ts")
         return parse_iso(ts) if isinstance(ts, str) else None
     except (ValueError, AttributeError, TypeError):
         return None
