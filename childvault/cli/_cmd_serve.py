@@ -36,6 +36,20 @@ from childvault.cli._context import Ctx, _, pass_ctx
     type=click.Path(dir_okay=False, path_type=Path),
     help="This replica's own witness file (default: the home's configured witness).",
 )
+@click.option(
+    "--user-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1200.0,
+    show_default=True,
+    help="Requests each user may make per minute (beyond --user-burst): 429 over it.",
+)
+@click.option(
+    "--user-burst",
+    type=click.IntRange(min=1),
+    default=600,
+    show_default=True,
+    help="Requests each user may make at once before --user-rate applies.",
+)
 @pass_ctx
 def serve(
     c: Ctx,
@@ -46,6 +60,8 @@ def serve(
     witness_urls: tuple[str, ...],
     witness_keys: tuple[str, ...],
     witness_file: Path | None = None,
+    user_rate: float = 1200.0,
+    user_burst: int = 600,
 ) -> None:
     """Serve the vault in --home to workstations (`childvault --server URL ...`).
 
@@ -78,6 +94,8 @@ def serve(
         behind_proxy=behind_proxy,
         witnesses=list(zip(witness_urls, witness_keys, strict=True)),
         witness=witness_file,
+        user_rate=user_rate,
+        user_burst=user_burst,
     )
 
 

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from childvault.keys import AccessDenied, ChildVaultError, NotFound, UsageError
 from childvault.server._common import AuditHook, logger, record_of, report_refusal
+from childvault.server._limits import UserRateLimit
 from childvault.server._vault import Refused, VaultHost
 from childvault.vault._remote._codec import encode
 from childvault.vault._wire_messages import message_fields
@@ -34,8 +35,28 @@ def _status(exc: ChildVaultError) -> int:
     return 409
 
 
-def vault_routes(vault: VaultHost, audit: AuditHook | None) -> list[Route]:
-    """The routes of the served vault."""
+class RateLimited(Refused):
+    """A verified user over their rate of accepted requests (429, ``Retry-After``)."""
+
+    def __init__(self, user: str, per_minute: float, retry_after: str) -> None:
+        super().__init__(
+            429,
+            "rate_limited",
+            f"{user} made more than {per_minute:g} requests a minute: retry after {retry_after} s",
+        )
+        self.retry_after = retry_after
+
+
+#: Requests that continue an open transaction: never refused by the rate limit
+#: (refusing one would leave the transaction holding the vault until its idle
+#: timeout; the transaction itself already holds every other writer off).
+_ENDS = frozenset({"/v1/txn/commit", "/v1/txn/rollback"})
+
+
+def vault_routes(
+    vault: VaultHost, audit: AuditHook | None, rate: UserRateLimit | None = None
+) -> list[Route]:
+    """The routes of the served vault; ``rate`` limits each verified user's requests."""
 
     def guarded(fn: Callable[[Request, dict[str, Any]], Awaitable[Any]]) -> Handler:
         async def handler(request: Request) -> Response:
@@ -45,6 +66,11 @@ def vault_routes(vault: VaultHost, audit: AuditHook | None) -> list[Route]:
                 doc = json.loads(body) if body else {}
                 if not isinstance(doc, dict):
                     raise Refused(400, "malformed", "the body must be a JSON object")
+                continues = request.url.path in _ENDS or isinstance(doc.get("txn"), str)
+                if rate is not None and not continues:
+                    wait = rate.take(user)
+                    if wait > 0:
+                        raise RateLimited(user, rate.per_minute, rate.retry_after(wait))
                 # Read before the call: what it answers is at least this new, so a
                 # client may keep it while later answers name the same generation.
                 generation = vault.generation
@@ -59,7 +85,10 @@ def vault_routes(vault: VaultHost, audit: AuditHook | None) -> list[Route]:
                     claimed_user=user,
                     detail=exc.message,
                 )
-                return JSONResponse({"error": exc.message, "reason": exc.reason}, exc.status)
+                headers = {"Retry-After": exc.retry_after} if isinstance(exc, RateLimited) else None
+                return JSONResponse(
+                    {"error": exc.message, "reason": exc.reason}, exc.status, headers=headers
+                )
             except ValueError as exc:  # not JSON
                 return JSONResponse({"error": str(exc)[:200], "reason": "malformed"}, 400)
             except ChildVaultError as exc:

@@ -12,7 +12,12 @@ from pathlib import Path
 from childvault.server._app import create_app
 from childvault.server._auth import NonceStore
 from childvault.server._common import AuthRefusal
-from childvault.server._limits import DEFAULT_MAX_BODY
+from childvault.server._limits import (
+    DEFAULT_MAX_BODY,
+    DEFAULT_USER_BURST,
+    DEFAULT_USER_RATE,
+    UserRateLimit,
+)
 from childvault.server._run import DEFAULT_LISTEN, run, server_config
 from childvault.server._vault import PRIVILEGED, VaultHost, unlock_home_as
 from childvault.server._witness import Witness, WitnessClient, create_witness_app
@@ -31,6 +36,8 @@ def serve(
     max_body: int | None = None,
     witnesses: Sequence[tuple[str, str]] = (),
     witness: Path | None = None,
+    user_rate: float = DEFAULT_USER_RATE,
+    user_burst: int = DEFAULT_USER_BURST,
 ) -> None:
     """Unlock ``home`` with ``user``'s key slot, then serve it until SIGTERM/SIGINT.
 
@@ -44,7 +51,11 @@ def serve(
     ``witness``: this replica's own witness file (default: the home's
     configured one); it is also kept up to date with the checkpoints other
     replicas of the database stored (docs/scale.md, section 11).
+
+    ``user_rate`` (requests a minute) and ``user_burst`` bound each verified
+    user's accepted requests (:class:`~childvault.server._limits.UserRateLimit`).
     """
+    rate = UserRateLimit(user_rate, user_burst)  # checked before unlocking, too
     # Checked before unlocking: a bad --listen should not cost a passphrase try.
     server_config(create_app(_NoUsers()), listen, tls_cert, tls_key, behind_proxy)
     clients = [WitnessClient(url, vkey) for url, vkey in witnesses]
@@ -82,6 +93,7 @@ def serve(
         vault=host,
         nonce_store=nonces,
         max_body=DEFAULT_MAX_BODY if max_body is None else max_body,
+        rate=rate,
     )
     try:
         run(app, listen, tls_cert, tls_key, behind_proxy)
