@@ -41,6 +41,8 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from childvault._i18n import _t
+from childvault.keys import UsageError
 from childvault.server._common import (
     RECORD_KEY,
     ASGIApp,
@@ -91,7 +93,7 @@ class UserRateLimit:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not per_minute > 0 or burst < 1:
-            raise ValueError("the per-user rate must be above 0 and the burst at least 1")
+            raise UsageError(_t("the per-user rate must be above 0 and the burst at least 1"))
         self.per_minute = float(per_minute)
         self.burst = int(burst)
         self.clock = clock

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from childvault.keys import AccessDenied
+from childvault.keys import AccessDenied, UsageError
 from childvault.server._limits import UserRateLimit
 from tests.server._vaultserver import CLI_TIMEOUT, VaultServer, make_vault, passphrase
 
@@ -40,7 +40,7 @@ def test_the_bucket_allows_a_burst_then_refills_per_user() -> None:
     assert limit.take("wang") == 0.0
     now[0] += 3600
     assert [limit.take("wang") for _ in range(4)][-1] > 0  # refilled to the burst, no more
-    with pytest.raises(ValueError, match="burst"):
+    with pytest.raises(UsageError, match="burst"):
         UserRateLimit(per_minute=0)
 
 
