@@ -29,7 +29,8 @@ from childvault.cli._context import Ctx, _, pass_ctx
     "--witness-key",
     "witness_keys",
     multiple=True,
-    help="Verifier key of the witness at the --witness-url in the same position.",
+    help="Verifier key of the witness at the --witness-url in the same position "
+    "(none given: the keys recorded with `childvault witness-keys add`).",
 )
 @click.option(
     "--witness-file",
@@ -77,8 +78,14 @@ def serve(
             _("the server needs the server extra: pip install 'childvault[server]'")
         ) from exc
 
-    if len(witness_urls) != len(witness_keys):
+    if witness_keys and len(witness_urls) != len(witness_keys):
         raise click.UsageError(_("give one --witness-key for each --witness-url"))
+    # No key given: each witness cosigns under one of the keys recorded in the vault.
+    pairs: list[tuple[str, str | None]] = (
+        list(zip(witness_urls, witness_keys, strict=True))
+        if witness_keys
+        else [(url, None) for url in witness_urls]
+    )
     home = c.require_home()
     user = c.require_user()
     click.echo(
@@ -92,7 +99,7 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
         behind_proxy=behind_proxy,
-        witnesses=list(zip(witness_urls, witness_keys, strict=True)),
+        witnesses=pairs,
         witness=witness_file,
         user_rate=user_rate,
         user_burst=user_burst,

@@ -305,6 +305,13 @@ class VaultHost:
         v = self._verified
         return Verified(TrustState.from_bytes(v.state.to_bytes(), self.anchor), v.size, v.head)
 
+    def recorded_witness_keys(self) -> list[str]:
+        """The witness keys recorded in the vault: the verified signed ``witness_keys``
+        setting (an admin's statement; a ``meta`` row is never read for it)."""
+        from childvault.vault._settings import witness_keys
+
+        return witness_keys(self._verified.state.setting("witness_keys"))
+
     def roles(self, user: str) -> frozenset[str]:
         """The verified roles of an active user (empty if disabled or unknown)."""
         found = self._verified.state.users.get(user)
