@@ -262,6 +262,8 @@ def openapi_document() -> dict[str, Any]:
                                 # 502 at a commit: stored, but the HTTP witness did
                                 # not cosign its checkpoint (docs/server.md "Witness").
                                 "witness",
+                                # 429: over the per-user rate (Retry-After says when).
+                                "rate_limited",
                             ],
                         },
                         "type": {

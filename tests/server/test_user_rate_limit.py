@@ -84,6 +84,8 @@ def test_over_the_limit_is_refused_with_retry_after_and_logged(limited: VaultSer
     zh = subprocess.run(cmd, cwd=vs.root, env=env, capture_output=True, timeout=CLI_TIMEOUT)
     assert zh.returncode == 3, zh.stderr.decode()
     assert "请求次数" in zh.stderr.decode()
+    # Another user has their own bucket: still served.
+    vs.cli("worker2", "list")
     # Logged: in the refusal log, and in the hash-chained log (bounded per user).
     assert any(
         r["reason"] == "rate_limited" and r["claimed_user"] == "worker1" for r in vs.refusals()
