@@ -47,12 +47,6 @@ class RateLimited(Refused):
         self.retry_after = retry_after
 
 
-#: Requests that continue an open transaction: never refused by the rate limit
-#: (refusing one would leave the transaction holding the vault until its idle
-#: timeout; the transaction itself already holds every other writer off).
-_ENDS = frozenset({"/v1/txn/commit", "/v1/txn/rollback"})
-
-
 def vault_routes(
     vault: VaultHost, audit: AuditHook | None, rate: UserRateLimit | None = None
 ) -> list[Route]:
@@ -66,7 +60,13 @@ def vault_routes(
                 doc = json.loads(body) if body else {}
                 if not isinstance(doc, dict):
                     raise Refused(400, "malformed", "the body must be a JSON object")
-                continues = request.url.path in _ENDS or isinstance(doc.get("txn"), str)
+                # A request continuing the caller's open transaction (a call, a
+                # batch, commit or rollback naming it) is never refused: that would
+                # leave the transaction holding the vault until its idle timeout,
+                # and it already holds every other writer off. Only the caller's
+                # own open transaction counts, so a made-up id gains nothing.
+                txn = doc.get("txn")
+                continues = isinstance(txn, str) and vault.holds(user, txn)
                 if rate is not None and not continues:
                     wait = rate.take(user)
                     if wait > 0:

@@ -614,6 +614,12 @@ class VaultHost:
             self._schedule_reap(txn, self.txn_idle)
         return txn.id, results
 
+    def holds(self, user: str, txn_id: str) -> bool:
+        """Whether ``txn_id`` is the open transaction of ``user`` (the rate limit lets
+        the requests continuing it through: _routes.py)."""
+        txn = self._txn
+        return txn is not None and txn.id == txn_id and txn.user == user
+
     def _own(self, user: str, txn_id: str) -> _Txn:
         txn = self._txn
         if txn is None or txn.id != txn_id or txn.user != user:

@@ -21,6 +21,7 @@ import pytest
 
 from childvault.keys import AccessDenied, UsageError
 from childvault.server._limits import UserRateLimit
+from childvault.vault._remote._codec import encode
 from tests.server._vaultserver import CLI_TIMEOUT, VaultServer, make_vault, passphrase
 
 BURST = 30
@@ -70,6 +71,11 @@ def test_over_the_limit_is_refused_with_retry_after_and_logged(limited: VaultSer
                 # A different key each time: nothing is answered from the client's cache.
                 db.call("meta", "get", (f"rate-test-{n}",), {})  # type: ignore[attr-defined]
                 answered += 1
+        # A made-up transaction id does not pass for a request continuing one.
+        made_up = {"txn": "0" * 32, "repo": "meta", "method": "get"}
+        made_up |= {"args": encode(["rate-test"]), "kwargs": encode({})}
+        with pytest.raises(AccessDenied, match=r"try again in"):
+            db._post("/v1/rpc", made_up)  # type: ignore[attr-defined]
     assert answered < BURST
     match = re.search(r"try again in (\d+) s", str(refused.value))
     assert match is not None and 1 <= int(match.group(1)) <= 60
