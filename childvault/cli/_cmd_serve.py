@@ -40,14 +40,14 @@ from childvault.cli._context import Ctx, _, pass_ctx
 @click.option(
     "--user-rate",
     type=click.FloatRange(min=0, min_open=True),
-    default=1200.0,
+    default=12000.0,
     show_default=True,
     help="Requests each user may make per minute (beyond --user-burst): 429 over it.",
 )
 @click.option(
     "--user-burst",
     type=click.IntRange(min=1),
-    default=600,
+    default=20000,
     show_default=True,
     help="Requests each user may make at once before --user-rate applies.",
 )
@@ -61,8 +61,8 @@ def serve(
     witness_urls: tuple[str, ...],
     witness_keys: tuple[str, ...],
     witness_file: Path | None = None,
-    user_rate: float = 1200.0,
-    user_burst: int = 600,
+    user_rate: float = 12000.0,
+    user_burst: int = 20000,
 ) -> None:
     """Serve the vault in --home to workstations (`childvault --server URL ...`).
 

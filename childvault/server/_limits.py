@@ -67,12 +67,15 @@ DEFAULT_MAX_HEAD = 16 * 1024
 
 ACCESS_LOGGER = "childvault.server.access"
 #: Accepted requests a user may make per minute, sustained (``serve --user-rate``):
-#: an approval of 10 records is about 20 requests, an import of 500 rows about
-#: 21, so a person working fast (or 8 processes of one user, as the benchmark
-#: runs them) stays below it; a runaway script or a flood does not.
-DEFAULT_USER_RATE = 1200.0
-#: Requests a user may make at once before the rate applies (``serve --user-burst``).
-DEFAULT_USER_BURST = 600
+#: 200 a second. Some commands are chatty (``list`` of 200 records is about 315
+#: requests, one client makes at most about 50 a second over loopback), so a
+#: person, or 8 processes of one user, stays below it; it also keeps one user
+#: below the rate that would fill the nonce store (100,000 in 5 minutes, about
+#: 333 a second: _auth.py) and so lock everybody out.
+DEFAULT_USER_RATE = 12000.0
+#: Requests a user may make at once before the rate applies (``serve --user-burst``):
+#: a fifth of the nonce store.
+DEFAULT_USER_BURST = 20000
 
 
 class UserRateLimit:
