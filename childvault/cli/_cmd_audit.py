@@ -27,7 +27,8 @@ def audit() -> None:
     "witness_keys",
     multiple=True,
     envvar="CHILDVAULT_WITNESS_KEYS",
-    help="Verifier key of an HTTP witness: check its cosignatures too (repeatable).",
+    help="Verifier key of an HTTP witness: check its cosignatures too (repeatable; default: "
+    "the keys recorded with `childvault witness-keys add`).",
 )
 @pass_ctx
 def audit_verify(c: Ctx, full: bool, witness_keys: tuple[str, ...]) -> None:
@@ -44,8 +45,19 @@ def audit_verify(c: Ctx, full: bool, witness_keys: tuple[str, ...]) -> None:
         stored=report.checkpoints,
         witnessed=report.witnessed,
     )
+    from childvault.vault._doctor import recorded_witness_keys
+
+    recorded = recorded_witness_keys(v)
+    if witness_keys and recorded and set(witness_keys) != set(recorded):
+        # An explicit key still counts; the disagreement is reported, not hidden.
+        doc["witness_keys_recorded"] = recorded
+        human += "\n" + _(
+            "warning: the given witness keys differ from those recorded in the vault: {keys}"
+        ).format(keys=safe(", ".join(recorded)))
+    witness_keys = tuple(witness_keys) or tuple(recorded)
     if witness_keys:
-        # Only with witness keys: the --json shape without them stays as it was.
+        # Only with witness keys (given or recorded): the --json shape without them
+        # stays as it was.
         cosigned = v.verify_cosignatures(list(witness_keys))
         doc["witness_cosigned"] = cosigned["cosigned"]
         doc["witness_cosigned_size"] = cosigned["cosigned_size"]

@@ -13,7 +13,8 @@ from childvault.cli._context import EXIT_ERROR, Ctx, _, pass_ctx, safe
     "witness_keys",
     multiple=True,
     envvar="CHILDVAULT_WITNESS_KEYS",
-    help="Verifier key of an HTTP witness: check its cosignatures too (repeatable).",
+    help="Verifier key of an HTTP witness: check its cosignatures too (repeatable; default: "
+    "the keys recorded with `childvault witness-keys add`).",
 )
 @pass_ctx
 def doctor(c: Ctx, witness_keys: tuple[str, ...]) -> None:

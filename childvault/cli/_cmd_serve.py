@@ -29,12 +29,27 @@ from childvault.cli._context import Ctx, _, pass_ctx
     "--witness-key",
     "witness_keys",
     multiple=True,
-    help="Verifier key of the witness at the --witness-url in the same position.",
+    help="Verifier key of the witness at the --witness-url in the same position "
+    "(none given: the keys recorded with `childvault witness-keys add`).",
 )
 @click.option(
     "--witness-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="This replica's own witness file (default: the home's configured witness).",
+)
+@click.option(
+    "--user-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=12000.0,
+    show_default=True,
+    help="Requests each user may make per minute (beyond --user-burst): 429 over it.",
+)
+@click.option(
+    "--user-burst",
+    type=click.IntRange(min=1),
+    default=20000,
+    show_default=True,
+    help="Requests each user may make at once before --user-rate applies.",
 )
 @pass_ctx
 def serve(
@@ -46,6 +61,8 @@ def serve(
     witness_urls: tuple[str, ...],
     witness_keys: tuple[str, ...],
     witness_file: Path | None = None,
+    user_rate: float = 12000.0,
+    user_burst: int = 20000,
 ) -> None:
     """Serve the vault in --home to workstations (`childvault --server URL ...`).
 
@@ -61,8 +78,14 @@ def serve(
             _("the server needs the server extra: pip install 'childvault[server]'")
         ) from exc
 
-    if len(witness_urls) != len(witness_keys):
+    if witness_keys and len(witness_urls) != len(witness_keys):
         raise click.UsageError(_("give one --witness-key for each --witness-url"))
+    # No key given: each witness cosigns under one of the keys recorded in the vault.
+    pairs: list[tuple[str, str | None]] = (
+        list(zip(witness_urls, witness_keys, strict=True))
+        if witness_keys
+        else [(url, None) for url in witness_urls]
+    )
     home = c.require_home()
     user = c.require_user()
     click.echo(
@@ -76,8 +99,10 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
         behind_proxy=behind_proxy,
-        witnesses=list(zip(witness_urls, witness_keys, strict=True)),
+        witnesses=pairs,
         witness=witness_file,
+        user_rate=user_rate,
+        user_burst=user_burst,
     )
 
 

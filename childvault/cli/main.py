@@ -439,6 +439,8 @@ cli.commands = cast(
             ("witness", "_cmd_serve", "witness"),
             # signed settings (issues 12, 15): appended at the end, as above
             ("settings", "_cmd_settings", "settings"),
+            # issue 13 (witness keys recorded in the vault): appended at the end, as above
+            ("witness-keys", "_cmd_witness_keys", "witness_keys_group"),
         )
     ),
 )

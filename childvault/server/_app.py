@@ -36,6 +36,7 @@ from childvault.server._limits import (
     DEFAULT_RECEIVE_TIMEOUT,
     AccessLogMiddleware,
     LimitsMiddleware,
+    UserRateLimit,
 )
 from childvault.server._routes import vault_routes
 from childvault.server._vault import VaultHost
@@ -60,14 +61,18 @@ async def _openapi(request: Request) -> Response:
     return JSONResponse(openapi_document())
 
 
-def _routes(vault: VaultHost | None = None, audit: AuditHook | None = None) -> list[Route]:
+def _routes(
+    vault: VaultHost | None = None,
+    audit: AuditHook | None = None,
+    rate: UserRateLimit | None = None,
+) -> list[Route]:
     routes = [
         Route("/health", _health, methods=["GET"]),
         Route("/openapi.json", _openapi, methods=["GET"]),
         Route("/v1/whoami", _whoami, methods=["GET", "POST"]),
     ]
     if vault is not None:
-        routes += vault_routes(vault, audit)
+        routes += vault_routes(vault, audit, rate)
     return routes
 
 
@@ -83,15 +88,17 @@ def create_app(
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     access_logger: logging.Logger | None = None,
     vault: VaultHost | None = None,
+    rate: UserRateLimit | None = None,
 ) -> ASGIApp:
     """Build the server's ASGI app.
 
     ``resolver`` says whose signatures count; ``nonce_store`` defaults to a
     bounded in-memory store; ``audit`` receives every refusal; ``clock``
     (Unix seconds) and ``skew`` define the window for ``created``. With
-    ``vault``, the vault API routes (:mod:`childvault.server._routes`) are served.
+    ``vault``, the vault API routes (:mod:`childvault.server._routes`) are
+    served, each verified user's requests limited by ``rate`` (none: no limit).
     """
-    routes = _routes(vault, audit)
+    routes = _routes(vault, audit, rate)
     inner = Starlette(routes=routes)
     auth = SignatureAuthMiddleware(
         inner,
@@ -255,6 +262,8 @@ def openapi_document() -> dict[str, Any]:
                                 # 502 at a commit: stored, but the HTTP witness did
                                 # not cosign its checkpoint (docs/server.md "Witness").
                                 "witness",
+                                # 429: over the per-user rate (Retry-After says when).
+                                "rate_limited",
                             ],
                         },
                         "type": {
@@ -286,7 +295,7 @@ def openapi_document() -> dict[str, Any]:
 
 def _vault_paths(refusal: dict[str, Any]) -> dict[str, Any]:
     """The vault API (served by ``childvault serve``): see docs/server.md."""
-    errors = {str(code): refusal for code in (400, 401, 403, 404, 408, 409, 413, 431, 503)}
+    errors = {str(code): refusal for code in (400, 401, 403, 404, 408, 409, 413, 429, 431, 503)}
 
     def answer(description: str, result: dict[str, Any]) -> dict[str, Any]:
         return {

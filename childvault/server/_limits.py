@@ -15,6 +15,10 @@ Three layers, each bounded so one client cannot hold the server:
   send it, so a client sending its headers a byte at a time would hold a
   connection forever. The protocol class it returns closes a connection whose
   request head is not complete within ``header_timeout``.
+- :class:`UserRateLimit`: a token bucket per *verified* user over the
+  requests the signature layer accepted (the vault routes consult it; a
+  request over the limit gets 429 with ``Retry-After`` and is logged as a
+  refusal of that user, bounded like every ``server.refuse``).
 - :class:`AccessLogMiddleware`: one JSON line per request on the
   ``childvault.server.access`` logger with the time, the verified user (or the
   claimed one on a refusal), method, *route template* (never the concrete path,
@@ -27,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,6 +41,8 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from childvault._i18n import _t
+from childvault.keys import UsageError
 from childvault.server._common import (
     RECORD_KEY,
     ASGIApp,
@@ -58,6 +66,61 @@ DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_MAX_HEAD = 16 * 1024
 
 ACCESS_LOGGER = "childvault.server.access"
+#: Accepted requests a user may make per minute, sustained (``serve --user-rate``):
+#: 200 a second. Some commands are chatty (``list`` of 200 records is about 315
+#: requests, one client makes at most about 50 a second over loopback), so a
+#: person, or 8 processes of one user, stays below it; it also keeps one user
+#: below the rate that would fill the nonce store (100,000 in 5 minutes, about
+#: 333 a second: _auth.py) and so lock everybody out.
+DEFAULT_USER_RATE = 12000.0
+#: Requests a user may make at once before the rate applies (``serve --user-burst``):
+#: a fifth of the nonce store.
+DEFAULT_USER_BURST = 20000
+
+
+class UserRateLimit:
+    """A token bucket per verified user over accepted requests.
+
+    Each user starts with ``burst`` tokens; a request takes one; tokens come
+    back at ``per_minute`` a minute, up to ``burst``. The buckets are keyed
+    by verified user names (the signature layer ran first), so their number is
+    bounded by the vault's users. ``clock`` (seconds, monotonic) is injectable
+    so tests need not sleep.
+    """
+
+    def __init__(
+        self,
+        per_minute: float = DEFAULT_USER_RATE,
+        burst: int = DEFAULT_USER_BURST,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not per_minute > 0 or burst < 1:
+            raise UsageError(_t("the per-user rate must be above 0 and the burst at least 1"))
+        self.per_minute = float(per_minute)
+        self.burst = int(burst)
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, user: str) -> float:
+        """Take a token for ``user``: 0 if the request may run, else the seconds until
+        the next token (the ``Retry-After`` of the 429)."""
+        now = self.clock()
+        rate = self.per_minute / 60.0
+        with self._lock:
+            tokens, at = self._buckets.get(user, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + max(0.0, now - at) * rate)
+            if tokens < 1.0:
+                self._buckets[user] = (tokens, now)
+                return (1.0 - tokens) / rate
+            self._buckets[user] = (tokens - 1.0, now)
+            return 0.0
+
+    @staticmethod
+    def retry_after(wait: float) -> str:
+        """``wait`` seconds as a ``Retry-After`` value (whole seconds, at least 1)."""
+        return str(max(1, math.ceil(wait)))
 
 
 class _BodyTooLarge(Exception):

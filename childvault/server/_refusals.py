@@ -36,6 +36,7 @@ CHAINED = frozenset(
         "no_key_slot",
         "replay",
         "digest_mismatch",
+        "rate_limited",
     }
 )
 #: Entries per user per window.

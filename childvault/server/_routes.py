@@ -18,6 +18,7 @@ from starlette.routing import Route
 from childvault._i18n import _t
 from childvault.keys import AccessDenied, ChildVaultError, NotFound, UsageError
 from childvault.server._common import AuditHook, logger, record_of, report_refusal
+from childvault.server._limits import UserRateLimit
 from childvault.server._vault import Refused, VaultHost
 from childvault.vault._remote._codec import encode
 from childvault.vault._wire_messages import message_fields
@@ -35,8 +36,27 @@ def _status(exc: ChildVaultError) -> int:
     return 409
 
 
-def vault_routes(vault: VaultHost, audit: AuditHook | None) -> list[Route]:
-    """The routes of the served vault."""
+class RateLimited(Refused):
+    """A verified user over their rate of accepted requests (429, ``Retry-After``)."""
+
+    def __init__(self, user: str, per_minute: float, retry_after: str) -> None:
+        super().__init__(
+            429,
+            "rate_limited",
+            _t(
+                "{user} made more than {n:g} requests a minute: retry after {s} s",
+                user=user,
+                n=per_minute,
+                s=retry_after,
+            ),
+        )
+        self.retry_after = retry_after
+
+
+def vault_routes(
+    vault: VaultHost, audit: AuditHook | None, rate: UserRateLimit | None = None
+) -> list[Route]:
+    """The routes of the served vault; ``rate`` limits each verified user's requests."""
 
     def guarded(fn: Callable[[Request, dict[str, Any]], Awaitable[Any]]) -> Handler:
         async def handler(request: Request) -> Response:
@@ -46,6 +66,17 @@ def vault_routes(vault: VaultHost, audit: AuditHook | None) -> list[Route]:
                 doc = json.loads(body) if body else {}
                 if not isinstance(doc, dict):
                     raise Refused(400, "malformed", _t("the body must be a JSON object"))
+                # A request continuing the caller's open transaction (a call, a
+                # batch, commit or rollback naming it) is never refused: that would
+                # leave the transaction holding the vault until its idle timeout,
+                # and it already holds every other writer off. Only the caller's
+                # own open transaction counts, so a made-up id gains nothing.
+                txn = doc.get("txn")
+                continues = isinstance(txn, str) and vault.holds(user, txn)
+                if rate is not None and not continues:
+                    wait = rate.take(user)
+                    if wait > 0:
+                        raise RateLimited(user, rate.per_minute, rate.retry_after(wait))
                 # Read before the call: what it answers is at least this new, so a
                 # client may keep it while later answers name the same generation.
                 generation = vault.generation
@@ -60,11 +91,13 @@ def vault_routes(vault: VaultHost, audit: AuditHook | None) -> list[Route]:
                     claimed_user=user,
                     detail=exc.message,
                 )
+                headers = {"Retry-After": exc.retry_after} if isinstance(exc, RateLimited) else None
                 # With its template, so the client shows what was refused in its
                 # reader's language (the English "error" stays as it was).
                 return JSONResponse(
                     {"error": exc.message, "reason": exc.reason, **message_fields(exc.message)},
                     exc.status,
+                    headers=headers,
                 )
             except ValueError as exc:  # not JSON
                 return JSONResponse({"error": str(exc)[:200], "reason": "malformed"}, 400)

@@ -9,10 +9,17 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from childvault._i18n import _t
+from childvault.keys import UsageError
 from childvault.server._app import create_app
 from childvault.server._auth import NonceStore
 from childvault.server._common import AuthRefusal
-from childvault.server._limits import DEFAULT_MAX_BODY
+from childvault.server._limits import (
+    DEFAULT_MAX_BODY,
+    DEFAULT_USER_BURST,
+    DEFAULT_USER_RATE,
+    UserRateLimit,
+)
 from childvault.server._run import DEFAULT_LISTEN, run, server_config
 from childvault.server._vault import PRIVILEGED, VaultHost, unlock_home_as
 from childvault.server._witness import Witness, WitnessClient, create_witness_app
@@ -29,8 +36,10 @@ def serve(
     tls_key: Path | None = None,
     behind_proxy: bool = False,
     max_body: int | None = None,
-    witnesses: Sequence[tuple[str, str]] = (),
+    witnesses: Sequence[tuple[str, str | None]] = (),
     witness: Path | None = None,
+    user_rate: float = DEFAULT_USER_RATE,
+    user_burst: int = DEFAULT_USER_BURST,
 ) -> None:
     """Unlock ``home`` with ``user``'s key slot, then serve it until SIGTERM/SIGINT.
 
@@ -44,12 +53,45 @@ def serve(
     ``witness``: this replica's own witness file (default: the home's
     configured one); it is also kept up to date with the checkpoints other
     replicas of the database stored (docs/scale.md, section 11).
+
+    ``witnesses`` are (URL, verifier key) pairs; a key of None means the keys
+    recorded in the vault (``childvault witness-keys add``): the witness must
+    cosign under one of them. A given key that is not among the recorded ones
+    is reported (a warning in the server's log).
+
+    ``user_rate`` (requests a minute) and ``user_burst`` bound each verified
+    user's accepted requests (:class:`~childvault.server._limits.UserRateLimit`).
     """
+    rate = UserRateLimit(user_rate, user_burst)  # checked before unlocking, too
     # Checked before unlocking: a bad --listen should not cost a passphrase try.
     server_config(create_app(_NoUsers()), listen, tls_cert, tls_key, behind_proxy)
-    clients = [WitnessClient(url, vkey) for url, vkey in witnesses]
+    # Given keys checked before unlocking, as the listen settings.
+    given = {url: WitnessClient(url, vkey) for url, vkey in witnesses if vkey is not None}
     key, anchor, identity = unlock_home_as(home, user, passphrase)
-    host = VaultHost(home, key, anchor, witnesses=clients, witness=witness)
+    host = VaultHost(home, key, anchor, witness=witness)
+    recorded = host.recorded_witness_keys()
+    clients = []
+    for url, vkey in witnesses:
+        if vkey is None:
+            if not recorded:
+                host.close()
+                raise UsageError(
+                    _t(
+                        "--witness-url {url} needs a --witness-key: no witness key is recorded "
+                        "in the vault (`childvault witness-keys add VKEY`)",
+                        url=url,
+                    )
+                )
+            clients.append(WitnessClient(url, recorded))
+            continue
+        if recorded and vkey not in recorded:
+            logging.getLogger("childvault.server").warning(
+                "the witness key given for %s is not one recorded in the vault (%s)",
+                url,
+                ", ".join(recorded),
+            )
+        clients.append(given[url])
+    host.witnesses = tuple(clients)
     handler = logging.StreamHandler(sys.stderr)
     for name in ("childvault.server", "childvault.server.access", "childvault.server.witness"):
         log = logging.getLogger(name)
@@ -82,6 +124,7 @@ def serve(
         vault=host,
         nonce_store=nonces,
         max_body=DEFAULT_MAX_BODY if max_body is None else max_body,
+        rate=rate,
     )
     try:
         run(app, listen, tls_cert, tls_key, behind_proxy)

@@ -59,11 +59,11 @@ from childvault.vault import _audit, _note
 from childvault.vault._backend import Backend, GrantRow, NewRecord, RequestRow, UserRow
 from childvault.vault._config import Config, Home
 from childvault.vault._merkle import SubtreeHashes, leaf_hash
-from childvault.vault._registrations import Verified, anchor_of, replay
+from childvault.vault._registrations import PENDING, Verified, anchor_of, replay
 from childvault.vault._remote._codec import decode, encode
 from childvault.vault._remote._methods import METHODS, WRITE
 from childvault.vault._session import log_origin, signer_name
-from childvault.vault._statements import Anchor, TrustState
+from childvault.vault._statements import Anchor, Envelope, TrustState
 from childvault.vault._time import parse_iso
 from childvault.vault._wire_messages import message_of
 
@@ -146,6 +146,9 @@ ROLE_WRITES: dict[str, set[tuple[str, str]]] = {
         # user add --request and user disable.
         ("users", "add"),
         ("slots", "put"),
+        # keys renew --approve: stored only if the batch's verified user.renew names
+        # the same keys (:meth:`VaultHost._check_renewals`).
+        ("users", "set_keys"),
     },
 }
 
@@ -178,6 +181,12 @@ class _Txn:
     #: Key slots put in this transaction (name -> sealed text, None: remove),
     #: stored at commit if the verified state allows them.
     slots: dict[str, str | None] = field(default_factory=dict)
+    #: ``users.set_keys`` calls (name -> (enc key, sign key)): at commit they must
+    #: be the keys the verified state holds after the batch (a key renewal).
+    keys_set: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
+    #: Key renewals this transaction approves: name -> entry number of the
+    #: person's pending ``user.renew`` request (whose slot the admin installs).
+    renewals: dict[str, int] = field(default_factory=dict)
 
 
 def unlock_home(home: Path, user: str, passphrase: str) -> tuple[bytes, Anchor]:
@@ -296,6 +305,13 @@ class VaultHost:
         # replay() changes the state it is given: a refused batch must leave ours intact.
         v = self._verified
         return Verified(TrustState.from_bytes(v.state.to_bytes(), self.anchor), v.size, v.head)
+
+    def recorded_witness_keys(self) -> list[str]:
+        """The witness keys recorded in the vault: the verified signed ``witness_keys``
+        setting (an admin's statement; a ``meta`` row is never read for it)."""
+        from childvault.vault._settings import witness_keys
+
+        return witness_keys(self._verified.state.setting("witness_keys"))
 
     def roles(self, user: str) -> frozenset[str]:
         """The verified roles of an active user (empty if disabled or unknown)."""
@@ -620,6 +636,12 @@ class VaultHost:
             self._schedule_reap(txn, self.txn_idle)
         return txn.id, results
 
+    def holds(self, user: str, txn_id: str) -> bool:
+        """Whether ``txn_id`` is the open transaction of ``user`` (the rate limit lets
+        the requests continuing it through: _routes.py)."""
+        txn = self._txn
+        return txn is not None and txn.id == txn_id and txn.user == user
+
     def _own(self, user: str, txn_id: str) -> _Txn:
         txn = self._txn
         if txn is None or txn.id != txn_id or txn.user != user:
@@ -658,9 +680,12 @@ class VaultHost:
                     )
                 )
             checked = replay(self.db, self._copy(), checked=txn.checked) if txn.appended else None
+            renewed: dict[str, str] = {}
+            if txn.keys_set or txn.renewals:
+                renewed = self._check_renewals(txn, (checked or self._verified).state)
             if txn.slots:
                 state = (checked or self._verified).state
-                self._check_slots(txn.user, state, txn.slots)
+                self._check_slots(txn.user, state, txn.slots, renewed)
                 self._store_slots(txn.slots)
         except IntegrityError as exc:
             context.__exit__(IntegrityError, exc, None)
@@ -802,7 +827,74 @@ class VaultHost:
         txn.slots[name] = sealed
         return None
 
-    def _check_slots(self, user: str, state: TrustState, slots: dict[str, str | None]) -> None:
+    def _check_renewals(self, txn: _Txn, state: TrustState) -> dict[str, str]:
+        """Key renewals approved in ``txn``, checked against the verified state after it.
+
+        Each ``users.set_keys`` must name the keys the verified state holds
+        for that user after the batch (only a verified ``user.renew``, signed
+        by the old key, the new key and an admin, changes them). For each
+        approval entry, the pending request it names must be the person's own
+        ``user.renew`` request entry, signed by their key before the batch, whose
+        statement names the keys the state now holds. Returns name -> the
+        sealed slot that request carries: the only slot an admin may install
+        for the renewed user (:meth:`_check_slots`). Anything else: 403
+        ``binding``, nothing stored.
+        """
+
+        def refuse(name: str, why: str) -> NoReturn:
+            raise Refused(403, "binding", f"the key renewal of {name}: {why}")
+
+        for name, (enc, sign) in sorted(txn.keys_set.items()):
+            after = state.users.get(name)
+            if after is None or (after.enc_key, after.sign_key) != (enc, sign):
+                refuse(name, "users.set_keys names keys no verified user.renew gave")
+        renewed: dict[str, str] = {}
+        for name, seq in sorted(txn.renewals.items()):
+            before = self._verified.state.users.get(name)
+            after = state.users.get(name)
+            found = self.db.audit.entry_at(seq)
+            stored = self.db.statements.get(seq)
+            if before is None or after is None or found is None or stored is None:
+                refuse(name, f"no pending request at entry {seq}")
+            entry, digest = found
+            obj = _audit.decode_entry(entry)
+            detail = obj.get("detail")
+            sig = self.db.audit.signatures(seq, seq).get(seq)
+            if (
+                not isinstance(detail, dict)
+                or obj.get("actor") != name
+                or obj.get("action") != "user.renew"
+                or obj.get("outcome") != "ok"
+                or detail.get("phase") != "request"
+                or not isinstance(detail.get("slot"), str)
+                or leaf_hash(entry) != digest
+                or not isinstance(sig, bytes)
+                or not _verifies(before.sign_key, _audit.entry_message(digest), sig)
+            ):
+                refuse(name, f"entry {seq} is not their own signed request")
+            try:
+                pending = Envelope.from_bytes(stored)
+                statement = pending.statement()
+            except (IntegrityError, ValueError) as exc:
+                refuse(name, f"the statement of entry {seq} is malformed ({exc})")
+            if (
+                detail.get(PENDING) != pending.digest()
+                or statement.get("user") != name
+                or statement.get("sign_key") != after.sign_key.hex()
+                or statement.get("enc_key") != after.enc_key.hex()
+                or after.sign_key == before.sign_key
+            ):
+                refuse(name, f"the request at entry {seq} names other keys than the approval")
+            renewed[name] = str(detail["slot"])
+        return renewed
+
+    def _check_slots(
+        self,
+        user: str,
+        state: TrustState,
+        slots: dict[str, str | None],
+        renewed: dict[str, str] | None = None,
+    ) -> None:
         """Each staged slot must be one the verified state (after this batch) allows.
 
         - one's own slot, while active;
@@ -811,10 +903,14 @@ class VaultHost:
           officer's countersignature), or removing a disabled user's slot;
         - an officer holding the current custodian key (verified): the slot of an
           active user (keys share, keys rotate), of a user still pending (rotation
-          strips the custodian key from every slot), or removing a disabled one's.
+          strips the custodian key from every slot), or removing a disabled one's;
+        - an admin approving a key renewal: exactly the slot the person's own
+          signed request carries, sealed by them to their new key (``renewed``,
+          :meth:`_check_renewals`).
 
         Anything else is refused and nothing of the transaction is stored.
         """
+        renewed = renewed or {}
         have = set(KeySlots(self.home.keyslots).users())
         me = state.users.get(user)
         roles = set(me.roles) if me is not None and me.active else set()
@@ -826,6 +922,8 @@ class VaultHost:
             active = state.is_active(name)
             if sealed is None:
                 ok = ("admin" in roles or holder) and not active
+            elif name in renewed:
+                ok = "admin" in roles and active and sealed == renewed[name]
             elif name == user:
                 ok = active
             else:
@@ -917,9 +1015,28 @@ class VaultHost:
             if cp.origin != log_origin(self.config.vault_id):
                 raise Refused(403, "unverified", _t("the checkpoint names another log"))
             txn.notes.append(note)
+        elif (repo, method) == ("users", "set_keys"):
+            name, enc, sign = arg(0, "name"), arg(1, "enc_key"), arg(2, "sign_key")
+            if not (isinstance(name, str) and isinstance(enc, bytes) and isinstance(sign, bytes)):
+                raise Refused(400, "malformed", "users.set_keys takes a name and two keys")
+            txn.keys_set[name] = (enc, sign)
         elif (repo, method) == ("audit", "append"):
             self._check_entries(user, arg(0, "rows"), txn.logged_reads, txn.checked)
             txn.appended = True
+            for row in arg(0, "rows"):
+                # A key renewal's approval names the person's pending request: its
+                # slot is the one the admin may install (checked at commit).
+                obj = _audit.decode_entry(row[1])
+                detail = obj.get("detail")
+                if (
+                    obj.get("action") == "user.renew"
+                    and isinstance(detail, dict)
+                    and detail.get("phase") == "approve"
+                ):
+                    pending = detail.get("pending")
+                    if type(pending) is not int or not isinstance(detail.get("user"), str):
+                        raise Refused(400, "malformed", "a user.renew approval names no request")
+                    txn.renewals[str(detail["user"])] = pending
 
     def _check_entries(
         self,

@@ -388,18 +388,29 @@ class WitnessClient:
     """Sends checkpoints to one witness at ``url`` and checks its cosignature.
 
     ``vkey`` is the witness's verifier key; a cosignature that does not
-    verify under it is refused. The size the witness last cosigned is kept in
-    memory; after a restart the first request learns it from the 409 answer.
+    verify under it is refused. It may also be a list of keys (the keys
+    recorded in the vault, ``serve --witness-url`` without ``--witness-key``):
+    the witness must then cosign under one of them. The size the witness last
+    cosigned is kept in memory; after a restart the first request learns it
+    from the 409 answer.
     """
 
-    def __init__(self, url: str, vkey: str, *, timeout: float = CLIENT_TIMEOUT) -> None:
+    def __init__(
+        self, url: str, vkey: str | Sequence[str], *, timeout: float = CLIENT_TIMEOUT
+    ) -> None:
         if not url.startswith(("http://", "https://")):
             raise UsageError(_t("a witness URL starts with http:// or https://"))
         self.url = url.rstrip("/")
-        try:
-            self.name, self.public_key = _note.parse_vkey(vkey)
-        except IntegrityError as exc:
-            raise UsageError(_t("invalid witness key: {error}", error=exc)) from exc
+        self.known: dict[str, bytes] = {}
+        for text in [vkey] if isinstance(vkey, str) else list(vkey):
+            try:
+                name, public = _note.parse_vkey(text)
+            except IntegrityError as exc:
+                raise UsageError(_t("invalid witness key: {error}", error=exc)) from exc
+            self.known[name] = public
+        if not self.known:
+            raise UsageError(_t("a witness URL needs a witness key"))
+        self.name, self.public_key = next(iter(self.known.items()))
         self.timeout = timeout
         self.size = 0
         self._http = requests.Session()
@@ -438,7 +449,7 @@ class WitnessClient:
                 break
             cosigned = note + text
             try:
-                _note.open_note(cosigned, {self.name: self.public_key})
+                _note.open_note(cosigned, self.known)
             except IntegrityError as exc:
                 raise WitnessFailed(
                     _t(

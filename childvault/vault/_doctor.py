@@ -71,7 +71,10 @@ def diagnose(
     """Run every check; never raises for a problem it can report.
 
     With ``witness_keys`` (HTTP witnesses' verifier keys, docs/server.md
-    "Witness"), their cosignatures on the witness file are checked too.
+    "Witness"), their cosignatures on the witness file are checked too;
+    without them, those of the keys recorded in the vault (the signed
+    ``witness_keys`` setting), and given keys that differ from the recorded
+    ones are reported.
     """
     checks: list[dict[str, str]] = []
 
@@ -163,6 +166,17 @@ def diagnose(
         )
     except ChildVaultError as exc:
         add("audit", "fail", _message(exc))
+    recorded = recorded_witness_keys(vault)
+    if witness_keys and recorded and set(witness_keys) != set(recorded):
+        add(
+            "witness keys",
+            "warn",
+            _t(
+                "the given witness keys differ from those recorded in the vault: {recorded}",
+                recorded=", ".join(recorded),
+            ),
+        )
+    witness_keys = list(witness_keys) or recorded
     if witness_keys:
         try:
             cosigned = vault.verify_cosignatures(list(witness_keys))
@@ -179,3 +193,14 @@ def diagnose(
             add("cosignatures", "fail", _message(exc))
     ok = all(c["status"] != "fail" for c in checks)
     return {"ok": ok, "checks": checks}
+
+
+def recorded_witness_keys(vault: Vault) -> list[str]:
+    """The witness keys recorded in ``vault`` (its verified signed ``witness_keys``
+    setting; empty when none is recorded or the setting cannot be read)."""
+    from childvault.vault._settings import witness_keys
+
+    try:
+        return witness_keys(vault.setting("witness_keys"))
+    except ChildVaultError:
+        return []

@@ -1492,16 +1492,27 @@ class Vault:
             return UpgradeReport.from_json(vault._users.upgrade(path, passphrase, confirm))
 
     def request_key_renewal(
-        self, passphrase: str, *, now: datetime | None = None
+        self,
+        passphrase: str,
+        *,
+        now: datetime | None = None,
+        identity_path: Path | str | None = None,
     ) -> KeyRenewalRequest:
         """Any user: new key pairs for oneself (the new identity file under
-        ``passphrase``), pending an admin's :meth:`approve_key_renewal`."""
+        ``passphrase``), pending an admin's :meth:`approve_key_renewal`.
+
+        Over a server (:meth:`connect`) ``identity_path`` names where the new
+        identity waits on the workstation (required there, refused locally,
+        where it waits in the home as ``identities/NAME.renewing.id``)."""
         w = self._live("Vault.request_key_renewal")
         check.str_arg(w, "passphrase", passphrase)
         check.datetime_arg(w, "now", now)
+        path = check.opt_path(w, "identity_path", identity_path)
         from childvault.vault._results import KeyRenewalRequest
 
-        return KeyRenewalRequest.from_json(self._users.request_renewal(passphrase, now=now))
+        return KeyRenewalRequest.from_json(
+            self._users.request_renewal(passphrase, now=now, identity_path=path)
+        )
 
     def approve_key_renewal(self, name: str, *, now: datetime | None = None) -> KeyRenewal:
         """Admin: complete ``name``'s pending key renewal; their old key opens nothing new."""
@@ -1511,6 +1522,14 @@ class Vault:
         from childvault.vault._results import KeyRenewal
 
         return KeyRenewal.from_json(self._users.approve_renewal(name, now=now))
+
+    def identity_is_current(self) -> bool:
+        """Whether the verified trust state registers this vault's acting identity as
+        the acting user's current keys: true for a renewed identity once an admin
+        approved it (``keys renew --finish`` checks it before swapping files),
+        false for an identity a renewal replaced."""
+        self._live("Vault.identity_is_current")
+        return self._users.identity_is_current()
 
     def list_page(
         self, *, after: str | None = None, limit: int | None = 100, now: datetime | None = None

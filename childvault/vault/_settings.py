@@ -12,6 +12,9 @@ Two signer roles (docs/decisions.md):
 - the approval limits (``max_ttl_s``, ``default_ttl_s``, ``max_records``,
   ``max_uses``) bound what officers approve, so an active **admin** signs them
   (an officer must not widen their own limits);
+- the witnesses' verifier keys (``witness_keys``, issue 13) decide which
+  cosignatures ``audit verify``, ``doctor`` and ``serve`` accept by default,
+  so an active **admin** signs them, as the other trust settings;
 - the compliance settings (``consent_backdate_days``,
   ``rights_deadline_days.<kind>``, ``time_zone``, ``export_min_k``) are an
   **officer**'s: the role that answers for compliance and already holds the
@@ -27,7 +30,8 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from childvault._i18n import _t, join
-from childvault.keys._errors import UsageError
+from childvault.keys._errors import IntegrityError, UsageError
+from childvault.vault._note import parse_vkey
 
 #: The statement kind that sets one setting.
 KIND = "setting.set"
@@ -76,6 +80,43 @@ def _time_zone(key: str, value: str) -> str:
     raise UsageError(_t("setting {key}: use an IANA time zone such as Asia/Shanghai", key=key))
 
 
+#: At most this many witness keys are recorded (a few witnesses is the design).
+MAX_WITNESS_KEYS = 16
+
+
+def _witness_keys(key: str, value: str) -> str:
+    """Verifier keys of HTTP witnesses, comma-separated; canonical: sorted, unique."""
+    keys = sorted({k.strip() for k in value.replace("\n", ",").split(",") if k.strip()})
+    names: set[str] = set()
+    for text in keys:
+        try:
+            name, _ = parse_vkey(text)
+        except IntegrityError as exc:
+            raise UsageError(
+                _t(
+                    "setting {key}: {vkey!r} is not a verifier key ({why})",
+                    key=key,
+                    vkey=text,
+                    why=exc,
+                )
+            ) from exc
+        if name in names:
+            raise UsageError(
+                _t("setting {key}: two witness keys are named {name!r}", key=key, name=name)
+            )
+        names.add(name)
+    if len(keys) > MAX_WITNESS_KEYS:
+        raise UsageError(
+            _t("setting {key}: at most {count} witness keys", key=key, count=MAX_WITNESS_KEYS)
+        )
+    return ",".join(keys)
+
+
+def witness_keys(value: str) -> list[str]:
+    """The witness keys a canonical ``witness_keys`` value names (empty: none)."""
+    return [k for k in value.split(",") if k]
+
+
 _DAY = 86400
 SPECS: dict[str, Spec] = {
     spec.key: spec
@@ -87,6 +128,7 @@ SPECS: dict[str, Spec] = {
         Spec("consent_backdate_days", "30", "officer", _int_in(0, 366), "back-dating window (d)"),
         Spec("time_zone", "Asia/Shanghai", "officer", _time_zone, "zone of legal dates"),
         Spec("export_min_k", "3", "officer", _int_in(3, 1000), "smallest export k"),
+        Spec("witness_keys", "", "admin", _witness_keys, "witnesses' verifier keys"),
         *(
             Spec(
                 f"rights_deadline_days.{kind}",

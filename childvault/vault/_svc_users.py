@@ -572,7 +572,13 @@ class UserService:
 
     # ------------------------------------------------------------ key renewal
 
-    def request_renewal(self, passphrase: str, *, now: datetime | None = None) -> dict[str, Any]:
+    def request_renewal(
+        self,
+        passphrase: str,
+        *,
+        now: datetime | None = None,
+        identity_path: Path | None = None,
+    ) -> dict[str, Any]:
         """Any user: new key pairs for oneself, pending an admin's approval.
 
         The new identity (same name and anchor) is written beside the current
@@ -580,9 +586,21 @@ class UserService:
         statement signed by the old and the new key is logged as pending,
         with the acting user's key-slot secrets sealed to the new key (only
         the new identity opens them). :meth:`approve_renewal` completes it.
+
+        Over a server the home is a scratch directory, so ``identity_path``
+        names where the new identity waits on the workstation (required
+        there; locally it always waits in the home). Nothing private leaves
+        the workstation: the server gets the signed statement and the slot
+        sealed to the new key.
         """
         moment = self.s.now(now)
-        _not_over_a_server(self.s)
+        remote = _over_a_server(self.s)
+        if remote and identity_path is None:
+            raise UsageError(
+                _t("over a server, name where the new identity waits on this workstation")
+            )
+        if not remote and identity_path is not None:
+            raise UsageError(_t("locally the new identity always waits in the home"))
         state = self.s.trust()
         if state is None:
             raise UsageError(
@@ -608,7 +626,7 @@ class UserService:
             [self.s.me, new],
         )
         slot = sealed_slot(new.public, self.s.vault_id, dict(self.s.secrets))
-        pending_path = _renewing(self.s.home.identities, name)
+        pending_path = identity_path or _renewing(self.s.home.identities, name)
         new.save(pending_path, passphrase)  # checks the passphrase before anything is logged
         try:
             with self.s.db.transaction():
@@ -644,10 +662,16 @@ class UserService:
         the new key, points the ``users`` row at the new keys and puts the new
         identity file in place. From then on the old key opens no slot, no new
         grant is sealed to it, and its signatures no longer count.
+
+        Over a server the new identity file is on the person's workstation,
+        never here: the pending statement (signed by the new key) is the
+        proof of the new keys, the server stores the slot sealed to them only
+        if it is the one the person's signed request carries, and the person
+        swaps their file with ``keys renew --finish`` (:meth:`identity_is_current`).
         """
         moment = self.s.now(now)
         self.s.require(("admin",), "user.renew", moment, _t("approving key renewals"))
-        _not_over_a_server(self.s)
+        remote = _over_a_server(self.s)
         check_user_name(name)
         state = self.s.trust()
         if state is None:
@@ -695,7 +719,9 @@ class UserService:
             bytes.fromhex(str(statement["sign_key"])),
         )
         pending_path = _renewing(self.s.home.identities, name)
-        if not pending_path.exists() or public_identity_from_file(pending_path) != new_public:
+        if not remote and (
+            not pending_path.exists() or public_identity_from_file(pending_path) != new_public
+        ):
             raise UsageError(
                 _t(
                     "the new identity file of {name!r} ({pending_path}) is missing or holds other "
@@ -736,9 +762,25 @@ class UserService:
             with contextlib.suppress(ChildVaultError, OSError):
                 slots.install(name, self.s.vault_id, previous)
             raise
-        # The new identity replaces the old file; a copy of the old one opens nothing new.
-        os.replace(pending_path, self.s.home.identity(name))
+        if not remote:
+            # The new identity replaces the old file; a copy of the old one opens nothing new.
+            os.replace(pending_path, self.s.home.identity(name))
         return {"user": name, "request": seq}
+
+    def identity_is_current(self) -> bool:
+        """Whether the verified trust state registers the acting identity's keys as the
+        acting user's current ones (false for an identity a renewal replaced, or a
+        new one still waiting for approval)."""
+        state = self.s.trust()
+        if state is None:
+            return False
+        found = state.users.get(self.s.user)
+        public = self.s.me.public
+        return (
+            found is not None
+            and found.sign_key == public.signing_key
+            and found.enc_key == public.encryption_key
+        )
 
     # --------------------------------------------------------------- upgrade
 
@@ -1122,18 +1164,9 @@ class UserService:
         return [self._info(r, state) for r in self.s.db.users.all()]
 
 
-def _not_over_a_server(session: Session) -> None:
-    """``keys renew`` writes and swaps identity files in the home: not over a server yet."""
-    if getattr(session.db, "witnessed_by_server", False):
-        raise UsageError(
-            _t(
-                "keys renew does not run over a server yet: the new identity file would be "
-                "made in a temporary directory. Run it on the server's host instead: "
-                "`childvault --home HOME --as NAME keys renew` (the person types the new "
-                "passphrase there), then `childvault --home HOME --as ADMIN keys renew "
-                "--approve NAME` (docs/server.md)"
-            )
-        )
+def _over_a_server(session: Session) -> bool:
+    """Whether ``session`` runs over ``childvault serve`` (its home is a scratch copy)."""
+    return bool(getattr(session.db, "witnessed_by_server", False))
 
 
 def _renewing(identities: Path, name: str) -> Path:

@@ -77,6 +77,7 @@ REFUSALS: dict[str, str] = {
     "unknown_method": N_("the server does not know this call (another version?)"),
     "malformed": N_("the server could not read the request"),
     "internal": N_("the server failed (internal error): see its log"),
+    "rate_limited": N_("the server limits how many requests each user makes: try again shortly"),
     "witness": N_(
         "the change was stored, but the witness did not cosign its checkpoint: "
         "the approval does not count; see the server's log"

@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from childvault.keys import AccessDenied, IntegrityError, UsageError, ValidationError
-from childvault.vault import Basis, Vault, _audit, _settings, _statements
+from childvault.vault import Basis, Vault, _audit, _note, _settings, _statements
 from childvault.vault._audit import Event
 from childvault.vault._registrations import append_with_statements, with_statement
 from childvault.vault._svc_settings import setting_statement
@@ -38,6 +38,8 @@ OTHER = {
     "time_zone": "Pacific/Kiritimati",
     "export_min_k": "50",
     **{f"rights_deadline_days.{k}": "90" for k in _settings.RIGHTS_KINDS},
+    # issue 13: the witnesses' verifier keys (an admin's signed setting).
+    "witness_keys": _note.vkey("example-witness", bytes(32)),
 }
 OLD = date(2026, 6, 1)  # far beyond the default 30-day back-dating window
 FORM = "ab" * 32

@@ -104,12 +104,15 @@ class VaultServer:
                 out.append(json.loads(line)["refusal"])
         return out
 
-    def start(self, *, port: int | None = None, as_user: str = "admin") -> None:
-        """Start (or restart) the server (``serve --as as_user``); wait until /health answers."""
+    def start(
+        self, *, port: int | None = None, as_user: str = "admin", extra: Sequence[str] = ()
+    ) -> None:
+        """Start (or restart) the server (``serve --as as_user``, then ``extra`` options);
+        wait until /health answers."""
         port = port or free_port()
         env = dict(os.environ, CHILDVAULT_PASSPHRASE=passphrase(as_user))
         cmd = [sys.executable, "-m", "childvault", "--home", str(self.home), "--as", as_user]
-        cmd += ["serve", "--listen", f"127.0.0.1:{port}"]
+        cmd += ["serve", "--listen", f"127.0.0.1:{port}", *extra]
         self.log_path = self.root / "server.log"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(

@@ -320,19 +320,6 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def test_keys_renew_over_the_server_names_the_command_to_use(
-    witnessed: tuple[VaultServer, WitnessProcess],
-) -> None:
-    """`keys renew` stays refused over a server; the message says what to run instead."""
-    vs, _ = witnessed
-    pw = vs.root / "renew.pw"
-    pw.write_text(passphrase("worker1") + "-new", encoding="utf-8")
-    done = vs.cli("worker1", "keys", "renew", "--passphrase-file", str(pw), expect=2)
-    message = b" ".join(done.stderr.split())
-    assert b"does not run over a server" in message
-    assert b"keys renew --approve NAME" in message
-
-
 def test_the_rate_limit_is_per_address_and_refills() -> None:
     """Burst, then refusals, then refilled with time; another address is unaffected."""
     from childvault.server._witness import _RateLimit

@@ -354,6 +354,16 @@ class RemoteBackend:
         message = (
             message_from(doc) if "type" in doc else refusal_message(r.status_code, doc)
         ) or _t("the server refused ({status})", status=r.status_code)
+        if r.status_code == 429 and doc.get("reason") == "rate_limited":
+            # Over the per-user rate: refused, nothing done; the person waits.
+            wait = r.headers.get("Retry-After", "")
+            raise AccessDenied(
+                _t(
+                    "the childvault server limits how many requests each user makes: "
+                    "try again in {seconds} s",
+                    seconds=wait if wait.isdigit() else "?",
+                )
+            )
         if r.status_code in (401, 403) and "type" not in doc:
             raise AccessDenied(_t("the childvault server refused the request: {why}", why=message))
         if r.status_code == 503:

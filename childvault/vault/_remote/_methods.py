@@ -13,7 +13,7 @@ WRITE = "write"
 
 METHODS: dict[str, dict[str, str]] = {
     "meta": {"get": READ, "set": WRITE, "delete": WRITE},
-    "users": {"get": READ, "all": READ, "add": WRITE},
+    "users": {"get": READ, "all": READ, "add": WRITE, "set_keys": WRITE},
     "custodians": {
         "all": READ,
         "holders": READ,
