@@ -56,12 +56,25 @@ from childvault.server._refusals import CHAINED, RefusalLimiter
 from childvault.server._witness import WitnessClient, WitnessFailed
 from childvault.server._witnessfile import append_notes
 from childvault.vault import _audit, _note
-from childvault.vault._backend import Backend, GrantRow, NewRecord, RequestRow, UserRow
+from childvault.vault._backend import (
+    Backend,
+    GrantRow,
+    NewRecord,
+    RequestRow,
+    UserRow,
+    request_basis_key,
+)
 from childvault.vault._config import Config, Home
 from childvault.vault._merkle import SubtreeHashes, leaf_hash
 from childvault.vault._registrations import Verified, anchor_of, replay
 from childvault.vault._remote._codec import decode, encode
-from childvault.vault._remote._methods import METHODS, WRITE
+from childvault.vault._remote._methods import (
+    ACTIONS_AHEAD,
+    BASIS_ACTIONS,
+    METHODS,
+    SETTINGS_AHEAD,
+    WRITE,
+)
 from childvault.vault._session import log_origin, signer_name
 from childvault.vault._statements import Anchor, TrustState
 from childvault.vault._time import parse_iso
@@ -467,7 +480,7 @@ class VaultHost:
                     txn.last = time.monotonic()  # idle time counts from the end of a call
             await self._wait_free()
             if kind != WRITE:
-                return await self._run(lambda: self._invoke(None, repo, method, a, kw))
+                return await self._run(lambda: self._invoke(None, repo, method, a, kw, user=user))
             # A write outside a transaction runs in one of its own, with the same checks.
             txn = _Txn(secrets.token_hex(16), user, None, time.monotonic())
             self._txn = txn
@@ -513,6 +526,11 @@ class VaultHost:
             raise Refused(400, "malformed", "audit.sync takes one entry number (0 or more)")
         if (repo, method) == ("audit", "last") and (a or kw):
             raise Refused(400, "malformed", "audit.last takes no arguments")
+        if repo == "inputs":
+            if kw or len(a) != 1 or not isinstance(a[0], str) or not is_hex_id(a[0]):
+                raise Refused(400, "malformed", f"inputs.{method} takes one id (32 hex characters)")
+            if method == "approval" and "officer" not in roles:
+                raise Refused(403, "role", "only an officer reads an approval's inputs")
         return a, kw
 
     async def batch(
@@ -557,7 +575,7 @@ class VaultHost:
             async with cond:
                 await self._wait_free()
                 return None, await self._run(
-                    lambda: [self._invoke(None, r, m, a, kw) for r, m, a, kw in checked]
+                    lambda: [self._invoke(None, r, m, a, kw, user=user) for r, m, a, kw in checked]
                 )
         async with cond:
             if begin:
@@ -657,9 +675,22 @@ class VaultHost:
                 502, "witness", f"committed, but the checkpoint was not witnessed: {failures[0]}"
             )
 
-    def _invoke(self, txn: _Txn | None, repo: str, method: str, a: list[Any], kw: Any) -> Any:
+    def _invoke(
+        self,
+        txn: _Txn | None,
+        repo: str,
+        method: str,
+        a: list[Any],
+        kw: Any,
+        *,
+        user: str | None = None,
+    ) -> Any:
         if txn is not None and METHODS[repo][method] == WRITE:
             self._bind(txn, repo, method, a, kw)
+        if repo == "inputs":
+            if txn is not None or user is None:
+                raise Refused(400, "malformed", "inputs are read outside a transaction")
+            return encode(self._inputs(user, method, str(a[0])))
         if repo == "release":
             if txn is None:
                 raise Refused(400, "malformed", "release calls run in a transaction")
@@ -702,6 +733,50 @@ class VaultHost:
         out = [self.db.audit.row(r) for r in rows]
         sigs = self.db.audit.signatures(out[0][0], out[-1][0]) if out else {}
         return [size, head, [list(r) for r in out], sigs]
+
+    def _inputs(self, user: str, method: str, ident: str) -> list[list[Any]]:
+        """An operation's inputs (docs/server.md "Operation inputs"): the answers of
+        the reads an approval of request ``ident`` (``approval``) or a read with
+        grant ``ident`` (``read``) makes, as ``[repo, method, args, kwargs,
+        result]`` in the wire encoding, read together in one snapshot.
+
+        Each answer is exactly what that read alone answers (the client keeps
+        them as it keeps read-ahead answers and verifies every row it uses as
+        before); nothing is answered that the caller could not read call by
+        call. A read's inputs are its grant's requester's only: another user's
+        grant id is refused (403), an unknown one answers the grant as None.
+        """
+        out: list[list[Any]] = []
+
+        def put(repo: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            result = getattr(getattr(self.db, repo), name)(*args, **kwargs)
+            out.append([repo, name, encode(list(args)), encode(dict(kwargs)), encode(result)])
+            return result
+
+        request_id = ident
+        if method == "read":
+            grant = put("access", "grant", (ident,), {})
+            if grant is None:
+                return out
+            if grant.requester != user:
+                raise Refused(403, "role", f"grant {ident} is issued to another user")
+            request_id = grant.request_id
+        req = put("access", "request", (request_id,), {})
+        put("meta", "get", (request_basis_key(request_id),), {})
+        put("audit", "entries_by_ref", (BASIS_ACTIONS,), {"request": request_id})
+        for setting in SETTINGS_AHEAD:
+            put("meta", "get", (setting,), {})
+        for actions in ACTIONS_AHEAD:
+            put("audit", "entries_by_action", (actions,), {})
+        if req is not None and 0 < len(req.records) <= MAX_MANY:
+            # The list the services pass (record_trust.fetch, the grant check).
+            ids = list(dict.fromkeys(req.records))
+            for name in ("get_many", "keyblob_many", "fields_many"):
+                put("records", name, (ids,), {})
+        if req is not None and method == "approval":
+            put("users", "get", (req.requester,), {})
+        put("custodians", "all", (), {})
+        return out
 
     def _release(self, txn: _Txn, method: str, a: list[Any]) -> bytes:
         """Release after logging: make a grant's release key, or hand it out once per use."""
