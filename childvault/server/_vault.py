@@ -527,8 +527,17 @@ class VaultHost:
         if (repo, method) == ("audit", "last") and (a or kw):
             raise Refused(400, "malformed", "audit.last takes no arguments")
         if repo == "inputs":
-            if kw or len(a) != 1 or not isinstance(a[0], str) or not is_hex_id(a[0]):
-                raise Refused(400, "malformed", f"inputs.{method} takes one id (32 hex characters)")
+            if (
+                kw
+                or len(a) not in (1, 2)
+                or not is_hex_id(a[0])
+                or (len(a) == 2 and type(a[1]) is not bool)
+            ):
+                raise Refused(
+                    400,
+                    "malformed",
+                    f"inputs.{method} takes one id (32 hex characters) and whether to sync",
+                )
             if method == "approval" and "officer" not in roles:
                 raise Refused(403, "role", "only an officer reads an approval's inputs")
         return a, kw
@@ -690,7 +699,7 @@ class VaultHost:
         if repo == "inputs":
             if txn is not None or user is None:
                 raise Refused(400, "malformed", "inputs are read outside a transaction")
-            return encode(self._inputs(user, method, str(a[0])))
+            return encode(self._inputs(user, method, str(a[0]), fresh=len(a) == 2 and a[1]))
         if repo == "release":
             if txn is None:
                 raise Refused(400, "malformed", "release calls run in a transaction")
@@ -734,7 +743,9 @@ class VaultHost:
         sigs = self.db.audit.signatures(out[0][0], out[-1][0]) if out else {}
         return [size, head, [list(r) for r in out], sigs]
 
-    def _inputs(self, user: str, method: str, ident: str) -> list[list[Any]]:
+    def _inputs(
+        self, user: str, method: str, ident: str, *, fresh: bool = False
+    ) -> list[list[Any]]:
         """An operation's inputs (docs/server.md "Operation inputs"): the answers of
         the reads an approval of request ``ident`` (``approval``) or a read with
         grant ``ident`` (``read``) makes, as ``[repo, method, args, kwargs,
@@ -745,6 +756,11 @@ class VaultHost:
         before); nothing is answered that the caller could not read call by
         call. A read's inputs are its grant's requester's only: another user's
         grant id is refused (403), an unknown one answers the grant as None.
+
+        ``fresh`` (a session that has not verified the log yet): also the
+        caller's own saved trust state and record heads, the entry the saved
+        state ends at, and the trust sync from there (``audit.sync``), which
+        the session reads first (it checks their signatures with its own key).
         """
         out: list[list[Any]] = []
 
@@ -752,6 +768,15 @@ class VaultHost:
             result = getattr(getattr(self.db, repo), name)(*args, **kwargs)
             out.append([repo, name, encode(list(args)), encode(dict(kwargs)), encode(result)])
             return result
+
+        if fresh:
+            saved = put("statements", "saved_state", (user,), {})
+            put("statements", "saved_state", (user + "#records",), {})
+            if saved is not None and saved[0] > 0:
+                put("audit", "entry_at", (saved[0] - 1,), {})
+                start = saved[0] - 1
+                synced = encode(self._sync(start))
+                out.append(["audit", "sync", encode([start]), encode({}), synced])
 
         request_id = ident
         if method == "read":

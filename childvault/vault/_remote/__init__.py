@@ -253,7 +253,7 @@ class RemoteBackend:
         #: An operation announced by :meth:`expect_operation` whose inputs are not yet read.
         self._expected: tuple[str, str] | None = None
         #: The kind of the operation last announced (its transaction reads ahead).
-        self._operation: str | None = None
+        self._operation: tuple[str, str] | None = None
         self._scratch: Path | None = None
         self._meta = _Repo(self, "meta")
         self._users = _Repo(self, "users")
@@ -461,6 +461,9 @@ class RemoteBackend:
             first, last = rows[0][0], rows[-1][0]
             self._reads[self._key("audit", "signatures", (first, last), {})] = encode(sigs)
 
+    def _operation_kind(self) -> str | None:
+        return self._operation[0] if self._operation is not None else None
+
     def _head_key(self) -> str:
         return self._key("audit", "head", (), {})
 
@@ -481,7 +484,7 @@ class RemoteBackend:
         ahead = []
         if (repo, method) in {("access", "decide"), ("access", "use_grant")}:
             ahead.append(self._key("audit", "last", (), {}))
-        if (repo, method) == ("access", "decide") and self._operation == "approval":
+        if (repo, method) == ("access", "decide") and self._operation_kind() == "approval":
             signer = getattr(self._audit.signer, "name", None)
             ahead += [self._key("users", "all", (), {}), self._key("checkpoints", "all", (), {})]
             if isinstance(signer, str):
@@ -731,14 +734,17 @@ class RemoteBackend:
         if self._depth or kind not in METHODS["inputs"] or not is_hex_id(ident):
             return
         self._expected = (kind, ident)
-        self._operation = kind
+        self._operation = (kind, ident)
 
     def _fetch_inputs(self) -> None:
         """The announced operation's inputs alone (no trust sync was due)."""
         expected, self._expected = self._expected, None
         if expected is None:
             return
-        call = json.loads(self._key("inputs", expected[0], (expected[1],), {}))
+        # A session that has not synced yet reads its saved state first: ask
+        # for it, and for the sync from it, in the same request.
+        fresh = self._cache.get(_TAIL) is None
+        call = json.loads(self._key("inputs", expected[0], (expected[1], fresh), {}))
         try:
             raw = self._patiently(lambda: self._post("/v1/rpc", {"txn": None, **call}, raw=True))
         except ProviderUnavailable:
@@ -758,7 +764,14 @@ class RemoteBackend:
         if rows is None or not all(isinstance(r, list) and len(r) == 5 for r in rows):
             raise IntegrityError(_t("the server sent a malformed batch answer"))
         keep: dict[str, Any] = {}
+        sync: tuple[int, Any] | None = None
         for repo, method, args, kwargs, result in rows:
+            if (repo, method) == ("audit", "sync"):
+                start = decode(args)
+                if not (isinstance(start, list) and len(start) == 1 and type(start[0]) is int):
+                    raise IntegrityError(_t("the server sent a malformed batch answer"))
+                sync = (start[0], decode(result))
+                continue
             if (
                 not isinstance(repo, str)
                 or not isinstance(method, str)
@@ -776,6 +789,8 @@ class RemoteBackend:
         if not self._cache:
             self._cache_since = time.monotonic()
         self._cache.update(keep)
+        if sync is not None and sync[0] >= 0:
+            self._keep_sync(*sync)
 
     def _tail(self) -> tuple[int, list[Any], dict[Any, Any], bool] | None:
         if self._depth:
@@ -846,7 +861,7 @@ class RemoteBackend:
         opened or was to commit; otherwise the transaction stays open and the
         caller's :meth:`transaction` rolls it back, as after a failed single call.
         """
-        calls = self._queue + ([one, *also] if one is not None else [])
+        calls = self._queue + ([one, *also] if one is not None else list(also))
         queued = len(self._queue)
         self._queue, self._queued_bytes = [], 0
         begin = self._unopened
@@ -872,7 +887,7 @@ class RemoteBackend:
         if len(results) != len(calls) or not (txn is None if commit else isinstance(txn, str)):
             raise IntegrityError(_t("the server sent a malformed batch answer"))
         self._unopened, self._txn = False, txn
-        return results[queued:] if one is not None else None
+        return results[queued:] if one is not None or also else None
 
     @staticmethod
     def _patiently(send: Callable[[], Any]) -> Any:
@@ -902,6 +917,10 @@ class RemoteBackend:
         # Opened on the server by the first batch (see _flush), not here.
         self._unopened, self._txn = True, None
         self._expected = None  # a refusal is being logged, or the reads are done
+        held = self._cache.get(_TAIL)
+        synced_from = held[0] if isinstance(held, tuple) else None
+        after: list[str] = []
+        kept: list[Any] | None = None
         self.witness_failure = None
         self._contact = time.monotonic()
         self._cache.clear()
@@ -911,8 +930,9 @@ class RemoteBackend:
         try:
             yield
             self._send_slots()
+            after = self._after_commit(synced_from)
             try:
-                self._flush(commit=True)
+                kept = self._flush(commit=True, also=after)
             except _WitnessRefused as exc:
                 # Committed; only the witness did not cosign. The service's witness
                 # step (AuditService.witness) reports it and fails closed.
@@ -928,6 +948,38 @@ class RemoteBackend:
             self._unopened, self._txn = False, None
             self._reads.clear()
             self._cache.clear()  # what we wrote, or others while we waited
+            self._operation = None
+        if kept:
+            self._keep_after_commit(after, kept, synced_from)
+
+    def _after_commit(self, synced_from: int | None) -> list[str]:
+        """Reads a read with a grant makes right after its use's transaction (the
+        grant, the custodian keys, the trust sync from where this client last
+        synced): sent with the commit, after the transaction's writes, so they
+        answer exactly what the committed state holds (the server's lock is
+        still held). Nothing for any other transaction."""
+        operation = self._operation
+        if operation is None or operation[0] != "read":
+            return []
+        after = [
+            self._key("access", "grant", (operation[1],), {}),
+            self._key("custodians", "all", (), {}),
+        ]
+        if synced_from is not None:
+            after.append(self._key("audit", "sync", (synced_from,), {}))
+        return after
+
+    def _keep_after_commit(
+        self, keys: Sequence[str], results: Sequence[Any], synced_from: int | None
+    ) -> None:
+        """Keep what :meth:`_after_commit` read as reads outside a transaction,
+        read in the generation the commit answered with."""
+        self._cache_since = time.monotonic()
+        for key, raw in zip(keys, results, strict=True):
+            if synced_from is not None and key == self._key("audit", "sync", (synced_from,), {}):
+                self._keep_sync(synced_from, decode(raw))
+            else:
+                self._cache[key] = raw
 
     def _discard(self) -> None:
         """Drop the queued writes and roll back the transaction if the server has it open."""
