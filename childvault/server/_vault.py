@@ -56,12 +56,25 @@ from childvault.server._refusals import CHAINED, RefusalLimiter
 from childvault.server._witness import WitnessClient, WitnessFailed
 from childvault.server._witnessfile import append_notes
 from childvault.vault import _audit, _note
-from childvault.vault._backend import Backend, GrantRow, NewRecord, RequestRow, UserRow
+from childvault.vault._backend import (
+    Backend,
+    GrantRow,
+    NewRecord,
+    RequestRow,
+    UserRow,
+    request_basis_key,
+)
 from childvault.vault._config import Config, Home
 from childvault.vault._merkle import SubtreeHashes, leaf_hash
 from childvault.vault._registrations import PENDING, Verified, anchor_of, replay
 from childvault.vault._remote._codec import decode, encode
-from childvault.vault._remote._methods import METHODS, WRITE
+from childvault.vault._remote._methods import (
+    ACTIONS_AHEAD,
+    BASIS_ACTIONS,
+    METHODS,
+    SETTINGS_AHEAD,
+    WRITE,
+)
 from childvault.vault._session import log_origin, signer_name
 from childvault.vault._statements import Anchor, Envelope, TrustState
 from childvault.vault._time import parse_iso
@@ -488,7 +501,7 @@ class VaultHost:
                     txn.last = time.monotonic()  # idle time counts from the end of a call
             await self._wait_free()
             if kind != WRITE:
-                return await self._run(lambda: self._invoke(None, repo, method, a, kw))
+                return await self._run(lambda: self._invoke(None, repo, method, a, kw, user=user))
             # A write outside a transaction runs in one of its own, with the same checks.
             txn = _Txn(secrets.token_hex(16), user, None, time.monotonic())
             self._txn = txn
@@ -547,6 +560,23 @@ class VaultHost:
             raise Refused(400, "malformed", _t("audit.sync takes one entry number (0 or more)"))
         if (repo, method) == ("audit", "last") and (a or kw):
             raise Refused(400, "malformed", _t("audit.last takes no arguments"))
+        if repo == "inputs":
+            if (
+                kw
+                or len(a) not in (1, 2)
+                or not is_hex_id(a[0])
+                or (len(a) == 2 and type(a[1]) is not bool)
+            ):
+                raise Refused(
+                    400,
+                    "malformed",
+                    _t(
+                        "inputs.{method} takes one id (32 hex characters) and whether to sync",
+                        method=method,
+                    ),
+                )
+            if method == "approval" and "officer" not in roles:
+                raise Refused(403, "role", _t("only an officer reads an approval's inputs"))
         return a, kw
 
     async def batch(
@@ -595,7 +625,7 @@ class VaultHost:
             async with cond:
                 await self._wait_free()
                 return None, await self._run(
-                    lambda: [self._invoke(None, r, m, a, kw) for r, m, a, kw in checked]
+                    lambda: [self._invoke(None, r, m, a, kw, user=user) for r, m, a, kw in checked]
                 )
         async with cond:
             if begin:
@@ -715,9 +745,22 @@ class VaultHost:
                 ),
             )
 
-    def _invoke(self, txn: _Txn | None, repo: str, method: str, a: list[Any], kw: Any) -> Any:
+    def _invoke(
+        self,
+        txn: _Txn | None,
+        repo: str,
+        method: str,
+        a: list[Any],
+        kw: Any,
+        *,
+        user: str | None = None,
+    ) -> Any:
         if txn is not None and METHODS[repo][method] == WRITE:
             self._bind(txn, repo, method, a, kw)
+        if repo == "inputs":
+            if txn is not None or user is None:
+                raise Refused(400, "malformed", _t("inputs are read outside a transaction"))
+            return encode(self._inputs(user, method, str(a[0]), fresh=len(a) == 2 and a[1]))
         if repo == "release":
             if txn is None:
                 raise Refused(400, "malformed", _t("release calls run in a transaction"))
@@ -760,6 +803,66 @@ class VaultHost:
         out = [self.db.audit.row(r) for r in rows]
         sigs = self.db.audit.signatures(out[0][0], out[-1][0]) if out else {}
         return [size, head, [list(r) for r in out], sigs]
+
+    def _inputs(
+        self, user: str, method: str, ident: str, *, fresh: bool = False
+    ) -> list[list[Any]]:
+        """An operation's inputs (docs/server.md "Operation inputs"): the answers of
+        the reads an approval of request ``ident`` (``approval``) or a read with
+        grant ``ident`` (``read``) makes, as ``[repo, method, args, kwargs,
+        result]`` in the wire encoding, read together in one snapshot.
+
+        Each answer is exactly what that read alone answers (the client keeps
+        them as it keeps read-ahead answers and verifies every row it uses as
+        before); nothing is answered that the caller could not read call by
+        call. A read's inputs are its grant's requester's only: another user's
+        grant id is refused (403), an unknown one answers the grant as None.
+
+        ``fresh`` (a session that has not verified the log yet): also the
+        caller's own saved trust state and record heads, the entry the saved
+        state ends at, and the trust sync from there (``audit.sync``), which
+        the session reads first (it checks their signatures with its own key).
+        """
+        out: list[list[Any]] = []
+
+        def put(repo: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            result = getattr(getattr(self.db, repo), name)(*args, **kwargs)
+            out.append([repo, name, encode(list(args)), encode(dict(kwargs)), encode(result)])
+            return result
+
+        if fresh:
+            saved = put("statements", "saved_state", (user,), {})
+            put("statements", "saved_state", (user + "#records",), {})
+            if saved is not None and saved[0] > 0:
+                put("audit", "entry_at", (saved[0] - 1,), {})
+                start = saved[0] - 1
+                synced = encode(self._sync(start))
+                out.append(["audit", "sync", encode([start]), encode({}), synced])
+
+        request_id = ident
+        if method == "read":
+            grant = put("access", "grant", (ident,), {})
+            if grant is None:
+                return out
+            if grant.requester != user:
+                raise Refused(403, "role", _t("grant {id} is issued to another user", id=ident))
+            request_id = grant.request_id
+        req = put("access", "request", (request_id,), {})
+        put("meta", "get", (request_basis_key(request_id),), {})
+        put("audit", "entries_by_ref", (BASIS_ACTIONS,), {"request": request_id})
+        for setting in SETTINGS_AHEAD:
+            put("meta", "get", (setting,), {})
+        for actions in ACTIONS_AHEAD:
+            put("audit", "entries_by_action", (actions,), {})
+        if req is not None and 0 < len(req.records) <= MAX_MANY:
+            # The list the services pass (record_trust.fetch, the grant check).
+            ids = list(dict.fromkeys(req.records))
+            for name in ("get_many", "keyblob_many", "fields_many"):
+                put("records", name, (ids,), {})
+        if req is not None and method == "approval":
+            put("users", "get", (req.requester,), {})
+        put("custodians", "all", (), {})
+        return out
 
     def _release(self, txn: _Txn, method: str, a: list[Any]) -> bytes:
         """Release after logging: make a grant's release key, or hand it out once per use."""
@@ -842,7 +945,7 @@ class VaultHost:
         """
 
         def refuse(name: str, why: str) -> NoReturn:
-            raise Refused(403, "binding", f"the key renewal of {name}: {why}")
+            raise Refused(403, "binding", _t("the key renewal of {name}: {why}", name=name, why=why))
 
         for name, (enc, sign) in sorted(txn.keys_set.items()):
             after = state.users.get(name)
@@ -1018,7 +1121,7 @@ class VaultHost:
         elif (repo, method) == ("users", "set_keys"):
             name, enc, sign = arg(0, "name"), arg(1, "enc_key"), arg(2, "sign_key")
             if not (isinstance(name, str) and isinstance(enc, bytes) and isinstance(sign, bytes)):
-                raise Refused(400, "malformed", "users.set_keys takes a name and two keys")
+                raise Refused(400, "malformed", _t("users.set_keys takes a name and two keys"))
             txn.keys_set[name] = (enc, sign)
         elif (repo, method) == ("audit", "append"):
             self._check_entries(user, arg(0, "rows"), txn.logged_reads, txn.checked)
@@ -1035,7 +1138,7 @@ class VaultHost:
                 ):
                     pending = detail.get("pending")
                     if type(pending) is not int or not isinstance(detail.get("user"), str):
-                        raise Refused(400, "malformed", "a user.renew approval names no request")
+                        raise Refused(400, "malformed", _t("a user.renew approval names no request"))
                     txn.renewals[str(detail["user"])] = pending
 
     def _check_entries(

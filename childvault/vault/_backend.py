@@ -552,3 +552,18 @@ class BackendLog:
     def checkpoints(self) -> list[CheckpointRow]:
         """See :meth:`LogSource.checkpoints`."""
         return self.backend.checkpoints.all()
+
+
+# ------------------------------------------------------------- shared keys
+
+
+#: Prefix of the meta keys indexing a request's statutory basis.
+REQUEST_BASIS_PREFIX = "request_basis:"
+
+
+def request_basis_key(request_id: str) -> str:
+    """Meta key indexing the statutory basis of a request (an index only: the
+    request's logged ``request.create`` entry is the authority). One definition
+    for the access service, the remote backend's read-ahead and the server's
+    operation inputs, so they cannot drift apart."""
+    return REQUEST_BASIS_PREFIX + request_id

@@ -258,6 +258,15 @@ class Session:
         with self.db.transaction():
             _audit.append(self.db.audit, events, now)
 
+    def expect(self, kind: str, ident: str) -> None:
+        """Tell the backend which operation is about to run (``approval`` of a
+        request, ``read`` with a grant), so a remote one can fetch its inputs in
+        one request (docs/server.md "Operation inputs"). A hint only: nothing
+        is trusted for it, and the embedded backends ignore it."""
+        hook = getattr(self.db, "expect_operation", None)
+        if hook is not None:
+            hook(kind, ident)
+
     def deny(self, event: Event, message: str, now: datetime) -> NoReturn:
         """Log a denied attempt, then raise AccessDenied. Fail closed if logging fails."""
         self.log([event], now)

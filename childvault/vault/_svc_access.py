@@ -8,6 +8,7 @@ each (docs/architecture.md, "A read with a grant").
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import json
@@ -36,7 +37,7 @@ from childvault.keys._encoding import b64, check_hex_id, is_hex_id, unb64
 from childvault.vault import _audit, _tokens
 from childvault.vault import _record_trust as record_trust
 from childvault.vault._audit import DetailValue, Event
-from childvault.vault._backend import GrantRow, RequestRow, UserRow
+from childvault.vault._backend import GrantRow, RequestRow, UserRow, request_basis_key
 from childvault.vault._fieldcrypto import open_field
 from childvault.vault._policy import (
     BASES,
@@ -100,8 +101,8 @@ class Basis:
 
 
 def _basis_key(request_id: str) -> str:
-    """Meta key indexing the statutory basis of a request."""
-    return f"request_basis:{request_id}"
+    """Meta key indexing the statutory basis of a request (:func:`request_basis_key`)."""
+    return request_basis_key(request_id)
 
 
 class AccessService:
@@ -424,6 +425,8 @@ class AccessService:
         committed together; the checkpoint is then appended to the witness file.
         """
         moment = self.s.now(now)
+        # Through a server: the approval's inputs come with its trust sync (a hint).
+        self.s.expect("approval", request_id)
         self.s.require(("officer",), "request.approve", moment, _t("approving requests"))
         req = self.s.db.access.request(check_hex_id(request_id, "request"))
         if req is None:
@@ -734,6 +737,11 @@ class AccessService:
         fields: Sequence[str] | None,
         moment: datetime,
     ) -> tuple[_tokens.GrantClaims, dict[str, dict[str, str]]]:
+        hint = _grant_hint(token)
+        if hint is not None:
+            # Through a server: the read's inputs come with its trust sync. The
+            # grant id is read before the token is verified: only a hint.
+            self.s.expect("read", hint)
         self._verified_reader(moment)
         claims = self._check_grant(token, records, fields, moment)
         want_recs = tuple(records) if records else claims.rec
@@ -1039,6 +1047,24 @@ class _RevokesWrapping(Protocol):
     """A provider whose released grants can be revoked at the server."""
 
     def revoke_wrapping(self, accessors: Sequence[str]) -> int: ...
+
+
+def _grant_hint(token: object) -> str | None:
+    """The grant id a token names, read WITHOUT verifying it (None if it names none):
+    only a hint of what the read will look up (:meth:`Session.expect`); the
+    token is verified before anything relies on it."""
+    if not isinstance(token, str) or len(token) > _tokens.MAX_TOKEN_BYTES:
+        return None
+    parts = token.strip().split(".")
+    if len(parts) != 4 or parts[:2] != ["v4", "public"]:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(parts[2] + "=" * (-len(parts[2]) % 4))
+        # The payload is the message followed by its 64-byte signature.
+        jti = json.loads(raw[:-64]).get("jti")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    return jti if is_hex_id(jti) else None
 
 
 def _release(

@@ -57,7 +57,7 @@ from childvault.keys import (
     ProviderUnavailable,
     StorageError,
 )
-from childvault.keys._encoding import unb64
+from childvault.keys._encoding import is_hex_id, unb64
 from childvault.vault._backend import (
     AccessRepo,
     AuditRepo,
@@ -68,10 +68,19 @@ from childvault.vault._backend import (
     RecordRepo,
     StatementRepo,
     UserRepo,
+    request_basis_key,
 )
 from childvault.vault._httpsig import HTTPSignatureAuth
 from childvault.vault._remote._codec import decode, encode
-from childvault.vault._remote._methods import METHODS, QUEUED, WRITE
+from childvault.vault._remote._methods import (
+    ACTIONS_AHEAD,
+    BASIS_ACTIONS,
+    METHODS,
+    QUEUED,
+    READ,
+    SETTINGS_AHEAD,
+    WRITE,
+)
 from childvault.vault._remote._slots import RemoteSlots
 from childvault.vault._wire_messages import message_from, refusal_message
 
@@ -96,26 +105,10 @@ CACHE_ENTRIES = 2000
 #: ... except scans a page at a time, which are read once.
 _UNCACHED = frozenset({("audit", "page"), ("records", "page"), ("records", "keyblob_page")})
 
-#: Vault settings that approve, read and request look up one after another (the
-#: approval limits, the notices, the legal time zone): outside a transaction a
-#: read of one fetches them all in the same request (none is the server's own).
-SETTINGS_AHEAD = (
-    "default_ttl_s",
-    "max_ttl_s",
-    "max_uses",
-    "max_records",
-    "notice_version",
-    "notices",
-    "time_zone",
-)
-
-#: Log scans approve, read and co-signing make one after another (the request's
-#: basis, the notice register, co-signatures): outside a transaction one of them
-#: fetches the others, and the settings above, in the same request.
-ACTIONS_AHEAD: tuple[tuple[str, ...], ...] = (
-    ("request.create",),
-    ("notice.publish",),
-    ("request.cosign",),
+#: The repositories: a write to one changes only its own rows (release and
+#: slots are not repositories, and a write to them forgets every read).
+_REPOSITORIES = frozenset(
+    {"meta", "users", "custodians", "records", "access", "audit", "checkpoints", "statements"}
 )
 #: The ``_cache`` slot of the trust sync's log tail (not a serialised call).
 _TAIL = "tail"
@@ -257,6 +250,10 @@ class RemoteBackend:
         #: Why the server's HTTP witness did not cosign the last commit's checkpoint.
         self.witness_failure: str | None = None
         self._cache_since = 0.0
+        #: An operation announced by :meth:`expect_operation` whose inputs are not yet read.
+        self._expected: tuple[str, str] | None = None
+        #: The kind of the operation last announced (its transaction reads ahead).
+        self._operation: tuple[str, str] | None = None
         self._scratch: Path | None = None
         self._meta = _Repo(self, "meta")
         self._users = _Repo(self, "users")
@@ -403,8 +400,10 @@ class RemoteBackend:
             separators=(",", ":"),
         )
         if METHODS.get(repo, {}).get(method) == WRITE:
-            # Whatever was read may change now: read it again from the server.
-            self._reads.clear()
+            # What was read from this repository may change now: read it again
+            # from the server. A repository's writes change only its own rows;
+            # release and slots are not repositories: forget everything.
+            self._forget(repo)
             if (repo, method) in QUEUED:
                 if (
                     len(self._queue) >= QUEUE_CALLS
@@ -415,28 +414,107 @@ class RemoteBackend:
                 self._queue.append(one)
                 self._queued_bytes += len(one)
                 return None
-            return decode(self._flush(one)[0])
+            ahead = self._txn_ahead(repo, method, args)
+            result, *more = self._flush(one, also=ahead)
+            self._keep_reads(ahead, more)
+            return decode(result)
         if one in self._reads:
             return decode(self._reads[one])
+        last = self._key("audit", "last", (), {})
         if (repo, method) == ("audit", "head") and not args and not kwargs:
             # An append reads the head, then the last entry (its time): both at once.
-            last = decode(self._flush(self._key("audit", "last", (), {}))[0])
-            if not (isinstance(last, list) and len(last) == 3 and type(last[0]) is int):
-                raise IntegrityError(_t("the server sent a malformed batch answer"))
-            size, head, entry = last
-            self._reads[one] = encode((size, head))
-            if size:
-                self._reads[self._key("audit", "entry_at", (size - 1,), {})] = encode(entry)
+            self._keep_reads([last], self._flush(last))
+            return decode(self._reads[one])
+        if (
+            (repo, method) == ("audit", "page")
+            and len(args) == 1
+            and type(args[0]) is int
+            and args[0] >= 0
+            and kwargs == {"batch": PAGE_MAX}
+        ):
+            # A replay reads a page, then its signatures: the trust sync answers
+            # both (and the head) at once, as outside a transaction.
+            self._keep_sync_read(args[0], one, self._flush(self._key("audit", "sync", args, {}))[0])
             return decode(self._reads[one])
         ahead = []
         if (repo, method) == ("users", "all") and not args and not kwargs:
             # Signing a checkpoint reads the signers, then the stored checkpoints.
             ahead.append(self._key("checkpoints", "all", (), {}))
+        if (repo, method) == ("audit", "entry_at") and len(args) == 1 and type(args[0]) is int:
+            # A checkpoint's check resumes at an entry, then reads the log after it.
+            ahead.append(self._key("audit", "page", (args[0] + 1,), {"batch": PAGE_MAX}))
+        if repo != "audit" and self._head_key() not in self._reads:
+            # Nearly every transaction appends, which reads the head first.
+            ahead.append(last)
         ahead = [key for key in ahead if key not in self._reads]
         result, *more = self._flush(one, also=ahead)
         self._reads[one] = result
-        self._reads.update(zip(ahead, more, strict=True))
+        self._keep_reads(ahead, more)
         return decode(result)
+
+    def _keep_sync_read(self, start: int, page_key: str, raw: Any) -> None:
+        """Keep an ``audit.sync`` read in this transaction as the page it stands for
+        (``page_key``), the head, and the signatures of that page's entries."""
+        answer = decode(raw)
+        if not (
+            isinstance(answer, list)
+            and len(answer) == 4
+            and isinstance(answer[2], list)
+            and isinstance(answer[3], dict)
+            and all(isinstance(r, list) and len(r) == 3 and type(r[0]) is int for r in answer[2])
+        ):
+            raise IntegrityError(_t("the server sent a malformed batch answer"))
+        size, head, rows, sigs = answer
+        self._reads[page_key] = encode(rows)
+        self._reads[self._head_key()] = encode((size, head))
+        if rows:
+            first, last = rows[0][0], rows[-1][0]
+            self._reads[self._key("audit", "signatures", (first, last), {})] = encode(sigs)
+
+    def _operation_kind(self) -> str | None:
+        return self._operation[0] if self._operation is not None else None
+
+    def _head_key(self) -> str:
+        return self._key("audit", "head", (), {})
+
+    def _forget(self, repo: str) -> None:
+        """Forget the reads of this transaction that a write to ``repo`` may change."""
+        if repo not in _REPOSITORIES:
+            self._reads.clear()
+            return
+        prefix = json.dumps({"repo": repo}, separators=(",", ":"))[:-1] + ","
+        for key in [k for k in self._reads if k.startswith(prefix)]:
+            del self._reads[key]
+
+    def _txn_ahead(self, repo: str, method: str, args: Sequence[Any]) -> list[str]:
+        """Reads sent with a write that has a result, inside a transaction: what
+        the transactions of approve and read read next (the head and last
+        entry for their append; the signers, checkpoints and this officer's
+        latest checkpoint for the approval's checkpoint)."""
+        ahead = []
+        if (repo, method) in {("access", "decide"), ("access", "use_grant")}:
+            ahead.append(self._key("audit", "last", (), {}))
+        if (repo, method) == ("access", "decide") and self._operation_kind() == "approval":
+            signer = getattr(self._audit.signer, "name", None)
+            ahead += [self._key("users", "all", (), {}), self._key("checkpoints", "all", (), {})]
+            if isinstance(signer, str):
+                ahead.append(self._key("checkpoints", "latest_by", (signer,), {}))
+        return [key for key in ahead if key not in self._reads]
+
+    def _keep_reads(self, keys: Sequence[str], results: Sequence[Any]) -> None:
+        """Keep reads answered in this transaction (``audit.last`` as the head and
+        the last entry, as an append asks for them)."""
+        for key, result in zip(keys, results, strict=True):
+            if key != self._key("audit", "last", (), {}):
+                self._reads[key] = result
+                continue
+            last = decode(result)
+            if not (isinstance(last, list) and len(last) == 3 and type(last[0]) is int):
+                raise IntegrityError(_t("the server sent a malformed batch answer"))
+            size, head, entry = last
+            self._reads[self._head_key()] = encode((size, head))
+            if size:
+                self._reads[self._key("audit", "entry_at", (size - 1,), {})] = encode(entry)
 
     def _call_alone(
         self, repo: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]
@@ -448,6 +526,9 @@ class RemoteBackend:
             if METHODS.get(repo, {}).get(method) == WRITE:
                 self._cache.clear()
             return self._patiently(lambda: self._post("/v1/rpc", {"txn": None, **doc}))
+        if self._expected is not None:
+            # An announced operation whose inputs no trust sync brought: fetch them first.
+            self._fetch_inputs()
         one = json.dumps(doc, separators=(",", ":"))
         self._expire()
         if one in self._cache:
@@ -463,26 +544,22 @@ class RemoteBackend:
                         separators=(",", ":"),
                     )
                 )
-        elif not kwargs and (
-            ((repo, method) == ("meta", "get") and len(args) == 1 and args[0] in SETTINGS_AHEAD)
-            or (
-                (repo, method) == ("audit", "entries_by_action")
-                and len(args) == 1
-                and isinstance(args[0], tuple | list)
-                and tuple(args[0]) in ACTIONS_AHEAD
+        elif (
+            not kwargs
+            and (
+                ((repo, method) == ("meta", "get") and len(args) == 1 and args[0] in SETTINGS_AHEAD)
+                or (
+                    (repo, method) == ("audit", "entries_by_action")
+                    and len(args) == 1
+                    and isinstance(args[0], tuple | list)
+                    and tuple(args[0]) in ACTIONS_AHEAD
+                )
+                or ((repo, method) == ("access", "request") and len(args) == 1)
             )
-            or ((repo, method) == ("access", "request") and len(args) == 1)
-        ):
+        ) or self._basis_lookup(repo, method, args, kwargs) is not None:
             # Approve and read look these up one after another: one request for all
-            # (a request's basis row with the request).
-            ahead: list[tuple[str, str, tuple[Any, ...]]] = [
-                ("meta", "get", (setting,)) for setting in SETTINGS_AHEAD
-            ]
-            ahead += [("audit", "entries_by_action", (actions,)) for actions in ACTIONS_AHEAD]
-            if (repo, method) == ("access", "request") and isinstance(args[0], str):
-                ahead.append(("meta", "get", (f"request_basis:{args[0]}",)))
-            for r, m, a in ahead:
-                ahead_key = self._key(r, m, a, {})
+            # (a request's basis row and its indexed log entry with the request).
+            for ahead_key in self._ahead(repo, method, args, kwargs):
                 if ahead_key != one and ahead_key not in self._cache:
                     calls.append(ahead_key)
         elif (repo, method) == ("records", "get") and len(args) == 1 and not kwargs:
@@ -528,6 +605,45 @@ class RemoteBackend:
         return decode(results[0])
 
     @staticmethod
+    def _basis_lookup(
+        repo: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> str | None:
+        """The request id of the indexed basis lookup ``basis_of`` makes
+        (``entries_by_ref(("request.create",), request=ID)``), else None."""
+        if (
+            (repo, method) == ("audit", "entries_by_ref")
+            and len(args) == 1
+            and isinstance(args[0], tuple | list)
+            and tuple(args[0]) == BASIS_ACTIONS
+            and set(kwargs) == {"request"}
+            and isinstance(kwargs["request"], str)
+        ):
+            return kwargs["request"]
+        return None
+
+    def _ahead(
+        self, repo: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> list[str]:
+        """The reads fetched with one of approve's and read's look-ups (serialised):
+        the settings and log scans they read, and, for a request (or its basis
+        lookup), the request, its basis row and its indexed ``request.create``
+        entry."""
+        ahead = [self._key("meta", "get", (setting,), {}) for setting in SETTINGS_AHEAD]
+        ahead += [
+            self._key("audit", "entries_by_action", (actions,), {}) for actions in ACTIONS_AHEAD
+        ]
+        request_id = self._basis_lookup(repo, method, args, kwargs)
+        if (repo, method) == ("access", "request") and isinstance(args[0], str):
+            request_id = args[0]
+        if request_id is not None:
+            ahead += [
+                self._key("access", "request", (request_id,), {}),
+                self._key("meta", "get", (request_basis_key(request_id),), {}),
+                self._key("audit", "entries_by_ref", (BASIS_ACTIONS,), {"request": request_id}),
+            ]
+        return ahead
+
+    @staticmethod
     def _key(repo: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
         """The serialised call ``_call_alone`` caches under."""
         doc = {"repo": repo, "method": method, "args": encode(list(args))}
@@ -554,16 +670,46 @@ class RemoteBackend:
         a transaction (the server's lock makes those reads exact; they are
         answered once anyway).
         """
-        if self._depth or type(start) is not int or start < 0 or self.tail(start) is not None:
-            return  # in a transaction, or already read a moment ago
+        if self._depth or type(start) is not int or start < 0:
+            return  # in a transaction
+        if self.tail(start) is not None:
+            # Already read a moment ago; an operation's inputs may still be due.
+            if self._expected is not None:
+                self._fetch_inputs()
+            return
+        sync = self._key("audit", "sync", (start,), {})
+        expected, self._expected = self._expected, None
+        if expected is not None:
+            # The operation announced (expect_operation): its inputs come in the
+            # same request, read in the same snapshot as the sync.
+            inputs = self._key("inputs", expected[0], (expected[1],), {})
+            body = '{"txn":null,"begin":false,"commit":false,"calls":[' + sync + "," + inputs + "]}"
+            try:
+                answer = self._patiently(
+                    lambda: self._send("/v1/rpc/batch", body.encode(), raw=True)
+                )
+            except ProviderUnavailable:
+                raise
+            except ChildVaultError:
+                # Refused (another's grant, a role): the operation reads call by
+                # call as before and meets the refusal it logs itself.
+                answer = None
+            if answer is not None:
+                if not (isinstance(answer, list) and len(answer) == 2):
+                    raise IntegrityError(_t("the server sent a malformed batch answer"))
+                results = answer[1]
+                if not (isinstance(results, list) and len(results) == 2):
+                    raise IntegrityError(_t("the server sent a malformed batch answer"))
+                self._keep_sync(start, decode(results[0]))
+                self._keep_inputs(results[1])
+                return
         raw = self._patiently(
-            lambda: self._post(
-                "/v1/rpc",
-                {"txn": None, **json.loads(self._key("audit", "sync", (start,), {}))},
-                raw=True,
-            )
+            lambda: self._post("/v1/rpc", {"txn": None, **json.loads(sync)}, raw=True)
         )
-        answer = decode(raw)
+        self._keep_sync(start, decode(raw))
+
+    def _keep_sync(self, start: int, answer: Any) -> None:
+        """Keep a trust sync's answer as :meth:`prefetch_log` describes."""
         if not (
             isinstance(answer, list)
             and len(answer) == 4
@@ -586,6 +732,75 @@ class RemoteBackend:
         self._cache[self._key("audit", "head", (), {})] = encode((size, head))
         complete = start + len(rows) >= size
         self._cache[_TAIL] = (start, rows, sigs, complete)
+
+    def expect_operation(self, kind: str, ident: str) -> None:
+        """Announce an operation about to run outside a transaction: ``approval``
+        of request ``ident`` or ``read`` with grant ``ident``. Its inputs (the
+        reads it makes, answered by ``inputs.<kind>`` in one snapshot) are then
+        fetched with the next trust sync, or with the next read, in one request
+        (docs/server.md "Operation inputs"). Only a hint: the operation makes
+        the same calls, verifies the same rows and signatures, and a read not
+        answered ahead goes to the server as before."""
+        if self._depth or kind not in METHODS["inputs"] or not is_hex_id(ident):
+            return
+        self._expected = (kind, ident)
+        self._operation = (kind, ident)
+
+    def _fetch_inputs(self) -> None:
+        """The announced operation's inputs alone (no trust sync was due)."""
+        expected, self._expected = self._expected, None
+        if expected is None:
+            return
+        # A session that has not synced yet reads its saved state first: ask
+        # for it, and for the sync from it, in the same request.
+        fresh = self._cache.get(_TAIL) is None
+        call = json.loads(self._key("inputs", expected[0], (expected[1], fresh), {}))
+        try:
+            raw = self._patiently(lambda: self._post("/v1/rpc", {"txn": None, **call}, raw=True))
+        except ProviderUnavailable:
+            raise
+        except ChildVaultError:
+            return  # refused: the operation reads call by call (see prefetch_log)
+        self._keep_inputs(raw)
+
+    def _keep_inputs(self, raw: Any) -> None:
+        """Keep an ``inputs.*`` answer: each ``[repo, method, args, kwargs, result]``
+        as the read it answers, under the rules of every read outside a
+        transaction. Only plain reads are kept (never a sync, a scan a page at a
+        time, or another operation's inputs); anything malformed is refused."""
+        # The server encodes the list whose items hold encoded calls and results.
+        decoded = decode(raw)
+        rows = decoded if isinstance(decoded, list) else None
+        if rows is None or not all(isinstance(r, list) and len(r) == 5 for r in rows):
+            raise IntegrityError(_t("the server sent a malformed batch answer"))
+        keep: dict[str, Any] = {}
+        sync: tuple[int, Any] | None = None
+        for repo, method, args, kwargs, result in rows:
+            if (repo, method) == ("audit", "sync"):
+                start = decode(args)
+                if not (isinstance(start, list) and len(start) == 1 and type(start[0]) is int):
+                    raise IntegrityError(_t("the server sent a malformed batch answer"))
+                sync = (start[0], decode(result))
+                continue
+            if (
+                not isinstance(repo, str)
+                or not isinstance(method, str)
+                or METHODS.get(repo, {}).get(method) != READ
+                or repo == "inputs"
+                or (repo, method) in _UNCACHED
+                or (repo, method) in {("audit", "sync"), ("audit", "last")}
+            ):
+                raise IntegrityError(_t("the server sent a malformed batch answer"))
+            a, kw = decode(args), decode(kwargs)
+            if not isinstance(a, list) or not isinstance(kw, dict):
+                raise IntegrityError(_t("the server sent a malformed batch answer"))
+            keep[self._key(repo, method, a, kw)] = result
+        self._expire()
+        if not self._cache:
+            self._cache_since = time.monotonic()
+        self._cache.update(keep)
+        if sync is not None and sync[0] >= 0:
+            self._keep_sync(*sync)
 
     def _tail(self) -> tuple[int, list[Any], dict[Any, Any], bool] | None:
         if self._depth:
@@ -656,7 +871,7 @@ class RemoteBackend:
         opened or was to commit; otherwise the transaction stays open and the
         caller's :meth:`transaction` rolls it back, as after a failed single call.
         """
-        calls = self._queue + ([one, *also] if one is not None else [])
+        calls = self._queue + ([one, *also] if one is not None else list(also))
         queued = len(self._queue)
         self._queue, self._queued_bytes = [], 0
         begin = self._unopened
@@ -682,7 +897,7 @@ class RemoteBackend:
         if len(results) != len(calls) or not (txn is None if commit else isinstance(txn, str)):
             raise IntegrityError(_t("the server sent a malformed batch answer"))
         self._unopened, self._txn = False, txn
-        return results[queued:] if one is not None else None
+        return results[queued:] if one is not None or also else None
 
     @staticmethod
     def _patiently(send: Callable[[], Any]) -> Any:
@@ -711,6 +926,11 @@ class RemoteBackend:
             return
         # Opened on the server by the first batch (see _flush), not here.
         self._unopened, self._txn = True, None
+        self._expected = None  # a refusal is being logged, or the reads are done
+        held = self._cache.get(_TAIL)
+        synced_from = held[0] if isinstance(held, tuple) else None
+        after: list[str] = []
+        kept: list[Any] | None = None
         self.witness_failure = None
         self._contact = time.monotonic()
         self._cache.clear()
@@ -720,8 +940,9 @@ class RemoteBackend:
         try:
             yield
             self._send_slots()
+            after = self._after_commit(synced_from)
             try:
-                self._flush(commit=True)
+                kept = self._flush(commit=True, also=after)
             except _WitnessRefused as exc:
                 # Committed; only the witness did not cosign. The service's witness
                 # step (AuditService.witness) reports it and fails closed.
@@ -737,6 +958,38 @@ class RemoteBackend:
             self._unopened, self._txn = False, None
             self._reads.clear()
             self._cache.clear()  # what we wrote, or others while we waited
+            self._operation = None
+        if kept:
+            self._keep_after_commit(after, kept, synced_from)
+
+    def _after_commit(self, synced_from: int | None) -> list[str]:
+        """Reads a read with a grant makes right after its use's transaction (the
+        grant, the custodian keys, the trust sync from where this client last
+        synced): sent with the commit, after the transaction's writes, so they
+        answer exactly what the committed state holds (the server's lock is
+        still held). Nothing for any other transaction."""
+        operation = self._operation
+        if operation is None or operation[0] != "read":
+            return []
+        after = [
+            self._key("access", "grant", (operation[1],), {}),
+            self._key("custodians", "all", (), {}),
+        ]
+        if synced_from is not None:
+            after.append(self._key("audit", "sync", (synced_from,), {}))
+        return after
+
+    def _keep_after_commit(
+        self, keys: Sequence[str], results: Sequence[Any], synced_from: int | None
+    ) -> None:
+        """Keep what :meth:`_after_commit` read as reads outside a transaction,
+        read in the generation the commit answered with."""
+        self._cache_since = time.monotonic()
+        for key, raw in zip(keys, results, strict=True):
+            if synced_from is not None and key == self._key("audit", "sync", (synced_from,), {}):
+                self._keep_sync(synced_from, decode(raw))
+            else:
+                self._cache[key] = raw
 
     def _discard(self) -> None:
         """Drop the queued writes and roll back the transaction if the server has it open."""

@@ -104,7 +104,35 @@ METHODS: dict[str, dict[str, str]] = {
     # Not a repository: the server's key-slot file (names, and sealed slots put
     # inside a transaction, stored only if its verified entries allow them: _slots.py).
     "slots": {"users": READ, "put": WRITE},
+    # Not a repository: an operation's inputs in one request (docs/server.md
+    # "Operation inputs"): the answers of the reads an approval (officers only)
+    # or a read with a grant (its requester only) makes, from one snapshot.
+    "inputs": {"approval": READ, "read": READ},
 }
+
+#: Vault settings that approve, read and request look up one after another (the
+#: approval limits, the notices, the legal time zone): read ahead together
+#: (none is the server's own).
+SETTINGS_AHEAD = (
+    "default_ttl_s",
+    "max_ttl_s",
+    "max_uses",
+    "max_records",
+    "notice_version",
+    "notices",
+    "time_zone",
+)
+
+#: Log scans approve, read and co-signing make one after another (the notice
+#: register, co-signatures): read ahead together with the settings above.
+ACTIONS_AHEAD: tuple[tuple[str, ...], ...] = (
+    ("notice.publish",),
+    ("request.cosign",),
+)
+
+#: A request's basis is looked up by its index (``entries_by_ref``), never by a
+#: scan of every ``request.create`` entry.
+BASIS_ACTIONS = ("request.create",)
 
 #: Writes whose result is None: inside a transaction the remote backend queues
 #: them and sends them with the next call that needs an answer, or the commit
