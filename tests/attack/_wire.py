@@ -158,3 +158,10 @@ def approved(vs: VaultServer, requester: str = "worker1", *, uses: int = 1) -> t
 def refusal_logged(vs: VaultServer, user: str, reason: str) -> bool:
     """The server's refusal log names ``user`` refused for ``reason``."""
     return any(r["reason"] == reason and r["claimed_user"] == user for r in vs.refusals())
+
+
+def epoch(stamp: str) -> float:
+    """Seconds since the epoch of an ISO time stamp the vault wrote."""
+    from childvault.vault._time import parse_iso
+
+    return parse_iso(stamp).timestamp()
