@@ -9,15 +9,21 @@ kept as a regression; what it accepts and should not is a finding in
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
+from childvault.keys import DecryptionFailed
 from childvault.vault._audit import Event
 from childvault.vault._backend import GrantRow, UserRow
+from childvault.vault._httpsig import HTTPSignatureAuth
+from childvault.vault._remote._codec import decode
 from tests.attack import _wire
 from tests.attack._wire import batch, call, log_rows, read, refused, rpc
+from tests.conftest import child_values
 from tests.server._vaultserver import VaultServer
 
 
@@ -158,6 +164,39 @@ def test_a_read_entry_for_another_grant_does_not_cover_a_use(served: VaultServer
     r = batch(vs, "worker1", call("access", "use_grant", grant_id), call("audit", "append", rows))
     refused(r, 409, "unverified")
     assert read(vs, "access", "grant", grant_id).uses == 0
+
+
+def test_what_staff_can_read_is_sealed_or_their_own(served: VaultServer) -> None:
+    """Field values, key slots and key material: a staff member's reads get
+    ciphertext or their own slot, never another's secret."""
+    vs = served
+    view = requests.get(
+        vs.url + "/v1/vault", auth=HTTPSignatureAuth(vs.identity("worker2")), timeout=_wire.TIMEOUT
+    )
+    assert view.status_code == 200, view.text
+    doc = decode(view.json()["result"])
+    assert set(doc) == {"config", "schema", "slot", "witness"}
+    slots = json.loads((vs.home / "keyslots.json").read_text(encoding="utf-8"))["slots"]
+    assert doc["slot"] == slots["worker2"] != slots["officer1"]
+    assert "store" not in doc["config"]
+    # The names of who has a slot, nothing of the slots.
+    assert set(_wire.ok(rpc(vs, "worker2", "slots", "users"))) == set(slots)
+    # Every sealed field of every record: no value of the imported rows in clear.
+    ids = _wire.record_ids(vs)
+    sealed = _wire.ok(rpc(vs, "worker2", "records", "fields_many", ids, None))
+    blob = repr(sealed).encode() + b"".join(
+        v for fields in sealed.values() for _, v in fields.values()
+    )
+    for i in range(len(ids)):
+        for value in child_values(i).values():
+            assert value.encode() not in blob
+    # Key blobs are wrapped: worker2's own key does not open one.
+    keyblobs = _wire.ok(rpc(vs, "worker2", "records", "keyblob_many", ids))
+    assert set(keyblobs) == set(ids)
+    for blob_of_one in keyblobs.values():
+        assert isinstance(blob_of_one, bytes) and len(blob_of_one) > 48
+        with pytest.raises(DecryptionFailed):
+            vs.identity("worker2").unseal(blob_of_one)
 
 
 # -- findings: accepted today, should be refused (findings-A.md)
