@@ -105,6 +105,12 @@ def refused(r: requests.Response, status: int, reason: str) -> None:
     assert (r.status_code, r.json().get("reason")) == (status, reason), r.text
 
 
+def refused_somehow(r: requests.Response, *statuses: int) -> None:
+    """``r`` is a refusal with one of ``statuses`` and a reason code: for the findings'
+    reproducers, whose fix may choose its own code."""
+    assert r.status_code in statuses and r.json().get("reason"), r.text
+
+
 def ok(r: requests.Response) -> Any:
     """``r`` succeeded: its decoded result."""
     assert r.status_code == 200, r.text
