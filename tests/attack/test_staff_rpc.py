@@ -193,7 +193,7 @@ def test_what_staff_can_read_is_sealed_or_their_own(served: VaultServer) -> None
     # Key blobs are wrapped: worker2's own key does not open one.
     keyblobs = _wire.ok(rpc(vs, "worker2", "records", "keyblob_many", ids))
     assert set(keyblobs) == set(ids)
-    for blob_of_one in keyblobs.values():
+    for _version, blob_of_one in keyblobs.values():  # (key version, wrapped key)
         assert isinstance(blob_of_one, bytes) and len(blob_of_one) > 48
         with pytest.raises(DecryptionFailed):
             vs.identity("worker2").unseal(blob_of_one)
