@@ -1,0 +1,268 @@
+"""A staff member with a valid identity, calling the server's RPCs directly.
+
+The client is ``_wire``: correctly signed requests whose bodies skip every
+check of the library (docs/server.md "How it works"; the allowlist and
+bindings of ``childvault/server/_vault.py``). What the server refuses here is
+kept as a regression; what it accepts and should not is a finding in
+``/work/briefs/findings-A.md``, kept as a strict xfail.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from childvault.keys import DecryptionFailed
+from childvault.vault._audit import Event
+from childvault.vault._backend import GrantRow, UserRow
+from childvault.vault._httpsig import HTTPSignatureAuth
+from childvault.vault._remote._codec import decode
+from tests.attack import _wire
+from tests.attack._wire import batch, call, log_rows, read, refused, refused_somehow, rpc
+from tests.conftest import child_values
+from tests.server._vaultserver import VaultServer
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VaultServer]:
+    """The attack vault (two officers, two staff, four records), served."""
+    yield from _wire.served_fixture(tmp_path_factory)
+
+
+G = "ab" * 16  # a well-formed grant id
+R = "cd" * 16  # a well-formed record / request id
+
+#: Writes a staff member must never make, each with arguments an honest client
+#: of a higher role would send (the role check must come first, whatever they are).
+FORBIDDEN: list[tuple[str, str, tuple[Any, ...], dict[str, Any]]] = [
+    ("access", "decide", (R,), {"status": "approved", "by": "worker2", "at": "x", "reason": None}),
+    (
+        "access",
+        "add_grant",
+        (GrantRow(G, R, "worker2", "worker2", "x", "x", 5, 0, None, None, None),),
+        {},
+    ),
+    ("access", "revoke_grant", (G,), {"at": "x", "by": "worker2"}),
+    ("release", "new", (G,), {}),
+    ("checkpoints", "add", (1, b"\0" * 32, "note", "worker2"), {}),
+    ("checkpoints", "add_at_head", (1, b"\0" * 32, "note", "worker2"), {}),
+    ("meta", "set", ("max_uses", "1000"), {}),
+    ("meta", "delete", ("max_uses",), {}),
+    ("users", "add", (UserRow("eve", ("admin",), b"\0" * 32, b"\0" * 32, "x", "worker2"),), {}),
+    ("records", "update", (R,), {}),
+    ("records", "put_field", (R, "name", 2, b"x"), {}),
+    ("records", "delete", (R,), {"by": "worker2", "at": "x", "reason": "x"}),
+    ("records", "mark_key_destroyed", (R,), {}),
+    ("records", "replace_keyblob", (R, b"x"), {}),
+    ("records", "put_keyblob_if_version", (R, b"x", 1), {}),
+    ("records", "drop_index_tags", (R, "name"), {}),
+    ("custodians", "add", (2, b"\0" * 32, "active"), {}),
+    ("custodians", "set_state", (1, "retired"), {}),
+    ("custodians", "add_holder", (1, "worker2", b"x"), {}),
+    ("custodians", "delete", (1,), {}),
+    ("slots", "put", ("officer1", "AAAA"), {}),
+]
+
+
+@pytest.mark.parametrize(
+    ("repo", "method", "args", "kwargs"), FORBIDDEN, ids=[f"{r}.{m}" for r, m, _, _ in FORBIDDEN]
+)
+def test_a_write_outside_the_staff_allowlist_is_refused(
+    served: VaultServer, repo: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    vs = served
+    before = read(vs, "audit", "head")
+    # Alone, in its own transaction ...
+    refused(rpc(vs, "worker2", repo, method, *args, **kwargs), 403, "role")
+    # ... and behind an allowed write in one batch: the batch runs nothing.
+    req = _wire.request_row("worker2")
+    r = batch(
+        vs, "worker2", call("access", "add_request", req), call(repo, method, *args, **kwargs)
+    )
+    refused(r, 403, "role")
+    assert read(vs, "access", "request", req.id) is None
+    assert read(vs, "audit", "head") == before
+    assert _wire.refusal_logged(vs, "worker2", "role")
+
+
+def test_the_servers_own_settings_are_out_of_reach(served: VaultServer) -> None:
+    """Release keys live under ``server/``: no role reads, overwrites or deletes them,
+    by any spelling of the call the wire allows."""
+    vs = served
+    grant_id, _ = _wire.approved(vs)
+    where = f"server/release/{grant_id}"
+    for user in ("worker1", "worker2", "officer1"):
+        refused(rpc(vs, user, "meta", "get", where), 403, "server_only")
+        refused(rpc(vs, user, "meta", "get", key=where), 403, "server_only")
+        # Inside a read-only batch, next to an allowed read.
+        r = batch(
+            vs,
+            user,
+            call("records", "count"),
+            call("meta", "get", where),
+            begin=False,
+            commit=False,
+        )
+        refused(r, 403, "server_only")
+    # An officer may write settings, but not the server's: resetting the
+    # redemption counter or planting a release key of their choosing.
+    refused(rpc(vs, "officer1", "meta", "set", where, "{}"), 403, "server_only")
+    refused(rpc(vs, "officer1", "meta", "delete", where), 403, "server_only")
+    # The key as bytes is another key in the database: it finds nothing.
+    assert _wire.ok(rpc(vs, "worker1", "meta", "get", where.encode())) is None
+    assert _wire.refusal_logged(vs, "worker2", "server_only")
+
+
+def test_rows_that_name_who_acted_must_name_the_caller(served: VaultServer) -> None:
+    vs = served
+    # A request filed in another staff member's name.
+    req = _wire.request_row("worker1")
+    refused(rpc(vs, "worker2", "access", "add_request", req), 403, "binding")
+    assert read(vs, "access", "request", req.id) is None
+    # Another verifier's saved trust state (or its record heads / known tree).
+    for verifier in ("worker1", "worker1#records", "worker1#tree", "officer1"):
+        r = rpc(vs, "worker2", "statements", "save_state", verifier, 1, b"\0" * 32, b"x", b"x")
+        refused(r, 403, "binding")
+    # A log entry signed by the caller but naming another actor, and one naming
+    # the caller but signed with someone else's key.
+    before = read(vs, "audit", "head")
+    other = log_rows(vs, vs.identity("worker2"), Event("worker1", "audit.checkpoint"))
+    refused(rpc(vs, "worker2", "audit", "append", other), 403, "binding")
+    stolen = log_rows(vs, vs.identity("worker1"), Event("worker2", "audit.checkpoint"))
+    refused(rpc(vs, "worker2", "audit", "append", stolen), 403, "unverified")
+    assert read(vs, "audit", "head") == before
+    assert _wire.refusal_logged(vs, "worker2", "binding")
+
+
+def test_a_staff_member_cannot_redeem_or_consume_without_a_logged_read(
+    served: VaultServer,
+) -> None:
+    vs = served
+    grant_id, _ = _wire.approved(vs, "worker1")
+    # The requester asks for the release key before any use: refused.
+    refused(batch(vs, "worker1", call("release", "redeem", grant_id)), 403, "release_refused")
+    # Another staff member asks for it: refused.
+    refused(batch(vs, "worker2", call("release", "redeem", grant_id)), 403, "release_refused")
+    # As a single call (the server runs it in a transaction of its own): refused.
+    refused(rpc(vs, "worker1", "release", "redeem", grant_id), 403, "release_refused")
+    # A use consumed with no read entry: refused at commit, nothing stored.
+    r = batch(vs, "worker1", call("access", "use_grant", grant_id))
+    refused(r, 409, "unverified")
+    assert read(vs, "access", "grant", grant_id).uses == 0
+    assert _wire.refusal_logged(vs, "worker2", "release_refused")
+
+
+def test_a_read_entry_for_another_grant_does_not_cover_a_use(served: VaultServer) -> None:
+    """The read entry must name the grant whose use is consumed."""
+    vs = served
+    grant_id, _ = _wire.approved(vs, "worker1")
+    rows = log_rows(vs, vs.identity("worker1"), Event("worker1", "grant.read", grant=G))
+    r = batch(vs, "worker1", call("access", "use_grant", grant_id), call("audit", "append", rows))
+    refused(r, 409, "unverified")
+    assert read(vs, "access", "grant", grant_id).uses == 0
+
+
+def test_what_staff_can_read_is_sealed_or_their_own(served: VaultServer) -> None:
+    """Field values, key slots and key material: a staff member's reads get
+    ciphertext or their own slot, never another's secret."""
+    vs = served
+    view = requests.get(
+        vs.url + "/v1/vault", auth=HTTPSignatureAuth(vs.identity("worker2")), timeout=_wire.TIMEOUT
+    )
+    assert view.status_code == 200, view.text
+    doc = decode(view.json()["result"])
+    assert set(doc) == {"config", "schema", "slot", "witness"}
+    slots = json.loads((vs.home / "keyslots.json").read_text(encoding="utf-8"))["slots"]
+    assert doc["slot"] == slots["worker2"] != slots["officer1"]
+    assert "store" not in doc["config"]
+    # The names of who has a slot, nothing of the slots.
+    assert set(_wire.ok(rpc(vs, "worker2", "slots", "users"))) == set(slots)
+    # Every sealed field of every record: no value of the imported rows in clear.
+    ids = _wire.record_ids(vs)
+    sealed = _wire.ok(rpc(vs, "worker2", "records", "fields_many", ids, None))
+    blob = repr(sealed).encode() + b"".join(
+        v for fields in sealed.values() for _, v in fields.values()
+    )
+    for i in range(len(ids)):
+        for value in child_values(i).values():
+            assert value.encode() not in blob
+    # Key blobs are wrapped: worker2's own key does not open one.
+    keyblobs = _wire.ok(rpc(vs, "worker2", "records", "keyblob_many", ids))
+    assert set(keyblobs) == set(ids)
+    for _version, blob_of_one in keyblobs.values():  # (key version, wrapped key)
+        assert isinstance(blob_of_one, bytes) and len(blob_of_one) > 48
+        with pytest.raises(DecryptionFailed):
+            vs.identity("worker2").unseal(blob_of_one)
+
+
+# -- findings: accepted today, should be refused (findings-A.md)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding A-1: a staff member consumes the uses of another's grant (use_grant "
+    "is not bound to the grant's requester)",
+)
+def test_another_staff_member_cannot_consume_my_grant(served: VaultServer) -> None:
+    vs = served
+    grant_id, _ = _wire.approved(vs, "worker1")
+    # worker2 logs a read of worker1's grant in worker2's own name (a valid,
+    # signed entry) and consumes its only use with it.
+    rows = log_rows(vs, vs.identity("worker2"), Event("worker2", "grant.read", grant=grant_id))
+    r = batch(vs, "worker2", call("access", "use_grant", grant_id), call("audit", "append", rows))
+    refused_somehow(r, 403)
+    assert read(vs, "access", "grant", grant_id).uses == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding A-2: refund_use runs for anyone, on any grant, without a logged failed read",
+)
+def test_a_use_cannot_be_given_back_without_a_logged_failure(served: VaultServer) -> None:
+    vs = served
+    grant_id, token = _wire.approved(vs, "worker1")
+    with vs.connect("worker1") as staff:
+        staff.read_with_grant(token)  # the one use, logged and redeemed
+    assert read(vs, "access", "grant", grant_id).uses == 1
+    # Given back by another staff member, with nothing in the log.
+    before = read(vs, "audit", "head")
+    r = rpc(vs, "worker2", "access", "refund_use", grant_id)
+    assert read(vs, "audit", "head")[0] == before[0]
+    refused_somehow(r, 403)
+    assert read(vs, "access", "grant", grant_id).uses == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding A-3: set_grant_cache is not bound to the grant's requester",
+)
+def test_another_staff_member_cannot_replace_my_grant_cache(served: VaultServer) -> None:
+    vs = served
+    grant_id, _ = _wire.approved(vs, "worker1", uses=2)
+    # Key material of worker2's choosing, sealed to worker1's public key: worker1's
+    # next read would take it as the released keys of the grant.
+    planted = vs.identity("worker1").public.seal(b"chosen by worker2")
+    r = rpc(vs, "worker2", "access", "set_grant_cache", grant_id, planted)
+    refused_somehow(r, 403)
+    assert read(vs, "access", "grant", grant_id).cache is None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding A-11: staff read every request row (free-text reason, decision reason) "
+    "over RPC, unlogged; the library shows staff only their own (docs/decisions.md)",
+)
+def test_staff_do_not_read_other_staffs_requests(served: VaultServer) -> None:
+    vs = served
+    with vs.connect("worker1") as staff:
+        req = staff.request_access(
+            _wire.record_ids(vs)[:1], ["name"], "case_management", "suspected neglect, visit"
+        )
+    r = rpc(vs, "worker2", "access", "request", req)
+    refused_somehow(r, 403)
+    listed = _wire.ok(rpc(vs, "worker2", "access", "requests", None))
+    assert all(row.requester == "worker2" for row in listed)
