@@ -945,7 +945,9 @@ class VaultHost:
         """
 
         def refuse(name: str, why: str) -> NoReturn:
-            raise Refused(403, "binding", _t("the key renewal of {name}: {why}", name=name, why=why))
+            raise Refused(
+                403, "binding", _t("the key renewal of {name}: {why}", name=name, why=why)
+            )
 
         for name, (enc, sign) in sorted(txn.keys_set.items()):
             after = state.users.get(name)
@@ -1138,7 +1140,9 @@ class VaultHost:
                 ):
                     pending = detail.get("pending")
                     if type(pending) is not int or not isinstance(detail.get("user"), str):
-                        raise Refused(400, "malformed", _t("a user.renew approval names no request"))
+                        raise Refused(
+                            400, "malformed", _t("a user.renew approval names no request")
+                        )
                     txn.renewals[str(detail["user"])] = pending
 
     def _check_entries(

@@ -20,6 +20,7 @@ import pytest
 
 from childvault.keys import Identity, IntegrityError
 from childvault.vault import Vault
+from childvault.vault._remote._codec import decode
 from tests._insider import Insider
 from tests.conftest import add_children
 from tests.server._vaultserver import (
@@ -150,29 +151,29 @@ def test_operation_inputs_are_refused_to_the_wrong_role_or_user(
     staff, other = vs.identity("worker1"), vs.identity("worker2")
     officer_id = vs.identity("officer1")
     # Only an officer reads an approval's inputs.
-    doc = {"txn": None, **_call("inputs", "approval", req)}
-    _refused(_rpc(vs, staff, "/v1/rpc", doc), 403, "role")
-    answer = _rpc(vs, officer_id, "/v1/rpc", doc)
+    doc = {"txn": None, **rpc_call("inputs", "approval", req)}
+    assert_refused(signed_rpc(vs, staff, "/v1/rpc", doc), 403, "role")
+    answer = signed_rpc(vs, officer_id, "/v1/rpc", doc)
     assert answer.status_code == 200, answer.text
     calls = {(r[0], r[1]) for r in decode(answer.json()["result"])}
     assert {("access", "request"), ("audit", "entries_by_ref"), ("records", "get_many")} <= calls
     # A read's inputs are the grant's requester's only.
-    doc = {"txn": None, **_call("inputs", "read", grant)}
-    _refused(_rpc(vs, other, "/v1/rpc", doc), 403, "role")
-    assert _rpc(vs, staff, "/v1/rpc", doc).status_code == 200
+    doc = {"txn": None, **rpc_call("inputs", "read", grant)}
+    assert_refused(signed_rpc(vs, other, "/v1/rpc", doc), 403, "role")
+    assert signed_rpc(vs, staff, "/v1/rpc", doc).status_code == 200
     # Ids are 32 hex characters; the sync flag a boolean; nothing else.
     for bad in (
-        _call("inputs", "read", "x" * 32),
-        _call("inputs", "read", grant.upper()),
-        _call("inputs", "read", grant, 1),
-        _call("inputs", "read", grant, True, True),
-        _call("inputs", "read"),
-        _call("inputs", "read", grant=grant),
+        rpc_call("inputs", "read", "x" * 32),
+        rpc_call("inputs", "read", grant.upper()),
+        rpc_call("inputs", "read", grant, 1),
+        rpc_call("inputs", "read", grant, True, True),
+        rpc_call("inputs", "read"),
+        rpc_call("inputs", "read", grant=grant),
     ):
-        _refused(_rpc(vs, staff, "/v1/rpc", {"txn": None, **bad}), 400, "malformed")
+        assert_refused(signed_rpc(vs, staff, "/v1/rpc", {"txn": None, **bad}), 400, "malformed")
     # Never inside a transaction (nothing there is read ahead for another).
-    batch = {"txn": None, "begin": True, "calls": [_call("inputs", "read", grant)]}
-    _refused(_rpc(vs, staff, "/v1/rpc/batch", batch), 400, "malformed")
+    batch = {"txn": None, "begin": True, "calls": [rpc_call("inputs", "read", grant)]}
+    assert_refused(signed_rpc(vs, staff, "/v1/rpc/batch", batch), 400, "malformed")
 
 
 def test_an_altered_entry_or_signature_is_refused_through_the_sync(tmp_path: Path) -> None:
