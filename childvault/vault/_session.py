@@ -40,6 +40,7 @@ from childvault.vault._registrations import (
     Verified,
     anchor_of,
     load_saved,
+    save_state,
     verify_log,
 )
 from childvault.vault._schema import Schema
@@ -327,14 +328,15 @@ class Session:
             date=me.entrusted["expires"],
         )
 
-    def trust(self) -> TrustState | None:
+    def trust(self, *, save: bool = True) -> TrustState | None:
         """The trust state over the whole log, verified from the acting user's anchor.
 
         Resumed from this session's last verified point, else from the user's
         own saved state (signed by their key), else replayed from the anchor.
         None when the acting identity holds no anchor (made before anchors).
+        ``save=False``: write nothing (see :meth:`save_trust`).
         """
-        state = self._trust_state()
+        state = self._trust_state(save=save)
         # Every operation that relies on the verified state refuses an entrusted
         # account whose agreement has ended, as it would a disabled user.
         expired = self._expiry_refusal(state, self.clock())
@@ -373,6 +375,18 @@ class Session:
             return known.state
         self._verified = verify_log(self.db, self.me, self.anchor, known, save=save)
         return self._verified.state
+
+    def save_trust(self) -> None:
+        """Save this session's verified state for the next command, if it is due.
+
+        The saved state only spares the next command a replay, so a command that
+        only reads (``audit verify``) calls this and may ignore a StorageError.
+        """
+        known = self._verified
+        if self.anchor is None or known is None or not _save_due(known):
+            return
+        save_state(self.db, self.me, self.anchor, known)
+        known.saved_at = known.size
 
     def verify_trust_from_anchor(self) -> None:
         """Replay the whole log from the anchor (`audit verify`): every statement and
