@@ -20,24 +20,17 @@ from contextlib import contextmanager
 import pytest
 
 from childvault.keys import IntegrityError
-from childvault.vault import _audit, _record_trust, _statements
+from childvault.vault import _record_trust, _statements
 from childvault.vault._audit import Event
 from childvault.vault._session import Session
 from tests._insider import Insider
 from tests.conftest import World, add_children
+from tests.insider._helpers import put_back, record_rows, refusals
+from tests.insider._helpers import request as _request
 
 
 def _refusals(world: World) -> list[dict[str, object]]:
-    with world.open("admin") as v:
-        entries = [
-            _audit.decode_entry(e) for e in v._session.db.audit.entries_by_action(("trust.refuse",))
-        ]
-    return [e for e in entries if e["detail"]["on"] == "request.approve"]  # type: ignore[index]
-
-
-def _request(world: World, ids: list[str]) -> str:
-    with world.open("worker1") as v:
-        return v.request_access(ids, ["name"], "case_management", "家访")
+    return refusals(world, "request.approve")
 
 
 def _refused(world: World, ids: list[str], match: str) -> None:
@@ -264,13 +257,8 @@ def test_a_correction_after_the_batch_then_its_rollback_is_refused(world: World)
     with world.open("worker1") as v:
         ids = add_children(v, 2)
     rid = ids[0]
-    tables = ("records", "fields", "keyblobs")
     batch_seq = _seq(world, rid)
-    with Insider(world, "worker2") as insider:
-        old = {
-            t: insider.rows(t, where={"record_id" if t != "records" else "id": rid}) for t in tables
-        }
-        columns = {t: [r[1] for r in insider.execute(f"PRAGMA table_info({t})")] for t in tables}
+    old = record_rows(world, rid)
     with world.open("officer1") as v:
         v.correct(rid, "name", "更正后")
     correction_seq = _seq(world, rid)
@@ -280,14 +268,7 @@ def test_a_correction_after_the_batch_then_its_rollback_is_refused(world: World)
     )
     assert _approved(world, [rid])[rid]["name"] == "更正后"
     # Every row put back as the batch wrote it.
-    with Insider(world, "worker2") as insider:
-        insider.delete("fields", {"record_id": rid})
-        insider.delete("keyblobs", {"record_id": rid})
-        for t in ("fields", "keyblobs"):
-            for row in old[t]:
-                insider.insert(t, dict(zip(columns[t], row, strict=True)))
-        rec = dict(zip(columns["records"], old["records"][0], strict=True))
-        insider.update("records", {k: v for k, v in rec.items() if k != "id"}, {"id": rid})
+    put_back(world, rid, old)
     _refused(world, [rid], rid)
     # ... and the batch member copied over the correction's statement as well.
     _put(world, correction_seq, _stored(world, batch_seq))

@@ -19,19 +19,9 @@ from childvault.vault import _audit
 from childvault.vault._fieldcrypto import seal_field
 from tests._insider import Insider
 from tests.conftest import World, add_children
-
-
-def _refusals(world: World, on: str) -> list[dict[str, object]]:
-    with world.open("admin") as v:
-        entries = [
-            _audit.decode_entry(e) for e in v._session.db.audit.entries_by_action(("trust.refuse",))
-        ]
-    return [e for e in entries if e["detail"]["on"] == on]  # type: ignore[index]
-
-
-def _request(world: World, ids: list[str], fields: tuple[str, ...] = ("name",)) -> str:
-    with world.open("worker1") as v:
-        return v.request_access(ids, list(fields), "case_management", "家访")
+from tests.insider._helpers import put_back, record_rows
+from tests.insider._helpers import refusals as _refusals
+from tests.insider._helpers import request as _request
 
 
 def _forge(world: World, record: str, name: str) -> None:
@@ -98,24 +88,12 @@ def test_swapping_two_records_ciphertexts_is_refused(world: World) -> None:
 def test_a_record_rolled_back_to_an_older_signed_version_is_refused(world: World) -> None:
     with world.open("worker1") as v:
         (rid,) = add_children(v, 1)
-    tables = ("records", "fields", "keyblobs")
-    with Insider(world, "worker2") as insider:
-        old = {
-            t: insider.rows(t, where={"record_id" if t != "records" else "id": rid}) for t in tables
-        }
-        columns = {t: [r[1] for r in insider.execute(f"PRAGMA table_info({t})")] for t in tables}
+    old = record_rows(world, rid)
     with world.open("officer1") as v:
         v.correct(rid, "name", "更正后")
     # Put every row of the record back as it was before the correction, with the
     # original writer's (genuine) statement.
-    with Insider(world, "worker2") as insider:
-        insider.delete("fields", {"record_id": rid})
-        insider.delete("keyblobs", {"record_id": rid})
-        for t in ("fields", "keyblobs"):
-            for row in old[t]:
-                insider.insert(t, dict(zip(columns[t], row, strict=True)))
-        rec = dict(zip(columns["records"], old["records"][0], strict=True))
-        insider.update("records", {k: v for k, v in rec.items() if k != "id"}, {"id": rid})
+    put_back(world, rid, old)
     req = _request(world, [rid])
     with world.open("officer1") as v, pytest.raises(IntegrityError, match=rid):
         v.approve(req)
