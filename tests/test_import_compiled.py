@@ -111,6 +111,20 @@ def _consent_rows(draw: st.DrawFn) -> dict[str, str]:
     return row
 
 
+def _import_consents(actor: str, *, confirmed: bool) -> ImportConsents:
+    """An import's consent checks as ``actor`` runs them today (notice 2026-1)."""
+    return ImportConsents(
+        schema=SCHEMA,
+        default_notice="2026-1",
+        today=TODAY,
+        created=TODAY,
+        window_days=WINDOW,
+        actor=actor,
+        confirmed=confirmed,
+        notice_sha256=_notice_sha256,
+    )
+
+
 @settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
 @given(_consent_rows(), st.none() | _day, st.booleans())
 @example(
@@ -132,16 +146,7 @@ def _consent_rows(draw: st.DrawFn) -> dict[str, str]:
 def test_import_consents_equal_the_per_rule_path(
     row: dict[str, str], dob: date | None, confirmed: bool
 ) -> None:
-    consents = ImportConsents(
-        schema=SCHEMA,
-        default_notice="2026-1",
-        today=TODAY,
-        created=TODAY,
-        window_days=WINDOW,
-        actor="officer1",
-        confirmed=confirmed,
-        notice_sha256=_notice_sha256,
-    )
+    consents = _import_consents("officer1", confirmed=confirmed)
     expected = _outcome(lambda: _reference(row, dob, confirmed))
     assert _outcome(lambda: consents.checked(consents.parse(row), dob)) == expected
     # Parsed again from the memo (a row with the same consent cells).
@@ -169,16 +174,7 @@ def test_parsing_reads_the_consent_columns_only() -> None:
 
 
 def test_the_memo_is_bounded() -> None:
-    consents = ImportConsents(
-        schema=SCHEMA,
-        default_notice="2026-1",
-        today=TODAY,
-        created=TODAY,
-        window_days=WINDOW,
-        actor="worker1",
-        confirmed=False,
-        notice_sha256=_notice_sha256,
-    )
+    consents = _import_consents("worker1", confirmed=False)
     day = date(2027, 1, 1)
     for i in range(5000):
         until = (day + timedelta(days=i)).isoformat()
