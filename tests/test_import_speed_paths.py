@@ -15,7 +15,6 @@ from childvault.keys import Identity
 from childvault.keys._local import _inner_json, _keys_to_json
 from childvault.keys._provider import FieldKey
 from childvault.vault._audit import signing_function
-from childvault.vault._statements import BatchSigner
 from tests.conftest import World
 from tests.test_records import marked_rows, write_csv
 
@@ -56,11 +55,9 @@ _IDENTITY = Identity.generate("worker1")
 @given(message=st.binary(max_size=300))
 def test_batch_signatures_are_the_identitys_signatures(message: bytes) -> None:
     # Ed25519 is deterministic: the same key and message give the same bytes.
-    assert signing_function(_IDENTITY)(message) == _IDENTITY.sign(message)
-    batch = BatchSigner(_IDENTITY)
-    assert batch.name == "worker1"
-    assert batch.sign(message) == _IDENTITY.sign(message)
-    assert _IDENTITY.public.verify(message, batch.sign(message))
+    sign = signing_function(_IDENTITY)
+    assert sign(message) == _IDENTITY.sign(message)
+    assert _IDENTITY.public.verify(message, sign(message))
 
 
 def test_a_signer_that_is_not_an_identity_signs_through_its_own_method() -> None:
@@ -72,7 +69,7 @@ def test_a_signer_that_is_not_an_identity_signs_through_its_own_method() -> None
 
     remote = Remote()
     assert signing_function(remote) == remote.sign
-    assert BatchSigner(remote).sign(b"m") == _IDENTITY.sign(b"m")
+    assert signing_function(remote)(b"m") == _IDENTITY.sign(b"m")
 
 
 def test_the_duplicate_checks_tags_are_the_stored_tags(world: World, tmp_path: Path) -> None:

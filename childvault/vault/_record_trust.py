@@ -469,7 +469,7 @@ def sign_version(
     at: str | None = None,
 ) -> Envelope:
     """The acting user's signed ``record.version`` statement of ``row`` as it will be stored.
-    ``signer``: the acting user's :class:`BatchSigner` when signing many in a row;
+    ``signer``: the acting user's signer, if not ``s.me`` (it must have the same name);
     ``at``: ``iso(moment)``, computed once for such a batch."""
     if signer is not None and signer.name != s.me.name:
         raise ValueError(_t("a record statement is signed by the acting user"))

@@ -70,7 +70,7 @@ import rfc8785
 from childvault._i18n import N_, _t, join
 from childvault.keys._errors import IntegrityError, UsageError
 from childvault.vault import _settings
-from childvault.vault._audit import canonical, canonical_plain, signing_function
+from childvault.vault._audit import canonical, canonical_plain
 from childvault.vault._merkle import leaf_hash, node_hash, verify_inclusion
 
 PAYLOAD_TYPE = "application/vnd.childvault.statement.v1+json"
@@ -107,23 +107,6 @@ class Signer(Protocol):
     def name(self) -> str: ...
 
     def sign(self, message: bytes) -> bytes: ...
-
-
-class BatchSigner:
-    """A :class:`Signer` for many signatures in a row (an import's batch).
-
-    Signs through :func:`childvault.vault._audit.signing_function`: libsodium
-    directly for an unlocked identity, the same deterministic Ed25519 bytes.
-    Build one per batch; it holds the expanded key only as long as it lives.
-    """
-
-    def __init__(self, signer: Signer) -> None:
-        self.name = signer.name
-        self._sign = signing_function(signer)
-
-    def sign(self, message: bytes) -> bytes:
-        """The Ed25519 signature of ``message`` by the wrapped signer."""
-        return self._sign(message)
 
 
 def _bad(message: str) -> IntegrityError:
