@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,3 +258,22 @@ def count_requests(v: Vault) -> list[tuple[bool, list[str]]]:
 
     backend._send = counted
     return sent
+
+
+SAMPLE_CSV = ROOT / "childvault" / "vault" / "data" / "sample.csv"
+
+
+def served_with_admin_workstation(root: Path) -> Iterator[VaultServer]:
+    """The test vault made under ``root`` and served; the admin also gets a workstation
+    (a copy of their identity); the sample records imported. Stopped when the generator
+    closes (a module fixture's body: ``yield from served_with_admin_workstation(...)``)."""
+    vs = make_vault(root)
+    ws = vs.workstation("admin") / "identities"
+    ws.mkdir(parents=True, mode=0o700)
+    shutil.copy2(vs.home / "identities" / "admin.id", ws / "admin.id")
+    vs.start()
+    try:
+        vs.cli("officer1", "import", "--confirm-backdated", str(SAMPLE_CSV))
+        yield vs
+    finally:
+        vs.stop()

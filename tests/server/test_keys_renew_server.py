@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,24 +29,18 @@ from childvault.keys._slots import sealed_slot
 from childvault.vault._remote._slots import RemoteSlots
 from tests._insider import Insider
 from tests._sample import lasting
-from tests.server._vaultserver import CLI_TIMEOUT, VaultServer, make_vault, passphrase
-
-SAMPLE = Path(__file__).resolve().parents[2] / "childvault" / "vault" / "data" / "sample.csv"
+from tests.server._vaultserver import (
+    CLI_TIMEOUT,
+    VaultServer,
+    passphrase,
+    served_with_admin_workstation,
+)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VaultServer]:
     """The test vault, served; the admin also gets a workstation; records imported."""
-    vs = make_vault(tmp_path_factory.mktemp("renew-vault"))
-    ws = vs.workstation("admin") / "identities"
-    ws.mkdir(parents=True, mode=0o700)
-    shutil.copy2(vs.home / "identities" / "admin.id", ws / "admin.id")
-    vs.start()
-    try:
-        vs.cli("officer1", "import", "--confirm-backdated", str(SAMPLE))
-        yield vs
-    finally:
-        vs.stop()
+    yield from served_with_admin_workstation(tmp_path_factory.mktemp("renew-vault"))
 
 
 def _cli(
