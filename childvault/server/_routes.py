@@ -58,7 +58,10 @@ def vault_routes(
 ) -> list[Route]:
     """The routes of the served vault; ``rate`` limits each verified user's requests."""
 
-    def guarded(fn: Callable[[Request, dict[str, Any]], Awaitable[Any]]) -> Handler:
+    def guarded(
+        fn: Callable[[Request, dict[str, Any]], Awaitable[Any]], *, ends: bool = False
+    ) -> Handler:
+        # ends: the route commits or rolls back the transaction its body names.
         async def handler(request: Request) -> Response:
             user = str(request.state.user)
             try:
@@ -66,14 +69,16 @@ def vault_routes(
                 doc = json.loads(body) if body else {}
                 if not isinstance(doc, dict):
                     raise Refused(400, "malformed", _t("the body must be a JSON object"))
-                # A request continuing the caller's open transaction (a call, a
-                # batch, commit or rollback naming it) is never refused: that would
-                # leave the transaction holding the vault until its idle timeout,
-                # and it already holds every other writer off. Only the caller's
-                # own open transaction counts, so a made-up id gains nothing.
+                # Ending the caller's own open transaction (commit or rollback naming
+                # it) is never refused: that would leave the transaction holding the
+                # vault until its idle timeout. Every other request takes a token,
+                # calls and batches inside that transaction too: exempting them let
+                # one transaction run any number of requests past the limit
+                # (docs/server.md, "Per-user rate limit"). Only the caller's own open
+                # transaction counts, so a made-up id gains nothing.
                 txn = doc.get("txn")
-                continues = isinstance(txn, str) and vault.holds(user, txn)
-                if rate is not None and not continues:
+                exempt = ends and isinstance(txn, str) and vault.holds(user, txn)
+                if rate is not None and not exempt:
                     wait = rate.take(user)
                     if wait > 0:
                         raise RateLimited(user, rate.per_minute, rate.retry_after(wait))
@@ -173,7 +178,7 @@ def vault_routes(
         Route("/v1/vault", guarded(describe), methods=["GET"]),
         Route("/v1/rpc", guarded(rpc), methods=["POST"]),
         Route("/v1/txn/begin", guarded(begin), methods=["POST"]),
-        Route("/v1/txn/commit", guarded(ender(True)), methods=["POST"]),
-        Route("/v1/txn/rollback", guarded(ender(False)), methods=["POST"]),
+        Route("/v1/txn/commit", guarded(ender(True), ends=True), methods=["POST"]),
+        Route("/v1/txn/rollback", guarded(ender(False), ends=True), methods=["POST"]),
         Route("/v1/rpc/batch", guarded(rpc_batch), methods=["POST"]),
     ]

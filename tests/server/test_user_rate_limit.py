@@ -22,7 +22,15 @@ import pytest
 from childvault.keys import AccessDenied, UsageError
 from childvault.server._limits import UserRateLimit
 from childvault.vault._remote._codec import encode
-from tests.server._vaultserver import CLI_TIMEOUT, VaultServer, make_vault, passphrase
+from tests.server._vaultserver import (
+    CLI_TIMEOUT,
+    VaultServer,
+    assert_refused,
+    make_vault,
+    passphrase,
+    rpc_call,
+    signed_rpc,
+)
 
 BURST = 30
 
@@ -106,3 +114,27 @@ def test_over_the_limit_is_refused_with_retry_after_and_logged(limited: VaultSer
     assert refusals and all(d["user"] == "worker1" for d in refusals)
     assert len(refusals) <= 5
     vs.cli("officer1", "audit", "verify")
+
+
+def test_rate_limit_bypassed_inside_ones_own_transaction(limited: VaultServer) -> None:
+    """Review finding RV-1: calls continuing one's own open transaction took no
+    token, so one transaction ran any number of requests past the limit. They
+    take one now; only ending the transaction (rollback, commit) is never refused."""
+    vs = limited
+    me = vs.identity("worker3")
+    begun = signed_rpc(vs, me, "/v1/txn/begin", {})
+    assert begun.status_code == 200, begun.text
+    txn = begun.json()["result"]
+    statuses = []
+    try:
+        for n in range(2 * BURST):
+            call = signed_rpc(vs, me, "/v1/rpc", {"txn": txn, **rpc_call("meta", "get", f"k{n}")})
+            statuses.append(call.status_code)
+            if call.status_code != 200:
+                assert_refused(call, 429, "rate_limited")
+                break
+    finally:
+        # The bucket is empty, yet the transaction still ends.
+        ended = signed_rpc(vs, me, "/v1/txn/rollback", {"txn": txn})
+    assert ended.status_code == 200, ended.text
+    assert statuses[-1] == 429 and len(statuses) <= BURST
