@@ -1,0 +1,71 @@
+"""Review finding RV-3 (session 6, witness keys recorded in the vault): ``audit
+verify`` and ``doctor`` now check the witnesses' cosignatures with the keys
+recorded in the vault when the auditor gives none. Those keys are a setting one
+admin signs, so the parties the witness guards against (an admin with the
+server's host) choose the witness that vouches for the log: an admin swaps the
+recorded key for a witness of their own, which cosigns from then on, and the
+auditor's default check passes without a word. ``verify_cosignatures``'s own
+docstring says why the keys must come out of band: "keys read from the vault
+could be swapped by an insider".
+
+Strict xfail: the fix (pinning the keys a verifier last checked with and
+reporting a change, or refusing the default when the recorded keys changed) is
+in ``childvault/cli/_cmd_audit.py`` / ``_doctor.py`` and a design decision for
+the lead; a fix that reports the swap turns this into XPASS.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from childvault.vault import Vault
+from tests.server._vaultserver import SAMPLE_CSV, make_vault, passphrase
+from tests.server.test_witness import WitnessProcess
+from tests.server.test_witness_keys_recorded import _approve_one
+
+
+class SwapNotReported(Exception):
+    """The one failure this reproducer expects (a failing setup step is a real failure)."""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=SwapNotReported,
+    reason="RV-3: a swapped recorded witness key passes audit verify's default check silently",
+)
+def test_a_witness_key_swapped_by_an_admin_is_reported(tmp_path: Path) -> None:
+    vs = make_vault(tmp_path, ("officer1", "worker1"))
+    ws = vs.workstation("admin") / "identities"
+    ws.mkdir(parents=True, mode=0o700)
+    shutil.copy2(vs.home / "identities" / "admin.id", ws / "admin.id")
+    with Vault.open(vs.home, "admin", passphrase("admin")) as admin:
+        log_keys = admin.signer_vkeys()
+    honest = WitnessProcess(vs.root / "honest-witness", log_keys)
+    own = WitnessProcess(vs.root / "admins-witness", log_keys)  # the admin's own
+    honest.start()
+    own.start()
+    try:
+        vs.start(extra=["--witness-url", honest.url, "--witness-key", honest.vkey()])
+        vs.cli("officer1", "import", "--confirm-backdated", str(SAMPLE_CSV))
+        vs.cli("admin", "witness-keys", "add", honest.vkey())
+        _approve_one(vs)
+        assert vs.cli_json("officer1", "audit", "verify")["witness_cosigned"] >= 1
+        # The admin points the server at their own witness and swaps the recorded key.
+        vs.stop()
+        vs.start(extra=["--witness-url", own.url, "--witness-key", own.vkey()])
+        vs.cli("admin", "witness-keys", "remove", honest.vkey())
+        vs.cli("admin", "witness-keys", "add", own.vkey())
+        _approve_one(vs)
+        # The auditor's default check (no --witness-key) must not pass silently.
+        done = vs.cli("officer1", "audit", "verify", expect=None)
+        said = (done.stdout + done.stderr).decode()
+        reported = "witness" in said.lower() and "changed" in said.lower()
+        if done.returncode == 0 and not reported:
+            raise SwapNotReported(said)
+    finally:
+        vs.stop()
+        own.stop()
+        honest.stop()
