@@ -53,7 +53,7 @@ def audit_verify(c: Ctx, full: bool, witness_keys: tuple[str, ...]) -> None:
         doc["witness_keys_recorded"] = recorded
         human += "\n" + _(
             "warning: the given witness keys differ from those recorded in the vault: {keys}"
-        ).format(keys=safe(", ".join(recorded)))
+        ).format(keys=safe(_(", ").join(recorded)))
     witness_keys = tuple(witness_keys) or tuple(recorded)
     if witness_keys:
         # Only with witness keys (given or recorded): the --json shape without them

@@ -173,7 +173,7 @@ def diagnose(
             "warn",
             _t(
                 "the given witness keys differ from those recorded in the vault: {recorded}",
-                recorded=", ".join(recorded),
+                recorded=join(", ", recorded),
             ),
         )
     witness_keys = list(witness_keys) or recorded
