@@ -16,13 +16,12 @@ the lead; a fix that reports the swap turns this into XPASS.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from childvault.vault import Vault
-from tests.server._vaultserver import SAMPLE_CSV, make_vault, passphrase
+from tests.server._vaultserver import SAMPLE_CSV, admin_workstation, make_vault, passphrase
 from tests.server.test_witness import WitnessProcess
 from tests.server.test_witness_keys_recorded import _approve_one
 
@@ -38,9 +37,7 @@ class SwapNotReported(Exception):
 )
 def test_a_witness_key_swapped_by_an_admin_is_reported(tmp_path: Path) -> None:
     vs = make_vault(tmp_path, ("officer1", "worker1"))
-    ws = vs.workstation("admin") / "identities"
-    ws.mkdir(parents=True, mode=0o700)
-    shutil.copy2(vs.home / "identities" / "admin.id", ws / "admin.id")
+    admin_workstation(vs)
     with Vault.open(vs.home, "admin", passphrase("admin")) as admin:
         log_keys = admin.signer_vkeys()
     honest = WitnessProcess(vs.root / "honest-witness", log_keys)

@@ -263,14 +263,19 @@ def count_requests(v: Vault) -> list[tuple[bool, list[str]]]:
 SAMPLE_CSV = ROOT / "childvault" / "vault" / "data" / "sample.csv"
 
 
+def admin_workstation(vs: VaultServer) -> None:
+    """Give the admin a workstation of their own: a copy of their identity file."""
+    ws = vs.workstation("admin") / "identities"
+    ws.mkdir(parents=True, mode=0o700)
+    shutil.copy2(vs.home / "identities" / "admin.id", ws / "admin.id")
+
+
 def served_with_admin_workstation(root: Path) -> Iterator[VaultServer]:
     """The test vault made under ``root`` and served; the admin also gets a workstation
     (a copy of their identity); the sample records imported. Stopped when the generator
     closes (a module fixture's body: ``yield from served_with_admin_workstation(...)``)."""
     vs = make_vault(root)
-    ws = vs.workstation("admin") / "identities"
-    ws.mkdir(parents=True, mode=0o700)
-    shutil.copy2(vs.home / "identities" / "admin.id", ws / "admin.id")
+    admin_workstation(vs)
     vs.start()
     try:
         vs.cli("officer1", "import", "--confirm-backdated", str(SAMPLE_CSV))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,13 @@ import nacl.signing
 from childvault.vault import Vault, _note
 from tests._insider import Insider
 from tests._sample import lasting
-from tests.server._vaultserver import CLI_TIMEOUT, VaultServer, make_vault, passphrase
+from tests.server._vaultserver import (
+    CLI_TIMEOUT,
+    VaultServer,
+    admin_workstation,
+    make_vault,
+    passphrase,
+)
 from tests.server.conftest import ROOT
 from tests.server.test_witness import WitnessProcess, _witness_notes
 
@@ -55,9 +60,7 @@ def _doctor(vs: VaultServer, *args: str) -> dict[str, str]:
 
 def test_recorded_witness_keys_are_used_by_default(tmp_path: Path) -> None:
     vs = make_vault(tmp_path, ("officer1", "worker1"))
-    ws = vs.workstation("admin") / "identities"
-    ws.mkdir(parents=True, mode=0o700)
-    shutil.copy2(vs.home / "identities" / "admin.id", ws / "admin.id")
+    admin_workstation(vs)
     with Vault.open(vs.home, "admin", passphrase("admin")) as admin:
         log_keys = admin.signer_vkeys()
     witness = WitnessProcess(vs.root / "witness", log_keys)
