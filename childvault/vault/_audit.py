@@ -186,7 +186,7 @@ _ONLY_STR = frozenset({str}).issuperset
 _STR_OR_NONE = frozenset({str, type(None)}).issuperset
 #: The json module's string encoder without ASCII escaping (C): what
 #: :data:`_FAST_DUMPS` calls for every string it writes.
-_ESC: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_ESC: Callable[[str], str] = json.encoder.encode_basestring
 _FAST_DUMPS = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
 ).encode
