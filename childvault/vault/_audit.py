@@ -111,6 +111,58 @@ class Event:
 def encode_entry(seq: int, ts: str, event: Event, prev: bytes | None) -> bytes:
     """The canonical bytes of one entry (what is stored and hashed)."""
     records, fields, detail = list(event.records), list(event.fields), dict(event.detail)
+    # canonical()'s type check, member by member: only the detail can nest, and
+    # one entry a record of an import passes through here (docs/benchmarks.md).
+    # The lists' and the scalars' exact types are tested in C (set inclusion over
+    # map(type, ...)), not by a generator a member.
+    if (
+        type(seq) is int
+        and 0 <= seq <= _SAFE_INT
+        and _ONLY_STR((type(ts), type(event.actor), type(event.action), type(event.outcome)))
+        and _ONLY_STR(map(type, records))
+        and _ONLY_STR(map(type, fields))
+        and _STR_OR_NONE((type(event.purpose), type(event.request), type(event.grant)))
+        and _plain(detail)
+    ):
+        # The members in RFC 8785's order (the keys sorted), each value through
+        # the json module's own C string encoder (what the sorting encoder calls
+        # for every string): the same bytes without building and sorting the
+        # entry's dict (round 2 session 7; pinned by tests/test_statements_template.py
+        # and the vectors).
+        esc = _ESC
+        text = "".join(
+            (
+                '{"action":',
+                esc(event.action),
+                ',"actor":',
+                esc(event.actor),
+                ',"detail":',
+                _FAST_DUMPS(detail),
+                ',"fields":[',
+                ",".join(map(esc, fields)),
+                '],"grant":',
+                "null" if event.grant is None else esc(event.grant),
+                ',"outcome":',
+                esc(event.outcome),
+                ',"prev":',
+                "null" if prev is None else f'"{prev.hex()}"',
+                ',"purpose":',
+                "null" if event.purpose is None else esc(event.purpose),
+                ',"records":[',
+                ",".join(map(esc, records)),
+                '],"request":',
+                "null" if event.request is None else esc(event.request),
+                ',"seq":',
+                str(seq),
+                ',"ts":',
+                esc(ts),
+                "}",
+            )
+        )
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: rfc8785 raises its own error
     obj: dict[str, Any] = {
         "seq": seq,
         "ts": ts,
@@ -125,23 +177,6 @@ def encode_entry(seq: int, ts: str, event: Event, prev: bytes | None) -> bytes:
         "detail": detail,
         "prev": None if prev is None else prev.hex(),
     }
-    # canonical()'s type check, member by member: only the detail can nest, and
-    # one entry a record of an import passes through here (docs/benchmarks.md).
-    # The lists' and the scalars' exact types are tested in C (set inclusion over
-    # map(type, ...)), not by a generator a member.
-    if (
-        type(seq) is int
-        and 0 <= seq <= _SAFE_INT
-        and _ONLY_STR((type(ts), type(event.actor), type(event.action), type(event.outcome)))
-        and _ONLY_STR(map(type, records))
-        and _ONLY_STR(map(type, fields))
-        and _STR_OR_NONE((type(event.purpose), type(event.request), type(event.grant)))
-        and _plain(detail)
-    ):
-        try:
-            return _FAST_DUMPS(obj).encode("utf-8")
-        except UnicodeEncodeError:
-            pass  # a lone surrogate: rfc8785 raises its own error
     return canonical(obj)
 
 
@@ -149,6 +184,9 @@ _SAFE_INT = 2**53 - 1
 #: Whether every type of an iterable of types is exactly ``str`` (or ``None``'s).
 _ONLY_STR = frozenset({str}).issuperset
 _STR_OR_NONE = frozenset({str, type(None)}).issuperset
+#: The json module's string encoder without ASCII escaping (C): what
+#: :data:`_FAST_DUMPS` calls for every string it writes.
+_ESC: Callable[[str], str] = json.encoder.encode_basestring
 _FAST_DUMPS = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
 ).encode

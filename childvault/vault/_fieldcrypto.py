@@ -66,28 +66,40 @@ def seal_fields(
     the whole record and the per-record part of the associated data built
     once: on an import this loop runs for every field of every row.
     """
+    if not values:
+        return []
     step = _KEY + _NONCE
     fresh = nacl.utils.random(step * len(values))
     head = _AD_PREFIX + f"{vault_id}|{record_id}|".encode("ascii")
     tail = f"|{version}".encode("ascii")
-    new, encrypt, buffer = _ffi.new, _lib.crypto_aead_xchacha20poly1305_ietf_encrypt, _ffi.buffer
-    out: list[tuple[str, bytes, FieldKey]] = []
-    for i, (field, plaintext) in enumerate(values):
+    total = 0
+    for _, plaintext in values:
         if not isinstance(plaintext, bytes):
             raise TypeError(_t("the field value must be bytes"))
-        at = i * step
+        total += len(plaintext) + _TAG
+    # One C buffer for the record's ciphertexts (each field's ciphertext||tag at
+    # its own offset), and the nonce prepended when each is copied out: cffi's
+    # slice assignment and pointer arithmetic on a buffer a field cost more than
+    # the cipher itself (docs/benchmarks.md, round 2 session 7). Keys and
+    # nonces are still fresh, distinct slices of the one random draw.
+    buf = _ffi.new("unsigned char[]", total)
+    view = _ffi.buffer(buf)
+    encrypt, null = _lib.crypto_aead_xchacha20poly1305_ietf_encrypt, _ffi.NULL
+    out: list[tuple[str, bytes, FieldKey]] = []
+    append = out.append
+    at = pos = 0
+    for field, plaintext in values:
         key = fresh[at : at + _KEY]
         nonce = fresh[at + _KEY : at + step]
+        at += step
         ad = head + field.encode("ascii") + tail
         size = len(plaintext)
-        sealed = new("unsigned char[]", _NONCE + size + _TAG)
-        sealed[0:_NONCE] = nonce
-        rc = encrypt(
-            sealed + _NONCE, _ffi.NULL, plaintext, size, ad, len(ad), _ffi.NULL, nonce, key
-        )
+        rc = encrypt(buf + pos, null, plaintext, size, ad, len(ad), null, nonce, key)
         if rc != 0:  # libsodium documents no failure here; never return a partial buffer
             raise RuntimeError(_t("XChaCha20-Poly1305 encryption failed"))
-        out.append((field, bytes(buffer(sealed)), FieldKey(version, key)))
+        end = pos + size + _TAG
+        append((field, nonce + view[pos:end], FieldKey(version, key)))
+        pos = end
     return out
 
 

@@ -475,7 +475,8 @@ class DuplicateFinder:
         if not parts or not all(parts):
             return None
         text = "\x00".join(p or "" for p in parts).encode("utf-8")
-        return hmac.new(self._secret, text, hashlib.sha256).digest()
+        # One-shot HMAC (OpenSSL in C): the same bytes as hmac.new(...).digest().
+        return hmac.digest(self._secret, text, "sha256")
 
     def check(
         self, rows: Sequence[tuple[int, Mapping[str, str]]], *, against_vault: Callable[[int], bool]

@@ -709,10 +709,86 @@ def record_statement(
     }
 
 
+#: Text a record statement's template may hold without JSON escaping it:
+#: printable ASCII except the quote and the backslash.
+_TEMPLATE_SAFE = re.compile(r"[ !#-\[\]-~]*")
+_RECORD_KEYS = frozenset(
+    {"v", "kind", "vault", "at", "record", "version", "type", "consent", "metadata"}
+    | {"fields", "keyblob"}
+)
+
+
+def record_statement_bytes(statement: Mapping[str, Any]) -> bytes:
+    """:func:`~childvault.vault._audit.canonical_plain` of a :func:`record_statement`
+    (what a batch statement's leaf hashes), the same bytes.
+
+    Formatted from a template when every member has the exact shape
+    :func:`record_statement` gives and every text needs no JSON escaping
+    (hex digests, ids, ISO times, field and type names); anything else goes
+    through the encoder. Why: one statement a record is encoded when an import
+    signs its batch and again each time the record is checked before use, and
+    the general encoder with sorted keys costs several times the template
+    (docs/benchmarks.md, round 2 session 7; pinned equal by hypothesis in
+    tests/test_record_statement_bytes.py).
+    """
+    if type(statement) is dict and statement.keys() == _RECORD_KEYS:
+        fields = statement["fields"]
+        version = statement["version"]
+        if (
+            statement["v"] == 1
+            and type(statement["v"]) is int
+            and type(version) is int
+            and 0 <= version <= _SAFE_INT
+            and type(fields) is dict
+        ):
+            parts: list[str] = []
+            texts: list[Any] = [
+                statement[k]
+                for k in ("at", "consent", "keyblob", "kind", "metadata", "record", "type", "vault")
+            ]
+            ok = True
+            for name in sorted(fields):
+                entry = fields[name]
+                if not (
+                    type(entry) is list
+                    and len(entry) == 2
+                    and type(entry[0]) is int
+                    and 0 <= entry[0] <= _SAFE_INT
+                ):
+                    ok = False
+                    break
+                texts.append(name)
+                texts.append(entry[1])
+                parts.append(f'"{name}":[{entry[0]},"{entry[1]}"]')
+            # Exact str types (a subclass could format differently), then one
+            # pattern over all of them.
+            if ok and _ONLY_STR(map(type, texts)) and _TEMPLATE_SAFE.fullmatch("".join(texts)):
+                g = statement.get
+                return (
+                    f'{{"at":"{g("at")}","consent":"{g("consent")}",'
+                    f'"fields":{{{",".join(parts)}}},"keyblob":"{g("keyblob")}",'
+                    f'"kind":"{g("kind")}","metadata":"{g("metadata")}",'
+                    f'"record":"{g("record")}","type":"{g("type")}","v":1,'
+                    f'"vault":"{g("vault")}","version":{version}}}'
+                ).encode("ascii")
+    return canonical_plain(dict(statement))
+
+
+_SAFE_INT = 2**53 - 1
+_ONLY_STR = frozenset({str}).issuperset
+
+
 def _digest(obj: Mapping[str, Any]) -> str:
     # The log's canonicaliser: RFC 8785's exact bytes, with a fast path for plain
     # values (one statement per imported record: docs/benchmarks.md, trust cost).
+    if type(obj) is dict and not obj:
+        # A record type without clear metadata (the default schema's): the
+        # digest of ``{}``, the same for every record, is not computed again.
+        return _EMPTY_DIGEST
     return hashlib.sha256(canonical(dict(obj))).hexdigest()
+
+
+_EMPTY_DIGEST = hashlib.sha256(b"{}").hexdigest()
 
 
 #: A record statement that does not match its rows: ``problem`` says how, then the advice.
@@ -772,17 +848,7 @@ def verify_record(
     roles = ("staff", "officer") if is_first else ("officer", "admin")
     writers = sorted(s for s in signers if any(state.was_active(s, r, written_at) for r in roles))
     if not writers:
-        raise IntegrityError(
-            _t(
-                ALTERED,
-                problem=_t(
-                    "record {record} version {version} is not signed by someone entitled to write "
-                    "it then",
-                    record=record,
-                    version=version,
-                ),
-            )
-        )
+        raise _not_entitled(record, version)
     expected = record_statement(
         vault_id=state.anchor.vault_id,
         at=str(obj["at"]),
@@ -817,6 +883,22 @@ def verify_record(
         {n: (int(v[0]), str(v[1])) for n, v in obj["fields"].items()},
         str(obj["keyblob"]),
         writers[0],
+    )
+
+
+def _not_entitled(record: str, version: int) -> IntegrityError:
+    """The refusal of a record statement (its own or its batch's) signed by no one
+    entitled to write that version then."""
+    return IntegrityError(
+        _t(
+            ALTERED,
+            problem=_t(
+                "record {record} version {version} is not signed by someone entitled to write "
+                "it then",
+                record=record,
+                version=version,
+            ),
+        )
     )
 
 
@@ -1019,7 +1101,7 @@ def sign_batch(
     vault_id, at = statements[0]["vault"], statements[0]["at"]
     if any(s["vault"] != vault_id or s["at"] != at or s["version"] != 1 for s in statements):
         raise UsageError(_t("a batch statement covers first versions of one vault and time"))
-    leaves = [leaf_hash(canonical_plain(dict(s))) for s in statements]
+    leaves = [leaf_hash(record_statement_bytes(s)) for s in statements]
     root, proofs = batch_proofs(leaves)
     envelope = sign(
         batch_statement(vault_id=str(vault_id), at=str(at), size=len(leaves), root=root), signers
@@ -1101,17 +1183,7 @@ def verify_member(
         s for s in signers if any(state.was_active(s, r, written_at) for r in ("staff", "officer"))
     )
     if not writers:
-        raise IntegrityError(
-            _t(
-                ALTERED,
-                problem=_t(
-                    "record {record} version {version} is not signed by someone entitled to write "
-                    "it then",
-                    record=record,
-                    version=version,
-                ),
-            )
-        )
+        raise _not_entitled(record, version)
     expected = record_statement(
         vault_id=state.anchor.vault_id,
         at=at,
@@ -1123,7 +1195,7 @@ def verify_member(
         fields=fields,
         keyblob=keyblob,
     )
-    leaf = leaf_hash(canonical_plain(expected))
+    leaf = leaf_hash(record_statement_bytes(expected))
     if not verify_inclusion(leaf, member.index, size, member.proof, bytes.fromhex(root)):
         raise IntegrityError(
             _t(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,17 @@ from childvault.vault._sql._conn import as_bytes, marks
 # (and with ensure_ascii=False): the encoder's defaults are dumps' defaults.
 _CONSENT_JSON = json.JSONEncoder(sort_keys=True).encode
 _METADATA_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+#: A record's fields in name order (the primary key's), without a lambda a record.
+_by_name = operator.itemgetter(0)
+
+
+def _metadata_json(metadata: dict[str, str]) -> str:
+    """:data:`_METADATA_JSON` of a record's clear metadata; a record type without
+    any (the default schema's) stores ``{}`` without calling the encoder."""
+    if type(metadata) is dict and not metadata:
+        return "{}"
+    return _METADATA_JSON(metadata)
+
 
 _RECORD_SELECT = (
     "SELECT id, type, version, created_at, created_by, updated_at, consent, retain_until, "
@@ -51,7 +63,7 @@ class Records:
                     r.row.updated_at,
                     _CONSENT_JSON(r.row.consent),
                     r.row.retain_until,
-                    _METADATA_JSON(r.row.metadata),
+                    _metadata_json(r.row.metadata),
                     r.source,
                     r.source_row,
                 )
@@ -63,7 +75,7 @@ class Records:
             [
                 (r.row.id, name, ver, value)
                 for r in records
-                for name, ver, value in sorted(r.fields, key=lambda f: f[0])
+                for name, ver, value in sorted(r.fields, key=_by_name)
             ],
         )
         self._c.many(
