@@ -45,9 +45,22 @@ def audit_verify(c: Ctx, full: bool, witness_keys: tuple[str, ...]) -> None:
         stored=report.checkpoints,
         witnessed=report.witnessed,
     )
-    from childvault.vault._doctor import recorded_witness_keys
+    from childvault._i18n import localize
+    from childvault.vault._doctor import (
+        recorded_witness_keys,
+        witness_key_changes,
+        witness_keys_changed_message,
+    )
 
     recorded = recorded_witness_keys(v)
+    if not witness_keys and recorded:
+        # The recorded keys are one admin's setting: say when they changed (RV-3).
+        changes = witness_key_changes(v)
+        if changes:
+            doc["witness_keys_changed"] = changes
+            human += "\n" + _("warning: {message}").format(
+                message=safe(localize(witness_keys_changed_message(changes)))
+            )
     if witness_keys and recorded and set(witness_keys) != set(recorded):
         # An explicit key still counts; the disagreement is reported, not hidden.
         doc["witness_keys_recorded"] = recorded

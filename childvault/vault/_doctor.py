@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,6 +177,10 @@ def diagnose(
                 recorded=join(", ", recorded),
             ),
         )
+    if not witness_keys and recorded:
+        changes = witness_key_changes(vault)
+        if changes:
+            add("witness keys", "warn", witness_keys_changed_message(changes))
     witness_keys = list(witness_keys) or recorded
     if witness_keys:
         try:
@@ -193,6 +198,42 @@ def diagnose(
             add("cosignatures", "fail", _message(exc))
     ok = all(c["status"] != "fail" for c in checks)
     return {"ok": ok, "checks": checks}
+
+
+def witness_key_changes(vault: Vault) -> list[dict[str, str]]:
+    """Each change of the recorded witness keys after they were first recorded
+    (``actor``, ``at``), oldest first; empty when they never changed or the log
+    cannot be read (``audit verify`` reports that itself).
+
+    One admin signs the setting, and the witness guards against the log's own
+    keepers: a check that used the recorded keys says when they changed, so a
+    swap is never silent (review finding RV-3, docs/server.md).
+    """
+    from childvault.vault._svc_settings import SettingsService
+
+    try:
+        history = SettingsService(vault._session).history("witness_keys")
+    except ChildVaultError:
+        return []
+    changes: list[dict[str, str]] = []
+    for before, after in itertools.pairwise(history):
+        if before["value"] != after["value"]:
+            changes.append({"actor": after["actor"], "at": after["at"]})
+    return changes
+
+
+def witness_keys_changed_message(changes: Sequence[Mapping[str, str]]) -> Message:
+    """The warning for :func:`witness_key_changes` (the last change and how many)."""
+    last = changes[-1]
+    return _t(
+        "the witness keys recorded in the vault were changed {count} time(s), last by "
+        "{actor} at {at}; this check used the keys recorded now: if you did not expect "
+        "the change, check again with --witness-key and a key you got from the witness "
+        "itself",
+        count=len(changes),
+        actor=last["actor"],
+        at=last["at"],
+    )
 
 
 def recorded_witness_keys(vault: Vault) -> list[str]:

@@ -68,6 +68,27 @@ class SettingsService:
             )
         return out
 
+    def history(self, key: str) -> list[dict[str, str]]:
+        """Every logged ``setting.set`` of ``key``, oldest first: who signed it, when, the value.
+
+        Read from the log after verifying it to its head (``trust``), so a row an
+        insider removed or reordered fails that verification first.
+        """
+        self.s.trust()
+        out: list[dict[str, str]] = []
+        for raw in self.s.db.audit.entries_by_action((ACTION,)):
+            doc = _audit.decode_entry(raw)
+            detail = doc.get("detail")
+            if doc.get("outcome") == "ok" and isinstance(detail, dict) and detail.get("key") == key:
+                out.append(
+                    {
+                        "actor": str(doc.get("actor")),
+                        "at": str(doc.get("ts")),
+                        "value": str(detail.get("value")),
+                    }
+                )
+        return out
+
     def set(self, key: str, value: str, *, now: datetime | None = None) -> dict[str, Any]:
         """Sign ``key`` = ``value`` as the acting user (the role the setting needs) and log it.
 

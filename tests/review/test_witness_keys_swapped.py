@@ -8,10 +8,9 @@ auditor's default check passes without a word. ``verify_cosignatures``'s own
 docstring says why the keys must come out of band: "keys read from the vault
 could be swapped by an insider".
 
-Strict xfail: the fix (pinning the keys a verifier last checked with and
-reporting a change, or refusing the default when the recorded keys changed) is
-in ``childvault/cli/_cmd_audit.py`` / ``_doctor.py`` and a design decision for
-the lead; a fix that reports the swap turns this into XPASS.
+Fixed: a check that uses the recorded keys (no ``--witness-key``) warns with
+the last change of the setting (who, when) and how many there were; the
+``--json`` form lists them (``witness_keys_changed``), and ``doctor`` warns too.
 """
 
 from __future__ import annotations
@@ -30,11 +29,6 @@ class SwapNotReported(Exception):
     """The one failure this reproducer expects (a failing setup step is a real failure)."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=SwapNotReported,
-    reason="RV-3: a swapped recorded witness key passes audit verify's default check silently",
-)
 def test_a_witness_key_swapped_by_an_admin_is_reported(tmp_path: Path) -> None:
     vs = make_vault(tmp_path, ("officer1", "worker1"))
     admin_workstation(vs)
@@ -62,6 +56,11 @@ def test_a_witness_key_swapped_by_an_admin_is_reported(tmp_path: Path) -> None:
         reported = "witness" in said.lower() and "changed" in said.lower()
         if done.returncode == 0 and not reported:
             raise SwapNotReported(said)
+        changed = vs.cli_json("officer1", "audit", "verify")["witness_keys_changed"]
+        assert [c["actor"] for c in changed] == ["admin", "admin"]
+        # The auditor who passes the honest key sees the new checkpoint uncosigned.
+        explicit = vs.cli_json("officer1", "audit", "verify", "--witness-key", honest.vkey())
+        assert "witness_keys_changed" not in explicit
     finally:
         vs.stop()
         own.stop()
