@@ -240,11 +240,13 @@ class RecordHeads:
         records in id order): a command parses only the buckets it looks up.
         JSON as written here holds no newline, so the lines split exactly.
         """
-        ids = sorted(self.heads)
+        # Every head once, as a plain dict (not a look-up a record through the map).
+        every = self.heads._all() if isinstance(self.heads, HeadMap) else self.heads
+        ids = sorted(every)
         chunks = [ids[i : i + _BUCKET] for i in range(0, len(ids), _BUCKET)]
         lines = [_BUCKETED, json.dumps([c[0] for c in chunks], separators=(",", ":")).encode()]
         for chunk in chunks:
-            heads = [self.heads[r] for r in chunk]
+            heads = [every[r] for r in chunk]
             doc = {
                 r: [h.seq, h.digest, h.first, h.deleted] for r, h in zip(chunk, heads, strict=True)
             }
