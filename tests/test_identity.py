@@ -85,3 +85,14 @@ def test_short_passphrase_and_bad_name_rejected(tmp_path: Path) -> None:
         Identity.generate("carol").save(tmp_path / "c.id", "short")
     with pytest.raises(UsageError):
         Identity.generate("Bad Name")
+
+
+def test_the_kdf_floor_is_nacl_pwhash_moderate() -> None:
+    # _identity reads the floor from the bindings so that nacl.pwhash is imported
+    # only where a passphrase is stretched; the values must be pwhash's own.
+    import nacl.pwhash
+
+    from childvault.keys import _identity
+
+    assert _identity._OPS_MIN == nacl.pwhash.argon2id.OPSLIMIT_MODERATE
+    assert _identity._MEM_MIN == nacl.pwhash.argon2id.MEMLIMIT_MODERATE

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 from childvault._i18n import _t
@@ -19,6 +18,8 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
     and leaves the old file untouched.
     """
     path = Path(path)
+    import tempfile  # only when a file is written: not on every command's start-up
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nacl.bindings
 import nacl.exceptions
-import nacl.pwhash
 import nacl.secret
 import nacl.signing
 import nacl.utils
@@ -35,8 +35,11 @@ from childvault.keys._files import atomic_write
 
 _FORMAT = "childvault-identity/1"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
-_OPS_MIN = nacl.pwhash.argon2id.OPSLIMIT_MODERATE
-_MEM_MIN = nacl.pwhash.argon2id.MEMLIMIT_MODERATE
+# nacl.pwhash's own values (nacl.pwhash.argon2id.OPSLIMIT_MODERATE ...), read from
+# the bindings: nacl.pwhash is imported only where a passphrase is stretched, not
+# by a command on a session (tests/test_identity.py checks they are the same).
+_OPS_MIN = nacl.bindings.crypto_pwhash_argon2id_OPSLIMIT_MODERATE
+_MEM_MIN = nacl.bindings.crypto_pwhash_argon2id_MEMLIMIT_MODERATE
 _MIN_PASSPHRASE = 8
 
 
@@ -143,6 +146,8 @@ class Identity:
             raise UsageError(
                 _t("the passphrase must have at least {n} characters", n=_MIN_PASSPHRASE)
             )
+        import nacl.pwhash
+
         salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
         key = nacl.pwhash.argon2id.kdf(
             nacl.secret.SecretBox.KEY_SIZE,
@@ -202,6 +207,8 @@ class Identity:
                     path=path,
                 )
             )
+        import nacl.pwhash
+
         if len(salt) != nacl.pwhash.argon2id.SALTBYTES or mem > 1 << 32 or ops > 64:
             raise ConfigError(
                 _t("identity file {path} is damaged; restore it from backup", path=path)

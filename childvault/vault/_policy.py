@@ -12,11 +12,15 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from childvault._i18n import _t, join
 from childvault.vault._backend import GrantRow, RecordRow, RequestRow, UserRow
-from childvault.vault._tokens import GrantClaims
+
+if TYPE_CHECKING:
+    # Annotations only: the token module (and its dataclass) is loaded by the
+    # commands that issue or redeem a token, not by every command.
+    from childvault.vault._tokens import GrantClaims
 
 #: How far in the future a token's issue time may lie (clock skew between machines).
 CLOCK_SKEW = timedelta(minutes=5)

@@ -36,11 +36,13 @@ verified, as elsewhere in the trust wiring.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
+import itertools
 import json
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -89,45 +91,188 @@ class Head(NamedTuple):
     deleted: int | None = None
 
 
+#: First line of the saved record heads in buckets (:meth:`RecordHeads.to_bytes`).
+_BUCKETED = b"childvault-record-heads/2"
+#: Records a bucket of the saved heads: a page of 100 records in id order
+#: parses one or two buckets.
+_BUCKET = 128
+
+
+def _parse_heads(raw: bytes | str) -> dict[str, Head]:
+    """One JSON object of heads, checked (raises ``ValueError`` on a malformed one)."""
+    doc = json.loads(raw)
+    if not isinstance(doc, dict):
+        raise ValueError(_t("saved record heads are not an object"))
+    # The checks and the Heads are made column by column in C (map, zip, set)
+    # rather than in a Python loop a record. The types are checked exactly (what
+    # int()/str() would accept or refuse is not the question; the map was signed
+    # by this verifier): every item is [int, str, int, int or null].
+    items = list(doc.values())
+    if items:
+        if set(map(len, items)) != {4}:
+            raise ValueError(_t("malformed saved record head"))
+        seqs, digests, firsts, deleted = zip(*items, strict=True)
+        if (
+            set(map(type, seqs)) != {int}
+            or set(map(type, digests)) != {str}
+            or set(map(type, firsts)) != {int}
+            or not set(map(type, deleted)) <= {int, type(None)}
+        ):
+            raise ValueError(_t("malformed saved record head"))
+    return dict(zip(doc, map(functools.partial(tuple.__new__, Head), items), strict=True))
+
+
+class _SavedBuckets:
+    """A verified saved map in buckets of consecutive record ids, each bucket
+    parsed on first use.
+
+    Why: a command resumes from the saved map of every record (about 1.2 MB on a
+    10,000-record vault) but looks up only the records it shows or uses. The
+    signature covers the SHA-256 of all the bytes, checked before this is made;
+    parsing only the buckets looked up changes nothing of what is trusted.
+    """
+
+    __slots__ = ("_firsts", "_parsed", "_raw")
+
+    def __init__(self, firsts: list[str], raw: list[bytes]) -> None:
+        #: The first (smallest) record id of each bucket, strictly increasing.
+        self._firsts = firsts
+        self._raw = raw
+        self._parsed: dict[int, dict[str, Head]] = {}
+
+    def bucket(self, i: int) -> dict[str, Head]:
+        """The heads of bucket ``i``, checked to hold exactly its range of ids."""
+        found = self._parsed.get(i)
+        if found is None:
+            try:
+                found = _parse_heads(self._raw[i])
+            except (ValueError, TypeError) as exc:
+                raise IntegrityError(_t("malformed saved record head")) from exc
+            end = self._firsts[i + 1] if i + 1 < len(self._firsts) else None
+            if (
+                not found
+                or min(found) != self._firsts[i]
+                or (end is not None and max(found) >= end)
+            ):
+                # Signed by this verifier, so only a fault (never an insider's
+                # edit) could put a head outside its bucket: refused, not missed.
+                raise IntegrityError(_t("malformed saved record head"))
+            self._parsed[i] = found
+        return found
+
+    def get(self, record_id: str) -> Head | None:
+        """The saved head of ``record_id`` (None if it has none)."""
+        i = bisect.bisect_right(self._firsts, record_id) - 1
+        return None if i < 0 else self.bucket(i).get(record_id)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+class HeadMap(MutableMapping[str, Head]):
+    """Record id -> :class:`Head`: a saved map (parsed a bucket at a time, on first
+    look-up) with the heads set since it was saved on top. Copies share the
+    saved part (never changed) and copy only what was set on top."""
+
+    __slots__ = ("_own", "_saved")
+
+    def __init__(
+        self, own: Mapping[str, Head] | None = None, saved: _SavedBuckets | None = None
+    ) -> None:
+        self._saved = saved
+        self._own: dict[str, Head] = dict(own or {})
+
+    def copy(self) -> HeadMap:
+        """A copy to change (the saved part shared, it is never changed)."""
+        return HeadMap(self._own, self._saved)
+
+    def get(self, key: object, default: Any = None) -> Any:
+        """The head of record ``key``, else ``default``."""
+        found = self._own.get(key)  # type: ignore[call-overload]
+        if found is None and self._saved is not None and isinstance(key, str):
+            found = self._saved.get(key)
+        return default if found is None else found
+
+    def __getitem__(self, key: str) -> Head:
+        found = self.get(key)
+        if found is None:
+            raise KeyError(key)
+        return found  # type: ignore[no-any-return]
+
+    def __contains__(self, key: object) -> bool:
+        return self.get(key) is not None
+
+    def __setitem__(self, key: str, value: Head) -> None:
+        self._own[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        # Heads are replaced, never removed (a deletion is a head too).
+        raise NotImplementedError
+
+    def _all(self) -> dict[str, Head]:
+        every: dict[str, Head] = {}
+        if self._saved is not None:
+            for i in range(len(self._saved)):
+                every.update(self._saved.bucket(i))
+        every.update(self._own)
+        return every
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
 @dataclass
 class RecordHeads:
     """Per record, the latest logged statement, over the log's first ``size`` entries."""
 
-    heads: dict[str, Head] = field(default_factory=dict)
+    heads: MutableMapping[str, Head] = field(default_factory=dict)
     size: int = 0
     head: bytes | None = None
 
     def to_bytes(self) -> bytes:
-        """A compact, deterministic encoding (signed by its verifier when saved)."""
-        doc = {r: [h.seq, h.digest, h.first, h.deleted] for r, h in self.heads.items()}
-        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("ascii")
+        """A compact, deterministic encoding (signed by its verifier when saved).
+
+        A first line naming the format, a JSON list of the first record id of
+        each bucket, then one JSON object of heads a bucket (:data:`_BUCKET`
+        records in id order): a command parses only the buckets it looks up.
+        JSON as written here holds no newline, so the lines split exactly.
+        """
+        # Every head once, as a plain dict (not a look-up a record through the map).
+        every = self.heads._all() if isinstance(self.heads, HeadMap) else self.heads
+        ids = sorted(every)
+        chunks = [ids[i : i + _BUCKET] for i in range(0, len(ids), _BUCKET)]
+        lines = [_BUCKETED, json.dumps([c[0] for c in chunks], separators=(",", ":")).encode()]
+        for chunk in chunks:
+            heads = [every[r] for r in chunk]
+            doc = {
+                r: [h.seq, h.digest, h.first, h.deleted] for r, h in zip(chunk, heads, strict=True)
+            }
+            lines.append(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("ascii"))
+        return b"\n".join(lines)
 
     @classmethod
     def from_bytes(cls, raw: bytes, size: int, head: bytes) -> RecordHeads:
-        """Parse a saved encoding (raises ``ValueError`` etc. on a malformed one)."""
-        doc = json.loads(raw)
-        if not isinstance(doc, dict):
-            raise ValueError(_t("saved record heads are not an object"))
-        # One Head per record on every command that resumes (10,000 on a
-        # 10,000-record vault, for a page of 100): the checks and the Heads are
-        # made column by column in C (map, zip, set) rather than in a Python
-        # loop a record. The types are checked exactly (what int()/str() would
-        # accept or refuse is not the question; the map was signed by this
-        # verifier): every item is [int, str, int, int or null].
-        items = list(doc.values())
-        if items:
-            if set(map(len, items)) != {4}:
-                raise ValueError(_t("malformed saved record head"))
-            seqs, digests, firsts, deleted = zip(*items, strict=True)
-            if (
-                set(map(type, seqs)) != {int}
-                or set(map(type, digests)) != {str}
-                or set(map(type, firsts)) != {int}
-                or not set(map(type, deleted)) <= {int, type(None)}
-            ):
-                raise ValueError(_t("malformed saved record head"))
-        heads = dict(zip(doc, map(functools.partial(tuple.__new__, Head), items), strict=True))
-        return cls(heads, size, head)
+        """Parse a saved encoding (raises ``ValueError`` etc. on a malformed one).
+
+        The bucketed form (:meth:`to_bytes`) is split into its buckets here and a
+        bucket parsed when first looked up; a map saved before it (one JSON
+        object) is parsed whole, as it was.
+        """
+        if not raw.startswith(_BUCKETED + b"\n"):
+            return cls(_parse_heads(raw), size, head)
+        lines = raw.split(b"\n")
+        firsts = json.loads(lines[1])
+        if (
+            not isinstance(firsts, list)
+            or set(map(type, firsts)) - {str}
+            or len(firsts) != len(lines) - 2
+            or any(a >= b for a, b in itertools.pairwise(firsts))
+        ):
+            raise ValueError(_t("malformed saved record head"))
+        return cls(HeadMap(saved=_SavedBuckets(firsts, lines[2:])), size, head)
 
 
 # One cache per open session: approvals and reads resume from the last scan.
@@ -189,8 +334,9 @@ def _scan(
     also say whether any record's head changed. None if the log no longer has
     ``start``'s last entry (:func:`_still_prefix`, checked on the first row read:
     the pages start one entry early, which saves a round trip through the server)."""
-    # A shallow copy: Heads are immutable, so the start's stay as they were.
-    heads = dict(start.heads)
+    # A shallow copy: Heads are immutable, so the start's stay as they were (a
+    # saved map's buckets are shared, parsed only where a head is looked up).
+    heads = start.heads.copy() if isinstance(start.heads, HeadMap) else HeadMap(start.heads)
     changed = False
     expected, prev = start.size, start.head
     first = True
@@ -225,7 +371,9 @@ def _scan(
     return RecordHeads(heads, expected, prev), changed
 
 
-def _note(heads: dict[str, Head], state: TrustState, seq: int, obj: Mapping[str, Any]) -> bool:
+def _note(
+    heads: MutableMapping[str, Head], state: TrustState, seq: int, obj: Mapping[str, Any]
+) -> bool:
     """Apply one verified entry to ``heads``; return whether it changed a record's head."""
     if obj.get("outcome") != "ok":
         return False
@@ -265,7 +413,13 @@ def record_heads(s: Session) -> tuple[TrustState, RecordHeads] | None:
     verified = s._verified  # the size and head the trust replay just checked
     if state is None or verified is None:
         return None
-    start = _CACHE.get(s) or _load_saved(s)
+    start = _CACHE.get(s)
+    # A map saved before the bucketed form is parsed whole: saved again below,
+    # so the next command parses only the buckets it looks up.
+    legacy = False
+    if start is None:
+        start = _load_saved(s)
+        legacy = start is not None and not isinstance(start.heads, HeadMap)
     if start is None or start.size > verified.size:
         start = RecordHeads()
     if start.size == verified.size and not _still_prefix(s.db, start):
@@ -283,7 +437,7 @@ def record_heads(s: Session) -> tuple[TrustState, RecordHeads] | None:
     if done.head != verified.head:
         raise IntegrityError(_t("the audit log changed while it was being verified; try again"))
     saved = _SAVED_AT.get(s, start.size)
-    if changed or done.size - saved >= _SAVE_EVERY:
+    if changed or legacy or done.size - saved >= _SAVE_EVERY:
         # Re-signing the whole map costs in proportion to the records: only when a
         # record changed, or the log grew enough that a rescan would cost more.
         _save(s, done)

@@ -404,7 +404,10 @@ def verify_log(
     saved_at = None
     if start is not None:
         try:
-            done = replay(db, _copy(start, anchor))
+            # A state just loaded is this call's own: replayed in place (a failed
+            # replay leaves it to no one). The caller's ``known`` is replayed on a
+            # copy, so a failure leaves it as it was.
+            done = replay(db, start if known is None else _copy(start, anchor))
             saved_at = start.saved_at
         except IntegrityError:
             done = replay(db, Verified(TrustState.start(anchor), 0, None))

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from childvault._i18n import Message, _t, join
 from childvault.keys import (
@@ -37,19 +38,16 @@ from childvault.vault._consent import (
     parse_consent_columns,
 )
 from childvault.vault._fieldcrypto import seal_fields
-from childvault.vault._importer import (
-    BadRow,
-    DuplicateFinder,
-    DuplicateKey,
-    column_aliases,
-    file_digest,
-)
-from childvault.vault._importer import iter_rows as _iter_rows
 from childvault.vault._session import WRITERS, Session
 from childvault.vault._statements import BatchMember, Envelope
 from childvault.vault._svc_notices import NoticeService
 from childvault.vault._time import iso, legal_today, parse_iso, today
 from childvault.vault._types import ROLES, ImportReport, RecordInfo
+
+if TYPE_CHECKING:
+    # At run time the importer is imported by the import itself: a command that
+    # only lists or reads records does not load it (csv, its dataclasses).
+    from childvault.vault._importer import BadRow
 
 _IMPORT_BATCH = 500
 #: Most text (characters of validated values) an import keeps between its
@@ -438,6 +436,14 @@ class RecordService:
         path = Path(path)
         type_name = type_name or next(iter(self.s.schema.types))
         rtype = self.s.schema.record_type(type_name)
+        from childvault.vault._importer import (
+            DuplicateFinder,
+            DuplicateKey,
+            column_aliases,
+            file_digest,
+        )
+        from childvault.vault._importer import iter_rows as _iter_rows
+
         aliases = column_aliases(rtype)
         purposes = self.s.schema.purposes
 
@@ -656,6 +662,8 @@ class RecordService:
         back-dating, notice) by the schema's compiled validator, without
         splitting the row or copying its consent once per rule.
         """
+        from childvault.vault._importer import BadRow
+
         if isinstance(row, BadRow):
             return row.reason
         try:
