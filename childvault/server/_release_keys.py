@@ -66,8 +66,9 @@ def _signed_part(vault_id: str, user: str, sealed: str) -> bytes:
 def release_secret(home: Home, identity: Identity, vault_id: str) -> bytes:
     """The serving identity's release secret: opened, or made (and stored) if there is none.
 
-    Two processes starting at once on one home make one file: it is created
-    with ``O_EXCL`` and the loser reads the winner's. A file that does not
+    Two processes starting at once on one home make one file: it is linked
+    into place whole (``link`` fails if it exists) and the loser reads the
+    winner's. A file that does not
     open with ``identity`` (another user's, a renewed key, edited) stops the
     server: starting with a new secret would silently make every outstanding
     server-mode token unreadable.
@@ -78,12 +79,19 @@ def release_secret(home: Home, identity: Identity, vault_id: str) -> bytes:
         sealed = b64(identity.public.seal(_SECRET_HEADER + vault_id.encode() + b"\0" + secret))
         sig = b64(identity.sign(_signed_part(vault_id, identity.name, sealed)))
         doc = {"sealed": sealed, "sig": sig, "user": identity.name, "v": 1, "vault": vault_id}
-        with contextlib.suppress(FileExistsError):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written whole under a private name, then linked into place: a process
+        # that loses the race never reads a half-written file.
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.write(json.dumps(doc, sort_keys=True) + "\n")
                 out.flush()
                 os.fsync(out.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return _open_secret(path, identity, vault_id)
 
 

@@ -58,6 +58,8 @@ def test_two_starts_at_once_share_one_secret(tmp_path: Path) -> None:
     for t in threads:
         t.join(timeout=60)
     assert len(got) == 4 and len(set(got)) == 1
+    # Each was written whole under a private name, then linked: none is left over.
+    assert [p.name for p in home.identities.iterdir()] == ["svc.release"]
 
 
 def test_another_identity_or_vault_or_an_edit_stops_the_start(tmp_path: Path) -> None:
