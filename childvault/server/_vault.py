@@ -919,7 +919,7 @@ class VaultHost:
             held = open_key(secret, vault_id, grant_id, stored)
         except RowRefused as exc:
             refuse(str(exc))
-        terms = logged_terms(self.db, self._state_at, grant_id)
+        terms = logged_terms(self.db, self._states(), grant_id)
         if isinstance(terms, str):
             refuse(terms)
         if terms.officer != held.officer:
@@ -943,12 +943,28 @@ class VaultHost:
             refuse(_t("released meanwhile; try again"))
         return held.key
 
-    def _state_at(self, seq: int) -> TrustState:
-        """A verified trust state covering log position ``seq`` (caught up if needed:
-        another replica may have committed the entry)."""
-        if seq >= self._verified.size:
-            self._refresh()
-        return self._verified.state
+    def _states(self) -> Callable[[int], TrustState]:
+        """Verified trust states by log position, for one release decision.
+
+        Entries past the state this host verified (another replica's commits,
+        or this transaction's own appends) are replayed into a copy, once: the
+        host's own state only ever moves at a commit (:meth:`_end`), never to
+        entries that may still be rolled back.
+        """
+        later: list[TrustState] = []
+
+        def at(seq: int) -> TrustState:
+            if seq < self._verified.size:
+                return self._verified.state
+            if not later:
+                try:
+                    later.append(replay(self.db, self._copy()).state)
+                except ChildVaultError:
+                    # Entries that do not verify count for nothing (fail closed).
+                    later.append(self._verified.state)
+            return later[0]
+
+        return at
 
     def _slots(self, txn: _Txn | None, method: str, a: list[Any]) -> Any:
         """``slots.users`` (names only) or ``slots.put`` (staged until commit)."""

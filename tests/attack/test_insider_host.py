@@ -230,3 +230,22 @@ def test_the_honest_flow_reads_each_logged_use(served: VaultServer) -> None:
     # The release secret sits beside the serving identity, sealed: not in clear.
     secret = json.loads((vs.home / "identities" / "admin.release").read_text())
     assert set(secret) == {"sealed", "sig", "user", "v", "vault"}
+
+
+def test_a_use_logged_and_released_in_one_committing_batch(served: VaultServer) -> None:
+    """The read entry appended in the same transaction counts (it commits with the
+    release count, or the answer carrying the key is never sent); a second release
+    of that one use is refused."""
+    vs = served
+    grant_id, _ = _wire.approved(vs, "worker1")
+    rows = log_rows(vs, vs.identity("worker1"), Event("worker1", "grant.read", grant=grant_id))
+    r = batch(
+        vs,
+        "worker1",
+        call("access", "use_grant", grant_id),
+        call("audit", "append", rows),
+        call("release", "redeem", grant_id),
+    )
+    _, (used, _, key) = _wire.ok(r)  # [transaction id (None: committed), results]
+    assert used is True and isinstance(key, bytes) and len(key) == 32
+    refused(batch(vs, "worker1", call("release", "redeem", grant_id)), 403, "release_refused")
