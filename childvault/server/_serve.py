@@ -20,6 +20,7 @@ from childvault.server._limits import (
     DEFAULT_USER_RATE,
     UserRateLimit,
 )
+from childvault.server._release_keys import release_secret
 from childvault.server._run import DEFAULT_LISTEN, run, server_config
 from childvault.server._vault import PRIVILEGED, VaultHost, unlock_home_as
 from childvault.server._witness import Witness, WitnessClient, create_witness_app
@@ -43,7 +44,9 @@ def serve(
 ) -> None:
     """Unlock ``home`` with ``user``'s key slot, then serve it until SIGTERM/SIGINT.
 
-    The server keeps the database key and the vault's anchor. If ``user`` is
+    The server keeps the database key, the vault's anchor and the release
+    secret (``identities/USER.release``, made at the first start and opened
+    only with ``user``'s identity: docs/server.md). If ``user`` is
     a staff user only (a dedicated service identity), it also keeps that
     identity to sign the log entries of refusals of verified users
     (``server.refuse``); an admin's or officer's identity is dropped, and
@@ -68,7 +71,10 @@ def serve(
     # Given keys checked before unlocking, as the listen settings.
     given = {url: WitnessClient(url, vkey) for url, vkey in witnesses if vkey is not None}
     key, anchor, identity = unlock_home_as(home, user, passphrase)
-    host = VaultHost(home, key, anchor, witness=witness)
+    # The release keys are stored under a secret only this identity opens (made at
+    # the first start): people who open the database cannot read or reset them.
+    secret = release_secret(Home(Path(home)), identity, anchor.vault_id)
+    host = VaultHost(home, key, anchor, witness=witness, release_secret=secret)
     recorded = host.recorded_witness_keys()
     clients = []
     for url, vkey in witnesses:

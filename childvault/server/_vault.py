@@ -50,9 +50,10 @@ from childvault.keys import (
     UsageError,
     check_user_name,
 )
-from childvault.keys._encoding import b64, is_hex_id, unb64
+from childvault.keys._encoding import is_hex_id, unb64
 from childvault.server._common import AuthRefusal
 from childvault.server._refusals import CHAINED, RefusalLimiter
+from childvault.server._release_keys import RowRefused, logged_terms, open_key, seal_key
 from childvault.server._witness import WitnessClient, WitnessFailed
 from childvault.server._witnessfile import append_notes
 from childvault.vault import _audit, _note
@@ -77,7 +78,6 @@ from childvault.vault._remote._methods import (
 )
 from childvault.vault._session import log_origin, signer_name
 from childvault.vault._statements import Anchor, Envelope, TrustState
-from childvault.vault._time import parse_iso
 from childvault.vault._wire_messages import message_of
 
 logger = logging.getLogger("childvault.server")
@@ -200,6 +200,10 @@ class _Txn:
     #: Key renewals this transaction approves: name -> entry number of the
     #: person's pending ``user.renew`` request (whose slot the admin installs).
     renewals: dict[str, int] = field(default_factory=dict)
+    #: Whether the request running now ends by committing this transaction: only
+    #: then may it answer a release key (a rolled-back release count would let
+    #: the key out again).
+    commits: bool = False
 
 
 def unlock_home(home: Path, user: str, passphrase: str) -> tuple[bytes, Anchor]:
@@ -242,8 +246,12 @@ class VaultHost:
         limiter: RefusalLimiter | None = None,
         witnesses: Sequence[WitnessClient] = (),
         witness: Path | None = None,
+        release_secret: bytes | None = None,
     ) -> None:
         self.home = Home(Path(home))
+        #: The secret the release keys are stored under (``_release_keys``); None:
+        #: ``release.*`` calls are refused (serve always gives one).
+        self.release_secret = release_secret
         #: HTTP witnesses that cosign every checkpoint a commit stores (serve --witness-url).
         self.witnesses = tuple(witnesses)
         self.config = Config.load(self.home)
@@ -495,6 +503,7 @@ class VaultHost:
             if txn_id is not None:
                 txn = self._own(user, txn_id)
                 txn.last = time.monotonic()
+                txn.commits = False
                 try:
                     return await self._run(lambda: self._invoke(txn, repo, method, a, kw))
                 finally:
@@ -508,6 +517,7 @@ class VaultHost:
             try:
 
                 def once() -> Any:
+                    txn.commits = True
                     self._enter(txn)
                     try:
                         result = self._invoke(txn, repo, method, a, kw)
@@ -633,6 +643,7 @@ class VaultHost:
             else:
                 txn = self._own(user, str(txn_id))
             txn.last = time.monotonic()
+            txn.commits = commit
             ends = begin or commit
 
             def run() -> list[Any]:
@@ -865,10 +876,21 @@ class VaultHost:
         return out
 
     def _release(self, txn: _Txn, method: str, a: list[Any]) -> bytes:
-        """Release after logging: make a grant's release key, or hand it out once per use."""
+        """Release after logging: make a grant's release key, or hand it out once per use.
+
+        The key is stored under the serving process's release secret, bound to
+        the vault, grant, officer and release count (``_release_keys``); the
+        decision reads the grant's signed log entries, never the ``grants``
+        row alone (findings A-9, A-10).
+        """
         grant_id = str(a[0]) if a else ""
         if not is_hex_id(grant_id):
             raise Refused(400, "malformed", _t("a grant id is 32 hex characters"))
+        if self.release_secret is None:
+            raise Refused(
+                503, "release_refused", _t("this server holds no release secret (serve --as)")
+            )
+        secret, vault_id = self.release_secret, self.config.vault_id
         where = SERVER_ONLY + "release/" + grant_id
         stored = self.db.meta.get(where)
         if method == "new":
@@ -879,34 +901,70 @@ class VaultHost:
                     _t("grant {grant_id} has a release key", grant_id=grant_id),
                 )
             key = secrets.token_bytes(32)
-            doc = {"key": b64(key), "officer": txn.user, "redeemed": 0}
-            self.db.meta.set(where, json.dumps(doc))
+            self.db.meta.set(where, seal_key(secret, vault_id, grant_id, txn.user, 0, key))
             return key
-        grant = self.db.access.grant(grant_id)
 
         def refuse(why: str) -> NoReturn:
             raise Refused(
                 403, "release_refused", _t("grant {grant_id}: {why}", grant_id=grant_id, why=why)
             )
 
+        if not txn.commits:
+            # The count below must be committed with the answer that carries the key.
+            refuse(_t("a release is answered only in a request that commits it"))
+        grant = self.db.access.grant(grant_id)
         if grant is None or stored is None:
             refuse(_t("unknown grant"))
-        doc = json.loads(stored)
-        if grant.officer != doc["officer"]:
+        try:
+            held = open_key(secret, vault_id, grant_id, stored)
+        except RowRefused as exc:
+            refuse(str(exc))
+        terms = logged_terms(self.db, self._states(), grant_id)
+        if isinstance(terms, str):
+            refuse(terms)
+        if terms.officer != held.officer:
             refuse(_t("the release key was made by another officer"))
-        if grant.requester != txn.user:
+        if terms.requester != txn.user:
             refuse(
-                _t("issued to {requester}, not {user}", requester=grant.requester, user=txn.user)
+                _t("issued to {requester}, not {user}", requester=terms.requester, user=txn.user)
             )
-        if grant.revoked_at is not None:
+        # The row can only add a refusal (it is revoked in the same transaction
+        # as the log entry); the log entry is what an insider cannot take back.
+        if terms.revoked or grant.revoked_at is not None:
             refuse(_t("revoked"))
-        if parse_iso(grant.expires_at) <= datetime.now(UTC):
+        if terms.expires <= datetime.now(UTC):
             refuse(_t("expired"))
-        if int(doc["redeemed"]) >= grant.uses:
+        # One release per use the requester logged, up to the uses the officer signed.
+        if held.redeemed >= min(terms.reads, terms.max_uses):
             refuse(_t("no logged use left to redeem"))
-        doc["redeemed"] = int(doc["redeemed"]) + 1
-        self.db.meta.set(where, json.dumps(doc))
-        return unb64(doc["key"])
+        after = seal_key(secret, vault_id, grant_id, held.officer, held.redeemed + 1, held.key)
+        # Compare-and-set: of two replicas releasing on one count, one wins.
+        if not self.db.meta.replace(where, stored, after):
+            refuse(_t("released meanwhile; try again"))
+        return held.key
+
+    def _states(self) -> Callable[[int], TrustState]:
+        """Verified trust states by log position, for one release decision.
+
+        Entries past the state this host verified (another replica's commits,
+        or this transaction's own appends) are replayed into a copy, once: the
+        host's own state only ever moves at a commit (:meth:`_end`), never to
+        entries that may still be rolled back.
+        """
+        later: list[TrustState] = []
+
+        def at(seq: int) -> TrustState:
+            if seq < self._verified.size:
+                return self._verified.state
+            if not later:
+                try:
+                    later.append(replay(self.db, self._copy()).state)
+                except ChildVaultError:
+                    # Entries that do not verify count for nothing (fail closed).
+                    later.append(self._verified.state)
+            return later[0]
+
+        return at
 
     def _slots(self, txn: _Txn | None, method: str, a: list[Any]) -> Any:
         """``slots.users`` (names only) or ``slots.put`` (staged until commit)."""

@@ -127,6 +127,11 @@ class MetaRepo(Protocol):
         """Remove a value."""
         ...
 
+    def replace(self, key: str, old: str, new: str) -> bool:
+        """Set ``key`` to ``new`` only if it still holds ``old`` (compare-and-set);
+        whether it did. Used by the server on its own rows (not a remote method)."""
+        ...
+
 
 class UserRepo(Protocol):
     """Registered users (public keys and roles)."""

@@ -4,8 +4,8 @@ or edits the server's nonce file, then talks to the running server.
 
 The server takes users, keys and roles from the verified trust state, never
 from the ``users`` table; a replayed request is checked again by the vault.
-What it still takes from a row it should not is a finding
-(``/work/briefs/findings-A.md``), kept as a strict xfail.
+What it took from a row it should not was a finding
+(``/work/briefs/findings-A.md``); each reproducer now passes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from childvault.keys import Identity
+from childvault.keys import ApprovalInvalid, Identity
 from childvault.vault._audit import Event
 from childvault.vault._httpsig import HTTPSignatureAuth
 from tests._insider import Insider
@@ -119,11 +119,6 @@ def test_a_replay_after_the_nonce_file_is_emptied_stores_nothing_twice(
     assert read(vs, "access", "grant", grant_id).uses == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding A-9: release.redeem trusts the grants row (revocation, expiry, uses, "
-    "requester); an insider who clears revoked_at gets a release after the revocation",
-)
 def test_a_revocation_cleared_in_the_database_releases_nothing(served: VaultServer) -> None:
     vs = served
     grant_id, _ = _wire.approved(vs, "worker1")
@@ -137,14 +132,120 @@ def test_a_revocation_cleared_in_the_database_releases_nothing(served: VaultServ
     refused(r, 403, "release_refused")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding A-10: release keys and their redemption counters are plain rows of the "
-    "database every user's key slot opens",
-)
 def test_the_release_key_is_not_in_the_database_in_clear(served: VaultServer) -> None:
     vs = served
     grant_id, _ = _wire.approved(vs, "worker1")
     with _insider(vs, "worker1") as db:
         stored = db.rows("meta", ["value"], where={"key": f"server/release/{grant_id}"})
     assert stored == [] or "key" not in json.loads(stored[0][0])
+
+
+def _release_row(vs: VaultServer, grant_id: str) -> str:
+    with _insider(vs, "worker1") as db:
+        ((value,),) = db.rows("meta", ["value"], where={"key": f"server/release/{grant_id}"})
+    return str(value)
+
+
+def _set_release_row(vs: VaultServer, grant_id: str, value: str) -> None:
+    with _insider(vs, "worker1") as db:
+        assert db.update("meta", {"value": value}, {"key": f"server/release/{grant_id}"}) == 1
+
+
+def _logged_use(vs: VaultServer, grant_id: str) -> requests.Response:
+    """A use consumed (if the row still allows one) and its read entry committed."""
+    rows = log_rows(vs, vs.identity("worker1"), Event("worker1", "grant.read", grant=grant_id))
+    r = batch(vs, "worker1", call("access", "use_grant", grant_id), call("audit", "append", rows))
+    assert r.status_code == 200, r.text
+    return r
+
+
+def test_a_release_counter_reset_in_the_database_gives_no_extra_release(
+    served: VaultServer,
+) -> None:
+    vs = served
+    grant_id, token = _wire.approved(vs, "worker1", uses=2)
+    with vs.connect("worker1") as staff:
+        staff.read_with_grant(token)  # one logged use, one release
+    row = json.loads(_release_row(vs, grant_id))
+    assert row["redeemed"] == 1 and "key" not in row
+    _set_release_row(vs, grant_id, json.dumps({**row, "redeemed": 0}))
+    r = batch(vs, "worker1", call("release", "redeem", grant_id))
+    refused(r, 403, "release_refused")
+    assert "altered" in r.json()["error"]
+
+
+def test_uses_or_expiry_raised_in_the_grants_row_give_no_extra_release(
+    served: VaultServer,
+) -> None:
+    """The signed approval entry decides how many uses and until when, not the row;
+    and releases are counted against the logged reads, not the row's use count."""
+    vs = served
+    grant_id, token = _wire.approved(vs, "worker1", uses=1)
+    with vs.connect("worker1") as staff:
+        staff.read_with_grant(token)
+    with _insider(vs, "worker1") as db:
+        changed = {"max_uses": 5, "uses": 4, "expires_at": "2099-01-01T00:00:00.000000Z"}
+        assert db.update("grants", changed, {"id": grant_id}) == 1
+    _logged_use(vs, grant_id)  # the row now lets a second use be consumed
+    r = batch(vs, "worker1", call("release", "redeem", grant_id))
+    refused(r, 403, "release_refused")
+    assert "no logged use left" in r.json()["error"]
+
+
+def test_a_release_row_copied_to_another_grant_does_not_open(served: VaultServer) -> None:
+    vs = served
+    first, _ = _wire.approved(vs, "worker1")
+    second, _ = _wire.approved(vs, "worker1")
+    _set_release_row(vs, second, _release_row(vs, first))
+    _logged_use(vs, second)
+    r = batch(vs, "worker1", call("release", "redeem", second))
+    refused(r, 403, "release_refused")
+    assert "altered or belongs elsewhere" in r.json()["error"]
+
+
+def test_a_release_in_a_transaction_left_open_is_refused(served: VaultServer) -> None:
+    """Only a request that commits the release count may carry the key: a count in a
+    transaction the client then rolls back would let the key out again."""
+    vs = served
+    grant_id, _ = _wire.approved(vs, "worker1")
+    _logged_use(vs, grant_id)
+    r = batch(vs, "worker1", call("release", "redeem", grant_id), commit=False)
+    refused(r, 403, "release_refused")
+    # The logged use is still there to be released, once, by a committing request.
+    assert _wire.ok(batch(vs, "worker1", call("release", "redeem", grant_id)))
+    refused(batch(vs, "worker1", call("release", "redeem", grant_id)), 403, "release_refused")
+
+
+def test_the_honest_flow_reads_each_logged_use(served: VaultServer) -> None:
+    """approve (uses 2) -> read -> read through the server; the third read is refused."""
+    vs = served
+    grant_id, token = _wire.approved(vs, "worker1", uses=2)
+    with vs.connect("worker1") as staff:
+        first = staff.read_with_grant(token)
+        second = staff.read_with_grant(token)
+        assert first == second and first
+        with pytest.raises(ApprovalInvalid):
+            staff.read_with_grant(token)
+    assert json.loads(_release_row(vs, grant_id))["redeemed"] == 2
+    # The release secret sits beside the serving identity, sealed: not in clear.
+    secret = json.loads((vs.home / "identities" / "admin.release").read_text())
+    assert set(secret) == {"sealed", "sig", "user", "v", "vault"}
+
+
+def test_a_use_logged_and_released_in_one_committing_batch(served: VaultServer) -> None:
+    """The read entry appended in the same transaction counts (it commits with the
+    release count, or the answer carrying the key is never sent); a second release
+    of that one use is refused."""
+    vs = served
+    grant_id, _ = _wire.approved(vs, "worker1")
+    rows = log_rows(vs, vs.identity("worker1"), Event("worker1", "grant.read", grant=grant_id))
+    r = batch(
+        vs,
+        "worker1",
+        call("access", "use_grant", grant_id),
+        call("audit", "append", rows),
+        call("release", "redeem", grant_id),
+    )
+    _, (used, _, key) = _wire.ok(r)  # [transaction id (None: committed), results]
+    assert used is True and isinstance(key, bytes) and len(key) == 32
+    refused(batch(vs, "worker1", call("release", "redeem", grant_id)), 403, "release_refused")

@@ -138,3 +138,20 @@ def test_a_non_json_entry_does_not_break_the_store(any_world: World) -> None:
         run("UPDATE audit SET entry = ? WHERE seq = ?", (b"\xff not json", 8))
     with any_world.open("admin") as v, pytest.raises(IntegrityError, match="entry 8"):
         v.verify_audit()
+
+
+def test_meta_replace_is_a_compare_and_set(any_world: World) -> None:
+    """The server's release count is written with ``meta.replace``: of two writers
+    that read the same value, only the first changes the row (one conditional
+    UPDATE, on both stores; on PostgreSQL the transactions are also serialised by
+    the write lock)."""
+    with any_world.open("admin") as v:
+        meta = v._session.db.meta
+        with v._session.db.transaction():
+            meta.set("server/release/test", "count 0")
+        assert meta.replace("server/release/test", "count 0", "count 1") is True
+        # A second writer that also read "count 0" loses, and changes nothing.
+        assert meta.replace("server/release/test", "count 0", "count 1 again") is False
+        assert meta.get("server/release/test") == "count 1"
+        assert meta.replace("server/release/none", "x", "y") is False
+        assert meta.get("server/release/none") is None

@@ -6,9 +6,16 @@ server holds (``release.new``). The token therefore carries material nobody
 can open without the server: the requester must ask the server to redeem
 (``release.redeem``), and the server hands out the release key only to the
 grant's requester, while the grant is neither revoked nor expired, and only
-as many times as uses were consumed, each use committed with its
-``grant.read`` log entry (docs/server.md). The server never sees the
-requester's private key, so the release key alone opens nothing either.
+as many times as the requester's signed ``grant.read`` entries were committed
+(at most the approval's signed number of uses). The server decides on the
+signed log, not the ``grants`` row, and keeps the release keys under a secret
+of its own, so people who open the database can neither read them nor reset
+their counts (docs/server.md, "Release after logging"). The server never sees
+the requester's private key, so the release key alone opens nothing either.
+
+A redemption is one call of its own (outside any transaction of the client's):
+the server answers a release key only in a request that also commits its
+count.
 
 The wrapping: ``MAGIC || nonce || XChaCha20-Poly1305(release key, material)``
 with the vault id and grant id as associated data.

@@ -39,6 +39,16 @@ class Meta:
         """Remove a value from the vault's settings table."""
         self._c.q("DELETE FROM meta WHERE key = ?", (key,))
 
+    def replace(self, key: str, old: str, new: str) -> bool:
+        """Set ``key`` to ``new`` only if it still holds ``old`` (one conditional UPDATE).
+
+        A compare-and-set: of two writers that read ``old``, one changes the
+        row and the other is told (False), whatever isolation or lock the
+        caller's transaction has (the release count of ``childvault serve``).
+        """
+        cur = self._c.q("UPDATE meta SET value = ? WHERE key = ? AND value = ?", (new, key, old))
+        return bool(cur.rowcount == 1)
+
 
 class Users:
     """Registered users."""
