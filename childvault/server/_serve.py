@@ -21,7 +21,7 @@ from childvault.server._limits import (
     UserRateLimit,
 )
 from childvault.server._run import DEFAULT_LISTEN, run, server_config
-from childvault.server._vault import PRIVILEGED, VaultHost, unlock_home_as
+from childvault.server._vault import DEFAULT_TXN_MAX, PRIVILEGED, VaultHost, unlock_home_as
 from childvault.server._witness import Witness, WitnessClient, create_witness_app
 from childvault.vault._config import Config, Home
 
@@ -40,6 +40,7 @@ def serve(
     witness: Path | None = None,
     user_rate: float = DEFAULT_USER_RATE,
     user_burst: int = DEFAULT_USER_BURST,
+    txn_max: float = DEFAULT_TXN_MAX,
 ) -> None:
     """Unlock ``home`` with ``user``'s key slot, then serve it until SIGTERM/SIGINT.
 
@@ -61,6 +62,9 @@ def serve(
 
     ``user_rate`` (requests a minute) and ``user_burst`` bound each verified
     user's accepted requests (:class:`~childvault.server._limits.UserRateLimit`).
+
+    ``txn_max``: seconds a transaction may stay open while another client waits
+    for the vault; then it is rolled back (:data:`~childvault.server._vault.DEFAULT_TXN_MAX`).
     """
     rate = UserRateLimit(user_rate, user_burst)  # checked before unlocking, too
     # Checked before unlocking: a bad --listen should not cost a passphrase try.
@@ -68,7 +72,7 @@ def serve(
     # Given keys checked before unlocking, as the listen settings.
     given = {url: WitnessClient(url, vkey) for url, vkey in witnesses if vkey is not None}
     key, anchor, identity = unlock_home_as(home, user, passphrase)
-    host = VaultHost(home, key, anchor, witness=witness)
+    host = VaultHost(home, key, anchor, witness=witness, txn_max=txn_max)
     recorded = host.recorded_witness_keys()
     clients = []
     for url, vkey in witnesses:
