@@ -51,6 +51,13 @@ from childvault.cli._context import Ctx, _, pass_ctx
     show_default=True,
     help="Requests each user may make at once before --user-rate applies.",
 )
+@click.option(
+    "--txn-max",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds a transaction may stay open while another client waits; then it is rolled back.",
+)
 @pass_ctx
 def serve(
     c: Ctx,
@@ -63,6 +70,7 @@ def serve(
     witness_file: Path | None = None,
     user_rate: float = 12000.0,
     user_burst: int = 20000,
+    txn_max: float = 60.0,
 ) -> None:
     """Serve the vault in --home to workstations (`childvault --server URL ...`).
 
@@ -103,6 +111,7 @@ def serve(
         witness=witness_file,
         user_rate=user_rate,
         user_burst=user_burst,
+        txn_max=txn_max,
     )
 
 

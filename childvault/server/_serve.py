@@ -22,7 +22,7 @@ from childvault.server._limits import (
 )
 from childvault.server._release_keys import release_secret
 from childvault.server._run import DEFAULT_LISTEN, run, server_config
-from childvault.server._vault import PRIVILEGED, VaultHost, unlock_home_as
+from childvault.server._vault import DEFAULT_TXN_MAX, PRIVILEGED, VaultHost, unlock_home_as
 from childvault.server._witness import Witness, WitnessClient, create_witness_app
 from childvault.vault._config import Config, Home
 
@@ -41,6 +41,7 @@ def serve(
     witness: Path | None = None,
     user_rate: float = DEFAULT_USER_RATE,
     user_burst: int = DEFAULT_USER_BURST,
+    txn_max: float = DEFAULT_TXN_MAX,
 ) -> None:
     """Unlock ``home`` with ``user``'s key slot, then serve it until SIGTERM/SIGINT.
 
@@ -64,6 +65,9 @@ def serve(
 
     ``user_rate`` (requests a minute) and ``user_burst`` bound each verified
     user's accepted requests (:class:`~childvault.server._limits.UserRateLimit`).
+
+    ``txn_max``: seconds a transaction may stay open while another client waits
+    for the vault; then it is rolled back (:data:`~childvault.server._vault.DEFAULT_TXN_MAX`).
     """
     rate = UserRateLimit(user_rate, user_burst)  # checked before unlocking, too
     # Checked before unlocking: a bad --listen should not cost a passphrase try.
@@ -74,7 +78,7 @@ def serve(
     # The release keys are stored under a secret only this identity opens (made at
     # the first start): people who open the database cannot read or reset them.
     secret = release_secret(Home(Path(home)), identity, anchor.vault_id)
-    host = VaultHost(home, key, anchor, witness=witness, release_secret=secret)
+    host = VaultHost(home, key, anchor, witness=witness, release_secret=secret, txn_max=txn_max)
     recorded = host.recorded_witness_keys()
     clients = []
     for url, vkey in witnesses:

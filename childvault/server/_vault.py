@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import secrets
@@ -67,7 +68,8 @@ from childvault.vault._backend import (
 )
 from childvault.vault._config import Config, Home
 from childvault.vault._merkle import SubtreeHashes, leaf_hash
-from childvault.vault._registrations import PENDING, Verified, anchor_of, replay
+from childvault.vault._record_trust import RECORD_STATEMENT
+from childvault.vault._registrations import PENDING, STATEMENT, Verified, anchor_of, replay
 from childvault.vault._remote._codec import decode, encode
 from childvault.vault._remote._methods import (
     ACTIONS_AHEAD,
@@ -91,6 +93,11 @@ SERVER_ONLY = "server/"
 MAX_SLOT = 16384
 #: A transaction idle longer than this (seconds) is rolled back.
 DEFAULT_TXN_IDLE = 30.0
+#: A transaction open longer than this (seconds) is rolled back once another
+#: client waits for the vault: kept busy with cheap reads, it would otherwise
+#: hold the only writer for ever (finding A-7). An honest one (an approval with
+#: its witness, an import batch) takes a few seconds.
+DEFAULT_TXN_MAX = 60.0
 #: How long a request waits for another client's transaction before 503 busy.
 DEFAULT_WAIT = 10.0
 #: Calls one ``/v1/rpc/batch`` request may carry (the body limit bounds the bytes).
@@ -99,6 +106,19 @@ MAX_BATCH = 2000
 SYNC_PAGE = 5000
 #: Record ids one ``records.get_many`` / ``keyblob_many`` / ``fields_many`` may name.
 MAX_MANY = 5000
+#: Log entries one request (a batch or a single call) may read or append, counted
+#: from its arguments before anything runs (page sizes, signature ranges, rows
+#: appended; a log scan counts :data:`SCAN_COST`): the answer of a batch of
+#: reads is built in memory on the one DB thread (finding A-12).
+MAX_BATCH_ENTRIES = 20000
+#: Other rows one request may name or read the same way (record ids, blind-index
+#: tags, records inserted, page limits; a table scan counts :data:`SCAN_COST`).
+MAX_BATCH_ROWS = 20000
+#: What a scan whose size its arguments do not give counts towards those budgets.
+SCAN_COST = 1000
+#: Detail members of a log entry naming the statement stored beside it (its digest):
+#: a trust statement, one still pending, a record statement.
+_NAMING = (STATEMENT, PENDING, RECORD_STATEMENT)
 #: The batched record reads (approve, read, record verification: docs/server.md).
 _MANY = frozenset(
     {("records", "get_many"), ("records", "keyblob_many"), ("records", "fields_many")}
@@ -204,6 +224,19 @@ class _Txn:
     #: then may it answer a release key (a rolled-back release count would let
     #: the key out again).
     commits: bool = False
+    #: When it began (its lifetime is bounded: :data:`DEFAULT_TXN_MAX`).
+    started: float = field(default_factory=time.monotonic)
+    #: Grants whose use this transaction gave back, and those whose failed read
+    #: (a ``grant.read`` entry with outcome ``error``) it logged.
+    refunded: set[str] = field(default_factory=set)
+    logged_failures: set[str] = field(default_factory=set)
+    #: Entry number -> digests of the statements its entry names (appended in
+    #: this transaction): the only ``statements.add`` calls allowed.
+    named: dict[int, set[str]] = field(default_factory=dict)
+    #: Records inserted in this transaction, and (record, field) pairs whose
+    #: blind-index tags it dropped (a correction): the only ones it may tag.
+    inserted: set[str] = field(default_factory=set)
+    retagged: set[tuple[str, str]] = field(default_factory=set)
 
 
 def unlock_home(home: Path, user: str, passphrase: str) -> tuple[bytes, Anchor]:
@@ -241,6 +274,7 @@ class VaultHost:
         *,
         open_backend: Callable[[Home, Config, bytes], Backend] | None = None,
         txn_idle: float = DEFAULT_TXN_IDLE,
+        txn_max: float = DEFAULT_TXN_MAX,
         wait: float = DEFAULT_WAIT,
         signer: Identity | None = None,
         limiter: RefusalLimiter | None = None,
@@ -260,7 +294,11 @@ class VaultHost:
         self.own_witness = None if witness is None else Path(witness).absolute()
         self.anchor = anchor
         self.txn_idle = txn_idle
+        #: The longest a transaction stays open while another client waits.
+        self.txn_max = txn_max
         self.wait = wait
+        #: Requests waiting for the vault (:meth:`_wait_free`) right now.
+        self._waiters = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="childvault-db")
         opener = open_backend or _open_backend
         self.db: Backend = self._pool.submit(opener, self.home, self.config, db_key).result()
@@ -411,22 +449,51 @@ class VaultHost:
         return self._cond
 
     async def _wait_free(self) -> None:
-        """Wait until no transaction holds the host; roll back one left idle."""
+        """Wait until no transaction holds the host; roll back one left idle, or one
+        open longer than :attr:`txn_max` (someone, this request, waits for it)."""
         cond = self._condition()
         deadline = time.monotonic() + self.wait
-        while self._txn is not None:
-            txn = self._txn
-            if time.monotonic() - txn.last > self.txn_idle:
-                logger.warning("rolling back transaction of %s left idle", txn.user)
-                self._txn = None
-                await self._run(lambda t=txn: self._end(t, commit=False))  # type: ignore[misc]
-                cond.notify_all()
-                break
-            remaining = min(deadline - time.monotonic(), self.txn_idle)
-            if remaining <= 0:
-                raise Refused(503, "busy", _t("another client's transaction holds the vault"))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(cond.wait(), remaining)
+        self._waiters += 1
+        try:
+            while self._txn is not None:
+                txn = self._txn
+                if self._overdue(txn, waited=True):
+                    self._txn = None
+                    await self._run(lambda t=txn: self._end(t, commit=False))  # type: ignore[misc]
+                    cond.notify_all()
+                    self._kick()
+                    break
+                now = time.monotonic()
+                # Woken when the holder's lifetime runs out, not only at the deadline.
+                remaining = min(deadline - now, self.txn_idle, txn.started + self.txn_max - now)
+                if deadline - now <= 0:
+                    raise Refused(503, "busy", _t("another client's transaction holds the vault"))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(cond.wait(), max(remaining, 0.01))
+        finally:
+            self._waiters -= 1
+
+    def _overdue(self, txn: _Txn, *, waited: bool) -> bool:
+        """Whether ``txn`` is to be rolled back now: idle longer than :attr:`txn_idle`,
+        or (``waited``: another request waits for the vault) open longer than
+        :attr:`txn_max`. Logs the rollback with the user; a lifetime rollback
+        also becomes a ``server.refuse`` entry (reason ``txn_lifetime``)."""
+        now = time.monotonic()
+        if now - txn.last > self.txn_idle:
+            logger.warning("rolling back transaction of %s left idle", txn.user)
+            return True
+        if not waited or now - txn.started <= self.txn_max:
+            return False
+        logger.warning(
+            "rolling back transaction of %s: open longer than %g s while others wait "
+            "(txn_lifetime)",
+            txn.user,
+            self.txn_max,
+        )
+        if self._signer is not None and self.resolve(txn.user) is not None:
+            with self._limiter_lock:
+                self._limiter.admit(txn.user, "txn_lifetime", "POST /v1/txn")
+        return True
 
     async def begin(self, user: str) -> str:
         """Open a transaction for ``user``; its id."""
@@ -461,11 +528,13 @@ class VaultHost:
         async with cond:
             if self._txn is not txn:
                 return
-            idle = time.monotonic() - txn.last
-            if idle <= self.txn_idle:
-                self._schedule_reap(txn, self.txn_idle - idle + 0.5)
+            if not self._overdue(txn, waited=self._waiters > 0):
+                now = time.monotonic()
+                again = self.txn_idle - (now - txn.last)
+                if self._waiters:
+                    again = min(again, txn.started + self.txn_max - now)
+                self._schedule_reap(txn, max(again, 0.0) + 0.5)
                 return
-            logger.warning("rolling back transaction of %s left idle", txn.user)
             self._txn = None
             try:
                 await self._run(lambda: self._end(txn, commit=False))
@@ -498,6 +567,7 @@ class VaultHost:
             )
         roles = self._check_user(user)
         a, kw = self._checked(roles, repo, method, args, kwargs)
+        _check_work([(repo, method, a, kw)])
         cond = self._condition()
         async with cond:
             if txn_id is not None:
@@ -624,6 +694,7 @@ class VaultHost:
             (repo, method, *self._checked(roles, repo, method, args, kwargs))
             for repo, method, args, kwargs in calls
         ]
+        _check_work(checked)
         cond = self._condition()
         if not begin and txn_id is None:
             # Reads alone, outside a transaction: run together between transactions,
@@ -720,6 +791,7 @@ class VaultHost:
                         grant_id=sorted(unlogged)[0],
                     )
                 )
+            self._check_refunds(txn)
             checked = replay(self.db, self._copy(), checked=txn.checked) if txn.appended else None
             renewed: dict[str, str] = {}
             if txn.keys_set or txn.renewals:
@@ -768,6 +840,7 @@ class VaultHost:
     ) -> Any:
         if txn is not None and METHODS[repo][method] == WRITE:
             self._bind(txn, repo, method, a, kw)
+            self._bind_own(txn, repo, method, a, kw)
         if repo == "inputs":
             if txn is not None or user is None:
                 raise Refused(400, "malformed", _t("inputs are read outside a transaction"))
@@ -795,10 +868,34 @@ class VaultHost:
         if (repo, method) == ("records", "fields_all"):
             rid = str(a[0]) if a else ""
             return encode(self.db.records.fields(rid, self.db.records.field_names(rid)))
+        if (repo, method) in {("access", "request"), ("access", "requests")}:
+            who = txn.user if txn is not None else user
+            if who is None:
+                raise Refused(400, "malformed", _t("a request is read by a user"))
+            return encode(self._requests_of(who, method, a, kw))
         result = getattr(target, method)(*a, **kw)
         if (repo, method) == ("access", "use_grant") and result is True and txn is not None:
             txn.used.add(str(a[0] if a else kw.get("grant_id")))
         return encode(result)
+
+    def _requests_of(self, user: str, method: str, a: list[Any], kw: Any) -> Any:
+        """``access.request`` / ``access.requests`` as ``user`` may read them (finding
+        A-11): officers and admins every request; anyone else only their own, as
+        the library shows them (docs/decisions.md, "Staff see their own
+        requests"). Another's request is refused (403 ``binding``); a list
+        leaves others' out. An unknown id answers None, as before."""
+        found = getattr(self.db.access, method)(*a, **kw)
+        if self.roles(user) & PRIVILEGED:
+            return found
+        if method == "requests":
+            return [r for r in found if r.requester == user]
+        if found is not None and found.requester != user:
+            raise Refused(
+                403,
+                "binding",
+                _t("access.request: request {id} is not {user}'s", id=found.id, user=user),
+            )
+        return found
 
     def _sync(self, start: int) -> list[Any]:
         """The trust sync: ``[size, head hash, rows, signatures]``, read together.
@@ -1203,6 +1300,120 @@ class VaultHost:
                         )
                     txn.renewals[str(detail["user"])] = pending
 
+    def _bind_own(self, txn: _Txn, repo: str, method: str, a: list[Any], kw: Any) -> None:
+        """Writes a staff member may make only on their own objects (findings A-1,
+        A-2, A-3, A-8 and the blind index), after :meth:`_bind`:
+
+        - a grant's use, refund and cache: the grant's requester only (a missing
+          grant is refused); a refund also needs its failed read logged in the
+          same transaction (checked at commit, :meth:`_check_refunds`);
+        - a statement: only beside an entry appended earlier in this transaction
+          that names exactly that envelope;
+        - blind-index tags: only of records inserted in this transaction, or of
+          a record's field whose tags it dropped (a correction).
+
+        Refused: 403 ``binding`` (400 ``malformed`` for arguments of no shape).
+        """
+        user = txn.user
+
+        def arg(index: int, name: str) -> Any:
+            return a[index] if len(a) > index else kw.get(name)
+
+        def refuse(what: str) -> NoReturn:
+            raise Refused(
+                403,
+                "binding",
+                _t("{repo}.{method}: {what}", repo=repo, method=method, what=what),
+            )
+
+        if (repo, method) in {
+            ("access", "use_grant"),
+            ("access", "refund_use"),
+            ("access", "set_grant_cache"),
+        }:
+            grant_id = arg(0, "grant_id")
+            if not is_hex_id(grant_id):
+                raise Refused(400, "malformed", _t("a grant id is 32 hex characters"))
+            requester = self._requester_of(grant_id)
+            if requester is None:
+                refuse(_t("no grant {grant_id}", grant_id=grant_id))
+            if requester != user:
+                refuse(
+                    _t(
+                        "grant {grant_id} is issued to {requester}, not {user}",
+                        grant_id=grant_id,
+                        requester=requester,
+                        user=user,
+                    )
+                )
+            if method == "refund_use":
+                txn.refunded.add(grant_id)
+        elif (repo, method) == ("audit", "append"):
+            # The rows were verified by _bind (in the caller's name, signed, linked).
+            for row in arg(0, "rows"):
+                obj = _audit.decode_entry(row[1])
+                if obj.get("action") == "grant.read" and obj.get("outcome") == "error":
+                    txn.logged_failures.add(str(obj.get("grant")))
+                detail = obj.get("detail")
+                if isinstance(detail, dict):
+                    txn.named[int(row[0])] = {
+                        str(detail[k]) for k in _NAMING if isinstance(detail.get(k), str)
+                    }
+        elif (repo, method) == ("statements", "add"):
+            seq, envelope = arg(0, "seq"), arg(1, "envelope")
+            if type(seq) is not int or not isinstance(envelope, bytes):
+                raise Refused(
+                    400, "malformed", _t("statements.add takes an entry number and an envelope")
+                )
+            if hashlib.sha256(envelope).hexdigest() not in txn.named.get(seq, ()):
+                refuse(
+                    _t(
+                        "entry {seq} is not appended in this transaction naming this statement",
+                        seq=seq,
+                    )
+                )
+        elif (repo, method) == ("records", "insert"):
+            txn.inserted.update(r.row.id for r in arg(0, "records"))
+        elif (repo, method) == ("records", "drop_index_tags"):
+            txn.retagged.add((str(arg(0, "record_id")), str(arg(1, "field"))))
+        elif (repo, method) == ("records", "add_index_tags"):
+            rows = arg(0, "rows")
+            if not isinstance(rows, list | tuple) or not all(
+                isinstance(r, list | tuple) and len(r) == 3 for r in rows
+            ):
+                raise Refused(
+                    400, "malformed", _t("records.add_index_tags takes (field, tag, record) rows")
+                )
+            for name, _tag, record in rows:
+                if record not in txn.inserted and (record, name) not in txn.retagged:
+                    refuse(
+                        _t(
+                            "record {record} is neither inserted nor corrected in this transaction",
+                            record=record,
+                        )
+                    )
+
+    def _requester_of(self, grant_id: object) -> str | None:
+        """The requester of grant ``grant_id`` (None: no such grant, or no id)."""
+        if not is_hex_id(grant_id):
+            return None
+        grant = self.db.access.grant(str(grant_id))
+        return None if grant is None else grant.requester
+
+    def _check_refunds(self, txn: _Txn) -> None:
+        """At commit: each use given back (``refund_use``) must come with the logged
+        failed read of that grant (a ``grant.read`` entry with outcome ``error``,
+        in the requester's name, in the same transaction), as the library's
+        refund writes it (finding A-2)."""
+        unlogged = txn.refunded - txn.logged_failures
+        if unlogged:
+            raise IntegrityError(
+                _t(
+                    "a use of grant {grant_id} was given back without its failed read entry",
+                    grant_id=sorted(unlogged)[0],
+                )
+            )
+
     def _check_entries(
         self,
         user: str,
@@ -1239,7 +1450,13 @@ class VaultHost:
                 raise Refused(
                     409, "unverified", _t("log entry {seq} does not match its hash", seq=seq)
                 )
-            if obj.get("action") == "grant.read" and obj.get("outcome") == "ok":
+            if (
+                obj.get("action") == "grant.read"
+                and obj.get("outcome") == "ok"
+                and self._requester_of(obj.get("grant")) == obj.get("actor")
+            ):
+                # Only the grant's requester reads with it: another's entry naming
+                # the grant covers no use of it (finding A-1).
                 logged_reads.add(str(obj.get("grant")))
             if obj.get("actor") != user:
                 raise Refused(403, "binding", _t("log entry {seq} is in another's name", seq=seq))
@@ -1428,6 +1645,89 @@ def _check_many(method: str, a: list[Any], kw: dict[Any, Any]) -> None:
                 "records.{method} takes a list of at most {n} record ids",
                 method=method,
                 n=MAX_MANY,
+            ),
+        )
+
+
+def _size(value: object) -> int:
+    """How many items an argument names (0 for anything but a list)."""
+    return len(value) if isinstance(value, list | tuple) else 0
+
+
+def _number(value: object, default: int) -> int:
+    """An integer argument (``default`` when absent or not an integer), at least 0."""
+    return max(value if type(value) is int else default, 0)
+
+
+def _work(repo: str, method: str, a: list[Any], kw: dict[Any, Any]) -> tuple[int, int]:
+    """(log entries, other rows) one call reads or writes, from its arguments alone.
+
+    An upper bound taken before the call runs: a page counts its page size, a
+    signature range its length, a scan whose size its arguments do not give
+    :data:`SCAN_COST`; calls of a few rows count nothing (:data:`MAX_BATCH`
+    bounds how many there are).
+    """
+
+    def arg(index: int, name: str, default: object = None) -> object:
+        return a[index] if len(a) > index else kw.get(name, default)
+
+    call = (repo, method)
+    if call == ("audit", "page"):
+        return min(max(_number(kw.get("batch"), 5000), 1), 5000), 0
+    if call == ("audit", "sync"):
+        return SYNC_PAGE, 0
+    if call == ("audit", "signatures"):
+        first, last = arg(0, "first"), arg(1, "last")
+        if type(first) is int and type(last) is int:
+            return max(last - first + 1, 0), 0
+        return 0, 0
+    if call == ("audit", "append"):
+        return _size(arg(0, "rows")), 0
+    if call in {("audit", "entries_by_action"), ("audit", "entries_by_ref")}:
+        return SCAN_COST, 0
+    if call == ("statements", "get_many"):
+        return _size(arg(0, "seqs")), 0
+    if call in _MANY:
+        return 0, _size(arg(0, "ids"))
+    if call == ("records", "insert"):
+        return 0, _size(arg(0, "records"))
+    if call == ("records", "add_index_tags"):
+        return 0, _size(arg(0, "rows"))
+    if call == ("records", "find_by_tags"):
+        return 0, _size(arg(1, "tags"))
+    if call in {("records", "page"), ("records", "due"), ("records", "pending_shreds")}:
+        return 0, _number(kw.get("limit"), 1000)
+    if call == ("records", "keyblob_page"):
+        return 0, _number(kw.get("limit"), 500)
+    if call in {("records", "field_names_between"), ("access", "requests")}:
+        return 0, SCAN_COST
+    if repo == "inputs":
+        # At most: its own trust sync (fresh), three log scans, and the three
+        # batched reads of the request's records (at most MAX_MANY).
+        fresh = len(a) == 2 and a[1] is True
+        return (SYNC_PAGE if fresh else 0) + 3 * SCAN_COST, 3 * MAX_MANY
+    return 0, 0
+
+
+def _check_work(calls: Sequence[tuple[str, str, list[Any], dict[Any, Any]]]) -> None:
+    """Refuse (400 ``malformed``) a request whose calls together would read or write
+    more than :data:`MAX_BATCH_ENTRIES` log entries or :data:`MAX_BATCH_ROWS` other
+    rows (finding A-12), before any of them runs."""
+    entries = rows = 0
+    for repo, method, a, kw in calls:
+        e, r = _work(repo, method, a, kw)
+        entries, rows = entries + e, rows + r
+    if entries > MAX_BATCH_ENTRIES or rows > MAX_BATCH_ROWS:
+        raise Refused(
+            400,
+            "malformed",
+            _t(
+                "too much in one batch: {entries} log entries and {rows} rows "
+                "(at most {max_entries} and {max_rows})",
+                entries=entries,
+                rows=rows,
+                max_entries=MAX_BATCH_ENTRIES,
+                max_rows=MAX_BATCH_ROWS,
             ),
         )
 

@@ -271,9 +271,11 @@ def test_a_client_reads_again_after_its_own_or_anothers_commit(served: VaultServ
     """Reads outside a transaction may be answered from memory, but never across a
     write of this client, nor once an answer shows the server committed since."""
     vs = served
-    with vs.connect("worker1") as one:
+    # An officer: staff read only their own requests (finding A-11), and the read
+    # here is of another's, committed by them.
+    with vs.connect("officer1") as one:
         db = one._session.db
-        mine, theirs = _request("worker1"), _request("worker2")
+        mine, theirs = _request("officer1"), _request("worker2")
         assert db.access.request(mine.id) is None
         with db.transaction():
             db.access.add_request(mine)
