@@ -31,7 +31,10 @@ What is retried, and why it is never applied twice:
   same hash means it was committed (done, nothing re-sent); otherwise it was
   not, and the journal is replayed and committed there. A transaction that
   wrote without appending to the log has no such witness: its lost commit is
-  reported as unknown instead of guessed.
+  reported as unknown instead of guessed. A commit found applied whose
+  transaction stored a checkpoint leaves the HTTP witness's answer unknown
+  (the lost answer may have been the 502 ``witness``): it counts as refused,
+  so the approval is withdrawn (finding D-1).
 """
 
 from __future__ import annotations
