@@ -242,7 +242,7 @@ class _Lookup(HTTPSignatureKeyResolver):
             entry = self.resolver.resolve(self.name)
         except Exception as exc:
             raise _Refused(
-                503, "unavailable", _t("key resolver failed: {error!r}", error=exc)
+                503, "unavailable", _t("key resolver failed: {error}", error=repr(exc))
             ) from exc
         if entry is None:
             return None
@@ -366,7 +366,7 @@ class SignatureAuthMiddleware:
             signatures = http_sf.parse(signature_header.encode("latin-1"), tltype="dictionary")
         except Exception as exc:
             raise _Refused(
-                401, "malformed_signature", _t("Signature: {error!r}", error=exc)
+                401, "malformed_signature", _t("Signature: {error}", error=repr(exc))
             ) from exc
         # Parameters on a Signature member mean nothing and are not signed:
         # refused rather than ignored, so what is accepted is what was signed.
@@ -381,7 +381,7 @@ class SignatureAuthMiddleware:
             digests = http_sf.parse(digest_header.encode("latin-1"), tltype="dictionary")
         except Exception as exc:
             raise _Refused(
-                401, "malformed_digest", _t("Content-Digest: {error!r}", error=exc)
+                401, "malformed_digest", _t("Content-Digest: {error}", error=repr(exc))
             ) from exc
         if not isinstance(digests, dict) or "sha-256" not in digests:
             raise _Refused(401, "malformed_digest", _t("Content-Digest has no sha-256 member"))
@@ -428,7 +428,7 @@ class SignatureAuthMiddleware:
                 lookup.name, str(nonce), float(created + self.skew), self.clock()
             )
         except Exception as exc:
-            raise _Refused(503, "unavailable", _t("nonce store: {error!r}", error=exc)) from exc
+            raise _Refused(503, "unavailable", _t("nonce store: {error}", error=repr(exc))) from exc
         if not fresh:
             raise _Refused(401, "replay", _t("nonce {nonce} already used", nonce=nonce))
         return _Verified(lookup.name, result, _header(headers, "content-type") is not None)
@@ -444,7 +444,7 @@ class SignatureAuthMiddleware:
         # gets its own reason.
         if lookup.name is not None and not lookup.found:
             return _Refused(401, "unknown_user", _t("no user {name!r}", name=lookup.name))
-        return _Refused(401, "malformed_signature", repr(exc)[:500])
+        return _Refused(401, "malformed_signature", _t("Signature: {error}", error=repr(exc)[:500]))
 
     async def _read_body(self, receive: Receive) -> bytes:
         # Limits (size, time) are enforced by LimitsMiddleware's receive.
@@ -463,7 +463,9 @@ class SignatureAuthMiddleware:
         try:
             checked = ContentDigest.verify_components(user.result.covered_components, body)
         except Exception as exc:
-            raise _Refused(401, "digest_mismatch", repr(exc)[:500]) from exc
+            raise _Refused(
+                401, "digest_mismatch", _t("Content-Digest: {error}", error=repr(exc)[:500])
+            ) from exc
         if not checked:
             raise _Refused(401, "malformed_signature", _t("Content-Digest not covered"))
 

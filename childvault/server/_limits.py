@@ -179,12 +179,16 @@ class LimitsMiddleware:
         if _head_size(scope) > self.max_head:
             # h11 bounds only a head that arrives in pieces; one that arrives
             # whole in a single read is measured here.
-            await self._refuse(scope, send, 431, "head_too_large", f"{_head_size(scope)} bytes")
+            await self._refuse(
+                scope, send, 431, "head_too_large", _t("{size} bytes", size=_head_size(scope))
+            )
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body:
             # Refused on the declaration alone: not one byte of the body is read.
-            await self._refuse(scope, send, 413, "body_too_large", f"Content-Length {declared}")
+            await self._refuse(
+                scope, send, 413, "body_too_large", _t("Content-Length {length}", length=declared)
+            )
             return
 
         loop = asyncio.get_running_loop()
@@ -226,11 +230,15 @@ class LimitsMiddleware:
         except _BodyTooLarge:
             if started:
                 raise
-            await self._refuse(scope, send, 413, "body_too_large", f"more than {received} bytes")
+            await self._refuse(
+                scope, send, 413, "body_too_large", _t("more than {size} bytes", size=received)
+            )
         except _ReceiveTimeout:
             if started:
                 raise
-            await self._refuse(scope, send, 408, "request_timeout", f"{received} bytes in time")
+            await self._refuse(
+                scope, send, 408, "request_timeout", _t("{size} bytes in time", size=received)
+            )
 
     async def _refuse(
         self, scope: Scope, send: Send, status: int, reason: str, detail: str

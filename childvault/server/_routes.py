@@ -21,7 +21,7 @@ from childvault.server._common import AuditHook, logger, record_of, report_refus
 from childvault.server._limits import UserRateLimit
 from childvault.server._vault import Refused, VaultHost
 from childvault.vault._remote._codec import encode
-from childvault.vault._wire_messages import message_fields
+from childvault.vault._wire_messages import message_fields, message_of
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -105,7 +105,10 @@ def vault_routes(
                     headers=headers,
                 )
             except ValueError as exc:  # not JSON
-                return JSONResponse({"error": str(exc)[:200], "reason": "malformed"}, 400)
+                # Marked, so a Chinese reader does not get the JSON parser's English.
+                unread = _unreadable(exc)
+                shown = message_fields(unread) if len(unread) <= 200 else {}
+                return JSONResponse({"error": unread[:200], "reason": "malformed", **shown}, 400)
             except ChildVaultError as exc:
                 # A library error (a row missing, a conflict): the client re-raises its class.
                 # With its template, so the client shows it in its reader's language.
@@ -116,7 +119,10 @@ def vault_routes(
                 )
             except Exception:
                 logger.exception("vault call failed")
-                return JSONResponse({"error": "internal error", "reason": "internal"}, 500)
+                failed = _t("internal error")
+                return JSONResponse(
+                    {"error": failed, "reason": "internal", **message_fields(failed)}, 500
+                )
 
         return handler
 
@@ -182,3 +188,18 @@ def vault_routes(
         Route("/v1/txn/rollback", guarded(ender(False), ends=True), methods=["POST"]),
         Route("/v1/rpc/batch", guarded(rpc_batch), methods=["POST"]),
     ]
+
+
+def _unreadable(exc: ValueError) -> str:
+    """What a 400 ``malformed`` says of a body that could not be read: where the
+    JSON breaks, or that it is not UTF-8, as a marked message (the parser's own
+    text is English); any other ``ValueError`` with its own message."""
+    if isinstance(exc, json.JSONDecodeError):
+        return _t(
+            "the body is not JSON (line {line}, column {column})",
+            line=exc.lineno,
+            column=exc.colno,
+        )
+    if isinstance(exc, UnicodeDecodeError):
+        return _t("the body is not UTF-8 text")
+    return message_of(exc)

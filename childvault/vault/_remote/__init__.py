@@ -131,6 +131,23 @@ class _WitnessRefused(StorageError):
     """The server committed, but its HTTP witness did not cosign the checkpoint (502)."""
 
 
+class _UnknownMethod(ChildVaultError):
+    """The server does not know the method called (400 ``unknown_method``): an older server."""
+
+
+class _RoleRefused(AccessDenied):
+    """The server refused the call to the caller's role or user (403 ``role``)."""
+
+
+#: The only answers to an operation's inputs (``inputs.*``) after which the
+#: operation reads call by call instead. An older server that has no
+#: ``inputs`` methods (400 ``unknown_method``). And the designed refusal to the
+#: role or user (403 ``role``: a staff member's approval, another user's
+#: grant): the operation's own check then refuses it and logs the refusal in
+#: the audit log, which raising the server's refusal here would skip.
+_INPUTS_FALLBACK = (_UnknownMethod, _RoleRefused)
+
+
 class _Repo:
     """One repository: each attribute is a remote call."""
 
@@ -362,7 +379,10 @@ class RemoteBackend:
                 )
             )
         if r.status_code in (401, 403) and "type" not in doc:
-            raise AccessDenied(_t("the childvault server refused the request: {why}", why=message))
+            refused = _RoleRefused if doc.get("reason") == "role" else AccessDenied
+            raise refused(_t("the childvault server refused the request: {why}", why=message))
+        if r.status_code == 400 and doc.get("reason") == "unknown_method":
+            raise _UnknownMethod(message)
         if r.status_code == 503:
             raise (_Busy if doc.get("reason") == "busy" else ProviderUnavailable)(message)
         if r.status_code == 502 and doc.get("reason") == "witness":
@@ -688,11 +708,9 @@ class RemoteBackend:
                 answer = self._patiently(
                     lambda: self._send("/v1/rpc/batch", body.encode(), raw=True)
                 )
-            except ProviderUnavailable:
-                raise
-            except ChildVaultError:
-                # Refused (another's grant, a role): the operation reads call by
-                # call as before and meets the refusal it logs itself.
+            except _INPUTS_FALLBACK:
+                # See _INPUTS_FALLBACK: the operation reads call by call. Any other
+                # refusal or server error is raised, as for every other call.
                 answer = None
             if answer is not None:
                 if not (isinstance(answer, list) and len(answer) == 2):
@@ -757,10 +775,8 @@ class RemoteBackend:
         call = json.loads(self._key("inputs", expected[0], (expected[1], fresh), {}))
         try:
             raw = self._patiently(lambda: self._post("/v1/rpc", {"txn": None, **call}, raw=True))
-        except ProviderUnavailable:
-            raise
-        except ChildVaultError:
-            return  # refused: the operation reads call by call (see prefetch_log)
+        except _INPUTS_FALLBACK:
+            return  # the operation reads call by call (see _INPUTS_FALLBACK)
         self._keep_inputs(raw)
 
     def _keep_inputs(self, raw: Any) -> None:

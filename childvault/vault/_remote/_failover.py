@@ -31,7 +31,10 @@ What is retried, and why it is never applied twice:
   same hash means it was committed (done, nothing re-sent); otherwise it was
   not, and the journal is replayed and committed there. A transaction that
   wrote without appending to the log has no such witness: its lost commit is
-  reported as unknown instead of guessed.
+  reported as unknown instead of guessed. A commit found applied whose
+  transaction stored a checkpoint leaves the HTTP witness's answer unknown
+  (the lost answer may have been the 502 ``witness``): it counts as refused,
+  so the approval is withdrawn (finding D-1).
 """
 
 from __future__ import annotations
@@ -364,6 +367,16 @@ class FailoverBackend(RemoteBackend):
         at = self._in_txn_or_fail("audit", "entry_at", [seq], {})
         if at is not None and bytes(at[1]) == digest:
             self._end_quietly(commit=False)  # it was committed; send nothing again
+            if self._stored_checkpoint():
+                # The lost answer may have been the server's 502 ``witness``: that
+                # the commit applied says nothing of the witness's cosignature.
+                # Unknown counts as refused (fail closed): the service withdraws
+                # the approval as for the 502 itself (finding D-1).
+                self.witness_failure = _t(
+                    "the answer to the commit was lost, so whether the witness cosigned "
+                    "its checkpoint is unknown: check the witness with `childvault audit "
+                    "checkpoint`; an approval withdrawn for this needs a new request"
+                )
             return
         self._replay()
         try:
@@ -395,6 +408,13 @@ class FailoverBackend(RemoteBackend):
         with contextlib.suppress(_Down, ChildVaultError):
             self._once(self.url, path, {"txn": self._txn}, timeout=CALL_TIMEOUT)
         self._txn = None
+
+    def _stored_checkpoint(self) -> bool:
+        """Whether the open transaction stored a checkpoint (which the server
+        has its witnesses cosign when the commit applies)."""
+        return any(
+            c.repo == "checkpoints" and METHODS[c.repo][c.method] == WRITE for c in self._journal
+        )
 
     def _last_appended(self) -> tuple[int, bytes] | None:
         """(sequence number, hash) of the last log row the open transaction appended."""
