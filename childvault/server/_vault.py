@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from childvault._i18n import _t, join
+from childvault._i18n import Message, _t, join
 from childvault.keys import (
     ChildVaultError,
     ConfigError,
@@ -1099,7 +1099,7 @@ class VaultHost:
         ``binding``, nothing stored.
         """
 
-        def refuse(name: str, why: str) -> NoReturn:
+        def refuse(name: str, why: Message) -> NoReturn:
             raise Refused(
                 403, "binding", _t("the key renewal of {name}: {why}", name=name, why=why)
             )
@@ -1107,7 +1107,7 @@ class VaultHost:
         for name, (enc, sign) in sorted(txn.keys_set.items()):
             after = state.users.get(name)
             if after is None or (after.enc_key, after.sign_key) != (enc, sign):
-                refuse(name, "users.set_keys names keys no verified user.renew gave")
+                refuse(name, _t("users.set_keys names keys no verified user.renew gave"))
         renewed: dict[str, str] = {}
         for name, seq in sorted(txn.renewals.items()):
             before = self._verified.state.users.get(name)
@@ -1115,7 +1115,7 @@ class VaultHost:
             found = self.db.audit.entry_at(seq)
             stored = self.db.statements.get(seq)
             if before is None or after is None or found is None or stored is None:
-                refuse(name, f"no pending request at entry {seq}")
+                refuse(name, _t("no pending request at entry {seq}", seq=seq))
             entry, digest = found
             obj = _audit.decode_entry(entry)
             detail = obj.get("detail")
@@ -1131,12 +1131,15 @@ class VaultHost:
                 or not isinstance(sig, bytes)
                 or not _verifies(before.sign_key, _audit.entry_message(digest), sig)
             ):
-                refuse(name, f"entry {seq} is not their own signed request")
+                refuse(name, _t("entry {seq} is not their own signed request", seq=seq))
             try:
                 pending = Envelope.from_bytes(stored)
                 statement = pending.statement()
             except (IntegrityError, ValueError) as exc:
-                refuse(name, f"the statement of entry {seq} is malformed ({exc})")
+                refuse(
+                    name,
+                    _t("the statement of entry {seq} is malformed ({error})", seq=seq, error=exc),
+                )
             if (
                 detail.get(PENDING) != pending.digest()
                 or statement.get("user") != name
@@ -1144,7 +1147,10 @@ class VaultHost:
                 or statement.get("enc_key") != after.enc_key.hex()
                 or after.sign_key == before.sign_key
             ):
-                refuse(name, f"the request at entry {seq} names other keys than the approval")
+                refuse(
+                    name,
+                    _t("the request at entry {seq} names other keys than the approval", seq=seq),
+                )
             renewed[name] = str(detail["slot"])
         return renewed
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from childvault.vault import Vault
 from tests.server._vaultserver import SAMPLE_CSV, admin_workstation, make_vault, passphrase
 from tests.server.test_witness import WitnessProcess
