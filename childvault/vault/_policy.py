@@ -433,15 +433,19 @@ def issued_grant_refusal(
     before it approves; a client that skips them is held by the server to
     those it can decide from its own rows (finding A-5): the grant's officer
     approving their own request, the TTL (``issued`` to ``expires``, issued
-    now within :data:`CLOCK_SKEW`), the uses and the record cap
+    no later than now and :data:`CLOCK_SKEW`), the uses and the record cap
     (:func:`approval_terms_refusal`), each record still there, the fields
     its purpose may release under its ``basis`` (:func:`purpose_fields_refusal`)
     and a legal-obligation request's second officer (:func:`cosign_refusal`).
     Consent, notice, retention and age stay the client's: they need the
     verified record statements and notices.
     """
-    if abs(issued - now) > CLOCK_SKEW:
-        return Refusal("issued", _t("a grant is issued now, not at {at}", at=grant.issued_at))
+    # Issued in the future, a grant's TTL would count from then; issued in the
+    # past (a slow approval, a long first verification) it only ends sooner.
+    if issued > now + CLOCK_SKEW:
+        return Refusal(
+            "issued", _t("a grant cannot be issued in the future ({at})", at=grant.issued_at)
+        )
     refusal = approval_terms_refusal(
         req,
         grant.officer,
