@@ -264,6 +264,9 @@ def openapi_document() -> dict[str, Any]:
                                 "witness",
                                 # 429: over the per-user rate (Retry-After says when).
                                 "rate_limited",
+                                # 403 at a commit: an approval breaks a rule the
+                                # server decides (own request, TTL, uses, fields).
+                                "policy",
                             ],
                         },
                         "type": {

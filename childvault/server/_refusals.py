@@ -37,6 +37,8 @@ CHAINED = frozenset(
         "replay",
         "digest_mismatch",
         "rate_limited",
+        # An approval that breaks a rule the server decides (finding A-5).
+        "policy",
     }
 )
 #: Entries per user per window.

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -67,7 +67,9 @@ from childvault.vault._backend import (
     request_basis_key,
 )
 from childvault.vault._config import Config, Home
-from childvault.vault._merkle import SubtreeHashes, leaf_hash
+from childvault.vault._merkle import EMPTY_ROOT, SubtreeHashes, leaf_hash
+from childvault.vault._policy import RecordState, basis_fields, issued_grant_refusal
+from childvault.vault._policy import Refusal as PolicyRefusal
 from childvault.vault._record_trust import RECORD_STATEMENT
 from childvault.vault._registrations import PENDING, STATEMENT, Verified, anchor_of, replay
 from childvault.vault._remote._codec import decode, encode
@@ -80,6 +82,7 @@ from childvault.vault._remote._methods import (
 )
 from childvault.vault._session import log_origin, signer_name
 from childvault.vault._statements import Anchor, Envelope, TrustState
+from childvault.vault._time import parse_iso
 from childvault.vault._wire_messages import message_of
 
 logger = logging.getLogger("childvault.server")
@@ -122,6 +125,12 @@ _NAMING = (STATEMENT, PENDING, RECORD_STATEMENT)
 #: The batched record reads (approve, read, record verification: docs/server.md).
 _MANY = frozenset(
     {("records", "get_many"), ("records", "keyblob_many"), ("records", "fields_many")}
+)
+
+#: The writes an approval is made of, noted for the check at commit
+#: (:meth:`VaultHost._stage_issue`, :meth:`VaultHost._check_issued`).
+_ISSUING = frozenset(
+    {("access", "decide"), ("access", "add_grant"), ("release", "new"), ("audit", "append")}
 )
 
 _STAFF = {
@@ -197,6 +206,20 @@ class Refused(Exception):
 
 
 @dataclass
+class _Issued:
+    """What a transaction's officer writes issue, checked at commit (findings A-4, A-5):
+    a grant row and its release key are stored only with the caller's logged,
+    valid approval of the request (:meth:`VaultHost._check_issued`)."""
+
+    #: Grant rows added (``access.add_grant``), by grant id.
+    grants: dict[str, GrantRow] = field(default_factory=dict)
+    #: Requests that were pending when this transaction decided them: id -> status.
+    decided: dict[str, str] = field(default_factory=dict)
+    #: The caller's verified ``request.approve`` entries (outcome ok), by grant id.
+    logged: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
 class _Txn:
     id: str
     user: str
@@ -237,6 +260,8 @@ class _Txn:
     #: blind-index tags it dropped (a correction): the only ones it may tag.
     inserted: set[str] = field(default_factory=set)
     retagged: set[tuple[str, str]] = field(default_factory=set)
+    #: Grants, decisions and approval entries of this transaction (checked at commit).
+    issued: _Issued = field(default_factory=_Issued)
 
 
 def unlock_home(home: Path, user: str, passphrase: str) -> tuple[bytes, Anchor]:
@@ -306,6 +331,8 @@ class VaultHost:
         # The log's aligned subtree hashes, computed once on the DB thread as the
         # log grows: a witness's consistency proof then reads O(log n) of them.
         self._subtrees = SubtreeHashes(self._leaf_hashes)
+        #: The home's schema, loaded at the first approval checked (:meth:`_schema`).
+        self._loaded_schema: Any = None
         self._keys: dict[str, tuple[bytes, bool]] = {}
         self._keys_lock = threading.Lock()
         self._txn: _Txn | None = None
@@ -793,6 +820,8 @@ class VaultHost:
                 )
             self._check_refunds(txn)
             checked = replay(self.db, self._copy(), checked=txn.checked) if txn.appended else None
+            if txn.issued.grants or txn.issued.decided or txn.issued.logged:
+                self._check_issued(txn, (checked or self._verified).state)
             renewed: dict[str, str] = {}
             if txn.keys_set or txn.renewals:
                 renewed = self._check_renewals(txn, (checked or self._verified).state)
@@ -1280,6 +1309,7 @@ class VaultHost:
                 ) from exc
             if cp.origin != log_origin(self.config.vault_id):
                 raise Refused(403, "unverified", _t("the checkpoint names another log"))
+            self._check_checkpoint_root(cp, arg(0, "size"), arg(1, "root"))
             txn.notes.append(note)
         elif (repo, method) == ("users", "set_keys"):
             name, enc, sign = arg(0, "name"), arg(1, "enc_key"), arg(2, "sign_key")
@@ -1305,6 +1335,200 @@ class VaultHost:
                             400, "malformed", _t("a user.renew approval names no request")
                         )
                     txn.renewals[str(detail["user"])] = pending
+        if (repo, method) in _ISSUING:
+            self._stage_issue(txn, repo, method, arg)
+
+    # -- an approval: its grant, release key and entry together (findings A-4, A-5)
+
+    def _stage_issue(
+        self, txn: _Txn, repo: str, method: str, arg: Callable[[int, str], Any]
+    ) -> None:
+        """Note what an approval's write issues (after :meth:`_bind` checked who acted).
+
+        ``access.decide`` counts only for a request still pending (a decided one is
+        not decided again); ``release.new`` is refused unless this transaction added
+        the grant row first (409 ``unverified``, before any key is made); the
+        caller's ``request.approve`` entries (verified by :meth:`_check_entries`)
+        are kept for the match at commit (:meth:`_check_issued`).
+        """
+        issued = txn.issued
+        if (repo, method) == ("access", "decide"):
+            request_id = arg(0, "request_id")
+            req = self.db.access.request(request_id) if isinstance(request_id, str) else None
+            if req is not None and req.status == "pending":
+                issued.decided.setdefault(req.id, str(arg(1, "status")))
+        elif (repo, method) == ("access", "add_grant"):
+            grant = arg(0, "grant")
+            if grant.id in issued.grants:
+                raise Refused(
+                    409, "unverified", _t("grant {grant_id} is added twice", grant_id=grant.id)
+                )
+            issued.grants[grant.id] = grant
+        elif (repo, method) == ("release", "new"):
+            grant_id = arg(0, "grant_id")
+            if grant_id not in issued.grants:
+                raise Refused(
+                    409,
+                    "unverified",
+                    _t(
+                        "a release key is made only for a grant this transaction adds: {grant_id}",
+                        grant_id=str(grant_id),
+                    ),
+                )
+        else:
+            for row in arg(0, "rows"):
+                obj = _audit.decode_entry(row[1])
+                if (obj.get("action"), obj.get("outcome")) == ("request.approve", "ok"):
+                    grant_id = obj.get("grant")
+                    if not isinstance(grant_id, str) or grant_id in issued.logged:
+                        raise Refused(
+                            409,
+                            "unverified",
+                            _t("log entry {seq} approves no grant, or one twice", seq=row[0]),
+                        )
+                    issued.logged[grant_id] = obj
+
+    def _check_issued(self, txn: _Txn, state: TrustState) -> None:
+        """At commit: every grant, approval decision and approval entry matched.
+
+        Each grant row added must have the caller's verified ``request.approve``
+        entry naming its request and it, and a decision ``approved`` of that
+        request made in this transaction while it was pending; the grant names
+        the request's requester and the caller; the entry names the request's
+        records, fields and purpose, and the grant's expiry and uses. Each
+        ``approved`` decision and each approval entry has its grant. Otherwise
+        IntegrityError (409 ``unverified``, nothing stored). Then the approval
+        rules the server can decide (:func:`_policy.issued_grant_refusal`, the
+        settings from the verified ``state``): 403 ``policy``.
+        """
+        issued = txn.issued
+
+        def fail(grant_id: str, why: str) -> NoReturn:
+            raise IntegrityError(_t("grant {grant_id}: {why}", grant_id=grant_id, why=why))
+
+        for grant_id in sorted(set(issued.logged) - set(issued.grants)):
+            fail(grant_id, _t("an approval entry names a grant this transaction does not add"))
+        approved = {r for r, status in issued.decided.items() if status == "approved"}
+        granted = {g.request_id for g in issued.grants.values()}
+        for request_id in sorted(approved - granted):
+            raise IntegrityError(
+                _t("request {request_id} is approved without a grant", request_id=request_id)
+            )
+        if len(granted) != len(issued.grants):
+            fail(sorted(issued.grants)[0], _t("one approval issues one grant"))
+        for grant in issued.grants.values():
+            entry = issued.logged.get(grant.id)
+            req = self.db.access.request(grant.request_id)
+            if entry is None or entry.get("request") != grant.request_id:
+                fail(grant.id, _t("no logged approval of its request in this transaction"))
+            if grant.request_id not in approved or req is None or req.status != "approved":
+                fail(grant.id, _t("its request was not approved in this transaction"))
+            detail = entry.get("detail")
+            if (
+                (grant.officer, grant.requester) != (txn.user, req.requester)
+                or req.decided_by != txn.user
+                or (entry.get("records"), entry.get("fields"), entry.get("purpose"))
+                != (list(req.records), list(req.fields), req.purpose)
+                or not isinstance(detail, dict)
+                or (detail.get("expires"), detail.get("uses")) != (grant.expires_at, grant.max_uses)
+            ):
+                fail(grant.id, _t("the grant, its request and its approval entry differ"))
+            refusal = self._grant_policy(req, grant, state)
+            if refusal is not None:
+                raise Refused(
+                    403,
+                    "policy",
+                    _t("grant {grant_id}: {why}", grant_id=grant.id, why=refusal.message),
+                )
+
+    def _grant_policy(
+        self, req: RequestRow, grant: GrantRow, state: TrustState
+    ) -> PolicyRefusal | None:
+        """:func:`_policy.issued_grant_refusal` of ``grant``, from the server's rows: the
+        verified settings, the request's logged basis and co-signers, the record rows."""
+
+        def logged(action: str) -> list[dict[str, Any]]:
+            # Committed entries: each replayed (chain, signatures) before its commit.
+            out = []
+            for raw in self.db.audit.entries_by_ref((action,), request=req.id):
+                doc = json.loads(raw)
+                if (doc.get("request"), doc.get("action"), doc.get("outcome")) == (
+                    req.id,
+                    action,
+                    "ok",
+                ):
+                    out.append(doc)
+            return out
+
+        created = logged("request.create")
+        detail = created[0].get("detail") if created else None
+        basis = str(detail.get("basis", "consent")) if isinstance(detail, dict) else "consent"
+        ids = list(dict.fromkeys(req.records))
+        rows = self.db.records.get_many(ids) if ids else {}
+        blobs = self.db.records.keyblob_many(ids) if ids else {}
+        schema = self._schema()
+        try:
+            issued, expires = parse_iso(grant.issued_at), parse_iso(grant.expires_at)
+        except (TypeError, ValueError) as exc:
+            raise IntegrityError(
+                _t("grant {grant_id}: its times are malformed", grant_id=grant.id)
+            ) from exc
+        return issued_grant_refusal(
+            req,
+            grant,
+            issued=issued,
+            expires=expires,
+            now=datetime.now(UTC),
+            max_ttl=timedelta(seconds=int(state.setting("max_ttl_s"))),
+            max_uses=int(state.setting("max_uses")),
+            max_records=int(state.setting("max_records")),
+            records=[RecordState(r, rows.get(r), r in blobs) for r in ids],
+            allowed=basis_fields(
+                basis, {name: rt.fields_for(req.purpose) for name, rt in schema.types.items()}
+            ),
+            basis=basis,
+            cosigners=[str(doc.get("actor")) for doc in logged("request.cosign")],
+        )
+
+    def _schema(self) -> Any:
+        """The served home's schema (loaded once; the purposes' field lists)."""
+        if self._loaded_schema is None:
+            from childvault.vault._schema import Schema
+
+            self._loaded_schema = Schema.load(self.home.schema)
+        return self._loaded_schema
+
+    # -- a checkpoint: over the log's own root (finding A-6)
+
+    def _check_checkpoint_root(self, cp: _note.Checkpoint, size: Any, root: Any) -> None:
+        """The call's ``size`` and ``root`` are the note's, and the note's root is the
+        log's Merkle root at that size: the committed log's cached subtree hashes and
+        the leaves appended in this transaction (read on this connection). Else 409
+        ``unverified``; nothing is stored or appended to the witness."""
+        if size != cp.size or root != cp.root:
+            raise Refused(
+                409, "unverified", _t("the checkpoint's size and root are not its note's")
+            )
+        have, _ = self.db.audit.head()
+        if cp.size > have:
+            raise Refused(
+                409,
+                "unverified",
+                _t(
+                    "the checkpoint covers {size} entries; the log has {have}",
+                    size=cp.size,
+                    have=have,
+                ),
+            )
+        # Only committed leaves are cached: a rolled-back append must not stay in the cache.
+        self._subtrees.extend_to(min(cp.size, self._verified.size))
+        actual = self._subtrees.subtree(0, cp.size) if cp.size else EMPTY_ROOT
+        if actual != cp.root:
+            raise Refused(
+                409,
+                "unverified",
+                _t("the checkpoint's root is not the log's root at {size} entries", size=cp.size),
+            )
 
     def _bind_own(self, txn: _Txn, repo: str, method: str, a: list[Any], kw: Any) -> None:
         """Writes a staff member may make only on their own objects (findings A-1,

@@ -110,20 +110,17 @@ def approval_refusal(
     the ``consent`` basis only: a statutory basis (:data:`BASES`) is not
     blocked by consent (DESIGN section 5 item 6).
     """
-    if req.requester == approver:
-        return Refusal(
-            "own request", _t("an officer cannot approve their own request; ask another officer")
-        )
-    if ttl <= timedelta(0) or ttl > limits.max_ttl:
-        return Refusal(
-            "ttl",
-            _t("the TTL must be positive and at most {ttl}", ttl=str(limits.max_ttl)),
-            "usage",
-        )
-    if not 1 <= uses <= limits.max_uses:
-        return Refusal("uses", _t("uses must be between 1 and {n}", n=limits.max_uses), "usage")
-    if len(req.records) > limits.max_records:
-        return Refusal("cap", _t("more than {n} records in one approval", n=limits.max_records))
+    refusal = approval_terms_refusal(
+        req,
+        approver,
+        ttl=ttl,
+        uses=uses,
+        max_ttl=limits.max_ttl,
+        max_uses=limits.max_uses,
+        max_records=limits.max_records,
+    )
+    if refusal is not None:
+        return refusal
     iso_day = day.isoformat()
     for state in records:
         rid, row = state.id, state.row
@@ -171,6 +168,36 @@ def approval_refusal(
         refusal = turned_14_refusal(row, day)
         if refusal is not None:
             return refusal
+    return None
+
+
+def approval_terms_refusal(
+    req: RequestRow,
+    approver: str,
+    *,
+    ttl: timedelta,
+    uses: int,
+    max_ttl: timedelta,
+    max_uses: int,
+    max_records: int,
+) -> Refusal | None:
+    """The first of :func:`approval_refusal`'s rules that need no record: an officer's
+    own request, the TTL, the number of uses, the record cap (the server checks the
+    same on the grant row an approval stores: :func:`issued_grant_refusal`)."""
+    if req.requester == approver:
+        return Refusal(
+            "own request", _t("an officer cannot approve their own request; ask another officer")
+        )
+    if ttl <= timedelta(0) or ttl > max_ttl:
+        return Refusal(
+            "ttl",
+            _t("the TTL must be positive and at most {ttl}", ttl=str(max_ttl)),
+            "usage",
+        )
+    if not 1 <= uses <= max_uses:
+        return Refusal("uses", _t("uses must be between 1 and {n}", n=max_uses), "usage")
+    if len(req.records) > max_records:
+        return Refusal("cap", _t("more than {n} records in one approval", n=max_records))
     return None
 
 
@@ -366,3 +393,78 @@ def grant_refusal(
         if refusal is not None:
             return _read(refusal.message)
     return None
+
+
+# -- what a server checks of an issued grant (findings A-4, A-5) --------------
+
+
+def basis_fields(
+    basis: str, purpose_fields: Mapping[str, Collection[str]]
+) -> Mapping[str, Collection[str]] | None:
+    """The fields a request of ``basis`` may release, per record type (``allowed``).
+
+    ``purpose_fields`` maps each record type to the fields the schema lists
+    for the request's purpose: consent and legal-obligation requests are
+    held to it; a subject-access request may release any field of the
+    subject's own record (M-17, None); a breach notification only
+    :data:`CONTACT_FIELDS`.
+    """
+    if basis == "subject_access":
+        return None
+    if basis == "breach_notification":
+        return {name: CONTACT_FIELDS for name in purpose_fields}
+    return purpose_fields
+
+
+def issued_grant_refusal(
+    req: RequestRow,
+    grant: GrantRow,
+    *,
+    issued: datetime,
+    expires: datetime,
+    now: datetime,
+    max_ttl: timedelta,
+    max_uses: int,
+    max_records: int,
+    records: Sequence[RecordState],
+    allowed: Mapping[str, Collection[str]] | None,
+    basis: str,
+    cosigners: Collection[str],
+) -> Refusal | None:
+    """The approval rules a server decides from the grant row an officer stores.
+
+    The officer's client checks every rule of :func:`approval_refusal`
+    before it approves; a client that skips them is held by the server to
+    those it can decide from its own rows (finding A-5): the grant's officer
+    approving their own request, the TTL (``issued`` to ``expires``, issued
+    no later than now and :data:`CLOCK_SKEW`), the uses and the record cap
+    (:func:`approval_terms_refusal`), each record still there, the fields
+    its purpose may release under its ``basis`` (:func:`purpose_fields_refusal`)
+    and a legal-obligation request's second officer (:func:`cosign_refusal`).
+    Consent, notice, retention and age stay the client's: they need the
+    verified record statements and notices.
+    """
+    # Issued in the future, a grant's TTL would count from then; issued in the
+    # past (a slow approval, a long first verification) it only ends sooner.
+    if issued > now + CLOCK_SKEW:
+        return Refusal(
+            "issued", _t("a grant cannot be issued in the future ({at})", at=grant.issued_at)
+        )
+    refusal = approval_terms_refusal(
+        req,
+        grant.officer,
+        ttl=expires - issued,
+        uses=grant.max_uses,
+        max_ttl=max_ttl,
+        max_uses=max_uses,
+        max_records=max_records,
+    )
+    if refusal is not None:
+        return refusal
+    for state in records:
+        if state.row is None or not state.has_keys:
+            return Refusal("deleted", _t("record {id} was deleted", id=state.id))
+        refusal = purpose_fields_refusal(req.purpose, req.fields, state.row, allowed)
+        if refusal is not None:
+            return refusal
+    return cosign_refusal(basis, req.requester, grant.officer, cosigners)

@@ -12,7 +12,7 @@ import base64
 import contextlib
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, Protocol, runtime_checkable
@@ -46,6 +46,7 @@ from childvault.vault._policy import (
     RecordState,
     Refusal,
     approval_refusal,
+    basis_fields,
     cosign_refusal,
     grant_refusal,
     purpose_fields_refusal,
@@ -476,8 +477,18 @@ class AccessService:
         except AccessDenied as exc:
             refuse(Refusal("no custodian key", str(exc)))
         grant_id = new_id()
-        material, receipt = _release(
-            provider, selections, requester, grant_id, int(ttl.total_seconds())
+        # Released inside the approval's transaction, after its grant row: a
+        # server makes a grant's release key only for a grant the same
+        # transaction stores with its logged approval (finding A-4).
+        note, material = self._record_approval(
+            req,
+            grant_id,
+            ttl=ttl,
+            uses=uses,
+            moment=moment,
+            release=lambda: _release(
+                provider, selections, requester, grant_id, int(ttl.total_seconds())
+            ),
         )
         claims = _tokens.GrantClaims(
             jti=grant_id,
@@ -495,9 +506,6 @@ class AccessService:
             keys=material,
         )
         token = _tokens.issue(self.s.me, claims)
-        note = self._record_approval(
-            req, grant_id, ttl=ttl, uses=uses, moment=moment, receipt=receipt
-        )
         try:
             self._audit.witness(note)
         except ChildVaultError:
@@ -517,20 +525,21 @@ class AccessService:
         ttl: timedelta,
         uses: int,
         moment: datetime,
-        receipt: dict[str, list[str]] | None = None,
-    ) -> str:
-        """The database half of an approval, in one transaction: mark the request
-        approved, record the grant, log it, and sign a checkpoint covering it.
-        Returns the checkpoint note (witnessed by the caller after the commit).
-        ``receipt`` (Vault mode): the wrapping accessors and Vault request ids,
-        kept for revocation and logged for ``audit reconcile``."""
+        release: Callable[[], tuple[bytes, dict[str, list[str]] | None]],
+    ) -> tuple[str, bytes]:
+        """The database half of an approval, in one transaction: record the grant,
+        release its keys (``release``: the grant material and, in Vault mode, the
+        receipt of wrapping accessors and Vault request ids, kept for revocation
+        and logged for ``audit reconcile``), mark the request approved, log it,
+        and sign a checkpoint covering it. Returns the checkpoint note
+        (witnessed by the caller after the commit) and the grant material."""
         # Checked from the approving officer's own last checkpoint (full=False),
         # so the cost of an approval does not grow with the log.
         with self._audit.signed(moment, full=False) as signed:
-            if not self.s.db.access.decide(
-                req.id, status="approved", by=self.s.user, at=iso(moment), reason=None
-            ):
-                raise UsageError(_t("request {id} was decided meanwhile", id=req.id))
+            # The grant row and its release key first: a server makes a grant's
+            # release key only in the transaction that adds the grant (finding
+            # A-4), and, asked before the decision, it costs no read the decision
+            # fetched ahead (the key's answer would make the client forget them).
             self.s.db.access.add_grant(
                 GrantRow(
                     grant_id,
@@ -546,6 +555,11 @@ class AccessService:
                     None,
                 )
             )
+            material, receipt = release()
+            if not self.s.db.access.decide(
+                req.id, status="approved", by=self.s.user, at=iso(moment), reason=None
+            ):
+                raise UsageError(_t("request {id} was decided meanwhile", id=req.id))
             _audit.append(
                 self.s.db.audit,
                 [
@@ -564,7 +578,7 @@ class AccessService:
             )
             if receipt is not None:
                 self.s.db.meta.set(_wrapping_key(grant_id), json.dumps(receipt["accessors"]))
-        return signed.note
+        return signed.note, material
 
     def _allowed(self, purpose: str, basis: str = "consent") -> dict[str, tuple[str, ...]] | None:
         """Record type -> the fields ``purpose`` may release (the schema's purpose lists).
@@ -572,11 +586,10 @@ class AccessService:
         A subject-access request may release any field of the subject's own
         record (M-17); a breach notification only :data:`CONTACT_FIELDS`.
         """
-        if basis == "subject_access":
-            return None
-        if basis == "breach_notification":
-            return {name: CONTACT_FIELDS for name in self.s.schema.types}
-        return {name: rt.fields_for(purpose) for name, rt in self.s.schema.types.items()}
+        allowed = basis_fields(
+            basis, {name: rt.fields_for(purpose) for name, rt in self.s.schema.types.items()}
+        )
+        return None if allowed is None else {k: tuple(v) for k, v in allowed.items()}
 
     def _limits(self) -> ApprovalLimits:
         """The vault's approval limits, from its settings."""

@@ -78,6 +78,7 @@ REFUSALS: dict[str, str] = {
     "malformed": N_("the server could not read the request"),
     "internal": N_("the server failed (internal error): see its log"),
     "rate_limited": N_("the server limits how many requests each user makes: try again shortly"),
+    "policy": N_("the server refused the approval: it breaks the vault's approval rules"),
     "witness": N_(
         "the change was stored, but the witness did not cosign its checkpoint: "
         "the approval does not count; see the server's log"
