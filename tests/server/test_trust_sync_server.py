@@ -141,6 +141,49 @@ def test_approve_and_read_verify_from_one_sync(served: tuple[VaultServer, list[s
     assert len(reading) <= 5
 
 
+def test_fresh_sessions_keep_the_inputs_across_their_saved_state(tmp_path: Path) -> None:
+    """A new connection per step (as every CLI command is): the first verification
+    saves the session's trust state in a transaction of its own once the log grew
+    past its saved point; the sync and inputs read before it are kept, so the
+    operation does not read call by call afterwards (round 2, session 7)."""
+    vs, ids = _served(tmp_path)
+    try:
+        with vs.connect("worker1") as worker, vs.connect("officer1") as officer:
+            # Both save a trust state; then the log grows past their saved points.
+            req = worker.request_access(ids[:2], ["name"], "case_management", "家访")
+            worker.read_with_grant(officer.approve(req).token)
+            add_children(worker, 70)
+        with vs.connect("worker1") as worker:
+            req = worker.request_access(ids, ["name", "guardian_phone"], "case_management", "家访")
+        with vs.connect("officer1") as officer:
+            approving = count_requests(officer)
+            token = officer.approve(req).token
+        with vs.connect("worker1") as worker:
+            reading = count_requests(worker)
+            out = worker.read_with_grant(token)
+    finally:
+        vs.stop()
+    assert sorted(out) == sorted(ids)
+    for sent, kind in ((approving, "approval"), (reading, "read")):
+        # The saved state, the sync from it and the operation's inputs in one request ...
+        assert sent[0] == (False, [f"inputs.{kind}"])
+        # ... then the save, alone in its transaction (none of the read's reads).
+        assert sent[1] == (True, ["statements.save_state"])
+        outside = [calls for in_txn, calls in sent if not in_txn]
+        for calls in outside[1:]:
+            # Kept across the save: nothing the inputs answered is asked again.
+            assert not {"audit.head", "audit.sync", "audit.signatures", "meta.get"} & set(calls)
+            assert not {"audit.entries_by_action", "audit.entries_by_ref"} & set(calls), calls
+            assert not {"access.request", "access.grant", "records.get_many"} & set(calls)
+            assert not {"statements.saved_state", "users.get", "custodians.all"} & set(calls)
+            assert not any(c.startswith("inputs.") for c in calls), calls
+    # Session 6: 20 and 15 (the save emptied the cache and took the read's
+    # after-commit reads). Warm: 10 and 5; a fresh session adds its save and the
+    # record scan's page from its own (older) saved record heads (docs/server.md).
+    assert len(approving) <= 12
+    assert len(reading) <= 7
+
+
 def test_operation_inputs_are_refused_to_the_wrong_role_or_user(
     served: tuple[VaultServer, list[str]],
 ) -> None:
