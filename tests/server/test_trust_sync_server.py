@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from childvault.keys import Identity, IntegrityError
-from childvault.vault import Vault
+from childvault.keys import AccessDenied, Identity, IntegrityError
+from childvault.vault import Basis, Vault
 from childvault.vault._remote._codec import decode
 from tests._insider import Insider
 from tests.conftest import add_children
@@ -251,3 +251,48 @@ def test_an_altered_entry_or_signature_is_refused_through_the_sync(tmp_path: Pat
             assert officer.approve(req).token
     finally:
         vs.stop()
+
+
+def test_cosigners_and_transfers_through_the_server(tmp_path: Path) -> None:
+    """Co-signatures through the request index (only for a legal obligation) and the
+    transfers register through the recipient index, as in the embedded mode
+    (tests/insider/test_log_index_transfers.py): no scan of every entry of an action."""
+    vs = make_vault(tmp_path, ("officer1", "officer2", "worker1"))
+    legal = Basis(
+        "legal_obligation", recipient="某区人民法院", provision="第一百一十条", assessment="P"
+    )
+    # Made before the server starts: through it, staff may not write the basis row
+    # a legal-obligation request keeps (meta.set; reported, not changed here).
+    with Vault.open(vs.home, "worker1", passphrase("worker1")) as v:
+        ids = add_children(v, 2)
+        consent = v.request_access(ids, ["name"], "case_management", "家访")
+        req = v.request_access(ids, ["name"], "legal_protection", "协助调查", basis=legal)
+    vs.start()
+    try:
+        with vs.connect("officer1") as officer:
+            with pytest.raises(AccessDenied, match="two officers"):
+                officer.approve(req)
+            sent = count_requests(officer)
+            consent_token = officer.approve(consent).token
+        assert not any("audit.entries_by_ref" in calls for _, calls in sent[1:])
+        with vs.connect("officer2") as other:
+            other.cosign(req)
+        with vs.connect("officer1") as officer:
+            sent = count_requests(officer)
+            token = officer.approve(req).token
+        # The co-signatures: one indexed look-up, not a scan of every co-signature.
+        looked_up = [c for _, calls in sent for c in calls]
+        assert "audit.entries_by_ref" in looked_up
+        assert "audit.entries_by_action" not in looked_up
+        with vs.connect("worker1") as worker:
+            worker.read_with_grant(consent_token)
+            worker.read_with_grant(token)
+        with vs.connect("officer2") as other:
+            sent = count_requests(other)
+            transfers = other.transfers()
+        assert ["audit.entries_with_recipient"] in [calls for _, calls in sent]
+    finally:
+        vs.stop()
+    assert [(t.request, t.recipient, list(t.records)) for t in transfers] == [
+        (req, "某区人民法院", ids)
+    ]

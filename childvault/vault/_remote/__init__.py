@@ -76,6 +76,7 @@ from childvault.vault._remote._codec import decode, encode
 from childvault.vault._remote._methods import (
     ACTIONS_AHEAD,
     BASIS_ACTIONS,
+    COSIGN_ACTIONS,
     METHODS,
     QUEUED,
     READ,
@@ -634,8 +635,8 @@ class RemoteBackend:
     ) -> list[str]:
         """The reads fetched with one of approve's and read's look-ups (serialised):
         the settings and log scans they read, and, for a request (or its basis
-        lookup), the request, its basis row and its indexed ``request.create``
-        entry."""
+        lookup), the request, its basis row, its indexed ``request.create``
+        entry and its indexed co-signatures (read for a legal obligation)."""
         ahead = [self._key("meta", "get", (setting,), {}) for setting in SETTINGS_AHEAD]
         ahead += [
             self._key("audit", "entries_by_action", (actions,), {}) for actions in ACTIONS_AHEAD
@@ -648,6 +649,7 @@ class RemoteBackend:
                 self._key("access", "request", (request_id,), {}),
                 self._key("meta", "get", (request_basis_key(request_id),), {}),
                 self._key("audit", "entries_by_ref", (BASIS_ACTIONS,), {"request": request_id}),
+                self._key("audit", "entries_by_ref", (COSIGN_ACTIONS,), {"request": request_id}),
             ]
         return ahead
 
