@@ -116,6 +116,11 @@ _REPOSITORIES = frozenset(
 _TAIL = "tail"
 #: The most entries one ``audit.page`` (and ``audit.sync``) answers.
 PAGE_MAX = 5000
+#: A record write first checks that the vault accepts records (the meta row,
+#: then the log's decommission entries: ``Session.accepting_records``), then
+#: reads the settings: one request for all of them (an import, ``record add``).
+_ACCEPTING = "accepting_records"
+_DECOMMISSION = ("vault.decommission",)
 
 #: Error classes a server may name; anything else becomes a plain ChildVaultError.
 _ERRORS: dict[str, type[ChildVaultError]] = {
@@ -556,7 +561,11 @@ class RemoteBackend:
         elif (
             not kwargs
             and (
-                ((repo, method) == ("meta", "get") and len(args) == 1 and args[0] in SETTINGS_AHEAD)
+                (
+                    (repo, method) == ("meta", "get")
+                    and len(args) == 1
+                    and (args[0] in SETTINGS_AHEAD or args[0] == _ACCEPTING)
+                )
                 or (
                     (repo, method) == ("audit", "entries_by_action")
                     and len(args) == 1
@@ -634,13 +643,16 @@ class RemoteBackend:
         self, repo: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]
     ) -> list[str]:
         """The reads fetched with one of approve's and read's look-ups (serialised):
-        the settings and log scans they read, and, for a request (or its basis
+        the settings and log scans they read (with the accepting-records row, also
+        the decommission entries a record write checks next), and, for a request (or its basis
         lookup), the request, its basis row, its indexed ``request.create``
         entry and its indexed co-signatures (read for a legal obligation)."""
         ahead = [self._key("meta", "get", (setting,), {}) for setting in SETTINGS_AHEAD]
         ahead += [
             self._key("audit", "entries_by_action", (actions,), {}) for actions in ACTIONS_AHEAD
         ]
+        if (repo, method, tuple(args)) == ("meta", "get", (_ACCEPTING,)):
+            ahead.append(self._key("audit", "entries_by_action", (_DECOMMISSION,), {}))
         request_id = self._basis_lookup(repo, method, args, kwargs)
         if (repo, method) == ("access", "request") and isinstance(args[0], str):
             request_id = args[0]
