@@ -400,6 +400,10 @@ class AuditRepo(Protocol):
         """Entries of ``actions`` naming ``request`` or ``grant`` (an index; callers re-check)."""
         ...
 
+    def entries_with_recipient(self, actions: Sequence[str]) -> list[bytes]:
+        """Entries of ``actions`` whose detail names a recipient (an index; callers re-check)."""
+        ...
+
     def entry_at(self, seq: int) -> tuple[bytes, bytes] | None:
         """(entry, hash) at ``seq``, or None."""
         ...

@@ -355,6 +355,10 @@ class Session:
             # saved state, as verify_log would (and as verified_point does), so the
             # entries after it come with the trust sync below.
             known = self._verified = load_saved(self.db, self.me, self.anchor)
+            if known is None:
+                # Nothing saved: the replay starts at the anchor, and its first page
+                # and that page's signatures come with the head in one request.
+                prefetch(0)
         if prefetch is not None and known is not None and known.head is not None:
             # Through a server (docs/server.md "Trust sync"): the head, the entries
             # since this session's verified point and their signatures in one

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from childvault.keys import Identity, IntegrityError
-from childvault.vault import Vault
+from childvault.keys import AccessDenied, Identity, IntegrityError
+from childvault.vault import Basis, Vault
 from childvault.vault._remote._codec import decode
 from tests._insider import Insider
 from tests.conftest import add_children
@@ -141,6 +141,49 @@ def test_approve_and_read_verify_from_one_sync(served: tuple[VaultServer, list[s
     assert len(reading) <= 5
 
 
+def test_fresh_sessions_keep_the_inputs_across_their_saved_state(tmp_path: Path) -> None:
+    """A new connection per step (as every CLI command is): the first verification
+    saves the session's trust state in a transaction of its own once the log grew
+    past its saved point; the sync and inputs read before it are kept, so the
+    operation does not read call by call afterwards (round 2, session 7)."""
+    vs, ids = _served(tmp_path)
+    try:
+        with vs.connect("worker1") as worker, vs.connect("officer1") as officer:
+            # Both save a trust state; then the log grows past their saved points.
+            req = worker.request_access(ids[:2], ["name"], "case_management", "家访")
+            worker.read_with_grant(officer.approve(req).token)
+            add_children(worker, 70)
+        with vs.connect("worker1") as worker:
+            req = worker.request_access(ids, ["name", "guardian_phone"], "case_management", "家访")
+        with vs.connect("officer1") as officer:
+            approving = count_requests(officer)
+            token = officer.approve(req).token
+        with vs.connect("worker1") as worker:
+            reading = count_requests(worker)
+            out = worker.read_with_grant(token)
+    finally:
+        vs.stop()
+    assert sorted(out) == sorted(ids)
+    for sent, kind in ((approving, "approval"), (reading, "read")):
+        # The saved state, the sync from it and the operation's inputs in one request ...
+        assert sent[0] == (False, [f"inputs.{kind}"])
+        # ... then the save, alone in its transaction (none of the read's reads).
+        assert sent[1] == (True, ["statements.save_state"])
+        outside = [calls for in_txn, calls in sent if not in_txn]
+        for calls in outside[1:]:
+            # Kept across the save: nothing the inputs answered is asked again.
+            assert not {"audit.head", "audit.sync", "audit.signatures", "meta.get"} & set(calls)
+            assert not {"audit.entries_by_action", "audit.entries_by_ref"} & set(calls), calls
+            assert not {"access.request", "access.grant", "records.get_many"} & set(calls)
+            assert not {"statements.saved_state", "users.get", "custodians.all"} & set(calls)
+            assert not any(c.startswith("inputs.") for c in calls), calls
+    # Session 6: 20 and 15 (the save emptied the cache and took the read's
+    # after-commit reads). Warm: 10 and 5; a fresh session adds its save and the
+    # record scan's page from its own (older) saved record heads (docs/server.md).
+    assert len(approving) <= 12
+    assert len(reading) <= 7
+
+
 def test_operation_inputs_are_refused_to_the_wrong_role_or_user(
     served: tuple[VaultServer, list[str]],
 ) -> None:
@@ -208,3 +251,48 @@ def test_an_altered_entry_or_signature_is_refused_through_the_sync(tmp_path: Pat
             assert officer.approve(req).token
     finally:
         vs.stop()
+
+
+def test_cosigners_and_transfers_through_the_server(tmp_path: Path) -> None:
+    """Co-signatures through the request index (only for a legal obligation) and the
+    transfers register through the recipient index, as in the embedded mode
+    (tests/insider/test_log_index_transfers.py): no scan of every entry of an action."""
+    vs = make_vault(tmp_path, ("officer1", "officer2", "worker1"))
+    legal = Basis(
+        "legal_obligation", recipient="某区人民法院", provision="第一百一十条", assessment="P"
+    )
+    # Made before the server starts: through it, staff may not write the basis row
+    # a legal-obligation request keeps (meta.set; reported, not changed here).
+    with Vault.open(vs.home, "worker1", passphrase("worker1")) as v:
+        ids = add_children(v, 2)
+        consent = v.request_access(ids, ["name"], "case_management", "家访")
+        req = v.request_access(ids, ["name"], "legal_protection", "协助调查", basis=legal)
+    vs.start()
+    try:
+        with vs.connect("officer1") as officer:
+            with pytest.raises(AccessDenied, match="two officers"):
+                officer.approve(req)
+            sent = count_requests(officer)
+            consent_token = officer.approve(consent).token
+        assert not any("audit.entries_by_ref" in calls for _, calls in sent[1:])
+        with vs.connect("officer2") as other:
+            other.cosign(req)
+        with vs.connect("officer1") as officer:
+            sent = count_requests(officer)
+            token = officer.approve(req).token
+        # The co-signatures: one indexed look-up, not a scan of every co-signature.
+        looked_up = [c for _, calls in sent for c in calls]
+        assert "audit.entries_by_ref" in looked_up
+        assert "audit.entries_by_action" not in looked_up
+        with vs.connect("worker1") as worker:
+            worker.read_with_grant(consent_token)
+            worker.read_with_grant(token)
+        with vs.connect("officer2") as other:
+            sent = count_requests(other)
+            transfers = other.transfers()
+        assert ["audit.entries_with_recipient"] in [calls for _, calls in sent]
+    finally:
+        vs.stop()
+    assert [(t.request, t.recipient, list(t.records)) for t in transfers] == [
+        (req, "某区人民法院", ids)
+    ]

@@ -201,6 +201,21 @@ $fn$""",
         "CREATE INDEX audit_request_ref ON audit (request_ref, action)",
         "CREATE INDEX audit_grant_ref ON audit (grant_ref, action)",
     ],
+    # 5: as SQLCipher's migration 5: the entries whose detail names a recipient
+    # (the transfers report) through an index (callers re-check).
+    [
+        """CREATE FUNCTION cv_entry_detail_member(entry bytea, member text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
+BEGIN
+    RETURN convert_from(entry, 'UTF8')::jsonb -> 'detail' ->> member;
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END
+$fn$""",
+        """ALTER TABLE audit ADD COLUMN recipient_ref text
+            GENERATED ALWAYS AS (cv_entry_detail_member(entry, 'recipient')) STORED""",
+        "CREATE INDEX audit_recipient_ref ON audit (action) WHERE recipient_ref IS NOT NULL",
+    ],
 ]
 
 #: Tables the service role may only read and append to (never UPDATE, DELETE, TRUNCATE).

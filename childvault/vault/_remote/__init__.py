@@ -15,7 +15,8 @@ holds one writer at a time and rolls back a transaction left idle.
 
 Reads outside a transaction may be answered from what this client read a
 moment before (:data:`CACHE_SECONDS`), never across a write or transaction of
-its own, and never once an answer shows the server has committed anything
+its own (except one that only saved its own trust state, which no kept read
+answers), and never once an answer shows the server has committed anything
 since (every answer names the server's commit count, its generation). A read
 of a record also fetches its key blob and field names in the same request: the
 services read the three together. The trust sync (:meth:`RemoteBackend.prefetch_log`,
@@ -75,6 +76,7 @@ from childvault.vault._remote._codec import decode, encode
 from childvault.vault._remote._methods import (
     ACTIONS_AHEAD,
     BASIS_ACTIONS,
+    COSIGN_ACTIONS,
     METHODS,
     QUEUED,
     READ,
@@ -114,6 +116,11 @@ _REPOSITORIES = frozenset(
 _TAIL = "tail"
 #: The most entries one ``audit.page`` (and ``audit.sync``) answers.
 PAGE_MAX = 5000
+#: A record write first checks that the vault accepts records (the meta row,
+#: then the log's decommission entries: ``Session.accepting_records``), then
+#: reads the settings: one request for all of them (an import, ``record add``).
+_ACCEPTING = "accepting_records"
+_DECOMMISSION = ("vault.decommission",)
 
 #: Error classes a server may name; anything else becomes a plain ChildVaultError.
 _ERRORS: dict[str, type[ChildVaultError]] = {
@@ -258,6 +265,10 @@ class RemoteBackend:
         self._queued_bytes = 0
         #: Reads answered in this transaction: serialised call -> raw result.
         self._reads: dict[str, Any] = {}
+        #: The calls (repo, method) made in this transaction (see _own_state_only).
+        self._txn_calls: set[tuple[str, str]] = set()
+        #: The saved-state names this transaction wrote (``statements.save_state``).
+        self._saved_names: set[Any] = set()
         #: When the server last heard from this transaction (monotonic seconds).
         self._contact = 0.0
         #: Reads outside transactions: serialised call -> raw result, the server
@@ -410,6 +421,9 @@ class RemoteBackend:
         """
         if not self._depth:
             return self._call_alone(repo, method, args, kwargs)
+        self._txn_calls.add((repo, method))
+        if (repo, method) == ("statements", "save_state") and args:
+            self._saved_names.add(args[0])
         one = json.dumps(
             {
                 "repo": repo,
@@ -567,7 +581,11 @@ class RemoteBackend:
         elif (
             not kwargs
             and (
-                ((repo, method) == ("meta", "get") and len(args) == 1 and args[0] in SETTINGS_AHEAD)
+                (
+                    (repo, method) == ("meta", "get")
+                    and len(args) == 1
+                    and (args[0] in SETTINGS_AHEAD or args[0] == _ACCEPTING)
+                )
                 or (
                     (repo, method) == ("audit", "entries_by_action")
                     and len(args) == 1
@@ -645,13 +663,16 @@ class RemoteBackend:
         self, repo: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]
     ) -> list[str]:
         """The reads fetched with one of approve's and read's look-ups (serialised):
-        the settings and log scans they read, and, for a request (or its basis
-        lookup), the request, its basis row and its indexed ``request.create``
-        entry."""
+        the settings and log scans they read (with the accepting-records row, also
+        the decommission entries a record write checks next), and, for a request (or its basis
+        lookup), the request, its basis row, its indexed ``request.create``
+        entry and its indexed co-signatures (read for a legal obligation)."""
         ahead = [self._key("meta", "get", (setting,), {}) for setting in SETTINGS_AHEAD]
         ahead += [
             self._key("audit", "entries_by_action", (actions,), {}) for actions in ACTIONS_AHEAD
         ]
+        if (repo, method, tuple(args)) == ("meta", "get", (_ACCEPTING,)):
+            ahead.append(self._key("audit", "entries_by_action", (_DECOMMISSION,), {}))
         request_id = self._basis_lookup(repo, method, args, kwargs)
         if (repo, method) == ("access", "request") and isinstance(args[0], str):
             request_id = args[0]
@@ -660,6 +681,7 @@ class RemoteBackend:
                 self._key("access", "request", (request_id,), {}),
                 self._key("meta", "get", (request_basis_key(request_id),), {}),
                 self._key("audit", "entries_by_ref", (BASIS_ACTIONS,), {"request": request_id}),
+                self._key("audit", "entries_by_ref", (COSIGN_ACTIONS,), {"request": request_id}),
             ]
         return ahead
 
@@ -942,28 +964,39 @@ class RemoteBackend:
             return
         # Opened on the server by the first batch (see _flush), not here.
         self._unopened, self._txn = True, None
+        # What was read outside, in case this transaction only saves the
+        # session's own trust state (_keep_across_own_save).
+        before = (self._cache, self._cache_since, self._generation, self._expected)
+        operation = self._operation
         self._expected = None  # a refusal is being logged, or the reads are done
         held = self._cache.get(_TAIL)
         synced_from = held[0] if isinstance(held, tuple) else None
         after: list[str] = []
         kept: list[Any] | None = None
+        own_state_only = False
         self.witness_failure = None
         self._contact = time.monotonic()
-        self._cache.clear()
+        self._cache = {}
+        self._txn_calls, self._saved_names = set(), set()
         self._depth = 1
         if self.key_slots is not None:
             self.key_slots.discarding = False
         try:
             yield
             self._send_slots()
-            after = self._after_commit(synced_from)
+            own_state_only = self._txn_calls == {("statements", "save_state")}
+            # A read's after-commit reads belong to its use's transaction, not
+            # to the saved state a fresh session commits before it.
+            after = [] if own_state_only else self._after_commit(synced_from)
             try:
                 kept = self._flush(commit=True, also=after)
             except _WitnessRefused as exc:
                 # Committed; only the witness did not cosign. The service's witness
                 # step (AuditService.witness) reports it and fails closed.
+                own_state_only = False
                 self.witness_failure = str(exc)
         except BaseException:
+            own_state_only = False
             if self.key_slots is not None:
                 self.key_slots.take()
                 self.key_slots.discarding = True
@@ -973,10 +1006,46 @@ class RemoteBackend:
             self._depth = 0
             self._unopened, self._txn = False, None
             self._reads.clear()
+            self._txn_calls, saved_names, self._saved_names = set(), self._saved_names, set()
             self._cache.clear()  # what we wrote, or others while we waited
             self._operation = None
+        if own_state_only:
+            self._keep_across_own_save(*before, operation, saved_names)
         if kept:
             self._keep_after_commit(after, kept, synced_from)
+
+    def _keep_across_own_save(
+        self,
+        cache: dict[str, Any],
+        since: float,
+        generation: int | None,
+        expected: tuple[str, str] | None,
+        operation: tuple[str, str] | None,
+        saved_names: set[Any],
+    ) -> None:
+        """After a committed transaction that wrote only this session's own saved
+        trust state (``statements.save_state``: the verifier's ``trust_states``
+        rows, which only ``statements.saved_state`` reads), keep what was read outside transactions
+        before it (the trust sync, an operation's inputs), as if that commit had
+        not been made, and the operation announced before it.
+
+        Only if every answer of the transaction named the generation those reads
+        were made in (nobody else committed before ours): the server's count is
+        then one more, so any later answer naming another shows a commit by
+        someone else and empties the cache, as ever. The reads of the saved
+        states written (``saved_names``) are dropped. Without this, a fresh
+        session's first verification, which saves its state, would empty the
+        cache and its operation would read call by call (docs/server.md).
+        """
+        if generation is None or self._generation != generation:
+            return
+        if not all(isinstance(name, str) for name in saved_names):
+            return
+        written = {self._key("statements", "saved_state", (name,), {}) for name in saved_names}
+        self._cache = {k: v for k, v in cache.items() if k not in written}
+        self._cache_since = since
+        self._generation = generation + 1
+        self._expected, self._operation = expected, operation
 
     def _after_commit(self, synced_from: int | None) -> list[str]:
         """Reads a read with a grant makes right after its use's transaction (the

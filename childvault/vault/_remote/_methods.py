@@ -76,6 +76,7 @@ METHODS: dict[str, dict[str, str]] = {
         "page": READ,  # one page of AuditRepo.pages, rows converted
         "entries_by_action": READ,
         "entries_by_ref": READ,
+        "entries_with_recipient": READ,
         "entry_at": READ,
         "append": WRITE,
         # Not a repository method: the trust sync, one request for what a
@@ -123,12 +124,13 @@ SETTINGS_AHEAD = (
     "time_zone",
 )
 
-#: Log scans approve, read and co-signing make one after another (the notice
-#: register, co-signatures): read ahead together with the settings above.
-ACTIONS_AHEAD: tuple[tuple[str, ...], ...] = (
-    ("notice.publish",),
-    ("request.cosign",),
-)
+#: Log scans approve and read make one after another (the notice register):
+#: read ahead together with the settings above.
+ACTIONS_AHEAD: tuple[tuple[str, ...], ...] = (("notice.publish",),)
+
+#: A legal-obligation request's co-signatures are looked up by its index
+#: (``entries_by_ref``), never by a scan of every ``request.cosign`` entry.
+COSIGN_ACTIONS = ("request.cosign",)
 
 #: A request's basis is looked up by its index (``entries_by_ref``), never by a
 #: scan of every ``request.create`` entry.

@@ -368,6 +368,22 @@ class AuditLog:
         ).fetchall()
         return [as_bytes(r[0]) for r in rows]
 
+    def entries_with_recipient(self, actions: Sequence[str]) -> list[bytes]:
+        """Entries of ``actions`` whose detail names a recipient, through an index.
+
+        The recipient is derived from the entry bytes (migration 5), so the
+        lookup reads those entries only, not every entry of the actions. As
+        with :meth:`entries_by_action`, callers parse each entry and check it.
+        """
+        if not actions:
+            return []
+        where = f"recipient_ref IS NOT NULL AND action IN ({marks(actions)})"
+        rows = self._c.q(
+            f"SELECT entry FROM audit WHERE {where} ORDER BY seq",  # noqa: S608
+            list(actions),
+        ).fetchall()
+        return [as_bytes(r[0]) for r in rows]
+
     def entry_at(self, seq: int) -> tuple[bytes, bytes] | None:
         """(entry, hash) at ``seq``, or None."""
         row = self._c.q("SELECT entry, hash FROM audit WHERE seq = ?", (seq,)).fetchone()
