@@ -59,6 +59,7 @@ from childvault.server._witness import WitnessClient, WitnessFailed
 from childvault.server._witnessfile import append_notes
 from childvault.vault import _audit, _note
 from childvault.vault._backend import (
+    REQUEST_BASIS_PREFIX,
     Backend,
     GrantRow,
     NewRecord,
@@ -259,9 +260,25 @@ class _Txn:
     #: Records inserted in this transaction, and (record, field) pairs whose
     #: blind-index tags it dropped (a correction): the only ones it may tag.
     inserted: set[str] = field(default_factory=set)
+    #: Requests this transaction added (in the caller's name, :meth:`_bind`).
+    requests_added: set[str] = field(default_factory=set)
     retagged: set[tuple[str, str]] = field(default_factory=set)
     #: Grants, decisions and approval entries of this transaction (checked at commit).
     issued: _Issued = field(default_factory=_Issued)
+
+
+def _basis_index_write(repo: str, method: str, a: list[Any], kw: Any) -> bool:
+    """Whether the call sets a request's basis index (``meta.set`` of
+    :func:`request_basis_key`): the one ``meta`` write a requester makes, for a
+    legal-obligation or vital-interests request (bound in ``_bind_own``)."""
+    if (repo, method) != ("meta", "set"):
+        return False
+    key = a[0] if a else kw.get("key")
+    return (
+        isinstance(key, str)
+        and is_hex_id(key[len(REQUEST_BASIS_PREFIX) :])
+        and (key.startswith(REQUEST_BASIS_PREFIX))
+    )
 
 
 def unlock_home(home: Path, user: str, passphrase: str) -> tuple[bytes, Anchor]:
@@ -648,7 +665,11 @@ class VaultHost:
             raise Refused(400, "malformed", message_of(exc)) from exc
         if not isinstance(a, list) or not isinstance(kw, dict):
             raise Refused(400, "malformed", _t("args must be a list and kwargs a mapping"))
-        if kind == WRITE and not any((repo, method) in ROLE_WRITES.get(r, set()) for r in roles):
+        if (
+            kind == WRITE
+            and not any((repo, method) in ROLE_WRITES.get(r, set()) for r in roles)
+            and not _basis_index_write(repo, method, a, kw)
+        ):
             raise Refused(
                 403,
                 "role",
@@ -1600,6 +1621,19 @@ class VaultHost:
                     _t(
                         "entry {seq} is not appended in this transaction naming this statement",
                         seq=seq,
+                    )
+                )
+        elif (repo, method) == ("access", "add_request"):
+            txn.requests_added.add(arg(0, "req").id)
+        elif _basis_index_write(repo, method, a, kw):
+            # The basis index of a request (an index only: readers check it against
+            # the logged request.create): written with the request it indexes.
+            request_id = str(arg(0, "key"))[len(REQUEST_BASIS_PREFIX) :]
+            if request_id not in txn.requests_added:
+                refuse(
+                    _t(
+                        "request {request_id} is not added in this transaction",
+                        request_id=request_id,
                     )
                 )
         elif (repo, method) == ("records", "insert"):

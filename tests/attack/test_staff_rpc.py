@@ -18,7 +18,7 @@ import requests
 
 from childvault.keys import DecryptionFailed
 from childvault.vault._audit import Event
-from childvault.vault._backend import GrantRow, UserRow
+from childvault.vault._backend import GrantRow, UserRow, request_basis_key
 from childvault.vault._httpsig import HTTPSignatureAuth
 from childvault.vault._remote._codec import decode
 from tests.attack import _wire
@@ -295,6 +295,23 @@ def test_index_tags_only_for_records_of_the_same_transaction(served: VaultServer
     tags = [("name", b"\1" * 32, rid)]
     refused(rpc(vs, "worker2", "records", "add_index_tags", tags), 403, "binding")
     assert read(vs, "records", "find_by_tag", "name", b"\1" * 32) == []
+
+
+def test_the_basis_index_only_beside_its_new_request(served: VaultServer) -> None:
+    """Staff write a request's basis index (``meta.set`` of ``request_basis:<id>``)
+    only in the transaction that adds that request: not for another's request, nor
+    any other ``meta`` key (the honest legal-obligation request through the server
+    is in tests/server/test_trust_sync_server.py)."""
+    vs = served
+    ids = _wire.record_ids(vs)[:1]
+    with vs.connect("worker1") as staff:
+        req = staff.request_access(ids, ["name"], "case_management", "home visit")
+    key = request_basis_key(req)
+    value = json.dumps({"basis": "vital_interests"}, sort_keys=True)
+    refused(rpc(vs, "worker2", "meta", "set", key, value), 403, "binding")
+    refused(rpc(vs, "worker1", "meta", "set", key, value), 403, "binding")
+    refused(rpc(vs, "worker1", "meta", "set", "request_basis:x", value), 403, "role")
+    assert read(vs, "meta", "get", key) is None
 
 
 def test_a_batch_that_reads_or_names_too_much_runs_nothing(served: VaultServer) -> None:

@@ -261,14 +261,15 @@ def test_cosigners_and_transfers_through_the_server(tmp_path: Path) -> None:
     legal = Basis(
         "legal_obligation", recipient="某区人民法院", provision="第一百一十条", assessment="P"
     )
-    # Made before the server starts: through it, staff may not write the basis row
-    # a legal-obligation request keeps (meta.set; reported, not changed here).
     with Vault.open(vs.home, "worker1", passphrase("worker1")) as v:
         ids = add_children(v, 2)
         consent = v.request_access(ids, ["name"], "case_management", "家访")
-        req = v.request_access(ids, ["name"], "legal_protection", "协助调查", basis=legal)
     vs.start()
     try:
+        # Through the server: staff write the basis index of their own new request
+        # (a regression: meta.set of it was refused to staff).
+        with vs.connect("worker1") as worker:
+            req = worker.request_access(ids, ["name"], "legal_protection", "协助调查", basis=legal)
         with vs.connect("officer1") as officer:
             with pytest.raises(AccessDenied, match="two officers"):
                 officer.approve(req)
