@@ -145,6 +145,17 @@ class Keyring:
             self._officer = self.local_officer()
         return self._officer
 
+    def officer_to_self(self) -> KeyProvider:
+        """The officer's provider for a release to their own key (officer-internal
+        decryption: consent checks, anonymised exports), logged by the caller first.
+
+        The same as :meth:`officer` here; in server mode it skips the server's
+        release wrapping, which guards a requester's offline reads: the officer
+        already holds what opens the keys, so a release key would guard nothing
+        (and the server makes one only for a logged approval's grant).
+        """
+        return self.officer()
+
     def rotator(self) -> ServerSideRotation:
         """The provider that rotates its own wrapping key."""
         provider = self.shared()

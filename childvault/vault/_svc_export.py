@@ -299,7 +299,7 @@ class ExportService:
         values: dict[str, dict[str, str]] = {}
         if selections:
             grant_id = secrets.token_hex(16)
-            material = self.s.keys.officer().release(selections, self.s.me.public, grant_id)
+            material = self.s.keys.officer_to_self().release(selections, self.s.me.public, grant_id)
             keys = self.s.keys.writer().redeem(material, self.s.me, grant_id)
             for sel in selections:
                 rid = sel.record.record_id

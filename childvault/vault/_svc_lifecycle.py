@@ -59,7 +59,7 @@ class LifecycleService:
         so Vault policy still applies (the officer's wrapped decrypt).
         """
         selections = [Selection(self.s.wrapped(r.id), fields) for r in rows]
-        material = self.s.keys.officer().release(
+        material = self.s.keys.officer_to_self().release(
             selections, self.s.me.public, grant_id, wrap_ttl=300
         )
         keys = self.s.keys.writer().redeem(material, self.s.me, grant_id)

@@ -136,3 +136,7 @@ class RemoteKeyring(Keyring):
     def officer(self) -> KeyProvider:
         """See :meth:`Keyring.officer`; releases and redemptions guarded."""
         return _guard(super().officer(), self)
+
+    def officer_to_self(self) -> KeyProvider:
+        """See :meth:`Keyring.officer_to_self`: not wrapped (nothing to release to another)."""
+        return super().officer()
