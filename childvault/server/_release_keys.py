@@ -244,7 +244,7 @@ def logged_terms(db: Backend, state: Callable[[int], TrustState], grant_id: str)
         key = _key_at(state(seq), actor, seq)
         if sig is None or key is None:
             return None
-        if not _verifies(key, _audit.entry_message(leaf_hash(raw)), sig):
+        if not verifies(key, _audit.entry_message(leaf_hash(raw)), sig):
             return None
         return doc
 
@@ -292,7 +292,8 @@ def logged_terms(db: Backend, state: Callable[[int], TrustState], grant_id: str)
     return Terms(officer, requester, expires, max_uses, revoked, reads)
 
 
-def _verifies(key: bytes, message: bytes, sig: bytes) -> bool:
+def verifies(key: bytes, message: bytes, sig: bytes) -> bool:
+    """Whether ``sig`` is the Ed25519 signature of ``message`` by ``key`` (never raises)."""
     import nacl.signing
 
     try:

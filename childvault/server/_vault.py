@@ -54,7 +54,13 @@ from childvault.keys import (
 from childvault.keys._encoding import is_hex_id, unb64
 from childvault.server._common import AuthRefusal
 from childvault.server._refusals import CHAINED, RefusalLimiter
-from childvault.server._release_keys import RowRefused, logged_terms, open_key, seal_key
+from childvault.server._release_keys import (
+    RowRefused,
+    logged_terms,
+    open_key,
+    seal_key,
+    verifies,
+)
 from childvault.server._witness import WitnessClient, WitnessFailed
 from childvault.server._witnessfile import append_notes
 from childvault.vault import _audit, _note
@@ -1179,7 +1185,7 @@ class VaultHost:
                 or not isinstance(detail.get("slot"), str)
                 or leaf_hash(entry) != digest
                 or not isinstance(sig, bytes)
-                or not _verifies(before.sign_key, _audit.entry_message(digest), sig)
+                or not verifies(before.sign_key, _audit.entry_message(digest), sig)
             ):
                 refuse(name, _t("entry {seq} is not their own signed request", seq=seq))
             try:
@@ -1724,7 +1730,7 @@ class VaultHost:
                 logged_reads.add(str(obj.get("grant")))
             if obj.get("actor") != user:
                 raise Refused(403, "binding", _t("log entry {seq} is in another's name", seq=seq))
-            if not isinstance(sig, bytes) or not _verifies(key, _audit.entry_message(digest), sig):
+            if not isinstance(sig, bytes) or not verifies(key, _audit.entry_message(digest), sig):
                 raise Refused(
                     403,
                     "unverified",
@@ -1994,17 +2000,6 @@ def _check_work(calls: Sequence[tuple[str, str, list[Any], dict[Any, Any]]]) -> 
                 max_rows=MAX_BATCH_ROWS,
             ),
         )
-
-
-def _verifies(key: bytes, message: bytes, sig: bytes) -> bool:
-    import nacl.exceptions
-    import nacl.signing
-
-    try:
-        nacl.signing.VerifyKey(key).verify(message, sig)
-    except (nacl.exceptions.CryptoError, ValueError, TypeError):
-        return False
-    return True
 
 
 def _open_backend(home: Home, config: Config, key: bytes) -> Backend:
