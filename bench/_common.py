@@ -262,7 +262,9 @@ def child_row(i: int) -> dict[str, str]:
         "name": f"测试儿童{i}",
         "sex": "male" if i % 2 else "female",  # matches the id number's sex digit
         "date_of_birth": dob.isoformat(),
-        "id_number": make_id_number("110105", dob, 100 + (i % 400) * 2 + (i % 2)),
+        # Unique for i < 1,200,000 (day and sequence number vary independently):
+        # the import refuses a repeated identity number as a duplicate (issue 16).
+        "id_number": make_id_number("110105", dob, 100 + (i // 3000 % 400) * 2 + (i % 2)),
         "address": f"北京市朝阳区测试街道{i % 997}号{i % 31}栋",
         "school": "测试小学",
         "guardian_name": f"测试监护人{i}",
