@@ -88,7 +88,7 @@ from childvault.vault._remote._methods import (
     WRITE,
 )
 from childvault.vault._session import log_origin, signer_name
-from childvault.vault._statements import Anchor, Envelope, TrustState
+from childvault.vault._statements import Anchor, Envelope, TrustState, unpack_members
 from childvault.vault._time import parse_iso
 from childvault.vault._wire_messages import message_of
 
@@ -150,6 +150,7 @@ _STAFF = {
     ("access", "set_grant_cache"),
     ("audit", "append"),
     ("statements", "add"),
+    ("statements", "add_members"),
     ("statements", "save_state"),
     ("release", "redeem"),
 }
@@ -263,6 +264,9 @@ class _Txn:
     #: Entry number -> digests of the statements its entry names (appended in
     #: this transaction): the only ``statements.add`` calls allowed.
     named: dict[int, set[str]] = field(default_factory=dict)
+    #: ``statements.add_members``: the members rebuilt and checked by
+    #: :meth:`VaultHost._bind_own`, ``(seq, bytes)``, stored by the call itself.
+    members: list[tuple[int, bytes]] = field(default_factory=list)
     #: Records inserted in this transaction, and (record, field) pairs whose
     #: blind-index tags it dropped (a correction): the only ones it may tag.
     inserted: set[str] = field(default_factory=set)
@@ -910,6 +914,16 @@ class VaultHost:
         if repo == "meta" and str(a[0] if a else kw.get("key", "")).startswith(SERVER_ONLY):
             raise Refused(403, "server_only", _t("this setting is the server's own"))
         target = getattr(self.db, repo)
+        if (repo, method) == ("statements", "add_members") and txn is not None:
+            # Checked and rebuilt by _bind_own: stored as ``add`` of each would.
+            members, txn.members = txn.members, []
+            add_many = getattr(self.db.statements, "add_many", None)
+            if add_many is not None:
+                add_many(members)
+            else:
+                for seq, data in members:
+                    self.db.statements.add(seq, data)
+            return encode(None)
         if (repo, method) == ("audit", "page"):
             start = int(a[0])
             batch = max(1, min(int(kw.get("batch", 5000)), 5000))
@@ -1629,6 +1643,36 @@ class VaultHost:
                         seq=seq,
                     )
                 )
+        elif (repo, method) == ("statements", "add_members"):
+            # One batch statement's members, its envelope sent once: each member's
+            # bytes are rebuilt here and must be what its entry names, as for add.
+            seqs = arg(0, "seqs")
+            try:
+                members = unpack_members(
+                    arg(1, "envelope"), arg(2, "indexes"), arg(3, "lengths"), arg(4, "proofs")
+                )
+            except IntegrityError as exc:
+                raise Refused(400, "malformed", message_of(exc)) from exc
+            if not (
+                isinstance(seqs, list)
+                and len(seqs) == len(members)
+                and all(type(seq) is int for seq in seqs)
+            ):
+                raise Refused(
+                    400, "malformed", _t("statements.add_members takes one entry number per member")
+                )
+            staged = []
+            for seq, member in zip(seqs, members, strict=True):
+                data = member.to_bytes()
+                if hashlib.sha256(data).hexdigest() not in txn.named.get(seq, ()):
+                    refuse(
+                        _t(
+                            "entry {seq} is not appended in this transaction naming this statement",
+                            seq=seq,
+                        )
+                    )
+                staged.append((seq, data))
+            txn.members = staged
         elif (repo, method) == ("access", "add_request"):
             txn.requests_added.add(arg(0, "req").id)
         elif _basis_index_write(repo, method, a, kw):
@@ -1955,7 +1999,7 @@ def _work(repo: str, method: str, a: list[Any], kw: dict[Any, Any]) -> tuple[int
         return _size(arg(0, "rows")), 0
     if call in {("audit", "entries_by_action"), ("audit", "entries_by_ref")}:
         return SCAN_COST, 0
-    if call == ("statements", "get_many"):
+    if call in {("statements", "get_many"), ("statements", "add_members")}:
         return _size(arg(0, "seqs")), 0
     if call in _MANY:
         return 0, _size(arg(0, "ids"))

@@ -84,6 +84,7 @@ from childvault.vault._remote._methods import (
     WRITE,
 )
 from childvault.vault._remote._slots import RemoteSlots
+from childvault.vault._statements import BatchMember, Envelope, pack_members
 from childvault.vault._wire_messages import message_from, refusal_message
 
 __all__ = ["Bootstrap", "RemoteBackend", "connect_parts"]
@@ -225,6 +226,33 @@ class _Audit(_Repo):
                 yield self.row(raw)
 
 
+class _Statements(_Repo):
+    """The statements repository: an import's record statements go compactly."""
+
+    def add_statements(self, items: Sequence[tuple[int, Envelope | BatchMember]]) -> None:
+        """Keep each ``(seq, statement)`` beside its entry (as ``add(seq, bytes)``).
+
+        The members of one batch statement go in one ``statements.add_members``
+        call, the batch's envelope once (:func:`pack_members`); the server
+        rebuilds each member's bytes, checks them against the entry naming
+        them and stores exactly those bytes. Any other statement goes as ``add``.
+        """
+        groups: list[tuple[Envelope, list[tuple[int, BatchMember]]]] = []
+        for seq, statement in items:
+            if not isinstance(statement, BatchMember):
+                self._backend.call("statements", "add", (seq, statement.to_bytes()), {})
+            elif groups and groups[-1][0] is statement.batch:
+                groups[-1][1].append((seq, statement))
+            else:
+                groups.append((statement.batch, [(seq, statement)]))
+        for _, members in groups:
+            envelope, indexes, lengths, proofs = pack_members([m for _, m in members])
+            seqs = [seq for seq, _ in members]
+            self._backend.call(
+                "statements", "add_members", (seqs, envelope, indexes, lengths, proofs), {}
+            )
+
+
 class Bootstrap:
     """What a client needs besides the rows: config, schema, own key slot, witness."""
 
@@ -290,7 +318,7 @@ class RemoteBackend:
         self._access = _Repo(self, "access")
         self._audit = _Audit(self, "audit")
         self._checkpoints = _Repo(self, "checkpoints")
-        self._statements = _Repo(self, "statements")
+        self._statements = _Statements(self, "statements")
         #: Release keys of grants (server mode only): ``new`` and ``redeem``.
         self.release: Any = _Repo(self, "release")
         #: The server's key slots as the services write them (``Session.key_slots``).
