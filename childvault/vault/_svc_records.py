@@ -326,7 +326,8 @@ class RecordService:
         # Signed before the transaction: the statements depend on nothing it reads,
         # so the write lock is held for the writes only.
         signed = self._signed_versions(prepared, records, source, rows, moment)
-        with self.s.db.transaction():
+
+        def write() -> None:
             if records:
                 self.s.db.records.insert(records)
             if tags:
@@ -335,6 +336,16 @@ class RecordService:
                 record_trust.append_signed(self.s.db, signed, moment)
             if source is not None and progress_to is not None:
                 self.s.db.records.set_import_progress(source, progress_to, at=iso(moment))
+
+        # Through a server, the writes and the commit go in one request, the log
+        # entries linked to the head the client expects (refused and written
+        # again if another append came first: RemoteBackend.appending_transaction).
+        appending = getattr(self.s.db, "appending_transaction", None)
+        if appending is not None and signed:
+            appending(write)
+        else:
+            with self.s.db.transaction():
+                write()
         return [r.row.id for r in records]
 
     def _index_tags(
