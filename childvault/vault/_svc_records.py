@@ -305,10 +305,12 @@ class RecordService:
         rows: Sequence[int] = (),
         progress_to: int | None = None,
         known: dict[tuple[str, str], bytes] | None = None,
+        finished: bool = False,
     ) -> list[str]:
         """Wrap, sign and store ``prepared`` in one transaction; return the ids.
         ``known``: blind-index tags an import's duplicate check already computed,
-        ``(field, value) -> tag``, taken (and removed) instead of computed again."""
+        ``(field, value) -> tag``, taken (and removed) instead of computed again.
+        ``finished``: the import's progress (``progress_to``) is its end."""
         blobs = self.s.keys.writer().wrap([p.keys for p in prepared])
         records = [
             NewRecord(p.row, p.fields, blob, source, rows[i] if rows else None)
@@ -335,7 +337,9 @@ class RecordService:
             if signed:
                 record_trust.append_signed(self.s.db, signed, moment)
             if source is not None and progress_to is not None:
-                self.s.db.records.set_import_progress(source, progress_to, at=iso(moment))
+                self.s.db.records.set_import_progress(
+                    source, progress_to, at=iso(moment), finished=finished
+                )
 
         # Through a server, the writes and the commit go in one request, the log
         # entries linked to the head the client expects (refused and written
@@ -582,26 +586,39 @@ class RecordService:
         ):
             if number in duplicates:
                 continue
-            batch.append(self._sealed(type_name, values, consent, moment, stamp))
-            batch_rows.append(number)
             if len(batch) >= _IMPORT_BATCH:
+                # A full batch is stored once another row follows it: the last
+                # one is stored with the import's end (one transaction less).
                 ids = self._store_new(
-                    batch, moment, source=source, rows=batch_rows, progress_to=number, known=known
+                    batch,
+                    moment,
+                    source=source,
+                    rows=batch_rows,
+                    progress_to=batch_rows[-1],
+                    known=known,
                 )
                 count += len(ids)
                 if len(imported) < 1000:
                     imported.extend(ids[: 1000 - len(imported)])
-                batch, batch_rows = [], []
                 if progress is not None:
-                    progress(number, total)
+                    progress(batch_rows[-1], total)
+                batch, batch_rows = [], []
+            batch.append(self._sealed(type_name, values, consent, moment, stamp))
+            batch_rows.append(number)
+        # The last batch with the import's end: its rows, and the import marked
+        # finished (``last`` rows done), in one transaction.
         ids = self._store_new(
-            batch, moment, source=source, rows=batch_rows, progress_to=last, known=known
+            batch,
+            moment,
+            source=source,
+            rows=batch_rows,
+            progress_to=last,
+            known=known,
+            finished=True,
         )
         count += len(ids)
         if len(imported) < 1000:
             imported.extend(ids[: 1000 - len(imported)])
-        with self.s.db.transaction():
-            self.s.db.records.set_import_progress(source, total, at=iso(moment), finished=True)
         if progress is not None:
             progress(total, total)
         return ImportReport(source, total, count, n_errors, done, tuple(errors), tuple(imported))
