@@ -267,6 +267,8 @@ class _Txn:
     #: ``statements.add_members``: the members rebuilt and checked by
     #: :meth:`VaultHost._bind_own`, ``(seq, bytes)``, stored by the call itself.
     members: list[tuple[int, bytes]] = field(default_factory=list)
+    #: The entries of the ``audit.append`` being checked, decoded once (:meth:`VaultHost._bind`).
+    decoded: list[dict[str, Any]] = field(default_factory=list)
     #: Records inserted in this transaction, and (record, field) pairs whose
     #: blind-index tags it dropped (a correction): the only ones it may tag.
     inserted: set[str] = field(default_factory=set)
@@ -1358,12 +1360,12 @@ class VaultHost:
                 raise Refused(400, "malformed", _t("users.set_keys takes a name and two keys"))
             txn.keys_set[name] = (enc, sign)
         elif (repo, method) == ("audit", "append"):
-            self._check_entries(user, arg(0, "rows"), txn.logged_reads, txn.checked)
+            # Each entry decoded once, here: _bind_own reads the same objects.
+            txn.decoded = self._check_entries(user, arg(0, "rows"), txn.logged_reads, txn.checked)
             txn.appended = True
-            for row in arg(0, "rows"):
+            for obj in txn.decoded:
                 # A key renewal's approval names the person's pending request: its
                 # slot is the one the admin may install (checked at commit).
-                obj = _audit.decode_entry(row[1])
                 detail = obj.get("detail")
                 if (
                     obj.get("action") == "user.renew"
@@ -1620,9 +1622,9 @@ class VaultHost:
             if method == "refund_use":
                 txn.refunded.add(grant_id)
         elif (repo, method) == ("audit", "append"):
-            # The rows were verified by _bind (in the caller's name, signed, linked).
-            for row in arg(0, "rows"):
-                obj = _audit.decode_entry(row[1])
+            # The rows were verified and decoded by _bind (in the caller's name,
+            # signed, linked).
+            for row, obj in zip(arg(0, "rows"), txn.decoded, strict=True):
                 if obj.get("action") == "grant.read" and obj.get("outcome") == "error":
                     txn.logged_failures.add(str(obj.get("grant")))
                 detail = obj.get("detail")
@@ -1734,16 +1736,18 @@ class VaultHost:
         rows: Any,
         logged_reads: set[str],
         checked: set[tuple[bytes, bytes, bytes]],
-    ) -> None:
+    ) -> list[dict[str, Any]]:
         """Each row: in ``user``'s name, signed by their verified key, linked to the head.
 
         Grants whose successful read the rows log are added to ``logged_reads``;
-        each verified (key, hash, signature) to ``checked``.
+        each verified (key, hash, signature) to ``checked``. Returns each row's
+        decoded entry, in order.
         """
         key = self._verified.state.users[user].sign_key
         seq, prev = self.db.audit.head()
         if not isinstance(rows, list | tuple) or not rows:
             raise Refused(400, "malformed", _t("audit.append needs rows"))
+        decoded: list[dict[str, Any]] = []
         for row in rows:
             try:
                 r_seq, entry, digest, sig = row
@@ -1781,7 +1785,9 @@ class VaultHost:
                     _t("log entry {seq} is not signed by {user}", seq=seq, user=user),
                 )
             checked.add((key, digest, sig))
+            decoded.append(obj)
             seq, prev = seq + 1, digest
+        return decoded
 
     @property
     def witness_path(self) -> Path:
