@@ -2005,8 +2005,12 @@ def _work(repo: str, method: str, a: list[Any], kw: dict[Any, Any]) -> tuple[int
         return _size(arg(0, "rows")), 0
     if call in {("audit", "entries_by_action"), ("audit", "entries_by_ref")}:
         return SCAN_COST, 0
-    if call in {("statements", "get_many"), ("statements", "add_members")}:
+    if call == ("statements", "get_many"):
         return _size(arg(0, "seqs")), 0
+    if call == ("statements", "add_members"):
+        # Statement rows, each rebuilt from a few bytes of the body: counted by
+        # the longer of its lists, so a pack cannot name more than the budget.
+        return 0, max(_size(arg(0, "seqs")), _size(arg(2, "indexes")))
     if call in _MANY:
         return 0, _size(arg(0, "ids"))
     if call == ("records", "insert"):
