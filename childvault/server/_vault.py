@@ -88,7 +88,7 @@ from childvault.vault._remote._methods import (
     WRITE,
 )
 from childvault.vault._session import log_origin, signer_name
-from childvault.vault._statements import Anchor, Envelope, TrustState
+from childvault.vault._statements import Anchor, Envelope, TrustState, unpack_members
 from childvault.vault._time import parse_iso
 from childvault.vault._wire_messages import message_of
 
@@ -150,6 +150,7 @@ _STAFF = {
     ("access", "set_grant_cache"),
     ("audit", "append"),
     ("statements", "add"),
+    ("statements", "add_members"),
     ("statements", "save_state"),
     ("release", "redeem"),
 }
@@ -263,6 +264,11 @@ class _Txn:
     #: Entry number -> digests of the statements its entry names (appended in
     #: this transaction): the only ``statements.add`` calls allowed.
     named: dict[int, set[str]] = field(default_factory=dict)
+    #: ``statements.add_members``: the members rebuilt and checked by
+    #: :meth:`VaultHost._bind_own`, ``(seq, bytes)``, stored by the call itself.
+    members: list[tuple[int, bytes]] = field(default_factory=list)
+    #: The entries of the ``audit.append`` being checked, decoded once (:meth:`VaultHost._bind`).
+    decoded: list[dict[str, Any]] = field(default_factory=list)
     #: Records inserted in this transaction, and (record, field) pairs whose
     #: blind-index tags it dropped (a correction): the only ones it may tag.
     inserted: set[str] = field(default_factory=set)
@@ -910,6 +916,16 @@ class VaultHost:
         if repo == "meta" and str(a[0] if a else kw.get("key", "")).startswith(SERVER_ONLY):
             raise Refused(403, "server_only", _t("this setting is the server's own"))
         target = getattr(self.db, repo)
+        if (repo, method) == ("statements", "add_members") and txn is not None:
+            # Checked and rebuilt by _bind_own: stored as ``add`` of each would.
+            members, txn.members = txn.members, []
+            add_many = getattr(self.db.statements, "add_many", None)
+            if add_many is not None:
+                add_many(members)
+            else:
+                for seq, data in members:
+                    self.db.statements.add(seq, data)
+            return encode(None)
         if (repo, method) == ("audit", "page"):
             start = int(a[0])
             batch = max(1, min(int(kw.get("batch", 5000)), 5000))
@@ -1344,12 +1360,12 @@ class VaultHost:
                 raise Refused(400, "malformed", _t("users.set_keys takes a name and two keys"))
             txn.keys_set[name] = (enc, sign)
         elif (repo, method) == ("audit", "append"):
-            self._check_entries(user, arg(0, "rows"), txn.logged_reads, txn.checked)
+            # Each entry decoded once, here: _bind_own reads the same objects.
+            txn.decoded = self._check_entries(user, arg(0, "rows"), txn.logged_reads, txn.checked)
             txn.appended = True
-            for row in arg(0, "rows"):
+            for obj in txn.decoded:
                 # A key renewal's approval names the person's pending request: its
                 # slot is the one the admin may install (checked at commit).
-                obj = _audit.decode_entry(row[1])
                 detail = obj.get("detail")
                 if (
                     obj.get("action") == "user.renew"
@@ -1606,9 +1622,9 @@ class VaultHost:
             if method == "refund_use":
                 txn.refunded.add(grant_id)
         elif (repo, method) == ("audit", "append"):
-            # The rows were verified by _bind (in the caller's name, signed, linked).
-            for row in arg(0, "rows"):
-                obj = _audit.decode_entry(row[1])
+            # The rows were verified and decoded by _bind (in the caller's name,
+            # signed, linked).
+            for row, obj in zip(arg(0, "rows"), txn.decoded, strict=True):
                 if obj.get("action") == "grant.read" and obj.get("outcome") == "error":
                     txn.logged_failures.add(str(obj.get("grant")))
                 detail = obj.get("detail")
@@ -1629,6 +1645,36 @@ class VaultHost:
                         seq=seq,
                     )
                 )
+        elif (repo, method) == ("statements", "add_members"):
+            # One batch statement's members, its envelope sent once: each member's
+            # bytes are rebuilt here and must be what its entry names, as for add.
+            seqs = arg(0, "seqs")
+            try:
+                members = unpack_members(
+                    arg(1, "envelope"), arg(2, "indexes"), arg(3, "lengths"), arg(4, "proofs")
+                )
+            except IntegrityError as exc:
+                raise Refused(400, "malformed", message_of(exc)) from exc
+            if not (
+                isinstance(seqs, list)
+                and len(seqs) == len(members)
+                and all(type(seq) is int for seq in seqs)
+            ):
+                raise Refused(
+                    400, "malformed", _t("statements.add_members takes one entry number per member")
+                )
+            staged = []
+            for seq, member in zip(seqs, members, strict=True):
+                data = member.to_bytes()
+                if hashlib.sha256(data).hexdigest() not in txn.named.get(seq, ()):
+                    refuse(
+                        _t(
+                            "entry {seq} is not appended in this transaction naming this statement",
+                            seq=seq,
+                        )
+                    )
+                staged.append((seq, data))
+            txn.members = staged
         elif (repo, method) == ("access", "add_request"):
             txn.requests_added.add(arg(0, "req").id)
         elif _basis_index_write(repo, method, a, kw):
@@ -1690,16 +1736,18 @@ class VaultHost:
         rows: Any,
         logged_reads: set[str],
         checked: set[tuple[bytes, bytes, bytes]],
-    ) -> None:
+    ) -> list[dict[str, Any]]:
         """Each row: in ``user``'s name, signed by their verified key, linked to the head.
 
         Grants whose successful read the rows log are added to ``logged_reads``;
-        each verified (key, hash, signature) to ``checked``.
+        each verified (key, hash, signature) to ``checked``. Returns each row's
+        decoded entry, in order.
         """
         key = self._verified.state.users[user].sign_key
         seq, prev = self.db.audit.head()
         if not isinstance(rows, list | tuple) or not rows:
             raise Refused(400, "malformed", _t("audit.append needs rows"))
+        decoded: list[dict[str, Any]] = []
         for row in rows:
             try:
                 r_seq, entry, digest, sig = row
@@ -1737,7 +1785,9 @@ class VaultHost:
                     _t("log entry {seq} is not signed by {user}", seq=seq, user=user),
                 )
             checked.add((key, digest, sig))
+            decoded.append(obj)
             seq, prev = seq + 1, digest
+        return decoded
 
     @property
     def witness_path(self) -> Path:
@@ -1957,6 +2007,10 @@ def _work(repo: str, method: str, a: list[Any], kw: dict[Any, Any]) -> tuple[int
         return SCAN_COST, 0
     if call == ("statements", "get_many"):
         return _size(arg(0, "seqs")), 0
+    if call == ("statements", "add_members"):
+        # Statement rows, each rebuilt from a few bytes of the body: counted by
+        # the longer of its lists, so a pack cannot name more than the budget.
+        return 0, max(_size(arg(0, "seqs")), _size(arg(2, "indexes")))
     if call in _MANY:
         return 0, _size(arg(0, "ids"))
     if call == ("records", "insert"):

@@ -696,6 +696,14 @@ def append_signed(
     """Append the events (inside the caller's transaction) and keep each envelope
     beside its entry; every event must already name its envelope."""
     seqs = _audit.append(db.audit, [event for event, _ in items], moment)
+    # The remote backend sends a batch's members compactly (the envelope once):
+    # it takes the statements themselves, and stores exactly their bytes.
+    add_statements = getattr(db.statements, "add_statements", None)
+    if add_statements is not None:
+        add_statements(
+            [(seq, env) for seq, (_, env) in zip(seqs, items, strict=True) if env is not None]
+        )
+        return seqs
     kept = [
         (seq, envelope.to_bytes())
         for seq, (_, envelope) in zip(seqs, items, strict=True)

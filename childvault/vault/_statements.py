@@ -1076,6 +1076,53 @@ class BatchMember:
         return cls(Envelope.from_json(obj["batch"]), index, tuple(bytes.fromhex(p) for p in proof))
 
 
+#: Bytes of one hash of a member's inclusion proof on the wire (:func:`pack_members`).
+_PROOF_HASH = 32
+
+
+def pack_members(members: Sequence[BatchMember]) -> tuple[bytes, list[int], list[int], bytes]:
+    """Members of one batch statement in their wire form (``statements.add_members``):
+    the batch's envelope once, each member's index and proof length, and the
+    proofs' hashes concatenated. :func:`unpack_members` rebuilds exactly the
+    members (and so the stored bytes); 500 records' statements are then one
+    envelope and 500 proofs, not 500 copies of the envelope (docs/server.md)."""
+    if not members or any(m.batch != members[0].batch for m in members):
+        raise UsageError(_t("the members packed together belong to one batch statement"))
+    return (
+        members[0].batch.to_bytes(),
+        [m.index for m in members],
+        [len(m.proof) for m in members],
+        b"".join(h for m in members for h in m.proof),
+    )
+
+
+def unpack_members(
+    envelope: object, indexes: object, lengths: object, proofs: object
+) -> list[BatchMember]:
+    """The members :func:`pack_members` packed, parsed strictly: an
+    :class:`IntegrityError` for anything it cannot have made."""
+    if not (
+        isinstance(envelope, bytes)
+        and isinstance(proofs, bytes)
+        and isinstance(indexes, list)
+        and isinstance(lengths, list)
+        and 0 < len(indexes) == len(lengths) <= MAX_BATCH
+        and all(type(i) is int and 0 <= i < MAX_BATCH for i in indexes)
+        and all(type(n) is int and 0 <= n <= _MAX_PROOF for n in lengths)
+        and sum(lengths) * _PROOF_HASH == len(proofs)
+    ):
+        raise _bad(_t("packed batch members are malformed"))
+    batch = Envelope.from_bytes(envelope)
+    out: list[BatchMember] = []
+    at = 0
+    for index, n in zip(indexes, lengths, strict=True):
+        end = at + n * _PROOF_HASH
+        proof = tuple(proofs[i : i + _PROOF_HASH] for i in range(at, end, _PROOF_HASH))
+        out.append(BatchMember(batch, index, proof))
+        at = end
+    return out
+
+
 def stored_statement(data: bytes) -> Envelope | BatchMember:
     """Parse what is kept beside a record's entry: its own envelope (one record, and
     every vault written before batch statements) or a :class:`BatchMember`."""

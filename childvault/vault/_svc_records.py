@@ -312,10 +312,12 @@ class RecordService:
         rows: Sequence[int] = (),
         progress_to: int | None = None,
         known: dict[tuple[str, str], bytes] | None = None,
+        finished: bool = False,
     ) -> list[str]:
         """Wrap, sign and store ``prepared`` in one transaction; return the ids.
         ``known``: blind-index tags an import's duplicate check already computed,
-        ``(field, value) -> tag``, taken (and removed) instead of computed again."""
+        ``(field, value) -> tag``, taken (and removed) instead of computed again.
+        ``finished``: the import's progress (``progress_to``) is its end."""
         blobs = self.s.keys.writer().wrap([p.keys for p in prepared])
         records = [
             NewRecord(p.row, p.fields, blob, source, rows[i] if rows else None)
@@ -333,7 +335,8 @@ class RecordService:
         # Signed before the transaction: the statements depend on nothing it reads,
         # so the write lock is held for the writes only.
         signed = self._signed_versions(prepared, records, source, rows, moment)
-        with self.s.db.transaction():
+
+        def write() -> None:
             if records:
                 self.s.db.records.insert(records)
             if tags:
@@ -341,7 +344,19 @@ class RecordService:
             if signed:
                 record_trust.append_signed(self.s.db, signed, moment)
             if source is not None and progress_to is not None:
-                self.s.db.records.set_import_progress(source, progress_to, at=iso(moment))
+                self.s.db.records.set_import_progress(
+                    source, progress_to, at=iso(moment), finished=finished
+                )
+
+        # Through a server, the writes and the commit go in one request, the log
+        # entries linked to the head the client expects (refused and written
+        # again if another append came first: RemoteBackend.appending_transaction).
+        appending = getattr(self.s.db, "appending_transaction", None)
+        if appending is not None and signed:
+            appending(write)
+        else:
+            with self.s.db.transaction():
+                write()
         return [r.row.id for r in records]
 
     def _index_tags(
@@ -583,26 +598,39 @@ class RecordService:
         ):
             if number in duplicates:
                 continue
-            batch.append(self._sealed(type_name, values, consent, moment, stamp))
-            batch_rows.append(number)
             if len(batch) >= _IMPORT_BATCH:
+                # A full batch is stored once another row follows it: the last
+                # one is stored with the import's end (one transaction less).
                 ids = self._store_new(
-                    batch, moment, source=source, rows=batch_rows, progress_to=number, known=known
+                    batch,
+                    moment,
+                    source=source,
+                    rows=batch_rows,
+                    progress_to=batch_rows[-1],
+                    known=known,
                 )
                 count += len(ids)
                 if len(imported) < 1000:
                     imported.extend(ids[: 1000 - len(imported)])
-                batch, batch_rows = [], []
                 if progress is not None:
-                    progress(number, total)
+                    progress(batch_rows[-1], total)
+                batch, batch_rows = [], []
+            batch.append(self._sealed(type_name, values, consent, moment, stamp))
+            batch_rows.append(number)
+        # The last batch with the import's end: its rows, and the import marked
+        # finished (``last`` rows done), in one transaction.
         ids = self._store_new(
-            batch, moment, source=source, rows=batch_rows, progress_to=last, known=known
+            batch,
+            moment,
+            source=source,
+            rows=batch_rows,
+            progress_to=last,
+            known=known,
+            finished=True,
         )
         count += len(ids)
         if len(imported) < 1000:
             imported.extend(ids[: 1000 - len(imported)])
-        with self.s.db.transaction():
-            self.s.db.records.set_import_progress(source, total, at=iso(moment), finished=True)
         if progress is not None:
             progress(total, total)
         return ImportReport(source, total, count, n_errors, done, tuple(errors), tuple(imported))

@@ -84,9 +84,12 @@ from childvault.vault._remote._methods import (
     WRITE,
 )
 from childvault.vault._remote._slots import RemoteSlots
+from childvault.vault._statements import BatchMember, Envelope, pack_members
 from childvault.vault._wire_messages import message_from, refusal_message
 
 __all__ = ["Bootstrap", "RemoteBackend", "connect_parts"]
+
+_R = TypeVar("_R")
 
 #: Seconds to wait for the server to answer one call (an import batch is one call).
 CALL_TIMEOUT = 120.0
@@ -144,6 +147,11 @@ class _UnknownMethod(ChildVaultError):
 
 class _RoleRefused(AccessDenied):
     """The server refused the call to the caller's role or user (403 ``role``)."""
+
+
+class _Unverified(ChildVaultError):
+    """The server refused what it could not verify, nothing stored (409
+    ``unverified``): among others, log entries that do not link to its head."""
 
 
 #: The only answers to an operation's inputs (``inputs.*``) after which the
@@ -225,6 +233,33 @@ class _Audit(_Repo):
                 yield self.row(raw)
 
 
+class _Statements(_Repo):
+    """The statements repository: an import's record statements go compactly."""
+
+    def add_statements(self, items: Sequence[tuple[int, Envelope | BatchMember]]) -> None:
+        """Keep each ``(seq, statement)`` beside its entry (as ``add(seq, bytes)``).
+
+        The members of one batch statement go in one ``statements.add_members``
+        call, the batch's envelope once (:func:`pack_members`); the server
+        rebuilds each member's bytes, checks them against the entry naming
+        them and stores exactly those bytes. Any other statement goes as ``add``.
+        """
+        groups: list[tuple[Envelope, list[tuple[int, BatchMember]]]] = []
+        for seq, statement in items:
+            if not isinstance(statement, BatchMember):
+                self._backend.call("statements", "add", (seq, statement.to_bytes()), {})
+            elif groups and groups[-1][0] is statement.batch:
+                groups[-1][1].append((seq, statement))
+            else:
+                groups.append((statement.batch, [(seq, statement)]))
+        for _, members in groups:
+            envelope, indexes, lengths, proofs = pack_members([m for _, m in members])
+            seqs = [seq for seq, _ in members]
+            self._backend.call(
+                "statements", "add_members", (seqs, envelope, indexes, lengths, proofs), {}
+            )
+
+
 class Bootstrap:
     """What a client needs besides the rows: config, schema, own key slot, witness."""
 
@@ -278,6 +313,16 @@ class RemoteBackend:
         #: Why the server's HTTP witness did not cosign the last commit's checkpoint.
         self.witness_failure: str | None = None
         self._cache_since = 0.0
+        #: The log's head as this client expects it: ``(size, head hash, last
+        #: entry as entry_at answers it)``, from its last trust sync or its own
+        #: last committed append (:meth:`appending_transaction`).
+        self._predicted: tuple[int, bytes | None, Any] | None = None
+        #: In an appending transaction: the head answered from the prediction
+        #: (None: read from the server), and whether it was.
+        self._speculate: tuple[int, bytes | None, Any] | None = None
+        self._speculated = False
+        #: The last row this transaction appended (seq, entry, hash), if any.
+        self._appended: tuple[int, bytes, bytes] | None = None
         #: An operation announced by :meth:`expect_operation` whose inputs are not yet read.
         self._expected: tuple[str, str] | None = None
         #: The kind of the operation last announced (its transaction reads ahead).
@@ -290,7 +335,7 @@ class RemoteBackend:
         self._access = _Repo(self, "access")
         self._audit = _Audit(self, "audit")
         self._checkpoints = _Repo(self, "checkpoints")
-        self._statements = _Repo(self, "statements")
+        self._statements = _Statements(self, "statements")
         #: Release keys of grants (server mode only): ``new`` and ``redeem``.
         self.release: Any = _Repo(self, "release")
         #: The server's key slots as the services write them (``Session.key_slots``).
@@ -398,6 +443,8 @@ class RemoteBackend:
             raise (_Busy if doc.get("reason") == "busy" else ProviderUnavailable)(message)
         if r.status_code == 502 and doc.get("reason") == "witness":
             raise _WitnessRefused(message)
+        if r.status_code == 409 and doc.get("reason") == "unverified":
+            raise _Unverified(message)
         cls = _ERRORS.get(str(doc.get("type")), ChildVaultError)
         raise cls(message)
 
@@ -422,6 +469,21 @@ class RemoteBackend:
         if not self._depth:
             return self._call_alone(repo, method, args, kwargs)
         self._txn_calls.add((repo, method))
+        if (repo, method) == ("audit", "append"):
+            self._note_append(args)
+        elif (
+            (repo, method) == ("audit", "head")
+            and self._speculate is not None
+            and not (self._speculated or args or kwargs or self._appended)
+        ):
+            # Answered as the server's head is expected to be: the server refuses
+            # entries that do not link to its real head (409), and
+            # appending_transaction then runs the transaction again.
+            size, head, entry = self._speculate
+            self._speculated = True
+            self._reads[self._head_key()] = encode((size, head))
+            if size:
+                self._reads[self._key("audit", "entry_at", (size - 1,), {})] = encode(entry)
         if (repo, method) == ("statements", "save_state") and args:
             self._saved_names.add(args[0])
         one = json.dumps(
@@ -485,6 +547,64 @@ class RemoteBackend:
         self._reads[one] = result
         self._keep_reads(ahead, more)
         return decode(result)
+
+    def _note_append(self, args: Sequence[Any]) -> None:
+        """Note the last row an ``audit.append`` of this transaction appends."""
+        rows = args[0] if args else None
+        last = rows[-1] if isinstance(rows, list | tuple) and rows else None
+        if (
+            isinstance(last, tuple | list)
+            and len(last) == 4
+            and type(last[0]) is int
+            and isinstance(last[1], bytes)
+            and isinstance(last[2], bytes)
+        ):
+            self._appended = (last[0], last[1], last[2])
+        else:
+            self._appended = None
+            self._predicted = None
+
+    def _prediction(self) -> tuple[int, bytes | None, Any] | None:
+        """The head this client expects the log to have (see ``_predicted``): its own
+        last committed append, else the head and last entry of its trust sync."""
+        if self._predicted is not None:
+            return self._predicted
+        held = self._cache.get(_TAIL)
+        head = self._cache.get(self._head_key())
+        if not isinstance(held, tuple) or head is None:
+            return None
+        _, rows, _, complete = held
+        size, digest = decode(head)
+        if not complete or not rows or rows[-1][0] != size - 1 or rows[-1][2] != digest:
+            return None
+        return size, digest, (rows[-1][1], rows[-1][2])
+
+    def appending_transaction(self, body: Callable[[], _R]) -> _R:
+        """``body()`` in a transaction whose log append links to the head this client
+        expects (its own last append, or its trust sync) without reading it first:
+        the transaction's writes and its commit are then one request.
+
+        The server checks every entry against its real head as ever and refuses
+        (409, nothing stored) entries that do not link to it; the transaction
+        is then run again, reading the head from the server. ``body`` must be
+        safe to run twice (everything it wrote the first time was rolled back).
+        """
+        predicted = None if self._depth else self._prediction()
+        if predicted is not None:
+            self._speculate, self._speculated = predicted, False
+            try:
+                with self._transaction():
+                    return body()
+            except _Unverified:
+                if not self._speculated:
+                    raise
+                # Someone else appended since (or the prediction was stale): again,
+                # from the server's real head.
+                self._predicted = None
+            finally:
+                self._speculate, self._speculated = None, False
+        with self._transaction():
+            return body()
 
     def _keep_sync_read(self, start: int, page_key: str, raw: Any) -> None:
         """Keep an ``audit.sync`` read in this transaction as the page it stands for
@@ -978,6 +1098,7 @@ class RemoteBackend:
         self._contact = time.monotonic()
         self._cache = {}
         self._txn_calls, self._saved_names = set(), set()
+        self._appended = None
         self._depth = 1
         if self.key_slots is not None:
             self.key_slots.discarding = False
@@ -997,6 +1118,8 @@ class RemoteBackend:
                 self.witness_failure = str(exc)
         except BaseException:
             own_state_only = False
+            if self._appended is not None:
+                self._predicted = None  # whatever the log's head is now, ask
             if self.key_slots is not None:
                 self.key_slots.take()
                 self.key_slots.discarding = True
@@ -1009,6 +1132,11 @@ class RemoteBackend:
             self._txn_calls, saved_names, self._saved_names = set(), self._saved_names, set()
             self._cache.clear()  # what we wrote, or others while we waited
             self._operation = None
+        if self._appended is not None:
+            # Committed: the log's head is now this transaction's last entry
+            # (unless someone appends after it: the server then refuses ours).
+            seq, entry, digest = self._appended
+            self._predicted = (seq + 1, digest, (entry, digest))
         if own_state_only:
             self._keep_across_own_save(*before, operation, saved_names)
         if kept:

@@ -98,6 +98,10 @@ METHODS: dict[str, dict[str, str]] = {
         "get_many": READ,
         "saved_state": READ,
         "add": WRITE,
+        # Not a repository method: the members of one batch statement, the
+        # envelope sent once (_statements.pack_members); the server rebuilds
+        # each member's bytes and stores them as ``add`` would (docs/server.md).
+        "add_members": WRITE,
         "save_state": WRITE,
     },
     # Not a repository: release after logging (server mode only, _release.py).
@@ -161,6 +165,7 @@ QUEUED: frozenset[tuple[str, str]] = frozenset(
         ("access", "set_grant_cache"),
         ("audit", "append"),
         ("statements", "add"),
+        ("statements", "add_members"),
         ("statements", "save_state"),
     }
 )
