@@ -14,8 +14,8 @@ machine load hits all of them alike:
   open and end a write transaction, nothing stored (counted per trip).
 
 For each kind: ms per trip (p50 / p95 / mean of wall time), and CPU per trip of
-the client process (``time.process_time``) and of the server process
-(utime + stime from ``/proc/PID/stat``, all its threads), so the figures say
+the client process (``os.times``) and of the server process (utime + stime
+from ``/proc/PID/stat``, all its threads), the system part in brackets, so the figures say
 where the time goes even on a loaded machine. ``--profile DIR`` also records
 the server with py-spy (``DIR/server-KIND.txt``, collapsed stacks) and the
 client with cProfile (``DIR/client-KIND.prof``) in a separate pass.
@@ -42,16 +42,23 @@ from childvault.vault import Vault
 KINDS = ("echo", "read", "txn")
 
 
-def _server_cpu(pid: int) -> float:
-    """CPU seconds (user + system, every thread) the process ``pid`` has used."""
+def _server_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds (user, system; every thread) the process ``pid`` has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def _trip(backend: Any, kind: str) -> Callable[[], int]:
     """A function making one request (two for ``txn``) of ``kind``; returns the trips."""
     echo = b'{"pad":"' + b"x" * 190 + b'"}'
-    read = {"txn": None, "repo": "meta", "method": "get", "args": ["vault_id"], "kwargs": {"$o": []}}
+    read = {
+        "txn": None,
+        "repo": "meta",
+        "method": "get",
+        "args": ["vault_id"],
+        "kwargs": {"$o": []},
+    }
 
     def one_echo() -> int:
         r = backend._http.post(
@@ -102,31 +109,37 @@ def main(argv: list[str] | None = None) -> int:
                     trips[k]()
             wall: dict[str, list[float]] = {k: [] for k in KINDS}
             cpu_c = dict.fromkeys(KINDS, 0.0)
+            sys_c = dict.fromkeys(KINDS, 0.0)
             cpu_s = dict.fromkeys(KINDS, 0.0)
+            sys_s = dict.fromkeys(KINDS, 0.0)
             count = dict.fromkeys(KINDS, 0)
             per_round = max(1, args.n // args.rounds)
             for _ in range(args.rounds):
                 for k in KINDS:
-                    s0, c0 = _server_cpu(proc.pid), time.process_time()
+                    s0, c0 = _server_cpu(proc.pid), os.times()
                     for _ in range(per_round):
                         t0 = time.perf_counter()
                         n = trips[k]()
                         wall[k].append((time.perf_counter() - t0) / n)
                         count[k] += n
-                    cpu_c[k] += time.process_time() - c0
-                    cpu_s[k] += _server_cpu(proc.pid) - s0
+                    c1, s1 = os.times(), _server_cpu(proc.pid)
+                    cpu_c[k] += (c1.user - c0.user) + (c1.system - c0.system)
+                    sys_c[k] += c1.system - c0.system
+                    cpu_s[k] += (s1[0] - s0[0]) + (s1[1] - s0[1])
+                    sys_s[k] += s1[1] - s0[1]
             print(f"Machine load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
             print(
-                "| trip | n | p50 ms | p95 ms | mean ms | client CPU ms/trip "
-                "| server CPU ms/trip |"
+                "| trip | n | p50 ms | p95 ms | mean ms | client CPU ms/trip (system) "
+                "| server CPU ms/trip (system) |"
             )
             print("| --- | --- | --- | --- | --- | --- | --- |")
             for k in KINDS:
-                w = wall[k]
+                w, per = wall[k], 1000 / count[k]
                 print(
                     f"| {k} | {count[k]} | {statistics.median(w) * 1000:.2f} | "
                     f"{_p(w, 0.95) * 1000:.2f} | {statistics.fmean(w) * 1000:.2f} | "
-                    f"{cpu_c[k] / count[k] * 1000:.2f} | {cpu_s[k] / count[k] * 1000:.2f} |"
+                    f"{cpu_c[k] * per:.2f} ({sys_c[k] * per:.2f}) | "
+                    f"{cpu_s[k] * per:.2f} ({sys_s[k] * per:.2f}) |"
                 )
             if args.profile is not None:
                 _profile(args.profile, proc.pid, trips, args.n)
@@ -143,9 +156,9 @@ def _profile(out: Path, pid: int, trips: dict[str, Callable[[], int]], n: int) -
     out.mkdir(parents=True, exist_ok=True)
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     for k in KINDS:
+        record = ["record", "--pid", str(pid), "--format", "raw", "--rate", "1000"]
         rec = subprocess.Popen(
-            [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "1000"]
-            + ["--nonblocking", "--output", str(out / f"server-{k}.txt")],
+            [spy, *record, "--nonblocking", "--output", str(out / f"server-{k}.txt")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -49,6 +49,8 @@ forgeries and requires the same answers.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import re
 import threading
 import time
@@ -403,6 +405,7 @@ class SignatureAuthMiddleware:
         if signature_header is None or _header(headers, "signature-input") is None:
             raise _Refused(401, "missing_signature", _t("no Signature or Signature-Input header"))
         result = self._verify_plain(scope, headers, lookup)
+        plain = result is not None
         if result is None:
             result = self._verify_package(scope, headers, lookup, signature_header)
         params = result.parameters
@@ -422,7 +425,8 @@ class SignatureAuthMiddleware:
             raise _Refused(503, "unavailable", _t("nonce store: {error}", error=repr(exc))) from exc
         if not fresh:
             raise _Refused(401, "replay", _t("nonce {nonce} already used", nonce=nonce))
-        return _Verified(lookup.name, result, _header(headers, "content-type") is not None)
+        has_type = _header(headers, "content-type") is not None
+        return _Verified(lookup.name, result, has_type, plain)
 
     def _verify_package(
         self, scope: Scope, headers: list[tuple[str, str]], lookup: _Lookup, signature_header: str
@@ -575,6 +579,14 @@ class SignatureAuthMiddleware:
     def _verify_body(self, scope: Scope, user: _Verified, body: bytes) -> None:
         if body and not user.content_type_covered:
             raise _Refused(401, "malformed_signature", _t("a body without a signed Content-Type"))
+        if user.plain:
+            # _PLAIN_DIGEST matched: one sha-256 member, 32 bytes in canonical base64.
+            signed = base64.b64decode(user.result.covered_components['"content-digest"'][9:-1])
+            if not hmac.compare_digest(signed, hashlib.sha256(body).digest()):
+                raise _Refused(
+                    401, "digest_mismatch", _t("Content-Digest does not match the message body")
+                )
+            return
         try:
             checked = ContentDigest.verify_components(user.result.covered_components, body)
         except Exception as exc:
@@ -601,6 +613,8 @@ class _Verified:
     name: str
     result: VerifyResult
     content_type_covered: bool
+    #: Verified by :meth:`SignatureAuthMiddleware._verify_plain` (its digest is plain too).
+    plain: bool = False
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

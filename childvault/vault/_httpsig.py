@@ -104,11 +104,11 @@ def signature_base(
     line is then exactly what the package writes (no value needs escaping or
     normalising).
     """
-    lines = [f'"@method": {method}', f'"@path": {path}', f'"content-digest": {digest}']
+    components = [("@method", method), ("@path", path), ("content-digest", digest)]
     if content_type is not None:
-        lines.append(f'"content-type": {content_type}')
-    lines.append(f'"@signature-params": {params}')
-    return "\n".join(lines).encode("ascii")
+        components.append(("content-type", content_type))
+    components.append(("@signature-params", params))
+    return "\n".join(f'"{name}": {value}' for name, value in components).encode("ascii")
 
 
 def _body_bytes(request: requests.PreparedRequest) -> bytes:
