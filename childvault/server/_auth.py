@@ -526,7 +526,9 @@ class SignatureAuthMiddleware:
             raise self._classify(exc, lookup) from exc
         key = lookup.resolve_public_key(keyid)
         if key is None:
-            raise self._classify(InvalidSignature(_t("no key for {name!r}", name=keyid)), lookup)
+            # The package's own error, so the audit detail reads alike.
+            failure = InvalidSignature("Unable to resolve verification key")
+            raise self._classify(failure, lookup)
         params_text = params_match.group(0)[len(SIGNATURE_LABEL) + 1 :]
         base = signature_base(method, path, digest, content_type, params_text)
         try:
@@ -583,8 +585,10 @@ class SignatureAuthMiddleware:
             # _PLAIN_DIGEST matched: one sha-256 member, 32 bytes in canonical base64.
             signed = base64.b64decode(user.result.covered_components['"content-digest"'][9:-1])
             if not hmac.compare_digest(signed, hashlib.sha256(body).digest()):
+                # The detail the package's refusal gives (the audit log reads alike).
+                failure = InvalidSignature("Content-Digest does not match the message body")
                 raise _Refused(
-                    401, "digest_mismatch", _t("Content-Digest does not match the message body")
+                    401, "digest_mismatch", _t("Content-Digest: {error}", error=repr(failure))
                 )
             return
         try:
