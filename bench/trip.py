@@ -13,10 +13,12 @@ machine load hits all of them alike:
 - **txn**: ``POST /v1/txn/begin`` then ``/v1/txn/rollback``: two trips that
   open and end a write transaction, nothing stored (counted per trip).
 
-For each kind: ms per trip (p50 / p95 / mean of wall time), and CPU per trip of
+For each kind: ms per trip (p50 / p95 / mean of wall time); CPU per trip of
 the client process (``os.times``) and of the server process (utime + stime
-from ``/proc/PID/stat``, all its threads), the system part in brackets, so the figures say
-where the time goes even on a loaded machine. ``--profile DIR`` also records
+from ``/proc/PID/stat``, all its threads), the system part in brackets; and
+the voluntary context switches per trip of each ("waits": a wake-up for each
+send of the other side it had to wait for, a hand-over to the DB thread), so
+the figures say where the time goes even on a loaded machine. ``--profile DIR`` also records
 the server with py-spy (``DIR/server-KIND.txt``, collapsed stacks) and the
 client with cProfile (``DIR/client-KIND.prof``) in a separate pass.
 """
@@ -47,6 +49,17 @@ def _server_cpu(pid: int) -> tuple[float, float]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
     return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def _switches(pid: int | str) -> int:
+    """Voluntary context switches of every thread of ``pid``: each is a wait, most
+    of them for the other side of a round trip (a wake-up per send received)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                total += int(line.split()[1])
+    return total
 
 
 def _trip(backend: Any, kind: str) -> Callable[[], int]:
@@ -112,10 +125,13 @@ def main(argv: list[str] | None = None) -> int:
             sys_c = dict.fromkeys(KINDS, 0.0)
             cpu_s = dict.fromkeys(KINDS, 0.0)
             sys_s = dict.fromkeys(KINDS, 0.0)
+            waits_c = dict.fromkeys(KINDS, 0)
+            waits_s = dict.fromkeys(KINDS, 0)
             count = dict.fromkeys(KINDS, 0)
             per_round = max(1, args.n // args.rounds)
             for _ in range(args.rounds):
                 for k in KINDS:
+                    w0 = _switches("self"), _switches(proc.pid)
                     s0, c0 = _server_cpu(proc.pid), os.times()
                     for _ in range(per_round):
                         t0 = time.perf_counter()
@@ -123,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
                         wall[k].append((time.perf_counter() - t0) / n)
                         count[k] += n
                     c1, s1 = os.times(), _server_cpu(proc.pid)
+                    w1 = _switches("self"), _switches(proc.pid)
+                    waits_c[k] += w1[0] - w0[0]
+                    waits_s[k] += w1[1] - w0[1]
                     cpu_c[k] += (c1.user - c0.user) + (c1.system - c0.system)
                     sys_c[k] += c1.system - c0.system
                     cpu_s[k] += (s1[0] - s0[0]) + (s1[1] - s0[1])
@@ -130,16 +149,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Machine load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
             print(
                 "| trip | n | p50 ms | p95 ms | mean ms | client CPU ms/trip (system) "
-                "| server CPU ms/trip (system) |"
+                "| server CPU ms/trip (system) | waits/trip client, server |"
             )
-            print("| --- | --- | --- | --- | --- | --- | --- |")
+            print("| --- | --- | --- | --- | --- | --- | --- | --- |")
             for k in KINDS:
                 w, per = wall[k], 1000 / count[k]
                 print(
                     f"| {k} | {count[k]} | {statistics.median(w) * 1000:.2f} | "
                     f"{_p(w, 0.95) * 1000:.2f} | {statistics.fmean(w) * 1000:.2f} | "
                     f"{cpu_c[k] * per:.2f} ({sys_c[k] * per:.2f}) | "
-                    f"{cpu_s[k] * per:.2f} ({sys_s[k] * per:.2f}) |"
+                    f"{cpu_s[k] * per:.2f} ({sys_s[k] * per:.2f}) | "
+                    f"{waits_c[k] / count[k]:.2f}, {waits_s[k] / count[k]:.2f} |"
                 )
             if args.profile is not None:
                 _profile(args.profile, proc.pid, trips, args.n)
