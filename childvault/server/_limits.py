@@ -261,8 +261,69 @@ class LimitsMiddleware:
         await send_refusal(send, status, error, reason)
 
 
+class _CoalescingTransport:
+    """A connection's transport whose writes of one event-loop step leave in one send.
+
+    uvicorn writes a response's head and its body separately: two ``send()``
+    calls, and the client's kernel wakes it for the head, then again for the
+    body (a second ``recv``) on about half of all answers. Writes made in one
+    step of the loop (Starlette sends head and body without yielding) are kept
+    and handed to the real transport together at the end of that step, before
+    any other I/O is handled; ``close``/``write_eof`` hand over what is kept
+    first, ``abort`` drops it. Everything else is the real transport's.
+    """
+
+    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Keep ``data`` for the end of this loop step."""
+        if not data:
+            return
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(bytes(data))
+
+    def writelines(self, chunks: Any) -> None:
+        """:meth:`write` each chunk."""
+        for chunk in chunks:
+            self.write(chunk)
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes not yet sent: the real transport's and those kept here."""
+        return int(self._transport.get_write_buffer_size()) + sum(map(len, self._pending))
+
+    def write_eof(self) -> None:
+        """Send what is kept, then half-close."""
+        self._flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        """Send what is kept, then close (the transport sends its buffer first)."""
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        """Drop what is kept and abort."""
+        self._pending.clear()
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 def header_timeout_protocol(header_timeout: float = DEFAULT_HEADER_TIMEOUT) -> type[H11Protocol]:
-    """A uvicorn h11 protocol class that closes connections slow to send a request head.
+    """A uvicorn h11 protocol class that closes connections slow to send a request head
+    (and writes each response in one send: :class:`_CoalescingTransport`).
 
     The timer runs from the moment a connection opens (and again after each
     response, for the next request on a kept-alive connection) until h11 has
@@ -296,7 +357,8 @@ def header_timeout_protocol(header_timeout: float = DEFAULT_HEADER_TIMEOUT) -> t
                 self.transport.close()
 
         def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
+            # One send per response (head and body), see _CoalescingTransport.
+            super().connection_made(_CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
             self._arm_head_timer()
 
         def data_received(self, data: bytes) -> None:

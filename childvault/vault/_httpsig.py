@@ -13,10 +13,14 @@ signature (label ``childvault``) made with the person's identity key over:
   characters), ``keyid`` (the user name), ``alg="ed25519"`` and the fixed
   ``tag="childvault"``.
 
-The signature base is built by the ``http-message-signatures`` package, never
-here: this module only chooses what is covered. The private key never leaves
-:class:`~childvault.keys.Identity`: the package prepares the base and
-:meth:`Identity.sign` signs it.
+The signature base of the requests the client API sends (no query, a plain
+path, ``application/json`` or no body) is written here directly
+(:func:`signature_base`): byte for byte what the ``http-message-signatures``
+package builds, at a tenth of its cost (its Structured Fields serialiser is
+pure Python and was a fifth of a round trip's CPU). Every other request is
+signed by the package, as before; ``tests/server/test_httpsig_fast.py``
+checks both give the same headers. The private key never leaves
+:class:`~childvault.keys.Identity`: :meth:`Identity.sign` signs the base.
 
 Requires the ``server`` extra (``http-message-signatures``); ``requests`` comes
 with ``hvac``.
@@ -24,6 +28,9 @@ with ``hvac``.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 import secrets
 import time
 from datetime import UTC, datetime
@@ -56,6 +63,52 @@ def covered_components(*, has_query: bool, has_content_type: bool) -> tuple[str,
     if has_content_type:
         components.append("content-type")
     return tuple(components)
+
+
+#: The requests :func:`signature_base` writes, and the server's fast check reads:
+#: an absolute http(s) URL with a plain host and a path of unreserved characters
+#: only (nothing to escape, nothing a parser could read two ways), no query.
+_PLAIN_URL = re.compile(
+    r"https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)"
+)
+PLAIN_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
+#: A user name as check_user_name accepts it: nothing to escape in an sf-string.
+PLAIN_NAME = re.compile(r"[a-z][a-z0-9._-]{0,62}")
+PLAIN_METHOD = re.compile(r"[A-Z]{1,16}")
+#: A Content-Type value that is its own signature-base value (printable ASCII,
+#: no surrounding whitespace).
+PLAIN_TYPE = re.compile(r"[!-~](?:[ -~]*[!-~])?")
+
+
+def digest_field(body: bytes) -> str:
+    """The ``Content-Digest`` value (RFC 9530, sha-256 only) of ``body``."""
+    return "sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()).decode() + ":"
+
+
+def signature_params(content_type: bool, created: int, keyid: str, nonce: str) -> str:
+    """The ``@signature-params`` value (and ``Signature-Input`` member) of a plain
+    request, in the order the package serialises what :func:`_sign` gives it."""
+    covered = '"@method" "@path" "content-digest"' + (' "content-type"' if content_type else "")
+    return (
+        f'({covered});created={created};keyid="{keyid}";alg="{SIGNATURE_ALG}";'
+        f'nonce="{nonce}";tag="{SIGNATURE_TAG}"'
+    )
+
+
+def signature_base(
+    method: str, path: str, digest: str, content_type: str | None, params: str
+) -> bytes:
+    """The RFC 9421 signature base of a plain request (see the module doc).
+
+    The caller has checked every value against the ``PLAIN_*`` patterns: each
+    line is then exactly what the package writes (no value needs escaping or
+    normalising).
+    """
+    components = [("@method", method), ("@path", path), ("content-digest", digest)]
+    if content_type is not None:
+        components.append(("content-type", content_type))
+    components.append(("@signature-params", params))
+    return "\n".join(f'"{name}": {value}' for name, value in components).encode("ascii")
 
 
 def _body_bytes(request: requests.PreparedRequest) -> bytes:
@@ -115,7 +168,9 @@ def _sign(
     nonce: str | None,
 ) -> None:
     body = _body_bytes(request)
-    assert request.url is not None
+    assert request.url is not None and request.method is not None
+    if _sign_plain(request, identity, when, nonce, body):
+        return
     has_query = urlsplit(request.url).query != ""
     prepared = signer.prepare(
         request,
@@ -133,6 +188,39 @@ def _sign(
         body=body,
     )
     signer.apply(request, prepared, identity.sign(prepared.signature_base))
+
+
+def _sign_plain(
+    request: requests.PreparedRequest,
+    identity: Identity,
+    when: int,
+    nonce: str | None,
+    body: bytes,
+) -> bool:
+    """Sign a plain request (see the module doc) without the package; False if
+    ``request`` is not one (the package signs it then)."""
+    url = _PLAIN_URL.fullmatch(request.url or "")
+    method = request.method or ""
+    content_type = request.headers.get("Content-Type")
+    nonce = secrets.token_hex(16) if nonce is None else nonce
+    if (
+        url is None
+        or PLAIN_METHOD.fullmatch(method) is None
+        or PLAIN_NAME.fullmatch(identity.name) is None
+        or re.fullmatch(r"[0-9a-f]{32}", nonce) is None
+        or type(when) is not int
+        or not 0 <= when < 10**15
+        or (content_type is not None and PLAIN_TYPE.fullmatch(content_type) is None)
+    ):
+        return False
+    digest = digest_field(body)
+    params = signature_params(content_type is not None, when, identity.name, nonce)
+    base = signature_base(method, url.group(1), digest, content_type, params)
+    signature = base64.b64encode(identity.sign(base)).decode()
+    request.headers["Content-Digest"] = digest
+    request.headers["Signature-Input"] = f"{SIGNATURE_LABEL}={params}"
+    request.headers["Signature"] = f"{SIGNATURE_LABEL}=:{signature}:"
+    return True
 
 
 class HTTPSignatureAuth(requests.auth.AuthBase):

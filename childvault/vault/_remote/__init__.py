@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 import requests
 
@@ -273,6 +274,35 @@ class Bootstrap:
             raise IntegrityError(_t("the server sent a malformed vault description")) from exc
 
 
+class _Session(requests.Session):
+    """A ``requests.Session`` that reads the environment's proxy and CA bundle
+    settings (``HTTPS_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE`` ...) once per
+    server, not at every request: ``requests`` walks ``os.environ`` for them
+    each time (~80 us, a twentieth of a loopback round trip). Set ``verify``
+    and ``proxies`` before the first request; they are part of what is kept.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._settings: dict[tuple[str, str], Any] = {}
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> Any:
+        """The settings of a request to ``url``: kept per scheme and host for a
+        request that sets none of its own (every request the backend sends)."""
+        if proxies or stream is not None or verify is not None or cert is not None:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        parts = urlsplit(url.decode() if isinstance(url, bytes) else str(url))
+        key = (parts.scheme, parts.netloc)
+        kept = self._settings.get(key)
+        if kept is None:
+            kept = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            self._settings[key] = kept
+        # A copy: requests may change what it is given.
+        return {**kept, "proxies": dict(kept["proxies"])}
+
+
 class RemoteBackend:
     """A :class:`~childvault.vault._backend.Backend` whose rows live behind ``childvault serve``.
 
@@ -288,7 +318,7 @@ class RemoteBackend:
     def __init__(self, url: str, identity: Identity, *, verify: bool | str = True) -> None:
         self.url = url.rstrip("/")
         self.where = self.url
-        self._http = requests.Session()
+        self._http = _Session()
         self._http.auth = HTTPSignatureAuth(identity)
         self._http.verify = verify
         self._txn: str | None = None

@@ -1,0 +1,50 @@
+"""The remote backend's session reads the environment's proxy and CA settings once
+per server, with the answers ``requests`` itself gives at every request."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from childvault.vault._remote import _Session
+
+URLS = (
+    "http://127.0.0.1:8443/v1/rpc",
+    "http://replica.example:8443/v1/rpc/batch",
+    "https://vault.example/v1/txn/begin",
+    "https://internal.example/v1/rpc",
+)
+
+
+def test_settings_equal_requests_own_per_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("HTTPS_PROXY", "http://sproxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,internal.example")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/institution.pem")
+    kept, plain = _Session(), requests.Session()
+    for url in URLS * 2:  # the second time from what was kept
+        expected = plain.merge_environment_settings(url, {}, None, None, None)
+        assert kept.merge_environment_settings(url, {}, None, None, None) == expected
+    proxies = [kept.merge_environment_settings(u, {}, None, None, None)["proxies"] for u in URLS]
+    # NO_PROXY is per host: the loopback server and internal.example are not proxied.
+    assert "http" not in proxies[0] and proxies[1]["http"] == "http://proxy.example:3128"
+    assert proxies[2]["https"] == "http://sproxy.example:3128" and "https" not in proxies[3]
+    assert kept.merge_environment_settings(URLS[0], {}, None, None, None)["verify"] == (
+        "/etc/ssl/certs/institution.pem"
+    )
+    # Read once: a change of the environment later is not seen (requests' own is).
+    monkeypatch.setenv("HTTP_PROXY", "http://other.example:3128")
+    later = kept.merge_environment_settings(URLS[1], {}, None, None, None)["proxies"]
+    assert later["http"] == "http://proxy.example:3128"
+    assert plain.merge_environment_settings(URLS[1], {}, None, None, None)["proxies"]["http"] == (
+        "http://other.example:3128"
+    )
+
+
+def test_a_request_with_settings_of_its_own_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    session = _Session()
+    mine = session.merge_environment_settings(URLS[0], {}, None, "/tmp/ca.pem", None)
+    assert mine["verify"] == "/tmp/ca.pem"
+    assert session.merge_environment_settings(URLS[0], {}, None, None, None)["verify"] is True
