@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from childvault._i18n import N_
 
-__all__ = ["ACTION_LABELS", "OUTCOME_LABELS", "action_label", "outcome_label"]
+__all__ = [
+    "ACTION_LABELS",
+    "OUTCOME_LABELS",
+    "STATUS_LABELS",
+    "action_label",
+    "outcome_label",
+    "status_label",
+]
 
 #: Every audit action (``childvault.vault._audit.ACTIONS``) -> its English label.
 ACTION_LABELS: dict[str, str] = {
@@ -72,6 +79,16 @@ ACTION_LABELS: dict[str, str] = {
 #: Outcomes of an entry -> their English label.
 OUTCOME_LABELS: dict[str, str] = {"ok": N_("done"), "denied": N_("refused"), "error": N_("failed")}
 
+#: Statuses of requests and grants -> their English label (the code stays in ``--json``).
+STATUS_LABELS: dict[str, str] = {
+    "pending": N_("pending"),
+    "approved": N_("approved"),
+    "denied": N_("denied"),
+    "active": N_("active"),
+    "expired": N_("expired"),
+    "revoked": N_("revoked"),
+}
+
 
 def action_label(action: str, locale: str | None = None) -> str:
     """``action``'s label in ``locale`` (the environment's when None); the code if unknown."""
@@ -87,3 +104,11 @@ def outcome_label(outcome: str, locale: str | None = None) -> str:
 
     label = OUTCOME_LABELS.get(outcome)
     return outcome if label is None else gettext(label, locale)
+
+
+def status_label(status: str, locale: str | None = None) -> str:
+    """``status``'s label in ``locale`` (the environment's when None); as is if unknown."""
+    from childvault._i18n import gettext
+
+    label = STATUS_LABELS.get(status)
+    return status if label is None else gettext(label, locale)

@@ -12,8 +12,6 @@ EXAMPLE_MARK = "<!-- example: library-flow -->"
 FENCE = re.compile(r"^```([\w+-]*)[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 # [text](target) — inline links and images; the target stops at whitespace or ")".
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-# The design lives beside the repository, not in it: links to it are not checked.
-DESIGN = (ROOT.parent / "shared" / "DESIGN.md").resolve()
 
 
 def _read(relative: str) -> str:
@@ -77,13 +75,16 @@ def _markdown_files() -> list[Path]:
 
 @pytest.mark.parametrize("path", _markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_relative_links_resolve(path: Path) -> None:
-    missing = []
+    missing, outside = [], []
     for target in LINK.findall(_without_code(path.read_text(encoding="utf-8"))):
         if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.IGNORECASE) or target.startswith("#"):
             continue  # a URL, mailto: or an anchor in the same file
         resolved = (path.parent / target.split("#", 1)[0]).resolve()
-        if resolved == DESIGN:
-            continue
-        if not resolved.exists():
+        if not resolved.is_relative_to(ROOT.resolve()):
+            # Issue 18: a reader of a copy (a wheel's sdist, a fork) has only the
+            # repository; a link beside it (the design document) would dangle.
+            outside.append(target)
+        elif not resolved.exists():
             missing.append(target)
+    assert not outside, f"{path.relative_to(ROOT)} links outside the repository: {outside}"
     assert not missing, f"{path.relative_to(ROOT)} links to missing files: {missing}"

@@ -10,21 +10,18 @@ and decommissioning always verify everything.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlcipher3
 from hypothesis import given
 from hypothesis import strategies as st
 
 from childvault.keys import IntegrityError
 from childvault.vault import _audit, _merkle
-from childvault.vault._sqlcipher import MIGRATIONS as _MIGRATIONS
-from childvault.vault._sqlcipher import SQLCipherBackend as Store
 from tests._insider import Insider, at_least
+from tests._log_db import old_store
 from tests.conftest import World, add_children
 from tests.test_reports import grant
 
@@ -231,29 +228,13 @@ def test_frontier_of_the_wrong_length_is_refused(size: int, extra: int) -> None:
 
 def test_schema_1_database_migrates_and_finds_registrations(tmp_path: Path) -> None:
     # A database as the first release wrote it: migration 1 only.
-    path = tmp_path / "old.db"
-    key = secrets.token_bytes(32)
-    conn = sqlcipher3.connect(str(path), isolation_level=None)
-    conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
-    for stmt in _MIGRATIONS[0].split(";"):
-        if stmt.strip():
-            conn.execute(stmt)
-    conn.execute("PRAGMA user_version = 1")
     entries = [
         b'{"action":"user.add","seq":0}',
         b'{"action":"record.create","seq":1}',
         b"not json",
         b'{"action":"keys.rotate","seq":3}',
     ]
-    conn.executemany(
-        "INSERT INTO audit (seq, entry, hash) VALUES (?, ?, ?)",
-        [(i, e, _merkle.leaf_hash(e)) for i, e in enumerate(entries)],
-    )
-    conn.close()
-    store = Store(path, key)
-    try:
+    with old_store(tmp_path / "old.db", 1, entries) as store:
         found = store.audit.entries_by_action(("user.add", "keys.rotate"))
         assert found == [entries[0], entries[3]]
         assert store.checkpoints.latest_by("officer1") is None
-    finally:
-        store.close()

@@ -15,6 +15,7 @@ from childvault.cli._context import (
     local_time,
     pass_ctx,
     purpose_names,
+    purpose_title,
     read_grant_arg,
     safe,
 )
@@ -73,6 +74,8 @@ def request(
 @pass_ctx
 def requests(c: Ctx, show_all: bool) -> None:
     """List pending access requests (officers)."""
+    from childvault._i18n import environment_locale
+    from childvault._labels import status_label
     from childvault.vault._time import iso
 
     v = c.open()
@@ -81,6 +84,12 @@ def requests(c: Ctx, show_all: bool) -> None:
     def human() -> None:
         now = v.now()
         for r in items:
+            # Codes in English; a Chinese reader gets the labels (姓名 (name), 待审批).
+            fields = (
+                ",".join(r.fields)
+                if environment_locale() == "en"
+                else _(", ").join(field_title(v, f) for f in r.fields)
+            )
             age = now - r.created_at
             # Everything but the status and numbers was typed by someone: escaped.
             click.echo(
@@ -92,12 +101,12 @@ def requests(c: Ctx, show_all: bool) -> None:
                     "    reason: {reason}"
                 ).format(
                     id=safe(r.id),
-                    status=safe(r.status),
+                    status=safe(status_label(r.status)),
                     requester=safe(r.requester),
                     created=local_time(iso(r.created_at)),
                     age=int(age.total_seconds() // 60),
-                    purpose=safe(r.purpose),
-                    fields=safe(",".join(r.fields)),
+                    purpose=safe(purpose_title(r.purpose)),
+                    fields=safe(fields),
                     count=len(r.records),
                     records=safe(" ".join(r.records)),
                     reason=safe(r.reason),
@@ -107,7 +116,7 @@ def requests(c: Ctx, show_all: bool) -> None:
                 click.echo(
                     _("    decided by {officer}: {status}{why}").format(
                         officer=safe(r.decided_by),
-                        status=safe(r.status),
+                        status=safe(status_label(r.status)),
                         why=_(" ({reason})").format(reason=safe(r.decision_reason))
                         if r.decision_reason
                         else "",
@@ -242,6 +251,7 @@ def _check_read_args(
     token: str, grant: str, record_ids: tuple[str, ...], fields: tuple[str, ...]
 ) -> None:
     """Usage errors of ``read`` that need no vault: token shape and record ids."""
+    from childvault._i18n import localize
     from childvault.keys import ApprovalInvalid
     from childvault.keys._encoding import is_hex_id
     from childvault.vault._tokens import key_id
@@ -254,7 +264,9 @@ def _check_read_args(
             hint = _(" (did you mean --grant @{path}?)").format(path=safe(grant))
         raise click.BadParameter(
             _("not an approval token: {why}{hint}").format(
-                why=safe(exc.detail or "malformed"), hint=hint
+                # The detail is an English Message: shown in the reader's language.
+                why=safe(localize(exc.detail) if exc.detail else _("malformed")),
+                hint=hint,
             ),
             param_hint="--grant",
         ) from exc

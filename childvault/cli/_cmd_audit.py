@@ -102,9 +102,22 @@ def audit_log(
     Times are UTC, as in the log itself; --since/--until without an offset
     are UTC too.
     """
+    from childvault._labels import ACTION_LABELS
     from childvault.vault._svc_audit import select_entries
     from childvault.vault._time import parse_when
 
+    if action is not None and not (
+        action in ACTION_LABELS
+        or (action.endswith(".") and any(a.startswith(action) for a in ACTION_LABELS))
+    ):
+        # A misspelt action matches nothing: an empty answer would read as "no
+        # such reads happened". Refused as a usage error, before anything is logged.
+        raise click.BadParameter(
+            _(
+                "unknown action {action}: use one such as grant.read, or a family such as request."
+            ).format(action=safe(action)),
+            param_hint="--action",
+        )
     v = c.open()
     now = v.now()
     start = parse_when(since, now=now) if since else None

@@ -525,6 +525,18 @@ def field_title(v: Vault, name: str) -> str:
     return name
 
 
+def purpose_title(name: str) -> str:
+    """A purpose as a Chinese reader sees it (``个案管理 (case_management)``), else its name."""
+    from childvault._i18n import environment_locale
+
+    if environment_locale() == "en":
+        return name
+    from childvault.vault._importer import PURPOSE_LABELS
+
+    label = next((zh for zh, code in PURPOSE_LABELS.items() if code == name), None)
+    return f"{label} ({name})" if label else name
+
+
 def file_sha256(path: Path) -> str:
     """SHA-256 (hex) of a regular file, read in chunks (a scanned form may be large)."""
     import hashlib

@@ -29,14 +29,7 @@ except ImportError:  # pragma: no cover - zoneinfo is in the standard library si
 ACTION_LABELS = _labels.ACTION_LABELS
 OUTCOME_LABELS = _labels.OUTCOME_LABELS
 
-STATUS_LABELS = {
-    "pending": N_("pending"),
-    "approved": N_("approved"),
-    "denied": N_("denied"),
-    "active": N_("active"),
-    "expired": N_("expired"),
-    "revoked": N_("revoked"),
-}
+STATUS_LABELS = _labels.STATUS_LABELS
 
 SENSITIVITY_LABELS = {"low": N_("low"), "medium": N_("medium"), "high": N_("high")}
 

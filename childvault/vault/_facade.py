@@ -231,6 +231,12 @@ class Vault:
             raise UsageError(_t("--institution must be a non-empty name of at most 200 characters"))
         loaded = Schema.load(Path(schema)) if schema else Schema.default()
         store_doc, dsn = _store_choice(store_dsn, store_dsn_file)
+        if isinstance(keys, OpenBaoKeys):
+            # Without the `vault` extra the provider cannot be built when the vault
+            # opens below: refuse (ExtraRequired) before the home exists, not after.
+            from childvault.keys._openbao import load
+
+            load("_provider")
         h = make_home(Path(home))
         try:
             now = clock()

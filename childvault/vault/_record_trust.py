@@ -58,7 +58,6 @@ from childvault.vault._statements import (
     ALTERED,
     BatchMember,
     Envelope,
-    Signer,
     TrustState,
     record_statement,
     sign,
@@ -619,14 +618,10 @@ def sign_version(
     *,
     version: int | None = None,
     consent: Mapping[str, Any] | None = None,
-    signer: Signer | None = None,
     at: str | None = None,
 ) -> Envelope:
     """The acting user's signed ``record.version`` statement of ``row`` as it will be stored.
-    ``signer``: the acting user's signer, if not ``s.me`` (it must have the same name);
-    ``at``: ``iso(moment)``, computed once for such a batch."""
-    if signer is not None and signer.name != s.me.name:
-        raise ValueError(_t("a record statement is signed by the acting user"))
+    ``at``: ``iso(moment)``, computed once for a batch of records."""
     return sign(
         record_statement(
             vault_id=s.vault_id,
@@ -639,7 +634,7 @@ def sign_version(
             fields=fields,
             keyblob=keyblob,
         ),
-        [s.me if signer is None else signer],
+        [s.me],
         plain=True,
     )
 
@@ -649,14 +644,11 @@ def sign_batch_versions(
     items: Sequence[tuple[RecordRow, Iterable[tuple[str, int, bytes]], bytes]],
     moment: datetime,
     *,
-    signer: Signer | None = None,
     at: str | None = None,
 ) -> list[BatchMember]:
     """The acting user's one signed ``record.batch`` statement over the first
     versions ``items`` (row, sealed fields, key blob) as they will be stored, as
     each record's :class:`BatchMember` (docs/trust.md, "Record statements")."""
-    if signer is not None and signer.name != s.me.name:
-        raise ValueError(_t("a record statement is signed by the acting user"))
     stamp = iso(moment) if at is None else at
     statements = [
         record_statement(
@@ -672,7 +664,7 @@ def sign_batch_versions(
         )
         for row, fields, keyblob in items
     ]
-    return sign_batch(statements, [s.me if signer is None else signer])
+    return sign_batch(statements, [s.me])
 
 
 def with_record_statement(event: Event, envelope: Envelope | BatchMember) -> Event:

@@ -82,7 +82,7 @@ def test_audit_log_shows_action_labels_in_chinese(world: World) -> None:
     r = run(world, "officer1", "audit", "log")
     assert r.exit_code == 0, r.output
     out = r.stdout
-    assert "创建保险库（vault.init）" in out and "申请访问（request.create）" in out
+    assert "创建档案库（vault.init）" in out and "申请访问（request.create）" in out
     assert "完成" in out and "\x1b" not in out
     # The log's own codes stay for --action filters and in --json.
     doc = json.loads(run(world, "officer1", "--json", "audit", "log").stdout)
@@ -101,7 +101,7 @@ def test_the_demo_narrates_in_chinese(capsys: pytest.CaptureFixture[str]) -> Non
     code = cli.main(["demo"], prog_name="childvault", standalone_mode=False)
     out = capsys.readouterr().out
     assert code in (None, 0), out
-    assert "== 1. 管理员创建保险库（本地密钥提供方，无需服务器）。" in out
+    assert "== 1. 管理员创建档案库（本地密钥提供方，无需服务器）。" in out
     assert "== 12. 任何人都可以校验这份哈希链接、带检查点的审计日志。" in out
     assert "演示完成。" in out and "（退出码 3）" in out
     # The commands' own output is Chinese too (they run in the same locale).

@@ -196,7 +196,7 @@ def test_the_cli_shows_a_server_refusal_in_chinese_and_json_stays_english(
     assert chinese.returncode != 0 and english.returncode == chinese.returncode
     detail_en = "(worker3 has no key slot in this vault)"
     assert detail_en in english.stderr.decode()
-    assert "（worker3 在此保险库中没有密钥槽）" in chinese.stderr.decode()
+    assert "（worker3 在此档案库中没有密钥槽）" in chinese.stderr.decode()
     assert detail_en not in chinese.stderr.decode()
     message = json.loads(as_json.stdout)["error"]["message"]
     assert message.endswith(detail_en)

@@ -12,17 +12,15 @@ changes nothing but the speed.
 from __future__ import annotations
 
 import json
-import secrets
 from pathlib import Path
 
 import pytest
 import sqlcipher3
 
 from childvault.keys import IntegrityError
-from childvault.vault import Basis, _merkle
-from childvault.vault._sqlcipher import MIGRATIONS
-from childvault.vault._sqlcipher import SQLCipherBackend as Store
+from childvault.vault import Basis
 from tests._insider import Insider
+from tests._log_db import old_store, query_plan
 from tests.conftest import World, add_children
 
 LEGAL = Basis("legal_obligation", recipient="法院", provision="第一百一十条", assessment="P-1")
@@ -56,18 +54,18 @@ def test_the_lookup_uses_the_index(world: World) -> None:
     """The query plan names the index: no scan of the log per lookup."""
     _requests(world, 5)
     with Insider(world, "worker1") as insider:
-        plan = insider.execute(
-            "EXPLAIN QUERY PLAN SELECT entry FROM audit WHERE request_ref = ? "
-            "AND action IN (?) ORDER BY seq",
+        plan = query_plan(
+            insider,
+            "SELECT entry FROM audit WHERE request_ref = ? AND action IN (?) ORDER BY seq",
             ["ab" * 16, "request.create"],
         )
-        assert "audit_request_ref" in " ".join(str(c) for row in plan for c in row)
-        plan = insider.execute(
-            "EXPLAIN QUERY PLAN SELECT entry FROM audit WHERE grant_ref = ? "
-            "AND action IN (?) ORDER BY seq",
+        assert "audit_request_ref" in plan
+        plan = query_plan(
+            insider,
+            "SELECT entry FROM audit WHERE grant_ref = ? AND action IN (?) ORDER BY seq",
             ["ab" * 16, "request.approve"],
         )
-        assert "audit_grant_ref" in " ".join(str(c) for row in plan for c in row)
+        assert "audit_grant_ref" in plan
 
 
 def test_an_insider_cannot_write_the_index(world: World) -> None:
@@ -120,15 +118,6 @@ def test_an_entry_rewritten_to_name_another_request_is_refused(world: World) -> 
 def test_a_database_made_before_the_index_migrates(tmp_path: Path) -> None:
     """Migration 4 derives the ids of the entries already in the log (a damaged,
     non-JSON entry has none)."""
-    path = tmp_path / "old.db"
-    key = secrets.token_bytes(32)
-    conn = sqlcipher3.connect(str(path), isolation_level=None)
-    conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
-    for migration in MIGRATIONS[:3]:
-        for stmt in migration.split(";"):
-            if stmt.strip():
-                conn.execute(stmt)
-    conn.execute("PRAGMA user_version = 3")
     req, grant = "ab" * 16, "cd" * 16
     entries = [
         b'{"action":"request.create","request":"' + req.encode() + b'","seq":0}',
@@ -136,16 +125,8 @@ def test_a_database_made_before_the_index_migrates(tmp_path: Path) -> None:
         b'{"action":"request.approve","grant":"' + grant.encode() + b'","seq":2}',
         b'{"action":"request.create","request":"' + b"ef" * 16 + b'","seq":3}',
     ]
-    conn.executemany(
-        "INSERT INTO audit (seq, entry, hash) VALUES (?, ?, ?)",
-        [(i, e, _merkle.leaf_hash(e)) for i, e in enumerate(entries)],
-    )
-    conn.close()
-    store = Store(path, key)
-    try:
+    with old_store(tmp_path / "old.db", 3, entries) as store:
         assert store.audit.entries_by_ref(("request.create",), request=req) == [entries[0]]
         assert store.audit.entries_by_ref(("request.approve",), grant=grant) == [entries[2]]
         assert store.audit.entries_by_ref(("request.create",), grant=grant) == []
         assert store.audit.entries_by_ref(("request.create",)) == []
-    finally:
-        store.close()

@@ -14,17 +14,15 @@ dropping the index changes nothing but the speed.
 from __future__ import annotations
 
 import json
-import secrets
 from pathlib import Path
 
 import pytest
 import sqlcipher3
 
 from childvault.keys import AccessDenied
-from childvault.vault import Basis, _merkle
-from childvault.vault._sqlcipher import MIGRATIONS
-from childvault.vault._sqlcipher import SQLCipherBackend as Store
+from childvault.vault import Basis
 from tests._insider import Insider
+from tests._log_db import old_store, query_plan
 from tests.conftest import World, add_children
 
 LEGAL = Basis(
@@ -85,18 +83,19 @@ def test_transfers_read_only_the_entries_naming_a_recipient(world: World) -> Non
 def test_the_lookups_use_the_indexes(world: World) -> None:
     _reads(world, 1)
     with Insider(world, "worker1") as insider:
-        plan = insider.execute(
-            "EXPLAIN QUERY PLAN SELECT entry FROM audit WHERE recipient_ref IS NOT NULL "
+        plan = query_plan(
+            insider,
+            "SELECT entry FROM audit WHERE recipient_ref IS NOT NULL "
             "AND action IN (?) ORDER BY seq",
             ["grant.read"],
         )
-        assert "audit_recipient_ref" in " ".join(str(c) for row in plan for c in row)
-        plan = insider.execute(
-            "EXPLAIN QUERY PLAN SELECT entry FROM audit WHERE request_ref = ? "
-            "AND action IN (?) ORDER BY seq",
+        assert "audit_recipient_ref" in plan
+        plan = query_plan(
+            insider,
+            "SELECT entry FROM audit WHERE request_ref = ? AND action IN (?) ORDER BY seq",
             ["ab" * 16, "request.cosign"],
         )
-        assert "audit_request_ref" in " ".join(str(c) for row in plan for c in row)
+        assert "audit_request_ref" in plan
 
 
 def test_a_cosignature_counts_for_its_own_request_only(world: World) -> None:
@@ -139,15 +138,6 @@ def test_a_dropped_index_changes_only_the_speed(world: World) -> None:
 def test_a_database_made_before_the_index_migrates(tmp_path: Path) -> None:
     """Migration 5 derives the recipient of the entries already in the log (a
     damaged, non-JSON entry, or one without a recipient, has none)."""
-    path = tmp_path / "old.db"
-    key = secrets.token_bytes(32)
-    conn = sqlcipher3.connect(str(path), isolation_level=None)
-    conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
-    for migration in MIGRATIONS[:5]:
-        for stmt in migration.split(";"):
-            if stmt.strip():
-                conn.execute(stmt)
-    conn.execute("PRAGMA user_version = 5")
     entries = [
         b'{"action":"grant.read","detail":{"recipient":"\xe6\xb3\x95\xe9\x99\xa2"},"seq":0}',
         b"not json",
@@ -156,16 +146,8 @@ def test_a_database_made_before_the_index_migrates(tmp_path: Path) -> None:
         b'{"action":"request.create","detail":{"recipient":"x"},"seq":4}',
         b'{"action":"grant.read","detail":{"recipient":"y"},"seq":5}',
     ]
-    conn.executemany(
-        "INSERT INTO audit (seq, entry, hash) VALUES (?, ?, ?)",
-        [(i, e, _merkle.leaf_hash(e)) for i, e in enumerate(entries)],
-    )
-    conn.close()
-    store = Store(path, key)
-    try:
+    with old_store(tmp_path / "old.db", 5, entries) as store:
         found = store.audit.entries_with_recipient(("grant.read",))
         assert found == [entries[0], entries[5]]
         both = store.audit.entries_with_recipient(("grant.read", "request.create"))
         assert both == [entries[0], entries[4], entries[5]]
-    finally:
-        store.close()

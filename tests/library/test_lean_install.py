@@ -104,6 +104,38 @@ def test_vault_provider_without_the_extra_names_the_install(tmp_path: Path) -> N
         assert "pip install 'childvault[vault]'" in line
 
 
+def test_a_vault_provider_init_without_the_extra_leaves_no_home(tmp_path: Path) -> None:
+    """The refusal comes before anything is written (found by the issue 18 audit:
+    the home, config and database were made first and left behind, so `init`
+    once the extra was installed refused a directory that was not empty)."""
+    result = _run(
+        """
+        from pathlib import Path
+        from click.testing import CliRunner
+        from childvault.cli.main import cli
+        from childvault.keys import ExtraRequired
+        from childvault.vault import OpenBaoKeys, Vault
+        keys = OpenBaoKeys.from_mapping({"addr": "http://127.0.0.1:1"})
+        try:
+            Vault.init("lib-home", institution="T", admin="admin",
+                       admin_passphrase="admin-passphrase-1", keys=keys)
+        except ExtraRequired as exc:
+            assert "childvault[vault]" in str(exc)
+        else:
+            raise SystemExit("no ExtraRequired")
+        assert not Path("lib-home").exists(), sorted(Path("lib-home").rglob("*"))
+        Path("pw").write_text("admin-passphrase-1")
+        out = CliRunner().invoke(cli, ["--home", "cli-home", "init", "--provider", "vault",
+            "--vault-addr", "http://127.0.0.1:1", "--institution", "T", "--admin", "admin",
+            "--passphrase-file", "pw"])
+        assert out.exit_code == 1 and "childvault[vault]" in out.output, out.output
+        assert not Path("cli-home").exists(), sorted(Path("cli-home").rglob("*"))
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_the_readme_demo_runs_without_the_extras(tmp_path: Path) -> None:
     result = _run(
         """

@@ -130,10 +130,6 @@ def _usable_by_others(path: Path) -> bool:
     return all(p.stat().st_mode & 0o001 for p in real.parents) and bool(real.stat().st_mode & 0o001)
 
 
-@pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("useradd") is None,
-    reason="needs root (and useradd) to create a service user and a client user",
-)
 def _readable_by_others(path: Path) -> bool:
     """Whether other users can reach and read the directory ``path`` (the checkout and
     the installed package: the other users' processes import childvault from there)."""
@@ -152,6 +148,10 @@ def _readable_by_others(path: Path) -> bool:
     not _usable_by_others(Path(sys.executable)),
     reason=f"the Python interpreter ({Path(sys.executable).resolve()}) is in a directory other "
     "OS users cannot enter, so no other user can run the server or a client",
+)
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("useradd") is None,
+    reason="needs root (and useradd) to create a service user and a client user",
 )
 def test_server_as_its_own_os_user_clients_cannot_read_the_home(tmp_path: Path) -> None:
     tag = secrets.token_hex(3)
