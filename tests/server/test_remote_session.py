@@ -48,3 +48,22 @@ def test_a_request_with_settings_of_its_own_is_not_kept(monkeypatch: pytest.Monk
     mine = session.merge_environment_settings(URLS[0], {}, None, "/tmp/ca.pem", None)
     assert mine["verify"] == "/tmp/ca.pem"
     assert session.merge_environment_settings(URLS[0], {}, None, None, None)["verify"] is True
+
+
+def test_server_ca_is_not_overridden_by_requests_ca_bundle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression (found in the session-8 audit): with REQUESTS_CA_BUNDLE or
+    CURL_CA_BUNDLE set, as on many Debian machines, ``requests`` used them instead
+    of the backend's ``verify`` (CHILDVAULT_SERVER_CA), so every command against a
+    server with its own certificate failed with "did not answer"."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    monkeypatch.setenv("CURL_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    session = _Session()
+    session.verify = "/srv/childvault/server-ca.pem"
+    got = session.merge_environment_settings(URLS[2], {}, None, None, None)
+    assert got["verify"] == "/srv/childvault/server-ca.pem"
+    # A backend left at the default (True) still follows the environment's bundle.
+    default = _Session()
+    got = default.merge_environment_settings(URLS[2], {}, None, None, None)
+    assert got["verify"] == "/etc/ssl/certs/ca-certificates.crt"

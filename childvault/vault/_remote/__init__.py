@@ -298,6 +298,12 @@ class _Session(requests.Session):
         kept = self._settings.get(key)
         if kept is None:
             kept = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if self.verify is not True:
+                # The server's own CA (``CHILDVAULT_SERVER_CA``) or no check at
+                # all was asked for: ``requests`` would let REQUESTS_CA_BUNDLE or
+                # CURL_CA_BUNDLE override it (psf/requests#3829), and the client
+                # would refuse its own server's certificate.
+                kept["verify"] = self.verify
             self._settings[key] = kept
         # A copy: requests may change what it is given.
         return {**kept, "proxies": dict(kept["proxies"])}
