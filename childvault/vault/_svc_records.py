@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     # At run time the importer is imported by the import itself: a command that
     # only lists or reads records does not load it (csv, its dataclasses).
     from childvault.vault._importer import BadRow
+    from childvault.vault._sqlcipher._conn import BackgroundCommit
 
 _IMPORT_BATCH = 500
 #: Most text (characters of validated values) an import keeps between its
@@ -93,6 +94,17 @@ class _Prepared:
     row: RecordRow
     fields: list[tuple[str, int, bytes]]
     index: list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    """A batch ready to store (:meth:`RecordService._staged`): its records with
+    their key blobs, its blind-index tags ``(field, tag, record id)`` and its
+    signed statements with the log events naming them."""
+
+    records: list[NewRecord]
+    tags: list[tuple[str, bytes, str]]
+    signed: list[tuple[Event, Envelope | BatchMember | None]]
 
 
 @dataclass(frozen=True)
@@ -309,6 +321,21 @@ class RecordService:
         """Wrap, sign and store ``prepared`` in one transaction; return the ids.
         ``known``: blind-index tags an import's duplicate check already computed,
         ``(field, value) -> tag``, taken (and removed) instead of computed again."""
+        staged = self._staged(prepared, moment, source=source, rows=rows, known=known)
+        return self._write(staged, moment, source=source, progress_to=progress_to)
+
+    def _staged(
+        self,
+        prepared: Sequence[_Prepared],
+        moment: datetime,
+        *,
+        source: str | None = None,
+        rows: Sequence[int] = (),
+        known: dict[tuple[str, str], bytes] | None = None,
+    ) -> _Staged:
+        """What :meth:`_store_new` writes, made without the database: the key
+        blobs, the blind-index tags and the signed statements (an import makes a
+        batch's while its writer thread stores the previous one)."""
         blobs = self.s.keys.writer().wrap([p.keys for p in prepared])
         records = [
             NewRecord(p.row, p.fields, blob, source, rows[i] if rows else None)
@@ -326,7 +353,25 @@ class RecordService:
         # Signed before the transaction: the statements depend on nothing it reads,
         # so the write lock is held for the writes only.
         signed = self._signed_versions(prepared, records, source, rows, moment)
-        with self.s.db.transaction():
+        return _Staged(records, tags, signed)
+
+    def _write(
+        self,
+        staged: _Staged,
+        moment: datetime,
+        *,
+        source: str | None = None,
+        progress_to: int | None = None,
+        commits: BackgroundCommit | None = None,
+    ) -> list[str]:
+        """Store ``staged`` (:meth:`_staged`) in one transaction, with the import's
+        progress when ``progress_to`` is given; return the records' ids. The log
+        entries are encoded, chained on the head and signed here, under the write
+        lock, so batches written one after another extend one chain.
+        ``commits``: the transaction's COMMIT runs in the background, finished by
+        ``commits.wait()`` (an import's batches, :class:`_BatchWriter`)."""
+        records, tags, signed = staged.records, staged.tags, staged.signed
+        with self.s.db.transaction() if commits is None else commits.transaction():
             if records:
                 self.s.db.records.insert(records)
             if tags:
@@ -548,52 +593,51 @@ class RecordService:
             raise ImportFailed(_import_failed(n_errors, path.name, errors))
         if finished:
             return ImportReport(source, total, 0, n_errors, total, tuple(errors))
-        imported: list[str] = []
-        count = 0
+        writer = _BatchWriter(self, moment, source, progress, total)
         batch: list[_Prepared] = []
         batch_rows: list[int] = []
         last = max(done, total)
         stamp = iso(moment)
-        for number, values, consent in (
-            kept
-            if kept is not None
-            else self._revalidated(
-                iter_rows(path, fmt),
-                type_name,
-                done,
-                moment,
-                notice,
-                sha_of,
-                confirm_backdated,
-                day,
-                consents,
-            )
-        ):
-            if number in duplicates:
-                continue
-            batch.append(self._sealed(type_name, values, consent, moment, stamp))
-            batch_rows.append(number)
-            if len(batch) >= _IMPORT_BATCH:
-                ids = self._store_new(
-                    batch, moment, source=source, rows=batch_rows, progress_to=number, known=known
+        try:
+            for number, values, consent in (
+                kept
+                if kept is not None
+                else self._revalidated(
+                    iter_rows(path, fmt),
+                    type_name,
+                    done,
+                    moment,
+                    notice,
+                    sha_of,
+                    confirm_backdated,
+                    day,
+                    consents,
                 )
-                count += len(ids)
-                if len(imported) < 1000:
-                    imported.extend(ids[: 1000 - len(imported)])
-                batch, batch_rows = [], []
-                if progress is not None:
-                    progress(number, total)
-        ids = self._store_new(
-            batch, moment, source=source, rows=batch_rows, progress_to=last, known=known
-        )
-        count += len(ids)
-        if len(imported) < 1000:
-            imported.extend(ids[: 1000 - len(imported)])
+            ):
+                if number in duplicates:
+                    continue
+                batch.append(self._sealed(type_name, values, consent, moment, stamp))
+                batch_rows.append(number)
+                if len(batch) >= _IMPORT_BATCH:
+                    staged = self._staged(
+                        batch, moment, source=source, rows=batch_rows, known=known
+                    )
+                    writer.write(staged, number, report=True)
+                    batch, batch_rows = [], []
+            staged = self._staged(batch, moment, source=source, rows=batch_rows, known=known)
+            writer.write(staged, last, report=False)
+        finally:
+            # The batch being written is finished (committed or rolled back)
+            # before anything else happens: a failure of the writer is the one
+            # raised, as when batches were written in turn (docs/decisions.md).
+            writer.close()
         with self.s.db.transaction():
             self.s.db.records.set_import_progress(source, total, at=iso(moment), finished=True)
         if progress is not None:
             progress(total, total)
-        return ImportReport(source, total, count, n_errors, done, tuple(errors), tuple(imported))
+        return ImportReport(
+            source, total, writer.count, n_errors, done, tuple(errors), tuple(writer.imported)
+        )
 
     def _revalidated(
         self,
@@ -868,3 +912,80 @@ class RecordService:
             moment,
         )
         return candidates
+
+
+class _BatchWriter:
+    """An import's batches written in turn, each in its own transaction, each
+    COMMIT overlapping the staging of the next batch (docs/decisions.md, "An
+    import commits a batch while it prepares the next").
+
+    With a local SQLCipher store (``background_commit``) batch N's rows and log
+    entries are written on the calling thread, as before; its COMMIT (SQLCipher
+    encrypting the pages into the WAL, then fsync, without the GIL) runs on a
+    thread of its own while the caller seals, wraps and signs batch N+1, which
+    needs no database. :meth:`write` waits for N's COMMIT before writing N+1, so
+    batches commit in order, each log append reads the head N left, and a
+    failure of N is raised before N+1 is written (N+1 is then discarded).
+    Other stores commit in turn, as before.
+    """
+
+    def __init__(
+        self,
+        service: RecordService,
+        moment: datetime,
+        source: str,
+        progress: Callable[[int, int], None] | None,
+        total: int,
+    ) -> None:
+        self._service = service
+        self._moment = moment
+        self._source = source
+        self._progress = progress
+        self._total = total
+        self.count = 0
+        #: The first 1,000 ids written (the report's sample).
+        self.imported: list[str] = []
+        make = getattr(service.s.db, "background_commit", None)
+        self._commits: BackgroundCommit | None = None if make is None else make()
+        #: The batch whose COMMIT is in flight: its ids, progress row, whether reported.
+        self._pending: tuple[list[str], int, bool] | None = None
+
+    def write(self, staged: _Staged, progress_to: int, *, report: bool) -> None:
+        """Write ``staged`` with the import's progress at row ``progress_to``, once
+        the previous batch is committed. ``report``: call ``progress(progress_to,
+        total)`` once it is committed."""
+        self._wait()
+        ids = self._service._write(
+            staged,
+            self._moment,
+            source=self._source,
+            progress_to=progress_to,
+            commits=self._commits,
+        )
+        self._pending = (ids, progress_to, report)
+        if self._commits is None:
+            self._wait()
+
+    def close(self) -> None:
+        """Wait for the COMMIT in flight (its failure is raised) and stop the
+        commit thread."""
+        try:
+            self._wait()
+        finally:
+            self._pending = None
+            if self._commits is not None:
+                self._commits.close()
+
+    def _wait(self) -> None:
+        if self._pending is None:
+            return
+        ids, progress_to, report = self._pending
+        self._pending = None
+        if self._commits is not None:
+            # The commit thread's failure is raised here, in the caller's thread.
+            self._commits.wait()
+        self.count += len(ids)
+        if len(self.imported) < 1000:
+            self.imported.extend(ids[: 1000 - len(self.imported)])
+        if report and self._progress is not None:
+            self._progress(progress_to, self._total)
