@@ -594,6 +594,12 @@ class RecordService:
         if finished:
             return ImportReport(source, total, 0, n_errors, total, tuple(errors))
         writer = _BatchWriter(self, moment, source, progress, total)
+        # Staging a batch (key box, blind-index tags) calls a key server unless
+        # the keys are the vault's own (local provider): then a batch's progress
+        # is reported, and its COMMIT waited for, before the next batch reaches
+        # the server, as when batches were written in turn; only the sealing of
+        # the next batch's rows overlaps the COMMIT.
+        local_keys = self.s.keys.custodial
         batch: list[_Prepared] = []
         batch_rows: list[int] = []
         last = max(done, total)
@@ -619,11 +625,15 @@ class RecordService:
                 batch.append(self._sealed(type_name, values, consent, moment, stamp))
                 batch_rows.append(number)
                 if len(batch) >= _IMPORT_BATCH:
+                    if not local_keys:
+                        writer.wait()
                     staged = self._staged(
                         batch, moment, source=source, rows=batch_rows, known=known
                     )
                     writer.write(staged, number, report=True)
                     batch, batch_rows = [], []
+            if not local_keys:
+                writer.wait()
             staged = self._staged(batch, moment, source=source, rows=batch_rows, known=known)
             writer.write(staged, last, report=False)
         finally:
@@ -954,7 +964,7 @@ class _BatchWriter:
         """Write ``staged`` with the import's progress at row ``progress_to``, once
         the previous batch is committed. ``report``: call ``progress(progress_to,
         total)`` once it is committed."""
-        self._wait()
+        self.wait()
         ids = self._service._write(
             staged,
             self._moment,
@@ -964,19 +974,21 @@ class _BatchWriter:
         )
         self._pending = (ids, progress_to, report)
         if self._commits is None:
-            self._wait()
+            self.wait()
 
     def close(self) -> None:
         """Wait for the COMMIT in flight (its failure is raised) and stop the
         commit thread."""
         try:
-            self._wait()
+            self.wait()
         finally:
             self._pending = None
             if self._commits is not None:
                 self._commits.close()
 
-    def _wait(self) -> None:
+    def wait(self) -> None:
+        """Finish the batch in flight, if any: its COMMIT waited for (its failure
+        raised), its ids counted and its progress reported."""
         if self._pending is None:
             return
         ids, progress_to, report = self._pending
