@@ -128,3 +128,28 @@ def test_a_background_commit_does_not_join_an_open_transaction(tmp_path: Path) -
     finally:
         commits.close()
         db.close()
+
+
+def test_a_connection_used_from_another_thread_is_refused(tmp_path: Path) -> None:
+    """sqlite3's same-thread check is off (a background COMMIT needs it off); the
+    connection's own check refuses a thread that did not open it, as before."""
+    import threading
+
+    db = SQLCipherBackend(tmp_path / "db", secrets.token_bytes(32), create=True)
+    caught: list[BaseException] = []
+
+    def use() -> None:
+        try:
+            db.meta.get("k")
+        except BaseException as exc:  # reported to the test thread
+            caught.append(exc)
+
+    try:
+        thread = threading.Thread(target=use)
+        thread.start()
+        thread.join()
+        assert len(caught) == 1 and isinstance(caught[0], StorageError)
+        assert "one Vault per thread" in str(caught[0])
+        assert db.meta.get("k") is None
+    finally:
+        db.close()

@@ -289,7 +289,7 @@ class Connection:
         # The thread that may use the connection. sqlite3's own same-thread check
         # is off so that a BackgroundCommit can run an import batch's COMMIT on
         # its thread; this owner check keeps "one thread at a time" (fail closed).
-        self._owner = threading.get_ident()
+        self._owner = self._opener = threading.get_ident()
         try:
             conn = sqlcipher3.connect(
                 str(self.path),
@@ -332,7 +332,16 @@ class Connection:
         self.conn.close()
 
     def _check_thread(self) -> None:
-        if threading.get_ident() != self._owner:
+        owner = self._owner
+        if threading.get_ident() != owner:
+            if owner == self._opener:
+                # What sqlite3's own check said (translate()): the caller's mistake.
+                raise StorageError(
+                    _t(
+                        "a Vault object was used from another thread than the one that opened "
+                        "it: open one Vault per thread"
+                    )
+                )
             raise StorageError(
                 _t("the database connection is in use by another thread of this process")
             )
