@@ -363,13 +363,15 @@ class RecordService:
         source: str | None = None,
         progress_to: int | None = None,
         commits: BackgroundCommit | None = None,
+        finished: bool = False,
     ) -> list[str]:
         """Store ``staged`` (:meth:`_staged`) in one transaction, with the import's
         progress when ``progress_to`` is given; return the records' ids. The log
         entries are encoded, chained on the head and signed here, under the write
         lock, so batches written one after another extend one chain.
         ``commits``: the transaction's COMMIT runs in the background, finished by
-        ``commits.wait()`` (an import's batches, :class:`_BatchWriter`)."""
+        ``commits.wait()`` (an import's batches, :class:`_BatchWriter`).
+        ``finished``: the progress row also marks the import finished."""
         records, tags, signed = staged.records, staged.tags, staged.signed
         with self.s.db.transaction() if commits is None else commits.transaction():
             if records:
@@ -379,7 +381,9 @@ class RecordService:
             if signed:
                 record_trust.append_signed(self.s.db, signed, moment)
             if source is not None and progress_to is not None:
-                self.s.db.records.set_import_progress(source, progress_to, at=iso(moment))
+                self.s.db.records.set_import_progress(
+                    source, progress_to, at=iso(moment), finished=finished
+                )
         return [r.row.id for r in records]
 
     def _index_tags(
@@ -602,7 +606,6 @@ class RecordService:
         local_keys = self.s.keys.custodial
         batch: list[_Prepared] = []
         batch_rows: list[int] = []
-        last = max(done, total)
         stamp = iso(moment)
         try:
             for number, values, consent in (
@@ -635,14 +638,14 @@ class RecordService:
             if not local_keys:
                 writer.wait()
             staged = self._staged(batch, moment, source=source, rows=batch_rows, known=known)
-            writer.write(staged, last, report=False)
+            # The last batch marks the import finished in its own transaction:
+            # one fsync'd COMMIT fewer than a transaction of its own for the mark.
+            writer.write(staged, total, report=False, finished=True)
         finally:
             # The batch being written is finished (committed or rolled back)
             # before anything else happens: a failure of the writer is the one
             # raised, as when batches were written in turn (docs/decisions.md).
             writer.close()
-        with self.s.db.transaction():
-            self.s.db.records.set_import_progress(source, total, at=iso(moment), finished=True)
         if progress is not None:
             progress(total, total)
         return ImportReport(
@@ -960,10 +963,13 @@ class _BatchWriter:
         #: The batch whose COMMIT is in flight: its ids, progress row, whether reported.
         self._pending: tuple[list[str], int, bool] | None = None
 
-    def write(self, staged: _Staged, progress_to: int, *, report: bool) -> None:
+    def write(
+        self, staged: _Staged, progress_to: int, *, report: bool, finished: bool = False
+    ) -> None:
         """Write ``staged`` with the import's progress at row ``progress_to``, once
         the previous batch is committed. ``report``: call ``progress(progress_to,
-        total)`` once it is committed."""
+        total)`` once it is committed. ``finished``: the last batch, which marks
+        the import finished."""
         self.wait()
         ids = self._service._write(
             staged,
@@ -971,6 +977,7 @@ class _BatchWriter:
             source=self._source,
             progress_to=progress_to,
             commits=self._commits,
+            finished=finished,
         )
         self._pending = (ids, progress_to, report)
         if self._commits is None:
