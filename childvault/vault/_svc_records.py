@@ -335,7 +335,7 @@ class RecordService:
     ) -> _Staged:
         """What :meth:`_store_new` writes, made without the database: the key
         blobs, the blind-index tags and the signed statements (an import makes a
-        batch's while its writer thread stores the previous one)."""
+        batch's while the previous one's COMMIT runs: :class:`_BatchWriter`)."""
         blobs = self.s.keys.writer().wrap([p.keys for p in prepared])
         records = [
             NewRecord(p.row, p.fields, blob, source, rows[i] if rows else None)
