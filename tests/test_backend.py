@@ -6,6 +6,9 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from childvault.keys import StorageError
 from childvault.vault import _audit
 from childvault.vault._audit import Event
 from childvault.vault._backend import Backend, BackendLog
@@ -48,5 +51,105 @@ def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
             _audit.append(db.audit, [Event("a", "audit.checkpoint")], NOW)
         report = _audit.verify(BackendLog(db), origin="o", signers={})
         assert report.entries == 1
+    finally:
+        db.close()
+
+
+def test_a_background_commit_holds_the_connection_until_waited_for(tmp_path: Path) -> None:
+    """An import's COMMIT runs on a thread of its own: until ``wait`` the connection
+    is refused to every other use (one thread at a time), then it is back and the
+    transaction's rows are there."""
+    db = SQLCipherBackend(tmp_path / "db", secrets.token_bytes(32), create=True)
+    commits = db.background_commit()
+    try:
+        with commits.transaction():
+            db.meta.set("k", "v1")
+            _audit.append(db.audit, [Event("a", "audit.checkpoint")], NOW)
+        # Refused whether or not the commit thread has finished: only wait() gives it back.
+        with pytest.raises(StorageError, match="another thread"):
+            db.meta.get("k")
+        with pytest.raises(StorageError, match="another thread"), db.transaction():
+            pass
+        commits.wait()
+        assert db.meta.get("k") == "v1" and db.audit.head()[0] == 1
+        # The next transaction waits for the previous commit itself.
+        with commits.transaction():
+            db.meta.set("k", "v2")
+        with commits.transaction():
+            db.meta.set("k2", "x")
+        commits.close()
+        assert (db.meta.get("k"), db.meta.get("k2")) == ("v2", "x")
+    finally:
+        commits.close()
+        db.close()
+
+
+def test_a_background_commit_that_fails_rolls_back_and_raises_at_wait(tmp_path: Path) -> None:
+    """A COMMIT refused by SQLite (a deferred foreign key, checked only at COMMIT)
+    rolls the transaction back on the commit thread and is raised by ``wait``, as
+    :meth:`transaction` raises it; the connection is usable afterwards."""
+    db = SQLCipherBackend(tmp_path / "db", secrets.token_bytes(32), create=True)
+    conn = db._conn
+    commits = db.background_commit()
+    try:
+        with commits.transaction():
+            db.meta.set("k", "v")
+            conn.q("PRAGMA defer_foreign_keys = ON")
+            conn.q(
+                "INSERT INTO fields (record_id, name, version, value) VALUES (?, ?, ?, ?)",
+                ("no-such-record", "name", 1, b"x"),
+            )
+        with pytest.raises(StorageError):
+            commits.wait()
+        assert db.meta.get("k") is None
+        assert conn.q("SELECT count(*) FROM fields").fetchone()[0] == 0
+        # A failure inside the body rolls back at once, as a plain transaction does.
+        with pytest.raises(RuntimeError), commits.transaction():
+            db.meta.set("k", "v")
+            raise RuntimeError("boom")
+        assert db.meta.get("k") is None
+        with db.transaction():
+            db.meta.set("k", "after")
+        assert db.meta.get("k") == "after"
+    finally:
+        commits.close()
+        db.close()
+
+
+def test_a_background_commit_does_not_join_an_open_transaction(tmp_path: Path) -> None:
+    db = SQLCipherBackend(tmp_path / "db", secrets.token_bytes(32), create=True)
+    commits = db.background_commit()
+    try:
+        with db.transaction():
+            with pytest.raises(StorageError, match="open transaction"), commits.transaction():
+                pass
+            db.meta.set("k", "v")
+        assert db.meta.get("k") == "v"
+    finally:
+        commits.close()
+        db.close()
+
+
+def test_a_connection_used_from_another_thread_is_refused(tmp_path: Path) -> None:
+    """sqlite3's same-thread check is off (a background COMMIT needs it off); the
+    connection's own check refuses a thread that did not open it, as before."""
+    import threading
+
+    db = SQLCipherBackend(tmp_path / "db", secrets.token_bytes(32), create=True)
+    caught: list[BaseException] = []
+
+    def use() -> None:
+        try:
+            db.meta.get("k")
+        except BaseException as exc:  # reported to the test thread
+            caught.append(exc)
+
+    try:
+        thread = threading.Thread(target=use)
+        thread.start()
+        thread.join()
+        assert len(caught) == 1 and isinstance(caught[0], StorageError)
+        assert "one Vault per thread" in str(caught[0])
+        assert db.meta.get("k") is None
     finally:
         db.close()

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     # At run time the importer is imported by the import itself: a command that
     # only lists or reads records does not load it (csv, its dataclasses).
     from childvault.vault._importer import BadRow
+    from childvault.vault._sqlcipher._conn import BackgroundCommit
 
 _IMPORT_BATCH = 500
 #: Most memory (estimated) an import keeps between its validation pass and its
@@ -100,6 +101,17 @@ class _Prepared:
     row: RecordRow
     fields: list[tuple[str, int, bytes]]
     index: list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    """A batch ready to store (:meth:`RecordService._staged`): its records with
+    their key blobs, its blind-index tags ``(field, tag, record id)`` and its
+    signed statements with the log events naming them."""
+
+    records: list[NewRecord]
+    tags: list[tuple[str, bytes, str]]
+    signed: list[tuple[Event, Envelope | BatchMember | None]]
 
 
 @dataclass(frozen=True)
@@ -318,6 +330,23 @@ class RecordService:
         ``known``: blind-index tags an import's duplicate check already computed,
         ``(field, value) -> tag``, taken (and removed) instead of computed again.
         ``finished``: the import's progress (``progress_to``) is its end."""
+        staged = self._staged(prepared, moment, source=source, rows=rows, known=known)
+        return self._write(
+            staged, moment, source=source, progress_to=progress_to, finished=finished
+        )
+
+    def _staged(
+        self,
+        prepared: Sequence[_Prepared],
+        moment: datetime,
+        *,
+        source: str | None = None,
+        rows: Sequence[int] = (),
+        known: dict[tuple[str, str], bytes] | None = None,
+    ) -> _Staged:
+        """What :meth:`_store_new` writes, made without the database: the key
+        blobs, the blind-index tags and the signed statements (an import makes a
+        batch's while the previous one's COMMIT runs: :class:`_BatchWriter`)."""
         blobs = self.s.keys.writer().wrap([p.keys for p in prepared])
         records = [
             NewRecord(p.row, p.fields, blob, source, rows[i] if rows else None)
@@ -335,6 +364,26 @@ class RecordService:
         # Signed before the transaction: the statements depend on nothing it reads,
         # so the write lock is held for the writes only.
         signed = self._signed_versions(prepared, records, source, rows, moment)
+        return _Staged(records, tags, signed)
+
+    def _write(
+        self,
+        staged: _Staged,
+        moment: datetime,
+        *,
+        source: str | None = None,
+        progress_to: int | None = None,
+        commits: BackgroundCommit | None = None,
+        finished: bool = False,
+    ) -> list[str]:
+        """Store ``staged`` (:meth:`_staged`) in one transaction, with the import's
+        progress when ``progress_to`` is given; return the records' ids. The log
+        entries are encoded, chained on the head and signed here, under the write
+        lock, so batches written one after another extend one chain.
+        ``commits``: the transaction's COMMIT runs in the background, finished by
+        ``commits.wait()`` (an import's batches, :class:`_BatchWriter`).
+        ``finished``: the progress row also marks the import finished."""
+        records, tags, signed = staged.records, staged.tags, staged.signed
 
         def write() -> None:
             if records:
@@ -352,10 +401,10 @@ class RecordService:
         # entries linked to the head the client expects (refused and written
         # again if another append came first: RemoteBackend.appending_transaction).
         appending = getattr(self.s.db, "appending_transaction", None)
-        if appending is not None and signed:
+        if appending is not None and signed and commits is None:
             appending(write)
         else:
-            with self.s.db.transaction():
+            with self.s.db.transaction() if commits is None else commits.transaction():
                 write()
         return [r.row.id for r in records]
 
@@ -575,65 +624,60 @@ class RecordService:
             raise ImportFailed(_import_failed(n_errors, path.name, errors))
         if finished:
             return ImportReport(source, total, 0, n_errors, total, tuple(errors))
-        imported: list[str] = []
-        count = 0
+        writer = _BatchWriter(self, moment, source, progress, total)
+        # Staging a batch (key box, blind-index tags) calls a key server unless
+        # the keys are the vault's own (local provider): then a batch's progress
+        # is reported, and its COMMIT waited for, before the next batch reaches
+        # the server, as when batches were written in turn; only the sealing of
+        # the next batch's rows overlaps the COMMIT.
+        local_keys = self.s.keys.custodial
         batch: list[_Prepared] = []
         batch_rows: list[int] = []
-        last = max(done, total)
         stamp = iso(moment)
-        for number, values, consent in (
-            kept
-            if kept is not None
-            else self._revalidated(
-                iter_rows(path, fmt),
-                type_name,
-                done,
-                moment,
-                notice,
-                sha_of,
-                confirm_backdated,
-                day,
-                consents,
-            )
-        ):
-            if number in duplicates:
-                continue
-            if len(batch) >= _IMPORT_BATCH:
-                # A full batch is stored once another row follows it: the last
-                # one is stored with the import's end (one transaction less).
-                ids = self._store_new(
-                    batch,
+        try:
+            for number, values, consent in (
+                kept
+                if kept is not None
+                else self._revalidated(
+                    iter_rows(path, fmt),
+                    type_name,
+                    done,
                     moment,
-                    source=source,
-                    rows=batch_rows,
-                    progress_to=batch_rows[-1],
-                    known=known,
+                    notice,
+                    sha_of,
+                    confirm_backdated,
+                    day,
+                    consents,
                 )
-                count += len(ids)
-                if len(imported) < 1000:
-                    imported.extend(ids[: 1000 - len(imported)])
-                if progress is not None:
-                    progress(batch_rows[-1], total)
-                batch, batch_rows = [], []
-            batch.append(self._sealed(type_name, values, consent, moment, stamp))
-            batch_rows.append(number)
-        # The last batch with the import's end: its rows, and the import marked
-        # finished (``last`` rows done), in one transaction.
-        ids = self._store_new(
-            batch,
-            moment,
-            source=source,
-            rows=batch_rows,
-            progress_to=last,
-            known=known,
-            finished=True,
-        )
-        count += len(ids)
-        if len(imported) < 1000:
-            imported.extend(ids[: 1000 - len(imported)])
+            ):
+                if number in duplicates:
+                    continue
+                batch.append(self._sealed(type_name, values, consent, moment, stamp))
+                batch_rows.append(number)
+                if len(batch) >= _IMPORT_BATCH:
+                    if not local_keys:
+                        writer.wait()
+                    staged = self._staged(
+                        batch, moment, source=source, rows=batch_rows, known=known
+                    )
+                    writer.write(staged, number, report=True)
+                    batch, batch_rows = [], []
+            if not local_keys:
+                writer.wait()
+            staged = self._staged(batch, moment, source=source, rows=batch_rows, known=known)
+            # The last batch marks the import finished in its own transaction:
+            # one fsync'd COMMIT fewer than a transaction of its own for the mark.
+            writer.write(staged, max(done, total), report=False, finished=True)
+        finally:
+            # The batch being written is finished (committed or rolled back)
+            # before anything else happens: a failure of the writer is the one
+            # raised, as when batches were written in turn (docs/decisions.md).
+            writer.close()
         if progress is not None:
             progress(total, total)
-        return ImportReport(source, total, count, n_errors, done, tuple(errors), tuple(imported))
+        return ImportReport(
+            source, total, writer.count, n_errors, done, tuple(errors), tuple(writer.imported)
+        )
 
     def _revalidated(
         self,
@@ -908,3 +952,86 @@ class RecordService:
             moment,
         )
         return candidates
+
+
+class _BatchWriter:
+    """An import's batches written in turn, each in its own transaction, each
+    COMMIT overlapping the staging of the next batch (docs/decisions.md, "An
+    import commits a batch while it prepares the next").
+
+    With a local SQLCipher store (``background_commit``) batch N's rows and log
+    entries are written on the calling thread, as before; its COMMIT (SQLCipher
+    encrypting the pages into the WAL, then fsync, without the GIL) runs on a
+    thread of its own while the caller seals, wraps and signs batch N+1, which
+    needs no database. :meth:`write` waits for N's COMMIT before writing N+1, so
+    batches commit in order, each log append reads the head N left, and a
+    failure of N is raised before N+1 is written (N+1 is then discarded).
+    Other stores commit in turn, as before.
+    """
+
+    def __init__(
+        self,
+        service: RecordService,
+        moment: datetime,
+        source: str,
+        progress: Callable[[int, int], None] | None,
+        total: int,
+    ) -> None:
+        self._service = service
+        self._moment = moment
+        self._source = source
+        self._progress = progress
+        self._total = total
+        self.count = 0
+        #: The first 1,000 ids written (the report's sample).
+        self.imported: list[str] = []
+        make = getattr(service.s.db, "background_commit", None)
+        self._commits: BackgroundCommit | None = None if make is None else make()
+        #: The batch whose COMMIT is in flight: its ids, progress row, whether reported.
+        self._pending: tuple[list[str], int, bool] | None = None
+
+    def write(
+        self, staged: _Staged, progress_to: int, *, report: bool, finished: bool = False
+    ) -> None:
+        """Write ``staged`` with the import's progress at row ``progress_to``, once
+        the previous batch is committed. ``report``: call ``progress(progress_to,
+        total)`` once it is committed. ``finished``: the last batch, which marks
+        the import finished."""
+        self.wait()
+        ids = self._service._write(
+            staged,
+            self._moment,
+            source=self._source,
+            progress_to=progress_to,
+            commits=self._commits,
+            finished=finished,
+        )
+        self._pending = (ids, progress_to, report)
+        if self._commits is None:
+            self.wait()
+
+    def close(self) -> None:
+        """Wait for the COMMIT in flight (its failure is raised) and stop the
+        commit thread."""
+        try:
+            self.wait()
+        finally:
+            self._pending = None
+            if self._commits is not None:
+                self._commits.close()
+
+    def wait(self) -> None:
+        """Finish the batch in flight, if any: its COMMIT waited for (its failure
+        raised), its ids counted and its progress reported."""
+        if self._pending is None:
+            return
+        ids, progress_to, report = self._pending
+        self._pending = None
+        if self._commits is not None:
+            # The commit thread's failure is raised here, in the caller's thread.
+            self._commits.wait()
+        self.count += len(ids)
+        if len(self.imported) < 1000:
+            self.imported.extend(ids[: 1000 - len(self.imported)])
+        if report and self._progress is not None:
+            self._progress(progress_to, self._total)

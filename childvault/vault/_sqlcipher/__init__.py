@@ -16,7 +16,12 @@ from typing import Any
 from childvault._i18n import _t
 from childvault.keys import StorageError
 from childvault.vault._sql import Repositories
-from childvault.vault._sqlcipher._conn import _MIGRATIONS, BUSY_TIMEOUT_S, Connection
+from childvault.vault._sqlcipher._conn import (
+    _MIGRATIONS,
+    BUSY_TIMEOUT_S,
+    BackgroundCommit,
+    Connection,
+)
 
 __all__ = ["BUSY_TIMEOUT_S", "MIGRATIONS", "SQLCipherBackend"]
 
@@ -27,7 +32,8 @@ MIGRATIONS = _MIGRATIONS
 class SQLCipherBackend(Repositories):
     """An open SQLCipher database as a :class:`~childvault.vault._backend.Backend`.
 
-    Not thread-safe: one per process or thread.
+    Not thread-safe: one per process or thread (an import's COMMITs run on a
+    thread of their own, the connection unusable meanwhile: :meth:`background_commit`).
     """
 
     def __init__(self, path: Path, key: bytes, *, create: bool = False) -> None:
@@ -38,6 +44,11 @@ class SQLCipherBackend(Repositories):
     def transaction(self) -> contextlib.AbstractContextManager[Any]:
         """A write transaction (``BEGIN IMMEDIATE``): all or nothing, serialised."""
         return self._conn.transaction()
+
+    def background_commit(self) -> BackgroundCommit:
+        """Transactions whose COMMIT runs on a thread of its own (an import's
+        batches: :class:`~childvault.vault._sqlcipher._conn.BackgroundCommit`)."""
+        return BackgroundCommit(self._conn)
 
     def compact(self) -> None:
         """Checkpoint and truncate the WAL so deleted pages do not linger in it."""

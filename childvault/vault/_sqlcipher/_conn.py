@@ -13,17 +13,25 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlcipher3
 
 from childvault._i18n import _t
 from childvault.keys import IntegrityError, NotFound, StorageError
 
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
+
 #: How long a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT_S = 30.0
+
+#: :attr:`Connection._owner` while a :class:`BackgroundCommit` has the
+#: connection: only its commit thread may use it then, no other.
+_LENT = 0
 
 _MIGRATIONS: list[str] = [
     # 1: the foundation.
@@ -270,14 +278,25 @@ class _Cursor:
 
 
 class Connection:
-    """An open SQLCipher database. Not thread-safe; one per process or thread."""
+    """An open SQLCipher database. Not thread-safe: used by the thread that opened
+    it, except for the COMMIT a :class:`BackgroundCommit` runs on its thread,
+    during which no other thread may use it."""
 
     def __init__(self, path: Path, key: bytes, *, create: bool = False) -> None:
         self.path = Path(path)
         if not create and not self.path.exists():
             raise NotFound(_t("no database at {path}: run `childvault init` first", path=self.path))
+        # The thread that may use the connection. sqlite3's own same-thread check
+        # is off so that a BackgroundCommit can run an import batch's COMMIT on
+        # its thread; this owner check keeps "one thread at a time" (fail closed).
+        self._owner = self._opener = threading.get_ident()
         try:
-            conn = sqlcipher3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn = sqlcipher3.connect(
+                str(self.path),
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
+            )
         except sqlcipher3.Error as exc:
             raise translate(exc, self.path) from exc
         self.conn: Any = conn
@@ -309,7 +328,23 @@ class Connection:
 
     def close(self) -> None:
         """Close the connection."""
+        self._check_thread()
         self.conn.close()
+
+    def _check_thread(self) -> None:
+        owner = self._owner
+        if threading.get_ident() != owner:
+            if owner == self._opener:
+                # What sqlite3's own check said (translate()): the caller's mistake.
+                raise StorageError(
+                    _t(
+                        "a Vault object was used from another thread than the one that opened "
+                        "it: open one Vault per thread"
+                    )
+                )
+            raise StorageError(
+                _t("the database connection is in use by another thread of this process")
+            )
 
     # -- transactions -------------------------------------------------------
 
@@ -342,6 +377,9 @@ class Connection:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """A write transaction (``BEGIN IMMEDIATE``): all or nothing, serialised."""
+        # Before the nesting test: a transaction whose COMMIT is in flight on a
+        # BackgroundCommit's thread is no transaction to join.
+        self._check_thread()
         if self._depth:
             # Nested use joins the outer transaction.
             self._depth += 1
@@ -373,6 +411,7 @@ class Connection:
 
     def q(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Execute one statement; SQLite errors become childvault errors."""
+        self._check_thread()
         try:
             return _Cursor(self.conn.execute(sql, params), self.path)
         except sqlcipher3.IntegrityError as exc:
@@ -382,6 +421,7 @@ class Connection:
 
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Execute one statement for many rows; SQLite errors become childvault errors."""
+        self._check_thread()
         try:
             self.conn.executemany(sql, rows)
         except sqlcipher3.IntegrityError as exc:
@@ -391,6 +431,7 @@ class Connection:
 
     def append(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Insert audit rows; a duplicate sequence number is an :class:`IntegrityError`."""
+        self._check_thread()
         try:
             self.conn.executemany(sql, rows)
         except sqlcipher3.IntegrityError as exc:
@@ -405,5 +446,103 @@ class Connection:
 
     def compact(self) -> None:
         """Checkpoint and truncate the WAL so deleted pages do not linger in it."""
+        self._check_thread()
         with contextlib.suppress(sqlcipher3.Error):
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+
+class BackgroundCommit:
+    """Transactions whose COMMIT runs on a thread of its own while the caller
+    goes on (an import stages its next batch meanwhile: docs/decisions.md,
+    "An import commits a batch while it prepares the next").
+
+    :meth:`transaction` is :meth:`Connection.transaction` up to the COMMIT,
+    which it starts on the commit thread and returns; :meth:`wait` finishes it
+    and raises its failure (the transaction then rolled back, as a failed
+    COMMIT of :meth:`Connection.transaction` is). Until then the connection
+    belongs to the commit thread: any other use raises :class:`StorageError`.
+    The COMMIT is one ``sqlite3_step`` (SQLCipher encrypting the dirty pages
+    into the WAL, then fsync), run without the GIL.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._pool: ThreadPoolExecutor | None = None
+        self._future: Future[None] | None = None
+        self._lender = 0
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE``, the body, then the COMMIT started in the background
+        (the previous one is waited for first). Not nested in another transaction."""
+        self.wait()
+        conn = self._conn
+        conn._check_thread()
+        if conn._depth:
+            raise StorageError(_t("a background commit cannot join an open transaction"))
+        try:
+            conn.conn.execute("BEGIN IMMEDIATE")
+        except sqlcipher3.Error as exc:
+            raise translate(exc, conn.path) from exc
+        conn._depth = 1
+        try:
+            yield
+        except sqlcipher3.Error as exc:
+            conn._rollback()
+            conn._depth = 0
+            raise translate(exc, conn.path) from exc
+        except BaseException:
+            conn._rollback()
+            conn._depth = 0
+            raise
+        if self._pool is None:
+            # Imported here: a command that commits in turn loads no thread pool.
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="childvault-commit")
+        self._lender = conn._owner
+        conn._owner = _LENT
+        try:
+            self._future = self._pool.submit(self._commit)
+        except BaseException:
+            conn._owner = self._lender
+            conn._rollback()
+            conn._depth = 0
+            raise
+
+    def _commit(self) -> None:
+        conn = self._conn
+        conn._owner = threading.get_ident()
+        try:
+            conn.conn.execute("COMMIT")
+        except sqlcipher3.Error as exc:
+            conn._rollback()
+            raise translate(exc, conn.path) from exc
+        except BaseException:
+            conn._rollback()
+            raise
+        finally:
+            conn._depth = 0
+            conn._owner = _LENT
+
+    def wait(self) -> None:
+        """Finish the COMMIT in flight, if any, and raise its failure."""
+        future, self._future = self._future, None
+        if future is None:
+            return
+        try:
+            future.result()
+        finally:
+            # Given back only once the commit thread is done with it: interrupted
+            # while waiting, the connection stays unusable (fail closed).
+            if future.done():
+                self._conn._owner = self._lender
+
+    def close(self) -> None:
+        """:meth:`wait`, then stop the commit thread."""
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
