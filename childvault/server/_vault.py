@@ -1514,7 +1514,14 @@ class VaultHost:
                 basis, {name: rt.fields_for(req.purpose) for name, rt in schema.types.items()}
             ),
             basis=basis,
-            cosigners=[str(doc.get("actor")) for doc in logged("request.cosign")],
+            # An officer's only: any user may append an entry of any action in their
+            # own name, so a staff member's request.cosign is no second officer.
+            cosigners=[
+                str(doc.get("actor"))
+                for doc in logged("request.cosign")
+                if type(doc.get("seq")) is int
+                and state.was_active(str(doc.get("actor")), "officer", doc["seq"])
+            ],
         )
 
     def _schema(self) -> Any:
