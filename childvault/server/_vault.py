@@ -930,6 +930,8 @@ class VaultHost:
                 raise Refused(400, "malformed", _t("a request is read by a user"))
             return encode(self._requests_of(who, method, a, kw))
         result = getattr(target, method)(*a, **kw)
+        if txn is not None and METHODS[repo][method] == WRITE:
+            self._note_done(txn, repo, method, a, kw)
         if (repo, method) == ("access", "use_grant") and result is True and txn is not None:
             txn.used.add(str(a[0] if a else kw.get("grant_id")))
         return encode(result)
@@ -1344,7 +1346,7 @@ class VaultHost:
                 raise Refused(400, "malformed", _t("users.set_keys takes a name and two keys"))
             txn.keys_set[name] = (enc, sign)
         elif (repo, method) == ("audit", "append"):
-            self._check_entries(user, arg(0, "rows"), txn.logged_reads, txn.checked)
+            self._check_entries(user, arg(0, "rows"), txn.checked)
             txn.appended = True
             for row in arg(0, "rows"):
                 # A key renewal's approval names the person's pending request: its
@@ -1612,17 +1614,6 @@ class VaultHost:
                 )
             if method == "refund_use":
                 txn.refunded.add(grant_id)
-        elif (repo, method) == ("audit", "append"):
-            # The rows were verified by _bind (in the caller's name, signed, linked).
-            for row in arg(0, "rows"):
-                obj = _audit.decode_entry(row[1])
-                if obj.get("action") == "grant.read" and obj.get("outcome") == "error":
-                    txn.logged_failures.add(str(obj.get("grant")))
-                detail = obj.get("detail")
-                if isinstance(detail, dict):
-                    txn.named[int(row[0])] = {
-                        str(detail[k]) for k in _NAMING if isinstance(detail.get(k), str)
-                    }
         elif (repo, method) == ("statements", "add"):
             seq, envelope = arg(0, "seq"), arg(1, "envelope")
             if type(seq) is not int or not isinstance(envelope, bytes):
@@ -1636,8 +1627,6 @@ class VaultHost:
                         seq=seq,
                     )
                 )
-        elif (repo, method) == ("access", "add_request"):
-            txn.requests_added.add(arg(0, "req").id)
         elif _basis_index_write(repo, method, a, kw):
             # The basis index of a request (an index only: readers check it against
             # the logged request.create): written with the request it indexes.
@@ -1649,10 +1638,6 @@ class VaultHost:
                         request_id=request_id,
                     )
                 )
-        elif (repo, method) == ("records", "insert"):
-            txn.inserted.update(r.row.id for r in arg(0, "records"))
-        elif (repo, method) == ("records", "drop_index_tags"):
-            txn.retagged.add((str(arg(0, "record_id")), str(arg(1, "field"))))
         elif (repo, method) == ("records", "add_index_tags"):
             rows = arg(0, "rows")
             if not isinstance(rows, list | tuple) or not all(
@@ -1669,6 +1654,48 @@ class VaultHost:
                             record=record,
                         )
                     )
+
+    def _note_done(self, txn: _Txn, repo: str, method: str, a: list[Any], kw: Any) -> None:
+        """Note what a write of ``txn`` made that its later calls may rely on, once it
+        succeeded (review RV9-2): a failed call (an id that exists already, a row
+        refused) leaves the transaction open, and must not leave its caller the
+        rights of what it did not write (another's record's index tags, another's
+        request's basis index, a use covered by a read entry refused for its
+        signature).
+
+        - ``audit.append``: the grants whose read the rows log (only their
+          requester's: finding A-1) or whose failed read (a refund's), and the
+          statements each entry names (:meth:`_bind_own`);
+        - ``access.add_request``: the request (its basis index);
+        - ``records.insert`` / ``drop_index_tags``: the records it may tag.
+        """
+
+        def arg(index: int, name: str) -> Any:
+            return a[index] if len(a) > index else kw.get(name)
+
+        if (repo, method) == ("audit", "append"):
+            # Verified by _bind (in the caller's name, signed, linked) and stored.
+            for row in arg(0, "rows"):
+                obj = _audit.decode_entry(row[1])
+                grant = obj.get("grant")
+                if obj.get("action") == "grant.read" and obj.get("outcome") == "ok":
+                    # Only the grant's requester reads with it: another's entry
+                    # naming the grant covers no use of it (finding A-1).
+                    if self._requester_of(grant) == obj.get("actor"):
+                        txn.logged_reads.add(str(grant))
+                elif obj.get("action") == "grant.read" and obj.get("outcome") == "error":
+                    txn.logged_failures.add(str(grant))
+                detail = obj.get("detail")
+                if isinstance(detail, dict):
+                    txn.named[int(row[0])] = {
+                        str(detail[k]) for k in _NAMING if isinstance(detail.get(k), str)
+                    }
+        elif (repo, method) == ("access", "add_request"):
+            txn.requests_added.add(arg(0, "req").id)
+        elif (repo, method) == ("records", "insert"):
+            txn.inserted.update(r.row.id for r in arg(0, "records"))
+        elif (repo, method) == ("records", "drop_index_tags"):
+            txn.retagged.add((str(arg(0, "record_id")), str(arg(1, "field"))))
 
     def _requester_of(self, grant_id: object) -> str | None:
         """The requester of grant ``grant_id`` (None: no such grant, or no id)."""
@@ -1695,13 +1722,12 @@ class VaultHost:
         self,
         user: str,
         rows: Any,
-        logged_reads: set[str],
         checked: set[tuple[bytes, bytes, bytes]],
     ) -> None:
         """Each row: in ``user``'s name, signed by their verified key, linked to the head.
 
-        Grants whose successful read the rows log are added to ``logged_reads``;
-        each verified (key, hash, signature) to ``checked``.
+        Each verified (key, hash, signature) is added to ``checked``; the reads
+        the rows log are noted once they are stored (:meth:`_note_done`).
         """
         key = self._verified.state.users[user].sign_key
         seq, prev = self.db.audit.head()
@@ -1727,14 +1753,6 @@ class VaultHost:
                 raise Refused(
                     409, "unverified", _t("log entry {seq} does not match its hash", seq=seq)
                 )
-            if (
-                obj.get("action") == "grant.read"
-                and obj.get("outcome") == "ok"
-                and self._requester_of(obj.get("grant")) == obj.get("actor")
-            ):
-                # Only the grant's requester reads with it: another's entry naming
-                # the grant covers no use of it (finding A-1).
-                logged_reads.add(str(obj.get("grant")))
             if obj.get("actor") != user:
                 raise Refused(403, "binding", _t("log entry {seq} is in another's name", seq=seq))
             if not isinstance(sig, bytes) or not verifies(key, _audit.entry_message(digest), sig):

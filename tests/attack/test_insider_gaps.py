@@ -9,13 +9,18 @@ Each test is named after the gap it reproduced; since its fix it is a regression
 from __future__ import annotations
 
 import contextlib
+import json
+import secrets
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
 from childvault.keys import AccessDenied
 from childvault.vault import Basis
 from childvault.vault._audit import Event
+from childvault.vault._backend import NewRecord, RecordRow, request_basis_key
+from childvault.vault._time import iso
 from tests.attack import _wire
 from tests.attack._wire import call, log_rows, post, read, refused
 from tests.attack.test_officer_rpc import _approval, _grant_row
@@ -90,3 +95,59 @@ def test_a_staff_cosignature_does_not_stand_for_a_second_officer(served: VaultSe
     row = _grant_row(req, "officer1", "worker1")
     _wire.ok(_wire.batch(vs, "officer1", *_approval(vs, "officer1", info, row)))
     assert read(vs, "access", "request", req).status == "approved"
+
+
+def test_a_failed_insert_of_an_existing_record_does_not_open_its_index(
+    served: VaultServer,
+) -> None:
+    """``records.insert`` naming another's record fails (the id exists), but the
+    transaction stays open: the record must not then count as inserted by it,
+    or its blind-index tags are the caller's to plant (search and duplicate
+    detection would find the victim's record for a name of the caller's choice)."""
+    vs = served
+    rid = _wire.record_ids(vs)[0]
+    now = iso(datetime.now(UTC))
+    row = RecordRow(rid, "child", 1, now, "worker2", now, {}, "2099-01-01", {})
+    tag = secrets.token_bytes(32)
+    with _open(vs, "worker2") as txn:
+        r = _in(vs, "worker2", txn, "records", "insert", [NewRecord(row, [], b"x" * 64)])
+        assert r.status_code == 409, r.text
+        r = _in(vs, "worker2", txn, "records", "add_index_tags", [("name", tag, rid)])
+        refused(r, 403, "binding")
+        _commit(vs, "worker2", txn)
+    assert read(vs, "records", "find_by_tag", "name", tag) == []
+
+
+def test_a_failed_add_of_an_existing_request_does_not_open_its_basis_index(
+    served: VaultServer,
+) -> None:
+    """``access.add_request`` naming another's request id fails, but must not let
+    the caller write that request's basis index in the same transaction."""
+    vs = served
+    ids = _wire.record_ids(vs)[:1]
+    with vs.connect("worker1") as staff:
+        req = staff.request_access(ids, ["name"], "case_management", "home visit")
+    mine = _wire.request_row("worker2")
+    squat = type(mine)(**{**mine.__dict__, "id": req})
+    key = request_basis_key(req)
+    value = json.dumps({"basis": "vital_interests"}, sort_keys=True)
+    with _open(vs, "worker2") as txn:
+        assert _in(vs, "worker2", txn, "access", "add_request", squat).status_code == 409
+        refused(_in(vs, "worker2", txn, "meta", "set", key, value), 403, "binding")
+        _commit(vs, "worker2", txn)
+    assert read(vs, "meta", "get", key) is None
+    assert read(vs, "access", "request", req).requester == "worker1"
+
+
+def test_a_refused_read_entry_does_not_cover_a_use(served: VaultServer) -> None:
+    """A ``grant.read`` row refused for its signature (or its actor) must not count
+    as the logged read of a use consumed later in the same transaction: the
+    use would be committed with no read in the log."""
+    vs = served
+    grant_id, _ = _wire.approved(vs, "worker1")
+    forged = log_rows(vs, vs.identity("worker2"), Event("worker1", "grant.read", grant=grant_id))
+    with _open(vs, "worker1") as txn:
+        refused(_in(vs, "worker1", txn, "audit", "append", forged), 403, "unverified")
+        assert _wire.ok(_in(vs, "worker1", txn, "access", "use_grant", grant_id)) is True
+        refused(_commit(vs, "worker1", txn), 409, "unverified")
+    assert read(vs, "access", "grant", grant_id).uses == 0
