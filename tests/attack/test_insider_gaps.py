@@ -151,3 +151,111 @@ def test_a_refused_read_entry_does_not_cover_a_use(served: VaultServer) -> None:
         assert _wire.ok(_in(vs, "worker1", txn, "access", "use_grant", grant_id)) is True
         refused(_commit(vs, "worker1", txn), 409, "unverified")
     assert read(vs, "access", "grant", grant_id).uses == 0
+
+
+def test_a_read_entry_that_names_nothing_releases_nothing(served: VaultServer) -> None:
+    """The release key opens every record of the grant, and counts the requester's
+    logged reads: a ``grant.read`` entry naming no record, no field, or another
+    request must not count as one (the incident report, built on the entries'
+    records, would show no read at all)."""
+    vs = served
+    grant_id, _ = _wire.approved(vs, "worker1", uses=3)
+    g = read(vs, "access", "grant", grant_id)
+    req = read(vs, "access", "request", g.request_id)
+    me = vs.identity("worker1")
+    hollow = [
+        Event("worker1", "grant.read", grant=grant_id),
+        Event(
+            "worker1",
+            "grant.read",
+            records=["ef" * 16],
+            fields=req.fields,
+            purpose=req.purpose,
+            request=req.id,
+            grant=grant_id,
+        ),
+        Event(
+            "worker1",
+            "grant.read",
+            records=req.records,
+            fields=["photo"],
+            purpose=req.purpose,
+            request=req.id,
+            grant=grant_id,
+        ),
+    ]
+    for event in hollow:
+        r = _wire.batch(
+            vs,
+            "worker1",
+            call("access", "use_grant", grant_id),
+            call("audit", "append", log_rows(vs, me, event)),
+            call("release", "redeem", grant_id),
+        )
+        refused(r, 403, "release_refused")
+    assert read(vs, "access", "grant", grant_id).uses == 0
+    # The read entry the library writes releases the key.
+    honest = Event(
+        "worker1",
+        "grant.read",
+        records=req.records,
+        fields=req.fields,
+        purpose=req.purpose,
+        request=req.id,
+        grant=grant_id,
+    )
+    r = _wire.batch(
+        vs,
+        "worker1",
+        call("access", "use_grant", grant_id),
+        call("audit", "append", log_rows(vs, me, honest)),
+        call("release", "redeem", grant_id),
+    )
+    assert isinstance(_wire.ok(r)[1][2], bytes)
+
+
+def test_a_read_entry_without_its_recipient_releases_nothing(served: VaultServer) -> None:
+    """A legal-obligation read hands data to another organisation: its entry carries
+    the recipient, provision and assessment of the request (the transfers
+    register, P-17). One that leaves them out counts for no release."""
+    vs = served
+    ids = _wire.record_ids(vs)[:1]
+    legal = Basis("legal_obligation", recipient="court", provision="s.110", assessment="P")
+    with vs.connect("worker1") as staff:
+        req_id = staff.request_access(ids, ["name"], "legal_protection", "court", basis=legal)
+    with vs.connect("officer2") as other:
+        other.cosign(req_id)
+    with vs.connect("officer1") as officer:
+        grant_id = officer.approve(req_id, uses=2).grant_id
+    req = read(vs, "access", "request", req_id)
+    me = vs.identity("worker1")
+
+    def read_entry(detail: dict[str, str]) -> Event:
+        return Event(
+            "worker1",
+            "grant.read",
+            records=req.records,
+            fields=req.fields,
+            purpose=req.purpose,
+            request=req.id,
+            grant=grant_id,
+            detail=detail,
+        )
+
+    def redeem(event: Event):  # type: ignore[no-untyped-def]
+        return _wire.batch(
+            vs,
+            "worker1",
+            call("access", "use_grant", grant_id),
+            call("audit", "append", log_rows(vs, me, event)),
+            call("release", "redeem", grant_id),
+        )
+
+    refused(redeem(read_entry({})), 403, "release_refused")
+    refused(
+        redeem(read_entry({**legal.detail(), "recipient": "elsewhere"})), 403, "release_refused"
+    )
+    assert isinstance(_wire.ok(redeem(read_entry(legal.detail())))[1][2], bytes)
+    # The read is in the transfers register.
+    with vs.connect("officer2") as other:
+        assert [t.recipient for t in other.transfers() if t.request == req_id] == ["court"]
