@@ -280,13 +280,23 @@ def logged_terms(db: Backend, state: Callable[[int], TrustState], grant_id: str)
                 break
     if requester is None:
         return _t("no signed request in the log")
-    # Any successful revocation entry naming the grant counts, signed or not:
-    # refusing on a planted one only denies, and a genuine one must never be missed.
+    # Any successful revocation entry naming the grant counts, signed or not: a
+    # genuine one must never be missed (an insider may strip its signature).
+    # Except one that verifies as signed by someone who was no officer there:
+    # any user may log an entry in their own name, and a staff member's would
+    # deny every other requester their reads (review RV9-4).
     revoked = False
     for raw in audit.entries_by_ref(("grant.revoke",), grant=grant_id):
         with contextlib.suppress(ValueError, ChildVaultError):
             doc = _audit.decode_entry(raw)
-            revoked = revoked or (doc.get("grant"), doc.get("outcome")) == (grant_id, "ok")
+            if (doc.get("grant"), doc.get("outcome")) != (grant_id, "ok"):
+                continue
+            by = signed(raw, "grant.revoke")
+            if by is not None and not state(int(str(by["seq"]))).was_active(
+                str(by["actor"]), "officer", int(str(by["seq"]))
+            ):
+                continue
+            revoked = True
     reads = 0
     for raw in audit.entries_by_ref(("grant.read",), grant=grant_id):
         doc = signed(raw, "grant.read")

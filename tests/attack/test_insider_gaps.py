@@ -259,3 +259,33 @@ def test_a_read_entry_without_its_recipient_releases_nothing(served: VaultServer
     # The read is in the transfers register.
     with vs.connect("officer2") as other:
         assert [t.recipient for t in other.transfers() if t.request == req_id] == ["court"]
+
+
+def test_a_staff_members_revocation_entry_revokes_nothing(served: VaultServer) -> None:
+    """Only an officer revokes a grant. A ``grant.revoke`` entry signed by a staff
+    member (any user may append entries in their own name) must not deny the
+    grant's requester the release of their logged use."""
+    vs = served
+    grant_id, _ = _wire.approved(vs, "worker1")
+    g = read(vs, "access", "grant", grant_id)
+    planted = Event("worker2", "grant.revoke", request=g.request_id, grant=grant_id)
+    assert (
+        _wire.ok(
+            _wire.rpc(
+                vs, "worker2", "audit", "append", log_rows(vs, vs.identity("worker2"), planted)
+            )
+        )
+        is None
+    )
+    r = _wire.batch(
+        vs,
+        "worker1",
+        call("access", "use_grant", grant_id),
+        call(
+            "audit",
+            "append",
+            log_rows(vs, vs.identity("worker1"), _wire.read_event(vs, "worker1", grant_id)),
+        ),
+        call("release", "redeem", grant_id),
+    )
+    assert isinstance(_wire.ok(r)[1][2], bytes)
