@@ -24,7 +24,7 @@ from childvault.vault._time import iso
 from tests.attack import _wire
 from tests.attack._wire import call, log_rows, post, read, refused
 from tests.attack.test_officer_rpc import _approval, _grant_row
-from tests.server._vaultserver import VaultServer
+from tests.server._vaultserver import VaultServer, synthetic_csv
 
 
 @pytest.fixture(scope="module")
@@ -289,3 +289,19 @@ def test_a_staff_members_revocation_entry_revokes_nothing(served: VaultServer) -
         call("release", "redeem", grant_id),
     )
     assert isinstance(_wire.ok(r)[1][2], bytes)
+
+
+def test_a_staff_members_decommission_entry_does_not_end_collection(
+    served: VaultServer,
+) -> None:
+    """Decommissioning is an admin's (with an officer's co-signature): a logged
+    ``vault.decommission`` start ends collection for good. One signed by a staff
+    member must not stop every user of the vault from adding records."""
+    vs = served
+    planted = Event("worker2", "vault.decommission", detail={"phase": "start"})
+    rows = log_rows(vs, vs.identity("worker2"), planted)
+    assert _wire.ok(_wire.rpc(vs, "worker2", "audit", "append", rows)) is None
+    before = len(_wire.record_ids(vs))
+    with vs.connect("worker1") as staff:
+        staff.import_file(synthetic_csv(vs.root / "after-planted-decommission.csv", 1, offset=150))
+    assert len(_wire.record_ids(vs)) == before + 1
