@@ -11,15 +11,17 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 
 import pytest
+import requests
 
 from childvault.keys import AccessDenied
-from childvault.vault import Basis
-from childvault.vault._audit import Event
+from childvault.vault import Basis, _audit
+from childvault.vault._audit import DetailValue, Event
 from childvault.vault._backend import NewRecord, RecordRow, request_basis_key
+from childvault.vault._merkle import leaf_hash
 from childvault.vault._time import iso
 from tests.attack import _wire
 from tests.attack._wire import call, log_rows, post, read, refused
@@ -46,12 +48,15 @@ def _open(vs: VaultServer, user: str) -> Iterator[str]:
         post(vs, user, "/v1/txn/rollback", {"txn": txn})
 
 
-def _in(vs: VaultServer, user: str, txn: str, repo: str, method: str, *a: object, **kw: object):  # type: ignore[no-untyped-def]
+def _in(
+    vs: VaultServer, user: str, txn: str, repo: str, method: str, *a: object, **kw: object
+) -> requests.Response:
     """One call inside ``txn``."""
     return post(vs, user, "/v1/rpc", {"txn": txn, **call(repo, method, *a, **kw)})
 
 
-def _commit(vs: VaultServer, user: str, txn: str):  # type: ignore[no-untyped-def]
+def _commit(vs: VaultServer, user: str, txn: str) -> requests.Response:
+    """Commit ``txn``."""
     return post(vs, user, "/v1/txn/commit", {"txn": txn})
 
 
@@ -230,7 +235,7 @@ def test_a_read_entry_without_its_recipient_releases_nothing(served: VaultServer
     req = read(vs, "access", "request", req_id)
     me = vs.identity("worker1")
 
-    def read_entry(detail: dict[str, str]) -> Event:
+    def read_entry(detail: Mapping[str, DetailValue]) -> Event:
         return Event(
             "worker1",
             "grant.read",
@@ -242,7 +247,7 @@ def test_a_read_entry_without_its_recipient_releases_nothing(served: VaultServer
             detail=detail,
         )
 
-    def redeem(event: Event):  # type: ignore[no-untyped-def]
+    def redeem(event: Event) -> requests.Response:
         return _wire.batch(
             vs,
             "worker1",
@@ -305,3 +310,46 @@ def test_a_staff_members_decommission_entry_does_not_end_collection(
     with vs.connect("worker1") as staff:
         staff.import_file(synthetic_csv(vs.root / "after-planted-decommission.csv", 1, offset=150))
     assert len(_wire.record_ids(vs)) == before + 1
+
+
+def test_a_log_entry_with_a_member_written_twice_is_refused(served: VaultServer) -> None:
+    """SQLite's index columns read a member written twice as its first value, Python
+    (and every check of the server and the clients) as its last: a read entry
+    whose detail says ``"recipient": null`` and then the recipient counted for a
+    release while the transfers register (the recipient index) never saw it.
+    Entries are taken in the library's canonical form only."""
+    vs = served
+    ids = _wire.record_ids(vs)[:1]
+    legal = Basis("legal_obligation", recipient="court", provision="s.110", assessment="P")
+    with vs.connect("worker1") as staff:
+        req_id = staff.request_access(ids, ["name"], "legal_protection", "court", basis=legal)
+    with vs.connect("officer2") as other:
+        other.cosign(req_id)
+    with vs.connect("officer1") as officer:
+        grant_id = officer.approve(req_id).grant_id
+    req = read(vs, "access", "request", req_id)
+    event = Event(
+        "worker1",
+        "grant.read",
+        records=req.records,
+        fields=req.fields,
+        purpose=req.purpose,
+        request=req.id,
+        grant=grant_id,
+        detail=legal.detail(),
+    )
+    seq, prev = read(vs, "audit", "head")
+    entry = _audit.encode_entry(seq, iso(datetime.now(UTC)), event, prev)
+    twice = entry.replace(b'"detail":{', b'"detail":{"recipient":null,', 1)
+    assert twice != entry and json.loads(twice)["detail"]["recipient"] == "court"
+    digest = leaf_hash(twice)
+    row = (seq, twice, digest, vs.identity("worker1").sign(_audit.entry_message(digest)))
+    r = _wire.batch(
+        vs,
+        "worker1",
+        call("access", "use_grant", grant_id),
+        call("audit", "append", [row]),
+        call("release", "redeem", grant_id),
+    )
+    refused(r, 409, "unverified")
+    assert read(vs, "audit", "head")[0] == seq
