@@ -269,27 +269,74 @@ def logged_terms(db: Backend, state: Callable[[int], TrustState], grant_id: str)
     if expires is None or type(max_uses) is not int or max_uses < 1:
         return _t("the signed approval names no expiry or number of uses")
     requester = None
+    basis: dict[str, object] = {}
     if isinstance(request_id, str):
         for raw in audit.entries_by_ref(("request.create",), request=request_id):
             doc = signed(raw, "request.create")
             if doc is not None and doc.get("request") == request_id:
                 requester = str(doc["actor"])
+                created = doc.get("detail")
+                basis = dict(created) if isinstance(created, dict) else {}
                 break
     if requester is None:
         return _t("no signed request in the log")
-    # Any successful revocation entry naming the grant counts, signed or not:
-    # refusing on a planted one only denies, and a genuine one must never be missed.
+    # Any successful revocation entry naming the grant counts, signed or not: a
+    # genuine one must never be missed (an insider may strip its signature).
+    # Except one that verifies as signed by someone who was no officer there:
+    # any user may log an entry in their own name, and a staff member's would
+    # deny every other requester their reads (review RV9-4).
     revoked = False
     for raw in audit.entries_by_ref(("grant.revoke",), grant=grant_id):
         with contextlib.suppress(ValueError, ChildVaultError):
             doc = _audit.decode_entry(raw)
-            revoked = revoked or (doc.get("grant"), doc.get("outcome")) == (grant_id, "ok")
+            if (doc.get("grant"), doc.get("outcome")) != (grant_id, "ok"):
+                continue
+            by = signed(raw, "grant.revoke")
+            if by is not None and not state(int(str(by["seq"]))).was_active(
+                str(by["actor"]), "officer", int(str(by["seq"]))
+            ):
+                continue
+            revoked = True
     reads = 0
     for raw in audit.entries_by_ref(("grant.read",), grant=grant_id):
         doc = signed(raw, "grant.read")
-        if doc is not None and doc.get("grant") == grant_id and doc["actor"] == requester:
+        if (
+            doc is not None
+            and doc.get("grant") == grant_id
+            and doc["actor"] == requester
+            and _reads_as_approved(doc, approve, basis)
+        ):
             reads += 1
     return Terms(officer, requester, expires, max_uses, revoked, reads)
+
+
+def _reads_as_approved(
+    read: dict[str, object], approve: dict[str, object], basis: dict[str, object]
+) -> bool:
+    """Whether a ``grant.read`` entry says what the read released (review RV9-3): the
+    approved request and purpose, some of its records and fields, and the
+    request's statutory basis (recipient, provision ...: the transfers register,
+    P-17). The release key opens every record of the grant, so a read entry
+    naming none of them (or leaving out the recipient) would hide the read from
+    the reports built on those entries (incident report, transfers); such an
+    entry counts for no release."""
+    records, fields = read.get("records"), read.get("fields")
+    approved_records, approved_fields = approve.get("records"), approve.get("fields")
+    detail = read.get("detail")
+    return (
+        isinstance(records, list)
+        and isinstance(fields, list)
+        and isinstance(approved_records, list)
+        and isinstance(approved_fields, list)
+        and bool(records)
+        and bool(fields)
+        and all(r in approved_records for r in records)
+        and all(f in approved_fields for f in fields)
+        and (read.get("request"), read.get("purpose"))
+        == (approve.get("request"), approve.get("purpose"))
+        and isinstance(detail, dict)
+        and all(detail.get(k) == v for k, v in basis.items())
+    )
 
 
 def verifies(key: bytes, message: bytes, sig: bytes) -> bool:

@@ -946,6 +946,8 @@ class VaultHost:
                 raise Refused(400, "malformed", _t("a request is read by a user"))
             return encode(self._requests_of(who, method, a, kw))
         result = getattr(target, method)(*a, **kw)
+        if txn is not None and METHODS[repo][method] == WRITE:
+            self._note_done(txn, repo, method, a, kw)
         if (repo, method) == ("access", "use_grant") and result is True and txn is not None:
             txn.used.add(str(a[0] if a else kw.get("grant_id")))
         return encode(result)
@@ -1360,8 +1362,8 @@ class VaultHost:
                 raise Refused(400, "malformed", _t("users.set_keys takes a name and two keys"))
             txn.keys_set[name] = (enc, sign)
         elif (repo, method) == ("audit", "append"):
-            # Each entry decoded once, here: _bind_own reads the same objects.
-            txn.decoded = self._check_entries(user, arg(0, "rows"), txn.logged_reads, txn.checked)
+            # Each entry decoded once, here: _bind_own and _note_done read the same objects.
+            txn.decoded = self._check_entries(user, arg(0, "rows"), txn.checked)
             txn.appended = True
             for obj in txn.decoded:
                 # A key renewal's approval names the person's pending request: its
@@ -1530,7 +1532,14 @@ class VaultHost:
                 basis, {name: rt.fields_for(req.purpose) for name, rt in schema.types.items()}
             ),
             basis=basis,
-            cosigners=[str(doc.get("actor")) for doc in logged("request.cosign")],
+            # An officer's only: any user may append an entry of any action in their
+            # own name, so a staff member's request.cosign is no second officer.
+            cosigners=[
+                str(doc.get("actor"))
+                for doc in logged("request.cosign")
+                if type(doc.get("seq")) is int
+                and state.was_active(str(doc.get("actor")), "officer", doc["seq"])
+            ],
         )
 
     def _schema(self) -> Any:
@@ -1621,17 +1630,6 @@ class VaultHost:
                 )
             if method == "refund_use":
                 txn.refunded.add(grant_id)
-        elif (repo, method) == ("audit", "append"):
-            # The rows were verified and decoded by _bind (in the caller's name,
-            # signed, linked).
-            for row, obj in zip(arg(0, "rows"), txn.decoded, strict=True):
-                if obj.get("action") == "grant.read" and obj.get("outcome") == "error":
-                    txn.logged_failures.add(str(obj.get("grant")))
-                detail = obj.get("detail")
-                if isinstance(detail, dict):
-                    txn.named[int(row[0])] = {
-                        str(detail[k]) for k in _NAMING if isinstance(detail.get(k), str)
-                    }
         elif (repo, method) == ("statements", "add"):
             seq, envelope = arg(0, "seq"), arg(1, "envelope")
             if type(seq) is not int or not isinstance(envelope, bytes):
@@ -1675,8 +1673,6 @@ class VaultHost:
                     )
                 staged.append((seq, data))
             txn.members = staged
-        elif (repo, method) == ("access", "add_request"):
-            txn.requests_added.add(arg(0, "req").id)
         elif _basis_index_write(repo, method, a, kw):
             # The basis index of a request (an index only: readers check it against
             # the logged request.create): written with the request it indexes.
@@ -1688,10 +1684,6 @@ class VaultHost:
                         request_id=request_id,
                     )
                 )
-        elif (repo, method) == ("records", "insert"):
-            txn.inserted.update(r.row.id for r in arg(0, "records"))
-        elif (repo, method) == ("records", "drop_index_tags"):
-            txn.retagged.add((str(arg(0, "record_id")), str(arg(1, "field"))))
         elif (repo, method) == ("records", "add_index_tags"):
             rows = arg(0, "rows")
             if not isinstance(rows, list | tuple) or not all(
@@ -1708,6 +1700,48 @@ class VaultHost:
                             record=record,
                         )
                     )
+
+    def _note_done(self, txn: _Txn, repo: str, method: str, a: list[Any], kw: Any) -> None:
+        """Note what a write of ``txn`` made that its later calls may rely on, once it
+        succeeded (review RV9-2): a failed call (an id that exists already, a row
+        refused) leaves the transaction open, and must not leave its caller the
+        rights of what it did not write (another's record's index tags, another's
+        request's basis index, a use covered by a read entry refused for its
+        signature).
+
+        - ``audit.append``: the grants whose read the rows log (only their
+          requester's: finding A-1) or whose failed read (a refund's), and the
+          statements each entry names (:meth:`_bind_own`);
+        - ``access.add_request``: the request (its basis index);
+        - ``records.insert`` / ``drop_index_tags``: the records it may tag.
+        """
+
+        def arg(index: int, name: str) -> Any:
+            return a[index] if len(a) > index else kw.get(name)
+
+        if (repo, method) == ("audit", "append"):
+            # Verified and decoded by _bind (in the caller's name, signed, linked),
+            # and stored.
+            for row, obj in zip(arg(0, "rows"), txn.decoded, strict=True):
+                grant = obj.get("grant")
+                if obj.get("action") == "grant.read" and obj.get("outcome") == "ok":
+                    # Only the grant's requester reads with it: another's entry
+                    # naming the grant covers no use of it (finding A-1).
+                    if self._requester_of(grant) == obj.get("actor"):
+                        txn.logged_reads.add(str(grant))
+                elif obj.get("action") == "grant.read" and obj.get("outcome") == "error":
+                    txn.logged_failures.add(str(grant))
+                detail = obj.get("detail")
+                if isinstance(detail, dict):
+                    txn.named[int(row[0])] = {
+                        str(detail[k]) for k in _NAMING if isinstance(detail.get(k), str)
+                    }
+        elif (repo, method) == ("access", "add_request"):
+            txn.requests_added.add(arg(0, "req").id)
+        elif (repo, method) == ("records", "insert"):
+            txn.inserted.update(r.row.id for r in arg(0, "records"))
+        elif (repo, method) == ("records", "drop_index_tags"):
+            txn.retagged.add((str(arg(0, "record_id")), str(arg(1, "field"))))
 
     def _requester_of(self, grant_id: object) -> str | None:
         """The requester of grant ``grant_id`` (None: no such grant, or no id)."""
@@ -1734,14 +1768,13 @@ class VaultHost:
         self,
         user: str,
         rows: Any,
-        logged_reads: set[str],
         checked: set[tuple[bytes, bytes, bytes]],
     ) -> list[dict[str, Any]]:
         """Each row: in ``user``'s name, signed by their verified key, linked to the head.
 
-        Grants whose successful read the rows log are added to ``logged_reads``;
-        each verified (key, hash, signature) to ``checked``. Returns each row's
-        decoded entry, in order.
+        Each verified (key, hash, signature) is added to ``checked``; the reads
+        the rows log are noted once they are stored (:meth:`_note_done`).
+        Returns each row's decoded entry, in order.
         """
         key = self._verified.state.users[user].sign_key
         seq, prev = self.db.audit.head()
@@ -1768,14 +1801,13 @@ class VaultHost:
                 raise Refused(
                     409, "unverified", _t("log entry {seq} does not match its hash", seq=seq)
                 )
-            if (
-                obj.get("action") == "grant.read"
-                and obj.get("outcome") == "ok"
-                and self._requester_of(obj.get("grant")) == obj.get("actor")
-            ):
-                # Only the grant's requester reads with it: another's entry naming
-                # the grant covers no use of it (finding A-1).
-                logged_reads.add(str(obj.get("grant")))
+            if not _canonical(obj, entry):
+                # The library writes canonical bytes only. A member written twice
+                # reads as its first value in SQLite's index columns (action, ids,
+                # recipient) but as its last everywhere else (review RV9-6).
+                raise Refused(
+                    409, "unverified", _t("log entry {seq} is not in canonical form", seq=seq)
+                )
             if obj.get("actor") != user:
                 raise Refused(403, "binding", _t("log entry {seq} is in another's name", seq=seq))
             if not isinstance(sig, bytes) or not verifies(key, _audit.entry_message(digest), sig):
@@ -1931,6 +1963,14 @@ class VaultHost:
         with contextlib.suppress(ChildVaultError):
             self._pool.submit(shut).result()
         self._pool.shutdown(wait=True)
+
+
+def _canonical(obj: dict[str, Any], entry: bytes) -> bool:
+    """Whether ``entry`` is the canonical encoding of ``obj`` (its own parse)."""
+    try:
+        return _audit.canonical(obj) == entry
+    except (TypeError, ValueError, ChildVaultError):  # rfc8785's errors are ValueErrors
+        return False
 
 
 def _check_many(method: str, a: list[Any], kw: dict[Any, Any]) -> None:

@@ -217,14 +217,20 @@ class Session:
             return row == "1"  # verifies nothing (made before anchors), as before
         # The log is verified to its head (chain, actors) before it is read; a log
         # that does not verify refuses here (fail closed).
-        self._trust_state(save=False)
+        state = self._trust_state(save=False)
         ended = False
         for raw in self.db.audit.entries_by_action(("vault.decommission",)):
             doc = _audit.decode_entry(raw)
             # The co-signature and the contact list come before; "start" ends collection.
             detail = doc.get("detail")
             phase = detail.get("phase") if isinstance(detail, dict) else None
-            ended = ended or (doc.get("outcome") == "ok" and phase in ("start", "done"))
+            seq = doc.get("seq")
+            # An admin's only (review RV9-5): any user may log an entry in their own
+            # name, and a staff member's would end collection for everyone, for good.
+            admin = state is None or (
+                type(seq) is int and state.was_active(str(doc.get("actor")), "admin", seq)
+            )
+            ended = ended or (doc.get("outcome") == "ok" and phase in ("start", "done") and admin)
         if ended and row == "1":
             self.distrust(
                 "record.create",

@@ -344,7 +344,20 @@ class AccessService:
         )
 
     def _cosigners(self, request_id: str) -> list[str]:
-        """Officers whose ``request.cosign`` entry names the request."""
+        """Officers whose ``request.cosign`` entry names the request.
+
+        Only an entry whose actor was an active officer at its position counts
+        (the verified trust state; the ``users`` rows without an anchor): any
+        user may append an entry of any action in their own name.
+        """
+        state = self.s.trust()
+
+        def officer(actor: str, seq: object) -> bool:
+            if state is None:
+                row = self.s.db.users.get(actor)
+                return row is not None and "officer" in row.roles
+            return type(seq) is int and state.was_active(actor, "officer", seq)
+
         out = []
         # Through the request index (O(1) in the log's size, like basis_of);
         # each entry is still checked for its action and what it names.
@@ -354,7 +367,7 @@ class AccessService:
                 request_id,
                 "request.cosign",
                 "ok",
-            ):
+            ) and officer(str(doc.get("actor")), doc.get("seq")):
                 out.append(str(doc["actor"]))
         return out
 

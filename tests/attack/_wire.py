@@ -131,6 +131,23 @@ def log_rows(
     return rows
 
 
+def read_event(vs: VaultServer, requester: str, grant_id: str) -> Event:
+    """The successful ``grant.read`` entry the library logs for a read of every record
+    and field of a consent grant: the approved request, purpose, records and fields
+    (only such an entry counts for a release, review RV9-3)."""
+    grant = read(vs, "access", "grant", grant_id)
+    req = read(vs, "access", "request", grant.request_id)
+    return Event(
+        requester,
+        "grant.read",
+        records=req.records,
+        fields=req.fields,
+        purpose=req.purpose,
+        request=req.id,
+        grant=grant_id,
+    )
+
+
 def request_row(requester: str, records: tuple[str, ...] = ("0" * 32,)) -> RequestRow:
     """A pending request row in ``requester``'s name."""
     return RequestRow(

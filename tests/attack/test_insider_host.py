@@ -18,7 +18,6 @@ import pytest
 import requests
 
 from childvault.keys import ApprovalInvalid, Identity
-from childvault.vault._audit import Event
 from childvault.vault._httpsig import HTTPSignatureAuth
 from tests._insider import Insider
 from tests.attack import _wire
@@ -98,7 +97,7 @@ def test_a_replay_after_the_nonce_file_is_emptied_stores_nothing_twice(
     vault's own checks still refuse to store the captured write a second time."""
     vs = served
     grant_id, _ = _wire.approved(vs, "worker1")
-    rows = log_rows(vs, vs.identity("worker1"), Event("worker1", "grant.read", grant=grant_id))
+    rows = log_rows(vs, vs.identity("worker1"), _wire.read_event(vs, "worker1", grant_id))
     captured = _wire.prepared(
         vs,
         "worker1",
@@ -126,7 +125,7 @@ def test_a_revocation_cleared_in_the_database_releases_nothing(served: VaultServ
         officer.revoke(grant_id)  # logged: grant.revoke
     with _insider(vs, "worker1") as db:
         assert db.update("grants", {"revoked_at": None, "revoked_by": None}, {"id": grant_id}) == 1
-    rows = log_rows(vs, vs.identity("worker1"), Event("worker1", "grant.read", grant=grant_id))
+    rows = log_rows(vs, vs.identity("worker1"), _wire.read_event(vs, "worker1", grant_id))
     batch(vs, "worker1", call("access", "use_grant", grant_id), call("audit", "append", rows))
     r = batch(vs, "worker1", call("release", "redeem", grant_id))
     refused(r, 403, "release_refused")
@@ -153,7 +152,7 @@ def _set_release_row(vs: VaultServer, grant_id: str, value: str) -> None:
 
 def _logged_use(vs: VaultServer, grant_id: str) -> requests.Response:
     """A use consumed (if the row still allows one) and its read entry committed."""
-    rows = log_rows(vs, vs.identity("worker1"), Event("worker1", "grant.read", grant=grant_id))
+    rows = log_rows(vs, vs.identity("worker1"), _wire.read_event(vs, "worker1", grant_id))
     r = batch(vs, "worker1", call("access", "use_grant", grant_id), call("audit", "append", rows))
     assert r.status_code == 200, r.text
     return r
@@ -238,7 +237,7 @@ def test_a_use_logged_and_released_in_one_committing_batch(served: VaultServer) 
     of that one use is refused."""
     vs = served
     grant_id, _ = _wire.approved(vs, "worker1")
-    rows = log_rows(vs, vs.identity("worker1"), Event("worker1", "grant.read", grant=grant_id))
+    rows = log_rows(vs, vs.identity("worker1"), _wire.read_event(vs, "worker1", grant_id))
     r = batch(
         vs,
         "worker1",

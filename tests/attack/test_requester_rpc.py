@@ -19,7 +19,6 @@ import pytest
 import requests
 
 from childvault.keys import ApprovalInvalid, ChildVaultError
-from childvault.vault._audit import Event
 from tests.attack import _wire
 from tests.attack._wire import batch, call, log_rows, read, refused, send
 from tests.server._vaultserver import VaultServer
@@ -34,7 +33,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VaultServer]:
 def _logged_use(vs: VaultServer, grant_id: str) -> None:
     """worker1 consumes one use of ``grant_id`` with its read entry (as a client does
     before redeeming), without redeeming."""
-    rows = log_rows(vs, vs.identity("worker1"), Event("worker1", "grant.read", grant=grant_id))
+    rows = log_rows(vs, vs.identity("worker1"), _wire.read_event(vs, "worker1", grant_id))
     r = batch(vs, "worker1", call("access", "use_grant", grant_id), call("audit", "append", rows))
     assert _wire.ok(r) == [None, [True, None]]
 
@@ -96,7 +95,7 @@ def test_a_revoked_or_used_up_grant_releases_nothing(served: VaultServer) -> Non
     with vs.connect("officer1") as officer:
         officer.revoke(grant_id)
     # A use consumed after the revocation is refused by the database row ...
-    rows = log_rows(vs, vs.identity("worker1"), Event("worker1", "grant.read", grant=grant_id))
+    rows = log_rows(vs, vs.identity("worker1"), _wire.read_event(vs, "worker1", grant_id))
     r = batch(vs, "worker1", call("access", "use_grant", grant_id), call("audit", "append", rows))
     assert _wire.ok(r) == [None, [False, None]]
     # ... and a release of the one use left is refused by the server.
