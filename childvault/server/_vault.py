@@ -84,6 +84,7 @@ from childvault.vault._remote._methods import (
     ACTIONS_AHEAD,
     BASIS_ACTIONS,
     METHODS,
+    SCANNED_ACTIONS,
     SETTINGS_AHEAD,
     WRITE,
 )
@@ -2065,6 +2066,10 @@ def _work(repo: str, method: str, a: list[Any], kw: dict[Any, Any]) -> tuple[int
         return 0, _number(kw.get("limit"), 500)
     if call in {("records", "field_names_between"), ("access", "requests")}:
         return 0, SCAN_COST
+    if call == ("audit", "entries_with_recipient"):
+        return SCAN_COST, 0
+    if call in {("checkpoints", "all"), ("access", "live_grants_of")}:
+        return 0, SCAN_COST
     if repo == "inputs":
         # At most: its own trust sync (fresh), three log scans, and the three
         # batched reads of the request's records (at most MAX_MANY).
@@ -2073,12 +2078,31 @@ def _work(repo: str, method: str, a: list[Any], kw: dict[Any, Any]) -> tuple[int
     return 0, 0
 
 
+def _check_scanned(actions: object) -> None:
+    """Refuse (400 ``malformed``) a scan of log entries naming an action outside
+    :data:`SCANNED_ACTIONS`: a bulk action's entries are a share of the whole
+    log, yet the scan counts as one (review RV2-1)."""
+    names = list(actions) if isinstance(actions, list | tuple) else [actions]
+    bulk = sorted(str(n) for n in names if not (isinstance(n, str) and n in SCANNED_ACTIONS))
+    if bulk:
+        raise Refused(
+            400,
+            "malformed",
+            _t(
+                "audit.entries_by_action: {actions} are not scanned (read them by their index)",
+                actions=", ".join(bulk),
+            ),
+        )
+
+
 def _check_work(calls: Sequence[tuple[str, str, list[Any], dict[Any, Any]]]) -> None:
     """Refuse (400 ``malformed``) a request whose calls together would read or write
     more than :data:`MAX_BATCH_ENTRIES` log entries or :data:`MAX_BATCH_ROWS` other
     rows (finding A-12), before any of them runs."""
     entries = rows = 0
     for repo, method, a, kw in calls:
+        if (repo, method) == ("audit", "entries_by_action"):
+            _check_scanned(a[0] if a else kw.get("actions"))
         e, r = _work(repo, method, a, kw)
         entries, rows = entries + e, rows + r
     if entries > MAX_BATCH_ENTRIES or rows > MAX_BATCH_ROWS:

@@ -132,6 +132,35 @@ SETTINGS_AHEAD = (
 #: read ahead together with the settings above.
 ACTIONS_AHEAD: tuple[tuple[str, ...], ...] = (("notice.publish",),)
 
+#: The actions whose log entries a remote caller may scan (``audit.entries_by_action``):
+#: those the library scans, each logged per user, key, setting or register entry,
+#: never per record, read or request. A scan of a bulk action (``grant.read``,
+#: ``record.*``, ``request.*``, ``server.refuse``) answers a share of the whole log,
+#: built in memory on the server's one database thread; the library finds those
+#: through their indexes (``entries_by_ref``, ``entries_with_recipient``), and the
+#: server refuses the scan (review RV2-1, docs/server.md "Limits").
+SCANNED_ACTIONS = frozenset(
+    {
+        "user.add",
+        "user.invite",
+        "user.renew",
+        "custodian.create",
+        "keys.rotate",
+        "vault.decommission",
+        "vault.upgrade",
+        "notice.publish",
+        "export.anonymized",
+        "setting.set",
+        "rights.open",
+        "rights.close",
+        "rights.link",
+        "incident.open",
+        "incident.add_records",
+        "incident.notify",
+        "incident.close",
+    }
+)
+
 #: A legal-obligation request's co-signatures are looked up by its index
 #: (``entries_by_ref``), never by a scan of every ``request.cosign`` entry.
 COSIGN_ACTIONS = ("request.cosign",)
