@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 from childvault._i18n import _t
 from childvault.keys import ChildVaultError, Selection, UsageError, WrappedRecord
 from childvault.keys._files import atomic_write
+from childvault.vault._action_roles import logged_by_role
 from childvault.vault._audit import DetailValue, Event
 from childvault.vault._backend import RecordRow
 from childvault.vault._reports import (
@@ -198,12 +199,17 @@ class ExportService:
         or a logged release missing from the table (a cleared history would let
         a subtraction through), is refused and logged (``trust.refuse``).
         """
-        self.s.trust()
+        state = self.s.trust()
         logged: dict[str, str] = {}
         for entry in self.s.db.audit.entries_by_action(("export.anonymized",)):
             doc = json.loads(entry)
             detail = doc.get("detail") or {}
-            if doc.get("action") == "export.anonymized" and "released_sha256" in detail:
+            if (
+                doc.get("action") == "export.anonymized"
+                and "released_sha256" in detail
+                # An officer's only: a staff member's entry is no release (RV2-2).
+                and logged_by_role(state, doc)
+            ):
                 logged[str(detail.get("export"))] = str(detail["released_sha256"])
         raw = self.s.db.meta.get(_RELEASES)
         releases: dict[str, list[list[Any]]] = {}

@@ -24,6 +24,7 @@ from childvault.keys._encoding import check_hex_id
 from childvault.keys._files import atomic_write
 from childvault.vault import _audit
 from childvault.vault import _record_trust as record_trust
+from childvault.vault._action_roles import logged_by_role
 from childvault.vault._audit import Event
 from childvault.vault._backend import RecordRow
 from childvault.vault._consent import Consent, backdate_window, check_backdating, check_consent
@@ -560,19 +561,25 @@ class LifecycleService:
     def _decommission_cosigner(self) -> str | None:
         """The officer whose logged co-signature of decommissioning is the latest, if any.
 
-        The entry is in the signed, hash-chained log; its actor must still be
-        an officer.
+        The entry is in the signed, hash-chained log; its actor must have been
+        an officer then and still be one, in the verified trust state (the
+        ``users`` table is anyone's to edit: review RV2-2). A vault without a
+        trust anchor has no state: its ``users`` table, as before.
         """
-        officers = {u.name for u in self.s.db.users.all() if "officer" in u.roles}
+        state = self.s.trust()
+
+        def officer(doc: dict[str, Any]) -> bool:
+            if state is None:
+                return doc.get("actor") in {
+                    u.name for u in self.s.db.users.all() if "officer" in u.roles
+                }
+            return logged_by_role(state, doc) and state.is_active(str(doc.get("actor")), "officer")
+
         found: str | None = None
         for raw in self.s.db.audit.entries_by_action(("vault.decommission",)):
             doc = json.loads(raw)
             detail = doc.get("detail") or {}
-            if (
-                doc.get("outcome") == "ok"
-                and detail.get("phase") == "cosign"
-                and doc.get("actor") in officers
-            ):
+            if doc.get("outcome") == "ok" and detail.get("phase") == "cosign" and officer(doc):
                 found = str(doc["actor"])
         return found
 

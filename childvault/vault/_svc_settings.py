@@ -15,6 +15,7 @@ from typing import Any
 from childvault._i18n import _t
 from childvault.keys import IntegrityError, UsageError
 from childvault.vault import _audit, _settings, _statements
+from childvault.vault._action_roles import logged_by_role
 from childvault.vault._audit import Event
 from childvault.vault._registrations import append_with_statements, with_statement
 from childvault.vault._session import Session
@@ -47,7 +48,12 @@ class SettingsService:
             for raw in self.s.db.audit.entries_by_action((ACTION,)):
                 doc = _audit.decode_entry(raw)
                 detail = doc.get("detail")
-                if doc.get("outcome") == "ok" and isinstance(detail, dict):
+                # A signer's only: anyone may log an entry in their own name (RV2-2).
+                if (
+                    doc.get("outcome") == "ok"
+                    and isinstance(detail, dict)
+                    and logged_by_role(state, doc)
+                ):
                     by[str(detail.get("key"))] = str(doc.get("actor"))
         out: list[dict[str, Any]] = []
         for key in sorted(_settings.SPECS):
@@ -74,12 +80,18 @@ class SettingsService:
         Read from the log after verifying it to its head (``trust``), so a row an
         insider removed or reordered fails that verification first.
         """
-        self.s.trust()
+        state = self.s.trust()
         out: list[dict[str, str]] = []
         for raw in self.s.db.audit.entries_by_action((ACTION,)):
             doc = _audit.decode_entry(raw)
             detail = doc.get("detail")
-            if doc.get("outcome") == "ok" and isinstance(detail, dict) and detail.get("key") == key:
+            if (
+                doc.get("outcome") == "ok"
+                and isinstance(detail, dict)
+                and detail.get("key") == key
+                # A signer's only: anyone may log an entry in their own name (RV2-2).
+                and logged_by_role(state, doc)
+            ):
                 out.append(
                     {
                         "actor": str(doc.get("actor")),

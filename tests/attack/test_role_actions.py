@@ -1,0 +1,109 @@
+"""Review RV2-2 (round 2, session 9): entries of actions reserved to a role, logged
+by a user without it.
+
+Any user may append a log entry of any action in their own name (signed by their
+own key, linked to the head). An entry of an action whose command needs a role
+decides something for its readers, so it counts only when its author held that
+role (docs/trust.md "Entries reserved to a role"): each reader ignores it in the
+embedded mode (a staff member with their own database key).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from childvault.keys import AccessDenied
+from childvault.vault import Basis, NewRecordInput
+from childvault.vault._audit import Event
+from childvault.vault._svc_settings import SettingsService
+from tests._insider import Insider
+from tests.conftest import World, child_values, consent
+
+_SETTING = Event("worker2", "setting.set", detail={"key": "max_uses", "value": "9"})
+_EXPORT = Event(
+    "worker2", "export.anonymized", detail={"export": "ab" * 16, "released_sha256": "00" * 32}
+)
+_COSIGN = Event("worker2", "vault.decommission", detail={"phase": "cosign"})
+
+
+def test_a_staff_members_setting_entry_is_not_shown_as_the_signer(world: World) -> None:
+    """``settings list`` names the signer of a setting, ``settings history`` every
+    change: a staff member's ``setting.set`` entry (no statement, nothing applied)
+    must show in neither."""
+    with world.open("admin") as v:
+        v.set_setting("max_uses", "40")
+    with world.open("worker2") as v:
+        v._session.log([_SETTING], datetime.now(UTC))
+    with world.open("admin") as v:
+        (row,) = [s for s in v.list_settings() if s.key == "max_uses"]
+        assert (row.value, row.signed_by) == ("40", "admin")
+        history = SettingsService(v._session).history("max_uses")
+        assert [(h["actor"], h["value"]) for h in history] == [("admin", "40")]
+
+
+def test_a_staff_members_export_entry_does_not_stop_exports(world: World, tmp_path: Path) -> None:
+    """A logged ``export.anonymized`` release missing from the releases table makes
+    every later export refuse: a staff member's entry is no release."""
+    with world.open("worker1") as v:
+        v.add_records(
+            [NewRecordInput("child", child_values(i), consent(("statistics",))) for i in range(6)]
+        )
+    with world.open("worker2") as v:
+        v._session.log([_EXPORT], datetime.now(UTC))
+    with world.open("officer1") as v:
+        assert v.export_anonymized(tmp_path / "s.csv").k == 5
+        assert v.export_anonymized(tmp_path / "t.csv").k == 5
+
+
+def test_a_staff_members_cosignature_does_not_allow_decommissioning(world: World) -> None:
+    """Decommissioning needs an officer's logged co-signature: officers are taken
+    from the verified trust state, not the ``users`` table an insider edits."""
+    with Insider(world, "worker2") as insider:
+        assert insider.update("users", {"roles": "officer"}, {"name": "worker2"}) == 1
+    with world.open("worker2") as v:
+        v._session.log([_COSIGN], datetime.now(UTC))
+    with world.open("admin") as v, pytest.raises(AccessDenied, match="co-signature"):
+        v.decommission(confirm=True)
+    with world.open("admin") as v:
+        assert v._session.db.meta.get("accepting_records") != "0"
+
+
+def test_a_staff_members_decommission_start_ends_no_collection_locally(world: World) -> None:
+    """The embedded reader of RV9-5 (no server to refuse the entry): a staff
+    member's ``vault.decommission`` start leaves collection open."""
+    start = Event("worker2", "vault.decommission", detail={"phase": "start"})
+    with world.open("worker2") as v:
+        v._session.log([start], datetime.now(UTC))
+    with world.open("worker1") as v:
+        (rid,) = v.add_records(
+            [NewRecordInput("child", child_values(1), consent(("case_management",)))]
+        )
+        assert rid
+
+
+def test_a_staff_members_cosignature_is_no_officers_locally(world: World) -> None:
+    """The embedded reader of RV9-1: a staff member's ``request.cosign`` is no
+    second officer for a legal-obligation approval."""
+    legal = Basis("legal_obligation", recipient="court", provision="s.110", assessment="P")
+    with world.open("worker1") as v:
+        (rid,) = v.add_records(
+            [NewRecordInput("child", child_values(2), consent(("case_management",)))]
+        )
+        req = v.request_access([rid], ["name"], "legal_protection", "court", basis=legal)
+        info = v._session.db.access.request(req)
+    assert info is not None
+    cosign = Event(
+        "worker2",
+        "request.cosign",
+        records=info.records,
+        fields=info.fields,
+        purpose=info.purpose,
+        request=req,
+    )
+    with world.open("worker2") as v:
+        v._session.log([cosign], datetime.now(UTC))
+    with world.open("officer1") as v, pytest.raises(AccessDenied, match="two officers"):
+        v.approve(req)
