@@ -64,6 +64,7 @@ from childvault.server._release_keys import (
 from childvault.server._witness import WitnessClient, WitnessFailed
 from childvault.server._witnessfile import append_notes
 from childvault.vault import _audit, _note
+from childvault.vault._action_roles import reserved_roles
 from childvault.vault._backend import (
     REQUEST_BASIS_PREFIX,
     Backend,
@@ -1816,6 +1817,20 @@ class VaultHost:
                     403,
                     "unverified",
                     _t("log entry {seq} is not signed by {user}", seq=seq, user=user),
+                )
+            roles = reserved_roles(obj)
+            if roles is not None and not roles & self.roles(user):
+                # Signed and in their name, yet an action of a role they do not
+                # hold: its readers would take it as the role's (review RV2-2).
+                raise Refused(
+                    403,
+                    "role",
+                    _t(
+                        "log entry {seq}: {action} is logged by a user with the role {roles}",
+                        seq=seq,
+                        action=str(obj.get("action")),
+                        roles=" / ".join(sorted(roles)),
+                    ),
                 )
             checked.add((key, digest, sig))
             decoded.append(obj)

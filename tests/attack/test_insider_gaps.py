@@ -83,8 +83,9 @@ def test_a_staff_cosignature_does_not_stand_for_a_second_officer(served: VaultSe
             request=req,
         ),
     )
-    # worker2's entry is theirs, signed and linked: the log takes it.
-    assert _wire.ok(_wire.rpc(vs, "worker2", "audit", "append", rows)) is None
+    # worker2's entry is theirs, signed and linked, but an officer's action: the
+    # server refuses it (review RV2-2); the checks below stand without it.
+    refused(_wire.rpc(vs, "worker2", "audit", "append", rows), 403, "role")
     with vs.connect("officer1") as officer, pytest.raises(AccessDenied, match="two officers"):
         officer.approve(req)
     # An officer's client that skips its own check: the server decides the rule too.
@@ -274,13 +275,11 @@ def test_a_staff_members_revocation_entry_revokes_nothing(served: VaultServer) -
     grant_id, _ = _wire.approved(vs, "worker1")
     g = read(vs, "access", "grant", grant_id)
     planted = Event("worker2", "grant.revoke", request=g.request_id, grant=grant_id)
-    assert (
-        _wire.ok(
-            _wire.rpc(
-                vs, "worker2", "audit", "append", log_rows(vs, vs.identity("worker2"), planted)
-            )
-        )
-        is None
+    # An officer's action: the server refuses it since review RV2-2.
+    refused(
+        _wire.rpc(vs, "worker2", "audit", "append", log_rows(vs, vs.identity("worker2"), planted)),
+        403,
+        "role",
     )
     r = _wire.batch(
         vs,
@@ -305,7 +304,8 @@ def test_a_staff_members_decommission_entry_does_not_end_collection(
     vs = served
     planted = Event("worker2", "vault.decommission", detail={"phase": "start"})
     rows = log_rows(vs, vs.identity("worker2"), planted)
-    assert _wire.ok(_wire.rpc(vs, "worker2", "audit", "append", rows)) is None
+    # An admin's action: the server refuses it since review RV2-2.
+    refused(_wire.rpc(vs, "worker2", "audit", "append", rows), 403, "role")
     before = len(_wire.record_ids(vs))
     with vs.connect("worker1") as staff:
         staff.import_file(synthetic_csv(vs.root / "after-planted-decommission.csv", 1, offset=150))

@@ -4,12 +4,14 @@ by a user without it.
 Any user may append a log entry of any action in their own name (signed by their
 own key, linked to the head). An entry of an action whose command needs a role
 decides something for its readers, so it counts only when its author held that
-role (docs/trust.md "Entries reserved to a role"): each reader ignores it in the
-embedded mode (a staff member with their own database key).
+role (docs/trust.md "Entries reserved to a role"): the server refuses it at
+``audit.append`` (a real ``childvault serve`` process, ``_wire``), and each reader
+ignores it in the embedded mode (a staff member with their own database key).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,13 +22,47 @@ from childvault.vault import Basis, NewRecordInput
 from childvault.vault._audit import Event
 from childvault.vault._svc_settings import SettingsService
 from tests._insider import Insider
+from tests.attack import _wire
+from tests.attack._wire import log_rows, refused
 from tests.conftest import World, child_values, consent
+from tests.server._vaultserver import VaultServer
 
 _SETTING = Event("worker2", "setting.set", detail={"key": "max_uses", "value": "9"})
 _EXPORT = Event(
     "worker2", "export.anonymized", detail={"export": "ab" * 16, "released_sha256": "00" * 32}
 )
 _COSIGN = Event("worker2", "vault.decommission", detail={"phase": "cosign"})
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VaultServer]:
+    """The attack vault (two officers, two staff, four records), served."""
+    yield from _wire.served_fixture(tmp_path_factory)
+
+
+@pytest.mark.parametrize("event", [_SETTING, _EXPORT, _COSIGN], ids=lambda e: e.action)
+def test_a_staff_members_entry_of_a_roles_action_is_refused_by_the_server(
+    served: VaultServer, event: Event
+) -> None:
+    """The server refuses (403 ``role``) a successful entry of a role's action from
+    a user without the role, before it is stored; the same action refused (the
+    library logs a denied attempt in the name of whoever tried) is taken."""
+    vs = served
+    size = _wire.read(vs, "audit", "size")
+    rows = log_rows(vs, vs.identity("worker2"), event)
+    refused(_wire.rpc(vs, "worker2", "audit", "append", rows), 403, "role")
+    assert _wire.read(vs, "audit", "size") == size
+    denied = Event("worker2", event.action, "denied", detail={"reason": "role"})
+    rows = log_rows(vs, vs.identity("worker2"), denied)
+    assert _wire.ok(_wire.rpc(vs, "worker2", "audit", "append", rows)) is None
+
+
+def test_an_officers_setting_entry_is_taken_by_the_server(served: VaultServer) -> None:
+    """The role's holder logs it through the server as before."""
+    with served.connect("officer1") as officer:
+        assert officer.set_setting("export_min_k", "7").value == "7"
+        (row,) = [s for s in officer.list_settings() if s.key == "export_min_k"]
+        assert row.signed_by == "officer1"
 
 
 def test_a_staff_members_setting_entry_is_not_shown_as_the_signer(world: World) -> None:
