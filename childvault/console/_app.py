@@ -3,8 +3,9 @@
 Pages are rendered on the server by Jinja2 (autoescape on) and use no
 JavaScript. The officer's unlocked :class:`~childvault.keys.Identity` lives in
 this process only; each request opens the vault with it in a worker thread
-(SQLite connections belong to one thread) and closes it again, one request at a
-time, so the console sees what other commands wrote meanwhile.
+(SQLite connections belong to one thread), from the home or through
+`childvault serve`, and closes it again, one request at a time, so the console
+sees what other commands wrote meanwhile.
 """
 
 from __future__ import annotations
@@ -113,10 +114,17 @@ class Console:
         *,
         vault_token: str | None = None,
         lang: str = "zh_CN",
+        connect: Callable[[], Any] | None = None,
     ) -> None:
+        """``home``: the vault's home, or in server mode the workstation's home
+        (only the identity file). ``connect``: opens the vault as ``identity``
+        when it is not in ``home`` (``childvault --server URL console``); by
+        default each page opens ``home``.
+        """
         self.home = Path(home)
         self.identity = identity
         self.vault_token = vault_token
+        self._connect = connect
         self.gate = Gate(normalize_locale(lang))
         #: The port the server is bound to (set by the runner once it is known).
         self.port = 0
@@ -152,6 +160,10 @@ class Console:
         """Open the vault as the console's officer (called in a worker thread)."""
         from childvault.vault import OpenBaoCredentials, Vault
 
+        if self._connect is not None:
+            # Server mode: a new connection per page, as the local mode opens the
+            # home per page, so every page shows what the server holds now.
+            return self._connect()
         creds = OpenBaoCredentials(token=self.vault_token) if self.vault_token else None
         return Vault.open(self.home, identity=self.identity, credentials=creds)
 

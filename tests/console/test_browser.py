@@ -23,9 +23,14 @@ import pytest
 
 from childvault.vault import AccessDenied, ApprovalInvalid
 from tests.conftest import years_ahead
-from tests.console.conftest import HOSTILE_REASON, ConsoleHome, RunningConsole, stop_console
+from tests.console.conftest import (
+    CHROMIUM,
+    HOSTILE_REASON,
+    ConsoleHome,
+    RunningConsole,
+    stop_console,
+)
 
-CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     pytest.skip(
         "Debian's chromium is not installed (/usr/bin/chromium); install it with "
@@ -33,30 +38,12 @@ if not CHROMIUM.exists():
         allow_module_level=True,
     )
 
-from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")
