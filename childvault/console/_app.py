@@ -141,6 +141,8 @@ class Console:
             Route("/grants/{gid}/revoke", self._endpoint(_revoke), methods=["POST"]),
             Route("/grants/{gid}/token", self._endpoint(_download_token), methods=["POST"]),
             Route("/audit", self._endpoint(_audit), methods=["GET"]),
+            Route("/rights", self._endpoint(_rights), methods=["GET"]),
+            Route("/incidents", self._endpoint(_incidents), methods=["GET"]),
             Route("/lang", self._endpoint(_switch_lang), methods=["POST"]),
             Route("/logout", self._endpoint(_logout), methods=["POST"]),
             Route("/static/console.css", _stylesheet, methods=["GET"]),
@@ -197,6 +199,12 @@ class Console:
             status_label=functools.partial(label, _format.STATUS_LABELS),
             sensitivity_label=functools.partial(label, _format.SENSITIVITY_LABELS),
             purpose_label=functools.partial(label, _format.PURPOSE_LABELS),
+            rights_kind_label=functools.partial(label, _format.RIGHTS_KIND_LABELS),
+            rights_by_label=functools.partial(label, _format.RIGHTS_BY_LABELS),
+            rights_outcome_label=functools.partial(label, _format.RIGHTS_OUTCOME_LABELS),
+            incident_kind_label=functools.partial(label, _format.INCIDENT_KIND_LABELS),
+            audience_label=functools.partial(label, _format.AUDIENCE_LABELS),
+            register_status_label=functools.partial(label, _format.REGISTER_STATUS_LABELS),
             html_lang="zh-CN" if lang == "zh_CN" else "en",
             lang=lang,
         )
@@ -493,6 +501,18 @@ def _audit(page: _View) -> Response:
     except IntegrityError as exc:
         return page.render("audit.html", status=409, report=None, failure=exc.localized(page.lang))
     return page.render("audit.html", report=report, failure=None)
+
+
+def _rights(page: _View) -> Response:
+    # Read-only: the register as `childvault rights list` shows it (and logs it).
+    entries = sorted(page.vault.rights_list(), key=lambda r: (r.status != "open", r.deadline))
+    return page.render("rights.html", entries=entries)
+
+
+def _incidents(page: _View) -> Response:
+    # Read-only: the register as `childvault incident list` shows it (and logs it).
+    entries = sorted(page.vault.incidents(), key=lambda i: i.discovered, reverse=True)
+    return page.render("incidents.html", entries=entries)
 
 
 def _switch_lang(page: _View) -> Response:

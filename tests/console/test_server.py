@@ -153,6 +153,20 @@ def test_approving_through_the_console_grants_on_the_server(
     assert all(set(fields) == {"name", "guardian_phone"} for fields in values.values())
 
 
+def test_the_rights_register_comes_from_the_server(
+    page: Any, running: RunningConsole, served: Served
+) -> None:
+    with served.vault.connect("officer2") as v:
+        opened = v.rights_open(
+            "delete", served.records[0], requester="guardian", received=TODAY, identity_checked=True
+        )
+    page.goto(running.base + "/rights")
+    cells = page.locator(f"#rights-{opened.id} td")
+    assert cells.nth(0).inner_text() == opened.id
+    assert cells.nth(2).inner_text() == "删除"
+    assert cells.nth(4).inner_text() == served.records[0]
+
+
 def test_a_forged_post_is_refused_against_the_server_too(
     page: Any, running: RunningConsole, served: Served
 ) -> None:
