@@ -142,6 +142,7 @@ class Console:
             Route("/grants/{gid}/token", self._endpoint(_download_token), methods=["POST"]),
             Route("/audit", self._endpoint(_audit), methods=["GET"]),
             Route("/rights", self._endpoint(_rights), methods=["GET"]),
+            Route("/rights/{rid}/close", self._endpoint(_close_rights), methods=["POST"]),
             Route("/incidents", self._endpoint(_incidents), methods=["GET"]),
             Route("/lang", self._endpoint(_switch_lang), methods=["POST"]),
             Route("/logout", self._endpoint(_logout), methods=["POST"]),
@@ -507,6 +508,16 @@ def _rights(page: _View) -> Response:
     # Read-only: the register as `childvault rights list` shows it (and logs it).
     entries = sorted(page.vault.rights_list(), key=lambda r: (r.status != "open", r.deadline))
     return page.render("rights.html", entries=entries)
+
+
+def _close_rights(page: _View) -> Response:
+    # The library checks the outcome, the reason a refusal needs and the link a
+    # correction needs; its refusal is shown as for every decision.
+    rid = check_hex_id(page.request.path_params["rid"], "rights request")
+    reason = page.form.get("reason", "").strip() or None
+    page.vault.rights_close(rid, page.form.get("outcome", ""), reason=reason)
+    page.flash("ok", page.gettext("The rights request was closed."))
+    return page.redirect("/rights")
 
 
 def _incidents(page: _View) -> Response:

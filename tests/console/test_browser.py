@@ -363,6 +363,44 @@ def test_the_rights_register_shows_what_the_library_registered(
     page.screenshot(path=str(shots / "console-rights.png"), full_page=True)
 
 
+def test_a_rights_request_is_closed_in_the_console(
+    page: Page, running: RunningConsole, console_home: ConsoleHome
+) -> None:
+    with console_home.open("officer2") as v:
+        (late,) = [r for r in v.rights_list() if r.status == "open"]
+    page.goto(running.base + "/rights")
+    form = page.locator(f"#rights-{late.id} form.close-rights")
+    # A refusal needs a reason: the library refuses, the page says so, nothing changes.
+    form.locator("select[name=outcome]").select_option("refused")
+    with page.expect_navigation() as nav:
+        form.locator("button").click()
+    response = nav.value
+    assert response is not None and response.status == 400
+    assert page.locator("#error-message").count() == 1
+    # A forged close (no CSRF token) is refused too.
+    forged = page.request.post(
+        f"{running.base}/rights/{late.id}/close", form={"outcome": "withdrawn"}
+    )
+    assert forged.status == 403
+    with console_home.open("officer2") as v:
+        assert next(r for r in v.rights_list() if r.id == late.id).status == "open"
+
+    page.goto(running.base + "/rights")
+    form = page.locator(f"#rights-{late.id} form.close-rights")
+    form.locator("select[name=outcome]").select_option("withdrawn")
+    form.locator("input[name=reason]").fill("监护人撤回请求")
+    form.locator("button").click()
+    assert page.url == running.base + "/rights"
+    assert "权利请求已结案" in page.locator(".flash").inner_text()
+    cells = page.locator(f"#rights-{late.id} td")
+    assert cells.nth(7).inner_text() == "已结案"
+    assert cells.nth(8).inner_text().startswith("已撤回")
+    assert page.locator(f"#rights-{late.id} form").count() == 0
+    with console_home.open("officer2") as v:
+        closed = next(r for r in v.rights_list() if r.id == late.id)
+    assert (closed.status, closed.outcome) == ("closed", "withdrawn")
+
+
 def test_the_incident_register_shows_what_the_library_registered(
     page: Page, running: RunningConsole, console_home: ConsoleHome, shots: Path
 ) -> None:
