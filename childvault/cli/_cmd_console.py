@@ -68,7 +68,8 @@ def console(ctx: click.Context, home: Path | None, user: str | None, port: int, 
     Unlocks your identity once, serves the console on 127.0.0.1 only and prints
     a one-time login URL (valid once, for five minutes). Open it in a browser on
     this machine. Stop with Ctrl+C: your unlocked key leaves memory with the
-    process.
+    process. With the global --server URL (or CHILDVAULT_SERVER) the pages work
+    through `childvault serve`, and --home holds only your identity file.
     """
     from childvault._i18n import _t
     from childvault.console import Console, serve
