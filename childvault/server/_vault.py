@@ -77,7 +77,12 @@ from childvault.vault._config import Config, Home
 from childvault.vault._merkle import EMPTY_ROOT, SubtreeHashes, leaf_hash
 from childvault.vault._policy import RecordState, basis_fields, issued_grant_refusal
 from childvault.vault._policy import Refusal as PolicyRefusal
-from childvault.vault._record_trust import RECORD_STATEMENT
+from childvault.vault._record_trust import (
+    RECORD_STATEMENT,
+    RecordHeads,
+    advance_heads,
+    latest_statement_seqs,
+)
 from childvault.vault._registrations import PENDING, STATEMENT, Verified, anchor_of, replay
 from childvault.vault._remote._codec import decode, encode
 from childvault.vault._remote._methods import (
@@ -351,6 +356,9 @@ class VaultHost:
         opener = open_backend or _open_backend
         self.db: Backend = self._pool.submit(opener, self.home, self.config, db_key).result()
         self._verified = Verified(TrustState.start(anchor), 0, None)
+        #: The records' latest statements over the verified log, kept up as it grows
+        #: (DB thread): only to read ahead what approve and read ask (_inputs).
+        self._heads = RecordHeads()
         # The log's aligned subtree hashes, computed once on the DB thread as the
         # log grows: a witness's consistency proof then reads O(log n) of them.
         self._subtrees = SubtreeHashes(self._leaf_hashes)
@@ -1023,10 +1031,29 @@ class VaultHost:
             ids = list(dict.fromkeys(req.records))
             for name in ("get_many", "keyblob_many", "fields_many"):
                 put("records", name, (ids,), {})
+            # Their latest statements, as the client's record check asks for them
+            # (latest_statements): only a read ahead; the client verifies each
+            # envelope against its own record heads and asks for any that differ.
+            seqs = self._statement_seqs(ids)
+            if seqs:
+                put("statements", "get_many", (seqs,), {})
         if req is not None and method == "approval":
             put("users", "get", (req.requester,), {})
         put("custodians", "all", (), {})
         return out
+
+    def _statement_seqs(self, ids: list[str]) -> list[int]:
+        """(DB thread) The log positions of the latest statements of records ``ids``
+        over the log this host verified (empty if the log does not scan: the
+        client then reads them itself, and its checks name what is wrong)."""
+        try:
+            self._heads = advance_heads(
+                self.db, self._verified.state, self._heads, self._verified.size
+            )
+        except (ChildVaultError, ValueError):
+            self._heads = RecordHeads()
+            return []
+        return latest_statement_seqs(self._heads, ids)
 
     def _release(self, txn: _Txn, method: str, a: list[Any]) -> bytes:
         """Release after logging: make a grant's release key, or hand it out once per use.
