@@ -157,6 +157,7 @@ _STAFF = {
     ("statements", "add"),
     ("statements", "save_state"),
     ("release", "redeem"),
+    ("release", "redeem_at_commit"),
 }
 _SIGNERS = {
     ("checkpoints", "add"),
@@ -1055,7 +1056,7 @@ class VaultHost:
             return []
         return latest_statement_seqs(self._heads, ids)
 
-    def _release(self, txn: _Txn, method: str, a: list[Any]) -> bytes:
+    def _release(self, txn: _Txn, method: str, a: list[Any]) -> bytes | None:
         """Release after logging: make a grant's release key, or hand it out once per use.
 
         The key is stored under the serving process's release secret, bound to
@@ -1063,6 +1064,18 @@ class VaultHost:
         decision reads the grant's signed log entries, never the ``grants``
         row alone (findings A-9, A-10).
         """
+        if method == "redeem_at_commit":
+            # A read's redemption sent with the commit of its logged use (one
+            # request, docs/server.md "Release after logging"): every check of
+            # ``redeem``, but a refusal answers None instead of rolling back the
+            # use and its log entry (nothing is written before a refusal); the
+            # client then asks ``redeem`` alone, which refuses and logs as ever.
+            try:
+                return self._release(txn, "redeem", a)
+            except Refused as exc:
+                if exc.reason != "release_refused":
+                    raise
+                return None
         grant_id = str(a[0]) if a else ""
         if not is_hex_id(grant_id):
             raise Refused(400, "malformed", _t("a grant id is 32 hex characters"))

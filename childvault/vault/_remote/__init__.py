@@ -282,6 +282,11 @@ class RemoteBackend:
         self._expected: tuple[str, str] | None = None
         #: The kind of the operation last announced (its transaction reads ahead).
         self._operation: tuple[str, str] | None = None
+        #: The grant whose use this transaction consumed (``access.use_grant`` True).
+        self._used_grant: str | None = None
+        #: Release keys answered with the commit of a read's use, by grant id:
+        #: handed out once, to the ``release.redeem`` that asks next (_after_commit).
+        self._released: dict[str, Any] = {}
         self._scratch: Path | None = None
         self._meta = _Repo(self, "meta")
         self._users = _Repo(self, "users")
@@ -451,7 +456,10 @@ class RemoteBackend:
             ahead = self._txn_ahead(repo, method, args)
             result, *more = self._flush(one, also=ahead)
             self._keep_reads(ahead, more)
-            return decode(result)
+            answer = decode(result)
+            if (repo, method) == ("access", "use_grant") and answer is True and args:
+                self._used_grant = args[0] if isinstance(args[0], str) else None
+            return answer
         if one in self._reads:
             return decode(self._reads[one])
         last = self._key("audit", "last", (), {})
@@ -554,6 +562,11 @@ class RemoteBackend:
         self, repo: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]
     ) -> Any:
         """A call outside a transaction: a write at once, a read perhaps from the cache."""
+        if (repo, method) == ("release", "redeem") and len(args) == 1 and not kwargs:
+            released = self._released.pop(args[0], None) if isinstance(args[0], str) else None
+            if released is not None:
+                # Answered with the commit of this read's use (_after_commit).
+                return decode(released)
         doc = {"repo": repo, "method": method, "args": encode(list(args))}
         doc["kwargs"] = encode(dict(kwargs))
         if METHODS.get(repo, {}).get(method) == WRITE or (repo, method) in _UNCACHED:
@@ -978,6 +991,8 @@ class RemoteBackend:
         self._contact = time.monotonic()
         self._cache = {}
         self._txn_calls, self._saved_names = set(), set()
+        self._used_grant = None
+        self._released.clear()  # a key not asked for by now belongs to no read
         self._depth = 1
         if self.key_slots is not None:
             self.key_slots.discarding = False
@@ -1009,6 +1024,7 @@ class RemoteBackend:
             self._txn_calls, saved_names, self._saved_names = set(), self._saved_names, set()
             self._cache.clear()  # what we wrote, or others while we waited
             self._operation = None
+            self._used_grant = None
         if own_state_only:
             self._keep_across_own_save(*before, operation, saved_names)
         if kept:
@@ -1052,7 +1068,11 @@ class RemoteBackend:
         grant, the custodian keys, the trust sync from where this client last
         synced): sent with the commit, after the transaction's writes, so they
         answer exactly what the committed state holds (the server's lock is
-        still held). Nothing for any other transaction."""
+        still held). And, once the transaction consumed a use of the grant, its
+        redemption (``release.redeem_at_commit``): the server releases the key
+        only in the answer of the commit that stores the logged use, after every
+        check of ``redeem`` (docs/server.md "Release after logging"). Nothing
+        for any other transaction."""
         operation = self._operation
         if operation is None or operation[0] != "read":
             return []
@@ -1062,6 +1082,8 @@ class RemoteBackend:
         ]
         if synced_from is not None:
             after.append(self._key("audit", "sync", (synced_from,), {}))
+        if self._used_grant is not None and ("audit", "append") in self._txn_calls:
+            after.append(self._key("release", "redeem_at_commit", (self._used_grant,), {}))
         return after
 
     def _keep_after_commit(
@@ -1073,6 +1095,12 @@ class RemoteBackend:
         for key, raw in zip(keys, results, strict=True):
             if synced_from is not None and key == self._key("audit", "sync", (synced_from,), {}):
                 self._keep_sync(synced_from, decode(raw))
+            elif json.loads(key)["method"] == "redeem_at_commit":
+                grant_id = decode(json.loads(key)["args"])[0]
+                if isinstance(decode(raw), bytes):
+                    self._released[grant_id] = raw
+                # None: refused; the read's ``release.redeem`` asks alone and is
+                # refused (and logged) as ever.
             else:
                 self._cache[key] = raw
 
@@ -1146,6 +1174,7 @@ class RemoteBackend:
         finally:
             self._reads.clear()
             self._cache.clear()
+            self._released.clear()
             self._http.close()
             if self._scratch is not None:
                 shutil.rmtree(self._scratch, ignore_errors=True)

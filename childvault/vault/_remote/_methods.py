@@ -101,7 +101,9 @@ METHODS: dict[str, dict[str, str]] = {
         "save_state": WRITE,
     },
     # Not a repository: release after logging (server mode only, _release.py).
-    "release": {"new": WRITE, "redeem": WRITE},
+    # redeem_at_commit: a redemption sent with the commit of the read's use,
+    # answering None where redeem would refuse (docs/server.md).
+    "release": {"new": WRITE, "redeem": WRITE, "redeem_at_commit": WRITE},
     # Not a repository: the server's key-slot file (names, and sealed slots put
     # inside a transaction, stored only if its verified entries allow them: _slots.py).
     "slots": {"users": READ, "put": WRITE},
