@@ -162,6 +162,7 @@ _STAFF = {
 _SIGNERS = {
     ("checkpoints", "add"),
     ("checkpoints", "add_at_head"),
+    ("checkpoints", "add_at_head_cas"),
     ("meta", "set"),
     ("meta", "delete"),
     ("records", "delete"),
@@ -930,6 +931,18 @@ class VaultHost:
             # What head() and entry_at(size - 1) answer, read together.
             size, head = self.db.audit.head()
             return encode([size, head, self.db.audit.entry_at(size - 1) if size else None])
+        if (repo, method) == ("checkpoints", "add_at_head_cas"):
+            # add_at_head whose compare-and-set failure fails the request (and so
+            # the commit it is queued with) instead of answering None: the client
+            # queues it with its commit (docs/server.md). Checked as add_at_head.
+            if self.db.checkpoints.add_at_head(*a, **kw) is None:
+                raise IntegrityError(
+                    _t(
+                        "the audit log changed while its checkpoint was being signed; nothing "
+                        "was stored: try again"
+                    )
+                )
+            return encode(None)
         if (repo, method) == ("records", "fields_all"):
             rid = str(a[0]) if a else ""
             return encode(self.db.records.fields(rid, self.db.records.field_names(rid)))
@@ -1907,6 +1920,8 @@ class VaultHost:
             "schema": self.home.schema.read_text(encoding="utf-8"),
             "slot": slot,
             "witness": _audit.read_witness(self.witness_path),
+            # What this server answers: a client uses a newer call only if it is here.
+            "methods": sorted(f"{repo}.{m}" for repo, ms in METHODS.items() for m in ms),
         }
 
     def close(self) -> None:

@@ -81,6 +81,7 @@ from childvault.vault._remote._methods import (
     QUEUED,
     READ,
     SETTINGS_AHEAD,
+    WITNESS_REACH,
     WRITE,
 )
 from childvault.vault._remote._slots import RemoteSlots
@@ -234,6 +235,12 @@ class Bootstrap:
             self.schema = str(doc["schema"])
             self.slot = str(doc["slot"])
             self.witness = [str(n) for n in doc["witness"]]
+            # The calls the server answers (absent from an older server: none of
+            # the newer ones below is used then).
+            methods = doc.get("methods", [])
+            if not isinstance(methods, list):
+                raise TypeError("methods")
+            self.methods = frozenset(str(m) for m in methods)
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(_t("the server sent a malformed vault description")) from exc
 
@@ -284,6 +291,8 @@ class RemoteBackend:
         self._operation: tuple[str, str] | None = None
         #: The grant whose use this transaction consumed (``access.use_grant`` True).
         self._used_grant: str | None = None
+        #: The calls the server answers (``repo.method``, from its vault description).
+        self._server_methods: frozenset[str] = frozenset()
         #: Release keys answered with the commit of a read's use, by grant id:
         #: handed out once, to the ``release.redeem`` that asks next (_after_commit).
         self._released: dict[str, Any] = {}
@@ -414,7 +423,9 @@ class RemoteBackend:
             raise ProviderUnavailable(
                 _t("the childvault server {url} did not answer", url=self.url)
             ) from exc
-        return Bootstrap(self._answer(r))
+        boot = Bootstrap(self._answer(r))
+        self._server_methods = boot.methods
+        return boot
 
     def call(self, repo: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         """Run ``repo.method(*args, **kwargs)`` on the server (in the open transaction, if any).
@@ -426,6 +437,20 @@ class RemoteBackend:
         """
         if not self._depth:
             return self._call_alone(repo, method, args, kwargs)
+        if (
+            repo,
+            method,
+        ) == (
+            "checkpoints",
+            "add_at_head",
+        ) and "checkpoints.add_at_head_cas" in self._server_methods:
+            # Queued with the commit: the server fails the whole request, committing
+            # nothing, if the log is not at the head signed (a failed compare-and-
+            # set), so the checkpoint is stored when the commit succeeds. The
+            # caller only tests for None (AuditService.sign_checkpoint); the row id
+            # is not known before the commit.
+            self.call(repo, "add_at_head_cas", args, kwargs)
+            return 0
         self._txn_calls.add((repo, method))
         if (repo, method) == ("statements", "save_state") and args:
             self._saved_names.add(args[0])
@@ -541,6 +566,8 @@ class RemoteBackend:
             ahead += [self._key("users", "all", (), {}), self._key("checkpoints", "all", (), {})]
             if isinstance(signer, str):
                 ahead.append(self._key("checkpoints", "latest_by", (signer,), {}))
+            # The witness reach its checkpoint's commit raises (AuditService.signed).
+            ahead.append(self._key("meta", "get", (WITNESS_REACH,), {}))
         return [key for key in ahead if key not in self._reads]
 
     def _keep_reads(self, keys: Sequence[str], results: Sequence[Any]) -> None:
@@ -1082,7 +1109,11 @@ class RemoteBackend:
         ]
         if synced_from is not None:
             after.append(self._key("audit", "sync", (synced_from,), {}))
-        if self._used_grant is not None and ("audit", "append") in self._txn_calls:
+        if (
+            self._used_grant is not None
+            and ("audit", "append") in self._txn_calls
+            and "release.redeem_at_commit" in self._server_methods
+        ):
             after.append(self._key("release", "redeem_at_commit", (self._used_grant,), {}))
         return after
 

@@ -92,6 +92,9 @@ METHODS: dict[str, dict[str, str]] = {
         "all": READ,
         "add": WRITE,
         "add_at_head": WRITE,
+        # add_at_head whose failed compare-and-set fails the request instead of
+        # answering None: queued with the commit (docs/server.md).
+        "add_at_head_cas": WRITE,
     },
     "statements": {
         "get": READ,
@@ -125,6 +128,10 @@ SETTINGS_AHEAD = (
     "notices",
     "time_zone",
 )
+
+#: The witness reach row (``_svc_audit.WITNESSED_SIZE_KEY``) an approval through a
+#: server raises in its own commit: read ahead with its decision.
+WITNESS_REACH = "witnessed_size"
 
 #: Log scans approve and read make one after another (the notice register):
 #: read ahead together with the settings above.
@@ -164,5 +171,7 @@ QUEUED: frozenset[tuple[str, str]] = frozenset(
         ("audit", "append"),
         ("statements", "add"),
         ("statements", "save_state"),
+        # Answers None, or fails the batch (and its commit) if nothing was stored.
+        ("checkpoints", "add_at_head_cas"),
     }
 )
