@@ -291,6 +291,12 @@ class RemoteBackend:
         self._operation: tuple[str, str] | None = None
         #: The grant whose use this transaction consumed (``access.use_grant`` True).
         self._used_grant: str | None = None
+        #: Saved trust states put off to the next transaction (serialised
+        #: ``statements.save_state`` calls) and the names they save (_transaction).
+        self._deferred: list[str] = []
+        self._deferred_names: set[Any] = set()
+        #: Commit even a transaction of saved states alone (flushing the put-off ones).
+        self._no_defer = False
         #: The calls the server answers (``repo.method``, from its vault description).
         self._server_methods: frozenset[str] = frozenset()
         #: Release keys answered with the commit of a read's use, by grant id:
@@ -589,6 +595,14 @@ class RemoteBackend:
         self, repo: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]
     ) -> Any:
         """A call outside a transaction: a write at once, a read perhaps from the cache."""
+        if (
+            self._deferred
+            and (repo, method) == ("statements", "saved_state")
+            and args
+            and args[0] in self._deferred_names
+        ):
+            # A saved state put off (_transaction) is read back: commit it first.
+            self.flush_deferred()
         if (repo, method) == ("release", "redeem") and len(args) == 1 and not kwargs:
             released = self._released.pop(args[0], None) if isinstance(args[0], str) else None
             if released is not None:
@@ -1021,6 +1035,13 @@ class RemoteBackend:
         self._used_grant = None
         self._released.clear()  # a key not asked for by now belongs to no read
         self._depth = 1
+        deferred = False
+        if self._deferred:
+            # Saved states put off by an earlier transaction (below): first in this one.
+            self._queue, self._deferred = self._deferred, []
+            self._queued_bytes = sum(len(one) for one in self._queue)
+            self._txn_calls.add(("statements", "save_state"))
+            self._saved_names, self._deferred_names = self._deferred_names, set()
         if self.key_slots is not None:
             self.key_slots.discarding = False
         try:
@@ -1030,13 +1051,22 @@ class RemoteBackend:
             # A read's after-commit reads belong to its use's transaction, not
             # to the saved state a fresh session commits before it.
             after = [] if own_state_only else self._after_commit(synced_from)
-            try:
-                kept = self._flush(commit=True, also=after)
-            except _WitnessRefused as exc:
-                # Committed; only the witness did not cosign. The service's witness
-                # step (AuditService.witness) reports it and fails closed.
-                own_state_only = False
-                self.witness_failure = str(exc)
+            if own_state_only and self._unopened and not self._no_defer:
+                # Only this session's own saved trust state, nothing sent yet: put
+                # off to the next transaction (the operation's own, which writes
+                # anyway), or to close. It only spares a later verification work:
+                # lost with a transaction rolled back, it is saved another time.
+                self._deferred, self._queue, self._queued_bytes = self._queue, [], 0
+                self._deferred_names = set(self._saved_names)
+                deferred = True
+            else:
+                try:
+                    kept = self._flush(commit=True, also=after)
+                except _WitnessRefused as exc:
+                    # Committed; only the witness did not cosign. The service's witness
+                    # step (AuditService.witness) reports it and fails closed.
+                    own_state_only = False
+                    self.witness_failure = str(exc)
         except BaseException:
             own_state_only = False
             if self.key_slots is not None:
@@ -1053,7 +1083,7 @@ class RemoteBackend:
             self._operation = None
             self._used_grant = None
         if own_state_only:
-            self._keep_across_own_save(*before, operation, saved_names)
+            self._keep_across_own_save(*before, operation, saved_names, committed=not deferred)
         if kept:
             self._keep_after_commit(after, kept, synced_from)
 
@@ -1065,6 +1095,8 @@ class RemoteBackend:
         expected: tuple[str, str] | None,
         operation: tuple[str, str] | None,
         saved_names: set[Any],
+        *,
+        committed: bool = True,
     ) -> None:
         """After a committed transaction that wrote only this session's own saved
         trust state (``statements.save_state``: the verifier's ``trust_states``
@@ -1087,7 +1119,8 @@ class RemoteBackend:
         written = {self._key("statements", "saved_state", (name,), {}) for name in saved_names}
         self._cache = {k: v for k, v in cache.items() if k not in written}
         self._cache_since = since
-        self._generation = generation + 1
+        # Put off (``committed`` False), nothing reached the server: the same count.
+        self._generation = generation + 1 if committed else generation
         self._expected, self._operation = expected, operation
 
     def _after_commit(self, synced_from: int | None) -> list[str]:
@@ -1134,6 +1167,17 @@ class RemoteBackend:
                 # refused (and logged) as ever.
             else:
                 self._cache[key] = raw
+
+    def flush_deferred(self) -> None:
+        """Commit the saved trust states put off to the next transaction, if any."""
+        if not self._deferred or self._depth:
+            return
+        self._no_defer = True
+        try:
+            with self._transaction():
+                pass
+        finally:
+            self._no_defer = False
 
     def _discard(self) -> None:
         """Drop the queued writes and roll back the transaction if the server has it open."""
@@ -1194,6 +1238,11 @@ class RemoteBackend:
         connection, remove the scratch home."""
         slots = self.key_slots
         try:
+            if self._deferred and self._txn is None and not self._queue:
+                # Saved states put off to an operation that did not come: a speed-up
+                # for the next session only, so a failure here changes nothing.
+                with contextlib.suppress(ChildVaultError):
+                    self.flush_deferred()
             if slots is not None and (self._txn is not None or self._queue):
                 slots.take()  # they belonged to what is rolled back
             self._discard()
@@ -1206,6 +1255,7 @@ class RemoteBackend:
             self._reads.clear()
             self._cache.clear()
             self._released.clear()
+            self._deferred, self._deferred_names = [], set()
             self._http.close()
             if self._scratch is not None:
                 shutil.rmtree(self._scratch, ignore_errors=True)
