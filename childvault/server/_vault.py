@@ -121,6 +121,10 @@ MAX_BATCH = 2000
 SYNC_PAGE = 5000
 #: Record ids one ``records.get_many`` / ``keyblob_many`` / ``fields_many`` may name.
 MAX_MANY = 5000
+#: The most log entries one operation-inputs request scans on for the records'
+#: latest statements (:meth:`VaultHost._statement_seqs`): a large log is caught
+#: up over several requests, never in one long stop of the DB thread.
+HEADS_STEP = 20000
 #: Log entries one request (a batch or a single call) may read or append, counted
 #: from its arguments before anything runs (page sizes, signature ranges, rows
 #: appended; a log scan counts :data:`SCAN_COST`): the answer of a batch of
@@ -1060,13 +1064,17 @@ class VaultHost:
         """(DB thread) The log positions of the latest statements of records ``ids``
         over the log this host verified (empty if the log does not scan: the
         client then reads them itself, and its checks name what is wrong)."""
+        size = self._verified.size
+        start = self._heads if self._heads.size <= size else RecordHeads()
         try:
             self._heads = advance_heads(
-                self.db, self._verified.state, self._heads, self._verified.size
+                self.db, self._verified.state, start, min(size, start.size + HEADS_STEP)
             )
         except (ChildVaultError, ValueError):
             self._heads = RecordHeads()
             return []
+        if self._heads.size < size:
+            return []  # still catching up (HEADS_STEP): the client reads them itself
         return latest_statement_seqs(self._heads, ids)
 
     def _release(self, txn: _Txn, method: str, a: list[Any]) -> bytes | None:
@@ -2028,7 +2036,9 @@ def _work(repo: str, method: str, a: list[Any], kw: dict[Any, Any]) -> tuple[int
         return 0, SCAN_COST
     if repo == "inputs":
         # At most: its own trust sync (fresh), three log scans, and the three
-        # batched reads of the request's records (at most MAX_MANY).
+        # batched reads of the request's records (at most MAX_MANY; their latest
+        # statements are no more, and the server's own scan for them is bounded
+        # by HEADS_STEP, not by this request's budget).
         fresh = len(a) == 2 and a[1] is True
         return (SYNC_PAGE if fresh else 0) + 3 * SCAN_COST, 3 * MAX_MANY
     return 0, 0
