@@ -711,9 +711,9 @@ class VaultHost:
         if repo == "inputs":
             if (
                 kw
-                or len(a) not in (1, 2)
+                or len(a) not in (1, 2, 3)
                 or not is_hex_id(a[0])
-                or (len(a) == 2 and type(a[1]) is not bool)
+                or any(type(flag) is not bool for flag in a[1:])
             ):
                 raise Refused(
                     400,
@@ -914,7 +914,8 @@ class VaultHost:
         if repo == "inputs":
             if txn is not None or user is None:
                 raise Refused(400, "malformed", _t("inputs are read outside a transaction"))
-            return encode(self._inputs(user, method, str(a[0]), fresh=len(a) == 2 and a[1]))
+            fresh, records = len(a) >= 2 and a[1], len(a) == 3 and a[2]
+            return encode(self._inputs(user, method, str(a[0]), fresh=fresh, records=records))
         if repo == "release":
             if txn is None:
                 raise Refused(400, "malformed", _t("release calls run in a transaction"))
@@ -995,7 +996,13 @@ class VaultHost:
         return [size, head, [list(r) for r in out], sigs]
 
     def _inputs(
-        self, user: str, method: str, ident: str, *, fresh: bool = False
+        self,
+        user: str,
+        method: str,
+        ident: str,
+        *,
+        fresh: bool = False,
+        records: bool = False,
     ) -> list[list[Any]]:
         """An operation's inputs (docs/server.md "Operation inputs"): the answers of
         the reads an approval of request ``ident`` (``approval``) or a read with
@@ -1012,6 +1019,9 @@ class VaultHost:
         caller's own saved trust state and record heads, the entry the saved
         state ends at, and the trust sync from there (``audit.sync``), which
         the session reads first (it checks their signatures with its own key).
+        ``records`` (a session that has not scanned the records yet): its saved
+        record heads. The sync starts at the older of the two points when one
+        page from there reaches the head, so that it also serves the record scan.
         """
         out: list[list[Any]] = []
 
@@ -1020,12 +1030,29 @@ class VaultHost:
             out.append([repo, name, encode(list(args)), encode(dict(kwargs)), encode(result)])
             return result
 
-        if fresh:
-            saved = put("statements", "saved_state", (user,), {})
-            put("statements", "saved_state", (user + "#records",), {})
-            if saved is not None and saved[0] > 0:
-                put("audit", "entry_at", (saved[0] - 1,), {})
-                start = saved[0] - 1
+        if fresh or records:
+            # The points a session resumes from: its trust state (fresh) and its
+            # record heads (fresh, or a session that has not scanned records
+            # yet, ``records``); the sync from the older, which serves both.
+            points = []
+            if fresh:
+                saved = put("statements", "saved_state", (user,), {})
+                if saved is not None and saved[0] > 0:
+                    put("audit", "entry_at", (saved[0] - 1,), {})
+                    points.append(saved[0] - 1)
+            heads = put("statements", "saved_state", (user + "#records",), {})
+            size = self.db.audit.head()[0]
+            if (
+                heads is not None
+                and heads[0] > 0
+                and (points or records)
+                and size - (heads[0] - 1) <= SYNC_PAGE
+            ):
+                # Only if one page from there reaches the head: else the trust
+                # sync alone (the record scan pages on as before).
+                points.append(heads[0] - 1)
+            if points:
+                start = min(points)
                 synced = encode(self._sync(start))
                 out.append(["audit", "sync", encode([start]), encode({}), synced])
 
@@ -2039,8 +2066,8 @@ def _work(repo: str, method: str, a: list[Any], kw: dict[Any, Any]) -> tuple[int
         # batched reads of the request's records (at most MAX_MANY; their latest
         # statements are no more, and the server's own scan for them is bounded
         # by HEADS_STEP, not by this request's budget).
-        fresh = len(a) == 2 and a[1] is True
-        return (SYNC_PAGE if fresh else 0) + 3 * SCAN_COST, 3 * MAX_MANY
+        syncs = any(flag is True for flag in a[1:3])
+        return (SYNC_PAGE if syncs else 0) + 3 * SCAN_COST, 3 * MAX_MANY
     return 0, 0
 
 

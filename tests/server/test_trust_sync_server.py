@@ -332,3 +332,22 @@ def test_a_save_put_off_is_committed_when_nothing_follows(tmp_path: Path) -> Non
     assert sent[-1] == (True, ["statements.save_state"])
     assert saved is None or saved[0] < size
     assert after is not None and after[0] == size
+
+
+def test_a_read_in_the_session_that_requested_brings_its_record_heads(
+    served: tuple[VaultServer, list[str]],
+) -> None:
+    """A session that requested (no record scan yet) and then reads: its saved record
+    heads and the sync from the older saved point come with the read's inputs,
+    so the record scan asks nothing more (round 2, session 8)."""
+    vs, ids = served
+    with vs.connect("worker1") as worker, vs.connect("officer1") as officer:
+        req = worker.request_access(ids[:2], ["name"], "case_management", "家访")
+        token = officer.approve(req).token
+        reading = count_requests(worker)
+        out = worker.read_with_grant(token)
+    assert sorted(out) == sorted(ids[:2])
+    assert reading[0] == (False, ["audit.sync", "inputs.read"])
+    calls = [c for _, request in reading for c in request]
+    assert not {"statements.saved_state", "audit.page", "audit.entry_at"} & set(calls), calls
+    assert len(reading) <= 3

@@ -297,6 +297,9 @@ class RemoteBackend:
         self._deferred_names: set[Any] = set()
         #: Commit even a transaction of saved states alone (flushing the put-off ones).
         self._no_defer = False
+        #: Whether this session has read its saved record heads (``NAME#records``):
+        #: until then an operation's inputs bring them (``_inputs_args``).
+        self._heads_read = False
         #: The calls the server answers (``repo.method``, from its vault description).
         self._server_methods: frozenset[str] = frozenset()
         #: Release keys answered with the commit of a read's use, by grant id:
@@ -441,6 +444,12 @@ class RemoteBackend:
         and a read already answered in this transaction is answered again
         from memory (see the module doc).
         """
+        if (
+            (repo, method) == ("statements", "saved_state")
+            and args
+            and str(args[0]).endswith("#records")
+        ):
+            self._heads_read = True
         if not self._depth:
             return self._call_alone(repo, method, args, kwargs)
         if (
@@ -778,7 +787,7 @@ class RemoteBackend:
         if expected is not None:
             # The operation announced (expect_operation): its inputs come in the
             # same request, read in the same snapshot as the sync.
-            inputs = self._key("inputs", expected[0], (expected[1],), {})
+            inputs = self._key("inputs", expected[0], self._inputs_args(expected[1], False), {})
             body = '{"txn":null,"begin":false,"commit":false,"calls":[' + sync + "," + inputs + "]}"
             try:
                 answer = self._patiently(
@@ -848,12 +857,22 @@ class RemoteBackend:
         # A session that has not synced yet reads its saved state first: ask
         # for it, and for the sync from it, in the same request.
         fresh = self._cache.get(_TAIL) is None
-        call = json.loads(self._key("inputs", expected[0], (expected[1], fresh), {}))
+        args = self._inputs_args(expected[1], fresh)
+        call = json.loads(self._key("inputs", expected[0], args, {}))
         try:
             raw = self._patiently(lambda: self._post("/v1/rpc", {"txn": None, **call}, raw=True))
         except _INPUTS_FALLBACK:
             return  # the operation reads call by call (see _INPUTS_FALLBACK)
         self._keep_inputs(raw)
+
+    def _inputs_args(self, ident: str, fresh: bool) -> tuple[Any, ...]:
+        """The arguments of ``inputs.X``: the id; whether the session has not synced
+        yet; whether it has not read its saved record heads (a session-8 server,
+        one that answers ``add_at_head_cas``, takes that flag: then the heads and
+        the sync from the older saved point come with the inputs)."""
+        if not self._heads_read and "checkpoints.add_at_head_cas" in self._server_methods:
+            return (ident, fresh, True)
+        return (ident, fresh) if fresh else (ident,)
 
     def _keep_inputs(self, raw: Any) -> None:
         """Keep an ``inputs.*`` answer: each ``[repo, method, args, kwargs, result]``
