@@ -1042,15 +1042,13 @@ class VaultHost:
                     points.append(saved[0] - 1)
             heads = put("statements", "saved_state", (user + "#records",), {})
             size = self.db.audit.head()[0]
-            if (
-                heads is not None
-                and heads[0] > 0
-                and (points or records)
-                and size - (heads[0] - 1) <= SYNC_PAGE
-            ):
+            # The record scan starts one entry before its saved point (none saved:
+            # at the first entry).
+            scan = max(heads[0] - 1, 0) if heads is not None else 0
+            if (points or records) and size - scan <= SYNC_PAGE:
                 # Only if one page from there reaches the head: else the trust
                 # sync alone (the record scan pages on as before).
-                points.append(heads[0] - 1)
+                points.append(scan)
             if points:
                 start = min(points)
                 synced = encode(self._sync(start))

@@ -215,12 +215,13 @@ def test_operation_inputs_are_refused_to_the_wrong_role_or_user(
     doc = {"txn": None, **rpc_call("inputs", "read", grant)}
     assert_refused(signed_rpc(vs, other, "/v1/rpc", doc), 403, "role")
     assert signed_rpc(vs, staff, "/v1/rpc", doc).status_code == 200
-    # Ids are 32 hex characters; the sync flag a boolean; nothing else.
+    # Ids are 32 hex characters; the sync and record-heads flags booleans; nothing else.
     for bad in (
         rpc_call("inputs", "read", "x" * 32),
         rpc_call("inputs", "read", grant.upper()),
         rpc_call("inputs", "read", grant, 1),
-        rpc_call("inputs", "read", grant, True, True),
+        rpc_call("inputs", "read", grant, True, True, True),
+        rpc_call("inputs", "read", grant, True, 1),
         rpc_call("inputs", "read"),
         rpc_call("inputs", "read", grant=grant),
     ):
