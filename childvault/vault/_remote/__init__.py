@@ -235,14 +235,14 @@ class Bootstrap:
             self.schema = str(doc["schema"])
             self.slot = str(doc["slot"])
             self.witness = [str(n) for n in doc["witness"]]
-            # The calls the server answers (absent from an older server: none of
-            # the newer ones below is used then).
+            # The calls the server answers (absent from an older server: then
+            # none of those added since is used).
             methods = doc.get("methods", [])
-            if not isinstance(methods, list):
-                raise TypeError("methods")
-            self.methods = frozenset(str(m) for m in methods)
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(_t("the server sent a malformed vault description")) from exc
+        if not isinstance(methods, list):
+            raise IntegrityError(_t("the server sent a malformed vault description"))
+        self.methods = frozenset(str(m) for m in methods)
 
 
 class RemoteBackend:
