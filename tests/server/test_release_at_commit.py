@@ -18,7 +18,6 @@ import requests
 
 from childvault.keys import AccessDenied, ApprovalInvalid
 from childvault.server._vault import SERVER_ONLY
-from childvault.vault._audit import Event
 from childvault.vault._remote._codec import decode
 from tests._insider import Insider
 from tests.attack import _wire
@@ -41,7 +40,8 @@ def done(r: requests.Response) -> list[object]:
 
 def _use(vs: VaultServer, user: str, grant_id: str) -> list[dict[str, object]]:
     """The calls of ``user``'s logged use of ``grant_id`` (use, then its read entry)."""
-    rows = log_rows(vs, vs.identity(user), Event(user, "grant.read", grant=grant_id))
+    # The entry the library logs (it names what was read: review RV9-3).
+    rows = log_rows(vs, vs.identity(user), _wire.read_event(vs, user, grant_id))
     return [call("access", "use_grant", grant_id), call("audit", "append", rows)]
 
 
@@ -119,14 +119,14 @@ def test_another_user_and_a_refused_commit_release_nothing(served: VaultServer) 
     vs = served
     grant_id, _ = _wire.approved(vs, "worker1")
     # Another staff member logs a "use" of worker1's grant and asks for its key.
-    rows = log_rows(vs, vs.identity("worker2"), Event("worker2", "grant.read", grant=grant_id))
+    rows = log_rows(vs, vs.identity("worker2"), _wire.read_event(vs, "worker2", grant_id))
     r = batch(
         vs, "worker2", call("audit", "append", rows), call("release", "redeem_at_commit", grant_id)
     )
     assert done(r) == [None, None]
     # The requester's use with a read entry whose signature is not theirs: the
     # commit is refused, so the key computed before it never leaves the server.
-    rows = log_rows(vs, vs.identity("worker2"), Event("worker1", "grant.read", grant=grant_id))
+    rows = log_rows(vs, vs.identity("worker2"), _wire.read_event(vs, "worker1", grant_id))
     r = batch(
         vs,
         "worker1",
