@@ -73,7 +73,7 @@ def request(
 @click.option("--all", "show_all", is_flag=True, help="Include decided requests.")
 @pass_ctx
 def requests(c: Ctx, show_all: bool) -> None:
-    """List pending access requests (officers)."""
+    """List pending access requests: officers see everyone's, staff their own."""
     from childvault._i18n import environment_locale
     from childvault._labels import status_label
     from childvault.vault._time import iso

@@ -8,6 +8,7 @@ them to messages and exit codes like every other command.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from pathlib import Path
@@ -40,7 +41,10 @@ def _passphrase(user: str) -> str:
 @click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Vault home directory (or CHILDVAULT_HOME, or the global --home).",
+    help=(
+        "Vault home directory; with --server, the directory holding your identity "
+        "file (or CHILDVAULT_HOME, or the global --home)."
+    ),
 )
 @click.option("--as", "user", help="The officer (or CHILDVAULT_USER, or the global --as).")
 @click.option(
@@ -64,7 +68,8 @@ def console(ctx: click.Context, home: Path | None, user: str | None, port: int, 
     Unlocks your identity once, serves the console on 127.0.0.1 only and prints
     a one-time login URL (valid once, for five minutes). Open it in a browser on
     this machine. Stop with Ctrl+C: your unlocked key leaves memory with the
-    process.
+    process. With the global --server URL (or CHILDVAULT_SERVER) the pages work
+    through `childvault serve`, and --home holds only your identity file.
     """
     from childvault._i18n import _t
     from childvault.console import Console, serve
@@ -93,7 +98,19 @@ def console(ctx: click.Context, home: Path | None, user: str | None, port: int, 
             )
         )
     identity = Identity.load(path, _passphrase(user))
-    app = Console(home, identity, vault_token=os.environ.get("VAULT_TOKEN"), lang=lang)
+    token = os.environ.get("VAULT_TOKEN")
+    connect = None
+    server = _as_str(_context_default(ctx, "server"))
+    if server:
+        # `childvault --server URL console` (or CHILDVAULT_SERVER): the home is the
+        # workstation's, holding only the identity; the pages go through the
+        # server exactly as every other command does in server mode.
+        from childvault.cli._context import connect_server
+        from childvault.vault import OpenBaoCredentials
+
+        creds = OpenBaoCredentials(token=token) if token else None
+        connect = functools.partial(connect_server, server, identity, creds)
+    app = Console(home, identity, vault_token=token, lang=lang, connect=connect)
     # Open once before serving: a wrong home or a non-officer fails here, on the terminal.
     with app.open_vault() as vault:
         if "officer" not in vault.roles:

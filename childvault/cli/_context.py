@@ -191,7 +191,6 @@ class Ctx:
     def _connect(self, held: Any, home: Path, user: str, creds: Any) -> Vault:
         """Server mode: the identity from the workstation's home, the rows from the server."""
         from childvault.keys import Identity, NotFound
-        from childvault.vault import Vault
         from childvault.vault._config import Home
 
         identity = held
@@ -202,8 +201,7 @@ class Ctx:
                     _("no identity file of {user} in {home}").format(user=user, home=home)
                 )
             identity = Identity.load(path, self.passphrase(user))
-        ca = os.environ.get("CHILDVAULT_SERVER_CA")
-        return Vault.connect(str(self.server), identity, credentials=creds, verify=ca or True)
+        return connect_server(str(self.server), identity, creds)
 
     def close(self) -> None:
         """Close the vault if a command opened it."""
@@ -247,6 +245,20 @@ class Ctx:
                 )
             )
         return self.role_id, secret
+
+
+def connect_server(server: str, identity: Any, credentials: Any = None) -> Vault:
+    """Open the vault served at ``server`` (one URL, or replicas' URLs separated by
+    commas) as ``identity``.
+
+    The one place the CLI connects to `childvault serve`: every command in server
+    mode and the console's pages go through it, so all trust the same
+    certificates (``CHILDVAULT_SERVER_CA``, else the system's).
+    """
+    from childvault.vault import Vault
+
+    ca = os.environ.get("CHILDVAULT_SERVER_CA")
+    return Vault.connect(server, identity, credentials=credentials, verify=ca or True)
 
 
 def new_passphrase(path: Path | None, who: str) -> str:

@@ -3,8 +3,9 @@
 Pages are rendered on the server by Jinja2 (autoescape on) and use no
 JavaScript. The officer's unlocked :class:`~childvault.keys.Identity` lives in
 this process only; each request opens the vault with it in a worker thread
-(SQLite connections belong to one thread) and closes it again, one request at a
-time, so the console sees what other commands wrote meanwhile.
+(SQLite connections belong to one thread), from the home or through
+`childvault serve`, and closes it again, one request at a time, so the console
+sees what other commands wrote meanwhile.
 """
 
 from __future__ import annotations
@@ -113,10 +114,17 @@ class Console:
         *,
         vault_token: str | None = None,
         lang: str = "zh_CN",
+        connect: Callable[[], Any] | None = None,
     ) -> None:
+        """``home``: the vault's home, or in server mode the workstation's home
+        (only the identity file). ``connect``: opens the vault as ``identity``
+        when it is not in ``home`` (``childvault --server URL console``); by
+        default each page opens ``home``.
+        """
         self.home = Path(home)
         self.identity = identity
         self.vault_token = vault_token
+        self._connect = connect
         self.gate = Gate(normalize_locale(lang))
         #: The port the server is bound to (set by the runner once it is known).
         self.port = 0
@@ -133,6 +141,9 @@ class Console:
             Route("/grants/{gid}/revoke", self._endpoint(_revoke), methods=["POST"]),
             Route("/grants/{gid}/token", self._endpoint(_download_token), methods=["POST"]),
             Route("/audit", self._endpoint(_audit), methods=["GET"]),
+            Route("/rights", self._endpoint(_rights), methods=["GET"]),
+            Route("/rights/{rid}/close", self._endpoint(_close_rights), methods=["POST"]),
+            Route("/incidents", self._endpoint(_incidents), methods=["GET"]),
             Route("/lang", self._endpoint(_switch_lang), methods=["POST"]),
             Route("/logout", self._endpoint(_logout), methods=["POST"]),
             Route("/static/console.css", _stylesheet, methods=["GET"]),
@@ -152,6 +163,10 @@ class Console:
         """Open the vault as the console's officer (called in a worker thread)."""
         from childvault.vault import OpenBaoCredentials, Vault
 
+        if self._connect is not None:
+            # Server mode: a new connection per page, as the local mode opens the
+            # home per page, so every page shows what the server holds now.
+            return self._connect()
         creds = OpenBaoCredentials(token=self.vault_token) if self.vault_token else None
         return Vault.open(self.home, identity=self.identity, credentials=creds)
 
@@ -185,6 +200,12 @@ class Console:
             status_label=functools.partial(label, _format.STATUS_LABELS),
             sensitivity_label=functools.partial(label, _format.SENSITIVITY_LABELS),
             purpose_label=functools.partial(label, _format.PURPOSE_LABELS),
+            rights_kind_label=functools.partial(label, _format.RIGHTS_KIND_LABELS),
+            rights_by_label=functools.partial(label, _format.RIGHTS_BY_LABELS),
+            rights_outcome_label=functools.partial(label, _format.RIGHTS_OUTCOME_LABELS),
+            incident_kind_label=functools.partial(label, _format.INCIDENT_KIND_LABELS),
+            audience_label=functools.partial(label, _format.AUDIENCE_LABELS),
+            register_status_label=functools.partial(label, _format.REGISTER_STATUS_LABELS),
             html_lang="zh-CN" if lang == "zh_CN" else "en",
             lang=lang,
         )
@@ -481,6 +502,28 @@ def _audit(page: _View) -> Response:
     except IntegrityError as exc:
         return page.render("audit.html", status=409, report=None, failure=exc.localized(page.lang))
     return page.render("audit.html", report=report, failure=None)
+
+
+def _rights(page: _View) -> Response:
+    # Read-only: the register as `childvault rights list` shows it (and logs it).
+    entries = sorted(page.vault.rights_list(), key=lambda r: (r.status != "open", r.deadline))
+    return page.render("rights.html", entries=entries)
+
+
+def _close_rights(page: _View) -> Response:
+    # The library checks the outcome, the reason a refusal needs and the link a
+    # correction needs; its refusal is shown as for every decision.
+    rid = check_hex_id(page.request.path_params["rid"], "rights request")
+    reason = page.form.get("reason", "").strip() or None
+    page.vault.rights_close(rid, page.form.get("outcome", ""), reason=reason)
+    page.flash("ok", page.gettext("The rights request was closed."))
+    return page.redirect("/rights")
+
+
+def _incidents(page: _View) -> Response:
+    # Read-only: the register as `childvault incident list` shows it (and logs it).
+    entries = sorted(page.vault.incidents(), key=lambda i: i.discovered, reverse=True)
+    return page.render("incidents.html", entries=entries)
 
 
 def _switch_lang(page: _View) -> Response:

@@ -43,6 +43,25 @@ PURPOSE_LABELS = {
     "statistics": N_("statistics"),
 }
 
+#: The rights register (``childvault rights``): kinds, who asked, outcomes.
+RIGHTS_KIND_LABELS = {
+    "access": N_("access or copy"),
+    "correct": N_("correction"),
+    "delete": N_("deletion"),
+    "object": N_("objection"),
+}
+RIGHTS_BY_LABELS = {"child": N_("the child"), "guardian": N_("a guardian")}
+RIGHTS_OUTCOME_LABELS = {
+    "done": N_("done"),
+    "refused": N_("refused"),
+    "withdrawn": N_("withdrawn"),
+}
+#: The incident register (``childvault incident``): kinds and who was notified.
+INCIDENT_KIND_LABELS = {"leak": N_("leak"), "damage": N_("damage"), "loss": N_("loss")}
+AUDIENCE_LABELS = {"guardians": N_("the guardians"), "authority": N_("the authority")}
+#: An entry of either register.
+REGISTER_STATUS_LABELS = {"open": N_("open"), "closed": N_("closed")}
+
 # C0/C1 controls, DEL, and the bidirectional overrides/isolates (which make shown
 # text differ from stored text): shown as escapes so a reason written to mislead
 # cannot hide, reorder or restyle what the officer reads. Newlines and tabs stay.

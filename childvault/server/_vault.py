@@ -78,7 +78,12 @@ from childvault.vault._config import Config, Home
 from childvault.vault._merkle import EMPTY_ROOT, SubtreeHashes, leaf_hash
 from childvault.vault._policy import RecordState, basis_fields, issued_grant_refusal
 from childvault.vault._policy import Refusal as PolicyRefusal
-from childvault.vault._record_trust import RECORD_STATEMENT
+from childvault.vault._record_trust import (
+    RECORD_STATEMENT,
+    RecordHeads,
+    advance_heads,
+    latest_statement_seqs,
+)
 from childvault.vault._registrations import PENDING, STATEMENT, Verified, anchor_of, replay
 from childvault.vault._remote._codec import decode, encode
 from childvault.vault._remote._methods import (
@@ -118,6 +123,10 @@ MAX_BATCH = 2000
 SYNC_PAGE = 5000
 #: Record ids one ``records.get_many`` / ``keyblob_many`` / ``fields_many`` may name.
 MAX_MANY = 5000
+#: The most log entries one operation-inputs request scans on for the records'
+#: latest statements (:meth:`VaultHost._statement_seqs`): a large log is caught
+#: up over several requests, never in one long stop of the DB thread.
+HEADS_STEP = 20000
 #: Log entries one request (a batch or a single call) may read or append, counted
 #: from its arguments before anything runs (page sizes, signature ranges, rows
 #: appended; a log scan counts :data:`SCAN_COST`): the answer of a batch of
@@ -155,10 +164,12 @@ _STAFF = {
     ("statements", "add_members"),
     ("statements", "save_state"),
     ("release", "redeem"),
+    ("release", "redeem_at_commit"),
 }
 _SIGNERS = {
     ("checkpoints", "add"),
     ("checkpoints", "add_at_head"),
+    ("checkpoints", "add_at_head_cas"),
     ("meta", "set"),
     ("meta", "delete"),
     ("records", "delete"),
@@ -359,6 +370,9 @@ class VaultHost:
         opener = open_backend or _open_backend
         self.db: Backend = self._pool.submit(opener, self.home, self.config, db_key).result()
         self._verified = Verified(TrustState.start(anchor), 0, None)
+        #: The records' latest statements over the verified log, kept up as it grows
+        #: (DB thread): only to read ahead what approve and read ask (_inputs).
+        self._heads = RecordHeads()
         # The log's aligned subtree hashes, computed once on the DB thread as the
         # log grows: a witness's consistency proof then reads O(log n) of them.
         self._subtrees = SubtreeHashes(self._leaf_hashes)
@@ -705,9 +719,9 @@ class VaultHost:
         if repo == "inputs":
             if (
                 kw
-                or len(a) not in (1, 2)
+                or len(a) not in (1, 2, 3)
                 or not is_hex_id(a[0])
-                or (len(a) == 2 and type(a[1]) is not bool)
+                or any(type(flag) is not bool for flag in a[1:])
             ):
                 raise Refused(
                     400,
@@ -908,7 +922,8 @@ class VaultHost:
         if repo == "inputs":
             if txn is not None or user is None:
                 raise Refused(400, "malformed", _t("inputs are read outside a transaction"))
-            return encode(self._inputs(user, method, str(a[0]), fresh=len(a) == 2 and a[1]))
+            fresh, records = len(a) >= 2 and a[1], len(a) == 3 and a[2]
+            return encode(self._inputs(user, method, str(a[0]), fresh=fresh, records=records))
         if repo == "release":
             if txn is None:
                 raise Refused(400, "malformed", _t("release calls run in a transaction"))
@@ -939,6 +954,18 @@ class VaultHost:
             # What head() and entry_at(size - 1) answer, read together.
             size, head = self.db.audit.head()
             return encode([size, head, self.db.audit.entry_at(size - 1) if size else None])
+        if (repo, method) == ("checkpoints", "add_at_head_cas"):
+            # add_at_head whose compare-and-set failure fails the request (and so
+            # the commit it is queued with) instead of answering None: the client
+            # queues it with its commit (docs/server.md). Checked as add_at_head.
+            if self.db.checkpoints.add_at_head(*a, **kw) is None:
+                raise IntegrityError(
+                    _t(
+                        "the audit log changed while its checkpoint was being signed; nothing "
+                        "was stored: try again"
+                    )
+                )
+            return encode(None)
         if (repo, method) == ("records", "fields_all"):
             rid = str(a[0]) if a else ""
             return encode(self.db.records.fields(rid, self.db.records.field_names(rid)))
@@ -989,7 +1016,13 @@ class VaultHost:
         return [size, head, [list(r) for r in out], sigs]
 
     def _inputs(
-        self, user: str, method: str, ident: str, *, fresh: bool = False
+        self,
+        user: str,
+        method: str,
+        ident: str,
+        *,
+        fresh: bool = False,
+        records: bool = False,
     ) -> list[list[Any]]:
         """An operation's inputs (docs/server.md "Operation inputs"): the answers of
         the reads an approval of request ``ident`` (``approval``) or a read with
@@ -1006,6 +1039,9 @@ class VaultHost:
         caller's own saved trust state and record heads, the entry the saved
         state ends at, and the trust sync from there (``audit.sync``), which
         the session reads first (it checks their signatures with its own key).
+        ``records`` (a session that has not scanned the records yet): its saved
+        record heads. The sync starts at the older of the two points when one
+        page from there reaches the head, so that it also serves the record scan.
         """
         out: list[list[Any]] = []
 
@@ -1014,12 +1050,27 @@ class VaultHost:
             out.append([repo, name, encode(list(args)), encode(dict(kwargs)), encode(result)])
             return result
 
-        if fresh:
-            saved = put("statements", "saved_state", (user,), {})
-            put("statements", "saved_state", (user + "#records",), {})
-            if saved is not None and saved[0] > 0:
-                put("audit", "entry_at", (saved[0] - 1,), {})
-                start = saved[0] - 1
+        if fresh or records:
+            # The points a session resumes from: its trust state (fresh) and its
+            # record heads (fresh, or a session that has not scanned records
+            # yet, ``records``); the sync from the older, which serves both.
+            points = []
+            if fresh:
+                saved = put("statements", "saved_state", (user,), {})
+                if saved is not None and saved[0] > 0:
+                    put("audit", "entry_at", (saved[0] - 1,), {})
+                    points.append(saved[0] - 1)
+            heads = put("statements", "saved_state", (user + "#records",), {})
+            size = self.db.audit.head()[0]
+            # The record scan starts one entry before its saved point (none saved:
+            # at the first entry).
+            scan = max(heads[0] - 1, 0) if heads is not None else 0
+            if (points or records) and size - scan <= SYNC_PAGE:
+                # Only if one page from there reaches the head: else the trust
+                # sync alone (the record scan pages on as before).
+                points.append(scan)
+            if points:
+                start = min(points)
                 synced = encode(self._sync(start))
                 out.append(["audit", "sync", encode([start]), encode({}), synced])
 
@@ -1043,12 +1094,35 @@ class VaultHost:
             ids = list(dict.fromkeys(req.records))
             for name in ("get_many", "keyblob_many", "fields_many"):
                 put("records", name, (ids,), {})
+            # Their latest statements, as the client's record check asks for them
+            # (latest_statements): only a read ahead; the client verifies each
+            # envelope against its own record heads and asks for any that differ.
+            seqs = self._statement_seqs(ids)
+            if seqs:
+                put("statements", "get_many", (seqs,), {})
         if req is not None and method == "approval":
             put("users", "get", (req.requester,), {})
         put("custodians", "all", (), {})
         return out
 
-    def _release(self, txn: _Txn, method: str, a: list[Any]) -> bytes:
+    def _statement_seqs(self, ids: list[str]) -> list[int]:
+        """(DB thread) The log positions of the latest statements of records ``ids``
+        over the log this host verified (empty if the log does not scan: the
+        client then reads them itself, and its checks name what is wrong)."""
+        size = self._verified.size
+        start = self._heads if self._heads.size <= size else RecordHeads()
+        try:
+            self._heads = advance_heads(
+                self.db, self._verified.state, start, min(size, start.size + HEADS_STEP)
+            )
+        except (ChildVaultError, ValueError):
+            self._heads = RecordHeads()
+            return []
+        if self._heads.size < size:
+            return []  # still catching up (HEADS_STEP): the client reads them itself
+        return latest_statement_seqs(self._heads, ids)
+
+    def _release(self, txn: _Txn, method: str, a: list[Any]) -> bytes | None:
         """Release after logging: make a grant's release key, or hand it out once per use.
 
         The key is stored under the serving process's release secret, bound to
@@ -1056,6 +1130,18 @@ class VaultHost:
         decision reads the grant's signed log entries, never the ``grants``
         row alone (findings A-9, A-10).
         """
+        if method == "redeem_at_commit":
+            # A read's redemption sent with the commit of its logged use (one
+            # request, docs/server.md "Release after logging"): every check of
+            # ``redeem``, but a refusal answers None instead of rolling back the
+            # use and its log entry (nothing is written before a refusal); the
+            # client then asks ``redeem`` alone, which refuses and logs as ever.
+            try:
+                return self._release(txn, "redeem", a)
+            except Refused as exc:
+                if exc.reason != "release_refused":
+                    raise
+                return None
         grant_id = str(a[0]) if a else ""
         if not is_hex_id(grant_id):
             raise Refused(400, "malformed", _t("a grant id is 32 hex characters"))
@@ -1965,6 +2051,8 @@ class VaultHost:
             "schema": self.home.schema.read_text(encoding="utf-8"),
             "slot": slot,
             "witness": _audit.read_witness(self.witness_path),
+            # What this server answers: a client uses a newer call only if it is here.
+            "methods": sorted(f"{repo}.{m}" for repo, ms in METHODS.items() for m in ms),
         }
 
     def close(self) -> None:
@@ -2087,9 +2175,11 @@ def _work(repo: str, method: str, a: list[Any], kw: dict[Any, Any]) -> tuple[int
         return 0, SCAN_COST
     if repo == "inputs":
         # At most: its own trust sync (fresh), three log scans, and the three
-        # batched reads of the request's records (at most MAX_MANY).
-        fresh = len(a) == 2 and a[1] is True
-        return (SYNC_PAGE if fresh else 0) + 3 * SCAN_COST, 3 * MAX_MANY
+        # batched reads of the request's records (at most MAX_MANY; their latest
+        # statements are no more, and the server's own scan for them is bounded
+        # by HEADS_STEP, not by this request's budget).
+        syncs = any(flag is True for flag in a[1:3])
+        return (SYNC_PAGE if syncs else 0) + 3 * SCAN_COST, 3 * MAX_MANY
     return 0, 0
 
 

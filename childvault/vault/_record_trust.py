@@ -446,6 +446,27 @@ def record_heads(s: Session) -> tuple[TrustState, RecordHeads] | None:
     return state, done
 
 
+def advance_heads(db: Backend, state: TrustState, start: RecordHeads, size: int) -> RecordHeads:
+    """``start`` continued over the log's first ``size`` entries (from the first
+    entry if the log no longer holds ``start``'s last one), checking the chain.
+
+    For a server's read-ahead of the latest statements (a hint the client
+    verifies: docs/server.md "Operation inputs"); a client uses :func:`record_heads`.
+    """
+    scanned = _scan(db, state, start, size) if start.size <= size else None
+    if scanned is None:
+        scanned = _scan(db, state, RecordHeads(), size)
+    if scanned is None:
+        raise IntegrityError(_t("log entry 0 is missing"))
+    return scanned[0]
+
+
+def latest_statement_seqs(heads: RecordHeads, record_ids: Iterable[str]) -> list[int]:
+    """The log positions of the latest statements of ``record_ids`` (those with one),
+    in their order: what :func:`latest_statements` asks for."""
+    return [h.seq for h in (heads.heads.get(r) for r in record_ids) if h is not None and h.digest]
+
+
 def stored_fields(db: Backend, record_id: str) -> list[tuple[str, int, bytes]]:
     """Every stored (field, field version, sealed value) of a record."""
     names = db.records.field_names(record_id)
@@ -458,7 +479,7 @@ def latest_statements(
     """The stored envelopes of the latest logged statements of ``record_ids``, in one
     call (``{seq: envelope}``; a missing one is absent): give it to :func:`check_record`
     so that checking many records is not one round trip per record through the server."""
-    seqs = [h.seq for h in (heads.heads.get(r) for r in record_ids) if h is not None and h.digest]
+    seqs = latest_statement_seqs(heads, record_ids)
     return db.statements.get_many(seqs) if seqs else {}
 
 

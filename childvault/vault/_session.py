@@ -386,6 +386,14 @@ class Session:
         self._verified = verify_log(self.db, self.me, self.anchor, known, save=save)
         return self._verified.state
 
+    def known_trust(self) -> TrustState | None:
+        """The trust state this session verified last, without reading the log (None:
+        not verified yet, or no anchor). For look-ups that the entries appended
+        since cannot change (a key of a row checked inside the caller's own
+        transaction); anything that decides on the log uses :meth:`trust`."""
+        known = self._verified
+        return known.state if self.anchor is not None and known is not None else None
+
     def save_trust(self) -> None:
         """Save this session's verified state for the next command, if it is due.
 

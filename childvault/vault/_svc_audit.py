@@ -34,6 +34,9 @@ class AuditService:
 
     def __init__(self, session: Session) -> None:
         self.s = session
+        #: The note of the last :meth:`signed` transaction that committed its own
+        #: witness reach (server mode): :meth:`witness` does not raise it again.
+        self._reach_committed: str | None = None
 
     def sign_checkpoint(self, moment: datetime, *, full: bool = True) -> str:
         """Sign the current log root as the acting user; store it (inside a write).
@@ -116,15 +119,20 @@ class AuditService:
         # replaced by an older copy or cut short is noticed (verify_audit). Only
         # after a successful append: a failed one (fail closed) raises above.
         size = _note_size(note)
-        if size is not None:
+        committed, self._reach_committed = self._reach_committed, None
+        if size is not None and note != committed:
             self._remember_witnessed(WITNESSED_SIZE_KEY, size)
 
-    def _remember_witnessed(self, key: str, size: int) -> None:
+    def _remember_witnessed(
+        self, key: str, size: int, *, key_of: Callable[[str], bytes | None] | None = None
+    ) -> None:
         """Raise the remembered witness reach ``key`` to ``size``, signed by the
         acting user (docs/trust.md): an unsigned or forged row is replaced, since
-        this append itself shows the witness reaches ``size``."""
+        this append itself shows the witness reaches ``size``. ``key_of``: how
+        the row's signer's key is found (default :meth:`_head_key`)."""
         with self.s.db.transaction():
-            known = _witnessed_row(self.s.db.meta.get(key), key, self.s.vault_id, self._head_key)
+            raw = self.s.db.meta.get(key)
+            known = _witnessed_row(raw, key, self.s.vault_id, key_of or self._head_key)
             if isinstance(known, int) and size <= known:
                 return
             fact = {"vault": self.s.vault_id, "key": key, "size": size, "signer": self.s.user}
@@ -207,6 +215,19 @@ class AuditService:
         line = {"head": {**head, "sig": b64(sig)}}
         self._append_witness(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
         self._remember_witnessed(WITNESSED_HEAD_KEY, size)
+
+    def _known_key(self, name: str) -> bytes | None:
+        """The signing key of ``name`` in the trust state this session verified last,
+        without reading the log again (:meth:`Session.known_trust`): for the
+        witness reach raised inside a checkpoint's transaction, whose own
+        entries moved the head. A key renewed since then only makes an existing
+        row look unsigned, and it is then replaced by the checkpoint's own size,
+        which no earlier checkpoint of this log exceeds."""
+        state = self.s.known_trust()
+        if state is not None:
+            found = state.users.get(name)
+            return None if found is None else found.sign_key
+        return self._head_key(name)
 
     def _head_key(self, name: str) -> bytes | None:
         """The signing key of ``name``: from the verified statements when the acting
@@ -304,9 +325,20 @@ class AuditService:
         closed if that fails. ``full=False``: see :meth:`sign_checkpoint`.
         """
         signed = Signed()
+        self._reach_committed = None
+        by_server = bool(getattr(self.s.db, "witnessed_by_server", False))
         with self.s.db.transaction():
             yield signed
             signed.note = self.sign_checkpoint(moment, full=full)
+            size = _note_size(signed.note)
+            if by_server and size is not None:
+                # A server appends the note to its witness before it answers this
+                # commit (and the client fails closed if it could not): the reach
+                # is raised in the same commit, not in a transaction of its own
+                # after it (docs/server.md "Approvals and checkpoints").
+                self._remember_witnessed(WITNESSED_SIZE_KEY, size, key_of=self._known_key)
+        if by_server:
+            self._reach_committed = signed.note
 
     def checkpoint(self, *, now: datetime | None = None) -> str:
         """Officer or admin: sign a checkpoint of the whole log and witness it."""

@@ -21,6 +21,7 @@ from childvault.vault._audit import Event
 from childvault.vault._backend import GrantRow, UserRow, request_basis_key
 from childvault.vault._httpsig import HTTPSignatureAuth
 from childvault.vault._remote._codec import decode
+from childvault.vault._remote._methods import METHODS
 from tests.attack import _wire
 from tests.attack._wire import batch, call, log_rows, read, refused, rpc
 from tests.conftest import child_values
@@ -175,7 +176,9 @@ def test_what_staff_can_read_is_sealed_or_their_own(served: VaultServer) -> None
     )
     assert view.status_code == 200, view.text
     doc = decode(view.json()["result"])
-    assert set(doc) == {"config", "schema", "slot", "witness"}
+    assert set(doc) == {"config", "schema", "slot", "witness", "methods"}
+    # The calls the server answers (session 8): names from its method table only.
+    assert doc["methods"] == sorted(f"{r}.{m}" for r, ms in METHODS.items() for m in ms)
     slots = json.loads((vs.home / "keyslots.json").read_text(encoding="utf-8"))["slots"]
     assert doc["slot"] == slots["worker2"] != slots["officer1"]
     assert "store" not in doc["config"]

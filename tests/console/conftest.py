@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,18 @@ LAUNCHER = "from childvault.cli.main import main; main()"
 HOSTILE_REASON = "<script>alert('x')</script> \x1b]0;pwned\x07\x1b[2J\r覆盖 & \u202eevil"
 #: Generous bound on waiting for the console to print its URL (Argon2 unlock + start).
 START_TIMEOUT_S = 180
+#: Debian's chromium, driven by Playwright (which cannot download its own browser here).
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @dataclass
@@ -92,11 +105,23 @@ class RunningConsole:
         return self.login_url.split("/login", 1)[0]
 
 
-def start_console(home: Path, officer: str, *extra: str) -> RunningConsole:
-    """Start the console as ``officer`` and wait for the URL it prints."""
-    env = dict(os.environ, CHILDVAULT_PASSPHRASE=PASSPHRASES[officer])
+def start_console(
+    home: Path,
+    officer: str,
+    *extra: str,
+    passphrase: str | None = None,
+    env_extra: dict[str, str] | None = None,
+) -> RunningConsole:
+    """Start the console as ``officer`` and wait for the URL it prints.
+
+    ``passphrase``: the officer's (default: the template home's); ``env_extra``:
+    more environment (``CHILDVAULT_SERVER`` for a console against a server).
+    """
+    env = dict(os.environ, CHILDVAULT_PASSPHRASE=passphrase or PASSPHRASES[officer])
     env.pop("CHILDVAULT_HOME", None)
     env.pop("CHILDVAULT_USER", None)
+    env.pop("CHILDVAULT_SERVER", None)
+    env.update(env_extra or {})
     proc = subprocess.Popen(
         [sys.executable, "-c", LAUNCHER, "console", "--home", str(home), "--as", officer, *extra],
         stdin=subprocess.DEVNULL,
@@ -174,3 +199,19 @@ def running(console_home: ConsoleHome) -> Iterator[RunningConsole]:
     started = start_console(console_home.home, "officer1")
     yield started
     stop_console(started.proc)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium under Playwright, one per test module."""
+    if not CHROMIUM.exists():
+        pytest.skip(
+            "Debian's chromium is not installed (/usr/bin/chromium); install it with "
+            "`apt-get install -y chromium fonts-wqy-microhei` (.ci/run does)"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -15,6 +15,7 @@ import http.client
 import os
 import threading
 from collections.abc import Iterator
+from datetime import timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,15 @@ from typing import Any
 import pytest
 
 from childvault.vault import AccessDenied, ApprovalInvalid
-from tests.conftest import years_ahead
-from tests.console.conftest import HOSTILE_REASON, ConsoleHome, RunningConsole, stop_console
+from tests.conftest import TODAY, years_ahead
+from tests.console.conftest import (
+    CHROMIUM,
+    HOSTILE_REASON,
+    ConsoleHome,
+    RunningConsole,
+    stop_console,
+)
 
-CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     pytest.skip(
         "Debian's chromium is not installed (/usr/bin/chromium); install it with "
@@ -33,30 +39,12 @@ if not CHROMIUM.exists():
         allow_module_level=True,
     )
 
-from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")
@@ -326,6 +314,117 @@ def test_log_verification(page: Page, running: RunningConsole) -> None:
     assert response is not None and response.status == 200
     assert page.locator("#audit-ok").inner_text() == "审计日志完整，未被篡改。"
     assert int(page.locator("#audit-entries").inner_text()) > 10
+
+
+def test_the_rights_register_shows_what_the_library_registered(
+    page: Page, running: RunningConsole, console_home: ConsoleHome, shots: Path
+) -> None:
+    records = console_home.records
+    with console_home.open("officer2") as v:
+        # Received 40 days ago and not answered: past its deadline.
+        late = v.rights_open(
+            "correct",
+            records[0],
+            requester="guardian",
+            received=TODAY - timedelta(days=40),
+            identity_checked=True,
+        )
+        refused = v.rights_open(
+            "access", records[1], requester="child", received=TODAY, identity_checked=False
+        )
+        v.rights_close(refused.id, "refused", reason=HOSTILE_REASON)
+    page.goto(running.base + "/")
+    page.click("nav a[href='/rights']")
+    assert page.locator("h1").inner_text() == "权利请求登记"
+    cells = page.locator(f"#rights-{late.id} td")
+    # The register number, as `childvault rights close` takes it, and the record in full.
+    assert cells.nth(0).inner_text() == late.id
+    assert cells.nth(1).inner_text() == late.received.isoformat()
+    assert cells.nth(2).inner_text() == "更正"
+    assert cells.nth(3).inner_text() == "监护人"
+    assert cells.nth(4).inner_text() == records[0]
+    assert cells.nth(5).inner_text() == "是"
+    assert cells.nth(6).inner_text() == f"{late.deadline.isoformat()} 已逾期"
+    assert cells.nth(7).inner_text() == "未结"
+    assert cells.nth(9).inner_text() == "officer2"
+    row = page.locator(f"#rights-{refused.id} td")
+    assert row.nth(2).inner_text() == "查阅或复制"
+    assert row.nth(3).inner_text() == "儿童本人"
+    assert row.nth(5).inner_text() == "否"
+    assert row.nth(7).inner_text() == "已结案"
+    outcome = row.nth(8).inner_text()
+    # The refusal's reason is data: escaped, its control characters made visible.
+    assert "被拒绝" in outcome and "<script>alert('x')</script>" in outcome
+    assert "\\x1b]0;pwned" in outcome and "\x1b" not in outcome
+    assert page.locator("script").count() == 0
+    # Open requests first.
+    ids = [page.locator("tr[id^=rights-]").nth(i).get_attribute("id") for i in range(2)]
+    assert ids == [f"rights-{late.id}", f"rights-{refused.id}"]
+    page.screenshot(path=str(shots / "console-rights.png"), full_page=True)
+
+
+def test_a_rights_request_is_closed_in_the_console(
+    page: Page, running: RunningConsole, console_home: ConsoleHome
+) -> None:
+    with console_home.open("officer2") as v:
+        (late,) = [r for r in v.rights_list() if r.status == "open"]
+    page.goto(running.base + "/rights")
+    form = page.locator(f"#rights-{late.id} form.close-rights")
+    # A refusal needs a reason: the library refuses, the page says so, nothing changes.
+    form.locator("select[name=outcome]").select_option("refused")
+    with page.expect_navigation() as nav:
+        form.locator("button").click()
+    response = nav.value
+    assert response is not None and response.status == 400
+    assert page.locator("#error-message").count() == 1
+    # A forged close (no CSRF token) is refused too.
+    forged = page.request.post(
+        f"{running.base}/rights/{late.id}/close", form={"outcome": "withdrawn"}
+    )
+    assert forged.status == 403
+    with console_home.open("officer2") as v:
+        assert next(r for r in v.rights_list() if r.id == late.id).status == "open"
+
+    page.goto(running.base + "/rights")
+    form = page.locator(f"#rights-{late.id} form.close-rights")
+    form.locator("select[name=outcome]").select_option("withdrawn")
+    form.locator("input[name=reason]").fill("监护人撤回请求")
+    form.locator("button").click()
+    assert page.url == running.base + "/rights"
+    assert "权利请求已结案" in page.locator(".flash").inner_text()
+    cells = page.locator(f"#rights-{late.id} td")
+    assert cells.nth(7).inner_text() == "已结案"
+    assert cells.nth(8).inner_text().startswith("已撤回")
+    assert page.locator(f"#rights-{late.id} form").count() == 0
+    with console_home.open("officer2") as v:
+        closed = next(r for r in v.rights_list() if r.id == late.id)
+    assert (closed.status, closed.outcome) == ("closed", "withdrawn")
+
+
+def test_the_incident_register_shows_what_the_library_registered(
+    page: Page, running: RunningConsole, console_home: ConsoleHome, shots: Path
+) -> None:
+    records = console_home.records
+    with console_home.open("officer2") as v:
+        found = v.incident_open("leak", v.now() - timedelta(hours=2))
+        v.incident_add_records(found.id, records[:2])
+        notified = v.incident_notify(found.id, "guardians")
+    page.goto(running.base + "/")
+    page.click("nav a[href='/incidents']")
+    assert page.locator("h1").inner_text() == "安全事件登记"
+    cells = page.locator(f"#incident-{found.id} td")
+    assert cells.nth(0).inner_text() == found.id
+    # Beijing time, to the minute, as every time in the console.
+    discovered = found.discovered.astimezone(timezone(timedelta(hours=8)))
+    assert cells.nth(1).inner_text() == discovered.strftime("%Y-%m-%d %H:%M")
+    assert cells.nth(2).inner_text() == "泄露"
+    assert cells.nth(3).locator("code").all_inner_texts() == records[:2]
+    assert cells.nth(4).inner_text().startswith("监护人")
+    assert "主管部门" not in cells.nth(4).inner_text()
+    assert cells.nth(5).inner_text() == "未结"
+    assert cells.nth(6).inner_text() == "officer2"
+    assert set(notified.notified) == {"guardians"}
+    page.screenshot(path=str(shots / "console-incidents.png"), full_page=True)
 
 
 def test_library_errors_show_their_message_and_status(

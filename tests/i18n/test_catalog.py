@@ -26,7 +26,9 @@ def test_the_extractor_sees_cli_library_console_and_click() -> None:
     # Guards the extraction itself: a broken mapping would make the next test vacuous.
     messages = _i18n.source_messages()
     assert "Added record {id}." in messages  # a CLI message, _()
-    assert "List pending access requests (officers)." in messages  # a command's help
+    assert (
+        "List pending access requests: officers see everyone's, staff their own." in messages
+    )  # a command's help
     assert "Acting user (or CHILDVAULT_USER)." in messages  # an option's help
     assert "{path}: the header row is not valid CSV" in messages  # a library _t message
     assert "Usage:" in messages  # click's own

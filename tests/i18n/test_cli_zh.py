@@ -96,7 +96,7 @@ def test_help_in_chinese_and_back_to_english_in_the_same_process() -> None:
     # English first: click creates each --help option once and keeps it.
     assert "Show this message" in runner.invoke(cli, ["requests", "--help"], env=EN).stdout
     zh = runner.invoke(cli, ["requests", "--help"], env=ZH)
-    assert "列出待审批的访问申请（保护专员）。" in zh.stdout
+    assert "列出待审批的访问申请：保护专员看到所有人的，工作人员只看到自己的。" in zh.stdout
     assert "包括已处理的申请。" in zh.stdout and "显示此帮助并退出。" in zh.stdout
     top = runner.invoke(cli, ["--help"], env=ZH)
     assert "requests" in top.stdout and "列出待审批的访问申请" in top.stdout
@@ -106,7 +106,7 @@ def test_help_in_chinese_and_back_to_english_in_the_same_process() -> None:
     assert not [t for t in help_messages() if "列出" in t or "。" in t]
     en = runner.invoke(cli, ["requests", "--help"], env=EN)
     assert "Show this message" in en.stdout
-    assert "List pending access requests (officers)." in en.stdout
+    assert "List pending access requests: officers see everyone's, staff their own." in en.stdout
     assert "Include decided requests." in en.stdout and "列出" not in en.stdout
 
 

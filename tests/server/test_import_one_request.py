@@ -46,11 +46,13 @@ def test_a_batch_is_one_request_and_a_moved_head_is_written_again(tmp_path: Path
             seen = _requests(w1)
             w1.import_file(synthetic_csv(tmp_path / "a.csv", 12))
             inserts = [(n, s) for n, s in seen if "records.insert" in n]
-            # One request holds the batch's rows, entries, statements and end.
+            # One request holds the batch's rows, entries, statements and end (and
+            # the fresh session's own saved trust state, put off to the operation's
+            # first request).
             assert len(inserts) == 1, seen
             assert inserts[0] == (
                 "audit.append,records.add_index_tags,records.insert,"
-                "records.set_import_progress,statements.add_members",
+                "records.set_import_progress,statements.add_members,statements.save_state",
                 200,
             )
             # Another writer appends: worker1's expected head is stale now.

@@ -82,6 +82,7 @@ from childvault.vault._remote._methods import (
     QUEUED,
     READ,
     SETTINGS_AHEAD,
+    WITNESS_REACH,
     WRITE,
 )
 from childvault.vault._remote._slots import RemoteSlots
@@ -270,8 +271,14 @@ class Bootstrap:
             self.schema = str(doc["schema"])
             self.slot = str(doc["slot"])
             self.witness = [str(n) for n in doc["witness"]]
+            # The calls the server answers (absent from an older server: then
+            # none of those added since is used).
+            methods = doc.get("methods", [])
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(_t("the server sent a malformed vault description")) from exc
+        if not isinstance(methods, list):
+            raise IntegrityError(_t("the server sent a malformed vault description"))
+        self.methods = frozenset(str(m) for m in methods)
 
 
 class _Session(requests.Session):
@@ -363,6 +370,22 @@ class RemoteBackend:
         self._expected: tuple[str, str] | None = None
         #: The kind of the operation last announced (its transaction reads ahead).
         self._operation: tuple[str, str] | None = None
+        #: The grant whose use this transaction consumed (``access.use_grant`` True).
+        self._used_grant: str | None = None
+        #: Saved trust states put off to the next transaction (serialised
+        #: ``statements.save_state`` calls) and the names they save (_transaction).
+        self._deferred: list[str] = []
+        self._deferred_names: set[Any] = set()
+        #: Commit even a transaction of saved states alone (flushing the put-off ones).
+        self._no_defer = False
+        #: Whether this session has read its saved record heads (``NAME#records``):
+        #: until then an operation's inputs bring them (``_inputs_args``).
+        self._heads_read = False
+        #: The calls the server answers (``repo.method``, from its vault description).
+        self._server_methods: frozenset[str] = frozenset()
+        #: Release keys answered with the commit of a read's use, by grant id:
+        #: handed out once, to the ``release.redeem`` that asks next (_after_commit).
+        self._released: dict[str, Any] = {}
         self._scratch: Path | None = None
         self._meta = _Repo(self, "meta")
         self._users = _Repo(self, "users")
@@ -492,7 +515,9 @@ class RemoteBackend:
             raise ProviderUnavailable(
                 _t("the childvault server {url} did not answer", url=self.url)
             ) from exc
-        return Bootstrap(self._answer(r))
+        boot = Bootstrap(self._answer(r))
+        self._server_methods = boot.methods
+        return boot
 
     def call(self, repo: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         """Run ``repo.method(*args, **kwargs)`` on the server (in the open transaction, if any).
@@ -502,8 +527,28 @@ class RemoteBackend:
         and a read already answered in this transaction is answered again
         from memory (see the module doc).
         """
+        if (
+            (repo, method) == ("statements", "saved_state")
+            and args
+            and str(args[0]).endswith("#records")
+        ):
+            self._heads_read = True
         if not self._depth:
             return self._call_alone(repo, method, args, kwargs)
+        if (
+            repo,
+            method,
+        ) == (
+            "checkpoints",
+            "add_at_head",
+        ) and "checkpoints.add_at_head_cas" in self._server_methods:
+            # Queued with the commit: the server fails the whole request, committing
+            # nothing, if the log is not at the head signed (a failed compare-and-
+            # set), so the checkpoint is stored when the commit succeeds. The
+            # caller only tests for None (AuditService.sign_checkpoint); the row id
+            # is not known before the commit.
+            self.call(repo, "add_at_head_cas", args, kwargs)
+            return 0
         self._txn_calls.add((repo, method))
         if (repo, method) == ("audit", "append"):
             self._note_append(args)
@@ -549,7 +594,10 @@ class RemoteBackend:
             ahead = self._txn_ahead(repo, method, args)
             result, *more = self._flush(one, also=ahead)
             self._keep_reads(ahead, more)
-            return decode(result)
+            answer = decode(result)
+            if (repo, method) == ("access", "use_grant") and answer is True and args:
+                self._used_grant = args[0] if isinstance(args[0], str) else None
+            return answer
         if one in self._reads:
             return decode(self._reads[one])
         last = self._key("audit", "last", (), {})
@@ -689,6 +737,8 @@ class RemoteBackend:
             ahead += [self._key("users", "all", (), {}), self._key("checkpoints", "all", (), {})]
             if isinstance(signer, str):
                 ahead.append(self._key("checkpoints", "latest_by", (signer,), {}))
+            # The witness reach its checkpoint's commit raises (AuditService.signed).
+            ahead.append(self._key("meta", "get", (WITNESS_REACH,), {}))
         return [key for key in ahead if key not in self._reads]
 
     def _keep_reads(self, keys: Sequence[str], results: Sequence[Any]) -> None:
@@ -710,6 +760,19 @@ class RemoteBackend:
         self, repo: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]
     ) -> Any:
         """A call outside a transaction: a write at once, a read perhaps from the cache."""
+        if (
+            self._deferred
+            and (repo, method) == ("statements", "saved_state")
+            and args
+            and args[0] in self._deferred_names
+        ):
+            # A saved state put off (_transaction) is read back: commit it first.
+            self.flush_deferred()
+        if (repo, method) == ("release", "redeem") and len(args) == 1 and not kwargs:
+            released = self._released.pop(args[0], None) if isinstance(args[0], str) else None
+            if released is not None:
+                # Answered with the commit of this read's use (_after_commit).
+                return decode(released)
         doc = {"repo": repo, "method": method, "args": encode(list(args))}
         doc["kwargs"] = encode(dict(kwargs))
         if METHODS.get(repo, {}).get(method) == WRITE or (repo, method) in _UNCACHED:
@@ -880,7 +943,7 @@ class RemoteBackend:
         if expected is not None:
             # The operation announced (expect_operation): its inputs come in the
             # same request, read in the same snapshot as the sync.
-            inputs = self._key("inputs", expected[0], (expected[1],), {})
+            inputs = self._key("inputs", expected[0], self._inputs_args(expected[1], False), {})
             body = '{"txn":null,"begin":false,"commit":false,"calls":[' + sync + "," + inputs + "]}"
             try:
                 answer = self._patiently(
@@ -950,12 +1013,22 @@ class RemoteBackend:
         # A session that has not synced yet reads its saved state first: ask
         # for it, and for the sync from it, in the same request.
         fresh = self._cache.get(_TAIL) is None
-        call = json.loads(self._key("inputs", expected[0], (expected[1], fresh), {}))
+        args = self._inputs_args(expected[1], fresh)
+        call = json.loads(self._key("inputs", expected[0], args, {}))
         try:
             raw = self._patiently(lambda: self._post("/v1/rpc", {"txn": None, **call}, raw=True))
         except _INPUTS_FALLBACK:
             return  # the operation reads call by call (see _INPUTS_FALLBACK)
         self._keep_inputs(raw)
+
+    def _inputs_args(self, ident: str, fresh: bool) -> tuple[Any, ...]:
+        """The arguments of ``inputs.X``: the id; whether the session has not synced
+        yet; whether it has not read its saved record heads (a session-8 server,
+        one that answers ``add_at_head_cas``, takes that flag: then the heads and
+        the sync from the older saved point come with the inputs)."""
+        if not self._heads_read and "checkpoints.add_at_head_cas" in self._server_methods:
+            return (ident, fresh, True)
+        return (ident, fresh) if fresh else (ident,)
 
     def _keep_inputs(self, raw: Any) -> None:
         """Keep an ``inputs.*`` answer: each ``[repo, method, args, kwargs, result]``
@@ -1135,7 +1208,16 @@ class RemoteBackend:
         self._cache = {}
         self._txn_calls, self._saved_names = set(), set()
         self._appended = None
+        self._used_grant = None
+        self._released.clear()  # a key not asked for by now belongs to no read
         self._depth = 1
+        deferred = False
+        if self._deferred:
+            # Saved states put off by an earlier transaction (below): first in this one.
+            self._queue, self._deferred = self._deferred, []
+            self._queued_bytes = sum(len(one) for one in self._queue)
+            self._txn_calls.add(("statements", "save_state"))
+            self._saved_names, self._deferred_names = self._deferred_names, set()
         if self.key_slots is not None:
             self.key_slots.discarding = False
         try:
@@ -1145,13 +1227,22 @@ class RemoteBackend:
             # A read's after-commit reads belong to its use's transaction, not
             # to the saved state a fresh session commits before it.
             after = [] if own_state_only else self._after_commit(synced_from)
-            try:
-                kept = self._flush(commit=True, also=after)
-            except _WitnessRefused as exc:
-                # Committed; only the witness did not cosign. The service's witness
-                # step (AuditService.witness) reports it and fails closed.
-                own_state_only = False
-                self.witness_failure = str(exc)
+            if own_state_only and self._unopened and not self._no_defer:
+                # Only this session's own saved trust state, nothing sent yet: put
+                # off to the next transaction (the operation's own, which writes
+                # anyway), or to close. It only spares a later verification work:
+                # lost with a transaction rolled back, it is saved another time.
+                self._deferred, self._queue, self._queued_bytes = self._queue, [], 0
+                self._deferred_names = set(self._saved_names)
+                deferred = True
+            else:
+                try:
+                    kept = self._flush(commit=True, also=after)
+                except _WitnessRefused as exc:
+                    # Committed; only the witness did not cosign. The service's witness
+                    # step (AuditService.witness) reports it and fails closed.
+                    own_state_only = False
+                    self.witness_failure = str(exc)
         except BaseException:
             own_state_only = False
             if self._appended is not None:
@@ -1168,13 +1259,14 @@ class RemoteBackend:
             self._txn_calls, saved_names, self._saved_names = set(), self._saved_names, set()
             self._cache.clear()  # what we wrote, or others while we waited
             self._operation = None
+            self._used_grant = None
         if self._appended is not None:
             # Committed: the log's head is now this transaction's last entry
             # (unless someone appends after it: the server then refuses ours).
             seq, entry, digest = self._appended
             self._predicted = (seq + 1, digest, (entry, digest))
         if own_state_only:
-            self._keep_across_own_save(*before, operation, saved_names)
+            self._keep_across_own_save(*before, operation, saved_names, committed=not deferred)
         if kept:
             self._keep_after_commit(after, kept, synced_from)
 
@@ -1186,6 +1278,8 @@ class RemoteBackend:
         expected: tuple[str, str] | None,
         operation: tuple[str, str] | None,
         saved_names: set[Any],
+        *,
+        committed: bool = True,
     ) -> None:
         """After a committed transaction that wrote only this session's own saved
         trust state (``statements.save_state``: the verifier's ``trust_states``
@@ -1208,7 +1302,8 @@ class RemoteBackend:
         written = {self._key("statements", "saved_state", (name,), {}) for name in saved_names}
         self._cache = {k: v for k, v in cache.items() if k not in written}
         self._cache_since = since
-        self._generation = generation + 1
+        # Put off (``committed`` False), nothing reached the server: the same count.
+        self._generation = generation + 1 if committed else generation
         self._expected, self._operation = expected, operation
 
     def _after_commit(self, synced_from: int | None) -> list[str]:
@@ -1216,7 +1311,11 @@ class RemoteBackend:
         grant, the custodian keys, the trust sync from where this client last
         synced): sent with the commit, after the transaction's writes, so they
         answer exactly what the committed state holds (the server's lock is
-        still held). Nothing for any other transaction."""
+        still held). And, once the transaction consumed a use of the grant, its
+        redemption (``release.redeem_at_commit``): the server releases the key
+        only in the answer of the commit that stores the logged use, after every
+        check of ``redeem`` (docs/server.md "Release after logging"). Nothing
+        for any other transaction."""
         operation = self._operation
         if operation is None or operation[0] != "read":
             return []
@@ -1226,6 +1325,12 @@ class RemoteBackend:
         ]
         if synced_from is not None:
             after.append(self._key("audit", "sync", (synced_from,), {}))
+        if (
+            self._used_grant is not None
+            and ("audit", "append") in self._txn_calls
+            and "release.redeem_at_commit" in self._server_methods
+        ):
+            after.append(self._key("release", "redeem_at_commit", (self._used_grant,), {}))
         return after
 
     def _keep_after_commit(
@@ -1237,8 +1342,25 @@ class RemoteBackend:
         for key, raw in zip(keys, results, strict=True):
             if synced_from is not None and key == self._key("audit", "sync", (synced_from,), {}):
                 self._keep_sync(synced_from, decode(raw))
+            elif json.loads(key)["method"] == "redeem_at_commit":
+                grant_id = decode(json.loads(key)["args"])[0]
+                if isinstance(decode(raw), bytes):
+                    self._released[grant_id] = raw
+                # None: refused; the read's ``release.redeem`` asks alone and is
+                # refused (and logged) as ever.
             else:
                 self._cache[key] = raw
+
+    def flush_deferred(self) -> None:
+        """Commit the saved trust states put off to the next transaction, if any."""
+        if not self._deferred or self._depth:
+            return
+        self._no_defer = True
+        try:
+            with self._transaction():
+                pass
+        finally:
+            self._no_defer = False
 
     def _discard(self) -> None:
         """Drop the queued writes and roll back the transaction if the server has it open."""
@@ -1299,6 +1421,11 @@ class RemoteBackend:
         connection, remove the scratch home."""
         slots = self.key_slots
         try:
+            if self._deferred and self._txn is None and not self._queue:
+                # Saved states put off to an operation that did not come: a speed-up
+                # for the next session only, so a failure here changes nothing.
+                with contextlib.suppress(ChildVaultError):
+                    self.flush_deferred()
             if slots is not None and (self._txn is not None or self._queue):
                 slots.take()  # they belonged to what is rolled back
             self._discard()
@@ -1310,6 +1437,8 @@ class RemoteBackend:
         finally:
             self._reads.clear()
             self._cache.clear()
+            self._released.clear()
+            self._deferred, self._deferred_names = [], set()
             self._http.close()
             if self._scratch is not None:
                 shutil.rmtree(self._scratch, ignore_errors=True)

@@ -92,6 +92,9 @@ METHODS: dict[str, dict[str, str]] = {
         "all": READ,
         "add": WRITE,
         "add_at_head": WRITE,
+        # add_at_head whose failed compare-and-set fails the request instead of
+        # answering None: queued with the commit (docs/server.md).
+        "add_at_head_cas": WRITE,
     },
     "statements": {
         "get": READ,
@@ -105,7 +108,9 @@ METHODS: dict[str, dict[str, str]] = {
         "save_state": WRITE,
     },
     # Not a repository: release after logging (server mode only, _release.py).
-    "release": {"new": WRITE, "redeem": WRITE},
+    # redeem_at_commit: a redemption sent with the commit of the read's use,
+    # answering None where redeem would refuse (docs/server.md).
+    "release": {"new": WRITE, "redeem": WRITE, "redeem_at_commit": WRITE},
     # Not a repository: the server's key-slot file (names, and sealed slots put
     # inside a transaction, stored only if its verified entries allow them: _slots.py).
     "slots": {"users": READ, "put": WRITE},
@@ -127,6 +132,10 @@ SETTINGS_AHEAD = (
     "notices",
     "time_zone",
 )
+
+#: The witness reach row (``_svc_audit.WITNESSED_SIZE_KEY``) an approval through a
+#: server raises in its own commit: read ahead with its decision.
+WITNESS_REACH = "witnessed_size"
 
 #: Log scans approve and read make one after another (the notice register):
 #: read ahead together with the settings above.
@@ -196,5 +205,7 @@ QUEUED: frozenset[tuple[str, str]] = frozenset(
         ("statements", "add"),
         ("statements", "add_members"),
         ("statements", "save_state"),
+        # Answers None, or fails the batch (and its commit) if nothing was stored.
+        ("checkpoints", "add_at_head_cas"),
     }
 )
