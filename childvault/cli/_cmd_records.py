@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from childvault._i18n import localize
+from childvault._i18n import environment_locale, localize
 from childvault.cli._context import (
     Ctx,
     _,
@@ -15,6 +15,7 @@ from childvault.cli._context import (
     parse_assignments,
     pass_ctx,
     progress_bar,
+    purpose_title,
     require_regular_file,
     safe,
 )
@@ -220,6 +221,18 @@ def list_(c: Ctx, limit: int, after: str | None, show_all: bool) -> None:
         # Translated once, not once a line: a page can be long (`--all`).
         line = _("{id}  {type:8} v{version}  retain until {until}  purposes {purposes}  fields {n}")
         mark = _("  UNVERIFIED: {why}")
+        # Codes in English; a Chinese reader gets the labels (个案管理 (case_management)),
+        # each looked up once for the page.
+        english = environment_locale() == "en"
+        titles: dict[str, str] = {}
+
+        def purposes(codes: tuple[str, ...]) -> str:
+            if english:
+                return ",".join(codes)
+            return _(", ").join(
+                titles[p] if p in titles else titles.setdefault(p, purpose_title(p)) for p in codes
+            )
+
         out = []
         for r in page.records:
             text = line.format(
@@ -227,7 +240,7 @@ def list_(c: Ctx, limit: int, after: str | None, show_all: bool) -> None:
                 type=safe(r.type),
                 version=r.version,
                 until=safe(r.retain_until.isoformat()),
-                purposes=safe(",".join(r.purposes)),
+                purposes=safe(purposes(r.purposes)),
                 n=len(r.fields),
             )
             if r.id in unverified:

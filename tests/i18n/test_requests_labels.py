@@ -85,3 +85,16 @@ def test_a_malformed_grant_is_explained_in_chinese(world: World, tmp_path: Path)
     assert "not a v4.public token" not in zh.stderr
     en = run(world, "worker1", "read", record, "--grant", "v4.public.nonsense", lang=EN)
     assert "not an approval token: not a v4.public token with a footer" in en.stderr
+
+
+def test_list_shows_purposes_by_their_chinese_labels(world: World, tmp_path: Path) -> None:
+    """Found by the issue audit: `list` printed ``case_management;statistics`` codes
+    under ``LANG=zh_CN.UTF-8``."""
+    record, _request_id = _request(world, tmp_path)
+    zh = run(world, "worker1", "list", lang=ZH)
+    assert zh.exit_code == 0, zh.output
+    line = next(x for x in zh.stdout.splitlines() if x.startswith(record))
+    assert "个案管理 (case_management)" in line
+    en = run(world, "worker1", "list", lang=EN)
+    line = next(x for x in en.stdout.splitlines() if x.startswith(record))
+    assert "个案管理" not in line and "case_management" in line
