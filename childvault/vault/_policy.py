@@ -68,6 +68,19 @@ class ApprovalLimits:
     accepted_notices: frozenset[str] = frozenset()
 
 
+#: A role as a person reads it: English keeps the code (what ``--role`` takes), a
+#: translation names the role and keeps the code (``保护专员（officer）``).
+_ROLE_TITLES = {
+    "staff": _t("staff"),
+    "officer": _t("officer"),
+    "admin": _t("admin"),
+}
+
+
+def _role_title(role: str) -> str:
+    return _ROLE_TITLES.get(role, role)
+
+
 def role_refusal(
     roles: Collection[str], allowed: Sequence[str], actor: str, what: str
 ) -> Refusal | None:
@@ -79,9 +92,9 @@ def role_refusal(
         _t(
             "{what} needs the role {allowed}; {actor!r} has {roles}",
             what=what,
-            allowed=join(" or ", allowed),
+            allowed=join(" or ", map(_role_title, allowed)),
             actor=actor,
-            roles=join(", ", sorted(roles)),
+            roles=join(", ", map(_role_title, sorted(roles))),
         ),
     )
 

@@ -98,3 +98,14 @@ def test_list_shows_purposes_by_their_chinese_labels(world: World, tmp_path: Pat
     en = run(world, "worker1", "list", lang=EN)
     line = next(x for x in en.stdout.splitlines() if x.startswith(record))
     assert "个案管理" not in line and "case_management" in line
+
+
+def test_a_role_refusal_names_the_roles_in_chinese(world: World, tmp_path: Path) -> None:
+    """Found by the issue audit: a refusal said "需要 officer或admin 角色" with the
+    roles as English codes; a Chinese reader gets the role's name and its code."""
+    _record, request_id = _request(world, tmp_path)
+    zh = run(world, "worker1", "approve", request_id, lang=ZH)
+    assert zh.exit_code != 0
+    assert "保护专员（officer）" in zh.output, zh.output
+    en = run(world, "worker1", "approve", request_id, lang=EN)
+    assert "officer" in en.output and "保护专员" not in en.output
