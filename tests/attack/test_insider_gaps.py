@@ -9,6 +9,7 @@ Each test is named after the gap it reproduced; since its fix it is a regression
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import secrets
 from collections.abc import Iterator, Mapping
@@ -201,15 +202,7 @@ def test_a_read_entry_that_names_nothing_releases_nothing(served: VaultServer) -
         refused(r, 403, "release_refused")
     assert read(vs, "access", "grant", grant_id).uses == 0
     # The read entry the library writes releases the key.
-    honest = Event(
-        "worker1",
-        "grant.read",
-        records=req.records,
-        fields=req.fields,
-        purpose=req.purpose,
-        request=req.id,
-        grant=grant_id,
-    )
+    honest = _wire.read_event(vs, "worker1", grant_id)
     r = _wire.batch(
         vs,
         "worker1",
@@ -327,17 +320,7 @@ def test_a_log_entry_with_a_member_written_twice_is_refused(served: VaultServer)
         other.cosign(req_id)
     with vs.connect("officer1") as officer:
         grant_id = officer.approve(req_id).grant_id
-    req = read(vs, "access", "request", req_id)
-    event = Event(
-        "worker1",
-        "grant.read",
-        records=req.records,
-        fields=req.fields,
-        purpose=req.purpose,
-        request=req.id,
-        grant=grant_id,
-        detail=legal.detail(),
-    )
+    event = dataclasses.replace(_wire.read_event(vs, "worker1", grant_id), detail=legal.detail())
     seq, prev = read(vs, "audit", "head")
     entry = _audit.encode_entry(seq, iso(datetime.now(UTC)), event, prev)
     twice = entry.replace(b'"detail":{', b'"detail":{"recipient":null,', 1)
