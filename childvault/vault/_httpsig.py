@@ -201,7 +201,12 @@ def _sign_plain(
     ``request`` is not one (the package signs it then)."""
     url = _PLAIN_URL.fullmatch(request.url or "")
     method = request.method or ""
-    content_type = request.headers.get("Content-Type")
+    # ``requests`` types a header value as str or bytes (types-requests as str):
+    # ours are str, and anything else is not a plain request.
+    raw_type: object = request.headers.get("Content-Type")
+    if raw_type is not None and not isinstance(raw_type, str):
+        return False
+    content_type = raw_type
     nonce = secrets.token_hex(16) if nonce is None else nonce
     if (
         url is None

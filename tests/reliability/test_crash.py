@@ -56,8 +56,27 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[st
     return path, rows, file_digest(path)
 
 
-def _kill_import(world: World, src: Path, rng: random.Random) -> dict[str, object]:
-    """Start ``childvault import``, SIGKILL it at a random moment; describe what happened."""
+def _import_seconds(world: World, src: Path) -> float:
+    """How long one whole ``childvault import`` of ``src`` takes here, now."""
+    began = time.monotonic()
+    subprocess.run(
+        [*childvault_cmd(), "--json", "import", str(src)],
+        env=cli_env(world.home, "worker1"),
+        capture_output=True,
+        check=True,
+    )
+    return time.monotonic() - began
+
+
+def _kill_import(
+    world: World, src: Path, rng: random.Random, span: float | None = None
+) -> dict[str, object]:
+    """Start ``childvault import``, SIGKILL it at a random moment; describe what happened.
+
+    ``span``: how long a whole import takes on this machine (:func:`_import_seconds`);
+    the moments are drawn within it. Without it, within fixed windows (0-8 s from
+    the start, or 0-2.5 s after the first write), which a fast import outlives.
+    """
     wal = world.home / "vault.db-wal"
     start_size = wal.stat().st_size if wal.exists() else 0
     proc = subprocess.Popen(
@@ -68,7 +87,10 @@ def _kill_import(world: World, src: Path, rng: random.Random) -> dict[str, objec
     )
     began = time.monotonic()
     anytime = rng.random() < 0.25
-    extra = rng.uniform(0.0, 8.0) if anytime else rng.uniform(0.0, 2.5)
+    if span is None:
+        extra = rng.uniform(0.0, 8.0) if anytime else rng.uniform(0.0, 2.5)
+    else:
+        extra = rng.uniform(0.0, span) if anytime else rng.uniform(0.0, span / 2)
     if not anytime:
         # Aim at the writing phase: wait for the first write to reach the WAL.
         while proc.poll() is None and time.monotonic() - began < 120:
@@ -122,13 +144,17 @@ def test_import_killed_5_times_chained_then_completes(
     tmp_path: Path,
 ) -> None:
     src, rows, digest = source
+    # Kill moments within what a whole import takes here: since imports got
+    # faster (an idle CI machine: ~1.3 s), fixed windows of seconds let most
+    # imports finish first, and 20 tries sometimes held fewer than 5 kills.
+    span = _import_seconds(copy_world(*template, tmp_path / "probe"), src)
     homes = 1
     world = copy_world(*template, tmp_path / "h1")
     rng = random.Random(SEED)
     trials = []
     committed = 0
     while sum(1 for t in trials if not t["completed_before_kill"]) < 5:
-        outcome = _kill_import(world, src, rng)
+        outcome = _kill_import(world, src, rng, span)
         now, read = _after_kill(world, rows, digest, seed=len(trials))
         # A resumed import never goes backwards or duplicates.
         assert now >= committed
@@ -144,6 +170,7 @@ def test_import_killed_5_times_chained_then_completes(
     _resume(world, src, digest, committed)
     record_result(
         "test_import_killed_5_times_chained_then_completes",
+        import_seconds=round(span, 2),
         trials=len(trials),
         kills=sum(1 for t in trials if not t["completed_before_kill"]),
         homes=homes,
