@@ -21,6 +21,7 @@ from childvault.vault._statements import TrustState
 
 _OFFICER = frozenset({"officer"})
 _ADMIN = frozenset({"admin"})
+_ANY = frozenset({"staff", "officer", "admin"})
 
 #: A successful entry of each action may be logged only by a holder of one of its
 #: roles (the role its command requires). Refined per entry by
@@ -33,6 +34,29 @@ ROLE_ACTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
         "notice.publish": _ADMIN,
         "grant.revoke": _OFFICER,
         "request.cosign": _OFFICER,
+        # The registers (review RV10-1): a rights request opened with the identity
+        # checked is a basis consent cannot block (subject_access), an incident's
+        # records one for their contacts (breach_notification); a closing or a
+        # notification ends a deadline.
+        "rights.open": _OFFICER,
+        "rights.close": _OFFICER,
+        "rights.link": _OFFICER,
+        "incident.open": _OFFICER,
+        "incident.add_records": _OFFICER,
+        "incident.notify": _OFFICER,
+        "incident.close": _OFFICER,
+    }
+)
+
+#: ``rights.link`` and ``rights.close`` naming the operation that answered the
+#: request: logged by whoever may run it (``correct`` an officer, ``delete`` an
+#: officer or admin, ``report subject`` any user with a grant). Readers also
+#: check that the answer is the one of the request's kind (``_svc_rights``).
+_ANSWERS = MappingProxyType(
+    {
+        "record.correct": _OFFICER,
+        "record.delete": frozenset({"officer", "admin"}),
+        "report.subject": _ANY,
     }
 )
 
@@ -62,6 +86,9 @@ def reserved_roles(doc: Mapping[str, Any]) -> frozenset[str] | None:
     if action == "vault.decommission":
         phase = detail.get("phase")
         return _DECOMMISSION.get(phase, roles) if isinstance(phase, str) else roles
+    if action in ("rights.link", "rights.close") and "answer" in detail:
+        answer = detail["answer"]
+        return _ANSWERS.get(answer, roles) if isinstance(answer, str) else roles
     return roles
 
 

@@ -108,7 +108,10 @@ class HealthService:
         """Doctor line for open rights requests past their deadline (P-19, M-17)."""
         from childvault.vault._svc_rights import RightsService
 
-        late = [r for r in RightsService(self.s).rows() if r["overdue"]]
+        # The state settings use (the user's own last one if the log does not
+        # verify: `audit verify` reports that): a doctor line, not a decision.
+        rows = RightsService(self.s).rows(state=self.s.settings_state())
+        late = [r for r in rows if r["overdue"]]
         if not late:
             return []
         listed = join(

@@ -19,9 +19,11 @@ from typing import Any
 from childvault._i18n import _t, join
 from childvault.keys import NotFound, UsageError
 from childvault.keys._encoding import check_hex_id
+from childvault.vault._action_roles import logged_by_role
 from childvault.vault._audit import Event
 from childvault.vault._session import Session, new_id
 from childvault.vault._settings import SPECS
+from childvault.vault._statements import TrustState
 from childvault.vault._time import legal_today
 
 #: Kinds of rights request: 查询/复制 (access), 更正 (correct), 删除 (delete), 异议/撤回 (object).
@@ -48,12 +50,26 @@ CLOSING_ANSWERS = frozenset({"record.delete", "report.subject"})
 MAX_REASON = 500
 
 
-def log_entries(session: Session, actions: Sequence[str]) -> list[dict[str, Any]]:
-    """The log entries of ``actions`` in sequence order, parsed (the index is re-checked)."""
+def log_entries(
+    session: Session, actions: Sequence[str], state: TrustState | None = None
+) -> list[dict[str, Any]]:
+    """The successful log entries of ``actions`` in sequence order, parsed (the index
+    is re-checked), each logged by a holder of its action's role (review RV10-1).
+
+    ``state``: the verified trust state to check roles in; by default the log is
+    verified to its head first (an insider's edit fails closed here).
+    """
+    if state is None:
+        state = session.trust(save=False)
     out = []
     for raw in session.db.audit.entries_by_action(tuple(actions)):
         doc = json.loads(raw)
-        if doc.get("action") in actions and doc.get("outcome") == "ok":
+        if (
+            doc.get("action") in actions
+            and doc.get("outcome") == "ok"
+            # Anyone may log any action in their own name (RV2-2, RV10-1).
+            and logged_by_role(state, doc)
+        ):
             out.append(doc)
     return sorted(out, key=lambda d: int(d["seq"]))
 
@@ -246,13 +262,25 @@ class RightsService:
                 return row
         raise NotFound(_t("no rights request {id}", id=rights_id))
 
-    def rows(self, *, now: datetime | None = None) -> list[dict[str, Any]]:
-        """Every request, oldest first, folded from the log: status, outcome, overdue."""
+    def rows(
+        self, *, now: datetime | None = None, state: TrustState | None = None
+    ) -> list[dict[str, Any]]:
+        """Every request, oldest first, folded from the log: status, outcome, overdue.
+        ``state``: as for :func:`log_entries`."""
         day = legal_today(self.s.settings, self.s.now(now)).isoformat()
         rows: dict[str, dict[str, Any]] = {}
-        for doc in log_entries(self.s, ("rights.open", "rights.close", "rights.link")):
+        for doc in log_entries(self.s, ("rights.open", "rights.close", "rights.link"), state):
             detail = doc["detail"]
             rid = str(detail.get("rights"))
+            if (
+                doc["action"] != "rights.open"
+                and "answer" in detail
+                and (rid not in rows or RIGHTS_ANSWERS.get(rows[rid]["kind"]) != detail["answer"])
+            ):
+                # Logged by whoever may run the answer (``_action_roles``): only the
+                # answer of the request's kind counts (a subject report closes no
+                # deletion request).
+                continue
             if doc["action"] == "rights.open":
                 rows[rid] = {
                     "id": rid,

@@ -1,0 +1,231 @@
+"""Attack review of round 2, session 9's merged work (review RV10, issues 13, 16, 18).
+
+Each test is named after what it found and fails without its fix. An insider
+here is a staff member with their own database key and identity (the embedded
+mode, ``tests.conftest.World``) or a correctly signed but hostile client of a
+real ``childvault serve`` process (``tests.attack._wire``).
+
+RV10-1: the rights and incident registers (read by the console's new register
+pages, ``doctor``, and the ``subject_access`` / ``breach_notification`` bases,
+which consent cannot block) were folded from every successful ``rights.*`` /
+``incident.*`` entry, whoever logged it. Any user may log an entry of any
+action in their own name, so a staff member could register a rights request
+with the identity "checked" (a basis to read a child's record whatever the
+consent), close an overdue request or report an incident to the authority.
+These actions are now reserved to the officer (``_action_roles``): the server
+refuses them at ``audit.append`` and the readers ignore them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from childvault.keys import NotFound
+from childvault.vault import Basis
+from childvault.vault._audit import Event
+from tests.attack import _wire
+from tests.attack._wire import log_rows, refused
+from tests.conftest import World, add_children
+from tests.server._vaultserver import VaultServer
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VaultServer]:
+    """The attack vault (two officers, two staff, four records), served."""
+    yield from _wire.served_fixture(tmp_path_factory)
+
+
+def _forged_rights_open(actor: str, record: str, kind: str = "access") -> tuple[str, Event]:
+    rid = secrets.token_hex(16)
+    return rid, Event(
+        actor,
+        "rights.open",
+        records=[record],
+        detail={
+            "rights": rid,
+            "kind": kind,
+            "by": "guardian",
+            "received": "2026-01-01",
+            "deadline": "2026-01-16",
+            "identity_checked": True,
+        },
+    )
+
+
+def _log(world: World, who: str, *events: Event) -> None:
+    """``who`` appends ``events`` in their own name (signed, chained: a valid log)."""
+    with world.open(who) as v:
+        v._session.log(list(events), datetime.now(UTC))
+
+
+def test_rv10_1_a_staff_members_rights_open_is_no_subject_access_basis(world: World) -> None:
+    """A staff member's own ``rights.open`` (identity "checked") must not register a
+    request: a ``subject_access`` request linked to it would read the record
+    whatever its consent says, and the register would list it."""
+    with world.open("worker1") as v:
+        (record,) = add_children(v, 1)
+    rid, forged = _forged_rights_open("worker2", record)
+    _log(world, "worker2", forged)
+    with world.open("worker2") as v, pytest.raises(NotFound):
+        v.request_access(
+            [record],
+            ["name"],
+            "case_management",
+            "本人查询",
+            basis=Basis("subject_access", link=rid),
+        )
+    with world.open("officer1") as v:
+        assert [r.id for r in v.rights_list()] == []
+
+
+def test_rv10_1_a_staff_members_rights_close_leaves_the_request_open(world: World) -> None:
+    """An overdue request stays open and overdue after a staff member's ``rights.close``
+    (plain, or one naming an answer that does not answer its kind)."""
+    with world.open("worker1") as v:
+        (record,) = add_children(v, 1)
+    received = (world.clock.now - timedelta(days=60)).date()
+    with world.open("officer1") as v:
+        rights = v.rights_open(
+            "delete", record, requester="guardian", received=received, identity_checked=True
+        )
+    plain = Event(
+        "worker2", "rights.close", records=[record], detail={"rights": rights.id, "outcome": "done"}
+    )
+    # A staff member may link a subject report (the answer of an access request),
+    # never close a deletion request with it.
+    answered = [
+        Event(
+            "worker2",
+            action,
+            records=[record],
+            detail={"rights": rights.id, "answer": "report.subject", **extra},
+        )
+        for action, extra in (("rights.link", {}), ("rights.close", {"outcome": "done"}))
+    ]
+    _log(world, "worker2", plain, *answered)
+    with world.open("officer1") as v:
+        (row,) = v.rights_list()
+        assert (row.id, row.status, row.overdue, row.links) == (rights.id, "open", True, ())
+
+
+def test_rv10_1_a_staff_members_incident_entries_change_no_incident(world: World) -> None:
+    """A staff member can neither report an officer's incident to the authority and
+    close it, nor open an incident of their own whose records then give a
+    ``breach_notification`` basis (contact fields whatever the consent)."""
+    with world.open("worker1") as v:
+        records = add_children(v, 2)
+    with world.open("officer1") as v:
+        incident = v.incident_open("leak", world.clock.now)
+        v.incident_add_records(incident.id, records[:1])
+    own = secrets.token_hex(16)
+    _log(
+        world,
+        "worker2",
+        Event("worker2", "incident.notify", detail={"incident": incident.id, "to": "authority"}),
+        Event("worker2", "incident.add_records", records=records, detail={"incident": incident.id}),
+        Event("worker2", "incident.close", detail={"incident": incident.id}),
+        Event(
+            "worker2",
+            "incident.open",
+            detail={"incident": own, "kind": "leak", "discovered": world.clock.now.isoformat()},
+        ),
+        Event("worker2", "incident.add_records", records=records, detail={"incident": own}),
+    )
+    with world.open("officer1") as v:
+        (row,) = v.incidents()
+        assert (row.id, row.status, dict(row.notified), row.records) == (
+            incident.id,
+            "open",
+            {},
+            tuple(records[:1]),
+        )
+    with world.open("worker2") as v, pytest.raises(NotFound):
+        v.request_access(
+            records,
+            ["guardian_phone"],
+            "case_management",
+            "通知",
+            basis=Basis("breach_notification", link=own),
+        )
+
+
+_RECORD = "ab" * 16
+_STAFF_ENTRIES = [
+    _forged_rights_open("worker2", _RECORD)[1],
+    Event(
+        "worker2",
+        "rights.close",
+        records=[_RECORD],
+        detail={"rights": "cd" * 16, "outcome": "done"},
+    ),
+    Event(
+        "worker2",
+        "rights.link",
+        records=[_RECORD],
+        detail={"rights": "cd" * 16, "answer": "record.delete"},
+    ),
+    Event(
+        "worker2",
+        "incident.open",
+        detail={"incident": "ef" * 16, "kind": "leak", "discovered": "2026-01-01T00:00:00+00:00"},
+    ),
+    Event("worker2", "incident.notify", detail={"incident": "ef" * 16, "to": "authority"}),
+    Event("worker2", "incident.close", detail={"incident": "ef" * 16}),
+]
+
+
+@pytest.mark.parametrize(
+    "event", _STAFF_ENTRIES, ids=lambda e: f"{e.action}-{e.detail.get('answer', '')}"
+)
+def test_rv10_1_the_server_refuses_a_staff_members_register_entry(
+    served: VaultServer, event: Event
+) -> None:
+    """Through ``childvault serve``: refused (403 ``role``) before it is stored."""
+    vs = served
+    size = _wire.read(vs, "audit", "size")
+    refused(
+        _wire.rpc(vs, "worker2", "audit", "append", log_rows(vs, vs.identity("worker2"), event)),
+        403,
+        "role",
+    )
+    assert _wire.read(vs, "audit", "size") == size
+
+
+def test_rv10_1_a_staff_members_subject_report_link_is_taken_by_the_server(
+    served: VaultServer,
+) -> None:
+    """Staff make subject reports (``report subject --rights-request``): their
+    ``rights.link`` / ``rights.close`` naming that answer is still taken."""
+    vs = served
+    detail = {"rights": "cd" * 16, "answer": "report.subject"}
+    events = [
+        Event("worker2", "rights.link", records=[_RECORD], detail=detail),
+        Event("worker2", "rights.close", records=[_RECORD], detail={**detail, "outcome": "done"}),
+    ]
+    rows = log_rows(vs, vs.identity("worker2"), *events)
+    assert _wire.ok(_wire.rpc(vs, "worker2", "audit", "append", rows)) is None
+
+
+def test_rv10_1_the_officers_register_through_the_server_still_works(
+    served: VaultServer,
+) -> None:
+    """The role's holder keeps the registers through the server as before."""
+    records = _wire.record_ids(served)
+    with served.connect("officer1") as officer:
+        rights = officer.rights_open(
+            "access",
+            records[0],
+            requester="child",
+            received=date(2026, 11, 24),
+            identity_checked=True,
+        )
+        closed = officer.rights_close(rights.id, "withdrawn")
+        assert (closed.status, closed.outcome, closed.opened_by) == (
+            "closed",
+            "withdrawn",
+            "officer1",
+        )
