@@ -19,13 +19,15 @@ refuses them at ``audit.append`` and the readers ignore them.
 from __future__ import annotations
 
 import secrets
+import socket
+import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from childvault.keys import NotFound
-from childvault.vault import Basis
+from childvault.keys import ConfigError, NotFound
+from childvault.vault import Basis, Vault
 from childvault.vault._audit import Event
 from tests.attack import _wire
 from tests.attack._wire import log_rows, refused
@@ -229,3 +231,67 @@ def test_rv10_1_the_officers_register_through_the_server_still_works(
             "withdrawn",
             "officer1",
         )
+
+
+# RV10-2: "Responses are not signed; their integrity comes from TLS only. Plain
+# HTTP is therefore allowed on loopback only" (docs/server.md), yet the client
+# took http:// to any host. RV10-3: on loopback, requests sent plain HTTP through
+# HTTP_PROXY (no NO_PROXY entry needed to leave the machine), so the signed
+# requests and the unsigned answers (release keys) crossed the network in clear.
+
+
+@pytest.mark.parametrize(
+    "url", ["http://server.invalid:8443", "http://10.0.0.1:8443,https://server.invalid"]
+)
+def test_rv10_2_plain_http_off_loopback_is_refused_before_anything_is_sent(
+    served: VaultServer, url: str
+) -> None:
+    with pytest.raises(ConfigError, match="https://"):
+        Vault.connect(url, served.identity("worker1"))
+
+
+class _Proxy:
+    """A real TCP listener standing in for the institution's proxy: it counts the
+    connections made to it and closes each (nothing is forwarded)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+def test_rv10_3_loopback_plain_http_goes_to_the_server_not_through_a_proxy(
+    served: VaultServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = _Proxy()
+    try:
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("http_proxy", proxy.url)
+        with Vault.connect(served.url, served.identity("worker1")) as v:
+            assert v.requests() == []
+    finally:
+        proxy.close()
+    assert proxy.connections == 0

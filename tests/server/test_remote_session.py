@@ -24,19 +24,22 @@ def test_settings_equal_requests_own_per_server(monkeypatch: pytest.MonkeyPatch)
     kept, plain = _Session(), requests.Session()
     for url in URLS * 2:  # the second time from what was kept
         expected = plain.merge_environment_settings(url, {}, None, None, None)
+        if url.startswith("http://"):
+            # Plain HTTP (loopback only) never goes through a proxy (review RV10-3).
+            expected["proxies"] = {}
         assert kept.merge_environment_settings(url, {}, None, None, None) == expected
     proxies = [kept.merge_environment_settings(u, {}, None, None, None)["proxies"] for u in URLS]
-    # NO_PROXY is per host: the loopback server and internal.example are not proxied.
-    assert "http" not in proxies[0] and proxies[1]["http"] == "http://proxy.example:3128"
+    # NO_PROXY is per host: internal.example is not proxied; plain HTTP never is.
+    assert proxies[0] == proxies[1] == {}
     assert proxies[2]["https"] == "http://sproxy.example:3128" and "https" not in proxies[3]
     assert kept.merge_environment_settings(URLS[0], {}, None, None, None)["verify"] == (
         "/etc/ssl/certs/institution.pem"
     )
     # Read once: a change of the environment later is not seen (requests' own is).
-    monkeypatch.setenv("HTTP_PROXY", "http://other.example:3128")
-    later = kept.merge_environment_settings(URLS[1], {}, None, None, None)["proxies"]
-    assert later["http"] == "http://proxy.example:3128"
-    assert plain.merge_environment_settings(URLS[1], {}, None, None, None)["proxies"]["http"] == (
+    monkeypatch.setenv("HTTPS_PROXY", "http://other.example:3128")
+    later = kept.merge_environment_settings(URLS[2], {}, None, None, None)["proxies"]
+    assert later["https"] == "http://sproxy.example:3128"
+    assert plain.merge_environment_settings(URLS[2], {}, None, None, None)["proxies"]["https"] == (
         "http://other.example:3128"
     )
 

@@ -36,6 +36,7 @@ workstation itself keeps only the person's identity file.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -311,6 +312,11 @@ class _Session(requests.Session):
                 # CURL_CA_BUNDLE override it (psf/requests#3829), and the client
                 # would refuse its own server's certificate.
                 kept["verify"] = self.verify
+            if parts.scheme == "http":
+                # Plain HTTP is allowed on loopback only (check_url): through an
+                # HTTP_PROXY it would leave the machine in clear, the unsigned
+                # answers (release keys) with it (review RV10-3).
+                kept["proxies"] = {}
             self._settings[key] = kept
         # A copy: requests may change what it is given.
         return {**kept, "proxies": dict(kept["proxies"])}
@@ -1446,11 +1452,31 @@ class RemoteBackend:
 
 
 def check_url(url: str) -> None:
-    """:class:`ConfigError` unless ``url`` is an http(s) URL."""
-    if not url.startswith(("http://", "https://")):
+    """:class:`ConfigError` unless ``url`` is an https URL, or an http URL of a
+    loopback address: the server's answers are not signed, TLS is their
+    integrity (docs/server.md, review RV10-2)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        host = None
+    secure = url.startswith("https://") and bool(host)
+    loopback = url.startswith("http://") and host is not None and _loopback(host)
+    if not (secure or loopback):
         raise ConfigError(
             _t("the server URL {url!r} must start with https:// (or http:// on loopback)", url=url)
         )
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface (``localhost``, or
+    an address in 127.0.0.0/8 or ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 _B = TypeVar("_B", bound=RemoteBackend)
