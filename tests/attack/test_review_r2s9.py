@@ -20,15 +20,19 @@ from __future__ import annotations
 
 import secrets
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from childvault.keys import ConfigError, NotFound
+from childvault.keys import ConfigError, NotFound, StorageError
 from childvault.vault import Basis, Vault
 from childvault.vault._audit import Event
+from childvault.vault._sqlcipher import SQLCipherBackend
 from tests.attack import _wire
 from tests.attack._wire import log_rows, refused
 from tests.conftest import World, add_children
@@ -295,3 +299,165 @@ def test_rv10_3_loopback_plain_http_goes_to_the_server_not_through_a_proxy(
     finally:
         proxy.close()
     assert proxy.connections == 0
+
+
+# BackgroundCommit (_sqlcipher/_conn.py, issue 18): the connection belongs to one
+# thread at a time, the commit thread while a COMMIT is in flight.
+
+_DISK_FULL = """
+import os, resource, secrets, signal, sys
+from pathlib import Path
+from childvault.keys import StorageError
+from childvault.vault._sqlcipher import SQLCipherBackend
+
+path, key = Path(sys.argv[1]), secrets.token_bytes(32)
+db = SQLCipherBackend(path, key, create=True)
+with db.transaction():
+    db.meta.set("before", "1")
+db.compact()
+# A disk that fills during the COMMIT: writes past the limit fail with EFBIG.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(path) + 65536, resource.RLIM_INFINITY))
+commits = db.background_commit()
+with commits.transaction():
+    for i in range(300):
+        db.meta.set(f"k{i}", "x" * 4000)
+try:
+    commits.wait()
+    print("committed")
+except StorageError as exc:
+    print("refused", "is full" in str(exc))
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+with db.transaction():
+    db.meta.set("after", "2")
+commits.close()
+db.close()
+db = SQLCipherBackend(path, key)
+print(db.meta.get("before"), db.meta.get("k0"), db.meta.get("after"))
+"""
+
+
+def test_rv10_a_disk_full_during_a_background_commit_rolls_back_and_is_raised(
+    tmp_path: Path,
+) -> None:
+    """Held: SQLCipher's own write failure in the background COMMIT (a file size
+    limit, as a full disk) is raised by ``wait`` as the disk-full error; the
+    batch is not stored, the connection is usable and the database reopens."""
+    done = subprocess.run(
+        [sys.executable, "-c", _DISK_FULL, str(tmp_path / "db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.split("\n")[:2] == ["refused True", "1 None 2"], done.stdout + done.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="S18W owns BackgroundCommit: wait() must refuse a thread other than the lender",
+)
+def test_rv10_4_a_commit_failure_is_not_taken_by_another_thread(tmp_path: Path) -> None:
+    """``BackgroundCommit.wait`` from a thread that does not own the connection took
+    the COMMIT's result: its failure was raised there, and the owner's own
+    ``wait`` then returned as if the batch were committed."""
+    db = SQLCipherBackend(tmp_path / "db", secrets.token_bytes(32), create=True)
+    commits = db.background_commit()
+    caught: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            commits.wait()
+        except BaseException as exc:  # reported to the test thread
+            caught.append(exc)
+
+    try:
+        with commits.transaction():
+            db.meta.set("k", "v")
+            db._conn.q("PRAGMA defer_foreign_keys = ON")
+            db._conn.q(
+                "INSERT INTO fields (record_id, name, version, value) VALUES (?, ?, ?, ?)",
+                ("no-such-record", "name", 1, b"x"),
+            )
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        # The owner learns that its batch was not committed.
+        with pytest.raises(StorageError):
+            commits.wait()
+    finally:
+        commits.close()
+        db.close()
+
+
+def test_rv10_5_a_backup_is_refused_while_another_thread_holds_the_connection(
+    tmp_path: Path,
+) -> None:
+    """``backup_to`` used the connection without the owner check: during a
+    background COMMIT (or from another thread) it ran on the commit thread's
+    connection. It is refused as every other use is."""
+    key = secrets.token_bytes(32)
+    db = SQLCipherBackend(tmp_path / "db", key, create=True)
+    commits = db.background_commit()
+    try:
+        with commits.transaction():
+            db.meta.set("k", "v")
+        with pytest.raises(StorageError, match="another thread"):
+            db.backup_to(tmp_path / "copy", key)
+        commits.wait()
+        db.backup_to(tmp_path / "copy2", key)
+        caught: list[BaseException] = []
+
+        def other() -> None:
+            try:
+                db.backup_to(tmp_path / "copy3", key)
+            except BaseException as exc:  # reported to the test thread
+                caught.append(exc)
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        assert len(caught) == 1 and isinstance(caught[0], StorageError), caught
+    finally:
+        commits.close()
+        db.close()
+    copy = SQLCipherBackend(tmp_path / "copy2", key)
+    try:
+        assert copy.meta.get("k") == "v"
+    finally:
+        copy.close()
+
+
+def test_rv10_a_release_staged_before_a_failing_call_is_not_answered(
+    served: VaultServer,
+) -> None:
+    """Held: ``release.redeem_at_commit`` succeeds, then a later call of the same
+    committing batch is refused: the whole transaction rolls back, the answer
+    carries no key, and the use and its release are still there afterwards."""
+    vs = served
+    grant_id, _ = _wire.approved(vs, "worker1")
+    event = _wire.read_event(vs, "worker1", grant_id)
+    rows = log_rows(vs, vs.identity("worker1"), event)
+    r = _wire.batch(
+        vs,
+        "worker1",
+        _wire.call("access", "use_grant", grant_id),
+        _wire.call("audit", "append", rows),
+        _wire.call("release", "redeem_at_commit", grant_id),
+        # A statement beside no entry of this transaction: refused (403 binding).
+        _wire.call("statements", "add", rows[0][0], b'{"not": "named"}'),
+    )
+    refused(r, 403, "binding")
+    assert "result" not in r.json()
+    assert _wire.read(vs, "access", "grant", grant_id).uses == 0
+    rows = log_rows(vs, vs.identity("worker1"), event)
+    txn, answer = _wire.ok(
+        _wire.batch(
+            vs,
+            "worker1",
+            _wire.call("access", "use_grant", grant_id),
+            _wire.call("audit", "append", rows),
+            _wire.call("release", "redeem_at_commit", grant_id),
+        )
+    )
+    assert txn is None and isinstance(answer[2], bytes) and len(answer[2]) == 32

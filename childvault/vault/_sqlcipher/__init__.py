@@ -63,6 +63,9 @@ class SQLCipherBackend(Repositories):
         """
         import sqlcipher3
 
+        # One thread at a time, as every other use (review RV10-5): not during a
+        # BackgroundCommit's COMMIT, nor from a thread that did not open it.
+        self._conn._check_thread()
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         os.close(fd)
         try:
