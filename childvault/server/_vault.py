@@ -714,6 +714,27 @@ class VaultHost:
             kw or len(a) != 1 or type(a[0]) is not int or a[0] < 0
         ):
             raise Refused(400, "malformed", _t("audit.sync takes one entry number (0 or more)"))
+        if (repo, method) in _PAGED and "limit" in kw and not _count(kw["limit"]):
+            # Counted in the request's budget as given: SQLite would read LIMIT -1,
+            # a float or a numeric text as no or another limit (review RV10-6).
+            raise Refused(
+                400,
+                "malformed",
+                _t(
+                    "{repo}.{method}: the limit is a number of rows (an integer, 0 or more)",
+                    repo=repo,
+                    method=method,
+                ),
+            )
+        if (repo, method) == ("audit", "signatures") and not (
+            len(a) + len(kw) == 2
+            and all(
+                _count(a[i] if len(a) > i else kw.get(n)) for i, n in enumerate(("first", "last"))
+            )
+        ):
+            raise Refused(
+                400, "malformed", _t("audit.signatures takes two entry numbers (0 or more)")
+            )
         if (repo, method) == ("audit", "last") and (a or kw):
             raise Refused(400, "malformed", _t("audit.last takes no arguments"))
         if repo == "inputs":
@@ -2116,6 +2137,22 @@ def _check_many(method: str, a: list[Any], kw: dict[Any, Any]) -> None:
 def _size(value: object) -> int:
     """How many items an argument names (0 for anything but a list)."""
     return len(value) if isinstance(value, list | tuple) else 0
+
+
+#: Reads of a page whose size is their ``limit`` (counted in :func:`_work`).
+_PAGED = frozenset(
+    {
+        ("records", "page"),
+        ("records", "due"),
+        ("records", "pending_shreds"),
+        ("records", "keyblob_page"),
+    }
+)
+
+
+def _count(value: object) -> bool:
+    """Whether ``value`` is a count of rows or an entry number: an int, 0 or more."""
+    return type(value) is int and value >= 0
 
 
 def _number(value: object, default: int) -> int:

@@ -461,3 +461,43 @@ def test_rv10_a_release_staged_before_a_failing_call_is_not_answered(
         )
     )
     assert txn is None and isinstance(answer[2], bytes) and len(answer[2]) == 32
+
+
+# RV10-6: a request's work is bounded before it runs (finding A-12, the scan
+# budget) from its arguments alone, counting only integer page limits and
+# signature ranges; SQLite reads LIMIT -1 as no limit and takes a float or a
+# numeric text for a bound, so such arguments read the whole table, counted as
+# a default page or as nothing.
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "kwargs"),
+    [
+        ("page", [], {"limit": -1}),
+        ("page", [], {"limit": 1e9}),
+        ("page", [], {"limit": "1000000"}),
+        ("keyblob_page", [], {"limit": -1}),
+        ("pending_shreds", [], {"limit": -1}),
+        ("due", ["9999-12-31"], {"limit": -1}),
+    ],
+    ids=lambda v: repr(v) if not isinstance(v, str) else v,
+)
+def test_rv10_6_a_page_limit_that_is_no_row_count_is_refused(
+    served: VaultServer, method: str, args: list[object], kwargs: dict[str, object]
+) -> None:
+    refused(_wire.rpc(served, "worker2", "records", method, *args, **kwargs), 400, "malformed")
+
+
+@pytest.mark.parametrize("bounds", [(0, 1e9), (0, "1000000"), ("0", 10**6)], ids=repr)
+def test_rv10_6_a_signature_range_that_is_no_range_of_entries_is_refused(
+    served: VaultServer, bounds: tuple[object, object]
+) -> None:
+    refused(_wire.rpc(served, "worker2", "audit", "signatures", *bounds), 400, "malformed")
+
+
+def test_rv10_6_integer_limits_and_ranges_are_answered(served: VaultServer) -> None:
+    """What the library sends (integers) is answered as before."""
+    vs = served
+    assert len(_wire.ok(_wire.rpc(vs, "worker2", "records", "page", limit=2))) == 2
+    assert _wire.ok(_wire.rpc(vs, "worker2", "records", "pending_shreds", limit=0)) == []
+    assert len(_wire.ok(_wire.rpc(vs, "worker2", "audit", "signatures", 0, 1))) == 2
