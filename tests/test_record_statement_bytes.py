@@ -134,9 +134,7 @@ _FIELD_ROWS = st.lists(
     vault=st.one_of(_HEX, st.text(max_size=8)),
     record=_HEX,
     at=st.one_of(st.just("2026-12-01T04:00:00.000000Z"), st.text(max_size=30)),
-    version=st.one_of(
-        st.integers(min_value=1, max_value=2**53 - 1), st.just(2**60), st.just(True)
-    ),
+    version=st.one_of(st.integers(min_value=1, max_value=2**53 - 1), st.just(2**60), st.just(True)),
     type_name=_NAME,
     consent=st.dictionaries(
         st.from_regex(r"[a-z_]{1,12}", fullmatch=True),
