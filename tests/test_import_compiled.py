@@ -290,3 +290,29 @@ def test_stored_json_is_json_dumps(obj: dict[str, object]) -> None:
 
     assert _records._CONSENT_JSON(obj) == json.dumps(obj, sort_keys=True)
     assert _records._METADATA_JSON(obj) == json.dumps(obj, sort_keys=True, ensure_ascii=False)
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(_consent_rows(), st.lists(st.none() | _day, min_size=1, max_size=6), st.booleans())
+@example(
+    {"consent_by": "guardian", "purposes": "case_management", "retain_until": "2034-01-01"},
+    [date(2015, 3, 9), date(2026, 12, 1), None, date(2010, 1, 1)],
+    False,
+)
+@example(
+    {"consent_by": "child", "purposes": "case_management", "retain_until": "2034-01-01"},
+    [date(2005, 3, 9), date(2015, 3, 9), None, date(2005, 3, 9)],
+    False,
+)
+def test_rows_sharing_their_consent_cells_equal_the_per_rule_path(
+    row: dict[str, str], dobs: list[date | None], confirmed: bool
+) -> None:
+    """Rows with the same consent cells and their own dates of birth (one import,
+    issue 18 round 2 session 9: a consent that passed once is checked again only
+    against the rules that read the date of birth): each row's consent or
+    refusal is the per-rule path's."""
+    consents = _import_consents("officer1", confirmed=confirmed)
+    for dob in dobs:
+        expected = _outcome(lambda: _reference(row, dob, confirmed))  # noqa: B023
+        got = _outcome(lambda: consents.checked(consents.parse(dict(row)), dob))  # noqa: B023
+        assert got == expected

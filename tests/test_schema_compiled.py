@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Mapping
+from datetime import date
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from childvault._i18n import Message
 from childvault.keys._errors import ValidationError
-from childvault.vault import _schema
+from childvault.vault import _schema, _validators
 from childvault.vault._schema import Schema
 from childvault.vault._schema_types import (
     _BAD_CHAR_RE,
@@ -303,3 +304,39 @@ def test_unknown_type_is_refused_as_before() -> None:
 
     with pytest.raises(UsageError, match="unknown record type 'nope'"):
         SCHEMA.validator("nope")
+
+
+@st.composite
+def _id_cells(draw: st.DrawFn) -> str:
+    """Identity numbers, valid or nearly: any birth date (before 1900, in the
+    future, impossible), a right or wrong check character, case and spaces."""
+    digits = draw(st.text("0123456789", min_size=17, max_size=17))
+    if draw(st.booleans()):
+        born = draw(st.dates(min_value=date(1800, 1, 1), max_value=date(2200, 12, 31)))
+        digits = digits[:6] + f"{born:%Y%m%d}" + digits[14:]
+    if draw(st.booleans()):
+        digits = digits[:10] + draw(st.sampled_from(["0230", "1301", "0000", "0431"])) + digits[14:]
+    check = draw(st.sampled_from(["right", *"0123456789Xx", "", "YZ", "１"]))
+    if check == "right":
+        total = sum(int(d) * w for d, w in zip(digits, _validators._ID_WEIGHTS, strict=True))
+        check = _validators._ID_CHECK[total % 11]
+    text = digits + check
+    if draw(st.booleans()):
+        text = text.lower()
+    return (
+        draw(st.sampled_from(["", " ", "\t"])) + text + draw(st.sampled_from(["", " ", "\u3000"]))
+    )
+
+
+@settings(max_examples=1500)
+@given(_id_cells())
+@example(ID)
+@example(make_id_number("110105", date(1900, 1, 1), 1))
+@example(make_id_number("110105", date(1899, 12, 31), 1))
+def test_identity_numbers_normalise_as_the_reference(raw: str) -> None:
+    """The compiled identity-number check's shortcut (issue 18, round 2 session 9)
+    accepts exactly what check_id_number accepts, with the same value, and
+    refuses with the same message otherwise."""
+    spec = CHILD.fields["id_number"]
+    compiled = SCHEMA.validator("child").normalisers["id_number"]
+    assert _outcome(compiled, raw) == _outcome(_reference_normalise, spec, raw)

@@ -28,6 +28,7 @@ import json
 import re
 import struct
 from collections.abc import Mapping, Sequence
+from operator import attrgetter
 from typing import Any
 
 import nacl.bindings
@@ -54,6 +55,9 @@ _TAG = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_ABYTES
 _ZERO16 = bytes(16)
 #: Strings ``json.dumps`` writes unchanged between quotes (nothing to escape).
 _JSON_SAFE = re.compile(r"[A-Za-z0-9_-]*").fullmatch
+_ONLY_STR = frozenset({str}).issuperset
+_ONLY_INT = frozenset({int}).issuperset
+_VERSION_OF = attrgetter("version")
 
 
 def _binding(vault_id: str, record_id: str, version: int) -> bytes:
@@ -127,17 +131,16 @@ def _inner_json(
     ``json.dumps`` itself. One box a record on an import, and the encoder's
     generic walk was a fifth of wrapping (tests pin the equality).
     """
-    names = list(fields)
-    keys = list(fields.values())
     # One pattern match for all the strings: joined by "_" (itself safe), they
-    # match exactly when each does; map(type, ...) checks every type in C.
+    # match exactly when each does; map(type, ...) checks every type in C, the
+    # versions' too (no set built a record).
     plain = (
         type(version) is int
         and type(vault_id) is str
         and type(record_id) is str
-        and set(map(type, names)) <= {str}
-        and {type(fk.version) for fk in keys} <= {int}
-        and _JSON_SAFE("_".join([vault_id, record_id, *names])) is not None
+        and _ONLY_STR(map(type, fields))
+        and _ONLY_INT(map(type, map(_VERSION_OF, fields.values())))
+        and _JSON_SAFE("_".join([vault_id, record_id, *fields])) is not None
     )
     if not plain:
         return json.dumps(
@@ -154,7 +157,7 @@ def _inner_json(
     k = ",".join(
         [
             f'"{name}":[{fk.version},"{b2a(fk.key, newline=False).decode()}"]'
-            for name, fk in zip(names, keys, strict=True)
+            for name, fk in fields.items()
         ]
     )
     return (

@@ -321,11 +321,7 @@ def _check_rules(
             _t("consented_at: is in the future; expected the day consent was given"),
             field="consented_at",
         )
-    if date_of_birth is not None and consent.consented_at < date_of_birth:
-        raise ValidationError(
-            _t("consented_at: is before the date of birth; expected the day consent was given"),
-            field="consented_at",
-        )
+    _check_after_birth(consent, date_of_birth)
     if consent.retain_until <= consent.consented_at:
         raise ValidationError(_t("retain_until: must be after consented_at"), field="retain_until")
     if consent.retain_until < today:
@@ -335,6 +331,14 @@ def _check_rules(
         )
     _check_basis(consent, date_of_birth)
     _check_party(consent)
+
+
+def _check_after_birth(consent: Consent, date_of_birth: date | None) -> None:
+    if date_of_birth is not None and consent.consented_at < date_of_birth:
+        raise ValidationError(
+            _t("consented_at: is before the date of birth; expected the day consent was given"),
+            field="consented_at",
+        )
 
 
 def _check_party(consent: Consent) -> None:
@@ -776,6 +780,7 @@ class ImportConsents:
         "_default_notice",
         "_notice_sha256",
         "_parsed",
+        "_passed",
         "_schema",
         "_today",
         "_window",
@@ -804,6 +809,10 @@ class ImportConsents:
         self._confirmed = confirmed
         self._notice_sha256 = notice_sha256
         self._parsed: dict[tuple[object, ...], Consent] = {}
+        # By id() of a parsed consent that passed every rule once: the consent
+        # itself (so the id cannot be reused while the entry lives), its
+        # confirmed_by and its notice's digest.
+        self._passed: dict[int, tuple[Consent, str, str]] = {}
 
     def parse(self, row: Mapping[str, str]) -> Consent:
         """:func:`parse_consent_columns` of ``row`` (other keys are ignored)."""
@@ -824,17 +833,36 @@ class ImportConsents:
     def checked(self, parsed: Consent, date_of_birth: date | None) -> Consent:
         """The stored consent of a row: ``parsed`` (:meth:`parse`) checked against the
         rules for a child born on ``date_of_birth``, with its due date, its officer's
-        confirmation and its notice's digest; ValidationError naming the column."""
-        _check_rules(parsed, date_of_birth=date_of_birth, schema=self._schema, today=self._today)
-        confirmed_by = _confirmed_by(
-            parsed,
-            created=self._created,
-            window_days=self._window,
-            actor=self._actor,
-            officer=self._confirmed,
-            in_import=True,
-        )
-        notice_sha256 = self._notice_sha256(parsed.notice_version)
+        confirmation and its notice's digest; ValidationError naming the column.
+
+        A parsed consent (one object per distinct consent cells, :meth:`parse`)
+        that passed once is checked again only against the rules that depend
+        on the date of birth: the others, its back-dating and its notice's
+        digest depend on nothing else that changes within an import. The
+        first problem is the same: the rules skipped passed.
+        """
+        passed = self._passed.get(id(parsed))
+        if passed is not None and passed[0] is parsed:
+            _, confirmed_by, notice_sha256 = passed
+            # _check_rules' checks that read the date of birth, in its order.
+            _check_after_birth(parsed, date_of_birth)
+            _check_basis(parsed, date_of_birth)
+        else:
+            _check_rules(
+                parsed, date_of_birth=date_of_birth, schema=self._schema, today=self._today
+            )
+            confirmed_by = _confirmed_by(
+                parsed,
+                created=self._created,
+                window_days=self._window,
+                actor=self._actor,
+                officer=self._confirmed,
+                in_import=True,
+            )
+            notice_sha256 = self._notice_sha256(parsed.notice_version)
+            if len(self._passed) >= _MEMO_SIZE:
+                self._passed.clear()
+            self._passed[id(parsed)] = (parsed, confirmed_by, notice_sha256)
         return Consent(
             by=parsed.by,
             consented_at=parsed.consented_at,

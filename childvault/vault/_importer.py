@@ -431,9 +431,10 @@ class DuplicateKey:
     identity: tuple[str, ...]
     searchable: tuple[str, ...]
 
-    @property
+    @functools.cached_property
     def fields(self) -> tuple[str, ...]:
-        """Every field the duplicate checks read."""
+        """Every field the duplicate checks read (worked out once: an import asks
+        for every row)."""
         return tuple(dict.fromkeys((*self.identity, *self.searchable)))
 
     @classmethod
@@ -471,10 +472,19 @@ class DuplicateFinder:
         self._seen: dict[bytes, int] = {}
 
     def _fingerprint(self, values: Mapping[str, str]) -> bytes | None:
-        parts = [values.get(f) for f in self._key.identity]
-        if not parts or not all(parts):
-            return None
-        text = "\x00".join(p or "" for p in parts).encode("utf-8")
+        identity = self._key.identity
+        if len(identity) == 1:
+            # One identity field (an identity number): its text alone, the
+            # bytes the join below gives for one part, without the join.
+            value = values.get(identity[0])
+            if not value:
+                return None
+            text = value.encode("utf-8")
+        else:
+            parts = [values.get(f) for f in identity]
+            if not parts or not all(parts):
+                return None
+            text = "\x00".join(p or "" for p in parts).encode("utf-8")
         # One-shot HMAC (OpenSSL in C): the same bytes as hmac.new(...).digest().
         return hmac.digest(self._secret, text, "sha256")
 
@@ -487,11 +497,15 @@ class DuplicateFinder:
         (not rows an interrupted run of the same file already wrote).
         """
         found: dict[int, str] = {}
-        to_vault: list[tuple[int, Mapping[str, str]]] = []
+        # Each row with the searchable fields it fills (worked out once a row).
+        to_vault: list[tuple[int, Mapping[str, str], list[str]]] = []
+        searchable = self._key.searchable
+        seen = self._seen
+        fingerprint_of = self._fingerprint
         for number, values in rows:
-            fingerprint = self._fingerprint(values)
+            fingerprint = fingerprint_of(values)
             if fingerprint is not None:
-                first = self._seen.setdefault(fingerprint, number)
+                first = seen.setdefault(fingerprint, number)
                 if first != number:
                     found[number] = _t(
                         "same {fields} as row {row} (a duplicate); pass "
@@ -500,14 +514,14 @@ class DuplicateFinder:
                         row=first,
                     )
                     continue
-            present = [f for f in self._key.searchable if values.get(f)]
-            if against_vault(number) and len(present) >= MIN_VAULT_MATCH_FIELDS:
-                to_vault.append((number, values))
+            present = [f for f in searchable if values.get(f)]
+            if len(present) >= MIN_VAULT_MATCH_FIELDS and against_vault(number):
+                to_vault.append((number, values, present))
         # Per field, the tags of every row of the batch and their candidates in one
         # call each (one round trip through the server, not one per row).
         candidates: dict[tuple[int, str], list[str]] = {}
-        for field in self._key.searchable:
-            having = [(n, v[field]) for n, v in to_vault if v.get(field)]
+        for field in searchable:
+            having = [(n, v[field]) for n, v, _p in to_vault if v.get(field)]
             if having:
                 computed = self._tags(field, [value for _n, value in having])
                 ids_of = self._in_vault(field, list(computed))
@@ -518,8 +532,7 @@ class DuplicateFinder:
                 candidates.update(
                     ((n, field), ids) for (n, _v), ids in zip(having, ids_of, strict=True)
                 )
-        for number, values in to_vault:
-            present = [f for f in self._key.searchable if values.get(f)]
+        for number, _values, present in to_vault:
             ids: set[str] | None = None
             for field in present:
                 matches = set(candidates[number, field])

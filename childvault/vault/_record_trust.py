@@ -61,7 +61,7 @@ from childvault.vault._statements import (
     TrustState,
     record_statement,
     sign,
-    sign_batch,
+    sign_first_versions,
     stored_statement,
     verify_member,
     verify_record,
@@ -671,21 +671,15 @@ def sign_batch_versions(
     versions ``items`` (row, sealed fields, key blob) as they will be stored, as
     each record's :class:`BatchMember` (docs/trust.md, "Record statements")."""
     stamp = iso(moment) if at is None else at
-    statements = [
-        record_statement(
-            vault_id=s.vault_id,
-            at=stamp,
-            record=row.id,
-            version=row.version,
-            type_name=row.type,
-            consent=row.consent,
-            metadata=row.metadata,
-            fields=fields,
-            keyblob=keyblob,
-        )
-        for row, fields, keyblob in items
-    ]
-    return sign_batch(statements, [s.me])
+    return sign_first_versions(
+        s.vault_id,
+        stamp,
+        [
+            (row.id, row.version, row.type, row.consent, row.metadata, fields, keyblob)
+            for row, fields, keyblob in items
+        ],
+        [s.me],
+    )
 
 
 def with_record_statement(event: Event, envelope: Envelope | BatchMember) -> Event:

@@ -17,10 +17,13 @@ import base64
 import binascii
 import functools
 import importlib.resources
+import re
 import tomllib
 import unicodedata
 from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
+from operator import mul
 from pathlib import Path
 from types import MappingProxyType
 from typing import NoReturn
@@ -43,7 +46,14 @@ from childvault.vault._schema_types import (
     _enum_key,
     _show,
 )
-from childvault.vault._validators import check_date, check_id_number, check_mainland_phone
+from childvault.vault._validators import (
+    _EARLIEST_BIRTH,
+    _ID_CHECK,
+    _ID_WEIGHTS,
+    check_date,
+    check_id_number,
+    check_mainland_phone,
+)
 
 __all__ = [
     "FIELD_TYPES",
@@ -426,9 +436,10 @@ def _compile_field(spec: FieldSpec) -> Normaliser:
             return found
 
         return enum
+    if kind == "id_number":
+        return _compile_id_number(spec, limit, search)
     check: Callable[..., str] = {
         "date": check_date,
-        "id_number": check_id_number,
         "phone": check_mainland_phone,
     }[kind]
 
@@ -444,6 +455,60 @@ def _compile_field(spec: FieldSpec) -> Normaliser:
         return check(raw, field=name)
 
     return checked
+
+
+#: What the GB 11643-1999 weights add to a sum over ASCII codes ("0" is 48)
+#: instead of digit values.
+_ID_ASCII_BIAS = 48 * sum(_ID_WEIGHTS)
+
+
+def _compile_id_number(
+    spec: FieldSpec, limit: int, search: Callable[[str], re.Match[str] | None]
+) -> Normaliser:
+    """An identity number's normaliser: :func:`check_id_number` of the value,
+    with a shortcut for the common cell (ASCII, 18 characters, every rule met).
+
+    Why: one identity number a row of an import, and the reference's digit by
+    digit conversion and three-part date were ~2.5 us of a row's ~7 us of
+    validation. The shortcut only ever accepts what the reference accepts,
+    with the same result; any other value goes to the reference, which gives
+    the refusal (tests/test_schema_compiled.py pins the two equal).
+    """
+    name = spec.name
+
+    def id_number(raw: object) -> str | None:
+        if not isinstance(raw, str) or len(raw) > limit:
+            _refuse_raw(spec, raw)
+        if not raw.isprintable():
+            bad = search(raw)
+            if bad is not None:
+                _refuse_char(spec, bad.group())
+        if not raw.strip():
+            return None
+        if raw.isascii():
+            # check_id_number's own steps for ASCII text (NFKC maps no ASCII).
+            text = raw.strip().upper()
+            last = text[17:]
+            if (
+                len(text) == 18
+                and text[:17].isdigit()
+                and (last.isdigit() or last == "X")
+                # The check character: ASCII codes weighted, less 48 a weight.
+                and _ID_CHECK[
+                    (sum(map(mul, text[:17].encode("ascii"), _ID_WEIGHTS)) - _ID_ASCII_BIAS) % 11
+                ]
+                == last
+            ):
+                try:
+                    # Eight digits: YYYYMMDD (date.fromisoformat, Python >= 3.11).
+                    birth = date.fromisoformat(text[6:14])
+                except ValueError:
+                    birth = None
+                if birth is not None and _EARLIEST_BIRTH <= birth <= date.today():
+                    return text
+        return check_id_number(raw, field=name)
+
+    return id_number
 
 
 def _refuse_raw(spec: FieldSpec, raw: object) -> NoReturn:

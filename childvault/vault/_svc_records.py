@@ -746,10 +746,11 @@ class RecordService:
         back-dating, notice) by the schema's compiled validator, without
         splitting the row or copying its consent once per rule.
         """
-        from childvault.vault._importer import BadRow
+        if type(row) is not dict:  # a parsed row is a dict: no import a row for it
+            from childvault.vault._importer import BadRow
 
-        if isinstance(row, BadRow):
-            return row.reason
+            if isinstance(row, BadRow):
+                return row.reason
         try:
             if consents is not None:
                 parsed = consents.parse(row)
