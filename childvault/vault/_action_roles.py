@@ -12,9 +12,9 @@ embedded mode, which ignores it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from childvault.vault import _settings
 from childvault.vault._statements import TrustState
@@ -65,19 +65,48 @@ def reserved_roles(doc: Mapping[str, Any]) -> frozenset[str] | None:
     return roles
 
 
-def held(state: TrustState, actor: object, roles: frozenset[str], seq: int) -> bool:
-    """Whether ``actor`` is a verified user holding one of ``roles``, not disabled
-    before ``seq``.
+#: How :func:`role_at` reads a verified registration's span (see its docstring).
+Mode = Literal["was_active", "held"]
 
-    Not "active at seq" (as ``_notice_log._admin``): a vault upgraded from before
-    statements registers its users after their earlier entries.
+
+def role_at(
+    state: TrustState | None,
+    actor: object,
+    roles: str | Collection[str],
+    seq: object,
+    *,
+    mode: Mode,
+) -> bool:
+    """Whether ``actor`` held one of ``roles`` at log position ``seq``, by its
+    verified registration in ``state`` only (the one role predicate).
+
+    Fails closed: no verified state (an identity made before anchors), an actor
+    with no verified registration, or a position that is no whole number is no
+    role. The ``users`` row is never read: every user can edit it with SQL.
+
+    ``mode="was_active"``: registered at or before ``seq`` and not disabled
+    before it. For an entry that lets something go now: a co-signature counted
+    for an approval (``_svc_access`` ``_cosigners``, RV9-1) and the approval a
+    server releases keys on (``_release_keys.logged_terms``). It must have been
+    made under the verified registration: an entry from before it (a vault
+    upgraded from before statements, covered by the chain only) lets nothing go.
+
+    ``mode="held"``: holds the role and was not disabled before ``seq``; the
+    registration may come later (an upgraded vault registers its users after
+    their earlier entries). For entries where counting one is the safe side or
+    that stay readable across an upgrade: a revocation (``logged_terms``,
+    RV9-4: one more counted denies reads), the end of collection
+    (``Session.accepting_records``, RV9-5: an admin's start from before the
+    upgrade still ends it), and the entries of :data:`ROLE_ACTIONS` as
+    :func:`logged_by_role` reads them (a setting's signer, a logged release).
     """
-    user = state.users.get(actor) if isinstance(actor, str) else None
-    return (
-        user is not None
-        and bool(roles & frozenset(user.roles))
-        and (user.active_until is None or seq < user.active_until)
-    )
+    wanted = {roles} if isinstance(roles, str) else set(roles)
+    user = state.users.get(actor) if state is not None and isinstance(actor, str) else None
+    if user is None or type(seq) is not int or not wanted & set(user.roles):
+        return False
+    if user.active_until is not None and seq >= user.active_until:
+        return False
+    return mode == "held" or user.active_from <= seq
 
 
 def logged_by_role(state: TrustState | None, doc: Mapping[str, Any]) -> bool:
@@ -88,5 +117,4 @@ def logged_by_role(state: TrustState | None, doc: Mapping[str, Any]) -> bool:
     roles = reserved_roles(doc)
     if roles is None or state is None:
         return True
-    seq = doc.get("seq")
-    return type(seq) is int and held(state, doc.get("actor"), roles, seq)
+    return role_at(state, doc.get("actor"), roles, doc.get("seq"), mode="held")
