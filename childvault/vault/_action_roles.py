@@ -21,18 +21,84 @@ from childvault.vault._statements import TrustState
 
 _OFFICER = frozenset({"officer"})
 _ADMIN = frozenset({"admin"})
+_OFFICER_ADMIN = frozenset({"admin", "officer"})
+#: The roles that write records and request access (``_session.WRITERS``).
+_WRITERS = frozenset({"staff", "officer"})
 
 #: A successful entry of each action may be logged only by a holder of one of its
-#: roles (the role its command requires). Refined per entry by
-#: :func:`reserved_roles`: a setting by its signer role, a decommissioning by phase.
+#: roles (the roles its command requires). Refined per entry by
+#: :func:`reserved_roles`: a setting by its signer role, a decommissioning by
+#: phase, a rights request's link and closing by the answer, a user's own
+#: registration or renewal request by anyone. Every action the package logs is
+#: here or in :data:`ANY_USER_ACTIONS` (tests/attack/test_role_actions.py).
 ROLE_ACTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
     {
-        "setting.set": frozenset({"admin", "officer"}),
+        # Settings, releases and the vault's life.
+        "setting.set": _OFFICER_ADMIN,
         "export.anonymized": _OFFICER,
-        "vault.decommission": frozenset({"admin", "officer"}),
+        "vault.decommission": _OFFICER_ADMIN,
         "notice.publish": _ADMIN,
-        "grant.revoke": _OFFICER,
+        "vault.init": _ADMIN,
+        "vault.upgrade": _ADMIN,
+        "vault.gc": _ADMIN,
+        "vault.backup": _OFFICER_ADMIN,
+        # Access.
+        "request.create": _WRITERS,
+        "request.approve": _OFFICER,
+        "request.deny": _OFFICER,
         "request.cosign": _OFFICER,
+        "grant.revoke": _OFFICER,
+        # Records and consent.
+        "record.create": _WRITERS,
+        "record.find": _WRITERS,
+        "record.correct": _OFFICER,
+        "record.delete": _OFFICER_ADMIN,
+        "consent.withdraw": _OFFICER_ADMIN,
+        "consent.renew": _OFFICER,
+        "consent.add_purpose": _OFFICER,
+        "retention.sweep": _OFFICER_ADMIN,
+        # The registers folded from the log (incidents, rights requests).
+        "incident.open": _OFFICER,
+        "incident.add_records": _OFFICER,
+        "incident.notify": _OFFICER,
+        "incident.close": _OFFICER,
+        "incident.contacts": _OFFICER,
+        "incident.list": _OFFICER_ADMIN,
+        "rights.open": _OFFICER,
+        "rights.link": _OFFICER,
+        "rights.close": _OFFICER,
+        "rights.list": _OFFICER_ADMIN,
+        # Reports and the log.
+        "report.incident": _OFFICER_ADMIN,
+        "report.transfers": _OFFICER_ADMIN,
+        "audit.read": _OFFICER_ADMIN,
+        "audit.checkpoint": _OFFICER_ADMIN,
+        "audit.rebaseline": _OFFICER,
+        # Users and keys (their statements are verified on their own as well).
+        "user.add": _ADMIN,
+        "user.invite": _ADMIN,
+        "user.disable": _ADMIN,
+        "user.renew": _ADMIN,
+        "user.countersign": _OFFICER_ADMIN,
+        "custodian.create": _OFFICER_ADMIN,
+        "custodian.share": _OFFICER,
+        "keys.rotate": _OFFICER_ADMIN,
+    }
+)
+
+#: Actions any user may log, each for its reason: a read through one's own grant
+#: and the subject report made with it, a listing every role may make, a
+#: record re-signed under its own record statement (checked by its own rules,
+#: _record_trust), and the refusals logged in the name of whoever was refused.
+ANY_USER_ACTIONS: frozenset[str] = frozenset(
+    {
+        "grant.read",
+        "report.subject",
+        "record.list",
+        "request.list",
+        "record.resign",
+        "trust.refuse",
+        "server.refuse",
     }
 )
 
@@ -40,6 +106,13 @@ ROLE_ACTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
 #: an admin starts and finishes.
 _DECOMMISSION = MappingProxyType(
     {"contacts": _OFFICER, "cosign": _OFFICER, "start": _ADMIN, "done": _ADMIN}
+)
+
+#: ``rights.link`` and ``rights.close`` by the operation that answered the request
+#: (``_svc_rights.RIGHTS_ANSWERS``): whoever may make it links it. A subject
+#: report is made by any user holding a grant for the record (None: anyone).
+_RIGHTS_ANSWERS: Mapping[str, frozenset[str] | None] = MappingProxyType(
+    {"record.correct": _OFFICER, "record.delete": _OFFICER_ADMIN, "report.subject": None}
 )
 
 
@@ -62,6 +135,15 @@ def reserved_roles(doc: Mapping[str, Any]) -> frozenset[str] | None:
     if action == "vault.decommission":
         phase = detail.get("phase")
         return _DECOMMISSION.get(phase, roles) if isinstance(phase, str) else roles
+    if action in ("rights.link", "rights.close"):
+        answer = detail.get("answer")
+        if isinstance(answer, str) and answer in _RIGHTS_ANSWERS:
+            return _RIGHTS_ANSWERS[answer]
+        return roles
+    if action in ("user.add", "user.renew") and detail.get("user") == doc.get("actor"):
+        # A user's own registration (``upgrade``) or renewal request: pending
+        # until an admin countersigns it (its statement says so).
+        return None
     return roles
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from childvault._i18n import _t, join
 from childvault.keys import NotFound, UsageError
 from childvault.keys._encoding import check_hex_id
+from childvault.vault._action_roles import logged_by_role
 from childvault.vault._audit import Event
 from childvault.vault._session import Session, new_id
 from childvault.vault._settings import SPECS
@@ -49,11 +50,21 @@ MAX_REASON = 500
 
 
 def log_entries(session: Session, actions: Sequence[str]) -> list[dict[str, Any]]:
-    """The log entries of ``actions`` in sequence order, parsed (the index is re-checked)."""
+    """The log entries of ``actions`` in sequence order, parsed (the index is re-checked).
+
+    The log is verified first, and an entry of an action reserved to a role
+    counts only when its author held the role (``logged_by_role``): any user
+    may log any action in their own name, and these entries make the registers.
+    """
+    state = session.trust(save=False)
     out = []
     for raw in session.db.audit.entries_by_action(tuple(actions)):
         doc = json.loads(raw)
-        if doc.get("action") in actions and doc.get("outcome") == "ok":
+        if (
+            doc.get("action") in actions
+            and doc.get("outcome") == "ok"
+            and logged_by_role(state, doc)
+        ):
             out.append(doc)
     return sorted(out, key=lambda d: int(d["seq"]))
 
