@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from childvault._i18n import localize
 from childvault.cli.main import cli
 from childvault.keys import ImportFailed, UsageError
 from childvault.vault._importer import PURPOSE_LABELS, column_aliases, field_label
@@ -109,6 +110,29 @@ def test_duplicates_within_a_file_are_refused_by_row(world: World, tmp_path: Pat
         assert list(v.list_records()) == []
         report = v.import_file(src, skip_invalid=True)
         assert report.imported == 3 and [r for r, _m in report.errors] == [4]
+
+
+def test_duplicate_messages_name_fields_by_their_labels_in_chinese(
+    world: World, tmp_path: Path
+) -> None:
+    """In Chinese the duplicate reasons name the fields as ``list`` and ``read`` do
+    (``公民身份号码 (id_number)``); in English by name; never the values."""
+    data = rows(0, 3)
+    data.append(dict(data[1], name="另一个名字"))
+    with world.open("worker1") as v:
+        report = v.import_file(write(tmp_path / "dup.csv", data), skip_invalid=True)
+        ((row, within),) = report.errors
+        again = v.import_file(write(tmp_path / "again.csv", rows(0, 1)), skip_invalid=True)
+        ((_row, in_vault),) = again.errors
+    assert row == 4
+    assert str(within).startswith("same id_number as row 2")
+    chinese = localize(within, "zh_CN")
+    assert chinese.startswith("公民身份号码 (id_number) 与第 2 行相同"), chinese
+    both = localize(in_vault, "zh_CN")
+    assert "公民身份号码 (id_number)、监护人联系电话 (guardian_phone)" in both, both
+    assert "id_number, guardian_phone" in str(in_vault)
+    for text in (chinese, both, str(within)):
+        assert data[1]["id_number"] not in text and data[1]["guardian_phone"] not in text
 
 
 def test_duplicates_of_records_in_the_vault_are_refused(world: World, tmp_path: Path) -> None:

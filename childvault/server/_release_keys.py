@@ -40,6 +40,7 @@ from childvault._i18n import _t
 from childvault.keys import ChildVaultError, ConfigError, Identity, IntegrityError
 from childvault.keys._encoding import b64, unb64
 from childvault.vault import _audit
+from childvault.vault._action_roles import role_at
 from childvault.vault._backend import Backend
 from childvault.vault._config import Home
 from childvault.vault._merkle import leaf_hash
@@ -257,7 +258,9 @@ def logged_terms(db: Backend, state: Callable[[int], TrustState], grant_id: str)
     if approve is None:
         return _t("no signed approval in the log")
     officer, seq = str(approve["actor"]), int(str(approve["seq"]))
-    if not state(seq).was_active(officer, "officer", seq):
+    # An approval hands over release keys: made under the officer's verified
+    # registration (role_at's "was_active").
+    if not role_at(state(seq), officer, "officer", seq, mode="was_active"):
         return _t("approved by someone who was not an officer")
     detail = approve.get("detail")
     request_id = approve.get("request")
@@ -282,9 +285,11 @@ def logged_terms(db: Backend, state: Callable[[int], TrustState], grant_id: str)
         return _t("no signed request in the log")
     # Any successful revocation entry naming the grant counts, signed or not: a
     # genuine one must never be missed (an insider may strip its signature).
-    # Except one that verifies as signed by someone who was no officer there:
-    # any user may log an entry in their own name, and a staff member's would
-    # deny every other requester their reads (review RV9-4).
+    # Except one that verifies as signed by someone who held no officer's role
+    # there by their verified registration: any user may log an entry in their
+    # own name, and a staff member's would deny every other requester their
+    # reads (review RV9-4). role_at's "held": counting a revocation is the safe
+    # side, so only the role and a disabling before it decide.
     revoked = False
     for raw in audit.entries_by_ref(("grant.revoke",), grant=grant_id):
         with contextlib.suppress(ValueError, ChildVaultError):
@@ -292,10 +297,10 @@ def logged_terms(db: Backend, state: Callable[[int], TrustState], grant_id: str)
             if (doc.get("grant"), doc.get("outcome")) != (grant_id, "ok"):
                 continue
             by = signed(raw, "grant.revoke")
-            if by is not None and not state(int(str(by["seq"]))).was_active(
-                str(by["actor"]), "officer", int(str(by["seq"]))
-            ):
-                continue
+            if by is not None:
+                at = int(str(by["seq"]))
+                if not role_at(state(at), by["actor"], "officer", at, mode="held"):
+                    continue
             revoked = True
     reads = 0
     for raw in audit.entries_by_ref(("grant.read",), grant=grant_id):

@@ -12,51 +12,93 @@ embedded mode, which ignores it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from childvault.vault import _settings
 from childvault.vault._statements import TrustState
 
 _OFFICER = frozenset({"officer"})
 _ADMIN = frozenset({"admin"})
-_ANY = frozenset({"staff", "officer", "admin"})
+_OFFICER_ADMIN = frozenset({"admin", "officer"})
+#: The roles that write records and request access (``_session.WRITERS``).
+_WRITERS = frozenset({"staff", "officer"})
 
 #: A successful entry of each action may be logged only by a holder of one of its
-#: roles (the role its command requires). Refined per entry by
-#: :func:`reserved_roles`: a setting by its signer role, a decommissioning by phase.
+#: roles (the roles its command requires). Refined per entry by
+#: :func:`reserved_roles`: a setting by its signer role, a decommissioning by
+#: phase, a rights request's link and closing by the answer, a user's own
+#: registration or renewal request by anyone. Every action the package logs is
+#: here or in :data:`ANY_USER_ACTIONS` (tests/attack/test_role_actions.py).
 ROLE_ACTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
     {
-        "setting.set": frozenset({"admin", "officer"}),
+        # Settings, releases and the vault's life.
+        "setting.set": _OFFICER_ADMIN,
         "export.anonymized": _OFFICER,
-        "vault.decommission": frozenset({"admin", "officer"}),
+        "vault.decommission": _OFFICER_ADMIN,
         "notice.publish": _ADMIN,
-        "grant.revoke": _OFFICER,
+        "vault.init": _ADMIN,
+        "vault.upgrade": _ADMIN,
+        "vault.gc": _ADMIN,
+        "vault.backup": _OFFICER_ADMIN,
+        # Access.
+        "request.create": _WRITERS,
+        "request.approve": _OFFICER,
+        "request.deny": _OFFICER,
         "request.cosign": _OFFICER,
-        # The registers (review RV10-1): a rights request opened with the identity
-        # checked is a basis consent cannot block (subject_access), an incident's
-        # records one for their contacts (breach_notification); a closing or a
-        # notification ends a deadline.
-        "rights.open": _OFFICER,
-        "rights.close": _OFFICER,
-        "rights.link": _OFFICER,
+        "grant.revoke": _OFFICER,
+        # Records and consent.
+        "record.create": _WRITERS,
+        "record.find": _WRITERS,
+        "record.correct": _OFFICER,
+        "record.delete": _OFFICER_ADMIN,
+        "consent.withdraw": _OFFICER_ADMIN,
+        "consent.renew": _OFFICER,
+        "consent.add_purpose": _OFFICER,
+        "retention.sweep": _OFFICER_ADMIN,
+        # The registers folded from the log (incidents, rights requests).
         "incident.open": _OFFICER,
         "incident.add_records": _OFFICER,
         "incident.notify": _OFFICER,
         "incident.close": _OFFICER,
+        "incident.contacts": _OFFICER,
+        "incident.list": _OFFICER_ADMIN,
+        "rights.open": _OFFICER,
+        "rights.link": _OFFICER,
+        "rights.close": _OFFICER,
+        "rights.list": _OFFICER_ADMIN,
+        # Reports and the log.
+        "report.incident": _OFFICER_ADMIN,
+        "report.transfers": _OFFICER_ADMIN,
+        "audit.read": _OFFICER_ADMIN,
+        "audit.checkpoint": _OFFICER_ADMIN,
+        "audit.rebaseline": _OFFICER,
+        # Users and keys (their statements are verified on their own as well).
+        "user.add": _ADMIN,
+        "user.invite": _ADMIN,
+        "user.disable": _ADMIN,
+        "user.renew": _ADMIN,
+        "user.countersign": _OFFICER_ADMIN,
+        "custodian.create": _OFFICER_ADMIN,
+        "custodian.share": _OFFICER,
+        "keys.rotate": _OFFICER_ADMIN,
     }
 )
 
-#: ``rights.link`` and ``rights.close`` naming the operation that answered the
-#: request: logged by whoever may run it (``correct`` an officer, ``delete`` an
-#: officer or admin, ``report subject`` any user with a grant). Readers also
-#: check that the answer is the one of the request's kind (``_svc_rights``).
-_ANSWERS = MappingProxyType(
+#: Actions any user may log, each for its reason: a read through one's own grant
+#: and the subject report made with it, a listing every role may make, a
+#: record re-signed under its own record statement (checked by its own rules,
+#: _record_trust), and the refusals logged in the name of whoever was refused.
+ANY_USER_ACTIONS: frozenset[str] = frozenset(
     {
-        "record.correct": _OFFICER,
-        "record.delete": frozenset({"officer", "admin"}),
-        "report.subject": _ANY,
+        "grant.read",
+        "report.subject",
+        "record.list",
+        "request.list",
+        "record.resign",
+        "trust.refuse",
+        "server.refuse",
     }
 )
 
@@ -64,6 +106,13 @@ _ANSWERS = MappingProxyType(
 #: an admin starts and finishes.
 _DECOMMISSION = MappingProxyType(
     {"contacts": _OFFICER, "cosign": _OFFICER, "start": _ADMIN, "done": _ADMIN}
+)
+
+#: ``rights.link`` and ``rights.close`` by the operation that answered the request
+#: (``_svc_rights.RIGHTS_ANSWERS``): whoever may make it links it. A subject
+#: report is made by any user holding a grant for the record (None: anyone).
+_RIGHTS_ANSWERS: Mapping[str, frozenset[str] | None] = MappingProxyType(
+    {"record.correct": _OFFICER, "record.delete": _OFFICER_ADMIN, "report.subject": None}
 )
 
 
@@ -86,25 +135,60 @@ def reserved_roles(doc: Mapping[str, Any]) -> frozenset[str] | None:
     if action == "vault.decommission":
         phase = detail.get("phase")
         return _DECOMMISSION.get(phase, roles) if isinstance(phase, str) else roles
-    if action in ("rights.link", "rights.close") and "answer" in detail:
-        answer = detail["answer"]
-        return _ANSWERS.get(answer, roles) if isinstance(answer, str) else roles
+    if action in ("rights.link", "rights.close"):
+        answer = detail.get("answer")
+        if isinstance(answer, str) and answer in _RIGHTS_ANSWERS:
+            return _RIGHTS_ANSWERS[answer]
+        return roles
+    if action in ("user.add", "user.renew") and detail.get("user") == doc.get("actor"):
+        # A user's own registration (``upgrade``) or renewal request: pending
+        # until an admin countersigns it (its statement says so).
+        return None
     return roles
 
 
-def held(state: TrustState, actor: object, roles: frozenset[str], seq: int) -> bool:
-    """Whether ``actor`` is a verified user holding one of ``roles``, not disabled
-    before ``seq``.
+#: How :func:`role_at` reads a verified registration's span (see its docstring).
+Mode = Literal["was_active", "held"]
 
-    Not "active at seq" (as ``_notice_log._admin``): a vault upgraded from before
-    statements registers its users after their earlier entries.
+
+def role_at(
+    state: TrustState | None,
+    actor: object,
+    roles: str | Collection[str],
+    seq: object,
+    *,
+    mode: Mode,
+) -> bool:
+    """Whether ``actor`` held one of ``roles`` at log position ``seq``, by its
+    verified registration in ``state`` only (the one role predicate).
+
+    Fails closed: no verified state (an identity made before anchors), an actor
+    with no verified registration, or a position that is no whole number is no
+    role. The ``users`` row is never read: every user can edit it with SQL.
+
+    ``mode="was_active"``: registered at or before ``seq`` and not disabled
+    before it. For an entry that lets something go now: a co-signature counted
+    for an approval (``_svc_access`` ``_cosigners``, RV9-1) and the approval a
+    server releases keys on (``_release_keys.logged_terms``). It must have been
+    made under the verified registration: an entry from before it (a vault
+    upgraded from before statements, covered by the chain only) lets nothing go.
+
+    ``mode="held"``: holds the role and was not disabled before ``seq``; the
+    registration may come later (an upgraded vault registers its users after
+    their earlier entries). For entries where counting one is the safe side or
+    that stay readable across an upgrade: a revocation (``logged_terms``,
+    RV9-4: one more counted denies reads), the end of collection
+    (``Session.accepting_records``, RV9-5: an admin's start from before the
+    upgrade still ends it), and the entries of :data:`ROLE_ACTIONS` as
+    :func:`logged_by_role` reads them (a setting's signer, a logged release).
     """
-    user = state.users.get(actor) if isinstance(actor, str) else None
-    return (
-        user is not None
-        and bool(roles & frozenset(user.roles))
-        and (user.active_until is None or seq < user.active_until)
-    )
+    wanted = {roles} if isinstance(roles, str) else set(roles)
+    user = state.users.get(actor) if state is not None and isinstance(actor, str) else None
+    if user is None or type(seq) is not int or not wanted & set(user.roles):
+        return False
+    if user.active_until is not None and seq >= user.active_until:
+        return False
+    return mode == "held" or user.active_from <= seq
 
 
 def logged_by_role(state: TrustState | None, doc: Mapping[str, Any]) -> bool:
@@ -115,5 +199,4 @@ def logged_by_role(state: TrustState | None, doc: Mapping[str, Any]) -> bool:
     roles = reserved_roles(doc)
     if roles is None or state is None:
         return True
-    seq = doc.get("seq")
-    return type(seq) is int and held(state, doc.get("actor"), roles, seq)
+    return role_at(state, doc.get("actor"), roles, doc.get("seq"), mode="held")

@@ -19,11 +19,11 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from childvault._i18n import _t
+from childvault._i18n import _t, join
 from childvault.keys import ConfigError, Identity, KeySlots, NotFound, UsageError, check_user_name
 from childvault.keys._files import atomic_write
 from childvault.vault import _check as check
-from childvault.vault import _statements
+from childvault.vault import _settings, _statements
 from childvault.vault._audit import Event, VerifyReport
 from childvault.vault._backend import Backend, UserRow
 from childvault.vault._check import REQUEST_STATUSES, RequestStatus
@@ -104,6 +104,20 @@ DEFAULTS = {
 
 #: Settings that are whole numbers (seconds or counts).
 _INT_SETTINGS = frozenset({"max_ttl_s", "default_ttl_s", "max_records", "max_uses"})
+
+#: What :meth:`Vault.setting` reads besides the signed settings (``_settings.SPECS``):
+#: the vault's own ``meta`` rows that are settings (not its internal rows).
+_META_SETTINGS = frozenset(
+    {
+        "accepting_records",
+        "created_at",
+        "institution",
+        "notice_version",
+        "provider",
+        "schema_digest",
+        "vault_id",
+    }
+)
 
 
 class Vault:
@@ -499,9 +513,19 @@ class Vault:
         """A vault-wide setting, typed: the approval limits (``max_ttl_s``,
         ``default_ttl_s``, ``max_records``, ``max_uses``) as ``int``,
         ``created_at`` as an aware ``datetime``, ``accepting_records`` as
-        ``bool``, the others (``notice_version``, ``institution``, ...) as ``str``."""
+        ``bool``, the others (``notice_version``, ``institution``, ...) as ``str``.
+        An unknown name is a :class:`UsageError` naming the known ones."""
         w = self._live("Vault.setting")
         check.str_arg(w, "key", key)
+        if key not in _settings.SPECS and key not in _META_SETTINGS:
+            # A name the caller got wrong, as any unknown enum value (issue 18).
+            raise UsageError(
+                _t(
+                    "unknown setting {key!r}: one of {keys}",
+                    key=key,
+                    keys=join(", ", sorted({*_settings.SPECS, *_META_SETTINGS})),
+                )
+            )
         value = self._session.setting(key)
         if key in _INT_SETTINGS:
             return int(value)

@@ -28,9 +28,9 @@ import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from childvault._i18n import _t, join
+from childvault._i18n import DEFAULT_LOCALE, Message, _t, environment_locale, join, normalize_locale
 from childvault.keys import ImportFailed, IntegrityError, UsageError
 
 if TYPE_CHECKING:
@@ -419,6 +419,30 @@ def _iter_jsonl(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, Row]
 MIN_VAULT_MATCH_FIELDS = 2
 
 
+class FieldTitle(Message):
+    """A field named in a message: its name in English; in a translation its
+    schema label and name (``身份证号 (id_number)``), as ``list`` and ``read``
+    show fields. The label is the schema's, not the catalog's: no gettext."""
+
+    label: str | None
+
+    def __new__(cls, name: str, label: str | None = None) -> FieldTitle:
+        """The field ``name`` with its Chinese ``label`` (None: the name alone)."""
+        self = cast("FieldTitle", super().__new__(cls, name))
+        self.label = label
+        return self
+
+    def __getnewargs__(self) -> tuple[str, str | None]:  # type: ignore[override]
+        return (str(self), self.label)
+
+    def in_locale(self, locale: str | None = None) -> str:
+        """The name in English, ``label (name)`` in another locale."""
+        chosen = environment_locale() if locale is None else normalize_locale(locale)
+        if chosen == DEFAULT_LOCALE or not self.label:
+            return str(self)
+        return f"{self.label} ({self})"
+
+
 @dataclass(frozen=True)
 class DuplicateKey:
     """The fields that tell whether two rows are the same child.
@@ -430,6 +454,13 @@ class DuplicateKey:
 
     identity: tuple[str, ...]
     searchable: tuple[str, ...]
+    #: (field, Chinese label) of the fields that have one, for the messages.
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def titles(self, fields: Iterable[str]) -> Message:
+        """``fields`` as a message lists them (labels in a translation, never values)."""
+        labels = dict(self.labels)
+        return join(", ", (FieldTitle(f, labels.get(f)) for f in fields))
 
     @functools.cached_property
     def fields(self) -> tuple[str, ...]:
@@ -442,7 +473,10 @@ class DuplicateKey:
         """The duplicate key of a record type (no fields: duplicates are not detectable)."""
         searchable = tuple(n for n, f in rtype.fields.items() if f.searchable)
         ids = tuple(n for n in searchable if rtype.fields[n].type == "id_number")
-        return cls(ids[:1] or searchable, searchable)
+        labels = tuple(
+            (n, label) for n in searchable if (label := field_label(rtype.fields[n].description))
+        )
+        return cls(ids[:1] or searchable, searchable, labels)
 
 
 class DuplicateFinder:
@@ -510,7 +544,7 @@ class DuplicateFinder:
                     found[number] = _t(
                         "same {fields} as row {row} (a duplicate); pass "
                         "--allow-duplicates to import it anyway",
-                        fields=join(", ", self._key.identity),
+                        fields=self._key.titles(self._key.identity),
                         row=first,
                     )
                     continue
@@ -543,7 +577,7 @@ class DuplicateFinder:
                 found[number] = _t(
                     "a record with the same {fields} may already exist ({ids}); pass "
                     "--allow-duplicates to import it anyway",
-                    fields=join(", ", present),
+                    fields=self._key.titles(present),
                     ids=", ".join(sorted(ids)[:3]) + (" ..." if len(ids) > 3 else ""),
                 )
         return found

@@ -28,6 +28,7 @@ from childvault.keys import (
 )
 from childvault.keys._encoding import check_hex_id
 from childvault.vault import _audit, _settings
+from childvault.vault._action_roles import role_at
 from childvault.vault._audit import Event
 from childvault.vault._backend import Backend, RecordRow
 from childvault.vault._config import Config, Home
@@ -210,7 +211,9 @@ class Session:
         The verified log decides: a logged ``vault.decommission`` ends
         collection for good, whatever the ``meta`` row says; a row that says
         "accepting" after one is refused and logged (``trust.refuse``). A row
-        that says "not accepting" is obeyed (failing closed).
+        that says "not accepting" is obeyed (failing closed). Only an admin's
+        entry ends collection, by their verified registration, never the
+        ``users`` row (``role_at``, "held": why there).
         """
         row = self.db.meta.get(ACCEPTING)
         if self.anchor is None:
@@ -227,9 +230,9 @@ class Session:
             seq = doc.get("seq")
             # An admin's only (review RV9-5): any user may log an entry in their own
             # name, and a staff member's would end collection for everyone, for good.
-            admin = state is None or (
-                type(seq) is int and state.was_active(str(doc.get("actor")), "admin", seq)
-            )
+            # role_at's "held": ending collection is the safe side, so an admin's
+            # start logged before a vault's upgrade registered them still counts.
+            admin = role_at(state, doc.get("actor"), "admin", seq, mode="held")
             ended = ended or (doc.get("outcome") == "ok" and phase in ("start", "done") and admin)
         if ended and row == "1":
             self.distrust(

@@ -36,6 +36,7 @@ from childvault.keys import (
 from childvault.keys._encoding import b64, check_hex_id, is_hex_id, unb64
 from childvault.vault import _audit, _tokens
 from childvault.vault import _record_trust as record_trust
+from childvault.vault._action_roles import role_at
 from childvault.vault._audit import DetailValue, Event
 from childvault.vault._backend import GrantRow, RequestRow, UserRow, request_basis_key
 from childvault.vault._fieldcrypto import open_field
@@ -346,17 +347,17 @@ class AccessService:
     def _cosigners(self, request_id: str) -> list[str]:
         """Officers whose ``request.cosign`` entry names the request.
 
-        Only an entry whose actor was an active officer at its position counts
-        (the verified trust state; the ``users`` rows without an anchor): any
-        user may append an entry of any action in their own name.
+        Only an entry whose actor was an active officer at its position counts,
+        by the verified registrations (``role_at``, ``was_active``: a
+        co-signature lets a release go now, so it must have been made under
+        the registration); any user may append an entry of any action in their
+        own name, and the ``users`` rows are theirs to edit. Without a verified
+        state (an identity made before anchors) no co-signature counts.
         """
         state = self.s.trust()
 
         def officer(actor: str, seq: object) -> bool:
-            if state is None:
-                row = self.s.db.users.get(actor)
-                return row is not None and "officer" in row.roles
-            return type(seq) is int and state.was_active(actor, "officer", seq)
+            return role_at(state, actor, "officer", seq, mode="was_active")
 
         out = []
         # Through the request index (O(1) in the log's size, like basis_of);

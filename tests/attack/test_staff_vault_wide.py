@@ -91,7 +91,7 @@ def test_a_statement_only_beside_its_own_entry(served: VaultServer) -> None:
     # Beside the caller's own entry that names another envelope, or none.
     for detail in ({"statement": hashlib.sha256(b"other").hexdigest()}, {}):
         rows = _wire.log_rows(
-            vs, vs.identity("worker2"), Event("worker2", "audit.checkpoint", detail=detail)
+            vs, vs.identity("worker2"), Event("worker2", "record.list", detail=detail)
         )
         r = _wire.batch(
             vs,
@@ -106,7 +106,7 @@ def test_a_statement_only_beside_its_own_entry(served: VaultServer) -> None:
         vs.identity("worker2"),
         Event(
             "worker2",
-            "audit.checkpoint",
+            "record.list",
             detail={"statement": hashlib.sha256(envelope).hexdigest()},
         ),
     )

@@ -40,7 +40,7 @@ def _entries(vs: VaultServer, digests: list[str]) -> list[Any]:
     return _wire.log_rows(
         vs,
         vs.identity("worker2"),
-        *(Event("worker2", "audit.checkpoint", detail={"record_statement": d}) for d in digests),
+        *(Event("worker2", "record.list", detail={"record_statement": d}) for d in digests),
     )
 
 

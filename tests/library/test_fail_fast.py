@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from childvault._i18n import localize
 from childvault.keys import Identity, VaultSettings
 from childvault.vault import (
     ChildVaultError,
@@ -105,6 +106,22 @@ def test_an_unknown_request_status_is_refused(world: World) -> None:
             v.requests("pendng")
         assert v.requests("approved") == []
         assert v.requests(None) == []
+
+
+def test_an_unknown_setting_name_is_a_usage_error_naming_the_known_ones(world: World) -> None:
+    """Issue 18: an unknown name is the caller's mistake (UsageError, exit 2), not a
+    damaged vault (ConfigError); the message names every setting that reads."""
+    with world.open("officer1") as v:
+        with pytest.raises(UsageError) as raised:
+            v.setting("max_use")
+        message = raised.value.args[0]
+        assert "unknown setting 'max_use'" in message
+        known = str(message).split("one of ", 1)[1].split(", ")
+        assert {"max_uses", "time_zone", "vault_id", "notice_version"} <= set(known)
+        assert "未知的设置 'max_use'" in localize(message, "zh_CN")
+        # Every name it offers reads on a fresh vault (none is a missing row).
+        for name in known:
+            v.setting(name)
 
 
 def test_a_closed_vault_says_it_is_closed(world: World) -> None:
