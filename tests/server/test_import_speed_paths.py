@@ -95,7 +95,11 @@ def test_a_forged_signature_is_refused_whatever_was_checked(world: World) -> Non
             replay(db, _start(anchor), checked=genuine)
         # The forged signature does verify under worker2's key, which is not the actor's.
         with pytest.raises(IntegrityError, match=f"log entry {last} .* not signed by them"):
-            replay(db, _start(anchor), checked=genuine | {(worker2_key, _audit.entry_message(digest), forged)})
+            replay(
+                db,
+                _start(anchor),
+                checked=genuine | {(worker2_key, _audit.entry_message(digest), forged)},
+            )
 
 
 def test_an_import_through_the_server_commits_and_verifies(tmp_path: Path) -> None:
