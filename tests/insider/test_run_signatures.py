@@ -33,7 +33,7 @@ def _run(world: World) -> list[int]:
         size = v._session.db.audit.size()
     run = [size - 3, size - 2, size - 1]
     with Insider(world, "worker2") as insider:
-        sigs = dict(insider.rows("audit", ["seq", "sig"], order_by="seq"))
+        sigs: dict[int, object] = dict(insider.rows("audit", ["seq", "sig"], order_by="seq"))
     # The honest shape: only the run's last entry is signed.
     assert [sigs[s] is not None for s in run] == [False, False, True]
     return run
@@ -105,7 +105,7 @@ def test_attack_unsigned_entry_in_anothers_name_just_before_their_run(world: Wor
                 forged + 3,
             ]
     with Insider(world, "worker2") as insider:
-        sigs = dict(insider.rows("audit", ["seq", "sig"], order_by="seq"))
+        sigs: dict[int, object] = dict(insider.rows("audit", ["seq", "sig"], order_by="seq"))
     assert [sigs[s] is not None for s in range(forged, forged + 4)] == [False] * 3 + [True]
     _refused_everywhere(world, forged)
 
