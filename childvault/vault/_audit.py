@@ -378,6 +378,8 @@ SIGN_ALONE = frozenset(
         "request.deny",
         "request.cosign",
         "grant.revoke",
+        # Counted one entry at a time by the key release (a grant's used reads).
+        "grant.read",
         "consent.withdraw",
         "consent.add_purpose",
         "consent.renew",
