@@ -278,8 +278,8 @@ def replay(
     it is committing). An entry whose actor's key *at that point of the
     replay*, signed message (:func:`_audit.entry_message` or, closing a run,
     :func:`_audit.run_message`) and stored signature form one of them is not
-    verified a second time; any other entry, and every entry read back by a later replay,
-    is.
+    verified a second time; any other entry, and every entry read back by a
+    later replay, is.
     """
     state = start.state
     expected, prev = start.size, start.head
@@ -328,7 +328,7 @@ def replay(
             )
             if bad is not None and forged is None:
                 # Raised after the chain is checked to the end.
-                forged = _forged(bad, db, page, seq)
+                forged = _forged(bad, db, page)
             detail = obj.get("detail")
             named = detail.get(STATEMENT) if isinstance(detail, dict) else None
             if named is not None:
@@ -336,16 +336,15 @@ def replay(
             expected, prev = seq + 1, digest
     bad = runs.end()
     if bad is not None and forged is None:
-        forged = _forged(bad, db, [], expected)  # an unsigned tail: no closing signature
+        forged = _forged(bad, db, [])  # an unsigned tail: no closing signature
     if forged is not None:
         raise forged
     return Verified(state, expected, prev)
 
 
-def _forged(
-    bad: int, db: Backend, page: Sequence[tuple[int, bytes, bytes]], seq: int
-) -> IntegrityError:
-    """The refusal of entry ``bad`` (its actor's signature is missing or wrong)."""
+def _forged(bad: int, db: Backend, page: Sequence[tuple[int, bytes, bytes]]) -> IntegrityError:
+    """The refusal of entry ``bad`` (its actor's signature is missing or wrong), its
+    actor read from ``page`` or, for a run that began on an earlier page, the log."""
     actor: object = None
     found = next((e for s, e, _ in page if s == bad), None)
     if found is None:
@@ -391,12 +390,11 @@ def _check_actor(
     if sig is None:
         return runs.unsigned(seq, actor, user.sign_key, action)
     message = runs.message(seq, actor, user.sign_key, action, digest)
+    # A triple in ``checked`` was verified already (replay's docstring).
     if (user.sign_key, message, sig) not in checked and not _verify_sig(
         user.sign_key, message, sig
     ):
-        # This very key, message and signature verified already (replay's
-        # docstring), else checked here; a bad one refuses its whole run.
-        first = runs.end()
+        first = runs.end()  # a bad signature refuses the whole run it closes
         return seq if first is None else first
     return runs.signed(seq, actor, user.sign_key, action)
 
