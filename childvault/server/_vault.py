@@ -251,7 +251,7 @@ class _Txn:
     #: Grants whose use this transaction consumed, and those it logged a read of.
     used: set[str] = field(default_factory=set)
     logged_reads: set[str] = field(default_factory=set)
-    #: (key, entry hash, signature) of each entry verified as it arrived
+    #: (key, signed message, signature) of each signature verified as it arrived
     #: (:meth:`VaultHost._check_entries`): the replay at commit does not verify
     #: the same signature again (``replay(checked=...)``).
     checked: set[tuple[bytes, bytes, bytes]] = field(default_factory=set)
@@ -1879,9 +1879,10 @@ class VaultHost:
         rows: Any,
         checked: set[tuple[bytes, bytes, bytes]],
     ) -> list[dict[str, Any]]:
-        """Each row: in ``user``'s name, signed by their verified key, linked to the head.
+        """Each row: in ``user``'s name, signed by their verified key (or in a run
+        of theirs closed by their signature in these rows), linked to the head.
 
-        Each verified (key, hash, signature) is added to ``checked``; the reads
+        Each verified (key, signed message, signature) is added to ``checked``; the reads
         the rows log are noted once they are stored (:meth:`_note_done`).
         Returns each row's decoded entry, in order.
         """
@@ -1890,6 +1891,7 @@ class VaultHost:
         if not isinstance(rows, list | tuple) or not rows:
             raise Refused(400, "malformed", _t("audit.append needs rows"))
         decoded: list[dict[str, Any]] = []
+        runs, last = _audit.RunCheck(), seq + len(rows) - 1
         for row in rows:
             try:
                 r_seq, entry, digest, sig = row
@@ -1919,11 +1921,25 @@ class VaultHost:
                 )
             if obj.get("actor") != user:
                 raise Refused(403, "binding", _t("log entry {seq} is in another's name", seq=seq))
-            if not isinstance(sig, bytes) or not verifies(key, _audit.entry_message(digest), sig):
+            # The run rule (docs/trust.md): unsigned entries wait for the signature
+            # closing their run, which this call must hold (its last row at the latest).
+            action, bad, good = obj.get("action"), None, None
+            if sig is None:
+                bad = runs.unsigned(seq, user, key, action)
+            else:
+                message = runs.message(seq, user, key, action, digest)
+                if not isinstance(sig, bytes) or not verifies(key, message, sig):
+                    bad = runs.end()
+                    bad = seq if bad is None else bad
+                else:
+                    bad, good = runs.signed(seq, user, key, action), (key, message, sig)
+            if bad is None and r_seq == last:
+                bad = runs.end()  # the call's last run must be closed in the call
+            if bad is not None:
                 raise Refused(
                     403,
                     "unverified",
-                    _t("log entry {seq} is not signed by {user}", seq=seq, user=user),
+                    _t("log entry {seq} is not signed by {user}", seq=bad, user=user),
                 )
             roles = reserved_roles(obj)
             if roles is not None and not roles & self.roles(user):
@@ -1939,7 +1955,8 @@ class VaultHost:
                         roles=" / ".join(sorted(roles)),
                     ),
                 )
-            checked.add((key, digest, sig))
+            if good is not None:
+                checked.add(good)
             decoded.append(obj)
             seq, prev = seq + 1, digest
         return decoded

@@ -269,15 +269,29 @@ def append(log: AuditRepo, events: Sequence[Event], now: datetime) -> list[int]:
             now = last_ts
     ts = iso(now)
     # The acting user signs the entries in their own name (docs/trust.md): an
-    # entry written in another's name then lacks that user's signature.
+    # entry written in another's name then lacks that user's signature. One
+    # signature closes each run of their consecutive entries (docs/decisions.md,
+    # "One signature per appended run"): the run's last entry, over where the
+    # run starts and the last entry's hash (the chain commits to the rest).
     signer = getattr(log, "signer", None)
     name = None if signer is None else signer.name
     sign = None if signer is None else signing_function(signer) if len(events) > 1 else signer.sign
     rows: list[tuple[int, bytes, bytes, bytes | None]] = []
-    for event in events:
+    start: int | None = None  # the first entry of the signer's open run
+    last = len(events) - 1
+    for i, event in enumerate(events):
         entry = encode_entry(seq, ts, event, prev)
         digest = leaf_hash(entry)
-        sig = sign(entry_message(digest)) if sign is not None and event.actor == name else None
+        sig = None
+        if sign is not None and event.actor == name:
+            if event.action in SIGN_ALONE:
+                # Never inside a run: the entry before it closed the open run.
+                sig = sign(entry_message(digest))
+            elif i == last or events[i + 1].actor != name or events[i + 1].action in SIGN_ALONE:
+                sig = sign(entry_message(digest) if start is None else run_message(start, digest))
+                start = None
+            elif start is None:
+                start = seq
         rows.append((seq, entry, digest, sig))
         prev = digest
         seq += 1
@@ -323,6 +337,108 @@ def signing_function(signer: Any) -> Callable[[bytes], bytes]:
 def entry_message(digest: bytes) -> bytes:
     """What an entry's actor signs: a domain tag and the entry's hash."""
     return b"childvault/entry/1\x00" + digest
+
+
+def run_message(first: int, digest: bytes) -> bytes:
+    """What an actor signs to close a run of two or more of their consecutive
+    entries (``first`` to the entry of ``digest``, appended in one call): a
+    domain tag, the run's first sequence number and its last entry's hash.
+
+    The hash commits to every earlier entry through the chain; ``first`` says
+    where the actor's run begins, so entries someone else wrote in the actor's
+    name just before the run are not covered (docs/decisions.md).
+    """
+    return _RUN_DOMAIN + first.to_bytes(8, "big") + digest
+
+
+_RUN_DOMAIN = b"childvault/run/1\x00"
+
+#: Actions whose entries always carry their own signature (``entry_message``),
+#: never covered by a run's closing one: they change who holds which key or
+#: role (a key changed inside a run would leave its earlier entries judged by
+#: another key), decide who may read what, or are read one entry at a time
+#: by the key release and the server's renewal check (docs/decisions.md).
+SIGN_ALONE = frozenset(
+    {
+        "vault.init",
+        "vault.upgrade",
+        "vault.decommission",
+        "user.add",
+        "user.invite",
+        "user.renew",
+        "user.countersign",
+        "user.disable",
+        "custodian.create",
+        "custodian.share",
+        "keys.rotate",
+        "trust.refuse",
+        "setting.set",
+        "request.create",
+        "request.approve",
+        "request.deny",
+        "request.cosign",
+        "grant.revoke",
+        # Counted one entry at a time by the key release (a grant's used reads).
+        "grant.read",
+        "consent.withdraw",
+        "consent.add_purpose",
+        "consent.renew",
+        "audit.checkpoint",
+        "audit.rebaseline",
+    }
+)
+
+
+@dataclass
+class RunCheck:
+    """The run rule, applied to one actor's entries in log order (docs/trust.md).
+
+    Feed every entry in order: :meth:`unsigned` for an entry in the name of a
+    user whose signature is required but which has none, :meth:`signed` for
+    one that has a signature, :meth:`other` for any other entry (it ends a
+    run). Each returns the sequence number of the first entry refused, or None.
+    :meth:`end` must come last: a run with no closing signature is refused.
+    """
+
+    #: The open run: (seq, actor, key) of each unsigned entry, oldest first.
+    pending: list[tuple[int, str, bytes]] = field(default_factory=list)
+
+    def unsigned(self, seq: int, actor: str, key: bytes, action: object) -> int | None:
+        """An unsigned entry of ``actor`` (key ``key`` at that point): opens or extends a run."""
+        if action in SIGN_ALONE:
+            return self.pending[0][0] if self.pending else seq
+        if self.pending and self.pending[-1][1:] != (actor, key):
+            return self.pending[0][0]  # a run broken by another actor (or key)
+        self.pending.append((seq, actor, key))
+        return None
+
+    def message(self, seq: int, actor: str, key: bytes, action: object, digest: bytes) -> bytes:
+        """What the signature of entry ``seq`` must cover (call before :meth:`signed`):
+        :func:`run_message` when it closes an open run, else :func:`entry_message`."""
+        if self.pending and action not in SIGN_ALONE:
+            return run_message(self.pending[0][0], digest)
+        return entry_message(digest)
+
+    def signed(self, seq: int, actor: str, key: bytes, action: object) -> int | None:
+        """A signed entry (its signature verified by the caller over :meth:`message`)."""
+        if not self.pending:
+            return None
+        first = self.pending[0][0]
+        ok = action not in SIGN_ALONE and self.pending[-1][1:] == (actor, key)
+        self.pending.clear()
+        return None if ok else first
+
+    def other(self) -> int | None:
+        """An entry that is not checked (no registered actor yet): it ends any run."""
+        return self.end()
+
+    def end(self) -> int | None:
+        """The log's end (or a page's, for a check of whole append calls)."""
+        if not self.pending:
+            return None
+        first = self.pending[0][0]
+        self.pending.clear()
+        return first
 
 
 @dataclass

@@ -273,18 +273,23 @@ def replay(
     trust statement to the state (:meth:`TrustState.apply`). Raises
     :class:`IntegrityError` naming the first disagreement.
 
-    ``checked``: (signing key, entry hash, signature) triples the caller has
+    ``checked``: (signing key, signed message, signature) triples the caller has
     verified itself in this process (the server, for the entries of the batch
     it is committing). An entry whose actor's key *at that point of the
-    replay*, hash and stored signature form one of them is not verified a
-    second time; any other entry, and every entry read back by a later replay,
-    is.
+    replay*, signed message (:func:`_audit.entry_message` or, closing a run,
+    :func:`_audit.run_message`) and stored signature form one of them is not
+    verified a second time; any other entry, and every entry read back by a
+    later replay, is.
     """
     state = start.state
     expected, prev = start.size, start.head
     # A broken chain is reported before an entry in another's name: it is the
     # more basic fault and names where the log was cut or edited.
     forged: IntegrityError | None = None
+    # The run rule (docs/trust.md): an unsigned entry counts once its actor's
+    # run is closed by their signature; the log's saved and verified points
+    # always end a run (an append call is one transaction and ends signed).
+    runs = _audit.RunCheck()
     for rows in db.audit.pages(start.size):
         sigs = db.audit.signatures(int(rows[0][0]), int(rows[-1][0])) if rows else {}
         page = [db.audit.row(raw) for raw in rows]
@@ -311,48 +316,87 @@ def replay(
                 raise IntegrityError(
                     _t("log entry {seq} does not link to entry {prev}", seq=seq, prev=seq - 1)
                 )
-            try:
-                _check_actor(state, seq, obj.get("actor"), digest, sigs.get(seq), checked)
-            except IntegrityError as exc:
-                forged = forged or exc  # raised after the chain is checked to the end
+            bad = _check_actor(
+                state,
+                runs,
+                seq,
+                obj.get("actor"),
+                obj.get("action"),
+                digest,
+                sigs.get(seq),
+                checked,
+            )
+            if bad is not None and forged is None:
+                # Raised after the chain is checked to the end.
+                forged = _forged(bad, db, page)
             detail = obj.get("detail")
             named = detail.get(STATEMENT) if isinstance(detail, dict) else None
             if named is not None:
                 _apply_logged(envelopes.get(seq), state, seq, str(named), obj)
             expected, prev = seq + 1, digest
+    bad = runs.end()
+    if bad is not None and forged is None:
+        forged = _forged(bad, db, [])  # an unsigned tail: no closing signature
     if forged is not None:
         raise forged
     return Verified(state, expected, prev)
 
 
+def _forged(bad: int, db: Backend, page: Sequence[tuple[int, bytes, bytes]]) -> IntegrityError:
+    """The refusal of entry ``bad`` (its actor's signature is missing or wrong), its
+    actor read from ``page`` or, for a run that began on an earlier page, the log."""
+    actor: object = None
+    found = next((e for s, e, _ in page if s == bad), None)
+    if found is None:
+        at = db.audit.entry_at(bad)
+        found = None if at is None else at[0]
+    if found is not None:
+        try:
+            actor = _audit.decode_entry(found).get("actor")
+        except ValueError:
+            actor = None
+    return IntegrityError(
+        _t(
+            "log entry {seq} is in the name of {actor!r} but not signed by them: it was "
+            "written by someone else",
+            seq=bad,
+            actor=actor,
+        )
+    )
+
+
 def _check_actor(
     state: TrustState,
+    runs: _audit.RunCheck,
     seq: int,
     actor: object,
+    action: object,
     digest: bytes,
     sig: bytes | None,
     checked: Collection[tuple[bytes, bytes, bytes]] = (),
-) -> None:
+) -> int | None:
     """An entry in the name of a user with a verified registration must carry that
-    user's signature over its hash: an insider cannot write in another's name.
+    user's signature over its hash, or be in a run of theirs that their signature
+    closes (:class:`~childvault.vault._audit.RunCheck`): an insider cannot write in
+    another's name. Returns the first entry refused, or None.
 
     Entries of names with no verified registration yet (the founding entry
-    before the admin's registration, a pending officer) are not checked here.
+    before the admin's registration, a pending officer) are not checked here
+    (they end any open run).
     """
     user = state.users.get(actor) if isinstance(actor, str) else None
-    if user is None or seq < user.key_from:
-        return
-    if sig is not None and (user.sign_key, digest, sig) in checked:
-        return  # this very key, message and signature verified already (replay's docstring)
-    if sig is None or not _verify_sig(user.sign_key, _audit.entry_message(digest), sig):
-        raise IntegrityError(
-            _t(
-                "log entry {seq} is in the name of {actor!r} but not signed by them: it was "
-                "written by someone else",
-                seq=seq,
-                actor=actor,
-            )
-        )
+    if user is None or seq < user.key_from or not isinstance(actor, str):
+        return runs.other()
+    if sig is None:
+        return runs.unsigned(seq, actor, user.sign_key, action)
+    message = runs.message(seq, actor, user.sign_key, action, digest)
+    # A triple in ``checked`` was verified already (replay's docstring).
+    if (user.sign_key, message, sig) not in checked and not _verify_sig(
+        user.sign_key, message, sig
+    ):
+        first = runs.end()  # a bad signature refuses the whole run it closes
+        return seq if first is None else first
+    return runs.signed(seq, actor, user.sign_key, action)
 
 
 def _verify_sig(key: bytes, message: bytes, sig: bytes) -> bool:

@@ -122,6 +122,21 @@ def test_an_edit_with_its_hash_recomputed_breaks_the_next_link(any_world: World)
         v.verify_audit()
 
 
+def test_attack_strip_a_runs_closing_signature_is_named(any_world: World) -> None:
+    """worker1's three children are one run, signed once at its last entry
+    (docs/trust.md, "Log entries"): with that signature gone, the run's first
+    entry is named on both stores."""
+    _populate(any_world)
+    with _sql(any_world) as run:
+        first, _ = _first_by_worker(run)
+        signed = [int(seq) for seq, sig in run("SELECT seq, sig FROM audit ORDER BY seq") if sig]
+        assert first not in signed and first + 1 not in signed and first + 2 in signed
+        run("UPDATE audit SET sig = NULL WHERE seq = ?", (first + 2,))
+    match = f"log entry {first} is in the name of 'worker1' but not signed by them"
+    with any_world.open("admin") as v, pytest.raises(IntegrityError, match=match):
+        v.verify_audit(full=True)
+
+
 def test_a_deleted_log_entry_is_named(any_world: World) -> None:
     _populate(any_world)
     with _sql(any_world) as run:

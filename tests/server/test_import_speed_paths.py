@@ -2,8 +2,8 @@
 
 The server verifies each appended log entry's signature as the batch arrives
 (``VaultHost._check_entries``) and replays the batch at commit
-(``_registrations.replay``). The replay takes the (key, hash, signature)
-triples already verified and skips only those exact triples: an entry whose
+(``_registrations.replay``). The replay takes the (key, signed message,
+signature) triples already verified and skips only those exact triples: an entry whose
 stored signature differs, or whose actor's key at that point of the log is
 another, is verified as before (issue 13, session 5).
 """
@@ -34,15 +34,26 @@ def _start(anchor: Anchor) -> Verified:
 
 
 def _triples(db: Backend, state: TrustState, size: int) -> set[tuple[bytes, bytes, bytes]]:
-    """Every (actor's key, entry hash, stored signature) of the log's signed entries."""
+    """Every (actor's key, signed message, stored signature) of the log's signed
+    entries, the message as the run rule gives it (a run's closing entry signs
+    where its run starts)."""
     sigs = db.audit.signatures(0, size - 1)
     out = set()
+    runs = _audit.RunCheck()
     for rows in db.audit.pages(0):
         for raw in rows:
             seq, entry, digest = db.audit.row(raw)
-            actor = _audit.decode_entry(entry)["actor"]
-            if seq in sigs and actor in state.users:
-                out.add((state.users[actor].sign_key, digest, sigs[seq]))
+            obj = _audit.decode_entry(entry)
+            actor, action = obj["actor"], obj["action"]
+            if actor not in state.users:
+                runs.other()
+                continue
+            key = state.users[actor].sign_key
+            if seq in sigs:
+                out.add((key, runs.message(seq, actor, key, action, digest), sigs[seq]))
+                assert runs.signed(seq, actor, key, action) is None
+            else:
+                assert runs.unsigned(seq, actor, key, action) is None
     return out
 
 
@@ -84,7 +95,11 @@ def test_a_forged_signature_is_refused_whatever_was_checked(world: World) -> Non
             replay(db, _start(anchor), checked=genuine)
         # The forged signature does verify under worker2's key, which is not the actor's.
         with pytest.raises(IntegrityError, match=f"log entry {last} .* not signed by them"):
-            replay(db, _start(anchor), checked=genuine | {(worker2_key, digest, forged)})
+            replay(
+                db,
+                _start(anchor),
+                checked=genuine | {(worker2_key, _audit.entry_message(digest), forged)},
+            )
 
 
 def test_an_import_through_the_server_commits_and_verifies(tmp_path: Path) -> None:

@@ -69,8 +69,16 @@ def test_sync_answers_what_head_page_and_signatures_answer(
         # audit.last: what an append reads, head() then entry_at(size - 1), together.
         entry = rpc_read(vs, user, "audit", "entry_at", size - 1)
         assert rpc_read(vs, user, "audit", "last") == [size, head, entry]
-        # Every entry since the vault was made is signed by its actor.
-        assert len(rpc_read(vs, user, "audit", "sync", 0)[3]) == size
+        # Every entry since the vault was made is signed by its actor, or by the
+        # signature closing its run: the four children added embedded are one run
+        # of four record.create entries, only the last of them signed.
+        _, _, rows, sigs = rpc_read(vs, user, "audit", "sync", 0)
+        unsigned = [seq for seq, _, _ in rows if seq not in sigs]
+        assert len(unsigned) == 3 and len(sigs) == size - 3
+        closing = unsigned[-1] + 1
+        assert closing in sigs and unsigned == [closing - 3, closing - 2, closing - 1]
+        for seq, entry, _ in rows[closing - 3 : closing + 1]:
+            assert json.loads(entry)["action"] == "record.create", seq
 
 
 def test_malformed_entry_numbers_and_strangers_are_refused(

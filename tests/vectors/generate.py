@@ -289,6 +289,61 @@ def _audit_vectors() -> dict[str, Any]:
     return {"entries": out, "root": _merkle.root_of(leaves).hex()}
 
 
+class RunLog:
+    """A minimal in-memory log for :func:`_audit.append`: a head, rows, a signer."""
+
+    def __init__(self, seq: int, prev: bytes, signer: Identity) -> None:
+        self.seq, self.prev, self.signer = seq, prev, signer
+        self.rows: list[tuple[int, bytes, bytes, bytes | None]] = []
+
+    def head(self) -> tuple[int, bytes | None]:
+        return self.seq, self.prev
+
+    def append(self, rows: list[tuple[int, bytes, bytes, bytes | None]]) -> None:
+        self.rows.extend(rows)
+
+
+#: The run vector: where its log starts, its actor and what they append in one call.
+RUN_FIRST = 5
+RUN_EVENTS = [
+    _audit.Event("worker1", "record.create", records=[RECORD_ID], fields=["name"]),
+    _audit.Event("worker1", "record.create", records=[GRANT_ID], fields=["name"]),
+    _audit.Event("worker1", "record.create", records=[REQUEST_ID], fields=["address"]),
+    # Signed alone (SIGN_ALONE): the run before it closes on the third entry.
+    _audit.Event("worker1", "request.create", request=REQUEST_ID, purpose="case_management"),
+]
+
+
+def _audit_run_vectors() -> dict[str, Any]:
+    """One signature per appended run (docs/decisions.md): three entries, one signature."""
+    moment = datetime(2026, 12, 1, 13, 0, 0, 654321, tzinfo=UTC)
+    prev = seed("audit_run/prev")
+    log = RunLog(RUN_FIRST, prev, identity("worker1"))
+    _audit.append(log, RUN_EVENTS, moment)
+    return {
+        "first": RUN_FIRST,
+        "prev": prev.hex(),
+        "ts": iso(moment),
+        "actor": "worker1",
+        "ed25519_public": identity("worker1").public.signing_key.hex(),
+        "rows": [
+            {
+                "seq": seq,
+                "entry": entry.decode("utf-8"),
+                "leaf_hash": digest.hex(),
+                "sig": None if sig is None else sig.hex(),
+            }
+            for seq, entry, digest, sig in log.rows
+        ],
+        # What the two signatures cover: the run's (first seq, last hash), then
+        # the lone entry's hash.
+        "signed": [
+            _audit.run_message(RUN_FIRST, log.rows[2][2]).hex(),
+            _audit.entry_message(log.rows[3][2]).hex(),
+        ],
+    }
+
+
 def _checkpoint_vectors(audit: dict[str, Any]) -> dict[str, Any]:
     officer = identity("officer1")
     cosigner = identity("officer2")
@@ -424,6 +479,7 @@ def main(argv: list[str]) -> int:
         "local_batch.json": _local_batch_vectors,
         "openbao.json": _openbao_vectors,
         "audit.json": lambda: audit,
+        "audit_run.json": _audit_run_vectors,
         "checkpoint.json": lambda: _checkpoint_vectors(audit),
         "token.json": _token_vectors,
         "files.json": _files_vectors,

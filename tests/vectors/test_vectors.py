@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import nacl.exceptions
 import nacl.signing
 import pytest
 import rfc8785
@@ -44,6 +45,7 @@ from childvault.keys._openbao._formats import (
 from childvault.keys._provider import FieldKey, WrappedRecord
 from childvault.vault import _audit, _fieldcrypto, _merkle, _note, _tokens
 from childvault.vault._reports import verify_entry_proof, verify_subject_report
+from childvault.vault._time import parse_iso
 from tests.vectors import generate
 
 HERE = Path(__file__).resolve().parent
@@ -278,6 +280,75 @@ def test_audit_detail_keeps_chinese_and_escapes_controls() -> None:
     assert "导入" in text  # UTF-8, not \\u escapes
     assert "\\t" in text and "\\n" in text and "\\u0001" in text and "\\u001f" in text
     assert "\u2028" in text  # not a control character: RFC 8785 leaves it as is
+
+
+# ------------------------------------------- one signature per appended run
+
+AUDIT_RUN = load("audit_run.json")
+
+
+def _run_check(rows: list[dict[str, Any]], key: bytes) -> int | None:
+    """The run rule over the vector's rows (all one registered actor's): the first
+    entry refused, or None."""
+    runs = _audit.RunCheck()
+    verify = nacl.signing.VerifyKey(key).verify
+    for row in rows:
+        seq, digest = row["seq"], bytes.fromhex(row["leaf_hash"])
+        action = json.loads(row["entry"])["action"]
+        if row["sig"] is None:
+            bad = runs.unsigned(seq, AUDIT_RUN["actor"], key, action)
+        else:
+            message = runs.message(seq, AUDIT_RUN["actor"], key, action, digest)
+            try:
+                verify(message, bytes.fromhex(row["sig"]))
+            except nacl.exceptions.BadSignatureError:
+                first = runs.end()
+                return seq if first is None else first
+            bad = runs.signed(seq, AUDIT_RUN["actor"], key, action)
+        if bad is not None:
+            return bad
+    return runs.end()
+
+
+def test_audit_run_of_three_entries_has_one_signature() -> None:
+    # The same append today gives the same bytes, the same two signatures.
+    log = generate.RunLog(
+        AUDIT_RUN["first"], bytes.fromhex(AUDIT_RUN["prev"]), generate.identity("worker1")
+    )
+    _audit.append(log, generate.RUN_EVENTS, parse_iso(AUDIT_RUN["ts"]))
+    frozen = [
+        (r["seq"], r["entry"].encode(), bytes.fromhex(r["leaf_hash"]), r["sig"])
+        for r in AUDIT_RUN["rows"]
+    ]
+    assert [(s, e, d, None if g is None else g.hex()) for s, e, d, g in log.rows] == frozen
+    assert [r["sig"] is None for r in AUDIT_RUN["rows"]] == [True, True, False, False]
+    key = bytes.fromhex(AUDIT_RUN["ed25519_public"])
+    assert generate.identity("worker1").public.signing_key == key
+    run_sig, alone_sig = (bytes.fromhex(r["sig"]) for r in AUDIT_RUN["rows"][2:])
+    run_msg, alone_msg = (bytes.fromhex(m) for m in AUDIT_RUN["signed"])
+    # The run's signature covers its first seq and its last entry's hash.
+    assert run_msg == _audit.run_message(5, bytes.fromhex(AUDIT_RUN["rows"][2]["leaf_hash"]))
+    assert run_msg.startswith(b"childvault/run/1\x00" + (5).to_bytes(8, "big"))
+    assert alone_msg == _audit.entry_message(bytes.fromhex(AUDIT_RUN["rows"][3]["leaf_hash"]))
+    nacl.signing.VerifyKey(key).verify(run_msg, run_sig)
+    nacl.signing.VerifyKey(key).verify(alone_msg, alone_sig)
+    assert _run_check(AUDIT_RUN["rows"], key) is None
+
+
+def test_audit_run_vector_refused_when_its_signature_moves_or_goes() -> None:
+    key = bytes.fromhex(AUDIT_RUN["ed25519_public"])
+    rows = copy.deepcopy(AUDIT_RUN["rows"])
+    # The closing signature stripped: the run has no signature.
+    stripped = copy.deepcopy(rows)
+    stripped[2]["sig"] = None
+    assert _run_check(stripped, key) == 5
+    # Moved to the run's first entry: it does not verify there.
+    moved = copy.deepcopy(rows)
+    moved[0]["sig"], moved[2]["sig"] = moved[2]["sig"], None
+    assert _run_check(moved, key) == 5
+    # The run seen from one entry later (its first entry treated as signed
+    # elsewhere): the signature names seq 5, not 6.
+    assert _run_check(rows[1:], key) == 6
 
 
 # ------------------------------------------------------- checkpoint notes
