@@ -57,6 +57,17 @@ def encode(value: Any) -> Any:
         return {"$t": [v if type(v) in _PLAIN else encode(v) for v in value]}
     if kind is list:
         return [v if type(v) in _PLAIN else encode(v) for v in value]
+    if kind is dict:
+        # A row's consent and metadata (two a record): as _encode_other's mapping.
+        return {
+            "$o": [
+                [
+                    k if type(k) in _PLAIN else encode(k),
+                    v if type(v) in _PLAIN else encode(v),
+                ]
+                for k, v in value.items()
+            ]
+        }
     names = _FIELDS.get(kind)
     if names is not None:
         members = [getattr(value, n) for n in names]
