@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from childvault.keys import ProviderUnavailable
+from childvault.keys import AccessDenied, ProviderUnavailable
 from childvault.vault import Vault, _svc_records
-from tests.server._vaultserver import VaultServer, make_vault, synthetic_csv
+from tests.server._vaultserver import VaultServer, admin_workstation, make_vault, synthetic_csv
 from tests.server.conftest import free_port
 
 #: Rows per batch here (the import's own is 500): 12 rows make three batches.
@@ -185,6 +185,44 @@ def test_a_failed_batch_in_flight_discards_the_next_and_the_import_resumes(
             officer.verify_audit(full=True)
         with served.connect("worker1") as w:
             report = w.import_file(source)
+        assert report.imported == ROWS - BATCH
+        _check_stored(served, report.source, ROWS, ROWS)
+    finally:
+        served.stop()
+
+
+def test_a_batch_in_flight_refused_by_the_server_stops_the_import_there(
+    tmp_path: Path, small_batches: None
+) -> None:
+    served = make_vault(tmp_path, ("worker1", "worker2", "officer1"))
+    admin_workstation(served)
+    served.start()
+    source = synthetic_csv(tmp_path / "a.csv", ROWS)
+    try:
+        with served.connect("worker1") as w, served.connect("admin") as admin:
+
+            def before(n: int) -> None:
+                if n == 1:
+                    # The importer is disabled while its second batch is on its way.
+                    admin.disable_user("worker1", reason="left the institution")
+
+            sent = _on_batch_send(w, before)
+            with pytest.raises(AccessDenied) as refused:
+                w.import_file(source)
+        # The server's refusal, as an import without the overlap reports it; the
+        # batch prepared behind the refused one was never sent.
+        assert str(refused.value).startswith("the childvault server refused the request")
+        statuses = [status for _, _, status in sent]
+        # Batch 1 stored; batch 2 refused (perhaps first for the head the admin's
+        # entries moved, then for the user); batch 3 never sent.
+        assert statuses[0] == 200, sent
+        assert statuses[-1] in (401, 403), sent
+        assert statuses[1:-1] in ([], [409]), sent
+        with served.connect("officer1") as officer:
+            assert officer._session.db.records.count() == BATCH
+        # Another member of staff resumes the same file from the committed batch.
+        with served.connect("worker2") as w2:
+            report = w2.import_file(source)
         assert report.imported == ROWS - BATCH
         _check_stored(served, report.source, ROWS, ROWS)
     finally:
