@@ -6,7 +6,9 @@ sockets); it prints a Markdown table. Figures:
 
 - **import**: ``Vault.import_file`` of the same N-row CSV by a staff user,
   embedded (SQLCipher in process) vs through the server (``Vault.connect``);
-  rows/s, and the ratio server / embedded (issue target >= 0.7).
+  rows/s, and the ratio server / embedded (issue target >= 0.7); then the
+  import's CPU seconds, embedded and through the server per side (client:
+  this process, all its threads; server: its process, from ``/proc``).
 - **approve + read**: an officer approves a request for 10 records x 2 fields
   and the requester reads them; median seconds of R repetitions each way, and
   the ratio server / embedded (target <= 1.5).
@@ -77,6 +79,15 @@ def _serve(home: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 #: The first ``"repo":..,"method":..`` of a request body (the client's compact JSON).
 _FIRST_CALL = re.compile(rb'"repo":"([a-z_]+)","method":"([a-z_]+)"')
+
+
+def _cpu_of(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _counting(v: Vault) -> dict[str, int]:
@@ -192,14 +203,18 @@ def main(argv: list[str] | None = None) -> int:
         source = write_csv(tmp / "rows.csv", args.rows)
         proc, url = _serve(served, tmp / "server.log")
         with Vault.open(embedded, identity=_ident(embedded, "worker1")) as w:
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             w.import_file(source)
             emb_import = time.perf_counter() - t0
+            emb_cpu = time.process_time() - c0
         with Vault.connect(url, _ident(served, "worker1")) as w:
             import_trips = _counting(w)
-            t0 = time.perf_counter()
+            s0, c0, t0 = _cpu_of(proc.pid), time.process_time(), time.perf_counter()
             w.import_file(source)
             srv_import = time.perf_counter() - t0
+            # CPU per side (all threads): the wall-clock ratio on a shared machine
+            # measures the machine; these measure the import.
+            cli_cpu, srv_cpu = time.process_time() - c0, _cpu_of(proc.pid) - s0
         lat: dict[str, list[float]] = {}
         for mode in ("embedded", "server"):
             home = embedded if mode == "embedded" else served
@@ -237,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"| `{name}` with 8 clients x {args.calls} calls | - | {rps:.1f} req/s, "
                 f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms | - |"
             )
+        print(
+            f"\nImport CPU (s): embedded {emb_cpu:.3f}; through the server: client "
+            f"{cli_cpu:.3f}, server {srv_cpu:.3f}"
+        )
         if args.trips:
             print(f"\nRound trips through the server:\n\n- import: {import_trips['total']}")
             _trips(url, served, ids)

@@ -4,6 +4,7 @@ blind-index lookup. Staff and officers write; every listing and lookup is logged
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import secrets
@@ -624,7 +625,13 @@ class RecordService:
             raise ImportFailed(_import_failed(n_errors, path.name, errors))
         if finished:
             return ImportReport(source, total, 0, n_errors, total, tuple(errors))
-        writer = _BatchWriter(self, moment, source, progress, total)
+        # Through a server, batch N is stored while N+1 is prepared (_PipelinedWriter).
+        pipelined = getattr(self.s.db, "pipelined_appends", None)
+        writer: _BatchWriter | _PipelinedWriter = (
+            _BatchWriter(self, moment, source, progress, total)
+            if pipelined is None
+            else _PipelinedWriter(self, moment, source, progress, total, pipelined)
+        )
         # Staging a batch (key box, blind-index tags) calls a key server unless
         # the keys are the vault's own (local provider): then a batch's progress
         # is reported, and its COMMIT waited for, before the next batch reaches
@@ -1036,3 +1043,101 @@ class _BatchWriter:
             self.imported.extend(ids[: 1000 - len(self.imported)])
         if report and self._progress is not None:
             self._progress(progress_to, self._total)
+
+
+class _PipelinedWriter:
+    """An import's batches through a server: batch N's one request is checked and
+    stored by the server while this client seals, signs and encodes batch N+1
+    (``RemoteBackend.pipelined_appends``; docs/decisions.md, "An import through
+    the server overlaps client and server"). The interface of
+    :class:`_BatchWriter`; a batch counts, and its progress is reported, only
+    once the server has answered that it committed it.
+
+    What the backend guarantees: requests go in order, one at a time; N+1 is
+    sent only after N's answer, and is discarded (nothing of it sent) if N
+    failed, whose failure is then raised here; a batch refused for a moved head
+    is written again from the real head, then the batch behind it.
+    """
+
+    def __init__(
+        self,
+        service: RecordService,
+        moment: datetime,
+        source: str,
+        progress: Callable[[int, int], None] | None,
+        total: int,
+        pipelined: Callable[[], contextlib.AbstractContextManager[None]],
+    ) -> None:
+        self._service = service
+        self._moment = moment
+        self._source = source
+        self._progress = progress
+        self._total = total
+        self.count = 0
+        #: The first 1,000 ids written (the report's sample).
+        self.imported: list[str] = []
+        db = service.s.db
+        self._in_flight: Callable[[], int] = lambda: int(getattr(db, "appends_in_flight", 0))
+        self._settle: Callable[[], None] = getattr(db, "settle_appends", lambda: None)
+        self._context = pipelined()
+        self._context.__enter__()
+        self._closed = False
+        #: Batches written, oldest first, not yet known committed: ids, progress, report.
+        self._pending: list[tuple[list[str], int, bool]] = []
+
+    def write(
+        self, staged: _Staged, progress_to: int, *, report: bool, finished: bool = False
+    ) -> None:
+        """Write ``staged`` with the import's progress at row ``progress_to`` (see
+        :meth:`_BatchWriter.write`); returns while the server stores it."""
+        try:
+            ids = self._service._write(
+                staged,
+                self._moment,
+                source=self._source,
+                progress_to=progress_to,
+                finished=finished,
+            )
+        except BaseException:
+            self._failed()
+            raise
+        self._pending.append((ids, progress_to, report))
+        self._count_committed()
+
+    def wait(self) -> None:
+        """Wait for the batch in flight, if any (its failure raised), and count it."""
+        try:
+            self._settle()
+        except BaseException:
+            self._failed()
+            raise
+        self._count_committed()
+
+    def _failed(self) -> None:
+        """After a failure: a batch no longer in flight and not counted was not
+        committed (its failure is the one raised), so it never counts."""
+        if not self._in_flight():
+            self._pending.clear()
+
+    def close(self) -> None:
+        """Wait for the batch in flight (its failure is raised) and leave the pipeline."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.wait()
+        finally:
+            self._pending = []
+            # Leaving waits for the answer (only when the wait above was interrupted).
+            self._context.__exit__(None, None, None)
+
+    def _count_committed(self) -> None:
+        """Count (and report) the batches the server has answered for: all but
+        the one still in flight."""
+        while len(self._pending) > self._in_flight():
+            ids, progress_to, report = self._pending.pop(0)
+            self.count += len(ids)
+            if len(self.imported) < 1000:
+                self.imported.extend(ids[: 1000 - len(self.imported)])
+            if report and self._progress is not None:
+                self._progress(progress_to, self._total)

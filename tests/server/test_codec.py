@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from childvault.keys import IntegrityError
+from childvault.keys._encoding import b64, unb64
 from childvault.vault._backend import (
     CheckpointRow,
     GrantRow,
@@ -123,3 +125,67 @@ def test_deep_nesting_is_refused() -> None:
         deep = [deep]
     with pytest.raises(IntegrityError, match="too deeply"):
         decode(deep)
+
+
+def _nested(levels: int, leaf: Any, wrap: Any) -> Any:
+    value = leaf
+    for _ in range(levels):
+        value = wrap(value)
+    return value
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda v: [v],
+        lambda v: {"$t": [v]},
+        lambda v: {"$o": [["k", v]]},
+        lambda v: {
+            "$d": "NewRecord",
+            "v": {"row": None, "fields": [], "blob": None, "source": v, "source_row": None},
+        },
+    ],
+)
+def test_the_nesting_bound_is_exact_for_every_container(wrap: Callable[[Any], Any]) -> None:
+    # A plain member is taken without a call of its own (round 2 session 9), yet
+    # counts as one level deeper, as before: MAX_DEPTH containers hold a plain
+    # value, one more is refused, whatever the container.
+    assert decode(_nested(MAX_DEPTH, 7, wrap)) is not None
+    with pytest.raises(IntegrityError, match="too deeply"):
+        decode(_nested(MAX_DEPTH + 1, 7, wrap))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "YQ==",
+        "YWI=",
+        "YWJj",
+        "YQ",
+        "YQ=",
+        "YQ===",
+        "Y Q==",
+        "YQ==\n",
+        "=YQ=",
+        "YQ==YQ==",
+        "-_==",
+        "YW\u00e9=",
+        "YQ==\x00",
+        "++//",
+    ],
+)
+def test_binary_values_are_decoded_as_strictly_as_unb64(text: str) -> None:
+    try:
+        expected: Any = unb64(text)
+    except ValueError:
+        expected = IntegrityError
+    if expected is IntegrityError:
+        with pytest.raises(IntegrityError):
+            decode({"$b": text})
+        with pytest.raises(IntegrityError):
+            decode([[{"$b": text}]])
+    else:
+        assert decode({"$b": text}) == expected
+        assert decode({"$t": [{"$b": text}]}) == (expected,)
+        assert encode(expected) == {"$b": b64(expected)}

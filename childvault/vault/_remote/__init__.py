@@ -41,8 +41,11 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
@@ -155,6 +158,29 @@ class _RoleRefused(AccessDenied):
 class _Unverified(ChildVaultError):
     """The server refused what it could not verify, nothing stored (409
     ``unverified``): among others, log entries that do not link to its head."""
+
+
+class _Redo(Exception):
+    """The import batch in flight was refused for a moved head (409, nothing
+    stored): it is written again from the real head, then the batch prepared
+    behind it (:meth:`RemoteBackend.pipelined_appends`). Never leaves the backend."""
+
+    def __init__(self, body: Callable[[], Any]) -> None:
+        super().__init__()
+        self.body = body
+
+
+@dataclass
+class _InFlight:
+    """An appending transaction handed to the sender thread (one request: its
+    writes, entries and commit): the answer to come, the transaction's body (to
+    write it again if refused for a moved head), whether its entries linked to a
+    predicted head, and how many calls the request holds."""
+
+    answer: Future[Any]
+    body: Callable[[], Any]
+    speculated: bool
+    calls: int
 
 
 #: The only answers to an operation's inputs (``inputs.*``) after which the
@@ -333,6 +359,9 @@ class RemoteBackend:
     #: the witness itself, so clients do not append read heads (issue 12 attack 7
     #: is the embedded mode's; docs/server.md).
     witnessed_by_server = True
+    #: Whether :meth:`pipelined_appends` hands requests to a sender thread (a
+    #: subclass that commits its own way says no).
+    _pipelines = True
 
     def __init__(self, url: str, identity: Identity, *, verify: bool | str = True) -> None:
         self.url = url.rstrip("/")
@@ -372,6 +401,17 @@ class RemoteBackend:
         self._speculated = False
         #: The last row this transaction appended (seq, entry, hash), if any.
         self._appended: tuple[int, bytes, bytes] | None = None
+        #: Inside :meth:`pipelined_appends` (how deep): an appending transaction's
+        #: request goes on the sender thread while the caller prepares the next.
+        self._pipelining = 0
+        #: The appending transaction whose request is on the sender thread, if any.
+        self._inflight: _InFlight | None = None
+        #: The body of the appending transaction whose commit is to be handed off.
+        self._handoff: Callable[[], Any] | None = None
+        #: The one thread that sends handed-off requests (started when first needed),
+        #: and a flag only that thread sees set.
+        self._sender: ThreadPoolExecutor | None = None
+        self._local = threading.local()
         #: An operation announced by :meth:`expect_operation` whose inputs are not yet read.
         self._expected: tuple[str, str] | None = None
         #: The kind of the operation last announced (its transaction reads ahead).
@@ -455,6 +495,10 @@ class RemoteBackend:
         return self._send(path, body, raw=raw)
 
     def _send(self, path: str, body: bytes, *, raw: bool = False) -> Any:
+        if self._inflight is not None and not getattr(self._local, "sender", False):
+            # One connection, one thread at a time: the request in flight is
+            # answered (and its failure raised) before this one is sent.
+            self._settle()
         try:
             r = self._http.post(
                 self.url + path,
@@ -515,6 +559,7 @@ class RemoteBackend:
 
     def bootstrap(self) -> Bootstrap:
         """Fetch the vault's description (``GET /v1/vault``)."""
+        self._settle()
         try:
             r = self._http.get(self.url + "/v1/vault", timeout=CALL_TIMEOUT, allow_redirects=False)
         except requests.RequestException as exc:
@@ -678,7 +723,18 @@ class RemoteBackend:
         (409, nothing stored) entries that do not link to it; the transaction
         is then run again, reading the head from the server. ``body`` must be
         safe to run twice (everything it wrote the first time was rolled back).
+
+        Inside :meth:`pipelined_appends` the request goes on the sender thread
+        and this returns before the server answers (see there).
         """
+        if self._pipelining and not self._depth:
+            return self._append_pipelined(body)
+        return self._append_now(body)
+
+    def _append_now(self, body: Callable[[], _R]) -> _R:
+        """:meth:`appending_transaction`, answered before it returns."""
+        if not self._depth:
+            self._settle()  # the head to expect is the one the request in flight leaves
         predicted = None if self._depth else self._prediction()
         if predicted is not None:
             self._speculate, self._speculated = predicted, False
@@ -695,6 +751,140 @@ class RemoteBackend:
                 self._speculate, self._speculated = None, False
         with self._transaction():
             return body()
+
+    def _append_pipelined(self, body: Callable[[], _R]) -> _R:
+        """:meth:`appending_transaction` inside :meth:`pipelined_appends`: ``body``
+        runs now, its entries chained on the head the request in flight (if
+        any) will leave; its request is sent once that one is answered, on the
+        sender thread, and this returns without waiting for the answer."""
+        while True:
+            # With a request in flight, only its own predicted head will do: the
+            # trust sync's is older.
+            predicted = self._prediction() if self._inflight is None else self._predicted
+            if predicted is None:
+                return self._append_now(body)
+            redo: Callable[[], Any] | None = None
+            self._speculate, self._speculated = predicted, False
+            self._handoff = body
+            try:
+                with self._transaction():
+                    return body()
+            except _Redo as refused:
+                # The request in flight was refused for a moved head, and this
+                # body was chained on it: it again from the real head, then this.
+                redo = refused.body
+            except _Unverified:
+                # This transaction's own request, sent here (not handed off).
+                if not self._speculated:
+                    raise
+                self._predicted = None
+            finally:
+                self._speculate, self._speculated = None, False
+                self._handoff = None
+            if redo is not None:
+                self._append_now(redo)
+
+    def pipelined_appends(self) -> contextlib.AbstractContextManager[None]:
+        """Within: :meth:`appending_transaction` overlaps the server and this client
+        (an import's batches, docs/server.md "Import: client and server overlap").
+
+        Each appending transaction runs its body at once, its log entries linked
+        to the head the previous one leaves (predicted, as for one request per
+        batch); its one request (writes, entries, commit) is sent, once the
+        previous request is answered, on a sender thread, and the call returns
+        while the server checks and stores it: the caller prepares the next
+        batch meanwhile. Requests are sent and answered in order, one at a time,
+        on one connection: any other request first waits for the one in flight.
+        A failure of a request in flight is raised by the next call that needs
+        the server, by :meth:`settle_appends` or on leaving: the transaction
+        prepared behind it is then discarded (nothing of it was sent). A request
+        refused for a moved head (409) is written again from the real head, and
+        the one prepared behind it after it. Leaving waits for the last answer.
+        """
+        return self._pipelined()
+
+    @contextlib.contextmanager
+    def _pipelined(self) -> Iterator[None]:
+        if not self._pipelines:
+            yield
+            return
+        self._pipelining += 1
+        try:
+            yield
+        finally:
+            self._pipelining -= 1
+            if not self._pipelining:
+                self._settle()
+
+    @property
+    def appends_in_flight(self) -> int:
+        """How many appending transactions were handed off and are not yet answered
+        (:meth:`pipelined_appends`): 0 or 1."""
+        return 0 if self._inflight is None else 1
+
+    def settle_appends(self) -> None:
+        """Wait for the appending transaction in flight, if any, and raise its failure
+        (:meth:`pipelined_appends`). Outside a transaction only."""
+        if not self._depth:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Take the answer of the request in flight (:meth:`pipelined_appends`).
+
+        A refusal for a moved head (409) writes its transaction again from the
+        real head, here outside a transaction, or raises :class:`_Redo` inside
+        one (the transaction prepared behind it, which the caller discards).
+        Any other failure is raised as the server or the connection gave it."""
+        inflight = self._inflight
+        if inflight is None:
+            return
+        try:
+            answer = inflight.answer.result()
+        except _WitnessRefused as exc:
+            # Committed; only the witness did not cosign (as in _transaction).
+            self._inflight = None
+            self.witness_failure = str(exc)
+            return
+        except _Unverified:
+            self._inflight = None
+            self._predicted = None
+            if self._depth:
+                raise _Redo(inflight.body) from None
+            self._append_now(inflight.body)
+            return
+        except BaseException:
+            if inflight.answer.done():
+                # The request's own failure (not an interrupted wait): whatever the
+                # log's head is now, ask.
+                self._inflight = None
+                self._predicted = None
+            raise
+        self._inflight = None
+        self._contact = time.monotonic()
+        if not (
+            isinstance(answer, list)
+            and len(answer) == 2
+            and answer[0] is None
+            and isinstance(answer[1], list)
+            and len(answer[1]) == inflight.calls
+        ):
+            self._predicted = None
+            raise IntegrityError(_t("the server sent a malformed batch answer"))
+
+    def _hand_off(self, handed: Callable[[], Any], body: bytes, calls: int) -> None:
+        """Send the one request (``body``: begin, calls, commit) of the appending
+        transaction ``handed`` on the sender thread, once the request in flight
+        is answered."""
+        self._settle()  # in order: raises _Redo or the failure, and nothing is sent
+        if self._sender is None:
+            self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="childvault-send")
+        future = self._sender.submit(self._send_handed, body)
+        self._inflight = _InFlight(future, handed, True, calls)
+
+    def _send_handed(self, body: bytes) -> Any:
+        """On the sender thread: one handed-off request, waiting its turn if busy."""
+        self._local.sender = True
+        return self._patiently(lambda: self._send("/v1/rpc/batch", body, raw=True))
 
     def _keep_sync_read(self, start: int, page_key: str, raw: Any) -> None:
         """Keep an ``audit.sync`` read in this transaction as the page it stands for
@@ -1153,6 +1343,21 @@ class RemoteBackend:
         head = {"txn": self._txn, "begin": begin, "commit": commit}
         body = (json.dumps(head, separators=(",", ":"))[:-1] + ',"calls":[').encode()
         body += ",".join(calls).encode() + b"]}"
+        handed = self._handoff
+        if (
+            commit
+            and begin
+            and handed is not None
+            and self._speculated
+            and self._depth == 1
+            and one is None
+            and not also
+        ):
+            # The whole appending transaction in one request, its entries linked
+            # to a predicted head: on the sender thread (pipelined_appends).
+            self._unopened, self._txn = False, None
+            self._hand_off(handed, body, len(calls))
+            return None
         try:
             if begin:
                 # Another writer may hold the server (503 "busy"): wait our turn.
@@ -1197,6 +1402,9 @@ class RemoteBackend:
             finally:
                 self._depth -= 1
             return
+        if self._handoff is None:
+            # A transaction reads and writes after what is in flight is answered.
+            self._settle()
         # Opened on the server by the first batch (see _flush), not here.
         self._unopened, self._txn = True, None
         # What was read outside, in case this transaction only saves the
@@ -1427,6 +1635,11 @@ class RemoteBackend:
         connection, remove the scratch home."""
         slots = self.key_slots
         try:
+            inflight, self._inflight = self._inflight, None
+            if inflight is not None:
+                # Left behind by an interrupted caller: its outcome is the server's
+                # (an import resumes from what is committed); only wait for it.
+                inflight.answer.exception()
             if self._deferred and self._txn is None and not self._queue:
                 # Saved states put off to an operation that did not come: a speed-up
                 # for the next session only, so a failure here changes nothing.
@@ -1445,6 +1658,9 @@ class RemoteBackend:
             self._cache.clear()
             self._released.clear()
             self._deferred, self._deferred_names = [], set()
+            if self._sender is not None:
+                self._sender.shutdown(wait=True)
+                self._sender = None
             self._http.close()
             if self._scratch is not None:
                 shutil.rmtree(self._scratch, ignore_errors=True)

@@ -132,6 +132,9 @@ def _refused(exc: requests.RequestException) -> bool:
 class FailoverBackend(RemoteBackend):
     """A :class:`RemoteBackend` over several replicas of one vault (see the module doc)."""
 
+    #: Each commit is journalled and recovered on another replica (_commit): in turn.
+    _pipelines = False
+
     def __init__(
         self, urls: Sequence[str], identity: Identity, *, verify: bool | str = True
     ) -> None:
