@@ -82,10 +82,11 @@ def _stores_nothing(vs: VaultServer, user: str, *calls: Sequence[Row]) -> None:
 
 def test_an_honest_run_commits_with_one_signature(served: VaultServer) -> None:
     vs = served
-    w1 = vs.identity("worker1")
-    rows = _rows(vs, "worker1", ["record.list"] * 3 + ["audit.checkpoint"], w1)
+    # An officer: a checkpoint entry is an officer's or an admin's (ROLE_ACTIONS).
+    o1 = vs.identity("officer1")
+    rows = _rows(vs, "officer1", ["record.list"] * 3 + ["audit.checkpoint"], o1)
     assert [r[3] is not None for r in rows] == [False, False, True, True]
-    r = _append(vs, "worker1", rows)
+    r = _append(vs, "officer1", rows)
     assert r.status_code == 200, r.text
     assert _read(vs, "audit", "head")[0] == rows[-1][0] + 1
     with vs.connect("officer1") as o:
@@ -162,9 +163,9 @@ def test_attack_replay_a_runs_signature_on_another_run_at_the_server(
 
 def test_an_entry_that_must_be_signed_alone_is_refused_in_a_run(served: VaultServer) -> None:
     vs = served
-    rows = _rows(vs, "worker1", ["record.list", "audit.checkpoint"], vs.identity("worker1"))
+    rows = _rows(vs, "officer1", ["record.list", "audit.checkpoint"], vs.identity("officer1"))
     # The checkpoint entry left unsigned, as if the list entry's run went on through it.
-    _stores_nothing(vs, "worker1", [(*rows[0][:3], None), (*rows[1][:3], None)])
+    _stores_nothing(vs, "officer1", [(*rows[0][:3], None), (*rows[1][:3], None)])
 
 
 def test_the_trust_sync_refuses_a_stripped_run_signature_in_the_servers_database(
