@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from childvault.keys import StorageError
 from childvault.vault import _audit
 from childvault.vault._audit import Event
 from childvault.vault._backend import Backend, BackendLog
-from childvault.vault._sqlcipher import SQLCipherBackend
+from childvault.vault._sqlcipher import SQLCipherBackend, _conn
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
@@ -55,58 +56,82 @@ def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
         db.close()
 
 
-def test_a_background_commit_holds_the_connection_until_waited_for(tmp_path: Path) -> None:
-    """An import's COMMIT runs on a thread of its own: until ``wait`` the connection
-    is refused to every other use (one thread at a time), then it is back and the
+def test_a_background_transaction_holds_the_connection_until_waited_for(tmp_path: Path) -> None:
+    """An import's batch is written whole (BEGIN, rows, log, COMMIT) on a writer
+    thread: until ``wait`` the connection is refused to every other use (one
+    thread at a time), even while the body runs; then it is back and the
     transaction's rows are there."""
     db = SQLCipherBackend(tmp_path / "db", secrets.token_bytes(32), create=True)
     commits = db.background_commit()
+    started, release = threading.Event(), threading.Event()
+    threads: list[int] = []
+
+    def body() -> None:
+        threads.append(threading.get_ident())
+        db.meta.set("k", "v1")
+        _audit.append(db.audit, [Event("a", "audit.checkpoint")], NOW)
+        started.set()
+        assert release.wait(10)
+
     try:
-        with commits.transaction():
-            db.meta.set("k", "v1")
-            _audit.append(db.audit, [Event("a", "audit.checkpoint")], NOW)
-        # Refused whether or not the commit thread has finished: only wait() gives it back.
+        commits.run(body)
+        assert started.wait(10)
+        # Refused while the writer thread is inside the transaction...
         with pytest.raises(StorageError, match="another thread"):
             db.meta.get("k")
         with pytest.raises(StorageError, match="another thread"), db.transaction():
             pass
+        release.set()
+        # ... and whether or not it has finished: only wait() gives it back.
+        with pytest.raises(StorageError, match="another thread"):
+            db.audit.head()
         commits.wait()
+        assert threads and threads[0] != threading.get_ident()
         assert db.meta.get("k") == "v1" and db.audit.head()[0] == 1
-        # The next transaction waits for the previous commit itself.
-        with commits.transaction():
-            db.meta.set("k", "v2")
-        with commits.transaction():
-            db.meta.set("k2", "x")
+        # The next transaction waits for the previous one itself.
+        commits.run(lambda: db.meta.set("k", "v2"))
+        commits.run(lambda: db.meta.set("k2", "x"))
         commits.close()
         assert (db.meta.get("k"), db.meta.get("k2")) == ("v2", "x")
     finally:
+        release.set()
         commits.close()
         db.close()
 
 
-def test_a_background_commit_that_fails_rolls_back_and_raises_at_wait(tmp_path: Path) -> None:
+def test_a_background_transaction_that_fails_rolls_back_and_raises_at_wait(
+    tmp_path: Path,
+) -> None:
     """A COMMIT refused by SQLite (a deferred foreign key, checked only at COMMIT)
-    rolls the transaction back on the commit thread and is raised by ``wait``, as
-    :meth:`transaction` raises it; the connection is usable afterwards."""
+    or a body that fails rolls the whole transaction back on the writer thread
+    and is raised by ``wait``, as :meth:`transaction` raises it; the connection
+    is usable afterwards."""
     db = SQLCipherBackend(tmp_path / "db", secrets.token_bytes(32), create=True)
     conn = db._conn
     commits = db.background_commit()
+
+    def refused_at_commit() -> None:
+        db.meta.set("k", "v")
+        conn.q("PRAGMA defer_foreign_keys = ON")
+        conn.q(
+            "INSERT INTO fields (record_id, name, version, value) VALUES (?, ?, ?, ?)",
+            ("no-such-record", "name", 1, b"x"),
+        )
+
+    def failing() -> None:
+        db.meta.set("k", "v")
+        raise RuntimeError("boom")
+
     try:
-        with commits.transaction():
-            db.meta.set("k", "v")
-            conn.q("PRAGMA defer_foreign_keys = ON")
-            conn.q(
-                "INSERT INTO fields (record_id, name, version, value) VALUES (?, ?, ?, ?)",
-                ("no-such-record", "name", 1, b"x"),
-            )
+        commits.run(refused_at_commit)
         with pytest.raises(StorageError):
             commits.wait()
         assert db.meta.get("k") is None
         assert conn.q("SELECT count(*) FROM fields").fetchone()[0] == 0
-        # A failure inside the body rolls back at once, as a plain transaction does.
-        with pytest.raises(RuntimeError), commits.transaction():
-            db.meta.set("k", "v")
-            raise RuntimeError("boom")
+        commits.run(failing)
+        # The next run waits for the failed one and raises its failure first.
+        with pytest.raises(RuntimeError, match="boom"):
+            commits.run(lambda: db.meta.set("k", "never"))
         assert db.meta.get("k") is None
         with db.transaction():
             db.meta.set("k", "after")
@@ -116,17 +141,61 @@ def test_a_background_commit_that_fails_rolls_back_and_raises_at_wait(tmp_path: 
         db.close()
 
 
-def test_a_background_commit_does_not_join_an_open_transaction(tmp_path: Path) -> None:
+def test_a_background_transaction_does_not_join_an_open_transaction(tmp_path: Path) -> None:
     db = SQLCipherBackend(tmp_path / "db", secrets.token_bytes(32), create=True)
     commits = db.background_commit()
     try:
         with db.transaction():
-            with pytest.raises(StorageError, match="open transaction"), commits.transaction():
-                pass
+            with pytest.raises(StorageError, match="open transaction"):
+                commits.run(lambda: db.meta.set("k", "inner"))
             db.meta.set("k", "v")
+        commits.wait()
         assert db.meta.get("k") == "v"
     finally:
         commits.close()
+        db.close()
+
+
+def test_many_rows_go_in_multi_row_inserts_with_executemany_s_results(tmp_path: Path) -> None:
+    """``many`` and ``append`` insert a plain one-row INSERT's rows as few
+    multi-row statements (one GIL-free step each: docs/decisions.md): the
+    same rows, in chunks past the parameter bound, duplicates ignored under
+    ``ON CONFLICT DO NOTHING``, a constraint violation refused whole."""
+    db = SQLCipherBackend(tmp_path / "db", secrets.token_bytes(32), create=True)
+    conn = db._conn
+    sql = "INSERT INTO meta (key, value) VALUES (?, ?)"
+    statements = _conn._multirow(sql, [("a", "1"), ("b", "2")])
+    assert statements == [
+        ("INSERT INTO meta (key, value) VALUES (?, ?), (?, ?)", ["a", "1", "b", "2"])
+    ]
+    # Not a plain insert, or a row of another width: executemany's own way.
+    assert _conn._multirow("UPDATE meta SET value = ? WHERE key = ?", [("1", "a")]) is None
+    assert _conn._multirow(sql, [("a", "1"), ("b",)]) is None
+    n = _conn._MAX_PARAMS // 3 + 7  # more rows than one statement binds
+    rows = [("f", secrets.token_bytes(8), f"r{i:05d}") for i in range(n)]
+    assert len(_conn._multirow("INSERT INTO t (a, b, c) VALUES (?, ?, ?)", rows) or []) == 2
+    try:
+        with db.transaction():
+            conn.q(
+                "INSERT INTO records (id, type, version, created_at, created_by, updated_at, "
+                "consent, retain_until, metadata) "
+                "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+                "SELECT 'r' || printf('%05d', i), 't', 1, '', '', '', '{}', '', '{}' FROM n",
+                (n - 1,),
+            )
+            db.records.add_index_tags([*rows, rows[0], rows[-1]])
+        assert conn.q("SELECT count(*) FROM blind_index").fetchone()[0] == n
+        assert db.records.find_by_tag("f", rows[-1][1]) == [rows[-1][2]]
+        with pytest.raises(StorageError, match="constraint"), db.transaction():
+            conn.many(sql, [("x", "1"), ("y", "2"), ("x", "3")])
+        assert conn.q("SELECT count(*) FROM meta WHERE key IN ('x', 'y')").fetchone()[0] == 0
+        with pytest.raises(StorageError), db.transaction():
+            conn.many(sql, [("x", "1"), ("y",)])
+        assert conn.q("SELECT count(*) FROM meta WHERE key IN ('x', 'y')").fetchone()[0] == 0
+        with db.transaction():
+            _audit.append(db.audit, [Event("a", "audit.checkpoint")] * 3, NOW)
+        assert db.audit.head()[0] == 3
+    finally:
         db.close()
 
 

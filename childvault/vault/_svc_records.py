@@ -380,9 +380,10 @@ class RecordService:
         progress when ``progress_to`` is given; return the records' ids. The log
         entries are encoded, chained on the head and signed here, under the write
         lock, so batches written one after another extend one chain.
-        ``commits``: the transaction's COMMIT runs in the background, finished by
-        ``commits.wait()`` (an import's batches, :class:`_BatchWriter`).
-        ``finished``: the progress row also marks the import finished."""
+        ``commits``: the whole transaction runs on the writer thread and this
+        returns at once; ``commits.wait()`` finishes it (an import's batches,
+        :class:`_BatchWriter`). ``finished``: the progress row also marks the
+        import finished."""
         records, tags, signed = staged.records, staged.tags, staged.signed
 
         def write() -> None:
@@ -401,10 +402,14 @@ class RecordService:
         # entries linked to the head the client expects (refused and written
         # again if another append came first: RemoteBackend.appending_transaction).
         appending = getattr(self.s.db, "appending_transaction", None)
-        if appending is not None and signed and commits is None:
+        if commits is not None:
+            # On the writer thread: ``staged`` is its own from here (the caller
+            # makes the next batch in new objects and never changes this one).
+            commits.run(write)
+        elif appending is not None and signed:
             appending(write)
         else:
-            with self.s.db.transaction() if commits is None else commits.transaction():
+            with self.s.db.transaction():
                 write()
         return [r.row.id for r in records]
 
@@ -956,17 +961,18 @@ class RecordService:
 
 class _BatchWriter:
     """An import's batches written in turn, each in its own transaction, each
-    COMMIT overlapping the staging of the next batch (docs/decisions.md, "An
-    import commits a batch while it prepares the next").
+    written while the next batch is staged (docs/decisions.md, "An import
+    writes a batch on a thread while it prepares the next").
 
-    With a local SQLCipher store (``background_commit``) batch N's rows and log
-    entries are written on the calling thread, as before; its COMMIT (SQLCipher
-    encrypting the pages into the WAL, then fsync, without the GIL) runs on a
-    thread of its own while the caller seals, wraps and signs batch N+1, which
-    needs no database. :meth:`write` waits for N's COMMIT before writing N+1, so
-    batches commit in order, each log append reads the head N left, and a
-    failure of N is raised before N+1 is written (N+1 is then discarded).
-    Other stores commit in turn, as before.
+    With a local SQLCipher store (``background_commit``) batch N's whole
+    transaction (BEGIN, its rows, its log entries chained on the head and
+    signed, its progress row, the COMMIT) runs on a writer thread while the
+    caller seals, wraps and signs batch N+1, which reads nothing from the
+    database (the connection is the writer's until N is waited for: any use
+    is refused). :meth:`write` waits for N before handing over N+1, so
+    batches commit in order, each log append reads the head N left under the
+    write lock, and a failure of N is raised before N+1 is written (N+1 is
+    then discarded). Other stores write in turn, as before.
     """
 
     def __init__(

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,16 @@ BUSY_TIMEOUT_S = 30.0
 #: :attr:`Connection._owner` while a :class:`BackgroundCommit` has the
 #: connection: only its commit thread may use it then, no other.
 _LENT = 0
+
+#: Most parameters one multi-row ``INSERT`` binds (:func:`_multirow`); SQLite
+#: allows 32,766.
+_MAX_PARAMS = 8192
+
+#: A plain one-row ``INSERT ... VALUES (?, ...)``, optionally ``ON CONFLICT DO
+#: NOTHING``: what :func:`_multirow` may repeat for many rows.
+_ONE_ROW_INSERT = re.compile(
+    r"(INSERT INTO \w+ \([\w, ]+\) VALUES )(\(\?(?:, \?)*\))( ON CONFLICT DO NOTHING)?"
+)
 
 _MIGRATIONS: list[str] = [
     # 1: the foundation.
@@ -248,6 +259,38 @@ def translate(exc: Exception, path: Path) -> Exception:
     )
 
 
+def _multirow(sql: str, rows: Sequence[Sequence[Any]]) -> list[tuple[str, list[Any]]] | None:
+    """``sql`` for ``rows`` as few multi-row ``INSERT`` statements (``VALUES (..),
+    (..)``, each with its parameters), or None when ``sql`` is not a plain
+    one-row insert (:data:`_ONE_ROW_INSERT`) or a row has not its parameter count.
+
+    Why: ``executemany`` steps each row on its own, giving up and retaking the
+    GIL every time; a batch of an import is ~16 rows a record. One statement
+    a few thousand rows long is one ``sqlite3_step`` without the GIL (which an
+    import's writer thread needs for the overlap to pay), and less work per
+    row. The rows are inserted in order, as by ``executemany``, with the same
+    constraints checked, all in the caller's transaction.
+    """
+    match = _ONE_ROW_INSERT.fullmatch(sql)
+    if match is None:
+        return None
+    head, group, tail = match.group(1), match.group(2), match.group(3) or ""
+    width = group.count("?")
+    if any(len(row) != width for row in rows):
+        return None
+    per = max(1, _MAX_PARAMS // width)
+    out: list[tuple[str, list[Any]]] = []
+    for start in range(0, len(rows), per):
+        chunk = rows[start : start + per]
+        out.append(
+            (
+                head + ", ".join([group] * len(chunk)) + tail,
+                [value for row in chunk for value in row],
+            )
+        )
+    return out
+
+
 class _Cursor:
     """A cursor whose fetches translate SQLite errors as ``execute`` does: a
     damaged page is often met only when a row is stepped to, not at execute."""
@@ -423,7 +466,7 @@ class Connection:
         """Execute one statement for many rows; SQLite errors become childvault errors."""
         self._check_thread()
         try:
-            self.conn.executemany(sql, rows)
+            self._executemany(sql, rows)
         except sqlcipher3.IntegrityError as exc:
             raise StorageError(_t("database constraint violated: {exc}", exc=exc)) from exc
         except sqlcipher3.Error as exc:
@@ -433,7 +476,7 @@ class Connection:
         """Insert audit rows; a duplicate sequence number is an :class:`IntegrityError`."""
         self._check_thread()
         try:
-            self.conn.executemany(sql, rows)
+            self._executemany(sql, rows)
         except sqlcipher3.IntegrityError as exc:
             raise IntegrityError(
                 _t(
@@ -444,6 +487,15 @@ class Connection:
         except sqlcipher3.Error as exc:
             raise translate(exc, self.path) from exc
 
+    def _executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = rows if isinstance(rows, list | tuple) else list(rows)
+        statements = _multirow(sql, rows)
+        if statements is None:
+            self.conn.executemany(sql, rows)
+            return
+        for statement, params in statements:
+            self.conn.execute(statement, params)
+
     def compact(self) -> None:
         """Checkpoint and truncate the WAL so deleted pages do not linger in it."""
         self._check_thread()
@@ -452,17 +504,15 @@ class Connection:
 
 
 class BackgroundCommit:
-    """Transactions whose COMMIT runs on a thread of its own while the caller
-    goes on (an import stages its next batch meanwhile: docs/decisions.md,
-    "An import commits a batch while it prepares the next").
+    """Transactions run whole on a writer thread of their own while the caller
+    goes on (an import prepares its next batch meanwhile: docs/decisions.md,
+    "An import writes a batch on a thread while it prepares the next").
 
-    :meth:`transaction` is :meth:`Connection.transaction` up to the COMMIT,
-    which it starts on the commit thread and returns; :meth:`wait` finishes it
-    and raises its failure (the transaction then rolled back, as a failed
-    COMMIT of :meth:`Connection.transaction` is). Until then the connection
-    belongs to the commit thread: any other use raises :class:`StorageError`.
-    The COMMIT is one ``sqlite3_step`` (SQLCipher encrypting the dirty pages
-    into the WAL, then fsync), run without the GIL.
+    :meth:`run` hands the connection to the writer thread, which runs
+    ``BEGIN IMMEDIATE``, the body and the COMMIT exactly as
+    :meth:`Connection.transaction` does (a failure rolls back); :meth:`wait`
+    finishes it and raises its failure. Until then the connection belongs to
+    the writer thread: any other use raises :class:`StorageError`.
     """
 
     def __init__(self, conn: Connection) -> None:
@@ -471,30 +521,16 @@ class BackgroundCommit:
         self._future: Future[None] | None = None
         self._lender = 0
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """``BEGIN IMMEDIATE``, the body, then the COMMIT started in the background
-        (the previous one is waited for first). Not nested in another transaction."""
+    def run(self, body: Callable[[], None]) -> None:
+        """Start ``body`` in a transaction of its own on the writer thread (the
+        previous one is waited for first) and return. Not nested in another
+        transaction. ``body`` may use the connection (only it, until
+        :meth:`wait`) and nothing the caller changes meanwhile."""
         self.wait()
         conn = self._conn
         conn._check_thread()
         if conn._depth:
             raise StorageError(_t("a background commit cannot join an open transaction"))
-        try:
-            conn.conn.execute("BEGIN IMMEDIATE")
-        except sqlcipher3.Error as exc:
-            raise translate(exc, conn.path) from exc
-        conn._depth = 1
-        try:
-            yield
-        except sqlcipher3.Error as exc:
-            conn._rollback()
-            conn._depth = 0
-            raise translate(exc, conn.path) from exc
-        except BaseException:
-            conn._rollback()
-            conn._depth = 0
-            raise
         if self._pool is None:
             # Imported here: a command that commits in turn loads no thread pool.
             from concurrent.futures import ThreadPoolExecutor
@@ -503,26 +539,18 @@ class BackgroundCommit:
         self._lender = conn._owner
         conn._owner = _LENT
         try:
-            self._future = self._pool.submit(self._commit)
+            self._future = self._pool.submit(self._transaction, body)
         except BaseException:
             conn._owner = self._lender
-            conn._rollback()
-            conn._depth = 0
             raise
 
-    def _commit(self) -> None:
+    def _transaction(self, body: Callable[[], None]) -> None:
         conn = self._conn
         conn._owner = threading.get_ident()
         try:
-            conn.conn.execute("COMMIT")
-        except sqlcipher3.Error as exc:
-            conn._rollback()
-            raise translate(exc, conn.path) from exc
-        except BaseException:
-            conn._rollback()
-            raise
+            with conn.transaction():
+                body()
         finally:
-            conn._depth = 0
             conn._owner = _LENT
 
     def wait(self) -> None:
