@@ -631,10 +631,10 @@ class RecordService:
             return ImportReport(source, total, 0, n_errors, total, tuple(errors))
         writer = _BatchWriter(self, moment, source, progress, total)
         # Staging a batch (key box, blind-index tags) calls a key server unless
-        # the keys are the vault's own (local provider): then a batch's progress
-        # is reported, and its COMMIT waited for, before the next batch reaches
+        # the keys are the vault's own (local provider): then a batch's write is
+        # waited for, and its progress reported, before the next batch reaches
         # the server, as when batches were written in turn; only the sealing of
-        # the next batch's rows overlaps the COMMIT.
+        # the next batch's rows overlaps the write.
         local_keys = self.s.keys.custodial
         batch: list[_Prepared] = []
         batch_rows: list[int] = []
@@ -993,7 +993,7 @@ class _BatchWriter:
         self.imported: list[str] = []
         make = getattr(service.s.db, "background_commit", None)
         self._commits: BackgroundCommit | None = None if make is None else make()
-        #: The batch whose COMMIT is in flight: its ids, progress row, whether reported.
+        #: The batch being written: its ids, progress row, whether reported.
         self._pending: tuple[list[str], int, bool] | None = None
 
     def write(
@@ -1017,8 +1017,8 @@ class _BatchWriter:
             self.wait()
 
     def close(self) -> None:
-        """Wait for the COMMIT in flight (its failure is raised) and stop the
-        commit thread."""
+        """Wait for the batch being written (its failure is raised) and stop the
+        writer thread."""
         try:
             self.wait()
         finally:
@@ -1027,14 +1027,14 @@ class _BatchWriter:
                 self._commits.close()
 
     def wait(self) -> None:
-        """Finish the batch in flight, if any: its COMMIT waited for (its failure
+        """Finish the batch in flight, if any: its transaction waited for (its failure
         raised), its ids counted and its progress reported."""
         if self._pending is None:
             return
         ids, progress_to, report = self._pending
         self._pending = None
         if self._commits is not None:
-            # The commit thread's failure is raised here, in the caller's thread.
+            # The writer thread's failure is raised here, in the caller's thread.
             self._commits.wait()
         self.count += len(ids)
         if len(self.imported) < 1000:

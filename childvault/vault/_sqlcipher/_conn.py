@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 BUSY_TIMEOUT_S = 30.0
 
 #: :attr:`Connection._owner` while a :class:`BackgroundCommit` has the
-#: connection: only its commit thread may use it then, no other.
+#: connection: only its writer thread may use it then, no other.
 _LENT = 0
 
 #: Most parameters one multi-row ``INSERT`` binds (:func:`_multirow`); SQLite
@@ -322,16 +322,16 @@ class _Cursor:
 
 class Connection:
     """An open SQLCipher database. Not thread-safe: used by the thread that opened
-    it, except for the COMMIT a :class:`BackgroundCommit` runs on its thread,
-    during which no other thread may use it."""
+    it, except for the transactions a :class:`BackgroundCommit` runs on its
+    writer thread, during which no other thread may use it."""
 
     def __init__(self, path: Path, key: bytes, *, create: bool = False) -> None:
         self.path = Path(path)
         if not create and not self.path.exists():
             raise NotFound(_t("no database at {path}: run `childvault init` first", path=self.path))
         # The thread that may use the connection. sqlite3's own same-thread check
-        # is off so that a BackgroundCommit can run an import batch's COMMIT on
-        # its thread; this owner check keeps "one thread at a time" (fail closed).
+        # is off so that a BackgroundCommit can write an import batch on its
+        # thread; this owner check keeps "one thread at a time" (fail closed).
         self._owner = self._opener = threading.get_ident()
         try:
             conn = sqlcipher3.connect(
@@ -420,8 +420,8 @@ class Connection:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """A write transaction (``BEGIN IMMEDIATE``): all or nothing, serialised."""
-        # Before the nesting test: a transaction whose COMMIT is in flight on a
-        # BackgroundCommit's thread is no transaction to join.
+        # Before the nesting test: a transaction in flight on a BackgroundCommit's
+        # thread is no transaction to join.
         self._check_thread()
         if self._depth:
             # Nested use joins the outer transaction.
@@ -554,20 +554,20 @@ class BackgroundCommit:
             conn._owner = _LENT
 
     def wait(self) -> None:
-        """Finish the COMMIT in flight, if any, and raise its failure."""
+        """Finish the transaction in flight, if any, and raise its failure."""
         future, self._future = self._future, None
         if future is None:
             return
         try:
             future.result()
         finally:
-            # Given back only once the commit thread is done with it: interrupted
+            # Given back only once the writer thread is done with it: interrupted
             # while waiting, the connection stays unusable (fail closed).
             if future.done():
                 self._conn._owner = self._lender
 
     def close(self) -> None:
-        """:meth:`wait`, then stop the commit thread."""
+        """:meth:`wait`, then stop the writer thread."""
         try:
             self.wait()
         finally:
