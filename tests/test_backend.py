@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,82 +55,58 @@ def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
         db.close()
 
 
-def test_a_background_transaction_holds_the_connection_until_waited_for(tmp_path: Path) -> None:
-    """An import's batch is written whole (BEGIN, rows, log, COMMIT) on a writer
-    thread: until ``wait`` the connection is refused to every other use (one
-    thread at a time), even while the body runs; then it is back and the
+def test_a_background_commit_holds_the_connection_until_waited_for(tmp_path: Path) -> None:
+    """An import's COMMIT runs on a thread of its own: until ``wait`` the connection
+    is refused to every other use (one thread at a time), then it is back and the
     transaction's rows are there."""
     db = SQLCipherBackend(tmp_path / "db", secrets.token_bytes(32), create=True)
     commits = db.background_commit()
-    started, release = threading.Event(), threading.Event()
-    threads: list[int] = []
-
-    def body() -> None:
-        threads.append(threading.get_ident())
-        db.meta.set("k", "v1")
-        _audit.append(db.audit, [Event("a", "audit.checkpoint")], NOW)
-        started.set()
-        assert release.wait(10)
-
     try:
-        commits.run(body)
-        assert started.wait(10)
-        # Refused while the writer thread is inside the transaction...
+        with commits.transaction():
+            db.meta.set("k", "v1")
+            _audit.append(db.audit, [Event("a", "audit.checkpoint")], NOW)
+        # Refused whether or not the commit thread has finished: only wait() gives it back.
         with pytest.raises(StorageError, match="another thread"):
             db.meta.get("k")
         with pytest.raises(StorageError, match="another thread"), db.transaction():
             pass
-        release.set()
-        # ... and whether or not it has finished: only wait() gives it back.
-        with pytest.raises(StorageError, match="another thread"):
-            db.audit.head()
         commits.wait()
-        assert threads and threads[0] != threading.get_ident()
         assert db.meta.get("k") == "v1" and db.audit.head()[0] == 1
-        # The next transaction waits for the previous one itself.
-        commits.run(lambda: db.meta.set("k", "v2"))
-        commits.run(lambda: db.meta.set("k2", "x"))
+        # The next transaction waits for the previous commit itself.
+        with commits.transaction():
+            db.meta.set("k", "v2")
+        with commits.transaction():
+            db.meta.set("k2", "x")
         commits.close()
         assert (db.meta.get("k"), db.meta.get("k2")) == ("v2", "x")
     finally:
-        release.set()
         commits.close()
         db.close()
 
 
-def test_a_background_transaction_that_fails_rolls_back_and_raises_at_wait(
-    tmp_path: Path,
-) -> None:
+def test_a_background_commit_that_fails_rolls_back_and_raises_at_wait(tmp_path: Path) -> None:
     """A COMMIT refused by SQLite (a deferred foreign key, checked only at COMMIT)
-    or a body that fails rolls the whole transaction back on the writer thread
-    and is raised by ``wait``, as :meth:`transaction` raises it; the connection
-    is usable afterwards."""
+    rolls the transaction back on the commit thread and is raised by ``wait``, as
+    :meth:`transaction` raises it; the connection is usable afterwards."""
     db = SQLCipherBackend(tmp_path / "db", secrets.token_bytes(32), create=True)
     conn = db._conn
     commits = db.background_commit()
-
-    def refused_at_commit() -> None:
-        db.meta.set("k", "v")
-        conn.q("PRAGMA defer_foreign_keys = ON")
-        conn.q(
-            "INSERT INTO fields (record_id, name, version, value) VALUES (?, ?, ?, ?)",
-            ("no-such-record", "name", 1, b"x"),
-        )
-
-    def failing() -> None:
-        db.meta.set("k", "v")
-        raise RuntimeError("boom")
-
     try:
-        commits.run(refused_at_commit)
+        with commits.transaction():
+            db.meta.set("k", "v")
+            conn.q("PRAGMA defer_foreign_keys = ON")
+            conn.q(
+                "INSERT INTO fields (record_id, name, version, value) VALUES (?, ?, ?, ?)",
+                ("no-such-record", "name", 1, b"x"),
+            )
         with pytest.raises(StorageError):
             commits.wait()
         assert db.meta.get("k") is None
         assert conn.q("SELECT count(*) FROM fields").fetchone()[0] == 0
-        commits.run(failing)
-        # The next run waits for the failed one and raises its failure first.
-        with pytest.raises(RuntimeError, match="boom"):
-            commits.run(lambda: db.meta.set("k", "never"))
+        # A failure inside the body rolls back at once, as a plain transaction does.
+        with pytest.raises(RuntimeError), commits.transaction():
+            db.meta.set("k", "v")
+            raise RuntimeError("boom")
         assert db.meta.get("k") is None
         with db.transaction():
             db.meta.set("k", "after")
@@ -141,15 +116,14 @@ def test_a_background_transaction_that_fails_rolls_back_and_raises_at_wait(
         db.close()
 
 
-def test_a_background_transaction_does_not_join_an_open_transaction(tmp_path: Path) -> None:
+def test_a_background_commit_does_not_join_an_open_transaction(tmp_path: Path) -> None:
     db = SQLCipherBackend(tmp_path / "db", secrets.token_bytes(32), create=True)
     commits = db.background_commit()
     try:
         with db.transaction():
-            with pytest.raises(StorageError, match="open transaction"):
-                commits.run(lambda: db.meta.set("k", "inner"))
+            with pytest.raises(StorageError, match="open transaction"), commits.transaction():
+                pass
             db.meta.set("k", "v")
-        commits.wait()
         assert db.meta.get("k") == "v"
     finally:
         commits.close()

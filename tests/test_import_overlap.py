@@ -1,21 +1,17 @@
-"""Issue 18: an import writes batch N (its whole transaction) on a thread of
-its own while it stages batch N+1 (docs/decisions.md, "An import writes a
-batch on a thread while it prepares the next"). A failure of N, or of N+1's
-staging, must leave the vault exactly as when the batches were written in
-turn: N-1 (or N) committed with its progress row, nothing of the later
-batches, a resume that completes the file once."""
+"""Issue 18: an import commits batch N on a thread of its own while it stages
+batch N+1 (docs/decisions.md, "An import commits a batch while it prepares the
+next"). A failure of N, or of N+1's staging, must leave the vault exactly as
+when the batches were written in turn: N-1 (or N) committed with its progress
+row, nothing of the later batches, a resume that completes the file once."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from childvault.keys import StorageError
-from childvault.vault import _record_trust as record_trust
 from childvault.vault import _svc_records
 from childvault.vault._importer import file_digest
 from childvault.vault._sqlcipher import _conn
@@ -75,65 +71,30 @@ def test_a_failed_commit_discards_the_next_batch(
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Batch 2's COMMIT is refused by SQLite (a row breaking a deferred foreign key
-    is slipped into its transaction on the writer thread): batch 2 is rolled
-    back, batch 3 (staged meanwhile) is never written, the import raises the
-    storage error, and only batch 1 and its progress remain."""
+    is slipped into its transaction): batch 2 is rolled back, batch 3 (staged
+    meanwhile) is never written, the import raises the storage error, and only
+    batch 1 and its progress remain."""
     monkeypatch.setattr(_svc_records, "_IMPORT_BATCH", BATCH)
     src = write_csv(tmp_path / "rows.csv", marked_rows(ROWS))
-    transaction = _conn.BackgroundCommit._transaction
+    commit = _conn.BackgroundCommit._commit
     calls = 0
 
-    def refused(self: _conn.BackgroundCommit, body: Callable[[], None]) -> None:
+    def refused(self: _conn.BackgroundCommit) -> None:
         nonlocal calls
         calls += 1
-        if calls != 2:
-            transaction(self, body)
-            return
-
-        def slipped() -> None:
-            body()
+        if calls == 2:
             raw = self._conn.conn
             raw.execute("PRAGMA defer_foreign_keys = ON")
             raw.execute(
                 "INSERT INTO fields (record_id, name, version, value) VALUES (?, ?, ?, ?)",
                 ("no-such-record", "name", 1, b"x"),
             )
+        commit(self)
 
-        transaction(self, slipped)
-
-    monkeypatch.setattr(_conn.BackgroundCommit, "_transaction", refused)
+    monkeypatch.setattr(_conn.BackgroundCommit, "_commit", refused)
     with world.open("worker1") as v, pytest.raises(StorageError):
         v.import_file(src)
-    monkeypatch.setattr(_conn.BackgroundCommit, "_transaction", transaction)
-    assert calls == 2
-    count, (done, finished), creates = _state(world, src)
-    assert (count, done, finished, creates) == (BATCH, BATCH, False, BATCH)
-    _resume_completes(world, src, BATCH)
-
-
-def test_a_failed_write_on_the_writer_thread_discards_the_next_batch(
-    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Batch 2's log append fails on the writer thread, after its rows went in:
-    its whole transaction is rolled back, batch 3 is never written, and the
-    import raises that failure on the importing thread."""
-    monkeypatch.setattr(_svc_records, "_IMPORT_BATCH", BATCH)
-    src = write_csv(tmp_path / "rows.csv", marked_rows(ROWS))
-    append = record_trust.append_signed
-    calls: list[int] = []
-
-    def failing(*args: Any, **kwargs: Any) -> Any:
-        calls.append(threading.get_ident())
-        if len(calls) == 2:
-            raise StorageError("the log append failed")
-        return append(*args, **kwargs)
-
-    monkeypatch.setattr(record_trust, "append_signed", failing)
-    with world.open("worker1") as v, pytest.raises(StorageError, match="log append failed"):
-        v.import_file(src)
-    monkeypatch.setattr(record_trust, "append_signed", append)
-    # Written on the writer thread, not the importing one.
-    assert len(calls) == 2 and threading.get_ident() not in calls
+    monkeypatch.setattr(_conn.BackgroundCommit, "_commit", commit)
     count, (done, finished), creates = _state(world, src)
     assert (count, done, finished, creates) == (BATCH, BATCH, False, BATCH)
     _resume_completes(world, src, BATCH)

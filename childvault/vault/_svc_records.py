@@ -380,10 +380,9 @@ class RecordService:
         progress when ``progress_to`` is given; return the records' ids. The log
         entries are encoded, chained on the head and signed here, under the write
         lock, so batches written one after another extend one chain.
-        ``commits``: the whole transaction runs on the writer thread and this
-        returns at once; ``commits.wait()`` finishes it (an import's batches,
-        :class:`_BatchWriter`). ``finished``: the progress row also marks the
-        import finished."""
+        ``commits``: the transaction's COMMIT runs in the background, finished by
+        ``commits.wait()`` (an import's batches, :class:`_BatchWriter`).
+        ``finished``: the progress row also marks the import finished."""
         records, tags, signed = staged.records, staged.tags, staged.signed
 
         def write() -> None:
@@ -402,14 +401,10 @@ class RecordService:
         # entries linked to the head the client expects (refused and written
         # again if another append came first: RemoteBackend.appending_transaction).
         appending = getattr(self.s.db, "appending_transaction", None)
-        if commits is not None:
-            # On the writer thread: ``staged`` is its own from here (the caller
-            # makes the next batch in new objects and never changes this one).
-            commits.run(write)
-        elif appending is not None and signed:
+        if appending is not None and signed and commits is None:
             appending(write)
         else:
-            with self.s.db.transaction():
+            with self.s.db.transaction() if commits is None else commits.transaction():
                 write()
         return [r.row.id for r in records]
 
@@ -631,10 +626,10 @@ class RecordService:
             return ImportReport(source, total, 0, n_errors, total, tuple(errors))
         writer = _BatchWriter(self, moment, source, progress, total)
         # Staging a batch (key box, blind-index tags) calls a key server unless
-        # the keys are the vault's own (local provider): then a batch's write is
-        # waited for, and its progress reported, before the next batch reaches
+        # the keys are the vault's own (local provider): then a batch's progress
+        # is reported, and its COMMIT waited for, before the next batch reaches
         # the server, as when batches were written in turn; only the sealing of
-        # the next batch's rows overlaps the write.
+        # the next batch's rows overlaps the COMMIT.
         local_keys = self.s.keys.custodial
         batch: list[_Prepared] = []
         batch_rows: list[int] = []
@@ -961,18 +956,17 @@ class RecordService:
 
 class _BatchWriter:
     """An import's batches written in turn, each in its own transaction, each
-    written while the next batch is staged (docs/decisions.md, "An import
-    writes a batch on a thread while it prepares the next").
+    COMMIT overlapping the staging of the next batch (docs/decisions.md, "An
+    import commits a batch while it prepares the next").
 
-    With a local SQLCipher store (``background_commit``) batch N's whole
-    transaction (BEGIN, its rows, its log entries chained on the head and
-    signed, its progress row, the COMMIT) runs on a writer thread while the
-    caller seals, wraps and signs batch N+1, which reads nothing from the
-    database (the connection is the writer's until N is waited for: any use
-    is refused). :meth:`write` waits for N before handing over N+1, so
-    batches commit in order, each log append reads the head N left under the
-    write lock, and a failure of N is raised before N+1 is written (N+1 is
-    then discarded). Other stores write in turn, as before.
+    With a local SQLCipher store (``background_commit``) batch N's rows and log
+    entries are written on the calling thread, as before; its COMMIT (SQLCipher
+    encrypting the pages into the WAL, then fsync, without the GIL) runs on a
+    thread of its own while the caller seals, wraps and signs batch N+1, which
+    needs no database. :meth:`write` waits for N's COMMIT before writing N+1, so
+    batches commit in order, each log append reads the head N left, and a
+    failure of N is raised before N+1 is written (N+1 is then discarded).
+    Other stores commit in turn, as before.
     """
 
     def __init__(
@@ -993,7 +987,7 @@ class _BatchWriter:
         self.imported: list[str] = []
         make = getattr(service.s.db, "background_commit", None)
         self._commits: BackgroundCommit | None = None if make is None else make()
-        #: The batch being written: its ids, progress row, whether reported.
+        #: The batch whose COMMIT is in flight: its ids, progress row, whether reported.
         self._pending: tuple[list[str], int, bool] | None = None
 
     def write(
@@ -1017,8 +1011,8 @@ class _BatchWriter:
             self.wait()
 
     def close(self) -> None:
-        """Wait for the batch being written (its failure is raised) and stop the
-        writer thread."""
+        """Wait for the COMMIT in flight (its failure is raised) and stop the
+        commit thread."""
         try:
             self.wait()
         finally:
@@ -1027,14 +1021,14 @@ class _BatchWriter:
                 self._commits.close()
 
     def wait(self) -> None:
-        """Finish the batch in flight, if any: its transaction waited for (its failure
+        """Finish the batch in flight, if any: its COMMIT waited for (its failure
         raised), its ids counted and its progress reported."""
         if self._pending is None:
             return
         ids, progress_to, report = self._pending
         self._pending = None
         if self._commits is not None:
-            # The writer thread's failure is raised here, in the caller's thread.
+            # The commit thread's failure is raised here, in the caller's thread.
             self._commits.wait()
         self.count += len(ids)
         if len(self.imported) < 1000:

@@ -32,9 +32,8 @@ MIGRATIONS = _MIGRATIONS
 class SQLCipherBackend(Repositories):
     """An open SQLCipher database as a :class:`~childvault.vault._backend.Backend`.
 
-    Not thread-safe: one per process or thread (an import's batches are written
-    on a thread of their own, the connection unusable meanwhile:
-    :meth:`background_commit`).
+    Not thread-safe: one per process or thread (an import's COMMITs run on a
+    thread of their own, the connection unusable meanwhile: :meth:`background_commit`).
     """
 
     def __init__(self, path: Path, key: bytes, *, create: bool = False) -> None:
@@ -47,7 +46,7 @@ class SQLCipherBackend(Repositories):
         return self._conn.transaction()
 
     def background_commit(self) -> BackgroundCommit:
-        """Transactions run on a writer thread of their own (an import's
+        """Transactions whose COMMIT runs on a thread of its own (an import's
         batches: :class:`~childvault.vault._sqlcipher._conn.BackgroundCommit`)."""
         return BackgroundCommit(self._conn)
 

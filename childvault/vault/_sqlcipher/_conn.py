@@ -15,7 +15,7 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 BUSY_TIMEOUT_S = 30.0
 
 #: :attr:`Connection._owner` while a :class:`BackgroundCommit` has the
-#: connection: only its writer thread may use it then, no other.
+#: connection: only its commit thread may use it then, no other.
 _LENT = 0
 
 #: Most parameters one multi-row ``INSERT`` binds (:func:`_multirow`); SQLite
@@ -264,12 +264,14 @@ def _multirow(sql: str, rows: Sequence[Sequence[Any]]) -> list[tuple[str, list[A
     (..)``, each with its parameters), or None when ``sql`` is not a plain
     one-row insert (:data:`_ONE_ROW_INSERT`) or a row has not its parameter count.
 
-    Why: ``executemany`` steps each row on its own, giving up and retaking the
-    GIL every time; a batch of an import is ~16 rows a record. One statement
-    a few thousand rows long is one ``sqlite3_step`` without the GIL (which an
-    import's writer thread needs for the overlap to pay), and less work per
-    row. The rows are inserted in order, as by ``executemany``, with the same
-    constraints checked, all in the caller's transaction.
+    Why: ``executemany`` resets, binds and steps each row on its own, in
+    Python's sqlite3 module; an import writes ~16 rows a record. One
+    statement a few thousand rows long is bound once and stepped once (and
+    gives up the GIL once): ~8 % of an import's CPU less (docs/decisions.md,
+    "Multi-row inserts"). The rows are inserted in order, as by
+    ``executemany``, with the same constraints checked, all in the caller's
+    transaction; a failure fails the whole statement, and the caller's
+    transaction is rolled back either way.
     """
     match = _ONE_ROW_INSERT.fullmatch(sql)
     if match is None:
@@ -322,16 +324,16 @@ class _Cursor:
 
 class Connection:
     """An open SQLCipher database. Not thread-safe: used by the thread that opened
-    it, except for the transactions a :class:`BackgroundCommit` runs on its
-    writer thread, during which no other thread may use it."""
+    it, except for the COMMIT a :class:`BackgroundCommit` runs on its thread,
+    during which no other thread may use it."""
 
     def __init__(self, path: Path, key: bytes, *, create: bool = False) -> None:
         self.path = Path(path)
         if not create and not self.path.exists():
             raise NotFound(_t("no database at {path}: run `childvault init` first", path=self.path))
         # The thread that may use the connection. sqlite3's own same-thread check
-        # is off so that a BackgroundCommit can write an import batch on its
-        # thread; this owner check keeps "one thread at a time" (fail closed).
+        # is off so that a BackgroundCommit can run an import batch's COMMIT on
+        # its thread; this owner check keeps "one thread at a time" (fail closed).
         self._owner = self._opener = threading.get_ident()
         try:
             conn = sqlcipher3.connect(
@@ -420,8 +422,8 @@ class Connection:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """A write transaction (``BEGIN IMMEDIATE``): all or nothing, serialised."""
-        # Before the nesting test: a transaction in flight on a BackgroundCommit's
-        # thread is no transaction to join.
+        # Before the nesting test: a transaction whose COMMIT is in flight on a
+        # BackgroundCommit's thread is no transaction to join.
         self._check_thread()
         if self._depth:
             # Nested use joins the outer transaction.
@@ -488,6 +490,7 @@ class Connection:
             raise translate(exc, self.path) from exc
 
     def _executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        # Materialised first: _multirow may decline after reading the rows.
         rows = rows if isinstance(rows, list | tuple) else list(rows)
         statements = _multirow(sql, rows)
         if statements is None:
@@ -504,15 +507,17 @@ class Connection:
 
 
 class BackgroundCommit:
-    """Transactions run whole on a writer thread of their own while the caller
-    goes on (an import prepares its next batch meanwhile: docs/decisions.md,
-    "An import writes a batch on a thread while it prepares the next").
+    """Transactions whose COMMIT runs on a thread of its own while the caller
+    goes on (an import stages its next batch meanwhile: docs/decisions.md,
+    "An import commits a batch while it prepares the next").
 
-    :meth:`run` hands the connection to the writer thread, which runs
-    ``BEGIN IMMEDIATE``, the body and the COMMIT exactly as
-    :meth:`Connection.transaction` does (a failure rolls back); :meth:`wait`
-    finishes it and raises its failure. Until then the connection belongs to
-    the writer thread: any other use raises :class:`StorageError`.
+    :meth:`transaction` is :meth:`Connection.transaction` up to the COMMIT,
+    which it starts on the commit thread and returns; :meth:`wait` finishes it
+    and raises its failure (the transaction then rolled back, as a failed
+    COMMIT of :meth:`Connection.transaction` is). Until then the connection
+    belongs to the commit thread: any other use raises :class:`StorageError`.
+    The COMMIT is one ``sqlite3_step`` (SQLCipher encrypting the dirty pages
+    into the WAL, then fsync), run without the GIL.
     """
 
     def __init__(self, conn: Connection) -> None:
@@ -521,16 +526,30 @@ class BackgroundCommit:
         self._future: Future[None] | None = None
         self._lender = 0
 
-    def run(self, body: Callable[[], None]) -> None:
-        """Start ``body`` in a transaction of its own on the writer thread (the
-        previous one is waited for first) and return. Not nested in another
-        transaction. ``body`` may use the connection (only it, until
-        :meth:`wait`) and nothing the caller changes meanwhile."""
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE``, the body, then the COMMIT started in the background
+        (the previous one is waited for first). Not nested in another transaction."""
         self.wait()
         conn = self._conn
         conn._check_thread()
         if conn._depth:
             raise StorageError(_t("a background commit cannot join an open transaction"))
+        try:
+            conn.conn.execute("BEGIN IMMEDIATE")
+        except sqlcipher3.Error as exc:
+            raise translate(exc, conn.path) from exc
+        conn._depth = 1
+        try:
+            yield
+        except sqlcipher3.Error as exc:
+            conn._rollback()
+            conn._depth = 0
+            raise translate(exc, conn.path) from exc
+        except BaseException:
+            conn._rollback()
+            conn._depth = 0
+            raise
         if self._pool is None:
             # Imported here: a command that commits in turn loads no thread pool.
             from concurrent.futures import ThreadPoolExecutor
@@ -539,35 +558,43 @@ class BackgroundCommit:
         self._lender = conn._owner
         conn._owner = _LENT
         try:
-            self._future = self._pool.submit(self._transaction, body)
+            self._future = self._pool.submit(self._commit)
         except BaseException:
             conn._owner = self._lender
+            conn._rollback()
+            conn._depth = 0
             raise
 
-    def _transaction(self, body: Callable[[], None]) -> None:
+    def _commit(self) -> None:
         conn = self._conn
         conn._owner = threading.get_ident()
         try:
-            with conn.transaction():
-                body()
+            conn.conn.execute("COMMIT")
+        except sqlcipher3.Error as exc:
+            conn._rollback()
+            raise translate(exc, conn.path) from exc
+        except BaseException:
+            conn._rollback()
+            raise
         finally:
+            conn._depth = 0
             conn._owner = _LENT
 
     def wait(self) -> None:
-        """Finish the transaction in flight, if any, and raise its failure."""
+        """Finish the COMMIT in flight, if any, and raise its failure."""
         future, self._future = self._future, None
         if future is None:
             return
         try:
             future.result()
         finally:
-            # Given back only once the writer thread is done with it: interrupted
+            # Given back only once the commit thread is done with it: interrupted
             # while waiting, the connection stays unusable (fail closed).
             if future.done():
                 self._conn._owner = self._lender
 
     def close(self) -> None:
-        """:meth:`wait`, then stop the writer thread."""
+        """:meth:`wait`, then stop the commit thread."""
         try:
             self.wait()
         finally:
