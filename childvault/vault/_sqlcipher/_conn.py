@@ -267,11 +267,11 @@ def _multirow(sql: str, rows: Sequence[Sequence[Any]]) -> list[tuple[str, list[A
     Why: ``executemany`` resets, binds and steps each row on its own, in
     Python's sqlite3 module; an import writes ~16 rows a record. One
     statement a few thousand rows long is bound once and stepped once (and
-    gives up the GIL once): ~8 % of an import's CPU less (docs/decisions.md,
+    gives up the GIL once): ~5 % of an import's CPU less (docs/decisions.md,
     "Multi-row inserts"). The rows are inserted in order, as by
-    ``executemany``, with the same constraints checked, all in the caller's
-    transaction; a failure fails the whole statement, and the caller's
-    transaction is rolled back either way.
+    ``executemany``, with the same constraints checked, in the caller's
+    transaction; a violation fails the whole statement (``executemany`` kept
+    the rows before the bad one until the transaction was rolled back).
     """
     match = _ONE_ROW_INSERT.fullmatch(sql)
     if match is None:
