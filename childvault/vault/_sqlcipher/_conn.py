@@ -36,7 +36,7 @@ _LENT = 0
 
 #: Most parameters one multi-row ``INSERT`` binds (:func:`_multirow`); SQLite
 #: allows 32,766.
-_MAX_PARAMS = 8192
+_MAX_PARAMS = 1024
 
 #: A plain one-row ``INSERT ... VALUES (?, ...)``, optionally ``ON CONFLICT DO
 #: NOTHING``: what :func:`_multirow` may repeat for many rows.
