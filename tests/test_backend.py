@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from childvault.keys import StorageError
+from childvault.keys import IntegrityError, StorageError
 from childvault.vault import _audit
 from childvault.vault._audit import Event
 from childvault.vault._backend import Backend, BackendLog
@@ -132,9 +132,11 @@ def test_a_background_commit_does_not_join_an_open_transaction(tmp_path: Path) -
 
 def test_many_rows_go_in_multi_row_inserts_with_executemany_s_results(tmp_path: Path) -> None:
     """``many`` and ``append`` insert a plain one-row INSERT's rows as few
-    multi-row statements (one GIL-free step each: docs/decisions.md): the
-    same rows, in chunks past the parameter bound, duplicates ignored under
-    ``ON CONFLICT DO NOTHING``, a constraint violation refused whole."""
+    multi-row statements (bound and stepped once each: docs/decisions.md,
+    "Multi-row inserts"): the same rows, in chunks past the parameter bound,
+    duplicates ignored under ``ON CONFLICT DO NOTHING`` within and across
+    statements, a constraint violation refused whole, an audit sequence
+    collision still an :class:`IntegrityError`."""
     db = SQLCipherBackend(tmp_path / "db", secrets.token_bytes(32), create=True)
     conn = db._conn
     sql = "INSERT INTO meta (key, value) VALUES (?, ?)"
@@ -168,6 +170,9 @@ def test_many_rows_go_in_multi_row_inserts_with_executemany_s_results(tmp_path: 
         assert conn.q("SELECT count(*) FROM meta WHERE key IN ('x', 'y')").fetchone()[0] == 0
         with db.transaction():
             _audit.append(db.audit, [Event("a", "audit.checkpoint")] * 3, NOW)
+        assert db.audit.head()[0] == 3
+        with pytest.raises(IntegrityError, match="collision"), db.transaction():
+            db.audit.append([(3, b"e", b"h", None), (4, b"e", b"h", None), (3, b"e", b"h", None)])
         assert db.audit.head()[0] == 3
     finally:
         db.close()
