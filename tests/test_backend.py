@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from childvault.keys import StorageError
+from childvault.keys import IntegrityError, StorageError
 from childvault.vault import _audit
 from childvault.vault._audit import Event
 from childvault.vault._backend import Backend, BackendLog
-from childvault.vault._sqlcipher import SQLCipherBackend
+from childvault.vault._sqlcipher import SQLCipherBackend, _conn
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
@@ -127,6 +127,54 @@ def test_a_background_commit_does_not_join_an_open_transaction(tmp_path: Path) -
         assert db.meta.get("k") == "v"
     finally:
         commits.close()
+        db.close()
+
+
+def test_many_rows_go_in_multi_row_inserts_with_executemany_s_results(tmp_path: Path) -> None:
+    """``many`` and ``append`` insert a plain one-row INSERT's rows as few
+    multi-row statements (bound and stepped once each: docs/decisions.md,
+    "Multi-row inserts"): the same rows, in chunks past the parameter bound,
+    duplicates ignored under ``ON CONFLICT DO NOTHING`` within and across
+    statements, a constraint violation refused whole, an audit sequence
+    collision still an :class:`IntegrityError`."""
+    db = SQLCipherBackend(tmp_path / "db", secrets.token_bytes(32), create=True)
+    conn = db._conn
+    sql = "INSERT INTO meta (key, value) VALUES (?, ?)"
+    statements = _conn._multirow(sql, [("a", "1"), ("b", "2")])
+    assert statements == [
+        ("INSERT INTO meta (key, value) VALUES (?, ?), (?, ?)", ["a", "1", "b", "2"])
+    ]
+    # Not a plain insert, or a row of another width: executemany's own way.
+    assert _conn._multirow("UPDATE meta SET value = ? WHERE key = ?", [("1", "a")]) is None
+    assert _conn._multirow(sql, [("a", "1"), ("b",)]) is None
+    n = _conn._MAX_PARAMS // 3 + 7  # more rows than one statement binds
+    rows = [("f", secrets.token_bytes(8), f"r{i:05d}") for i in range(n)]
+    assert len(_conn._multirow("INSERT INTO t (a, b, c) VALUES (?, ?, ?)", rows) or []) == 2
+    try:
+        with db.transaction():
+            conn.q(
+                "INSERT INTO records (id, type, version, created_at, created_by, updated_at, "
+                "consent, retain_until, metadata) "
+                "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+                "SELECT 'r' || printf('%05d', i), 't', 1, '', '', '', '{}', '', '{}' FROM n",
+                (n - 1,),
+            )
+            db.records.add_index_tags([*rows, rows[0], rows[-1]])
+        assert conn.q("SELECT count(*) FROM blind_index").fetchone()[0] == n
+        assert db.records.find_by_tag("f", rows[-1][1]) == [rows[-1][2]]
+        with pytest.raises(StorageError, match="constraint"), db.transaction():
+            conn.many(sql, [("x", "1"), ("y", "2"), ("x", "3")])
+        assert conn.q("SELECT count(*) FROM meta WHERE key IN ('x', 'y')").fetchone()[0] == 0
+        with pytest.raises(StorageError), db.transaction():
+            conn.many(sql, [("x", "1"), ("y",)])
+        assert conn.q("SELECT count(*) FROM meta WHERE key IN ('x', 'y')").fetchone()[0] == 0
+        with db.transaction():
+            _audit.append(db.audit, [Event("a", "audit.checkpoint")] * 3, NOW)
+        assert db.audit.head()[0] == 3
+        with pytest.raises(IntegrityError, match="collision"), db.transaction():
+            db.audit.append([(3, b"e", b"h", None), (4, b"e", b"h", None), (3, b"e", b"h", None)])
+        assert db.audit.head()[0] == 3
+    finally:
         db.close()
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -32,6 +33,16 @@ BUSY_TIMEOUT_S = 30.0
 #: :attr:`Connection._owner` while a :class:`BackgroundCommit` has the
 #: connection: only its commit thread may use it then, no other.
 _LENT = 0
+
+#: Most parameters one multi-row ``INSERT`` binds (:func:`_multirow`); SQLite
+#: allows 32,766.
+_MAX_PARAMS = 1024
+
+#: A plain one-row ``INSERT ... VALUES (?, ...)``, optionally ``ON CONFLICT DO
+#: NOTHING``: what :func:`_multirow` may repeat for many rows.
+_ONE_ROW_INSERT = re.compile(
+    r"(INSERT INTO \w+ \([\w, ]+\) VALUES )(\(\?(?:, \?)*\))( ON CONFLICT DO NOTHING)?"
+)
 
 _MIGRATIONS: list[str] = [
     # 1: the foundation.
@@ -248,6 +259,40 @@ def translate(exc: Exception, path: Path) -> Exception:
     )
 
 
+def _multirow(sql: str, rows: Sequence[Sequence[Any]]) -> list[tuple[str, list[Any]]] | None:
+    """``sql`` for ``rows`` as few multi-row ``INSERT`` statements (``VALUES (..),
+    (..)``, each with its parameters), or None when ``sql`` is not a plain
+    one-row insert (:data:`_ONE_ROW_INSERT`) or a row has not its parameter count.
+
+    Why: ``executemany`` resets, binds and steps each row on its own, in
+    Python's sqlite3 module; an import writes ~16 rows a record. One
+    statement a few thousand rows long is bound once and stepped once (and
+    gives up the GIL once): ~5 % of an import's CPU less (docs/decisions.md,
+    "Multi-row inserts"). The rows are inserted in order, as by
+    ``executemany``, with the same constraints checked, in the caller's
+    transaction; a violation fails the whole statement (``executemany`` kept
+    the rows before the bad one until the transaction was rolled back).
+    """
+    match = _ONE_ROW_INSERT.fullmatch(sql)
+    if match is None:
+        return None
+    head, group, tail = match.group(1), match.group(2), match.group(3) or ""
+    width = group.count("?")
+    if any(len(row) != width for row in rows):
+        return None
+    per = max(1, _MAX_PARAMS // width)
+    out: list[tuple[str, list[Any]]] = []
+    for start in range(0, len(rows), per):
+        chunk = rows[start : start + per]
+        out.append(
+            (
+                head + ", ".join([group] * len(chunk)) + tail,
+                [value for row in chunk for value in row],
+            )
+        )
+    return out
+
+
 class _Cursor:
     """A cursor whose fetches translate SQLite errors as ``execute`` does: a
     damaged page is often met only when a row is stepped to, not at execute."""
@@ -423,7 +468,7 @@ class Connection:
         """Execute one statement for many rows; SQLite errors become childvault errors."""
         self._check_thread()
         try:
-            self.conn.executemany(sql, rows)
+            self._executemany(sql, rows)
         except sqlcipher3.IntegrityError as exc:
             raise StorageError(_t("database constraint violated: {exc}", exc=exc)) from exc
         except sqlcipher3.Error as exc:
@@ -433,7 +478,7 @@ class Connection:
         """Insert audit rows; a duplicate sequence number is an :class:`IntegrityError`."""
         self._check_thread()
         try:
-            self.conn.executemany(sql, rows)
+            self._executemany(sql, rows)
         except sqlcipher3.IntegrityError as exc:
             raise IntegrityError(
                 _t(
@@ -443,6 +488,16 @@ class Connection:
             ) from exc
         except sqlcipher3.Error as exc:
             raise translate(exc, self.path) from exc
+
+    def _executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        # Materialised first: _multirow may decline after reading the rows.
+        rows = rows if isinstance(rows, list | tuple) else list(rows)
+        statements = _multirow(sql, rows)
+        if statements is None:
+            self.conn.executemany(sql, rows)
+            return
+        for statement, params in statements:
+            self.conn.execute(statement, params)
 
     def compact(self) -> None:
         """Checkpoint and truncate the WAL so deleted pages do not linger in it."""
