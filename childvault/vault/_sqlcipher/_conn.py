@@ -581,16 +581,25 @@ class BackgroundCommit:
             conn._owner = _LENT
 
     def wait(self) -> None:
-        """Finish the COMMIT in flight, if any, and raise its failure."""
-        future, self._future = self._future, None
+        """Finish the COMMIT in flight, if any, and raise its failure. Only the
+        thread that lent the connection may: another thread taking the result
+        would let the owner's own ``wait`` return as if the batch had committed
+        (review RV10-4)."""
+        future = self._future
         if future is None:
             return
+        if threading.get_ident() != self._lender:
+            raise StorageError(
+                _t("the database connection is in use by another thread of this process")
+            )
         try:
             future.result()
         finally:
             # Given back only once the commit thread is done with it: interrupted
-            # while waiting, the connection stays unusable (fail closed).
+            # while waiting, the connection stays unusable (fail closed) and the
+            # result stays for the next wait, so a failed COMMIT is never lost.
             if future.done():
+                self._future = None
                 self._conn._owner = self._lender
 
     def close(self) -> None:
