@@ -267,6 +267,9 @@ def openapi_document() -> dict[str, Any]:
                                 # 403 at a commit: an approval breaks a rule the
                                 # server decides (own request, TTL, uses, fields).
                                 "policy",
+                                # 409: a batch's gen is old, or a _cas write did not
+                                # apply; nothing stored, the client runs it again.
+                                "stale",
                             ],
                         },
                         "type": {
@@ -390,6 +393,13 @@ def _vault_paths(refusal: dict[str, Any]) -> dict[str, Any]:
                             "txn": {"type": ["string", "null"]},
                             "begin": {"type": "boolean"},
                             "commit": {"type": "boolean"},
+                            "gen": {
+                                "type": "integer",
+                                "description": (
+                                    "With begin: the gen of an earlier answer; 409 stale, "
+                                    "nothing run, if the server committed anything since"
+                                ),
+                            },
                             "calls": {
                                 "type": "array",
                                 "items": {
