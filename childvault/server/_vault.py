@@ -592,11 +592,17 @@ class VaultHost:
         self._schedule_reap(txn, self.txn_idle)
         return txn.id
 
-    async def _open(self, user: str, cond: asyncio.Condition) -> _Txn:
-        """Wait until no transaction is open, then open one for ``user`` (``cond`` held)."""
+    async def _open(self, user: str, cond: asyncio.Condition, *, enter: bool = True) -> _Txn:
+        """Wait until no transaction is open, then open one for ``user`` (``cond`` held).
+
+        ``enter`` False: the caller enters the database transaction itself, first
+        thing on the DB thread (:meth:`batch`: one hand-over to that thread, not two).
+        """
         await self._wait_free()
         txn = _Txn(secrets.token_hex(16), user, None, time.monotonic())
         self._txn = txn
+        if not enter:
+            return txn
         try:
             await self._run(lambda: self._enter(txn))
         except BaseException:
@@ -809,13 +815,11 @@ class VaultHost:
                 )
         async with cond:
             if begin:
-                txn = await self._open(user, cond)
+                # Entered on the DB thread by run() below, with the calls.
+                txn = await self._open(user, cond, enter=False)
                 if gen is not None and gen != self.generation:
                     self._txn = None
-                    try:
-                        await self._run(lambda: self._end(txn, commit=False))
-                    finally:
-                        cond.notify_all()
+                    cond.notify_all()
                     raise Refused(
                         409, "stale", _t("the vault changed since it was read: nothing was run")
                     )
@@ -828,6 +832,8 @@ class VaultHost:
             def run() -> list[Any]:
                 results = []
                 try:
+                    if begin:
+                        self._enter(txn)
                     for repo, method, a, kw in checked:
                         results.append(self._invoke(txn, repo, method, a, kw))
                 except BaseException:
