@@ -47,6 +47,9 @@ from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import requests
+import requests.adapters
+import urllib3
+import urllib3.connection
 
 from childvault import keys as _errors
 from childvault._i18n import _t
@@ -293,6 +296,74 @@ class Bootstrap:
         self.methods = frozenset(str(m) for m in methods)
 
 
+class _OneSend:
+    """A urllib3 connection that sends a request's head and body (bytes) in one
+    ``send()``: urllib3 sends them apart, and the server then wakes twice for
+    one request (docs/server.md "Limits"; bench/NOTES.md, round 2 session 8)."""
+
+    _body: bytes | None = None
+    _joined: bytes | None = None
+
+    def request(  # type: ignore[no-untyped-def]
+        self, method, url, body=None, headers=None, **kwargs
+    ) -> None:
+        """As urllib3's, the body (bytes, not chunked) held for :meth:`endheaders`."""
+        if isinstance(body, bytes) and body and not kwargs.get("chunked"):
+            named = {str(k).lower() for k in headers or {}}
+            if "transfer-encoding" not in named:
+                self._body = body
+                if "content-length" not in named:
+                    headers = {**(headers or {}), "Content-Length": str(len(body))}
+                body = None
+        try:
+            super().request(method, url, body=body, headers=headers, **kwargs)  # type: ignore[misc]
+        finally:
+            self._body = None
+
+    def endheaders(  # type: ignore[no-untyped-def]
+        self, message_body=None, *, encode_chunked=False
+    ) -> None:
+        """http.client's; the held body goes out with the head (:meth:`send`)."""
+        self._joined, self._body = self._body, None
+        try:
+            super().endheaders(message_body, encode_chunked=encode_chunked)  # type: ignore[misc]
+        finally:
+            self._joined = None
+
+    def send(self, data: Any) -> None:
+        """http.client's; the head that ``endheaders`` sends carries the held body."""
+        joined, self._joined = self._joined, None
+        super().send(data if joined is None else bytes(data) + joined)  # type: ignore[misc]
+
+
+class _OneSendHTTP(_OneSend, urllib3.connection.HTTPConnection):
+    """:class:`_OneSend` over plain HTTP (loopback)."""
+
+
+class _OneSendHTTPS(_OneSend, urllib3.connection.HTTPSConnection):
+    """:class:`_OneSend` over TLS."""
+
+
+class _OneSendPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _OneSendHTTP
+
+
+class _OneSendTLSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _OneSendHTTPS
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """``requests``' adapter with connections that send a request in one piece."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        """As ``requests``', with the pools of :class:`_OneSend` connections."""
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _OneSendPool,
+            "https": _OneSendTLSPool,
+        }
+
+
 class _Session(requests.Session):
     """A ``requests.Session`` that reads the environment's proxy and CA bundle
     settings (``HTTPS_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE`` ...) once per
@@ -304,6 +375,8 @@ class _Session(requests.Session):
     def __init__(self) -> None:
         super().__init__()
         self._settings: dict[tuple[str, str], Any] = {}
+        for scheme in ("http://", "https://"):
+            self.mount(scheme, _Adapter())
 
     def merge_environment_settings(
         self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
