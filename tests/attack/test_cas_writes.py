@@ -164,3 +164,29 @@ def test_a_cas_use_is_the_requesters_and_needs_its_logged_read(served: VaultServ
     with vs.connect("worker1") as staff, pytest.raises(ApprovalInvalid):
         staff.read_with_grant(token)
     assert read(vs, "audit", "head")[0] == head[0] + 1
+
+
+def test_a_batch_begun_on_an_old_generation_runs_nothing(served: VaultServer) -> None:
+    """``gen`` only adds a refusal: a batch begun on a generation the server has
+    committed past runs none of its calls; on the current one it runs as without."""
+    vs = served
+    req = _pending(vs)
+    calls, row = _approval(vs, "officer1", req)
+    answer = _wire.post(vs, "officer1", "/v1/rpc", {"txn": None, **call("audit", "head")})
+    assert answer.status_code == 200, answer.text
+    gen = answer.json()["gen"]
+    _pending(vs)  # someone commits
+    before = read(vs, "audit", "head")
+    refused(batch(vs, "officer1", *calls, gen=gen), 409, "stale")
+    assert read(vs, "access", "grant", row.id) is None
+    assert read(vs, "access", "request", req).status == "pending"
+    assert read(vs, "audit", "head") == before
+    # Not a number, or without begin: malformed.
+    refused(batch(vs, "officer1", *calls, gen="1"), 400, "malformed")
+    refused(batch(vs, "officer1", call("audit", "head"), begin=False, gen=gen), 400, "malformed")
+    # On the generation of the latest answer: the approval stands.
+    answer = _wire.post(vs, "officer1", "/v1/rpc", {"txn": None, **call("audit", "head")})
+    calls, row = _approval(vs, "officer1", req)
+    r = batch(vs, "officer1", *calls, gen=answer.json()["gen"])
+    assert r.status_code == 200, r.text
+    assert read(vs, "access", "request", req).status == "approved"

@@ -55,10 +55,22 @@ def test_a_batch_is_one_request_and_a_moved_head_is_written_again(tmp_path: Path
                 "records.set_import_progress,statements.add_members,statements.save_state",
                 200,
             )
-            # Another writer appends: worker1's expected head is stale now.
-            w2.import_file(synthetic_csv(tmp_path / "b.csv", 5, 40))
+            # Another writer appends after worker1's trust sync and before its batch:
+            # worker1's expected head is stale then (a sync read after a writer's
+            # commit is taken over its own last append since round 2 session 9, so
+            # the other import runs in between, not before).
+            backend: Any = w1._session.db
+            recorded, moved = backend._send, []
+
+            def moving(path: str, body: bytes, *, raw: bool = False) -> Any:
+                if b'"method":"insert"' in body and not moved:
+                    moved.append(w2.import_file(synthetic_csv(tmp_path / "b.csv", 5, 40)))
+                return recorded(path, body, raw=raw)
+
+            backend._send = moving
             seen.clear()
             report = w1.import_file(synthetic_csv(tmp_path / "c.csv", 7, 80))
+            assert moved
             tried = [s for n, s in seen if "records.insert" in n]
             assert tried == [409, 200], seen  # refused once, then written from the head
             assert report.imported == 7
