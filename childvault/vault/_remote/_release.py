@@ -13,9 +13,10 @@ of its own, so people who open the database can neither read them nor reset
 their counts (docs/server.md, "Release after logging"). The server never sees
 the requester's private key, so the release key alone opens nothing either.
 
-A redemption is one call of its own (outside any transaction of the client's):
-the server answers a release key only in a request that also commits its
-count.
+The server answers a release key only in a request that also commits its
+count (a read's comes with the commit of its logged use: docs/server.md). An
+approval's new key is asked with the request that commits the grant, and the
+material is wrapped once that answer is in (:class:`PendingWrap`).
 
 The wrapping: ``MAGIC || nonce || XChaCha20-Poly1305(release key, material)``
 with the vault id and grant id as associated data.
