@@ -528,10 +528,19 @@ class AccessService:
         # its append at the head this client expects (run again if it moved).
         appending = getattr(self.s.db, "appending_transaction", None)
         note, material = appending(record) if appending is not None else record()
-        # A release key asked with the commit (server mode): wrap under it now.
-        settle = getattr(material, "settle", None)
-        if settle is not None:
-            material = settle()
+        try:
+            self._audit.witness(note)
+            # A release key asked with the commit (server mode): wrap under it now,
+            # after the witness step (a commit whose witness failed has no answer).
+            settle = getattr(material, "settle", None)
+            if settle is not None:
+                material = settle()
+        except ChildVaultError:
+            # Fail closed: an approval whose checkpoint is not witnessed (or whose
+            # release key did not come) is withdrawn.
+            with contextlib.suppress(ChildVaultError):
+                self.revoke(grant_id, now=moment)
+            raise
         claims = _tokens.GrantClaims(
             jti=grant_id,
             req=req.id,
@@ -548,13 +557,6 @@ class AccessService:
             keys=material,
         )
         token = _tokens.issue(self.s.me, claims)
-        try:
-            self._audit.witness(note)
-        except ChildVaultError:
-            # Fail closed: an approval whose checkpoint is not witnessed is withdrawn.
-            with contextlib.suppress(ChildVaultError):
-                self.revoke(grant_id, now=moment)
-            raise
         # The same instant as the token's expiry (stored with microseconds, as iso() writes).
         expires = parse_iso(iso(moment + ttl))
         return Approval(grant_id, req.id, req.requester, token, expires, uses, note)
