@@ -81,3 +81,22 @@ def test_a_batch_is_one_request_and_a_moved_head_is_written_again(tmp_path: Path
             o.verify_audit(full=True)  # one chain, every signature and statement
     finally:
         served.stop()
+
+
+def test_each_batch_of_a_long_import_is_one_request(tmp_path: Path) -> None:
+    """Batch after batch, the client's own last commit is the head it expects and
+    its commit's generation names nothing it answers from: no batch is refused
+    and written again (round 2 session 9: one was, every batch after the first)."""
+    from bench._common import write_csv
+
+    served = make_vault(tmp_path, ("worker1", "officer1"))
+    served.start()
+    try:
+        with served.connect("worker1") as w1:
+            seen = _requests(w1)
+            report = w1.import_file(write_csv(tmp_path / "long.csv", 1100))
+            assert report.imported == 1100
+            inserts = [s for n, s in seen if "records.insert" in n]
+            assert inserts == [200, 200, 200], seen
+    finally:
+        served.stop()

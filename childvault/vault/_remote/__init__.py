@@ -1488,6 +1488,12 @@ class RemoteBackend:
                     # step (AuditService.witness) reports it and fails closed.
                     own_state_only = False
                     self.witness_failure = str(exc)
+                if not own_state_only:
+                    # Our commit moved the server past the generation its answer
+                    # named (read before it ran): what is kept now is labelled with
+                    # none, so no batch names it (``gen``: the next transaction would
+                    # be refused), and the next answer empties it as before.
+                    self._generation = None
         except BaseException:
             own_state_only = False
             if self._appended is not None:
