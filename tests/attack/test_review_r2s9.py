@@ -254,6 +254,19 @@ def test_rv10_2_plain_http_off_loopback_is_refused_before_anything_is_sent(
         Vault.connect(url, served.identity("worker1"))
 
 
+@pytest.mark.parametrize(
+    "url", ["https://server.invalid:8443", "https://a.invalid,https://b.invalid"]
+)
+def test_a_missing_server_ca_file_is_a_config_error_naming_the_setting(
+    served: VaultServer, url: str, tmp_path: Path
+) -> None:
+    """``CHILDVAULT_SERVER_CA`` naming a file that is not there raised a bare
+    OSError at the first request ("internal error" in the CLI): now a
+    ConfigError before anything is sent, naming the setting."""
+    with pytest.raises(ConfigError, match="CHILDVAULT_SERVER_CA"):
+        Vault.connect(url, served.identity("worker1"), verify=str(tmp_path / "no-such-ca.pem"))
+
+
 class _Proxy:
     """A real TCP listener standing in for the institution's proxy: it counts the
     connections made to it and closes each (nothing is forwarded)."""

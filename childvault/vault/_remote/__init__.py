@@ -1942,6 +1942,26 @@ def check_url(url: str) -> None:
         )
 
 
+def check_ca(verify: bool | str) -> None:
+    """:class:`ConfigError` unless ``verify`` is a bool or names a readable file:
+    a CA bundle that cannot be read (``CHILDVAULT_SERVER_CA`` mistyped) is the
+    user's to fix, not an internal error at the first request."""
+    if isinstance(verify, bool):
+        return
+    try:
+        with open(verify, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            _t(
+                "cannot read the server's CA certificates {path}: {why} "
+                "(check CHILDVAULT_SERVER_CA: a PEM file, or unset it for the system's)",
+                path=verify,
+                why=exc.strerror or type(exc).__name__,
+            )
+        ) from exc
+
+
 def _loopback(host: str) -> bool:
     """Whether ``host`` names this machine's loopback interface (``localhost``, or
     an address in 127.0.0.0/8 or ::1)."""
@@ -1969,6 +1989,8 @@ def with_scratch_home(backend: _B, identity: Identity) -> tuple[_B, Path]:
 def connect_parts(
     url: str, identity: Identity, *, verify: bool | str = True
 ) -> tuple[RemoteBackend, Path]:
-    """A connected backend and its scratch home; :class:`ConfigError` if the URL is unusable."""
+    """A connected backend and its scratch home; :class:`ConfigError` if the URL or
+    the CA bundle is unusable."""
     check_url(url)
+    check_ca(verify)
     return with_scratch_home(RemoteBackend(url, identity, verify=verify), identity)

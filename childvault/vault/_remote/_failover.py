@@ -61,6 +61,7 @@ from childvault.vault._remote import (
     Bootstrap,
     RemoteBackend,
     _WitnessRefused,
+    check_ca,
     check_url,
     with_scratch_home,
 )
@@ -452,6 +453,7 @@ def connect_parts(
     One URL keeps the plain :class:`RemoteBackend` (no failover, as before);
     several give a :class:`FailoverBackend` over them. Every URL is checked.
     """
+    check_ca(verify)
     urls = split_urls(url)
     if len(urls) <= 1:
         return _connect_one(urls[0] if urls else url, identity, verify=verify)
