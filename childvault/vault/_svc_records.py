@@ -962,7 +962,38 @@ class RecordService:
         return candidates
 
 
-class _BatchWriter:
+class _ImportCounter:
+    """What both import writers keep: the import's context, the records counted
+    once their batch is known committed, the report's sample of ids, and the
+    progress calls."""
+
+    def __init__(
+        self,
+        service: RecordService,
+        moment: datetime,
+        source: str,
+        progress: Callable[[int, int], None] | None,
+        total: int,
+    ) -> None:
+        self._service = service
+        self._moment = moment
+        self._source = source
+        self._progress = progress
+        self._total = total
+        self.count = 0
+        #: The first 1,000 ids written (the report's sample).
+        self.imported: list[str] = []
+
+    def _committed(self, ids: list[str], progress_to: int, report: bool) -> None:
+        """Count a batch known committed and report its progress if asked."""
+        self.count += len(ids)
+        if len(self.imported) < 1000:
+            self.imported.extend(ids[: 1000 - len(self.imported)])
+        if report and self._progress is not None:
+            self._progress(progress_to, self._total)
+
+
+class _BatchWriter(_ImportCounter):
     """An import's batches written in turn, each in its own transaction, each
     COMMIT overlapping the staging of the next batch (docs/decisions.md, "An
     import commits a batch while it prepares the next").
@@ -985,14 +1016,7 @@ class _BatchWriter:
         progress: Callable[[int, int], None] | None,
         total: int,
     ) -> None:
-        self._service = service
-        self._moment = moment
-        self._source = source
-        self._progress = progress
-        self._total = total
-        self.count = 0
-        #: The first 1,000 ids written (the report's sample).
-        self.imported: list[str] = []
+        super().__init__(service, moment, source, progress, total)
         make = getattr(service.s.db, "background_commit", None)
         self._commits: BackgroundCommit | None = None if make is None else make()
         #: The batch whose COMMIT is in flight: its ids, progress row, whether reported.
@@ -1038,14 +1062,10 @@ class _BatchWriter:
         if self._commits is not None:
             # The commit thread's failure is raised here, in the caller's thread.
             self._commits.wait()
-        self.count += len(ids)
-        if len(self.imported) < 1000:
-            self.imported.extend(ids[: 1000 - len(self.imported)])
-        if report and self._progress is not None:
-            self._progress(progress_to, self._total)
+        self._committed(ids, progress_to, report)
 
 
-class _PipelinedWriter:
+class _PipelinedWriter(_ImportCounter):
     """An import's batches through a server: batch N's one request is checked and
     stored by the server while this client seals, signs and encodes batch N+1
     (``RemoteBackend.pipelined_appends``; docs/decisions.md, "An import through
@@ -1068,14 +1088,7 @@ class _PipelinedWriter:
         total: int,
         pipelined: Callable[[], contextlib.AbstractContextManager[None]],
     ) -> None:
-        self._service = service
-        self._moment = moment
-        self._source = source
-        self._progress = progress
-        self._total = total
-        self.count = 0
-        #: The first 1,000 ids written (the report's sample).
-        self.imported: list[str] = []
+        super().__init__(service, moment, source, progress, total)
         db = service.s.db
         self._in_flight: Callable[[], int] = lambda: int(getattr(db, "appends_in_flight", 0))
         self._settle: Callable[[], None] = getattr(db, "settle_appends", lambda: None)
@@ -1135,9 +1148,4 @@ class _PipelinedWriter:
         """Count (and report) the batches the server has answered for: all but
         the one still in flight."""
         while len(self._pending) > self._in_flight():
-            ids, progress_to, report = self._pending.pop(0)
-            self.count += len(ids)
-            if len(self.imported) < 1000:
-                self.imported.extend(ids[: 1000 - len(self.imported)])
-            if report and self._progress is not None:
-                self._progress(progress_to, self._total)
+            self._committed(*self._pending.pop(0))
