@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,7 @@ from childvault.vault import (
     OpenBaoKeys,
     Vault,
 )
+from childvault.vault._time import today as _legal_day
 
 PASSPHRASES = {
     "admin": "admin-passphrase-1",
@@ -50,8 +51,11 @@ START = DEFAULT_START
 #: ``consent(today=TODAY)``, :func:`born_years_ago`, :func:`years_ahead`): fixed
 #: dates there expire (a ten-year-old turns 14, a consent leaves the back-dating
 #: window, a retention date passes) and the test changes meaning. Tests on a
-#: :class:`FakeClock` keep the dates of ``START``, which does not move.
-TODAY = date.today()
+#: :class:`FakeClock` keep the dates of ``START``, which does not move. It is the
+#: vault's legal day (Asia/Shanghai, the default zone), not the machine's: from
+#: 16:00 UTC the two differ, and a consent dated by the machine's day looked a
+#: day old to the vault.
+TODAY = _legal_day(datetime.now(UTC))
 
 
 def born_years_ago(years: int, today: date = TODAY) -> date:
