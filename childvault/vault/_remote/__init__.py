@@ -1659,9 +1659,14 @@ class RemoteBackend:
         self._contact = time.monotonic()
         if (
             self._speculate is not None
+            and self._handoff is None
             and self._generation is not None
             and "access.use_grant_cas" in self._server_methods  # one that checks "gen"
         ):
+            # Not for a pipelined append (an import's batch): the answer of the
+            # request in flight sets the generation on the sender thread, so the
+            # one read here may be from before that commit and the batch would be
+            # refused as stale and sent again; its reads all go to the server.
             self._outside, self._outside_gen = self._cache, self._generation
         self._written, self._own_rows = set(), []
         self._cache = {}
