@@ -80,6 +80,7 @@ from childvault.vault._backend import (
     request_basis_key,
 )
 from childvault.vault._httpsig import HTTPSignatureAuth
+from childvault.vault._note import Checkpoint, parse_note
 from childvault.vault._remote._codec import decode, encode
 from childvault.vault._remote._methods import (
     ACTIONS_AHEAD,
@@ -124,6 +125,8 @@ _UNCACHED = frozenset({("audit", "page"), ("records", "page"), ("records", "keyb
 _REPOSITORIES = frozenset(
     {"meta", "users", "custodians", "records", "access", "audit", "checkpoints", "statements"}
 )
+#: Reads of stored checkpoints, checked against a predicted head (:meth:`RemoteBackend.call`).
+_CHECKPOINT_READS = frozenset({("checkpoints", "all"), ("checkpoints", "latest_by")})
 #: The ``_cache`` slot of the trust sync's log tail (not a serialised call).
 _TAIL = "tail"
 #: The most entries one ``audit.page`` (and ``audit.sync``) answers.
@@ -161,6 +164,13 @@ class _RoleRefused(AccessDenied):
 class _Unverified(ChildVaultError):
     """The server refused what it could not verify, nothing stored (409
     ``unverified``): among others, log entries that do not link to its head."""
+
+
+class _Moved(_Unverified):
+    """A stored checkpoint read in an appending transaction covers more entries
+    than the head it predicted: the log moved past the reads it predicted from
+    (a commit through another replica, which this replica's generation does
+    not count). Nothing of it is stored; it runs again from the real head."""
 
 
 class _Redo(Exception):
@@ -680,6 +690,33 @@ class RemoteBackend:
         and a read already answered in this transaction is answered again
         from memory (see the module doc).
         """
+        answer = self._call(repo, method, args, kwargs)
+        if self._speculate is not None and self._depth and (repo, method) in _CHECKPOINT_READS:
+            self._check_predicted(answer if method == "all" else [answer])
+        return answer
+
+    def _check_predicted(self, stored: Sequence[Any]) -> None:
+        """Raise :class:`_Moved` if a stored checkpoint covers more entries than the
+        head this appending transaction predicted.
+
+        The transaction's log is the trust sync's tail, then its own entries
+        linked to that head. A checkpoint stored over a longer log was read
+        later than that tail (on replicas the reads of one answer, or two
+        answers of one generation, may straddle another replica's commit):
+        compared with the predicted entries it reads as "diverged" though the
+        stored log is sound. So the prediction is dropped and the transaction
+        runs again reading the log from the server, which compares every
+        checkpoint with the stored entries exactly as before (a forged size
+        only costs that second run)."""
+        predicted = self._speculate[0] if self._speculate is not None else None
+        for row in stored:
+            size = getattr(row, "size", None)
+            if isinstance(row, tuple | list) and row and isinstance(row[0], str):
+                size = _claimed_size(row[0])  # latest_by: (note, resume state)
+            if type(predicted) is int and type(size) is int and size > predicted:
+                raise _Moved(_t("the audit log moved since it was read: nothing was stored"))
+
+    def _call(self, repo: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         if (
             (repo, method) == ("statements", "saved_state")
             and args
@@ -943,8 +980,8 @@ class RemoteBackend:
             try:
                 with self._transaction():
                     return body()
-            except _Unverified:
-                if not (self._speculated or self._cas_sent or gen_checked):
+            except _Unverified as exc:
+                if not (self._speculated or self._cas_sent or gen_checked or type(exc) is _Moved):
                     raise
                 # Someone else appended since (or the prediction was stale), or a
                 # _cas write did not apply: again, from the server's real head and
@@ -976,9 +1013,9 @@ class RemoteBackend:
                 # The request in flight was refused for a moved head, and this
                 # body was chained on it: it again from the real head, then this.
                 redo = refused.body
-            except _Unverified:
+            except _Unverified as exc:
                 # This transaction's own request, sent here (not handed off).
-                if not self._speculated:
+                if not (self._speculated or type(exc) is _Moved):
                     raise
                 self._predicted = None
             finally:
@@ -1923,6 +1960,15 @@ class RemoteBackend:
             if self._scratch is not None:
                 shutil.rmtree(self._scratch, ignore_errors=True)
                 self._scratch = None
+
+
+def _claimed_size(note: str) -> int | None:
+    """The tree size a checkpoint note claims (unverified: it only decides whether
+    to read the log again), or None if it is not one."""
+    try:
+        return Checkpoint.parse_body(parse_note(note)[0]).size
+    except IntegrityError:
+        return None
 
 
 def check_url(url: str) -> None:
