@@ -21,15 +21,22 @@ from typing import Any
 import pytest
 
 from childvault.keys import ApprovalInvalid
-from childvault.vault import Vault
-from tests.conftest import add_children
+from childvault.vault import NewRecordInput, Vault
+from tests.conftest import TODAY, child_values, consent
 from tests.server._vaultserver import VaultServer, make_vault, passphrase, rpc_read
 
 
 def _served(root: Path) -> tuple[VaultServer, list[str]]:
     vs = make_vault(root, ("officer1", "worker1", "worker2"))
     with Vault.open(vs.home, "worker1", passphrase("worker1")) as v:
-        ids = add_children(v, 3)
+        # Dated from today: the vault runs on the system clock (consents of a
+        # fixed day are back-dated once that day is a month past).
+        ids = v.add_records(
+            [
+                NewRecordInput("child", child_values(i, today=TODAY), consent(today=TODAY))
+                for i in range(3)
+            ]
+        )
     vs.start()
     return vs, ids
 
