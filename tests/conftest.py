@@ -188,9 +188,15 @@ def child_values(i: int = 0, *, today: date | None = None, **overrides: str) -> 
 def add_children(
     v: Vault, n: int, *, purposes: tuple[str, ...] = ("case_management",)
 ) -> list[str]:
-    """Add ``n`` valid child records; return their ids."""
+    """Add ``n`` valid child records; return their ids (dated for the vault's clock:
+    ``START`` on a :class:`FakeClock`, else today, so a vault on the system clock
+    never finds their consents back-dated, whatever day the test runs)."""
+    today = None if isinstance(v._session.clock, FakeClock) else TODAY
     return v.add_records(
-        [NewRecordInput("child", child_values(i), consent(purposes)) for i in range(n)]
+        [
+            NewRecordInput("child", child_values(i, today=today), consent(purposes, today=today))
+            for i in range(n)
+        ]
     )
 
 

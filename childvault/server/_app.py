@@ -99,7 +99,7 @@ def create_app(
     served, each verified user's requests limited by ``rate`` (none: no limit).
     """
     routes = _routes(vault, audit, rate)
-    inner = Starlette(routes=routes)
+    inner = _Direct(Starlette(routes=routes), routes)
     auth = SignatureAuthMiddleware(
         inner,
         resolver=resolver,
@@ -117,8 +117,19 @@ def create_app(
         audit=audit,
     )
 
+    # Every route's path is fixed (no parameters): looked up, not matched, per request.
+    fixed = {
+        (method, route.path): route.path
+        for route in routes
+        if "{" not in route.path
+        for method in (route.methods or ())
+    }
+
     def route_template(scope: Scope) -> str:
         # Route templates, never concrete paths: paths will carry record ids.
+        found = fixed.get((str(scope.get("method")), str(scope.get("path"))))
+        if found is not None:
+            return found
         for route in routes:
             match, _ = route.matches(dict(scope))
             if match is not Match.NONE:
@@ -126,6 +137,34 @@ def create_app(
         return "-"
 
     return AccessLogMiddleware(limits, route_template=route_template, logger=access_logger)
+
+
+class _Direct:
+    """The vault API's POST routes (``/v1/rpc``, ``/v1/rpc/batch``, ``/v1/txn/*``)
+    straight to their handlers: a dictionary look-up instead of Starlette's
+    router, its error and exception middleware and its per-route exception
+    wrapper, on every round trip. Those handlers answer every ``Exception``
+    themselves (``_routes.vault_routes``), so nothing the skipped layers did is
+    lost; every other request (and method) goes through Starlette as before.
+    Limits, signatures and the access log are the outer layers, unchanged.
+    """
+
+    def __init__(self, app: ASGIApp, routes: list[Route]) -> None:
+        self.app = app
+        self.direct = {
+            route.path: route.endpoint
+            for route in routes
+            if route.path.startswith(("/v1/rpc", "/v1/txn/")) and route.methods == {"POST"}
+        }
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        """Answer a vault POST directly; hand anything else to Starlette."""
+        endpoint = self.direct.get(scope["path"]) if scope["type"] == "http" else None
+        if endpoint is None or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        response = await endpoint(Request(scope, receive, send))
+        await response(scope, receive, send)
 
 
 def openapi_document() -> dict[str, Any]:
@@ -267,6 +306,9 @@ def openapi_document() -> dict[str, Any]:
                                 # 403 at a commit: an approval breaks a rule the
                                 # server decides (own request, TTL, uses, fields).
                                 "policy",
+                                # 409: a batch's gen is old, or a _cas write did not
+                                # apply; nothing stored, the client runs it again.
+                                "stale",
                             ],
                         },
                         "type": {
@@ -390,6 +432,13 @@ def _vault_paths(refusal: dict[str, Any]) -> dict[str, Any]:
                             "txn": {"type": ["string", "null"]},
                             "begin": {"type": "boolean"},
                             "commit": {"type": "boolean"},
+                            "gen": {
+                                "type": "integer",
+                                "description": (
+                                    "With begin: the gen of an earlier answer; 409 stale, "
+                                    "nothing run, if the server committed anything since"
+                                ),
+                            },
                             "calls": {
                                 "type": "array",
                                 "items": {

@@ -153,6 +153,10 @@ def vault_routes(
             raise Refused(400, "malformed", _t("begin and commit must be true or false"))
         if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
             raise Refused(400, "malformed", _t("calls must be a list of objects"))
+        # "gen": begin only if nothing was committed since the answer naming it.
+        gen = doc.get("gen")
+        if gen is not None and (type(gen) is not int or not begin):
+            raise Refused(400, "malformed", _t("gen is a number, sent with begin"))
         txn_id, results = await vault.batch(
             str(request.state.user),
             txn,
@@ -167,6 +171,7 @@ def vault_routes(
             ],
             begin=begin,
             commit=commit,
+            gen=gen,
         )
         return [txn_id, results]
 

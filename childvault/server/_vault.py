@@ -151,12 +151,24 @@ _ISSUING = frozenset(
     {("access", "decide"), ("access", "add_grant"), ("release", "new"), ("audit", "append")}
 )
 
+#: Writes with a boolean answer whose ``_cas`` form answers None or fails the
+#: request (409 ``unverified``, so a transaction the batch opened or was to
+#: commit is rolled back, nothing stored) where the plain call answers False:
+#: the client queues them with its commit instead of waiting for the answer
+#: (docs/server.md "Approve and read in two round trips"). Each is checked,
+#: bound and noted exactly as the plain call (:meth:`VaultHost._invoke`).
+_CAS = {
+    ("access", "use_grant_cas"): "use_grant",
+    ("access", "decide_cas"): "decide",
+}
+
 _STAFF = {
     ("records", "insert"),
     ("records", "add_index_tags"),
     ("records", "set_import_progress"),
     ("access", "add_request"),
     ("access", "use_grant"),
+    ("access", "use_grant_cas"),
     ("access", "refund_use"),
     ("access", "set_grant_cache"),
     ("audit", "append"),
@@ -192,6 +204,7 @@ ROLE_WRITES: dict[str, set[tuple[str, str]]] = {
         ("records", "put_keyblob_if_version"),
         ("records", "drop_index_tags"),
         ("access", "decide"),
+        ("access", "decide_cas"),
         ("access", "add_grant"),
         ("release", "new"),
         # keys share and keys rotate (the custodian key's generations and holders).
@@ -505,6 +518,9 @@ class VaultHost:
         try:
             with self.db.transaction():
                 _audit.append(self.db.audit, events, datetime.now(UTC))
+            # A commit like any other: reads made before it may be stale (the
+            # cache rules and a batch's ``gen``, :meth:`batch`).
+            self.generation += 1
         except ChildVaultError:
             logger.exception("could not log %d refusals in the audit log", len(events))
             with self._limiter_lock:
@@ -576,11 +592,17 @@ class VaultHost:
         self._schedule_reap(txn, self.txn_idle)
         return txn.id
 
-    async def _open(self, user: str, cond: asyncio.Condition) -> _Txn:
-        """Wait until no transaction is open, then open one for ``user`` (``cond`` held)."""
+    async def _open(self, user: str, cond: asyncio.Condition, *, enter: bool = True) -> _Txn:
+        """Wait until no transaction is open, then open one for ``user`` (``cond`` held).
+
+        ``enter`` False: the caller enters the database transaction itself, first
+        thing on the DB thread (:meth:`batch`: one hand-over to that thread, not two).
+        """
         await self._wait_free()
         txn = _Txn(secrets.token_hex(16), user, None, time.monotonic())
         self._txn = txn
+        if not enter:
+            return txn
         try:
             await self._run(lambda: self._enter(txn))
         except BaseException:
@@ -764,6 +786,7 @@ class VaultHost:
         *,
         begin: bool,
         commit: bool,
+        gen: int | None = None,
     ) -> tuple[str | None, list[Any]]:
         """Run ``calls`` (repo, method, args, kwargs) in order in one transaction.
 
@@ -778,6 +801,12 @@ class VaultHost:
         it (its client cannot roll back what it has no id of, or what it meant
         to end), and left open otherwise, exactly as after a failed single call.
         Returns the transaction id (None once committed) and each call's result.
+
+        ``gen`` (with ``begin``): the generation an earlier answer named; if the
+        server has committed anything since, nothing runs and the request is
+        refused (409 ``stale``): the client answered this transaction's reads
+        from what it read then, and runs it again reading them. A precondition
+        only: every check of every call is as without it.
         """
         if begin and txn_id is not None:
             raise Refused(400, "malformed", _t("a batch begins a transaction or names an open one"))
@@ -807,7 +836,14 @@ class VaultHost:
                 )
         async with cond:
             if begin:
-                txn = await self._open(user, cond)
+                # Entered on the DB thread by run() below, with the calls.
+                txn = await self._open(user, cond, enter=False)
+                if gen is not None and gen != self.generation:
+                    self._txn = None
+                    cond.notify_all()
+                    raise Refused(
+                        409, "stale", _t("the vault changed since it was read: nothing was run")
+                    )
             else:
                 txn = self._own(user, str(txn_id))
             txn.last = time.monotonic()
@@ -817,6 +853,8 @@ class VaultHost:
             def run() -> list[Any]:
                 results = []
                 try:
+                    if begin:
+                        self._enter(txn)
                     for repo, method, a, kw in checked:
                         results.append(self._invoke(txn, repo, method, a, kw))
                 except BaseException:
@@ -937,6 +975,25 @@ class VaultHost:
         *,
         user: str | None = None,
     ) -> Any:
+        base = _CAS.get((repo, method))
+        if base is not None:
+            # Checked, bound and noted as the plain call; only its False fails.
+            if txn is None:
+                raise Refused(400, "malformed", _t("this call runs in a transaction"))
+            if self._invoke(txn, repo, base, a, kw) is not True:
+                # Not logged as a refusal: the plain call's False is an answer (the
+                # client then runs it plainly, and logs a denied read itself).
+                raise Refused(
+                    409,
+                    "stale",
+                    _t(
+                        "{repo}.{method} did not apply (no use left, or decided meanwhile): "
+                        "nothing stored",
+                        repo=repo,
+                        method=base,
+                    ),
+                )
+            return encode(None)
         if txn is not None and METHODS[repo][method] == WRITE:
             self._bind(txn, repo, method, a, kw)
             self._bind_own(txn, repo, method, a, kw)

@@ -509,19 +509,39 @@ class AccessService:
         except AccessDenied as exc:
             refuse(Refusal("no custodian key", str(exc)))
         grant_id = new_id()
+
         # Released inside the approval's transaction, after its grant row: a
         # server makes a grant's release key only for a grant the same
         # transaction stores with its logged approval (finding A-4).
-        note, material = self._record_approval(
-            req,
-            grant_id,
-            ttl=ttl,
-            uses=uses,
-            moment=moment,
-            release=lambda: _release(
-                provider, selections, requester, grant_id, int(ttl.total_seconds())
-            ),
-        )
+        def record() -> tuple[str, bytes]:
+            return self._record_approval(
+                req,
+                grant_id,
+                ttl=ttl,
+                uses=uses,
+                moment=moment,
+                release=lambda: _release(
+                    provider, selections, requester, grant_id, int(ttl.total_seconds())
+                ),
+            )
+
+        # Through a server: the transaction's writes and commit in one request,
+        # its append at the head this client expects (run again if it moved).
+        appending = getattr(self.s.db, "appending_transaction", None)
+        note, material = appending(record) if appending is not None else record()
+        try:
+            self._audit.witness(note)
+            # A release key asked with the commit (server mode): wrap under it now,
+            # after the witness step (a commit whose witness failed has no answer).
+            settle = getattr(material, "settle", None)
+            if settle is not None:
+                material = settle()
+        except ChildVaultError:
+            # Fail closed: an approval whose checkpoint is not witnessed (or whose
+            # release key did not come) is withdrawn.
+            with contextlib.suppress(ChildVaultError):
+                self.revoke(grant_id, now=moment)
+            raise
         claims = _tokens.GrantClaims(
             jti=grant_id,
             req=req.id,
@@ -538,13 +558,6 @@ class AccessService:
             keys=material,
         )
         token = _tokens.issue(self.s.me, claims)
-        try:
-            self._audit.witness(note)
-        except ChildVaultError:
-            # Fail closed: an approval whose checkpoint is not witnessed is withdrawn.
-            with contextlib.suppress(ChildVaultError):
-                self.revoke(grant_id, now=moment)
-            raise
         # The same instant as the token's expiry (stored with microseconds, as iso() writes).
         expires = parse_iso(iso(moment + ttl))
         return Approval(grant_id, req.id, req.requester, token, expires, uses, note)
@@ -823,13 +836,23 @@ class AccessService:
         """The database half of a read, in one transaction: consume one use and log
         the read (committed before any key is touched), or log the refusal and
         return False when no use is left."""
-        with self.s.db.transaction():
-            if not self.s.db.access.use_grant(claims.jti):
-                event = self._read_event(claims, recs, flds, "denied", "uses exhausted or revoked")
-                _audit.append(self.s.db.audit, [event], moment)
-                return False
-            _audit.append(self.s.db.audit, [self._read_event(claims, recs, flds)], moment)
-            return True
+
+        def consume() -> bool:
+            with self.s.db.transaction():
+                if not self.s.db.access.use_grant(claims.jti):
+                    event = self._read_event(
+                        claims, recs, flds, "denied", "uses exhausted or revoked"
+                    )
+                    _audit.append(self.s.db.audit, [event], moment)
+                    return False
+                _audit.append(self.s.db.audit, [self._read_event(claims, recs, flds)], moment)
+                return True
+
+        # Through a server: the use, its entry (at the head this client expects)
+        # and the commit in one request; run again if the head moved or no use
+        # was left (then the plain use answers False and the denial is logged).
+        appending = getattr(self.s.db, "appending_transaction", None)
+        return bool(appending(consume)) if appending is not None else consume()
 
     def _witness_read(
         self,

@@ -70,6 +70,7 @@ REFUSALS: dict[str, str] = {
     "role": N_("the acting user's roles do not allow this call"),
     "binding": N_("the call names another user than the one who signed it"),
     "unverified": N_("the server could not verify what was sent; nothing was stored"),
+    "stale": N_("the vault changed while the request was prepared; nothing was stored"),
     "release_refused": N_("the server refused to release the keys"),
     "server_only": N_("only the server may change this setting"),
     "no_transaction": N_("the transaction is no longer open (rolled back?)"),

@@ -55,10 +55,22 @@ def test_a_batch_is_one_request_and_a_moved_head_is_written_again(tmp_path: Path
                 "records.set_import_progress,statements.add_members,statements.save_state",
                 200,
             )
-            # Another writer appends: worker1's expected head is stale now.
-            w2.import_file(synthetic_csv(tmp_path / "b.csv", 5, 40))
+            # Another writer appends after worker1's trust sync and before its batch:
+            # worker1's expected head is stale then (a sync read after a writer's
+            # commit is taken over its own last append since round 2 session 9, so
+            # the other import runs in between, not before).
+            backend: Any = w1._session.db
+            recorded, moved = backend._send, []
+
+            def moving(path: str, body: bytes, *, raw: bool = False) -> Any:
+                if b'"method":"insert"' in body and not moved:
+                    moved.append(w2.import_file(synthetic_csv(tmp_path / "b.csv", 5, 40)))
+                return recorded(path, body, raw=raw)
+
+            backend._send = moving
             seen.clear()
             report = w1.import_file(synthetic_csv(tmp_path / "c.csv", 7, 80))
+            assert moved
             tried = [s for n, s in seen if "records.insert" in n]
             assert tried == [409, 200], seen  # refused once, then written from the head
             assert report.imported == 7
@@ -67,5 +79,24 @@ def test_a_batch_is_one_request_and_a_moved_head_is_written_again(tmp_path: Path
             assert len(records) == 12 + 5 + 7
             assert len({r.id for r in records}) == len(records)
             o.verify_audit(full=True)  # one chain, every signature and statement
+    finally:
+        served.stop()
+
+
+def test_each_batch_of_a_long_import_is_one_request(tmp_path: Path) -> None:
+    """Batch after batch, the client's own last commit is the head it expects and
+    its commit's generation names nothing it answers from: no batch is refused
+    and written again (round 2 session 9: one was, every batch after the first)."""
+    from bench._common import write_csv
+
+    served = make_vault(tmp_path, ("worker1", "officer1"))
+    served.start()
+    try:
+        with served.connect("worker1") as w1:
+            seen = _requests(w1)
+            report = w1.import_file(write_csv(tmp_path / "long.csv", 1100))
+            assert report.imported == 1100
+            inserts = [s for n, s in seen if "records.insert" in n]
+            assert inserts == [200, 200, 200], seen
     finally:
         served.stop()

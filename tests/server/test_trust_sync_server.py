@@ -34,6 +34,11 @@ from tests.server._vaultserver import (
     signed_rpc,
 )
 
+#: What an approval reads with its inputs for its transaction (session 9), and
+#: the writes its one committing request starts with.
+_APPROVAL_AHEAD = ["users.all", "checkpoints.all", "checkpoints.latest_by", "meta.get"]
+_APPROVAL_WRITES = ["access.add_grant", "release.new", "access.decide_cas", "audit.append"]
+
 
 def _served(root: Path) -> tuple[VaultServer, list[str]]:
     vs = make_vault(root, ("officer1", "worker1", "worker2"))
@@ -127,8 +132,11 @@ def test_approve_and_read_verify_from_one_sync(served: tuple[VaultServer, list[s
     assert all(set(fields) == {"name", "guardian_phone"} for fields in out.values())
     for sent, kind in ((approving, "approval"), (reading, "read")):
         outside = [calls for in_txn, calls in sent if not in_txn]
-        # The operation's inputs came with the trust sync, in one request.
-        assert outside[0] == ["audit.sync", f"inputs.{kind}"]
+        # The operation's inputs came with the trust sync, in one request (an
+        # approval's with what its checkpoint reads in its transaction).
+        ahead = _APPROVAL_AHEAD if kind == "approval" else []
+        assert outside[0] == ["audit.sync", f"inputs.{kind}", *ahead]
+        outside[0] = outside[0][:2]
         # The head, the new entries and their signatures came with the sync; the
         # record scan resumed from it; the request, its basis (by its index), the
         # settings, the log scans and the records came with the inputs.
@@ -136,10 +144,11 @@ def test_approve_and_read_verify_from_one_sync(served: tuple[VaultServer, list[s
             assert not {"audit.head", "audit.page", "audit.signatures"} & set(calls), calls
             assert not {"audit.entries_by_action", "audit.entries_by_ref"} & set(calls), calls
             assert not {"access.request", "records.get_many", "meta.get"} & set(calls), calls
-    # Inside the transaction an append reads the head with the last entry.
+    # Inside the transaction nothing reads the head: the append links to the head
+    # the sync answered (round 2, session 9), and the server refuses it if it moved.
     for sent in (approving, reading):
         inside = [c for in_txn, calls in sent if in_txn for c in calls]
-        assert "audit.last" in inside and "audit.head" not in inside
+        assert not {"audit.last", "audit.head"} & set(inside), inside
     # Round 2, session 5 (docs/benchmarks.md): 34 and 26 before; session 6
     # started at 20 and 12. The operation inputs (inputs.approval, inputs.read)
     # bring every read the checks make before the writes with the sync; in the
@@ -147,9 +156,16 @@ def test_approve_and_read_verify_from_one_sync(served: tuple[VaultServer, list[s
     # first write that has an answer, and a replay's page with its signatures.
     # Session 8 (docs/server.md "Approve in five round trips, read in three"): the
     # records' statements come with the inputs; the read's release key, the
-    # approval's checkpoint and its witness reach with the commit.
-    assert len(approving) <= 5
-    assert len(reading) <= 3
+    # approval's checkpoint and its witness reach with the commit. Session 9
+    # (docs/server.md "Approve and read in two round trips"): the decision, the
+    # use and the release key queued with the commit, the head predicted, the
+    # checkpoint's reads answered from the inputs' generation.
+    assert approving == [
+        (False, ["audit.sync", "inputs.approval", *_APPROVAL_AHEAD]),
+        (True, [*_APPROVAL_WRITES, "checkpoints.add_at_head_cas", "meta.set"]),
+    ]
+    assert len(reading) == 2
+    assert reading[1][1][:2] == ["access.use_grant_cas", "audit.append"]
 
 
 def test_fresh_sessions_keep_the_inputs_across_their_saved_state(tmp_path: Path) -> None:
@@ -177,15 +193,16 @@ def test_fresh_sessions_keep_the_inputs_across_their_saved_state(tmp_path: Path)
         vs.stop()
     assert sorted(out) == sorted(ids)
     for sent, kind, first in (
-        (approving, "approval", ["access.add_grant", "release.new"]),
-        (reading, "read", ["access.use_grant", "audit.last"]),
+        (approving, "approval", _APPROVAL_WRITES),
+        (reading, "read", ["access.use_grant_cas", "audit.append"]),
     ):
         # The saved state, the sync from it and the operation's inputs in one request ...
-        assert sent[0] == (False, [f"inputs.{kind}"])
-        # ... then the saves (trust state, record heads) with the operation's first writes.
+        ahead = _APPROVAL_AHEAD if kind == "approval" else []
+        assert sent[0] == (False, [f"inputs.{kind}", *ahead])
+        # ... then the saves (trust state, record heads) with the operation's writes.
         in_txn, calls = sent[1]
-        assert in_txn and calls[-2:] == first, sent[1]
-        assert set(calls[:-2]) == {"statements.save_state"}, sent[1]
+        assert in_txn and calls[2 : 2 + len(first)] == first, sent[1]
+        assert set(calls[:2]) == {"statements.save_state"}, sent[1]
         outside = [calls for in_txn, calls in sent if not in_txn]
         for calls in outside[1:]:
             # Kept across the save: nothing the inputs answered is asked again.
@@ -199,8 +216,9 @@ def test_fresh_sessions_keep_the_inputs_across_their_saved_state(tmp_path: Path)
     # record scan's page from its own (older) saved record heads (docs/server.md).
     # Session 8: the statements with the inputs; the release, the checkpoint and
     # the witness reach with the commit; the saves with the first writes: as warm.
-    assert len(approving) <= 5
-    assert len(reading) <= 3
+    # Session 9: the inputs, then one request that commits (as warm).
+    assert len(approving) == 2
+    assert len(reading) == 2
 
 
 def test_operation_inputs_are_refused_to_the_wrong_role_or_user(
@@ -263,7 +281,7 @@ def test_an_altered_entry_or_signature_is_refused_through_the_sync(tmp_path: Pat
                     with pytest.raises(IntegrityError, match=why):
                         officer.approve(req)
                     # Refused through the operation inputs' path too.
-                    assert (False, ["audit.sync", "inputs.approval"]) in sent
+                    assert (False, ["audit.sync", "inputs.approval", *_APPROVAL_AHEAD]) in sent
                     assert not any("release.new" in calls for _, calls in sent)
                     insider.update("audit", {"entry": entry, "sig": sig}, where={"seq": seq})
             officer._session.db._cache.clear()
@@ -359,4 +377,4 @@ def test_a_read_in_the_session_that_requested_brings_its_record_heads(
     assert reading[0] == (False, ["audit.sync", "inputs.read"])
     calls = [c for _, request in reading for c in request]
     assert not {"statements.saved_state", "audit.page", "audit.entry_at"} & set(calls), calls
-    assert len(reading) <= 3
+    assert len(reading) == 2

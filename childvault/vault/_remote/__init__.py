@@ -51,6 +51,9 @@ from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import requests
+import requests.adapters
+import urllib3
+import urllib3.connection
 
 from childvault import keys as _errors
 from childvault._i18n import _t
@@ -77,6 +80,7 @@ from childvault.vault._backend import (
     request_basis_key,
 )
 from childvault.vault._httpsig import HTTPSignatureAuth
+from childvault.vault._note import Checkpoint, parse_note
 from childvault.vault._remote._codec import decode, encode
 from childvault.vault._remote._methods import (
     ACTIONS_AHEAD,
@@ -121,6 +125,8 @@ _UNCACHED = frozenset({("audit", "page"), ("records", "page"), ("records", "keyb
 _REPOSITORIES = frozenset(
     {"meta", "users", "custodians", "records", "access", "audit", "checkpoints", "statements"}
 )
+#: Reads of stored checkpoints, checked against a predicted head (:meth:`RemoteBackend.call`).
+_CHECKPOINT_READS = frozenset({("checkpoints", "all"), ("checkpoints", "latest_by")})
 #: The ``_cache`` slot of the trust sync's log tail (not a serialised call).
 _TAIL = "tail"
 #: The most entries one ``audit.page`` (and ``audit.sync``) answers.
@@ -160,6 +166,13 @@ class _Unverified(ChildVaultError):
     ``unverified``): among others, log entries that do not link to its head."""
 
 
+class _Moved(_Unverified):
+    """A stored checkpoint read in an appending transaction covers more entries
+    than the head it predicted: the log moved past the reads it predicted from
+    (a commit through another replica, which this replica's generation does
+    not count). Nothing of it is stored; it runs again from the real head."""
+
+
 class _Redo(Exception):
     """The import batch in flight was refused for a moved head (409, nothing
     stored): it is written again from the real head, then the batch prepared
@@ -190,6 +203,18 @@ class _InFlight:
 #: grant): the operation's own check then refuses it and logs the refusal in
 #: the audit log, which raising the server's refusal here would skip.
 _INPUTS_FALLBACK = (_UnknownMethod, _RoleRefused)
+
+
+#: Writes answered True or False, by their ``_cas`` form (the server fails the
+#: request where they would answer False): queued in an appending transaction.
+_CAS_FORMS = {("access", "use_grant"): "use_grant_cas", ("access", "decide"): "decide_cas"}
+
+
+class _Later:
+    """The answer of a queued call, once the request carrying it was answered."""
+
+    def __init__(self) -> None:
+        self.value: Any = None
 
 
 class _Repo:
@@ -308,6 +333,74 @@ class Bootstrap:
         self.methods = frozenset(str(m) for m in methods)
 
 
+class _OneSend:
+    """A urllib3 connection that sends a request's head and body (bytes) in one
+    ``send()``: urllib3 sends them apart, and the server then wakes twice for
+    one request (docs/server.md "Limits"; bench/NOTES.md, round 2 session 8)."""
+
+    _body: bytes | None = None
+    _joined: bytes | None = None
+
+    def request(  # type: ignore[no-untyped-def]
+        self, method, url, body=None, headers=None, **kwargs
+    ) -> None:
+        """As urllib3's, the body (bytes, not chunked) held for :meth:`endheaders`."""
+        if isinstance(body, bytes) and body and not kwargs.get("chunked"):
+            named = {str(k).lower() for k in headers or {}}
+            if "transfer-encoding" not in named:
+                self._body = body
+                if "content-length" not in named:
+                    headers = {**(headers or {}), "Content-Length": str(len(body))}
+                body = None
+        try:
+            super().request(method, url, body=body, headers=headers, **kwargs)  # type: ignore[misc]
+        finally:
+            self._body = None
+
+    def endheaders(  # type: ignore[no-untyped-def]
+        self, message_body=None, *, encode_chunked=False
+    ) -> None:
+        """http.client's; the held body goes out with the head (:meth:`send`)."""
+        self._joined, self._body = self._body, None
+        try:
+            super().endheaders(message_body, encode_chunked=encode_chunked)  # type: ignore[misc]
+        finally:
+            self._joined = None
+
+    def send(self, data: Any) -> None:
+        """http.client's; the head that ``endheaders`` sends carries the held body."""
+        joined, self._joined = self._joined, None
+        super().send(data if joined is None else bytes(data) + joined)  # type: ignore[misc]
+
+
+class _OneSendHTTP(_OneSend, urllib3.connection.HTTPConnection):
+    """:class:`_OneSend` over plain HTTP (loopback)."""
+
+
+class _OneSendHTTPS(_OneSend, urllib3.connection.HTTPSConnection):
+    """:class:`_OneSend` over TLS."""
+
+
+class _OneSendPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _OneSendHTTP
+
+
+class _OneSendTLSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _OneSendHTTPS
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """``requests``' adapter with connections that send a request in one piece."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        """As ``requests``', with the pools of :class:`_OneSend` connections."""
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _OneSendPool,
+            "https": _OneSendTLSPool,
+        }
+
+
 class _Session(requests.Session):
     """A ``requests.Session`` that reads the environment's proxy and CA bundle
     settings (``HTTPS_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE`` ...) once per
@@ -319,6 +412,8 @@ class _Session(requests.Session):
     def __init__(self) -> None:
         super().__init__()
         self._settings: dict[tuple[str, str], Any] = {}
+        for scheme in ("http://", "https://"):
+            self.mount(scheme, _Adapter())
 
     def merge_environment_settings(
         self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
@@ -399,6 +494,20 @@ class RemoteBackend:
         #: (None: read from the server), and whether it was.
         self._speculate: tuple[int, bytes | None, Any] | None = None
         self._speculated = False
+        #: In an appending transaction: whether a ``_cas`` form was queued for a
+        #: write answered True (a 409 then runs the transaction again, plainly).
+        self._cas_sent = False
+        #: In an appending transaction: what was read outside transactions before
+        #: it and the generation it was read in; its reads are answered from
+        #: there (the repositories it has not written), and its first request
+        #: carries the generation, which the server refuses (409 ``stale``) if
+        #: it committed anything since (docs/server.md).
+        self._outside: dict[str, Any] | None = None
+        self._outside_gen: int | None = None
+        self._written: set[str] = set()
+        #: The rows this appending transaction appended (seq, entry, hash), in
+        #: order; None once one was not of that shape (:meth:`_own_log_read`).
+        self._own_rows: list[tuple[int, bytes, bytes]] | None = []
         #: The last row this transaction appended (seq, entry, hash), if any.
         self._appended: tuple[int, bytes, bytes] | None = None
         #: Inside :meth:`pipelined_appends` (how deep): an appending transaction's
@@ -429,6 +538,9 @@ class RemoteBackend:
         self._heads_read = False
         #: The calls the server answers (``repo.method``, from its vault description).
         self._server_methods: frozenset[str] = frozenset()
+        #: Answers awaited for queued calls (``release.new``): queue index -> holder,
+        #: filled by the flush that sends them (:meth:`release_later`).
+        self._later: dict[int, _Later] = {}
         #: Release keys answered with the commit of a read's use, by grant id:
         #: handed out once, to the ``release.redeem`` that asks next (_after_commit).
         self._released: dict[str, Any] = {}
@@ -552,7 +664,7 @@ class RemoteBackend:
             raise (_Busy if doc.get("reason") == "busy" else ProviderUnavailable)(message)
         if r.status_code == 502 and doc.get("reason") == "witness":
             raise _WitnessRefused(message)
-        if r.status_code == 409 and doc.get("reason") == "unverified":
+        if r.status_code == 409 and doc.get("reason") in ("unverified", "stale"):
             raise _Unverified(message)
         cls = _ERRORS.get(str(doc.get("type")), ChildVaultError)
         raise cls(message)
@@ -578,6 +690,33 @@ class RemoteBackend:
         and a read already answered in this transaction is answered again
         from memory (see the module doc).
         """
+        answer = self._call(repo, method, args, kwargs)
+        if self._speculate is not None and self._depth and (repo, method) in _CHECKPOINT_READS:
+            self._check_predicted(answer if method == "all" else [answer])
+        return answer
+
+    def _check_predicted(self, stored: Sequence[Any]) -> None:
+        """Raise :class:`_Moved` if a stored checkpoint covers more entries than the
+        head this appending transaction predicted.
+
+        The transaction's log is the trust sync's tail, then its own entries
+        linked to that head. A checkpoint stored over a longer log was read
+        later than that tail (on replicas the reads of one answer, or two
+        answers of one generation, may straddle another replica's commit):
+        compared with the predicted entries it reads as "diverged" though the
+        stored log is sound. So the prediction is dropped and the transaction
+        runs again reading the log from the server, which compares every
+        checkpoint with the stored entries exactly as before (a forged size
+        only costs that second run)."""
+        predicted = self._speculate[0] if self._speculate is not None else None
+        for row in stored:
+            size = getattr(row, "size", None)
+            if isinstance(row, tuple | list) and row and isinstance(row[0], str):
+                size = _claimed_size(row[0])  # latest_by: (note, resume state)
+            if type(predicted) is int and type(size) is int and size > predicted:
+                raise _Moved(_t("the audit log moved since it was read: nothing was stored"))
+
+    def _call(self, repo: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         if (
             (repo, method) == ("statements", "saved_state")
             and args
@@ -600,6 +739,20 @@ class RemoteBackend:
             # is not known before the commit.
             self.call(repo, "add_at_head_cas", args, kwargs)
             return 0
+        if (
+            self._speculate is not None
+            and (repo, method) in _CAS_FORMS
+            and f"{repo}.{_CAS_FORMS[repo, method]}" in self._server_methods
+        ):
+            # Queued with the commit as its _cas form, answered True: the server
+            # fails the whole request (409, nothing stored) where the call would
+            # answer False, and appending_transaction then runs the transaction
+            # again with the plain call, which answers False as ever.
+            self._cas_sent = True
+            self.call(repo, _CAS_FORMS[repo, method], args, kwargs)
+            if (repo, method) == ("access", "use_grant") and args and isinstance(args[0], str):
+                self._used_grant = args[0]
+            return True
         self._txn_calls.add((repo, method))
         if (repo, method) == ("audit", "append"):
             self._note_append(args)
@@ -651,6 +804,15 @@ class RemoteBackend:
             return answer
         if one in self._reads:
             return decode(self._reads[one])
+        if self._outside is not None and one in self._outside and repo not in self._written:
+            # Read before the transaction, in the generation its first request
+            # names: exact unless someone committed since, which the server refuses.
+            self._reads[one] = self._outside[one]
+            return decode(self._reads[one])
+        own = self._own_log_read(repo, method, args, kwargs)
+        if own is not None:
+            self._reads[one] = own
+            return decode(own)
         last = self._key("audit", "last", (), {})
         if (repo, method) == ("audit", "head") and not args and not kwargs:
             # An append reads the head, then the last entry (its time): both at once.
@@ -677,15 +839,89 @@ class RemoteBackend:
         if repo != "audit" and self._head_key() not in self._reads:
             # Nearly every transaction appends, which reads the head first.
             ahead.append(last)
-        ahead = [key for key in ahead if key not in self._reads]
+        if self._operation_kind() == "approval":
+            # Its decision queued (decide_cas), an approval's first read is its
+            # checkpoint's: the signers, checkpoints and witness reach come with it.
+            ahead += [k for k in self._txn_ahead("access", "decide", ()) if k != last]
+        ahead = [
+            key
+            for key in dict.fromkeys(ahead)
+            if key not in self._reads
+            and key != one
+            and not (
+                self._outside is not None
+                and key in self._outside
+                and json.loads(key)["repo"] not in self._written
+            )
+        ]
         result, *more = self._flush(one, also=ahead)
         self._reads[one] = result
         self._keep_reads(ahead, more)
         return decode(result)
 
+    def release_later(self, grant_id: str) -> _Later | None:
+        """``release.new(grant_id)`` queued with the transaction's next request (its
+        commit, as an approval's is) instead of sent on its own: the holder
+        answers the key once that request was answered. None outside a
+        transaction (the caller asks at once)."""
+        if not self._depth:
+            return None
+        self._txn_calls.add(("release", "new"))
+        # It writes only the server's own row of the key (server/release/...),
+        # which no read of a client answers (403 server_only): nothing to forget.
+        one = self._key("release", "new", (grant_id,), {})
+        self._queue.append(one)
+        self._queued_bytes += len(one)
+        holder = _Later()
+        self._later[len(self._queue) - 1] = holder
+        return holder
+
+    def _own_log_read(
+        self, repo: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        """In an appending transaction answered from what was read before it: the
+        log as the server holds it inside this transaction (the trust sync's
+        tail, complete to the head of that generation, then this transaction's
+        own appended rows), for ``audit.entry_at``, a page and the head (an
+        approval's checkpoint reads them after its append). Encoded as the
+        server answers them; None where that does not hold the answer."""
+        held = self._outside.get(_TAIL) if self._outside is not None else None
+        if not isinstance(held, tuple) or self._own_rows is None or repo != "audit":
+            return None
+        start, rows, _, complete = held
+        log = [(int(r[0]), r[1], r[2]) for r in rows] + self._own_rows
+        if not complete or not log or [r[0] for r in log] != list(range(start, start + len(log))):
+            return None
+        end = log[-1][0] + 1
+        if (repo, method) == ("audit", "head") and not args and not kwargs:
+            return encode((end, log[-1][2]))
+        if not (len(args) == 1 and type(args[0]) is int and args[0] >= start):
+            return None
+        at = args[0]
+        if method == "entry_at" and not kwargs and at < end:
+            return encode((log[at - start][1], log[at - start][2]))
+        if method == "page" and kwargs == {"batch": PAGE_MAX} and end - at <= PAGE_MAX:
+            return encode([list(r) for r in log[at - start :]])
+        return None
+
     def _note_append(self, args: Sequence[Any]) -> None:
-        """Note the last row an ``audit.append`` of this transaction appends."""
+        """Note the rows an ``audit.append`` of this transaction appends."""
         rows = args[0] if args else None
+        if (
+            self._own_rows is not None
+            and isinstance(rows, list | tuple)
+            and all(
+                isinstance(r, tuple | list)
+                and len(r) == 4
+                and type(r[0]) is int
+                and isinstance(r[1], bytes)
+                and isinstance(r[2], bytes)
+                for r in rows
+            )
+        ):
+            self._own_rows += [(r[0], r[1], r[2]) for r in rows]
+        else:
+            self._own_rows = None
         last = rows[-1] if isinstance(rows, list | tuple) and rows else None
         if (
             isinstance(last, tuple | list)
@@ -702,16 +938,16 @@ class RemoteBackend:
     def _prediction(self) -> tuple[int, bytes | None, Any] | None:
         """The head this client expects the log to have (see ``_predicted``): its own
         last committed append, else the head and last entry of its trust sync."""
-        if self._predicted is not None:
-            return self._predicted
+        # A trust sync held now was read after this client's last commit (the
+        # cache is emptied by every transaction): the newer of the two.
         held = self._cache.get(_TAIL)
         head = self._cache.get(self._head_key())
         if not isinstance(held, tuple) or head is None:
-            return None
+            return self._predicted
         _, rows, _, complete = held
         size, digest = decode(head)
         if not complete or not rows or rows[-1][0] != size - 1 or rows[-1][2] != digest:
-            return None
+            return self._predicted
         return size, digest, (rows[-1][1], rows[-1][2])
 
     def appending_transaction(self, body: Callable[[], _R]) -> _R:
@@ -737,18 +973,22 @@ class RemoteBackend:
             self._settle()  # the head to expect is the one the request in flight leaves
         predicted = None if self._depth else self._prediction()
         if predicted is not None:
-            self._speculate, self._speculated = predicted, False
+            self._speculate, self._speculated, self._cas_sent = predicted, False, False
+            gen_checked = (
+                self._generation is not None and "access.use_grant_cas" in self._server_methods
+            )
             try:
                 with self._transaction():
                     return body()
-            except _Unverified:
-                if not self._speculated:
+            except _Unverified as exc:
+                if not (self._speculated or self._cas_sent or gen_checked or type(exc) is _Moved):
                     raise
-                # Someone else appended since (or the prediction was stale): again,
-                # from the server's real head.
+                # Someone else appended since (or the prediction was stale), or a
+                # _cas write did not apply: again, from the server's real head and
+                # with the plain calls (which answer False where it failed).
                 self._predicted = None
             finally:
-                self._speculate, self._speculated = None, False
+                self._speculate, self._speculated, self._cas_sent = None, False, False
         with self._transaction():
             return body()
 
@@ -773,9 +1013,9 @@ class RemoteBackend:
                 # The request in flight was refused for a moved head, and this
                 # body was chained on it: it again from the real head, then this.
                 redo = refused.body
-            except _Unverified:
+            except _Unverified as exc:
                 # This transaction's own request, sent here (not handed off).
-                if not self._speculated:
+                if not (self._speculated or type(exc) is _Moved):
                     raise
                 self._predicted = None
             finally:
@@ -915,7 +1155,9 @@ class RemoteBackend:
         """Forget the reads of this transaction that a write to ``repo`` may change."""
         if repo not in _REPOSITORIES:
             self._reads.clear()
+            self._written.update(_REPOSITORIES)
             return
+        self._written.add(repo)
         prefix = json.dumps({"repo": repo}, separators=(",", ":"))[:-1] + ","
         for key in [k for k in self._reads if k.startswith(prefix)]:
             del self._reads[key]
@@ -1140,7 +1382,12 @@ class RemoteBackend:
             # The operation announced (expect_operation): its inputs come in the
             # same request, read in the same snapshot as the sync.
             inputs = self._key("inputs", expected[0], self._inputs_args(expected[1], False), {})
-            body = '{"txn":null,"begin":false,"commit":false,"calls":[' + sync + "," + inputs + "]}"
+            extra = self._operation_ahead(expected[0])
+            body = (
+                '{"txn":null,"begin":false,"commit":false,"calls":['
+                + ",".join([sync, inputs, *extra])
+                + "]}"
+            )
             try:
                 answer = self._patiently(
                     lambda: self._send("/v1/rpc/batch", body.encode(), raw=True)
@@ -1153,10 +1400,11 @@ class RemoteBackend:
                 if not (isinstance(answer, list) and len(answer) == 2):
                     raise IntegrityError(_t("the server sent a malformed batch answer"))
                 results = answer[1]
-                if not (isinstance(results, list) and len(results) == 2):
+                if not (isinstance(results, list) and len(results) == 2 + len(extra)):
                     raise IntegrityError(_t("the server sent a malformed batch answer"))
                 self._keep_sync(start, decode(results[0]))
                 self._keep_inputs(results[1])
+                self._cache.update(zip(extra, results[2:], strict=True))
                 return
         raw = self._patiently(
             lambda: self._post("/v1/rpc", {"txn": None, **json.loads(sync)}, raw=True)
@@ -1210,12 +1458,34 @@ class RemoteBackend:
         # for it, and for the sync from it, in the same request.
         fresh = self._cache.get(_TAIL) is None
         args = self._inputs_args(expected[1], fresh)
-        call = json.loads(self._key("inputs", expected[0], args, {}))
+        inputs = self._key("inputs", expected[0], args, {})
+        extra = [key for key in self._operation_ahead(expected[0]) if key not in self._cache]
+        body = '{"txn":null,"begin":false,"commit":false,"calls":[' + ",".join([inputs, *extra])
         try:
-            raw = self._patiently(lambda: self._post("/v1/rpc", {"txn": None, **call}, raw=True))
+            answer = self._patiently(
+                lambda: self._send("/v1/rpc/batch", (body + "]}").encode(), raw=True)
+            )
         except _INPUTS_FALLBACK:
             return  # the operation reads call by call (see _INPUTS_FALLBACK)
-        self._keep_inputs(raw)
+        if not (
+            isinstance(answer, list)
+            and len(answer) == 2
+            and isinstance(answer[1], list)
+            and len(answer[1]) == 1 + len(extra)
+        ):
+            raise IntegrityError(_t("the server sent a malformed batch answer"))
+        self._keep_inputs(answer[1][0])
+        self._cache.update(zip(extra, answer[1][1:], strict=True))
+
+    def _operation_ahead(self, kind: str) -> list[str]:
+        """Reads an operation's transaction makes, fetched with its inputs: an
+        approval's checkpoint reads the signers, the stored checkpoints, the
+        officer's latest one and the witness reach (answered in the transaction
+        from there, under the generation it names: :meth:`appending_transaction`)."""
+        if kind != "approval":
+            return []
+        last = self._key("audit", "last", (), {})
+        return [key for key in self._txn_ahead("access", "decide", ()) if key != last]
 
     def _inputs_args(self, ident: str, fresh: bool) -> tuple[Any, ...]:
         """The arguments of ``inputs.X``: the id; whether the session has not synced
@@ -1337,10 +1607,13 @@ class RemoteBackend:
         calls = self._queue + ([one, *also] if one is not None else list(also))
         queued = len(self._queue)
         self._queue, self._queued_bytes = [], 0
+        later, self._later = self._later, {}
         begin = self._unopened
         if not calls and (begin or not commit):
             return None  # nothing reached the server: nothing to open, send or commit
-        head = {"txn": self._txn, "begin": begin, "commit": commit}
+        head: dict[str, Any] = {"txn": self._txn, "begin": begin, "commit": commit}
+        if begin and self._outside_gen is not None:
+            head["gen"] = self._outside_gen
         body = (json.dumps(head, separators=(",", ":"))[:-1] + ',"calls":[').encode()
         body += ",".join(calls).encode() + b"]}"
         handed = self._handoff
@@ -1375,6 +1648,8 @@ class RemoteBackend:
         if len(results) != len(calls) or not (txn is None if commit else isinstance(txn, str)):
             raise IntegrityError(_t("the server sent a malformed batch answer"))
         self._unopened, self._txn = False, txn
+        for index, holder in later.items():
+            holder.value = decode(results[index])
         return results[queued:] if one is not None or also else None
 
     @staticmethod
@@ -1419,6 +1694,18 @@ class RemoteBackend:
         own_state_only = False
         self.witness_failure = None
         self._contact = time.monotonic()
+        if (
+            self._speculate is not None
+            and self._handoff is None
+            and self._generation is not None
+            and "access.use_grant_cas" in self._server_methods  # one that checks "gen"
+        ):
+            # Not for a pipelined append (an import's batch): the answer of the
+            # request in flight sets the generation on the sender thread, so the
+            # one read here may be from before that commit and the batch would be
+            # refused as stale and sent again; its reads all go to the server.
+            self._outside, self._outside_gen = self._cache, self._generation
+        self._written, self._own_rows = set(), []
         self._cache = {}
         self._txn_calls, self._saved_names = set(), set()
         self._appended = None
@@ -1457,6 +1744,12 @@ class RemoteBackend:
                     # step (AuditService.witness) reports it and fails closed.
                     own_state_only = False
                     self.witness_failure = str(exc)
+                if not own_state_only:
+                    # Our commit moved the server past the generation its answer
+                    # named (read before it ran): what is kept now is labelled with
+                    # none, so no batch names it (``gen``: the next transaction would
+                    # be refused), and the next answer empties it as before.
+                    self._generation = None
         except BaseException:
             own_state_only = False
             if self._appended is not None:
@@ -1469,6 +1762,7 @@ class RemoteBackend:
         finally:
             self._depth = 0
             self._unopened, self._txn = False, None
+            self._outside, self._outside_gen = None, None
             self._reads.clear()
             self._txn_calls, saved_names, self._saved_names = set(), self._saved_names, set()
             self._cache.clear()  # what we wrote, or others while we waited
@@ -1579,6 +1873,7 @@ class RemoteBackend:
     def _discard(self) -> None:
         """Drop the queued writes and roll back the transaction if the server has it open."""
         self._queue, self._queued_bytes = [], 0
+        self._later = {}
         self._unopened = False
         txn, self._txn = self._txn, None
         if txn is not None:
@@ -1665,6 +1960,15 @@ class RemoteBackend:
             if self._scratch is not None:
                 shutil.rmtree(self._scratch, ignore_errors=True)
                 self._scratch = None
+
+
+def _claimed_size(note: str) -> int | None:
+    """The tree size a checkpoint note claims (unverified: it only decides whether
+    to read the log again), or None if it is not one."""
+    try:
+        return Checkpoint.parse_body(parse_note(note)[0]).size
+    except IntegrityError:
+        return None
 
 
 def check_url(url: str) -> None:

@@ -65,6 +65,10 @@ METHODS: dict[str, dict[str, str]] = {
         "decide": WRITE,
         "add_grant": WRITE,
         "use_grant": WRITE,
+        # use_grant and decide whose False fails the request (409) instead of
+        # being answered: queued with the commit (docs/server.md).
+        "use_grant_cas": WRITE,
+        "decide_cas": WRITE,
         "refund_use": WRITE,
         "set_grant_cache": WRITE,
         "revoke_grant": WRITE,
@@ -207,5 +211,7 @@ QUEUED: frozenset[tuple[str, str]] = frozenset(
         ("statements", "save_state"),
         # Answers None, or fails the batch (and its commit) if nothing was stored.
         ("checkpoints", "add_at_head_cas"),
+        ("access", "use_grant_cas"),
+        ("access", "decide_cas"),
     }
 )

@@ -13,9 +13,10 @@ of its own, so people who open the database can neither read them nor reset
 their counts (docs/server.md, "Release after logging"). The server never sees
 the requester's private key, so the release key alone opens nothing either.
 
-A redemption is one call of its own (outside any transaction of the client's):
-the server answers a release key only in a request that also commits its
-count.
+The server answers a release key only in a request that also commits its
+count (a read's comes with the commit of its logged use: docs/server.md). An
+approval's new key is asked with the request that commits the grant, and the
+material is wrapped once that answer is in (:class:`PendingWrap`).
 
 The wrapping: ``MAGIC || nonce || XChaCha20-Poly1305(release key, material)``
 with the vault id and grant id as associated data.
@@ -30,9 +31,11 @@ from typing import Any
 import nacl.bindings
 import nacl.exceptions
 
+from childvault._i18n import _t
 from childvault.keys import (
     ApprovalInvalid,
     Identity,
+    IntegrityError,
     KeyProvider,
     PublicIdentity,
     ReleasedKeys,
@@ -69,6 +72,35 @@ def unwrap(wrapped: bytes, key: bytes, vault_id: str, grant_id: str) -> bytes:
         )
     except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
         raise ApprovalInvalid("grant material does not open with the released key") from exc
+
+
+class PendingWrap(bytes):
+    """Grant material whose release key the server answers with a later request
+    (:meth:`RemoteKeyring.wrap`); empty bytes until :func:`settle` wraps it."""
+
+    material: bytes
+    holder: Any
+    vault_id: str
+    grant_id: str
+
+    def __new__(cls, material: bytes, holder: Any, vault_id: str, grant_id: str) -> PendingWrap:
+        """Hold ``material`` until ``holder.value`` has the key."""
+        self = super().__new__(cls, b"")
+        self.material, self.holder = material, holder
+        self.vault_id, self.grant_id = vault_id, grant_id
+        return self
+
+    def settle(self) -> bytes:
+        """The material under the key the server answered (after the request)."""
+        key = self.holder.value
+        if not isinstance(key, bytes) or len(key) != 32:
+            raise IntegrityError(_t("the server answered no release key"))
+        return wrap(self.material, key, self.vault_id, self.grant_id)
+
+
+def settle(material: bytes) -> bytes:
+    """``material`` itself, or a :class:`PendingWrap` wrapped once its key is known."""
+    return material.settle() if isinstance(material, PendingWrap) else material
 
 
 class _Guarded:
@@ -120,7 +152,16 @@ class RemoteKeyring(Keyring):
     """The keyring of a client in server mode: releases go through the server."""
 
     def wrap(self, material: bytes, grant_id: str) -> bytes:
-        """Wrap under a release key the server makes (and keeps) for ``grant_id``."""
+        """Wrap under a release key the server makes (and keeps) for ``grant_id``.
+
+        Inside a transaction the key is asked with the transaction's next request
+        (an approval's commit): the answer is a :class:`PendingWrap`, wrapped by
+        :func:`settle` once that request was answered.
+        """
+        later = getattr(self._db, "release_later", None)
+        holder = later(grant_id) if later is not None else None
+        if holder is not None:
+            return PendingWrap(material, holder, self.vault_id, grant_id)
         key = self._db.release.new(grant_id)  # type: ignore[attr-defined]
         return wrap(material, key, self.vault_id, grant_id)
 
