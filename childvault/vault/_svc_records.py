@@ -53,13 +53,15 @@ if TYPE_CHECKING:
     from childvault.vault._sqlcipher._conn import BackgroundCommit
 
 _IMPORT_BATCH = 500
-#: Rows per batch (and transaction) of an import through one server, whose
-#: batches overlap: small, so that the server stores a batch while the client
-#: prepares the next even in a file of one local batch (docs/decisions.md, "A
-#: small import through the server overlaps too"; measured in docs/benchmarks.md,
-#: "Server, round 2 session 10: small imports overlap").
-_OVERLAPPED_BATCH = 100
-_OVERLAPPED_FIRST = 100
+#: Rows in the first batch (and transaction) of an import through one server,
+#: whose batches overlap; each later batch is twice the one before, up to
+#: _IMPORT_BATCH (:func:`_overlapped_size`). Small at first so that the server
+#: stores a batch while the client prepares the next even in a file of one
+#: local batch; large later because each batch is a COMMIT (fsync) more
+#: (docs/decisions.md, "A small import through the server overlaps too";
+#: measured in docs/benchmarks.md, "Server, round 2 session 10: small imports
+#: overlap").
+_OVERLAPPED_FIRST = 50
 #: Most memory (estimated) an import keeps between its validation pass and its
 #: write pass; a larger file is read and validated twice instead, so an import's
 #: peak memory does not grow with the file (the ``memory`` benchmark: a budget
@@ -73,6 +75,12 @@ _KEPT_ROW_OVERHEAD = 1024
 _KEEP_TAGS = 1 << 18
 #: An import row's consent columns, which its record validation skips.
 _CONSENT_KEYS = frozenset(ALL_CONSENT_COLUMNS)
+
+
+def _overlapped_size(index: int) -> int:
+    """Rows in batch ``index`` (0-based) of an import's run through one server:
+    :data:`_OVERLAPPED_FIRST`, doubling, at most :data:`_IMPORT_BATCH`."""
+    return min(_OVERLAPPED_FIRST << min(index, 16), _IMPORT_BATCH)
 
 
 def _new_record_id() -> str:
@@ -730,11 +738,12 @@ class RecordService:
         done: int,
         known: dict[tuple[str, str], bytes],
     ) -> _ImportCounter:
-        """The write pass of an import through one server: batches of
-        :data:`_OVERLAPPED_BATCH` rows, each one transaction in one request,
-        batch N stored by the server while this thread prepares N+1
-        (:class:`_PipelinedWriter`; docs/decisions.md, "A small import through
-        the server overlaps too"). Returns the writer, its batches counted."""
+        """The write pass of an import through one server: batches of 50, 100,
+        200, 400, then 500 rows (:func:`_overlapped_size`), each one transaction
+        in one request, batch N stored by the server while this thread prepares
+        N+1 (:class:`_PipelinedWriter`; docs/decisions.md, "A small import
+        through the server overlaps too"). Returns the writer, its batches
+        counted."""
         db: Any = self.s.db
         writer = _PipelinedWriter(self, moment, source, progress, total, db.pipelined_appends)
         # As in the local write pass: staging calls a key server unless the keys
@@ -743,17 +752,16 @@ class RecordService:
         stamp = iso(moment)
         batch: list[_Prepared] = []
         batch_rows: list[int] = []
-        size = _OVERLAPPED_FIRST
+        written = 0
         try:
             for number, values, consent in rows:
                 if number in duplicates:
                     continue
-                if len(batch) >= size:
-                    size = _OVERLAPPED_BATCH
-                    # A full batch is written once a row follows it: the last
-                    # batch always marks the import finished in its own
-                    # transaction, so a file of whole batches needs no request
-                    # of its own for the mark.
+                if len(batch) >= _overlapped_size(written):
+                    written += 1
+                    # A full batch is written once a row follows it, so the
+                    # last batch's transaction always marks the import
+                    # finished: no request of its own for the mark.
                     if not local_keys:
                         writer.wait()
                     staged = self._staged(

@@ -27,17 +27,17 @@ from childvault.vault import Vault, _svc_records
 from tests.server._vaultserver import VaultServer, admin_workstation, make_vault, synthetic_csv
 from tests.server.conftest import free_port
 
-#: Rows per batch here (an import's own through one server is 100): 12 rows
-#: make three batches.
+#: Rows per batch here (an import's own through one server: 50, 100, 200, 400,
+#: then 500): 12 rows make three batches.
 BATCH = 4
 ROWS = 12
 
 
 @pytest.fixture
 def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Batches of :data:`BATCH` rows in this process's imports through the server."""
-    monkeypatch.setattr(_svc_records, "_OVERLAPPED_BATCH", BATCH)
+    """Batches of :data:`BATCH` rows, every one, in this process's imports."""
     monkeypatch.setattr(_svc_records, "_OVERLAPPED_FIRST", BATCH)
+    monkeypatch.setattr(_svc_records, "_IMPORT_BATCH", BATCH)
 
 
 def _on_batch_send(v: Vault, before: Callable[[int], None]) -> list[tuple[int, str, int]]:
