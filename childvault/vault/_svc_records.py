@@ -10,11 +10,11 @@ import functools
 import secrets
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from childvault._i18n import Message, _t, join
 from childvault.keys import (
@@ -53,6 +53,15 @@ if TYPE_CHECKING:
     from childvault.vault._sqlcipher._conn import BackgroundCommit
 
 _IMPORT_BATCH = 500
+#: Rows in the first batch (and transaction) of an import through one server,
+#: whose batches overlap; each later batch is twice the one before, up to
+#: _IMPORT_BATCH (:func:`_overlapped_size`). Small at first so that the server
+#: stores a batch while the client prepares the next even in a file of one
+#: local batch; large later because each batch is a COMMIT (fsync) more
+#: (docs/decisions.md, "A small import through the server overlaps too";
+#: measured in docs/benchmarks.md, "Server, round 2 session 10: small imports
+#: overlap").
+_OVERLAPPED_FIRST = 50
 #: Most memory (estimated) an import keeps between its validation pass and its
 #: write pass; a larger file is read and validated twice instead, so an import's
 #: peak memory does not grow with the file (the ``memory`` benchmark: a budget
@@ -66,6 +75,12 @@ _KEPT_ROW_OVERHEAD = 1024
 _KEEP_TAGS = 1 << 18
 #: An import row's consent columns, which its record validation skips.
 _CONSENT_KEYS = frozenset(ALL_CONSENT_COLUMNS)
+
+
+def _overlapped_size(index: int) -> int:
+    """Rows in batch ``index`` (0-based) of an import's run through one server:
+    :data:`_OVERLAPPED_FIRST`, doubling, at most :data:`_IMPORT_BATCH`."""
+    return min(_OVERLAPPED_FIRST << min(index, 16), _IMPORT_BATCH)
 
 
 def _new_record_id() -> str:
@@ -625,7 +640,32 @@ class RecordService:
             raise ImportFailed(_import_failed(n_errors, path.name, errors))
         if finished:
             return ImportReport(source, total, 0, n_errors, total, tuple(errors))
-        # Through a server, batch N is stored while N+1 is prepared (_PipelinedWriter).
+        # Through one server, batch N is stored while N+1 is prepared, in batches
+        # small enough that even a one-batch file overlaps (_import_overlapped).
+        if getattr(self.s.db, "overlaps_appends", False):
+            rows = (
+                kept
+                if kept is not None
+                else self._revalidated(
+                    iter_rows(path, fmt),
+                    type_name,
+                    done,
+                    moment,
+                    notice,
+                    sha_of,
+                    confirm_backdated,
+                    day,
+                    consents,
+                )
+            )
+            written = self._import_overlapped(
+                rows, duplicates, type_name, moment, source, progress, total, done, known
+            )
+            if progress is not None:
+                progress(total, total)
+            return ImportReport(
+                source, total, written.count, n_errors, done, tuple(errors), tuple(written.imported)
+            )
         pipelined = getattr(self.s.db, "pipelined_appends", None)
         writer: _BatchWriter | _PipelinedWriter = (
             _BatchWriter(self, moment, source, progress, total)
@@ -685,6 +725,61 @@ class RecordService:
         return ImportReport(
             source, total, writer.count, n_errors, done, tuple(errors), tuple(writer.imported)
         )
+
+    def _import_overlapped(
+        self,
+        rows: Iterable[tuple[int, dict[str, str], Consent]],
+        duplicates: Mapping[int, str],
+        type_name: str,
+        moment: datetime,
+        source: str,
+        progress: Callable[[int, int], None] | None,
+        total: int,
+        done: int,
+        known: dict[tuple[str, str], bytes],
+    ) -> _ImportCounter:
+        """The write pass of an import through one server: batches of 50, 100,
+        200, 400, then 500 rows (:func:`_overlapped_size`), each one transaction
+        in one request, batch N stored by the server while this thread prepares
+        N+1 (:class:`_PipelinedWriter`; docs/decisions.md, "A small import
+        through the server overlaps too"). Returns the writer, its batches
+        counted."""
+        db: Any = self.s.db
+        writer = _PipelinedWriter(self, moment, source, progress, total, db.pipelined_appends)
+        # As in the local write pass: staging calls a key server unless the keys
+        # are the vault's own; then the batch in flight is waited for first.
+        local_keys = self.s.keys.custodial
+        stamp = iso(moment)
+        batch: list[_Prepared] = []
+        batch_rows: list[int] = []
+        written = 0
+        try:
+            for number, values, consent in rows:
+                if number in duplicates:
+                    continue
+                if len(batch) >= _overlapped_size(written):
+                    written += 1
+                    # A full batch is written once a row follows it, so the
+                    # last batch's transaction always marks the import
+                    # finished: no request of its own for the mark.
+                    if not local_keys:
+                        writer.wait()
+                    staged = self._staged(
+                        batch, moment, source=source, rows=batch_rows, known=known
+                    )
+                    writer.write(staged, batch_rows[-1], report=True)
+                    batch, batch_rows = [], []
+                batch.append(self._sealed(type_name, values, consent, moment, stamp))
+                batch_rows.append(number)
+            if not local_keys:
+                writer.wait()
+            staged = self._staged(batch, moment, source=source, rows=batch_rows, known=known)
+            writer.write(staged, max(done, total), report=False, finished=True)
+        finally:
+            # The batch in flight is finished (committed or failed) before
+            # anything else happens: its failure is the one raised.
+            writer.close()
+        return writer
 
     def _revalidated(
         self,

@@ -27,14 +27,16 @@ from childvault.vault import Vault, _svc_records
 from tests.server._vaultserver import VaultServer, admin_workstation, make_vault, synthetic_csv
 from tests.server.conftest import free_port
 
-#: Rows per batch here (the import's own is 500): 12 rows make three batches.
+#: Rows per batch here (an import's own through one server: 50, 100, 200, 400,
+#: then 500): 12 rows make three batches.
 BATCH = 4
 ROWS = 12
 
 
 @pytest.fixture
 def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Batches of :data:`BATCH` rows in this process's imports."""
+    """Batches of :data:`BATCH` rows, every one, in this process's imports."""
+    monkeypatch.setattr(_svc_records, "_OVERLAPPED_FIRST", BATCH)
     monkeypatch.setattr(_svc_records, "_IMPORT_BATCH", BATCH)
 
 
@@ -124,9 +126,9 @@ def test_the_next_batch_is_prepared_while_the_server_stores_one(
         assert [n for n, _, _ in sent] == [0, 1, 2]
         assert all(thread != main and status == 200 for _, thread, status in sent), sent
         assert report.imported == ROWS
-        # Reported once each batch is committed, in order, then the end (the
-        # last full batch is followed by the import's end alone).
-        assert progress == [(4, ROWS), (8, ROWS), (ROWS, ROWS), (ROWS, ROWS)]
+        # Reported once each batch is committed, in order, then the end: the
+        # last full batch carries the import's end (no transaction of its own).
+        assert progress == [(4, ROWS), (8, ROWS), (ROWS, ROWS)]
         _check_stored(served, report.source, ROWS, ROWS)
     finally:
         served.stop()

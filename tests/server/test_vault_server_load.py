@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pwd
@@ -17,6 +18,7 @@ import pytest
 
 import childvault
 from childvault.keys import ChildVaultError
+from childvault.vault import _svc_records
 from tests.server._vaultserver import (
     VaultServer,
     make_vault,
@@ -114,7 +116,11 @@ def test_server_killed_mid_import_restarts_consistent_and_the_import_resumes(
             partial = officer._session.db.records.count()
             officer.verify_audit()
         assert 0 < partial < 3000
-        assert partial % 500 == 0  # whole batches only: a batch is all or nothing
+        # Whole batches only (50, 100, 200, 400, then 500 rows through one
+        # server): a batch is all or nothing.
+        ends = list(itertools.accumulate(_svc_records._overlapped_size(i) for i in range(12)))
+        assert ends[:6] == [50, 150, 350, 750, 1250, 1750]
+        assert partial in ends
         done = vs.cli_json("worker1", "import", "--allow-duplicates", str(big))
         assert done["imported"] == 3000 - partial
         with vs.connect("officer1") as officer:

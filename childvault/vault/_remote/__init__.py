@@ -1057,6 +1057,14 @@ class RemoteBackend:
                 self._settle()
 
     @property
+    def overlaps_appends(self) -> bool:
+        """Whether :meth:`pipelined_appends` overlaps this client and the server
+        (one server; not a ``FailoverBackend``, which commits in turn): an
+        import then writes smaller batches (docs/server.md, "Import: client and
+        server overlap")."""
+        return self._pipelines
+
+    @property
     def appends_in_flight(self) -> int:
         """How many appending transactions were handed off and are not yet answered
         (:meth:`pipelined_appends`): 0 or 1."""
