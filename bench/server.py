@@ -161,16 +161,22 @@ def _approve_read(
 
 
 def _client(url: str, ident_file: str, calls: int, what: str, q: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    ident = Identity.load(Path(ident_file), PASS["worker1"])
-    with Vault.connect(url, ident) as v:
-        times = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            if what == "list":
-                list(v.list_records())
-            else:
-                v.requests()
-            times.append(time.perf_counter() - t0)
+    # Always answer: a client that raised and put nothing left the parent waiting
+    # out its hour-long timeout (found in session 10). The error goes back instead.
+    try:
+        ident = Identity.load(Path(ident_file), PASS["worker1"])
+        with Vault.connect(url, ident) as v:
+            times = []
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                if what == "list":
+                    list(v.list_records())
+                else:
+                    v.requests()
+                times.append(time.perf_counter() - t0)
+    except BaseException as exc:
+        q.put(f"{what} client failed: {type(exc).__name__}: {exc}")
+        raise
     q.put(times)
 
 
@@ -185,7 +191,12 @@ def _parallel(url: str, ident_file: Path, calls: int, what: str) -> tuple[float,
         p.start()
     times: list[float] = []
     for _ in procs:
-        times += q.get(timeout=3600)
+        answer = q.get(timeout=3600)
+        if isinstance(answer, str):
+            for p in procs:
+                p.kill()
+            raise RuntimeError(answer)
+        times += answer
     wall = time.perf_counter() - t0
     for p in procs:
         p.join(timeout=60)
