@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,8 @@ from childvault.keys import AccessDenied, ConfigError, ProviderUnavailable
 from childvault.vault._httpsig import plain_headers, sign_request
 from childvault.vault._remote import RemoteBackend, _Session
 
-from .conftest import ServerProcess, Users
+from .conftest import ServerProcess, Users, start_server, stop_server
+from .test_run import _self_signed
 
 BODY = b'{"pad":"' + b"x" * 190 + b'"}'
 
@@ -159,3 +161,29 @@ def test_requests_sends_what_the_plain_signature_does_not_cover(users: Users) ->
     assert session.post_signed("http://127.0.0.1:9", "/v1/who%20ami", BODY, users.alice, 5) is None
     assert session.post_signed("http://127.0.0.1:9", "/v1/rpc?x=1", BODY, users.alice, 5) is None
     session.close()
+
+
+def test_tls_is_verified_as_requests_verifies_it(tmp_path: Path, users: Users) -> None:
+    cert, key = _self_signed(tmp_path)
+    proc = start_server(
+        tmp_path,
+        users,
+        scheme="https",
+        extra=("--tls-cert", str(cert), "--tls-key", str(key)),
+        verify=str(cert),
+    )
+    try:
+        # The server's own certificate given (CHILDVAULT_SERVER_CA): accepted.
+        trusting = RemoteBackend(proc.url, users.alice, verify=str(cert))
+        reply = trusting._http.post_signed(proc.url, "/v1/whoami", BODY, users.alice, 30)
+        assert reply is not None and reply.status_code == 200
+        assert reply.json()["user"] == "alice"
+        trusting.close()
+        # The system's CAs only: the certificate is refused, nothing is answered.
+        strict = RemoteBackend(proc.url, users.alice)
+        with pytest.raises(ProviderUnavailable) as caught:
+            strict._send("/v1/whoami", BODY)
+        assert "CERTIFICATE_VERIFY_FAILED" in repr(caught.value.__cause__)
+        strict.close()
+    finally:
+        stop_server(proc.process)
