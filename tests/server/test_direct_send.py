@@ -187,3 +187,31 @@ def test_tls_is_verified_as_requests_verifies_it(tmp_path: Path, users: Users) -
         strict.close()
     finally:
         stop_server(proc.process)
+
+
+def test_the_urls_own_path_comes_first(users: Users) -> None:
+    # A server behind a reverse proxy at /childvault: the request, and what its
+    # signature covers, is /childvault/v1/rpc, as requests would send it.
+    url, received = _one_answer(b'HTTP/1.1 200 OK\r\nContent-Length: 14\r\n\r\n{"result":null}')
+    session = _Session()
+    reply = session.post_signed(url + "/childvault", "/v1/rpc", BODY, users.alice, 30)
+    assert reply is not None and reply.status_code == 200
+    assert received[0].startswith(b"POST /childvault/v1/rpc HTTP/1.1\r\n")
+    prepared = requests.Request(
+        "POST", url + "/childvault/v1/rpc", data=BODY, headers={"Content-Type": "application/json"}
+    ).prepare()
+    params = _header(received[0], b"signature-input").decode()
+    nonce = params.split('nonce="')[1][:32]
+    created = int(params.split("created=")[1].split(";")[0])
+    sign_request(prepared, users.alice, created=created, nonce=nonce)
+    assert params == prepared.headers["Signature-Input"]
+    assert _header(received[0], b"signature") == prepared.headers["Signature"].encode()
+    session.close()
+
+
+def _header(request: bytes, name: bytes) -> bytes:
+    for line in request.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == name:
+            return value.strip()
+    raise AssertionError(name)

@@ -404,7 +404,7 @@ class _Session(requests.Session):
         super().__init__()
         self._settings: dict[tuple[str, str], Any] = {}
         #: The connection pool of each server URL (:meth:`post_signed`).
-        self._pools: dict[str, urllib3.HTTPConnectionPool] = {}
+        self._pools: dict[str, tuple[urllib3.HTTPConnectionPool, str]] = {}
         for scheme in ("http://", "https://"):
             self.mount(scheme, _Adapter())
 
@@ -445,17 +445,21 @@ class _Session(requests.Session):
 
         What ``requests`` did for these requests and is not needed for them
         (preparing and merging the request, hooks, cookies, a ``Response``) was
-        about a third of the client's CPU of a round trip. The pool, its TLS
+        about half of the client's CPU of a round trip. The pool, its TLS
         settings and the connection are ``requests``' own; a redirect raises
         :class:`ConfigError` as :class:`~childvault.vault._httpsig.HTTPSignatureAuth`
         does; a transport failure raises what ``urllib3`` raises (the caller's
         ``urllib3.exceptions.HTTPError`` and ``OSError``).
         """
-        pool = self._pools.get(base)
-        if pool is None or pool.pool is None:  # first request, or the pool was closed
-            pool = self._pool(base)
-            if pool is None:
+        found = self._pools.get(base)
+        if found is None or found[0].pool is None:  # first request, or the pool was closed
+            found = self._pool(base)
+            if found is None:
                 return None
+        pool, prefix = found
+        # The URL's own path (a server behind a proxy at /childvault) comes first:
+        # it is what requests would send, and what the signature covers.
+        path = prefix + path
         headers = plain_headers(identity, "POST", path, body, "application/json")
         if headers is None:
             return None
@@ -477,9 +481,18 @@ class _Session(requests.Session):
             raise redirect_refused(base + path)
         return _Reply(r.status, r.headers, r.data)
 
-    def _pool(self, base: str) -> urllib3.HTTPConnectionPool | None:
+    def _pool(self, base: str) -> tuple[urllib3.HTTPConnectionPool, str] | None:
         """The pool ``requests`` sends requests to ``base`` through, with the TLS
-        settings it would give them; None if a proxy is set for ``base``."""
+        settings it would give them, and ``base``'s path; None if a proxy is set
+        for ``base`` or it is not a plain http(s) URL (user info, query)."""
+        parts = urlsplit(base)
+        if (
+            parts.scheme not in ("http", "https")
+            or "@" in parts.netloc
+            or parts.query
+            or parts.fragment
+        ):
+            return None
         url = base + "/"
         settings = self.merge_environment_settings(url, {}, None, None, None)
         if requests.utils.select_proxy(url, settings["proxies"]) is not None:
@@ -494,8 +507,8 @@ class _Session(requests.Session):
         )
         if not isinstance(pool, urllib3.HTTPConnectionPool):
             return None
-        self._pools[base] = pool
-        return pool
+        self._pools[base] = (pool, parts.path.rstrip("/"))
+        return self._pools[base]
 
 
 #: Headers of every request :meth:`_Session.post_signed` sends, besides the
