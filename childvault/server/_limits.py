@@ -206,8 +206,11 @@ class LimitsMiddleware:
             timeout = min(self.receive_timeout, deadline - loop.time())
             if timeout <= 0:
                 raise _ReceiveTimeout
+            # asyncio.timeout, not wait_for: wait_for runs receive() as a task of
+            # its own, a task and a turn of the event loop more for every request.
             try:
-                message = await asyncio.wait_for(receive(), timeout)
+                async with asyncio.timeout(timeout):
+                    message = await receive()
             except TimeoutError:
                 raise _ReceiveTimeout from None
             if message["type"] == "http.request":

@@ -78,6 +78,7 @@ PLAIN_METHOD = re.compile(r"[A-Z]{1,16}")
 #: A Content-Type value that is its own signature-base value (printable ASCII,
 #: no surrounding whitespace).
 PLAIN_TYPE = re.compile(r"[!-~](?:[ -~]*[!-~])?")
+_PLAIN_NONCE = re.compile(r"[0-9a-f]{32}")
 
 
 def digest_field(body: bytes) -> str:
@@ -200,32 +201,55 @@ def _sign_plain(
     """Sign a plain request (see the module doc) without the package; False if
     ``request`` is not one (the package signs it then)."""
     url = _PLAIN_URL.fullmatch(request.url or "")
-    method = request.method or ""
     # ``requests`` types a header value as str or bytes (types-requests as str):
     # ours are str, and anything else is not a plain request.
     raw_type: object = request.headers.get("Content-Type")
-    if raw_type is not None and not isinstance(raw_type, str):
+    if url is None or (raw_type is not None and not isinstance(raw_type, str)):
         return False
-    content_type = raw_type
+    signed = plain_headers(
+        identity, request.method or "", url.group(1), body, raw_type, created=when, nonce=nonce
+    )
+    if signed is None:
+        return False
+    request.headers.update(signed)
+    return True
+
+
+def plain_headers(
+    identity: Identity,
+    method: str,
+    path: str,
+    body: bytes,
+    content_type: str | None,
+    *,
+    created: int | None = None,
+    nonce: str | None = None,
+) -> dict[str, str] | None:
+    """The ``Content-Digest``, ``Signature-Input`` and ``Signature`` headers of a
+    plain request (module doc) to ``path`` (the URL's path, no query), or None if
+    it is not one. What :func:`sign_request` adds to such a request, for a caller
+    that sends it without ``requests`` (the remote backend's transport)."""
+    when = int(time.time()) if created is None else created
     nonce = secrets.token_hex(16) if nonce is None else nonce
     if (
-        url is None
+        PLAIN_PATH.fullmatch(path) is None
         or PLAIN_METHOD.fullmatch(method) is None
         or PLAIN_NAME.fullmatch(identity.name) is None
-        or re.fullmatch(r"[0-9a-f]{32}", nonce) is None
+        or _PLAIN_NONCE.fullmatch(nonce) is None
         or type(when) is not int
         or not 0 <= when < 10**15
         or (content_type is not None and PLAIN_TYPE.fullmatch(content_type) is None)
     ):
-        return False
+        return None
     digest = digest_field(body)
     params = signature_params(content_type is not None, when, identity.name, nonce)
-    base = signature_base(method, url.group(1), digest, content_type, params)
+    base = signature_base(method, path, digest, content_type, params)
     signature = base64.b64encode(identity.sign(base)).decode()
-    request.headers["Content-Digest"] = digest
-    request.headers["Signature-Input"] = f"{SIGNATURE_LABEL}={params}"
-    request.headers["Signature"] = f"{SIGNATURE_LABEL}=:{signature}:"
-    return True
+    return {
+        "Content-Digest": digest,
+        "Signature-Input": f"{SIGNATURE_LABEL}={params}",
+        "Signature": f"{SIGNATURE_LABEL}=:{signature}:",
+    }
 
 
 class HTTPSignatureAuth(requests.auth.AuthBase):
@@ -251,10 +275,16 @@ def _refuse_redirect(response: requests.Response, *args: object, **kwargs: objec
     # possibly another server that knows this user: a signed request is
     # never forwarded. The childvault server itself never redirects.
     if response.is_redirect:
-        raise ConfigError(
-            _t(
-                "the server at {url!r} answered with a redirect; signed requests are "
-                "not forwarded: check the server URL",
-                url=response.request.url,
-            )
+        raise redirect_refused(str(response.request.url))
+
+
+def redirect_refused(url: str) -> ConfigError:
+    """The error a redirect answer to a signed request to ``url`` raises (it is never
+    followed: see :class:`HTTPSignatureAuth`)."""
+    return ConfigError(
+        _t(
+            "the server at {url!r} answered with a redirect; signed requests are "
+            "not forwarded: check the server URL",
+            url=url,
         )
+    )

@@ -16,6 +16,7 @@ from unittest import mock
 
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -345,3 +346,22 @@ def test_random_plain_requests_answer_alike(path: str, body: bytes, flip: int, f
     out = _same(scope, body, users)
     assert out[0] == ("refused" if forge else "accepted")
     assert out[-1] is True
+
+
+def test_a_key_of_small_order_signs_nothing(alice: Identity) -> None:
+    # The identity point as a registered key: with R the identity too and S = 0,
+    # [S]B = R + [k]A holds for every message, and OpenSSL's Ed25519 check
+    # accepts that "signature" of any request. Both paths check with libsodium,
+    # which refuses keys of small order (as every other signature in the vault).
+    small = bytes([1]) + bytes(31)
+    users = {"eve": (small, True), "alice": (alice.public.signing_key, True)}
+    prepared = _prepared("POST", "http://127.0.0.1:8443/v1/rpc", b'{"a":1}', "application/json")
+    eve = Identity.generate("eve")
+    sign_request(prepared, eve, created=NOW, nonce="d" * 32)
+    made_up = base64.b64encode(small + bytes(32)).decode()
+    scope = _set(_scope(prepared), "signature", f"childvault=:{made_up}:")
+    out = _same(scope, b'{"a":1}', users)
+    assert out[:3] == ("refused", 401, "invalid_signature")
+    assert out[-1] is True  # refused by the direct path itself
+    # The made-up signature is one OpenSSL's check accepts (what the test guards).
+    Ed25519PublicKey.from_public_bytes(small).verify(small + bytes(32), b"any request at all")
