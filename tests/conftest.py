@@ -189,9 +189,13 @@ def add_children(
     v: Vault, n: int, *, purposes: tuple[str, ...] = ("case_management",)
 ) -> list[str]:
     """Add ``n`` valid child records; return their ids (dated for the vault's clock:
-    ``START`` on a :class:`FakeClock`, else today, so a vault on the system clock
-    never finds their consents back-dated, whatever day the test runs)."""
-    today = None if isinstance(v._session.clock, FakeClock) else TODAY
+    ``START`` on a :class:`FakeClock` near it, else the clock's legal day, so a vault
+    on the system clock, or a fake one moved to now, never finds their consents
+    back-dated, whatever day the test runs)."""
+    clock = v._session.clock
+    day = _legal_day(clock())
+    near_start = isinstance(clock, FakeClock) and abs((day - START.date()).days) < 7
+    today = None if near_start else day
     return v.add_records(
         [
             NewRecordInput("child", child_values(i, today=today), consent(purposes, today=today))
