@@ -15,9 +15,6 @@ fields, consent columns) and write in transactions of 500 rows:
   per-field keys, no log.
 - **floor (b), SQLCipher**: the same rows in clear in one SQLCipher table
   (raw 32-byte key, WAL, ``synchronous = FULL``), ``executemany`` per 500.
-- **diagnostic** (not a contender, not the product): childvault exactly as above
-  but with the Store's ``PRAGMA cipher_memory_security = ON`` skipped, to show
-  what that one setting costs.
 - **diagnostic, CPU time**: childvault's and Fernet's imports counted in this
   process's CPU seconds (``time.process_time``) instead of wall seconds; on a
   machine shared with other jobs the wall-time ratio swings with the load.
@@ -69,40 +66,6 @@ def _childvault(tpl: Template, home: Path, source: Path) -> float:
         seconds = _with_cpu("childvault", lambda: timed(lambda: v.import_file(source)))
         assert v._session.db.records.count() > 0
     return seconds
-
-
-class _NoMemorySecurity:
-    """Diagnostic only: open the product's database with ``cipher_memory_security`` left off.
-
-    Wraps ``sqlcipher3.connect`` so that the one ``PRAGMA cipher_memory_security``
-    statement of the SQLCipher backend (``childvault.vault._sqlcipher``) is
-    skipped; everything else is the product. Used to show what that setting
-    costs, never as the product's figure.
-    """
-
-    def __enter__(self) -> None:
-        import sqlcipher3
-
-        self._orig = orig = sqlcipher3.connect
-
-        class Conn:
-            def __init__(self, conn: object) -> None:
-                self._conn = conn
-
-            def execute(self, sql: str, *args: object) -> object:
-                if "cipher_memory_security" in sql:
-                    return self._conn.execute("SELECT 1")  # type: ignore[attr-defined]
-                return self._conn.execute(sql, *args)  # type: ignore[attr-defined]
-
-            def __getattr__(self, name: str) -> object:
-                return getattr(self._conn, name)
-
-        sqlcipher3.connect = lambda *a, **k: Conn(orig(*a, **k))
-
-    def __exit__(self, *exc: object) -> None:
-        import sqlcipher3
-
-        sqlcipher3.connect = self._orig
 
 
 def _fernet(db: Path, source: Path) -> float:
@@ -183,15 +146,13 @@ def run(cfg: Config, tpl: Template | None = None) -> Result:
         tpl = build_template(work / "template" / "home")
     n = cfg.local_records
     source = write_csv(work / "records.csv", n)
-    cv, fe, sc, nm = [], [], [], []
+    cv, fe, sc = [], [], []
     cv_cpu, fe_cpu = [], []
     loads = []
     for rep in range(cfg.reps):
         # Interleaved, so a burst of load from elsewhere hits all of them alike.
         cv.append(n / _childvault(tpl, work / f"home{rep % 2}", source))
         cv_cpu.append(n / _CPU["childvault"])
-        with _NoMemorySecurity():
-            nm.append(n / _childvault(tpl, work / f"home{rep % 2}", source))
         fe.append(n / _fernet(work / "fernet.sqlite", source))
         fe_cpu.append(n / _CPU["fernet"])
         sc.append(n / _sqlcipher(work / "plain.sqlcipher", source))
@@ -201,12 +162,6 @@ def run(cfg: Config, tpl: Template | None = None) -> Result:
     f_fe = Figure(NAME, f"peer (a): Fernet per field into sqlite3 ({n:,} records)", unit, fe)
     f_sc = Figure(NAME, f"floor (b): plain SQLCipher insert ({n:,} records)", unit, sc)
     abs_target = Figure(NAME, "target", unit, [5000.0])
-    f_nm = Figure(
-        NAME,
-        f"diagnostic, not the product: childvault with cipher_memory_security OFF ({n:,})",
-        unit,
-        nm,
-    )
     cpu_unit = "records/CPU-s"
     f_cv_cpu = Figure(
         NAME, f"diagnostic: childvault import, per CPU second ({n:,})", cpu_unit, cv_cpu
@@ -214,14 +169,11 @@ def run(cfg: Config, tpl: Template | None = None) -> Result:
     f_fe_cpu = Figure(
         NAME, f"diagnostic: peer (a) Fernet, per CPU second ({n:,})", cpu_unit, fe_cpu
     )
-    res = Result([f_cv, f_fe, f_sc, f_nm, f_cv_cpu, f_fe_cpu])
+    res = Result([f_cv, f_fe, f_sc, f_cv_cpu, f_fe_cpu])
     res.ratios.append(ratio(NAME, "childvault / 5,000 records/s", f_cv, abs_target, at_least=1.0))
     # Issue 18's target (the second round's was 0.5 x).
     res.ratios.append(ratio(NAME, "childvault / peer (a) Fernet", f_cv, f_fe, at_least=0.7))
     res.ratios.append(ratio(NAME, "childvault / floor (b) SQLCipher", f_cv, f_sc))
-    res.ratios.append(
-        ratio(NAME, "diagnostic: memory security OFF / childvault as shipped", f_nm, f_cv)
-    )
     # The same comparison in this process's CPU time (waits for the disk and for
     # the other jobs on the machine left out): steadier under load, not the target.
     res.ratios.append(ratio(NAME, "diagnostic: childvault / Fernet, CPU time", f_cv_cpu, f_fe_cpu))
