@@ -318,6 +318,9 @@ def replay(
                 # recipient) and its last here: a signed read naming a recipient
                 # would be left out of the transfers register (review RV11-1).
                 raise IntegrityError(_t("log entry {seq} is not in canonical form", seq=seq))
+            if _audit.holds_nul(entry, obj):
+                # Invisible to PostgreSQL's index columns (review RV11-2).
+                raise IntegrityError(_t("log entry {seq} holds the character U+0000", seq=seq))
             if obj.get("seq") != seq or obj.get("prev") != (None if prev is None else prev.hex()):
                 raise IntegrityError(
                     _t("log entry {seq} does not link to entry {prev}", seq=seq, prev=seq - 1)
