@@ -471,7 +471,9 @@ class VaultHost:
             return
         if self.resolve(user) is None:
             return  # not a user of the verified state: nothing verified to name
-        what = f"{event.method} {event.path}"[:100]
+        # The path is percent-decoded: U+0000 (which no log entry may hold,
+        # _audit.holds_nul) would keep this refusal, and those logged with it, out.
+        what = f"{event.method} {event.path}"[:100].replace("\x00", "\ufffd")
         with self._limiter_lock:
             queued = self._limiter.admit(user, event.reason, what)
         if queued:

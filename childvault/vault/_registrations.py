@@ -312,6 +312,15 @@ def replay(
                 obj = _audit.decode_entry(entry)
             except ValueError as exc:
                 raise IntegrityError(_t("log entry {seq} is not JSON", seq=seq)) from exc
+            if not _canonical_entry(obj, entry):
+                # The library writes canonical bytes only. A member written twice
+                # is its first value in SQLite's index columns (action, ids,
+                # recipient) and its last here: a signed read naming a recipient
+                # would be left out of the transfers register (review RV11-1).
+                raise IntegrityError(_t("log entry {seq} is not in canonical form", seq=seq))
+            if _audit.holds_nul(entry, obj):
+                # Invisible to PostgreSQL's index columns (review RV11-2).
+                raise IntegrityError(_t("log entry {seq} holds the character U+0000", seq=seq))
             if obj.get("seq") != seq or obj.get("prev") != (None if prev is None else prev.hex()):
                 raise IntegrityError(
                     _t("log entry {seq} does not link to entry {prev}", seq=seq, prev=seq - 1)
@@ -397,6 +406,14 @@ def _check_actor(
         first = runs.end()  # a bad signature refuses the whole run it closes
         return seq if first is None else first
     return runs.signed(seq, actor, user.sign_key, action)
+
+
+def _canonical_entry(obj: dict[str, Any], entry: bytes) -> bool:
+    """Whether ``entry`` is the canonical encoding of ``obj``, its own parse."""
+    try:
+        return _audit.canonical(obj) == entry
+    except (TypeError, ValueError):  # rfc8785's errors are ValueErrors
+        return False
 
 
 def _verify_sig(key: bytes, message: bytes, sig: bytes) -> bool:

@@ -1,0 +1,108 @@
+"""A log entry written with a member twice, in a local (SQLCipher) vault (review RV11-1).
+
+SQLite's index columns (``action``, ``request_ref``, ``grant_ref``,
+``recipient_ref``) read a member written twice as its first value; ``json.loads``
+(every check and report of the library) as its last. The server refuses such
+entries (review RV9-6), but a staff member holding the database passphrase
+writes to a local vault directly: a ``grant.read`` they sign themselves, whose
+detail says ``"recipient": null`` and then ``"recipient": "court"``, verified
+(their own signature, linked) yet absent from the transfers register, which
+finds reads through the recipient index. The trust replay (``audit verify``,
+``audit checkpoint`` and every operation that seals, approves or reads) now
+refuses any entry that is not the canonical encoding of its own parse.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from childvault.keys import IntegrityError
+from childvault.vault import Basis, _audit
+from childvault.vault._audit import Event
+from childvault.vault._merkle import leaf_hash
+from childvault.vault._time import iso
+from tests._insider import Insider
+from tests.conftest import World, add_children
+
+_LEGAL = Basis("legal_obligation", recipient="court", provision="s.110", assessment="P")
+
+
+def _approved_legal_read(world: World) -> tuple[list[str], str, str]:
+    """worker1's request for a record's name for the court, co-signed and approved:
+    (record ids, request id, grant id)."""
+    with world.open("officer1") as v:
+        ids = add_children(v, 1)
+    with world.open("worker1") as v:
+        req = v.request_access(ids, ["name"], "legal_protection", "court", basis=_LEGAL)
+    with world.open("officer2") as v:
+        v.cosign(req)
+    with world.open("officer1") as v:
+        grant_id = v.approve(req).grant_id
+    return ids, req, grant_id
+
+
+def _append_own(world: World, change: tuple[bytes, bytes] | None = None) -> int:
+    """worker1, with the passphrase, appends their own signed ``grant.read`` of the
+    approved grant, its bytes changed by ``change`` (old, new: once); its seq."""
+    ids, req, grant_id = _approved_legal_read(world)
+    event = Event(
+        "worker1",
+        "grant.read",
+        records=tuple(ids),
+        fields=("name",),
+        purpose="legal_protection",
+        request=req,
+        grant=grant_id,
+        detail=_LEGAL.detail(),
+    )
+    with world.open("worker1") as v:
+        db = v._session.db
+        with db.transaction():
+            seq, prev = db.audit.head()
+            entry = _audit.encode_entry(seq, iso(world.clock.now), event, prev)
+            if change is not None:
+                assert change[0] in entry
+                entry = entry.replace(*change, 1)
+            digest = leaf_hash(entry)
+            sig = world.ids["worker1"].sign(_audit.entry_message(digest))
+            db.audit.append([(seq, entry, digest, sig)])
+    return seq
+
+
+def test_a_read_with_its_recipient_written_twice_is_refused(world: World) -> None:
+    seq = _append_own(world, (b'"detail":{', b'"detail":{"recipient":null,'))
+    with Insider(world, "admin") as insider:
+        ((entry, index),) = insider.rows("audit", ["entry", "recipient_ref"], where={"seq": seq})
+    # The premise: every parser of the library reads the court, the index nothing.
+    assert json.loads(bytes(entry))["detail"]["recipient"] == "court"
+    assert index is None
+    match = f"log entry {seq} is not in canonical form"
+    with world.open("officer2") as v, pytest.raises(IntegrityError, match=match):
+        v.verify_audit(full=True)
+    # Nor does an officer sign a checkpoint over it (what witnesses cosign).
+    with world.open("officer1") as v, pytest.raises(IntegrityError, match=match):
+        v.checkpoint()
+
+
+def test_an_action_written_twice_is_refused(world: World) -> None:
+    """The action index says ``record.list`` (no grant's read), the entry ``grant.read``."""
+    seq = _append_own(
+        world, (b'{"action":"grant.read"', b'{"action":"record.list","action":"grant.read"')
+    )
+    with Insider(world, "admin") as insider:
+        ((action,),) = insider.rows("audit", ["action"], where={"seq": seq})
+    assert action == "record.list"
+    with world.open("officer2") as v, pytest.raises(IntegrityError, match="canonical form"):
+        v.verify_audit(full=True)
+
+
+def test_the_honest_read_is_in_the_register(world: World) -> None:
+    """The same entry as the library writes it verifies and is listed (the attacks
+    above differ from it only in the member written twice)."""
+    seq = _append_own(world)
+    with world.open("officer2") as v:
+        assert v.verify_audit(full=True).entries == seq + 1
+    with world.open("admin") as v:
+        assert [t.seq for t in v.transfers()] == [seq]
