@@ -64,7 +64,7 @@ from childvault.server._release_keys import (
 from childvault.server._witness import WitnessClient, WitnessFailed
 from childvault.server._witnessfile import append_notes
 from childvault.vault import _audit, _note
-from childvault.vault._action_roles import reserved_roles
+from childvault.vault._action_roles import reserved_roles, role_at
 from childvault.vault._backend import (
     REQUEST_BASIS_PREFIX,
     Backend,
@@ -1646,8 +1646,7 @@ class VaultHost:
             cosigners=[
                 str(doc.get("actor"))
                 for doc in logged("request.cosign")
-                if type(doc.get("seq")) is int
-                and state.was_active(str(doc.get("actor")), "officer", doc["seq"])
+                if role_at(state, doc.get("actor"), "officer", doc.get("seq"), mode="was_active")
             ],
         )
 
