@@ -64,7 +64,7 @@ from childvault.server._release_keys import (
 from childvault.server._witness import WitnessClient, WitnessFailed
 from childvault.server._witnessfile import append_notes
 from childvault.vault import _audit, _note
-from childvault.vault._action_roles import reserved_roles
+from childvault.vault._action_roles import ROLE_ACTIONS, reserved_roles, role_at
 from childvault.vault._backend import (
     REQUEST_BASIS_PREFIX,
     Backend,
@@ -343,6 +343,55 @@ def unlock_home_as(home: Path, user: str, passphrase: str) -> tuple[bytes, Ancho
     return secrets_["db"], anchor, identity
 
 
+#: Entries of :data:`SCANNED_ACTIONS` a user may append through the server without
+#: holding the action's role (:class:`ScanQuota`): at most this many at once ...
+SCAN_BURST = 20
+#: ... and then this many an hour.
+SCAN_PER_HOUR = 20.0
+
+
+class ScanQuota:
+    """How many entries of :data:`SCANNED_ACTIONS` each user may append without the
+    action's role: a token bucket per user (issue 12, left alone in session 10).
+
+    Every such entry is read by every later scan of its action (the notice register
+    at each approval and read, the rights and incident registers, the settings),
+    so appending many made every later scan slower for everyone. A role's holder
+    logs their role's entries freely; anyone else may log such an entry for a
+    reason (a denied attempt of a role's command, the link and closing of a
+    subject report, their own registration or renewal request), a few at a time:
+    :data:`SCAN_BURST` at once, then :data:`SCAN_PER_HOUR` an hour, so one user
+    adds at most 480 a day to the scans (docs/server.md, "Limits").
+    """
+
+    def __init__(
+        self,
+        *,
+        burst: int = SCAN_BURST,
+        per_hour: float = SCAN_PER_HOUR,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.burst = int(burst)
+        self.per_hour = float(per_hour)
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, user: str, count: int) -> bool:
+        """Take ``count`` entries of ``user``'s quota: all of them, or none (False)."""
+        if count <= 0:
+            return True
+        now = self.clock()
+        with self._lock:
+            tokens, at = self._buckets.get(user, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + max(0.0, now - at) * self.per_hour / 3600)
+            if tokens < count:
+                self._buckets[user] = (tokens, now)
+                return False
+            self._buckets[user] = (tokens - count, now)
+            return True
+
+
 class VaultHost:
     """The served vault: one connection on one thread, transactions, trust, policy."""
 
@@ -358,6 +407,7 @@ class VaultHost:
         wait: float = DEFAULT_WAIT,
         signer: Identity | None = None,
         limiter: RefusalLimiter | None = None,
+        scan_quota: ScanQuota | None = None,
         witnesses: Sequence[WitnessClient] = (),
         witness: Path | None = None,
         release_secret: bytes | None = None,
@@ -403,6 +453,8 @@ class VaultHost:
         #: Signs the ``server.refuse`` entries (None: refusals stay in the refusal log).
         self._signer: Identity | None = None
         self._limiter = limiter or RefusalLimiter()
+        #: Scanned entries appended without the action's role, per user (ScanQuota).
+        self._scan_quota = scan_quota or ScanQuota()
         self._limiter_lock = threading.Lock()
         if signer is not None:
             self.sign_refusals_as(signer)
@@ -1705,8 +1757,7 @@ class VaultHost:
             cosigners=[
                 str(doc.get("actor"))
                 for doc in logged("request.cosign")
-                if type(doc.get("seq")) is int
-                and state.was_active(str(doc.get("actor")), "officer", doc["seq"])
+                if role_at(state, doc.get("actor"), "officer", doc.get("seq"), mode="was_active")
             ],
         )
 
@@ -2018,7 +2069,33 @@ class VaultHost:
                 checked.add(good)
             decoded.append(obj)
             seq, prev = seq + 1, digest
+        self._take_scan_quota(user, decoded)
         return decoded
+
+    def _take_scan_quota(self, user: str, decoded: Sequence[dict[str, Any]]) -> None:
+        """Refuse (429 ``rate_limited``) rows holding more entries of a scanned action
+        that ``user`` logs without its role than their :class:`ScanQuota` has left;
+        nothing of the call is stored."""
+        roles = self.roles(user)
+        count = sum(
+            1
+            for obj in decoded
+            if obj.get("action") in SCANNED_ACTIONS
+            and not ROLE_ACTIONS.get(str(obj.get("action")), frozenset()) & roles
+        )
+        if not self._scan_quota.take(user, count):
+            raise Refused(
+                429,
+                "rate_limited",
+                _t(
+                    "{user} logged more than {burst} register, setting or user entries of "
+                    "another role's actions in a short time (at most {per_hour:g} an hour): "
+                    "try again later",
+                    user=user,
+                    burst=self._scan_quota.burst,
+                    per_hour=self._scan_quota.per_hour,
+                ),
+            )
 
     @property
     def witness_path(self) -> Path:
@@ -2344,4 +2421,12 @@ def _open_backend(home: Home, config: Config, key: bytes) -> Backend:
     return _open_store(home, config.store_dsn(home), key)
 
 
-__all__ = ["PRIVILEGED", "ROLE_WRITES", "Refused", "VaultHost", "unlock_home", "unlock_home_as"]
+__all__ = [
+    "PRIVILEGED",
+    "ROLE_WRITES",
+    "Refused",
+    "ScanQuota",
+    "VaultHost",
+    "unlock_home",
+    "unlock_home_as",
+]

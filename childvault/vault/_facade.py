@@ -1093,7 +1093,9 @@ class Vault:
             rights.check_link(rights_request, "report.subject", record_id)
         report = self._reports.subject_report(record_id, token, now=now)
         if rights_request is not None:
-            rights.link(rights_request, "report.subject", record_id, now=now)
+            rights.link(
+                rights_request, "report.subject", record_id, grant=report["grant"]["id"], now=now
+            )
         return report
 
     def complete_subject_report(

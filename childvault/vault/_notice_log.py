@@ -19,25 +19,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from childvault.vault import _audit
+from childvault.vault._action_roles import role_at
 from childvault.vault._backend import Backend
 from childvault.vault._statements import TrustState
 
 #: The notice version every vault starts with (``DEFAULTS`` of ``Vault.init``).
 FOUNDING_NOTICE = "2026-1"
-
-
-def _admin(state: TrustState, actor: object, seq: int) -> bool:
-    """Whether ``actor`` is a verified admin not disabled before ``seq``.
-
-    Not "active at seq": a vault upgraded from before statements registers its
-    admins after their earlier entries (covered by the chain only).
-    """
-    user = state.users.get(actor) if isinstance(actor, str) else None
-    return (
-        user is not None
-        and "admin" in user.roles
-        and (user.active_until is None or seq < user.active_until)
-    )
 
 
 def notice_problem(
@@ -57,7 +44,9 @@ def notice_problem(
         detail = doc.get("detail")
         if not isinstance(detail, dict):
             return f"log entry {seq} publishes no notice"
-        if not _admin(state, doc.get("actor"), seq):
+        # "held": a vault upgraded from before statements registers its admins
+        # after their earlier entries (covered by the chain only).
+        if not role_at(state, doc.get("actor"), "admin", seq, mode="held"):
             return f"the notice published at log entry {seq} was not published by an admin"
         version, digest = str(detail.get("version")), str(detail.get("sha256"))
         if version in logged:

@@ -710,15 +710,22 @@ class AccessService:
         """Vault mode: the wrapping accessors of ``grant_id``'s signed ``request.approve``
         entry (read after the log is verified). A grant without one is refused and
         logged: every grant made in Vault mode has one, so its absence means the
-        grant row or the log's action index was altered."""
-        self.s.trust()
+        grant row or the log's action index was altered.
+
+        Only an officer's entry counts (``role_at``, ``held``): any user may
+        append a ``request.approve`` entry naming the grant in their own name,
+        and taking theirs would revoke their tokens instead of the grant's.
+        ``held``, not ``was_active``: a grant approved before an upgrade
+        registered its officer must stay revocable.
+        """
+        state = self.s.trust()
         for raw in self.s.db.audit.entries_by_ref(("request.approve",), grant=grant_id):
             doc = json.loads(raw)
             if (doc.get("action"), doc.get("outcome"), doc.get("grant")) != (
                 "request.approve",
                 "ok",
                 grant_id,
-            ):
+            ) or not role_at(state, doc.get("actor"), "officer", doc.get("seq"), mode="held"):
                 continue
             found = (doc.get("detail") or {}).get("vault_accessors")
             if isinstance(found, list) and all(isinstance(a, str) for a in found):

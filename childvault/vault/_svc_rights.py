@@ -18,8 +18,8 @@ from typing import Any
 
 from childvault._i18n import _t, join
 from childvault.keys import NotFound, UsageError
-from childvault.keys._encoding import check_hex_id
-from childvault.vault._action_roles import logged_by_role
+from childvault.keys._encoding import check_hex_id, is_hex_id
+from childvault.vault._action_roles import logged_by_role, role_at
 from childvault.vault._audit import Event
 from childvault.vault._session import Session, new_id
 from childvault.vault._settings import SPECS
@@ -72,6 +72,88 @@ def log_entries(
         ):
             out.append(doc)
     return sorted(out, key=lambda d: int(d["seq"]))
+
+
+def report_answer_problem(
+    session: Session,
+    state: TrustState | None,
+    *,
+    record: str,
+    grant: object,
+    closer: object,
+    opened: int,
+    before: int | None = None,
+) -> str | None:
+    """Why no subject report answers an access request on ``record``, or None.
+
+    A ``rights.link`` / ``rights.close`` naming the answer ``report.subject``
+    may be logged by any user (whoever holds a grant makes the report), so it
+    counts only when the verified log holds what it claims, all through the
+    grant index (``grant``: the grant the report was made with): a
+    ``report.subject`` entry about ``record`` after the request was opened
+    (position ``opened``) and before ``before`` (the closing entry; None: the
+    log's head), by ``closer`` or an officer; made by the grant's requester
+    (their signed ``request.create``) after their ``grant.read`` of the record
+    with it; the grant approved by an officer (``role_at``, ``was_active``, as
+    a release is). The log must have been verified first (chain, signatures).
+    """
+    if not isinstance(grant, str) or not is_hex_id(grant):
+        return _t("the closing names no grant a subject report was made with")
+    found: dict[str, list[dict[str, Any]]] = {}
+    actions = ("request.approve", "grant.read", "report.subject")
+    for raw in session.db.audit.entries_by_ref(actions, grant=grant):
+        doc = json.loads(raw)
+        seq = doc.get("seq")
+        if (
+            doc.get("grant") == grant
+            and doc.get("outcome") == "ok"
+            and doc.get("action") in actions
+            and type(seq) is int
+            and (before is None or seq < before)
+            and record in (doc.get("records") or ())
+        ):
+            found.setdefault(str(doc["action"]), []).append(doc)
+    approve = next(
+        (
+            d
+            for d in found.get("request.approve", [])
+            if role_at(state, d.get("actor"), "officer", d["seq"], mode="was_active")
+        ),
+        None,
+    )
+    if approve is None:
+        return _t("no officer approved grant {grant} for this record", grant=grant)
+    requester = None
+    request = approve.get("request")
+    if isinstance(request, str):
+        for raw in session.db.audit.entries_by_ref(("request.create",), request=request):
+            doc = json.loads(raw)
+            if (doc.get("action"), doc.get("outcome"), doc.get("request")) == (
+                "request.create",
+                "ok",
+                request,
+            ):
+                requester = doc.get("actor")
+                break
+    reads = [
+        d["seq"]
+        for d in found.get("grant.read", [])
+        if d.get("actor") == requester and d["seq"] > approve["seq"]
+    ]
+    for report in found.get("report.subject", []):
+        seq, actor = report["seq"], report.get("actor")
+        if (
+            seq > opened
+            and actor == requester
+            and any(r < seq for r in reads)
+            and (actor == closer or role_at(state, actor, "officer", seq, mode="held"))
+        ):
+            return None
+    return _t(
+        "the log holds no subject report about this record made with grant {grant} after "
+        "the request was received",
+        grant=grant,
+    )
 
 
 class RightsService:
@@ -223,7 +305,13 @@ class RightsService:
         return row
 
     def link(
-        self, rights_id: str, action: str, record_id: str, *, now: datetime | None = None
+        self,
+        rights_id: str,
+        action: str,
+        record_id: str,
+        *,
+        grant: str | None = None,
+        now: datetime | None = None,
     ) -> dict[str, Any]:
         """Annotate the request with the operation that answered it (``rights.link``).
 
@@ -231,14 +319,46 @@ class RightsService:
         the request as ``done``, in the same log write, with the answer named
         in the ``rights.close`` entry: the register cannot show the answer
         without the closing or the reverse. A correction leaves it open.
+
+        A subject report names ``grant``, the grant it was made with, in both
+        entries; the report must be in the verified log
+        (:func:`report_answer_problem`), else the link is refused and logged.
         """
         moment = self.s.now(now)
         row = self.check_link(rights_id, action, record_id)
+        named = grant if action == "report.subject" else None
+        if action == "report.subject":
+            problem = report_answer_problem(
+                self.s,
+                self.s.trust(save=False),
+                record=row["record"],
+                grant=grant,
+                closer=self.s.user,
+                opened=self._opened_at(row["id"]),
+            )
+            if problem is not None:
+                self.s.deny(
+                    Event(
+                        self.s.user,
+                        "rights.link",
+                        "denied",
+                        records=[row["record"]],
+                        grant=named,
+                        detail={"rights": row["id"], "answer": action, "reason": "no report"},
+                    ),
+                    _t(
+                        "rights request {id} is not closed as answered: {why}",
+                        id=row["id"],
+                        why=problem,
+                    ),
+                    moment,
+                )
         events = [
             Event(
                 self.s.user,
                 "rights.link",
                 records=[row["record"]],
+                grant=named,
                 detail={"rights": row["id"], "answer": action},
             )
         ]
@@ -248,11 +368,19 @@ class RightsService:
                     self.s.user,
                     "rights.close",
                     records=[row["record"]],
+                    grant=named,
                     detail={"rights": row["id"], "outcome": "done", "answer": action},
                 )
             )
         self.s.log(events, moment)
         return self.get(rights_id, now=moment)
+
+    def _opened_at(self, rights_id: str) -> int:
+        """The log position of the request's ``rights.open`` entry (it was found open)."""
+        for doc in log_entries(self.s, ("rights.open",)):
+            if doc["detail"].get("rights") == rights_id:
+                return int(doc["seq"])
+        raise NotFound(_t("no rights request {id}", id=rights_id))
 
     def get(self, rights_id: str, *, now: datetime | None = None) -> dict[str, Any]:
         """One register row; NotFound if no such request was opened."""
@@ -268,7 +396,10 @@ class RightsService:
         """Every request, oldest first, folded from the log: status, outcome, overdue.
         ``state``: as for :func:`log_entries`."""
         day = legal_today(self.s.settings, self.s.now(now)).isoformat()
+        if state is None:
+            state = self.s.trust(save=False)
         rows: dict[str, dict[str, Any]] = {}
+        opened: dict[str, int] = {}
         for doc in log_entries(self.s, ("rights.open", "rights.close", "rights.link"), state):
             detail = doc["detail"]
             rid = str(detail.get("rights"))
@@ -281,7 +412,25 @@ class RightsService:
                 # answer of the request's kind counts (a subject report closes no
                 # deletion request).
                 continue
+            if (
+                detail.get("answer") == "report.subject"
+                and rid in rows
+                and report_answer_problem(
+                    self.s,
+                    state,
+                    record=rows[rid]["record"],
+                    grant=doc.get("grant"),
+                    closer=doc.get("actor"),
+                    opened=opened[rid],
+                    before=int(doc["seq"]),
+                )
+                is not None
+            ):
+                # Any user may log this answer: it counts only with the report
+                # it names in the log (a request is not answered by saying so).
+                continue
             if doc["action"] == "rights.open":
+                opened[rid] = int(doc["seq"])
                 rows[rid] = {
                     "id": rid,
                     "kind": detail["kind"],

@@ -29,6 +29,7 @@ from childvault.keys import (
 )
 from childvault.vault import _audit, _statements
 from childvault.vault import _record_trust as record_trust
+from childvault.vault._action_roles import role_at
 from childvault.vault._audit import Event
 from childvault.vault._fieldcrypto import open_field, seal_field
 from childvault.vault._registrations import (
@@ -541,10 +542,10 @@ class RotationService:
             detail = doc.get("detail") or {}
             if doc.get("outcome") != "ok" or not isinstance(detail, dict):
                 continue
-            seq = doc.get("seq")
-            if state is not None and not (
-                isinstance(seq, int) and state.was_active(str(doc.get("actor")), "admin", seq)
-            ):
+            # An admin's, active under their registration (``role_at``,
+            # ``was_active``: the resume point lets a trim delete key versions).
+            # No verified state counts no entry: the row must then be absent.
+            if not role_at(state, doc.get("actor"), "admin", doc.get("seq"), mode="was_active"):
                 continue
             if detail.get("phase") == "start" and "public_key" not in detail:
                 generation = detail.get("generation")

@@ -11,14 +11,16 @@ other value, or a removed row, is refused and logged.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from childvault.keys import IntegrityError
-from childvault.vault import _audit
+from childvault.keys import Identity, IntegrityError
+from childvault.vault import OpenBaoCredentials, Vault, _audit
+from childvault.vault._audit import Event
 from tests._insider import Insider
-from tests.conftest import World, add_children
+from tests.conftest import PASSPHRASES, World, add_children
 from tests.integration.conftest import BaoServer, module_server
 from tests.integration.test_vault_hardening import read_name, world_on
 
@@ -95,3 +97,32 @@ def test_a_planted_resume_point_without_a_rotation_is_refused(world: World) -> N
     with world.open("admin") as v, pytest.raises(IntegrityError, match="resume point"):
         v.rotate_keys()
     assert len(_refusals(world)) == 1
+
+
+def test_keys_rotate_reader_without_a_verified_state_takes_no_staff_start_entry(
+    world: World,
+) -> None:
+    """Near-copy of the role check (left alone in session 10): without a verified
+    state (an admin whose identity holds no anchor) the reader took every
+    ``keys.rotate`` start entry, so a staff member's, signed in their own name,
+    with the row lowered to match, set the resume point. Through ``role_at``
+    no entry counts without the verified registrations: refused and logged."""
+    rid, target = _interrupted(world)
+    lowered = Event("worker1", "keys.rotate", detail={"phase": "start", "generation": target - 1})
+    with world.open("worker1") as v:
+        v._session.log([lowered], datetime.now(UTC))
+    _set(world, str(target - 1))
+    unanchored = Identity.load(world.home / "identities" / "admin.id", PASSPHRASES["admin"])
+    unanchored.anchor = None
+    assert world.tokens is not None
+    token = OpenBaoCredentials(token=world.tokens["admin"])
+    with Vault.open(world.home, identity=unanchored, clock=world.clock, credentials=token) as v:
+        assert v._session.trust() is None
+        with pytest.raises(IntegrityError, match="resume point"):
+            v.rotate_keys()
+    assert len(_refusals(world)) == 1
+    # The anchored admin reads the admin's own start entry: resumed at the target.
+    _set(world, str(target))
+    with world.open("admin") as v:
+        assert v.rotate_keys(trim=True).generation == target
+    assert read_name(world, rid)

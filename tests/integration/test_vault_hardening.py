@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from childvault.cli.main import cli
 from childvault.keys import ChildVaultError, Identity, Selection, VaultProvider
 from childvault.keys._openbao._formats import parse_material
 from childvault.vault import _tokens
+from childvault.vault._audit import Event
 from tests._insider import Insider
 from tests.conftest import PASSPHRASES, ROLES, World, add_children, build_template, copy_world
 from tests.integration.conftest import BaoServer, audited_server, module_server
@@ -216,6 +218,46 @@ def test_revoke_of_a_grant_without_its_signed_approval_entry_is_refused_and_logg
     with world.open("officer1") as v:
         refusals = [e["entry"] for e in v.audit_entries() if e["entry"]["action"] == "trust.refuse"]
     assert any(r["detail"]["on"] == "grant.revoke" for r in refusals)
+
+
+def test_logged_accessors_take_no_approval_entry_by_a_non_officer(
+    world: World, hard_bao: BaoServer
+) -> None:
+    """Insider (left alone in session 10): revoke took the grant's first
+    ``request.approve`` entry whoever wrote it. A staff member forges a grant
+    row and logs, in their own name and signed, an approval of it naming no
+    Vault tokens: revoke used to accept it and revoke nothing in Vault; only an
+    officer's entry counts, so the grant has none and revoke refuses (logged)."""
+    with world.open("worker1") as v:
+        (rid,) = add_children(v, 1)
+        req = v.request_access([rid], ["name"], "case_management", "revoke check")
+    with world.open("officer1") as v:
+        approval = v.approve(req)
+    forged = "e" * 32
+    with Insider(world, "worker1") as insider:
+        insider.execute(
+            "INSERT INTO grants (id, request_id, officer, requester, issued_at, expires_at, "
+            "max_uses, uses) SELECT ?, request_id, officer, requester, issued_at, expires_at, "
+            "max_uses, uses FROM grants WHERE id = ?",
+            [forged, approval.grant_id],
+        )
+    staff_approval = Event(
+        "worker1",
+        "request.approve",
+        request=req,
+        grant=forged,
+        detail={"vault_accessors": [], "vault_request_ids": []},
+    )
+    with world.open("worker1") as v:
+        v._session.log([staff_approval], datetime.now(UTC))
+    with world.open("officer1") as v, pytest.raises(ChildVaultError, match="altered"):
+        v.revoke(forged)
+    with world.open("officer1") as v:
+        refusals = [e["entry"] for e in v.audit_entries() if e["entry"]["action"] == "trust.refuse"]
+        assert any(r["detail"]["on"] == "grant.revoke" for r in refusals)
+        # The officer's own approval still counts: the real grant is revoked in Vault.
+        v.revoke(approval.grant_id)
+        assert v._session.db.meta.get(f"vault_wrapping_accessors:{approval.grant_id}") is None
 
 
 def test_reconcile_finds_an_officer_decrypting_around_childvault(
