@@ -7,13 +7,19 @@ replay is the store's) for the log.
 
 from __future__ import annotations
 
+import json
+import secrets
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from childvault.keys import UsageError
+from childvault.keys import IntegrityError, UsageError
+from childvault.server._release_keys import Terms, logged_terms
 from childvault.vault import Basis, Vault
 from childvault.vault._audit import Event
+from childvault.vault._time import iso
+from tests._insider import Insider
 from tests.attack import _wire
 from tests.attack._wire import batch, call, log_rows, read, refused
 from tests.conftest import World, add_children
@@ -61,6 +67,7 @@ def test_fx4_64_bit_ints_are_still_answered(served: VaultServer) -> None:
 # refused first, naming the argument; nothing is logged or stored.
 
 _LEGAL = dict(recipient="court", provision="s.110", assessment="P")
+_LEGAL_BASIS = Basis("legal_obligation", **_LEGAL)
 
 
 @pytest.mark.parametrize(
@@ -69,12 +76,12 @@ _LEGAL = dict(recipient="court", provision="s.110", assessment="P")
         (
             "worker1",
             "reason",
-            lambda v, ids: v.request_access(ids, ["name"], "care_planning", "a\x00b"),
+            lambda v, ids: v.request_access(ids, ["name"], "case_management", "a\x00b"),
         ),
         (
             "worker1",
             "fields",
-            lambda v, ids: v.request_access(ids, ["name\x00"], "care_planning", "r"),
+            lambda v, ids: v.request_access(ids, ["name\x00"], "case_management", "r"),
         ),
         (
             "worker1",
@@ -101,3 +108,81 @@ def test_fx3_nul_from_a_caller_is_a_usage_error_naming_it(
         with pytest.raises(UsageError, match=repr(name)):
             act(v, ids)
         assert v._session.db.audit.head()[0] == size
+
+
+# FX-2: readers that took the first logged entry of an action without asking who
+# wrote it. Any user may log any action in their own name (signed by their own
+# key, so the replay passes it); only the entry of the one who may write it counts.
+
+
+def _consent_request(world: World, who: str = "worker1") -> str:
+    with world.open("officer1") as v:
+        ids = add_children(v, 1)
+    with world.open(who) as v:
+        return v.request_access(ids, ["name"], "case_management", "visit")
+
+
+def _log(world: World, who: str, event: Event) -> None:
+    with world.open(who) as v:
+        v._session.log([event], v.now())
+
+
+def test_fx2_basis_of_is_the_requesters_entry_not_the_first(world: World) -> None:
+    """worker2 files a legal-obligation request, then moves its row into worker1's
+    name with plain SQL: the only ``request.create`` naming it is worker2's, which
+    no longer gives the basis of a request the row says is worker1's."""
+    with world.open("officer1") as v:
+        ids = add_children(v, 1)
+    with world.open("worker2") as v:
+        req = v.request_access(ids, ["name"], "legal_protection", "court", basis=_LEGAL_BASIS)
+    with world.open("officer1") as v:
+        assert v._access.basis_of(req, "worker2").recipient == "court"  # the check can pass
+    with Insider(world, "worker2") as insider:
+        assert insider.update("requests", {"requester": "worker1"}, {"id": req}) == 1
+    with world.open("officer2") as v:
+        size = v._session.db.audit.head()[0]
+        with pytest.raises(IntegrityError, match="differs from its log entry"):
+            v.cosign(req)
+        # Refused and logged (trust.refuse), not co-signed.
+        logged = v._session.db.audit.entries_by_action(("trust.refuse", "request.cosign"))
+        assert [json.loads(e)["action"] for e in logged if json.loads(e)["seq"] >= size] == [
+            "trust.refuse"
+        ]
+
+
+def test_fx2_a_staff_approval_logged_first_does_not_block_the_officers(world: World) -> None:
+    """A staff member's signed ``request.approve`` naming a grant, logged before the
+    officer's, was taken as the approval and refused: the grant's release blocked."""
+    req = _consent_request(world)
+    with world.open("worker1") as v:
+        info = v._session.db.access.request(req)
+    assert info is not None
+    grant_id = secrets.token_hex(16)
+    expires = iso(datetime.now(UTC) + timedelta(hours=1))
+
+    def approval(who: str) -> Event:
+        return Event(
+            who,
+            "request.approve",
+            records=info.records,
+            fields=info.fields,
+            purpose=info.purpose,
+            request=req,
+            grant=grant_id,
+            detail={"expires": expires, "uses": 1},
+        )
+
+    _log(world, "worker2", approval("worker2"))
+    assert _terms(world, grant_id) == "approved by someone who was not an officer"
+    _log(world, "officer1", approval("officer1"))
+    terms = _terms(world, grant_id)
+    assert isinstance(terms, Terms), terms
+    assert (terms.officer, terms.requester, terms.max_uses) == ("officer1", "worker1", 1)
+
+
+def _terms(world: World, grant_id: str) -> Terms | str:
+    """What a server reads from the log about ``grant_id`` (its verified state)."""
+    with world.open("officer2") as v:
+        state = v._session.trust()
+        assert state is not None
+        return logged_terms(v._session.db, lambda _seq: state, grant_id)
