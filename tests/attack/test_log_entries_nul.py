@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from childvault.keys import IntegrityError
+from childvault.keys import IntegrityError, UsageError
 from childvault.vault import Basis, _audit
 from childvault.vault._audit import Event
 from childvault.vault._merkle import leaf_hash
@@ -97,9 +97,14 @@ def test_the_library_logs_no_entry_holding_nul(world: World) -> None:
     nul = Basis("legal_obligation", recipient="court\x00", provision="s.110", assessment="P")
     with world.open("worker1") as v:
         before = v._session.db.audit.head()
-        with pytest.raises(ValueError, match="U\\+0000"):
+        # Refused at the API boundary, naming the argument (review FX-3) ...
+        with pytest.raises(UsageError, match="'basis.recipient' cannot hold .*U\\+0000"):
             v.request_access(ids, ["name"], "legal_protection", "court", basis=nul)
         assert v._session.db.audit.head() == before
+        # ... and by encode_entry itself, the last line.
+        event = Event("worker1", "request.create", request="0" * 32, detail=nul.detail())
+        with pytest.raises(ValueError, match="U\\+0000"):
+            _audit.encode_entry(before[0], iso(world.clock.now), event, before[1])
         # A backslash and "u0000" as text is no U+0000: logged as ever.
         text = Basis("legal_obligation", recipient="court\\u0000", provision="s", assessment="P")
         v.request_access(ids, ["name"], "legal_protection", "court", basis=text)
