@@ -98,7 +98,7 @@ def test_the_library_logs_no_entry_holding_nul(world: World) -> None:
     with world.open("worker1") as v:
         before = v._session.db.audit.head()
         # Refused at the API boundary, naming the argument (review FX-3) ...
-        with pytest.raises(UsageError, match="'basis.recipient' cannot hold .*U\\+0000"):
+        with pytest.raises(UsageError, match=r"'basis\.recipient' cannot hold .*U\+0000"):
             v.request_access(ids, ["name"], "legal_protection", "court", basis=nul)
         assert v._session.db.audit.head() == before
         # ... and by encode_entry itself, the last line.
