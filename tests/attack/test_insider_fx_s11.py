@@ -16,13 +16,17 @@ import pytest
 
 from childvault.keys import IntegrityError, UsageError
 from childvault.server._release_keys import Terms, logged_terms
-from childvault.vault import Basis, Vault
+from childvault.vault import Basis, Vault, _audit
 from childvault.vault._audit import Event
+from childvault.vault._merkle import leaf_hash
 from childvault.vault._time import iso
 from tests._insider import Insider
 from tests.attack import _wire
 from tests.attack._wire import batch, call, log_rows, read, refused
 from tests.conftest import World, add_children
+
+# The two-store fixture of tests/postgres (a PostgreSQL server of the session).
+from tests.postgres.conftest import any_world, pg_template  # noqa: F401
 from tests.server._vaultserver import VaultServer
 
 
@@ -186,3 +190,54 @@ def _terms(world: World, grant_id: str) -> Terms | str:
         state = v._session.trust()
         assert state is not None
         return logged_terms(v._session.db, lambda _seq: state, grant_id)
+
+
+# RV11-3: an entry in the name of someone the log never registered passed every
+# verification (the replay checked signatures of registered names only). An
+# insider logs an unsigned entry as "offic\u0435r1" (a Cyrillic "е": it shows as
+# "officer1") or as a valid name no one has.
+
+
+def _append_unsigned(world: World, who: str, actor: str) -> int:
+    """``who`` (an insider with their database key) appends an unsigned entry in
+    ``actor``'s name at the head of the log; returns its seq."""
+    with world.open(who) as v:
+        db = v._session.db
+        with db.transaction():
+            seq, prev = db.audit.head()
+            entry = _audit.encode_entry(
+                seq, iso(world.clock.now), Event(actor, "record.list"), prev
+            )
+            db.audit.append([(seq, entry, leaf_hash(entry), None)])
+    return seq
+
+
+@pytest.mark.parametrize("actor", ["offic\u0435r1", "officer9", "Officer1"])
+def test_rv11_3_an_entry_of_a_non_user_fails_verification(
+    any_world: World,  # noqa: F811
+    actor: str,
+) -> None:
+    world = any_world
+    with world.open("officer2") as v:
+        v.verify_audit(full=True)  # the log verifies before
+    seq = _append_unsigned(world, "worker1", actor)
+    match = f"log entry {seq} is in the name of .*no registration"
+    with world.open("officer2") as v, pytest.raises(IntegrityError, match=match):
+        v.verify_audit(full=True)
+    # Every operation's embedded replay refuses it too (here: enrolling a user).
+    with world.open("admin") as v, pytest.raises(IntegrityError, match=match):
+        v.add_user("staff9", ["staff"], "staff9-passphrase-x")
+
+
+def test_rv11_3_a_pending_registrations_own_entries_still_verify(world: World) -> None:
+    """The legitimate unregistered writer after the founding registration: an officer
+    an admin registered pending (no officer countersigned yet) logs in their name."""
+    with world.open("admin") as v:
+        state = v._session.trust()
+        assert state is not None and "officer3" not in state.users
+        v.add_user("officer3", ["officer"], "officer3-passphrase-x")
+        state = v._session.trust()
+        assert state is not None and "officer3" in state.unverified
+    _append_unsigned(world, "worker1", "officer3")
+    with world.open("officer2") as v:
+        v.verify_audit(full=True)
