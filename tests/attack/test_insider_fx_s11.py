@@ -24,9 +24,6 @@ from tests._insider import Insider
 from tests.attack import _wire
 from tests.attack._wire import batch, call, log_rows, read, refused
 from tests.conftest import World, add_children
-
-# The two-store fixture of tests/postgres (a PostgreSQL server of the session).
-from tests.postgres.conftest import any_world, pg_template  # noqa: F401
 from tests.server._vaultserver import VaultServer
 
 
@@ -214,7 +211,7 @@ def _append_unsigned(world: World, who: str, actor: str) -> int:
 
 @pytest.mark.parametrize("actor", ["offic\u0435r1", "officer9", "Officer1"])
 def test_rv11_3_an_entry_of_a_non_user_fails_verification(
-    any_world: World,  # noqa: F811
+    any_world: World,
     actor: str,
 ) -> None:
     world = any_world

@@ -27,8 +27,8 @@ from tests.attack import _wire
 from tests.attack._wire import read, refused
 from tests.conftest import World, add_children
 
-# The two-store fixture of tests/postgres (a PostgreSQL server of the session).
-from tests.postgres.conftest import PgWorld, any_world, pg_template  # noqa: F401
+# any_world: the two-store fixture of tests/postgres (tests/attack/conftest.py).
+from tests.postgres.conftest import PgWorld
 from tests.server._vaultserver import VaultServer
 
 _LEGAL = Basis("legal_obligation", recipient="court", provision="s.110", assessment="P")
@@ -67,7 +67,7 @@ def _approved(world: World) -> Event:
     )
 
 
-def test_a_read_holding_nul_is_refused_on_either_store(any_world: World) -> None:  # noqa: F811
+def test_a_read_holding_nul_is_refused_on_either_store(any_world: World) -> None:
     world = any_world
     event = _approved(world)
     with world.open("worker1") as v:
