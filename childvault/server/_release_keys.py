@@ -250,18 +250,25 @@ def logged_terms(db: Backend, state: Callable[[int], TrustState], grant_id: str)
         return doc
 
     approve = None
+    others = False
     for raw in audit.entries_by_ref(("request.approve",), grant=grant_id):
         doc = signed(raw, "request.approve")
-        if doc is not None and doc.get("grant") == grant_id:
+        if doc is None or doc.get("grant") != grant_id:
+            continue
+        at = int(str(doc["seq"]))
+        # An approval hands over release keys: made under the officer's verified
+        # registration (role_at's "was_active"). Anyone else's entry naming the
+        # grant (any user may log any action in their own name) is skipped, not
+        # taken as the first and refused: it would block the real one (FX-2).
+        if role_at(state(at), str(doc["actor"]), "officer", at, mode="was_active"):
             approve = doc
             break
+        others = True
     if approve is None:
+        if others:
+            return _t("approved by someone who was not an officer")
         return _t("no signed approval in the log")
-    officer, seq = str(approve["actor"]), int(str(approve["seq"]))
-    # An approval hands over release keys: made under the officer's verified
-    # registration (role_at's "was_active").
-    if not role_at(state(seq), officer, "officer", seq, mode="was_active"):
-        return _t("approved by someone who was not an officer")
+    officer = str(approve["actor"])
     detail = approve.get("detail")
     request_id = approve.get("request")
     max_uses = detail.get("uses") if isinstance(detail, dict) else None

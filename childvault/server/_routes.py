@@ -66,7 +66,7 @@ def vault_routes(
             user = str(request.state.user)
             try:
                 body = await request.body()
-                doc = json.loads(body) if body else {}
+                doc = json.loads(body, parse_int=_wire_int) if body else {}
                 if not isinstance(doc, dict):
                     raise Refused(400, "malformed", _t("the body must be a JSON object"))
                 # Ending the caller's own open transaction (commit or rollback naming
@@ -193,6 +193,26 @@ def vault_routes(
         Route("/v1/txn/rollback", guarded(ender(False), ends=True), methods=["POST"]),
         Route("/v1/rpc/batch", guarded(rpc_batch), methods=["POST"]),
     ]
+
+
+#: The integers SQLite and PostgreSQL store (64-bit, signed).
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+
+
+def _wire_int(text: str) -> int:
+    """An integer of a request body, refused (400 ``malformed``) outside 64 bits.
+
+    Checked as the body is parsed, before any call runs: a larger one reached
+    the store as an ``OverflowError`` (a 500), possibly after earlier calls of
+    its batch ran. Only integer literals pass through here, so it costs nothing
+    on the strings and binary values that make up the rest of a body.
+    """
+    value = int(text)
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise Refused(
+            400, "malformed", _t("a number in the request is out of range (64-bit integers only)")
+        )
+    return value
 
 
 def _unreadable(exc: ValueError) -> str:

@@ -1725,7 +1725,9 @@ class VaultHost:
                     out.append(doc)
             return out
 
-        created = logged("request.create")
+        # The requester's own entry: any user may log a request.create in their own
+        # name naming another's request, and the first one no longer decides (FX-2).
+        created = [doc for doc in logged("request.create") if doc.get("actor") == req.requester]
         detail = created[0].get("detail") if created else None
         basis = str(detail.get("basis", "consent")) if isinstance(detail, dict) else "consent"
         ids = list(dict.fromkeys(req.records))

@@ -66,13 +66,30 @@ def _refuse(where: str, name: str, expected: str, value: object) -> UsageError:
     )
 
 
-def str_arg(where: str, name: str, value: object, *, optional: bool = False) -> str | None:
-    """``value`` if it is a ``str`` (or None when ``optional``)."""
+def _no_nul(where: str, name: str, value: str) -> str:
+    # No log entry holds U+0000 (review RV11-2): refused here, naming the argument,
+    # before anything runs, not as encode_entry's ValueError halfway through an
+    # operation (which would skip the refusal's own log entry).
+    if "\x00" in value:
+        raise UsageError(
+            _t("{where}: {name!r} cannot hold the character U+0000", where=where, name=name)
+        )
+    return value
+
+
+def str_arg(
+    where: str, name: str, value: object, *, optional: bool = False, data: bool = False
+) -> str | None:
+    """``value`` if it is a ``str`` (or None when ``optional``) without U+0000.
+
+    ``data``: a passphrase or a record's value, never written to the log as
+    given, so any character is kept.
+    """
     if value is None and optional:
         return None
     if not isinstance(value, str):
         raise _refuse(where, name, _t("a string"), value)
-    return value
+    return value if data else _no_nul(where, name, value)
 
 
 def str_seq(where: str, name: str, value: object) -> tuple[str, ...]:
@@ -91,6 +108,7 @@ def str_seq(where: str, name: str, value: object) -> tuple[str, ...]:
                     kind=_kind(item),
                 )
             )
+        _no_nul(where, name, item)
     return items
 
 
@@ -119,6 +137,7 @@ def mapping_of_str(where: str, name: str, value: object) -> Mapping[str, str]:
                     name=name,
                 )
             )
+        _no_nul(where, name, key)  # a field name is logged; its value is not
     return value
 
 
@@ -229,6 +248,7 @@ def consent_arg(where: str, name: str, value: object) -> Any:
             raise UsageError(
                 _t("{where}: {name}.{attr} must be a string", where=where, name=name, attr=attr)
             )
+        _no_nul(where, f"{name}.{attr}", getattr(consent, attr))
     for attr in ("consented_at", "retain_until"):
         date_arg(where, f"{name}.{attr}", getattr(consent, attr))
     str_seq(where, f"{name}.purposes", consent.purposes)

@@ -228,7 +228,7 @@ class Vault:
         home = check.path_arg(where, "home", home)
         check.str_arg(where, "institution", institution)
         check.str_arg(where, "admin", admin)
-        check.str_arg(where, "admin_passphrase", admin_passphrase)
+        check.str_arg(where, "admin_passphrase", admin_passphrase, data=True)
         if keys is not None and not isinstance(keys, LocalKeys | OpenBaoKeys):
             raise UsageError(_t("{where}: 'keys' must be LocalKeys or OpenBaoKeys", where=where))
         schema = check.opt_path(where, "schema", schema)
@@ -354,7 +354,7 @@ class Vault:
         where = "Vault.open"
         home = check.path_arg(where, "home", home)
         check.str_arg(where, "user", user, optional=True)
-        check.str_arg(where, "passphrase", passphrase, optional=True)
+        check.str_arg(where, "passphrase", passphrase, optional=True, data=True)
         check.instance(where, "identity", identity, Identity, optional=True)
         check.instance(where, "credentials", credentials, OpenBaoCredentials, optional=True)
         if not callable(clock):
@@ -555,7 +555,7 @@ class Vault:
         w = self._live("Vault.add_user")
         check.str_arg(w, "name", name)
         roles = check.str_seq(w, "roles", roles)
-        check.str_arg(w, "passphrase", passphrase)
+        check.str_arg(w, "passphrase", passphrase, data=True)
         check.datetime_arg(w, "now", now)
         return self._users.add_user(name, roles, passphrase, now=now)
 
@@ -684,7 +684,7 @@ class Vault:
         """
         w = self._live("Vault.find")
         check.str_arg(w, "field", field)
-        check.str_arg(w, "value", value)
+        check.str_arg(w, "value", value, data=True)
         check.str_arg(w, "type_name", type_name, optional=True)
         check.datetime_arg(w, "now", now)
         return self._records.find(field, value, type_name=type_name, now=now)
@@ -713,6 +713,9 @@ class Vault:
             from childvault.vault._svc_access import Basis
 
             check.instance(w, "basis", basis, Basis)
+            for attr in ("kind", "link", "recipient", "provision", "assessment"):
+                # Each lands in the request's log detail.
+                check.str_arg(w, f"basis.{attr}", getattr(basis, attr), optional=attr != "kind")
         return self._access.request_access(records, fields, purpose, reason, now=now, basis=basis)
 
     def requests(self, status: RequestStatus | None = "pending") -> list[RequestInfo]:
@@ -917,7 +920,7 @@ class Vault:
         w = self._live("Vault.correct")
         check.str_arg(w, "record_id", record_id)
         check.str_arg(w, "field", field)
-        check.str_arg(w, "value", value)
+        check.str_arg(w, "value", value, data=True)
         check.str_arg(w, "rights_request", rights_request, optional=True)
         check.datetime_arg(w, "now", now)
         rights = RightsService(self._session)
@@ -1470,7 +1473,7 @@ class Vault:
         ``identity_path`` under their own ``passphrase``; returns the request bytes."""
         w = "Vault.enroll"
         check.instance(w, "invite", invite, bytes)
-        check.str_arg(w, "passphrase", passphrase)
+        check.str_arg(w, "passphrase", passphrase, data=True)
         path = check.path_arg(w, "identity_path", identity_path)
         check.callable_arg(w, "clock", clock)
         return enrol_with_invite(invite, passphrase, path, iso(clock()))
@@ -1497,7 +1500,7 @@ class Vault:
         w = "Vault.upgrade"
         home = check.path_arg(w, "home", home)
         check.str_arg(w, "user", user)
-        check.str_arg(w, "passphrase", passphrase)
+        check.str_arg(w, "passphrase", passphrase, data=True)
         check.callable_arg(w, "confirm", confirm)
         check.callable_arg(w, "clock", clock)
         check.str_arg(w, "migration_dsn", migration_dsn, optional=True)
@@ -1537,7 +1540,7 @@ class Vault:
         identity waits on the workstation (required there, refused locally,
         where it waits in the home as ``identities/NAME.renewing.id``)."""
         w = self._live("Vault.request_key_renewal")
-        check.str_arg(w, "passphrase", passphrase)
+        check.str_arg(w, "passphrase", passphrase, data=True)
         check.datetime_arg(w, "now", now)
         path = check.opt_path(w, "identity_path", identity_path)
         from childvault.vault._results import KeyRenewalRequest
@@ -1594,7 +1597,7 @@ class Vault:
         """
         w = self._live("Vault.add_entrusted_user")
         check.str_arg(w, "name", name)
-        check.str_arg(w, "passphrase", passphrase)
+        check.str_arg(w, "passphrase", passphrase, data=True)
         check.str_arg(w, "organisation", organisation)
         check.str_arg(w, "agreement", agreement)
         check.date_arg(w, "expires", expires)

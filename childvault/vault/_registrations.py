@@ -325,11 +325,23 @@ def replay(
                 raise IntegrityError(
                     _t("log entry {seq} does not link to entry {prev}", seq=seq, prev=seq - 1)
                 )
+            actor = obj.get("actor")
+            founded = bool(state.users)
+            if forged is None and not _may_write(state, actor):
+                # Raised after the chain is checked to the end, like a forgery.
+                forged = IntegrityError(
+                    _t(
+                        "log entry {seq} is in the name of {actor!r}, who has no registration "
+                        "in this vault's log at that point: it was written by someone else",
+                        seq=seq,
+                        actor=actor,
+                    )
+                )
             bad = _check_actor(
                 state,
                 runs,
                 seq,
-                obj.get("actor"),
+                actor,
                 obj.get("action"),
                 digest,
                 sigs.get(seq),
@@ -342,6 +354,8 @@ def replay(
             named = detail.get(STATEMENT) if isinstance(detail, dict) else None
             if named is not None:
                 _apply_logged(envelopes.get(seq), state, seq, str(named), obj)
+            if obj.get("action") == "user.add" and isinstance(detail, dict):
+                _note_unverified(state, obj, detail, founded)
             expected, prev = seq + 1, digest
     bad = runs.end()
     if bad is not None and forged is None:
@@ -372,6 +386,49 @@ def _forged(bad: int, db: Backend, page: Sequence[tuple[int, bytes, bytes]]) -> 
             actor=actor,
         )
     )
+
+
+def _may_write(state: TrustState, actor: object) -> bool:
+    """Whether the log may hold an entry in the name of ``actor`` at this point.
+
+    A valid user name (a look-alike such as a Cyrillic "е" is none) that is
+    registered: verified, or known unverified (:attr:`TrustState.unverified`).
+    Before the founding registration (no user yet: a vault's first entry, or the
+    log of a vault made before anchors) every valid name may.
+    """
+    if not isinstance(actor, str):
+        return False
+    try:
+        check_user_name(actor)
+    except UsageError:
+        return False
+    return not state.users or actor in state.users or actor in state.unverified
+
+
+def _note_unverified(
+    state: TrustState, obj: Mapping[str, Any], detail: Mapping[str, Any], founded: bool
+) -> None:
+    """Note the name a successful ``user.add`` registers without a verified statement.
+
+    Before the founding registration (``founded`` false): any (a vault made
+    before anchors). After it: a pending registration only (``pending_statement``),
+    logged by an admin active there (an officer awaiting an officer's
+    countersignature) or by that unverified user themselves (their own request
+    at ``childvault upgrade``). Anyone else's ``user.add`` registers no one.
+    """
+    name, actor = detail.get("user"), obj.get("actor")
+    if obj.get("outcome") != "ok" or not isinstance(name, str) or name in state.users:
+        return
+    try:
+        check_user_name(name)
+    except UsageError:
+        return
+    pending = PENDING in detail and (
+        (isinstance(actor, str) and state.is_active(actor, "admin"))
+        or (actor == name and name in state.unverified)
+    )
+    if not founded or pending:
+        state.unverified.add(name)
 
 
 def _check_actor(

@@ -374,6 +374,12 @@ class TrustState:
     #: Vault settings as the latest verified ``setting.set`` of each key made them
     #: (a key absent here has its default: _settings.SPECS).
     settings: dict[str, str] = field(default_factory=dict)
+    #: Names the log registered without a verified statement yet: a user added
+    #: before the founding registration (a vault made before anchors), or a
+    #: pending registration (``user.add`` with ``pending_statement``). Entries in
+    #: their names are not signature-checked; any other unregistered name's are
+    #: refused (review RV11-3, :func:`~._registrations.replay`).
+    unverified: set[str] = field(default_factory=set)
 
     @classmethod
     def start(cls, anchor: Anchor) -> TrustState:
@@ -617,6 +623,9 @@ class TrustState:
                     "applied": self.applied,
                     # Only when set: states saved before settings stay byte-identical.
                     **({"settings": dict(self.settings)} if self.settings else {}),
+                    # Likewise: a state saved before it (or without such names) is
+                    # unchanged; one that lacks a name is replayed from the anchor.
+                    **({"unverified": sorted(self.unverified)} if self.unverified else {}),
                 }
             )
         )
@@ -654,6 +663,10 @@ class TrustState:
             ):
                 raise _bad(_t("the saved settings are malformed"))
             state.settings = {str(k): str(v) for k, v in settings.items()}
+            unverified = doc.get("unverified", [])
+            if not isinstance(unverified, list):
+                raise _bad(_t("the saved trust state is malformed"))
+            state.unverified = {_name(n) for n in unverified}
             return state
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise _bad(_t("the saved trust state is malformed")) from exc

@@ -114,7 +114,7 @@ class AccessService:
         self.s = session
         self._audit = audit
         #: During a read (:meth:`read_with_claims`): the bases already looked up.
-        self._bases: dict[str, Basis] | None = None
+        self._bases: dict[tuple[str, str], Basis] | None = None
 
     def request_access(
         self,
@@ -265,8 +265,13 @@ class AccessService:
                         )
                     )
 
-    def basis_of(self, request_id: str) -> Basis:
-        """The basis of a request, as its logged ``request.create`` entry gives it.
+    def basis_of(self, request_id: str, requester: str) -> Basis:
+        """The basis of a request, as its requester's logged ``request.create`` entry gives it.
+
+        ``requester``: the request row's, or the approval token's (signed) subject.
+        Only an entry in their name counts: any user may append an entry of any
+        action in their own name, and one naming another's request must not
+        decide its basis (review FX-2).
 
         The entry is the authority (read after the log is verified: chain and
         actor signatures); the meta key is only an index. A key that disagrees
@@ -278,13 +283,13 @@ class AccessService:
         round trip in the transaction).
         """
         if self._bases is None:
-            return self._basis_of(request_id)
-        kept = self._bases.get(request_id)
+            return self._basis_of(request_id, requester)
+        kept = self._bases.get((request_id, requester))
         if kept is None:
-            kept = self._bases[request_id] = self._basis_of(request_id)
+            kept = self._bases[request_id, requester] = self._basis_of(request_id, requester)
         return kept
 
-    def _basis_of(self, request_id: str) -> Basis:
+    def _basis_of(self, request_id: str, requester: str) -> Basis:
         """:meth:`basis_of`, read from the store and checked against the log."""
         self.s.trust()
         logged: dict[str, Any] | None = None
@@ -292,10 +297,11 @@ class AccessService:
         # still checked for what it names.
         for entry in self.s.db.audit.entries_by_ref(("request.create",), request=request_id):
             doc = json.loads(entry)
-            if (doc.get("request"), doc.get("action"), doc.get("outcome")) == (
+            if (doc.get("request"), doc.get("action"), doc.get("outcome"), doc.get("actor")) == (
                 request_id,
                 "request.create",
                 "ok",
+                requester,
             ):
                 logged = doc.get("detail") or {}
                 break
@@ -326,7 +332,7 @@ class AccessService:
             raise NotFound(_t("no request {request_id}", request_id=request_id))
         if req.status != "pending":
             raise UsageError(_t("request {id} is already {status}", id=req.id, status=req.status))
-        if self.basis_of(req.id).kind != "legal_obligation":
+        if self.basis_of(req.id, req.requester).kind != "legal_obligation":
             raise UsageError(_t("only a legal-obligation request is co-signed"))
         if req.requester == self.s.user:
             raise UsageError(_t("an officer cannot co-sign their own request"))
@@ -481,7 +487,7 @@ class AccessService:
             raise UsageError(_t("request {id} is already {status}", id=req.id, status=req.status))
         fetched = self._verified_records(req.records, "request.approve", moment)
         states = _states(req.records, fetched)
-        basis = self.basis_of(req.id)
+        basis = self.basis_of(req.id, req.requester)
         refusal = approval_refusal(
             req,
             self.s.user,
@@ -908,7 +914,7 @@ class AccessService:
         that entry is the transfers register (P-17, :meth:`transfers`).
         """
         detail: dict[str, DetailValue] = {} if reason is None else {"reason": reason}
-        basis = self.basis_of(claims.req)
+        basis = self.basis_of(claims.req, claims.sub)
         if basis.kind != "consent":
             detail.update(basis.detail())
         return Event(
@@ -974,7 +980,7 @@ class AccessService:
             fields=fields,
         )
         if refusal is None:
-            basis = self.basis_of(claims.req)
+            basis = self.basis_of(claims.req, claims.sub)
             scope = list(records or claims.rec)
             # Read together (one request through the server), not record by record.
             rows = self.s.db.records.get_many(scope)

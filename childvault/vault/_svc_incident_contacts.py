@@ -87,7 +87,7 @@ def contacts(
         # The grant's basis is checked before the read, so a stray token's use
         # is not spent (the token itself is verified by _check_grant).
         claims = access._check_grant(token, None, None, moment)
-        basis = access.basis_of(claims.req)
+        basis = access.basis_of(claims.req, claims.sub)
         if basis.kind != "breach_notification" or basis.link != row["id"]:
             raise UsageError(
                 _t(

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from childvault.keys import IntegrityError
+from childvault.keys import IntegrityError, UsageError
 from childvault.vault import Basis, _audit
 from childvault.vault._audit import Event
 from childvault.vault._merkle import leaf_hash
@@ -27,8 +27,8 @@ from tests.attack import _wire
 from tests.attack._wire import read, refused
 from tests.conftest import World, add_children
 
-# The two-store fixture of tests/postgres (a PostgreSQL server of the session).
-from tests.postgres.conftest import PgWorld, any_world, pg_template  # noqa: F401
+# any_world: the two-store fixture of tests/postgres (tests/attack/conftest.py).
+from tests.postgres.conftest import PgWorld
 from tests.server._vaultserver import VaultServer
 
 _LEGAL = Basis("legal_obligation", recipient="court", provision="s.110", assessment="P")
@@ -67,7 +67,7 @@ def _approved(world: World) -> Event:
     )
 
 
-def test_a_read_holding_nul_is_refused_on_either_store(any_world: World) -> None:  # noqa: F811
+def test_a_read_holding_nul_is_refused_on_either_store(any_world: World) -> None:
     world = any_world
     event = _approved(world)
     with world.open("worker1") as v:
@@ -97,9 +97,14 @@ def test_the_library_logs_no_entry_holding_nul(world: World) -> None:
     nul = Basis("legal_obligation", recipient="court\x00", provision="s.110", assessment="P")
     with world.open("worker1") as v:
         before = v._session.db.audit.head()
-        with pytest.raises(ValueError, match="U\\+0000"):
+        # Refused at the API boundary, naming the argument (review FX-3) ...
+        with pytest.raises(UsageError, match=r"'basis\.recipient' cannot hold .*U\+0000"):
             v.request_access(ids, ["name"], "legal_protection", "court", basis=nul)
         assert v._session.db.audit.head() == before
+        # ... and by encode_entry itself, the last line.
+        event = Event("worker1", "request.create", request="0" * 32, detail=nul.detail())
+        with pytest.raises(ValueError, match="U\\+0000"):
+            _audit.encode_entry(before[0], iso(world.clock.now), event, before[1])
         # A backslash and "u0000" as text is no U+0000: logged as ever.
         text = Basis("legal_obligation", recipient="court\\u0000", provision="s", assessment="P")
         v.request_access(ids, ["name"], "legal_protection", "court", basis=text)

@@ -40,10 +40,10 @@ def test_basis_of_on_a_log_of_many_requests(world: World) -> None:
     consent_ids, legal = _requests(world, 150)
     with world.open("officer1") as v:
         service = v._access
-        assert service.basis_of(legal).kind == "legal_obligation"
-        assert service.basis_of(legal).provision == "第一百一十条"
+        assert service.basis_of(legal, "worker1").kind == "legal_obligation"
+        assert service.basis_of(legal, "worker1").provision == "第一百一十条"
         for rid in consent_ids[::25] + consent_ids[-3:]:
-            assert service.basis_of(rid).kind == "consent"
+            assert service.basis_of(rid, "worker1").kind == "consent"
         # The lookup reads the entries naming the request only, not the log.
         found = v._session.db.audit.entries_by_ref(("request.create",), request=legal)
         assert [json.loads(e)["request"] for e in found] == [legal]
@@ -84,8 +84,8 @@ def test_an_insider_cannot_write_the_index(world: World) -> None:
     with world.open("officer1") as v:
         # Unchanged: two officers still needed, the consent request stays consent.
         service = v._access
-        assert service.basis_of(legal).kind == "legal_obligation"
-        assert service.basis_of(consent_ids[0]).kind == "consent"
+        assert service.basis_of(legal, "worker1").kind == "legal_obligation"
+        assert service.basis_of(consent_ids[0], "worker1").kind == "consent"
 
 
 def test_a_dropped_index_changes_only_the_speed(world: World) -> None:
@@ -95,8 +95,8 @@ def test_a_dropped_index_changes_only_the_speed(world: World) -> None:
         insider.execute("DROP INDEX audit_grant_ref")
     with world.open("officer1") as v:
         service = v._access
-        assert service.basis_of(legal).kind == "legal_obligation"
-        assert service.basis_of(consent_ids[1]).kind == "consent"
+        assert service.basis_of(legal, "worker1").kind == "legal_obligation"
+        assert service.basis_of(consent_ids[1], "worker1").kind == "consent"
         v.approve(consent_ids[1])
 
 
