@@ -29,7 +29,6 @@ from tests.conftest import PASSPHRASES, ROLES, World, copy_world
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.sessions import OWNER, SERVICE
 
-TEMPLATE_DB = "cv_template"
 _numbers = itertools.count()
 
 
@@ -62,19 +61,20 @@ class PgTemplate:
 
     home: Path
     ids: dict[str, Identity]
+    database: str
 
 
 @pytest.fixture(scope="session")
 def pg_template(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> PgTemplate:
-    """A vault with the five test users in the template database (as tests/conftest.py)."""
-    with psycopg.connect(postgres.superuser_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(TEMPLATE_DB), sql.Identifier(OWNER)
-            )
-        )
+    """A vault with the five test users in a template database (as tests/conftest.py).
+
+    The database gets a name of its own: a module that imports this fixture (as
+    tests/attack does) holds a second instance of it in the same session, on the
+    same server, and a fixed name made the second one fail ("already exists").
+    """
+    database = new_database(postgres)
     root = tmp_path_factory.mktemp("pgtemplate")
-    owner_dsn = postgres.dsn(OWNER, TEMPLATE_DB)
+    owner_dsn = postgres.dsn(OWNER, database)
     dsn_file = write_dsn(root / "dsn", owner_dsn)
     home = root / "home"
     clock = FakeClock()
@@ -97,7 +97,7 @@ def pg_template(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFacto
         v.share_custodian("officer2")
     # `childvault upgrade`'s job: grants for the service role (copied with the template).
     migrate(owner_dsn, service_role=SERVICE)
-    return PgTemplate(home, ids)
+    return PgTemplate(home, ids, database)
 
 
 @dataclass
@@ -120,7 +120,7 @@ class PgWorld(World):
 
 def pg_world(postgres: PostgresServer, template: PgTemplate, dest: Path) -> PgWorld:
     """A fresh copy of the template vault: database, home and DSN file."""
-    database = new_database(postgres, template=TEMPLATE_DB)
+    database = new_database(postgres, template=template.database)
     home = dest / "home"
     shutil.copytree(template.home, home)
     witness = template.home.parent / "home.witness.jsonl"
