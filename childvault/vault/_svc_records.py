@@ -640,24 +640,26 @@ class RecordService:
             raise ImportFailed(_import_failed(n_errors, path.name, errors))
         if finished:
             return ImportReport(source, total, 0, n_errors, total, tuple(errors))
+        # The write pass's rows: those kept by the validation pass, or the file
+        # read again (a generator: nothing runs until the writer iterates it).
+        rows = (
+            kept
+            if kept is not None
+            else self._revalidated(
+                iter_rows(path, fmt),
+                type_name,
+                done,
+                moment,
+                notice,
+                sha_of,
+                confirm_backdated,
+                day,
+                consents,
+            )
+        )
         # Through one server, batch N is stored while N+1 is prepared, in batches
         # small enough that even a one-batch file overlaps (_import_overlapped).
         if getattr(self.s.db, "overlaps_appends", False):
-            rows = (
-                kept
-                if kept is not None
-                else self._revalidated(
-                    iter_rows(path, fmt),
-                    type_name,
-                    done,
-                    moment,
-                    notice,
-                    sha_of,
-                    confirm_backdated,
-                    day,
-                    consents,
-                )
-            )
             written = self._import_overlapped(
                 rows, duplicates, type_name, moment, source, progress, total, done, known
             )
@@ -682,21 +684,7 @@ class RecordService:
         batch_rows: list[int] = []
         stamp = iso(moment)
         try:
-            for number, values, consent in (
-                kept
-                if kept is not None
-                else self._revalidated(
-                    iter_rows(path, fmt),
-                    type_name,
-                    done,
-                    moment,
-                    notice,
-                    sha_of,
-                    confirm_backdated,
-                    day,
-                    consents,
-                )
-            ):
+            for number, values, consent in rows:
                 if number in duplicates:
                     continue
                 batch.append(self._sealed(type_name, values, consent, moment, stamp))
