@@ -448,3 +448,16 @@ def test_regression_a_token_respelled_by_inserted_characters_was_a_valid_read(
                 v.read_with_grant(candidate)
         # None of them used the grant's one read.
         assert v.read_with_grant(token)[ids[0]]["name"] == child_values(0)["name"]
+
+
+def test_a_token_holding_nul_is_the_opaque_token_error(flow: tuple[World, list[str]]) -> None:
+    """Regression (found by the full run after FX-3): U+0000 in a token was refused as a
+    UsageError naming the argument, which told a caller something about the token; a
+    token is opaque input, so it is the one token error like any other malformed token."""
+    world, ids = flow
+    token, _ = _approve(world, ids[:1], uses=10)
+    with world.open("worker1") as v:
+        with pytest.raises(ApprovalInvalid):
+            v.read_with_grant(token[:10] + "\x00" + token[10:])
+        with pytest.raises(ApprovalInvalid):
+            v.subject_report(ids[0], token + "\x00")

@@ -82,8 +82,9 @@ def str_arg(
 ) -> str | None:
     """``value`` if it is a ``str`` (or None when ``optional``) without U+0000.
 
-    ``data``: a passphrase or a record's value, never written to the log as
-    given, so any character is kept.
+    ``data``: a passphrase, a record's value or an approval token, never
+    written to the log as given, so any character is kept (a token with U+0000
+    is a malformed token: the one opaque token error, like any other).
     """
     if value is None and optional:
         return None

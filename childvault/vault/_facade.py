@@ -781,7 +781,7 @@ class Vault:
         after logging a denied attempt with the reason.
         """
         w = self._live("Vault.read_with_grant")
-        check.str_arg(w, "token", token)
+        check.str_arg(w, "token", token, data=True)
         records = check.opt_str_seq(w, "records", records)
         fields = check.opt_str_seq(w, "fields", fields)
         check.datetime_arg(w, "now", now)
@@ -1088,7 +1088,7 @@ class Vault:
         """
         w = self._live("Vault.subject_report")
         check.str_arg(w, "record_id", record_id)
-        check.str_arg(w, "token", token)
+        check.str_arg(w, "token", token, data=True)
         check.str_arg(w, "rights_request", rights_request, optional=True)
         check.datetime_arg(w, "now", now)
         rights = RightsService(self._session)
