@@ -143,6 +143,12 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+def _framed_twice(scope: Scope) -> bool:
+    """Whether the request carries both Transfer-Encoding and Content-Length."""
+    names = {name for name, _ in scope.get("headers", [])}
+    return b"transfer-encoding" in names and b"content-length" in names
+
+
 def _head_size(scope: Scope) -> int:
     # The request line and header lines roughly as sent (names, values,
     # separators); exact to a few bytes, which is all a limit needs.
@@ -181,6 +187,18 @@ class LimitsMiddleware:
             # whole in a single read is measured here.
             await self._refuse(
                 scope, send, 431, "head_too_large", _t("{size} bytes", size=_head_size(scope))
+            )
+            return
+        if _framed_twice(scope):
+            # RFC 9112 section 6.3: both headers may be a smuggling attempt (a proxy
+            # in front framing by Content-Length, h11 by the chunks); refused and
+            # the connection closed, whatever the body says.
+            await self._refuse(
+                scope,
+                send,
+                400,
+                "ambiguous_framing",
+                _t("both Transfer-Encoding and Content-Length"),
             )
             return
         declared = _content_length(scope)
@@ -257,6 +275,7 @@ class LimitsMiddleware:
             detail=detail,
         )
         error = {
+            400: "bad_request",
             413: "payload_too_large",
             408: "request_timeout",
             431: "request_header_fields_too_large",

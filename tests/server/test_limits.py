@@ -127,6 +127,25 @@ def test_chunked_body_over_the_limit_is_refused_while_reading(
     assert sent < 100 * 1024
 
 
+def test_transfer_encoding_with_content_length_is_refused_and_closed(
+    server: ServerProcess, users: Users
+) -> None:
+    # The request-smuggling shape (RFC 9112 section 6.3): a proxy framing by
+    # Content-Length and the server by the chunks would disagree on where the
+    # next request starts. A correctly signed request, so only the framing is
+    # at fault; the "next request" hidden in the body must never be answered.
+    prepared = _signed_post(server, users, 16)
+    hidden = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    body = b"10\r\n" + b"x" * 16 + b"\r\n0\r\n\r\n" + hidden
+    with _connect(server) as sock:
+        sock.sendall(_head(prepared, extra=("Transfer-Encoding: chunked",)) + body)
+        response = _read_all(sock)
+    assert _status(response) == 400
+    assert b'"reason":"ambiguous_framing"' in response
+    assert response.count(b"HTTP/1.1 ") == 1  # closed: the hidden request got no answer
+    assert any(e["reason"] == "ambiguous_framing" and e["status"] == 400 for e in server.audit())
+
+
 def test_slow_request_head_is_disconnected(server: ServerProcess) -> None:
     with _connect(server) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
