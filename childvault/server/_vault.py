@@ -2024,7 +2024,7 @@ class VaultHost:
                 raise Refused(
                     409, "unverified", _t("log entry {seq} does not match its hash", seq=seq)
                 )
-            if not _canonical(obj, entry):
+            if not _audit.is_canonical(obj, entry):
                 # The library writes canonical bytes only. A member written twice
                 # reads as its first value in SQLite's index columns (action, ids,
                 # recipient) but as its last everywhere else (review RV9-6).
@@ -2243,14 +2243,6 @@ class VaultHost:
         with contextlib.suppress(ChildVaultError):
             self._pool.submit(shut).result()
         self._pool.shutdown(wait=True)
-
-
-def _canonical(obj: dict[str, Any], entry: bytes) -> bool:
-    """Whether ``entry`` is the canonical encoding of ``obj`` (its own parse)."""
-    try:
-        return _audit.canonical(obj) == entry
-    except (TypeError, ValueError, ChildVaultError):  # rfc8785's errors are ValueErrors
-        return False
 
 
 def _check_many(method: str, a: list[Any], kw: dict[Any, Any]) -> None:
