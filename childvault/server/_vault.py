@@ -268,6 +268,9 @@ class _Txn:
     #: (:meth:`VaultHost._check_entries`): the replay at commit does not verify
     #: the same signature again (``replay(checked=...)``).
     checked: set[tuple[bytes, bytes, bytes]] = field(default_factory=set)
+    #: The entry bytes found canonical as they arrived: the replay at commit does
+    #: not encode those exact bytes again (``replay(canonical=...)``).
+    canonical: set[bytes] = field(default_factory=set)
     #: Key slots put in this transaction (name -> sealed text, None: remove),
     #: stored at commit if the verified state allows them.
     slots: dict[str, str | None] = field(default_factory=dict)
@@ -981,7 +984,11 @@ class VaultHost:
                     )
                 )
             self._check_refunds(txn)
-            checked = replay(self.db, self._copy(), checked=txn.checked) if txn.appended else None
+            checked = (
+                replay(self.db, self._copy(), checked=txn.checked, canonical=txn.canonical)
+                if txn.appended
+                else None
+            )
             if txn.issued.grants or txn.issued.decided or txn.issued.logged:
                 self._check_issued(txn, (checked or self._verified).state)
             renewed: dict[str, str] = {}
@@ -1583,7 +1590,7 @@ class VaultHost:
             txn.keys_set[name] = (enc, sign)
         elif (repo, method) == ("audit", "append"):
             # Each entry decoded once, here: _bind_own and _note_done read the same objects.
-            txn.decoded = self._check_entries(user, arg(0, "rows"), txn.checked)
+            txn.decoded = self._check_entries(user, arg(0, "rows"), txn.checked, txn.canonical)
             txn.appended = True
             for obj in txn.decoded:
                 # A key renewal's approval names the person's pending request: its
@@ -1990,12 +1997,14 @@ class VaultHost:
         user: str,
         rows: Any,
         checked: set[tuple[bytes, bytes, bytes]],
+        canonical: set[bytes],
     ) -> list[dict[str, Any]]:
         """Each row: in ``user``'s name, signed by their verified key (or in a run
         of theirs closed by their signature in these rows), linked to the head.
 
-        Each verified (key, signed message, signature) is added to ``checked``; the reads
-        the rows log are noted once they are stored (:meth:`_note_done`).
+        Each verified (key, signed message, signature) is added to ``checked``, each
+        entry found canonical to ``canonical``; the reads the rows log are noted once
+        they are stored (:meth:`_note_done`).
         Returns each row's decoded entry, in order.
         """
         key = self._verified.state.users[user].sign_key
@@ -2031,6 +2040,7 @@ class VaultHost:
                 raise Refused(
                     409, "unverified", _t("log entry {seq} is not in canonical form", seq=seq)
                 )
+            canonical.add(entry)
             if obj.get("actor") != user:
                 raise Refused(403, "binding", _t("log entry {seq} is in another's name", seq=seq))
             # The run rule (docs/trust.md): unsigned entries wait for the signature

@@ -22,6 +22,8 @@ from childvault.keys import IntegrityError
 from childvault.vault import Basis, _audit
 from childvault.vault._audit import Event
 from childvault.vault._merkle import leaf_hash
+from childvault.vault._registrations import Verified, anchor_of, replay
+from childvault.vault._statements import TrustState
 from childvault.vault._time import iso
 from tests._insider import Insider
 from tests.conftest import World, add_children
@@ -106,3 +108,26 @@ def test_the_honest_read_is_in_the_register(world: World) -> None:
         assert v.verify_audit(full=True).entries == seq + 1
     with world.open("admin") as v:
         assert [t.seq for t in v.transfers()] == [seq]
+
+
+def test_an_entry_changed_after_the_servers_check_is_refused(world: World) -> None:
+    """The server finds each entry canonical as it arrives and gives the replay at
+    commit those bytes (``replay(canonical=...)``), which it does not encode again.
+    Bytes stored otherwise than they were checked are checked as ever."""
+    seq = _append_own(world, (b'"detail":{', b'"detail":{"recipient":null,'))
+    anchor = anchor_of(world.ids["worker1"])
+    assert anchor is not None
+
+    def start() -> Verified:  # replay changes the state it is given
+        return Verified(TrustState.start(anchor), 0, None)
+
+    with world.open("officer2") as v:
+        db = v._session.db
+        stored, _ = db.audit.entry_at(seq)
+        # What was checked: the honest entry, which the stored one is not.
+        honest = _audit.canonical(_audit.decode_entry(stored))
+        assert honest != stored
+        with pytest.raises(IntegrityError, match=f"log entry {seq} is not in canonical form"):
+            replay(db, start(), canonical={honest})
+        # The same bytes are passed over: the caller checked them (the skip is real).
+        assert replay(db, start(), canonical={stored}).size == seq + 1
