@@ -178,33 +178,40 @@ def approved(vs: VaultServer, requester: str = "worker1", *, uses: int = 1) -> t
     return approval.grant_id, approval.token
 
 
-def pending(vs: VaultServer) -> str:
-    """A request by worker1 for one record's name (through the library client), pending."""
-    with vs.connect("worker1") as who:
+def pending(vs: VaultServer, requester: str = "worker1") -> str:
+    """A pending request by ``requester`` (the honest client) for one record's name."""
+    with vs.connect(requester) as who:
         return who.request_access(record_ids(vs)[:1], ["name"], "case_management", "home visit")
 
 
-def approval(
-    vs: VaultServer, officer: str, request_id: str, *, by: str = ""
-) -> tuple[list[dict[str, Any]], GrantRow]:
-    """An approval's writes as the client queues them (``decide_cas``), in the
-    library's order, and its grant row; ``by``: the name the decision gives."""
-    req = read(vs, "access", "request", request_id)
+def grant_row(
+    request_id: str,
+    officer: str,
+    requester: str,
+    *,
+    ttl: timedelta = timedelta(hours=1),
+    uses: int = 1,
+) -> GrantRow:
+    """A grant row of ``request_id``, issued by ``officer`` now."""
     now = datetime.now(UTC)
-    row = GrantRow(
+    return GrantRow(
         secrets.token_hex(16),
-        req.id,
+        request_id,
         officer,
-        req.requester,
+        requester,
         iso(now),
-        iso(now + timedelta(hours=1)),
-        1,
+        iso(now + ttl),
+        uses,
         0,
         None,
         None,
         None,
     )
-    entry = Event(
+
+
+def approve_event(officer: str, req: RequestRow, row: GrantRow) -> Event:
+    """The ``request.approve`` entry the library logs for grant ``row`` of ``req``."""
+    return Event(
         officer,
         "request.approve",
         records=req.records,
@@ -214,6 +221,15 @@ def approval(
         grant=row.id,
         detail={"expires": row.expires_at, "uses": row.max_uses},
     )
+
+
+def approval(
+    vs: VaultServer, officer: str, request_id: str, *, by: str = ""
+) -> tuple[list[dict[str, Any]], GrantRow]:
+    """An approval's writes as the client queues them (``decide_cas``), in the
+    library's order, and its grant row; ``by``: the name the decision gives."""
+    req = read(vs, "access", "request", request_id)
+    row = grant_row(req.id, officer, req.requester)
     calls = [
         call("access", "add_grant", row),
         call("release", "new", row.id),
@@ -223,10 +239,12 @@ def approval(
             req.id,
             status="approved",
             by=by or officer,
-            at=iso(now),
+            at=row.issued_at,
             reason=None,
         ),
-        call("audit", "append", log_rows(vs, vs.identity(officer), entry)),
+        call(
+            "audit", "append", log_rows(vs, vs.identity(officer), approve_event(officer, req, row))
+        ),
     ]
     return calls, row
 

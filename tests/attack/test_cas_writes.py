@@ -17,17 +17,7 @@ import pytest
 from childvault.keys import ApprovalInvalid
 from childvault.vault._time import iso
 from tests.attack import _wire
-from tests.attack._wire import (
-    approval,
-    approve,
-    batch,
-    call,
-    log_rows,
-    pending,
-    read,
-    refused,
-    undecided,
-)
+from tests.attack._wire import batch, call, log_rows, read, refused
 from tests.server._vaultserver import VaultServer
 
 
@@ -39,7 +29,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VaultServer]:
 
 def test_staff_may_not_decide_through_the_cas_form(served: VaultServer) -> None:
     vs = served
-    req = pending(vs)
+    req = _wire.pending(vs)
     now = iso(datetime.now(UTC))
     r = batch(
         vs, "worker2", call("access", "decide_cas", req, status="denied", by="worker2", at=now)
@@ -50,19 +40,19 @@ def test_staff_may_not_decide_through_the_cas_form(served: VaultServer) -> None:
 
 def test_a_cas_decision_is_bound_and_needs_the_rest_of_the_approval(served: VaultServer) -> None:
     vs = served
-    req = pending(vs)
+    req = _wire.pending(vs)
     before = read(vs, "audit", "head")
     # In another officer's name: refused before anything runs.
-    calls, row = approval(vs, "officer1", req, by="officer2")
+    calls, row = _wire.approval(vs, "officer1", req, by="officer2")
     refused(batch(vs, "officer1", *calls), 403, "binding")
     # Without its grant row and release key: refused at commit, nothing stored.
-    calls, row = approval(vs, "officer1", req)
+    calls, row = _wire.approval(vs, "officer1", req)
     refused(batch(vs, "officer1", calls[2], calls[3]), 409, "unverified")
-    undecided(vs, req, row.id, before)
+    _wire.undecided(vs, req, row.id, before)
     # The honest approval's writes pass (the attacks above could have too).
-    approve(vs, "officer1", req)
+    _wire.approve(vs, "officer1", req)
     # Decided now: a second approval of it fails as a whole (the decision's False).
-    calls, again = approval(vs, "officer2", req)
+    calls, again = _wire.approval(vs, "officer2", req)
     head = read(vs, "audit", "head")
     refused(batch(vs, "officer2", *calls), 409, "stale")
     assert read(vs, "access", "grant", again.id) is None
@@ -120,18 +110,18 @@ def test_a_batch_begun_on_an_old_generation_runs_nothing(served: VaultServer) ->
     """``gen`` only adds a refusal: a batch begun on a generation the server has
     committed past runs none of its calls; on the current one it runs as without."""
     vs = served
-    req = pending(vs)
-    calls, row = approval(vs, "officer1", req)
+    req = _wire.pending(vs)
+    calls, row = _wire.approval(vs, "officer1", req)
     answer = _wire.post(vs, "officer1", "/v1/rpc", {"txn": None, **call("audit", "head")})
     assert answer.status_code == 200, answer.text
     gen = answer.json()["gen"]
-    pending(vs)  # someone commits
+    _wire.pending(vs)  # someone commits
     before = read(vs, "audit", "head")
     refused(batch(vs, "officer1", *calls, gen=gen), 409, "stale")
-    undecided(vs, req, row.id, before)
+    _wire.undecided(vs, req, row.id, before)
     # Not a number, or without begin: malformed.
     refused(batch(vs, "officer1", *calls, gen="1"), 400, "malformed")
     refused(batch(vs, "officer1", call("audit", "head"), begin=False, gen=gen), 400, "malformed")
     # On the generation of the latest answer: the approval stands.
     answer = _wire.post(vs, "officer1", "/v1/rpc", {"txn": None, **call("audit", "head")})
-    approve(vs, "officer1", req, gen=answer.json()["gen"])
+    _wire.approve(vs, "officer1", req, gen=answer.json()["gen"])

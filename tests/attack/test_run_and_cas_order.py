@@ -19,17 +19,7 @@ import requests
 
 from childvault.vault import _audit
 from tests.attack import _wire
-from tests.attack._wire import (
-    approval,
-    approve,
-    batch,
-    call,
-    log_rows,
-    pending,
-    read,
-    refused,
-    undecided,
-)
+from tests.attack._wire import batch, call, log_rows, read, refused
 from tests.server._vaultserver import VaultServer
 from tests.server.test_run_signatures import _rows
 
@@ -75,8 +65,8 @@ def test_a_run_signature_over_a_later_first_entry_is_refused(served: VaultServer
 
 def test_a_generation_the_server_has_not_reached_runs_nothing(served: VaultServer) -> None:
     vs = served
-    req = pending(vs)
-    calls, row = approval(vs, "officer1", req)
+    req = _wire.pending(vs)
+    calls, row = _wire.approval(vs, "officer1", req)
     answer = _wire.post(vs, "officer1", "/v1/rpc", {"txn": None, **call("audit", "head")})
     gen = answer.json()["gen"]
     before = read(vs, "audit", "head")
@@ -86,19 +76,19 @@ def test_a_generation_the_server_has_not_reached_runs_nothing(served: VaultServe
     # past 64 bits (refused as the body is parsed, review FX-4).
     for wrong in (float(gen), True, str(gen), gen + 2**64):
         refused(batch(vs, "officer1", *calls, gen=wrong), 400, "malformed")
-    undecided(vs, req, row.id, before)
+    _wire.undecided(vs, req, row.id, before)
 
 
 def test_a_release_key_asked_before_its_grant_row_is_refused(served: VaultServer) -> None:
     vs = served
-    req = pending(vs)
-    calls, row = approval(vs, "officer1", req)
+    req = _wire.pending(vs)
+    calls, row = _wire.approval(vs, "officer1", req)
     add_grant, new_key, decide, append = calls
     before = read(vs, "audit", "head")
     refused(batch(vs, "officer1", new_key, add_grant, decide, append), 409, "unverified")
-    undecided(vs, req, row.id, before)
+    _wire.undecided(vs, req, row.id, before)
     # In the library's order the same calls stand.
-    approve(vs, "officer1", req)
+    _wire.approve(vs, "officer1", req)
 
 
 def test_a_redemption_queued_before_its_read_entry_releases_nothing(
