@@ -5,7 +5,8 @@ lost, a call whose answer is lost mid-transaction, PostgreSQL restarted
 mid-import. In each case the import ends with every row stored exactly once
 and the log verifying. Real processes; the lost answers come from a
 forwarding proxy that cuts the wire after the replica did the work
-(tests/scale/_lossy.py).
+(tests/scale/_lossy.py). And how a request reaches a replica: through the
+connection pool, a refused connection told from one cut after the request.
 """
 
 from __future__ import annotations
