@@ -268,6 +268,9 @@ class _Txn:
     #: (:meth:`VaultHost._check_entries`): the replay at commit does not verify
     #: the same signature again (``replay(checked=...)``).
     checked: set[tuple[bytes, bytes, bytes]] = field(default_factory=set)
+    #: The entry bytes found canonical as they arrived: the replay at commit does
+    #: not encode those exact bytes again (``replay(canonical=...)``).
+    canonical: set[bytes] = field(default_factory=set)
     #: Key slots put in this transaction (name -> sealed text, None: remove),
     #: stored at commit if the verified state allows them.
     slots: dict[str, str | None] = field(default_factory=dict)
@@ -981,7 +984,11 @@ class VaultHost:
                     )
                 )
             self._check_refunds(txn)
-            checked = replay(self.db, self._copy(), checked=txn.checked) if txn.appended else None
+            checked = (
+                replay(self.db, self._copy(), checked=txn.checked, canonical=txn.canonical)
+                if txn.appended
+                else None
+            )
             if txn.issued.grants or txn.issued.decided or txn.issued.logged:
                 self._check_issued(txn, (checked or self._verified).state)
             renewed: dict[str, str] = {}
@@ -1583,7 +1590,7 @@ class VaultHost:
             txn.keys_set[name] = (enc, sign)
         elif (repo, method) == ("audit", "append"):
             # Each entry decoded once, here: _bind_own and _note_done read the same objects.
-            txn.decoded = self._check_entries(user, arg(0, "rows"), txn.checked)
+            txn.decoded = self._check_entries(user, arg(0, "rows"), txn.checked, txn.canonical)
             txn.appended = True
             for obj in txn.decoded:
                 # A key renewal's approval names the person's pending request: its
@@ -1990,12 +1997,14 @@ class VaultHost:
         user: str,
         rows: Any,
         checked: set[tuple[bytes, bytes, bytes]],
+        canonical: set[bytes],
     ) -> list[dict[str, Any]]:
         """Each row: in ``user``'s name, signed by their verified key (or in a run
         of theirs closed by their signature in these rows), linked to the head.
 
-        Each verified (key, signed message, signature) is added to ``checked``; the reads
-        the rows log are noted once they are stored (:meth:`_note_done`).
+        Each verified (key, signed message, signature) is added to ``checked``, each
+        entry found canonical to ``canonical``; the reads the rows log are noted once
+        they are stored (:meth:`_note_done`).
         Returns each row's decoded entry, in order.
         """
         key = self._verified.state.users[user].sign_key
@@ -2024,13 +2033,14 @@ class VaultHost:
                 raise Refused(
                     409, "unverified", _t("log entry {seq} does not match its hash", seq=seq)
                 )
-            if not _canonical(obj, entry):
+            if not _audit.is_canonical(obj, entry):
                 # The library writes canonical bytes only. A member written twice
                 # reads as its first value in SQLite's index columns (action, ids,
                 # recipient) but as its last everywhere else (review RV9-6).
                 raise Refused(
                     409, "unverified", _t("log entry {seq} is not in canonical form", seq=seq)
                 )
+            canonical.add(entry)
             if obj.get("actor") != user:
                 raise Refused(403, "binding", _t("log entry {seq} is in another's name", seq=seq))
             # The run rule (docs/trust.md): unsigned entries wait for the signature
@@ -2243,14 +2253,6 @@ class VaultHost:
         with contextlib.suppress(ChildVaultError):
             self._pool.submit(shut).result()
         self._pool.shutdown(wait=True)
-
-
-def _canonical(obj: dict[str, Any], entry: bytes) -> bool:
-    """Whether ``entry`` is the canonical encoding of ``obj`` (its own parse)."""
-    try:
-        return _audit.canonical(obj) == entry
-    except (TypeError, ValueError, ChildVaultError):  # rfc8785's errors are ValueErrors
-        return False
 
 
 def _check_many(method: str, a: list[Any], kw: dict[Any, Any]) -> None:

@@ -269,6 +269,19 @@ def canonical(obj: Any) -> bytes:
     return bytes(rfc8785.dumps(obj))
 
 
+def is_canonical(obj: Any, entry: bytes) -> bool:
+    """Whether ``entry`` is the canonical encoding of ``obj``, its own parse.
+
+    The library writes canonical bytes only. A member written twice is its first
+    value in the stores' index columns (action, ids, recipient) and its last for
+    ``json.loads``: every check and report (reviews RV9-6, RV11-1).
+    """
+    try:
+        return canonical(obj) == entry
+    except (TypeError, ValueError):  # rfc8785's errors are ValueErrors
+        return False
+
+
 def canonical_plain(obj: Any) -> bytes:
     """:func:`canonical` without its type check, for objects the caller built from
     strings, small integers, lists and dicts with ASCII keys only (signed

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import requests
 from childvault.keys import Identity
 from childvault.vault import _audit
 from childvault.vault._audit import Event
-from childvault.vault._backend import RequestRow
+from childvault.vault._backend import GrantRow, RequestRow
 from childvault.vault._httpsig import HTTPSignatureAuth
 from childvault.vault._merkle import leaf_hash
 from childvault.vault._remote._codec import decode, encode
@@ -176,6 +176,94 @@ def approved(vs: VaultServer, requester: str = "worker1", *, uses: int = 1) -> t
     with vs.connect("officer1") as officer:
         approval = officer.approve(req, uses=uses)
     return approval.grant_id, approval.token
+
+
+def pending(vs: VaultServer, requester: str = "worker1") -> str:
+    """A pending request by ``requester`` (the honest client) for one record's name."""
+    with vs.connect(requester) as who:
+        return who.request_access(record_ids(vs)[:1], ["name"], "case_management", "home visit")
+
+
+def grant_row(
+    request_id: str,
+    officer: str,
+    requester: str,
+    *,
+    ttl: timedelta = timedelta(hours=1),
+    uses: int = 1,
+) -> GrantRow:
+    """A grant row of ``request_id``, issued by ``officer`` now."""
+    now = datetime.now(UTC)
+    return GrantRow(
+        secrets.token_hex(16),
+        request_id,
+        officer,
+        requester,
+        iso(now),
+        iso(now + ttl),
+        uses,
+        0,
+        None,
+        None,
+        None,
+    )
+
+
+def approve_event(officer: str, req: RequestRow, row: GrantRow) -> Event:
+    """The ``request.approve`` entry the library logs for grant ``row`` of ``req``."""
+    return Event(
+        officer,
+        "request.approve",
+        records=req.records,
+        fields=req.fields,
+        purpose=req.purpose,
+        request=req.id,
+        grant=row.id,
+        detail={"expires": row.expires_at, "uses": row.max_uses},
+    )
+
+
+def approval(
+    vs: VaultServer, officer: str, request_id: str, *, by: str = ""
+) -> tuple[list[dict[str, Any]], GrantRow]:
+    """An approval's writes as the client queues them (``decide_cas``), in the
+    library's order, and its grant row; ``by``: the name the decision gives."""
+    req = read(vs, "access", "request", request_id)
+    row = grant_row(req.id, officer, req.requester)
+    calls = [
+        call("access", "add_grant", row),
+        call("release", "new", row.id),
+        call(
+            "access",
+            "decide_cas",
+            req.id,
+            status="approved",
+            by=by or officer,
+            at=row.issued_at,
+            reason=None,
+        ),
+        call(
+            "audit", "append", log_rows(vs, vs.identity(officer), approve_event(officer, req, row))
+        ),
+    ]
+    return calls, row
+
+
+def undecided(vs: VaultServer, request_id: str, grant_id: str, head: Any) -> None:
+    """Nothing of an approval was stored: no grant ``grant_id``, the request still
+    pending, the log's head still ``head``."""
+    assert read(vs, "access", "grant", grant_id) is None
+    assert read(vs, "access", "request", request_id).status == "pending"
+    assert read(vs, "audit", "head") == head
+
+
+def approve(vs: VaultServer, officer: str, request_id: str, **doc: Any) -> None:
+    """``officer``'s approval of the request, its writes in the library's order (a
+    batch with ``doc``'s members): it stands."""
+    calls, _row = approval(vs, officer, request_id)
+    r = batch(vs, officer, *calls, **doc)
+    assert r.status_code == 200, r.text
+    assert read(vs, "access", "request", request_id).status == "approved"
 
 
 def refusal_logged(vs: VaultServer, user: str, reason: str) -> bool:

@@ -9,16 +9,12 @@ fails (role, binding, the logged read at commit, the approval's parts together).
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
 import pytest
 
 from childvault.keys import ApprovalInvalid
-from childvault.vault._audit import Event
-from childvault.vault._backend import GrantRow
 from childvault.vault._time import iso
 from tests.attack import _wire
 from tests.attack._wire import batch, call, log_rows, read, refused
@@ -31,60 +27,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VaultServer]:
     yield from _wire.served_fixture(tmp_path_factory)
 
 
-def _pending(vs: VaultServer) -> str:
-    with vs.connect("worker1") as who:
-        return who.request_access(
-            _wire.record_ids(vs)[:1], ["name"], "case_management", "home visit"
-        )
-
-
-def _approval(vs: VaultServer, officer: str, request_id: str, *, by: str = "") -> Any:
-    """An approval's writes as the client queues them (decide_cas), and its grant row."""
-    req = read(vs, "access", "request", request_id)
-    now = datetime.now(UTC)
-    row = GrantRow(
-        secrets.token_hex(16),
-        req.id,
-        officer,
-        req.requester,
-        iso(now),
-        iso(now + timedelta(hours=1)),
-        1,
-        0,
-        None,
-        None,
-        None,
-    )
-    entry = Event(
-        officer,
-        "request.approve",
-        records=req.records,
-        fields=req.fields,
-        purpose=req.purpose,
-        request=req.id,
-        grant=row.id,
-        detail={"expires": row.expires_at, "uses": row.max_uses},
-    )
-    calls = [
-        call("access", "add_grant", row),
-        call("release", "new", row.id),
-        call(
-            "access",
-            "decide_cas",
-            req.id,
-            status="approved",
-            by=by or officer,
-            at=iso(now),
-            reason=None,
-        ),
-        call("audit", "append", log_rows(vs, vs.identity(officer), entry)),
-    ]
-    return calls, row
-
-
 def test_staff_may_not_decide_through_the_cas_form(served: VaultServer) -> None:
     vs = served
-    req = _pending(vs)
+    req = _wire.pending(vs)
     now = iso(datetime.now(UTC))
     r = batch(
         vs, "worker2", call("access", "decide_cas", req, status="denied", by="worker2", at=now)
@@ -95,24 +40,19 @@ def test_staff_may_not_decide_through_the_cas_form(served: VaultServer) -> None:
 
 def test_a_cas_decision_is_bound_and_needs_the_rest_of_the_approval(served: VaultServer) -> None:
     vs = served
-    req = _pending(vs)
+    req = _wire.pending(vs)
     before = read(vs, "audit", "head")
     # In another officer's name: refused before anything runs.
-    calls, row = _approval(vs, "officer1", req, by="officer2")
+    calls, row = _wire.approval(vs, "officer1", req, by="officer2")
     refused(batch(vs, "officer1", *calls), 403, "binding")
     # Without its grant row and release key: refused at commit, nothing stored.
-    calls, row = _approval(vs, "officer1", req)
+    calls, row = _wire.approval(vs, "officer1", req)
     refused(batch(vs, "officer1", calls[2], calls[3]), 409, "unverified")
-    assert read(vs, "access", "grant", row.id) is None
-    assert read(vs, "access", "request", req).status == "pending"
-    assert read(vs, "audit", "head") == before
+    _wire.undecided(vs, req, row.id, before)
     # The honest approval's writes pass (the attacks above could have too).
-    calls, row = _approval(vs, "officer1", req)
-    r = batch(vs, "officer1", *calls)
-    assert r.status_code == 200, r.text
-    assert read(vs, "access", "request", req).status == "approved"
+    _wire.approve(vs, "officer1", req)
     # Decided now: a second approval of it fails as a whole (the decision's False).
-    calls, again = _approval(vs, "officer2", req)
+    calls, again = _wire.approval(vs, "officer2", req)
     head = read(vs, "audit", "head")
     refused(batch(vs, "officer2", *calls), 409, "stale")
     assert read(vs, "access", "grant", again.id) is None
@@ -170,23 +110,18 @@ def test_a_batch_begun_on_an_old_generation_runs_nothing(served: VaultServer) ->
     """``gen`` only adds a refusal: a batch begun on a generation the server has
     committed past runs none of its calls; on the current one it runs as without."""
     vs = served
-    req = _pending(vs)
-    calls, row = _approval(vs, "officer1", req)
+    req = _wire.pending(vs)
+    calls, row = _wire.approval(vs, "officer1", req)
     answer = _wire.post(vs, "officer1", "/v1/rpc", {"txn": None, **call("audit", "head")})
     assert answer.status_code == 200, answer.text
     gen = answer.json()["gen"]
-    _pending(vs)  # someone commits
+    _wire.pending(vs)  # someone commits
     before = read(vs, "audit", "head")
     refused(batch(vs, "officer1", *calls, gen=gen), 409, "stale")
-    assert read(vs, "access", "grant", row.id) is None
-    assert read(vs, "access", "request", req).status == "pending"
-    assert read(vs, "audit", "head") == before
+    _wire.undecided(vs, req, row.id, before)
     # Not a number, or without begin: malformed.
     refused(batch(vs, "officer1", *calls, gen="1"), 400, "malformed")
     refused(batch(vs, "officer1", call("audit", "head"), begin=False, gen=gen), 400, "malformed")
     # On the generation of the latest answer: the approval stands.
     answer = _wire.post(vs, "officer1", "/v1/rpc", {"txn": None, **call("audit", "head")})
-    calls, row = _approval(vs, "officer1", req)
-    r = batch(vs, "officer1", *calls, gen=answer.json()["gen"])
-    assert r.status_code == 200, r.text
-    assert read(vs, "access", "request", req).status == "approved"
+    _wire.approve(vs, "officer1", req, gen=answer.json()["gen"])

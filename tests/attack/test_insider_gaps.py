@@ -26,7 +26,7 @@ from childvault.vault._merkle import leaf_hash
 from childvault.vault._time import iso
 from tests.attack import _wire
 from tests.attack._wire import call, log_rows, post, read, refused
-from tests.attack.test_officer_rpc import _approval, _grant_row
+from tests.attack.test_officer_rpc import _approval
 from tests.server._vaultserver import VaultServer, synthetic_csv
 
 
@@ -90,7 +90,7 @@ def test_a_staff_cosignature_does_not_stand_for_a_second_officer(served: VaultSe
     with vs.connect("officer1") as officer, pytest.raises(AccessDenied, match="two officers"):
         officer.approve(req)
     # An officer's client that skips its own check: the server decides the rule too.
-    row = _grant_row(req, "officer1", "worker1")
+    row = _wire.grant_row(req, "officer1", "worker1")
     r = _wire.batch(vs, "officer1", *_approval(vs, "officer1", info, row))
     refused(r, 403, "policy")
     assert "two officers" in r.json()["error"]
@@ -99,7 +99,7 @@ def test_a_staff_cosignature_does_not_stand_for_a_second_officer(served: VaultSe
     # officer2's co-signature is the second officer's: the same approval passes.
     with vs.connect("officer2") as other:
         other.cosign(req)
-    row = _grant_row(req, "officer1", "worker1")
+    row = _wire.grant_row(req, "officer1", "worker1")
     _wire.ok(_wire.batch(vs, "officer1", *_approval(vs, "officer1", info, row)))
     assert read(vs, "access", "request", req).status == "approved"
 

@@ -19,60 +19,19 @@ import json
 import pytest
 
 from childvault.keys import IntegrityError
-from childvault.vault import Basis, _audit
-from childvault.vault._audit import Event
-from childvault.vault._merkle import leaf_hash
-from childvault.vault._time import iso
+from childvault.vault import _audit
+from childvault.vault._registrations import Verified, anchor_of, replay
+from childvault.vault._statements import TrustState
 from tests._insider import Insider
-from tests.conftest import World, add_children
+from tests.attack._own_entry import append_own, approved_read
+from tests.conftest import World
 
-_LEGAL = Basis("legal_obligation", recipient="court", provision="s.110", assessment="P")
-
-
-def _approved_legal_read(world: World) -> tuple[list[str], str, str]:
-    """worker1's request for a record's name for the court, co-signed and approved:
-    (record ids, request id, grant id)."""
-    with world.open("officer1") as v:
-        ids = add_children(v, 1)
-    with world.open("worker1") as v:
-        req = v.request_access(ids, ["name"], "legal_protection", "court", basis=_LEGAL)
-    with world.open("officer2") as v:
-        v.cosign(req)
-    with world.open("officer1") as v:
-        grant_id = v.approve(req).grant_id
-    return ids, req, grant_id
-
-
-def _append_own(world: World, change: tuple[bytes, bytes] | None = None) -> int:
-    """worker1, with the passphrase, appends their own signed ``grant.read`` of the
-    approved grant, its bytes changed by ``change`` (old, new: once); its seq."""
-    ids, req, grant_id = _approved_legal_read(world)
-    event = Event(
-        "worker1",
-        "grant.read",
-        records=tuple(ids),
-        fields=("name",),
-        purpose="legal_protection",
-        request=req,
-        grant=grant_id,
-        detail=_LEGAL.detail(),
-    )
-    with world.open("worker1") as v:
-        db = v._session.db
-        with db.transaction():
-            seq, prev = db.audit.head()
-            entry = _audit.encode_entry(seq, iso(world.clock.now), event, prev)
-            if change is not None:
-                assert change[0] in entry
-                entry = entry.replace(*change, 1)
-            digest = leaf_hash(entry)
-            sig = world.ids["worker1"].sign(_audit.entry_message(digest))
-            db.audit.append([(seq, entry, digest, sig)])
-    return seq
+#: The recipient written twice: null first (SQLite's index), the court last (json).
+_TWICE = (b'"detail":{', b'"detail":{"recipient":null,')
 
 
 def test_a_read_with_its_recipient_written_twice_is_refused(world: World) -> None:
-    seq = _append_own(world, (b'"detail":{', b'"detail":{"recipient":null,'))
+    seq, _ = append_own(world, approved_read(world), _TWICE)
     with Insider(world, "admin") as insider:
         ((entry, index),) = insider.rows("audit", ["entry", "recipient_ref"], where={"seq": seq})
     # The premise: every parser of the library reads the court, the index nothing.
@@ -88,8 +47,10 @@ def test_a_read_with_its_recipient_written_twice_is_refused(world: World) -> Non
 
 def test_an_action_written_twice_is_refused(world: World) -> None:
     """The action index says ``record.list`` (no grant's read), the entry ``grant.read``."""
-    seq = _append_own(
-        world, (b'{"action":"grant.read"', b'{"action":"record.list","action":"grant.read"')
+    seq, _ = append_own(
+        world,
+        approved_read(world),
+        (b'{"action":"grant.read"', b'{"action":"record.list","action":"grant.read"'),
     )
     with Insider(world, "admin") as insider:
         ((action,),) = insider.rows("audit", ["action"], where={"seq": seq})
@@ -101,8 +62,30 @@ def test_an_action_written_twice_is_refused(world: World) -> None:
 def test_the_honest_read_is_in_the_register(world: World) -> None:
     """The same entry as the library writes it verifies and is listed (the attacks
     above differ from it only in the member written twice)."""
-    seq = _append_own(world)
+    seq, _ = append_own(world, approved_read(world))
     with world.open("officer2") as v:
         assert v.verify_audit(full=True).entries == seq + 1
     with world.open("admin") as v:
         assert [t.seq for t in v.transfers()] == [seq]
+
+
+def test_an_entry_changed_after_the_servers_check_is_refused(world: World) -> None:
+    """The server finds each entry canonical as it arrives and gives the replay at
+    commit those bytes (``replay(canonical=...)``), which it does not encode again.
+    Bytes stored otherwise than they were checked are checked as ever."""
+    seq, stored = append_own(world, approved_read(world), _TWICE)
+    anchor = anchor_of(world.ids["worker1"])
+    assert anchor is not None
+
+    def start() -> Verified:  # replay changes the state it is given
+        return Verified(TrustState.start(anchor), 0, None)
+
+    with world.open("officer2") as v:
+        db = v._session.db
+        # What was checked: the honest entry, which the stored one is not.
+        honest = _audit.canonical(_audit.decode_entry(stored))
+        assert honest != stored
+        with pytest.raises(IntegrityError, match=f"log entry {seq} is not in canonical form"):
+            replay(db, start(), canonical={honest})
+        # The same bytes are passed over: the caller checked them (the skip is real).
+        assert replay(db, start(), canonical={stored}).size == seq + 1

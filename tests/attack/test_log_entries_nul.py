@@ -24,6 +24,7 @@ from childvault.vault._audit import Event
 from childvault.vault._merkle import leaf_hash
 from childvault.vault._time import iso
 from tests.attack import _wire
+from tests.attack._own_entry import append_own, approved_read
 from tests.attack._wire import read, refused
 from tests.conftest import World, add_children
 
@@ -31,7 +32,6 @@ from tests.conftest import World, add_children
 from tests.postgres.conftest import PgWorld
 from tests.server._vaultserver import VaultServer
 
-_LEGAL = Basis("legal_obligation", recipient="court", provision="s.110", assessment="P")
 #: The honest detail's end, and the same with a member holding U+0000 after it
 #: (still canonical: "x" sorts after "recipient").
 _END = b'"recipient":"court"}'
@@ -44,42 +44,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VaultServer]:
     yield from _wire.served_fixture(tmp_path_factory)
 
 
-def _approved(world: World) -> Event:
-    """worker1's legal-obligation request, co-signed and approved: the read entry
-    the library would log for it."""
-    with world.open("officer1") as v:
-        ids = add_children(v, 1)
-    with world.open("worker1") as v:
-        req = v.request_access(ids, ["name"], "legal_protection", "court", basis=_LEGAL)
-    with world.open("officer2") as v:
-        v.cosign(req)
-    with world.open("officer1") as v:
-        grant_id = v.approve(req).grant_id
-    return Event(
-        "worker1",
-        "grant.read",
-        records=tuple(ids),
-        fields=("name",),
-        purpose="legal_protection",
-        request=req,
-        grant=grant_id,
-        detail=_LEGAL.detail(),
-    )
-
-
 def test_a_read_holding_nul_is_refused_on_either_store(any_world: World) -> None:
     world = any_world
-    event = _approved(world)
+    event = approved_read(world)
+    seq, entry = append_own(world, event, (_END, _NUL))
     with world.open("worker1") as v:
         db = v._session.db
-        with db.transaction():
-            seq, prev = db.audit.head()
-            entry = _audit.encode_entry(seq, iso(world.clock.now), event, prev)
-            assert entry.count(_END) == 1
-            entry = entry.replace(_END, _NUL)
-            digest = leaf_hash(entry)
-            sig = world.ids["worker1"].sign(_audit.entry_message(digest))
-            db.audit.append([(seq, entry, digest, sig)])
         # The premise: PostgreSQL's indexes do not see it; SQLite's do.
         found = db.audit.entries_by_ref(("grant.read",), grant=event.grant)
         assert found == ([] if isinstance(world, PgWorld) else [entry])

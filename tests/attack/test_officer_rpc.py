@@ -13,7 +13,6 @@ A-5); a checkpoint only over the log's own root (A-6).
 from __future__ import annotations
 
 import dataclasses
-import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,54 +37,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VaultServer]:
     yield from _wire.served_fixture(tmp_path_factory)
 
 
-def _pending(vs: VaultServer, requester: str) -> str:
-    """A pending request by ``requester`` (the honest client) for one record's name."""
-    with vs.connect(requester) as who:
-        return who.request_access(
-            _wire.record_ids(vs)[:1], ["name"], "case_management", "home visit"
-        )
-
-
-def _grant_row(
-    request_id: str,
-    officer: str,
-    requester: str,
-    *,
-    ttl: timedelta = timedelta(hours=1),
-    uses: int = 1,
-) -> GrantRow:
-    now = datetime.now(UTC)
-    return GrantRow(
-        secrets.token_hex(16),
-        request_id,
-        officer,
-        requester,
-        iso(now),
-        iso(now + ttl),
-        uses,
-        0,
-        None,
-        None,
-        None,
-    )
-
-
 def _approval(
     vs: VaultServer, officer: str, req: RequestRow, row: GrantRow
 ) -> list[dict[str, Any]]:
     """The writes of an approval as the library makes them (decision, grant, release
     key, the matching ``request.approve`` entry), for a raw batch by ``officer``."""
     now = iso(datetime.now(UTC))
-    entry = Event(
-        officer,
-        "request.approve",
-        records=req.records,
-        fields=req.fields,
-        purpose=req.purpose,
-        request=req.id,
-        grant=row.id,
-        detail={"expires": row.expires_at, "uses": row.max_uses},
-    )
+    entry = _wire.approve_event(officer, req, row)
     return [
         call("access", "decide", req.id, status="approved", by=officer, at=now, reason=None),
         call("access", "add_grant", row),
@@ -98,12 +56,6 @@ def _witness_notes(vs: VaultServer) -> list[str]:
     """The checkpoint notes in the served home's witness file."""
     home = Home(vs.home)
     return _audit.read_witness(Config.load(home).witness_path(home))
-
-
-def _nothing_stored(vs: VaultServer, req: str, row: GrantRow, before: Any) -> None:
-    assert read(vs, "access", "grant", row.id) is None
-    assert read(vs, "access", "request", req).status == "pending"
-    assert read(vs, "audit", "head") == before
 
 
 def test_an_officer_cannot_redeem_a_grant_issued_to_someone_else(served: VaultServer) -> None:
@@ -123,8 +75,8 @@ def test_an_officer_cannot_redeem_a_grant_issued_to_someone_else(served: VaultSe
 
 def test_an_officer_cannot_issue_a_grant_in_another_officers_name(served: VaultServer) -> None:
     vs = served
-    req = _pending(vs, "worker1")
-    row = _grant_row(req, "officer2", "worker1")
+    req = _wire.pending(vs, "worker1")
+    row = _wire.grant_row(req, "officer2", "worker1")
     refused(batch(vs, "officer1", call("access", "add_grant", row)), 403, "binding")
     r = batch(
         vs,
@@ -146,7 +98,7 @@ def test_an_officer_cannot_issue_a_grant_in_another_officers_name(served: VaultS
 
 def test_an_officer_cannot_log_an_approval_in_another_officers_name(served: VaultServer) -> None:
     vs = served
-    req = _pending(vs, "worker1")
+    req = _wire.pending(vs, "worker1")
     before = read(vs, "audit", "head")
     rows = log_rows(vs, vs.identity("officer1"), Event("officer2", "request.approve", request=req))
     refused(batch(vs, "officer1", call("audit", "append", rows)), 403, "binding")
@@ -155,8 +107,8 @@ def test_an_officer_cannot_log_an_approval_in_another_officers_name(served: Vaul
 
 def test_a_grant_needs_a_logged_approval(served: VaultServer) -> None:
     vs = served
-    req = _pending(vs, "worker1")
-    row = _grant_row(req, "officer1", "worker1")
+    req = _wire.pending(vs, "worker1")
+    row = _wire.grant_row(req, "officer1", "worker1")
     before = read(vs, "audit", "head")
     # No access.decide, no request.approve entry, no checkpoint: a grant and its
     # release key, nothing in the log.
@@ -164,13 +116,13 @@ def test_a_grant_needs_a_logged_approval(served: VaultServer) -> None:
     assert read(vs, "audit", "head")[0] == before[0]
     refused(r, 409, "unverified")
     assert _wire.refusal_logged(vs, "officer1", "unverified")
-    _nothing_stored(vs, req, row, before)
+    _wire.undecided(vs, req, row.id, before)
 
 
 def test_a_release_key_needs_its_grant_in_the_same_transaction(served: VaultServer) -> None:
     vs = served
-    req = _pending(vs, "worker1")
-    row = _grant_row(req, "officer1", "worker1")
+    req = _wire.pending(vs, "worker1")
+    row = _wire.grant_row(req, "officer1", "worker1")
     before = read(vs, "audit", "head")
     r = batch(vs, "officer1", call("release", "new", row.id))
     refused(r, 409, "unverified")
@@ -178,7 +130,7 @@ def test_a_release_key_needs_its_grant_in_the_same_transaction(served: VaultServ
     # The grant row of an honest approval, then a key for it in a later transaction.
     grant_id, _ = _wire.approved(vs, "worker1")
     refused(batch(vs, "officer1", call("release", "new", grant_id)), 409, "unverified")
-    _nothing_stored(vs, req, row, read(vs, "audit", "head"))
+    _wire.undecided(vs, req, row.id, read(vs, "audit", "head"))
     assert read(vs, "audit", "head")[0] > before[0]
 
 
@@ -187,8 +139,8 @@ def test_each_part_of_an_approval_needs_the_others(served: VaultServer, left_out
     """The decision, the grant row (with its release key) and the logged approval
     are stored together or not at all."""
     vs = served
-    req = _pending(vs, "worker1")
-    row = _grant_row(req, "officer1", "worker1")
+    req = _wire.pending(vs, "worker1")
+    row = _wire.grant_row(req, "officer1", "worker1")
     before = read(vs, "audit", "head")
     calls = _approval(vs, "officer1", read(vs, "access", "request", req), row)
     if left_out == "add_grant":
@@ -196,15 +148,15 @@ def test_each_part_of_an_approval_needs_the_others(served: VaultServer, left_out
     else:
         calls = [c for c in calls if c["method"] != left_out]
     refused(batch(vs, "officer1", *calls), 409, "unverified")
-    _nothing_stored(vs, req, row, before)
+    _wire.undecided(vs, req, row.id, before)
 
 
 def test_an_approval_entry_must_name_the_request_and_grant_as_stored(
     served: VaultServer,
 ) -> None:
     vs = served
-    req = _pending(vs, "worker1")
-    row = _grant_row(req, "officer1", "worker1")
+    req = _wire.pending(vs, "worker1")
+    row = _wire.grant_row(req, "officer1", "worker1")
     before = read(vs, "audit", "head")
     # The entry names other fields than the request the grant is stored for.
     calls = _approval(vs, "officer1", read(vs, "access", "request", req), row)
@@ -220,23 +172,23 @@ def test_an_approval_entry_must_name_the_request_and_grant_as_stored(
     )
     calls[3] = call("audit", "append", log_rows(vs, vs.identity("officer1"), entry))
     refused(batch(vs, "officer1", *calls), 409, "unverified")
-    _nothing_stored(vs, req, row, before)
+    _wire.undecided(vs, req, row.id, before)
     # A grant to someone else than the requester, logged faithfully otherwise.
-    row = _grant_row(req, "officer1", "worker2")
+    row = _wire.grant_row(req, "officer1", "worker2")
     calls = _approval(vs, "officer1", read(vs, "access", "request", req), row)
     refused(batch(vs, "officer1", *calls), 409, "unverified")
-    _nothing_stored(vs, req, row, before)
+    _wire.undecided(vs, req, row.id, before)
 
 
 def test_an_officer_cannot_approve_their_own_request(served: VaultServer) -> None:
     vs = served
-    req = _pending(vs, "officer1")
-    row = _grant_row(req, "officer1", "officer1")
+    req = _wire.pending(vs, "officer1")
+    row = _wire.grant_row(req, "officer1", "officer1")
     before = read(vs, "audit", "head")
     r = batch(vs, "officer1", *_approval(vs, "officer1", read(vs, "access", "request", req), row))
     refused(r, 403, "policy")
     assert _wire.refusal_logged(vs, "officer1", "policy")
-    _nothing_stored(vs, req, row, before)
+    _wire.undecided(vs, req, row.id, before)
 
 
 @pytest.mark.parametrize(
@@ -251,12 +203,12 @@ def test_an_approval_is_held_to_the_vaults_caps(
     served: VaultServer, ttl: timedelta, uses: int
 ) -> None:
     vs = served
-    req = _pending(vs, "worker1")
-    row = _grant_row(req, "officer1", "worker1", ttl=ttl, uses=uses)
+    req = _wire.pending(vs, "worker1")
+    row = _wire.grant_row(req, "officer1", "worker1", ttl=ttl, uses=uses)
     before = read(vs, "audit", "head")
     r = batch(vs, "officer1", *_approval(vs, "officer1", read(vs, "access", "request", req), row))
     refused(r, 403, "policy")
-    _nothing_stored(vs, req, row, before)
+    _wire.undecided(vs, req, row.id, before)
 
 
 def test_an_approval_releases_only_the_fields_its_purpose_may(served: VaultServer) -> None:
@@ -266,21 +218,21 @@ def test_an_approval_releases_only_the_fields_its_purpose_may(served: VaultServe
     req = request_row("worker1", tuple(_wire.record_ids(vs)[:1]))
     req = dataclasses.replace(req, purpose="statistics")
     ok(rpc(vs, "worker1", "access", "add_request", req))
-    row = _grant_row(req.id, "officer1", "worker1")
+    row = _wire.grant_row(req.id, "officer1", "worker1")
     before = read(vs, "audit", "head")
     r = batch(
         vs, "officer1", *_approval(vs, "officer1", read(vs, "access", "request", req.id), row)
     )
     refused(r, 403, "policy")
     assert "statistics" in r.json()["error"]
-    _nothing_stored(vs, req.id, row, before)
+    _wire.undecided(vs, req.id, row.id, before)
 
 
 def test_the_honest_approval_writes_pass(served: VaultServer) -> None:
     """The same writes in a raw batch, for a request the rules allow: stored."""
     vs = served
-    req = _pending(vs, "worker1")
-    row = _grant_row(req, "officer1", "worker1", uses=2)
+    req = _wire.pending(vs, "worker1")
+    row = _wire.grant_row(req, "officer1", "worker1", uses=2)
     ok(batch(vs, "officer1", *_approval(vs, "officer1", read(vs, "access", "request", req), row)))
     assert read(vs, "access", "grant", row.id).max_uses == 2
     assert read(vs, "access", "request", req).status == "approved"

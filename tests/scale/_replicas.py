@@ -157,6 +157,13 @@ class PgServed:
             cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
 
+    def request(self, user: str, *records: str, reason: str, url: str | None = None) -> str:
+        """``user`` asks (``childvault request``, through ``url``) for the name of
+        ``records`` for case management: the request's id."""
+        args = [a for record in records for a in ("--record", record)]
+        args += ["--field", "name", "--purpose", "case_management", "--reason", reason]
+        return str(self.cli_json(user, "request", *args, url=url)["request_id"])
+
     def open_local(self, user: str) -> Vault:
         """The vault opened directly on the database (not through a replica) as ``user``."""
         return Vault.open(self.home, user, passphrase(user))

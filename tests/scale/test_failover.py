@@ -5,12 +5,15 @@ lost, a call whose answer is lost mid-transaction, PostgreSQL restarted
 mid-import. In each case the import ends with every row stored exactly once
 and the log verifying. Real processes; the lost answers come from a
 forwarding proxy that cuts the wire after the replica did the work
-(tests/scale/_lossy.py).
+(tests/scale/_lossy.py). And how a request reaches a replica: through the
+connection pool, a refused connection told from one cut after the request.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +21,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from childvault.keys import AccessDenied, ProviderUnavailable
+from childvault.vault._remote._failover import FailoverBackend
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.sessions import SERVICE
 from tests.scale._lossy import LossyProxy
@@ -133,3 +138,54 @@ def test_postgresql_restarted_mid_import_is_a_clean_error_and_the_import_resumes
     done = pg.cli_json("worker1", "import", "--allow-duplicates", str(big))
     assert done["imported"] == BIG - partial
     _exactly_once(pg, BIG)
+
+
+def _cut_after_the_request() -> tuple[str, threading.Thread]:
+    """A loopback listener that reads one request and closes the connection
+    unanswered (the request reached it: its outcome is unknown); its URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with listener:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(30)
+                conn.recv(1 << 16)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", thread
+
+
+def test_posts_go_through_the_pool_and_a_refused_replica_is_told_from_a_cut_one(
+    served: PgServed,
+) -> None:
+    """The failover backend sends its POSTs as the single-server backend does
+    (``_Session.post_signed``, the pool ``requests`` keeps for each replica), and
+    a write outside a transaction still goes on past a replica that refused the
+    connection (nothing was sent) but not past one that took the request."""
+    pg = served
+    a = pg.start_replica()
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}"  # refused once closed
+    # worker1 may not decide a request: a 403 from the replica that took the write.
+    decide = (["0" * 32], {"status": "denied", "by": "worker1", "at": "x", "reason": None})
+    backend = FailoverBackend([dead, a.url], pg.identity("worker1"))
+    try:
+        seq, _head = backend.call("audit", "head", [], {})
+        assert seq > 0 and backend.url == a.url
+        with pytest.raises(AccessDenied):
+            backend.call("access", "decide", *decide)
+        assert set(backend._http._pools) == {dead, a.url}
+    finally:
+        backend.close()
+    cut, thread = _cut_after_the_request()
+    backend = FailoverBackend([cut, a.url], pg.identity("worker1"))
+    try:
+        with pytest.raises(ProviderUnavailable, match="its outcome is unknown"):
+            backend.call("access", "decide", *decide)
+        assert set(backend._http._pools) == {cut}
+    finally:
+        backend.close()
+    thread.join(timeout=60)
+    assert [r["reason"] for r in a.refusals()] == ["role"]

@@ -48,12 +48,9 @@ def _approve_and_read(pg: PgServed, officer: str, tmp_path: Path) -> None:
     """A worker imports a row and asks for its name; ``officer`` approves; the worker reads."""
     pg.cli("worker1", "import", str(synthetic_csv(tmp_path / f"{officer}.csv", 1)))
     record = pg.cli_json("worker1", "list")["records"][0]["id"]
-    req = pg.cli_json(
-        "worker1", "request", "--record", record, "--field", "name",
-        "--purpose", "case_management", "--reason", "home visit",
-    )  # fmt: skip
+    req = pg.request("worker1", record, reason="home visit")
     token = tmp_path / f"{officer}.token"
-    pg.cli(officer, "approve", req["request_id"], "--out", str(token))
+    pg.cli(officer, "approve", req, "--out", str(token))
     read = pg.cli_json("worker1", "read", record, "--grant", f"@{token}")
     assert set(read["records"][record]) == {"name"} and read["records"][record]["name"]
 

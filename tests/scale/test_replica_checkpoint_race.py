@@ -35,23 +35,6 @@ def served(tmp_path: Path, postgres: PostgresServer) -> Iterator[PgServed]:
         pg.stop()
 
 
-def _request(pg: PgServed, record: str, url: str) -> str:
-    req = pg.cli_json(
-        "worker1",
-        "request",
-        "--record",
-        record,
-        "--field",
-        "name",
-        "--purpose",
-        "case_management",
-        "--reason",
-        "visit",
-        url=url,
-    )
-    return str(req["request_id"])
-
-
 def test_approval_after_a_checkpoint_through_the_other_replica_is_not_diverged(
     served: PgServed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -59,8 +42,9 @@ def test_approval_after_a_checkpoint_through_the_other_replica_is_not_diverged(
     a, b = pg.start_replica(), pg.start_replica()
     pg.cli("worker1", "import", str(synthetic_csv(tmp_path / "seed.csv", 4)), url=a.url)
     seed = [r["id"] for r in pg.cli_json("worker1", "list", url=a.url)["records"]]
-    earlier = _request(pg, seed[2], a.url)
-    first, second = _request(pg, seed[0], a.url), _request(pg, seed[1], b.url)
+    earlier = pg.request("worker1", seed[2], reason="visit", url=a.url)
+    first = pg.request("worker1", seed[0], reason="visit", url=a.url)
+    second = pg.request("worker1", seed[1], reason="visit", url=b.url)
     # The sync must still be held when the approval runs, however slow the
     # machine: the interleaving, not the clock, is what is tested.
     monkeypatch.setattr(remote, "CACHE_SECONDS", 3600.0)

@@ -39,20 +39,8 @@ def served(tmp_path: Path, postgres: PostgresServer) -> Iterator[PgServed]:
 
 def _approve(pg: PgServed, record: str, url: str) -> None:
     """worker1 asks through ``url`` and officer1 approves through ``url``."""
-    req = pg.cli_json(
-        "worker1",
-        "request",
-        "--record",
-        record,
-        "--field",
-        "name",
-        "--purpose",
-        "case_management",
-        "--reason",
-        "home visit",
-        url=url,
-    )
-    pg.cli("officer1", "approve", req["request_id"], url=url)
+    req = pg.request("worker1", record, reason="home visit", url=url)
+    pg.cli("officer1", "approve", req, url=url)
 
 
 def _bodies(path: Path) -> list[str]:

@@ -38,22 +38,9 @@ def test_core_flow_through_serve_over_postgresql(served: PgServed, tmp_path: Pat
     pg.cli("worker1", "import", str(synthetic_csv(tmp_path / "rows.csv", 6)))
     ids = [r["id"] for r in pg.cli_json("worker1", "list")["records"][:2]]
     assert len(ids) == 2
-    req = pg.cli_json(
-        "worker1",
-        "request",
-        "--record",
-        ids[0],
-        "--record",
-        ids[1],
-        "--field",
-        "name",
-        "--purpose",
-        "case_management",
-        "--reason",
-        "home visit",
-    )
+    req = pg.request("worker1", ids[0], ids[1], reason="home visit")
     token = tmp_path / "grant.token"
-    pg.cli("officer2", "approve", req["request_id"], "--uses", "2", "--out", str(token))
+    pg.cli("officer2", "approve", req, "--uses", "2", "--out", str(token))
     read = pg.cli_json("worker1", "read", ids[0], ids[1], "--grant", f"@{token}")
     assert set(read["records"]) == set(ids)
     assert all(set(v) == {"name"} for v in read["records"].values())
@@ -142,21 +129,9 @@ def test_two_replicas_eight_clients_keep_one_linear_chain(served: PgServed, tmp_
     assert len(asked) == 2 * per_requester
     assert len(approved) == 2 * per_requester  # each request approved exactly once
     # A read through one replica with a grant approved through the other.
-    req = pg.cli_json(
-        "worker3",
-        "request",
-        "--record",
-        seed[0],
-        "--field",
-        "name",
-        "--purpose",
-        "case_management",
-        "--reason",
-        "visit",
-        url=a.url,
-    )
+    req = pg.request("worker3", seed[0], reason="visit", url=a.url)
     token = tmp_path / "grant.token"
-    pg.cli("officer1", "approve", req["request_id"], "--out", str(token), url=b.url)
+    pg.cli("officer1", "approve", req, "--out", str(token), url=b.url)
     read = pg.cli_json("worker3", "read", seed[0], "--grant", f"@{token}", url=a.url)
     assert set(read["records"]) == {seed[0]}
     for replica in (a, b):
@@ -164,7 +139,7 @@ def test_two_replicas_eight_clients_keep_one_linear_chain(served: PgServed, tmp_
     with pg.open_local("officer1") as officer:
         assert officer._session.db.records.count() == 6 + 4 * per_importer
         reqs = officer.requests(status=None)
-        assert {r.id for r in reqs if r.status == "approved"} == asked | {req["request_id"]}
+        assert {r.id for r in reqs if r.status == "approved"} == asked | {req}
         report = officer.verify_audit()  # one chain, every signature, statement, checkpoint
         entries = [e["entry"] for e in officer.audit_entries()]
         checkpoints = officer._session.db.checkpoints.all()

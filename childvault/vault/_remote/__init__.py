@@ -529,6 +529,10 @@ _FIXED_HEADERS = {"Content-Type": "application/json", "User-Agent": "childvault"
 _NO_RETRY = urllib3.Retry(0, read=False)
 
 
+#: What a request that got no answer raises: ``urllib3``'s and the socket's
+#: errors by :meth:`_Session.post_signed`, ``requests``' otherwise.
+TRANSPORT_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+
 #: The answers ``requests`` counts as redirects (``Response.is_redirect``).
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -722,22 +726,32 @@ class RemoteBackend:
             # answered (and its failure raised) before this one is sent.
             self._settle()
         try:
-            r: requests.Response | _Reply | None = self._http.post_signed(
-                self.url, path, body, self._identity, CALL_TIMEOUT
-            )
-            if r is None:
-                r = self._http.post(
-                    self.url + path,
-                    data=body,
-                    headers={"Content-Type": "application/json"},
-                    timeout=CALL_TIMEOUT,
-                    allow_redirects=False,
-                )
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            r = self._post_to(self.url, path, body, CALL_TIMEOUT)
+        except TRANSPORT_ERRORS as exc:
             raise ProviderUnavailable(
                 _t("the childvault server {url} did not answer", url=self.url)
             ) from exc
         return self._answer(r, raw=raw)
+
+    def _post_to(
+        self, base: str, path: str, body: bytes, timeout: float
+    ) -> requests.Response | _Reply:
+        """POST ``body`` (JSON) to ``base + path``, signed: straight through the
+        connection pool (:meth:`_Session.post_signed`) or, where that way does not
+        send it, through ``requests``. A transport failure raises one of
+        :data:`TRANSPORT_ERRORS`."""
+        r: requests.Response | _Reply | None = self._http.post_signed(
+            base, path, body, self._identity, timeout
+        )
+        if r is None:
+            r = self._http.post(
+                base + path,
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=timeout,
+                allow_redirects=False,
+            )
+        return r
 
     def _answer(self, r: requests.Response | _Reply, *, raw: bool = False) -> Any:
         try:

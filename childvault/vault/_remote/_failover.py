@@ -58,8 +58,10 @@ from childvault.keys import (
 )
 from childvault.vault._remote import (
     CALL_TIMEOUT,
+    TRANSPORT_ERRORS,
     Bootstrap,
     RemoteBackend,
+    _Reply,
     _WitnessRefused,
     check_ca,
     check_url,
@@ -110,8 +112,9 @@ class _Call:
     answer: str  # the result, encoded: what a replay must answer again
 
 
-def _refused(exc: requests.RequestException) -> bool:
-    """Whether the connection was refused outright (nothing was sent)."""
+def _refused(exc: BaseException) -> bool:
+    """Whether the connection was refused outright (nothing was sent): in
+    ``requests``' error or ``urllib3``'s (:data:`TRANSPORT_ERRORS`)."""
     seen: set[int] = set()
     stack: list[BaseException] = [exc]
     while stack:
@@ -151,17 +154,13 @@ class FailoverBackend(RemoteBackend):
 
     def _once(self, url: str, path: str, doc: dict[str, Any] | None, *, timeout: float) -> Any:
         try:
+            r: requests.Response | _Reply
             if doc is None:
                 r = self._http.get(url + path, timeout=timeout, allow_redirects=False)
             else:
-                r = self._http.post(
-                    url + path,
-                    data=json.dumps(doc, separators=(",", ":")).encode(),
-                    headers={"Content-Type": "application/json"},
-                    timeout=timeout,
-                    allow_redirects=False,
-                )
-        except requests.RequestException as exc:
+                body = json.dumps(doc, separators=(",", ":")).encode()
+                r = self._post_to(url, path, body, timeout)
+        except TRANSPORT_ERRORS as exc:
             raise _Down(url, type(exc).__name__, refused=_refused(exc)) from exc
         if r.status_code == 502 and _witness_refusal(r):
             # Not a replica down: it committed and its witness refused the
@@ -438,7 +437,7 @@ class FailoverBackend(RemoteBackend):
         return last
 
 
-def _witness_refusal(r: requests.Response) -> bool:
+def _witness_refusal(r: requests.Response | _Reply) -> bool:
     """Whether ``r`` is the server's 502 ``witness``: committed, checkpoint not cosigned."""
     try:
         doc = r.json()
