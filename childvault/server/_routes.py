@@ -104,6 +104,13 @@ def vault_routes(
                     exc.status,
                     headers=headers,
                 )
+            except RecursionError:
+                # JSON nested past Python's recursion limit, in the body or in a
+                # log entry it carries: unreadable input like any other.
+                nested = _t("the body is nested too deeply")
+                return JSONResponse(
+                    {"error": nested, "reason": "malformed", **message_fields(nested)}, 400
+                )
             except ValueError as exc:  # not JSON
                 # Marked, so a Chinese reader does not get the JSON parser's English.
                 unread = _unreadable(exc)

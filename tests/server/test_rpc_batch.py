@@ -286,3 +286,32 @@ def test_a_client_reads_again_after_its_own_or_anothers_commit(served: VaultServ
         assert _batch(vs, "worker2", _call("access", "add_request", theirs)).status_code == 200
         db.records.count()
         assert db.access.request(theirs.id) == theirs
+
+
+def test_deeply_nested_body_or_entry_is_malformed_not_internal(served: VaultServer) -> None:
+    """Regression (session 11 review): JSON nested past Python's recursion limit raised
+    RecursionError, which no handler named: the server answered 500 "internal error"
+    instead of the 400 any other unreadable body gets."""
+    vs = served
+    depth = 100_000
+    nested = b'{"calls":' + b"[" * depth + b"]" * depth + b"}"
+    prepared = requests.Request(
+        "POST",
+        vs.url + "/v1/rpc/batch",
+        data=nested,
+        headers={"Content-Type": "application/json"},
+        auth=HTTPSignatureAuth(vs.identity("worker1")),
+    ).prepare()
+    with requests.Session() as http:
+        _refused(http.send(prepared, timeout=60), 400, "malformed")
+    # A log entry whose own bytes nest too deeply (signed, well-formed around it).
+    seq, prev = _read(vs, "audit", "head")
+    entry = b"[" * depth + b"]" * depth
+    digest = leaf_hash(entry)
+    row = (seq, entry, digest, vs.identity("worker1").sign(_audit.entry_message(digest)))
+    r = _batch(vs, "worker1", _call("audit", "append", [row]))
+    assert r.status_code == 400, r.text
+    assert tuple(_read(vs, "audit", "head")) == (seq, prev)
+    # Nothing holds the vault afterwards.
+    req = _request("worker2")
+    assert _batch(vs, "worker2", _call("access", "add_request", req)).status_code == 200
