@@ -127,7 +127,9 @@ _REPOSITORIES = frozenset(
     {"meta", "users", "custodians", "records", "access", "audit", "checkpoints", "statements"}
 )
 #: Reads of stored checkpoints, checked against a predicted head (:meth:`RemoteBackend.call`).
-_CHECKPOINT_READS = frozenset({("checkpoints", "all"), ("checkpoints", "latest_by")})
+_CHECKPOINT_READS = frozenset(
+    {("checkpoints", "all"), ("checkpoints", "since"), ("checkpoints", "latest_by")}
+)
 #: The ``_cache`` slot of the trust sync's log tail (not a serialised call).
 _TAIL = "tail"
 #: The most entries one ``audit.page`` (and ``audit.sync``) answers.
@@ -806,7 +808,7 @@ class RemoteBackend:
         """
         answer = self._call(repo, method, args, kwargs)
         if self._speculate is not None and self._depth and (repo, method) in _CHECKPOINT_READS:
-            self._check_predicted(answer if method == "all" else [answer])
+            self._check_predicted(answer if method != "latest_by" else [answer])
         return answer
 
     def _check_predicted(self, stored: Sequence[Any]) -> None:
@@ -944,8 +946,14 @@ class RemoteBackend:
             self._keep_sync_read(args[0], one, self._flush(self._key("audit", "sync", args, {}))[0])
             return decode(self._reads[one])
         ahead = []
-        if (repo, method) == ("users", "all") and not args and not kwargs:
-            # Signing a checkpoint reads the signers, then the stored checkpoints.
+        if (
+            (repo, method) == ("users", "all")
+            and not args
+            and not kwargs
+            and not self._resumes_checkpoints()
+        ):
+            # Signing a checkpoint reads the signers, then the stored checkpoints
+            # (all of them, except an approval's resumed check: see there).
             ahead.append(self._key("checkpoints", "all", (), {}))
         if (repo, method) == ("audit", "entry_at") and len(args) == 1 and type(args[0]) is int:
             # A checkpoint's check resumes at an entry, then reads the log after it.
@@ -1294,12 +1302,21 @@ class RemoteBackend:
             ahead.append(self._key("audit", "last", (), {}))
         if (repo, method) == ("access", "decide") and self._operation_kind() == "approval":
             signer = getattr(self._audit.signer, "name", None)
-            ahead += [self._key("users", "all", (), {}), self._key("checkpoints", "all", (), {})]
+            ahead.append(self._key("users", "all", (), {}))
+            if not self._resumes_checkpoints():
+                ahead.append(self._key("checkpoints", "all", (), {}))
             if isinstance(signer, str):
                 ahead.append(self._key("checkpoints", "latest_by", (signer,), {}))
             # The witness reach its checkpoint's commit raises (AuditService.signed).
             ahead.append(self._key("meta", "get", (WITNESS_REACH,), {}))
         return [key for key in ahead if key not in self._reads]
+
+    def _resumes_checkpoints(self) -> bool:
+        """Whether this is an approval whose checkpoint reads only the stored
+        checkpoints its officer's latest one does not cover (``checkpoints.since``,
+        answered with its inputs by a server that knows it), not all of them:
+        then they are not read ahead."""
+        return self._operation_kind() == "approval" and "checkpoints.since" in self._server_methods
 
     def _keep_reads(self, keys: Sequence[str], results: Sequence[Any]) -> None:
         """Keep reads answered in this transaction (``audit.last`` as the head and
