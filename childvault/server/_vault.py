@@ -814,9 +814,7 @@ class VaultHost:
         if (repo, method) == ("checkpoints", "since") and not (
             len(a) == 1 and not kw and _count(a[0])
         ):
-            raise Refused(
-                400, "malformed", _t("checkpoints.since takes one tree size (0 or more)")
-            )
+            raise Refused(400, "malformed", _t("checkpoints.since takes one tree size (0 or more)"))
         if (repo, method) == ("audit", "last") and (a or kw):
             raise Refused(400, "malformed", _t("audit.last takes no arguments"))
         if repo == "inputs":
