@@ -1246,9 +1246,9 @@ class VaultHost:
             # all of them without one. Not every checkpoint: an approval's cost
             # does not grow with them (docs/decisions.md).
             latest = put("checkpoints", "latest_by", (user,), {})
-            size = _claimed_size(latest[0]) if latest is not None else None
-            if size is not None:
-                put("checkpoints", "since", (size,), {})
+            claimed = _claimed_size(latest[0]) if latest is not None else None
+            if claimed is not None:
+                put("checkpoints", "since", (claimed,), {})
             else:
                 put("checkpoints", "all", (), {})
         return out

@@ -238,6 +238,17 @@ class _Repo:
         return call
 
 
+class _Checkpoints(_Repo):
+    """The checkpoints repository; ``since`` of a server that lacks it is ``all``, filtered."""
+
+    def since(self, size: int) -> Any:
+        """See :meth:`~childvault.vault._backend.CheckpointRepo.since`."""
+        if "checkpoints.since" in self._backend._server_methods:
+            return self._backend.call("checkpoints", "since", (size,), {})
+        # An older server (before round 2 session 11): the same rows, read wholesale.
+        return [row for row in self._backend.call("checkpoints", "all", (), {}) if row.size >= size]
+
+
 class _Audit(_Repo):
     """The audit repository: pages are fetched one call at a time; rows convert locally."""
 
@@ -663,7 +674,7 @@ class RemoteBackend:
         self._records = _Repo(self, "records")
         self._access = _Repo(self, "access")
         self._audit = _Audit(self, "audit")
-        self._checkpoints = _Repo(self, "checkpoints")
+        self._checkpoints = _Checkpoints(self, "checkpoints")
         self._statements = _Statements(self, "statements")
         #: Release keys of grants (server mode only): ``new`` and ``redeem``.
         self.release: Any = _Repo(self, "release")
