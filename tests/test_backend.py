@@ -32,6 +32,11 @@ def test_checkpoint_compare_and_set_stores_only_at_the_head(tmp_path: Path) -> N
             assert db.checkpoints.add_at_head(2, b"r", "n2", "a", "t", b"s") is not None
         assert [(c.size, c.note) for c in db.checkpoints.all()] == [(0, "n0"), (2, "n2")]
         assert db.checkpoints.latest_by("a") == ("n2", b"s")
+        assert [c.note for c in db.checkpoints.since(0)] == ["n0", "n2"]
+        assert [c.note for c in db.checkpoints.since(1)] == ["n2"]
+        assert [c.note for c in db.checkpoints.since(2)] == ["n2"]
+        assert db.checkpoints.since(3) == []
+        assert BackendLog(db).checkpoints_from(2) == db.checkpoints.since(2)
     finally:
         db.close()
 

@@ -593,3 +593,85 @@ def test_every_signature_character_matters() -> None:
             mutated = VALID[:pos] + ch + VALID[pos + 1 :]
             with pytest.raises(IntegrityError):
                 verify_note(mutated, {OFFICER.name: OFFICER.public})
+
+
+# --- remembered verifications (issue 13, round 2 session 11) ---------------------------
+
+
+def _signed(name: str, size: int, *extensions: str) -> tuple[str, bytes, nacl.signing.SigningKey]:
+    sk = nacl.signing.SigningKey.generate()
+    pk = bytes(sk.verify_key)
+    body = Checkpoint("example.org/log", size, b"\x07" * 32, extensions).body()
+    return sign_note(body, name, lambda m: sk.sign(m).signature, pk), pk, sk
+
+
+def test_a_remembered_success_answers_only_the_same_text_and_keys() -> None:
+    from childvault.vault import _note
+
+    note, pk, _ = _signed("alice", 3)
+    other = bytes(nacl.signing.SigningKey.generate().verify_key)
+    first = open_note(note, {"alice": pk})
+    assert open_note(note, {"alice": pk}) == first  # remembered: the same answer
+    assert (note, frozenset({("alice", pk)})) in _note._VERIFIED
+    # Another key set is not answered from memory: a wrong key still fails...
+    with pytest.raises(IntegrityError, match="not signed by any known key"):
+        open_note(note, {"alice": other})
+    # ... and one more known signer is checked too.
+    assert open_note(note, {"alice": pk, "bob": other})[1] == ["alice"]
+    # A tampered copy is another text: verified afresh, refused every time.
+    bad = note.replace("\n3\n", "\n4\n")
+    for _ in range(2):
+        with pytest.raises(IntegrityError, match="invalid signature"):
+            open_note(bad, {"alice": pk})
+    assert not any(key[0] == bad for key in _note._VERIFIED)
+    # A malformed key set is refused whether or not the note was seen before.
+    with pytest.raises(IntegrityError, match="malformed"):
+        open_note(note, {"alice": pk[:31]})
+    with pytest.raises(IntegrityError, match="malformed"):
+        open_note(note, {"alice": bytearray(pk)})  # type: ignore[dict-item]
+
+
+def test_remembered_verifications_are_bounded() -> None:
+    from childvault.vault import _note
+
+    _note._VERIFIED.clear()
+    _, pk, sk = _signed("alice", 1)
+    for size in range(_note._VERIFIED_MAX + 5):
+        body = Checkpoint("example.org/log", size, b"\x07" * 32).body()
+        text = sign_note(body, "alice", lambda m: sk.sign(m).signature, pk)
+        open_note(text, {"alice": pk})
+    assert len(_note._VERIFIED) == _note._VERIFIED_MAX
+
+
+def test_an_approval_leaves_out_only_small_notes_without_a_restore_line() -> None:
+    """``effective_witness(..., since=)``: a restore note of a small tree is still
+    read and still retires the larger notes before it."""
+    from childvault.vault._svc_audit import RESTORE_EXTENSION, effective_witness
+
+    sk = nacl.signing.SigningKey.generate()
+    pk = bytes(sk.verify_key)
+
+    def note(size: int, *extensions: str) -> str:
+        body = Checkpoint("example.org/log", size, bytes([size]) * 32, extensions).body()
+        return sign_note(body, "alice", lambda m: sk.sign(m).signature, pk)
+
+    small, lost, restore, later = (
+        note(2),
+        note(9),
+        note(3, f"{RESTORE_EXTENSION} witnessed entries 3 to 8 lost"),
+        note(6),
+    )
+    notes = [small, lost, restore, later]
+    signers = {"alice": pk}
+    assert effective_witness(notes, signers, "example.org/log") == [small, restore, later]
+    assert effective_witness(notes, signers, "example.org/log", since=5) == [restore, later]
+    # Without the restore note the lost one would still bind (and fail) the check.
+    assert effective_witness([small, lost, later], signers, "example.org/log", since=5) == [
+        lost,
+        later,
+    ]
+    # A note that does not parse is kept, whatever its claim: verification names it.
+    assert effective_witness(["junk", later], signers, "example.org/log", since=5) == [
+        "junk",
+        later,
+    ]

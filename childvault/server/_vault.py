@@ -814,6 +814,10 @@ class VaultHost:
             raise Refused(
                 400, "malformed", _t("audit.signatures takes two entry numbers (0 or more)")
             )
+        if (repo, method) == ("checkpoints", "since") and not (
+            len(a) == 1 and not kw and _count(a[0])
+        ):
+            raise Refused(400, "malformed", _t("checkpoints.since takes one tree size (0 or more)"))
         if (repo, method) == ("audit", "last") and (a or kw):
             raise Refused(400, "malformed", _t("audit.last takes no arguments"))
         if repo == "inputs":
@@ -1242,6 +1246,18 @@ class VaultHost:
         if req is not None and method == "approval":
             put("users", "get", (req.requester,), {})
         put("custodians", "all", (), {})
+        if method == "approval":
+            # The approval's checkpoint: the officer's latest, then the stored
+            # checkpoints it does not cover (from the size its note claims; the
+            # client verifies the note and asks again if it claims another), or
+            # all of them without one. Not every checkpoint: an approval's cost
+            # does not grow with them (docs/decisions.md).
+            latest = put("checkpoints", "latest_by", (user,), {})
+            claimed = _claimed_size(latest[0]) if latest is not None else None
+            if claimed is not None:
+                put("checkpoints", "since", (claimed,), {})
+            else:
+                put("checkpoints", "all", (), {})
         return out
 
     def _statement_seqs(self, ids: list[str]) -> list[int]:
@@ -2307,6 +2323,15 @@ _PAGED = frozenset(
 )
 
 
+def _claimed_size(note: object) -> int | None:
+    """The tree size a checkpoint note claims (unverified: it only chooses which
+    stored checkpoints to send ahead), or None if it is not one."""
+    try:
+        return _note.Checkpoint.parse_body(_note.parse_note(str(note))[0]).size
+    except IntegrityError:
+        return None
+
+
 def _count(value: object) -> bool:
     """Whether ``value`` is a count of rows or an entry number: an int, 0 or more."""
     return type(value) is int and value >= 0
@@ -2365,7 +2390,7 @@ def _work(repo: str, method: str, a: list[Any], kw: dict[Any, Any]) -> tuple[int
         return 0, SCAN_COST
     if call == ("audit", "entries_with_recipient"):
         return SCAN_COST, 0
-    if call in {("checkpoints", "all"), ("access", "live_grants_of")}:
+    if call in {("checkpoints", "all"), ("checkpoints", "since"), ("access", "live_grants_of")}:
         return 0, SCAN_COST
     if repo == "inputs":
         # At most: its own trust sync (fresh), three log scans, and the three

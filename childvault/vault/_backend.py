@@ -436,6 +436,10 @@ class CheckpointRepo(Protocol):
         """Every stored checkpoint, by tree size then id."""
         ...
 
+    def since(self, size: int) -> list[CheckpointRow]:
+        """The stored checkpoints of trees of ``size`` entries or more (of :meth:`all`)."""
+        ...
+
 
 class StatementRepo(Protocol):
     """Signed statement envelopes and each verifier's saved trust state (docs/trust.md).
@@ -539,6 +543,10 @@ class LogSource(Protocol):
         """Every stored checkpoint."""
         ...
 
+    def checkpoints_from(self, size: int) -> list[CheckpointRow]:
+        """The stored checkpoints of trees of ``size`` entries or more."""
+        ...
+
 
 @dataclass(frozen=True)
 class BackendLog:
@@ -561,6 +569,10 @@ class BackendLog:
     def checkpoints(self) -> list[CheckpointRow]:
         """See :meth:`LogSource.checkpoints`."""
         return self.backend.checkpoints.all()
+
+    def checkpoints_from(self, size: int) -> list[CheckpointRow]:
+        """See :meth:`LogSource.checkpoints_from`."""
+        return self.backend.checkpoints.since(size)
 
 
 # ------------------------------------------------------------- shared keys

@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -380,17 +383,28 @@ def open_note(text: str, known: Mapping[str, bytes]) -> tuple[bytes, list[str]]:
     :class:`IntegrityError` if any signature by a known key is invalid, or if
     no known key signed the note. A known key that is not 32 bytes is stored
     data gone bad, and also raises :class:`IntegrityError`.
+
+    A success is remembered (bounded, :data:`_VERIFIED_MAX`) for the same
+    note text and the same (name, key) set: the answer depends on nothing
+    else, so a note seen again is not verified again (an approval reads the
+    witness's notes each time; docs/decisions.md). Failures are not kept.
     """
+    try:
+        signer_set: frozenset[tuple[str, bytes]] | None = frozenset(known.items())
+    except TypeError:
+        signer_set = None  # an unhashable key: malformed, refused below
+    memo_key = (text, signer_set) if signer_set is not None and isinstance(text, str) else None
+    if memo_key is not None:
+        with _VERIFIED_LOCK:
+            hit = _VERIFIED.get(memo_key)
+            if hit is not None:
+                _VERIFIED.move_to_end(memo_key)
+        if hit is not None:
+            return hit[0], list(hit[1])
     body, signatures = parse_note(text)
-    by_id: dict[tuple[str, bytes], bytes] = {}
-    for name, public_key in known.items():
-        if (
-            not _valid_name(name)
-            or not isinstance(public_key, bytes)
-            or len(public_key) != _ED25519_KEY_SIZE
-        ):
-            raise IntegrityError(_t("a known signer's public key is malformed"))
-        by_id[(name, key_id(name, public_key))] = public_key
+    if signer_set is None:
+        raise IntegrityError(_t("a known signer's public key is malformed"))
+    by_id = _by_id(signer_set)
     verified: list[str] = []
     for sig in signatures:
         signer_key = by_id.get((sig.name, sig.key_id))
@@ -406,7 +420,40 @@ def open_note(text: str, known: Mapping[str, bytes]) -> tuple[bytes, list[str]]:
             verified.append(sig.name)
     if not verified:
         raise IntegrityError(_t("signed note is not signed by any known key"))
+    if memo_key is not None:
+        with _VERIFIED_LOCK:
+            _VERIFIED[memo_key] = (body, tuple(verified))
+            while len(_VERIFIED) > _VERIFIED_MAX:
+                _VERIFIED.popitem(last=False)
     return body, verified
+
+
+#: Most note verifications remembered (least recently used dropped first).
+_VERIFIED_MAX = 4096
+_VERIFIED: OrderedDict[tuple[str, frozenset[tuple[str, bytes]]], tuple[bytes, tuple[str, ...]]] = (
+    OrderedDict()
+)
+# The server verifies on several threads; the dict's order is shared state.
+_VERIFIED_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=64)
+def _by_id(signer_set: frozenset[tuple[str, bytes]]) -> dict[tuple[str, bytes], bytes]:
+    """``{(name, key id): key}`` of a signer set, built once per set, not per note.
+
+    Raises :class:`IntegrityError` for a malformed name or key (not cached).
+    The caller must not change the dict it gets (it is shared).
+    """
+    by_id: dict[tuple[str, bytes], bytes] = {}
+    for name, public_key in signer_set:
+        if (
+            not _valid_name(name)
+            or not isinstance(public_key, bytes)
+            or len(public_key) != _ED25519_KEY_SIZE
+        ):
+            raise IntegrityError(_t("a known signer's public key is malformed"))
+        by_id[(name, key_id(name, public_key))] = public_key
+    return by_id
 
 
 def verify_note(text: str, known: Mapping[str, bytes]) -> tuple[Checkpoint, list[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from collections import deque
@@ -48,12 +49,17 @@ class AuditService:
         by that signature, so only the newer ones are read and the cost of an
         approval does not grow with the log (docs/decisions.md).
         """
+        resume = None if full else self._own_resume_point()
+        # Resumed, the checkpoints of smaller trees would only get their
+        # signatures checked: neither the stored nor the witnessed ones are
+        # read (docs/decisions.md "An approval reads only the checkpoints that
+        # bind it"); `audit verify` and `doctor` still check every one.
         report = _audit.verify(
             BackendLog(self.s.db),
             origin=log_origin(self.s.vault_id),
             signers=self.s.signers(),
-            witness_notes=self._witness_notes(),
-            resume=None if full else self._own_resume_point(),
+            witness_notes=self._witness_notes(since=resume.size if resume is not None else 0),
+            resume=resume,
         )
         self._check_read_heads(report.checked_from)
         cp = _note.Checkpoint(log_origin(self.s.vault_id), report.entries, report.root)
@@ -249,6 +255,11 @@ class AuditService:
             if "head" in doc:
                 heads.append(doc["head"])
                 continue
+            # Only a note whose body carries a restore line can retire heads, and
+            # verifying keeps the body: the others are not verified here.
+            claim = _note_claim(str(doc["note"]))
+            if claim is None or not claim[1]:
+                continue
             with contextlib.suppress(IntegrityError):
                 cp, _ = _note.verify_note(str(doc["note"]), signers)
                 if cp.origin == origin and any(
@@ -443,10 +454,14 @@ class AuditService:
             tree=tree,
         )
 
-    def _witness_notes(self) -> list[str]:
-        """The witness notes that still bind the log (see :func:`effective_witness`)."""
+    def _witness_notes(self, *, since: int = 0) -> list[str]:
+        """The witness notes that still bind the log (see :func:`effective_witness`);
+        ``since``: without those of smaller trees (an approval's resumed check)."""
         return effective_witness(
-            _audit.read_witness(self.s.witness_path), self.s.signers(), log_origin(self.s.vault_id)
+            _audit.read_witness(self.s.witness_path),
+            self.s.signers(),
+            log_origin(self.s.vault_id),
+            since=since,
         )
 
     def _check_witness_kept(self) -> None:
@@ -773,14 +788,26 @@ RESTORE_EXTENSION = "childvault-restore:"
 
 def _note_size(note: str) -> int | None:
     """The tree size a note claims (unverified), or None if it is not a checkpoint."""
+    claim = _note_claim(note)
+    return None if claim is None else claim[0]
+
+
+@functools.lru_cache(maxsize=8192)
+def _note_claim(note: str) -> tuple[int, bool] | None:
+    """(tree size, whether it has a restore line) a note claims, unverified; None
+    if it is not a checkpoint note. Remembered per note text (a pure function
+    of it): every approval reads the witness's notes again."""
     try:
         body, _ = _note.parse_note(note)
-        return _note.Checkpoint.parse_body(body).size
+        cp = _note.Checkpoint.parse_body(body)
     except IntegrityError:
         return None
+    return cp.size, any(e.startswith(RESTORE_EXTENSION) for e in cp.extensions)
 
 
-def effective_witness(notes: list[str], signers: dict[str, bytes], origin: str) -> list[str]:
+def effective_witness(
+    notes: list[str], signers: dict[str, bytes], origin: str, *, since: int = 0
+) -> list[str]:
     """The witness notes that still bind the log, in order.
 
     A restore note (a checkpoint of size N signed by a checkpoint signer of
@@ -788,9 +815,19 @@ def effective_witness(notes: list[str], signers: dict[str, bytes], origin: str) 
     it that cover more than N entries: those entries were lost with the
     restore, and the restore note itself records which. Every other note is
     kept; notes that do not verify are kept so verification names them.
+
+    ``since`` (an approval resuming from its own checkpoint of that size):
+    a note that claims a smaller tree and no restore line is left out
+    unverified. A resumed verification would only check its signature; and
+    retiring never brings a note back, so leaving it out changes nothing
+    else (docs/decisions.md).
     """
     kept: list[tuple[int | None, str]] = []
     for note in notes:
+        if since:
+            claim = _note_claim(note)
+            if claim is not None and claim[0] < since and not claim[1]:
+                continue
         try:
             cp, _ = _note.verify_note(note, signers)
         except IntegrityError:

@@ -73,6 +73,28 @@ def test_the_whole_flow(any_world: World) -> None:
     assert {"record.create", "request.create", "grant.read", "record.correct"} <= set(actions)
 
 
+def test_resumed_approvals_read_the_newer_checkpoints_only(any_world: World) -> None:
+    """Issue 13 (round 2 session 11): ``checkpoints.since`` on both stores, and
+    approvals resumed from the officer's own checkpoint over it."""
+    world = any_world
+    with world.open("worker1") as v:
+        ids = add_children(v, 1)
+    for _ in range(3):
+        with world.open("worker1") as v:
+            req = v.request_access(ids, ("name",), "case_management", "家访")
+        with world.open("officer1") as v:
+            v.approve(req)
+    with world.open("officer1") as v:
+        every = v._session.db.checkpoints.all()
+        assert len(every) == 3
+        middle = every[1].size
+        newer = v._session.db.checkpoints.since(middle)
+        assert newer == [c for c in every if c.size >= middle] == every[1:]
+        assert v._session.db.checkpoints.since(every[-1].size + 1) == []
+    with world.open("admin") as v:
+        assert v.verify_audit(full=True).checkpoints == 3
+
+
 def _rows(world: World, query: str) -> list[tuple[Any, ...]]:
     with _sql(world) as run:
         return [tuple(bytes(c) if isinstance(c, memoryview) else c for c in r) for r in run(query)]

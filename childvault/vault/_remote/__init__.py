@@ -127,7 +127,9 @@ _REPOSITORIES = frozenset(
     {"meta", "users", "custodians", "records", "access", "audit", "checkpoints", "statements"}
 )
 #: Reads of stored checkpoints, checked against a predicted head (:meth:`RemoteBackend.call`).
-_CHECKPOINT_READS = frozenset({("checkpoints", "all"), ("checkpoints", "latest_by")})
+_CHECKPOINT_READS = frozenset(
+    {("checkpoints", "all"), ("checkpoints", "since"), ("checkpoints", "latest_by")}
+)
 #: The ``_cache`` slot of the trust sync's log tail (not a serialised call).
 _TAIL = "tail"
 #: The most entries one ``audit.page`` (and ``audit.sync``) answers.
@@ -234,6 +236,17 @@ class _Repo:
 
         call.__name__ = method
         return call
+
+
+class _Checkpoints(_Repo):
+    """The checkpoints repository; ``since`` of a server that lacks it is ``all``, filtered."""
+
+    def since(self, size: int) -> Any:
+        """See :meth:`~childvault.vault._backend.CheckpointRepo.since`."""
+        if "checkpoints.since" in self._backend._server_methods:
+            return self._backend.call("checkpoints", "since", (size,), {})
+        # An older server (before round 2 session 11): the same rows, read wholesale.
+        return [row for row in self._backend.call("checkpoints", "all", (), {}) if row.size >= size]
 
 
 class _Audit(_Repo):
@@ -665,7 +678,7 @@ class RemoteBackend:
         self._records = _Repo(self, "records")
         self._access = _Repo(self, "access")
         self._audit = _Audit(self, "audit")
-        self._checkpoints = _Repo(self, "checkpoints")
+        self._checkpoints = _Checkpoints(self, "checkpoints")
         self._statements = _Statements(self, "statements")
         #: Release keys of grants (server mode only): ``new`` and ``redeem``.
         self.release: Any = _Repo(self, "release")
@@ -820,7 +833,7 @@ class RemoteBackend:
         """
         answer = self._call(repo, method, args, kwargs)
         if self._speculate is not None and self._depth and (repo, method) in _CHECKPOINT_READS:
-            self._check_predicted(answer if method == "all" else [answer])
+            self._check_predicted(answer if method != "latest_by" else [answer])
         return answer
 
     def _check_predicted(self, stored: Sequence[Any]) -> None:
@@ -958,8 +971,14 @@ class RemoteBackend:
             self._keep_sync_read(args[0], one, self._flush(self._key("audit", "sync", args, {}))[0])
             return decode(self._reads[one])
         ahead = []
-        if (repo, method) == ("users", "all") and not args and not kwargs:
-            # Signing a checkpoint reads the signers, then the stored checkpoints.
+        if (
+            (repo, method) == ("users", "all")
+            and not args
+            and not kwargs
+            and not self._resumes_checkpoints()
+        ):
+            # Signing a checkpoint reads the signers, then the stored checkpoints
+            # (all of them, except an approval's resumed check: see there).
             ahead.append(self._key("checkpoints", "all", (), {}))
         if (repo, method) == ("audit", "entry_at") and len(args) == 1 and type(args[0]) is int:
             # A checkpoint's check resumes at an entry, then reads the log after it.
@@ -1308,12 +1327,21 @@ class RemoteBackend:
             ahead.append(self._key("audit", "last", (), {}))
         if (repo, method) == ("access", "decide") and self._operation_kind() == "approval":
             signer = getattr(self._audit.signer, "name", None)
-            ahead += [self._key("users", "all", (), {}), self._key("checkpoints", "all", (), {})]
+            ahead.append(self._key("users", "all", (), {}))
+            if not self._resumes_checkpoints():
+                ahead.append(self._key("checkpoints", "all", (), {}))
             if isinstance(signer, str):
                 ahead.append(self._key("checkpoints", "latest_by", (signer,), {}))
             # The witness reach its checkpoint's commit raises (AuditService.signed).
             ahead.append(self._key("meta", "get", (WITNESS_REACH,), {}))
         return [key for key in ahead if key not in self._reads]
+
+    def _resumes_checkpoints(self) -> bool:
+        """Whether this is an approval whose checkpoint reads only the stored
+        checkpoints its officer's latest one does not cover (``checkpoints.since``,
+        answered with its inputs by a server that knows it), not all of them:
+        then they are not read ahead."""
+        return self._operation_kind() == "approval" and "checkpoints.since" in self._server_methods
 
     def _keep_reads(self, keys: Sequence[str], results: Sequence[Any]) -> None:
         """Keep reads answered in this transaction (``audit.last`` as the head and

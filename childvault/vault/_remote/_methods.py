@@ -94,6 +94,9 @@ METHODS: dict[str, dict[str, str]] = {
     "checkpoints": {
         "latest_by": READ,
         "all": READ,
+        # An approval's resumed check reads only the checkpoints of trees at
+        # least as large as its officer's latest one (docs/decisions.md).
+        "since": READ,
         "add": WRITE,
         "add_at_head": WRITE,
         # add_at_head whose failed compare-and-set fails the request instead of

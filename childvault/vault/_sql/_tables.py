@@ -446,13 +446,23 @@ class Checkpoints:
 
     def all(self) -> list[CheckpointRow]:
         """Every stored checkpoint, by tree size then id."""
-        rows = self._c.q(
-            "SELECT id, size, root, note, signer, created_at FROM checkpoints ORDER BY size, id"
-        ).fetchall()
+        return self._rows(self._c.q(_CHECKPOINT_ROWS + " ORDER BY size, id").fetchall())
+
+    def since(self, size: int) -> list[CheckpointRow]:
+        """The stored checkpoints of trees of ``size`` entries or more, by tree size then id."""
+        return self._rows(
+            self._c.q(_CHECKPOINT_ROWS + " WHERE size >= ? ORDER BY size, id", (size,)).fetchall()
+        )
+
+    @staticmethod
+    def _rows(rows: Sequence[Any]) -> list[CheckpointRow]:
         return [
             CheckpointRow(int(i), int(s), as_bytes(r), str(n), str(g), str(c))
             for i, s, r, n, g, c in rows
         ]
+
+
+_CHECKPOINT_ROWS = "SELECT id, size, root, note, signer, created_at FROM checkpoints"
 
 
 def _user(row: Sequence[Any]) -> UserRow:
