@@ -85,7 +85,7 @@ from childvault.vault._record_trust import (
     latest_statement_seqs,
 )
 from childvault.vault._registrations import PENDING, STATEMENT, Verified, anchor_of, replay
-from childvault.vault._remote._codec import decode, encode
+from childvault.vault._remote._codec import decode, encode, encode_twice
 from childvault.vault._remote._methods import (
     ACTIONS_AHEAD,
     BASIS_ACTIONS,
@@ -1055,7 +1055,8 @@ class VaultHost:
             if txn is not None or user is None:
                 raise Refused(400, "malformed", _t("inputs are read outside a transaction"))
             fresh, records = len(a) >= 2 and a[1], len(a) == 3 and a[2]
-            return encode(self._inputs(user, method, str(a[0]), fresh=fresh, records=records))
+            # Already the call's encoded result (the answers encoded twice: _inputs).
+            return self._inputs(user, method, str(a[0]), fresh=fresh, records=records)
         if repo == "release":
             if txn is None:
                 raise Refused(400, "malformed", _t("release calls run in a transaction"))
@@ -1159,7 +1160,9 @@ class VaultHost:
         """An operation's inputs (docs/server.md "Operation inputs"): the answers of
         the reads an approval of request ``ident`` (``approval``) or a read with
         grant ``ident`` (``read``) makes, as ``[repo, method, args, kwargs,
-        result]`` in the wire encoding, read together in one snapshot.
+        result]`` in the wire encoding, read together in one snapshot. Returned
+        as the call's encoded result (each of those encoded twice,
+        :func:`encode_twice`: the list is not encoded again).
 
         Each answer is exactly what that read alone answers (the client keeps
         them as it keeps read-ahead answers and verifies every row it uses as
@@ -1179,7 +1182,15 @@ class VaultHost:
 
         def put(repo: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             result = getattr(getattr(self.db, repo), name)(*args, **kwargs)
-            out.append([repo, name, encode(list(args)), encode(dict(kwargs)), encode(result)])
+            out.append(
+                [
+                    repo,
+                    name,
+                    encode_twice(list(args)),
+                    encode_twice(dict(kwargs)),
+                    encode_twice(result),
+                ]
+            )
             return result
 
         if fresh or records:
@@ -1203,8 +1214,8 @@ class VaultHost:
                 points.append(scan)
             if points:
                 start = min(points)
-                synced = encode(self._sync(start))
-                out.append(["audit", "sync", encode([start]), encode({}), synced])
+                synced = encode_twice(self._sync(start))
+                out.append(["audit", "sync", encode_twice([start]), encode_twice({}), synced])
 
         request_id = ident
         if method == "read":
