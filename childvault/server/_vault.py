@@ -500,7 +500,7 @@ class VaultHost:
     def _copy(self) -> Verified:
         # replay() changes the state it is given: a refused batch must leave ours intact.
         v = self._verified
-        return Verified(TrustState.from_bytes(v.state.to_bytes(), self.anchor), v.size, v.head)
+        return Verified(v.state.copy(), v.size, v.head)
 
     def recorded_witness_keys(self) -> list[str]:
         """The witness keys recorded in the vault: the verified signed ``witness_keys``
