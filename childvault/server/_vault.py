@@ -303,6 +303,9 @@ class _Txn:
     retagged: set[tuple[str, str]] = field(default_factory=set)
     #: Grants, decisions and approval entries of this transaction (checked at commit).
     issued: _Issued = field(default_factory=_Issued)
+    #: The last replay over this transaction's appends (:meth:`VaultHost._replayed`):
+    #: the state it started from, the log's (size, head) it covered, its result.
+    replayed: tuple[Verified, tuple[int, bytes | None], Verified] | None = None
 
 
 def _basis_index_write(repo: str, method: str, a: list[Any], kw: Any) -> bool:
@@ -981,7 +984,7 @@ class VaultHost:
                     )
                 )
             self._check_refunds(txn)
-            checked = replay(self.db, self._copy(), checked=txn.checked) if txn.appended else None
+            checked = self._replayed(txn) if txn.appended else None
             if txn.issued.grants or txn.issued.decided or txn.issued.logged:
                 self._check_issued(txn, (checked or self._verified).state)
             renewed: dict[str, str] = {}
@@ -1321,7 +1324,7 @@ class VaultHost:
             held = open_key(secret, vault_id, grant_id, stored)
         except RowRefused as exc:
             refuse(str(exc))
-        terms = logged_terms(self.db, self._states(), grant_id)
+        terms = logged_terms(self.db, self._states(txn), grant_id)
         if isinstance(terms, str):
             refuse(terms)
         if terms.officer != held.officer:
@@ -1345,8 +1348,8 @@ class VaultHost:
             refuse(_t("released meanwhile; try again"))
         return held.key
 
-    def _states(self) -> Callable[[int], TrustState]:
-        """Verified trust states by log position, for one release decision.
+    def _states(self, txn: _Txn) -> Callable[[int], TrustState]:
+        """Verified trust states by log position, for one release decision in ``txn``.
 
         Entries past the state this host verified (another replica's commits,
         or this transaction's own appends) are replayed into a copy, once: the
@@ -1360,13 +1363,33 @@ class VaultHost:
                 return self._verified.state
             if not later:
                 try:
-                    later.append(replay(self.db, self._copy()).state)
+                    later.append(self._replayed(txn).state)
                 except ChildVaultError:
                     # Entries that do not verify count for nothing (fail closed).
                     later.append(self._verified.state)
             return later[0]
 
         return at
+
+    def _replayed(self, txn: _Txn) -> Verified:
+        """(DB thread) The host's verified state replayed over the log as it is now in
+        ``txn``, the signatures ``txn`` checked as its entries arrived not verified
+        again (``replay(checked=...)``); :class:`IntegrityError` if it does not verify.
+
+        A read's commit asked for it twice: its release decision (:meth:`_states`)
+        and the commit's check (:meth:`_end`), over the same entries. The result
+        is kept on ``txn`` and used again only while the host's state is the
+        same object and the log's size and head are what it covered; anything
+        appended since (or another state) replays again. A replay that raised
+        keeps nothing.
+        """
+        start, head = self._verified, self.db.audit.head()
+        kept = txn.replayed
+        if kept is not None and kept[0] is start and kept[1] == head:
+            return kept[2]
+        done = replay(self.db, self._copy(), checked=txn.checked)
+        txn.replayed = (start, head, done)
+        return done
 
     def _slots(self, txn: _Txn | None, method: str, a: list[Any]) -> Any:
         """``slots.users`` (names only) or ``slots.put`` (staged until commit)."""
