@@ -85,7 +85,7 @@ from childvault.vault._record_trust import (
     latest_statement_seqs,
 )
 from childvault.vault._registrations import PENDING, STATEMENT, Verified, anchor_of, replay
-from childvault.vault._remote._codec import decode, encode
+from childvault.vault._remote._codec import decode, encode, encode_twice
 from childvault.vault._remote._methods import (
     ACTIONS_AHEAD,
     BASIS_ACTIONS,
@@ -306,6 +306,9 @@ class _Txn:
     retagged: set[tuple[str, str]] = field(default_factory=set)
     #: Grants, decisions and approval entries of this transaction (checked at commit).
     issued: _Issued = field(default_factory=_Issued)
+    #: The last replay over this transaction's appends (:meth:`VaultHost._replayed`):
+    #: the state it started from, the log's (size, head) it covered, its result.
+    replayed: tuple[Verified, tuple[int, bytes | None], Verified] | None = None
 
 
 def _basis_index_write(repo: str, method: str, a: list[Any], kw: Any) -> bool:
@@ -503,7 +506,7 @@ class VaultHost:
     def _copy(self) -> Verified:
         # replay() changes the state it is given: a refused batch must leave ours intact.
         v = self._verified
-        return Verified(TrustState.from_bytes(v.state.to_bytes(), self.anchor), v.size, v.head)
+        return Verified(v.state.copy(), v.size, v.head)
 
     def recorded_witness_keys(self) -> list[str]:
         """The witness keys recorded in the vault: the verified signed ``witness_keys``
@@ -988,11 +991,7 @@ class VaultHost:
                     )
                 )
             self._check_refunds(txn)
-            checked = (
-                replay(self.db, self._copy(), checked=txn.checked, canonical=txn.canonical)
-                if txn.appended
-                else None
-            )
+            checked = self._replayed(txn) if txn.appended else None
             if txn.issued.grants or txn.issued.decided or txn.issued.logged:
                 self._check_issued(txn, (checked or self._verified).state)
             renewed: dict[str, str] = {}
@@ -1066,7 +1065,8 @@ class VaultHost:
             if txn is not None or user is None:
                 raise Refused(400, "malformed", _t("inputs are read outside a transaction"))
             fresh, records = len(a) >= 2 and a[1], len(a) == 3 and a[2]
-            return encode(self._inputs(user, method, str(a[0]), fresh=fresh, records=records))
+            # Already the call's encoded result (the answers encoded twice: _inputs).
+            return self._inputs(user, method, str(a[0]), fresh=fresh, records=records)
         if repo == "release":
             if txn is None:
                 raise Refused(400, "malformed", _t("release calls run in a transaction"))
@@ -1170,7 +1170,9 @@ class VaultHost:
         """An operation's inputs (docs/server.md "Operation inputs"): the answers of
         the reads an approval of request ``ident`` (``approval``) or a read with
         grant ``ident`` (``read``) makes, as ``[repo, method, args, kwargs,
-        result]`` in the wire encoding, read together in one snapshot.
+        result]`` in the wire encoding, read together in one snapshot. Returned
+        as the call's encoded result (each of those encoded twice,
+        :func:`encode_twice`: the list is not encoded again).
 
         Each answer is exactly what that read alone answers (the client keeps
         them as it keeps read-ahead answers and verifies every row it uses as
@@ -1190,7 +1192,15 @@ class VaultHost:
 
         def put(repo: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             result = getattr(getattr(self.db, repo), name)(*args, **kwargs)
-            out.append([repo, name, encode(list(args)), encode(dict(kwargs)), encode(result)])
+            out.append(
+                [
+                    repo,
+                    name,
+                    encode_twice(list(args)),
+                    encode_twice(dict(kwargs)),
+                    encode_twice(result),
+                ]
+            )
             return result
 
         if fresh or records:
@@ -1214,8 +1224,8 @@ class VaultHost:
                 points.append(scan)
             if points:
                 start = min(points)
-                synced = encode(self._sync(start))
-                out.append(["audit", "sync", encode([start]), encode({}), synced])
+                synced = encode_twice(self._sync(start))
+                out.append(["audit", "sync", encode_twice([start]), encode_twice({}), synced])
 
         request_id = ident
         if method == "read":
@@ -1333,7 +1343,7 @@ class VaultHost:
             held = open_key(secret, vault_id, grant_id, stored)
         except RowRefused as exc:
             refuse(str(exc))
-        terms = logged_terms(self.db, self._states(), grant_id)
+        terms = logged_terms(self.db, self._states(txn), grant_id)
         if isinstance(terms, str):
             refuse(terms)
         if terms.officer != held.officer:
@@ -1357,8 +1367,8 @@ class VaultHost:
             refuse(_t("released meanwhile; try again"))
         return held.key
 
-    def _states(self) -> Callable[[int], TrustState]:
-        """Verified trust states by log position, for one release decision.
+    def _states(self, txn: _Txn) -> Callable[[int], TrustState]:
+        """Verified trust states by log position, for one release decision in ``txn``.
 
         Entries past the state this host verified (another replica's commits,
         or this transaction's own appends) are replayed into a copy, once: the
@@ -1372,13 +1382,34 @@ class VaultHost:
                 return self._verified.state
             if not later:
                 try:
-                    later.append(replay(self.db, self._copy()).state)
+                    later.append(self._replayed(txn).state)
                 except ChildVaultError:
                     # Entries that do not verify count for nothing (fail closed).
                     later.append(self._verified.state)
             return later[0]
 
         return at
+
+    def _replayed(self, txn: _Txn) -> Verified:
+        """(DB thread) The host's verified state replayed over the log as it is now in
+        ``txn``, the signatures and canonical forms ``txn`` checked as its entries
+        arrived not checked again (``replay(checked=..., canonical=...)``);
+        :class:`IntegrityError` if it does not verify.
+
+        A read's commit asked for it twice: its release decision (:meth:`_states`)
+        and the commit's check (:meth:`_end`), over the same entries. The result
+        is kept on ``txn`` and used again only while the host's state is the
+        same object and the log's size and head are what it covered; anything
+        appended since (or another state) replays again. A replay that raised
+        keeps nothing.
+        """
+        start, head = self._verified, self.db.audit.head()
+        kept = txn.replayed
+        if kept is not None and kept[0] is start and kept[1] == head:
+            return kept[2]
+        done = replay(self.db, self._copy(), checked=txn.checked, canonical=txn.canonical)
+        txn.replayed = (start, head, done)
+        return done
 
     def _slots(self, txn: _Txn | None, method: str, a: list[Any]) -> Any:
         """``slots.users`` (names only) or ``slots.put`` (staged until commit)."""

@@ -277,6 +277,11 @@ class SubtreeHashes:
         #: ``_levels[h][j]``: MTH of leaves ``[j * 2**(low+h), (j+1) * 2**(low+h))``.
         self._levels: list[list[bytes]] = []
         self._covered = 0  # leaves covered by ``_levels[0]`` (a multiple of 2**low)
+        #: The leaves :meth:`extend_to` was given past the last whole block (fewer
+        #: than ``2**low``), from ``_covered`` on: the log's root at a size in that
+        #: last block then reads only the leaves past them (the server checks a
+        #: checkpoint's root at every approval; it read up to 255 leaves each time).
+        self._tail: list[bytes] = []
 
     @property
     def covered(self) -> int:
@@ -284,20 +289,30 @@ class SubtreeHashes:
         return self._covered
 
     def extend_to(self, size: int) -> None:
-        """Cache the whole blocks of ``2**low`` leaves below ``size`` not cached yet
-        (reads only those leaves: each leaf is read once over the object's life)."""
+        """Cache the whole blocks of ``2**low`` leaves below ``size`` not cached yet,
+        and keep the leaves after them up to ``size`` (reads only leaves not read
+        before: each leaf is read once over the object's life)."""
         block = 1 << self._low
         end = size - size % block
         while self._covered < end:
             # A bounded read per step, so a first call on a long log does not
             # hold every leaf in memory at once.
             hi = min(end, self._covered + 4096 * block)
-            got = list(self._leaves(self._covered, hi))
-            if len(got) != hi - self._covered:
-                raise ValueError(_t("the log is shorter than the Merkle tree asked for"))
+            kept = self._tail[: hi - self._covered]
+            got = kept + self._read_new(self._covered + len(kept), hi)
             for i in range(0, len(got), block):
                 self._add(root_of(got[i : i + block]))
+            self._tail = self._tail[len(kept) :]
             self._covered = hi
+        kept_to = self._covered + len(self._tail)
+        if size > kept_to:
+            self._tail += self._read_new(kept_to, size)
+
+    def _read_new(self, lo: int, hi: int) -> list[bytes]:
+        got = list(self._leaves(lo, hi)) if hi > lo else []
+        if len(got) != hi - lo:
+            raise ValueError(_t("the log is shorter than the Merkle tree asked for"))
+        return got
 
     def _add(self, node: bytes) -> None:
         # Binary-counter carry, as Frontier.append, but every level is kept.
@@ -319,20 +334,22 @@ class SubtreeHashes:
         n = hi - lo
         if n <= 0:
             raise ValueError(_t("a Merkle subtree range is empty"))
-        if n <= 1 << self._low:
-            return root_of(self._read(lo, hi))
-        if n & (n - 1) == 0 and hi <= self._covered:
+        if n & (n - 1) == 0 and n >= 1 << self._low and hi <= self._covered:
             if lo % n:
                 raise ValueError(_t("a Merkle subtree range is not aligned"))
             return self._levels[n.bit_length() - 1 - self._low][lo // n]
+        if n <= 1 << self._low:
+            return root_of(self._read(lo, hi))
         k = _split(n)
         return node_hash(self.subtree(lo, lo + k), self.subtree(lo + k, hi))
 
     def _read(self, lo: int, hi: int) -> list[bytes]:
-        got = list(self._leaves(lo, hi))
-        if len(got) != hi - lo:
-            raise ValueError(_t("the log is shorter than the Merkle tree asked for"))
-        return got
+        start = lo - self._covered
+        if not 0 <= start < len(self._tail):
+            return self._read_new(lo, hi)
+        # Kept leaves first; only those past them are read.
+        got = self._tail[start : hi - self._covered]
+        return got + self._read_new(lo + len(got), hi)
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """:func:`inclusion_proof` of leaf ``index`` in the tree of the first ``size`` leaves."""

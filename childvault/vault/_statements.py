@@ -386,6 +386,40 @@ class TrustState:
         """The state before any statement: only the anchor is trusted."""
         return cls(anchor)
 
+    def copy(self) -> TrustState:
+        """An independent copy: applying statements to it leaves this one as it is.
+
+        Equal to ``from_bytes(to_bytes())`` without the canonical JSON and its
+        parse (the server copies its verified state at every commit). Every
+        container is new and each :class:`UserState` too (``apply`` changes
+        them in place); the anchor and the tuples, bytes and strings inside
+        are immutable. tests/test_trust_state_copy.py pins the fields, so a new
+        one is added here too.
+        """
+        return TrustState(
+            self.anchor,
+            {
+                name: UserState(
+                    u.name,
+                    u.roles,
+                    u.enc_key,
+                    u.sign_key,
+                    u.active_from,
+                    u.active_until,
+                    u.key_from,
+                    None if u.entrusted is None else dict(u.entrusted),
+                )
+                for name, u in self.users.items()
+            },
+            {name: list(keys) for name, keys in self.retired_keys.items()},
+            dict(self.custodians),
+            {gen: set(names) for gen, names in self.holders.items()},
+            self.had_officer,
+            self.applied,
+            dict(self.settings),
+            set(self.unverified),
+        )
+
     # -- queries ------------------------------------------------------------
 
     def user(self, name: str) -> UserState:

@@ -25,7 +25,7 @@ from childvault.vault._backend import (
     RequestRow,
     UserRow,
 )
-from childvault.vault._remote._codec import MAX_DEPTH, decode, encode
+from childvault.vault._remote._codec import MAX_DEPTH, decode, encode, encode_twice
 
 _ROW = RecordRow(
     "a" * 32,
@@ -72,6 +72,46 @@ def test_every_row_type_and_value_kind_round_trips_exactly() -> None:
         got = _wire(value)
         assert got == value and type(got) is type(value), value
     assert _wire(values) == values
+
+
+def test_encode_twice_is_encode_of_encode() -> None:
+    # An operation's inputs are each read's answer encoded, and that list encoded
+    # again (docs/server.md); the server builds that form in one pass.
+    class Level(enum.IntEnum):
+        ONE = 1
+
+    class Name(str):
+        pass
+
+    values: list[Any] = [
+        None,
+        True,
+        -7,
+        1.5,
+        "名字",
+        b"",
+        b"\x00\xff" * 40,
+        (1, "x", b"", (b"z", [None])),
+        [],
+        {},
+        {1: "int key", "s": (b"v", None), "t": [b"a", {}]},
+        _ROW,
+        NewRecord(_ROW, [("name", 1, b"sealed"), ("dob", 3, b"")], b"blob", "src.csv", 4),
+        UserRow("worker1", ("staff",), b"e" * 32, b"s" * 32, "2026-11-30", "admin"),
+        GrantRow("c" * 32, "b" * 32, "officer1", "worker1", "t", "e", 1, 0, None, None, None),
+        CheckpointRow(1, 3, b"h" * 32, "note", "officer1", "t"),
+        {"a" * 32: {"name": (1, b"ct")}, "b" * 32: {}},
+        # Not on a fast path: the two passes.
+        [Level.ONE, Name("x"), bytearray(b"ab"), memoryview(b"cd"), (Name("y"), Level.ONE)],
+    ]
+    for value in [*values, values]:
+        twice = encode_twice(value)
+        assert twice == encode(encode(value)), value
+        # The same JSON text, member order included, and it decodes back twice.
+        assert json.dumps(twice) == json.dumps(encode(encode(value)))
+        assert decode(decode(json.loads(json.dumps(twice)))) == value
+    with pytest.raises(TypeError):
+        encode_twice([{1, 2}])
 
 
 def test_subclasses_of_plain_types_encode_as_before() -> None:

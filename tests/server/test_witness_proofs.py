@@ -102,3 +102,30 @@ def test_a_short_log_and_bad_arguments_are_refused() -> None:
         cache.subtree(4, 4)
     with pytest.raises(ValueError):
         SubtreeHashes(_Counted([]), low=-1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=90), st.integers(min_value=0, max_value=6)),
+        min_size=1,
+        max_size=12,
+    ),
+)
+def test_a_checkpoint_root_reads_only_the_leaves_not_kept(steps: list[tuple[int, int]]) -> None:
+    # As the server checks a checkpoint at each approval: the committed log is
+    # kept (extend_to), the root is taken over it and the transaction's own
+    # appends. Only those appends are read, whatever the size in a block.
+    leaves = _leaves(sum(grow + extra for grow, extra in steps) + 1)
+    reader = _Counted(leaves)
+    cache = SubtreeHashes(reader, low=5)
+    committed = 0
+    for grow, extra in steps:
+        committed += grow
+        cache.extend_to(committed)
+        before = reader.read
+        size = committed + extra
+        if size:
+            assert cache.subtree(0, size) == root_of(leaves[:size])
+            assert reader.read - before <= extra
+    assert reader.read <= committed + sum(extra for _, extra in steps)

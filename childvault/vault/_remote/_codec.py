@@ -81,6 +81,45 @@ def encode(value: Any) -> Any:
     return _encode_other(value)
 
 
+def encode_twice(value: Any) -> Any:
+    """``encode(encode(value))``, built in one pass.
+
+    An operation's inputs are sent so: each read's answer encoded, and the
+    list of them encoded again as the call's result (docs/server.md,
+    "Operation inputs"). The second pass walked and copied the whole first
+    tree, its ``{"$b": ...}`` of every binary value becoming
+    ``{"$o": [["$b", ...]]}``; this builds that form directly. Anything its
+    fast paths do not cover takes the two passes.
+    """
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is bytes:
+        return {"$o": [["$b", _b2a(value, newline=False).decode("ascii")]]}
+    if kind is tuple:
+        return {"$o": [["$t", [v if type(v) in _PLAIN else encode_twice(v) for v in value]]]}
+    if kind is list:
+        return [v if type(v) in _PLAIN else encode_twice(v) for v in value]
+    if kind is dict:
+        pairs = [
+            [
+                k if type(k) in _PLAIN else encode_twice(k),
+                v if type(v) in _PLAIN else encode_twice(v),
+            ]
+            for k, v in value.items()
+        ]
+        return {"$o": [["$o", pairs]]}
+    names = _FIELDS.get(kind)
+    if names is not None:
+        members = [getattr(value, n) for n in names]
+        fields = [
+            [n, v if type(v) in _PLAIN else encode_twice(v)]
+            for n, v in zip(names, members, strict=True)
+        ]
+        return {"$o": [["$d", kind.__name__], ["v", {"$o": fields}]]}
+    return encode(encode(value))
+
+
 def _encode_other(value: Any) -> Any:
     """:func:`encode` of what its fast paths do not cover (subclasses, mappings ...)."""
     if value is None or isinstance(value, bool | int | float | str):
