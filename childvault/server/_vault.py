@@ -442,6 +442,10 @@ class VaultHost:
         # The log's aligned subtree hashes, computed once on the DB thread as the
         # log grows: a witness's consistency proof then reads O(log n) of them.
         self._subtrees = SubtreeHashes(self._leaf_hashes)
+        #: What :meth:`_catch_up_witness` has read of the checkpoints table (DB
+        #: thread): (largest id read, how many rows had an id up to it, that row's
+        #: note). None: nothing read yet; the next catch-up reads every row.
+        self._witness_mark: tuple[int, int, str] | None = None
         #: The home's schema, loaded at the first approval checked (:meth:`_schema`).
         self._loaded_schema: Any = None
         self._keys: dict[str, tuple[bytes, bool]] = {}
@@ -2194,12 +2198,28 @@ class VaultHost:
         Each note is verified first against the key of its signer in the
         verified trust state and must name this log; one that does not is left
         out and logged (verification then names it through the other witness).
+
+        Only the rows above the largest id read before are read (a primary-key
+        range), unless the rows up to it are no longer what was read (their
+        count or the last one's note changed: a row slipped in below, the table
+        was restored): then all once more. docs/decisions.md "A connection
+        reads only the checkpoints its witness has not seen".
         """
         self._refresh()
         state = self._verified.state
         origin = log_origin(self.config.vault_id)
+        mark = self._witness_mark
+        if mark is not None and self.db.checkpoints.through(mark[0]) != mark[1:]:
+            logger.warning("the stored checkpoints up to id %d changed: reading them all", mark[0])
+            mark = None
+        if mark is None:
+            rows = sorted(self.db.checkpoints.all(), key=lambda r: r.id)
+        else:
+            rows = self.db.checkpoints.after(mark[0])
+        if not rows:
+            return
         notes = []
-        for row in sorted(self.db.checkpoints.all(), key=lambda r: r.id):
+        for row in rows:
             found = state.users.get(row.signer)
             try:
                 if found is None:
@@ -2215,10 +2235,19 @@ class VaultHost:
         try:
             added = append_notes(self.witness_path, notes, skip_present=True)
         except OSError:
+            # The mark stays: the next catch-up reads these rows again.
             logger.exception("could not append checkpoints to the witness %s", self.witness_path)
             return
-        if added:
-            logger.info("%d checkpoint(s) of other replicas copied to the witness", added)
+        # Counted from the rows read, not asked again: a row inserted below the
+        # mark meanwhile makes the next count differ, so it is read then.
+        held = len(rows) + (0 if mark is None else mark[1])
+        self._witness_mark = (rows[-1].id, held, rows[-1].note)
+        logger.info(
+            "witness catch-up: %d stored checkpoint(s) read (%s), %d copied",
+            len(rows),
+            "all" if mark is None else f"after id {mark[0]}",
+            added,
+        )
 
     # -- what a client reads instead of files
 
