@@ -62,7 +62,7 @@ from childvault.server._release_keys import (
     verifies,
 )
 from childvault.server._witness import WitnessClient, WitnessFailed
-from childvault.server._witnessfile import append_notes
+from childvault.server._witnessfile import append_notes, note_body
 from childvault.vault import _audit, _note
 from childvault.vault._action_roles import ROLE_ACTIONS, reserved_roles, role_at
 from childvault.vault._backend import (
@@ -446,6 +446,9 @@ class VaultHost:
         #: thread): (largest id read, how many rows had an id up to it, that row's
         #: note). None: nothing read yet; the next catch-up reads every row.
         self._witness_mark: tuple[int, int, str] | None = None
+        #: The bodies of the verified notes of the rows up to the mark: the
+        #: witness file must still hold them (else it was cut short or replaced).
+        self._witness_held: set[str] = set()
         #: The home's schema, loaded at the first approval checked (:meth:`_schema`).
         self._loaded_schema: Any = None
         self._keys: dict[str, tuple[bytes, bool]] = {}
@@ -2202,7 +2205,8 @@ class VaultHost:
         Only the rows above the largest id read before are read (a primary-key
         range), unless the rows up to it are no longer what was read (their
         count or the last one's note changed: a row slipped in below, the table
-        was restored): then all once more. docs/decisions.md "A connection
+        was restored) or the witness file lacks a note it held (cut short,
+        replaced): then all once more. docs/decisions.md "A connection
         reads only the checkpoints its witness has not seen".
         """
         self._refresh()
@@ -2212,13 +2216,20 @@ class VaultHost:
         if mark is not None and self.db.checkpoints.through(mark[0]) != mark[1:]:
             logger.warning("the stored checkpoints up to id %d changed: reading them all", mark[0])
             mark = None
+        if mark is not None and not self._witness_held <= {
+            note_body(n) for n in _audit.read_witness(self.witness_path)
+        }:
+            # Cut short or replaced since: refilled from every verified row, as
+            # a catch-up always did (docs/scale.md).
+            logger.warning("the witness file lacks checkpoints it held: reading them all")
+            mark = None
         if mark is None:
             rows = sorted(self.db.checkpoints.all(), key=lambda r: r.id)
         else:
             rows = self.db.checkpoints.after(mark[0])
         if not rows:
             return
-        notes = []
+        notes: list[str] = []
         for row in rows:
             found = state.users.get(row.signer)
             try:
@@ -2242,6 +2253,9 @@ class VaultHost:
         # mark meanwhile makes the next count differ, so it is read then.
         held = len(rows) + (0 if mark is None else mark[1])
         self._witness_mark = (rows[-1].id, held, rows[-1].note)
+        if mark is None:
+            self._witness_held = set()
+        self._witness_held.update(note_body(n) for n in notes)
         logger.info(
             "witness catch-up: %d stored checkpoint(s) read (%s), %d copied",
             len(rows),

@@ -1,7 +1,8 @@
 """A client's connection does not cost more with every checkpoint (round 2
 session 11): a replica with a witness file of its own reads, before it answers
 a bootstrap, only the stored checkpoints above the largest id it read before,
-and reads them all again only when the rows below that id changed.
+and reads them all again only when the rows below that id changed or the
+witness file lost a note it held.
 
 Real parts: the session's PostgreSQL server, ``childvault serve`` processes
 and CLI clients as separate processes. Counted from the replica's log (rows
@@ -98,6 +99,13 @@ def test_a_connection_reads_only_the_checkpoints_added_since_the_last(
         held = _bodies(path)
         assert set(held) >= stored and len(held) == len(set(held))
     assert pg.cli_json("officer2", "audit", "verify", url=b.url)["ok"] is True
+    # A witness file cut short while b runs is refilled at the next bootstrap,
+    # as before the mark: b notices a note it held is gone and reads all rows.
+    wb.write_bytes(b"")
+    pg.cli("worker1", "list", url=b.url)
+    assert _catch_ups(b)[-1] == (4, "all", 4)
+    assert set(_bodies(wb)) == stored
+    assert "lacks checkpoints it held" in b.log_path.read_text(encoding="utf-8")
     # A restarted replica has no mark: it reads every row once, copies nothing.
     b.stop()
     b = pg.start_replica(port=b.port, witness=wb)
