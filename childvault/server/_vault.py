@@ -62,7 +62,7 @@ from childvault.server._release_keys import (
     verifies,
 )
 from childvault.server._witness import WitnessClient, WitnessFailed
-from childvault.server._witnessfile import append_notes
+from childvault.server._witnessfile import append_notes, note_body
 from childvault.vault import _audit, _note
 from childvault.vault._action_roles import ROLE_ACTIONS, reserved_roles, role_at
 from childvault.vault._backend import (
@@ -445,6 +445,13 @@ class VaultHost:
         # The log's aligned subtree hashes, computed once on the DB thread as the
         # log grows: a witness's consistency proof then reads O(log n) of them.
         self._subtrees = SubtreeHashes(self._leaf_hashes)
+        #: What :meth:`_catch_up_witness` has read of the checkpoints table (DB
+        #: thread): (largest id read, how many rows had an id up to it, that row's
+        #: note). None: nothing read yet; the next catch-up reads every row.
+        self._witness_mark: tuple[int, int, str] | None = None
+        #: The bodies of the verified notes of the rows up to the mark: the
+        #: witness file must still hold them (else it was cut short or replaced).
+        self._witness_held: set[str] = set()
         #: The home's schema, loaded at the first approval checked (:meth:`_schema`).
         self._loaded_schema: Any = None
         self._keys: dict[str, tuple[bytes, bool]] = {}
@@ -2225,12 +2232,36 @@ class VaultHost:
         Each note is verified first against the key of its signer in the
         verified trust state and must name this log; one that does not is left
         out and logged (verification then names it through the other witness).
+
+        Only the rows above the largest id read before are read (a primary-key
+        range), unless the rows up to it are no longer what was read (their
+        count or the last one's note changed: a row slipped in below, the table
+        was restored) or the witness file lacks a note it held (cut short,
+        replaced): then all once more. docs/decisions.md "A connection
+        reads only the checkpoints its witness has not seen".
         """
         self._refresh()
         state = self._verified.state
         origin = log_origin(self.config.vault_id)
-        notes = []
-        for row in sorted(self.db.checkpoints.all(), key=lambda r: r.id):
+        mark = self._witness_mark
+        if mark is not None and self.db.checkpoints.through(mark[0]) != mark[1:]:
+            logger.warning("the stored checkpoints up to id %d changed: reading them all", mark[0])
+            mark = None
+        if mark is not None and not self._witness_held <= {
+            note_body(n) for n in _audit.read_witness(self.witness_path)
+        }:
+            # Cut short or replaced since: refilled from every verified row, as
+            # a catch-up always did (docs/scale.md).
+            logger.warning("the witness file lacks checkpoints it held: reading them all")
+            mark = None
+        if mark is None:
+            rows = sorted(self.db.checkpoints.all(), key=lambda r: r.id)
+        else:
+            rows = self.db.checkpoints.after(mark[0])
+        if not rows:
+            return
+        notes: list[str] = []
+        for row in rows:
             found = state.users.get(row.signer)
             try:
                 if found is None:
@@ -2246,10 +2277,22 @@ class VaultHost:
         try:
             added = append_notes(self.witness_path, notes, skip_present=True)
         except OSError:
+            # The mark stays: the next catch-up reads these rows again.
             logger.exception("could not append checkpoints to the witness %s", self.witness_path)
             return
-        if added:
-            logger.info("%d checkpoint(s) of other replicas copied to the witness", added)
+        # Counted from the rows read, not asked again: a row inserted below the
+        # mark meanwhile makes the next count differ, so it is read then.
+        held = len(rows) + (0 if mark is None else mark[1])
+        self._witness_mark = (rows[-1].id, held, rows[-1].note)
+        if mark is None:
+            self._witness_held = set()
+        self._witness_held.update(note_body(n) for n in notes)
+        logger.info(
+            "witness catch-up: %d stored checkpoint(s) read (%s), %d copied",
+            len(rows),
+            "all" if mark is None else f"after id {mark[0]}",
+            added,
+        )
 
     # -- what a client reads instead of files
 

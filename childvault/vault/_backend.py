@@ -440,6 +440,15 @@ class CheckpointRepo(Protocol):
         """The stored checkpoints of trees of ``size`` entries or more (of :meth:`all`)."""
         ...
 
+    def after(self, last_id: int) -> list[CheckpointRow]:
+        """The stored checkpoints with an id above ``last_id``, by id."""
+        ...
+
+    def through(self, last_id: int) -> tuple[int, str | None]:
+        """(count of the checkpoints with an id of ``last_id`` or less, the note of
+        the one with id ``last_id`` or None)."""
+        ...
+
 
 class StatementRepo(Protocol):
     """Signed statement envelopes and each verifier's saved trust state (docs/trust.md).

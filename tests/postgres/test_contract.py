@@ -95,6 +95,27 @@ def test_resumed_approvals_read_the_newer_checkpoints_only(any_world: World) -> 
         assert v.verify_audit(full=True).checkpoints == 3
 
 
+def test_checkpoints_after_an_id_and_through_it(any_world: World) -> None:
+    """Round 2 session 11: ``checkpoints.after`` and ``through`` on both stores
+    (a serving replica's witness catch-up reads only the rows above its mark)."""
+    world = any_world
+    with world.open("officer1") as v:
+        assert v._session.db.checkpoints.after(0) == []
+        assert v._session.db.checkpoints.through(0) == (0, None)
+        for _ in range(3):
+            v.checkpoint()
+        repo = v._session.db.checkpoints
+        every = sorted(repo.all(), key=lambda c: c.id)
+        assert len(every) == 3
+        first, middle, last = every
+        assert repo.after(first.id) == [middle, last]
+        assert repo.after(last.id) == []
+        assert repo.after(first.id - 1) == every
+        assert repo.through(middle.id) == (2, middle.note)
+        assert repo.through(last.id) == (3, last.note)
+        assert repo.through(last.id + 1) == (3, None)
+
+
 def _rows(world: World, query: str) -> list[tuple[Any, ...]]:
     with _sql(world) as run:
         return [tuple(bytes(c) if isinstance(c, memoryview) else c for c in r) for r in run(query)]

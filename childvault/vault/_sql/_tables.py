@@ -454,6 +454,20 @@ class Checkpoints:
             self._c.q(_CHECKPOINT_ROWS + " WHERE size >= ? ORDER BY size, id", (size,)).fetchall()
         )
 
+    def after(self, last_id: int) -> list[CheckpointRow]:
+        """The stored checkpoints with an id above ``last_id``, by id (a primary-key range)."""
+        return self._rows(
+            self._c.q(_CHECKPOINT_ROWS + " WHERE id > ? ORDER BY id", (last_id,)).fetchall()
+        )
+
+    def through(self, last_id: int) -> tuple[int, str | None]:
+        """(how many stored checkpoints have an id of ``last_id`` or less, the note of
+        the one with id ``last_id`` or None): enough to tell the rows below a
+        remembered id apart from those another read of :meth:`after` found."""
+        count = self._c.q("SELECT count(*) FROM checkpoints WHERE id <= ?", (last_id,)).fetchone()
+        row = self._c.q("SELECT note FROM checkpoints WHERE id = ?", (last_id,)).fetchone()
+        return int(count[0]) if count else 0, None if row is None else str(row[0])
+
     @staticmethod
     def _rows(rows: Sequence[Any]) -> list[CheckpointRow]:
         return [
