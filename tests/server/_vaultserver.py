@@ -153,6 +153,31 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
         time.sleep(0.1)
 
 
+def start_older(vs: VaultServer, *unknown: str) -> None:
+    """``serve`` over ``vs`` by a server that does not know the remote methods
+    ``unknown`` (``"inputs"`` for a whole repository, ``"checkpoints.since"`` for
+    one method): what a server from before they existed answers."""
+    drops = "; ".join(
+        f"_methods.METHODS[{repo!r}].pop({method!r})"
+        if method
+        else f"_methods.METHODS.pop({repo!r})"
+        for repo, _, method in (name.partition(".") for name in unknown)
+    )
+    script = (
+        "import sys; from childvault.vault._remote import _methods; "
+        f"{drops}; sys.argv[0] = 'childvault'; from childvault._entry import main; main()"
+    )
+    port = free_port()
+    env = dict(os.environ, CHILDVAULT_PASSPHRASE=passphrase("admin"))
+    cmd = [sys.executable, "-c", script, "--home", str(vs.home), "--as", "admin"]
+    cmd += ["serve", "--listen", f"127.0.0.1:{port}"]
+    vs.log_path = vs.root / "server.log"
+    with vs.log_path.open("ab") as log:
+        vs.process = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    vs.url = f"http://127.0.0.1:{port}"
+    wait_healthy(vs.url, vs.process, vs.log_path)
+
+
 def make_vault(root: Path, people: Sequence[str] = tuple(PEOPLE)) -> VaultServer:
     """Create the vault in ``root/home`` and give each person a workstation."""
     home = root / "home"

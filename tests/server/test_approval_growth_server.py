@@ -11,9 +11,6 @@ that bind it"). Counted as requests and as notes verified, not timed.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from childvault.vault import NewRecordInput, Vault, _note
@@ -27,16 +24,7 @@ from tests.server._vaultserver import (
     rpc_call,
     rpc_read,
     signed_rpc,
-    wait_healthy,
-)
-from tests.server.conftest import ROOT, free_port
-
-#: ``python -m childvault`` whose server does not know ``checkpoints.since``:
-#: what a server from before round 2 session 11 answers.
-_OLDER_SERVER = (
-    "import sys; from childvault.vault._remote import _methods; "
-    "del _methods.METHODS['checkpoints']['since']; sys.argv[0] = 'childvault'; "
-    "from childvault._entry import main; main()"
+    start_older,
 )
 
 EARLIER = 10
@@ -104,16 +92,8 @@ def test_an_older_server_without_since_still_approves_from_every_checkpoint(
     tmp_path: Path,
 ) -> None:
     vs, ids = _served(tmp_path)
-    port = free_port()
-    env = dict(os.environ, CHILDVAULT_PASSPHRASE=passphrase("admin"))
-    cmd = [sys.executable, "-c", _OLDER_SERVER, "--home", str(vs.home), "--as", "admin"]
-    cmd += ["serve", "--listen", f"127.0.0.1:{port}"]
-    vs.log_path = vs.root / "server.log"
-    with vs.log_path.open("ab") as log:
-        vs.process = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-    vs.url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(vs.url, vs.process, vs.log_path)
+        start_older(vs, "checkpoints.since")  # a server from before session 11
         with vs.connect("worker1") as worker, vs.connect("officer1") as officer:
             for _ in range(3):
                 req = worker.request_access(ids, ["name"], "case_management", "b")

@@ -12,9 +12,6 @@ every other call raises it. Real servers: the older one is this version with
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,16 +25,7 @@ from tests.server._vaultserver import (
     count_requests,
     make_vault,
     passphrase,
-    wait_healthy,
-)
-from tests.server.conftest import ROOT, free_port
-
-#: ``python -m childvault`` with the ``inputs`` methods unknown to the server:
-#: what a server from before the operation inputs answers them.
-_OLDER_SERVER = (
-    "import sys; from childvault.vault._remote import _methods; "
-    "del _methods.METHODS['inputs']; sys.argv[0] = 'childvault'; "
-    "from childvault._entry import main; main()"
+    start_older,
 )
 
 
@@ -48,24 +36,11 @@ def _served(root: Path) -> tuple[VaultServer, list[str]]:
     return vs, ids
 
 
-def _start_older(vs: VaultServer) -> None:
-    """``serve`` over ``vs`` by a server that has no ``inputs`` methods."""
-    port = free_port()
-    env = dict(os.environ, CHILDVAULT_PASSPHRASE=passphrase("admin"))
-    cmd = [sys.executable, "-c", _OLDER_SERVER, "--home", str(vs.home), "--as", "admin"]
-    cmd += ["serve", "--listen", f"127.0.0.1:{port}"]
-    vs.log_path = vs.root / "server.log"
-    with vs.log_path.open("ab") as log:
-        vs.process = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-    vs.url = f"http://127.0.0.1:{port}"
-    wait_healthy(vs.url, vs.process, vs.log_path)
-
-
 @pytest.fixture
 def older(tmp_path: Path) -> Iterator[tuple[VaultServer, list[str]]]:
     """A vault served by a server without the operation inputs."""
     vs, ids = _served(tmp_path)
-    _start_older(vs)
+    start_older(vs, "inputs")  # a server from before the operation inputs
     try:
         yield vs, ids
     finally:
