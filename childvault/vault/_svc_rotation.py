@@ -189,7 +189,7 @@ class RotationService:
             ),
             [self.s.me],
         )
-        trial = TrustState.from_bytes(state.to_bytes(), state.anchor)
+        trial = state.copy()
         try:
             trial.apply(envelope, seq=self.s.db.audit.head()[0])
         except IntegrityError as exc:

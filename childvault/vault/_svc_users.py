@@ -1185,7 +1185,7 @@ def _applies(state: TrustState, envelope: Envelope, seq: int) -> bool:
     """Whether ``envelope`` would verify if logged at ``seq`` (checked on a copy:
     a statement that does not verify is never logged, as it would stop every
     later verification)."""
-    trial = TrustState.from_bytes(state.to_bytes(), state.anchor)
+    trial = state.copy()
     try:
         trial.apply(envelope, seq=seq)
     except ChildVaultError:
