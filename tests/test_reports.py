@@ -16,9 +16,8 @@ from click.testing import CliRunner
 
 from childvault.cli.main import cli
 from childvault.keys import AccessDenied, ApprovalInvalid, UsageError
-from childvault.vault import NewRecordInput
 from childvault.vault._reports import SUBJECT_REPORT_FORMAT, verify_subject_report
-from tests.conftest import PASSPHRASES, World, add_children, child_values, consent
+from tests.conftest import PASSPHRASES, World, add_children, child_values
 
 FIELDS = ("name", "date_of_birth", "guardian_phone")
 
@@ -214,12 +213,9 @@ def test_cli_report_subject_writes_0600_and_refuses_a_bad_grant_with_exit_3(
 def _scripted_reads(world: World) -> tuple[list[str], datetime, datetime]:
     """worker1 and worker2 read at known times; return ids and worker1's window."""
     with world.open("worker1") as v:
-        ids = v.add_records(
-            [
-                NewRecordInput("child", child_values(i), consent(("case_management",)))
-                for i in range(4)
-            ]
-        )
+        # Dated for the vault's clock (a test may move it to now: the consent of
+        # START's day was then 31 days back-dated once the legal day passed it).
+        ids = add_children(v, 4)
     # Before the window: worker1 reads record 0.
     t0 = grant(world, [ids[0]], ("name",))
     with world.open("worker1") as v:
