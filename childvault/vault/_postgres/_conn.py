@@ -216,6 +216,15 @@ $fn$""",
             GENERATED ALWAYS AS (cv_entry_detail_member(entry, 'recipient')) STORED""",
         "CREATE INDEX audit_recipient_ref ON audit (action) WHERE recipient_ref IS NOT NULL",
     ],
+    # 6: as SQLCipher's migration 6: the checkpoints by signer then size
+    # (`latest_by`) and by size (`since`, `all`) through indexes, not a scan
+    # of one row per approval ever made. The id ends each key: a PostgreSQL
+    # index has no implicit row order, and both queries order ties on size by
+    # id. Indexes only: no stored value changes (no decision or vectors).
+    [
+        "CREATE INDEX checkpoints_signer_size ON checkpoints (signer, size, id)",
+        "CREATE INDEX checkpoints_size ON checkpoints (size, id)",
+    ],
 ]
 
 #: Tables the service role may only read and append to (never UPDATE, DELETE, TRUNCATE).

@@ -213,6 +213,18 @@ _MIGRATIONS: list[str] = [
     ) VIRTUAL;
     CREATE INDEX audit_recipient_ref ON audit (action) WHERE recipient_ref IS NOT NULL
     """,
+    # 6: the checkpoints table's look-ups through indexes instead of a scan of
+    # every checkpoint (one is stored per approval): `latest_by` (signer, then
+    # the largest size; the rowid, which is `id`, ends every SQLite index, so
+    # the tie on size is ordered too) and `since`/`all` (size, then id);
+    # `after` and `through` already use the primary key. Indexes only: no
+    # stored value changes, so no stored-format decision or vectors, and a
+    # dropped index changes only the speed (docs/decisions.md, "The
+    # checkpoints table's indexes").
+    """
+    CREATE INDEX checkpoints_signer_size ON checkpoints (signer, size);
+    CREATE INDEX checkpoints_size ON checkpoints (size)
+    """,
 ]
 
 
