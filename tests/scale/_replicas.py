@@ -16,10 +16,12 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from childvault.keys import Identity
 from childvault.vault import Vault
@@ -31,7 +33,7 @@ from tests.postgres.conftest import new_database, write_dsn
 from tests.server._vaultserver import CLI_TIMEOUT, PEOPLE, passphrase, wait_healthy
 from tests.server.conftest import ROOT, free_port
 
-__all__ = ["PgServed", "Replica", "make_pg_vault"]
+__all__ = ["PgServed", "Replica", "fresh_pg_vault", "make_pg_vault"]
 
 
 @dataclass
@@ -207,3 +209,19 @@ def make_pg_vault(
         ws.mkdir(parents=True, mode=0o700)
         shutil.copy2(home / "identities" / f"{user}.id", ws / f"{user}.id")
     return served
+
+
+@pytest.fixture
+def fresh_pg_vault(tmp_path: Path, postgres: PostgresServer) -> Iterator[PgServed]:
+    """A PostgreSQL vault (officer1 and officer2, both holders, and worker1) with no
+    replica running yet; every replica a test starts is stopped afterwards.
+
+    The witness and connection-cost tests share it (tests/scale/conftest.py
+    makes it a fixture of the directory); the failover tests' ``served``
+    fixtures set up other vaults.
+    """
+    pg = make_pg_vault(tmp_path, postgres, people=("officer1", "officer2", "worker1"))
+    try:
+        yield pg
+    finally:
+        pg.stop()

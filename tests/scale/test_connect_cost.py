@@ -13,32 +13,19 @@ reads only the checkpoints its witness has not seen".
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from childvault.server._witnessfile import note_body
 from childvault.vault import _audit
-from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.sessions import OWNER
-from tests.scale._replicas import PgServed, Replica, make_pg_vault
+from tests.scale._replicas import PgServed, Replica
 from tests.server._vaultserver import synthetic_csv
 
 _CATCH_UP = re.compile(
     r"witness catch-up: (\d+) stored checkpoint\(s\) read \((all|after id \d+)\), (\d+) copied"
 )
-
-
-@pytest.fixture
-def served(tmp_path: Path, postgres: PostgresServer) -> Iterator[PgServed]:
-    """A PostgreSQL vault with no replica running yet."""
-    pg = make_pg_vault(tmp_path, postgres, people=("officer1", "officer2", "worker1"))
-    try:
-        yield pg
-    finally:
-        pg.stop()
 
 
 def _catch_ups(replica: Replica) -> list[tuple[int, str, int]]:
@@ -67,9 +54,9 @@ def _records(pg: PgServed, tmp_path: Path, url: str, n: int) -> list[str]:
 
 
 def test_a_connection_reads_only_the_checkpoints_added_since_the_last(
-    served: PgServed, tmp_path: Path
+    fresh_pg_vault: PgServed, tmp_path: Path
 ) -> None:
-    pg = served
+    pg = fresh_pg_vault
     wa, wb = tmp_path / "witness-a.jsonl", tmp_path / "witness-b.jsonl"
     a = pg.start_replica(witness=wa)
     ids = _records(pg, tmp_path, a.url, 4)
@@ -113,11 +100,13 @@ def test_a_connection_reads_only_the_checkpoints_added_since_the_last(
     assert _catch_ups(b)[-1] == (4, "all", 0)
 
 
-def test_a_row_inserted_below_the_mark_is_still_copied(served: PgServed, tmp_path: Path) -> None:
+def test_a_row_inserted_below_the_mark_is_still_copied(
+    fresh_pg_vault: PgServed, tmp_path: Path
+) -> None:
     """An insider withholds a checkpoint row, lets b read past it, then puts it
     back under its old (smaller) id: b notices the rows up to its mark changed
     and reads them all again, so the note is copied, not skipped."""
-    pg = served
+    pg = fresh_pg_vault
     wa, wb = tmp_path / "witness-a.jsonl", tmp_path / "witness-b.jsonl"
     a = pg.start_replica(witness=wa)
     b = pg.start_replica(witness=wb)

@@ -13,28 +13,15 @@ from __future__ import annotations
 import json
 import multiprocessing
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from childvault.server._witnessfile import append_notes, note_body
 from childvault.vault import _audit
-from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.sessions import OWNER
-from tests.scale._replicas import PgServed, make_pg_vault
+from tests.scale._replicas import PgServed
 from tests.server._vaultserver import synthetic_csv
-
-
-@pytest.fixture
-def served(tmp_path: Path, postgres: PostgresServer) -> Iterator[PgServed]:
-    """A PostgreSQL vault with no replica running yet."""
-    pg = make_pg_vault(tmp_path, postgres, people=("officer1", "officer2", "worker1"))
-    try:
-        yield pg
-    finally:
-        pg.stop()
 
 
 def _approve(pg: PgServed, record: str, url: str) -> None:
@@ -53,9 +40,9 @@ def _stored(pg: PgServed) -> list[str]:
 
 
 def test_each_replica_witness_holds_every_checkpoint_and_verifies(
-    served: PgServed, tmp_path: Path
+    fresh_pg_vault: PgServed, tmp_path: Path
 ) -> None:
-    pg = served
+    pg = fresh_pg_vault
     configured = pg.open_local("officer1")
     with configured:
         home_witness = configured.witness_path
@@ -90,9 +77,9 @@ def test_each_replica_witness_holds_every_checkpoint_and_verifies(
 
 
 def test_a_stored_checkpoint_that_does_not_verify_is_not_copied(
-    served: PgServed, tmp_path: Path
+    fresh_pg_vault: PgServed, tmp_path: Path
 ) -> None:
-    pg = served
+    pg = fresh_pg_vault
     wa, wb = tmp_path / "witness-a.jsonl", tmp_path / "witness-b.jsonl"
     a = pg.start_replica(witness=wa)
     b = pg.start_replica(witness=wb)
