@@ -772,7 +772,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smaller defaults (100,000 records, 1,000 imported, 3 reads, 10 approvals)",
+        help=(
+            "smaller defaults (100,000 records, 1,000 imported, 3 reads, 10 approvals, "
+            "10,000 checkpoints)"
+        ),
     )
     parser.add_argument("--records", type=int, default=None, help="rows for find_list")
     parser.add_argument("--lookups", type=int, default=None, help="find calls timed")
