@@ -51,9 +51,10 @@ Parts:
     real length), on SQLCipher and on PostgreSQL 18 (the fixture server), in
     two stores with the same rows: one without the indexes of migration 6
     (as the schema before it) and one with them, timed alternately. SQLCipher
-    runs in this process (CPU time); PostgreSQL's figure is the call's wall
-    time on loopback and the server's own execution time (``EXPLAIN
-    ANALYZE``), with the plan's top node.
+    runs in this process (CPU time); PostgreSQL (as the migration role, which
+    reads as the service role does) gives the call's wall time on loopback
+    and the server's own execution time (``EXPLAIN ANALYZE``), with the
+    plan's scan node.
 """
 
 from __future__ import annotations
