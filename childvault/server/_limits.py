@@ -14,7 +14,10 @@ Three layers, each bounded so one client cannot hold the server:
   (``h11_max_incomplete_event_size``) but not the *time* a client may take to
   send it, so a client sending its headers a byte at a time would hold a
   connection forever. The protocol class it returns closes a connection whose
-  request head is not complete within ``header_timeout``.
+  request head is not complete within ``header_timeout``. It also reads each
+  request head as sent, before h11 parses it, and refuses (400, closed) the
+  forms a proxy in front could read differently (:func:`head_refusal`); h11's
+  own refusals get the same JSON answer and access-log line.
 - :class:`UserRateLimit`: a token bucket per *verified* user over the
   requests the signature layer accepted (the vault routes consult it; a
   request over the limit gets 429 with ``Retry-After`` and is logged as a
@@ -32,6 +35,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -154,6 +158,79 @@ def _head_size(scope: Scope) -> int:
     # separators); exact to a few bytes, which is all a limit needs.
     size = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b"")) + 16
     return size + sum(len(n) + len(v) + 4 for n, v in scope.get("headers", []))
+
+
+#: Where a request head ends: the first empty line, found exactly as h11 finds it
+#: (``h11._receivebuffer``), so no head reaches h11 that was not checked here.
+_HEAD_END = re.compile(rb"\n\r?\n")
+#: A line starting with a space or tab (one search; two ``in`` tests took four times as long).
+_FOLD = re.compile(rb"\n[ \t]")
+#: The bytes a request head may hold: HTAB, CR, LF, visible ASCII and space, and
+#: obs-text (0x80-0xff, RFC 9110 section 5.5). Deleting them leaves the control
+#: characters (NUL, DEL, ...; h11 refuses some, not all): one C loop, where a
+#: regular expression took three times as long.
+_HEAD_BYTES = bytes([9, 10, 13, *range(0x20, 0x7F), *range(0x80, 0x100)])
+
+
+def head_refusal(head: bytes) -> str | None:
+    """The reason code for refusing a complete request head as sent, or None.
+
+    ``head`` is the request line and header lines up to and including the empty
+    line. Each refused form is one a proxy in front (``--behind-proxy``) may read
+    otherwise than h11 does, so that the two disagree about a header or about
+    where the body and the next request start (request smuggling):
+
+    - ``bare_lf``: a line ending in LF without CR (RFC 9112 section 2.2);
+    - ``obs_fold``: a header line continued on the next one (a line starting
+      with a space or tab, RFC 9112 section 5.2);
+    - ``control_character``: a control character other than HTAB (h11 refuses
+      NUL and a lone CR but keeps the others);
+    - ``request_target``: a request target not in origin form (``/...``):
+      absolute form names a host the ``Host`` header may contradict, and the
+      asterisk and authority forms have no use here;
+    - ``ambiguous_framing``: more than one ``Content-Length`` or a list as its
+      value (h11 merges equal ones), or ``Transfer-Encoding`` in HTTP/1.0
+      (RFC 9112 section 6.1: the framing is faulty).
+
+    Plain byte counts and searches over the head, once per request.
+    """
+    crlf = head.count(b"\r\n")
+    if head.count(b"\n") != crlf:
+        return "bare_lf"
+    if _FOLD.search(head) is not None:
+        return "obs_fold"
+    if head.count(b"\r") != crlf or head.translate(None, _HEAD_BYTES):
+        # A CR not before LF, or a control character other than HTAB.
+        return "control_character"
+    request_line = head[: head.find(b"\r\n")]
+    parts = request_line.split(b" ")
+    if len(parts) == 3 and not parts[1].startswith(b"/"):
+        # Other shapes of the request line h11 refuses itself.
+        return "request_target"
+    lower = head.lower()
+    lengths = lower.count(b"\ncontent-length:")
+    if lengths > 1:
+        return "ambiguous_framing"
+    if lengths == 1:
+        start = lower.find(b"\ncontent-length:")
+        if b"," in lower[start : lower.find(b"\r\n", start + 1)]:
+            return "ambiguous_framing"
+    if parts[-1] == b"HTTP/1.0" and b"\ntransfer-encoding:" in lower:
+        return "ambiguous_framing"
+    return None
+
+
+def _raw_refusal(reason: str) -> bytes:
+    # The answer send_refusal gives, written before any ASGI request exists.
+    body = json.dumps({"error": "bad_request", "reason": reason}, separators=(",", ":"))
+    return (
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\ncache-control: no-store\r\n"
+        f"\r\n{body}"
+    ).encode()
+
+
+_METHOD = re.compile(rb"[A-Z]{1,16}")
 
 
 class LimitsMiddleware:
@@ -383,12 +460,60 @@ def header_timeout_protocol(header_timeout: float = DEFAULT_HEADER_TIMEOUT) -> t
             super().connection_made(_CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
             self._arm_head_timer()
 
+        def _refuse_head(self, reason: str, head: bytes) -> None:
+            # Answered and closed without h11 or the app seeing the request:
+            # nothing after this head can be read as a request or a body.
+            self._disarm_head_timer()
+            self.transport.write(_raw_refusal(reason))
+            self.transport.close()
+            found = _METHOD.match(head)
+            method = found.group().decode() if found is not None else ""
+            _log_unparsed_refusal(self.client, method, reason)
+
+        def _refused_head(self, pending: bytes) -> bool:
+            """Refuse the request head at the start of ``pending`` if it is complete and bad."""
+            end = _HEAD_END.search(pending)
+            if end is None:
+                return False  # incomplete: checked again when more arrives
+            head = pending[: end.end()]
+            reason = head_refusal(head)
+            if reason is None:
+                return False
+            self._refuse_head(reason, head)
+            return True
+
         def data_received(self, data: bytes) -> None:
+            if self.conn.their_state is h11.IDLE:
+                # A request head is due: what h11 holds of it (usually nothing)
+                # plus the new bytes start with it.
+                held = self.conn.trailing_data[0]
+                if self._refused_head(held + data if held else data):
+                    return
             super().data_received(data)
             if self.conn.their_state is not h11.IDLE:
                 self._disarm_head_timer()
 
+        def send_400_response(self, msg: str) -> None:
+            # h11 refused the head itself (a space before a colon, two Host
+            # headers, ...): the server's JSON answer and an access-log line
+            # rather than uvicorn's plain text.
+            self._disarm_head_timer()
+            self.transport.write(_raw_refusal("malformed_head"))
+            self.transport.close()
+            _log_unparsed_refusal(self.client, "", "malformed_head")
+
         def on_response_complete(self) -> None:
+            if (
+                self.conn.our_state is h11.DONE
+                and self.conn.their_state is h11.DONE
+                and not self.transport.is_closing()
+            ):
+                # A pipelined request sent with the previous one: uvicorn's
+                # handler would let h11 parse it now, from h11's buffer.
+                held = self.conn.trailing_data[0]
+                if held and self._refused_head(held):
+                    super().on_response_complete()  # counts the request; closing, so no more
+                    return
             super().on_response_complete()
             if self.transport.is_closing():
                 return
@@ -459,18 +584,37 @@ class AccessLogMiddleware:
             log()
 
     def _line(self, scope: Scope, record: RequestRecord, duration: float) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "user": record.user,
-            "method": str(scope.get("method", ""))[:16],
-            "path": self.route_template(scope),
-            "status": record.status,
-            "duration_ms": round(duration * 1000, 3),
-            "bytes_in": record.bytes_in,
-            "bytes_out": record.bytes_out,
-        }
-        if record.user is None and record.claimed_user is not None:
-            entry["claimed_user"] = record.claimed_user
-        if record.reason is not None:
-            entry["reason"] = record.reason
-        return json.dumps(entry, separators=(",", ":"), sort_keys=True)
+        return _access_line(
+            str(scope.get("method", ""))[:16], self.route_template(scope), record, duration
+        )
+
+
+def _access_line(method: str, path: str, record: RequestRecord, duration: float) -> str:
+    entry: dict[str, Any] = {
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "user": record.user,
+        "method": method,
+        "path": path,
+        "status": record.status,
+        "duration_ms": round(duration * 1000, 3),
+        "bytes_in": record.bytes_in,
+        "bytes_out": record.bytes_out,
+    }
+    if record.user is None and record.claimed_user is not None:
+        entry["claimed_user"] = record.claimed_user
+    if record.reason is not None:
+        entry["reason"] = record.reason
+    return json.dumps(entry, separators=(",", ":"), sort_keys=True)
+
+
+def _log_unparsed_refusal(client: tuple[str, int] | None, method: str, reason: str) -> None:
+    """Log a request refused before it was parsed: the access-log line (path ``-``,
+    never the target as sent) and the refusal line :func:`report_refusal` writes."""
+    body = json.dumps({"error": "bad_request", "reason": reason}, separators=(",", ":"))
+    record = RequestRecord(status=400, reason=reason, bytes_out=len(body))
+    logging.getLogger(ACCESS_LOGGER).info(_access_line(method, "-", record, 0.0))
+    logging.getLogger("childvault.server").info(
+        "request refused: 400 %s from %s",
+        reason,
+        f"{client[0]}:{client[1]}" if client else "?",
+    )
