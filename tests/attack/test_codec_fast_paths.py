@@ -21,7 +21,14 @@ from hypothesis import strategies as st
 
 from childvault.keys import IntegrityError
 from childvault.vault._backend import GrantRow, UserRow
-from childvault.vault._remote._codec import _decode_other, decode, encode_twice
+from childvault.vault._remote._codec import (
+    MAX_DEPTH,
+    _decode_other,
+    decode,
+    decode_twice,
+    encode,
+    encode_twice,
+)
 
 HOSTILE = [
     '{"$b":"QR=="}',  # non-zero padding bits: the same byte as "QQ=="
@@ -165,3 +172,55 @@ def test_twice_encoded_values_decode_as_the_general_path(value: Any) -> None:
     once = _decode_other(twice, 0)
     assert decode(twice) == once
     assert decode(once) == _decode_other(once, 0) == value
+
+
+def _both(value: Any) -> Any:
+    """``decode(decode(value))``, the two passes :func:`decode_twice` fuses."""
+    return decode(decode(value))
+
+
+def _verdict(fn: Any, value: Any) -> Any:
+    """As :func:`_outcome`, a refusal's message aside: of several malformed
+    members, the one pass may meet another first than the two."""
+    outcome = _outcome(fn, value)
+    return outcome[:1] if outcome[0] == "refused" else outcome
+
+
+@settings(max_examples=300, deadline=None)
+@given(_VALUES)
+def test_decode_twice_gives_the_two_passes_value(value: Any) -> None:
+    """What an operation's inputs carry (encode_twice, through JSON text)."""
+    twice = json.loads(json.dumps(encode_twice(value)))
+    assert decode_twice(twice) == _both(twice) == value
+
+
+@settings(max_examples=400, deadline=None)
+@given(_WIRE)
+def test_decode_twice_of_any_tagged_json(value: Any) -> None:
+    """A hostile outer layer: the same value or a refusal, as the two passes."""
+    assert _verdict(decode_twice, value) == _verdict(_both, value)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_WIRE)
+def test_decode_twice_of_a_sound_outer_layer_round_a_hostile_inner_one(value: Any) -> None:
+    """A well-formed outer layer (what the server's encode_twice builds) round
+    any inner one: the inner refusals are met on the fast paths."""
+    wrapped = json.loads(json.dumps(encode(value), allow_nan=True))
+    assert _verdict(decode_twice, wrapped) == _verdict(_both, wrapped)
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_decode_twice_of_each_hostile_value_wrapped(text: str) -> None:
+    wrapped = encode(json.loads(text))
+    assert _verdict(decode_twice, wrapped) == _verdict(_both, wrapped)
+
+
+@pytest.mark.parametrize("levels", [MAX_DEPTH // 4 - 1, MAX_DEPTH // 4, MAX_DEPTH // 2, MAX_DEPTH])
+def test_decode_twice_keeps_the_nesting_bound(levels: int) -> None:
+    """Nested tuples and mappings: refused exactly where the two passes refuse."""
+    value: Any = b"x"
+    for i in range(levels):
+        value = (value,) if i % 2 else {"k": value}
+    twice = json.loads(json.dumps(encode_twice(value)))
+    assert _verdict(decode_twice, twice) == _verdict(_both, twice)
