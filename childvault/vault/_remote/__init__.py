@@ -82,7 +82,7 @@ from childvault.vault._backend import (
 )
 from childvault.vault._httpsig import HTTPSignatureAuth, plain_headers, redirect_refused
 from childvault.vault._note import Checkpoint, parse_note
-from childvault.vault._remote._codec import decode, encode
+from childvault.vault._remote._codec import decode, decode_twice, encode
 from childvault.vault._remote._methods import (
     ACTIONS_AHEAD,
     BASIS_ACTIONS,
@@ -211,6 +211,23 @@ _INPUTS_FALLBACK = (_UnknownMethod, _RoleRefused)
 #: Writes answered True or False, by their ``_cas`` form (the server fails the
 #: request where they would answer False): queued in an appending transaction.
 _CAS_FORMS = {("access", "use_grant"): "use_grant_cas", ("access", "decide"): "decide_cas"}
+
+
+class _Twice:
+    """A kept answer still in the form an operation's inputs carry it, encoded
+    twice (:meth:`RemoteBackend._keep_inputs`): :func:`_held` decodes it."""
+
+    __slots__ = ("encoded",)
+
+    def __init__(self, encoded: Any) -> None:
+        self.encoded = encoded
+
+
+def _held(value: Any) -> Any:
+    """The value of a kept answer: encoded once (as every answer), or a :class:`_Twice`."""
+    if type(value) is _Twice:
+        return decode_twice(value.encoded)
+    return decode(value)
 
 
 class _Later:
@@ -944,12 +961,12 @@ class RemoteBackend:
                 self._used_grant = args[0] if isinstance(args[0], str) else None
             return answer
         if one in self._reads:
-            return decode(self._reads[one])
+            return _held(self._reads[one])
         if self._outside is not None and one in self._outside and repo not in self._written:
             # Read before the transaction, in the generation its first request
             # names: exact unless someone committed since, which the server refuses.
             self._reads[one] = self._outside[one]
-            return decode(self._reads[one])
+            return _held(self._reads[one])
         own = self._own_log_read(repo, method, args, kwargs)
         if own is not None:
             self._reads[one] = own
@@ -958,7 +975,7 @@ class RemoteBackend:
         if (repo, method) == ("audit", "head") and not args and not kwargs:
             # An append reads the head, then the last entry (its time): both at once.
             self._keep_reads([last], self._flush(last))
-            return decode(self._reads[one])
+            return _held(self._reads[one])
         if (
             (repo, method) == ("audit", "page")
             and len(args) == 1
@@ -969,7 +986,7 @@ class RemoteBackend:
             # A replay reads a page, then its signatures: the trust sync answers
             # both (and the head) at once, as outside a transaction.
             self._keep_sync_read(args[0], one, self._flush(self._key("audit", "sync", args, {}))[0])
-            return decode(self._reads[one])
+            return _held(self._reads[one])
         ahead = []
         if (
             (repo, method) == ("users", "all")
@@ -1092,7 +1109,7 @@ class RemoteBackend:
         if not isinstance(held, tuple) or head is None:
             return self._predicted
         _, rows, _, complete = held
-        size, digest = decode(head)
+        size, digest = _held(head)
         if not complete or not rows or rows[-1][0] != size - 1 or rows[-1][2] != digest:
             return self._predicted
         return size, digest, (rows[-1][1], rows[-1][2])
@@ -1387,7 +1404,7 @@ class RemoteBackend:
         one = json.dumps(doc, separators=(",", ":"))
         self._expire()
         if one in self._cache:
-            return decode(self._cache[one])
+            return _held(self._cache[one])
         calls = [one]
         if (repo, method) == ("records", "get_many") and len(args) == 1 and not kwargs:
             # The services read a set of records' key blobs and sealed fields with
@@ -1664,20 +1681,25 @@ class RemoteBackend:
         """Keep an ``inputs.*`` answer: each ``[repo, method, args, kwargs, result]``
         as the read it answers, under the rules of every read outside a
         transaction. Only plain reads are kept (never a sync, a scan a page at a
-        time, or another operation's inputs); anything malformed is refused."""
-        # The server encodes the list whose items hold encoded calls and results.
-        decoded = decode(raw)
-        rows = decoded if isinstance(decoded, list) else None
-        if rows is None or not all(isinstance(r, list) and len(r) == 5 for r in rows):
+        time, or another operation's inputs); anything malformed is refused.
+
+        The server sends the list as it is, each call and result encoded twice
+        (:func:`encode_twice`). The calls are decoded here; each result is kept
+        in that form (:class:`_Twice`) and decoded, both layers in one pass and
+        with every check of the two (:func:`decode_twice`), when it is read:
+        decoding it here to keep its once-encoded form walked and built every
+        answer twice.
+        """
+        if type(raw) is not list or not all(type(r) is list and len(r) == 5 for r in raw):
             raise IntegrityError(_t("the server sent a malformed batch answer"))
         keep: dict[str, Any] = {}
         sync: tuple[int, Any] | None = None
-        for repo, method, args, kwargs, result in rows:
+        for repo, method, args, kwargs, result in raw:
             if (repo, method) == ("audit", "sync"):
-                start = decode(args)
+                start = decode_twice(args)
                 if not (isinstance(start, list) and len(start) == 1 and type(start[0]) is int):
                     raise IntegrityError(_t("the server sent a malformed batch answer"))
-                sync = (start[0], decode(result))
+                sync = (start[0], decode_twice(result))
                 continue
             if (
                 not isinstance(repo, str)
@@ -1688,10 +1710,10 @@ class RemoteBackend:
                 or (repo, method) in {("audit", "sync"), ("audit", "last")}
             ):
                 raise IntegrityError(_t("the server sent a malformed batch answer"))
-            a, kw = decode(args), decode(kwargs)
+            a, kw = decode_twice(args), decode_twice(kwargs)
             if not isinstance(a, list) or not isinstance(kw, dict):
                 raise IntegrityError(_t("the server sent a malformed batch answer"))
-            keep[self._key(repo, method, a, kw)] = result
+            keep[self._key(repo, method, a, kw)] = _Twice(result)
         self._expire()
         if not self._cache:
             self._cache_since = time.monotonic()

@@ -171,11 +171,40 @@ def decode(value: Any, depth: int = 0) -> Any:
             items = value.get("$t")
             if type(items) is list:
                 return tuple([v if type(v) in _PLAIN else decode(v, deeper) for v in items])
+            pairs = value.get("$o")
+            if type(pairs) is list:
+                return _decode_mapping(pairs, deeper)
         elif size == 2:
             row = _decode_row(value, deeper)
             if row is not None:
                 return row
     return _decode_other(value, depth)
+
+
+def _decode_mapping(pairs: list[Any], depth: int) -> dict[Any, Any]:
+    """A ``{"$o": pairs}`` mapping, members at ``depth``: what :func:`_decode_other`
+    gives or refuses, without its general checks on every member.
+
+    Every mapping crosses the wire so (and an operation's inputs, encoded twice,
+    wrap each binary value, tuple and row in one): ~2,000 a read's answer.
+    """
+    out: dict[Any, Any] = {}
+    for pair in pairs:
+        if type(pair) is not list or len(pair) != 2:
+            if isinstance(pair, list) and len(pair) == 2:
+                pair = list(pair)  # a list subclass (never from JSON): as the general path
+            else:
+                raise IntegrityError(_t("a remote mapping is malformed"))
+        k, v = pair
+        kind = type(k)
+        if kind is str or kind is int:
+            key = k
+        else:
+            key = decode(k, depth)
+            if not isinstance(key, str | int):
+                raise IntegrityError(_t("a remote mapping key is malformed"))
+        out[key] = v if type(v) in _PLAIN else decode(v, depth)
+    return out
 
 
 def _decode_row(value: dict[str, Any], depth: int) -> Any:
@@ -230,3 +259,84 @@ def _decode_other(value: Any, depth: int) -> Any:
     except (TypeError, ValueError) as exc:
         raise IntegrityError(_t("a remote value is malformed")) from exc
     raise IntegrityError(_t("a remote value is malformed"))
+
+
+def decode_twice(value: Any) -> Any:
+    """``decode(decode(value))`` in one pass: the value an :func:`encode_twice`
+    form holds.
+
+    An operation's inputs carry each read's answer encoded twice (docs/server.md
+    "Operation inputs"); decoding both layers built and walked the whole
+    once-encoded tree in between. This gives the value the two passes give, or
+    refuses what they refuse (:class:`IntegrityError`, its message possibly
+    that of another malformed member): its fast paths cover exactly the forms
+    :func:`encode_twice` builds, anything else takes the two passes there.
+    """
+    return _twice(value, 0, 0)
+
+
+def _twice(value: Any, outer: int, inner: int) -> Any:
+    """:func:`decode_twice` of a member the first pass meets at depth ``outer``
+    and the second at ``inner``."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if outer >= MAX_DEPTH - 4:
+        # Near the nesting bound: the two passes, refusing exactly where they do.
+        return decode(decode(value, outer), inner)
+    if kind is list:
+        return [v if type(v) in _PLAIN else _twice(v, outer + 1, inner + 1) for v in value]
+    pairs = value.get("$o") if kind is dict and len(value) == 1 else None
+    if type(pairs) is not list or not pairs or len(pairs) > 2:
+        return decode(decode(value, outer), inner)
+    first = pairs[0]
+    if type(first) is not list or len(first) != 2:
+        return decode(decode(value, outer), inner)
+    tag, payload = first
+    if len(pairs) == 1:
+        if tag == "$b" and type(payload) is str:
+            try:
+                return _a2b(payload, strict_mode=True)  # as decode's "$b"
+            except (binascii.Error, ValueError) as exc:
+                raise IntegrityError(_t("a remote value is malformed")) from exc
+        if tag == "$t" and type(payload) is list:
+            return tuple(
+                [v if type(v) in _PLAIN else _twice(v, outer + 2, inner + 1) for v in payload]
+            )
+        if tag == "$o" and type(payload) is list:
+            out: dict[Any, Any] = {}
+            for pair in payload:
+                if type(pair) is not list or len(pair) != 2:
+                    return decode(decode(value, outer), inner)
+                key = _twice(pair[0], outer + 3, inner + 1)
+                if not isinstance(key, str | int):
+                    raise IntegrityError(_t("a remote mapping key is malformed"))
+                out[key] = _twice(pair[1], outer + 3, inner + 1)
+            return out
+        return decode(decode(value, outer), inner)
+    second = pairs[1]
+    if (
+        tag != "$d"
+        or type(payload) is not str
+        or type(second) is not list
+        or len(second) != 2
+        or second[0] != "v"
+        or type(second[1]) is not dict
+        or len(second[1]) != 1
+        or type(second[1].get("$o")) is not list
+    ):
+        return decode(decode(value, outer), inner)
+    row = ROW_TYPES.get(payload)
+    if row is None:
+        return decode(decode(value, outer), inner)
+    fields: dict[str, Any] = {}
+    for pair in second[1]["$o"]:
+        if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str:
+            return decode(decode(value, outer), inner)
+        fields[pair[0]] = _twice(pair[1], outer + 2, inner + 1)
+    if not _NAMES[payload].issuperset(fields):
+        raise IntegrityError(_t("a remote {kind} has unknown fields", kind=payload))
+    try:
+        return row(**fields)
+    except (TypeError, ValueError) as exc:
+        raise IntegrityError(_t("a remote value is malformed")) from exc
