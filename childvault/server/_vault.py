@@ -62,7 +62,13 @@ from childvault.server._release_keys import (
     verifies,
 )
 from childvault.server._witness import WitnessClient, WitnessFailed
-from childvault.server._witnessfile import append_notes, note_body
+from childvault.server._witnessfile import (
+    WitnessRead,
+    append_missing,
+    append_notes,
+    notes_digest,
+    read_notes,
+)
 from childvault.vault import _audit, _note
 from childvault.vault._action_roles import ROLE_ACTIONS, reserved_roles, role_at
 from childvault.vault._backend import (
@@ -449,9 +455,11 @@ class VaultHost:
         #: thread): (largest id read, how many rows had an id up to it, that row's
         #: note). None: nothing read yet; the next catch-up reads every row.
         self._witness_mark: tuple[int, int, str] | None = None
-        #: The bodies of the verified notes of the rows up to the mark: the
-        #: witness file must still hold them (else it was cut short or replaced).
-        self._witness_held: set[str] = set()
+        #: How many notes the witness file held after the last catch-up and the
+        #: digest of their bodies (:func:`notes_digest`): it must still begin
+        #: with them, else it was cut short or replaced. Bounded, unlike the
+        #: set of every body held it replaces.
+        self._witness_held: tuple[int, bytes] | None = None
         #: The home's schema, loaded at the first approval checked (:meth:`_schema`).
         self._loaded_schema: Any = None
         self._keys: dict[str, tuple[bytes, bool]] = {}
@@ -2222,7 +2230,7 @@ class VaultHost:
                 break
         return leaves
 
-    def _catch_up_witness(self) -> None:
+    def _catch_up_witness(self) -> WitnessRead:
         """(DB thread) Append to this replica's own witness the stored checkpoints it
         lacks: those committed through the other replicas of the database.
 
@@ -2236,20 +2244,27 @@ class VaultHost:
         Only the rows above the largest id read before are read (a primary-key
         range), unless the rows up to it are no longer what was read (their
         count or the last one's note changed: a row slipped in below, the table
-        was restored) or the witness file lacks a note it held (cut short,
-        replaced): then all once more. docs/decisions.md "A connection
-        reads only the checkpoints its witness has not seen".
+        was restored) or the witness file no longer begins with the notes it
+        held (cut short, replaced): then all once more. docs/decisions.md "A
+        connection reads only the checkpoints its witness has not seen".
+
+        Returns the witness file's notes after the catch-up: the file is read
+        once, for the check, the append and the describe answer.
         """
         self._refresh()
+        seen = read_notes(self.witness_path)
         state = self._verified.state
         origin = log_origin(self.config.vault_id)
         mark = self._witness_mark
         if mark is not None and self.db.checkpoints.through(mark[0]) != mark[1:]:
             logger.warning("the stored checkpoints up to id %d changed: reading them all", mark[0])
             mark = None
-        if mark is not None and not self._witness_held <= {
-            note_body(n) for n in _audit.read_witness(self.witness_path)
-        }:
+        held = self._witness_held
+        if mark is not None and (
+            held is None
+            or len(seen.notes) < held[0]
+            or notes_digest(seen.notes[: held[0]]) != held[1]
+        ):
             # Cut short or replaced since: refilled from every verified row, as
             # a catch-up always did (docs/scale.md).
             logger.warning("the witness file lacks checkpoints it held: reading them all")
@@ -2259,7 +2274,7 @@ class VaultHost:
         else:
             rows = self.db.checkpoints.after(mark[0])
         if not rows:
-            return
+            return seen
         notes: list[str] = []
         for row in rows:
             found = state.users.get(row.signer)
@@ -2275,30 +2290,33 @@ class VaultHost:
                 continue
             notes.append(row.note)
         try:
-            added = append_notes(self.witness_path, notes, skip_present=True)
+            added, after = append_missing(self.witness_path, notes, seen)
         except OSError:
             # The mark stays: the next catch-up reads these rows again.
             logger.exception("could not append checkpoints to the witness %s", self.witness_path)
-            return
+            return seen
         # Counted from the rows read, not asked again: a row inserted below the
         # mark meanwhile makes the next count differ, so it is read then.
-        held = len(rows) + (0 if mark is None else mark[1])
-        self._witness_mark = (rows[-1].id, held, rows[-1].note)
-        if mark is None:
-            self._witness_held = set()
-        self._witness_held.update(note_body(n) for n in notes)
+        count = len(rows) + (0 if mark is None else mark[1])
+        self._witness_mark = (rows[-1].id, count, rows[-1].note)
+        # The whole file as it now begins, not only the notes copied: it holds
+        # every verified note up to the mark (skip_present kept those already
+        # there), and anything that only appends keeps this prefix.
+        self._witness_held = (len(after.notes), notes_digest(after.notes))
         logger.info(
             "witness catch-up: %d stored checkpoint(s) read (%s), %d copied",
             len(rows),
             "all" if mark is None else f"after id {mark[0]}",
             added,
         )
+        return after
 
     # -- what a client reads instead of files
 
     async def describe(self, user: str) -> dict[str, Any]:
         """Config, schema, the caller's own sealed key slot and the witness notes."""
         self._check_user(user)
+        witness: list[str] | None = None
         if self.own_witness is not None:
             # Between transactions, so no uncommitted checkpoint is copied. A
             # bootstrap is not refused when the wait runs out: it gets the file
@@ -2311,7 +2329,7 @@ class VaultHost:
                     logger.warning("the witness was not caught up: a transaction holds the vault")
                 else:
                     try:
-                        await self._run(self._catch_up_witness)
+                        witness = (await self._run(self._catch_up_witness)).notes
                     except ChildVaultError:
                         # A log that no longer verifies, a damaged witness: the
                         # client's own `audit verify` must still get to say so.
@@ -2322,11 +2340,14 @@ class VaultHost:
         slot = slots.get("slots", {}).get(user)
         if slot is None:
             raise Refused(403, "no_key_slot", _t("{user} has no key slot in this vault", user=user))
+        if witness is None:
+            # No catch-up (the home's witness, or it did not run): read here.
+            witness = _audit.read_witness(self.witness_path)
         return {
             "config": doc,
             "schema": self.home.schema.read_text(encoding="utf-8"),
             "slot": slot,
-            "witness": _audit.read_witness(self.witness_path),
+            "witness": witness,
             # What this server answers: a client uses a newer call only if it is here.
             "methods": sorted(f"{repo}.{m}" for repo, ms in METHODS.items() for m in ms),
         }
