@@ -2300,7 +2300,7 @@ class VaultHost:
         count = len(rows) + (0 if mark is None else mark[1])
         self._witness_mark = (rows[-1].id, count, rows[-1].note)
         # The whole file as it now begins, not only the notes copied: it holds
-        # every verified note up to the mark (skip_present kept those already
+        # every verified note up to the mark (append_missing kept those already
         # there), and anything that only appends keeps this prefix.
         self._witness_held = (len(after.notes), notes_digest(after.notes))
         logger.info(

@@ -88,24 +88,25 @@ def note_body(note: str) -> str:
     return note.split("\n\n", 1)[0]
 
 
-def append_notes(path: Path, notes: Iterable[str], *, skip_present: bool = False) -> int:
+def append_notes(path: Path, notes: Iterable[str]) -> int:
     """Append ``notes`` as ``{"note": ...}`` lines to the witness file at ``path``.
 
     Created with mode 0600 if missing; a symlink at ``path`` is refused
-    (``O_NOFOLLOW``). With ``skip_present``, notes whose body the file already
-    holds are left out; the file is read under the same lock, so two writers
-    catching up at once do not both add a note. Returns how many were written.
-    Raises ``OSError`` (the caller decides whether that is fatal).
+    (``O_NOFOLLOW``). Returns how many were written. Raises ``OSError`` (the
+    caller decides whether that is fatal). :func:`append_missing` leaves out
+    the notes the file already holds.
     """
     wanted = list(notes)
     if not wanted:
         return 0
-    return len(_append(path, wanted, skip_present=skip_present, seen=None)[0])
+    return len(_append(path, wanted, seen=None)[0])
 
 
 def append_missing(path: Path, notes: Sequence[str], seen: WitnessRead) -> tuple[int, WitnessRead]:
-    """:func:`append_notes` with ``skip_present``, given the file as read before
-    (:func:`read_notes`): it is not read again unless it changed since.
+    """:func:`append_notes` of the ``notes`` whose body the file does not hold yet,
+    given the file as read before (:func:`read_notes`): it is not read again
+    unless it changed since. The file is checked under the append's lock, so
+    two writers catching up at once do not both add a note.
 
     Returns how many notes were written and the file's notes after the append
     (with its stamp then), so one read serves the caller's checks, the
@@ -113,24 +114,25 @@ def append_missing(path: Path, notes: Sequence[str], seen: WitnessRead) -> tuple
     """
     if not notes:
         return 0, seen
-    written, present, stamp = _append(path, list(notes), skip_present=True, seen=seen)
+    written, present, stamp = _append(path, list(notes), seen=seen)
     return len(written), WitnessRead(present + written, stamp)
 
 
 def _append(
-    path: Path, wanted: list[str], *, skip_present: bool, seen: WitnessRead | None
+    path: Path, wanted: list[str], *, seen: WitnessRead | None
 ) -> tuple[list[str], list[str], Stamp]:
-    """Append under the lock: (notes written, the file's notes before them when
-    ``skip_present`` (else empty), the file's stamp after)."""
+    """Append under the lock: (notes written, the file's notes before them (empty
+    without ``seen``), the file's stamp after). With ``seen`` (a catch-up), the
+    notes the file holds are left out."""
     present: list[str] = []
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        if skip_present:
+        if seen is not None:
             # The read the caller made still holds if the file is as it was
             # then (a writer appending meanwhile changed its size); else it
             # is read again here, under the lock.
-            if seen is not None and seen.stamp is not None and _stamp(os.fstat(fd)) == seen.stamp:
+            if seen.stamp is not None and _stamp(os.fstat(fd)) == seen.stamp:
                 present = seen.notes
             else:
                 present = _audit.read_witness(path)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 
-from childvault.server._witnessfile import append_notes, note_body
+from childvault.server._witnessfile import append_missing, append_notes, note_body, read_notes
 from childvault.vault import _audit
 from tests.fixtures.sessions import OWNER
 from tests.scale._replicas import PgServed
@@ -134,4 +134,5 @@ def test_writers_on_one_witness_file_never_interleave(tmp_path: Path) -> None:
         f"writer {w} note {i}\n" + "x" * 70_000 for w in range(writers) for i in range(each)
     )
     # Catching up adds only what is missing, under the same lock.
-    assert append_notes(path, [notes[0], "writer 9 note 0\n"], skip_present=True) == 1
+    added, after = append_missing(path, [notes[0], "writer 9 note 0\n"], read_notes(path))
+    assert added == 1 and after.notes == [*notes, "writer 9 note 0\n"]
