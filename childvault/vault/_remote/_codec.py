@@ -190,11 +190,8 @@ def _decode_mapping(pairs: list[Any], depth: int) -> dict[Any, Any]:
     """
     out: dict[Any, Any] = {}
     for pair in pairs:
-        if type(pair) is not list or len(pair) != 2:
-            if isinstance(pair, list) and len(pair) == 2:
-                pair = list(pair)  # a list subclass (never from JSON): as the general path
-            else:
-                raise IntegrityError(_t("a remote mapping is malformed"))
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise IntegrityError(_t("a remote mapping is malformed"))
         k, v = pair
         kind = type(k)
         if kind is str or kind is int:
