@@ -11,7 +11,7 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 
-from childvault import _i18n
+from childvault import _catalog, _i18n
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPING = ROOT / "childvault" / "locale" / "babel.cfg"
@@ -22,15 +22,15 @@ _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 def _source_messages() -> dict[str, tuple[str, ...]]:
     """Every message the package asks to translate (console, CLI help and messages,
     library errors): msgid -> forms. The same extraction as
-    ``python -m childvault._i18n --missing`` (keywords ``_``, ``_t``, ``N_``...)."""
+    ``python -m childvault._catalog --missing`` (keywords ``_``, ``_t``, ``N_``...)."""
     with MAPPING.open(encoding="utf-8") as handle:
         method_map, options_map = parse_mapping_cfg(handle, str(MAPPING))
     for filename, _lineno, message, _comments, _context in extract_from_dir(
-        ROOT, method_map, options_map, keywords=_i18n._keywords()
+        ROOT, method_map, options_map, keywords=_catalog._keywords()
     ):
         forms = message if isinstance(message, tuple) else (message,)
         assert all(forms), f"an empty message is marked for translation in {filename}"
-    return _i18n.source_messages()
+    return _catalog.source_messages()
 
 
 def test_the_extractor_sees_the_console() -> None:

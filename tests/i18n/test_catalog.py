@@ -11,7 +11,7 @@ from pathlib import Path
 
 from babel.messages.pofile import read_po
 
-from childvault import _i18n
+from childvault import _catalog, _i18n
 
 CATALOG = Path(_i18n.__file__).parent / "locale" / "zh_CN" / "LC_MESSAGES" / "childvault.po"
 #: str.format fields (``{name}``, ``{n:8}``, ``{x!r}``) and %-format fields.
@@ -24,7 +24,7 @@ def _fields(text: str) -> set[str]:
 
 def test_the_extractor_sees_cli_library_console_and_click() -> None:
     # Guards the extraction itself: a broken mapping would make the next test vacuous.
-    messages = _i18n.source_messages()
+    messages = _catalog.source_messages()
     assert "Added record {id}." in messages  # a CLI message, _()
     assert (
         "List pending access requests: officers see everyone's, staff their own." in messages
@@ -37,10 +37,10 @@ def test_the_extractor_sees_cli_library_console_and_click() -> None:
 
 
 def test_every_message_has_a_zh_cn_translation() -> None:
-    missing = _i18n.missing_messages("zh_CN")
+    missing = _catalog.missing_messages("zh_CN")
     assert not missing, (
         f"{len(missing)} msgid(s) have no zh_CN translation; list them with "
-        "`python -m childvault._i18n --missing` and append entries to "
+        "`python -m childvault._catalog --missing` and append entries to "
         f"{CATALOG.relative_to(CATALOG.parents[4])}:\n" + "\n".join(map(repr, missing))
     )
 
@@ -66,7 +66,7 @@ def test_translations_keep_the_placeholders_of_their_source() -> None:
 
 def test_the_missing_command_lists_nothing_and_says_so() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "childvault._i18n", "--missing"],
+        [sys.executable, "-m", "childvault._catalog", "--missing"],
         capture_output=True,
         text=True,
         check=False,
