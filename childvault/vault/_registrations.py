@@ -4,12 +4,12 @@ Shared by the audit service (``audit verify`` checks the tables against the
 log) and the key ring (nothing is sealed to a custodian key the log does not
 know), so neither imports the other.
 
-The rest of the registrations' code lives beside this module, each part
-importing none of the others' dependants: ``_trust_saved`` (a verifier's
-signed saved points), ``_trust_replay`` (statements in the log and their
-replay) and ``_enrolment`` (invites, requests, ``user.register``). This module
-keeps the log's registrations and the upgrade of old vaults, and re-exports
-the other parts' names, the import path the rest of childvault uses.
+The rest of the registrations' code lives in modules beside this one, none
+of which imports it: ``_trust_saved`` (a verifier's signed saved points),
+``_trust_replay`` (statements in the log and their replay) and ``_enrolment``
+(invites, requests, ``user.register``). This module keeps the log's
+registrations and the upgrade of old vaults, and re-exports the other parts'
+names, the import path the rest of childvault uses.
 """
 
 from __future__ import annotations
