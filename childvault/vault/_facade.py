@@ -25,7 +25,7 @@ from childvault.vault._facade_audit import AuditFacet
 from childvault.vault._facade_compliance import ComplianceFacet
 from childvault.vault._facade_lifecycle import LifecycleFacet
 from childvault.vault._facade_open import DEFAULTS as DEFAULTS
-from childvault.vault._facade_open import _open_store as _open_store
+from childvault.vault._facade_open import _open_store as _open_store  # for server/_vault.py
 from childvault.vault._facade_open import (
     connect_session,
     init_session,
