@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from childvault.vault import _svc_records
+from childvault.vault import _svc_records_import
 from tests.conftest import World
 from tests.test_records import marked_rows, write_csv
 
@@ -21,13 +21,13 @@ def _import(world: World, src: Path) -> tuple[int, int, list[str]]:
     return report.imported, report.skipped_invalid, types
 
 
-@pytest.mark.parametrize("keep", [_svc_records._KEEP_BYTES, 0, 2000])
+@pytest.mark.parametrize("keep", [_svc_records_import._KEEP_BYTES, 0, 2000])
 def test_kept_and_reread_rows_import_the_same(
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: int
 ) -> None:
     """``keep`` 0: no row is kept, the write pass reads the file again; 2000: the
     bound is crossed part-way through the file."""
-    monkeypatch.setattr(_svc_records, "_KEEP_BYTES", keep)
+    monkeypatch.setattr(_svc_records_import, "_KEEP_BYTES", keep)
     rows = marked_rows(12)
     rows[4]["sex"] = "maybe"
     rows[9]["id_number"] = "123"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from childvault.keys import StorageError
-from childvault.vault import _svc_records
+from childvault.vault import _svc_records, _svc_records_import
 from childvault.vault._importer import file_digest
 from childvault.vault._sqlcipher import _conn
 from tests.conftest import World
@@ -46,7 +46,7 @@ def test_a_failed_staging_leaves_the_batches_committed_before_it(
 ) -> None:
     """Batch 3's staging fails while batch 2 commits: batch 2 still commits (as it
     had when batches were written in turn), its progress row with it."""
-    monkeypatch.setattr(_svc_records, "_IMPORT_BATCH", BATCH)
+    monkeypatch.setattr(_svc_records_import, "_IMPORT_BATCH", BATCH)
     src = write_csv(tmp_path / "rows.csv", marked_rows(ROWS))
     staged = _svc_records.RecordService._staged
     calls = 0
@@ -74,7 +74,7 @@ def test_a_failed_commit_discards_the_next_batch(
     is slipped into its transaction): batch 2 is rolled back, batch 3 (staged
     meanwhile) is never written, the import raises the storage error, and only
     batch 1 and its progress remain."""
-    monkeypatch.setattr(_svc_records, "_IMPORT_BATCH", BATCH)
+    monkeypatch.setattr(_svc_records_import, "_IMPORT_BATCH", BATCH)
     src = write_csv(tmp_path / "rows.csv", marked_rows(ROWS))
     commit = _conn.BackgroundCommit._commit
     calls = 0
@@ -104,7 +104,7 @@ def test_progress_is_reported_for_committed_batches_only(
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each batch's progress is reported once it is committed, in order, then the end."""
-    monkeypatch.setattr(_svc_records, "_IMPORT_BATCH", BATCH)
+    monkeypatch.setattr(_svc_records_import, "_IMPORT_BATCH", BATCH)
     src = write_csv(tmp_path / "rows.csv", marked_rows(ROWS))
     seen: list[tuple[int, int, int]] = []
     with world.open("worker1") as v:

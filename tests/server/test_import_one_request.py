@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from childvault.vault import Vault, _svc_records
+from childvault.vault import Vault, _svc_records_import
 from tests.server._vaultserver import make_vault, synthetic_csv
 
 
@@ -98,7 +98,13 @@ def test_each_batch_of_a_long_import_is_one_request(tmp_path: Path) -> None:
             assert report.imported == 1100
             inserts = [s for n, s in seen if "records.insert" in n]
             # Through one server: batches of 50, 100, 200, 400, then 350 rows.
-            assert [_svc_records._overlapped_size(i) for i in range(5)] == [50, 100, 200, 400, 500]
+            assert [_svc_records_import._overlapped_size(i) for i in range(5)] == [
+                50,
+                100,
+                200,
+                400,
+                500,
+            ]
             assert inserts == [200] * 5, seen
     finally:
         served.stop()

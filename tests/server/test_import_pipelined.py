@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from childvault.keys import AccessDenied, ProviderUnavailable
-from childvault.vault import Vault, _svc_records
+from childvault.vault import Vault, _svc_records_import
 from tests.server._vaultserver import VaultServer, admin_workstation, make_vault, synthetic_csv
 from tests.server.conftest import free_port
 
@@ -36,8 +36,8 @@ ROWS = 12
 @pytest.fixture
 def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """Batches of :data:`BATCH` rows, every one, in this process's imports."""
-    monkeypatch.setattr(_svc_records, "_OVERLAPPED_FIRST", BATCH)
-    monkeypatch.setattr(_svc_records, "_IMPORT_BATCH", BATCH)
+    monkeypatch.setattr(_svc_records_import, "_OVERLAPPED_FIRST", BATCH)
+    monkeypatch.setattr(_svc_records_import, "_IMPORT_BATCH", BATCH)
 
 
 def _on_batch_send(v: Vault, before: Callable[[int], None]) -> list[tuple[int, str, int]]:

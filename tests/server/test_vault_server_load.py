@@ -18,7 +18,7 @@ import pytest
 
 import childvault
 from childvault.keys import ChildVaultError
-from childvault.vault import _svc_records
+from childvault.vault import _svc_records_import
 from tests.server._vaultserver import (
     VaultServer,
     make_vault,
@@ -118,7 +118,9 @@ def test_server_killed_mid_import_restarts_consistent_and_the_import_resumes(
         assert 0 < partial < 3000
         # Whole batches only (50, 100, 200, 400, then 500 rows through one
         # server): a batch is all or nothing.
-        ends = list(itertools.accumulate(_svc_records._overlapped_size(i) for i in range(12)))
+        ends = list(
+            itertools.accumulate(_svc_records_import._overlapped_size(i) for i in range(12))
+        )
         assert ends[:6] == [50, 150, 350, 750, 1250, 1750]
         assert partial in ends
         done = vs.cli_json("worker1", "import", "--allow-duplicates", str(big))
