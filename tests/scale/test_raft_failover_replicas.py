@@ -41,7 +41,7 @@ from tests.server._vaultserver import synthetic_csv
 
 #: Rows of the import: a batch of 500 (one transaction) and one of 100.
 ROWS = 600
-#: Rows of one import batch (childvault/vault/_svc_records.py).
+#: Rows of one import batch (childvault/vault/_svc_records_import.py).
 BATCH = 500
 
 
