@@ -465,7 +465,7 @@ class AuditService:
 
 
 #: Save the verifier's known tree again once the log grew by this many entries
-#: since the one used (as the trust state: ``_registrations._SAVE_AFTER``).
+#: since the one used (as the trust state: ``_trust_replay._SAVE_AFTER``).
 _TREE_SAVE_AFTER = 64
 
 
