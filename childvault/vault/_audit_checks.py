@@ -1,7 +1,7 @@
 """The per-entry and per-page checks that :func:`._audit.verify` runs over the log.
 
 Separate from :mod:`._audit` so the verification walk reads as one loop; these
-are its pure checks (timestamps, roots, the page fast paths).
+are its checks of one entry or one page (timestamps, roots, the page fast paths).
 """
 
 from __future__ import annotations
