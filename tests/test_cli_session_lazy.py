@@ -1,7 +1,7 @@
 """``childvault list`` on a session imports only the services it calls (issue 18).
 
 The facade builds its services on first use and imports the result types where
-a method builds one (childvault/vault/_facade.py), and ``childvault.vault``
+a method builds one (childvault/vault/_facade_base.py and the facets), and ``childvault.vault``
 exports its names lazily: a listing loads neither approvals, reports, export,
 rotation, lifecycle nor the result dataclasses. ``requests`` loads the access
 service it calls, and still none of the others.
