@@ -1,6 +1,6 @@
 """The shared state and the transport of the remote backend (:class:`RemoteBase`):
-one signed request and its answer, the wait for the request in flight, the
-serialised call reads are kept under. The layers of
+one signed request and its answer, the wait for the request in flight, the key
+(the serialised call) reads are kept under. The layers of
 :class:`~childvault.vault._remote.RemoteBackend` (:mod:`._readahead`,
 :mod:`._txn`) build on it; it calls none of theirs."""
 
