@@ -20,6 +20,7 @@ import pytest
 
 import childvault.vault._remote as remote
 from childvault.vault import Vault
+from childvault.vault._remote import _base
 from tests.fixtures.postgres import PostgresServer
 from tests.scale._replicas import PgServed, make_pg_vault
 from tests.server._vaultserver import synthetic_csv
@@ -46,8 +47,9 @@ def test_approval_after_a_checkpoint_through_the_other_replica_is_not_diverged(
     first = pg.request("worker1", seed[0], reason="visit", url=a.url)
     second = pg.request("worker1", seed[1], reason="visit", url=b.url)
     # The sync must still be held when the approval runs, however slow the
-    # machine: the interleaving, not the clock, is what is tested.
-    monkeypatch.setattr(remote, "CACHE_SECONDS", 3600.0)
+    # machine: the interleaving, not the clock, is what is tested. Patched where
+    # RemoteBackend._expire reads it (_remote/_base.py).
+    monkeypatch.setattr(_base, "CACHE_SECONDS", 3600.0)
     with (
         Vault.connect(a.url, pg.identity("officer1")) as o1,
         Vault.connect(b.url, pg.identity("officer2")) as o2,
