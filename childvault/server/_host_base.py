@@ -82,7 +82,7 @@ class _HostBase:
         #: The longest a transaction stays open while another client waits.
         self.txn_max = txn_max
         self.wait = wait
-        #: Requests waiting for the vault (:meth:`_wait_free`) right now.
+        #: Requests waiting for the vault (:meth:`VaultHost._wait_free`) right now.
         self._waiters = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="childvault-db")
         opener = open_backend or _open_backend
@@ -94,7 +94,7 @@ class _HostBase:
         # The log's aligned subtree hashes, computed once on the DB thread as the
         # log grows: a witness's consistency proof then reads O(log n) of them.
         self._subtrees = SubtreeHashes(functools.partial(leaf_hashes, self.db))
-        #: What :meth:`_catch_up_witness` has read of the checkpoints table (DB
+        #: What :meth:`VaultHost._catch_up_witness` has read of the checkpoints table (DB
         #: thread): (largest id read, how many rows had an id up to it, that row's
         #: note). None: nothing read yet; the next catch-up reads every row.
         self._witness_mark: tuple[int, int, str] | None = None
@@ -203,7 +203,7 @@ class _HostBase:
     def _flush_refusals(self) -> None:
         """(DB thread) Append the queued refusals, unless a client's transaction is open:
         its commit checks the entries it appends against the head, so ours wait for
-        its end (:meth:`finish` kicks again)."""
+        its end (:meth:`VaultHost.finish` kicks again)."""
         txn = self._txn
         if txn is not None and txn.context is not None:
             return
@@ -236,7 +236,7 @@ class _HostBase:
             with self.db.transaction():
                 _audit.append(self.db.audit, events, datetime.now(UTC))
             # A commit like any other: reads made before it may be stale (the
-            # cache rules and a batch's ``gen``, :meth:`batch`).
+            # cache rules and a batch's ``gen``, :meth:`VaultHost.batch`).
             self.generation += 1
         except ChildVaultError:
             logger.exception("could not log %d refusals in the audit log", len(events))
@@ -295,7 +295,7 @@ class _HostBase:
 
         Entries past the state this host verified (another replica's commits,
         or this transaction's own appends) are replayed into a copy, once: the
-        host's own state only ever moves at a commit (:meth:`_end`), never to
+        host's own state only ever moves at a commit (:meth:`VaultHost._end`), never to
         entries that may still be rolled back.
         """
         later: list[TrustState] = []
@@ -320,7 +320,7 @@ class _HostBase:
         :class:`IntegrityError` if it does not verify.
 
         A read's commit asked for it twice: its release decision (:meth:`_states`)
-        and the commit's check (:meth:`_end`), over the same entries. The result
+        and the commit's check (:meth:`VaultHost._end`), over the same entries. The result
         is kept on ``txn`` and used again only while the host's state is the
         same object and the log's size and head are what it covered; anything
         appended since (or another state) replays again. A replay that raised

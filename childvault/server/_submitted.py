@@ -187,6 +187,7 @@ def check_slots(
       :func:`check_renewals`).
 
     Anything else is refused and nothing of the transaction is stored.
+    ``keyslots``: the home's key-slot file (which users have a slot).
     """
     renewed = renewed or {}
     have = set(KeySlots(keyslots).users())
@@ -243,7 +244,9 @@ def check_entries(
     Each verified (key, signed message, signature) is added to ``checked``, each
     entry found canonical to ``canonical``; the reads the rows log are noted once
     they are stored (:func:`~childvault.server._bindings.note_done`).
-    Returns each row's decoded entry, in order.
+    Returns each row's decoded entry, in order. ``state``: the host's verified
+    trust state; ``roles``: the caller's roles in it; ``quota``: the host's
+    :class:`ScanQuota`.
     """
     key = state.users[user].sign_key
     seq, prev = db.audit.head()

@@ -22,6 +22,12 @@ Checks, in addition to the signature layer in front (docs/server.md):
 
 Refusals go to the audit hook (with reason ``role``, ``binding``,
 ``unverified`` ...) and the access log, like the signature layer's.
+
+This module holds the transactions and calls; the host's state is in
+_host_base.py, and each group of checks in a module of its own that does not
+import the host: _calls.py (before a call runs), _bindings.py and
+_submitted.py (writes, entries, slots, renewals), _grants.py (approvals and
+release keys), _reads.py (sync, inputs), _witnessing.py (the witness file).
 """
 
 from __future__ import annotations
