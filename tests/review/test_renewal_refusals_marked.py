@@ -1,9 +1,10 @@
 """Review finding RV-2 (session 6, keys renew over a server): the reasons the
-server gives when it refuses a key renewal's commit (``VaultHost._check_renewals``
-in ``childvault/server/_vault.py``) are English f-strings put inside a marked
-template, so a zh_CN reader gets "密钥更新 ...: entry 12 is not their own signed
-request". ``tests/i18n/test_marked.py`` does not see them: they are arguments
-of a local ``refuse()``, not the message of a ``raise``.
+server gives when it refuses a key renewal's commit (``check_renewals`` in
+``childvault/server/_submitted.py``, once ``VaultHost._check_renewals``) are
+English f-strings put inside a marked template, so a zh_CN reader gets
+"密钥更新 ...: entry 12 is not their own signed request".
+``tests/i18n/test_marked.py`` does not see them: they are arguments of a local
+``refuse()``, not the message of a ``raise``.
 
 Fixed: each reason is ``_t(...)`` with a zh_CN entry; this scan keeps it so.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-SOURCE = Path(__file__).resolve().parents[2] / "childvault" / "server" / "_vault.py"
+SOURCE = Path(__file__).resolve().parents[2] / "childvault" / "server" / "_submitted.py"
 
 
 def _unmarked_reasons(function: str) -> list[str]:
@@ -45,9 +46,9 @@ def _unmarked_reasons(function: str) -> list[str]:
 def test_the_scan_sees_refuse_calls() -> None:
     # The scan itself can fail: the function exists and has refuse() calls.
     source = SOURCE.read_text(encoding="utf-8")
-    assert "def _check_renewals" in source
+    assert "def check_renewals" in source
     assert "refuse(name," in source
 
 
 def test_key_renewal_refusal_reasons_are_marked() -> None:
-    assert _unmarked_reasons("_check_renewals") == []
+    assert _unmarked_reasons("check_renewals") == []
