@@ -99,7 +99,7 @@ def bind(
     elif (repo, method) == ("statements", "save_state"):
         # A verifier saves its trust state and, beside it, its verified
         # record heads (``NAME#records``, _record_trust.py) and its known
-        # Merkle tree (``NAME#tree``, _registrations.py): all its own.
+        # Merkle tree (``NAME#tree``, _trust_saved.py): all its own.
         must(arg(0, "verifier") in (user, user + "#records", user + "#tree"), _t("the verifier"))
     elif repo == "checkpoints":
         must(arg(3, "signer") == user, _t("the signer"))
