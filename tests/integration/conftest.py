@@ -15,13 +15,18 @@ skipped with a reason, never silently passed.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from childvault.keys import Identity, VaultProvider
 from childvault.testing import DevServer as BaoServer
 from childvault.testing import find_bao, free_port
+
+from ._vault_provider_data import ADMIN, OFFICER, STAFF
 
 __all__ = ["BaoServer", "audited_server", "find_bao", "free_port"]
 
@@ -92,3 +97,48 @@ def module_server(
         server.start()
         server.setup()
         yield server
+
+
+# -- the VaultProvider tests' fixtures (test_vault_provider*.py) ----------------
+
+
+@pytest.fixture(scope="module")
+def vault_id() -> str:
+    return "vault-" + secrets.token_hex(6)
+
+
+@pytest.fixture(scope="module")
+def tokens(openbao: BaoServer) -> dict[str, str]:
+    return {
+        "staff": openbao.token(STAFF),
+        "officer": openbao.token(OFFICER),
+        "admin": openbao.token(ADMIN),
+    }
+
+
+@pytest.fixture
+def make(
+    openbao: BaoServer, vault_id: str, tokens: dict[str, str]
+) -> Iterator[Callable[..., VaultProvider]]:
+    made: list[VaultProvider] = []
+
+    def factory(role: str, server: BaoServer | None = None, **kwargs: Any) -> VaultProvider:
+        srv = server or openbao
+        token = tokens[role] if server is None else srv.token([f"childvault-{role}"])
+        p = VaultProvider(srv.settings, vault_id, token=token, **kwargs)
+        made.append(p)
+        return p
+
+    yield factory
+    for p in made:
+        p.close()
+
+
+@pytest.fixture(scope="module")
+def alice() -> Identity:
+    return Identity.generate("alice")
+
+
+@pytest.fixture(scope="module")
+def bob() -> Identity:
+    return Identity.generate("bob")
