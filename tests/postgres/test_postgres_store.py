@@ -36,6 +36,8 @@ PER_PROCESS = 4
         "TRUNCATE audit",
         "UPDATE checkpoints SET note = note",
         "DELETE FROM checkpoints",
+        "UPDATE statements SET envelope = envelope",
+        "DELETE FROM statements",
         "ALTER TABLE audit ADD COLUMN x int",
         "DROP TABLE audit",
         "CREATE TABLE sneaky (x int)",
