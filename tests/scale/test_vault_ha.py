@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import http.server
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -140,6 +141,77 @@ def test_redirects_are_followed_to_listed_nodes_only() -> None:
         finally:
             conn.close()
         assert leader_tokens == ["s.secret-token"]
+
+
+_NOT_ACTIVE = {"errors": ["local node not active but active cluster node not found"]}
+
+
+class _Scripted(http.server.BaseHTTPRequestHandler):
+    """A stand-in node on loopback (error handling only): answers its ``script``
+    in order, repeating the last answer, and records each status it sent."""
+
+    script: list[tuple[int, dict[str, object]]]
+    sent: list[int]
+
+    def do_GET(self) -> None:
+        cls = type(self)
+        status, doc = cls.script[min(len(cls.sent), len(cls.script) - 1)]
+        cls.sent.append(status)
+        body = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def _scripted(*script: tuple[int, dict[str, object]]) -> Iterator[tuple[str, list[int]]]:
+    handler = type("Scripted", (_Scripted,), {"script": list(script), "sent": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler.sent
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_election_answered_twice_with_500_not_active_is_waited_out() -> None:
+    # One address configured (the common case): "not active" is still retried.
+    with _scripted((500, _NOT_ACTIVE), (500, _NOT_ACTIVE), (200, {"ok": True})) as (url, sent):
+        conn = Connection(VaultSettings(addr=url), token="t", approle=None)
+        try:
+            assert conn.call("GET", "sys/leader").data == {"ok": True}
+        finally:
+            conn.close()
+    assert sent == [500, 500, 200]
+
+
+def test_unsealed_503_on_every_node_fails_with_exit_5_after_the_bound() -> None:
+    # 503 without "sealed": standbys with no leader to forward to, on every node.
+    standby = {"errors": []}
+    with _scripted((503, standby)) as (a, sent_a), _scripted((503, standby)) as (b, sent_b):
+        conn = Connection(VaultSettings(addr=f"{a},{b}"), token="t", approle=None)
+        conn.ha_wait = 0.5
+        try:
+            with pytest.raises(ProviderUnavailable) as info:
+                conn.call("GET", "sys/leader")
+        finally:
+            conn.close()
+    assert info.value.exit_code == 5
+    message = str(info.value)
+    assert "no active Vault node answered within 0.5 s" in message
+    assert f"{a} (HTTP 503: no active node)" in message
+    assert f"{b} (HTTP 503: no active node)" in message
+    # Retried in rounds over both nodes, and bounded: pauses of 0.1, 0.2, then
+    # the 0.2 s left of the 0.5 s allow at most four rounds.
+    assert sent_a == sent_b
+    assert 2 <= len(sent_a) <= 4
 
 
 def test_sigkill_of_the_leader_during_a_batch_of_wraps(
