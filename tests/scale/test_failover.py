@@ -132,6 +132,11 @@ def test_postgresql_restarted_mid_import_is_a_clean_error_and_the_import_resumes
     # traceback, and nothing half-stored.
     assert b"Traceback" not in err, err.decode()
     if importer.returncode != 0:
+        # DESIGN's exit codes: 1 when a replica's StorageError (PostgreSQL
+        # unreachable) comes back, 5 when the client's failover could not finish
+        # the broken transaction on the other replica (outcome unknown, or the
+        # vault changed before the replay). Never 4: a restart is not tampering.
+        assert importer.returncode in (1, 5), (importer.returncode, err.decode())
         assert err.strip(), "a failed import must say why"
     partial = _count(pg)
     assert partial % 500 == 0 or partial == BIG
