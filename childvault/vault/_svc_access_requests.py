@@ -139,6 +139,16 @@ class AccessRequests(AccessBase):
             return
         if basis.kind == "subject_access":
             rights = RightsService(self.s).get(basis.link or "0" * 32, now=moment)
+            # Only a request to see one's data (查询/复制) opens it to a read: a
+            # correction or erasure request is answered by `correct` / `delete`.
+            if rights["kind"] != "access":
+                raise UsageError(
+                    _t(
+                        "a subject-access request links a rights request of kind access, "
+                        "not {kind}",
+                        kind=rights["kind"],
+                    )
+                )
             if rights["status"] != "open" or not rights["identity_checked"]:
                 raise UsageError(
                     _t(

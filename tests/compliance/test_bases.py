@@ -94,6 +94,23 @@ def test_subject_access_needs_an_open_checked_rights_request(world: World) -> No
         assert set(v.read_with_grant(token)[ids[0]]) == {"name", "case_notes"}
 
 
+def test_subject_access_links_an_access_request_only(world: World) -> None:
+    """M-17: a correction or erasure request does not open the child's data to a read."""
+    ids = _outdated(world, 1)
+    with world.open("officer1") as v:
+        correct = v.rights_open(
+            "correct", ids[0], requester="child", received=date(2026, 11, 24), identity_checked=True
+        )
+    with world.open("worker1") as v, pytest.raises(UsageError, match="kind access"):
+        v.request_access(
+            ids,
+            ["name"],
+            "case_management",
+            "本人查询",
+            basis=Basis("subject_access", link=correct.id),
+        )
+
+
 def test_legal_obligation_needs_two_officers_and_is_a_recorded_transfer(world: World) -> None:
     """Finding 3 (P-17, P-18, M-6): disclosure required by law, with its recipient."""
     with world.open("worker1") as v:
