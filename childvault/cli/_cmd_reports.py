@@ -273,7 +273,8 @@ def report_transfers(c: Ctx) -> None:
                     ts=safe(t["ts"]),
                     reader=safe(t["reader"]),
                     recipient=safe(t["recipient"]),
-                    provision=safe(t["provision"]),
+                    # A transfer under consent cites no provision: its basis is the consent.
+                    provision=safe(t["provision"] or _("consent")),
                     assessment=safe(t["assessment"]),
                     n=len(t["records"]),
                     fields=safe(",".join(t["fields"])),
