@@ -281,6 +281,52 @@ def test_incident_report_lists_exactly_the_actors_reads_in_the_window(world: Wor
     assert len(logged) == 3 and logged[0]["detail"]["actor"] == "worker1"
 
 
+def test_incident_report_over_several_users_records_or_an_incident(world: World) -> None:
+    """Issue 15: a breach rarely has one culprit; the report takes any set of users or records."""
+    ids, since, until = _scripted_reads(world)
+    with world.open("officer2") as v:
+        both = v.incident_report(["worker1", "worker2"], since, until)
+        by_record = v.incident_report(None, since, until, records=[ids[2], ids[3]])
+        narrowed = v.incident_report(["worker1"], since, until, records=[ids[2], ids[3]])
+    assert both["actors"] == ["worker1", "worker2"] and both["actor"] is None
+    assert [r["record_id"] for r in both["records"]] == sorted(ids[1:4])
+    assert both["users"] == {
+        "worker1": {"read": 2, "exported": 0},
+        "worker2": {"read": 1, "exported": 0},
+    }
+    assert both["totals"]["read_events"] == 4 and both["denied"]["attempts"] == 1
+    # Any reader of the records: worker1 read record 2 twice, worker2 record 3 once;
+    # record 1 (read in the same entry as record 2) is left out.
+    rows = {r["record_id"]: r for r in by_record["records"]}
+    assert set(rows) == {ids[2], ids[3]}
+    assert rows[ids[2]]["users"] == {"worker1": 2} and rows[ids[3]]["users"] == {"worker2": 1}
+    assert by_record["fields"]["guardian_phone"] == {"read": 2, "exported": 0, "records": 1}
+    assert by_record["denied"]["records"] == {ids[3]: 1}
+    # The filters combine: what worker1 read of those records.
+    assert [r["record_id"] for r in narrowed["records"]] == [ids[2]]
+    assert narrowed["denied"]["attempts"] == 1
+
+    with world.open("officer1") as v:
+        inc = v.incident_open("leak", world.clock.now)
+        v.incident_add_records(inc.id, [ids[1], ids[3]])
+        of_incident = v.incident_report([], since, until, incident=inc.id)
+        with pytest.raises(UsageError, match="--incident"):
+            v.incident_report([], since, until)
+    assert of_incident["incident"] == inc.id
+    assert of_incident["records_asked"] == [ids[1], ids[3]]
+    assert [r["record_id"] for r in of_incident["records"]] == sorted([ids[1], ids[3]])
+    assert "incident contacts" in of_incident["contact_details"]
+    with world.open("admin") as v:
+        logged = [
+            e["entry"]["detail"]
+            for e in v.audit_entries()
+            if e["entry"]["action"] == "report.incident"
+        ]
+    assert logged[0]["actors"] == ["worker1", "worker2"]
+    assert logged[1]["records"] == [ids[2], ids[3]] and "actors" not in logged[1]
+    assert logged[-1]["incident"] == inc.id
+
+
 def test_incident_report_counts_export_batches(world: World, tmp_path: Path) -> None:
     with world.open("worker1") as v:
         ids = add_children(v, 3, purposes=("statistics",))
@@ -328,4 +374,11 @@ def test_cli_incident_report_with_relative_time(world: World) -> None:
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["ok"] and doc["totals"]["read_events"] == 5
+    r = CliRunner().invoke(
+        cli,
+        ["report", "incident", "--actor", "worker1", "--actor", "worker2", "--since", "-3650d"],
+        env=env,
+    )
+    assert r.exit_code == 0, r.output
+    assert "worker1, worker2" in r.stdout and "incident contacts" in r.stdout
     assert date.fromisoformat(doc["since"][:10]) < date.fromisoformat(doc["until"][:10])

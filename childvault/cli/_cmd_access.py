@@ -34,9 +34,17 @@ from childvault.cli._context import (
     help="The basis of the request (statutory bases are not blocked by consent).",
 )
 @click.option("--link", default=None, help="Rights request id or incident id the basis needs.")
-@click.option("--recipient", default=None, help="legal_obligation: the receiving organisation.")
+@click.option(
+    "--recipient",
+    default=None,
+    help="The receiving organisation (legal_obligation, or a transfer under consent).",
+)
 @click.option("--provision", default=None, help="legal_obligation: the legal provision.")
-@click.option("--assessment", default=None, help="legal_obligation: the assessment reference.")
+@click.option(
+    "--assessment",
+    default=None,
+    help="The assessment reference (legal_obligation, or a transfer under consent).",
+)
 @pass_ctx
 def request(
     c: Ctx,

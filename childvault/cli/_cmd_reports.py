@@ -145,7 +145,19 @@ def report_subject(
 
 
 @report.command("incident")
-@click.option("--actor", required=True, help="The user whose accesses are examined.")
+@click.option(
+    "--actor",
+    "actors",
+    multiple=True,
+    help="A user whose accesses are examined (repeat for several).",
+)
+@click.option(
+    "--record",
+    "records",
+    multiple=True,
+    help="A record whose accesses are examined (repeat for several).",
+)
+@click.option("--incident", default=None, help="Examine the records of this registered incident.")
 @click.option("--since", required=True, help="Start: 2026-11-01, 2026-11-01T08:00 or -7d.")
 @click.option("--until", default=None, help="End (inclusive; default now).")
 @click.option(
@@ -154,32 +166,46 @@ def report_subject(
     help="Also write the report as JSON here (mode 0600).",
 )
 @pass_ctx
-def report_incident(c: Ctx, actor: str, since: str, until: str | None, out: Path | None) -> None:
-    """Breach impact (P-21): what ACTOR read or exported in a time window (officer/admin).
+def report_incident(
+    c: Ctx,
+    actors: tuple[str, ...],
+    records: tuple[str, ...],
+    incident: str | None,
+    since: str,
+    until: str | None,
+    out: Path | None,
+) -> None:
+    """Breach impact (P-21): what users read or exported, or who read records, in a window.
 
-    Lists record ids and field names with counts, and denied attempts
-    separately; never names or contact details (read those with an approval).
+    Give --actor (users), --record or --incident (records), or both: the
+    report then holds what those users read of those records. Officers and
+    admins. Lists record ids and field names with counts, and denied attempts
+    separately; never names or contact details (`incident contacts` gets
+    those with an approval).
     """
     from childvault.vault._time import parse_when
 
     v = c.open()
     now = v.now()
     doc = v.incident_report(
-        actor,
+        list(actors),
         parse_when(since, now=now),
         parse_when(until, now=now) if until else None,
+        records=list(records),
+        incident=incident,
     )
     if out is not None:
         _write_json(out, doc)
 
     def human() -> None:
         t = doc["totals"]
+        who = _(", ").join(safe(a) for a in doc["actors"]) if doc["actors"] else _("anyone")
         click.echo(
             _(
                 "Accesses by {actor} from {since} to {until}: {records} record(s), "
                 "{reads} read(s), {exports} export batch(es), {denied} denied attempt(s)."
             ).format(
-                actor=safe(actor),
+                actor=who,
                 since=doc["since"],
                 until=doc["until"],
                 records=t["records"],
@@ -188,6 +214,15 @@ def report_incident(c: Ctx, actor: str, since: str, until: str | None, out: Path
                 denied=t["denied_attempts"],
             )
         )
+        if doc["records_asked"]:
+            click.echo(
+                _("  limited to {count} record(s){incident}").format(
+                    count=len(doc["records_asked"]),
+                    incident=_(" of incident {id}").format(id=safe(doc["incident"]))
+                    if doc["incident"]
+                    else "",
+                )
+            )
         for r in doc["records"]:
             fields = sorted({*r["read"]["fields"], *r["exported"]["fields"]})
             click.echo(
@@ -204,6 +239,8 @@ def report_incident(c: Ctx, actor: str, since: str, until: str | None, out: Path
                     last=r["last"],
                 )
             )
+            users = _(", ").join(f"{safe(u)} {n}" for u, n in r["users"].items())
+            click.echo(_("    by {users}").format(users=users))
         for name, s in doc["fields"].items():
             click.echo(
                 _(
@@ -236,7 +273,8 @@ def report_transfers(c: Ctx) -> None:
                     ts=safe(t["ts"]),
                     reader=safe(t["reader"]),
                     recipient=safe(t["recipient"]),
-                    provision=safe(t["provision"]),
+                    # A transfer under consent cites no provision: its basis is the consent.
+                    provision=safe(t["provision"] or _("consent")),
                     assessment=safe(t["assessment"]),
                     n=len(t["records"]),
                     fields=safe(",".join(t["fields"])),

@@ -87,29 +87,41 @@ class ComplianceFacet(VaultBase):
 
     def incident_report(
         self,
-        actor: str,
+        actor: str | Sequence[str] | None,
         since: datetime,
         until: datetime | None = None,
         *,
+        records: Sequence[str] = (),
+        incident: str | None = None,
         now: datetime | None = None,
     ) -> dict[str, Any]:
-        """Officer or admin: breach impact of one user (P-21), from the audit log.
+        """Officer or admin: breach impact of users or records (P-21), from the audit log.
 
-        Lists the records and fields ``actor`` read (``grant.read`` entries
-        with outcome ok) or decrypted for an anonymised export
-        (``export.anonymized``) between ``since`` and ``until`` (inclusive;
-        default now), with counts per record and per field, and counts their
-        denied or failed attempts separately. It is the basis for notifying
-        the affected children and guardians; it holds record ids and field
-        names only, no name or contact detail: those are read, like any data,
-        through an approval. Logged as ``report.incident``.
+        Lists the records and fields read (``grant.read`` entries with outcome
+        ok) or decrypted for an anonymised export (``export.anonymized``)
+        between ``since`` and ``until`` (inclusive; default now), with counts
+        per record, per field and per user, and counts denied or failed
+        attempts separately. ``actor`` is one user name or several (None or
+        empty: anyone); ``records`` and the records of ``incident`` limit the
+        report to those records (none given: any record); the filters
+        combine. It holds record ids and field names only, no name or contact
+        detail: :meth:`incident_contacts` gets those through an approval.
+        Logged as ``report.incident``.
         """
         w = self._live("Vault.incident_report")
-        check.str_arg(w, "actor", actor)
+        if actor is None or isinstance(actor, str):
+            check.str_arg(w, "actor", actor, optional=True)
+            actors: str | tuple[str, ...] | None = actor
+        else:
+            actors = check.str_seq(w, "actor", actor)
         check.datetime_arg(w, "since", since, optional=False)
         check.datetime_arg(w, "until", until)
+        wanted = check.str_seq(w, "records", records)
+        check.str_arg(w, "incident", incident, optional=True)
         check.datetime_arg(w, "now", now)
-        return self._reports.incident_report(actor, since, until, now=now)
+        return self._reports.incident_report(
+            actors, since, until, records=wanted, incident=incident, now=now
+        )
 
     def export_anonymized(
         self, out: Path | str, *, k: int = 5, now: datetime | None = None

@@ -21,6 +21,7 @@ import re
 import tomllib
 import unicodedata
 from collections.abc import Callable, Container, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date
 from operator import mul
@@ -67,6 +68,14 @@ __all__ = [
 ]
 
 _MAX_SCHEMA_BYTES = 1 << 20
+
+
+#: The legal date (the vault's time zone) an identity number's birth date may
+#: not pass, set by :meth:`Schema.validate_record` / :meth:`Schema.validate_field`
+#: for the call. Why a context variable: the compiled normalisers take the raw
+#: value only (their cost is benchmarked), and the date changes per call, not
+#: per schema. Unset (a caller with no vault): the machine's local date.
+_LEGAL_TODAY: ContextVar[date | None] = ContextVar("childvault_legal_today", default=None)
 
 
 @dataclass(frozen=True)
@@ -161,15 +170,25 @@ class Schema:
             )
         )
 
-    def validate_record(self, type_name: str, values: Mapping[str, str]) -> dict[str, str]:
+    def validate_record(
+        self, type_name: str, values: Mapping[str, str], *, today: date | None = None
+    ) -> dict[str, str]:
         """Check a whole record and return its normalised values in declaration order.
 
         Refuses unknown fields, missing or empty required fields, values of the
         wrong type or format, values too long, control characters, and
         cross-field contradictions (identity number vs date of birth and sex).
         An empty optional field is dropped from the result, not stored.
+        ``today``: the legal date no birth date may pass (a vault gives the date
+        in its time zone; default the machine's local date).
         """
-        return self.validator(type_name)(values)
+        if today is None:
+            return self.validator(type_name)(values)
+        token = _LEGAL_TODAY.set(today)
+        try:
+            return self.validator(type_name)(values)
+        finally:
+            _LEGAL_TODAY.reset(token)
 
     def validator(self, type_name: str) -> RecordValidator:
         """The compiled validator of record type ``type_name`` (built once per schema).
@@ -198,6 +217,7 @@ class Schema:
         value: str,
         *,
         others: Mapping[str, str] = MappingProxyType({}),
+        today: date | None = None,
     ) -> str:
         """Check one field's new value (a correction) and return it normalised.
 
@@ -205,7 +225,14 @@ class Schema:
         checks that involve this field are run against them (a value in
         ``others`` that is itself invalid is left out of the checks). Returns
         ``""`` for an empty value of an optional field, meaning "remove it".
+        ``today``: as in :meth:`validate_record`.
         """
+        if today is not None:
+            token = _LEGAL_TODAY.set(today)
+            try:
+                return self.validate_field(type_name, field, value, others=others)
+            finally:
+                _LEGAL_TODAY.reset(token)
         validator = self.validator(type_name)
         rtype = validator.rtype
         spec = _known_field(rtype, field)
@@ -504,9 +531,10 @@ def _compile_id_number(
                     birth = date.fromisoformat(text[6:14])
                 except ValueError:
                     birth = None
-                if birth is not None and _EARLIEST_BIRTH <= birth <= date.today():
+                latest = _LEGAL_TODAY.get() or date.today()
+                if birth is not None and _EARLIEST_BIRTH <= birth <= latest:
                     return text
-        return check_id_number(raw, field=name)
+        return check_id_number(raw, field=name, today=_LEGAL_TODAY.get())
 
     return id_number
 

@@ -32,7 +32,9 @@ class Basis:
     (``subject_access``) or incident id (``breach_notification``);
     ``recipient``, ``provision`` and ``assessment`` name, for
     ``legal_obligation``, the organisation receiving the data, the legal
-    provision requiring it and the reference of the impact assessment.
+    provision requiring it and the reference of the impact assessment; a
+    ``consent`` request that hands data to another organisation names the
+    ``recipient`` and ``assessment`` (a transfer, P-17).
     """
 
     kind: str = "consent"
@@ -42,8 +44,8 @@ class Basis:
     assessment: str | None = None
 
     def detail(self) -> dict[str, DetailValue]:
-        """The log-entry detail of a statutory basis (empty for consent)."""
-        if self.kind == "consent":
+        """The log-entry detail of a basis (empty for consent with no recipient)."""
+        if self.kind == "consent" and not self.recipient:
             return {}
         out: dict[str, DetailValue] = {"basis": self.kind}
         if self.link:
@@ -122,11 +124,9 @@ class AccessBase:
                 break
         raw = self.s.db.meta.get(_basis_key(request_id))
         basis = Basis.from_detail(logged or {})
-        expected = (
-            None
-            if logged is None or basis.kind == "consent"
-            else json.dumps(logged, sort_keys=True)
-        )
+        # Indexed whenever the entry carries a detail: a statutory basis, or a
+        # consent transfer's recipient (whose removal would hide the transfer).
+        expected = None if not logged else json.dumps(logged, sort_keys=True)
         if raw != expected:
             self.s.distrust(
                 "request.basis",

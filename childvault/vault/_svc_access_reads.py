@@ -178,9 +178,8 @@ class AccessReads(AccessBase):
         that entry is the transfers register (P-17, :meth:`transfers`).
         """
         detail: dict[str, DetailValue] = {} if reason is None else {"reason": reason}
-        basis = self.basis_of(claims.req, claims.sub)
-        if basis.kind != "consent":
-            detail.update(basis.detail())
+        # Empty for a plain consent read; a transfer's recipient otherwise.
+        detail.update(self.basis_of(claims.req, claims.sub).detail())
         return Event(
             self.s.user,
             "grant.read",

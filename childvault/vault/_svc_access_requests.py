@@ -117,7 +117,7 @@ class AccessRequests(AccessBase):
                 ],
                 moment,
             )
-            if basis.kind != "consent":
+            if basis.detail():
                 self.s.db.meta.set(_basis_key(req.id), json.dumps(basis.detail(), sort_keys=True))
 
     # -- request bases (issue 15 finding 3) ------------------------------------
@@ -132,13 +132,33 @@ class AccessRequests(AccessBase):
         if basis.kind not in BASES:
             raise UsageError(_t("--basis must be one of {bases}", bases=join(", ", BASES)))
         if basis.kind == "consent":
-            if basis.link or basis.recipient or basis.provision or basis.assessment:
-                raise UsageError(
-                    _t("a consent request takes no --link, --recipient or --provision")
-                )
+            if basis.link or basis.provision:
+                raise UsageError(_t("a consent request takes no --link or --provision"))
+            # A disclosure to another organisation with consent is a transfer
+            # (P-17): it names the recipient and the assessment made before it.
+            if basis.recipient or basis.assessment:
+                for name in ("recipient", "assessment"):
+                    value = getattr(basis, name)
+                    if not value or not value.strip() or len(value) > 200:
+                        raise UsageError(
+                            _t(
+                                "a transfer under consent needs --recipient and --assessment "
+                                "(at most 200 characters each)"
+                            )
+                        )
             return
         if basis.kind == "subject_access":
             rights = RightsService(self.s).get(basis.link or "0" * 32, now=moment)
+            # Only a request to see one's data (查询/复制) opens it to a read: a
+            # correction or erasure request is answered by `correct` / `delete`.
+            if rights["kind"] != "access":
+                raise UsageError(
+                    _t(
+                        "a subject-access request links a rights request of kind access, "
+                        "not {kind}",
+                        kind=rights["kind"],
+                    )
+                )
             if rights["status"] != "open" or not rights["identity_checked"]:
                 raise UsageError(
                     _t(

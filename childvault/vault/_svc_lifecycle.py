@@ -111,7 +111,9 @@ class LifecycleService:
             raise UsageError(
                 _t("field {field!r} is clear metadata; it is not corrected this way", field=field)
             )
-        clean = self.s.schema.validate_field(row.type, field, value)
+        clean = self.s.schema.validate_field(
+            row.type, field, value, today=legal_today(self.s.settings, moment)
+        )
         # The officer signs the corrected version: what they sign must start from
         # the record's genuine latest version, not a forgery (issue 12).
         record_trust.verify_records(self.s, [record_id], "record.correct", moment)

@@ -20,7 +20,7 @@ from childvault.vault._audit import DetailValue, Event
 from childvault.vault._backend import RecordRow
 from childvault.vault._svc_records_import import RecordImports
 from childvault.vault._svc_records_write import NewRecordInput as NewRecordInput
-from childvault.vault._time import parse_iso
+from childvault.vault._time import legal_today, parse_iso
 from childvault.vault._types import ROLES, RecordInfo
 
 
@@ -212,7 +212,9 @@ class RecordService(RecordImports):
                     fields=join(", ", searchable),
                 )
             )
-        clean = self.s.schema.validate_field(rtype.name, field, value)
+        clean = self.s.schema.validate_field(
+            rtype.name, field, value, today=legal_today(self.s.settings, moment)
+        )
         (tag,) = self.s.keys.index_tags(field, [clean])
         candidates = self.s.db.records.find_by_tag(field, tag)
         self.s.log(

@@ -176,7 +176,8 @@ class RecordWrites:
         digest); :class:`ValidationError` or :class:`UsageError` naming the problem.
         ``imported``: an import row (see :meth:`_backdating`), always window-checked.
         ``day``: :meth:`_day` of ``moment``, computed once by an import."""
-        values = self.s.schema.validate_record(item.type, item.values)
+        legal = day.created if day is not None else legal_today(self.s.settings, moment)
+        values = self.s.schema.validate_record(item.type, item.values, today=legal)
         dob_text = values.get("date_of_birth")
         # Validated as YYYY-MM-DD: date.fromisoformat reads it as datetime's did.
         dob = date.fromisoformat(dob_text) if dob_text else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -405,85 +405,124 @@ class ReportService:
 
     def incident_report(
         self,
-        actor: str,
+        actor: str | Sequence[str] | None,
         since: datetime,
         until: datetime | None = None,
         *,
+        records: Sequence[str] = (),
+        incident: str | None = None,
         now: datetime | None = None,
     ) -> dict[str, Any]:
-        """Officer or admin: breach impact of one user (P-21), from the audit log.
+        """Officer or admin: breach impact of users or records (P-21), from the audit log.
 
-        Lists the records and fields ``actor`` read (``grant.read`` entries
-        with outcome ok) or decrypted for an anonymised export
-        (``export.anonymized``) between ``since`` and ``until`` (inclusive;
-        default now), with counts per record and per field, and counts their
-        denied or failed attempts separately. It is the basis for notifying
-        the affected children and guardians; it holds record ids and field
-        names only, no name or contact detail: those are read, like any data,
+        Lists the records and fields read (``grant.read`` entries with outcome
+        ok) or decrypted for an anonymised export (``export.anonymized``)
+        between ``since`` and ``until`` (inclusive; default now), with counts
+        per record, per field and per user, and counts denied or failed
+        attempts separately. ``actor`` is one user name or several (None or
+        empty: anyone); ``records`` and the records of ``incident`` limit the
+        report to those records (none given: any record). The two filters
+        combine: several users and an incident's records give what those
+        users read of those records. It is the basis for notifying the
+        affected children and guardians; it holds record ids and field names
+        only, no name or contact detail: ``incident contacts`` gets those
         through an approval. Logged as ``report.incident``.
         """
+        from childvault.vault._svc_incidents import IncidentService
+
         moment = self.s.now(now)
         self.s.require(("officer", "admin"), "report.incident", moment, _t("breach-impact reports"))
-        check_user_name(actor)
+        actors = [actor] if isinstance(actor, str) else list(actor or ())
+        for name in actors:
+            check_user_name(name)
+        actors = list(dict.fromkeys(actors))
+        wanted = list(dict.fromkeys(check_hex_id(r, "record") for r in records))
+        if incident is not None:
+            for rid in IncidentService(self.s).get(incident)["records"]:
+                if rid not in wanted:
+                    wanted.append(rid)
+        if not actors and not wanted:
+            raise UsageError(
+                _t("name the users (--actor), the records (--record) or an incident (--incident)")
+            )
         end = until if until is not None else moment
         if since.tzinfo is None or end.tzinfo is None:
             raise UsageError(_t("give --since and --until with a time zone (or as UTC)"))
         if since > end:
             raise UsageError(_t("--since must not be after --until"))
         lo, hi = iso(since), iso(end)
-        self.s.log(
-            [
-                Event(
-                    self.s.user,
-                    "report.incident",
-                    detail={"actor": actor, "since": lo, "until": hi},
-                )
-            ],
-            moment,
-        )
+        detail: dict[str, Any] = {"since": lo, "until": hi}
+        if len(actors) == 1:
+            detail["actor"] = actors[0]
+        elif actors:
+            detail["actors"] = actors
+        if wanted:
+            detail["records"] = wanted
+        if incident is not None:
+            detail["incident"] = incident
+        self.s.log([Event(self.s.user, "report.incident", detail=detail)], moment)
+        actor_set, record_set = set(actors), set(wanted)
+        # Cheap byte tests before decoding: an entry of interest names one of them.
+        needles = [json.dumps(a).encode("utf-8") for a in actors] or [
+            json.dumps(r).encode("utf-8") for r in wanted
+        ]
         per_record: dict[str, dict[str, Any]] = {}
         per_field: dict[str, dict[str, Any]] = {}
+        per_actor: dict[str, dict[str, int]] = {}
         denied_by_action: dict[str, int] = {}
         denied_records: dict[str, int] = {}
         denied = 0
         scanned = 0
-        needle = json.dumps(actor).encode("utf-8")
         for seq, entry, digest in self.s.db.audit.entries():
             scanned += 1
             if leaf_hash(entry) != digest:
                 raise IntegrityError(
                     _t("audit log entry {seq} was modified: run `childvault audit verify`", seq=seq)
                 )
-            if needle not in entry:
+            if not any(n in entry for n in needles):
                 continue
             obj = _decoded(entry)
-            ts = obj.get("ts")
-            if obj.get("actor") != actor or not isinstance(ts, str) or not lo <= ts <= hi:
+            ts, who = obj.get("ts"), obj.get("actor")
+            if not isinstance(ts, str) or not lo <= ts <= hi or not isinstance(who, str):
+                continue
+            if actor_set and who not in actor_set:
                 continue
             action, outcome = obj.get("action"), obj.get("outcome")
-            records = [r for r in obj.get("records", ()) if isinstance(r, str)]
+            records_of = [r for r in obj.get("records", ()) if isinstance(r, str)]
+            if record_set:
+                records_of = [r for r in records_of if r in record_set]
+                if not records_of:
+                    continue
             fields = [f for f in obj.get("fields", ()) if isinstance(f, str)]
             if outcome in ("denied", "error"):
                 denied += 1
                 denied_by_action[str(action)] = denied_by_action.get(str(action), 0) + 1
-                for rid in records:
+                for rid in records_of:
                     denied_records[rid] = denied_records.get(rid, 0) + 1
                 continue
-            if outcome != "ok" or action not in ("grant.read", "export.anonymized") or not records:
+            if (
+                outcome != "ok"
+                or action not in ("grant.read", "export.anonymized")
+                or not records_of
+            ):
                 continue
             kind = "read" if action == "grant.read" else "exported"
-            for rid in records:
+            counts = per_actor.setdefault(who, {"read": 0, "exported": 0})
+            counts[kind] += 1
+            for rid in records_of:
                 item = per_record.setdefault(
                     rid,
                     {
                         "record_id": rid,
                         "read": {"events": 0, "fields": {}},
                         "exported": {"events": 0, "fields": {}},
+                        "users": {},
                         "first": ts,
                         "last": ts,
                     },
                 )
                 item[kind]["events"] += 1
+                item["users"][who] = item["users"].get(who, 0) + 1
                 item["last"] = ts
                 for f in fields:
                     item[kind]["fields"][f] = item[kind]["fields"].get(f, 0) + 1
@@ -500,7 +539,13 @@ class ReportService:
             "vault_id": self.s.vault_id,
             "generated_at": iso(moment),
             "generated_by": self.s.user,
-            "actor": actor,
+            # "actor" stays for the one-user report of format /1; "actors" and
+            # "records_asked" say what a wider report covered (empty: anyone / any record).
+            "actor": actors[0] if len(actors) == 1 else None,
+            "actors": actors,
+            "records_asked": wanted,
+            "incident": incident,
+            "users": {a: per_actor[a] for a in sorted(per_actor)},
             "since": lo,
             "until": hi,
             "records": records_out,
@@ -522,9 +567,12 @@ class ReportService:
             },
             "contact_details": (
                 "This report holds record ids and field names only, never names or contact "
-                "details. To notify the affected children and guardians (P-21), file an access "
-                "request for the contact fields of these records (for example guardian_name "
-                "and guardian_phone) and have another officer approve it."
+                "details. To notify the affected children and guardians (P-21), register the "
+                "incident and its records (`childvault incident open`, `childvault incident "
+                "add-records ID RECORD...`), then run `childvault incident contacts ID`: it "
+                "files a breach_notification request for the contact fields, another officer "
+                "must approve it, and `childvault incident contacts ID --grant TOKEN --out FILE` "
+                "writes the guardian contact list sealed to you."
             ),
         }
 

@@ -94,6 +94,23 @@ def test_subject_access_needs_an_open_checked_rights_request(world: World) -> No
         assert set(v.read_with_grant(token)[ids[0]]) == {"name", "case_notes"}
 
 
+def test_subject_access_links_an_access_request_only(world: World) -> None:
+    """M-17: a correction or erasure request does not open the child's data to a read."""
+    ids = _outdated(world, 1)
+    with world.open("officer1") as v:
+        correct = v.rights_open(
+            "correct", ids[0], requester="child", received=date(2026, 11, 24), identity_checked=True
+        )
+    with world.open("worker1") as v, pytest.raises(UsageError, match="kind access"):
+        v.request_access(
+            ids,
+            ["name"],
+            "case_management",
+            "本人查询",
+            basis=Basis("subject_access", link=correct.id),
+        )
+
+
 def test_legal_obligation_needs_two_officers_and_is_a_recorded_transfer(world: World) -> None:
     """Finding 3 (P-17, P-18, M-6): disclosure required by law, with its recipient."""
     with world.open("worker1") as v:
@@ -151,5 +168,68 @@ def test_a_forged_basis_index_fails_closed(world: World) -> None:
         db = v._session.db
         with db.transaction():
             db.meta.set(f"request_basis:{req}", '{"basis": "subject_access"}')
+        with pytest.raises(IntegrityError):
+            v.approve(req)
+
+
+def test_a_transfer_under_consent_names_its_recipient_and_is_registered(world: World) -> None:
+    """DESIGN: every disclosure to another organisation is a transfer (P-17), consent too."""
+    with world.open("worker1") as v:
+        ids = add_children(v, 1)
+    with world.open("worker1") as v:
+        with pytest.raises(UsageError, match="--assessment"):
+            v.request_access(
+                ids, ["name"], "case_management", "转介", basis=Basis(recipient="某社工机构")
+            )
+        with pytest.raises(UsageError, match="--provision"):
+            v.request_access(
+                ids, ["name"], "case_management", "转介", basis=Basis(provision="第一条")
+            )
+        req = v.request_access(
+            ids,
+            ["name", "school"],
+            "case_management",
+            "转介至社工机构",
+            basis=Basis(recipient="某社工机构", assessment="PIA-2026-09"),
+        )
+        plain = v.request_access(ids, ["name"], "case_management", "家访")
+    with world.open("officer1") as v:
+        token = v.approve(req).token  # consent: one officer, as any consent request
+        plain_token = v.approve(plain).token
+    with world.open("worker1") as v:
+        v.read_with_grant(token)
+        v.read_with_grant(plain_token)
+    with world.open("admin") as v:
+        transfers = v.transfers()
+        reads = [e["entry"] for e in v.audit_entries() if e["entry"]["action"] == "grant.read"]
+    assert len(transfers) == 1  # the plain read handed nothing to another organisation
+    t = transfers[0]
+    assert (t.recipient, t.assessment, t.provision, t.basis) == (
+        "某社工机构",
+        "PIA-2026-09",
+        None,
+        "consent",
+    )
+    assert t.fields == ("name", "school") and list(t.records) == ids
+    assert reads[0]["detail"]["recipient"] == "某社工机构" and "recipient" not in reads[1]["detail"]
+
+
+def test_removing_a_consent_transfers_index_fails_closed(world: World) -> None:
+    """Deleting the index would turn a transfer into a plain read: refused."""
+    from childvault.keys import IntegrityError
+
+    with world.open("worker1") as v:
+        ids = add_children(v, 1)
+        req = v.request_access(
+            ids,
+            ["name"],
+            "case_management",
+            "转介",
+            basis=Basis(recipient="某机构", assessment="A-1"),
+        )
+    with world.open("officer1") as v:
+        db = v._session.db
+        with db.transaction():
+            db.meta.delete(f"request_basis:{req}")
         with pytest.raises(IntegrityError):
             v.approve(req)

@@ -339,6 +339,35 @@ def test_cosigners_and_transfers_through_the_server(tmp_path: Path) -> None:
     ]
 
 
+def test_a_consent_transfer_through_the_server(tmp_path: Path) -> None:
+    """A consent request naming a recipient (issue 15): the requester writes its basis
+    index through the server, one officer approves, the read is a listed transfer."""
+    vs = make_vault(tmp_path, ("officer1", "officer2", "worker1"))
+    with Vault.open(vs.home, "worker1", passphrase("worker1")) as v:
+        ids = add_children(v, 1)
+    vs.start()
+    try:
+        with vs.connect("worker1") as worker:
+            req = worker.request_access(
+                ids,
+                ["name"],
+                "case_management",
+                "转介",
+                basis=Basis(recipient="某社工机构", assessment="PIA-9"),
+            )
+        with vs.connect("officer1") as officer:
+            token = officer.approve(req).token
+        with vs.connect("worker1") as worker:
+            worker.read_with_grant(token)
+        with vs.connect("officer2") as other:
+            transfers = other.transfers()
+    finally:
+        vs.stop()
+    assert [(t.request, t.recipient, t.basis) for t in transfers] == [
+        (req, "某社工机构", "consent")
+    ]
+
+
 def test_a_save_put_off_is_committed_when_nothing_follows(tmp_path: Path) -> None:
     """A fresh session whose verification saves its state but makes no transaction
     of its own after it: the save, put off to the next transaction, is committed
