@@ -119,3 +119,44 @@ def test_against_releases_keeps_unchanged_and_far_counts() -> None:
     assert kept == [(key, 6)] and dropped == 0
     kept, dropped = against_releases([(key, 8)], {"e": [[*key, 6]]}, 5)
     assert kept == [] and dropped == 1
+
+
+def test_a_group_cannot_be_subtracted_across_its_suppressed_category(
+    world: World, tmp_path: Path
+) -> None:
+    """Audit probe: the first export shows a group with its category suppressed
+    (five girls), the next by category (four poverty, three orphans); the identical-row
+    check compared nothing, and 7 - 5 singled out the two girls added between them."""
+    with world.open("worker1") as v:
+        _add(v, range(0, 8, 2))  # four girls, poverty
+        _add(v, range(8, 10, 2), "orphan")  # one girl, orphan
+    with world.open("officer1") as v:
+        v.export_anonymized(tmp_path / "a.csv", k=3)
+    first = _rows(tmp_path / "a.csv")
+    assert [(r["difficulty_category"], r["count"]) for r in first] == [(SUPPRESSED, "5")]
+    with world.open("worker1") as v:
+        _add(v, range(10, 14, 2), "orphan")  # two more girls, orphans
+    with world.open("officer1") as v:
+        second = v.export_anonymized(tmp_path / "b.csv", k=3)
+    assert _rows(tmp_path / "b.csv") == []  # the group's total moved by 2 < k: withheld
+    assert second.subtraction_suppressed_classes == 2
+    with world.open("worker1") as v:
+        _add(v, range(14, 20, 2), "orphan")  # three more: 10 - 5 >= k is publishable
+    with world.open("officer1") as v:
+        v.export_anonymized(tmp_path / "c.csv", k=3)
+    got = {r["difficulty_category"]: r["count"] for r in _rows(tmp_path / "c.csv")}
+    assert got == {"poverty": "4", "orphan": "6"}
+
+
+def test_against_releases_compares_group_totals_over_the_category() -> None:
+    coarse = ("child", "female", SUPPRESSED)
+    poor, orphan = ("child", "female", "poverty"), ("child", "female", "orphan")
+    later = [(orphan, 3), (poor, 4)]
+    kept, dropped = against_releases(later, {"e": [[*coarse, 5]]}, 3, [2])
+    assert kept == [] and dropped == 2
+    kept, dropped = against_releases(later, {"e": [[*coarse, 4]]}, 3, [2])
+    assert kept == later and dropped == 0  # 7 - 4 = 3 >= k
+    kept, dropped = against_releases(
+        [(("child", "male", "poverty"), 6)], {"e": [[*coarse, 5]]}, 3, [2]
+    )
+    assert dropped == 0  # another group
