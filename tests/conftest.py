@@ -185,6 +185,12 @@ def child_values(i: int = 0, *, today: date | None = None, **overrides: str) -> 
     return values
 
 
+def lower_export_k(v: Vault) -> None:
+    """Lower the vault's smallest export k to 3, the floor (the default is 5), for
+    tests whose few records make classes of 3 or 4."""
+    v.set_setting("export_min_k", "3")
+
+
 def add_children(
     v: Vault, n: int, *, purposes: tuple[str, ...] = ("case_management",)
 ) -> list[str]:

@@ -166,3 +166,20 @@ def test_record_add_then_staff_sees_own_denied_request(world: World) -> None:
     (mine,) = js(r)["requests"]
     assert mine["status"] == "denied" and mine["decision_reason"] == "理由不足"
     assert run(world, "worker2", "--json", "requests", "--all").stdout.count('"id"') == 0
+
+
+def test_decommission_co_signed_by_the_same_person_exits_3(world: World) -> None:
+    """A user holding officer and admin cannot co-sign their own decommissioning:
+    refused as any role refusal is (exit 3), and nothing is shredded (issue 15)."""
+    pw = "correct horse battery staple 42!"
+    with world.open("admin") as v:
+        v.add_user("boss", ["officer", "admin"], pw)
+    with world.open("officer1") as v:
+        v.share_custodian("boss")
+    contacts = world.home.parent / "contacts.sealed"
+    boss = {"CHILDVAULT_PASSPHRASE": pw}
+    r = run(world, "boss", "decommission", "--cosign", "--contacts", str(contacts), env=boss)
+    assert r.exit_code == 0, r.output
+    r = run(world, "boss", "--json", "decommission", "--confirm", env=boss)
+    assert r.exit_code == 3 and "another officer" in js(r)["error"]["message"]
+    assert not (world.home / "decommission-report.json").exists()

@@ -19,7 +19,7 @@ from childvault.keys import AccessDenied, DecryptionFailed, LocalProvider, Usage
 from childvault.vault import NewRecordInput, Vault
 from childvault.vault._reports import age_band, neutralise_cell
 from tests.compliance._notice import filled_notice
-from tests.conftest import PASSPHRASES, World, child_values, consent
+from tests.conftest import PASSPHRASES, World, child_values, consent, lower_export_k
 
 QUASI_COLUMNS = [
     "record_type",
@@ -122,6 +122,7 @@ def test_export_excludes_expired_records_and_outdated_notices(world: World, tmp_
         _add(v, range(5, 7), purposes=("statistics",), retain_until=date(2027, 1, 1))
     world.clock.now = datetime(2027, 2, 1, 9, 0, tzinfo=UTC)
     with world.open("officer1") as v:
+        lower_export_k(v)
         summary = v.export_anonymized(tmp_path / "s.csv", k=3)
     assert summary.to_json()["excluded"] == {
         "no_statistics_consent": 0,
@@ -167,6 +168,8 @@ def test_a_failed_release_leaves_the_logged_batch_an_error_entry_and_no_file(
     def broken(*_a: object, **_k: object) -> bytes:
         raise DecryptionFailed("simulated")
 
+    with world.open("officer1") as v:
+        lower_export_k(v)
     monkeypatch.setattr(LocalProvider, "release", broken)
     out = tmp_path / "s.csv"
     with world.open("officer1") as v, pytest.raises(DecryptionFailed):
@@ -220,6 +223,7 @@ def test_formula_in_a_generalised_value_is_neutralised_end_to_end(
         _add(v, range(6), purposes=("statistics",))
     out = tmp_path / "s.csv"
     with world.open("officer1") as v:
+        lower_export_k(v)
         v.export_anonymized(out, k=3)
     rows = _rows(out)
     assert {r["address_district"] for r in rows} == {"'" + evil}
@@ -248,6 +252,8 @@ def test_age_bands_at_their_boundaries() -> None:
 def test_cli_export_writes_the_file_with_mode_0600(world: World, tmp_path: Path) -> None:
     with world.open("worker1") as v:
         _add(v, range(6), purposes=("statistics",))
+    with world.open("officer1") as v:
+        lower_export_k(v)
     out = tmp_path / "stats.csv"
     env = {
         "CHILDVAULT_HOME": str(world.home),

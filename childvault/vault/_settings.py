@@ -127,7 +127,7 @@ SPECS: dict[str, Spec] = {
         Spec("max_uses", "10", "admin", _int_in(1, 1000), "uses per grant"),
         Spec("consent_backdate_days", "30", "officer", _int_in(0, 366), "back-dating window (d)"),
         Spec("time_zone", "Asia/Shanghai", "officer", _time_zone, "zone of legal dates"),
-        Spec("export_min_k", "3", "officer", _int_in(3, 1000), "smallest export k"),
+        Spec("export_min_k", "5", "officer", _int_in(3, 1000), "smallest export k"),
         Spec("witness_keys", "", "admin", _witness_keys, "witnesses' verifier keys"),
         *(
             Spec(

@@ -115,7 +115,7 @@ class ExportService:
             sensitive = self._sensitive_columns(header)
             diverse, l_suppressed = l_diverse(counts, sensitive, k)
             kept, subtraction = against_releases(
-                sorted((key, n) for key, n in diverse.items() if n >= k), releases, k
+                sorted((key, n) for key, n in diverse.items() if n >= k), releases, k, sensitive
             )
             body = _csv_bytes(["record_type", *header, "count"], kept)
             digest = hashlib.sha256(body).hexdigest()
@@ -372,21 +372,46 @@ def against_releases(
     kept: Sequence[tuple[tuple[str, ...], int]],
     releases: Mapping[str, Sequence[Sequence[Any]]],
     k: int,
+    sensitive: Sequence[int] = (),
 ) -> tuple[list[tuple[tuple[str, ...], int]], int]:
-    """Drop classes whose count differs from an earlier release of the same class by 1..k-1.
+    """Drop classes a subtraction from an earlier release would expose.
 
     Subtracting two exports would otherwise single out the fewer than ``k``
-    children who joined or left the class between them (issue 15 finding 5).
-    Returns the classes kept and how many were suppressed for this reason.
+    children who joined or left between them (issue 15 finding 5). Two
+    checks: a class whose count differs from an earlier release of the same
+    class by 1..k-1 is dropped; and, since l-diversity may show a group with
+    its ``sensitive`` columns suppressed in one export and by category in the
+    next, a group's total (its published classes summed over the sensitive
+    columns) is compared with the same group's total in each earlier release,
+    and the whole group is dropped when it changed by 1..k-1. Returns the
+    classes kept and how many were dropped for either reason.
     """
+
+    def group(key: Sequence[Any]) -> tuple[str, ...]:
+        return tuple(str(c) for i, c in enumerate(key) if i not in sensitive)
+
     earlier: dict[tuple[str, ...], set[int]] = {}
+    earlier_totals: dict[tuple[str, ...], set[int]] = {}
     for classes in releases.values():
+        totals: dict[tuple[str, ...], int] = {}
         for row in classes:
             earlier.setdefault(tuple(str(c) for c in row[:-1]), set()).add(int(row[-1]))
+            g = group(row[:-1])
+            totals[g] = totals.get(g, 0) + int(row[-1])
+        for g, total in totals.items():
+            earlier_totals.setdefault(g, set()).add(total)
+    now_totals: dict[tuple[str, ...], int] = {}
+    for key, n in kept:
+        now_totals[group(key)] = now_totals.get(group(key), 0) + n
+    withheld = {
+        g
+        for g, total in now_totals.items()
+        if any(0 < abs(total - old) < k for old in earlier_totals.get(g, ()))
+    }
     out: list[tuple[tuple[str, ...], int]] = []
     dropped = 0
     for key, n in kept:
-        if any(0 < abs(n - old) < k for old in earlier.get(key, ())):
+        if group(key) in withheld or any(0 < abs(n - old) < k for old in earlier.get(key, ())):
             dropped += 1
             continue
         out.append((key, n))

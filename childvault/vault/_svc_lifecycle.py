@@ -435,8 +435,8 @@ class LifecycleService:
         self.s.require(("admin",), "vault.decommission", moment, _t("decommissioning"))
         if not confirm:
             raise UsageError(_t("decommissioning destroys every record: pass --confirm"))
-        cosigner = self._decommission_cosigner()
-        if cosigner is None:
+        cosign = self._decommission_cosigner()
+        if cosign is None:
             self.s.deny(
                 Event(self.s.user, "vault.decommission", "denied", detail={"reason": "cosign"}),
                 _t(
@@ -446,11 +446,43 @@ class LifecycleService:
                 ),
                 moment,
             )
+        cosigner, covered = cosign
+        if cosigner == self.s.user:
+            # Two people, not two roles: a user holding officer and admin would
+            # otherwise destroy every record alone (issue 15 finding 6).
+            self.s.deny(
+                Event(
+                    self.s.user, "vault.decommission", "denied", detail={"reason": "self_cosign"}
+                ),
+                _t(
+                    "the officer who co-signs decommissioning cannot be the admin who runs it: "
+                    "another officer co-signs"
+                ),
+                moment,
+            )
+        stale = False
         with self.s.db.transaction():
-            self.s.db.meta.set("accepting_records", "0")
-            _audit.append(
-                self.s.db.audit,
-                [Event(self.s.user, "vault.decommission", detail={"phase": "start"})],
+            # Checked in the transaction that stops collection, so no record can
+            # be added between the check and the shredding: every record shredded
+            # is one the guardian contact list holds, as it was then.
+            if self._live_records_digest() != covered:
+                stale = True
+            else:
+                self.s.db.meta.set("accepting_records", "0")
+                _audit.append(
+                    self.s.db.audit,
+                    [Event(self.s.user, "vault.decommission", detail={"phase": "start"})],
+                    moment,
+                )
+        if stale:
+            self.s.deny(
+                Event(
+                    self.s.user, "vault.decommission", "denied", detail={"reason": "stale_cosign"}
+                ),
+                _t(
+                    "records were added, changed or deleted after the officer's co-signature, so "
+                    "its guardian contact list is out of date: an officer co-signs again"
+                ),
                 moment,
             )
         shredded = 0
@@ -522,6 +554,7 @@ class LifecycleService:
             f for f in _CONTACT_FIELDS if any(f in t.fields for t in self.s.schema.types.values())
         ]
         rows: list[dict[str, str]] = []
+        covered = self._live_records_digest()
         after = ""
         while page := self.s.db.records.page(after=after, limit=50):
             after = page[-1].id
@@ -553,20 +586,28 @@ class LifecycleService:
                 Event(
                     self.s.user,
                     "vault.decommission",
-                    detail={"phase": "cosign", "contacts_sha256": digest, "records": len(rows)},
+                    detail={
+                        "phase": "cosign",
+                        "contacts_sha256": digest,
+                        "records": len(rows),
+                        "records_sha256": covered,
+                    },
                 )
             ],
             moment,
         )
         return {"ok": True, "contacts": str(contacts), "records": len(rows), "sha256": digest}
 
-    def _decommission_cosigner(self) -> str | None:
-        """The officer whose logged co-signature of decommissioning is the latest, if any.
+    def _decommission_cosigner(self) -> tuple[str, str] | None:
+        """The latest logged co-signature of decommissioning: its officer and the
+        digest of the live records its contact list covers, if any.
 
         The entry is in the signed, hash-chained log; its actor must have been
         an officer then and still be one, in the verified trust state (the
         ``users`` table is anyone's to edit: review RV2-2). A vault without a
-        trust anchor has no state: its ``users`` table, as before.
+        trust anchor has no state: its ``users`` table, as before. A
+        co-signature without ``records_sha256`` (written before it was
+        recorded) covers nothing and is not accepted.
         """
         state = self.s.trust()
 
@@ -577,13 +618,29 @@ class LifecycleService:
                 }
             return logged_by_role(state, doc) and state.is_active(str(doc.get("actor")), "officer")
 
-        found: str | None = None
+        found: tuple[str, str] | None = None
         for raw in self.s.db.audit.entries_by_action(("vault.decommission",)):
             doc = json.loads(raw)
             detail = doc.get("detail") or {}
             if doc.get("outcome") == "ok" and detail.get("phase") == "cosign" and officer(doc):
-                found = str(doc["actor"])
+                found = (str(doc["actor"]), str(detail.get("records_sha256", "")))
         return found
+
+    def _live_records_digest(self) -> str:
+        """SHA-256 over the id and version of every live record, in id order.
+
+        A co-signature binds this: a record added, corrected or deleted after
+        it changes the digest, so its contact list no longer matches what
+        decommissioning would shred (docs/decisions.md, co-signature scope).
+        """
+        h = hashlib.sha256()
+        after = ""
+        while page := self.s.db.records.page(after=after, limit=_PAGE):
+            after = page[-1].id
+            for r in page:
+                if self.s.db.records.keyblob(r.id) is not None:
+                    h.update(f"{r.id}:{r.version}\n".encode())
+        return h.hexdigest()
 
     def _destroy_custodian(self) -> None:
         """Decommissioning (local): remove the custodian key from every key slot and

@@ -26,7 +26,14 @@ from childvault.vault._registrations import append_with_statements, with_stateme
 from childvault.vault._svc_settings import setting_statement
 from childvault.vault._time import iso
 from tests._insider import Insider
-from tests.conftest import PASSPHRASES, World, add_children, child_values, consent
+from tests.conftest import (
+    PASSPHRASES,
+    World,
+    add_children,
+    child_values,
+    consent,
+    lower_export_k,
+)
 
 #: A valid value other than the default for every signed setting.
 OTHER = {
@@ -237,6 +244,7 @@ def test_a_cleared_export_history_is_refused(world: World, tmp_path: Path) -> No
         for i in range(0, 12, 2):
             v.add_record("child", child_values(i), consent(("case_management", "statistics")))
     with world.open("officer1") as v:
+        lower_export_k(v)
         v.export_anonymized(tmp_path / "a.csv", k=3)
     _set_row(world, "export_releases", None)
     with world.open("officer1") as v, pytest.raises(IntegrityError, match="missing"):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from childvault.vault import AnonymizedExport, AuditReconciliation, UnmatchedDecrypt
-from tests.conftest import World, add_children
+from tests.conftest import World, add_children, lower_export_k
 from tests.test_cli import js, run
 
 #: The keys of ``export anonymized --json`` before the change, in their order.
@@ -47,6 +47,7 @@ def test_export_returns_a_typed_result_and_the_cli_json_keeps_its_shape(
         add_children(v, 6, purposes=("case_management", "statistics"))
     out = tmp_path / "s.csv"
     with world.open("officer1") as v:
+        lower_export_k(v)
         done = v.export_anonymized(out, k=3)
     assert isinstance(done, AnonymizedExport)
     assert (done.k, done.records, done.l_diversity) == (3, 6, 2)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from childvault.vault import Vault
-from tests.conftest import TODAY, add_children, consent
+from tests.conftest import TODAY, add_children, consent, lower_export_k
 from tests.server._vaultserver import make_vault, passphrase
 
 
@@ -28,6 +28,7 @@ def test_consent_update_and_export_through_the_server(tmp_path: Path) -> None:
             wider = consent(("case_management", "statistics", "education_support"), today=TODAY)
             officer.update_consent(ids[0], wider)
             assert "education_support" in officer.consent_of(ids[0]).purposes
+            lower_export_k(officer)
             summary = officer.export_anonymized(tmp_path / "stats.csv", k=3)
             assert summary.k == 3
             assert (tmp_path / "stats.csv").read_text(encoding="utf-8-sig").strip()
