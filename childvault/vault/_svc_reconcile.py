@@ -19,6 +19,7 @@ from childvault._i18n import _t
 from childvault.keys import UsageError
 from childvault.vault import _audit
 from childvault.vault._session import Session
+from childvault.vault._svc_access_approvals import officer_approval_accessors
 
 __all__ = ["ReconcileService"]
 
@@ -40,15 +41,27 @@ class ReconcileService:
         self.s = session
 
     def recorded_accessors(self) -> list[str]:
-        """Every wrapping accessor childvault logged at an approval."""
+        """Every wrapping accessor childvault logged at an approval.
+
+        The rule ``revoke`` uses (:func:`officer_approval_accessors`): only an
+        officer's approval entry for a grant that exists counts. Any user may
+        log a ``request.approve`` entry naming any accessors in their own name;
+        taking theirs would let an insider make their own direct decrypts look
+        approved. Read after ``require`` verified the log.
+        """
+        state = self.s.trust()
         out: list[str] = []
         for _, entry, _digest in self.s.db.audit.entries():
             obj = _audit.decode_entry(entry)
             if obj.get("action") != "request.approve":
                 continue
-            accessors = (obj.get("detail") or {}).get("vault_accessors")
-            if isinstance(accessors, list):
-                out.extend(str(a) for a in accessors if a)
+            accessors = officer_approval_accessors(state, obj)
+            grant = obj.get("grant")
+            if accessors is None or not isinstance(grant, str):
+                continue
+            if self.s.db.access.grant(grant) is None:
+                continue
+            out.extend(a for a in accessors if a)
         return out
 
     def reconcile(

@@ -320,3 +320,51 @@ def test_reconcile_finds_an_officer_decrypting_around_childvault(
         assert len(report["unmatched"]) == 2
         assert report["unmatched"][1]["who"]["role_name"] == "officer1"
         assert report["unmatched"][1]["who"]["display_name"] == "approle"
+
+
+def test_reconcile_takes_no_approval_entry_by_a_non_officer_nor_for_a_missing_grant(
+    bao_binary: str, tmp_path: Path
+) -> None:
+    """Insider (issue 14 audit, gap 2): reconcile took the accessors of any
+    ``request.approve`` entry. An officer decrypts directly through Vault and a
+    staff member logs, in their own name and signed, an approval naming that
+    wrapping accessor: reconcile used to count the decrypt as approved. The
+    rule ``revoke`` uses applies: only an officer's entry for an existing grant."""
+    with audited_server(bao_binary, tmp_path) as (server, audit_log):
+        live = world_on(server, tmp_path)
+        with live.open("worker1") as v:
+            (rid,) = add_children(v, 1)
+            req = v.request_access([rid], ["name"], "case_management", "reconcile check")
+        assert live.tokens is not None
+        officer = VaultProvider(server.settings, "any", token=live.tokens["officer1"])
+        me = Identity.generate("officer1-self")
+        with live.open("officer1") as v:
+            blob = v._session.wrapped(rid)  # type: ignore[attr-defined]
+        material, receipt = officer.release_with_receipt(
+            [Selection(blob, ["name"])], me.public, "self"
+        )
+        assert officer.redeem(material, me, "self")[rid]["name"]
+        officer.close()
+        (accessor,) = receipt["accessors"]
+
+        def cover(user: str, grant: str) -> None:
+            event = Event(
+                user,
+                "request.approve",
+                request=req,
+                grant=grant,
+                detail={"vault_accessors": [accessor], "vault_request_ids": []},
+            )
+            with live.open(user) as v:
+                v._session.log([event], datetime.now(UTC))
+
+        # A staff member's entry, and an officer's for a grant that does not exist.
+        cover("worker1", "d" * 32)
+        cover("officer1", "c" * 32)
+        code, out = run_cli(
+            live, "admin", "--json", "audit", "reconcile", "--vault-audit", str(audit_log)
+        )
+        assert code == 4, out
+        report = json.loads(out)
+        assert (report["decrypts"], report["matched"], len(report["unmatched"])) == (1, 0, 1)
+        assert "childvault-officer" in report["unmatched"][0]["who"]["policies"]
