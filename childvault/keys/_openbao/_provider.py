@@ -320,18 +320,39 @@ class VaultProvider:
     # -- reconciliation with Vault's audit log -----------------------------------------
 
     def reconcile_audit_log(
-        self, audit_file: Path, device: str, accessors: Sequence[str]
-    ) -> tuple[int, list[dict[str, Any]]]:
-        """Decrypts on this vault's key in Vault's file audit log that childvault did
-        not record: ``(decrypts seen, unmatched ones as report dicts)``.
+        self,
+        audit_file: Path,
+        device: str,
+        accessors: Sequence[str],
+        owners: Mapping[str, tuple[str, bool]] | None = None,
+    ) -> dict[str, Any]:
+        """Decrypts on this vault's key, and unwraps of their wrapping tokens, in
+        Vault's file audit log that childvault's log does not account for.
 
         ``accessors`` are the wrapping accessors childvault logged at approvals;
-        they are HMAC'd by the audit device ``device`` (``sys/audit-hash``,
+        ``owners`` maps each to its grant's requester and whether the
+        requester's read was logged (:func:`_auditlog.unmatched_unwraps`).
+        They are HMAC'd by the audit device ``device`` (``sys/audit-hash``,
         which the childvault-admin policy allows) to compare with the file.
+        Returns ``decrypts``/``unwraps`` (counts) and ``unmatched``/
+        ``unmatched_unwraps`` (report dicts).
         """
-        decrypts = list(_auditlog.decrypts_in(audit_file, self._wrapping.decrypt_path))
-        known = set(accessors) | _auditlog.audit_hashes(self._conn, device, list(accessors))
-        return len(decrypts), [d.to_json() for d in _auditlog.unmatched(decrypts, known)]
+        decrypts, unwraps = _auditlog.operations_in(audit_file, self._wrapping.decrypt_path)
+        owned = dict(owners or {})
+        hashed: dict[str, tuple[str, bool]] = {}
+        for accessor in accessors:
+            for digest in _auditlog.audit_hashes(self._conn, device, [accessor]):
+                hashed[digest] = owned.get(accessor, ("", False))
+        known = set(accessors) | set(hashed)
+        hashed.update((a, owned.get(a, ("", False))) for a in accessors)
+        return {
+            "decrypts": len(decrypts),
+            "unmatched": [d.to_json() for d in _auditlog.unmatched(decrypts, known)],
+            "unwraps": len(unwraps),
+            "unmatched_unwraps": [
+                u.to_json() for u in _auditlog.unmatched_unwraps(unwraps, hashed)
+            ],
+        }
 
     # -- rotation (admin) ----------------------------------------------------------
 
