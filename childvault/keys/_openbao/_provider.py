@@ -305,6 +305,36 @@ class VaultProvider:
             )
         return out
 
+    def revived_salts(self, shredded: Callable[[str], bool]) -> list[dict[str, Any]]:
+        """Admin: record ids the database says were shredded whose salt document
+        in Vault has a version not destroyed or has lost its ``shredded`` mark.
+
+        Officers and admins may set ``custom_metadata`` (to write the mark), and
+        Vault cannot limit its value, so one can clear the mark and write a saved
+        salt back with ``cas=N``; this finds it. ``shredded(record_id)`` says
+        whether the database holds a deletion tombstone with the key destroyed.
+        Returns ``record_id``, ``live_versions`` and ``marked`` per finding; reads
+        KV metadata only, never a salt.
+        """
+        out: list[dict[str, Any]] = []
+        for record_id in self._salts.record_ids():
+            if not shredded(record_id):
+                continue
+            meta = self._salts.metadata(record_id)
+            if meta is None:
+                continue  # no document: nothing to release
+            versions = meta.get("versions")
+            live = sorted(
+                int(v)
+                for v, info in (versions.items() if isinstance(versions, dict) else ())
+                if not (isinstance(info, dict) and info.get("destroyed") is True)
+            )
+            custom = meta.get("custom_metadata")
+            marked = isinstance(custom, dict) and "shredded" in custom
+            if live or not marked:
+                out.append({"record_id": record_id, "live_versions": live, "marked": marked})
+        return out
+
     def destroy_orphan_salts(self, record_ids: Sequence[str], when: str) -> int:
         """Admin: destroy these salt documents, keeping tombstones marked ``orphan``.
 
