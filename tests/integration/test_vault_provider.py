@@ -469,11 +469,8 @@ def test_saved_salt_cannot_be_written_back_after_shredding(
     with pytest.raises(DecryptionFailed) as info:
         officer.release([Selection(wrapped(rec, blob), ["name"])], alice.public, "g-w")
     assert "does not exist" in (info.value.detail or "")
-    # But the mark itself can be cleared: the policies let officers and admins
-    # set custom_metadata (to write the mark) and Vault cannot limit its value.
-    # The version counter stays, so cas=0 still fails; a write with cas=N would
-    # succeed, and `vault gc` reports that
-    # (tests/vault/test_vault_gc.py::test_gc_finds_a_shredded_record_whose_salt_was_written_back).
+    # But the mark can be cleared (officers set custom_metadata; Vault cannot limit its
+    # value). cas=0 still fails; cas=N would not, and `vault gc` reports that (test_vault_gc.py).
     path = f"childvault-kv/metadata/records/{rec.record_id}"
     resp = openbao.api("POST", path, token=tokens["officer"], json={"custom_metadata": {}})
     assert resp.status_code == 204, resp.text
