@@ -195,8 +195,10 @@ def audit_checkpoint(c: Ctx) -> None:
 def audit_reconcile(c: Ctx, vault_audit: Path, device: str) -> None:
     """Vault mode: every Transit decrypt in Vault's audit log must match an approval.
 
-    Unmatched decrypts (e.g. an officer decrypting directly through Vault) are
-    listed with who, when and which path; exit 4 if there is any.
+    Unmatched decrypts (e.g. an officer decrypting directly through Vault) and
+    unwraps of their wrapping tokens that childvault's log does not account for
+    (e.g. an officer unwrapping an approved grant's token) are listed with who,
+    when and which path; exit 4 if there is any.
     """
     result = c.open().reconcile_vault_audit(vault_audit, device=device)
     report = result.to_json()
@@ -211,7 +213,19 @@ def audit_reconcile(c: Ctx, vault_audit: Path, device: str) -> None:
             unmatched=len(report["unmatched"]),
         )
     ]
-    for item in report["unmatched"]:
+    reasons = {
+        "unwrap-not-approved": _("no childvault approval recorded this wrapping token"),
+        "unwrap-not-requester": _("unwrapped by someone other than the grant's requester"),
+        "unwrap-no-read": _("no childvault read by the grant's requester accounts for it"),
+    }
+    if report["unwraps"] or report["unmatched_unwraps"]:
+        lines.append(
+            _(
+                "{unwraps} unwrap(s) of their wrapping tokens: {unmatched} not accounted for "
+                "by childvault's log."
+            ).format(unwraps=report["unwraps"], unmatched=len(report["unmatched_unwraps"]))
+        )
+    for item in [*report["unmatched"], *report["unmatched_unwraps"]]:
         who = item["who"]
         # Names and addresses come from the server's log: escaped for the terminal.
         lines.append(
@@ -228,9 +242,10 @@ def audit_reconcile(c: Ctx, vault_audit: Path, device: str) -> None:
                 address=safe(who["remote_address"] or "?"),
             )
             + ("" if item["wrapped"] else _(" NOT response-wrapped"))
+            + (": " + reasons[item["reason"]] if item["reason"] in reasons else "")
         )
     c.emit(report, "\n".join(lines))
-    if report["unmatched"]:
+    if report["unmatched"] or report["unmatched_unwraps"]:
         raise click.exceptions.Exit(4)
 
 

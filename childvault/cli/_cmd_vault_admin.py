@@ -50,7 +50,8 @@ def vault_gc(c: Ctx, grace: str, destroy: bool) -> None:
 
     A batch that failed after writing its salts leaves them behind; they are
     destroyed like shredded salts (a tombstone stays) and the destruction is
-    logged. Dry run by default.
+    logged. Dry run by default. Also reports shredded records whose salt was
+    written back (a live version, or the shredded mark cleared): exit 4.
     """
     report = c.open().vault_gc(grace=parse_grace(grace), destroy=destroy)
 
@@ -80,7 +81,23 @@ def vault_gc(c: Ctx, grace: str, destroy: bool) -> None:
                 )
             )
 
+        for found in report.revived:
+            click.echo(
+                _(
+                    "SHREDDED RECORD REVIVED {record}: live salt version(s) {versions}, "
+                    "shredded mark {mark}"
+                ).format(
+                    record=safe(str(found["record_id"])),
+                    versions=",".join(str(v) for v in found["live_versions"]) or "-",
+                    mark=_("kept") if found["marked"] else _("cleared"),
+                )
+            )
+
     c.emit(report.to_json(), human)
+    if report.revived:
+        # Someone cleared a shredding tombstone and wrote a salt back: exit 4,
+        # as audit reconcile does for what it finds.
+        raise click.exceptions.Exit(4)
 
 
 @click.group("identity")

@@ -238,15 +238,19 @@ class GcReport:
     orphans: tuple[OrphanSalt, ...]
     #: How many salt documents were destroyed.
     destroyed: int
+    #: Shredded records (per the database) whose salt has a live version again
+    #: or lost its ``shredded`` mark: ``record_id``, ``live_versions``, ``marked``.
+    revived: tuple[Mapping[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """JSON form (``vault gc --json``)."""
         return {
-            "ok": True,
+            "ok": not self.revived,
             "grace_seconds": int(self.grace.total_seconds()),
             "destroy": self.destroy,
             "orphans": [o.to_json() for o in self.orphans],
             "destroyed": self.destroyed,
+            "revived": [dict(r) for r in self.revived],
         }
 
     @classmethod
@@ -257,6 +261,7 @@ class GcReport:
             destroy=bool(doc["destroy"]),
             orphans=tuple(OrphanSalt.from_json(o) for o in doc["orphans"]),
             destroyed=int(doc["destroyed"]),
+            revived=tuple(dict(r) for r in doc.get("revived") or ()),
         )
 
 

@@ -304,7 +304,8 @@ class AnonymizedExport:
 
 @dataclass(frozen=True)
 class UnmatchedDecrypt:
-    """A Transit decrypt in Vault's audit log that no childvault approval accounts for."""
+    """A Transit decrypt in Vault's audit log that no childvault approval accounts for,
+    or an unwrap of one's wrapping token that childvault's log does not (``reason``)."""
 
     #: The time as Vault's audit log writes it (RFC 3339, kept as text: Vault
     #: writes nanoseconds, which :class:`datetime` cannot hold).
@@ -318,10 +319,16 @@ class UnmatchedDecrypt:
     role_name: str
     policies: tuple[str, ...]
     remote_address: str
+    #: Empty for a decrypt. For an unwrap (``unmatched_unwraps``):
+    #: ``unwrap-not-approved`` (no approval recorded its token),
+    #: ``unwrap-not-requester`` (another person's AppRole role) or
+    #: ``unwrap-no-read`` (no read by the requester accounts for it).
+    reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """JSON form (one of ``audit reconcile --json``'s ``unmatched``)."""
         return {
+            "reason": self.reason,
             "time": self.time,
             "path": self.path,
             "vault_request_id": self.vault_request_id,
@@ -349,6 +356,7 @@ class UnmatchedDecrypt:
             role_name=str(who["role_name"]),
             policies=tuple(str(p) for p in who["policies"]),
             remote_address=str(who["remote_address"]),
+            reason=str(doc.get("reason") or ""),
         )
 
 
@@ -356,7 +364,7 @@ class UnmatchedDecrypt:
 class AuditReconciliation:
     """Outcome of :meth:`Vault.reconcile_vault_audit` (``audit reconcile``)."""
 
-    #: No unmatched decrypt.
+    #: No unmatched decrypt and no unmatched unwrap.
     ok: bool
     vault_audit: Path
     #: Transit decrypts on this vault's key found in Vault's audit log.
@@ -364,6 +372,10 @@ class AuditReconciliation:
     #: Of those, how many a childvault approval accounts for.
     matched: int
     unmatched: tuple[UnmatchedDecrypt, ...]
+    #: Unwraps of those decrypts' wrapping tokens found in Vault's audit log.
+    unwraps: int = 0
+    #: Of those, the ones childvault's log does not account for (with ``reason``).
+    unmatched_unwraps: tuple[UnmatchedDecrypt, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """JSON form (``audit reconcile --json``)."""
@@ -373,6 +385,8 @@ class AuditReconciliation:
             "decrypts": self.decrypts,
             "matched": self.matched,
             "unmatched": [u.to_json() for u in self.unmatched],
+            "unwraps": self.unwraps,
+            "unmatched_unwraps": [u.to_json() for u in self.unmatched_unwraps],
         }
 
     @classmethod
@@ -384,4 +398,8 @@ class AuditReconciliation:
             decrypts=int(doc["decrypts"]),
             matched=int(doc["matched"]),
             unmatched=tuple(UnmatchedDecrypt.from_json(u) for u in doc["unmatched"]),
+            unwraps=int(doc.get("unwraps") or 0),
+            unmatched_unwraps=tuple(
+                UnmatchedDecrypt.from_json(u) for u in doc.get("unmatched_unwraps") or ()
+            ),
         )

@@ -8,9 +8,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import NoReturn, Protocol, runtime_checkable
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
 from childvault._i18n import _t
 from childvault.keys import (
@@ -34,6 +34,7 @@ from childvault.vault._policy import RecordState, Refusal, approval_refusal, cos
 from childvault.vault._session import new_id
 from childvault.vault._svc_access_base import AccessBase
 from childvault.vault._time import iso, legal_today, parse_iso
+from childvault.vault._trust_state import TrustState
 from childvault.vault._types import Approval
 
 
@@ -332,16 +333,13 @@ class AccessApprovals(AccessBase):
         state = self.s.trust()
         for raw in self.s.db.audit.entries_by_ref(("request.approve",), grant=grant_id):
             doc = json.loads(raw)
-            if (doc.get("action"), doc.get("outcome"), doc.get("grant")) != (
-                "request.approve",
-                "ok",
-                grant_id,
-            ) or not role_at(state, doc.get("actor"), "officer", doc.get("seq"), mode="held"):
+            if doc.get("grant") != grant_id:
                 continue
-            found = (doc.get("detail") or {}).get("vault_accessors")
-            if isinstance(found, list) and all(isinstance(a, str) for a in found):
-                return [str(a) for a in found]
-            break
+            found = officer_approval_accessors(state, doc)
+            if found is not None:
+                return found
+            if is_officer_approval(state, doc):
+                break
         self.s.distrust(
             "grant.revoke",
             _t(
@@ -421,6 +419,36 @@ def _wrapped(record_id: str, fetched: record_trust.Fetched) -> WrappedRecord:
     if found is None:
         raise NotFound(_t("record {record_id} has no keys (deleted)", record_id=record_id))
     return WrappedRecord(record_id, found[0], found[1])
+
+
+def is_officer_approval(state: TrustState | None, doc: Mapping[str, Any]) -> bool:
+    """Whether log entry ``doc`` is a successful ``request.approve`` by a user who
+    held the officer role at its sequence number (``role_at``, ``held``).
+
+    Any user may append a ``request.approve`` entry in their own name, so only
+    an officer's counts. ``held``, not ``was_active``: a grant approved before
+    an upgrade registered its officer must stay accounted for.
+    """
+    return (doc.get("action"), doc.get("outcome")) == ("request.approve", "ok") and role_at(
+        state, doc.get("actor"), "officer", doc.get("seq"), mode="held"
+    )
+
+
+def officer_approval_accessors(
+    state: TrustState | None, doc: Mapping[str, Any]
+) -> list[str] | None:
+    """The Vault wrapping accessors an officer's approval entry ``doc`` recorded, or
+    None when ``doc`` is not an officer's approval or names none in the right form.
+
+    The one rule for which logged accessors count: ``revoke`` revokes them and
+    ``audit reconcile`` matches Vault's audit log against them.
+    """
+    if not is_officer_approval(state, doc):
+        return None
+    found = (doc.get("detail") or {}).get("vault_accessors")
+    if isinstance(found, list) and all(isinstance(a, str) for a in found):
+        return [str(a) for a in found]
+    return None
 
 
 def _approval_detail(

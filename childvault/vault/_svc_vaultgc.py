@@ -34,6 +34,8 @@ class _CollectsOrphanSalts(Protocol):
 
     def destroy_orphan_salts(self, record_ids: Sequence[str], when: str) -> int: ...
 
+    def revived_salts(self, shredded: Callable[[str], bool]) -> list[dict[str, Any]]: ...
+
 
 class VaultGcService:
     """Finds and destroys orphaned Vault salt documents (admin)."""
@@ -45,6 +47,10 @@ class VaultGcService:
     def _in_database(self, record_id: str) -> bool:
         records = self.s.db.records
         return records.get(record_id) is not None or records.tombstone(record_id) is not None
+
+    def _shredded(self, record_id: str) -> bool:
+        stone = self.s.db.records.tombstone(record_id)
+        return stone is not None and bool(stone[3]) and self.s.db.records.get(record_id) is None
 
     def gc(
         self,
@@ -60,7 +66,9 @@ class VaultGcService:
         Every candidate is checked against the database again just before it
         is destroyed. Returns ``ok``, ``grace_seconds``, ``destroy``,
         ``orphans`` (``record_id``, ``created``, ``versions``) and
-        ``destroyed`` (how many).
+        ``destroyed`` (how many), and ``revived``: record ids the database
+        says were shredded whose salt has a live version again or lost its
+        ``shredded`` mark (``ok`` is False then; nothing is changed for them).
         """
         moment = self.s.now(now)
         self.s.require(("admin",), "vault.gc", moment, _t("collecting orphaned Vault salts"))
@@ -78,10 +86,12 @@ class VaultGcService:
             destroyed = provider.destroy_orphan_salts(ids, iso(moment))
             detail = {"salts_destroyed": ids, "grace_seconds": int(grace.total_seconds())}
             self.s.log([Event(self.s.user, "vault.gc", detail=detail)], moment)
+        revived = provider.revived_salts(self._shredded)
         return {
-            "ok": True,
+            "ok": not revived,
             "grace_seconds": int(grace.total_seconds()),
             "destroy": destroy,
             "orphans": orphans,
             "destroyed": destroyed,
+            "revived": revived,
         }

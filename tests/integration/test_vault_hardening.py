@@ -320,3 +320,160 @@ def test_reconcile_finds_an_officer_decrypting_around_childvault(
         assert len(report["unmatched"]) == 2
         assert report["unmatched"][1]["who"]["role_name"] == "officer1"
         assert report["unmatched"][1]["who"]["display_name"] == "approle"
+
+
+def test_reconcile_takes_no_approval_entry_by_a_non_officer_nor_for_a_missing_grant(
+    bao_binary: str, tmp_path: Path
+) -> None:
+    """Insider (issue 14 audit, gap 2): reconcile took the accessors of any
+    ``request.approve`` entry. An officer decrypts directly through Vault and a
+    staff member logs, in their own name and signed, an approval naming that
+    wrapping accessor: reconcile used to count the decrypt as approved. The
+    rule ``revoke`` uses applies: only an officer's entry for an existing grant."""
+    with audited_server(bao_binary, tmp_path) as (server, audit_log):
+        live = world_on(server, tmp_path)
+        with live.open("worker1") as v:
+            (rid,) = add_children(v, 1)
+            req = v.request_access([rid], ["name"], "case_management", "reconcile check")
+        assert live.tokens is not None
+        officer = VaultProvider(server.settings, "any", token=live.tokens["officer1"])
+        me = Identity.generate("officer1-self")
+        with live.open("officer1") as v:
+            blob = v._session.wrapped(rid)  # type: ignore[attr-defined]
+        material, receipt = officer.release_with_receipt(
+            [Selection(blob, ["name"])], me.public, "self"
+        )
+        assert officer.redeem(material, me, "self")[rid]["name"]
+        officer.close()
+        (accessor,) = receipt["accessors"]
+
+        def cover(user: str, grant: str) -> None:
+            event = Event(
+                user,
+                "request.approve",
+                request=req,
+                grant=grant,
+                detail={"vault_accessors": [accessor], "vault_request_ids": []},
+            )
+            with live.open(user) as v:
+                v._session.log([event], datetime.now(UTC))
+
+        # A staff member's entry, and an officer's for a grant that does not exist.
+        cover("worker1", "d" * 32)
+        cover("officer1", "c" * 32)
+        code, out = run_cli(
+            live, "admin", "--json", "audit", "reconcile", "--vault-audit", str(audit_log)
+        )
+        assert code == 4, out
+        report = json.loads(out)
+        assert (report["decrypts"], report["matched"], len(report["unmatched"])) == (1, 0, 1)
+        assert "childvault-officer" in report["unmatched"][0]["who"]["policies"]
+
+
+def _approved_wrapping_tokens(live: World, rid: str, why: str) -> tuple[str, list[str]]:
+    """worker1 asks, officer1 approves: the grant token and its raw wrapping tokens.
+
+    The test takes the tokens out of the grant with worker1's key; a
+    misbehaving officer's client holds them before sealing them to worker1.
+    """
+    with live.open("worker1") as v:
+        req = v.request_access([rid], ["name"], "case_management", why)
+    with live.open("officer1") as v:
+        approval = v.approve(req)
+    claims = _tokens.verify(approval.token, live.ids["officer1"].public.signing_key)
+    wraps = parse_material(live.ids["worker1"].unseal(claims.keys), claims.vault, claims.jti)
+    return approval.token, [token for token, _items in wraps]
+
+
+def reconcile(live: World, audit_log: Path) -> tuple[int, dict[str, object]]:
+    code, out = run_cli(
+        live, "admin", "--json", "audit", "reconcile", "--vault-audit", str(audit_log)
+    )
+    return code, json.loads(out)
+
+
+def test_reconcile_finds_an_officer_unwrapping_an_approved_grant(
+    bao_binary: str, tmp_path: Path
+) -> None:
+    """Attack (issue 14 audit, gap 1): the decrypt of an approved grant is
+    matched, but an officer unwraps its wrapping token directly, instead of or
+    before the requester's read. Reconcile used to look only at decrypts and
+    said nothing (exit 0); it now matches every unwrap to the requester's read."""
+    with audited_server(bao_binary, tmp_path) as (server, audit_log):
+        live = world_on(server, tmp_path)
+        assert live.tokens is not None
+        with live.open("worker1") as v:
+            rid_a, rid_b, rid_c = add_children(v, 3)
+        assert read_name(live, rid_a)  # the honest path: decrypt and unwrap both matched
+        code, report = reconcile(live, audit_log)
+        assert code == 0, report
+        assert (report["decrypts"], report["unwraps"], report["unmatched_unwraps"]) == (1, 1, [])
+
+        def officer_unwraps(token: str, vault_token: str) -> None:
+            resp = server.api(
+                "POST", "sys/wrapping/unwrap", token=vault_token, json={"token": token}
+            )
+            assert resp.status_code == 200 and "batch_results" in resp.text, resp.text
+
+        # Instead of the requester: the requester never reads.
+        _grant, (token_b,) = _approved_wrapping_tokens(live, rid_b, "instead")
+        officer_unwraps(token_b, live.tokens["officer1"])
+        code, report = reconcile(live, audit_log)
+        assert code == 4, report
+        assert report["unmatched"] == [] and report["matched"] == 2
+        (found,) = report["unmatched_unwraps"]  # type: ignore[misc]
+        assert found["reason"] == "unwrap-no-read"
+        assert found["path"] == "sys/wrapping/unwrap"
+        assert "childvault-officer" in found["who"]["policies"]
+
+        # Before the requester: their read then fails, and is no alibi.
+        grant_c, (token_c,) = _approved_wrapping_tokens(live, rid_c, "before")
+        officer_unwraps(token_c, live.tokens["officer1"])
+        with live.open("worker1") as v, pytest.raises(ChildVaultError):
+            v.read_with_grant(grant_c)
+        code, report = reconcile(live, audit_log)
+        assert code == 4, report
+        reasons = [u["reason"] for u in report["unmatched_unwraps"]]  # type: ignore[attr-defined]
+        assert reasons == ["unwrap-no-read", "unwrap-no-read"]
+        code, out = run_cli(live, "admin", "audit", "reconcile", "--vault-audit", str(audit_log))
+        assert code == 4 and "3 unwrap(s) of their wrapping tokens: 2 not accounted" in out, out
+
+        # With a Vault identity per person, an unwrap under another person's
+        # AppRole role is named as such, even if the requester reads afterwards.
+        api = server.api
+        api("POST", "sys/auth/approle", json={"type": "approle"}).raise_for_status()
+        api(
+            "POST",
+            "auth/approle/role/officer1",
+            json={"token_policies": ["childvault-officer"], "token_ttl": "20m"},
+        ).raise_for_status()
+        role_id = api("GET", "auth/approle/role/officer1/role-id").json()["data"]["role_id"]
+        secret = api("POST", "auth/approle/role/officer1/secret-id").json()["data"]["secret_id"]
+        login = api("POST", "auth/approle/login", json={"role_id": role_id, "secret_id": secret})
+        person = login.json()["auth"]["client_token"]
+        rid_d = add_children_one(live)
+        _grant, (token_d,) = _approved_wrapping_tokens(live, rid_d, "as a person")
+        officer_unwraps(token_d, person)
+        code, report = reconcile(live, audit_log)
+        assert code == 4, report
+        last = report["unmatched_unwraps"][-1]  # type: ignore[index]
+        assert last["reason"] == "unwrap-not-requester"
+        assert last["who"]["role_name"] == "officer1"
+
+        # And the officer's own decrypt around childvault: its unwrap is no approval's.
+        officer = VaultProvider(server.settings, "any", token=live.tokens["officer1"])
+        me = Identity.generate("officer1-self")
+        with live.open("officer1") as v:
+            blob = v._session.wrapped(rid_a)  # type: ignore[attr-defined]
+        material = officer.release([Selection(blob, ["name"])], me.public, "self")
+        assert officer.redeem(material, me, "self")[rid_a]["name"]
+        officer.close()
+        code, report = reconcile(live, audit_log)
+        assert code == 4, report
+        assert report["unmatched_unwraps"][-1]["reason"] == "unwrap-not-approved"  # type: ignore[index]
+
+
+def add_children_one(live: World) -> str:
+    with live.open("worker1") as v:
+        (rid,) = add_children(v, 1)
+    return rid

@@ -457,7 +457,7 @@ def test_saved_salt_cannot_be_written_back_after_shredding(
             "DELETE", f"childvault-kv/metadata/records/{rec.record_id}", token=tokens[role]
         )
         assert resp.status_code == 403, role
-    # Nor clear the mark or loosen check-and-set on it.
+    # Nor loosen check-and-set on it.
     resp = openbao.api(
         "POST",
         f"childvault-kv/metadata/records/{rec.record_id}",
@@ -469,6 +469,19 @@ def test_saved_salt_cannot_be_written_back_after_shredding(
     with pytest.raises(DecryptionFailed) as info:
         officer.release([Selection(wrapped(rec, blob), ["name"])], alice.public, "g-w")
     assert "does not exist" in (info.value.detail or "")
+    # But the mark can be cleared (officers set custom_metadata; Vault cannot limit its
+    # value). cas=0 still fails; cas=N would not, and `vault gc` reports that (test_vault_gc.py).
+    path = f"childvault-kv/metadata/records/{rec.record_id}"
+    resp = openbao.api("POST", path, token=tokens["officer"], json={"custom_metadata": {}})
+    assert resp.status_code == 204, resp.text
+    assert openbao.api("GET", path).json()["data"]["custom_metadata"] in (None, {})
+    resp = openbao.api(
+        "POST",
+        f"childvault-kv/data/records/{rec.record_id}",
+        token=tokens["officer"],
+        json={"options": {"cas": 0}, "data": saved},
+    )
+    assert resp.status_code == 400, resp.text
 
 
 def test_replace_destroys_the_old_version_also_in_backups(

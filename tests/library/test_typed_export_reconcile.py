@@ -73,6 +73,7 @@ def test_reconciliation_round_trips_its_json_form() -> None:
         "matched": 2,
         "unmatched": [
             {
+                "reason": "",
                 "time": "2026-11-24T08:00:00.123456789Z",
                 "path": "childvault-transit/decrypt/childvault-dek",
                 "vault_request_id": "4a7f",
@@ -86,8 +87,27 @@ def test_reconciliation_round_trips_its_json_form() -> None:
                 },
             }
         ],
+        "unwraps": 2,
+        "unmatched_unwraps": [
+            {
+                "reason": "unwrap-no-read",
+                "time": "2026-11-24T08:00:01.5Z",
+                "path": "sys/wrapping/unwrap",
+                "vault_request_id": "5b80",
+                "wrapped": True,
+                "who": {
+                    "display_name": "token",
+                    "entity_id": "",
+                    "role_name": "",
+                    "policies": ["childvault-officer", "default"],
+                    "remote_address": "10.0.0.5",
+                },
+            }
+        ],
     }
     report = AuditReconciliation.from_json(doc)
+    (unwrap,) = report.unmatched_unwraps
+    assert report.unwraps == 2 and unwrap.reason == "unwrap-no-read"
     assert report.vault_audit == Path("/var/log/openbao/audit.log")
     (found,) = report.unmatched
     assert isinstance(found, UnmatchedDecrypt) and found.role_name == "officer1"

@@ -136,3 +136,44 @@ def test_grace_periods(text: str, seconds: int) -> None:
 def test_a_bad_grace_period_is_a_usage_error(text: str) -> None:
     with pytest.raises(click.BadParameter):
         parse_grace(text)
+
+
+def test_gc_finds_a_shredded_record_whose_salt_was_written_back(
+    gc_bao: BaoServer, tmp_path: Path
+) -> None:
+    """Attack (issue 14 audit, gap 3): officers and admins may set the KV
+    ``custom_metadata`` (to write the shredded mark) and Vault cannot limit its
+    value, so after a deletion an officer clears the mark and writes a saved
+    salt back with ``cas=N``. The policy cannot stop it; ``vault gc`` finds it
+    (the database's tombstone against the salt's versions and mark), exit 4."""
+    world = world_on(gc_bao, tmp_path)
+    assert world.tokens is not None
+    with world.open("worker1") as v:
+        kept, gone = add_children(v, 2)
+    path = f"childvault-kv/data/records/{gone}"
+    saved = gc_bao.api("GET", path).json()["data"]["data"]  # copied while it existed
+    with world.open("officer1") as v:
+        v.delete(gone, "retention")
+    code, out = run_cli(world, "admin", "--json", "vault", "gc")
+    assert code == 0, out
+    assert json.loads(out)["revived"] == []
+
+    meta_path = f"childvault-kv/metadata/records/{gone}"
+    officer = world.tokens["officer1"]
+    cleared = gc_bao.api("POST", meta_path, token=officer, json={"custom_metadata": {}})
+    assert cleared.status_code == 204, cleared.text
+    current = gc_bao.api("GET", meta_path).json()["data"]["current_version"]
+    back = gc_bao.api(
+        "POST", path, token=officer, json={"options": {"cas": current}, "data": saved}
+    )
+    assert back.status_code == 200, back.text
+
+    code, out = run_cli(world, "admin", "--json", "vault", "gc")
+    assert code == 4, out
+    report = json.loads(out)
+    assert report["ok"] is False
+    (found,) = report["revived"]
+    assert found == {"record_id": gone, "live_versions": [current + 1], "marked": False}
+    assert kept != gone
+    code, out = run_cli(world, "admin", "vault", "gc")
+    assert code == 4 and f"SHREDDED RECORD REVIVED {gone}" in out, out

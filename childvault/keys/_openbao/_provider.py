@@ -305,6 +305,36 @@ class VaultProvider:
             )
         return out
 
+    def revived_salts(self, shredded: Callable[[str], bool]) -> list[dict[str, Any]]:
+        """Admin: record ids the database says were shredded whose salt document
+        in Vault has a version not destroyed or has lost its ``shredded`` mark.
+
+        Officers and admins may set ``custom_metadata`` (to write the mark), and
+        Vault cannot limit its value, so one can clear the mark and write a saved
+        salt back with ``cas=N``; this finds it. ``shredded(record_id)`` says
+        whether the database holds a deletion tombstone with the key destroyed.
+        Returns ``record_id``, ``live_versions`` and ``marked`` per finding; reads
+        KV metadata only, never a salt.
+        """
+        out: list[dict[str, Any]] = []
+        for record_id in self._salts.record_ids():
+            if not shredded(record_id):
+                continue
+            meta = self._salts.metadata(record_id)
+            if meta is None:
+                continue  # no document: nothing to release
+            versions = meta.get("versions")
+            live = sorted(
+                int(v)
+                for v, info in (versions.items() if isinstance(versions, dict) else ())
+                if not (isinstance(info, dict) and info.get("destroyed") is True)
+            )
+            custom = meta.get("custom_metadata")
+            marked = isinstance(custom, dict) and "shredded" in custom
+            if live or not marked:
+                out.append({"record_id": record_id, "live_versions": live, "marked": marked})
+        return out
+
     def destroy_orphan_salts(self, record_ids: Sequence[str], when: str) -> int:
         """Admin: destroy these salt documents, keeping tombstones marked ``orphan``.
 
@@ -320,18 +350,39 @@ class VaultProvider:
     # -- reconciliation with Vault's audit log -----------------------------------------
 
     def reconcile_audit_log(
-        self, audit_file: Path, device: str, accessors: Sequence[str]
-    ) -> tuple[int, list[dict[str, Any]]]:
-        """Decrypts on this vault's key in Vault's file audit log that childvault did
-        not record: ``(decrypts seen, unmatched ones as report dicts)``.
+        self,
+        audit_file: Path,
+        device: str,
+        accessors: Sequence[str],
+        owners: Mapping[str, tuple[str, bool]] | None = None,
+    ) -> dict[str, Any]:
+        """Decrypts on this vault's key, and unwraps of their wrapping tokens, in
+        Vault's file audit log that childvault's log does not account for.
 
         ``accessors`` are the wrapping accessors childvault logged at approvals;
-        they are HMAC'd by the audit device ``device`` (``sys/audit-hash``,
+        ``owners`` maps each to its grant's requester and whether the
+        requester's read was logged (:func:`_auditlog.unmatched_unwraps`).
+        They are HMAC'd by the audit device ``device`` (``sys/audit-hash``,
         which the childvault-admin policy allows) to compare with the file.
+        Returns ``decrypts``/``unwraps`` (counts) and ``unmatched``/
+        ``unmatched_unwraps`` (report dicts).
         """
-        decrypts = list(_auditlog.decrypts_in(audit_file, self._wrapping.decrypt_path))
-        known = set(accessors) | _auditlog.audit_hashes(self._conn, device, list(accessors))
-        return len(decrypts), [d.to_json() for d in _auditlog.unmatched(decrypts, known)]
+        decrypts, unwraps = _auditlog.operations_in(audit_file, self._wrapping.decrypt_path)
+        owned = dict(owners or {})
+        hashed: dict[str, tuple[str, bool]] = {}
+        for accessor in accessors:
+            for digest in _auditlog.audit_hashes(self._conn, device, [accessor]):
+                hashed[digest] = owned.get(accessor, ("", False))
+        known = set(accessors) | set(hashed)
+        hashed.update((a, owned.get(a, ("", False))) for a in accessors)
+        return {
+            "decrypts": len(decrypts),
+            "unmatched": [d.to_json() for d in _auditlog.unmatched(decrypts, known)],
+            "unwraps": len(unwraps),
+            "unmatched_unwraps": [
+                u.to_json() for u in _auditlog.unmatched_unwraps(unwraps, hashed)
+            ],
+        }
 
     # -- rotation (admin) ----------------------------------------------------------
 
