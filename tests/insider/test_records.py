@@ -22,6 +22,7 @@ from tests.conftest import World, add_children
 from tests.insider._helpers import put_back, record_rows
 from tests.insider._helpers import refusals as _refusals
 from tests.insider._helpers import request as _request
+from tests.test_cli import js, run
 
 
 def _forge(world: World, record: str, name: str) -> None:
@@ -183,6 +184,11 @@ def test_attack7_erasing_ones_own_read_is_detected(world: World) -> None:
         assert v._session.db.access.request(later).status == "pending"  # type: ignore[union-attr]
     with world.open("admin") as v, pytest.raises(IntegrityError, match="truncated"):
         v.verify_audit()
+    # `doctor` (which SECURITY.md names) fails on its audit check too.
+    r = run(world, "admin", "--json", "doctor")
+    assert r.exit_code != 0, r.output
+    audit = [c for c in js(r)["checks"] if c["name"] == "audit"]
+    assert [c["status"] for c in audit] == ["fail"] and "truncated" in audit[0]["message"]
 
 
 def test_attack7_a_rewritten_tail_after_a_read_is_detected(world: World) -> None:

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from childvault.keys import IntegrityError, KeySlots
-from childvault.vault import _audit
+from childvault.keys import ApprovalInvalid, IntegrityError, KeySlots
+from childvault.vault import _audit, _tokens
 from tests._insider import Insider
 from tests.conftest import World, add_children
 
@@ -116,6 +116,13 @@ def test_a_token_signer_key_written_into_users_signs_nothing(world: World) -> No
         insider.update(
             "users", {"sign_key": world.ids["worker2"].public.signing_key}, {"name": "officer1"}
         )
+    # The insider signs the same claims with their own key, now the row's key
+    # of officer1: the reader takes the signer from the registrations (staff).
+    claims = _tokens.verify(token, world.ids["officer1"].public.signing_key)
+    forged = _tokens.issue(world.ids["worker2"], claims)
+    assert _tokens.key_id(forged) == _tokens.paserk_pid(world.ids["worker2"].public.signing_key)
+    with world.open("worker1") as v, pytest.raises(ApprovalInvalid):
+        v.read_with_grant(forged)
     with world.open("worker1") as v:
         assert v.read_with_grant(token)[ids[0]]["name"]  # verified key: the real token reads
 
