@@ -294,3 +294,24 @@ def test_cli_keys_rotate_rekey(world: World) -> None:
     assert r.exit_code == 0 and "2 record(s) re-encrypted" in r.output
     r = run(world, "officer1", "--json", "keys", "rotate")
     assert r.exit_code == 0 and "rekeyed" not in js(r)
+
+
+def test_a_deleted_records_rows_put_back_by_sql_are_refused(world: World) -> None:
+    """A record crypto-shredded by an officer, its rows (from a copy taken before)
+    written back by SQL: the logged, signed deletion outranks the rows."""
+    with world.open("worker1") as v:
+        (rid,) = add_children(v, 1)
+    saved = record_rows(world, rid)
+    with world.open("officer1") as v:
+        v.delete(rid, "申请删除")
+    with Insider(world, "worker2") as insider:
+        insider.delete("records", {"id": rid})
+        columns = saved["columns"]["records"]
+        insider.insert("records", dict(zip(columns, saved["rows"]["records"][0], strict=True)))
+    put_back(world, rid, saved)
+    req = _request(world, [rid])
+    with world.open("officer1") as v, pytest.raises(IntegrityError, match=rid):
+        v.approve(req)
+    with world.open("admin") as v:
+        assert v._session.db.access.request(req).status == "pending"  # type: ignore[union-attr]
+    assert [e["actor"] for e in _refusals(world, "request.approve")] == ["officer1"]

@@ -77,6 +77,11 @@ def test_attack3_grant_redirected_by_a_swapped_requester_key_is_refused(world: W
     with world.open("admin") as v:
         assert v._session.db.access.request(req).status == "pending"  # type: ignore[union-attr]
     assert any(e["detail"]["on"] == "request.approve" for e in _refusals(world))  # type: ignore[index]
+    # Nothing was sealed to the insider: no grant, and their own slot opens no
+    # record key (no custodian entry), so they decrypt nothing.
+    with Insider(world, "worker2") as insider:
+        assert insider.rows("grants", ["id"], where={"request_id": req}) == []
+    assert _custodian_entries(world, "worker2") == []
 
 
 def test_attack6_rotation_strips_a_stale_custodian_entry(world: World) -> None:
