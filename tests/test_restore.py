@@ -115,16 +115,27 @@ def test_missing_or_shorter_witness_fails_loudly(world: World, tmp_path: Path) -
     world.witness.write_text("")
     r = run(world, "officer1", "audit", "verify")
     assert r.exit_code == 4 and "missing or empty" in r.stderr, r.output
+    r = run(world, "officer1", "--json", "doctor")
+    assert r.exit_code != 0 and "missing or empty" in r.stdout, r.output
 
     shutil.copy2(older, world.witness)
     r = run(world, "officer1", "audit", "verify")
     assert r.exit_code == 4 and "shorter than before" in r.stderr, r.output
+    r = run(world, "officer1", "--json", "doctor")
+    assert r.exit_code != 0 and "shorter than before" in r.stdout, r.output
 
-    # A symlink planted at the witness path is not followed when appending.
+    # A symlink planted at the witness path is not followed when appending...
     world.witness.unlink()
     world.witness.symlink_to(current)
     r = run(world, "officer1", "audit", "checkpoint")
     assert r.exit_code != 0 and current.read_bytes() == world.witness.read_bytes()
+    # ...nor when reading, even to a complete copy: verify and doctor fail.
+    r = run(world, "officer1", "audit", "verify")
+    assert r.exit_code == 4 and "not a regular file" in r.stderr, r.output
+    r = run(world, "officer1", "--json", "doctor")
+    assert r.exit_code != 0, r.output
+    witness_check = [c for c in js(r)["checks"] if c["name"] == "witness"]
+    assert [c["status"] for c in witness_check] == ["fail"], witness_check
 
     world.witness.unlink()
     shutil.copy2(current, world.witness)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import rfc8785
 
-from childvault.keys import ConfigError, Identity
+from childvault.keys import ConfigError, Identity, IntegrityError
 from childvault.testing import FakeClock
 from childvault.vault import Vault
 from childvault.vault._merkle import leaf_hash
@@ -36,22 +36,22 @@ def _legacy_world(tmp_path: Path) -> tuple[World, list[str]]:
         admin_passphrase=PASSPHRASES["admin"],
         clock=clock,
     ).close()
-    path = home / "identities" / "admin.id"
-    admin = Identity.load(path, PASSPHRASES["admin"])
-    admin.anchor = None
-    admin.save(path, PASSPHRASES["admin"])
-    with Vault.open(home, identity=admin, clock=clock) as v:
+    # Built as today's vault (an upgraded vault refuses identities without an
+    # anchor), then made into an earlier one: anchors, statements and the
+    # entries' statement fields removed below.
+    with Vault.open(home, identity=_load(home, "admin"), clock=clock) as v:
         for name, roles in ROLES.items():
             v.add_user(name, roles, PASSPHRASES[name])
-    ids = {
-        name: Identity.load(home / "identities" / f"{name}.id", secret)
-        for name, secret in PASSPHRASES.items()
-    }
-    assert all(i.anchor is None for i in ids.values())
-    with Vault.open(home, identity=ids["officer1"], clock=clock) as v:
+    with Vault.open(home, identity=_load(home, "officer1"), clock=clock) as v:
         v.share_custodian("officer2")
-    with Vault.open(home, identity=ids["worker1"], clock=clock) as v:
+    with Vault.open(home, identity=_load(home, "worker1"), clock=clock) as v:
         records = add_children(v, 2)
+    ids = {}
+    for name in PASSPHRASES:
+        identity = _load(home, name)
+        identity.anchor = None
+        identity.save(home / "identities" / f"{name}.id", PASSPHRASES[name])
+        ids[name] = identity
     with Insider(home, ids["admin"]) as insider:
         insider.delete("statements")
         insider.delete("trust_states")
@@ -69,6 +69,10 @@ def _legacy_world(tmp_path: Path) -> tuple[World, list[str]]:
             insider.update("audit", {"entry": new, "hash": digest, "sig": None}, where={"seq": seq})
             prev = digest.hex()
     return World(home, ids, clock), records
+
+
+def _load(home: Path, name: str) -> Identity:
+    return Identity.load(home / "identities" / f"{name}.id", PASSPHRASES[name])
 
 
 def _reload(world: World) -> None:
@@ -131,9 +135,14 @@ def test_an_earlier_vault_is_refused_until_upgraded_then_verifies(tmp_path: Path
             "worker1",
         }
         assert state.active_holders(1) == {"officer1", "officer2"}
-    # worker2 has not run it yet: still opens, verifying nothing, and is listed.
+    # worker2 has not run it yet: still opens (to run it), but is refused
+    # everything that would trust the rows instead of verifying them.
     with world.open("worker2") as v:
         assert v.user == "worker2"
+        with pytest.raises(IntegrityError, match="childvault upgrade"):
+            v.read_with_grant(token)
+    r = run(world, "worker2", "list")
+    assert r.exit_code == 4 and "childvault upgrade" in r.stderr, r.output
 
 
 def test_a_wrong_fingerprint_changes_nothing(tmp_path: Path) -> None:

@@ -6,7 +6,9 @@ files only), not log logic.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -45,16 +47,22 @@ def read_witness_heads(path: Path) -> list[dict[str, Any]]:
 def witness_lines(path: Path) -> list[dict[str, Any]]:
     """Every line of a witness file as an object with exactly one of ``note``, ``head``."""
     try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise IntegrityError(_t("the witness {path} is not a regular file", path=path))
-        fh = path.open("rb")
+        # O_NOFOLLOW: a symlink planted at the witness path (to a copy the
+        # insider controls) is refused, not read; O_NONBLOCK: a FIFO does not
+        # block the open. The type is checked on the opened file (no race).
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return []
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise IntegrityError(_t("the witness {path} is not a regular file", path=path)) from exc
         raise IntegrityError(
             _t("cannot read the witness file {path}: {strerror}", path=path, strerror=exc.strerror)
         ) from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IntegrityError(_t("the witness {path} is not a regular file", path=path))
+    fh = os.fdopen(fd, "rb")
     lines: list[dict[str, Any]] = []
     number = 0
     with fh:

@@ -124,13 +124,28 @@ def diagnose(
         if not path.exists():
             add("files", "fail", _t("{path} is missing: restore it from backup", path=path))
     witness = config.witness_path(home)
-    if home.path.resolve() in witness.resolve().parents:
+    try:
+        witness_mode: int | None = witness.lstat().st_mode
+    except FileNotFoundError:
+        witness_mode = None
+    if witness_mode is not None and not stat.S_ISREG(witness_mode):
+        # A symlink is not followed (it could name a copy the insider keeps).
+        add(
+            "witness",
+            "fail",
+            _t(
+                "the witness {path} is not a regular file (a symbolic link?): "
+                "put the witness file itself there",
+                path=witness,
+            ),
+        )
+    elif home.path.resolve() in witness.resolve().parents:
         add(
             "witness",
             "warn",
             _t("the witness {path} is inside the home: move it to other media", path=witness),
         )
-    elif witness.exists():
+    elif witness_mode is not None:
         add(
             "witness",
             "ok",

@@ -40,6 +40,7 @@ from childvault.vault._registrations import (
     _SAVE_AFTER,
     Verified,
     anchor_of,
+    is_upgraded,
     load_saved,
     save_state,
     verify_log,
@@ -291,6 +292,7 @@ class Session:
                 refusal.message,
                 now,
             )
+        self.refuse_unanchored(action, now)
         try:
             # Writes nothing (no saved state): `audit verify` and other reading
             # commands stay read-only; trust() saves when an operation uses it.
@@ -345,6 +347,7 @@ class Session:
         None when the acting identity holds no anchor (made before anchors).
         ``save=False``: write nothing (see :meth:`save_trust`).
         """
+        self.refuse_unanchored("trust", self.clock())
         state = self._trust_state(save=save)
         # Every operation that relies on the verified state refuses an entrusted
         # account whose agreement has ended, as it would a disabled user.
@@ -352,6 +355,30 @@ class Session:
         if expired is not None:
             raise AccessDenied(expired)
         return state
+
+    def refuse_unanchored(self, action: str, now: datetime) -> None:
+        """Refuse (logged, :class:`IntegrityError`) an identity without an anchor in a
+        vault that has one: it could verify nothing, and the rows it would trust
+        instead (``users``, ``custodian_holders``) are any user's to edit."""
+        if self.anchor is not None or not is_upgraded(self.db):
+            return
+        self.log(
+            [
+                Event(
+                    self.user,
+                    "trust.refuse",
+                    "denied",
+                    detail={"on": action, "reason": "identity holds no anchor"},
+                )
+            ],
+            now,
+        )
+        raise IntegrityError(
+            _t(
+                "your identity file holds no anchor of this upgraded vault, so nothing "
+                "can be verified: run `childvault upgrade` first (docs/operators.md)"
+            )
+        )
 
     def _trust_state(self, *, save: bool = True) -> TrustState | None:
         """:meth:`trust` without the acting user's expiry check (``save``: may save)."""

@@ -23,6 +23,7 @@ from childvault.keys import (
 )
 from childvault.keys._encoding import b64, is_hex_id, unb64
 from childvault.vault import _audit, _tokens
+from childvault.vault._action_roles import role_at
 from childvault.vault._audit import DetailValue, Event
 from childvault.vault._fieldcrypto import open_field
 from childvault.vault._policy import RecordState, grant_refusal, token_refusal
@@ -79,6 +80,13 @@ class AccessReads(AccessBase):
             self.s.expect("read", hint)
         self._verified_reader(moment)
         claims = self._check_grant(token, records, fields, moment)
+        if self._revoked_in_log(claims.jti):
+            # The grants row said live (else _check_grant refused): it was edited.
+            self.s.distrust(
+                "grant.read",
+                f"grant {claims.jti} is revoked in the log, not in its grants row",
+                moment,
+            )
         want_recs = tuple(records) if records else claims.rec
         want_flds = tuple(fields) if fields else claims.fld
         fetched = self._verified_records(want_recs, "grant.read", moment)
@@ -102,6 +110,26 @@ class AccessReads(AccessBase):
                 reason = f"key provider: {type(exc).__name__}"
                 self._refund_use(claims, want_recs, want_flds, reason, moment)
             raise
+
+    def _revoked_in_log(self, grant_id: str) -> bool:
+        """Whether the verified log holds an officer's ``grant.revoke`` of ``grant_id``.
+
+        The ``grants`` row's ``revoked_at`` is any user's to clear by SQL; the
+        entry is signed and chained. Only an officer's entry counts (``role_at``,
+        ``held``: counting one more revocation is the safe side), as anyone may
+        log an entry naming the grant in their own name. Found through the log's
+        generated ``grant_ref`` index (docs/trust.md, "Log indexes").
+        """
+        state = self.s.trust()
+        for raw in self.s.db.audit.entries_by_ref(("grant.revoke",), grant=grant_id):
+            doc = json.loads(raw)
+            if (doc.get("action"), doc.get("outcome"), doc.get("grant")) == (
+                "grant.revoke",
+                "ok",
+                grant_id,
+            ) and role_at(state, doc.get("actor"), "officer", doc.get("seq"), mode="held"):
+                return True
+        return False
 
     def _consume_use(
         self,

@@ -22,6 +22,7 @@ from tests.conftest import World, add_children
 from tests.insider._helpers import put_back, record_rows
 from tests.insider._helpers import refusals as _refusals
 from tests.insider._helpers import request as _request
+from tests.test_cli import js, run
 
 
 def _forge(world: World, record: str, name: str) -> None:
@@ -183,6 +184,11 @@ def test_attack7_erasing_ones_own_read_is_detected(world: World) -> None:
         assert v._session.db.access.request(later).status == "pending"  # type: ignore[union-attr]
     with world.open("admin") as v, pytest.raises(IntegrityError, match="truncated"):
         v.verify_audit()
+    # `doctor` (which SECURITY.md names) fails on its audit check too.
+    r = run(world, "admin", "--json", "doctor")
+    assert r.exit_code != 0, r.output
+    audit = [c for c in js(r)["checks"] if c["name"] == "audit"]
+    assert [c["status"] for c in audit] == ["fail"] and "truncated" in audit[0]["message"]
 
 
 def test_attack7_a_rewritten_tail_after_a_read_is_detected(world: World) -> None:
@@ -288,3 +294,24 @@ def test_cli_keys_rotate_rekey(world: World) -> None:
     assert r.exit_code == 0 and "2 record(s) re-encrypted" in r.output
     r = run(world, "officer1", "--json", "keys", "rotate")
     assert r.exit_code == 0 and "rekeyed" not in js(r)
+
+
+def test_a_deleted_records_rows_put_back_by_sql_are_refused(world: World) -> None:
+    """A record crypto-shredded by an officer, its rows (from a copy taken before)
+    written back by SQL: the logged, signed deletion outranks the rows."""
+    with world.open("worker1") as v:
+        (rid,) = add_children(v, 1)
+    saved = record_rows(world, rid)
+    with world.open("officer1") as v:
+        v.delete(rid, "申请删除")
+    with Insider(world, "worker2") as insider:
+        insider.delete("records", {"id": rid})
+        columns = saved["columns"]["records"]
+        insider.insert("records", dict(zip(columns, saved["rows"]["records"][0], strict=True)))
+    put_back(world, rid, saved)
+    req = _request(world, [rid])
+    with world.open("officer1") as v, pytest.raises(IntegrityError, match=rid):
+        v.approve(req)
+    with world.open("admin") as v:
+        assert v._session.db.access.request(req).status == "pending"  # type: ignore[union-attr]
+    assert [e["actor"] for e in _refusals(world, "request.approve")] == ["officer1"]

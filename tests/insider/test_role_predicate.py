@@ -74,7 +74,8 @@ def test_a_cosignature_by_a_staff_member_promoted_in_the_users_row_is_no_officer
 def test_without_a_verified_state_the_users_row_names_no_cosigner(world: World) -> None:
     """RV9-1's old fallback: an officer whose identity holds no anchor (nothing
     verified) took co-signers from the ``users`` rows, which a staff member
-    edits. Now no co-signature counts without the verified registrations."""
+    edits. Now such an identity approves nothing in an upgraded vault (issue 12:
+    it is told to run `childvault upgrade`)."""
     req = _legal_request(world)
     _promote(world, "worker2", "officer")
     with world.open("worker2") as v:
@@ -83,8 +84,9 @@ def test_without_a_verified_state_the_users_row_names_no_cosigner(world: World) 
     unanchored = Identity.load(path, PASSPHRASES["officer1"])
     unanchored.anchor = None
     with Vault.open(world.home, identity=unanchored, clock=world.clock) as v:
-        assert v._session.trust() is None
-        with pytest.raises(AccessDenied, match="two officers"):
+        with pytest.raises(IntegrityError, match="childvault upgrade"):
+            v._session.trust()
+        with pytest.raises(IntegrityError, match="childvault upgrade"):
             v.approve(req)
 
 

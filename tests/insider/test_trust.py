@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from childvault.keys import IntegrityError, KeySlots
-from childvault.vault import _audit
+from childvault.keys import ApprovalInvalid, IntegrityError, KeySlots
+from childvault.vault import _audit, _tokens
 from tests._insider import Insider
 from tests.conftest import World, add_children
 
@@ -77,6 +77,11 @@ def test_attack3_grant_redirected_by_a_swapped_requester_key_is_refused(world: W
     with world.open("admin") as v:
         assert v._session.db.access.request(req).status == "pending"  # type: ignore[union-attr]
     assert any(e["detail"]["on"] == "request.approve" for e in _refusals(world))  # type: ignore[index]
+    # Nothing was sealed to the insider: no grant, and their own slot opens no
+    # record key (no custodian entry), so they decrypt nothing.
+    with Insider(world, "worker2") as insider:
+        assert insider.rows("grants", ["id"], where={"request_id": req}) == []
+    assert _custodian_entries(world, "worker2") == []
 
 
 def test_attack6_rotation_strips_a_stale_custodian_entry(world: World) -> None:
@@ -116,6 +121,13 @@ def test_a_token_signer_key_written_into_users_signs_nothing(world: World) -> No
         insider.update(
             "users", {"sign_key": world.ids["worker2"].public.signing_key}, {"name": "officer1"}
         )
+    # The insider signs the same claims with their own key, now the row's key
+    # of officer1: the reader takes the signer from the registrations (staff).
+    claims = _tokens.verify(token, world.ids["officer1"].public.signing_key)
+    forged = _tokens.issue(world.ids["worker2"], claims)
+    assert _tokens.key_id(forged) == _tokens.paserk_pid(world.ids["worker2"].public.signing_key)
+    with world.open("worker1") as v, pytest.raises(ApprovalInvalid):
+        v.read_with_grant(forged)
     with world.open("worker1") as v:
         assert v.read_with_grant(token)[ids[0]]["name"]  # verified key: the real token reads
 

@@ -116,10 +116,13 @@ def test_keys_rotate_reader_without_a_verified_state_takes_no_staff_start_entry(
     unanchored.anchor = None
     assert world.tokens is not None
     token = OpenBaoCredentials(token=world.tokens["admin"])
-    with Vault.open(world.home, identity=unanchored, clock=world.clock, credentials=token) as v:
-        assert v._session.trust() is None
-        with pytest.raises(IntegrityError, match="resume point"):
-            v.rotate_keys()
+    # Issue 12: in an upgraded vault an identity without an anchor is refused
+    # before it reads the row or any entry.
+    with (
+        Vault.open(world.home, identity=unanchored, clock=world.clock, credentials=token) as v,
+        pytest.raises(IntegrityError, match="childvault upgrade"),
+    ):
+        v.rotate_keys()
     assert len(_refusals(world)) == 1
     # The anchored admin reads the admin's own start entry: resumed at the target.
     _set(world, str(target))

@@ -1,0 +1,86 @@
+"""Issue 12, attack 1 through an identity without an anchor: in an upgraded vault a
+user who has not run `childvault upgrade` yet can verify nothing, so every operation
+that would seal key material or trust stored rows refuses them (exit 4, logged)
+instead of falling back to the rows an insider can edit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from childvault.keys import IntegrityError, KeySlots
+from tests._insider import Insider
+from tests.conftest import World
+from tests.insider._helpers import refusals
+from tests.test_cli import js, run
+from tests.test_upgrade import _legacy_world, _reload
+
+
+def _custodian_entries(world: World, who: str) -> list[str]:
+    """The custodian entries in ``who``'s own key slot (what would open record keys)."""
+    vault_id = json.loads((world.home / "config.json").read_text())["vault_id"]
+    secrets = KeySlots(world.home / "keyslots.json").open(world.ids[who], vault_id)
+    return sorted(k for k in secrets if k.startswith("custodian/"))
+
+
+def _half_upgraded(tmp_path: Path) -> tuple[World, list[str]]:
+    """An upgraded vault where officer2 (a custodian holder since before the upgrade)
+    and worker2 have not run `childvault upgrade`: their identities hold no anchor."""
+    world, records = _legacy_world(tmp_path)
+    r = run(world, "admin", "--json", "upgrade")
+    assert r.exit_code == 0, r.output
+    fingerprint = js(r)["fingerprint"]
+    _reload(world)
+    for who in ("worker1", "officer1"):
+        r = run(world, who, "--json", "upgrade", "--fingerprint", fingerprint)
+        assert r.exit_code == 0, r.output
+    assert run(world, "admin", "--json", "upgrade").exit_code == 0
+    r = run(world, "officer1", "--json", "upgrade")
+    assert r.exit_code == 0, r.output
+    _reload(world)
+    assert world.ids["officer2"].anchor is None and world.ids["worker2"].anchor is None
+    assert _custodian_entries(world, "officer2") == ["custodian/1"]
+    return world, records
+
+
+def test_an_officer_without_an_anchor_does_not_rotate_to_an_inserted_holder(
+    tmp_path: Path,
+) -> None:
+    world, _ = _half_upgraded(tmp_path)
+    with Insider(world, "worker2") as insider:
+        insider.insert("custodian_holders", {"generation": 1, "officer": "worker2"})
+    with world.open("officer2") as v, pytest.raises(IntegrityError, match="childvault upgrade"):
+        v.rotate_keys()
+    r = run(world, "officer2", "keys", "rotate")
+    assert r.exit_code == 4 and "childvault upgrade" in r.stderr, r.output
+    # Nothing was sealed to the insider, and the generation did not move.
+    assert _custodian_entries(world, "worker2") == []
+    assert _custodian_entries(world, "officer1") == ["custodian/1"]
+    assert [e["actor"] for e in refusals(world, "keys.rotate")] == ["officer2", "officer2"]
+
+
+def test_without_an_anchor_nothing_that_trusts_rows_runs(tmp_path: Path) -> None:
+    """Approve, share and read by an identity without an anchor are refused and
+    logged; the anchored users of the same vault go on working."""
+    world, records = _half_upgraded(tmp_path)
+    with world.open("worker1") as v:
+        req = v.request_access(records, ["name"], "case_management", "家访")
+    with world.open("officer2") as v, pytest.raises(IntegrityError, match="childvault upgrade"):
+        v.approve(req)
+    with world.open("officer2") as v, pytest.raises(IntegrityError, match="childvault upgrade"):
+        v.share_custodian("officer1")
+    with world.open("officer1") as v:
+        token = v.approve(req).token
+    with world.open("worker2") as v, pytest.raises(IntegrityError, match="childvault upgrade"):
+        v.read_with_grant(token)
+    with world.open("worker1") as v:
+        values = v.read_with_grant(token)
+    assert {values[r]["name"] for r in records} == {"测试儿童0", "测试儿童1"}
+    actors = {(e["actor"], e["detail"]["on"]) for e in refusals(world, "trust")} | {  # type: ignore[index]
+        (e["actor"], e["detail"]["on"])  # type: ignore[index]
+        for on in ("access.approve", "custodian.share", "access.read")
+        for e in refusals(world, on)
+    }
+    assert {a for a, _ in actors} == {"officer2", "worker2"}
