@@ -45,6 +45,7 @@ def main() -> None:
         job["name"],
         PrivateKey(bytes.fromhex(job["x25519"])),
         nacl.signing.SigningKey(bytes.fromhex(job["ed25519"])),
+        job.get("anchor"),
     )
     before = peak_kib()
     with Vault.open(job["home"], identity=ident) as v:

@@ -39,6 +39,8 @@ def _child(tpl: Template, home: object, csv: object, sys_path: list[str]) -> dic
         "name": ident.name,
         "x25519": bytes(ident._x25519).hex(),
         "ed25519": ident.signing_seed().hex(),
+        # The trust anchor: an identity without one is refused in a vault that has one.
+        "anchor": ident.anchor,
         "sys_path": sys_path,
     }
     env = dict(os.environ)

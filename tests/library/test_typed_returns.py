@@ -123,6 +123,7 @@ def test_json_forms_round_trip_and_times_are_aware() -> None:
         "destroy": False,
         "orphans": [{"record_id": "ef" * 16, "created": "2026-11-24T08:00:00Z", "versions": 2}],
         "destroyed": 0,
+        "revived": [],
     }
     gc = GcReport.from_json(gc_doc)
     assert gc.grace == timedelta(hours=1) and gc.orphans[0].created.tzinfo is not None
