@@ -13,7 +13,12 @@ from childvault.server._host_common import MAX_MANY, PRIVILEGED, SYNC_PAGE, Refu
 from childvault.vault import _note
 from childvault.vault._backend import Backend, request_basis_key
 from childvault.vault._remote._codec import encode_twice
-from childvault.vault._remote._methods import ACTIONS_AHEAD, BASIS_ACTIONS, SETTINGS_AHEAD
+from childvault.vault._remote._methods import (
+    ACTIONS_AHEAD,
+    BASIS_ACTIONS,
+    REVOKE_ACTIONS,
+    SETTINGS_AHEAD,
+)
 
 
 def requests_of(
@@ -131,6 +136,9 @@ def inputs(
             return out
         if grant.requester != user:
             raise Refused(403, "role", _t("grant {id} is issued to another user", id=ident))
+        # The grant's revocations as the log holds them: the read checks them,
+        # not only the row's revoked_at (AccessReads._revoked_in_log).
+        put("audit", "entries_by_ref", (REVOKE_ACTIONS,), {"grant": ident})
         request_id = grant.request_id
     req = put("access", "request", (request_id,), {})
     put("meta", "get", (request_basis_key(request_id),), {})

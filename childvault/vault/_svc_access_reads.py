@@ -121,6 +121,7 @@ class AccessReads(AccessBase):
         generated ``grant_ref`` index (docs/trust.md, "Log indexes").
         """
         state = self.s.trust()
+        # The same lookup a server sends ahead with a read's inputs (REVOKE_ACTIONS).
         for raw in self.s.db.audit.entries_by_ref(("grant.revoke",), grant=grant_id):
             doc = json.loads(raw)
             if (doc.get("action"), doc.get("outcome"), doc.get("grant")) == (

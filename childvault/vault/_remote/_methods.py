@@ -184,6 +184,9 @@ COSIGN_ACTIONS = ("request.cosign",)
 #: A request's basis is looked up by its index (``entries_by_ref``), never by a
 #: scan of every ``request.create`` entry.
 BASIS_ACTIONS = ("request.create",)
+#: The actions a read looks up by its grant (``grant_ref``): the grant's
+#: revocations, checked against the verified log (``AccessReads._revoked_in_log``).
+REVOKE_ACTIONS = ("grant.revoke",)
 
 #: Writes whose result is None: inside a transaction the remote backend queues
 #: them and sends them with the next call that needs an answer, or the commit
