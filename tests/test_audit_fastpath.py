@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from childvault.keys import IntegrityError
-from childvault.vault import _audit
+from childvault.vault import _audit, _audit_checks, _audit_entry
 from childvault.vault._merkle import Frontier, leaf_hash
 from childvault.vault._sql._tables import AuditLog
 
@@ -65,7 +65,7 @@ def _same_as_json_loads(entry: bytes) -> None:
     except (ValueError, KeyError, TypeError) as exc:
         want = type(exc)
     try:
-        got: Any = _audit._seq_prev(entry)
+        got: Any = _audit_entry._seq_prev(entry)
     except (ValueError, KeyError, TypeError) as exc:
         got = type(exc)
     assert got == want and type(got) is type(want)
@@ -77,7 +77,7 @@ def test_seq_prev_fast_path_reads_written_entries_like_json_loads(
     event: _audit.Event, seq: int, prev: bytes | None
 ) -> None:
     entry = _audit.encode_entry(seq, "2026-01-01T00:00:00Z", event, prev)
-    assert _audit._seq_prev(entry) == (seq, None if prev is None else prev.hex())
+    assert _audit_entry._seq_prev(entry) == (seq, None if prev is None else prev.hex())
     _same_as_json_loads(entry)
 
 
@@ -129,22 +129,22 @@ def _reference(rows: list[tuple[Any, Any, Any]], progress: Callable[[int], None]
     for index, row in enumerate(sorted(rows, key=lambda r: r[0])):
         seq, entry, digest = AuditLog.row(row)
         if seq != index:
-            raise _audit._bad(
+            raise _audit_checks._bad(
                 f"entry {index} is missing (next stored entry is {seq}): entries were deleted"
             )
         computed = leaf_hash(entry)
         if computed != digest:
-            raise _audit._bad(f"entry {seq} was modified (its bytes do not match its hash)")
+            raise _audit_checks._bad(f"entry {seq} was modified (its bytes do not match its hash)")
         try:
-            entry_seq, entry_prev = _audit._seq_prev(entry)
+            entry_seq, entry_prev = _audit_entry._seq_prev(entry)
         except (ValueError, KeyError, TypeError) as exc:
-            raise _audit._bad(f"entry {seq} is not a valid log entry") from exc
+            raise _audit_checks._bad(f"entry {seq} is not a valid log entry") from exc
         if entry_seq != seq:
-            raise _audit._bad(
+            raise _audit_checks._bad(
                 f"entry {seq} carries sequence number {entry_seq}: entries were reordered"
             )
         if entry_prev != prev_hex:
-            raise _audit._bad(
+            raise _audit_checks._bad(
                 f"entry {seq} does not link to entry {seq - 1} "
                 "(an entry before it was changed, removed, inserted or reordered)"
             )

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from childvault.keys import IntegrityError
-from childvault.vault import _audit, _merkle
+from childvault.vault import _audit, _audit_checks, _merkle
 from childvault.vault._audit import Event
 from childvault.vault._backend import BackendLog
 from childvault.vault._session import log_origin
@@ -142,11 +142,11 @@ def _page(n: int) -> list[tuple[int, bytes, bytes]]:
 
 def test_the_known_page_check_agrees_with_the_full_one() -> None:
     rows = _page(40)
-    full = _audit._check_page(rows[1:], 1, rows[0][2].hex())
-    light = _audit._check_known_page(rows[1:], 1, rows[0][2].hex())
+    full = _audit_checks._check_page(rows[1:], 1, rows[0][2].hex())
+    light = _audit_checks._check_known_page(rows[1:], 1, rows[0][2].hex())
     assert full is not None and light == full
     # The first entry (no prev) is never checked the light way.
-    assert _audit._check_known_page(rows, 0, None) is None
+    assert _audit_checks._check_known_page(rows, 0, None) is None
 
 
 def test_the_known_page_check_refuses_two_prev_members() -> None:
@@ -155,8 +155,8 @@ def test_the_known_page_check_refuses_two_prev_members() -> None:
     decoy = Event("worker1", "record.list", detail={"prev": rows[0][2].hex()})
     entry = _audit.encode_entry(1, _AT, decoy, rows[0][2])
     rows[1] = (1, entry, _merkle.leaf_hash(entry))
-    assert _audit._check_known_page(rows[1:2], 1, rows[0][2].hex()) is None
-    assert _audit._check_page(rows[1:2], 1, rows[0][2].hex()) is not None
+    assert _audit_checks._check_known_page(rows[1:2], 1, rows[0][2].hex()) is None
+    assert _audit_checks._check_page(rows[1:2], 1, rows[0][2].hex()) is not None
 
 
 def test_the_known_page_check_leaves_escaped_entries_to_the_full_one() -> None:
@@ -166,15 +166,15 @@ def test_the_known_page_check_leaves_escaped_entries_to_the_full_one() -> None:
     entry = _audit.encode_entry(1, _AT, odd, rows[0][2])
     assert b"\\" in entry
     rows[1] = (1, entry, _merkle.leaf_hash(entry))
-    assert _audit._check_known_page(rows[1:2], 1, rows[0][2].hex()) is None
-    assert _audit._check_page(rows[1:2], 1, rows[0][2].hex()) is not None
+    assert _audit_checks._check_known_page(rows[1:2], 1, rows[0][2].hex()) is None
+    assert _audit_checks._check_page(rows[1:2], 1, rows[0][2].hex()) is not None
 
 
 def test_the_known_page_check_refuses_a_broken_link() -> None:
     rows = _page(5)
-    assert _audit._check_known_page(rows[2:], 2, rows[0][2].hex()) is None
+    assert _audit_checks._check_known_page(rows[2:], 2, rows[0][2].hex()) is None
     bad = [(seq, entry, bytes(32)) if seq == 3 else (seq, entry, d) for seq, entry, d in rows]
-    assert _audit._check_known_page(bad[1:], 1, rows[0][2].hex()) is None
+    assert _audit_checks._check_known_page(bad[1:], 1, rows[0][2].hex()) is None
 
 
 def test_cli_audit_verify_full(world: World) -> None:

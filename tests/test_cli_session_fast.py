@@ -38,9 +38,9 @@ except SystemExit:
 finally:
     sys.stdout.flush()
     from childvault.cli import _context
-    from childvault.vault import _audit
+    from childvault.vault import _audit_entry
     sys.stderr.write(json.dumps({
-        "grammar": _audit._entry_re.cache_info().currsize,
+        "grammar": _audit_entry._entry_re.cache_info().currsize,
         "unsafe": _context._unsafe.cache_info().currsize,
         "threshold": gc.get_threshold()[0],
     }))

@@ -31,23 +31,21 @@ from childvault.keys import IntegrityError
 # this module, which held it before the split (issue 11).
 from childvault.vault._audit_checks import TS_TOLERANCE as TS_TOLERANCE
 from childvault.vault._audit_checks import KnownPrefixMismatch as KnownPrefixMismatch
-from childvault.vault._audit_checks import _bad as _bad
 from childvault.vault._audit_checks import (
+    _bad,
     _check_known_head,
+    _check_known_page,
+    _check_page,
     _check_roots,
     _check_time,
     _Expected,
     _split_pages,
 )
-from childvault.vault._audit_checks import _check_known_page as _check_known_page
-from childvault.vault._audit_checks import _check_page as _check_page
 from childvault.vault._audit_entry import ACTIONS as ACTIONS
 from childvault.vault._audit_entry import OUTCOMES as OUTCOMES
 from childvault.vault._audit_entry import DetailValue as DetailValue
 from childvault.vault._audit_entry import Event as Event
-from childvault.vault._audit_entry import _entry_re as _entry_re
-from childvault.vault._audit_entry import _one_entry_time
-from childvault.vault._audit_entry import _seq_prev as _seq_prev
+from childvault.vault._audit_entry import _one_entry_time, _seq_prev
 from childvault.vault._audit_entry import canonical as canonical
 from childvault.vault._audit_entry import canonical_plain as canonical_plain
 from childvault.vault._audit_entry import decode_entry as decode_entry
