@@ -185,8 +185,40 @@ UPGRADED = "trust_upgraded"
 
 def is_upgraded(db: Backend) -> bool:
     """Whether the vault's log holds its founding registration (made by ``init`` since
-    issue 12, at entry 1, or by ``childvault upgrade``)."""
-    return db.meta.get(UPGRADED) == "1" or db.statements.get(1) is not None
+    issue 12, at entry 1, or by ``childvault upgrade``).
+
+    The ``meta`` flag and the statement at seq 1 answer quickly; the log decides when
+    both are missing, since any user can delete those rows (and so make an upgraded
+    vault look earlier, reopening the trust in rows for an identity without an anchor).
+    """
+    return db.meta.get(UPGRADED) == "1" or db.statements.get(1) is not None or log_shows_upgrade(db)
+
+
+def log_shows_upgrade(db: Backend) -> bool:
+    """Whether the log itself holds a founding registration: entry 1 made by ``init``
+    since issue 12, or a ``vault.upgrade`` entry carrying one.
+
+    Reads the hash-chained entries, which an insider cannot remove without breaking
+    the chain every anchored user verifies. Cheap (one row and one index lookup): it
+    runs on every open of a vault made before signed statements.
+    """
+    first = db.audit.entry_at(1)
+    candidates = [first[0]] if first is not None else []
+    candidates += db.audit.entries_by_action(("vault.upgrade",))
+    for raw in candidates:
+        try:
+            obj = _audit.decode_entry(raw)
+        except (ValueError, IntegrityError):
+            return True  # a damaged entry is tampering: refuse, as an upgraded vault would
+        detail = obj.get("detail")
+        if (
+            obj.get("action") in ("user.add", "vault.upgrade")
+            and obj.get("outcome") == "ok"
+            and isinstance(detail, dict)
+            and STATEMENT in detail
+        ):
+            return True
+    return False
 
 
 def logged_anchor(db: Backend) -> Anchor | None:

@@ -84,3 +84,40 @@ def test_without_an_anchor_nothing_that_trusts_rows_runs(tmp_path: Path) -> None
         for e in refusals(world, on)
     }
     assert {a for a, _ in actors} == {"officer2", "worker2"}
+
+
+def test_deleting_the_upgrade_flag_does_not_reopen_the_fallback(tmp_path: Path) -> None:
+    """Regression (session 13's leftover): whether a vault is upgraded rested on the
+    ``meta`` flag and the statement at seq 1, rows any user can delete. An upgraded
+    earlier vault's founding statement sits at the upgrade's entry, so deleting the
+    flag made it look earlier (everyone refused, and the admin's `upgrade` would found
+    it again); the log's `vault.upgrade` entry now decides, and the identity without an
+    anchor stays refused."""
+    world, _ = _half_upgraded(tmp_path)
+    with Insider(world, "worker2") as insider:
+        assert insider.delete("meta", where={"key": "trust_upgraded"}) == 1
+        insider.insert("custodian_holders", {"generation": 1, "officer": "worker2"})
+    r = run(world, "officer2", "keys", "rotate")
+    assert r.exit_code == 4 and "childvault upgrade" in r.stderr, r.output
+    assert _custodian_entries(world, "worker2") == []
+    assert [e["actor"] for e in refusals(world, "keys.rotate")] == ["officer2"]
+    # The anchored users go on working, and the admin's `upgrade` does not found the
+    # vault a second time.
+    r = run(world, "admin", "--json", "upgrade")
+    assert r.exit_code == 0 and "anchored" not in js(r)["steps"], r.output
+    with world.open("officer1") as v:
+        assert v.verify_audit().entries > 0  # raises if anything disagrees
+
+
+def test_a_new_vault_refuses_a_stripped_identity_without_its_rows(world: World) -> None:
+    """A vault made since issue 12 is founded at entry 1: an identity stripped of its
+    anchor is refused even after an insider deletes the founding statement's row."""
+    stripped = world.ids["officer2"]
+    stripped.anchor = None
+    with Insider(world, "worker2") as insider:
+        insider.delete("statements", where={"seq": 1})
+        insider.delete("meta", where={"key": "trust_upgraded"})
+        insider.insert("custodian_holders", {"generation": 1, "officer": "worker2"})
+    with world.open("officer2") as v, pytest.raises(IntegrityError, match="childvault upgrade"):
+        v.rotate_keys()
+    assert _custodian_entries(world, "worker2") == []
