@@ -11,13 +11,14 @@ destroyed, a tombstone kept), and logs what it destroyed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from childvault._i18n import _t
 from childvault.keys import UsageError
 from childvault.vault._audit import Event
+from childvault.vault._record_trust import Head, record_heads
 from childvault.vault._session import Session
 from childvault.vault._time import iso
 
@@ -43,14 +44,41 @@ class VaultGcService:
     def __init__(self, session: Session) -> None:
         """Operate on ``session``."""
         self.s = session
+        self._heads: Mapping[str, Head] = {}
+
+    def _load_heads(self) -> None:
+        """What the verified log says of each record (looked up per id, lazily).
+
+        The tombstone rows are any user's to delete; an insider who deleted one
+        would otherwise hide a revived salt from this check (and make it look
+        like a failed batch's orphan).
+        """
+        found = record_heads(self.s)
+        self._heads = found[1].heads if found is not None else {}
+
+    def _logged_deletion(self, record_id: str) -> bool:
+        """Whether the verified log holds an officer's or admin's deletion of it."""
+        head = self._heads.get(record_id)
+        return head is not None and head.deleted is not None
 
     def _in_database(self, record_id: str) -> bool:
         records = self.s.db.records
-        return records.get(record_id) is not None or records.tombstone(record_id) is not None
+        return (
+            records.get(record_id) is not None
+            or records.tombstone(record_id) is not None
+            or self._logged_deletion(record_id)
+        )
 
     def _shredded(self, record_id: str) -> bool:
         stone = self.s.db.records.tombstone(record_id)
-        return stone is not None and bool(stone[3]) and self.s.db.records.get(record_id) is None
+        if stone is None:
+            # Deleted by the log but no tombstone row: the row was removed since.
+            return self._logged_deletion(record_id)
+        # A tombstone whose key is not destroyed yet is a pending shred (finished by
+        # `delete` or the next retention sweep), not a revival.
+        return bool(stone[3]) and (
+            self.s.db.records.get(record_id) is None or self._logged_deletion(record_id)
+        )
 
     def gc(
         self,
@@ -67,7 +95,7 @@ class VaultGcService:
         is destroyed. Returns ``ok``, ``grace_seconds``, ``destroy``,
         ``orphans`` (``record_id``, ``created``, ``versions``) and
         ``destroyed`` (how many), and ``revived``: record ids the database
-        says were shredded whose salt has a live version again or lost its
+        or the verified log says were shredded whose salt has a live version again or lost its
         ``shredded`` mark (``ok`` is False then; nothing is changed for them).
         """
         moment = self.s.now(now)
@@ -77,6 +105,7 @@ class VaultGcService:
         provider = self.s.keys.shared() if not self.s.keys.custodial else None
         if not isinstance(provider, _CollectsOrphanSalts):
             raise UsageError(_t("vault gc is for vaults that use the Vault/OpenBao provider"))
+        self._load_heads()
         cutoff = (now if now is not None else datetime.now(UTC)) - grace
         orphans = provider.orphan_salts(self._in_database, cutoff)
         destroyed = 0

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from childvault.cli._cmd_vault_admin import parse_grace
 from childvault.cli.main import cli
 from childvault.keys import ChildVaultError
+from tests._insider import Insider
 from tests.conftest import PASSPHRASES, World, add_children
 from tests.integration.conftest import BaoServer
 from tests.integration.test_vault_hardening import read_name, run_cli, world_on
@@ -177,3 +178,14 @@ def test_gc_finds_a_shredded_record_whose_salt_was_written_back(
     assert kept != gone
     code, out = run_cli(world, "admin", "vault", "gc")
     assert code == 4 and f"SHREDDED RECORD REVIVED {gone}" in out, out
+
+    # Regression (session 13's leftover): the insider also deletes the database's
+    # deletion record. The verified log still holds the officer's `record.delete`, so
+    # the salt is still reported as revived, not listed (or destroyed) as an orphan.
+    with Insider(world, "worker1") as insider:
+        assert insider.delete("tombstones", where={"record_id": gone}) == 1
+    code, out = run_cli(world, "admin", "--json", "vault", "gc", "--grace", "0s")
+    assert code == 4, out
+    report = json.loads(out)
+    assert [f["record_id"] for f in report["revived"]] == [gone]
+    assert gone not in [o["record_id"] for o in report["orphans"]]
