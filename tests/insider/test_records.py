@@ -23,6 +23,7 @@ from tests.insider._helpers import put_back, record_rows
 from tests.insider._helpers import refusals as _refusals
 from tests.insider._helpers import request as _request
 from tests.test_cli import js, run
+from tests.test_reports import grant
 
 
 def _forge(world: World, record: str, name: str) -> None:
@@ -167,6 +168,9 @@ def test_attack7_erasing_ones_own_read_is_detected(world: World) -> None:
         ids = add_children(v, 2)
     first = _request(world, ids[:1])
     later = _request(world, ids[1:])
+    # A subject-access token for the same child, issued before the erasure: the
+    # report it would make must not list the child's history without the read.
+    subject = grant(world, [ids[0]], ("name",), requester="officer2")
     with world.open("officer1") as v:
         token = v.approve(first).token
     with world.open("worker1") as v:
@@ -189,6 +193,10 @@ def test_attack7_erasing_ones_own_read_is_detected(world: World) -> None:
     assert r.exit_code != 0, r.output
     audit = [c for c in js(r)["checks"] if c["name"] == "audit"]
     assert [c["status"] for c in audit] == ["fail"] and "truncated" in audit[0]["message"]
+    # The subject report (the issue: attack 7 erased the read from it too) is refused
+    # rather than listing the child's history without the read.
+    with world.open("officer2") as v, pytest.raises(IntegrityError, match="diverged|truncated"):
+        v.subject_report(ids[0], subject)
 
 
 def test_attack7_a_rewritten_tail_after_a_read_is_detected(world: World) -> None:
