@@ -461,19 +461,24 @@ class LifecycleService:
                 moment,
             )
         stale = False
-        with self.s.db.transaction():
-            # Checked in the transaction that stops collection, so no record can
-            # be added between the check and the shredding: every record shredded
-            # is one the guardian contact list holds, as it was then.
-            if self._live_records_digest() != covered:
-                stale = True
-            else:
+        try:
+            with self.s.db.transaction():
+                # Collection stops first, then the digest is checked, in one
+                # transaction: every insert reads this row in its own transaction
+                # (``records.insert``) and writers are serialised, so an insert
+                # either committed before (and is in the digest) or sees "0" and
+                # is refused. Every record shredded is one the guardian contact
+                # list holds (compliance gap 8, closed).
                 self.s.db.meta.set("accepting_records", "0")
+                if self._live_records_digest() != covered:
+                    raise _StaleCosign
                 _audit.append(
                     self.s.db.audit,
                     [Event(self.s.user, "vault.decommission", detail={"phase": "start"})],
                     moment,
                 )
+        except _StaleCosign:
+            stale = True  # rolled back: the vault still accepts records
         if stale:
             self.s.deny(
                 Event(
@@ -656,6 +661,11 @@ class LifecycleService:
         with self.s.db.transaction():
             for generation, _, _ in self.s.db.custodians.all():
                 self.s.db.custodians.delete(generation)
+
+
+class _StaleCosign(Exception):
+    """Rolls back the transaction that would stop collection: the records are not
+    those the co-signature covers (never leaves :meth:`LifecycleService.decommission`)."""
 
 
 def _without_age_basis(consent: Consent) -> Consent:

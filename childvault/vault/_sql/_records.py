@@ -7,6 +7,8 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
+from childvault._i18n import _t
+from childvault.keys import AccessDenied
 from childvault.vault._backend import NewRecord, RecordRow
 from childvault.vault._sql._conn import SqlConnection as Connection
 from childvault.vault._sql._conn import as_bytes, marks
@@ -47,7 +49,21 @@ class Records:
         B-tree page once per batch instead of once per row, which matters with
         SQLCipher's ``cipher_memory_security`` (every page split allocates wiped
         memory); on PostgreSQL concurrent importers also lock rows in one order.
+
+        Refused unless the ``accepting_records`` row says "1", read here, in
+        the inserting transaction (P-23, compliance gap 8): the services check
+        the verified log before they start, but a decommissioning committed
+        between that check and this transaction would otherwise let the record
+        in after its contact list was taken. Writers are serialised (SQLCipher's
+        ``BEGIN IMMEDIATE``, PostgreSQL's advisory write lock, taken before this
+        statement's READ COMMITTED snapshot), so this read sees every committed
+        decommissioning, and the decommissioning's digest every committed
+        insert. A server runs this same method in its transaction, so a client
+        cannot skip it.
         """
+        row = self._c.q("SELECT value FROM meta WHERE key = ?", ("accepting_records",)).fetchone()
+        if row is None or str(row[0]) != "1":
+            raise AccessDenied(_t("this vault is decommissioned: it no longer accepts records"))
         records = sorted(records, key=lambda r: r.row.id)
         self._c.many(
             "INSERT INTO records (id, type, version, created_at, created_by, updated_at, "

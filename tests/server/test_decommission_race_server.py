@@ -1,0 +1,68 @@
+"""Through a server, a record whose add passed the client's check before the vault
+was decommissioned is refused by the server's own transaction (P-23, compliance
+gap 8): ``records.insert`` reads ``accepting_records`` where it runs, so a
+client cannot skip the check. The add is held at its write (an event, no timing)
+while the admin decommissions, then goes on.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from childvault.keys import AccessDenied
+from childvault.vault import Vault
+from childvault.vault._svc_records_write import RecordWrites
+from tests.conftest import add_children
+from tests.server._vaultserver import make_vault, passphrase
+
+_WAIT_S = 60.0  # a guard against a hang only
+
+
+def test_a_held_add_is_refused_by_the_server_after_decommissioning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vs = make_vault(tmp_path, ("officer1", "officer2", "worker1"))
+    vs.start()
+    try:
+        with vs.connect("worker1") as v:
+            listed = add_children(v, 2)
+        with vs.connect("officer1") as v:
+            assert v.cosign_decommission(tmp_path / "contacts.sealed").records == 2
+        reached, go = threading.Event(), threading.Event()
+        original = RecordWrites._write
+        outcome: list[Any] = []
+
+        def held(*args: Any, **kwargs: Any) -> Any:
+            reached.set()
+            assert go.wait(_WAIT_S)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(RecordWrites, "_write", held)
+
+        def add() -> None:
+            try:
+                with vs.connect("worker1") as w:
+                    outcome.append(add_children(w, 1))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        worker = threading.Thread(target=add, daemon=True)
+        worker.start()
+        assert reached.wait(_WAIT_S), outcome
+        monkeypatch.setattr(RecordWrites, "_write", original)  # the admin's own writes
+        # Embedded, on the served file: in local mode decommissioning deletes the
+        # custodian rows, which the server allows no remote caller.
+        with Vault.open(vs.home, "admin", passphrase("admin")) as v:
+            assert v.decommission(confirm=True).records_shredded == len(listed)
+        go.set()
+        worker.join(_WAIT_S)
+        assert len(outcome) == 1 and isinstance(outcome[0], AccessDenied), outcome
+        assert "decommissioned" in str(outcome[0])
+        with vs.connect("officer1") as v:
+            assert list(v.list_records()) == []
+    finally:
+        vs.stop()
