@@ -28,6 +28,7 @@ ACTION_LABELS: dict[str, str] = {
     "vault.backup": N_("vault backed up"),
     "vault.gc": N_("orphaned Vault salts destroyed"),
     "vault.decommission": N_("vault decommissioned"),
+    "decommission.read_contacts": N_("decommissioning contact list opened"),
     "user.add": N_("user added"),
     "user.invite": N_("user invited"),
     "user.countersign": N_("registration countersigned"),

@@ -255,13 +255,57 @@ def retention_sweep(c: Ctx, dry_run: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="With --cosign: file for the contact list, sealed to you (mode 0600).",
 )
+@click.option(
+    "--read-contacts",
+    "read_contacts",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The co-signing officer: open the contact list --cosign wrote (logged).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --read-contacts: write it as CSV to this new file (mode 0600).",
+)
 @pass_ctx
-def decommission(c: Ctx, confirm: bool, cosign: bool, contacts: Path | None) -> None:
+def decommission(
+    c: Ctx,
+    confirm: bool,
+    cosign: bool,
+    contacts: Path | None,
+    read_contacts: Path | None,
+    out: Path | None,
+) -> None:
     """Stop collection, shred every record and sign a final checkpoint (admins, after an
-    officer's --cosign)."""
+    officer's --cosign). The co-signing officer opens the guardian contact list with
+    --read-contacts FILE, also after decommissioning."""
     from childvault.cli._context import _
     from childvault.keys import UsageError
 
+    if out is not None and read_contacts is None:
+        raise UsageError(_("--out goes with --read-contacts FILE"))
+    if read_contacts is not None:
+        if confirm or cosign or contacts is not None:
+            raise UsageError(_("--read-contacts cannot be combined with --confirm or --cosign"))
+        opened = c.open().open_decommission_contacts(read_contacts, out=out)
+
+        def human() -> None:
+            if opened.out is not None:
+                click.echo(
+                    _("Wrote the contact list of {n} record(s) to {out} (mode 0600).").format(
+                        n=len(opened.contacts), out=safe(opened.out)
+                    )
+                )
+                return
+            order = ("record_id", "name", "guardian_name", "guardian_phone")
+            for row in opened.contacts:
+                # Names and phone numbers are data: escaped for the terminal.
+                click.echo("  ".join(safe(row[k]) for k in order if k in row))
+
+        doc = opened.to_json()
+        if opened.out is not None:
+            del doc["contacts"]  # in the 0600 file only, not on standard output too
+        c.emit(doc, human)
+        return
     if cosign:
         if contacts is None:
             raise UsageError(_("--cosign needs --contacts FILE for the guardian contact list"))

@@ -37,6 +37,8 @@ ROLE_ACTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
         "setting.set": _OFFICER_ADMIN,
         "export.anonymized": _OFFICER,
         "vault.decommission": _OFFICER_ADMIN,
+        # The co-signing officer opens the contact list (also after decommissioning).
+        "decommission.read_contacts": _OFFICER,
         "notice.publish": _ADMIN,
         "vault.init": _ADMIN,
         "vault.upgrade": _ADMIN,

@@ -373,3 +373,7 @@ ACTIONS = ACTIONS | frozenset({"rights.link"})
 
 # -- issue 13 (server): refusals of authenticated users, logged by the server ---
 ACTIONS = ACTIONS | frozenset({"server.refuse"})
+
+
+# -- compliance gap 9: the guardian contact list of a decommissioning, opened ---
+ACTIONS = ACTIONS | frozenset({"decommission.read_contacts"})

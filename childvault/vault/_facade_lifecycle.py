@@ -19,6 +19,7 @@ from childvault.vault._svc_rights import RightsService
 if TYPE_CHECKING:
     # The result types are imported where a method builds one (issue 18: lazy loading).
     from childvault.vault._results import (
+        DecommissionContacts,
         DecommissionCosign,
         DecommissionReport,
         GcReport,
@@ -159,6 +160,29 @@ class LifecycleFacet(VaultBase):
         from childvault.vault._results import DecommissionCosign
 
         return DecommissionCosign.from_json(self._lifecycle.cosign_decommission(path, now=now))
+
+    def open_decommission_contacts(
+        self, path: Path | str, *, out: Path | str | None = None, now: datetime | None = None
+    ) -> DecommissionContacts:
+        """Officer who co-signed: open the guardian contact list of a decommissioning.
+
+        ``path`` must be the very file the co-signature this decommissioning
+        counts logged (this vault, its SHA-256, sealed to the acting officer);
+        anything else is refused with one error, logged. Works after the vault
+        is decommissioned (the list exists for the P-23 notice). The opening is
+        logged (``decommission.read_contacts``) before anything is shown or
+        written; ``out``: also write the rows as CSV there (mode 0600, never
+        over an existing file).
+        """
+        w = self._live("Vault.open_decommission_contacts")
+        source = check.path_arg(w, "path", path)
+        target = check.opt_path(w, "out", out)
+        check.datetime_arg(w, "now", now)
+        from childvault.vault._results import DecommissionContacts
+
+        return DecommissionContacts.from_json(
+            self._lifecycle.open_decommission_contacts(source, out=target, now=now)
+        )
 
     def rotate_keys(
         self,

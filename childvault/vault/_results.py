@@ -296,6 +296,39 @@ class DecommissionCosign:
 
 
 @dataclass(frozen=True)
+class DecommissionContacts:
+    """Outcome of :meth:`Vault.open_decommission_contacts`: the guardian contact
+    list of a decommissioning, opened by the officer who co-signed it (P-23)."""
+
+    #: One row a record: ``record_id`` and the contact fields the schema has
+    #: (``name``, ``guardian_name``, ``guardian_phone``).
+    contacts: tuple[Mapping[str, str], ...]
+    #: SHA-256 (hex) of the sealed file, as its co-signature logged it.
+    sha256: str
+    #: The CSV written (mode 0600), or None when the rows were only returned.
+    out: Path | None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (``decommission --read-contacts --json``)."""
+        return {
+            "ok": True,
+            "contacts": [dict(c) for c in self.contacts],
+            "records": len(self.contacts),
+            "sha256": self.sha256,
+            "out": None if self.out is None else str(self.out),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> DecommissionContacts:
+        """From :meth:`to_json` output."""
+        return cls(
+            contacts=tuple({str(k): str(v) for k, v in c.items()} for c in doc["contacts"]),
+            sha256=str(doc["sha256"]),
+            out=None if doc.get("out") is None else Path(doc["out"]),
+        )
+
+
+@dataclass(frozen=True)
 class BackupReport:
     """Outcome of :meth:`Vault.backup`."""
 

@@ -10,16 +10,28 @@ running it again.
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import dataclasses
 import hashlib
+import io
 import json
+import os
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from childvault._i18n import _t, join
-from childvault.keys import KeySlots, NotFound, PublicIdentity, Selection, StorageError, UsageError
+from childvault.keys import (
+    DecryptionFailed,
+    KeySlots,
+    NotFound,
+    PublicIdentity,
+    Selection,
+    StorageError,
+    UsageError,
+)
 from childvault.keys._encoding import check_hex_id
 from childvault.keys._files import atomic_write
 from childvault.vault import _audit
@@ -603,6 +615,140 @@ class LifecycleService:
         )
         return {"ok": True, "contacts": str(contacts), "records": len(rows), "sha256": digest}
 
+    def open_decommission_contacts(
+        self, path: Path, *, out: Path | None = None, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Officer: open the guardian contact list :meth:`cosign_decommission` sealed
+        to them (P-23, compliance gap 9), for the notice to the families.
+
+        The file must be the one the counted co-signature logged (its SHA-256,
+        by the acting officer, in the verified log: :meth:`_covering_cosign`),
+        open with the officer's own key and name this vault; whatever fails
+        (another vault's list, an edited or older file, another officer's) is
+        one refusal, logged. Needs only the officer's identity, not the
+        custodian key, so it works after decommissioning destroyed that.
+        The opening is logged before the rows are returned or written;
+        ``out`` gets them as CSV (mode 0600, created, never overwritten).
+        """
+        moment = self.s.now(now)
+        self.s.require(
+            ("officer",), "decommission.read_contacts", moment, _t("opening the contact list")
+        )
+        if out is not None and not out.parent.is_dir():
+            raise UsageError(_t("the directory of --out ({dir}) does not exist", dir=out.parent))
+        if out is not None and (out.exists() or out.is_symlink()):
+            raise UsageError(_t("{path} exists: choose a new file for the contact list", path=out))
+        try:
+            sealed = path.read_bytes()
+        except OSError:
+            sealed = b""
+        digest = hashlib.sha256(sealed).hexdigest()
+        covering = self._covering_cosign()
+        rows: list[dict[str, str]] | None = None
+        if covering == (self.s.user, digest):
+            rows = self._contact_rows(sealed)
+        if rows is None:
+            # One refusal for every cause, so the error says nothing about the file.
+            self.s.deny(
+                Event(
+                    self.s.user,
+                    "decommission.read_contacts",
+                    "denied",
+                    detail={"reason": "not_covered", "sha256": digest},
+                ),
+                _t(
+                    "{path} is not the guardian contact list of this vault's co-signed "
+                    "decommissioning sealed to you",
+                    path=str(path),
+                ),
+                moment,
+            )
+        fd = None
+        try:
+            if out is not None:
+                # Created here, exclusively: a file made meanwhile is refused, not replaced.
+                fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            self.s.log(
+                [
+                    Event(
+                        self.s.user,
+                        "decommission.read_contacts",
+                        # No record ids: the whole vault's would make one huge
+                        # entry; the co-signature's batches name them, this hash
+                        # names that list.
+                        detail={"sha256": digest, "count": len(rows), "csv": out is not None},
+                    )
+                ],
+                moment,
+            )
+            if fd is not None:
+                with os.fdopen(fd, "wb") as f:
+                    fd = None
+                    f.write(_contacts_csv(rows))
+        except FileExistsError:
+            raise UsageError(
+                _t("{path} exists: choose a new file for the contact list", path=out)
+            ) from None
+        except BaseException:
+            if fd is not None:
+                os.close(fd)
+            if out is not None and out.exists():
+                with contextlib.suppress(OSError):
+                    out.unlink()  # a partial list of personal data is not left behind
+            raise
+        return {
+            "contacts": rows,
+            "sha256": digest,
+            "out": None if out is None else str(out),
+        }
+
+    def _contact_rows(self, sealed: bytes) -> list[dict[str, str]] | None:
+        """The rows of a sealed contact list of this vault, or None (any failure)."""
+        try:
+            doc = json.loads(self.s.me.unseal(sealed))
+        except (ValueError, DecryptionFailed):
+            return None
+        if not isinstance(doc, dict) or doc.get("vault_id") != self.s.vault_id:
+            return None
+        contacts = doc.get("contacts")
+        if not isinstance(contacts, list) or not all(
+            isinstance(c, dict)
+            and isinstance(c.get("record_id"), str)
+            and all(isinstance(v, str) for v in c.values())
+            for c in contacts
+        ):
+            return None
+        return [dict(c) for c in contacts]
+
+    def _covering_cosign(self) -> tuple[str, str] | None:
+        """(officer, SHA-256 of the sealed list) of the co-signature this vault's
+        decommissioning counts: the last one before it started, else the latest.
+
+        Read from the verified log, each entry by its role (as
+        :meth:`_decommission_cosigner`), so a co-signature made after the
+        decommissioning (of no records) never hides the list it was made with.
+        """
+        state = self.s.trust()
+
+        def counts(doc: dict[str, Any], role: str) -> bool:
+            if state is None:
+                return doc.get("actor") in {
+                    u.name for u in self.s.db.users.all() if role in u.roles
+                }
+            return logged_by_role(state, doc)
+
+        found: tuple[str, str] | None = None
+        for raw in self.s.db.audit.entries_by_action(("vault.decommission",)):
+            doc = json.loads(raw)
+            detail = doc.get("detail") or {}
+            if doc.get("outcome") != "ok":
+                continue
+            if detail.get("phase") == "start" and counts(doc, "admin"):
+                break
+            if detail.get("phase") == "cosign" and counts(doc, "officer"):
+                found = (str(doc["actor"]), str(detail.get("contacts_sha256", "")))
+        return found
+
     def _decommission_cosigner(self) -> tuple[str, str] | None:
         """The latest logged co-signature of decommissioning: its officer and the
         digest of the live records its contact list covers, if any.
@@ -661,6 +807,20 @@ class LifecycleService:
         with self.s.db.transaction():
             for generation, _, _ in self.s.db.custodians.all():
                 self.s.db.custodians.delete(generation)
+
+
+def _contacts_csv(rows: Sequence[dict[str, str]]) -> bytes:
+    """The contact list as CSV: UTF-8 with a byte-order mark, RFC 4180 line ends,
+    every cell neutralised against spreadsheet formulas (as exports are)."""
+    from childvault.vault._reports import neutralise_cell
+
+    columns = ["record_id", *_CONTACT_FIELDS]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([neutralise_cell(row.get(c, "")) for c in columns])
+    return ("\ufeff" + buf.getvalue()).encode("utf-8")
 
 
 class _StaleCosign(Exception):
