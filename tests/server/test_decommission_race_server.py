@@ -66,3 +66,29 @@ def test_a_held_add_is_refused_by_the_server_after_decommissioning(
             assert list(v.list_records()) == []
     finally:
         vs.stop()
+
+
+def test_the_contact_list_is_opened_through_the_server_and_logged(tmp_path: Path) -> None:
+    """Compliance gap 9 through a server: the entry is an officer's (the server
+    checks the role at ``audit.append``); another officer is refused."""
+    vs = make_vault(tmp_path, ("officer1", "officer2", "worker1"))
+    vs.start()
+    try:
+        with vs.connect("worker1") as v:
+            listed = add_children(v, 2)
+        sealed = tmp_path / "contacts.sealed"
+        with vs.connect("officer1") as v:
+            v.cosign_decommission(sealed)
+            opened = v.open_decommission_contacts(sealed)
+        assert {c["record_id"] for c in opened.contacts} == set(listed)
+        with vs.connect("officer2") as v, pytest.raises(AccessDenied, match="not the guardian"):
+            v.open_decommission_contacts(sealed)
+        with vs.connect("officer1") as v:
+            logged = [
+                (e["entry"]["actor"], e["entry"]["outcome"])
+                for e in v.audit_entries()
+                if e["entry"]["action"] == "decommission.read_contacts"
+            ]
+        assert logged == [("officer1", "ok"), ("officer2", "denied")]
+    finally:
+        vs.stop()
