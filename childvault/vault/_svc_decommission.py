@@ -83,6 +83,24 @@ class DecommissionService:
         self.s.require(("admin",), "vault.decommission", moment, _t("decommissioning"))
         if not confirm:
             raise UsageError(_t("decommissioning destroys every record: pass --confirm"))
+        if self.s.keys.custodial and getattr(self.s.db, "witnessed_by_server", False):
+            # It ends by removing the custodian key from every key slot and the
+            # database, which the server allows no remote caller: refuse before
+            # anything is shredded rather than fail half done.
+            self.s.deny(
+                Event(
+                    self.s.user,
+                    "vault.decommission",
+                    "denied",
+                    detail={"reason": "remote_local_provider"},
+                ),
+                _t(
+                    "a vault with the local key provider is decommissioned on the server "
+                    "machine, with `childvault decommission` run there against the vault's "
+                    "home (docs/operators.md), not through the server"
+                ),
+                moment,
+            )
         cosign = self._decommission_cosigner()
         if cosign is None:
             self.s.deny(

@@ -7,6 +7,7 @@ while the admin decommissions, then goes on.
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -90,5 +91,39 @@ def test_the_contact_list_is_opened_through_the_server_and_logged(tmp_path: Path
                 if e["entry"]["action"] == "decommission.read_contacts"
             ]
         assert logged == [("officer1", "ok"), ("officer2", "denied")]
+    finally:
+        vs.stop()
+
+
+def test_decommissioning_a_local_vault_through_a_server_is_refused_before_anything(
+    tmp_path: Path,
+) -> None:
+    """Regression: in local mode decommissioning ends by removing the custodian key
+    from every key slot and the database, which no remote caller may do; through a
+    server it shredded every record and then failed there, half done. It is now
+    refused before anything changes (logged), and works on the server machine."""
+    vs = make_vault(tmp_path, ("officer1", "officer2", "worker1"))
+    ws = vs.workstation("admin") / "identities"
+    ws.mkdir(parents=True, mode=0o700)
+    shutil.copy2(vs.home / "identities" / "admin.id", ws / "admin.id")
+    vs.start()
+    try:
+        with vs.connect("worker1") as v:
+            listed = add_children(v, 2)
+        with vs.connect("officer1") as v:
+            v.cosign_decommission(tmp_path / "contacts.sealed")
+        with vs.connect("admin") as v, pytest.raises(AccessDenied, match="server machine"):
+            v.decommission(confirm=True)
+        with vs.connect("officer1") as v:
+            assert sorted(r.id for r in v.list_records()) == sorted(listed)
+            refused = [
+                e["entry"]["detail"]["reason"]
+                for e in v.audit_entries()
+                if (e["entry"]["action"], e["entry"]["outcome"])
+                == ("vault.decommission", "denied")
+            ]
+        assert refused == ["remote_local_provider"]
+        with Vault.open(vs.home, "admin", passphrase("admin")) as v:
+            assert v.decommission(confirm=True).records_shredded == len(listed)
     finally:
         vs.stop()
