@@ -119,8 +119,7 @@ def test_decommissioning_a_local_vault_through_a_server_is_refused_before_anythi
             refused = [
                 e["entry"]["detail"]["reason"]
                 for e in v.audit_entries()
-                if (e["entry"]["action"], e["entry"]["outcome"])
-                == ("vault.decommission", "denied")
+                if (e["entry"]["action"], e["entry"]["outcome"]) == ("vault.decommission", "denied")
             ]
         assert refused == ["remote_local_provider"]
         with Vault.open(vs.home, "admin", passphrase("admin")) as v:
