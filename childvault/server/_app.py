@@ -294,6 +294,7 @@ def openapi_document() -> dict[str, Any]:
                                 "malformed_head",
                                 "request_timeout",
                                 "unavailable",
+                                "store_unavailable",
                                 "busy",
                                 "role",
                                 "binding",

@@ -31,7 +31,8 @@ the library's message, which may quote header content, goes to the audit
 hook's ``detail`` only.
 
 A failing resolver or nonce store is the server's problem, not the client's:
-503 ``unavailable`` (fail closed), also audited.
+503 ``unavailable`` (fail closed), also audited; ``store_unavailable`` when the
+nonce store's database cannot be reached (down or restarting).
 
 Steps 2-4 of the requests the client API sends (one line each of
 ``Signature-Input``, ``Signature`` and ``Content-Digest``, at most one of
@@ -73,7 +74,7 @@ from http_message_signatures import (
 )
 
 from childvault._i18n import _t
-from childvault.keys import UsageError, check_user_name
+from childvault.keys import StorageError, UsageError, check_user_name
 from childvault.keys._encoding import is_hex_id
 from childvault.server._common import (
     ASGIApp,
@@ -436,6 +437,13 @@ class SignatureAuthMiddleware:
             fresh = self.nonce_store.check_and_add(
                 lookup.name, str(nonce), float(created + self.skew), self.clock()
             )
+        except StorageError as exc:
+            # The shared database is down or restarting: said as such, so that
+            # the client reports the database (exit 1), not a server that did
+            # not answer. Refused before serving: nothing was done.
+            raise _Refused(
+                503, "store_unavailable", _t("nonce store: {error}", error=repr(exc))
+            ) from exc
         except Exception as exc:
             raise _Refused(503, "unavailable", _t("nonce store: {error}", error=repr(exc))) from exc
         if not fresh:

@@ -72,6 +72,10 @@ REFUSALS: dict[str, str] = {
     "malformed_head": N_("the server could not read the request's headers"),
     "request_timeout": N_("the request was not sent in time"),
     "unavailable": N_("the server cannot answer now: try again"),
+    "store_unavailable": N_(
+        "the server cannot reach its database (down or restarting): try again when it is "
+        "back; nothing was changed"
+    ),
     "busy": N_("another client's transaction holds the vault: try again"),
     "role": N_("the acting user's roles do not allow this call"),
     "binding": N_("the call names another user than the one who signed it"),

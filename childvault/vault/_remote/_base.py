@@ -24,6 +24,7 @@ from childvault.keys import (
     Identity,
     IntegrityError,
     ProviderUnavailable,
+    StorageError,
 )
 from childvault.vault._backend import (
     AccessRepo,
@@ -319,6 +320,10 @@ class RemoteBase:
             raise refused(_t("the childvault server refused the request: {why}", why=message))
         if r.status_code == 400 and doc.get("reason") == "unknown_method":
             raise _UnknownMethod(message)
+        if r.status_code == 503 and doc.get("reason") == "store_unavailable":
+            # The server runs but its database is down or restarting: a storage
+            # error (exit 1), as when the library reaches the database itself.
+            raise StorageError(message)
         if r.status_code == 503:
             raise (_Busy if doc.get("reason") == "busy" else ProviderUnavailable)(message)
         if r.status_code == 502 and doc.get("reason") == "witness":

@@ -5,7 +5,10 @@ replicas in front of one PostgreSQL database (docs/scale.md). A
 :class:`FailoverBackend` sends each request to the replica that answered last
 and, when that one is down (connection refused or reset, no answer, 502, 503
 other than ``busy``, 504), to the next, pausing 0.1 s doubling up to 2 s
-between rounds, for at most :data:`FAILOVER_WAIT_S` in total.
+between rounds, for at most :data:`FAILOVER_WAIT_S` in total. If replicas
+were still saying that their database is down (503 ``store_unavailable``)
+when that time is up, the caller gets :class:`~childvault.keys.StorageError`
+(exit 1), as a client on the database itself would, not "no server answered".
 
 What is retried, and why it is never applied twice:
 
@@ -55,6 +58,7 @@ from childvault.keys import (
     Identity,
     IntegrityError,
     ProviderUnavailable,
+    StorageError,
 )
 from childvault.vault._remote import (
     CALL_TIMEOUT,
@@ -91,12 +95,15 @@ _CACHE_ONLY = frozenset({("statements", "save_state")})
 
 
 class _Down(Exception):
-    """The replica did not answer usefully; ``refused``: the request never reached it."""
+    """The replica did not answer usefully; ``refused``: the request never reached it
+    (or was refused before it was served); ``store``: the replica runs but said
+    its database cannot be reached (503 ``store_unavailable``)."""
 
-    def __init__(self, url: str, why: str, *, refused: bool) -> None:
+    def __init__(self, url: str, why: str, *, refused: bool, store: bool = False) -> None:
         super().__init__(f"{url}: {why}")
         self.url = url
         self.refused = refused
+        self.store = store
 
 
 class _Lost(Exception):
@@ -174,6 +181,10 @@ class FailoverBackend(RemoteBackend):
                 reason = r.json().get("reason")
             except (ValueError, AttributeError):
                 reason = None
+            if reason == "store_unavailable":
+                # Refused by the signature layer before serving (nothing was
+                # done); the database every replica shares may be restarting.
+                raise _Down(url, "its database is unreachable", refused=True, store=True)
             if reason != "busy":
                 raise _Down(url, "answered 503", refused=False)
         return self._answer(r)
@@ -191,6 +202,7 @@ class FailoverBackend(RemoteBackend):
         last: _Down | None = None
         while True:
             start = self.urls.index(self.url) if self.url in self.urls else 0
+            store = False  # whether a replica of this round said its database is down
             for url in self.urls[start:] + self.urls[:start]:
                 try:
                     result = self._once(url, path, doc, timeout=CALL_TIMEOUT)
@@ -204,9 +216,24 @@ class FailoverBackend(RemoteBackend):
                             )
                         ) from down
                     last = down
+                    store = store or down.store
                     continue
                 self.url = url
                 return result
+            if time.monotonic() + pause > deadline and store:
+                # The replicas run; the database they share does not answer.
+                # Said as the library says it of a database it reaches itself
+                # (StorageError, exit 1), not as servers that did not answer.
+                raise StorageError(
+                    _t(
+                        "the childvault servers {servers} could not reach their database "
+                        "for {seconds} s (it is down or restarting): retry when it is back "
+                        "(what was not committed was rolled back; an import resumes where "
+                        "it stopped)",
+                        servers=self.where,
+                        seconds=round(FAILOVER_WAIT_S),
+                    )
+                ) from last
             if time.monotonic() + pause > deadline:
                 raise ProviderUnavailable(
                     _t(
