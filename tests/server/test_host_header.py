@@ -13,7 +13,10 @@ request with a good ``Host`` is accepted afterwards (its nonce was not used).
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -235,3 +238,22 @@ def test_allowed_hosts_rules(tmp_path: Path) -> None:
     assert hosts.names == {"192.0.2.10": {8443}, "vault.example": {8443}}
     assert split_host("[::FFFF:7F00:1]:1") == ("::ffff:7f00:1", 1)
     assert "host" in REFUSALS
+
+
+@pytest.mark.parametrize("lang", ["C", "zh_CN.UTF-8"])
+def test_serve_refuses_a_wildcard_bind_without_allowed_host(tmp_path: Path, lang: str) -> None:
+    # Refused before the home is opened or a passphrase tried, in the reader's language.
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "childvault", "--home", str(tmp_path), "--as", "admin"),
+            *("serve", "--listen", "0.0.0.0:0", "--behind-proxy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CHILDVAULT_PASSPHRASE": "x", "LC_ALL": lang},
+    )
+    assert result.returncode == 2, result.stderr
+    wanted = "needs --allowed-host NAME" if lang == "C" else "需要 --allowed-host NAME"
+    assert wanted in result.stderr
+    assert list(tmp_path.iterdir()) == []
