@@ -97,6 +97,15 @@ class AllowedHosts:
 
     def __init__(self, names: dict[str, frozenset[int]]) -> None:
         self.names = names
+        # The usual spellings (lower case, as the head check passes them), so a
+        # request's Host is one set lookup; other spellings of an address are
+        # parsed (ipaddress is a few microseconds).
+        exact = set()
+        for name, ports in names.items():
+            shown = f"[{name}]" if ":" in name else name
+            exact.add(shown.encode())
+            exact.update(f"{shown}:{port}".encode() for port in ports)
+        self._exact = frozenset(exact)
 
     @classmethod
     def for_listen(cls, host: str, port: int, extra: Iterable[str] = ()) -> AllowedHosts:
@@ -143,8 +152,11 @@ class AllowedHosts:
 
     def accepts(self, value: bytes) -> bool:
         """Whether one ``Host`` field value (as sent, around spaces allowed) names this server."""
+        value = value.strip(b" \t")
+        if value.lower() in self._exact:
+            return True
         try:
-            text = value.strip(b" \t").decode("ascii")
+            text = value.decode("ascii")
         except UnicodeDecodeError:
             return False
         parsed = split_host(text)
