@@ -156,6 +156,14 @@ def test_a_missing_or_repeated_host_is_refused(named: ServerProcess) -> None:
     assert "request refused: 400 host from 127.0.0.1:" in named.log_path.read_text()
 
 
+def test_a_pipelined_request_is_checked_too(named: ServerProcess) -> None:
+    # The second request arrives with the first; it is checked before h11 parses it.
+    first = _get(f"127.0.0.1:{named.port}").replace(b"Connection: close\r\n", b"")
+    response = _exchange("127.0.0.1", named.port, first + _get("evil.example"))
+    assert response.startswith(b"HTTP/1.1 200 ") and response.count(b"HTTP/1.1 ") == 2
+    assert response.endswith(b'{"error":"bad_request","reason":"host"}')
+
+
 def test_a_refused_signed_request_never_reaches_the_signature_layer(
     named: ServerProcess, users: Users
 ) -> None:
