@@ -20,6 +20,14 @@ from childvault.cli._context import Ctx, _, pass_ctx
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="TLS key.")
 @click.option("--behind-proxy", is_flag=True, help="A reverse proxy on this host terminates TLS.")
 @click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME[:PORT]",
+    help="A name clients reach the server by, besides the listen address (repeatable); "
+    "requests with another Host header are refused.",
+)
+@click.option(
     "--witness-url",
     "witness_urls",
     multiple=True,
@@ -71,6 +79,7 @@ def serve(
     user_rate: float = 12000.0,
     user_burst: int = 20000,
     txn_max: float = 60.0,
+    allowed_hosts: tuple[str, ...] = (),
 ) -> None:
     """Serve the vault in --home to workstations (`childvault --server URL ...`).
 
@@ -112,6 +121,7 @@ def serve(
         user_rate=user_rate,
         user_burst=user_burst,
         txn_max=txn_max,
+        allowed_hosts=allowed_hosts,
     )
 
 
@@ -140,6 +150,14 @@ def serve(
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="TLS cert.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="TLS key.")
 @click.option("--behind-proxy", is_flag=True, help="A reverse proxy on this host terminates TLS.")
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME[:PORT]",
+    help="A name clients reach the server by, besides the listen address (repeatable); "
+    "requests with another Host header are refused.",
+)
 @pass_ctx
 def witness(
     c: Ctx,
@@ -150,6 +168,7 @@ def witness(
     tls_cert: Path | None,
     tls_key: Path | None,
     behind_proxy: bool,
+    allowed_hosts: tuple[str, ...] = (),
 ) -> None:
     """Run a checkpoint witness for a log server (`serve --witness-url`).
 
@@ -180,4 +199,5 @@ def witness(
         tls_key=tls_key,
         behind_proxy=behind_proxy,
         announce=announce,
+        allowed_hosts=allowed_hosts,
     )

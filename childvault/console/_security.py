@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from childvault._i18n import _t
+
 #: How long the one-time login URL may be used after it is printed.
 LOGIN_TTL_S = 300.0
 #: A session ends after this long without a request (the officer walked away).
@@ -200,7 +202,10 @@ class Guard:
         headers = dict(scope.get("headers") or [])
         host = headers.get(b"host", b"").decode("latin-1")
         if not host_ok(host, self._port()):
-            await _plain(send, 421, b"This console answers only at 127.0.0.1.\n")
+            # Before any session, so its language is unknown: both (Chinese first,
+            # the console's default).
+            refused = _t("This console answers only at 127.0.0.1.")
+            await _plain(send, 421, f"{refused.in_locale('zh_CN')}\n{refused}\n".encode())
             return
 
         async def send_with_headers(message: Message) -> None:

@@ -292,6 +292,9 @@ def openapi_document() -> dict[str, Any]:
                                 "control_character",
                                 "request_target",
                                 "malformed_head",
+                                # 400 before h11: the Host header names
+                                # another server (DNS rebinding, _hosts).
+                                "host",
                                 "request_timeout",
                                 "unavailable",
                                 "store_unavailable",

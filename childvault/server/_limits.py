@@ -40,6 +40,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from email.utils import formatdate
 from typing import Any
 
 import h11
@@ -60,6 +61,7 @@ from childvault.server._common import (
     report_refusal,
     send_refusal,
 )
+from childvault.server._hosts import AllowedHosts, host_refused
 
 #: Default limits (docs/server.md lists them with the reasons).
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
@@ -172,7 +174,7 @@ _FOLD = re.compile(rb"\n[ \t]")
 _HEAD_BYTES = bytes([9, 10, 13, *range(0x20, 0x7F), *range(0x80, 0x100)])
 
 
-def head_refusal(head: bytes) -> str | None:
+def head_refusal(head: bytes, hosts: AllowedHosts | None = None) -> str | None:
     """The reason code for refusing a complete request head as sent, or None.
 
     ``head`` is the request line and header lines up to and including the empty
@@ -190,7 +192,9 @@ def head_refusal(head: bytes) -> str | None:
       asterisk and authority forms have no use here;
     - ``ambiguous_framing``: more than one ``Content-Length`` or a list as its
       value (h11 merges equal ones), or ``Transfer-Encoding`` in HTTP/1.0
-      (RFC 9112 section 6.1: the framing is faulty).
+      (RFC 9112 section 6.1: the framing is faulty);
+    - ``host``: with ``hosts`` given, no ``Host`` header, more than one, or one
+      that does not name this server (DNS rebinding: :mod:`._hosts`).
 
     Plain byte counts and searches over the head, once per request.
     """
@@ -217,14 +221,18 @@ def head_refusal(head: bytes) -> str | None:
             return "ambiguous_framing"
     if parts[-1] == b"HTTP/1.0" and b"\ntransfer-encoding:" in lower:
         return "ambiguous_framing"
+    if hosts is not None and host_refused(lower, hosts):
+        return "host"
     return None
 
 
 def _raw_refusal(reason: str) -> bytes:
-    # The answer send_refusal gives, written before any ASGI request exists.
+    # The answer send_refusal gives, written before any ASGI request exists;
+    # with the Date uvicorn adds to every other answer (RFC 9110 section 6.6.1).
     body = json.dumps({"error": "bad_request", "reason": reason}, separators=(",", ":"))
     return (
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+        f"HTTP/1.1 400 Bad Request\r\ndate: {formatdate(usegmt=True)}\r\n"
+        "content-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\ncache-control: no-store\r\n"
         f"\r\n{body}"
     ).encode()
@@ -420,9 +428,14 @@ class _CoalescingTransport:
         return getattr(self._transport, name)
 
 
-def header_timeout_protocol(header_timeout: float = DEFAULT_HEADER_TIMEOUT) -> type[H11Protocol]:
+def header_timeout_protocol(
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT, hosts: AllowedHosts | None = None
+) -> type[H11Protocol]:
     """A uvicorn h11 protocol class that closes connections slow to send a request head
     (and writes each response in one send: :class:`_CoalescingTransport`).
+
+    With ``hosts``, a request head whose ``Host`` does not name this server is
+    refused like the other heads :func:`head_refusal` refuses (reason ``host``).
 
     The timer runs from the moment a connection opens (and again after each
     response, for the next request on a kept-alive connection) until h11 has
@@ -476,7 +489,7 @@ def header_timeout_protocol(header_timeout: float = DEFAULT_HEADER_TIMEOUT) -> t
             if end is None:
                 return False  # incomplete: checked again when more arrives
             head = pending[: end.end()]
-            reason = head_refusal(head)
+            reason = head_refusal(head, hosts)
             if reason is None:
                 return False
             self._refuse_head(reason, head)

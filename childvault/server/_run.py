@@ -7,6 +7,10 @@
 - Slow clients are bounded: the request head by ``header_timeout`` and
   ``DEFAULT_MAX_HEAD`` bytes, idle kept-alive connections by
   ``keep_alive_timeout``, the body by the app's :class:`LimitsMiddleware`.
+- Only requests whose ``Host`` names the server are answered: the bound
+  address (and ``localhost`` for a loopback bind) and ``allowed_hosts``
+  (``serve --allowed-host``); others get 400 ``host`` (DNS rebinding,
+  :mod:`._hosts`). A wildcard bind (``0.0.0.0``) needs ``allowed_hosts``.
 - SIGTERM / SIGINT: uvicorn stops accepting, lets in-flight requests finish
   for at most ``shutdown_timeout`` seconds, then closes what is left.
 """
@@ -14,6 +18,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
@@ -21,6 +26,7 @@ import uvicorn
 from childvault._i18n import _t
 from childvault.keys import UsageError
 from childvault.server._common import ASGIApp
+from childvault.server._hosts import AllowedHosts
 from childvault.server._limits import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_HEAD,
@@ -71,6 +77,7 @@ def server_config(
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     keep_alive_timeout: int = DEFAULT_KEEP_ALIVE_TIMEOUT,
     shutdown_timeout: int = DEFAULT_SHUTDOWN_TIMEOUT,
+    allowed_hosts: Sequence[str] = (),
 ) -> uvicorn.Config:
     """The uvicorn configuration :func:`run` uses, after checking the transport rules."""
     host, port = parse_listen(listen)
@@ -85,13 +92,14 @@ def server_config(
                 host=host,
             )
         )
+    hosts = AllowedHosts.for_listen(host, port, allowed_hosts)
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         ssl_certfile=str(tls_cert) if tls_cert is not None else None,
         ssl_keyfile=str(tls_key) if tls_key is not None else None,
-        http=header_timeout_protocol(header_timeout),
+        http=header_timeout_protocol(header_timeout, hosts),
         h11_max_incomplete_event_size=DEFAULT_MAX_HEAD,
         timeout_keep_alive=keep_alive_timeout,
         timeout_graceful_shutdown=shutdown_timeout,
@@ -118,6 +126,7 @@ def run(
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     keep_alive_timeout: int = DEFAULT_KEEP_ALIVE_TIMEOUT,
     shutdown_timeout: int = DEFAULT_SHUTDOWN_TIMEOUT,
+    allowed_hosts: Sequence[str] = (),
 ) -> None:
     """Serve ``app`` until SIGTERM/SIGINT (see module doc); :class:`UsageError` on bad settings."""
     config = server_config(
@@ -129,5 +138,6 @@ def run(
         header_timeout=header_timeout,
         keep_alive_timeout=keep_alive_timeout,
         shutdown_timeout=shutdown_timeout,
+        allowed_hosts=allowed_hosts,
     )
     uvicorn.Server(config).run()

@@ -42,6 +42,7 @@ def serve(
     user_rate: float = DEFAULT_USER_RATE,
     user_burst: int = DEFAULT_USER_BURST,
     txn_max: float = DEFAULT_TXN_MAX,
+    allowed_hosts: Sequence[str] = (),
 ) -> None:
     """Unlock ``home`` with ``user``'s key slot, then serve it until SIGTERM/SIGINT.
 
@@ -66,12 +67,18 @@ def serve(
     ``user_rate`` (requests a minute) and ``user_burst`` bound each verified
     user's accepted requests (:class:`~childvault.server._limits.UserRateLimit`).
 
+    ``allowed_hosts``: names (``NAME`` or ``NAME:PORT``) clients reach the
+    server by besides the bound address; requests naming another ``Host`` are
+    refused (``serve --allowed-host``, docs/server.md "Host names").
+
     ``txn_max``: seconds a transaction may stay open while another client waits
     for the vault; then it is rolled back (:data:`~childvault.server._vault.DEFAULT_TXN_MAX`).
     """
     rate = UserRateLimit(user_rate, user_burst)  # checked before unlocking, too
     # Checked before unlocking: a bad --listen should not cost a passphrase try.
-    server_config(create_app(_NoUsers()), listen, tls_cert, tls_key, behind_proxy)
+    server_config(
+        create_app(_NoUsers()), listen, tls_cert, tls_key, behind_proxy, allowed_hosts=allowed_hosts
+    )
     # Given keys checked before unlocking, as the listen settings.
     given = {url: WitnessClient(url, vkey) for url, vkey in witnesses if vkey is not None}
     key, anchor, identity = unlock_home_as(home, user, passphrase)
@@ -137,7 +144,7 @@ def serve(
         rate=rate,
     )
     try:
-        run(app, listen, tls_cert, tls_key, behind_proxy)
+        run(app, listen, tls_cert, tls_key, behind_proxy, allowed_hosts=allowed_hosts)
     finally:
         close = getattr(nonces, "close", None)
         if close is not None:
@@ -181,14 +188,17 @@ def serve_witness(
     tls_key: Path | None = None,
     behind_proxy: bool = False,
     announce: Callable[[str], None] | None = None,
+    allowed_hosts: Sequence[str] = (),
 ) -> None:
     """Run a checkpoint witness over ``directory`` until SIGTERM/SIGINT (``childvault witness``).
 
+    ``allowed_hosts``: as for :func:`serve`.
     ``announce`` receives the witness's verifier key before it starts serving.
     """
     witness = Witness(directory, log_keys, name=name)
     app = create_witness_app(witness)
-    server_config(app, listen, tls_cert, tls_key, behind_proxy)  # settings checked first
+    # Settings checked first.
+    server_config(app, listen, tls_cert, tls_key, behind_proxy, allowed_hosts=allowed_hosts)
     handler = logging.StreamHandler(sys.stderr)
     for logger_name in ("childvault.server", "childvault.server.access"):
         log = logging.getLogger(logger_name)
@@ -197,4 +207,4 @@ def serve_witness(
         log.propagate = False
     if announce is not None:
         announce(witness.vkey())
-    run(app, listen, tls_cert, tls_key, behind_proxy)
+    run(app, listen, tls_cert, tls_key, behind_proxy, allowed_hosts=allowed_hosts)

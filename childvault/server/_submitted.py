@@ -4,7 +4,7 @@ key slots and key renewals, verified before anything is stored.
 
 from __future__ import annotations
 
-import threading
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 from childvault._i18n import Message, _t
 from childvault.keys import IntegrityError, KeySlots, UsageError, check_user_name
 from childvault.keys._encoding import unb64
-from childvault.server._host_common import MAX_SLOT, Refused, _Txn
+from childvault.server._host_common import MAX_SLOT, SERVER_ONLY, Refused, _Txn
 from childvault.server._release_keys import verifies
 from childvault.vault import _audit
 from childvault.vault._action_roles import ROLE_ACTIONS, reserved_roles
@@ -31,6 +31,10 @@ SCAN_BURST = 20
 SCAN_PER_HOUR = 20.0
 
 
+#: Prefix of the server-only meta rows holding each user's :class:`ScanQuota` bucket.
+QUOTA_KEY = SERVER_ONLY + "scan-quota/"
+
+
 class ScanQuota:
     """How many entries of :data:`SCANNED_ACTIONS` each user may append without the
     action's role: a token bucket per user (issue 12, left alone in session 10).
@@ -43,6 +47,15 @@ class ScanQuota:
     subject report, their own registration or renewal request), a few at a time:
     :data:`SCAN_BURST` at once, then :data:`SCAN_PER_HOUR` an hour, so one user
     adds at most 480 a day to the scans (docs/server.md, "Limits").
+
+    The buckets are rows of the database (``meta`` ``server/scan-quota/USER``:
+    tokens and the wall-clock time they were counted), read and written in the
+    transaction of the append they permit: every replica on one PostgreSQL
+    database shares them (its writers are serialised by the write lock, so two
+    replicas cannot both spend the last token), a restart does not refill them,
+    and a rolled-back append gives its tokens back. Clients cannot write
+    ``server/`` rows (``server_only``). ``clock`` (Unix seconds) is injectable
+    so tests need not wait.
     """
 
     def __init__(
@@ -50,27 +63,39 @@ class ScanQuota:
         *,
         burst: int = SCAN_BURST,
         per_hour: float = SCAN_PER_HOUR,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.burst = int(burst)
         self.per_hour = float(per_hour)
         self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
 
-    def take(self, user: str, count: int) -> bool:
-        """Take ``count`` entries of ``user``'s quota: all of them, or none (False)."""
+    def _stored(self, text: str | None, now: float) -> tuple[float, float]:
+        if text is None:
+            return float(self.burst), now
+        try:
+            tokens_text, at_text = text.split(" ")
+            tokens, at = float(tokens_text), float(at_text)
+        except ValueError:
+            tokens, at = math.nan, math.nan
+        if not (0.0 <= tokens <= self.burst and math.isfinite(at)):
+            # Not a row this server wrote: an empty bucket from now (fails closed;
+            # it refills as any other).
+            return 0.0, now
+        return tokens, at
+
+    def take(self, db: Backend, user: str, count: int) -> bool:
+        """Take ``count`` entries of ``user``'s quota in ``db``'s open transaction:
+        all of them, or none (False)."""
         if count <= 0:
             return True
         now = self.clock()
-        with self._lock:
-            tokens, at = self._buckets.get(user, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + max(0.0, now - at) * self.per_hour / 3600)
-            if tokens < count:
-                self._buckets[user] = (tokens, now)
-                return False
-            self._buckets[user] = (tokens - count, now)
-            return True
+        key = QUOTA_KEY + user
+        tokens, at = self._stored(db.meta.get(key), now)
+        # A clock behind the one that wrote the row (another replica's) adds nothing.
+        tokens = min(float(self.burst), tokens + max(0.0, now - at) * self.per_hour / 3600)
+        taken = tokens >= count
+        db.meta.set(key, f"{tokens - count if taken else tokens!r} {now!r}")
+        return taken
 
 
 def slots_call(keyslots: Path, txn: _Txn | None, method: str, a: list[Any]) -> Any:
@@ -320,12 +345,16 @@ def check_entries(
             checked.add(good)
         decoded.append(obj)
         seq, prev = seq + 1, digest
-    take_scan_quota(quota, user, roles, decoded)
+    take_scan_quota(db, quota, user, roles, decoded)
     return decoded
 
 
 def take_scan_quota(
-    quota: ScanQuota, user: str, roles: frozenset[str], decoded: Sequence[dict[str, Any]]
+    db: Backend,
+    quota: ScanQuota,
+    user: str,
+    roles: frozenset[str],
+    decoded: Sequence[dict[str, Any]],
 ) -> None:
     """Refuse (429 ``rate_limited``) rows holding more entries of a scanned action
     that ``user`` logs without its role than their :class:`ScanQuota` has left;
@@ -336,7 +365,7 @@ def take_scan_quota(
         if obj.get("action") in SCANNED_ACTIONS
         and not ROLE_ACTIONS.get(str(obj.get("action")), frozenset()) & roles
     )
-    if not quota.take(user, count):
+    if not quota.take(db, user, count):
         raise Refused(
             429,
             "rate_limited",

@@ -70,6 +70,10 @@ REFUSALS: dict[str, str] = {
     "control_character": N_("the request's headers hold a control character"),
     "request_target": N_("the request's target is not a path on this server"),
     "malformed_head": N_("the server could not read the request's headers"),
+    "host": N_(
+        "the request's Host header does not name this server (none, two, or another name: "
+        "check the server URL, or the server's --allowed-host)"
+    ),
     "request_timeout": N_("the request was not sent in time"),
     "unavailable": N_("the server cannot answer now: try again"),
     "store_unavailable": N_(

@@ -12,12 +12,17 @@ without it: the server took every such entry.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 
+from childvault.server._submitted import QUOTA_KEY
 from childvault.server._vault import SCAN_BURST, SCAN_PER_HOUR, ScanQuota
 from childvault.vault._audit import Event
+from childvault.vault._sqlcipher import SQLCipherBackend
 from tests.attack import _wire
 from tests.attack._wire import log_rows, refused
 from tests.server._vaultserver import VaultServer
@@ -94,17 +99,55 @@ def test_scan_quota_leaves_a_roles_holder_alone(served: VaultServer) -> None:
     )
 
 
-def test_scan_quota_refills_by_the_hour() -> None:
+def test_scan_quota_refills_by_the_hour(tmp_path: Path) -> None:
     """The bucket: all of a call or none, then :data:`SCAN_PER_HOUR` an hour (a
-    settable clock, no waiting)."""
-    now = [0.0]
+    settable clock, no waiting), kept in the database's server-only rows."""
+    now = [1_800_000_000.0]
     quota = ScanQuota(clock=lambda: now[0])
-    assert quota.take("worker2", SCAN_BURST)
-    assert not quota.take("worker2", 1)
-    assert quota.take("worker1", 1)  # per user
-    now[0] += 3600 / SCAN_PER_HOUR  # one entry's worth
-    assert quota.take("worker2", 1)
-    assert not quota.take("worker2", 1)
-    now[0] += 10 * 3600  # never more than the burst
-    assert not quota.take("worker2", SCAN_BURST + 1)
-    assert quota.take("worker2", SCAN_BURST)
+    with closing(SQLCipherBackend(tmp_path / "db", secrets.token_bytes(32), create=True)) as db:
+        with db.transaction():
+            assert quota.take(db, "worker2", SCAN_BURST)
+            assert not quota.take(db, "worker2", 1)
+            assert quota.take(db, "worker1", 1)  # per user
+        # Another server process on the same database (a restart, a replica) sees it.
+        again = ScanQuota(clock=lambda: now[0])
+        assert not again.take(db, "worker2", 1)
+        assert db.meta.get(QUOTA_KEY + "worker2") is not None
+        now[0] += 3600 / SCAN_PER_HOUR  # one entry's worth
+        assert again.take(db, "worker2", 1)
+        assert not quota.take(db, "worker2", 1)
+        now[0] += 10 * 3600  # never more than the burst
+        assert not quota.take(db, "worker2", SCAN_BURST + 1)
+        assert quota.take(db, "worker2", SCAN_BURST)
+        # A rolled-back append gives its tokens back.
+        now[0] += 10 * 3600
+        with pytest.raises(RuntimeError), db.transaction():
+            assert quota.take(db, "worker2", SCAN_BURST)
+            raise RuntimeError("the append failed")
+        assert quota.take(db, "worker2", SCAN_BURST)
+        # A clock behind the row's (another replica's) adds nothing.
+        now[0] -= 3600
+        assert not quota.take(db, "worker2", 1)
+        # A row this server did not write is an empty bucket, refilling from now.
+        now[0] += 10 * 3600
+        for bad in ("nan 0", "999 0", "-1 0", "x", "1 inf"):
+            db.meta.set(QUOTA_KEY + "worker2", bad)
+            assert not quota.take(db, "worker2", 1)
+        now[0] += 3600 / SCAN_PER_HOUR
+        assert quota.take(db, "worker2", 1)
+
+
+def test_a_client_cannot_refill_its_quota(served: VaultServer) -> None:
+    """The buckets are server-only rows: an officer (who may write settings)
+    refilling their own or resetting anyone's bucket is refused, alone and in a
+    batch, and nobody reads them."""
+    vs = served
+    for user in ("officer2", "worker2"):
+        key = QUOTA_KEY + user
+        full = f"{SCAN_BURST} 0"
+        refused(_wire.rpc(vs, "officer2", "meta", "set", key, full), 403, "server_only")
+        refused(_wire.rpc(vs, "officer2", "meta", "delete", key), 403, "server_only")
+        refused(
+            _wire.batch(vs, "officer2", _wire.call("meta", "set", key, full)), 403, "server_only"
+        )
+        refused(_wire.rpc(vs, user, "meta", "get", key), 403, "server_only")

@@ -290,8 +290,13 @@ def test_only_127_0_0_1_is_accepted_as_host(running: RunningConsole) -> None:
         try:
             conn.request("GET", "/static/console.css", headers={"Host": host})
             response = conn.getresponse()
-            response.read()
+            body = response.read().decode()
             assert response.status == 421, host
+            # In both languages: the refused page has no session, so no language yet.
+            assert body.splitlines() == [
+                "本控制台只在 127.0.0.1 上应答。",
+                "This console answers only at 127.0.0.1.",
+            ]
         finally:
             conn.close()
 

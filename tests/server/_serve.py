@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--receive-timeout", type=float, default=2.0)
     parser.add_argument("--body-timeout", type=float, default=6.0)
     parser.add_argument("--shutdown-timeout", type=int, default=10)
+    parser.add_argument("--allowed-host", action="append", default=[])
     args = parser.parse_args(argv)
 
     users = json.loads(args.users.read_text())
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         tls_key=args.tls_key,
         header_timeout=args.header_timeout,
         shutdown_timeout=args.shutdown_timeout,
+        allowed_hosts=args.allowed_host,
     )
     return 0
 

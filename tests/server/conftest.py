@@ -87,8 +87,10 @@ def start_server(
     scheme: str = "http",
     extra: tuple[str, ...] = (),
     verify: str | bool = True,
+    address: str = "127.0.0.1",
 ) -> ServerProcess:
-    """Start ``_serve`` on a free port and wait (bounded) until /health answers."""
+    """Start ``_serve`` on a free port of ``address`` (a loopback one) and wait
+    (bounded) until /health answers."""
     users_file = tmp / "users.json"
     users_file.write_text(
         json.dumps(
@@ -111,14 +113,14 @@ def start_server(
         "--audit",
         str(audit_path),
         "--listen",
-        f"127.0.0.1:{port}",
+        f"[{address}]:{port}" if ":" in address else f"{address}:{port}",
         *extra,
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)
         )
-    url = f"{scheme}://127.0.0.1:{port}"
+    url = f"{scheme}://[{address}]:{port}" if ":" in address else f"{scheme}://{address}:{port}"
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         if process.poll() is not None:

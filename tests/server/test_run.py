@@ -93,9 +93,13 @@ def test_listen_rules(tmp_path: Path) -> None:
     assert server_config(app, "127.0.0.1:8443").host == "127.0.0.1"
     assert server_config(app, "[::1]:8443").host == "::1"
     assert server_config(app, "localhost:8443").port == 8443
-    config = server_config(app, "0.0.0.0:8443", behind_proxy=True)
+    # A wildcard bind needs the names clients use (tests/server/test_host_header.py).
+    names = ["vault.example"]
+    config = server_config(app, "0.0.0.0:8443", behind_proxy=True, allowed_hosts=names)
     assert config.host == "0.0.0.0" and config.proxy_headers
-    config = server_config(app, "0.0.0.0:8443", tmp_path / "c.pem", tmp_path / "k.pem")
+    config = server_config(
+        app, "0.0.0.0:8443", tmp_path / "c.pem", tmp_path / "k.pem", allowed_hosts=names
+    )
     assert config.ssl_certfile == str(tmp_path / "c.pem")
     with pytest.raises(UsageError, match="both"):
         server_config(app, "0.0.0.0:8443", tls_cert=tmp_path / "c.pem")
