@@ -195,7 +195,7 @@ def test_attack7_erasing_ones_own_read_is_detected(world: World) -> None:
     assert [c["status"] for c in audit] == ["fail"] and "truncated" in audit[0]["message"]
     # The subject report (the issue: attack 7 erased the read from it too) is refused
     # rather than listing the child's history without the read.
-    with world.open("officer2") as v, pytest.raises(IntegrityError, match="diverged|truncated"):
+    with world.open("officer2") as v, pytest.raises(IntegrityError, match=r"diverged|truncated"):
         v.subject_report(ids[0], subject)
 
 
