@@ -16,7 +16,7 @@ from childvault.vault._remote._codec import encode_twice
 from childvault.vault._remote._methods import (
     ACTIONS_AHEAD,
     BASIS_ACTIONS,
-    REVOKE_ACTIONS,
+    GRANT_ACTIONS,
     SETTINGS_AHEAD,
 )
 
@@ -136,9 +136,10 @@ def inputs(
             return out
         if grant.requester != user:
             raise Refused(403, "role", _t("grant {id} is issued to another user", id=ident))
-        # The grant's revocations as the log holds them: the read checks them,
-        # not only the row's revoked_at (AccessReads._revoked_in_log).
-        put("audit", "entries_by_ref", (REVOKE_ACTIONS,), {"grant": ident})
+        # The grant's revocations and reads as the log holds them: the read
+        # checks them, not only the row's revoked_at and uses
+        # (AccessReads._grant_in_log).
+        put("audit", "entries_by_ref", (GRANT_ACTIONS,), {"grant": ident})
         request_id = grant.request_id
     req = put("access", "request", (request_id,), {})
     put("meta", "get", (request_basis_key(request_id),), {})

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import NoReturn
 
+from childvault._i18n import _t
 from childvault.keys import (
     AccessDenied,
     ApprovalInvalid,
@@ -27,9 +28,16 @@ from childvault.vault._action_roles import role_at
 from childvault.vault._audit import DetailValue, Event
 from childvault.vault._fieldcrypto import open_field
 from childvault.vault._policy import RecordState, grant_refusal, token_refusal
+from childvault.vault._remote._methods import GRANT_ACTIONS
 from childvault.vault._svc_access_base import AccessBase
 from childvault.vault._svc_notices import NoticeService
 from childvault.vault._time import legal_today
+
+#: The ``grant.read`` error reasons of a read that gave its use back
+#: (:meth:`AccessReads._refund_use`), which :func:`spent_uses` counts: the
+#: witness not written, and the key provider failing (then its error's name).
+REFUND_WITNESS = "witness not written"
+REFUND_PROVIDER = "key provider: "
 
 
 class AccessReads(AccessBase):
@@ -80,11 +88,25 @@ class AccessReads(AccessBase):
             self.s.expect("read", hint)
         self._verified_reader(moment)
         claims = self._check_grant(token, records, fields, moment)
-        if self._revoked_in_log(claims.jti):
+        revoked, spent = self._grant_in_log(claims.jti)
+        if revoked:
             # The grants row said live (else _check_grant refused): it was edited.
             self.s.distrust(
                 "grant.read",
                 f"grant {claims.jti} is revoked in the log, not in its grants row",
+                moment,
+            )
+        if spent >= claims.uses and not self._row_spent(claims.jti):
+            # The row said a use was left (else _check_grant refused), and still
+            # does: its counter was reset. (Another read of this grant that took
+            # the last use meanwhile leaves the row spent: then the plain denial.)
+            self.s.distrust(
+                "grant.read",
+                _t(
+                    "grant {grant} has its {uses} uses spent in the log, not in its grants row",
+                    grant=claims.jti,
+                    uses=claims.uses,
+                ),
                 moment,
             )
         want_recs = tuple(records) if records else claims.rec
@@ -107,30 +129,42 @@ class AccessReads(AccessBase):
             # plaintext existed: log it and give the use back, so the read can be
             # retried once the fault is gone (an unwrapped token stays unusable).
             with contextlib.suppress(ChildVaultError):
-                reason = f"key provider: {type(exc).__name__}"
+                reason = REFUND_PROVIDER + type(exc).__name__
                 self._refund_use(claims, want_recs, want_flds, reason, moment)
             raise
 
-    def _revoked_in_log(self, grant_id: str) -> bool:
-        """Whether the verified log holds an officer's ``grant.revoke`` of ``grant_id``.
+    def _grant_in_log(self, grant_id: str) -> tuple[bool, int]:
+        """Whether the verified log revokes ``grant_id``, and how many of its uses the
+        reader's logged reads have consumed: ``(revoked, spent)``.
 
-        The ``grants`` row's ``revoked_at`` is any user's to clear by SQL; the
-        entry is signed and chained. Only an officer's entry counts (``role_at``,
-        ``held``: counting one more revocation is the safe side), as anyone may
-        log an entry naming the grant in their own name. Found through the log's
-        generated ``grant_ref`` index (docs/trust.md, "Log indexes").
+        The ``grants`` row's ``revoked_at`` and ``uses`` are any user's to reset
+        by SQL; the entries are signed and chained. Only an officer's
+        ``grant.revoke`` counts (``role_at``, ``held``: counting one more
+        revocation is the safe side), as anyone may log an entry naming the
+        grant in their own name; for the same reason only the reader's own reads
+        count (the token was issued to them: :func:`spent_uses`). One lookup
+        through the log's generated ``grant_ref`` index (docs/trust.md, "Log
+        indexes"), the one a server sends ahead with a read's inputs
+        (``GRANT_ACTIONS``).
         """
         state = self.s.trust()
-        # The same lookup a server sends ahead with a read's inputs (REVOKE_ACTIONS).
-        for raw in self.s.db.audit.entries_by_ref(("grant.revoke",), grant=grant_id):
-            doc = json.loads(raw)
-            if (doc.get("action"), doc.get("outcome"), doc.get("grant")) == (
-                "grant.revoke",
-                "ok",
-                grant_id,
-            ) and role_at(state, doc.get("actor"), "officer", doc.get("seq"), mode="held"):
-                return True
-        return False
+        point = self.s.verified_point()
+        entries = [
+            json.loads(raw) for raw in self.s.db.audit.entries_by_ref(GRANT_ACTIONS, grant=grant_id)
+        ]
+        revoked = any(
+            (doc.get("action"), doc.get("outcome"), doc.get("grant"))
+            == ("grant.revoke", "ok", grant_id)
+            and role_at(state, doc.get("actor"), "officer", doc.get("seq"), mode="held")
+            for doc in entries
+        )
+        spent = spent_uses(entries, grant_id, self.s.user, point[0] if point else 0)
+        return revoked, spent
+
+    def _row_spent(self, grant_id: str) -> bool:
+        """Whether the ``grants`` row, read again, says no use is left (or is gone)."""
+        grant = self.s.db.access.grant(grant_id)
+        return grant is None or grant.uses >= grant.max_uses
 
     def _consume_use(
         self,
@@ -175,7 +209,7 @@ class AccessReads(AccessBase):
             self._audit.witness_read(moment)
         except ChildVaultError:
             with contextlib.suppress(ChildVaultError):
-                self._refund_use(claims, recs, flds, "witness not written", moment)
+                self._refund_use(claims, recs, flds, REFUND_WITNESS, moment)
             raise
 
     def _refund_use(
@@ -350,6 +384,50 @@ class AccessReads(AccessBase):
                 values[name] = plain.decode("utf-8")
             out[rid] = values
         return out
+
+
+def spent_uses(
+    entries: Sequence[Mapping[str, object]], grant_id: str, reader: str, verified: int
+) -> int:
+    """The uses of ``grant_id`` that ``reader``'s logged reads consumed.
+
+    ``entries``: the grant's log entries in log order (others are skipped).
+    A read takes its use in the transaction that logs it ``ok``; a read that
+    then fails logs an ``error`` and keeps the use spent, except the two
+    failures before any plaintext that give it back in the transaction that
+    logs them (:meth:`AccessReads._refund_use`: the witness not written, the
+    key provider failing), each returning the use of a read before it. Only
+    ``reader``'s entries count: anyone may log one naming the grant, and a
+    stranger's would spend the reader's uses. A give-back counts only below
+    ``verified`` (the log size whose every signature the caller verified):
+    an unverified one could only add a use; any ``ok`` read counts, the safe
+    side.
+    """
+    spent = 0
+    for doc in entries:
+        if (doc.get("action"), doc.get("grant"), doc.get("actor")) != (
+            "grant.read",
+            grant_id,
+            reader,
+        ):
+            continue
+        if doc.get("outcome") == "ok":
+            spent += 1
+        elif doc.get("outcome") == "error" and spent > 0 and _refunds(doc, verified):
+            spent -= 1
+    return spent
+
+
+def _refunds(doc: Mapping[str, object], verified: int) -> bool:
+    """Whether a ``grant.read`` error entry is one that gave its use back."""
+    detail, seq = doc.get("detail"), doc.get("seq")
+    reason = detail.get("reason") if isinstance(detail, Mapping) else None
+    return (
+        type(seq) is int
+        and seq < verified
+        and isinstance(reason, str)
+        and (reason == REFUND_WITNESS or reason.startswith(REFUND_PROVIDER))
+    )
 
 
 def _grant_hint(token: object) -> str | None:

@@ -21,7 +21,13 @@ import pytest
 from click.testing import CliRunner
 
 from childvault.cli.main import cli
-from childvault.keys import AccessDenied, ChildVaultError, Identity, ProviderUnavailable
+from childvault.keys import (
+    AccessDenied,
+    ChildVaultError,
+    Identity,
+    IntegrityError,
+    ProviderUnavailable,
+)
 from childvault.vault._importer import file_digest
 from tests._insider import Insider
 from tests.conftest import (
@@ -269,6 +275,15 @@ def test_regression_outage_during_read_used_up_the_grant(world: World, bao: BaoS
     assert [e["outcome"] for e in reads] == ["ok", "error", "ok"]
     assert reads[1]["detail"]["reason"] == "key provider: ProviderUnavailable"
     verify(world)
+    # The log counts exactly the one use taken (the failed attempt gave its use
+    # back): a counter reset by SQL now is refused, and logged.
+    grant = reads[0]["grant"]
+    with Insider(world, "worker1") as insider:
+        insider.update("grants", {"uses": 0}, where={"id": grant})
+    with world.open("worker1") as v, pytest.raises(IntegrityError, match="spent in the log"):
+        v.read_with_grant(token)
+    refused = [e for e in audit_entries(world) if e["action"] == "trust.refuse"]
+    assert [e["detail"]["on"] for e in refused] == ["grant.read"]
 
 
 # ------------------------------------------------------------------ tokens

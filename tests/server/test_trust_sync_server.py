@@ -409,3 +409,35 @@ def test_a_read_in_the_session_that_requested_brings_its_record_heads(
     calls = [c for _, request in reading for c in request]
     assert not {"statements.saved_state", "audit.page", "audit.entry_at"} & set(calls), calls
     assert len(reading) == 2
+
+
+def test_a_use_counter_reset_in_the_servers_database_is_refused(tmp_path: Path) -> None:
+    """The grant's reads come with the read's inputs (``GRANT_ACTIONS``), so the
+    check of its spent uses against the log costs no round trip: an insider's
+    reset of ``grants.uses`` is refused (logged) before any use is taken."""
+    vs, ids = _served(tmp_path)
+    try:
+        with vs.connect("worker1") as worker, vs.connect("officer1") as officer:
+            approval = officer.approve(
+                worker.request_access(ids[:1], ["name"], "case_management", "家访")
+            )
+            assert list(worker.read_with_grant(approval.token)) == ids[:1]
+        with Insider(vs.home, vs.identity("worker2")) as insider:
+            insider.update("grants", {"uses": 0}, where={"id": approval.grant_id})
+        with vs.connect("worker1") as worker:
+            reading = count_requests(worker)
+            with pytest.raises(IntegrityError, match="spent in the log"):
+                worker.read_with_grant(approval.token)
+        with vs.connect("officer1") as officer:
+            logged = [e["entry"] for e in officer.audit_entries()]
+    finally:
+        vs.stop()
+    # The inputs held the grant's reads: only the refusal's own request followed.
+    assert reading[0] == (False, ["inputs.read"])
+    assert all(in_txn for in_txn, _ in reading[1:]), reading
+    assert not any("access.use_grant_cas" in calls for _, calls in reading)
+    assert [(e["action"], e["outcome"]) for e in logged if e.get("grant")][-2:] == [
+        ("request.approve", "ok"),
+        ("grant.read", "ok"),
+    ]
+    assert logged[-1]["action"] == "trust.refuse" and logged[-1]["detail"]["on"] == "grant.read"

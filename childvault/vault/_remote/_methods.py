@@ -184,9 +184,10 @@ COSIGN_ACTIONS = ("request.cosign",)
 #: A request's basis is looked up by its index (``entries_by_ref``), never by a
 #: scan of every ``request.create`` entry.
 BASIS_ACTIONS = ("request.create",)
-#: The actions a read looks up by its grant (``grant_ref``): the grant's
-#: revocations, checked against the verified log (``AccessReads._revoked_in_log``).
-REVOKE_ACTIONS = ("grant.revoke",)
+#: The actions a read looks up by its grant (``grant_ref``), in one query: the
+#: grant's revocations and reads, which decide against the verified log whether
+#: it is revoked and how many uses are spent (``AccessReads._grant_in_log``).
+GRANT_ACTIONS = ("grant.read", "grant.revoke")
 
 #: Writes whose result is None: inside a transaction the remote backend queues
 #: them and sends them with the next call that needs an answer, or the commit
