@@ -131,15 +131,27 @@ def inputs(
 
     request_id = ident
     if method == "read":
+        # The grant's revocations and reads as the log holds them: the read
+        # checks them, not only the row's revoked_at and uses
+        # (AccessReads._grant_in_log). Looked up before the row: a read that
+        # commits in between (its use and its entry commit together) is then in
+        # both, so the client cannot take a concurrent read of the same grant for
+        # a counter reset by SQL (log spent, row not).
+        logged = db.audit.entries_by_ref(GRANT_ACTIONS, grant=ident)
         grant = put("access", "grant", (ident,), {})
         if grant is None:
             return out
         if grant.requester != user:
             raise Refused(403, "role", _t("grant {id} is issued to another user", id=ident))
-        # The grant's revocations and reads as the log holds them: the read
-        # checks them, not only the row's revoked_at and uses
-        # (AccessReads._grant_in_log).
-        put("audit", "entries_by_ref", (GRANT_ACTIONS,), {"grant": ident})
+        out.append(
+            [
+                "audit",
+                "entries_by_ref",
+                encode_twice([GRANT_ACTIONS]),
+                encode_twice({"grant": ident}),
+                encode_twice(logged),
+            ]
+        )
         request_id = grant.request_id
     req = put("access", "request", (request_id,), {})
     put("meta", "get", (request_basis_key(request_id),), {})
