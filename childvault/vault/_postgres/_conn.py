@@ -418,7 +418,19 @@ def _placeholders(query: str) -> str:
 class Connection:
     """A pool of connections to one vault database. One per process or thread."""
 
-    def __init__(self, dsn: str, *, create: bool = False, pool_size: int = 4) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        create: bool = False,
+        pool_size: int = 4,
+        pool_timeout: float = POOL_TIMEOUT_S,
+    ) -> None:
+        """Open a pool on ``dsn`` (``create``: migrate an empty database first).
+
+        ``pool_timeout``: how long a request waits for a pooled connection
+        before it fails as an unreachable store, seconds.
+        """
         self.where = describe(dsn)
         if create:
             try:
@@ -439,11 +451,11 @@ class Connection:
             min_size=1,
             max_size=pool_size,
             kwargs={"autocommit": True},
-            timeout=POOL_TIMEOUT_S,
+            timeout=pool_timeout,
             open=False,
         )
         try:
-            self.pool.open(wait=True, timeout=POOL_TIMEOUT_S)
+            self.pool.open(wait=True, timeout=pool_timeout)
             self._check_schema()
         except BaseException as exc:
             self.pool.close()
