@@ -519,7 +519,10 @@ class Connection:
             if not (stats.get("connections_errors", 0) and not stats.get("pool_available", 0)):
                 left = deadline - time.monotonic()
                 try:
-                    return self.pool.getconn(timeout=max(0.01, min(POOL_QUICK_S, left)))
+                    pooled: psycopg.Connection[Any] = self.pool.getconn(
+                        timeout=max(0.01, min(POOL_QUICK_S, left))
+                    )
+                    return pooled
                 except PoolTimeout:
                     if time.monotonic() >= deadline:
                         raise
@@ -543,7 +546,8 @@ class Connection:
             fresh = self._new_pool()
             old, self.pool = self.pool, fresh
             old.close(timeout=1.0)
-            return self.pool.getconn()
+            renewed: psycopg.Connection[Any] = self.pool.getconn()
+            return renewed
 
     def _check_schema(self) -> None:
         with self.pool.connection() as conn:
