@@ -138,7 +138,7 @@ def test_postgresql_stopped_mid_batch_is_exit_1_whole_batches_and_a_rerun_import
     served: PgServed, tmp_path: Path
 ) -> None:
     pg = served
-    pg.start_replica()
+    first = pg.start_replica()
     other = pg.start_replica()
     csv = synthetic_csv(tmp_path / "rows.csv", ROWS)
     importer = _background_zh(pg, "import", "--allow-duplicates", str(csv))
@@ -172,10 +172,13 @@ def test_postgresql_stopped_mid_batch_is_exit_1_whole_batches_and_a_rerun_import
     assert importer.returncode == 1, (importer.returncode, out.decode(), text)
     assert "Traceback" not in text and "internal error" not in text, text
     assert ZH_DOWN in text and "重试" in text, text
-    # The batch that was waiting is gone entirely; the committed ones are whole.
-    # Checked through the other replica: the one that served the batch may wait
-    # up to 30 s for its connection pool to reconnect (docs/scale.md, section 10).
-    _stored_exactly(pg, csv, committed, url=other.url)
+    # Each replica serves again, the one whose transaction the stop broke too
+    # (issue 17: its pool used to wait for its next reconnection attempt, up
+    # to 30 s; docs/scale.md, section 10). Then the batch that was waiting is
+    # gone entirely; the committed ones are whole.
+    for replica in (first, other):
+        pg.cli("officer1", "audit", "verify", url=replica.url)
+    _stored_exactly(pg, csv, committed, url=first.url)
     # The documented resume: the same command again, here through the other replica alone.
     done = pg.cli_json("worker1", "import", "--allow-duplicates", str(csv), url=other.url)
     assert (done["imported"], done["already_done"]) == (ROWS - committed, committed)
@@ -274,3 +277,64 @@ def test_regression_postgresql_down_before_import_said_no_server_answered_exit_5
     assert pg.urls in text and "数据库" in text, text
     assert pg.cli_json("worker1", "import", "--allow-duplicates", str(csv))["imported"] == 600
     _stored_exactly(pg, csv, 600)
+
+
+#: How long PostgreSQL stays down in the back-off test, seconds: the replica's
+#: pool attempts to reconnect at 0, 1, 3, 7, 15, 31 and 63 s, so its next
+#: attempt after the start is about 60 s away, twice the 30 s pool timeout.
+LONG_OUTAGE_S = 70
+
+
+@pytest.mark.slow  # PostgreSQL is kept down for LONG_OUTAGE_S
+def test_regression_a_replica_whose_pool_backed_off_serves_at_once_when_postgresql_is_back(
+    served: PgServed, tmp_path: Path
+) -> None:
+    """Issue 17. A batch begins again on a fresh connection after the stop broke
+    its first (the between-batches case) and waits for one while PostgreSQL
+    stays down: the pool's replacement and growth attempts both back off.
+    The first request through the same replica after the start must be
+    served. Before the fix it waited for the pool's next attempt (47.7 s in
+    one run, docs/scale.md section 10) and was served late, so this test
+    passed then too: it guards the outcome, not the time (no timed tests);
+    tests/postgres/test_pool_recovery.py shows the old code failing."""
+    pg = served
+    replica = pg.start_replica()
+    csv = synthetic_csv(tmp_path / "rows.csv", ROWS)
+    importer = pg.cli_background(
+        "worker1", "import", "--allow-duplicates", str(csv), url=replica.url
+    )
+    _wait_for("a batch was committed", lambda: _count(pg) > 0, importer)
+    from childvault.vault._postgres._conn import WRITE_LOCK
+
+    blocker = _connect(pg)
+    blocker.autocommit = True
+    try:
+        blocker.execute("SELECT pg_advisory_lock(%s)", (WRITE_LOCK,))
+
+        def batch_waits() -> bool:
+            return bool(
+                blocker.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event = 'advisory'"
+                ).fetchall()
+            )
+
+        _wait_for("the next batch waited for the write lock", batch_waits, importer)
+        pg.postgres.stop()
+    finally:
+        blocker.close()
+    stopped = time.monotonic()
+    try:
+        out, err = importer.communicate(timeout=600)
+        time.sleep(max(0.0, LONG_OUTAGE_S - (time.monotonic() - stopped)))
+    finally:
+        pg.postgres.start()
+    # Down past the pool timeout: the documented unreachable-store failure.
+    assert importer.returncode == 1, (out.decode(), err.decode())
+    assert "Traceback" not in err.decode(), err.decode()
+    # The same replica serves the next request needing the database: the
+    # rerun imports exactly the rows not yet stored.
+    stored = _count(pg)
+    done = pg.cli_json("worker1", "import", "--allow-duplicates", str(csv), url=replica.url)
+    assert (done["imported"], done["already_done"]) == (ROWS - stored, stored)
+    _stored_exactly(pg, csv, ROWS, url=replica.url)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +38,15 @@ WRITE_LOCK = 0x63_76_77_72_69_74_65
 LOCK_TIMEOUT_S = 30.0
 #: How long to wait for a pooled connection before a clear error, seconds.
 POOL_TIMEOUT_S = 30.0
+#: How long a checkout waits for the pool before asking the database directly,
+#: seconds. A pooled connect takes milliseconds; a longer wait means the
+#: database is down or the pool's reconnection is backing off (see
+#: :meth:`Connection._checkout`).
+POOL_QUICK_S = 2.0
+#: ``connect_timeout`` of that direct probe, seconds.
+PROBE_TIMEOUT_S = 5
+#: How often the database is probed while it does not answer, seconds.
+PROBE_EVERY_S = 0.5
 
 # The function behind the audit log's action column: the action named in the
 # entry's JSON, or NULL for an entry that is not JSON (tampered). Declared
@@ -418,8 +429,23 @@ def _placeholders(query: str) -> str:
 class Connection:
     """A pool of connections to one vault database. One per process or thread."""
 
-    def __init__(self, dsn: str, *, create: bool = False, pool_size: int = 4) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        create: bool = False,
+        pool_size: int = 4,
+        pool_timeout: float = POOL_TIMEOUT_S,
+    ) -> None:
+        """Open a pool on ``dsn`` (``create``: migrate an empty database first).
+
+        ``pool_timeout``: how long a request waits for a pooled connection
+        before it fails as an unreachable store, seconds.
+        """
         self.where = describe(dsn)
+        self._dsn = dsn
+        self._pool_size = pool_size
+        self._pool_timeout = pool_timeout
         if create:
             try:
                 with psycopg.connect(dsn, autocommit=True) as conn:
@@ -434,16 +460,11 @@ class Connection:
             except psycopg.Error as exc:
                 raise translate(exc, self.where) from exc
             migrate(dsn)
-        self.pool: ConnectionPool[Any] = ConnectionPool(
-            dsn,
-            min_size=1,
-            max_size=pool_size,
-            kwargs={"autocommit": True},
-            timeout=POOL_TIMEOUT_S,
-            open=False,
-        )
         try:
-            self.pool.open(wait=True, timeout=POOL_TIMEOUT_S)
+            self.pool: ConnectionPool[Any] = self._new_pool()
+        except PoolTimeout as exc:
+            raise translate(exc, self.where) from exc
+        try:
             self._check_schema()
         except BaseException as exc:
             self.pool.close()
@@ -458,6 +479,75 @@ class Connection:
         # server restart goes back to the pool (which discards it) and the next
         # statement takes a fresh one, so a restart costs one failed operation.
         self._held: psycopg.Connection[Any] | None = None
+
+    def _new_pool(self) -> ConnectionPool[Any]:
+        """A pool holding one connection made now (raises if none can be made)."""
+        pool: ConnectionPool[Any] = ConnectionPool(
+            self._dsn,
+            min_size=1,
+            max_size=self._pool_size,
+            kwargs={"autocommit": True},
+            timeout=self._pool_timeout,
+            open=False,
+        )
+        try:
+            pool.open(wait=True, timeout=self._pool_timeout)
+        except BaseException:
+            pool.close()
+            raise
+        return pool
+
+    def _checkout(self) -> psycopg.Connection[Any]:
+        """A connection from the pool, or from a new pool once the database is back.
+
+        psycopg_pool replaces a broken connection in the background and, while
+        the database is down, retries with a growing delay (1, 2, 4, 8 ... s)
+        that nothing public can cut short: after a restart the pool gave its
+        next connection only at its next attempt, up to the pool timeout
+        later (issue 17). So when the pool has no connection within a pooled
+        connect's time, or has none ready and has failed to connect before
+        (its attempts are backing off), the database is asked directly every
+        :data:`PROBE_EVERY_S`: once it answers, the pool is replaced by a new
+        one connected at once, and the old one closed with its pending
+        attempts. Still down at the pool timeout: the probe's error (an
+        unreachable store, as before). Only called with no connection held,
+        so nothing in flight on this store uses the old pool.
+        """
+        deadline = time.monotonic() + self._pool_timeout
+        while True:
+            stats = self.pool.get_stats()
+            if not (stats.get("connections_errors", 0) and not stats.get("pool_available", 0)):
+                left = deadline - time.monotonic()
+                try:
+                    pooled: psycopg.Connection[Any] = self.pool.getconn(
+                        timeout=max(0.01, min(POOL_QUICK_S, left))
+                    )
+                    return pooled
+                except PoolTimeout:
+                    if time.monotonic() >= deadline:
+                        raise
+            left = deadline - time.monotonic()
+            try:
+                probe = psycopg.connect(
+                    self._dsn,
+                    autocommit=True,
+                    connect_timeout=max(1, min(PROBE_TIMEOUT_S, math.ceil(left))),
+                )
+            except psycopg.OperationalError as exc:
+                # Retried only while nothing answers or PostgreSQL is starting
+                # up (57P03); a refused login or a missing database fails now.
+                if exc.sqlstate not in (None, "57P03"):
+                    raise
+                if time.monotonic() + PROBE_EVERY_S >= deadline:
+                    raise
+                time.sleep(PROBE_EVERY_S)
+                continue
+            probe.close()
+            fresh = self._new_pool()
+            old, self.pool = self.pool, fresh
+            old.close(timeout=1.0)
+            renewed: psycopg.Connection[Any] = self.pool.getconn()
+            return renewed
 
     def _check_schema(self) -> None:
         with self.pool.connection() as conn:
@@ -495,7 +585,7 @@ class Connection:
 
     def _acquire(self) -> psycopg.Connection[Any]:
         if self._held is None:
-            self._held = self.pool.getconn()
+            self._held = self._checkout()
         return self._held
 
     def _drop_if_broken(self) -> None:
