@@ -342,6 +342,13 @@ def _one_entry_time(entry: bytes) -> datetime | None:
         return None
 
 
+#: The actions a read looks up by its grant (``grant_ref``), in one query: the
+#: grant's revocations and reads, which decide against the verified log whether
+#: it is revoked and how many uses are spent (``AccessReads._grant_in_log``; a
+#: server sends the same lookup ahead with a read's inputs).
+GRANT_ACTIONS = ("grant.read", "grant.revoke")
+
+
 def decode_entry(entry: bytes) -> dict[str, Any]:
     """Parse a stored entry (for display and reports)."""
     obj = json.loads(entry)

@@ -26,9 +26,9 @@ from childvault.keys._encoding import b64, is_hex_id, unb64
 from childvault.vault import _audit, _tokens
 from childvault.vault._action_roles import role_at
 from childvault.vault._audit import DetailValue, Event
+from childvault.vault._audit_entry import GRANT_ACTIONS
 from childvault.vault._fieldcrypto import open_field
 from childvault.vault._policy import RecordState, grant_refusal, token_refusal
-from childvault.vault._remote._methods import GRANT_ACTIONS
 from childvault.vault._svc_access_base import AccessBase
 from childvault.vault._svc_notices import NoticeService
 from childvault.vault._time import legal_today

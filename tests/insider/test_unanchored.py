@@ -5,6 +5,7 @@ instead of falling back to the rows an insider can edit."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -112,8 +113,10 @@ def test_deleting_the_upgrade_flag_does_not_reopen_the_fallback(tmp_path: Path) 
 def test_a_new_vault_refuses_a_stripped_identity_without_its_rows(world: World) -> None:
     """A vault made since issue 12 is founded at entry 1: an identity stripped of its
     anchor is refused even after an insider deletes the founding statement's row."""
-    stripped = world.ids["officer2"]
+    # A copy: the world's identities are the session template's, shared by every test.
+    stripped = copy.copy(world.ids["officer2"])
     stripped.anchor = None
+    world.ids = {**world.ids, "officer2": stripped}
     with Insider(world, "worker2") as insider:
         insider.delete("statements", where={"seq": 1})
         insider.delete("meta", where={"key": "trust_upgraded"})

@@ -8,6 +8,8 @@ not listed here is refused by the server before it reaches the database.
 
 from __future__ import annotations
 
+from childvault.vault._audit_entry import GRANT_ACTIONS as _GRANT_ACTIONS
+
 READ = "read"
 WRITE = "write"
 
@@ -184,10 +186,9 @@ COSIGN_ACTIONS = ("request.cosign",)
 #: A request's basis is looked up by its index (``entries_by_ref``), never by a
 #: scan of every ``request.create`` entry.
 BASIS_ACTIONS = ("request.create",)
-#: The actions a read looks up by its grant (``grant_ref``), in one query: the
-#: grant's revocations and reads, which decide against the verified log whether
-#: it is revoked and how many uses are spent (``AccessReads._grant_in_log``).
-GRANT_ACTIONS = ("grant.read", "grant.revoke")
+#: The actions a read looks up by its grant, defined with the log's format so the
+#: library's read need not import this package.
+GRANT_ACTIONS = _GRANT_ACTIONS
 
 #: Writes whose result is None: inside a transaction the remote backend queues
 #: them and sends them with the next call that needs an answer, or the commit
