@@ -8,6 +8,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -17,7 +18,6 @@ from pathlib import Path
 import pytest
 
 import childvault
-from childvault.keys import ChildVaultError
 from childvault.vault import _svc_records_import
 from tests.server._vaultserver import (
     VaultServer,
@@ -90,6 +90,19 @@ def test_eight_concurrent_clients_make_one_linear_chain(tmp_path: Path) -> None:
         vs.stop()
 
 
+def _batches_answered(vs: VaultServer, user: str) -> int:
+    """How many of ``user``'s record batches (large ``/v1/rpc/batch`` calls) the
+    server has answered, from its access log."""
+    count = 0
+    for line in vs.log_path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith('{"bytes_in"'):
+            continue
+        entry = json.loads(line)
+        big = entry["bytes_in"] > 100_000 and entry["status"] == 200
+        count += entry["user"] == user and entry["path"] == "/v1/rpc/batch" and big
+    return count
+
+
 def test_server_killed_mid_import_restarts_consistent_and_the_import_resumes(
     tmp_path: Path,
 ) -> None:
@@ -99,16 +112,17 @@ def test_server_killed_mid_import_restarts_consistent_and_the_import_resumes(
     big = synthetic_csv(tmp_path / "big.csv", 3000)
     try:
         importer = vs.cli_background("worker1", "import", "--allow-duplicates", str(big))
-        # Wait (bounded by the import itself) until a first batch is committed.
-        count = 0
-        while count == 0 and importer.poll() is None:
-            try:
-                with vs.connect("officer1") as officer:
-                    count = officer._session.db.records.count()
-            except ChildVaultError:
-                pass  # the importer's transaction holds the server: ask again
-            time.sleep(0.2)
+        # Kill the server between batches, decided from its access log rather
+        # than by asking it: polling with another client raced a fast import
+        # to its end on a loaded machine. Each batch is one /v1/rpc/batch
+        # answered after its COMMIT, so the second large one logged means at
+        # least one batch is in the store; the importer is frozen while the
+        # server dies so it cannot finish in between.
+        while _batches_answered(vs, "worker1") < 2 and importer.poll() is None:
+            time.sleep(0.005)
+        importer.send_signal(signal.SIGSTOP)
         vs.stop(kill=True)
+        importer.send_signal(signal.SIGCONT)
         importer.communicate(timeout=600)
         assert importer.returncode != 0, "the import finished before the server was killed"
         vs.start(port=port)
