@@ -8,6 +8,16 @@ import click
 
 from childvault.cli._context import Ctx, _, pass_ctx
 
+#: ``--allowed-host`` of ``serve`` and ``witness`` (both check the Host header).
+_allowed_host = click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME[:PORT]",
+    help="A name clients reach the server by, besides the listen address (repeatable); "
+    "requests with another Host header are refused.",
+)
+
 
 @click.command()
 @click.option(
@@ -19,14 +29,7 @@ from childvault.cli._context import Ctx, _, pass_ctx
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="TLS cert.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="TLS key.")
 @click.option("--behind-proxy", is_flag=True, help="A reverse proxy on this host terminates TLS.")
-@click.option(
-    "--allowed-host",
-    "allowed_hosts",
-    multiple=True,
-    metavar="NAME[:PORT]",
-    help="A name clients reach the server by, besides the listen address (repeatable); "
-    "requests with another Host header are refused.",
-)
+@_allowed_host
 @click.option(
     "--witness-url",
     "witness_urls",
@@ -150,14 +153,7 @@ def serve(
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="TLS cert.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="TLS key.")
 @click.option("--behind-proxy", is_flag=True, help="A reverse proxy on this host terminates TLS.")
-@click.option(
-    "--allowed-host",
-    "allowed_hosts",
-    multiple=True,
-    metavar="NAME[:PORT]",
-    help="A name clients reach the server by, besides the listen address (repeatable); "
-    "requests with another Host header are refused.",
-)
+@_allowed_host
 @pass_ctx
 def witness(
     c: Ctx,

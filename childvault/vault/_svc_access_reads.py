@@ -93,7 +93,7 @@ class AccessReads(AccessBase):
             # The grants row said live (else _check_grant refused): it was edited.
             self.s.distrust(
                 "grant.read",
-                f"grant {claims.jti} is revoked in the log, not in its grants row",
+                _t("grant {grant} is revoked in the log, not in its grants row", grant=claims.jti),
                 moment,
             )
         if spent >= claims.uses and not self._row_spent(claims.jti):

@@ -114,6 +114,17 @@ def _stored_exactly(pg: PgServed, csv: Path, rows: int, *, url: str | None = Non
     assert {e["detail"]["source"] for e in created} <= {source[:16]}
 
 
+def _waits_for_the_write_lock(blocker: psycopg.Connection[tuple[object, ...]]) -> bool:
+    """Whether a session of this database waits on an advisory lock (the store's
+    write lock, which ``blocker`` holds)."""
+    return bool(
+        blocker.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event = 'advisory'"
+        ).fetchall()
+    )
+
+
 def _wait_for(what: str, ready: object, importer: subprocess.Popen[bytes]) -> None:
     """Poll ``ready()`` until true; fail if the import ends first (bounded)."""
     deadline = time.monotonic() + 600
@@ -206,15 +217,11 @@ def test_postgresql_stopped_between_batches_and_started_again_the_import_goes_on
         row = blocker.execute("SELECT count(*) FROM records").fetchone()
         assert row is not None and 0 < int(row[0]) < ROWS
 
-        def batch_waits() -> bool:
-            return bool(
-                blocker.execute(
-                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event = 'advisory'"
-                ).fetchall()
-            )
-
-        _wait_for("the next batch waited for the write lock", batch_waits, importer)
+        _wait_for(
+            "the next batch waited for the write lock",
+            lambda: _waits_for_the_write_lock(blocker),
+            importer,
+        )
         pg.postgres.stop()
     finally:
         blocker.close()
@@ -311,15 +318,11 @@ def test_regression_a_replica_whose_pool_backed_off_serves_at_once_when_postgres
     try:
         blocker.execute("SELECT pg_advisory_lock(%s)", (WRITE_LOCK,))
 
-        def batch_waits() -> bool:
-            return bool(
-                blocker.execute(
-                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event = 'advisory'"
-                ).fetchall()
-            )
-
-        _wait_for("the next batch waited for the write lock", batch_waits, importer)
+        _wait_for(
+            "the next batch waited for the write lock",
+            lambda: _waits_for_the_write_lock(blocker),
+            importer,
+        )
         pg.postgres.stop()
     finally:
         blocker.close()

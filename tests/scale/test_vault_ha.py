@@ -110,16 +110,23 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 
 
 @contextmanager
-def _node(target: str | None = None) -> Iterator[tuple[str, list[str | None]]]:
-    handler = type("Node", (_Recorder,), {"target": target, "tokens": []})
+def _serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` served on a free loopback port, as its URL."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler.tokens
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def _node(target: str | None = None) -> Iterator[tuple[str, list[str | None]]]:
+    handler = type("Node", (_Recorder,), {"target": target, "tokens": []})
+    with _serving(handler) as url:
+        yield url, handler.tokens
 
 
 def test_redirects_are_followed_to_listed_nodes_only() -> None:
@@ -171,14 +178,8 @@ class _Scripted(http.server.BaseHTTPRequestHandler):
 @contextmanager
 def _scripted(*script: tuple[int, dict[str, object]]) -> Iterator[tuple[str, list[int]]]:
     handler = type("Scripted", (_Scripted,), {"script": list(script), "sent": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler.sent
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(handler) as url:
+        yield url, handler.sent
 
 
 def test_an_election_answered_twice_with_500_not_active_is_waited_out() -> None:
